@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Builds libllama (and optionally llama.cpp's reference tools) from the llama.cpp source
+# pinned by node-llama-cpp@3.22.1 (its llama/gitRelease.bundle, tag v0.5.0).
+#
+# Usage: scripts/build-libllama.sh [--cuda] [--vulkan] [--metal] [--native]
+#                                  [--reference-tools] [--source-only] [--out DIR]
+#                                  [--cuda-arch LIST] [--jobs N]
+#
+#   --cuda / --vulkan / --metal  build that GPU backend (output lib/<os>-<arch>-<gpu>)
+#   --native                     tune the CPU backend for this machine (-march=native)
+#   --reference-tools            also build llama-simple, llama-server and llama-bench
+#                                into <out>/bin (oracle tests and bench/)
+#   --source-only                only fetch and unpack the source into .cache/ (headers,
+#                                vocab GGUFs); build nothing
+#   --out DIR                    install directory (default lib/<os>-<arch>[-<gpu>])
+#   --cuda-arch LIST             CMAKE_CUDA_ARCHITECTURES (default: 90 for Hopper)
+#   --jobs N                     parallel compile jobs (default: all cores)
+#
+# Environment: SHIMMY_CACHE_DIR (default .cache) keeps the source and build trees, so a
+# second run only rebuilds what changed. Idempotent.
+set -euo pipefail
+
+NLC_VERSION=3.22.1
+LLAMA_TAG=v0.5.0
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${SHIMMY_CACHE_DIR:-$ROOT/.cache}
+SRC=$CACHE/llama.cpp-$LLAMA_TAG
+
+gpu="" native=0 tools=0 source_only=0 out="" cuda_arch=90
+jobs=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --cuda) gpu=cuda ;;
+    --vulkan) gpu=vulkan ;;
+    --metal) gpu=metal ;;
+    --native) native=1 ;;
+    --reference-tools) tools=1 ;;
+    --source-only) source_only=1 ;;
+    --out) out=$2; shift ;;
+    --cuda-arch) cuda_arch=$2; shift ;;
+    --jobs) jobs=$2; shift ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "build-libllama: unknown option $1 (see --help)" >&2; exit 1 ;;
+  esac
+  shift
+done
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+fetch_source() {
+  if [ -f "$SRC/include/llama.h" ] && [ -f "$SRC/.shimmy-source-ok" ]; then
+    step "llama.cpp $LLAMA_TAG source already in $SRC"
+    return
+  fi
+  mkdir -p "$CACHE"
+  local tarball=$CACHE/node-llama-cpp-$NLC_VERSION.tgz
+  if [ ! -s "$tarball" ]; then
+    step "Downloading node-llama-cpp@$NLC_VERSION (carries the llama.cpp source bundle)"
+    if command -v npm >/dev/null 2>&1; then
+      (cd "$CACHE" && npm pack --silent "node-llama-cpp@$NLC_VERSION" >/dev/null)
+    else
+      local registry=${NPM_CONFIG_REGISTRY:-https://registry.npmjs.org}
+      curl -fsSL "${registry%/}/node-llama-cpp/-/node-llama-cpp-$NLC_VERSION.tgz" -o "$tarball"
+    fi
+  fi
+  step "Unpacking the git bundle"
+  local unpack=$CACHE/node-llama-cpp-$NLC_VERSION
+  rm -rf "$unpack" "$SRC"
+  mkdir -p "$unpack"
+  tar xzf "$tarball" -C "$unpack" package/llama/gitRelease.bundle package/llama/patches
+  git clone --quiet "$unpack/package/llama/gitRelease.bundle" "$SRC"
+  for patch in "$unpack"/package/llama/patches/*.diff; do
+    [ -e "$patch" ] || continue
+    step "Applying $(basename "$patch") (the same patches node-llama-cpp applies)"
+    git -C "$SRC" apply "$patch"
+  done
+  rm -rf "$unpack"
+  touch "$SRC/.shimmy-source-ok"
+}
+
+fetch_source
+[ "$source_only" = 1 ] && { step "Source ready: $SRC"; exit 0; }
+
+case "$(uname -s)" in
+  Linux) os=linux ;;
+  Darwin) os=mac ;;
+  MINGW*|MSYS*|CYGWIN*) os=win ;;
+  *) echo "build-libllama: unsupported OS $(uname -s)" >&2; exit 1 ;;
+esac
+case "$(uname -m)" in
+  x86_64|amd64) arch=x64 ;;
+  aarch64|arm64) arch=arm64 ;;
+  *) arch=$(uname -m) ;;
+esac
+flavour=$os-$arch${gpu:+-$gpu}
+out=${out:-$ROOT/lib/$flavour}
+build=$CACHE/build-$flavour$([ "$native" = 1 ] && echo -native)$([ "$tools" = 1 ] && echo -tools)
+
+cmake_args=(
+  -S "$SRC" -B "$build"
+  -DCMAKE_BUILD_TYPE=Release
+  -DBUILD_SHARED_LIBS=ON
+  -DLLAMA_BUILD_TESTS=OFF
+  -DLLAMA_BUILD_EXAMPLES="$([ "$tools" = 1 ] && echo ON || echo OFF)"
+  -DLLAMA_BUILD_TOOLS="$([ "$tools" = 1 ] && echo ON || echo OFF)"
+  -DLLAMA_BUILD_SERVER="$([ "$tools" = 1 ] && echo ON || echo OFF)"
+  -DLLAMA_CURL=OFF
+  -DLLAMA_OPENSSL=OFF
+  -DGGML_NATIVE="$([ "$native" = 1 ] && echo ON || echo OFF)"
+  -DCMAKE_INSTALL_RPATH='$ORIGIN;$ORIGIN/..'
+  -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON
+)
+case "$gpu" in
+  cuda) cmake_args+=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$cuda_arch") ;;
+  vulkan) cmake_args+=(-DGGML_VULKAN=ON) ;;
+  metal) cmake_args+=(-DGGML_METAL=ON) ;;
+esac
+
+step "Configuring $flavour in $build"
+cmake "${cmake_args[@]}" >"$CACHE/cmake-configure-$flavour.log" 2>&1 || {
+  tail -40 "$CACHE/cmake-configure-$flavour.log" >&2; exit 1; }
+
+targets=(--target llama)
+[ "$tools" = 1 ] && targets+=(llama-simple llama-server llama-bench)
+step "Building ${targets[*]:1} with $jobs jobs (progress below)"
+cmake --build "$build" --config Release -j "$jobs" "${targets[@]}" 2>&1 |
+  grep --line-buffered -E '^\[ *[0-9]+%\]|error|Error' >&2 || true
+[ "${PIPESTATUS[0]}" = 0 ] || { echo "build-libllama: build failed" >&2; exit 1; }
+
+step "Installing into $out"
+mkdir -p "$out"
+find "$build/bin" "$build" -maxdepth 3 \( -name 'lib*.so*' -o -name '*.dylib' -o -name '*.dll' \) \
+  -not -path '*/CMakeFiles/*' -exec cp -P {} "$out/" \; 2>/dev/null
+if [ "$tools" = 1 ]; then
+  mkdir -p "$out/bin"
+  for tool in llama-simple llama-server llama-bench; do
+    cp "$build/bin/$tool" "$out/bin/"
+  done
+fi
+cat >"$out/BUILD_INFO.json" <<JSON
+{"source": "llama.cpp $LLAMA_TAG via node-llama-cpp@$NLC_VERSION", "built": "from source", "flavour": "$flavour", "native": $native, "referenceTools": $tools}
+JSON
+step "Done: $(ls "$out" | tr '\n' ' ')"

@@ -1,0 +1,253 @@
+/**
+ * `shimmy generate [NAME] --prompt TEXT …`: one generation from the shell, streamed to stdout,
+ * timings to stderr (or one JSON object with `--json`).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { LoadedModel } from "../engine/loaded_model.ts";
+import { parseGpuLayers } from "../engine/gpu.ts";
+import { resolveModelPath } from "../engine/model_resolver.ts";
+import type { GenerationResult } from "../engine/scheduler.ts";
+import type { GlobalFlags } from "./global_flags.ts";
+import { loadProgressPrinter } from "./progress.ts";
+import { UsageError } from "./usage_error.ts";
+
+/** Usage text of `shimmy generate`. */
+export const GENERATE_USAGE = `Usage: shimmy generate [NAME] --prompt TEXT [options]
+
+Runs one generation and streams the text to stdout; timings go to stderr.
+
+Model (one of): NAME (positional), --name NAME, --model PATH_OR_NAME, or SHIMMY_BASE_GGUF.
+
+Options:
+  --prompt, -p TEXT       Prompt text (required)
+  --max-tokens N          Most tokens to generate (default 64)
+  --temperature T         0 = greedy; > 0 samples with --seed (default 0.7)
+  --top-k K               Keep the K most likely tokens (default 40; 0 = off)
+  --top-p P               Nucleus threshold (default 0.9; 1 = off)
+  --min-p P               Minimum relative probability (default 0.05; 0 = off)
+  --repeat-penalty R      Repetition penalty (default 1 = off)
+  --seed S                Random seed (default: random)
+  --stop STR              Stop string; repeatable
+  --ctx-size N            Context tokens (default: model's, at most 4096)
+  --threads N             CPU threads (default: llama.cpp's choice)
+  --gpu-backend B         auto | cpu | cuda | vulkan | metal (default auto)
+  --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
+  --json                  Print one JSON object (text, tokens, usage, timings)
+  --raw                   Send the prompt untouched (no chat template)
+  --verbose               Show llama.cpp's log
+  --model-dirs DIRS       Extra model folders, ';'-separated
+
+Examples:
+  shimmy generate phi3 --prompt "Say hi" --max-tokens 32
+  shimmy generate --model ./models/tiny.gguf --prompt "Once upon" --temperature 0 --json`;
+
+/** Parsed `generate` options. */
+export interface GenerateArgs {
+  model: string;
+  prompt: string;
+  maxTokens: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  repeatPenalty?: number;
+  seed?: number;
+  stop: string[];
+  ctxSize?: number;
+  threads?: number;
+  nGpuLayers?: number;
+  json: boolean;
+  raw: boolean;
+}
+
+function numberFlag(name: string, value: string | undefined, integer = false): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
+    throw new UsageError(
+      `--${name} must be ${integer ? "an integer" : "a number"}, got "${value}"`,
+    );
+  }
+  return n;
+}
+
+/**
+ * Parses `generate`'s arguments (global flags already removed).
+ *
+ * @param args Arguments after the command name.
+ * @param env Environment lookup for `SHIMMY_BASE_GGUF`.
+ * @returns The options, or undefined when `--help` was asked.
+ * @throws {UsageError} on bad flags.
+ */
+export function parseGenerateArgs(
+  args: string[],
+  env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+): GenerateArgs | undefined {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        prompt: { type: "string", short: "p" },
+        model: { type: "string", short: "m" },
+        name: { type: "string" },
+        "max-tokens": { type: "string" },
+        temperature: { type: "string" },
+        "top-k": { type: "string" },
+        "top-p": { type: "string" },
+        "min-p": { type: "string" },
+        "repeat-penalty": { type: "string" },
+        seed: { type: "string" },
+        stop: { type: "string", multiple: true },
+        "ctx-size": { type: "string" },
+        threads: { type: "string" },
+        "n-gpu-layers": { type: "string" },
+        json: { type: "boolean", default: false },
+        raw: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const v = parsed.values;
+  if (v.help) return undefined;
+  if (parsed.positionals.length > 1) {
+    throw new UsageError(`Unexpected arguments: ${parsed.positionals.slice(1).join(" ")}`);
+  }
+  const model = parsed.positionals[0] ?? v.name ?? v.model ?? env("SHIMMY_BASE_GGUF");
+  if (!model) {
+    throw new UsageError("No model given: pass NAME, --model PATH, or set SHIMMY_BASE_GGUF");
+  }
+  if (v.prompt === undefined) throw new UsageError("--prompt is required");
+  const maxTokens = numberFlag("max-tokens", v["max-tokens"], true) ?? 64;
+  if (maxTokens < 1) throw new UsageError("--max-tokens must be at least 1");
+  let nGpuLayers: number | undefined;
+  try {
+    nGpuLayers = parseGpuLayers(v["n-gpu-layers"]);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const out: GenerateArgs = {
+    model,
+    prompt: v.prompt,
+    maxTokens,
+    stop: v.stop ?? [],
+    json: v.json,
+    raw: v.raw,
+  };
+  const optional = {
+    temperature: numberFlag("temperature", v.temperature),
+    topK: numberFlag("top-k", v["top-k"], true),
+    topP: numberFlag("top-p", v["top-p"]),
+    minP: numberFlag("min-p", v["min-p"]),
+    repeatPenalty: numberFlag("repeat-penalty", v["repeat-penalty"]),
+    seed: numberFlag("seed", v.seed, true),
+    ctxSize: numberFlag("ctx-size", v["ctx-size"], true),
+    threads: numberFlag("threads", v.threads, true),
+    nGpuLayers,
+  };
+  for (const [key, value] of Object.entries(optional)) {
+    if (value !== undefined) (out as unknown as Record<string, number>)[key] = value;
+  }
+  return out;
+}
+
+/**
+ * Runs `shimmy generate`.
+ *
+ * @param args Arguments after the command name.
+ * @param globals Global flags.
+ * @returns The exit code.
+ */
+export async function generateMain(args: string[], globals: GlobalFlags): Promise<number> {
+  const options = parseGenerateArgs(args);
+  if (!options) {
+    console.log(GENERATE_USAGE);
+    return 0;
+  }
+  const path = resolveModelPath(options.model, { modelDirs: globals.modelDirs ?? "" });
+  const progress = loadProgressPrinter(path, options.json);
+  await using loaded = await LoadedModel.open({
+    path,
+    gpuBackend: globals.gpuBackend ?? "auto",
+    verbose: globals.verbose,
+    onProgress: progress.update,
+    ...(options.nGpuLayers !== undefined ? { nGpuLayers: options.nGpuLayers } : {}),
+    ...(options.ctxSize !== undefined ? { ctxSize: options.ctxSize } : {}),
+    ...(options.threads !== undefined ? { threads: options.threads } : {}),
+  });
+  progress.done();
+  const prompt = loaded.model.tokenize(options.prompt, { addSpecial: true, parseSpecial: true });
+  const abort = new AbortController();
+  const onSignal = () => abort.abort();
+  Deno.addSignalListener("SIGINT", onSignal);
+  try {
+    const generation = loaded.scheduler.submit({
+      prompt,
+      maxTokens: options.maxTokens,
+      stop: options.stop,
+      signal: abort.signal,
+      sampling: {
+        ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
+        ...(options.topK !== undefined ? { topK: options.topK } : {}),
+        ...(options.topP !== undefined ? { topP: options.topP } : {}),
+        ...(options.minP !== undefined ? { minP: options.minP } : {}),
+        ...(options.repeatPenalty !== undefined ? { repeatPenalty: options.repeatPenalty } : {}),
+        ...(options.seed !== undefined ? { seed: options.seed } : {}),
+      },
+    });
+    const encoder = new TextEncoder();
+    for await (const chunk of generation) {
+      if (!options.json) await Deno.stdout.write(encoder.encode(chunk.text));
+    }
+    const result = await generation.result;
+    if (options.json) {
+      console.log(JSON.stringify(jsonReport(loaded, result)));
+    } else {
+      await Deno.stdout.write(encoder.encode("\n"));
+      console.error(timingLine(result));
+    }
+    return result.finishReason === "cancelled" ? 130 : 0;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+  }
+}
+
+function jsonReport(loaded: LoadedModel, result: GenerationResult) {
+  return {
+    model: loaded.model.path,
+    text: result.text,
+    tokens: result.tokens,
+    finish_reason: result.finishReason,
+    usage: {
+      prompt_tokens: result.promptTokens,
+      completion_tokens: result.completionTokens,
+      total_tokens: result.promptTokens + result.completionTokens,
+    },
+    timings: {
+      load_ms: round(loaded.model.loadMs),
+      prompt_ms: round(result.timings.promptMs),
+      prompt_per_second: round(result.timings.promptPerSecond),
+      generate_ms: round(result.timings.generateMs),
+      generate_per_second: round(result.timings.generatePerSecond),
+    },
+    backend: loaded.devices.backend,
+    load_params: loaded.model.loadParams,
+  };
+}
+
+function timingLine(result: GenerationResult): string {
+  const t = result.timings;
+  return `prompt: ${result.promptTokens} tokens, ${round(t.promptPerSecond)} tok/s | ` +
+    `generated: ${result.completionTokens} tokens, ${round(t.generatePerSecond)} tok/s | ` +
+    `finish: ${result.finishReason}`;
+}
+
+function round(n: number): number {
+  return Math.round(n * 100) / 100;
+}

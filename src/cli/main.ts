@@ -1,0 +1,79 @@
+/**
+ * The `shimmy` command line: global flags, then one command.
+ *
+ * @module
+ */
+
+import { GpuUnavailableError } from "../engine/gpu.ts";
+import { ModelNotFoundError } from "../engine/model_resolver.ts";
+import { GenerationError } from "../engine/errors.ts";
+import { ContextCreateError, LibraryNotFoundError, ModelLoadError } from "../ffi/mod.ts";
+import { generateMain } from "./generate.ts";
+import { extractGlobalFlags, type GlobalFlags } from "./global_flags.ts";
+import { UsageError } from "./usage_error.ts";
+import { VERSION } from "../version.ts";
+
+const USAGE = `shimmy ${VERSION}: a local LLM server for GGUF models
+
+Usage: shimmy [--model-dirs DIRS] [--gpu-backend B] [--verbose] <command> [options]
+
+Commands:
+  generate   Run one generation and print it (shimmy generate --help)
+
+Global flags (before or after the command):
+  --model-dirs DIRS    Extra model folders, ';'-separated
+  --gpu-backend B      auto | cpu | cuda | vulkan | metal
+  --verbose            Show llama.cpp's log
+  --version            Print the version
+  --help               This help`;
+
+type Command = (args: string[], globals: GlobalFlags) => Promise<number>;
+
+const COMMANDS: Record<string, Command> = {
+  generate: generateMain,
+};
+
+/** Errors whose message is enough for the user: printed as one line, no stack. */
+const EXPECTED_ERRORS = [
+  UsageError,
+  ModelNotFoundError,
+  ModelLoadError,
+  LibraryNotFoundError,
+  GpuUnavailableError,
+  GenerationError,
+  ContextCreateError,
+];
+
+/**
+ * Runs the command line.
+ *
+ * @param argv Arguments without the program name.
+ * @returns The exit code.
+ * @example
+ * ```ts
+ * Deno.exit(await main(["generate", "phi3", "--prompt", "hi"]));
+ * ```
+ */
+export async function main(argv: string[]): Promise<number> {
+  try {
+    const { flags, rest } = extractGlobalFlags(argv);
+    const [command, ...args] = rest;
+    if (command === "--version" || command === "version") {
+      console.log(`shimmy ${VERSION}`);
+      return 0;
+    }
+    if (command === undefined || command === "--help" || command === "-h" || command === "help") {
+      console.log(USAGE);
+      return command === undefined ? 1 : 0;
+    }
+    const run = COMMANDS[command];
+    if (!run) throw new UsageError(`Unknown command "${command}"; see shimmy --help`);
+    return await run(args, flags);
+  } catch (error) {
+    if (EXPECTED_ERRORS.some((kind) => error instanceof kind)) {
+      console.error(`shimmy: ${(error as Error).message}`);
+      return 1;
+    }
+    throw error;
+  }
+}

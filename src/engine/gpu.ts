@@ -1,0 +1,109 @@
+/**
+ * Turns `--gpu-backend` and `--n-gpu-layers` into model load options: which ggml devices the
+ * model uses and how many layers go to them. `auto` prefers CUDA, then Metal, then Vulkan,
+ * then the CPU; naming a backend that is not present is an error listing what is.
+ *
+ * @module
+ */
+
+import type { GpuBackend } from "../ffi/library.ts";
+import type { DeviceInfo } from "../ffi/llama.ts";
+import type { ModelLoadOptions } from "../ffi/model.ts";
+
+/** Raised when the requested GPU backend has no device on this machine. */
+export class GpuUnavailableError extends Error {
+  /** @param message Human message. */
+  constructor(message: string) {
+    super(message);
+    this.name = "GpuUnavailableError";
+  }
+}
+
+const BACKEND_NAMES: Record<Exclude<GpuBackend, "auto" | "cpu">, RegExp> = {
+  cuda: /^cuda/i,
+  metal: /^(metal|mtl)/i,
+  vulkan: /^vulkan/i,
+};
+const AUTO_ORDER = ["cuda", "metal", "vulkan"] as const;
+
+/** The device plan for a model load. */
+export interface DevicePlan {
+  /** Backend actually chosen. */
+  backend: Exclude<GpuBackend, "auto">;
+  /** Devices (ggml indices) the model will use; [] for CPU only. */
+  devices: DeviceInfo[];
+  /** Load options to pass to `Model.load`. */
+  load: Pick<ModelLoadOptions, "devices" | "nGpuLayers" | "mainGpu" | "tensorSplit">;
+}
+
+/**
+ * Parses `--n-gpu-layers`: a non-negative integer, or `all`/-1 for every layer.
+ *
+ * @param value The flag value.
+ * @returns The layer count, -1 meaning all; undefined when unset.
+ */
+export function parseGpuLayers(value: string | undefined): number | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (value === "all" || value === "-1") return -1;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) {
+    throw new RangeError(`--n-gpu-layers must be a non-negative integer or "all", got "${value}"`);
+  }
+  return n;
+}
+
+function gpuDevices(devices: DeviceInfo[], backend: keyof typeof BACKEND_NAMES): DeviceInfo[] {
+  return devices.filter((d) =>
+    (d.type === "gpu" || d.type === "igpu") && BACKEND_NAMES[backend].test(d.backend || d.name)
+  );
+}
+
+/**
+ * Chooses the devices and GPU layer count for a load.
+ *
+ * @param available Devices from `Llama.devices()`.
+ * @param backend The requested backend. Default `"auto"`.
+ * @param nGpuLayers Requested layers (-1 = all); default all on a GPU, 0 on the CPU.
+ * @param tensorSplit Optional proportions per chosen device.
+ * @returns The plan.
+ * @throws {GpuUnavailableError} when a named backend has no device here.
+ * @example
+ * ```ts
+ * planDevices(llama.devices(), "cpu").load; // { devices: [], nGpuLayers: 0 }
+ * ```
+ */
+export function planDevices(
+  available: DeviceInfo[],
+  backend: GpuBackend = "auto",
+  nGpuLayers?: number,
+  tensorSplit?: number[],
+): DevicePlan {
+  if (backend === "cpu") {
+    return { backend: "cpu", devices: [], load: { devices: [], nGpuLayers: 0 } };
+  }
+  let chosen: Exclude<GpuBackend, "auto" | "cpu"> | undefined;
+  if (backend === "auto") {
+    chosen = AUTO_ORDER.find((b) => gpuDevices(available, b).length > 0);
+    // No GPU: leave the device list to llama.cpp (CPU only) and pass the layer count as given.
+    if (!chosen) return { backend: "cpu", devices: [], load: { nGpuLayers: nGpuLayers ?? 0 } };
+  } else {
+    chosen = backend;
+    if (gpuDevices(available, chosen).length === 0) {
+      const present = available.map((d) => `${d.name} (${d.backend || d.type})`).join(", ");
+      throw new GpuUnavailableError(
+        `GPU backend "${backend}" is not available: no ${backend} device found. ` +
+          `Devices present: ${present || "none"}. Use --gpu-backend auto or cpu, or install ` +
+          `the ${backend} build of the libraries (deno task setup --gpu ${backend}, or ` +
+          `scripts/build-libllama.sh --${backend})`,
+      );
+    }
+  }
+  const devices = gpuDevices(available, chosen);
+  const load: DevicePlan["load"] = {
+    devices: devices.map((d) => d.index),
+    nGpuLayers: nGpuLayers ?? -1,
+    mainGpu: 0,
+  };
+  if (tensorSplit) load.tensorSplit = tensorSplit;
+  return { backend: chosen, devices, load };
+}

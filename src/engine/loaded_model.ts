@@ -1,0 +1,137 @@
+/**
+ * `LoadedModel`: a model, its context and its scheduler, opened together and closed together
+ * (scheduler first, then context, then model). This is the unit the CLI and the server share.
+ *
+ * @module
+ */
+
+import { Context } from "../ffi/context.ts";
+import type { GpuBackend } from "../ffi/library.ts";
+import { Llama } from "../ffi/llama.ts";
+import { Model } from "../ffi/model.ts";
+import { type DevicePlan, planDevices } from "./gpu.ts";
+import { Scheduler } from "./scheduler.ts";
+
+/** How to open a model for generation. */
+export interface OpenModelOptions {
+  /** GGUF path. */
+  path: string;
+  /** GPU backend. Default `"auto"`. */
+  gpuBackend?: GpuBackend;
+  /** Layers to offload (-1 = all). Default: all on a GPU, none on the CPU. */
+  nGpuLayers?: number;
+  /** Proportions per GPU. */
+  tensorSplit?: number[];
+  /** Context tokens per request (slot). Default: min(model's training context, 4096). */
+  ctxSize?: number;
+  /** Parallel requests (slots). Default 1. */
+  parallel?: number;
+  /** Most tokens per decode step. Default 2048. */
+  batchSize?: number;
+  /** CPU threads. Default: llama.cpp's. */
+  threads?: number;
+  /** Most queued requests. Default 64. */
+  maxQueue?: number;
+  /** Print llama.cpp's log. Default false. */
+  verbose?: boolean;
+  /** Load progress in [0, 1]. */
+  onProgress?: (fraction: number) => void;
+  /** Aborts the load. */
+  signal?: AbortSignal;
+}
+
+/** A model ready to generate. */
+export class LoadedModel {
+  /** The runtime. */
+  readonly llama: Llama;
+  /** The model. */
+  readonly model: Model;
+  /** Its context. */
+  readonly context: Context;
+  /** Its scheduler. */
+  readonly scheduler: Scheduler;
+  /** Which devices were chosen. */
+  readonly devices: DevicePlan;
+  #closed = false;
+
+  private constructor(
+    llama: Llama,
+    model: Model,
+    context: Context,
+    scheduler: Scheduler,
+    devices: DevicePlan,
+  ) {
+    this.llama = llama;
+    this.model = model;
+    this.context = context;
+    this.scheduler = scheduler;
+    this.devices = devices;
+  }
+
+  /**
+   * Loads a model and creates its context and scheduler.
+   *
+   * @param options Path, devices, sizes.
+   * @returns The loaded model; the caller closes it.
+   * @throws {ModelLoadError} / {GpuUnavailableError} / {ContextCreateError}
+   * @example
+   * ```ts
+   * await using lm = await LoadedModel.open({ path: "model.gguf", parallel: 4 });
+   * ```
+   */
+  static async open(options: OpenModelOptions): Promise<LoadedModel> {
+    const llama = Llama.open({
+      gpuBackend: options.gpuBackend ?? "auto",
+      verbose: options.verbose ?? false,
+    });
+    const plan = planDevices(
+      llama.devices(),
+      options.gpuBackend ?? "auto",
+      options.nGpuLayers,
+      options.tensorSplit,
+    );
+    const model = await Model.load(llama, options.path, {
+      ...plan.load,
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    try {
+      const parallel = Math.max(1, options.parallel ?? 1);
+      const slotContext = options.ctxSize ?? Math.min(model.nCtxTrain || 4096, 4096);
+      const context = await Context.create(model, {
+        nCtx: slotContext * parallel,
+        nSeqMax: parallel,
+        nBatch: options.batchSize ?? 2048,
+        kvUnified: true,
+        ...(options.threads ? { nThreads: options.threads } : {}),
+      });
+      try {
+        const scheduler = new Scheduler(context, {
+          slotContext,
+          ...(options.maxQueue ? { maxQueue: options.maxQueue } : {}),
+        });
+        return new LoadedModel(llama, model, context, scheduler, plan);
+      } catch (error) {
+        context.close();
+        throw error;
+      }
+    } catch (error) {
+      model.close();
+      throw error;
+    }
+  }
+
+  /** Stops the scheduler and frees the context and model. Safe to call twice. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.scheduler.close();
+    this.context.close();
+    this.model.close();
+  }
+
+  /** Same as {@link close}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

@@ -1,0 +1,459 @@
+/**
+ * The per-model scheduler: owns one `llama_context` with N slots (sequences) and runs
+ * continuous batching. Each step admits queued requests into free slots (the slot whose cached
+ * tokens share the longest prefix with the prompt, so only the rest is evaluated), builds one
+ * batch of prompt chunks plus one token per generating slot, awaits one nonblocking decode,
+ * samples every slot with its own sampler chain, and streams text to each request. Aborted and
+ * finished slots are freed before the next step; never two decodes run on the context.
+ *
+ * @module
+ */
+
+import { Batch } from "../ffi/batch.ts";
+import type { Context } from "../ffi/context.ts";
+import { Sampler } from "../ffi/sampler.ts";
+import { AsyncQueue } from "./async_queue.ts";
+import { GenerationError } from "./errors.ts";
+import { samplerStages, type SamplingParams } from "./sampling.ts";
+import { TextStream } from "./text_stream.ts";
+
+/** One generation to run. */
+export interface GenerationRequest {
+  /** Prompt tokens (BOS included when wanted). */
+  prompt: Int32Array;
+  /** Most tokens to generate; default: what fits in the slot's context. */
+  maxTokens?: number;
+  /** Sampling settings. */
+  sampling?: SamplingParams;
+  /** Stop strings (never part of the output). */
+  stop?: readonly string[];
+  /** Keep going past end-of-generation tokens. Default false. */
+  ignoreEos?: boolean;
+  /** Aborts the generation (client gone, stop frame…). */
+  signal?: AbortSignal;
+}
+
+/** Why a generation ended. */
+export type FinishReason = "stop" | "length" | "cancelled";
+
+/** A piece of generated text. */
+export interface GenerationChunk {
+  /** Text safe to show (complete UTF-8, no stop string). */
+  text: string;
+  /** Tokens generated so far. */
+  completionTokens: number;
+}
+
+/** The final outcome of a generation. */
+export interface GenerationResult {
+  text: string;
+  tokens: number[];
+  finishReason: FinishReason;
+  /** The stop string that ended it, if any. */
+  stoppedBy?: string;
+  promptTokens: number;
+  /** Prompt tokens reused from the slot's cache instead of evaluated. */
+  cachedTokens: number;
+  completionTokens: number;
+  timings: GenerationTimings;
+}
+
+/** Timings of one generation, in milliseconds and tokens per second. */
+export interface GenerationTimings {
+  queueMs: number;
+  promptMs: number;
+  /** Time to first token, from admission. */
+  ttftMs: number;
+  generateMs: number;
+  promptPerSecond: number;
+  generatePerSecond: number;
+}
+
+/** A running generation: iterate it for text chunks, await `result` for the outcome. */
+export interface Generation extends AsyncIterable<GenerationChunk> {
+  /** Resolves when generation ends; rejects with a {@link GenerationError}. */
+  readonly result: Promise<GenerationResult>;
+}
+
+/** Options for {@link Scheduler}. */
+export interface SchedulerOptions {
+  /** Most queued (not yet admitted) requests; more are refused. Default 64. */
+  maxQueue?: number;
+  /** Context tokens per slot. Default: context size / slots. */
+  slotContext?: number;
+}
+
+/** Live scheduler counters. */
+export interface SchedulerStats {
+  slots: number;
+  busySlots: number;
+  queued: number;
+  steps: number;
+  /** Steps that decoded tokens of more than one slot. */
+  sharedSteps: number;
+}
+
+type SlotState = "idle" | "prompt" | "generating";
+
+interface Job {
+  request: GenerationRequest;
+  chunks: AsyncQueue<GenerationChunk>;
+  resolve: (result: GenerationResult) => void;
+  reject: (error: unknown) => void;
+  submittedAt: number;
+}
+
+class Slot {
+  state: SlotState = "idle";
+  /** Tokens whose KV entries this slot's sequence holds, in order. */
+  cached: number[] = [];
+  job: Job | undefined;
+  sampler: Sampler | undefined;
+  text: TextStream | undefined;
+  promptIndex = 0;
+  generated: number[] = [];
+  output = "";
+  cachedTokens = 0;
+  maxTokens = 0;
+  batchIndex = -1;
+  admittedAt = 0;
+  firstTokenAt = 0;
+
+  constructor(readonly seqId: number) {}
+}
+
+/** Runs generations on one context with continuous batching. */
+export class Scheduler {
+  /** The context (owned by whoever created the scheduler). */
+  readonly context: Context;
+  /** Context tokens available to one request. */
+  readonly slotContext: number;
+  readonly #slots: Slot[];
+  readonly #queue: Job[] = [];
+  readonly #maxQueue: number;
+  readonly #batch: Batch;
+  #wake: (() => void) | undefined;
+  #loop: Promise<void>;
+  #closing = false;
+  #steps = 0;
+  #sharedSteps = 0;
+
+  /**
+   * @param context The context to run on; `context.nSeqMax` is the slot count.
+   * @param options Queue limit and per-slot context.
+   */
+  constructor(context: Context, options: SchedulerOptions = {}) {
+    this.context = context;
+    this.#slots = Array.from({ length: context.nSeqMax }, (_, i) => new Slot(i));
+    this.slotContext = options.slotContext ?? Math.floor(context.nCtx / context.nSeqMax);
+    this.#maxQueue = options.maxQueue ?? 64;
+    this.#batch = new Batch(context.model.llama, context.nBatch);
+    this.#loop = this.#run();
+  }
+
+  /** Counters for metrics and tests. */
+  stats(): SchedulerStats {
+    return {
+      slots: this.#slots.length,
+      busySlots: this.#slots.filter((s) => s.state !== "idle").length,
+      queued: this.#queue.length,
+      steps: this.#steps,
+      sharedSteps: this.#sharedSteps,
+    };
+  }
+
+  /**
+   * Queues a generation.
+   *
+   * @param request Prompt tokens, limits, sampling, stop strings, abort signal.
+   * @returns The running generation.
+   * @throws {GenerationError} `context_overflow` when prompt + max tokens cannot fit a slot,
+   *   `queue_full` when too many requests wait, `closed` after {@link close}.
+   */
+  submit(request: GenerationRequest): Generation {
+    if (this.#closing) throw new GenerationError("closed", "The model is shutting down");
+    this.#validate(request);
+    if (this.#queue.length >= this.#maxQueue) {
+      throw new GenerationError(
+        "queue_full",
+        `Too many requests are waiting (${this.#queue.length}); try again shortly`,
+      );
+    }
+    const chunks = new AsyncQueue<GenerationChunk>();
+    let resolve!: (r: GenerationResult) => void;
+    let reject!: (e: unknown) => void;
+    const result = new Promise<GenerationResult>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    result.catch(() => {}); // the consumer may only iterate; errors also reach the iterator
+    this.#queue.push({ request, chunks, resolve, reject, submittedAt: performance.now() });
+    request.signal?.addEventListener("abort", () => this.#wakeUp(), { once: true });
+    this.#wakeUp();
+    return { result, [Symbol.asyncIterator]: () => chunks[Symbol.asyncIterator]() };
+  }
+
+  #validate(request: GenerationRequest): void {
+    const n = request.prompt.length;
+    if (n === 0) throw new GenerationError("invalid_request", "The prompt is empty");
+    const nVocab = this.context.nVocab;
+    for (const token of request.prompt) {
+      if (token < 0 || token >= nVocab) {
+        throw new GenerationError(
+          "invalid_request",
+          `Prompt token ${token} is not in the vocabulary`,
+        );
+      }
+    }
+    const max = request.maxTokens;
+    if (max !== undefined && (!Number.isInteger(max) || max < 0)) {
+      throw new GenerationError("invalid_request", `max_tokens must be a non-negative integer`);
+    }
+    if (n + (max ?? 1) > this.slotContext) {
+      throw new GenerationError(
+        "context_overflow",
+        `The prompt is ${n} tokens` + (max !== undefined ? ` and max_tokens is ${max}` : "") +
+          `, more than the context of ${this.slotContext} tokens per request; shorten the prompt, ` +
+          `lower max_tokens or raise --ctx-size`,
+      );
+    }
+  }
+
+  #wakeUp(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  async #run(): Promise<void> {
+    while (true) {
+      this.#dropAborted();
+      this.#admit();
+      const active = this.#slots.filter((s) => s.state !== "idle");
+      if (active.length === 0) {
+        if (this.#closing) return;
+        await new Promise<void>((resolve) => (this.#wake = resolve));
+        continue;
+      }
+      await this.#step(active);
+    }
+  }
+
+  #dropAborted(): void {
+    for (let i = this.#queue.length - 1; i >= 0; i--) {
+      const job = this.#queue[i] as Job;
+      if (job.request.signal?.aborted || this.#closing) {
+        this.#queue.splice(i, 1);
+        job.chunks.end();
+        job.resolve(this.#emptyResult(job));
+      }
+    }
+    for (const slot of this.#slots) {
+      if (slot.job && (slot.job.request.signal?.aborted || this.#closing)) {
+        this.#finish(slot, "cancelled");
+      }
+    }
+  }
+
+  #emptyResult(job: Job): GenerationResult {
+    return {
+      text: "",
+      tokens: [],
+      finishReason: "cancelled",
+      promptTokens: job.request.prompt.length,
+      cachedTokens: 0,
+      completionTokens: 0,
+      timings: {
+        queueMs: performance.now() - job.submittedAt,
+        promptMs: 0,
+        ttftMs: 0,
+        generateMs: 0,
+        promptPerSecond: 0,
+        generatePerSecond: 0,
+      },
+    };
+  }
+
+  #admit(): void {
+    while (this.#queue.length > 0) {
+      const free = this.#slots.filter((s) => s.state === "idle");
+      if (free.length === 0) return;
+      const job = this.#queue.shift() as Job;
+      const prompt = job.request.prompt;
+      let best = free[0] as Slot;
+      let bestShared = -1;
+      for (const slot of free) {
+        const shared = commonPrefix(slot.cached, prompt);
+        if (shared > bestShared) [best, bestShared] = [slot, shared];
+      }
+      try {
+        this.#start(best, job, Math.min(bestShared, prompt.length - 1));
+      } catch (error) {
+        job.chunks.fail(error);
+        job.reject(error);
+      }
+    }
+  }
+
+  #start(slot: Slot, job: Job, reuse: number): void {
+    const request = job.request;
+    const sampler = Sampler.chain(this.context.model, samplerStages(request.sampling ?? {}));
+    this.context.removeTokens(slot.seqId, reuse, -1);
+    slot.cached.length = reuse;
+    slot.job = job;
+    slot.sampler = sampler;
+    slot.text = new TextStream(request.stop ?? []);
+    slot.state = "prompt";
+    slot.promptIndex = reuse;
+    slot.cachedTokens = reuse;
+    slot.generated = [];
+    slot.output = "";
+    slot.maxTokens = request.maxTokens ?? this.slotContext - request.prompt.length;
+    slot.admittedAt = performance.now();
+    slot.firstTokenAt = 0;
+  }
+
+  async #step(active: Slot[]): Promise<void> {
+    const batch = this.#batch;
+    batch.clear();
+    for (const slot of active) {
+      slot.batchIndex = -1;
+      if (slot.state === "generating") {
+        const last = slot.generated[slot.generated.length - 1] as number;
+        slot.batchIndex = batch.add(last, slot.cached.length, slot.seqId, true);
+        slot.cached.push(last);
+      }
+    }
+    for (const slot of active) {
+      if (slot.state !== "prompt" || batch.free === 0) continue;
+      const prompt = (slot.job as Job).request.prompt;
+      const take = Math.min(batch.free, prompt.length - slot.promptIndex);
+      for (let k = 0; k < take; k++) {
+        const token = prompt[slot.promptIndex] as number;
+        const last = slot.promptIndex === prompt.length - 1;
+        const index = batch.add(token, slot.cached.length, slot.seqId, last);
+        if (last) slot.batchIndex = index;
+        slot.cached.push(token);
+        slot.promptIndex++;
+      }
+    }
+    this.#steps++;
+    if (active.filter((s) => s.batchIndex >= 0 || s.state === "prompt").length > 1) {
+      this.#sharedSteps++;
+    }
+    try {
+      await this.context.decode(batch);
+    } catch (error) {
+      for (const slot of active) this.#fail(slot, error);
+      return;
+    }
+    for (const slot of active) {
+      if (slot.batchIndex < 0 || !slot.job) continue;
+      this.#sampleInto(slot);
+    }
+  }
+
+  #sampleInto(slot: Slot): void {
+    const job = slot.job as Job;
+    const model = this.context.model;
+    if (slot.state === "prompt") {
+      slot.state = "generating";
+      slot.firstTokenAt = performance.now();
+    }
+    const token = (slot.sampler as Sampler).sample(this.context, slot.batchIndex);
+    if (!job.request.ignoreEos && model.isEog(token)) {
+      this.#finish(slot, "stop");
+      return;
+    }
+    slot.generated.push(token);
+    const chunk = (slot.text as TextStream).push(model.tokenBytes(token));
+    if (chunk.text) {
+      slot.output += chunk.text;
+      job.chunks.push({ text: chunk.text, completionTokens: slot.generated.length });
+    }
+    if (chunk.stop !== undefined) {
+      this.#finish(slot, "stop");
+    } else if (slot.generated.length >= slot.maxTokens) {
+      this.#finish(slot, "length");
+    }
+  }
+
+  #finish(slot: Slot, reason: FinishReason): void {
+    const job = slot.job as Job;
+    const tail = (slot.text as TextStream).flush();
+    if (tail.text && reason !== "cancelled") {
+      slot.output += tail.text;
+      job.chunks.push({ text: tail.text, completionTokens: slot.generated.length });
+    }
+    const now = performance.now();
+    const promptEnd = slot.firstTokenAt || now;
+    const promptMs = promptEnd - slot.admittedAt;
+    const generateMs = slot.firstTokenAt ? now - slot.firstTokenAt : 0;
+    const evaluated = job.request.prompt.length - slot.cachedTokens;
+    const result: GenerationResult = {
+      text: slot.output,
+      tokens: slot.generated,
+      finishReason: reason,
+      promptTokens: job.request.prompt.length,
+      cachedTokens: slot.cachedTokens,
+      completionTokens: slot.generated.length,
+      timings: {
+        queueMs: slot.admittedAt - job.submittedAt,
+        promptMs,
+        ttftMs: promptMs,
+        generateMs,
+        promptPerSecond: promptMs > 0 ? (evaluated * 1000) / promptMs : 0,
+        generatePerSecond: generateMs > 0 && slot.generated.length > 1
+          ? ((slot.generated.length - 1) * 1000) / generateMs
+          : 0,
+      },
+    };
+    if ((slot.text as TextStream).stoppedBy !== undefined) {
+      result.stoppedBy = (slot.text as TextStream).stoppedBy;
+    }
+    this.#release(slot);
+    job.chunks.end();
+    job.resolve(result);
+  }
+
+  #fail(slot: Slot, error: unknown): void {
+    const job = slot.job;
+    if (!job) return;
+    // What the failed decode wrote for this sequence is unknown: forget it.
+    this.context.removeTokens(slot.seqId, -1, -1);
+    slot.cached = [];
+    this.#release(slot);
+    const wrapped = error instanceof GenerationError
+      ? error
+      : new GenerationError("decode_failed", (error as Error).message, error);
+    job.chunks.fail(wrapped);
+    job.reject(wrapped);
+  }
+
+  #release(slot: Slot): void {
+    slot.sampler?.close();
+    slot.sampler = undefined;
+    slot.text = undefined;
+    slot.job = undefined;
+    slot.state = "idle";
+    slot.batchIndex = -1;
+  }
+
+  /**
+   * Cancels queued and running generations, waits for the loop to stop, and frees the batch.
+   * The context stays open (its owner closes it). Safe to call twice.
+   */
+  async close(): Promise<void> {
+    this.#closing = true;
+    this.#wakeUp();
+    await this.#loop;
+    this.#batch.close();
+  }
+}
+
+function commonPrefix(cached: readonly number[], prompt: Int32Array): number {
+  const n = Math.min(cached.length, prompt.length);
+  let i = 0;
+  while (i < n && cached[i] === prompt[i]) i++;
+  return i;
+}

@@ -1,0 +1,214 @@
+/**
+ * `Context`: an owned `llama_context` (KV memory, decode, logits). One decode at a time: a
+ * second `decode()` while one is in flight throws instead of corrupting the context.
+ *
+ * @module
+ */
+
+import { nativeBuffer } from "./cstring.ts";
+import { ContextCreateError, DecodeError } from "./errors.ts";
+import { NativeHandle } from "./handle.ts";
+import { FlashAttnType, LlamaContextParams, LlamaPerfContextData } from "./layouts.ts";
+import type { Batch } from "./batch.ts";
+import type { Model } from "./model.ts";
+import { ThreadPool } from "./threadpool.ts";
+
+/** How to create a context. Unset fields keep llama.cpp's defaults. */
+export interface ContextOptions {
+  /** Total context tokens (shared by all sequences). Default: llama.cpp's (4096 or train). */
+  nCtx?: number;
+  /** Most tokens per `decode()` call. Default 2048 (llama.cpp). */
+  nBatch?: number;
+  /** Physical micro-batch. Default 512 (llama.cpp). */
+  nUbatch?: number;
+  /** Parallel sequences. Default 1. */
+  nSeqMax?: number;
+  /** Threads for generation. Default: llama.cpp's (physical cores). */
+  nThreads?: number;
+  /** Threads for prompt processing. Default: same as `nThreads`. */
+  nThreadsBatch?: number;
+  /** Flash attention. Default `"auto"`. */
+  flashAttn?: keyof typeof FlashAttnType;
+  /** One KV buffer shared by all sequences (true), or one per sequence. Default true. */
+  kvUnified?: boolean;
+}
+
+/** llama.cpp's own timing counters for a context. */
+export interface ContextPerf {
+  loadMs: number;
+  promptMs: number;
+  evalMs: number;
+  promptTokens: number;
+  evalTokens: number;
+}
+
+/** An owned `llama_context` over a model. */
+export class Context extends NativeHandle {
+  /** The model. */
+  readonly model: Model;
+  /** Context size in tokens. */
+  readonly nCtx: number;
+  /** Most tokens per decode. */
+  readonly nBatch: number;
+  /** Parallel sequences. */
+  readonly nSeqMax: number;
+  /** Vocabulary size (logits per output row). */
+  readonly nVocab: number;
+  /** Number of decodes run. */
+  decodeCount = 0;
+  readonly #memory: Deno.PointerObject;
+  readonly #threadPool: ThreadPool | undefined;
+  #decoding = false;
+
+  private constructor(model: Model, pointer: Deno.PointerObject, threadPool?: ThreadPool) {
+    const s = model.llama.symbols;
+    super("Context", pointer, () => s.llama_free(pointer));
+    this.#threadPool = threadPool;
+    this.model = model;
+    this.nCtx = s.llama_n_ctx(pointer);
+    this.nBatch = s.llama_n_batch(pointer);
+    this.nSeqMax = s.llama_n_seq_max(pointer);
+    this.nVocab = model.nVocab;
+    const memory = s.llama_get_memory(pointer);
+    if (memory === null) throw new ContextCreateError("Context has no KV memory");
+    this.#memory = memory;
+  }
+
+  /**
+   * Creates a context.
+   *
+   * @param model The model (must outlive the context).
+   * @param options Sizes and threads.
+   * @returns The context; the caller owns it.
+   * @throws {ContextCreateError} when llama.cpp cannot allocate it.
+   * @example
+   * ```ts
+   * using ctx = await Context.create(model, { nCtx: 2048, nSeqMax: 4 });
+   * ```
+   */
+  static async create(model: Model, options: ContextOptions = {}): Promise<Context> {
+    const llama = model.llama;
+    const params = new Uint8Array(llama.symbols.llama_context_default_params());
+    const { set } = LlamaContextParams.on(params);
+    if (options.nCtx !== undefined) set("n_ctx", options.nCtx);
+    if (options.nBatch !== undefined) set("n_batch", options.nBatch);
+    if (options.nUbatch !== undefined) set("n_ubatch", options.nUbatch);
+    if (options.nSeqMax !== undefined) set("n_seq_max", options.nSeqMax);
+    if (options.nThreads !== undefined) {
+      set("n_threads", options.nThreads);
+      set("n_threads_batch", options.nThreadsBatch ?? options.nThreads);
+    } else if (options.nThreadsBatch !== undefined) {
+      set("n_threads_batch", options.nThreadsBatch);
+    }
+    if (options.flashAttn !== undefined) set("flash_attn_type", FlashAttnType[options.flashAttn]);
+    if (options.kvUnified !== undefined) set("kv_unified", options.kvUnified);
+    const mark = llama.logMark();
+    const pointer = await llama.whileNative(() =>
+      llama.symbols.llama_init_from_model(model.pointer, params)
+    );
+    if (pointer === null) {
+      const reasons = llama.recentProblems(mark);
+      throw new ContextCreateError(
+        "Cannot create a llama.cpp context" + (reasons.length ? `: ${reasons.join("; ")}` : ""),
+      );
+    }
+    const threads = LlamaContextParams.on(params).get("n_threads");
+    const pool = ThreadPool.create(llama, threads);
+    if (pool) llama.symbols.llama_attach_threadpool(pointer, pool.pointer, null);
+    return new Context(model, pointer, pool);
+  }
+
+  /** Whether a decode is in flight. */
+  get busy(): boolean {
+    return this.#decoding;
+  }
+
+  /**
+   * Runs the model over a batch (off the main thread).
+   *
+   * @param batch Tokens to evaluate; it must stay unchanged until this resolves.
+   * @throws {DecodeError} when llama.cpp reports a failure.
+   */
+  async decode(batch: Batch): Promise<void> {
+    const s = this.model.llama.symbols;
+    const pointer = this.pointer;
+    if (this.#decoding) throw new Error("Context is already decoding");
+    if (batch.length === 0) return;
+    if (batch.length > this.nBatch) {
+      throw new RangeError(`Batch of ${batch.length} tokens exceeds n_batch ${this.nBatch}`);
+    }
+    this.#decoding = true;
+    const mark = this.model.llama.logMark();
+    try {
+      const status = await this.model.llama.whileNative(() =>
+        s.llama_decode(pointer, batch.struct)
+      );
+      this.decodeCount++;
+      if (status !== 0) throw new DecodeError(status, this.model.llama.recentProblems(mark));
+    } finally {
+      this.#decoding = false;
+    }
+  }
+
+  /**
+   * The logits of one output row of the last decode.
+   *
+   * @param batchIndex Index of the token in the batch (it must have asked for logits).
+   * @returns A view over llama.cpp's buffer, valid until the next decode.
+   */
+  logits(batchIndex: number): Float32Array {
+    const p = this.model.llama.symbols.llama_get_logits_ith(this.pointer, batchIndex);
+    if (p === null) throw new RangeError(`No logits for batch index ${batchIndex}`);
+    return new Float32Array(nativeBuffer(p, this.nVocab * 4));
+  }
+
+  /** Removes positions [p0, p1) of a sequence from the KV memory (-1 = open end). */
+  removeTokens(seqId: number, p0 = -1, p1 = -1): boolean {
+    void this.pointer;
+    return this.model.llama.symbols.llama_memory_seq_rm(this.#memory, seqId, p0, p1);
+  }
+
+  /** Copies positions [p0, p1) of one sequence to another. */
+  copySequence(from: number, to: number, p0 = -1, p1 = -1): void {
+    void this.pointer;
+    this.model.llama.symbols.llama_memory_seq_cp(this.#memory, from, to, p0, p1);
+  }
+
+  /** Keeps only one sequence in the KV memory. */
+  keepSequence(seqId: number): void {
+    void this.pointer;
+    this.model.llama.symbols.llama_memory_seq_keep(this.#memory, seqId);
+  }
+
+  /** Highest position stored for a sequence, or -1 when empty. */
+  maxPosition(seqId: number): number {
+    void this.pointer;
+    return this.model.llama.symbols.llama_memory_seq_pos_max(this.#memory, seqId);
+  }
+
+  /** Clears the whole KV memory. */
+  clearMemory(): void {
+    void this.pointer;
+    this.model.llama.symbols.llama_memory_clear(this.#memory, true);
+  }
+
+  /** llama.cpp's timing counters. */
+  perf(): ContextPerf {
+    const data = new Uint8Array(this.model.llama.symbols.llama_perf_context(this.pointer));
+    const { get } = LlamaPerfContextData.on(data);
+    return {
+      loadMs: get("t_load_ms"),
+      promptMs: get("t_p_eval_ms"),
+      evalMs: get("t_eval_ms"),
+      promptTokens: get("n_p_eval"),
+      evalTokens: get("n_eval"),
+    };
+  }
+
+  /** Frees the context; refuses while a decode is in flight (its memory is in use). */
+  override close(): void {
+    if (this.#decoding) throw new Error("Cannot close a context while it is decoding");
+    super.close();
+    this.#threadPool?.close();
+  }
+}

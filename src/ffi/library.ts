@@ -1,0 +1,195 @@
+/**
+ * Finds and opens the native libraries (libllama, libggml, libggml-base) for this platform.
+ *
+ * Resolution order, first match wins:
+ * 1. `SHIMMY_LIB_DIR` (or the `libDir` option): a folder holding libllama and the ggml libraries.
+ * 2. `lib/<flavour>` beside the application (the repository root when run from a checkout,
+ *    the extracted folder of a self-extracting compiled executable).
+ * 3. `lib/<flavour>` beside the running executable (`Deno.execPath()`).
+ *
+ * A flavour is `<os>-<arch>[-<gpu>]`, named like node-llama-cpp's prebuilt packages
+ * (`linux-x64`, `linux-x64-cuda`, `mac-arm64-metal`, `win-x64-vulkan`…). With the `auto` GPU
+ * backend, GPU flavours are tried before the plain one: their folders also carry the CPU backend.
+ * Both file naming schemes work: `libllama.so` (source builds) and `libllama.v0.5.0.so`
+ * (prebuilt packages), likewise `.dylib` and `.dll`.
+ *
+ * @module
+ */
+
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { GGML_BASE_SYMBOLS, GGML_SYMBOLS, LLAMA_SYMBOLS } from "./symbols.ts";
+
+/** GPU backends a user can ask for. */
+export type GpuBackend = "auto" | "cpu" | "cuda" | "vulkan" | "metal";
+
+/** Every accepted `--gpu-backend` value. */
+export const GPU_BACKENDS: readonly GpuBackend[] = ["auto", "cpu", "cuda", "vulkan", "metal"];
+
+/** Raised when no folder holds a loadable libllama. */
+export class LibraryNotFoundError extends Error {
+  /** Every path that was tried, in order, with why it was rejected. */
+  readonly tried: readonly string[];
+
+  /**
+   * @param tried Paths tried and their reasons.
+   * @param cause The last underlying error, if any.
+   */
+  constructor(tried: readonly string[], cause?: unknown) {
+    super(
+      [
+        "Cannot find the llama.cpp native libraries (libllama). Tried:",
+        ...tried.map((line) => `  - ${line}`),
+        "Fix: run `deno task setup` (downloads the prebuilt libraries), or build them with",
+        "`scripts/build-libllama.sh`, or point SHIMMY_LIB_DIR at a folder that holds libllama",
+      ].join("\n"),
+      { cause },
+    );
+    this.name = "LibraryNotFoundError";
+    this.tried = tried;
+  }
+}
+
+/** The opened native libraries. */
+export interface NativeLibraries {
+  /** Folder the libraries were loaded from. */
+  readonly dir: string;
+  /** libllama. */
+  readonly llama: Deno.DynamicLibrary<typeof LLAMA_SYMBOLS>;
+  /** libggml (backend registry). */
+  readonly ggml: Deno.DynamicLibrary<typeof GGML_SYMBOLS>;
+  /** libggml-base (devices). */
+  readonly ggmlBase: Deno.DynamicLibrary<typeof GGML_BASE_SYMBOLS>;
+}
+
+/** Options for {@link openNativeLibraries}. */
+export interface OpenOptions {
+  /** Explicit folder; overrides `SHIMMY_LIB_DIR`. Default: none. */
+  libDir?: string;
+  /** GPU backend, which picks the flavour folder. Default: `"auto"`. */
+  gpuBackend?: GpuBackend;
+  /** Application root whose `lib/` is searched. Default: the repository root. */
+  appRoot?: string;
+}
+
+/** The platform part of a flavour name (`linux-x64`, `mac-arm64`, `win-x64`). */
+export function platformName(): string {
+  const os = Deno.build.os === "darwin" ? "mac" : Deno.build.os === "windows" ? "win" : "linux";
+  const arch = Deno.build.arch === "aarch64" ? "arm64" : "x64";
+  return `${os}-${arch}`;
+}
+
+/**
+ * The flavour folder names to try for a GPU backend, best first.
+ *
+ * @param backend The requested backend.
+ * @returns Folder names under `lib/`.
+ * @example
+ * ```ts
+ * flavourCandidates("cuda"); // ["linux-x64-cuda"] on Linux x64
+ * ```
+ */
+export function flavourCandidates(backend: GpuBackend): string[] {
+  const base = platformName();
+  const gpuOrder = base.startsWith("mac") ? ["metal"] : ["cuda", "vulkan"];
+  const withGpu = (gpu: string) =>
+    base.startsWith("mac") && gpu === "metal" ? [`${base}-metal`, base] : [`${base}-${gpu}`];
+  switch (backend) {
+    case "cpu":
+      // GPU flavour folders carry the CPU backend too, so they are a fallback.
+      return [...new Set([base, ...gpuOrder.flatMap(withGpu)])];
+    case "auto":
+      return [...new Set([...gpuOrder.flatMap(withGpu), base])];
+    default:
+      return withGpu(backend);
+  }
+}
+
+const LIB_PATTERN = (stem: string) =>
+  new RegExp(`^(lib)?${stem}(\\.v\\d+(\\.\\d+)*)?\\.(so|dylib|dll)$`);
+
+/**
+ * Finds the file of one library in a folder, accepting both naming schemes.
+ *
+ * @param dir Folder to look in.
+ * @param stem Library stem: `llama`, `ggml` or `ggml-base`.
+ * @returns The file path, or undefined.
+ */
+export function findLibraryFile(dir: string, stem: string): string | undefined {
+  const pattern = LIB_PATTERN(stem);
+  let names: string[];
+  try {
+    names = [...Deno.readDirSync(dir)].filter((e) => !e.isDirectory).map((e) => e.name);
+  } catch (error) {
+    if (error instanceof Deno.errors.PermissionDenied) throw error;
+    return undefined;
+  }
+  return names.filter((n) => pattern.test(n)).sort().map((n) => join(dir, n))[0];
+}
+
+/** The repository root (or the extracted app root of a compiled executable). */
+export function defaultAppRoot(): string {
+  return join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+}
+
+/**
+ * The candidate library folders in resolution order.
+ *
+ * @param options Explicit folder, backend and app root.
+ * @returns Folders with a label saying where each came from.
+ */
+export function libraryDirCandidates(options: OpenOptions = {}): { dir: string; from: string }[] {
+  const explicit = options.libDir ?? Deno.env.get("SHIMMY_LIB_DIR");
+  if (explicit) return [{ dir: explicit, from: options.libDir ? "--lib-dir" : "SHIMMY_LIB_DIR" }];
+  const flavours = flavourCandidates(options.gpuBackend ?? "auto");
+  const roots = [
+    { root: options.appRoot ?? defaultAppRoot(), from: "app lib/" },
+    { root: dirname(Deno.execPath()), from: "executable lib/" },
+  ];
+  return roots.flatMap(({ root, from }) =>
+    flavours.map((flavour) => ({ dir: join(root, "lib", flavour), from }))
+  );
+}
+
+/**
+ * Opens libllama, libggml and libggml-base from the first folder that has them.
+ *
+ * @param options Where to look.
+ * @returns The opened libraries.
+ * @throws {LibraryNotFoundError} listing every path tried; `PermissionDenied` is re-thrown.
+ */
+export function openNativeLibraries(options: OpenOptions = {}): NativeLibraries {
+  const tried: string[] = [];
+  let lastError: unknown;
+  for (const { dir, from } of libraryDirCandidates(options)) {
+    const llamaFile = findLibraryFile(dir, "llama");
+    if (!llamaFile) {
+      tried.push(`${dir} (${from}): no libllama there`);
+      continue;
+    }
+    try {
+      return openFrom(dir, llamaFile);
+    } catch (error) {
+      if (error instanceof Deno.errors.PermissionDenied) throw error;
+      lastError = error;
+      tried.push(`${llamaFile} (${from}): ${(error as Error).message}`);
+    }
+  }
+  throw new LibraryNotFoundError(tried, lastError);
+}
+
+function openFrom(dir: string, llamaFile: string): NativeLibraries {
+  if (Deno.build.os === "windows") {
+    // Windows resolves a DLL's dependencies through PATH, not the DLL's own folder.
+    Deno.env.set("PATH", `${dir};${Deno.env.get("PATH") ?? ""}`);
+  }
+  const require = (stem: string) => {
+    const file = findLibraryFile(dir, stem);
+    if (!file) throw new Error(`lib${stem} is missing beside libllama`);
+    return file;
+  };
+  const ggmlBase = Deno.dlopen(require("ggml-base"), GGML_BASE_SYMBOLS);
+  const ggml = Deno.dlopen(require("ggml"), GGML_SYMBOLS);
+  const llama = Deno.dlopen(llamaFile, LLAMA_SYMBOLS);
+  return { dir, llama, ggml, ggmlBase };
+}

@@ -1,0 +1,214 @@
+/**
+ * The process-wide llama.cpp runtime: opens the libraries once, loads ggml's dynamic backends,
+ * initialises the backend once (a second `llama_backend_init` was a bug in the original
+ * Shimmy), routes llama.cpp's log through a callback that stays quiet unless verbose, and
+ * enumerates devices.
+ *
+ * @module
+ */
+
+import { cString, readCString } from "./cstring.ts";
+import { DeviceType } from "./layouts.ts";
+import { type GpuBackend, type NativeLibraries, openNativeLibraries } from "./library.ts";
+import type { GgmlBaseSymbols, GgmlSymbols, LlamaSymbols } from "./symbols.ts";
+
+/** One ggml device as reported by the backend registry. */
+export interface DeviceInfo {
+  /** Index in ggml's device list. */
+  index: number;
+  /** Device name, e.g. `CUDA0` or `CPU`. */
+  name: string;
+  /** Human description, e.g. the GPU model. */
+  description: string;
+  /** Backend (registry) name, e.g. `CUDA`, `Vulkan`, `Metal`, `CPU`. */
+  backend: string;
+  /** Device kind. */
+  type: "cpu" | "gpu" | "igpu" | "accel" | "meta";
+  /** Free memory in bytes. */
+  freeBytes: number;
+  /** Total memory in bytes. */
+  totalBytes: number;
+}
+
+/** Options for {@link Llama.open}. */
+export interface LlamaOptions {
+  /** Explicit library folder (overrides `SHIMMY_LIB_DIR`). */
+  libDir?: string;
+  /** Which library flavour to prefer. Default `"auto"`. */
+  gpuBackend?: GpuBackend;
+  /** Print llama.cpp's own log to stderr. Default false. */
+  verbose?: boolean;
+}
+
+const LOG_LEVELS = ["none", "debug", "info", "warn", "error", "cont"] as const;
+const RECENT_LOG_LINES = 64;
+
+/** The opened runtime; get it with {@link Llama.open}. */
+export class Llama {
+  static #shared: Llama | undefined;
+
+  /** libllama's symbols. */
+  readonly symbols: LlamaSymbols;
+  /** libggml's symbols. */
+  readonly ggml: GgmlSymbols;
+  /** libggml-base's symbols. */
+  readonly ggmlBase: GgmlBaseSymbols;
+  /** Folder the libraries came from. */
+  readonly libDir: string;
+  /** Whether llama.cpp's log goes to stderr. */
+  verbose: boolean;
+
+  readonly #libraries: NativeLibraries;
+  readonly #logCallback: Deno.UnsafeCallback<{
+    readonly parameters: readonly ["i32", "pointer", "pointer"];
+    readonly result: "void";
+  }>;
+  readonly #recentLog: string[] = [];
+  #partialLine = "";
+  #closed = false;
+
+  private constructor(libraries: NativeLibraries, verbose: boolean) {
+    this.#libraries = libraries;
+    this.symbols = libraries.llama.symbols;
+    this.ggml = libraries.ggml.symbols;
+    this.ggmlBase = libraries.ggmlBase.symbols;
+    this.libDir = libraries.dir;
+    this.verbose = verbose;
+    this.#logCallback = Deno.UnsafeCallback.threadSafe(
+      { parameters: ["i32", "pointer", "pointer"], result: "void" } as const,
+      (level, text) => this.#onLog(level, readCString(text) ?? ""),
+    );
+    // The callback must not keep the process alive on its own.
+    this.#logCallback.unref();
+    this.symbols.llama_log_set(this.#logCallback.pointer, null);
+    this.ggml.ggml_backend_load_all_from_path(cString(libraries.dir));
+    this.symbols.llama_backend_init();
+  }
+
+  /**
+   * Opens the runtime once per process; later calls return the same instance (the library
+   * options of the first call win, `verbose` is updated).
+   *
+   * @param options Library folder, GPU flavour and verbosity.
+   * @returns The shared runtime.
+   * @throws {LibraryNotFoundError} when no libllama can be found.
+   * @example
+   * ```ts
+   * const llama = Llama.open({ gpuBackend: "cpu" });
+   * console.log(llama.devices());
+   * ```
+   */
+  static open(options: LlamaOptions = {}): Llama {
+    if (Llama.#shared && !Llama.#shared.#closed) {
+      if (options.verbose !== undefined) Llama.#shared.verbose = options.verbose;
+      return Llama.#shared;
+    }
+    const libraries = openNativeLibraries(options);
+    Llama.#shared = new Llama(libraries, options.verbose ?? false);
+    return Llama.#shared;
+  }
+
+  /**
+   * Runs a nonblocking native call with the log callback referenced, so that a log line
+   * written from the worker thread can wake the event loop while the call is in flight.
+   *
+   * @param call The native call.
+   * @returns Its result.
+   */
+  async whileNative<T>(call: () => Promise<T>): Promise<T> {
+    this.#logCallback.ref();
+    try {
+      return await call();
+    } finally {
+      this.#logCallback.unref();
+    }
+  }
+
+  /** llama.cpp's system info line (SIMD features, backends). */
+  systemInfo(): string {
+    return readCString(this.symbols.llama_print_system_info()) ?? "";
+  }
+
+  /** Every ggml device, CPU included. */
+  devices(): DeviceInfo[] {
+    const count = Number(this.ggml.ggml_backend_dev_count());
+    const devices: DeviceInfo[] = [];
+    for (let index = 0; index < count; index++) {
+      const dev = this.ggml.ggml_backend_dev_get(BigInt(index));
+      if (dev === null) continue;
+      const free = new BigUint64Array(1);
+      const total = new BigUint64Array(1);
+      this.ggmlBase.ggml_backend_dev_memory(dev, free, total);
+      const typeCode = this.ggmlBase.ggml_backend_dev_type(dev);
+      const reg = this.ggmlBase.ggml_backend_dev_backend_reg(dev);
+      devices.push({
+        index,
+        name: readCString(this.ggmlBase.ggml_backend_dev_name(dev)) ?? `device${index}`,
+        description: readCString(this.ggmlBase.ggml_backend_dev_description(dev)) ?? "",
+        backend: reg === null ? "" : readCString(this.ggmlBase.ggml_backend_reg_name(reg)) ?? "",
+        type: (Object.entries(DeviceType).find(([, code]) => code === typeCode)?.[0] ??
+          "cpu") as DeviceInfo["type"],
+        freeBytes: Number(free[0]),
+        totalBytes: Number(total[0]),
+      });
+    }
+    return devices;
+  }
+
+  /** The native handle of a device, for `llama_model_params.devices`. */
+  deviceHandle(index: number): Deno.PointerObject {
+    const dev = this.ggml.ggml_backend_dev_get(BigInt(index));
+    if (dev === null) throw new RangeError(`No ggml device with index ${index}`);
+    return dev;
+  }
+
+  /**
+   * Recent llama.cpp log lines at warning level or above, for error messages.
+   *
+   * @param since Only lines logged after this mark (from {@link logMark}).
+   * @returns The lines, oldest first.
+   */
+  recentProblems(since = 0): string[] {
+    return this.#recentLog.slice(Math.max(0, since - this.#logDropped));
+  }
+
+  /** A mark for {@link recentProblems}: the count of problem lines logged so far. */
+  logMark(): number {
+    return this.#logDropped + this.#recentLog.length;
+  }
+
+  #logDropped = 0;
+
+  #onLog(level: number, text: string): void {
+    if (this.verbose) {
+      Deno.stderr.writeSync(new TextEncoder().encode(text));
+    }
+    const name = LOG_LEVELS[level] ?? "info";
+    if (name !== "warn" && name !== "error" && !(name === "cont" && this.#partialLine)) return;
+    this.#partialLine += text;
+    if (!this.#partialLine.endsWith("\n")) return;
+    const line = this.#partialLine.trim();
+    this.#partialLine = "";
+    if (!line) return;
+    this.#recentLog.push(line);
+    if (this.#recentLog.length > RECENT_LOG_LINES) {
+      this.#recentLog.shift();
+      this.#logDropped++;
+    }
+  }
+
+  /**
+   * Frees the backend and closes the libraries. Every model and context must be closed first.
+   * Safe to call twice.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.symbols.llama_log_set(null, null);
+    this.symbols.llama_backend_free();
+    this.#logCallback.close();
+    this.#libraries.llama.close();
+    this.#libraries.ggml.close();
+    this.#libraries.ggmlBase.close();
+  }
+}

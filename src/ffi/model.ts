@@ -1,0 +1,428 @@
+/**
+ * `Model`: an owned `llama_model` with its vocabulary (tokenize, pieces, detokenize) and
+ * metadata. Loading runs off the main thread and reports progress.
+ *
+ * @module
+ */
+
+import { cString, readCString, readIntoBuffer } from "./cstring.ts";
+import { ModelLoadError } from "./errors.ts";
+import { NativeHandle } from "./handle.ts";
+import { LlamaModelParams, SplitMode } from "./layouts.ts";
+import type { Llama } from "./llama.ts";
+
+/** How to load a model. Unset fields keep llama.cpp's defaults. */
+export interface ModelLoadOptions {
+  /** Layers to offload to GPU; -1 means all. Default: llama.cpp's (all layers). */
+  nGpuLayers?: number;
+  /** ggml device indices to use, in order (see `Llama.devices()`); [] means CPU only. */
+  devices?: number[];
+  /** Index into `devices` of the GPU used when not splitting. Default 0. */
+  mainGpu?: number;
+  /** How to split across GPUs. Default `"layer"`. */
+  splitMode?: keyof typeof SplitMode;
+  /** Proportion of the model per device. Default: by free memory. */
+  tensorSplit?: number[];
+  /** Memory-map the file (true) or read it (false). Default: llama.cpp's (auto). */
+  useMmap?: boolean;
+  /** Load only the vocabulary. Default false. */
+  vocabOnly?: boolean;
+  /** Called with the load progress in [0, 1]. */
+  onProgress?: (fraction: number) => void;
+  /** Aborts the load. */
+  signal?: AbortSignal;
+}
+
+/** The parameters that were passed to `llama_model_load_from_file`, decoded back. */
+export interface PassedModelParams {
+  n_gpu_layers: number;
+  main_gpu: number;
+  split_mode: number;
+  load_mode: number;
+  vocab_only: boolean;
+  /** Device indices in the NULL-terminated `devices` list; undefined when the list was NULL. */
+  devices: number[] | undefined;
+  tensor_split: number[] | undefined;
+}
+
+/** Options for {@link Model.tokenize}. */
+export interface TokenizeOptions {
+  /** Add BOS/EOS as the vocabulary asks. Default true. */
+  addSpecial?: boolean;
+  /** Parse special tokens written as text (e.g. `<|im_start|>`). Default true. */
+  parseSpecial?: boolean;
+}
+
+const MAX_TENSOR_SPLIT = 128;
+
+/**
+ * Builds the `llama_model_params` buffer for a load, plus the buffers it points into (which
+ * must stay alive until the load returns).
+ *
+ * @param llama The runtime.
+ * @param options Load options.
+ * @returns The params buffer and its keep-alive list.
+ */
+export function buildModelParams(
+  llama: Llama,
+  options: ModelLoadOptions,
+): { params: Uint8Array<ArrayBuffer>; keepAlive: unknown[] } {
+  const params = new Uint8Array(llama.symbols.llama_model_default_params());
+  const keepAlive: unknown[] = [];
+  const { set } = LlamaModelParams.on(params);
+  if (options.nGpuLayers !== undefined) set("n_gpu_layers", options.nGpuLayers);
+  if (options.mainGpu !== undefined) set("main_gpu", options.mainGpu);
+  if (options.splitMode !== undefined) set("split_mode", SplitMode[options.splitMode]);
+  if (options.useMmap !== undefined) set("load_mode", options.useMmap ? 1 : 0);
+  if (options.vocabOnly !== undefined) set("vocab_only", options.vocabOnly);
+  if (options.devices !== undefined) {
+    const list = new BigUint64Array(options.devices.length + 1);
+    options.devices.forEach((index, i) => {
+      list[i] = BigInt(Deno.UnsafePointer.value(llama.deviceHandle(index)));
+    });
+    keepAlive.push(list);
+    set("devices", Deno.UnsafePointer.of(list));
+  }
+  if (options.tensorSplit !== undefined) {
+    const split = new Float32Array(MAX_TENSOR_SPLIT);
+    split.set(options.tensorSplit.slice(0, MAX_TENSOR_SPLIT));
+    keepAlive.push(split);
+    set("tensor_split", Deno.UnsafePointer.of(split));
+  }
+  return { params, keepAlive };
+}
+
+/**
+ * Decodes a `llama_model_params` buffer back into plain values (tests and `/diag` use this to
+ * show what really reached llama.cpp).
+ *
+ * @param llama The runtime (to map device pointers back to indices).
+ * @param params The buffer.
+ * @returns The decoded fields.
+ */
+export function decodeModelParams(llama: Llama, params: Uint8Array): PassedModelParams {
+  const { get } = LlamaModelParams.on(params);
+  const devicesPtr = get("devices");
+  let devices: number[] | undefined;
+  if (devicesPtr !== null) {
+    const known = new Map(
+      llama.devices().map((d) => [Deno.UnsafePointer.value(llama.deviceHandle(d.index)), d.index]),
+    );
+    devices = [];
+    const view = new Deno.UnsafePointerView(devicesPtr);
+    for (let i = 0;; i++) {
+      const dev = view.getBigUint64(i * 8);
+      if (dev === 0n) break;
+      devices.push(known.get(dev) ?? -1);
+    }
+  }
+  const splitPtr = get("tensor_split");
+  return {
+    n_gpu_layers: get("n_gpu_layers"),
+    main_gpu: get("main_gpu"),
+    split_mode: get("split_mode"),
+    load_mode: get("load_mode"),
+    vocab_only: get("vocab_only"),
+    devices,
+    tensor_split: splitPtr === null ? undefined : [
+      ...new Float32Array(Deno.UnsafePointerView.getArrayBuffer(splitPtr, MAX_TENSOR_SPLIT * 4)),
+    ],
+  };
+}
+
+async function checkModelFile(path: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new ModelLoadError("not_found", path, `Cannot load model ${path}: file not found`);
+    }
+    throw new ModelLoadError(
+      "not_readable",
+      path,
+      `Cannot load model ${path}: ${(error as Error).message}`,
+      error,
+    );
+  }
+  if (!info.isFile) {
+    throw new ModelLoadError("invalid_file", path, `Cannot load model ${path}: not a file`);
+  }
+  const magic = new Uint8Array(4);
+  try {
+    using file = await Deno.open(path, { read: true });
+    const n = await file.read(magic);
+    if (n !== 4 || new TextDecoder().decode(magic) !== "GGUF") {
+      throw new ModelLoadError(
+        "invalid_file",
+        path,
+        `Cannot load model ${path}: not a GGUF file (it does not start with the GGUF magic)`,
+      );
+    }
+  } catch (error) {
+    if (error instanceof ModelLoadError) throw error;
+    throw new ModelLoadError(
+      "not_readable",
+      path,
+      `Cannot load model ${path}: ${(error as Error).message}`,
+      error,
+    );
+  }
+}
+
+/** An owned `llama_model`. */
+export class Model extends NativeHandle {
+  /** The runtime this model belongs to. */
+  readonly llama: Llama;
+  /** Path it was loaded from. */
+  readonly path: string;
+  /** The params that were passed to `llama_model_load_from_file`. */
+  readonly loadParams: PassedModelParams;
+  /** Wall-clock load time in milliseconds. */
+  readonly loadMs: number;
+  readonly #vocab: Deno.PointerObject;
+  readonly #pieces = new Map<number, Uint8Array>();
+
+  private constructor(
+    llama: Llama,
+    pointer: Deno.PointerObject,
+    path: string,
+    loadParams: PassedModelParams,
+    loadMs: number,
+  ) {
+    const free = llama.symbols.llama_model_free;
+    super("Model", pointer, () => free(pointer));
+    this.llama = llama;
+    this.path = path;
+    this.loadParams = loadParams;
+    this.loadMs = loadMs;
+    const vocab = llama.symbols.llama_model_get_vocab(pointer);
+    if (vocab === null) throw new ModelLoadError("load_failed", path, "Model has no vocabulary");
+    this.#vocab = vocab;
+  }
+
+  /**
+   * Loads a GGUF model. Checks the file first, so a missing or non-GGUF file never reaches
+   * llama.cpp; a file llama.cpp rejects gives its own reason.
+   *
+   * @param llama The runtime.
+   * @param path Path of the `.gguf` file (the first shard of a split model).
+   * @param options GPU layers, devices, mmap, progress, abort.
+   * @returns The loaded model; the caller owns it.
+   * @throws {ModelLoadError}
+   * @example
+   * ```ts
+   * using model = await Model.load(Llama.open(), "model.gguf", { nGpuLayers: 0 });
+   * ```
+   */
+  static async load(llama: Llama, path: string, options: ModelLoadOptions = {}): Promise<Model> {
+    await checkModelFile(path);
+    const { params, keepAlive } = buildModelParams(llama, options);
+    const passed = decodeModelParams(llama, params);
+    const progress = Deno.UnsafeCallback.threadSafe(
+      { parameters: ["f32", "pointer"], result: "bool" } as const,
+      (fraction) => {
+        options.onProgress?.(fraction);
+        return !options.signal?.aborted;
+      },
+    );
+    LlamaModelParams.set(params, "progress_callback", progress.pointer);
+    const mark = llama.logMark();
+    const started = performance.now();
+    let pointer: Deno.PointerValue;
+    try {
+      pointer = await llama.whileNative(() =>
+        llama.symbols.llama_model_load_from_file(cString(path), params)
+      );
+    } finally {
+      progress.close();
+      keepAlive.length = 0;
+    }
+    if (pointer === null) {
+      if (options.signal?.aborted) {
+        throw new ModelLoadError("load_failed", path, `Loading ${path} was cancelled`);
+      }
+      const reasons = llama.recentProblems(mark);
+      throw new ModelLoadError(
+        "load_failed",
+        path,
+        `Cannot load model ${path}: llama.cpp rejected it` +
+          (reasons.length ? ` (${reasons.join("; ")})` : ""),
+      );
+    }
+    return new Model(llama, pointer, path, passed, performance.now() - started);
+  }
+
+  /** The `llama_vocab` pointer (for samplers that need it). */
+  get vocab(): Deno.PointerObject {
+    void this.pointer;
+    return this.#vocab;
+  }
+
+  /** Context length the model was trained with. */
+  get nCtxTrain(): number {
+    return this.llama.symbols.llama_model_n_ctx_train(this.pointer);
+  }
+
+  /** Embedding width. */
+  get nEmbd(): number {
+    return this.llama.symbols.llama_model_n_embd(this.pointer);
+  }
+
+  /** Layer count. */
+  get nLayer(): number {
+    return this.llama.symbols.llama_model_n_layer(this.pointer);
+  }
+
+  /** Vocabulary size. */
+  get nVocab(): number {
+    return this.llama.symbols.llama_vocab_n_tokens(this.vocab);
+  }
+
+  /** Total tensor bytes. */
+  get sizeBytes(): number {
+    return Number(this.llama.symbols.llama_model_size(this.pointer));
+  }
+
+  /** Parameter count. */
+  get nParams(): number {
+    return Number(this.llama.symbols.llama_model_n_params(this.pointer));
+  }
+
+  /** llama.cpp's one-line description, e.g. `llama 7B Q4_0`. */
+  get description(): string {
+    return readIntoBuffer((buf, size) =>
+      this.llama.symbols.llama_model_desc(this.pointer, buf, BigInt(size))
+    ) ?? "";
+  }
+
+  /** Beginning-of-sequence token, or -1. */
+  get bos(): number {
+    return this.llama.symbols.llama_vocab_bos(this.vocab);
+  }
+
+  /** End-of-sequence token, or -1. */
+  get eos(): number {
+    return this.llama.symbols.llama_vocab_eos(this.vocab);
+  }
+
+  /** Whether the vocabulary adds BOS when tokenizing with special tokens. */
+  get addsBos(): boolean {
+    return this.llama.symbols.llama_vocab_get_add_bos(this.vocab);
+  }
+
+  /** The GGUF chat template (`tokenizer.chat_template`), if any. */
+  chatTemplate(name?: string): string | undefined {
+    const keyBytes = name === undefined ? undefined : cString(name);
+    const key = keyBytes === undefined ? null : Deno.UnsafePointer.of(keyBytes);
+    return readCString(this.llama.symbols.llama_model_chat_template(this.pointer, key));
+  }
+
+  /** Every GGUF metadata key with its value as llama.cpp prints it (arrays summarised). */
+  metadata(): Record<string, string> {
+    const s = this.llama.symbols;
+    const out: Record<string, string> = {};
+    const count = s.llama_model_meta_count(this.pointer);
+    for (let i = 0; i < count; i++) {
+      const key = readIntoBuffer((buf, size) =>
+        s.llama_model_meta_key_by_index(this.pointer, i, buf, BigInt(size))
+      );
+      const value = readIntoBuffer((buf, size) =>
+        s.llama_model_meta_val_str_by_index(this.pointer, i, buf, BigInt(size))
+      );
+      if (key !== undefined) out[key] = value ?? "";
+    }
+    return out;
+  }
+
+  /** Whether a token ends generation (EOS, EOT and the vocabulary's other end tokens). */
+  isEog(token: number): boolean {
+    return this.llama.symbols.llama_vocab_is_eog(this.vocab, token);
+  }
+
+  /** Whether a token is a control token. */
+  isControl(token: number): boolean {
+    return this.llama.symbols.llama_vocab_is_control(this.vocab, token);
+  }
+
+  /**
+   * Tokenizes text.
+   *
+   * @param text The text.
+   * @param options Special-token handling.
+   * @returns The token ids.
+   */
+  tokenize(text: string, options: TokenizeOptions = {}): Int32Array {
+    const bytes = new TextEncoder().encode(text);
+    const addSpecial = options.addSpecial ?? true;
+    const parseSpecial = options.parseSpecial ?? true;
+    const run = (out: Int32Array<ArrayBuffer>) =>
+      this.llama.symbols.llama_tokenize(
+        this.vocab,
+        bytes,
+        bytes.length,
+        out,
+        out.length,
+        addSpecial,
+        parseSpecial,
+      );
+    let out = new Int32Array(bytes.length + 8);
+    let n = run(out);
+    if (n < 0) {
+      out = new Int32Array(-n);
+      n = run(out);
+    }
+    if (n < 0) throw new Error(`Tokenization failed (${n})`);
+    return out.slice(0, n);
+  }
+
+  /**
+   * The raw bytes of one token's text (a piece may be part of a UTF-8 character).
+   *
+   * @param token Token id.
+   * @returns UTF-8 bytes; cached per token.
+   */
+  tokenBytes(token: number): Uint8Array {
+    const cached = this.#pieces.get(token);
+    if (cached) return cached;
+    const run = (buf: Uint8Array<ArrayBuffer>) =>
+      this.llama.symbols.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, false);
+    let buf = new Uint8Array(32);
+    let n = run(buf);
+    if (n < 0) {
+      buf = new Uint8Array(-n);
+      n = run(buf);
+    }
+    const piece = buf.slice(0, Math.max(0, n));
+    this.#pieces.set(token, piece);
+    return piece;
+  }
+
+  /**
+   * Turns tokens back into text.
+   *
+   * @param tokens Token ids.
+   * @param removeSpecial Drop BOS/EOS. Default false.
+   * @returns The text.
+   */
+  detokenize(tokens: ArrayLike<number>, removeSpecial = false): string {
+    const ids = Int32Array.from(tokens);
+    const run = (buf: Uint8Array<ArrayBuffer>) =>
+      this.llama.symbols.llama_detokenize(
+        this.vocab,
+        ids,
+        ids.length,
+        buf,
+        buf.length,
+        removeSpecial,
+        false,
+      );
+    let buf = new Uint8Array(ids.length * 8 + 16);
+    let n = run(buf);
+    if (n < 0) {
+      buf = new Uint8Array(-n);
+      n = run(buf);
+    }
+    return new TextDecoder().decode(buf.subarray(0, Math.max(0, n)));
+  }
+}

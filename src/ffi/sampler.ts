@@ -1,0 +1,196 @@
+/**
+ * `Sampler`: an owned llama.cpp sampler chain built from a list of stages.
+ *
+ * @module
+ */
+
+import { cString, readCString } from "./cstring.ts";
+import { NativeHandle } from "./handle.ts";
+import { LlamaLogitBias, LlamaSamplerChainParams } from "./layouts.ts";
+import type { Context } from "./context.ts";
+import type { Model } from "./model.ts";
+
+/** One stage of a sampler chain, applied in order. */
+export type SamplerStage =
+  | { type: "greedy" }
+  | { type: "dist"; seed: number }
+  | { type: "temp"; temperature: number }
+  | { type: "top_k"; k: number }
+  | { type: "top_p"; p: number; minKeep?: number }
+  | { type: "min_p"; p: number; minKeep?: number }
+  | { type: "typical"; p: number; minKeep?: number }
+  | { type: "xtc"; probability: number; threshold: number; minKeep?: number; seed: number }
+  | { type: "mirostat"; seed: number; tau: number; eta: number; m?: number }
+  | { type: "mirostat_v2"; seed: number; tau: number; eta: number }
+  | { type: "penalties"; lastN: number; repeat: number; frequency: number; presence: number }
+  | {
+    type: "dry";
+    multiplier: number;
+    base: number;
+    allowedLength: number;
+    lastN: number;
+    breakers: string[];
+  }
+  | { type: "logit_bias"; bias: ReadonlyMap<number, number> }
+  | { type: "grammar"; grammar: string; root?: string };
+
+/** An owned sampler chain. */
+export class Sampler extends NativeHandle {
+  readonly #model: Model;
+  /** The stages, as given. */
+  readonly stages: readonly SamplerStage[];
+
+  private constructor(model: Model, pointer: Deno.PointerObject, stages: SamplerStage[]) {
+    const free = model.llama.symbols.llama_sampler_free;
+    super("Sampler", pointer, () => free(pointer));
+    this.#model = model;
+    this.stages = stages;
+  }
+
+  /**
+   * Builds a chain. The chain owns every stage it creates.
+   *
+   * @param model The model (vocabulary size, grammar and DRY need it).
+   * @param stages Stages in application order; the last must pick a token
+   *   (`greedy`, `dist` or a mirostat).
+   * @returns The chain; the caller owns it.
+   * @throws {Error} when llama.cpp rejects a stage (e.g. an invalid grammar).
+   * @example
+   * ```ts
+   * using s = Sampler.chain(model, [{ type: "temp", temperature: 0.8 }, { type: "dist", seed: 1 }]);
+   * ```
+   */
+  static chain(model: Model, stages: SamplerStage[]): Sampler {
+    const s = model.llama.symbols;
+    const params = LlamaSamplerChainParams.alloc();
+    LlamaSamplerChainParams.set(params, "no_perf", true);
+    const chain = s.llama_sampler_chain_init(params);
+    if (chain === null) throw new Error("Cannot create a sampler chain");
+    const sampler = new Sampler(model, chain, stages);
+    try {
+      for (const stage of stages) {
+        const created = createStage(model, stage);
+        if (created === null) throw new Error(`Invalid sampler stage ${stage.type}`);
+        s.llama_sampler_chain_add(chain, created);
+      }
+    } catch (error) {
+      sampler.close();
+      throw error;
+    }
+    return sampler;
+  }
+
+  /**
+   * Samples (and accepts) a token from one output row of the last decode.
+   *
+   * @param context The context that decoded.
+   * @param batchIndex Index of the row in the batch.
+   * @returns The token id.
+   */
+  sample(context: Context, batchIndex: number): number {
+    return this.#model.llama.symbols.llama_sampler_sample(
+      this.pointer,
+      context.pointer,
+      batchIndex,
+    );
+  }
+
+  /** Feeds a token the chain did not pick (e.g. prompt tokens, for repetition penalties). */
+  accept(token: number): void {
+    this.#model.llama.symbols.llama_sampler_accept(this.pointer, token);
+  }
+
+  /** Resets the chain's state (penalty history, RNG stays seeded). */
+  reset(): void {
+    this.#model.llama.symbols.llama_sampler_reset(this.pointer);
+  }
+
+  /** Names of the stages as llama.cpp reports them. */
+  stageNames(): string[] {
+    const s = this.#model.llama.symbols;
+    const n = s.llama_sampler_chain_n(this.pointer);
+    return Array.from(
+      { length: n },
+      (_, i) => readCString(s.llama_sampler_name(s.llama_sampler_chain_get(this.pointer, i))) ?? "",
+    );
+  }
+}
+
+function createStage(model: Model, stage: SamplerStage): Deno.PointerValue {
+  const s = model.llama.symbols;
+  const minKeep = (n?: number) => BigInt(n ?? 1);
+  switch (stage.type) {
+    case "greedy":
+      return s.llama_sampler_init_greedy();
+    case "dist":
+      return s.llama_sampler_init_dist(stage.seed >>> 0);
+    case "temp":
+      return s.llama_sampler_init_temp(stage.temperature);
+    case "top_k":
+      return s.llama_sampler_init_top_k(stage.k);
+    case "top_p":
+      return s.llama_sampler_init_top_p(stage.p, minKeep(stage.minKeep));
+    case "min_p":
+      return s.llama_sampler_init_min_p(stage.p, minKeep(stage.minKeep));
+    case "typical":
+      return s.llama_sampler_init_typical(stage.p, minKeep(stage.minKeep));
+    case "xtc":
+      return s.llama_sampler_init_xtc(
+        stage.probability,
+        stage.threshold,
+        minKeep(stage.minKeep),
+        stage.seed >>> 0,
+      );
+    case "mirostat":
+      return s.llama_sampler_init_mirostat(
+        model.nVocab,
+        stage.seed >>> 0,
+        stage.tau,
+        stage.eta,
+        stage.m ?? 100,
+      );
+    case "mirostat_v2":
+      return s.llama_sampler_init_mirostat_v2(stage.seed >>> 0, stage.tau, stage.eta);
+    case "penalties":
+      return s.llama_sampler_init_penalties(
+        model.nVocab,
+        stage.lastN,
+        stage.repeat,
+        stage.frequency,
+        stage.presence,
+      );
+    case "dry": {
+      const strings = stage.breakers.map(cString);
+      const pointers = new BigUint64Array(
+        strings.map((b) => BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b)))),
+      );
+      const created = s.llama_sampler_init_dry(
+        model.vocab,
+        stage.multiplier,
+        stage.base,
+        stage.allowedLength,
+        stage.lastN,
+        new Uint8Array(pointers.buffer),
+        BigInt(strings.length),
+      );
+      strings.length = 0; // keeps the strings alive until llama.cpp has copied them
+      return created;
+    }
+    case "logit_bias": {
+      const entries = [...stage.bias];
+      const buf = new Uint8Array(Math.max(1, entries.length) * LlamaLogitBias.size);
+      entries.forEach(([token, bias], i) => {
+        const row = buf.subarray(i * LlamaLogitBias.size, (i + 1) * LlamaLogitBias.size);
+        LlamaLogitBias.set(row, "token", token);
+        LlamaLogitBias.set(row, "bias", bias);
+      });
+      return s.llama_sampler_init_logit_bias(model.nVocab, entries.length, buf);
+    }
+    case "grammar":
+      return s.llama_sampler_init_grammar(
+        model.vocab,
+        cString(stage.grammar),
+        cString(stage.root ?? "root"),
+      );
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * Shared helpers for the test suite: running the CLI as a subprocess, locating the reference
+ * llama.cpp tools, and printing why a test was skipped.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { REPO_ROOT } from "./fixtures/models.ts";
+
+/** Output of a finished subprocess. */
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `deno run -A main.ts ARGS` from the repository root.
+ *
+ * @param args CLI arguments.
+ * @param env Extra environment variables.
+ * @returns Exit code and decoded output.
+ */
+export async function runShimmy(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<RunResult> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", join(REPO_ROOT, "main.ts"), ...args],
+    cwd: REPO_ROOT,
+    env,
+    stdin: "null",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+/**
+ * The folder of a source build with the reference tools (`scripts/build-libllama.sh
+ * --reference-tools --out lib/reference`), or `SHIMMY_REFERENCE_DIR`; undefined when absent.
+ */
+export function referenceDir(): string | undefined {
+  const dir = Deno.env.get("SHIMMY_REFERENCE_DIR") ?? join(REPO_ROOT, "lib", "reference");
+  try {
+    Deno.statSync(join(dir, "bin", "llama-simple"));
+    return dir;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Prints why a test is skipped, so a skip is never silent.
+ *
+ * @param test Test name.
+ * @param reason Why.
+ * @returns true, for `ignore:` expressions.
+ */
+export function skipBecause(test: string, reason: string): true {
+  console.warn(`SKIPPED "${test}": ${reason}`);
+  return true;
+}
