@@ -28,7 +28,7 @@ export interface OpenModelOptions {
   parallel?: number;
   /** Most tokens per decode step. Default 2048. */
   batchSize?: number;
-  /** CPU threads. Default: llama.cpp's. */
+  /** CPU threads. Default: {@link defaultThreads}. */
   threads?: number;
   /** Most queued requests. Default 64. */
   maxQueue?: number;
@@ -38,6 +38,15 @@ export interface OpenModelOptions {
   onProgress?: (fraction: number) => void;
   /** Aborts the load. */
   signal?: AbortSignal;
+}
+
+/**
+ * Default CPU threads: one per logical core, less one for the event loop (which samples and
+ * serves HTTP between decodes). Spinning ggml threads that outnumber the cores make every
+ * decode several times slower.
+ */
+export function defaultThreads(): number {
+  return Math.max(1, (navigator.hardwareConcurrency || 2) - 1);
 }
 
 /** A model ready to generate. */
@@ -103,7 +112,7 @@ export class LoadedModel {
         nSeqMax: parallel,
         nBatch: options.batchSize ?? 2048,
         kvUnified: true,
-        ...(options.threads ? { nThreads: options.threads } : {}),
+        nThreads: options.threads ?? defaultThreads(),
       });
       try {
         const scheduler = new Scheduler(context, {

@@ -13,6 +13,11 @@ const backstop = new FinalizationRegistry<() => void>((free) => free());
 /** Counts of native handles currently open, by kind (tests check these return to zero). */
 export const openHandles: Record<string, number> = {};
 
+/** The kinds with open handles and their counts (zero counts left out). */
+export function liveHandles(): Record<string, number> {
+  return Object.fromEntries(Object.entries(openHandles).filter(([, n]) => n !== 0));
+}
+
 /** Base class for an owned native pointer. */
 export abstract class NativeHandle {
   #pointer: Deno.PointerObject | null;

@@ -86,7 +86,7 @@ export function platformName(): string {
  * @returns Folder names under `lib/`.
  * @example
  * ```ts
- * flavourCandidates("cuda"); // ["linux-x64-cuda"] on Linux x64
+ * flavourCandidates("cuda"); // ["linux-x64-cuda", "linux-x64"] on Linux x64
  * ```
  */
 export function flavourCandidates(backend: GpuBackend): string[] {
@@ -101,7 +101,8 @@ export function flavourCandidates(backend: GpuBackend): string[] {
     case "auto":
       return [...new Set([...gpuOrder.flatMap(withGpu), base])];
     default:
-      return withGpu(backend);
+      // The plain folder is the fallback: the device check then says which GPUs exist.
+      return [...new Set([...withGpu(backend), base])];
   }
 }
 

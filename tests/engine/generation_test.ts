@@ -1,0 +1,120 @@
+import { deepEqual, equal, notDeepEqual, ok, throws } from "node:assert/strict";
+import { GenerationError } from "../../src/engine/errors.ts";
+import { LoadedModel } from "../../src/engine/loaded_model.ts";
+import type { GenerationRequest, GenerationResult } from "../../src/engine/scheduler.ts";
+import { fixtureModel } from "../fixtures/models.ts";
+
+async function collect(
+  loaded: LoadedModel,
+  request: GenerationRequest,
+): Promise<{ chunks: string[]; result: GenerationResult }> {
+  const generation = loaded.scheduler.submit(request);
+  const chunks: string[] = [];
+  for await (const chunk of generation) chunks.push(chunk.text);
+  return { chunks, result: await generation.result };
+}
+
+Deno.test("greedy generation is identical on a second run and streams exactly its final text", async () => {
+  await using loaded = await LoadedModel.open({ path: await fixtureModel("tiny-f32") });
+  const prompt = loaded.model.tokenize("once upon a time");
+  const request = { prompt, maxTokens: 40, sampling: { temperature: 0 } };
+  const first = await collect(loaded, request);
+  const second = await collect(loaded, request);
+  equal(first.result.completionTokens, 40);
+  equal(first.result.finishReason, "length");
+  deepEqual(first.result.tokens, second.result.tokens);
+  equal(first.chunks.join(""), first.result.text);
+  equal(first.result.promptTokens, prompt.length);
+  ok(second.result.cachedTokens > 0, "the second run reuses the cached prompt prefix");
+});
+
+Deno.test("seeded sampling is repeatable and the seed changes the output", async () => {
+  await using loaded = await LoadedModel.open({ path: await fixtureModel("tiny-f32") });
+  const prompt = loaded.model.tokenize("the weather today");
+  const run = async (seed: number) =>
+    (await collect(loaded, {
+      prompt,
+      maxTokens: 32,
+      sampling: { temperature: 1.5, topK: 0, topP: 1, minP: 0, seed },
+    })).result.tokens;
+  deepEqual(await run(1), await run(1));
+  notDeepEqual(await run(1), await run(2));
+});
+
+Deno.test("a prompt longer than the batch size is evaluated in chunks instead of crashing", async () => {
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("tiny-f32"),
+    batchSize: 32,
+    ctxSize: 512,
+  });
+  const prompt = loaded.model.tokenize("the quick brown fox jumps over the lazy dog ".repeat(12));
+  ok(prompt.length > 100);
+  const { result } = await collect(loaded, { prompt, maxTokens: 8, sampling: { temperature: 0 } });
+  equal(result.completionTokens, 8);
+  await using wide = await LoadedModel.open({ path: await fixtureModel("tiny-f32"), ctxSize: 512 });
+  const reference = await collect(wide, { prompt, maxTokens: 8, sampling: { temperature: 0 } });
+  deepEqual(result.tokens, reference.result.tokens);
+});
+
+Deno.test("a prompt that cannot fit the context is refused with a clear error", async () => {
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("tiny-f32"),
+    ctxSize: 64,
+  });
+  const prompt = loaded.model.tokenize("word ".repeat(80));
+  throws(() => loaded.scheduler.submit({ prompt, maxTokens: 4 }), (error: unknown) => {
+    ok(error instanceof GenerationError);
+    equal(error.code, "context_overflow");
+    ok(/more than the context of 64 tokens/.test(error.message));
+    return true;
+  });
+  equal(loaded.scheduler.stats().busySlots, 0);
+});
+
+Deno.test("multi-byte UTF-8 split across byte tokens streams as whole characters", async () => {
+  await using loaded = await LoadedModel.open({ path: await fixtureModel("tiny-f32") });
+  const prompt = loaded.model.tokenize("symbols:");
+  const { chunks, result } = await collect(loaded, {
+    prompt,
+    maxTokens: 32,
+    // The tiny vocabulary has no piece for these characters: they come out as byte tokens.
+    sampling: { temperature: 0, grammar: 'root ::= "€ 日本 😀"' },
+  });
+  equal(result.text, "€ 日本 😀");
+  ok(result.completionTokens > [...result.text].length, "characters were split over tokens");
+  for (const chunk of chunks) ok(!chunk.includes("\uFFFD"), `chunk ${JSON.stringify(chunk)}`);
+  equal(result.finishReason, "stop");
+});
+
+Deno.test("a stop string spread over several tokens ends generation and is never emitted", async () => {
+  await using loaded = await LoadedModel.open({ path: await fixtureModel("tiny-f32") });
+  const { chunks, result } = await collect(loaded, {
+    prompt: loaded.model.tokenize("say:"),
+    maxTokens: 40,
+    stop: ["stop here"],
+    sampling: { temperature: 0, grammar: 'root ::= "hello world stop here and more"' },
+  });
+  equal(result.text, "hello world ");
+  equal(chunks.join(""), "hello world ");
+  equal(result.finishReason, "stop");
+  equal(result.stoppedBy, "stop here");
+});
+
+Deno.test("aborting a generation ends it as cancelled and frees its slot", async () => {
+  await using loaded = await LoadedModel.open({ path: await fixtureModel("tiny-f32") });
+  const abort = new AbortController();
+  const generation = loaded.scheduler.submit({
+    prompt: loaded.model.tokenize("tell me a long story"),
+    maxTokens: 400,
+    sampling: { temperature: 0 },
+    signal: abort.signal,
+  });
+  let seen = 0;
+  for await (const _ of generation) {
+    if (++seen === 3) abort.abort();
+  }
+  const result = await generation.result;
+  equal(result.finishReason, "cancelled");
+  ok(result.completionTokens < 400);
+  equal(loaded.scheduler.stats().busySlots, 0);
+});
