@@ -9,6 +9,7 @@ import { ModelNotFoundError } from "../engine/model_resolver.ts";
 import { GenerationError } from "../engine/errors.ts";
 import { ContextCreateError, LibraryNotFoundError, ModelLoadError } from "../ffi/mod.ts";
 import { generateMain } from "./generate.ts";
+import { serveMain } from "./serve.ts";
 import { extractGlobalFlags, type GlobalFlags } from "./global_flags.ts";
 import { UsageError } from "./usage_error.ts";
 import { VERSION } from "../version.ts";
@@ -18,6 +19,7 @@ const USAGE = `shimmy ${VERSION}: a local LLM server for GGUF models
 Usage: shimmy [--model-dirs DIRS] [--gpu-backend B] [--verbose] <command> [options]
 
 Commands:
+  serve      Serve models over HTTP (shimmy serve --help)
   generate   Run one generation and print it (shimmy generate --help)
 
 Global flags (before or after the command):
@@ -31,6 +33,7 @@ type Command = (args: string[], globals: GlobalFlags) => Promise<number>;
 
 const COMMANDS: Record<string, Command> = {
   generate: generateMain,
+  serve: serveMain,
 };
 
 /** Errors whose message is enough for the user: printed as one line, no stack. */

@@ -56,6 +56,24 @@ export function modelSearchDirs(options: ModelSearchOptions = {}): string[] {
   ];
 }
 
+/**
+ * Every `.gguf` file in the model folders (two levels deep, dot folders skipped), with
+ * `SHIMMY_BASE_GGUF` first when set.
+ *
+ * @param options Search folders and environment.
+ * @returns File paths, without duplicates.
+ */
+export function findModelFiles(options: ModelSearchOptions = {}): string[] {
+  const env = options.env ?? ((name: string) => Deno.env.get(name));
+  const base = env("SHIMMY_BASE_GGUF");
+  return [
+    ...new Set([
+      ...(base ? [base] : []),
+      ...modelSearchDirs(options).flatMap((dir) => ggufFilesIn(dir, 2)),
+    ]),
+  ];
+}
+
 function ggufFilesIn(dir: string, depth: number): string[] {
   let entries: Deno.DirEntry[];
   try {
@@ -94,13 +112,9 @@ export function resolveModelPath(model: string, options: ModelSearchOptions = {}
   } catch {
     // not a path on disk: try it as a name
   }
-  const env = options.env ?? ((name: string) => Deno.env.get(name));
   const looksLikePath = /[\\/]/.test(model) || model.toLowerCase().endsWith(".gguf");
   const dirs = modelSearchDirs(options);
-  const candidates = [
-    ...(env("SHIMMY_BASE_GGUF") ? [env("SHIMMY_BASE_GGUF") as string] : []),
-    ...dirs.flatMap((dir) => ggufFilesIn(dir, 2)),
-  ];
+  const candidates = findModelFiles(options);
   const wanted = model.toLowerCase();
   if (!looksLikePath) {
     const exact = candidates.find((path) => modelNameOf(path) === wanted);

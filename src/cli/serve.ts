@@ -1,0 +1,261 @@
+/**
+ * `shimmy serve`: the HTTP server (OpenAI API, native API, SSE, WebSocket, metrics).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { parseGpuLayers } from "../engine/gpu.ts";
+import { findModelFiles, resolveModelPath } from "../engine/model_resolver.ts";
+import { entriesFor, ModelRegistry } from "../engine/registry.ts";
+import { Llama } from "../ffi/llama.ts";
+import { createApp } from "../server/app.ts";
+import type { ServerContext } from "../server/context.ts";
+import { Metrics } from "../server/metrics.ts";
+import type { GlobalFlags } from "./global_flags.ts";
+import { UsageError } from "./usage_error.ts";
+
+/** Usage text of `shimmy serve`. */
+export const SERVE_USAGE = `Usage: shimmy serve [options]
+
+Serves GGUF models over HTTP: OpenAI API (/v1/chat/completions, /v1/completions,
+/v1/models), Shimmy's native API (/api/generate, /ws/generate, /api/models, /api/tags),
+/health, /metrics and /diag.
+
+Options:
+  --bind HOST:PORT|auto   Address (default auto: SHIMMY_BIND_ADDRESS, else 127.0.0.1:11435,
+                          else the first free port in 11435-11535, else any free port)
+  --model PATH_OR_NAME    Model to serve and load at start; repeatable (--model-path too)
+  --parallel N            Requests generated at once per model (default 4)
+  --ctx-size N            Context tokens per request (default: model's, at most 4096)
+  --batch-size N          Most tokens per decode step (default 2048)
+  --max-queue N           Requests that may wait for a slot before 503 (default 64)
+  --threads N             CPU threads (default: cores - 1)
+  --api-key KEY           Require Authorization: Bearer KEY (or SHIMMY_API_KEY)
+  --cors ORIGIN           Allow cross-origin requests from ORIGIN ('*' for any)
+  --gpu-backend B         auto | cpu | cuda | vulkan | metal (default auto)
+  --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
+  --model-dirs DIRS       Extra model folders, ';'-separated
+  --verbose               Show llama.cpp's log
+
+Examples:
+  shimmy serve --model ./models/phi3.gguf
+  shimmy serve --bind 0.0.0.0:8080 --parallel 8 --api-key secret`;
+
+/** Parsed `serve` options. */
+export interface ServeArgs {
+  bind: string;
+  models: string[];
+  parallel: number;
+  ctxSize?: number;
+  batchSize?: number;
+  maxQueue?: number;
+  threads?: number;
+  nGpuLayers?: number;
+  apiKey?: string;
+  cors?: string;
+}
+
+function positiveInt(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new UsageError(`--${name} must be a positive integer, got "${value}"`);
+  }
+  return n;
+}
+
+/**
+ * Parses `serve`'s arguments (global flags already removed).
+ *
+ * @param args Arguments after the command name.
+ * @param env Environment lookup.
+ * @returns The options, or undefined for `--help`.
+ * @throws {UsageError}
+ */
+export function parseServeArgs(
+  args: string[],
+  env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+): ServeArgs | undefined {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: {
+        bind: { type: "string", default: "auto" },
+        model: { type: "string", multiple: true },
+        "model-path": { type: "string", multiple: true },
+        parallel: { type: "string" },
+        "ctx-size": { type: "string" },
+        "batch-size": { type: "string" },
+        "max-queue": { type: "string" },
+        threads: { type: "string" },
+        "n-gpu-layers": { type: "string" },
+        "api-key": { type: "string" },
+        cors: { type: "string" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const v = parsed.values;
+  if (v.help) return undefined;
+  let nGpuLayers: number | undefined;
+  try {
+    nGpuLayers = parseGpuLayers(v["n-gpu-layers"]);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const out: ServeArgs = {
+    bind: v.bind,
+    models: [...(v.model ?? []), ...(v["model-path"] ?? [])],
+    parallel: positiveInt("parallel", v.parallel) ?? 4,
+  };
+  const optional = {
+    ctxSize: positiveInt("ctx-size", v["ctx-size"]),
+    batchSize: positiveInt("batch-size", v["batch-size"]),
+    maxQueue: positiveInt("max-queue", v["max-queue"]),
+    threads: positiveInt("threads", v.threads),
+    nGpuLayers,
+    apiKey: v["api-key"] ?? env("SHIMMY_API_KEY"),
+    cors: v.cors,
+  };
+  for (const [key, value] of Object.entries(optional)) {
+    if (value !== undefined && value !== "") {
+      (out as unknown as Record<string, unknown>)[key] = value;
+    }
+  }
+  return out;
+}
+
+/**
+ * Parses `HOST:PORT` (IPv6 as `[::1]:PORT`).
+ *
+ * @param bind The address.
+ * @returns Host and port.
+ * @throws {UsageError} for a malformed address.
+ */
+export function parseBindAddress(bind: string): { hostname: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(bind);
+  const port = Number(match?.[3]);
+  if (!match || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new UsageError(`--bind must be HOST:PORT or auto, got "${bind}"`);
+  }
+  return { hostname: (match[1] ?? match[2]) as string, port };
+}
+
+/**
+ * Starts listening: an explicit address, or `auto` (SHIMMY_BIND_ADDRESS, 11435, the first free
+ * port up to 11535, any free port).
+ *
+ * @param bind `--bind` value.
+ * @param handler The request handler.
+ * @param signal Stops the server.
+ * @returns The running server.
+ */
+export function listen(
+  bind: string,
+  handler: (request: Request) => Promise<Response>,
+  signal: AbortSignal,
+): Deno.HttpServer<Deno.NetAddr> {
+  const serve = (hostname: string, port: number) =>
+    Deno.serve({ hostname, port, signal, onListen: () => {} }, handler);
+  const fromEnv = Deno.env.get("SHIMMY_BIND_ADDRESS");
+  if (bind !== "auto" || fromEnv) {
+    const { hostname, port } = parseBindAddress(bind !== "auto" ? bind : fromEnv as string);
+    return serve(hostname, port);
+  }
+  for (let port = 11435; port <= 11535; port++) {
+    try {
+      return serve("127.0.0.1", port);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+    }
+  }
+  return serve("127.0.0.1", 0);
+}
+
+/** Grace period for in-flight streams on shutdown. */
+const SHUTDOWN_GRACE_MS = 5000;
+
+/**
+ * Runs `shimmy serve` until SIGINT/SIGTERM.
+ *
+ * @param args Arguments after the command name.
+ * @param globals Global flags.
+ * @returns The exit code.
+ */
+export async function serveMain(args: string[], globals: GlobalFlags): Promise<number> {
+  const options = parseServeArgs(args);
+  if (!options) {
+    console.log(SERVE_USAGE);
+    return 0;
+  }
+  const search = { modelDirs: globals.modelDirs ?? "" };
+  const explicit = options.models.map((m) => ({
+    path: resolveModelPath(m, search),
+    source: "--model",
+  }));
+  const discovered = findModelFiles(search).map((path) => ({ path, source: "model folders" }));
+  const entries = entriesFor([...explicit, ...discovered]);
+  const gpuBackend = globals.gpuBackend ?? "auto";
+  Llama.open({ gpuBackend, verbose: globals.verbose }); // fail fast when libraries are missing
+  const registry = new ModelRegistry(entries, {
+    gpuBackend,
+    verbose: globals.verbose,
+    parallel: options.parallel,
+    ...(options.ctxSize ? { ctxSize: options.ctxSize } : {}),
+    ...(options.batchSize ? { batchSize: options.batchSize } : {}),
+    ...(options.maxQueue ? { maxQueue: options.maxQueue } : {}),
+    ...(options.threads ? { threads: options.threads } : {}),
+    ...(options.nGpuLayers !== undefined ? { nGpuLayers: options.nGpuLayers } : {}),
+  });
+  for (const { path } of explicit) {
+    const entry = entries.find((e) => e.path === path);
+    if (entry) {
+      console.error(`Loading ${entry.name} (${path})…`);
+      await registry.acquire(entry.name);
+    }
+  }
+  const ctx: ServerContext = {
+    registry,
+    metrics: new Metrics(),
+    startedAt: performance.now(),
+    settings: {
+      parallel: options.parallel,
+      gpuBackend,
+      ...(options.ctxSize ? { ctxSize: options.ctxSize } : {}),
+      ...(options.apiKey ? { apiKey: options.apiKey } : {}),
+      ...(options.cors ? { cors: options.cors } : {}),
+    },
+  };
+  const stop = new AbortController();
+  const server = listen(options.bind, createApp(ctx), stop.signal);
+  const { hostname, port } = server.addr;
+  const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+  console.log(`Shimmy listening on http://${host}:${port}`);
+  for (const entry of entries) {
+    console.log(`  ${entry.name.padEnd(28)} ${registry.state(entry.name).padEnd(9)} ${entry.path}`);
+  }
+  if (entries.length === 0) {
+    console.log("  (no models found: pass --model PATH or --model-dirs DIRS)");
+  }
+  const shutdown = new Promise<string>((resolve) => {
+    for (const sig of ["SIGINT", "SIGTERM"] as const) {
+      try {
+        Deno.addSignalListener(sig, () => resolve(sig));
+      } catch {
+        // SIGTERM cannot be listened to on Windows
+      }
+    }
+  });
+  const signal = await shutdown;
+  console.error(`${signal}: stopping (in-flight requests get ${SHUTDOWN_GRACE_MS / 1000}s)`);
+  stop.abort();
+  const grace = setTimeout(() => void registry.close(), SHUTDOWN_GRACE_MS);
+  await server.finished;
+  clearTimeout(grace);
+  await registry.close();
+  return 0;
+}

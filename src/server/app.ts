@@ -1,0 +1,181 @@
+/**
+ * The HTTP application: routing, auth, CORS, the error boundary and request metrics, as one
+ * `Request → Response` function (tests call it in-process; `shimmy serve` hands it to
+ * `Deno.serve`).
+ *
+ * @module
+ */
+
+import { Llama } from "../ffi/llama.ts";
+import { LLAMA_CPP_VERSION, VERSION } from "../version.ts";
+import type { ServerContext } from "./context.ts";
+import { errorResponse, HttpError } from "./http_error.ts";
+import { apiGenerate, apiModels, apiTags, wsGenerate } from "./native.ts";
+import { chatCompletions, completions, listModels } from "./openai.ts";
+
+/**
+ * A route handler. `clientGone` aborts when the client disconnects before the response is
+ * fully delivered; generating handlers tie their generation to it.
+ */
+export type Handler = (
+  ctx: ServerContext,
+  request: Request,
+  clientGone: AbortSignal,
+) => Response | Promise<Response>;
+
+const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
+  "/health": { GET: health },
+  "/v1/models": { GET: listModels },
+  "/v1/chat/completions": { POST: chatCompletions },
+  "/v1/completions": { POST: completions },
+  "/api/generate": { POST: apiGenerate },
+  "/api/models": { GET: apiModels },
+  "/api/tags": { GET: apiTags },
+  "/ws/generate": { GET: wsGenerate },
+  "/metrics": { GET: metrics },
+  "/diag": { GET: diag },
+};
+
+/** Routes reachable without the API key. */
+const PUBLIC_ROUTES = new Set(["/health"]);
+
+/**
+ * Creates the request handler.
+ *
+ * @param ctx Server state.
+ * @returns The handler.
+ * @example
+ * ```ts
+ * const handle = createApp(ctx);
+ * const res = await handle(new Request("http://x/health"));
+ * ```
+ */
+export function createApp(
+  ctx: ServerContext,
+): (request: Request, info?: Deno.ServeHandlerInfo) => Promise<Response> {
+  return async (request, info) => {
+    const path = new URL(request.url).pathname.replace(/\/+$/, "") || "/";
+    const gone = new AbortController();
+    if (info) {
+      info.completed.catch(() => gone.abort());
+    } else {
+      request.signal.addEventListener("abort", () => gone.abort(), { once: true });
+    }
+    let response: Response;
+    try {
+      response = await route(ctx, request, path, gone.signal);
+    } catch (error) {
+      response = errorResponse(error);
+    }
+    ctx.metrics.request(ROUTES[path] ? path : "other", response.status);
+    return withCors(ctx, request, response);
+  };
+}
+
+async function route(
+  ctx: ServerContext,
+  request: Request,
+  path: string,
+  clientGone: AbortSignal,
+): Promise<Response> {
+  if (request.method === "OPTIONS" && ctx.settings.cors) return new Response(null, { status: 204 });
+  const methods = ROUTES[path];
+  if (!methods) throw new HttpError(404, `No route for ${request.method} ${path}`);
+  const handler = methods[request.method];
+  if (!handler) {
+    throw new HttpError(405, `${path} does not accept ${request.method}`, {
+      headers: { allow: Object.keys(methods).join(", ") },
+    });
+  }
+  if (ctx.settings.apiKey && !PUBLIC_ROUTES.has(path)) checkApiKey(ctx.settings.apiKey, request);
+  return await handler(ctx, request, clientGone);
+}
+
+function checkApiKey(key: string, request: Request): void {
+  const header = request.headers.get("authorization") ?? "";
+  const match = /^Bearer\s+(.+)$/i.exec(header);
+  if (!match || !constantTimeEqual(match[1] as string, key)) {
+    throw new HttpError(401, "Missing or invalid API key: send Authorization: Bearer KEY", {
+      code: "invalid_api_key",
+      headers: { "www-authenticate": "Bearer" },
+    });
+  }
+}
+
+/**
+ * Compares two strings in time that depends only on their lengths.
+ *
+ * @param a First string.
+ * @param b Second string.
+ * @returns Whether they are equal.
+ */
+export function constantTimeEqual(a: string, b: string): boolean {
+  const x = new TextEncoder().encode(a);
+  const y = new TextEncoder().encode(b);
+  let diff = x.length ^ y.length;
+  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
+  return diff === 0;
+}
+
+function withCors(ctx: ServerContext, request: Request, response: Response): Response {
+  const origin = ctx.settings.cors;
+  if (!origin || response.status === 101) return response;
+  const headers = new Headers(response.headers);
+  headers.set("access-control-allow-origin", origin === "*" ? "*" : origin);
+  headers.set("access-control-allow-headers", "authorization, content-type");
+  headers.set("access-control-allow-methods", "GET, POST, OPTIONS");
+  if (origin !== "*") headers.set("vary", "origin");
+  void request;
+  return new Response(response.body, { status: response.status, headers });
+}
+
+function health(ctx: ServerContext): Response {
+  return Response.json({
+    status: "ok",
+    version: VERSION,
+    uptime_seconds: Math.round((performance.now() - ctx.startedAt) / 1000),
+    models: ctx.registry.list().map((e) => ({ name: e.name, state: ctx.registry.state(e.name) })),
+  });
+}
+
+function liveModels(ctx: ServerContext) {
+  return [...ctx.registry.loaded()].map(([name, loaded]) => {
+    const stats = loaded.scheduler.stats();
+    return {
+      name,
+      queued: stats.queued,
+      busySlots: stats.busySlots,
+      slots: stats.slots,
+      loadSeconds: (ctx.registry.loadTimes.get(name) ?? 0) / 1000,
+    };
+  });
+}
+
+function metrics(ctx: ServerContext): Response {
+  return new Response(ctx.metrics.render({ models: liveModels(ctx) }), {
+    headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+  });
+}
+
+function diag(ctx: ServerContext): Response {
+  const loaded = [...ctx.registry.loaded()];
+  const llama = Llama.open();
+  return Response.json({
+    version: VERSION,
+    llama_cpp: LLAMA_CPP_VERSION,
+    lib_dir: llama.libDir,
+    system_info: llama.systemInfo(),
+    devices: llama.devices(),
+    settings: { ...ctx.settings, apiKey: ctx.settings.apiKey ? "(set)" : null },
+    models: loaded.map(([name, m]) => ({
+      name,
+      path: m.model.path,
+      backend: m.devices.backend,
+      load_params: m.model.loadParams,
+      n_ctx: m.context.nCtx,
+      slot_context: m.scheduler.slotContext,
+      slots: m.scheduler.stats(),
+      description: m.model.description,
+    })),
+  });
+}

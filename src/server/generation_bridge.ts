@@ -1,0 +1,117 @@
+/**
+ * The path shared by every generating endpoint: resolve and load the model, turn the prompt
+ * or messages into tokens, submit to the model's scheduler with an abort signal tied to the
+ * client, and record metrics when it ends.
+ *
+ * @module
+ */
+
+import { type ChatMessage, formatChat } from "../engine/chat_format.ts";
+import type { LoadedModel } from "../engine/loaded_model.ts";
+import { promptTokens } from "../engine/prompt.ts";
+import type { ModelEntry } from "../engine/registry.ts";
+import type { Generation, GenerationResult } from "../engine/scheduler.ts";
+import type { ServerContext } from "./context.ts";
+import { badRequest } from "./http_error.ts";
+import type { GenerationFields } from "./request_body.ts";
+
+/** What to generate from: a raw prompt, or chat messages rendered with the model's template. */
+export type PromptSource =
+  | { kind: "raw"; prompt: string }
+  | { kind: "chat"; messages: ChatMessage[] };
+
+/** A generation that has started. */
+export interface StartedGeneration {
+  entry: ModelEntry;
+  loaded: LoadedModel;
+  generation: Generation;
+  /** Resolves with the result once metrics are recorded. */
+  result: Promise<GenerationResult>;
+}
+
+/**
+ * Starts a generation.
+ *
+ * @param ctx Server state.
+ * @param modelName The requested model (default model when empty).
+ * @param source Prompt or messages.
+ * @param fields Limits, sampling, stop strings.
+ * @param signal Aborts the generation (client gone).
+ * @returns The started generation.
+ * @throws {HttpError} / engine errors, mapped by the error boundary.
+ */
+export async function startGeneration(
+  ctx: ServerContext,
+  modelName: string | undefined,
+  source: PromptSource,
+  fields: GenerationFields,
+  signal: AbortSignal,
+): Promise<StartedGeneration> {
+  const entry = ctx.registry.resolve(modelName);
+  const loaded = await ctx.registry.acquire(entry.name);
+  const text = source.kind === "raw" ? source.prompt : formatChat(loaded.model, source.messages);
+  const prompt = promptTokens(loaded.model, text);
+  if (prompt.length === 0) throw badRequest("The prompt is empty", "prompt");
+  const generation = loaded.scheduler.submit({
+    prompt,
+    stop: fields.stop,
+    sampling: fields.sampling,
+    ignoreEos: fields.ignoreEos,
+    signal,
+    ...(fields.maxTokens !== undefined ? { maxTokens: fields.maxTokens } : {}),
+  });
+  const result = generation.result.then((r) => {
+    ctx.metrics.generation(
+      r.promptTokens,
+      r.completionTokens,
+      r.timings.ttftMs,
+      r.timings.generatePerSecond,
+    );
+    return r;
+  });
+  result.catch(() => {});
+  return { entry, loaded, generation, result };
+}
+
+/**
+ * OpenAI-style usage numbers.
+ *
+ * @param result A finished generation.
+ * @returns `{prompt_tokens, completion_tokens, total_tokens}`.
+ */
+export function usageOf(result: GenerationResult) {
+  return {
+    prompt_tokens: result.promptTokens,
+    completion_tokens: result.completionTokens,
+    total_tokens: result.promptTokens + result.completionTokens,
+  };
+}
+
+/**
+ * Timings in the shape llama-server reports them (tools read these).
+ *
+ * @param result A finished generation.
+ * @returns Milliseconds and tokens per second.
+ */
+export function timingsOf(result: GenerationResult) {
+  const t = result.timings;
+  return {
+    prompt_n: result.promptTokens - result.cachedTokens,
+    prompt_ms: round(t.promptMs),
+    prompt_per_second: round(t.promptPerSecond),
+    predicted_n: result.completionTokens,
+    predicted_ms: round(t.generateMs),
+    predicted_per_second: round(t.generatePerSecond),
+    cache_n: result.cachedTokens,
+    ttft_ms: round(t.ttftMs),
+  };
+}
+
+/** OpenAI `finish_reason`: a cancelled generation reports `stop`. */
+export function finishReasonOf(result: GenerationResult): "stop" | "length" {
+  return result.finishReason === "length" ? "length" : "stop";
+}
+
+function round(n: number): number {
+  return Math.round(n * 100) / 100;
+}

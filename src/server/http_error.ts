@@ -1,0 +1,122 @@
+/**
+ * The server's one error boundary: every failure becomes an OpenAI-style body
+ * `{"error":{"message","type","param","code"}}` with the right status. Handlers throw; they
+ * never build error responses by hand.
+ *
+ * @module
+ */
+
+import { GenerationError } from "../engine/errors.ts";
+import { GpuUnavailableError } from "../engine/gpu.ts";
+import { ModelNotFoundError } from "../engine/model_resolver.ts";
+import { ContextCreateError, DecodeError, ModelLoadError } from "../ffi/errors.ts";
+
+/** An error with an HTTP status and OpenAI error fields. */
+export class HttpError extends Error {
+  /** HTTP status. */
+  readonly status: number;
+  /** OpenAI error type, e.g. `invalid_request_error`. */
+  readonly type: string;
+  /** The request field at fault, if any. */
+  readonly param: string | null;
+  /** Machine-readable code. */
+  readonly code: string | null;
+  /** Extra response headers (e.g. `Retry-After`). */
+  readonly headers: Record<string, string>;
+
+  /**
+   * @param status HTTP status.
+   * @param message Human message.
+   * @param options Type, param, code and headers.
+   */
+  constructor(
+    status: number,
+    message: string,
+    options: { type?: string; param?: string; code?: string; headers?: Record<string, string> } =
+      {},
+  ) {
+    super(message);
+    this.name = "HttpError";
+    this.status = status;
+    this.type = options.type ?? defaultType(status);
+    this.param = options.param ?? null;
+    this.code = options.code ?? null;
+    this.headers = options.headers ?? {};
+  }
+}
+
+function defaultType(status: number): string {
+  if (status === 401) return "authentication_error";
+  if (status === 404) return "not_found_error";
+  if (status === 429 || status === 503) return "server_busy_error";
+  return status >= 500 ? "server_error" : "invalid_request_error";
+}
+
+/** A 400 for a bad request field. */
+export function badRequest(message: string, param?: string): HttpError {
+  return new HttpError(400, message, { ...(param ? { param } : {}), code: "invalid_value" });
+}
+
+/**
+ * Maps any thrown value to an {@link HttpError}.
+ *
+ * @param error What was thrown.
+ * @returns The HTTP error to send.
+ */
+export function toHttpError(error: unknown): HttpError {
+  if (error instanceof HttpError) return error;
+  if (error instanceof ModelNotFoundError) {
+    return new HttpError(404, error.message, { param: "model", code: "model_not_found" });
+  }
+  if (error instanceof GenerationError) {
+    switch (error.code) {
+      case "invalid_request":
+        return new HttpError(400, error.message, { code: "invalid_request" });
+      case "context_overflow":
+        return new HttpError(400, error.message, { code: "context_length_exceeded" });
+      case "queue_full":
+        return new HttpError(503, error.message, {
+          code: "queue_full",
+          headers: { "Retry-After": "1" },
+        });
+      case "closed":
+        return new HttpError(503, error.message, { code: "shutting_down" });
+      case "decode_failed":
+        return new HttpError(502, `The backend failed: ${error.message}`, { code: "backend_error" });
+    }
+  }
+  if (error instanceof ModelLoadError) {
+    return new HttpError(502, error.message, { code: "model_load_failed" });
+  }
+  if (error instanceof GpuUnavailableError || error instanceof ContextCreateError) {
+    return new HttpError(502, error.message, { code: "backend_unavailable" });
+  }
+  if (error instanceof DecodeError) {
+    return new HttpError(502, `The backend failed: ${error.message}`, { code: "backend_error" });
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return new HttpError(500, `Internal error: ${message || "unknown"}`, { code: "internal_error" });
+}
+
+/**
+ * The JSON body of an error.
+ *
+ * @param error The HTTP error.
+ * @returns `{"error":{message,type,param,code}}`.
+ */
+export function errorBody(error: HttpError): { error: Record<string, string | null> } {
+  return {
+    error: { message: error.message, type: error.type, param: error.param, code: error.code },
+  };
+}
+
+/**
+ * The response for any thrown value.
+ *
+ * @param error What was thrown.
+ * @returns A JSON error response.
+ */
+export function errorResponse(error: unknown): Response {
+  const http = toHttpError(error);
+  return Response.json(errorBody(http), { status: http.status, headers: http.headers });
+}

@@ -1,0 +1,216 @@
+/**
+ * Shimmy's native API, kept from the original: `POST /api/generate` (JSON, or SSE with one
+ * `data:` event per piece and a final `data: [DONE]`), `GET /ws/generate` (WebSocket),
+ * `GET /api/models` and the Ollama-shaped `GET /api/tags`.
+ *
+ * SSE framing of `/api/generate`: each piece is one event; a piece containing line breaks is
+ * sent as several `data:` lines, which SSE clients join back with "\n" (CR and CRLF arrive as
+ * "\n"). `stream` defaults to false on every endpoint.
+ *
+ * WebSocket protocol: the first text frame is the same JSON body as `/api/generate`; then one
+ * text frame per piece; then a final `{"done":true,"finish_reason",usage,timings}` frame. A
+ * client frame `{"stop":true}` cancels (the final frame then has `"stopped":true`). Bad JSON
+ * gets an `{"error":{…}}` frame and a close with code 1003 (not JSON) or 1008 (bad request).
+ *
+ * @module
+ */
+
+import type { ServerContext } from "./context.ts";
+import {
+  finishReasonOf,
+  type PromptSource,
+  startGeneration,
+  timingsOf,
+  usageOf,
+} from "./generation_bridge.ts";
+import { badRequest, errorBody, HttpError, toHttpError } from "./http_error.ts";
+import {
+  chatMessages,
+  Fields,
+  generationFields,
+  parseJsonObject,
+  readJsonBody,
+} from "./request_body.ts";
+import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
+
+function promptOf(fields: Fields, body: Record<string, unknown>): PromptSource {
+  const system = fields.string("system");
+  const withSystem = (messages: PromptSource & { kind: "chat" }) =>
+    system ? { kind: "chat" as const, messages: [{ role: "system", content: system }, ...messages.messages] } : messages;
+  if (body.messages !== undefined && body.messages !== null) {
+    return withSystem({ kind: "chat", messages: chatMessages(body.messages) });
+  }
+  const prompt = fields.string("prompt");
+  if (prompt === undefined) throw badRequest('Send "prompt" or "messages"', "prompt");
+  if (fields.boolean("raw") || !system) return { kind: "raw", prompt };
+  return withSystem({ kind: "chat", messages: [{ role: "user", content: prompt }] });
+}
+
+async function begin(ctx: ServerContext, body: Record<string, unknown>, signal: AbortSignal) {
+  const fields = new Fields(body);
+  const modelName = fields.string("model");
+  const source = promptOf(fields, body);
+  const entry = ctx.registry.resolve(modelName);
+  const loaded = await ctx.registry.acquire(entry.name);
+  const gen = generationFields(fields, loaded.model.nVocab);
+  return { gen, started: await startGeneration(ctx, entry.name, source, gen, signal) };
+}
+
+/**
+ * `POST /api/generate`.
+ *
+ * @param ctx Server state.
+ * @param request The HTTP request.
+ * @param clientGone Aborts when the client disconnects.
+ * @returns `{response, …}` JSON, or an SSE stream of pieces.
+ */
+export async function apiGenerate(
+  ctx: ServerContext,
+  request: Request,
+  clientGone: AbortSignal,
+): Promise<Response> {
+  const body = await readJsonBody(request);
+  const abort = new AbortController();
+  clientGone.addEventListener("abort", () => abort.abort(), { once: true });
+  const { gen, started } = await begin(ctx, body, abort.signal);
+  if (!gen.stream) {
+    for await (const _ of started.generation) { /* the result carries the text */ }
+    const result = await started.result;
+    return Response.json({
+      model: started.entry.name,
+      response: result.text,
+      done: true,
+      finish_reason: finishReasonOf(result),
+      usage: usageOf(result),
+      timings: timingsOf(result),
+    });
+  }
+  return sseResponse(async (send) => {
+    for await (const part of started.generation) send(sseEvent(part.text));
+    await started.result;
+    send(SSE_DONE);
+  }, abort);
+}
+
+/**
+ * `GET /ws/generate`: upgrades to a WebSocket speaking the protocol in the module doc.
+ *
+ * @param ctx Server state.
+ * @param request The upgrade request.
+ * @returns The 101 response.
+ */
+export function wsGenerate(ctx: ServerContext, request: Request): Response {
+  if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+    throw new HttpError(426, "GET /ws/generate needs a WebSocket upgrade", {
+      code: "upgrade_required",
+      headers: { upgrade: "websocket" },
+    });
+  }
+  const { socket, response } = Deno.upgradeWebSocket(request);
+  const abort = new AbortController();
+  let started = false;
+  let stopped = false;
+  const fail = (error: unknown, closeCode: number) => {
+    if (socket.readyState !== WebSocket.OPEN) return;
+    socket.send(JSON.stringify(errorBody(toHttpError(error))));
+    socket.close(closeCode, toHttpError(error).message.slice(0, 120));
+  };
+  socket.onclose = () => abort.abort();
+  socket.onmessage = (event) => {
+    if (started) {
+      if (typeof event.data === "string" && isStopFrame(event.data)) {
+        stopped = true;
+        abort.abort();
+      }
+      return;
+    }
+    started = true;
+    if (typeof event.data !== "string") {
+      return fail(badRequest("The first frame must be a JSON text frame"), 1003);
+    }
+    let body: Record<string, unknown>;
+    try {
+      body = parseJsonObject(event.data);
+    } catch (error) {
+      return fail(error, 1003);
+    }
+    const run = async () => {
+      const { started: gen } = await begin(ctx, body, abort.signal);
+      for await (const part of gen.generation) {
+        if (socket.readyState === WebSocket.OPEN) socket.send(part.text);
+      }
+      const result = await gen.result;
+      if (socket.readyState !== WebSocket.OPEN) return;
+      socket.send(JSON.stringify({
+        done: true,
+        stopped,
+        finish_reason: stopped ? "stop" : finishReasonOf(result),
+        usage: usageOf(result),
+        timings: timingsOf(result),
+      }));
+      socket.close(1000, "done");
+    };
+    run().catch((error) => fail(error, toHttpError(error).status < 500 ? 1008 : 1011));
+  };
+  return response;
+}
+
+function isStopFrame(text: string): boolean {
+  try {
+    const value = JSON.parse(text);
+    return typeof value === "object" && value !== null && value.stop === true;
+  } catch {
+    return false;
+  }
+}
+
+function parameterCount(ctx: ServerContext, name: string): number | null {
+  return ctx.registry.loaded().get(name)?.model.nParams ?? null;
+}
+
+/**
+ * `GET /api/models`.
+ *
+ * @param ctx Server state.
+ * @returns `{models:[{name, size_bytes, model_type, parameter_count, source, loaded}]}`.
+ */
+export function apiModels(ctx: ServerContext): Response {
+  return Response.json({
+    models: ctx.registry.list().map((entry) => ({
+      name: entry.name,
+      size_bytes: entry.sizeBytes,
+      model_type: "gguf",
+      parameter_count: parameterCount(ctx, entry.name),
+      source: entry.source,
+      path: entry.path,
+      loaded: ctx.registry.state(entry.name) === "loaded",
+    })),
+  });
+}
+
+/**
+ * `GET /api/tags`: the Ollama list shape, so Ollama clients (Open WebUI…) find the models.
+ *
+ * @param ctx Server state.
+ * @returns `{models:[{name, model, modified_at, size, digest, details}]}`.
+ */
+export function apiTags(ctx: ServerContext): Response {
+  return Response.json({
+    models: ctx.registry.list().map((entry) => {
+      let modified = new Date(0);
+      try {
+        modified = Deno.statSync(entry.path).mtime ?? modified;
+      } catch {
+        // the file may have moved; keep the epoch
+      }
+      return {
+        name: entry.name,
+        model: entry.name,
+        modified_at: modified.toISOString(),
+        size: entry.sizeBytes,
+        digest: "",
+        details: { format: "gguf", family: "", parameter_size: "", quantization_level: "" },
+      };
+    }),
+  });
+}

@@ -1,0 +1,265 @@
+/**
+ * Reading and validating JSON request bodies: a size limit (413), JSON syntax (400), and typed
+ * field accessors that name the field at fault. Unknown fields are ignored.
+ *
+ * @module
+ */
+
+import type { ChatMessage } from "../engine/chat_format.ts";
+import type { SamplingParams } from "../engine/sampling.ts";
+import { badRequest, HttpError } from "./http_error.ts";
+
+/** Largest accepted request body. */
+export const MAX_BODY_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Reads a request body as a JSON object.
+ *
+ * @param request The request.
+ * @param limit Most bytes accepted. Default {@link MAX_BODY_BYTES}.
+ * @returns The parsed object.
+ * @throws {HttpError} 413 when too large, 400 when not a JSON object.
+ */
+export async function readJsonBody(
+  request: Request,
+  limit = MAX_BODY_BYTES,
+): Promise<Record<string, unknown>> {
+  const tooLarge = () =>
+    new HttpError(413, `Request body is larger than ${limit} bytes`, { code: "body_too_large" });
+  const declared = Number(request.headers.get("content-length") ?? "0");
+  if (declared > limit) throw tooLarge();
+  const text = await readText(request, limit, tooLarge);
+  return parseJsonObject(text);
+}
+
+async function readText(request: Request, limit: number, tooLarge: () => HttpError) {
+  if (!request.body) return "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of request.body) {
+    size += chunk.length;
+    if (size > limit) throw tooLarge();
+    chunks.push(chunk);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    all.set(chunk, at);
+    at += chunk.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
+/**
+ * Parses text as a JSON object.
+ *
+ * @param text The text.
+ * @returns The object.
+ * @throws {HttpError} 400 for invalid JSON or a non-object.
+ */
+export function parseJsonObject(text: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw badRequest(`Request body is not valid JSON: ${(error as Error).message}`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw badRequest("Request body must be a JSON object");
+  }
+  return value as Record<string, unknown>;
+}
+
+/** Typed, validating access to a JSON object's fields. */
+export class Fields {
+  readonly #body: Record<string, unknown>;
+
+  /** @param body The parsed JSON object. */
+  constructor(body: Record<string, unknown>) {
+    this.#body = body;
+  }
+
+  #present(name: string): unknown {
+    const value = this.#body[name];
+    return value === null ? undefined : value;
+  }
+
+  /** A string field. */
+  string(name: string): string | undefined {
+    const value = this.#present(name);
+    if (value === undefined) return undefined;
+    if (typeof value !== "string") throw badRequest(`"${name}" must be a string`, name);
+    return value;
+  }
+
+  /** A boolean field. */
+  boolean(name: string): boolean | undefined {
+    const value = this.#present(name);
+    if (value === undefined) return undefined;
+    if (typeof value !== "boolean") throw badRequest(`"${name}" must be a boolean`, name);
+    return value;
+  }
+
+  /** A number field within bounds. */
+  number(
+    name: string,
+    bounds: { min?: number; max?: number; integer?: boolean } = {},
+  ): number | undefined {
+    const value = this.#present(name);
+    if (value === undefined) return undefined;
+    if (typeof value !== "number" || !Number.isFinite(value)) {
+      throw badRequest(`"${name}" must be a number`, name);
+    }
+    if (bounds.integer && !Number.isInteger(value)) {
+      throw badRequest(`"${name}" must be an integer`, name);
+    }
+    if (bounds.min !== undefined && value < bounds.min) {
+      throw badRequest(`"${name}" must be at least ${bounds.min}`, name);
+    }
+    if (bounds.max !== undefined && value > bounds.max) {
+      throw badRequest(`"${name}" must be at most ${bounds.max}`, name);
+    }
+    return value;
+  }
+
+  /** A string or an array of strings (OpenAI `stop`). */
+  strings(name: string): string[] | undefined {
+    const value = this.#present(name);
+    if (value === undefined) return undefined;
+    if (typeof value === "string") return [value];
+    if (Array.isArray(value) && value.every((v) => typeof v === "string")) return value;
+    throw badRequest(`"${name}" must be a string or an array of strings`, name);
+  }
+
+  /** An object field. */
+  object(name: string): Record<string, unknown> | undefined {
+    const value = this.#present(name);
+    if (value === undefined) return undefined;
+    if (typeof value !== "object" || Array.isArray(value)) {
+      throw badRequest(`"${name}" must be an object`, name);
+    }
+    return value as Record<string, unknown>;
+  }
+
+  /** The raw value of a field. */
+  raw(name: string): unknown {
+    return this.#present(name);
+  }
+}
+
+/** Generation settings common to every endpoint. */
+export interface GenerationFields {
+  maxTokens?: number;
+  stop: string[];
+  sampling: SamplingParams;
+  ignoreEos: boolean;
+  stream: boolean;
+  includeUsage: boolean;
+}
+
+/**
+ * Reads the sampling and limit fields shared by the OpenAI and native endpoints.
+ *
+ * @param fields The body.
+ * @param nVocab Vocabulary size, for `logit_bias` token ids.
+ * @returns The settings.
+ * @throws {HttpError} 400 naming the bad field.
+ */
+export function generationFields(fields: Fields, nVocab: number): GenerationFields {
+  const n = fields.number("n", { min: 1, integer: true });
+  if (n !== undefined && n > 1) throw badRequest('"n" greater than 1 is not supported', "n");
+  const maxTokens = fields.number("max_completion_tokens", { min: 0, integer: true }) ??
+    fields.number("max_tokens", { min: 0, integer: true }) ??
+    positiveOrUndefined(fields.number("n_predict", { min: -1, integer: true }));
+  fields.boolean("cache_prompt"); // accepted for llama-server clients; the prefix cache is always on
+  const streamOptions = fields.object("stream_options");
+  const includeUsage = streamOptions?.include_usage;
+  if (includeUsage !== undefined && typeof includeUsage !== "boolean") {
+    throw badRequest('"stream_options.include_usage" must be a boolean', "stream_options");
+  }
+  const sampling: SamplingParams = {};
+  const set = <K extends keyof SamplingParams>(key: K, value: SamplingParams[K] | undefined) => {
+    if (value !== undefined) sampling[key] = value;
+  };
+  set("temperature", fields.number("temperature", { min: 0, max: 100 }));
+  set("topP", fields.number("top_p", { min: 0, max: 1 }));
+  set("topK", fields.number("top_k", { min: 0, integer: true }));
+  set("minP", fields.number("min_p", { min: 0, max: 1 }));
+  set("presencePenalty", fields.number("presence_penalty", { min: -2, max: 2 }));
+  set("frequencyPenalty", fields.number("frequency_penalty", { min: -2, max: 2 }));
+  set("repeatPenalty", fields.number("repeat_penalty", { min: 0 }));
+  set("seed", fields.number("seed", { integer: true }));
+  set("logitBias", logitBias(fields.object("logit_bias"), nVocab));
+  set("grammar", fields.string("grammar"));
+  return {
+    ...(maxTokens !== undefined ? { maxTokens } : {}),
+    stop: fields.strings("stop") ?? [],
+    sampling,
+    ignoreEos: fields.boolean("ignore_eos") ?? false,
+    stream: fields.boolean("stream") ?? false,
+    includeUsage: includeUsage === true,
+  };
+}
+
+function positiveOrUndefined(n: number | undefined): number | undefined {
+  return n === undefined || n < 0 ? undefined : n;
+}
+
+function logitBias(
+  value: Record<string, unknown> | undefined,
+  nVocab: number,
+): Map<number, number> | undefined {
+  if (value === undefined) return undefined;
+  const bias = new Map<number, number>();
+  for (const [key, raw] of Object.entries(value)) {
+    const token = Number(key);
+    if (!Number.isInteger(token) || token < 0 || token >= nVocab) {
+      throw badRequest(`logit_bias key "${key}" is not a token id of this model`, "logit_bias");
+    }
+    if (typeof raw !== "number" || !Number.isFinite(raw) || raw < -100 || raw > 100) {
+      throw badRequest(`logit_bias values must be numbers from -100 to 100`, "logit_bias");
+    }
+    bias.set(token, raw);
+  }
+  return bias;
+}
+
+/**
+ * Reads OpenAI chat messages; `content` may be a string or an array of `{type:"text", text}`
+ * parts (as Zed and Cursor send).
+ *
+ * @param value The `messages` field.
+ * @returns The messages with plain-text content.
+ * @throws {HttpError} 400 for a malformed message or a non-text part.
+ */
+export function chatMessages(value: unknown): ChatMessage[] {
+  if (!Array.isArray(value) || value.length === 0) {
+    throw badRequest('"messages" must be a non-empty array', "messages");
+  }
+  return value.map((message, i) => {
+    if (typeof message !== "object" || message === null) {
+      throw badRequest(`messages[${i}] must be an object`, "messages");
+    }
+    const { role, content } = message as Record<string, unknown>;
+    if (typeof role !== "string" || role === "") {
+      throw badRequest(`messages[${i}].role must be a string`, "messages");
+    }
+    return { role, content: messageText(content, i) };
+  });
+}
+
+function messageText(content: unknown, i: number): string {
+  if (content === undefined || content === null) return "";
+  if (typeof content === "string") return content;
+  if (!Array.isArray(content)) {
+    throw badRequest(`messages[${i}].content must be a string or an array of parts`, "messages");
+  }
+  return content.map((part, j) => {
+    const p = part as Record<string, unknown> | null;
+    if (p && p.type === "text" && typeof p.text === "string") return p.text;
+    throw badRequest(
+      `messages[${i}].content[${j}] is not a text part; only {"type":"text","text":…} is supported`,
+      "messages",
+    );
+  }).join("");
+}
