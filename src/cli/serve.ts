@@ -151,16 +151,14 @@ export function parseBindAddress(bind: string): { hostname: string; port: number
  *
  * @param bind `--bind` value.
  * @param handler The request handler.
- * @param signal Stops the server.
- * @returns The running server.
+ * @returns The running server (stop it with `shutdown()`).
  */
 export function listen(
   bind: string,
-  handler: (request: Request) => Promise<Response>,
-  signal: AbortSignal,
+  handler: Deno.ServeHandler<Deno.NetAddr>,
 ): Deno.HttpServer<Deno.NetAddr> {
   const serve = (hostname: string, port: number) =>
-    Deno.serve({ hostname, port, signal, onListen: () => {} }, handler);
+    Deno.serve({ hostname, port, onListen: () => {} }, handler);
   const fromEnv = Deno.env.get("SHIMMY_BIND_ADDRESS");
   if (bind !== "auto" || fromEnv) {
     const { hostname, port } = parseBindAddress(bind !== "auto" ? bind : fromEnv as string);
@@ -230,8 +228,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
       ...(options.cors ? { cors: options.cors } : {}),
     },
   };
-  const stop = new AbortController();
-  const server = listen(options.bind, createApp(ctx), stop.signal);
+  const server = listen(options.bind, createApp(ctx));
   const { hostname, port } = server.addr;
   const host = hostname.includes(":") ? `[${hostname}]` : hostname;
   console.log(`Shimmy listening on http://${host}:${port}`);
@@ -252,9 +249,8 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
   });
   const signal = await shutdown;
   console.error(`${signal}: stopping (in-flight requests get ${SHUTDOWN_GRACE_MS / 1000}s)`);
-  stop.abort();
   const grace = setTimeout(() => void registry.close(), SHUTDOWN_GRACE_MS);
-  await server.finished;
+  await server.shutdown();
   clearTimeout(grace);
   await registry.close();
   return 0;

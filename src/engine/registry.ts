@@ -8,7 +8,7 @@
 
 import { basename } from "node:path";
 import { LoadedModel, type OpenModelOptions } from "./loaded_model.ts";
-import { ModelNotFoundError, modelNameOf } from "./model_resolver.ts";
+import { modelNameOf, ModelNotFoundError } from "./model_resolver.ts";
 
 /** A model the registry knows about. */
 export interface ModelEntry {

@@ -173,10 +173,12 @@ export class Scheduler {
   submit(request: GenerationRequest): Generation {
     if (this.#closing) throw new GenerationError("closed", "The model is shutting down");
     this.#validate(request);
-    if (this.#queue.length >= this.#maxQueue) {
+    const freeSlots = this.#slots.filter((s) => s.state === "idle").length;
+    const waiting = Math.max(0, this.#queue.length - freeSlots);
+    if (waiting >= this.#maxQueue) {
       throw new GenerationError(
         "queue_full",
-        `Too many requests are waiting (${this.#queue.length}); try again shortly`,
+        `Too many requests are waiting (${waiting}); try again shortly`,
       );
     }
     const chunks = new AsyncQueue<GenerationChunk>();

@@ -82,7 +82,9 @@ export function toHttpError(error: unknown): HttpError {
       case "closed":
         return new HttpError(503, error.message, { code: "shutting_down" });
       case "decode_failed":
-        return new HttpError(502, `The backend failed: ${error.message}`, { code: "backend_error" });
+        return new HttpError(502, `The backend failed: ${error.message}`, {
+          code: "backend_error",
+        });
     }
   }
   if (error instanceof ModelLoadError) {

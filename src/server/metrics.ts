@@ -73,8 +73,11 @@ export class Metrics {
       ["shimmy_queue_depth", "Requests waiting for a slot", (m) => m.queued],
       ["shimmy_busy_slots", "Slots generating or reading a prompt", (m) => m.busySlots],
       ["shimmy_slots", "Slots per loaded model", (m) => m.slots],
-      ["shimmy_model_load_seconds", "How long each loaded model took to load", (m) =>
-        round(m.loadSeconds)],
+      [
+        "shimmy_model_load_seconds",
+        "How long each loaded model took to load",
+        (m) => round(m.loadSeconds),
+      ],
     ];
     for (const [name, help, value] of perModel) {
       family(name, "gauge", help);

@@ -36,7 +36,12 @@ import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
 function promptOf(fields: Fields, body: Record<string, unknown>): PromptSource {
   const system = fields.string("system");
   const withSystem = (messages: PromptSource & { kind: "chat" }) =>
-    system ? { kind: "chat" as const, messages: [{ role: "system", content: system }, ...messages.messages] } : messages;
+    system
+      ? {
+        kind: "chat" as const,
+        messages: [{ role: "system", content: system }, ...messages.messages],
+      }
+      : messages;
   if (body.messages !== undefined && body.messages !== null) {
     return withSystem({ kind: "chat", messages: chatMessages(body.messages) });
   }

@@ -1,0 +1,152 @@
+import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { join } from "node:path";
+import { fixtureModel } from "../fixtures/models.ts";
+import { postJson, startServer } from "./harness.ts";
+
+async function expectError(response: Response, status: number, code?: string) {
+  equal(response.status, status);
+  equal(response.headers.get("content-type"), "application/json");
+  const body = await response.json();
+  deepEqual(Object.keys(body.error).sort(), ["code", "message", "param", "type"]);
+  ok(body.error.message.length > 0, "the message is never empty");
+  if (code) equal(body.error.code, code);
+  return body.error;
+}
+
+Deno.test("malformed JSON and wrong field types are 400 with the field named", async () => {
+  await using server = await startServer();
+  const url = `${server.url}/v1/chat/completions`;
+  await expectError(await postJson(url, "{nope"), 400);
+  await expectError(await postJson(url, "[1,2]"), 400);
+  const cases: [Record<string, unknown>, string][] = [
+    [{ messages: "hi" }, "messages"],
+    [{ messages: [{ role: "user", content: "x" }], max_tokens: "5" }, "max_tokens"],
+    [{ messages: [{ role: "user", content: "x" }], temperature: -1 }, "temperature"],
+    [{ messages: [{ role: "user", content: "x" }], stop: [1] }, "stop"],
+    [{ messages: [{ role: "user", content: "x" }], n: 2 }, "n"],
+    [{ messages: [{ role: "user", content: "x" }], logit_bias: { "999999": 1 } }, "logit_bias"],
+    [{ messages: [{ role: "user", content: [{ type: "image_url" }] }] }, "messages"],
+    [{ messages: [{ role: "user", content: "x" }], stream: "yes" }, "stream"],
+  ];
+  for (const [body, param] of cases) {
+    const error = await expectError(await postJson(url, body), 400);
+    equal(error.param, param, JSON.stringify(body));
+  }
+  await expectError(await postJson(`${server.url}/api/generate`, { max_tokens: 3 }), 400);
+});
+
+Deno.test("array-form content (as Zed and Cursor send) is accepted", async () => {
+  await using server = await startServer();
+  const response = await postJson(`${server.url}/v1/chat/completions`, {
+    messages: [{
+      role: "user",
+      content: [{ type: "text", text: "hel" }, { type: "text", text: "lo" }],
+    }],
+    max_tokens: 2,
+  });
+  equal(response.status, 200);
+});
+
+Deno.test("unknown model and unknown route are 404; wrong method is 405", async () => {
+  await using server = await startServer();
+  const error = await expectError(
+    await postJson(`${server.url}/v1/completions`, { model: "nope", prompt: "x" }),
+    404,
+    "model_not_found",
+  );
+  equal(error.param, "model");
+  match(error.message, /Available: tiny-f32/);
+  await expectError(await fetch(`${server.url}/v2/nothing`), 404);
+  const wrong = await fetch(`${server.url}/v1/completions`);
+  await expectError(wrong, 405);
+});
+
+Deno.test("a body over the limit is 413", async () => {
+  await using server = await startServer();
+  const huge = JSON.stringify({ prompt: "x".repeat(9 * 1024 * 1024) });
+  await expectError(await postJson(`${server.url}/v1/completions`, huge), 413, "body_too_large");
+});
+
+Deno.test("a prompt beyond the context is 400 context_length_exceeded, not a crash", async () => {
+  await using server = await startServer({ load: { ctxSize: 64 } });
+  await expectError(
+    await postJson(`${server.url}/v1/completions`, { prompt: "word ".repeat(100), max_tokens: 4 }),
+    400,
+    "context_length_exceeded",
+  );
+  const ok2 = await postJson(`${server.url}/v1/completions`, { prompt: "hi", max_tokens: 4 });
+  equal(ok2.status, 200, "the server keeps serving");
+  await ok2.body?.cancel();
+});
+
+Deno.test("a full queue answers 503 with Retry-After", async () => {
+  await using server = await startServer({ load: { parallel: 1, maxQueue: 1, ctxSize: 8192 } });
+  const long = { prompt: "go", max_tokens: 8000, ignore_eos: true };
+  const abort = new AbortController();
+  const running = [1, 2].map(() =>
+    fetch(`${server.url}/api/generate`, {
+      method: "POST",
+      body: JSON.stringify(long),
+      signal: abort.signal,
+    }).catch(() => undefined)
+  );
+  const queued = () => server.ctx.registry.loaded().get("tiny-f32")?.scheduler.stats().queued;
+  for (let i = 0; i < 1000 && queued() !== 1; i++) await new Promise((r) => setTimeout(r, 10));
+  equal(queued(), 1, "one request runs and one waits");
+  const response = await postJson(`${server.url}/api/generate`, long);
+  await expectError(response, 503, "queue_full");
+  equal(response.headers.get("retry-after"), "1");
+  abort.abort();
+  await Promise.all(running);
+});
+
+Deno.test("a model that fails to load is 502 with a body that says why", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = join(dir, "broken.gguf");
+  const good = await Deno.readFile(await fixtureModel("tiny-f32"));
+  await Deno.writeFile(path, good.subarray(0, 5000));
+  try {
+    await using server = await startServer({
+      extraEntries: [{ name: "broken", path, source: "test", sizeBytes: 5000 }],
+    });
+    const error = await expectError(
+      await postJson(`${server.url}/v1/completions`, { model: "broken", prompt: "x" }),
+      502,
+      "model_load_failed",
+    );
+    match(error.message, /Cannot load model .*broken.gguf/);
+    const fine = await postJson(`${server.url}/v1/completions`, { prompt: "x", max_tokens: 2 });
+    equal(fine.status, 200);
+    await fine.body?.cancel();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("with an API key every route but /health needs the bearer token", async () => {
+  await using server = await startServer({ settings: { apiKey: "s3cret" } });
+  equal((await fetch(`${server.url}/health`)).status, 200);
+  await expectError(await fetch(`${server.url}/v1/models`), 401, "invalid_api_key");
+  await expectError(
+    await fetch(`${server.url}/v1/models`, { headers: { authorization: "Bearer wrong" } }),
+    401,
+  );
+  const ok2 = await fetch(`${server.url}/v1/models`, {
+    headers: { authorization: "Bearer s3cret" },
+  });
+  equal(ok2.status, 200);
+  await ok2.body?.cancel();
+});
+
+Deno.test("CORS headers appear only when --cors is set", async () => {
+  await using plain = await startServer();
+  const a = await fetch(`${plain.url}/health`);
+  equal(a.headers.get("access-control-allow-origin"), null);
+  await a.body?.cancel();
+  await using cors = await startServer({ settings: { cors: "*" } });
+  const b = await fetch(`${cors.url}/health`);
+  equal(b.headers.get("access-control-allow-origin"), "*");
+  await b.body?.cancel();
+  const preflight = await fetch(`${cors.url}/v1/chat/completions`, { method: "OPTIONS" });
+  equal(preflight.status, 204);
+});

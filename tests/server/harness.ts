@@ -1,0 +1,113 @@
+/**
+ * Starts a real Shimmy HTTP server in-process on a free loopback port, over generated
+ * fixture models and the real libllama.
+ *
+ * @module
+ */
+
+import {
+  entriesFor,
+  type ModelEntry,
+  ModelRegistry,
+  type RegistryLoadOptions,
+} from "../../src/engine/registry.ts";
+import { createApp } from "../../src/server/app.ts";
+import type { ServerContext, ServerSettings } from "../../src/server/context.ts";
+import { Metrics } from "../../src/server/metrics.ts";
+import { fixtureModel } from "../fixtures/models.ts";
+
+/** A running test server. */
+export interface TestServer {
+  /** Base URL, e.g. `http://127.0.0.1:40123`. */
+  url: string;
+  ctx: ServerContext;
+  /** Stops the server and frees every model. */
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** Options for {@link startServer}. */
+export interface TestServerOptions {
+  /** Fixture names to serve (default ["tiny-f32"]). */
+  fixtures?: string[];
+  /** Extra entries (e.g. a corrupt file). */
+  extraEntries?: ModelEntry[];
+  load?: RegistryLoadOptions;
+  settings?: Partial<ServerSettings>;
+}
+
+/**
+ * Starts a server.
+ *
+ * @param options Models, load options and settings.
+ * @returns The running server.
+ */
+export async function startServer(options: TestServerOptions = {}): Promise<TestServer> {
+  const files = await Promise.all(
+    (options.fixtures ?? ["tiny-f32"]).map(async (name) => ({
+      path: await fixtureModel(name),
+      source: "test",
+    })),
+  );
+  const entries = [...entriesFor(files), ...(options.extraEntries ?? [])];
+  const registry = new ModelRegistry(entries, { parallel: 4, ...options.load });
+  const ctx: ServerContext = {
+    registry,
+    metrics: new Metrics(),
+    startedAt: performance.now(),
+    settings: { parallel: options.load?.parallel ?? 4, gpuBackend: "auto", ...options.settings },
+  };
+  const stop = new AbortController();
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, signal: stop.signal, onListen: () => {} },
+    createApp(ctx),
+  );
+  const close = async () => {
+    await registry.close();
+    stop.abort();
+    await server.finished;
+  };
+  return {
+    url: `http://127.0.0.1:${server.addr.port}`,
+    ctx,
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
+
+/**
+ * Reads an SSE response into its `data:` payloads (multi-line data joined with "\n").
+ *
+ * @param response A streaming response.
+ * @returns The payloads in order, and the raw body text.
+ */
+export async function readSse(response: Response): Promise<{ events: string[]; raw: string }> {
+  const raw = await response.text();
+  const events = raw.split("\n\n").filter((block) => block !== "").map((block) =>
+    block.split("\n").map((line) => {
+      if (!line.startsWith("data: ")) throw new Error(`Bad SSE line: ${JSON.stringify(line)}`);
+      return line.slice("data: ".length);
+    }).join("\n")
+  );
+  return { events, raw };
+}
+
+/**
+ * POSTs JSON.
+ *
+ * @param url Full URL.
+ * @param body JSON body.
+ * @param headers Extra headers.
+ * @returns The response.
+ */
+export function postJson(
+  url: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<Response> {
+  return fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+}

@@ -1,0 +1,94 @@
+import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { liveHandles } from "../../src/ffi/handle.ts";
+import { postJson, startServer } from "./harness.ts";
+
+Deno.test("/health reports models and their load state", async () => {
+  await using server = await startServer({ fixtures: ["tiny-f32", "tiny-q8_0"] });
+  const before = await (await fetch(`${server.url}/health`)).json();
+  equal(before.status, "ok");
+  deepEqual(before.models, [
+    { name: "tiny-f32", state: "available" },
+    { name: "tiny-q8_0", state: "available" },
+  ]);
+  const r = await postJson(`${server.url}/v1/completions`, {
+    model: "tiny-q8_0",
+    prompt: "x",
+    max_tokens: 1,
+  });
+  await r.body?.cancel();
+  const after = await (await fetch(`${server.url}/health`)).json();
+  equal(after.models[1].state, "loaded");
+});
+
+Deno.test("the model is loaded once and shared by every request", async () => {
+  const modelsBefore = liveHandles().Model ?? 0;
+  await using server = await startServer();
+  await Promise.all(
+    Array.from(
+      { length: 6 },
+      () =>
+        postJson(`${server.url}/v1/completions`, { prompt: "x", max_tokens: 2 }).then((r) =>
+          r.json()
+        ),
+    ),
+  );
+  for (let i = 0; i < 3; i++) {
+    const second = await postJson(`${server.url}/api/generate`, { prompt: "again", max_tokens: 2 });
+    equal(second.status, 200, "later requests work: the backend is not initialised twice");
+    await second.body?.cancel();
+  }
+  equal((liveHandles().Model ?? 0) - modelsBefore, 1);
+  equal(server.ctx.registry.loadTimes.size, 1);
+});
+
+Deno.test("no phantom default model: with no model files, lists are empty and requests are 404", async () => {
+  await using server = await startServer({ fixtures: [] });
+  deepEqual((await (await fetch(`${server.url}/v1/models`)).json()).data, []);
+  deepEqual((await (await fetch(`${server.url}/api/models`)).json()).models, []);
+  const response = await postJson(`${server.url}/v1/completions`, { prompt: "x" });
+  equal(response.status, 404);
+  match((await response.json()).error.message, /No models are available/);
+});
+
+Deno.test("/api/models and /api/tags list the models in the original and Ollama shapes", async () => {
+  await using server = await startServer();
+  const models = (await (await fetch(`${server.url}/api/models`)).json()).models;
+  equal(models[0].name, "tiny-f32");
+  equal(models[0].model_type, "gguf");
+  ok(models[0].size_bytes > 0);
+  equal(models[0].source, "test");
+  const tags = (await (await fetch(`${server.url}/api/tags`)).json()).models;
+  equal(tags[0].name, "tiny-f32");
+  equal(tags[0].details.format, "gguf");
+  ok(!Number.isNaN(Date.parse(tags[0].modified_at)));
+});
+
+Deno.test("/metrics counts requests, tokens, TTFT and slot gauges in Prometheus format", async () => {
+  await using server = await startServer();
+  const r = await postJson(`${server.url}/v1/completions`, { prompt: "hello", max_tokens: 7 });
+  const body = await r.json();
+  await (await postJson(`${server.url}/v1/completions`, "{bad")).body?.cancel();
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  match(text, /shimmy_requests_total\{endpoint="\/v1\/completions",status="200"\} 1/);
+  match(text, /shimmy_requests_total\{endpoint="\/v1\/completions",status="400"\} 1/);
+  match(text, new RegExp(`shimmy_prompt_tokens_total ${body.usage.prompt_tokens}`));
+  match(text, /shimmy_generated_tokens_total 7/);
+  match(text, /shimmy_ttft_seconds_count 1/);
+  match(text, /shimmy_busy_slots\{model="tiny-f32"\} 0/);
+  match(text, /shimmy_slots\{model="tiny-f32"\} 4/);
+  match(text, /shimmy_queue_depth\{model="tiny-f32"\} 0/);
+  for (const line of text.trim().split("\n")) {
+    ok(/^(# (HELP|TYPE) \w+ .+|\w+(\{[^}]*\})? [\d.e+-]+)$/.test(line), line);
+  }
+});
+
+Deno.test("/diag shows versions, devices, load params and slots", async () => {
+  await using server = await startServer();
+  await (await postJson(`${server.url}/v1/completions`, { prompt: "x", max_tokens: 1 })).json();
+  const diag = await (await fetch(`${server.url}/diag`)).json();
+  equal(diag.llama_cpp, "v0.5.0");
+  ok(diag.devices.some((d: { type: string }) => d.type === "cpu"));
+  equal(diag.models[0].name, "tiny-f32");
+  equal(diag.models[0].slots.slots, 4);
+  equal(typeof diag.models[0].load_params.n_gpu_layers, "number");
+});

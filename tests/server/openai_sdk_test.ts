@@ -1,0 +1,62 @@
+import { equal, ok } from "node:assert/strict";
+import OpenAI from "openai";
+import { startServer } from "./harness.ts";
+
+Deno.test("the official openai SDK gets identical chat text streamed and not streamed", async () => {
+  await using server = await startServer();
+  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused" });
+  const request = {
+    model: "tiny-f32",
+    messages: [{ role: "user" as const, content: "Tell me something" }],
+    max_tokens: 24,
+    temperature: 0,
+  };
+  const whole = await client.chat.completions.create(request);
+  equal(whole.object, "chat.completion");
+  equal(whole.choices[0]?.finish_reason, "length");
+  equal(whole.usage?.completion_tokens, 24);
+  ok((whole.usage?.prompt_tokens ?? 0) > 0);
+  const text = whole.choices[0]?.message.content ?? "";
+  ok(text.length > 0);
+
+  const stream = await client.chat.completions.create({
+    ...request,
+    stream: true,
+    stream_options: { include_usage: true },
+  });
+  let streamed = "";
+  let role = "";
+  let finish: string | null = null;
+  let usage: OpenAI.CompletionUsage | undefined;
+  for await (const chunk of stream) {
+    equal(chunk.object, "chat.completion.chunk");
+    const choice = chunk.choices[0];
+    if (choice?.delta.role) role = choice.delta.role;
+    streamed += choice?.delta.content ?? "";
+    if (choice?.finish_reason) finish = choice.finish_reason;
+    if (chunk.usage) usage = chunk.usage;
+  }
+  equal(role, "assistant");
+  equal(streamed, text);
+  equal(finish, "length");
+  equal(usage?.completion_tokens, 24);
+  equal(usage?.total_tokens, (usage?.prompt_tokens ?? 0) + 24);
+});
+
+Deno.test("the official openai SDK gets identical completions streamed and not streamed", async () => {
+  await using server = await startServer();
+  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused" });
+  const request = { model: "tiny-f32", prompt: "Once upon a time", max_tokens: 20, temperature: 0 };
+  const whole = await client.completions.create(request);
+  equal(whole.object, "text_completion");
+  const text = whole.choices[0]?.text ?? "";
+  ok(text.length > 0);
+  equal(whole.usage?.completion_tokens, 20);
+  let streamed = "";
+  for await (const chunk of await client.completions.create({ ...request, stream: true })) {
+    streamed += chunk.choices[0]?.text ?? "";
+  }
+  equal(streamed, text);
+  const models = await client.models.list();
+  equal(models.data[0]?.id, "tiny-f32");
+});
