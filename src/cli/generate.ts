@@ -237,6 +237,7 @@ function jsonReport(loaded: LoadedModel, result: GenerationResult) {
       generate_per_second: round(result.timings.generatePerSecond),
     },
     backend: loaded.devices.backend,
+    lib_dir: loaded.llama.libDir,
     load_params: loaded.model.loadParams,
   };
 }

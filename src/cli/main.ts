@@ -12,7 +12,8 @@ import { generateMain } from "./generate.ts";
 import { serveMain } from "./serve.ts";
 import { extractGlobalFlags, type GlobalFlags } from "./global_flags.ts";
 import { UsageError } from "./usage_error.ts";
-import { VERSION } from "../version.ts";
+import { LLAMA_CPP_VERSION, VERSION } from "../version.ts";
+import { describeLibraries } from "../ffi/library.ts";
 
 const USAGE = `shimmy ${VERSION}: a local LLM server for GGUF models
 
@@ -28,6 +29,18 @@ Global flags (before or after the command):
   --verbose            Show llama.cpp's log
   --version            Print the version
   --help               This help`;
+
+/**
+ * The `--version` line: Shimmy's version, the llama.cpp version and the library flavour.
+ *
+ * @param flags Global flags (the GPU backend picks the flavour).
+ * @returns E.g. `shimmy 0.1.0 (llama.cpp v0.5.0, linux-x64-cuda, from source)`.
+ */
+export function versionLine(flags: GlobalFlags): string {
+  const libs = describeLibraries({ gpuBackend: flags.gpuBackend ?? "auto" });
+  const flavour = libs ? [libs.flavour, libs.built].filter(Boolean).join(", ") : "no libraries";
+  return `shimmy ${VERSION} (llama.cpp ${LLAMA_CPP_VERSION}, ${flavour})`;
+}
 
 type Command = (args: string[], globals: GlobalFlags) => Promise<number>;
 
@@ -62,7 +75,7 @@ export async function main(argv: string[]): Promise<number> {
     const { flags, rest } = extractGlobalFlags(argv);
     const [command, ...args] = rest;
     if (command === "--version" || command === "version") {
-      console.log(`shimmy ${VERSION}`);
+      console.log(versionLine(flags));
       return 0;
     }
     if (command === undefined || command === "--help" || command === "-h" || command === "help") {

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { GGML_BASE_SYMBOLS, GGML_SYMBOLS, LLAMA_SYMBOLS } from "./symbols.ts";
 
@@ -150,6 +150,36 @@ export function libraryDirCandidates(options: OpenOptions = {}): { dir: string; 
   return roots.flatMap(({ root, from }) =>
     flavours.map((flavour) => ({ dir: join(root, "lib", flavour), from }))
   );
+}
+
+/** What a library folder says about itself (its `BUILD_INFO.json`, written by set-up). */
+export interface LibraryInfo {
+  /** The folder. */
+  dir: string;
+  /** Flavour name, e.g. `linux-x64-cuda`. */
+  flavour: string;
+  /** `prebuilt` or `from source`, when known. */
+  built?: string;
+}
+
+/**
+ * Finds the library folder that would be loaded, without loading it.
+ *
+ * @param options Where to look.
+ * @returns The folder and its build info, or undefined when none holds libllama.
+ */
+export function describeLibraries(options: OpenOptions = {}): LibraryInfo | undefined {
+  const found = libraryDirCandidates(options).find(({ dir }) => findLibraryFile(dir, "llama"));
+  if (!found) return undefined;
+  const info: LibraryInfo = { dir: found.dir, flavour: basename(found.dir) };
+  try {
+    const build = JSON.parse(Deno.readTextFileSync(join(found.dir, "BUILD_INFO.json")));
+    if (typeof build.flavour === "string") info.flavour = build.flavour;
+    if (typeof build.built === "string") info.built = build.built;
+  } catch {
+    // no build info: the folder name is the flavour
+  }
+  return info;
 }
 
 /**

@@ -1,0 +1,110 @@
+/**
+ * `deno task compile [--flavour F] [--output PATH]`: builds the single `shimmy` executable
+ * with `deno compile --self-extracting`, embedding the app and the native libraries of one
+ * flavour (`lib/<flavour>/`, default: the best one present for this machine). On first run
+ * the executable extracts itself, and the library resolver finds `lib/<flavour>/` beside the
+ * extracted app, exactly as in a checkout.
+ *
+ * `deno compile` needs Deno's `denort` runtime. It downloads it unless `DENORT_BIN` points at
+ * a local copy; without network and without `DENORT_BIN` this step cannot run.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { join, relative } from "node:path";
+import { defaultAppRoot, findLibraryFile, flavourCandidates } from "../src/ffi/library.ts";
+
+/** The permissions the executable is granted: models and libraries, the network, env. */
+export const COMPILE_PERMISSIONS = ["--allow-ffi", "--allow-read", "--allow-net", "--allow-env"];
+
+/** Files in a library folder that the executable does not need. */
+const NOT_EMBEDDED = [
+  /^bin$/,
+  /^libllama-common/,
+  /^libllama-(server|bench)-impl/,
+  /^libmtmd/,
+  /^_nlcBuildMetadata\.json$/,
+  /\.node$/,
+];
+
+/**
+ * The files of a library folder that go into the executable.
+ *
+ * @param libDir The flavour folder.
+ * @returns File names to embed.
+ */
+export function embeddedLibraryFiles(libDir: string): string[] {
+  return [...Deno.readDirSync(libDir)]
+    .map((entry) => entry.name)
+    .filter((name) => !NOT_EMBEDDED.some((pattern) => pattern.test(name)))
+    .sort();
+}
+
+/**
+ * The `deno compile` arguments for one flavour.
+ *
+ * @param root Repository root.
+ * @param flavour Library flavour folder under `lib/`.
+ * @param output Executable path.
+ * @param target Optional `--target` triple.
+ * @returns Arguments after `deno`.
+ */
+export function compileArgs(root: string, flavour: string, output: string, target?: string) {
+  const libDir = join(root, "lib", flavour);
+  const includes = embeddedLibraryFiles(libDir).flatMap((name) => [
+    "--include",
+    relative(root, join(libDir, name)),
+  ]);
+  return [
+    "compile",
+    ...COMPILE_PERMISSIONS,
+    "--self-extracting",
+    "--no-check",
+    ...(target ? ["--target", target] : []),
+    ...includes,
+    "--output",
+    output,
+    "main.ts",
+  ];
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      flavour: { type: "string" },
+      output: { type: "string" },
+      target: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    console.log("Usage: deno task compile [--flavour F] [--output PATH] [--target TRIPLE]");
+    return 0;
+  }
+  const root = defaultAppRoot();
+  const flavour = values.flavour ??
+    flavourCandidates("auto").find((f) => findLibraryFile(join(root, "lib", f), "llama"));
+  if (!flavour || !findLibraryFile(join(root, "lib", flavour), "llama")) {
+    console.error(
+      `compile: no libraries in lib/${flavour ?? "<flavour>"}; run deno task setup first`,
+    );
+    return 1;
+  }
+  const exe = Deno.build.os === "windows" ? "shimmy.exe" : "shimmy";
+  const output = values.output ?? join(root, "dist", exe);
+  const args = compileArgs(root, flavour, output, values.target);
+  console.error(`compile: deno ${args.join(" ")}`);
+  const status = await new Deno.Command(Deno.execPath(), { args, cwd: root }).spawn().status;
+  if (!status.success) {
+    console.error(
+      "compile: deno compile failed. Without network it needs DENORT_BIN=/path/to/denort",
+    );
+    return 1;
+  }
+  console.error(`compile: wrote ${output} (libraries: lib/${flavour})`);
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main());
