@@ -9,6 +9,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { Batch } from "../ffi/batch.ts";
 import type { Context } from "../ffi/context.ts";
 import { Sampler } from "../ffi/sampler.ts";
@@ -238,6 +239,8 @@ export class Scheduler {
         continue;
       }
       await this.#step(active);
+      // Let network I/O (streamed chunks, new requests, aborts) run between steps.
+      await new Promise<void>((resolve) => setImmediate(resolve));
     }
   }
 
@@ -343,8 +346,11 @@ export class Scheduler {
     if (active.filter((s) => s.batchIndex >= 0 || s.state === "prompt").length > 1) {
       this.#sharedSteps++;
     }
+    // A step of one token per slot takes milliseconds: decoding it on this thread saves a
+    // thread hop per token. Prompt chunks can take much longer and go to a worker thread.
+    const blocking = batch.length <= this.#slots.length;
     try {
-      await this.context.decode(batch);
+      await this.context.decode(batch, { blocking });
     } catch (error) {
       for (const slot of active) this.#fail(slot, error);
       return;

@@ -124,12 +124,15 @@ export class Context extends NativeHandle {
   }
 
   /**
-   * Runs the model over a batch (off the main thread).
+   * Runs the model over a batch. By default on a worker thread, so the event loop keeps
+   * serving; with `blocking`, on the calling thread, which saves a thread hop per call and
+   * suits small steps (one token per sequence) that finish in milliseconds.
    *
    * @param batch Tokens to evaluate; it must stay unchanged until this resolves.
+   * @param options `blocking`: decode on the calling thread. Default false.
    * @throws {DecodeError} when llama.cpp reports a failure.
    */
-  async decode(batch: Batch): Promise<void> {
+  async decode(batch: Batch, options: { blocking?: boolean } = {}): Promise<void> {
     const s = this.model.llama.symbols;
     const pointer = this.pointer;
     if (this.#decoding) throw new Error("Context is already decoding");
