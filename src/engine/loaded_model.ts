@@ -28,7 +28,7 @@ export interface OpenModelOptions {
   parallel?: number;
   /** Most tokens per decode step. Default 2048. */
   batchSize?: number;
-  /** CPU threads. Default: {@link defaultThreads}. */
+  /** CPU threads. Default: `defaultThreads()` of the FFI context. */
   threads?: number;
   /** Most queued requests. Default 64. */
   maxQueue?: number;
@@ -38,15 +38,6 @@ export interface OpenModelOptions {
   onProgress?: (fraction: number) => void;
   /** Aborts the load. */
   signal?: AbortSignal;
-}
-
-/**
- * Default CPU threads: one per logical core, less one for the event loop (which samples and
- * serves HTTP between decodes). Spinning ggml threads that outnumber the cores make every
- * decode several times slower.
- */
-export function defaultThreads(): number {
-  return Math.max(1, (navigator.hardwareConcurrency || 2) - 1);
 }
 
 /** A model ready to generate. */
@@ -112,7 +103,7 @@ export class LoadedModel {
         nSeqMax: parallel,
         nBatch: options.batchSize ?? 2048,
         kvUnified: true,
-        nThreads: options.threads ?? defaultThreads(),
+        ...(options.threads ? { nThreads: options.threads } : {}),
       });
       try {
         const scheduler = new Scheduler(context, {

@@ -23,7 +23,7 @@ export interface ContextOptions {
   nUbatch?: number;
   /** Parallel sequences. Default 1. */
   nSeqMax?: number;
-  /** Threads for generation. Default: llama.cpp's (physical cores). */
+  /** Threads for generation. Default: {@link defaultThreads}. */
   nThreads?: number;
   /** Threads for prompt processing. Default: same as `nThreads`. */
   nThreadsBatch?: number;
@@ -31,6 +31,15 @@ export interface ContextOptions {
   flashAttn?: keyof typeof FlashAttnType;
   /** One KV buffer shared by all sequences (true), or one per sequence. Default true. */
   kvUnified?: boolean;
+}
+
+/**
+ * Default CPU threads: one per logical core, less one for the event loop (which samples and
+ * serves HTTP between decodes). llama.cpp's own default (4) oversubscribes small machines,
+ * and spinning ggml threads that outnumber the cores make every decode several times slower.
+ */
+export function defaultThreads(): number {
+  return Math.max(1, (navigator.hardwareConcurrency || 2) - 1);
 }
 
 /** llama.cpp's own timing counters for a context. */
@@ -94,12 +103,9 @@ export class Context extends NativeHandle {
     if (options.nBatch !== undefined) set("n_batch", options.nBatch);
     if (options.nUbatch !== undefined) set("n_ubatch", options.nUbatch);
     if (options.nSeqMax !== undefined) set("n_seq_max", options.nSeqMax);
-    if (options.nThreads !== undefined) {
-      set("n_threads", options.nThreads);
-      set("n_threads_batch", options.nThreadsBatch ?? options.nThreads);
-    } else if (options.nThreadsBatch !== undefined) {
-      set("n_threads_batch", options.nThreadsBatch);
-    }
+    const threads = options.nThreads ?? defaultThreads();
+    set("n_threads", threads);
+    set("n_threads_batch", options.nThreadsBatch ?? threads);
     if (options.flashAttn !== undefined) set("flash_attn_type", FlashAttnType[options.flashAttn]);
     if (options.kvUnified !== undefined) set("kv_unified", options.kvUnified);
     const mark = llama.logMark();
@@ -112,7 +118,6 @@ export class Context extends NativeHandle {
         "Cannot create a llama.cpp context" + (reasons.length ? `: ${reasons.join("; ")}` : ""),
       );
     }
-    const threads = LlamaContextParams.on(params).get("n_threads");
     const pool = ThreadPool.create(llama, threads);
     if (pool) llama.symbols.llama_attach_threadpool(pointer, pool.pointer, null);
     return new Context(model, pointer, pool);

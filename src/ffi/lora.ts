@@ -17,11 +17,20 @@ export class LoraAdapter extends NativeHandle {
   /** File it came from. */
   readonly path: string;
 
+  readonly #release: () => void;
+
   private constructor(model: Model, pointer: Deno.PointerObject, path: string) {
     const free = model.llama.symbols.llama_adapter_lora_free;
     super("LoraAdapter", pointer, () => free(pointer));
     this.model = model;
     this.path = path;
+    this.#release = model.adopt(this);
+  }
+
+  /** Frees the adapter (also done by the model's own `close()`, which comes first). */
+  override close(): void {
+    this.#release();
+    super.close();
   }
 
   /**

@@ -182,6 +182,8 @@ export class Model extends NativeHandle {
   readonly loadMs: number;
   readonly #vocab: Deno.PointerObject;
   readonly #pieces = new Map<number, Uint8Array>();
+  /** Handles that llama.cpp frees together with the model (LoRA adapters). */
+  readonly #dependents = new Set<{ close(): void }>();
 
   private constructor(
     llama: Llama,
@@ -251,6 +253,25 @@ export class Model extends NativeHandle {
       );
     }
     return new Model(llama, pointer, path, passed, performance.now() - started);
+  }
+
+  /**
+   * Registers a handle that must be closed before the model (llama.cpp frees LoRA adapters
+   * together with their model, so an adapter closed later would be freed twice).
+   *
+   * @param handle The dependent handle.
+   * @returns A function that unregisters it.
+   */
+  adopt(handle: { close(): void }): () => void {
+    this.#dependents.add(handle);
+    return () => this.#dependents.delete(handle);
+  }
+
+  /** Closes dependent handles (LoRA adapters) first, then frees the model. */
+  override close(): void {
+    for (const handle of [...this.#dependents]) handle.close();
+    this.#dependents.clear();
+    super.close();
   }
 
   /** The `llama_vocab` pointer (for samplers that need it). */

@@ -1,0 +1,462 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { GenerationError } from "../../src/engine/errors.ts";
+import {
+  detectFamily,
+  FAMILY_NAMES,
+  type FamilyName,
+  familyStopStrings,
+  loadTemplateOverride,
+  renderChat,
+  TemplateError,
+  type TemplateMessage,
+  templateStopStrings,
+} from "../../src/engine/templates.ts";
+import { ggufString, readGgufInfo } from "../../src/gguf/reader.ts";
+import { toHttpError } from "../../src/server/http_error.ts";
+import { REPO_ROOT } from "../fixtures/models.ts";
+
+const FIXTURES = join(REPO_ROOT, "tests", "fixtures", "templates");
+const VOCAB_DIR = join(REPO_ROOT, ".cache", "llama.cpp-v0.5.0", "models");
+
+/** Real templates, copied from the `tokenizer.chat_template` of llama.cpp's vocab GGUFs. */
+const REAL = ["qwen2", "phi-3", "command-r", "gemma-4"] as const;
+type RealName = typeof REAL[number];
+
+function fixture(name: RealName): string {
+  return Deno.readTextFileSync(join(FIXTURES, `${name}.jinja`));
+}
+
+/** system + user + assistant + user, the conversation every family is checked with. */
+const CONVERSATION: readonly TemplateMessage[] = [
+  { role: "system", content: "You are terse." },
+  { role: "user", content: "Hi" },
+  { role: "assistant", content: "Hello." },
+  { role: "user", content: "Name a colour." },
+];
+
+/** Expected built-in renderings of {@link CONVERSATION} with the generation prompt. */
+const FAMILY_EXPECTED: Readonly<Record<FamilyName, string>> = {
+  chatml: "<|im_start|>system\nYou are terse.<|im_end|>\n" +
+    "<|im_start|>user\nHi<|im_end|>\n" +
+    "<|im_start|>assistant\nHello.<|im_end|>\n" +
+    "<|im_start|>user\nName a colour.<|im_end|>\n" +
+    "<|im_start|>assistant\n",
+  llama3: "<|begin_of_text|>" +
+    "<|start_header_id|>system<|end_header_id|>\n\nYou are terse.<|eot_id|>" +
+    "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>" +
+    "<|start_header_id|>assistant<|end_header_id|>\n\nHello.<|eot_id|>" +
+    "<|start_header_id|>user<|end_header_id|>\n\nName a colour.<|eot_id|>" +
+    "<|start_header_id|>assistant<|end_header_id|>\n\n",
+  llama2: "<s>[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\nHi [/INST] Hello. </s>" +
+    "<s>[INST] Name a colour. [/INST]",
+  mistral: "<s>[INST] You are terse.\n\nHi [/INST] Hello.</s>[INST] Name a colour. [/INST]",
+  gemma: "<bos><start_of_turn>user\nYou are terse.\n\nHi<end_of_turn>\n" +
+    "<start_of_turn>model\nHello.<end_of_turn>\n" +
+    "<start_of_turn>user\nName a colour.<end_of_turn>\n" +
+    "<start_of_turn>model\n",
+  phi3: "<|system|>\nYou are terse.<|end|>\n" +
+    "<|user|>\nHi<|end|>\n" +
+    "<|assistant|>\nHello.<|end|>\n" +
+    "<|user|>\nName a colour.<|end|>\n" +
+    "<|assistant|>\n",
+  openchat: "<s>You are terse.<|end_of_turn|>" +
+    "GPT4 Correct User: Hi<|end_of_turn|>" +
+    "GPT4 Correct Assistant: Hello.<|end_of_turn|>" +
+    "GPT4 Correct User: Name a colour.<|end_of_turn|>" +
+    "GPT4 Correct Assistant:",
+  zephyr: "<|system|>\nYou are terse.</s>\n" +
+    "<|user|>\nHi</s>\n" +
+    "<|assistant|>\nHello.</s>\n" +
+    "<|user|>\nName a colour.</s>\n" +
+    "<|assistant|>\n",
+  raw: "You are terse.\nHi\nHello.\nName a colour.",
+};
+
+const FAMILY_STOPS: Readonly<Record<FamilyName, string[]>> = {
+  chatml: ["<|im_end|>"],
+  llama3: ["<|eot_id|>", "<|eom_id|>"],
+  llama2: ["</s>"],
+  mistral: ["</s>"],
+  gemma: ["<end_of_turn>"],
+  phi3: ["<|end|>"],
+  openchat: ["<|end_of_turn|>"],
+  zephyr: ["</s>"],
+  raw: [],
+};
+
+for (const family of FAMILY_NAMES) {
+  Deno.test(`renderChat() formats a conversation with the built-in ${family} family`, () => {
+    const out = renderChat({ family, messages: CONVERSATION });
+    assert.equal(out.prompt, FAMILY_EXPECTED[family]);
+    assert.equal(out.family, family);
+    assert.deepEqual(out.stopStrings, FAMILY_STOPS[family]);
+    assert.equal(out.warning, undefined);
+  });
+}
+
+Deno.test("familyStopStrings() lists each family's end-of-turn markers", () => {
+  for (const family of FAMILY_NAMES) {
+    assert.deepEqual(familyStopStrings(family), FAMILY_STOPS[family], family);
+  }
+  assert.deepEqual(familyStopStrings("zephyr", "<|endoftext|>"), ["<|endoftext|>"]);
+  assert.deepEqual(familyStopStrings("mistral", ""), ["</s>"]);
+});
+
+Deno.test("renderChat() leaves the assistant's turn closed without add_generation_prompt", () => {
+  const messages = [{ role: "user", content: "Hi" }];
+  const expected: Partial<Record<FamilyName, string>> = {
+    chatml: "<|im_start|>user\nHi<|im_end|>\n",
+    llama3: "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>",
+    gemma: "<bos><start_of_turn>user\nHi<end_of_turn>\n",
+    phi3: "<|user|>\nHi<|end|>\n",
+    openchat: "<s>GPT4 Correct User: Hi<|end_of_turn|>",
+    zephyr: "<|user|>\nHi</s>\n",
+    raw: "Hi",
+  };
+  for (const [family, prompt] of Object.entries(expected)) {
+    const out = renderChat({ family: family as FamilyName, messages, addGenerationPrompt: false });
+    assert.equal(out.prompt, prompt, family);
+  }
+});
+
+Deno.test("renderChat() writes the vocabulary's BOS and EOS texts in built-in families", () => {
+  const messages = [{ role: "user", content: "Hi" }, { role: "assistant", content: "Yo" }];
+  const llama2 = renderChat({ family: "llama2", messages, bosToken: "<B>", eosToken: "<E>" });
+  assert.equal(llama2.prompt, "<B>[INST] Hi [/INST] Yo <E>");
+  assert.deepEqual(llama2.stopStrings, ["<E>"]);
+  assert.equal(llama2.addsBos, true);
+  const zephyr = renderChat({ family: "zephyr", messages, eosToken: "<|endoftext|>" });
+  assert.equal(
+    zephyr.prompt,
+    "<|user|>\nHi<|endoftext|>\n<|assistant|>\nYo<|endoftext|>\n<|assistant|>\n",
+  );
+  assert.deepEqual(zephyr.stopStrings, ["<|endoftext|>"]);
+  const noBos = renderChat({ family: "gemma", messages, bosToken: "" });
+  assert.equal(noBos.prompt.startsWith("<start_of_turn>user\n"), true);
+  assert.equal(noBos.addsBos, false);
+});
+
+Deno.test("renderChat() folds system messages into the next user turn where a family has no system role", () => {
+  const messages = [
+    { role: "user", content: "Hi" },
+    { role: "system", content: "Be brief." },
+    { role: "tool", content: "42" },
+  ];
+  assert.equal(
+    renderChat({ family: "gemma", messages, bosToken: "" }).prompt,
+    "<start_of_turn>user\nHi<end_of_turn>\n" +
+      "<start_of_turn>user\nBe brief.\n\n42<end_of_turn>\n<start_of_turn>model\n",
+  );
+  assert.equal(
+    renderChat({ family: "mistral", messages: [{ role: "system", content: "Only rules." }] })
+      .prompt,
+    "<s>[INST] Only rules. [/INST]",
+  );
+  assert.equal(
+    renderChat({ family: "llama2", messages: [{ role: "system", content: "S" }], bosToken: "" })
+      .prompt,
+    "[INST] <<SYS>>\nS\n<</SYS>>\n\n [/INST]",
+  );
+  // chatml writes the roles it is given; a null content (tool-call turn) counts as empty.
+  assert.equal(
+    renderChat({ family: "chatml", messages: [{ role: "tool", content: null }] }).prompt,
+    "<|im_start|>tool\n<|im_end|>\n<|im_start|>assistant\n",
+  );
+});
+
+/**
+ * Expected renderings of {@link CONVERSATION} by the real templates, with bos_token `<BOS>`
+ * and eos_token `<EOS>`; each was checked against Python's Jinja2 3.1 (trim_blocks,
+ * lstrip_blocks), the engine these templates were written for.
+ */
+const REAL_EXPECTED: Readonly<Record<RealName, string>> = {
+  // The template adds its default system prompt only when there is no system message.
+  qwen2: FAMILY_EXPECTED.chatml,
+  // Phi-3's template drops system messages.
+  "phi-3": "<BOS><|user|>\nHi<|end|>\n<|assistant|>\nHello.<|end|>\n" +
+    "<|user|>\nName a colour.<|end|>\n<|assistant|>\n",
+  "command-r": "<BOS><|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>You are terse.<|END_OF_TURN_TOKEN|>" +
+    "<|START_OF_TURN_TOKEN|><|USER_TOKEN|>Hi<|END_OF_TURN_TOKEN|>" +
+    "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>Hello.<|END_OF_TURN_TOKEN|>" +
+    "<|START_OF_TURN_TOKEN|><|USER_TOKEN|>Name a colour.<|END_OF_TURN_TOKEN|>" +
+    "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>",
+  "gemma-4": "<BOS><|turn>system\nYou are terse.<turn|>\n<|turn>user\nHi<turn|>\n" +
+    "<|turn>model\nHello.<turn|>\n<|turn>user\nName a colour.<turn|>\n" +
+    "<|turn>model\n<|channel>thought\n<channel|>",
+};
+
+const REAL_STOPS: Readonly<Record<RealName, string[]>> = {
+  qwen2: ["<|im_end|>"],
+  "phi-3": ["<|end|>"],
+  "command-r": ["<|END_OF_TURN_TOKEN|>"],
+  "gemma-4": ["<turn|>"],
+};
+
+const REAL_FAMILY: Readonly<Record<RealName, FamilyName | undefined>> = {
+  qwen2: "chatml",
+  "phi-3": "phi3",
+  "command-r": undefined,
+  "gemma-4": undefined,
+};
+
+for (const name of REAL) {
+  Deno.test(`renderChat() renders the real ${name} template with Jinja`, () => {
+    const out = renderChat({
+      template: fixture(name),
+      messages: CONVERSATION,
+      bosToken: "<BOS>",
+      eosToken: "<EOS>",
+    });
+    assert.equal(out.prompt, REAL_EXPECTED[name]);
+    assert.equal(out.family, "jinja");
+    assert.deepEqual(out.stopStrings, REAL_STOPS[name]);
+    assert.equal(out.addsBos, out.prompt.startsWith("<BOS>"));
+  });
+
+  Deno.test(`detectFamily() recognises the real ${name} template`, () => {
+    assert.equal(detectFamily(fixture(name)), REAL_FAMILY[name]);
+    assert.deepEqual(templateStopStrings(fixture(name)), REAL_STOPS[name]);
+  });
+
+  Deno.test({
+    name: `The ${name} fixture is the chat template of ggml-vocab-${name}.gguf`,
+    ignore: !existsSync(join(VOCAB_DIR, `ggml-vocab-${name}.gguf`)),
+    async fn() {
+      const info = await readGgufInfo(join(VOCAB_DIR, `ggml-vocab-${name}.gguf`));
+      assert.equal(ggufString(info, "tokenizer.chat_template"), fixture(name));
+    },
+  });
+}
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("renderChat() honours add_generation_prompt in a real template", () => {
+  const out = renderChat({
+    template: fixture("qwen2"),
+    messages: [{ role: "user", content: "Hi" }],
+    addGenerationPrompt: false,
+  });
+  assert.equal(
+    out.prompt,
+    "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n",
+  );
+});
+
+Deno.test("renderChat() passes tools to the template only when given", () => {
+  const tools = [{
+    type: "function",
+    function: {
+      name: "get_weather",
+      description: "Get the weather",
+      parameters: {
+        type: "object",
+        properties: { city: { type: "string", description: "City name" } },
+        required: ["city"],
+      },
+    },
+  }];
+  const messages = [{ role: "user", content: "Weather in Oslo?" }];
+  // Checked against Python's Jinja2 3.1.
+  assert.equal(
+    renderChat({ template: fixture("gemma-4"), messages, tools, bosToken: "<bos>" }).prompt,
+    '<bos><|turn>system\n<|tool>declaration:get_weather{description:<|"|>Get the weather<|"|>,' +
+      'parameters:{properties:{city:{description:<|"|>City name<|"|>,type:<|"|>STRING<|"|>}},' +
+      'required:[<|"|>city<|"|>],type:<|"|>OBJECT<|"|>}}<tool|><turn|>\n' +
+      "<|turn>user\nWeather in Oslo?<turn|>\n<|turn>model\n<|channel>thought\n<channel|>",
+  );
+  const probe = "{% if tools is defined %}{{ tools | length }} tools{% else %}none{% endif %}";
+  assert.equal(renderChat({ template: probe, messages }).prompt, "none");
+  assert.equal(renderChat({ template: probe, messages, tools }).prompt, "1 tools");
+});
+
+Deno.test("renderChat() reports addsBos only when the text starts with the BOS token", () => {
+  const messages = [{ role: "user", content: "Hi" }];
+  const phi = renderChat({ template: fixture("phi-3"), messages, bosToken: "<s>" });
+  assert.equal(phi.addsBos, true);
+  assert.equal(phi.prompt, "<s><|user|>\nHi<|end|>\n<|assistant|>\n");
+  assert.equal(phi.prompt.indexOf("<s>", 1), -1, "a single BOS");
+  // Without a BOS text the template writes none, and the tokenizer adds the vocabulary's own.
+  const bare = renderChat({ template: fixture("phi-3"), messages });
+  assert.equal(bare.addsBos, false);
+  assert.equal(bare.prompt.startsWith("<|user|>"), true);
+  // Qwen2's template never writes BOS, even when one is given.
+  const qwen = renderChat({ template: fixture("qwen2"), messages, bosToken: "<|endoftext|>" });
+  assert.equal(qwen.addsBos, false);
+  assert.equal(renderChat({ family: "llama3", messages }).addsBos, true);
+  assert.equal(renderChat({ family: "chatml", messages, bosToken: "<s>" }).addsBos, false);
+});
+
+Deno.test("renderChat() raises a TemplateError carrying the template's raise_exception message", () => {
+  const messages = [{ role: "user", content: "Hi" }, { role: "user", content: "Again" }];
+  assert.throws(
+    () => renderChat({ template: fixture("command-r"), messages }),
+    (e: unknown) => {
+      assert.ok(e instanceof TemplateError);
+      assert.ok(e instanceof GenerationError);
+      assert.equal(e.code, "invalid_request");
+      assert.equal(e.reason, "render");
+      assert.equal(e.detail, "Conversation roles must alternate user/assistant/user/assistant/...");
+      assert.match(e.message, /Conversation roles must alternate/);
+      const http = toHttpError(e);
+      assert.equal(http.status, 400);
+      assert.equal(http.message, e.message);
+      return true;
+    },
+  );
+});
+
+Deno.test("renderChat() raises a TemplateError when a template fails while rendering", () => {
+  assert.throws(
+    () =>
+      renderChat({
+        template: "{{ messages[0].content | no_such_filter }}",
+        messages: [{ role: "user", content: "Hi" }],
+      }),
+    (e: unknown) => e instanceof TemplateError && /no_such_filter/.test(e.message),
+  );
+});
+
+Deno.test("renderChat() falls back to the family a template's markers suggest when it does not parse", () => {
+  const broken = "{% for m in messages %}<|im_start|>{{ m.role }}{% if %}";
+  const out = renderChat({ template: broken, messages: [{ role: "user", content: "Hi" }] });
+  assert.equal(out.family, "chatml");
+  assert.equal(out.prompt, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  assert.match(out.warning ?? "", /does not parse.*chatml/);
+  const unknown = renderChat({
+    template: "{% if %}",
+    messages: [{ role: "user", content: "Hi" }],
+    model: { architecture: "gemma2" },
+  });
+  assert.equal(unknown.family, "gemma");
+});
+
+Deno.test("renderChat() picks a family from the model's name when there is no template", () => {
+  const messages = [{ role: "user", content: "Hi" }];
+  assert.equal(renderChat({ messages, model: { name: "Meta-Llama-3.1-8B" } }).family, "llama3");
+  assert.equal(renderChat({ messages, template: "  " }).family, "chatml");
+  assert.equal(renderChat({ messages }).family, "chatml");
+  // An explicit family wins over the template.
+  assert.equal(renderChat({ messages, template: fixture("qwen2"), family: "raw" }).prompt, "Hi");
+});
+
+Deno.test("detectFamily() recognises each family's template markers", () => {
+  const cases: [string, FamilyName][] = [
+    ["{{ '<|im_start|>' + m.role }}", "chatml"],
+    ["{{ '<|start_header_id|>' + m.role + '<|end_header_id|>' }}", "llama3"],
+    ["{{ '<start_of_turn>' + role }}", "gemma"],
+    ["{{ 'GPT4 Correct ' + role }}", "openchat"],
+    ["{{ '<|assistant|>\n' + c + '<|end|>' }}", "phi3"],
+    ["{{ '<|user|>\n' + c + eos_token }}", "zephyr"],
+    ["{{ '<|user|>\n' + c + '</s>' }}", "zephyr"],
+    ["{{ '[INST] <<SYS>>\n' + s }}", "llama2"],
+    ["{{ '[INST] ' + c + ' [/INST]' }}", "mistral"],
+  ];
+  for (const [template, family] of cases) assert.equal(detectFamily(template), family, template);
+  assert.equal(detectFamily("{{ messages }}"), undefined);
+});
+
+Deno.test("detectFamily() uses the model's name and architecture when there is no template", () => {
+  const cases: [string | undefined, string | undefined, FamilyName | undefined][] = [
+    ["Meta-Llama-3-8B-Instruct", "llama", "llama3"],
+    ["Llama-2-7b-chat", "llama", "llama2"],
+    ["Mistral-7B-Instruct-v0.2", "llama", "mistral"],
+    ["Mixtral-8x7B", "llama", "mistral"],
+    ["gemma-2-9b-it", undefined, "gemma"],
+    ["gemma-4-e2b", "gemma4", undefined],
+    ["Phi-3-mini-4k-instruct", undefined, "phi3"],
+    ["openchat-3.5-0106", "llama", "openchat"],
+    ["zephyr-7b-beta", "llama", "zephyr"],
+    ["Qwen2.5-7B-Instruct", undefined, "chatml"],
+    ["model", "qwen2", "chatml"],
+    [undefined, "gemma3", "gemma"],
+    [undefined, "phi3", "phi3"],
+    ["tinyllama", "llama", undefined],
+    [undefined, undefined, undefined],
+  ];
+  for (const [name, architecture, family] of cases) {
+    const hints = { ...(name ? { name } : {}), ...(architecture ? { architecture } : {}) };
+    assert.equal(detectFamily(undefined, hints), family, `${name} / ${architecture}`);
+  }
+  // Template markers come before the name.
+  assert.equal(detectFamily("<|im_start|>", { name: "Llama-3" }), "chatml");
+});
+
+Deno.test("templateStopStrings() adds the EOS text when a template ends turns with eos_token", () => {
+  assert.deepEqual(templateStopStrings("{{ '<|user|>' + c + eos_token }}", "</s>"), ["</s>"]);
+  assert.deepEqual(templateStopStrings("{{ '<|user|>' + c + eos_token }}"), []);
+  assert.deepEqual(templateStopStrings("{{ c + '</s>' + eos_token }}", "</s>"), ["</s>"]);
+  assert.deepEqual(templateStopStrings("{{ '<<SYS>>' }}"), []);
+});
+
+Deno.test("loadTemplateOverride() accepts family names and aliases", async () => {
+  for (const family of FAMILY_NAMES) {
+    assert.deepEqual(await loadTemplateOverride(family), { family });
+  }
+  assert.deepEqual(await loadTemplateOverride("ChatML"), { family: "chatml" });
+  assert.deepEqual(await loadTemplateOverride("llama-3"), { family: "llama3" });
+  assert.deepEqual(await loadTemplateOverride("phi-3"), { family: "phi3" });
+});
+
+Deno.test("loadTemplateOverride() reads a Jinja file whose template then renders the chat", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "mine.jinja");
+    await Deno.writeTextFile(
+      path,
+      "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}",
+    );
+    const override = await loadTemplateOverride(path);
+    const out = renderChat({
+      template: fixture("qwen2"),
+      ...override,
+      messages: [{ role: "user", content: "Hi" }],
+    });
+    assert.equal(out.prompt, "[user] Hi\n");
+    assert.equal(out.family, "jinja");
+    assert.deepEqual(override, { template: await Deno.readTextFile(path), path });
+    const family = await loadTemplateOverride("gemma");
+    assert.equal(
+      renderChat({ template: fixture("qwen2"), ...family, messages: [] }).family,
+      "gemma",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("loadTemplateOverride() rejects unknown names, empty files and bad syntax", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await assert.rejects(
+      () => loadTemplateOverride("vicuna"),
+      (e: unknown) =>
+        e instanceof TemplateError && e.reason === "not_found" &&
+        e.message.startsWith("Cannot use chat template vicuna: file not found") &&
+        e.message.includes("chatml, llama3"),
+    );
+    const empty = join(dir, "empty.jinja");
+    await Deno.writeTextFile(empty, " \n");
+    await assert.rejects(
+      () => loadTemplateOverride(empty),
+      (e: unknown) => e instanceof TemplateError && e.reason === "syntax",
+    );
+    const bad = join(dir, "bad.jinja");
+    await Deno.writeTextFile(bad, "{% if %}");
+    await assert.rejects(
+      () => loadTemplateOverride(bad),
+      (e: unknown) =>
+        e instanceof TemplateError && e.reason === "syntax" &&
+        e.message.startsWith(`Cannot parse chat template ${bad}: `),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
