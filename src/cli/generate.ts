@@ -9,6 +9,8 @@ import { parseArgs } from "node:util";
 import { LoadedModel } from "../engine/loaded_model.ts";
 import { parseGpuLayers } from "../engine/gpu.ts";
 import { resolveModelPath } from "../engine/model_resolver.ts";
+import { chatPrompt, rawPrompt } from "../engine/prompt.ts";
+import { loadTemplateOverride } from "../engine/templates.ts";
 import type { GenerationResult } from "../engine/scheduler.ts";
 import type { GlobalFlags } from "./global_flags.ts";
 import { loadProgressPrinter } from "./progress.ts";
@@ -37,6 +39,8 @@ Options:
   --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
   --json                  Print one JSON object (text, tokens, usage, timings)
   --raw                   Send the prompt untouched (no chat template)
+  --chat-template T       chatml, llama3, llama2, mistral, gemma, phi3, openchat, zephyr,
+                          raw, or a .jinja file (default: the model's own template)
   --verbose               Show llama.cpp's log
   --model-dirs DIRS       Extra model folders, ';'-separated
 
@@ -61,6 +65,7 @@ export interface GenerateArgs {
   nGpuLayers?: number;
   json: boolean;
   raw: boolean;
+  chatTemplate?: string;
 }
 
 function numberFlag(name: string, value: string | undefined, integer = false): number | undefined {
@@ -106,6 +111,7 @@ export function parseGenerateArgs(
         "ctx-size": { type: "string" },
         threads: { type: "string" },
         "n-gpu-layers": { type: "string" },
+        "chat-template": { type: "string" },
         json: { type: "boolean", default: false },
         raw: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
@@ -139,6 +145,7 @@ export function parseGenerateArgs(
     stop: v.stop ?? [],
     json: v.json,
     raw: v.raw,
+    ...(v["chat-template"] ? { chatTemplate: v["chat-template"] } : {}),
   };
   const optional = {
     temperature: numberFlag("temperature", v.temperature),
@@ -182,15 +189,21 @@ export async function generateMain(args: string[], globals: GlobalFlags): Promis
     ...(options.threads !== undefined ? { threads: options.threads } : {}),
   });
   progress.done();
-  const prompt = loaded.model.tokenize(options.prompt, { addSpecial: true, parseSpecial: true });
+  const override = options.chatTemplate
+    ? await loadTemplateOverride(options.chatTemplate)
+    : undefined;
+  const prompt = options.raw
+    ? rawPrompt(loaded.model, options.prompt)
+    : chatPrompt(loaded.model, [{ role: "user", content: options.prompt }], override);
   const abort = new AbortController();
   const onSignal = () => abort.abort();
   Deno.addSignalListener("SIGINT", onSignal);
   try {
     const generation = loaded.scheduler.submit({
-      prompt,
+      prompt: prompt.tokens,
       maxTokens: options.maxTokens,
-      stop: options.stop,
+      stop: [...options.stop, ...prompt.stopStrings],
+      stopTokens: prompt.stopTokens,
       signal: abort.signal,
       sampling: {
         ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),

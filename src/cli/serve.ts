@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import { parseGpuLayers } from "../engine/gpu.ts";
 import { findModelFiles, resolveModelPath } from "../engine/model_resolver.ts";
 import { entriesFor, ModelRegistry } from "../engine/registry.ts";
+import { loadTemplateOverride } from "../engine/templates.ts";
 import { Llama } from "../ffi/llama.ts";
 import { createApp } from "../server/app.ts";
 import type { ServerContext } from "../server/context.ts";
@@ -33,6 +34,9 @@ Options:
   --threads N             CPU threads (default: cores - 1)
   --api-key KEY           Require Authorization: Bearer KEY (or SHIMMY_API_KEY)
   --cors ORIGIN           Allow cross-origin requests from ORIGIN ('*' for any)
+  --chat-template T       Chat format for every model: chatml, llama3, llama2, mistral,
+                          gemma, phi3, openchat, zephyr, raw, or a .jinja file
+                          (default: the model's own template)
   --gpu-backend B         auto | cpu | cuda | vulkan | metal (default auto)
   --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
   --model-dirs DIRS       Extra model folders, ';'-separated
@@ -54,6 +58,7 @@ export interface ServeArgs {
   nGpuLayers?: number;
   apiKey?: string;
   cors?: string;
+  chatTemplate?: string;
 }
 
 function positiveInt(name: string, value: string | undefined): number | undefined {
@@ -93,6 +98,7 @@ export function parseServeArgs(
         "n-gpu-layers": { type: "string" },
         "api-key": { type: "string" },
         cors: { type: "string" },
+        "chat-template": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -120,6 +126,7 @@ export function parseServeArgs(
     nGpuLayers,
     apiKey: v["api-key"] ?? env("SHIMMY_API_KEY"),
     cors: v.cors,
+    chatTemplate: v["chat-template"],
   };
   for (const [key, value] of Object.entries(optional)) {
     if (value !== undefined && value !== "") {
@@ -226,6 +233,9 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
       ...(options.ctxSize ? { ctxSize: options.ctxSize } : {}),
       ...(options.apiKey ? { apiKey: options.apiKey } : {}),
       ...(options.cors ? { cors: options.cors } : {}),
+      ...(options.chatTemplate
+        ? { chatTemplate: await loadTemplateOverride(options.chatTemplate) }
+        : {}),
     },
   };
   const server = listen(options.bind, createApp(ctx));

@@ -28,6 +28,8 @@ export interface GenerationRequest {
   sampling?: SamplingParams;
   /** Stop strings (never part of the output). */
   stop?: readonly string[];
+  /** Token ids that end generation like end-of-generation tokens (template end markers). */
+  stopTokens?: readonly number[];
   /** Keep going past end-of-generation tokens. Default false. */
   ignoreEos?: boolean;
   /** Aborts the generation (client gone, stop frame…). */
@@ -369,7 +371,8 @@ export class Scheduler {
       slot.firstTokenAt = performance.now();
     }
     const token = (slot.sampler as Sampler).sample(this.context, slot.batchIndex);
-    if (!job.request.ignoreEos && model.isEog(token)) {
+    const ends = model.isEog(token) || (job.request.stopTokens?.includes(token) ?? false);
+    if (!job.request.ignoreEos && ends) {
       this.#finish(slot, "stop");
       return;
     }

@@ -356,6 +356,19 @@ export class Model extends NativeHandle {
     return out;
   }
 
+  /** One metadata value as llama.cpp prints it, or undefined when the key is absent. */
+  metadataValue(key: string): string | undefined {
+    const keyBytes = cString(key);
+    return readIntoBuffer((buf, size) =>
+      this.llama.symbols.llama_model_meta_val_str(this.pointer, keyBytes, buf, BigInt(size))
+    );
+  }
+
+  /** A token's text as stored in the vocabulary (special tokens included, e.g. `<s>`). */
+  tokenText(token: number): string {
+    return readCString(this.llama.symbols.llama_vocab_get_text(this.vocab, token)) ?? "";
+  }
+
   /** Whether a token ends generation (EOS, EOT and the vocabulary's other end tokens). */
   isEog(token: number): boolean {
     return this.llama.symbols.llama_vocab_is_eog(this.vocab, token);

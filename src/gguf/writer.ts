@@ -1,15 +1,16 @@
 /**
  * Builds GGUF v3 files: typed metadata plus tensors encoded from float32 data
- * (F32, F16, Q8_0) or given as raw bytes.
+ * (F32, F16, Q8_0, Q4_0) or given as raw bytes.
  *
  * The header is assembled in memory; tensor data is then encoded and written
  * one tensor at a time, so a tensor added through a producer function
- * (`() => Float32Array`) exists in memory only while it is being written.
+ * (`() => Float32Array`, or `() => Uint8Array` for raw bytes) exists in memory
+ * only while it is being written.
  *
  * @module
  */
 
-import { encodeTensor } from "./encoding.ts";
+import { type EncodableType, encodeTensor } from "./encoding.ts";
 import {
   GGML_MAX_DIMS,
   GGML_MAX_NAME,
@@ -29,6 +30,9 @@ import {
 
 /** Float32 tensor data, or a function that produces it when the tensor is written. */
 export type TensorSource = Float32Array | (() => Float32Array);
+
+/** Encoded tensor bytes, or a function that produces them when the tensor is written. */
+export type RawTensorSource = Uint8Array | (() => Uint8Array);
 
 /** Options for {@link GgufWriter}. */
 export interface GgufWriterOptions {
@@ -513,7 +517,8 @@ export class GgufWriter {
    *
    * @param name Tensor name, shorter than 64 bytes and unique.
    * @param shape Dimensions in ggml order (`shape[0]` is the row length), 1..4 of them.
-   * @param type F32, F16 or Q8_0 (Q8_0 needs `shape[0]` to be a multiple of 32).
+   * @param type F32, F16, Q8_0 or Q4_0 (Q8_0 and Q4_0 need `shape[0]` to be a
+   *   multiple of 32).
    * @param data The values in ggml order, or a function producing them when
    *   the file is written (keeps only one tensor in memory at a time).
    * @returns This writer.
@@ -530,14 +535,15 @@ export class GgufWriter {
   addTensor(
     name: string,
     shape: readonly number[],
-    type: GgmlType.F32 | GgmlType.F16 | GgmlType.Q8_0,
+    type: EncodableType,
     data: TensorSource,
   ): this {
     if (
-      type !== GgmlType.F32 && type !== GgmlType.F16 && type !== GgmlType.Q8_0
+      type !== GgmlType.F32 && type !== GgmlType.F16 && type !== GgmlType.Q8_0 &&
+      type !== GgmlType.Q4_0
     ) {
       throw invalid(
-        `Cannot add tensor '${name}': float32 data can be written as F32, F16 or Q8_0, not ${
+        `Cannot add tensor '${name}': float32 data can be written as F32, F16, Q8_0 or Q4_0, not ${
           ggmlTypeName(type)
         }`,
       );
@@ -574,26 +580,31 @@ export class GgufWriter {
    * @param name Tensor name, shorter than 64 bytes and unique.
    * @param shape Dimensions in ggml order.
    * @param type The ggml type the bytes are encoded in.
-   * @param bytes The encoded data; its length must match the type and shape.
+   * @param bytes The encoded data, or a function producing it when the file is
+   *   written (so large tensors can be encoded one at a time); its length must
+   *   match the type and shape.
    * @returns This writer.
-   * @throws {GgufError} With code `invalid` if the name, shape, type or length is wrong.
+   * @throws {GgufError} With code `invalid` if the name, shape or type is
+   *   wrong, or (when `bytes` is an array) the length is wrong.
    *
    * @example
    * ```ts
    * import { GgufWriter } from "./writer.ts";
    * import { GgmlType } from "./types.ts";
-   * new GgufWriter().addRawTensor("ids", [4], GgmlType.I32, new Uint8Array(16));
+   * new GgufWriter()
+   *   .addRawTensor("ids", [4], GgmlType.I32, new Uint8Array(16))
+   *   .addRawTensor("w", [32, 2], GgmlType.Q4_0, () => new Uint8Array(36));
    * ```
    */
   addRawTensor(
     name: string,
     shape: readonly number[],
     type: GgmlType,
-    bytes: Uint8Array,
+    bytes: RawTensorSource,
   ): this {
     this.#checkTensor(name, shape, type);
     const byteSize = ggmlTensorBytes(type, shape)!;
-    if (bytes.length !== byteSize) {
+    if (typeof bytes !== "function" && bytes.length !== byteSize) {
       throw invalid(
         `Cannot add tensor '${name}': ${
           ggmlTypeName(type)
@@ -605,7 +616,7 @@ export class GgufWriter {
       shape: [...shape],
       type,
       byteSize,
-      produce: () => bytes,
+      produce: typeof bytes === "function" ? bytes : () => bytes,
     });
     this.#tensorNames.add(name);
     return this;

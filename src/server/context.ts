@@ -5,6 +5,7 @@
  */
 
 import type { ModelRegistry } from "../engine/registry.ts";
+import type { TemplateOverride } from "../engine/templates.ts";
 import type { Metrics } from "./metrics.ts";
 
 /** Server-wide settings shown by `/diag`. */
@@ -19,6 +20,8 @@ export interface ServerSettings {
   ctxSize?: number;
   /** GPU backend asked for. */
   gpuBackend: string;
+  /** `--chat-template` override for every model. */
+  chatTemplate?: TemplateOverride;
 }
 
 /** Shared server state. */

@@ -6,9 +6,9 @@
  * @module
  */
 
-import { type ChatMessage, formatChat } from "../engine/chat_format.ts";
 import type { LoadedModel } from "../engine/loaded_model.ts";
-import { promptTokens } from "../engine/prompt.ts";
+import { chatPrompt, rawPrompt } from "../engine/prompt.ts";
+import type { TemplateMessage } from "../engine/templates.ts";
 import type { ModelEntry } from "../engine/registry.ts";
 import type { Generation, GenerationResult } from "../engine/scheduler.ts";
 import type { ServerContext } from "./context.ts";
@@ -18,7 +18,7 @@ import type { GenerationFields } from "./request_body.ts";
 /** What to generate from: a raw prompt, or chat messages rendered with the model's template. */
 export type PromptSource =
   | { kind: "raw"; prompt: string }
-  | { kind: "chat"; messages: ChatMessage[] };
+  | { kind: "chat"; messages: TemplateMessage[]; tools?: unknown[] };
 
 /** A generation that has started. */
 export interface StartedGeneration {
@@ -49,12 +49,14 @@ export async function startGeneration(
 ): Promise<StartedGeneration> {
   const entry = ctx.registry.resolve(modelName);
   const loaded = await ctx.registry.acquire(entry.name);
-  const text = source.kind === "raw" ? source.prompt : formatChat(loaded.model, source.messages);
-  const prompt = promptTokens(loaded.model, text);
-  if (prompt.length === 0) throw badRequest("The prompt is empty", "prompt");
+  const prepared = source.kind === "raw"
+    ? rawPrompt(loaded.model, source.prompt)
+    : chatPrompt(loaded.model, source.messages, ctx.settings.chatTemplate, source.tools);
+  if (prepared.tokens.length === 0) throw badRequest("The prompt is empty", "prompt");
   const generation = loaded.scheduler.submit({
-    prompt,
-    stop: fields.stop,
+    prompt: prepared.tokens,
+    stop: [...fields.stop, ...prepared.stopStrings],
+    stopTokens: prepared.stopTokens,
     sampling: fields.sampling,
     ignoreEos: fields.ignoreEos,
     signal,

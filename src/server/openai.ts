@@ -57,7 +57,13 @@ export function completions(
 }
 
 function promptOf(fields: Fields, kind: Kind, body: Record<string, unknown>): PromptSource {
-  if (kind === "chat") return { kind: "chat", messages: chatMessages(body.messages) };
+  if (kind === "chat") {
+    const tools = fields.raw("tools");
+    if (tools !== undefined && !Array.isArray(tools)) {
+      throw badRequest('"tools" must be an array', "tools");
+    }
+    return { kind: "chat", messages: chatMessages(body.messages), ...(tools ? { tools } : {}) };
+  }
   const prompt = fields.raw("prompt");
   if (typeof prompt === "string") return { kind: "raw", prompt };
   if (Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] === "string") {

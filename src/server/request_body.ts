@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { ChatMessage } from "../engine/chat_format.ts";
+import type { TemplateMessage } from "../engine/templates.ts";
 import type { SamplingParams } from "../engine/sampling.ts";
 import { badRequest, HttpError } from "./http_error.ts";
 
@@ -232,7 +232,7 @@ function logitBias(
  * @returns The messages with plain-text content.
  * @throws {HttpError} 400 for a malformed message or a non-text part.
  */
-export function chatMessages(value: unknown): ChatMessage[] {
+export function chatMessages(value: unknown): TemplateMessage[] {
   if (!Array.isArray(value) || value.length === 0) {
     throw badRequest('"messages" must be a non-empty array', "messages");
   }
@@ -240,11 +240,17 @@ export function chatMessages(value: unknown): ChatMessage[] {
     if (typeof message !== "object" || message === null) {
       throw badRequest(`messages[${i}] must be an object`, "messages");
     }
-    const { role, content } = message as Record<string, unknown>;
+    const { role, content, tool_calls, tool_call_id, name } = message as Record<string, unknown>;
     if (typeof role !== "string" || role === "") {
       throw badRequest(`messages[${i}].role must be a string`, "messages");
     }
-    return { role, content: messageText(content, i) };
+    return {
+      role,
+      content: messageText(content, i),
+      ...(Array.isArray(tool_calls) ? { tool_calls } : {}),
+      ...(typeof tool_call_id === "string" ? { tool_call_id } : {}),
+      ...(typeof name === "string" ? { name } : {}),
+    };
   });
 }
 

@@ -44,6 +44,7 @@ for (const name of FIXTURES) {
         "0",
         "--max-tokens",
         String(TOKENS),
+        "--raw",
         "--json",
       ], { SHIMMY_LIB_DIR: reference as string });
       equal(run.code, 0, run.stderr);
