@@ -148,9 +148,9 @@ export class Context extends NativeHandle {
     this.#decoding = true;
     const mark = this.model.llama.logMark();
     try {
-      const status = await this.model.llama.whileNative(() =>
-        s.llama_decode(pointer, batch.struct)
-      );
+      const status = options.blocking
+        ? s.llama_decode_blocking(pointer, batch.struct)
+        : await this.model.llama.whileNative(() => s.llama_decode(pointer, batch.struct));
       this.decodeCount++;
       if (status !== 0) throw new DecodeError(status, this.model.llama.recentProblems(mark));
     } finally {

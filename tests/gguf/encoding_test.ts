@@ -1,12 +1,15 @@
 import assert from "node:assert/strict";
 import {
   decodeF16,
+  dequantizeQ4_0,
   dequantizeQ8_0,
   encodeF16,
   encodeF32,
   encodeTensor,
+  encodeTensorInto,
   float16BitsToFloat32,
   float32ToFloat16Bits,
+  quantizeQ4_0,
   quantizeQ8_0,
 } from "../../src/gguf/encoding.ts";
 import { GgmlType, GgufError } from "../../src/gguf/types.ts";
@@ -141,4 +144,101 @@ Deno.test("encodeTensor() refuses types it cannot produce from float32 data", ()
     (e) => e instanceof GgufError && e.code === "invalid" && /Q4_K/.test(e.message),
   );
   assert.equal(encodeTensor(GgmlType.Q8_0, new Float32Array(64)).length, 68);
+  assert.equal(encodeTensor(GgmlType.Q4_0, new Float32Array(64)).length, 36);
+});
+
+Deno.test("quantizeQ4_0() matches hand-computed blocks", () => {
+  const values = new Float32Array(128);
+  // Block 0: the largest magnitude is -8, so d = -8 / -8 = 1 and q = trunc(x + 8.5), capped at 15.
+  // Element i sits in the low nibble of byte i, element i + 16 in the high nibble.
+  values.set([-8, 0.5, 1.5, 3.49], 0);
+  values.set([7.9, -0.5, -1.5, -7.6], 16);
+
+  // Block 1: +4 (element 5) comes before -4 (element 20), so it is the one kept:
+  // d = 4 / -8 = -0.5 and 1/d = -2. 4 maps to quant 0 and -4 to 16, capped at 15.
+  values.set([1, 4], 32 + 4);
+  values.set([-4, -1], 32 + 20);
+
+  // Block 2: all zeros, so d = -0 (fp16 0x8000) and every quant is 8.
+
+  // Block 3: a scale that fp16 rounds: d = 0.3 / -8 = -0.0375, stored as 0xa8cd.
+  // The quants use the float32 d: 0.1 / d = -2.67 -> 5, -0.15 / d = 4 -> 12, -0.05 / d = 1.33 -> 9.
+  values.set([0.3, 0.1], 96);
+  values.set([-0.15, -0.05], 96 + 16);
+
+  const bytes = quantizeQ4_0(values);
+  assert.equal(bytes.length, 4 * 18);
+  const view = new DataView(bytes.buffer);
+  const quants = (block: number) => Array.from(bytes.subarray(block * 18 + 2, block * 18 + 18));
+  const fill = (head: number[]) => [...head, ...new Array(16 - head.length).fill(0x88)];
+
+  assert.equal(view.getUint16(0, true), 0x3c00); // fp16(1)
+  // (-8, 7.9) -> (0, 15); (0.5, -0.5) -> (9, 8); (1.5, -1.5) -> (10, 7); (3.49, -7.6) -> (11, 0)
+  assert.deepEqual(quants(0), fill([0xf0, 0x89, 0x7a, 0x0b]));
+
+  assert.equal(view.getUint16(18, true), 0xb800); // fp16(-0.5)
+  // (1, -4) -> (6, 15) in byte 4; (4, -1) -> (0, 10) in byte 5.
+  assert.deepEqual(quants(1), [0x88, 0x88, 0x88, 0x88, 0xf6, 0xa0, ...new Array(10).fill(0x88)]);
+
+  assert.equal(view.getUint16(36, true), 0x8000);
+  assert.deepEqual(quants(2), new Array(16).fill(0x88));
+
+  assert.equal(view.getUint16(54, true), 0xa8cd);
+  // (0.3, -0.15) -> (0, 12); (0.1, -0.05) -> (5, 9)
+  assert.deepEqual(quants(3), fill([0xc0, 0x95]));
+});
+
+Deno.test("dequantizeQ4_0() recovers values within half a quantization step", () => {
+  const values = new Float32Array(256).map((_, i) => Math.sin(i * 0.37) * (1 + (i % 7)));
+  const restored = dequantizeQ4_0(quantizeQ4_0(values));
+  for (let b = 0; b < 8; b++) {
+    const block = values.subarray(b * 32, b * 32 + 32);
+    const step = Math.max(...block.map(Math.abs)) / 8;
+    for (let i = 0; i < 32; i++) {
+      const x = block[i]!;
+      // Only the end opposite to the largest value can be clamped (8 steps away at most,
+      // 7 representable), which costs up to one step; the fp16 scale adds 8·2^-11 steps.
+      const clamped = Math.abs(x) > 7.5 * step &&
+        Math.sign(x) !== Math.sign(block.reduce((m, v) => Math.abs(v) > Math.abs(m) ? v : m, 0));
+      const tolerance = (clamped ? 1 : 0.5) * step + 8 * 2 ** -11 * step;
+      const error = Math.abs(restored[b * 32 + i]! - x);
+      assert.ok(error <= tolerance, `block ${b} element ${i}: error ${error} > ${tolerance}`);
+    }
+  }
+  assert.ok(dequantizeQ4_0(quantizeQ4_0(new Float32Array(32))).every((x) => x === 0));
+});
+
+Deno.test("quantizeQ4_0() and dequantizeQ4_0() reject data that is not whole blocks", () => {
+  const invalid = (e: unknown) => e instanceof GgufError && e.code === "invalid";
+  assert.throws(() => quantizeQ4_0(new Float32Array(48)), invalid);
+  assert.throws(() => dequantizeQ4_0(new Uint8Array(19)), invalid);
+});
+
+Deno.test("encodeTensorInto() a chunk at a time writes the same bytes as encodeTensor()", () => {
+  const values = new Float32Array(4 * 64).map((_, i) => Math.cos(i * 0.91) * (1 + (i % 5)));
+  for (const type of [GgmlType.F32, GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0]) {
+    const whole = encodeTensor(type, values);
+    const out = new Uint8Array(whole.length + 3).fill(0xee);
+    let at = 3;
+    for (let row = 0; row < 4; row++) {
+      at += encodeTensorInto(type, values.subarray(row * 64, row * 64 + 64), out, at);
+    }
+    assert.equal(at, out.length, GgmlType[type]);
+    assert.deepEqual(out.subarray(0, 3), new Uint8Array(3).fill(0xee), GgmlType[type]);
+    assert.deepEqual(out.subarray(3), whole, GgmlType[type]);
+  }
+});
+
+Deno.test("encodeTensorInto() rejects a short buffer, partial blocks and other types", () => {
+  const invalid = (e: unknown) => e instanceof GgufError && e.code === "invalid";
+  const values = new Float32Array(32);
+  assert.throws(() => encodeTensorInto(GgmlType.Q4_0, values, new Uint8Array(17)), invalid);
+  assert.throws(() => encodeTensorInto(GgmlType.Q4_0, values, new Uint8Array(18), 1), invalid);
+  assert.throws(() => encodeTensorInto(GgmlType.Q4_0, values, new Uint8Array(18), -1), invalid);
+  assert.throws(() => encodeTensorInto(GgmlType.Q8_0, new Float32Array(16), new Uint8Array(99)));
+  assert.throws(
+    () => encodeTensorInto(GgmlType.Q4_K, new Float32Array(256), new Uint8Array(1024)),
+    (e) => invalid(e) && /Q4_K/.test((e as Error).message),
+  );
+  assert.equal(encodeTensorInto(GgmlType.F32, values, new Uint8Array(200), 72), 128);
 });

@@ -8,6 +8,7 @@ import {
   readGgufInfo,
   readGgufTensorBytes,
 } from "../../src/gguf/reader.ts";
+import { encodeTensor } from "../../src/gguf/encoding.ts";
 import { GgmlType } from "../../src/gguf/types.ts";
 import { type LlamaModelOptions, writeLlamaModel } from "../fixtures/llama_model.ts";
 import {
@@ -20,6 +21,7 @@ import {
   llamaSourceDir,
   llamaVocabPath,
 } from "../fixtures/models.ts";
+import { Prng } from "../fixtures/prng.ts";
 import { buildTinyVocab, CHATML_TEMPLATE, TokenType } from "../fixtures/tiny_vocab.ts";
 
 const VOCAB_FILES = [
@@ -48,7 +50,7 @@ async function generateBytes(dir: string, options: LlamaModelOptions): Promise<U
 
 Deno.test("writeLlamaModel() writes identical bytes for the same options and seed", async () => {
   await withTempDir(async (dir) => {
-    for (const type of ["f32", "f16", "q8_0"] as const) {
+    for (const type of ["f32", "f16", "q8_0", "q4_0"] as const) {
       const options = { type, seed: 7, headCountKv: 2 };
       const a = await generateBytes(dir, options);
       const b = await generateBytes(dir, options);
@@ -138,6 +140,25 @@ Deno.test("writeLlamaModel() writes llama metadata and every tensor llama.cpp ex
   });
 });
 
+Deno.test("writeLlamaModel() encodes each tensor from its own seeded generator", async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, "q4.gguf");
+    // 128-wide rows of a ~1000-token vocabulary: token_embd spans several generation chunks.
+    await writeLlamaModel(path, { type: "q4_0", embeddingLength: 128, seed: 3 });
+    const info = await readGgufInfo(path);
+    assert.equal(ggufNumber(info, "general.file_type"), 2);
+    for (const t of info.tensors) {
+      assert.equal(t.type, t.shape.length === 1 ? GgmlType.F32 : GgmlType.Q4_0, t.name);
+    }
+    const embd = info.tensors.find((t) => t.name === "token_embd.weight")!;
+    const count = embd.shape[0]! * embd.shape[1]!;
+    assert.ok(count > 2 * 65536);
+    const values = new Prng("3/token_embd.weight").fillUniform(new Float32Array(count), 0.1);
+    const bytes = await readGgufTensorBytes(path, info, "token_embd.weight");
+    assert.deepEqual(bytes, encodeTensor(GgmlType.Q4_0, values));
+  });
+});
+
 Deno.test("writeLlamaModel() with tiedOutput omits output.weight", async () => {
   await withTempDir(async (dir) => {
     const path = join(dir, "tied.gguf");
@@ -176,6 +197,7 @@ Deno.test("writeLlamaModel() rejects inconsistent shapes", async () => {
         { embeddingLength: 60, headCount: 8 },
         { headCount: 4, headCountKv: 3 },
         { type: "q8_0", embeddingLength: 48, headCount: 4 },
+        { type: "q4_0", feedForwardLength: 80 },
         { blockCount: 0 },
       ] as LlamaModelOptions[]
     ) {
@@ -267,6 +289,27 @@ Deno.test("fixtureModel() returns generated fixtures that match their specs", as
     assert.equal(await fixtureModel(name), path, "a second call returns the same path");
   }
   await assert.rejects(fixtureModel("no-such-model"), /Unknown fixture model 'no-such-model'/);
+});
+
+Deno.test("the bench-1b fixture has the Llama-3.2-1B shape and is generated only by name", () => {
+  const spec = FIXTURES["bench-1b"]!;
+  assert.equal(spec.explicitOnly, true);
+  assert.ok(!DEFAULT_FIXTURES.includes("bench-1b"));
+  assert.deepEqual(
+    { ...spec.options, name: undefined },
+    {
+      embeddingLength: 2048,
+      blockCount: 16,
+      headCount: 32,
+      headCountKv: 8,
+      feedForwardLength: 8192,
+      contextLength: 8192,
+      ropeFreqBase: 500000,
+      type: "q4_0",
+      vocabFile: "ggml-vocab-llama-bpe.gguf",
+      name: undefined,
+    },
+  );
 });
 
 Deno.test("concurrent generation of one fixture never exposes a partial file", async () => {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { encodeF16, encodeF32, quantizeQ8_0 } from "../../src/gguf/encoding.ts";
+import { encodeF16, encodeF32, quantizeQ4_0, quantizeQ8_0 } from "../../src/gguf/encoding.ts";
 import {
   ggufBool,
   ggufNumber,
@@ -142,6 +142,34 @@ Deno.test("the tensor index records names, shapes, types and aligned offsets", a
   }
 });
 
+Deno.test("Q4_0 tensors and raw bytes from a producer are written where the index says", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "q4_0.gguf");
+    const w = new Float32Array(64 * 2).map((_, i) => Math.sin(i * 0.7));
+    const raw = quantizeQ4_0(w.map((x) => -x));
+    let produced = 0;
+    const writer = new GgufWriter()
+      .addTensor("w", [64, 2], GgmlType.Q4_0, () => w)
+      .addRawTensor("raw", [64, 2], GgmlType.Q4_0, () => {
+        produced++;
+        return raw;
+      });
+    assert.equal(produced, 0, "raw bytes are produced only when the file is written");
+    await writer.write(path);
+    assert.equal(produced, 1);
+    const info = await readGgufInfo(path);
+    assert.deepEqual(info.tensors, [
+      { name: "w", shape: [64, 2], type: GgmlType.Q4_0, offset: 0, byteSize: 72 },
+      { name: "raw", shape: [64, 2], type: GgmlType.Q4_0, offset: 96, byteSize: 72 },
+    ]);
+    assert.deepEqual(await readGgufTensorBytes(path, info, "w"), quantizeQ4_0(w));
+    assert.deepEqual(await readGgufTensorBytes(path, info, "raw"), raw);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a custom general.alignment is used for the data section", async () => {
   const dir = await Deno.makeTempDir();
   try {
@@ -208,6 +236,11 @@ Deno.test("GgufWriter rejects values, names and shapes llama.cpp would not load"
   w.addTensor("x", [32], GgmlType.F32, f);
   assert.throws(() => w.addTensor("x", [32], GgmlType.F32, f), invalid);
   assert.throws(() => w.addRawTensor("y", [32], GgmlType.Q8_0, new Uint8Array(33)), invalid);
+  assert.throws(() => w.addTensor("y", [16, 2], GgmlType.Q4_0, f), invalid);
+  assert.throws(
+    () => w.addRawTensor("y", [16, 2], GgmlType.Q4_0, () => new Uint8Array(18)),
+    invalid,
+  );
 });
 
 Deno.test("GgufWriter.write() fails when a tensor producer returns the wrong length", async () => {
@@ -216,6 +249,11 @@ Deno.test("GgufWriter.write() fails when a tensor producer returns the wrong len
     const w = new GgufWriter().addTensor("x", [8], GgmlType.F32, () => new Float32Array(4));
     await assert.rejects(
       w.write(join(dir, "bad.gguf")),
+      (e) => e instanceof GgufError && e.code === "invalid",
+    );
+    const raw = new GgufWriter().addRawTensor("x", [32], GgmlType.Q4_0, () => new Uint8Array(17));
+    await assert.rejects(
+      raw.write(join(dir, "bad.gguf")),
       (e) => e instanceof GgufError && e.code === "invalid",
     );
   } finally {
