@@ -34,7 +34,7 @@ Options:
   --seed S                Random seed (default: random)
   --stop STR              Stop string; repeatable
   --ctx-size N            Context tokens (default: model's, at most 4096)
-  --threads N             CPU threads (default: cores - 1)
+  --threads N             CPU threads (default: one per core)
   --gpu-backend B         auto | cpu | cuda | vulkan | metal (default auto)
   --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
   --json                  Print one JSON object (text, tokens, usage, timings)

@@ -31,7 +31,7 @@ Options:
   --ctx-size N            Context tokens per request (default: model's, at most 4096)
   --batch-size N          Most tokens per decode step (default 2048)
   --max-queue N           Requests that may wait for a slot before 503 (default 64)
-  --threads N             CPU threads (default: cores - 1)
+  --threads N             CPU threads (default: one per core)
   --api-key KEY           Require Authorization: Bearer KEY (or SHIMMY_API_KEY)
   --cors ORIGIN           Allow cross-origin requests from ORIGIN ('*' for any)
   --chat-template T       Chat format for every model: chatml, llama3, llama2, mistral,

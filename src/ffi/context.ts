@@ -34,12 +34,13 @@ export interface ContextOptions {
 }
 
 /**
- * Default CPU threads: one per logical core, less one for the event loop (which samples and
- * serves HTTP between decodes). llama.cpp's own default (4) oversubscribes small machines,
- * and spinning ggml threads that outnumber the cores make every decode several times slower.
+ * Default CPU threads: one per logical core. Generation steps decode on the calling thread,
+ * which becomes ggml's first worker, as in llama.cpp's own server. (llama.cpp's default of 4
+ * oversubscribes small machines, and spinning ggml threads that outnumber the cores make
+ * every decode several times slower.)
  */
 export function defaultThreads(): number {
-  return Math.max(1, (navigator.hardwareConcurrency || 2) - 1);
+  return Math.max(1, navigator.hardwareConcurrency || 1);
 }
 
 /** llama.cpp's own timing counters for a context. */
