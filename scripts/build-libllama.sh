@@ -107,6 +107,9 @@ cmake_args=(
   -DLLAMA_CURL=OFF
   -DLLAMA_OPENSSL=OFF
   -DGGML_NATIVE="$([ "$native" = 1 ] && echo ON || echo OFF)"
+  # ggml's own threadpool, as in the prebuilt libraries: Shimmy decodes from more than one
+  # thread, and OpenMP keeps a spinning thread team per calling thread.
+  -DGGML_OPENMP=OFF
   -DCMAKE_INSTALL_RPATH='$ORIGIN;$ORIGIN/..'
   -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON
 )

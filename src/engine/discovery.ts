@@ -12,7 +12,11 @@
  * Each file's GGUF header is read (never its tensors) to classify it: models are listed,
  * LoRA adapters are offered as adapters of their base model, multimodal projectors are kept
  * apart, and vocabulary-only, corrupt or unreadable files are reported in `skipped` with the
- * reason. Discovery never throws for what it finds on disk.
+ * reason. Discovery never throws for what it finds on disk. An adapter goes with its base
+ * model by, in order: `SHIMMY_LORA_GGUF` → `SHIMMY_BASE_GGUF`; the Ollama manifest holding
+ * both; `general.base_model.*` metadata naming the model; the adapter's name starting with
+ * the model's (`tiny-f32-lora` → `tiny-f32`); being the only model of its architecture in
+ * the same folder. Adapters with no base found are still listed in `adapters`.
  *
  * **Names.** Every model gets a lowercase name, unique in the report and stable across runs
  * over the same files:
@@ -63,7 +67,12 @@ import {
   type SkippedEntry,
   walkFiles,
 } from "./discovery_scan.ts";
-import { type GgufRole, type GgufSummary, inspectGguf } from "./discovery_inspect.ts";
+import {
+  type GgufRole,
+  type GgufSummary,
+  inspectGguf,
+  normalizeModelKey,
+} from "./discovery_inspect.ts";
 import { ModelNotFoundError } from "./model_resolver.ts";
 
 export {
@@ -114,9 +123,11 @@ export interface DiscoveredAdapter {
   /**
    * How the base was found: `env` (`SHIMMY_LORA_GGUF` goes with `SHIMMY_BASE_GGUF`), `ollama`
    * (a layer of the model's manifest), `metadata` (`general.base_model.*` matches the model's
-   * name or repository), `folder` (the only model of the same architecture in its folder).
+   * name or repository), `name` (the adapter's file or `general.name` starts with the model's
+   * name, e.g. `tiny-f32-lora` → `tiny-f32`; the longest such name wins), `folder` (the only
+   * model of the same architecture in its folder).
    */
-  readonly matchedBy: "env" | "ollama" | "metadata" | "folder" | undefined;
+  readonly matchedBy: "env" | "ollama" | "metadata" | "name" | "folder" | undefined;
 }
 
 /** A multimodal projector (`mmproj`) file: not a chat model, kept for vision support. */
@@ -226,6 +237,8 @@ interface Located extends Candidate {
   realPath: string;
   sizeBytes: number;
   extraAliases: string[];
+  /** Owners of every candidate merged into this one (two Ollama tags share a blob). */
+  owners: Set<string>;
 }
 
 const DEFAULTS = { maxDepth: 6, maxEntries: 20_000, timeLimitMs: 3_000, concurrency: 8 };
@@ -267,8 +280,8 @@ export async function discoverModels(options: DiscoveryOptions = {}): Promise<Di
       skipped.push({
         path: root.path,
         kind: "limit",
-        reason: `Scan of ${root.path} stopped: ${budget.stopped}; name the model folder with ` +
-          "--model-dirs to search it first",
+        reason: `Scan of ${root.path} stopped: ${budget.stopped}; files further in were not ` +
+          "searched (point --model-dirs at the folder that holds the models)",
         source: root.source,
       });
     } else if (budget.depthReached) {
@@ -603,10 +616,12 @@ async function locate(
     if (earlier !== undefined) {
       if (candidate.role === undefined || candidate.role === earlier.role) {
         earlier.extraAliases.push(candidate.baseName, ...candidate.aliases);
+        if (candidate.owner !== undefined) earlier.owners.add(candidate.owner);
       }
       continue;
     }
-    const located: Located = { ...candidate, realPath, sizeBytes, extraAliases: [] };
+    const owners = new Set(candidate.owner === undefined ? [] : [candidate.owner]);
+    const located: Located = { ...candidate, realPath, sizeBytes, extraAliases: [], owners };
     byReal.set(realPath, located);
     out.push(located);
   }
@@ -626,7 +641,7 @@ function attachAdapters(
     let bases: ModelDraft[] = [];
     let matchedBy: DiscoveredAdapter["matchedBy"];
     if (candidate.owner !== undefined) {
-      bases = models.filter((m) => info.get(m)?.candidate.owner === candidate.owner);
+      bases = models.filter((m) => info.get(m)?.candidate.owners.has(candidate.owner!));
       matchedBy = candidate.owner === "env" ? "env" : "ollama";
     }
     if (bases.length === 0 && summary.baseModels.length > 0) {
@@ -637,6 +652,13 @@ function attachAdapters(
           [...known.summary.identity, ...known.candidate.identity].some((k) => wanted.has(k));
       });
       matchedBy = "metadata";
+    }
+    if (bases.length === 0) {
+      bases = byNameHint(
+        models.filter((m) => archFits(m, summary.architecture)),
+        [candidate.baseName, modelStem(candidate.shards[0]!), summary.displayName ?? ""],
+      );
+      matchedBy = "name";
     }
     if (bases.length === 0 && candidate.folder !== undefined) {
       const inFolder = models.filter((m) =>
@@ -654,6 +676,35 @@ function attachAdapters(
   return out;
 }
 
+/**
+ * The models whose name (or file stem, or alias) is the longest prefix of an adapter name,
+ * followed by `-`, `_` or `.` (`tiny-f32-lora` → `tiny-f32`).
+ */
+function byNameHint(models: readonly ModelDraft[], adapterNames: readonly string[]): ModelDraft[] {
+  const wanted = adapterNames.map((n) => normalizeModelKey(n)).filter((n) => n !== "");
+  let best = 0;
+  let found: ModelDraft[] = [];
+  for (const model of models) {
+    const keys = [model.name, modelStem(model.path), ...model.aliases].map(normalizeModelKey);
+    let score = 0;
+    for (const key of keys) {
+      if (key === "") continue;
+      for (const name of wanted) {
+        if (name.length > key.length && name.startsWith(key) && /[-_.]/.test(name[key.length]!)) {
+          score = Math.max(score, key.length);
+        }
+      }
+    }
+    if (score > best) {
+      best = score;
+      found = [model];
+    } else if (score > 0 && score === best) {
+      found.push(model);
+    }
+  }
+  return found;
+}
+
 /** Pairs projectors with the model of the same manifest, or the only model in their folder. */
 function pairProjectors(
   models: readonly ModelDraft[],
@@ -663,7 +714,7 @@ function pairProjectors(
   return projectors.map(({ projector, candidate }) => {
     let owners: ModelDraft[] = candidate.owner === undefined
       ? []
-      : models.filter((m) => info.get(m)?.candidate.owner === candidate.owner);
+      : models.filter((m) => info.get(m)?.candidate.owners.has(candidate.owner!));
     if (owners.length === 0 && candidate.folder !== undefined) {
       owners = models.filter((m) => info.get(m)!.candidate.folder === candidate.folder);
     }

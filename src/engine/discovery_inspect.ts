@@ -237,7 +237,7 @@ export async function inspectGguf(
       ok: false,
       kind: "vocab-only",
       path: firstPath,
-      reason: `${firstPath} has no tensors (a vocabulary-only file), so it is not a model`,
+      reason: `File ${firstPath} has no tensors (a vocabulary-only file), so it is not a model`,
     };
   }
   if (finalRole === "model" && architecture === undefined) {
@@ -245,7 +245,7 @@ export async function inspectGguf(
       ok: false,
       kind: "corrupt",
       path: firstPath,
-      reason: `${firstPath} has no general.architecture, so llama.cpp cannot load it`,
+      reason: `File ${firstPath} has no general.architecture, so llama.cpp cannot load it`,
     };
   }
   const splitCount = num(first, "split.count");
@@ -254,7 +254,7 @@ export async function inspectGguf(
       ok: false,
       kind: "missing-shard",
       path: firstPath,
-      reason: `${firstPath} says the model has ${splitCount} shards but ${shards.length} ${
+      reason: `File ${firstPath} says the model has ${splitCount} shards but ${shards.length} ${
         shards.length === 1 ? "was" : "were"
       } found; name the shards NAME-00001-of-0000${splitCount}.gguf and keep them together`,
     };

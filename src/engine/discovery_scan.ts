@@ -190,7 +190,10 @@ export async function walkFiles(
         if (match(entry.name)) result.files.push(path);
         continue;
       }
-      if (!isDirectory || entry.name.startsWith(".") || SKIPPED_FOLDER_NAMES.has(entry.name)) {
+      if (
+        !isDirectory || entry.name.startsWith(".") || SKIPPED_FOLDER_NAMES.has(entry.name) ||
+        visited.has(childReal)
+      ) {
         continue;
       }
       if (depth >= budget.maxDepth) {
