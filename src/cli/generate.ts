@@ -251,6 +251,7 @@ function jsonReport(loaded: LoadedModel, result: GenerationResult) {
     },
     backend: loaded.devices.backend,
     lib_dir: loaded.llama.libDir,
+    offload: loaded.model.offload,
     load_params: loaded.model.loadParams,
   };
 }

@@ -179,10 +179,25 @@ export class Llama {
 
   #logDropped = 0;
 
+  readonly #listeners = new Set<(text: string) => void>();
+
+  /**
+   * Calls a listener with every llama.cpp log text until the returned function is called
+   * (e.g. a model load reads "offloaded N/M layers to GPU" from it).
+   *
+   * @param listener Receives raw log texts.
+   * @returns Unsubscribes.
+   */
+  listen(listener: (text: string) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
   #onLog(level: number, text: string): void {
     if (this.verbose) {
       Deno.stderr.writeSync(new TextEncoder().encode(text));
     }
+    for (const listener of this.#listeners) listener(text);
     const name = LOG_LEVELS[level] ?? "info";
     if (name !== "warn" && name !== "error" && !(name === "cont" && this.#partialLine)) return;
     this.#partialLine += text;

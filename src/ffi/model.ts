@@ -45,6 +45,14 @@ export interface PassedModelParams {
   tensor_split: number[] | undefined;
 }
 
+/** How many layers llama.cpp put on GPUs, as its loader reported. */
+export interface OffloadReport {
+  /** Layers on GPU devices. */
+  offloaded: number;
+  /** Layers in the model (llama.cpp counts the output layer too). */
+  total: number;
+}
+
 /** Options for {@link Model.tokenize}. */
 export interface TokenizeOptions {
   /** Add BOS/EOS as the vocabulary asks. Default true. */
@@ -180,6 +188,8 @@ export class Model extends NativeHandle {
   readonly loadParams: PassedModelParams;
   /** Wall-clock load time in milliseconds. */
   readonly loadMs: number;
+  /** Layers offloaded to GPUs; `{offloaded: 0}` on a CPU-only load. */
+  readonly offload: OffloadReport;
   readonly #vocab: Deno.PointerObject;
   readonly #pieces = new Map<number, Uint8Array>();
   /** Handles that llama.cpp frees together with the model (LoRA adapters). */
@@ -191,6 +201,7 @@ export class Model extends NativeHandle {
     path: string,
     loadParams: PassedModelParams,
     loadMs: number,
+    offload: OffloadReport,
   ) {
     const free = llama.symbols.llama_model_free;
     super("Model", pointer, () => free(pointer));
@@ -198,6 +209,7 @@ export class Model extends NativeHandle {
     this.path = path;
     this.loadParams = loadParams;
     this.loadMs = loadMs;
+    this.offload = offload;
     const vocab = llama.symbols.llama_model_get_vocab(pointer);
     if (vocab === null) throw new ModelLoadError("load_failed", path, "Model has no vocabulary");
     this.#vocab = vocab;
@@ -231,12 +243,18 @@ export class Model extends NativeHandle {
     LlamaModelParams.set(params, "progress_callback", progress.pointer);
     const mark = llama.logMark();
     const started = performance.now();
+    let offload: OffloadReport | undefined;
+    const stopListening = llama.listen((text) => {
+      const match = /offloaded (\d+)\/(\d+) layers to GPU/.exec(text);
+      if (match) offload = { offloaded: Number(match[1]), total: Number(match[2]) };
+    });
     let pointer: Deno.PointerValue;
     try {
       pointer = await llama.whileNative(() =>
         llama.symbols.llama_model_load_from_file(cString(path), params)
       );
     } finally {
+      stopListening();
       progress.close();
       keepAlive.length = 0;
     }
@@ -252,7 +270,16 @@ export class Model extends NativeHandle {
           (reasons.length ? ` (${reasons.join("; ")})` : ""),
       );
     }
-    return new Model(llama, pointer, path, passed, performance.now() - started);
+    const elapsed = performance.now() - started;
+    const layers = llama.symbols.llama_model_n_layer(pointer) + 1;
+    return new Model(
+      llama,
+      pointer,
+      path,
+      passed,
+      elapsed,
+      offload ?? { offloaded: 0, total: layers },
+    );
   }
 
   /**

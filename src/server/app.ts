@@ -172,6 +172,7 @@ function diag(ctx: ServerContext): Response {
       path: m.model.path,
       backend: m.devices.backend,
       load_params: m.model.loadParams,
+      offload: m.model.offload,
       n_ctx: m.context.nCtx,
       slot_context: m.scheduler.slotContext,
       slots: m.scheduler.stats(),

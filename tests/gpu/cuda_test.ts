@@ -1,0 +1,87 @@
+/**
+ * GPU cases. They run where a CUDA device is present (the H100 machine, with the libraries
+ * from `scripts/build-libllama.sh --cuda --reference-tools` in SHIMMY_LIB_DIR) and are skipped
+ * with a printed reason elsewhere.
+ */
+
+import { equal, ok } from "node:assert/strict";
+import { join } from "node:path";
+import { Llama } from "../../src/ffi/llama.ts";
+import { fixtureModel } from "../fixtures/models.ts";
+import { runShimmy, skipBecause } from "../helpers.ts";
+
+const llama = Llama.open({ gpuBackend: "cuda" });
+const cuda = llama.devices().find((d) => d.backend.toUpperCase().startsWith("CUDA"));
+const ignore = cuda === undefined &&
+  skipBecause("gpu", "no CUDA device here (these run on the GPU machine, see README)");
+const MODEL = Deno.env.get("SHIMMY_GPU_TEST_MODEL") ?? "bench-125m";
+
+async function generate(backend: string, tokens: number, prompt = "Hello world, the quick") {
+  const run = await runShimmy([
+    "generate",
+    "--gpu-backend",
+    backend,
+    "--model",
+    await fixtureModel(MODEL),
+    "--prompt",
+    prompt,
+    "--temperature",
+    "0",
+    "--max-tokens",
+    String(tokens),
+    "--raw",
+    "--json",
+  ]);
+  equal(run.code, 0, run.stderr);
+  return JSON.parse(run.stdout);
+}
+
+Deno.test({
+  name: "--gpu-backend cuda puts every layer on the CUDA device",
+  ignore,
+  async fn() {
+    const result = await generate("cuda", 8);
+    equal(result.backend, "cuda");
+    ok(result.offload.offloaded > 0);
+    equal(result.offload.offloaded, result.offload.total, JSON.stringify(result.offload));
+    equal(result.load_params.n_gpu_layers, -1);
+    console.log(
+      `offloaded ${result.offload.offloaded}/${result.offload.total} layers to ${cuda?.description}`,
+    );
+  },
+});
+
+Deno.test({
+  name: "generation on the GPU is many times faster than on the CPU",
+  ignore,
+  async fn() {
+    await generate("cuda", 16); // warm-up
+    const gpu = await generate("cuda", 256);
+    const cpu = await generate("cpu", 64);
+    const speedup = gpu.timings.generate_per_second / cpu.timings.generate_per_second;
+    console.log(
+      `decode: GPU ${gpu.timings.generate_per_second} tok/s, CPU ${cpu.timings.generate_per_second} tok/s, ${
+        speedup.toFixed(1)
+      }x`,
+    );
+    ok(speedup >= 3, `speed-up ${speedup}`);
+  },
+});
+
+Deno.test({
+  name: "the greedy token stream on the GPU equals llama-simple's on the GPU",
+  ignore,
+  async fn() {
+    const prompt = "Hello world, the quick brown fox";
+    const ours = await generate("cuda", 32, prompt);
+    const tool = join(llama.libDir, "bin", "llama-simple");
+    const out = await new Deno.Command(tool, {
+      args: ["-m", await fixtureModel(MODEL), "-ngl", "99", "-n", "32", prompt],
+      stderr: "piped",
+    }).output();
+    equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const oracle = new TextDecoder().decode(out.stdout).replace(/\n$/, "");
+    equal(ours.tokens.length, 32);
+    ok(oracle.endsWith(ours.text), `llama-simple: ${oracle}\nshimmy: ${ours.text}`);
+  },
+});
