@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Shimmy's GPU run, for a CUDA machine with no network (the H100 machine):
+#   bench/gpu_run.sh build   CUDA libllama + reference tools from the pinned source (sm_90)
+#   bench/gpu_run.sh test    the test suite's GPU cases (tests/gpu) against that build
+#   bench/gpu_run.sh bench   bench/serve_bench.ts: shimmy serve vs llama-server on the GPU
+# Without network it takes Deno and the llama.cpp source from .device/ (see bench/README.md:
+# deno.xz, llama-src.tar.xz, llama-vocab.tar.xz, deno_dir/). Logs go to $OUT (or /tmp).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/shimmy-gpu}
+mkdir -p "$out"
+lib=lib/linux-x64-cuda
+
+if ! command -v deno >/dev/null 2>&1; then
+  [ -x /tmp/deno ] || { xz -dc .device/deno.xz >/tmp/deno && chmod +x /tmp/deno; }
+  export PATH=/tmp:$PATH
+fi
+if [ -d .device/deno_dir ] && [ -z "${DENO_DIR:-}" ]; then
+  [ -d /tmp/deno_dir ] || cp -r .device/deno_dir /tmp/deno_dir
+  export DENO_DIR=/tmp/deno_dir
+fi
+export DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
+if [ -d /usr/local/cuda/bin ]; then
+  export PATH=/usr/local/cuda/bin:$PATH
+  export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+fi
+if [ ! -f .cache/llama.cpp-v0.5.0/.shimmy-source-ok ] && [ -f .device/llama-src.tar.xz ]; then
+  mkdir -p .cache
+  tar -xJf .device/llama-src.tar.xz -C .cache
+  tar -xJf .device/llama-vocab.tar.xz -C .cache
+  touch .cache/llama.cpp-v0.5.0/.shimmy-source-ok
+fi
+
+case "${1:-all}" in
+  build)
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
+    time scripts/build-libllama.sh --cuda --reference-tools --out "$lib" --cuda-arch 90 \
+      2>&1 | tail -5 | tee "$out/build.log"
+    ;;
+  test)
+    deno run -A tests/fixtures/generate.ts bench-125m tiny-f32 >/dev/null
+    SHIMMY_LIB_DIR=$lib deno test -A tests/gpu 2>&1 | tee "$out/gpu-tests.log"
+    ;;
+  bench)
+    deno run -A tests/fixtures/generate.ts bench-1b
+    deno run -A bench/serve_bench.ts --model tests/fixtures/generated/bench-1b.gguf \
+      --lib-dir "$lib" --llama-server "$lib/bin/llama-server" --tokens 256 --streams 1,8 \
+      --reps "${REPS:-3}" --json "$out/bench-gpu.json" 2>&1 | tee "$out/bench-gpu.log"
+    "$lib/bin/llama-bench" -m tests/fixtures/generated/bench-1b.gguf -ngl 99 -p 512 -n 128 \
+      2>/dev/null | tee "$out/llama-bench.log"
+    ;;
+  *) echo "usage: bench/gpu_run.sh build|test|bench" >&2; exit 1 ;;
+esac
