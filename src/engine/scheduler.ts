@@ -9,7 +9,6 @@
  * @module
  */
 
-import { setImmediate } from "node:timers";
 import { Batch } from "../ffi/batch.ts";
 import type { Context } from "../ffi/context.ts";
 import { Sampler } from "../ffi/sampler.ts";
@@ -242,7 +241,7 @@ export class Scheduler {
       }
       await this.#step(active);
       // Let network I/O (streamed chunks, new requests, aborts) run between steps.
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      await this.context.model.llama.yieldToIo();
     }
   }
 

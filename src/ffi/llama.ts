@@ -124,6 +124,15 @@ export class Llama {
     }
   }
 
+  /**
+   * Lets the event loop's I/O tasks (HTTP writes, new connections) run. A promise that is
+   * already resolved, or `setImmediate`, does not: while JavaScript keeps the loop busy, those
+   * tasks only run once the loop really waits, which this trivial off-thread call makes it do.
+   */
+  async yieldToIo(): Promise<void> {
+    await this.symbols.llama_time_us_nonblocking();
+  }
+
   /** llama.cpp's system info line (SIMD features, backends). */
   systemInfo(): string {
     return readCString(this.symbols.llama_print_system_info()) ?? "";

@@ -38,6 +38,13 @@ export const LLAMA_SYMBOLS = {
   llama_max_parallel_sequences: { parameters: [], result: "usize" },
   // int64_t llama_time_us(void)
   llama_time_us: { parameters: [], result: "i64" },
+  // the same, as a nonblocking call: a cheap, real yield to the event loop's I/O tasks
+  llama_time_us_nonblocking: {
+    name: "llama_time_us",
+    parameters: [],
+    result: "i64",
+    nonblocking: true,
+  },
 
   // struct llama_model_params llama_model_default_params(void)
   llama_model_default_params: { parameters: [], result: LlamaModelParams.ffi },
