@@ -8,11 +8,11 @@
 import { parseArgs } from "node:util";
 import { LoadedModel } from "../engine/loaded_model.ts";
 import { parseGpuLayers } from "../engine/gpu.ts";
-import { resolveModelPath } from "../engine/model_resolver.ts";
 import { chatPrompt, rawPrompt } from "../engine/prompt.ts";
 import { loadTemplateOverride } from "../engine/templates.ts";
 import type { GenerationResult } from "../engine/scheduler.ts";
 import type { GlobalFlags } from "./global_flags.ts";
+import { findModelPath } from "./model_lookup.ts";
 import { loadProgressPrinter } from "./progress.ts";
 import { UsageError } from "./usage_error.ts";
 
@@ -177,7 +177,7 @@ export async function generateMain(args: string[], globals: GlobalFlags): Promis
     console.log(GENERATE_USAGE);
     return 0;
   }
-  const path = resolveModelPath(options.model, { modelDirs: globals.modelDirs ?? "" });
+  const path = await findModelPath(options.model, globals);
   const progress = loadProgressPrinter(path, options.json);
   await using loaded = await LoadedModel.open({
     path,

@@ -8,7 +8,10 @@ import { GpuUnavailableError } from "../engine/gpu.ts";
 import { ModelNotFoundError } from "../engine/model_resolver.ts";
 import { GenerationError } from "../engine/errors.ts";
 import { ContextCreateError, LibraryNotFoundError, ModelLoadError } from "../ffi/mod.ts";
+import { discoverMain } from "./discover.ts";
 import { generateMain } from "./generate.ts";
+import { listMain } from "./list.ts";
+import { probeMain } from "./probe.ts";
 import { serveMain } from "./serve.ts";
 import { extractGlobalFlags, type GlobalFlags } from "./global_flags.ts";
 import { UsageError } from "./usage_error.ts";
@@ -22,6 +25,9 @@ Usage: shimmy [--model-dirs DIRS] [--gpu-backend B] [--verbose] <command> [optio
 Commands:
   serve      Serve models over HTTP (shimmy serve --help)
   generate   Run one generation and print it (shimmy generate --help)
+  list       List the models found on this machine (shimmy list --help)
+  discover   Search again: what was found where, what was skipped and why
+  probe      Load a model and report its layers, memory and template
 
 Global flags (before or after the command):
   --model-dirs DIRS    Extra model folders, ';'-separated
@@ -45,7 +51,10 @@ export function versionLine(flags: GlobalFlags): string {
 type Command = (args: string[], globals: GlobalFlags) => Promise<number>;
 
 const COMMANDS: Record<string, Command> = {
+  discover: discoverMain,
   generate: generateMain,
+  list: listMain,
+  probe: probeMain,
   serve: serveMain,
 };
 

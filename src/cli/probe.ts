@@ -219,18 +219,35 @@ export interface ProbeOptions {
   onProgress?: (fraction: number) => void;
 }
 
-/** Reads llama.cpp's log while a model loads: layer placement and buffer sizes. */
-class LoadLogReader {
-  readonly layerDevice = new Map<number, string>();
+/**
+ * Reads llama.cpp's log while a model loads: where each layer went (`load_tensors: layer 3
+ * assigned to device CUDA0`) and each buffer's size (`CUDA0 model buffer size = 12.5 MiB`,
+ * `CPU KV buffer size`, `compute buffer size`, `output buffer size`).
+ *
+ * @example
+ * ```ts
+ * const log = new LoadLogReader();
+ * const stop = llama.listen((text) => log.push(text));
+ * // … load …
+ * stop();
+ * log.finish();
+ * ```
+ */
+export class LoadLogReader {
+  /** Device of each layer, by layer index (the output layer is the last index). */
+  readonly layerDevice: Map<number, string> = new Map();
+  /** Buffers in the order they were logged. */
   readonly buffers: BufferSize[] = [];
   #partial = "";
 
+  /** @param text Log text as the callback delivers it (lines, or pieces of one). */
   push(text: string): void {
     const lines = (this.#partial + text).split("\n");
     this.#partial = lines.pop() ?? "";
     for (const line of lines) this.#line(line);
   }
 
+  /** Reads a last line that had no newline. */
   finish(): void {
     if (this.#partial !== "") this.#line(this.#partial);
     this.#partial = "";
@@ -372,9 +389,19 @@ function templateInfo(
 
 /**
  * Layers per device: from llama.cpp's own placement log when it was seen, else the offload
- * count split as "GPU" (the chosen devices together) and CPU.
+ * count split between the CPU and the chosen GPUs together. Every chosen GPU is listed (with
+ * its memory), devices seen only in the log (the CPU) come first.
+ *
+ * @param offload Layers offloaded and in all (`Model.offload`).
+ * @param assigned Device of each layer, from {@link LoadLogReader}.
+ * @param gpus The GPUs the load was given.
+ * @returns Layers per device.
+ * @example
+ * ```ts
+ * placeLayers({ offloaded: 0, total: 3 }, new Map(), []); // [{ device: "CPU", layers: 3 }]
+ * ```
  */
-function placeLayers(
+export function placeLayers(
   offload: { offloaded: number; total: number },
   assigned: ReadonlyMap<number, string>,
   gpus: readonly Omit<DeviceLayers, "layers">[],
@@ -421,8 +448,9 @@ export function formatProbeReport(report: ProbeReport): string[] {
     : `none in the file; built-in ${t.family} (${how})`;
   const field = (label: string, value: string) => `${`${label}:`.padEnd(15)}${value}`;
   const lines = [
-    field("Model", `${report.name} (${report.sourceDetail})`),
+    field("Model", report.name),
     field("Path", report.path),
+    field("Found by", `${report.source}: ${report.sourceDetail}`),
     field("Architecture", `${report.architecture} (${report.description})`),
     field("Parameters", `${formatCount(report.parameters)} (${report.parameters})`),
     field("Quantization", report.quantization ?? "unknown"),

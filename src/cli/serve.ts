@@ -6,14 +6,15 @@
 
 import { parseArgs } from "node:util";
 import { parseGpuLayers } from "../engine/gpu.ts";
-import { findModelFiles, resolveModelPath } from "../engine/model_resolver.ts";
-import { entriesFor, ModelRegistry } from "../engine/registry.ts";
+import { planDevices } from "../engine/gpu.ts";
+import { type ModelEntry, ModelRegistry, parseDuration } from "../engine/registry.ts";
 import { loadTemplateOverride } from "../engine/templates.ts";
 import { Llama } from "../ffi/llama.ts";
 import { createApp } from "../server/app.ts";
 import type { ServerContext } from "../server/context.ts";
 import { Metrics } from "../server/metrics.ts";
 import type { GlobalFlags } from "./global_flags.ts";
+import { discoverFor, entriesFrom } from "./model_lookup.ts";
 import { UsageError } from "./usage_error.ts";
 
 /** Usage text of `shimmy serve`. */
@@ -31,6 +32,11 @@ Options:
   --ctx-size N            Context tokens per request (default: model's, at most 4096)
   --batch-size N          Most tokens per decode step (default 2048)
   --max-queue N           Requests that may wait for a slot before 503 (default 64)
+  --max-models N          Models loaded at once; the least recently used idle one is
+                          unloaded for another (default 2)
+  --keep-alive D          Unload a model idle this long: 30s, 5m, 1h, -1 = never (default 5m)
+  --lora PATH[:SCALE]     LoRA adapter attached to the default model at load; repeatable
+                          (SHIMMY_LORA_GGUF too)
   --threads N             CPU threads (default: one per core)
   --api-key KEY           Require Authorization: Bearer KEY (or SHIMMY_API_KEY)
   --cors ORIGIN           Allow cross-origin requests from ORIGIN ('*' for any)
@@ -59,6 +65,9 @@ export interface ServeArgs {
   apiKey?: string;
   cors?: string;
   chatTemplate?: string;
+  maxModels?: number;
+  keepAliveMs?: number;
+  lora: { path: string; scale: number }[];
 }
 
 function positiveInt(name: string, value: string | undefined): number | undefined {
@@ -99,6 +108,9 @@ export function parseServeArgs(
         "api-key": { type: "string" },
         cors: { type: "string" },
         "chat-template": { type: "string" },
+        "max-models": { type: "string" },
+        "keep-alive": { type: "string" },
+        lora: { type: "string", multiple: true },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -113,10 +125,21 @@ export function parseServeArgs(
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
+  let keepAliveMs: number | undefined;
+  try {
+    keepAliveMs = v["keep-alive"] === undefined ? undefined : parseDuration(v["keep-alive"]);
+  } catch (error) {
+    throw new UsageError(`--keep-alive: ${(error as Error).message}`);
+  }
+  const loraFlags = [
+    ...(v.lora ?? []),
+    ...(env("SHIMMY_LORA_GGUF") ? [env("SHIMMY_LORA_GGUF")!] : []),
+  ];
   const out: ServeArgs = {
     bind: v.bind,
     models: [...(v.model ?? []), ...(v["model-path"] ?? [])],
     parallel: positiveInt("parallel", v.parallel) ?? 4,
+    lora: loraFlags.map(parseLoraFlag),
   };
   const optional = {
     ctxSize: positiveInt("ctx-size", v["ctx-size"]),
@@ -127,6 +150,8 @@ export function parseServeArgs(
     apiKey: v["api-key"] ?? env("SHIMMY_API_KEY"),
     cors: v.cors,
     chatTemplate: v["chat-template"],
+    maxModels: positiveInt("max-models", v["max-models"]),
+    keepAliveMs,
   };
   for (const [key, value] of Object.entries(optional)) {
     if (value !== undefined && value !== "") {
@@ -134,6 +159,20 @@ export function parseServeArgs(
     }
   }
   return out;
+}
+
+/**
+ * Parses `--lora PATH[:SCALE]` (a Windows drive letter is not a scale).
+ *
+ * @param value The flag value.
+ * @returns Path and scale (default 1).
+ */
+export function parseLoraFlag(value: string): { path: string; scale: number } {
+  const at = value.lastIndexOf(":");
+  const scale = at > 1 ? Number(value.slice(at + 1)) : Number.NaN;
+  return Number.isFinite(scale) && value.slice(at + 1).trim() !== ""
+    ? { path: value.slice(0, at), scale }
+    : { path: value, scale: 1 };
 }
 
 /**
@@ -197,31 +236,35 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     console.log(SERVE_USAGE);
     return 0;
   }
-  const search = { modelDirs: globals.modelDirs ?? "" };
-  const explicit = options.models.map((m) => ({
-    path: resolveModelPath(m, search),
-    source: "--model",
-  }));
-  const discovered = findModelFiles(search).map((path) => ({ path, source: "model folders" }));
-  const entries = entriesFor([...explicit, ...discovered]);
+  const report = await discoverFor(globals, options.models);
+  const entries: ModelEntry[] = entriesFrom(report, options.models);
+  const preload = entries.slice(0, options.models.length);
   const gpuBackend = globals.gpuBackend ?? "auto";
-  Llama.open({ gpuBackend, verbose: globals.verbose }); // fail fast when libraries are missing
+  const llama = Llama.open({ gpuBackend, verbose: globals.verbose }); // fails fast without libraries
+  if (options.lora.length > 0 && entries[0]) {
+    entries[0] = { ...entries[0], startupLora: options.lora };
+  }
   const registry = new ModelRegistry(entries, {
     gpuBackend,
     verbose: globals.verbose,
     parallel: options.parallel,
+    availableMemory: () => {
+      const plan = planDevices(llama.devices(), gpuBackend, options.nGpuLayers);
+      return plan.devices.length > 0
+        ? plan.devices.reduce((sum, d) => sum + d.freeBytes, 0)
+        : Deno.systemMemoryInfo().available;
+    },
     ...(options.ctxSize ? { ctxSize: options.ctxSize } : {}),
     ...(options.batchSize ? { batchSize: options.batchSize } : {}),
     ...(options.maxQueue ? { maxQueue: options.maxQueue } : {}),
     ...(options.threads ? { threads: options.threads } : {}),
     ...(options.nGpuLayers !== undefined ? { nGpuLayers: options.nGpuLayers } : {}),
+    ...(options.maxModels ? { maxModels: options.maxModels } : {}),
+    ...(options.keepAliveMs !== undefined ? { keepAliveMs: options.keepAliveMs } : {}),
   });
-  for (const { path } of explicit) {
-    const entry = entries.find((e) => e.path === path);
-    if (entry) {
-      console.error(`Loading ${entry.name} (${path})…`);
-      await registry.acquire(entry.name);
-    }
+  for (const entry of preload) {
+    console.error(`Loading ${entry.name} (${entry.path})…`);
+    await registry.acquire(entry.name);
   }
   const ctx: ServerContext = {
     registry,
@@ -243,7 +286,10 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
   const host = hostname.includes(":") ? `[${hostname}]` : hostname;
   console.log(`Shimmy listening on http://${host}:${port}`);
   for (const entry of entries) {
-    console.log(`  ${entry.name.padEnd(28)} ${registry.state(entry.name).padEnd(9)} ${entry.path}`);
+    console.log(
+      `  ${entry.name.padEnd(28)} ${registry.state(entry.name).padEnd(9)} ${entry.source}: ` +
+        entry.path,
+    );
   }
   if (entries.length === 0) {
     console.log("  (no models found: pass --model PATH or --model-dirs DIRS)");

@@ -9,6 +9,7 @@ export type GenerationErrorCode =
   | "invalid_request"
   | "context_overflow"
   | "queue_full"
+  | "unavailable"
   | "decode_failed"
   | "closed";
 

@@ -8,9 +8,10 @@
 import { Context } from "../ffi/context.ts";
 import type { GpuBackend } from "../ffi/library.ts";
 import { Llama } from "../ffi/llama.ts";
+import { LoraAdapter } from "../ffi/lora.ts";
 import { Model } from "../ffi/model.ts";
 import { type DevicePlan, planDevices } from "./gpu.ts";
-import { Scheduler } from "./scheduler.ts";
+import { type LoraChoice, Scheduler } from "./scheduler.ts";
 
 /** How to open a model for generation. */
 export interface OpenModelOptions {
@@ -32,6 +33,8 @@ export interface OpenModelOptions {
   threads?: number;
   /** Most queued requests. Default 64. */
   maxQueue?: number;
+  /** LoRA adapters to attach at load, with scales. Default none. */
+  lora?: readonly { path: string; scale: number }[];
   /** Print llama.cpp's log. Default false. */
   verbose?: boolean;
   /** Load progress in [0, 1]. */
@@ -52,6 +55,7 @@ export class LoadedModel {
   readonly scheduler: Scheduler;
   /** Which devices were chosen. */
   readonly devices: DevicePlan;
+  readonly #adapters = new Map<string, LoraAdapter>();
   #closed = false;
 
   private constructor(
@@ -110,7 +114,9 @@ export class LoadedModel {
           slotContext,
           ...(options.maxQueue ? { maxQueue: options.maxQueue } : {}),
         });
-        return new LoadedModel(llama, model, context, scheduler, plan);
+        const loaded = new LoadedModel(llama, model, context, scheduler, plan);
+        if (options.lora?.length) await loaded.setLora(options.lora);
+        return loaded;
       } catch (error) {
         context.close();
         throw error;
@@ -119,6 +125,48 @@ export class LoadedModel {
       model.close();
       throw error;
     }
+  }
+
+  /**
+   * Loads an adapter for this model once and keeps it (freed with the model).
+   *
+   * @param path The adapter's GGUF file.
+   * @returns The adapter.
+   */
+  async adapter(path: string): Promise<LoraAdapter> {
+    let adapter = this.#adapters.get(path);
+    if (!adapter || adapter.closed) {
+      adapter = await LoraAdapter.load(this.model, path);
+      this.#adapters.set(path, adapter);
+    }
+    return adapter;
+  }
+
+  /**
+   * Resolves adapter files and scales to loaded adapters.
+   *
+   * @param set Paths and scales.
+   * @returns The choices for a request or the default set.
+   */
+  async loraChoices(set: readonly { path: string; scale: number }[]): Promise<LoraChoice[]> {
+    const choices: LoraChoice[] = [];
+    for (const { path, scale } of set) choices.push({ adapter: await this.adapter(path), scale });
+    return choices;
+  }
+
+  /**
+   * Replaces the adapters attached for requests that choose none (hot swap: it takes effect
+   * between decode steps, after running requests finish).
+   *
+   * @param set Paths and scales; [] detaches all.
+   */
+  async setLora(set: readonly { path: string; scale: number }[]): Promise<void> {
+    this.scheduler.setDefaultLora(await this.loraChoices(set));
+  }
+
+  /** The attached adapters (paths and scales). */
+  lora(): { path: string; scale: number }[] {
+    return this.scheduler.defaultLora.map((c) => ({ path: c.adapter.path, scale: c.scale }));
   }
 
   /** Stops the scheduler and frees the context and model. Safe to call twice. */

@@ -1,7 +1,11 @@
 /**
  * The model registry: the models a server knows (by unique lowercase name), loaded on first
  * use and then shared by every request (the original Shimmy reloaded from disk per request).
- * Concurrent first requests share one load. Only files that exist are ever listed.
+ * Concurrent first requests share one load. At most `maxModels` stay loaded: loading another
+ * unloads the least recently used idle one. A model idle for longer than `keepAliveMs` is
+ * unloaded. A load the memory check says cannot fit is refused instead of crashing. Only files
+ * that exist are ever listed, and request names are matched against known names and paths,
+ * never turned into paths.
  *
  * @module
  */
@@ -9,17 +13,30 @@
 import { basename } from "node:path";
 import { LoadedModel, type OpenModelOptions } from "./loaded_model.ts";
 import { modelNameOf, ModelNotFoundError } from "./model_resolver.ts";
+import { GenerationError } from "./errors.ts";
+
+/** A LoRA adapter known for a model. */
+export interface AdapterEntry {
+  name: string;
+  path: string;
+}
 
 /** A model the registry knows about. */
 export interface ModelEntry {
   /** Unique lowercase name used in requests. */
   name: string;
-  /** GGUF file path. */
+  /** GGUF file path (first shard of a split model). */
   path: string;
   /** Where it was found (`--model`, `SHIMMY_BASE_GGUF`, a folder…). */
   source: string;
-  /** File size in bytes. */
+  /** File size in bytes (all shards). */
   sizeBytes: number;
+  /** Other names that find it. */
+  aliases?: readonly string[];
+  /** Adapters found for it. */
+  adapters?: readonly AdapterEntry[];
+  /** Adapters (with scales) attached whenever it loads (`--lora`, `SHIMMY_LORA_GGUF`). */
+  startupLora?: readonly { path: string; scale: number }[];
 }
 
 /** Load state of one model. */
@@ -27,6 +44,27 @@ export type ModelState = "available" | "loading" | "loaded";
 
 /** Options shared by every model the registry opens. */
 export type RegistryLoadOptions = Omit<OpenModelOptions, "path" | "onProgress" | "signal">;
+
+/** Registry limits. */
+export interface RegistryOptions extends RegistryLoadOptions {
+  /** Most models loaded at once. Default 2. */
+  maxModels?: number;
+  /** Unload a model idle this long; negative = never. Default 5 minutes. */
+  keepAliveMs?: number;
+  /** Bytes free for a new model (tests pass their own). Default: the device plan's memory. */
+  availableMemory?: (entry: ModelEntry) => number | undefined;
+  /** Called with load progress. */
+  onLoadProgress?: (entry: ModelEntry, fraction: number) => void;
+}
+
+/** Raised when a model cannot be loaded now (memory, or every loaded model busy). */
+export class ModelUnavailableError extends GenerationError {
+  /** @param message Human message. */
+  constructor(message: string) {
+    super("unavailable", message);
+    this.name = "ModelUnavailableError";
+  }
+}
 
 /**
  * Builds registry entries from file paths, giving each a unique name (a numeric suffix is
@@ -60,22 +98,49 @@ export function entriesFor(files: readonly { path: string; source: string }[]): 
   return entries;
 }
 
+/** What `/api/ps` shows of a loaded model. */
+export interface LoadedModelInfo {
+  name: string;
+  path: string;
+  sizeBytes: number;
+  backend: string;
+  slots: number;
+  busySlots: number;
+  queued: number;
+  idleSeconds: number;
+  /** Seconds until keep-alive unloads it; null when it never expires. */
+  expiresInSeconds: number | null;
+}
+
 /** Known models, loaded on demand and shared. */
 export class ModelRegistry {
   readonly #entries: ModelEntry[];
-  readonly #options: RegistryLoadOptions;
+  readonly #options: RegistryOptions;
   readonly #loads = new Map<string, Promise<LoadedModel>>();
   readonly #loaded = new Map<string, LoadedModel>();
+  readonly #lastUsed = new Map<string, number>();
+  readonly #sweeper: ReturnType<typeof setInterval> | undefined;
   /** Milliseconds each model took to load. */
   readonly loadTimes = new Map<string, number>();
+  /** Load progress of models being loaded, in [0, 1]. */
+  readonly loadProgress = new Map<string, number>();
 
   /**
    * @param entries Known models; the first is the default.
-   * @param options Load options for every model.
+   * @param options Load options and limits.
    */
-  constructor(entries: ModelEntry[], options: RegistryLoadOptions = {}) {
+  constructor(entries: ModelEntry[], options: RegistryOptions = {}) {
     this.#entries = entries;
     this.#options = options;
+    const keepAlive = options.keepAliveMs ?? 5 * 60_000;
+    if (keepAlive >= 0) {
+      const sweeper = setInterval(
+        () => void this.#unloadExpired(keepAlive),
+        Math.max(50, Math.min(keepAlive / 4, 30_000)),
+      );
+      Deno.unrefTimer(sweeper);
+      this.#sweeper = sweeper;
+    }
   }
 
   /** Every known model. */
@@ -95,7 +160,8 @@ export class ModelRegistry {
   }
 
   /**
-   * Finds a model by name (case-insensitive); no name means the default (first) model.
+   * Finds a model by name, alias or exact path of a known model (case-insensitive); no name
+   * means the default (first) model.
    *
    * @param name The requested model.
    * @returns Its entry.
@@ -114,6 +180,8 @@ export class ModelRegistry {
     }
     const wanted = name.toLowerCase();
     const entry = this.#entries.find((e) => e.name === wanted) ??
+      this.#entries.find((e) => e.path === name) ??
+      this.#entries.find((e) => e.aliases?.includes(wanted)) ??
       this.#entries.find((e) => modelNameOf(e.path) === wanted.replace(/\.gguf$/, ""));
     if (!entry) {
       throw new ModelNotFoundError(
@@ -129,36 +197,159 @@ export class ModelRegistry {
    *
    * @param name Model name (default model when empty).
    * @returns The loaded model (owned by the registry).
+   * @throws {ModelUnavailableError} when memory or busy models leave no room for it.
    */
   acquire(name?: string): Promise<LoadedModel> {
     const entry = this.resolve(name);
+    this.#lastUsed.set(entry.name, performance.now());
     const loaded = this.#loaded.get(entry.name);
     if (loaded) return Promise.resolve(loaded);
     let pending = this.#loads.get(entry.name);
     if (!pending) {
-      const started = performance.now();
-      pending = LoadedModel.open({ ...this.#options, path: entry.path }).then(
-        (model) => {
-          this.#loaded.set(entry.name, model);
-          this.loadTimes.set(entry.name, performance.now() - started);
-          this.#loads.delete(entry.name);
-          return model;
-        },
-        (error) => {
-          this.#loads.delete(entry.name);
-          throw error;
-        },
-      );
+      pending = this.#load(entry).finally(() => {
+        this.#loads.delete(entry.name);
+        this.loadProgress.delete(entry.name);
+      });
       this.#loads.set(entry.name, pending);
     }
     return pending;
   }
 
+  async #load(entry: ModelEntry): Promise<LoadedModel> {
+    await this.#makeRoom(entry);
+    const started = performance.now();
+    this.loadProgress.set(entry.name, 0);
+    const model = await LoadedModel.open({
+      ...this.#options,
+      path: entry.path,
+      onProgress: (fraction) => {
+        this.loadProgress.set(entry.name, fraction);
+        this.#options.onLoadProgress?.(entry, fraction);
+      },
+      ...(entry.startupLora?.length ? { lora: entry.startupLora } : {}),
+    });
+    this.#loaded.set(entry.name, model);
+    this.#lastUsed.set(entry.name, performance.now());
+    this.loadTimes.set(entry.name, performance.now() - started);
+    return model;
+  }
+
+  /** Unloads least recently used idle models until the new one fits the count and memory. */
+  async #makeRoom(entry: ModelEntry): Promise<void> {
+    const maxModels = Math.max(1, this.#options.maxModels ?? 2);
+    while (this.#loaded.size >= maxModels) {
+      const victim = this.#leastRecentlyUsedIdle();
+      if (!victim) {
+        throw new ModelUnavailableError(
+          `Cannot load "${entry.name}": ${this.#loaded.size} models are loaded (--max-models ` +
+            `${maxModels}) and all are busy; try again shortly`,
+        );
+      }
+      await this.unload(victim);
+    }
+    const available = this.#options.availableMemory?.(entry);
+    if (available !== undefined && entry.sizeBytes > available) {
+      const victim = this.#leastRecentlyUsedIdle();
+      if (victim) {
+        await this.unload(victim);
+        return await this.#makeRoom(entry);
+      }
+      throw new ModelUnavailableError(
+        `Cannot load "${entry.name}": it needs about ${mib(entry.sizeBytes)} MiB and only ` +
+          `${mib(available)} MiB are free`,
+      );
+    }
+  }
+
+  #leastRecentlyUsedIdle(): string | undefined {
+    return [...this.#loaded.entries()]
+      .filter(([, model]) => isIdle(model))
+      .sort(([a], [b]) => (this.#lastUsed.get(a) ?? 0) - (this.#lastUsed.get(b) ?? 0))[0]?.[0];
+  }
+
+  /**
+   * Unloads a model if it is loaded and idle.
+   *
+   * @param name Model name.
+   * @returns Whether it was unloaded (false when it was not loaded).
+   * @throws {ModelUnavailableError} when it is busy.
+   */
+  async unload(name: string): Promise<boolean> {
+    const model = this.#loaded.get(name);
+    if (!model) return false;
+    if (!isIdle(model)) {
+      throw new ModelUnavailableError(`Model "${name}" is busy; unload it when it is idle`);
+    }
+    this.#loaded.delete(name);
+    await model.close();
+    return true;
+  }
+
+  async #unloadExpired(keepAliveMs: number): Promise<void> {
+    const now = performance.now();
+    for (const [name, model] of [...this.#loaded]) {
+      if (!isIdle(model)) {
+        this.#lastUsed.set(name, now);
+        continue;
+      }
+      if (now - (this.#lastUsed.get(name) ?? now) >= keepAliveMs) {
+        await this.unload(name).catch(() => {});
+      }
+    }
+  }
+
+  /** What `/api/ps` shows. */
+  status(): LoadedModelInfo[] {
+    const keepAlive = this.#options.keepAliveMs ?? 5 * 60_000;
+    const now = performance.now();
+    return [...this.#loaded].map(([name, model]) => {
+      const stats = model.scheduler.stats();
+      const idle = isIdle(model) ? (now - (this.#lastUsed.get(name) ?? now)) / 1000 : 0;
+      return {
+        name,
+        path: model.model.path,
+        sizeBytes: model.model.sizeBytes,
+        backend: model.devices.backend,
+        slots: stats.slots,
+        busySlots: stats.busySlots,
+        queued: stats.queued,
+        idleSeconds: Math.round(idle),
+        expiresInSeconds: keepAlive < 0 ? null : Math.max(0, Math.round(keepAlive / 1000 - idle)),
+      };
+    });
+  }
+
   /** Closes every loaded model (waiting for loads in progress first). */
   async close(): Promise<void> {
+    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
     await Promise.allSettled([...this.#loads.values()]);
     const models = [...this.#loaded.values()];
     this.#loaded.clear();
     await Promise.all(models.map((m) => m.close()));
   }
+}
+
+function isIdle(model: LoadedModel): boolean {
+  const stats = model.scheduler.stats();
+  return stats.busySlots === 0 && stats.queued === 0;
+}
+
+function mib(bytes: number): number {
+  return Math.round(bytes / (1024 * 1024));
+}
+
+/**
+ * Parses a keep-alive duration: `30s`, `5m`, `1h`, plain seconds, or `-1`/`forever` (never).
+ *
+ * @param text The value.
+ * @returns Milliseconds, negative for never.
+ * @throws {RangeError} for anything else.
+ */
+export function parseDuration(text: string): number {
+  const value = text.trim().toLowerCase();
+  if (value === "forever" || value === "-1") return -1;
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value);
+  if (!match) throw new RangeError(`Cannot read "${text}" as a duration (e.g. 30s, 5m, 1h, -1)`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] ?? "s"] as number;
+  return Number(match[1]) * unit;
 }

@@ -11,14 +11,23 @@
 
 import { Batch } from "../ffi/batch.ts";
 import type { Context } from "../ffi/context.ts";
+import { applyLoraAdapters, type LoraAdapter } from "../ffi/lora.ts";
 import { Sampler } from "../ffi/sampler.ts";
 import { AsyncQueue } from "./async_queue.ts";
 import { GenerationError } from "./errors.ts";
 import { samplerStages, type SamplingParams } from "./sampling.ts";
 import { TextStream } from "./text_stream.ts";
 
+/** An adapter and its scale. */
+export interface LoraChoice {
+  adapter: LoraAdapter;
+  scale: number;
+}
+
 /** One generation to run. */
 export interface GenerationRequest {
+  /** LoRA adapters for this request; default: the scheduler's default set. */
+  lora?: readonly LoraChoice[];
   /** Prompt tokens (BOS included when wanted). */
   prompt: Int32Array;
   /** Most tokens to generate; default: what fits in the slot's context. */
@@ -139,6 +148,8 @@ export class Scheduler {
   #closing = false;
   #steps = 0;
   #sharedSteps = 0;
+  #defaultLora: readonly LoraChoice[] = [];
+  #activeLoraKey = "";
 
   /**
    * @param context The context to run on; `context.nSeqMax` is the slot count.
@@ -280,10 +291,53 @@ export class Scheduler {
     };
   }
 
+  /**
+   * Sets the adapters used by requests that do not choose their own. Running requests keep
+   * theirs; the new set takes effect between decode steps, once they are done.
+   *
+   * @param set Adapters and scales; [] for none.
+   */
+  setDefaultLora(set: readonly LoraChoice[]): void {
+    this.#defaultLora = set;
+    this.#wakeUp();
+  }
+
+  /** The adapters used by requests that do not choose their own. */
+  get defaultLora(): readonly LoraChoice[] {
+    return this.#defaultLora;
+  }
+
+  /**
+   * Makes the context use a job's adapters. Requests with different adapters never share a
+   * step: a job whose set differs waits until running slots finish, then the set is swapped
+   * (and every slot's cached prefix dropped, since it was computed with other weights).
+   *
+   * @returns Whether the job can be admitted now.
+   */
+  #useLoraOf(job: Job): boolean {
+    const set = job.request.lora ?? this.#defaultLora;
+    const key = loraKey(set);
+    if (key === this.#activeLoraKey) return true;
+    if (this.#slots.some((s) => s.state !== "idle")) return false;
+    applyLoraAdapters(this.context, set);
+    this.context.clearMemory();
+    for (const slot of this.#slots) slot.cached = [];
+    this.#activeLoraKey = key;
+    return true;
+  }
+
   #admit(): void {
     while (this.#queue.length > 0) {
       const free = this.#slots.filter((s) => s.state === "idle");
       if (free.length === 0) return;
+      try {
+        if (!this.#useLoraOf(this.#queue[0] as Job)) return;
+      } catch (error) {
+        const failed = this.#queue.shift() as Job;
+        failed.chunks.fail(error);
+        failed.reject(error);
+        continue;
+      }
       const job = this.#queue.shift() as Job;
       const prompt = job.request.prompt;
       let best = free[0] as Slot;
@@ -459,6 +513,17 @@ export class Scheduler {
     await this.#loop;
     this.#batch.close();
   }
+}
+
+const adapterIds = new WeakMap<LoraAdapter, number>();
+let nextAdapterId = 1;
+
+function loraKey(set: readonly LoraChoice[]): string {
+  return set.filter((c) => c.scale !== 0).map((c) => {
+    let id = adapterIds.get(c.adapter);
+    if (id === undefined) adapterIds.set(c.adapter, id = nextAdapterId++);
+    return `${id}@${c.scale}`;
+  }).join(",");
 }
 
 function commonPrefix(cached: readonly number[], prompt: Int32Array): number {

@@ -10,6 +10,7 @@ import { Llama } from "../ffi/llama.ts";
 import { LLAMA_CPP_VERSION, VERSION } from "../version.ts";
 import type { ServerContext } from "./context.ts";
 import { errorResponse, HttpError } from "./http_error.ts";
+import { getLora, listLoaded, loadModel, setLora, unloadModel } from "./models_api.ts";
 import { apiGenerate, apiModels, apiTags, wsGenerate } from "./native.ts";
 import { chatCompletions, completions, listModels } from "./openai.ts";
 
@@ -31,6 +32,10 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/api/generate": { POST: apiGenerate },
   "/api/models": { GET: apiModels },
   "/api/tags": { GET: apiTags },
+  "/api/models/load": { POST: loadModel },
+  "/api/models/unload": { POST: unloadModel },
+  "/api/ps": { GET: listLoaded },
+  "/api/lora": { GET: getLora, POST: setLora },
   "/ws/generate": { GET: wsGenerate },
   "/metrics": { GET: metrics },
   "/diag": { GET: diag },
@@ -134,7 +139,14 @@ function health(ctx: ServerContext): Response {
     status: "ok",
     version: VERSION,
     uptime_seconds: Math.round((performance.now() - ctx.startedAt) / 1000),
-    models: ctx.registry.list().map((e) => ({ name: e.name, state: ctx.registry.state(e.name) })),
+    models: ctx.registry.list().map((e) => {
+      const progress = ctx.registry.loadProgress.get(e.name);
+      return {
+        name: e.name,
+        state: ctx.registry.state(e.name),
+        ...(progress !== undefined ? { progress: Math.round(progress * 100) / 100 } : {}),
+      };
+    }),
   });
 }
 

@@ -13,6 +13,7 @@ import type { ModelEntry } from "../engine/registry.ts";
 import type { Generation, GenerationResult } from "../engine/scheduler.ts";
 import type { ServerContext } from "./context.ts";
 import { badRequest } from "./http_error.ts";
+import { requestLora } from "./models_api.ts";
 import type { GenerationFields } from "./request_body.ts";
 
 /** What to generate from: a raw prompt, or chat messages rendered with the model's template. */
@@ -53,7 +54,9 @@ export async function startGeneration(
     ? rawPrompt(loaded.model, source.prompt)
     : chatPrompt(loaded.model, source.messages, ctx.settings.chatTemplate, source.tools);
   if (prepared.tokens.length === 0) throw badRequest("The prompt is empty", "prompt");
+  const lora = await requestLora(entry, loaded, fields.lora);
   const generation = loaded.scheduler.submit({
+    ...(lora ? { lora } : {}),
     prompt: prepared.tokens,
     stop: [...fields.stop, ...prepared.stopStrings],
     stopTokens: prepared.stopTokens,

@@ -79,6 +79,11 @@ export function toHttpError(error: unknown): HttpError {
           code: "queue_full",
           headers: { "Retry-After": "1" },
         });
+      case "unavailable":
+        return new HttpError(503, error.message, {
+          code: "model_unavailable",
+          headers: { "Retry-After": "5" },
+        });
       case "closed":
         return new HttpError(503, error.message, { code: "shutting_down" });
       case "decode_failed":

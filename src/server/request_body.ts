@@ -155,6 +155,8 @@ export interface GenerationFields {
   ignoreEos: boolean;
   stream: boolean;
   includeUsage: boolean;
+  /** The raw `lora` field (resolved against the model's adapters later). */
+  lora?: unknown;
 }
 
 /**
@@ -198,6 +200,7 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
     ignoreEos: fields.boolean("ignore_eos") ?? false,
     stream: fields.boolean("stream") ?? false,
     includeUsage: includeUsage === true,
+    ...(fields.raw("lora") !== undefined ? { lora: fields.raw("lora") } : {}),
   };
 }
 

@@ -1,0 +1,82 @@
+/**
+ * How the commands find models: discovery over every source (the global `--model-dirs`
+ * included), registry entries from its report, and name-or-path lookup.
+ *
+ * @module
+ */
+
+import {
+  type DiscoveredModel,
+  discoverModels,
+  type DiscoveryReport,
+  resolveModel,
+} from "../engine/discovery.ts";
+import type { ModelEntry } from "../engine/registry.ts";
+import type { GlobalFlags } from "./global_flags.ts";
+
+/**
+ * Runs discovery with the command line's model folders and explicit models.
+ *
+ * @param globals Global flags (`--model-dirs`).
+ * @param models Explicit `--model` values that are paths.
+ * @returns The report.
+ */
+export function discoverFor(globals: GlobalFlags, models: readonly string[] = []) {
+  return discoverModels({
+    models: models.filter(isFile),
+    ...(globals.modelDirs ? { modelDirs: globals.modelDirs } : {}),
+  });
+}
+
+/** Whether a path names an existing file. */
+export function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A registry entry for a discovered model.
+ *
+ * @param model The discovered model.
+ * @returns The entry.
+ */
+export function entryOf(model: DiscoveredModel): ModelEntry {
+  return {
+    name: model.name,
+    path: model.path,
+    source: model.sourceDetail,
+    sizeBytes: model.sizeBytes,
+    aliases: model.aliases,
+    adapters: model.adapters.map((a) => ({ name: a.name, path: a.path })),
+  };
+}
+
+/**
+ * Registry entries, the models named on the command line first (the first is the default).
+ *
+ * @param report Discovery report.
+ * @param wanted `--model` values (names or paths), in order.
+ * @returns The entries.
+ * @throws {ModelNotFoundError} when a wanted model is not found.
+ */
+export function entriesFrom(report: DiscoveryReport, wanted: readonly string[]): ModelEntry[] {
+  const first = wanted.map((w) => resolveModel(report, w));
+  const rest = report.models.filter((m) => !first.includes(m));
+  return [...new Set([...first, ...rest])].map(entryOf);
+}
+
+/**
+ * The GGUF file for a model argument: an existing file as is, else a discovered model's name.
+ *
+ * @param nameOrPath What the user typed.
+ * @param globals Global flags.
+ * @returns The file path.
+ * @throws {ModelNotFoundError}
+ */
+export async function findModelPath(nameOrPath: string, globals: GlobalFlags): Promise<string> {
+  if (isFile(nameOrPath)) return nameOrPath;
+  return resolveModel(await discoverFor(globals), nameOrPath).path;
+}

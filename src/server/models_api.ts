@@ -1,0 +1,154 @@
+/**
+ * Model management routes: `POST /api/models/load`, `POST /api/models/unload`, `GET /api/ps`,
+ * and LoRA hot-swap through `GET`/`POST /api/lora`. Also the resolution of a request's `lora`
+ * field, shared by the generating endpoints.
+ *
+ * LoRA: `POST /api/lora {"model", "adapters":[{"name" or "path", "scale"}]}` sets the adapters
+ * attached to a loaded model (an empty list detaches all; a changed scale rescales). The
+ * change takes effect between decode steps, once running requests finish. A request may pick
+ * its own adapters with `"lora":[{"name","scale"}]`, by the names of adapters known for its
+ * model (never by path); requests with different adapters take turns instead of sharing steps.
+ *
+ * @module
+ */
+
+import type { LoadedModel } from "../engine/loaded_model.ts";
+import type { ModelEntry } from "../engine/registry.ts";
+import type { LoraChoice } from "../engine/scheduler.ts";
+import { basename } from "node:path";
+import type { ServerContext } from "./context.ts";
+import { badRequest, HttpError } from "./http_error.ts";
+import { Fields, readJsonBody } from "./request_body.ts";
+
+async function modelField(ctx: ServerContext, request: Request): Promise<{
+  entry: ModelEntry;
+  body: Record<string, unknown>;
+}> {
+  const body = await readJsonBody(request);
+  const name = new Fields(body).string("model");
+  return { entry: ctx.registry.resolve(name), body };
+}
+
+/** `POST /api/models/load {"model"}`: loads a model now (it stays until unloaded or idle). */
+export async function loadModel(ctx: ServerContext, request: Request): Promise<Response> {
+  const { entry } = await modelField(ctx, request);
+  const loaded = await ctx.registry.acquire(entry.name);
+  return Response.json({
+    model: entry.name,
+    state: "loaded",
+    load_ms: Math.round(ctx.registry.loadTimes.get(entry.name) ?? 0),
+    backend: loaded.devices.backend,
+  });
+}
+
+/** `POST /api/models/unload {"model"}`: frees a loaded, idle model. */
+export async function unloadModel(ctx: ServerContext, request: Request): Promise<Response> {
+  const { entry } = await modelField(ctx, request);
+  const unloaded = await ctx.registry.unload(entry.name);
+  return Response.json({ model: entry.name, state: "available", unloaded });
+}
+
+/** `GET /api/ps`: loaded models, their memory, slots and keep-alive. */
+export function listLoaded(ctx: ServerContext): Response {
+  return Response.json({
+    models: ctx.registry.status().map((m) => ({
+      name: m.name,
+      path: m.path,
+      size_bytes: m.sizeBytes,
+      backend: m.backend,
+      slots: m.slots,
+      busy_slots: m.busySlots,
+      queued: m.queued,
+      idle_seconds: m.idleSeconds,
+      expires_in_seconds: m.expiresInSeconds,
+    })),
+    loading: [...ctx.registry.loadProgress].map(([name, progress]) => ({ name, progress })),
+  });
+}
+
+function adapterPath(entry: ModelEntry, loaded: LoadedModel, name: string): string | undefined {
+  const lower = name.toLowerCase();
+  return entry.adapters?.find((a) => a.name === lower)?.path ??
+    loaded.lora().find((a) => basename(a.path).toLowerCase().replace(/\.gguf$/, "") === lower)
+      ?.path;
+}
+
+function adapterList(value: unknown, field: string): Record<string, unknown>[] {
+  if (!Array.isArray(value)) throw badRequest(`"${field}" must be an array`, field);
+  return value.map((item) => {
+    if (typeof item !== "object" || item === null) {
+      throw badRequest(`"${field}" items must be objects`, field);
+    }
+    return item as Record<string, unknown>;
+  });
+}
+
+function scaleOf(item: Record<string, unknown>, field: string): number {
+  const scale = item.scale ?? 1;
+  if (typeof scale !== "number" || !Number.isFinite(scale)) {
+    throw badRequest(`"${field}[].scale" must be a number`, field);
+  }
+  return scale;
+}
+
+/**
+ * Resolves a request's `lora` field to adapters of its model.
+ *
+ * @param entry The model's entry.
+ * @param loaded The loaded model.
+ * @param value The `lora` field (undefined: the model's attached adapters).
+ * @returns The choices, or undefined to use the attached set.
+ * @throws {HttpError} 400 for an unknown adapter name or a bad shape.
+ */
+export async function requestLora(
+  entry: ModelEntry,
+  loaded: LoadedModel,
+  value: unknown,
+): Promise<LoraChoice[] | undefined> {
+  if (value === undefined || value === null) return undefined;
+  const set = adapterList(value, "lora").map((item) => {
+    const name = item.name ?? item.id;
+    if (typeof name !== "string") throw badRequest('"lora[].name" must be a string', "lora");
+    const path = adapterPath(entry, loaded, name);
+    if (!path) {
+      const known = (entry.adapters ?? []).map((a) => a.name).join(", ") || "none";
+      throw badRequest(`Unknown LoRA adapter "${name}" for ${entry.name}; known: ${known}`, "lora");
+    }
+    return { path, scale: scaleOf(item, "lora") };
+  });
+  return await loaded.loraChoices(set);
+}
+
+/** `GET /api/lora?model=NAME`: the adapters attached to a loaded model and those known. */
+export function getLora(ctx: ServerContext, request: Request): Response {
+  const entry = ctx.registry.resolve(new URL(request.url).searchParams.get("model") ?? "");
+  const loaded = ctx.registry.loaded().get(entry.name);
+  return Response.json({
+    model: entry.name,
+    attached: loaded?.lora() ?? [],
+    known: entry.adapters ?? [],
+  });
+}
+
+/** `POST /api/lora {"model","adapters":[{"name"|"path","scale"}]}`: hot-swaps adapters. */
+export async function setLora(ctx: ServerContext, request: Request): Promise<Response> {
+  const { entry, body } = await modelField(ctx, request);
+  const loaded = await ctx.registry.acquire(entry.name);
+  const set = adapterList(body.adapters, "adapters").map((item) => {
+    const scale = scaleOf(item, "adapters");
+    if (typeof item.path === "string") return { path: item.path, scale };
+    if (typeof item.name === "string") {
+      const path = adapterPath(entry, loaded, item.name);
+      if (!path) throw badRequest(`Unknown LoRA adapter "${item.name}"`, "adapters");
+      return { path, scale };
+    }
+    throw badRequest('Each adapter needs "name" or "path"', "adapters");
+  });
+  try {
+    await loaded.setLora(set);
+  } catch (error) {
+    if (error instanceof HttpError) throw error;
+    throw badRequest(`Cannot attach: ${(error as Error).message}`, "adapters");
+  }
+  return Response.json({ model: entry.name, attached: loaded.lora() });
+}

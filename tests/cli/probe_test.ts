@@ -1,0 +1,222 @@
+import { deepEqual, equal, match, ok, rejects } from "node:assert/strict";
+import { join } from "node:path";
+import {
+  LoadLogReader,
+  parseProbeArgs,
+  placeLayers,
+  probeMain,
+  type ProbeReport,
+} from "../../src/cli/probe.ts";
+import { UsageError } from "../../src/cli/usage_error.ts";
+import { discoverModels, type DiscoveryOptions } from "../../src/engine/discovery.ts";
+import { ModelNotFoundError } from "../../src/engine/model_resolver.ts";
+import { ModelLoadError } from "../../src/ffi/errors.ts";
+import { GgmlType } from "../../src/gguf/types.ts";
+import { GgufWriter } from "../../src/gguf/writer.ts";
+import { fixtureLora, fixtureModel } from "../fixtures/models.ts";
+
+// A model folder with the generated tiny-f32 model and its LoRA adapter, a file that is not
+// GGUF, and a GGUF whose header passes discovery but which llama.cpp cannot load.
+
+const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "shimmy-cli-probe-" }));
+const dir = join(root, "models");
+await Deno.mkdir(dir, { recursive: true });
+await Deno.copyFile(await fixtureModel("tiny-f32"), join(dir, "tiny-f32.gguf"));
+await Deno.copyFile(await fixtureLora("tiny-f32-lora"), join(dir, "tiny-f32-lora.gguf"));
+await Deno.writeTextFile(join(dir, "broken.gguf"), "this is not a model");
+{
+  const w = new GgufWriter();
+  w.setString("general.architecture", "llama");
+  w.setUint32("llama.context_length", 128);
+  w.addTensor("blk.0.attn_q.weight", [8, 4], GgmlType.F32, new Float32Array(32));
+  await w.write(join(dir, "hollow.gguf"));
+}
+
+globalThis.addEventListener("unload", () => Deno.removeSync(root, { recursive: true }));
+
+const isolated: DiscoveryOptions = { env: {}, cwd: join(root, "cwd") };
+const cpu = { modelDirs: dir, gpuBackend: "cpu" as const, verbose: false };
+
+/** Runs a command in-process and returns what it printed. */
+async function capture(run: () => Promise<number>) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const { log, error } = console;
+  console.log = (...args: unknown[]) => void out.push(args.map(String).join(" "));
+  console.error = (...args: unknown[]) => void err.push(args.map(String).join(" "));
+  try {
+    const code = await run();
+    return { code, stdout: out.join("\n"), stderr: err.join("\n") };
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+}
+
+Deno.test("shimmy probe reports arch, parameters, context, template family and CPU layers of a generated model", async () => {
+  const { code, stdout } = await capture(() => probeMain(["tiny-f32"], cpu, isolated));
+  equal(code, 0);
+  const discovered = (await discoverModels({ ...isolated, modelDirs: dir })).models
+    .find((m) => m.name === "tiny-f32")!;
+  match(stdout, /^Model: +tiny-f32$/m);
+  match(stdout, new RegExp(`^Path: +${join(dir, "tiny-f32.gguf")}$`, "m"));
+  match(stdout, /^Found by: +model-dirs: /m);
+  match(stdout, /^Architecture: +llama \(llama .*F32\)$/m);
+  match(stdout, new RegExp(`^Parameters: +\\S+ \\(${discovered.parameterCount}\\)$`, "m"));
+  match(stdout, /^Quantization: +F32$/m);
+  match(stdout, /^Context: +512 trained, 512 created$/m);
+  match(stdout, /^Layers: +2 \(embedding width 64\)$/m);
+  match(stdout, /^Chat template: +the model's own Jinja template \(chatml style/m);
+  match(stdout, /^Backend: +cpu$/m);
+  match(stdout, /^Offloaded: +0\/3 layers to GPU$/m);
+  match(stdout, /^ {2}CPU: 3 layers$/m);
+  match(stdout, /^Load time: +\d+ ms \(model \d+ ms\)$/m);
+  match(stdout, /^Memory: +\S+ \S+ in llama\.cpp buffers/m);
+  match(stdout, /^\s+BUFFER\s+WEIGHTS\s+KV CACHE\s+COMPUTE\s+OUTPUT$/m);
+  match(stdout, /^Adapters: +tiny-f32-lora$/m);
+});
+
+Deno.test("shimmy probe --json gives the same facts as one object", async () => {
+  const { stdout } = await capture(() =>
+    probeMain(["tiny-f32", "--json", "--ctx-size", "256"], cpu, isolated)
+  );
+  const report = JSON.parse(stdout) as ProbeReport;
+  const discovered = (await discoverModels({ ...isolated, modelDirs: dir })).models
+    .find((m) => m.name === "tiny-f32")!;
+  equal(report.name, "tiny-f32");
+  equal(report.architecture, "llama");
+  equal(report.parameters, discovered.parameterCount);
+  equal(report.quantization, "F32");
+  equal(report.fileBytes, discovered.sizeBytes);
+  ok(report.weightsBytes > 0 && report.weightsBytes <= report.fileBytes);
+  deepEqual(report.context, { train: 512, created: 256 });
+  equal(report.layers, 2);
+  deepEqual(report.template, { embedded: true, family: "chatml", detectedFrom: "template" });
+  equal(report.backend, "cpu");
+  deepEqual(report.offload, { offloaded: 0, total: 3, devices: [{ device: "CPU", layers: 3 }] });
+  ok(report.loadMs >= report.modelLoadMs && report.modelLoadMs >= 0);
+  const kinds = new Set(report.memory.buffers.map((b) => b.kind));
+  ok(kinds.has("weights") && kinds.has("kv") && kinds.has("compute"), [...kinds].join());
+  equal(report.memory.totalBytes, report.memory.buffers.reduce((s, b) => s + b.bytes, 0));
+  ok(report.memory.residentBytes > 0);
+  deepEqual(report.adapters, ["tiny-f32-lora"]);
+});
+
+Deno.test("shimmy probe takes a path outside the model folders", async () => {
+  const path = await fixtureModel("tiny-f32");
+  const { stdout } = await capture(() =>
+    probeMain([path, "--json"], { gpuBackend: "cpu", verbose: false }, isolated)
+  );
+  const report = JSON.parse(stdout) as ProbeReport;
+  equal(report.path, path);
+  equal(report.source, "cli");
+  equal(report.offload.offloaded, 0);
+});
+
+Deno.test("shimmy probe of a corrupt file fails with a ModelLoadError that gives the reason", async () => {
+  for (const target of ["broken", join(dir, "broken.gguf")]) {
+    await rejects(() => probeMain([target], cpu, isolated), (error: unknown) => {
+      ok(error instanceof ModelLoadError, String(error));
+      equal(error.code, "invalid_file");
+      match(error.message, /^Cannot probe "[^"]+": .*broken\.gguf.*not a GGUF file/);
+      return true;
+    });
+  }
+});
+
+Deno.test("shimmy probe of a model llama.cpp rejects fails with llama.cpp's reason", async () => {
+  await rejects(() => probeMain(["hollow"], cpu, isolated), (error: unknown) => {
+    ok(error instanceof ModelLoadError, String(error));
+    match(error.message, /^Cannot load model \S+hollow\.gguf: llama\.cpp rejected it/);
+    return true;
+  });
+});
+
+Deno.test("shimmy probe of an unknown name fails with a ModelNotFoundError listing the models", async () => {
+  await rejects(() => probeMain(["no-such-model"], cpu, isolated), (error: unknown) => {
+    ok(error instanceof ModelNotFoundError, String(error));
+    match(error.message, /Model "no-such-model" not found\. Available: hollow, tiny-f32;/);
+    return true;
+  });
+});
+
+Deno.test("shimmy probe of a path that does not exist fails with a not_found ModelLoadError", async () => {
+  const missing = join(root, "missing.gguf");
+  await rejects(() => probeMain([missing], cpu, isolated), (error: unknown) => {
+    ok(error instanceof ModelLoadError, String(error));
+    equal(error.code, "not_found");
+    match(error.message, /^Cannot probe "[^"]+missing\.gguf": .*not found/);
+    return true;
+  });
+});
+
+Deno.test("shimmy probe of a LoRA adapter says it is not a model and names its base", async () => {
+  await rejects(() => probeMain(["tiny-f32-lora"], cpu, isolated), (error: unknown) => {
+    ok(error instanceof ModelLoadError, String(error));
+    match(error.message, /is a LoRA adapter, not a model; probe its base model \(tiny-f32\)/);
+    return true;
+  });
+});
+
+Deno.test("shimmy probe checks its arguments and prints usage for --help", async () => {
+  await rejects(() => probeMain([], cpu, isolated), /No model given/);
+  await rejects(() => probeMain(["a", "b"], cpu, isolated), UsageError);
+  await rejects(() => probeMain(["a", "--n-gpu-layers", "x"], cpu, isolated), UsageError);
+  await rejects(() => probeMain(["a", "--ctx-size", "0"], cpu, isolated), UsageError);
+  await rejects(() => probeMain(["a", "--gpu-backend", "tpu"], cpu, isolated), UsageError);
+  const help = await capture(() => probeMain(["--help"], cpu, isolated));
+  equal(help.code, 0);
+  match(help.stdout, /^Usage: shimmy probe NAME/);
+  deepEqual(parseProbeArgs(["tiny", "--n-gpu-layers", "all"]), {
+    model: "tiny",
+    json: false,
+    nGpuLayers: -1,
+    models: [],
+  });
+});
+
+Deno.test("LoadLogReader reads layer placement and buffer sizes, also from split log pieces", () => {
+  const log = new LoadLogReader();
+  const text = [
+    "load_tensors: layer   0 assigned to device CPU, is_swa = 0\n",
+    "load_tensors: layer   1 assigned to device CUDA0, is_swa = 0\n",
+    "load_tensors: layer   2 assigned to device CUDA1, is_swa = 0\n",
+    "load_tensors: layer   3 assigned to device CUDA1, is_swa = 0\n",
+    "load_tensors:        CUDA0 model buffer size =   100.00 MiB\n",
+    "load_tensors:   CPU_Mapped model buffer size =     0.50 MiB\n",
+    "llama_context:  CUDA_Host  output buffer size =     0.58 MiB\n",
+    "llama_kv_cache:      CUDA1 KV buffer size =    16.00 MiB\n",
+    "sched_reserve:      CUDA0 compute buffer size =   300.75 MiB",
+  ].join("");
+  for (let i = 0; i < text.length; i += 37) log.push(text.slice(i, i + 37));
+  log.finish();
+  deepEqual([...log.layerDevice], [[0, "CPU"], [1, "CUDA0"], [2, "CUDA1"], [3, "CUDA1"]]);
+  const MiB = 1024 * 1024;
+  deepEqual(log.buffers, [
+    { buffer: "CUDA0", kind: "weights", bytes: 100 * MiB },
+    { buffer: "CPU_Mapped", kind: "weights", bytes: 0.5 * MiB },
+    { buffer: "CUDA_Host", kind: "output", bytes: Math.round(0.58 * MiB) },
+    { buffer: "CUDA1", kind: "kv", bytes: 16 * MiB },
+    { buffer: "CUDA0", kind: "compute", bytes: Math.round(300.75 * MiB) },
+  ]);
+  const gpu = (device: string) => ({
+    device,
+    description: "GPU",
+    freeBytes: 1,
+    totalBytes: 2,
+    usedBytes: 1,
+  });
+  deepEqual(
+    placeLayers({ offloaded: 3, total: 4 }, log.layerDevice, [gpu("CUDA0"), gpu("CUDA1")]),
+    [
+      { device: "CPU", layers: 1 },
+      { ...gpu("CUDA0"), layers: 1 },
+      { ...gpu("CUDA1"), layers: 2 },
+    ],
+  );
+  // Without the placement log: the offload count, split between the CPU and the GPUs.
+  deepEqual(placeLayers({ offloaded: 2, total: 3 }, new Map(), [gpu("CUDA0")]), [
+    { device: "CPU", layers: 1 },
+    { ...gpu("CUDA0"), layers: 2 },
+  ]);
+});
