@@ -1,7 +1,7 @@
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { join } from "node:path";
-import { parseBindAddress, parseServeArgs } from "../../src/cli/serve.ts";
-import { fixtureModel, REPO_ROOT } from "../fixtures/models.ts";
+import { parseBindAddress, parseLoraFlag, parseServeArgs } from "../../src/cli/serve.ts";
+import { fixtureLora, fixtureModel, REPO_ROOT } from "../fixtures/models.ts";
 
 const model = await fixtureModel("tiny-f32");
 
@@ -76,6 +76,22 @@ Deno.test("--bind auto takes 11435, or the next free port when it is busy", asyn
   }
 });
 
+Deno.test("--lora and SHIMMY_LORA_GGUF attach adapters to the default model at load", async () => {
+  const adapter = await fixtureLora("tiny-f32-lora");
+  const served = await serve(["--model", model, "--bind", "127.0.0.1:0"], {
+    SHIMMY_LORA_GGUF: `${adapter}:0.5`,
+  });
+  try {
+    const lora = await (await fetch(`${served.url}/api/lora?model=tiny-f32`)).json();
+    deepEqual(lora.attached, [{ path: adapter, scale: 0.5 }]);
+  } finally {
+    served.process.kill("SIGTERM");
+    await served.process.status;
+    await served.output;
+    await served.process.stderr.cancel();
+  }
+});
+
 Deno.test("serve flags parse as in the original Shimmy", () => {
   const args = parseServeArgs(
     ["--model-path", "/m/a.gguf", "--model", "b", "--parallel", "8", "--cors", "*"],
@@ -87,4 +103,7 @@ Deno.test("serve flags parse as in the original Shimmy", () => {
   equal(parseServeArgs([], (n) => (n === "SHIMMY_API_KEY" ? "k" : undefined))?.apiKey, "k");
   deepEqual(parseBindAddress("[::1]:8080"), { hostname: "::1", port: 8080 });
   deepEqual(parseBindAddress("0.0.0.0:11435"), { hostname: "0.0.0.0", port: 11435 });
+  deepEqual(parseLoraFlag("/a/b.gguf:0.25"), { path: "/a/b.gguf", scale: 0.25 });
+  deepEqual(parseLoraFlag("C:\\a\\b.gguf"), { path: "C:\\a\\b.gguf", scale: 1 });
+  equal(parseServeArgs(["--keep-alive", "30s"], () => undefined)?.keepAliveMs, 30_000);
 });

@@ -9,7 +9,7 @@ import {
   entriesFor,
   type ModelEntry,
   ModelRegistry,
-  type RegistryLoadOptions,
+  type RegistryOptions,
 } from "../../src/engine/registry.ts";
 import { createApp } from "../../src/server/app.ts";
 import type { ServerContext, ServerSettings } from "../../src/server/context.ts";
@@ -32,7 +32,9 @@ export interface TestServerOptions {
   fixtures?: string[];
   /** Extra entries (e.g. a corrupt file). */
   extraEntries?: ModelEntry[];
-  load?: RegistryLoadOptions;
+  load?: RegistryOptions;
+  /** Adapters to list for the first model. */
+  adapters?: { name: string; path: string }[];
   settings?: Partial<ServerSettings>;
 }
 
@@ -50,6 +52,7 @@ export async function startServer(options: TestServerOptions = {}): Promise<Test
     })),
   );
   const entries = [...entriesFor(files), ...(options.extraEntries ?? [])];
+  if (options.adapters && entries[0]) entries[0] = { ...entries[0], adapters: options.adapters };
   const registry = new ModelRegistry(entries, { parallel: 4, ...options.load });
   const ctx: ServerContext = {
     registry,

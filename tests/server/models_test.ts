@@ -1,0 +1,117 @@
+import { deepEqual, equal, match, notEqual, ok } from "node:assert/strict";
+import { fixtureLora } from "../fixtures/models.ts";
+import { postJson, startServer } from "./harness.ts";
+
+async function complete(url: string, body: Record<string, unknown>) {
+  const response = await postJson(`${url}/v1/completions`, {
+    prompt: "once upon a time",
+    max_tokens: 16,
+    temperature: 0,
+    ...body,
+  });
+  return { status: response.status, body: await response.json() };
+}
+
+Deno.test("two models serve concurrently, each with its own scheduler", async () => {
+  await using server = await startServer({ fixtures: ["tiny-f32", "tiny-q8_0"] });
+  const [a, b] = await Promise.all([
+    complete(server.url, { model: "tiny-f32" }),
+    complete(server.url, { model: "tiny-q8_0" }),
+  ]);
+  equal(a.status, 200);
+  equal(b.status, 200);
+  equal(a.body.model, "tiny-f32");
+  equal(b.body.model, "tiny-q8_0");
+  const ps = (await (await fetch(`${server.url}/api/ps`)).json()).models;
+  deepEqual(ps.map((m: { name: string }) => m.name).sort(), ["tiny-f32", "tiny-q8_0"]);
+});
+
+Deno.test("with --max-models 1 the least recently used idle model is unloaded and reloads on demand", async () => {
+  await using server = await startServer({
+    fixtures: ["tiny-f32", "tiny-q8_0"],
+    load: { maxModels: 1 },
+  });
+  const first = await complete(server.url, { model: "tiny-f32" });
+  await complete(server.url, { model: "tiny-q8_0" });
+  equal(server.ctx.registry.state("tiny-f32"), "available");
+  equal(server.ctx.registry.state("tiny-q8_0"), "loaded");
+  const again = await complete(server.url, { model: "tiny-f32" });
+  equal(again.body.choices[0].text, first.body.choices[0].text, "reloaded model, same output");
+  equal(server.ctx.registry.state("tiny-q8_0"), "available");
+});
+
+Deno.test("a model idle past --keep-alive is unloaded", async () => {
+  await using server = await startServer({ load: { keepAliveMs: 150 } });
+  await complete(server.url, {});
+  equal(server.ctx.registry.state("tiny-f32"), "loaded");
+  for (let i = 0; i < 50 && server.ctx.registry.state("tiny-f32") === "loaded"; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  equal(server.ctx.registry.state("tiny-f32"), "available");
+});
+
+Deno.test("a load the memory check says cannot fit is a 503 with a clear message", async () => {
+  await using server = await startServer({ load: { availableMemory: () => 1024 } });
+  const response = await postJson(`${server.url}/v1/completions`, { prompt: "x" });
+  equal(response.status, 503);
+  const error = (await response.json()).error;
+  equal(error.code, "model_unavailable");
+  match(error.message, /needs about \d+ MiB and only 0 MiB are free/);
+});
+
+Deno.test("/api/models/load and /api/models/unload load and free a model explicitly", async () => {
+  await using server = await startServer();
+  const loaded = await (await postJson(`${server.url}/api/models/load`, { model: "tiny-f32" }))
+    .json();
+  equal(loaded.state, "loaded");
+  equal(server.ctx.registry.state("tiny-f32"), "loaded");
+  const ps = (await (await fetch(`${server.url}/api/ps`)).json()).models;
+  equal(ps[0].name, "tiny-f32");
+  equal(ps[0].slots, 4);
+  ok(ps[0].size_bytes > 0);
+  const unloaded = await (await postJson(`${server.url}/api/models/unload`, { model: "tiny-f32" }))
+    .json();
+  equal(unloaded.unloaded, true);
+  equal(server.ctx.registry.state("tiny-f32"), "available");
+  const missing = await postJson(`${server.url}/api/models/load`, { model: "nope" });
+  equal(missing.status, 404);
+  await missing.body?.cancel();
+});
+
+Deno.test("LoRA: hot-swap through /api/lora changes the output, and detaching restores it exactly", async () => {
+  const adapter = await fixtureLora("tiny-f32-lora");
+  await using server = await startServer({
+    adapters: [{ name: "tiny-f32-lora", path: adapter }],
+  });
+  const base = (await complete(server.url, {})).body.choices[0].text;
+  const attach = await postJson(`${server.url}/api/lora`, {
+    model: "tiny-f32",
+    adapters: [{ name: "tiny-f32-lora", scale: 1 }],
+  });
+  deepEqual((await attach.json()).attached, [{ path: adapter, scale: 1 }]);
+  const adapted = (await complete(server.url, {})).body.choices[0].text;
+  notEqual(adapted, base);
+  const listed = await (await fetch(`${server.url}/api/lora?model=tiny-f32`)).json();
+  equal(listed.attached.length, 1);
+  await (await postJson(`${server.url}/api/lora`, { model: "tiny-f32", adapters: [] })).json();
+  equal((await complete(server.url, {})).body.choices[0].text, base);
+});
+
+Deno.test("LoRA: a request can pick adapters by name; unknown names are 400", async () => {
+  const adapter = await fixtureLora("tiny-f32-lora");
+  await using server = await startServer({
+    adapters: [{ name: "tiny-f32-lora", path: adapter }],
+  });
+  const base = (await complete(server.url, {})).body.choices[0].text;
+  const [withLora, without] = await Promise.all([
+    complete(server.url, { lora: [{ name: "tiny-f32-lora", scale: 1 }] }),
+    complete(server.url, {}),
+  ]);
+  notEqual(withLora.body.choices[0].text, base);
+  equal(without.body.choices[0].text, base, "requests with other adapters never share a step");
+  const unknown = await complete(server.url, { lora: [{ name: "nope" }] });
+  equal(unknown.status, 400);
+  equal(unknown.body.error.param, "lora");
+  const byPath = await complete(server.url, { lora: [{ name: adapter }] });
+  equal(byPath.status, 400, "request fields never name files");
+});
