@@ -4,7 +4,7 @@
 #   bench/gpu_run.sh test    the test suite's GPU cases (tests/gpu) against that build
 #   bench/gpu_run.sh bench   bench/serve_bench.ts: shimmy serve vs llama-server on the GPU
 # Without network it takes Deno and the llama.cpp source from .device/ (see bench/README.md:
-# deno.xz, llama-src.tar.xz, llama-vocab.tar.xz, deno_dir/). Logs go to $OUT (or /tmp).
+# deno.xz, llama-src.tar.xz, llama-vocab.tar.xz, deno_dir.tar.xz). Logs go to $OUT (or /tmp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/shimmy-gpu}
@@ -15,8 +15,9 @@ if ! command -v deno >/dev/null 2>&1; then
   [ -x /tmp/deno ] || { xz -dc .device/deno.xz >/tmp/deno && chmod +x /tmp/deno; }
   export PATH=/tmp:$PATH
 fi
-if [ -d .device/deno_dir ] && [ -z "${DENO_DIR:-}" ]; then
-  [ -d /tmp/deno_dir ] || cp -r .device/deno_dir /tmp/deno_dir
+if [ -f .device/deno_dir.tar.xz ] && [ -z "${DENO_DIR:-}" ]; then
+  # Deno's npm cache for every package in deno.lock (the machine cannot download them).
+  [ -d /tmp/deno_dir ] || { mkdir -p /tmp/deno_dir && tar -xJf .device/deno_dir.tar.xz -C /tmp/deno_dir; }
   export DENO_DIR=/tmp/deno_dir
 fi
 export DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
@@ -47,7 +48,9 @@ case "${1:-all}" in
       --lib-dir "$lib" --llama-server "$lib/bin/llama-server" --tokens 256 --streams 1,8 \
       --reps "${REPS:-3}" --json "$out/bench-gpu.json" 2>&1 | tee "$out/bench-gpu.log"
     "$lib/bin/llama-bench" -m tests/fixtures/generated/bench-1b.gguf -ngl 99 -p 512 -n 128 \
-      2>/dev/null | tee "$out/llama-bench.log"
+      2>/dev/null | tee "$out/llama-bench.log" || true
+    deno run -A main.ts bench tests/fixtures/generated/bench-1b.gguf --gpu-backend cuda \
+      --prompt-tokens 512 --gen-tokens 128 2>&1 | tee "$out/shimmy-bench.log" || true
     ;;
   *) echo "usage: bench/gpu_run.sh build|test|bench" >&2; exit 1 ;;
 esac

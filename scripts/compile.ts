@@ -15,8 +15,17 @@ import { parseArgs } from "node:util";
 import { join, relative } from "node:path";
 import { defaultAppRoot, findLibraryFile, flavourCandidates } from "../src/ffi/library.ts";
 
-/** The permissions the executable is granted: models and libraries, the network, env. */
-export const COMPILE_PERMISSIONS = ["--allow-ffi", "--allow-read", "--allow-net", "--allow-env"];
+/**
+ * The permissions the executable is granted: libraries and models (ffi, read), serving (net),
+ * `SHIMMY_*` settings (env), free memory for the load check (sys).
+ */
+export const COMPILE_PERMISSIONS = [
+  "--allow-ffi",
+  "--allow-read",
+  "--allow-net",
+  "--allow-env",
+  "--allow-sys",
+];
 
 /** Files in a library folder that the executable does not need. */
 const NOT_EMBEDDED = [

@@ -37,6 +37,7 @@ Options:
   --threads N             CPU threads (default: one per core)
   --gpu-backend B         auto | cpu | cuda | vulkan | metal (default auto)
   --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
+  --tensor-split A,B,…    Share of the model per GPU, e.g. 3,1
   --json                  Print one JSON object (text, tokens, usage, timings)
   --raw                   Send the prompt untouched (no chat template)
   --chat-template T       chatml, llama3, llama2, mistral, gemma, phi3, openchat, zephyr,
@@ -63,6 +64,7 @@ export interface GenerateArgs {
   ctxSize?: number;
   threads?: number;
   nGpuLayers?: number;
+  tensorSplit?: number[];
   json: boolean;
   raw: boolean;
   chatTemplate?: string;
@@ -77,6 +79,21 @@ function numberFlag(name: string, value: string | undefined, integer = false): n
     );
   }
   return n;
+}
+
+/**
+ * Parses `--tensor-split`: non-negative numbers, comma-separated, one per GPU.
+ *
+ * @param value The flag value.
+ * @returns The proportions.
+ * @throws {UsageError} for anything else.
+ */
+export function parseTensorSplit(value: string): number[] {
+  const parts = value.split(",").map((p) => Number(p.trim()));
+  if (parts.length === 0 || parts.some((n) => !Number.isFinite(n) || n < 0)) {
+    throw new UsageError(`--tensor-split must be numbers like 3,1, got "${value}"`);
+  }
+  return parts;
 }
 
 /**
@@ -111,6 +128,7 @@ export function parseGenerateArgs(
         "ctx-size": { type: "string" },
         threads: { type: "string" },
         "n-gpu-layers": { type: "string" },
+        "tensor-split": { type: "string" },
         "chat-template": { type: "string" },
         json: { type: "boolean", default: false },
         raw: { type: "boolean", default: false },
@@ -146,6 +164,7 @@ export function parseGenerateArgs(
     json: v.json,
     raw: v.raw,
     ...(v["chat-template"] ? { chatTemplate: v["chat-template"] } : {}),
+    ...(v["tensor-split"] ? { tensorSplit: parseTensorSplit(v["tensor-split"]) } : {}),
   };
   const optional = {
     temperature: numberFlag("temperature", v.temperature),
@@ -187,6 +206,7 @@ export async function generateMain(args: string[], globals: GlobalFlags): Promis
     ...(options.nGpuLayers !== undefined ? { nGpuLayers: options.nGpuLayers } : {}),
     ...(options.ctxSize !== undefined ? { ctxSize: options.ctxSize } : {}),
     ...(options.threads !== undefined ? { threads: options.threads } : {}),
+    ...(options.tensorSplit ? { tensorSplit: options.tensorSplit } : {}),
   });
   progress.done();
   const override = options.chatTemplate

@@ -8,8 +8,10 @@ import { GpuUnavailableError } from "../engine/gpu.ts";
 import { ModelNotFoundError } from "../engine/model_resolver.ts";
 import { GenerationError } from "../engine/errors.ts";
 import { ContextCreateError, LibraryNotFoundError, ModelLoadError } from "../ffi/mod.ts";
+import { benchMain } from "./bench.ts";
 import { discoverMain } from "./discover.ts";
 import { generateMain } from "./generate.ts";
+import { gpuInfoMain } from "./gpu_info.ts";
 import { listMain } from "./list.ts";
 import { probeMain } from "./probe.ts";
 import { serveMain } from "./serve.ts";
@@ -28,6 +30,8 @@ Commands:
   list       List the models found on this machine (shimmy list --help)
   discover   Search again: what was found where, what was skipped and why
   probe      Load a model and report its layers, memory and template
+  gpu-info   The compute devices llama.cpp sees, and which one auto picks
+  bench      Prompt and generation speed of a model through the engine
 
 Global flags (before or after the command):
   --model-dirs DIRS    Extra model folders, ';'-separated
@@ -51,8 +55,10 @@ export function versionLine(flags: GlobalFlags): string {
 type Command = (args: string[], globals: GlobalFlags) => Promise<number>;
 
 const COMMANDS: Record<string, Command> = {
+  bench: benchMain,
   discover: discoverMain,
   generate: generateMain,
+  "gpu-info": gpuInfoMain,
   list: listMain,
   probe: probeMain,
   serve: serveMain,

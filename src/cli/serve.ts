@@ -14,6 +14,7 @@ import { createApp } from "../server/app.ts";
 import type { ServerContext } from "../server/context.ts";
 import { Metrics } from "../server/metrics.ts";
 import type { GlobalFlags } from "./global_flags.ts";
+import { parseTensorSplit } from "./generate.ts";
 import { discoverFor, entriesFrom } from "./model_lookup.ts";
 import { UsageError } from "./usage_error.ts";
 
@@ -45,6 +46,7 @@ Options:
                           (default: the model's own template)
   --gpu-backend B         auto | cpu | cuda | vulkan | metal (default auto)
   --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
+  --tensor-split A,B,…    Share of each model per GPU, e.g. 3,1
   --model-dirs DIRS       Extra model folders, ';'-separated
   --verbose               Show llama.cpp's log
 
@@ -62,6 +64,7 @@ export interface ServeArgs {
   maxQueue?: number;
   threads?: number;
   nGpuLayers?: number;
+  tensorSplit?: number[];
   apiKey?: string;
   cors?: string;
   chatTemplate?: string;
@@ -105,6 +108,7 @@ export function parseServeArgs(
         "max-queue": { type: "string" },
         threads: { type: "string" },
         "n-gpu-layers": { type: "string" },
+        "tensor-split": { type: "string" },
         "api-key": { type: "string" },
         cors: { type: "string" },
         "chat-template": { type: "string" },
@@ -150,6 +154,7 @@ export function parseServeArgs(
     apiKey: v["api-key"] ?? env("SHIMMY_API_KEY"),
     cors: v.cors,
     chatTemplate: v["chat-template"],
+    tensorSplit: v["tensor-split"] ? parseTensorSplit(v["tensor-split"]) : undefined,
     maxModels: positiveInt("max-models", v["max-models"]),
     keepAliveMs,
   };
@@ -259,6 +264,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     ...(options.maxQueue ? { maxQueue: options.maxQueue } : {}),
     ...(options.threads ? { threads: options.threads } : {}),
     ...(options.nGpuLayers !== undefined ? { nGpuLayers: options.nGpuLayers } : {}),
+    ...(options.tensorSplit ? { tensorSplit: options.tensorSplit } : {}),
     ...(options.maxModels ? { maxModels: options.maxModels } : {}),
     ...(options.keepAliveMs !== undefined ? { keepAliveMs: options.keepAliveMs } : {}),
   });

@@ -1,0 +1,138 @@
+/**
+ * `shimmy bench NAME [--prompt-tokens N] [--gen-tokens N] [--reps R] [--json]`: measures a
+ * model's prompt processing and generation speed through the same engine `serve` uses (one
+ * slot, greedy, no HTTP), like llama.cpp's `llama-bench` pp/tg tests.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { parseGpuLayers } from "../engine/gpu.ts";
+import { LoadedModel } from "../engine/loaded_model.ts";
+import type { GlobalFlags } from "./global_flags.ts";
+import { findModelPath } from "./model_lookup.ts";
+import { UsageError } from "./usage_error.ts";
+
+/** Usage text of `shimmy bench`. */
+export const BENCH_USAGE = `Usage: shimmy bench NAME [options]
+
+Measures prompt processing (pp) and generation (tg) speed of a model through Shimmy's engine.
+
+Options:
+  --prompt-tokens N     Prompt length for pp (default 512)
+  --gen-tokens N        Tokens generated for tg (default 128)
+  --reps R              Repetitions; medians are reported (default 3)
+  --threads N           CPU threads (default: one per core)
+  --n-gpu-layers N|all  Layers to offload (default: all on a GPU)
+  --gpu-backend B       auto | cpu | cuda | vulkan | metal
+  --json                Print one JSON object
+
+Examples:
+  shimmy bench ./models/llama-1b.gguf
+  shimmy bench phi3 --gpu-backend cuda --prompt-tokens 1024 --json`;
+
+function positive(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive integer`);
+  return n;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? 0;
+}
+
+/**
+ * Runs `shimmy bench`.
+ *
+ * @param args Arguments after the command name.
+ * @param globals Global flags.
+ * @returns The exit code.
+ */
+export async function benchMain(args: string[], globals: GlobalFlags): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        "prompt-tokens": { type: "string" },
+        "gen-tokens": { type: "string" },
+        reps: { type: "string" },
+        threads: { type: "string" },
+        "n-gpu-layers": { type: "string" },
+        json: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const v = parsed.values;
+  if (v.help) {
+    console.log(BENCH_USAGE);
+    return 0;
+  }
+  const name = parsed.positionals[0];
+  if (!name) throw new UsageError("Name the model to benchmark: shimmy bench NAME");
+  const promptTokens = positive("prompt-tokens", v["prompt-tokens"], 512);
+  const genTokens = positive("gen-tokens", v["gen-tokens"], 128);
+  const reps = positive("reps", v.reps, 3);
+  let nGpuLayers: number | undefined;
+  try {
+    nGpuLayers = parseGpuLayers(v["n-gpu-layers"]);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const path = await findModelPath(name, globals);
+  await using loaded = await LoadedModel.open({
+    path,
+    gpuBackend: globals.gpuBackend ?? "auto",
+    verbose: globals.verbose,
+    ctxSize: promptTokens + genTokens + 8,
+    batchSize: Math.max(512, promptTokens),
+    ...(v.threads ? { threads: positive("threads", v.threads, 1) } : {}),
+    ...(nGpuLayers !== undefined ? { nGpuLayers } : {}),
+  });
+  const vocab = loaded.model.nVocab;
+  const pp: number[] = [];
+  const tg: number[] = [];
+  for (let rep = 0; rep <= reps; rep++) {
+    // Distinct random prompts, so no prefix is reused; rep 0 is a warm-up.
+    const prompt = Int32Array.from(
+      { length: promptTokens },
+      () => 1 + Math.floor(Math.random() * (vocab - 1)),
+    );
+    const generation = loaded.scheduler.submit({
+      prompt,
+      maxTokens: genTokens,
+      ignoreEos: true,
+      sampling: { temperature: 0 },
+    });
+    for await (const _ of generation) { /* drain */ }
+    const result = await generation.result;
+    if (rep === 0) continue;
+    pp.push(result.timings.promptPerSecond);
+    tg.push(result.timings.generatePerSecond);
+  }
+  const report = {
+    model: path,
+    description: loaded.model.description,
+    backend: loaded.devices.backend,
+    offload: loaded.model.offload,
+    prompt_tokens: promptTokens,
+    gen_tokens: genTokens,
+    reps,
+    pp_tokens_per_second: Math.round(median(pp) * 10) / 10,
+    tg_tokens_per_second: Math.round(median(tg) * 10) / 10,
+  };
+  if (v.json) {
+    console.log(JSON.stringify(report));
+  } else {
+    console.log(`${loaded.model.description} on ${report.backend} (${path})`);
+    console.log(`pp${promptTokens}: ${report.pp_tokens_per_second} tok/s`);
+    console.log(`tg${genTokens}: ${report.tg_tokens_per_second} tok/s  (median of ${reps})`);
+  }
+  return 0;
+}
