@@ -1,0 +1,40 @@
+import { equal, match, ok } from "node:assert/strict";
+import { fixtureModel } from "../fixtures/models.ts";
+import { runShimmy } from "../helpers.ts";
+
+Deno.test("shimmy gpu-info --json lists every device and what auto picks", async () => {
+  const run = await runShimmy(["gpu-info", "--json"]);
+  equal(run.code, 0, run.stderr);
+  const info = JSON.parse(run.stdout);
+  ok(info.devices.length >= 1);
+  const cpu = info.devices.find((d: { type: string }) => d.type === "cpu");
+  ok(cpu, "the CPU is a device");
+  for (
+    const key of ["index", "name", "backend", "type", "description", "free_bytes", "total_bytes"]
+  ) {
+    ok(key in cpu, key);
+  }
+  ok(cpu.total_bytes > 0);
+  equal(typeof info.auto.backend, "string");
+  const table = await runShimmy(["gpu-info"]);
+  match(table.stdout, /--gpu-backend auto uses: /);
+});
+
+Deno.test("shimmy bench reports prompt and generation speed", async () => {
+  const run = await runShimmy([
+    "bench",
+    await fixtureModel("tiny-f32"),
+    "--prompt-tokens",
+    "64",
+    "--gen-tokens",
+    "16",
+    "--reps",
+    "1",
+    "--json",
+  ]);
+  equal(run.code, 0, run.stderr);
+  const report = JSON.parse(run.stdout);
+  ok(report.pp_tokens_per_second > 0);
+  ok(report.tg_tokens_per_second > 0);
+  equal(report.backend, "cpu");
+});
