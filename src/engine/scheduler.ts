@@ -106,6 +106,9 @@ export interface SchedulerStats {
 
 type SlotState = "idle" | "prompt" | "generating";
 
+/** Event-loop turns given to network I/O after each decode step. */
+const IO_TURNS_PER_STEP = 2;
+
 interface Job {
   request: GenerationRequest;
   chunks: AsyncQueue<GenerationChunk>;
@@ -251,8 +254,12 @@ export class Scheduler {
         continue;
       }
       await this.#step(active);
-      // Let network I/O (streamed chunks, new requests, aborts) run between steps.
-      await this.context.model.llama.yieldToIo();
+      // Let network I/O (streamed chunks, new requests, aborts) run between steps. A streamed
+      // chunk needs more than one turn of the event loop to reach the socket; two turns cost
+      // about 0.1 ms and bring the first token to the client a step earlier.
+      for (let turn = 0; turn < IO_TURNS_PER_STEP; turn++) {
+        await this.context.model.llama.yieldToIo();
+      }
     }
   }
 
