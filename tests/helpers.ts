@@ -61,3 +61,24 @@ export function skipBecause(test: string, reason: string): true {
   console.warn(`SKIPPED "${test}": ${reason}`);
   return true;
 }
+
+/**
+ * Runs a command in-process and returns what it printed to the console.
+ *
+ * @param run The command's main function, bound to its arguments.
+ * @returns Exit code, stdout and stderr lines joined.
+ */
+export async function capture(run: () => Promise<number>): Promise<RunResult> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const { log, error } = console;
+  console.log = (...args: unknown[]) => void out.push(args.map(String).join(" "));
+  console.error = (...args: unknown[]) => void err.push(args.map(String).join(" "));
+  try {
+    const code = await run();
+    return { code, stdout: out.join("\n"), stderr: err.join("\n") };
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+}

@@ -6,12 +6,11 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { parseGpuLayers } from "../engine/gpu.ts";
 import { LoadedModel } from "../engine/loaded_model.ts";
 import type { GlobalFlags } from "./global_flags.ts";
 import { findModelPath } from "./model_lookup.ts";
 import { UsageError } from "./usage_error.ts";
+import { gpuLayersFlag, parseFlags } from "./flags.ts";
 
 /** Usage text of `shimmy bench`. */
 export const BENCH_USAGE = `Usage: shimmy bench NAME [options]
@@ -51,24 +50,15 @@ function median(values: number[]): number {
  * @returns The exit code.
  */
 export async function benchMain(args: string[], globals: GlobalFlags): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        "prompt-tokens": { type: "string" },
-        "gen-tokens": { type: "string" },
-        reps: { type: "string" },
-        threads: { type: "string" },
-        "n-gpu-layers": { type: "string" },
-        json: { type: "boolean", default: false },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const parsed = parseFlags(args, {
+    "prompt-tokens": { type: "string" },
+    "gen-tokens": { type: "string" },
+    reps: { type: "string" },
+    threads: { type: "string" },
+    "n-gpu-layers": { type: "string" },
+    json: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  }, 1);
   const v = parsed.values;
   if (v.help) {
     console.log(BENCH_USAGE);
@@ -79,12 +69,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
   const promptTokens = positive("prompt-tokens", v["prompt-tokens"], 512);
   const genTokens = positive("gen-tokens", v["gen-tokens"], 128);
   const reps = positive("reps", v.reps, 3);
-  let nGpuLayers: number | undefined;
-  try {
-    nGpuLayers = parseGpuLayers(v["n-gpu-layers"]);
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const nGpuLayers = gpuLayersFlag(v["n-gpu-layers"]);
   const path = await findModelPath(name, globals);
   await using loaded = await LoadedModel.open({
     path,

@@ -6,7 +6,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import {
   type DiscoveredModel,
   discoverModels,
@@ -15,7 +14,7 @@ import {
 } from "../engine/discovery.ts";
 import type { GlobalFlags } from "./global_flags.ts";
 import { discoveryOptions, formatBytes, formatTable, modelTable } from "./model_table.ts";
-import { UsageError } from "./usage_error.ts";
+import { parseFlags } from "./flags.ts";
 
 /** Usage text of `shimmy discover`. */
 export const DISCOVER_USAGE = `Usage: shimmy discover [options]
@@ -59,20 +58,12 @@ export interface DiscoverArgs {
  * ```
  */
 export function parseDiscoverArgs(args: string[]): DiscoverArgs | undefined {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      options: {
-        "llm-only": { type: "boolean", default: false },
-        json: { type: "boolean", default: false },
-        model: { type: "string", short: "m", multiple: true },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const parsed = parseFlags(args, {
+    "llm-only": { type: "boolean", default: false },
+    json: { type: "boolean", default: false },
+    model: { type: "string", short: "m", multiple: true },
+    help: { type: "boolean", short: "h", default: false },
+  });
   const v = parsed.values;
   if (v.help) return undefined;
   return { llmOnly: v["llm-only"], json: v.json, models: v.model ?? [] };

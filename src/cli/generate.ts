@@ -5,9 +5,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { LoadedModel } from "../engine/loaded_model.ts";
-import { parseGpuLayers } from "../engine/gpu.ts";
 import { chatPrompt, rawPrompt } from "../engine/prompt.ts";
 import { loadTemplateOverride } from "../engine/templates.ts";
 import type { GenerationResult } from "../engine/scheduler.ts";
@@ -15,6 +13,7 @@ import type { GlobalFlags } from "./global_flags.ts";
 import { findModelPath } from "./model_lookup.ts";
 import { loadProgressPrinter } from "./progress.ts";
 import { UsageError } from "./usage_error.ts";
+import { gpuLayersFlag, parseFlags } from "./flags.ts";
 
 /** Usage text of `shimmy generate`. */
 export const GENERATE_USAGE = `Usage: shimmy generate [NAME] --prompt TEXT [options]
@@ -108,41 +107,29 @@ export function parseGenerateArgs(
   args: string[],
   env: (name: string) => string | undefined = (n) => Deno.env.get(n),
 ): GenerateArgs | undefined {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        prompt: { type: "string", short: "p" },
-        model: { type: "string", short: "m" },
-        name: { type: "string" },
-        "max-tokens": { type: "string" },
-        temperature: { type: "string" },
-        "top-k": { type: "string" },
-        "top-p": { type: "string" },
-        "min-p": { type: "string" },
-        "repeat-penalty": { type: "string" },
-        seed: { type: "string" },
-        stop: { type: "string", multiple: true },
-        "ctx-size": { type: "string" },
-        threads: { type: "string" },
-        "n-gpu-layers": { type: "string" },
-        "tensor-split": { type: "string" },
-        "chat-template": { type: "string" },
-        json: { type: "boolean", default: false },
-        raw: { type: "boolean", default: false },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const parsed = parseFlags(args, {
+    prompt: { type: "string", short: "p" },
+    model: { type: "string", short: "m" },
+    name: { type: "string" },
+    "max-tokens": { type: "string" },
+    temperature: { type: "string" },
+    "top-k": { type: "string" },
+    "top-p": { type: "string" },
+    "min-p": { type: "string" },
+    "repeat-penalty": { type: "string" },
+    seed: { type: "string" },
+    stop: { type: "string", multiple: true },
+    "ctx-size": { type: "string" },
+    threads: { type: "string" },
+    "n-gpu-layers": { type: "string" },
+    "tensor-split": { type: "string" },
+    "chat-template": { type: "string" },
+    json: { type: "boolean", default: false },
+    raw: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  }, 1);
   const v = parsed.values;
   if (v.help) return undefined;
-  if (parsed.positionals.length > 1) {
-    throw new UsageError(`Unexpected arguments: ${parsed.positionals.slice(1).join(" ")}`);
-  }
   const model = parsed.positionals[0] ?? v.name ?? v.model ?? env("SHIMMY_BASE_GGUF");
   if (!model) {
     throw new UsageError("No model given: pass NAME, --model PATH, or set SHIMMY_BASE_GGUF");
@@ -150,12 +137,7 @@ export function parseGenerateArgs(
   if (v.prompt === undefined) throw new UsageError("--prompt is required");
   const maxTokens = numberFlag("max-tokens", v["max-tokens"], true) ?? 64;
   if (maxTokens < 1) throw new UsageError("--max-tokens must be at least 1");
-  let nGpuLayers: number | undefined;
-  try {
-    nGpuLayers = parseGpuLayers(v["n-gpu-layers"]);
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const nGpuLayers = gpuLayersFlag(v["n-gpu-layers"]);
   const out: GenerateArgs = {
     model,
     prompt: v.prompt,

@@ -5,12 +5,11 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { planDevices } from "../engine/gpu.ts";
 import { Llama } from "../ffi/llama.ts";
 import type { GlobalFlags } from "./global_flags.ts";
 import { formatBytes, formatTable } from "./model_table.ts";
-import { UsageError } from "./usage_error.ts";
+import { parseFlags } from "./flags.ts";
 
 /** Usage text of `shimmy gpu-info`. */
 export const GPU_INFO_USAGE = `Usage: shimmy gpu-info [--json]
@@ -30,18 +29,10 @@ Examples:
  * @returns The exit code.
  */
 export function gpuInfoMain(args: string[], globals: GlobalFlags): Promise<number> {
-  let values;
-  try {
-    values = parseArgs({
-      args,
-      options: {
-        json: { type: "boolean", default: false },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    }).values;
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const values = parseFlags(args, {
+    json: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  }).values;
   if (values.help) {
     console.log(GPU_INFO_USAGE);
     return Promise.resolve(0);

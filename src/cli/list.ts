@@ -5,11 +5,11 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { discoverModels, type DiscoveryOptions } from "../engine/discovery.ts";
 import type { GlobalFlags } from "./global_flags.ts";
 import { discoveryOptions, modelTable } from "./model_table.ts";
 import { UsageError } from "./usage_error.ts";
+import { parseFlags } from "./flags.ts";
 
 /** Usage text of `shimmy list`. */
 export const LIST_USAGE = `Usage: shimmy list [options]
@@ -50,20 +50,12 @@ export interface ListArgs {
  * ```
  */
 export function parseListArgs(args: string[]): ListArgs | undefined {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      options: {
-        json: { type: "boolean", default: false },
-        short: { type: "boolean", short: "s", default: false },
-        model: { type: "string", short: "m", multiple: true },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const parsed = parseFlags(args, {
+    json: { type: "boolean", default: false },
+    short: { type: "boolean", short: "s", default: false },
+    model: { type: "string", short: "m", multiple: true },
+    help: { type: "boolean", short: "h", default: false },
+  });
   const v = parsed.values;
   if (v.help) return undefined;
   if (v.json && v.short) throw new UsageError("--json and --short cannot be used together");

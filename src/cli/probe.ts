@@ -7,7 +7,6 @@
  */
 
 import { basename, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import {
   type DiscoveredModel,
   discoverModels,
@@ -17,7 +16,6 @@ import {
   findModel,
   resolveModel,
 } from "../engine/discovery.ts";
-import { parseGpuLayers } from "../engine/gpu.ts";
 import { LoadedModel } from "../engine/loaded_model.ts";
 import { detectFamily } from "../engine/templates.ts";
 import { ModelLoadError, type ModelLoadErrorCode } from "../ffi/errors.ts";
@@ -26,6 +24,7 @@ import { type GlobalFlags, parseGpuBackend } from "./global_flags.ts";
 import { discoveryOptions, formatBytes, formatCount, formatTable } from "./model_table.ts";
 import { loadProgressPrinter } from "./progress.ts";
 import { UsageError } from "./usage_error.ts";
+import { gpuLayersFlag, parseFlags } from "./flags.ts";
 
 /** Usage text of `shimmy probe`. */
 export const PROBE_USAGE = `Usage: shimmy probe NAME [options]
@@ -78,39 +77,23 @@ export interface ProbeArgs {
  * ```
  */
 export function parseProbeArgs(args: string[]): ProbeArgs | undefined {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        json: { type: "boolean", default: false },
-        "n-gpu-layers": { type: "string" },
-        "ctx-size": { type: "string" },
-        "gpu-backend": { type: "string" },
-        model: { type: "string", short: "m", multiple: true },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const parsed = parseFlags(args, {
+    json: { type: "boolean", default: false },
+    "n-gpu-layers": { type: "string" },
+    "ctx-size": { type: "string" },
+    "gpu-backend": { type: "string" },
+    model: { type: "string", short: "m", multiple: true },
+    help: { type: "boolean", short: "h", default: false },
+  }, 1);
   const v = parsed.values;
   if (v.help) return undefined;
-  if (parsed.positionals.length > 1) {
-    throw new UsageError(`Unexpected arguments: ${parsed.positionals.slice(1).join(" ")}`);
-  }
   const model = parsed.positionals[0];
   if (model === undefined || model.trim() === "") {
     throw new UsageError('No model given: shimmy probe NAME (see "shimmy list")');
   }
   const out: ProbeArgs = { model, json: v.json, models: v.model ?? [] };
-  try {
-    const layers = parseGpuLayers(v["n-gpu-layers"]);
-    if (layers !== undefined) out.nGpuLayers = layers;
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const layers = gpuLayersFlag(v["n-gpu-layers"]);
+  if (layers !== undefined) out.nGpuLayers = layers;
   if (v["ctx-size"] !== undefined) {
     const n = Number(v["ctx-size"]);
     if (!Number.isInteger(n) || n < 1) {

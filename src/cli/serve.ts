@@ -4,8 +4,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { parseGpuLayers } from "../engine/gpu.ts";
 import { planDevices } from "../engine/gpu.ts";
 import { type ModelEntry, ModelRegistry, parseDuration } from "../engine/registry.ts";
 import { loadTemplateOverride } from "../engine/templates.ts";
@@ -17,6 +15,7 @@ import type { GlobalFlags } from "./global_flags.ts";
 import { parseTensorSplit } from "./generate.ts";
 import { discoverFor, entriesFrom } from "./model_lookup.ts";
 import { UsageError } from "./usage_error.ts";
+import { gpuLayersFlag, parseFlags } from "./flags.ts";
 
 /** Usage text of `shimmy serve`. */
 export const SERVE_USAGE = `Usage: shimmy serve [options]
@@ -94,41 +93,28 @@ export function parseServeArgs(
   args: string[],
   env: (name: string) => string | undefined = (n) => Deno.env.get(n),
 ): ServeArgs | undefined {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      options: {
-        bind: { type: "string", default: "auto" },
-        model: { type: "string", multiple: true },
-        "model-path": { type: "string", multiple: true },
-        parallel: { type: "string" },
-        "ctx-size": { type: "string" },
-        "batch-size": { type: "string" },
-        "max-queue": { type: "string" },
-        threads: { type: "string" },
-        "n-gpu-layers": { type: "string" },
-        "tensor-split": { type: "string" },
-        "api-key": { type: "string" },
-        cors: { type: "string" },
-        "chat-template": { type: "string" },
-        "max-models": { type: "string" },
-        "keep-alive": { type: "string" },
-        lora: { type: "string", multiple: true },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const parsed = parseFlags(args, {
+    bind: { type: "string", default: "auto" },
+    model: { type: "string", multiple: true },
+    "model-path": { type: "string", multiple: true },
+    parallel: { type: "string" },
+    "ctx-size": { type: "string" },
+    "batch-size": { type: "string" },
+    "max-queue": { type: "string" },
+    threads: { type: "string" },
+    "n-gpu-layers": { type: "string" },
+    "tensor-split": { type: "string" },
+    "api-key": { type: "string" },
+    cors: { type: "string" },
+    "chat-template": { type: "string" },
+    "max-models": { type: "string" },
+    "keep-alive": { type: "string" },
+    lora: { type: "string", multiple: true },
+    help: { type: "boolean", short: "h", default: false },
+  });
   const v = parsed.values;
   if (v.help) return undefined;
-  let nGpuLayers: number | undefined;
-  try {
-    nGpuLayers = parseGpuLayers(v["n-gpu-layers"]);
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const nGpuLayers = gpuLayersFlag(v["n-gpu-layers"]);
   let keepAliveMs: number | undefined;
   try {
     keepAliveMs = v["keep-alive"] === undefined ? undefined : parseDuration(v["keep-alive"]);

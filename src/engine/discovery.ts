@@ -73,7 +73,7 @@ import {
   inspectGguf,
   normalizeModelKey,
 } from "./discovery_inspect.ts";
-import { ModelNotFoundError } from "./model_resolver.ts";
+import { ModelNotFoundError } from "./model_names.ts";
 
 export {
   type DiscoveryEnv,

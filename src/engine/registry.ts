@@ -10,9 +10,8 @@
  * @module
  */
 
-import { basename } from "node:path";
 import { LoadedModel, type OpenModelOptions } from "./loaded_model.ts";
-import { modelNameOf, ModelNotFoundError } from "./model_resolver.ts";
+import { modelNameOf, ModelNotFoundError } from "./model_names.ts";
 import { GenerationError } from "./errors.ts";
 
 /** A LoRA adapter known for a model. */
@@ -64,38 +63,6 @@ export class ModelUnavailableError extends GenerationError {
     super("unavailable", message);
     this.name = "ModelUnavailableError";
   }
-}
-
-/**
- * Builds registry entries from file paths, giving each a unique name (a numeric suffix is
- * added when two files share a stem). Missing files are skipped.
- *
- * @param files Paths with their source labels.
- * @returns The entries.
- */
-export function entriesFor(files: readonly { path: string; source: string }[]): ModelEntry[] {
-  const entries: ModelEntry[] = [];
-  const taken = new Set<string>();
-  const seenPaths = new Set<string>();
-  for (const { path, source } of files) {
-    let size: number;
-    try {
-      const info = Deno.statSync(path);
-      if (!info.isFile) continue;
-      size = info.size;
-    } catch {
-      continue;
-    }
-    const real = Deno.realPathSync(path);
-    if (seenPaths.has(real)) continue;
-    seenPaths.add(real);
-    const stem = modelNameOf(path) || basename(path).toLowerCase();
-    let name = stem;
-    for (let n = 2; taken.has(name); n++) name = `${stem}-${n}`;
-    taken.add(name);
-    entries.push({ name, path, source, sizeBytes: size });
-  }
-  return entries;
 }
 
 /** What `/api/ps` shows of a loaded model. */

@@ -8,6 +8,7 @@ import type { DiscoveredModel, DiscoveryOptions } from "../../src/engine/discove
 import { GgmlType } from "../../src/gguf/types.ts";
 import { GgufWriter } from "../../src/gguf/writer.ts";
 import { fixtureLora, fixtureModel } from "../fixtures/models.ts";
+import { capture } from "../helpers.ts";
 
 // A model folder built once for the file: two real generated models, a LoRA adapter of one of
 // them, an embedding model, a vocabulary-only file and a file that is not GGUF at all.
@@ -38,22 +39,6 @@ async function writeGguf(path: string, arch: string, tensors: number): Promise<v
     w.addTensor(`blk.${i}.attn_q.weight`, [8, 4], GgmlType.F32, new Float32Array(32));
   }
   await w.write(path);
-}
-
-/** Runs a command in-process and returns what it printed. */
-async function capture(run: () => Promise<number>) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const { log, error } = console;
-  console.log = (...args: unknown[]) => void out.push(args.map(String).join(" "));
-  console.error = (...args: unknown[]) => void err.push(args.map(String).join(" "));
-  try {
-    const code = await run();
-    return { code, stdout: out.join("\n"), stderr: err.join("\n") };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
 }
 
 Deno.test("shimmy list prints a table of the models with size, quantization, arch, context, source and path", async () => {

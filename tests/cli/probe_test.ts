@@ -9,11 +9,12 @@ import {
 } from "../../src/cli/probe.ts";
 import { UsageError } from "../../src/cli/usage_error.ts";
 import { discoverModels, type DiscoveryOptions } from "../../src/engine/discovery.ts";
-import { ModelNotFoundError } from "../../src/engine/model_resolver.ts";
+import { ModelNotFoundError } from "../../src/engine/model_names.ts";
 import { ModelLoadError } from "../../src/ffi/errors.ts";
 import { GgmlType } from "../../src/gguf/types.ts";
 import { GgufWriter } from "../../src/gguf/writer.ts";
 import { fixtureLora, fixtureModel } from "../fixtures/models.ts";
+import { capture } from "../helpers.ts";
 
 // A model folder with the generated tiny-f32 model and its LoRA adapter, a file that is not
 // GGUF, and a GGUF whose header passes discovery but which llama.cpp cannot load.
@@ -36,22 +37,6 @@ globalThis.addEventListener("unload", () => Deno.removeSync(root, { recursive: t
 
 const isolated: DiscoveryOptions = { env: {}, cwd: join(root, "cwd") };
 const cpu = { modelDirs: dir, gpuBackend: "cpu" as const, verbose: false };
-
-/** Runs a command in-process and returns what it printed. */
-async function capture(run: () => Promise<number>) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const { log, error } = console;
-  console.log = (...args: unknown[]) => void out.push(args.map(String).join(" "));
-  console.error = (...args: unknown[]) => void err.push(args.map(String).join(" "));
-  try {
-    const code = await run();
-    return { code, stdout: out.join("\n"), stderr: err.join("\n") };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-}
 
 Deno.test("shimmy probe reports arch, parameters, context, template family and CPU layers of a generated model", async () => {
   const { code, stdout } = await capture(() => probeMain(["tiny-f32"], cpu, isolated));

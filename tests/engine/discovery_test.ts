@@ -11,7 +11,7 @@ import {
   resolveModel,
   splitPathList,
 } from "../../src/engine/discovery.ts";
-import { ModelNotFoundError } from "../../src/engine/model_resolver.ts";
+import { ModelNotFoundError } from "../../src/engine/model_names.ts";
 import { GgmlType, GgufValueType } from "../../src/gguf/types.ts";
 import { GgufWriter } from "../../src/gguf/writer.ts";
 import { fixtureModel } from "../fixtures/models.ts";

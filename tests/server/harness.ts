@@ -5,16 +5,25 @@
  * @module
  */
 
-import {
-  entriesFor,
-  type ModelEntry,
-  ModelRegistry,
-  type RegistryOptions,
-} from "../../src/engine/registry.ts";
+import { basename } from "node:path";
+import { modelNameOf } from "../../src/engine/model_names.ts";
+import { type ModelEntry, ModelRegistry, type RegistryOptions } from "../../src/engine/registry.ts";
 import { createApp } from "../../src/server/app.ts";
 import type { ServerContext, ServerSettings } from "../../src/server/context.ts";
 import { Metrics } from "../../src/server/metrics.ts";
 import { fixtureModel } from "../fixtures/models.ts";
+
+/** Registry entries for fixture files, uniquely named after their stems. */
+function entriesFor(files: readonly { path: string; source: string }[]): ModelEntry[] {
+  const taken = new Set<string>();
+  return files.map(({ path, source }) => {
+    const stem = modelNameOf(path) || basename(path).toLowerCase();
+    let name = stem;
+    for (let n = 2; taken.has(name); n++) name = `${stem}-${n}`;
+    taken.add(name);
+    return { name, path, source, sizeBytes: Deno.statSync(path).size };
+  });
+}
 
 /** A running test server. */
 export interface TestServer {

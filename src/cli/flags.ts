@@ -1,0 +1,56 @@
+/**
+ * Flag parsing shared by the commands: `node:util` parseArgs with misuse turned into a
+ * {@link UsageError}, and the flags several commands take.
+ *
+ * @module
+ */
+
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+import { parseGpuLayers } from "../engine/gpu.ts";
+import { UsageError } from "./usage_error.ts";
+
+/**
+ * Parses command-line flags; unknown flags, missing values and extra arguments become a
+ * UsageError.
+ *
+ * @param args Arguments after the command name.
+ * @param options The flags, as for `parseArgs`.
+ * @param maxPositionals How many plain arguments the command takes. Default 0.
+ * @returns The values and positionals.
+ * @example
+ * ```ts
+ * const { values } = parseFlags(["--json"], { json: { type: "boolean" } });
+ * ```
+ */
+export function parseFlags<const O extends ParseArgsOptionsConfig>(
+  args: string[],
+  options: O,
+  maxPositionals = 0,
+) {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  if (parsed.positionals.length > maxPositionals) {
+    const extra = parsed.positionals.slice(maxPositionals).join(" ");
+    throw new UsageError(`Unexpected arguments: ${extra}`);
+  }
+  return parsed;
+}
+
+/**
+ * `--n-gpu-layers N|all`.
+ *
+ * @param value The flag value.
+ * @returns Layers (-1 = all), or undefined when unset.
+ * @throws {UsageError}
+ */
+export function gpuLayersFlag(value: string | undefined): number | undefined {
+  try {
+    return parseGpuLayers(value);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
