@@ -211,6 +211,30 @@ export function listen(
   return serve("127.0.0.1", 0);
 }
 
+/**
+ * Logs model loads on stderr: the start, every quarter, and the end.
+ *
+ * @returns A registry progress callback.
+ */
+export function loadProgressLogger(): (entry: ModelEntry, fraction: number) => void {
+  const reached = new Map<string, number>();
+  return (entry, fraction) => {
+    let last = reached.get(entry.name);
+    if (last === undefined || (fraction === 0 && last === 4)) {
+      last = -1;
+      console.error(`Loading ${entry.name} (${entry.path})…`);
+    }
+    const quarter = Math.floor(fraction * 4);
+    if (quarter <= last) return;
+    reached.set(entry.name, quarter);
+    if (quarter === 4) {
+      console.error(`Loaded ${entry.name}`);
+    } else if (quarter > 0) {
+      console.error(`Loading ${entry.name}… ${quarter * 25}%`);
+    }
+  };
+}
+
 /** Grace period for in-flight streams on shutdown. */
 const SHUTDOWN_GRACE_MS = 5000;
 
@@ -239,6 +263,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     gpuBackend,
     verbose: globals.verbose,
     parallel: options.parallel,
+    onLoadProgress: loadProgressLogger(),
     availableMemory: () => {
       const plan = planDevices(llama.devices(), gpuBackend, options.nGpuLayers);
       return plan.devices.length > 0
@@ -254,10 +279,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     ...(options.maxModels ? { maxModels: options.maxModels } : {}),
     ...(options.keepAliveMs !== undefined ? { keepAliveMs: options.keepAliveMs } : {}),
   });
-  for (const entry of preload) {
-    console.error(`Loading ${entry.name} (${entry.path})…`);
-    await registry.acquire(entry.name);
-  }
+  for (const entry of preload) await registry.acquire(entry.name);
   const ctx: ServerContext = {
     registry,
     metrics: new Metrics(),
