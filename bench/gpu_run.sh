@@ -39,7 +39,7 @@ case "${1:-all}" in
       2>&1 | tail -5 | tee "$out/build.log"
     ;;
   test)
-    deno run -A tests/fixtures/generate.ts bench-125m tiny-f32 >/dev/null
+    deno run -A tests/fixtures/generate.ts bench-125m bench-1b tiny-f32 >/dev/null
     SHIMMY_LIB_DIR=$lib deno test -A tests/gpu 2>&1 | tee "$out/gpu-tests.log"
     ;;
   bench)

@@ -25,14 +25,21 @@ const cuda = llama?.devices().find((d) => d.backend.toUpperCase().startsWith("CU
 const ignore = cuda === undefined &&
   skipBecause("gpu", "no CUDA device here (these run on the GPU machine, see README)");
 const MODEL = Deno.env.get("SHIMMY_GPU_TEST_MODEL") ?? "bench-125m";
+/** A model big enough for the GPU to matter (a 125M model is CPU-friendly on 16 cores). */
+const SPEED_MODEL = Deno.env.get("SHIMMY_GPU_SPEED_MODEL") ?? "bench-1b";
 
-async function generate(backend: string, tokens: number, prompt = "Hello world, the quick") {
+async function generate(
+  backend: string,
+  tokens: number,
+  prompt = "Hello world, the quick",
+  model = MODEL,
+) {
   const run = await runShimmy([
     "generate",
     "--gpu-backend",
     backend,
     "--model",
-    await fixtureModel(MODEL),
+    await fixtureModel(model),
     "--prompt",
     prompt,
     "--temperature",
@@ -65,9 +72,10 @@ Deno.test({
   name: "generation on the GPU is many times faster than on the CPU",
   ignore,
   async fn() {
-    await generate("cuda", 16); // warm-up
-    const gpu = await generate("cuda", 256);
-    const cpu = await generate("cpu", 64);
+    const prompt = "Hello world, the quick";
+    await generate("cuda", 16, prompt, SPEED_MODEL); // warm-up
+    const gpu = await generate("cuda", 256, prompt, SPEED_MODEL);
+    const cpu = await generate("cpu", 32, prompt, SPEED_MODEL);
     const speedup = gpu.timings.generate_per_second / cpu.timings.generate_per_second;
     console.log(
       `decode: GPU ${gpu.timings.generate_per_second} tok/s, CPU ${cpu.timings.generate_per_second} tok/s, ${
