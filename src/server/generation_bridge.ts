@@ -14,7 +14,7 @@ import type { Generation, GenerationResult } from "../engine/scheduler.ts";
 import type { ServerContext } from "./context.ts";
 import { badRequest } from "./http_error.ts";
 import { requestLora } from "./models_api.ts";
-import type { GenerationFields } from "./request_body.ts";
+import { type Fields, type GenerationFields, generationFields } from "./request_body.ts";
 
 /** What to generate from: a raw prompt, or chat messages rendered with the model's template. */
 export type PromptSource =
@@ -25,6 +25,8 @@ export type PromptSource =
 export interface StartedGeneration {
   entry: ModelEntry;
   loaded: LoadedModel;
+  /** The request's generation settings (`stream`, `include_usage`…). */
+  fields: GenerationFields;
   generation: Generation;
   /** Resolves with the result once metrics are recorded. */
   result: Promise<GenerationResult>;
@@ -34,22 +36,21 @@ export interface StartedGeneration {
  * Starts a generation.
  *
  * @param ctx Server state.
- * @param modelName The requested model (default model when empty).
+ * @param body The request's fields (`model`, sampling, limits, `lora`…).
  * @param source Prompt or messages.
- * @param fields Limits, sampling, stop strings.
  * @param signal Aborts the generation (client gone).
  * @returns The started generation.
  * @throws {HttpError} / engine errors, mapped by the error boundary.
  */
 export async function startGeneration(
   ctx: ServerContext,
-  modelName: string | undefined,
+  body: Fields,
   source: PromptSource,
-  fields: GenerationFields,
   signal: AbortSignal,
 ): Promise<StartedGeneration> {
-  const entry = ctx.registry.resolve(modelName);
+  const entry = ctx.registry.resolve(body.string("model"));
   const loaded = await ctx.registry.acquire(entry.name);
+  const fields = generationFields(body, loaded.model.nVocab);
   const prepared = source.kind === "raw"
     ? rawPrompt(loaded.model, source.prompt)
     : chatPrompt(loaded.model, source.messages, ctx.settings.chatTemplate, source.tools);
@@ -75,7 +76,7 @@ export async function startGeneration(
     return r;
   });
   result.catch(() => {});
-  return { entry, loaded, generation, result };
+  return { entry, loaded, fields, generation, result };
 }
 
 /**

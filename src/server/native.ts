@@ -24,13 +24,7 @@ import {
   usageOf,
 } from "./generation_bridge.ts";
 import { badRequest, errorBody, HttpError, toHttpError } from "./http_error.ts";
-import {
-  chatMessages,
-  Fields,
-  generationFields,
-  parseJsonObject,
-  readJsonBody,
-} from "./request_body.ts";
+import { chatMessages, Fields, parseJsonObject, readJsonBody } from "./request_body.ts";
 import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
 
 function promptOf(fields: Fields, body: Record<string, unknown>): PromptSource {
@@ -51,14 +45,9 @@ function promptOf(fields: Fields, body: Record<string, unknown>): PromptSource {
   return withSystem({ kind: "chat", messages: [{ role: "user", content: prompt }] });
 }
 
-async function begin(ctx: ServerContext, body: Record<string, unknown>, signal: AbortSignal) {
+function begin(ctx: ServerContext, body: Record<string, unknown>, signal: AbortSignal) {
   const fields = new Fields(body);
-  const modelName = fields.string("model");
-  const source = promptOf(fields, body);
-  const entry = ctx.registry.resolve(modelName);
-  const loaded = await ctx.registry.acquire(entry.name);
-  const gen = generationFields(fields, loaded.model.nVocab);
-  return { gen, started: await startGeneration(ctx, entry.name, source, gen, signal) };
+  return startGeneration(ctx, fields, promptOf(fields, body), signal);
 }
 
 /**
@@ -77,8 +66,8 @@ export async function apiGenerate(
   const body = await readJsonBody(request);
   const abort = new AbortController();
   clientGone.addEventListener("abort", () => abort.abort(), { once: true });
-  const { gen, started } = await begin(ctx, body, abort.signal);
-  if (!gen.stream) {
+  const started = await begin(ctx, body, abort.signal);
+  if (!started.fields.stream) {
     for await (const _ of started.generation) { /* the result carries the text */ }
     const result = await started.result;
     return Response.json({
@@ -140,7 +129,7 @@ export function wsGenerate(ctx: ServerContext, request: Request): Response {
       return fail(error, 1003);
     }
     const run = async () => {
-      const { started: gen } = await begin(ctx, body, abort.signal);
+      const gen = await begin(ctx, body, abort.signal);
       for await (const part of gen.generation) {
         if (socket.readyState === WebSocket.OPEN) socket.send(part.text);
       }

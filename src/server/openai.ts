@@ -14,7 +14,7 @@ import {
   usageOf,
 } from "./generation_bridge.ts";
 import { badRequest } from "./http_error.ts";
-import { chatMessages, Fields, generationFields, readJsonBody } from "./request_body.ts";
+import { chatMessages, Fields, readJsonBody } from "./request_body.ts";
 import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
 
 type Kind = "chat" | "text";
@@ -80,14 +80,12 @@ async function complete(
 ): Promise<Response> {
   const body = await readJsonBody(request);
   const fields = new Fields(body);
-  const modelName = fields.string("model");
   const source = promptOf(fields, kind, body);
-  const entry = ctx.registry.resolve(modelName);
-  const loaded = await ctx.registry.acquire(entry.name);
-  const gen = generationFields(fields, loaded.model.nVocab);
   const abort = new AbortController();
   clientGone.addEventListener("abort", () => abort.abort(), { once: true });
-  const started = await startGeneration(ctx, entry.name, source, gen, abort.signal);
+  const started = await startGeneration(ctx, fields, source, abort.signal);
+  const gen = started.fields;
+  const entry = started.entry;
   const id = completionId(kind);
   const created = Math.floor(Date.now() / 1000);
   const model = entry.name;

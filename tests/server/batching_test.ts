@@ -12,7 +12,7 @@ async function streamTokens(url: string, prompt: string, model: string): Promise
   const response = await postJson(`${url}/v1/completions`, {
     model,
     prompt,
-    max_tokens: 32,
+    max_tokens: 128,
     temperature: 0,
     stream: true,
   });
