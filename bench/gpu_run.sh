@@ -40,6 +40,9 @@ case "${1:-all}" in
     ;;
   test)
     deno run -A tests/fixtures/generate.ts bench-125m bench-1b tiny-f32 >/dev/null
+    SHIMMY_LIB_DIR=$lib deno run -A main.ts gpu-info 2>&1 | tee "$out/gpu-info.log"
+    SHIMMY_LIB_DIR=$lib deno run -A main.ts probe tests/fixtures/generated/bench-1b.gguf \
+      --gpu-backend cuda 2>&1 | tee "$out/probe.log"
     SHIMMY_LIB_DIR=$lib deno test -A tests/gpu 2>&1 | tee "$out/gpu-tests.log"
     ;;
   bench)
