@@ -2,9 +2,11 @@
  * The per-model scheduler: owns one `llama_context` with N slots (sequences) and runs
  * continuous batching. Each step admits queued requests into free slots (the slot whose cached
  * tokens share the longest prefix with the prompt, so only the rest is evaluated), builds one
- * batch of prompt chunks plus one token per generating slot, awaits one nonblocking decode,
- * samples every slot with its own sampler chain, and streams text to each request. Aborted and
- * finished slots are freed before the next step; never two decodes run on the context.
+ * batch of prompt chunks plus one token per generating slot, runs one decode (on this thread
+ * for a generation step, on a worker thread when prompt chunks make it long), samples every
+ * slot with its own sampler chain, and streams text to each request. Aborted and finished
+ * slots are freed before the next step; never two decodes run on the context. Requests with
+ * different LoRA adapters take turns rather than share a step.
  *
  * @module
  */
