@@ -40,6 +40,11 @@ export interface GenerationRequest {
   stop?: readonly string[];
   /** Token ids that end generation like end-of-generation tokens (template end markers). */
   stopTokens?: readonly number[];
+  /**
+   * When prompt + max tokens do not fit the slot's context, drop the oldest prompt tokens
+   * (a leading BOS is kept) instead of refusing. Default false: nothing is cut silently.
+   */
+  truncate?: boolean;
   /** Keep going past end-of-generation tokens. Default false. */
   ignoreEos?: boolean;
   /** Aborts the generation (client gone, stop frame…). */
@@ -188,8 +193,9 @@ export class Scheduler {
    * @throws {GenerationError} `context_overflow` when prompt + max tokens cannot fit a slot,
    *   `queue_full` when too many requests wait, `closed` after {@link close}.
    */
-  submit(request: GenerationRequest): Generation {
+  submit(original: GenerationRequest): Generation {
     if (this.#closing) throw new GenerationError("closed", "The model is shutting down");
+    const request = original.truncate ? this.#truncated(original) : original;
     this.#validate(request);
     const freeSlots = this.#slots.filter((s) => s.state === "idle").length;
     const waiting = Math.max(0, this.#queue.length - freeSlots);
@@ -213,6 +219,20 @@ export class Scheduler {
     return { result, [Symbol.asyncIterator]: () => chunks[Symbol.asyncIterator]() };
   }
 
+  /** The request with its prompt cut from the front to fit, keeping a leading BOS. */
+  #truncated(request: GenerationRequest): GenerationRequest {
+    const room = this.slotContext - (request.maxTokens ?? 1);
+    const prompt = request.prompt;
+    if (prompt.length <= room || room < 2) return request;
+    const bos = this.context.model.bos;
+    const keepFirst = bos >= 0 && prompt[0] === bos ? 1 : 0;
+    const tail = prompt.subarray(prompt.length - (room - keepFirst));
+    const cut = new Int32Array(keepFirst + tail.length);
+    if (keepFirst) cut[0] = bos;
+    cut.set(tail, keepFirst);
+    return { ...request, prompt: cut };
+  }
+
   #validate(request: GenerationRequest): void {
     const n = request.prompt.length;
     if (n === 0) throw new GenerationError("invalid_request", "The prompt is empty");
@@ -234,7 +254,7 @@ export class Scheduler {
         "context_overflow",
         `The prompt is ${n} tokens` + (max !== undefined ? ` and max_tokens is ${max}` : "") +
           `, more than the context of ${this.slotContext} tokens per request; shorten the prompt, ` +
-          `lower max_tokens or raise --ctx-size`,
+          `lower max_tokens, raise --ctx-size, or send "truncate": true to drop the oldest tokens`,
       );
     }
   }

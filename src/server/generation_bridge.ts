@@ -63,6 +63,7 @@ export async function startGeneration(
     stopTokens: prepared.stopTokens,
     sampling: fields.sampling,
     ignoreEos: fields.ignoreEos,
+    truncate: fields.truncate,
     signal,
     ...(fields.maxTokens !== undefined ? { maxTokens: fields.maxTokens } : {}),
   });

@@ -153,6 +153,8 @@ export interface GenerationFields {
   stop: string[];
   sampling: SamplingParams;
   ignoreEos: boolean;
+  /** Drop the oldest prompt tokens when the prompt does not fit. */
+  truncate: boolean;
   stream: boolean;
   includeUsage: boolean;
   /** The raw `lora` field (resolved against the model's adapters later). */
@@ -198,6 +200,7 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
     stop: fields.strings("stop") ?? [],
     sampling,
     ignoreEos: fields.boolean("ignore_eos") ?? false,
+    truncate: fields.boolean("truncate") ?? false,
     stream: fields.boolean("stream") ?? false,
     includeUsage: includeUsage === true,
     ...(fields.raw("lora") !== undefined ? { lora: fields.raw("lora") } : {}),

@@ -56,6 +56,31 @@ Deno.test("shimmy serve prints its URL and models, serves, and exits 0 on SIGTER
   match(stderr, /SIGTERM: stopping/);
 });
 
+Deno.test("on SIGTERM a stream longer than the grace period is cancelled and the exit is still 0", async () => {
+  const served = await serve(["--model", model, "--bind", "127.0.0.1:0", "--ctx-size", "16384"]);
+  const stream = await fetch(`${served.url}/v1/completions`, {
+    method: "POST",
+    body: JSON.stringify({ prompt: "x", max_tokens: 16000, ignore_eos: true, stream: true }),
+  });
+  const reader = stream.body!.getReader();
+  await reader.read();
+  const started = performance.now();
+  served.process.kill("SIGTERM");
+  let text = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += new TextDecoder().decode(value);
+  }
+  const status = await served.process.status;
+  equal(status.code, 0);
+  const elapsed = performance.now() - started;
+  ok(elapsed >= 4500 && elapsed < 20_000, `stopped after ${elapsed} ms`);
+  ok(!text.includes('"finish_reason":"length"'), "the stream was cut, not finished");
+  await served.output;
+  await served.process.stderr.cancel();
+});
+
 Deno.test("--bind auto takes 11435, or the next free port when it is busy", async () => {
   let blocker: Deno.Listener | undefined;
   try {

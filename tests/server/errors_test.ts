@@ -79,6 +79,20 @@ Deno.test("a prompt beyond the context is 400 context_length_exceeded, not a cra
   await ok2.body?.cancel();
 });
 
+Deno.test('"truncate": true drops the oldest prompt tokens instead of refusing', async () => {
+  await using server = await startServer({ load: { ctxSize: 64 } });
+  const long = "word ".repeat(100) + "the end";
+  const response = await postJson(`${server.url}/v1/completions`, {
+    prompt: long,
+    max_tokens: 8,
+    truncate: true,
+  });
+  equal(response.status, 200);
+  const body = await response.json();
+  equal(body.usage.prompt_tokens, 64 - 8, "the prompt fills the context left by max_tokens");
+  equal(body.usage.completion_tokens, 8);
+});
+
 Deno.test("a full queue answers 503 with Retry-After", async () => {
   await using server = await startServer({ load: { parallel: 1, maxQueue: 1, ctxSize: 8192 } });
   const long = { prompt: "go", max_tokens: 8000, ignore_eos: true };
