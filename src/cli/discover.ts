@@ -13,7 +13,8 @@ import {
   type DiscoveryReport,
 } from "../engine/discovery.ts";
 import type { GlobalFlags } from "./global_flags.ts";
-import { discoveryOptions, formatBytes, formatTable, modelTable } from "./model_table.ts";
+import { formatBytes, formatTable, modelTable } from "./model_table.ts";
+import { discoveryOptions } from "./model_lookup.ts";
 import { parseFlags } from "./flags.ts";
 
 /** Usage text of `shimmy discover`. */

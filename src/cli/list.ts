@@ -7,7 +7,8 @@
 
 import { discoverModels, type DiscoveryOptions } from "../engine/discovery.ts";
 import type { GlobalFlags } from "./global_flags.ts";
-import { discoveryOptions, modelTable } from "./model_table.ts";
+import { modelTable } from "./model_table.ts";
+import { discoveryOptions } from "./model_lookup.ts";
 import { UsageError } from "./usage_error.ts";
 import { parseFlags } from "./flags.ts";
 

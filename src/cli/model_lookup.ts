@@ -1,6 +1,7 @@
 /**
- * How the commands find models: discovery over every source (the global `--model-dirs`
- * included), registry entries from its report, and name-or-path lookup.
+ * How the commands find models: the discovery options built from the flags, discovery over
+ * every source (the global `--model-dirs` included), registry entries from its report, and
+ * name-or-path lookup.
  *
  * @module
  */
@@ -8,6 +9,7 @@
 import {
   type DiscoveredModel,
   discoverModels,
+  type DiscoveryOptions,
   type DiscoveryReport,
   resolveModel,
 } from "../engine/discovery.ts";
@@ -15,17 +17,44 @@ import type { ModelEntry } from "../engine/registry.ts";
 import type { GlobalFlags } from "./global_flags.ts";
 
 /**
- * Runs discovery with the command line's model folders and explicit models.
+ * The discovery options of a command: the global `--model-dirs`, the command's `--model`
+ * paths, over a base (tests pass `env`, `home` and `cwd` so the real home is not searched).
+ *
+ * @param globals Global flags.
+ * @param models `--model PATH` values. Default none.
+ * @param base Options to start from. Default `{}` (the process environment and home).
+ * @returns Options for `discoverModels`.
+ * @example
+ * ```ts
+ * const report = await discoverModels(discoveryOptions({ modelDirs: "/m", verbose: false }));
+ * ```
+ */
+export function discoveryOptions(
+  globals: GlobalFlags,
+  models: readonly string[] = [],
+  base: DiscoveryOptions = {},
+): DiscoveryOptions {
+  const modelDirs = [
+    ...(typeof base.modelDirs === "string" ? [base.modelDirs] : base.modelDirs ?? []),
+    ...(globals.modelDirs ? [globals.modelDirs] : []),
+  ];
+  return {
+    ...base,
+    ...(modelDirs.length > 0 ? { modelDirs } : {}),
+    ...(models.length > 0 || base.models ? { models: [...(base.models ?? []), ...models] } : {}),
+  };
+}
+
+/**
+ * Runs discovery with the command line's model folders and the explicit models that are files
+ * (the others are names, found among what discovery reports).
  *
  * @param globals Global flags (`--model-dirs`).
- * @param models Explicit `--model` values that are paths.
+ * @param models `--model` values, names or paths.
  * @returns The report.
  */
 export function discoverFor(globals: GlobalFlags, models: readonly string[] = []) {
-  return discoverModels({
-    models: models.filter(isFile),
-    ...(globals.modelDirs ? { modelDirs: globals.modelDirs } : {}),
-  });
+  return discoverModels(discoveryOptions(globals, models.filter(isFile)));
 }
 
 /** Whether a path names an existing file. */

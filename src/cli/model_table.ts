@@ -1,12 +1,11 @@
 /**
  * Shared pieces of `shimmy list`, `shimmy discover` and `shimmy probe`: human sizes and counts,
- * aligned text tables, the model table, and the discovery options built from the flags.
+ * aligned text tables and the model table.
  *
  * @module
  */
 
-import type { DiscoveredModel, DiscoveryOptions } from "../engine/discovery.ts";
-import type { GlobalFlags } from "./global_flags.ts";
+import type { DiscoveredModel } from "../engine/discovery.ts";
 
 /**
  * Formats a byte count with binary units.
@@ -116,33 +115,4 @@ export function modelTable(models: readonly DiscoveredModel[], indent = ""): str
     ]),
     indent,
   );
-}
-
-/**
- * The discovery options of a command: the global `--model-dirs`, the command's `--model`
- * paths, over a base (tests pass `env`, `home` and `cwd` so the real home is not searched).
- *
- * @param globals Global flags.
- * @param models `--model PATH` values. Default none.
- * @param base Options to start from. Default `{}` (the process environment and home).
- * @returns Options for `discoverModels`.
- * @example
- * ```ts
- * const report = await discoverModels(discoveryOptions({ modelDirs: "/m", verbose: false }));
- * ```
- */
-export function discoveryOptions(
-  globals: GlobalFlags,
-  models: readonly string[] = [],
-  base: DiscoveryOptions = {},
-): DiscoveryOptions {
-  const modelDirs = [
-    ...(typeof base.modelDirs === "string" ? [base.modelDirs] : base.modelDirs ?? []),
-    ...(globals.modelDirs ? [globals.modelDirs] : []),
-  ];
-  return {
-    ...base,
-    ...(modelDirs.length > 0 ? { modelDirs } : {}),
-    ...(models.length > 0 || base.models ? { models: [...(base.models ?? []), ...models] } : {}),
-  };
 }
