@@ -126,9 +126,14 @@ cmake "${cmake_args[@]}" >"$CACHE/cmake-configure-$flavour.log" 2>&1 || {
 targets=(--target llama)
 [ "$tools" = 1 ] && targets+=(llama-simple llama-server llama-bench)
 step "Building ${targets[*]:1} with $jobs jobs (progress below)"
+# The grep only filters progress lines; the build's own status decides (grep finding no line
+# is not a failure, and `|| true` would hide the build's status from PIPESTATUS).
+set +e
 cmake --build "$build" --config Release -j "$jobs" "${targets[@]}" 2>&1 |
-  grep --line-buffered -E '^\[ *[0-9]+%\]|error|Error' >&2 || true
-[ "${PIPESTATUS[0]}" = 0 ] || { echo "build-libllama: build failed" >&2; exit 1; }
+  grep --line-buffered -E '^\[ *[0-9]+%\]|error|Error' >&2
+build_status=${PIPESTATUS[0]}
+set -e
+[ "$build_status" = 0 ] || { echo "build-libllama: build failed (cmake exit $build_status)" >&2; exit 1; }
 
 step "Installing into $out"
 mkdir -p "$out"

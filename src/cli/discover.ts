@@ -11,7 +11,7 @@ import {
   discoverModels,
   type DiscoveryOptions,
   type DiscoveryReport,
-} from "../engine/discovery.ts";
+} from "../models/discovery.ts";
 import type { GlobalFlags } from "./global_flags.ts";
 import { formatBytes, formatTable, modelTable } from "./model_table.ts";
 import { discoveryOptions } from "./model_lookup.ts";

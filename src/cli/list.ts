@@ -5,7 +5,7 @@
  * @module
  */
 
-import { discoverModels, type DiscoveryOptions } from "../engine/discovery.ts";
+import { discoverModels, type DiscoveryOptions } from "../models/discovery.ts";
 import type { GlobalFlags } from "./global_flags.ts";
 import { modelTable } from "./model_table.ts";
 import { discoveryOptions } from "./model_lookup.ts";

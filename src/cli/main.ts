@@ -5,7 +5,7 @@
  */
 
 import { GpuUnavailableError } from "../engine/gpu.ts";
-import { ModelNotFoundError } from "../engine/model_names.ts";
+import { ModelNotFoundError } from "../models/model_names.ts";
 import { GenerationError } from "../engine/errors.ts";
 import { ContextCreateError, LibraryNotFoundError, ModelLoadError } from "../ffi/mod.ts";
 import { benchMain } from "./bench.ts";

@@ -12,8 +12,8 @@ import {
   type DiscoveryOptions,
   type DiscoveryReport,
   resolveModel,
-} from "../engine/discovery.ts";
-import type { ModelEntry } from "../engine/registry.ts";
+} from "../models/discovery.ts";
+import type { ModelEntry } from "../models/registry.ts";
 import type { GlobalFlags } from "./global_flags.ts";
 
 /**

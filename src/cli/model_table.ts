@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { DiscoveredModel } from "../engine/discovery.ts";
+import type { DiscoveredModel } from "../models/discovery.ts";
 
 /**
  * Formats a byte count with binary units.

@@ -15,7 +15,7 @@ import {
   findAdapter,
   findModel,
   resolveModel,
-} from "../engine/discovery.ts";
+} from "../models/discovery.ts";
 import { LoadedModel } from "../engine/loaded_model.ts";
 import { detectFamily } from "../engine/templates.ts";
 import { ModelLoadError, type ModelLoadErrorCode } from "../ffi/errors.ts";

@@ -5,7 +5,7 @@
  */
 
 import { planDevices } from "../engine/gpu.ts";
-import { type ModelEntry, ModelRegistry, parseDuration } from "../engine/registry.ts";
+import { type ModelEntry, ModelRegistry, parseDuration } from "../models/registry.ts";
 import { loadTemplateOverride } from "../engine/templates.ts";
 import { Llama } from "../ffi/llama.ts";
 import { createApp } from "../server/app.ts";

@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { ModelRegistry } from "../engine/registry.ts";
+import type { ModelRegistry } from "../models/registry.ts";
 import type { TemplateOverride } from "../engine/templates.ts";
 import type { Metrics } from "./metrics.ts";
 

@@ -9,7 +9,7 @@
 import type { LoadedModel } from "../engine/loaded_model.ts";
 import { chatPrompt, rawPrompt } from "../engine/prompt.ts";
 import type { TemplateMessage } from "../engine/templates.ts";
-import type { ModelEntry } from "../engine/registry.ts";
+import type { ModelEntry } from "../models/registry.ts";
 import type { Generation, GenerationResult } from "../engine/scheduler.ts";
 import type { ServerContext } from "./context.ts";
 import { badRequest } from "./http_error.ts";

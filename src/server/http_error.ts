@@ -8,7 +8,7 @@
 
 import { GenerationError } from "../engine/errors.ts";
 import { GpuUnavailableError } from "../engine/gpu.ts";
-import { ModelNotFoundError } from "../engine/model_names.ts";
+import { ModelNotFoundError } from "../models/model_names.ts";
 import { ContextCreateError, DecodeError, ModelLoadError } from "../ffi/errors.ts";
 
 /** An error with an HTTP status and OpenAI error fields. */

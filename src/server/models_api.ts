@@ -13,7 +13,7 @@
  */
 
 import type { LoadedModel } from "../engine/loaded_model.ts";
-import type { ModelEntry } from "../engine/registry.ts";
+import type { ModelEntry } from "../models/registry.ts";
 import type { LoraChoice } from "../engine/scheduler.ts";
 import { basename } from "node:path";
 import type { ServerContext } from "./context.ts";

@@ -4,7 +4,7 @@ import { discoverMain, isChatModel, parseDiscoverArgs } from "../../src/cli/disc
 import { listMain, parseListArgs } from "../../src/cli/list.ts";
 import { formatBytes, formatCount, formatTable } from "../../src/cli/model_table.ts";
 import { UsageError } from "../../src/cli/usage_error.ts";
-import type { DiscoveredModel, DiscoveryOptions } from "../../src/engine/discovery.ts";
+import type { DiscoveredModel, DiscoveryOptions } from "../../src/models/discovery.ts";
 import { GgmlType } from "../../src/gguf/types.ts";
 import { GgufWriter } from "../../src/gguf/writer.ts";
 import { fixtureLora, fixtureModel } from "../fixtures/models.ts";

@@ -8,8 +8,8 @@ import {
   type ProbeReport,
 } from "../../src/cli/probe.ts";
 import { UsageError } from "../../src/cli/usage_error.ts";
-import { discoverModels, type DiscoveryOptions } from "../../src/engine/discovery.ts";
-import { ModelNotFoundError } from "../../src/engine/model_names.ts";
+import { discoverModels, type DiscoveryOptions } from "../../src/models/discovery.ts";
+import { ModelNotFoundError } from "../../src/models/model_names.ts";
 import { ModelLoadError } from "../../src/ffi/errors.ts";
 import { GgmlType } from "../../src/gguf/types.ts";
 import { GgufWriter } from "../../src/gguf/writer.ts";

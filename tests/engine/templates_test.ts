@@ -14,10 +14,10 @@ import {
 } from "../../src/engine/templates.ts";
 import { ggufString, readGgufInfo } from "../../src/gguf/reader.ts";
 import { toHttpError } from "../../src/server/http_error.ts";
-import { REPO_ROOT } from "../fixtures/models.ts";
+import { llamaSourceDir, REPO_ROOT } from "../fixtures/models.ts";
 
 const FIXTURES = join(REPO_ROOT, "tests", "fixtures", "templates");
-const VOCAB_DIR = join(REPO_ROOT, ".cache", "llama.cpp-v0.5.0", "models");
+const VOCAB_DIR = join(llamaSourceDir() ?? join(REPO_ROOT, ".cache", "llama.cpp-v0.5.0"), "models");
 
 /** Real templates, copied from the `tokenizer.chat_template` of llama.cpp's vocab GGUFs. */
 const REAL = ["qwen2", "phi-3", "command-r", "gemma-4"] as const;

@@ -6,8 +6,8 @@
  */
 
 import { basename } from "node:path";
-import { modelNameOf } from "../../src/engine/model_names.ts";
-import { type ModelEntry, ModelRegistry, type RegistryOptions } from "../../src/engine/registry.ts";
+import { modelNameOf } from "../../src/models/model_names.ts";
+import { type ModelEntry, ModelRegistry, type RegistryOptions } from "../../src/models/registry.ts";
 import { createApp } from "../../src/server/app.ts";
 import type { ServerContext, ServerSettings } from "../../src/server/context.ts";
 import { Metrics } from "../../src/server/metrics.ts";

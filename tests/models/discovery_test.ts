@@ -10,8 +10,8 @@ import {
   parseShardName,
   resolveModel,
   splitPathList,
-} from "../../src/engine/discovery.ts";
-import { ModelNotFoundError } from "../../src/engine/model_names.ts";
+} from "../../src/models/discovery.ts";
+import { ModelNotFoundError } from "../../src/models/model_names.ts";
 import { GgmlType, GgufValueType } from "../../src/gguf/types.ts";
 import { GgufWriter } from "../../src/gguf/writer.ts";
 import { fixtureModel } from "../fixtures/models.ts";

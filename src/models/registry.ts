@@ -10,9 +10,9 @@
  * @module
  */
 
-import { LoadedModel, type OpenModelOptions } from "./loaded_model.ts";
+import { LoadedModel, type OpenModelOptions } from "../engine/loaded_model.ts";
 import { modelNameOf, ModelNotFoundError } from "./model_names.ts";
-import { GenerationError } from "./errors.ts";
+import { GenerationError } from "../engine/errors.ts";
 
 /** A LoRA adapter known for a model. */
 export interface AdapterEntry {
