@@ -29,7 +29,12 @@ export function parseFlags<const O extends ParseArgsOptionsConfig>(
 ) {
   let parsed;
   try {
-    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+    parsed = parseArgs({
+      args: joinNegativeValues(args, options),
+      options,
+      allowPositionals: true,
+      strict: true,
+    });
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
@@ -38,6 +43,29 @@ export function parseFlags<const O extends ParseArgsOptionsConfig>(
     throw new UsageError(`Unexpected arguments: ${extra}`);
   }
   return parsed;
+}
+
+/**
+ * Writes `--flag -1` as `--flag=-1` for string flags, since parseArgs takes a value that
+ * starts with "-" for another flag ("argument is ambiguous").
+ */
+function joinNegativeValues(args: string[], options: ParseArgsOptionsConfig): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string;
+    const next = args[i + 1];
+    const name = arg.startsWith("--") ? arg.slice(2) : undefined;
+    if (
+      name !== undefined && options[name]?.type === "string" && next !== undefined &&
+      /^-\d/.test(next)
+    ) {
+      out.push(`${arg}=${next}`);
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
 }
 
 /**

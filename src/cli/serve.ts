@@ -4,16 +4,20 @@
  * @module
  */
 
+import { dirname, resolve } from "node:path";
 import { planDevices } from "../engine/gpu.ts";
+import { splitPathList } from "../models/discovery_roots.ts";
 import { type ModelEntry, ModelRegistry, parseDuration } from "../models/registry.ts";
 import { loadTemplateOverride } from "../engine/templates.ts";
 import { Llama } from "../ffi/llama.ts";
+import { Activity } from "../server/activity.ts";
 import { createApp } from "../server/app.ts";
+import { type GuardedServer, serveGuarded } from "../server/connection_guard.ts";
 import type { ServerContext } from "../server/context.ts";
 import { Metrics } from "../server/metrics.ts";
 import type { GlobalFlags } from "./global_flags.ts";
 import { parseTensorSplit } from "./generate.ts";
-import { discoverFor, entriesFrom } from "./model_lookup.ts";
+import { discoverFor, entriesFrom, isFile } from "./model_lookup.ts";
 import { UsageError } from "./usage_error.ts";
 import { gpuLayersFlag, parseFlags } from "./flags.ts";
 
@@ -39,7 +43,16 @@ Options:
                           (SHIMMY_LORA_GGUF too)
   --threads N             CPU threads (default: one per core)
   --api-key KEY           Require Authorization: Bearer KEY (or SHIMMY_API_KEY)
-  --cors ORIGIN           Allow cross-origin requests from ORIGIN ('*' for any)
+  --cors ORIGIN           Also allow browser pages from ORIGIN ('*' for any); repeatable,
+                          or ','-separated (SHIMMY_ORIGINS too). Loopback origins always are
+  --allowed-hosts NAMES   Also accept these Host names, ','-separated ('*' for any;
+                          SHIMMY_ALLOWED_HOSTS too). Loopback names, the bound address and,
+                          when bound to 0.0.0.0 or ::, IP addresses always are
+  --header-timeout D      Close a connection whose request headers take longer (default 10s)
+  --idle-timeout D        Close an idle keep-alive connection after D (default 30s)
+  --body-timeout D        Answer 408 when a request body takes longer (default 30s)
+  --max-connections N     Open connections at most; more get 503 (default 512)
+  --shutdown-grace D      On SIGINT/SIGTERM, time in-flight requests get (default 5s)
   --chat-template T       Chat format for every model: chatml, llama3, llama2, mistral,
                           gemma, phi3, openchat, zephyr, raw, or a .jinja file
                           (default: the model's own template)
@@ -65,11 +78,39 @@ export interface ServeArgs {
   nGpuLayers?: number;
   tensorSplit?: number[];
   apiKey?: string;
-  cors?: string;
+  /** Extra browser origins allowed (`--cors`, `SHIMMY_ORIGINS`). */
+  origins: string[];
+  /** Extra Host names allowed (`--allowed-hosts`, `SHIMMY_ALLOWED_HOSTS`). */
+  allowedHosts: string[];
   chatTemplate?: string;
   maxModels?: number;
   keepAliveMs?: number;
+  headerTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  bodyTimeoutMs?: number;
+  maxConnections?: number;
+  /** Grace period for in-flight requests on shutdown. */
+  shutdownGraceMs: number;
   lora: { path: string; scale: number }[];
+}
+
+/** Grace period for in-flight requests on shutdown, unless `--shutdown-grace` says. */
+export const SHUTDOWN_GRACE_MS = 5000;
+
+function durationFlag(name: string, value: string | undefined, allowNever = false) {
+  if (value === undefined) return undefined;
+  let ms: number;
+  try {
+    ms = parseDuration(value);
+  } catch (error) {
+    throw new UsageError(`--${name}: ${(error as Error).message}`);
+  }
+  if (ms < 0 && !allowNever) throw new UsageError(`--${name} cannot be negative`);
+  return ms;
+}
+
+function commaList(...values: (string | undefined)[]): string[] {
+  return values.flatMap((v) => (v ?? "").split(",")).map((v) => v.trim()).filter((v) => v);
 }
 
 function positiveInt(name: string, value: string | undefined): number | undefined {
@@ -105,7 +146,13 @@ export function parseServeArgs(
     "n-gpu-layers": { type: "string" },
     "tensor-split": { type: "string" },
     "api-key": { type: "string" },
-    cors: { type: "string" },
+    cors: { type: "string", multiple: true },
+    "allowed-hosts": { type: "string", multiple: true },
+    "header-timeout": { type: "string" },
+    "idle-timeout": { type: "string" },
+    "body-timeout": { type: "string" },
+    "max-connections": { type: "string" },
+    "shutdown-grace": { type: "string" },
     "chat-template": { type: "string" },
     "max-models": { type: "string" },
     "keep-alive": { type: "string" },
@@ -115,12 +162,7 @@ export function parseServeArgs(
   const v = parsed.values;
   if (v.help) return undefined;
   const nGpuLayers = gpuLayersFlag(v["n-gpu-layers"]);
-  let keepAliveMs: number | undefined;
-  try {
-    keepAliveMs = v["keep-alive"] === undefined ? undefined : parseDuration(v["keep-alive"]);
-  } catch (error) {
-    throw new UsageError(`--keep-alive: ${(error as Error).message}`);
-  }
+  const keepAliveMs = durationFlag("keep-alive", v["keep-alive"], true);
   const loraFlags = [
     ...(v.lora ?? []),
     ...(env("SHIMMY_LORA_GGUF") ? [env("SHIMMY_LORA_GGUF")!] : []),
@@ -130,6 +172,9 @@ export function parseServeArgs(
     models: [...(v.model ?? []), ...(v["model-path"] ?? [])],
     parallel: positiveInt("parallel", v.parallel) ?? 4,
     lora: loraFlags.map(parseLoraFlag),
+    origins: commaList(...(v.cors ?? []), env("SHIMMY_ORIGINS")),
+    allowedHosts: commaList(...(v["allowed-hosts"] ?? []), env("SHIMMY_ALLOWED_HOSTS")),
+    shutdownGraceMs: durationFlag("shutdown-grace", v["shutdown-grace"]) ?? SHUTDOWN_GRACE_MS,
   };
   const optional = {
     ctxSize: positiveInt("ctx-size", v["ctx-size"]),
@@ -138,11 +183,14 @@ export function parseServeArgs(
     threads: positiveInt("threads", v.threads),
     nGpuLayers,
     apiKey: v["api-key"] ?? env("SHIMMY_API_KEY"),
-    cors: v.cors,
     chatTemplate: v["chat-template"],
     tensorSplit: v["tensor-split"] ? parseTensorSplit(v["tensor-split"]) : undefined,
     maxModels: positiveInt("max-models", v["max-models"]),
     keepAliveMs,
+    headerTimeoutMs: durationFlag("header-timeout", v["header-timeout"]),
+    idleTimeoutMs: durationFlag("idle-timeout", v["idle-timeout"]),
+    bodyTimeoutMs: durationFlag("body-timeout", v["body-timeout"]),
+    maxConnections: positiveInt("max-connections", v["max-connections"]),
   };
   for (const [key, value] of Object.entries(optional)) {
     if (value !== undefined && value !== "") {
@@ -182,24 +230,55 @@ export function parseBindAddress(bind: string): { hostname: string; port: number
   return { hostname: (match[1] ?? match[2]) as string, port };
 }
 
+/** Connection limits for {@link listen}. */
+export type ConnectionLimits = Pick<
+  ServeArgs,
+  "headerTimeoutMs" | "idleTimeoutMs" | "maxConnections"
+>;
+
 /**
  * Starts listening: an explicit address, or `auto` (SHIMMY_BIND_ADDRESS, 11435, the first free
  * port up to 11535, any free port).
  *
  * @param bind `--bind` value.
+ * @param limits Connection timeouts and count.
  * @param handler The request handler.
- * @returns The running server (stop it with `shutdown()`).
+ * @returns The running server (stop it with `close()`).
+ * @throws {UsageError} when the address is taken or cannot be used.
  */
 export function listen(
   bind: string,
-  handler: Deno.ServeHandler<Deno.NetAddr>,
-): Deno.HttpServer<Deno.NetAddr> {
+  limits: ConnectionLimits,
+  handler: Parameters<typeof serveGuarded>[1],
+): GuardedServer {
   const serve = (hostname: string, port: number) =>
-    Deno.serve({ hostname, port, onListen: () => {} }, handler);
+    serveGuarded({
+      hostname,
+      port,
+      ...(limits.headerTimeoutMs !== undefined ? { headerTimeoutMs: limits.headerTimeoutMs } : {}),
+      ...(limits.idleTimeoutMs !== undefined ? { idleTimeoutMs: limits.idleTimeoutMs } : {}),
+      ...(limits.maxConnections !== undefined ? { maxConnections: limits.maxConnections } : {}),
+    }, handler);
   const fromEnv = Deno.env.get("SHIMMY_BIND_ADDRESS");
   if (bind !== "auto" || fromEnv) {
     const { hostname, port } = parseBindAddress(bind !== "auto" ? bind : fromEnv as string);
-    return serve(hostname, port);
+    try {
+      return serve(hostname, port);
+    } catch (error) {
+      if (error instanceof Deno.errors.AddrInUse) {
+        throw new UsageError(
+          `Cannot listen on ${bind !== "auto" ? bind : fromEnv}: the address is already in use ` +
+            `(another Shimmy?); pick another with --bind HOST:PORT or --bind auto`,
+        );
+      }
+      if (
+        error instanceof Deno.errors.AddrNotAvailable ||
+        error instanceof Deno.errors.PermissionDenied
+      ) {
+        throw new UsageError(`Cannot listen on ${hostname}:${port}: ${(error as Error).message}`);
+      }
+      throw error;
+    }
   }
   for (let port = 11435; port <= 11535; port++) {
     try {
@@ -235,11 +314,9 @@ export function loadProgressLogger(): (entry: ModelEntry, fraction: number) => v
   };
 }
 
-/** Grace period for in-flight streams on shutdown. */
-const SHUTDOWN_GRACE_MS = 5000;
-
 /**
- * Runs `shimmy serve` until SIGINT/SIGTERM.
+ * Runs `shimmy serve` until SIGINT/SIGTERM. It listens before loading models, so a taken port
+ * fails at once and `/health` shows load progress.
  *
  * @param args Arguments after the command name.
  * @param globals Global flags.
@@ -279,26 +356,47 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     ...(options.maxModels ? { maxModels: options.maxModels } : {}),
     ...(options.keepAliveMs !== undefined ? { keepAliveMs: options.keepAliveMs } : {}),
   });
-  for (const entry of preload) await registry.acquire(entry.name);
   const ctx: ServerContext = {
     registry,
     metrics: new Metrics(),
     startedAt: performance.now(),
+    activity: new Activity(),
+    draining: false,
     settings: {
       parallel: options.parallel,
       gpuBackend,
+      policy: {
+        boundHost: "127.0.0.1",
+        origins: options.origins,
+        allowedHosts: options.allowedHosts,
+      },
+      adapterDirs: adapterDirs(globals, options.models),
+      ...(options.bodyTimeoutMs !== undefined ? { bodyTimeoutMs: options.bodyTimeoutMs } : {}),
       ...(options.ctxSize ? { ctxSize: options.ctxSize } : {}),
       ...(options.apiKey ? { apiKey: options.apiKey } : {}),
-      ...(options.cors ? { cors: options.cors } : {}),
       ...(options.chatTemplate
         ? { chatTemplate: await loadTemplateOverride(options.chatTemplate) }
         : {}),
     },
   };
-  const server = listen(options.bind, createApp(ctx));
+  let server: GuardedServer;
+  try {
+    server = listen(options.bind, options, createApp(ctx));
+  } catch (error) {
+    await registry.close();
+    throw error;
+  }
+  ctx.settings.policy = { ...ctx.settings.policy, boundHost: server.addr.hostname };
   const { hostname, port } = server.addr;
   const host = hostname.includes(":") ? `[${hostname}]` : hostname;
   console.log(`Shimmy listening on http://${host}:${port}`);
+  const shutdown = shutdownSignal();
+  try {
+    for (const entry of preload) (await registry.acquire(entry.name)).release();
+  } catch (error) {
+    await stop(server, ctx, 0);
+    throw error;
+  }
   for (const entry of entries) {
     console.log(
       `  ${entry.name.padEnd(28)} ${registry.state(entry.name).padEnd(9)} ${entry.source}: ` +
@@ -308,7 +406,17 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
   if (entries.length === 0) {
     console.log("  (no models found: pass --model PATH or --model-dirs DIRS)");
   }
-  const shutdown = new Promise<string>((resolve) => {
+  const signal = await shutdown;
+  console.error(
+    `${signal}: stopping (in-flight requests get ${options.shutdownGraceMs / 1000}s)`,
+  );
+  await stop(server, ctx, options.shutdownGraceMs);
+  return 0;
+}
+
+/** Resolves with the name of the first SIGINT or SIGTERM. */
+function shutdownSignal(): Promise<string> {
+  return new Promise<string>((resolve) => {
     for (const sig of ["SIGINT", "SIGTERM"] as const) {
       try {
         Deno.addSignalListener(sig, () => resolve(sig));
@@ -317,11 +425,37 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
       }
     }
   });
-  const signal = await shutdown;
-  console.error(`${signal}: stopping (in-flight requests get ${SHUTDOWN_GRACE_MS / 1000}s)`);
-  const grace = setTimeout(() => void registry.close(), SHUTDOWN_GRACE_MS);
-  await server.shutdown();
-  clearTimeout(grace);
-  await registry.close();
-  return 0;
+}
+
+/** Time the final frames and responses of cancelled streams get to reach their clients. */
+const FLUSH_MS = 1000;
+
+/**
+ * Graceful shutdown that always finishes: new requests are refused and idle connections
+ * closed; in-flight work (SSE, JSON, WebSocket) gets the grace period; what is left is then
+ * cancelled, so each stream still ends with its final event or frame; last, every connection
+ * (stalled uploads included) is closed and the models freed.
+ */
+async function stop(server: GuardedServer, ctx: ServerContext, graceMs: number): Promise<void> {
+  ctx.draining = true;
+  server.stopAccepting();
+  server.closeIdle();
+  if (!await ctx.activity.idle(graceMs)) {
+    console.error(`Grace period over: cancelling ${ctx.activity.count} request(s)`);
+  }
+  const unfreed = await ctx.registry.close(FLUSH_MS);
+  await ctx.activity.idle(FLUSH_MS);
+  // A response counts as done once written to the guard; let the guard pass it on.
+  const flushed = performance.now() + FLUSH_MS;
+  while (server.connections() > 0 && performance.now() < flushed) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  await server.close();
+  if (unfreed.length > 0) console.error(`Left in use at exit: ${unfreed.join(", ")}`);
+}
+
+/** Folders whose adapter files `POST /api/lora` may name by path. */
+function adapterDirs(globals: GlobalFlags, models: readonly string[]): string[] {
+  const dirs = globals.modelDirs ? splitPathList(globals.modelDirs) : [];
+  return [...dirs, ...models.filter(isFile).map((m) => dirname(resolve(m)))];
 }

@@ -6,7 +6,9 @@
  * for a generation step, on a worker thread when prompt chunks make it long), samples every
  * slot with its own sampler chain, and streams text to each request. Aborted and finished
  * slots are freed before the next step; never two decodes run on the context. Requests with
- * different LoRA adapters take turns rather than share a step.
+ * different LoRA adapters take turns rather than share a step. A request's sampler chain is
+ * built before it joins the queue (a grammar compiles on a worker thread), and an unexpected
+ * error in a step fails the requests of that step, never the loop.
  *
  * @module
  */
@@ -14,7 +16,7 @@
 import { Batch } from "../ffi/batch.ts";
 import type { Context } from "../ffi/context.ts";
 import { applyLoraAdapters, type LoraAdapter } from "../ffi/lora.ts";
-import { Sampler } from "../ffi/sampler.ts";
+import { Sampler, SamplerStageError } from "../ffi/sampler.ts";
 import { AsyncQueue } from "./async_queue.ts";
 import { GenerationError } from "./errors.ts";
 import { samplerStages, type SamplingParams } from "./sampling.ts";
@@ -32,7 +34,7 @@ export interface GenerationRequest {
   lora?: readonly LoraChoice[];
   /** Prompt tokens (BOS included when wanted). */
   prompt: Int32Array;
-  /** Most tokens to generate; default: what fits in the slot's context. */
+  /** Most tokens to generate (0: none, only the prompt is counted); default: what fits. */
   maxTokens?: number;
   /** Sampling settings. */
   sampling?: SamplingParams;
@@ -118,6 +120,8 @@ const IO_TURNS_PER_STEP = 2;
 
 interface Job {
   request: GenerationRequest;
+  /** Built before the job joins the queue; owned by the job until its slot releases it. */
+  sampler: Sampler;
   chunks: AsyncQueue<GenerationChunk>;
   resolve: (result: GenerationResult) => void;
   reject: (error: unknown) => void;
@@ -154,6 +158,8 @@ export class Scheduler {
   readonly #maxQueue: number;
   readonly #batch: Batch;
   #wake: (() => void) | undefined;
+  /** Requests whose sampler chain is being built (not queued yet). */
+  readonly #preparing = new Set<Promise<void>>();
   #loop: Promise<void>;
   #closing = false;
   #steps = 0;
@@ -179,7 +185,7 @@ export class Scheduler {
     return {
       slots: this.#slots.length,
       busySlots: this.#slots.filter((s) => s.state !== "idle").length,
-      queued: this.#queue.length,
+      queued: this.#queue.length + this.#preparing.size,
       steps: this.#steps,
       sharedSteps: this.#sharedSteps,
     };
@@ -198,7 +204,7 @@ export class Scheduler {
     const request = original.truncate ? this.#truncated(original) : original;
     this.#validate(request);
     const freeSlots = this.#slots.filter((s) => s.state === "idle").length;
-    const waiting = Math.max(0, this.#queue.length - freeSlots);
+    const waiting = Math.max(0, this.#queue.length + this.#preparing.size - freeSlots);
     if (waiting >= this.#maxQueue) {
       throw new GenerationError(
         "queue_full",
@@ -213,10 +219,48 @@ export class Scheduler {
       reject = rej;
     });
     result.catch(() => {}); // the consumer may only iterate; errors also reach the iterator
-    this.#queue.push({ request, chunks, resolve, reject, submittedAt: performance.now() });
+    const submittedAt = performance.now();
+    const generation = { result, [Symbol.asyncIterator]: () => chunks[Symbol.asyncIterator]() };
+    if (request.maxTokens === 0) {
+      // Nothing to generate: answer at once, without taking a slot or decoding the prompt.
+      chunks.end();
+      resolve({ ...emptyResult(request, submittedAt), finishReason: "length" });
+      return generation;
+    }
+    const preparing = this.#queueWhenReady(request, chunks, resolve, reject, submittedAt);
+    this.#preparing.add(preparing);
+    void preparing.finally(() => this.#preparing.delete(preparing));
+    return generation;
+  }
+
+  /** Builds the request's sampler chain (off the event loop), then queues the job. */
+  async #queueWhenReady(
+    request: GenerationRequest,
+    chunks: AsyncQueue<GenerationChunk>,
+    resolve: (r: GenerationResult) => void,
+    reject: (e: unknown) => void,
+    submittedAt: number,
+  ): Promise<void> {
+    let sampler: Sampler;
+    try {
+      sampler = await Sampler.build(this.context.model, samplerStages(request.sampling ?? {}));
+    } catch (error) {
+      const wrapped = error instanceof SamplerStageError
+        ? new GenerationError("invalid_request", error.message, error)
+        : error;
+      chunks.fail(wrapped);
+      reject(wrapped);
+      return;
+    }
+    if (this.#closing || request.signal?.aborted) {
+      sampler.close();
+      chunks.end();
+      resolve(emptyResult(request, submittedAt));
+      return;
+    }
+    this.#queue.push({ request, sampler, chunks, resolve, reject, submittedAt });
     request.signal?.addEventListener("abort", () => this.#wakeUp(), { once: true });
     this.#wakeUp();
-    return { result, [Symbol.asyncIterator]: () => chunks[Symbol.asyncIterator]() };
   }
 
   /** The request with its prompt cut from the front to fit, keeping a leading BOS. */
@@ -246,7 +290,7 @@ export class Scheduler {
       }
     }
     const max = request.maxTokens;
-    if (max !== undefined && (!Number.isInteger(max) || max < 0)) {
+    if (max !== undefined && (!Number.isSafeInteger(max) || max < 0)) {
       throw new GenerationError("invalid_request", `max_tokens must be a non-negative integer`);
     }
     if (n + (max ?? 1) > this.slotContext) {
@@ -267,15 +311,22 @@ export class Scheduler {
 
   async #run(): Promise<void> {
     while (true) {
-      this.#dropAborted();
-      this.#admit();
-      const active = this.#slots.filter((s) => s.state !== "idle");
-      if (active.length === 0) {
-        if (this.#closing) return;
-        await new Promise<void>((resolve) => (this.#wake = resolve));
-        continue;
+      let active: Slot[] = [];
+      try {
+        this.#dropAborted();
+        this.#admit();
+        active = this.#slots.filter((s) => s.state !== "idle");
+        if (active.length === 0) {
+          if (this.#closing) return;
+          await new Promise<void>((resolve) => (this.#wake = resolve));
+          continue;
+        }
+        await this.#step(active);
+      } catch (error) {
+        // A bug or an unexpected native failure: the requests of this step fail, the loop and
+        // every later request carry on.
+        for (const slot of active) this.#fail(slot, error);
       }
-      await this.#step(active);
       // Let network I/O (streamed chunks, new requests, aborts) run between steps. A streamed
       // chunk needs more than one turn of the event loop to reach the socket; two turns cost
       // about 0.1 ms and bring the first token to the client a step earlier.
@@ -290,8 +341,9 @@ export class Scheduler {
       const job = this.#queue[i] as Job;
       if (job.request.signal?.aborted || this.#closing) {
         this.#queue.splice(i, 1);
+        job.sampler.close();
         job.chunks.end();
-        job.resolve(this.#emptyResult(job));
+        job.resolve(emptyResult(job.request, job.submittedAt));
       }
     }
     for (const slot of this.#slots) {
@@ -299,25 +351,6 @@ export class Scheduler {
         this.#finish(slot, "cancelled");
       }
     }
-  }
-
-  #emptyResult(job: Job): GenerationResult {
-    return {
-      text: "",
-      tokens: [],
-      finishReason: "cancelled",
-      promptTokens: job.request.prompt.length,
-      cachedTokens: 0,
-      completionTokens: 0,
-      timings: {
-        queueMs: performance.now() - job.submittedAt,
-        promptMs: 0,
-        ttftMs: 0,
-        generateMs: 0,
-        promptPerSecond: 0,
-        generatePerSecond: 0,
-      },
-    };
   }
 
   /**
@@ -363,6 +396,7 @@ export class Scheduler {
         if (!this.#useLoraOf(this.#queue[0] as Job)) return;
       } catch (error) {
         const failed = this.#queue.shift() as Job;
+        failed.sampler.close();
         failed.chunks.fail(error);
         failed.reject(error);
         continue;
@@ -378,6 +412,7 @@ export class Scheduler {
       try {
         this.#start(best, job, Math.min(bestShared, prompt.length - 1));
       } catch (error) {
+        job.sampler.close();
         job.chunks.fail(error);
         job.reject(error);
       }
@@ -386,11 +421,10 @@ export class Scheduler {
 
   #start(slot: Slot, job: Job, reuse: number): void {
     const request = job.request;
-    const sampler = Sampler.chain(this.context.model, samplerStages(request.sampling ?? {}));
     this.context.removeTokens(slot.seqId, reuse, -1);
     slot.cached.length = reuse;
     slot.job = job;
-    slot.sampler = sampler;
+    slot.sampler = job.sampler;
     slot.text = new TextStream(request.stop ?? []);
     slot.state = "prompt";
     slot.promptIndex = reuse;
@@ -540,8 +574,30 @@ export class Scheduler {
     this.#closing = true;
     this.#wakeUp();
     await this.#loop;
+    // Sampler chains still compiling use the model on a worker thread: wait for them.
+    await Promise.allSettled([...this.#preparing]);
     this.#batch.close();
   }
+}
+
+/** The result of a request that generated nothing (cancelled, or `max_tokens` 0). */
+function emptyResult(request: GenerationRequest, submittedAt: number): GenerationResult {
+  return {
+    text: "",
+    tokens: [],
+    finishReason: "cancelled",
+    promptTokens: request.prompt.length,
+    cachedTokens: 0,
+    completionTokens: 0,
+    timings: {
+      queueMs: performance.now() - submittedAt,
+      promptMs: 0,
+      ttftMs: 0,
+      generateMs: 0,
+      promptPerSecond: 0,
+      generatePerSecond: 0,
+    },
+  };
 }
 
 const adapterIds = new WeakMap<LoraAdapter, number>();

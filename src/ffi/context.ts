@@ -72,7 +72,10 @@ export class Context extends NativeHandle {
 
   private constructor(model: Model, pointer: Deno.PointerObject, threadPool?: ThreadPool) {
     const s = model.llama.symbols;
-    super("Context", pointer, () => s.llama_free(pointer));
+    super("Context", pointer, () => s.llama_free(pointer), [
+      model,
+      ...(threadPool ? [threadPool] : []),
+    ]);
     this.#threadPool = threadPool;
     this.model = model;
     this.nCtx = s.llama_n_ctx(pointer);

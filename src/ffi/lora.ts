@@ -17,20 +17,12 @@ export class LoraAdapter extends NativeHandle {
   /** File it came from. */
   readonly path: string;
 
-  readonly #release: () => void;
-
   private constructor(model: Model, pointer: Deno.PointerObject, path: string) {
     const free = model.llama.symbols.llama_adapter_lora_free;
-    super("LoraAdapter", pointer, () => free(pointer));
+    // llama.cpp frees adapters with their model: the model's close() closes this one first.
+    super("LoraAdapter", pointer, () => free(pointer), [model]);
     this.model = model;
     this.path = path;
-    this.#release = model.adopt(this);
-  }
-
-  /** Frees the adapter (also done by the model's own `close()`, which comes first). */
-  override close(): void {
-    this.#release();
-    super.close();
   }
 
   /**
@@ -43,15 +35,7 @@ export class LoraAdapter extends NativeHandle {
    */
   static async load(model: Model, path: string): Promise<LoraAdapter> {
     const llama = model.llama;
-    try {
-      await Deno.stat(path);
-    } catch {
-      throw new ModelLoadError(
-        "not_found",
-        path,
-        `Cannot load LoRA adapter ${path}: file not found`,
-      );
-    }
+    await checkAdapterFile(path);
     const mark = llama.logMark();
     const pointer = await llama.whileNative(() =>
       llama.symbols.llama_adapter_lora_init(model.pointer, cString(path))
@@ -66,6 +50,30 @@ export class LoraAdapter extends NativeHandle {
     }
     return new LoraAdapter(model, pointer, path);
   }
+}
+
+/** GGUF files start with these bytes. */
+const GGUF_MAGIC = "GGUF";
+
+/**
+ * Checks that a file is a regular GGUF file before llama.cpp opens it, so a missing file, a
+ * FIFO or device (which would block a thread) or a non-GGUF file (whose first bytes llama.cpp
+ * would echo in its error) never reaches it.
+ */
+async function checkAdapterFile(path: string): Promise<void> {
+  const fail = (why: string) =>
+    new ModelLoadError("load_failed", path, `Cannot load LoRA adapter ${path}: ${why}`);
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch {
+    throw new ModelLoadError("not_found", path, `Cannot load LoRA adapter ${path}: file not found`);
+  }
+  if (!info.isFile) throw fail("not a regular file");
+  const head = new Uint8Array(4);
+  using file = await Deno.open(path, { read: true });
+  const read = await file.read(head);
+  if (read !== 4 || new TextDecoder().decode(head) !== GGUF_MAGIC) throw fail("not a GGUF file");
 }
 
 /**

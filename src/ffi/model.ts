@@ -10,6 +10,7 @@ import { ModelLoadError } from "./errors.ts";
 import { NativeHandle } from "./handle.ts";
 import { LlamaModelParams, SplitMode } from "./layouts.ts";
 import type { Llama } from "./llama.ts";
+import { type SpecialToken, SpecialTokenCutter } from "./tokenize_chunks.ts";
 
 /** How to load a model. Unset fields keep llama.cpp's defaults. */
 export interface ModelLoadOptions {
@@ -60,6 +61,27 @@ export interface TokenizeOptions {
   /** Parse special tokens written as text (e.g. `<|im_start|>`). Default true. */
   parseSpecial?: boolean;
 }
+
+/** Options for {@link Model.tokenizeAsync}. */
+export interface TokenizeAsyncOptions extends TokenizeOptions {
+  /** Stops between pieces of a big text; the promise rejects with `signal.reason`. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Text length (UTF-16 code units) above which {@link Model.tokenizeAsync} cuts the text into
+ * pieces of about this size at special tokens, one native call each: llama.cpp's special-token
+ * split is quadratic in the markers per call, and a piece is a point where a request can stop.
+ */
+export const TOKENIZE_PIECE_CHARS = 16 * 1024;
+
+/**
+ * `llama_token_attr` bits of the tokens llama.cpp splits out before tokenizing
+ * (`LLAMA_TOKEN_ATTR_UNKNOWN | LLAMA_TOKEN_ATTR_CONTROL | LLAMA_TOKEN_ATTR_USER_DEFINED`).
+ */
+const SPECIAL_ATTRS = (1 << 0) | (1 << 3) | (1 << 4);
+/** `LLAMA_TOKEN_ATTR_LSTRIP`: the token eats whitespace on its left. */
+const ATTR_LSTRIP = 1 << 7;
 
 const MAX_TENSOR_SPLIT = 128;
 
@@ -192,8 +214,8 @@ export class Model extends NativeHandle {
   readonly offload: OffloadReport;
   readonly #vocab: Deno.PointerObject;
   readonly #pieces = new Map<number, Uint8Array>();
-  /** Handles that llama.cpp frees together with the model (LoRA adapters). */
-  readonly #dependents = new Set<{ close(): void }>();
+  /** Finds safe cuts in big texts; `null` when a special token's text is not UTF-8. */
+  #cutter: SpecialTokenCutter | null | undefined;
 
   private constructor(
     llama: Llama,
@@ -280,25 +302,6 @@ export class Model extends NativeHandle {
       elapsed,
       offload ?? { offloaded: 0, total: layers },
     );
-  }
-
-  /**
-   * Registers a handle that must be closed before the model (llama.cpp frees LoRA adapters
-   * together with their model, so an adapter closed later would be freed twice).
-   *
-   * @param handle The dependent handle.
-   * @returns A function that unregisters it.
-   */
-  adopt(handle: { close(): void }): () => void {
-    this.#dependents.add(handle);
-    return () => this.#dependents.delete(handle);
-  }
-
-  /** Closes dependent handles (LoRA adapters) first, then frees the model. */
-  override close(): void {
-    for (const handle of [...this.#dependents]) handle.close();
-    this.#dependents.clear();
-    super.close();
   }
 
   /** The `llama_vocab` pointer (for samplers that need it). */
@@ -435,6 +438,122 @@ export class Model extends NativeHandle {
     }
     if (n < 0) throw new Error(`Tokenization failed (${n})`);
     return out.slice(0, n);
+  }
+
+  /**
+   * Tokenizes text on a worker thread, so a big prompt does not hold up the event loop; the
+   * tokens are the same as {@link tokenize}'s. Texts longer than {@link TOKENIZE_PIECE_CHARS}
+   * (with `parseSpecial`) are tokenized in pieces cut at special tokens, which keeps the time
+   * linear in the text and lets `signal` stop the work between pieces. For short texts the
+   * synchronous {@link tokenize} is faster (no thread hop).
+   *
+   * @param text The text.
+   * @param options Special-token handling and an abort signal.
+   * @returns The token ids.
+   * @throws The signal's reason when it aborts.
+   * @example
+   * ```ts
+   * const tokens = await model.tokenizeAsync(bigPrompt, { signal: request.signal });
+   * ```
+   */
+  async tokenizeAsync(text: string, options: TokenizeAsyncOptions = {}): Promise<Int32Array> {
+    const { signal } = options;
+    const addSpecial = options.addSpecial ?? true;
+    const parseSpecial = options.parseSpecial ?? true;
+    signal?.throwIfAborted();
+    const cutter = parseSpecial && text.length > TOKENIZE_PIECE_CHARS
+      ? this.#specialCutter()
+      : null;
+    if (!cutter) return await this.#tokenizeOffThread(text, addSpecial, parseSpecial);
+    // BOS/EOS (or CLS/SEP) around the whole text, as one call with add_special would add them.
+    const wrap = addSpecial ? this.tokenize("", { addSpecial: true }) : new Int32Array(0);
+    const head = wrap.length === 2 || (wrap.length === 1 && this.addsBos) ? 1 : 0;
+    const parts = [wrap.subarray(0, head)];
+    for (const piece of cutter.pieces(text, TOKENIZE_PIECE_CHARS)) {
+      signal?.throwIfAborted();
+      // An empty piece: a long stretch scanned without a place to cut; let I/O run.
+      if (piece === "") await this.llama.yieldToIo();
+      else parts.push(await this.#tokenizeOffThread(piece, false, true));
+    }
+    signal?.throwIfAborted();
+    parts.push(wrap.subarray(head));
+    const out = new Int32Array(parts.reduce((sum, part) => sum + part.length, 0));
+    let offset = 0;
+    for (const part of parts) {
+      out.set(part, offset);
+      offset += part.length;
+    }
+    return out;
+  }
+
+  /** One `llama_tokenize` on a worker thread, with the retry for a too-small output buffer. */
+  async #tokenizeOffThread(
+    text: string,
+    addSpecial: boolean,
+    parseSpecial: boolean,
+  ): Promise<Int32Array> {
+    const bytes = new TextEncoder().encode(text);
+    const vocab = this.vocab;
+    const run = async (out: Int32Array<ArrayBuffer>) => {
+      try {
+        return await this.llama.whileNative(() =>
+          this.llama.symbols.llama_tokenize_nonblocking(
+            vocab,
+            bytes,
+            bytes.length,
+            out,
+            out.length,
+            addSpecial,
+            parseSpecial,
+          )
+        );
+      } finally {
+        // C reads `bytes` and writes `out` until the call returns: keep both reachable.
+        void [bytes, out];
+      }
+    };
+    let out = new Int32Array(bytes.length + 8);
+    let n = await run(out);
+    if (n < 0) {
+      out = new Int32Array(-n);
+      n = await run(out);
+    }
+    if (n < 0) throw new Error(`Tokenization failed (${n})`);
+    return out.slice(0, n);
+  }
+
+  /** The special tokens' texts, indexed for cutting (read from the vocabulary once). */
+  #specialCutter(): SpecialTokenCutter | null {
+    if (this.#cutter !== undefined) return this.#cutter;
+    const s = this.llama.symbols;
+    const vocab = this.vocab;
+    const decoder = new TextDecoder("utf-8", { fatal: true });
+    const tokens: SpecialToken[] = [];
+    const count = s.llama_vocab_n_tokens(vocab);
+    this.#cutter = null;
+    for (let id = 0; id < count; id++) {
+      const attr = s.llama_vocab_get_attr(vocab, id);
+      if ((attr & SPECIAL_ATTRS) === 0) continue;
+      const pointer = s.llama_vocab_get_text(vocab, id);
+      if (pointer === null) continue;
+      const view = new Deno.UnsafePointerView(pointer);
+      let length = 0;
+      while (view.getUint8(length) !== 0) length++;
+      if (length === 0) continue;
+      let text: string;
+      try {
+        text = decoder.decode(new Uint8Array(view.getArrayBuffer(length)));
+      } catch {
+        return null; // not UTF-8, so not findable in a JavaScript string: never cut
+      }
+      tokens.push({ text, lstrip: (attr & ATTR_LSTRIP) !== 0 });
+    }
+    try {
+      this.#cutter = new SpecialTokenCutter(tokens);
+    } catch {
+      // Too many special tokens for one RegExp: tokenize in one piece.
+    }
+    return this.#cutter;
   }
 
   /**

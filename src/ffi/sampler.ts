@@ -34,6 +34,22 @@ export type SamplerStage =
   | { type: "logit_bias"; bias: ReadonlyMap<number, number> }
   | { type: "grammar"; grammar: string; root?: string };
 
+/** Raised when llama.cpp rejects a sampler stage (mostly an invalid grammar). */
+export class SamplerStageError extends Error {
+  /** The stage type, e.g. `grammar`. */
+  readonly stage: string;
+
+  /**
+   * @param stage The stage type.
+   * @param reasons llama.cpp's log lines about it.
+   */
+  constructor(stage: string, reasons: readonly string[]) {
+    super(`Invalid ${stage}` + (reasons.length ? `: ${reasons.join("; ")}` : ""));
+    this.name = "SamplerStageError";
+    this.stage = stage;
+  }
+}
+
 /** An owned sampler chain. */
 export class Sampler extends NativeHandle {
   readonly #model: Model;
@@ -42,7 +58,7 @@ export class Sampler extends NativeHandle {
 
   private constructor(model: Model, pointer: Deno.PointerObject, stages: SamplerStage[]) {
     const free = model.llama.symbols.llama_sampler_free;
-    super("Sampler", pointer, () => free(pointer));
+    super("Sampler", pointer, () => free(pointer), [model]);
     this.#model = model;
     this.stages = stages;
   }
@@ -54,13 +70,59 @@ export class Sampler extends NativeHandle {
    * @param stages Stages in application order; the last must pick a token
    *   (`greedy`, `dist` or a mirostat).
    * @returns The chain; the caller owns it.
-   * @throws {Error} when llama.cpp rejects a stage (e.g. an invalid grammar).
+   * @throws {SamplerStageError} when llama.cpp rejects a stage (e.g. an invalid grammar).
    * @example
    * ```ts
    * using s = Sampler.chain(model, [{ type: "temp", temperature: 0.8 }, { type: "dist", seed: 1 }]);
    * ```
    */
   static chain(model: Model, stages: SamplerStage[]): Sampler {
+    return Sampler.#assemble(model, stages, new Map());
+  }
+
+  /**
+   * Builds a chain like {@link chain}, compiling grammar stages on a worker thread (a large
+   * grammar takes long to compile and must not block the event loop).
+   *
+   * @param model The model.
+   * @param stages Stages in application order.
+   * @returns The chain; the caller owns it.
+   * @throws {SamplerStageError} when llama.cpp rejects a stage, with llama.cpp's reason.
+   * @example
+   * ```ts
+   * using s = await Sampler.build(model, [{ type: "grammar", grammar: 'root ::= "a"' }, { type: "greedy" }]);
+   * ```
+   */
+  static async build(model: Model, stages: SamplerStage[]): Promise<Sampler> {
+    const llama = model.llama;
+    const compiled = new Map<SamplerStage, Deno.PointerObject>();
+    try {
+      for (const stage of stages) {
+        if (stage.type !== "grammar") continue;
+        const grammar = cString(stage.grammar);
+        const root = cString(stage.root ?? "root");
+        const mark = llama.logMark();
+        const pinned = [grammar, root]; // the worker thread reads them until the call ends
+        const pointer = await llama.whileNative(() =>
+          llama.symbols.llama_sampler_init_grammar_nonblocking(model.vocab, grammar, root)
+        );
+        pinned.length = 0;
+        if (pointer === null) throw new SamplerStageError(stage.type, llama.recentProblems(mark));
+        compiled.set(stage, pointer);
+      }
+      return Sampler.#assemble(model, stages, compiled);
+    } catch (error) {
+      for (const pointer of compiled.values()) llama.symbols.llama_sampler_free(pointer);
+      throw error;
+    }
+  }
+
+  /** Adds every stage to a new chain, taking the ones in `compiled` (they are consumed). */
+  static #assemble(
+    model: Model,
+    stages: SamplerStage[],
+    compiled: Map<SamplerStage, Deno.PointerObject>,
+  ): Sampler {
     const s = model.llama.symbols;
     const params = LlamaSamplerChainParams.alloc();
     LlamaSamplerChainParams.set(params, "no_perf", true);
@@ -69,8 +131,12 @@ export class Sampler extends NativeHandle {
     const sampler = new Sampler(model, chain, stages);
     try {
       for (const stage of stages) {
-        const created = createStage(model, stage);
-        if (created === null) throw new Error(`Invalid sampler stage ${stage.type}`);
+        const mark = model.llama.logMark();
+        const created = compiled.get(stage) ?? createStage(model, stage);
+        compiled.delete(stage);
+        if (created === null) {
+          throw new SamplerStageError(stage.type, model.llama.recentProblems(mark));
+        }
         s.llama_sampler_chain_add(chain, created);
       }
     } catch (error) {

@@ -1,8 +1,8 @@
 /**
  * The symbol tables Shimmy binds with `Deno.dlopen`: libllama, libggml (backend registry) and
  * libggml-base (devices). C signatures from llama.cpp v0.5.0 are in the comment beside each.
- * Calls that can take long (model load, context creation, decode) are `nonblocking`, so the
- * event loop keeps serving while they run on a worker thread.
+ * Calls that can take long (model load, context creation, decode, tokenizing big texts) are
+ * `nonblocking`, so the event loop keeps serving while they run on a worker thread.
  *
  * @module
  */
@@ -133,6 +133,8 @@ export const LLAMA_SYMBOLS = {
   llama_vocab_get_add_bos: { parameters: [ptr], result: "bool" },
   // bool llama_vocab_get_add_eos(const struct llama_vocab *)
   llama_vocab_get_add_eos: { parameters: [ptr], result: "bool" },
+  // enum llama_token_attr llama_vocab_get_attr(const struct llama_vocab *, llama_token)
+  llama_vocab_get_attr: { parameters: [ptr, "i32"], result: "u32" },
   // const char * llama_vocab_get_text(const struct llama_vocab *, llama_token)
   llama_vocab_get_text: { parameters: [ptr, "i32"], result: ptr },
   // int32_t llama_tokenize(vocab, const char * text, int32_t len, llama_token * out, int32_t max,
@@ -140,6 +142,14 @@ export const LLAMA_SYMBOLS = {
   llama_tokenize: {
     parameters: [ptr, buf, "i32", buf, "i32", "bool", "bool"],
     result: "i32",
+  },
+  // the same function on a worker thread, for big texts (`Model.tokenizeAsync`); the text and
+  // output buffers must stay alive until the promise settles
+  llama_tokenize_nonblocking: {
+    name: "llama_tokenize",
+    parameters: [ptr, buf, "i32", buf, "i32", "bool", "bool"],
+    result: "i32",
+    nonblocking: true,
   },
   // int32_t llama_token_to_piece(vocab, llama_token, char * buf, int32_t len, int32_t lstrip,
   //                              bool special)
@@ -255,6 +265,13 @@ export const LLAMA_SYMBOLS = {
   llama_sampler_init_mirostat_v2: { parameters: ["u32", "f32", "f32"], result: ptr },
   // struct llama_sampler * llama_sampler_init_grammar(vocab, const char * str, const char * root)
   llama_sampler_init_grammar: { parameters: [ptr, buf, buf], result: ptr },
+  // the same on a worker thread: compiling a large grammar takes long
+  llama_sampler_init_grammar_nonblocking: {
+    name: "llama_sampler_init_grammar",
+    parameters: [ptr, buf, buf],
+    result: ptr,
+    nonblocking: true,
+  },
   // struct llama_sampler * llama_sampler_init_penalties(int32_t n_vocab, int32_t last_n,
   //                                   float repeat, float freq, float present)
   llama_sampler_init_penalties: {

@@ -3,7 +3,10 @@
  * use and then shared by every request (the original Shimmy reloaded from disk per request).
  * Concurrent first requests share one load. At most `maxModels` stay loaded: loading another
  * unloads the least recently used idle one. A model idle for longer than `keepAliveMs` is
- * unloaded. A load the memory check says cannot fit is refused instead of crashing. Only files
+ * unloaded. A model is only unloaded when nobody holds a lease on it and its scheduler is idle:
+ * every user (a request from model lookup to the end of its generation, a LoRA load, a load
+ * request) holds a {@link ModelLease} while it works with the model, so nothing is freed under
+ * it. A load the memory check says cannot fit is refused instead of crashing. Only files
  * that exist are ever listed, and request names are matched against known names and paths,
  * never turned into paths.
  *
@@ -65,6 +68,20 @@ export class ModelUnavailableError extends GenerationError {
   }
 }
 
+/**
+ * A loaded model held for use: the registry will not unload it until the lease is released.
+ * Release it when done (`using lease = await registry.acquire(name)`); releasing twice is
+ * harmless.
+ */
+export interface ModelLease extends Disposable {
+  /** The model's entry. */
+  readonly entry: ModelEntry;
+  /** The loaded model. */
+  readonly model: LoadedModel;
+  /** Ends the lease. */
+  release(): void;
+}
+
 /** What `/api/ps` shows of a loaded model. */
 export interface LoadedModelInfo {
   name: string;
@@ -86,6 +103,8 @@ export class ModelRegistry {
   readonly #loads = new Map<string, Promise<LoadedModel>>();
   readonly #loaded = new Map<string, LoadedModel>();
   readonly #lastUsed = new Map<string, number>();
+  readonly #leases = new Map<string, number>();
+  #leaseReleased: (() => void) | undefined;
   readonly #sweeper: ReturnType<typeof setInterval> | undefined;
   /** Milliseconds each model took to load. */
   readonly loadTimes = new Map<string, number>();
@@ -160,17 +179,52 @@ export class ModelRegistry {
   }
 
   /**
-   * Returns the loaded model, loading it on first use; concurrent callers share one load.
+   * Leases the loaded model, loading it on first use; concurrent callers share one load. The
+   * model stays loaded until the lease is released.
    *
    * @param name Model name (default model when empty).
-   * @returns The loaded model (owned by the registry).
+   * @returns The lease; release it when done.
    * @throws {ModelUnavailableError} when memory or busy models leave no room for it.
+   * @example
+   * ```ts
+   * using lease = await registry.acquire("phi3");
+   * lease.model.scheduler.stats();
+   * ```
    */
-  acquire(name?: string): Promise<LoadedModel> {
+  async acquire(name?: string): Promise<ModelLease> {
     const entry = this.resolve(name);
     this.#lastUsed.set(entry.name, performance.now());
-    const loaded = this.#loaded.get(entry.name);
-    if (loaded) return Promise.resolve(loaded);
+    // Counted from now, so nothing can unload the model between its load and this caller.
+    const release = this.#hold(entry.name);
+    try {
+      const model = this.#loaded.get(entry.name) ?? await this.#loadShared(entry);
+      return { entry, model, release, [Symbol.dispose]: release };
+    } catch (error) {
+      release();
+      throw error;
+    }
+  }
+
+  #hold(name: string): () => void {
+    this.#leases.set(name, (this.#leases.get(name) ?? 0) + 1);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.#leases.set(name, (this.#leases.get(name) ?? 1) - 1);
+      this.#lastUsed.set(name, performance.now());
+      this.#leaseReleased?.();
+    };
+  }
+
+  /** Whether nothing holds or uses the model, so it may be unloaded. */
+  #isIdle(name: string, model: LoadedModel): boolean {
+    if ((this.#leases.get(name) ?? 0) > 0) return false;
+    const stats = model.scheduler.stats();
+    return stats.busySlots === 0 && stats.queued === 0;
+  }
+
+  #loadShared(entry: ModelEntry): Promise<LoadedModel> {
     let pending = this.#loads.get(entry.name);
     if (!pending) {
       pending = this.#load(entry).finally(() => {
@@ -230,7 +284,7 @@ export class ModelRegistry {
 
   #leastRecentlyUsedIdle(): string | undefined {
     return [...this.#loaded.entries()]
-      .filter(([, model]) => isIdle(model))
+      .filter(([name, model]) => this.#isIdle(name, model))
       .sort(([a], [b]) => (this.#lastUsed.get(a) ?? 0) - (this.#lastUsed.get(b) ?? 0))[0]?.[0];
   }
 
@@ -244,7 +298,7 @@ export class ModelRegistry {
   async unload(name: string): Promise<boolean> {
     const model = this.#loaded.get(name);
     if (!model) return false;
-    if (!isIdle(model)) {
+    if (!this.#isIdle(name, model)) {
       throw new ModelUnavailableError(`Model "${name}" is busy; unload it when it is idle`);
     }
     this.#loaded.delete(name);
@@ -255,7 +309,7 @@ export class ModelRegistry {
   async #unloadExpired(keepAliveMs: number): Promise<void> {
     const now = performance.now();
     for (const [name, model] of [...this.#loaded]) {
-      if (!isIdle(model)) {
+      if (!this.#isIdle(name, model)) {
         this.#lastUsed.set(name, now);
         continue;
       }
@@ -271,7 +325,7 @@ export class ModelRegistry {
     const now = performance.now();
     return [...this.#loaded].map(([name, model]) => {
       const stats = model.scheduler.stats();
-      const idle = isIdle(model) ? (now - (this.#lastUsed.get(name) ?? now)) / 1000 : 0;
+      const idle = this.#isIdle(name, model) ? (now - (this.#lastUsed.get(name) ?? now)) / 1000 : 0;
       return {
         name,
         path: model.model.path,
@@ -286,19 +340,39 @@ export class ModelRegistry {
     });
   }
 
-  /** Closes every loaded model (waiting for loads in progress first). */
-  async close(): Promise<void> {
+  /**
+   * Closes every loaded model: waits for loads in progress, stops the schedulers (cancelling
+   * their generations), then waits up to `leaseWaitMs` for the remaining leases (e.g. a LoRA
+   * adapter loading on a worker thread) before freeing. A model still leased after that is
+   * left allocated rather than freed under its user (the process is ending anyway).
+   *
+   * @param leaseWaitMs Most milliseconds to wait for leases. Default 2000.
+   * @returns The names of models left unfreed because they were still leased.
+   */
+  async close(leaseWaitMs = 2000): Promise<string[]> {
     if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
     await Promise.allSettled([...this.#loads.values()]);
-    const models = [...this.#loaded.values()];
+    const models = [...this.#loaded];
+    await Promise.all(models.map(([, m]) => m.scheduler.close()));
+    const deadline = performance.now() + leaseWaitMs;
+    const leased = () => models.filter(([name]) => (this.#leases.get(name) ?? 0) > 0);
+    while (leased().length > 0 && performance.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.max(1, deadline - performance.now()));
+        this.#leaseReleased = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    this.#leaseReleased = undefined;
+    const stillLeased = leased().map(([name]) => name);
     this.#loaded.clear();
-    await Promise.all(models.map((m) => m.close()));
+    await Promise.all(
+      models.filter(([name]) => !stillLeased.includes(name)).map(([, m]) => m.close()),
+    );
+    return stillLeased;
   }
-}
-
-function isIdle(model: LoadedModel): boolean {
-  const stats = model.scheduler.stats();
-  return stats.busySlots === 0 && stats.queued === 0;
 }
 
 function mib(bytes: number): number {

@@ -1,18 +1,20 @@
 /**
- * The HTTP application: routing, auth, CORS, the error boundary and request metrics, as one
- * `Request → Response` function (tests call it in-process; `shimmy serve` hands it to
- * `Deno.serve`).
+ * The HTTP application: the Host/Origin policy, auth, routing, the JSON content-type rule, CORS,
+ * the error boundary and request metrics, as one `Request → Response` function (tests call it
+ * in-process; `shimmy serve` hands it to the connection guard). Checks run in that order, so
+ * nothing about routes is revealed to a request that fails an earlier one.
  *
  * @module
  */
 
-import { Llama } from "../ffi/llama.ts";
+import { runtimeInfo } from "../engine/diagnostics.ts";
 import { LLAMA_CPP_VERSION, VERSION } from "../version.ts";
 import type { ServerContext } from "./context.ts";
 import { errorResponse, HttpError } from "./http_error.ts";
 import { getLora, listLoaded, loadModel, setLora, unloadModel } from "./models_api.ts";
 import { apiGenerate, apiModels, apiTags, wsGenerate } from "./native.ts";
 import { chatCompletions, completions, listModels } from "./openai.ts";
+import { hostAllowed, originAllowed } from "./origin_policy.ts";
 
 /**
  * A route handler. `clientGone` aborts when the client disconnects before the response is
@@ -44,6 +46,9 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
 /** Routes reachable without the API key. */
 const PUBLIC_ROUTES = new Set(["/health"]);
 
+/** Content types accepted on POST routes: JSON only, so no HTML form can post here. */
+const JSON_CONTENT_TYPE = /^application\/([\w.+-]+\+)?json\s*(;|$)/i;
+
 /**
  * Creates the request handler.
  *
@@ -52,7 +57,7 @@ const PUBLIC_ROUTES = new Set(["/health"]);
  * @example
  * ```ts
  * const handle = createApp(ctx);
- * const res = await handle(new Request("http://x/health"));
+ * const res = await handle(new Request("http://localhost/health"));
  * ```
  */
 export function createApp(
@@ -60,20 +65,25 @@ export function createApp(
 ): (request: Request, info?: Deno.ServeHandlerInfo) => Promise<Response> {
   return async (request, info) => {
     const path = new URL(request.url).pathname.replace(/\/+$/, "") || "/";
+    const done = ctx.activity.begin();
+    const origin = request.headers.get("origin"); // headers are gone after a WebSocket upgrade
     const gone = new AbortController();
-    if (info) {
-      info.completed.catch(() => gone.abort());
-    } else {
-      request.signal.addEventListener("abort", () => gone.abort(), { once: true });
-    }
+    const abort = () => gone.abort();
+    // Until the handler returns, the request's own signal tells that the client hung up (a
+    // non-streaming generation); after that, `completed` rejects when it hangs up mid-stream.
+    request.signal.addEventListener("abort", abort, { once: true });
+    if (info) info.completed.catch(abort).finally(done);
     let response: Response;
     try {
       response = await route(ctx, request, path, gone.signal);
     } catch (error) {
       response = errorResponse(error);
+    } finally {
+      request.signal.removeEventListener("abort", abort);
     }
     ctx.metrics.request(ROUTES[path] ? path : "other", response.status);
-    return withCors(ctx, request, response);
+    if (!info) done();
+    return withCors(origin, response);
   };
 }
 
@@ -83,8 +93,16 @@ async function route(
   path: string,
   clientGone: AbortSignal,
 ): Promise<Response> {
-  if (request.method === "OPTIONS" && ctx.settings.cors) return new Response(null, { status: 204 });
+  checkHostAndOrigin(ctx, request);
+  if (ctx.draining) {
+    throw new HttpError(503, "The server is shutting down", {
+      code: "shutting_down",
+      headers: { connection: "close" },
+    });
+  }
   const methods = ROUTES[path];
+  if (request.method === "OPTIONS") return preflight(methods);
+  if (ctx.settings.apiKey && !PUBLIC_ROUTES.has(path)) checkApiKey(ctx.settings.apiKey, request);
   if (!methods) throw new HttpError(404, `No route for ${request.method} ${path}`);
   const handler = methods[request.method];
   if (!handler) {
@@ -92,8 +110,51 @@ async function route(
       headers: { allow: Object.keys(methods).join(", ") },
     });
   }
-  if (ctx.settings.apiKey && !PUBLIC_ROUTES.has(path)) checkApiKey(ctx.settings.apiKey, request);
+  if (request.method === "POST") checkJsonContentType(request);
   return await handler(ctx, request, clientGone);
+}
+
+function checkHostAndOrigin(ctx: ServerContext, request: Request): void {
+  const host = request.headers.get("host");
+  if (!hostAllowed(host, ctx.settings.policy)) {
+    throw new HttpError(
+      403,
+      `Host "${host}" is not allowed; start the server with --allowed-hosts to serve it`,
+      { code: "host_not_allowed" },
+    );
+  }
+  const origin = request.headers.get("origin");
+  if (!originAllowed(origin, host, ctx.settings.policy)) {
+    throw new HttpError(
+      403,
+      `Origin "${origin}" is not allowed; start the server with --cors ORIGIN to allow it`,
+      { code: "origin_not_allowed" },
+    );
+  }
+}
+
+function checkJsonContentType(request: Request): void {
+  const type = request.headers.get("content-type") ?? "";
+  if (!JSON_CONTENT_TYPE.test(type)) {
+    throw new HttpError(
+      415,
+      `POST bodies must be JSON: send Content-Type: application/json` +
+        (type ? ` (got "${type}")` : ""),
+      { code: "unsupported_media_type" },
+    );
+  }
+}
+
+/** Answers a CORS preflight (its origin was already checked). */
+function preflight(methods: Partial<Record<string, Handler>> | undefined): Response {
+  return new Response(null, {
+    status: 204,
+    headers: {
+      "access-control-allow-methods": methods ? Object.keys(methods).join(", ") : "GET, POST",
+      "access-control-allow-headers": "authorization, content-type",
+      "access-control-max-age": "600",
+    },
+  });
 }
 
 function checkApiKey(key: string, request: Request): void {
@@ -122,15 +183,12 @@ export function constantTimeEqual(a: string, b: string): boolean {
   return diff === 0;
 }
 
-function withCors(ctx: ServerContext, request: Request, response: Response): Response {
-  const origin = ctx.settings.cors;
-  if (!origin || response.status === 101) return response;
+/** Lets the browser read the response when the request came with an allowed `Origin`. */
+function withCors(origin: string | null, response: Response): Response {
+  if (origin === null || response.status === 101 || response.status === 403) return response;
   const headers = new Headers(response.headers);
-  headers.set("access-control-allow-origin", origin === "*" ? "*" : origin);
-  headers.set("access-control-allow-headers", "authorization, content-type");
-  headers.set("access-control-allow-methods", "GET, POST, OPTIONS");
-  if (origin !== "*") headers.set("vary", "origin");
-  void request;
+  headers.set("access-control-allow-origin", origin);
+  headers.append("vary", "origin");
   return new Response(response.body, { status: response.status, headers });
 }
 
@@ -171,13 +229,13 @@ function metrics(ctx: ServerContext): Response {
 
 function diag(ctx: ServerContext): Response {
   const loaded = [...ctx.registry.loaded()];
-  const llama = Llama.open();
+  const runtime = runtimeInfo();
   return Response.json({
     version: VERSION,
     llama_cpp: LLAMA_CPP_VERSION,
-    lib_dir: llama.libDir,
-    system_info: llama.systemInfo(),
-    devices: llama.devices(),
+    lib_dir: runtime.libDir,
+    system_info: runtime.systemInfo,
+    devices: runtime.devices,
     settings: { ...ctx.settings, apiKey: ctx.settings.apiKey ? "(set)" : null },
     models: loaded.map(([name, m]) => ({
       name,

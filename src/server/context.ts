@@ -6,14 +6,18 @@
 
 import type { ModelRegistry } from "../models/registry.ts";
 import type { TemplateOverride } from "../engine/templates.ts";
+import type { Activity } from "./activity.ts";
 import type { Metrics } from "./metrics.ts";
+import type { OriginPolicy } from "./origin_policy.ts";
 
 /** Server-wide settings shown by `/diag`. */
 export interface ServerSettings {
   /** Bearer token required on every route but `/health`. */
   apiKey?: string;
-  /** Allowed CORS origin (`*` for any); CORS is off when unset. */
-  cors?: string;
+  /** Which `Host` names and browser origins are served (see origin_policy.ts). */
+  policy: OriginPolicy;
+  /** Most milliseconds a request body may take to arrive (408 after). Default 30 s. */
+  bodyTimeoutMs?: number;
   /** Slots per model. */
   parallel: number;
   /** Context tokens per request. */
@@ -22,6 +26,8 @@ export interface ServerSettings {
   gpuBackend: string;
   /** `--chat-template` override for every model. */
   chatTemplate?: TemplateOverride;
+  /** Folders whose adapter files `POST /api/lora` may name by path. */
+  adapterDirs?: readonly string[];
 }
 
 /** Shared server state. */
@@ -31,4 +37,8 @@ export interface ServerContext {
   settings: ServerSettings;
   /** `performance.now()` at start. */
   startedAt: number;
+  /** Work in flight, for graceful shutdown. */
+  activity: Activity;
+  /** Set once shutdown starts: new requests get 503. */
+  draining: boolean;
 }

@@ -33,7 +33,8 @@ export interface StartedGeneration {
 }
 
 /**
- * Starts a generation.
+ * Starts a generation. The model is leased from lookup until the generation ends, so it is
+ * never unloaded under the request.
  *
  * @param ctx Server state.
  * @param body The request's fields (`model`, sampling, limits, `lora`…).
@@ -48,36 +49,41 @@ export async function startGeneration(
   source: PromptSource,
   signal: AbortSignal,
 ): Promise<StartedGeneration> {
-  const entry = ctx.registry.resolve(body.string("model"));
-  const loaded = await ctx.registry.acquire(entry.name);
-  const fields = generationFields(body, loaded.model.nVocab);
-  const prepared = source.kind === "raw"
-    ? rawPrompt(loaded.model, source.prompt)
-    : chatPrompt(loaded.model, source.messages, ctx.settings.chatTemplate, source.tools);
-  if (prepared.tokens.length === 0) throw badRequest("The prompt is empty", "prompt");
-  const lora = await requestLora(entry, loaded, fields.lora);
-  const generation = loaded.scheduler.submit({
-    ...(lora ? { lora } : {}),
-    prompt: prepared.tokens,
-    stop: [...fields.stop, ...prepared.stopStrings],
-    stopTokens: prepared.stopTokens,
-    sampling: fields.sampling,
-    ignoreEos: fields.ignoreEos,
-    truncate: fields.truncate,
-    signal,
-    ...(fields.maxTokens !== undefined ? { maxTokens: fields.maxTokens } : {}),
-  });
-  const result = generation.result.then((r) => {
-    ctx.metrics.generation(
-      r.promptTokens,
-      r.completionTokens,
-      r.timings.ttftMs,
-      r.timings.generatePerSecond,
-    );
-    return r;
-  });
-  result.catch(() => {});
-  return { entry, loaded, fields, generation, result };
+  const lease = await ctx.registry.acquire(body.string("model"));
+  try {
+    const { entry, model: loaded } = lease;
+    const fields = generationFields(body, loaded.model.nVocab);
+    const prepared = source.kind === "raw"
+      ? await rawPrompt(loaded.model, source.prompt)
+      : await chatPrompt(loaded.model, source.messages, ctx.settings.chatTemplate, source.tools);
+    if (prepared.tokens.length === 0) throw badRequest("The prompt is empty", "prompt");
+    const lora = await requestLora(entry, loaded, fields.lora);
+    const generation = loaded.scheduler.submit({
+      ...(lora ? { lora } : {}),
+      prompt: prepared.tokens,
+      stop: [...fields.stop, ...prepared.stopStrings],
+      stopTokens: prepared.stopTokens,
+      sampling: fields.sampling,
+      ignoreEos: fields.ignoreEos,
+      truncate: fields.truncate,
+      signal,
+      ...(fields.maxTokens !== undefined ? { maxTokens: fields.maxTokens } : {}),
+    });
+    const result = generation.result.then((r) => {
+      ctx.metrics.generation(
+        r.promptTokens,
+        r.completionTokens,
+        r.timings.ttftMs,
+        r.timings.generatePerSecond,
+      );
+      return r;
+    }).finally(lease.release);
+    result.catch(() => {});
+    return { entry, loaded, fields, generation, result };
+  } catch (error) {
+    lease.release();
+    throw error;
+  }
 }
 
 /**

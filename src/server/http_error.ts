@@ -9,7 +9,7 @@
 import { GenerationError } from "../engine/errors.ts";
 import { GpuUnavailableError } from "../engine/gpu.ts";
 import { ModelNotFoundError } from "../models/model_names.ts";
-import { ContextCreateError, DecodeError, ModelLoadError } from "../ffi/errors.ts";
+import { ContextCreateError, DecodeError, ModelLoadError } from "../engine/diagnostics.ts";
 
 /** An error with an HTTP status and OpenAI error fields. */
 export class HttpError extends Error {

@@ -4,7 +4,8 @@
  * field, shared by the generating endpoints.
  *
  * LoRA: `POST /api/lora {"model", "adapters":[{"name" or "path", "scale"}]}` sets the adapters
- * attached to a loaded model (an empty list detaches all; a changed scale rescales). The
+ * attached to a loaded model (an empty list detaches all; a changed scale rescales). A `path`
+ * must name a regular file inside the model folders (see models/adapter_policy.ts). The
  * change takes effect between decode steps, once running requests finish. A request may pick
  * its own adapters with `"lora":[{"name","scale"}]`, by the names of adapters known for its
  * model (never by path); requests with different adapters take turns instead of sharing steps.
@@ -13,6 +14,7 @@
  */
 
 import type { LoadedModel } from "../engine/loaded_model.ts";
+import { allowedAdapterPath } from "../models/adapter_policy.ts";
 import type { ModelEntry } from "../models/registry.ts";
 import type { LoraChoice } from "../engine/scheduler.ts";
 import { basename } from "node:path";
@@ -24,7 +26,7 @@ async function modelField(ctx: ServerContext, request: Request): Promise<{
   entry: ModelEntry;
   body: Record<string, unknown>;
 }> {
-  const body = await readJsonBody(request);
+  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
   const name = new Fields(body).string("model");
   return { entry: ctx.registry.resolve(name), body };
 }
@@ -32,12 +34,12 @@ async function modelField(ctx: ServerContext, request: Request): Promise<{
 /** `POST /api/models/load {"model"}`: loads a model now (it stays until unloaded or idle). */
 export async function loadModel(ctx: ServerContext, request: Request): Promise<Response> {
   const { entry } = await modelField(ctx, request);
-  const loaded = await ctx.registry.acquire(entry.name);
+  using lease = await ctx.registry.acquire(entry.name);
   return Response.json({
     model: entry.name,
     state: "loaded",
     load_ms: Math.round(ctx.registry.loadTimes.get(entry.name) ?? 0),
-    backend: loaded.devices.backend,
+    backend: lease.model.devices.backend,
   });
 }
 
@@ -133,17 +135,25 @@ export function getLora(ctx: ServerContext, request: Request): Response {
 /** `POST /api/lora {"model","adapters":[{"name"|"path","scale"}]}`: hot-swaps adapters. */
 export async function setLora(ctx: ServerContext, request: Request): Promise<Response> {
   const { entry, body } = await modelField(ctx, request);
-  const loaded = await ctx.registry.acquire(entry.name);
-  const set = adapterList(body.adapters, "adapters").map((item) => {
+  const items = adapterList(body.adapters, "adapters");
+  using lease = await ctx.registry.acquire(entry.name);
+  const loaded = lease.model;
+  const set: { path: string; scale: number }[] = [];
+  for (const item of items) {
     const scale = scaleOf(item, "adapters");
-    if (typeof item.path === "string") return { path: item.path, scale };
-    if (typeof item.name === "string") {
+    if (typeof item.path === "string") {
+      set.push({
+        path: await allowedAdapterPath(item.path, ctx.settings.adapterDirs ?? []),
+        scale,
+      });
+    } else if (typeof item.name === "string") {
       const path = adapterPath(entry, loaded, item.name);
       if (!path) throw badRequest(`Unknown LoRA adapter "${item.name}"`, "adapters");
-      return { path, scale };
+      set.push({ path, scale });
+    } else {
+      throw badRequest('Each adapter needs "name" or "path"', "adapters");
     }
-    throw badRequest('Each adapter needs "name" or "path"', "adapters");
-  });
+  }
   try {
     await loaded.setLora(set);
   } catch (error) {

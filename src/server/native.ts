@@ -9,8 +9,9 @@
  *
  * WebSocket protocol: the first text frame is the same JSON body as `/api/generate`; then one
  * text frame per piece; then a final `{"done":true,"finish_reason",usage,timings}` frame. A
- * client frame `{"stop":true}` cancels (the final frame then has `"stopped":true`). Bad JSON
- * gets an `{"error":{…}}` frame and a close with code 1003 (not JSON) or 1008 (bad request).
+ * client frame `{"stop":true}` cancels (the final frame then has `"stopped":true`, as it has
+ * when a server shutdown cancels the stream). Bad JSON gets an `{"error":{…}}` frame and a close
+ * with code 1003 (not JSON) or 1008 (bad request); a frame larger than the body limit, 1009.
  *
  * @module
  */
@@ -24,7 +25,13 @@ import {
   usageOf,
 } from "./generation_bridge.ts";
 import { badRequest, errorBody, HttpError, toHttpError } from "./http_error.ts";
-import { chatMessages, Fields, parseJsonObject, readJsonBody } from "./request_body.ts";
+import {
+  chatMessages,
+  Fields,
+  MAX_BODY_BYTES,
+  parseJsonObject,
+  readJsonBody,
+} from "./request_body.ts";
 import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
 
 function promptOf(fields: Fields, body: Record<string, unknown>): PromptSource {
@@ -63,7 +70,7 @@ export async function apiGenerate(
   request: Request,
   clientGone: AbortSignal,
 ): Promise<Response> {
-  const body = await readJsonBody(request);
+  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
   const abort = new AbortController();
   clientGone.addEventListener("abort", () => abort.abort(), { once: true });
   const started = await begin(ctx, body, abort.signal);
@@ -102,6 +109,7 @@ export function wsGenerate(ctx: ServerContext, request: Request): Response {
   }
   const { socket, response } = Deno.upgradeWebSocket(request);
   const abort = new AbortController();
+  const sessionEnded = ctx.activity.begin();
   let started = false;
   let stopped = false;
   const fail = (error: unknown, closeCode: number) => {
@@ -109,8 +117,19 @@ export function wsGenerate(ctx: ServerContext, request: Request): Response {
     socket.send(JSON.stringify(errorBody(toHttpError(error))));
     socket.close(closeCode, toHttpError(error).message.slice(0, 120));
   };
-  socket.onclose = () => abort.abort();
+  socket.onclose = () => {
+    abort.abort();
+    sessionEnded();
+  };
   socket.onmessage = (event) => {
+    if (frameBytes(event.data) > MAX_BODY_BYTES) {
+      return fail(
+        new HttpError(413, `Frames may be at most ${MAX_BODY_BYTES} bytes`, {
+          code: "frame_too_large",
+        }),
+        1009,
+      );
+    }
     if (started) {
       if (typeof event.data === "string" && isStopFrame(event.data)) {
         stopped = true;
@@ -135,10 +154,11 @@ export function wsGenerate(ctx: ServerContext, request: Request): Response {
       }
       const result = await gen.result;
       if (socket.readyState !== WebSocket.OPEN) return;
+      const cancelled = stopped || result.finishReason === "cancelled";
       socket.send(JSON.stringify({
         done: true,
-        stopped,
-        finish_reason: stopped ? "stop" : finishReasonOf(result),
+        stopped: cancelled,
+        finish_reason: cancelled ? "stop" : finishReasonOf(result),
         usage: usageOf(result),
         timings: timingsOf(result),
       }));
@@ -147,6 +167,15 @@ export function wsGenerate(ctx: ServerContext, request: Request): Response {
     run().catch((error) => fail(error, toHttpError(error).status < 500 ? 1008 : 1011));
   };
   return response;
+}
+
+/** Size of a WebSocket message in bytes (UTF-8 for text). */
+function frameBytes(data: unknown): number {
+  if (typeof data === "string") {
+    return data.length * 3 <= MAX_BODY_BYTES ? data.length : new TextEncoder().encode(data).length;
+  }
+  if (data instanceof ArrayBuffer) return data.byteLength;
+  return data instanceof Blob ? data.size : 0;
 }
 
 function isStopFrame(text: string): boolean {

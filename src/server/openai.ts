@@ -78,7 +78,7 @@ async function complete(
   clientGone: AbortSignal,
   kind: Kind,
 ): Promise<Response> {
-  const body = await readJsonBody(request);
+  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
   const fields = new Fields(body);
   const source = promptOf(fields, kind, body);
   const abort = new AbortController();

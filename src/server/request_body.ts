@@ -12,34 +12,82 @@ import { badRequest, HttpError } from "./http_error.ts";
 /** Largest accepted request body. */
 export const MAX_BODY_BYTES = 8 * 1024 * 1024;
 
+/** Default time a request body may take to arrive. */
+export const BODY_TIMEOUT_MS = 30_000;
+
+/** Limits for {@link readJsonBody}. */
+export interface BodyLimits {
+  /** Most bytes accepted. Default {@link MAX_BODY_BYTES}. */
+  maxBytes?: number;
+  /** Most milliseconds the whole body may take. Default {@link BODY_TIMEOUT_MS}. */
+  timeoutMs?: number;
+}
+
 /**
- * Reads a request body as a JSON object.
+ * Reads a request body as a JSON object, within a size and a time limit.
  *
  * @param request The request.
- * @param limit Most bytes accepted. Default {@link MAX_BODY_BYTES}.
+ * @param limits Size and time limits.
  * @returns The parsed object.
- * @throws {HttpError} 413 when too large, 400 when not a JSON object.
+ * @throws {HttpError} 413 when too large, 408 when too slow, 400 when not a JSON object.
+ * @example
+ * ```ts
+ * const body = await readJsonBody(request, { timeoutMs: 10_000 });
+ * ```
  */
 export async function readJsonBody(
   request: Request,
-  limit = MAX_BODY_BYTES,
+  limits: BodyLimits = {},
 ): Promise<Record<string, unknown>> {
-  const tooLarge = () =>
-    new HttpError(413, `Request body is larger than ${limit} bytes`, { code: "body_too_large" });
+  const limit = limits.maxBytes ?? MAX_BODY_BYTES;
   const declared = Number(request.headers.get("content-length") ?? "0");
-  if (declared > limit) throw tooLarge();
-  const text = await readText(request, limit, tooLarge);
+  if (declared > limit) throw bodyTooLarge(limit);
+  const bytes = await readBytes(request, limit, limits.timeoutMs ?? BODY_TIMEOUT_MS);
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw badRequest("Request body is not valid UTF-8");
+  }
   return parseJsonObject(text);
 }
 
-async function readText(request: Request, limit: number, tooLarge: () => HttpError) {
-  if (!request.body) return "";
+function bodyTooLarge(limit: number): HttpError {
+  return new HttpError(413, `Request body is larger than ${limit} bytes`, {
+    code: "body_too_large",
+    headers: { connection: "close" },
+  });
+}
+
+async function readBytes(request: Request, limit: number, timeoutMs: number) {
+  if (!request.body) return new Uint8Array(0);
+  const reader = request.body.getReader();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(
+        new HttpError(408, `The request body did not arrive within ${timeoutMs / 1000} s`, {
+          code: "request_timeout",
+          headers: { connection: "close" },
+        }),
+      );
+    }, timeoutMs);
+  });
   const chunks: Uint8Array[] = [];
   let size = 0;
-  for await (const chunk of request.body) {
-    size += chunk.length;
-    if (size > limit) throw tooLarge();
-    chunks.push(chunk);
+  try {
+    while (true) {
+      const { done, value } = await Promise.race([reader.read(), timedOut]);
+      if (done) break;
+      size += value.length;
+      if (size > limit) throw bodyTooLarge(limit);
+      chunks.push(value);
+    }
+  } catch (error) {
+    reader.cancel().catch(() => {});
+    throw error;
+  } finally {
+    clearTimeout(timer);
   }
   const all = new Uint8Array(size);
   let at = 0;
@@ -47,7 +95,7 @@ async function readText(request: Request, limit: number, tooLarge: () => HttpErr
     all.set(chunk, at);
     at += chunk.length;
   }
-  return new TextDecoder().decode(all);
+  return all;
 }
 
 /**
@@ -187,17 +235,17 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
   };
   set("temperature", fields.number("temperature", { min: 0, max: 100 }));
   set("topP", fields.number("top_p", { min: 0, max: 1 }));
-  set("topK", fields.number("top_k", { min: 0, integer: true }));
+  set("topK", fields.number("top_k", { min: 0, max: I32_MAX, integer: true }));
   set("minP", fields.number("min_p", { min: 0, max: 1 }));
   set("presencePenalty", fields.number("presence_penalty", { min: -2, max: 2 }));
   set("frequencyPenalty", fields.number("frequency_penalty", { min: -2, max: 2 }));
   set("repeatPenalty", fields.number("repeat_penalty", { min: 0 }));
-  set("seed", fields.number("seed", { integer: true }));
+  set("seed", fields.number("seed", { min: -(2 ** 63), max: 2 ** 64 - 1, integer: true }));
   set("logitBias", logitBias(fields.object("logit_bias"), nVocab));
   set("grammar", fields.string("grammar"));
   return {
     ...(maxTokens !== undefined ? { maxTokens } : {}),
-    stop: fields.strings("stop") ?? [],
+    stop: stopStrings(fields),
     sampling,
     ignoreEos: fields.boolean("ignore_eos") ?? false,
     truncate: fields.boolean("truncate") ?? false,
@@ -205,6 +253,24 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
     includeUsage: includeUsage === true,
     ...(fields.raw("lora") !== undefined ? { lora: fields.raw("lora") } : {}),
   };
+}
+
+/** Largest 32-bit signed integer: integer fields that reach libllama as `int32_t`. */
+const I32_MAX = 2 ** 31 - 1;
+
+/** Most stop strings per request, and most characters in one. */
+const MAX_STOP_STRINGS = 16;
+const MAX_STOP_LENGTH = 1024;
+
+function stopStrings(fields: Fields): string[] {
+  const stop = fields.strings("stop") ?? [];
+  if (stop.length > MAX_STOP_STRINGS) {
+    throw badRequest(`"stop" may hold at most ${MAX_STOP_STRINGS} strings`, "stop");
+  }
+  if (stop.some((s) => s.length > MAX_STOP_LENGTH)) {
+    throw badRequest(`Each stop string may be at most ${MAX_STOP_LENGTH} characters`, "stop");
+  }
+  return stop.filter((s) => s !== "");
 }
 
 function positiveOrUndefined(n: number | undefined): number | undefined {

@@ -22,7 +22,8 @@ async function serve(args: string[], env: Record<string, string> = {}): Promise<
   }).spawn();
   const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let seen = "";
-  while (!/listening on (http:\/\/\S+)/.test(seen)) {
+  // Ready once the model table (printed after the preloads) or its empty line is out.
+  while (!/listening on (http:\/\/\S+)[^]*\n {2}\S/.test(seen)) {
     const { value, done } = await reader.read();
     if (done) throw new Error(`shimmy serve exited early:\n${seen}`);
     seen += value;
@@ -44,6 +45,7 @@ Deno.test("shimmy serve prints its URL and models, serves, and exits 0 on SIGTER
   deepEqual(health.models, [{ name: "tiny-f32", state: "loaded" }]);
   const stream = await fetch(`${served.url}/v1/completions`, {
     method: "POST",
+    headers: { "content-type": "application/json" },
     body: JSON.stringify({ prompt: "x", max_tokens: 200, ignore_eos: true, stream: true }),
   });
   served.process.kill("SIGTERM");
@@ -60,6 +62,7 @@ Deno.test("on SIGTERM a stream longer than the grace period is cancelled and the
   const served = await serve(["--model", model, "--bind", "127.0.0.1:0", "--ctx-size", "16384"]);
   const stream = await fetch(`${served.url}/v1/completions`, {
     method: "POST",
+    headers: { "content-type": "application/json" },
     body: JSON.stringify({ prompt: "x", max_tokens: 16000, ignore_eos: true, stream: true }),
   });
   const reader = stream.body!.getReader();
@@ -77,8 +80,81 @@ Deno.test("on SIGTERM a stream longer than the grace period is cancelled and the
   const elapsed = performance.now() - started;
   ok(elapsed >= 4500 && elapsed < 20_000, `stopped after ${elapsed} ms`);
   ok(!text.includes('"finish_reason":"length"'), "the stream was cut, not finished");
+  ok(text.endsWith("data: [DONE]\n\n"), "the cancelled stream still ends properly");
   await served.output;
   await served.process.stderr.cancel();
+});
+
+Deno.test("on SIGTERM past the grace a WebSocket stream gets its final stopped frame, a stalled upload does not hold the exit", async () => {
+  const served = await serve([
+    "--model",
+    model,
+    "--bind",
+    "127.0.0.1:0",
+    "--ctx-size",
+    "16384",
+    "--shutdown-grace",
+    "1s",
+  ]);
+  const { hostname, port } = new URL(served.url);
+  const stalled = await Deno.connect({ hostname, port: Number(port) });
+  await stalled.write(new TextEncoder().encode(
+    `POST /v1/completions HTTP/1.1\r\nHost: ${hostname}:${port}\r\n` +
+      `Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{`,
+  ));
+  const frames: string[] = [];
+  const ws = new WebSocket(`${served.url.replace("http", "ws")}/ws/generate`);
+  const closed = new Promise<number>((resolve) => (ws.onclose = (event) => resolve(event.code)));
+  const firstFrame = new Promise<void>((resolve) => {
+    ws.onmessage = (event) => {
+      frames.push(String(event.data));
+      resolve();
+    };
+  });
+  ws.onopen = () => ws.send(JSON.stringify({ prompt: "x", max_tokens: 16000, ignore_eos: true }));
+  await firstFrame;
+  const started = performance.now();
+  served.process.kill("SIGTERM");
+  const code = await closed;
+  const status = await served.process.status;
+  const elapsed = performance.now() - started;
+  stalled.close();
+  equal(status.code, 0);
+  ok(elapsed < 6000, `exited ${Math.round(elapsed)} ms after SIGTERM`);
+  const final = JSON.parse(frames[frames.length - 1] as string);
+  equal(final.done, true);
+  equal(final.stopped, true);
+  ok(final.usage.completion_tokens < 16000);
+  equal(code, 1000);
+  await served.output;
+  await served.process.stderr.cancel();
+});
+
+Deno.test("a port in use is a one-line error and exit 1, before any model loads", async () => {
+  const blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        join(REPO_ROOT, "main.ts"),
+        "serve",
+        "--model",
+        model,
+        "--bind",
+        `127.0.0.1:${blocker.addr.port}`,
+      ],
+      cwd: REPO_ROOT,
+      stdin: "null",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    equal(out.code, 1);
+    match(stderr, /already in use/);
+    ok(!stderr.includes("    at "), `no stack trace:\n${stderr}`);
+    ok(!/Loading tiny-f32/.test(stderr), "the model was not loaded first");
+  } finally {
+    blocker.close();
+  }
 });
 
 Deno.test("--bind auto takes 11435, or the next free port when it is busy", async () => {
@@ -131,4 +207,14 @@ Deno.test("serve flags parse as in the original Shimmy", () => {
   deepEqual(parseLoraFlag("/a/b.gguf:0.25"), { path: "/a/b.gguf", scale: 0.25 });
   deepEqual(parseLoraFlag("C:\\a\\b.gguf"), { path: "C:\\a\\b.gguf", scale: 1 });
   equal(parseServeArgs(["--keep-alive", "30s"], () => undefined)?.keepAliveMs, 30_000);
+  equal(parseServeArgs(["--keep-alive", "-1"], () => undefined)?.keepAliveMs, -1);
+  deepEqual(
+    parseServeArgs(
+      ["--cors", "https://a.example,https://b.example", "--cors", "*"],
+      (n) => n === "SHIMMY_ORIGINS" ? "https://c.example" : undefined,
+    )?.origins,
+    ["https://a.example", "https://b.example", "*", "https://c.example"],
+  );
+  equal(parseServeArgs(["--shutdown-grace", "2s"], () => undefined)?.shutdownGraceMs, 2000);
+  equal(parseServeArgs([], () => undefined)?.shutdownGraceMs, 5000);
 });

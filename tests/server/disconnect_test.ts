@@ -1,22 +1,22 @@
-import { equal } from "node:assert/strict";
-import { postJson, startServer } from "./harness.ts";
+import { equal, ok } from "node:assert/strict";
+import { postJson, startServer, type TestServer, waitFor } from "./harness.ts";
 
-async function waitIdle(server: Awaited<ReturnType<typeof startServer>>): Promise<number> {
-  const scheduler = server.ctx.registry.loaded().get("tiny-f32")?.scheduler;
-  for (let i = 0; i < 100 && scheduler?.stats().busySlots; i++) {
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return scheduler?.stats().busySlots ?? -1;
+/** A request that generates for many seconds on tiny-f32 unless it is cancelled. */
+const LONG = { prompt: "go", max_tokens: 8000, ignore_eos: true };
+
+function busySlots(server: TestServer): number {
+  return server.ctx.registry.loaded().get("tiny-f32")?.scheduler.stats().busySlots ?? -1;
 }
 
 Deno.test("a client that disconnects mid-stream frees its slot; other requests are unaffected", async () => {
-  await using server = await startServer();
+  await using server = await startServer({ load: { ctxSize: 8192 } });
   const abort = new AbortController();
-  const response = await fetch(`${server.url}/v1/completions`, {
-    method: "POST",
-    body: JSON.stringify({ prompt: "go", max_tokens: 2000, ignore_eos: true, stream: true }),
-    signal: abort.signal,
-  });
+  const response = await postJson(
+    `${server.url}/v1/completions`,
+    { ...LONG, stream: true },
+    {},
+    abort.signal,
+  );
   const other = postJson(`${server.url}/v1/completions`, { prompt: "hi", max_tokens: 16 });
   const reader = response.body!.getReader();
   await reader.read();
@@ -25,19 +25,24 @@ Deno.test("a client that disconnects mid-stream frees its slot; other requests a
   await reader.cancel().catch(() => {});
   const result = await (await other).json();
   equal(result.usage.completion_tokens, 16);
-  equal(await waitIdle(server), 0);
+  ok(await waitFor(() => busySlots(server) === 0, 2000), "the slot is free");
 });
 
-Deno.test("a client that disconnects while waiting for a JSON answer frees its slot", async () => {
-  await using server = await startServer();
+Deno.test("a client that disconnects while waiting for a JSON answer frees its slot at once", async () => {
+  await using server = await startServer({ load: { ctxSize: 8192 } });
   const abort = new AbortController();
-  const pending = fetch(`${server.url}/api/generate`, {
-    method: "POST",
-    body: JSON.stringify({ prompt: "go", max_tokens: 3000, ignore_eos: true }),
-    signal: abort.signal,
-  }).catch(() => undefined);
-  await new Promise((r) => setTimeout(r, 100));
+  const pending = postJson(`${server.url}/api/generate`, LONG, {}, abort.signal)
+    .catch(() => undefined);
+  ok(await waitFor(() => busySlots(server) === 1), "the generation started");
+  await new Promise((r) => setTimeout(r, 200));
+  const hungUpAt = performance.now();
   abort.abort();
   await pending;
-  equal(await waitIdle(server), 0);
+  ok(await waitFor(() => busySlots(server) === 0, 2000), "the slot is freed within 2 s");
+  const freedAfter = performance.now() - hungUpAt;
+  const tokens = server.ctx.metrics.render({ models: [] }).match(
+    /^shimmy_generated_tokens_total (\d+)/m,
+  );
+  ok(Number(tokens?.[1] ?? 0) < 8000, `the generation stopped early (${tokens?.[1]} tokens)`);
+  ok(freedAfter < 2000, `freed after ${Math.round(freedAfter)} ms`);
 });

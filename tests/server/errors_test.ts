@@ -98,11 +98,7 @@ Deno.test("a full queue answers 503 with Retry-After", async () => {
   const long = { prompt: "go", max_tokens: 8000, ignore_eos: true };
   const abort = new AbortController();
   const running = [1, 2].map(() =>
-    fetch(`${server.url}/api/generate`, {
-      method: "POST",
-      body: JSON.stringify(long),
-      signal: abort.signal,
-    }).catch(() => undefined)
+    postJson(`${server.url}/api/generate`, long, {}, abort.signal).catch(() => undefined)
   );
   const queued = () => server.ctx.registry.loaded().get("tiny-f32")?.scheduler.stats().queued;
   for (let i = 0; i < 1000 && queued() !== 1; i++) await new Promise((r) => setTimeout(r, 10));
@@ -152,15 +148,31 @@ Deno.test("with an API key every route but /health needs the bearer token", asyn
   await ok2.body?.cancel();
 });
 
-Deno.test("CORS headers appear only when --cors is set", async () => {
-  await using plain = await startServer();
-  const a = await fetch(`${plain.url}/health`);
-  equal(a.headers.get("access-control-allow-origin"), null);
-  await a.body?.cancel();
-  await using cors = await startServer({ settings: { cors: "*" } });
-  const b = await fetch(`${cors.url}/health`);
-  equal(b.headers.get("access-control-allow-origin"), "*");
-  await b.body?.cancel();
-  const preflight = await fetch(`${cors.url}/v1/chat/completions`, { method: "OPTIONS" });
+Deno.test("Browser origins: loopback and --cors origins are served with CORS headers, others get 403", async () => {
+  await using server = await startServer({
+    settings: { policy: { boundHost: "127.0.0.1", origins: ["https://app.example"] } },
+  });
+  const plain = await fetch(`${server.url}/health`);
+  equal(plain.headers.get("access-control-allow-origin"), null);
+  await plain.body?.cancel();
+  for (const origin of ["https://app.example", "http://localhost:3000", server.url]) {
+    const res = await fetch(`${server.url}/health`, { headers: { origin } });
+    equal(res.status, 200, origin);
+    equal(res.headers.get("access-control-allow-origin"), origin);
+    await res.body?.cancel();
+  }
+  const preflight = await fetch(`${server.url}/v1/chat/completions`, {
+    method: "OPTIONS",
+    headers: { origin: "https://app.example" },
+  });
   equal(preflight.status, 204);
+  await preflight.body?.cancel();
+  for (const method of ["GET", "OPTIONS"]) {
+    const evil = await fetch(`${server.url}/v1/models`, {
+      method,
+      headers: { origin: "http://evil.example" },
+    });
+    equal(evil.status, 403, method);
+    equal((await evil.json()).error.code, "origin_not_allowed");
+  }
 });

@@ -8,7 +8,9 @@
 import { basename } from "node:path";
 import { modelNameOf } from "../../src/models/model_names.ts";
 import { type ModelEntry, ModelRegistry, type RegistryOptions } from "../../src/models/registry.ts";
+import { Activity } from "../../src/server/activity.ts";
 import { createApp } from "../../src/server/app.ts";
+import { type GuardOptions, serveGuarded } from "../../src/server/connection_guard.ts";
 import type { ServerContext, ServerSettings } from "../../src/server/context.ts";
 import { Metrics } from "../../src/server/metrics.ts";
 import { fixtureModel } from "../fixtures/models.ts";
@@ -45,6 +47,8 @@ export interface TestServerOptions {
   /** Adapters to list for the first model. */
   adapters?: { name: string; path: string }[];
   settings?: Partial<ServerSettings>;
+  /** Connection limits (timeouts, count). */
+  guard?: Omit<GuardOptions, "hostname" | "port">;
 }
 
 /**
@@ -67,17 +71,22 @@ export async function startServer(options: TestServerOptions = {}): Promise<Test
     registry,
     metrics: new Metrics(),
     startedAt: performance.now(),
-    settings: { parallel: options.load?.parallel ?? 4, gpuBackend: "auto", ...options.settings },
+    activity: new Activity(),
+    draining: false,
+    settings: {
+      parallel: options.load?.parallel ?? 4,
+      gpuBackend: "auto",
+      policy: { boundHost: "127.0.0.1" },
+      ...options.settings,
+    },
   };
-  const stop = new AbortController();
-  const server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, signal: stop.signal, onListen: () => {} },
+  const server = serveGuarded(
+    { hostname: "127.0.0.1", port: 0, ...options.guard },
     createApp(ctx),
   );
   const close = async () => {
     await registry.close();
-    stop.abort();
-    await server.finished;
+    await server.close();
   };
   return {
     url: `http://127.0.0.1:${server.addr.port}`,
@@ -110,16 +119,35 @@ export async function readSse(response: Response): Promise<{ events: string[]; r
  * @param url Full URL.
  * @param body JSON body.
  * @param headers Extra headers.
+ * @param signal Aborts the request.
  * @returns The response.
  */
 export function postJson(
   url: string,
   body: unknown,
   headers: Record<string, string> = {},
+  signal?: AbortSignal,
 ): Promise<Response> {
   return fetch(url, {
     method: "POST",
     headers: { "content-type": "application/json", ...headers },
     body: typeof body === "string" ? body : JSON.stringify(body),
+    ...(signal ? { signal } : {}),
   });
+}
+
+/**
+ * Waits until a condition holds, polling every 10 ms.
+ *
+ * @param condition Checked until true.
+ * @param timeoutMs Most milliseconds to wait.
+ * @returns Whether it held in time.
+ */
+export async function waitFor(condition: () => boolean, timeoutMs = 5000): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
+  while (!condition()) {
+    if (performance.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return true;
 }

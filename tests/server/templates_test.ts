@@ -11,7 +11,8 @@ const chat = (extra: Record<string, unknown> = {}) => ({
 Deno.test("the model's chat template frames the prompt and its end marker stops generation", async () => {
   await using server = await startServer();
   const model = server.ctx.registry;
-  const loaded = await model.acquire("tiny-f32");
+  using lease = await model.acquire("tiny-f32");
+  const loaded = lease.model;
   const expected = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nSay hi<|im_end|>\n" +
     "<|im_start|>assistant\n";
   const tokens = loaded.model.tokenize(expected, { addSpecial: true, parseSpecial: true });

@@ -1,0 +1,448 @@
+/**
+ * Connection limits in front of `Deno.serve`, which has no timeouts of its own: a client that
+ * sends half a header, or keeps an idle keep-alive connection, holds a socket forever. The
+ * guard owns the public TCP listener and serves HTTP with an internal `Deno.serve` bound to
+ * 127.0.0.1 on a free port. Each accepted connection gets its own loopback connection to the
+ * internal server, and two copy loops (64 KiB buffers, every read written on at once, Nagle off
+ * on both sockets) carry bytes both ways, so streamed tokens are not held back. The internal
+ * server sees the guard's outbound port as the client port; a map from that port back to the
+ * public connection lets the wrapped handler pass on the real client address and count the
+ * requests in flight per connection (a request ends when `info.completed` settles). One
+ * periodic sweep closes connections that are neither busy nor upgraded (a 101 response) once
+ * their partial next request is older than `headerTimeoutMs` (trickled bytes do not extend it)
+ * or once they have been silent for `idleTimeoutMs`. Connections beyond `maxConnections` get a
+ * 503 and are closed. `close()` drops every connection and aborts the internal server, so it
+ * finishes at once even with stalled uploads or open WebSockets.
+ *
+ * @module
+ */
+
+/** Options of {@link serveGuarded}. */
+export interface GuardOptions {
+  /** Public host name or address to listen on. Default `"127.0.0.1"`. */
+  hostname?: string;
+  /** Public port; `0` picks a free one. */
+  port: number;
+  /**
+   * How long a connection that is not busy may hold part of its next request: counted from
+   * the first byte of that request, so bytes trickling in do not extend it. Default 10 000 ms.
+   */
+  headerTimeoutMs?: number;
+  /**
+   * How long a connection that is not busy may stay silent: a kept-alive one since its last
+   * response, a new one since it opened. Default 30 000 ms.
+   */
+  idleTimeoutMs?: number;
+  /** Most open public connections; the next ones get a 503 and are closed. Default 512. */
+  maxConnections?: number;
+}
+
+/** The handler the guard calls: the info carries the client's own address. */
+export type GuardedHandler = (
+  request: Request,
+  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+) => Response | Promise<Response>;
+
+/**
+ * A running guarded server. A connection is busy while a request on it is in flight (from the
+ * handler's start until its response is sent), upgraded once a handler answered 101.
+ *
+ * @example A graceful shutdown
+ * ```ts
+ * server.stopAccepting();
+ * server.closeIdle();
+ * const deadline = Date.now() + 5_000;
+ * while (server.connections() > 0 && Date.now() < deadline) {
+ *   await new Promise((resolve) => setTimeout(resolve, 50));
+ * }
+ * await server.close();
+ * ```
+ */
+export interface GuardedServer extends AsyncDisposable {
+  /** The public address (with the real port when `port` was 0). */
+  readonly addr: Deno.NetAddr;
+  /** Settles once {@link GuardedServer.close} has closed everything. */
+  readonly finished: Promise<void>;
+  /**
+   * Counts the open public connections.
+   *
+   * @returns Accepted connections not yet closed (refused ones not included).
+   */
+  connections(): number;
+  /** Closes the public listener; open connections carry on. Safe to call twice. */
+  stopAccepting(): void;
+  /**
+   * Closes every connection that is neither busy nor upgraded, and from then on each
+   * connection as soon as its last request completes (for a graceful shutdown). The close is
+   * orderly: what the server sent still reaches the client, which gets 1 s to hang up.
+   */
+  closeIdle(): void;
+  /**
+   * Closes every connection and the listener and stops the internal server at once, whatever
+   * is in flight (stalled uploads, WebSockets). Safe to call twice.
+   *
+   * @returns Settles when everything is closed.
+   */
+  close(): Promise<void>;
+}
+
+/** Bytes read at most per read, in each direction of a connection. */
+const BUFFER_SIZE = 64 * 1024;
+/** Longest period of the sweep that enforces the timeouts. */
+const MAX_SWEEP_MS = 1_000;
+/** How long a connection whose server side has ended may wait for the client to close. */
+const LINGER_MS = 1_000;
+/** How long a refused connection may take to read its 503 before it is closed. */
+const REFUSE_LINGER_MS = 500;
+/** Pause after a failed accept (out of descriptors…) before trying again. */
+const ACCEPT_RETRY_MS = 100;
+
+const BUSY_BODY = JSON.stringify({
+  error: {
+    message: "Too many open connections; try again shortly",
+    type: "server_busy_error",
+    param: null,
+    code: "too_many_connections",
+  },
+});
+const BUSY_RESPONSE = new TextEncoder().encode(
+  "HTTP/1.1 503 Service Unavailable\r\n" +
+    "Content-Type: application/json\r\n" +
+    `Content-Length: ${BUSY_BODY.length}\r\n` +
+    "Retry-After: 1\r\n" +
+    "Connection: close\r\n\r\n" + BUSY_BODY,
+);
+/** Where refused connections' requests are read to and dropped (contents never used). */
+const DISCARD = new Uint8Array(4096);
+
+/**
+ * Serves HTTP behind the connection guard.
+ *
+ * @param options Public address and limits.
+ * @param handler Called for each request, with the client's real address.
+ * @returns The running server.
+ * @throws {Deno.errors.AddrInUse} When the public address is taken.
+ * @example
+ * ```ts
+ * const server = serveGuarded({ port: 0 }, (_req, info) => new Response(info.remoteAddr.hostname));
+ * // …
+ * server.stopAccepting();
+ * server.closeIdle();
+ * await server.close();
+ * ```
+ */
+export function serveGuarded(options: GuardOptions, handler: GuardedHandler): GuardedServer {
+  return new ConnectionGuard(options, handler);
+}
+
+/** Writes all of `bytes`. */
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
+}
+
+/** Closes a socket or listener; closing one twice, or a broken one, is harmless. */
+function closeQuietly(resource: { close(): void }): void {
+  try {
+    resource.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+/** One public connection and its loopback twin to the internal server. */
+class Tunnel {
+  readonly client: Deno.TcpConn;
+  upstream: Deno.TcpConn | null = null;
+  /** Requests in flight on this connection. */
+  busy = 0;
+  /** A 101 response turned it into a WebSocket: the idle rules no longer apply. */
+  upgraded = false;
+  /** When it opened or its last request completed. */
+  idleSince: number;
+  /** When the first byte of a next request arrived since `idleSince`; 0 if none has. */
+  firstByteAt = 0;
+  /** When the internal server's side ended (or was asked to end); 0 while it runs. */
+  endingSince = 0;
+  closed = false;
+
+  constructor(client: Deno.TcpConn) {
+    this.client = client;
+    this.idleSince = Date.now();
+  }
+
+  requestStarted(): void {
+    this.busy++;
+  }
+
+  /** @returns Whether no request is left in flight. */
+  requestEnded(): boolean {
+    this.busy--;
+    if (this.busy > 0) return false;
+    this.idleSince = Date.now();
+    this.firstByteAt = 0;
+    return true;
+  }
+
+  /** Whether a sweep at `now` should close it. */
+  expired(now: number, headerTimeoutMs: number, idleTimeoutMs: number): boolean {
+    if (this.endingSince) return now - this.endingSince >= LINGER_MS;
+    if (this.busy > 0 || this.upgraded) return false;
+    if (this.firstByteAt) return now - this.firstByteAt >= headerTimeoutMs;
+    return now - this.idleSince >= idleTimeoutMs;
+  }
+
+  /** Copies client bytes to the internal server until the client stops sending. */
+  async pumpIn(upstream: Deno.TcpConn): Promise<void> {
+    const buffer = new Uint8Array(BUFFER_SIZE);
+    for (;;) {
+      const n = await this.client.read(buffer);
+      if (n === null) break;
+      if (this.endingSince) continue; // The server side is closing: nothing more goes there.
+      if (this.busy === 0 && this.firstByteAt === 0) this.firstByteAt = Date.now();
+      await writeAll(upstream, buffer.subarray(0, n));
+    }
+    if (!this.endingSince) await upstream.closeWrite();
+  }
+
+  /** Copies the internal server's bytes to the client until the server closes. */
+  async pumpOut(upstream: Deno.TcpConn): Promise<void> {
+    const buffer = new Uint8Array(BUFFER_SIZE);
+    for (;;) {
+      const n = await upstream.read(buffer);
+      if (n === null) break;
+      await writeAll(this.client, buffer.subarray(0, n));
+    }
+    this.endingSince ||= Date.now();
+    await this.client.closeWrite();
+  }
+
+  /** Closes gracefully: the internal server finishes, everything sent reaches the client. */
+  end(): void {
+    if (this.closed || this.endingSince) return;
+    this.endingSince = Date.now();
+    if (this.upstream === null) return this.destroy();
+    this.upstream.closeWrite().catch(() => this.destroy());
+  }
+
+  /** Closes both sockets now; pending reads and writes fail and the pumps stop. */
+  destroy(): void {
+    this.closed = true;
+    closeQuietly(this.client);
+    if (this.upstream) closeQuietly(this.upstream);
+  }
+}
+
+class ConnectionGuard implements GuardedServer {
+  readonly addr: Deno.NetAddr;
+  readonly finished: Promise<void>;
+  readonly #handler: GuardedHandler;
+  readonly #listener: Deno.TcpListener;
+  readonly #inner: Deno.HttpServer<Deno.NetAddr>;
+  readonly #abortInner = new AbortController();
+  readonly #headerTimeoutMs: number;
+  readonly #idleTimeoutMs: number;
+  readonly #maxConnections: number;
+  readonly #tunnels = new Set<Tunnel>();
+  /** Tunnels by the local port of their connection to the internal server. */
+  readonly #byPort = new Map<number, Tunnel>();
+  readonly #refused = new Set<Deno.Conn>();
+  /** Work that close() waits for: tunnels and refusals. */
+  readonly #tasks = new Set<Promise<void>>();
+  readonly #sweep: ReturnType<typeof setInterval>;
+  readonly #accepting: Promise<void>;
+  #listening = true;
+  #draining = false;
+  #innerFinished = false;
+  #closing: Promise<void> | null = null;
+  #resolveFinished!: () => void;
+
+  constructor(options: GuardOptions, handler: GuardedHandler) {
+    this.#handler = handler;
+    this.#headerTimeoutMs = options.headerTimeoutMs ?? 10_000;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
+    this.#maxConnections = options.maxConnections ?? 512;
+    // Throws AddrInUse before anything else is started.
+    this.#listener = Deno.listen({
+      hostname: options.hostname ?? "127.0.0.1",
+      port: options.port,
+      transport: "tcp",
+    });
+    this.addr = this.#listener.addr;
+    try {
+      this.#inner = Deno.serve({
+        hostname: "127.0.0.1",
+        port: 0,
+        signal: this.#abortInner.signal,
+        onListen() {},
+      }, this.#handle);
+    } catch (error) {
+      this.#listener.close();
+      throw error;
+    }
+    this.#inner.finished.then(
+      () => this.#innerFinished = true,
+      () => this.#innerFinished = true,
+    );
+    this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
+    const period = Math.max(
+      10,
+      Math.min(MAX_SWEEP_MS, Math.min(this.#headerTimeoutMs, this.#idleTimeoutMs) / 4),
+    );
+    this.#sweep = setInterval(() => this.#closeExpired(), period);
+    Deno.unrefTimer(this.#sweep);
+    this.#accepting = this.#acceptLoop();
+  }
+
+  connections(): number {
+    return this.#tunnels.size;
+  }
+
+  stopAccepting(): void {
+    if (!this.#listening) return;
+    this.#listening = false;
+    closeQuietly(this.#listener);
+  }
+
+  closeIdle(): void {
+    this.#draining = true;
+    for (const tunnel of this.#tunnels) {
+      if (tunnel.busy === 0 && !tunnel.upgraded) tunnel.end();
+    }
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#closeAll();
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #closeAll(): Promise<void> {
+    this.stopAccepting();
+    clearInterval(this.#sweep);
+    await this.#accepting; // No tunnel starts after this.
+    for (const tunnel of this.#tunnels) tunnel.destroy();
+    for (const conn of this.#refused) closeQuietly(conn);
+    // Not shutdown(): it waits for every handler, and in Deno 2.9 aborting after it throws
+    // BadResource from the signal's listener. Every client is gone anyway.
+    if (!this.#innerFinished) this.#abortInner.abort();
+    await this.#inner.finished.catch(() => {});
+    await Promise.all(this.#tasks);
+    this.#resolveFinished();
+  }
+
+  #track(task: Promise<void>): void {
+    this.#tasks.add(task);
+    const done = () => this.#tasks.delete(task);
+    task.then(done, done);
+  }
+
+  async #acceptLoop(): Promise<void> {
+    while (this.#listening) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch {
+        if (!this.#listening) return;
+        // Out of descriptors or a connection reset before accept: try again shortly.
+        await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));
+        continue;
+      }
+      if (this.#tunnels.size >= this.#maxConnections) {
+        // A flood must not hold descriptors either: past as many refusals again, no 503.
+        if (this.#refused.size >= this.#maxConnections) closeQuietly(conn);
+        else this.#track(this.#refuse(conn));
+        continue;
+      }
+      const tunnel = new Tunnel(conn);
+      this.#tunnels.add(tunnel);
+      this.#track(this.#run(tunnel));
+    }
+  }
+
+  /** Sends the 503, then reads what the client sent so that closing does not reset it. */
+  async #refuse(conn: Deno.Conn): Promise<void> {
+    this.#refused.add(conn);
+    const timer = setTimeout(() => closeQuietly(conn), REFUSE_LINGER_MS);
+    try {
+      await writeAll(conn, BUSY_RESPONSE);
+      await conn.closeWrite();
+      while ((await conn.read(DISCARD)) !== null) {
+        // Dropped.
+      }
+    } catch {
+      // Reset by the client, or closed by the timer.
+    } finally {
+      clearTimeout(timer);
+      closeQuietly(conn);
+      this.#refused.delete(conn);
+    }
+  }
+
+  async #run(tunnel: Tunnel): Promise<void> {
+    let port = -1;
+    try {
+      tunnel.client.setNoDelay(true);
+      const upstream = await Deno.connect({ hostname: "127.0.0.1", port: this.#inner.addr.port });
+      tunnel.upstream = upstream;
+      if (tunnel.closed) return;
+      upstream.setNoDelay(true);
+      port = upstream.localAddr.port;
+      this.#byPort.set(port, tunnel);
+      const pump = (copy: Promise<void>) => copy.catch(() => tunnel.destroy());
+      await Promise.all([pump(tunnel.pumpIn(upstream)), pump(tunnel.pumpOut(upstream))]);
+    } catch {
+      // The internal server is gone (closing).
+    } finally {
+      tunnel.destroy();
+      this.#tunnels.delete(tunnel);
+      if (this.#byPort.get(port) === tunnel) this.#byPort.delete(port);
+    }
+  }
+
+  #closeExpired(): void {
+    const now = Date.now();
+    for (const tunnel of this.#tunnels) {
+      if (tunnel.expired(now, this.#headerTimeoutMs, this.#idleTimeoutMs)) tunnel.destroy();
+    }
+  }
+
+  #handle = async (
+    request: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  ): Promise<Response> => {
+    const tunnel = this.#byPort.get(info.remoteAddr.port);
+    if (tunnel === undefined || info.remoteAddr.hostname !== "127.0.0.1") {
+      return Response.json({
+        error: {
+          message: "Connect through the server's public address",
+          type: "invalid_request_error",
+          param: null,
+          code: "not_through_guard",
+        },
+      }, { status: 403 });
+    }
+    tunnel.requestStarted();
+    // The request ends when its response is sent and the handler has returned: `completed`
+    // settles inside Deno.upgradeWebSocket(), before the 101 tells us the socket is upgraded.
+    let pending = 2;
+    const ended = () => {
+      if (--pending > 0 || !tunnel.requestEnded()) return;
+      if (this.#draining && !tunnel.upgraded) tunnel.end();
+    };
+    info.completed.then(ended, ended);
+    try {
+      const response = await this.#handler(request, {
+        remoteAddr: tunnel.client.remoteAddr,
+        completed: info.completed,
+      });
+      if (response.status === 101) tunnel.upgraded = true;
+      return response;
+    } finally {
+      ended();
+    }
+  };
+}
