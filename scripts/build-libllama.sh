@@ -94,7 +94,7 @@ case "$(uname -m)" in
 esac
 flavour=$os-$arch${gpu:+-$gpu}
 out=${out:-$ROOT/lib/$flavour}
-build=$CACHE/build-$flavour$([ "$native" = 1 ] && echo -native)$([ "$tools" = 1 ] && echo -tools)
+build=$CACHE/build-$flavour$([ "$native" = 1 ] && echo -native || true)$([ "$tools" = 1 ] && echo -tools || true)
 
 cmake_args=(
   -S "$SRC" -B "$build"

@@ -19,6 +19,7 @@ import { applyLoraAdapters, type LoraAdapter } from "../ffi/lora.ts";
 import { Sampler, SamplerStageError } from "../ffi/sampler.ts";
 import { AsyncQueue } from "./async_queue.ts";
 import { GenerationError } from "./errors.ts";
+import { validateGrammar } from "./gbnf.ts";
 import { samplerStages, type SamplingParams } from "./sampling.ts";
 import { TextStream } from "./text_stream.ts";
 
@@ -288,6 +289,16 @@ export class Scheduler {
           `Prompt token ${token} is not in the vocabulary`,
         );
       }
+    }
+    const grammar = request.sampling?.grammar;
+    if (grammar) {
+      // Checked here, bounded and linear, because llama.cpp's own parser can loop forever or
+      // overflow its stack on some inputs.
+      const model = this.context.model;
+      validateGrammar(grammar, {}, {
+        isSingleToken: (piece) =>
+          model.tokenize(piece, { addSpecial: false, parseSpecial: true }).length === 1,
+      });
     }
     const max = request.maxTokens;
     if (max !== undefined && (!Number.isSafeInteger(max) || max < 0)) {

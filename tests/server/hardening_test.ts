@@ -1,0 +1,247 @@
+/**
+ * Regression tests for the defects of the hardening issue, each through real HTTP, real
+ * sockets and the real libllama. The numbers are the issue's.
+ */
+
+import { equal, match, ok } from "node:assert/strict";
+import { join } from "node:path";
+import { Sampler } from "../../src/ffi/sampler.ts";
+import { fixtureLora } from "../fixtures/models.ts";
+import { postJson, startServer, type TestServer, waitFor } from "./harness.ts";
+
+async function errorOf(response: Response, status: number, code?: string) {
+  const body = await response.json();
+  equal(response.status, status, JSON.stringify(body));
+  equal(typeof body.error.message, "string");
+  if (code) equal(body.error.code, code);
+  return body.error as { message: string; code: string; param: string | null };
+}
+
+/** Sends raw HTTP/1.1 text and returns the status and body of the answer. */
+async function rawRequest(url: string, head: string, body = ""): Promise<{
+  status: number;
+  text: string;
+}> {
+  const { hostname, port } = new URL(url);
+  const conn = await Deno.connect({ hostname, port: Number(port) });
+  await conn.write(new TextEncoder().encode(head + "\r\n" + body));
+  const text = await new Response(conn.readable).text();
+  return { status: Number(/^HTTP\/1\.1 (\d+)/.exec(text)?.[1]), text };
+}
+
+/** The worst /health latency seen while `work` runs. */
+async function worstHealthLatency(url: string, work: Promise<unknown>): Promise<number> {
+  let done = false;
+  let worst = 0;
+  const probing = (async () => {
+    while (!done) {
+      const started = performance.now();
+      const res = await fetch(`${url}/health`);
+      await res.body?.cancel();
+      worst = Math.max(worst, performance.now() - started);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  await work;
+  done = true;
+  await probing;
+  return worst;
+}
+
+function busySlots(server: TestServer): number {
+  return server.ctx.registry.loaded().get("tiny-f32")?.scheduler.stats().busySlots ?? -1;
+}
+
+Deno.test("1, 8: a grammar with min > max, or undefined rules, is a 400 at once; the server stays live", async () => {
+  await using server = await startServer();
+  const started = performance.now();
+  const error = await errorOf(
+    await postJson(`${server.url}/v1/completions`, {
+      prompt: "hi",
+      grammar: 'root ::= "a"{5,2}',
+    }),
+    400,
+  );
+  match(error.message, /5.*2|minimum|maximum/i);
+  ok(performance.now() - started < 1000);
+  await errorOf(
+    await postJson(`${server.url}/v1/completions`, {
+      prompt: "hi",
+      stream: true,
+      grammar: "root ::= missing",
+    }),
+    400,
+  );
+  equal((await fetch(`${server.url}/health`)).status, 200);
+});
+
+Deno.test("2: a grammar nested 20,000 parentheses deep is a 400, not a stack overflow", async () => {
+  await using server = await startServer();
+  const grammar = "root ::= " + "(".repeat(20_000) + '"a"' + ")".repeat(20_000);
+  await errorOf(await postJson(`${server.url}/v1/completions`, { prompt: "hi", grammar }), 400);
+  equal((await fetch(`${server.url}/health`)).status, 200);
+});
+
+Deno.test("3: 40,000 chat messages never stall /health, and the answer is a clear error", async () => {
+  await using server = await startServer();
+  const messages = Array.from({ length: 40_000 }, () => ({ role: "user", content: "a" }));
+  let status = 0;
+  const worst = await worstHealthLatency(
+    server.url,
+    postJson(`${server.url}/v1/chat/completions`, { messages, max_tokens: 1 }).then(
+      async (res) => {
+        status = res.status;
+        await res.body?.cancel();
+      },
+    ),
+  );
+  equal(status, 400);
+  ok(worst < 500, `/health answered within ${Math.round(worst)} ms`);
+});
+
+Deno.test("3: an 8 MiB prompt is tokenized off the event loop", async () => {
+  await using server = await startServer();
+  const prompt = "word ".repeat(1_600_000).slice(0, 8 * 1024 * 1024 - 100);
+  let status = 0;
+  const worst = await worstHealthLatency(
+    server.url,
+    postJson(`${server.url}/v1/completions`, { prompt, max_tokens: 1 }).then(async (res) => {
+      status = res.status;
+      await res.body?.cancel();
+    }),
+  );
+  equal(status, 400, "far beyond the context: context_length_exceeded");
+  ok(worst < 1000, `/health answered within ${Math.round(worst)} ms`);
+});
+
+Deno.test("5: /api/lora refuses paths outside the model folders without opening them", async () => {
+  const dir = await Deno.makeTempDir();
+  const fifo = join(dir, "pipe.gguf");
+  await new Deno.Command("mkfifo", { args: [fifo] }).output();
+  const passwordLink = join(dir, "link.gguf");
+  await Deno.symlink("/etc/passwd", passwordLink);
+  const notGguf = join(dir, "text.gguf");
+  await Deno.writeTextFile(notGguf, "root:x:0:0:secret");
+  try {
+    await using server = await startServer({ settings: { adapterDirs: [dir] } });
+    for (const path of ["/etc/passwd", "../../../../etc/passwd", passwordLink, fifo, notGguf]) {
+      const started = performance.now();
+      const res = await postJson(`${server.url}/api/lora`, { adapters: [{ path }] });
+      const text = await res.text();
+      equal(res.status, 400, `${path}: ${text}`);
+      ok(!text.includes("root:"), `${path}: no file content in ${text}`);
+      ok(performance.now() - started < 2000, `${path} answered promptly`);
+    }
+    const adapter = await fixtureLora("tiny-f32-lora");
+    const outside = await postJson(`${server.url}/api/lora`, { adapters: [{ path: adapter }] });
+    equal(outside.status, 400, "a real adapter outside the folders is refused too");
+    await outside.body?.cancel();
+    const inside = join(dir, "adapter.gguf");
+    await Deno.copyFile(adapter, inside);
+    const ok200 = await postJson(`${server.url}/api/lora`, { adapters: [{ path: inside }] });
+    equal(ok200.status, 200, await ok200.text());
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("6: a foreign Host is refused (DNS rebinding); loopback names are served", async () => {
+  await using server = await startServer();
+  const port = new URL(server.url).port;
+  const ask = (host: string) =>
+    rawRequest(server.url, `GET /v1/models HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n`);
+  const evil = await ask(`attacker.example:${port}`);
+  equal(evil.status, 403);
+  match(evil.text, /host_not_allowed/);
+  for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`]) {
+    equal((await ask(host)).status, 200, host);
+  }
+});
+
+Deno.test("6: a cross-site form POST (text/plain) is 415 and changes nothing", async () => {
+  await using server = await startServer();
+  (await server.ctx.registry.acquire("tiny-f32")).release();
+  const res = await fetch(`${server.url}/api/models/unload`, {
+    method: "POST",
+    headers: { "content-type": "text/plain" },
+    body: JSON.stringify({ model: "tiny-f32" }),
+  });
+  await errorOf(res, 415, "unsupported_media_type");
+  equal(server.ctx.registry.state("tiny-f32"), "loaded");
+});
+
+Deno.test("8: top_k beyond int32 is a 400; max_tokens 0 generates nothing", async () => {
+  await using server = await startServer();
+  const bad = await postJson(`${server.url}/v1/completions`, { prompt: "hi", top_k: 2 ** 31 });
+  equal((await errorOf(bad, 400)).param, "top_k");
+  const none = await (await postJson(`${server.url}/v1/completions`, {
+    prompt: "hi",
+    max_tokens: 0,
+  })).json();
+  equal(none.choices[0].text, "");
+  equal(none.usage.completion_tokens, 0);
+  equal(none.choices[0].finish_reason, "length");
+});
+
+Deno.test("10: with an API key, unknown routes and wrong methods are 401 before 404/405", async () => {
+  await using server = await startServer({ settings: { apiKey: "secret" } });
+  await errorOf(await fetch(`${server.url}/no/such/route`), 401, "invalid_api_key");
+  await errorOf(await fetch(`${server.url}/v1/chat/completions`), 401, "invalid_api_key");
+  await errorOf(
+    await fetch(`${server.url}/no/such/route`, { headers: { authorization: "Bearer secret" } }),
+    404,
+  );
+});
+
+Deno.test("10: a WebSocket frame over the body limit is closed with 1009", async () => {
+  await using server = await startServer();
+  const ws = new WebSocket(`${server.url.replace("http", "ws")}/ws/generate`);
+  const code = await new Promise<number>((resolve) => {
+    ws.onopen = () => ws.send("x".repeat(20 * 1024 * 1024));
+    ws.onclose = (event) => resolve(event.code);
+    ws.onerror = () => {};
+  });
+  equal(code, 1009);
+  equal((await fetch(`${server.url}/health`)).status, 200);
+});
+
+Deno.test("11: a leased model is never unloaded under its user", async () => {
+  await using server = await startServer({ load: { keepAliveMs: 50 } });
+  const lease = await server.ctx.registry.acquire("tiny-f32");
+  await errorOf(
+    await postJson(`${server.url}/api/models/unload`, { model: "tiny-f32" }),
+    503,
+    "model_unavailable",
+  );
+  await new Promise((r) => setTimeout(r, 300));
+  equal(server.ctx.registry.state("tiny-f32"), "loaded", "keep-alive waits for the lease");
+  lease.release();
+  ok(await waitFor(() => server.ctx.registry.state("tiny-f32") === "available", 3000));
+});
+
+Deno.test("11: a step that throws fails its requests, and the scheduler keeps serving", async () => {
+  await using server = await startServer();
+  const sample = Sampler.prototype.sample;
+  let throwOnce = true;
+  Sampler.prototype.sample = function (...args) {
+    if (throwOnce) {
+      throwOnce = false;
+      throw new RangeError("injected fault");
+    }
+    return sample.apply(this, args);
+  };
+  try {
+    const failed = await postJson(`${server.url}/v1/completions`, { prompt: "a", max_tokens: 4 });
+    ok(failed.status >= 500, `status ${failed.status}`);
+    await failed.body?.cancel();
+    equal(busySlots(server), 0, "the failed request's slot was freed");
+    const next = await (await postJson(`${server.url}/v1/completions`, {
+      prompt: "a",
+      max_tokens: 4,
+      ignore_eos: true,
+    })).json();
+    equal(next.usage.completion_tokens, 4);
+  } finally {
+    Sampler.prototype.sample = sample;
+  }
+});
