@@ -192,6 +192,12 @@ export function parseServeArgs(
     bodyTimeoutMs: durationFlag("body-timeout", v["body-timeout"]),
     maxConnections: positiveInt("max-connections", v["max-connections"]),
   };
+  if (optional.batchSize !== undefined && optional.batchSize < out.parallel) {
+    throw new UsageError(
+      `--batch-size (${optional.batchSize}) must be at least --parallel (${out.parallel}): ` +
+        `each step decodes one token of every slot`,
+    );
+  }
   for (const [key, value] of Object.entries(optional)) {
     if (value !== undefined && value !== "") {
       (out as unknown as Record<string, unknown>)[key] = value;

@@ -174,6 +174,11 @@ export class Scheduler {
    */
   constructor(context: Context, options: SchedulerOptions = {}) {
     this.context = context;
+    if (context.nBatch < context.nSeqMax) {
+      throw new RangeError(
+        `The batch size (${context.nBatch}) must be at least the slot count (${context.nSeqMax})`,
+      );
+    }
     this.#slots = Array.from({ length: context.nSeqMax }, (_, i) => new Slot(i));
     this.slotContext = options.slotContext ?? Math.floor(context.nCtx / context.nSeqMax);
     this.#maxQueue = options.maxQueue ?? 64;

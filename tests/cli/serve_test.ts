@@ -1,4 +1,4 @@
-import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { deepEqual, equal, match, ok, throws } from "node:assert/strict";
 import { join } from "node:path";
 import { parseBindAddress, parseLoraFlag, parseServeArgs } from "../../src/cli/serve.ts";
 import { fixtureLora, fixtureModel, REPO_ROOT } from "../fixtures/models.ts";
@@ -217,4 +217,8 @@ Deno.test("serve flags parse as in the original Shimmy", () => {
   );
   equal(parseServeArgs(["--shutdown-grace", "2s"], () => undefined)?.shutdownGraceMs, 2000);
   equal(parseServeArgs([], () => undefined)?.shutdownGraceMs, 5000);
+  throws(
+    () => parseServeArgs(["--parallel", "8", "--batch-size", "4"], () => undefined),
+    /--batch-size \(4\) must be at least --parallel \(8\)/,
+  );
 });
