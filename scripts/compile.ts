@@ -50,6 +50,9 @@ export function embeddedLibraryFiles(libDir: string): string[] {
     .sort();
 }
 
+/** The template renderer's worker module, which `deno compile` must be told to embed. */
+export const TEMPLATE_WORKER = "src/engine/template_worker_main.ts";
+
 /**
  * The `deno compile` arguments for one flavour.
  *
@@ -72,6 +75,9 @@ export function compileArgs(root: string, flavour: string, output: string, targe
     "--no-check",
     ...(target ? ["--target", target] : []),
     ...includes,
+    // Workers are not embedded unless named: the chat template renderer runs in one.
+    "--include",
+    TEMPLATE_WORKER,
     "--output",
     output,
     "main.ts",

@@ -6,7 +6,7 @@
  */
 
 import { LoadedModel } from "../engine/loaded_model.ts";
-import { chatPrompt, rawPrompt } from "../engine/prompt.ts";
+import { chatPrompt, type PreparedPrompt, rawPrompt } from "../engine/prompt.ts";
 import { loadTemplateOverride } from "../engine/templates.ts";
 import type { GenerationResult } from "../engine/scheduler.ts";
 import type { GlobalFlags } from "./global_flags.ts";
@@ -194,19 +194,27 @@ export async function generateMain(args: string[], globals: GlobalFlags): Promis
   const override = options.chatTemplate
     ? await loadTemplateOverride(options.chatTemplate)
     : undefined;
-  const prompt = options.raw
-    ? rawPrompt(loaded.model, options.prompt)
-    : chatPrompt(loaded.model, [{ role: "user", content: options.prompt }], override);
   const abort = new AbortController();
   const onSignal = () => abort.abort();
   Deno.addSignalListener("SIGINT", onSignal);
   try {
+    const { signal } = abort;
+    const messages = [{ role: "user", content: options.prompt }];
+    let prompt: PreparedPrompt;
+    try {
+      prompt = options.raw
+        ? await rawPrompt(loaded.model, options.prompt, { signal })
+        : await chatPrompt(loaded.model, messages, override, undefined, { signal });
+    } catch (error) {
+      if (signal.aborted) return 130; // Ctrl-C while the prompt was prepared
+      throw error;
+    }
     const generation = loaded.scheduler.submit({
       prompt: prompt.tokens,
       maxTokens: options.maxTokens,
       stop: [...options.stop, ...prompt.stopStrings],
       stopTokens: prompt.stopTokens,
-      signal: abort.signal,
+      signal,
       sampling: {
         ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
         ...(options.topK !== undefined ? { topK: options.topK } : {}),

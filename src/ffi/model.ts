@@ -522,15 +522,36 @@ export class Model extends NativeHandle {
     return out.slice(0, n);
   }
 
-  /** The special tokens' texts, indexed for cutting (read from the vocabulary once). */
+  /** The special tokens, indexed for cutting big texts (built once per model). */
   #specialCutter(): SpecialTokenCutter | null {
     if (this.#cutter !== undefined) return this.#cutter;
+    this.#cutter = null;
+    const tokens = this.specialTokens();
+    try {
+      if (tokens) this.#cutter = new SpecialTokenCutter(tokens);
+    } catch {
+      // Too many special tokens for one RegExp: tokenize in one piece.
+    }
+    return this.#cutter;
+  }
+
+  /**
+   * The tokens llama.cpp splits out of a text before tokenizing it (control, user-defined and
+   * unknown tokens), with their text as the vocabulary stores it.
+   *
+   * @returns The tokens, or `undefined` when a text is not UTF-8 (no JavaScript string can
+   *   hold it, so it cannot be searched for).
+   * @example
+   * ```ts
+   * model.specialTokens()?.map((t) => t.text); // ["<|endoftext|>", "<|im_start|>", …]
+   * ```
+   */
+  specialTokens(): SpecialToken[] | undefined {
     const s = this.llama.symbols;
     const vocab = this.vocab;
     const decoder = new TextDecoder("utf-8", { fatal: true });
     const tokens: SpecialToken[] = [];
     const count = s.llama_vocab_n_tokens(vocab);
-    this.#cutter = null;
     for (let id = 0; id < count; id++) {
       const attr = s.llama_vocab_get_attr(vocab, id);
       if ((attr & SPECIAL_ATTRS) === 0) continue;
@@ -540,20 +561,14 @@ export class Model extends NativeHandle {
       let length = 0;
       while (view.getUint8(length) !== 0) length++;
       if (length === 0) continue;
-      let text: string;
       try {
-        text = decoder.decode(new Uint8Array(view.getArrayBuffer(length)));
+        const text = decoder.decode(new Uint8Array(view.getArrayBuffer(length)));
+        tokens.push({ text, lstrip: (attr & ATTR_LSTRIP) !== 0 });
       } catch {
-        return null; // not UTF-8, so not findable in a JavaScript string: never cut
+        return undefined;
       }
-      tokens.push({ text, lstrip: (attr & ATTR_LSTRIP) !== 0 });
     }
-    try {
-      this.#cutter = new SpecialTokenCutter(tokens);
-    } catch {
-      // Too many special tokens for one RegExp: tokenize in one piece.
-    }
-    return this.#cutter;
+    return tokens;
   }
 
   /**

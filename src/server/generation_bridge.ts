@@ -54,8 +54,10 @@ export async function startGeneration(
     const { entry, model: loaded } = lease;
     const fields = generationFields(body, loaded.model.nVocab);
     const prepared = source.kind === "raw"
-      ? await rawPrompt(loaded.model, source.prompt)
-      : await chatPrompt(loaded.model, source.messages, ctx.settings.chatTemplate, source.tools);
+      ? await rawPrompt(loaded.model, source.prompt, { signal })
+      : await chatPrompt(loaded.model, source.messages, ctx.settings.chatTemplate, source.tools, {
+        signal,
+      });
     if (prepared.tokens.length === 0) throw badRequest("The prompt is empty", "prompt");
     const lora = await requestLora(entry, loaded, fields.lora);
     const generation = loaded.scheduler.submit({

@@ -51,7 +51,7 @@ Deno.test({
     for (const [vocab, marker] of [["qwen2", "<|im_end|>"], ["phi-3", "<|end|>"]] as const) {
       const path = join(source as string, "models", `ggml-vocab-${vocab}.gguf`);
       using model = await Model.load(llama, path, { vocabOnly: true });
-      const prompt = chatPrompt(model, [{ role: "user", content: "Hi there" }]);
+      const prompt = await chatPrompt(model, [{ role: "user", content: "Hi there" }]);
       const markerIds = model.tokenize(marker, { addSpecial: false, parseSpecial: true });
       equal(markerIds.length, 1, `${marker} is one token in ${vocab}`);
       ok(prompt.tokens.includes(markerIds[0] as number), `${vocab} prompt holds ${marker}`);

@@ -1,6 +1,11 @@
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { dirname, join } from "node:path";
-import { COMPILE_PERMISSIONS, compileArgs, embeddedLibraryFiles } from "../../scripts/compile.ts";
+import {
+  COMPILE_PERMISSIONS,
+  compileArgs,
+  embeddedLibraryFiles,
+  TEMPLATE_WORKER,
+} from "../../scripts/compile.ts";
 import { RELEASE_TARGETS } from "../../scripts/release.ts";
 import { PREBUILT_FLAVOURS } from "../../scripts/setup.ts";
 import { findLibraryFile, platformName } from "../../src/ffi/library.ts";
@@ -25,7 +30,11 @@ Deno.test("deno compile is asked for a self-extracting binary with exactly the n
   deepEqual(args.filter((a) => a.startsWith("--allow")), COMPILE_PERMISSIONS);
   ok(!args.includes("-A") && !args.includes("--allow-all") && !args.includes("--allow-run"));
   const included = args.filter((_, i) => args[i - 1] === "--include");
-  ok(included.every((path) => path.startsWith(join("lib", flavour))), included.join(" "));
+  ok(
+    included.every((path) => path.startsWith(join("lib", flavour)) || path === TEMPLATE_WORKER),
+    included.join(" "),
+  );
+  ok(included.includes(TEMPLATE_WORKER), "the template worker is embedded");
   equal(args[args.length - 1], "main.ts");
 });
 

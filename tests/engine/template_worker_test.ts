@@ -1,0 +1,409 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { GenerationError } from "../../src/engine/errors.ts";
+import { chatPrompt, MAX_MESSAGES, rawPrompt } from "../../src/engine/prompt.ts";
+import { renderChatOffThread, TemplateWorkerPool } from "../../src/engine/template_worker.ts";
+import {
+  FAMILY_NAMES,
+  renderChat,
+  TemplateError,
+  type TemplateMessage,
+} from "../../src/engine/templates.ts";
+import { Llama, Model } from "../../src/ffi/mod.ts";
+import { toHttpError } from "../../src/server/http_error.ts";
+import { fixtureModel, llamaSourceDir, REPO_ROOT } from "../fixtures/models.ts";
+import { skipBecause } from "../helpers.ts";
+
+const FIXTURES = join(REPO_ROOT, "tests", "fixtures", "templates");
+const REAL = ["qwen2", "phi-3", "command-r", "gemma-4"] as const;
+const source = llamaSourceDir();
+
+function fixture(name: string): string {
+  return Deno.readTextFileSync(join(FIXTURES, `${name}.jinja`));
+}
+
+const CONVERSATION: readonly TemplateMessage[] = [
+  { role: "system", content: "You are terse." },
+  { role: "user", content: "Hi" },
+  { role: "assistant", content: "Hello." },
+  { role: "user", content: "Name a colour." },
+];
+
+/** One-letter messages, alternating user and assistant. */
+function manyMessages(count: number): TemplateMessage[] {
+  return Array.from({ length: count }, (_, i) => ({
+    role: i % 2 === 0 ? "user" : "assistant",
+    content: "a",
+  }));
+}
+
+/**
+ * CPU time this process uses while waiting `ms` milliseconds (Linux only: `/proc/self/stat`).
+ *
+ * @returns Seconds of CPU, or undefined where it cannot be read.
+ */
+async function cpuSecondsDuring(ms: number): Promise<number | undefined> {
+  const read = () => {
+    const fields = Deno.readTextFileSync("/proc/self/stat").split(") ")[1]?.split(" ") ?? [];
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks
+  };
+  let before: number;
+  try {
+    before = read();
+  } catch {
+    return undefined;
+  }
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  return read() - before;
+}
+
+/** A template that renders for minutes: 10⁸ loop iterations. */
+const ENDLESS = "{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}";
+
+/** Longest pause of the event loop a test accepts while work runs elsewhere (ms). */
+const MAX_STALL_MS = 100;
+
+/**
+ * Runs `work` while a 10 ms interval ticks on this thread, and measures the longest gap
+ * between ticks. On a busy machine a garbage collection or the OS scheduler can pause the loop
+ * once in a while, so the work runs up to three times and the calmest run counts; work that
+ * blocks the loop stalls it every time.
+ *
+ * @returns The work's result, its duration and the longest gap between ticks (ms).
+ */
+async function whileTicking<T>(work: () => Promise<T>) {
+  let calmest: { value: T; elapsed: number; maxGap: number } | undefined;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    let last = performance.now();
+    let maxGap = 0;
+    const timer = setInterval(() => {
+      const now = performance.now();
+      maxGap = Math.max(maxGap, now - last);
+      last = now;
+    }, 10);
+    const started = performance.now();
+    try {
+      const value = await work();
+      const elapsed = performance.now() - started;
+      maxGap = Math.max(maxGap, performance.now() - last);
+      if (calmest === undefined || maxGap < calmest.maxGap) calmest = { value, elapsed, maxGap };
+    } finally {
+      clearInterval(timer);
+    }
+    if (calmest.maxGap < MAX_STALL_MS) break;
+  }
+  return calmest as { value: T; elapsed: number; maxGap: number };
+}
+
+Deno.test("renderChatOffThread() renders the real templates exactly as renderChat()", async () => {
+  const tools = [{ type: "function", function: { name: "get_weather", parameters: {} } }];
+  for (const name of REAL) {
+    const input = {
+      template: fixture(name),
+      messages: CONVERSATION,
+      bosToken: "<BOS>",
+      eosToken: "<EOS>",
+    };
+    assert.deepEqual(await renderChatOffThread(input), renderChat(input), name);
+    const withTools = { ...input, messages: CONVERSATION.slice(1, 2), tools };
+    assert.deepEqual(await renderChatOffThread(withTools), renderChat(withTools), `${name} tools`);
+  }
+  for (const family of FAMILY_NAMES) {
+    const input = { family, messages: CONVERSATION };
+    assert.deepEqual(await renderChatOffThread(input), renderChat(input), family);
+  }
+  // A template that does not parse falls back to a family, with the same warning.
+  const broken = { template: "<|im_start|>{% if %}", messages: CONVERSATION };
+  const fallback = await renderChatOffThread(broken);
+  assert.deepEqual(fallback, renderChat(broken));
+  assert.match(fallback.warning ?? "", /does not parse/);
+});
+
+Deno.test("A TemplateError crosses the worker boundary with its reason, detail and status 400", async () => {
+  const messages = [{ role: "user", content: "Hi" }, { role: "user", content: "Again" }];
+  const error = await renderChatOffThread({ template: fixture("command-r"), messages }).then(
+    () => assert.fail("the template must raise"),
+    (e: unknown) => e,
+  );
+  assert.ok(error instanceof TemplateError);
+  assert.ok(error instanceof GenerationError);
+  assert.equal(error.code, "invalid_request");
+  assert.equal(error.reason, "render");
+  assert.equal(error.detail, "Conversation roles must alternate user/assistant/user/assistant/...");
+  assert.throws(() => renderChat({ template: fixture("command-r"), messages }), (e: unknown) => {
+    assert.equal((e as Error).message, error.message);
+    return true;
+  });
+  const http = toHttpError(error);
+  assert.equal(http.status, 400);
+  assert.equal(http.message, error.message);
+  await assert.rejects(
+    renderChatOffThread({ template: "{{ messages[0].content | no_such_filter }}", messages }),
+    (e: unknown) => e instanceof TemplateError && /no_such_filter/.test(e.message),
+  );
+});
+
+Deno.test("TemplateWorkerPool keeps the event loop ticking while it renders 40,000 messages", async () => {
+  const pool = new TemplateWorkerPool({ size: 1 });
+  try {
+    const input = { template: fixture("qwen2"), messages: manyMessages(40_000) };
+    await pool.render({ ...input, messages: manyMessages(2) }); // a warm worker
+    const { value, elapsed, maxGap } = await whileTicking(() =>
+      pool.render(input, { timeoutMs: 120_000 })
+    );
+    // Qwen2's template adds a system message when there is none.
+    assert.equal(value.prompt.split("<|im_start|>user\n").length - 1, 20_000);
+    assert.ok(elapsed > MAX_STALL_MS, `the render took ${elapsed} ms: too quick to show anything`);
+    assert.ok(maxGap < MAX_STALL_MS, `the event loop stalled ${Math.round(maxGap)} ms`);
+  } finally {
+    pool.close();
+  }
+});
+
+Deno.test("TemplateWorkerPool.render() stops a running render on abort and the next render works", async () => {
+  const pool = new TemplateWorkerPool({ size: 1 });
+  try {
+    const abort = new AbortController();
+    const running = pool.render({ template: ENDLESS, messages: [] }, { signal: abort.signal });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(pool.liveWorkers, 1);
+    const reason = new DOMException("The client went away", "AbortError");
+    const aborted = performance.now();
+    abort.abort(reason);
+    await assert.rejects(running, (e: unknown) => e === reason);
+    assert.ok(performance.now() - aborted < 1_000, "the rejection is immediate");
+    assert.equal(pool.liveWorkers, 0, "the busy worker was terminated");
+    const cpu = await cpuSecondsDuring(1_000);
+    if (cpu !== undefined) assert.ok(cpu < 0.5, `the render still runs: ${cpu} s of CPU in 1 s`);
+    const input = { family: "chatml" as const, messages: CONVERSATION };
+    assert.deepEqual(await pool.render(input), renderChat(input));
+    assert.equal(pool.liveWorkers, 1);
+  } finally {
+    pool.close();
+  }
+});
+
+Deno.test("TemplateWorkerPool.render() drops a queued job on abort without touching the running one", async () => {
+  const pool = new TemplateWorkerPool({ size: 1 });
+  try {
+    const first = new AbortController();
+    const running = pool.render({ template: ENDLESS, messages: [] }, { signal: first.signal });
+    running.catch(() => {});
+    const second = new AbortController();
+    const queued = pool.render({ family: "chatml", messages: CONVERSATION }, {
+      signal: second.signal,
+    });
+    second.abort();
+    await assert.rejects(
+      queued,
+      (e: unknown) => e instanceof DOMException && e.name === "AbortError",
+    );
+    assert.equal(pool.liveWorkers, 1, "the running render goes on");
+    first.abort();
+    await assert.rejects(running);
+    // An already aborted signal never starts anything.
+    await assert.rejects(
+      pool.render({ family: "chatml", messages: CONVERSATION }, { signal: AbortSignal.abort() }),
+    );
+    assert.equal(pool.liveWorkers, 0);
+  } finally {
+    pool.close();
+  }
+});
+
+Deno.test("TemplateWorkerPool.render() rejects a render past its time limit with a clear 400 error", async () => {
+  const pool = new TemplateWorkerPool({ size: 1 });
+  try {
+    const error = await pool.render({ template: ENDLESS, messages: [] }, { timeoutMs: 300 }).then(
+      () => assert.fail("the render must time out"),
+      (e: unknown) => e,
+    );
+    assert.ok(error instanceof GenerationError);
+    assert.ok(!(error instanceof TemplateError));
+    assert.equal(error.code, "invalid_request");
+    assert.equal(
+      error.message,
+      "The chat template took longer than 0.3 s to render; shorten the conversation or use a " +
+        "simpler template (--chat-template)",
+    );
+    assert.equal(toHttpError(error).status, 400);
+    assert.equal(pool.liveWorkers, 0);
+    const input = { template: fixture("phi-3"), messages: CONVERSATION };
+    assert.deepEqual(await pool.render(input), renderChat(input));
+  } finally {
+    pool.close();
+  }
+});
+
+Deno.test("TemplateWorkerPool renders two conversations at once and stops idle workers", async () => {
+  const pool = new TemplateWorkerPool({ size: 2, idleMs: 100 });
+  try {
+    const slow = new AbortController();
+    const busy = pool.render({ template: ENDLESS, messages: [] }, { signal: slow.signal });
+    busy.catch(() => {});
+    const input = { template: fixture("qwen2"), messages: CONVERSATION };
+    assert.deepEqual(await pool.render(input), renderChat(input), "not stuck behind the slow one");
+    assert.equal(pool.liveWorkers, 2);
+    slow.abort();
+    await assert.rejects(busy);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    assert.equal(pool.liveWorkers, 0, "the idle worker was terminated");
+  } finally {
+    pool.close();
+  }
+  await assert.rejects(
+    pool.render({ family: "chatml", messages: CONVERSATION }),
+    (e: unknown) => e instanceof GenerationError && e.code === "closed",
+  );
+});
+
+Deno.test("A script that rendered a template exits by itself once the worker is idle", async () => {
+  const script = `
+    import { renderChatOffThread } from ${
+    JSON.stringify(
+      new URL("../../src/engine/template_worker.ts", import.meta.url).href,
+    )
+  };
+    const out = await renderChatOffThread({ family: "chatml", messages: [{ role: "user", content: "Hi" }] });
+    console.log(JSON.stringify(out.prompt));
+  `;
+  const started = performance.now();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--config", join(REPO_ROOT, "deno.json"), "-"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(script));
+  await writer.close();
+  const timer = setTimeout(() => child.kill(), 30_000);
+  const out = await child.output();
+  clearTimeout(timer);
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  assert.equal(
+    new TextDecoder().decode(out.stdout).trim(),
+    JSON.stringify(
+      "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+    ),
+  );
+  assert.ok(performance.now() - started < 25_000, "it exited after the idle time, not when killed");
+});
+
+Deno.test("chatPrompt() refuses more than MAX_MESSAGES messages before rendering them", async () => {
+  const llama = Llama.open();
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"), { vocabOnly: true });
+  const tooMany = manyMessages(MAX_MESSAGES + 1);
+  await assert.rejects(chatPrompt(model, tooMany), (e: unknown) => {
+    assert.ok(e instanceof GenerationError);
+    assert.equal(e.code, "invalid_request");
+    assert.match(e.message, new RegExp(`${MAX_MESSAGES + 1} messages.*limit of ${MAX_MESSAGES}`));
+    return true;
+  });
+  // Refused before any work: even with an endless template.
+  const endless = { template: ENDLESS, path: "endless.jinja" };
+  await assert.rejects(chatPrompt(model, manyMessages(3), endless, undefined, { maxMessages: 2 }));
+  const prepared = await chatPrompt(model, tooMany, undefined, undefined, {
+    maxMessages: MAX_MESSAGES + 1,
+  });
+  const rendered = renderChat({ template: model.chatTemplate() as string, messages: tooMany });
+  assert.deepEqual(prepared.tokens, await model.tokenizeAsync(rendered.prompt));
+});
+
+Deno.test("chatPrompt() and rawPrompt() stop with the signal's reason", async () => {
+  const llama = Llama.open();
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"), { vocabOnly: true });
+  const reason = new Error("gone");
+  await assert.rejects(
+    chatPrompt(model, CONVERSATION, undefined, undefined, { signal: AbortSignal.abort(reason) }),
+    (e: unknown) => e === reason,
+  );
+  await assert.rejects(
+    rawPrompt(model, "Hi", { signal: AbortSignal.abort(reason) }),
+    (e: unknown) => e === reason,
+  );
+  const abort = new AbortController();
+  const endless = { template: ENDLESS, path: "endless.jinja" };
+  const pending = chatPrompt(model, CONVERSATION, endless, undefined, { signal: abort.signal });
+  setTimeout(() => abort.abort(reason), 200);
+  await assert.rejects(pending, (e: unknown) => e === reason);
+  const timedOut = chatPrompt(model, CONVERSATION, endless, undefined, { templateTimeoutMs: 200 });
+  await assert.rejects(timedOut, /took longer than 0.2 s to render/);
+});
+
+/** About `size` characters of chat markup, with long messages so the sync path stays fast. */
+function bigChat(size: number): string {
+  const words = "The quick brown fox jumps over the lazy dog; pack my box with five dozen jugs. ";
+  const content = words.repeat(24);
+  let out = "";
+  for (let i = 0; out.length < size; i++) {
+    out += `<|im_start|>${i % 2 ? "assistant" : "user"}\n${i} ${content}<|im_end|>\n`;
+  }
+  return out;
+}
+
+for (const name of ["tiny-f32", "qwen2", "phi-3"]) {
+  Deno.test({
+    name: `Model.tokenizeAsync() gives tokenize()'s tokens with the ${name} vocabulary`,
+    ignore: name !== "tiny-f32" && !source &&
+      skipBecause("tokenizeAsync", "llama.cpp source missing"),
+    async fn() {
+      const llama = Llama.open();
+      using model = await Model.load(llama, await fixtureModel(name), { vocabOnly: true });
+      const texts = [
+        "",
+        "Hello world",
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+        // phi-3's markers strip the whitespace after them (RSTRIP)
+        "<|user|>\n  Hi  <|end|>\n<|assistant|>\n".repeat(2_000),
+        bigChat(100_000),
+      ];
+      for (const text of texts) {
+        for (const addSpecial of [true, false]) {
+          assert.deepEqual(
+            await model.tokenizeAsync(text, { addSpecial }),
+            model.tokenize(text, { addSpecial }),
+            `${text.length} chars, addSpecial ${addSpecial}`,
+          );
+        }
+      }
+    },
+  });
+}
+
+for (const name of ["tiny-f32", "qwen2"]) {
+  Deno.test({
+    name: `Model.tokenizeAsync() tokenizes 2 MiB (${name}) while the event loop keeps ticking`,
+    ignore: name !== "tiny-f32" && !source &&
+      skipBecause("tokenizeAsync", "llama.cpp source missing"),
+    async fn() {
+      const llama = Llama.open();
+      using model = await Model.load(llama, await fixtureModel(name), { vocabOnly: true });
+      const big = bigChat(2 * 1024 * 1024);
+      const { value, elapsed, maxGap } = await whileTicking(() => model.tokenizeAsync(big));
+      assert.deepEqual(value, model.tokenize(big));
+      assert.ok(
+        elapsed > MAX_STALL_MS,
+        `tokenizing took ${elapsed} ms: too quick to show anything`,
+      );
+      assert.ok(maxGap < MAX_STALL_MS, `the event loop stalled ${Math.round(maxGap)} ms`);
+    },
+  });
+}
+
+Deno.test("Model.tokenizeAsync() stops between pieces when the signal aborts", async () => {
+  const llama = Llama.open();
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"), { vocabOnly: true });
+  const big = bigChat(2 * 1024 * 1024);
+  const abort = new AbortController();
+  const reason = new Error("stop");
+  const started = performance.now();
+  const pending = model.tokenizeAsync(big, { signal: abort.signal });
+  setTimeout(() => abort.abort(reason), 50);
+  await assert.rejects(pending, (e: unknown) => e === reason);
+  const stoppedMs = performance.now() - started;
+  const full = performance.now();
+  await model.tokenizeAsync(big);
+  const fullMs = performance.now() - full;
+  assert.ok(stoppedMs < fullMs / 2, `stopped after ${stoppedMs} ms of ${fullMs} ms`);
+});
