@@ -60,6 +60,8 @@ Options:
   --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
   --tensor-split A,B,…    Share of each model per GPU, e.g. 3,1
   --model-dirs DIRS       Extra model folders, ';'-separated
+  --no-mmap               Read the weights into memory instead of mapping the file (a file
+                          truncated under a mapped model crashes the process)
   --verbose               Show llama.cpp's log
 
 Examples:
@@ -91,6 +93,8 @@ export interface ServeArgs {
   maxConnections?: number;
   /** Grace period for in-flight requests on shutdown. */
   shutdownGraceMs: number;
+  /** Read weights into memory instead of mapping them. */
+  noMmap: boolean;
   lora: { path: string; scale: number }[];
 }
 
@@ -153,6 +157,7 @@ export function parseServeArgs(
     "body-timeout": { type: "string" },
     "max-connections": { type: "string" },
     "shutdown-grace": { type: "string" },
+    "no-mmap": { type: "boolean", default: false },
     "chat-template": { type: "string" },
     "max-models": { type: "string" },
     "keep-alive": { type: "string" },
@@ -175,6 +180,7 @@ export function parseServeArgs(
     origins: commaList(...(v.cors ?? []), env("SHIMMY_ORIGINS")),
     allowedHosts: commaList(...(v["allowed-hosts"] ?? []), env("SHIMMY_ALLOWED_HOSTS")),
     shutdownGraceMs: durationFlag("shutdown-grace", v["shutdown-grace"]) ?? SHUTDOWN_GRACE_MS,
+    noMmap: v["no-mmap"],
   };
   const optional = {
     ctxSize: positiveInt("ctx-size", v["ctx-size"]),
@@ -347,6 +353,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     verbose: globals.verbose,
     parallel: options.parallel,
     onLoadProgress: loadProgressLogger(),
+    ...(options.noMmap ? { useMmap: false } : {}),
     availableMemory: () => {
       const plan = planDevices(llama.devices(), gpuBackend, options.nGpuLayers);
       return plan.devices.length > 0

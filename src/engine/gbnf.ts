@@ -622,6 +622,12 @@ class GrammarParser {
             );
           }
         }
+        const value = parseInt(text.slice(pos + 2, pos + 2 + hexDigits), 16);
+        if (value === 0 && text[opener] === '"') {
+          // llama.cpp reads a 0 in a literal as the end of its rule and aborts the process
+          // while sampling ("Unexpected empty grammar stack").
+          this.#fail("syntax", "a literal cannot contain the NUL character", pos);
+        }
         return pos + 2 + hexDigits;
       }
       if (escape !== undefined && 'trn\\"[]-'.includes(escape)) return pos + 2;

@@ -35,6 +35,8 @@ export interface OpenModelOptions {
   maxQueue?: number;
   /** LoRA adapters to attach at load, with scales. Default none. */
   lora?: readonly { path: string; scale: number }[];
+  /** Map the weights from the file (false: read them into memory). Default true. */
+  useMmap?: boolean;
   /** Print llama.cpp's log. Default false. */
   verbose?: boolean;
   /** Load progress in [0, 1]. */
@@ -96,6 +98,7 @@ export class LoadedModel {
     );
     const model = await Model.load(llama, options.path, {
       ...plan.load,
+      ...(options.useMmap !== undefined ? { useMmap: options.useMmap } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
     });

@@ -101,7 +101,8 @@ async function route(
     });
   }
   const methods = ROUTES[path];
-  if (request.method === "OPTIONS") return preflight(methods);
+  // A browser's CORS preflight cannot carry the key; it learns nothing about the routes.
+  if (isPreflight(request)) return preflight();
   if (ctx.settings.apiKey && !PUBLIC_ROUTES.has(path)) checkApiKey(ctx.settings.apiKey, request);
   if (!methods) throw new HttpError(404, `No route for ${request.method} ${path}`);
   const handler = methods[request.method];
@@ -145,12 +146,17 @@ function checkJsonContentType(request: Request): void {
   }
 }
 
-/** Answers a CORS preflight (its origin was already checked). */
-function preflight(methods: Partial<Record<string, Handler>> | undefined): Response {
+function isPreflight(request: Request): boolean {
+  return request.method === "OPTIONS" && request.headers.has("origin") &&
+    request.headers.has("access-control-request-method");
+}
+
+/** Answers a CORS preflight (its origin was already checked), the same for every path. */
+function preflight(): Response {
   return new Response(null, {
     status: 204,
     headers: {
-      "access-control-allow-methods": methods ? Object.keys(methods).join(", ") : "GET, POST",
+      "access-control-allow-methods": "GET, POST, OPTIONS",
       "access-control-allow-headers": "authorization, content-type",
       "access-control-max-age": "600",
     },

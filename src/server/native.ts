@@ -107,6 +107,9 @@ export function wsGenerate(ctx: ServerContext, request: Request): Response {
       headers: { upgrade: "websocket" },
     });
   }
+  if (!request.headers.get("sec-websocket-key")) {
+    throw badRequest("A WebSocket upgrade needs a Sec-WebSocket-Key header");
+  }
   const { socket, response } = Deno.upgradeWebSocket(request);
   const abort = new AbortController();
   const sessionEnded = ctx.activity.begin();

@@ -1,4 +1,4 @@
-import { deepEqual, equal, fail, match, ok } from "node:assert/strict";
+import { deepEqual, equal, fail, match, ok, throws } from "node:assert/strict";
 import { join } from "node:path";
 import { GenerationError } from "../../src/engine/errors.ts";
 import {
@@ -570,4 +570,11 @@ Deno.test("validateGrammar() accepts exactly the small grammars llama.cpp's pars
   } finally {
     model.close();
   }
+});
+
+Deno.test("validateGrammar() refuses a NUL in a literal (llama.cpp aborts on it) but allows it in a class", () => {
+  for (const grammar of ['root ::= "\\x00"', 'root ::= "a\\u0000b"']) {
+    throws(() => validateGrammar(grammar), /cannot contain the NUL character/, grammar);
+  }
+  validateGrammar('root ::= [^"\\\\\\x7F\\x00-\\x1F]');
 });

@@ -163,7 +163,7 @@ Deno.test("Browser origins: loopback and --cors origins are served with CORS hea
   }
   const preflight = await fetch(`${server.url}/v1/chat/completions`, {
     method: "OPTIONS",
-    headers: { origin: "https://app.example" },
+    headers: { origin: "https://app.example", "access-control-request-method": "POST" },
   });
   equal(preflight.status, 204);
   await preflight.body?.cancel();

@@ -1,0 +1,288 @@
+/**
+ * The benchmark's output: the machine description, the one-line progress report per round, the
+ * results table with the notes below it, and the JSON report. Nothing here measures; it formats
+ * what the rounds and the summary hold.
+ *
+ * @module
+ */
+
+import { REPO_ROOT } from "../../tests/fixtures/models.ts";
+import type { BenchModel } from "./model_info.ts";
+import type { LevelSample, RoundResult } from "./samples.ts";
+import type { ServerName } from "./server_process.ts";
+import { median } from "./stats.ts";
+import { compareGreedyTexts, mostOf, streamsLabel, type SummaryRow } from "./summary.ts";
+
+/** Other processes' CPU share above which the report warns that the numbers are noisy. */
+const NOISY_OTHER_CPU = 0.05;
+/** A longest gap this many times the p99 means a stall the p99 does not show. */
+const HIDDEN_STALL_FACTOR = 10;
+/** Requested and reported prompt tokens differing by more than this share are pointed out. */
+const PROMPT_TOKENS_TOLERANCE = 0.1;
+
+/**
+ * Describes the machine, for reproducing the numbers: cores, OS, memory, Deno, the CPU model
+ * (Linux), the GPUs (`nvidia-smi`) and Shimmy's git commit where available.
+ *
+ * @returns Name/value pairs.
+ * @example
+ * ```ts
+ * console.log(Object.entries(await machineInfo()).map(([k, v]) => `${k}=${v}`).join(", "));
+ * ```
+ */
+export async function machineInfo(): Promise<Record<string, string | number>> {
+  const info: Record<string, string | number> = {
+    cores: navigator.hardwareConcurrency,
+    os: `${Deno.build.os} ${Deno.osRelease()} ${Deno.build.arch}`,
+    memoryGiB: Math.round(Deno.systemMemoryInfo().total / 2 ** 30),
+    deno: Deno.version.deno,
+  };
+  try {
+    const cpu = /^model name\s*:\s*(.+)$/m.exec(await Deno.readTextFile("/proc/cpuinfo"));
+    if (cpu?.[1]) info.cpu = cpu[1];
+  } catch {
+    // not Linux
+  }
+  const gpu = await commandOutput("nvidia-smi", ["--query-gpu=name", "--format=csv,noheader"]);
+  if (gpu) info.gpu = gpu.split("\n").join(", ");
+  const commit = await commandOutput("git", ["-C", REPO_ROOT, "describe", "--always", "--dirty"]);
+  if (commit) info.shimmyCommit = commit;
+  return info;
+}
+
+/** A command's trimmed stdout, or undefined when it is missing or fails. */
+async function commandOutput(command: string, args: string[]): Promise<string | undefined> {
+  try {
+    const out = await new Deno.Command(command, { args, stdin: "null", stderr: "piped" }).output();
+    if (!out.success) return undefined;
+    return new TextDecoder().decode(out.stdout).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const ms = (value: number) => value.toFixed(value < 10 ? 1 : 0);
+
+/**
+ * The progress line of one round: each level's rate, TTFT p50 and token gap p99, or the
+ * interference scenario's gap p99 without and with the long prompt, and other processes' CPU.
+ *
+ * @param result The round.
+ * @param reps Rounds in all.
+ * @returns One line.
+ * @example
+ * ```ts
+ * console.error(progressLine(result, 3));
+ * ```
+ */
+export function progressLine(result: RoundResult, reps: number): string {
+  const parts = result.levels.map((l) =>
+    `${l.streams}x ${l.aggregateTps.toFixed(1)} tok/s ttft ${ms(median(l.ttftMs))} ms ` +
+    `gap p99 ${ms(l.gaps.p99)} ms`
+  );
+  const i = result.interference;
+  if (i) {
+    parts.push(
+      `${i.alone.streams}x alone gap p99 ${ms(i.alone.gaps.p99)} ms`,
+      `+${i.longPrompt.promptTokens}-token prompt gap p99 ${ms(i.withLongPrompt.gaps.p99)} ms ` +
+        `max ${ms(i.withLongPrompt.gaps.max)} ms, its ttft ${ms(i.longPrompt.ttftMs)} ms`,
+    );
+  }
+  const other = result.otherCpu === null
+    ? ""
+    : ` | other processes ${(result.otherCpu * 100).toFixed(0)}% CPU`;
+  return `round ${result.round}/${reps} ${result.server.padEnd(12)} ${parts.join(" | ")}${other}`;
+}
+
+/** A value as the table prints it: token-gap rows as p50 / p90 / p99. */
+function cell(row: SummaryRow, server: "shimmy" | "llamaServer"): string {
+  const gaps = row.gaps?.[server];
+  if (gaps) return [gaps.p50, gaps.p90, gaps.p99].map((v) => v.toFixed(1)).join(" / ");
+  return row[server].toFixed(row.unit === "x" ? 2 : 1);
+}
+
+/**
+ * The results table: metric, both servers' values and the ratio shimmy/llama-server.
+ *
+ * @param rows The summary rows.
+ * @returns The table, columns aligned.
+ * @example
+ * ```ts
+ * console.log(formatTable(summarize(rounds, [1, 4, 8])));
+ * ```
+ */
+export function formatTable(rows: SummaryRow[]): string {
+  const header = ["metric", "shimmy", "llama-server", "shimmy/llama-server"];
+  const body = rows.map((r) => [
+    r.metric,
+    cell(r, "shimmy"),
+    cell(r, "llamaServer"),
+    r.ratio.toFixed(2),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] ?? "").length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))
+      .join("  ");
+  return [line(header), ...body.map(line)].join("\n");
+}
+
+/** Options of {@link summaryText}. */
+export interface SummaryTextOptions {
+  /** Rounds run. */
+  reps: number;
+  /** Prompt tokens asked for with `--prompt-tokens`. Default: undefined, the default prompt. */
+  promptTokens?: number;
+}
+
+/**
+ * The table and the notes below it: how to read the ratios, the token-gap p99 ratios, the
+ * interference result, prompt tokens and cache reuse, the greedy-text check and the CPU warning.
+ *
+ * @param summary The summary rows.
+ * @param rounds Every round of both servers.
+ * @param options Rounds and the requested prompt size.
+ * @returns The text to print.
+ * @example
+ * ```ts
+ * console.log(summaryText(summarize(rounds, levels), rounds, { reps: 3 }));
+ * ```
+ */
+export function summaryText(
+  summary: SummaryRow[],
+  rounds: RoundResult[],
+  options: SummaryTextOptions,
+): string {
+  const lines = [
+    formatTable(summary),
+    "",
+    "tok/s: higher is better, ratio > 1 means Shimmy is faster. TTFT and token gaps: lower is " +
+    "better, ratio < 1 means Shimmy is faster or streams more evenly. A token-gap row's ratio is " +
+    "that of the p99s.",
+    `Rates are medians over ${options.reps} round(s); TTFT and gap percentiles pool every ` +
+    "request or gap of all rounds.",
+  ];
+  const gapRows = summary.filter((r) => r.key === "gapP99");
+  if (gapRows.length > 0) {
+    lines.push(
+      "Gap p99 ratio shimmy/llama-server: " +
+        gapRows.map((r) => `${r.ratio.toFixed(2)} at ${streamsLabel(r.streams)}`).join(", ") + ".",
+    );
+  }
+  lines.push(...interferenceNotes(summary), promptNote(rounds, options.promptTokens));
+  const greedy = compareGreedyTexts(rounds);
+  if (greedy.compared > 0) {
+    lines.push(
+      `Greedy 1-stream texts identical: ${greedy.same}/${greedy.compared}` +
+        (greedy.same < greedy.compared
+          ? ` (all agree on the first ${greedy.agreeChars} chars)`
+          : ""),
+    );
+  }
+  const shares = rounds.flatMap((r) => r.otherCpu === null ? [] : [r.otherCpu]);
+  if (shares.length > 0) {
+    const worst = Math.max(...shares);
+    lines.push(
+      `Other processes used at most ${(worst * 100).toFixed(1)}% of the CPU during a round` +
+        (worst > NOISY_OTHER_CPU
+          ? ": WARNING, the machine was not quiet and the numbers are noisy; rerun when it is"
+          : "."),
+    );
+  }
+  return lines.join("\n");
+}
+
+function interferenceNotes(summary: SummaryRow[]): string[] {
+  const ratio = summary.find((r) => r.key === "interferenceGapP99Ratio");
+  const loaded = summary.find((r) => r.key === "interferenceGapP99WithLongPrompt")?.gaps;
+  if (!ratio || !loaded) return [];
+  const notes = [
+    `Interference: token gap p99 of ${ratio.streams} streams with / without the long prompt: ` +
+    `shimmy ${ratio.shimmy.toFixed(2)}x, llama-server ${ratio.llamaServer.toFixed(2)}x ` +
+    "(goal for Shimmy: at most 2x).",
+  ];
+  const servers = { shimmy: loaded.shimmy, "llama-server": loaded.llamaServer };
+  const hidden = Object.entries(servers)
+    .filter(([, gaps]) => gaps.max > HIDDEN_STALL_FACTOR * gaps.p99).map(([name]) => name);
+  if (hidden.length > 0) {
+    notes.push(
+      `The p99 hides a stall for ${hidden.join(" and ")}: the longest gap is over ` +
+        `${HIDDEN_STALL_FACTOR}x the p99, as when under 1% of the gaps are stretched; the longest ` +
+        "gap and the decode rate during the prompt show it.",
+    );
+  }
+  return notes;
+}
+
+function promptNote(rounds: RoundResult[], requested: number | undefined): string {
+  const tokens = mostOf(rounds, undefined, (s) => s.promptTokens);
+  const cached = (server: ServerName) => mostOf(rounds, server, (s) => s.cachedTokens);
+  const off = requested !== undefined &&
+    Math.abs(tokens - requested) > requested * PROMPT_TOKENS_TOLERANCE;
+  const asked = requested === undefined
+    ? ""
+    : ` (asked for ${requested}${off ? ": this vocabulary splits the text differently" : ""})`;
+  return `Prompt: ${tokens} tokens${asked}; most reused from a prefix cache: ` +
+    `shimmy ${cached("shimmy")}, llama-server ${cached("llama-server")}.`;
+}
+
+/** What the JSON report records besides the results. */
+export interface ReportHeader {
+  /** The benchmark's command line. */
+  command: string;
+  /** {@link machineInfo}. */
+  machine: Record<string, string | number>;
+  /** The model file. */
+  model: BenchModel;
+  /** Every setting, as run. */
+  settings: Record<string, unknown>;
+  /** Both servers' command lines and llama-server's version. */
+  servers: { shimmy: string; llamaServer: string; version: string };
+}
+
+/** Gaps rounded to a microsecond, which is all the clock gives. */
+const roundGaps = (gaps: number[][]) => gaps.map((g) => g.map((v) => Math.round(v * 1000) / 1000));
+
+/** A sample as the JSON holds it: without the streams' texts, gaps rounded. */
+function jsonSample({ results: _, ...sample }: LevelSample) {
+  return { ...sample, gapsMs: roundGaps(sample.gapsMs) };
+}
+
+/**
+ * The JSON report: the header, the summary, the greedy-text check, and every round's samples
+ * (each stream's rate, TTFT and token gaps, without the generated texts).
+ *
+ * @param header The command, machine, model, settings and servers.
+ * @param summary The summary rows.
+ * @param rounds Every round of both servers.
+ * @returns A plain object for `JSON.stringify`.
+ * @example
+ * ```ts
+ * await Deno.writeTextFile("r.json", JSON.stringify(jsonReport(header, summary, rounds), null, 2));
+ * ```
+ */
+export function jsonReport(
+  header: ReportHeader,
+  summary: SummaryRow[],
+  rounds: RoundResult[],
+): Record<string, unknown> {
+  return {
+    benchmark: "bench/serve_bench.ts",
+    date: new Date().toISOString(),
+    ...header,
+    summary,
+    greedyTexts: compareGreedyTexts(rounds),
+    rounds: rounds.map((r) => ({
+      ...r,
+      levels: r.levels.map(jsonSample),
+      ...(r.interference
+        ? {
+          interference: {
+            ...r.interference,
+            alone: jsonSample(r.interference.alone),
+            withLongPrompt: jsonSample(r.interference.withLongPrompt),
+          },
+        }
+        : {}),
+    })),
+  };
+}
