@@ -12,22 +12,11 @@ import {
 import { Llama, Model } from "../../src/ffi/mod.ts";
 import { toHttpError } from "../../src/server/http_error.ts";
 import { fixtureModel, llamaSourceDir, REPO_ROOT } from "../fixtures/models.ts";
+import { CONVERSATION, templateFixture } from "../fixtures/template_fixtures.ts";
 import { skipBecause } from "../helpers.ts";
 
-const FIXTURES = join(REPO_ROOT, "tests", "fixtures", "templates");
 const REAL = ["qwen2", "phi-3", "command-r", "gemma-4"] as const;
 const source = llamaSourceDir();
-
-function fixture(name: string): string {
-  return Deno.readTextFileSync(join(FIXTURES, `${name}.jinja`));
-}
-
-const CONVERSATION: readonly TemplateMessage[] = [
-  { role: "system", content: "You are terse." },
-  { role: "user", content: "Hi" },
-  { role: "assistant", content: "Hello." },
-  { role: "user", content: "Name a colour." },
-];
 
 /** One-letter messages, alternating user and assistant. */
 function manyMessages(count: number): TemplateMessage[] {
@@ -99,7 +88,7 @@ Deno.test("renderChatOffThread() renders the real templates exactly as renderCha
   const tools = [{ type: "function", function: { name: "get_weather", parameters: {} } }];
   for (const name of REAL) {
     const input = {
-      template: fixture(name),
+      template: templateFixture(name),
       messages: CONVERSATION,
       bosToken: "<BOS>",
       eosToken: "<EOS>",
@@ -121,19 +110,23 @@ Deno.test("renderChatOffThread() renders the real templates exactly as renderCha
 
 Deno.test("A TemplateError crosses the worker boundary with its reason, detail and status 400", async () => {
   const messages = [{ role: "user", content: "Hi" }, { role: "user", content: "Again" }];
-  const error = await renderChatOffThread({ template: fixture("command-r"), messages }).then(
-    () => assert.fail("the template must raise"),
-    (e: unknown) => e,
-  );
+  const error = await renderChatOffThread({ template: templateFixture("command-r"), messages })
+    .then(
+      () => assert.fail("the template must raise"),
+      (e: unknown) => e,
+    );
   assert.ok(error instanceof TemplateError);
   assert.ok(error instanceof GenerationError);
   assert.equal(error.code, "invalid_request");
   assert.equal(error.reason, "render");
   assert.equal(error.detail, "Conversation roles must alternate user/assistant/user/assistant/...");
-  assert.throws(() => renderChat({ template: fixture("command-r"), messages }), (e: unknown) => {
-    assert.equal((e as Error).message, error.message);
-    return true;
-  });
+  assert.throws(
+    () => renderChat({ template: templateFixture("command-r"), messages }),
+    (e: unknown) => {
+      assert.equal((e as Error).message, error.message);
+      return true;
+    },
+  );
   const http = toHttpError(error);
   assert.equal(http.status, 400);
   assert.equal(http.message, error.message);
@@ -146,7 +139,7 @@ Deno.test("A TemplateError crosses the worker boundary with its reason, detail a
 Deno.test("TemplateWorkerPool keeps the event loop ticking while it renders 40,000 messages", async () => {
   const pool = new TemplateWorkerPool({ size: 1 });
   try {
-    const input = { template: fixture("qwen2"), messages: manyMessages(40_000) };
+    const input = { template: templateFixture("qwen2"), messages: manyMessages(40_000) };
     await pool.render({ ...input, messages: manyMessages(2) }); // a warm worker
     const { value, elapsed, maxGap } = await whileTicking(() =>
       pool.render(input, { timeoutMs: 120_000 })
@@ -228,7 +221,7 @@ Deno.test("TemplateWorkerPool.render() rejects a render past its time limit with
     );
     assert.equal(toHttpError(error).status, 400);
     assert.equal(pool.liveWorkers, 0);
-    const input = { template: fixture("phi-3"), messages: CONVERSATION };
+    const input = { template: templateFixture("phi-3"), messages: CONVERSATION };
     assert.deepEqual(await pool.render(input), renderChat(input));
   } finally {
     pool.close();
@@ -241,7 +234,7 @@ Deno.test("TemplateWorkerPool renders two conversations at once and stops idle w
     const slow = new AbortController();
     const busy = pool.render({ template: ENDLESS, messages: [] }, { signal: slow.signal });
     busy.catch(() => {});
-    const input = { template: fixture("qwen2"), messages: CONVERSATION };
+    const input = { template: templateFixture("qwen2"), messages: CONVERSATION };
     assert.deepEqual(await pool.render(input), renderChat(input), "not stuck behind the slow one");
     assert.equal(pool.liveWorkers, 2);
     slow.abort();

@@ -9,31 +9,18 @@ import {
   loadTemplateOverride,
   renderChat,
   TemplateError,
-  type TemplateMessage,
   templateStopStrings,
 } from "../../src/engine/templates.ts";
 import { ggufString, readGgufInfo } from "../../src/gguf/reader.ts";
 import { toHttpError } from "../../src/server/http_error.ts";
 import { llamaSourceDir, REPO_ROOT } from "../fixtures/models.ts";
+import { CONVERSATION, templateFixture } from "../fixtures/template_fixtures.ts";
 
-const FIXTURES = join(REPO_ROOT, "tests", "fixtures", "templates");
 const VOCAB_DIR = join(llamaSourceDir() ?? join(REPO_ROOT, ".cache", "llama.cpp-v0.5.0"), "models");
 
 /** Real templates, copied from the `tokenizer.chat_template` of llama.cpp's vocab GGUFs. */
 const REAL = ["qwen2", "phi-3", "command-r", "gemma-4"] as const;
 type RealName = typeof REAL[number];
-
-function fixture(name: RealName): string {
-  return Deno.readTextFileSync(join(FIXTURES, `${name}.jinja`));
-}
-
-/** system + user + assistant + user, the conversation every family is checked with. */
-const CONVERSATION: readonly TemplateMessage[] = [
-  { role: "system", content: "You are terse." },
-  { role: "user", content: "Hi" },
-  { role: "assistant", content: "Hello." },
-  { role: "user", content: "Name a colour." },
-];
 
 /** Expected built-in renderings of {@link CONVERSATION} with the generation prompt. */
 const FAMILY_EXPECTED: Readonly<Record<FamilyName, string>> = {
@@ -203,7 +190,7 @@ const REAL_FAMILY: Readonly<Record<RealName, FamilyName | undefined>> = {
 for (const name of REAL) {
   Deno.test(`renderChat() renders the real ${name} template with Jinja`, () => {
     const out = renderChat({
-      template: fixture(name),
+      template: templateFixture(name),
       messages: CONVERSATION,
       bosToken: "<BOS>",
       eosToken: "<EOS>",
@@ -215,8 +202,8 @@ for (const name of REAL) {
   });
 
   Deno.test(`detectFamily() recognises the real ${name} template`, () => {
-    assert.equal(detectFamily(fixture(name)), REAL_FAMILY[name]);
-    assert.deepEqual(templateStopStrings(fixture(name)), REAL_STOPS[name]);
+    assert.equal(detectFamily(templateFixture(name)), REAL_FAMILY[name]);
+    assert.deepEqual(templateStopStrings(templateFixture(name)), REAL_STOPS[name]);
   });
 
   Deno.test({
@@ -224,7 +211,7 @@ for (const name of REAL) {
     ignore: !existsSync(join(VOCAB_DIR, `ggml-vocab-${name}.gguf`)),
     async fn() {
       const info = await readGgufInfo(join(VOCAB_DIR, `ggml-vocab-${name}.gguf`));
-      assert.equal(ggufString(info, "tokenizer.chat_template"), fixture(name));
+      assert.equal(ggufString(info, "tokenizer.chat_template"), templateFixture(name));
     },
   });
 }
@@ -240,7 +227,7 @@ function existsSync(path: string): boolean {
 
 Deno.test("renderChat() honours add_generation_prompt in a real template", () => {
   const out = renderChat({
-    template: fixture("qwen2"),
+    template: templateFixture("qwen2"),
     messages: [{ role: "user", content: "Hi" }],
     addGenerationPrompt: false,
   });
@@ -266,7 +253,7 @@ Deno.test("renderChat() passes tools to the template only when given", () => {
   const messages = [{ role: "user", content: "Weather in Oslo?" }];
   // Checked against Python's Jinja2 3.1.
   assert.equal(
-    renderChat({ template: fixture("gemma-4"), messages, tools, bosToken: "<bos>" }).prompt,
+    renderChat({ template: templateFixture("gemma-4"), messages, tools, bosToken: "<bos>" }).prompt,
     '<bos><|turn>system\n<|tool>declaration:get_weather{description:<|"|>Get the weather<|"|>,' +
       'parameters:{properties:{city:{description:<|"|>City name<|"|>,type:<|"|>STRING<|"|>}},' +
       'required:[<|"|>city<|"|>],type:<|"|>OBJECT<|"|>}}<tool|><turn|>\n' +
@@ -279,16 +266,20 @@ Deno.test("renderChat() passes tools to the template only when given", () => {
 
 Deno.test("renderChat() reports addsBos only when the text starts with the BOS token", () => {
   const messages = [{ role: "user", content: "Hi" }];
-  const phi = renderChat({ template: fixture("phi-3"), messages, bosToken: "<s>" });
+  const phi = renderChat({ template: templateFixture("phi-3"), messages, bosToken: "<s>" });
   assert.equal(phi.addsBos, true);
   assert.equal(phi.prompt, "<s><|user|>\nHi<|end|>\n<|assistant|>\n");
   assert.equal(phi.prompt.indexOf("<s>", 1), -1, "a single BOS");
   // Without a BOS text the template writes none, and the tokenizer adds the vocabulary's own.
-  const bare = renderChat({ template: fixture("phi-3"), messages });
+  const bare = renderChat({ template: templateFixture("phi-3"), messages });
   assert.equal(bare.addsBos, false);
   assert.equal(bare.prompt.startsWith("<|user|>"), true);
   // Qwen2's template never writes BOS, even when one is given.
-  const qwen = renderChat({ template: fixture("qwen2"), messages, bosToken: "<|endoftext|>" });
+  const qwen = renderChat({
+    template: templateFixture("qwen2"),
+    messages,
+    bosToken: "<|endoftext|>",
+  });
   assert.equal(qwen.addsBos, false);
   assert.equal(renderChat({ family: "llama3", messages }).addsBos, true);
   assert.equal(renderChat({ family: "chatml", messages, bosToken: "<s>" }).addsBos, false);
@@ -297,7 +288,7 @@ Deno.test("renderChat() reports addsBos only when the text starts with the BOS t
 Deno.test("renderChat() raises a TemplateError carrying the template's raise_exception message", () => {
   const messages = [{ role: "user", content: "Hi" }, { role: "user", content: "Again" }];
   assert.throws(
-    () => renderChat({ template: fixture("command-r"), messages }),
+    () => renderChat({ template: templateFixture("command-r"), messages }),
     (e: unknown) => {
       assert.ok(e instanceof TemplateError);
       assert.ok(e instanceof GenerationError);
@@ -344,7 +335,10 @@ Deno.test("renderChat() picks a family from the model's name when there is no te
   assert.equal(renderChat({ messages, template: "  " }).family, "chatml");
   assert.equal(renderChat({ messages }).family, "chatml");
   // An explicit family wins over the template.
-  assert.equal(renderChat({ messages, template: fixture("qwen2"), family: "raw" }).prompt, "Hi");
+  assert.equal(
+    renderChat({ messages, template: templateFixture("qwen2"), family: "raw" }).prompt,
+    "Hi",
+  );
 });
 
 Deno.test("detectFamily() recognises each family's template markers", () => {
@@ -415,7 +409,7 @@ Deno.test("loadTemplateOverride() reads a Jinja file whose template then renders
     );
     const override = await loadTemplateOverride(path);
     const out = renderChat({
-      template: fixture("qwen2"),
+      template: templateFixture("qwen2"),
       ...override,
       messages: [{ role: "user", content: "Hi" }],
     });
@@ -424,7 +418,7 @@ Deno.test("loadTemplateOverride() reads a Jinja file whose template then renders
     assert.deepEqual(override, { template: await Deno.readTextFile(path), path });
     const family = await loadTemplateOverride("gemma");
     assert.equal(
-      renderChat({ template: fixture("qwen2"), ...family, messages: [] }).family,
+      renderChat({ template: templateFixture("qwen2"), ...family, messages: [] }).family,
       "gemma",
     );
   } finally {
