@@ -133,15 +133,12 @@ export class Context extends NativeHandle {
   }
 
   /**
-   * Runs the model over a batch. By default on a worker thread, so the event loop keeps
-   * serving; with `blocking`, on the calling thread, which saves a thread hop per call and
-   * suits small steps (one token per sequence) that finish in milliseconds.
+   * Runs the model over a batch on a worker thread, so the event loop keeps serving.
    *
    * @param batch Tokens to evaluate; it must stay unchanged until this resolves.
-   * @param options `blocking`: decode on the calling thread. Default false.
    * @throws {DecodeError} when llama.cpp reports a failure.
    */
-  async decode(batch: Batch, options: { blocking?: boolean } = {}): Promise<void> {
+  async decode(batch: Batch): Promise<void> {
     const s = this.model.llama.symbols;
     const pointer = this.pointer;
     if (this.#decoding) throw new Error("Context is already decoding");
@@ -152,9 +149,9 @@ export class Context extends NativeHandle {
     this.#decoding = true;
     const mark = this.model.llama.logMark();
     try {
-      const status = options.blocking
-        ? s.llama_decode_blocking(pointer, batch.struct)
-        : await this.model.llama.whileNative(() => s.llama_decode(pointer, batch.struct));
+      const status = await this.model.llama.whileNative(() =>
+        s.llama_decode(pointer, batch.struct)
+      );
       this.decodeCount++;
       if (status !== 0) throw new DecodeError(status, this.model.llama.recentProblems(mark));
     } finally {

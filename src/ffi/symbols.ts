@@ -184,8 +184,6 @@ export const LLAMA_SYMBOLS = {
   llama_n_threads: { parameters: [ptr], result: "i32" },
   // int32_t llama_decode(struct llama_context *, struct llama_batch)
   llama_decode: { parameters: [ptr, LlamaBatch.ffi], result: "i32", nonblocking: true },
-  // the same function, called on the calling thread (small steps: no thread hop)
-  llama_decode_blocking: { name: "llama_decode", parameters: [ptr, LlamaBatch.ffi], result: "i32" },
   // float * llama_get_logits_ith(struct llama_context *, int32_t i)
   llama_get_logits_ith: { parameters: [ptr, "i32"], result: ptr },
   // struct llama_perf_context_data llama_perf_context(const struct llama_context *)
