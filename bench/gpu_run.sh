@@ -2,9 +2,11 @@
 # Shimmy's GPU run, for a CUDA machine with no network (the H100 machine):
 #   bench/gpu_run.sh build   CUDA libllama + reference tools from the pinned source (sm_90)
 #   bench/gpu_run.sh test    the test suite's GPU cases (tests/gpu) against that build
-#   bench/gpu_run.sh bench   bench/serve_bench.ts: shimmy serve vs llama-server on the GPU
+#   bench/gpu_run.sh bench   llama-bench, shimmy bench (sampling on the CPU and on the GPU), and
+#                            bench/serve_bench.ts: shimmy serve vs llama-server on the GPU
 # Without network it takes Deno and the llama.cpp source from .device/ (see bench/README.md:
-# deno.xz, llama-src.tar.xz, llama-vocab.tar.xz, deno_dir.tar.xz). Logs go to $OUT (or /tmp).
+# deno.xz, llama-src.tar.xz, llama-vocab.tar.xz, deno_dir.tar.xz; bench/pack_device.sh makes
+# them). Logs go to $OUT (or /tmp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/shimmy-gpu}
@@ -46,14 +48,16 @@ case "${1:-all}" in
     SHIMMY_LIB_DIR=$lib deno test -A tests/gpu 2>&1 | tee "$out/gpu-tests.log"
     ;;
   bench)
-    deno run -A tests/fixtures/generate.ts bench-1b
-    deno run -A bench/serve_bench.ts --model tests/fixtures/generated/bench-1b.gguf \
-      --lib-dir "$lib" --llama-server "$lib/bin/llama-server" --tokens 256 --streams 1,8 \
-      --reps "${REPS:-3}" --json "$out/bench-gpu.json" 2>&1 | tee "$out/bench-gpu.log"
-    "$lib/bin/llama-bench" -m tests/fixtures/generated/bench-1b.gguf -ngl 99 -p 512 -n 128 \
-      2>/dev/null | tee "$out/llama-bench.log" || true
-    deno run -A main.ts bench tests/fixtures/generated/bench-1b.gguf --gpu-backend cuda \
-      --prompt-tokens 512 --gen-tokens 128 2>&1 | tee "$out/shimmy-bench.log" || true
+    deno run -A tests/fixtures/generate.ts bench-1b >/dev/null
+    model=tests/fixtures/generated/bench-1b.gguf
+    "$lib/bin/llama-bench" -m "$model" -ngl 99 -p 512 -n 128 2>/dev/null | tee "$out/llama-bench.log" || true
+    for mode in off on; do
+      SHIMMY_LIB_DIR=$lib deno run -A main.ts bench "$model" --gpu-backend cuda \
+        --prompt-tokens 512 --gen-tokens 128 --device-sampling "$mode" 2>&1 | tail -n 3
+    done | tee "$out/shimmy-bench.log"
+    deno run -A bench/serve_bench.ts --model "$model" --lib-dir "$lib" \
+      --llama-server "$lib/bin/llama-server" --tokens 256 --streams "${STREAMS:-1,8,32}" \
+      --reps "${REPS:-2}" --json "$out/bench-gpu.json" 2>&1 | tee "$out/bench-gpu.log"
     ;;
   *) echo "usage: bench/gpu_run.sh build|test|bench" >&2; exit 1 ;;
 esac

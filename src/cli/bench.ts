@@ -10,7 +10,7 @@ import { LoadedModel } from "../engine/loaded_model.ts";
 import type { GlobalFlags } from "./global_flags.ts";
 import { findModelPath } from "./model_lookup.ts";
 import { UsageError } from "./usage_error.ts";
-import { gpuLayersFlag, parseFlags } from "./flags.ts";
+import { deviceSamplingFlag, gpuLayersFlag, parseFlags } from "./flags.ts";
 
 /** Usage text of `shimmy bench`. */
 export const BENCH_USAGE = `Usage: shimmy bench NAME [options]
@@ -24,6 +24,7 @@ Options:
   --threads N           CPU threads (default: one per core)
   --n-gpu-layers N|all  Layers to offload (default: all on a GPU)
   --gpu-backend B       auto | cpu | cuda | vulkan | metal
+  --device-sampling M   auto | on | off: sample inside the decode graph (default auto: on a GPU)
   --json                Print one JSON object
 
 Examples:
@@ -56,6 +57,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     reps: { type: "string" },
     threads: { type: "string" },
     "n-gpu-layers": { type: "string" },
+    "device-sampling": { type: "string" },
     json: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   }, 1);
@@ -79,6 +81,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     batchSize: Math.max(512, promptTokens),
     ...(v.threads ? { threads: positive("threads", v.threads, 1) } : {}),
     ...(nGpuLayers !== undefined ? { nGpuLayers } : {}),
+    deviceSampling: deviceSamplingFlag(v["device-sampling"]),
   });
   const vocab = loaded.model.nVocab;
   const pp: number[] = [];
@@ -101,6 +104,8 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     pp.push(result.timings.promptPerSecond);
     tg.push(result.timings.generatePerSecond);
   }
+  const stats = loaded.scheduler.stats();
+  const perStep = (ms: number) => Math.round((ms / Math.max(1, stats.steps)) * 1000);
   const report = {
     model: path,
     description: loaded.model.description,
@@ -109,15 +114,30 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     prompt_tokens: promptTokens,
     gen_tokens: genTokens,
     reps,
+    device_sampling: loaded.scheduler.stats().deviceSampledRequests > 0,
     pp_tokens_per_second: Math.round(median(pp) * 10) / 10,
     tg_tokens_per_second: Math.round(median(tg) * 10) / 10,
+    steps: stats.steps,
+    step_us: {
+      decode: perStep(stats.time.decodeMs),
+      sample: perStep(stats.time.sampleMs),
+      host: perStep(stats.time.hostMs),
+    },
   };
   if (v.json) {
     console.log(JSON.stringify(report));
   } else {
     console.log(`${loaded.model.description} on ${report.backend} (${path})`);
     console.log(`pp${promptTokens}: ${report.pp_tokens_per_second} tok/s`);
-    console.log(`tg${genTokens}: ${report.tg_tokens_per_second} tok/s  (median of ${reps})`);
+    console.log(
+      `tg${genTokens}: ${report.tg_tokens_per_second} tok/s  (median of ${reps}, sampling on ` +
+        `${report.device_sampling ? "the device" : "the CPU"})`,
+    );
+    const { decode, sample, host } = report.step_us;
+    console.log(
+      `per step (${stats.steps} steps): decode ${decode} µs, sample ${sample} µs, ` +
+        `other host work ${host} µs`,
+    );
   }
   return 0;
 }

@@ -7,6 +7,7 @@
 
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { parseGpuLayers } from "../engine/gpu.ts";
+import { DEVICE_SAMPLING_MODES, type DeviceSamplingMode } from "../engine/loaded_model.ts";
 import { UsageError } from "./usage_error.ts";
 
 /**
@@ -81,4 +82,22 @@ export function gpuLayersFlag(value: string | undefined): number | undefined {
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
+}
+
+/**
+ * `--device-sampling auto|on|off`.
+ *
+ * @param value The flag value.
+ * @returns The mode; `"auto"` when unset.
+ * @throws {UsageError} for any other value.
+ */
+export function deviceSamplingFlag(value: string | undefined): DeviceSamplingMode {
+  if (value === undefined || value === "") return "auto";
+  const mode = DEVICE_SAMPLING_MODES.find((m) => m === value);
+  if (!mode) {
+    throw new UsageError(
+      `--device-sampling must be ${DEVICE_SAMPLING_MODES.join(", ")}; got "${value}"`,
+    );
+  }
+  return mode;
 }

@@ -35,6 +35,12 @@ export interface OpenModelOptions {
   maxQueue?: number;
   /** LoRA adapters to attach at load, with scales. Default none. */
   lora?: readonly { path: string; scale: number }[];
+  /**
+   * Where sampler chains run: `"on"` inside the decode graph whenever a request's chain
+   * allows it, `"off"` always on the CPU, `"auto"` on when the model runs on a GPU. Default
+   * `"auto"`.
+   */
+  deviceSampling?: DeviceSamplingMode;
   /** Map the weights from the file (false: read them into memory). Default true. */
   useMmap?: boolean;
   /** Print llama.cpp's log. Default false. */
@@ -44,6 +50,12 @@ export interface OpenModelOptions {
   /** Aborts the load. */
   signal?: AbortSignal;
 }
+
+/** Where sampler chains run; see {@link OpenModelOptions.deviceSampling}. */
+export type DeviceSamplingMode = "auto" | "on" | "off";
+
+/** The device sampling modes, for flag parsing. */
+export const DEVICE_SAMPLING_MODES: readonly DeviceSamplingMode[] = ["auto", "on", "off"];
 
 /** A model ready to generate. */
 export class LoadedModel {
@@ -113,8 +125,10 @@ export class LoadedModel {
         ...(options.threads ? { nThreads: options.threads } : {}),
       });
       try {
+        const mode = options.deviceSampling ?? "auto";
         const scheduler = new Scheduler(context, {
           slotContext,
+          deviceSampling: mode === "on" || (mode === "auto" && plan.backend !== "cpu"),
           ...(options.maxQueue ? { maxQueue: options.maxQueue } : {}),
         });
         const loaded = new LoadedModel(llama, model, context, scheduler, plan);

@@ -102,6 +102,13 @@ export interface SchedulerOptions {
   maxQueue?: number;
   /** Context tokens per slot. Default: context size / slots. */
   slotContext?: number;
+  /**
+   * Run each request's sampler chain inside the decode graph when every stage of it has a
+   * device version (greedy, temperature, top-k, top-p, min-p, seeded draw), so a step returns
+   * chosen tokens instead of full rows of logits. Other requests sample on the CPU beside them.
+   * Default false.
+   */
+  deviceSampling?: boolean;
 }
 
 /** Live scheduler counters. */
@@ -112,12 +119,34 @@ export interface SchedulerStats {
   steps: number;
   /** Steps that decoded tokens of more than one slot. */
   sharedSteps: number;
+  /** Requests whose tokens were sampled inside the decode graph. */
+  deviceSampledRequests: number;
+  /**
+   * Chains attached to a sequence for device sampling; each attachment rebuilds the graph, so
+   * requests with the same settings reuse a slot's chain and this stays low.
+   */
+  deviceSamplerAttachments: number;
+  /** Where the steps' time went, in milliseconds summed over all steps. */
+  time: StepTime;
+}
+
+/** Time spent in each phase of the scheduler's steps, summed. */
+export interface StepTime {
+  /**
+   * Waiting for `llama_decode` on its worker thread: the model's compute on a CPU; building and
+   * launching the graph on a GPU, which computes asynchronously (plus a thread hop either way).
+   */
+  decodeMs: number;
+  /** Reading the sampled tokens: sampling on the CPU, or waiting for the GPU to finish. */
+  sampleMs: number;
+  /**
+   * The rest on the event loop: admitting requests, building batches, detokenizing, queueing
+   * text (network I/O runs while a decode is awaited, and is not counted).
+   */
+  hostMs: number;
 }
 
 type SlotState = "idle" | "prompt" | "generating";
-
-/** Event-loop turns given to network I/O after each decode step. */
-const IO_TURNS_PER_STEP = 2;
 
 interface Job {
   request: GenerationRequest;
@@ -135,6 +164,14 @@ class Slot {
   cached: number[] = [];
   job: Job | undefined;
   sampler: Sampler | undefined;
+  /**
+   * The chain attached to this slot's sequence for sampling on the device, owned by the slot.
+   * It outlives requests: attaching a chain makes llama.cpp rebuild its graph (tens of
+   * milliseconds on a GPU), so a later request with the same settings reuses it.
+   */
+  deviceSampler: Sampler | undefined;
+  /** The settings {@link deviceSampler} was built from; see {@link deviceSamplerKey}. */
+  deviceKey = "";
   text: TextStream | undefined;
   promptIndex = 0;
   generated: number[] = [];
@@ -165,6 +202,10 @@ export class Scheduler {
   #closing = false;
   #steps = 0;
   #sharedSteps = 0;
+  #deviceSampledRequests = 0;
+  #deviceSamplerAttachments = 0;
+  readonly #time: StepTime = { decodeMs: 0, sampleMs: 0, hostMs: 0 };
+  readonly #deviceSampling: boolean;
   #defaultLora: readonly LoraChoice[] = [];
   #activeLoraKey = "";
 
@@ -182,6 +223,7 @@ export class Scheduler {
     this.#slots = Array.from({ length: context.nSeqMax }, (_, i) => new Slot(i));
     this.slotContext = options.slotContext ?? Math.floor(context.nCtx / context.nSeqMax);
     this.#maxQueue = options.maxQueue ?? 64;
+    this.#deviceSampling = options.deviceSampling ?? false;
     this.#batch = new Batch(context.model.llama, context.nBatch);
     this.#loop = this.#run();
   }
@@ -194,6 +236,9 @@ export class Scheduler {
       queued: this.#queue.length + this.#preparing.size,
       steps: this.#steps,
       sharedSteps: this.#sharedSteps,
+      deviceSampledRequests: this.#deviceSampledRequests,
+      deviceSamplerAttachments: this.#deviceSamplerAttachments,
+      time: { ...this.#time },
     };
   }
 
@@ -328,27 +373,27 @@ export class Scheduler {
   async #run(): Promise<void> {
     while (true) {
       let active: Slot[] = [];
+      // Host time of this turn: everything but the wait for the decode and for new requests.
+      const turnStart = performance.now();
       try {
         this.#dropAborted();
         this.#admit();
         active = this.#slots.filter((s) => s.state !== "idle");
         if (active.length === 0) {
           if (this.#closing) return;
+          this.#time.hostMs += performance.now() - turnStart;
           await new Promise<void>((resolve) => (this.#wake = resolve));
           continue;
         }
+        // No extra event-loop turns between steps: network I/O (the text queued by the last
+        // step, new requests, aborts) runs while the decode is awaited on its worker thread.
         await this.#step(active);
       } catch (error) {
         // A bug or an unexpected native failure: the requests of this step fail, the loop and
         // every later request carry on.
         for (const slot of active) this.#fail(slot, error);
       }
-      // Let network I/O (streamed chunks, new requests, aborts) run between steps. A streamed
-      // chunk needs more than one turn of the event loop to reach the socket; two turns cost
-      // about 0.1 ms and bring the first token to the client a step earlier.
-      for (let turn = 0; turn < IO_TURNS_PER_STEP; turn++) {
-        await this.context.model.llama.yieldToIo();
-      }
+      this.#time.hostMs += performance.now() - turnStart;
     }
   }
 
@@ -419,11 +464,16 @@ export class Scheduler {
       }
       const job = this.#queue.shift() as Job;
       const prompt = job.request.prompt;
+      // The slot with the longest cached prefix; among equals, one whose device chain fits.
+      const key = this.#deviceSampling && job.sampler.deviceCapable ? deviceSamplerKey(job) : "";
       let best = free[0] as Slot;
       let bestShared = -1;
       for (const slot of free) {
         const shared = commonPrefix(slot.cached, prompt);
-        if (shared > bestShared) [best, bestShared] = [slot, shared];
+        const fits = slot.deviceKey === key;
+        if (shared > bestShared || (shared === bestShared && fits && best.deviceKey !== key)) {
+          [best, bestShared] = [slot, shared];
+        }
       }
       try {
         this.#start(best, job, Math.min(bestShared, prompt.length - 1));
@@ -437,10 +487,12 @@ export class Scheduler {
 
   #start(slot: Slot, job: Job, reuse: number): void {
     const request = job.request;
+    // First, so a failure leaves the slot idle.
+    const sampler = this.#samplerFor(slot, job);
     this.context.removeTokens(slot.seqId, reuse, -1);
     slot.cached.length = reuse;
     slot.job = job;
-    slot.sampler = job.sampler;
+    slot.sampler = sampler;
     slot.text = new TextStream(request.stop ?? []);
     slot.state = "prompt";
     slot.promptIndex = reuse;
@@ -484,11 +536,16 @@ export class Scheduler {
     // the last step to the sockets while this one computes. Decoding on this thread saved a
     // thread hop, but then streamed tokens left in clumps between steps (gap p50 0 ms, p99
     // several hundred ms on 2 cores, against llama-server's even 6 ms).
+    const decodeStart = performance.now();
     try {
       await this.context.decode(batch);
     } catch (error) {
       for (const slot of active) this.#fail(slot, error);
       return;
+    } finally {
+      const decodeMs = performance.now() - decodeStart;
+      this.#time.decodeMs += decodeMs;
+      this.#time.hostMs -= decodeMs; // inside the turn, which #run counts as host time
     }
     for (const slot of active) {
       if (slot.batchIndex < 0 || !slot.job) continue;
@@ -503,7 +560,11 @@ export class Scheduler {
       slot.state = "generating";
       slot.firstTokenAt = performance.now();
     }
+    const sampleStart = performance.now();
     const token = (slot.sampler as Sampler).sample(this.context, slot.batchIndex);
+    const sampleMs = performance.now() - sampleStart;
+    this.#time.sampleMs += sampleMs;
+    this.#time.hostMs -= sampleMs; // inside the turn, which #run counts as host time
     const ends = model.isEog(token) || (job.request.stopTokens?.includes(token) ?? false);
     if (!job.request.ignoreEos && ends) {
       this.#finish(slot, "stop");
@@ -574,8 +635,40 @@ export class Scheduler {
     job.reject(wrapped);
   }
 
+  /**
+   * The chain a job samples with in a slot: on the device when allowed (the slot's attached
+   * chain if it was built from the same settings, else the job's, attached in its place), else
+   * the job's own on the CPU, after detaching the slot's (its sequence must not sample on the
+   * device for a CPU request).
+   */
+  #samplerFor(slot: Slot, job: Job): Sampler {
+    const onDevice = this.#deviceSampling && job.sampler.deviceCapable;
+    const key = onDevice ? deviceSamplerKey(job) : "";
+    if (onDevice && slot.deviceSampler && slot.deviceKey === key) {
+      job.sampler.close();
+      // A fixed seed starts its sequence of draws again; without one, the draws go on.
+      if (job.request.sampling?.seed !== undefined) slot.deviceSampler.reset();
+      this.#deviceSampledRequests++;
+      return slot.deviceSampler;
+    }
+    this.#dropDeviceSampler(slot);
+    if (!onDevice) return job.sampler;
+    this.context.attachSampler(slot.seqId, job.sampler);
+    this.#deviceSamplerAttachments++;
+    slot.deviceSampler = job.sampler;
+    slot.deviceKey = key;
+    this.#deviceSampledRequests++;
+    return job.sampler;
+  }
+
+  #dropDeviceSampler(slot: Slot): void {
+    slot.deviceSampler?.close(); // detaches it
+    slot.deviceSampler = undefined;
+    slot.deviceKey = "";
+  }
+
   #release(slot: Slot): void {
-    slot.sampler?.close();
+    if (slot.sampler !== slot.deviceSampler) slot.sampler?.close();
     slot.sampler = undefined;
     slot.text = undefined;
     slot.job = undefined;
@@ -593,6 +686,7 @@ export class Scheduler {
     await this.#loop;
     // Sampler chains still compiling use the model on a worker thread: wait for them.
     await Promise.allSettled([...this.#preparing]);
+    for (const slot of this.#slots) this.#dropDeviceSampler(slot);
     this.#batch.close();
   }
 }
@@ -615,6 +709,17 @@ function emptyResult(request: GenerationRequest, submittedAt: number): Generatio
       generatePerSecond: 0,
     },
   };
+}
+
+/**
+ * What makes two device chains interchangeable: the same stages, and the same seed when the
+ * request fixed one (without one, any draws will do).
+ */
+function deviceSamplerKey(job: Job): string {
+  const seeded = job.request.sampling?.seed !== undefined;
+  return JSON.stringify(
+    job.sampler.stages.map((stage) => stage.type === "dist" && !seeded ? { type: "dist" } : stage),
+  );
 }
 
 const adapterIds = new WeakMap<LoraAdapter, number>();

@@ -11,6 +11,7 @@ import { NativeHandle } from "./handle.ts";
 import { FlashAttnType, LlamaContextParams, LlamaPerfContextData } from "./layouts.ts";
 import type { Batch } from "./batch.ts";
 import type { Model } from "./model.ts";
+import type { Sampler } from "./sampler.ts";
 import { ThreadPool } from "./threadpool.ts";
 
 /** How to create a context. Unset fields keep llama.cpp's defaults. */
@@ -68,6 +69,8 @@ export class Context extends NativeHandle {
   decodeCount = 0;
   readonly #memory: Deno.PointerObject;
   readonly #threadPool: ThreadPool | undefined;
+  /** Sampler chains that run inside the decode graph, by sequence. */
+  readonly #deviceSamplers = new Map<number, Sampler>();
   #decoding = false;
 
   private constructor(model: Model, pointer: Deno.PointerObject, threadPool?: ThreadPool) {
@@ -149,8 +152,10 @@ export class Context extends NativeHandle {
     this.#decoding = true;
     const mark = this.model.llama.logMark();
     try {
-      const status = await this.model.llama.whileNative(() =>
-        s.llama_decode(pointer, batch.struct)
+      // ggml's per-decode debug lines stay native: each would cost a trip to the event loop.
+      const status = await this.model.llama.whileNative(
+        () => s.llama_decode(pointer, batch.struct),
+        { ggmlLog: false },
       );
       this.decodeCount++;
       if (status !== 0) throw new DecodeError(status, this.model.llama.recentProblems(mark));
@@ -169,6 +174,47 @@ export class Context extends NativeHandle {
     const p = this.model.llama.symbols.llama_get_logits_ith(this.pointer, batchIndex);
     if (p === null) throw new RangeError(`No logits for batch index ${batchIndex}`);
     return new Float32Array(nativeBuffer(p, this.nVocab * 4));
+  }
+
+  /**
+   * Runs a sequence's sampler chain inside the decode graph, on the device that computes the
+   * output layer (llama.cpp's backend sampling): the decode then returns the chosen token
+   * instead of a row of logits, and `sampler.sample()` reads it. Only chains whose every stage
+   * has a device version qualify ({@link Sampler.deviceCapable}); a chain runs on the device
+   * once in its life, and must be detached (or closed, which detaches it) before it is freed.
+   * The next decode rebuilds the graph.
+   *
+   * @param seqId The sequence.
+   * @param sampler Its chain; stays owned by the caller.
+   * @throws {Error} when the chain does not qualify, was attached before, or another chain is
+   *   attached to the sequence.
+   */
+  attachSampler(seqId: number, sampler: Sampler): void {
+    const pointer = this.pointer;
+    if (this.#decoding) throw new Error("Cannot attach a sampler while the context is decoding");
+    if (this.#deviceSamplers.has(seqId)) {
+      throw new Error(`Sequence ${seqId} already has a sampler on the device`);
+    }
+    sampler.claimForDevice(() => this.detachSampler(seqId));
+    if (!this.model.llama.symbols.llama_set_sampler(pointer, seqId, sampler.pointer)) {
+      throw new Error(`llama.cpp cannot run the sampler of sequence ${seqId} on the device`);
+    }
+    this.#deviceSamplers.set(seqId, sampler);
+  }
+
+  /** Stops running a sequence's sampler on the device; nothing happens if none runs there. */
+  detachSampler(seqId: number): void {
+    const sampler = this.#deviceSamplers.get(seqId);
+    if (!sampler || this.closed) return;
+    if (this.#decoding) throw new Error("Cannot detach a sampler while the context is decoding");
+    this.model.llama.symbols.llama_set_sampler(this.pointer, seqId, null);
+    this.#deviceSamplers.delete(seqId);
+    sampler.releasedByDevice();
+  }
+
+  /** How many sequences sample on the device now. */
+  get deviceSamplerCount(): number {
+    return this.#deviceSamplers.size;
   }
 
   /** Removes positions [p0, p1) of a sequence from the KV memory (-1 = open end). */
@@ -217,6 +263,7 @@ export class Context extends NativeHandle {
   /** Frees the context; refuses while a decode is in flight (its memory is in use). */
   override close(): void {
     if (this.#decoding) throw new Error("Cannot close a context while it is decoding");
+    for (const seqId of [...this.#deviceSamplers.keys()]) this.detachSampler(seqId);
     super.close();
     this.#threadPool?.close();
   }

@@ -60,6 +60,8 @@ export interface NativeLibraries {
   readonly ggml: Deno.DynamicLibrary<typeof GGML_SYMBOLS>;
   /** libggml-base (devices). */
   readonly ggmlBase: Deno.DynamicLibrary<typeof GGML_BASE_SYMBOLS>;
+  /** The file libggml-base was opened from. */
+  readonly ggmlBaseFile: string;
 }
 
 /** Options for {@link openNativeLibraries}. */
@@ -219,8 +221,9 @@ function openFrom(dir: string, llamaFile: string): NativeLibraries {
     if (!file) throw new Error(`lib${stem} is missing beside libllama`);
     return file;
   };
-  const ggmlBase = Deno.dlopen(require("ggml-base"), GGML_BASE_SYMBOLS);
+  const ggmlBaseFile = require("ggml-base");
+  const ggmlBase = Deno.dlopen(ggmlBaseFile, GGML_BASE_SYMBOLS);
   const ggml = Deno.dlopen(require("ggml"), GGML_SYMBOLS);
   const llama = Deno.dlopen(llamaFile, LLAMA_SYMBOLS);
-  return { dir, llama, ggml, ggmlBase };
+  return { dir, llama, ggml, ggmlBase, ggmlBaseFile };
 }

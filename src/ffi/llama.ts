@@ -4,11 +4,18 @@
  * Shimmy), routes llama.cpp's log through a callback that stays quiet unless verbose, and
  * enumerates devices.
  *
+ * ggml's own log is the exception: its backends write debug lines on every decode (CUDA writes
+ * four per token), and a line written on a worker thread waits for the event loop to run the
+ * callback. So ggml's log goes to a native function that ignores it, and reaches the callback
+ * only while verbose or while a call that wants its warnings is in flight (loads and context
+ * creation, where a device runs out of memory).
+ *
  * @module
  */
 
 import { cString, readCString } from "./cstring.ts";
 import { DeviceType } from "./layouts.ts";
+import { exportedFunction } from "./symbol_address.ts";
 import { type GpuBackend, type NativeLibraries, openNativeLibraries } from "./library.ts";
 import type { GgmlBaseSymbols, GgmlSymbols, LlamaSymbols } from "./symbols.ts";
 
@@ -55,14 +62,17 @@ export class Llama {
   readonly ggmlBase: GgmlBaseSymbols;
   /** Folder the libraries came from. */
   readonly libDir: string;
-  /** Whether llama.cpp's log goes to stderr. */
-  verbose: boolean;
 
   readonly #libraries: NativeLibraries;
   readonly #logCallback: Deno.UnsafeCallback<{
     readonly parameters: readonly ["i32", "pointer", "pointer"];
     readonly result: "void";
   }>;
+  /** A native function that ignores its arguments, to give ggml as its logger; null if none. */
+  readonly #ggmlLogSink: Deno.PointerValue;
+  /** Native calls in flight that want ggml's log (see {@link whileNative}). */
+  #ggmlLogWanted = 0;
+  #verbose: boolean;
   readonly #recentLog: string[] = [];
   #partialLine = "";
   #closed = false;
@@ -73,14 +83,17 @@ export class Llama {
     this.ggml = libraries.ggml.symbols;
     this.ggmlBase = libraries.ggmlBase.symbols;
     this.libDir = libraries.dir;
-    this.verbose = verbose;
+    this.#verbose = verbose;
+    // ggml_time_us takes no arguments and has no effects: as a logger it drops every line.
+    this.#ggmlLogSink = exportedFunction(libraries.ggmlBaseFile, "ggml_time_us");
     this.#logCallback = Deno.UnsafeCallback.threadSafe(
       { parameters: ["i32", "pointer", "pointer"], result: "void" } as const,
       (level, text) => this.#onLog(level, readCString(text) ?? ""),
     );
     // The callback must not keep the process alive on its own.
     this.#logCallback.unref();
-    this.symbols.llama_log_set(this.#logCallback.pointer, null);
+    this.symbols.llama_log_set(this.#logCallback.pointer, null); // llama's and ggml's
+    this.#routeGgmlLog();
     this.ggml.ggml_backend_load_all_from_path(cString(libraries.dir));
     this.symbols.llama_backend_init();
   }
@@ -108,20 +121,48 @@ export class Llama {
     return Llama.#shared;
   }
 
+  /** Whether llama.cpp's log goes to stderr. */
+  get verbose(): boolean {
+    return this.#verbose;
+  }
+
+  set verbose(on: boolean) {
+    this.#verbose = on;
+    this.#routeGgmlLog();
+  }
+
   /**
    * Runs a nonblocking native call with the log callback referenced, so that a log line
    * written from the worker thread can wake the event loop while the call is in flight.
    *
    * @param call The native call.
+   * @param options `ggmlLog: false` for hot calls (decode) that should not route ggml's
+   *   per-call debug lines through the callback. Default: ggml's log is routed too.
    * @returns Its result.
    */
-  async whileNative<T>(call: () => Promise<T>): Promise<T> {
+  async whileNative<T>(
+    call: () => Promise<T>,
+    options: { ggmlLog?: boolean } = {},
+  ): Promise<T> {
+    const wantsGgmlLog = options.ggmlLog ?? true;
     this.#logCallback.ref();
+    if (wantsGgmlLog && this.#ggmlLogWanted++ === 0) this.#routeGgmlLog();
     try {
       return await call();
     } finally {
+      if (wantsGgmlLog && --this.#ggmlLogWanted === 0) this.#routeGgmlLog();
       this.#logCallback.unref();
     }
+  }
+
+  /** Points ggml's logger at the callback or at the sink, whichever is wanted now. */
+  #routeGgmlLog(): void {
+    if (this.#closed) return;
+    const toCallback = this.#verbose || this.#ggmlLogWanted > 0 || this.#ggmlLogSink === null;
+    this.ggmlBase.ggml_log_set(
+      toCallback ? this.#logCallback.pointer : this.#ggmlLogSink,
+      null,
+    );
   }
 
   /**
@@ -203,7 +244,7 @@ export class Llama {
   }
 
   #onLog(level: number, text: string): void {
-    if (this.verbose) {
+    if (this.#verbose) {
       Deno.stderr.writeSync(new TextEncoder().encode(text));
     }
     for (const listener of this.#listeners) listener(text);

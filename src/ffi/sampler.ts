@@ -50,11 +50,24 @@ export class SamplerStageError extends Error {
   }
 }
 
+/** Stage types that llama.cpp can run inside the decode graph (backend sampling). */
+const DEVICE_STAGE_TYPES: ReadonlySet<SamplerStage["type"]> = new Set([
+  "greedy",
+  "dist",
+  "temp",
+  "top_k",
+  "top_p",
+  "min_p",
+]);
+
 /** An owned sampler chain. */
 export class Sampler extends NativeHandle {
   readonly #model: Model;
   /** The stages, as given. */
   readonly stages: readonly SamplerStage[];
+  /** Detaches the chain from the context it samples in, while it runs on a device. */
+  #detachFromDevice: (() => void) | undefined;
+  #claimedForDevice = false;
 
   private constructor(model: Model, pointer: Deno.PointerObject, stages: SamplerStage[]) {
     const free = model.llama.symbols.llama_sampler_free;
@@ -159,6 +172,47 @@ export class Sampler extends NativeHandle {
       context.pointer,
       batchIndex,
     );
+  }
+
+  /**
+   * Whether every stage has a device version, so the whole chain can run inside the decode
+   * graph (see `Context.attachSampler`). Grammar, logit bias, penalties, typical, XTC, DRY and
+   * mirostat stages run on the CPU only.
+   */
+  get deviceCapable(): boolean {
+    return this.stages.every((stage) => DEVICE_STAGE_TYPES.has(stage.type));
+  }
+
+  /**
+   * Marks the chain as running on a device (called by `Context.attachSampler`).
+   *
+   * @param detach Undoes the attachment; {@link close} calls it before freeing the chain.
+   * @throws {Error} when the chain cannot run on a device or already did once (llama.cpp
+   *   initialises a chain's device state only once).
+   */
+  claimForDevice(detach: () => void): void {
+    void this.pointer;
+    if (!this.deviceCapable) {
+      throw new Error(
+        `The sampler chain (${this.stages.map((s) => s.type).join(", ")}) cannot run on a device`,
+      );
+    }
+    if (this.#claimedForDevice) throw new Error("The sampler chain already ran on a device");
+    this.#claimedForDevice = true;
+    this.#detachFromDevice = detach;
+  }
+
+  /** Notes that the context no longer runs the chain (called by `Context.detachSampler`). */
+  releasedByDevice(): void {
+    this.#detachFromDevice = undefined;
+  }
+
+  /** Detaches the chain from its context if it runs there, then frees it. Safe to call twice. */
+  override close(): void {
+    const detach = this.#detachFromDevice;
+    this.#detachFromDevice = undefined;
+    detach?.();
+    super.close();
   }
 
   /** Feeds a token the chain did not pick (e.g. prompt tokens, for repetition penalties). */

@@ -186,6 +186,8 @@ export const LLAMA_SYMBOLS = {
   llama_decode: { parameters: [ptr, LlamaBatch.ffi], result: "i32", nonblocking: true },
   // float * llama_get_logits_ith(struct llama_context *, int32_t i)
   llama_get_logits_ith: { parameters: [ptr, "i32"], result: ptr },
+  // bool llama_set_sampler(struct llama_context *, llama_seq_id, struct llama_sampler *)
+  llama_set_sampler: { parameters: [ptr, "i32", ptr], result: "bool" },
   // struct llama_perf_context_data llama_perf_context(const struct llama_context *)
   llama_perf_context: { parameters: [ptr], result: LlamaPerfContextData.ffi },
   // void llama_perf_context_reset(struct llama_context *)
@@ -315,7 +317,7 @@ export const GGML_SYMBOLS = {
   ggml_backend_dev_by_type: { parameters: ["i32"], result: ptr },
 } as const satisfies Deno.ForeignLibraryInterface;
 
-/** libggml-base's device accessors. */
+/** libggml-base's device accessors and logger. */
 export const GGML_BASE_SYMBOLS = {
   // const char * ggml_backend_reg_name(ggml_backend_reg_t reg)
   ggml_backend_reg_name: { parameters: [ptr], result: ptr },
@@ -331,6 +333,8 @@ export const GGML_BASE_SYMBOLS = {
   ggml_backend_dev_backend_reg: { parameters: [ptr], result: ptr },
   // void * ggml_backend_reg_get_proc_address(ggml_backend_reg_t reg, const char * name)
   ggml_backend_reg_get_proc_address: { parameters: [ptr, buf], result: ptr },
+  // void ggml_log_set(ggml_log_callback log_callback, void * user_data)
+  ggml_log_set: { parameters: ["function", ptr], result: "void" },
   // void ggml_threadpool_params_init(struct ggml_threadpool_params * p, int n_threads)
   ggml_threadpool_params_init: { parameters: [buf, "i32"], result: "void" },
 } as const satisfies Deno.ForeignLibraryInterface;
