@@ -6,7 +6,7 @@
  */
 
 import { LoadedModel } from "../engine/loaded_model.ts";
-import { chatPrompt, type PreparedPrompt, rawPrompt } from "../engine/prompt.ts";
+import { chatPrompt, type PreparedPrompt, rawPrompt, renderChatPrompt } from "../engine/prompt.ts";
 import { loadTemplateOverride } from "../engine/templates.ts";
 import type { GenerationResult } from "../engine/scheduler.ts";
 import type { GlobalFlags } from "./global_flags.ts";
@@ -41,12 +41,15 @@ Options:
   --raw                   Send the prompt untouched (no chat template)
   --chat-template T       chatml, llama3, llama2, mistral, gemma, phi3, openchat, zephyr,
                           raw, or a .jinja file (default: the model's own template)
+  --chat-template-kwargs J  Template variables as a JSON object, e.g. '{"enable_thinking":false}'
+  --show-prompt           Print the prompt exactly as the chat template renders it, and stop
   --verbose               Show llama.cpp's log
   --model-dirs DIRS       Extra model folders, ';'-separated
 
 Examples:
   shimmy generate phi3 --prompt "Say hi" --max-tokens 32
-  shimmy generate --model ./models/tiny.gguf --prompt "Once upon" --temperature 0 --json`;
+  shimmy generate --model ./models/tiny.gguf --prompt "Once upon" --temperature 0 --json
+  shimmy generate qwen3 --prompt "Hi" --chat-template ./my.jinja --show-prompt`;
 
 /** Parsed `generate` options. */
 export interface GenerateArgs {
@@ -67,6 +70,36 @@ export interface GenerateArgs {
   json: boolean;
   raw: boolean;
   chatTemplate?: string;
+  /** `--chat-template-kwargs`: extra template variables. */
+  chatTemplateKwargs?: Record<string, unknown>;
+  /** `--show-prompt`: print the rendered prompt instead of generating. */
+  showPrompt: boolean;
+}
+
+/**
+ * Parses `--chat-template-kwargs`: a JSON object of template variables.
+ *
+ * @param value The flag's text.
+ * @returns The object.
+ * @throws {UsageError} When it is not a JSON object.
+ * @example
+ * ```ts
+ * parseTemplateKwargs('{"enable_thinking": false}'); // { enable_thinking: false }
+ * ```
+ */
+export function parseTemplateKwargs(value: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch (error) {
+    throw new UsageError(`--chat-template-kwargs is not valid JSON: ${(error as Error).message}`);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new UsageError(
+      `--chat-template-kwargs must be a JSON object, e.g. '{"enable_thinking":false}'`,
+    );
+  }
+  return parsed as Record<string, unknown>;
 }
 
 function numberFlag(name: string, value: string | undefined, integer = false): number | undefined {
@@ -124,6 +157,8 @@ export function parseGenerateArgs(
     "n-gpu-layers": { type: "string" },
     "tensor-split": { type: "string" },
     "chat-template": { type: "string" },
+    "chat-template-kwargs": { type: "string" },
+    "show-prompt": { type: "boolean", default: false },
     json: { type: "boolean", default: false },
     raw: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
@@ -145,7 +180,11 @@ export function parseGenerateArgs(
     stop: v.stop ?? [],
     json: v.json,
     raw: v.raw,
+    showPrompt: v["show-prompt"],
     ...(v["chat-template"] ? { chatTemplate: v["chat-template"] } : {}),
+    ...(v["chat-template-kwargs"] !== undefined
+      ? { chatTemplateKwargs: parseTemplateKwargs(v["chat-template-kwargs"]) }
+      : {}),
     ...(v["tensor-split"] ? { tensorSplit: parseTensorSplit(v["tensor-split"]) } : {}),
   };
   const optional = {
@@ -200,11 +239,25 @@ export async function generateMain(args: string[], globals: GlobalFlags): Promis
   try {
     const { signal } = abort;
     const messages = [{ role: "user", content: options.prompt }];
+    const kwargs = options.chatTemplateKwargs ? { kwargs: options.chatTemplateKwargs } : {};
+    if (options.showPrompt) {
+      const text = options.raw
+        ? options.prompt
+        : (await renderChatPrompt(loaded.model, messages, override, undefined, {
+          signal,
+          ...kwargs,
+        }))
+          .prompt;
+      await Deno.stdout.write(
+        new TextEncoder().encode(options.json ? JSON.stringify({ prompt: text }) + "\n" : text),
+      );
+      return 0;
+    }
     let prompt: PreparedPrompt;
     try {
       prompt = options.raw
         ? await rawPrompt(loaded.model, options.prompt, { signal })
-        : await chatPrompt(loaded.model, messages, override, undefined, { signal });
+        : await chatPrompt(loaded.model, messages, override, undefined, { signal, ...kwargs });
     } catch (error) {
       if (signal.aborted) return 130; // Ctrl-C while the prompt was prepared
       throw error;

@@ -6,6 +6,7 @@
 
 import { dirname, resolve } from "node:path";
 import { planDevices } from "../engine/gpu.ts";
+import type { DeviceSamplingMode } from "../engine/loaded_model.ts";
 import { splitPathList } from "../models/discovery_roots.ts";
 import { type ModelEntry, ModelRegistry, parseDuration } from "../models/registry.ts";
 import { loadTemplateOverride } from "../engine/templates.ts";
@@ -16,10 +17,10 @@ import { type GuardedServer, serveGuarded } from "../server/connection_guard.ts"
 import type { ServerContext } from "../server/context.ts";
 import { Metrics } from "../server/metrics.ts";
 import type { GlobalFlags } from "./global_flags.ts";
-import { parseTensorSplit } from "./generate.ts";
+import { parseTemplateKwargs, parseTensorSplit } from "./generate.ts";
 import { discoverFor, entriesFrom, isFile } from "./model_lookup.ts";
 import { UsageError } from "./usage_error.ts";
-import { gpuLayersFlag, parseFlags } from "./flags.ts";
+import { deviceSamplingFlag, gpuLayersFlag, parseFlags } from "./flags.ts";
 
 /** Usage text of `shimmy serve`. */
 export const SERVE_USAGE = `Usage: shimmy serve [options]
@@ -56,10 +57,15 @@ Options:
   --chat-template T       Chat format for every model: chatml, llama3, llama2, mistral,
                           gemma, phi3, openchat, zephyr, raw, or a .jinja file
                           (default: the model's own template)
+  --chat-template-kwargs J  Template variables for every request, as a JSON object, e.g.
+                          '{"enable_thinking":false}' (a request's chat_template_kwargs add to it)
   --gpu-backend B         auto | cpu | cuda | vulkan | metal (default auto)
   --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
   --tensor-split A,B,…    Share of each model per GPU, e.g. 3,1
   --model-dirs DIRS       Extra model folders, ';'-separated
+  --device-sampling M     auto | on | off: sample inside the decode graph on the device
+                          when a request's sampler allows it (default auto: on a GPU;
+                          SHIMMY_DEVICE_SAMPLING too)
   --no-mmap               Read the weights into memory instead of mapping the file (a file
                           truncated under a mapped model crashes the process)
   --verbose               Show llama.cpp's log
@@ -85,6 +91,8 @@ export interface ServeArgs {
   /** Extra Host names allowed (`--allowed-hosts`, `SHIMMY_ALLOWED_HOSTS`). */
   allowedHosts: string[];
   chatTemplate?: string;
+  /** `--chat-template-kwargs`: template variables for every request. */
+  chatTemplateKwargs?: Record<string, unknown>;
   maxModels?: number;
   keepAliveMs?: number;
   headerTimeoutMs?: number;
@@ -95,6 +103,8 @@ export interface ServeArgs {
   shutdownGraceMs: number;
   /** Read weights into memory instead of mapping them. */
   noMmap: boolean;
+  /** Where sampler chains run (`--device-sampling`). */
+  deviceSampling: DeviceSamplingMode;
   lora: { path: string; scale: number }[];
 }
 
@@ -158,7 +168,9 @@ export function parseServeArgs(
     "max-connections": { type: "string" },
     "shutdown-grace": { type: "string" },
     "no-mmap": { type: "boolean", default: false },
+    "device-sampling": { type: "string" },
     "chat-template": { type: "string" },
+    "chat-template-kwargs": { type: "string" },
     "max-models": { type: "string" },
     "keep-alive": { type: "string" },
     lora: { type: "string", multiple: true },
@@ -181,6 +193,7 @@ export function parseServeArgs(
     allowedHosts: commaList(...(v["allowed-hosts"] ?? []), env("SHIMMY_ALLOWED_HOSTS")),
     shutdownGraceMs: durationFlag("shutdown-grace", v["shutdown-grace"]) ?? SHUTDOWN_GRACE_MS,
     noMmap: v["no-mmap"],
+    deviceSampling: deviceSamplingFlag(v["device-sampling"] ?? env("SHIMMY_DEVICE_SAMPLING")),
   };
   const optional = {
     ctxSize: positiveInt("ctx-size", v["ctx-size"]),
@@ -190,6 +203,9 @@ export function parseServeArgs(
     nGpuLayers,
     apiKey: v["api-key"] ?? env("SHIMMY_API_KEY"),
     chatTemplate: v["chat-template"],
+    chatTemplateKwargs: v["chat-template-kwargs"] !== undefined
+      ? parseTemplateKwargs(v["chat-template-kwargs"])
+      : undefined,
     tensorSplit: v["tensor-split"] ? parseTensorSplit(v["tensor-split"]) : undefined,
     maxModels: positiveInt("max-models", v["max-models"]),
     keepAliveMs,
@@ -354,6 +370,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     parallel: options.parallel,
     onLoadProgress: loadProgressLogger(),
     ...(options.noMmap ? { useMmap: false } : {}),
+    deviceSampling: options.deviceSampling,
     availableMemory: () => {
       const plan = planDevices(llama.devices(), gpuBackend, options.nGpuLayers);
       return plan.devices.length > 0
@@ -390,6 +407,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
       ...(options.chatTemplate
         ? { chatTemplate: await loadTemplateOverride(options.chatTemplate) }
         : {}),
+      ...(options.chatTemplateKwargs ? { chatTemplateKwargs: options.chatTemplateKwargs } : {}),
     },
   };
   let server: GuardedServer;

@@ -14,7 +14,7 @@
 import type { Model } from "../ffi/model.ts";
 import { GenerationError } from "./errors.ts";
 import { renderChatOffThread, TEMPLATE_TIMEOUT_MS } from "./template_worker.ts";
-import type { TemplateMessage, TemplateOverride } from "./templates.ts";
+import type { RenderedPrompt, TemplateMessage, TemplateOverride } from "./templates.ts";
 
 /**
  * Most messages a conversation may have. A message costs at least ~5 tokens of template
@@ -55,6 +55,15 @@ export interface ChatPromptOptions extends PromptOptions {
   maxMessages?: number;
   /** Longest the template may take to render, in ms. Default `TEMPLATE_TIMEOUT_MS` (10 s). */
   templateTimeoutMs?: number;
+  /**
+   * Extra template variables (`--chat-template-kwargs` merged with the request's
+   * `chat_template_kwargs`), e.g. `{ enable_thinking: false }`.
+   */
+  kwargs?: Readonly<Record<string, unknown>>;
+  /** OpenAI `reasoning_effort` (`none` turns thinking off). */
+  reasoningEffort?: string;
+  /** Open the assistant's turn at the end. Default true. */
+  addGenerationPrompt?: boolean;
 }
 
 /**
@@ -137,6 +146,48 @@ export async function chatPrompt(
   tools?: readonly unknown[],
   options: ChatPromptOptions = {},
 ): Promise<PreparedPrompt> {
+  const rendered = await renderChatPrompt(model, messages, override, tools, options);
+  const stopTokens: number[] = [];
+  const stopStrings: string[] = [];
+  for (const stop of rendered.stopStrings) {
+    const ids = model.tokenize(stop, { addSpecial: false, parseSpecial: true });
+    if (ids.length === 1 && model.isControl(ids[0] as number)) stopTokens.push(ids[0] as number);
+    else stopStrings.push(stop);
+  }
+  return {
+    tokens: await promptTokens(model, rendered.prompt, !rendered.addsBos, options),
+    stopTokens,
+    stopStrings,
+    format: rendered.family,
+  };
+}
+
+/**
+ * Chat messages rendered with the model's template (or the override) as prompt text, exactly
+ * as llama-server's `/apply-template` renders them, without tokenizing: for `POST
+ * /apply-template` and `shimmy generate --show-prompt`.
+ *
+ * @param model The model (its template, special tokens and BOS rule).
+ * @param messages The conversation.
+ * @param override `--chat-template` choice.
+ * @param tools Tool definitions for templates that take them.
+ * @param options Abort signal, message limit, render time limit, kwargs.
+ * @returns The rendered prompt (`prompt` text, family, stop strings).
+ * @throws {GenerationError} `invalid_request` when there are more than `maxMessages` messages
+ *   or the template takes longer than its time limit.
+ * @throws {TemplateError} (an `invalid_request` GenerationError) when the template fails.
+ * @example
+ * ```ts
+ * const { prompt } = await renderChatPrompt(model, [{ role: "user", content: "Hi" }]);
+ * ```
+ */
+export async function renderChatPrompt(
+  model: Model,
+  messages: readonly TemplateMessage[],
+  override?: TemplateOverride,
+  tools?: readonly unknown[],
+  options: ChatPromptOptions = {},
+): Promise<RenderedPrompt> {
   const { signal } = options;
   const limit = options.maxMessages ?? MAX_MESSAGES;
   if (messages.length > limit) {
@@ -154,29 +205,23 @@ export async function chatPrompt(
     messages,
     bosToken: model.bos >= 0 ? model.tokenText(model.bos) : "",
     eosToken: model.eos >= 0 ? model.tokenText(model.eos) : "",
+    addBos: model.addsBos,
     model: {
       ...optional("name", model.metadataValue("general.name")),
       ...optional("architecture", model.metadataValue("general.architecture")),
     },
     ...(tools ? { tools } : {}),
+    ...(options.kwargs ? { kwargs: options.kwargs } : {}),
+    ...(options.reasoningEffort !== undefined ? { reasoningEffort: options.reasoningEffort } : {}),
+    ...(options.addGenerationPrompt !== undefined
+      ? { addGenerationPrompt: options.addGenerationPrompt }
+      : {}),
   }, {
     ...(signal ? { signal } : {}),
     timeoutMs: options.templateTimeoutMs ?? TEMPLATE_TIMEOUT_MS,
   });
   signal?.throwIfAborted();
-  const stopTokens: number[] = [];
-  const stopStrings: string[] = [];
-  for (const stop of rendered.stopStrings) {
-    const ids = model.tokenize(stop, { addSpecial: false, parseSpecial: true });
-    if (ids.length === 1 && model.isControl(ids[0] as number)) stopTokens.push(ids[0] as number);
-    else stopStrings.push(stop);
-  }
-  return {
-    tokens: await promptTokens(model, rendered.prompt, !rendered.addsBos, options),
-    stopTokens,
-    stopStrings,
-    format: rendered.family,
-  };
+  return rendered;
 }
 
 function optional<K extends string>(key: K, value: string | undefined) {

@@ -13,12 +13,13 @@
  * @module
  */
 
-import { Interpreter } from "@huggingface/jinja";
 import { GenerationError, type GenerationErrorCode } from "./errors.ts";
+import { StopRender } from "./jinja/runtime.ts";
 import {
   renderChat,
   type RenderChatInput,
   type RenderedPrompt,
+  renderHooks,
   TemplateError,
   type TemplateErrorReason,
 } from "./templates.ts";
@@ -87,26 +88,17 @@ function checkStop(): void {
   if (++steps < STOP_CHECK_EVERY) return;
   steps = 0;
   if (stopFlag !== undefined && Atomics.load(stopFlag, 0) !== 0) {
-    throw new Error("Rendering was stopped");
+    throw new StopRender("Rendering was stopped");
   }
 }
 
 /**
- * Makes the Jinja interpreter look at the stop flag as it works: in `evaluate` (every
- * expression and statement) and in `evaluateBlock` (every loop iteration, even of an empty
- * body). Patching the prototype is confined to this worker's isolate: nothing else renders
- * here. `evaluateBlock` is internal to the library; without it, only `evaluate` is watched.
+ * Makes the Jinja interpreter look at the stop flag as it works: at every statement and
+ * expression it runs (so also at every loop iteration, even of an empty body). The hook is
+ * confined to this worker's isolate: nothing else renders here.
  */
 function watchInterpreter(): void {
-  const proto = Interpreter.prototype as unknown as Record<string, unknown>;
-  for (const name of ["evaluate", "evaluateBlock"]) {
-    const original = proto[name];
-    if (typeof original !== "function") continue;
-    proto[name] = function (this: Interpreter, ...args: unknown[]) {
-      checkStop();
-      return original.apply(this, args);
-    };
-  }
+  renderHooks.onStep = checkStop;
 }
 
 /** The worker's global scope, typed just as far as this script uses it. */

@@ -1,8 +1,11 @@
 /**
- * Chat messages → prompt text. A model's own Jinja template (`tokenizer.chat_template`) is
- * rendered with `@huggingface/jinja`; models without one, templates that do not parse, and
- * `--chat-template NAME` use a built-in family instead. Every rendering also says which
- * strings end the assistant's turn and whether the text already starts with BOS.
+ * Chat messages → prompt text. A model's own Jinja template (`tokenizer.chat_template`, or a
+ * `--chat-template FILE`) is rendered exactly as llama.cpp's server renders it (our Jinja
+ * engine in `jinja/`, the message context in `templates_llama.ts`); models without one,
+ * templates that do not even parse, and `--chat-template NAME` use a built-in family instead.
+ * A template that fails while rendering is an error (HTTP 400), never a silent fallback. Every
+ * rendering also says which strings end the assistant's turn and whether the text already
+ * starts with BOS.
  *
  * ```ts
  * const override = await loadTemplateOverride("llama3"); // from --chat-template
@@ -13,10 +16,17 @@
  * @module
  */
 
-import { Template } from "@huggingface/jinja";
 import { GenerationError } from "./errors.ts";
 import { detectFamily, type ModelHints, templateStopStrings } from "./templates_detect.ts";
 import { FAMILY_NAMES, type FamilyName, isFamilyName, renderFamily } from "./templates_families.ts";
+import { JinjaSyntaxError } from "./jinja/lexer.ts";
+import { JinjaRenderError, stepHook } from "./jinja/runtime.ts";
+import {
+  applyChatTemplate,
+  ChatInputError,
+  compileChatTemplate,
+  type CompiledChatTemplate,
+} from "./templates_llama.ts";
 
 export { detectFamily, type ModelHints, templateStopStrings } from "./templates_detect.ts";
 export {
@@ -34,14 +44,27 @@ export {
 export interface TemplateMessage {
   /** `system`, `user`, `assistant`, `tool`… */
   readonly role: string;
-  /** The message text; `null` (an assistant turn with only tool calls) counts as empty. */
-  readonly content: string | null;
+  /**
+   * The message text, or its text parts (`{type: "text", text}`); `null` or absent (an
+   * assistant turn with only tool calls) counts as empty.
+   */
+  readonly content?: string | null | readonly TemplatePart[];
+  /** The assistant's reasoning (`reasoning_content`), passed to templates that show it. */
+  readonly reasoning_content?: string;
   /** Tool calls of an assistant message. */
   readonly tool_calls?: readonly unknown[];
   /** The call a `tool` message answers. */
   readonly tool_call_id?: string;
   /** Name of the tool or participant. */
   readonly name?: string;
+}
+
+/** One part of a message's content. */
+export interface TemplatePart {
+  /** `text`. */
+  readonly type: string;
+  /** The text. */
+  readonly text: string;
 }
 
 /** Input of {@link renderChat}. */
@@ -65,6 +88,17 @@ export interface RenderChatInput {
   tools?: readonly unknown[];
   /** Name and architecture of the model, to pick a family when there is no template. */
   model?: ModelHints;
+  /** Extra template variables (`chat_template_kwargs`, e.g. `{enable_thinking: false}`). */
+  kwargs?: Readonly<Record<string, unknown>>;
+  /** OpenAI `reasoning_effort` (`none` turns thinking off). */
+  reasoningEffort?: string;
+  /**
+   * The vocabulary adds BOS itself, so a BOS the template writes is removed from the text
+   * (the tokenizer adds it back), as llama.cpp does. Default false.
+   */
+  addBos?: boolean;
+  /** Milliseconds since the epoch to render "now" at (`strftime_now`). Default: now. */
+  nowMs?: number;
 }
 
 /** Output of {@link renderChat}. */
@@ -110,23 +144,24 @@ export class TemplateError extends GenerationError {
 }
 
 const CACHE_LIMIT = 32;
-/** Parsed templates by source (a few models are loaded at a time). */
-const parsed = new Map<string, Template | Error>();
+/** Compiled templates by source (a few models are loaded at a time). */
+const parsed = new Map<string, CompiledChatTemplate | Error>();
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
 /** Parses a template, remembering the result (or the failure) for the next request. */
-function parseTemplate(source: string): Template | Error {
+function parseTemplate(source: string): CompiledChatTemplate | Error {
   let entry = parsed.get(source);
   if (entry !== undefined) {
     parsed.delete(source); // re-inserted below as the most recent
   } else {
     try {
-      entry = new Template(source);
+      entry = compileChatTemplate(source);
     } catch (error) {
-      entry = error instanceof Error ? error : new Error(String(error));
+      if (!(error instanceof JinjaSyntaxError)) throw error; // e.g. a stopped render
+      entry = error;
     }
     if (parsed.size >= CACHE_LIMIT) parsed.delete(parsed.keys().next().value as string);
   }
@@ -144,7 +179,8 @@ function fromFamily(
     ...(input.bosToken === undefined ? {} : { bosToken: input.bosToken }),
     ...(input.eosToken === undefined ? {} : { eosToken: input.eosToken }),
   };
-  const out = renderFamily(family, input.messages, options);
+  const messages = input.messages.map((m) => ({ role: m.role, content: plainText(m.content) }));
+  const out = renderFamily(family, messages, options);
   const addsBos = out.bos !== "" && out.prompt.startsWith(out.bos);
   const result: RenderedPrompt = {
     prompt: out.prompt,
@@ -161,12 +197,15 @@ function fromFamily(
  * Jinja; a template that does not parse falls back to the family its markers suggest, or
  * chatml, with a `warning`), then the family detected from `model`, then chatml.
  *
- * Templates see `messages`, `add_generation_prompt`, `bos_token`, `eos_token`, `tools` (only
- * when given) and `raise_exception(msg)`.
+ * Templates see what llama-server gives them: `messages` (shaped as llama.cpp shapes them),
+ * `add_generation_prompt`, `bos_token`, `eos_token`, `tools` (only when given),
+ * `enable_thinking`, `datetime`, `date_string`, the `chat_template_kwargs`, and the functions
+ * `raise_exception(msg)`, `strftime_now(fmt)`, `namespace(…)`, `range(…)`.
  *
  * @param input Messages, template or family, and the vocabulary's special-token texts.
  * @returns The prompt, the family used, stop strings and whether it starts with BOS.
- * @throws {TemplateError} `render` when the template raises an error or fails while rendering.
+ * @throws {TemplateError} `render` when the template raises an error or fails while rendering,
+ *   or a message is malformed (e.g. tool-call arguments that are not JSON).
  * @example
  * ```ts
  * const out = renderChat({ family: "chatml", messages: [{ role: "user", content: "Hi" }] });
@@ -191,21 +230,28 @@ export function renderChat(input: RenderChatInput): RenderedPrompt {
   }
   const bos = input.bosToken ?? "";
   const eos = input.eosToken ?? "";
-  const context: Record<string, unknown> = {
-    messages: input.messages,
-    add_generation_prompt: input.addGenerationPrompt ?? true,
-    bos_token: bos,
-    eos_token: eos,
-  };
-  if (input.tools !== undefined) context.tools = input.tools;
   let prompt: string;
   try {
-    prompt = template.render(context);
+    prompt = applyChatTemplate(template, {
+      messages: input.messages,
+      tools: input.tools,
+      addGenerationPrompt: input.addGenerationPrompt ?? true,
+      bosToken: bos,
+      eosToken: eos,
+      addBos: input.addBos ?? false,
+      kwargs: input.kwargs,
+      reasoningEffort: input.reasoningEffort,
+      ...(input.nowMs !== undefined ? { now: new Date(input.nowMs) } : {}),
+    });
   } catch (error) {
-    const detail = messageOf(error);
+    if (!(error instanceof JinjaRenderError) && !(error instanceof ChatInputError)) throw error;
+    // For raise_exception, the detail is the template's own message.
+    const detail = error instanceof JinjaRenderError && error.raised
+      ? error.detail.replace(/^Jinja Exception: /, "")
+      : error.message;
     throw new TemplateError(
       "render",
-      `Cannot format the messages with the model's chat template: ${detail}`,
+      `Cannot format the messages with the model's chat template: ${error.message}`,
       detail,
       error,
     );
@@ -216,6 +262,19 @@ export function renderChat(input: RenderChatInput): RenderedPrompt {
     stopStrings: templateStopStrings(source, eos),
     addsBos: bos !== "" && prompt.startsWith(bos),
   };
+}
+
+/**
+ * Hooks into every template render of this thread, capability probes included (the template
+ * worker watches its stop flag through `onStep`, which throws `StopRender`).
+ */
+export const renderHooks: { onStep?: () => void } = stepHook;
+
+/** A message's content as one text (parts joined with `\n`, as llama.cpp joins them). */
+export function plainText(content: TemplateMessage["content"]): string {
+  if (content === undefined || content === null) return "";
+  if (typeof content === "string") return content;
+  return content.filter((p) => p.type === "text").map((p) => p.text).join("\n");
 }
 
 /** A `--chat-template` choice, ready to spread into a {@link RenderChatInput}. */

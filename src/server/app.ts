@@ -11,6 +11,7 @@ import { runtimeInfo } from "../engine/diagnostics.ts";
 import { LLAMA_CPP_VERSION, VERSION } from "../version.ts";
 import type { ServerContext } from "./context.ts";
 import { errorResponse, HttpError } from "./http_error.ts";
+import { applyTemplate } from "./apply_template.ts";
 import { getLora, listLoaded, loadModel, setLora, unloadModel } from "./models_api.ts";
 import { apiGenerate, apiModels, apiTags, wsGenerate } from "./native.ts";
 import { chatCompletions, completions, listModels } from "./openai.ts";
@@ -31,6 +32,7 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/v1/models": { GET: listModels },
   "/v1/chat/completions": { POST: chatCompletions },
   "/v1/completions": { POST: completions },
+  "/apply-template": { POST: applyTemplate },
   "/api/generate": { POST: apiGenerate },
   "/api/models": { GET: apiModels },
   "/api/tags": { GET: apiTags },

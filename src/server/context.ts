@@ -26,6 +26,8 @@ export interface ServerSettings {
   gpuBackend: string;
   /** `--chat-template` override for every model. */
   chatTemplate?: TemplateOverride;
+  /** `--chat-template-kwargs`: template variables for every request (requests add their own). */
+  chatTemplateKwargs?: Record<string, unknown>;
   /** Folders whose adapter files `POST /api/lora` may name by path. */
   adapterDirs?: readonly string[];
 }

@@ -14,12 +14,17 @@ import type { Generation, GenerationResult } from "../engine/scheduler.ts";
 import type { ServerContext } from "./context.ts";
 import { badRequest } from "./http_error.ts";
 import { requestLora } from "./models_api.ts";
-import { type Fields, type GenerationFields, generationFields } from "./request_body.ts";
+import {
+  type Fields,
+  type GenerationFields,
+  generationFields,
+  type TemplateFields,
+} from "./request_body.ts";
 
 /** What to generate from: a raw prompt, or chat messages rendered with the model's template. */
 export type PromptSource =
   | { kind: "raw"; prompt: string }
-  | { kind: "chat"; messages: TemplateMessage[]; tools?: unknown[] };
+  | { kind: "chat"; messages: TemplateMessage[]; tools?: unknown[]; template?: TemplateFields };
 
 /** A generation that has started. */
 export interface StartedGeneration {
@@ -57,6 +62,7 @@ export async function startGeneration(
       ? await rawPrompt(loaded.model, source.prompt, { signal })
       : await chatPrompt(loaded.model, source.messages, ctx.settings.chatTemplate, source.tools, {
         signal,
+        ...templateOptions(ctx, source.template),
       });
     if (prepared.tokens.length === 0) throw badRequest("The prompt is empty", "prompt");
     const lora = await requestLora(entry, loaded, fields.lora);
@@ -86,6 +92,26 @@ export async function startGeneration(
     lease.release();
     throw error;
   }
+}
+
+/**
+ * The template options of a chat request: the server's `--chat-template-kwargs` with the
+ * request's `chat_template_kwargs` over them, `reasoning_effort`, `add_generation_prompt`.
+ *
+ * @param ctx Server state.
+ * @param fields What the request asked.
+ * @returns Options for `chatPrompt`/`renderChatPrompt`.
+ */
+export function templateOptions(ctx: ServerContext, fields: TemplateFields = {}) {
+  const serverKwargs = ctx.settings.chatTemplateKwargs;
+  const kwargs = serverKwargs || fields.kwargs ? { ...serverKwargs, ...fields.kwargs } : undefined;
+  return {
+    ...(kwargs ? { kwargs } : {}),
+    ...(fields.reasoningEffort !== undefined ? { reasoningEffort: fields.reasoningEffort } : {}),
+    ...(fields.addGenerationPrompt !== undefined
+      ? { addGenerationPrompt: fields.addGenerationPrompt }
+      : {}),
+  };
 }
 
 /**

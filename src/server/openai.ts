@@ -14,7 +14,7 @@ import {
   usageOf,
 } from "./generation_bridge.ts";
 import { badRequest } from "./http_error.ts";
-import { chatMessages, Fields, readJsonBody } from "./request_body.ts";
+import { chatMessages, Fields, readJsonBody, templateFields } from "./request_body.ts";
 import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
 
 type Kind = "chat" | "text";
@@ -62,7 +62,12 @@ function promptOf(fields: Fields, kind: Kind, body: Record<string, unknown>): Pr
     if (tools !== undefined && !Array.isArray(tools)) {
       throw badRequest('"tools" must be an array', "tools");
     }
-    return { kind: "chat", messages: chatMessages(body.messages), ...(tools ? { tools } : {}) };
+    return {
+      kind: "chat",
+      messages: chatMessages(body.messages),
+      ...(tools ? { tools } : {}),
+      template: templateFields(fields),
+    };
   }
   const prompt = fields.raw("prompt");
   if (typeof prompt === "string") return { kind: "raw", prompt };

@@ -7,6 +7,8 @@
 
 import type { TemplateMessage } from "../engine/templates.ts";
 import type { SamplingParams } from "../engine/sampling.ts";
+import { StructuredOutputError } from "../engine/structured/errors.ts";
+import { structuredOutputGrammar } from "../engine/structured/response_format.ts";
 import { badRequest, HttpError } from "./http_error.ts";
 
 /** Largest accepted request body. */
@@ -242,7 +244,7 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
   set("repeatPenalty", fields.number("repeat_penalty", { min: 0 }));
   set("seed", fields.number("seed", { min: -(2 ** 63), max: 2 ** 64 - 1, integer: true }));
   set("logitBias", logitBias(fields.object("logit_bias"), nVocab));
-  set("grammar", fields.string("grammar"));
+  set("grammar", requestGrammar(fields));
   return {
     ...(maxTokens !== undefined ? { maxTokens } : {}),
     stop: stopStrings(fields),
@@ -253,6 +255,23 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
     includeUsage: includeUsage === true,
     ...(fields.raw("lora") !== undefined ? { lora: fields.raw("lora") } : {}),
   };
+}
+
+/**
+ * The grammar the request asks for: its GBNF `grammar`, or one made from `response_format` or
+ * llama-server's top-level `json_schema`.
+ */
+function requestGrammar(fields: Fields): string | undefined {
+  try {
+    return structuredOutputGrammar({
+      grammar: fields.string("grammar"),
+      responseFormat: fields.raw("response_format"),
+      jsonSchema: fields.raw("json_schema"),
+    });
+  } catch (error) {
+    if (error instanceof StructuredOutputError) throw badRequest(error.message, error.param);
+    throw error;
+  }
 }
 
 /** Largest 32-bit signed integer: integer fields that reach libllama as `int32_t`. */
@@ -297,11 +316,13 @@ function logitBias(
 }
 
 /**
- * Reads OpenAI chat messages; `content` may be a string or an array of `{type:"text", text}`
- * parts (as Zed and Cursor send).
+ * Reads OpenAI chat messages; `content` may be a string, `null`, or an array of
+ * `{type:"text", text}` parts (as Zed and Cursor send), which are kept as parts for the
+ * template (llama.cpp joins them with `\n` for templates that only take text). `tool_calls`,
+ * `tool_call_id`, `name` and `reasoning_content` are passed through.
  *
  * @param value The `messages` field.
- * @returns The messages with plain-text content.
+ * @returns The messages.
  * @throws {HttpError} 400 for a malformed message or a non-text part.
  */
 export function chatMessages(value: unknown): TemplateMessage[] {
@@ -312,32 +333,74 @@ export function chatMessages(value: unknown): TemplateMessage[] {
     if (typeof message !== "object" || message === null) {
       throw badRequest(`messages[${i}] must be an object`, "messages");
     }
-    const { role, content, tool_calls, tool_call_id, name } = message as Record<string, unknown>;
+    const { role, content, tool_calls, tool_call_id, name, reasoning_content } = message as Record<
+      string,
+      unknown
+    >;
     if (typeof role !== "string" || role === "") {
       throw badRequest(`messages[${i}].role must be a string`, "messages");
     }
     return {
       role,
-      content: messageText(content, i),
+      // An absent content stays absent: llama.cpp refuses it on all but assistant turns.
+      ...("content" in message ? { content: messageContent(content, i) } : {}),
       ...(Array.isArray(tool_calls) ? { tool_calls } : {}),
       ...(typeof tool_call_id === "string" ? { tool_call_id } : {}),
       ...(typeof name === "string" ? { name } : {}),
+      ...(typeof reasoning_content === "string" ? { reasoning_content } : {}),
     };
   });
 }
 
-function messageText(content: unknown, i: number): string {
-  if (content === undefined || content === null) return "";
+function messageContent(content: unknown, i: number): TemplateMessage["content"] {
+  if (content === undefined || content === null) return null;
   if (typeof content === "string") return content;
   if (!Array.isArray(content)) {
     throw badRequest(`messages[${i}].content must be a string or an array of parts`, "messages");
   }
   return content.map((part, j) => {
     const p = part as Record<string, unknown> | null;
-    if (p && p.type === "text" && typeof p.text === "string") return p.text;
+    if (p && p.type === "text" && typeof p.text === "string") return { type: "text", text: p.text };
     throw badRequest(
       `messages[${i}].content[${j}] is not a text part; only {"type":"text","text":…} is supported`,
       "messages",
     );
-  }).join("");
+  });
+}
+
+/** What a chat request asks of the template besides its messages. */
+export interface TemplateFields {
+  /** `chat_template_kwargs`: extra template variables, e.g. `{"enable_thinking": false}`. */
+  kwargs?: Record<string, unknown>;
+  /** `reasoning_effort` (`none` turns thinking off). */
+  reasoningEffort?: string;
+  /** `add_generation_prompt` (default true). */
+  addGenerationPrompt?: boolean;
+}
+
+/**
+ * Reads `chat_template_kwargs`, `reasoning_effort` and `add_generation_prompt`.
+ *
+ * @param fields The body.
+ * @returns The fields that were given.
+ * @throws {HttpError} 400 naming the bad field.
+ */
+export function templateFields(fields: Fields): TemplateFields {
+  const kwargs = fields.object("chat_template_kwargs");
+  if (
+    kwargs !== undefined && "enable_thinking" in kwargs &&
+    typeof kwargs.enable_thinking !== "boolean"
+  ) {
+    throw badRequest(
+      '"chat_template_kwargs.enable_thinking" must be a boolean',
+      "chat_template_kwargs",
+    );
+  }
+  const reasoningEffort = fields.string("reasoning_effort");
+  const addGenerationPrompt = fields.boolean("add_generation_prompt");
+  return {
+    ...(kwargs !== undefined ? { kwargs } : {}),
+    ...(reasoningEffort !== undefined ? { reasoningEffort } : {}),
+    ...(addGenerationPrompt !== undefined ? { addGenerationPrompt } : {}),
+  };
 }

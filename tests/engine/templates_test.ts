@@ -154,14 +154,15 @@ Deno.test("renderChat() folds system messages into the next user turn where a fa
 
 /**
  * Expected renderings of {@link CONVERSATION} by the real templates, with bos_token `<BOS>`
- * and eos_token `<EOS>`; each was checked against Python's Jinja2 3.1 (trim_blocks,
- * lstrip_blocks), the engine these templates were written for.
+ * and eos_token `<EOS>`, as llama-server renders them (the template oracle checks every real
+ * template against it).
  */
 const REAL_EXPECTED: Readonly<Record<RealName, string>> = {
   // The template adds its default system prompt only when there is no system message.
   qwen2: FAMILY_EXPECTED.chatml,
-  // Phi-3's template drops system messages.
-  "phi-3": "<BOS><|user|>\nHi<|end|>\n<|assistant|>\nHello.<|end|>\n" +
+  // Phi-3's template never prints a system message, so (as llama.cpp does) it is merged into
+  // the first user turn.
+  "phi-3": "<BOS><|user|>\nYou are terse.\nHi<|end|>\n<|assistant|>\nHello.<|end|>\n" +
     "<|user|>\nName a colour.<|end|>\n<|assistant|>\n",
   "command-r": "<BOS><|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>You are terse.<|END_OF_TURN_TOKEN|>" +
     "<|START_OF_TURN_TOKEN|><|USER_TOKEN|>Hi<|END_OF_TURN_TOKEN|>" +
@@ -194,6 +195,9 @@ for (const name of REAL) {
       messages: CONVERSATION,
       bosToken: "<BOS>",
       eosToken: "<EOS>",
+      // Gemma 4 thinks by default (llama.cpp finds its think markers); the expected text is
+      // the non-thinking prompt.
+      kwargs: { enable_thinking: false },
     });
     assert.equal(out.prompt, REAL_EXPECTED[name]);
     assert.equal(out.family, "jinja");
@@ -253,7 +257,13 @@ Deno.test("renderChat() passes tools to the template only when given", () => {
   const messages = [{ role: "user", content: "Weather in Oslo?" }];
   // Checked against Python's Jinja2 3.1.
   assert.equal(
-    renderChat({ template: templateFixture("gemma-4"), messages, tools, bosToken: "<bos>" }).prompt,
+    renderChat({
+      template: templateFixture("gemma-4"),
+      messages,
+      tools,
+      bosToken: "<bos>",
+      kwargs: { enable_thinking: false },
+    }).prompt,
     '<bos><|turn>system\n<|tool>declaration:get_weather{description:<|"|>Get the weather<|"|>,' +
       'parameters:{properties:{city:{description:<|"|>City name<|"|>,type:<|"|>STRING<|"|>}},' +
       'required:[<|"|>city<|"|>],type:<|"|>OBJECT<|"|>}}<tool|><turn|>\n' +
@@ -453,4 +463,65 @@ Deno.test("loadTemplateOverride() rejects unknown names, empty files and bad syn
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("renderChat() lets filters take a missing value, as llama.cpp does (Hermes 2 Pro's trim)", () => {
+  const template = "{{ messages[0].missing | trim }}[{{ messages[0].content | trim }}]";
+  const out = renderChat({ template, messages: [{ role: "user", content: "  Hi  " }] });
+  assert.equal(out.prompt, "[Hi]");
+});
+
+Deno.test("renderChat() gives tool-call arguments as an object to a template that reads them so", () => {
+  const template = "{% for m in messages %}{% if m.tool_calls %}" +
+    "{% for k, v in m.tool_calls[0].function.arguments | items %}{{ k }}={{ v }}{% endfor %}" +
+    "|{{ m.content is none }}{% endif %}{% endfor %}";
+  const messages = [{ role: "user", content: "Weather?" }, {
+    role: "assistant",
+    content: null,
+    tool_calls: [{ type: "function", function: { name: "w", arguments: '{"city": "Paris"}' } }],
+  }];
+  // llama.cpp gives a tool-call turn without text an empty content, not none.
+  assert.equal(renderChat({ template, messages }).prompt, "city=Paris|False");
+});
+
+Deno.test("renderChat() writes tojson with llama.cpp's spacing and key order", () => {
+  const template =
+    '{{ {"b": 1, "a": [1, "x", none, true]} | tojson }} {{ [1, 2] | tojson(indent=2) }}';
+  assert.equal(
+    renderChat({ template, messages: [{ role: "user", content: "" }] }).prompt,
+    '{"b": 1, "a": [1, "x", null, true]} [\n  1,\n  2\n]',
+  );
+});
+
+Deno.test("renderChat() joins text parts with a newline for a template that reads text", () => {
+  const template = "{% for m in messages %}{{ m.content }}{% endfor %}";
+  const parts = [{ type: "text", text: "one" }, { type: "text", text: "two" }];
+  assert.equal(
+    renderChat({ template, messages: [{ role: "user", content: parts }] }).prompt,
+    "one\ntwo",
+  );
+});
+
+Deno.test("renderChat() passes chat_template_kwargs and today's date to the template", () => {
+  const template = "{{ enable_thinking }} {{ strftime_now('%Y') }} {{ custom }}";
+  const out = renderChat({
+    template,
+    messages: [{ role: "user", content: "" }],
+    kwargs: { enable_thinking: false, custom: "x" },
+  });
+  assert.equal(out.prompt, `False ${new Date().getFullYear()} x`);
+});
+
+Deno.test("renderChat() refuses malformed tool-call arguments for a template that reads objects", () => {
+  const template = "{% for m in messages %}{% if m.tool_calls %}" +
+    "{% for k, v in m.tool_calls[0].function.arguments | items %}{{ v }}{% endfor %}{% endif %}{% endfor %}";
+  const messages = [{ role: "user", content: "" }, {
+    role: "assistant",
+    tool_calls: [{ type: "function", function: { name: "w", arguments: "{not json" } }],
+  }];
+  assert.throws(() => renderChat({ template, messages }), (e: unknown) => {
+    assert.ok(e instanceof TemplateError);
+    assert.match(e.message, /tool call arguments/);
+    return true;
+  });
 });

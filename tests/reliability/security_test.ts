@@ -110,7 +110,7 @@ const UNKNOWN_PATHS = [
 const AUTH_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
 
 function validBody(path: string): string {
-  if (path === "/v1/chat/completions") {
+  if (path === "/v1/chat/completions" || path === "/apply-template") {
     return JSON.stringify({ messages: [{ role: "user", content: "x" }], max_tokens: 2 });
   }
   return JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 2, adapters: [] });

@@ -45,3 +45,27 @@ Deno.test("a template that raises an error is a 400 carrying the template's mess
   equal(response.status, 400);
   match((await response.json()).error.message, /roles must alternate/);
 });
+
+Deno.test("POST /apply-template returns the prompt a chat request would get, and generates nothing", async () => {
+  await using server = await startServer({
+    settings: {
+      chatTemplate: {
+        template: "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}" +
+          "{% if enable_thinking %}<think>{% endif %}",
+        path: "t.jinja",
+      },
+      chatTemplateKwargs: { enable_thinking: true },
+    },
+  });
+  const body = { messages: [{ role: "user", content: [{ type: "text", text: "Hi" }] }] };
+  const plain = await postJson(`${server.url}/apply-template`, body);
+  equal(plain.status, 200);
+  equal((await plain.json()).prompt, "<user>Hi<think>");
+  const off = await postJson(`${server.url}/apply-template`, {
+    ...body,
+    chat_template_kwargs: { enable_thinking: false },
+  });
+  equal((await off.json()).prompt, "<user>Hi");
+  const bad = await postJson(`${server.url}/apply-template`, { messages: [{ role: "user" }] });
+  equal(bad.status, 400);
+});

@@ -1,0 +1,204 @@
+/**
+ * Sets of Unicode code points as sorted inclusive ranges, and how to write them in GBNF: as a
+ * character class, or, for characters inside a JSON string, as what the JSON text must hold
+ * (`"` and `\` escaped, control characters as `\n` or `\u00XX`). Surrogates are never members:
+ * they cannot appear in UTF-8 text.
+ *
+ * @module
+ */
+
+/** An inclusive range of code points. */
+export type CodeRange = readonly [number, number];
+
+/** A set of code points: sorted, disjoint, non-adjacent ranges. */
+export type CharSet = readonly CodeRange[];
+
+/** The largest code point. */
+const MAX_CODE = 0x10ffff;
+
+/**
+ * Normalizes ranges into a {@link CharSet} (sorted, merged, surrogates removed).
+ *
+ * @param ranges Any ranges.
+ * @returns The set.
+ * @example
+ * ```ts
+ * charSet([[0x61, 0x7a], [0x41, 0x5a]]); // [[0x41,0x5a],[0x61,0x7a]]
+ * ```
+ */
+export function charSet(ranges: Iterable<CodeRange>): CharSet {
+  const sorted = [...ranges].filter(([a, b]) => a <= b).sort((x, y) => x[0] - y[0]);
+  const out: [number, number][] = [];
+  for (const [a, b] of sorted) {
+    const last = out.at(-1);
+    if (last && a <= last[1] + 1) last[1] = Math.max(last[1], b);
+    else out.push([a, b]);
+  }
+  return withoutSurrogates(out);
+}
+
+function withoutSurrogates(ranges: [number, number][]): CharSet {
+  const out: [number, number][] = [];
+  for (const [a, b] of ranges) {
+    if (b < 0xd800 || a > 0xdfff) out.push([a, b]);
+    else {
+      if (a < 0xd800) out.push([a, 0xd7ff]);
+      if (b > 0xdfff) out.push([0xe000, b]);
+    }
+  }
+  return out;
+}
+
+/**
+ * The code points not in a set.
+ *
+ * @param set A set.
+ * @returns Its complement (surrogates excluded).
+ * @example
+ * ```ts
+ * complement(charSet([[0, 0x60], [0x7b, 0x10ffff]])); // [[0x61,0x7a]]
+ * ```
+ */
+export function complement(set: CharSet): CharSet {
+  const out: [number, number][] = [];
+  let next = 0;
+  for (const [a, b] of set) {
+    if (a > next) out.push([next, a - 1]);
+    next = b + 1;
+  }
+  if (next <= MAX_CODE) out.push([next, MAX_CODE]);
+  return withoutSurrogates(out);
+}
+
+/**
+ * The code points in both sets.
+ *
+ * @param x A set.
+ * @param y A set.
+ * @returns Their intersection.
+ * @example
+ * ```ts
+ * intersect(charSet([[0, 100]]), charSet([[50, 200]])); // [[50,100]]
+ * ```
+ */
+export function intersect(x: CharSet, y: CharSet): CharSet {
+  return complement(charSet([...complement(x), ...complement(y)]));
+}
+
+/** Whether a code point is in a set. */
+function has(set: CharSet, code: number): boolean {
+  return set.some(([a, b]) => code >= a && code <= b);
+}
+
+/**
+ * Writes one code point for a GBNF literal or class: printable ASCII letters and digits as
+ * they are, everything else as `\xHH`, `\uHHHH` or `\UHHHHHHHH`.
+ */
+function escapeCode(code: number): string {
+  const isAlnum = (code >= 0x30 && code <= 0x39) || (code >= 0x41 && code <= 0x5a) ||
+    (code >= 0x61 && code <= 0x7a);
+  if (isAlnum) return String.fromCodePoint(code);
+  if (code < 0x100) return `\\x${code.toString(16).padStart(2, "0")}`;
+  if (code < 0x10000) return `\\u${code.toString(16).padStart(4, "0")}`;
+  return `\\U${code.toString(16).padStart(8, "0")}`;
+}
+
+/**
+ * A GBNF string literal for a text.
+ *
+ * @param text The exact text.
+ * @returns E.g. `"a\x22b"`; `""` for the empty text.
+ * @example
+ * ```ts
+ * gbnfLiteral('say "hi"'); // "say\x20\x22hi\x22" (a GBNF literal)
+ * ```
+ */
+export function gbnfLiteral(text: string): string {
+  let out = '"';
+  for (const char of text) {
+    const code = char.codePointAt(0)!;
+    const plain = code >= 0x20 && code !== 0x22 && code !== 0x5c && code !== 0x7f;
+    out += plain ? char : escapeCode(code);
+  }
+  return out + '"';
+}
+
+/**
+ * A GBNF character class for a non-empty set.
+ *
+ * @param set The set.
+ * @returns E.g. `[a-z0-9]`.
+ * @example
+ * ```ts
+ * gbnfClass(charSet([[0x30, 0x39]])); // "[0-9]"
+ * ```
+ */
+export function gbnfClass(set: CharSet): string {
+  let out = "[";
+  for (const [a, b] of set) {
+    out += a === b
+      ? escapeCode(a)
+      : b === a + 1
+      ? escapeCode(a) + escapeCode(b)
+      : `${escapeCode(a)}-${escapeCode(b)}`;
+  }
+  return out + "]";
+}
+
+/** JSON's short escapes for control characters. */
+const SHORT_ESCAPES: ReadonlyMap<number, string> = new Map([
+  [0x08, "b"],
+  [0x09, "t"],
+  [0x0a, "n"],
+  [0x0c, "f"],
+  [0x0d, "r"],
+]);
+
+/**
+ * The JSON-string text of one character: `"` and `\` escaped, control characters as JSON
+ * escapes, everything else as it is.
+ *
+ * @param code A code point.
+ * @returns The characters a JSON string holds for it.
+ * @example
+ * ```ts
+ * jsonCharText(0x0a); // "\\n"
+ * ```
+ */
+export function jsonCharText(code: number): string {
+  if (code === 0x22) return '\\"';
+  if (code === 0x5c) return "\\\\";
+  if (code < 0x20) {
+    const short = SHORT_ESCAPES.get(code);
+    return short ? `\\${short}` : `\\u${code.toString(16).padStart(4, "0")}`;
+  }
+  return String.fromCodePoint(code);
+}
+
+/**
+ * A GBNF expression for any one character of a set as it appears inside a JSON string.
+ *
+ * @param set A non-empty set.
+ * @returns A GBNF expression, alternatives in parentheses when there are several.
+ * @example
+ * ```ts
+ * jsonCharSetExpr(charSet([[0x22, 0x22], [0x61, 0x61]])); // ([a] | "\x5c\x22")
+ * ```
+ */
+export function jsonCharSetExpr(set: CharSet): string {
+  const plain = intersect(set, charSet([[0x20, 0x21], [0x23, 0x5b], [0x5d, MAX_CODE]]));
+  const alternatives: string[] = [];
+  if (plain.length > 0) alternatives.push(gbnfClass(plain));
+  if (has(set, 0x22)) alternatives.push(gbnfLiteral('\\"'));
+  if (has(set, 0x5c)) alternatives.push(gbnfLiteral("\\\\"));
+  const controls = intersect(set, [[0, 0x1f]]);
+  if (controls.length === 1 && controls[0]![0] === 0 && controls[0]![1] === 0x1f) {
+    alternatives.push(`"\\x5c" ([bfnrt] | "u00" [01] [0-9a-fA-F])`);
+  } else {
+    for (const [a, b] of controls) {
+      for (let c = a; c <= b; c++) alternatives.push(gbnfLiteral(jsonCharText(c)));
+    }
+  }
+  if (alternatives.length === 0) throw new Error("Empty character set");
+  return alternatives.length === 1 ? alternatives[0]! : `(${alternatives.join(" | ")})`;
+}

@@ -1,0 +1,773 @@
+/**
+ * JSON Schema → GBNF. The converter walks the schema once and writes a grammar whose every
+ * output is a JSON text the schema accepts. Objects list their properties in the schema's
+ * order (required ones always, optional ones maybe), with commas placed by a chain of rules;
+ * arrays follow `prefixItems`/`items` within `minItems`/`maxItems`; `anyOf`/`oneOf` become
+ * alternatives (`oneOf` branches should not overlap), `allOf` branches merge into one schema;
+ * `$ref` targets become named rules, so recursive schemas work. Strings honour
+ * `minLength`/`maxLength`, `pattern` or `format`; numbers their bounds. Whitespace between
+ * tokens is at most one space, tab or newline plus 20 spaces or tabs, so a model cannot spin
+ * in it. Where the schema leaves something open the grammar may be stricter, never looser:
+ * an object with `properties` and no `additionalProperties` gets no extra properties, and
+ * unbounded integers get at most 16 digits. A keyword the converter cannot honour raises a
+ * {@link SchemaError} naming it; annotations (`title`, `description`, `default`…) are ignored.
+ *
+ * @module
+ */
+
+import { charSet, complement, gbnfLiteral, jsonCharSetExpr, jsonCharText } from "./charset.ts";
+import { SchemaError } from "./errors.ts";
+import { FORMATS } from "./formats.ts";
+import {
+  INTEGER_EXPR,
+  integerRange,
+  MAX_INT_DIGITS,
+  NUMBER_EXPR,
+  numberRange,
+  type WholeBound,
+} from "./numbers.ts";
+import { patternToGbnf } from "./regex.ts";
+import { oneOf, repeat, RuleSet } from "./rules.ts";
+import {
+  checkKeywords,
+  constraints,
+  isObject,
+  mergeAllOf,
+  resolveRef,
+  type SchemaObject,
+} from "./schema_merge.ts";
+
+/** Deepest nesting of schemas (and `$ref` hops) the converter follows. */
+export const MAX_SCHEMA_DEPTH = 64;
+
+const QUOTE = gbnfLiteral('"');
+const JSON_TYPES = ["string", "number", "integer", "boolean", "null", "object", "array"];
+const OBJECT_KEYWORDS = [
+  "properties",
+  "required",
+  "additionalProperties",
+  "propertyNames",
+  "minProperties",
+  "maxProperties",
+];
+const ARRAY_KEYWORDS = ["items", "prefixItems", "additionalItems", "minItems", "maxItems"];
+const STRING_KEYWORDS = ["minLength", "maxLength", "pattern", "format"];
+const NUMBER_KEYWORDS = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
+/** Largest magnitude written for a bound; larger bounds are clamped (outputs stay valid). */
+const BOUND_LIMIT = 10n ** BigInt(MAX_INT_DIGITS) - 1n;
+
+/** Names of the shared rules for JSON text. */
+type Primitive =
+  | "ws"
+  | "char"
+  | "string"
+  | "number"
+  | "integer"
+  | "boolean"
+  | "null"
+  | "value"
+  | "object"
+  | "member"
+  | "array";
+
+/** Shared rules for JSON text, written once when first used; `r` names the others. */
+const PRIMITIVES: Readonly<Record<Primitive, (r: (name: Primitive) => string) => string>> = {
+  ws: () => "([ \\t\\n] [ \\t]{0,20})?",
+  // Listed, not negated, so that bytes that decode past U+10FFFF or to surrogates never fit.
+  char: () =>
+    `[\\x20-\\x21\\x23-\\x5b\\x5d-\\ud7ff\\ue000-\\U0010ffff] | "\\x5c" ([\\x22\\x5c/bfnrt] | "u" ` +
+    `([0-9a-cA-Ce-fE-F] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2}))`,
+  string: (r) => `${QUOTE} ${r("char")}* ${QUOTE}`,
+  number: () => NUMBER_EXPR,
+  integer: () => INTEGER_EXPR,
+  boolean: () => `"true" | "false"`,
+  null: () => `"null"`,
+  value: (r) =>
+    [r("object"), r("array"), r("string"), r("number"), r("boolean"), r("null")].join(" | "),
+  object: (r) => `"{" ${r("ws")} (${r("member")} ("," ${r("ws")} ${r("member")})* ${r("ws")})? "}"`,
+  member: (r) => `${r("string")} ${r("ws")} ":" ${r("ws")} ${r("value")}`,
+  array: (r) => `"[" ${r("ws")} (${r("value")} ("," ${r("ws")} ${r("value")})* ${r("ws")})? "]"`,
+};
+
+/** One conversion; not reusable. */
+class Converter {
+  readonly rules = new RuleSet();
+  readonly #root: unknown;
+  readonly #refs = new Map<string, string>();
+  readonly #primitives = new Map<string, string>();
+  #depth = 0;
+
+  constructor(root: unknown) {
+    this.#root = root;
+    this.rules.reserve("root");
+  }
+
+  /** The name of a shared rule, defining it (and what it uses) on first use. */
+  primitive(name: Primitive): string {
+    const known = this.#primitives.get(name);
+    if (known !== undefined) return known;
+    const reserved = this.rules.reserve(name);
+    this.#primitives.set(name, reserved);
+    this.rules.define(reserved, PRIMITIVES[name]((other) => this.primitive(other)));
+    return reserved;
+  }
+
+  /**
+   * GBNF for a schema.
+   *
+   * @param schema The (sub)schema.
+   * @param path Its JSON pointer.
+   * @param hint A name hint for rules made for it.
+   */
+  visit(schema: unknown, path: string, hint: string): string {
+    if (++this.#depth > MAX_SCHEMA_DEPTH) {
+      throw new SchemaError("", path, `is nested more than ${MAX_SCHEMA_DEPTH} levels deep`);
+    }
+    try {
+      return this.#visit(schema, path, hint);
+    } finally {
+      this.#depth--;
+    }
+  }
+
+  #visit(schema: unknown, path: string, hint: string): string {
+    if (schema === true) return this.primitive("value");
+    if (schema === false) throw new SchemaError("", path, "is false, which no value satisfies");
+    if (!isObject(schema)) throw new SchemaError("", path, "must be an object or a boolean");
+    checkKeywords(schema, path);
+    if (schema.$ref !== undefined) {
+      const { $ref, ...rest } = schema;
+      if (Object.keys(constraints(rest)).length === 0) return this.#ref($ref, path);
+      return this.visit(mergeAllOf([this.#resolved($ref, path), rest], path), path, hint);
+    }
+    if (schema.allOf !== undefined) {
+      const { allOf, ...rest } = schema;
+      const branches = this.#schemaList(allOf, "allOf", path);
+      const merged = mergeAllOf([
+        rest,
+        ...branches.map((b, i) => this.#flatten(b, `${path}/allOf/${i}`)),
+      ], path);
+      return this.visit(merged, path, hint);
+    }
+    if (schema.anyOf !== undefined && schema.oneOf !== undefined) {
+      throw new SchemaError(
+        "oneOf",
+        path,
+        "together with anyOf in one schema is not supported; nest one in allOf",
+      );
+    }
+    const choice = schema.anyOf !== undefined
+      ? "anyOf"
+      : schema.oneOf !== undefined
+      ? "oneOf"
+      : undefined;
+    if (choice !== undefined) {
+      const { [choice]: list, ...rest } = schema;
+      const branches = this.#schemaList(list, choice, path);
+      const shared = Object.keys(constraints(rest)).length > 0;
+      return oneOf(branches.map((branch, i) => {
+        const where = `${path}/${choice}/${i}`;
+        return shared
+          ? this.visit(mergeAllOf([rest, this.#flatten(branch, where)], where), where, hint)
+          : this.visit(branch, where, hint);
+      }));
+    }
+    const types = this.#types(schema, path);
+    if (schema.const !== undefined) return this.#literal(schema.const, path);
+    if (schema.enum !== undefined) {
+      if (!Array.isArray(schema.enum) || schema.enum.length === 0) {
+        throw new SchemaError("enum", path, "must be a non-empty array");
+      }
+      const values = schema.enum.filter((v) =>
+        types === undefined || types.some((t) => hasType(v, t))
+      );
+      if (values.length === 0) {
+        throw new SchemaError("enum", path, "has no value of the schema's type");
+      }
+      return oneOf(values.map((v) => this.#literal(v, path)));
+    }
+    if (types === undefined) return this.primitive("value");
+    return oneOf(types.map((type) => this.#typed(type, schema, path, hint)));
+  }
+
+  /** A `$ref`'s target as a named rule (made once, so recursion works). */
+  #ref(ref: unknown, path: string): string {
+    const { target, pointer } = resolveRef(this.#root, ref, path);
+    const known = this.#refs.get(pointer);
+    if (known !== undefined) return known;
+    const name = this.rules.reserve(pointer.split("/").at(-1) || "schema");
+    this.#refs.set(pointer, name);
+    this.rules.define(name, this.visit(target, pointer, name));
+    return name;
+  }
+
+  /** A `$ref`'s target as a schema object, its own `$ref`s resolved. */
+  #resolved(ref: unknown, path: string): SchemaObject {
+    const { target, pointer } = resolveRef(this.#root, ref, path);
+    return this.#flatten(target, pointer);
+  }
+
+  /** A schema object without a top-level `$ref` (its target merged in). */
+  #flatten(schema: unknown, path: string): SchemaObject {
+    if (schema === true) return {};
+    if (!isObject(schema)) throw new SchemaError("", path, "must be an object or true here");
+    if (schema.$ref === undefined) return schema;
+    if (++this.#depth > MAX_SCHEMA_DEPTH) {
+      throw new SchemaError("$ref", path, `chains more than ${MAX_SCHEMA_DEPTH} references`);
+    }
+    try {
+      const { $ref, ...rest } = schema;
+      return mergeAllOf([this.#resolved($ref, path), rest], path);
+    } finally {
+      this.#depth--;
+    }
+  }
+
+  #schemaList(value: unknown, keyword: string, path: string): unknown[] {
+    if (!Array.isArray(value) || value.length === 0) {
+      throw new SchemaError(keyword, path, "must be a non-empty array of schemas");
+    }
+    return value;
+  }
+
+  /** Exactly one JSON value; objects and arrays may hold whitespace like any other. */
+  #literal(value: unknown, path: string): string {
+    const ws = () => this.primitive("ws");
+    if (Array.isArray(value)) {
+      if (value.length === 0) return `"[" ${ws()} "]"`;
+      const items = value.map((v) => this.#literal(v, path)).join(` "," ${ws()} `);
+      return `"[" ${ws()} ${items} ${ws()} "]"`;
+    }
+    if (isObject(value)) {
+      const members = Object.entries(value).map(([k, v]) =>
+        `${gbnfLiteral(JSON.stringify(k))} ${ws()} ":" ${ws()} ${this.#literal(v, path)}`
+      );
+      if (members.length === 0) return `"{" ${ws()} "}"`;
+      return `"{" ${ws()} ${members.join(` "," ${ws()} `)} ${ws()} "}"`;
+    }
+    const text = JSON.stringify(value);
+    if (text === undefined) throw new SchemaError("const", path, "is not a JSON value");
+    return gbnfLiteral(text);
+  }
+
+  /** The JSON types a schema allows: declared, or implied by its keywords; undefined for any. */
+  #types(schema: SchemaObject, path: string): string[] | undefined {
+    let types: string[];
+    if (schema.type !== undefined) {
+      types = Array.isArray(schema.type) ? schema.type.map(String) : [String(schema.type)];
+      for (const t of types) {
+        if (!JSON_TYPES.includes(t)) {
+          throw new SchemaError("type", path, `${JSON.stringify(t)} is not a JSON type`);
+        }
+      }
+      if (types.length === 0) throw new SchemaError("type", path, "is an empty list");
+    } else {
+      types = [];
+      const uses = (keys: string[]) => keys.some((k) => schema[k] !== undefined);
+      if (uses(OBJECT_KEYWORDS)) types.push("object");
+      if (uses(ARRAY_KEYWORDS)) types.push("array");
+      if (uses(STRING_KEYWORDS)) types.push("string");
+      if (uses(NUMBER_KEYWORDS)) types.push("number");
+      if (types.length === 0) return undefined;
+    }
+    if (schema.nullable === true && !types.includes("null")) types.push("null");
+    if (types.includes("number")) types = types.filter((t) => t !== "integer");
+    return [...new Set(types)];
+  }
+
+  #typed(type: string, schema: SchemaObject, path: string, hint: string): string {
+    switch (type) {
+      case "string":
+        return this.#string(schema, path, hint);
+      case "integer":
+        return this.#integer(schema, path);
+      case "number":
+        return this.#number(schema, path);
+      case "boolean":
+        return this.primitive("boolean");
+      case "null":
+        return this.primitive("null");
+      case "object":
+        return this.#object(schema, path, hint);
+      default:
+        return this.#array(schema, path, hint);
+    }
+  }
+
+  #count(schema: SchemaObject, keyword: string, path: string): number | undefined {
+    const value = schema[keyword];
+    if (value === undefined) return undefined;
+    if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
+      throw new SchemaError(keyword, path, "must be a non-negative integer");
+    }
+    return value;
+  }
+
+  #string(schema: SchemaObject, path: string, hint: string): string {
+    const min = this.#count(schema, "minLength", path);
+    const max = this.#count(schema, "maxLength", path);
+    const lengths = min !== undefined || max !== undefined;
+    if (min !== undefined && max !== undefined && min > max) {
+      throw new SchemaError("minLength", path, `${min} is above maxLength ${max}`);
+    }
+    const { format, pattern } = schema;
+    if (format !== undefined) {
+      const inside = typeof format === "string" ? FORMATS[format] : undefined;
+      if (inside === undefined) {
+        throw new SchemaError(
+          "format",
+          path,
+          `${JSON.stringify(format)} is not supported; supported: ${
+            Object.keys(FORMATS).join(", ")
+          }`,
+        );
+      }
+      if (pattern !== undefined || lengths) {
+        throw new SchemaError(
+          "format",
+          path,
+          "together with pattern, minLength or maxLength is not supported",
+        );
+      }
+      return this.rules.add(format as string, `${QUOTE} ${inside} ${QUOTE}`);
+    }
+    if (pattern !== undefined) {
+      if (typeof pattern !== "string") throw new SchemaError("pattern", path, "must be a string");
+      if (lengths) {
+        throw new SchemaError(
+          "pattern",
+          path,
+          "together with minLength or maxLength is not supported; put the length in the pattern",
+        );
+      }
+      const inside = patternToGbnf(pattern, this.primitive("char"), path);
+      return this.rules.add(`${hint}-string`, `${QUOTE} ${inside} ${QUOTE}`);
+    }
+    if (!lengths) return this.primitive("string");
+    const chars = repeat(
+      this.primitive("char"),
+      min ?? 0,
+      max,
+      min !== undefined && min > 1000 ? "minLength" : "maxLength",
+      path,
+    );
+    return this.rules.add(`string-${min ?? 0}-${max ?? "more"}`, `${QUOTE} ${chars} ${QUOTE}`);
+  }
+
+  /** The lower and upper bound of a number schema, as given. */
+  #bounds(schema: SchemaObject, path: string) {
+    const read = (keyword: string): number | undefined => {
+      const value = schema[keyword];
+      if (value === undefined || typeof value === "boolean") return undefined;
+      if (typeof value !== "number" || !Number.isFinite(value)) {
+        throw new SchemaError(keyword, path, "must be a finite number");
+      }
+      return value;
+    };
+    const lower: { value: number; exclusive: boolean; keyword: string }[] = [];
+    const upper: { value: number; exclusive: boolean; keyword: string }[] = [];
+    const minimum = read("minimum");
+    const maximum = read("maximum");
+    const exMin = read("exclusiveMinimum");
+    const exMax = read("exclusiveMaximum");
+    if (minimum !== undefined) {
+      lower.push({
+        value: minimum,
+        exclusive: schema.exclusiveMinimum === true,
+        keyword: "minimum",
+      });
+    }
+    if (exMin !== undefined) {
+      lower.push({ value: exMin, exclusive: true, keyword: "exclusiveMinimum" });
+    }
+    if (maximum !== undefined) {
+      upper.push({
+        value: maximum,
+        exclusive: schema.exclusiveMaximum === true,
+        keyword: "maximum",
+      });
+    }
+    if (exMax !== undefined) {
+      upper.push({ value: exMax, exclusive: true, keyword: "exclusiveMaximum" });
+    }
+    const tightest = (list: typeof lower, sign: number) =>
+      list.sort((a, b) =>
+        sign * (b.value - a.value) || Number(b.exclusive) - Number(a.exclusive)
+      )[0];
+    return { lower: tightest(lower, 1), upper: tightest(upper, -1) };
+  }
+
+  #integer(schema: SchemaObject, path: string): string {
+    const { lower, upper } = this.#bounds(schema, path);
+    if (!lower && !upper) return this.primitive("integer");
+    let min: bigint | undefined;
+    let max: bigint | undefined;
+    if (lower) {
+      const v = lower.exclusive ? Math.floor(lower.value) + 1 : Math.ceil(lower.value);
+      min = BigInt(v);
+      if (min > BOUND_LIMIT) {
+        throw new SchemaError(
+          lower.keyword,
+          path,
+          `of ${lower.value} is above the supported ${BOUND_LIMIT}`,
+        );
+      }
+      if (min < -BOUND_LIMIT) min = -BOUND_LIMIT;
+    }
+    if (upper) {
+      const v = upper.exclusive ? Math.ceil(upper.value) - 1 : Math.floor(upper.value);
+      max = BigInt(v);
+      if (max < -BOUND_LIMIT) {
+        throw new SchemaError(
+          upper.keyword,
+          path,
+          `of ${upper.value} is below the supported ${-BOUND_LIMIT}`,
+        );
+      }
+      if (max > BOUND_LIMIT) max = BOUND_LIMIT;
+    }
+    const expr = integerRange(min, max);
+    if (expr === undefined) {
+      throw new SchemaError(lower!.keyword, path, "leaves no integer within the bounds");
+    }
+    return this.rules.add(
+      `int-${min ?? "min"}-${max ?? "max"}`.replaceAll("-", "-").replace(/--/g, "-neg"),
+      expr,
+    );
+  }
+
+  #number(schema: SchemaObject, path: string): string {
+    const { lower, upper } = this.#bounds(schema, path);
+    if (!lower && !upper) return this.primitive("number");
+    const whole = (b: typeof lower): WholeBound | undefined => {
+      if (!b) return undefined;
+      if (!Number.isInteger(b.value)) {
+        throw new SchemaError(
+          b.keyword,
+          path,
+          `of ${b.value} on a number is not supported: only whole-number bounds are`,
+        );
+      }
+      const value = BigInt(b.value);
+      if (value > BOUND_LIMIT || value < -BOUND_LIMIT) {
+        throw new SchemaError(
+          b.keyword,
+          path,
+          `of ${b.value} is beyond the supported ±${BOUND_LIMIT}`,
+        );
+      }
+      return { value, exclusive: b.exclusive };
+    };
+    const expr = numberRange(whole(lower), whole(upper));
+    if (expr === undefined) {
+      throw new SchemaError(
+        lower?.keyword ?? "maximum",
+        path,
+        "leaves no number within the bounds",
+      );
+    }
+    return this.rules.add("bounded-number", expr);
+  }
+
+  /** A key that is none of the given names. */
+  #otherKey(names: readonly string[], hint: string): string {
+    interface Node {
+      end: boolean;
+      next: Map<number, Node>;
+    }
+    const root: Node = { end: false, next: new Map() };
+    for (const name of names) {
+      let node = root;
+      for (const ch of name) {
+        const code = ch.codePointAt(0)!;
+        let child = node.next.get(code);
+        if (!child) node.next.set(code, child = { end: false, next: new Map() });
+        node = child;
+      }
+      node.end = true;
+    }
+    const char = this.primitive("char");
+    const write = (node: Node): string => {
+      const alternatives: string[] = [];
+      if (!node.end) alternatives.push(QUOTE);
+      const others = complement(charSet([...node.next.keys()].map((c) => [c, c] as const)));
+      alternatives.push(`${jsonCharSetExpr(others)} ${char}* ${QUOTE}`);
+      for (const [code, child] of node.next) {
+        alternatives.push(`${gbnfLiteral(jsonCharText(code))} ${write(child)}`);
+      }
+      return this.rules.add(`${hint}-key`, alternatives.join(" | "));
+    };
+    return `${QUOTE} ${write(root)}`;
+  }
+
+  #object(schema: SchemaObject, path: string, hint: string): string {
+    const ws = this.primitive("ws");
+    const minProps = this.#count(schema, "minProperties", path) ?? 0;
+    const maxProps = this.#count(schema, "maxProperties", path);
+    if (maxProps !== undefined && minProps > maxProps) {
+      throw new SchemaError(
+        "minProperties",
+        path,
+        `${minProps} is above maxProperties ${maxProps}`,
+      );
+    }
+    let { entries, additional } = this.#objectEntries(schema, path);
+    const requiredCount = entries.filter((e) => e.required).length;
+    if (maxProps !== undefined && maxProps < requiredCount) {
+      throw new SchemaError(
+        "maxProperties",
+        path,
+        `${maxProps} is below the ${requiredCount} required properties`,
+      );
+    }
+    if (maxProps !== undefined && maxProps === requiredCount) {
+      // Room for the required properties only (stricter, still valid).
+      entries = entries.filter((e) => e.required);
+      additional = false;
+    }
+    const kvs = entries.map((e) => {
+      const where = `${path}/properties/${e.name.replaceAll("~", "~0").replaceAll("/", "~1")}`;
+      return `${gbnfLiteral(JSON.stringify(e.name))} ${ws} ":" ${ws} ${
+        this.visit(e.schema, where, e.name)
+      }`;
+    });
+    const extra = additional === false
+      ? undefined
+      : this.#extraMember(schema, additional, entries, path, hint);
+    let list: string;
+    let canBeEmpty: boolean;
+    if (entries.length === 0) {
+      if (extra === undefined || maxProps === 0) {
+        return this.rules.add("empty-object", `"{" ${ws} "}"`);
+      }
+      const more = repeat(
+        `"," ${ws} ${extra}`,
+        Math.max(minProps - 1, 0),
+        maxProps === undefined ? undefined : maxProps - 1,
+        "maxProperties",
+        path,
+      );
+      list = more === '""' ? extra : `${extra} ${more}`;
+      canBeEmpty = minProps === 0;
+    } else {
+      const fits = maxProps === undefined || (extra === undefined && maxProps >= entries.length);
+      if (!fits || minProps > requiredCount) {
+        throw new SchemaError(
+          fits ? "minProperties" : "maxProperties",
+          path,
+          "is supported only on objects without properties, or where the properties alone meet it",
+        );
+      }
+      list = this.#members(kvs, entries.map((e) => e.required), extra, hint);
+      canBeEmpty = requiredCount === 0;
+    }
+    const body = canBeEmpty ? `"{" ${ws} (${list} ${ws})? "}"` : `"{" ${ws} ${list} ${ws} "}"`;
+    return this.rules.add(hint || "object", body);
+  }
+
+  /**
+   * The members an object schema declares, in order, and what it allows beyond them. Without
+   * `properties` an object allows any members; with them, none beyond them unless
+   * `additionalProperties` says so (stricter than JSON Schema, still valid). A property whose
+   * schema is false is left out; a required name that `properties` lacks takes the
+   * `additionalProperties` schema.
+   */
+  #objectEntries(schema: SchemaObject, path: string) {
+    const properties = schema.properties ?? {};
+    if (!isObject(properties)) throw new SchemaError("properties", path, "must be an object");
+    const required = schema.required ?? [];
+    if (!Array.isArray(required) || !required.every((r) => typeof r === "string")) {
+      throw new SchemaError("required", path, "must be an array of strings");
+    }
+    const declared = Object.keys(properties);
+    const additional = schema.additionalProperties ??
+      (declared.length === 0 && required.length === 0);
+    const entries: { name: string; schema: unknown; required: boolean }[] = [];
+    for (const name of declared) {
+      const isRequired = required.includes(name);
+      if (properties[name] === false && isRequired) {
+        throw new SchemaError(
+          "required",
+          path,
+          `names ${JSON.stringify(name)}, whose schema is false`,
+        );
+      }
+      if (properties[name] !== false) {
+        entries.push({ name, schema: properties[name], required: isRequired });
+      }
+    }
+    for (const name of new Set(required)) {
+      if (declared.includes(name)) continue;
+      if (additional === false) {
+        throw new SchemaError(
+          "required",
+          path,
+          `names ${JSON.stringify(name)}, which properties lacks and additionalProperties forbids`,
+        );
+      }
+      entries.push({ name, schema: additional, required: true });
+    }
+    return { entries, additional };
+  }
+
+  /** The rule of one member beyond the declared ones: its key and its value. */
+  #extraMember(
+    schema: SchemaObject,
+    additional: unknown,
+    entries: readonly { name: string }[],
+    path: string,
+    hint: string,
+  ): string {
+    const ws = this.primitive("ws");
+    const value = this.visit(additional, `${path}/additionalProperties`, `${hint}-value`);
+    let key: string;
+    if (schema.propertyNames !== undefined) {
+      if (entries.length > 0) {
+        throw new SchemaError(
+          "propertyNames",
+          path,
+          "is supported only on objects without properties",
+        );
+      }
+      const names = isObject(schema.propertyNames) ? schema.propertyNames : {};
+      key = this.visit({ ...names, type: "string" }, `${path}/propertyNames`, `${hint}-name`);
+    } else if (entries.length > 0) key = this.#otherKey(entries.map((e) => e.name), hint);
+    else key = this.primitive("string");
+    return this.rules.add(`${hint}-member`, `${key} ${ws} ":" ${ws} ${value}`);
+  }
+
+  /**
+   * Members in order: required ones always, optional ones maybe, extras after them. A chain
+   * of rules places the commas: `rest-i` follows a written member, `from-i` starts the list.
+   */
+  #members(kvs: string[], required: boolean[], extra: string | undefined, hint: string): string {
+    const ws = this.primitive("ws");
+    const n = kvs.length;
+    const rest: string[] = new Array(n + 1);
+    rest[n] = extra === undefined ? "" : `("," ${ws} ${extra})*`;
+    for (let i = n - 1; i >= 1; i--) {
+      const part = required[i] ? `"," ${ws} ${kvs[i]}` : `("," ${ws} ${kvs[i]})?`;
+      const text = rest[i + 1] === "" ? part : `${part} ${rest[i + 1]}`;
+      rest[i] = i + 1 === n ? text : this.rules.add(`${hint}-rest`, text);
+    }
+    // `from` is the list from member i on, when nothing was written before it.
+    let from: string | undefined = extra === undefined ? undefined : `${extra} ${rest[n]}`;
+    let alternatives = false;
+    const own = (i: number) => rest[i + 1] === "" ? kvs[i]! : `${kvs[i]} ${rest[i + 1]}`;
+    const firstRequired = required.indexOf(true);
+    if (firstRequired >= 0) from = own(firstRequired);
+    for (let i = (firstRequired >= 0 ? firstRequired : n) - 1; i >= 0; i--) {
+      if (from === undefined) from = own(i);
+      else {
+        const later: string = alternatives ? this.rules.add(`${hint}-from`, from) : `(${from})`;
+        [from, alternatives] = [`${own(i)} | ${later}`, true];
+      }
+    }
+    return alternatives ? this.rules.add(`${hint}-from`, from!) : from!;
+  }
+
+  #array(schema: SchemaObject, path: string, hint: string): string {
+    const ws = this.primitive("ws");
+    const tuple = Array.isArray(schema.prefixItems)
+      ? schema.prefixItems
+      : Array.isArray(schema.items)
+      ? schema.items
+      : [];
+    if (schema.prefixItems !== undefined && !Array.isArray(schema.prefixItems)) {
+      throw new SchemaError("prefixItems", path, "must be an array of schemas");
+    }
+    const rest = Array.isArray(schema.items)
+      ? schema.additionalItems
+      : schema.prefixItems !== undefined
+      ? schema.items
+      : schema.items;
+    const min = this.#count(schema, "minItems", path) ?? 0;
+    let max = this.#count(schema, "maxItems", path);
+    if (rest === false) max = Math.min(max ?? tuple.length, tuple.length);
+    if (max !== undefined && min > max) {
+      throw new SchemaError(
+        "minItems",
+        path,
+        `${min} is above ${rest === false ? "the number of prefixItems" : "maxItems"} ${max}`,
+      );
+    }
+    if (max === 0) return this.rules.add("empty-array", `"[" ${ws} "]"`);
+    const item = rest === false
+      ? undefined
+      : this.visit(rest ?? true, `${path}/items`, `${hint}-item`);
+    const k = Math.min(tuple.length, max ?? tuple.length);
+    let tail = "";
+    if (item !== undefined && (max === undefined || max > k)) {
+      tail = repeat(
+        `"," ${ws} ${item}`,
+        Math.max(min - k - (k === 0 ? 1 : 0), 0),
+        max === undefined ? undefined : max - k - (k === 0 ? 1 : 0),
+        "maxItems",
+        path,
+      );
+      if (k === 0) tail = tail === '""' ? item : `${item} ${tail}`;
+    }
+    for (let i = k - 1; i >= 0; i--) {
+      const element = this.visit(tuple[i], `${path}/prefixItems/${i}`, `${hint}-${i}`);
+      const segment = [i === 0 ? "" : `"," ${ws}`, element, tail].filter((s) => s !== "").join(" ");
+      tail = i === 0 || i < min ? segment : `(${segment})?`;
+    }
+    const body = min === 0 ? `"[" ${ws} (${tail} ${ws})? "]"` : `"[" ${ws} ${tail} ${ws} "]"`;
+    return this.rules.add(hint ? `${hint}-array` : "array", body);
+  }
+}
+
+function hasType(value: unknown, type: string): boolean {
+  switch (type) {
+    case "null":
+      return value === null;
+    case "integer":
+      return Number.isInteger(value);
+    case "array":
+      return Array.isArray(value);
+    case "object":
+      return isObject(value);
+    case "number":
+      return typeof value === "number";
+    case "string":
+      return typeof value === "string";
+    case "boolean":
+      return typeof value === "boolean";
+    default:
+      return false;
+  }
+}
+
+/**
+ * Converts a JSON schema to a GBNF grammar whose start rule is `root`.
+ *
+ * @param schema The schema (an object or a boolean).
+ * @returns The grammar.
+ * @throws {SchemaError} naming a keyword the converter cannot honour, or an invalid schema.
+ * @example
+ * ```ts
+ * const grammar = jsonSchemaToGrammar({
+ *   type: "object",
+ *   properties: { name: { type: "string", maxLength: 20 }, age: { type: "integer", minimum: 0 } },
+ *   required: ["name"],
+ * });
+ * ```
+ */
+export function jsonSchemaToGrammar(schema: unknown): string {
+  const converter = new Converter(schema);
+  converter.rules.define("root", converter.visit(schema, "", "schema"));
+  return converter.rules.toString("root");
+}
+
+/**
+ * The grammar of any JSON object (`response_format: {"type": "json_object"}`).
+ *
+ * @returns The grammar.
+ * @example
+ * ```ts
+ * const grammar = jsonObjectGrammar(); // root ::= object …
+ * ```
+ */
+export function jsonObjectGrammar(): string {
+  return jsonSchemaToGrammar({ type: "object" });
+}

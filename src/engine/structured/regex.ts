@@ -1,0 +1,299 @@
+/**
+ * A practical subset of ECMAScript regular expressions (JSON Schema `pattern`) turned into
+ * GBNF for the inside of a JSON string: literals, `.`, classes with ranges and negation,
+ * escapes (`\d \w \s \D \W \S`, `\n \t \r \f \v \0`, `\xHH`, `\uHHHH`, escaped punctuation),
+ * groups (capturing, `(?:…)`, named), alternation, `? * + {m} {m,} {m,n}` (lazy forms match
+ * the same strings), and `^`/`$` at the ends of the pattern or of its top-level branches.
+ * A branch without `^` or `$` may have any text before or after it, as JSON Schema searches
+ * for the pattern. Backreferences, lookaround and word boundaries raise a {@link SchemaError}.
+ * Each character the pattern produces is written as the JSON string must hold it.
+ *
+ * @module
+ */
+
+import {
+  type CharSet,
+  charSet,
+  type CodeRange,
+  complement,
+  gbnfLiteral,
+  jsonCharSetExpr,
+  jsonCharText,
+} from "./charset.ts";
+import { SchemaError } from "./errors.ts";
+import { group, oneOf, repeat } from "./rules.ts";
+
+const DIGIT: CharSet = [[0x30, 0x39]];
+const WORD: CharSet = charSet([[0x30, 0x39], [0x41, 0x5a], [0x5f, 0x5f], [0x61, 0x7a]]);
+/** ECMAScript's `\s`: its white space and line terminators. */
+const SPACE: CharSet = charSet([
+  [0x09, 0x0d],
+  [0x20, 0x20],
+  [0xa0, 0xa0],
+  [0x1680, 0x1680],
+  [0x2000, 0x200a],
+  [0x2028, 0x2029],
+  [0x202f, 0x202f],
+  [0x205f, 0x205f],
+  [0x3000, 0x3000],
+  [0xfeff, 0xfeff],
+]);
+/** `.`: anything but line terminators. */
+const DOT: CharSet = complement(charSet([[0x0a, 0x0a], [0x0d, 0x0d], [0x2028, 0x2029]]));
+
+const CLASS_ESCAPES: Readonly<Record<string, CharSet>> = {
+  d: DIGIT,
+  D: complement(DIGIT),
+  w: WORD,
+  W: complement(WORD),
+  s: SPACE,
+  S: complement(SPACE),
+};
+
+const CONTROL_ESCAPES: Readonly<Record<string, number>> = {
+  n: 0x0a,
+  r: 0x0d,
+  t: 0x09,
+  f: 0x0c,
+  v: 0x0b,
+  0: 0x00,
+};
+
+/** Deepest nesting of groups in a pattern. */
+const MAX_GROUP_DEPTH = 32;
+
+/** A parsed pattern. */
+type Node =
+  | { kind: "chars"; set: CharSet }
+  | { kind: "seq"; items: Node[] }
+  | { kind: "alt"; branches: Node[] }
+  | { kind: "repeat"; node: Node; min: number; max: number | undefined };
+
+/** Parses one pattern; not reusable. */
+class PatternParser {
+  readonly #src: string;
+  readonly #path: string;
+  #pos = 0;
+  #depth = 0;
+
+  constructor(src: string, path: string) {
+    this.#src = src;
+    this.#path = path;
+  }
+
+  #fail(reason: string): never {
+    throw new SchemaError("pattern", this.#path, `${reason} (in /${this.#src}/)`);
+  }
+
+  #peek(): string | undefined {
+    return this.#src[this.#pos];
+  }
+
+  /** Top-level branches, each with whether it was anchored at its start and end. */
+  branches(): { node: Node; start: boolean; end: boolean }[] {
+    const out: { node: Node; start: boolean; end: boolean }[] = [];
+    while (true) {
+      const start = this.#peek() === "^";
+      if (start) this.#pos++;
+      const node = this.#sequence(true);
+      let end = false;
+      if (this.#peek() === "$") {
+        this.#pos++;
+        end = true;
+      }
+      out.push({ node, start, end });
+      if (this.#pos >= this.#src.length) return out;
+      if (this.#peek() === "|") this.#pos++;
+      else if (this.#peek() === ")") this.#fail(`unmatched ')' at ${this.#pos}`);
+      else this.#fail(`'^' and '$' are supported only at the ends of the pattern`);
+    }
+  }
+
+  #alternation(): Node {
+    const branches = [this.#sequence(false)];
+    while (this.#peek() === "|") {
+      this.#pos++;
+      branches.push(this.#sequence(false));
+    }
+    return branches.length === 1 ? branches[0]! : { kind: "alt", branches };
+  }
+
+  #sequence(top: boolean): Node {
+    const items: Node[] = [];
+    while (this.#pos < this.#src.length) {
+      const c = this.#peek()!;
+      if (c === "|" || c === ")") break;
+      if (c === "$" && top) break;
+      if (c === "^" || c === "$") {
+        this.#fail(`'^' and '$' are supported only at the ends of the pattern`);
+      }
+      items.push(this.#quantified(this.#atom()));
+    }
+    return items.length === 1 ? items[0]! : { kind: "seq", items };
+  }
+
+  #quantified(node: Node): Node {
+    const c = this.#peek();
+    let min: number;
+    let max: number | undefined;
+    if (c === "*") [min, max] = [0, undefined];
+    else if (c === "+") [min, max] = [1, undefined];
+    else if (c === "?") [min, max] = [0, 1];
+    else if (c === "{") {
+      const match = /^\{(\d+)(,(\d*))?\}/.exec(this.#src.slice(this.#pos));
+      if (!match) return node;
+      min = Number(match[1]);
+      max = match[2] === undefined ? min : match[3] === "" ? undefined : Number(match[3]);
+      if (max !== undefined && max < min) {
+        this.#fail(`{${min},${max}} has its minimum above its maximum`);
+      }
+      this.#pos += match[0].length - 1;
+    } else return node;
+    this.#pos++;
+    if (this.#peek() === "?") this.#pos++; // lazy: matches the same strings
+    const next = this.#src.slice(this.#pos);
+    if (/^[*+?]/.test(next) || /^\{\d+(,\d*)?\}/.test(next)) {
+      this.#fail(`a quantifier follows a quantifier at ${this.#pos}`);
+    }
+    return { kind: "repeat", node, min, max };
+  }
+
+  #atom(): Node {
+    const c = this.#peek()!;
+    if (c === "(") return this.#group();
+    if (c === "[") return { kind: "chars", set: this.#class() };
+    if (c === ".") {
+      this.#pos++;
+      return { kind: "chars", set: DOT };
+    }
+    if (c === "\\") return { kind: "chars", set: this.#escape(false) };
+    if ("*+?".includes(c)) this.#fail(`'${c}' at ${this.#pos} repeats nothing`);
+    const code = this.#src.codePointAt(this.#pos)!;
+    this.#pos += code > 0xffff ? 2 : 1;
+    return { kind: "chars", set: [[code, code]] };
+  }
+
+  #group(): Node {
+    if (++this.#depth > MAX_GROUP_DEPTH) {
+      this.#fail(`groups nest more than ${MAX_GROUP_DEPTH} deep`);
+    }
+    this.#pos++; // (
+    if (this.#peek() === "?") {
+      const rest = this.#src.slice(this.#pos);
+      if (rest.startsWith("?:")) this.#pos += 2;
+      else if (/^\?<[A-Za-z_$][\w$]*>/.test(rest)) {
+        this.#pos = this.#src.indexOf(">", this.#pos) + 1;
+      } else this.#fail(`lookaround and other (?…) groups are not supported`);
+    }
+    const node = this.#alternation();
+    if (this.#peek() !== ")") this.#fail(`a group is not closed`);
+    this.#pos++;
+    this.#depth--;
+    return node;
+  }
+
+  /** An escape at `\`; inside a class `\b` is a backspace. */
+  #escape(inClass: boolean): CharSet {
+    this.#pos++; // backslash
+    const c = this.#peek();
+    if (c === undefined) this.#fail("the pattern ends with a backslash");
+    this.#pos++;
+    const named = CLASS_ESCAPES[c];
+    if (named) return named;
+    const control = CONTROL_ESCAPES[c];
+    if (control !== undefined && !(c === "0" && /\d/.test(this.#peek() ?? ""))) {
+      return [[control, control]];
+    }
+    if (c === "b" && inClass) return [[0x08, 0x08]];
+    if (c === "x" || c === "u") {
+      const digits = c === "x" ? 2 : 4;
+      const hex = this.#src.slice(this.#pos, this.#pos + digits);
+      if (!new RegExp(`^[0-9a-fA-F]{${digits}}$`).test(hex)) this.#fail(`bad \\${c} escape`);
+      this.#pos += digits;
+      const code = parseInt(hex, 16);
+      return charSet([[code, code]]);
+    }
+    if (/[A-Za-z0-9]/.test(c)) {
+      this.#fail(`the escape \\${c} (backreference, word boundary or similar) is not supported`);
+    }
+    const code = c.codePointAt(0)!;
+    return [[code, code]];
+  }
+
+  #class(): CharSet {
+    this.#pos++; // [
+    const negated = this.#peek() === "^";
+    if (negated) this.#pos++;
+    const ranges: CodeRange[] = [];
+    while (this.#peek() !== "]") {
+      if (this.#pos >= this.#src.length) this.#fail("a character class is not closed");
+      const from = this.#classAtom();
+      if (this.#peek() === "-" && this.#src[this.#pos + 1] !== "]" && from.single) {
+        this.#pos++;
+        const to = this.#classAtom();
+        if (!to.single) this.#fail("a class range ends in a class escape");
+        const [a, b] = [from.set[0]![0], to.set[0]![0]];
+        if (a > b) this.#fail("a class range is out of order");
+        ranges.push([a, b]);
+      } else ranges.push(...from.set);
+    }
+    this.#pos++; // ]
+    const set = charSet(ranges);
+    return negated ? complement(set) : set;
+  }
+
+  #classAtom(): { set: CharSet; single: boolean } {
+    if (this.#peek() === "\\") {
+      const letter = this.#src[this.#pos + 1] ?? "";
+      const set = this.#escape(true);
+      return { set, single: !(letter in CLASS_ESCAPES) };
+    }
+    const code = this.#src.codePointAt(this.#pos)!;
+    this.#pos += code > 0xffff ? 2 : 1;
+    return { set: [[code, code]], single: true };
+  }
+}
+
+/** Writes a parsed node as GBNF. */
+function emit(node: Node, path: string): string {
+  switch (node.kind) {
+    case "chars": {
+      if (node.set.length === 0) {
+        throw new SchemaError("pattern", path, "has a character class that matches nothing");
+      }
+      const [a, b] = node.set[0]!;
+      return node.set.length === 1 && a === b
+        ? gbnfLiteral(jsonCharText(a))
+        : jsonCharSetExpr(node.set);
+    }
+    case "seq":
+      return node.items.length === 0 ? '""' : node.items.map((n) => group(emit(n, path))).join(" ");
+    case "alt":
+      return oneOf(node.branches.map((n) => emit(n, path)));
+    case "repeat":
+      return repeat(emit(node.node, path), node.min, node.max, "pattern", path);
+  }
+}
+
+/**
+ * GBNF for the inside of a JSON string that matches a pattern (the quotes not included).
+ *
+ * @param pattern An ECMAScript regular expression, as JSON Schema's `pattern`.
+ * @param anyChar GBNF for one character of any string, used where the pattern is not anchored.
+ * @param path Where in the schema, for errors.
+ * @returns A GBNF expression.
+ * @throws {SchemaError} for syntax outside the supported subset.
+ * @example
+ * ```ts
+ * patternToGbnf("^[a-z]{2,4}-\\d+$", "char", ""); // '[a-z]{2,4} "-" [0-9]+'
+ * ```
+ */
+export function patternToGbnf(pattern: string, anyChar: string, path: string): string {
+  const branches = new PatternParser(pattern, path).branches();
+  return oneOf(branches.map(({ node, start, end }) => {
+    const parts = [emit(node, path)];
+    if (!start) parts.unshift(`${anyChar}*`);
+    if (!end) parts.push(`${anyChar}*`);
+    return parts.filter((p) => p !== '""').join(" ") || '""';
+  }));
+}

@@ -1,0 +1,177 @@
+import { equal, match, ok, throws } from "node:assert/strict";
+import { validateGrammar } from "../../src/engine/gbnf.ts";
+import { SchemaError } from "../../src/engine/structured/errors.ts";
+import { jsonObjectGrammar, jsonSchemaToGrammar } from "../../src/engine/structured/json_schema.ts";
+import { SCHEMA_CORPUS } from "../fixtures/schema_corpus.ts";
+import { GbnfMatcher } from "./gbnf_matcher.ts";
+import { compileSchema } from "./json_schema_ajv.ts";
+
+/** JSON text as a model might write it: compact, spaced, or indented. */
+function spellings(value: unknown): string[] {
+  return [JSON.stringify(value), JSON.stringify(value, null, 2), JSON.stringify(value, null, "\t")];
+}
+
+Deno.test("the schema corpus has at least 50 schemas, and ajv agrees with its instances", () => {
+  ok(SCHEMA_CORPUS.length >= 50, `only ${SCHEMA_CORPUS.length} schemas`);
+  equal(new Set(SCHEMA_CORPUS.map((e) => e.name)).size, SCHEMA_CORPUS.length);
+  for (const entry of SCHEMA_CORPUS) {
+    const validate = compileSchema(entry.schema, entry.draft);
+    for (const v of entry.valid) ok(validate(v), `${entry.name}: ajv rejects ${JSON.stringify(v)}`);
+    for (const v of entry.invalid) {
+      ok(!validate(v), `${entry.name}: ajv accepts ${JSON.stringify(v)}`);
+    }
+  }
+});
+
+Deno.test("jsonSchemaToGrammar() writes grammars the validator accepts for every corpus schema", () => {
+  for (const entry of SCHEMA_CORPUS) {
+    const grammar = jsonSchemaToGrammar(entry.schema);
+    const summary = validateGrammar(grammar);
+    ok(summary.stackFanout < 1000, `${entry.name}: fan-out ${summary.stackFanout}`);
+  }
+});
+
+Deno.test("the grammar of each corpus schema accepts its valid instances and rejects invalid ones", () => {
+  for (const entry of SCHEMA_CORPUS) {
+    const matcher = new GbnfMatcher(jsonSchemaToGrammar(entry.schema));
+    for (const value of entry.valid) {
+      for (const text of spellings(value)) {
+        ok(matcher.matches(text), `${entry.name}: the grammar rejects ${JSON.stringify(text)}`);
+      }
+    }
+    for (const value of entry.invalid) {
+      ok(
+        !matcher.matches(JSON.stringify(value)),
+        `${entry.name}: the grammar accepts ${JSON.stringify(value)}`,
+      );
+    }
+  }
+});
+
+Deno.test("jsonSchemaToGrammar() keeps whitespace bounded and numbers finite", () => {
+  const matcher = new GbnfMatcher(
+    jsonSchemaToGrammar({ type: "array", items: { type: "number" } }),
+  );
+  ok(matcher.matches("[1, 2]"));
+  ok(matcher.matches("[1,\n    2]"));
+  ok(matcher.matches(`[1,${" ".repeat(21)}2]`));
+  ok(!matcher.matches(`[1,${" ".repeat(22)}2]`), "more than 21 spaces");
+  ok(!matcher.matches(`[1,\n${" ".repeat(21)}2]`), "more than 20 spaces of indent");
+  ok(!matcher.matches("[1,\n\n2]"), "two newlines");
+  ok(matcher.matches("[1.5e10]"));
+  ok(!matcher.matches("[1e999]"), "an exponent that overflows to Infinity");
+  ok(!matcher.matches(`[${"9".repeat(17)}]`), "more than 16 digits");
+});
+
+Deno.test("jsonObjectGrammar() accepts any JSON object and nothing else", () => {
+  const matcher = new GbnfMatcher(jsonObjectGrammar());
+  for (const text of ["{}", '{"a": [1, {"b": null}], "c": "\\u00e9\\n"}', '{ "x" : true }']) {
+    ok(matcher.matches(text), text);
+  }
+  for (const text of ["[]", '"s"', "{", '{"a":}', '{"a":1,}', '{"\\ud800": 1}']) {
+    ok(!matcher.matches(text), text);
+  }
+});
+
+Deno.test("additionalProperties with declared properties never writes a declared key twice", () => {
+  const schema = {
+    type: "object",
+    properties: { id: { type: "integer" }, idx: { type: "boolean" } },
+    additionalProperties: { type: "string" },
+  };
+  const matcher = new GbnfMatcher(jsonSchemaToGrammar(schema));
+  ok(matcher.matches('{"id": 1, "other": "x", "i": "y", "idxx": "z"}'));
+  ok(matcher.matches('{"extra": "only"}'));
+  ok(!matcher.matches('{"id": 1, "id": "x"}'));
+  ok(!matcher.matches('{"id": 1, "idx": "x"}'));
+  ok(!matcher.matches('{"x": 1}'), "an extra value of the wrong type");
+});
+
+Deno.test("annotation keywords are ignored and bounds above the repetition limit are clamped", () => {
+  const grammar = jsonSchemaToGrammar({
+    $schema: "https://json-schema.org/draft/2020-12/schema",
+    $id: "urn:x",
+    title: "T",
+    description: "D",
+    default: "x",
+    examples: ["y"],
+    type: "string",
+    maxLength: 5000,
+    deprecated: false,
+  });
+  validateGrammar(grammar);
+  match(grammar, /\{0,1000\}/);
+});
+
+/** Asserts that converting a schema raises a SchemaError naming a keyword. */
+function refuses(schema: unknown, keyword: string, message?: RegExp): void {
+  throws(() => jsonSchemaToGrammar(schema), (error: unknown) => {
+    ok(error instanceof SchemaError, `not a SchemaError: ${error}`);
+    equal(error.keyword, keyword);
+    ok(error.message.includes(keyword === "" ? "schema" : `"${keyword}"`), error.message);
+    if (message) match(error.message, message);
+    return true;
+  });
+}
+
+Deno.test("keywords the converter cannot honour raise a SchemaError naming them", () => {
+  refuses({ not: { type: "string" } }, "not");
+  refuses({ if: {}, then: {} }, "if");
+  refuses({ type: "array", uniqueItems: true }, "uniqueItems");
+  refuses({ type: "integer", multipleOf: 3 }, "multipleOf");
+  refuses({ type: "object", patternProperties: { "^a": {} } }, "patternProperties");
+  refuses({ type: "array", contains: { type: "integer" } }, "contains");
+  refuses(
+    { type: "object", properties: { a: { type: "object", dependentRequired: {} } } },
+    "dependentRequired",
+    /at \/properties\/a/,
+  );
+  refuses({ type: "string", format: "ipv4" }, "format", /supported: date/);
+  refuses({ $ref: "https://example.com/schema.json" }, "$ref");
+  refuses({ $ref: "#/$defs/missing" }, "$ref", /points to nothing/);
+  refuses({ type: "string", pattern: "^(?=a)b$" }, "pattern", /lookaround/);
+  refuses({ type: "string", pattern: "^(a)\\1$" }, "pattern", /backreference/);
+  refuses({ type: "string", pattern: "^a$b" }, "pattern");
+  refuses({ type: "string", pattern: "^[a-z]+$", maxLength: 3 }, "pattern");
+  refuses({ type: "number", minimum: 0.5 }, "minimum", /whole-number/);
+  refuses({ type: "integer", minimum: 5, maximum: 4 }, "minimum");
+  refuses({ type: "string", minLength: 2000 }, "minLength");
+  refuses({ type: "wat" }, "type");
+  refuses(
+    { type: "object", properties: {}, required: ["a"], additionalProperties: false },
+    "required",
+  );
+  refuses({ anyOf: [] }, "anyOf");
+  refuses({ allOf: [{ type: "string" }, { type: "integer" }] }, "allOf");
+  refuses(false, "");
+  refuses("string", "");
+});
+
+Deno.test("deeply nested schemas are refused, not a stack overflow", () => {
+  let schema: Record<string, unknown> = { type: "integer" };
+  for (let i = 0; i < 10_000; i++) schema = { type: "array", items: schema };
+  refuses(schema, "", /nested more than 64/);
+  let pattern = "a";
+  for (let i = 0; i < 10_000; i++) pattern = `(${pattern})`;
+  throws(() => jsonSchemaToGrammar({ type: "string", pattern }), SchemaError);
+});
+
+Deno.test("a huge schema is refused with a SchemaError, not a huge grammar", () => {
+  const properties: Record<string, unknown> = {};
+  for (let i = 0; i < 3000; i++) properties[`property_number_${i}`] = { enum: [`value ${i}`, i] };
+  throws(() => jsonSchemaToGrammar({ type: "object", properties }), SchemaError);
+});
+
+Deno.test("integer ranges are exact at every bound", () => {
+  const cases: [number, number][] = [[0, 0], [-3, 3], [7, 13], [95, 1005], [-1000, -999], [1, 1]];
+  for (const [lo, hi] of cases) {
+    const matcher = new GbnfMatcher(
+      jsonSchemaToGrammar({ type: "integer", minimum: lo, maximum: hi }),
+    );
+    for (let n = lo - 15; n <= hi + 15; n++) {
+      equal(matcher.matches(String(n)), n >= lo && n <= hi, `${n} in [${lo}, ${hi}]`);
+    }
+    ok(!matcher.matches("-0") || lo <= 0, "-0");
+    ok(!matcher.matches("01"), "a leading zero");
+  }
+});
