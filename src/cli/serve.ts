@@ -369,6 +369,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     verbose: globals.verbose,
     parallel: options.parallel,
     onLoadProgress: loadProgressLogger(),
+    onLoadWarning: (entry, warning) => console.error(`Warning: ${entry.name}: ${warning}`),
     ...(options.noMmap ? { useMmap: false } : {}),
     deviceSampling: options.deviceSampling,
     availableMemory: () => {

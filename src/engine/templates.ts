@@ -193,6 +193,27 @@ function fromFamily(
 }
 
 /**
+ * Checks a model's chat template once, at load: a template that does not even parse makes
+ * every chat request use a built-in format instead, which the user should hear about.
+ *
+ * @param template The GGUF `tokenizer.chat_template`, if any.
+ * @returns A warning to log, or undefined when the template parses (or there is none).
+ * @example
+ * ```ts
+ * const warning = templateLoadWarning(model.chatTemplate());
+ * if (warning) console.error(`Warning: ${warning}`);
+ * ```
+ */
+export function templateLoadWarning(template: string | undefined): string | undefined {
+  if (template === undefined || template.trim() === "") return undefined;
+  const parsedTemplate = parseTemplate(template);
+  if (!(parsedTemplate instanceof Error)) return undefined;
+  const family = detectFamily(template) ?? "chatml";
+  return `The model's chat template does not parse (${parsedTemplate.message}); chat requests ` +
+    `use the built-in ${family} format instead`;
+}
+
+/**
  * Formats a conversation as prompt text. Precedence: `family`, then `template` (rendered with
  * Jinja; a template that does not parse falls back to the family its markers suggest, or
  * chatml, with a `warning`), then the family detected from `model`, then chatml.

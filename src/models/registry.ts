@@ -14,6 +14,7 @@
  */
 
 import { LoadedModel, type OpenModelOptions } from "../engine/loaded_model.ts";
+import { templateLoadWarning } from "../engine/templates.ts";
 import { modelNameOf, ModelNotFoundError } from "./model_names.ts";
 import { GenerationError } from "../engine/errors.ts";
 
@@ -57,6 +58,8 @@ export interface RegistryOptions extends RegistryLoadOptions {
   availableMemory?: (entry: ModelEntry) => number | undefined;
   /** Called with load progress. */
   onLoadProgress?: (entry: ModelEntry, fraction: number) => void;
+  /** Called with what a user should know about a model just loaded (a broken template…). */
+  onLoadWarning?: (entry: ModelEntry, warning: string) => void;
 }
 
 /** Raised when a model cannot be loaded now (memory, or every loaded model busy). */
@@ -249,6 +252,8 @@ export class ModelRegistry {
       },
       ...(entry.startupLora?.length ? { lora: entry.startupLora } : {}),
     });
+    const warning = templateLoadWarning(model.model.chatTemplate());
+    if (warning) this.#options.onLoadWarning?.(entry, warning);
     this.#loaded.set(entry.name, model);
     this.#lastUsed.set(entry.name, performance.now());
     this.loadTimes.set(entry.name, performance.now() - started);

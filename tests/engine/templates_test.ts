@@ -9,6 +9,7 @@ import {
   loadTemplateOverride,
   renderChat,
   TemplateError,
+  templateLoadWarning,
   templateStopStrings,
 } from "../../src/engine/templates.ts";
 import { ggufString, readGgufInfo } from "../../src/gguf/reader.ts";
@@ -524,4 +525,11 @@ Deno.test("renderChat() refuses malformed tool-call arguments for a template tha
     assert.match(e.message, /tool call arguments/);
     return true;
   });
+});
+
+Deno.test("templateLoadWarning() names a GGUF template that does not parse, and only that", () => {
+  const broken = "{% for m in messages %}<|im_start|>{{ m.role }}{% if %}";
+  assert.match(templateLoadWarning(broken) ?? "", /does not parse.*built-in chatml format/);
+  assert.equal(templateLoadWarning("{{ messages[0].content }}"), undefined);
+  assert.equal(templateLoadWarning(undefined), undefined);
 });
