@@ -2,13 +2,15 @@
  * The per-model scheduler: owns one `llama_context` with N slots (sequences) and runs
  * continuous batching. Each step admits queued requests into free slots (the slot whose cached
  * tokens share the longest prefix with the prompt, so only the rest is evaluated), builds one
- * batch of prompt chunks plus one token per generating slot, runs one decode on a worker thread
- * (the event loop streams the previous step's tokens meanwhile), samples every
- * slot with its own sampler chain, and streams text to each request. Aborted and finished
- * slots are freed before the next step; never two decodes run on the context. Requests with
- * different LoRA adapters take turns rather than share a step. A request's sampler chain is
- * built before it joins the queue (a grammar compiles on a worker thread), and an unexpected
- * error in a step fails the requests of that step, never the loop.
+ * batch of prompt chunks plus one token per generating slot (while any slot generates, prompt
+ * chunks are capped so a step stays at most 1.5× a generation-only step; see prefill_budget.ts),
+ * runs one decode on a worker thread (the event loop streams the previous step's tokens
+ * meanwhile), samples every slot with its own sampler chain (inside the decode graph when
+ * device sampling is on and the chain allows it), and streams text to each request. Aborted
+ * and finished slots are freed before the next step; never two decodes run on the context.
+ * Requests with different LoRA adapters take turns rather than share a step. A request's
+ * sampler chain is built before it joins the queue (a grammar compiles on a worker thread), and
+ * an unexpected error in a step fails the requests of that step, never the loop.
  *
  * @module
  */
@@ -20,6 +22,7 @@ import { Sampler, SamplerStageError } from "../ffi/sampler.ts";
 import { AsyncQueue } from "./async_queue.ts";
 import { GenerationError } from "./errors.ts";
 import { validateGrammar } from "./gbnf.ts";
+import { PrefillBudget } from "./prefill_budget.ts";
 import { samplerStages, type SamplingParams } from "./sampling.ts";
 import { TextStream } from "./text_stream.ts";
 
@@ -205,6 +208,7 @@ export class Scheduler {
   #deviceSampledRequests = 0;
   #deviceSamplerAttachments = 0;
   readonly #time: StepTime = { decodeMs: 0, sampleMs: 0, hostMs: 0 };
+  readonly #prefillBudget = new PrefillBudget();
   readonly #deviceSampling: boolean;
   #defaultLora: readonly LoraChoice[] = [];
   #activeLoraKey = "";
@@ -515,10 +519,14 @@ export class Scheduler {
         slot.cached.push(last);
       }
     }
+    const generatingTokens = batch.length;
+    // While others generate, a long prompt goes in chunks between their tokens.
+    let promptBudget = generatingTokens > 0 ? this.#prefillBudget.tokens() : Infinity;
     for (const slot of active) {
-      if (slot.state !== "prompt" || batch.free === 0) continue;
+      if (slot.state !== "prompt" || batch.free === 0 || promptBudget <= 0) continue;
       const prompt = (slot.job as Job).request.prompt;
-      const take = Math.min(batch.free, prompt.length - slot.promptIndex);
+      const take = Math.min(batch.free, prompt.length - slot.promptIndex, promptBudget);
+      promptBudget -= take;
       for (let k = 0; k < take; k++) {
         const token = prompt[slot.promptIndex] as number;
         const last = slot.promptIndex === prompt.length - 1;
@@ -544,6 +552,7 @@ export class Scheduler {
       return;
     } finally {
       const decodeMs = performance.now() - decodeStart;
+      this.#prefillBudget.observe(decodeMs, generatingTokens, batch.length - generatingTokens);
       this.#time.decodeMs += decodeMs;
       this.#time.hostMs -= decodeMs; // inside the turn, which #run counts as host time
     }

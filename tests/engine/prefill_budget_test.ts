@@ -1,0 +1,57 @@
+import { equal, ok } from "node:assert/strict";
+import { LoadedModel } from "../../src/engine/loaded_model.ts";
+import { MIN_PREFILL_CHUNK, PrefillBudget } from "../../src/engine/prefill_budget.ts";
+import { fixtureModel } from "../fixtures/models.ts";
+
+Deno.test("PrefillBudget keeps a step with prompt tokens near 1.5x a generation-only step", () => {
+  const budget = new PrefillBudget();
+  equal(budget.tokens(), 64, "a modest chunk before anything is timed");
+  budget.observe(20, 4, 0);
+  budget.observe(70, 4, 100); // 0.5 ms per prompt token
+  equal(budget.tokens(), 20);
+  for (let i = 0; i < 50; i++) budget.observe(1000, 4, 10); // very slow prompt tokens
+  equal(budget.tokens(), MIN_PREFILL_CHUNK, "never below the floor");
+});
+
+Deno.test("a long prompt is evaluated in chunks while another request keeps streaming", async () => {
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("tiny-f32"),
+    parallel: 2,
+    ctxSize: 1024,
+  });
+  const model = loaded.model;
+  const streaming = loaded.scheduler.submit({
+    prompt: model.tokenize("once upon a time"),
+    maxTokens: 400,
+    ignoreEos: true,
+    sampling: { temperature: 0 },
+  });
+  const longPrompt = model.tokenize("the quick brown fox jumps over the lazy dog ".repeat(30));
+  ok(longPrompt.length > 500 && longPrompt.length < 1000);
+  let tokensSeen = 0;
+  let duringPrefill = -1;
+  let late: ReturnType<typeof loaded.scheduler.submit> | undefined;
+  let lateStartedAt = 0;
+  for await (const chunk of streaming) {
+    tokensSeen = chunk.completionTokens;
+    if (tokensSeen >= 5 && !late) {
+      late = loaded.scheduler.submit({
+        prompt: longPrompt,
+        maxTokens: 4,
+        sampling: { temperature: 0 },
+      });
+      lateStartedAt = tokensSeen;
+      void (async () => {
+        for await (const _ of late!) {
+          if (duringPrefill < 0) duringPrefill = tokensSeen - lateStartedAt;
+        }
+      })();
+    }
+  }
+  await late!.result;
+  ok(
+    duringPrefill >= 5,
+    `the streaming request got ${duringPrefill} tokens while a ${longPrompt.length}-token prompt ` +
+      `was evaluated (evaluated in one step, it gets about 2)`,
+  );
+});
