@@ -118,6 +118,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     pp_tokens_per_second: Math.round(median(pp) * 10) / 10,
     tg_tokens_per_second: Math.round(median(tg) * 10) / 10,
     steps: stats.steps,
+    graphs_reused: loaded.context.perf().graphsReused,
     step_us: {
       decode: perStep(stats.time.decodeMs),
       sample: perStep(stats.time.sampleMs),
@@ -135,8 +136,8 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     );
     const { decode, sample, host } = report.step_us;
     console.log(
-      `per step (${stats.steps} steps): decode ${decode} µs, sample ${sample} µs, ` +
-        `other host work ${host} µs`,
+      `per step (${stats.steps} steps, ${report.graphs_reused} reusing the last graph): ` +
+        `decode ${decode} µs, sample ${sample} µs, other host work ${host} µs`,
     );
   }
   return 0;

@@ -51,6 +51,8 @@ export interface ContextPerf {
   evalMs: number;
   promptTokens: number;
   evalTokens: number;
+  /** Decodes that reused the previous step's graph instead of building one. */
+  graphsReused: number;
 }
 
 /** An owned `llama_context` over a model. */
@@ -257,6 +259,7 @@ export class Context extends NativeHandle {
       evalMs: get("t_eval_ms"),
       promptTokens: get("n_p_eval"),
       evalTokens: get("n_eval"),
+      graphsReused: get("n_reused"),
     };
   }
 
