@@ -2,8 +2,9 @@
  * The per-model scheduler: owns one `llama_context` with N slots (sequences) and runs
  * continuous batching. Each step admits queued requests into free slots (the slot whose cached
  * tokens share the longest prefix with the prompt, so only the rest is evaluated), builds one
- * batch of prompt chunks plus one token per generating slot (while any slot generates, prompt
- * chunks are capped so a step stays at most 1.5× a generation-only step; see prefill_budget.ts),
+ * batch of prompt chunks plus one token per generating slot (while any slot generates, a long
+ * prompt goes in chunks that keep a step at most 1.5× a generation-only step; see
+ * prefill_budget.ts),
  * runs one decode on a worker thread (the event loop streams the previous step's tokens
  * meanwhile), samples every slot with its own sampler chain (inside the decode graph when
  * device sampling is on and the chain allows it), and streams text to each request. Aborted
@@ -150,6 +151,12 @@ export interface StepTime {
 }
 
 type SlotState = "idle" | "prompt" | "generating";
+
+/**
+ * Prompts that need at most this many tokens evaluated are never split while others generate:
+ * a chat turn's first token comes one step after it arrives, for one slower step of the others.
+ */
+const WHOLE_PROMPT_TOKENS = 256;
 
 interface Job {
   request: GenerationRequest;
@@ -523,9 +530,13 @@ export class Scheduler {
     // While others generate, a long prompt goes in chunks between their tokens.
     let promptBudget = generatingTokens > 0 ? this.#prefillBudget.tokens() : Infinity;
     for (const slot of active) {
-      if (slot.state !== "prompt" || batch.free === 0 || promptBudget <= 0) continue;
+      if (slot.state !== "prompt" || batch.free === 0) continue;
       const prompt = (slot.job as Job).request.prompt;
-      const take = Math.min(batch.free, prompt.length - slot.promptIndex, promptBudget);
+      // A short prompt goes in whole: its first token comes as soon as with no one else running.
+      const short = prompt.length - slot.cachedTokens <= WHOLE_PROMPT_TOKENS;
+      const limit = short ? Infinity : promptBudget;
+      if (limit <= 0) continue;
+      const take = Math.min(batch.free, prompt.length - slot.promptIndex, limit);
       promptBudget -= take;
       for (let k = 0; k < take; k++) {
         const token = prompt[slot.promptIndex] as number;

@@ -55,3 +55,37 @@ Deno.test("a long prompt is evaluated in chunks while another request keeps stre
       `was evaluated (evaluated in one step, it gets about 2)`,
   );
 });
+
+Deno.test("a short prompt is evaluated whole, in the next step, while another request streams", async () => {
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("tiny-f32"),
+    parallel: 2,
+  });
+  const model = loaded.model;
+  const streaming = loaded.scheduler.submit({
+    prompt: model.tokenize("once upon a time"),
+    maxTokens: 200,
+    ignoreEos: true,
+    sampling: { temperature: 0 },
+  });
+  const shortPrompt = model.tokenize("the quick brown fox jumps over the lazy dog ".repeat(10));
+  ok(shortPrompt.length > 100 && shortPrompt.length <= 256);
+  let tokensSeen = 0;
+  let waited = -1;
+  let late: ReturnType<typeof loaded.scheduler.submit> | undefined;
+  for await (const chunk of streaming) {
+    tokensSeen = chunk.completionTokens;
+    if (tokensSeen === 5) {
+      late = loaded.scheduler.submit({
+        prompt: shortPrompt,
+        maxTokens: 1,
+        sampling: { temperature: 0 },
+      });
+      void (async () => {
+        for await (const _ of late!) if (waited < 0) waited = tokensSeen - 5;
+      })();
+    }
+  }
+  await late!.result;
+  ok(waited >= 0 && waited <= 2, `its first token came after ${waited} tokens of the other`);
+});
