@@ -41,7 +41,14 @@ export interface PreparedPrompt {
   stopStrings: string[];
   /** `raw`, `jinja` or the built-in family used. */
   format: string;
+  /** The Jinja source that rendered a chat prompt (absent for raw prompts and built-in families). */
+  template?: string;
+  /** The last characters of a rendered chat prompt (what the output continues, e.g. `<think>\n`). */
+  promptTail?: string;
 }
+
+/** How many characters of a rendered prompt {@link PreparedPrompt.promptTail} keeps. */
+const PROMPT_TAIL_CHARS = 64;
 
 /** Options of {@link rawPrompt} and {@link promptTokens}. */
 export interface PromptOptions {
@@ -147,9 +154,15 @@ export async function chatPrompt(
   options: ChatPromptOptions = {},
 ): Promise<PreparedPrompt> {
   const rendered = await renderChatPrompt(model, messages, override, tools, options);
+  const template = rendered.family === "jinja"
+    ? override && "template" in override ? override.template : model.chatTemplate()
+    : undefined;
   const stopTokens: number[] = [];
   const stopStrings: string[] = [];
   for (const stop of rendered.stopStrings) {
+    // GPT-OSS (harmony) ends each channel's message with <|end|> and goes on with the next
+    // (the final answer, a tool call): as in llama.cpp, only <|return|> and <|call|> end it.
+    if (stop === "<|end|>" && template?.includes("<|channel|>")) continue;
     const ids = model.tokenize(stop, { addSpecial: false, parseSpecial: true });
     if (ids.length === 1 && model.isControl(ids[0] as number)) stopTokens.push(ids[0] as number);
     else stopStrings.push(stop);
@@ -159,6 +172,8 @@ export async function chatPrompt(
     stopTokens,
     stopStrings,
     format: rendered.family,
+    ...(template !== undefined ? { template } : {}),
+    promptTail: rendered.prompt.slice(-PROMPT_TAIL_CHARS),
   };
 }
 

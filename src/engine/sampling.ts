@@ -34,10 +34,17 @@ export interface SamplingParams {
   logitBias?: ReadonlyMap<number, number>;
   /** GBNF grammar constraining the output. */
   grammar?: string;
+  /**
+   * Makes `grammar` lazy: free text until the output matches one of these regular expressions
+   * (e.g. a tool-call marker), then the grammar from the match on.
+   */
+  grammarTriggers?: readonly string[];
 }
 
 /** Defaults used when a field is unset. */
-export const DEFAULT_SAMPLING: Required<Omit<SamplingParams, "seed" | "logitBias" | "grammar">> = {
+export const DEFAULT_SAMPLING: Required<
+  Omit<SamplingParams, "seed" | "logitBias" | "grammar" | "grammarTriggers">
+> = {
   temperature: 0.7,
   topK: 40,
   topP: 0.9,
@@ -70,7 +77,14 @@ export function samplerStages(params: SamplingParams): SamplerStage[] {
   if (params.logitBias && params.logitBias.size > 0) {
     stages.push({ type: "logit_bias", bias: params.logitBias });
   }
-  if (params.grammar) stages.push({ type: "grammar", grammar: params.grammar });
+  if (params.grammar) {
+    const patterns = params.grammarTriggers;
+    stages.push({
+      type: "grammar",
+      grammar: params.grammar,
+      ...(patterns && patterns.length > 0 ? { triggers: { patterns } } : {}),
+    });
+  }
   if (p.repeatPenalty !== 1 || p.frequencyPenalty !== 0 || p.presencePenalty !== 0) {
     stages.push({
       type: "penalties",

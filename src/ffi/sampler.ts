@@ -32,7 +32,17 @@ export type SamplerStage =
     breakers: string[];
   }
   | { type: "logit_bias"; bias: ReadonlyMap<number, number> }
-  | { type: "grammar"; grammar: string; root?: string };
+  | {
+    type: "grammar";
+    grammar: string;
+    root?: string;
+    /**
+     * Makes the grammar lazy: it constrains nothing until the output matches one of these
+     * regular expressions (ECMAScript syntax, searched anywhere), or one of the tokens is
+     * sampled; from the match (its first group, if any) on, the output follows the grammar.
+     */
+    triggers?: { patterns: readonly string[]; tokens?: readonly number[] };
+  };
 
 /** Raised when llama.cpp rejects a sampler stage (mostly an invalid grammar). */
 export class SamplerStageError extends Error {
@@ -115,9 +125,21 @@ export class Sampler extends NativeHandle {
         const grammar = cString(stage.grammar);
         const root = cString(stage.root ?? "root");
         const mark = llama.logMark();
-        const pinned = [grammar, root]; // the worker thread reads them until the call ends
+        const lazy = stage.triggers ? triggerBuffers(stage.triggers) : undefined;
+        // the worker thread reads them until the call ends
+        const pinned: unknown[] = [grammar, root, lazy];
         const pointer = await llama.whileNative(() =>
-          llama.symbols.llama_sampler_init_grammar_nonblocking(model.vocab, grammar, root)
+          lazy
+            ? llama.symbols.llama_sampler_init_grammar_lazy_patterns_nonblocking(
+              model.vocab,
+              grammar,
+              root,
+              lazy.patterns,
+              lazy.patternCount,
+              lazy.tokens,
+              lazy.tokenCount,
+            )
+            : llama.symbols.llama_sampler_init_grammar_nonblocking(model.vocab, grammar, root)
         );
         pinned.length = 0;
         if (pointer === null) throw new SamplerStageError(stage.type, llama.recentProblems(mark));
@@ -306,11 +328,47 @@ function createStage(model: Model, stage: SamplerStage): Deno.PointerValue {
       });
       return s.llama_sampler_init_logit_bias(model.nVocab, entries.length, buf);
     }
-    case "grammar":
+    case "grammar": {
+      if (stage.triggers) {
+        const lazy = triggerBuffers(stage.triggers);
+        return s.llama_sampler_init_grammar_lazy_patterns(
+          model.vocab,
+          cString(stage.grammar),
+          cString(stage.root ?? "root"),
+          lazy.patterns,
+          lazy.patternCount,
+          lazy.tokens,
+          lazy.tokenCount,
+        );
+      }
       return s.llama_sampler_init_grammar(
         model.vocab,
         cString(stage.grammar),
         cString(stage.root ?? "root"),
       );
+    }
   }
+}
+
+/**
+ * The C arrays of a lazy grammar's triggers: `const char **` patterns and `llama_token *`
+ * tokens. `strings` keeps the pattern bytes alive while C reads the pointers.
+ */
+function triggerBuffers(triggers: { patterns: readonly string[]; tokens?: readonly number[] }) {
+  const strings = triggers.patterns.map(cString);
+  const pointers = new BigUint64Array(
+    Math.max(1, strings.length),
+  );
+  strings.forEach((b, i) => {
+    pointers[i] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b)));
+  });
+  const tokens = new Int32Array(Math.max(1, triggers.tokens?.length ?? 0));
+  tokens.set(triggers.tokens ?? []);
+  return {
+    strings,
+    patterns: new Uint8Array(pointers.buffer),
+    patternCount: BigInt(strings.length),
+    tokens: new Uint8Array(tokens.buffer),
+    tokenCount: BigInt(triggers.tokens?.length ?? 0),
+  };
 }

@@ -272,6 +272,20 @@ export const LLAMA_SYMBOLS = {
     result: ptr,
     nonblocking: true,
   },
+  // struct llama_sampler * llama_sampler_init_grammar_lazy_patterns(vocab, const char * str,
+  //     const char * root, const char ** trigger_patterns, size_t num_trigger_patterns,
+  //     const llama_token * trigger_tokens, size_t num_trigger_tokens)
+  llama_sampler_init_grammar_lazy_patterns: {
+    parameters: [ptr, buf, buf, buf, "usize", buf, "usize"],
+    result: ptr,
+  },
+  // the same on a worker thread
+  llama_sampler_init_grammar_lazy_patterns_nonblocking: {
+    name: "llama_sampler_init_grammar_lazy_patterns",
+    parameters: [ptr, buf, buf, buf, "usize", buf, "usize"],
+    result: ptr,
+    nonblocking: true,
+  },
   // struct llama_sampler * llama_sampler_init_penalties(int32_t n_vocab, int32_t last_n,
   //                                   float repeat, float freq, float present)
   llama_sampler_init_penalties: {

@@ -7,6 +7,12 @@
  */
 
 import type { LoadedModel } from "../engine/loaded_model.ts";
+import { StructuredOutputError } from "../engine/structured/errors.ts";
+import {
+  type ChatOutputPlan,
+  type ChatOutputRequest,
+  planChatOutput,
+} from "../engine/tools/plan.ts";
 import { chatPrompt, rawPrompt } from "../engine/prompt.ts";
 import type { TemplateMessage } from "../engine/templates.ts";
 import type { ModelEntry } from "../models/registry.ts";
@@ -24,7 +30,14 @@ import {
 /** What to generate from: a raw prompt, or chat messages rendered with the model's template. */
 export type PromptSource =
   | { kind: "raw"; prompt: string }
-  | { kind: "chat"; messages: TemplateMessage[]; tools?: unknown[]; template?: TemplateFields };
+  | {
+    kind: "chat";
+    messages: TemplateMessage[];
+    tools?: unknown[];
+    template?: TemplateFields;
+    /** Tools, `tool_choice` and `reasoning_format`: how the output is constrained and read. */
+    output?: ChatOutputRequest;
+  };
 
 /** A generation that has started. */
 export interface StartedGeneration {
@@ -35,6 +48,8 @@ export interface StartedGeneration {
   generation: Generation;
   /** Resolves with the result once metrics are recorded. */
   result: Promise<GenerationResult>;
+  /** How to read a chat generation's output (tool calls, reasoning), when it was asked. */
+  output?: ChatOutputPlan;
 }
 
 /**
@@ -65,6 +80,9 @@ export async function startGeneration(
         ...templateOptions(ctx, source.template),
       });
     if (prepared.tokens.length === 0) throw badRequest("The prompt is empty", "prompt");
+    const output = source.kind === "chat" && source.output
+      ? chatOutputPlan(source.output, prepared, fields)
+      : undefined;
     const lora = await requestLora(entry, loaded, fields.lora);
     const generation = loaded.scheduler.submit({
       ...(lora ? { lora } : {}),
@@ -87,11 +105,53 @@ export async function startGeneration(
       return r;
     }).finally(lease.release);
     result.catch(() => {});
-    return { entry, loaded, fields, generation, result };
+    return { entry, loaded, fields, generation, result, ...(output ? { output } : {}) };
   } catch (error) {
     lease.release();
     throw error;
   }
+}
+
+/**
+ * Plans tool calls and reasoning for a chat generation; a forced call's grammar becomes the
+ * generation's grammar.
+ *
+ * @param request What the request asked.
+ * @param prepared The rendered prompt (its template decides the call format).
+ * @param fields The generation settings; `sampling.grammar` is set for forced calls.
+ * @returns The plan.
+ * @throws {HttpError} 400 when a forced call meets another grammar, or a tool's schema cannot
+ *   be converted.
+ */
+function chatOutputPlan(
+  request: ChatOutputRequest,
+  prepared: { template?: string; format?: string; promptTail?: string },
+  fields: GenerationFields,
+): ChatOutputPlan {
+  let plan: ChatOutputPlan;
+  try {
+    plan = planChatOutput(request, prepared);
+  } catch (error) {
+    if (error instanceof StructuredOutputError) throw badRequest(error.message, "tools");
+    throw error;
+  }
+  if (plan.grammar && plan.triggers) {
+    // `auto`: the lazy call grammar, unless the request constrains the output itself.
+    if (!fields.sampling.grammar) {
+      fields.sampling.grammar = plan.grammar;
+      fields.sampling.grammarTriggers = plan.triggers;
+    }
+  } else if (plan.grammar) {
+    if (fields.sampling.grammar) {
+      throw badRequest(
+        'A forced "tool_choice" cannot be combined with "response_format", "json_schema" or ' +
+          '"grammar": each constrains the output',
+        "tool_choice",
+      );
+    }
+    fields.sampling.grammar = plan.grammar;
+  }
+  return plan;
 }
 
 /**

@@ -16,8 +16,25 @@ import {
 import { badRequest } from "./http_error.ts";
 import { chatMessages, Fields, readJsonBody, templateFields } from "./request_body.ts";
 import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
+import { type ChatDelta, ChatOutputStream } from "../engine/tools/output_stream.ts";
+import type { ChatOutputPlan } from "../engine/tools/plan.ts";
+import type { GenerationResult } from "../engine/scheduler.ts";
+import { assistantMessage, chatOutputRequest } from "./tool_calls.ts";
 
 type Kind = "chat" | "text";
+
+/** A reader of the output when the request has tools or the model reasons; else none. */
+function outputReader(plan: ChatOutputPlan | undefined): ChatOutputStream | undefined {
+  return plan && (plan.read.format || plan.read.reasoning)
+    ? new ChatOutputStream(plan.read)
+    : undefined;
+}
+
+/** `tool_calls` when the output holds complete calls and did not run out of tokens. */
+function chatFinishReason(result: GenerationResult, calls: number): string {
+  const base = finishReasonOf(result);
+  return calls > 0 && base === "stop" ? "tool_calls" : base;
+}
 
 function completionId(kind: Kind): string {
   const random = crypto.randomUUID().replaceAll("-", "").slice(0, 24);
@@ -59,14 +76,14 @@ export function completions(
 function promptOf(fields: Fields, kind: Kind, body: Record<string, unknown>): PromptSource {
   if (kind === "chat") {
     const tools = fields.raw("tools");
-    if (tools !== undefined && !Array.isArray(tools)) {
-      throw badRequest('"tools" must be an array', "tools");
-    }
+    const output = chatOutputRequest(fields);
     return {
       kind: "chat",
       messages: chatMessages(body.messages),
-      ...(tools ? { tools } : {}),
+      // tool_choice "none": the model is not told about the tools.
+      ...(Array.isArray(tools) && output.choice !== "none" ? { tools } : {}),
       template: templateFields(fields),
+      output,
     };
   }
   const prompt = fields.raw("prompt");
@@ -98,12 +115,15 @@ async function complete(
   if (!gen.stream) {
     for await (const _ of started.generation) { /* collect via result */ }
     const result = await started.result;
+    const reader = kind === "chat" ? outputReader(started.output) : undefined;
+    reader?.push(result.text);
+    const output = reader?.finish(result.finishReason === "length").output;
     const choice = kind === "chat"
       ? {
         index: 0,
-        message: { role: "assistant", content: result.text },
+        message: output ? assistantMessage(output) : { role: "assistant", content: result.text },
         logprobs: null,
-        finish_reason: finishReasonOf(result),
+        finish_reason: chatFinishReason(result, output?.toolCalls.length ?? 0),
       }
       : { index: 0, text: result.text, logprobs: null, finish_reason: finishReasonOf(result) };
     return Response.json({
@@ -137,9 +157,20 @@ async function complete(
     if (kind === "chat") {
       send(chunk({ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }));
     }
-    for await (const part of started.generation) send(chunk(piece(part.text, null)));
+    const reader = kind === "chat" ? outputReader(started.output) : undefined;
+    const delta = (d: ChatDelta) => send(chunk({ index: 0, delta: d, finish_reason: null }));
+    for await (const part of started.generation) {
+      if (reader) reader.push(part.text).forEach(delta);
+      else send(chunk(piece(part.text, null)));
+    }
     const result = await started.result;
-    send(chunk(piece("", finishReasonOf(result))));
+    if (reader) {
+      const end = reader.finish(result.finishReason === "length");
+      end.deltas.forEach(delta);
+      send(chunk(piece("", chatFinishReason(result, end.output.toolCalls.length))));
+    } else {
+      send(chunk(piece("", finishReasonOf(result))));
+    }
     if (gen.includeUsage) {
       send(sseEvent(JSON.stringify({
         id,

@@ -1,0 +1,145 @@
+/**
+ * Grammars that force tool calls (`tool_choice` `required` or a named function): the output
+ * must be one call (or, with `parallel_tool_calls`, up to eight) in the model family's format,
+ * to one of the allowed tools, with arguments that the tool's parameter schema accepts. Each
+ * tool's schema goes through the JSON-Schema converter on its own (so its `$ref`s resolve in
+ * its own document) and its rules are renamed apart; XML formats get one value per parameter.
+ *
+ * @module
+ */
+
+import { gbnfLiteral } from "../structured/charset.ts";
+import { SchemaError } from "../structured/errors.ts";
+import { jsonSchemaToGrammar } from "../structured/json_schema.ts";
+import type { ToolFormat } from "./formats.ts";
+import type { ToolSpec } from "./tool_types.ts";
+
+/**
+ * Renames every rule of a grammar by prefixing it, leaving literals and classes alone.
+ *
+ * @param grammar GBNF text.
+ * @param prefix E.g. `t0-`.
+ * @returns The renamed grammar.
+ */
+export function prefixRules(grammar: string, prefix: string): string {
+  let out = "";
+  let i = 0;
+  while (i < grammar.length) {
+    const c = grammar[i]!;
+    if (c === '"' || c === "[") {
+      const close = c === '"' ? '"' : "]";
+      let j = i + 1;
+      while (j < grammar.length && grammar[j] !== close) j += grammar[j] === "\\" ? 2 : 1;
+      out += grammar.slice(i, j + 1);
+      i = j + 1;
+    } else if (c === "{") {
+      const j = grammar.indexOf("}", i);
+      out += grammar.slice(i, j + 1);
+      i = j + 1;
+    } else if (/[a-zA-Z]/.test(c)) {
+      const m = /^[a-zA-Z0-9-]+/.exec(grammar.slice(i))!;
+      out += prefix + m[0];
+      i += m[0].length;
+    } else {
+      out += c;
+      i++;
+    }
+  }
+  return out;
+}
+
+/** A converted schema: its rules (renamed apart) and the name of its start rule. */
+function schemaRules(schema: unknown, prefix: string, param: string): {
+  rules: string;
+  root: string;
+} {
+  try {
+    return { rules: prefixRules(jsonSchemaToGrammar(schema), prefix), root: `${prefix}root` };
+  } catch (error) {
+    if (error instanceof SchemaError) error.param = param;
+    throw error;
+  }
+}
+
+/** The XML parameters of one tool as a GBNF expression (Qwen3-Coder, GLM). */
+function xmlParams(
+  tool: ToolSpec,
+  prefix: string,
+  xml: NonNullable<ToolFormat["grammar"]["xml"]>,
+  rules: string[],
+): string {
+  const params = tool.parameters;
+  const props = (params.properties ?? {}) as Record<string, Record<string, unknown>>;
+  const required = new Set(Array.isArray(params.required) ? params.required as string[] : []);
+  const parts: string[] = [];
+  Object.entries(props).forEach(([key, schema], k) => {
+    const value = xmlValueExpr(schema, params, `${prefix}p${k}-`, rules);
+    const one = `${gbnfLiteral(xml.open(key))} ${value} ${gbnfLiteral(xml.close)}`;
+    parts.push(required.has(key) ? one : `(${one})?`);
+  });
+  return parts.length ? parts.join(" ") : '""';
+}
+
+/** A parameter's value in XML formats: raw text for strings, JSON for the rest. */
+function xmlValueExpr(
+  schema: Record<string, unknown>,
+  parent: Record<string, unknown>,
+  prefix: string,
+  rules: string[],
+): string {
+  const isStringType = schema.type === "string";
+  const isStringEnum = schema.type === undefined && Array.isArray(schema.enum) &&
+    schema.enum.every((v) => typeof v === "string");
+  if (Array.isArray(schema.enum) && (isStringType || isStringEnum)) {
+    return `(${(schema.enum as string[]).map(gbnfLiteral).join(" | ")})`;
+  }
+  if (isStringType && schema.pattern === undefined && schema.format === undefined) {
+    const min = typeof schema.minLength === "number" ? schema.minLength : 0;
+    const max = typeof schema.maxLength === "number" ? Math.min(schema.maxLength, 1000) : undefined;
+    return `[^<\\n]{${min},${max ?? ""}}`;
+  }
+  // Everything else as JSON, with the parent's definitions so `$ref`s resolve.
+  const withDefs = {
+    ...schema,
+    ...(parent.$defs ? { $defs: parent.$defs } : {}),
+    ...(parent.definitions ? { definitions: parent.definitions } : {}),
+  };
+  const converted = schemaRules(withDefs, prefix, "tools");
+  rules.push(converted.rules);
+  return converted.root;
+}
+
+/**
+ * The grammar that forces calls to the given tools in a format.
+ *
+ * @param format The model family's format.
+ * @param tools The tools the output may call (all offered, or the one named).
+ * @param parallel Whether several calls may follow each other.
+ * @returns GBNF text with start rule `root`.
+ * @throws {SchemaError} (param `tools`) when a tool's parameter schema cannot be converted.
+ * @example
+ * ```ts
+ * forcedToolGrammar(TOOL_FORMATS.hermes, [{ name: "f", parameters: { type: "object" } }], false);
+ * ```
+ */
+export function forcedToolGrammar(
+  format: ToolFormat,
+  tools: readonly ToolSpec[],
+  parallel: boolean,
+): string {
+  const rules: string[] = [];
+  const calls = tools.map((tool, i) => {
+    const prefix = `t${i}-`;
+    let args: string;
+    if (format.grammar.xml) {
+      args = xmlParams(tool, prefix, format.grammar.xml, rules);
+    } else {
+      const converted = schemaRules(tool.parameters, prefix, "tools");
+      rules.push(converted.rules);
+      args = converted.root;
+    }
+    return format.grammar.call(tool.name, args, tool);
+  });
+  const call = `call ::= ${calls.map((c) => `(${c})`).join(" | ")}`;
+  return [`root ::= ${format.grammar.wrap("call", parallel)}`, call, ...rules].join("\n") + "\n";
+}

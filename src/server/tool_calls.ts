@@ -1,0 +1,146 @@
+/**
+ * The tool-calling and reasoning fields of an OpenAI chat request (`tools`, `tool_choice`,
+ * `parallel_tool_calls`, llama-server's `reasoning_format`), validated into one
+ * {@link ChatOutputRequest}; and the final assistant message in OpenAI's shape. Anything Shimmy
+ * cannot honour is a 400 naming the field.
+ *
+ * @module
+ */
+
+import type { ChatOutputRequest, ReasoningFormat, ToolChoice } from "../engine/tools/plan.ts";
+import type { ChatOutput } from "../engine/tools/output_stream.ts";
+import type { ToolSpec } from "../engine/tools/tool_types.ts";
+import { badRequest } from "./http_error.ts";
+import type { Fields } from "./request_body.ts";
+
+/** OpenAI's rule for function names. */
+const FUNCTION_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+
+/** Most tools a request may offer. */
+export const MAX_TOOLS = 128;
+
+const REASONING_FORMATS: readonly ReasoningFormat[] = [
+  "none",
+  "auto",
+  "deepseek",
+  "deepseek-legacy",
+];
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Reads `tools` into name + parameters.
+ *
+ * @param value The `tools` field.
+ * @returns The tools.
+ * @throws {HttpError} 400 for anything but `{"type":"function","function":{"name",…}}` entries.
+ */
+export function toolSpecs(value: unknown): ToolSpec[] {
+  if (value === undefined || value === null) return [];
+  if (!Array.isArray(value)) throw badRequest('"tools" must be an array', "tools");
+  if (value.length > MAX_TOOLS) {
+    throw badRequest(`"tools" may hold at most ${MAX_TOOLS} tools`, "tools");
+  }
+  const seen = new Set<string>();
+  return value.map((tool, i) => {
+    if (!isObject(tool) || tool.type !== "function" || !isObject(tool.function)) {
+      throw badRequest(
+        `tools[${i}] must be {"type": "function", "function": {...}}; only function tools are supported`,
+        "tools",
+      );
+    }
+    const { name, parameters } = tool.function;
+    if (typeof name !== "string" || !FUNCTION_NAME.test(name)) {
+      throw badRequest(
+        `tools[${i}].function.name must be 1-64 letters, digits, "_" or "-"`,
+        "tools",
+      );
+    }
+    if (seen.has(name)) throw badRequest(`tools has two functions named "${name}"`, "tools");
+    seen.add(name);
+    if (parameters !== undefined && parameters !== null && !isObject(parameters)) {
+      throw badRequest(`tools[${i}].function.parameters must be a JSON schema object`, "tools");
+    }
+    return { name, parameters: parameters ?? { type: "object", properties: {} } };
+  });
+}
+
+function toolChoice(value: unknown, tools: readonly ToolSpec[]): ToolChoice {
+  if (value === undefined || value === null) return tools.length > 0 ? "auto" : "none";
+  if (value === "auto" || value === "none" || value === "required") {
+    if (value === "required" && tools.length === 0) {
+      throw badRequest('"tool_choice": "required" needs "tools"', "tool_choice");
+    }
+    return value;
+  }
+  if (isObject(value) && value.type === "function" && isObject(value.function)) {
+    const name = value.function.name;
+    if (typeof name !== "string") {
+      throw badRequest('"tool_choice.function.name" must be a string', "tool_choice");
+    }
+    if (!tools.some((t) => t.name === name)) {
+      throw badRequest(
+        `"tool_choice" names the function "${name}", which is not in "tools"`,
+        "tool_choice",
+      );
+    }
+    return { name };
+  }
+  throw badRequest(
+    '"tool_choice" must be "auto", "none", "required" or {"type": "function", "function": {"name": …}}',
+    "tool_choice",
+  );
+}
+
+/**
+ * Reads `tools`, `tool_choice`, `parallel_tool_calls` and `reasoning_format`.
+ *
+ * @param fields The body.
+ * @returns What the request asks.
+ * @throws {HttpError} 400 naming the bad field.
+ * @example
+ * ```ts
+ * const request = chatOutputRequest(new Fields(body));
+ * ```
+ */
+export function chatOutputRequest(fields: Fields): ChatOutputRequest {
+  for (const legacy of ["functions", "function_call"]) {
+    if (fields.raw(legacy) !== undefined) {
+      throw badRequest(
+        `"${legacy}" (OpenAI's deprecated function calling) is not supported; use "tools" and ` +
+          `"tool_choice"`,
+        legacy,
+      );
+    }
+  }
+  const tools = toolSpecs(fields.raw("tools"));
+  const choice = toolChoice(fields.raw("tool_choice"), tools);
+  const parallel = fields.boolean("parallel_tool_calls") ?? true;
+  const reasoningFormat = fields.string("reasoning_format") ?? "auto";
+  if (!REASONING_FORMATS.includes(reasoningFormat as ReasoningFormat)) {
+    throw badRequest(
+      `Unsupported reasoning_format "${reasoningFormat}"; use ${
+        REASONING_FORMATS.map((f) => `"${f}"`).join(", ")
+      }`,
+      "reasoning_format",
+    );
+  }
+  return { tools, choice, parallel, reasoningFormat: reasoningFormat as ReasoningFormat };
+}
+
+/**
+ * The assistant message of a chat completion.
+ *
+ * @param output The read output.
+ * @returns OpenAI's `message`.
+ */
+export function assistantMessage(output: ChatOutput): Record<string, unknown> {
+  return {
+    role: "assistant",
+    content: output.content,
+    ...(output.reasoning !== undefined ? { reasoning_content: output.reasoning } : {}),
+    ...(output.toolCalls.length > 0 ? { tool_calls: output.toolCalls } : {}),
+  };
+}

@@ -1,0 +1,146 @@
+import { deepEqual, equal, ok, throws } from "node:assert/strict";
+import { validateGrammar } from "../../src/engine/gbnf.ts";
+import { SchemaError } from "../../src/engine/structured/errors.ts";
+import { TOOL_FORMATS, type ToolFormatId } from "../../src/engine/tools/formats.ts";
+import { forcedToolGrammar, prefixRules } from "../../src/engine/tools/grammar.ts";
+import { parseOutput } from "../../src/engine/tools/parse.ts";
+import { planChatOutput } from "../../src/engine/tools/plan.ts";
+import type { ToolSpec } from "../../src/engine/tools/tool_types.ts";
+import { GbnfMatcher } from "./gbnf_matcher.ts";
+
+const TOOLS: ToolSpec[] = [
+  {
+    name: "get_weather",
+    parameters: {
+      type: "object",
+      properties: {
+        city: { type: "string", maxLength: 10 },
+        unit: { type: "string", enum: ["celsius", "fahrenheit"] },
+      },
+      required: ["city"],
+    },
+  },
+  {
+    name: "tree",
+    parameters: {
+      $defs: {
+        node: {
+          type: "object",
+          properties: { kids: { type: "array", items: { $ref: "#/$defs/node" } } },
+        },
+      },
+      type: "object",
+      properties: { root: { $ref: "#/$defs/node" } },
+      required: ["root"],
+    },
+  },
+];
+
+/** A call to get_weather exactly as each forced grammar writes it. */
+const WRITTEN: Record<ToolFormatId, string> = {
+  hermes: '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>',
+  qwen3_coder: "<tool_call>\n<function=get_weather>\n<parameter=city>\nOslo\n</parameter>\n" +
+    "</function>\n</tool_call>",
+  glm4:
+    "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Oslo</arg_value>\n</tool_call>",
+  llama3: '{"name": "get_weather", "parameters": {"city": "Oslo"}}',
+  mistral_nemo:
+    '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Oslo"}, "id": "abcDEF123"}]',
+  mistral: '[TOOL_CALLS]get_weather[ARGS]{"city": "Oslo"}',
+  deepseek_r1:
+    "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n" +
+    '{"city": "Oslo"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>',
+  deepseek_v3_1: "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>" +
+    '{"city": "Oslo"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>',
+  granite: '<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Oslo"}}]',
+  command_r7b: '<|START_ACTION|>[\n    {"tool_call_id": "0", "tool_name": "get_weather", ' +
+    '"parameters": {"city": "Oslo"}}\n]<|END_ACTION|>',
+  functionary_v3_1: '<function=get_weather>{"city": "Oslo"}</function>',
+  kimi_k2: "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0" +
+    '<|tool_call_argument_begin|>{"city": "Oslo"}<|tool_call_end|><|tool_calls_section_end|>',
+  gpt_oss: "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>" +
+    '{"city": "Oslo"}<|call|>',
+  functionary_v3_2: 'get_weather\n{"city": "Oslo"}',
+  generic: '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}',
+};
+
+for (const id of Object.keys(TOOL_FORMATS) as ToolFormatId[]) {
+  Deno.test(`the forced ${id} grammar is valid GBNF, accepts a real call and refuses a bad one`, () => {
+    const format = TOOL_FORMATS[id];
+    const grammar = forcedToolGrammar(format, TOOLS, true);
+    validateGrammar(grammar, {}, { isSingleToken: () => false });
+    const matcher = new GbnfMatcher(grammar);
+    ok(matcher.matches(WRITTEN[id]), grammar);
+    ok(!matcher.matches(WRITTEN[id].replace("Oslo", "Oslo, far too long")), "maxLength holds");
+    ok(!matcher.matches(WRITTEN[id].replace("get_weather", "get_time")), "only offered tools");
+    const parsed = parseOutput(WRITTEN[id], { format, tools: TOOLS });
+    equal(parsed.calls.length, 1);
+    deepEqual(JSON.parse(parsed.calls[0]!.arguments), { city: "Oslo" });
+  });
+}
+
+Deno.test("a named tool_choice allows only that tool", () => {
+  const plan = planChatOutput(
+    { tools: TOOLS, choice: { name: "tree" }, parallel: false, reasoningFormat: "auto" },
+    { template: "{{ '<tool_call>' }}" },
+  );
+  const matcher = new GbnfMatcher(plan.grammar!);
+  ok(!matcher.matches(WRITTEN.hermes));
+  ok(
+    matcher.matches(
+      '<tool_call>\n{"name": "tree", "arguments": {"root": {"kids": [{}]}}}\n</tool_call>',
+    ),
+  );
+});
+
+Deno.test("auto gets a lazy grammar triggered by the call marker where the format allows", () => {
+  const request = {
+    tools: TOOLS,
+    choice: "auto" as const,
+    parallel: true,
+    reasoningFormat: "auto" as const,
+  };
+  const hermes = planChatOutput(request, { template: "<tool_call>" });
+  deepEqual(hermes.triggers, ["<tool_call>"]);
+  ok(hermes.grammar);
+  const mistral = planChatOutput(request, { template: "[TOOL_CALLS][ARGS]" });
+  deepEqual(mistral.triggers, ["\\[TOOL_CALLS\\]"]);
+  const llama3 = planChatOutput(request, { template: '<|start_header_id|> "parameters"' });
+  equal(llama3.grammar, undefined, "calls that open with bare JSON cannot wait for a marker");
+  const none = planChatOutput({ ...request, choice: "none" }, { template: "<tool_call>" });
+  deepEqual(none, { read: {} });
+  const required = planChatOutput({ ...request, choice: "required" }, { template: "<tool_call>" });
+  equal(required.triggers, undefined);
+});
+
+Deno.test("reasoning is read when the template thinks, unless reasoning_format is none", () => {
+  const request = {
+    tools: [],
+    choice: "none" as const,
+    parallel: true,
+    reasoningFormat: "auto" as const,
+  };
+  const opened = planChatOutput(request, { template: "<think>", promptTail: "Assistant<think>\n" });
+  deepEqual(opened.read.reasoning, { open: "<think>", close: "</think>", startsOpen: true });
+  const closed = planChatOutput(request, { template: "<think>", promptTail: "</think>\n\n" });
+  equal(closed.read.reasoning?.startsOpen, false);
+  equal(
+    planChatOutput({ ...request, reasoningFormat: "none" }, { template: "<think>" }).read.reasoning,
+    undefined,
+  );
+  equal(planChatOutput(request, { template: "plain" }).read.reasoning, undefined);
+});
+
+Deno.test("a tool schema the converter cannot honour is a SchemaError", () => {
+  throws(
+    () => forcedToolGrammar(TOOL_FORMATS.hermes, [{ name: "f", parameters: { not: {} } }], false),
+    SchemaError,
+  );
+});
+
+Deno.test("renaming rules leaves literals and classes alone", () => {
+  equal(
+    prefixRules('root ::= "root" [a-z] x{1,2}\nx ::= "\\"x" root', "p-"),
+    'p-root ::= "root" [a-z] p-x{1,2}\np-x ::= "\\"x" p-root',
+  );
+});
