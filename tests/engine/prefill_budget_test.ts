@@ -1,5 +1,6 @@
 import { equal, ok } from "node:assert/strict";
 import { LoadedModel } from "../../src/engine/loaded_model.ts";
+import type { Generation } from "../../src/engine/scheduler.ts";
 import { MIN_PREFILL_CHUNK, PrefillBudget } from "../../src/engine/prefill_budget.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
@@ -13,7 +14,15 @@ Deno.test("PrefillBudget keeps a step with prompt tokens near 1.5x a generation-
   equal(budget.tokens(), MIN_PREFILL_CHUNK, "never below the floor");
 });
 
-Deno.test("a long prompt is evaluated in chunks while another request keeps streaming", async () => {
+/**
+ * Streams a request and, once it has 5 tokens, submits one with `lateText` as its prompt.
+ *
+ * @returns The late prompt's length, and how many tokens the first request got before the late
+ *   one's first token.
+ */
+async function tokensBeforeLateFirstToken(
+  lateText: string,
+): Promise<{ lateLength: number; waited: number }> {
   await using loaded = await LoadedModel.open({
     path: await fixtureModel("tiny-f32"),
     parallel: 2,
@@ -26,66 +35,42 @@ Deno.test("a long prompt is evaluated in chunks while another request keeps stre
     ignoreEos: true,
     sampling: { temperature: 0 },
   });
-  const longPrompt = model.tokenize("the quick brown fox jumps over the lazy dog ".repeat(30));
-  ok(longPrompt.length > 500 && longPrompt.length < 1000);
+  const latePrompt = model.tokenize(lateText);
   let tokensSeen = 0;
-  let duringPrefill = -1;
-  let late: ReturnType<typeof loaded.scheduler.submit> | undefined;
-  let lateStartedAt = 0;
+  let waited = -1;
+  let late: Generation | undefined;
   for await (const chunk of streaming) {
     tokensSeen = chunk.completionTokens;
-    if (tokensSeen >= 5 && !late) {
-      late = loaded.scheduler.submit({
-        prompt: longPrompt,
-        maxTokens: 4,
-        sampling: { temperature: 0 },
-      });
-      lateStartedAt = tokensSeen;
-      void (async () => {
-        for await (const _ of late!) {
-          if (duringPrefill < 0) duringPrefill = tokensSeen - lateStartedAt;
-        }
-      })();
-    }
+    if (tokensSeen !== 5) continue;
+    late = loaded.scheduler.submit({
+      prompt: latePrompt,
+      maxTokens: 1,
+      sampling: { temperature: 0 },
+    });
+    void (async () => {
+      for await (const _ of late) if (waited < 0) waited = tokensSeen - 5;
+    })();
   }
-  await late!.result;
+  await late?.result;
+  return { lateLength: latePrompt.length, waited };
+}
+
+Deno.test("a long prompt is evaluated in chunks while another request keeps streaming", async () => {
+  const { lateLength, waited } = await tokensBeforeLateFirstToken(
+    "the quick brown fox jumps over the lazy dog ".repeat(30),
+  );
+  ok(lateLength > 500 && lateLength < 1000);
   ok(
-    duringPrefill >= 5,
-    `the streaming request got ${duringPrefill} tokens while a ${longPrompt.length}-token prompt ` +
-      `was evaluated (evaluated in one step, it gets about 2)`,
+    waited >= 5,
+    `the streaming request got ${waited} tokens while a ${lateLength}-token prompt was ` +
+      `evaluated (evaluated in one step, it gets about 2)`,
   );
 });
 
 Deno.test("a short prompt is evaluated whole, in the next step, while another request streams", async () => {
-  await using loaded = await LoadedModel.open({
-    path: await fixtureModel("tiny-f32"),
-    parallel: 2,
-  });
-  const model = loaded.model;
-  const streaming = loaded.scheduler.submit({
-    prompt: model.tokenize("once upon a time"),
-    maxTokens: 200,
-    ignoreEos: true,
-    sampling: { temperature: 0 },
-  });
-  const shortPrompt = model.tokenize("the quick brown fox jumps over the lazy dog ".repeat(10));
-  ok(shortPrompt.length > 100 && shortPrompt.length <= 256);
-  let tokensSeen = 0;
-  let waited = -1;
-  let late: ReturnType<typeof loaded.scheduler.submit> | undefined;
-  for await (const chunk of streaming) {
-    tokensSeen = chunk.completionTokens;
-    if (tokensSeen === 5) {
-      late = loaded.scheduler.submit({
-        prompt: shortPrompt,
-        maxTokens: 1,
-        sampling: { temperature: 0 },
-      });
-      void (async () => {
-        for await (const _ of late!) if (waited < 0) waited = tokensSeen - 5;
-      })();
-    }
-  }
-  await late!.result;
+  const { lateLength, waited } = await tokensBeforeLateFirstToken(
+    "the quick brown fox jumps over the lazy dog ".repeat(10),
+  );
+  ok(lateLength > 100 && lateLength <= 256);
   ok(waited >= 0 && waited <= 2, `its first token came after ${waited} tokens of the other`);
 });

@@ -29,12 +29,16 @@ import {
 import { patternToGbnf } from "./regex.ts";
 import { oneOf, repeat, RuleSet } from "./rules.ts";
 import {
+  ARRAY_KEYWORDS,
   checkKeywords,
   constraints,
   isObject,
   mergeAllOf,
+  NUMBER_KEYWORDS,
+  OBJECT_KEYWORDS,
   resolveRef,
   type SchemaObject,
+  STRING_KEYWORDS,
 } from "./schema_merge.ts";
 
 /** Deepest nesting of schemas (and `$ref` hops) the converter follows. */
@@ -42,17 +46,6 @@ export const MAX_SCHEMA_DEPTH = 64;
 
 const QUOTE = gbnfLiteral('"');
 const JSON_TYPES = ["string", "number", "integer", "boolean", "null", "object", "array"];
-const OBJECT_KEYWORDS = [
-  "properties",
-  "required",
-  "additionalProperties",
-  "propertyNames",
-  "minProperties",
-  "maxProperties",
-];
-const ARRAY_KEYWORDS = ["items", "prefixItems", "additionalItems", "minItems", "maxItems"];
-const STRING_KEYWORDS = ["minLength", "maxLength", "pattern", "format"];
-const NUMBER_KEYWORDS = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
 /** Largest magnitude written for a bound; larger bounds are clamped (outputs stay valid). */
 const BOUND_LIMIT = 10n ** BigInt(MAX_INT_DIGITS) - 1n;
 
@@ -263,7 +256,7 @@ class Converter {
       if (types.length === 0) throw new SchemaError("type", path, "is an empty list");
     } else {
       types = [];
-      const uses = (keys: string[]) => keys.some((k) => schema[k] !== undefined);
+      const uses = (keys: readonly string[]) => keys.some((k) => schema[k] !== undefined);
       if (uses(OBJECT_KEYWORDS)) types.push("object");
       if (uses(ARRAY_KEYWORDS)) types.push("array");
       if (uses(STRING_KEYWORDS)) types.push("string");

@@ -33,6 +33,33 @@ export const ANNOTATIONS: ReadonlySet<string> = new Set([
   "strict",
 ]);
 
+/** Keywords that only objects take (a schema without `type` that uses one is an object). */
+export const OBJECT_KEYWORDS: readonly string[] = [
+  "properties",
+  "required",
+  "additionalProperties",
+  "propertyNames",
+  "minProperties",
+  "maxProperties",
+];
+/** Keywords that only arrays take. */
+export const ARRAY_KEYWORDS: readonly string[] = [
+  "items",
+  "prefixItems",
+  "additionalItems",
+  "minItems",
+  "maxItems",
+];
+/** Keywords that only strings take. */
+export const STRING_KEYWORDS: readonly string[] = ["minLength", "maxLength", "pattern", "format"];
+/** Keywords that only numbers take. */
+export const NUMBER_KEYWORDS: readonly string[] = [
+  "minimum",
+  "maximum",
+  "exclusiveMinimum",
+  "exclusiveMaximum",
+];
+
 /** Keywords the converter honours. */
 export const SUPPORTED: ReadonlySet<string> = new Set([
   "type",
@@ -43,26 +70,11 @@ export const SUPPORTED: ReadonlySet<string> = new Set([
   "allOf",
   "anyOf",
   "oneOf",
-  "properties",
-  "required",
-  "additionalProperties",
-  "propertyNames",
-  "minProperties",
-  "maxProperties",
-  "items",
-  "prefixItems",
-  "additionalItems",
-  "minItems",
-  "maxItems",
+  ...OBJECT_KEYWORDS,
+  ...ARRAY_KEYWORDS,
   "uniqueItems",
-  "minLength",
-  "maxLength",
-  "pattern",
-  "format",
-  "minimum",
-  "maximum",
-  "exclusiveMinimum",
-  "exclusiveMaximum",
+  ...STRING_KEYWORDS,
+  ...NUMBER_KEYWORDS,
 ]);
 
 /** Whether a value is a JSON object (not an array, not null). */
