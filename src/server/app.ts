@@ -14,7 +14,7 @@ import { errorResponse, HttpError } from "./http_error.ts";
 import { applyTemplate } from "./apply_template.ts";
 import { getLora, listLoaded, loadModel, setLora, unloadModel } from "./models_api.ts";
 import { apiGenerate, apiModels, apiTags, wsGenerate } from "./native.ts";
-import { chatCompletions, completions, listModels } from "./openai.ts";
+import { chatCompletions, completions, listModels, retrieveModel } from "./openai.ts";
 import { hostAllowed, originAllowed } from "./origin_policy.ts";
 
 /**
@@ -32,6 +32,10 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/v1/models": { GET: listModels },
   "/v1/chat/completions": { POST: chatCompletions },
   "/v1/completions": { POST: completions },
+  // The OpenAI routes also answer without the /v1 prefix (clients whose base URL lacks it).
+  "/models": { GET: listModels },
+  "/chat/completions": { POST: chatCompletions },
+  "/completions": { POST: completions },
   "/apply-template": { POST: applyTemplate },
   "/api/generate": { POST: apiGenerate },
   "/api/models": { GET: apiModels },
@@ -44,6 +48,14 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/metrics": { GET: metrics },
   "/diag": { GET: diag },
 };
+
+/** `GET /v1/models/{id}` (and `/models/{id}`): the id is the rest of the path. */
+const MODEL_PATH = /^\/(?:v1\/)?models\/./;
+
+/** The methods of a path: a fixed route, or one model's route. */
+function routeOf(path: string): Partial<Record<string, Handler>> | undefined {
+  return ROUTES[path] ?? (MODEL_PATH.test(path) ? { GET: retrieveModel } : undefined);
+}
 
 /** Routes reachable without the API key. */
 const PUBLIC_ROUTES = new Set(["/health"]);
@@ -83,7 +95,10 @@ export function createApp(
     } finally {
       request.signal.removeEventListener("abort", abort);
     }
-    ctx.metrics.request(ROUTES[path] ? path : "other", response.status);
+    ctx.metrics.request(
+      ROUTES[path] ? path : MODEL_PATH.test(path) ? "/v1/models/{id}" : "other",
+      response.status,
+    );
     if (!info) done();
     return withCors(origin, response);
   };
@@ -102,9 +117,9 @@ async function route(
       headers: { connection: "close" },
     });
   }
-  const methods = ROUTES[path];
+  const methods = routeOf(path);
   // A browser's CORS preflight cannot carry the key; it learns nothing about the routes.
-  if (isPreflight(request)) return preflight();
+  if (isPreflight(request)) return preflight(request);
   if (ctx.settings.apiKey && !PUBLIC_ROUTES.has(path)) checkApiKey(ctx.settings.apiKey, request);
   if (!methods) throw new HttpError(404, `No route for ${request.method} ${path}`);
   const handler = methods[request.method];
@@ -153,14 +168,25 @@ function isPreflight(request: Request): boolean {
     request.headers.has("access-control-request-method");
 }
 
-/** Answers a CORS preflight (its origin was already checked), the same for every path. */
-function preflight(): Response {
+/** A list of header names, as `Access-Control-Request-Headers` carries it. */
+const HEADER_NAME_LIST = /^[!#$%&'*+.^_`|~0-9a-z-]+(\s*,\s*[!#$%&'*+.^_`|~0-9a-z-]+)*$/i;
+
+/**
+ * Answers a CORS preflight, the same for every path. Its origin was already checked, so it
+ * allows the headers the browser asks for (the SDKs send `x-stainless-*`, `anthropic-version`,
+ * `x-api-key`…); a malformed list gets the basic ones.
+ */
+function preflight(request: Request): Response {
+  const asked = request.headers.get("access-control-request-headers")?.trim() ?? "";
   return new Response(null, {
     status: 204,
     headers: {
       "access-control-allow-methods": "GET, POST, OPTIONS",
-      "access-control-allow-headers": "authorization, content-type",
+      "access-control-allow-headers": HEADER_NAME_LIST.test(asked)
+        ? asked
+        : "authorization, content-type",
       "access-control-max-age": "600",
+      vary: "origin, access-control-request-headers",
     },
   });
 }

@@ -13,7 +13,8 @@ import {
   timingsOf,
   usageOf,
 } from "./generation_bridge.ts";
-import { badRequest } from "./http_error.ts";
+import { badRequest, HttpError } from "./http_error.ts";
+import type { ModelEntry } from "../models/registry.ts";
 import { chatMessages, Fields, readJsonBody, templateFields } from "./request_body.ts";
 import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
 import { type ChatDelta, ChatOutputStream } from "../engine/tools/output_stream.ts";
@@ -193,15 +194,39 @@ async function complete(
  * @returns The OpenAI list.
  */
 export function listModels(ctx: ServerContext): Response {
-  const created = Math.floor(Date.now() / 1000);
   return Response.json({
     object: "list",
-    data: ctx.registry.list().map((entry) => ({
-      id: entry.name,
-      object: "model",
-      created,
-      owned_by: "shimmy",
-      status: ctx.registry.state(entry.name),
-    })),
+    data: ctx.registry.list().map((e) => modelObject(ctx, e)),
   });
+}
+
+/**
+ * `GET /v1/models/{id}`: one model in OpenAI's shape, or a 404 naming it.
+ *
+ * @param ctx Server state.
+ * @param request The request; the id is the rest of the path after `models/`.
+ * @returns The model object.
+ * @throws {HttpError} 404 `model_not_found` when no model has that name.
+ */
+export function retrieveModel(ctx: ServerContext, request: Request): Response {
+  const path = new URL(request.url).pathname.replace(/\/+$/, "");
+  const id = decodeURIComponent(path.replace(/^\/(?:v1\/)?models\//, ""));
+  const entry = ctx.registry.list().find((e) => e.name === id);
+  if (!entry) {
+    throw new HttpError(404, `The model "${id}" does not exist`, {
+      code: "model_not_found",
+      param: "model",
+    });
+  }
+  return Response.json(modelObject(ctx, entry));
+}
+
+function modelObject(ctx: ServerContext, entry: ModelEntry) {
+  return {
+    id: entry.name,
+    object: "model",
+    created: Math.floor(Date.now() / 1000),
+    owned_by: "shimmy",
+    status: ctx.registry.state(entry.name),
+  };
 }

@@ -166,7 +166,31 @@ Deno.test("Browser origins: loopback and --cors origins are served with CORS hea
     headers: { origin: "https://app.example", "access-control-request-method": "POST" },
   });
   equal(preflight.status, 204);
+  equal(preflight.headers.get("access-control-allow-headers"), "authorization, content-type");
   await preflight.body?.cancel();
+  // The SDKs send their own headers; the browser asks for them in the preflight.
+  const asked = "authorization, content-type, x-stainless-os, anthropic-version, x-api-key";
+  const sdkPreflight = await fetch(`${server.url}/v1/messages`, {
+    method: "OPTIONS",
+    headers: {
+      origin: "https://app.example",
+      "access-control-request-method": "POST",
+      "access-control-request-headers": asked,
+    },
+  });
+  equal(sdkPreflight.status, 204);
+  equal(sdkPreflight.headers.get("access-control-allow-headers"), asked);
+  await sdkPreflight.body?.cancel();
+  const malformed = await fetch(`${server.url}/v1/models`, {
+    method: "OPTIONS",
+    headers: {
+      origin: "https://app.example",
+      "access-control-request-method": "GET",
+      "access-control-request-headers": "x-ok; <script>",
+    },
+  });
+  equal(malformed.headers.get("access-control-allow-headers"), "authorization, content-type");
+  await malformed.body?.cancel();
   for (const method of ["GET", "OPTIONS"]) {
     const evil = await fetch(`${server.url}/v1/models`, {
       method,

@@ -60,3 +60,30 @@ Deno.test("the official openai SDK gets identical completions streamed and not s
   const models = await client.models.list();
   equal(models.data[0]?.id, "tiny-f32");
 });
+
+Deno.test("the openai SDK retrieves one model, and works against a base URL without /v1", async () => {
+  await using server = await startServer();
+  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused" });
+  const model = await client.models.retrieve("tiny-f32");
+  equal(model.id, "tiny-f32");
+  equal(model.object, "model");
+  const missing = await client.models.retrieve("no-such-model").catch((error) => error);
+  ok(missing instanceof OpenAI.NotFoundError, String(missing));
+  equal(missing.code, "model_not_found");
+  const bare = new OpenAI({ baseURL: server.url, apiKey: "unused" });
+  const chat = await bare.chat.completions.create({
+    model: "tiny-f32",
+    messages: [{ role: "user", content: "Hi" }],
+    max_tokens: 4,
+    temperature: 0,
+  });
+  equal(chat.usage?.completion_tokens, 4);
+  const completion = await bare.completions.create({
+    model: "tiny-f32",
+    prompt: "Hi",
+    max_tokens: 3,
+  });
+  equal(completion.usage?.completion_tokens, 3);
+  equal((await bare.models.list()).data[0]?.id, "tiny-f32");
+  equal((await bare.models.retrieve("tiny-f32")).id, "tiny-f32");
+});
