@@ -39,7 +39,10 @@ export interface GenerationRequest {
   lora?: readonly LoraChoice[];
   /** Prompt tokens (BOS included when wanted). */
   prompt: Int32Array;
-  /** Most tokens to generate (0: none, only the prompt is counted); default: what fits. */
+  /**
+   * Most tokens to generate (0: none, only the prompt is counted); default, and at most: what
+   * is left of the slot's context (then generation ends with `"length"`).
+   */
   maxTokens?: number;
   /** Sampling settings. */
   sampling?: SamplingParams;
@@ -258,7 +261,7 @@ export class Scheduler {
    *
    * @param request Prompt tokens, limits, sampling, stop strings, abort signal.
    * @returns The running generation.
-   * @throws {GenerationError} `context_overflow` when prompt + max tokens cannot fit a slot,
+   * @throws {GenerationError} `context_overflow` when the prompt leaves no room to generate,
    *   `queue_full` when too many requests wait, `closed` after {@link close}.
    */
   submit(original: GenerationRequest): Generation {
@@ -365,12 +368,14 @@ export class Scheduler {
     if (max !== undefined && (!Number.isSafeInteger(max) || max < 0)) {
       throw new GenerationError("invalid_request", `max_tokens must be a non-negative integer`);
     }
-    if (n + (max ?? 1) > this.slotContext) {
+    // A max_tokens beyond what is left of the context is clamped (generation ends with
+    // "length" when the context is full); only a prompt with no room left is refused.
+    if (n + Math.min(max ?? 1, 1) > this.slotContext) {
       throw new GenerationError(
         "context_overflow",
-        `The prompt is ${n} tokens` + (max !== undefined ? ` and max_tokens is ${max}` : "") +
-          `, more than the context of ${this.slotContext} tokens per request; shorten the prompt, ` +
-          `lower max_tokens, raise --ctx-size, or send "truncate": true to drop the oldest tokens`,
+        `The prompt is ${n} tokens, more than the context of ${this.slotContext} tokens per ` +
+          `request can hold with room to generate; shorten the prompt, raise --ctx-size, or ` +
+          `send "truncate": true to drop the oldest tokens`,
       );
     }
   }
@@ -510,7 +515,10 @@ export class Scheduler {
     slot.cachedTokens = reuse;
     slot.generated = [];
     slot.output = "";
-    slot.maxTokens = request.maxTokens ?? this.slotContext - request.prompt.length;
+    slot.maxTokens = Math.min(
+      request.maxTokens ?? Infinity,
+      this.slotContext - request.prompt.length,
+    );
     slot.admittedAt = performance.now();
     slot.firstTokenAt = 0;
   }

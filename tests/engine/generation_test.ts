@@ -71,6 +71,22 @@ Deno.test("a prompt that cannot fit the context is refused with a clear error", 
   equal(loaded.scheduler.stats().busySlots, 0);
 });
 
+Deno.test("a max_tokens beyond the rest of the context is clamped and ends with length", async () => {
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("tiny-f32"),
+    ctxSize: 64,
+  });
+  const prompt = loaded.model.tokenize("once upon a time");
+  const { result } = await collect(loaded, {
+    prompt,
+    maxTokens: 1000,
+    ignoreEos: true,
+    sampling: { temperature: 0 },
+  });
+  equal(result.finishReason, "length");
+  equal(result.completionTokens, 64 - prompt.length, "generated until the context was full");
+});
+
 Deno.test("multi-byte UTF-8 split across byte tokens streams as whole characters", async () => {
   await using loaded = await LoadedModel.open({ path: await fixtureModel("tiny-f32") });
   const prompt = loaded.model.tokenize("symbols:");

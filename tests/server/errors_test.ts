@@ -79,6 +79,19 @@ Deno.test("a prompt beyond the context is 400 context_length_exceeded, not a cra
   await ok2.body?.cancel();
 });
 
+Deno.test("a max_tokens larger than what is left of the context generates to its end with length", async () => {
+  await using server = await startServer({ load: { ctxSize: 64 } });
+  const response = await postJson(`${server.url}/v1/completions`, {
+    prompt: "hi",
+    max_tokens: 5000,
+    ignore_eos: true,
+  });
+  equal(response.status, 200);
+  const body = await response.json();
+  equal(body.choices[0].finish_reason, "length");
+  equal(body.usage.prompt_tokens + body.usage.completion_tokens, 64);
+});
+
 Deno.test('"truncate": true drops the oldest prompt tokens instead of refusing', async () => {
   await using server = await startServer({ load: { ctxSize: 64 } });
   const long = "word ".repeat(100) + "the end";
