@@ -178,13 +178,15 @@ export function templateOptions(ctx: ServerContext, fields: TemplateFields = {})
  * OpenAI-style usage numbers.
  *
  * @param result A finished generation.
- * @returns `{prompt_tokens, completion_tokens, total_tokens}`.
+ * @returns `{prompt_tokens, completion_tokens, total_tokens, prompt_tokens_details}`; its
+ *   `cached_tokens` are the prompt tokens reused from the slot's cache.
  */
 export function usageOf(result: GenerationResult) {
   return {
     prompt_tokens: result.promptTokens,
     completion_tokens: result.completionTokens,
     total_tokens: result.promptTokens + result.completionTokens,
+    prompt_tokens_details: { cached_tokens: result.cachedTokens },
   };
 }
 

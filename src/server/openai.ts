@@ -5,6 +5,7 @@
  * @module
  */
 
+import { LLAMA_CPP_VERSION, VERSION } from "../version.ts";
 import type { ServerContext } from "./context.ts";
 import {
   finishReasonOf,
@@ -74,6 +75,9 @@ export function completions(
   return complete(ctx, request, clientGone, "text");
 }
 
+/** Names the server and llama.cpp build behind an answer (OpenAI's `system_fingerprint`). */
+const SYSTEM_FINGERPRINT = `shimmy-${VERSION}-llama.cpp-${LLAMA_CPP_VERSION}`;
+
 function promptOf(fields: Fields, kind: Kind, body: Record<string, unknown>): PromptSource {
   if (kind === "chat") {
     const tools = fields.raw("tools");
@@ -132,6 +136,7 @@ async function complete(
       object: kind === "chat" ? "chat.completion" : "text_completion",
       created,
       model,
+      system_fingerprint: SYSTEM_FINGERPRINT,
       choices: [choice],
       usage: usageOf(result),
       timings: timingsOf(result),
@@ -145,6 +150,7 @@ async function complete(
       object,
       created,
       model,
+      system_fingerprint: SYSTEM_FINGERPRINT,
       choices: [choice],
       ...(gen.includeUsage ? { usage: null } : {}),
       ...extra,
@@ -178,6 +184,7 @@ async function complete(
         object,
         created,
         model,
+        system_fingerprint: SYSTEM_FINGERPRINT,
         choices: [],
         usage: usageOf(result),
         timings: timingsOf(result),

@@ -87,3 +87,23 @@ Deno.test("the openai SDK retrieves one model, and works against a base URL with
   equal((await bare.models.list()).data[0]?.id, "tiny-f32");
   equal((await bare.models.retrieve("tiny-f32")).id, "tiny-f32");
 });
+
+Deno.test("usage reports the prompt tokens reused from the cache, and answers carry a system_fingerprint", async () => {
+  await using server = await startServer();
+  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused" });
+  const request = {
+    model: "tiny-f32",
+    messages: [{ role: "user" as const, content: "Tell me about the lighthouse on the hill" }],
+    max_tokens: 4,
+    temperature: 0,
+  };
+  const first = await client.chat.completions.create(request);
+  const second = await client.chat.completions.create(request);
+  equal(first.usage?.prompt_tokens_details?.cached_tokens, 0);
+  const cached = second.usage?.prompt_tokens_details?.cached_tokens ?? 0;
+  ok(cached > 0 && cached < (second.usage?.prompt_tokens ?? 0), `cached ${cached}`);
+  ok(first.system_fingerprint?.startsWith("shimmy-"), String(first.system_fingerprint));
+  for await (const chunk of await client.chat.completions.create({ ...request, stream: true })) {
+    equal(chunk.system_fingerprint, first.system_fingerprint);
+  }
+});
