@@ -127,6 +127,21 @@ export async function rawPrompt(
 }
 
 /**
+ * A prompt given as token ids, used as given (no BOS added). The scheduler checks that every
+ * id is in the vocabulary.
+ *
+ * @param ids The token ids.
+ * @returns The prepared prompt.
+ * @example
+ * ```ts
+ * tokenPrompt([1, 15043, 3186]).tokens; // Int32Array [1, 15043, 3186]
+ * ```
+ */
+export function tokenPrompt(ids: readonly number[]): PreparedPrompt {
+  return { tokens: Int32Array.from(ids), stopTokens: [], stopStrings: [], format: "tokens" };
+}
+
+/**
  * Chat messages rendered with the model's template (or the override), then tokenized.
  *
  * @param model The model.

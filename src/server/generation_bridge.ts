@@ -13,7 +13,7 @@ import {
   type ChatOutputRequest,
   planChatOutput,
 } from "../engine/tools/plan.ts";
-import { chatPrompt, rawPrompt } from "../engine/prompt.ts";
+import { chatPrompt, rawPrompt, tokenPrompt } from "../engine/prompt.ts";
 import type { TemplateMessage } from "../engine/templates.ts";
 import type { ModelEntry } from "../models/registry.ts";
 import type { Generation, GenerationResult } from "../engine/scheduler.ts";
@@ -27,9 +27,12 @@ import {
   type TemplateFields,
 } from "./request_body.ts";
 
-/** What to generate from: a raw prompt, or chat messages rendered with the model's template. */
+/**
+ * What to generate from: a raw prompt (text, or token ids used as given), or chat messages
+ * rendered with the model's template.
+ */
 export type PromptSource =
-  | { kind: "raw"; prompt: string }
+  | { kind: "raw"; prompt: string | readonly number[] }
   | {
     kind: "chat";
     messages: TemplateMessage[];
@@ -74,7 +77,9 @@ export async function startGeneration(
     const { entry, model: loaded } = lease;
     const fields = generationFields(body, loaded.model.nVocab);
     const prepared = source.kind === "raw"
-      ? await rawPrompt(loaded.model, source.prompt, { signal })
+      ? typeof source.prompt === "string"
+        ? await rawPrompt(loaded.model, source.prompt, { signal })
+        : tokenPrompt(source.prompt)
       : await chatPrompt(loaded.model, source.messages, ctx.settings.chatTemplate, source.tools, {
         signal,
         ...templateOptions(ctx, source.template),
@@ -175,18 +180,21 @@ export function templateOptions(ctx: ServerContext, fields: TemplateFields = {})
 }
 
 /**
- * OpenAI-style usage numbers.
+ * OpenAI-style usage numbers, summed over the generations of one request.
  *
- * @param result A finished generation.
+ * @param results The finished generations (one per prompt or choice).
  * @returns `{prompt_tokens, completion_tokens, total_tokens, prompt_tokens_details}`; its
- *   `cached_tokens` are the prompt tokens reused from the slot's cache.
+ *   `cached_tokens` are the prompt tokens reused from the slots' caches.
  */
-export function usageOf(result: GenerationResult) {
+export function usageOf(...results: GenerationResult[]) {
+  const sum = (of: (r: GenerationResult) => number) => results.reduce((n, r) => n + of(r), 0);
+  const prompt = sum((r) => r.promptTokens);
+  const completion = sum((r) => r.completionTokens);
   return {
-    prompt_tokens: result.promptTokens,
-    completion_tokens: result.completionTokens,
-    total_tokens: result.promptTokens + result.completionTokens,
-    prompt_tokens_details: { cached_tokens: result.cachedTokens },
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    prompt_tokens_details: { cached_tokens: sum((r) => r.cachedTokens) },
   };
 }
 

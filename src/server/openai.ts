@@ -10,6 +10,7 @@ import type { ServerContext } from "./context.ts";
 import {
   finishReasonOf,
   type PromptSource,
+  type StartedGeneration,
   startGeneration,
   timingsOf,
   usageOf,
@@ -78,25 +79,52 @@ export function completions(
 /** Names the server and llama.cpp build behind an answer (OpenAI's `system_fingerprint`). */
 const SYSTEM_FINGERPRINT = `shimmy-${VERSION}-llama.cpp-${LLAMA_CPP_VERSION}`;
 
-function promptOf(fields: Fields, kind: Kind, body: Record<string, unknown>): PromptSource {
-  if (kind === "chat") {
-    const tools = fields.raw("tools");
-    const output = chatOutputRequest(fields);
-    return {
-      kind: "chat",
-      messages: chatMessages(body.messages),
-      // tool_choice "none": the model is not told about the tools.
-      ...(Array.isArray(tools) && output.choice !== "none" ? { tools } : {}),
-      template: templateFields(fields),
-      output,
-    };
-  }
+/** Most prompts one `/v1/completions` request may carry (each is generated in its own slot). */
+const MAX_PROMPTS = 64;
+
+/**
+ * The prompts of a request: the chat messages, or each prompt of `/v1/completions`, which takes
+ * a string, token ids, or an array of either (one choice per prompt, in order).
+ */
+function promptsOf(fields: Fields, kind: Kind, body: Record<string, unknown>): PromptSource[] {
+  if (kind === "chat") return [chatSource(fields, body)];
   const prompt = fields.raw("prompt");
-  if (typeof prompt === "string") return { kind: "raw", prompt };
-  if (Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] === "string") {
-    return { kind: "raw", prompt: prompt[0] };
+  const wrong = () =>
+    badRequest(
+      '"prompt" must be a string, an array of token ids, or an array of strings or of token-id ' +
+        "arrays",
+      "prompt",
+    );
+  if (typeof prompt === "string") return [{ kind: "raw", prompt }];
+  if (!Array.isArray(prompt) || prompt.length === 0) throw wrong();
+  if (prompt.every(isTokenId)) return [{ kind: "raw", prompt: prompt as number[] }];
+  if (prompt.length > MAX_PROMPTS) {
+    throw badRequest(`At most ${MAX_PROMPTS} prompts per request (got ${prompt.length})`, "prompt");
   }
-  throw badRequest('"prompt" must be a string (one prompt per request)', "prompt");
+  return prompt.map((one) => {
+    if (typeof one === "string") return { kind: "raw", prompt: one };
+    if (Array.isArray(one) && one.length > 0 && one.every(isTokenId)) {
+      return { kind: "raw", prompt: one as number[] };
+    }
+    throw wrong();
+  });
+}
+
+function isTokenId(value: unknown): boolean {
+  return Number.isSafeInteger(value) && (value as number) >= 0;
+}
+
+function chatSource(fields: Fields, body: Record<string, unknown>): PromptSource {
+  const tools = fields.raw("tools");
+  const output = chatOutputRequest(fields);
+  return {
+    kind: "chat",
+    messages: chatMessages(body.messages),
+    // tool_choice "none": the model is not told about the tools.
+    ...(Array.isArray(tools) && output.choice !== "none" ? { tools } : {}),
+    template: templateFields(fields),
+    output,
+  };
 }
 
 async function complete(
@@ -107,91 +135,112 @@ async function complete(
 ): Promise<Response> {
   const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
   const fields = new Fields(body);
-  const source = promptOf(fields, kind, body);
+  const sources = promptsOf(fields, kind, body);
   const abort = new AbortController();
   clientGone.addEventListener("abort", () => abort.abort(), { once: true });
-  const started = await startGeneration(ctx, fields, source, abort.signal);
-  const gen = started.fields;
-  const entry = started.entry;
+  const all = await startAll(ctx, fields, sources, abort);
+  const first = all[0] as StartedGeneration;
+  const gen = first.fields;
   const id = completionId(kind);
   const created = Math.floor(Date.now() / 1000);
-  const model = entry.name;
+  const model = first.entry.name;
+  const envelope = { id, created, model, system_fingerprint: SYSTEM_FINGERPRINT };
 
   if (!gen.stream) {
-    for await (const _ of started.generation) { /* collect via result */ }
-    const result = await started.result;
-    const reader = kind === "chat" ? outputReader(started.output) : undefined;
-    reader?.push(result.text);
-    const output = reader?.finish(result.finishReason === "length").output;
-    const choice = kind === "chat"
-      ? {
-        index: 0,
+    const results = await Promise.all(all.map(async (started) => {
+      for await (const _ of started.generation) { /* collect via result */ }
+      return await started.result;
+    }));
+    const choices = results.map((result, index) => {
+      if (kind !== "chat") {
+        return { index, text: result.text, logprobs: null, finish_reason: finishReasonOf(result) };
+      }
+      const reader = outputReader(first.output);
+      reader?.push(result.text);
+      const output = reader?.finish(result.finishReason === "length").output;
+      return {
+        index,
         message: output ? assistantMessage(output) : { role: "assistant", content: result.text },
         logprobs: null,
         finish_reason: chatFinishReason(result, output?.toolCalls.length ?? 0),
-      }
-      : { index: 0, text: result.text, logprobs: null, finish_reason: finishReasonOf(result) };
+      };
+    });
     return Response.json({
-      id,
+      ...envelope,
       object: kind === "chat" ? "chat.completion" : "text_completion",
-      created,
-      model,
-      system_fingerprint: SYSTEM_FINGERPRINT,
-      choices: [choice],
-      usage: usageOf(result),
-      timings: timingsOf(result),
+      choices,
+      usage: usageOf(...results),
+      timings: timingsOf(results[0] as GenerationResult),
     });
   }
 
   const object = kind === "chat" ? "chat.completion.chunk" : "text_completion";
   const chunk = (choice: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
     sseEvent(JSON.stringify({
-      id,
+      ...envelope,
       object,
-      created,
-      model,
-      system_fingerprint: SYSTEM_FINGERPRINT,
       choices: [choice],
       ...(gen.includeUsage ? { usage: null } : {}),
       ...extra,
     }));
-  const piece = (text: string, finish: string | null) =>
+  const piece = (index: number, text: string, finish: string | null) =>
     kind === "chat"
-      ? { index: 0, delta: text === "" && finish ? {} : { content: text }, finish_reason: finish }
-      : { index: 0, text, logprobs: null, finish_reason: finish };
+      ? { index, delta: text === "" && finish ? {} : { content: text }, finish_reason: finish }
+      : { index, text, logprobs: null, finish_reason: finish };
 
   return sseResponse(async (send) => {
-    if (kind === "chat") {
-      send(chunk({ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }));
-    }
-    const reader = kind === "chat" ? outputReader(started.output) : undefined;
-    const delta = (d: ChatDelta) => send(chunk({ index: 0, delta: d, finish_reason: null }));
-    for await (const part of started.generation) {
-      if (reader) reader.push(part.text).forEach(delta);
-      else send(chunk(piece(part.text, null)));
-    }
-    const result = await started.result;
-    if (reader) {
-      const end = reader.finish(result.finishReason === "length");
-      end.deltas.forEach(delta);
-      send(chunk(piece("", chatFinishReason(result, end.output.toolCalls.length))));
-    } else {
-      send(chunk(piece("", finishReasonOf(result))));
-    }
+    // One prompt per choice; their pieces interleave as they are generated.
+    const results = await Promise.all(all.map(async (started, index) => {
+      const reader = kind === "chat" ? outputReader(started.output) : undefined;
+      const delta = (d: ChatDelta) => send(chunk({ index, delta: d, finish_reason: null }));
+      if (kind === "chat") {
+        send(chunk({ index, delta: { role: "assistant", content: "" }, finish_reason: null }));
+      }
+      for await (const part of started.generation) {
+        if (reader) reader.push(part.text).forEach(delta);
+        else send(chunk(piece(index, part.text, null)));
+      }
+      const result = await started.result;
+      if (reader) {
+        const end = reader.finish(result.finishReason === "length");
+        end.deltas.forEach(delta);
+        send(chunk(piece(index, "", chatFinishReason(result, end.output.toolCalls.length))));
+      } else {
+        send(chunk(piece(index, "", finishReasonOf(result))));
+      }
+      return result;
+    }));
     if (gen.includeUsage) {
       send(sseEvent(JSON.stringify({
-        id,
+        ...envelope,
         object,
-        created,
-        model,
-        system_fingerprint: SYSTEM_FINGERPRINT,
         choices: [],
-        usage: usageOf(result),
-        timings: timingsOf(result),
+        usage: usageOf(...results),
+        timings: timingsOf(results[0] as GenerationResult),
       })));
     }
     send(SSE_DONE);
   }, abort);
+}
+
+/**
+ * Starts one generation per prompt. If one cannot start, the others are cancelled and its
+ * error is thrown.
+ */
+async function startAll(
+  ctx: ServerContext,
+  fields: Fields,
+  sources: PromptSource[],
+  abort: AbortController,
+): Promise<StartedGeneration[]> {
+  const starts = sources.map((source) => startGeneration(ctx, fields, source, abort.signal));
+  const settled = await Promise.allSettled(starts);
+  const failed = settled.find((s) => s.status === "rejected");
+  if (failed) {
+    abort.abort();
+    throw failed.reason;
+  }
+  return settled.map((s) => (s as PromiseFulfilledResult<StartedGeneration>).value);
 }
 
 /**

@@ -1,4 +1,4 @@
-import { equal, ok } from "node:assert/strict";
+import { deepEqual, equal, ok } from "node:assert/strict";
 import OpenAI from "openai";
 import { startServer } from "./harness.ts";
 
@@ -106,4 +106,50 @@ Deno.test("usage reports the prompt tokens reused from the cache, and answers ca
   for await (const chunk of await client.chat.completions.create({ ...request, stream: true })) {
     equal(chunk.system_fingerprint, first.system_fingerprint);
   }
+});
+
+Deno.test("completions take token ids and arrays of prompts, one choice per prompt, streamed and not", async () => {
+  await using server = await startServer({ load: { parallel: 2 } });
+  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused" });
+  const base = { model: "tiny-f32", max_tokens: 6, temperature: 0 };
+  const single = async (prompt: string) =>
+    (await client.completions.create({ ...base, prompt })).choices[0]?.text;
+  const expected = [await single("Once upon a time"), await single("The lighthouse")];
+  const both = await client.completions.create({
+    ...base,
+    prompt: ["Once upon a time", "The lighthouse"],
+  });
+  deepEqual(both.choices.map((c) => c.index), [0, 1]);
+  deepEqual(both.choices.map((c) => c.text), expected);
+  equal(both.usage?.completion_tokens, 12);
+  const streamed = ["", ""];
+  let finished = 0;
+  for await (
+    const chunk of await client.completions.create({
+      ...base,
+      prompt: ["Once upon a time", "The lighthouse"],
+      stream: true,
+    })
+  ) {
+    for (const choice of chunk.choices) {
+      streamed[choice.index] += choice.text;
+      if (choice.finish_reason) finished++;
+    }
+  }
+  deepEqual(streamed, expected);
+  equal(finished, 2);
+  // Token ids: the same tokens as the text, so the same answer.
+  const outside = await fetch(`${server.url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ ...base, prompt: [[999999]] }),
+  });
+  equal(outside.status, 400, "an id outside the vocabulary");
+  ok(/not in the vocabulary/.test((await outside.json()).error.message));
+  const ids = await client.completions.create({ ...base, prompt: [1, 2, 3] });
+  equal(ids.choices.length, 1);
+  equal(ids.usage?.prompt_tokens, 3);
+  const idLists = await client.completions.create({ ...base, prompt: [[1, 2, 3], [1, 2, 3]] });
+  equal(idLists.choices[0]?.text, ids.choices[0]?.text);
+  equal(idLists.choices[1]?.text, ids.choices[0]?.text);
 });
