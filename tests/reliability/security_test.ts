@@ -102,7 +102,6 @@ const UNKNOWN_PATHS = [
   "/nope",
   "/v1/nope",
   "/api/nope",
-  "/v1/models/tiny-f32",
   "/admin",
   "/%2e%2e/etc/passwd",
   "/health/x",
@@ -110,7 +109,7 @@ const UNKNOWN_PATHS = [
 const AUTH_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
 
 function validBody(path: string): string {
-  if (path === "/v1/chat/completions" || path === "/apply-template") {
+  if (path.endsWith("/chat/completions") || path === "/apply-template") {
     return JSON.stringify({ messages: [{ role: "user", content: "x" }], max_tokens: 2 });
   }
   return JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 2, adapters: [] });
