@@ -199,6 +199,7 @@ export class Context extends NativeHandle {
     }
     sampler.claimForDevice(() => this.detachSampler(seqId));
     if (!this.model.llama.symbols.llama_set_sampler(pointer, seqId, sampler.pointer)) {
+      sampler.releasedByDevice(); // closing it must not detach a later chain of this sequence
       throw new Error(`llama.cpp cannot run the sampler of sequence ${seqId} on the device`);
     }
     this.#deviceSamplers.set(seqId, sampler);

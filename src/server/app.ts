@@ -14,7 +14,7 @@ import { errorResponse, HttpError } from "./http_error.ts";
 import { applyTemplate } from "./apply_template.ts";
 import { getLora, listLoaded, loadModel, setLora, unloadModel } from "./models_api.ts";
 import { apiGenerate, apiModels, apiTags, wsGenerate } from "./native.ts";
-import { chatCompletions, completions, listModels, retrieveModel } from "./openai.ts";
+import { chatCompletions, completions, listModels, MODEL_ROUTE, retrieveModel } from "./openai.ts";
 import { hostAllowed, originAllowed } from "./origin_policy.ts";
 
 /**
@@ -49,12 +49,9 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/diag": { GET: diag },
 };
 
-/** `GET /v1/models/{id}` (and `/models/{id}`): the id is the rest of the path. */
-const MODEL_PATH = /^\/(?:v1\/)?models\/./;
-
 /** The methods of a path: a fixed route, or one model's route. */
 function routeOf(path: string): Partial<Record<string, Handler>> | undefined {
-  return ROUTES[path] ?? (MODEL_PATH.test(path) ? { GET: retrieveModel } : undefined);
+  return ROUTES[path] ?? (MODEL_ROUTE.test(path) ? { GET: retrieveModel } : undefined);
 }
 
 /** Routes reachable without the API key. */
@@ -96,7 +93,7 @@ export function createApp(
       request.signal.removeEventListener("abort", abort);
     }
     ctx.metrics.request(
-      ROUTES[path] ? path : MODEL_PATH.test(path) ? "/v1/models/{id}" : "other",
+      ROUTES[path] ? path : MODEL_ROUTE.test(path) ? "/v1/models/{id}" : "other",
       response.status,
     );
     if (!info) done();

@@ -256,6 +256,9 @@ export function listModels(ctx: ServerContext): Response {
   });
 }
 
+/** The path of `GET /v1/models/{id}` (also without `/v1`); the id is everything after `models/`. */
+export const MODEL_ROUTE = /^\/(?:v1\/)?models\/(.+)$/;
+
 /**
  * `GET /v1/models/{id}`: one model in OpenAI's shape, or a 404 naming it.
  *
@@ -266,7 +269,7 @@ export function listModels(ctx: ServerContext): Response {
  */
 export function retrieveModel(ctx: ServerContext, request: Request): Response {
   const path = new URL(request.url).pathname.replace(/\/+$/, "");
-  const id = decodeURIComponent(path.replace(/^\/(?:v1\/)?models\//, ""));
+  const id = decodeURIComponent(MODEL_ROUTE.exec(path)?.[1] ?? "");
   const entry = ctx.registry.list().find((e) => e.name === id);
   if (!entry) {
     throw new HttpError(404, `The model "${id}" does not exist`, {
