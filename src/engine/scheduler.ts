@@ -492,7 +492,7 @@ export class Scheduler {
         }
       }
       try {
-        this.#start(best, job, Math.min(bestShared, prompt.length - 1));
+        this.#start(best, job, Math.min(bestShared, prompt.length - 1), key);
       } catch (error) {
         job.sampler.close();
         job.chunks.fail(error);
@@ -501,10 +501,11 @@ export class Scheduler {
     }
   }
 
-  #start(slot: Slot, job: Job, reuse: number): void {
+  /** @param deviceKey The job's {@link deviceSamplerKey}, or "" when it samples on the CPU. */
+  #start(slot: Slot, job: Job, reuse: number, deviceKey: string): void {
     const request = job.request;
     // First, so a failure leaves the slot idle.
-    const sampler = this.#samplerFor(slot, job);
+    const sampler = this.#samplerFor(slot, job, deviceKey);
     this.context.removeTokens(slot.seqId, reuse, -1);
     slot.cached.length = reuse;
     slot.job = job;
@@ -669,9 +670,8 @@ export class Scheduler {
    * the job's own on the CPU, after detaching the slot's (its sequence must not sample on the
    * device for a CPU request).
    */
-  #samplerFor(slot: Slot, job: Job): Sampler {
-    const onDevice = this.#deviceSampling && job.sampler.deviceCapable;
-    const key = onDevice ? deviceSamplerKey(job) : "";
+  #samplerFor(slot: Slot, job: Job, key: string): Sampler {
+    const onDevice = key !== "";
     if (onDevice && slot.deviceSampler && slot.deviceKey === key) {
       job.sampler.close();
       // A fixed seed starts its sequence of draws again; without one, the draws go on.
