@@ -91,6 +91,21 @@ export class ChatInputError extends Error {
   override name = "ChatInputError";
 }
 
+/** Deepest nesting of objects and arrays a template's data may have (messages, tools, kwargs). */
+export const MAX_TEMPLATE_DATA_DEPTH = 256;
+
+/** Whether JSON data nests objects or arrays more than `limit` levels (checked without recursion). */
+function nestedDeeperThan(data: unknown, limit: number): boolean {
+  const pending: [unknown, number][] = [[data, 0]];
+  while (pending.length > 0) {
+    const [value, depth] = pending.pop() as [unknown, number];
+    if (typeof value !== "object" || value === null) continue;
+    if (depth >= limit) return true;
+    for (const child of Object.values(value)) pending.push([child, depth + 1]);
+  }
+  return false;
+}
+
 type Json = unknown;
 type Obj = Record<string, Json>;
 
@@ -637,6 +652,13 @@ export function applyChatTemplate(tmpl: CompiledChatTemplate, input: ChatTemplat
   }
   if (typeof vars.reasoning_effort === "string" && vars.reasoning_effort !== "") {
     applyReasoningEffort(ctx, vars.reasoning_effort);
+  }
+  if (nestedDeeperThan(vars, MAX_TEMPLATE_DATA_DEPTH)) {
+    // The engine walks values recursively: a deeper tool schema or argument would overflow the
+    // stack (a 500), not fail like bad input.
+    throw new ChatInputError(
+      `The messages or tools are nested more than ${MAX_TEMPLATE_DATA_DEPTH} levels deep`,
+    );
   }
   ctx.setJson(vars);
   let result = render(tmpl.program, ctx);

@@ -533,3 +533,24 @@ Deno.test("templateLoadWarning() names a GGUF template that does not parse, and 
   assert.equal(templateLoadWarning("{{ messages[0].content }}"), undefined);
   assert.equal(templateLoadWarning(undefined), undefined);
 });
+
+Deno.test("renderChat() refuses tools nested too deep with a 400, and renders deep ones below the bound", () => {
+  const nested = (levels: number) => {
+    let value: unknown = {};
+    for (let i = 0; i < levels; i++) value = { a: value };
+    return [{ type: "function", function: { name: "f", parameters: value } }];
+  };
+  const template = "{{ tools | tojson }}{% for m in messages %}{{ m.content }}{% endfor %}";
+  const messages = [{ role: "user", content: "Hi" }];
+  const shallow = renderChat({ template, messages, tools: nested(200) });
+  assert.ok(shallow.prompt.endsWith("Hi"));
+  assert.throws(
+    () => renderChat({ template, messages, tools: nested(10_000) }),
+    (error: unknown) => {
+      assert.ok(error instanceof TemplateError);
+      assert.equal(toHttpError(error).status, 400);
+      assert.match(error.message, /nested more than 256 levels/);
+      return true;
+    },
+  );
+});
