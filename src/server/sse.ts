@@ -6,7 +6,7 @@
  * @module
  */
 
-import { errorBody, toHttpError } from "./http_error.ts";
+import { errorBody, type HttpError, toHttpError } from "./http_error.ts";
 
 const encoder = new TextEncoder();
 
@@ -14,15 +14,19 @@ const encoder = new TextEncoder();
  * Frames one SSE event.
  *
  * @param data The payload (plain text or JSON).
+ * @param event The event's name (`event:` line), for APIs with typed events (Anthropic,
+ *   Responses); none by default.
  * @returns The bytes of `data: …\n\n`, one `data:` line per line of the payload.
  * @example
  * ```ts
  * sseEvent("a\nb"); // "data: a\ndata: b\n\n"
+ * sseEvent("{}", "message_stop"); // "event: message_stop\ndata: {}\n\n"
  * ```
  */
-export function sseEvent(data: string): Uint8Array {
+export function sseEvent(data: string, event?: string): Uint8Array {
   const lines = data.split(/\r\n|\r|\n/);
-  return encoder.encode(lines.map((line) => `data: ${line}\n`).join("") + "\n");
+  const name = event === undefined ? "" : `event: ${event}\n`;
+  return encoder.encode(name + lines.map((line) => `data: ${line}\n`).join("") + "\n");
 }
 
 /** The OpenAI end-of-stream event. */
@@ -41,11 +45,14 @@ export const SSE_HEADERS: Record<string, string> = {
  *
  * @param produce Writes events with `send`; it should stop when `signal` aborts.
  * @param abort Aborted when the client disconnects (the generation's abort controller).
+ * @param errorEvent Frames a failure as the stream's last event; default OpenAI's
+ *   `data: {"error":{…}}`.
  * @returns The response.
  */
 export function sseResponse(
   produce: (send: (bytes: Uint8Array) => void) => Promise<void>,
   abort: AbortController,
+  errorEvent: (error: HttpError) => Uint8Array = openAiErrorEvent,
 ): Response {
   const body = new ReadableStream<Uint8Array>({
     async start(controller) {
@@ -56,7 +63,7 @@ export function sseResponse(
         await produce(send);
       } catch (error) {
         // Headers are gone already: the error travels as a last event, OpenAI-style.
-        send(sseEvent(JSON.stringify(errorBody(toHttpError(error)))));
+        send(errorEvent(toHttpError(error)));
       }
       if (!abort.signal.aborted) controller.close();
     },
@@ -65,4 +72,8 @@ export function sseResponse(
     },
   });
   return new Response(body, { headers: SSE_HEADERS });
+}
+
+function openAiErrorEvent(error: HttpError): Uint8Array {
+  return sseEvent(JSON.stringify(errorBody(error)));
 }
