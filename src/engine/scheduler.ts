@@ -25,6 +25,7 @@ import { GenerationError } from "./errors.ts";
 import { validateGrammar } from "./gbnf.ts";
 import { PrefillBudget } from "./prefill_budget.ts";
 import { samplerStages, type SamplingParams } from "./sampling.ts";
+import { stepLogprobs, type TokenLogprob } from "./logprobs.ts";
 import { TextStream } from "./text_stream.ts";
 
 /** An adapter and its scale. */
@@ -59,6 +60,11 @@ export interface GenerationRequest {
   ignoreEos?: boolean;
   /** Aborts the generation (client gone, stop frame…). */
   signal?: AbortSignal;
+  /**
+   * Report each generated token's log-probability with this many of the step's most likely
+   * tokens (0–20). Default: none, and nothing is computed.
+   */
+  logprobs?: number;
 }
 
 /** Why a generation ended. */
@@ -70,6 +76,8 @@ export interface GenerationChunk {
   text: string;
   /** Tokens generated so far. */
   completionTokens: number;
+  /** Log-probabilities of the tokens behind this text, when the request asked for them. */
+  logprobs?: TokenLogprob[];
 }
 
 /** The final outcome of a generation. */
@@ -84,6 +92,13 @@ export interface GenerationResult {
   cachedTokens: number;
   completionTokens: number;
   timings: GenerationTimings;
+  /** Log-probabilities of the tokens behind `text`, when the request asked for them. */
+  logprobs?: TokenLogprob[];
+  /**
+   * The prompt was evaluated once for several choices (see {@link Scheduler.submitChoices}) and
+   * this one reused it: count its prompt tokens once per request, with the first choice.
+   */
+  sharedPrompt?: boolean;
 }
 
 /** Timings of one generation, in milliseconds and tokens per second. */
@@ -126,6 +141,8 @@ export interface SchedulerStats {
   steps: number;
   /** Steps that decoded tokens of more than one slot. */
   sharedSteps: number;
+  /** Prompt tokens evaluated (not reused from a cache or from another choice). */
+  promptTokensEvaluated: number;
   /** Requests whose tokens were sampled inside the decode graph. */
   deviceSampledRequests: number;
   /**
@@ -153,7 +170,11 @@ export interface StepTime {
   hostMs: number;
 }
 
-type SlotState = "idle" | "prompt" | "generating";
+/**
+ * `forking`: a further choice of a request waits for the first choice's prompt, whose cache
+ * entries it then shares.
+ */
+type SlotState = "idle" | "prompt" | "forking" | "generating";
 
 /**
  * Prompts that need at most this many tokens evaluated are never split while others generate:
@@ -169,6 +190,37 @@ interface Job {
   resolve: (result: GenerationResult) => void;
   reject: (error: unknown) => void;
   submittedAt: number;
+  /** The further choices of the same prompt, which start from this job's evaluated prompt. */
+  forks?: Job[];
+  /** The slot running this job, once admitted. */
+  slot?: Slot;
+  /** A further choice: its prompt was evaluated by the first choice's job. */
+  sharesPrompt?: boolean;
+}
+
+/** The consumer's side of one generation: its chunk queue and its result. */
+class Outlet {
+  readonly chunks = new AsyncQueue<GenerationChunk>();
+  resolve!: (result: GenerationResult) => void;
+  reject!: (error: unknown) => void;
+  readonly generation: Generation;
+
+  constructor() {
+    const result = new Promise<GenerationResult>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    result.catch(() => {}); // the consumer may only iterate; errors also reach the iterator
+    const chunks = this.chunks;
+    this.generation = { result, [Symbol.asyncIterator]: () => chunks[Symbol.asyncIterator]() };
+  }
+}
+
+/** Choice `index` of a request: a fixed seed is offset by the index, so choices differ. */
+function choiceRequest(request: GenerationRequest, index: number): GenerationRequest {
+  const seed = request.sampling?.seed;
+  if (index === 0 || seed === undefined) return request;
+  return { ...request, sampling: { ...request.sampling, seed: seed + index } };
 }
 
 class Slot {
@@ -186,6 +238,10 @@ class Slot {
   /** The settings {@link deviceSampler} was built from; see {@link deviceSamplerKey}. */
   deviceKey = "";
   text: TextStream | undefined;
+  /** Log-probabilities of generated tokens whose text has not been sent yet. */
+  pendingLogprobs: TokenLogprob[] = [];
+  /** Log-probabilities of the tokens whose text was sent. */
+  logprobs: TokenLogprob[] = [];
   promptIndex = 0;
   generated: number[] = [];
   output = "";
@@ -215,6 +271,7 @@ export class Scheduler {
   #closing = false;
   #steps = 0;
   #sharedSteps = 0;
+  #promptTokensEvaluated = 0;
   #deviceSampledRequests = 0;
   #deviceSamplerAttachments = 0;
   readonly #time: StepTime = { decodeMs: 0, sampleMs: 0, hostMs: 0 };
@@ -250,6 +307,7 @@ export class Scheduler {
       queued: this.#queue.length + this.#preparing.size,
       steps: this.#steps,
       sharedSteps: this.#sharedSteps,
+      promptTokensEvaluated: this.#promptTokensEvaluated,
       deviceSampledRequests: this.#deviceSampledRequests,
       deviceSamplerAttachments: this.#deviceSamplerAttachments,
       time: { ...this.#time },
@@ -264,8 +322,31 @@ export class Scheduler {
    * @throws {GenerationError} `context_overflow` when the prompt leaves no room to generate,
    *   `queue_full` when too many requests wait, `closed` after {@link close}.
    */
-  submit(original: GenerationRequest): Generation {
+  submit(request: GenerationRequest): Generation {
+    return this.submitChoices(request, 1)[0] as Generation;
+  }
+
+  /**
+   * Queues `n` generations from one prompt (OpenAI's `n`). The prompt is evaluated once, in the
+   * first choice's slot; the other choices wait in theirs, then share its cache entries
+   * (`llama_memory_seq_cp`) and draw their first token from the same logits, each with its own
+   * sampler chain. A fixed seed is offset by the choice's index, so choices differ. The `n`
+   * slots are taken together, so `n` may not exceed the slot count.
+   *
+   * @param original Prompt tokens, limits, sampling, stop strings, abort signal.
+   * @param n How many choices (1 to the slot count).
+   * @returns One running generation per choice.
+   * @throws {GenerationError} `invalid_request` for an `n` beyond the slots, and as
+   *   {@link submit}.
+   */
+  submitChoices(original: GenerationRequest, n: number): Generation[] {
     if (this.#closing) throw new GenerationError("closed", "The model is shutting down");
+    if (!Number.isSafeInteger(n) || n < 1 || n > this.#slots.length) {
+      throw new GenerationError(
+        "invalid_request",
+        `Cannot run ${n} choices of one prompt at once on ${this.#slots.length} slots`,
+      );
+    }
     const request = original.truncate ? this.#truncated(original) : original;
     this.#validate(request);
     const freeSlots = this.#slots.filter((s) => s.state === "idle").length;
@@ -276,54 +357,67 @@ export class Scheduler {
         `Too many requests are waiting (${waiting}); try again shortly`,
       );
     }
-    const chunks = new AsyncQueue<GenerationChunk>();
-    let resolve!: (r: GenerationResult) => void;
-    let reject!: (e: unknown) => void;
-    const result = new Promise<GenerationResult>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    result.catch(() => {}); // the consumer may only iterate; errors also reach the iterator
     const submittedAt = performance.now();
-    const generation = { result, [Symbol.asyncIterator]: () => chunks[Symbol.asyncIterator]() };
+    const outlets = Array.from({ length: n }, () => new Outlet());
     if (request.maxTokens === 0) {
       // Nothing to generate: answer at once, without taking a slot or decoding the prompt.
-      chunks.end();
-      resolve({ ...emptyResult(request, submittedAt), finishReason: "length" });
-      return generation;
+      for (const outlet of outlets) {
+        outlet.chunks.end();
+        outlet.resolve({ ...emptyResult(request, submittedAt), finishReason: "length" });
+      }
+    } else {
+      const requests = outlets.map((_, i) => choiceRequest(request, i));
+      const preparing = this.#queueWhenReady(requests, outlets, submittedAt);
+      this.#preparing.add(preparing);
+      void preparing.finally(() => this.#preparing.delete(preparing));
     }
-    const preparing = this.#queueWhenReady(request, chunks, resolve, reject, submittedAt);
-    this.#preparing.add(preparing);
-    void preparing.finally(() => this.#preparing.delete(preparing));
-    return generation;
+    return outlets.map((outlet) => outlet.generation);
   }
 
-  /** Builds the request's sampler chain (off the event loop), then queues the job. */
+  /**
+   * Builds each choice's sampler chain (off the event loop), then queues the first choice as
+   * the job, carrying the others as its forks.
+   */
   async #queueWhenReady(
-    request: GenerationRequest,
-    chunks: AsyncQueue<GenerationChunk>,
-    resolve: (r: GenerationResult) => void,
-    reject: (e: unknown) => void,
+    requests: GenerationRequest[],
+    outlets: Outlet[],
     submittedAt: number,
   ): Promise<void> {
-    let sampler: Sampler;
-    try {
-      sampler = await Sampler.build(this.context.model, samplerStages(request.sampling ?? {}));
-    } catch (error) {
-      const wrapped = error instanceof SamplerStageError
-        ? new GenerationError("invalid_request", error.message, error)
-        : error;
-      chunks.fail(wrapped);
-      reject(wrapped);
+    const built = await Promise.allSettled(
+      requests.map((r) => Sampler.build(this.context.model, samplerStages(r.sampling ?? {}))),
+    );
+    const failure = built.find((b) => b.status === "rejected");
+    const samplers = built.flatMap((b) => b.status === "fulfilled" ? [b.value] : []);
+    const request = requests[0] as GenerationRequest;
+    if (failure || this.#closing || request.signal?.aborted) {
+      for (const sampler of samplers) sampler.close();
+      for (const outlet of outlets) {
+        if (failure) {
+          const error = failure.reason;
+          const wrapped = error instanceof SamplerStageError
+            ? new GenerationError("invalid_request", error.message, error)
+            : error;
+          outlet.chunks.fail(wrapped);
+          outlet.reject(wrapped);
+        } else {
+          outlet.chunks.end();
+          outlet.resolve(emptyResult(request, submittedAt));
+        }
+      }
       return;
     }
-    if (this.#closing || request.signal?.aborted) {
-      sampler.close();
-      chunks.end();
-      resolve(emptyResult(request, submittedAt));
-      return;
-    }
-    this.#queue.push({ request, sampler, chunks, resolve, reject, submittedAt });
+    const jobs: Job[] = outlets.map((outlet, i) => ({
+      request: requests[i] as GenerationRequest,
+      sampler: samplers[i] as Sampler,
+      chunks: outlet.chunks,
+      resolve: outlet.resolve,
+      reject: outlet.reject,
+      submittedAt,
+      ...(i > 0 ? { sharesPrompt: true } : {}),
+    }));
+    const first = jobs[0] as Job;
+    if (jobs.length > 1) first.forks = jobs.slice(1);
+    this.#queue.push(first);
     request.signal?.addEventListener("abort", () => this.#wakeUp(), { once: true });
     this.#wakeUp();
   }
@@ -418,9 +512,11 @@ export class Scheduler {
       const job = this.#queue[i] as Job;
       if (job.request.signal?.aborted || this.#closing) {
         this.#queue.splice(i, 1);
-        job.sampler.close();
-        job.chunks.end();
-        job.resolve(emptyResult(job.request, job.submittedAt));
+        for (const one of [job, ...job.forks ?? []]) {
+          one.sampler.close();
+          one.chunks.end();
+          one.resolve(emptyResult(one.request, one.submittedAt));
+        }
       }
     }
     for (const slot of this.#slots) {
@@ -468,20 +564,22 @@ export class Scheduler {
   #admit(): void {
     while (this.#queue.length > 0) {
       const free = this.#slots.filter((s) => s.state === "idle");
-      if (free.length === 0) return;
+      const next = this.#queue[0] as Job;
+      // A request's choices start together: it waits for as many free slots.
+      if (free.length < 1 + (next.forks?.length ?? 0)) return;
       try {
-        if (!this.#useLoraOf(this.#queue[0] as Job)) return;
+        if (!this.#useLoraOf(next)) return;
       } catch (error) {
-        const failed = this.#queue.shift() as Job;
-        failed.sampler.close();
-        failed.chunks.fail(error);
-        failed.reject(error);
+        this.#rejectJob(this.#queue.shift() as Job, error);
         continue;
       }
       const job = this.#queue.shift() as Job;
       const prompt = job.request.prompt;
+      // Log-probabilities need the logits, and choices share them: those sample on the CPU.
+      const onDevice = this.#deviceSampling && job.sampler.deviceCapable &&
+        job.request.logprobs === undefined && !job.forks;
       // The slot with the longest cached prefix; among equals, one whose device chain fits.
-      const key = this.#deviceSampling && job.sampler.deviceCapable ? deviceSamplerKey(job) : "";
+      const key = onDevice ? deviceSamplerKey(job) : "";
       let best = free[0] as Slot;
       let bestShared = -1;
       for (const slot of free) {
@@ -491,13 +589,30 @@ export class Scheduler {
           [best, bestShared] = [slot, shared];
         }
       }
+      const started: Slot[] = [];
       try {
         this.#start(best, job, Math.min(bestShared, prompt.length - 1), key);
+        started.push(best);
+        for (const fork of job.forks ?? []) {
+          const slot = free.find((s) => s.state === "idle") as Slot;
+          this.#start(slot, fork, 0, "");
+          started.push(slot);
+          slot.state = "forking";
+          slot.promptIndex = slot.cachedTokens = prompt.length;
+        }
       } catch (error) {
-        job.sampler.close();
-        job.chunks.fail(error);
-        job.reject(error);
+        for (const slot of started) this.#release(slot);
+        this.#rejectJob(job, error);
       }
+    }
+  }
+
+  /** Fails a job that could not start, and its forks. */
+  #rejectJob(job: Job, error: unknown): void {
+    for (const one of [job, ...job.forks ?? []]) {
+      one.sampler.close();
+      one.chunks.fail(error);
+      one.reject(error);
     }
   }
 
@@ -509,12 +624,15 @@ export class Scheduler {
     this.context.removeTokens(slot.seqId, reuse, -1);
     slot.cached.length = reuse;
     slot.job = job;
+    job.slot = slot;
     slot.sampler = sampler;
     slot.text = new TextStream(request.stop ?? []);
     slot.state = "prompt";
     slot.promptIndex = reuse;
     slot.cachedTokens = reuse;
     slot.generated = [];
+    slot.pendingLogprobs = [];
+    slot.logprobs = [];
     slot.output = "";
     slot.maxTokens = Math.min(
       request.maxTokens ?? Infinity,
@@ -547,6 +665,7 @@ export class Scheduler {
       if (limit <= 0) continue;
       const take = Math.min(batch.free, prompt.length - slot.promptIndex, limit);
       promptBudget -= take;
+      this.#promptTokensEvaluated += take;
       for (let k = 0; k < take; k++) {
         const token = prompt[slot.promptIndex] as number;
         const last = slot.promptIndex === prompt.length - 1;
@@ -582,15 +701,17 @@ export class Scheduler {
     }
   }
 
-  #sampleInto(slot: Slot): void {
+  /** Samples a slot's next token from the logits at `index` (default: its own in the batch). */
+  #sampleInto(slot: Slot, index = slot.batchIndex): void {
     const job = slot.job as Job;
     const model = this.context.model;
     if (slot.state === "prompt") {
       slot.state = "generating";
       slot.firstTokenAt = performance.now();
+      for (const fork of job.forks ?? []) this.#fork(slot, fork, index);
     }
     const sampleStart = performance.now();
-    const token = (slot.sampler as Sampler).sample(this.context, slot.batchIndex);
+    const token = (slot.sampler as Sampler).sample(this.context, index);
     const sampleMs = performance.now() - sampleStart;
     this.#time.sampleMs += sampleMs;
     this.#time.hostMs -= sampleMs; // inside the turn, which #run counts as host time
@@ -600,10 +721,19 @@ export class Scheduler {
       return;
     }
     slot.generated.push(token);
+    if (job.request.logprobs !== undefined) {
+      slot.pendingLogprobs.push(
+        stepLogprobs(this.context.logits(index), token, job.request.logprobs),
+      );
+    }
     const chunk = (slot.text as TextStream).push(model.tokenBytes(token));
     if (chunk.text) {
       slot.output += chunk.text;
-      job.chunks.push({ text: chunk.text, completionTokens: slot.generated.length });
+      job.chunks.push({
+        text: chunk.text,
+        completionTokens: slot.generated.length,
+        ...sentLogprobs(slot),
+      });
     }
     if (chunk.stop !== undefined) {
       this.#finish(slot, "stop");
@@ -612,12 +742,41 @@ export class Scheduler {
     }
   }
 
+  /**
+   * Starts a further choice from its first choice's evaluated prompt: shares the prompt's cache
+   * entries and samples the first token from the same logits. A choice that ended meanwhile
+   * (cancelled) is skipped.
+   */
+  #fork(first: Slot, fork: Job, index: number): void {
+    const slot = fork.slot;
+    if (!slot || slot.job !== fork || slot.state !== "forking") return;
+    this.context.copySequence(first.seqId, slot.seqId);
+    slot.cached = [...first.cached];
+    slot.state = "generating";
+    slot.firstTokenAt = first.firstTokenAt;
+    this.#sampleInto(slot, index);
+  }
+
+  /** Ends the choices still waiting for a first choice that ended before its prompt did. */
+  #endWaitingForks(job: Job, end: (slot: Slot) => void): void {
+    for (const fork of job.forks ?? []) {
+      if (fork.slot?.job === fork && fork.slot.state === "forking") end(fork.slot);
+    }
+  }
+
   #finish(slot: Slot, reason: FinishReason): void {
     const job = slot.job as Job;
-    const tail = (slot.text as TextStream).flush();
-    if (tail.text && reason !== "cancelled") {
+    const text = slot.text as TextStream;
+    const tail = text.flush();
+    // The tokens of a stop string are not part of the output.
+    if (text.stoppedBy !== undefined) slot.pendingLogprobs = [];
+    if ((tail.text || slot.pendingLogprobs.length > 0) && reason !== "cancelled") {
       slot.output += tail.text;
-      job.chunks.push({ text: tail.text, completionTokens: slot.generated.length });
+      job.chunks.push({
+        text: tail.text,
+        completionTokens: slot.generated.length,
+        ...sentLogprobs(slot),
+      });
     }
     const now = performance.now();
     const promptEnd = slot.firstTokenAt || now;
@@ -631,6 +790,8 @@ export class Scheduler {
       promptTokens: job.request.prompt.length,
       cachedTokens: slot.cachedTokens,
       completionTokens: slot.generated.length,
+      ...(job.request.logprobs !== undefined ? { logprobs: slot.logprobs } : {}),
+      ...(job.sharesPrompt ? { sharedPrompt: true } : {}),
       timings: {
         queueMs: slot.admittedAt - job.submittedAt,
         promptMs,
@@ -648,6 +809,7 @@ export class Scheduler {
     this.#release(slot);
     job.chunks.end();
     job.resolve(result);
+    this.#endWaitingForks(job, (fork) => this.#finish(fork, "cancelled"));
   }
 
   #fail(slot: Slot, error: unknown): void {
@@ -662,6 +824,7 @@ export class Scheduler {
       : new GenerationError("decode_failed", (error as Error).message, error);
     job.chunks.fail(wrapped);
     job.reject(wrapped);
+    this.#endWaitingForks(job, (fork) => this.#fail(fork, wrapped));
   }
 
   /**
@@ -759,6 +922,15 @@ function loraKey(set: readonly LoraChoice[]): string {
     if (id === undefined) adapterIds.set(c.adapter, id = nextAdapterId++);
     return `${id}@${c.scale}`;
   }).join(",");
+}
+
+/** The log-probabilities waiting in a slot, moved to its sent ones, for a chunk. */
+function sentLogprobs(slot: Slot): { logprobs?: TokenLogprob[] } {
+  if (slot.pendingLogprobs.length === 0) return {};
+  const logprobs = slot.pendingLogprobs;
+  slot.pendingLogprobs = [];
+  slot.logprobs.push(...logprobs);
+  return { logprobs };
 }
 
 function commonPrefix(cached: readonly number[], prompt: Int32Array): number {

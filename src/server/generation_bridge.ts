@@ -64,7 +64,8 @@ export interface StartedGeneration {
  * @param source Prompt or messages.
  * @param signal Aborts the generation (client gone).
  * @returns The started generation.
- * @throws {HttpError} / engine errors, mapped by the error boundary.
+ * @throws {HttpError} 400 for an `n` above 1 (endpoints with several choices use
+ *   {@link startChoices}); engine errors, mapped by the error boundary.
  */
 export async function startGeneration(
   ctx: ServerContext,
@@ -72,10 +73,37 @@ export async function startGeneration(
   source: PromptSource,
   signal: AbortSignal,
 ): Promise<StartedGeneration> {
+  if ((body.number("n") ?? 1) !== 1) {
+    throw badRequest('"n" is not supported on this endpoint; send one request per choice', "n");
+  }
+  return (await startChoices(ctx, body, source, signal))[0] as StartedGeneration;
+}
+
+/**
+ * Starts the `n` choices of a request (default 1) from one evaluation of its prompt. The model
+ * is leased until every choice ends.
+ *
+ * @param ctx Server state.
+ * @param body The request's fields (`model`, `n`, sampling, limits, `lora`…).
+ * @param source Prompt or messages.
+ * @param signal Aborts the generations (client gone).
+ * @param logprobs Report log-probabilities per token with this many alternatives (each API
+ *   spells the field its own way; its adapter reads it). Default: none.
+ * @returns One started generation per choice, in order.
+ * @throws {HttpError} / engine errors, mapped by the error boundary.
+ */
+export async function startChoices(
+  ctx: ServerContext,
+  body: Fields,
+  source: PromptSource,
+  signal: AbortSignal,
+  logprobs?: number,
+): Promise<StartedGeneration[]> {
   const lease = await ctx.registry.acquire(body.string("model"));
   try {
     const { entry, model: loaded } = lease;
     const fields = generationFields(body, loaded.model.nVocab);
+    if (logprobs !== undefined) fields.logprobs = logprobs;
     const prepared = source.kind === "raw"
       ? typeof source.prompt === "string"
         ? await rawPrompt(loaded.model, source.prompt, { signal })
@@ -88,8 +116,16 @@ export async function startGeneration(
     const output = source.kind === "chat" && source.output
       ? chatOutputPlan(source.output, prepared, fields)
       : undefined;
+    const slots = loaded.scheduler.stats().slots;
+    if (fields.choices > slots) {
+      throw badRequest(
+        `"n" is ${fields.choices}; this model runs at most ${slots} generations at once, so ask ` +
+          `for 1 to ${slots} choices or start the server with a larger --parallel`,
+        "n",
+      );
+    }
     const lora = await requestLora(entry, loaded, fields.lora);
-    const generation = loaded.scheduler.submit({
+    const generations = loaded.scheduler.submitChoices({
       ...(lora ? { lora } : {}),
       prompt: prepared.tokens,
       stop: [...fields.stop, ...prepared.stopStrings],
@@ -99,18 +135,25 @@ export async function startGeneration(
       truncate: fields.truncate,
       signal,
       ...(fields.maxTokens !== undefined ? { maxTokens: fields.maxTokens } : {}),
+      ...(fields.logprobs !== undefined ? { logprobs: fields.logprobs } : {}),
+    }, fields.choices);
+    const results = generations.map((generation) =>
+      generation.result.then((r) => {
+        ctx.metrics.generation(
+          r.promptTokens,
+          r.completionTokens,
+          r.timings.ttftMs,
+          r.timings.generatePerSecond,
+        );
+        return r;
+      })
+    );
+    void Promise.allSettled(results).finally(lease.release);
+    return generations.map((generation, i) => {
+      const result = results[i] as Promise<GenerationResult>;
+      result.catch(() => {});
+      return { entry, loaded, fields, generation, result, ...(output ? { output } : {}) };
     });
-    const result = generation.result.then((r) => {
-      ctx.metrics.generation(
-        r.promptTokens,
-        r.completionTokens,
-        r.timings.ttftMs,
-        r.timings.generatePerSecond,
-      );
-      return r;
-    }).finally(lease.release);
-    result.catch(() => {});
-    return { entry, loaded, fields, generation, result, ...(output ? { output } : {}) };
   } catch (error) {
     lease.release();
     throw error;
@@ -188,13 +231,14 @@ export function templateOptions(ctx: ServerContext, fields: TemplateFields = {})
  */
 export function usageOf(...results: GenerationResult[]) {
   const sum = (of: (r: GenerationResult) => number) => results.reduce((n, r) => n + of(r), 0);
-  const prompt = sum((r) => r.promptTokens);
+  // A prompt shared by several choices was evaluated, and is counted, once.
+  const prompt = sum((r) => r.sharedPrompt ? 0 : r.promptTokens);
   const completion = sum((r) => r.completionTokens);
   return {
     prompt_tokens: prompt,
     completion_tokens: completion,
     total_tokens: prompt + completion,
-    prompt_tokens_details: { cached_tokens: sum((r) => r.cachedTokens) },
+    prompt_tokens_details: { cached_tokens: sum((r) => r.sharedPrompt ? 0 : r.cachedTokens) },
   };
 }
 

@@ -10,8 +10,8 @@ import type { ServerContext } from "./context.ts";
 import {
   finishReasonOf,
   type PromptSource,
+  startChoices,
   type StartedGeneration,
-  startGeneration,
   timingsOf,
   usageOf,
 } from "./generation_bridge.ts";
@@ -23,6 +23,13 @@ import { type ChatDelta, ChatOutputStream } from "../engine/tools/output_stream.
 import type { ChatOutputPlan } from "../engine/tools/plan.ts";
 import type { GenerationResult } from "../engine/scheduler.ts";
 import { assistantMessage, chatOutputRequest } from "./tool_calls.ts";
+import type { TokenLogprob } from "../engine/logprobs.ts";
+import {
+  chatLogprobs,
+  chatLogprobsRequest,
+  completionLogprobs,
+  completionLogprobsRequest,
+} from "./logprobs_wire.ts";
 
 type Kind = "chat" | "text";
 
@@ -136,15 +143,20 @@ async function complete(
   const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
   const fields = new Fields(body);
   const sources = promptsOf(fields, kind, body);
+  const logprobs = kind === "chat"
+    ? chatLogprobsRequest(fields)
+    : completionLogprobsRequest(fields);
   const abort = new AbortController();
   clientGone.addEventListener("abort", () => abort.abort(), { once: true });
-  const all = await startAll(ctx, fields, sources, abort);
+  // Choice i*n+j is the j-th of the n choices of prompt i.
+  const all = await startAll(ctx, fields, sources, abort, logprobs);
   const first = all[0] as StartedGeneration;
   const gen = first.fields;
   const id = completionId(kind);
   const created = Math.floor(Date.now() / 1000);
   const model = first.entry.name;
   const envelope = { id, created, model, system_fingerprint: SYSTEM_FINGERPRINT };
+  const bytesOf = (token: number) => first.loaded.model.tokenBytes(token);
 
   if (!gen.stream) {
     const results = await Promise.all(all.map(async (started) => {
@@ -153,7 +165,12 @@ async function complete(
     }));
     const choices = results.map((result, index) => {
       if (kind !== "chat") {
-        return { index, text: result.text, logprobs: null, finish_reason: finishReasonOf(result) };
+        return {
+          index,
+          text: result.text,
+          logprobs: result.logprobs ? completionLogprobs(bytesOf, result.logprobs) : null,
+          finish_reason: finishReasonOf(result),
+        };
       }
       const reader = outputReader(first.output);
       reader?.push(result.text);
@@ -161,7 +178,9 @@ async function complete(
       return {
         index,
         message: output ? assistantMessage(output) : { role: "assistant", content: result.text },
-        logprobs: null,
+        logprobs: result.logprobs
+          ? { content: chatLogprobs(bytesOf, result.logprobs), refusal: null }
+          : null,
         finish_reason: chatFinishReason(result, output?.toolCalls.length ?? 0),
       };
     });
@@ -183,30 +202,50 @@ async function complete(
       ...(gen.includeUsage ? { usage: null } : {}),
       ...extra,
     }));
-  const piece = (index: number, text: string, finish: string | null) =>
-    kind === "chat"
-      ? { index, delta: text === "" && finish ? {} : { content: text }, finish_reason: finish }
-      : { index, text, logprobs: null, finish_reason: finish };
 
   return sseResponse(async (send) => {
-    // One prompt per choice; their pieces interleave as they are generated.
+    // One generation per choice; their pieces interleave as they are generated.
     const results = await Promise.all(all.map(async (started, index) => {
       const reader = kind === "chat" ? outputReader(started.output) : undefined;
-      const delta = (d: ChatDelta) => send(chunk({ index, delta: d, finish_reason: null }));
+      // Log-probabilities ride on the next chunk sent after their tokens.
+      let pending: TokenLogprob[] = [];
+      let textSent = 0;
+      const logprobsOf = (text: string) => {
+        if (logprobs === undefined) return null;
+        const steps = pending;
+        pending = [];
+        const offset = textSent;
+        textSent += text.length;
+        return kind === "chat"
+          ? { content: chatLogprobs(bytesOf, steps), refusal: null }
+          : completionLogprobs(bytesOf, steps, offset);
+      };
+      const piece = (text: string, finish: string | null) =>
+        kind === "chat"
+          ? {
+            index,
+            delta: text === "" && finish ? {} : { content: text },
+            logprobs: logprobsOf(text),
+            finish_reason: finish,
+          }
+          : { index, text, logprobs: logprobsOf(text), finish_reason: finish };
+      const delta = (d: ChatDelta) =>
+        send(chunk({ index, delta: d, logprobs: logprobsOf(""), finish_reason: null }));
       if (kind === "chat") {
         send(chunk({ index, delta: { role: "assistant", content: "" }, finish_reason: null }));
       }
       for await (const part of started.generation) {
+        if (part.logprobs) pending.push(...part.logprobs);
         if (reader) reader.push(part.text).forEach(delta);
-        else send(chunk(piece(index, part.text, null)));
+        else send(chunk(piece(part.text, null)));
       }
       const result = await started.result;
       if (reader) {
         const end = reader.finish(result.finishReason === "length");
         end.deltas.forEach(delta);
-        send(chunk(piece(index, "", chatFinishReason(result, end.output.toolCalls.length))));
+        send(chunk(piece("", chatFinishReason(result, end.output.toolCalls.length))));
       } else {
-        send(chunk(piece(index, "", finishReasonOf(result))));
+        send(chunk(piece("", finishReasonOf(result))));
       }
       return result;
     }));
@@ -224,23 +263,24 @@ async function complete(
 }
 
 /**
- * Starts one generation per prompt. If one cannot start, the others are cancelled and its
- * error is thrown.
+ * Starts every prompt's choices. If one cannot start, the others are cancelled and its error
+ * is thrown.
  */
 async function startAll(
   ctx: ServerContext,
   fields: Fields,
   sources: PromptSource[],
   abort: AbortController,
+  logprobs: number | undefined,
 ): Promise<StartedGeneration[]> {
-  const starts = sources.map((source) => startGeneration(ctx, fields, source, abort.signal));
+  const starts = sources.map((source) => startChoices(ctx, fields, source, abort.signal, logprobs));
   const settled = await Promise.allSettled(starts);
   const failed = settled.find((s) => s.status === "rejected");
   if (failed) {
     abort.abort();
     throw failed.reason;
   }
-  return settled.map((s) => (s as PromiseFulfilledResult<StartedGeneration>).value);
+  return settled.flatMap((s) => (s as PromiseFulfilledResult<StartedGeneration[]>).value);
 }
 
 /**

@@ -209,6 +209,13 @@ export interface GenerationFields {
   includeUsage: boolean;
   /** The raw `lora` field (resolved against the model's adapters later). */
   lora?: unknown;
+  /** `n`: choices to generate from the prompt (only the OpenAI endpoints take more than 1). */
+  choices: number;
+  /**
+   * Log-probabilities per generated token, with this many alternatives; set by the endpoints
+   * that report them (each reads its own spelling of the field).
+   */
+  logprobs?: number;
 }
 
 /**
@@ -220,8 +227,7 @@ export interface GenerationFields {
  * @throws {HttpError} 400 naming the bad field.
  */
 export function generationFields(fields: Fields, nVocab: number): GenerationFields {
-  const n = fields.number("n", { min: 1, integer: true });
-  if (n !== undefined && n > 1) throw badRequest('"n" greater than 1 is not supported', "n");
+  const choices = fields.number("n", { min: 1, max: MAX_CHOICES, integer: true }) ?? 1;
   const maxTokens = fields.number("max_completion_tokens", { min: 0, integer: true }) ??
     fields.number("max_tokens", { min: 0, integer: true }) ??
     positiveOrUndefined(fields.number("n_predict", { min: -1, integer: true }));
@@ -254,6 +260,7 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
     stream: fields.boolean("stream") ?? false,
     includeUsage: includeUsage === true,
     ...(fields.raw("lora") !== undefined ? { lora: fields.raw("lora") } : {}),
+    choices,
   };
 }
 
@@ -273,6 +280,9 @@ function requestGrammar(fields: Fields): string | undefined {
     throw error;
   }
 }
+
+/** Most choices (`n`) one request may ask for; the model's slot count bounds it too. */
+const MAX_CHOICES = 128;
 
 /** Largest 32-bit signed integer: integer fields that reach libllama as `int32_t`. */
 const I32_MAX = 2 ** 31 - 1;

@@ -23,7 +23,7 @@ Deno.test("malformed JSON and wrong field types are 400 with the field named", a
     [{ messages: [{ role: "user", content: "x" }], max_tokens: "5" }, "max_tokens"],
     [{ messages: [{ role: "user", content: "x" }], temperature: -1 }, "temperature"],
     [{ messages: [{ role: "user", content: "x" }], stop: [1] }, "stop"],
-    [{ messages: [{ role: "user", content: "x" }], n: 2 }, "n"],
+    [{ messages: [{ role: "user", content: "x" }], n: 0 }, "n"],
     [{ messages: [{ role: "user", content: "x" }], logit_bias: { "999999": 1 } }, "logit_bias"],
     [{ messages: [{ role: "user", content: [{ type: "image_url" }] }] }, "messages"],
     [{ messages: [{ role: "user", content: "x" }], stream: "yes" }, "stream"],
