@@ -8,6 +8,7 @@
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { parseGpuLayers } from "../engine/gpu.ts";
 import { DEVICE_SAMPLING_MODES, type DeviceSamplingMode } from "../engine/loaded_model.ts";
+import { POOLING_NAMES, type PoolingName } from "../engine/embedder.ts";
 import { UsageError } from "./usage_error.ts";
 
 /**
@@ -100,4 +101,20 @@ export function deviceSamplingFlag(value: string | undefined): DeviceSamplingMod
     );
   }
   return mode;
+}
+
+/**
+ * `--pooling none|mean|cls|last|rank`.
+ *
+ * @param value The flag value.
+ * @returns The pooling type; undefined when unset (each model's own).
+ * @throws {UsageError} for any other value.
+ */
+export function poolingFlag(value: string | undefined): PoolingName | undefined {
+  if (value === undefined || value === "") return undefined;
+  const pooling = POOLING_NAMES.find((p) => p === value);
+  if (!pooling) {
+    throw new UsageError(`--pooling must be ${POOLING_NAMES.join(", ")}; got "${value}"`);
+  }
+  return pooling;
 }

@@ -12,6 +12,7 @@ import { type ModelEntry, ModelRegistry, parseDuration } from "../models/registr
 import { loadTemplateOverride } from "../engine/templates.ts";
 import { Llama } from "../ffi/llama.ts";
 import { Activity } from "../server/activity.ts";
+import { ResponseStore } from "../server/response_store.ts";
 import { createApp } from "../server/app.ts";
 import { type GuardedServer, serveGuarded } from "../server/connection_guard.ts";
 import type { ServerContext } from "../server/context.ts";
@@ -20,13 +21,14 @@ import type { GlobalFlags } from "./global_flags.ts";
 import { parseTemplateKwargs, parseTensorSplit } from "./generate.ts";
 import { discoverFor, entriesFrom, isFile } from "./model_lookup.ts";
 import { UsageError } from "./usage_error.ts";
-import { deviceSamplingFlag, gpuLayersFlag, parseFlags } from "./flags.ts";
+import { deviceSamplingFlag, gpuLayersFlag, parseFlags, poolingFlag } from "./flags.ts";
+import type { PoolingName } from "../engine/embedder.ts";
 
 /** Usage text of `shimmy serve`. */
 export const SERVE_USAGE = `Usage: shimmy serve [options]
 
 Serves GGUF models over HTTP: OpenAI API (/v1/chat/completions, /v1/completions,
-/v1/models), Shimmy's native API (/api/generate, /ws/generate, /api/models, /api/tags),
+/v1/embeddings, /v1/models), rerank (/v1/rerank), Shimmy's native API (/api/generate, /ws/generate, /api/models, /api/tags),
 /health, /metrics and /diag.
 
 Options:
@@ -43,7 +45,7 @@ Options:
   --lora PATH[:SCALE]     LoRA adapter attached to the default model at load; repeatable
                           (SHIMMY_LORA_GGUF too)
   --threads N             CPU threads (default: one per core)
-  --api-key KEY           Require Authorization: Bearer KEY (or SHIMMY_API_KEY)
+  --api-key KEY           Require Authorization: Bearer KEY or x-api-key: KEY (or SHIMMY_API_KEY)
   --cors ORIGIN           Also allow browser pages from ORIGIN ('*' for any); repeatable,
                           or ','-separated (SHIMMY_ORIGINS too). Loopback origins always are
   --allowed-hosts NAMES   Also accept these Host names, ','-separated ('*' for any;
@@ -66,6 +68,9 @@ Options:
   --device-sampling M     auto | on | off: sample inside the decode graph on the device
                           when a request's sampler allows it (default auto: on a GPU;
                           SHIMMY_DEVICE_SAMPLING too)
+  --pooling P             Pooling of embeddings: none | mean | cls | last | rank (default:
+                          each model's own from its GGUF; none, which /v1/embeddings refuses,
+                          when it has none; SHIMMY_POOLING too)
   --no-mmap               Read the weights into memory instead of mapping the file (a file
                           truncated under a mapped model crashes the process)
   --verbose               Show llama.cpp's log
@@ -105,6 +110,8 @@ export interface ServeArgs {
   noMmap: boolean;
   /** Where sampler chains run (`--device-sampling`). */
   deviceSampling: DeviceSamplingMode;
+  /** Pooling of every model's embeddings (`--pooling`); each model's own when unset. */
+  pooling?: PoolingName;
   lora: { path: string; scale: number }[];
 }
 
@@ -169,6 +176,7 @@ export function parseServeArgs(
     "shutdown-grace": { type: "string" },
     "no-mmap": { type: "boolean", default: false },
     "device-sampling": { type: "string" },
+    pooling: { type: "string" },
     "chat-template": { type: "string" },
     "chat-template-kwargs": { type: "string" },
     "max-models": { type: "string" },
@@ -213,6 +221,7 @@ export function parseServeArgs(
     idleTimeoutMs: durationFlag("idle-timeout", v["idle-timeout"]),
     bodyTimeoutMs: durationFlag("body-timeout", v["body-timeout"]),
     maxConnections: positiveInt("max-connections", v["max-connections"]),
+    pooling: poolingFlag(v.pooling ?? env("SHIMMY_POOLING")),
   };
   if (optional.batchSize !== undefined && optional.batchSize < out.parallel) {
     throw new UsageError(
@@ -372,6 +381,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     onLoadWarning: (entry, warning) => console.error(`Warning: ${entry.name}: ${warning}`),
     ...(options.noMmap ? { useMmap: false } : {}),
     deviceSampling: options.deviceSampling,
+    ...(options.pooling ? { pooling: options.pooling } : {}),
     availableMemory: () => {
       const plan = planDevices(llama.devices(), gpuBackend, options.nGpuLayers);
       return plan.devices.length > 0
@@ -392,6 +402,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     metrics: new Metrics(),
     startedAt: performance.now(),
     activity: new Activity(),
+    responses: new ResponseStore(),
     draining: false,
     settings: {
       parallel: options.parallel,

@@ -9,7 +9,9 @@ import { Context } from "../ffi/context.ts";
 import type { GpuBackend } from "../ffi/library.ts";
 import { Llama } from "../ffi/llama.ts";
 import { LoraAdapter } from "../ffi/lora.ts";
+import { GenerationError } from "./errors.ts";
 import { Model } from "../ffi/model.ts";
+import { Embedder, type PoolingName } from "./embedder.ts";
 import { type DevicePlan, planDevices } from "./gpu.ts";
 import { type LoraChoice, Scheduler } from "./scheduler.ts";
 
@@ -41,6 +43,11 @@ export interface OpenModelOptions {
    * `"auto"`.
    */
   deviceSampling?: DeviceSamplingMode;
+  /**
+   * Pooling of the embeddings context (`--pooling`). Default: the model's own from its GGUF,
+   * none when it has none (as llama.cpp decides).
+   */
+  pooling?: PoolingName;
   /** Map the weights from the file (false: read them into memory). Default true. */
   useMmap?: boolean;
   /** Print llama.cpp's log. Default false. */
@@ -70,6 +77,8 @@ export class LoadedModel {
   /** Which devices were chosen. */
   readonly devices: DevicePlan;
   readonly #adapters = new Map<string, LoraAdapter>();
+  readonly #embedderOptions: { pooling?: PoolingName; contextSize?: number; threads?: number };
+  #embedder: Promise<Embedder> | undefined;
   #closed = false;
 
   private constructor(
@@ -78,12 +87,18 @@ export class LoadedModel {
     context: Context,
     scheduler: Scheduler,
     devices: DevicePlan,
+    options: OpenModelOptions,
   ) {
     this.llama = llama;
     this.model = model;
     this.context = context;
     this.scheduler = scheduler;
     this.devices = devices;
+    this.#embedderOptions = {
+      ...(options.pooling ? { pooling: options.pooling } : {}),
+      ...(options.ctxSize ? { contextSize: options.ctxSize } : {}),
+      ...(options.threads ? { threads: options.threads } : {}),
+    };
   }
 
   /**
@@ -131,7 +146,7 @@ export class LoadedModel {
           deviceSampling: mode === "on" || (mode === "auto" && plan.backend !== "cpu"),
           ...(options.maxQueue ? { maxQueue: options.maxQueue } : {}),
         });
-        const loaded = new LoadedModel(llama, model, context, scheduler, plan);
+        const loaded = new LoadedModel(llama, model, context, scheduler, plan, options);
         if (options.lora?.length) await loaded.setLora(options.lora);
         return loaded;
       } catch (error) {
@@ -186,11 +201,34 @@ export class LoadedModel {
     return this.scheduler.defaultLora.map((c) => ({ path: c.adapter.path, scale: c.scale }));
   }
 
-  /** Stops the scheduler and frees the context and model. Safe to call twice. */
+  /**
+   * The model's embeddings context, created on first use (a model that is never asked for
+   * embeddings never holds one) and freed with the model.
+   *
+   * @returns The embedder, shared by every caller.
+   * @throws {ContextCreateError} when llama.cpp cannot allocate it (a later call tries again).
+   */
+  embedder(): Promise<Embedder> {
+    if (this.#closed) {
+      return Promise.reject(new GenerationError("closed", "The model has been unloaded"));
+    }
+    if (!this.#embedder) {
+      const pending = Embedder.create(this.model, this.#embedderOptions);
+      pending.catch(() => {
+        if (this.#embedder === pending) this.#embedder = undefined;
+      });
+      this.#embedder = pending;
+    }
+    return this.#embedder;
+  }
+
+  /** Stops the scheduler and frees the contexts and model. Safe to call twice. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     await this.scheduler.close();
+    const embedder = await this.#embedder?.catch(() => undefined);
+    embedder?.close();
     this.context.close();
     this.model.close();
   }

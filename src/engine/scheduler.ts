@@ -341,6 +341,12 @@ export class Scheduler {
    */
   submitChoices(original: GenerationRequest, n: number): Generation[] {
     if (this.#closing) throw new GenerationError("closed", "The model is shutting down");
+    if (!this.context.keepsMemory) {
+      throw new GenerationError(
+        "invalid_request",
+        "This model is an encoder for embeddings and cannot generate text; use /v1/embeddings",
+      );
+    }
     if (!Number.isSafeInteger(n) || n < 1 || n > this.#slots.length) {
       throw new GenerationError(
         "invalid_request",

@@ -8,7 +8,7 @@
 import { nativeBuffer } from "./cstring.ts";
 import { ContextCreateError, DecodeError } from "./errors.ts";
 import { NativeHandle } from "./handle.ts";
-import { FlashAttnType, LlamaContextParams, LlamaPerfContextData } from "./layouts.ts";
+import { FlashAttnType, LlamaContextParams, LlamaPerfContextData, PoolingType } from "./layouts.ts";
 import type { Batch } from "./batch.ts";
 import type { Model } from "./model.ts";
 import type { Sampler } from "./sampler.ts";
@@ -32,6 +32,10 @@ export interface ContextOptions {
   flashAttn?: keyof typeof FlashAttnType;
   /** One KV buffer shared by all sequences (true), or one per sequence. Default true. */
   kvUnified?: boolean;
+  /** Compute embeddings (pooled per sequence) instead of logits. Default false. */
+  embeddings?: boolean;
+  /** How embeddings are pooled. Default `"unspecified"`: the model's own (none if it has none). */
+  pooling?: keyof typeof PoolingType;
 }
 
 /**
@@ -69,7 +73,8 @@ export class Context extends NativeHandle {
   readonly nVocab: number;
   /** Number of decodes run. */
   decodeCount = 0;
-  readonly #memory: Deno.PointerObject;
+  /** The KV memory; `null` for models that keep none (encoder-only embedding models). */
+  readonly #memory: Deno.PointerObject | null;
   readonly #threadPool: ThreadPool | undefined;
   /** Sampler chains that run inside the decode graph, by sequence. */
   readonly #deviceSamplers = new Map<number, Sampler>();
@@ -87,9 +92,7 @@ export class Context extends NativeHandle {
     this.nBatch = s.llama_n_batch(pointer);
     this.nSeqMax = s.llama_n_seq_max(pointer);
     this.nVocab = model.nVocab;
-    const memory = s.llama_get_memory(pointer);
-    if (memory === null) throw new ContextCreateError("Context has no KV memory");
-    this.#memory = memory;
+    this.#memory = s.llama_get_memory(pointer);
   }
 
   /**
@@ -117,6 +120,8 @@ export class Context extends NativeHandle {
     set("n_threads_batch", options.nThreadsBatch ?? threads);
     if (options.flashAttn !== undefined) set("flash_attn_type", FlashAttnType[options.flashAttn]);
     if (options.kvUnified !== undefined) set("kv_unified", options.kvUnified);
+    if (options.embeddings !== undefined) set("embeddings", options.embeddings);
+    if (options.pooling !== undefined) set("pooling_type", PoolingType[options.pooling]);
     const mark = llama.logMark();
     const pointer = await llama.whileNative(() =>
       llama.symbols.llama_init_from_model(model.pointer, params)
@@ -220,34 +225,66 @@ export class Context extends NativeHandle {
     return this.#deviceSamplers.size;
   }
 
+  /** Whether the context keeps KV memory (encoder-only embedding models keep none). */
+  get keepsMemory(): boolean {
+    return this.#memory !== null;
+  }
+
+  /** The KV memory, for the calls that need one. */
+  #kvMemory(): Deno.PointerObject {
+    void this.pointer;
+    if (this.#memory === null) throw new Error("This model's context keeps no KV memory");
+    return this.#memory;
+  }
+
   /** Removes positions [p0, p1) of a sequence from the KV memory (-1 = open end). */
   removeTokens(seqId: number, p0 = -1, p1 = -1): boolean {
-    void this.pointer;
-    return this.model.llama.symbols.llama_memory_seq_rm(this.#memory, seqId, p0, p1);
+    return this.model.llama.symbols.llama_memory_seq_rm(this.#kvMemory(), seqId, p0, p1);
   }
 
   /** Copies positions [p0, p1) of one sequence to another. */
   copySequence(from: number, to: number, p0 = -1, p1 = -1): void {
-    void this.pointer;
-    this.model.llama.symbols.llama_memory_seq_cp(this.#memory, from, to, p0, p1);
+    this.model.llama.symbols.llama_memory_seq_cp(this.#kvMemory(), from, to, p0, p1);
   }
 
   /** Keeps only one sequence in the KV memory. */
   keepSequence(seqId: number): void {
-    void this.pointer;
-    this.model.llama.symbols.llama_memory_seq_keep(this.#memory, seqId);
+    this.model.llama.symbols.llama_memory_seq_keep(this.#kvMemory(), seqId);
   }
 
   /** Highest position stored for a sequence, or -1 when empty. */
   maxPosition(seqId: number): number {
-    void this.pointer;
-    return this.model.llama.symbols.llama_memory_seq_pos_max(this.#memory, seqId);
+    return this.model.llama.symbols.llama_memory_seq_pos_max(this.#kvMemory(), seqId);
   }
 
-  /** Clears the whole KV memory. */
+  /** Clears the whole KV memory (nothing to do for a context that keeps none). */
   clearMemory(): void {
     void this.pointer;
+    if (this.#memory === null) return;
     this.model.llama.symbols.llama_memory_clear(this.#memory, true);
+  }
+
+  /** The pooling type llama.cpp resolved for this context (the model's own when unspecified). */
+  get pooling(): keyof typeof PoolingType {
+    const value = this.model.llama.symbols.llama_pooling_type(this.pointer);
+    const name = (Object.keys(PoolingType) as (keyof typeof PoolingType)[])
+      .find((key) => PoolingType[key] === value);
+    return name ?? "unspecified";
+  }
+
+  /**
+   * The pooled output of one sequence after the last decode of an embeddings context: the
+   * sequence's embedding, or for `rank` pooling its classifier scores.
+   *
+   * @param seqId The sequence.
+   * @param length How many floats to read (`Model.nEmbdOut`, or the score count for `rank`).
+   * @returns A copy of the values.
+   * @throws {RangeError} when the last decode produced nothing for the sequence.
+   */
+  sequenceEmbedding(seqId: number, length: number): Float32Array {
+    const p = this.model.llama.symbols.llama_get_embeddings_seq(this.pointer, seqId);
+    if (p === null) throw new RangeError(`No pooled embedding for sequence ${seqId}`);
+    return new Float32Array(nativeBuffer(p, length * 4)).slice();
   }
 
   /** llama.cpp's timing counters. */

@@ -161,3 +161,9 @@ export const DeviceType = { cpu: 0, gpu: 1, igpu: 2, accel: 3, meta: 4 } as cons
 
 /** `enum llama_flash_attn_type`. */
 export const FlashAttnType = { auto: -1, disabled: 0, enabled: 1 } as const;
+
+/**
+ * `enum llama_pooling_type`: how an embeddings context turns a sequence's token states into one
+ * vector (`rank`: a reranker's classification head, one score per sequence).
+ */
+export const PoolingType = { unspecified: -1, none: 0, mean: 1, cls: 2, last: 3, rank: 4 } as const;

@@ -320,6 +320,11 @@ export class Model extends NativeHandle {
     return this.llama.symbols.llama_model_n_embd(this.pointer);
   }
 
+  /** Width of the model's output embeddings (differs from {@link nEmbd} in a few models). */
+  get nEmbdOut(): number {
+    return this.llama.symbols.llama_model_n_embd_out(this.pointer);
+  }
+
   /** Layer count. */
   get nLayer(): number {
     return this.llama.symbols.llama_model_n_layer(this.pointer);
@@ -360,6 +365,21 @@ export class Model extends NativeHandle {
   /** Whether the vocabulary adds BOS when tokenizing with special tokens. */
   get addsBos(): boolean {
     return this.llama.symbols.llama_vocab_get_add_bos(this.vocab);
+  }
+
+  /** Whether the vocabulary adds EOS when tokenizing with special tokens. */
+  get addsEos(): boolean {
+    return this.llama.symbols.llama_vocab_get_add_eos(this.vocab);
+  }
+
+  /** Sentence separator token (BERT's `[SEP]`), or -1. */
+  get sep(): number {
+    return this.llama.symbols.llama_vocab_sep(this.vocab);
+  }
+
+  /** Whether the vocabulary adds SEP when tokenizing with special tokens. */
+  get addsSep(): boolean {
+    return this.llama.symbols.llama_vocab_get_add_sep(this.vocab);
   }
 
   /** The GGUF chat template (`tokenizer.chat_template`), if any. */

@@ -87,6 +87,8 @@ export const LLAMA_SYMBOLS = {
   llama_model_n_ctx_train: { parameters: [ptr], result: "i32" },
   // int32_t llama_model_n_embd(const struct llama_model *)
   llama_model_n_embd: { parameters: [ptr], result: "i32" },
+  // int32_t llama_model_n_embd_out(const struct llama_model *)
+  llama_model_n_embd_out: { parameters: [ptr], result: "i32" },
   // int32_t llama_model_n_layer(const struct llama_model *)
   llama_model_n_layer: { parameters: [ptr], result: "i32" },
   // int32_t llama_model_n_head(const struct llama_model *)
@@ -133,6 +135,10 @@ export const LLAMA_SYMBOLS = {
   llama_vocab_get_add_bos: { parameters: [ptr], result: "bool" },
   // bool llama_vocab_get_add_eos(const struct llama_vocab *)
   llama_vocab_get_add_eos: { parameters: [ptr], result: "bool" },
+  // llama_token llama_vocab_sep(const struct llama_vocab *)
+  llama_vocab_sep: { parameters: [ptr], result: "i32" },
+  // bool llama_vocab_get_add_sep(const struct llama_vocab *)
+  llama_vocab_get_add_sep: { parameters: [ptr], result: "bool" },
   // enum llama_token_attr llama_vocab_get_attr(const struct llama_vocab *, llama_token)
   llama_vocab_get_attr: { parameters: [ptr, "i32"], result: "u32" },
   // const char * llama_vocab_get_text(const struct llama_vocab *, llama_token)
@@ -186,6 +192,10 @@ export const LLAMA_SYMBOLS = {
   llama_decode: { parameters: [ptr, LlamaBatch.ffi], result: "i32", nonblocking: true },
   // float * llama_get_logits_ith(struct llama_context *, int32_t i)
   llama_get_logits_ith: { parameters: [ptr, "i32"], result: ptr },
+  // enum llama_pooling_type llama_pooling_type(const struct llama_context *)
+  llama_pooling_type: { parameters: [ptr], result: "i32" },
+  // float * llama_get_embeddings_seq(struct llama_context *, llama_seq_id)
+  llama_get_embeddings_seq: { parameters: [ptr, "i32"], result: ptr },
   // bool llama_set_sampler(struct llama_context *, llama_seq_id, struct llama_sampler *)
   llama_set_sampler: { parameters: [ptr, "i32", ptr], result: "bool" },
   // struct llama_perf_context_data llama_perf_context(const struct llama_context *)

@@ -10,12 +10,16 @@
 import { runtimeInfo } from "../engine/diagnostics.ts";
 import { LLAMA_CPP_VERSION, VERSION } from "../version.ts";
 import type { ServerContext } from "./context.ts";
-import { errorResponse, HttpError } from "./http_error.ts";
+import { errorResponse, type ErrorShape, HttpError } from "./http_error.ts";
+import { countTokens, messages } from "./anthropic.ts";
 import { applyTemplate } from "./apply_template.ts";
 import { getLora, listLoaded, loadModel, setLora, unloadModel } from "./models_api.ts";
 import { apiGenerate, apiModels, apiTags, wsGenerate } from "./native.ts";
 import { chatCompletions, completions, listModels, MODEL_ROUTE, retrieveModel } from "./openai.ts";
+import { createResponse, deleteResponse, RESPONSE_ROUTE, retrieveResponse } from "./responses.ts";
 import { hostAllowed, originAllowed } from "./origin_policy.ts";
+import { embeddings } from "./embeddings.ts";
+import { rerank } from "./rerank.ts";
 
 /**
  * A route handler. `clientGone` aborts when the client disconnects before the response is
@@ -32,10 +36,23 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/v1/models": { GET: listModels },
   "/v1/chat/completions": { POST: chatCompletions },
   "/v1/completions": { POST: completions },
+  "/v1/responses": { POST: createResponse },
+  "/v1/embeddings": { POST: embeddings },
+  "/v1/rerank": { POST: rerank },
+  "/v1/reranking": { POST: rerank },
   // The OpenAI routes also answer without the /v1 prefix (clients whose base URL lacks it).
   "/models": { GET: listModels },
   "/chat/completions": { POST: chatCompletions },
   "/completions": { POST: completions },
+  "/responses": { POST: createResponse },
+  "/embeddings": { POST: embeddings },
+  "/rerank": { POST: rerank },
+  "/reranking": { POST: rerank },
+  // Anthropic's Messages API, with and without /v1 like the OpenAI routes.
+  "/v1/messages": { POST: messages },
+  "/v1/messages/count_tokens": { POST: countTokens },
+  "/messages": { POST: messages },
+  "/messages/count_tokens": { POST: countTokens },
   "/apply-template": { POST: applyTemplate },
   "/api/generate": { POST: apiGenerate },
   "/api/models": { GET: apiModels },
@@ -49,9 +66,32 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/diag": { GET: diag },
 };
 
-/** The methods of a path: a fixed route, or one model's route. */
+/** The methods of one stored response's path. */
+const RESPONSE_METHODS: Partial<Record<string, Handler>> = {
+  GET: retrieveResponse,
+  DELETE: deleteResponse,
+};
+
+/** The methods of a path: a fixed route, one model's route, or one stored response's. */
 function routeOf(path: string): Partial<Record<string, Handler>> | undefined {
-  return ROUTES[path] ?? (MODEL_ROUTE.test(path) ? { GET: retrieveModel } : undefined);
+  if (ROUTES[path]) return ROUTES[path];
+  if (MODEL_ROUTE.test(path)) return { GET: retrieveModel };
+  return RESPONSE_ROUTE.test(path) ? RESPONSE_METHODS : undefined;
+}
+
+/** A path's label in the request metrics: its route, with ids as placeholders. */
+function routeLabel(path: string): string {
+  if (ROUTES[path]) return path;
+  if (MODEL_ROUTE.test(path)) return "/v1/models/{id}";
+  return RESPONSE_ROUTE.test(path) ? "/v1/responses/{id}" : "other";
+}
+
+/** Paths whose errors take Anthropic's shape (everything under `messages`, known or not). */
+const ANTHROPIC_PATH = /^\/(?:v1\/)?messages(?:\/|$)/;
+
+/** The error body's family for a path. */
+function errorShapeOf(path: string): ErrorShape {
+  return ANTHROPIC_PATH.test(path) ? "anthropic" : "openai";
 }
 
 /** Routes reachable without the API key. */
@@ -88,14 +128,11 @@ export function createApp(
     try {
       response = await route(ctx, request, path, gone.signal);
     } catch (error) {
-      response = errorResponse(error);
+      response = errorResponse(error, errorShapeOf(path));
     } finally {
       request.signal.removeEventListener("abort", abort);
     }
-    ctx.metrics.request(
-      ROUTES[path] ? path : MODEL_ROUTE.test(path) ? "/v1/models/{id}" : "other",
-      response.status,
-    );
+    ctx.metrics.request(routeLabel(path), response.status);
     if (!info) done();
     return withCors(origin, response);
   };
@@ -178,7 +215,7 @@ function preflight(request: Request): Response {
   return new Response(null, {
     status: 204,
     headers: {
-      "access-control-allow-methods": "GET, POST, OPTIONS",
+      "access-control-allow-methods": "GET, POST, DELETE, OPTIONS",
       "access-control-allow-headers": HEADER_NAME_LIST.test(asked)
         ? asked
         : "authorization, content-type",
@@ -188,14 +225,19 @@ function preflight(request: Request): Response {
   });
 }
 
+/** Checks `Authorization: Bearer KEY`, or Anthropic's `x-api-key: KEY`. */
 function checkApiKey(key: string, request: Request): void {
   const header = request.headers.get("authorization") ?? "";
-  const match = /^Bearer\s+(.+)$/i.exec(header);
-  if (!match || !constantTimeEqual(match[1] as string, key)) {
-    throw new HttpError(401, "Missing or invalid API key: send Authorization: Bearer KEY", {
-      code: "invalid_api_key",
-      headers: { "www-authenticate": "Bearer" },
-    });
+  const given = /^Bearer\s+(.+)$/i.exec(header)?.[1] ?? request.headers.get("x-api-key");
+  if (given === null || !constantTimeEqual(given, key)) {
+    throw new HttpError(
+      401,
+      "Missing or invalid API key: send Authorization: Bearer KEY or x-api-key: KEY",
+      {
+        code: "invalid_api_key",
+        headers: { "www-authenticate": "Bearer" },
+      },
+    );
   }
 }
 

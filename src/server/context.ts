@@ -9,6 +9,7 @@ import type { TemplateOverride } from "../engine/templates.ts";
 import type { Activity } from "./activity.ts";
 import type { Metrics } from "./metrics.ts";
 import type { OriginPolicy } from "./origin_policy.ts";
+import type { ResponseStore } from "./response_store.ts";
 
 /** Server-wide settings shown by `/diag`. */
 export interface ServerSettings {
@@ -43,4 +44,6 @@ export interface ServerContext {
   activity: Activity;
   /** Set once shutdown starts: new requests get 503. */
   draining: boolean;
+  /** Stored Responses API responses; created on first use when not given. */
+  responses?: ResponseStore;
 }

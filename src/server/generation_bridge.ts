@@ -53,6 +53,8 @@ export interface StartedGeneration {
   result: Promise<GenerationResult>;
   /** How to read a chat generation's output (tool calls, reasoning), when it was asked. */
   output?: ChatOutputPlan;
+  /** Tokens in the prompt (known before any is evaluated). */
+  promptTokens: number;
 }
 
 /**
@@ -152,7 +154,16 @@ export async function startChoices(
     return generations.map((generation, i) => {
       const result = results[i] as Promise<GenerationResult>;
       result.catch(() => {});
-      return { entry, loaded, fields, generation, result, ...(output ? { output } : {}) };
+      const promptTokens = prepared.tokens.length;
+      return {
+        entry,
+        loaded,
+        fields,
+        generation,
+        result,
+        promptTokens,
+        ...(output ? { output } : {}),
+      };
     });
   } catch (error) {
     lease.release();

@@ -1,7 +1,7 @@
 /**
  * The server's one error boundary: every failure becomes an OpenAI-style body
- * `{"error":{"message","type","param","code"}}` with the right status. Handlers throw; they
- * never build error responses by hand.
+ * `{"error":{"message","type","param","code"}}` (Anthropic's `{"type":"error","error":{…}}` on
+ * its routes) with the right status. Handlers throw; they never build error responses by hand.
  *
  * @module
  */
@@ -117,13 +117,53 @@ export function errorBody(error: HttpError): { error: Record<string, string | nu
   };
 }
 
+/** Anthropic's error type for each status; other statuses are `api_error` (5xx) or invalid. */
+const ANTHROPIC_ERROR_TYPES: Record<number, string> = {
+  401: "authentication_error",
+  403: "permission_error",
+  404: "not_found_error",
+  413: "request_too_large",
+  429: "rate_limit_error",
+  503: "overloaded_error",
+  504: "timeout_error",
+  529: "overloaded_error",
+};
+
+/**
+ * The JSON body of an error on Anthropic's routes.
+ *
+ * @param error The HTTP error.
+ * @returns `{"type":"error","error":{type,message}}`, the type following the status.
+ * @example
+ * ```ts
+ * anthropicErrorBody(new HttpError(404, "No such model")).error.type; // "not_found_error"
+ * ```
+ */
+export function anthropicErrorBody(
+  error: HttpError,
+): { type: "error"; error: { type: string; message: string } } {
+  const type = ANTHROPIC_ERROR_TYPES[error.status] ??
+    (error.status >= 500 ? "api_error" : "invalid_request_error");
+  return { type: "error", error: { type, message: error.message } };
+}
+
+/** The API families whose error bodies differ: OpenAI's (and the native API's), Anthropic's. */
+export type ErrorShape = "openai" | "anthropic";
+
+/** The error body of each {@link ErrorShape}. */
+const ERROR_BODIES: Record<ErrorShape, (error: HttpError) => unknown> = {
+  openai: errorBody,
+  anthropic: anthropicErrorBody,
+};
+
 /**
  * The response for any thrown value.
  *
  * @param error What was thrown.
+ * @param shape The error body's family, after the route. Default `openai`.
  * @returns A JSON error response.
  */
-export function errorResponse(error: unknown): Response {
+export function errorResponse(error: unknown, shape: ErrorShape = "openai"): Response {
   const http = toHttpError(error);
-  return Response.json(errorBody(http), { status: http.status, headers: http.headers });
+  return Response.json(ERROR_BODIES[shape](http), { status: http.status, headers: http.headers });
 }

@@ -19,9 +19,9 @@ import { badRequest, HttpError } from "./http_error.ts";
 import type { ModelEntry } from "../models/registry.ts";
 import { chatMessages, Fields, readJsonBody, templateFields } from "./request_body.ts";
 import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
-import { type ChatDelta, ChatOutputStream } from "../engine/tools/output_stream.ts";
-import type { ChatOutputPlan } from "../engine/tools/plan.ts";
-import type { GenerationResult } from "../engine/scheduler.ts";
+import type { ChatDelta } from "../engine/tools/output_stream.ts";
+import type { GenerationChunk, GenerationResult } from "../engine/scheduler.ts";
+import { readChatGeneration } from "./chat_stream.ts";
 import { assistantMessage, chatOutputRequest } from "./tool_calls.ts";
 import type { TokenLogprob } from "../engine/logprobs.ts";
 import {
@@ -32,13 +32,6 @@ import {
 } from "./logprobs_wire.ts";
 
 type Kind = "chat" | "text";
-
-/** A reader of the output when the request has tools or the model reasons; else none. */
-function outputReader(plan: ChatOutputPlan | undefined): ChatOutputStream | undefined {
-  return plan && (plan.read.format || plan.read.reasoning)
-    ? new ChatOutputStream(plan.read)
-    : undefined;
-}
 
 /** `tool_calls` when the output holds complete calls and did not run out of tokens. */
 function chatFinishReason(result: GenerationResult, calls: number): string {
@@ -159,11 +152,12 @@ async function complete(
   const bytesOf = (token: number) => first.loaded.model.tokenBytes(token);
 
   if (!gen.stream) {
-    const results = await Promise.all(all.map(async (started) => {
-      for await (const _ of started.generation) { /* collect via result */ }
-      return await started.result;
-    }));
-    const choices = results.map((result, index) => {
+    // Completions have no output plan: their output is the text, read the same way.
+    const read = await Promise.all(
+      all.map((started) => readChatGeneration(started, () => {}, { streaming: false })),
+    );
+    const results = read.map((r) => r.result);
+    const choices = read.map(({ result, output }, index) => {
       if (kind !== "chat") {
         return {
           index,
@@ -172,16 +166,13 @@ async function complete(
           finish_reason: finishReasonOf(result),
         };
       }
-      const reader = outputReader(first.output);
-      reader?.push(result.text);
-      const output = reader?.finish(result.finishReason === "length").output;
       return {
         index,
-        message: output ? assistantMessage(output) : { role: "assistant", content: result.text },
+        message: assistantMessage(output),
         logprobs: result.logprobs
           ? { content: chatLogprobs(bytesOf, result.logprobs), refusal: null }
           : null,
-        finish_reason: chatFinishReason(result, output?.toolCalls.length ?? 0),
+        finish_reason: chatFinishReason(result, output.toolCalls.length),
       };
     });
     return Response.json({
@@ -206,7 +197,6 @@ async function complete(
   return sseResponse(async (send) => {
     // One generation per choice; their pieces interleave as they are generated.
     const results = await Promise.all(all.map(async (started, index) => {
-      const reader = kind === "chat" ? outputReader(started.output) : undefined;
       // Log-probabilities ride on the next chunk sent after their tokens.
       let pending: TokenLogprob[] = [];
       let textSent = 0;
@@ -220,33 +210,28 @@ async function complete(
           ? { content: chatLogprobs(bytesOf, steps), refusal: null }
           : completionLogprobs(bytesOf, steps, offset);
       };
-      const piece = (text: string, finish: string | null) =>
-        kind === "chat"
-          ? {
-            index,
-            delta: text === "" && finish ? {} : { content: text },
-            logprobs: logprobsOf(text),
-            finish_reason: finish,
-          }
-          : { index, text, logprobs: logprobsOf(text), finish_reason: finish };
-      const delta = (d: ChatDelta) =>
-        send(chunk({ index, delta: d, logprobs: logprobsOf(""), finish_reason: null }));
+      const onChunk = (part: GenerationChunk) => {
+        if (part.logprobs) pending.push(...part.logprobs);
+      };
       if (kind === "chat") {
         send(chunk({ index, delta: { role: "assistant", content: "" }, finish_reason: null }));
+        const delta = (d: ChatDelta, finish: string | null = null) =>
+          send(chunk({ index, delta: d, logprobs: logprobsOf(""), finish_reason: finish }));
+        const { result, output } = await readChatGeneration(started, delta, {
+          streaming: true,
+          onChunk,
+        });
+        delta({}, chatFinishReason(result, output.toolCalls.length));
+        return result;
       }
+      const piece = (text: string, finish: string | null) =>
+        send(chunk({ index, text, logprobs: logprobsOf(text), finish_reason: finish }));
       for await (const part of started.generation) {
-        if (part.logprobs) pending.push(...part.logprobs);
-        if (reader) reader.push(part.text).forEach(delta);
-        else send(chunk(piece(part.text, null)));
+        onChunk(part);
+        piece(part.text, null);
       }
       const result = await started.result;
-      if (reader) {
-        const end = reader.finish(result.finishReason === "length");
-        end.deltas.forEach(delta);
-        send(chunk(piece("", chatFinishReason(result, end.output.toolCalls.length))));
-      } else {
-        send(chunk(piece("", finishReasonOf(result))));
-      }
+      piece("", finishReasonOf(result));
       return result;
     }));
     if (gen.includeUsage) {

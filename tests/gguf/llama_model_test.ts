@@ -279,8 +279,16 @@ Deno.test("fixtureModel() returns generated fixtures that match their specs", as
     const info = await readGgufInfo(path);
     const options = FIXTURES[name]!.options;
     assert.equal(ggufString(info, "general.name"), options.name);
-    assert.equal(ggufNumber(info, "llama.embedding_length"), options.embeddingLength);
-    assert.equal(ggufNumber(info, "llama.block_count"), options.blockCount);
+    const arch = options.architecture ?? "llama";
+    assert.equal(ggufString(info, "general.architecture"), arch);
+    assert.equal(ggufNumber(info, `${arch}.embedding_length`), options.embeddingLength);
+    assert.equal(ggufNumber(info, `${arch}.block_count`), options.blockCount);
+    assert.equal(ggufNumber(info, `${arch}.pooling_type`), options.poolingType);
+    assert.equal(
+      info.tensors.some((t) => t.name === "cls.output.weight"),
+      (options.classifierLabels?.length ?? 0) > 0,
+      name,
+    );
     assert.equal(
       info.tensors.some((t) => t.name === "output.weight"),
       !(options.tiedOutput ?? false),

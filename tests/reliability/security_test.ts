@@ -112,11 +112,28 @@ function validBody(path: string): string {
   if (path.endsWith("/chat/completions") || path === "/apply-template") {
     return JSON.stringify({ messages: [{ role: "user", content: "x" }], max_tokens: 2 });
   }
+  if (path.endsWith("/responses")) {
+    return JSON.stringify({ model: MODEL, input: "x", max_output_tokens: 2 });
+  }
+  const messages = [{ role: "user", content: "x" }];
+  if (path.endsWith("/count_tokens")) return JSON.stringify({ model: MODEL, messages });
+  if (path.endsWith("/messages")) return JSON.stringify({ model: MODEL, messages, max_tokens: 2 });
+  if (path.endsWith("/embeddings")) return JSON.stringify({ model: MODEL, input: "x" });
+  if (path.includes("/rerank")) {
+    return JSON.stringify({ model: MODEL, query: "x", documents: ["y"] });
+  }
   return JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 2, adapters: [] });
 }
 
+/** The status a valid request with the key gets: the served model is no reranker. */
+function statusWithKey(path: string): number {
+  if (path === "/ws/generate") return 426;
+  return path.includes("/rerank") ? 400 : 200;
+}
+
 Deno.test("security: with --api-key every route and method, and unknown paths, answer 401 without a valid key", async () => {
-  await using server = await startShimmy({ args: ["--api-key", KEY] });
+  // Mean pooling, so the generation model also answers /v1/embeddings.
+  await using server = await startShimmy({ args: ["--api-key", KEY, "--pooling", "mean"] });
   const watch = new Watch(server);
   const failures: string[] = [];
   const statuses = new Histogram();
@@ -131,7 +148,9 @@ Deno.test("security: with --api-key every route and method, and unknown paths, a
     ["key without Bearer", [["Authorization", KEY]]],
     ["Basic auth with the key", [["Authorization", `Basic ${btoa(`${KEY}:`)}`]]],
     ["empty Bearer", [["Authorization", "Bearer"]]],
-    ["key in X-Api-Key", [["X-Api-Key", KEY]]],
+    ["wrong key in X-Api-Key", [["X-Api-Key", "wrong"]]],
+    ["prefix of the key in X-Api-Key", [["X-Api-Key", KEY.slice(0, -1)]]],
+    ["key in X-Api-Key but a wrong Bearer", [["X-Api-Key", KEY], ["Authorization", "Bearer x"]]],
   ];
   const exchanges: Promise<void>[] = [];
   for (const path of paths) {
@@ -209,7 +228,7 @@ Deno.test("security: with --api-key every route and method, and unknown paths, a
       const body = method === "POST" ? validBody(path) : undefined;
       const e = await send(server.port, `${method} ${path} with the key`, method, path, auth, body);
       normal.add(`${path}:${e.response?.status ?? e.failure}`);
-      const expected = path === "/ws/generate" ? 426 : 200;
+      const expected = statusWithKey(path);
       if (e.response?.status !== expected) {
         failures.push(
           `${e.label}: ${e.response?.status ?? e.failure}, expected ${expected}: ${

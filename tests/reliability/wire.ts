@@ -306,8 +306,9 @@ export function sseEvents(text: string): { events: string[]; problem?: string } 
 }
 
 /**
- * Checks an error body: `{"error":{"message":string,"type":string,"param":string|null,
- * "code":string|null}}`.
+ * Checks an error body: OpenAI's `{"error":{"message":string,"type":string,
+ * "param":string|null,"code":string|null}}`, or Anthropic's
+ * `{"type":"error","error":{"type":string,"message":string}}` (its Messages routes).
  *
  * @param text The body.
  * @returns A problem, or undefined when it has that shape.
@@ -324,6 +325,11 @@ export function errorShapeProblem(text: string): string | undefined {
     return `no "error" object: ${text.slice(0, 200)}`;
   }
   const nullableString = (v: unknown) => v === null || typeof v === "string";
+  if ((value as { type?: unknown }).type === "error") {
+    return typeof error.message === "string" && typeof error.type === "string"
+      ? undefined
+      : `Anthropic error object has the wrong shape: ${text.slice(0, 300)}`;
+  }
   if (
     typeof error.message !== "string" || typeof error.type !== "string" ||
     !nullableString(error.param) || !nullableString(error.code)

@@ -9,6 +9,7 @@ import { basename } from "node:path";
 import { modelNameOf } from "../../src/models/model_names.ts";
 import { type ModelEntry, ModelRegistry, type RegistryOptions } from "../../src/models/registry.ts";
 import { Activity } from "../../src/server/activity.ts";
+import { ResponseStore } from "../../src/server/response_store.ts";
 import { createApp } from "../../src/server/app.ts";
 import { type GuardOptions, serveGuarded } from "../../src/server/connection_guard.ts";
 import type { ServerContext, ServerSettings } from "../../src/server/context.ts";
@@ -72,6 +73,7 @@ export async function startServer(options: TestServerOptions = {}): Promise<Test
     metrics: new Metrics(),
     startedAt: performance.now(),
     activity: new Activity(),
+    responses: new ResponseStore(),
     draining: false,
     settings: {
       parallel: options.load?.parallel ?? 4,

@@ -1,0 +1,239 @@
+/**
+ * `POST /v1/embeddings` in OpenAI's shape: `input` as a string, an array of strings, an array
+ * of token ids or an array of token-id arrays; `encoding_format` `float` or `base64`
+ * (little-endian float32 bytes); `dimensions` only as the model's own size. Texts are
+ * tokenized as llama-server tokenizes them (special tokens added and parsed), embedded by the
+ * model's embeddings context in as few decodes as fit, and normalized to unit length.
+ *
+ * @module
+ */
+
+import type { Embedder } from "../engine/embedder.ts";
+import type { LoadedModel } from "../engine/loaded_model.ts";
+import type { ModelEntry } from "../models/registry.ts";
+import type { ServerContext } from "./context.ts";
+import { badRequest } from "./http_error.ts";
+import { Fields, readJsonBody } from "./request_body.ts";
+
+/** Most inputs in one request (OpenAI's limit). */
+export const MAX_EMBEDDING_INPUTS = 2048;
+
+/** One input as the request gave it: text to tokenize, or token ids used as given. */
+export type EmbeddingInput = string | readonly number[];
+
+/** A model leased for one request, with its embeddings context. */
+export interface EmbedderLease {
+  entry: ModelEntry;
+  loaded: LoadedModel;
+  embedder: Embedder;
+}
+
+/**
+ * Runs work with a model's embedder; the model stays loaded (leased) until the work settles.
+ *
+ * @param ctx Server state.
+ * @param name The requested model (default model when undefined).
+ * @param work What to do with it.
+ * @returns What the work returns.
+ * @example
+ * ```ts
+ * const size = await withEmbedder(ctx, "nomic-embed", async ({ embedder }) => embedder.dimensions);
+ * ```
+ */
+export async function withEmbedder<T>(
+  ctx: ServerContext,
+  name: string | undefined,
+  work: (lease: EmbedderLease) => Promise<T>,
+): Promise<T> {
+  using lease = await ctx.registry.acquire(name);
+  const embedder = await lease.model.embedder();
+  return await work({ entry: lease.entry, loaded: lease.model, embedder });
+}
+
+/**
+ * Reads OpenAI's `input` field.
+ *
+ * @param value The field.
+ * @returns One entry per input.
+ * @throws {HttpError} 400 for an empty, malformed or too long list, or an empty input.
+ * @example
+ * ```ts
+ * embeddingInputs("hi"); // ["hi"]
+ * embeddingInputs([1, 2, 3]); // [[1, 2, 3]]: one input of three token ids
+ * ```
+ */
+export function embeddingInputs(value: unknown): EmbeddingInput[] {
+  const wrong = () =>
+    badRequest(
+      '"input" must be a string, an array of strings, an array of token ids, or an array of ' +
+        "token-id arrays",
+      "input",
+    );
+  let inputs: EmbeddingInput[];
+  if (typeof value === "string") inputs = [value];
+  else if (!Array.isArray(value)) throw wrong();
+  else if (value.length > 0 && value.every(isTokenId)) inputs = [value as number[]];
+  else {
+    inputs = value.map((one) => {
+      if (typeof one === "string") return one;
+      if (Array.isArray(one) && one.every(isTokenId)) return one as number[];
+      throw wrong();
+    });
+  }
+  if (inputs.length === 0) throw badRequest('"input" must not be empty', "input");
+  if (inputs.length > MAX_EMBEDDING_INPUTS) {
+    throw badRequest(
+      `At most ${MAX_EMBEDDING_INPUTS} inputs per request (got ${inputs.length})`,
+      "input",
+    );
+  }
+  inputs.forEach((input, index) => {
+    if (input.length === 0) throw badRequest(`Input ${index} is empty`, "input");
+  });
+  return inputs;
+}
+
+function isTokenId(value: unknown): boolean {
+  return Number.isSafeInteger(value) && (value as number) >= 0;
+}
+
+/**
+ * Turns inputs into token ids: texts tokenized with special tokens added and parsed (as
+ * llama-server does), token ids checked against the vocabulary and the context size.
+ *
+ * @param lease The model and its embedder.
+ * @param inputs The inputs.
+ * @param signal Stops tokenizing big texts.
+ * @returns The tokens of each input.
+ * @throws {HttpError} 400 naming the input that is too long or holds an unknown token id.
+ */
+export async function tokenizeInputs(
+  lease: EmbedderLease,
+  inputs: readonly EmbeddingInput[],
+  signal?: AbortSignal,
+): Promise<Int32Array[]> {
+  const { model } = lease.loaded;
+  const nVocab = model.nVocab;
+  const out: Int32Array[] = [];
+  for (const [index, input] of inputs.entries()) {
+    let tokens: Int32Array;
+    if (typeof input === "string") {
+      tokens = await model.tokenizeAsync(input, { signal });
+    } else {
+      if (input.some((id) => id >= nVocab)) {
+        throw badRequest(`Input ${index} holds a token id outside the vocabulary`, "input");
+      }
+      tokens = Int32Array.from(input);
+    }
+    checkLength(lease.embedder, tokens, `Input ${index}`, "input");
+    out.push(tokens);
+  }
+  return out;
+}
+
+/**
+ * Refuses an input longer than the embeddings context.
+ *
+ * @param embedder The embedder.
+ * @param tokens The input's tokens.
+ * @param what How the message names the input, e.g. `Input 3`.
+ * @param param The request field at fault.
+ * @throws {HttpError} 400 `context_length_exceeded`.
+ */
+export function checkLength(
+  embedder: Embedder,
+  tokens: Int32Array,
+  what: string,
+  param: string,
+): void {
+  if (tokens.length > embedder.contextSize) {
+    throw badRequest(
+      `${what} has ${tokens.length} tokens, more than the embedding context of ` +
+        `${embedder.contextSize}; shorten it or start the server with a larger --ctx-size`,
+      param,
+    );
+  }
+}
+
+/**
+ * Encodes a vector as OpenAI's `base64` format: little-endian float32 bytes, base64.
+ *
+ * @param vector The embedding.
+ * @returns The base64 text.
+ * @example
+ * ```ts
+ * float32Base64(Float32Array.of(1)); // "AACAPw=="
+ * ```
+ */
+export function float32Base64(vector: Float32Array): string {
+  const bytes = new Uint8Array(vector.length * 4);
+  const view = new DataView(bytes.buffer);
+  vector.forEach((v, i) => view.setFloat32(i * 4, v, true));
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+/**
+ * `POST /v1/embeddings` (also `/embeddings`).
+ *
+ * @param ctx Server state.
+ * @param request The HTTP request.
+ * @param clientGone Aborts when the client disconnects.
+ * @returns The OpenAI list of embeddings.
+ * @throws {HttpError} 400 for a bad field, a model that pools nothing (pooling none) or is a
+ *   reranker, a `dimensions` other than the model's, or an input that is too long.
+ */
+export async function embeddings(
+  ctx: ServerContext,
+  request: Request,
+  clientGone: AbortSignal,
+): Promise<Response> {
+  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
+  const fields = new Fields(body);
+  const inputs = embeddingInputs(fields.raw("input"));
+  const format = fields.string("encoding_format") ?? "float";
+  if (format !== "float" && format !== "base64") {
+    throw badRequest('"encoding_format" must be "float" or "base64"', "encoding_format");
+  }
+  const dimensions = fields.number("dimensions", { min: 1, integer: true });
+  fields.string("user"); // accepted, as OpenAI's clients send it; nothing is tracked
+  return await withEmbedder(ctx, fields.string("model"), async (lease) => {
+    const { embedder, entry } = lease;
+    if (embedder.pooling === "none") {
+      throw badRequest(
+        `Model "${entry.name}" pools no embeddings (its pooling type is none); ` +
+          "start the server with --pooling mean, cls or last to embed with it",
+        "model",
+      );
+    }
+    if (embedder.pooling === "rank") {
+      throw badRequest(
+        `Model "${entry.name}" is a reranker (pooling type rank); use /v1/rerank`,
+        "model",
+      );
+    }
+    if (dimensions !== undefined && dimensions !== embedder.dimensions) {
+      throw badRequest(
+        `Model "${entry.name}" makes embeddings of ${embedder.dimensions} dimensions and cannot ` +
+          `shorten them; leave "dimensions" out or set it to ${embedder.dimensions}`,
+        "dimensions",
+      );
+    }
+    const tokens = await tokenizeInputs(lease, inputs, clientGone);
+    const vectors = await embedder.embed(tokens, { signal: clientGone });
+    const promptTokens = tokens.reduce((sum, t) => sum + t.length, 0);
+    return Response.json({
+      object: "list",
+      data: vectors.map((vector, index) => ({
+        object: "embedding",
+        index,
+        embedding: format === "base64" ? float32Base64(vector) : Array.from(vector),
+      })),
+      model: entry.name,
+      usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+    });
+  });
+}

@@ -1,0 +1,133 @@
+/**
+ * The memory behind the Responses API's `store`, `previous_response_id`, `GET` and `DELETE`:
+ * each stored response with the conversation that led to it (its input items, the items of the
+ * responses it continued, and its own output), kept in one map per server. The map is bounded
+ * (the oldest response goes when it is full) and every response expires a fixed time after it
+ * was stored; nothing is written to disk, so a restart forgets everything.
+ *
+ * @module
+ */
+
+/** Default most responses kept. */
+export const DEFAULT_MAX_RESPONSES = 1000;
+
+/** Default time a response is kept: one hour. */
+export const DEFAULT_RESPONSE_TTL_MS = 60 * 60 * 1000;
+
+/** One stored response. */
+export interface StoredResponse {
+  /** The response object as it was returned. */
+  response: Record<string, unknown>;
+  /**
+   * The conversation as Responses input items: the continued responses' items, this request's
+   * input, then this response's output items.
+   */
+  items: Record<string, unknown>[];
+}
+
+/** Options of {@link ResponseStore}. */
+export interface ResponseStoreOptions {
+  /** Most responses kept; the oldest is dropped for a new one. Default 1000. */
+  maxResponses?: number;
+  /** Milliseconds a response is kept after it is stored. Default one hour. */
+  ttlMs?: number;
+  /** The clock, in milliseconds. Default `Date.now`. */
+  now?: () => number;
+}
+
+/**
+ * Stored responses, bounded in number and age.
+ *
+ * @example
+ * ```ts
+ * const store = new ResponseStore({ maxResponses: 10, ttlMs: 60_000 });
+ * store.put("resp_1", { response: { id: "resp_1" }, items: [] });
+ * store.get("resp_1")?.response.id; // "resp_1"
+ * store.delete("resp_1"); // true
+ * ```
+ */
+export class ResponseStore {
+  readonly #max: number;
+  readonly #ttlMs: number;
+  readonly #now: () => number;
+  /** In insertion order, so the first entry is the oldest. */
+  readonly #entries = new Map<string, { stored: StoredResponse; expires: number }>();
+
+  /** @param options Bound, expiry and clock. */
+  constructor(options: ResponseStoreOptions = {}) {
+    this.#max = options.maxResponses ?? DEFAULT_MAX_RESPONSES;
+    this.#ttlMs = options.ttlMs ?? DEFAULT_RESPONSE_TTL_MS;
+    this.#now = options.now ?? Date.now;
+    if (!(this.#max >= 1)) throw new RangeError("maxResponses must be at least 1");
+  }
+
+  /** How many responses are kept now (expired ones not counted). */
+  get size(): number {
+    this.#expire();
+    return this.#entries.size;
+  }
+
+  /**
+   * Stores a response, dropping expired ones and, when full, the oldest.
+   *
+   * @param id The response id.
+   * @param stored The response and its conversation.
+   */
+  put(id: string, stored: StoredResponse): void {
+    this.#expire();
+    this.#entries.delete(id);
+    while (this.#entries.size >= this.#max) {
+      const oldest = this.#entries.keys().next().value as string;
+      this.#entries.delete(oldest);
+    }
+    this.#entries.set(id, { stored, expires: this.#now() + this.#ttlMs });
+  }
+
+  /**
+   * A stored response.
+   *
+   * @param id The response id.
+   * @returns The response, or undefined when unknown or expired.
+   */
+  get(id: string): StoredResponse | undefined {
+    this.#expire();
+    return this.#entries.get(id)?.stored;
+  }
+
+  /**
+   * Forgets a response.
+   *
+   * @param id The response id.
+   * @returns Whether it was there.
+   */
+  delete(id: string): boolean {
+    this.#expire();
+    return this.#entries.delete(id);
+  }
+
+  /**
+   * An output item of a stored response, for an `item_reference` input item.
+   *
+   * @param id The item's id (`msg_…`, `fc_…`, `rs_…`).
+   * @returns The item, or undefined when no stored response has it.
+   */
+  item(id: string): Record<string, unknown> | undefined {
+    this.#expire();
+    for (const { stored } of this.#entries.values()) {
+      const output = stored.response.output;
+      if (!Array.isArray(output)) continue;
+      const found = output.find((item) => item?.id === id);
+      if (found) return found;
+    }
+    return undefined;
+  }
+
+  /** Drops expired responses; they expire in insertion order. */
+  #expire(): void {
+    const now = this.#now();
+    for (const [id, entry] of this.#entries) {
+      if (entry.expires > now) break;
+      this.#entries.delete(id);
+    }
+  }
+}

@@ -1,0 +1,269 @@
+/**
+ * OpenAI's Responses API: `POST /v1/responses`, `GET /v1/responses/{id}`,
+ * `DELETE /v1/responses/{id}`. A request is read into the same chat request as
+ * `/v1/chat/completions` (responses_request.ts) and generated through the one generation path
+ * (generation_bridge.ts); its output is read with the chat output reader (tool calls,
+ * reasoning) and turned into Responses items (responses_output.ts). Streams are server-sent
+ * events with an `event:` name per type and a `sequence_number`, from `response.created` to
+ * `response.completed` (or `response.incomplete`); a failure after the stream began is an
+ * `error` event followed by `response.failed`. Finished responses are kept in the server's
+ * {@link ResponseStore} unless the request says `store: false`.
+ *
+ * @module
+ */
+
+import type { ServerContext } from "./context.ts";
+import {
+  type PromptSource,
+  type StartedGeneration,
+  startGeneration,
+  usageOf,
+} from "./generation_bridge.ts";
+import { badRequest, HttpError } from "./http_error.ts";
+import { Fields, readJsonBody, templateFields } from "./request_body.ts";
+import { ResponseStore } from "./response_store.ts";
+import { type EmitEvent, itemId, ResponseOutput } from "./responses_output.ts";
+import { readResponsesRequest, type ResponsesRequest } from "./responses_request.ts";
+import type { Item } from "./responses_items.ts";
+import { sseEvent, sseResponse } from "./sse.ts";
+import { readChatGeneration } from "./chat_stream.ts";
+import { chatOutputRequest } from "./tool_calls.ts";
+
+/** The path of one stored response (also without `/v1`); the id is its last segment. */
+export const RESPONSE_ROUTE = /^\/(?:v1\/)?responses\/([^/]+)$/;
+
+/** The server's response store, created on first use when the context has none. */
+function storeOf(ctx: ServerContext): ResponseStore {
+  return ctx.responses ??= new ResponseStore();
+}
+
+/**
+ * `POST /v1/responses`.
+ *
+ * @param ctx Server state.
+ * @param request The HTTP request.
+ * @param clientGone Aborts when the client disconnects.
+ * @returns The response object as JSON, or its stream of events.
+ * @throws {HttpError} 400 for what cannot be honoured, 404 for an unknown
+ *   `previous_response_id`, and the generation path's errors.
+ */
+export async function createResponse(
+  ctx: ServerContext,
+  request: Request,
+  clientGone: AbortSignal,
+): Promise<Response> {
+  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
+  const store = storeOf(ctx);
+  const asked = readResponsesRequest(body, store);
+  const fields = new Fields(asked.chat);
+  const abort = new AbortController();
+  clientGone.addEventListener("abort", () => abort.abort(), { once: true });
+  const started = await start(ctx, fields, chatSource(asked, fields), abort.signal);
+  const envelope = {
+    id: itemId("resp"),
+    created_at: Math.floor(Date.now() / 1000),
+    model: started.entry.name,
+  };
+  const snapshot = (status: string, output: Item[], extra: Record<string, unknown> = {}) =>
+    responseObject(envelope, asked, { status, output, ...extra });
+
+  // One path, streamed or not: without a stream the events go nowhere.
+  const finish = async (output: ResponseOutput, streaming: boolean) => {
+    const final = await generate(started, output, streaming);
+    const response = snapshot(final.status, output.items, final.extra);
+    if (asked.store && !abort.signal.aborted) {
+      store.put(envelope.id, {
+        response,
+        items: [...asked.history, ...asked.input, ...output.items],
+      });
+    }
+    return response;
+  };
+  if (!asked.stream) return Response.json(await finish(new ResponseOutput(), false));
+
+  let sequence = 0;
+  let output: ResponseOutput | undefined;
+  const event = (type: string, fields: Record<string, unknown>) =>
+    sseEvent(JSON.stringify({ type, sequence_number: sequence++, ...fields }), type);
+  return sseResponse(
+    async (send) => {
+      const emit: EmitEvent = (type, fields) => send(event(type, fields));
+      emit("response.created", { response: snapshot("in_progress", []) });
+      emit("response.in_progress", { response: snapshot("in_progress", []) });
+      output = new ResponseOutput(emit);
+      const response = await finish(output, true);
+      emit(`response.${response.status}`, { response });
+    },
+    abort,
+    (error) => {
+      const { message, code, param } = error;
+      const failed = snapshot("failed", output?.items ?? [], {
+        error: { code: code ?? "server_error", message },
+      });
+      return concat(
+        event("error", { code, message, param }),
+        event("response.failed", { response: failed }),
+      );
+    },
+  );
+}
+
+/** Starts the generation; the grammar path's `response_format` errors name `text` here. */
+async function start(
+  ctx: ServerContext,
+  fields: Fields,
+  source: PromptSource,
+  signal: AbortSignal,
+): Promise<StartedGeneration> {
+  try {
+    return await startGeneration(ctx, fields, source, signal);
+  } catch (error) {
+    if (error instanceof HttpError && error.param === "response_format") {
+      throw new HttpError(
+        error.status,
+        error.message.replaceAll("response_format", "text.format"),
+        {
+          param: "text",
+          ...(error.code ? { code: error.code } : {}),
+        },
+      );
+    }
+    throw error;
+  }
+}
+
+function chatSource(asked: ResponsesRequest, fields: Fields): PromptSource {
+  const output = chatOutputRequest(fields);
+  const tools = asked.chat.tools as unknown[];
+  return {
+    kind: "chat",
+    messages: asked.messages,
+    // tool_choice "none": the model is not told about the tools.
+    ...(tools.length > 0 && output.choice !== "none" ? { tools } : {}),
+    template: templateFields(fields),
+    output,
+  };
+}
+
+/**
+ * Runs the generation into `output`, piece by piece when streaming.
+ *
+ * @returns The status, and the fields of the finished response (`usage`…).
+ */
+async function generate(started: StartedGeneration, output: ResponseOutput, streaming: boolean) {
+  const { result, output: read } = await readChatGeneration(
+    started,
+    (delta) => output.push(delta),
+    { streaming },
+  );
+  const truncated = result.finishReason === "length";
+  output.finish({ completeCalls: read.toolCalls.length, truncated });
+  const usage = usageOf(result);
+  const reasoningTokens = await tokenCount(started, read.reasoning);
+  return {
+    status: truncated ? "incomplete" : "completed",
+    extra: {
+      ...(truncated
+        ? { incomplete_details: { reason: "max_output_tokens" } }
+        : { completed_at: Math.floor(Date.now() / 1000) }),
+      usage: {
+        input_tokens: usage.prompt_tokens,
+        input_tokens_details: { cached_tokens: usage.prompt_tokens_details.cached_tokens },
+        output_tokens: usage.completion_tokens,
+        output_tokens_details: {
+          reasoning_tokens: Math.min(reasoningTokens, usage.completion_tokens),
+        },
+        total_tokens: usage.total_tokens,
+      },
+    },
+  };
+}
+
+/** The tokens of a text (the reasoning: the scheduler counts only the whole output). */
+async function tokenCount(started: StartedGeneration, text: string | undefined): Promise<number> {
+  if (!text) return 0;
+  const options = { addSpecial: false, parseSpecial: false };
+  return (await started.loaded.model.tokenizeAsync(text, options)).length;
+}
+
+/** A response object in OpenAI's shape. */
+function responseObject(
+  envelope: { id: string; created_at: number; model: string },
+  asked: ResponsesRequest,
+  state: { status: string; output: Item[] } & Record<string, unknown>,
+): Record<string, unknown> {
+  const text = state.output.flatMap((item) =>
+    item.type === "message" && Array.isArray(item.content)
+      ? item.content.map((part) => part.text as string)
+      : []
+  ).join("");
+  return {
+    id: envelope.id,
+    object: "response",
+    created_at: envelope.created_at,
+    completed_at: null,
+    error: null,
+    incomplete_details: null,
+    model: envelope.model,
+    background: false,
+    ...asked.echo,
+    store: asked.store,
+    usage: null,
+    ...state,
+    output_text: text,
+  };
+}
+
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    all.set(part, at);
+    at += part.length;
+  }
+  return all;
+}
+
+function storedResponse(ctx: ServerContext, request: Request) {
+  const path = new URL(request.url).pathname.replace(/\/+$/, "");
+  const id = decodeURIComponent(RESPONSE_ROUTE.exec(path)?.[1] ?? "");
+  const stored = storeOf(ctx).get(id);
+  if (!stored) {
+    throw new HttpError(
+      404,
+      `Response with id "${id}" not found: it was not stored (store: false), was deleted, or ` +
+        "expired",
+      { param: "response_id", code: "response_not_found" },
+    );
+  }
+  return { id, stored };
+}
+
+/**
+ * `GET /v1/responses/{id}`: a stored response.
+ *
+ * @param ctx Server state.
+ * @param request The request; the id is the path's last segment.
+ * @returns The response object.
+ * @throws {HttpError} 404 when the id is unknown, deleted or expired.
+ */
+export function retrieveResponse(ctx: ServerContext, request: Request): Response {
+  if (new URL(request.url).searchParams.get("stream") === "true") {
+    throw badRequest("Replaying a stored response as a stream is not supported", "stream");
+  }
+  return Response.json(storedResponse(ctx, request).stored.response);
+}
+
+/**
+ * `DELETE /v1/responses/{id}`: forgets a stored response.
+ *
+ * @param ctx Server state.
+ * @param request The request; the id is the path's last segment.
+ * @returns `{id, object: "response.deleted", deleted: true}`.
+ * @throws {HttpError} 404 when the id is unknown, deleted or expired.
+ */
+export function deleteResponse(ctx: ServerContext, request: Request): Response {
+  const { id } = storedResponse(ctx, request);
+  storeOf(ctx).delete(id);
+  return Response.json({ id, object: "response.deleted", deleted: true });
+}

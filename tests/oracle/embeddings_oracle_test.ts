@@ -1,0 +1,198 @@
+/**
+ * Oracle test: Shimmy's `/v1/embeddings` and `/v1/rerank` answer as llama.cpp's own server
+ * built from the same source. The same generated model is served by both, with the same
+ * pooling (`llama-server --embeddings --pooling mean`, the pooling of a BERT encoder's GGUF, or
+ * `--reranking` for the reranker fixture); single and batched inputs must give embeddings with a cosine similarity of at least
+ * 0.9999, rerank scores within 1e-4 one document at a time (1e-3 and the same order for many at
+ * once), and the same token counts (so the rerank prompt is built alike). Both refuse a model
+ * whose pooling is none.
+ */
+
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { join } from "node:path";
+import { fixtureModel } from "../fixtures/models.ts";
+import { referenceDir, skipBecause } from "../helpers.ts";
+import { postJson, startServer } from "../server/harness.ts";
+
+const reference = referenceDir();
+/** Longest a reference server may take to answer its first request. */
+const START_TIMEOUT_MS = 30_000;
+const MIN_COSINE = 0.9999;
+
+const ignore = reference === undefined &&
+  skipBecause(
+    "embeddings oracle",
+    "reference tools not built: run scripts/build-libllama.sh --reference-tools --out lib/reference",
+  );
+
+const TEXTS = [
+  "hello world",
+  "the dog and the cat sat on the mat",
+  "yes",
+  "Once upon a time there was a little dog who lived near a river. ".repeat(6),
+  "What is the answer to this question? Please help me think.",
+];
+
+/** A running reference llama-server. */
+interface Reference extends AsyncDisposable {
+  url: string;
+}
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** Starts llama-server on a model with extra flags and waits until it answers. */
+async function startReference(model: string, flags: string[]): Promise<Reference> {
+  const port = freePort();
+  const child = new Deno.Command(join(reference as string, "bin", "llama-server"), {
+    args: ["-m", model, "--host", "127.0.0.1", "--port", String(port), "-c", "512", "-np", "1"]
+      .concat(["--no-webui", ...flags]),
+    env: { LD_LIBRARY_PATH: reference as string },
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const log = new Response(child.stderr).text();
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // already stopped
+    }
+    await child.status;
+    return await log;
+  };
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (true) {
+    const ready = await fetch(`${url}/health`).then(async (r) => {
+      await r.body?.cancel();
+      return r.ok;
+    }, () => false);
+    if (ready) break;
+    if (Date.now() > deadline) {
+      throw new Error(`llama-server did not start: ${(await stop()).slice(-500)}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { url, [Symbol.asyncDispose]: async () => void await stop() };
+}
+
+function cosine(a: number[], b: number[]): number {
+  let dot = 0, na = 0, nb = 0;
+  for (let i = 0; i < a.length; i++) {
+    dot += (a[i] as number) * (b[i] as number);
+    na += (a[i] as number) ** 2;
+    nb += (b[i] as number) ** 2;
+  }
+  return dot / Math.sqrt(na * nb);
+}
+
+interface EmbeddingList {
+  data: { index: number; embedding: number[] }[];
+  usage: { prompt_tokens: number };
+}
+
+async function embed(url: string, input: string | string[]): Promise<EmbeddingList> {
+  const response = await postJson(`${url}/v1/embeddings`, { input, encoding_format: "float" });
+  equal(response.status, 200, `${url}: ${response.status}`);
+  return await response.json();
+}
+
+/** Embeds {@link TEXTS} one by one and all at once on both servers; returns every cosine. */
+async function compareEmbeddings(ours: string, theirs: string): Promise<number[]> {
+  const cosines: number[] = [];
+  for (const text of TEXTS) {
+    const [a, b] = [await embed(ours, text), await embed(theirs, text)];
+    equal(a.usage.prompt_tokens, b.usage.prompt_tokens, text);
+    equal(a.data[0]?.embedding.length, b.data[0]?.embedding.length);
+    cosines.push(cosine(a.data[0]!.embedding, b.data[0]!.embedding));
+  }
+  const [a, b] = [await embed(ours, TEXTS), await embed(theirs, TEXTS)];
+  equal(a.usage.prompt_tokens, b.usage.prompt_tokens);
+  equal(a.data.length, TEXTS.length);
+  for (const [i, item] of a.data.entries()) {
+    equal(item.index, i);
+    const match = b.data.find((d) => d.index === i);
+    cosines.push(cosine(item.embedding, match!.embedding));
+  }
+  console.log(`lowest cosine similarity: ${Math.min(...cosines).toFixed(7)}`);
+  return cosines;
+}
+
+Deno.test({
+  name: "Shimmy's mean-pooled embeddings match llama-server's for single and batched inputs",
+  ignore,
+  async fn() {
+    const model = await fixtureModel("tiny-f32");
+    await using theirs = await startReference(model, ["--embeddings", "--pooling", "mean"]);
+    await using ours = await startServer({ fixtures: ["tiny-f32"], load: { pooling: "mean" } });
+    const cosines = await compareEmbeddings(ours.url, theirs.url);
+    ok(cosines.every((c) => c >= MIN_COSINE), cosines.join(", "));
+  },
+});
+
+Deno.test({
+  name: "a BERT encoder pooled as its GGUF says (cls) embeds as in llama-server",
+  ignore,
+  async fn() {
+    const model = await fixtureModel("tiny-bert");
+    await using theirs = await startReference(model, ["--embeddings"]);
+    await using ours = await startServer({ fixtures: ["tiny-bert"] });
+    const cosines = await compareEmbeddings(ours.url, theirs.url);
+    ok(cosines.every((c) => c >= MIN_COSINE), cosines.join(", "));
+  },
+});
+
+Deno.test({
+  name: "Shimmy's rerank scores and order match llama-server --reranking on a qwen3 reranker",
+  ignore,
+  async fn() {
+    const model = await fixtureModel("tiny-rerank");
+    await using theirs = await startReference(model, ["--reranking"]);
+    await using ours = await startServer({ fixtures: ["tiny-rerank"] });
+    const rank = async (url: string, documents: string[]) => {
+      const response = await postJson(`${url}/v1/rerank`, { query: "hello world", documents });
+      equal(response.status, 200);
+      return await response.json() as {
+        results: { index: number; relevance_score: number }[];
+        usage: { prompt_tokens: number };
+      };
+    };
+    // One document at a time: the same prompt tokens, the same score.
+    for (const text of TEXTS) {
+      const [a, b] = [await rank(ours.url, [text]), await rank(theirs.url, [text])];
+      equal(a.usage.prompt_tokens, b.usage.prompt_tokens, "same prompt tokens");
+      const [x, y] = [a.results[0]!.relevance_score, b.results[0]!.relevance_score];
+      ok(Math.abs(x - y) < 1e-4, `${x} vs ${y}: ${text}`);
+    }
+    // All at once: Shimmy scores them in one decode, and a decode of 64 tokens or more takes
+    // another ggml kernel path (activations rounded through f16), so scores move in the 4th
+    // decimal; the order stays.
+    const [a, b] = [await rank(ours.url, TEXTS), await rank(theirs.url, TEXTS)];
+    equal(a.usage.prompt_tokens, b.usage.prompt_tokens);
+    deepEqual(a.results.map((r) => r.index), b.results.map((r) => r.index));
+    for (const [i, r] of a.results.entries()) {
+      const theirScore = b.results[i]?.relevance_score ?? NaN;
+      ok(Math.abs(r.relevance_score - theirScore) < 1e-3, `${r.relevance_score} vs ${theirScore}`);
+    }
+  },
+});
+
+Deno.test({
+  name: "Shimmy and llama-server both refuse /v1/embeddings for a model whose pooling is none",
+  ignore,
+  async fn() {
+    const model = await fixtureModel("tiny-f32");
+    await using theirs = await startReference(model, ["--embeddings"]);
+    await using ours = await startServer({ fixtures: ["tiny-f32"] });
+    for (const url of [theirs.url, ours.url]) {
+      const response = await postJson(`${url}/v1/embeddings`, { input: "hello" });
+      equal(response.status, 400, url);
+      ok(/pooling/i.test((await response.json()).error.message));
+    }
+  },
+});

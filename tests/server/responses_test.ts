@@ -1,0 +1,598 @@
+import { deepEqual, equal, match, ok, rejects } from "node:assert/strict";
+import { join } from "node:path";
+import OpenAI from "openai";
+import { generateText, jsonSchema, stepCountIs, streamText, tool } from "ai";
+import { createOpenAI } from "@ai-sdk/openai";
+import { compileSchema } from "../engine/json_schema_ajv.ts";
+import { llamaSourceDir } from "../fixtures/models.ts";
+import { WEATHER_PARAMETERS } from "../fixtures/tool_fixtures.ts";
+import { postJson, startServer, type TestServer } from "./harness.ts";
+import { ResponseStore } from "../../src/server/response_store.ts";
+import { chatMessagesOf } from "../../src/server/responses_items.ts";
+
+const MODEL = "tiny-f32";
+const validate = compileSchema(WEATHER_PARAMETERS);
+const WEATHER_TOOL = {
+  type: "function" as const,
+  name: "get_weather",
+  description: "Weather in a city",
+  parameters: WEATHER_PARAMETERS as unknown as Record<string, unknown>,
+  strict: true,
+};
+
+/** Serves tiny-f32 with Qwen 2.5's template (Hermes calls) when llama.cpp's copy is at hand. */
+async function serve(): Promise<TestServer> {
+  const server = await startServer({ load: { ctxSize: 4096, threads: 1, parallel: 2 } });
+  const source = llamaSourceDir();
+  if (source) {
+    const file = join(source, "models", "templates", "Qwen-Qwen2.5-7B-Instruct.jinja");
+    server.ctx.settings.chatTemplate = { template: Deno.readTextFileSync(file), path: file };
+  } // else the model's own template: the generic JSON format
+  return server;
+}
+
+function client(server: TestServer): OpenAI {
+  return new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused", maxRetries: 0 });
+}
+
+Deno.test("responses.create() answers with a completed message, usage and the echoed settings", async () => {
+  await using server = await serve();
+  const response = await client(server).responses.create({
+    model: MODEL,
+    instructions: "Be brief.",
+    input: "Say hi",
+    max_output_tokens: 12,
+    temperature: 0,
+    metadata: { run: "1" },
+  });
+  match(response.id, /^resp_[0-9a-f]{48}$/);
+  equal(response.object, "response");
+  equal(response.model, MODEL);
+  ok(response.status === "completed" || response.status === "incomplete");
+  equal(response.output.length, 1);
+  const message = response.output[0]!;
+  equal(message.type, "message");
+  if (message.type !== "message") return;
+  match(message.id, /^msg_/);
+  equal(message.role, "assistant");
+  const part = message.content[0]!;
+  equal(part.type, "output_text");
+  if (part.type !== "output_text") return;
+  deepEqual(part.annotations, []);
+  equal(response.output_text, part.text);
+  const usage = response.usage!;
+  ok(usage.input_tokens > 0 && usage.output_tokens > 0);
+  equal(usage.total_tokens, usage.input_tokens + usage.output_tokens);
+  equal(usage.output_tokens_details.reasoning_tokens, 0);
+  equal(typeof usage.input_tokens_details.cached_tokens, "number");
+  equal(response.instructions, "Be brief.");
+  equal(response.max_output_tokens, 12);
+  equal(response.temperature, 0);
+  deepEqual(response.metadata, { run: "1" });
+  deepEqual(response.text?.format, { type: "text" });
+  equal((response as unknown as { store: boolean }).store, true);
+  equal(response.previous_response_id, null);
+});
+
+/** One SSE event of a Responses stream: its `event:` name and its data. */
+interface NamedEvent {
+  name: string;
+  data: Record<string, unknown> & { type: string; sequence_number: number };
+}
+
+/** Reads a Responses stream, checking that each event's name is its data's `type`. */
+async function readEvents(response: Response): Promise<NamedEvent[]> {
+  const raw = await response.text();
+  return raw.split("\n\n").filter((block) => block !== "").map((block) => {
+    const [event, data, ...rest] = block.split("\n");
+    deepEqual(rest, [], block);
+    match(event!, /^event: /, block);
+    match(data!, /^data: /, block);
+    const parsed = JSON.parse(data!.slice("data: ".length));
+    equal(parsed.type, event!.slice("event: ".length));
+    return { name: parsed.type, data: parsed };
+  });
+}
+
+Deno.test("a streamed response sends typed events in OpenAI's order, and its deltas make the text", async () => {
+  await using server = await serve();
+  const response = await postJson(`${server.url}/v1/responses`, {
+    model: MODEL,
+    input: [{ role: "user", content: [{ type: "input_text", text: "Say hi" }] }],
+    max_output_tokens: 8,
+    temperature: 0,
+    stream: true,
+  });
+  equal(response.status, 200);
+  match(response.headers.get("content-type")!, /^text\/event-stream/);
+  const events = await readEvents(response);
+  deepEqual(events.map((e) => e.data.sequence_number), events.map((_, i) => i));
+  const names = events.map((e) => e.name);
+  const deltas = events.filter((e) => e.name === "response.output_text.delta");
+  ok(deltas.length > 0);
+  deepEqual(names, [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    ...deltas.map(() => "response.output_text.delta"),
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    names.at(-1) === "response.completed" ? "response.completed" : "response.incomplete",
+  ]);
+  const text = deltas.map((e) => e.data.delta).join("");
+  const item = events[2]!.data.item as { id: string };
+  for (const delta of deltas) {
+    equal(delta.data.item_id, item.id);
+    equal(delta.data.output_index, 0);
+    equal(delta.data.content_index, 0);
+  }
+  equal(events.at(-4)!.data.text, text);
+  const final = events.at(-1)!.data.response as OpenAI.Responses.Response;
+  equal(final.output_text, text);
+  equal(final.status, names.at(-1) === "response.completed" ? "completed" : "incomplete");
+  ok(final.usage!.output_tokens > 0);
+
+  // The SDK's stream helper accumulates the same events into the same response.
+  const stream = client(server).responses.stream({
+    model: MODEL,
+    input: "Say hi",
+    max_output_tokens: 8,
+    temperature: 0,
+  });
+  let joined = "";
+  stream.on("response.output_text.delta", (event) => joined += event.delta);
+  const streamed = await stream.finalResponse();
+  equal(streamed.output_text, joined);
+  ok(joined.length > 0);
+  equal(streamed.output[0]?.type, "message");
+});
+
+Deno.test("a small max_output_tokens ends the response incomplete, streamed or not", async () => {
+  await using server = await serve();
+  const openai = client(server);
+  const response = await openai.responses.create({
+    model: MODEL,
+    input: "Tell me a long story",
+    max_output_tokens: 2,
+    temperature: 0,
+  });
+  equal(response.status, "incomplete");
+  deepEqual(response.incomplete_details, { reason: "max_output_tokens" });
+  equal(response.usage!.output_tokens, 2);
+  equal((response.output[0] as OpenAI.Responses.ResponseOutputMessage).status, "incomplete");
+
+  const events: string[] = [];
+  const stream = openai.responses.stream({
+    model: MODEL,
+    input: "Tell me a long story",
+    max_output_tokens: 2,
+    temperature: 0,
+  });
+  for await (const event of stream) events.push(event.type);
+  equal(events.at(-1), "response.incomplete");
+  const final = await stream.finalResponse();
+  equal(final.status, "incomplete");
+  equal(final.output_text, response.output_text);
+});
+
+Deno.test("a forced function call comes back as a function_call item, and its output continues the stored conversation", async () => {
+  await using server = await serve();
+  const openai = client(server);
+  const asked = {
+    model: MODEL,
+    instructions: "Use the tools.",
+    input: "Weather in Paris?",
+    tools: [WEATHER_TOOL],
+    tool_choice: { type: "function" as const, name: "get_weather" },
+    parallel_tool_calls: false,
+    max_output_tokens: 300,
+  };
+  const first = await openai.responses.create(asked);
+  equal(first.status, "completed");
+  equal(first.output.length, 1);
+  const call = first.output[0]!;
+  equal(call.type, "function_call");
+  if (call.type !== "function_call") return;
+  match(call.id!, /^fc_/);
+  match(call.call_id, /^call_/);
+  equal(call.name, "get_weather");
+  equal(call.status, "completed");
+  ok(validate(JSON.parse(call.arguments)), call.arguments);
+  deepEqual(first.tool_choice, { type: "function", name: "get_weather" });
+  equal(first.tools[0]?.type, "function");
+
+  // The tool's answer, continuing the stored response.
+  const output = { type: "function_call_output" as const, call_id: call.call_id, output: "21 C" };
+  const second = await openai.responses.create({
+    model: MODEL,
+    instructions: "Use the tools.",
+    previous_response_id: first.id,
+    input: [output],
+    tools: [WEATHER_TOOL],
+    tool_choice: "none",
+    max_output_tokens: 8,
+    temperature: 0,
+  });
+  equal(second.previous_response_id, first.id);
+  equal(second.output[0]?.type, "message");
+  // The same conversation sent whole renders to the same prompt.
+  const whole = await openai.responses.create({
+    model: MODEL,
+    instructions: "Use the tools.",
+    input: [
+      { role: "user", content: "Weather in Paris?" },
+      { type: "function_call", call_id: call.call_id, name: call.name, arguments: call.arguments },
+      output,
+    ],
+    tools: [WEATHER_TOOL],
+    tool_choice: "none",
+    max_output_tokens: 8,
+    temperature: 0,
+    store: false,
+  });
+  equal(second.usage!.input_tokens, whole.usage!.input_tokens);
+  equal(second.output_text, whole.output_text);
+
+  // Streamed: the argument deltas join into the call's arguments.
+  const events = await readEvents(
+    await postJson(`${server.url}/v1/responses`, { ...asked, stream: true }),
+  );
+  const added = events.find((e) => e.name === "response.output_item.added")!;
+  equal((added.data.item as { type: string }).type, "function_call");
+  const args = events.filter((e) => e.name === "response.function_call_arguments.delta")
+    .map((e) => e.data.delta).join("");
+  const done = events.find((e) => e.name === "response.function_call_arguments.done")!;
+  equal(done.data.arguments, args);
+  equal(done.data.name, "get_weather");
+  ok(validate(JSON.parse(args)), args);
+  const final = events.at(-1)!;
+  equal(final.name, "response.completed");
+  equal((final.data.response as { output: { arguments: string }[] }).output[0]?.arguments, args);
+});
+
+Deno.test("a failure after the stream began ends it with an error event and response.failed", async () => {
+  await using server = await serve();
+  const asked = { model: MODEL, input: "Tell me a long story", temperature: 0 };
+  await client(server).responses.create({ ...asked, max_output_tokens: 1 }); // loads the model
+  // The prompt decodes, the first token too, and then the backend fails.
+  const context = new Map(server.ctx.registry.loaded()).get(MODEL)!.context as unknown as {
+    decode: (batch: unknown) => Promise<void>;
+  };
+  const decode = context.decode.bind(context);
+  let calls = 0;
+  context.decode = (batch) =>
+    ++calls > 2 ? Promise.reject(new Error("device lost")) : decode(batch);
+  const response = await postJson(`${server.url}/v1/responses`, {
+    ...asked,
+    max_output_tokens: 50,
+    stream: true,
+  });
+  equal(response.status, 200);
+  const events = await readEvents(response);
+  deepEqual(events.slice(0, 2).map((e) => e.name), ["response.created", "response.in_progress"]);
+  deepEqual(events.slice(-2).map((e) => e.name), ["error", "response.failed"]);
+  deepEqual(events.map((e) => e.data.sequence_number), events.map((_, i) => i));
+  const error = events.at(-2)!.data;
+  equal(error.code, "backend_error");
+  match(error.message as string, /device lost/);
+  const failed = events.at(-1)!.data.response as OpenAI.Responses.Response;
+  equal(failed.status, "failed");
+  deepEqual(failed.error, { code: "backend_error", message: error.message });
+  await rejects(client(server).responses.retrieve(failed.id), OpenAI.NotFoundError);
+});
+
+Deno.test("stored responses can be retrieved and deleted; store false keeps one out", async () => {
+  await using server = await serve();
+  const openai = client(server);
+  const created = await openai.responses.create({
+    model: MODEL,
+    input: "Hi",
+    max_output_tokens: 4,
+  });
+  const retrieved = await openai.responses.retrieve(created.id);
+  deepEqual(retrieved, created);
+  // An item_reference to a stored output item stands for that item.
+  const message = created.output[0] as OpenAI.Responses.ResponseOutputMessage;
+  const [referenced, whole] = await Promise.all(
+    [{ type: "item_reference" as const, id: message.id }, message].map((item) =>
+      openai.responses.create({
+        model: MODEL,
+        input: [{ role: "user", content: "Hi" }, item, { role: "user", content: "And?" }],
+        max_output_tokens: 4,
+        temperature: 0,
+        store: false,
+      })
+    ),
+  );
+  equal(referenced!.usage!.input_tokens, whole!.usage!.input_tokens);
+  equal(referenced!.output_text, whole!.output_text);
+  const deleted = await (await fetch(`${server.url}/v1/responses/${created.id}`, {
+    method: "DELETE",
+  })).json();
+  deepEqual(deleted, { id: created.id, object: "response.deleted", deleted: true });
+  await rejects(openai.responses.retrieve(created.id), OpenAI.NotFoundError);
+  await rejects(openai.responses.delete(created.id), OpenAI.NotFoundError);
+
+  const unstored = await openai.responses.create({
+    model: MODEL,
+    input: "Hi",
+    max_output_tokens: 4,
+    store: false,
+  });
+  await rejects(openai.responses.retrieve(unstored.id), OpenAI.NotFoundError);
+  const response = await postJson(`${server.url}/responses`, {
+    model: MODEL,
+    input: "Again",
+    previous_response_id: unstored.id,
+  });
+  equal(response.status, 404);
+  const body = await response.json();
+  equal(body.error.code, "previous_response_not_found");
+  equal(body.error.param, "previous_response_id");
+  equal(body.error.type, "not_found_error");
+});
+
+Deno.test("what /v1/responses cannot honour is a 400 naming the field, in OpenAI's error shape", async () => {
+  await using server = await serve();
+  const base = { model: MODEL, input: "Hi", max_output_tokens: 4 };
+  const cases: [Record<string, unknown>, string, RegExp][] = [
+    [{ tools: [{ type: "web_search" }] }, "tools", /only function tools/],
+    [
+      {
+        input: [{
+          role: "user",
+          content: [{ type: "input_image", image_url: "data:image/png;base64,AA==" }],
+        }],
+      },
+      "input",
+      /only text parts/,
+    ],
+    [{ input: [{ type: "input_file", file_id: "f" }] }, "input", /"input_file" item/],
+    [{ input: [{ type: "web_search_call", id: "ws_1" }] }, "input", /not supported/],
+    [{ frequency_penalty: 1 }, "frequency_penalty", /Unknown field/],
+    [{ conversation: "conv_1" }, "conversation", /Unknown field/],
+    [{ background: true }, "background", /not supported/],
+    [{ reasoning: { summary: "auto" } }, "reasoning", /reasoning\.summary/],
+    [{ reasoning: { effort: "extreme" } }, "reasoning", /reasoning\.effort/],
+    [{ include: ["message.output_text.logprobs"] }, "include", /not supported/],
+    [{ text: { format: { type: "json_schema", name: "x" } } }, "text", /schema/],
+    [{ text: { format: { type: "xml" } } }, "text", /Unsupported text.format/],
+    [
+      { text: { format: { type: "json_schema", name: "x", schema: { not: { type: "string" } } } } },
+      "text",
+      /^(?!.*response_format).*not/,
+    ],
+    [{ tool_choice: { type: "allowed_tools", tools: [] } }, "tool_choice", /tool_choice/],
+    [
+      { tools: [WEATHER_TOOL], tool_choice: { type: "function", name: "nope" } },
+      "tool_choice",
+      /not in/,
+    ],
+    [{ temperature: 3 }, "temperature", /at most 2/],
+    [{ input: [{ type: "item_reference", id: "msg_unknown" }] }, "input", /not stored/],
+    [{ input: [] }, "input", /required/],
+  ];
+  for (const [body, param, message] of cases) {
+    const response = await postJson(`${server.url}/v1/responses`, { ...base, ...body });
+    const json = await response.json();
+    equal(response.status, 400, JSON.stringify(body));
+    deepEqual(Object.keys(json.error).sort(), ["code", "message", "param", "type"]);
+    equal(json.error.param, param, JSON.stringify(json));
+    equal(json.error.type, "invalid_request_error");
+    match(json.error.message, message);
+  }
+});
+
+Deno.test("text.format json_schema holds the output to the schema", async () => {
+  await using server = await serve();
+  const response = await client(server).responses.create({
+    model: MODEL,
+    input: "Weather in Paris as JSON",
+    text: {
+      format: {
+        type: "json_schema",
+        name: "weather",
+        schema: WEATHER_TOOL.parameters,
+        strict: true,
+      },
+    },
+    max_output_tokens: 300,
+  });
+  equal(response.status, "completed");
+  ok(validate(JSON.parse(response.output_text)), response.output_text);
+  deepEqual(response.text?.format, {
+    type: "json_schema",
+    name: "weather",
+    schema: WEATHER_TOOL.parameters,
+    strict: true,
+  });
+});
+
+Deno.test({
+  name:
+    "a model that reasons gets a reasoning item counted in reasoning_tokens; effort none turns it off",
+  ignore: !llamaSourceDir(),
+  fn: async () => {
+    await using server = await serve();
+    // The R1 template opens <think> in the prompt: everything the model writes is reasoning.
+    const file = join(
+      llamaSourceDir()!,
+      "models",
+      "templates",
+      "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+    );
+    server.ctx.settings.chatTemplate = { template: Deno.readTextFileSync(file), path: file };
+    const asked = { model: MODEL, input: "Think", max_output_tokens: 16, temperature: 0 };
+    const response = await client(server).responses.create(asked);
+    const reasoning = response.output[0]!;
+    equal(reasoning.type, "reasoning");
+    if (reasoning.type !== "reasoning") return;
+    match(reasoning.id, /^rs_/);
+    const text = reasoning.content?.[0]?.text ?? "";
+    ok(text.length > 0);
+    ok(response.usage!.output_tokens_details.reasoning_tokens > 0);
+    equal(response.output[1]?.type, "message");
+    equal(response.output_text, "");
+
+    const events = await readEvents(
+      await postJson(`${server.url}/v1/responses`, { ...asked, stream: true }),
+    );
+    const deltas = events.filter((e) => e.name === "response.reasoning_text.delta");
+    equal(deltas.map((e) => e.data.delta).join(""), text);
+
+    // reasoning.effort "none" reaches the template: Qwen 3 closes the think block in the prompt.
+    const qwen3 = join(llamaSourceDir()!, "models", "templates", "Qwen-Qwen3-0.6B.jinja");
+    server.ctx.settings.chatTemplate = { template: Deno.readTextFileSync(qwen3), path: qwen3 };
+    const thinking = await client(server).responses.create(asked);
+    const off = await client(server).responses.create({ ...asked, reasoning: { effort: "none" } });
+    deepEqual(off.reasoning, { effort: "none", summary: null });
+    ok(off.usage!.input_tokens > thinking.usage!.input_tokens);
+    equal(off.output.length, 1);
+    equal(off.output[0]?.type, "message");
+  },
+});
+
+Deno.test("the AI SDK's OpenAI provider (Responses API) generates and streams text and tool calls", async () => {
+  await using server = await serve();
+  const sent: unknown[] = [];
+  const openai = createOpenAI({
+    baseURL: `${server.url}/v1`,
+    apiKey: "unused",
+    fetch: (url, init) => {
+      sent.push(JSON.parse(String(init?.body)));
+      return fetch(url, init);
+    },
+  });
+  const generated = await generateText({
+    model: openai(MODEL),
+    system: "Be brief.",
+    prompt: "Say hi",
+    maxOutputTokens: 8,
+    temperature: 0,
+  });
+  ok(generated.text.length > 0);
+  ok(generated.usage.inputTokens! > 0 && generated.usage.outputTokens! > 0);
+  ok(["stop", "length"].includes(generated.finishReason));
+  match(generated.response.id, /^resp_/);
+
+  const streamed = streamText({
+    model: openai.responses(MODEL),
+    system: "Be brief.",
+    prompt: "Say hi",
+    maxOutputTokens: 8,
+    temperature: 0,
+  });
+  let joined = "";
+  for await (const piece of streamed.textStream) joined += piece;
+  equal(joined, generated.text);
+  equal(await streamed.text, generated.text);
+
+  // A tool loop: a forced call, its result sent back (function_call_output), then an answer.
+  const called = await generateText({
+    model: openai(MODEL),
+    prompt: "Weather in Paris?",
+    tools: {
+      get_weather: tool({
+        description: "Weather in a city",
+        inputSchema: jsonSchema<{ city: string; unit: string }>(WEATHER_PARAMETERS),
+        execute: () => "21 C",
+      }),
+    },
+    prepareStep: ({ stepNumber }) => ({
+      toolChoice: stepNumber === 0 ? { type: "tool", toolName: "get_weather" } : "none",
+    }),
+    stopWhen: stepCountIs(2),
+    providerOptions: { openai: { parallelToolCalls: false } },
+    maxOutputTokens: 300,
+    temperature: 0,
+  });
+  equal(called.steps.length, 2);
+  const [first, second] = called.steps;
+  equal(first!.finishReason, "tool-calls");
+  equal(first!.toolCalls.length, 1);
+  equal(first!.toolCalls[0]?.toolName, "get_weather");
+  ok(validate(first!.toolCalls[0]?.input), JSON.stringify(first!.toolCalls[0]?.input));
+  equal(first!.toolResults[0]?.output, "21 C");
+  // The second request carried the call and its result, as Responses items.
+  const input = (sent.at(-1) as { input: { type?: string; call_id?: string }[] }).input;
+  const callId = first!.toolCalls[0]?.toolCallId;
+  deepEqual(
+    input.filter((item) => item.call_id === callId).map((item) => item.type),
+    ["function_call", "function_call_output"],
+  );
+  ok(["stop", "length"].includes(second!.finishReason));
+
+  // Streamed, the same forced call arrives through the function_call events.
+  const streamedCall = streamText({
+    model: openai(MODEL),
+    prompt: "Weather in Paris?",
+    tools: {
+      get_weather: tool({
+        description: "Weather in a city",
+        inputSchema: jsonSchema<{ city: string; unit: string }>(WEATHER_PARAMETERS),
+      }),
+    },
+    toolChoice: { type: "tool", toolName: "get_weather" },
+    providerOptions: { openai: { parallelToolCalls: false } },
+    maxOutputTokens: 300,
+    temperature: 0,
+  });
+  const streamedCalls = await streamedCall.toolCalls;
+  equal(await streamedCall.finishReason, "tool-calls");
+  equal(streamedCalls.length, 1);
+  deepEqual(streamedCalls[0]?.input, first!.toolCalls[0]?.input);
+});
+
+Deno.test("ResponseStore drops the oldest response when full and forgets expired ones", () => {
+  let now = 0;
+  const store = new ResponseStore({ maxResponses: 2, ttlMs: 1000, now: () => now });
+  const put = (id: string) =>
+    store.put(id, { response: { id, output: [{ id: `msg_${id}` }] }, items: [] });
+  put("a");
+  put("b");
+  put("c");
+  equal(store.get("a"), undefined);
+  equal(store.get("b")?.response.id, "b");
+  deepEqual(store.item("msg_c"), { id: "msg_c" });
+  now = 999;
+  equal(store.size, 2);
+  now = 1000;
+  equal(store.get("c"), undefined);
+  equal(store.size, 0);
+  equal(store.delete("c"), false);
+});
+
+Deno.test("Responses items map to chat messages: calls join the assistant turn, outputs are tool messages", () => {
+  const messages = chatMessagesOf([
+    { role: "developer", content: "Rules" },
+    { type: "message", role: "user", content: [{ type: "input_text", text: "Weather?" }] },
+    { type: "reasoning", summary: [], content: [{ type: "reasoning_text", text: "Look it up" }] },
+    { type: "message", role: "assistant", content: [{ type: "output_text", text: "Checking" }] },
+    { type: "function_call", call_id: "call_1", name: "get_weather", arguments: "{}" },
+    { type: "function_call", call_id: "call_2", name: "get_time", arguments: "{}" },
+    { type: "function_call_output", call_id: "call_1", output: "21 C" },
+    {
+      type: "function_call_output",
+      call_id: "call_2",
+      output: [{ type: "input_text", text: "9" }],
+    },
+  ], "Be brief");
+  deepEqual(messages, [
+    { role: "system", content: "Be brief" },
+    { role: "system", content: "Rules" },
+    { role: "user", content: [{ type: "text", text: "Weather?" }] },
+    {
+      role: "assistant",
+      content: "Checking",
+      reasoning_content: "Look it up",
+      tool_calls: [
+        { id: "call_1", type: "function", function: { name: "get_weather", arguments: "{}" } },
+        { id: "call_2", type: "function", function: { name: "get_time", arguments: "{}" } },
+      ],
+    },
+    { role: "tool", tool_call_id: "call_1", content: "21 C", name: "get_weather" },
+    { role: "tool", tool_call_id: "call_2", content: "9", name: "get_time" },
+  ]);
+});
