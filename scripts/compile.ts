@@ -1,9 +1,10 @@
 /**
  * `deno task compile [--flavour F] [--output PATH]`: builds the single `shimmy` executable
- * with `deno compile --self-extracting`, embedding the app and the native libraries of one
- * flavour (`lib/<flavour>/`, default: the best one present for this machine). On first run
- * the executable extracts itself, and the library resolver finds `lib/<flavour>/` beside the
- * extracted app, exactly as in a checkout.
+ * with `deno compile --self-extracting`, embedding the app, the chat page (built first by
+ * `scripts/build_webui.ts`) and the native libraries of one flavour (`lib/<flavour>/`,
+ * default: the best one present for this machine). On first run the executable extracts
+ * itself, and the library resolver finds `lib/<flavour>/` beside the extracted app, exactly as
+ * in a checkout.
  *
  * `deno compile` needs Deno's `denort` runtime. It downloads it unless `DENORT_BIN` points at
  * a local copy; without network and without `DENORT_BIN` this step cannot run.
@@ -14,14 +15,17 @@
 import { parseArgs } from "node:util";
 import { join, relative } from "node:path";
 import { defaultAppRoot, findLibraryFile, flavourCandidates } from "../src/ffi/library.ts";
+import { buildWebui, WEBUI_DIST } from "./build_webui.ts";
 
 /**
- * The permissions the executable is granted: libraries and models (ffi, read), serving (net),
- * `SHIMMY_*` settings (env), free memory for the load check (sys).
+ * The permissions the executable is granted: libraries and models (ffi, read), serving and
+ * pulling (net), `SHIMMY_*` and `HF_*` settings (env), free memory for the load check (sys),
+ * and the Hugging Face cache and models folder that `shimmy pull` writes (write).
  */
 export const COMPILE_PERMISSIONS = [
   "--allow-ffi",
   "--allow-read",
+  "--allow-write",
   "--allow-net",
   "--allow-env",
   "--allow-sys",
@@ -78,6 +82,9 @@ export function compileArgs(root: string, flavour: string, output: string, targe
     // Workers are not embedded unless named: the chat template renderer runs in one.
     "--include",
     TEMPLATE_WORKER,
+    // The chat page, built by buildWebui() just before.
+    "--include",
+    WEBUI_DIST,
     "--output",
     output,
     "main.ts",
@@ -109,6 +116,12 @@ async function main(): Promise<number> {
   }
   const exe = Deno.build.os === "windows" ? "shimmy.exe" : "shimmy";
   const output = values.output ?? join(root, "dist", exe);
+  try {
+    await buildWebui(root);
+  } catch (error) {
+    console.error(`compile: ${(error as Error).message}`);
+    return 1;
+  }
   const args = compileArgs(root, flavour, output, values.target);
   console.error(`compile: deno ${args.join(" ")}`);
   const status = await new Deno.Command(Deno.execPath(), { args, cwd: root }).spawn().status;

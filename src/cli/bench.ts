@@ -6,6 +6,8 @@
  * @module
  */
 
+import { basename } from "node:path";
+import { loadProgressPrinter } from "./progress.ts";
 import { LoadedModel } from "../engine/loaded_model.ts";
 import type { GlobalFlags } from "./global_flags.ts";
 import { findModelPath } from "./model_lookup.ts";
@@ -21,7 +23,7 @@ Options:
   --prompt-tokens N     Prompt length for pp (default 512)
   --gen-tokens N        Tokens generated for tg (default 128)
   --reps R              Repetitions; medians are reported (default 3)
-  --threads N           CPU threads (default: one per core)
+  --threads N           CPU threads (default: one per core; at most 4 with every layer on a GPU)
   --n-gpu-layers N|all  Layers to offload (default: all on a GPU)
   --gpu-backend B       auto | cpu | cuda | vulkan | metal
   --device-sampling M   auto | on | off: sample inside the decode graph (default auto: on a GPU)
@@ -73,8 +75,10 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
   const reps = positive("reps", v.reps, 3);
   const nGpuLayers = gpuLayersFlag(v["n-gpu-layers"]);
   const path = await findModelPath(name, globals);
+  const progress = loadProgressPrinter(path);
   await using loaded = await LoadedModel.open({
     path,
+    onProgress: progress.update,
     gpuBackend: globals.gpuBackend ?? "auto",
     verbose: globals.verbose,
     ctxSize: promptTokens + genTokens + 8,
@@ -83,6 +87,11 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     ...(nGpuLayers !== undefined ? { nGpuLayers } : {}),
     deviceSampling: deviceSamplingFlag(v["device-sampling"]),
   });
+  progress.done();
+  // Progress on stderr, so stdout keeps only the report (or the JSON).
+  console.error(
+    `Loaded ${basename(path)} in ${(loaded.model.loadMs / 1000).toFixed(1)}s; warm-up run…`,
+  );
   const vocab = loaded.model.nVocab;
   const pp: number[] = [];
   const tg: number[] = [];
@@ -103,6 +112,10 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     if (rep === 0) continue;
     pp.push(result.timings.promptPerSecond);
     tg.push(result.timings.generatePerSecond);
+    console.error(
+      `Run ${rep}/${reps}: pp ${result.timings.promptPerSecond.toFixed(1)} tok/s, ` +
+        `tg ${result.timings.generatePerSecond.toFixed(1)} tok/s`,
+    );
   }
   const stats = loaded.scheduler.stats();
   const perStep = (ms: number) => Math.round((ms / Math.max(1, stats.steps)) * 1000);

@@ -9,6 +9,7 @@ import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { parseGpuLayers } from "../engine/gpu.ts";
 import { DEVICE_SAMPLING_MODES, type DeviceSamplingMode } from "../engine/loaded_model.ts";
 import { POOLING_NAMES, type PoolingName } from "../engine/embedder.ts";
+import { closestMatch } from "./suggest.ts";
 import { UsageError } from "./usage_error.ts";
 
 /**
@@ -38,13 +39,37 @@ export function parseFlags<const O extends ParseArgsOptionsConfig>(
       strict: true,
     });
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    throw parseError(error as Error & { code?: string }, options);
   }
   if (parsed.positionals.length > maxPositionals) {
     const extra = parsed.positionals.slice(maxPositionals).join(" ");
-    throw new UsageError(`Unexpected arguments: ${extra}`);
+    throw new UsageError(`Unexpected arguments: ${extra}`, { pointToHelp: true });
   }
   return parsed;
+}
+
+/**
+ * Node's parser errors as one line that says what to do: an unknown flag names the closest
+ * known one.
+ */
+function parseError(error: Error & { code?: string }, options: ParseArgsOptionsConfig): UsageError {
+  const quoted = /'([^']*)'/.exec(error.message)?.[1] ?? "";
+  const flag = /--[^\s,<]+/.exec(quoted)?.[0] ?? /-[^\s,<]+/.exec(quoted)?.[0] ?? quoted;
+  if (error.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+    const name = flag.replace(/^-+/, "").split("=")[0] ?? "";
+    const suggestion = closestMatch(name, Object.keys(options));
+    return new UsageError(
+      `Unknown flag ${flag}${suggestion ? ` (did you mean --${suggestion}?)` : ""}`,
+      { pointToHelp: true },
+    );
+  }
+  if (error.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+    const message = /does not take an argument/.test(error.message)
+      ? `${flag} takes no value`
+      : `${flag} needs a value`;
+    return new UsageError(message, { pointToHelp: true });
+  }
+  return new UsageError(error.message.split("\n")[0] ?? error.message, { pointToHelp: true });
 }
 
 /**
@@ -68,6 +93,34 @@ function joinNegativeValues(args: string[], options: ParseArgsOptionsConfig): st
     }
   }
   return out;
+}
+
+/**
+ * A numeric flag.
+ *
+ * @param name The flag, without dashes (for the message).
+ * @param value Its text; undefined when unset.
+ * @param integer Whether it must be an integer. Default false.
+ * @returns The number, or undefined when unset.
+ * @throws {UsageError} for anything that is not a finite number (or integer).
+ * @example
+ * ```ts
+ * numberFlag("max-tokens", "64", true); // 64
+ * ```
+ */
+export function numberFlag(
+  name: string,
+  value: string | undefined,
+  integer = false,
+): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
+    throw new UsageError(
+      `--${name} must be ${integer ? "an integer" : "a number"}, got "${value}"`,
+    );
+  }
+  return n;
 }
 
 /**

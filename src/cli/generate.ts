@@ -13,7 +13,7 @@ import type { GlobalFlags } from "./global_flags.ts";
 import { findModelPath } from "./model_lookup.ts";
 import { loadProgressPrinter } from "./progress.ts";
 import { UsageError } from "./usage_error.ts";
-import { gpuLayersFlag, parseFlags } from "./flags.ts";
+import { gpuLayersFlag, numberFlag, parseFlags } from "./flags.ts";
 
 /** Usage text of `shimmy generate`. */
 export const GENERATE_USAGE = `Usage: shimmy generate [NAME] --prompt TEXT [options]
@@ -33,7 +33,7 @@ Options:
   --seed S                Random seed (default: random)
   --stop STR              Stop string; repeatable
   --ctx-size N            Context tokens (default: model's, at most 4096)
-  --threads N             CPU threads (default: one per core)
+  --threads N             CPU threads (default: one per core; at most 4 with every layer on a GPU)
   --gpu-backend B         auto | cpu | cuda | vulkan | metal (default auto)
   --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
   --tensor-split A,B,…    Share of the model per GPU, e.g. 3,1
@@ -100,17 +100,6 @@ export function parseTemplateKwargs(value: string): Record<string, unknown> {
     );
   }
   return parsed as Record<string, unknown>;
-}
-
-function numberFlag(name: string, value: string | undefined, integer = false): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (value.trim() === "" || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
-    throw new UsageError(
-      `--${name} must be ${integer ? "an integer" : "a number"}, got "${value}"`,
-    );
-  }
-  return n;
 }
 
 /**

@@ -6,6 +6,7 @@
 
 import { GpuUnavailableError } from "../engine/gpu.ts";
 import { ModelNotFoundError } from "../models/model_names.ts";
+import { PullError } from "../models/hf_hub.ts";
 import { GenerationError } from "../engine/errors.ts";
 import { ContextCreateError, LibraryNotFoundError, ModelLoadError } from "../ffi/mod.ts";
 import { benchMain } from "./bench.ts";
@@ -14,6 +15,9 @@ import { generateMain } from "./generate.ts";
 import { gpuInfoMain } from "./gpu_info.ts";
 import { listMain } from "./list.ts";
 import { probeMain } from "./probe.ts";
+import { pullMain } from "./pull.ts";
+import { runMain } from "./run.ts";
+import { closestMatch } from "./suggest.ts";
 import { serveMain } from "./serve.ts";
 import { extractGlobalFlags, type GlobalFlags } from "./global_flags.ts";
 import { UsageError } from "./usage_error.ts";
@@ -25,6 +29,8 @@ const USAGE = `shimmy ${VERSION}: a local LLM server for GGUF models
 Usage: shimmy [--model-dirs DIRS] [--gpu-backend B] [--verbose] <command> [options]
 
 Commands:
+  pull       Download a model from the Hugging Face Hub (shimmy pull --help)
+  run        Chat with a model in the terminal, or answer one prompt (shimmy run --help)
   serve      Serve models over HTTP (shimmy serve --help)
   generate   Run one generation and print it (shimmy generate --help)
   list       List the models found on this machine (shimmy list --help)
@@ -38,7 +44,12 @@ Global flags (before or after the command):
   --gpu-backend B      auto | cpu | cuda | vulkan | metal
   --verbose            Show llama.cpp's log
   --version            Print the version
-  --help               This help`;
+  --help               This help
+
+Start here:
+  shimmy pull Qwen/Qwen2.5-0.5B-Instruct-GGUF     # a 0.5B instruct model, about 490 MB
+  shimmy run Qwen/Qwen2.5-0.5B-Instruct-GGUF      # chat with it in the terminal
+  shimmy serve --model Qwen/Qwen2.5-0.5B-Instruct-GGUF   # OpenAI API on 127.0.0.1:11435`;
 
 /**
  * The `--version` line: Shimmy's version, the llama.cpp version and the library flavour.
@@ -52,6 +63,9 @@ export function versionLine(flags: GlobalFlags): string {
   return `shimmy ${VERSION} (llama.cpp ${LLAMA_CPP_VERSION}, ${flavour})`;
 }
 
+/** Flags that may come before the command. */
+const GLOBAL_FLAG_NAMES = ["model-dirs", "gpu-backend", "verbose", "version", "help"];
+
 type Command = (args: string[], globals: GlobalFlags) => Promise<number>;
 
 const COMMANDS: Record<string, Command> = {
@@ -61,6 +75,8 @@ const COMMANDS: Record<string, Command> = {
   "gpu-info": gpuInfoMain,
   list: listMain,
   probe: probeMain,
+  pull: pullMain,
+  run: runMain,
   serve: serveMain,
 };
 
@@ -73,6 +89,7 @@ const EXPECTED_ERRORS = [
   GpuUnavailableError,
   GenerationError,
   ContextCreateError,
+  PullError,
 ];
 
 /**
@@ -98,13 +115,45 @@ export async function main(argv: string[]): Promise<number> {
       return command === undefined ? 1 : 0;
     }
     const run = COMMANDS[command];
-    if (!run) throw new UsageError(`Unknown command "${command}"; see shimmy --help`);
-    return await run(args, flags);
+    if (!run && command.startsWith("-")) {
+      const name = command.replace(/^-+/, "").split("=")[0] ?? "";
+      const suggestion = closestMatch(name, GLOBAL_FLAG_NAMES);
+      throw new UsageError(
+        `Unknown flag ${command}${suggestion ? ` (did you mean --${suggestion}?)` : ""}` +
+          "; command flags go after the command",
+        { pointToHelp: true },
+      );
+    }
+    if (!run) {
+      const suggestion = closestMatch(command, Object.keys(COMMANDS));
+      throw new UsageError(
+        `Unknown command "${command}"${suggestion ? ` (did you mean "${suggestion}"?)` : ""}`,
+        { pointToHelp: true },
+      );
+    }
+    try {
+      return await run(args, flags);
+    } catch (error) {
+      if (error instanceof UsageError && error.pointToHelp) {
+        console.error(`shimmy: ${error.message}; see shimmy ${command} --help`);
+        return 1;
+      }
+      throw error;
+    }
   } catch (error) {
+    if (error instanceof UsageError && error.pointToHelp) {
+      console.error(`shimmy: ${error.message}; see shimmy --help`);
+      return 1;
+    }
     if (EXPECTED_ERRORS.some((kind) => error instanceof kind)) {
       console.error(`shimmy: ${(error as Error).message}`);
       return 1;
     }
-    throw error;
+    // Anything else is a bug or an environment problem: one line, the stack only on request.
+    const verbose = argv.includes("--verbose") || argv.includes("-v");
+    const message = (error as Error)?.message ?? String(error);
+    console.error(`shimmy: ${message}${verbose ? "" : " (--verbose shows the details)"}`);
+    if (verbose) console.error((error as Error)?.stack);
+    return 1;
   }
 }

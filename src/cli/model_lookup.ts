@@ -11,8 +11,12 @@ import {
   discoverModels,
   type DiscoveryOptions,
   type DiscoveryReport,
+  findModel,
   resolveModel,
 } from "../models/discovery.ts";
+import { isPullable } from "../models/hf_hub.ts";
+import { ModelNotFoundError } from "../models/model_names.ts";
+import { findPulled } from "../models/pull.ts";
 import type { ModelEntry } from "../models/registry.ts";
 import type { GlobalFlags } from "./global_flags.ts";
 
@@ -107,5 +111,52 @@ export function entriesFrom(report: DiscoveryReport, wanted: readonly string[]):
  */
 export async function findModelPath(nameOrPath: string, globals: GlobalFlags): Promise<string> {
   if (isFile(nameOrPath)) return nameOrPath;
-  return resolveModel(await discoverFor(globals), nameOrPath).path;
+  missingFileCheck(nameOrPath);
+  const report = await discoverFor(globals);
+  const found = findModel(report, nameOrPath) ?? findPulled(nameOrPath);
+  if (found) return found.path;
+  notPulledCheck(nameOrPath);
+  return resolveModel(report, nameOrPath).path;
+}
+
+/**
+ * Throws when a model argument is a path (it starts with `.`, `/` or `~`, or names a `.gguf`
+ * file that is no hub reference) and no file is there: the file is missing, whatever the
+ * discovered models are.
+ *
+ * @param nameOrPath What the user typed.
+ * @throws {ModelNotFoundError} saying the file is missing.
+ */
+export function missingFileCheck(nameOrPath: string): void {
+  const pathLike = /^(\.{1,2}[\\/]|[\\/]|~|[A-Za-z]:[\\/])/.test(nameOrPath) ||
+    nameOrPath.includes("\\") || (/\.gguf$/i.test(nameOrPath) && !isPullable(nameOrPath));
+  if (pathLike && !isFile(nameOrPath)) {
+    const what = exists(nameOrPath) ? "not a file" : "file not found";
+    throw new ModelNotFoundError(nameOrPath, `Cannot load model ${nameOrPath}: ${what}`);
+  }
+}
+
+/**
+ * Throws when a hub reference is not on disk, saying how to pull it.
+ *
+ * @param reference What the user typed.
+ * @param allowPullFlag The flag that would pull it, if the command has one.
+ * @throws {ModelNotFoundError} for a hub reference.
+ */
+export function notPulledCheck(reference: string, allowPullFlag?: string): void {
+  if (!isPullable(reference) || !reference.includes("/")) return;
+  throw new ModelNotFoundError(
+    reference,
+    `Model ${reference} is not on this machine: run "shimmy pull ${reference}"` +
+      (allowPullFlag ? ` or add ${allowPullFlag}` : ""),
+  );
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -15,11 +15,22 @@ import { Activity } from "../server/activity.ts";
 import { ResponseStore } from "../server/response_store.ts";
 import { createApp } from "../server/app.ts";
 import { type GuardedServer, serveGuarded } from "../server/connection_guard.ts";
+import { joinServers } from "../server/joined_servers.ts";
 import type { ServerContext } from "../server/context.ts";
 import { Metrics } from "../server/metrics.ts";
 import type { GlobalFlags } from "./global_flags.ts";
 import { parseTemplateKwargs, parseTensorSplit } from "./generate.ts";
-import { discoverFor, entriesFrom, isFile } from "./model_lookup.ts";
+import {
+  discoverFor,
+  entriesFrom,
+  isFile,
+  missingFileCheck,
+  notPulledCheck,
+} from "./model_lookup.ts";
+import { isPullable } from "../models/hf_hub.ts";
+import { findPulled, type PullProgress } from "../models/pull.ts";
+import { ModelPulls } from "../models/pull_tracker.ts";
+import { pullProgressPrinter } from "./pull.ts";
 import { UsageError } from "./usage_error.ts";
 import { deviceSamplingFlag, gpuLayersFlag, parseFlags, poolingFlag } from "./flags.ts";
 import type { PoolingName } from "../engine/embedder.ts";
@@ -29,12 +40,23 @@ export const SERVE_USAGE = `Usage: shimmy serve [options]
 
 Serves GGUF models over HTTP: OpenAI API (/v1/chat/completions, /v1/completions,
 /v1/embeddings, /v1/models), rerank (/v1/rerank), Shimmy's native API (/api/generate, /ws/generate, /api/models, /api/tags),
-/health, /metrics and /diag.
+Ollama's API (under /ollama, and at the root of --ollama-bind), /health, /metrics and /diag,
+and a chat page at / (open http://127.0.0.1:11435/ in a browser).
 
 Options:
   --bind HOST:PORT|auto   Address (default auto: SHIMMY_BIND_ADDRESS, else 127.0.0.1:11435,
                           else the first free port in 11435-11535, else any free port)
-  --model PATH_OR_NAME    Model to serve and load at start; repeatable (--model-path too)
+  --ollama-bind HOST:PORT Also serve Ollama's API at the root of this address, e.g.
+                          127.0.0.1:11434, for clients that only know Ollama's (off by
+                          default; SHIMMY_OLLAMA_BIND too). The main port serves it under
+                          /ollama either way
+  --model PATH_OR_NAME    Model to serve and load at start; repeatable (--model-path too).
+                          A Hugging Face reference (hf.co/ORG/REPO[:QUANT]) must be pulled,
+                          or --allow-pull given
+  --default-model NAME    The model of requests that name none (default: the one --model;
+                          with several models and no default, such requests get a 400)
+  --allow-pull            Pull hf.co/… models named by --model or by a request when they are
+                          not on disk (progress on the console and in /health)
   --parallel N            Requests generated at once per model (default 4)
   --ctx-size N            Context tokens per request (default: model's, at most 4096)
   --batch-size N          Most tokens per decode step (default 2048)
@@ -44,8 +66,9 @@ Options:
   --keep-alive D          Unload a model idle this long: 30s, 5m, 1h, -1 = never (default 5m)
   --lora PATH[:SCALE]     LoRA adapter attached to the default model at load; repeatable
                           (SHIMMY_LORA_GGUF too)
-  --threads N             CPU threads (default: one per core)
+  --threads N             CPU threads (default: one per core; at most 4 with every layer on a GPU)
   --api-key KEY           Require Authorization: Bearer KEY or x-api-key: KEY (or SHIMMY_API_KEY)
+  --no-webui              Do not serve the chat page at /
   --cors ORIGIN           Also allow browser pages from ORIGIN ('*' for any); repeatable,
                           or ','-separated (SHIMMY_ORIGINS too). Loopback origins always are
   --allowed-hosts NAMES   Also accept these Host names, ','-separated ('*' for any;
@@ -77,11 +100,18 @@ Options:
 
 Examples:
   shimmy serve --model ./models/phi3.gguf
-  shimmy serve --bind 0.0.0.0:8080 --parallel 8 --api-key secret`;
+  shimmy serve --bind 0.0.0.0:8080 --parallel 8 --api-key secret
+  shimmy serve --ollama-bind 127.0.0.1:11434   # Ollama's clients, unconfigured`;
 
 /** Parsed `serve` options. */
 export interface ServeArgs {
   bind: string;
+  /** `--default-model`: the model of requests that name none. */
+  defaultModel?: string;
+  /** `--allow-pull`: pull hub models that are not on disk. */
+  allowPull: boolean;
+  /** `--ollama-bind`: a second listener serving Ollama's API at its root; none when unset. */
+  ollamaBind?: string;
   models: string[];
   parallel: number;
   ctxSize?: number;
@@ -108,6 +138,8 @@ export interface ServeArgs {
   shutdownGraceMs: number;
   /** Read weights into memory instead of mapping them. */
   noMmap: boolean;
+  /** `--no-webui`: do not serve the chat page at `/`. */
+  noWebui: boolean;
   /** Where sampler chains run (`--device-sampling`). */
   deviceSampling: DeviceSamplingMode;
   /** Pooling of every model's embeddings (`--pooling`); each model's own when unset. */
@@ -157,8 +189,11 @@ export function parseServeArgs(
 ): ServeArgs | undefined {
   const parsed = parseFlags(args, {
     bind: { type: "string", default: "auto" },
+    "ollama-bind": { type: "string" },
     model: { type: "string", multiple: true },
     "model-path": { type: "string", multiple: true },
+    "default-model": { type: "string" },
+    "allow-pull": { type: "boolean", default: false },
     parallel: { type: "string" },
     "ctx-size": { type: "string" },
     "batch-size": { type: "string" },
@@ -175,6 +210,7 @@ export function parseServeArgs(
     "max-connections": { type: "string" },
     "shutdown-grace": { type: "string" },
     "no-mmap": { type: "boolean", default: false },
+    "no-webui": { type: "boolean", default: false },
     "device-sampling": { type: "string" },
     pooling: { type: "string" },
     "chat-template": { type: "string" },
@@ -195,12 +231,14 @@ export function parseServeArgs(
   const out: ServeArgs = {
     bind: v.bind,
     models: [...(v.model ?? []), ...(v["model-path"] ?? [])],
+    allowPull: v["allow-pull"],
     parallel: positiveInt("parallel", v.parallel) ?? 4,
     lora: loraFlags.map(parseLoraFlag),
     origins: commaList(...(v.cors ?? []), env("SHIMMY_ORIGINS")),
     allowedHosts: commaList(...(v["allowed-hosts"] ?? []), env("SHIMMY_ALLOWED_HOSTS")),
     shutdownGraceMs: durationFlag("shutdown-grace", v["shutdown-grace"]) ?? SHUTDOWN_GRACE_MS,
     noMmap: v["no-mmap"],
+    noWebui: v["no-webui"],
     deviceSampling: deviceSamplingFlag(v["device-sampling"] ?? env("SHIMMY_DEVICE_SAMPLING")),
   };
   const optional = {
@@ -210,6 +248,8 @@ export function parseServeArgs(
     threads: positiveInt("threads", v.threads),
     nGpuLayers,
     apiKey: v["api-key"] ?? env("SHIMMY_API_KEY"),
+    defaultModel: v["default-model"],
+    ollamaBind: ollamaBindFlag(v["ollama-bind"] ?? env("SHIMMY_OLLAMA_BIND")),
     chatTemplate: v["chat-template"],
     chatTemplateKwargs: v["chat-template-kwargs"] !== undefined
       ? parseTemplateKwargs(v["chat-template-kwargs"])
@@ -235,6 +275,15 @@ export function parseServeArgs(
     }
   }
   return out;
+}
+
+/** Checks `--ollama-bind HOST:PORT` (no `auto`: Ollama's clients expect a fixed address). */
+function ollamaBindFlag(value: string | undefined): string | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (!/^(?:\[[^\]]+\]|[^:]+):\d+$/.test(value)) {
+    throw new UsageError(`--ollama-bind must be HOST:PORT, e.g. 127.0.0.1:11434, got "${value}"`);
+  }
+  return value;
 }
 
 /**
@@ -328,6 +377,43 @@ export function listen(
 }
 
 /**
+ * Starts the `--ollama-bind` listener: Ollama's API at its root, with the main listener's
+ * auth, CORS and Host/Origin policy (the Host check also admits its own address).
+ *
+ * @param bind `HOST:PORT`.
+ * @param limits Connection timeouts and count.
+ * @param ctx Server state.
+ * @returns The running listener.
+ * @throws {UsageError} when the address is taken (by Ollama itself, often) or cannot be used.
+ */
+function listenOllama(bind: string, limits: ConnectionLimits, ctx: ServerContext): GuardedServer {
+  const { hostname, port } = parseBindAddress(bind);
+  try {
+    return serveGuarded({
+      hostname,
+      port,
+      ...(limits.headerTimeoutMs !== undefined ? { headerTimeoutMs: limits.headerTimeoutMs } : {}),
+      ...(limits.idleTimeoutMs !== undefined ? { idleTimeoutMs: limits.idleTimeoutMs } : {}),
+      ...(limits.maxConnections !== undefined ? { maxConnections: limits.maxConnections } : {}),
+    }, createApp(ctx, { ollamaRoot: true, boundHost: hostname }));
+  } catch (error) {
+    if (error instanceof Deno.errors.AddrInUse) {
+      throw new UsageError(
+        `Cannot listen on ${bind} for --ollama-bind: the address is already in use (is Ollama ` +
+          "running?); stop it or pick another address",
+      );
+    }
+    if (
+      error instanceof Deno.errors.AddrNotAvailable ||
+      error instanceof Deno.errors.PermissionDenied
+    ) {
+      throw new UsageError(`Cannot listen on ${bind}: ${(error as Error).message}`);
+    }
+    throw error;
+  }
+}
+
+/**
  * Logs model loads on stderr: the start, every quarter, and the end.
  *
  * @returns A registry progress callback.
@@ -365,9 +451,11 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     console.log(SERVE_USAGE);
     return 0;
   }
-  const report = await discoverFor(globals, options.models);
-  const entries: ModelEntry[] = entriesFrom(report, options.models);
-  const preload = entries.slice(0, options.models.length);
+  const { local, toPull } = localModels(options.models, options.allowPull);
+  const report = await discoverFor(globals, local);
+  const entries: ModelEntry[] = entriesFrom(report, local);
+  const preload = [...entries.slice(0, local.length).map((e) => e.name), ...toPull];
+  const pulls = options.allowPull ? new ModelPulls({}, pullLogger()) : undefined;
   const gpuBackend = globals.gpuBackend ?? "auto";
   const llama = Llama.open({ gpuBackend, verbose: globals.verbose }); // fails fast without libraries
   if (options.lora.length > 0 && entries[0]) {
@@ -379,6 +467,8 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     parallel: options.parallel,
     onLoadProgress: loadProgressLogger(),
     onLoadWarning: (entry, warning) => console.error(`Warning: ${entry.name}: ${warning}`),
+    ...defaultModelOption(options, entries, toPull),
+    ...(pulls ? { fetchMissing: fetchMissing(pulls, globals) } : {}),
     ...(options.noMmap ? { useMmap: false } : {}),
     deviceSampling: options.deviceSampling,
     ...(options.pooling ? { pooling: options.pooling } : {}),
@@ -403,6 +493,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     startedAt: performance.now(),
     activity: new Activity(),
     responses: new ResponseStore(),
+    ...(pulls ? { pulls } : {}),
     draining: false,
     settings: {
       parallel: options.parallel,
@@ -413,6 +504,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
         allowedHosts: options.allowedHosts,
       },
       adapterDirs: adapterDirs(globals, options.models),
+      webui: !options.noWebui,
       ...(options.bodyTimeoutMs !== undefined ? { bodyTimeoutMs: options.bodyTimeoutMs } : {}),
       ...(options.ctxSize ? { ctxSize: options.ctxSize } : {}),
       ...(options.apiKey ? { apiKey: options.apiKey } : {}),
@@ -433,9 +525,20 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
   const { hostname, port } = server.addr;
   const host = hostname.includes(":") ? `[${hostname}]` : hostname;
   console.log(`Shimmy listening on http://${host}:${port}`);
+  if (options.ollamaBind) {
+    try {
+      const ollama = listenOllama(options.ollamaBind, options, ctx);
+      server = joinServers([server, ollama]);
+      console.log(`Ollama API on http://${options.ollamaBind}`);
+    } catch (error) {
+      await server.close();
+      await registry.close();
+      throw error;
+    }
+  }
   const shutdown = shutdownSignal();
   try {
-    for (const entry of preload) (await registry.acquire(entry.name)).release();
+    for (const name of preload) (await registry.acquire(name)).release();
   } catch (error) {
     await stop(server, ctx, 0);
     throw error;
@@ -446,15 +549,82 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
         entry.path,
     );
   }
-  if (entries.length === 0) {
-    console.log("  (no models found: pass --model PATH or --model-dirs DIRS)");
-  }
+  if (entries.length === 0) console.log(NO_MODELS_HELP);
   const signal = await shutdown;
   console.error(
     `${signal}: stopping (in-flight requests get ${options.shutdownGraceMs / 1000}s)`,
   );
   await stop(server, ctx, options.shutdownGraceMs);
   return 0;
+}
+
+/** What `serve` prints when it found no model at all. */
+export const NO_MODELS_HELP = `  No models found. To get one and serve it:
+    shimmy pull Qwen/Qwen2.5-0.5B-Instruct-GGUF      (Q4_K_M, about 490 MB)
+    shimmy serve --model Qwen/Qwen2.5-0.5B-Instruct-GGUF
+  Or serve a GGUF file you have: shimmy serve --model ./model.gguf
+  Or a folder of them:           shimmy serve --model-dirs ./models
+  "shimmy discover" shows where models are searched.`;
+
+/**
+ * Sorts the `--model` values: a missing file is an error that says so; a hub reference
+ * already pulled becomes its file; one not pulled is left to pull once the server listens
+ * (with `--allow-pull`; without, an error says how to get it).
+ *
+ * @param models `--model` values.
+ * @param allowPull Whether to pull what is missing.
+ * @returns Names and paths to discover, and references to pull.
+ * @throws {ModelNotFoundError}
+ */
+export function localModels(
+  models: readonly string[],
+  allowPull: boolean,
+): { local: string[]; toPull: string[] } {
+  const local: string[] = [];
+  const toPull: string[] = [];
+  for (const model of models) {
+    missingFileCheck(model);
+    if (isFile(model) || !isPullable(model) || !model.includes("/")) {
+      local.push(model);
+      continue;
+    }
+    const pulled = findPulled(model);
+    if (pulled) local.push(pulled.path);
+    else if (allowPull) toPull.push(model);
+    else notPulledCheck(model, "--allow-pull");
+  }
+  return { local, toPull };
+}
+
+/** The registry's default model: `--default-model`, else the one `--model`. */
+function defaultModelOption(
+  options: ServeArgs,
+  entries: readonly ModelEntry[],
+  toPull: readonly string[],
+) {
+  if (options.defaultModel) return { defaultModel: options.defaultModel };
+  if (options.models.length !== 1) return {};
+  const only = toPull[0] ?? entries[0]?.name;
+  return only ? { defaultModel: only } : {};
+}
+
+/** Registry entries for hub references pulled on demand (`--allow-pull`). */
+function fetchMissing(pulls: ModelPulls, globals: GlobalFlags) {
+  return async (name: string): Promise<ModelEntry | undefined> => {
+    if (!isPullable(name) || !name.includes("/")) return undefined;
+    const pulled = findPulled(name) ?? await pulls.pull(name);
+    return entriesFrom(await discoverFor(globals, [pulled.path]), [pulled.path])[0];
+  };
+}
+
+/** Logs pulls on the console: a line per file and every quarter of it. */
+function pullLogger(): (model: string, progress: PullProgress) => void {
+  const printer = pullProgressPrinter(false, false);
+  return (model, progress) => {
+    if (progress.status === "listing") console.error(`Pulling ${model}…`);
+    printer.update(progress);
+    if (progress.status === "done") console.error(`Pulled ${model}`);
+  };
 }
 
 /** Resolves with the name of the first SIGINT or SIGTERM. */

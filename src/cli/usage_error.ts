@@ -6,9 +6,16 @@
 
 /** Bad flags or arguments. */
 export class UsageError extends Error {
-  /** @param message What was wrong and what to do. */
-  constructor(message: string) {
+  /** Whether the command's `--help` is worth pointing to (a mistyped flag or command). */
+  readonly pointToHelp: boolean;
+
+  /**
+   * @param message What was wrong and what to do.
+   * @param options `pointToHelp`: end the printed line with the `--help` to read. Default false.
+   */
+  constructor(message: string, options: { pointToHelp?: boolean } = {}) {
     super(message);
     this.name = "UsageError";
+    this.pointToHelp = options.pointToHelp ?? false;
   }
 }

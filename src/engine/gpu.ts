@@ -8,7 +8,7 @@
 
 import type { GpuBackend } from "../ffi/library.ts";
 import type { DeviceInfo } from "../ffi/llama.ts";
-import type { ModelLoadOptions } from "../ffi/model.ts";
+import type { ModelLoadOptions, OffloadReport } from "../ffi/model.ts";
 
 /** Raised when the requested GPU backend has no device on this machine. */
 export class GpuUnavailableError extends Error {
@@ -106,4 +106,33 @@ export function planDevices(
   };
   if (tensorSplit) load.tensorSplit = tensorSplit;
   return { backend: chosen, devices, load };
+}
+
+/** CPU threads a context gets by default when every layer of its model is on a GPU. */
+export const GPU_HOST_THREADS = 4;
+
+/**
+ * The CPU threads of a model's context: the asked number, else one per core, but at most
+ * {@link GPU_HOST_THREADS} when every layer is on a GPU. The CPU then only looks up the step's
+ * token embeddings, and waking a pool of many threads for that each step costs more than the
+ * work: on the H200 machine (16 cores, a 1.5B model) a `llama_decode` call took 1062 µs with 16
+ * threads and 503 µs with 4, and tg128 went from 728 to 777 tok/s.
+ *
+ * @param asked `--threads`, when given.
+ * @param offload Layers on GPUs, and in all (llama.cpp's count, output layer included).
+ * @param cores Threads when nothing limits them.
+ * @returns The thread count.
+ * @example
+ * ```ts
+ * contextThreads(undefined, { offloaded: 17, total: 17 }, 16); // 4
+ * ```
+ */
+export function contextThreads(
+  asked: number | undefined,
+  offload: OffloadReport,
+  cores: number,
+): number {
+  if (asked !== undefined) return asked;
+  const allOnGpu = offload.total > 0 && offload.offloaded >= offload.total;
+  return allOnGpu ? Math.min(cores, GPU_HOST_THREADS) : cores;
 }

@@ -5,14 +5,14 @@
  * @module
  */
 
-import { Context } from "../ffi/context.ts";
+import { Context, defaultThreads } from "../ffi/context.ts";
 import type { GpuBackend } from "../ffi/library.ts";
 import { Llama } from "../ffi/llama.ts";
 import { LoraAdapter } from "../ffi/lora.ts";
 import { GenerationError } from "./errors.ts";
 import { Model } from "../ffi/model.ts";
 import { Embedder, type PoolingName } from "./embedder.ts";
-import { type DevicePlan, planDevices } from "./gpu.ts";
+import { contextThreads, type DevicePlan, planDevices } from "./gpu.ts";
 import { type LoraChoice, Scheduler } from "./scheduler.ts";
 
 /** How to open a model for generation. */
@@ -137,7 +137,7 @@ export class LoadedModel {
         nSeqMax: parallel,
         nBatch: options.batchSize ?? 2048,
         kvUnified: true,
-        ...(options.threads ? { nThreads: options.threads } : {}),
+        nThreads: contextThreads(options.threads, model.offload, defaultThreads()),
       });
       try {
         const mode = options.deviceSampling ?? "auto";

@@ -47,6 +47,7 @@
  */
 
 import { basename, dirname, relative, resolve, sep } from "node:path";
+import { quantOf } from "./hf_hub.ts";
 import {
   type DiscoveryRoot,
   type DiscoveryRootOptions,
@@ -495,7 +496,7 @@ async function scanRoot(
           sourceDetail: `${file.repo} revision ${file.revision.slice(0, 12)} in ${root.label}`,
           root: root.path,
           baseName: `${repo}:${relStem}`,
-          aliases: [shard, repo],
+          aliases: [shard, repo, ...pulledAliases(repo, file.relativePath)],
           folder: dirname(shards[0]!),
           identity: [normalizeRepo(file.repo), normalizeRepo(file.repo).split("/").at(-1)!],
         };
@@ -564,6 +565,15 @@ async function scanRoot(
     };
   });
   return { present: true, candidates };
+}
+
+/**
+ * The names `shimmy pull` reports for a hub file: `hf.co/ORG/REPO:QUANT` and `ORG/REPO:QUANT`
+ * (lowercase), and `hf.co/ORG/REPO`.
+ */
+function pulledAliases(repo: string, relativePath: string): string[] {
+  const quant = quantOf(relativePath)?.toLowerCase();
+  return [`hf.co/${repo}`, ...(quant ? [`hf.co/${repo}:${quant}`, `${repo}:${quant}`] : [])];
 }
 
 function normalizeRepo(repo: string): string {

@@ -60,6 +60,30 @@ export interface RegistryOptions extends RegistryLoadOptions {
   onLoadProgress?: (entry: ModelEntry, fraction: number) => void;
   /** Called with what a user should know about a model just loaded (a broken template…). */
   onLoadWarning?: (entry: ModelEntry, warning: string) => void;
+  /**
+   * The model a request that names none gets (`--default-model`, else the one `--model`).
+   * Default none: with several models, such a request is refused with the list of names.
+   */
+  defaultModel?: string;
+  /**
+   * Finds a model no entry names (`serve --allow-pull` pulls an `hf.co/…` reference): its
+   * entry, which the registry then knows, or undefined. Default none.
+   */
+  fetchMissing?: (name: string) => Promise<ModelEntry | undefined>;
+}
+
+/** Raised when a request names no model and several are available, none of them the default (400). */
+export class ModelRequiredError extends GenerationError {
+  /** @param names The models a request may name. */
+  constructor(names: readonly string[]) {
+    const shown = names.slice(0, 20).join(", ") + (names.length > 20 ? ", …" : "");
+    super(
+      "invalid_request",
+      `The request names no model and ${names.length} are available: set "model" to one of ` +
+        `${shown} (or start the server with --default-model NAME)`,
+    );
+    this.name = "ModelRequiredError";
+  }
 }
 
 /** Raised when a model cannot be loaded now (memory, or every loaded model busy). */
@@ -107,6 +131,8 @@ export class ModelRegistry {
   readonly #loaded = new Map<string, LoadedModel>();
   readonly #lastUsed = new Map<string, number>();
   readonly #leases = new Map<string, number>();
+  /** Keep-alive of a loaded model set by a request (Ollama's `keep_alive`), in ms. */
+  readonly #keepAlive = new Map<string, number>();
   #leaseReleased: (() => void) | undefined;
   readonly #sweeper: ReturnType<typeof setInterval> | undefined;
   /** Milliseconds each model took to load. */
@@ -149,12 +175,14 @@ export class ModelRegistry {
   }
 
   /**
-   * Finds a model by name, alias or exact path of a known model (case-insensitive); no name
-   * means the default (first) model.
+   * Finds a model by name, alias or exact path of a known model (case-insensitive). No name
+   * means the `defaultModel` option, else the only model; with several and no default it is
+   * an error, never a silent pick.
    *
    * @param name The requested model.
    * @returns Its entry.
    * @throws {ModelNotFoundError} for an unknown name, or when no model is known at all.
+   * @throws {ModelRequiredError} for no name, several models and no default.
    */
   resolve(name?: string): ModelEntry {
     if (name === undefined || name === "") {
@@ -165,6 +193,8 @@ export class ModelRegistry {
           "No models are available: start the server with --model PATH or --model-dirs DIRS",
         );
       }
+      if (this.#options.defaultModel) return this.resolve(this.#options.defaultModel);
+      if (this.#entries.length > 1) throw new ModelRequiredError(this.#entries.map((e) => e.name));
       return first;
     }
     const wanted = name.toLowerCase();
@@ -195,7 +225,7 @@ export class ModelRegistry {
    * ```
    */
   async acquire(name?: string): Promise<ModelLease> {
-    const entry = this.resolve(name);
+    const entry = await this.resolveOrFetch(name);
     this.#lastUsed.set(entry.name, performance.now());
     // Counted from now, so nothing can unload the model between its load and this caller.
     const release = this.#hold(entry.name);
@@ -217,7 +247,76 @@ export class ModelRegistry {
       this.#leases.set(name, (this.#leases.get(name) ?? 1) - 1);
       this.#lastUsed.set(name, performance.now());
       this.#leaseReleased?.();
+      if (this.#keepAlive.get(name) === 0) void this.#unloadIfIdle(name);
     };
+  }
+
+  /**
+   * Like {@link resolve}, but a name no entry has is asked of the `fetchMissing` option
+   * (which pulls it), and the entry it gives is known from then on.
+   *
+   * @param name The requested model.
+   * @returns Its entry.
+   * @throws {ModelNotFoundError} when nothing finds it.
+   * @example
+   * ```ts
+   * await registry.resolveOrFetch("hf.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF");
+   * ```
+   */
+  async resolveOrFetch(name?: string): Promise<ModelEntry> {
+    try {
+      return this.resolve(name);
+    } catch (error) {
+      const fetchMissing = this.#options.fetchMissing;
+      if (!(error instanceof ModelNotFoundError) || !fetchMissing || error.model === "") {
+        throw error;
+      }
+      const fetched = await fetchMissing(error.model);
+      if (!fetched) throw error;
+      const alias = error.model.toLowerCase();
+      const index = this.#entries.findIndex((e) =>
+        e.path === fetched.path || e.name === fetched.name
+      );
+      const known = this.#entries[index];
+      if (known) {
+        this.#entries[index] = { ...known, aliases: [...(known.aliases ?? []), alias] };
+      } else {
+        this.#entries.push({ ...fetched, aliases: [...(fetched.aliases ?? []), alias] });
+      }
+      return this.resolve(name);
+    }
+  }
+
+  /**
+   * Sets how long a loaded model stays loaded once idle, over the server's keep-alive, until
+   * it is unloaded (Ollama's per-request `keep_alive`). With 0 it is unloaded as soon as
+   * nothing uses it.
+   *
+   * @param name A loaded model's name (nothing happens when it is not loaded).
+   * @param ms Milliseconds; negative keeps it loaded until the server stops.
+   * @example
+   * ```ts
+   * registry.setKeepAlive("llama3:latest", 0); // unload once the reply is out
+   * ```
+   */
+  setKeepAlive(name: string, ms: number): void {
+    if (!this.#loaded.has(name)) return;
+    this.#keepAlive.set(name, ms);
+    this.#lastUsed.set(name, performance.now());
+    if (ms === 0) void this.#unloadIfIdle(name);
+    if (ms > 0) {
+      // On time, whatever the sweep's period (or with no sweep, under --keep-alive -1).
+      const timer = setTimeout(
+        () => void this.#unloadExpired(this.#options.keepAliveMs ?? 5 * 60_000),
+        ms + 10,
+      );
+      Deno.unrefTimer(timer);
+    }
+  }
+
+  async #unloadIfIdle(name: string): Promise<void> {
+    const model = this.#loaded.get(name);
+    if (model && this.#isIdle(name, model)) await this.unload(name).catch(() => {});
   }
 
   /** Whether nothing holds or uses the model, so it may be unloaded. */
@@ -307,6 +406,7 @@ export class ModelRegistry {
       throw new ModelUnavailableError(`Model "${name}" is busy; unload it when it is idle`);
     }
     this.#loaded.delete(name);
+    this.#keepAlive.delete(name);
     await model.close();
     return true;
   }
@@ -318,7 +418,8 @@ export class ModelRegistry {
         this.#lastUsed.set(name, now);
         continue;
       }
-      if (now - (this.#lastUsed.get(name) ?? now) >= keepAliveMs) {
+      const limit = this.#keepAlive.get(name) ?? keepAliveMs;
+      if (limit >= 0 && now - (this.#lastUsed.get(name) ?? now) >= limit) {
         await this.unload(name).catch(() => {});
       }
     }
@@ -326,9 +427,10 @@ export class ModelRegistry {
 
   /** What `/api/ps` shows. */
   status(): LoadedModelInfo[] {
-    const keepAlive = this.#options.keepAliveMs ?? 5 * 60_000;
+    const serverKeepAlive = this.#options.keepAliveMs ?? 5 * 60_000;
     const now = performance.now();
     return [...this.#loaded].map(([name, model]) => {
+      const keepAlive = this.#keepAlive.get(name) ?? serverKeepAlive;
       const stats = model.scheduler.stats();
       const idle = this.#isIdle(name, model) ? (now - (this.#lastUsed.get(name) ?? now)) / 1000 : 0;
       return {

@@ -13,13 +13,20 @@ import type { ServerContext } from "./context.ts";
 import { errorResponse, type ErrorShape, HttpError } from "./http_error.ts";
 import { countTokens, messages } from "./anthropic.ts";
 import { applyTemplate } from "./apply_template.ts";
-import { getLora, listLoaded, loadModel, setLora, unloadModel } from "./models_api.ts";
-import { apiGenerate, apiModels, apiTags, wsGenerate } from "./native.ts";
+import { getLora, loadModel, setLora, unloadModel } from "./models_api.ts";
+import { apiGenerate, apiModels, wsGenerate } from "./native.ts";
 import { chatCompletions, completions, listModels, MODEL_ROUTE, retrieveModel } from "./openai.ts";
 import { createResponse, deleteResponse, RESPONSE_ROUTE, retrieveResponse } from "./responses.ts";
-import { hostAllowed, originAllowed } from "./origin_policy.ts";
+import { hostAllowed, originAllowed, type OriginPolicy } from "./origin_policy.ts";
 import { embeddings } from "./embeddings.ts";
+import { serveWebui } from "./webui.ts";
 import { rerank } from "./rerank.ts";
+import {
+  OLLAMA_BASE_PATH,
+  OLLAMA_ROOT_ROUTES,
+  OLLAMA_ROUTES,
+  ollamaSubpath,
+} from "./ollama/routes.ts";
 
 /**
  * A route handler. `clientGone` aborts when the client disconnects before the response is
@@ -56,14 +63,14 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/apply-template": { POST: applyTemplate },
   "/api/generate": { POST: apiGenerate },
   "/api/models": { GET: apiModels },
-  "/api/tags": { GET: apiTags },
   "/api/models/load": { POST: loadModel },
   "/api/models/unload": { POST: unloadModel },
-  "/api/ps": { GET: listLoaded },
   "/api/lora": { GET: getLora, POST: setLora },
   "/ws/generate": { GET: wsGenerate },
   "/metrics": { GET: metrics },
   "/diag": { GET: diag },
+  // Ollama's routes that do not collide with Shimmy's own answer at the root too.
+  ...Object.fromEntries(OLLAMA_ROOT_ROUTES.map((path) => [path, OLLAMA_ROUTES[path] ?? {}])),
 };
 
 /** The methods of one stored response's path. */
@@ -72,16 +79,38 @@ const RESPONSE_METHODS: Partial<Record<string, Handler>> = {
   DELETE: deleteResponse,
 };
 
-/** The methods of a path: a fixed route, one model's route, or one stored response's. */
-function routeOf(path: string): Partial<Record<string, Handler>> | undefined {
+/** Options of {@link createApp}. */
+export interface AppOptions {
+  /**
+   * Serve Ollama's API at the root, before Shimmy's routes (the `--ollama-bind` listener).
+   * Default false: Ollama's API is under `/ollama`.
+   */
+  ollamaRoot?: boolean;
+  /** The address this listener is bound to, for the Host check. Default the policy's. */
+  boundHost?: string;
+}
+
+/**
+ * The methods of a path: Ollama's under `/ollama` (or at the root of Ollama's listener), a
+ * fixed route, one model's route, or one stored response's.
+ */
+function routeOf(path: string, ollamaRoot: boolean): Partial<Record<string, Handler>> | undefined {
+  const sub = ollamaSubpath(path);
+  if (sub !== undefined) return OLLAMA_ROUTES[sub];
+  if (ollamaRoot && OLLAMA_ROUTES[path]) return OLLAMA_ROUTES[path];
   if (ROUTES[path]) return ROUTES[path];
   if (MODEL_ROUTE.test(path)) return { GET: retrieveModel };
   return RESPONSE_ROUTE.test(path) ? RESPONSE_METHODS : undefined;
 }
 
 /** A path's label in the request metrics: its route, with ids as placeholders. */
-function routeLabel(path: string): string {
+function routeLabel(path: string, ollamaRoot: boolean): string {
+  const sub = ollamaSubpath(path);
+  if (sub !== undefined) return OLLAMA_ROUTES[sub] ? path : "other";
+  if (ollamaRoot && OLLAMA_ROUTES[path]) return path;
   if (ROUTES[path]) return path;
+  if (path === "/") return "/";
+  if (path.startsWith("/webui/")) return "/webui/{file}";
   if (MODEL_ROUTE.test(path)) return "/v1/models/{id}";
   return RESPONSE_ROUTE.test(path) ? "/v1/responses/{id}" : "other";
 }
@@ -90,12 +119,14 @@ function routeLabel(path: string): string {
 const ANTHROPIC_PATH = /^\/(?:v1\/)?messages(?:\/|$)/;
 
 /** The error body's family for a path. */
-function errorShapeOf(path: string): ErrorShape {
-  return ANTHROPIC_PATH.test(path) ? "anthropic" : "openai";
+function errorShapeOf(path: string, ollamaRoot: boolean): ErrorShape {
+  if (ANTHROPIC_PATH.test(path)) return "anthropic";
+  if (ollamaSubpath(path) !== undefined || OLLAMA_ROOT_ROUTES.includes(path)) return "ollama";
+  return ollamaRoot && (path === "/" || path.startsWith("/api/")) ? "ollama" : "openai";
 }
 
-/** Routes reachable without the API key. */
-const PUBLIC_ROUTES = new Set(["/health"]);
+/** Routes reachable without the API key: health and Ollama's liveness check. */
+const PUBLIC_ROUTES = new Set(["/health", OLLAMA_BASE_PATH]);
 
 /** Content types accepted on POST routes: JSON only, so no HTML form can post here. */
 const JSON_CONTENT_TYPE = /^application\/([\w.+-]+\+)?json\s*(;|$)/i;
@@ -104,6 +135,7 @@ const JSON_CONTENT_TYPE = /^application\/([\w.+-]+\+)?json\s*(;|$)/i;
  * Creates the request handler.
  *
  * @param ctx Server state.
+ * @param options Which listener it serves (Ollama's at the root, or the main one).
  * @returns The handler.
  * @example
  * ```ts
@@ -113,7 +145,10 @@ const JSON_CONTENT_TYPE = /^application\/([\w.+-]+\+)?json\s*(;|$)/i;
  */
 export function createApp(
   ctx: ServerContext,
+  options: AppOptions = {},
 ): (request: Request, info?: Deno.ServeHandlerInfo) => Promise<Response> {
+  const ollamaRoot = options.ollamaRoot ?? false;
+  const listener = { ollamaRoot, boundHost: options.boundHost };
   return async (request, info) => {
     const path = new URL(request.url).pathname.replace(/\/+$/, "") || "/";
     const done = ctx.activity.begin();
@@ -126,13 +161,13 @@ export function createApp(
     if (info) info.completed.catch(abort).finally(done);
     let response: Response;
     try {
-      response = await route(ctx, request, path, gone.signal);
+      response = await route(ctx, request, path, gone.signal, listener);
     } catch (error) {
-      response = errorResponse(error, errorShapeOf(path));
+      response = errorResponse(error, errorShapeOf(path, ollamaRoot));
     } finally {
       request.signal.removeEventListener("abort", abort);
     }
-    ctx.metrics.request(routeLabel(path), response.status);
+    ctx.metrics.request(routeLabel(path, ollamaRoot), response.status);
     if (!info) done();
     return withCors(origin, response);
   };
@@ -143,18 +178,28 @@ async function route(
   request: Request,
   path: string,
   clientGone: AbortSignal,
+  listener: { ollamaRoot: boolean; boundHost: string | undefined },
 ): Promise<Response> {
-  checkHostAndOrigin(ctx, request);
+  const policy = listener.boundHost === undefined
+    ? ctx.settings.policy
+    : { ...ctx.settings.policy, boundHost: listener.boundHost };
+  checkHostAndOrigin(request, policy);
   if (ctx.draining) {
     throw new HttpError(503, "The server is shutting down", {
       code: "shutting_down",
       headers: { connection: "close" },
     });
   }
-  const methods = routeOf(path);
+  const methods = routeOf(path, listener.ollamaRoot);
   // A browser's CORS preflight cannot carry the key; it learns nothing about the routes.
   if (isPreflight(request)) return preflight(request);
-  if (ctx.settings.apiKey && !PUBLIC_ROUTES.has(path)) checkApiKey(ctx.settings.apiKey, request);
+  // The chat page's files are public static content; the API it calls still needs the key.
+  const page = ctx.settings.webui && !listener.ollamaRoot
+    ? await serveWebui(request, path)
+    : undefined;
+  if (page) return page;
+  const isPublic = PUBLIC_ROUTES.has(path) || (listener.ollamaRoot && path === "/");
+  if (ctx.settings.apiKey && !isPublic) checkApiKey(ctx.settings.apiKey, request);
   if (!methods) throw new HttpError(404, `No route for ${request.method} ${path}`);
   const handler = methods[request.method];
   if (!handler) {
@@ -166,9 +211,9 @@ async function route(
   return await handler(ctx, request, clientGone);
 }
 
-function checkHostAndOrigin(ctx: ServerContext, request: Request): void {
+function checkHostAndOrigin(request: Request, policy: OriginPolicy): void {
   const host = request.headers.get("host");
-  if (!hostAllowed(host, ctx.settings.policy)) {
+  if (!hostAllowed(host, policy)) {
     throw new HttpError(
       403,
       `Host "${host}" is not allowed; start the server with --allowed-hosts to serve it`,
@@ -176,7 +221,7 @@ function checkHostAndOrigin(ctx: ServerContext, request: Request): void {
     );
   }
   const origin = request.headers.get("origin");
-  if (!originAllowed(origin, host, ctx.settings.policy)) {
+  if (!originAllowed(origin, host, policy)) {
     throw new HttpError(
       403,
       `Origin "${origin}" is not allowed; start the server with --cors ORIGIN to allow it`,
@@ -278,6 +323,7 @@ function health(ctx: ServerContext): Response {
         ...(progress !== undefined ? { progress: Math.round(progress * 100) / 100 } : {}),
       };
     }),
+    ...(ctx.pulls ? { pulls: ctx.pulls.status() } : {}),
   });
 }
 

@@ -5,6 +5,7 @@
  */
 
 import type { ModelRegistry } from "../models/registry.ts";
+import type { ModelPulls } from "../models/pull_tracker.ts";
 import type { TemplateOverride } from "../engine/templates.ts";
 import type { Activity } from "./activity.ts";
 import type { Metrics } from "./metrics.ts";
@@ -31,6 +32,8 @@ export interface ServerSettings {
   chatTemplateKwargs?: Record<string, unknown>;
   /** Folders whose adapter files `POST /api/lora` may name by path. */
   adapterDirs?: readonly string[];
+  /** Serve the chat page at `/` (`shimmy serve` does unless `--no-webui`). Default false. */
+  webui?: boolean;
 }
 
 /** Shared server state. */
@@ -46,4 +49,6 @@ export interface ServerContext {
   draining: boolean;
   /** Stored Responses API responses; created on first use when not given. */
   responses?: ResponseStore;
+  /** Pulls of `hf.co/…` models (`serve --allow-pull`), shown by `/health`. */
+  pulls?: ModelPulls;
 }

@@ -177,6 +177,33 @@ export function float32Base64(vector: Float32Array): string {
 }
 
 /**
+ * Refuses a model that makes no embeddings: one that pools nothing, or a reranker.
+ *
+ * @param lease The model and its embedder.
+ * @throws {HttpError} 400 naming `--pooling` or `/v1/rerank`.
+ * @example
+ * ```ts
+ * await withEmbedder(ctx, name, async (lease) => checkPooling(lease));
+ * ```
+ */
+export function checkPooling(lease: EmbedderLease): void {
+  const { embedder, entry } = lease;
+  if (embedder.pooling === "none") {
+    throw badRequest(
+      `Model "${entry.name}" pools no embeddings (its pooling type is none); ` +
+        "start the server with --pooling mean, cls or last to embed with it",
+      "model",
+    );
+  }
+  if (embedder.pooling === "rank") {
+    throw badRequest(
+      `Model "${entry.name}" is a reranker (pooling type rank); use /v1/rerank`,
+      "model",
+    );
+  }
+}
+
+/**
  * `POST /v1/embeddings` (also `/embeddings`).
  *
  * @param ctx Server state.
@@ -202,19 +229,7 @@ export async function embeddings(
   fields.string("user"); // accepted, as OpenAI's clients send it; nothing is tracked
   return await withEmbedder(ctx, fields.string("model"), async (lease) => {
     const { embedder, entry } = lease;
-    if (embedder.pooling === "none") {
-      throw badRequest(
-        `Model "${entry.name}" pools no embeddings (its pooling type is none); ` +
-          "start the server with --pooling mean, cls or last to embed with it",
-        "model",
-      );
-    }
-    if (embedder.pooling === "rank") {
-      throw badRequest(
-        `Model "${entry.name}" is a reranker (pooling type rank); use /v1/rerank`,
-        "model",
-      );
-    }
+    checkPooling(lease);
     if (dimensions !== undefined && dimensions !== embedder.dimensions) {
       throw badRequest(
         `Model "${entry.name}" makes embeddings of ${embedder.dimensions} dimensions and cannot ` +

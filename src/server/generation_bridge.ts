@@ -29,18 +29,19 @@ import {
 
 /**
  * What to generate from: a raw prompt (text, or token ids used as given), or chat messages
- * rendered with the model's template.
+ * rendered with the model's template. `contextTokens` bounds prompt and answer together (Ollama's
+ * `num_ctx`): the answer gets at most what the prompt leaves of it.
  */
 export type PromptSource =
-  | { kind: "raw"; prompt: string | readonly number[] }
-  | {
+  & { contextTokens?: number }
+  & ({ kind: "raw"; prompt: string | readonly number[] } | {
     kind: "chat";
     messages: TemplateMessage[];
     tools?: unknown[];
     template?: TemplateFields;
     /** Tools, `tool_choice` and `reasoning_format`: how the output is constrained and read. */
     output?: ChatOutputRequest;
-  };
+  });
 
 /** A generation that has started. */
 export interface StartedGeneration {
@@ -115,6 +116,17 @@ export async function startChoices(
         ...templateOptions(ctx, source.template),
       });
     if (prepared.tokens.length === 0) throw badRequest("The prompt is empty", "prompt");
+    if (source.contextTokens !== undefined) {
+      const room = source.contextTokens - prepared.tokens.length;
+      if (room <= 0) {
+        throw badRequest(
+          `The prompt has ${prepared.tokens.length} tokens, which fill the request's context of ` +
+            `${source.contextTokens}; shorten it or raise num_ctx`,
+          "options",
+        );
+      }
+      fields.maxTokens = Math.min(fields.maxTokens ?? room, room);
+    }
     const output = source.kind === "chat" && source.output
       ? chatOutputPlan(source.output, prepared, fields)
       : undefined;

@@ -9,6 +9,7 @@
 import { GenerationError } from "../engine/errors.ts";
 import { GpuUnavailableError } from "../engine/gpu.ts";
 import { ModelNotFoundError } from "../models/model_names.ts";
+import { PullError } from "../models/hf_hub.ts";
 import { ContextCreateError, DecodeError, ModelLoadError } from "../engine/diagnostics.ts";
 
 /** An error with an HTTP status and OpenAI error fields. */
@@ -67,6 +68,10 @@ export function toHttpError(error: unknown): HttpError {
   if (error instanceof HttpError) return error;
   if (error instanceof ModelNotFoundError) {
     return new HttpError(404, error.message, { param: "model", code: "model_not_found" });
+  }
+  if (error instanceof PullError) {
+    const code = error.status === 404 ? "model_not_found" : "model_pull_failed";
+    return new HttpError(error.status, error.message, { param: "model", code });
   }
   if (error instanceof GenerationError) {
     switch (error.code) {
@@ -147,13 +152,32 @@ export function anthropicErrorBody(
   return { type: "error", error: { type, message: error.message } };
 }
 
-/** The API families whose error bodies differ: OpenAI's (and the native API's), Anthropic's. */
-export type ErrorShape = "openai" | "anthropic";
+/**
+ * The JSON body of an error on Ollama's routes: its message alone, which Ollama's clients
+ * raise as the error's text.
+ *
+ * @param error The HTTP error.
+ * @returns `{"error": message}`.
+ * @example
+ * ```ts
+ * ollamaErrorBody(new HttpError(404, "No such model")); // {error: "No such model"}
+ * ```
+ */
+export function ollamaErrorBody(error: HttpError): { error: string } {
+  return { error: error.message };
+}
+
+/**
+ * The API families whose error bodies differ: OpenAI's (and the native API's), Anthropic's,
+ * Ollama's.
+ */
+export type ErrorShape = "openai" | "anthropic" | "ollama";
 
 /** The error body of each {@link ErrorShape}. */
 const ERROR_BODIES: Record<ErrorShape, (error: HttpError) => unknown> = {
   openai: errorBody,
   anthropic: anthropicErrorBody,
+  ollama: ollamaErrorBody,
 };
 
 /**

@@ -1,7 +1,8 @@
 /**
- * Model management routes: `POST /api/models/load`, `POST /api/models/unload`, `GET /api/ps`,
- * and LoRA hot-swap through `GET`/`POST /api/lora`. Also the resolution of a request's `lora`
- * field, shared by the generating endpoints.
+ * Model management routes: `POST /api/models/load`, `POST /api/models/unload` (Ollama's
+ * `GET /api/ps` lists the loaded models, with Shimmy's fields), and LoRA hot-swap through
+ * `GET`/`POST /api/lora`. Also the resolution of a request's `lora` field, shared by the
+ * generating endpoints.
  *
  * LoRA: `POST /api/lora {"model", "adapters":[{"name" or "path", "scale"}]}` sets the adapters
  * attached to a loaded model (an empty list detaches all; a changed scale rescales). A `path`
@@ -48,24 +49,6 @@ export async function unloadModel(ctx: ServerContext, request: Request): Promise
   const { entry } = await modelField(ctx, request);
   const unloaded = await ctx.registry.unload(entry.name);
   return Response.json({ model: entry.name, state: "available", unloaded });
-}
-
-/** `GET /api/ps`: loaded models, their memory, slots and keep-alive. */
-export function listLoaded(ctx: ServerContext): Response {
-  return Response.json({
-    models: ctx.registry.status().map((m) => ({
-      name: m.name,
-      path: m.path,
-      size_bytes: m.sizeBytes,
-      backend: m.backend,
-      slots: m.slots,
-      busy_slots: m.busySlots,
-      queued: m.queued,
-      idle_seconds: m.idleSeconds,
-      expires_in_seconds: m.expiresInSeconds,
-    })),
-    loading: [...ctx.registry.loadProgress].map(([name, progress]) => ({ name, progress })),
-  });
 }
 
 function adapterPath(entry: ModelEntry, loaded: LoadedModel, name: string): string | undefined {

@@ -1,7 +1,8 @@
 /**
  * Shimmy's native API, kept from the original: `POST /api/generate` (JSON, or SSE with one
  * `data:` event per piece and a final `data: [DONE]`), `GET /ws/generate` (WebSocket),
- * `GET /api/models` and the Ollama-shaped `GET /api/tags`.
+ * `GET /api/models`. (`GET /api/tags` and `GET /api/ps` answer in Ollama's shape: see
+ * `ollama/routes.ts`.)
  *
  * SSE framing of `/api/generate`: each piece is one event; a piece containing line breaks is
  * sent as several `data:` lines, which SSE clients join back with "\n" (CR and CRLF arrive as
@@ -211,32 +212,5 @@ export function apiModels(ctx: ServerContext): Response {
       path: entry.path,
       loaded: ctx.registry.state(entry.name) === "loaded",
     })),
-  });
-}
-
-/**
- * `GET /api/tags`: the Ollama list shape, so Ollama clients (Open WebUI…) find the models.
- *
- * @param ctx Server state.
- * @returns `{models:[{name, model, modified_at, size, digest, details}]}`.
- */
-export function apiTags(ctx: ServerContext): Response {
-  return Response.json({
-    models: ctx.registry.list().map((entry) => {
-      let modified = new Date(0);
-      try {
-        modified = Deno.statSync(entry.path).mtime ?? modified;
-      } catch {
-        // the file may have moved; keep the epoch
-      }
-      return {
-        name: entry.name,
-        model: entry.name,
-        modified_at: modified.toISOString(),
-        size: entry.sizeBytes,
-        digest: "",
-        details: { format: "gguf", family: "", parameter_size: "", quantization_level: "" },
-      };
-    }),
   });
 }

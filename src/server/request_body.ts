@@ -248,6 +248,8 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
   set("presencePenalty", fields.number("presence_penalty", { min: -2, max: 2 }));
   set("frequencyPenalty", fields.number("frequency_penalty", { min: -2, max: 2 }));
   set("repeatPenalty", fields.number("repeat_penalty", { min: 0 }));
+  set("repeatLastN", fields.number("repeat_last_n", { min: 0, max: I32_MAX, integer: true }));
+  set("typicalP", fields.number("typical_p", { min: 0, max: 1 }));
   set("seed", fields.number("seed", { min: -(2 ** 63), max: 2 ** 64 - 1, integer: true }));
   set("logitBias", logitBias(fields.object("logit_bias"), nVocab));
   set("grammar", requestGrammar(fields));

@@ -37,4 +37,6 @@ Deno.test("shimmy bench reports prompt and generation speed", async () => {
   ok(report.pp_tokens_per_second > 0);
   ok(report.tg_tokens_per_second > 0);
   equal(report.backend, "cpu");
+  // Progress goes to stderr while it works, so a long bench is never silent.
+  match(run.stderr, /Loaded tiny-f32\.gguf in [\d.]+s; warm-up run…\nRun 1\/1: pp [\d.]+ tok\/s/);
 });

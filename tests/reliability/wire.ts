@@ -339,6 +339,41 @@ export function errorShapeProblem(text: string): string | undefined {
   return undefined;
 }
 
+/** Paths whose errors take Ollama's shape: under /ollama, and its routes at the root. */
+const OLLAMA_PATH = /^\/(?:ollama(?:\/|$)|api\/(?:chat|show|embed|version|tags|ps)\/*$)/;
+
+/**
+ * Whether a path's errors take Ollama's shape.
+ *
+ * @param path The request target (origin or absolute form; a query is ignored).
+ * @returns True under `/ollama` and for Ollama's routes at the root.
+ */
+export function isOllamaPath(path: string): boolean {
+  let pathname: string;
+  try {
+    pathname = new URL(path, "http://localhost").pathname;
+  } catch {
+    return false;
+  }
+  return OLLAMA_PATH.test(pathname);
+}
+
+/**
+ * Checks an Ollama error body: `{"error": string}`.
+ *
+ * @param text The body.
+ * @returns A problem, or undefined when it has that shape.
+ */
+export function ollamaErrorProblem(text: string): string | undefined {
+  try {
+    const value = JSON.parse(text);
+    if (typeof value?.error === "string") return undefined;
+  } catch {
+    return `error body is not JSON: ${JSON.stringify(text.slice(0, 200))}`;
+  }
+  return `Ollama error body is not {"error": string}: ${text.slice(0, 200)}`;
+}
+
 /**
  * The `code` of an error body, if it has one.
  *
@@ -374,7 +409,9 @@ export function answerProblem(
   if (status >= 400) {
     if (method === "HEAD") return undefined;
     if (!type.includes("application/json")) return `status ${status} with content-type "${type}"`;
-    return errorShapeProblem(response.text);
+    return isOllamaPath(path)
+      ? ollamaErrorProblem(response.text)
+      : errorShapeProblem(response.text);
   }
   if (status < 200 || status >= 300) return `unexpected status ${status}`;
   if (method === "HEAD" || status === 204) return undefined;
@@ -396,7 +433,24 @@ export function answerProblem(
     }
     return `SSE stream does not end with [DONE] or an error event (last: ${last?.slice(0, 120)})`;
   }
+  if (type.includes("application/x-ndjson")) {
+    // Ollama's streams: JSON lines, the last one done or an error.
+    try {
+      const last = JSON.parse(response.text.trimEnd().split("\n").at(-1) ?? "");
+      if (last?.done === true || ollamaErrorProblem(JSON.stringify(last)) === undefined) {
+        return undefined;
+      }
+    } catch {
+      // reported below
+    }
+    return `NDJSON stream does not end with a done or error line: ${response.text.slice(-200)}`;
+  }
   if (path.split("?")[0]?.replace(/\/+$/, "") === "/metrics" && type.startsWith("text/plain")) {
+    return undefined;
+  }
+  // The chat page at / and its files under /webui/.
+  const pagePath = path.split("?")[0]?.replace(/\/+$/, "") || "/";
+  if (/^\/(?:$|webui\/)/.test(pagePath) && /^text\/(?:html|javascript|css)/.test(type)) {
     return undefined;
   }
   return `2xx with content-type "${type}"`;

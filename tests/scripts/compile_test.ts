@@ -6,6 +6,7 @@ import {
   embeddedLibraryFiles,
   TEMPLATE_WORKER,
 } from "../../scripts/compile.ts";
+import { WEBUI_DIST } from "../../scripts/build_webui.ts";
 import { RELEASE_TARGETS } from "../../scripts/release.ts";
 import { PREBUILT_FLAVOURS } from "../../scripts/setup.ts";
 import { findLibraryFile, platformName } from "../../src/ffi/library.ts";
@@ -31,10 +32,13 @@ Deno.test("deno compile is asked for a self-extracting binary with exactly the n
   ok(!args.includes("-A") && !args.includes("--allow-all") && !args.includes("--allow-run"));
   const included = args.filter((_, i) => args[i - 1] === "--include");
   ok(
-    included.every((path) => path.startsWith(join("lib", flavour)) || path === TEMPLATE_WORKER),
+    included.every((path) =>
+      path.startsWith(join("lib", flavour)) || path === TEMPLATE_WORKER || path === WEBUI_DIST
+    ),
     included.join(" "),
   );
   ok(included.includes(TEMPLATE_WORKER), "the template worker is embedded");
+  ok(included.includes(WEBUI_DIST), "the chat page is embedded");
   equal(args[args.length - 1], "main.ts");
 });
 

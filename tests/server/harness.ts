@@ -32,6 +32,8 @@ function entriesFor(files: readonly { path: string; source: string }[]): ModelEn
 export interface TestServer {
   /** Base URL, e.g. `http://127.0.0.1:40123`. */
   url: string;
+  /** Base URL of the Ollama listener (`--ollama-bind`), when `ollamaListener` was asked. */
+  ollamaUrl?: string;
   ctx: ServerContext;
   /** Stops the server and frees every model. */
   close(): Promise<void>;
@@ -50,6 +52,8 @@ export interface TestServerOptions {
   settings?: Partial<ServerSettings>;
   /** Connection limits (timeouts, count). */
   guard?: Omit<GuardOptions, "hostname" | "port">;
+  /** Also start a listener serving Ollama's API at its root, as `--ollama-bind` does. */
+  ollamaListener?: boolean;
 }
 
 /**
@@ -67,7 +71,12 @@ export async function startServer(options: TestServerOptions = {}): Promise<Test
   );
   const entries = [...entriesFor(files), ...(options.extraEntries ?? [])];
   if (options.adapters && entries[0]) entries[0] = { ...entries[0], adapters: options.adapters };
-  const registry = new ModelRegistry(entries, { parallel: 4, ...options.load });
+  // The first fixture plays the one `--model` of the command line: the default model.
+  const registry = new ModelRegistry(entries, {
+    parallel: 4,
+    ...(entries[0] ? { defaultModel: entries[0].name } : {}),
+    ...options.load,
+  });
   const ctx: ServerContext = {
     registry,
     metrics: new Metrics(),
@@ -86,12 +95,20 @@ export async function startServer(options: TestServerOptions = {}): Promise<Test
     { hostname: "127.0.0.1", port: 0, ...options.guard },
     createApp(ctx),
   );
+  const ollama = options.ollamaListener
+    ? serveGuarded(
+      { hostname: "127.0.0.1", port: 0, ...options.guard },
+      createApp(ctx, { ollamaRoot: true, boundHost: "127.0.0.1" }),
+    )
+    : undefined;
   const close = async () => {
     await registry.close();
     await server.close();
+    await ollama?.close();
   };
   return {
     url: `http://127.0.0.1:${server.addr.port}`,
+    ...(ollama ? { ollamaUrl: `http://127.0.0.1:${ollama.addr.port}` } : {}),
     ctx,
     close,
     [Symbol.asyncDispose]: close,

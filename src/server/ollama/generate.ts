@@ -1,0 +1,132 @@
+/**
+ * Ollama's `POST /api/generate`: a prompt rendered with the model's chat template as one user
+ * turn (after `system`, when given), or used as is with `raw: true`; the reply's text comes in
+ * `response` and any reasoning in `thinking`. An empty prompt loads (or, with `keep_alive: 0`,
+ * unloads) the model. Served under `/ollama` and on the `--ollama-bind` listener; the main
+ * port's own `/api/generate` keeps Shimmy's contract.
+ *
+ * @module
+ */
+
+import type { ServerContext } from "../context.ts";
+import type { PromptSource } from "../generation_bridge.ts";
+import { badRequest } from "../http_error.ts";
+import { Fields, readJsonBody } from "../request_body.ts";
+import { loadOrUnload } from "./load.ts";
+import { resolveOllamaModel } from "./models.ts";
+import { type OllamaFields, ollamaFields } from "./options.ts";
+import { ollamaReply, type ReplyShape } from "./reply.ts";
+import { checkFields } from "./request_checks.ts";
+
+/** The fields `POST /api/generate` accepts; any other is a 400. */
+const GENERATE_FIELDS = [
+  "model",
+  "prompt",
+  "system",
+  "raw",
+  "stream",
+  "format",
+  "options",
+  "keep_alive",
+  "think",
+  // Refused below unless empty, with the reason.
+  "suffix",
+  "template",
+  "context",
+];
+
+/**
+ * `POST /api/generate` in Ollama's shape.
+ *
+ * @param ctx Server state.
+ * @param request The HTTP request.
+ * @param clientGone Aborts when the client disconnects.
+ * @returns The reply, whole or as NDJSON chunks.
+ * @throws {HttpError} 400 for a malformed or unsupported request, 404 for an unknown model.
+ * @example
+ * ```ts
+ * const response = await ollamaGenerate(ctx, new Request(url, { method: "POST", body }), signal);
+ * ```
+ */
+export async function ollamaGenerate(
+  ctx: ServerContext,
+  request: Request,
+  clientGone: AbortSignal,
+): Promise<Response> {
+  const arrivedAt = performance.now();
+  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
+  checkFields(body, GENERATE_FIELDS, "/api/generate");
+  const fields = new Fields(body);
+  refuseUnlessEmpty(fields, "suffix", "fill-in-the-middle is not supported");
+  refuseUnlessEmpty(fields, "template", "templates are set per server with --chat-template");
+  const context = fields.raw("context");
+  if (context !== undefined && !(Array.isArray(context) && context.length === 0)) {
+    throw badRequest(
+      '"context" is not supported: send the conversation to /api/chat as "messages"',
+      "context",
+    );
+  }
+  const entry = resolveOllamaModel(ctx, body.model);
+  const mapped = ollamaFields(body, entry.name);
+  const prompt = fields.string("prompt") ?? "";
+  if (prompt === "") return await loadOrUnload(ctx, entry.name, mapped, "generate");
+  return await ollamaReply(
+    ctx,
+    {
+      model: entry.name,
+      request: mapped,
+      arrivedAt,
+      source: sourceOf(prompt, fields.string("system"), fields.boolean("raw") ?? false, mapped),
+    },
+    GENERATE_SHAPE,
+    clientGone,
+  );
+}
+
+function refuseUnlessEmpty(fields: Fields, name: string, why: string): void {
+  const value = fields.string(name);
+  if (value !== undefined && value !== "") throw badRequest(`"${name}": ${why}`, name);
+}
+
+/** The prompt as one templated user turn, or raw text; `system` needs the template. */
+function sourceOf(
+  prompt: string,
+  system: string | undefined,
+  raw: boolean,
+  mapped: OllamaFields,
+): PromptSource {
+  if (raw) {
+    if (system) {
+      throw badRequest('"system" needs the chat template; leave it out with "raw": true', "system");
+    }
+    if (mapped.template.kwargs) {
+      throw badRequest('"think" needs the chat template; leave it out with "raw": true', "think");
+    }
+    return { kind: "raw", prompt };
+  }
+  return {
+    kind: "chat",
+    messages: [
+      ...(system ? [{ role: "system", content: system }] : []),
+      { role: "user", content: prompt },
+    ],
+    template: mapped.template,
+    output: { tools: [], choice: "none", parallel: false, reasoningFormat: "auto" },
+  };
+}
+
+/** Generate chunks: `response` with the piece's text, `thinking` with its reasoning. */
+const GENERATE_SHAPE: ReplyShape = {
+  piece: (delta) => {
+    if (!delta.content && !delta.reasoning_content) return undefined;
+    return {
+      response: delta.content ?? "",
+      ...(delta.reasoning_content ? { thinking: delta.reasoning_content } : {}),
+    };
+  },
+  last: () => ({ response: "" }),
+  whole: (output) => ({
+    response: output.content ?? "",
+    ...(output.reasoning !== undefined ? { thinking: output.reasoning } : {}),
+  }),
+};

@@ -1,0 +1,85 @@
+/**
+ * Ollama's `POST /api/pull` over Shimmy's own download (`pullModel`, the code `shimmy pull`
+ * runs): `{"model": "hf.co/ORG/REPO[:QUANT]"}` streams Ollama's progress lines (`pulling
+ * manifest`, `pulling <digest>` with `total`/`completed`, `verifying sha256 digest`, `success`),
+ * or with `"stream": false` answers the last one. The server must run with `--allow-pull`;
+ * the model is then known to the registry (listed, servable) without a restart.
+ *
+ * @module
+ */
+
+import type { PullProgress } from "../../models/pull.ts";
+import type { ServerContext } from "../context.ts";
+import { HttpError } from "../http_error.ts";
+import { Fields, readJsonBody } from "../request_body.ts";
+import { ndjsonResponse } from "./ndjson.ts";
+
+/**
+ * `POST /api/pull`.
+ *
+ * @param ctx Server state (`ctx.pulls` is set by `--allow-pull`).
+ * @param request The HTTP request (`{"model", "insecure", "stream"}`).
+ * @param clientGone Aborts when the client disconnects (the pull goes on for other askers).
+ * @returns An NDJSON progress stream, or one `{"status":"success"}` object.
+ * @throws {HttpError} 403 without `--allow-pull`, 400 without a model.
+ * @example
+ * ```ts
+ * await ollamaPull(ctx, request, signal); // {"status":"pulling manifest"}\n …
+ * ```
+ */
+export async function ollamaPull(
+  ctx: ServerContext,
+  request: Request,
+  clientGone: AbortSignal,
+): Promise<Response> {
+  const fields = new Fields(
+    await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs }),
+  );
+  const model = fields.string("model") ?? fields.string("name");
+  if (!model) throw new HttpError(400, '"model" is required', { param: "model" });
+  const pulls = ctx.pulls;
+  if (!pulls) {
+    throw new HttpError(
+      403,
+      "Pulling models through the API is off: start the server with --allow-pull, or run " +
+        `"shimmy pull ${model}" on the server`,
+      { code: "pull_disabled" },
+    );
+  }
+  const pull = async (send: (line: unknown) => void) => {
+    send({ status: "pulling manifest" });
+    await pulls.pull(model, (progress) => {
+      const line = progressLine(progress);
+      if (line) send(line);
+    });
+    await ctx.registry.resolveOrFetch(model);
+    send({ status: "writing manifest" });
+    send({ status: "success" });
+  };
+  if (fields.boolean("stream") === false) {
+    await pull(() => {});
+    return Response.json({ status: "success" });
+  }
+  const abort = new AbortController();
+  clientGone.addEventListener("abort", () => abort.abort(), { once: true });
+  return ndjsonResponse(pull, abort);
+}
+
+/** One progress report as Ollama's progress line. */
+function progressLine(progress: PullProgress): Record<string, unknown> | undefined {
+  const digest = progress.digest ? `sha256:${progress.digest}` : progress.file;
+  switch (progress.status) {
+    case "downloading":
+    case "present":
+      return {
+        status: `pulling ${digest?.replace(/^sha256:/, "").slice(0, 12) ?? "file"}`,
+        ...(digest ? { digest } : {}),
+        ...(progress.total !== undefined ? { total: progress.total } : {}),
+        ...(progress.completed !== undefined ? { completed: progress.completed } : {}),
+      };
+    case "verifying":
+      return { status: "verifying sha256 digest" };
+    default:
+      return undefined;
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * Checks every Ollama endpoint applies to its body: no field it cannot honour passes
+ * silently, and images (vision) are refused with a message that says so.
+ *
+ * @module
+ */
+
+import { badRequest } from "../http_error.ts";
+
+/**
+ * Refuses fields an endpoint does not take.
+ *
+ * @param body The parsed body.
+ * @param allowed The fields the endpoint honours.
+ * @param route The route, for the message.
+ * @throws {HttpError} 400 naming the first unknown field (`images` gets the vision message).
+ * @example
+ * ```ts
+ * checkFields({ model: "x", raw: true }, ["model"], "/api/embed"); // throws: "raw" …
+ * ```
+ */
+export function checkFields(
+  body: Record<string, unknown>,
+  allowed: readonly string[],
+  route: string,
+): void {
+  refuseImages(body.images, "images");
+  for (const name of Object.keys(body)) {
+    if (!allowed.includes(name)) {
+      throw badRequest(`"${name}" is not supported by Shimmy's ${route}; remove it`, name);
+    }
+  }
+}
+
+/**
+ * Refuses images: Shimmy does not run vision models yet.
+ *
+ * @param value An `images` field.
+ * @param where Where it was, for the message.
+ * @throws {HttpError} 400 when it holds any image.
+ * @example
+ * ```ts
+ * refuseImages(undefined, "images"); // fine
+ * ```
+ */
+export function refuseImages(value: unknown, where: string): void {
+  if (value === undefined || value === null) return;
+  if (Array.isArray(value) && value.length === 0) return;
+  throw badRequest(
+    `"${where}": vision is not supported yet; Shimmy serves text models only, so send text`,
+    "images",
+  );
+}

@@ -1,0 +1,119 @@
+import { equal, match, ok, throws } from "node:assert/strict";
+import { join } from "node:path";
+import { closestMatch, editDistance } from "../../src/cli/suggest.ts";
+import { ModelRegistry, ModelRequiredError } from "../../src/models/registry.ts";
+import { toHttpError } from "../../src/server/http_error.ts";
+import { REPO_ROOT } from "../fixtures/models.ts";
+import { runShimmy } from "../helpers.ts";
+
+/** Asserts a failed run printed exactly one line on stderr and nothing like a stack. */
+function oneLineError(run: { code: number; stderr: string }): string {
+  equal(run.code, 1, run.stderr);
+  const lines = run.stderr.trim().split("\n");
+  equal(lines.length, 1, run.stderr);
+  ok(!/\bat (file|ext):/.test(run.stderr), run.stderr);
+  return lines[0]!;
+}
+
+Deno.test("closestMatch() suggests the nearest known word, and nothing for a stranger", () => {
+  equal(editDistance("modle", "model"), 1);
+  equal(editDistance("kitten", "sitting"), 3);
+  equal(closestMatch("modle", ["model", "prompt", "max-tokens"]), "model");
+  equal(closestMatch("max-token", ["model", "max-tokens"]), "max-tokens");
+  equal(closestMatch("sevre", ["serve", "generate", "list"]), "serve");
+  equal(closestMatch("gen", ["serve", "generate", "list"]), "generate");
+  equal(closestMatch("xyzzy", ["serve", "generate", "list"]), undefined);
+});
+
+Deno.test("a mistyped flag or command names the closest match and the --help to read, in one line", async () => {
+  const flag = oneLineError(await runShimmy(["serve", "--modle", "x.gguf"]));
+  equal(flag, "shimmy: Unknown flag --modle (did you mean --model?); see shimmy serve --help");
+  const command = oneLineError(await runShimmy(["sevre"]));
+  equal(command, 'shimmy: Unknown command "sevre" (did you mean "serve"?); see shimmy --help');
+  const global = oneLineError(await runShimmy(["--gpu-backed", "cpu", "serve"]));
+  match(global, /^shimmy: Unknown flag --gpu-backed \(did you mean --gpu-backend\?\)/);
+  const value = oneLineError(await runShimmy(["generate", "phi3", "--prompt"]));
+  equal(value, "shimmy: --prompt needs a value; see shimmy generate --help");
+});
+
+Deno.test("a missing model file says the file is missing, for serve, generate and run", async () => {
+  for (
+    const args of [["serve", "--model", "./nosuch.gguf"], [
+      "generate",
+      "--model",
+      "./nosuch.gguf",
+      "-p",
+      "hi",
+    ], ["run", "models/nosuch.gguf", "hi"]]
+  ) {
+    const line = oneLineError(await runShimmy(args));
+    match(line, /^shimmy: Cannot load model \S*nosuch\.gguf: file not found$/);
+  }
+});
+
+Deno.test("serve --model hf.co/… that is not pulled says how to pull it", async () => {
+  const cache = await Deno.makeTempDir();
+  try {
+    const line = oneLineError(
+      await runShimmy(["serve", "--model", "hf.co/tiny-org/Tiny-GGUF"], { HF_HUB_CACHE: cache }),
+    );
+    match(
+      line,
+      /not on this machine: run "shimmy pull hf\.co\/tiny-org\/Tiny-GGUF" or add --allow-pull/,
+    );
+  } finally {
+    await Deno.remove(cache, { recursive: true });
+  }
+});
+
+Deno.test("shimmy serve with no model at all prints how to get one", async () => {
+  const home = await Deno.makeTempDir();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", join(REPO_ROOT, "main.ts"), "serve", "--bind", "127.0.0.1:0"],
+    cwd: home,
+    env: { HOME: home, HF_HOME: join(home, "hf"), XDG_DATA_HOME: join(home, "data") },
+    clearEnv: false,
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  let text = "";
+  try {
+    const decoder = new TextDecoder();
+    for await (const chunk of child.stdout) {
+      text += decoder.decode(chunk, { stream: true });
+      if (text.includes("discover")) break;
+    }
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await Deno.remove(home, { recursive: true });
+  }
+  match(text, /No models found/);
+  match(text, /shimmy pull Qwen\/Qwen2\.5-0\.5B-Instruct-GGUF/);
+  match(text, /shimmy serve --model \.\/model\.gguf/);
+});
+
+Deno.test("a request naming no model gets --default-model, else the only model, else a 400 listing them", () => {
+  const entry = (name: string) => ({ name, path: `/m/${name}.gguf`, source: "test", sizeBytes: 1 });
+  using single = disposable(new ModelRegistry([entry("a")], { keepAliveMs: -1 }));
+  equal(single.value.resolve().name, "a");
+  using chosen = disposable(
+    new ModelRegistry([entry("a"), entry("b")], { keepAliveMs: -1, defaultModel: "b" }),
+  );
+  equal(chosen.value.resolve("").name, "b");
+  using none = disposable(new ModelRegistry([entry("a"), entry("b")], { keepAliveMs: -1 }));
+  throws(() => none.value.resolve(), ModelRequiredError);
+  let thrown: unknown;
+  try {
+    none.value.resolve();
+  } catch (error) {
+    thrown = error;
+  }
+  const http = toHttpError(thrown);
+  equal(http.status, 400);
+  match(http.message, /names no model and 2 are available: set "model" to one of a, b/);
+});
+
+function disposable(registry: ModelRegistry) {
+  return { value: registry, [Symbol.dispose]: () => void registry.close() };
+}
