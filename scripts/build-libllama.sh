@@ -2,18 +2,26 @@
 # Builds libllama (and optionally llama.cpp's reference tools) from the llama.cpp source
 # pinned by node-llama-cpp@3.22.1 (its llama/gitRelease.bundle, tag v0.5.0).
 #
-# Usage: scripts/build-libllama.sh [--cuda] [--vulkan] [--metal] [--native]
-#                                  [--reference-tools] [--source-only] [--out DIR]
-#                                  [--cuda-arch LIST] [--jobs N]
+# Usage: scripts/build-libllama.sh [--cuda] [--vulkan] [--metal] [--native] [--release]
+#                                  [--bundle-cuda-runtime] [--reference-tools] [--source-only]
+#                                  [--out DIR] [--cuda-arch LIST] [--jobs N] [--dry-run]
 #
 #   --cuda / --vulkan / --metal  build that GPU backend (output lib/<os>-<arch>-<gpu>)
 #   --native                     tune the CPU backend for this machine (-march=native)
+#   --release                    portable build for a release: on x64 (and arm64 Linux) every
+#                                CPU variant as a loadable backend, picked at run time
+#   --bundle-cuda-runtime        copy the CUDA runtime and cuBLAS libraries into the output,
+#                                so the release runs where only the NVIDIA driver is installed
+#   --dry-run                    print the cmake configure command and stop
+#   Windows: run from Git Bash inside an MSVC developer environment; Ninja is used when present.
+#   macOS: --metal embeds the Metal shaders in the library (no .metal file to ship).
 #   --reference-tools            also build llama-simple, llama-server and llama-bench
 #                                into <out>/bin (oracle tests and bench/)
 #   --source-only                only fetch and unpack the source into .cache/ (headers,
 #                                vocab GGUFs); build nothing
 #   --out DIR                    install directory (default lib/<os>-<arch>[-<gpu>])
-#   --cuda-arch LIST             CMAKE_CUDA_ARCHITECTURES (default: 90 for Hopper)
+#   --cuda-arch LIST             CMAKE_CUDA_ARCHITECTURES (default: SHIMMY_CUDA_ARCH, else 90
+#                                for Hopper)
 #   --jobs N                     parallel compile jobs (default: all cores)
 #
 # Environment: SHIMMY_CACHE_DIR (default .cache) keeps the source and build trees, so a
@@ -26,7 +34,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${SHIMMY_CACHE_DIR:-$ROOT/.cache}
 SRC=$CACHE/llama.cpp-$LLAMA_TAG
 
-gpu="" native=0 tools=0 source_only=0 out="" cuda_arch=90
+gpu="" native=0 tools=0 source_only=0 out="" cuda_arch=${SHIMMY_CUDA_ARCH:-90} release=0 bundle_cuda=0 dry_run=0
 jobs=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,12 +42,15 @@ while [ $# -gt 0 ]; do
     --vulkan) gpu=vulkan ;;
     --metal) gpu=metal ;;
     --native) native=1 ;;
+    --release) release=1 ;;
+    --bundle-cuda-runtime) bundle_cuda=1 ;;
+    --dry-run) dry_run=1 ;;
     --reference-tools) tools=1 ;;
     --source-only) source_only=1 ;;
     --out) out=$2; shift ;;
     --cuda-arch) cuda_arch=$2; shift ;;
     --jobs) jobs=$2; shift ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build-libllama: unknown option $1 (see --help)" >&2; exit 1 ;;
   esac
   shift
@@ -78,23 +89,23 @@ fetch_source() {
   touch "$SRC/.shimmy-source-ok"
 }
 
-fetch_source
+[ "$dry_run" = 1 ] || fetch_source
 [ "$source_only" = 1 ] && { step "Source ready: $SRC"; exit 0; }
 
-case "$(uname -s)" in
+case "${SHIMMY_BUILD_OS:-$(uname -s)}" in
   Linux) os=linux ;;
   Darwin) os=mac ;;
   MINGW*|MSYS*|CYGWIN*) os=win ;;
   *) echo "build-libllama: unsupported OS $(uname -s)" >&2; exit 1 ;;
 esac
-case "$(uname -m)" in
+case "${SHIMMY_BUILD_ARCH:-$(uname -m)}" in
   x86_64|amd64) arch=x64 ;;
   aarch64|arm64) arch=arm64 ;;
   *) arch=$(uname -m) ;;
 esac
 flavour=$os-$arch${gpu:+-$gpu}
 out=${out:-$ROOT/lib/$flavour}
-build=$CACHE/build-$flavour$([ "$native" = 1 ] && echo -native || true)$([ "$tools" = 1 ] && echo -tools || true)
+build=$CACHE/build-$flavour$([ "$native" = 1 ] && echo -native || true)$([ "$tools" = 1 ] && echo -tools || true)$([ "$release" = 1 ] && echo -release || true)
 
 cmake_args=(
   -S "$SRC" -B "$build"
@@ -110,20 +121,39 @@ cmake_args=(
   # ggml's own threadpool, as in the prebuilt libraries: Shimmy decodes from more than one
   # thread, and OpenMP keeps a spinning thread team per calling thread.
   -DGGML_OPENMP=OFF
-  -DCMAKE_INSTALL_RPATH='$ORIGIN;$ORIGIN/..'
   -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON
 )
+case "$os" in
+  # Each library finds the others in its own folder (the extracted lib/<flavour>/).
+  linux) cmake_args+=(-DCMAKE_INSTALL_RPATH='$ORIGIN;$ORIGIN/..') ;;
+  mac) cmake_args+=(-DCMAKE_INSTALL_RPATH='@loader_path' -DCMAKE_INSTALL_NAME_DIR='@rpath') ;;
+  win)
+    # MSVC from the developer environment; Ninja is faster than the Visual Studio generator
+    # and puts every DLL in bin/.
+    command -v ninja >/dev/null 2>&1 && cmake_args+=(-G Ninja)
+    cmake_args+=(-DCMAKE_C_COMPILER=cl -DCMAKE_CXX_COMPILER=cl) ;;
+esac
+if [ "$release" = 1 ] && { [ "$arch" = x64 ] || [ "$os" = linux ]; }; then
+  # Like the prebuilt packages: one CPU backend per instruction-set level, loaded at run time.
+  cmake_args+=(-DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON)
+fi
 case "$gpu" in
   cuda) cmake_args+=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$cuda_arch") ;;
   vulkan) cmake_args+=(-DGGML_VULKAN=ON) ;;
-  metal) cmake_args+=(-DGGML_METAL=ON) ;;
+  metal) cmake_args+=(-DGGML_METAL=ON -DGGML_METAL_EMBED_LIBRARY=ON) ;;
 esac
+if [ "$dry_run" = 1 ]; then
+  printf '%q ' cmake "${cmake_args[@]}"
+  echo
+  exit 0
+fi
 
 step "Configuring $flavour in $build"
 cmake "${cmake_args[@]}" >"$CACHE/cmake-configure-$flavour.log" 2>&1 || {
   tail -40 "$CACHE/cmake-configure-$flavour.log" >&2; exit 1; }
 
-targets=(--target llama)
+# ggml depends on every loadable backend, so naming it builds the CPU variants too.
+targets=(--target llama ggml)
 [ "$tools" = 1 ] && targets+=(llama-simple llama-server llama-bench)
 step "Building ${targets[*]:1} with $jobs jobs (progress below)"
 # The grep only filters progress lines; the build's own status decides (grep finding no line
@@ -139,6 +169,19 @@ step "Installing into $out"
 mkdir -p "$out"
 find "$build/bin" "$build" -maxdepth 3 \( -name 'lib*.so*' -o -name '*.dylib' -o -name '*.dll' \) \
   -not -path '*/CMakeFiles/*' -exec cp -P {} "$out/" \; 2>/dev/null
+if [ "$bundle_cuda" = 1 ]; then
+  # The CUDA runtime and cuBLAS, so that only the NVIDIA driver is needed where this runs.
+  cuda_home=${CUDA_PATH:-${CUDA_HOME:-/usr/local/cuda}}
+  found=0
+  for pattern in 'libcudart.so.*' 'libcublas.so.*' 'libcublasLt.so.*' 'cudart64_*.dll' \
+    'cublas64_*.dll' 'cublasLt64_*.dll'; do
+    while IFS= read -r file; do
+      cp -L "$file" "$out/"; found=$((found + 1))
+    done < <(find "$cuda_home/lib64" "$cuda_home/lib" "$cuda_home/bin" -maxdepth 2 \
+      -name "$pattern" ! -name '*.so.*.*' 2>/dev/null)
+  done
+  [ "$found" -gt 0 ] || { echo "build-libllama: no CUDA runtime libraries in $cuda_home" >&2; exit 1; }
+fi
 if [ "$tools" = 1 ]; then
   mkdir -p "$out/bin"
   for tool in llama-simple llama-server llama-bench; do

@@ -1,10 +1,11 @@
 /**
- * `deno task compile [--flavour F] [--output PATH]`: builds the single `shimmy` executable
- * with `deno compile --self-extracting`, embedding the app, the chat page (built first by
+ * `deno task compile [--flavour F] [--output PATH] [--target TRIPLE]`: builds the single
+ * `shimmy` executable with `deno compile`, embedding the app, the chat page (built first by
  * `scripts/build_webui.ts`) and the native libraries of one flavour (`lib/<flavour>/`,
- * default: the best one present for this machine). On first run the executable extracts
- * itself, and the library resolver finds `lib/<flavour>/` beside the extracted app, exactly as
- * in a checkout.
+ * default: the best one present for this machine) with their `SHA256SUMS`. The library
+ * resolver finds `lib/<flavour>/` in the embedded file system, as in a checkout, and on first
+ * run copies it to the per-user cache (`src/ffi/extract.ts`): nothing is written beside the
+ * executable, and two copies starting at once do not race.
  *
  * `deno compile` needs Deno's `denort` runtime. It downloads it unless `DENORT_BIN` points at
  * a local copy; without network and without `DENORT_BIN` this step cannot run.
@@ -15,6 +16,7 @@
 import { parseArgs } from "node:util";
 import { join, relative } from "node:path";
 import { defaultAppRoot, findLibraryFile, flavourCandidates } from "../src/ffi/library.ts";
+import { LIBRARY_SUMS, writeSums } from "../src/ffi/extract.ts";
 import { buildWebui, WEBUI_DIST } from "./build_webui.ts";
 
 /**
@@ -39,10 +41,11 @@ const NOT_EMBEDDED = [
   /^libmtmd/,
   /^_nlcBuildMetadata\.json$/,
   /\.node$/,
+  new RegExp(`^${LIBRARY_SUMS}$`),
 ];
 
 /**
- * The files of a library folder that go into the executable.
+ * The files of a library folder that go into the executable (besides its `SHA256SUMS`).
  *
  * @param libDir The flavour folder.
  * @returns File names to embed.
@@ -75,10 +78,12 @@ export function compileArgs(root: string, flavour: string, output: string, targe
   return [
     "compile",
     ...COMPILE_PERMISSIONS,
-    "--self-extracting",
     "--no-check",
     ...(target ? ["--target", target] : []),
     ...includes,
+    // The checksums that name the first-run extraction folder; written by writeSums().
+    "--include",
+    relative(root, join(libDir, LIBRARY_SUMS)),
     // Workers are not embedded unless named: the chat template renderer runs in one.
     "--include",
     TEMPLATE_WORKER,
@@ -122,6 +127,8 @@ async function main(): Promise<number> {
     console.error(`compile: ${(error as Error).message}`);
     return 1;
   }
+  const libDir = join(root, "lib", flavour);
+  writeSums(libDir, embeddedLibraryFiles(libDir));
   const args = compileArgs(root, flavour, output, values.target);
   console.error(`compile: deno ${args.join(" ")}`);
   const status = await new Deno.Command(Deno.execPath(), { args, cwd: root }).spawn().status;

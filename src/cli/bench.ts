@@ -12,7 +12,14 @@ import { LoadedModel } from "../engine/loaded_model.ts";
 import type { GlobalFlags } from "./global_flags.ts";
 import { findModelPath } from "./model_lookup.ts";
 import { UsageError } from "./usage_error.ts";
-import { deviceSamplingFlag, gpuLayersFlag, parseFlags } from "./flags.ts";
+import {
+  deviceSamplingFlag,
+  gpuLayersFlag,
+  parseFlags,
+  SPLIT_FLAGS,
+  SPLIT_FLAGS_USAGE,
+  splitFlags,
+} from "./flags.ts";
 
 /** Usage text of `shimmy bench`. */
 export const BENCH_USAGE = `Usage: shimmy bench NAME [options]
@@ -25,6 +32,7 @@ Options:
   --reps R              Repetitions; medians are reported (default 3)
   --threads N           CPU threads (default: one per core; at most 4 with every layer on a GPU)
   --n-gpu-layers N|all  Layers to offload (default: all on a GPU)
+${SPLIT_FLAGS_USAGE}
   --gpu-backend B       auto | cpu | cuda | vulkan | metal
   --device-sampling M   auto | on | off: sample inside the decode graph (default auto: on a GPU)
   --json                Print one JSON object
@@ -59,6 +67,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     reps: { type: "string" },
     threads: { type: "string" },
     "n-gpu-layers": { type: "string" },
+    ...SPLIT_FLAGS,
     "device-sampling": { type: "string" },
     json: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
@@ -74,6 +83,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
   const genTokens = positive("gen-tokens", v["gen-tokens"], 128);
   const reps = positive("reps", v.reps, 3);
   const nGpuLayers = gpuLayersFlag(v["n-gpu-layers"]);
+  const split = splitFlags(v);
   const path = await findModelPath(name, globals);
   const progress = loadProgressPrinter(path);
   await using loaded = await LoadedModel.open({
@@ -85,6 +95,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     batchSize: Math.max(512, promptTokens),
     ...(v.threads ? { threads: positive("threads", v.threads, 1) } : {}),
     ...(nGpuLayers !== undefined ? { nGpuLayers } : {}),
+    ...split,
     deviceSampling: deviceSamplingFlag(v["device-sampling"]),
   });
   progress.done();

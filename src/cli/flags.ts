@@ -9,6 +9,7 @@ import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { parseGpuLayers } from "../engine/gpu.ts";
 import { DEVICE_SAMPLING_MODES, type DeviceSamplingMode } from "../engine/loaded_model.ts";
 import { POOLING_NAMES, type PoolingName } from "../engine/embedder.ts";
+import { SPLIT_MODES, type SplitModeName } from "../engine/multi_gpu_plan.ts";
 import { closestMatch } from "./suggest.ts";
 import { UsageError } from "./usage_error.ts";
 
@@ -170,4 +171,118 @@ export function poolingFlag(value: string | undefined): PoolingName | undefined 
     throw new UsageError(`--pooling must be ${POOLING_NAMES.join(", ")}; got "${value}"`);
   }
   return pooling;
+}
+
+/** The multi-GPU flags `serve`, `generate`, `bench` and `probe` take, for `parseFlags`. */
+export const SPLIT_FLAGS = {
+  "split-mode": { type: "string" },
+  "tensor-split": { type: "string" },
+  "main-gpu": { type: "string" },
+} as const satisfies ParseArgsOptionsConfig;
+
+/** Usage lines of {@link SPLIT_FLAGS}, for each command's `--help`. */
+export const SPLIT_FLAGS_USAGE =
+  `  --split-mode M          none | layer | row: how one copy spreads over several GPUs
+                          (default: one GPU when the model fits one, else layer)
+  --tensor-split A,B,…    Share of the model per GPU, e.g. 3,1 (implies --split-mode layer)
+  --main-gpu N            The GPU (0, 1, …) that holds the model under --split-mode none`;
+
+/** What the multi-GPU flags asked; unset fields are left to the planner. */
+export interface SplitFlags {
+  /** `--split-mode`. */
+  splitMode?: SplitModeName;
+  /** `--tensor-split`. */
+  tensorSplit?: number[];
+  /** `--main-gpu`. */
+  mainGpu?: number;
+}
+
+/**
+ * Reads `--split-mode`, `--tensor-split` and `--main-gpu`.
+ *
+ * @param values Parsed flag values.
+ * @returns The fields that were set.
+ * @throws {UsageError} for a bad value.
+ * @example
+ * ```ts
+ * splitFlags({ "split-mode": "layer", "tensor-split": "3,1" });
+ * // { splitMode: "layer", tensorSplit: [3, 1] }
+ * ```
+ */
+export function splitFlags(
+  values: { "split-mode"?: string; "tensor-split"?: string; "main-gpu"?: string },
+): SplitFlags {
+  const out: SplitFlags = {};
+  const mode = values["split-mode"];
+  if (mode !== undefined) {
+    const found = SPLIT_MODES.find((m) => m === mode);
+    if (!found) {
+      throw new UsageError(`--split-mode must be ${SPLIT_MODES.join(", ")}; got "${mode}"`);
+    }
+    out.splitMode = found;
+  }
+  if (values["tensor-split"] !== undefined) {
+    out.tensorSplit = parseTensorSplit(values["tensor-split"]);
+  }
+  const main = values["main-gpu"];
+  if (main !== undefined) {
+    const n = Number(main);
+    if (main.trim() === "" || !Number.isInteger(n) || n < 0) {
+      throw new UsageError(`--main-gpu must be a GPU number (0, 1, …), got "${main}"`);
+    }
+    out.mainGpu = n;
+  }
+  if (out.splitMode === "none" && out.tensorSplit) {
+    throw new UsageError(
+      "--tensor-split spreads the model over several GPUs; it does not go with --split-mode none",
+    );
+  }
+  return out;
+}
+
+/**
+ * Parses `--tensor-split`: non-negative numbers, comma-separated, one per GPU, not all 0.
+ *
+ * @param value The flag value.
+ * @returns The proportions.
+ * @throws {UsageError} for anything else.
+ * @example
+ * ```ts
+ * parseTensorSplit("3,1"); // [3, 1]
+ * ```
+ */
+export function parseTensorSplit(value: string): number[] {
+  const parts = value.split(",").map((p) => p.trim());
+  const numbers = parts.map(Number);
+  if (parts.some((p) => p === "") || numbers.some((n) => !Number.isFinite(n) || n < 0)) {
+    throw new UsageError(`--tensor-split must be numbers like 3,1, got "${value}"`);
+  }
+  if (numbers.every((n) => n === 0)) {
+    throw new UsageError(`--tensor-split must give some GPU a share above 0, got "${value}"`);
+  }
+  return numbers;
+}
+
+/**
+ * `--gpus 0,1,…`: the GPUs to use, by number.
+ *
+ * @param value The flag value.
+ * @returns The GPU numbers; undefined when unset.
+ * @throws {UsageError} for anything but distinct non-negative integers.
+ * @example
+ * ```ts
+ * gpusFlag("0,1"); // [0, 1]
+ * ```
+ */
+export function gpusFlag(value: string | undefined): number[] | undefined {
+  if (value === undefined) return undefined;
+  const parts = value.split(",").map((p) => p.trim());
+  const numbers = parts.map(Number);
+  if (parts.some((p) => p === "") || numbers.some((n) => !Number.isInteger(n) || n < 0)) {
+    throw new UsageError(`--gpus must be GPU numbers like 0,1, got "${value}"`);
+  }
+  if (new Set(numbers).size !== numbers.length) {
+    throw new UsageError(`--gpus names a GPU twice: "${value}"`);
+  }
+  return numbers;
 }

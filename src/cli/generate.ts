@@ -6,6 +6,7 @@
  */
 
 import { LoadedModel } from "../engine/loaded_model.ts";
+import { describePlan } from "../engine/multi_gpu_plan.ts";
 import { chatPrompt, type PreparedPrompt, rawPrompt, renderChatPrompt } from "../engine/prompt.ts";
 import { loadTemplateOverride } from "../engine/templates.ts";
 import type { GenerationResult } from "../engine/scheduler.ts";
@@ -13,7 +14,15 @@ import type { GlobalFlags } from "./global_flags.ts";
 import { findModelPath } from "./model_lookup.ts";
 import { loadProgressPrinter } from "./progress.ts";
 import { UsageError } from "./usage_error.ts";
-import { gpuLayersFlag, numberFlag, parseFlags } from "./flags.ts";
+import {
+  gpuLayersFlag,
+  numberFlag,
+  parseFlags,
+  SPLIT_FLAGS,
+  SPLIT_FLAGS_USAGE,
+  type SplitFlags,
+  splitFlags,
+} from "./flags.ts";
 
 /** Usage text of `shimmy generate`. */
 export const GENERATE_USAGE = `Usage: shimmy generate [NAME] --prompt TEXT [options]
@@ -36,7 +45,7 @@ Options:
   --threads N             CPU threads (default: one per core; at most 4 with every layer on a GPU)
   --gpu-backend B         auto | cpu | cuda | vulkan | metal (default auto)
   --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
-  --tensor-split A,B,…    Share of the model per GPU, e.g. 3,1
+${SPLIT_FLAGS_USAGE}
   --json                  Print one JSON object (text, tokens, usage, timings)
   --raw                   Send the prompt untouched (no chat template)
   --chat-template T       chatml, llama3, llama2, mistral, gemma, phi3, openchat, zephyr,
@@ -51,8 +60,8 @@ Examples:
   shimmy generate --model ./models/tiny.gguf --prompt "Once upon" --temperature 0 --json
   shimmy generate qwen3 --prompt "Hi" --chat-template ./my.jinja --show-prompt`;
 
-/** Parsed `generate` options. */
-export interface GenerateArgs {
+/** Parsed `generate` options (with the multi-GPU flags that were set). */
+export interface GenerateArgs extends SplitFlags {
   model: string;
   prompt: string;
   maxTokens: number;
@@ -66,7 +75,6 @@ export interface GenerateArgs {
   ctxSize?: number;
   threads?: number;
   nGpuLayers?: number;
-  tensorSplit?: number[];
   json: boolean;
   raw: boolean;
   chatTemplate?: string;
@@ -103,21 +111,6 @@ export function parseTemplateKwargs(value: string): Record<string, unknown> {
 }
 
 /**
- * Parses `--tensor-split`: non-negative numbers, comma-separated, one per GPU.
- *
- * @param value The flag value.
- * @returns The proportions.
- * @throws {UsageError} for anything else.
- */
-export function parseTensorSplit(value: string): number[] {
-  const parts = value.split(",").map((p) => Number(p.trim()));
-  if (parts.length === 0 || parts.some((n) => !Number.isFinite(n) || n < 0)) {
-    throw new UsageError(`--tensor-split must be numbers like 3,1, got "${value}"`);
-  }
-  return parts;
-}
-
-/**
  * Parses `generate`'s arguments (global flags already removed).
  *
  * @param args Arguments after the command name.
@@ -144,7 +137,7 @@ export function parseGenerateArgs(
     "ctx-size": { type: "string" },
     threads: { type: "string" },
     "n-gpu-layers": { type: "string" },
-    "tensor-split": { type: "string" },
+    ...SPLIT_FLAGS,
     "chat-template": { type: "string" },
     "chat-template-kwargs": { type: "string" },
     "show-prompt": { type: "boolean", default: false },
@@ -174,7 +167,7 @@ export function parseGenerateArgs(
     ...(v["chat-template-kwargs"] !== undefined
       ? { chatTemplateKwargs: parseTemplateKwargs(v["chat-template-kwargs"]) }
       : {}),
-    ...(v["tensor-split"] ? { tensorSplit: parseTensorSplit(v["tensor-split"]) } : {}),
+    ...splitFlags(v),
   };
   const optional = {
     temperature: numberFlag("temperature", v.temperature),
@@ -217,8 +210,13 @@ export async function generateMain(args: string[], globals: GlobalFlags): Promis
     ...(options.ctxSize !== undefined ? { ctxSize: options.ctxSize } : {}),
     ...(options.threads !== undefined ? { threads: options.threads } : {}),
     ...(options.tensorSplit ? { tensorSplit: options.tensorSplit } : {}),
+    ...(options.splitMode ? { splitMode: options.splitMode } : {}),
+    ...(options.mainGpu !== undefined ? { mainGpu: options.mainGpu } : {}),
   });
   progress.done();
+  if (!options.json && loaded.plan.kind !== "cpu") {
+    for (const line of describePlan(loaded.plan, loaded.model.nLayer)) console.error(line);
+  }
   const override = options.chatTemplate
     ? await loadTemplateOverride(options.chatTemplate)
     : undefined;
@@ -305,6 +303,7 @@ function jsonReport(loaded: LoadedModel, result: GenerationResult) {
     lib_dir: loaded.llama.libDir,
     offload: loaded.model.offload,
     load_params: loaded.model.loadParams,
+    placement: { kind: loaded.plan.kind, reason: loaded.plan.reason },
   };
 }
 

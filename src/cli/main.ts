@@ -5,6 +5,7 @@
  */
 
 import { GpuUnavailableError } from "../engine/gpu.ts";
+import { SplitPlanError } from "../engine/multi_gpu_plan.ts";
 import { ModelNotFoundError } from "../models/model_names.ts";
 import { PullError } from "../models/hf_hub.ts";
 import { GenerationError } from "../engine/errors.ts";
@@ -87,6 +88,7 @@ const EXPECTED_ERRORS = [
   ModelLoadError,
   LibraryNotFoundError,
   GpuUnavailableError,
+  SplitPlanError,
   GenerationError,
   ContextCreateError,
   PullError,

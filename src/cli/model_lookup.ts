@@ -19,6 +19,7 @@ import { ModelNotFoundError } from "../models/model_names.ts";
 import { findPulled } from "../models/pull.ts";
 import type { ModelEntry } from "../models/registry.ts";
 import type { GlobalFlags } from "./global_flags.ts";
+import { isFile, pathExists } from "../util/fs.ts";
 
 /**
  * The discovery options of a command: the global `--model-dirs`, the command's `--model`
@@ -59,15 +60,6 @@ export function discoveryOptions(
  */
 export function discoverFor(globals: GlobalFlags, models: readonly string[] = []) {
   return discoverModels(discoveryOptions(globals, models.filter(isFile)));
-}
-
-/** Whether a path names an existing file. */
-export function isFile(path: string): boolean {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -131,7 +123,7 @@ export function missingFileCheck(nameOrPath: string): void {
   const pathLike = /^(\.{1,2}[\\/]|[\\/]|~|[A-Za-z]:[\\/])/.test(nameOrPath) ||
     nameOrPath.includes("\\") || (/\.gguf$/i.test(nameOrPath) && !isPullable(nameOrPath));
   if (pathLike && !isFile(nameOrPath)) {
-    const what = exists(nameOrPath) ? "not a file" : "file not found";
+    const what = pathExists(nameOrPath) ? "not a file" : "file not found";
     throw new ModelNotFoundError(nameOrPath, `Cannot load model ${nameOrPath}: ${what}`);
   }
 }
@@ -150,13 +142,4 @@ export function notPulledCheck(reference: string, allowPullFlag?: string): void 
     `Model ${reference} is not on this machine: run "shimmy pull ${reference}"` +
       (allowPullFlag ? ` or add ${allowPullFlag}` : ""),
   );
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -25,7 +25,15 @@ import { formatBytes, formatCount, formatTable } from "./model_table.ts";
 import { discoveryOptions } from "./model_lookup.ts";
 import { loadProgressPrinter } from "./progress.ts";
 import { UsageError } from "./usage_error.ts";
-import { gpuLayersFlag, parseFlags } from "./flags.ts";
+import {
+  gpuLayersFlag,
+  parseFlags,
+  SPLIT_FLAGS,
+  SPLIT_FLAGS_USAGE,
+  type SplitFlags,
+  splitFlags,
+} from "./flags.ts";
+import { describePlan } from "../engine/multi_gpu_plan.ts";
 
 /** Usage text of `shimmy probe`. */
 export const PROBE_USAGE = `Usage: shimmy probe NAME [options]
@@ -38,6 +46,7 @@ one-line message when the model cannot be found or loaded.
 Options:
   --gpu-backend B         auto | cpu | cuda | vulkan | metal (default auto)
   --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
+${SPLIT_FLAGS_USAGE}
   --ctx-size N            Context tokens to create (default: model's, at most 4096)
   --json                  Print one JSON object
   --model PATH            Also look at this file or folder; repeatable
@@ -49,8 +58,8 @@ Examples:
   shimmy probe ./models/qwen2.5-0.5b-instruct-q4_k_m.gguf --gpu-backend cpu
   shimmy probe llama3:latest --n-gpu-layers 10 --json`;
 
-/** Parsed `probe` options. */
-export interface ProbeArgs {
+/** Parsed `probe` options (with the multi-GPU flags that were set). */
+export interface ProbeArgs extends SplitFlags {
   /** The model's name or path. */
   model: string;
   /** `--json`. */
@@ -82,6 +91,7 @@ export function parseProbeArgs(args: string[]): ProbeArgs | undefined {
     json: { type: "boolean", default: false },
     "n-gpu-layers": { type: "string" },
     "ctx-size": { type: "string" },
+    ...SPLIT_FLAGS,
     "gpu-backend": { type: "string" },
     model: { type: "string", short: "m", multiple: true },
     help: { type: "boolean", short: "h", default: false },
@@ -92,7 +102,7 @@ export function parseProbeArgs(args: string[]): ProbeArgs | undefined {
   if (model === undefined || model.trim() === "") {
     throw new UsageError('No model given: shimmy probe NAME (see "shimmy list")');
   }
-  const out: ProbeArgs = { model, json: v.json, models: v.model ?? [] };
+  const out: ProbeArgs = { model, json: v.json, models: v.model ?? [], ...splitFlags(v) };
   const layers = gpuLayersFlag(v["n-gpu-layers"]);
   if (layers !== undefined) out.nGpuLayers = layers;
   if (v["ctx-size"] !== undefined) {
@@ -177,6 +187,8 @@ export interface ProbeReport {
   template: TemplateInfo;
   /** Backend chosen (`cpu`, `cuda`…). */
   backend: string;
+  /** The multi-GPU plan, as lines (choice, then layers and estimated memory per device). */
+  placement: string[];
   /** Layers offloaded, in all and per device. */
   offload: { offloaded: number; total: number; devices: DeviceLayers[] };
   /** Load time (model and context), in milliseconds. */
@@ -189,8 +201,8 @@ export interface ProbeReport {
   adapters: string[];
 }
 
-/** Options for {@link probeModel}. */
-export interface ProbeOptions {
+/** Options for {@link probeModel} (multi-GPU fields: chosen by the planner when unset). */
+export interface ProbeOptions extends SplitFlags {
   /** GPU backend. Default `"auto"`. */
   gpuBackend?: GlobalFlags["gpuBackend"];
   /** Layers to offload (-1 = all). Default: all on a GPU, none on the CPU. */
@@ -296,6 +308,9 @@ export async function probeModel(
       ...(options.nGpuLayers !== undefined ? { nGpuLayers: options.nGpuLayers } : {}),
       ...(options.ctxSize !== undefined ? { ctxSize: options.ctxSize } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      ...(options.splitMode ? { splitMode: options.splitMode } : {}),
+      ...(options.tensorSplit ? { tensorSplit: options.tensorSplit } : {}),
+      ...(options.mainGpu !== undefined ? { mainGpu: options.mainGpu } : {}),
     });
   } finally {
     stop();
@@ -337,6 +352,7 @@ export async function probeModel(
       embeddingLength: m.nEmbd,
       template,
       backend: loaded.devices.backend,
+      placement: describePlan(loaded.plan, m.nLayer),
       offload: {
         offloaded: m.offload.offloaded,
         total: m.offload.total,
@@ -449,6 +465,7 @@ export function formatProbeReport(report: ProbeReport): string[] {
     field("Layers", `${report.layers} (embedding width ${report.embeddingLength})`),
     field("Chat template", templateLine),
     field("Backend", report.backend),
+    ...report.placement,
     field(
       "Offloaded",
       `${report.offload.offloaded}/${report.offload.total} layers to GPU`,
@@ -591,6 +608,9 @@ export async function probeMain(
       onProgress: progress.update,
       ...(options.nGpuLayers !== undefined ? { nGpuLayers: options.nGpuLayers } : {}),
       ...(options.ctxSize !== undefined ? { ctxSize: options.ctxSize } : {}),
+      ...(options.splitMode ? { splitMode: options.splitMode } : {}),
+      ...(options.tensorSplit ? { tensorSplit: options.tensorSplit } : {}),
+      ...(options.mainGpu !== undefined ? { mainGpu: options.mainGpu } : {}),
     });
   } finally {
     progress.done();

@@ -19,20 +19,26 @@ import { joinServers } from "../server/joined_servers.ts";
 import type { ServerContext } from "../server/context.ts";
 import { Metrics } from "../server/metrics.ts";
 import type { GlobalFlags } from "./global_flags.ts";
-import { parseTemplateKwargs, parseTensorSplit } from "./generate.ts";
-import {
-  discoverFor,
-  entriesFrom,
-  isFile,
-  missingFileCheck,
-  notPulledCheck,
-} from "./model_lookup.ts";
+import { parseTemplateKwargs } from "./generate.ts";
+import { discoverFor, entriesFrom, missingFileCheck, notPulledCheck } from "./model_lookup.ts";
+import { isFile } from "../util/fs.ts";
 import { isPullable } from "../models/hf_hub.ts";
 import { findPulled, type PullProgress } from "../models/pull.ts";
 import { ModelPulls } from "../models/pull_tracker.ts";
 import { pullProgressPrinter } from "./pull.ts";
 import { UsageError } from "./usage_error.ts";
-import { deviceSamplingFlag, gpuLayersFlag, parseFlags, poolingFlag } from "./flags.ts";
+import {
+  deviceSamplingFlag,
+  gpuLayersFlag,
+  gpusFlag,
+  parseFlags,
+  poolingFlag,
+  SPLIT_FLAGS,
+  SPLIT_FLAGS_USAGE,
+  type SplitFlags,
+  splitFlags,
+} from "./flags.ts";
+import { describePlan } from "../engine/multi_gpu_plan.ts";
 import type { PoolingName } from "../engine/embedder.ts";
 
 /** Usage text of `shimmy serve`. */
@@ -86,7 +92,12 @@ Options:
                           '{"enable_thinking":false}' (a request's chat_template_kwargs add to it)
   --gpu-backend B         auto | cpu | cuda | vulkan | metal (default auto)
   --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
-  --tensor-split A,B,…    Share of each model per GPU, e.g. 3,1
+${SPLIT_FLAGS_USAGE}
+  --replicas N            Independent copies of each model, one per GPU, each with its own
+                          --parallel slots; a request goes to the least busy copy (default:
+                          a copy per GPU when a model fits one GPU and --parallel is 8 or
+                          more, else 1; on the CPU, N copies share the cores)
+  --gpus 0,1,…            Use only these GPUs (default: all of the backend's)
   --model-dirs DIRS       Extra model folders, ';'-separated
   --device-sampling M     auto | on | off: sample inside the decode graph on the device
                           when a request's sampler allows it (default auto: on a GPU;
@@ -103,8 +114,8 @@ Examples:
   shimmy serve --bind 0.0.0.0:8080 --parallel 8 --api-key secret
   shimmy serve --ollama-bind 127.0.0.1:11434   # Ollama's clients, unconfigured`;
 
-/** Parsed `serve` options. */
-export interface ServeArgs {
+/** Parsed `serve` options (with the multi-GPU flags that were set). */
+export interface ServeArgs extends SplitFlags {
   bind: string;
   /** `--default-model`: the model of requests that name none. */
   defaultModel?: string;
@@ -119,7 +130,10 @@ export interface ServeArgs {
   maxQueue?: number;
   threads?: number;
   nGpuLayers?: number;
-  tensorSplit?: number[];
+  /** `--replicas`: copies of each model. */
+  replicas?: number;
+  /** `--gpus`: the GPUs to use, by number. */
+  gpus?: number[];
   apiKey?: string;
   /** Extra browser origins allowed (`--cors`, `SHIMMY_ORIGINS`). */
   origins: string[];
@@ -200,7 +214,9 @@ export function parseServeArgs(
     "max-queue": { type: "string" },
     threads: { type: "string" },
     "n-gpu-layers": { type: "string" },
-    "tensor-split": { type: "string" },
+    ...SPLIT_FLAGS,
+    replicas: { type: "string" },
+    gpus: { type: "string" },
     "api-key": { type: "string" },
     cors: { type: "string", multiple: true },
     "allowed-hosts": { type: "string", multiple: true },
@@ -254,7 +270,9 @@ export function parseServeArgs(
     chatTemplateKwargs: v["chat-template-kwargs"] !== undefined
       ? parseTemplateKwargs(v["chat-template-kwargs"])
       : undefined,
-    tensorSplit: v["tensor-split"] ? parseTensorSplit(v["tensor-split"]) : undefined,
+    ...splitFlags(v),
+    replicas: positiveInt("replicas", v.replicas),
+    gpus: gpusFlag(v.gpus),
     maxModels: positiveInt("max-models", v["max-models"]),
     keepAliveMs,
     headerTimeoutMs: durationFlag("header-timeout", v["header-timeout"]),
@@ -484,6 +502,10 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     ...(options.threads ? { threads: options.threads } : {}),
     ...(options.nGpuLayers !== undefined ? { nGpuLayers: options.nGpuLayers } : {}),
     ...(options.tensorSplit ? { tensorSplit: options.tensorSplit } : {}),
+    ...(options.splitMode ? { splitMode: options.splitMode } : {}),
+    ...(options.mainGpu !== undefined ? { mainGpu: options.mainGpu } : {}),
+    ...(options.replicas ? { replicas: options.replicas } : {}),
+    ...(options.gpus ? { gpus: options.gpus } : {}),
     ...(options.maxModels ? { maxModels: options.maxModels } : {}),
     ...(options.keepAliveMs !== undefined ? { keepAliveMs: options.keepAliveMs } : {}),
   });
@@ -548,6 +570,12 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
       `  ${entry.name.padEnd(28)} ${registry.state(entry.name).padEnd(9)} ${entry.source}: ` +
         entry.path,
     );
+    const group = registry.replicas().get(entry.name);
+    if (group && (group.plan.kind !== "cpu" || group.copies.length > 1)) {
+      for (const line of describePlan(group.plan, group.primary.model.nLayer)) {
+        console.log(`    ${line}`);
+      }
+    }
   }
   if (entries.length === 0) console.log(NO_MODELS_HELP);
   const signal = await shutdown;

@@ -33,7 +33,10 @@ export interface DevicePlan {
   /** Devices (ggml indices) the model will use; [] for CPU only. */
   devices: DeviceInfo[];
   /** Load options to pass to `Model.load`. */
-  load: Pick<ModelLoadOptions, "devices" | "nGpuLayers" | "mainGpu" | "tensorSplit">;
+  load: Pick<
+    ModelLoadOptions,
+    "devices" | "nGpuLayers" | "mainGpu" | "tensorSplit" | "splitMode"
+  >;
 }
 
 /**

@@ -13,6 +13,13 @@ import { GenerationError } from "./errors.ts";
 import { Model } from "../ffi/model.ts";
 import { Embedder, type PoolingName } from "./embedder.ts";
 import { contextThreads, type DevicePlan, planDevices } from "./gpu.ts";
+import {
+  type CopyPlacement,
+  type MultiGpuPlan,
+  planMultiGpu,
+  type SplitModeName,
+  type SplitRequest,
+} from "./multi_gpu_plan.ts";
 import { type LoraChoice, Scheduler } from "./scheduler.ts";
 
 /** How to open a model for generation. */
@@ -23,8 +30,19 @@ export interface OpenModelOptions {
   gpuBackend?: GpuBackend;
   /** Layers to offload (-1 = all). Default: all on a GPU, none on the CPU. */
   nGpuLayers?: number;
-  /** Proportions per GPU. */
+  /** Proportions per GPU (`--tensor-split`). Default: by free memory when splitting. */
   tensorSplit?: number[];
+  /** How to split over GPUs (`--split-mode`). Default: chosen by `planMultiGpu`. */
+  splitMode?: SplitModeName;
+  /** Position of the GPU that holds the model under split mode `none` (`--main-gpu`). */
+  mainGpu?: number;
+  /** Positions of the GPUs to use (`--gpus`). Default: all of the backend's. */
+  gpus?: number[];
+  /**
+   * Where this copy goes and the plan it is part of (`ModelReplicas` sets it for each copy).
+   * Default: planned here for one copy.
+   */
+  placement?: { plan: MultiGpuPlan; copy: CopyPlacement };
   /** Context tokens per request (slot). Default: min(model's training context, 4096). */
   ctxSize?: number;
   /** Parallel requests (slots). Default 1. */
@@ -64,6 +82,73 @@ export type DeviceSamplingMode = "auto" | "on" | "off";
 /** The device sampling modes, for flag parsing. */
 export const DEVICE_SAMPLING_MODES: readonly DeviceSamplingMode[] = ["auto", "on", "off"];
 
+/**
+ * Plans the copies of a model on the devices of its backend (see `planMultiGpu`): the model
+ * file's size is the estimate, checked against free memory unless some layers stay on the CPU.
+ *
+ * @param llama The runtime.
+ * @param options Path, backend, layers, split flags and `--parallel`.
+ * @param replicas `--replicas`; undefined lets the planner choose.
+ * @returns The plan and the placement of its first copy.
+ * @throws {SplitPlanError} when the request cannot work on these devices.
+ * @throws {GpuUnavailableError} when a named backend has no device.
+ * @example
+ * ```ts
+ * const { plan } = await planCopies(Llama.open(), { path: "model.gguf", parallel: 16 });
+ * ```
+ */
+export async function planCopies(
+  llama: Llama,
+  options: OpenModelOptions,
+  replicas: number | undefined = 1,
+): Promise<{ plan: MultiGpuPlan; copy: CopyPlacement }> {
+  const backend = planDevices(llama.devices(), options.gpuBackend ?? "auto", options.nGpuLayers);
+  const modelBytes = await Deno.stat(options.path).then((i) => i.size, () => 0);
+  const request: SplitRequest = {
+    ...(options.splitMode ? { splitMode: options.splitMode } : {}),
+    ...(options.tensorSplit ? { tensorSplit: options.tensorSplit } : {}),
+    ...(options.mainGpu !== undefined ? { mainGpu: options.mainGpu } : {}),
+    ...(options.gpus ? { gpus: options.gpus } : {}),
+    ...(replicas !== undefined ? { replicas } : {}),
+  };
+  const plan = planMultiGpu({
+    ...request,
+    devices: backend.devices,
+    modelBytes,
+    parallel: options.parallel ?? 1,
+    checkMemory: options.nGpuLayers === undefined || options.nGpuLayers < 0,
+  });
+  return { plan, copy: plan.copies[0] as CopyPlacement };
+}
+
+/**
+ * Narrows the backend's device plan to one copy's placement: its devices, split mode, main GPU
+ * and shares become the load options (on the CPU the plan stays as it is).
+ *
+ * @param backend The backend's plan, from `planDevices`.
+ * @param copy Where the copy goes, from `planMultiGpu`.
+ * @returns The plan to load this copy with.
+ * @example
+ * ```ts
+ * placeCopy(planDevices(llama.devices()), plan.copies[1]!).load; // { devices: [2], splitMode: "none", … }
+ * ```
+ */
+export function placeCopy(backend: DevicePlan, copy: CopyPlacement): DevicePlan {
+  if (backend.backend === "cpu" || copy.devices.length === 0) return backend;
+  const load: DevicePlan["load"] = {
+    ...backend.load,
+    devices: copy.devices,
+    splitMode: copy.splitMode,
+    mainGpu: copy.mainGpu,
+  };
+  if (copy.tensorSplit) load.tensorSplit = copy.tensorSplit;
+  return {
+    backend: backend.backend,
+    devices: backend.devices.filter((d) => copy.devices.includes(d.index)),
+    load,
+  };
+}
+
 /** A model ready to generate. */
 export class LoadedModel {
   /** The runtime. */
@@ -76,6 +161,8 @@ export class LoadedModel {
   readonly scheduler: Scheduler;
   /** Which devices were chosen. */
   readonly devices: DevicePlan;
+  /** The multi-GPU plan this copy was placed by. */
+  readonly plan: MultiGpuPlan;
   readonly #adapters = new Map<string, LoraAdapter>();
   readonly #embedderOptions: { pooling?: PoolingName; contextSize?: number; threads?: number };
   #embedder: Promise<Embedder> | undefined;
@@ -87,6 +174,7 @@ export class LoadedModel {
     context: Context,
     scheduler: Scheduler,
     devices: DevicePlan,
+    plan: MultiGpuPlan,
     options: OpenModelOptions,
   ) {
     this.llama = llama;
@@ -94,6 +182,7 @@ export class LoadedModel {
     this.context = context;
     this.scheduler = scheduler;
     this.devices = devices;
+    this.plan = plan;
     this.#embedderOptions = {
       ...(options.pooling ? { pooling: options.pooling } : {}),
       ...(options.ctxSize ? { contextSize: options.ctxSize } : {}),
@@ -117,11 +206,10 @@ export class LoadedModel {
       gpuBackend: options.gpuBackend ?? "auto",
       verbose: options.verbose ?? false,
     });
-    const plan = planDevices(
-      llama.devices(),
-      options.gpuBackend ?? "auto",
-      options.nGpuLayers,
-      options.tensorSplit,
+    const placement = options.placement ?? await planCopies(llama, options);
+    const plan = placeCopy(
+      planDevices(llama.devices(), options.gpuBackend ?? "auto", options.nGpuLayers),
+      placement.copy,
     );
     const model = await Model.load(llama, options.path, {
       ...plan.load,
@@ -146,7 +234,15 @@ export class LoadedModel {
           deviceSampling: mode === "on" || (mode === "auto" && plan.backend !== "cpu"),
           ...(options.maxQueue ? { maxQueue: options.maxQueue } : {}),
         });
-        const loaded = new LoadedModel(llama, model, context, scheduler, plan, options);
+        const loaded = new LoadedModel(
+          llama,
+          model,
+          context,
+          scheduler,
+          plan,
+          placement.plan,
+          options,
+        );
         if (options.lora?.length) await loaded.setLora(options.lora);
         return loaded;
       } catch (error) {

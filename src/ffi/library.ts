@@ -3,8 +3,9 @@
  *
  * Resolution order, first match wins:
  * 1. `SHIMMY_LIB_DIR` (or the `libDir` option): a folder holding libllama and the ggml libraries.
- * 2. `lib/<flavour>` beside the application (the repository root when run from a checkout,
- *    the extracted folder of a self-extracting compiled executable).
+ * 2. `lib/<flavour>` beside the application: the repository root when run from a checkout,
+ *    the embedded file system of the compiled executable. `dlopen` needs real files, so an
+ *    embedded folder is first copied to the per-user cache (`src/ffi/extract.ts`).
  * 3. `lib/<flavour>` beside the running executable (`Deno.execPath()`).
  *
  * A flavour is `<os>-<arch>[-<gpu>]`, named like node-llama-cpp's prebuilt packages
@@ -16,8 +17,9 @@
  * @module
  */
 
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, isAbsolute, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { extractEmbeddedLibraries } from "./extract.ts";
 import { GGML_BASE_SYMBOLS, GGML_SYMBOLS, LLAMA_SYMBOLS } from "./symbols.ts";
 
 /** GPU backends a user can ask for. */
@@ -201,6 +203,10 @@ export function openNativeLibraries(options: OpenOptions = {}): NativeLibraries 
       continue;
     }
     try {
+      if (isEmbedded(dir)) {
+        const extracted = extractEmbeddedLibraries(dir);
+        return openFrom(extracted, join(extracted, basename(llamaFile)));
+      }
       return openFrom(dir, llamaFile);
     } catch (error) {
       if (error instanceof Deno.errors.PermissionDenied) throw error;
@@ -209,6 +215,13 @@ export function openNativeLibraries(options: OpenOptions = {}): NativeLibraries 
     }
   }
   throw new LibraryNotFoundError(tried, lastError);
+}
+
+/** Whether a folder lies in the compiled executable's embedded (virtual) file system. */
+function isEmbedded(dir: string): boolean {
+  if (!Deno.build.standalone) return false;
+  const rel = relative(defaultAppRoot(), dir);
+  return rel !== "" && !rel.startsWith("..") && !isAbsolute(rel);
 }
 
 function openFrom(dir: string, llamaFile: string): NativeLibraries {

@@ -23,6 +23,7 @@ import {
   PullError,
   quantOf,
 } from "./hf_hub.ts";
+import { isFile } from "../util/fs.ts";
 
 /** Progress of a pull, reported as it goes. */
 export interface PullProgress {
@@ -268,7 +269,7 @@ export function findPulled(
     for (const entry of entries) {
       const path = join(dir, entry.name);
       if (entry.isDirectory) walk(path);
-      else if (/\.gguf$/i.test(entry.name) && exists(path)) {
+      else if (/\.gguf$/i.test(entry.name) && isFile(path)) {
         files.push({ path: relative(snapshot, path).split("\\").join("/"), size: 0 });
       }
     }
@@ -289,7 +290,7 @@ async function pullUrl(
 ): Promise<PullResult> {
   const name = decodeURIComponent(new URL(url).pathname.split("/").at(-1) ?? "model.gguf");
   const localPath = join(options.modelsDir ?? shimmyModelsDir(), name);
-  const present = exists(localPath);
+  const present = isFile(localPath);
   const file: PulledFile = {
     path: name,
     size: present ? Deno.statSync(localPath).size : 0,
@@ -338,14 +339,6 @@ function sizeOf(path: string): number | undefined {
     return Deno.statSync(path).size;
   } catch {
     return undefined;
-  }
-}
-
-function exists(path: string): boolean {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
   }
 }
 

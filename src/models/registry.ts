@@ -13,7 +13,12 @@
  * @module
  */
 
-import { LoadedModel, type OpenModelOptions } from "../engine/loaded_model.ts";
+import type { LoadedModel } from "../engine/loaded_model.ts";
+import {
+  ModelReplicas,
+  type ReplicaInfo,
+  type ReplicaOpenOptions,
+} from "../engine/model_replicas.ts";
 import { templateLoadWarning } from "../engine/templates.ts";
 import { modelNameOf, ModelNotFoundError } from "./model_names.ts";
 import { GenerationError } from "../engine/errors.ts";
@@ -46,7 +51,7 @@ export interface ModelEntry {
 export type ModelState = "available" | "loading" | "loaded";
 
 /** Options shared by every model the registry opens. */
-export type RegistryLoadOptions = Omit<OpenModelOptions, "path" | "onProgress" | "signal">;
+export type RegistryLoadOptions = Omit<ReplicaOpenOptions, "path" | "onProgress" | "signal">;
 
 /** Registry limits. */
 export interface RegistryOptions extends RegistryLoadOptions {
@@ -56,6 +61,10 @@ export interface RegistryOptions extends RegistryLoadOptions {
   keepAliveMs?: number;
   /** Bytes free for a new model (tests pass their own). Default: the device plan's memory. */
   availableMemory?: (entry: ModelEntry) => number | undefined;
+  /**
+   * Opens a model's copies (tests pass their own). Default: `ModelReplicas.open`.
+   */
+  openModel?: (options: ReplicaOpenOptions) => Promise<ModelReplicas>;
   /** Called with load progress. */
   onLoadProgress?: (entry: ModelEntry, fraction: number) => void;
   /** Called with what a user should know about a model just loaded (a broken template…). */
@@ -103,8 +112,10 @@ export class ModelUnavailableError extends GenerationError {
 export interface ModelLease extends Disposable {
   /** The model's entry. */
   readonly entry: ModelEntry;
-  /** The loaded model. */
+  /** The copy of the loaded model this lease uses (the least loaded when it was taken). */
   readonly model: LoadedModel;
+  /** All copies of the model (settings such as LoRA adapters go to every copy). */
+  readonly replicas: ModelReplicas;
   /** Ends the lease. */
   release(): void;
 }
@@ -121,14 +132,16 @@ export interface LoadedModelInfo {
   idleSeconds: number;
   /** Seconds until keep-alive unloads it; null when it never expires. */
   expiresInSeconds: number | null;
+  /** Each copy (one unless `--replicas` or the planner made more). */
+  replicas: ReplicaInfo[];
 }
 
 /** Known models, loaded on demand and shared. */
 export class ModelRegistry {
   readonly #entries: ModelEntry[];
   readonly #options: RegistryOptions;
-  readonly #loads = new Map<string, Promise<LoadedModel>>();
-  readonly #loaded = new Map<string, LoadedModel>();
+  readonly #loads = new Map<string, Promise<ModelReplicas>>();
+  readonly #loaded = new Map<string, ModelReplicas>();
   readonly #lastUsed = new Map<string, number>();
   readonly #leases = new Map<string, number>();
   /** Keep-alive of a loaded model set by a request (Ollama's `keep_alive`), in ms. */
@@ -169,8 +182,13 @@ export class ModelRegistry {
     return this.#loads.has(name) ? "loading" : "available";
   }
 
-  /** The loaded models by name. */
+  /** The loaded models by name (the first copy of each). */
   loaded(): ReadonlyMap<string, LoadedModel> {
+    return new Map([...this.#loaded].map(([name, group]) => [name, group.primary]));
+  }
+
+  /** The loaded models by name, with all their copies. */
+  replicas(): ReadonlyMap<string, ModelReplicas> {
     return this.#loaded;
   }
 
@@ -228,12 +246,17 @@ export class ModelRegistry {
     const entry = await this.resolveOrFetch(name);
     this.#lastUsed.set(entry.name, performance.now());
     // Counted from now, so nothing can unload the model between its load and this caller.
-    const release = this.#hold(entry.name);
+    const releaseName = this.#hold(entry.name);
     try {
-      const model = this.#loaded.get(entry.name) ?? await this.#loadShared(entry);
-      return { entry, model, release, [Symbol.dispose]: release };
+      const replicas = this.#loaded.get(entry.name) ?? await this.#loadShared(entry);
+      const picked = replicas.pick();
+      const release = () => {
+        picked.release();
+        releaseName();
+      };
+      return { entry, model: picked.model, replicas, release, [Symbol.dispose]: release };
     } catch (error) {
-      release();
+      releaseName();
       throw error;
     }
   }
@@ -320,13 +343,12 @@ export class ModelRegistry {
   }
 
   /** Whether nothing holds or uses the model, so it may be unloaded. */
-  #isIdle(name: string, model: LoadedModel): boolean {
+  #isIdle(name: string, model: ModelReplicas): boolean {
     if ((this.#leases.get(name) ?? 0) > 0) return false;
-    const stats = model.scheduler.stats();
-    return stats.busySlots === 0 && stats.queued === 0;
+    return model.idle();
   }
 
-  #loadShared(entry: ModelEntry): Promise<LoadedModel> {
+  #loadShared(entry: ModelEntry): Promise<ModelReplicas> {
     let pending = this.#loads.get(entry.name);
     if (!pending) {
       pending = this.#load(entry).finally(() => {
@@ -338,11 +360,12 @@ export class ModelRegistry {
     return pending;
   }
 
-  async #load(entry: ModelEntry): Promise<LoadedModel> {
+  async #load(entry: ModelEntry): Promise<ModelReplicas> {
     await this.#makeRoom(entry);
     const started = performance.now();
     this.loadProgress.set(entry.name, 0);
-    const model = await LoadedModel.open({
+    const { openModel: open = ModelReplicas.open } = this.#options;
+    const model = await open({
       ...this.#options,
       path: entry.path,
       onProgress: (fraction) => {
@@ -351,7 +374,7 @@ export class ModelRegistry {
       },
       ...(entry.startupLora?.length ? { lora: entry.startupLora } : {}),
     });
-    const warning = templateLoadWarning(model.model.chatTemplate());
+    const warning = templateLoadWarning(model.primary.model.chatTemplate());
     if (warning) this.#options.onLoadWarning?.(entry, warning);
     this.#loaded.set(entry.name, model);
     this.#lastUsed.set(entry.name, performance.now());
@@ -431,18 +454,19 @@ export class ModelRegistry {
     const now = performance.now();
     return [...this.#loaded].map(([name, model]) => {
       const keepAlive = this.#keepAlive.get(name) ?? serverKeepAlive;
-      const stats = model.scheduler.stats();
+      const stats = model.stats();
       const idle = this.#isIdle(name, model) ? (now - (this.#lastUsed.get(name) ?? now)) / 1000 : 0;
       return {
         name,
-        path: model.model.path,
-        sizeBytes: model.model.sizeBytes,
-        backend: model.devices.backend,
+        path: model.primary.model.path,
+        sizeBytes: model.primary.model.sizeBytes,
+        backend: model.primary.devices.backend,
         slots: stats.slots,
         busySlots: stats.busySlots,
         queued: stats.queued,
         idleSeconds: Math.round(idle),
         expiresInSeconds: keepAlive < 0 ? null : Math.max(0, Math.round(keepAlive / 1000 - idle)),
+        replicas: model.replicaInfo(),
       };
     });
   }
@@ -460,7 +484,7 @@ export class ModelRegistry {
     if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
     await Promise.allSettled([...this.#loads.values()]);
     const models = [...this.#loaded];
-    await Promise.all(models.map(([, m]) => m.scheduler.close()));
+    await Promise.all(models.map(([, m]) => m.stopSchedulers()));
     const deadline = performance.now() + leaseWaitMs;
     const leased = () => models.filter(([name]) => (this.#leases.get(name) ?? 0) > 0);
     while (leased().length > 0 && performance.now() < deadline) {

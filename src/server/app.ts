@@ -328,14 +328,15 @@ function health(ctx: ServerContext): Response {
 }
 
 function liveModels(ctx: ServerContext) {
-  return [...ctx.registry.loaded()].map(([name, loaded]) => {
-    const stats = loaded.scheduler.stats();
+  return [...ctx.registry.replicas()].map(([name, group]) => {
+    const stats = group.stats();
     return {
       name,
       queued: stats.queued,
       busySlots: stats.busySlots,
       slots: stats.slots,
       loadSeconds: (ctx.registry.loadTimes.get(name) ?? 0) / 1000,
+      replicas: group.replicaInfo(),
     };
   });
 }

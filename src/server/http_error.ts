@@ -8,6 +8,7 @@
 
 import { GenerationError } from "../engine/errors.ts";
 import { GpuUnavailableError } from "../engine/gpu.ts";
+import { SplitPlanError } from "../engine/multi_gpu_plan.ts";
 import { ModelNotFoundError } from "../models/model_names.ts";
 import { PullError } from "../models/hf_hub.ts";
 import { ContextCreateError, DecodeError, ModelLoadError } from "../engine/diagnostics.ts";
@@ -100,7 +101,10 @@ export function toHttpError(error: unknown): HttpError {
   if (error instanceof ModelLoadError) {
     return new HttpError(502, error.message, { code: "model_load_failed" });
   }
-  if (error instanceof GpuUnavailableError || error instanceof ContextCreateError) {
+  if (
+    error instanceof GpuUnavailableError || error instanceof ContextCreateError ||
+    error instanceof SplitPlanError
+  ) {
     return new HttpError(502, error.message, { code: "backend_unavailable" });
   }
   if (error instanceof DecodeError) {

@@ -10,8 +10,18 @@ const TTFT_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 /** Live values read when `/metrics` is scraped. */
 export interface LiveGauges {
   /** Per model: queued requests, busy slots, total slots, load seconds. */
-  models: { name: string; queued: number; busySlots: number; slots: number; loadSeconds: number }[];
+  models: {
+    name: string;
+    queued: number;
+    busySlots: number;
+    slots: number;
+    loadSeconds: number;
+    /** Each copy of the model (`--replicas`); one entry when there is one copy. */
+    replicas?: { index: number; devices: string[]; queued: number; busySlots: number }[];
+  }[];
 }
+
+type Replica = NonNullable<LiveGauges["models"][number]["replicas"]>[number];
 
 /** The server's metric registry. */
 export class Metrics {
@@ -82,6 +92,21 @@ export class Metrics {
     for (const [name, help, value] of perModel) {
       family(name, "gauge", help);
       for (const m of live.models) out.push(`${name}{model="${m.name}"} ${value(m)}`);
+    }
+    const perCopy: [string, string, (r: Replica) => number][] = [
+      ["shimmy_replica_busy_slots", "Busy slots of each copy of a model", (r) => r.busySlots],
+      ["shimmy_replica_queue_depth", "Requests waiting for each copy of a model", (r) => r.queued],
+    ];
+    for (const [name, help, value] of perCopy) {
+      family(name, "gauge", help);
+      for (const m of live.models) {
+        for (const r of m.replicas ?? []) {
+          out.push(
+            `${name}{model="${m.name}",replica="${r.index}",devices="${r.devices.join("+")}"} ` +
+              value(r),
+          );
+        }
+      }
     }
     return out.join("\n") + "\n";
   }

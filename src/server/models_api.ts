@@ -138,7 +138,7 @@ export async function setLora(ctx: ServerContext, request: Request): Promise<Res
     }
   }
   try {
-    await loaded.setLora(set);
+    await lease.replicas.setLora(set);
   } catch (error) {
     if (error instanceof HttpError) throw error;
     throw badRequest(`Cannot attach: ${(error as Error).message}`, "adapters");

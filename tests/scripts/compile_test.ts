@@ -25,9 +25,10 @@ Deno.test("the executable embeds libllama and ggml's backends, and nothing the s
   ok(!files.some((f) => /common|mtmd|\.node$|^bin$/.test(f)), files.join(" "));
 });
 
-Deno.test("deno compile is asked for a self-extracting binary with exactly the needed permissions", () => {
+Deno.test("deno compile embeds the libraries with their SHA256SUMS and exactly the needed permissions", () => {
   const args = compileArgs(REPO_ROOT, flavour, "/tmp/out/shimmy");
-  ok(args.includes("--self-extracting"));
+  // Deno's own self-extraction writes beside the executable and races; src/ffi/extract.ts does not.
+  ok(!args.includes("--self-extracting"));
   deepEqual(args.filter((a) => a.startsWith("--allow")), COMPILE_PERMISSIONS);
   ok(!args.includes("-A") && !args.includes("--allow-all") && !args.includes("--allow-run"));
   const included = args.filter((_, i) => args[i - 1] === "--include");
@@ -38,6 +39,8 @@ Deno.test("deno compile is asked for a self-extracting binary with exactly the n
     included.join(" "),
   );
   ok(included.includes(TEMPLATE_WORKER), "the template worker is embedded");
+  ok(included.includes(join("lib", flavour, "SHA256SUMS")), "the checksums are embedded");
+  ok(!embeddedLibraryFiles(libDir).includes("SHA256SUMS"), "and listed once");
   ok(included.includes(WEBUI_DIST), "the chat page is embedded");
   equal(args[args.length - 1], "main.ts");
 });
@@ -62,7 +65,7 @@ async function copyTree(from: string, to: string) {
   }
 }
 
-/** Lays out what a self-extracting executable extracts: the app and lib/<flavour>/. */
+/** Lays out an app root with lib/<flavour>/ beside it (as the executable's embedded files are). */
 async function fakeExtraction(withLibraries: boolean): Promise<string> {
   const root = await Deno.makeTempDir({ prefix: "shimmy-extracted-" });
   await Deno.copyFile(join(REPO_ROOT, "main.ts"), join(root, "main.ts"));
@@ -138,11 +141,16 @@ Deno.test({
     equal(build.code, 0, new TextDecoder().decode(build.stderr));
     const version = await new Deno.Command(output, { args: ["--version"] }).output();
     match(new TextDecoder().decode(version.stdout), /shimmy .* \(llama\.cpp v0\.5\.0, /);
+    const cache = await Deno.makeTempDir();
     const run = await new Deno.Command(output, {
       args: ["generate", "--model", model, "--prompt", "hi", "--max-tokens", "4", "--json"],
-      env: { SHIMMY_LIB_DIR: "" },
+      env: { SHIMMY_LIB_DIR: "", SHIMMY_CACHE_DIR: cache },
     }).output();
     equal(run.code, 0, new TextDecoder().decode(run.stderr));
-    equal(JSON.parse(new TextDecoder().decode(run.stdout)).tokens.length, 4);
+    const result = JSON.parse(new TextDecoder().decode(run.stdout));
+    equal(result.tokens.length, 4);
+    // The libraries were extracted to the per-user cache, keyed by their checksums.
+    match(result.lib_dir, new RegExp(`^${cache}/libs/${flavour}-[0-9a-f]{16}$`));
+    await Deno.remove(cache, { recursive: true });
   },
 });

@@ -110,6 +110,13 @@ export async function ollamaPs(ctx: ServerContext): Promise<Response> {
         queued: m.queued,
         idle_seconds: m.idleSeconds,
         expires_in_seconds: m.expiresInSeconds,
+        replicas: m.replicas.map((r) => ({
+          index: r.index,
+          devices: r.devices,
+          slots: r.slots,
+          busy_slots: r.busySlots,
+          queued: r.queued,
+        })),
       };
     }),
   );

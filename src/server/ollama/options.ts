@@ -33,7 +33,7 @@ const SAMPLING_OPTIONS: Record<string, string> = {
  */
 const SERVER_OPTIONS: Record<string, string> = {
   num_gpu: "start the server with --n-gpu-layers",
-  main_gpu: "start the server with --tensor-split",
+  main_gpu: "start the server with --main-gpu",
   num_thread: "start the server with --threads",
   num_batch: "start the server with --batch-size",
   use_mmap: "start the server with --no-mmap to read the weights into memory",
