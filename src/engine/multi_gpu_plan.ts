@@ -217,7 +217,8 @@ function autoPlan(
   check: boolean,
   mayReplicate: boolean,
 ): MultiGpuPlan {
-  const fitting = devices.filter((d) => !check || d.freeBytes >= needed);
+  // A device that reports no free memory (some drivers cannot tell) is taken to fit.
+  const fitting = devices.filter((d) => !check || d.freeBytes <= 0 || d.freeBytes >= needed);
   const parallel = input.parallel ?? 1;
   if (mayReplicate && fitting.length > 1 && parallel >= REPLICA_PARALLEL) {
     return {
@@ -327,7 +328,9 @@ function splitOver(
 
 function fitOrThrow(used: readonly PlanDevice[], weights: readonly number[], needed: number) {
   const total = sum(weights);
-  const over = used.filter((d, i) => needed * (weights[i] ?? 0) / total > d.freeBytes);
+  const over = used.filter((d, i) =>
+    d.freeBytes > 0 && needed * (weights[i] ?? 0) / total > d.freeBytes
+  );
   if (over.length === 0) return;
   const free = sum(used.map((d) => d.freeBytes));
   throw new SplitPlanError(

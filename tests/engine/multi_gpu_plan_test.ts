@@ -197,3 +197,12 @@ Deno.test("describePlan() lists each device's layers and estimated memory", () =
     "Placement: CPU (no GPU in use)",
   ]);
 });
+
+Deno.test("a GPU that reports no free memory (its driver cannot tell) is taken to fit", () => {
+  const unknown: PlanDevice[] = [{ index: 1, name: "Vulkan0", freeBytes: 0 }];
+  const plan = planMultiGpu({ devices: unknown, modelBytes: 8 * GiB, parallel: 4 });
+  equal(plan.kind, "single");
+  deepEqual(plan.copies[0]!.devices, [1]);
+  const split = planMultiGpu({ devices: unknown, modelBytes: 8 * GiB, tensorSplit: [1] });
+  deepEqual(split.copies[0]!.devices, [1]);
+});
