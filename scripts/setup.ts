@@ -14,6 +14,7 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { defaultAppRoot, findLibraryFile, platformName } from "../src/ffi/library.ts";
+import { buildWebui } from "./build_webui.ts";
 
 /** The node-llama-cpp release whose packages carry llama.cpp v0.5.0. */
 export const NLC_VERSION = "3.22.1";
@@ -103,6 +104,14 @@ async function main(): Promise<number> {
     return 1;
   }
   console.error(`setup: libraries ready in ${result.dir}`);
+  try {
+    // The chat page that `shimmy serve` shows at `/` (also `deno task webui`).
+    const page = await buildWebui(defaultAppRoot());
+    console.error(`setup: chat page built in ${page.dir}`);
+  } catch (error) {
+    console.error(`setup: ${(error as Error).message}`);
+    return 1;
+  }
   return 0;
 }
 
