@@ -99,7 +99,7 @@ export async function messages(
       event("message_stop");
     },
     abort,
-    (error) => sseEvent(JSON.stringify(anthropicErrorBody(error)), "error"),
+    (error, send) => send(sseEvent(JSON.stringify(anthropicErrorBody(error)), "error")),
   );
 }
 

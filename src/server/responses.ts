@@ -95,15 +95,13 @@ export async function createResponse(
       emit(`response.${response.status}`, { response });
     },
     abort,
-    (error) => {
+    (error, send) => {
       const { message, code, param } = error;
       const failed = snapshot("failed", output?.items ?? [], {
         error: { code: code ?? "server_error", message },
       });
-      return concat(
-        event("error", { code, message, param }),
-        event("response.failed", { response: failed }),
-      );
+      send(event("error", { code, message, param }));
+      send(event("response.failed", { response: failed }));
     },
   );
 }
@@ -212,16 +210,6 @@ function responseObject(
     ...state,
     output_text: text,
   };
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    all.set(part, at);
-    at += part.length;
-  }
-  return all;
 }
 
 function storedResponse(ctx: ServerContext, request: Request) {

@@ -6,7 +6,8 @@
  * @module
  */
 
-import { errorBody, type HttpError, toHttpError } from "./http_error.ts";
+import { errorBody, type HttpError } from "./http_error.ts";
+import { type SendChunk, streamBody } from "./stream_body.ts";
 
 const encoder = new TextEncoder();
 
@@ -41,39 +42,22 @@ export const SSE_HEADERS: Record<string, string> = {
 
 /**
  * Builds a streaming SSE response whose producer stops when the client goes away. An error
- * thrown by the producer is sent as a final `{"error":{…}}` event.
+ * thrown by the producer ends the stream as `onError` frames it.
  *
- * @param produce Writes events with `send`; it should stop when `signal` aborts.
+ * @param produce Writes events with `send`; it should stop when `abort` aborts.
  * @param abort Aborted when the client disconnects (the generation's abort controller).
- * @param errorEvent Frames a failure as the stream's last event; default OpenAI's
+ * @param onError Sends the events that report a failure; default OpenAI's
  *   `data: {"error":{…}}`.
  * @returns The response.
  */
 export function sseResponse(
-  produce: (send: (bytes: Uint8Array) => void) => Promise<void>,
+  produce: (send: SendChunk) => Promise<void>,
   abort: AbortController,
-  errorEvent: (error: HttpError) => Uint8Array = openAiErrorEvent,
+  onError: (error: HttpError, send: SendChunk) => void = openAiErrorEvent,
 ): Response {
-  const body = new ReadableStream<Uint8Array>({
-    async start(controller) {
-      const send = (bytes: Uint8Array) => {
-        if (!abort.signal.aborted) controller.enqueue(bytes);
-      };
-      try {
-        await produce(send);
-      } catch (error) {
-        // Headers are gone already: the error travels as a last event, OpenAI-style.
-        send(errorEvent(toHttpError(error)));
-      }
-      if (!abort.signal.aborted) controller.close();
-    },
-    cancel() {
-      abort.abort();
-    },
-  });
-  return new Response(body, { headers: SSE_HEADERS });
+  return streamBody(produce, abort, SSE_HEADERS, onError);
 }
 
-function openAiErrorEvent(error: HttpError): Uint8Array {
-  return sseEvent(JSON.stringify(errorBody(error)));
+function openAiErrorEvent(error: HttpError, send: SendChunk): void {
+  send(sseEvent(JSON.stringify(errorBody(error))));
 }

@@ -6,7 +6,8 @@
  * @module
  */
 
-import { type HttpError, ollamaErrorBody, toHttpError } from "../http_error.ts";
+import { ollamaErrorBody } from "../http_error.ts";
+import { streamBody } from "../stream_body.ts";
 
 const encoder = new TextEncoder();
 
@@ -47,25 +48,10 @@ export function ndjsonResponse(
   produce: (send: (value: unknown) => void) => Promise<void>,
   abort: AbortController,
 ): Response {
-  const body = new ReadableStream<Uint8Array>({
-    async start(controller) {
-      const send = (value: unknown) => {
-        if (!abort.signal.aborted) controller.enqueue(ndjsonLine(value));
-      };
-      try {
-        await produce(send);
-      } catch (error) {
-        send(errorLine(toHttpError(error)));
-      }
-      if (!abort.signal.aborted) controller.close();
-    },
-    cancel() {
-      abort.abort();
-    },
-  });
-  return new Response(body, { headers: NDJSON_HEADERS });
-}
-
-function errorLine(error: HttpError): unknown {
-  return ollamaErrorBody(error);
+  return streamBody(
+    (send) => produce((value) => send(ndjsonLine(value))),
+    abort,
+    NDJSON_HEADERS,
+    (error, send) => send(ndjsonLine(ollamaErrorBody(error))),
+  );
 }
