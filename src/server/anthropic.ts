@@ -19,6 +19,7 @@ import { startGeneration, templateOptions } from "./generation_bridge.ts";
 import { anthropicErrorBody, HttpError } from "./http_error.ts";
 import { readJsonBody } from "./request_body.ts";
 import { sseEvent, sseResponse } from "./sse.ts";
+import { followClient } from "./stream_body.ts";
 
 /** Anthropic's `stop_reason` values that Shimmy produces. */
 export type StopReason = "end_turn" | "max_tokens" | "stop_sequence" | "tool_use";
@@ -50,8 +51,7 @@ export async function messages(
 ): Promise<Response> {
   const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
   const wire = anthropicRequest(body);
-  const abort = new AbortController();
-  clientGone.addEventListener("abort", () => abort.abort(), { once: true });
+  const abort = followClient(clientGone);
   const started = await startGeneration(ctx, wire.fields, wire.source, abort.signal);
   const id = randomId("msg_");
   const model = started.entry.name;

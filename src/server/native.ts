@@ -34,6 +34,7 @@ import {
   readJsonBody,
 } from "./request_body.ts";
 import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
+import { followClient } from "./stream_body.ts";
 
 function promptOf(fields: Fields, body: Record<string, unknown>): PromptSource {
   const system = fields.string("system");
@@ -72,8 +73,7 @@ export async function apiGenerate(
   clientGone: AbortSignal,
 ): Promise<Response> {
   const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
-  const abort = new AbortController();
-  clientGone.addEventListener("abort", () => abort.abort(), { once: true });
+  const abort = followClient(clientGone);
   const started = await begin(ctx, body, abort.signal);
   if (!started.fields.stream) {
     for await (const _ of started.generation) { /* the result carries the text */ }

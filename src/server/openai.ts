@@ -30,6 +30,7 @@ import {
   completionLogprobs,
   completionLogprobsRequest,
 } from "./logprobs_wire.ts";
+import { followClient } from "./stream_body.ts";
 
 type Kind = "chat" | "text";
 
@@ -139,8 +140,7 @@ async function complete(
   const logprobs = kind === "chat"
     ? chatLogprobsRequest(fields)
     : completionLogprobsRequest(fields);
-  const abort = new AbortController();
-  clientGone.addEventListener("abort", () => abort.abort(), { once: true });
+  const abort = followClient(clientGone);
   // Choice i*n+j is the j-th of the n choices of prompt i.
   const all = await startAll(ctx, fields, sources, abort, logprobs);
   const first = all[0] as StartedGeneration;

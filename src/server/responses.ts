@@ -28,6 +28,7 @@ import type { Item } from "./responses_items.ts";
 import { sseEvent, sseResponse } from "./sse.ts";
 import { readChatGeneration } from "./chat_stream.ts";
 import { chatOutputRequest } from "./tool_calls.ts";
+import { followClient } from "./stream_body.ts";
 
 /** The path of one stored response (also without `/v1`); the id is its last segment. */
 export const RESPONSE_ROUTE = /^\/(?:v1\/)?responses\/([^/]+)$/;
@@ -56,8 +57,7 @@ export async function createResponse(
   const store = storeOf(ctx);
   const asked = readResponsesRequest(body, store);
   const fields = new Fields(asked.chat);
-  const abort = new AbortController();
-  clientGone.addEventListener("abort", () => abort.abort(), { once: true });
+  const abort = followClient(clientGone);
   const started = await start(ctx, fields, chatSource(asked, fields), abort.signal);
   const envelope = {
     id: itemId("resp"),

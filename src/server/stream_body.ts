@@ -49,3 +49,21 @@ export function streamBody(
   });
   return new Response(body, { headers });
 }
+
+/**
+ * The abort controller of a request's work: aborted when the client goes away, and by the
+ * stream itself when its reader cancels. Every generating endpoint ties its work to one.
+ *
+ * @param clientGone Aborts when the client disconnects (the route handler's signal).
+ * @returns A controller that follows the client.
+ * @example
+ * ```ts
+ * const abort = followClient(clientGone);
+ * const started = await startGeneration(ctx, fields, source, abort.signal);
+ * ```
+ */
+export function followClient(clientGone: AbortSignal): AbortController {
+  const abort = new AbortController();
+  clientGone.addEventListener("abort", () => abort.abort(), { once: true });
+  return abort;
+}

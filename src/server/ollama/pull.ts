@@ -13,6 +13,7 @@ import type { ServerContext } from "../context.ts";
 import { HttpError } from "../http_error.ts";
 import { Fields, readJsonBody } from "../request_body.ts";
 import { ndjsonResponse } from "./ndjson.ts";
+import { followClient } from "../stream_body.ts";
 
 /**
  * `POST /api/pull`.
@@ -60,8 +61,7 @@ export async function ollamaPull(
     await pull(() => {});
     return Response.json({ status: "success" });
   }
-  const abort = new AbortController();
-  clientGone.addEventListener("abort", () => abort.abort(), { once: true });
+  const abort = followClient(clientGone);
   return ndjsonResponse(pull, abort);
 }
 

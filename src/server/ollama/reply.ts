@@ -17,6 +17,7 @@ import type { ServerContext } from "../context.ts";
 import { type PromptSource, startGeneration } from "../generation_bridge.ts";
 import { ndjsonResponse } from "./ndjson.ts";
 import type { OllamaFields } from "./options.ts";
+import { followClient } from "../stream_body.ts";
 
 /** How one endpoint's chunks show the output. */
 export interface ReplyShape {
@@ -63,8 +64,7 @@ export async function ollamaReply(
 ): Promise<Response> {
   const { model, request } = reply;
   const wasLoaded = ctx.registry.state(model) === "loaded";
-  const abort = new AbortController();
-  clientGone.addEventListener("abort", () => abort.abort(), { once: true });
+  const abort = followClient(clientGone);
   const source = request.numCtx === undefined
     ? reply.source
     : { ...reply.source, contextTokens: request.numCtx };
