@@ -57,8 +57,14 @@ export function embeddedLibraryFiles(libDir: string): string[] {
     .sort();
 }
 
-/** The template renderer's worker module, which `deno compile` must be told to embed. */
-export const TEMPLATE_WORKER = "src/engine/template_worker_main.ts";
+/**
+ * The modules that run in worker threads, which `deno compile` must be told to embed: the chat
+ * template renderer's and each context's decode thread's.
+ */
+export const WORKER_MODULES = [
+  "src/engine/template_worker_main.ts",
+  "src/ffi/decode_thread_main.ts",
+] as const;
 
 /**
  * The `deno compile` arguments for one flavour.
@@ -84,9 +90,8 @@ export function compileArgs(root: string, flavour: string, output: string, targe
     // The checksums that name the first-run extraction folder; written by writeSums().
     "--include",
     relative(root, join(libDir, LIBRARY_SUMS)),
-    // Workers are not embedded unless named: the chat template renderer runs in one.
-    "--include",
-    TEMPLATE_WORKER,
+    // Workers are not embedded unless named.
+    ...WORKER_MODULES.flatMap((path) => ["--include", path]),
     // The chat page, built by buildWebui() just before.
     "--include",
     WEBUI_DIST,

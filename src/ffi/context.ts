@@ -12,6 +12,7 @@ import { FlashAttnType, LlamaContextParams, LlamaPerfContextData, PoolingType } 
 import type { Batch } from "./batch.ts";
 import type { Model } from "./model.ts";
 import type { Sampler } from "./sampler.ts";
+import { DecodeThread } from "./decode_thread.ts";
 import { ThreadPool } from "./threadpool.ts";
 
 /** How to create a context. Unset fields keep llama.cpp's defaults. */
@@ -76,17 +77,25 @@ export class Context extends NativeHandle {
   /** The KV memory; `null` for models that keep none (encoder-only embedding models). */
   readonly #memory: Deno.PointerObject | null;
   readonly #threadPool: ThreadPool | undefined;
+  readonly #decodeThread: DecodeThread;
   /** Sampler chains that run inside the decode graph, by sequence. */
   readonly #deviceSamplers = new Map<number, Sampler>();
   #decoding = false;
 
-  private constructor(model: Model, pointer: Deno.PointerObject, threadPool?: ThreadPool) {
+  private constructor(
+    model: Model,
+    pointer: Deno.PointerObject,
+    decodeThread: DecodeThread,
+    threadPool?: ThreadPool,
+  ) {
     const s = model.llama.symbols;
-    super("Context", pointer, () => s.llama_free(pointer), [
-      model,
-      ...(threadPool ? [threadPool] : []),
-    ]);
+    const free = () => {
+      decodeThread.close();
+      s.llama_free(pointer);
+    };
+    super("Context", pointer, free, [model, ...(threadPool ? [threadPool] : [])]);
     this.#threadPool = threadPool;
+    this.#decodeThread = decodeThread;
     this.model = model;
     this.nCtx = s.llama_n_ctx(pointer);
     this.nBatch = s.llama_n_batch(pointer);
@@ -123,10 +132,13 @@ export class Context extends NativeHandle {
     if (options.embeddings !== undefined) set("embeddings", options.embeddings);
     if (options.pooling !== undefined) set("pooling_type", PoolingType[options.pooling]);
     const mark = llama.logMark();
+    // Started first, so the thread loads while llama.cpp allocates the context.
+    const decodeThread = new DecodeThread(llama.llamaFile);
     const pointer = await llama.whileNative(() =>
       llama.symbols.llama_init_from_model(model.pointer, params)
     );
     if (pointer === null) {
+      decodeThread.close();
       const reasons = llama.recentProblems(mark);
       throw new ContextCreateError(
         "Cannot create a llama.cpp context" + (reasons.length ? `: ${reasons.join("; ")}` : ""),
@@ -134,7 +146,7 @@ export class Context extends NativeHandle {
     }
     const pool = ThreadPool.create(llama, threads);
     if (pool) llama.symbols.llama_attach_threadpool(pointer, pool.pointer, null);
-    return new Context(model, pointer, pool);
+    return new Context(model, pointer, decodeThread, pool);
   }
 
   /** Whether a decode is in flight. */
@@ -143,13 +155,13 @@ export class Context extends NativeHandle {
   }
 
   /**
-   * Runs the model over a batch on a worker thread, so the event loop keeps serving.
+   * Runs the model over a batch on the context's own thread ({@link DecodeThread}), so the
+   * event loop keeps serving; on a GPU it also waits there for the device to finish.
    *
    * @param batch Tokens to evaluate; it must stay unchanged until this resolves.
    * @throws {DecodeError} when llama.cpp reports a failure.
    */
   async decode(batch: Batch): Promise<void> {
-    const s = this.model.llama.symbols;
     const pointer = this.pointer;
     if (this.#decoding) throw new Error("Context is already decoding");
     if (batch.length === 0) return;
@@ -161,7 +173,7 @@ export class Context extends NativeHandle {
     try {
       // ggml's per-decode debug lines stay native: each would cost a trip to the event loop.
       const status = await this.model.llama.whileNative(
-        () => s.llama_decode(pointer, batch.struct),
+        () => this.#decodeThread.decode(pointer, batch.struct),
         { ggmlLog: false },
       );
       this.decodeCount++;

@@ -188,8 +188,6 @@ export const LLAMA_SYMBOLS = {
   llama_set_n_threads: { parameters: [ptr, "i32", "i32"], result: "void" },
   // int32_t llama_n_threads(struct llama_context *)
   llama_n_threads: { parameters: [ptr], result: "i32" },
-  // int32_t llama_decode(struct llama_context *, struct llama_batch)
-  llama_decode: { parameters: [ptr, LlamaBatch.ffi], result: "i32", nonblocking: true },
   // float * llama_get_logits_ith(struct llama_context *, int32_t i)
   llama_get_logits_ith: { parameters: [ptr, "i32"], result: ptr },
   // enum llama_pooling_type llama_pooling_type(const struct llama_context *)

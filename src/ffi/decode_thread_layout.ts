@@ -1,0 +1,59 @@
+/**
+ * The shared memory a {@link DecodeThread} and its thread handshake through: a state word, the
+ * decode's status, the context pointer and a copy of the `llama_batch` struct.
+ *
+ * @module
+ */
+
+import { LlamaBatch } from "./layouts.ts";
+
+/** The handshake's states (word 0 of the control block). */
+export enum DecodeState {
+  /** The thread is loading the library. */
+  starting = 0,
+  /** Waiting for a request. */
+  idle = 1,
+  /** The owner asked for a decode. */
+  requested = 2,
+  /** The decode finished; its status is in word 1. */
+  done = 3,
+  /** The owner asked the thread to end. */
+  quit = 4,
+  /** The thread could not start (or died); no decode will run. */
+  failed = 5,
+}
+
+/** What the thread is started with. */
+export interface DecodeThreadData {
+  /** libllama's file. */
+  libraryFile: string;
+  /** The block {@link decodeThreadViews} reads. */
+  shared: SharedArrayBuffer;
+}
+
+const CONTROL_BYTES = 8;
+const CONTEXT_OFFSET = 8;
+const BATCH_OFFSET = 16;
+
+/** Allocates a control block. */
+export function newDecodeThreadBlock(): SharedArrayBuffer {
+  return new SharedArrayBuffer(BATCH_OFFSET + LlamaBatch.size);
+}
+
+/**
+ * Typed views over a control block.
+ *
+ * @param shared The block.
+ * @returns `control` (state, status), `context` (the `llama_context *`) and `batch` (the struct).
+ */
+export function decodeThreadViews(shared: SharedArrayBuffer): {
+  control: Int32Array<SharedArrayBuffer>;
+  context: BigUint64Array<SharedArrayBuffer>;
+  batch: Uint8Array<SharedArrayBuffer>;
+} {
+  return {
+    control: new Int32Array(shared, 0, CONTROL_BYTES / 4),
+    context: new BigUint64Array(shared, CONTEXT_OFFSET, 1),
+    batch: new Uint8Array(shared, BATCH_OFFSET, LlamaBatch.size),
+  };
+}
