@@ -7,6 +7,15 @@
  * time of a generation-only step, and the time each prompt token adds. A long prompt is then
  * evaluated in chunks between the others' tokens, and their token gaps stretch by that share.
  *
+ * Chunking only protects streams from prompts that arrived after them ({@link chunksBehind}).
+ * It does not make the streams faster overall: they wait for the same prompt work either way,
+ * spread over many steps instead of in one. What it costs is the waiting request's first token,
+ * which comes one generation step later per chunk. A request that was already waiting when the
+ * streams started (requests that arrive together, more of them than one step's batch holds) is
+ * ahead of them in line, and its prompt goes in as large a piece as the batch takes, as in
+ * llama.cpp's server: with four 1,000-token prompts at once on 2 cores, chunking the last two
+ * behind the first two's streams made their first tokens 1.4x later than llama-server's.
+ *
  * @module
  */
 
@@ -60,6 +69,19 @@ export class PrefillBudget {
     if (perToken <= 0) return Number.MAX_SAFE_INTEGER;
     return Math.max(MIN_PREFILL_CHUNK, Math.floor((step * PREFILL_STALL_SHARE) / perToken));
   }
+}
+
+/**
+ * Whether a waiting prompt goes in chunks behind the streams that are generating: only when it
+ * arrived after the earliest of them had its first token (it is behind them in line).
+ *
+ * @param submittedAt When the prompt's request was submitted (`performance.now()`).
+ * @param generatingSince The earliest first-token time of the streams generating in this step;
+ *   `Infinity` when none is.
+ * @returns True when the prompt is limited by {@link PrefillBudget.tokens}.
+ */
+export function chunksBehind(submittedAt: number, generatingSince: number): boolean {
+  return submittedAt > generatingSince;
 }
 
 function average(previous: number | undefined, value: number): number {

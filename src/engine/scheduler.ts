@@ -23,7 +23,7 @@ import { Sampler, SamplerStageError } from "../ffi/sampler.ts";
 import { AsyncQueue } from "./async_queue.ts";
 import { GenerationError } from "./errors.ts";
 import { validateGrammar } from "./gbnf.ts";
-import { PrefillBudget } from "./prefill_budget.ts";
+import { chunksBehind, PrefillBudget } from "./prefill_budget.ts";
 import { samplerStages, type SamplingParams } from "./sampling.ts";
 import { stepLogprobs, type TokenLogprob } from "./logprobs.ts";
 import { TextStream } from "./text_stream.ts";
@@ -660,14 +660,21 @@ export class Scheduler {
       }
     }
     const generatingTokens = batch.length;
-    // While others generate, a long prompt goes in chunks between their tokens.
-    let promptBudget = generatingTokens > 0 ? this.#prefillBudget.tokens() : Infinity;
+    // While others generate, a long prompt that came after them goes in chunks between their
+    // tokens (see prefill_budget.ts).
+    const generatingSince = Math.min(
+      ...active.filter((slot) => slot.batchIndex >= 0).map((slot) => slot.firstTokenAt),
+    );
+    let promptBudget = this.#prefillBudget.tokens();
     for (const slot of active) {
       if (slot.state !== "prompt" || batch.free === 0) continue;
-      const prompt = (slot.job as Job).request.prompt;
+      const job = slot.job as Job;
+      const prompt = job.request.prompt;
       // A short prompt goes in whole: its first token comes as soon as with no one else running.
       const short = prompt.length - slot.cachedTokens <= WHOLE_PROMPT_TOKENS;
-      const limit = short ? Infinity : promptBudget;
+      const limit = short || !chunksBehind(job.submittedAt, generatingSince)
+        ? Infinity
+        : promptBudget;
       if (limit <= 0) continue;
       const take = Math.min(batch.free, prompt.length - slot.promptIndex, limit);
       promptBudget -= take;

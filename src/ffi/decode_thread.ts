@@ -37,11 +37,12 @@ export class DecodeThreadError extends Error {
 
 /** A thread that runs one context's decodes, one at a time. */
 export class DecodeThread {
-  /** Resolves once the thread has ended (after {@link close}, or when it died). */
-  readonly ended: Promise<void>;
-  readonly #worker: Worker;
-  readonly #views: ReturnType<typeof decodeThreadViews>;
-  #failure = "The decode thread stopped";
+  readonly #libraryFile: string;
+  readonly #shared = newDecodeThreadBlock();
+  readonly #views = decodeThreadViews(this.#shared);
+  #worker!: Worker;
+  #ended!: Promise<void>;
+  #failure = "";
   #closed = false;
   #busy = false;
 
@@ -53,19 +54,13 @@ export class DecodeThread {
    *   loaded copy and global state).
    */
   constructor(libraryFile: string) {
-    const shared = newDecodeThreadBlock();
-    this.#views = decodeThreadViews(shared);
-    const data: DecodeThreadData = { libraryFile, shared };
-    this.#worker = new Worker(THREAD_URL, { workerData: data });
-    this.#worker.unref();
-    this.#worker.on("message", (message: string) => (this.#failure = message));
-    this.#worker.on("error", (error: Error) => (this.#failure = error.message));
-    this.ended = new Promise((resolve) => {
-      this.#worker.on("exit", () => {
-        this.#settle(DecodeState.failed);
-        resolve();
-      });
-    });
+    this.#libraryFile = libraryFile;
+    this.#spawn();
+  }
+
+  /** Resolves once the thread has ended (after {@link close}, or when it died). */
+  get ended(): Promise<void> {
+    return this.#ended;
   }
 
   /**
@@ -75,7 +70,7 @@ export class DecodeThread {
    * @param batch The `llama_batch` struct; the arrays it points at must stay unchanged until
    *   this resolves.
    * @returns llama_decode's status.
-   * @throws {DecodeThreadError} when the thread cannot start or died.
+   * @throws {DecodeThreadError} when the thread cannot start (twice in a row) or died.
    */
   async decode(context: Deno.PointerObject, batch: Uint8Array): Promise<number> {
     const { control } = this.#views;
@@ -85,10 +80,7 @@ export class DecodeThread {
     // A pending `Atomics.waitAsync` alone does not keep Deno's event loop alive.
     this.#worker.ref();
     try {
-      await this.#leave(DecodeState.starting);
-      if (Atomics.load(control, 0) !== DecodeState.idle) {
-        throw new DecodeThreadError(this.#failure);
-      }
+      await this.#ready();
       this.#views.context[0] = BigInt(Deno.UnsafePointer.value(context));
       this.#views.batch.set(batch);
       this.#settle(DecodeState.requested);
@@ -113,6 +105,52 @@ export class DecodeThread {
     if (this.#closed) return;
     this.#closed = true;
     if (!this.#busy) this.#quit();
+  }
+
+  #spawn(): void {
+    Atomics.store(this.#views.control, 0, DecodeState.starting);
+    this.#failure = "The decode thread stopped";
+    const data: DecodeThreadData = { libraryFile: this.#libraryFile, shared: this.#shared };
+    const worker = new Worker(THREAD_URL, { workerData: data });
+    worker.unref();
+    worker.on("error", (error: Error) => {
+      if (worker === this.#worker) this.#failure = `The decode thread failed: ${error.message}`;
+    });
+    this.#ended = new Promise((resolve) => {
+      worker.on("exit", (code: number) => {
+        if (worker === this.#worker) {
+          if (!this.#closed) this.#failure += ` (exit code ${code})`;
+          this.#settle(DecodeState.failed);
+        }
+        resolve();
+      });
+    });
+    this.#worker = worker;
+  }
+
+  /**
+   * Waits until the thread is ready. A thread that could not start gets one fresh start, so a
+   * failure that does not repeat costs nothing but the wait.
+   */
+  async #ready(): Promise<void> {
+    const { control } = this.#views;
+    await this.#leave(DecodeState.starting);
+    if (Atomics.load(control, 0) === DecodeState.idle) return;
+    const first = this.#reason();
+    this.#spawn();
+    this.#worker.ref();
+    await this.#leave(DecodeState.starting);
+    if (Atomics.load(control, 0) === DecodeState.idle) return;
+    const second = this.#reason();
+    throw new DecodeThreadError(second === first ? second : `${second} (before that: ${first})`);
+  }
+
+  /** Why the thread is not ready: its own words if it wrote any, else what its exit said. */
+  #reason(): string {
+    const length = this.#views.control[2] as number;
+    if (length === 0) return this.#failure;
+    this.#views.control[2] = 0;
+    return new TextDecoder().decode(this.#views.reason.slice(0, length));
   }
 
   #quit(): void {

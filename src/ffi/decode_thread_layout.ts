@@ -1,6 +1,7 @@
 /**
  * The shared memory a {@link DecodeThread} and its thread handshake through: a state word, the
- * decode's status, the context pointer and a copy of the `llama_batch` struct.
+ * decode's status, the context pointer, a copy of the `llama_batch` struct, and the reason the
+ * thread could not start.
  *
  * @module
  */
@@ -31,29 +32,34 @@ export interface DecodeThreadData {
   shared: SharedArrayBuffer;
 }
 
-const CONTROL_BYTES = 8;
-const CONTEXT_OFFSET = 8;
-const BATCH_OFFSET = 16;
+const CONTROL_WORDS = 4;
+const CONTEXT_OFFSET = 16;
+const BATCH_OFFSET = 24;
+const REASON_OFFSET = BATCH_OFFSET + LlamaBatch.size + (8 - LlamaBatch.size % 8) % 8;
+const REASON_BYTES = 1024;
 
 /** Allocates a control block. */
 export function newDecodeThreadBlock(): SharedArrayBuffer {
-  return new SharedArrayBuffer(BATCH_OFFSET + LlamaBatch.size);
+  return new SharedArrayBuffer(REASON_OFFSET + REASON_BYTES);
 }
 
 /**
  * Typed views over a control block.
  *
  * @param shared The block.
- * @returns `control` (state, status), `context` (the `llama_context *`) and `batch` (the struct).
+ * @returns `control` (state, status, length of the reason), `context` (the `llama_context *`),
+ *   `batch` (the struct) and `reason` (UTF-8 text).
  */
 export function decodeThreadViews(shared: SharedArrayBuffer): {
   control: Int32Array<SharedArrayBuffer>;
   context: BigUint64Array<SharedArrayBuffer>;
   batch: Uint8Array<SharedArrayBuffer>;
+  reason: Uint8Array<SharedArrayBuffer>;
 } {
   return {
-    control: new Int32Array(shared, 0, CONTROL_BYTES / 4),
+    control: new Int32Array(shared, 0, CONTROL_WORDS),
     context: new BigUint64Array(shared, CONTEXT_OFFSET, 1),
     batch: new Uint8Array(shared, BATCH_OFFSET, LlamaBatch.size),
+    reason: new Uint8Array(shared, REASON_OFFSET, REASON_BYTES),
   };
 }

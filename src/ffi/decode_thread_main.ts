@@ -7,12 +7,12 @@
  * @module
  */
 
-import { parentPort, workerData } from "node:worker_threads";
+import { workerData } from "node:worker_threads";
 import { LlamaBatch } from "./layouts.ts";
 import { DecodeState, type DecodeThreadData, decodeThreadViews } from "./decode_thread_layout.ts";
 
 const { libraryFile, shared } = workerData as DecodeThreadData;
-const { control, context, batch } = decodeThreadViews(shared);
+const { control, context, batch, reason } = decodeThreadViews(shared);
 
 /** Runs the loop until told to quit; every outcome is reported through `control`. */
 function serve(): void {
@@ -23,7 +23,8 @@ function serve(): void {
       llama_synchronize: { parameters: ["pointer"], result: "void" },
     });
   } catch (error) {
-    parentPort?.postMessage(`Cannot open ${libraryFile}: ${(error as Error).message}`);
+    const text = `Cannot open ${libraryFile}: ${(error as Error).message}`;
+    control[2] = new TextEncoder().encodeInto(text, reason).written;
     settle(DecodeState.failed);
     return;
   }

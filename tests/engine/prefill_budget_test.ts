@@ -74,3 +74,30 @@ Deno.test("a short prompt is evaluated whole, in the next step, while another re
   ok(lateLength > 100 && lateLength <= 256);
   ok(waited >= 0 && waited <= 2, `its first token came after ${waited} tokens of the other`);
 });
+
+Deno.test("requests that arrive together are not chunked behind each other's streams", async () => {
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("tiny-f32"),
+    parallel: 2,
+    ctxSize: 2048,
+    batchSize: 512,
+  });
+  const prompt = loaded.model.tokenize("the quick brown fox jumps over the lazy dog ".repeat(30));
+  ok(prompt.length > 512 && prompt.length < 1000, `${prompt.length} tokens`);
+  const submit = (maxTokens: number) =>
+    loaded.scheduler.submit({ prompt, maxTokens, ignoreEos: true, sampling: { temperature: 0 } });
+  // The first fills the first step's batch and starts streaming while the second still waits.
+  const first = submit(400);
+  const second = submit(1);
+  let firstTokens = 0;
+  let tokensBeforeSecond = -1;
+  const watching = (async () => {
+    for await (const _ of second) if (tokensBeforeSecond < 0) tokensBeforeSecond = firstTokens;
+  })();
+  for await (const chunk of first) firstTokens = chunk.completionTokens;
+  await watching;
+  ok(
+    tokensBeforeSecond >= 0 && tokensBeforeSecond <= 2,
+    `the first request streamed ${tokensBeforeSecond} tokens before the second's first token`,
+  );
+});

@@ -40,6 +40,28 @@ Deno.test("closing a context ends its decode thread", async () => {
   await rejects(thread.decode(ctx.pointer, batch.struct), DecodeThreadError);
 });
 
+Deno.test("a decode thread that could not start gets one fresh start", async () => {
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"));
+  using ctx = await Context.create(model, { nCtx: 64 });
+  using batch = new Batch(llama, 4);
+  batch.add(1, 0, 0, true);
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/libllama.so`;
+    const thread = new DecodeThread(file);
+    let ended = false;
+    thread.ended.then(() => (ended = true));
+    // It finds no library and ends (an unref'd thread's end alone keeps no test waiting).
+    while (!ended) await new Promise((resolve) => setTimeout(resolve, 5));
+    await Deno.symlink(llama.llamaFile, file);
+    equal(await thread.decode(ctx.pointer, batch.struct), 0);
+    thread.close();
+    await thread.ended;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a decode thread that cannot open libllama fails its decodes with the reason", async () => {
   const thread = new DecodeThread("/nonexistent/libllama.so");
   const fake = Deno.UnsafePointer.create(1n) as Deno.PointerObject;
