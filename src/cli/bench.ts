@@ -145,6 +145,8 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     graphs_reused: loaded.context.perf().graphsReused,
     step_us: {
       decode: perStep(stats.time.decodeMs),
+      llama_decode: perStep(stats.time.llamaDecodeMs),
+      device_wait: perStep(stats.time.deviceWaitMs),
       sample: perStep(stats.time.sampleMs),
       host: perStep(stats.time.hostMs),
     },
@@ -158,10 +160,12 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
       `tg${genTokens}: ${report.tg_tokens_per_second} tok/s  (median of ${reps}, sampling on ` +
         `${report.device_sampling ? "the device" : "the CPU"})`,
     );
-    const { decode, sample, host } = report.step_us;
+    const { decode, llama_decode, device_wait, sample, host } = report.step_us;
     console.log(
       `per step (${stats.steps} steps, ${report.graphs_reused} reusing the last graph): ` +
-        `decode ${decode} µs, sample ${sample} µs, other host work ${host} µs`,
+        `decode ${decode} µs (llama_decode ${llama_decode}, device ${device_wait}, ` +
+        `handoff ${decode - llama_decode - device_wait}), sample ${sample} µs, ` +
+        `other host work ${host} µs`,
     );
   }
   return 0;

@@ -157,11 +157,15 @@ export interface SchedulerStats {
 /** Time spent in each phase of the scheduler's steps, summed. */
 export interface StepTime {
   /**
-   * Waiting for `llama_decode` on its worker thread: the model's compute on a CPU; building and
-   * launching the graph on a GPU, which computes asynchronously (plus a thread hop either way).
+   * Waiting for a decode on the context's thread: `llama_decode`, then on a GPU waiting for the
+   * device, plus the handoff to the thread and back. (The first two are split out below.)
    */
   decodeMs: number;
-  /** Reading the sampled tokens: sampling on the CPU, or waiting for the GPU to finish. */
+  /** Of `decodeMs`, in `llama_decode` (the compute on a CPU; graph and launch on a GPU). */
+  llamaDecodeMs: number;
+  /** Of `decodeMs`, waiting for a GPU to finish the step. */
+  deviceWaitMs: number;
+  /** Reading the sampled tokens (sampling on the CPU, or reading the device's choice). */
   sampleMs: number;
   /**
    * The rest on the event loop: admitting requests, building batches, detokenizing, queueing
@@ -274,7 +278,11 @@ export class Scheduler {
   #promptTokensEvaluated = 0;
   #deviceSampledRequests = 0;
   #deviceSamplerAttachments = 0;
-  readonly #time: StepTime = { decodeMs: 0, sampleMs: 0, hostMs: 0 };
+  readonly #time: Omit<StepTime, "llamaDecodeMs" | "deviceWaitMs"> = {
+    decodeMs: 0,
+    sampleMs: 0,
+    hostMs: 0,
+  };
   readonly #prefillBudget = new PrefillBudget();
   readonly #deviceSampling: boolean;
   #defaultLora: readonly LoraChoice[] = [];
@@ -310,7 +318,11 @@ export class Scheduler {
       promptTokensEvaluated: this.#promptTokensEvaluated,
       deviceSampledRequests: this.#deviceSampledRequests,
       deviceSamplerAttachments: this.#deviceSamplerAttachments,
-      time: { ...this.#time },
+      time: {
+        ...this.#time,
+        llamaDecodeMs: this.context.decodeThreadTimes().llamaDecodeMs,
+        deviceWaitMs: this.context.decodeThreadTimes().deviceWaitMs,
+      },
     };
   }
 

@@ -12,7 +12,7 @@ import { FlashAttnType, LlamaContextParams, LlamaPerfContextData, PoolingType } 
 import type { Batch } from "./batch.ts";
 import type { Model } from "./model.ts";
 import type { Sampler } from "./sampler.ts";
-import { DecodeThread } from "./decode_thread.ts";
+import { DecodeThread, type DecodeThreadTimes } from "./decode_thread.ts";
 import { ThreadPool } from "./threadpool.ts";
 
 /** How to create a context. Unset fields keep llama.cpp's defaults. */
@@ -147,6 +147,11 @@ export class Context extends NativeHandle {
     const pool = ThreadPool.create(llama, threads);
     if (pool) llama.symbols.llama_attach_threadpool(pointer, pool.pointer, null);
     return new Context(model, pointer, decodeThread, pool);
+  }
+
+  /** Where the decode thread's time went, over every decode of this context. */
+  decodeThreadTimes(): DecodeThreadTimes {
+    return this.#decodeThread.times();
   }
 
   /** Whether a decode is in flight. */

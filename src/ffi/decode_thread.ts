@@ -35,6 +35,14 @@ export class DecodeThreadError extends Error {
   }
 }
 
+/** Where a decode thread's time went, summed over its decodes. */
+export interface DecodeThreadTimes {
+  /** In `llama_decode`: the compute on a CPU; building and launching the graph on a GPU. */
+  llamaDecodeMs: number;
+  /** In `llama_synchronize` after it: waiting for a GPU to finish (about 0 on a CPU). */
+  deviceWaitMs: number;
+}
+
 /** A thread that runs one context's decodes, one at a time. */
 export class DecodeThread {
   readonly #libraryFile: string;
@@ -61,6 +69,12 @@ export class DecodeThread {
   /** Resolves once the thread has ended (after {@link close}, or when it died). */
   get ended(): Promise<void> {
     return this.#ended;
+  }
+
+  /** Where the thread's time went; the rest of a {@link decode} is the handoff both ways. */
+  times(): DecodeThreadTimes {
+    const { timing } = this.#views;
+    return { llamaDecodeMs: timing[0] as number, deviceWaitMs: timing[1] as number };
   }
 
   /**

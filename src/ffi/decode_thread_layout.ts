@@ -1,7 +1,7 @@
 /**
  * The shared memory a {@link DecodeThread} and its thread handshake through: a state word, the
- * decode's status, the context pointer, a copy of the `llama_batch` struct, and the reason the
- * thread could not start.
+ * decode's status, the context pointer, the thread's time counters, a copy of the `llama_batch`
+ * struct, and the reason the thread could not start.
  *
  * @module
  */
@@ -34,7 +34,10 @@ export interface DecodeThreadData {
 
 const CONTROL_WORDS = 4;
 const CONTEXT_OFFSET = 16;
-const BATCH_OFFSET = 24;
+const TIMING_OFFSET = 24;
+/** Milliseconds in `llama_decode`, milliseconds waiting for the device. */
+const TIMING_COUNTERS = 2;
+const BATCH_OFFSET = TIMING_OFFSET + TIMING_COUNTERS * 8;
 const REASON_OFFSET = BATCH_OFFSET + LlamaBatch.size + (8 - LlamaBatch.size % 8) % 8;
 const REASON_BYTES = 1024;
 
@@ -48,17 +51,20 @@ export function newDecodeThreadBlock(): SharedArrayBuffer {
  *
  * @param shared The block.
  * @returns `control` (state, status, length of the reason), `context` (the `llama_context *`),
- *   `batch` (the struct) and `reason` (UTF-8 text).
+ *   `timing` (ms in `llama_decode`, ms waiting for the device), `batch` (the struct) and
+ *   `reason` (UTF-8 text).
  */
 export function decodeThreadViews(shared: SharedArrayBuffer): {
   control: Int32Array<SharedArrayBuffer>;
   context: BigUint64Array<SharedArrayBuffer>;
+  timing: Float64Array<SharedArrayBuffer>;
   batch: Uint8Array<SharedArrayBuffer>;
   reason: Uint8Array<SharedArrayBuffer>;
 } {
   return {
     control: new Int32Array(shared, 0, CONTROL_WORDS),
     context: new BigUint64Array(shared, CONTEXT_OFFSET, 1),
+    timing: new Float64Array(shared, TIMING_OFFSET, TIMING_COUNTERS),
     batch: new Uint8Array(shared, BATCH_OFFSET, LlamaBatch.size),
     reason: new Uint8Array(shared, REASON_OFFSET, REASON_BYTES),
   };

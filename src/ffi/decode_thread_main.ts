@@ -12,7 +12,7 @@ import { LlamaBatch } from "./layouts.ts";
 import { DecodeState, type DecodeThreadData, decodeThreadViews } from "./decode_thread_layout.ts";
 
 const { libraryFile, shared } = workerData as DecodeThreadData;
-const { control, context, batch, reason } = decodeThreadViews(shared);
+const { control, context, timing, batch, reason } = decodeThreadViews(shared);
 
 /** Runs the loop until told to quit; every outcome is reported through `control`. */
 function serve(): void {
@@ -41,10 +41,14 @@ function serve(): void {
     }
     struct.set(batch);
     const pointer = Deno.UnsafePointer.create(context[0] as bigint);
+    const start = performance.now();
     const status = library.symbols.llama_decode(pointer, struct);
+    const decoded = performance.now();
     // A GPU backend returns before its kernels finish; waiting here keeps the owner's next
     // native call (reading logits or the sampled token) from blocking its event loop.
     if (status === 0) library.symbols.llama_synchronize(pointer);
+    timing[0] = (timing[0] as number) + decoded - start;
+    timing[1] = (timing[1] as number) + performance.now() - decoded;
     control[1] = status;
     settle(DecodeState.done);
   }

@@ -37,6 +37,9 @@ Deno.test("shimmy bench reports prompt and generation speed", async () => {
   ok(report.pp_tokens_per_second > 0);
   ok(report.tg_tokens_per_second > 0);
   equal(report.backend, "cpu");
+  // Where a step's time went: the decode thread's share of each decode is part of it.
+  const { decode, llama_decode, device_wait } = report.step_us;
+  ok(llama_decode > 0 && llama_decode + device_wait <= decode, JSON.stringify(report.step_us));
   // Progress goes to stderr while it works, so a long bench is never silent.
   match(run.stderr, /Loaded tiny-f32\.gguf in [\d.]+s; warm-up run…\nRun 1\/1: pp [\d.]+ tok\/s/);
 });
