@@ -180,6 +180,11 @@ export interface StepTime {
  */
 type SlotState = "idle" | "prompt" | "forking" | "generating";
 
+/** Longest the first step after an idle spell waits for requests arriving together (ms). */
+export const ARRIVAL_WINDOW_MS = 10;
+/** Event-loop turns without a new request that end that wait. */
+const ARRIVAL_TURNS = 3;
+
 /**
  * Prompts that need at most this many tokens evaluated are never split while others generate:
  * a chat turn's first token comes one step after it arrives, for one slower step of the others.
@@ -271,6 +276,10 @@ export class Scheduler {
   #wake: (() => void) | undefined;
   /** Requests whose sampler chain is being built (not queued yet). */
   readonly #preparing = new Set<Promise<void>>();
+  /** Requests on their way to {@link submitChoices} (see {@link expectArrival}). */
+  #arriving = 0;
+  /** Requests announced or submitted so far. */
+  #arrivals = 0;
   #loop: Promise<void>;
   #closing = false;
   #steps = 0;
@@ -327,6 +336,30 @@ export class Scheduler {
   }
 
   /**
+   * Announces a request whose prompt is being prepared (template, tokens) before it is
+   * submitted, so that a step starting meanwhile from an idle loop waits for it to join.
+   *
+   * @returns Dispose it once the request is submitted or given up.
+   * @example
+   * ```ts
+   * using _arrival = scheduler.expectArrival();
+   * const prompt = await buildPrompt();
+   * scheduler.submit({ prompt });
+   * ```
+   */
+  expectArrival(): Disposable {
+    this.#arriving++;
+    this.#arrivals++;
+    let pending = true;
+    return {
+      [Symbol.dispose]: () => {
+        if (pending) this.#arriving--;
+        pending = false;
+      },
+    };
+  }
+
+  /**
    * Queues a generation.
    *
    * @param request Prompt tokens, limits, sampling, stop strings, abort signal.
@@ -376,6 +409,7 @@ export class Scheduler {
       );
     }
     const submittedAt = performance.now();
+    this.#arrivals++;
     const outlets = Array.from({ length: n }, () => new Outlet());
     if (request.maxTokens === 0) {
       // Nothing to generate: answer at once, without taking a slot or decoding the prompt.
@@ -511,6 +545,7 @@ export class Scheduler {
           if (this.#closing) return;
           this.#time.hostMs += performance.now() - turnStart;
           await new Promise<void>((resolve) => (this.#wake = resolve));
+          await this.#gatherArrivals();
           continue;
         }
         // No extra event-loop turns between steps: network I/O (the text queued by the last
@@ -522,6 +557,32 @@ export class Scheduler {
         for (const slot of active) this.#fail(slot, error);
       }
       this.#time.hostMs += performance.now() - turnStart;
+    }
+  }
+
+  /**
+   * Before the first step after the loop was idle, lets requests that arrived together join it:
+   * a burst of requests reaches the scheduler over several event-loop turns (reading, parsing,
+   * rendering, tokenizing), and a step started on the first of them alone made the others wait
+   * for its prompt (four requests at once on 2 cores: three first tokens a whole prompt step
+   * later). Waits while requests announced by {@link expectArrival} or queued ones are still
+   * being prepared, or new ones come in, for at most {@link ARRIVAL_WINDOW_MS}; a lone request
+   * waits {@link ARRIVAL_TURNS} turns of the event loop (well under a millisecond).
+   */
+  async #gatherArrivals(): Promise<void> {
+    const deadline = performance.now() + ARRIVAL_WINDOW_MS;
+    let seen = -1;
+    let turns = 0;
+    while (!this.#closing && performance.now() < deadline) {
+      // Quiet: turns of the event loop (reading sockets) brought nothing new.
+      const quiet = turns >= ARRIVAL_TURNS && seen === this.#arrivals && this.#arriving === 0 &&
+        this.#preparing.size === 0;
+      if (quiet) return;
+      if (seen !== this.#arrivals) turns = 0;
+      seen = this.#arrivals;
+      turns++;
+      await Promise.allSettled([...this.#preparing]);
+      await this.context.model.llama.yieldToIo();
     }
   }
 

@@ -105,6 +105,7 @@ export async function startChoices(
   const lease = await ctx.registry.acquire(body.string("model"));
   try {
     const { entry, model: loaded } = lease;
+    using _arrival = loaded.scheduler.expectArrival();
     const fields = generationFields(body, loaded.model.nVocab);
     if (logprobs !== undefined) fields.logprobs = logprobs;
     const prepared = source.kind === "raw"

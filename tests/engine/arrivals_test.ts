@@ -1,0 +1,52 @@
+import { equal } from "node:assert/strict";
+import { LoadedModel } from "../../src/engine/loaded_model.ts";
+import { ARRIVAL_WINDOW_MS } from "../../src/engine/scheduler.ts";
+import { fixtureModel } from "../fixtures/models.ts";
+
+Deno.test("requests that arrive a turn apart after an idle spell start in one step", async () => {
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("tiny-f32"),
+    parallel: 4,
+  });
+  const { model, scheduler } = loaded;
+  const submit = (text: string) =>
+    scheduler.submit({ prompt: model.tokenize(text), maxTokens: 1, sampling: { temperature: 0 } });
+  const stepsBefore = scheduler.stats().steps;
+  // A burst reaches the scheduler over turns of the event loop (sockets, parsing, tokenizing).
+  const first = submit("the first request");
+  await model.llama.yieldToIo();
+  const rest = ["a second one", "and a third", "the fourth"].map(submit);
+  for (const generation of [first, ...rest]) equal((await generation.result).completionTokens, 1);
+  // One step evaluates the four prompts and samples each one's only token.
+  equal(scheduler.stats().steps - stepsBefore, 1);
+});
+
+Deno.test("an announced request being prepared holds the first step until it is submitted", async () => {
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("tiny-f32"),
+    parallel: 2,
+  });
+  const { model, scheduler } = loaded;
+  const submit = (text: string) =>
+    scheduler.submit({ prompt: model.tokenize(text), maxTokens: 1, sampling: { temperature: 0 } });
+  const stepsBefore = scheduler.stats().steps;
+  const second = scheduler.expectArrival(); // e.g. its chat template is rendering
+  const first = submit("the first request");
+  for (let turn = 0; turn < 8; turn++) await model.llama.yieldToIo(); // longer than quiet turns
+  const late = submit("the one that was being prepared");
+  second[Symbol.dispose]();
+  for (const generation of [first, late]) equal((await generation.result).completionTokens, 1);
+  equal(scheduler.stats().steps - stepsBefore, 1);
+});
+
+Deno.test("a lone request after an idle spell waits only a few turns of the event loop", async () => {
+  await using loaded = await LoadedModel.open({ path: await fixtureModel("tiny-f32") });
+  const { model, scheduler } = loaded;
+  const prompt = model.tokenize("a lone request");
+  const generation = scheduler.submit({ prompt, maxTokens: 1, sampling: { temperature: 0 } });
+  const result = await generation.result;
+  equal(result.completionTokens, 1);
+  // It does not sit out the whole window that a burst may take to arrive.
+  const { queueMs } = result.timings;
+  equal(queueMs < ARRIVAL_WINDOW_MS * 0.8, true, `queued ${queueMs} ms`);
+});
