@@ -4,6 +4,7 @@
 #   bench/gpu_run.sh test    the test suite's GPU cases (tests/gpu) against that build
 #   bench/gpu_run.sh bench   llama-bench, shimmy bench (sampling on the CPU and on the GPU), and
 #                            bench/serve_bench.ts: shimmy serve vs llama-server on the GPU
+#                            (THREADS=N: CPU threads of both servers, default 4)
 # Without network it takes Deno and the llama.cpp source from .device/ (see bench/README.md:
 # deno.xz, llama-src.tar.xz, llama-vocab.tar.xz, deno_dir.tar.xz; bench/pack_device.sh makes
 # them). Logs go to $OUT (or /tmp).
@@ -55,7 +56,10 @@ case "${1:-all}" in
       SHIMMY_LIB_DIR=$lib deno run -A main.ts bench "$model" --gpu-backend cuda \
         --prompt-tokens 512 --gen-tokens 128 --device-sampling "$mode" 2>&1 | tail -n 3
     done | tee "$out/shimmy-bench.log"
-    deno run -A bench/serve_bench.ts --model "$model" --lib-dir "$lib" \
+    # Both servers get the same CPU threads: 4 by default, what Shimmy picks for a model wholly on
+    # a GPU (with 16, its event loop and decode thread compete with 15 pool threads for 16 cores;
+    # llama-bench moves 5% between 4 and 16 threads).
+    deno run -A bench/serve_bench.ts --model "$model" --lib-dir "$lib" --threads "${THREADS:-4}" \
       --llama-server "$lib/bin/llama-server" --tokens 256 --streams "${STREAMS:-1,8,32}" \
       --reps "${REPS:-2}" --json "$out/bench-gpu.json" 2>&1 | tee "$out/bench-gpu.log"
     ;;
