@@ -3,14 +3,25 @@ import { LoadedModel } from "../../src/engine/loaded_model.ts";
 import { ARRIVAL_WINDOW_MS } from "../../src/engine/scheduler.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
+/** The tiny model with `parallel` slots. */
+async function openTiny(parallel: number): Promise<LoadedModel> {
+  return await LoadedModel.open({ path: await fixtureModel("tiny-f32"), parallel });
+}
+
+/** Submits a one-token greedy request for `text`. */
+function submitter(loaded: LoadedModel) {
+  return (text: string) =>
+    loaded.scheduler.submit({
+      prompt: loaded.model.tokenize(text),
+      maxTokens: 1,
+      sampling: { temperature: 0 },
+    });
+}
+
 Deno.test("requests that arrive a turn apart after an idle spell start in one step", async () => {
-  await using loaded = await LoadedModel.open({
-    path: await fixtureModel("tiny-f32"),
-    parallel: 4,
-  });
+  await using loaded = await openTiny(4);
   const { model, scheduler } = loaded;
-  const submit = (text: string) =>
-    scheduler.submit({ prompt: model.tokenize(text), maxTokens: 1, sampling: { temperature: 0 } });
+  const submit = submitter(loaded);
   const stepsBefore = scheduler.stats().steps;
   // A burst reaches the scheduler over turns of the event loop (sockets, parsing, tokenizing).
   const first = submit("the first request");
@@ -22,13 +33,9 @@ Deno.test("requests that arrive a turn apart after an idle spell start in one st
 });
 
 Deno.test("an announced request being prepared holds the first step until it is submitted", async () => {
-  await using loaded = await LoadedModel.open({
-    path: await fixtureModel("tiny-f32"),
-    parallel: 2,
-  });
+  await using loaded = await openTiny(2);
   const { model, scheduler } = loaded;
-  const submit = (text: string) =>
-    scheduler.submit({ prompt: model.tokenize(text), maxTokens: 1, sampling: { temperature: 0 } });
+  const submit = submitter(loaded);
   const stepsBefore = scheduler.stats().steps;
   const second = scheduler.expectArrival(); // e.g. its chat template is rendering
   const first = submit("the first request");
