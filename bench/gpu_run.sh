@@ -57,7 +57,7 @@ case "${1:-all}" in
         --prompt-tokens 512 --gen-tokens 128 --device-sampling "$mode" 2>&1 | tail -n 3
     done | tee "$out/shimmy-bench.log"
     # Both servers get the same CPU threads: 4 by default, what Shimmy picks for a model wholly on
-    # a GPU (with 16, its event loop and decode thread compete with 15 pool threads for 16 cores;
+    # a GPU (with 16, its event loop and decoding thread compete with 15 pool threads for 16 cores;
     # llama-bench moves 5% between 4 and 16 threads).
     deno run -A bench/serve_bench.ts --model "$model" --lib-dir "$lib" --threads "${THREADS:-4}" \
       --llama-server "$lib/bin/llama-server" --tokens 256 --streams "${STREAMS:-1,8,32}" \

@@ -23,7 +23,7 @@ tar -C "$CACHE" -cf - "$SRC_NAME/models/ggml-vocab-llama-spm.gguf" \
 echo "deno_dir.tar.xz" >&2
 deno_dir=$(mktemp -d)
 DENO_DIR=$deno_dir deno cache --quiet main.ts bench/*.ts tests/fixtures/generate.ts tests/gpu/*.ts \
-  src/engine/template_worker_main.ts src/ffi/decode_thread_main.ts
+  src/engine/template_worker_main.ts
 tar -C "$deno_dir" -cf - . | xz -T0 -6 >.device/deno_dir.tar.xz
 rm -rf "$deno_dir"
 du -ch .device/* | tail -n 1 >&2

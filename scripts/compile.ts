@@ -57,14 +57,8 @@ export function embeddedLibraryFiles(libDir: string): string[] {
     .sort();
 }
 
-/**
- * The modules that run in worker threads, which `deno compile` must be told to embed: the chat
- * template renderer's and each context's decode thread's.
- */
-export const WORKER_MODULES = [
-  "src/engine/template_worker_main.ts",
-  "src/ffi/decode_thread_main.ts",
-] as const;
+/** Modules that run in workers (the chat template renderer's): `deno compile` must embed them. */
+export const WORKER_MODULES = ["src/engine/template_worker_main.ts"] as const;
 
 /**
  * The `deno compile` arguments for one flavour.

@@ -164,7 +164,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     console.log(
       `per step (${stats.steps} steps, ${report.graphs_reused} reusing the last graph): ` +
         `decode ${decode} µs (llama_decode ${llama_decode}, device ${device_wait}, ` +
-        `handoff ${decode - llama_decode - device_wait}), sample ${sample} µs, ` +
+        `rest ${decode - llama_decode - device_wait}), sample ${sample} µs, ` +
         `other host work ${host} µs`,
     );
   }

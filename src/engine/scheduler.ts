@@ -5,8 +5,8 @@
  * batch of prompt chunks plus one token per generating slot (while any slot generates, a long
  * prompt goes in chunks that keep a step at most 1.5× a generation-only step; see
  * prefill_budget.ts),
- * runs one decode on the context's decode thread (the event loop streams the previous step's
- * tokens meanwhile), samples every slot with its own sampler chain (inside the decode graph when
+ * runs one decode on a worker thread (the event loop streams the previous step's tokens
+ * meanwhile), samples every slot with its own sampler chain (inside the decode graph when
  * device sampling is on and the chain allows it), and streams text to each request. Aborted
  * and finished slots are freed before the next step; never two decodes run on the context.
  * Requests with different LoRA adapters take turns rather than share a step. A request's
@@ -157,8 +157,8 @@ export interface SchedulerStats {
 /** Time spent in each phase of the scheduler's steps, summed. */
 export interface StepTime {
   /**
-   * Waiting for a decode on the context's thread: `llama_decode`, then on a GPU waiting for the
-   * device, plus the handoff to the thread and back. (The first two are split out below.)
+   * Awaiting `Context.decode`: `llama_decode` on a worker thread, then on a GPU waiting there
+   * for the device (split out below), and the event loop taking up the result.
    */
   decodeMs: number;
   /** Of `decodeMs`, in `llama_decode` (the compute on a CPU; graph and launch on a GPU). */
@@ -327,11 +327,7 @@ export class Scheduler {
       promptTokensEvaluated: this.#promptTokensEvaluated,
       deviceSampledRequests: this.#deviceSampledRequests,
       deviceSamplerAttachments: this.#deviceSamplerAttachments,
-      time: {
-        ...this.#time,
-        llamaDecodeMs: this.context.decodeThreadTimes().llamaDecodeMs,
-        deviceWaitMs: this.context.decodeThreadTimes().deviceWaitMs,
-      },
+      time: { ...this.#time, ...this.context.decodeTimes() },
     };
   }
 
@@ -549,7 +545,7 @@ export class Scheduler {
           continue;
         }
         // No extra event-loop turns between steps: network I/O (the text queued by the last
-        // step, new requests, aborts) runs while the decode is awaited on its own thread.
+        // step, new requests, aborts) runs while the decode is awaited on its worker thread.
         await this.#step(active);
       } catch (error) {
         // A bug or an unexpected native failure: the requests of this step fail, the loop and
@@ -765,9 +761,9 @@ export class Scheduler {
     if (active.filter((s) => s.batchIndex >= 0 || s.state === "prompt").length > 1) {
       this.#sharedSteps++;
     }
-    // Every step decodes on the context's decode thread, so the event loop is free to write the
-    // tokens of the last step to the sockets while this one computes. Decoding on this thread
-    // saved a handoff, but then streamed tokens left in clumps between steps (gap p50 0 ms, p99
+    // Every step decodes on a worker thread, so the event loop is free to write the tokens of
+    // the last step to the sockets while this one computes. Decoding on this thread saved a
+    // thread hop, but then streamed tokens left in clumps between steps (gap p50 0 ms, p99
     // several hundred ms on 2 cores, against llama-server's even 6 ms).
     const decodeStart = performance.now();
     try {

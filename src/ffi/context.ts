@@ -12,7 +12,6 @@ import { FlashAttnType, LlamaContextParams, LlamaPerfContextData, PoolingType } 
 import type { Batch } from "./batch.ts";
 import type { Model } from "./model.ts";
 import type { Sampler } from "./sampler.ts";
-import { DecodeThread, type DecodeThreadTimes } from "./decode_thread.ts";
 import { ThreadPool } from "./threadpool.ts";
 
 /** How to create a context. Unset fields keep llama.cpp's defaults. */
@@ -49,6 +48,17 @@ export function defaultThreads(): number {
   return Math.max(1, navigator.hardwareConcurrency || 1);
 }
 
+/** Where the time of a context's decodes went, summed over them. */
+export interface DecodeTimes {
+  /**
+   * In the nonblocking `llama_decode` calls, hop to the worker thread and back included: the
+   * compute on a CPU; building (or reusing) the graph and launching it on a GPU.
+   */
+  llamaDecodeMs: number;
+  /** In the nonblocking `llama_synchronize` calls after them: waiting for a GPU to finish. */
+  deviceWaitMs: number;
+}
+
 /** llama.cpp's own timing counters for a context. */
 export interface ContextPerf {
   loadMs: number;
@@ -77,25 +87,21 @@ export class Context extends NativeHandle {
   /** The KV memory; `null` for models that keep none (encoder-only embedding models). */
   readonly #memory: Deno.PointerObject | null;
   readonly #threadPool: ThreadPool | undefined;
-  readonly #decodeThread: DecodeThread;
+  /** Whether decodes wait for a GPU afterwards (some layer of the model is on one). */
+  readonly #waitsForDevice: boolean;
+  readonly #times: DecodeTimes = { llamaDecodeMs: 0, deviceWaitMs: 0 };
   /** Sampler chains that run inside the decode graph, by sequence. */
   readonly #deviceSamplers = new Map<number, Sampler>();
   #decoding = false;
 
-  private constructor(
-    model: Model,
-    pointer: Deno.PointerObject,
-    decodeThread: DecodeThread,
-    threadPool?: ThreadPool,
-  ) {
+  private constructor(model: Model, pointer: Deno.PointerObject, threadPool?: ThreadPool) {
     const s = model.llama.symbols;
-    const free = () => {
-      decodeThread.close();
-      s.llama_free(pointer);
-    };
-    super("Context", pointer, free, [model, ...(threadPool ? [threadPool] : [])]);
+    super("Context", pointer, () => s.llama_free(pointer), [
+      model,
+      ...(threadPool ? [threadPool] : []),
+    ]);
     this.#threadPool = threadPool;
-    this.#decodeThread = decodeThread;
+    this.#waitsForDevice = model.offload.offloaded > 0;
     this.model = model;
     this.nCtx = s.llama_n_ctx(pointer);
     this.nBatch = s.llama_n_batch(pointer);
@@ -132,13 +138,10 @@ export class Context extends NativeHandle {
     if (options.embeddings !== undefined) set("embeddings", options.embeddings);
     if (options.pooling !== undefined) set("pooling_type", PoolingType[options.pooling]);
     const mark = llama.logMark();
-    // Started first, so the thread loads while llama.cpp allocates the context.
-    const decodeThread = new DecodeThread(llama.llamaFile);
     const pointer = await llama.whileNative(() =>
       llama.symbols.llama_init_from_model(model.pointer, params)
     );
     if (pointer === null) {
-      decodeThread.close();
       const reasons = llama.recentProblems(mark);
       throw new ContextCreateError(
         "Cannot create a llama.cpp context" + (reasons.length ? `: ${reasons.join("; ")}` : ""),
@@ -146,12 +149,12 @@ export class Context extends NativeHandle {
     }
     const pool = ThreadPool.create(llama, threads);
     if (pool) llama.symbols.llama_attach_threadpool(pointer, pool.pointer, null);
-    return new Context(model, pointer, decodeThread, pool);
+    return new Context(model, pointer, pool);
   }
 
-  /** Where the decode thread's time went, over every decode of this context. */
-  decodeThreadTimes(): DecodeThreadTimes {
-    return this.#decodeThread.times();
+  /** Where the time of this context's decodes went, summed. */
+  decodeTimes(): DecodeTimes {
+    return { ...this.#times };
   }
 
   /** Whether a decode is in flight. */
@@ -160,13 +163,15 @@ export class Context extends NativeHandle {
   }
 
   /**
-   * Runs the model over a batch on the context's own thread ({@link DecodeThread}), so the
-   * event loop keeps serving; on a GPU it also waits there for the device to finish.
+   * Runs the model over a batch on a worker thread (a nonblocking call), so the event loop keeps
+   * serving; when a GPU computes, a second nonblocking call waits there for it to finish, so that
+   * reading the logits or the sampled token afterwards does not block the event loop.
    *
    * @param batch Tokens to evaluate; it must stay unchanged until this resolves.
    * @throws {DecodeError} when llama.cpp reports a failure.
    */
   async decode(batch: Batch): Promise<void> {
+    const s = this.model.llama.symbols;
     const pointer = this.pointer;
     if (this.#decoding) throw new Error("Context is already decoding");
     if (batch.length === 0) return;
@@ -177,12 +182,19 @@ export class Context extends NativeHandle {
     const mark = this.model.llama.logMark();
     try {
       // ggml's per-decode debug lines stay native: each would cost a trip to the event loop.
+      const start = performance.now();
       const status = await this.model.llama.whileNative(
-        () => this.#decodeThread.decode(pointer, batch.struct),
+        () => s.llama_decode(pointer, batch.struct),
         { ggmlLog: false },
       );
+      const decoded = performance.now();
+      this.#times.llamaDecodeMs += decoded - start;
       this.decodeCount++;
       if (status !== 0) throw new DecodeError(status, this.model.llama.recentProblems(mark));
+      if (this.#waitsForDevice) {
+        await s.llama_synchronize(pointer);
+        this.#times.deviceWaitMs += performance.now() - decoded;
+      }
     } finally {
       this.#decoding = false;
     }

@@ -58,8 +58,6 @@ export interface NativeLibraries {
   readonly dir: string;
   /** libllama. */
   readonly llama: Deno.DynamicLibrary<typeof LLAMA_SYMBOLS>;
-  /** The file libllama was opened from. */
-  readonly llamaFile: string;
   /** libggml (backend registry). */
   readonly ggml: Deno.DynamicLibrary<typeof GGML_SYMBOLS>;
   /** libggml-base (devices). */
@@ -240,5 +238,5 @@ function openFrom(dir: string, llamaFile: string): NativeLibraries {
   const ggmlBase = Deno.dlopen(ggmlBaseFile, GGML_BASE_SYMBOLS);
   const ggml = Deno.dlopen(require("ggml"), GGML_SYMBOLS);
   const llama = Deno.dlopen(llamaFile, LLAMA_SYMBOLS);
-  return { dir, llama, llamaFile, ggml, ggmlBase, ggmlBaseFile };
+  return { dir, llama, ggml, ggmlBase, ggmlBaseFile };
 }

@@ -6,7 +6,6 @@
 
 export * from "./batch.ts";
 export * from "./context.ts";
-export * from "./decode_thread.ts";
 export * from "./errors.ts";
 export * from "./handle.ts";
 export * from "./library.ts";

@@ -202,6 +202,10 @@ export const LLAMA_SYMBOLS = {
   llama_perf_context_reset: { parameters: [ptr], result: "void" },
 
   // KV memory
+  // int32_t llama_decode(struct llama_context *, struct llama_batch)
+  llama_decode: { parameters: [ptr, LlamaBatch.ffi], result: "i32", nonblocking: true },
+  // void llama_synchronize(struct llama_context *): waits for the backends (a GPU) to finish
+  llama_synchronize: { parameters: [ptr], result: "void", nonblocking: true },
   // llama_memory_t llama_get_memory(const struct llama_context *)
   llama_get_memory: { parameters: [ptr], result: ptr },
   // void llama_memory_clear(llama_memory_t, bool data)

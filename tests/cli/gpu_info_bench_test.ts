@@ -37,7 +37,7 @@ Deno.test("shimmy bench reports prompt and generation speed", async () => {
   ok(report.pp_tokens_per_second > 0);
   ok(report.tg_tokens_per_second > 0);
   equal(report.backend, "cpu");
-  // Where a step's time went: the decode thread's share of each decode is part of it.
+  // Where a step's time went: the native calls' share of each decode is part of it.
   const { decode, llama_decode, device_wait } = report.step_us;
   ok(llama_decode > 0 && llama_decode + device_wait <= decode, JSON.stringify(report.step_us));
   // Progress goes to stderr while it works, so a long bench is never silent.

@@ -1,0 +1,25 @@
+import { ok } from "node:assert/strict";
+import { Batch, Context, Llama, Model } from "../../src/ffi/mod.ts";
+import { fixtureModel } from "../fixtures/models.ts";
+
+const llama = Llama.open();
+
+Deno.test("a context decodes off the event loop, and counts where the time went", async () => {
+  using model = await Model.load(llama, await fixtureModel("bench-125m"));
+  using ctx = await Context.create(model, { nCtx: 512, nBatch: 256 });
+  using batch = new Batch(llama, 256);
+  for (let i = 0; i < 256; i++) batch.add(100 + i, i, 0, i === 255);
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 1);
+  const started = performance.now();
+  await ctx.decode(batch);
+  const elapsed = performance.now() - started;
+  clearInterval(timer);
+  // A blocking decode on this thread would let no timer fire until it returned.
+  ok(elapsed < 20 || ticks >= 2, `${ticks} timer ticks in a ${elapsed.toFixed(0)} ms decode`);
+  ok(ctx.logits(255).some((value) => value !== 0));
+  const times = ctx.decodeTimes();
+  ok(times.llamaDecodeMs > 0 && times.llamaDecodeMs <= elapsed, JSON.stringify(times));
+  // On the CPU there is no device to wait for, and no call to wait for it.
+  ok(times.deviceWaitMs === 0, JSON.stringify(times));
+});
