@@ -57,8 +57,8 @@ export function embeddedLibraryFiles(libDir: string): string[] {
     .sort();
 }
 
-/** Modules that run in workers (the chat template renderer's): `deno compile` must embed them. */
-export const WORKER_MODULES = ["src/engine/template_worker_main.ts"] as const;
+/** The template renderer's worker module, which `deno compile` must be told to embed. */
+export const TEMPLATE_WORKER = "src/engine/template_worker_main.ts";
 
 /**
  * The `deno compile` arguments for one flavour.
@@ -84,8 +84,9 @@ export function compileArgs(root: string, flavour: string, output: string, targe
     // The checksums that name the first-run extraction folder; written by writeSums().
     "--include",
     relative(root, join(libDir, LIBRARY_SUMS)),
-    // Workers are not embedded unless named.
-    ...WORKER_MODULES.flatMap((path) => ["--include", path]),
+    // Workers are not embedded unless named: the chat template renderer runs in one.
+    "--include",
+    TEMPLATE_WORKER,
     // The chat page, built by buildWebui() just before.
     "--include",
     WEBUI_DIST,

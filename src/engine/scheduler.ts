@@ -720,20 +720,20 @@ export class Scheduler {
   async #step(active: Slot[]): Promise<void> {
     const batch = this.#batch;
     batch.clear();
+    // The earliest first token of the streams generating in this step (see prefill_budget.ts).
+    let generatingSince = Infinity;
     for (const slot of active) {
       slot.batchIndex = -1;
       if (slot.state === "generating") {
         const last = slot.generated[slot.generated.length - 1] as number;
         slot.batchIndex = batch.add(last, slot.cached.length, slot.seqId, true);
         slot.cached.push(last);
+        generatingSince = Math.min(generatingSince, slot.firstTokenAt);
       }
     }
     const generatingTokens = batch.length;
     // While others generate, a long prompt that came after them goes in chunks between their
-    // tokens (see prefill_budget.ts).
-    const generatingSince = Math.min(
-      ...active.filter((slot) => slot.batchIndex >= 0).map((slot) => slot.firstTokenAt),
-    );
+    // tokens.
     let promptBudget = this.#prefillBudget.tokens();
     for (const slot of active) {
       if (slot.state !== "prompt" || batch.free === 0) continue;
