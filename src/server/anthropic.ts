@@ -17,7 +17,7 @@ import { type AnthropicRequest, anthropicRequest } from "./anthropic_request.ts"
 import type { ServerContext } from "./context.ts";
 import { startGeneration, templateOptions } from "./generation_bridge.ts";
 import { anthropicErrorBody, HttpError } from "./http_error.ts";
-import { readJsonBody } from "./request_body.ts";
+import { readRequestJson } from "./request_body.ts";
 import { sseEvent, sseResponse } from "./sse.ts";
 import { followClient } from "./stream_body.ts";
 
@@ -49,7 +49,7 @@ export async function messages(
   request: Request,
   clientGone: AbortSignal,
 ): Promise<Response> {
-  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
+  const body = await readRequestJson(request, ctx.settings);
   const wire = anthropicRequest(body);
   const abort = followClient(clientGone);
   const started = await startGeneration(ctx, wire.fields, wire.source, abort.signal);
@@ -122,7 +122,7 @@ export async function countTokens(
   request: Request,
   clientGone: AbortSignal,
 ): Promise<Response> {
-  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
+  const body = await readRequestJson(request, ctx.settings);
   const { fields, source } = anthropicRequest(body, true);
   using lease = await ctx.registry.acquire(fields.string("model"));
   const prepared = await chatPrompt(

@@ -12,7 +12,7 @@ import { renderChatPrompt } from "../engine/prompt.ts";
 import type { ServerContext } from "./context.ts";
 import { templateOptions } from "./generation_bridge.ts";
 import { badRequest } from "./http_error.ts";
-import { chatMessages, Fields, readJsonBody, templateFields } from "./request_body.ts";
+import { chatMessages, Fields, readRequestJson, templateFields } from "./request_body.ts";
 
 /**
  * `POST /apply-template`.
@@ -28,7 +28,7 @@ export async function applyTemplate(
   request: Request,
   clientGone: AbortSignal,
 ): Promise<Response> {
-  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
+  const body = await readRequestJson(request, ctx.settings);
   const fields = new Fields(body);
   const tools = fields.raw("tools");
   if (tools !== undefined && !Array.isArray(tools)) {

@@ -13,7 +13,7 @@ import type { LoadedModel } from "../engine/loaded_model.ts";
 import type { ModelEntry } from "../models/registry.ts";
 import type { ServerContext } from "./context.ts";
 import { badRequest } from "./http_error.ts";
-import { Fields, readJsonBody } from "./request_body.ts";
+import { Fields, readRequestJson } from "./request_body.ts";
 
 /** Most inputs in one request (OpenAI's limit). */
 export const MAX_EMBEDDING_INPUTS = 2048;
@@ -218,7 +218,7 @@ export async function embeddings(
   request: Request,
   clientGone: AbortSignal,
 ): Promise<Response> {
-  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
+  const body = await readRequestJson(request, ctx.settings);
   const fields = new Fields(body);
   const inputs = embeddingInputs(fields.raw("input"));
   const format = fields.string("encoding_format") ?? "float";

@@ -21,13 +21,13 @@ import type { LoraChoice } from "../engine/scheduler.ts";
 import { basename } from "node:path";
 import type { ServerContext } from "./context.ts";
 import { badRequest, HttpError } from "./http_error.ts";
-import { Fields, readJsonBody } from "./request_body.ts";
+import { Fields, readRequestJson } from "./request_body.ts";
 
 async function modelField(ctx: ServerContext, request: Request): Promise<{
   entry: ModelEntry;
   body: Record<string, unknown>;
 }> {
-  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
+  const body = await readRequestJson(request, ctx.settings);
   const name = new Fields(body).string("model");
   return { entry: ctx.registry.resolve(name), body };
 }

@@ -31,7 +31,7 @@ import {
   Fields,
   MAX_BODY_BYTES,
   parseJsonObject,
-  readJsonBody,
+  readRequestJson,
 } from "./request_body.ts";
 import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
 import { followClient } from "./stream_body.ts";
@@ -72,7 +72,7 @@ export async function apiGenerate(
   request: Request,
   clientGone: AbortSignal,
 ): Promise<Response> {
-  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
+  const body = await readRequestJson(request, ctx.settings);
   const abort = followClient(clientGone);
   const started = await begin(ctx, body, abort.signal);
   if (!started.fields.stream) {

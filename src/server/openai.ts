@@ -17,7 +17,7 @@ import {
 } from "./generation_bridge.ts";
 import { badRequest, HttpError } from "./http_error.ts";
 import type { ModelEntry } from "../models/registry.ts";
-import { chatMessages, Fields, readJsonBody, templateFields } from "./request_body.ts";
+import { chatMessages, Fields, readRequestJson, templateFields } from "./request_body.ts";
 import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
 import type { ChatDelta } from "../engine/tools/output_stream.ts";
 import type { GenerationChunk, GenerationResult } from "../engine/scheduler.ts";
@@ -134,7 +134,7 @@ async function complete(
   clientGone: AbortSignal,
   kind: Kind,
 ): Promise<Response> {
-  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
+  const body = await readRequestJson(request, ctx.settings);
   const fields = new Fields(body);
   const sources = promptsOf(fields, kind, body);
   const logprobs = kind === "chat"

@@ -54,6 +54,26 @@ export async function readJsonBody(
   return parseJsonObject(text);
 }
 
+/**
+ * Reads a request body as a JSON object within the server's body time limit (`--body-timeout`)
+ * and the default size limit: what every JSON endpoint does first.
+ *
+ * @param request The request.
+ * @param settings The server's settings.
+ * @returns The parsed object.
+ * @throws {HttpError} 413 when too large, 408 when too slow, 400 when not a JSON object.
+ * @example
+ * ```ts
+ * const body = await readRequestJson(request, ctx.settings);
+ * ```
+ */
+export function readRequestJson(
+  request: Request,
+  settings: { bodyTimeoutMs?: number },
+): Promise<Record<string, unknown>> {
+  return readJsonBody(request, { timeoutMs: settings.bodyTimeoutMs });
+}
+
 function bodyTooLarge(limit: number): HttpError {
   return new HttpError(413, `Request body is larger than ${limit} bytes`, {
     code: "body_too_large",

@@ -13,7 +13,7 @@ import { rerankTokens } from "../engine/rerank_prompt.ts";
 import type { ServerContext } from "./context.ts";
 import { checkLength, MAX_EMBEDDING_INPUTS, withEmbedder } from "./embeddings.ts";
 import { badRequest } from "./http_error.ts";
-import { Fields, readJsonBody } from "./request_body.ts";
+import { Fields, readRequestJson } from "./request_body.ts";
 
 /** Most documents in one request. */
 export const MAX_RERANK_DOCUMENTS = MAX_EMBEDDING_INPUTS;
@@ -46,7 +46,7 @@ export async function rerank(
   request: Request,
   clientGone: AbortSignal,
 ): Promise<Response> {
-  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
+  const body = await readRequestJson(request, ctx.settings);
   const fields = new Fields(body);
   const query = fields.string("query");
   if (query === undefined) throw badRequest('"query" must be a string', "query");

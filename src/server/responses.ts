@@ -20,7 +20,7 @@ import {
   usageOf,
 } from "./generation_bridge.ts";
 import { badRequest, HttpError } from "./http_error.ts";
-import { Fields, readJsonBody, templateFields } from "./request_body.ts";
+import { Fields, readRequestJson, templateFields } from "./request_body.ts";
 import { ResponseStore } from "./response_store.ts";
 import { type EmitEvent, itemId, ResponseOutput } from "./responses_output.ts";
 import { readResponsesRequest, type ResponsesRequest } from "./responses_request.ts";
@@ -53,7 +53,7 @@ export async function createResponse(
   request: Request,
   clientGone: AbortSignal,
 ): Promise<Response> {
-  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
+  const body = await readRequestJson(request, ctx.settings);
   const store = storeOf(ctx);
   const asked = readResponsesRequest(body, store);
   const fields = new Fields(asked.chat);

@@ -14,7 +14,7 @@ import type { TemplateMessage } from "../../engine/templates.ts";
 import type { ChatOutput, ToolCallMessage } from "../../engine/tools/output_stream.ts";
 import type { ServerContext } from "../context.ts";
 import { badRequest, HttpError } from "../http_error.ts";
-import { Fields, readJsonBody } from "../request_body.ts";
+import { Fields, readRequestJson } from "../request_body.ts";
 import { chatOutputRequest } from "../tool_calls.ts";
 import { loadOrUnload } from "./load.ts";
 import { resolveOllamaModel } from "./models.ts";
@@ -54,7 +54,7 @@ export async function ollamaChat(
   clientGone: AbortSignal,
 ): Promise<Response> {
   const arrivedAt = performance.now();
-  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
+  const body = await readRequestJson(request, ctx.settings);
   checkFields(body, CHAT_FIELDS, "/api/chat");
   const entry = resolveOllamaModel(ctx, body.model);
   const mapped = ollamaFields(body, entry.name);

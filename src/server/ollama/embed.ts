@@ -11,7 +11,7 @@
 import type { ServerContext } from "../context.ts";
 import { checkLength, checkPooling, withEmbedder } from "../embeddings.ts";
 import { badRequest } from "../http_error.ts";
-import { Fields, readJsonBody } from "../request_body.ts";
+import { Fields, readRequestJson } from "../request_body.ts";
 import { resolveOllamaModel } from "./models.ts";
 import { ollamaFields } from "./options.ts";
 import { checkFields } from "./request_checks.ts";
@@ -36,7 +36,7 @@ export async function ollamaEmbed(
   clientGone: AbortSignal,
 ): Promise<Response> {
   const arrivedAt = performance.now();
-  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
+  const body = await readRequestJson(request, ctx.settings);
   checkFields(
     body,
     ["model", "input", "truncate", "dimensions", "keep_alive", "options"],
@@ -86,7 +86,7 @@ export async function ollamaEmbeddings(
   request: Request,
   clientGone: AbortSignal,
 ): Promise<Response> {
-  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
+  const body = await readRequestJson(request, ctx.settings);
   checkFields(body, ["model", "prompt", "keep_alive", "options"], "/api/embeddings");
   const prompt = new Fields(body).string("prompt");
   if (!prompt) throw badRequest('"prompt" must be a non-empty string', "prompt");

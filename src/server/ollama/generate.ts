@@ -11,7 +11,7 @@
 import type { ServerContext } from "../context.ts";
 import type { PromptSource } from "../generation_bridge.ts";
 import { badRequest } from "../http_error.ts";
-import { Fields, readJsonBody } from "../request_body.ts";
+import { Fields, readRequestJson } from "../request_body.ts";
 import { loadOrUnload } from "./load.ts";
 import { resolveOllamaModel } from "./models.ts";
 import { type OllamaFields, ollamaFields } from "./options.ts";
@@ -54,7 +54,7 @@ export async function ollamaGenerate(
   clientGone: AbortSignal,
 ): Promise<Response> {
   const arrivedAt = performance.now();
-  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
+  const body = await readRequestJson(request, ctx.settings);
   checkFields(body, GENERATE_FIELDS, "/api/generate");
   const fields = new Fields(body);
   refuseUnlessEmpty(fields, "suffix", "fill-in-the-middle is not supported");

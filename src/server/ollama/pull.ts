@@ -11,7 +11,7 @@
 import type { PullProgress } from "../../models/pull.ts";
 import type { ServerContext } from "../context.ts";
 import { HttpError } from "../http_error.ts";
-import { Fields, readJsonBody } from "../request_body.ts";
+import { Fields, readRequestJson } from "../request_body.ts";
 import { ndjsonResponse } from "./ndjson.ts";
 import { followClient } from "../stream_body.ts";
 
@@ -34,7 +34,7 @@ export async function ollamaPull(
   clientGone: AbortSignal,
 ): Promise<Response> {
   const fields = new Fields(
-    await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs }),
+    await readRequestJson(request, ctx.settings),
   );
   const model = fields.string("model") ?? fields.string("name");
   if (!model) throw new HttpError(400, '"model" is required', { param: "model" });

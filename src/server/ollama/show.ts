@@ -11,7 +11,7 @@
 import { readGgufInfo } from "../../gguf/reader.ts";
 import type { GgufValue } from "../../gguf/types.ts";
 import type { ServerContext } from "../context.ts";
-import { Fields, readJsonBody } from "../request_body.ts";
+import { Fields, readRequestJson } from "../request_body.ts";
 import { modelFacts } from "./model_facts.ts";
 import { resolveOllamaModel } from "./models.ts";
 import { checkFields } from "./request_checks.ts";
@@ -29,7 +29,7 @@ import { checkFields } from "./request_checks.ts";
  * ```
  */
 export async function ollamaShow(ctx: ServerContext, request: Request): Promise<Response> {
-  const body = await readJsonBody(request, { timeoutMs: ctx.settings.bodyTimeoutMs });
+  const body = await readRequestJson(request, ctx.settings);
   checkFields(body, ["model", "name", "verbose"], "/api/show");
   const fields = new Fields(body);
   const verbose = fields.boolean("verbose") ?? false;
