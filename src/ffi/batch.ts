@@ -24,6 +24,7 @@ export class Batch extends NativeHandle {
   readonly #seqIds: Int32Array[];
   readonly #logits: Int8Array;
   #length = 0;
+  #outputs = 0;
 
   /**
    * @param llama The runtime.
@@ -63,6 +64,11 @@ export class Batch extends NativeHandle {
     return this.#length;
   }
 
+  /** Tokens that ask for logits (outputs of the decode). */
+  get outputs(): number {
+    return this.#outputs;
+  }
+
   /** Room left. */
   get free(): number {
     return this.capacity - this.#length;
@@ -72,6 +78,7 @@ export class Batch extends NativeHandle {
   clear(): void {
     void this.pointer;
     this.#length = 0;
+    this.#outputs = 0;
     LlamaBatch.set(this.struct, "n_tokens", 0);
   }
 
@@ -93,6 +100,7 @@ export class Batch extends NativeHandle {
     this.#seqCounts[i] = 1;
     (this.#seqIds[i] as Int32Array)[0] = seqId;
     this.#logits[i] = wantLogits ? 1 : 0;
+    if (wantLogits) this.#outputs++;
     this.#length = i + 1;
     LlamaBatch.set(this.struct, "n_tokens", this.#length);
     return i;

@@ -10,7 +10,7 @@ import { ContextCreateError, DecodeError } from "./errors.ts";
 import { NativeHandle } from "./handle.ts";
 import { FlashAttnType, LlamaContextParams, LlamaPerfContextData, PoolingType } from "./layouts.ts";
 import type { Batch } from "./batch.ts";
-import type { Model } from "./model.ts";
+import type { Model, OffloadReport } from "./model.ts";
 import type { Sampler } from "./sampler.ts";
 import { ThreadPool } from "./threadpool.ts";
 
@@ -84,11 +84,17 @@ export class Context extends NativeHandle {
   readonly nVocab: number;
   /** Number of decodes run. */
   decodeCount = 0;
+  /** Of them, decodes that only queued GPU work and ran on the event loop's thread. */
+  decodesOnEventLoop = 0;
   /** The KV memory; `null` for models that keep none (encoder-only embedding models). */
   readonly #memory: Deno.PointerObject | null;
   readonly #threadPool: ThreadPool | undefined;
   /** Whether decodes wait for a GPU afterwards (some layer of the model is on one). */
   readonly #waitsForDevice: boolean;
+  /** Largest batch whose llama_decode only queues GPU work (0: none; see {@link queuesOnly}). */
+  readonly #queueOnlyTokens: number;
+  /** Tokens and outputs of the last decode, while its graph may be reused; "" when not. */
+  #lastShape = "";
   readonly #times: DecodeTimes = { llamaDecodeMs: 0, deviceWaitMs: 0 };
   /** Sampler chains that run inside the decode graph, by sequence. */
   readonly #deviceSamplers = new Map<number, Sampler>();
@@ -102,6 +108,7 @@ export class Context extends NativeHandle {
     ]);
     this.#threadPool = threadPool;
     this.#waitsForDevice = model.offload.offloaded > 0;
+    this.#queueOnlyTokens = queuesOnly(model.offload) ? s.llama_n_ubatch(pointer) : 0;
     this.model = model;
     this.nCtx = s.llama_n_ctx(pointer);
     this.nBatch = s.llama_n_batch(pointer);
@@ -164,8 +171,10 @@ export class Context extends NativeHandle {
 
   /**
    * Runs the model over a batch on a worker thread (a nonblocking call), so the event loop keeps
-   * serving; when a GPU computes, a second nonblocking call waits there for it to finish, so that
-   * reading the logits or the sampled token afterwards does not block the event loop.
+   * serving; when every layer is on a GPU and the batch is one micro-batch shaped like the last
+   * one, the call only queues the device's work and runs on this thread ({@link queuesOnly}). When a GPU computes, a
+   * nonblocking call then waits for it on a worker thread, so that reading the logits or the
+   * sampled token afterwards does not block the event loop.
    *
    * @param batch Tokens to evaluate; it must stay unchanged until this resolves.
    * @throws {DecodeError} when llama.cpp reports a failure.
@@ -181,12 +190,23 @@ export class Context extends NativeHandle {
     this.#decoding = true;
     const mark = this.model.llama.logMark();
     try {
-      // ggml's per-decode debug lines stay native: each would cost a trip to the event loop.
+      // A batch that only queues GPU work, shaped like the last one (so llama.cpp reuses its
+      // graph and ggml-cuda its CUDA graph), is decoded here: handing it to a worker thread and
+      // back costs more than the call. A new shape goes to a worker thread, since building the
+      // graphs takes milliseconds that would hold up the event loop (the first token's write
+      // after a prompt, say); so does anything that computes on the CPU, where ggml's
+      // per-decode debug lines stay native (each would cost a trip to the event loop).
+      const shape = `${batch.length}/${batch.outputs}`;
+      const onThisThread = batch.length <= this.#queueOnlyTokens && shape === this.#lastShape;
+      this.#lastShape = shape;
+      if (onThisThread) this.decodesOnEventLoop++;
       const start = performance.now();
-      const status = await this.model.llama.whileNative(
-        () => s.llama_decode(pointer, batch.struct),
-        { ggmlLog: false },
-      );
+      const status = onThisThread
+        ? s.llama_decode_queue(pointer, batch.struct)
+        : await this.model.llama.whileNative(
+          () => s.llama_decode(pointer, batch.struct),
+          { ggmlLog: false },
+        );
       const decoded = performance.now();
       this.#times.llamaDecodeMs += decoded - start;
       this.decodeCount++;
@@ -237,6 +257,7 @@ export class Context extends NativeHandle {
       throw new Error(`llama.cpp cannot run the sampler of sequence ${seqId} on the device`);
     }
     this.#deviceSamplers.set(seqId, sampler);
+    this.#lastShape = "";
   }
 
   /** Stops running a sequence's sampler on the device; nothing happens if none runs there. */
@@ -246,6 +267,7 @@ export class Context extends NativeHandle {
     if (this.#decoding) throw new Error("Cannot detach a sampler while the context is decoding");
     this.model.llama.symbols.llama_set_sampler(this.pointer, seqId, null);
     this.#deviceSamplers.delete(seqId);
+    this.#lastShape = "";
     sampler.releasedByDevice();
   }
 
@@ -337,4 +359,22 @@ export class Context extends NativeHandle {
     super.close();
     this.#threadPool?.close();
   }
+}
+
+/**
+ * Whether a model's llama_decode only prepares inputs and queues work for a GPU, for a batch of
+ * at most one micro-batch: every layer, the output layer included, is offloaded. (The token
+ * embeddings are still looked up on the CPU, a copy per token.) Then the call is short enough
+ * to make on the event loop; a larger batch may wait for the device between micro-batches.
+ *
+ * @param offload The model's offload report.
+ * @returns Whether every layer is on a GPU.
+ * @example
+ * ```ts
+ * queuesOnly({ offloaded: 17, total: 17 }); // true
+ * queuesOnly({ offloaded: 16, total: 17 }); // false
+ * ```
+ */
+export function queuesOnly(offload: OffloadReport): boolean {
+  return offload.total > 0 && offload.offloaded >= offload.total;
 }

@@ -204,6 +204,13 @@ export const LLAMA_SYMBOLS = {
   // KV memory
   // int32_t llama_decode(struct llama_context *, struct llama_batch)
   llama_decode: { parameters: [ptr, LlamaBatch.ffi], result: "i32", nonblocking: true },
+  // the same, blocking: with every layer on a GPU and one micro-batch it only prepares the
+  // inputs and queues the device's work (tens to hundreds of µs), less than a thread hand-off
+  llama_decode_queue: {
+    name: "llama_decode",
+    parameters: [ptr, LlamaBatch.ffi],
+    result: "i32",
+  },
   // void llama_synchronize(struct llama_context *): waits for the backends (a GPU) to finish
   llama_synchronize: { parameters: [ptr], result: "void", nonblocking: true },
   // llama_memory_t llama_get_memory(const struct llama_context *)

@@ -1,5 +1,6 @@
 import { ok } from "node:assert/strict";
 import { Batch, Context, Llama, Model } from "../../src/ffi/mod.ts";
+import { queuesOnly } from "../../src/ffi/context.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
 const llama = Llama.open();
@@ -22,4 +23,23 @@ Deno.test("a context decodes off the event loop, and counts where the time went"
   ok(times.llamaDecodeMs > 0 && times.llamaDecodeMs <= elapsed, JSON.stringify(times));
   // On the CPU there is no device to wait for, and no call to wait for it.
   ok(times.deviceWaitMs === 0, JSON.stringify(times));
+});
+
+Deno.test("queuesOnly() holds only when every layer, the output layer included, is on a GPU", () => {
+  ok(queuesOnly({ offloaded: 17, total: 17 }));
+  ok(!queuesOnly({ offloaded: 16, total: 17 }));
+  ok(!queuesOnly({ offloaded: 0, total: 13 }));
+  ok(!queuesOnly({ offloaded: 0, total: 0 }));
+});
+
+Deno.test("on the CPU every decode runs on a worker thread, however alike the batches", async () => {
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"));
+  using ctx = await Context.create(model, { nCtx: 128, nBatch: 16 });
+  using batch = new Batch(llama, 16);
+  for (let step = 0; step < 4; step++) {
+    batch.clear();
+    batch.add(10 + step, step, 0, true);
+    await ctx.decode(batch);
+  }
+  ok(ctx.decodeCount === 4 && ctx.decodesOnEventLoop === 0, `${ctx.decodesOnEventLoop}`);
 });

@@ -8,6 +8,8 @@ import { equal, ok } from "node:assert/strict";
 import { join } from "node:path";
 import { LibraryNotFoundError } from "../../src/ffi/library.ts";
 import { Llama } from "../../src/ffi/llama.ts";
+import { Batch, Context, Model } from "../../src/ffi/mod.ts";
+import { queuesOnly } from "../../src/ffi/context.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 import { runShimmy, skipBecause } from "../helpers.ts";
 
@@ -101,5 +103,26 @@ Deno.test({
     const oracle = new TextDecoder().decode(out.stdout).replace(/\n$/, "");
     equal(ours.tokens.length, 32);
     ok(oracle.endsWith(ours.text), `llama-simple: ${oracle}\nshimmy: ${ours.text}`);
+  },
+});
+
+Deno.test({
+  name: "with every layer on the GPU, decodes shaped like the last one run on the event loop",
+  ignore,
+  async fn() {
+    using model = await Model.load(llama as Llama, await fixtureModel(MODEL), { nGpuLayers: -1 });
+    ok(queuesOnly(model.offload), JSON.stringify(model.offload));
+    using ctx = await Context.create(model, { nCtx: 256, nBatch: 64 });
+    using batch = new Batch(llama as Llama, 64);
+    for (let i = 0; i < 8; i++) batch.add(100 + i, i, 0, i === 7);
+    await ctx.decode(batch); // a new shape: on a worker thread
+    for (let step = 0; step < 6; step++) {
+      batch.clear();
+      batch.add(200 + step, 8 + step, 0, true);
+      await ctx.decode(batch); // the first 1-token step is a new shape, then the same one
+      ok(ctx.logits(0).some((value) => value !== 0));
+    }
+    equal(ctx.decodeCount, 7);
+    equal(ctx.decodesOnEventLoop, 5);
   },
 });
