@@ -203,10 +203,7 @@ export class Context extends NativeHandle {
       const start = performance.now();
       const status = onThisThread
         ? s.llama_decode_queue(pointer, batch.struct)
-        : await this.model.llama.whileNative(
-          () => s.llama_decode(pointer, batch.struct),
-          { ggmlLog: false },
-        );
+        : await this.#decodeOnWorker(batch);
       const decoded = performance.now();
       this.#times.llamaDecodeMs += decoded - start;
       this.decodeCount++;
@@ -218,6 +215,17 @@ export class Context extends NativeHandle {
     } finally {
       this.#decoding = false;
     }
+  }
+
+  /** Runs `llama_decode` on a thread of Deno's blocking pool. */
+  #decodeOnWorker(batch: Batch): Promise<number> {
+    const s = this.model.llama.symbols;
+    const pointer = this.pointer;
+    this.#threadPool?.pinNextCaller();
+    return this.model.llama.whileNative(
+      () => s.llama_decode(pointer, batch.struct),
+      { ggmlLog: false },
+    );
   }
 
   /**

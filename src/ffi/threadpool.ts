@@ -6,22 +6,46 @@
  * @module
  */
 
+import { mappedFile, pinningCpus } from "./core_pinning.ts";
 import { cString } from "./cstring.ts";
 import { NativeHandle } from "./handle.ts";
 import { DeviceType, GGML_MAX_N_THREADS, GgmlThreadpoolParamsTail } from "./layouts.ts";
 import type { Llama } from "./llama.ts";
+import { exportedFunction } from "./symbol_address.ts";
 
 const NEW_SIGNATURE = { parameters: ["buffer"], result: "pointer" } as const;
 const FREE_SIGNATURE = { parameters: ["pointer"], result: "void" } as const;
+const PAUSE_SIGNATURE = FREE_SIGNATURE;
+type PauseFunction = Deno.UnsafeFnPointer<typeof PAUSE_SIGNATURE>;
 
 /** An owned `ggml_threadpool`. */
 export class ThreadPool extends NativeHandle {
   /** Threads in the pool. */
   readonly threads: number;
+  /** Whether each thread has a core of its own (see `core_pinning.ts`). */
+  readonly pinned: boolean;
+  readonly #pause: PauseFunction | undefined;
 
-  private constructor(pointer: Deno.PointerObject, threads: number, free: () => void) {
+  private constructor(
+    pointer: Deno.PointerObject,
+    threads: number,
+    free: () => void,
+    pause: PauseFunction | undefined,
+  ) {
     super("ThreadPool", pointer, free);
     this.threads = threads;
+    this.pinned = pause !== undefined;
+    this.#pause = pause;
+  }
+
+  /**
+   * With pinning, gives the thread that calls the next computation its core: the caller is the
+   * pool's first thread, and ggml sets its core when it resumes a paused pool. Call it before
+   * each `llama_decode` that runs on Deno's blocking pool (its threads take turns). Nothing
+   * happens without pinning.
+   */
+  pinNextCaller(): void {
+    this.#pause?.call(this.pointer);
   }
 
   /**
@@ -50,9 +74,17 @@ export class ThreadPool extends NativeHandle {
     if (newPtr === null || freePtr === null) return undefined;
     const params = new Uint8Array(GGML_MAX_N_THREADS + GgmlThreadpoolParamsTail.size);
     llama.ggmlBase.ggml_threadpool_params_init(params, threads);
+    const tail = params.subarray(GGML_MAX_N_THREADS);
     const poll = pollLevel(threads, cores);
-    if (poll !== undefined) {
-      GgmlThreadpoolParamsTail.set(params.subarray(GGML_MAX_N_THREADS), "poll", poll);
+    if (poll !== undefined) GgmlThreadpoolParamsTail.set(tail, "poll", poll);
+    const cpus = pinningCpus(threads);
+    const pause = cpus ? pauseFunction(newPtr) : undefined;
+    if (cpus && pause) {
+      // One core per thread, the caller's last; created paused, so that the thread creating
+      // the pool (the event loop's) is not pinned: the first computation pins its caller.
+      for (const cpu of cpus) if (cpu < GGML_MAX_N_THREADS) params[cpu] = 1;
+      GgmlThreadpoolParamsTail.set(tail, "strict_cpu", true);
+      GgmlThreadpoolParamsTail.set(tail, "paused", true);
     }
     const create = new Deno.UnsafeFnPointer(
       newPtr as Deno.PointerObject<typeof NEW_SIGNATURE>,
@@ -64,7 +96,28 @@ export class ThreadPool extends NativeHandle {
       freePtr as Deno.PointerObject<typeof FREE_SIGNATURE>,
       FREE_SIGNATURE,
     );
-    return new ThreadPool(pointer, threads, () => freeFn.call(pointer));
+    return new ThreadPool(pointer, threads, () => freeFn.call(pointer), cpus && pause);
+  }
+}
+
+/**
+ * `ggml_threadpool_pause` of the CPU backend library that holds another of its functions (the
+ * backend may be one of several CPU variants ggml chose at run time; it does not hand this
+ * function out by name), on Linux.
+ */
+function pauseFunction(backendFunction: Deno.PointerObject): PauseFunction | undefined {
+  try {
+    const address = BigInt(Deno.UnsafePointer.value(backendFunction));
+    const file = mappedFile(address, Deno.readTextFileSync("/proc/self/maps"));
+    if (file === undefined) return undefined;
+    const pause = exportedFunction(file, "ggml_threadpool_pause");
+    if (pause === null) return undefined;
+    return new Deno.UnsafeFnPointer(
+      pause as Deno.PointerObject<typeof PAUSE_SIGNATURE>,
+      PAUSE_SIGNATURE,
+    );
+  } catch {
+    return undefined;
   }
 }
 
