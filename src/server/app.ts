@@ -9,6 +9,7 @@
 
 import { runtimeInfo } from "../engine/diagnostics.ts";
 import { LLAMA_CPP_VERSION, VERSION } from "../version.ts";
+import type { LoadedModel } from "../engine/loaded_model.ts";
 import type { ServerContext } from "./context.ts";
 import { errorResponse, type ErrorShape, HttpError } from "./http_error.ts";
 import { countTokens, messages } from "./anthropic.ts";
@@ -347,8 +348,21 @@ function metrics(ctx: ServerContext): Response {
   });
 }
 
+/** One loaded copy of a model, as `/diag` shows it. */
+function copyDiag(copy: LoadedModel) {
+  return {
+    backend: copy.devices.backend,
+    devices: copy.devices.devices.length > 0 ? copy.devices.devices.map((d) => d.name) : ["CPU"],
+    load_params: copy.model.loadParams,
+    offload: copy.model.offload,
+    n_ctx: copy.context.nCtx,
+    slot_context: copy.scheduler.slotContext,
+    slots: copy.scheduler.stats(),
+  };
+}
+
 function diag(ctx: ServerContext): Response {
-  const loaded = [...ctx.registry.loaded()];
+  const loaded = [...ctx.registry.replicas()];
   const runtime = runtimeInfo();
   return Response.json({
     version: VERSION,
@@ -357,16 +371,13 @@ function diag(ctx: ServerContext): Response {
     system_info: runtime.systemInfo,
     devices: runtime.devices,
     settings: { ...ctx.settings, apiKey: ctx.settings.apiKey ? "(set)" : null },
-    models: loaded.map(([name, m]) => ({
+    // A model's own fields are its first copy's; `replicas` lists every copy (--replicas).
+    models: loaded.map(([name, group]) => ({
       name,
-      path: m.model.path,
-      backend: m.devices.backend,
-      load_params: m.model.loadParams,
-      offload: m.model.offload,
-      n_ctx: m.context.nCtx,
-      slot_context: m.scheduler.slotContext,
-      slots: m.scheduler.stats(),
-      description: m.model.description,
+      path: group.primary.model.path,
+      description: group.primary.model.description,
+      ...copyDiag(group.primary),
+      replicas: group.copies.map((copy, index) => ({ index, ...copyDiag(copy) })),
     })),
   });
 }

@@ -36,7 +36,7 @@ Deno.test("concurrent requests land on both copies of a model served with replic
   }
 });
 
-Deno.test("/metrics and /api/ps show each copy's slots and load", async () => {
+Deno.test("/metrics, /api/ps and /diag show each copy's slots and load", async () => {
   await using server = await startServer({ load: { ...TWO_COPIES, ctxSize: 4096 } });
   // A long request keeps one copy busy while the server is scraped.
   const abort = new AbortController();
@@ -58,6 +58,16 @@ Deno.test("/metrics and /api/ps show each copy's slots and load", async () => {
     { index: 0, devices: ["CPU"], slots: 1, busy_slots: 1, queued: 0 },
     { index: 1, devices: ["CPU"], slots: 1, busy_slots: 0, queued: 0 },
   ]);
+  const diag = (await (await fetch(`${server.url}/diag`)).json()).models[0];
+  deepEqual(
+    diag.replicas.map((r: { index: number; devices: string[]; slots: Record<string, number> }) => [
+      r.index,
+      r.devices,
+      r.slots.slots,
+      r.slots.busySlots,
+    ]),
+    [[0, ["CPU"], 1, 1], [1, ["CPU"], 1, 0]],
+  );
   // The next request goes to the idle copy and finishes while the long one runs.
   const quick = await complete(server.url);
   equal(quick.status, 200);
