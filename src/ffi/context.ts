@@ -48,6 +48,14 @@ export function defaultThreads(): number {
   return Math.max(1, navigator.hardwareConcurrency || 1);
 }
 
+/**
+ * Most tokens of a decode made on the event loop's thread: generation steps (a token per stream)
+ * are far below it. A prompt's chunks (hundreds of tokens) fill in an attention mask and look up
+ * embeddings for milliseconds before the GPU starts, so they stay on a worker thread even when
+ * one chunk is shaped like the last.
+ */
+const LOOP_DECODE_MAX_TOKENS = 64;
+
 /** Where the time of a context's decodes went, summed over them. */
 export interface DecodeTimes {
   /**
@@ -91,7 +99,7 @@ export class Context extends NativeHandle {
   readonly #threadPool: ThreadPool | undefined;
   /** Whether decodes wait for a GPU afterwards (some layer of the model is on one). */
   readonly #waitsForDevice: boolean;
-  /** Largest batch whose llama_decode only queues GPU work (0: none; see {@link queuesOnly}). */
+  /** Largest batch decoded on the event loop's thread (0: none; see {@link queuesOnly}). */
   readonly #queueOnlyTokens: number;
   /** Tokens and outputs of the last decode, while its graph may be reused; "" when not. */
   #lastShape = "";
@@ -108,7 +116,9 @@ export class Context extends NativeHandle {
     ]);
     this.#threadPool = threadPool;
     this.#waitsForDevice = model.offload.offloaded > 0;
-    this.#queueOnlyTokens = queuesOnly(model.offload) ? s.llama_n_ubatch(pointer) : 0;
+    this.#queueOnlyTokens = queuesOnly(model.offload)
+      ? Math.min(s.llama_n_ubatch(pointer), LOOP_DECODE_MAX_TOKENS)
+      : 0;
     this.model = model;
     this.nCtx = s.llama_n_ctx(pointer);
     this.nBatch = s.llama_n_batch(pointer);
@@ -171,10 +181,11 @@ export class Context extends NativeHandle {
 
   /**
    * Runs the model over a batch on a worker thread (a nonblocking call), so the event loop keeps
-   * serving; when every layer is on a GPU and the batch is one micro-batch shaped like the last
-   * one, the call only queues the device's work and runs on this thread ({@link queuesOnly}). When a GPU computes, a
-   * nonblocking call then waits for it on a worker thread, so that reading the logits or the
-   * sampled token afterwards does not block the event loop.
+   * serving; when every layer is on a GPU and the batch is a generation step (at most
+   * {@link LOOP_DECODE_MAX_TOKENS} tokens) shaped like the last one, the call only queues the
+   * device's work and runs on this thread ({@link queuesOnly}). When a GPU computes, a nonblocking
+   * call then waits for it on a worker thread, so that reading the logits or the sampled token
+   * afterwards does not block the event loop.
    *
    * @param batch Tokens to evaluate; it must stay unchanged until this resolves.
    * @throws {DecodeError} when llama.cpp reports a failure.
