@@ -1,0 +1,152 @@
+/**
+ * Where a CPU decode's threads run (Linux): starts `shimmy serve` on bench-125m with a thread per
+ * core, streams N completions one after another, and for each prints its rate, the CPU ticks of
+ * every busy thread of the server, the event loop's CPU time per token, and in how many 20 ms
+ * samples the two busiest threads (the compute threads) sat on the same CPU. This is how the
+ * core pinning of `src/ffi/core_pinning.ts` was found (bench/README.md).
+ *
+ *   deno run -A bench/thread_placement.ts [--streams 10] [--tokens 256] [--lib-dir DIR]
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+import { fixtureModel } from "../tests/fixtures/models.ts";
+
+const REPO_ROOT = join(import.meta.dirname ?? ".", "..");
+const TICKS_PER_SECOND = 100;
+
+/** One thread of a process: its id, the CPU it last ran on and its CPU ticks so far. */
+interface ThreadSample {
+  tid: string;
+  cpu: number;
+  ticks: number;
+}
+
+/** Every thread of a process, from `/proc/PID/task/TID/stat`. */
+function threadsOf(pid: number): ThreadSample[] {
+  const out: ThreadSample[] = [];
+  for (const entry of Deno.readDirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${pid}/task/${entry.name}/stat`);
+      // The fields after the command name, which may hold spaces, closed by ") ".
+      const fields = stat.slice(stat.lastIndexOf(") ") + 2).split(" ");
+      out.push({
+        tid: entry.name,
+        cpu: Number(fields[36]),
+        ticks: Number(fields[11]) + Number(fields[12]),
+      });
+    } catch {
+      // The thread ended meanwhile.
+    }
+  }
+  return out;
+}
+
+async function waitForHealth(url: string): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    try {
+      const response = await fetch(`${url}/health`);
+      await response.body?.cancel();
+      if (response.ok) return;
+    } catch {
+      // Not listening yet.
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error("shimmy serve did not become healthy in 60 s");
+}
+
+async function stream(url: string, tokens: number): Promise<void> {
+  const response = await fetch(`${url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      prompt: "Once upon a time",
+      max_tokens: tokens,
+      temperature: 0,
+      stream: true,
+      ignore_eos: true,
+    }),
+  });
+  for await (const _ of response.body ?? []) { /* drained */ }
+}
+
+async function main(): Promise<void> {
+  if (Deno.build.os !== "linux") throw new Error("This probe reads /proc: Linux only");
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      streams: { type: "string", default: "10" },
+      tokens: { type: "string", default: "256" },
+      "lib-dir": { type: "string", default: join(REPO_ROOT, "lib/reference") },
+    },
+  });
+  const streams = Number(values.streams);
+  const tokens = Number(values.tokens);
+  const cores = navigator.hardwareConcurrency;
+  const port = 20_000 + Math.floor(Math.random() * 10_000);
+  const url = `http://127.0.0.1:${port}`;
+  const server = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      join(REPO_ROOT, "main.ts"),
+      "serve",
+      "--model",
+      await fixtureModel("bench-125m"),
+      "--bind",
+      `127.0.0.1:${port}`,
+      "--threads",
+      String(cores),
+    ],
+    env: { SHIMMY_LIB_DIR: values["lib-dir"] as string },
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await waitForHealth(url);
+    await stream(url, 32);
+    console.log(`${cores} cores, ${tokens} tokens per stream, one stream at a time`);
+    for (let i = 0; i < streams; i++) {
+      const before = new Map(threadsOf(server.pid).map((t) => [t.tid, t.ticks]));
+      const samples: ThreadSample[][] = [];
+      let done = false;
+      const sampling = (async () => {
+        while (!done) {
+          samples.push(threadsOf(server.pid));
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      })();
+      const start = performance.now();
+      await stream(url, tokens);
+      const seconds = (performance.now() - start) / 1000;
+      done = true;
+      await sampling;
+      const busy = threadsOf(server.pid)
+        .map((t) => ({ tid: t.tid, ticks: t.ticks - (before.get(t.tid) ?? 0) }))
+        .filter((t) => t.ticks > 3)
+        .sort((a, b) => b.ticks - a.ticks);
+      const compute = busy.filter((t) => t.tid !== String(server.pid)).slice(0, 2);
+      const shared = samples.filter((sample) => {
+        const cpus = compute.map((c) => sample.find((t) => t.tid === c.tid)?.cpu);
+        return cpus.length === 2 && cpus[0] !== undefined && cpus[0] === cpus[1];
+      }).length;
+      const eventLoop = busy.find((t) => t.tid === String(server.pid))?.ticks ?? 0;
+      console.log(
+        `${(tokens / seconds).toFixed(0)} tok/s; busy threads ` +
+          busy.map((t) => `${t.tid === String(server.pid) ? "event-loop" : t.tid}:${t.ticks}`)
+            .join(" ") +
+          `; event loop ${
+            Math.round(eventLoop / TICKS_PER_SECOND * 1e6 / tokens)
+          } µs CPU/token; the two compute threads on one CPU in ${shared}/${samples.length} samples`,
+      );
+    }
+  } finally {
+    server.kill();
+    await server.status;
+  }
+}
+
+if (import.meta.main) await main();
