@@ -27,6 +27,7 @@ import { chunksBehind, PrefillBudget } from "./prefill_budget.ts";
 import { samplerStages, type SamplingParams } from "./sampling.ts";
 import { stepLogprobs, type TokenLogprob } from "./logprobs.ts";
 import { TextStream } from "./text_stream.ts";
+import { unfinishedCharacter, Utf8Guard } from "./utf8_guard.ts";
 
 /** An adapter and its scale. */
 export interface LoraChoice {
@@ -247,6 +248,8 @@ class Slot {
   /** The settings {@link deviceSampler} was built from; see {@link deviceSamplerKey}. */
   deviceKey = "";
   text: TextStream | undefined;
+  /** The bytes of the character the output ends inside of, if any (see `utf8_guard.ts`). */
+  unfinished: number[] = [];
   /** Log-probabilities of generated tokens whose text has not been sent yet. */
   pendingLogprobs: TokenLogprob[] = [];
   /** Log-probabilities of the tokens whose text was sent. */
@@ -273,6 +276,8 @@ export class Scheduler {
   readonly #queue: Job[] = [];
   readonly #maxQueue: number;
   readonly #batch: Batch;
+  /** Keeps grammar-constrained output valid UTF-8 (its token lists are built on first use). */
+  readonly #utf8Guard: Utf8Guard;
   #wake: (() => void) | undefined;
   /** Requests whose sampler chain is being built (not queued yet). */
   readonly #preparing = new Set<Promise<void>>();
@@ -313,6 +318,7 @@ export class Scheduler {
     this.#maxQueue = options.maxQueue ?? 64;
     this.#deviceSampling = options.deviceSampling ?? false;
     this.#batch = new Batch(context.model.llama, context.nBatch);
+    this.#utf8Guard = new Utf8Guard((token) => context.model.tokenBytes(token), context.nVocab);
     this.#loop = this.#run();
   }
 
@@ -706,6 +712,7 @@ export class Scheduler {
     slot.promptIndex = reuse;
     slot.cachedTokens = reuse;
     slot.generated = [];
+    slot.unfinished = [];
     slot.pendingLogprobs = [];
     slot.logprobs = [];
     slot.output = "";
@@ -793,6 +800,8 @@ export class Scheduler {
       for (const fork of job.forks ?? []) this.#fork(slot, fork, index);
     }
     const sampleStart = performance.now();
+    const constrained = job.request.sampling?.grammar !== undefined;
+    if (constrained) this.#utf8Guard.apply(this.context.logits(index), slot.unfinished);
     const token = (slot.sampler as Sampler).sample(this.context, index);
     const sampleMs = performance.now() - sampleStart;
     this.#time.sampleMs += sampleMs;
@@ -808,7 +817,9 @@ export class Scheduler {
         stepLogprobs(this.context.logits(index), token, job.request.logprobs),
       );
     }
-    const chunk = (slot.text as TextStream).push(model.tokenBytes(token));
+    const bytes = model.tokenBytes(token);
+    if (constrained) slot.unfinished = unfinishedCharacter(slot.unfinished, bytes);
+    const chunk = (slot.text as TextStream).push(bytes);
     if (chunk.text) {
       slot.output += chunk.text;
       job.chunks.push({
