@@ -1,6 +1,6 @@
 /**
  * Where a CPU decode's threads run (Linux): starts `shimmy serve` on bench-125m with a thread per
- * core, streams N completions one after another, and for each prints its rate, the CPU ticks of
+ * core (4 slots of 1024 tokens, as `bench/serve_bench.ts` starts it), streams N completions one after another, and for each prints its rate, the CPU ticks of
  * every busy thread of the server, the event loop's CPU time per token, and in how many 20 ms
  * samples the two busiest threads (the compute threads) sat on the same CPU. This is how the
  * core pinning of `src/ffi/core_pinning.ts` was found (bench/README.md).
@@ -12,9 +12,10 @@
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { fixtureModel } from "../tests/fixtures/models.ts";
+import { fixtureModel, REPO_ROOT } from "../tests/fixtures/models.ts";
+import { readBenchModel } from "./lib/model_info.ts";
+import { ServerProcess } from "./lib/server_process.ts";
 
-const REPO_ROOT = join(import.meta.dirname ?? ".", "..");
 const TICKS_PER_SECOND = 100;
 
 /** One thread of a process: its id, the CPU it last ran on and its CPU ticks so far. */
@@ -42,20 +43,6 @@ function threadsOf(pid: number): ThreadSample[] {
     }
   }
   return out;
-}
-
-async function waitForHealth(url: string): Promise<void> {
-  for (let i = 0; i < 600; i++) {
-    try {
-      const response = await fetch(`${url}/health`);
-      await response.body?.cancel();
-      if (response.ok) return;
-    } catch {
-      // Not listening yet.
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error("shimmy serve did not become healthy in 60 s");
 }
 
 async function stream(url: string, tokens: number): Promise<void> {
@@ -86,27 +73,15 @@ async function main(): Promise<void> {
   const streams = Number(values.streams);
   const tokens = Number(values.tokens);
   const cores = navigator.hardwareConcurrency;
-  const port = 20_000 + Math.floor(Math.random() * 10_000);
-  const url = `http://127.0.0.1:${port}`;
-  const server = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      join(REPO_ROOT, "main.ts"),
-      "serve",
-      "--model",
-      await fixtureModel("bench-125m"),
-      "--bind",
-      `127.0.0.1:${port}`,
-      "--threads",
-      String(cores),
-    ],
-    env: { SHIMMY_LIB_DIR: values["lib-dir"] as string },
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
+  const server = await ServerProcess.start("shimmy", {
+    slots: 4,
+    ctxSize: 1024,
+    threads: cores,
+    libDir: values["lib-dir"] as string,
+    llamaServer: "",
+  }, await readBenchModel(await fixtureModel("bench-125m")));
+  const url = server.url;
   try {
-    await waitForHealth(url);
     await stream(url, 32);
     console.log(`${cores} cores, ${tokens} tokens per stream, one stream at a time`);
     for (let i = 0; i < streams; i++) {
@@ -144,8 +119,7 @@ async function main(): Promise<void> {
       );
     }
   } finally {
-    server.kill();
-    await server.status;
+    await server.stop();
   }
 }
 

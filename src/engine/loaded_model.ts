@@ -168,6 +168,12 @@ export class LoadedModel {
   #embedder: Promise<Embedder> | undefined;
   #closed = false;
 
+  /** Names of the devices that hold this copy: its GPUs, or `["CPU"]` when it uses none. */
+  get deviceNames(): string[] {
+    const gpus = this.devices.devices;
+    return gpus.length > 0 ? gpus.map((d) => d.name) : ["CPU"];
+  }
+
   private constructor(
     llama: Llama,
     model: Model,

@@ -156,9 +156,7 @@ export class ModelReplicas {
       const stats = copy.scheduler.stats();
       return {
         index,
-        devices: copy.devices.devices.length > 0
-          ? copy.devices.devices.map((d) => d.name)
-          : ["CPU"],
+        devices: copy.deviceNames,
         slots: stats.slots,
         busySlots: stats.busySlots,
         queued: stats.queued,

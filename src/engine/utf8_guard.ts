@@ -69,14 +69,10 @@ export class Utf8Guard {
    *
    * @param logits The step's logits (llama.cpp's buffer, read by the sampler afterwards).
    * @param unfinished The unfinished character so far (see {@link unfinishedCharacter}).
-   * @returns How many tokens were banned.
    */
-  apply(logits: Float32Array, unfinished: readonly number[]): number {
-    if (unfinished.length !== 1) return 0;
-    const lead = unfinished[0] as number;
-    const banned = this.#bannedAfter(lead);
-    for (const token of banned) logits[token] = -Infinity;
-    return banned.length;
+  apply(logits: Float32Array, unfinished: readonly number[]): void {
+    if (unfinished.length !== 1) return;
+    for (const token of this.#bannedAfter(unfinished[0] as number)) logits[token] = -Infinity;
   }
 
   #bannedAfter(lead: number): Int32Array {

@@ -59,8 +59,8 @@ const LOOP_DECODE_MAX_TOKENS = 64;
 /** Where the time of a context's decodes went, summed over them. */
 export interface DecodeTimes {
   /**
-   * In the nonblocking `llama_decode` calls, hop to the worker thread and back included: the
-   * compute on a CPU; building (or reusing) the graph and launching it on a GPU.
+   * In the `llama_decode` calls (with the hop to a worker thread and back where they run there):
+   * the compute on a CPU; building (or reusing) the graph and launching it on a GPU.
    */
   llamaDecodeMs: number;
   /** In the nonblocking `llama_synchronize` calls after them: waiting for a GPU to finish. */

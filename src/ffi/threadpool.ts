@@ -22,8 +22,7 @@ type PauseFunction = Deno.UnsafeFnPointer<typeof PAUSE_SIGNATURE>;
 export class ThreadPool extends NativeHandle {
   /** Threads in the pool. */
   readonly threads: number;
-  /** Whether each thread has a core of its own (see `core_pinning.ts`). */
-  readonly pinned: boolean;
+  /** Set when each thread has a core of its own (see `core_pinning.ts`). */
   readonly #pause: PauseFunction | undefined;
 
   private constructor(
@@ -34,7 +33,6 @@ export class ThreadPool extends NativeHandle {
   ) {
     super("ThreadPool", pointer, free);
     this.threads = threads;
-    this.pinned = pause !== undefined;
     this.#pause = pause;
   }
 

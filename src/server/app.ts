@@ -352,7 +352,7 @@ function metrics(ctx: ServerContext): Response {
 function copyDiag(copy: LoadedModel) {
   return {
     backend: copy.devices.backend,
-    devices: copy.devices.devices.length > 0 ? copy.devices.devices.map((d) => d.name) : ["CPU"],
+    devices: copy.deviceNames,
     load_params: copy.model.loadParams,
     offload: copy.model.offload,
     n_ctx: copy.context.nCtx,
