@@ -230,7 +230,11 @@ export class LoadedModel {
         nCtx: slotContext * parallel,
         nSeqMax: parallel,
         nBatch: options.batchSize ?? 2048,
-        kvUnified: true,
+        // One pool of KV cells for all slots (prefix sharing between them, a prompt and other
+        // slots' tokens in one micro-batch). With a single slot both layouts are the same cache,
+        // and the unified one only adds llama.cpp's per-decode check of the batch against all 256
+        // possible sequences (40 µs on a 2-core CPU, 90 on an H200's host: 7% of a GPU token).
+        kvUnified: parallel > 1,
         nThreads: contextThreads(options.threads, model.offload, defaultThreads()),
       });
       try {

@@ -90,6 +90,8 @@ export class Context extends NativeHandle {
   readonly nSeqMax: number;
   /** Vocabulary size (logits per output row). */
   readonly nVocab: number;
+  /** Whether all sequences share one pool of KV cells (else each has its own part). */
+  readonly kvUnified: boolean;
   /** Number of decodes run. */
   decodeCount = 0;
   /** Of them, decodes that only queued GPU work and ran on the event loop's thread. */
@@ -108,7 +110,12 @@ export class Context extends NativeHandle {
   readonly #deviceSamplers = new Map<number, Sampler>();
   #decoding = false;
 
-  private constructor(model: Model, pointer: Deno.PointerObject, threadPool?: ThreadPool) {
+  private constructor(
+    model: Model,
+    pointer: Deno.PointerObject,
+    kvUnified: boolean,
+    threadPool?: ThreadPool,
+  ) {
     const s = model.llama.symbols;
     super("Context", pointer, () => s.llama_free(pointer), [
       model,
@@ -120,6 +127,7 @@ export class Context extends NativeHandle {
       ? Math.min(s.llama_n_ubatch(pointer), LOOP_DECODE_MAX_TOKENS)
       : 0;
     this.model = model;
+    this.kvUnified = kvUnified;
     this.nCtx = s.llama_n_ctx(pointer);
     this.nBatch = s.llama_n_batch(pointer);
     this.nSeqMax = s.llama_n_seq_max(pointer);
@@ -142,7 +150,7 @@ export class Context extends NativeHandle {
   static async create(model: Model, options: ContextOptions = {}): Promise<Context> {
     const llama = model.llama;
     const params = new Uint8Array(llama.symbols.llama_context_default_params());
-    const { set } = LlamaContextParams.on(params);
+    const { set, get } = LlamaContextParams.on(params);
     if (options.nCtx !== undefined) set("n_ctx", options.nCtx);
     if (options.nBatch !== undefined) set("n_batch", options.nBatch);
     if (options.nUbatch !== undefined) set("n_ubatch", options.nUbatch);
@@ -166,7 +174,7 @@ export class Context extends NativeHandle {
     }
     const pool = ThreadPool.create(llama, threads);
     if (pool) llama.symbols.llama_attach_threadpool(pointer, pool.pointer, null);
-    return new Context(model, pointer, pool);
+    return new Context(model, pointer, get("kv_unified"), pool);
   }
 
   /** Where the time of this context's decodes went, summed. */

@@ -134,3 +134,20 @@ Deno.test("aborting a generation ends it as cancelled and frees its slot", async
   ok(result.completionTokens < 400);
   equal(loaded.scheduler.stats().busySlots, 0);
 });
+
+Deno.test("a single slot uses a per-sequence KV cache and generates what a unified one does", async () => {
+  const path = await fixtureModel("tiny-f32");
+  const request = (loaded: LoadedModel) => ({
+    prompt: loaded.model.tokenize("once upon a time"),
+    maxTokens: 24,
+    sampling: { temperature: 0 },
+  });
+  // A unified cache makes llama.cpp check every batch against all 256 possible sequences.
+  await using single = await LoadedModel.open({ path, parallel: 1 });
+  equal(single.context.kvUnified, false);
+  await using shared = await LoadedModel.open({ path, parallel: 2 });
+  equal(shared.context.kvUnified, true);
+  const one = await collect(single, request(single));
+  const two = await collect(shared, request(shared));
+  deepEqual(one.chunks.join(""), two.chunks.join(""));
+});
