@@ -5,6 +5,9 @@
 #   bench/gpu_run.sh bench   llama-bench, shimmy bench (sampling on the CPU and on the GPU), and
 #                            bench/serve_bench.ts: shimmy serve vs llama-server on the GPU
 #                            (THREADS=N: CPU threads of both servers, default 4)
+#   bench/gpu_run.sh pack    after a build: the build as xz pieces of at most 16,000 KiB in $OUT
+#                            (cudalib.txz.00, .01, ...), to bring back and reuse
+#   bench/gpu_run.sh unpack DIR   restores the build from the pieces in DIR instead of building
 # Without network it takes Deno and the llama.cpp source from .device/ (see bench/README.md:
 # deno.xz, llama-src.tar.xz, llama-vocab.tar.xz, deno_dir.tar.xz; bench/pack_device.sh makes
 # them). Logs go to $OUT (or /tmp).
@@ -63,5 +66,15 @@ case "${1:-all}" in
       --llama-server "$lib/bin/llama-server" --tokens 256 --streams "${STREAMS:-1,8,32}" \
       --reps "${REPS:-2}" --json "$out/bench-gpu.json" 2>&1 | tee "$out/bench-gpu.log"
     ;;
-  *) echo "usage: bench/gpu_run.sh build|test|bench" >&2; exit 1 ;;
+  pack)
+    tar -C "$(dirname "$lib")" -cf - "$(basename "$lib")" | xz -T0 -3 |
+      split -b 16000k -d - "$out/cudalib.txz."
+    ls -l "$out"/cudalib.txz.*
+    ;;
+  unpack)
+    pieces=${2:?usage: bench/gpu_run.sh unpack DIR}
+    rm -rf "$lib" && mkdir -p "$(dirname "$lib")"
+    cat "$pieces"/cudalib.txz.* | xz -dc -T0 | tar -C "$(dirname "$lib")" -xf -
+    ;;
+  *) echo "usage: bench/gpu_run.sh build|test|bench|pack|unpack DIR" >&2; exit 1 ;;
 esac
