@@ -144,6 +144,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     steps: stats.steps,
     graphs_reused: loaded.context.perf().graphsReused,
     decodes_on_event_loop: loaded.context.decodesOnEventLoop,
+    device_wait_turns: loaded.context.deviceWaitTurns,
     step_us: {
       decode: perStep(stats.time.decodeMs),
       llama_decode: perStep(stats.time.llamaDecodeMs),
@@ -164,7 +165,8 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     const { decode, llama_decode, device_wait, sample, host } = report.step_us;
     console.log(
       `per step (${stats.steps} steps, ${report.graphs_reused} reusing the last graph, ` +
-        `${report.decodes_on_event_loop} on the event loop): ` +
+        `${report.decodes_on_event_loop} on the event loop, ` +
+        `${report.device_wait_turns} loop turns waiting for the device): ` +
         `decode ${decode} µs (llama_decode ${llama_decode}, device ${device_wait}, ` +
         `rest ${decode - llama_decode - device_wait}), sample ${sample} µs, ` +
         `other host work ${host} µs`,

@@ -54,6 +54,13 @@ const PROMPT_TAIL_CHARS = 64;
 export interface PromptOptions {
   /** Stops the work between stages (and between pieces of a big text); rejects with its reason. */
   signal?: AbortSignal;
+  /**
+   * Tokenize on a native worker thread also a text short enough for the event loop's thread: for
+   * a request that arrives while others are being prepared or generated, so that a burst of them
+   * tokenizes in parallel while the event loop reads the next ones (on the H200 machine, TTFT p50
+   * at 32 streams 39.6 → 33.6 ms). Default false.
+   */
+  offThread?: boolean;
 }
 
 /** Options of {@link chatPrompt}. */
@@ -94,9 +101,9 @@ export async function promptTokens(
   options: PromptOptions = {},
 ): Promise<Int32Array> {
   const tokenizeOptions = { addSpecial: addBos, parseSpecial: true };
-  const tokens = text.length <= SYNC_TOKENIZE_MAX_CHARS
+  const tokens = text.length <= SYNC_TOKENIZE_MAX_CHARS && !options.offThread
     ? model.tokenize(text, tokenizeOptions)
-    : await model.tokenizeAsync(text, { ...tokenizeOptions, ...options });
+    : await model.tokenizeAsync(text, { ...tokenizeOptions, signal: options.signal });
   const bos = model.bos;
   return tokens.length > 1 && bos >= 0 && tokens[0] === bos && tokens[1] === bos
     ? tokens.subarray(1)

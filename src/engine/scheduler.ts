@@ -338,6 +338,15 @@ export class Scheduler {
   }
 
   /**
+   * Requests in flight: announced and being prepared ({@link expectArrival}), queued, or in a
+   * slot.
+   */
+  inFlight(): number {
+    const busy = this.#slots.filter((s) => s.state !== "idle").length;
+    return this.#arriving + this.#queue.length + this.#preparing.size + busy;
+  }
+
+  /**
    * Announces a request whose prompt is being prepared (template, tokens) before it is
    * submitted, so that a step starting meanwhile from an idle loop waits for it to join.
    *

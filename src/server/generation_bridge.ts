@@ -106,14 +106,18 @@ export async function startChoices(
   try {
     const { entry, model: loaded } = lease;
     using _arrival = loaded.scheduler.expectArrival();
+    // A lone request tokenizes on the event loop's thread (no thread hop before its prompt step);
+    // one among others tokenizes on a worker thread, in parallel with theirs.
+    const offThread = loaded.scheduler.inFlight() > 1;
     const fields = generationFields(body, loaded.model.nVocab);
     if (logprobs !== undefined) fields.logprobs = logprobs;
     const prepared = source.kind === "raw"
       ? typeof source.prompt === "string"
-        ? await rawPrompt(loaded.model, source.prompt, { signal })
+        ? await rawPrompt(loaded.model, source.prompt, { signal, offThread })
         : tokenPrompt(source.prompt)
       : await chatPrompt(loaded.model, source.messages, ctx.settings.chatTemplate, source.tools, {
         signal,
+        offThread,
         ...templateOptions(ctx, source.template),
       });
     if (prepared.tokens.length === 0) throw badRequest("The prompt is empty", "prompt");

@@ -57,3 +57,23 @@ Deno.test("a lone request after an idle spell waits only a few turns of the even
   const { queueMs } = result.timings;
   equal(queueMs < ARRIVAL_WINDOW_MS * 0.8, true, `queued ${queueMs} ms`);
 });
+
+Deno.test("inFlight counts the requests being prepared, queued and generating", async () => {
+  await using loaded = await openTiny(2);
+  const { model, scheduler } = loaded;
+  equal(scheduler.inFlight(), 0);
+  const arrival = scheduler.expectArrival();
+  equal(scheduler.inFlight(), 1);
+  const generation = scheduler.submit({
+    prompt: model.tokenize("a request that keeps generating"),
+    maxTokens: 40,
+    ignoreEos: true,
+    sampling: { temperature: 0 },
+  });
+  arrival[Symbol.dispose]();
+  equal(scheduler.inFlight(), 1, "queued once its preparation is over");
+  await model.llama.yieldToIo();
+  equal(scheduler.inFlight(), 1, "still in flight while it generates");
+  await generation.result;
+  equal(scheduler.inFlight(), 0);
+});

@@ -400,3 +400,13 @@ Deno.test("Model.tokenizeAsync() stops between pieces when the signal aborts", a
   const fullMs = performance.now() - full;
   assert.ok(stoppedMs < fullMs / 2, `stopped after ${stoppedMs} ms of ${fullMs} ms`);
 });
+
+Deno.test("rawPrompt() gives the same tokens on a worker thread (offThread) as inline", async () => {
+  const llama = Llama.open();
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"), { vocabOnly: true });
+  const text = "7 Describe how a lighthouse keeper spends a long winter night.";
+  const inline = await rawPrompt(model, text);
+  const offThread = await rawPrompt(model, text, { offThread: true });
+  assert.deepEqual(offThread.tokens, inline.tokens);
+  assert.ok(inline.tokens.length > 5);
+});

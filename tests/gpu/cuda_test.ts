@@ -107,7 +107,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "with every layer on the GPU, decodes shaped like the last one run on the event loop",
+  name:
+    "with every layer on the GPU, decodes shaped like the last one run on the event loop, which keeps turning while the GPU computes",
   ignore,
   async fn() {
     using model = await Model.load(llama as Llama, await fixtureModel(MODEL), { nGpuLayers: -1 });
@@ -124,5 +125,7 @@ Deno.test({
     }
     equal(ctx.decodeCount, 7);
     equal(ctx.decodesOnEventLoop, 5);
+    // Every wait for the GPU takes at least one turn of the event loop instead of sleeping.
+    ok(ctx.deviceWaitTurns >= 7, `${ctx.deviceWaitTurns} turns`);
   },
 });
