@@ -326,8 +326,8 @@ export class Scheduler {
   stats(): SchedulerStats {
     return {
       slots: this.#slots.length,
-      busySlots: this.#slots.filter((s) => s.state !== "idle").length,
-      queued: this.#queue.length + this.#preparing.size,
+      busySlots: this.#busySlots(),
+      queued: this.#queued(),
       steps: this.#steps,
       sharedSteps: this.#sharedSteps,
       promptTokensEvaluated: this.#promptTokensEvaluated,
@@ -342,8 +342,17 @@ export class Scheduler {
    * slot.
    */
   inFlight(): number {
-    const busy = this.#slots.filter((s) => s.state !== "idle").length;
-    return this.#arriving + this.#queue.length + this.#preparing.size + busy;
+    return this.#arriving + this.#queued() + this.#busySlots();
+  }
+
+  /** Slots running a request. */
+  #busySlots(): number {
+    return this.#slots.filter((s) => s.state !== "idle").length;
+  }
+
+  /** Requests submitted and waiting for a slot, or still being readied for the queue. */
+  #queued(): number {
+    return this.#queue.length + this.#preparing.size;
   }
 
   /**
