@@ -65,6 +65,8 @@ Options:
   --tokens N              Tokens generated per request (default 128; 256 with --interference)
   --reps N                Rounds; each starts each server once (default 3)
   --streams LIST          Concurrency levels, comma-separated (default 1,4,8)
+  --slots N               Slots of both servers (default: the largest --streams level); with
+                          --slots 1, neither uses a unified KV cache
   --prompt-tokens N       Prompt of about N tokens per request (default: a ~37-token prompt)
   --interference          Instead of the levels: ${INTERFERENCE_STREAMS} streams decoding, without and with
                           one ${INTERFERENCE_PROMPT_TOKENS}-token prompt sent after ${INTERFERENCE_AFTER_TOKENS} tokens each
@@ -79,6 +81,7 @@ Examples:
   deno run -A bench/serve_bench.ts
   deno run -A bench/serve_bench.ts --model ./models/llama-8b-q4.gguf --streams 1,8 --json r.json
   deno run -A bench/serve_bench.ts --prompt-tokens 1000 --streams 1,4,8
+  deno run -A bench/serve_bench.ts --streams 1 --slots 1
   deno run -A bench/serve_bench.ts --interference --reps 3`;
 
 /** Context beyond the prompt and the generated tokens that `--ctx-size` must leave. */
@@ -146,6 +149,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
         tokens: { type: "string" },
         reps: { type: "string" },
         streams: { type: "string" },
+        slots: { type: "string" },
         "prompt-tokens": { type: "string" },
         interference: { type: "boolean", default: false },
         "ctx-size": { type: "string" },
@@ -165,6 +169,11 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
   if (interference && v.streams !== undefined) {
     throw new UsageError(
       `--interference always runs ${INTERFERENCE_STREAMS} streams: leave out --streams`,
+    );
+  }
+  if (interference && v.slots !== undefined) {
+    throw new UsageError(
+      `--interference always uses ${INTERFERENCE_SLOTS} slots: leave out --slots`,
     );
   }
   const streams = interference ? [] : [
@@ -187,7 +196,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
     reps: intFlag("reps", v.reps, 3),
     streams,
     interference,
-    slots: interference ? INTERFERENCE_SLOTS : Math.max(...streams),
+    slots: interference ? INTERFERENCE_SLOTS : chooseSlots(v.slots, streams),
     ctxSize: context.ctxSize,
     warmup: intFlag("warmup", v.warmup, 2, 0),
     llamaServer: absolute(v["llama-server"] ?? join(REPO_ROOT, "lib/reference/bin/llama-server")),
@@ -198,6 +207,22 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
   if (v.model !== undefined) options.model = absolute(v.model);
   if (v.json !== undefined) options.json = absolute(v.json);
   return options;
+}
+
+/**
+ * The slots of both servers: `--slots` if given, else the largest concurrency level.
+ *
+ * @throws {UsageError} when fewer than the largest level, whose streams would then queue.
+ */
+function chooseSlots(flag: string | undefined, streams: number[]): number {
+  const needed = Math.max(...streams);
+  const slots = intFlag("slots", flag, needed);
+  if (slots < needed) {
+    throw new UsageError(
+      `--slots ${slots} is fewer than the ${needed} streams of --streams: use at least ${needed}`,
+    );
+  }
+  return slots;
 }
 
 /**

@@ -21,6 +21,9 @@ export interface LevelSample {
   streamTps: number[];
   /** Per stream: first text event − request sent, ms. */
   ttftMs: number[];
+  /** Per stream: the server's time from starting its prompt to its first token, ms (NaN if not
+   * reported; see {@link StreamResult.serverPromptMs}). */
+  serverPromptMs: number[];
   /** Per stream: the gaps between its consecutive text events after the first, ms. */
   gapsMs: number[][];
   /** The gaps of all streams of this sample, summarized. */
@@ -54,6 +57,7 @@ export function levelSample(results: StreamResult[]): LevelSample {
     aggregateTps: generated / ((last - first) / 1000),
     streamTps: results.map((r) => (r.tokens - 1) / ((r.lastAt - r.firstAt) / 1000)),
     ttftMs: results.map((r) => r.firstAt - r.sentAt),
+    serverPromptMs: results.map((r) => r.serverPromptMs),
     gapsMs,
     gaps: gapStats(gapsMs),
     promptTokens: Math.max(...results.map((r) => r.promptTokens)),

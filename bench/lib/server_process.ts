@@ -54,8 +54,8 @@ const LOG_TAIL_CHARS = 8_000;
 
 /**
  * The launch command of a server. Both get the same slots, context per request, threads and
- * libllama; llama-server additionally gets the settings Shimmy uses implicitly (unified KV cache,
- * no host-memory prompt cache, all layers offloaded, no automatic fitting, and a context per slot
+ * libllama; llama-server additionally gets the settings Shimmy uses implicitly (a unified KV cache
+ * with several slots, no host-memory prompt cache, all layers offloaded, no automatic fitting, and a context per slot
  * above the training context where `ctxSize` asks for one; see bench/README.md).
  *
  * @param name Which server.
@@ -91,7 +91,9 @@ export function launchFor(
     command: settings.llamaServer,
     args: ["-m", model.path, "--host", "127.0.0.1", "--port", port, "-np", slots]
       .concat(["-c", String(settings.ctxSize * settings.slots), "-t", threads, "--no-webui"])
-      .concat(["--kv-unified", "--cache-ram", "0", "-ngl", "all", "--fit", "off"])
+      // Shimmy's KV cache is unified when it has several slots.
+      .concat(settings.slots > 1 ? ["--kv-unified"] : [])
+      .concat(["--cache-ram", "0", "-ngl", "all", "--fit", "off"])
       .concat(override ? ["--override-kv", override] : []),
     env: {},
   };

@@ -31,6 +31,11 @@ export interface StreamResult {
   promptTokens: number;
   /** Prompt tokens the server reused from its cache (`timings.cache_n`; 0 if not reported). */
   cachedTokens: number;
+  /**
+   * The server's own time from starting the prompt to its first token (`timings.prompt_ms`;
+   * NaN if not reported): TTFT less the request's way in, its queueing and the token's way out.
+   */
+  serverPromptMs: number;
   /** The generated text. */
   text: string;
 }
@@ -53,7 +58,7 @@ export interface StreamOptions {
 interface CompletionChunk {
   choices?: { text?: string }[];
   usage?: { completion_tokens?: number; prompt_tokens?: number } | null;
-  timings?: { cache_n?: number };
+  timings?: { cache_n?: number; prompt_ms?: number };
   error?: unknown;
 }
 
@@ -110,6 +115,7 @@ export async function streamCompletion(
     tokens: -1,
     promptTokens: -1,
     cachedTokens: 0,
+    serverPromptMs: NaN,
     text: "",
   };
   let pending = "";
@@ -143,6 +149,7 @@ export async function streamCompletion(
         result.promptTokens = chunk.usage.prompt_tokens ?? -1;
       }
       result.cachedTokens = chunk.timings?.cache_n ?? result.cachedTokens;
+      result.serverPromptMs = chunk.timings?.prompt_ms ?? result.serverPromptMs;
     }
     if (read.done) break;
   }

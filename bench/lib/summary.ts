@@ -15,6 +15,7 @@ import { type GapStats, gapStats, median } from "./stats.ts";
 export type SummaryKey =
   | "decodeTps"
   | "ttftP50"
+  | "serverPromptMsP50"
   | "gapP99"
   | "worstStreamGapP99"
   | "interferenceGapP99Alone"
@@ -91,7 +92,8 @@ function gapRow(
 }
 
 /**
- * Summarizes all rounds: per concurrency level the decode rate, TTFT p50, token gap p50/p90/p99
+ * Summarizes all rounds: per concurrency level the decode rate, TTFT p50, the servers' own
+ * prompt-to-first-token time p50 (`timings.prompt_ms`), token gap p50/p90/p99
  * and the worst stream's gap p99; for the interference scenario, if it ran, the gaps without and
  * with the long prompt, the longest gap, the p99 ratio with/without, the streams' decode rate
  * alone and while the long prompt is evaluated, and the long prompt's TTFT.
@@ -125,6 +127,16 @@ export function summarize(rounds: RoundResult[], levels: number[]): SummaryRow[]
         n,
         "ms",
         (server) => median(level(n)(server).flatMap((l) => l.ttftMs)),
+      )
+    ),
+    ...levels.map((n) =>
+      row(
+        "serverPromptMsP50",
+        `server prompt-to-first-token p50 ms, ${streamsLabel(n)}`,
+        n,
+        "ms",
+        (server) =>
+          median(level(n)(server).flatMap((l) => l.serverPromptMs).filter(Number.isFinite)),
       )
     ),
     ...levels.map((n) =>

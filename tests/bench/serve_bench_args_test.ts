@@ -1,0 +1,29 @@
+import assert from "node:assert/strict";
+import { parseBenchArgs } from "../../bench/serve_bench.ts";
+import { launchFor } from "../../bench/lib/server_process.ts";
+import { UsageError } from "../../src/cli/usage_error.ts";
+
+const model = { path: "/m.gguf", bytes: 1, architecture: "llama", trainCtx: 4096 };
+
+Deno.test("serve_bench gives both servers a slot per stream of the largest level by default", () => {
+  assert.equal(parseBenchArgs(["--streams", "1,8"])?.slots, 8);
+});
+
+Deno.test("serve_bench --slots sets the slots, and refuses fewer than the streams", () => {
+  assert.equal(parseBenchArgs(["--streams", "1", "--slots", "1"])?.slots, 1);
+  assert.equal(parseBenchArgs(["--streams", "1,4", "--slots", "16"])?.slots, 16);
+  assert.throws(() => parseBenchArgs(["--streams", "1,8", "--slots", "4"]), UsageError);
+  assert.throws(() => parseBenchArgs(["--interference", "--slots", "8"]), UsageError);
+});
+
+Deno.test("llama-server gets a unified KV cache exactly when Shimmy has one: with several slots", () => {
+  const settings = { threads: 2, ctxSize: 1024, libDir: "lib", llamaServer: "llama-server" };
+  const one = launchFor("llama-server", { ...settings, slots: 1 }, model, "1");
+  const eight = launchFor("llama-server", { ...settings, slots: 8 }, model, "1");
+  assert.ok(!one.args.includes("--kv-unified"));
+  assert.ok(eight.args.includes("--kv-unified"));
+  assert.deepEqual(one.args.slice(one.args.indexOf("-np"), one.args.indexOf("-np") + 2), [
+    "-np",
+    "1",
+  ]);
+});
