@@ -55,8 +55,9 @@ const LOG_TAIL_CHARS = 8_000;
 /**
  * The launch command of a server. Both get the same slots, context per request, threads and
  * libllama; llama-server additionally gets the settings Shimmy uses implicitly (a unified KV cache
- * with several slots, no host-memory prompt cache, all layers offloaded, no automatic fitting, and a context per slot
- * above the training context where `ctxSize` asks for one; see bench/README.md).
+ * with several slots, no host-memory prompt cache, all layers offloaded, no automatic fitting, and
+ * a context per slot above the training context where `ctxSize` asks for one; see
+ * bench/README.md).
  *
  * @param name Which server.
  * @param settings The shared settings.
