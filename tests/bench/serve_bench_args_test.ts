@@ -5,7 +5,7 @@ import { UsageError } from "../../src/cli/usage_error.ts";
 
 const model = { path: "/m.gguf", bytes: 1, architecture: "llama", trainCtx: 4096 };
 
-Deno.test("serve_bench gives both servers a slot per stream of its largest level by default", () => {
+Deno.test("serve_bench gives each server a slot per stream of its largest level", () => {
   assert.equal(parseBenchArgs(["--streams", "1,8"])?.slots, 8);
 });
 
@@ -16,7 +16,7 @@ Deno.test("serve_bench --slots sets the slots, and refuses fewer than the stream
   assert.throws(() => parseBenchArgs(["--interference", "--slots", "8"]), UsageError);
 });
 
-Deno.test("llama-server gets a unified KV cache exactly when Shimmy does: with several slots", () => {
+Deno.test("llama-server gets a unified KV cache exactly when Shimmy does", () => {
   const settings = { threads: 2, ctxSize: 1024, libDir: "lib", llamaServer: "llama-server" };
   const one = launchFor("llama-server", { ...settings, slots: 1 }, model, "1");
   const eight = launchFor("llama-server", { ...settings, slots: 8 }, model, "1");
