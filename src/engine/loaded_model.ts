@@ -163,7 +163,7 @@ export class LoadedModel {
   readonly devices: DevicePlan;
   /** The multi-GPU plan this copy was placed by. */
   readonly plan: MultiGpuPlan;
-  readonly #adapters = new Map<string, LoraAdapter>();
+  readonly #adapters = new Map<string, Promise<LoraAdapter>>();
   readonly #embedderOptions: { pooling?: PoolingName; contextSize?: number; threads?: number };
   #embedder: Promise<Embedder> | undefined;
   #closed = false;
@@ -272,12 +272,15 @@ export class LoadedModel {
    * @returns The adapter.
    */
   async adapter(path: string): Promise<LoraAdapter> {
-    let adapter = this.#adapters.get(path);
-    if (!adapter || adapter.closed) {
-      adapter = await LoraAdapter.load(this.model, path);
-      this.#adapters.set(path, adapter);
-    }
-    return adapter;
+    const cached = this.#adapters.get(path);
+    if (cached && !(await cached.catch(() => undefined))?.closed) return await cached;
+    // Requests that ask for it together share one load (two would give two adapters).
+    const loading = LoraAdapter.load(this.model, path);
+    this.#adapters.set(path, loading);
+    loading.catch(() => {
+      if (this.#adapters.get(path) === loading) this.#adapters.delete(path);
+    });
+    return await loading;
   }
 
   /**
@@ -335,6 +338,8 @@ export class LoadedModel {
     await this.scheduler.close();
     const embedder = await this.#embedder?.catch(() => undefined);
     embedder?.close();
+    // An adapter still loading writes into the model: let it finish first.
+    await this.model.gate.exclusive(() => Promise.resolve());
     this.context.close();
     this.model.close();
   }

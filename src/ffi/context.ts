@@ -165,8 +165,9 @@ export class Context extends NativeHandle {
     if (options.embeddings !== undefined) set("embeddings", options.embeddings);
     if (options.pooling !== undefined) set("pooling_type", PoolingType[options.pooling]);
     const mark = llama.logMark();
-    const pointer = await llama.whileNative(() =>
-      llama.symbols.llama_init_from_model(model.pointer, params)
+    // Reserving the graphs reads the model's adapter set: not beside an adapter load.
+    const pointer = await model.gate.shared(() =>
+      llama.whileNative(() => llama.symbols.llama_init_from_model(model.pointer, params))
     );
     if (pointer === null) {
       const reasons = llama.recentProblems(mark);
@@ -210,6 +211,9 @@ export class Context extends NativeHandle {
     }
     this.#decoding = true;
     const mark = this.model.llama.logMark();
+    // Held until the decode (and the wait for a GPU) ends: an adapter load must not run beside it.
+    const entered = this.model.gate.enterShared();
+    const leave = typeof entered === "function" ? entered : await entered;
     try {
       // A batch that only queues GPU work, shaped like the last one (so llama.cpp reuses its
       // graph and ggml-cuda its CUDA graph), is decoded here: handing it to a worker thread and
@@ -236,6 +240,7 @@ export class Context extends NativeHandle {
         this.#times.deviceWaitMs += performance.now() - decoded;
       }
     } finally {
+      leave();
       this.#decoding = false;
     }
   }

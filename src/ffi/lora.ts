@@ -37,8 +37,9 @@ export class LoraAdapter extends NativeHandle {
     const llama = model.llama;
     await checkAdapterFile(path);
     const mark = llama.logMark();
-    const pointer = await llama.whileNative(() =>
-      llama.symbols.llama_adapter_lora_init(model.pointer, cString(path))
+    // Loading adds the adapter to the model's set, which decodes read: it runs alone.
+    const pointer = await model.gate.exclusive(() =>
+      llama.whileNative(() => llama.symbols.llama_adapter_lora_init(model.pointer, cString(path)))
     );
     if (pointer === null) {
       const reasons = llama.recentProblems(mark);

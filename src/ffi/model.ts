@@ -10,6 +10,7 @@ import { ModelLoadError } from "./errors.ts";
 import { NativeHandle } from "./handle.ts";
 import { LlamaModelParams, SplitMode } from "./layouts.ts";
 import type { Llama } from "./llama.ts";
+import { ModelGate } from "./model_gate.ts";
 import { type SpecialToken, SpecialTokenCutter } from "./tokenize_chunks.ts";
 
 /** How to load a model. Unset fields keep llama.cpp's defaults. */
@@ -212,6 +213,8 @@ export class Model extends NativeHandle {
   readonly loadMs: number;
   /** Layers offloaded to GPUs; `{offloaded: 0}` on a CPU-only load. */
   readonly offload: OffloadReport;
+  /** Decodes of the model's contexts enter it shared, adapter loads alone (see model_gate.ts). */
+  readonly gate = new ModelGate();
   readonly #vocab: Deno.PointerObject;
   readonly #pieces = new Map<number, Uint8Array>();
   /** Finds safe cuts in big texts; `null` when a special token's text is not UTF-8. */

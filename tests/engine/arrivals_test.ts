@@ -66,13 +66,14 @@ Deno.test("inFlight counts the requests being prepared, queued and generating", 
   equal(scheduler.inFlight(), 1);
   const generation = scheduler.submit({
     prompt: model.tokenize("a request that keeps generating"),
-    maxTokens: 40,
+    maxTokens: 200,
     ignoreEos: true,
     sampling: { temperature: 0 },
   });
   arrival[Symbol.dispose]();
   equal(scheduler.inFlight(), 1, "queued once its preparation is over");
-  await model.llama.yieldToIo();
+  // Its first text, with most of its 200 tokens still to come.
+  await generation[Symbol.asyncIterator]().next();
   equal(scheduler.inFlight(), 1, "still in flight while it generates");
   await generation.result;
   equal(scheduler.inFlight(), 0);

@@ -186,3 +186,38 @@ Deno.test("closing the model first also frees its adapters, once", async () => {
   adapter.close();
   deepEqual(liveHandles(), before);
 });
+
+Deno.test("an adapter loads only once the model's decodes are done, and decodes wait for a load", async () => {
+  const model = await Model.load(llama, await fixtureModel("tiny-f32"));
+  const ctx = await Context.create(model, { nCtx: 128, nThreads: 1 });
+  using batch = new Batch(llama, 8);
+  batch.add(model.tokenize("the")[0] as number, 0, 0, true);
+  /** Whether `promise` settles within 50 ms. */
+  const settled = async (promise: Promise<unknown>) => {
+    let done = false;
+    promise.then(() => (done = true), () => (done = true));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    return done;
+  };
+  try {
+    // A decode in flight (held open here): the load waits for it.
+    const leave = model.gate.enterShared() as () => void;
+    const loading = LoraAdapter.load(model, await fixtureLora("tiny-f32-lora"));
+    equal(await settled(loading), false, "the adapter loaded beside a decode");
+    leave();
+    (await loading).close();
+
+    // A change to the model under way (held open here): a decode waits for it.
+    let finish!: () => void;
+    const change = model.gate.exclusive(() => new Promise<void>((resolve) => (finish = resolve)));
+    const decoding = ctx.decode(batch);
+    equal(await settled(decoding), false, "the decode ran beside a change to the model");
+    finish();
+    await change;
+    await decoding;
+    equal(ctx.decodeCount, 1);
+  } finally {
+    ctx.close();
+    model.close();
+  }
+});
