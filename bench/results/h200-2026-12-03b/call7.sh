@@ -1,0 +1,34 @@
+# Call 6: TTFT trace of lone requests on the GPU (working tree carries the temporary trace marks).
+set -uo pipefail
+out=${OUT:-/tmp/out}
+[ -f /tmp/cuda/linux-x64-cuda/libllama.so ] || { echo "no CUDA lib in /tmp/cuda (call A first)"; exit 1; }
+mkdir -p lib && rm -rf lib/linux-x64-cuda && cp -a /tmp/cuda/linux-x64-cuda lib/
+[ -x /tmp/deno ] || { xz -dc .device/deno.xz >/tmp/deno && chmod +x /tmp/deno; }
+mkdir -p /tmp/deno_dir && tar -xJf .device/deno_dir.tar.xz -C /tmp/deno_dir
+mkdir -p .cache && tar -xJf .device/llama-vocab.tar.xz -C .cache && tar -xJf .device/llama-headers.tar.xz -C .cache
+export PATH=/tmp:/usr/local/cuda/bin:$PATH DENO_DIR=/tmp/deno_dir NO_COLOR=1 DENO_NO_UPDATE_CHECK=1 LD_LIBRARY_PATH=/usr/local/cuda/lib64
+lib=lib/linux-x64-cuda; M=tests/fixtures/generated/bench-1b.gguf
+deno run -A tests/fixtures/generate.ts bench-1b bench-125m tiny-f32 >/dev/null || exit 1
+SHIMMY_LIB_DIR=$lib deno test -A tests/gpu > $out/gpu-tests.log 2>&1; grep -E "^ok|FAILED|failed" $out/gpu-tests.log | tail -3
+trace() { # PAR LABEL [extra env]
+  SHIMMY_LIB_DIR=$lib deno run -A main.ts serve --model "$M" --bind 127.0.0.1:18777 --parallel $1 --threads 4 --ctx-size 1024 > $out/trace-$2.log 2>&1 &
+  local pid=$!
+  for i in $(seq 300); do deno eval 'try{const r=await fetch("http://127.0.0.1:18777/health");Deno.exit(r.ok?0:1)}catch{Deno.exit(1)}' && break; sleep 0.3; done
+  deno run -A .device/trace_client.ts http://127.0.0.1:18777 40 | tee -a $out/trace-$2.log
+  kill $pid; wait $pid 2>/dev/null
+  echo "== $2"; grep TRACE $out/trace-$2.log | tail -4
+  grep "client ttft" $out/trace-$2.log
+}
+trace 32 par32
+trace 1 par1
+export NOGUARD=1; trace 32 par32-noguard; unset NOGUARD
+"$lib/bin/llama-server" -m $M --host 127.0.0.1 --port 18778 -np 1 -c 1024 -t 4 --no-webui --cache-ram 0 -ngl all --fit off > /tmp/llama-server.log 2>&1 &
+pid=$!
+for i in $(seq 300); do deno eval 'try{const r=await fetch("http://127.0.0.1:18778/health");Deno.exit(r.ok?0:1)}catch{Deno.exit(1)}' && break; sleep 0.3; done
+echo "== llama-server np1"; deno run -A .device/trace_client.ts http://127.0.0.1:18778 40
+kill $pid; wait $pid 2>/dev/null
+sb() { deno run -A bench/serve_bench.ts --model $M --lib-dir $lib --threads 4 --llama-server $lib/bin/llama-server --tokens 128 --streams 1,8,32 --reps 1; }
+for cfg in base X_TURNS=1 NOGUARD=1; do
+  label=${cfg%%=*}; ( [ $cfg != base ] && export $cfg; sb ) > $out/sb-$label.log 2>&1
+  echo "== $cfg"; grep -E "^(decode|aggregate|TTFT|server)" $out/sb-$label.log
+done
