@@ -1,14 +1,7 @@
-# Call 6: TTFT trace of lone requests on the GPU (working tree carries the temporary trace marks).
-set -uo pipefail
-out=${OUT:-/tmp/out}
-[ -f /tmp/cuda/linux-x64-cuda/libllama.so ] || { echo "no CUDA lib in /tmp/cuda (call A first)"; exit 1; }
-mkdir -p lib && rm -rf lib/linux-x64-cuda && cp -a /tmp/cuda/linux-x64-cuda lib/
-[ -x /tmp/deno ] || { xz -dc .device/deno.xz >/tmp/deno && chmod +x /tmp/deno; }
-mkdir -p /tmp/deno_dir && tar -xJf .device/deno_dir.tar.xz -C /tmp/deno_dir
-mkdir -p .cache && tar -xJf .device/llama-vocab.tar.xz -C .cache && tar -xJf .device/llama-headers.tar.xz -C .cache
-export PATH=/tmp:/usr/local/cuda/bin:$PATH DENO_DIR=/tmp/deno_dir NO_COLOR=1 DENO_NO_UPDATE_CHECK=1 LD_LIBRARY_PATH=/usr/local/cuda/lib64
-lib=lib/linux-x64-cuda; M=tests/fixtures/generated/bench-1b.gguf
-deno run -A tests/fixtures/generate.ts bench-1b bench-125m tiny-f32 >/dev/null || exit 1
+# Call 7, as run: a TTFT timeline of lone requests, tests/gpu and three serve_bench runs. Its first
+# lines (the unpacked CUDA lib, deno and the fixtures) were those of
+# ../h200-2026-12-03/call5.sh; the rest follows. trace_client.ts sent 40 lone streamed
+# /v1/completions and printed the client's TTFTs.
 SHIMMY_LIB_DIR=$lib deno test -A tests/gpu > $out/gpu-tests.log 2>&1; grep -E "^ok|FAILED|failed" $out/gpu-tests.log | tail -3
 trace() { # PAR LABEL [extra env]
   SHIMMY_LIB_DIR=$lib deno run -A main.ts serve --model "$M" --bind 127.0.0.1:18777 --parallel $1 --threads 4 --ctx-size 1024 > $out/trace-$2.log 2>&1 &
