@@ -183,8 +183,14 @@ type SlotState = "idle" | "prompt" | "forking" | "generating";
 
 /** Longest the first step after an idle spell waits for requests arriving together (ms). */
 export const ARRIVAL_WINDOW_MS = 10;
-/** Event-loop turns without a new request that end that wait. */
-const ARRIVAL_TURNS = 3;
+/**
+ * Event-loop turns without a new request that end that wait. One: each turn wakes a sleeping
+ * thread (0.13–0.15 ms on the H200 machine), and requests on their way are counted by
+ * {@link Scheduler.expectArrival} anyway; with 3, a lone request's gather took 0.38–0.46 ms, and
+ * bursts of 8 and 32 (H200, bench/results/h200-2026-12-03b/) and of 4 (2-core CPU,
+ * bench/results/cpu-2core-2026-12-03/arrival-turns.log) started together with 1 as well.
+ */
+const ARRIVAL_TURNS = 1;
 
 /**
  * Prompts that need at most this many tokens evaluated are never split while others generate:
