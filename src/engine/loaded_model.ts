@@ -272,6 +272,7 @@ export class LoadedModel {
    * @returns The adapter.
    */
   async adapter(path: string): Promise<LoraAdapter> {
+    // Looked up before any await: a caller that awaited first could miss a load another started.
     const cached = this.#adapters.get(path);
     if (cached && !(await cached.catch(() => undefined))?.closed) return await cached;
     // Requests that ask for it together share one load (two would give two adapters).
