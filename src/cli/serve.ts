@@ -12,6 +12,7 @@ import { type ModelEntry, ModelRegistry, parseDuration } from "../models/registr
 import { loadTemplateOverride } from "../engine/templates.ts";
 import { Llama } from "../ffi/llama.ts";
 import { Activity } from "../server/activity.ts";
+import { Arrivals } from "../server/arrivals.ts";
 import { ResponseStore } from "../server/response_store.ts";
 import { createApp } from "../server/app.ts";
 import { type GuardedServer, serveGuarded } from "../server/connection_guard.ts";
@@ -479,7 +480,9 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
   if (options.lora.length > 0 && entries[0]) {
     entries[0] = { ...entries[0], startupLora: options.lora };
   }
+  const arrivals = new Arrivals();
   const registry = new ModelRegistry(entries, {
+    requestsOnTheWay: (withinMs) => arrivals.count(withinMs),
     gpuBackend,
     verbose: globals.verbose,
     parallel: options.parallel,
@@ -514,6 +517,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     metrics: new Metrics(),
     startedAt: performance.now(),
     activity: new Activity(),
+    arrivals,
     responses: new ResponseStore(),
     ...(pulls ? { pulls } : {}),
     draining: false,
@@ -558,6 +562,8 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
       throw error;
     }
   }
+  const listening = server;
+  arrivals.watch((withinMs) => listening.requestsArriving(withinMs));
   const shutdown = shutdownSignal();
   try {
     for (const name of preload) (await registry.acquire(name)).release();

@@ -61,6 +61,8 @@ export interface OpenModelOptions {
    * `"auto"`.
    */
   deviceSampling?: DeviceSamplingMode;
+  /** Requests on their way to the scheduler; see `SchedulerOptions.requestsOnTheWay`. */
+  requestsOnTheWay?: (withinMs: number) => number;
   /**
    * Pooling of the embeddings context (`--pooling`). Default: the model's own from its GGUF,
    * none when it has none (as llama.cpp decides).
@@ -243,6 +245,7 @@ export class LoadedModel {
           slotContext,
           deviceSampling: mode === "on" || (mode === "auto" && plan.backend !== "cpu"),
           ...(options.maxQueue ? { maxQueue: options.maxQueue } : {}),
+          ...(options.requestsOnTheWay ? { requestsOnTheWay: options.requestsOnTheWay } : {}),
         });
         const loaded = new LoadedModel(
           llama,

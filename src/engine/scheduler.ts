@@ -132,6 +132,12 @@ export interface SchedulerOptions {
    * Default false.
    */
   deviceSampling?: boolean;
+  /**
+   * Counts the requests on their way to this scheduler that started arriving within the last
+   * `withinMs` (a server's: being read, parsed or prepared by their handlers). The first step
+   * after an idle spell waits for them, so a burst starts together. Default: none.
+   */
+  requestsOnTheWay?: (withinMs: number) => number;
 }
 
 /** Live scheduler counters. */
@@ -183,14 +189,6 @@ type SlotState = "idle" | "prompt" | "forking" | "generating";
 
 /** Longest the first step after an idle spell waits for requests arriving together (ms). */
 export const ARRIVAL_WINDOW_MS = 10;
-/**
- * Event-loop turns without a new request that end that wait. One: each turn wakes a sleeping
- * thread (0.13–0.15 ms on the H200 machine), and requests on their way are counted by
- * {@link Scheduler.expectArrival} anyway; with 3, a lone request's gather took 0.38–0.46 ms, and
- * bursts of 8 and 32 (H200, bench/results/h200-2026-12-03b/) and of 4 (2-core CPU,
- * bench/results/cpu-2core-2026-12-03/arrival-turns.log) started together with 1 as well.
- */
-const ARRIVAL_TURNS = 1;
 
 /**
  * Prompts that need at most this many tokens evaluated are never split while others generate:
@@ -289,8 +287,7 @@ export class Scheduler {
   readonly #preparing = new Set<Promise<void>>();
   /** Requests on their way to {@link submitChoices} (see {@link expectArrival}). */
   #arriving = 0;
-  /** Requests announced or submitted so far. */
-  #arrivals = 0;
+  readonly #requestsOnTheWay: (withinMs: number) => number;
   #loop: Promise<void>;
   #closing = false;
   #steps = 0;
@@ -322,6 +319,7 @@ export class Scheduler {
     this.#slots = Array.from({ length: context.nSeqMax }, (_, i) => new Slot(i));
     this.slotContext = options.slotContext ?? Math.floor(context.nCtx / context.nSeqMax);
     this.#maxQueue = options.maxQueue ?? 64;
+    this.#requestsOnTheWay = options.requestsOnTheWay ?? (() => 0);
     this.#deviceSampling = options.deviceSampling ?? false;
     this.#batch = new Batch(context.model.llama, context.nBatch);
     this.#utf8Guard = new Utf8Guard((token) => context.model.tokenBytes(token), context.nVocab);
@@ -375,7 +373,6 @@ export class Scheduler {
    */
   expectArrival(): Disposable {
     this.#arriving++;
-    this.#arrivals++;
     let pending = true;
     return {
       [Symbol.dispose]: () => {
@@ -435,7 +432,6 @@ export class Scheduler {
       );
     }
     const submittedAt = performance.now();
-    this.#arrivals++;
     const outlets = Array.from({ length: n }, () => new Outlet());
     if (request.maxTokens === 0) {
       // Nothing to generate: answer at once, without taking a slot or decoding the prompt.
@@ -587,27 +583,24 @@ export class Scheduler {
   }
 
   /**
-   * Before the first step after the loop was idle, lets requests that arrived together join it:
+   * Before the first step after the loop was idle, lets requests that arrive together join it:
    * a burst of requests reaches the scheduler over several event-loop turns (reading, parsing,
    * rendering, tokenizing), and a step started on the first of them alone made the others wait
    * for its prompt (four requests at once on 2 cores: three first tokens a whole prompt step
-   * later). Waits while requests announced by {@link expectArrival} or queued ones are still
-   * being prepared, or new ones come in, for at most {@link ARRIVAL_WINDOW_MS}; a lone request
-   * waits {@link ARRIVAL_TURNS} turns of the event loop (well under a millisecond).
+   * later). Waits, for at most {@link ARRIVAL_WINDOW_MS}, while submitted requests build their
+   * samplers, requests announced by {@link expectArrival} are prepared, and the server counts
+   * requests on their way ({@link SchedulerOptions.requestsOnTheWay}). With none, a lone request
+   * starts at once: a blind turn of the event loop to look for others cost 0.13–0.15 ms of its
+   * first token on the H200 machine, 0.3–0.5 ms on the 2-core CPU.
    */
   async #gatherArrivals(): Promise<void> {
     const deadline = performance.now() + ARRIVAL_WINDOW_MS;
-    let seen = -1;
-    let turns = 0;
     while (!this.#closing && performance.now() < deadline) {
-      // Quiet: turns of the event loop (reading sockets) brought nothing new.
-      const quiet = turns >= ARRIVAL_TURNS && seen === this.#arrivals && this.#arriving === 0 &&
-        this.#preparing.size === 0;
-      if (quiet) return;
-      if (seen !== this.#arrivals) turns = 0;
-      seen = this.#arrivals;
-      turns++;
-      await Promise.allSettled([...this.#preparing]);
+      if (this.#preparing.size > 0) {
+        await Promise.allSettled([...this.#preparing]);
+        continue;
+      }
+      if (this.#arriving === 0 && this.#requestsOnTheWay(ARRIVAL_WINDOW_MS) === 0) return;
       await this.context.model.llama.yieldToIo();
     }
   }

@@ -162,7 +162,7 @@ export function createApp(
     if (info) info.completed.catch(abort).finally(done);
     let response: Response;
     try {
-      response = await route(ctx, request, path, gone.signal, listener);
+      response = await ctx.arrivals.track(() => route(ctx, request, path, gone.signal, listener));
     } catch (error) {
       response = errorResponse(error, errorShapeOf(path, ollamaRoot));
     } finally {

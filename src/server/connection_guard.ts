@@ -69,6 +69,15 @@ export interface GuardedServer extends AsyncDisposable {
    * @returns Accepted connections not yet closed (refused ones not included).
    */
   connections(): number;
+  /**
+   * Counts the requests that are arriving: on connections with no request in flight, the first
+   * bytes of one came in (or, on a connection that has not served one yet, it was accepted)
+   * within the last `withinMs`, and no handler has it yet.
+   *
+   * @param withinMs How recent.
+   * @returns Requests still being read or forwarded.
+   */
+  requestsArriving(withinMs: number): number;
   /** Closes the public listener; open connections carry on. Safe to call twice. */
   stopAccepting(): void;
   /**
@@ -160,6 +169,8 @@ class Tunnel {
   upgraded = false;
   /** When it opened or its last request completed. */
   idleSince: number;
+  /** Whether a request on it has reached the handler. */
+  served = false;
   /** When the first byte of a next request arrived since `idleSince`; 0 if none has. */
   firstByteAt = 0;
   /** When the internal server's side ended (or was asked to end); 0 while it runs. */
@@ -173,6 +184,7 @@ class Tunnel {
 
   requestStarted(): void {
     this.busy++;
+    this.served = true;
   }
 
   /** @returns Whether no request is left in flight. */
@@ -182,6 +194,12 @@ class Tunnel {
     this.idleSince = Date.now();
     this.firstByteAt = 0;
     return true;
+  }
+
+  /** Whether a request on it, begun at `since` or later, is still on its way to the handler. */
+  arriving(since: number): boolean {
+    if (this.busy > 0 || this.upgraded || this.endingSince) return false;
+    return (this.firstByteAt || (this.served ? 0 : this.idleSince)) >= since;
   }
 
   /** Whether a sweep at `now` should close it. */
@@ -296,6 +314,13 @@ class ConnectionGuard implements GuardedServer {
 
   connections(): number {
     return this.#tunnels.size;
+  }
+
+  requestsArriving(withinMs: number): number {
+    const since = Date.now() - withinMs;
+    let count = 0;
+    for (const tunnel of this.#tunnels) if (tunnel.arriving(since)) count++;
+    return count;
   }
 
   stopAccepting(): void {

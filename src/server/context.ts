@@ -8,6 +8,7 @@ import type { ModelRegistry } from "../models/registry.ts";
 import type { ModelPulls } from "../models/pull_tracker.ts";
 import type { TemplateOverride } from "../engine/templates.ts";
 import type { Activity } from "./activity.ts";
+import type { Arrivals } from "./arrivals.ts";
 import type { Metrics } from "./metrics.ts";
 import type { OriginPolicy } from "./origin_policy.ts";
 import type { ResponseStore } from "./response_store.ts";
@@ -45,6 +46,8 @@ export interface ServerContext {
   startedAt: number;
   /** Work in flight, for graceful shutdown. */
   activity: Activity;
+  /** Requests on their way to a model's scheduler (see `arrivals.ts`). */
+  arrivals: Arrivals;
   /** Set once shutdown starts: new requests get 503. */
   draining: boolean;
   /** Stored Responses API responses; created on first use when not given. */

@@ -106,6 +106,7 @@ export async function startChoices(
   try {
     const { entry, model: loaded } = lease;
     using _arrival = loaded.scheduler.expectArrival();
+    ctx.arrivals.handOver(); // the scheduler counts it from here
     // A lone request tokenizes on the event loop's thread (no thread hop before its prompt step);
     // one among others tokenizes on a worker thread, in parallel with theirs.
     const offThread = loaded.scheduler.inFlight() > 1;

@@ -26,6 +26,8 @@ export function joinServers(servers: readonly [GuardedServer, ...GuardedServer[]
     addr: servers[0].addr,
     finished: Promise.all(servers.map((s) => s.finished)).then(() => {}),
     connections: () => servers.reduce((sum, s) => sum + s.connections(), 0),
+    requestsArriving: (withinMs) =>
+      servers.reduce((sum, s) => sum + s.requestsArriving(withinMs), 0),
     stopAccepting: () => servers.forEach((s) => s.stopAccepting()),
     closeIdle: () => servers.forEach((s) => s.closeIdle()),
     close,

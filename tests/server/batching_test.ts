@@ -1,5 +1,6 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
-import { postJson, readSse, startServer } from "./harness.ts";
+import { ARRIVAL_WINDOW_MS } from "../../src/engine/scheduler.ts";
+import { postJson, readSse, startServer, waitFor } from "./harness.ts";
 
 const PROMPTS = [
   "The first story begins",
@@ -51,4 +52,80 @@ Deno.test("requests beyond the slots wait in order and all complete", async () =
   );
   for (const result of results) equal(result.usage.completion_tokens, 8);
   equal(server.ctx.registry.loaded().get("tiny-f32")?.scheduler.stats().queued, 0);
+});
+
+/** A complete HTTP/1.1 request for a one-token greedy completion of `prompt`. */
+function oneTokenRequest(prompt: string): Uint8Array {
+  const body = JSON.stringify({ prompt, max_tokens: 1, temperature: 0 });
+  return new TextEncoder().encode(
+    "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
+      `Connection: close\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+  );
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let offset = 0; offset < bytes.length;) offset += await conn.write(bytes.subarray(offset));
+}
+
+/** Where a request is cut: the guard has its first bytes only, or its handler reads its body. */
+const CUTS = {
+  "still being read": () => 10,
+  "whose handler waits for the body": (bytes: Uint8Array) =>
+    new TextDecoder().decode(bytes).indexOf("\r\n\r\n") + 4,
+};
+
+for (const [stage, cut] of Object.entries(CUTS)) {
+  Deno.test(`requests ${stage} when the first is ready start in its step`, async () => {
+    await using server = await startServer({ load: { parallel: 4 } });
+    equal((await postJson(`${server.url}/v1/completions`, { prompt: "warm up" })).status, 200);
+    const scheduler = server.ctx.registry.loaded().get("tiny-f32")?.scheduler;
+    ok(scheduler);
+    const port = Number(new URL(server.url).port);
+    const conns = await Promise.all(
+      [0, 1, 2, 3].map(() => Deno.connect({ hostname: "127.0.0.1", port })),
+    );
+    try {
+      // Connections open a while are no longer counted as requests on their way by themselves.
+      await new Promise((resolve) => setTimeout(resolve, ARRIVAL_WINDOW_MS * 3));
+      const stepsBefore = scheduler.stats().steps;
+      const requests = ["the first", "a second", "the third", "a fourth"].map(oneTokenRequest);
+      // The first whole, the others cut; the rest of them follows 2 ms later.
+      const split = requests.map((bytes, i) => i === 0 ? bytes.length : cut(bytes));
+      await Promise.all(conns.map((conn, i) => writeAll(conn, requests[i]!.subarray(0, split[i]))));
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      await Promise.all(conns.map((conn, i) => writeAll(conn, requests[i]!.subarray(split[i]))));
+      const answers = await Promise.all(
+        conns.map(async (conn) =>
+          new TextDecoder().decode(await new Response(conn.readable).arrayBuffer())
+        ),
+      );
+      for (const answer of answers) ok(answer.includes('"completion_tokens":1'), answer);
+      equal(scheduler.stats().steps - stepsBefore, 1, "the four prompts in one step");
+    } finally {
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch {
+          // Closed by the server after its answer (Connection: close).
+        }
+      }
+    }
+  });
+}
+
+Deno.test("a request the scheduler has is no longer counted as on its way", async () => {
+  await using server = await startServer({ load: { parallel: 4 } });
+  equal((await postJson(`${server.url}/v1/completions`, { prompt: "warm up" })).status, 200);
+  const scheduler = server.ctx.registry.loaded().get("tiny-f32")?.scheduler;
+  ok(scheduler);
+  // Not streamed: its handler runs until the last token.
+  const answer = postJson(`${server.url}/v1/completions`, {
+    prompt: "a long answer",
+    max_tokens: 400,
+    ignore_eos: true,
+  });
+  ok(await waitFor(() => scheduler.stats().busySlots === 1));
+  // Counted, the next idle start would wait the whole arrival window for it.
+  equal(server.ctx.arrivals.count(60_000), 0);
+  equal((await (await answer).json()).usage.completion_tokens, 400);
 });

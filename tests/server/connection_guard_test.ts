@@ -572,3 +572,41 @@ Deno.test("serveGuarded() throws AddrInUse when the port is taken", () => {
   }
   ok(error instanceof Deno.errors.AddrInUse);
 });
+
+/** Polls until `condition` holds, for at most a second. */
+async function eventually(condition: () => boolean): Promise<boolean> {
+  for (const deadline = performance.now() + 1000; performance.now() < deadline; await sleep(2)) {
+    if (condition()) return true;
+  }
+  return condition();
+}
+
+Deno.test("requestsArriving() counts recent requests that no handler has yet", async () => {
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => release = resolve);
+  let handled = 0;
+  await using server = guard(async () => {
+    handled++;
+    await held;
+    return new Response("done");
+  });
+  const client = await RawClient.open(server.addr.port);
+  try {
+    ok(await eventually(() => server.connections() === 1));
+    equal(server.requestsArriving(60_000), 1, "a new connection is a request on its way");
+    await sleep(30);
+    equal(server.requestsArriving(10), 0, "but not for long when it sends nothing");
+    await client.send("GET / HTTP/1.1\r\nHost: te");
+    ok(await eventually(() => server.requestsArriving(10) === 1), "its first bytes came in");
+    await client.send("st\r\n\r\n");
+    ok(await eventually(() => handled === 1));
+    equal(server.requestsArriving(60_000), 0, "the handler has it");
+    release();
+    equal((await client.response()).body, "done");
+    equal(server.requestsArriving(60_000), 0, "a kept-alive connection that has served one");
+    await client.send("GET /next");
+    ok(await eventually(() => server.requestsArriving(10) === 1), "its next request's bytes");
+  } finally {
+    client.close();
+  }
+});

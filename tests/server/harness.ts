@@ -9,6 +9,7 @@ import { basename } from "node:path";
 import { modelNameOf } from "../../src/models/model_names.ts";
 import { type ModelEntry, ModelRegistry, type RegistryOptions } from "../../src/models/registry.ts";
 import { Activity } from "../../src/server/activity.ts";
+import { Arrivals } from "../../src/server/arrivals.ts";
 import { ResponseStore } from "../../src/server/response_store.ts";
 import { createApp } from "../../src/server/app.ts";
 import { type GuardOptions, serveGuarded } from "../../src/server/connection_guard.ts";
@@ -72,7 +73,9 @@ export async function startServer(options: TestServerOptions = {}): Promise<Test
   const entries = [...entriesFor(files), ...(options.extraEntries ?? [])];
   if (options.adapters && entries[0]) entries[0] = { ...entries[0], adapters: options.adapters };
   // The first fixture plays the one `--model` of the command line: the default model.
+  const arrivals = new Arrivals();
   const registry = new ModelRegistry(entries, {
+    requestsOnTheWay: (withinMs) => arrivals.count(withinMs),
     parallel: 4,
     ...(entries[0] ? { defaultModel: entries[0].name } : {}),
     ...options.load,
@@ -82,6 +85,7 @@ export async function startServer(options: TestServerOptions = {}): Promise<Test
     metrics: new Metrics(),
     startedAt: performance.now(),
     activity: new Activity(),
+    arrivals,
     responses: new ResponseStore(),
     draining: false,
     settings: {
@@ -101,6 +105,9 @@ export async function startServer(options: TestServerOptions = {}): Promise<Test
       createApp(ctx, { ollamaRoot: true, boundHost: "127.0.0.1" }),
     )
     : undefined;
+  for (const listener of [server, ollama]) {
+    if (listener) arrivals.watch((withinMs) => listener.requestsArriving(withinMs));
+  }
   const close = async () => {
     await registry.close();
     await server.close();
