@@ -482,7 +482,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
   }
   const arrivals = new Arrivals();
   const registry = new ModelRegistry(entries, {
-    requestsOnTheWay: (withinMs) => arrivals.count(withinMs),
+    requestsOnTheWay: arrivals,
     gpuBackend,
     verbose: globals.verbose,
     parallel: options.parallel,

@@ -20,7 +20,7 @@ import {
   type SplitModeName,
   type SplitRequest,
 } from "./multi_gpu_plan.ts";
-import { type LoraChoice, Scheduler } from "./scheduler.ts";
+import { type LoraChoice, type RequestsOnTheWay, Scheduler } from "./scheduler.ts";
 
 /** How to open a model for generation. */
 export interface OpenModelOptions {
@@ -62,7 +62,7 @@ export interface OpenModelOptions {
    */
   deviceSampling?: DeviceSamplingMode;
   /** Requests on their way to the scheduler; see `SchedulerOptions.requestsOnTheWay`. */
-  requestsOnTheWay?: (withinMs: number) => number;
+  requestsOnTheWay?: RequestsOnTheWay;
   /**
    * Pooling of the embeddings context (`--pooling`). Default: the model's own from its GGUF,
    * none when it has none (as llama.cpp decides).

@@ -2,8 +2,8 @@
  * Requests on their way to a model: from the first bytes a listener reads (or the connection it
  * accepts) until the request's handler hands it to a scheduler, or answers without one. When a
  * model's loop wakes from idle for a new request, it waits for these (briefly, see
- * `Scheduler.requestsOnTheWay`) so that a burst starts in one step; with none on the way, a
- * lone request starts at once instead of after a blind turn of the event loop.
+ * `SchedulerOptions.requestsOnTheWay`) so that a burst starts in one step; with none on the
+ * way, a lone request starts at once.
  *
  * A handler is followed through its awaits with an `AsyncLocalStorage`, so the generation code
  * that hands a request over needs no handle of its own: it calls {@link Arrivals.handOver}.
@@ -12,6 +12,7 @@
  */
 
 import { AsyncLocalStorage } from "node:async_hooks";
+import type { RequestsOnTheWay } from "../engine/scheduler.ts";
 
 /** One request's handler, counted until it hands over or ends. */
 interface Handling {
@@ -19,10 +20,11 @@ interface Handling {
 }
 
 /** Counts the requests on their way to a scheduler. */
-export class Arrivals {
+export class Arrivals implements RequestsOnTheWay {
   readonly #scope = new AsyncLocalStorage<Handling>();
   readonly #handling = new Set<Handling>();
   readonly #listeners: ((withinMs: number) => number)[] = [];
+  readonly #settledListeners = new Set<() => void>();
 
   /**
    * Adds a source of requests still being read before any handler runs (a listener's
@@ -47,7 +49,7 @@ export class Arrivals {
     try {
       return await this.#scope.run(handling, handler);
     } finally {
-      this.#handling.delete(handling);
+      if (this.#handling.delete(handling)) this.#settle();
     }
   }
 
@@ -70,5 +72,22 @@ export class Arrivals {
     for (const handling of this.#handling) if (handling.startedAt > since) count++;
     for (const requestsArriving of this.#listeners) count += requestsArriving(withinMs);
     return count;
+  }
+
+  /**
+   * Calls `listener` once, when a tracked handler ends without handing its request over.
+   *
+   * @param listener Called then.
+   * @returns Cancels the call.
+   */
+  onceSettled(listener: () => void): () => void {
+    this.#settledListeners.add(listener);
+    return () => this.#settledListeners.delete(listener);
+  }
+
+  #settle(): void {
+    const listeners = [...this.#settledListeners];
+    this.#settledListeners.clear();
+    for (const listener of listeners) listener();
   }
 }

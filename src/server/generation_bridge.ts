@@ -16,7 +16,7 @@ import {
 import { chatPrompt, rawPrompt, tokenPrompt } from "../engine/prompt.ts";
 import type { TemplateMessage } from "../engine/templates.ts";
 import type { ModelEntry } from "../models/registry.ts";
-import type { Generation, GenerationResult } from "../engine/scheduler.ts";
+import { ARRIVAL_WINDOW_MS, type Generation, type GenerationResult } from "../engine/scheduler.ts";
 import type { ServerContext } from "./context.ts";
 import { badRequest } from "./http_error.ts";
 import { requestLora } from "./models_api.ts";
@@ -108,8 +108,10 @@ export async function startChoices(
     using _arrival = loaded.scheduler.expectArrival();
     ctx.arrivals.handOver(); // the scheduler counts it from here
     // A lone request tokenizes on the event loop's thread (no thread hop before its prompt step);
-    // one among others tokenizes on a worker thread, in parallel with theirs.
-    const offThread = loaded.scheduler.inFlight() > 1;
+    // one among others, or ahead of others on their way, tokenizes on a worker thread, so that
+    // the event loop reads and prepares the others meanwhile.
+    const offThread = loaded.scheduler.inFlight() > 1 ||
+      ctx.arrivals.count(ARRIVAL_WINDOW_MS) > 0;
     const fields = generationFields(body, loaded.model.nVocab);
     if (logprobs !== undefined) fields.logprobs = logprobs;
     const prepared = source.kind === "raw"

@@ -1,18 +1,42 @@
 import { equal } from "node:assert/strict";
 import { LoadedModel } from "../../src/engine/loaded_model.ts";
-import { ARRIVAL_WINDOW_MS } from "../../src/engine/scheduler.ts";
+import { ARRIVAL_WINDOW_MS, type RequestsOnTheWay } from "../../src/engine/scheduler.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
-/** The tiny model with `parallel` slots, and a count of requests on their way to it. */
+/** The tiny model with `parallel` slots, and the requests a server counts on their way to it. */
 async function openTiny(
   parallel: number,
-  requestsOnTheWay?: (withinMs: number) => number,
+  requestsOnTheWay?: RequestsOnTheWay,
 ): Promise<LoadedModel> {
   return await LoadedModel.open({
     path: await fixtureModel("tiny-f32"),
     parallel,
     ...(requestsOnTheWay ? { requestsOnTheWay } : {}),
   });
+}
+
+/** A server's count of requests on their way, set by hand. */
+class OnTheWay implements RequestsOnTheWay {
+  requests = 0;
+  readonly asked: number[] = [];
+  readonly #listeners = new Set<() => void>();
+
+  count(withinMs: number): number {
+    this.asked.push(withinMs);
+    return this.requests;
+  }
+
+  onceSettled(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** One of them gave up (its handler answered by itself). */
+  settle(): void {
+    this.requests--;
+    for (const listener of this.#listeners) listener();
+    this.#listeners.clear();
+  }
 }
 
 /** Submits a one-token greedy request for `text`. */
@@ -25,10 +49,15 @@ function submitter(loaded: LoadedModel) {
     });
 }
 
+/** Runs the microtasks queued so far and those they queue, without a turn of the event loop. */
+async function microtasks(): Promise<void> {
+  for (let tick = 0; tick < 100; tick++) await null;
+}
+
 Deno.test("requests a server counts on their way hold the first step after an idle spell", async () => {
-  let onTheWay = 3;
-  const asked: number[] = [];
-  await using loaded = await openTiny(4, (withinMs) => (asked.push(withinMs), onTheWay));
+  const onTheWay = new OnTheWay();
+  onTheWay.requests = 3;
+  await using loaded = await openTiny(4, onTheWay);
   const { model, scheduler } = loaded;
   const submit = submitter(loaded);
   const stepsBefore = scheduler.stats().steps;
@@ -36,20 +65,33 @@ Deno.test("requests a server counts on their way hold the first step after an id
   const first = submit("the first request");
   for (let turn = 0; turn < 4; turn++) await model.llama.yieldToIo();
   equal(loaded.context.busy, false, "the first request waits for the others");
+  onTheWay.requests = 0;
   const rest = ["a second one", "and a third", "the fourth"].map(submit);
-  onTheWay = 0;
   for (const generation of [first, ...rest]) equal((await generation.result).completionTokens, 1);
   // One step evaluates the four prompts and samples each one's only token.
   equal(scheduler.stats().steps - stepsBefore, 1);
-  equal(asked.every((withinMs) => withinMs === ARRIVAL_WINDOW_MS), true);
+  equal(onTheWay.asked.every((withinMs) => withinMs === ARRIVAL_WINDOW_MS), true);
+});
+
+Deno.test("a request on its way that gives up ends the wait at once", async () => {
+  const onTheWay = new OnTheWay();
+  onTheWay.requests = 1;
+  await using loaded = await openTiny(4, onTheWay);
+  const generation = submitter(loaded)("the first request");
+  for (let turn = 0; turn < 4; turn++) await loaded.model.llama.yieldToIo();
+  equal(loaded.context.busy, false, "waiting for the other one");
+  onTheWay.settle();
+  await microtasks();
+  equal(loaded.context.busy, true, "its prompt is decoding");
+  equal((await generation.result).completionTokens, 1);
 });
 
 Deno.test("a lone request with nothing on its way starts without a turn of the event loop", async () => {
-  await using loaded = await openTiny(4, () => 0);
+  await using loaded = await openTiny(4, new OnTheWay());
   const submit = submitter(loaded);
   const generation = submit("a lone request");
   // Microtasks only: a turn of the event loop would let the decode's worker thread answer.
-  for (let tick = 0; tick < 100 && !loaded.context.busy; tick++) await null;
+  await microtasks();
   equal(loaded.context.busy, true, "its prompt is decoding");
   equal((await generation.result).completionTokens, 1);
 });

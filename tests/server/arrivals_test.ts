@@ -51,3 +51,17 @@ Deno.test("Arrivals adds the requests its listeners are still reading", () => {
   equal(arrivals.count(10), 3);
   equal(asked[0], 10);
 });
+
+Deno.test("Arrivals tells once when a handler ends without handing its request over", async () => {
+  const arrivals = new Arrivals();
+  const calls: string[] = [];
+  arrivals.onceSettled(() => calls.push("first"));
+  const cancel = arrivals.onceSettled(() => calls.push("cancelled"));
+  cancel();
+  await arrivals.track(async () => arrivals.handOver());
+  equal(calls.length, 0, "a request handed over did not give up");
+  await arrivals.track(() => Promise.resolve("answered by itself"));
+  equal(calls.join(), "first");
+  await arrivals.track(() => Promise.resolve("again"));
+  equal(calls.join(), "first", "once");
+});

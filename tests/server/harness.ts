@@ -75,7 +75,7 @@ export async function startServer(options: TestServerOptions = {}): Promise<Test
   // The first fixture plays the one `--model` of the command line: the default model.
   const arrivals = new Arrivals();
   const registry = new ModelRegistry(entries, {
-    requestsOnTheWay: (withinMs) => arrivals.count(withinMs),
+    requestsOnTheWay: arrivals,
     parallel: 4,
     ...(entries[0] ? { defaultModel: entries[0].name } : {}),
     ...options.load,
