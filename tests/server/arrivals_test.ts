@@ -58,7 +58,7 @@ Deno.test("Arrivals tells once when a handler ends without handing its request o
   arrivals.onceSettled(() => calls.push("first"));
   const cancel = arrivals.onceSettled(() => calls.push("cancelled"));
   cancel();
-  await arrivals.track(async () => arrivals.handOver());
+  await arrivals.track(() => Promise.resolve(arrivals.handOver()));
   equal(calls.length, 0, "a request handed over did not give up");
   await arrivals.track(() => Promise.resolve("answered by itself"));
   equal(calls.join(), "first");
