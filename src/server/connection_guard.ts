@@ -71,8 +71,10 @@ export interface GuardedServer extends AsyncDisposable {
   connections(): number;
   /**
    * Counts the requests that are arriving: on connections with no request in flight, the first
-   * bytes of one came in (or, on a connection that has not served one yet, it was accepted)
-   * within the last `withinMs`, and no handler has it yet.
+   * bytes of one came in within the last `withinMs`, and no handler has it yet. A connection
+   * that sent nothing does not count: clients open spare ones (a fetch pool racing a new
+   * connection against one about to be free), and waiting for those held bursts back for the
+   * whole arrival window.
    *
    * @param withinMs How recent.
    * @returns Requests still being read or forwarded.
@@ -169,8 +171,6 @@ class Tunnel {
   upgraded = false;
   /** When it opened or its last request completed. */
   idleSince: number;
-  /** Whether a request on it has reached the handler. */
-  served = false;
   /** When the first byte of a next request arrived since `idleSince`; 0 if none has. */
   firstByteAt = 0;
   /** When the internal server's side ended (or was asked to end); 0 while it runs. */
@@ -184,7 +184,6 @@ class Tunnel {
 
   requestStarted(): void {
     this.busy++;
-    this.served = true;
   }
 
   /** @returns Whether no request is left in flight. */
@@ -199,7 +198,7 @@ class Tunnel {
   /** Whether a request on it, begun at `since` or later, is still on its way to the handler. */
   arriving(since: number): boolean {
     if (this.busy > 0 || this.upgraded || this.endingSince) return false;
-    return (this.firstByteAt || (this.served ? 0 : this.idleSince)) >= since;
+    return this.firstByteAt >= since;
   }
 
   /** Whether a sweep at `now` should close it. */
