@@ -86,14 +86,26 @@ Deno.test("a request on its way that gives up ends the wait at once", async () =
   equal((await generation.result).completionTokens, 1);
 });
 
-Deno.test("a lone request with nothing on its way starts without a turn of the event loop", async () => {
+Deno.test("a lone request with nothing on its way starts before its submitter goes on", async () => {
   await using loaded = await openTiny(4, new OnTheWay());
   const submit = submitter(loaded);
   const generation = submit("a lone request");
-  // Microtasks only: a turn of the event loop would let the decode's worker thread answer.
-  await microtasks();
+  // One microtask later, as a server's handler resumes to answer the request's headers, the
+  // prompt is already decoding.
+  await null;
   equal(loaded.context.busy, true, "its prompt is decoding");
   equal((await generation.result).completionTokens, 1);
+});
+
+Deno.test("a request whose grammar compiles on a worker thread is queued once it is built", async () => {
+  await using loaded = await openTiny(4, new OnTheWay());
+  const generation = loaded.scheduler.submit({
+    prompt: loaded.model.tokenize("a constrained request"),
+    maxTokens: 1,
+    sampling: { temperature: 0, grammar: 'root ::= "a" | "b"' },
+  });
+  const result = await generation.result;
+  equal(["a", "b"].includes(result.text), true, result.text);
 });
 
 Deno.test("an announced request being prepared holds the first step until it is submitted", async () => {
