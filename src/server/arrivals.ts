@@ -1,6 +1,6 @@
 /**
- * Requests on their way to a model: from the first bytes a listener reads (or the connection it
- * accepts) until the request's handler hands it to a scheduler, or answers without one. When a
+ * Requests on their way to a model: from the first bytes a listener reads until the request's
+ * handler hands it to a scheduler, or answers without one. When a
  * model's loop wakes from idle for a new request, it waits for these (briefly, see
  * `SchedulerOptions.requestsOnTheWay`) so that a burst starts in one step; with none on the
  * way, a lone request starts at once.
@@ -23,7 +23,7 @@ interface Handling {
 export class Arrivals implements RequestsOnTheWay {
   readonly #scope = new AsyncLocalStorage<Handling>();
   readonly #handling = new Set<Handling>();
-  readonly #listeners: ((withinMs: number) => number)[] = [];
+  readonly #readers: ((withinMs: number) => number)[] = [];
   readonly #settledListeners = new Set<() => void>();
 
   /**
@@ -33,7 +33,7 @@ export class Arrivals implements RequestsOnTheWay {
    * @param requestsArriving Counts them, among those whose first bytes came within `withinMs`.
    */
   watch(requestsArriving: (withinMs: number) => number): void {
-    this.#listeners.push(requestsArriving);
+    this.#readers.push(requestsArriving);
   }
 
   /**
@@ -70,7 +70,7 @@ export class Arrivals implements RequestsOnTheWay {
     const since = performance.now() - withinMs;
     let count = 0;
     for (const handling of this.#handling) if (handling.startedAt > since) count++;
-    for (const requestsArriving of this.#listeners) count += requestsArriving(withinMs);
+    for (const requestsArriving of this.#readers) count += requestsArriving(withinMs);
     return count;
   }
 
