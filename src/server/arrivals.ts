@@ -1,9 +1,8 @@
 /**
  * Requests on their way to a model: from the first bytes a listener reads until the request's
- * handler hands it to a scheduler, or answers without one. When a
- * model's loop wakes from idle for a new request, it waits for these (briefly, see
- * `SchedulerOptions.requestsOnTheWay`) so that a burst starts in one step; with none on the
- * way, a lone request starts at once.
+ * handler hands it to a scheduler, or answers without one. When a model's loop wakes from idle
+ * for a new request, it waits for these (briefly, see `SchedulerOptions.requestsOnTheWay`) so
+ * that a burst starts in one step; with none on the way, a lone request starts at once.
  *
  * A handler is followed through its awaits with an `AsyncLocalStorage`, so the generation code
  * that hands a request over needs no handle of its own: it calls {@link Arrivals.handOver}.
