@@ -595,7 +595,7 @@ Deno.test("requestsArriving() counts recent requests that no handler has yet", a
     ok(await eventually(() => server.connections() === 1));
     equal(server.requestsArriving(60_000), 0, "a connection that sent nothing (a spare)");
     await client.send("GET / HTTP/1.1\r\nHost: te");
-    ok(await eventually(() => server.requestsArriving(10) === 1), "its first bytes came in");
+    ok(await eventually(() => server.requestsArriving(60_000) === 1), "its first bytes came in");
     await sleep(30);
     equal(server.requestsArriving(10), 0, "not for long when the rest does not follow");
     await client.send("st\r\n\r\n");
@@ -605,7 +605,7 @@ Deno.test("requestsArriving() counts recent requests that no handler has yet", a
     equal((await client.response()).body, "done");
     equal(server.requestsArriving(60_000), 0, "a kept-alive connection that has served one");
     await client.send("GET /next");
-    ok(await eventually(() => server.requestsArriving(10) === 1), "its next request's bytes");
+    ok(await eventually(() => server.requestsArriving(60_000) === 1), "its next request's bytes");
   } finally {
     client.close();
   }
