@@ -11,7 +11,9 @@
  * and finished slots are freed before the next step; never two decodes run on the context.
  * Requests with different LoRA adapters take turns rather than share a step. A request's
  * sampler chain is built before it joins the queue (a grammar compiles on a worker thread), and
- * an unexpected error in a step fails the requests of that step, never the loop.
+ * an unexpected error in a step fails the requests of that step, never the loop. The first step
+ * after an idle spell waits (at most 10 ms) for requests the server counts on their way, so a
+ * burst shares one prompt step; a lone request starts at once.
  *
  * @module
  */

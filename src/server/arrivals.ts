@@ -18,7 +18,19 @@ interface Handling {
   startedAt: number;
 }
 
-/** Counts the requests on their way to a scheduler. */
+/**
+ * Counts the requests on their way to a scheduler.
+ *
+ * @example
+ * ```ts
+ * const arrivals = new Arrivals();
+ * const registry = new ModelRegistry(entries, { requestsOnTheWay: arrivals });
+ * const server = serveGuarded({ port: 0 }, (request) => arrivals.track(() => route(request)));
+ * arrivals.watch((withinMs) => server.requestsArriving(withinMs));
+ * // in the generation path, once the scheduler knows of the request:
+ * arrivals.handOver();
+ * ```
+ */
 export class Arrivals implements RequestsOnTheWay {
   readonly #scope = new AsyncLocalStorage<Handling>();
   readonly #handling = new Set<Handling>();
