@@ -92,6 +92,11 @@ export class Context extends NativeHandle {
   readonly nVocab: number;
   /** Whether all sequences share one pool of KV cells (else each has its own part). */
   readonly kvUnified: boolean;
+  /**
+   * Whether a decode computes on this machine's cores, at least in part (some layer is not on a
+   * GPU): its threads then compete with the event loop's for them.
+   */
+  readonly computesOnHost: boolean;
   /** Number of decodes run. */
   decodeCount = 0;
   /** Of them, decodes that only queued GPU work and ran on the event loop's thread. */
@@ -130,6 +135,7 @@ export class Context extends NativeHandle {
       : 0;
     this.model = model;
     this.kvUnified = kvUnified;
+    this.computesOnHost = !queuesOnly(model.offload);
     this.nCtx = s.llama_n_ctx(pointer);
     this.nBatch = s.llama_n_batch(pointer);
     this.nSeqMax = s.llama_n_seq_max(pointer);

@@ -41,6 +41,29 @@ Deno.test("seeded sampling is repeatable and the seed changes the output", async
   notDeepEqual(await run(1), await run(2));
 });
 
+Deno.test("on the CPU a first token is handed on before the next step computes", async () => {
+  await using loaded = await LoadedModel.open({ path: await fixtureModel("tiny-f32") });
+  const context = loaded.scheduler.context;
+  equal(context.computesOnHost, true);
+  const events: string[] = [];
+  const decode = context.decode.bind(context);
+  context.decode = (batch) => {
+    events.push(`decode of ${batch.length}`);
+    return decode(batch);
+  };
+  const prompt = loaded.model.tokenize("once upon a time");
+  const generation = loaded.scheduler.submit({
+    prompt,
+    maxTokens: 3,
+    ignoreEos: true,
+    sampling: { temperature: 0 },
+  });
+  for await (const chunk of generation) events.push(`text ${chunk.completionTokens}`);
+  equal((await generation.result).completionTokens, 3);
+  // Its decode threads would hold up the event loop, which writes the token to the client.
+  deepEqual(events.slice(0, 3), [`decode of ${prompt.length}`, "text 1", "decode of 1"]);
+});
+
 Deno.test("a prompt longer than the batch size is evaluated in chunks instead of crashing", async () => {
   await using loaded = await LoadedModel.open({
     path: await fixtureModel("tiny-f32"),

@@ -1,11 +1,13 @@
 /**
- * The first token of lone requests, split into each server's own time from starting the prompt
- * to its first token (`timings.prompt_ms`) and the way in and out around it (reading, parsing,
- * tokenizing, queueing, writing): streams short completions one at a time, 10 ms apart, against
- * Shimmy and llama-server in turn (same model, same library build), and prints the medians.
+ * First tokens, many times over, where `serve_bench.ts` sees one burst per level and round:
+ * sends lone streamed requests (or bursts of `--burst` at once), 10 ms apart, to Shimmy and
+ * llama-server in turn (same model, same library build, the benchmark's prompts), and prints per
+ * server and round the medians of the TTFT, of each server's own time from starting the prompt to
+ * its first token (`timings.prompt_ms`), and of their difference: the way in and out (reading,
+ * parsing, tokenizing, queueing, writing) and, in a burst, the wait for the others' prompts.
  *
- *   deno run -A bench/lone_ttft.ts [--model PATH] [--requests 50] [--rounds 2] [--threads N]
- *     [--lib-dir DIR] [--llama-server PATH]
+ *   deno run -A bench/ttft_probe.ts [--model PATH] [--burst 1] [--requests 50] [--rounds 2]
+ *     [--threads N] [--lib-dir DIR] [--llama-server PATH]
  *
  * @module
  */
@@ -14,18 +16,22 @@ import { parseArgs } from "node:util";
 import { join, resolve } from "node:path";
 import { fixtureModel, REPO_ROOT } from "../tests/fixtures/models.ts";
 import { readBenchModel } from "./lib/model_info.ts";
+import { PromptSequence } from "./lib/prompts.ts";
 import { type ServerName, ServerProcess, SERVERS } from "./lib/server_process.ts";
 import { streamCompletion } from "./lib/sse_client.ts";
 import { median } from "./lib/stats.ts";
 
-/** Requests sent before measuring, so both servers have their graphs and caches warm. */
-const WARMUP_REQUESTS = 5;
-/** Pause between requests, so each arrives at an idle server. */
+/** Bursts sent before measuring, so both servers have their graphs and caches warm. */
+const WARMUP_BURSTS = 5;
+/** Pause between bursts, so each arrives at an idle server. */
 const PAUSE_MS = 10;
+/** Tokens each request generates: the first is measured, the rest end the stream. */
+const TOKENS = 3;
 
 const { values } = parseArgs({
   options: {
     model: { type: "string" },
+    burst: { type: "string", default: "1" },
     requests: { type: "string", default: "50" },
     rounds: { type: "string", default: "2" },
     threads: { type: "string", default: String(navigator.hardwareConcurrency || 1) },
@@ -34,24 +40,28 @@ const { values } = parseArgs({
   },
 });
 const model = await readBenchModel(values.model ?? await fixtureModel("bench-125m"));
+const burst = Number(values.burst);
 const settings = {
-  slots: 8,
+  slots: Math.max(8, burst),
   ctxSize: 1024,
   threads: Number(values.threads),
   libDir: resolve(values["lib-dir"]),
   llamaServer: resolve(values["llama-server"]),
 };
 
-/** TTFT, the server's prompt time, and their difference, for `count` lone requests. */
+/** TTFT, the server's prompt time, and their difference, for each request of `count` bursts. */
 async function measure(name: ServerName, count: number): Promise<number[][]> {
   const server = await ServerProcess.start(name, settings, model);
+  const prompts = new PromptSequence();
   try {
     const rows: number[][] = [];
-    for (let i = 0; i < WARMUP_REQUESTS + count; i++) {
-      const prompt = `${i} The quick brown fox jumps over the lazy dog near the river bank`;
-      const result = await streamCompletion(server.url, prompt, 3);
-      const ttft = result.firstAt - result.sentAt;
-      if (i >= WARMUP_REQUESTS) {
+    for (let i = 0; i < WARMUP_BURSTS + count; i++) {
+      const texts = Array.from({ length: burst }, () => prompts.next());
+      const results = await Promise.all(
+        texts.map((text) => streamCompletion(server.url, text, TOKENS)),
+      );
+      for (const result of i >= WARMUP_BURSTS ? results : []) {
+        const ttft = result.firstAt - result.sentAt;
         rows.push([ttft, result.serverPromptMs, ttft - result.serverPromptMs]);
       }
       await new Promise((wake) => setTimeout(wake, PAUSE_MS));
@@ -63,7 +73,8 @@ async function measure(name: ServerName, count: number): Promise<number[][]> {
 }
 
 const ms = (value: number) => value.toFixed(2).padStart(7);
-console.log(`${model.path}, ${values.requests} lone requests per round, medians in ms`);
+const what = burst === 1 ? "lone requests" : `bursts of ${burst}`;
+console.log(`${model.path}, ${values.requests} ${what} per round, medians in ms`);
 console.log("round  server         TTFT   prompt  way in and out");
 for (let round = 1; round <= Number(values.rounds); round++) {
   for (const name of SERVERS) {
