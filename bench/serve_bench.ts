@@ -64,6 +64,8 @@ Options:
   --threads N             CPU threads for both servers (default: number of cores)
   --tokens N              Tokens generated per request (default 128; 256 with --interference)
   --reps N                Rounds; each starts each server once (default 3)
+  --bursts N              Times each level is measured per round, one burst after another
+                          (default 1): TTFT and gaps pool every burst, rates take the median
   --streams LIST          Concurrency levels, comma-separated (default 1,4,8)
   --slots N               Slots of both servers (default: the largest --streams level); with
                           --slots 1, neither uses a unified KV cache
@@ -98,6 +100,8 @@ export interface BenchOptions extends ServerSettings {
   tokens: number;
   /** Rounds; each round starts each server once. Default 3. */
   reps: number;
+  /** Bursts per concurrency level and round, measured one after another. Default 1. */
+  bursts: number;
   /** Concurrency levels, in the order measured. Default `[1, 4, 8]`; `[]` with `interference`. */
   streams: number[];
   /** Prompt tokens per request. Default: undefined, the ~37-token default prompt. */
@@ -148,6 +152,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
         threads: { type: "string" },
         tokens: { type: "string" },
         reps: { type: "string" },
+        bursts: { type: "string" },
         streams: { type: "string" },
         slots: { type: "string" },
         "prompt-tokens": { type: "string" },
@@ -170,6 +175,9 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
     throw new UsageError(
       `--interference always runs ${INTERFERENCE_STREAMS} streams: leave out --streams`,
     );
+  }
+  if (interference && v.bursts !== undefined) {
+    throw new UsageError("--interference measures its scenario once per round: leave out --bursts");
   }
   if (interference && v.slots !== undefined) {
     throw new UsageError(
@@ -194,6 +202,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
     threads: intFlag("threads", v.threads, navigator.hardwareConcurrency),
     tokens,
     reps: intFlag("reps", v.reps, 3),
+    bursts: intFlag("bursts", v.bursts, 1),
     streams,
     interference,
     slots: interference ? INTERFERENCE_SLOTS : chooseSlots(v.slots, streams),
@@ -285,7 +294,9 @@ async function runRound(
     const before = await readCpuTicks(pids);
     const levels = [];
     for (const streams of options.streams) {
-      levels.push(await measureLevel(server.url, streams, options.tokens, prompts));
+      for (let burst = 0; burst < options.bursts; burst++) {
+        levels.push(await measureLevel(server.url, streams, options.tokens, prompts));
+      }
     }
     const interference = options.interference
       ? await measureInterference(server.url, options.tokens, prompts)
@@ -348,7 +359,9 @@ function settingsLine(options: BenchOptions, notes: string[]): string {
   const prompt = options.promptTokens === undefined
     ? "default (~37 tokens)"
     : `~${options.promptTokens} tokens`;
+  const bursts = options.bursts === 1 ? "" : `bursts=${options.bursts}, `;
   return `Settings: threads=${options.threads}, tokens=${options.tokens}, reps=${options.reps}, ` +
+    bursts +
     `${measured}, prompt=${prompt}, ctx-size=${options.ctxSize} per request, ` +
     `slots=${options.slots}, warmup=${options.warmup}` +
     notes.map((note) => `\n          (${note})`).join("");
@@ -400,6 +413,7 @@ async function run(options: BenchOptions, args: string[]): Promise<void> {
   console.log("");
   console.log(summaryText(summary, rounds, {
     reps: options.reps,
+    bursts: options.bursts,
     ...(options.promptTokens === undefined ? {} : { promptTokens: options.promptTokens }),
   }));
   if (options.json !== undefined) {

@@ -10,7 +10,7 @@ import { REPO_ROOT } from "../../tests/fixtures/models.ts";
 import type { BenchModel } from "./model_info.ts";
 import type { LevelSample, RoundResult } from "./samples.ts";
 import type { ServerName } from "./server_process.ts";
-import { median } from "./stats.ts";
+import { gapStats, median } from "./stats.ts";
 import { compareGreedyTexts, mostOf, streamsLabel, type SummaryRow } from "./summary.ts";
 
 /** Other processes' CPU share above which the report warns that the numbers are noisy. */
@@ -64,8 +64,9 @@ async function commandOutput(command: string, args: string[]): Promise<string | 
 const ms = (value: number) => value.toFixed(value < 10 ? 1 : 0);
 
 /**
- * The progress line of one round: each level's rate, TTFT p50 and token gap p99, or the
- * interference scenario's gap p99 without and with the long prompt, and other processes' CPU.
+ * The progress line of one round: each level's rate, TTFT p50 and token gap p99 (over its bursts:
+ * the median rate, TTFT and gaps pooled), or the interference scenario's gap p99 without and with
+ * the long prompt, and other processes' CPU.
  *
  * @param result The round.
  * @param reps Rounds in all.
@@ -76,10 +77,14 @@ const ms = (value: number) => value.toFixed(value < 10 ? 1 : 0);
  * ```
  */
 export function progressLine(result: RoundResult, reps: number): string {
-  const parts = result.levels.map((l) =>
-    `${l.streams}x ${l.aggregateTps.toFixed(1)} tok/s ttft ${ms(median(l.ttftMs))} ms ` +
-    `gap p99 ${ms(l.gaps.p99)} ms`
-  );
+  const levels = [...new Set(result.levels.map((l) => l.streams))];
+  const parts = levels.map((streams) => {
+    const bursts = result.levels.filter((l) => l.streams === streams);
+    const rate = median(bursts.map((l) => l.aggregateTps));
+    const ttft = median(bursts.flatMap((l) => l.ttftMs));
+    const gapP99 = gapStats(bursts.flatMap((l) => l.gapsMs)).p99;
+    return `${streams}x ${rate.toFixed(1)} tok/s ttft ${ms(ttft)} ms gap p99 ${ms(gapP99)} ms`;
+  });
   const i = result.interference;
   if (i) {
     parts.push(
@@ -130,6 +135,8 @@ export function formatTable(rows: SummaryRow[]): string {
 export interface SummaryTextOptions {
   /** Rounds run. */
   reps: number;
+  /** Bursts per level and round. Default 1. */
+  bursts?: number;
   /** Prompt tokens asked for with `--prompt-tokens`. Default: undefined, the default prompt. */
   promptTokens?: number;
 }
@@ -158,8 +165,9 @@ export function summaryText(
     "tok/s: higher is better, ratio > 1 means Shimmy is faster. TTFT and token gaps: lower is " +
     "better, ratio < 1 means Shimmy is faster or streams more evenly. A token-gap row's ratio is " +
     "that of the p99s.",
-    `Rates are medians over ${options.reps} round(s); TTFT and gap percentiles pool every ` +
-    "request or gap of all rounds.",
+    `Rates are medians over ${options.reps} round(s)` +
+    ((options.bursts ?? 1) > 1 ? ` of ${options.bursts} bursts per level` : "") +
+    "; TTFT and gap percentiles pool every request or gap of all rounds.",
   ];
   const gapRows = summary.filter((r) => r.key === "gapP99");
   if (gapRows.length > 0) {

@@ -16,6 +16,13 @@ Deno.test("serve_bench --slots sets the slots, and refuses fewer than the stream
   assert.throws(() => parseBenchArgs(["--interference", "--slots", "8"]), UsageError);
 });
 
+Deno.test("serve_bench --bursts repeats each level, and not the interference scenario", () => {
+  assert.equal(parseBenchArgs([])?.bursts, 1);
+  assert.equal(parseBenchArgs(["--bursts", "5"])?.bursts, 5);
+  assert.throws(() => parseBenchArgs(["--bursts", "0"]), UsageError);
+  assert.throws(() => parseBenchArgs(["--interference", "--bursts", "2"]), UsageError);
+});
+
 Deno.test("llama-server gets a unified KV cache exactly when Shimmy does", () => {
   const settings = { threads: 2, ctxSize: 1024, libDir: "lib", llamaServer: "llama-server" };
   const one = launchFor("llama-server", { ...settings, slots: 1 }, model, "1");
