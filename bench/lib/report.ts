@@ -10,8 +10,14 @@ import { REPO_ROOT } from "../../tests/fixtures/models.ts";
 import type { BenchModel } from "./model_info.ts";
 import type { LevelSample, RoundResult } from "./samples.ts";
 import type { ServerName } from "./server_process.ts";
-import { gapStats, median } from "./stats.ts";
-import { compareGreedyTexts, mostOf, streamsLabel, type SummaryRow } from "./summary.ts";
+import { median } from "./stats.ts";
+import {
+  compareGreedyTexts,
+  mostOf,
+  pooledGaps,
+  streamsLabel,
+  type SummaryRow,
+} from "./summary.ts";
 
 /** Other processes' CPU share above which the report warns that the numbers are noisy. */
 const NOISY_OTHER_CPU = 0.05;
@@ -82,7 +88,7 @@ export function progressLine(result: RoundResult, reps: number): string {
     const bursts = result.levels.filter((l) => l.streams === streams);
     const rate = median(bursts.map((l) => l.aggregateTps));
     const ttft = median(bursts.flatMap((l) => l.ttftMs));
-    const gapP99 = gapStats(bursts.flatMap((l) => l.gapsMs)).p99;
+    const gapP99 = pooledGaps(bursts).p99;
     return `${streams}x ${rate.toFixed(1)} tok/s ttft ${ms(ttft)} ms gap p99 ${ms(gapP99)} ms`;
   });
   const i = result.interference;

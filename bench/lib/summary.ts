@@ -73,8 +73,19 @@ function row(
   return { key, metric, streams, unit, shimmy, llamaServer, ratio: shimmy / llamaServer };
 }
 
-/** The gaps of some samples, pooled. */
-const pooledGaps = (samples: LevelSample[]) => gapStats(samples.flatMap((s) => s.gapsMs));
+/**
+ * The gaps of some samples, pooled.
+ *
+ * @param samples Samples of one server (one level's bursts, say).
+ * @returns The statistics of all their streams' gaps together.
+ * @example
+ * ```ts
+ * pooledGaps(round.levels.filter((l) => l.streams === 8)).p99;
+ * ```
+ */
+export function pooledGaps(samples: LevelSample[]): GapStats {
+  return gapStats(samples.flatMap((s) => s.gapsMs));
+}
 
 /** A token-gap row: the pooled gaps of each server's samples; the values are the p99s. */
 function gapRow(
