@@ -130,12 +130,12 @@ export class Context extends NativeHandle {
     ]);
     this.#threadPool = threadPool;
     this.#waitsForDevice = model.offload.offloaded > 0;
-    this.#queueOnlyTokens = queuesOnly(model.offload)
-      ? Math.min(s.llama_n_ubatch(pointer), LOOP_DECODE_MAX_TOKENS)
-      : 0;
+    this.computesOnHost = !queuesOnly(model.offload);
+    this.#queueOnlyTokens = this.computesOnHost
+      ? 0
+      : Math.min(s.llama_n_ubatch(pointer), LOOP_DECODE_MAX_TOKENS);
     this.model = model;
     this.kvUnified = kvUnified;
-    this.computesOnHost = !queuesOnly(model.offload);
     this.nCtx = s.llama_n_ctx(pointer);
     this.nBatch = s.llama_n_batch(pointer);
     this.nSeqMax = s.llama_n_seq_max(pointer);
