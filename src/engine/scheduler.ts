@@ -290,6 +290,8 @@ class Slot {
   maxTokens = 0;
   batchIndex = -1;
   admittedAt = 0;
+  /** Counts admissions: a slot given its request earlier has a lower number. */
+  admission = 0;
   firstTokenAt = 0;
 
   constructor(readonly seqId: number) {}
@@ -329,6 +331,7 @@ export class Scheduler {
   readonly #deviceSampling: boolean;
   #defaultLora: readonly LoraChoice[] = [];
   #activeLoraKey = "";
+  #admissions = 0;
 
   /**
    * @param context The context to run on; `context.nSeqMax` is the slot count.
@@ -817,6 +820,7 @@ export class Scheduler {
       this.slotContext - request.prompt.length,
     );
     slot.admittedAt = performance.now();
+    slot.admission = ++this.#admissions;
     slot.firstTokenAt = 0;
   }
 
@@ -839,8 +843,12 @@ export class Scheduler {
     // While others generate, a long prompt that came after them goes in chunks between their
     // tokens.
     let promptBudget = this.#prefillBudget.tokens();
-    for (const slot of active) {
-      if (slot.state !== "prompt" || batch.free === 0) continue;
+    // Prompts go in the order they were admitted (the queue's), so the earliest one finishes
+    // first.
+    const prompts = active.filter((s) => s.state === "prompt")
+      .sort((a, b) => a.admission - b.admission);
+    for (const slot of prompts) {
+      if (batch.free === 0) break;
       const job = slot.job as Job;
       const prompt = job.request.prompt;
       // A short prompt goes in whole: its first token comes as soon as with no one else running.

@@ -79,6 +79,51 @@ Deno.test("a prompt longer than the batch size is evaluated in chunks instead of
   deepEqual(result.tokens, reference.result.tokens);
 });
 
+Deno.test("the prompts of a burst are evaluated in the order they came, whatever their slots", async () => {
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("tiny-f32"),
+    parallel: 3,
+    ctxSize: 256,
+    batchSize: 64,
+  });
+  const { context } = loaded.scheduler;
+  const sentence = (word: string) =>
+    loaded.model.tokenize(`${word} jumps over the lazy dog `.repeat(14));
+  const generate = (prompt: Int32Array) =>
+    loaded.scheduler.submit({
+      prompt,
+      maxTokens: 2,
+      ignoreEos: true,
+      sampling: { temperature: 0 },
+    });
+  // Two requests leave prompts cached in slots 0 and 1, so that the burst below takes the slots
+  // out of order: "fox" shares the start of slot 1's, then "cat" gets slot 0 and "owl" slot 2.
+  const primers = [sentence("ant"), sentence("fox").slice(0, 10)];
+  await Promise.all(primers.map((prompt) => generate(prompt).result));
+  const events: string[] = [];
+  const decode = context.decode.bind(context);
+  context.decode = (batch) => {
+    events.push("decode");
+    return decode(batch);
+  };
+  const burst = ["fox", "cat", "owl"].map((word) => ({ word, prompt: sentence(word) }));
+  ok(burst.every(({ prompt }) => prompt.length > context.nBatch), "each prompt takes 2 steps");
+  await Promise.all(burst.map(async ({ word, prompt }) => {
+    let first = true;
+    for await (const _ of generate(prompt)) {
+      if (first) events.push(`first token of ${word}`);
+      first = false;
+    }
+  }));
+  const firsts = events.filter((e) => e.startsWith("first"));
+  deepEqual(firsts, ["first token of fox", "first token of cat", "first token of owl"]);
+  // The first comes with its own prompt's last step, not with the others'.
+  const decodesBefore = (word: string) =>
+    events.slice(0, events.indexOf(`first token of ${word}`)).filter((e) => e === "decode").length;
+  ok(decodesBefore("fox") < decodesBefore("cat"), events.join(", "));
+  ok(decodesBefore("cat") < decodesBefore("owl"), events.join(", "));
+});
+
 Deno.test("a prompt that cannot fit the context is refused with a clear error", async () => {
   await using loaded = await LoadedModel.open({
     path: await fixtureModel("tiny-f32"),
