@@ -4,7 +4,7 @@
 //   cc -O2 bench/decode_probe.c -I<llama>/include -I<llama>/ggml/include -L<lib>
 //      -lllama -lggml -lggml-base -lpthread -Wl,-rpath,<lib> -o decode_probe
 //   ./decode_probe -m MODEL [-t 4] [-c 640] [-np 1] [-kvu 0|1] [-fa -1|0|1] [-pool 0|1]
-//        [-batch get_one|explicit] [-ds 0|1] [-sync 0|1] [-hop 0|1|2] [-p 32] [-n 128] [-r 3]
+//        [-batch get_one|explicit] [-ds 0|1] [-sync 0|1] [-hop 0|1|2|3] [-p 32] [-n 128] [-r 3]
 //        [-b 2048] [-ngl 999] [-read 0|1]
 //
 // Each rep clears the KV cache, decodes a random prompt of -p tokens in one batch, then -n
@@ -17,7 +17,8 @@
 // worker pthreads, round-robin, handing off with a mutex/condvar; the caller sleeps on a condvar
 // until it is done, as Deno's nonblocking FFI calls run on a pool thread while the event loop
 // waits. The token is then read on the calling thread, as Shimmy does. -hop 2 calls llama_decode
-// on the calling thread and only llama_synchronize on a worker.
+// on the calling thread and only llama_synchronize on a worker. -hop 3 is -hop 1 with always the
+// same worker (a dedicated decode thread).
 //
 // -read 0 reads no token at all and feeds random tokens (as llama-bench's tg test does; it still
 // makes the last token's logits, but never waits for or reads them). -pool 1 sets the pool's
@@ -51,7 +52,7 @@ typedef struct {
 static void usage(const char *argv0) {
   fprintf(stderr,
           "usage: %s -m MODEL [-t N] [-c N_CTX] [-np N_SEQ_MAX] [-kvu 0|1] [-fa -1|0|1] "
-          "[-pool 0|1] [-batch get_one|explicit] [-ds 0|1] [-sync 0|1] [-hop 0|1|2] [-p N] [-n N] "
+          "[-pool 0|1] [-batch get_one|explicit] [-ds 0|1] [-sync 0|1] [-hop 0|1|2|3] [-p N] [-n N] "
           "[-r N] [-b N_BATCH] [-ngl N] [-read 0|1]\n",
           argv0);
   exit(2);
@@ -317,7 +318,7 @@ int main(int argc, char **argv) {
         if (!rc) hop_step(step_counter++, ctx, b, 0, o.sync, &rc, &unused, &ts);
         td = td_here;
       } else if (o.hop) {
-        hop_step(step_counter++, ctx, b, 1, o.sync, &rc, &td, &ts);
+        hop_step(o.hop == 3 ? 0 : step_counter++, ctx, b, 1, o.sync, &rc, &td, &ts);
       } else {
         run_step(ctx, b, 1, o.sync, &rc, &td, &ts);
       }
