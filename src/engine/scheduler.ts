@@ -844,11 +844,16 @@ export class Scheduler {
     // tokens.
     let promptBudget = this.#prefillBudget.tokens();
     // Prompts go in the order they were admitted (the queue's), so the earliest one finishes
-    // first.
+    // first. The first step of a burst of long prompts takes as many as the batch holds (their
+    // first tokens come as early as in llama-server); once streams generate, a step finishes at
+    // most one long prompt: the next one's first token then comes a whole prompt sooner than if
+    // it finished together with the one after it, the streams get a token between prompts, and
+    // the last prompt ends no later (the same work, cut at prompt boundaries).
     const prompts = active.filter((s) => s.state === "prompt")
       .sort((a, b) => a.admission - b.admission);
+    let finishedLongPrompt = false;
     for (const slot of prompts) {
-      if (batch.free === 0) break;
+      if (batch.free === 0 || finishedLongPrompt) break;
       const job = slot.job as Job;
       const prompt = job.request.prompt;
       // A short prompt goes in whole: its first token comes as soon as with no one else running.
@@ -857,7 +862,9 @@ export class Scheduler {
         ? Infinity
         : promptBudget;
       if (limit <= 0) continue;
-      const take = Math.min(batch.free, prompt.length - slot.promptIndex, limit);
+      const rest = prompt.length - slot.promptIndex;
+      const take = Math.min(batch.free, rest, limit);
+      finishedLongPrompt = generatingTokens > 0 && !short && take === rest;
       promptBudget -= take;
       this.#promptTokensEvaluated += take;
       for (let k = 0; k < take; k++) {

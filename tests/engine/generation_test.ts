@@ -124,6 +124,48 @@ Deno.test("the prompts of a burst are evaluated in the order they came, whatever
   ok(decodesBefore("cat") < decodesBefore("owl"), events.join(", "));
 });
 
+Deno.test("once streams generate, a step finishes one long prompt of a burst at a time", async () => {
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("tiny-f32"),
+    parallel: 4,
+    ctxSize: 512,
+    batchSize: 700,
+  });
+  const { context } = loaded.scheduler;
+  const events: string[] = [];
+  const decode = context.decode.bind(context);
+  context.decode = (batch) => {
+    events.push("decode");
+    return decode(batch);
+  };
+  const burst = ["ant", "bee", "cat", "dog"].map((word) => ({
+    word,
+    prompt: loaded.model.tokenize(`${word} jumps over the lazy fox `.repeat(24)),
+  }));
+  // Two fit the batch, four do not; each is longer than a short prompt (256 tokens).
+  ok(burst.every(({ prompt }) => prompt.length > 256 && 2 * prompt.length <= context.nBatch));
+  await Promise.all(burst.map(async ({ word, prompt }) => {
+    const generation = loaded.scheduler.submit({
+      prompt,
+      maxTokens: 4,
+      ignoreEos: true,
+      sampling: { temperature: 0 },
+    });
+    let first = true;
+    for await (const _ of generation) {
+      if (first) events.push(`first token of ${word}`);
+      first = false;
+    }
+  }));
+  const decodesBefore = (word: string) =>
+    events.slice(0, events.indexOf(`first token of ${word}`)).filter((e) => e === "decode").length;
+  // ant and bee share the first step; cat's step does not wait for dog's prompt.
+  equal(decodesBefore("ant"), 1, events.join(", "));
+  equal(decodesBefore("bee"), 1, events.join(", "));
+  equal(decodesBefore("cat"), 2, events.join(", "));
+  equal(decodesBefore("dog"), 3, events.join(", "));
+});
+
 Deno.test("a prompt that cannot fit the context is refused with a clear error", async () => {
   await using loaded = await LoadedModel.open({
     path: await fixtureModel("tiny-f32"),
