@@ -14,6 +14,46 @@ async function collect(
   return { chunks, result: await generation.result };
 }
 
+/**
+ * Runs a burst of named requests at once and tells, for each, how many decodes came before its
+ * first token (the scheduler's decodes counted from the burst's start).
+ */
+async function firstTokenSteps(
+  loaded: LoadedModel,
+  burst: { word: string; prompt: Int32Array }[],
+): Promise<{ order: string[]; decodesBefore: Map<string, number>; log: string }> {
+  const context = loaded.scheduler.context;
+  let decodes = 0;
+  const events: string[] = [];
+  const decode = context.decode.bind(context);
+  context.decode = (batch) => {
+    decodes++;
+    events.push("decode");
+    return decode(batch);
+  };
+  const order: string[] = [];
+  const decodesBefore = new Map<string, number>();
+  try {
+    await Promise.all(burst.map(async ({ word, prompt }) => {
+      const generation = loaded.scheduler.submit({
+        prompt,
+        maxTokens: 2,
+        ignoreEos: true,
+        sampling: { temperature: 0 },
+      });
+      for await (const _ of generation) {
+        if (decodesBefore.has(word)) continue;
+        decodesBefore.set(word, decodes);
+        order.push(word);
+        events.push(`first token of ${word}`);
+      }
+    }));
+  } finally {
+    context.decode = decode;
+  }
+  return { order, decodesBefore, log: events.join(", ") };
+}
+
 Deno.test("greedy generation is identical on a second run and streams exactly its final text", async () => {
   await using loaded = await LoadedModel.open({ path: await fixtureModel("tiny-f32") });
   const prompt = loaded.model.tokenize("once upon a time");
@@ -86,42 +126,21 @@ Deno.test("the prompts of a burst are evaluated in the order they came, whatever
     ctxSize: 256,
     batchSize: 64,
   });
-  const { context } = loaded.scheduler;
   const sentence = (word: string) =>
     loaded.model.tokenize(`${word} jumps over the lazy dog `.repeat(14));
-  const generate = (prompt: Int32Array) =>
-    loaded.scheduler.submit({
-      prompt,
-      maxTokens: 2,
-      ignoreEos: true,
-      sampling: { temperature: 0 },
-    });
   // Two requests leave prompts cached in slots 0 and 1, so that the burst below takes the slots
   // out of order: "fox" shares the start of slot 1's, then "cat" gets slot 0 and "owl" slot 2.
-  const primers = [sentence("ant"), sentence("fox").slice(0, 10)];
-  await Promise.all(primers.map((prompt) => generate(prompt).result));
-  const events: string[] = [];
-  const decode = context.decode.bind(context);
-  context.decode = (batch) => {
-    events.push("decode");
-    return decode(batch);
-  };
+  await firstTokenSteps(loaded, [
+    { word: "ant", prompt: sentence("ant") },
+    { word: "fox", prompt: sentence("fox").slice(0, 10) },
+  ]);
   const burst = ["fox", "cat", "owl"].map((word) => ({ word, prompt: sentence(word) }));
-  ok(burst.every(({ prompt }) => prompt.length > context.nBatch), "each prompt takes 2 steps");
-  await Promise.all(burst.map(async ({ word, prompt }) => {
-    let first = true;
-    for await (const _ of generate(prompt)) {
-      if (first) events.push(`first token of ${word}`);
-      first = false;
-    }
-  }));
-  const firsts = events.filter((e) => e.startsWith("first"));
-  deepEqual(firsts, ["first token of fox", "first token of cat", "first token of owl"]);
-  // The first comes with its own prompt's last step, not with the others'.
-  const decodesBefore = (word: string) =>
-    events.slice(0, events.indexOf(`first token of ${word}`)).filter((e) => e === "decode").length;
-  ok(decodesBefore("fox") < decodesBefore("cat"), events.join(", "));
-  ok(decodesBefore("cat") < decodesBefore("owl"), events.join(", "));
+  ok(burst.every(({ prompt }) => prompt.length > loaded.scheduler.context.nBatch));
+  const { order, decodesBefore, log } = await firstTokenSteps(loaded, burst);
+  deepEqual(order, ["fox", "cat", "owl"], log);
+  // Each first token comes with its own prompt's last step, not with the others'.
+  const steps = order.map((word) => decodesBefore.get(word) as number);
+  ok(steps[0]! < steps[1]! && steps[1]! < steps[2]!, log);
 });
 
 Deno.test("once streams generate, a step finishes one long prompt of a burst at a time", async () => {
@@ -131,39 +150,20 @@ Deno.test("once streams generate, a step finishes one long prompt of a burst at 
     ctxSize: 512,
     batchSize: 700,
   });
-  const { context } = loaded.scheduler;
-  const events: string[] = [];
-  const decode = context.decode.bind(context);
-  context.decode = (batch) => {
-    events.push("decode");
-    return decode(batch);
-  };
   const burst = ["ant", "bee", "cat", "dog"].map((word) => ({
     word,
     prompt: loaded.model.tokenize(`${word} jumps over the lazy fox `.repeat(24)),
   }));
   // Two fit the batch, four do not; each is longer than a short prompt (256 tokens).
-  ok(burst.every(({ prompt }) => prompt.length > 256 && 2 * prompt.length <= context.nBatch));
-  await Promise.all(burst.map(async ({ word, prompt }) => {
-    const generation = loaded.scheduler.submit({
-      prompt,
-      maxTokens: 4,
-      ignoreEos: true,
-      sampling: { temperature: 0 },
-    });
-    let first = true;
-    for await (const _ of generation) {
-      if (first) events.push(`first token of ${word}`);
-      first = false;
-    }
-  }));
-  const decodesBefore = (word: string) =>
-    events.slice(0, events.indexOf(`first token of ${word}`)).filter((e) => e === "decode").length;
+  const { nBatch } = loaded.scheduler.context;
+  ok(burst.every(({ prompt }) => prompt.length > 256 && 2 * prompt.length <= nBatch));
+  const { decodesBefore, log } = await firstTokenSteps(loaded, burst);
   // ant and bee share the first step; cat's step does not wait for dog's prompt.
-  equal(decodesBefore("ant"), 1, events.join(", "));
-  equal(decodesBefore("bee"), 1, events.join(", "));
-  equal(decodesBefore("cat"), 2, events.join(", "));
-  equal(decodesBefore("dog"), 3, events.join(", "));
+  deepEqual(
+    ["ant", "bee", "cat", "dog"].map((word) => decodesBefore.get(word)),
+    [1, 1, 2, 3],
+    log,
+  );
 });
 
 Deno.test("a prompt that cannot fit the context is refused with a clear error", async () => {
