@@ -848,23 +848,25 @@ export class Scheduler {
     // first tokens come as early as in llama-server); once streams generate, a step finishes at
     // most one long prompt: the next one's first token then comes a whole prompt sooner than if
     // it finished together with the one after it, the streams get a token between prompts, and
-    // the last prompt ends no later (the same work, cut at prompt boundaries).
+    // the last prompt ends no later (the same work, cut at prompt boundaries). Short prompts
+    // still join such a step: they add little to it.
     const prompts = active.filter((s) => s.state === "prompt")
       .sort((a, b) => a.admission - b.admission);
     let finishedLongPrompt = false;
     for (const slot of prompts) {
-      if (batch.free === 0 || finishedLongPrompt) break;
+      if (batch.free === 0) break;
       const job = slot.job as Job;
       const prompt = job.request.prompt;
       // A short prompt goes in whole: its first token comes as soon as with no one else running.
       const short = prompt.length - slot.cachedTokens <= WHOLE_PROMPT_TOKENS;
+      if (finishedLongPrompt && !short) continue;
       const limit = short || !chunksBehind(job.submittedAt, generatingSince)
         ? Infinity
         : promptBudget;
       if (limit <= 0) continue;
       const rest = prompt.length - slot.promptIndex;
       const take = Math.min(batch.free, rest, limit);
-      finishedLongPrompt = generatingTokens > 0 && !short && take === rest;
+      finishedLongPrompt ||= generatingTokens > 0 && !short && take === rest;
       promptBudget -= take;
       this.#promptTokensEvaluated += take;
       for (let k = 0; k < take; k++) {

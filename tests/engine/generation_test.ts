@@ -146,22 +146,23 @@ Deno.test("the prompts of a burst are evaluated in the order they came, whatever
 Deno.test("once streams generate, a step finishes one long prompt of a burst at a time", async () => {
   await using loaded = await LoadedModel.open({
     path: await fixtureModel("tiny-f32"),
-    parallel: 4,
+    parallel: 5,
     ctxSize: 512,
     batchSize: 700,
   });
-  const burst = ["ant", "bee", "cat", "dog"].map((word) => ({
-    word,
-    prompt: loaded.model.tokenize(`${word} jumps over the lazy fox `.repeat(24)),
-  }));
+  const sentence = (word: string, times: number) =>
+    loaded.model.tokenize(`${word} jumps over the lazy fox `.repeat(times));
+  const long = ["ant", "bee", "cat", "dog"].map((word) => ({ word, prompt: sentence(word, 24) }));
   // Two fit the batch, four do not; each is longer than a short prompt (256 tokens).
   const { nBatch } = loaded.scheduler.context;
-  ok(burst.every(({ prompt }) => prompt.length > 256 && 2 * prompt.length <= nBatch));
-  const { decodesBefore, log } = await firstTokenSteps(loaded, burst);
-  // ant and bee share the first step; cat's step does not wait for dog's prompt.
+  ok(long.every(({ prompt }) => prompt.length > 256 && 2 * prompt.length <= nBatch));
+  const short = { word: "owl", prompt: sentence("owl", 3) };
+  const { decodesBefore, log } = await firstTokenSteps(loaded, [...long, short]);
+  // ant and bee share the first step; cat's step does not wait for dog's prompt, but the short
+  // one, which came after dog, joins it.
   deepEqual(
-    ["ant", "bee", "cat", "dog"].map((word) => decodesBefore.get(word)),
-    [1, 1, 2, 3],
+    ["ant", "bee", "cat", "dog", "owl"].map((word) => decodesBefore.get(word)),
+    [1, 1, 2, 3, 2],
     log,
   );
 });
