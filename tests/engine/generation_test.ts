@@ -1,6 +1,8 @@
 import { deepEqual, equal, notDeepEqual, ok, throws } from "node:assert/strict";
 import { GenerationError } from "../../src/engine/errors.ts";
 import { LoadedModel } from "../../src/engine/loaded_model.ts";
+import type { Batch } from "../../src/ffi/batch.ts";
+import type { Context } from "../../src/ffi/context.ts";
 import type { GenerationRequest, GenerationResult } from "../../src/engine/scheduler.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
@@ -14,6 +16,16 @@ async function collect(
   return { chunks, result: await generation.result };
 }
 
+/** Calls `onDecode` before each decode of the context, until the result is disposed. */
+function watchDecodes(context: Context, onDecode: (batch: Batch) => void): Disposable {
+  const decode = context.decode.bind(context);
+  context.decode = (batch) => {
+    onDecode(batch);
+    return decode(batch);
+  };
+  return { [Symbol.dispose]: () => (context.decode = decode) };
+}
+
 /**
  * Runs a burst of named requests at once and tells, for each, how many decodes came before its
  * first token (the scheduler's decodes counted from the burst's start).
@@ -22,35 +34,28 @@ async function firstTokenSteps(
   loaded: LoadedModel,
   burst: { word: string; prompt: Int32Array }[],
 ): Promise<{ order: string[]; decodesBefore: Map<string, number>; log: string }> {
-  const context = loaded.scheduler.context;
   let decodes = 0;
   const events: string[] = [];
-  const decode = context.decode.bind(context);
-  context.decode = (batch) => {
+  using _watch = watchDecodes(loaded.scheduler.context, () => {
     decodes++;
     events.push("decode");
-    return decode(batch);
-  };
+  });
   const order: string[] = [];
   const decodesBefore = new Map<string, number>();
-  try {
-    await Promise.all(burst.map(async ({ word, prompt }) => {
-      const generation = loaded.scheduler.submit({
-        prompt,
-        maxTokens: 2,
-        ignoreEos: true,
-        sampling: { temperature: 0 },
-      });
-      for await (const _ of generation) {
-        if (decodesBefore.has(word)) continue;
-        decodesBefore.set(word, decodes);
-        order.push(word);
-        events.push(`first token of ${word}`);
-      }
-    }));
-  } finally {
-    context.decode = decode;
-  }
+  await Promise.all(burst.map(async ({ word, prompt }) => {
+    const generation = loaded.scheduler.submit({
+      prompt,
+      maxTokens: 2,
+      ignoreEos: true,
+      sampling: { temperature: 0 },
+    });
+    for await (const _ of generation) {
+      if (decodesBefore.has(word)) continue;
+      decodesBefore.set(word, decodes);
+      order.push(word);
+      events.push(`first token of ${word}`);
+    }
+  }));
   return { order, decodesBefore, log: events.join(", ") };
 }
 
@@ -86,11 +91,7 @@ Deno.test("on the CPU a first token is handed on before the next step computes",
   const context = loaded.scheduler.context;
   equal(context.computesOnHost, true);
   const events: string[] = [];
-  const decode = context.decode.bind(context);
-  context.decode = (batch) => {
-    events.push(`decode of ${batch.length}`);
-    return decode(batch);
-  };
+  using _watch = watchDecodes(context, (batch) => events.push(`decode of ${batch.length}`));
   const prompt = loaded.model.tokenize("once upon a time");
   const generation = loaded.scheduler.submit({
     prompt,
