@@ -1,0 +1,123 @@
+/**
+ * What one streamed chunk costs the event loop's thread (Linux), with no model: a server sends
+ * `--chunks` SSE events of a completion chunk's size, one every `--interval-ms` from a timer, to
+ * a client in another process, and reads its own main thread's CPU time from `/proc`. Three ways,
+ * interleaved over `--rounds`:
+ *
+ * - `wake`: the timer fires and sends nothing (what waking the event loop costs by itself),
+ * - `serve`: each event goes out through `Deno.serve`'s response stream,
+ * - `guard`: the same through Shimmy's connection guard (`src/server/connection_guard.ts`).
+ *
+ * The differences are what Deno's HTTP stack and the guard add per token of a streamed answer;
+ * `bench/thread_placement.ts` measures the whole event loop of a served stream.
+ *
+ *   deno run -A bench/http_chunk_cost.ts [--chunks 1000] [--interval-ms 5] [--rounds 3]
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { serveGuarded } from "../src/server/connection_guard.ts";
+
+const WAYS = ["wake", "serve", "guard"] as const;
+type Way = typeof WAYS[number];
+
+/** A completion chunk as Shimmy streams it, framed as one SSE event. */
+const EVENT = new TextEncoder().encode(
+  `data: ${
+    JSON.stringify({
+      id: "cmpl-0123456789abcdef",
+      object: "text_completion",
+      created: 1764720000,
+      model: "bench-125m",
+      choices: [{ text: " word", index: 0, logprobs: null, finish_reason: null }],
+    })
+  }\n\n`,
+);
+
+/** The client: reads the whole stream and throws the bytes away. */
+const CLIENT = `
+const response = await fetch(Deno.args[0]);
+for await (const _ of response.body ?? []) { /* drained */ }
+`;
+
+/** CPU time of this process's main thread in milliseconds (10 ms resolution). */
+function mainThreadCpuMs(): number {
+  const stat = Deno.readTextFileSync(`/proc/self/task/${Deno.pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(") ") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/**
+ * Serves one stream the given way to a client process.
+ *
+ * @returns The main thread's CPU time per chunk, in microseconds.
+ */
+async function measure(way: Way, chunks: number, intervalMs: number): Promise<number> {
+  let cpuAtStart = 0;
+  let streamed!: () => void;
+  const done = new Promise<void>((resolve) => streamed = resolve);
+  const handler = () => {
+    cpuAtStart = mainThreadCpuMs();
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        const tick = () => {
+          if (way !== "wake") controller.enqueue(EVENT);
+          if (++sent < chunks) return void setTimeout(tick, intervalMs);
+          controller.close();
+          streamed();
+        };
+        tick();
+      },
+    });
+    return new Response(body, { headers: { "content-type": "text/event-stream" } });
+  };
+  const server = way === "guard"
+    ? serveGuarded({ port: 0 }, handler)
+    : Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, handler);
+  const url = `http://127.0.0.1:${server.addr.port}/`;
+  const client = new Deno.Command(Deno.execPath(), {
+    args: ["eval", CLIENT, url],
+    stdout: "null",
+  }).spawn();
+  await done;
+  const cpuMs = mainThreadCpuMs() - cpuAtStart;
+  await client.status;
+  if ("close" in server) await server.close();
+  else await server.shutdown();
+  return cpuMs * 1000 / chunks;
+}
+
+async function main(): Promise<void> {
+  if (Deno.build.os !== "linux") throw new Error("This probe reads /proc: Linux only");
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      chunks: { type: "string", default: "1000" },
+      "interval-ms": { type: "string", default: "5" },
+      rounds: { type: "string", default: "3" },
+    },
+  });
+  const chunks = Number(values.chunks);
+  const intervalMs = Number(values["interval-ms"]);
+  const rounds = Number(values.rounds);
+  const results: Record<Way, number[]> = { wake: [], serve: [], guard: [] };
+  for (let round = 1; round <= rounds; round++) {
+    const line: string[] = [];
+    for (const way of WAYS) {
+      const micros = await measure(way, chunks, intervalMs);
+      results[way].push(micros);
+      line.push(`${way} ${micros.toFixed(0)}`);
+    }
+    console.log(`round ${round}: main-thread CPU µs per chunk: ${line.join(", ")}`);
+  }
+  const median = (values: number[]) => values.toSorted((a, b) => a - b)[values.length >> 1] ?? 0;
+  const [wake, serve, guard] = [median(results.wake), median(results.serve), median(results.guard)];
+  console.log(
+    `medians: a wake ${wake.toFixed(0)} µs; Deno.serve adds ${(serve - wake).toFixed(0)} µs a ` +
+      `chunk, the guard ${(guard - serve).toFixed(0)} µs more`,
+  );
+}
+
+if (import.meta.main) await main();
