@@ -9,14 +9,12 @@
  */
 
 import { deepEqual, equal, ok } from "node:assert/strict";
-import { join } from "node:path";
 import { fixtureModel } from "../fixtures/models.ts";
 import { referenceDir, skipBecause } from "../helpers.ts";
 import { postJson, startServer } from "../server/harness.ts";
+import { type ReferenceServer, startReferenceServer } from "./reference_server.ts";
 
 const reference = referenceDir();
-/** Longest a reference server may take to answer its first request. */
-const START_TIMEOUT_MS = 30_000;
 const MIN_COSINE = 0.9999;
 
 const ignore = reference === undefined &&
@@ -33,52 +31,9 @@ const TEXTS = [
   "What is the answer to this question? Please help me think.",
 ];
 
-/** A running reference llama-server. */
-interface Reference extends AsyncDisposable {
-  url: string;
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-/** Starts llama-server on a model with extra flags and waits until it answers. */
-async function startReference(model: string, flags: string[]): Promise<Reference> {
-  const port = freePort();
-  const child = new Deno.Command(join(reference as string, "bin", "llama-server"), {
-    args: ["-m", model, "--host", "127.0.0.1", "--port", String(port), "-c", "512", "-np", "1"]
-      .concat(["--no-webui", ...flags]),
-    env: { LD_LIBRARY_PATH: reference as string },
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const log = new Response(child.stderr).text();
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // already stopped
-    }
-    await child.status;
-    return await log;
-  };
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (true) {
-    const ready = await fetch(`${url}/health`).then(async (r) => {
-      await r.body?.cancel();
-      return r.ok;
-    }, () => false);
-    if (ready) break;
-    if (Date.now() > deadline) {
-      throw new Error(`llama-server did not start: ${(await stop()).slice(-500)}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { url, [Symbol.asyncDispose]: async () => void await stop() };
+/** Starts llama-server from the reference build on a model. */
+function startReference(model: string, flags: string[]): Promise<ReferenceServer> {
+  return startReferenceServer(reference as string, model, flags);
 }
 
 function cosine(a: number[], b: number[]): number {

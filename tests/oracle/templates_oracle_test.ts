@@ -16,84 +16,41 @@ import { fixtureModel, llamaSourceDir } from "../fixtures/models.ts";
 import { ORACLE_CONVERSATIONS } from "../fixtures/template_fixtures.ts";
 import { referenceDir, skipBecause } from "../helpers.ts";
 import { postJson, startServer } from "../server/harness.ts";
+import { startReferenceServer } from "./reference_server.ts";
 
 const reference = referenceDir();
 const source = llamaSourceDir();
 const FIXTURE = "tiny-f32";
 /** Reference servers started at once. */
 const PARALLEL = 4;
-/** Longest a reference server may take to answer its first request. */
-const START_TIMEOUT_MS = 30_000;
-
 interface Answer {
   status: number;
   prompt?: string;
   error?: string;
 }
 
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
 /** Starts llama-server on a template, renders every conversation, stops it. */
 async function referenceRenders(model: string, template: string): Promise<Answer[] | string> {
-  const port = freePort();
-  const child = new Deno.Command(join(reference as string, "bin", "llama-server"), {
-    args: [
-      "-m",
-      model,
+  let server;
+  try {
+    server = await startReferenceServer(reference as string, model, [
       "--jinja",
       "--chat-template-file",
       template,
-      "--host",
-      "127.0.0.1",
-      "--port",
-      String(port),
       "-c",
       "256",
-      "-np",
-      "1",
-      "--no-webui",
-    ],
-    env: { LD_LIBRARY_PATH: reference as string },
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const log = new Response(child.stderr).text();
-  try {
-    const base = `http://127.0.0.1:${port}`;
-    const deadline = Date.now() + START_TIMEOUT_MS;
-    while (true) {
-      const ready = await fetch(`${base}/health`).then(async (r) => {
-        await r.body?.cancel();
-        return r.ok;
-      }, () => false);
-      if (ready) break;
-      if (Date.now() > deadline) {
-        child.kill("SIGTERM");
-        return `llama-server did not start: ${(await log).slice(-500)}`;
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const answers: Answer[] = [];
-    for (const conversation of ORACLE_CONVERSATIONS) {
-      const response = await postJson(`${base}/apply-template`, conversation.body);
-      const json = await response.json();
-      answers.push({ status: response.status, prompt: json.prompt, error: json.error?.message });
-    }
-    return answers;
-  } finally {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // already stopped
-    }
-    await child.status;
-    await log;
+    ]);
+  } catch (error) {
+    return (error as Error).message;
   }
+  await using _server = server;
+  const answers: Answer[] = [];
+  for (const conversation of ORACLE_CONVERSATIONS) {
+    const response = await postJson(`${server.url}/apply-template`, conversation.body);
+    const json = await response.json();
+    answers.push({ status: response.status, prompt: json.prompt, error: json.error?.message });
+  }
+  return answers;
 }
 
 Deno.test({
