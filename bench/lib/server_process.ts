@@ -154,8 +154,18 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Resolves true when `promise` settles within `ms`, false otherwise. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+/**
+ * Waits for a promise, at most `ms`.
+ *
+ * @param promise What to wait for (its rejection counts as settling).
+ * @param ms The most to wait.
+ * @returns True when `promise` settles within `ms`, false otherwise.
+ * @example
+ * ```ts
+ * if (!await settlesWithin(child.status, 3000)) child.kill("SIGKILL");
+ * ```
+ */
+export async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), ms));
   try {

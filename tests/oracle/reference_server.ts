@@ -8,6 +8,7 @@
  */
 
 import { join } from "node:path";
+import { settlesWithin } from "../../bench/lib/server_process.ts";
 
 /** Longest a reference server may take to answer its first request. */
 const START_TIMEOUT_MS = 30_000;
@@ -31,17 +32,6 @@ function freePort(): number {
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
   return port;
-}
-
-/** Whether `promise` settles within `ms`. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), ms));
-  try {
-    return await Promise.race([promise.then(() => true, () => true), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /**
