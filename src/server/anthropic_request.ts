@@ -13,7 +13,7 @@ import type { TemplateMessage, TemplatePart } from "../engine/templates.ts";
 import type { ChatOutputRequest, ToolChoice } from "../engine/tools/plan.ts";
 import type { PromptSource } from "./generation_bridge.ts";
 import { badRequest } from "./http_error.ts";
-import { Fields, type TemplateFields } from "./request_body.ts";
+import { Fields, refuseUnknownFields, type TemplateFields } from "./request_body.ts";
 import { toolSpecs } from "./tool_calls.ts";
 
 /** The fields `POST /v1/messages` accepts; any other is a 400. */
@@ -88,12 +88,11 @@ export function anthropicRequest(
   body: Record<string, unknown>,
   countOnly = false,
 ): AnthropicRequest {
-  const allowed = countOnly ? COUNT_FIELDS : MESSAGE_FIELDS;
-  for (const name of Object.keys(body)) {
-    if (!allowed.has(name)) {
-      throw badRequest(`"${name}" is not supported by this endpoint; remove it`, name);
-    }
-  }
+  refuseUnknownFields(
+    body,
+    countOnly ? COUNT_FIELDS : MESSAGE_FIELDS,
+    countOnly ? "/v1/messages/count_tokens" : "/v1/messages",
+  );
   const fields = new Fields(body);
   const model = fields.string("model");
   if (model === undefined || model === "") throw badRequest('"model" is required', "model");

@@ -13,6 +13,7 @@ import type { ServerContext } from "./context.ts";
 import { templateOptions } from "./generation_bridge.ts";
 import { badRequest } from "./http_error.ts";
 import { chatMessages, Fields, readRequestJson, templateFields } from "./request_body.ts";
+import { checkTemplateFields } from "./generation_request_fields.ts";
 
 /**
  * `POST /apply-template`.
@@ -29,6 +30,7 @@ export async function applyTemplate(
   clientGone: AbortSignal,
 ): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);
+  checkTemplateFields(body);
   const fields = new Fields(body);
   const tools = fields.raw("tools");
   if (tools !== undefined && !Array.isArray(tools)) {

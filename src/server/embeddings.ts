@@ -13,7 +13,7 @@ import type { LoadedModel } from "../engine/loaded_model.ts";
 import type { ModelEntry } from "../models/registry.ts";
 import type { ServerContext } from "./context.ts";
 import { badRequest } from "./http_error.ts";
-import { Fields, readRequestJson } from "./request_body.ts";
+import { Fields, readRequestJson, refuseUnknownFields } from "./request_body.ts";
 
 /** Most inputs in one request (OpenAI's limit). */
 export const MAX_EMBEDDING_INPUTS = 2048;
@@ -203,6 +203,9 @@ export function checkPooling(lease: EmbedderLease): void {
   }
 }
 
+/** The fields `/v1/embeddings` reads; `user` is accepted as OpenAI's clients send it. */
+const EMBEDDING_FIELDS = new Set(["model", "input", "encoding_format", "dimensions", "user"]);
+
 /**
  * `POST /v1/embeddings` (also `/embeddings`).
  *
@@ -219,6 +222,7 @@ export async function embeddings(
   clientGone: AbortSignal,
 ): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);
+  refuseUnknownFields(body, EMBEDDING_FIELDS, "/v1/embeddings");
   const fields = new Fields(body);
   const inputs = embeddingInputs(fields.raw("input"));
   const format = fields.string("encoding_format") ?? "float";

@@ -21,20 +21,22 @@ import type { LoraChoice } from "../engine/scheduler.ts";
 import { basename } from "node:path";
 import type { ServerContext } from "./context.ts";
 import { badRequest, HttpError } from "./http_error.ts";
-import { Fields, readRequestJson } from "./request_body.ts";
+import { Fields, readRequestJson, refuseUnknownFields } from "./request_body.ts";
 
-async function modelField(ctx: ServerContext, request: Request): Promise<{
+/** Reads a body of `fields` (`model` among them) and resolves its model. */
+async function modelField(ctx: ServerContext, request: Request, fields: string[]): Promise<{
   entry: ModelEntry;
   body: Record<string, unknown>;
 }> {
   const body = await readRequestJson(request, ctx.settings);
+  refuseUnknownFields(body, new Set(fields), new URL(request.url).pathname);
   const name = new Fields(body).string("model");
   return { entry: ctx.registry.resolve(name), body };
 }
 
 /** `POST /api/models/load {"model"}`: loads a model now (it stays until unloaded or idle). */
 export async function loadModel(ctx: ServerContext, request: Request): Promise<Response> {
-  const { entry } = await modelField(ctx, request);
+  const { entry } = await modelField(ctx, request, ["model"]);
   using lease = await ctx.registry.acquire(entry.name);
   return Response.json({
     model: entry.name,
@@ -46,7 +48,7 @@ export async function loadModel(ctx: ServerContext, request: Request): Promise<R
 
 /** `POST /api/models/unload {"model"}`: frees a loaded, idle model. */
 export async function unloadModel(ctx: ServerContext, request: Request): Promise<Response> {
-  const { entry } = await modelField(ctx, request);
+  const { entry } = await modelField(ctx, request, ["model"]);
   const unloaded = await ctx.registry.unload(entry.name);
   return Response.json({ model: entry.name, state: "available", unloaded });
 }
@@ -117,7 +119,7 @@ export function getLora(ctx: ServerContext, request: Request): Response {
 
 /** `POST /api/lora {"model","adapters":[{"name"|"path","scale"}]}`: hot-swaps adapters. */
 export async function setLora(ctx: ServerContext, request: Request): Promise<Response> {
-  const { entry, body } = await modelField(ctx, request);
+  const { entry, body } = await modelField(ctx, request, ["model", "adapters"]);
   const items = adapterList(body.adapters, "adapters");
   using lease = await ctx.registry.acquire(entry.name);
   const loaded = lease.model;

@@ -35,6 +35,7 @@ import {
 } from "./request_body.ts";
 import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
 import { followClient } from "./stream_body.ts";
+import { checkNativeFields } from "./generation_request_fields.ts";
 
 function promptOf(fields: Fields, body: Record<string, unknown>): PromptSource {
   const system = fields.string("system");
@@ -55,6 +56,7 @@ function promptOf(fields: Fields, body: Record<string, unknown>): PromptSource {
 }
 
 function begin(ctx: ServerContext, body: Record<string, unknown>, signal: AbortSignal) {
+  checkNativeFields(body);
   const fields = new Fields(body);
   return startGeneration(ctx, fields, promptOf(fields, body), signal);
 }

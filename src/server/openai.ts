@@ -31,6 +31,7 @@ import {
   completionLogprobsRequest,
 } from "./logprobs_wire.ts";
 import { followClient } from "./stream_body.ts";
+import { checkOpenAiFields } from "./generation_request_fields.ts";
 
 type Kind = "chat" | "text";
 
@@ -135,6 +136,7 @@ async function complete(
   kind: Kind,
 ): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);
+  checkOpenAiFields(body, kind);
   const fields = new Fields(body);
   const sources = promptsOf(fields, kind, body);
   const logprobs = kind === "chat"

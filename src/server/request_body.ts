@@ -1,6 +1,7 @@
 /**
  * Reading and validating JSON request bodies: a size limit (413), JSON syntax (400), and typed
- * field accessors that name the field at fault. Unknown fields are ignored.
+ * field accessors that name the field at fault, and the refusal of fields an endpoint does not
+ * read ({@link refuseUnknownFields}).
  *
  * @module
  */
@@ -138,6 +139,30 @@ export function parseJsonObject(text: string): Record<string, unknown> {
     throw badRequest("Request body must be a JSON object");
   }
   return value as Record<string, unknown>;
+}
+
+/**
+ * Refuses the fields an endpoint does not read: a field Shimmy cannot honour is a 400 naming it,
+ * never silently ignored. A field sent as `null` asks for nothing and passes.
+ *
+ * @param body The parsed body.
+ * @param allowed The fields the endpoint reads.
+ * @param route The endpoint, for the message.
+ * @throws {HttpError} 400 naming the first unknown field.
+ * @example
+ * ```ts
+ * refuseUnknownFields({ model: "m", mirostat: 2 }, new Set(["model"]), "/api/generate"); // throws
+ * ```
+ */
+export function refuseUnknownFields(
+  body: Record<string, unknown>,
+  allowed: ReadonlySet<string>,
+  route: string,
+): void {
+  for (const [name, value] of Object.entries(body)) {
+    if (value === null || allowed.has(name)) continue;
+    throw badRequest(`Unknown field "${name}": ${route} does not support it; remove it`, name);
+  }
 }
 
 /** Typed, validating access to a JSON object's fields. */

@@ -13,7 +13,7 @@ import { rerankTokens } from "../engine/rerank_prompt.ts";
 import type { ServerContext } from "./context.ts";
 import { checkLength, MAX_EMBEDDING_INPUTS, withEmbedder } from "./embeddings.ts";
 import { badRequest } from "./http_error.ts";
-import { Fields, readRequestJson } from "./request_body.ts";
+import { Fields, readRequestJson, refuseUnknownFields } from "./request_body.ts";
 
 /** Most documents in one request. */
 export const MAX_RERANK_DOCUMENTS = MAX_EMBEDDING_INPUTS;
@@ -31,6 +31,9 @@ function documentsOf(value: unknown): string[] {
   return value;
 }
 
+/** The fields `/v1/rerank` reads. */
+const RERANK_FIELDS = new Set(["model", "query", "documents", "top_n", "return_documents"]);
+
 /**
  * `POST /v1/rerank`.
  *
@@ -47,6 +50,7 @@ export async function rerank(
   clientGone: AbortSignal,
 ): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);
+  refuseUnknownFields(body, RERANK_FIELDS, "/v1/rerank");
   const fields = new Fields(body);
   const query = fields.string("query");
   if (query === undefined) throw badRequest('"query" must be a string', "query");

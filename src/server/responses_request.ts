@@ -13,7 +13,7 @@
 
 import type { TemplateMessage } from "../engine/templates.ts";
 import { badRequest, HttpError } from "./http_error.ts";
-import { Fields } from "./request_body.ts";
+import { Fields, refuseUnknownFields } from "./request_body.ts";
 import type { ResponseStore } from "./response_store.ts";
 import { chatMessagesOf, inputItems, type Item } from "./responses_items.ts";
 
@@ -102,11 +102,7 @@ export function readResponsesRequest(
   body: Record<string, unknown>,
   store: ResponseStore,
 ): ResponsesRequest {
-  for (const name of Object.keys(body)) {
-    if (!KNOWN_FIELDS.has(name)) {
-      throw badRequest(`Unknown field "${name}": /v1/responses does not support it`, name);
-    }
-  }
+  refuseUnknownFields(body, KNOWN_FIELDS, "/v1/responses");
   const fields = new Fields(body);
   refuseUnsupported(fields);
   const maxOutput = fields.number("max_output_tokens", { min: 1, integer: true });

@@ -106,15 +106,6 @@ function toolChoice(value: unknown, tools: readonly ToolSpec[]): ToolChoice {
  * ```
  */
 export function chatOutputRequest(fields: Fields): ChatOutputRequest {
-  for (const legacy of ["functions", "function_call"]) {
-    if (fields.raw(legacy) !== undefined) {
-      throw badRequest(
-        `"${legacy}" (OpenAI's deprecated function calling) is not supported; use "tools" and ` +
-          `"tool_choice"`,
-        legacy,
-      );
-    }
-  }
   const tools = toolSpecs(fields.raw("tools"));
   const choice = toolChoice(fields.raw("tool_choice"), tools);
   const parallel = fields.boolean("parallel_tool_calls") ?? true;

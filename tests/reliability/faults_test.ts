@@ -602,12 +602,17 @@ Deno.test("faults (f): 16 simultaneous first requests to a model not loaded yet 
     Array.from(
       { length: 16 },
       (_, i) =>
-        attempt(server.url, i % 2 ? "/v1/chat/completions" : "/v1/completions", {
-          model: "first-load",
-          prompt: "x",
-          messages: [{ role: "user", content: "x" }],
-          max_tokens: 8,
-        }),
+        i % 2
+          ? attempt(server.url, "/v1/chat/completions", {
+            model: "first-load",
+            messages: [{ role: "user", content: "x" }],
+            max_tokens: 8,
+          })
+          : attempt(server.url, "/v1/completions", {
+            model: "first-load",
+            prompt: "x",
+            max_tokens: 8,
+          }),
     ),
   );
   const after = await apiPs(server.url);

@@ -131,7 +131,9 @@ function validBody(path: string): string {
   if (path.includes("/rerank")) {
     return JSON.stringify({ model: MODEL, query: "x", documents: ["y"] });
   }
-  return JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 2, adapters: [] });
+  if (path.endsWith("/lora")) return JSON.stringify({ model: MODEL, adapters: [] });
+  if (path.startsWith("/api/models/")) return JSON.stringify({ model: MODEL });
+  return JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 2 });
 }
 
 /** The status a valid request with the key gets: the served model is no reranker. */
@@ -530,7 +532,10 @@ Deno.test("security: names and paths of models and adapters never reach files ou
   for (const name of names) {
     const q = JSON.stringify(name).slice(0, 70);
     for (const path of ["/v1/chat/completions", "/v1/completions", "/api/generate"]) {
-      const base = { prompt: "x", messages: [{ role: "user", content: "x" }], max_tokens: 2 };
+      // The fields each route reads, so the name is looked up (a stray field is a 400 first).
+      const base = path === "/v1/chat/completions"
+        ? { messages: [{ role: "user", content: "x" }], max_tokens: 2 }
+        : { prompt: "x", max_tokens: 2 };
       jobs.push(async () =>
         judge(
           await send(

@@ -428,7 +428,7 @@ Deno.test("options and fields Shimmy cannot honour are a 400 that names them", a
     [{ think: "max" }, /"think" must be/],
     [{ think: true, raw: true }, /"think" needs the chat template/],
     [{ keep_alive: "soon" }, /"keep_alive" must be/],
-    [{ colour: "red" }, /"colour" is not supported/],
+    [{ colour: "red" }, /Unknown field "colour"/],
   ];
   for (const [extra, message] of cases) {
     await rejects(

@@ -6,6 +6,7 @@
  */
 
 import { badRequest } from "../http_error.ts";
+import { refuseUnknownFields } from "../request_body.ts";
 
 /**
  * Refuses fields an endpoint does not take.
@@ -25,11 +26,7 @@ export function checkFields(
   route: string,
 ): void {
   refuseImages(body.images, "images");
-  for (const name of Object.keys(body)) {
-    if (!allowed.includes(name)) {
-      throw badRequest(`"${name}" is not supported by Shimmy's ${route}; remove it`, name);
-    }
-  }
+  refuseUnknownFields(body, new Set(allowed), route);
 }
 
 /**

@@ -1,0 +1,172 @@
+/**
+ * The fields the OpenAI endpoints (`/v1/chat/completions`, `/v1/completions`) and Shimmy's native
+ * ones (`/api/generate`, `/ws/generate`, `/apply-template`) read. Any other field is a 400 that names it, so a
+ * request never loses a setting it believes it made (`functions`, `audio`, a llama-server sampler
+ * Shimmy does not have…). A few OpenAI fields that only steer billing, routing, caching or
+ * telemetry are accepted with no effect, and some fields are accepted only with the value that
+ * asks for nothing (`store: false`, `echo: false`…).
+ *
+ * @module
+ */
+
+import { badRequest } from "./http_error.ts";
+import { Fields, refuseUnknownFields } from "./request_body.ts";
+
+/** What `generationFields` and the shared generation path read on every endpoint. */
+const GENERATION = [
+  "model",
+  "stream",
+  "stream_options",
+  "n",
+  "max_tokens",
+  "max_completion_tokens",
+  "n_predict",
+  "temperature",
+  "top_p",
+  "top_k",
+  "min_p",
+  "presence_penalty",
+  "frequency_penalty",
+  "repeat_penalty",
+  "repeat_last_n",
+  "typical_p",
+  "seed",
+  "logit_bias",
+  "grammar",
+  "response_format",
+  "json_schema",
+  "stop",
+  "ignore_eos",
+  "truncate",
+  "lora",
+  "cache_prompt",
+];
+
+/**
+ * OpenAI fields with no effect on a local server: the prefix cache is always on, there is one
+ * tier, and nothing is logged per user. `store` and `metadata` label stored completions, which
+ * Shimmy does not keep (`store: true` is refused below).
+ */
+const OPENAI_HINTS = [
+  "user",
+  "safety_identifier",
+  "prompt_cache_key",
+  "prompt_cache_retention",
+  "service_tier",
+  "store",
+  "metadata",
+];
+
+const CHAT_FIELDS = new Set([
+  ...GENERATION,
+  ...OPENAI_HINTS,
+  "messages",
+  "tools",
+  "tool_choice",
+  "parallel_tool_calls",
+  "reasoning_format",
+  "reasoning_effort",
+  "chat_template_kwargs",
+  "add_generation_prompt",
+  "logprobs",
+  "top_logprobs",
+  "modalities",
+]);
+
+const COMPLETION_FIELDS = new Set([
+  ...GENERATION,
+  ...OPENAI_HINTS,
+  "prompt",
+  "logprobs",
+  "echo",
+  "suffix",
+  "best_of",
+]);
+
+const NATIVE_FIELDS = new Set([...GENERATION, "prompt", "messages", "system", "raw"]);
+
+/** Why Shimmy does not take some OpenAI fields, and what to send instead. */
+const ADVICE: Record<string, string> = {
+  functions: 'OpenAI\'s deprecated function calling; use "tools" and "tool_choice"',
+  function_call: 'OpenAI\'s deprecated function calling; use "tools" and "tool_choice"',
+  audio: "Shimmy generates text only",
+  web_search_options: "Shimmy has no web search",
+};
+
+/**
+ * Checks a `/v1/chat/completions` or `/v1/completions` body before anything else is read.
+ *
+ * @param body The parsed body.
+ * @param kind `chat` or `text` (`/v1/completions`).
+ * @throws {HttpError} 400 naming a field the endpoint does not read, or one sent with a value
+ *   Shimmy cannot honour (`store: true`, audio `modalities`, `echo: true`, a `suffix`, `best_of`
+ *   above `n`).
+ * @example
+ * ```ts
+ * checkOpenAiFields({ messages: [], functions: [] }, "chat"); // throws: "functions" …
+ * ```
+ */
+export function checkOpenAiFields(body: Record<string, unknown>, kind: "chat" | "text"): void {
+  const route = kind === "chat" ? "/v1/chat/completions" : "/v1/completions";
+  for (const [name, advice] of Object.entries(ADVICE)) {
+    if (body[name] !== undefined && body[name] !== null) {
+      throw badRequest(`"${name}" is not supported by ${route}: ${advice}`, name);
+    }
+  }
+  refuseUnknownFields(body, kind === "chat" ? CHAT_FIELDS : COMPLETION_FIELDS, route);
+  const fields = new Fields(body);
+  if (fields.boolean("store")) {
+    throw badRequest(
+      '"store": true is not supported: Shimmy does not keep chat completions (the Responses ' +
+        "API, /v1/responses, stores its responses)",
+      "store",
+    );
+  }
+  fields.object("metadata");
+  const modalities = fields.raw("modalities");
+  if (
+    modalities !== undefined &&
+    !(Array.isArray(modalities) && modalities.length === 1 && modalities[0] === "text")
+  ) {
+    throw badRequest('"modalities" must be ["text"]: Shimmy generates text only', "modalities");
+  }
+  if (fields.boolean("echo")) {
+    throw badRequest('"echo": true is not supported; the prompt is not repeated', "echo");
+  }
+  if ((fields.string("suffix") ?? "") !== "") {
+    throw badRequest('"suffix" is not supported: Shimmy does not insert text', "suffix");
+  }
+  const bestOf = fields.number("best_of", { min: 1, integer: true });
+  if (bestOf !== undefined && bestOf !== (fields.number("n") ?? 1)) {
+    throw badRequest('"best_of" is not supported; leave it out or equal to "n"', "best_of");
+  }
+}
+
+/**
+ * Checks an `/api/generate` body (or `/ws/generate`'s first frame).
+ *
+ * @param body The parsed body.
+ * @throws {HttpError} 400 naming a field the endpoint does not read.
+ * @example
+ * ```ts
+ * checkNativeFields({ prompt: "Hi", mirostat: 2 }); // throws: "mirostat" …
+ * ```
+ */
+export function checkNativeFields(body: Record<string, unknown>): void {
+  refuseUnknownFields(body, NATIVE_FIELDS, "/api/generate");
+}
+
+/**
+ * Checks an `/apply-template` body: a chat completion's fields (it renders the prompt that body
+ * would get; the generation settings do not change the prompt).
+ *
+ * @param body The parsed body.
+ * @throws {HttpError} 400 naming a field `/v1/chat/completions` does not read.
+ * @example
+ * ```ts
+ * checkTemplateFields({ messages: [], max_tokens: 8 }); // fine
+ * ```
+ */
+export function checkTemplateFields(body: Record<string, unknown>): void {
+  refuseUnknownFields(body, CHAT_FIELDS, "/apply-template");
+}
