@@ -19,6 +19,7 @@ import { probeMain } from "./probe.ts";
 import { pullMain } from "./pull.ts";
 import { runMain } from "./run.ts";
 import { closestMatch } from "./suggest.ts";
+import { unknownVariableWarnings } from "./env_check.ts";
 import { serveMain } from "./serve.ts";
 import { extractGlobalFlags, type GlobalFlags } from "./global_flags.ts";
 import { UsageError } from "./usage_error.ts";
@@ -132,6 +133,9 @@ export async function main(argv: string[]): Promise<number> {
         `Unknown command "${command}"${suggestion ? ` (did you mean "${suggestion}"?)` : ""}`,
         { pointToHelp: true },
       );
+    }
+    for (const warning of unknownVariableWarnings(Object.keys(Deno.env.toObject()))) {
+      console.error(`shimmy: warning: ${warning}`);
     }
     try {
       return await run(args, flags);

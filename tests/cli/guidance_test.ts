@@ -36,6 +36,29 @@ Deno.test("a mistyped flag or command names the closest match and the --help to 
   equal(value, "shimmy: --prompt needs a value; see shimmy generate --help");
 });
 
+Deno.test("a SHIMMY_ variable Shimmy does not read is a warning, with the likely name", async () => {
+  const run = await runShimmy(["list", "--help"], {
+    SHIMMY_API_KYE: "secret",
+    SHIMMY_PARALLEL: "8",
+    SHIMMY_API_KEY: "secret",
+    SHIMMY_INSTALL_DIR: "/opt/shimmy",
+  });
+  equal(run.code, 0, run.stderr);
+  const warnings = run.stderr.trim().split("\n").sort();
+  equal(warnings.length, 2, run.stderr);
+  equal(
+    warnings[0],
+    "shimmy: warning: SHIMMY_API_KYE is not a Shimmy setting and has no effect (did you mean " +
+      "SHIMMY_API_KEY?)",
+  );
+  match(
+    warnings[1]!,
+    /^shimmy: warning: SHIMMY_PARALLEL is not a Shimmy setting .*command-line flag/,
+  );
+  const quiet = await runShimmy(["list", "--help"], { SHIMMY_API_KEY: "secret" });
+  equal(quiet.stderr, "");
+});
+
 Deno.test("a missing model file says the file is missing, for serve, generate and run", async () => {
   for (
     const args of [["serve", "--model", "./nosuch.gguf"], [
