@@ -1,12 +1,8 @@
 import { deepEqual, equal, match, ok, rejects } from "node:assert/strict";
 import { join } from "node:path";
-import {
-  LoadLogReader,
-  parseProbeArgs,
-  placeLayers,
-  probeMain,
-  type ProbeReport,
-} from "../../src/cli/probe.ts";
+import { parseProbeArgs, probeMain } from "../../src/cli/probe.ts";
+import { LoadLogReader } from "../../src/engine/load_log.ts";
+import { placeLayers, type ProbeReport } from "../../src/engine/model_probe.ts";
 import { UsageError } from "../../src/cli/usage_error.ts";
 import { discoverModels, type DiscoveryOptions } from "../../src/models/discovery.ts";
 import { ModelNotFoundError } from "../../src/models/model_names.ts";
