@@ -13,12 +13,12 @@ import type { GlobalFlags } from "./global_flags.ts";
 import { findModelPath } from "./model_lookup.ts";
 import { UsageError } from "./usage_error.ts";
 import {
-  deviceSamplingFlag,
   gpuLayersFlag,
   parseFlags,
   SPLIT_FLAGS,
   SPLIT_FLAGS_USAGE,
   splitFlags,
+  switchFlag,
 } from "./flags.ts";
 
 /** Usage text of `shimmy bench`. */
@@ -35,6 +35,8 @@ Options:
 ${SPLIT_FLAGS_USAGE}
   --gpu-backend B       auto | cpu | cuda | vulkan | metal
   --device-sampling M   auto | on | off: sample inside the decode graph (default auto: on a GPU)
+  --flash-attn M        auto | on | off: fused attention (default auto: off with every layer on
+                        the CPU, where it is slower, unless that takes over 1 GiB more memory)
   --json                Print one JSON object
 
 Examples:
@@ -69,6 +71,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     "n-gpu-layers": { type: "string" },
     ...SPLIT_FLAGS,
     "device-sampling": { type: "string" },
+    "flash-attn": { type: "string" },
     json: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   }, 1);
@@ -96,7 +99,8 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     ...(v.threads ? { threads: positive("threads", v.threads, 1) } : {}),
     ...(nGpuLayers !== undefined ? { nGpuLayers } : {}),
     ...split,
-    deviceSampling: deviceSamplingFlag(v["device-sampling"]),
+    deviceSampling: switchFlag("--device-sampling", v["device-sampling"]),
+    flashAttn: switchFlag("--flash-attn", v["flash-attn"]),
   });
   progress.done();
   // Progress on stderr, so stdout keeps only the report (or the JSON).

@@ -7,7 +7,7 @@
 
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { parseGpuLayers } from "../engine/gpu.ts";
-import { DEVICE_SAMPLING_MODES, type DeviceSamplingMode } from "../engine/loaded_model.ts";
+import { type Switch, SWITCH_VALUES } from "../engine/gpu.ts";
 import { POOLING_NAMES, type PoolingName } from "../engine/embedder.ts";
 import { SPLIT_MODES, type SplitModeName } from "../engine/multi_gpu_plan.ts";
 import { closestMatch } from "./suggest.ts";
@@ -140,20 +140,21 @@ export function gpuLayersFlag(value: string | undefined): number | undefined {
 }
 
 /**
- * `--device-sampling auto|on|off`.
+ * A flag that takes `auto`, `on` or `off` (`--device-sampling`, `--flash-attn`).
  *
+ * @param flag The flag's name, for the message.
  * @param value The flag value.
- * @returns The mode; `"auto"` when unset.
+ * @returns The value; `"auto"` when unset.
  * @throws {UsageError} for any other value.
+ * @example
+ * ```ts
+ * switchFlag("--flash-attn", "off"); // "off"
+ * ```
  */
-export function deviceSamplingFlag(value: string | undefined): DeviceSamplingMode {
+export function switchFlag(flag: string, value: string | undefined): Switch {
   if (value === undefined || value === "") return "auto";
-  const mode = DEVICE_SAMPLING_MODES.find((m) => m === value);
-  if (!mode) {
-    throw new UsageError(
-      `--device-sampling must be ${DEVICE_SAMPLING_MODES.join(", ")}; got "${value}"`,
-    );
-  }
+  const mode = SWITCH_VALUES.find((m) => m === value);
+  if (!mode) throw new UsageError(`${flag} must be ${SWITCH_VALUES.join(", ")}; got "${value}"`);
   return mode;
 }
 

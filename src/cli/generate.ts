@@ -22,7 +22,9 @@ import {
   SPLIT_FLAGS_USAGE,
   type SplitFlags,
   splitFlags,
+  switchFlag,
 } from "./flags.ts";
+import type { Switch } from "../engine/gpu.ts";
 
 /** Usage text of `shimmy generate`. */
 export const GENERATE_USAGE = `Usage: shimmy generate [NAME] --prompt TEXT [options]
@@ -46,6 +48,8 @@ Options:
   --gpu-backend B         auto | cpu | cuda | vulkan | metal (default auto)
   --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
 ${SPLIT_FLAGS_USAGE}
+  --flash-attn M          auto | on | off: fused attention (default auto: off with every layer
+                          on the CPU, unless that takes over 1 GiB more memory)
   --json                  Print one JSON object (text, tokens, usage, timings)
   --raw                   Send the prompt untouched (no chat template)
   --chat-template T       chatml, llama3, llama2, mistral, gemma, phi3, openchat, zephyr,
@@ -75,6 +79,8 @@ export interface GenerateArgs extends SplitFlags {
   ctxSize?: number;
   threads?: number;
   nGpuLayers?: number;
+  /** `--flash-attn`. */
+  flashAttn: Switch;
   json: boolean;
   raw: boolean;
   chatTemplate?: string;
@@ -136,6 +142,7 @@ export function parseGenerateArgs(
     stop: { type: "string", multiple: true },
     "ctx-size": { type: "string" },
     threads: { type: "string" },
+    "flash-attn": { type: "string" },
     "n-gpu-layers": { type: "string" },
     ...SPLIT_FLAGS,
     "chat-template": { type: "string" },
@@ -163,6 +170,7 @@ export function parseGenerateArgs(
     json: v.json,
     raw: v.raw,
     showPrompt: v["show-prompt"],
+    flashAttn: switchFlag("--flash-attn", v["flash-attn"]),
     ...(v["chat-template"] ? { chatTemplate: v["chat-template"] } : {}),
     ...(v["chat-template-kwargs"] !== undefined
       ? { chatTemplateKwargs: parseTemplateKwargs(v["chat-template-kwargs"]) }
@@ -212,6 +220,7 @@ export async function generateMain(args: string[], globals: GlobalFlags): Promis
     ...(options.tensorSplit ? { tensorSplit: options.tensorSplit } : {}),
     ...(options.splitMode ? { splitMode: options.splitMode } : {}),
     ...(options.mainGpu !== undefined ? { mainGpu: options.mainGpu } : {}),
+    flashAttn: options.flashAttn,
   });
   progress.done();
   if (!options.json && loaded.plan.kind !== "cpu") {

@@ -29,9 +29,11 @@ import {
   SPLIT_FLAGS_USAGE,
   type SplitFlags,
   splitFlags,
+  switchFlag,
 } from "./flags.ts";
 import { probeModel, type ProbeReport } from "../engine/model_probe.ts";
 import type { BufferKind } from "../engine/load_log.ts";
+import type { Switch } from "../engine/gpu.ts";
 
 /** Usage text of `shimmy probe`. */
 export const PROBE_USAGE = `Usage: shimmy probe NAME [options]
@@ -46,6 +48,7 @@ Options:
   --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
 ${SPLIT_FLAGS_USAGE}
   --ctx-size N            Context tokens to create (default: model's, at most 4096)
+  --flash-attn M          auto | on | off: fused attention, as in shimmy serve (default auto)
   --json                  Print one JSON object
   --model PATH            Also look at this file or folder; repeatable
   --model-dirs DIRS       Extra model folders, ';'-separated
@@ -70,6 +73,8 @@ export interface ProbeArgs extends SplitFlags {
   gpuBackend?: GlobalFlags["gpuBackend"];
   /** `--model PATH` values. */
   models: string[];
+  /** `--flash-attn`. */
+  flashAttn: Switch;
 }
 
 /**
@@ -81,7 +86,7 @@ export interface ProbeArgs extends SplitFlags {
  * @example
  * ```ts
  * parseProbeArgs(["tiny", "--n-gpu-layers", "all"]);
- * // { model: "tiny", json: false, nGpuLayers: -1, models: [] }
+ * // { model: "tiny", json: false, models: [], flashAttn: "auto", nGpuLayers: -1 }
  * ```
  */
 export function parseProbeArgs(args: string[]): ProbeArgs | undefined {
@@ -89,6 +94,7 @@ export function parseProbeArgs(args: string[]): ProbeArgs | undefined {
     json: { type: "boolean", default: false },
     "n-gpu-layers": { type: "string" },
     "ctx-size": { type: "string" },
+    "flash-attn": { type: "string" },
     ...SPLIT_FLAGS,
     "gpu-backend": { type: "string" },
     model: { type: "string", short: "m", multiple: true },
@@ -100,7 +106,13 @@ export function parseProbeArgs(args: string[]): ProbeArgs | undefined {
   if (model === undefined || model.trim() === "") {
     throw new UsageError('No model given: shimmy probe NAME (see "shimmy list")');
   }
-  const out: ProbeArgs = { model, json: v.json, models: v.model ?? [], ...splitFlags(v) };
+  const out: ProbeArgs = {
+    model,
+    json: v.json,
+    models: v.model ?? [],
+    flashAttn: switchFlag("--flash-attn", v["flash-attn"]),
+    ...splitFlags(v),
+  };
   const layers = gpuLayersFlag(v["n-gpu-layers"]);
   if (layers !== undefined) out.nGpuLayers = layers;
   if (v["ctx-size"] !== undefined) {
@@ -300,6 +312,7 @@ export async function probeMain(
       ...(options.splitMode ? { splitMode: options.splitMode } : {}),
       ...(options.tensorSplit ? { tensorSplit: options.tensorSplit } : {}),
       ...(options.mainGpu !== undefined ? { mainGpu: options.mainGpu } : {}),
+      flashAttn: options.flashAttn,
     });
   } finally {
     progress.done();

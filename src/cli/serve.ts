@@ -7,6 +7,7 @@
 import { dirname, resolve } from "node:path";
 import { planDevices } from "../engine/gpu.ts";
 import type { DeviceSamplingMode } from "../engine/loaded_model.ts";
+import type { Switch } from "../engine/gpu.ts";
 import { splitPathList } from "../models/discovery_roots.ts";
 import { type ModelEntry, ModelRegistry, parseDuration } from "../models/registry.ts";
 import { loadTemplateOverride } from "../engine/templates.ts";
@@ -29,7 +30,6 @@ import { ModelPulls } from "../models/pull_tracker.ts";
 import { pullProgressPrinter } from "./pull.ts";
 import { UsageError } from "./usage_error.ts";
 import {
-  deviceSamplingFlag,
   gpuLayersFlag,
   gpusFlag,
   parseFlags,
@@ -38,6 +38,7 @@ import {
   SPLIT_FLAGS_USAGE,
   type SplitFlags,
   splitFlags,
+  switchFlag,
 } from "./flags.ts";
 import { describePlan } from "../engine/multi_gpu_plan.ts";
 import type { PoolingName } from "../engine/embedder.ts";
@@ -103,6 +104,9 @@ ${SPLIT_FLAGS_USAGE}
   --device-sampling M     auto | on | off: sample inside the decode graph on the device
                           when a request's sampler allows it (default auto: on a GPU;
                           SHIMMY_DEVICE_SAMPLING too)
+  --flash-attn M          auto | on | off: fused attention (default auto: off with every layer
+                          on the CPU, where it is slower, unless that takes over 1 GiB more
+                          memory; else llama.cpp's choice)
   --pooling P             Pooling of embeddings: none | mean | cls | last | rank (default:
                           each model's own from its GGUF; none, which /v1/embeddings refuses,
                           when it has none; SHIMMY_POOLING too)
@@ -157,6 +161,8 @@ export interface ServeArgs extends SplitFlags {
   noWebui: boolean;
   /** Where sampler chains run (`--device-sampling`). */
   deviceSampling: DeviceSamplingMode;
+  /** Flash attention (`--flash-attn`). */
+  flashAttn: Switch;
   /** Pooling of every model's embeddings (`--pooling`); each model's own when unset. */
   pooling?: PoolingName;
   lora: { path: string; scale: number }[];
@@ -229,6 +235,7 @@ export function parseServeArgs(
     "no-mmap": { type: "boolean", default: false },
     "no-webui": { type: "boolean", default: false },
     "device-sampling": { type: "string" },
+    "flash-attn": { type: "string" },
     pooling: { type: "string" },
     "chat-template": { type: "string" },
     "chat-template-kwargs": { type: "string" },
@@ -256,7 +263,11 @@ export function parseServeArgs(
     shutdownGraceMs: durationFlag("shutdown-grace", v["shutdown-grace"]) ?? SHUTDOWN_GRACE_MS,
     noMmap: v["no-mmap"],
     noWebui: v["no-webui"],
-    deviceSampling: deviceSamplingFlag(v["device-sampling"] ?? env("SHIMMY_DEVICE_SAMPLING")),
+    deviceSampling: switchFlag(
+      "--device-sampling",
+      v["device-sampling"] ?? env("SHIMMY_DEVICE_SAMPLING"),
+    ),
+    flashAttn: switchFlag("--flash-attn", v["flash-attn"]),
   };
   const optional = {
     ctxSize: positiveInt("ctx-size", v["ctx-size"]),
@@ -492,6 +503,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     ...(pulls ? { fetchMissing: fetchMissing(pulls, globals) } : {}),
     ...(options.noMmap ? { useMmap: false } : {}),
     deviceSampling: options.deviceSampling,
+    flashAttn: options.flashAttn,
     ...(options.pooling ? { pooling: options.pooling } : {}),
     availableMemory: () => {
       const plan = planDevices(llama.devices(), gpuBackend, options.nGpuLayers);

@@ -139,3 +139,56 @@ export function contextThreads(
   const allOnGpu = offload.total > 0 && offload.offloaded >= offload.total;
   return allOnGpu ? Math.min(cores, GPU_HOST_THREADS) : cores;
 }
+
+/** A setting that is forced on, forced off, or chosen by Shimmy (`auto`). */
+export type Switch = "auto" | "on" | "off";
+
+/** The values of a {@link Switch}, for flag parsing. */
+export const SWITCH_VALUES: readonly Switch[] = ["auto", "on", "off"];
+
+/**
+ * Most memory for the attention scores of one micro-batch over the whole KV cache (f32, every
+ * head) that `auto` spends to keep flash attention off on the CPU.
+ */
+export const CPU_ATTENTION_SCORES_LIMIT = 1024 ** 3;
+
+/** What a context needs to know to choose its flash attention. */
+export interface AttentionShape {
+  /** Layers on GPUs, and in all. */
+  offload: OffloadReport;
+  /** Attention heads. */
+  heads: number;
+  /** KV cells of the context (every slot's). */
+  cells: number;
+  /** Tokens of a micro-batch. */
+  microBatch: number;
+}
+
+/**
+ * Flash attention for a context. Forced on or off as asked; with `auto`, off when every layer
+ * computes on the CPU and the attention scores of a micro-batch over the whole cache
+ * (`heads × cells × microBatch` floats, the compute memory the unfused path reserves) fit in
+ * {@link CPU_ATTENTION_SCORES_LIMIT}, else llama.cpp's own choice (on wherever the device
+ * supports it). On the CPU, ggml's fused kernel is the slower one: with the 125M benchmark model on
+ * 2 cores, llama-bench's tg128 after 1,000 tokens of context was 44 tok/s with it against 85
+ * without, and pp1000 543 against 576.
+ *
+ * @param mode `--flash-attn`.
+ * @param shape Where the layers are and how large the scores get.
+ * @returns llama.cpp's `flash_attn_type`.
+ * @example
+ * ```ts
+ * const shape = { offload: { offloaded: 0, total: 13 }, heads: 12, cells: 4096, microBatch: 512 };
+ * flashAttention("auto", shape); // "disabled"
+ * ```
+ */
+export function flashAttention(
+  mode: Switch,
+  shape: AttentionShape,
+): "auto" | "enabled" | "disabled" {
+  if (mode === "on") return "enabled";
+  if (mode === "off") return "disabled";
+  const onCpu = shape.offload.offloaded === 0;
+  const scoresBytes = shape.heads * shape.cells * shape.microBatch * 4;
+  return onCpu && scoresBytes <= CPU_ATTENTION_SCORES_LIMIT ? "disabled" : "auto";
+}

@@ -12,7 +12,13 @@ import { LoraAdapter } from "../ffi/lora.ts";
 import { GenerationError } from "./errors.ts";
 import { Model } from "../ffi/model.ts";
 import { Embedder, type PoolingName } from "./embedder.ts";
-import { contextThreads, type DevicePlan, planDevices } from "./gpu.ts";
+import {
+  contextThreads,
+  type DevicePlan,
+  flashAttention,
+  planDevices,
+  type Switch,
+} from "./gpu.ts";
 import {
   type CopyPlacement,
   type MultiGpuPlan,
@@ -61,6 +67,12 @@ export interface OpenModelOptions {
    * `"auto"`.
    */
   deviceSampling?: DeviceSamplingMode;
+  /**
+   * Flash attention: `"on"`, `"off"`, or `"auto"`: off when every layer is on the CPU (where
+   * ggml's fused kernel is the slower one) unless its unfused scores would take more than 1 GiB,
+   * else llama.cpp's choice. See `flashAttention`. Default `"auto"`.
+   */
+  flashAttn?: Switch;
   /** Requests on their way to the scheduler; see `SchedulerOptions.requestsOnTheWay`. */
   requestsOnTheWay?: RequestsOnTheWay;
   /**
@@ -79,10 +91,10 @@ export interface OpenModelOptions {
 }
 
 /** Where sampler chains run; see {@link OpenModelOptions.deviceSampling}. */
-export type DeviceSamplingMode = "auto" | "on" | "off";
+export type DeviceSamplingMode = Switch;
 
-/** The device sampling modes, for flag parsing. */
-export const DEVICE_SAMPLING_MODES: readonly DeviceSamplingMode[] = ["auto", "on", "off"];
+/** Tokens of a micro-batch (llama.cpp's default `n_ubatch`). */
+const MICRO_BATCH = 512;
 
 /**
  * Plans the copies of a model on the devices of its backend (see `planMultiGpu`): the model
@@ -228,6 +240,12 @@ export class LoadedModel {
     try {
       const parallel = Math.max(1, options.parallel ?? 1);
       const slotContext = options.ctxSize ?? Math.min(model.nCtxTrain || 4096, 4096);
+      const flashAttn = flashAttention(options.flashAttn ?? "auto", {
+        offload: model.offload,
+        heads: model.nHead,
+        cells: slotContext * parallel,
+        microBatch: MICRO_BATCH,
+      });
       const context = await Context.create(model, {
         nCtx: slotContext * parallel,
         nSeqMax: parallel,
@@ -238,6 +256,8 @@ export class LoadedModel {
         // possible sequences (40 µs on a 2-core CPU, 90 on an H200's host: 7% of a GPU token).
         kvUnified: parallel > 1,
         nThreads: contextThreads(options.threads, model.offload, defaultThreads()),
+        nUbatch: MICRO_BATCH,
+        flashAttn,
       });
       try {
         const mode = options.deviceSampling ?? "auto";

@@ -9,6 +9,7 @@
 import type { DiscoveredModel } from "../models/discovery.ts";
 import { Llama } from "../ffi/llama.ts";
 import type { GpuBackend } from "../ffi/library.ts";
+import type { Switch } from "./gpu.ts";
 import { LoadedModel, type OpenModelOptions } from "./loaded_model.ts";
 import { type BufferSize, LoadLogReader } from "./load_log.ts";
 import { describePlan } from "./multi_gpu_plan.ts";
@@ -95,6 +96,8 @@ export interface ProbeOptions
   nGpuLayers?: number;
   /** Context tokens. Default: the model's, at most 4096. */
   ctxSize?: number;
+  /** Flash attention (see `flashAttention`). Default `"auto"`. */
+  flashAttn?: Switch;
   /** Print llama.cpp's log. Default false. */
   verbose?: boolean;
   /** Load progress in [0, 1]. */
@@ -140,6 +143,7 @@ export async function probeModel(
       ...(options.splitMode ? { splitMode: options.splitMode } : {}),
       ...(options.tensorSplit ? { tensorSplit: options.tensorSplit } : {}),
       ...(options.mainGpu !== undefined ? { mainGpu: options.mainGpu } : {}),
+      ...(options.flashAttn ? { flashAttn: options.flashAttn } : {}),
     });
   } finally {
     stop();

@@ -92,6 +92,8 @@ export class Context extends NativeHandle {
   readonly nVocab: number;
   /** Whether all sequences share one pool of KV cells (else each has its own part). */
   readonly kvUnified: boolean;
+  /** The flash attention asked at creation (`auto`: llama.cpp chose). */
+  readonly flashAttn: keyof typeof FlashAttnType;
   /**
    * Whether a decode computes on this machine's cores, at least in part (some layer is not on a
    * GPU): its threads then compete with the event loop's for them.
@@ -121,6 +123,7 @@ export class Context extends NativeHandle {
     model: Model,
     pointer: Deno.PointerObject,
     kvUnified: boolean,
+    flashAttn: keyof typeof FlashAttnType,
     threadPool?: ThreadPool,
   ) {
     const s = model.llama.symbols;
@@ -136,6 +139,7 @@ export class Context extends NativeHandle {
       : Math.min(s.llama_n_ubatch(pointer), LOOP_DECODE_MAX_TOKENS);
     this.model = model;
     this.kvUnified = kvUnified;
+    this.flashAttn = flashAttn;
     this.nCtx = s.llama_n_ctx(pointer);
     this.nBatch = s.llama_n_batch(pointer);
     this.nSeqMax = s.llama_n_seq_max(pointer);
@@ -183,7 +187,7 @@ export class Context extends NativeHandle {
     }
     const pool = ThreadPool.create(llama, threads);
     if (pool) llama.symbols.llama_attach_threadpool(pointer, pool.pointer, null);
-    return new Context(model, pointer, get("kv_unified"), pool);
+    return new Context(model, pointer, get("kv_unified"), options.flashAttn ?? "auto", pool);
   }
 
   /** Where the time of this context's decodes went, summed. */

@@ -328,6 +328,11 @@ export class Model extends NativeHandle {
     return this.llama.symbols.llama_model_n_embd_out(this.pointer);
   }
 
+  /** Attention heads (of the first layer). */
+  get nHead(): number {
+    return this.llama.symbols.llama_model_n_head(this.pointer);
+  }
+
   /** Layer count. */
   get nLayer(): number {
     return this.llama.symbols.llama_model_n_layer(this.pointer);

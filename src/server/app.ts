@@ -356,6 +356,7 @@ function copyDiag(copy: LoadedModel) {
     load_params: copy.model.loadParams,
     offload: copy.model.offload,
     n_ctx: copy.context.nCtx,
+    flash_attn: copy.context.flashAttn,
     slot_context: copy.scheduler.slotContext,
     slots: copy.scheduler.stats(),
   };

@@ -148,12 +148,33 @@ Deno.test("shimmy probe checks its arguments and prints usage for --help", async
   const help = await capture(() => probeMain(["--help"], cpu, isolated));
   equal(help.code, 0);
   match(help.stdout, /^Usage: shimmy probe NAME/);
+  await rejects(
+    () => probeMain(["a", "--flash-attn", "maybe"], cpu, isolated),
+    /--flash-attn must be/,
+  );
   deepEqual(parseProbeArgs(["tiny", "--n-gpu-layers", "all"]), {
     model: "tiny",
     json: false,
     nGpuLayers: -1,
     models: [],
+    flashAttn: "auto",
   });
+});
+
+Deno.test("on the CPU, flash attention is off unless asked: llama.cpp reserves the unfused scores", async () => {
+  const computeBytes = async (flags: string[]) => {
+    const { stdout } = await capture(() =>
+      probeMain(["tiny-f32", "--json", "--ctx-size", "512", ...flags], cpu, isolated)
+    );
+    const report = JSON.parse(stdout) as ProbeReport;
+    return report.memory.buffers.filter((b) => b.kind === "compute")
+      .reduce((sum, b) => sum + b.bytes, 0);
+  };
+  const byDefault = await computeBytes([]);
+  equal(await computeBytes(["--flash-attn", "off"]), byDefault);
+  const fused = await computeBytes(["--flash-attn", "on"]);
+  // The scores of a 512-token micro-batch over 512 cells, for each head, in f32.
+  ok(byDefault > fused, `compute buffer ${byDefault} bytes off, ${fused} on`);
 });
 
 Deno.test("LoadLogReader reads layer placement and buffer sizes, also from split log pieces", () => {

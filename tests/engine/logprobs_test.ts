@@ -27,7 +27,11 @@ async function generate(loaded: LoadedModel, prompt: Int32Array, sampling = {}, 
 
 /** The log-softmax of each step's logits, from a second context that decodes the same tokens. */
 async function referenceRows(loaded: LoadedModel, prompt: Int32Array, result: GenerationResult) {
-  using ctx = await Context.create(loaded.model, { nCtx: 256 });
+  // The same attention kernel as the served context, so the logits are the same computation.
+  using ctx = await Context.create(loaded.model, {
+    nCtx: 256,
+    flashAttn: loaded.context.flashAttn,
+  });
   using batch = new Batch(loaded.model.llama, 256);
   const rows: Float64Array[] = [];
   const tokens = [...prompt, ...result.tokens];
