@@ -77,6 +77,8 @@ Options:
   --warmup N              Warm-up requests per server start (default 2)
   --llama-server PATH     llama-server binary (default lib/reference/bin/llama-server)
   --lib-dir DIR           SHIMMY_LIB_DIR for Shimmy (default lib/reference)
+  --flash-attn M          on | off | auto for both servers (default: each its own choice;
+                          Shimmy's is off on the CPU, llama-server's on)
   --json PATH             Also write the results as JSON to PATH
 
 Examples:
@@ -161,6 +163,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
         warmup: { type: "string" },
         "llama-server": { type: "string" },
         "lib-dir": { type: "string" },
+        "flash-attn": { type: "string" },
         json: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -212,6 +215,13 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
     libDir: absolute(v["lib-dir"] ?? join(REPO_ROOT, "lib/reference")),
     notes: context.notes,
   };
+  const flashAttn = v["flash-attn"];
+  if (flashAttn !== undefined) {
+    if (flashAttn !== "on" && flashAttn !== "off" && flashAttn !== "auto") {
+      throw new UsageError(`--flash-attn must be on, off or auto; got "${flashAttn}"`);
+    }
+    options.flashAttn = flashAttn;
+  }
   if (promptTokens !== undefined) options.promptTokens = promptTokens;
   if (v.model !== undefined) options.model = absolute(v.model);
   if (v.json !== undefined) options.json = absolute(v.json);

@@ -31,6 +31,11 @@ export interface ServerSettings {
   libDir: string;
   /** The llama-server binary. */
   llamaServer: string;
+  /**
+   * Flash attention for both (`--flash-attn` / `-fa`: on, off or auto); unset, each server
+   * chooses as it does for its users.
+   */
+  flashAttn?: "on" | "off" | "auto";
 }
 
 /** A command that starts one server. */
@@ -83,7 +88,8 @@ export function launchFor(
       command: Deno.execPath(),
       args: ["run", "-A", join(REPO_ROOT, "main.ts"), "serve", "--model", model.path, "--bind"]
         .concat([`127.0.0.1:${port}`, "--parallel", slots])
-        .concat(["--ctx-size", String(settings.ctxSize), "--threads", threads]),
+        .concat(["--ctx-size", String(settings.ctxSize), "--threads", threads])
+        .concat(settings.flashAttn ? ["--flash-attn", settings.flashAttn] : []),
       env: { SHIMMY_LIB_DIR: settings.libDir },
     };
   }
@@ -95,6 +101,7 @@ export function launchFor(
       // Shimmy's KV cache is unified when it has several slots.
       .concat(settings.slots > 1 ? ["--kv-unified"] : [])
       .concat(["--cache-ram", "0", "-ngl", "all", "--fit", "off"])
+      .concat(settings.flashAttn ? ["-fa", settings.flashAttn] : [])
       .concat(override ? ["--override-kv", override] : []),
     env: {},
   };

@@ -49,7 +49,8 @@ Options:
   --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
 ${SPLIT_FLAGS_USAGE}
   --flash-attn M          auto | on | off: fused attention (default auto: off with every layer
-                          on the CPU, unless that takes over 1 GiB more memory)
+                          on the CPU, where it is slower, unless that takes over 1 GiB more
+                          memory)
   --json                  Print one JSON object (text, tokens, usage, timings)
   --raw                   Send the prompt untouched (no chat template)
   --chat-template T       chatml, llama3, llama2, mistral, gemma, phi3, openchat, zephyr,

@@ -104,9 +104,9 @@ ${SPLIT_FLAGS_USAGE}
   --device-sampling M     auto | on | off: sample inside the decode graph on the device
                           when a request's sampler allows it (default auto: on a GPU;
                           SHIMMY_DEVICE_SAMPLING too)
-  --flash-attn M          auto | on | off: fused attention (default auto: off with every layer
-                          on the CPU, where it is slower, unless that takes over 1 GiB more
-                          memory; else llama.cpp's choice)
+  --flash-attn M          auto | on | off: fused attention (default auto: off with one slot
+                          and every layer on the CPU, where it is slower, unless that takes
+                          over 1 GiB more memory; else llama.cpp's choice)
   --pooling P             Pooling of embeddings: none | mean | cls | last | rank (default:
                           each model's own from its GGUF; none, which /v1/embeddings refuses,
                           when it has none; SHIMMY_POOLING too)

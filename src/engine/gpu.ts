@@ -158,6 +158,8 @@ export interface AttentionShape {
   offload: OffloadReport;
   /** Attention heads. */
   heads: number;
+  /** Sequences (slots) sharing the KV cache. */
+  sequences: number;
   /** KV cells of the context (every slot's). */
   cells: number;
   /** Tokens of a micro-batch. */
@@ -165,20 +167,29 @@ export interface AttentionShape {
 }
 
 /**
- * Flash attention for a context. Forced on or off as asked; with `auto`, off when every layer
- * computes on the CPU and the attention scores of a micro-batch over the whole cache
+ * Flash attention for a context. Forced on or off as asked; with `auto`, off for a context of one
+ * sequence with every layer on the CPU whose attention scores of a micro-batch over the whole cache
  * (`heads × cells × microBatch` floats, the compute memory the unfused path reserves) fit in
  * {@link CPU_ATTENTION_SCORES_LIMIT}, else llama.cpp's own choice (on wherever the device
- * supports it). On the CPU, ggml's fused kernel is the slower one: with the 125M benchmark model on
- * 2 cores, llama-bench's tg128 after 1,000 tokens of context was 44 tok/s with it against 85
- * without, and pp1000 543 against 576.
+ * supports it). On the CPU, ggml's fused kernel is the slower one for a lone sequence: with the
+ * 125M benchmark model on 2 cores, llama-bench's tg128 after 1,000 tokens of context was 44 tok/s
+ * with it against 85 without, and pp1000 543 against 576. With several slots the cache also holds
+ * the idle slots' cached prompts; the fused kernel skips the cells a sequence cannot see and the
+ * unfused one computes them all: served with 1,000-token prompts on 8 slots, one stream fell from
+ * 96 to 21 tok/s without it.
  *
  * @param mode `--flash-attn`.
- * @param shape Where the layers are and how large the scores get.
+ * @param shape Where the layers are, how many sequences share the cache, how large the scores get.
  * @returns llama.cpp's `flash_attn_type`.
  * @example
  * ```ts
- * const shape = { offload: { offloaded: 0, total: 13 }, heads: 12, cells: 4096, microBatch: 512 };
+ * const shape = {
+ *   offload: { offloaded: 0, total: 13 },
+ *   heads: 12,
+ *   sequences: 1,
+ *   cells: 4096,
+ *   microBatch: 512,
+ * };
  * flashAttention("auto", shape); // "disabled"
  * ```
  */
@@ -190,5 +201,6 @@ export function flashAttention(
   if (mode === "off") return "disabled";
   const onCpu = shape.offload.offloaded === 0;
   const scoresBytes = shape.heads * shape.cells * shape.microBatch * 4;
-  return onCpu && scoresBytes <= CPU_ATTENTION_SCORES_LIMIT ? "disabled" : "auto";
+  const unfused = onCpu && shape.sequences === 1 && scoresBytes <= CPU_ATTENTION_SCORES_LIMIT;
+  return unfused ? "disabled" : "auto";
 }

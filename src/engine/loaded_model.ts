@@ -68,9 +68,9 @@ export interface OpenModelOptions {
    */
   deviceSampling?: DeviceSamplingMode;
   /**
-   * Flash attention: `"on"`, `"off"`, or `"auto"`: off when every layer is on the CPU (where
-   * ggml's fused kernel is the slower one) unless its unfused scores would take more than 1 GiB,
-   * else llama.cpp's choice. See `flashAttention`. Default `"auto"`.
+   * Flash attention: `"on"`, `"off"`, or `"auto"`: off for one slot with every layer on the CPU
+   * (where ggml's fused kernel is then the slower one) unless its unfused scores would take more
+   * than 1 GiB, else llama.cpp's choice. See `flashAttention`. Default `"auto"`.
    */
   flashAttn?: Switch;
   /** Requests on their way to the scheduler; see `SchedulerOptions.requestsOnTheWay`. */
@@ -243,6 +243,7 @@ export class LoadedModel {
       const flashAttn = flashAttention(options.flashAttn ?? "auto", {
         offload: model.offload,
         heads: model.nHead,
+        sequences: parallel,
         cells: slotContext * parallel,
         microBatch: MICRO_BATCH,
       });

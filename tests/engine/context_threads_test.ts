@@ -10,19 +10,22 @@ Deno.test("a model wholly on a GPU gets a few CPU threads by default; --threads 
   equal(contextThreads(undefined, { offloaded: 0, total: 17 }, 16), 16, "on the CPU");
 });
 
-Deno.test("flash attention: off by default with every layer on the CPU, unless its scores grow past 1 GiB", () => {
-  const onCpu = {
+Deno.test("flash attention: off by default for one slot on the CPU, unless its scores grow past 1 GiB", () => {
+  const lone = {
     offload: { offloaded: 0, total: 13 },
     heads: 12,
-    cells: 4 * 4096,
+    sequences: 1,
+    cells: 4096,
     microBatch: 512,
   };
-  equal(flashAttention("auto", onCpu), "disabled");
-  equal(flashAttention("on", onCpu), "enabled");
-  // 32 heads over 8 slots of 4096 cells: 2 GiB of scores, so llama.cpp's fused kernel stays.
-  equal(flashAttention("auto", { ...onCpu, heads: 32, cells: 8 * 4096 }), "auto");
-  equal(flashAttention("off", { ...onCpu, heads: 32, cells: 8 * 4096 }), "disabled");
-  const onGpu = { ...onCpu, offload: { offloaded: 13, total: 13 } };
+  equal(flashAttention("auto", lone), "disabled");
+  equal(flashAttention("on", lone), "enabled");
+  // Several slots share a cache that keeps the idle ones' prompts: the fused kernel skips them.
+  equal(flashAttention("auto", { ...lone, sequences: 4, cells: 4 * 4096 }), "auto");
+  equal(flashAttention("off", { ...lone, sequences: 4, cells: 4 * 4096 }), "disabled");
+  // 32 heads over 32768 cells: 2 GiB of scores, so llama.cpp's fused kernel stays.
+  equal(flashAttention("auto", { ...lone, heads: 32, cells: 32768 }), "auto");
+  const onGpu = { ...lone, offload: { offloaded: 13, total: 13 } };
   equal(flashAttention("auto", onGpu), "auto");
   equal(flashAttention("auto", { ...onGpu, offload: { offloaded: 6, total: 13 } }), "auto");
 });
