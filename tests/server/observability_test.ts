@@ -91,5 +91,9 @@ Deno.test("/diag shows versions, devices, load params and slots", async () => {
   equal(diag.models[0].name, "tiny-f32");
   equal(diag.models[0].slots.slots, 4);
   equal(typeof diag.models[0].load_params.n_gpu_layers, "number");
-  equal(diag.models[0].flash_attn, "auto", "with several slots llama.cpp chooses (fused, on the CPU)");
+  equal(
+    diag.models[0].flash_attn,
+    "auto",
+    "with several slots llama.cpp chooses (fused, on the CPU)",
+  );
 });
