@@ -18,6 +18,7 @@
 
 import { parseArgs } from "node:util";
 import { serveGuarded } from "../src/server/connection_guard.ts";
+import { threadSample, TICKS_PER_SECOND } from "./lib/thread_stat.ts";
 
 const WAYS = ["wake", "serve", "guard"] as const;
 type Way = typeof WAYS[number];
@@ -43,9 +44,7 @@ for await (const _ of response.body ?? []) { /* drained */ }
 
 /** CPU time of this process's main thread in milliseconds (10 ms resolution). */
 function mainThreadCpuMs(): number {
-  const stat = Deno.readTextFileSync(`/proc/self/task/${Deno.pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(") ") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10;
+  return threadSample(Deno.pid, String(Deno.pid)).ticks * 1000 / TICKS_PER_SECOND;
 }
 
 /**

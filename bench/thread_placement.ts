@@ -15,35 +15,7 @@ import { join } from "node:path";
 import { fixtureModel, REPO_ROOT } from "../tests/fixtures/models.ts";
 import { readBenchModel } from "./lib/model_info.ts";
 import { ServerProcess } from "./lib/server_process.ts";
-
-const TICKS_PER_SECOND = 100;
-
-/** One thread of a process: its id, the CPU it last ran on and its CPU ticks so far. */
-interface ThreadSample {
-  tid: string;
-  cpu: number;
-  ticks: number;
-}
-
-/** Every thread of a process, from `/proc/PID/task/TID/stat`. */
-function threadsOf(pid: number): ThreadSample[] {
-  const out: ThreadSample[] = [];
-  for (const entry of Deno.readDirSync(`/proc/${pid}/task`)) {
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${pid}/task/${entry.name}/stat`);
-      // The fields after the command name, which may hold spaces, closed by ") ".
-      const fields = stat.slice(stat.lastIndexOf(") ") + 2).split(" ");
-      out.push({
-        tid: entry.name,
-        cpu: Number(fields[36]),
-        ticks: Number(fields[11]) + Number(fields[12]),
-      });
-    } catch {
-      // The thread ended meanwhile.
-    }
-  }
-  return out;
-}
+import { type ThreadSample, threadsOf, TICKS_PER_SECOND } from "./lib/thread_stat.ts";
 
 async function stream(url: string, tokens: number): Promise<void> {
   const response = await fetch(`${url}/v1/completions`, {

@@ -1,0 +1,57 @@
+/**
+ * Per-thread CPU accounting from Linux's `/proc/PID/task/TID/stat`, for the probes that measure
+ * where a server's CPU time goes.
+ *
+ * @module
+ */
+
+/** Clock ticks per second of `/proc`'s times (Linux's USER_HZ). */
+export const TICKS_PER_SECOND = 100;
+
+/** One thread of a process: its id, the CPU it last ran on and its CPU ticks so far. */
+export interface ThreadSample {
+  tid: string;
+  cpu: number;
+  ticks: number;
+}
+
+/**
+ * Reads one thread's stat line.
+ *
+ * @param pid The process.
+ * @param tid The thread.
+ * @returns Its sample.
+ * @throws {Deno.errors.NotFound} when the thread has ended.
+ * @example
+ * ```ts
+ * const main = threadSample(Deno.pid, String(Deno.pid)); // the main thread of this process
+ * ```
+ */
+export function threadSample(pid: number, tid: string): ThreadSample {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/stat`);
+  // The fields after the command name, which may hold spaces, closed by ") ".
+  const fields = stat.slice(stat.lastIndexOf(") ") + 2).split(" ");
+  return { tid, cpu: Number(fields[36]), ticks: Number(fields[11]) + Number(fields[12]) };
+}
+
+/**
+ * Every thread of a process.
+ *
+ * @param pid The process.
+ * @returns One sample per thread still running.
+ * @example
+ * ```ts
+ * const busiest = threadsOf(pid).sort((a, b) => b.ticks - a.ticks)[0];
+ * ```
+ */
+export function threadsOf(pid: number): ThreadSample[] {
+  const out: ThreadSample[] = [];
+  for (const entry of Deno.readDirSync(`/proc/${pid}/task`)) {
+    try {
+      out.push(threadSample(pid, entry.name));
+    } catch {
+      // The thread ended meanwhile.
+    }
+  }
+  return out;
+}
