@@ -10,7 +10,7 @@
  */
 
 import { badRequest } from "./http_error.ts";
-import { Fields, refuseUnknownFields } from "./request_body.ts";
+import { Fields, refuseUnknownFields, refuseUnlessEmpty } from "./request_body.ts";
 
 /** What `generationFields` and the shared generation path read on every endpoint. */
 const GENERATION = [
@@ -133,9 +133,7 @@ export function checkOpenAiFields(body: Record<string, unknown>, kind: "chat" | 
   if (fields.boolean("echo")) {
     throw badRequest('"echo": true is not supported; the prompt is not repeated', "echo");
   }
-  if ((fields.string("suffix") ?? "") !== "") {
-    throw badRequest('"suffix" is not supported: Shimmy does not insert text', "suffix");
-  }
+  refuseUnlessEmpty(fields, "suffix", "fill-in-the-middle is not supported");
   const bestOf = fields.number("best_of", { min: 1, integer: true });
   if (bestOf !== undefined && bestOf !== (fields.number("n") ?? 1)) {
     throw badRequest('"best_of" is not supported; leave it out or equal to "n"', "best_of");

@@ -165,6 +165,23 @@ export function refuseUnknownFields(
   }
 }
 
+/**
+ * Refuses a string field that asks for something: it may only be absent or empty.
+ *
+ * @param fields The body.
+ * @param name The field.
+ * @param why What the 400 says after the field's name.
+ * @throws {HttpError} 400 when it holds text (or is not a string).
+ * @example
+ * ```ts
+ * refuseUnlessEmpty(new Fields({ suffix: "" }), "suffix", "fill-in-the-middle is not supported");
+ * ```
+ */
+export function refuseUnlessEmpty(fields: Fields, name: string, why: string): void {
+  const value = fields.string(name);
+  if (value !== undefined && value !== "") throw badRequest(`"${name}": ${why}`, name);
+}
+
 /** Typed, validating access to a JSON object's fields. */
 export class Fields {
   readonly #body: Record<string, unknown>;

@@ -148,7 +148,7 @@ Deno.test("a field an endpoint does not read is a 400 naming it, not silently ig
     text,
     { prompt: "hi", suffix: "end" },
     "suffix",
-    /"suffix" is not supported/,
+    /"suffix": fill-in-the-middle is not supported/,
   );
   await expectRefused(
     server,

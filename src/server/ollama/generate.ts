@@ -11,7 +11,7 @@
 import type { ServerContext } from "../context.ts";
 import type { PromptSource } from "../generation_bridge.ts";
 import { badRequest } from "../http_error.ts";
-import { Fields, readRequestJson } from "../request_body.ts";
+import { Fields, readRequestJson, refuseUnlessEmpty } from "../request_body.ts";
 import { loadOrUnload } from "./load.ts";
 import { resolveOllamaModel } from "./models.ts";
 import { type OllamaFields, ollamaFields } from "./options.ts";
@@ -81,11 +81,6 @@ export async function ollamaGenerate(
     GENERATE_SHAPE,
     clientGone,
   );
-}
-
-function refuseUnlessEmpty(fields: Fields, name: string, why: string): void {
-  const value = fields.string(name);
-  if (value !== undefined && value !== "") throw badRequest(`"${name}": ${why}`, name);
 }
 
 /** The prompt as one templated user turn, or raw text; `system` needs the template. */
