@@ -4,7 +4,8 @@
 #   bench/gpu_run.sh test    the test suite's GPU cases (tests/gpu) against that build
 #   bench/gpu_run.sh bench   llama-bench, shimmy bench (sampling on the CPU and on the GPU), and
 #                            bench/serve_bench.ts: shimmy serve vs llama-server on the GPU
-#                            (THREADS=N: CPU threads of both servers, default 4)
+#                            (THREADS=N: CPU threads of both servers, default 4; REPS, BURSTS,
+#                            STREAMS, KV_UNIFIED=on|off: serve_bench's flags)
 #   bench/gpu_run.sh pack    after a build: the build as xz pieces of at most 16,000 KiB in $OUT
 #                            (cudalib.txz.00, .01, ...), to bring back and reuse
 #   bench/gpu_run.sh unpack DIR   restores the build from the pieces in DIR instead of building
@@ -61,10 +62,12 @@ case "${1:-all}" in
     done | tee "$out/shimmy-bench.log"
     # Both servers get the same CPU threads: 4 by default, what Shimmy picks for a model wholly on
     # a GPU (with 16, its event loop and decoding thread compete with 15 pool threads for 16 cores;
-    # llama-bench moves 5% between 4 and 16 threads).
+    # llama-bench moves 5% between 4 and 16 threads), and a KV stream per slot, what Shimmy
+    # picks on a GPU (KV_UNIFIED=on: one cache for all slots in both).
     deno run -A bench/serve_bench.ts --model "$model" --lib-dir "$lib" --threads "${THREADS:-4}" \
+      --kv-unified "${KV_UNIFIED:-off}" \
       --llama-server "$lib/bin/llama-server" --tokens 256 --streams "${STREAMS:-1,8,32}" \
-      --reps "${REPS:-2}" --json "$out/bench-gpu.json" 2>&1 | tee "$out/bench-gpu.log"
+      --reps "${REPS:-2}" --bursts "${BURSTS:-1}" --json "$out/bench-gpu.json" 2>&1 | tee "$out/bench-gpu.log"
     ;;
   pack)
     tar -C "$(dirname "$lib")" -cf - "$(basename "$lib")" | xz -T0 -3 |

@@ -77,6 +77,9 @@ Options:
   --warmup N              Warm-up requests per server start (default 2)
   --llama-server PATH     llama-server binary (default lib/reference/bin/llama-server)
   --lib-dir DIR           SHIMMY_LIB_DIR for Shimmy (default lib/reference)
+  --kv-unified on|off     One KV cache for all slots (on, the default: Shimmy's choice on the
+                          CPU) or a stream per slot (off: Shimmy's choice on a GPU), for both
+                          (llama-server's --kv-unified)
   --flash-attn M          on | off | auto for both servers (default: each its own choice;
                           Shimmy's is off on the CPU, llama-server's on)
   --json PATH             Also write the results as JSON to PATH
@@ -127,6 +130,13 @@ function intFlag(name: string, value: string | undefined, fallback: number, min 
   return n;
 }
 
+function onOffFlag(name: string, value: string): boolean {
+  if (value !== "on" && value !== "off") {
+    throw new UsageError(`--${name} must be on or off, got "${value}"`);
+  }
+  return value === "on";
+}
+
 function absolute(path: string): string {
   return isAbsolute(path) ? path : resolve(path);
 }
@@ -164,6 +174,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
         "llama-server": { type: "string" },
         "lib-dir": { type: "string" },
         "flash-attn": { type: "string" },
+        "kv-unified": { type: "string" },
         json: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -213,6 +224,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
     warmup: intFlag("warmup", v.warmup, 2, 0),
     llamaServer: absolute(v["llama-server"] ?? join(REPO_ROOT, "lib/reference/bin/llama-server")),
     libDir: absolute(v["lib-dir"] ?? join(REPO_ROOT, "lib/reference")),
+    kvUnified: onOffFlag("kv-unified", v["kv-unified"] ?? "on"),
     notes: context.notes,
   };
   const flashAttn = v["flash-attn"];

@@ -36,6 +36,12 @@ export interface ServerSettings {
    * chooses as it does for its users.
    */
   flashAttn?: "on" | "off" | "auto";
+  /**
+   * One KV cache for all slots (true) or a stream per slot (false), for both (Shimmy's
+   * `--kv-unified on|off`, llama-server's `--kv-unified` or not); unset, Shimmy chooses and
+   * llama-server gets what Shimmy chooses on the CPU (unified with several slots).
+   */
+  kvUnified?: boolean;
 }
 
 /** A command that starts one server. */
@@ -89,6 +95,11 @@ export function launchFor(
       args: ["run", "-A", join(REPO_ROOT, "main.ts"), "serve", "--model", model.path, "--bind"]
         .concat([`127.0.0.1:${port}`, "--parallel", slots])
         .concat(["--ctx-size", String(settings.ctxSize), "--threads", threads])
+        .concat(
+          settings.kvUnified === undefined
+            ? []
+            : ["--kv-unified", settings.kvUnified ? "on" : "off"],
+        )
         .concat(settings.flashAttn ? ["--flash-attn", settings.flashAttn] : []),
       env: { SHIMMY_LIB_DIR: settings.libDir },
     };
@@ -98,8 +109,7 @@ export function launchFor(
     command: settings.llamaServer,
     args: ["-m", model.path, "--host", "127.0.0.1", "--port", port, "-np", slots]
       .concat(["-c", String(settings.ctxSize * settings.slots), "-t", threads, "--no-webui"])
-      // Shimmy's KV cache is unified when it has several slots.
-      .concat(settings.slots > 1 ? ["--kv-unified"] : [])
+      .concat(settings.kvUnified !== false && settings.slots > 1 ? ["--kv-unified"] : [])
       .concat(["--cache-ram", "0", "-ngl", "all", "--fit", "off"])
       .concat(settings.flashAttn ? ["-fa", settings.flashAttn] : [])
       .concat(override ? ["--override-kv", override] : []),

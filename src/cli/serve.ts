@@ -107,6 +107,9 @@ ${SPLIT_FLAGS_USAGE}
   --flash-attn M          auto | on | off: fused attention (default auto: off with one slot
                           and every layer on the CPU, where it is slower, unless that takes
                           over 1 GiB more memory; else llama.cpp's choice)
+  --kv-unified M          auto | on | off: one KV cache shared by all slots, or a stream per
+                          slot (default auto: a stream per slot when every layer is on a GPU,
+                          where it decodes faster; one cache on the CPU)
   --pooling P             Pooling of embeddings: none | mean | cls | last | rank (default:
                           each model's own from its GGUF; none, which /v1/embeddings refuses,
                           when it has none; SHIMMY_POOLING too)
@@ -163,6 +166,8 @@ export interface ServeArgs extends SplitFlags {
   deviceSampling: DeviceSamplingMode;
   /** Flash attention (`--flash-attn`). */
   flashAttn: Switch;
+  /** One KV cache for all slots or a stream per slot (`--kv-unified`). */
+  kvUnified: Switch;
   /** Pooling of every model's embeddings (`--pooling`); each model's own when unset. */
   pooling?: PoolingName;
   lora: { path: string; scale: number }[];
@@ -236,6 +241,7 @@ export function parseServeArgs(
     "no-webui": { type: "boolean", default: false },
     "device-sampling": { type: "string" },
     "flash-attn": { type: "string" },
+    "kv-unified": { type: "string" },
     pooling: { type: "string" },
     "chat-template": { type: "string" },
     "chat-template-kwargs": { type: "string" },
@@ -268,6 +274,7 @@ export function parseServeArgs(
       v["device-sampling"] ?? env("SHIMMY_DEVICE_SAMPLING"),
     ),
     flashAttn: switchFlag("--flash-attn", v["flash-attn"]),
+    kvUnified: switchFlag("--kv-unified", v["kv-unified"]),
   };
   const optional = {
     ctxSize: positiveInt("ctx-size", v["ctx-size"]),
@@ -504,6 +511,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     ...(options.noMmap ? { useMmap: false } : {}),
     deviceSampling: options.deviceSampling,
     flashAttn: options.flashAttn,
+    kvUnified: options.kvUnified,
     ...(options.pooling ? { pooling: options.pooling } : {}),
     availableMemory: () => {
       const plan = planDevices(llama.devices(), gpuBackend, options.nGpuLayers);

@@ -16,6 +16,7 @@ import {
   contextThreads,
   type DevicePlan,
   flashAttention,
+  kvUnified,
   planDevices,
   type Switch,
 } from "./gpu.ts";
@@ -73,6 +74,11 @@ export interface OpenModelOptions {
    * than 1 GiB, else llama.cpp's choice. See `flashAttention`. Default `"auto"`.
    */
   flashAttn?: Switch;
+  /**
+   * One KV cache for all slots (`"on"`), a stream per slot (`"off"`), or `"auto"`: a stream per
+   * slot when every layer is on a GPU. See `kvUnified`. Default `"auto"`.
+   */
+  kvUnified?: Switch;
   /** Requests on their way to the scheduler; see `SchedulerOptions.requestsOnTheWay`. */
   requestsOnTheWay?: RequestsOnTheWay;
   /**
@@ -251,11 +257,7 @@ export class LoadedModel {
         nCtx: slotContext * parallel,
         nSeqMax: parallel,
         nBatch: options.batchSize ?? 2048,
-        // One pool of KV cells for all slots (prefix sharing between them, a prompt and other
-        // slots' tokens in one micro-batch). With a single slot both layouts are the same cache,
-        // and the unified one only adds llama.cpp's per-decode check of the batch against all 256
-        // possible sequences (40 µs on a 2-core CPU, 90 on an H200's host: 7% of a GPU token).
-        kvUnified: parallel > 1,
+        kvUnified: kvUnified(options.kvUnified ?? "auto", parallel, model.offload),
         nThreads: contextThreads(options.threads, model.offload, defaultThreads()),
         nUbatch: MICRO_BATCH,
         flashAttn,

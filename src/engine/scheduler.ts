@@ -26,6 +26,7 @@ import { AsyncQueue } from "./async_queue.ts";
 import { GenerationError } from "./errors.ts";
 import { validateGrammar } from "./gbnf.ts";
 import { chunksBehind, PrefillBudget } from "./prefill_budget.ts";
+import { busyRuns, compactingMove, runKeepingTargets } from "./slot_placement.ts";
 import { samplerStages, type SamplingParams } from "./sampling.ts";
 import { stepLogprobs, type TokenLogprob } from "./logprobs.ts";
 import { TextStream } from "./text_stream.ts";
@@ -182,6 +183,14 @@ export interface SchedulerStats {
    * requests with the same settings reuse a slot's chain and this stays low.
    */
   deviceSamplerAttachments: number;
+  /**
+   * With a KV stream per slot: steps whose sequences were not one run of consecutive ids, which
+   * llama.cpp decodes in several passes (see `slot_placement.ts`). Stays 0 while requests can
+   * move between slots.
+   */
+  brokenRunSteps: number;
+  /** With a KV stream per slot: requests moved to another slot to keep the busy ones a run. */
+  slotMoves: number;
   /** Where the steps' time went, in milliseconds summed over all steps. */
   time: StepTime;
 }
@@ -220,6 +229,13 @@ export const ARRIVAL_WINDOW_MS = 10;
  * a chat turn's first token comes one step after it arrives, for one slower step of the others.
  */
 const WHOLE_PROMPT_TOKENS = 256;
+
+/**
+ * With a KV stream per slot, a cached prefix held by a slot away from the busy run is copied
+ * into one next to it when it spares at least this many prompt tokens (copying a stream costs
+ * about what evaluating a few tokens does).
+ */
+const MIN_COPIED_PREFIX = 32;
 
 interface Job {
   request: GenerationRequest;
@@ -295,6 +311,37 @@ class Slot {
   firstTokenAt = 0;
 
   constructor(readonly seqId: number) {}
+
+  /**
+   * Takes over the request running in `other` (every per-request field above, which this list
+   * must follow), with `sampler` in place of its chain; `other` is left idle, keeping its
+   * cached tokens (its KV stream still holds them) and its device chain.
+   */
+  takeRequestFrom(other: Slot, sampler: Sampler | undefined): void {
+    this.state = other.state;
+    this.cached = [...other.cached];
+    this.job = other.job;
+    if (this.job) this.job.slot = this;
+    this.sampler = sampler;
+    this.text = other.text;
+    this.unfinished = other.unfinished;
+    this.pendingLogprobs = other.pendingLogprobs;
+    this.logprobs = other.logprobs;
+    this.promptIndex = other.promptIndex;
+    this.generated = other.generated;
+    this.output = other.output;
+    this.cachedTokens = other.cachedTokens;
+    this.maxTokens = other.maxTokens;
+    this.batchIndex = -1;
+    this.admittedAt = other.admittedAt;
+    this.admission = other.admission;
+    this.firstTokenAt = other.firstTokenAt;
+    other.state = "idle";
+    other.job = undefined;
+    other.sampler = undefined;
+    other.text = undefined;
+    other.batchIndex = -1;
+  }
 }
 
 /** Runs generations on one context with continuous batching. */
@@ -322,6 +369,10 @@ export class Scheduler {
   #promptTokensEvaluated = 0;
   #deviceSampledRequests = 0;
   #deviceSamplerAttachments = 0;
+  #brokenRunSteps = 0;
+  #slotMoves = 0;
+  /** Whether each slot has its own KV stream (see `slot_placement.ts`). */
+  readonly #streamPerSlot: boolean;
   readonly #time: Omit<StepTime, "llamaDecodeMs" | "deviceWaitMs"> = {
     decodeMs: 0,
     sampleMs: 0,
@@ -345,6 +396,7 @@ export class Scheduler {
       );
     }
     this.#slots = Array.from({ length: context.nSeqMax }, (_, i) => new Slot(i));
+    this.#streamPerSlot = !context.kvUnified && context.nSeqMax > 1;
     this.slotContext = options.slotContext ?? Math.floor(context.nCtx / context.nSeqMax);
     this.#maxQueue = options.maxQueue ?? 64;
     this.#requestsOnTheWay = options.requestsOnTheWay ?? NONE_ON_THE_WAY;
@@ -365,6 +417,8 @@ export class Scheduler {
       promptTokensEvaluated: this.#promptTokensEvaluated,
       deviceSampledRequests: this.#deviceSampledRequests,
       deviceSamplerAttachments: this.#deviceSamplerAttachments,
+      brokenRunSteps: this.#brokenRunSteps,
+      slotMoves: this.#slotMoves,
       time: { ...this.#time, ...this.context.decodeTimes() },
     };
   }
@@ -612,6 +666,7 @@ export class Scheduler {
       try {
         this.#dropAborted();
         this.#admit();
+        this.#keepBusySlotsARun();
         active = this.#slots.filter((s) => s.state !== "idle");
         if (active.length === 0) {
           if (this.#closing) return;
@@ -758,23 +813,14 @@ export class Scheduler {
       // Log-probabilities need the logits, and choices share them: those sample on the CPU.
       const onDevice = this.#deviceSampling && job.sampler.deviceCapable &&
         job.request.logprobs === undefined && !job.forks;
-      // The slot with the longest cached prefix; among equals, one whose device chain fits.
       const key = onDevice ? deviceSamplerKey(job) : "";
-      let best = free[0] as Slot;
-      let bestShared = -1;
-      for (const slot of free) {
-        const shared = commonPrefix(slot.cached, prompt);
-        const fits = slot.deviceKey === key;
-        if (shared > bestShared || (shared === bestShared && fits && best.deviceKey !== key)) {
-          [best, bestShared] = [slot, shared];
-        }
-      }
       const started: Slot[] = [];
       try {
+        const [best, bestShared] = this.#placeRequest(free, prompt, key);
         this.#start(best, job, Math.min(bestShared, prompt.length - 1), key);
         started.push(best);
         for (const fork of job.forks ?? []) {
-          const slot = free.find((s) => s.state === "idle") as Slot;
+          const slot = this.#freeSlotNextToBusy();
           this.#start(slot, fork, 0, "");
           started.push(slot);
           slot.state = "forking";
@@ -785,6 +831,73 @@ export class Scheduler {
         this.#rejectJob(job, error);
       }
     }
+  }
+
+  /**
+   * The slot a request starts in and the prompt tokens it reuses there: the free slot with the
+   * longest cached prefix, among equals one whose device chain fits. With a KV stream per slot,
+   * only a slot that keeps the busy ones a run; a longer prefix cached elsewhere is copied into
+   * it when worth the copy.
+   */
+  #placeRequest(free: Slot[], prompt: Int32Array, key: string): [Slot, number] {
+    const [best, bestShared] = longestPrefixSlot(free, prompt, key);
+    if (!this.#streamPerSlot) return [best, bestShared];
+    const targets = new Set(runKeepingTargets(this.#busyFlags()));
+    if (targets.has(best.seqId)) return [best, bestShared];
+    const [slot, shared] = longestPrefixSlot(free.filter((s) => targets.has(s.seqId)), prompt, key);
+    if (bestShared - shared < MIN_COPIED_PREFIX) return [slot, shared];
+    this.context.copySequence(best.seqId, slot.seqId);
+    slot.cached = [...best.cached];
+    return [slot, bestShared];
+  }
+
+  /** A free slot for a further choice: with a KV stream per slot, one next to the busy run. */
+  #freeSlotNextToBusy(): Slot {
+    const free = this.#slots.filter((s) => s.state === "idle");
+    if (!this.#streamPerSlot) return free[0] as Slot;
+    const target = runKeepingTargets(this.#busyFlags())[0] as number;
+    return this.#slots[target] as Slot;
+  }
+
+  /** Busy flag per sequence id. */
+  #busyFlags(): boolean[] {
+    return this.#slots.map((s) => s.state !== "idle");
+  }
+
+  /**
+   * With a KV stream per slot, moves requests until the busy slots are one run again, where a
+   * request can move: its stream is copied (`llama_memory_seq_cp` copies a whole stream on the
+   * device, which costs far less than a further pass per step over the weights).
+   */
+  #keepBusySlotsARun(): void {
+    if (!this.#streamPerSlot) return;
+    for (let moves = 0; moves < this.#slots.length; moves++) {
+      const move = compactingMove(this.#busyFlags(), (from, to) => this.#canMove(from, to));
+      if (!move) return;
+      const from = this.#slots[move.from] as Slot;
+      const to = this.#slots[move.to] as Slot;
+      const onDevice = from.sampler !== undefined && from.sampler === from.deviceSampler;
+      this.context.copySequence(from.seqId, to.seqId);
+      to.takeRequestFrom(from, onDevice ? to.deviceSampler : from.sampler);
+      this.#slotMoves++;
+    }
+  }
+
+  /**
+   * Whether the request in slot `fromId` may move to the free slot `toId` without changing
+   * what it samples: a chain on the CPU goes with it where no chain is attached; a chain on
+   * the device stays, so the target's must have the same settings and no seed (whose draws
+   * would start over).
+   */
+  #canMove(fromId: number, toId: number): boolean {
+    const from = this.#slots[fromId] as Slot;
+    const to = this.#slots[toId] as Slot;
+    if (from.state === "forking" || !from.job) return false;
+    if (from.sampler === undefined || from.sampler !== from.deviceSampler) {
+      return to.deviceSampler === undefined;
+    }
+    return to.deviceSampler !== undefined && to.deviceKey === from.deviceKey &&
+      from.job.request.sampling?.seed === undefined;
   }
 
   /** Fails a job that could not start, and its forks. */
@@ -824,37 +937,29 @@ export class Scheduler {
     slot.firstTokenAt = 0;
   }
 
-  /** Decodes one step and samples its tokens; tells whether some request got its first. */
-  async #step(active: Slot[]): Promise<boolean> {
-    const batch = this.#batch;
-    batch.clear();
+  /**
+   * How many prompt tokens each slot reading a prompt evaluates in this step, in the order the
+   * prompts were admitted (the queue's), so the earliest one finishes first. While others
+   * generate, a long prompt that came after them goes in chunks between their tokens. The first
+   * step of a burst of long prompts takes as many as the batch holds (their first tokens come
+   * as early as in llama-server); once streams generate, a step finishes at most one long
+   * prompt: the next one's first token then comes a whole prompt sooner than if it finished
+   * together with the one after it, the streams get a token between prompts, and the last
+   * prompt ends no later (the same work, cut at prompt boundaries). Short prompts still join
+   * such a step: they add little to it.
+   *
+   * @param room Batch positions left beside the generated tokens.
+   */
+  #promptTakes(active: Slot[], room: number, generating: Slot[]): Map<Slot, number> {
     // The earliest first token of the streams generating in this step (see prefill_budget.ts).
-    let generatingSince = Infinity;
-    for (const slot of active) {
-      slot.batchIndex = -1;
-      if (slot.state === "generating") {
-        const last = slot.generated[slot.generated.length - 1] as number;
-        slot.batchIndex = batch.add(last, slot.cached.length, slot.seqId, true);
-        slot.cached.push(last);
-        generatingSince = Math.min(generatingSince, slot.firstTokenAt);
-      }
-    }
-    const generatingTokens = batch.length;
-    // While others generate, a long prompt that came after them goes in chunks between their
-    // tokens.
+    const generatingSince = Math.min(...generating.map((s) => s.firstTokenAt));
     let promptBudget = this.#prefillBudget.tokens();
-    // Prompts go in the order they were admitted (the queue's), so the earliest one finishes
-    // first. The first step of a burst of long prompts takes as many as the batch holds (their
-    // first tokens come as early as in llama-server); once streams generate, a step finishes at
-    // most one long prompt: the next one's first token then comes a whole prompt sooner than if
-    // it finished together with the one after it, the streams get a token between prompts, and
-    // the last prompt ends no later (the same work, cut at prompt boundaries). Short prompts
-    // still join such a step: they add little to it.
     const prompts = active.filter((s) => s.state === "prompt")
       .sort((a, b) => a.admission - b.admission);
+    const takes = new Map<Slot, number>();
     let finishedLongPrompt = false;
     for (const slot of prompts) {
-      if (batch.free === 0) break;
+      if (room === 0) break;
       const job = slot.job as Job;
       const prompt = job.request.prompt;
       // A short prompt goes in whole: its first token comes as soon as with no one else running.
@@ -865,10 +970,38 @@ export class Scheduler {
         : promptBudget;
       if (limit <= 0) continue;
       const rest = prompt.length - slot.promptIndex;
-      const take = Math.min(batch.free, rest, limit);
-      finishedLongPrompt ||= generatingTokens > 0 && !short && take === rest;
+      const take = Math.min(room, rest, limit);
+      finishedLongPrompt ||= generating.length > 0 && !short && take === rest;
       promptBudget -= take;
+      room -= take;
       this.#promptTokensEvaluated += take;
+      takes.set(slot, take);
+    }
+    return takes;
+  }
+
+  /** Decodes one step and samples its tokens; tells whether some request got its first. */
+  async #step(active: Slot[]): Promise<boolean> {
+    const batch = this.#batch;
+    batch.clear();
+    const generating = active.filter((s) => s.state === "generating");
+    for (const slot of active) slot.batchIndex = -1;
+    const takes = this.#promptTakes(active, batch.free - generating.length, generating);
+    // With a KV stream per slot, llama.cpp decodes a batch in one pass only when its sequences
+    // come in order (see slot_placement.ts); a unified cache takes the generated tokens first,
+    // then the prompts in the order they were admitted.
+    const order = this.#streamPerSlot ? active : [...generating, ...takes.keys()];
+    const inBatch = this.#slots.map(() => false);
+    for (const slot of order) {
+      if (slot.state === "generating") {
+        const last = slot.generated[slot.generated.length - 1] as number;
+        slot.batchIndex = batch.add(last, slot.cached.length, slot.seqId, true);
+        slot.cached.push(last);
+        inBatch[slot.seqId] = true;
+        continue;
+      }
+      const prompt = (slot.job as Job).request.prompt;
+      const take = takes.get(slot) ?? 0;
       for (let k = 0; k < take; k++) {
         const token = prompt[slot.promptIndex] as number;
         const last = slot.promptIndex === prompt.length - 1;
@@ -877,7 +1010,9 @@ export class Scheduler {
         slot.cached.push(token);
         slot.promptIndex++;
       }
+      inBatch[slot.seqId] ||= take > 0;
     }
+    if (this.#streamPerSlot && busyRuns(inBatch) > 1) this.#brokenRunSteps++;
     this.#steps++;
     if (active.filter((s) => s.batchIndex >= 0 || s.state === "prompt").length > 1) {
       this.#sharedSteps++;
@@ -894,7 +1029,7 @@ export class Scheduler {
       return false;
     } finally {
       const decodeMs = performance.now() - decodeStart;
-      this.#prefillBudget.observe(decodeMs, generatingTokens, batch.length - generatingTokens);
+      this.#prefillBudget.observe(decodeMs, generating.length, batch.length - generating.length);
       this.#time.decodeMs += decodeMs;
       this.#time.hostMs -= decodeMs; // inside the turn, which #run counts as host time
     }
@@ -1141,6 +1276,23 @@ function sentLogprobs(slot: Slot): { logprobs?: TokenLogprob[] } {
   slot.pendingLogprobs = [];
   slot.logprobs.push(...logprobs);
   return { logprobs };
+}
+
+/**
+ * The slot with the longest cached prefix of `prompt`; among equals, the first whose device
+ * chain was built for `key`.
+ */
+function longestPrefixSlot(free: Slot[], prompt: Int32Array, key: string): [Slot, number] {
+  let best = free[0] as Slot;
+  let bestShared = -1;
+  for (const slot of free) {
+    const shared = commonPrefix(slot.cached, prompt);
+    const fits = slot.deviceKey === key;
+    if (shared > bestShared || (shared === bestShared && fits && best.deviceKey !== key)) {
+      [best, bestShared] = [slot, shared];
+    }
+  }
+  return [best, bestShared];
 }
 
 function commonPrefix(cached: readonly number[], prompt: Int32Array): number {

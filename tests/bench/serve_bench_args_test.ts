@@ -29,6 +29,19 @@ Deno.test("llama-server gets a unified KV cache exactly when Shimmy does", () =>
   const eight = launchFor("llama-server", { ...settings, slots: 8 }, model, "1");
   assert.ok(!one.args.includes("--kv-unified"));
   assert.ok(eight.args.includes("--kv-unified"));
+  const streams = { ...settings, slots: 8, kvUnified: false };
+  assert.ok(!launchFor("llama-server", streams, model, "1").args.includes("--kv-unified"));
+  const shimmy = launchFor("shimmy", streams, model, "1").args;
+  assert.deepEqual(
+    shimmy.slice(shimmy.indexOf("--kv-unified"), shimmy.indexOf("--kv-unified") + 2),
+    [
+      "--kv-unified",
+      "off",
+    ],
+  );
+  assert.equal(parseBenchArgs([])?.kvUnified, true);
+  assert.equal(parseBenchArgs(["--kv-unified", "off"])?.kvUnified, false);
+  assert.throws(() => parseBenchArgs(["--kv-unified", "auto"]), UsageError);
   assert.deepEqual(one.args.slice(one.args.indexOf("-np"), one.args.indexOf("-np") + 2), [
     "-np",
     "1",

@@ -216,6 +216,9 @@ Deno.test("serve flags parse as in the original Shimmy", () => {
     ["https://a.example", "https://b.example", "*", "https://c.example"],
   );
   equal(parseServeArgs(["--shutdown-grace", "2s"], () => undefined)?.shutdownGraceMs, 2000);
+  equal(parseServeArgs([], () => undefined)?.kvUnified, "auto");
+  equal(parseServeArgs(["--kv-unified", "off"], () => undefined)?.kvUnified, "off");
+  throws(() => parseServeArgs(["--kv-unified", "no"], () => undefined), /--kv-unified must be/);
   equal(parseServeArgs([], () => undefined)?.shutdownGraceMs, 5000);
   throws(
     () => parseServeArgs(["--parallel", "8", "--batch-size", "4"], () => undefined),

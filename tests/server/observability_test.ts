@@ -96,4 +96,24 @@ Deno.test("/diag shows versions, devices, load params and slots", async () => {
     "auto",
     "with several slots llama.cpp chooses (fused, on the CPU)",
   );
+  equal(diag.models[0].kv_unified, true, "on the CPU the slots share one KV cache");
+  equal(diag.models[0].slots.slotMoves, 0);
+});
+
+Deno.test("/diag shows a KV stream per slot when asked, and the requests moved to keep them a run", async () => {
+  await using server = await startServer({ load: { kvUnified: "off" } });
+  // The second request ends first, between the busy first and third: the third moves.
+  await Promise.all([8, 2, 16].map(async (max_tokens) => {
+    const response = await postJson(`${server.url}/v1/completions`, {
+      prompt: "Counting sheep:",
+      max_tokens,
+      temperature: 0,
+      ignore_eos: true,
+    });
+    equal((await response.json()).usage.completion_tokens, max_tokens);
+  }));
+  const diag = await (await fetch(`${server.url}/diag`)).json();
+  equal(diag.models[0].kv_unified, false);
+  ok(diag.models[0].slots.slotMoves >= 1);
+  equal(diag.models[0].slots.brokenRunSteps, 0);
 });

@@ -1,0 +1,90 @@
+/**
+ * Where requests go when every slot has its own KV stream (a context made with `kv_unified`
+ * off). llama.cpp then decodes a batch in one pass only when its sequences are one run of
+ * consecutive ids, in order: each break in the run costs a further pass over the weights (its
+ * `split_equal`). These functions keep the busy slots one run: a new request takes a free slot
+ * in a gap or at an end of the run, and when a request ends inside the run, the last busy slot
+ * moves into the gap.
+ *
+ * Slots are given as a list of busy flags indexed by sequence id.
+ *
+ * @module
+ */
+
+/**
+ * Counts the runs of consecutive busy ids.
+ *
+ * @param busy Busy flag per sequence id.
+ * @returns 0 when none is busy; 1 when the busy ones are consecutive.
+ * @example
+ * ```ts
+ * busyRuns([true, true, false, true]); // 2
+ * ```
+ */
+export function busyRuns(busy: readonly boolean[]): number {
+  let runs = 0;
+  for (let i = 0; i < busy.length; i++) {
+    if (busy[i] && !busy[i - 1]) runs++;
+  }
+  return runs;
+}
+
+/**
+ * The free ids a new request may take without adding a break to the busy run: every free id
+ * when none is busy; else the gaps inside the run (taking one closes a break), or, with none,
+ * the free ids just before and after it.
+ *
+ * @param busy Busy flag per sequence id.
+ * @returns Free ids, gaps first and lowest first; empty when no slot is free.
+ * @example
+ * ```ts
+ * runKeepingTargets([false, true, true, false]); // [3, 0]
+ * runKeepingTargets([true, false, true, false]); // [1]
+ * ```
+ */
+export function runKeepingTargets(busy: readonly boolean[]): number[] {
+  const first = busy.indexOf(true);
+  if (first < 0) return busy.map((_, i) => i);
+  const last = busy.lastIndexOf(true);
+  const gaps: number[] = [];
+  for (let i = first + 1; i < last; i++) if (!busy[i]) gaps.push(i);
+  if (gaps.length > 0) return gaps;
+  const ends: number[] = [];
+  if (last + 1 < busy.length) ends.push(last + 1);
+  if (first > 0) ends.push(first - 1);
+  return ends;
+}
+
+/** A request to move from one slot to another. */
+export interface SlotMove {
+  from: number;
+  to: number;
+}
+
+/**
+ * The move that shortens a broken busy run: the last busy slot into the first gap, or, when
+ * that one cannot move, the first busy slot into the last gap.
+ *
+ * @param busy Busy flag per sequence id.
+ * @param canMove Whether the request in a busy slot may move to a given free slot.
+ * @returns The move, or undefined when the run is whole or no request may move.
+ * @example
+ * ```ts
+ * compactingMove([true, false, true, true], () => true); // { from: 3, to: 1 }
+ * ```
+ */
+export function compactingMove(
+  busy: readonly boolean[],
+  canMove: (from: number, to: number) => boolean,
+): SlotMove | undefined {
+  if (busyRuns(busy) <= 1) return undefined;
+  const first = busy.indexOf(true);
+  const last = busy.lastIndexOf(true);
+  let firstGap = first + 1;
+  while (busy[firstGap]) firstGap++;
+  let lastGap = last - 1;
+  while (busy[lastGap]) lastGap--;
+  if (canMove(last, firstGap)) return { from: last, to: firstGap };
+  if (canMove(first, lastGap)) return { from: first, to: lastGap };
+  return undefined;
+}

@@ -1,0 +1,90 @@
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { type DeviceSamplingMode, LoadedModel } from "../../src/engine/loaded_model.ts";
+import type { GenerationRequest } from "../../src/engine/scheduler.ts";
+import type { Switch } from "../../src/engine/gpu.ts";
+import { fixtureModel } from "../fixtures/models.ts";
+
+async function open(kvUnified: Switch, deviceSampling: DeviceSamplingMode = "off") {
+  return await LoadedModel.open({
+    path: await fixtureModel("llama-spm"),
+    parallel: 4,
+    ctxSize: 256,
+    kvUnified,
+    deviceSampling,
+  });
+}
+
+async function tokensOf(loaded: LoadedModel, request: GenerationRequest): Promise<number[]> {
+  const generation = loaded.scheduler.submit(request);
+  for await (const _ of generation) { /* drain */ }
+  return (await generation.result).tokens;
+}
+
+function greedy(loaded: LoadedModel, text: string, maxTokens: number): GenerationRequest {
+  return {
+    prompt: loaded.model.tokenize(text),
+    maxTokens,
+    ignoreEos: true,
+    sampling: { temperature: 0 },
+  };
+}
+
+/** Four requests at once; the second ends first, inside the busy run of slots 0 to 3. */
+async function staggeredBurst(loaded: LoadedModel): Promise<number[][]> {
+  const lengths = [12, 4, 30, 20];
+  return await Promise.all(
+    lengths.map((n, i) => tokensOf(loaded, greedy(loaded, `The harbour log, entry ${i}:`, n))),
+  );
+}
+
+Deno.test("the CPU keeps one unified KV cache and a GPU gets a stream per slot", async () => {
+  await using cpu = await open("auto");
+  equal(cpu.context.kvUnified, true, "every layer is on the CPU here");
+  await using streams = await open("off");
+  equal(streams.context.kvUnified, false);
+});
+
+for (const sampling of ["off", "on"] as const) {
+  Deno.test(`with a stream per slot, requests ending at different times keep the busy slots one run (device sampling ${sampling})`, async () => {
+    await using unified = await open("on", sampling);
+    const expected = await staggeredBurst(unified);
+    await using streams = await open("off", sampling);
+    const tokens = await staggeredBurst(streams);
+    deepEqual(tokens, expected, "a moved request goes on as it would have");
+    const stats = streams.scheduler.stats();
+    ok(stats.slotMoves >= 1, "the last request moved into the gap");
+    equal(stats.brokenRunSteps, 0, "no step needed a second pass");
+    equal(unified.scheduler.stats().slotMoves, 0, "a unified cache needs no moves");
+  });
+}
+
+Deno.test("with a stream per slot, a prefix cached away from the busy run is copied next to it", async () => {
+  await using loaded = await open("off");
+  const story = "Once upon a time, in a lighthouse at the end of a long stone pier that ran far " +
+    "into the grey northern sea, there lived";
+  const withStory = (n: number) => greedy(loaded, `${story} keeper number ${n}`, 6);
+  // Slots 0 to 3 cache four prompts; only slot 0's starts with the story.
+  await Promise.all([
+    tokensOf(loaded, withStory(1)),
+    ...[1, 2, 3].map((i) => tokensOf(loaded, greedy(loaded, `A list of ${i} fruits:`, 6))),
+  ]);
+  // A long request takes slot 2 (its prompt matches that slot's best), so the busy run is
+  // slot 2 alone; the next story request must go to slot 1 or 3, and its prefix comes along.
+  const long = tokensOf(loaded, greedy(loaded, "A list of 2 fruits: apples, pears", 40));
+  while (loaded.scheduler.stats().busySlots === 0) await new Promise((r) => setTimeout(r, 1));
+  const evaluatedBefore = loaded.scheduler.stats().promptTokensEvaluated;
+  const request = withStory(2);
+  const story2 = await tokensOf(loaded, request);
+  await long;
+  const evaluated = loaded.scheduler.stats().promptTokensEvaluated - evaluatedBefore;
+  const shared = loaded.model.tokenize(`${story} keeper number`).length;
+  ok(shared >= 32, `the shared prefix (${shared} tokens) is worth a copy`);
+  ok(
+    evaluated <= request.prompt.length - shared + 1,
+    `only the new part of the prompt was evaluated (${evaluated} of ${request.prompt.length})`,
+  );
+  equal(loaded.scheduler.stats().brokenRunSteps, 0);
+  // The copied cache gives the same tokens as a prompt evaluated from scratch.
+  await using fresh = await open("off");
+  deepEqual(story2, await tokensOf(fresh, withStory(2)));
+});
