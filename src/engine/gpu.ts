@@ -158,9 +158,9 @@ export interface AttentionShape {
   offload: OffloadReport;
   /** Attention heads. */
   heads: number;
-  /** Sequences (slots) sharing the KV cache. */
+  /** Sequences (slots) sharing a KV stream: all of them with a unified cache, else 1. */
   sequences: number;
-  /** KV cells of the context (every slot's). */
+  /** KV cells of a stream: the context's with a unified cache, else a slot's. */
   cells: number;
   /** Tokens of a micro-batch. */
   microBatch: number;

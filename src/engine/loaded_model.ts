@@ -246,18 +246,20 @@ export class LoadedModel {
     try {
       const parallel = Math.max(1, options.parallel ?? 1);
       const slotContext = options.ctxSize ?? Math.min(model.nCtxTrain || 4096, 4096);
+      const unified = kvUnified(options.kvUnified ?? "auto", parallel, model.offload);
+      // Attention sees one stream at a time: the whole cache when unified, else a slot's.
       const flashAttn = flashAttention(options.flashAttn ?? "auto", {
         offload: model.offload,
         heads: model.nHead,
-        sequences: parallel,
-        cells: slotContext * parallel,
+        sequences: unified ? parallel : 1,
+        cells: unified ? slotContext * parallel : slotContext,
         microBatch: MICRO_BATCH,
       });
       const context = await Context.create(model, {
         nCtx: slotContext * parallel,
         nSeqMax: parallel,
         nBatch: options.batchSize ?? 2048,
-        kvUnified: kvUnified(options.kvUnified ?? "auto", parallel, model.offload),
+        kvUnified: unified,
         nThreads: contextThreads(options.threads, model.offload, defaultThreads()),
         nUbatch: MICRO_BATCH,
         flashAttn,

@@ -4,13 +4,19 @@ import type { GenerationRequest } from "../../src/engine/scheduler.ts";
 import type { Switch } from "../../src/engine/gpu.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
-async function open(kvUnified: Switch, deviceSampling: DeviceSamplingMode = "off") {
+/** Four slots; the fused attention kernel unless asked, so both layouts compute alike. */
+async function open(
+  kvUnified: Switch,
+  deviceSampling: DeviceSamplingMode = "off",
+  flashAttn: Switch = "on",
+) {
   return await LoadedModel.open({
     path: await fixtureModel("llama-spm"),
     parallel: 4,
     ctxSize: 256,
     kvUnified,
     deviceSampling,
+    flashAttn,
   });
 }
 
@@ -38,10 +44,12 @@ async function staggeredBurst(loaded: LoadedModel): Promise<number[][]> {
 }
 
 Deno.test("the CPU keeps one unified KV cache and a GPU gets a stream per slot", async () => {
-  await using cpu = await open("auto");
+  await using cpu = await open("auto", "off", "auto");
   equal(cpu.context.kvUnified, true, "every layer is on the CPU here");
-  await using streams = await open("off");
+  equal(cpu.context.flashAttn, "auto", "the fused kernel skips the cells of other slots");
+  await using streams = await open("off", "off", "auto");
   equal(streams.context.kvUnified, false);
+  equal(streams.context.flashAttn, "disabled", "a stream holds one sequence, as with one slot");
 });
 
 for (const sampling of ["off", "on"] as const) {
