@@ -358,9 +358,25 @@ export class Context extends NativeHandle {
     return this.model.llama.symbols.llama_memory_seq_rm(this.#kvMemory(), seqId, p0, p1);
   }
 
-  /** Copies positions [p0, p1) of one sequence to another. */
+  /**
+   * Copies positions [p0, p1) of one sequence to another. With a KV stream per sequence (not
+   * {@link kvUnified}) only whole sequences can be copied between streams (llama.cpp aborts the
+   * process on a part), and the copy of the stream's buffers happens at the start of the next
+   * decode, which then goes to a worker thread.
+   *
+   * @throws {RangeError} for a part of a sequence copied to another stream.
+   */
   copySequence(from: number, to: number, p0 = -1, p1 = -1): void {
-    this.model.llama.symbols.llama_memory_seq_cp(this.#kvMemory(), from, to, p0, p1);
+    const memory = this.#kvMemory();
+    if (!this.kvUnified && from !== to) {
+      if (p0 > 0 || p1 > 0) {
+        throw new RangeError(
+          `Only whole sequences can be copied between KV streams (asked for [${p0}, ${p1}))`,
+        );
+      }
+      this.#lastShape = "";
+    }
+    this.model.llama.symbols.llama_memory_seq_cp(memory, from, to, p0, p1);
   }
 
   /** Keeps only one sequence in the KV memory. */

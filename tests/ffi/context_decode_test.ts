@@ -1,4 +1,4 @@
-import { ok } from "node:assert/strict";
+import { equal, ok, throws } from "node:assert/strict";
 import { Batch, Context, Llama, Model } from "../../src/ffi/mod.ts";
 import { queuesOnly } from "../../src/ffi/context.ts";
 import { fixtureModel } from "../fixtures/models.ts";
@@ -42,4 +42,20 @@ Deno.test("on the CPU every decode runs on a worker thread, however alike the ba
     await ctx.decode(batch);
   }
   ok(ctx.decodeCount === 4 && ctx.decodesOnEventLoop === 0, `${ctx.decodesOnEventLoop}`);
+});
+
+Deno.test("with a KV stream per sequence, a whole sequence is copied and a part is an error", async () => {
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"));
+  using ctx = await Context.create(model, { nCtx: 128, nSeqMax: 2, kvUnified: false });
+  using batch = new Batch(llama, 16);
+  for (let i = 0; i < 4; i++) batch.add(100 + i, i, 0, i === 3);
+  await ctx.decode(batch);
+  // llama.cpp would abort the process here: a part of a stream is not copied.
+  throws(() => ctx.copySequence(0, 1, 0, 2), /Only whole sequences/);
+  ctx.copySequence(0, 1);
+  equal(ctx.maxPosition(1), 3);
+  batch.clear();
+  batch.add(200, 4, 1, true);
+  await ctx.decode(batch); // applies the pending copy of the stream, then decodes after it
+  equal(ctx.maxPosition(1), 4);
 });
