@@ -6,6 +6,7 @@
  * @module
  */
 
+import { queuesOnly } from "../ffi/context.ts";
 import type { GpuBackend } from "../ffi/library.ts";
 import type { DeviceInfo } from "../ffi/llama.ts";
 import type { ModelLoadOptions, OffloadReport } from "../ffi/model.ts";
@@ -230,5 +231,5 @@ export function flashAttention(
  */
 export function kvUnified(mode: Switch, slots: number, offload: OffloadReport): boolean {
   if (slots <= 1 || mode === "off") return false;
-  return mode === "on" || offload.total === 0 || offload.offloaded < offload.total;
+  return mode === "on" || !queuesOnly(offload);
 }

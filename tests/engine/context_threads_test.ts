@@ -1,5 +1,10 @@
 import { equal } from "node:assert/strict";
-import { contextThreads, flashAttention, GPU_HOST_THREADS } from "../../src/engine/gpu.ts";
+import {
+  contextThreads,
+  flashAttention,
+  GPU_HOST_THREADS,
+  kvUnified,
+} from "../../src/engine/gpu.ts";
 
 Deno.test("a model wholly on a GPU gets a few CPU threads by default; --threads always wins", () => {
   const allOnGpu = { offloaded: 17, total: 17 };
@@ -28,4 +33,15 @@ Deno.test("flash attention: off by default for one slot on the CPU, unless its s
   const onGpu = { ...lone, offload: { offloaded: 13, total: 13 } };
   equal(flashAttention("auto", onGpu), "auto");
   equal(flashAttention("auto", { ...onGpu, offload: { offloaded: 6, total: 13 } }), "auto");
+});
+
+Deno.test("kvUnified(): a stream per slot with every layer on a GPU, one shared cache elsewhere", () => {
+  const gpu = { offloaded: 17, total: 17 };
+  const cpu = { offloaded: 0, total: 13 };
+  equal(kvUnified("auto", 8, gpu), false);
+  equal(kvUnified("auto", 8, cpu), true);
+  equal(kvUnified("auto", 8, { offloaded: 16, total: 17 }), true, "a layer on the CPU");
+  equal(kvUnified("on", 8, gpu), true);
+  equal(kvUnified("off", 8, cpu), false);
+  equal(kvUnified("on", 1, cpu), false, "one slot: the same cache, without the 256-sequence check");
 });
