@@ -96,3 +96,22 @@ Deno.test("with a stream per slot, a prefix cached away from the busy run is cop
   await using fresh = await open("off");
   deepEqual(story2, await tokensOf(fresh, withStory(2)));
 });
+
+Deno.test("with a stream per slot, a request whose device chain has a seed keeps its slot", async () => {
+  await using loaded = await open("off", "on");
+  const seeded = (i: number, maxTokens: number): GenerationRequest => ({
+    ...greedy(loaded, `The harbour log, entry ${i}:`, maxTokens),
+    sampling: { temperature: 0.8, seed: 7 }, // one seed: the chains' settings are the same
+  });
+  // The second ends first; the third would have to move into its gap, and its draws would then
+  // come from the gap's chain: it stays, and the steps after are decoded in two passes.
+  const alone = await tokensOf(loaded, seeded(2, 24));
+  const tokens = await Promise.all(
+    [seeded(0, 24), seeded(1, 4), seeded(2, 24)].map((r) => tokensOf(loaded, r)),
+  );
+  const stats = loaded.scheduler.stats();
+  equal(stats.slotMoves, 0);
+  ok(stats.brokenRunSteps > 0, "the gap stayed");
+  equal(stats.deviceSampledRequests, 4, "every request sampled on the device");
+  deepEqual(tokens[2], alone, "its draws are those of its own seed");
+});
