@@ -217,9 +217,9 @@ export function flashAttention(
  * streams 6,949 against 5,856. The scheduler keeps the busy slots one run of consecutive
  * sequence ids, which llama.cpp needs to decode them in one pass (`slot_placement.ts`), by
  * copying whole streams, cheap on a GPU. On the CPU the cache stays unified: with 1,000-token
- * prompts own streams decoded 1.7-2.6x faster on 2 cores, but a burst of short prompts got its
- * first tokens 1.2x later (prompts of different lengths take a pass over the weights each, which
- * a GPU hardly notices), and with short prompts a lone stream gained nothing measurable.
+ * prompts own streams decoded 1.7-2.6x faster on 2 cores, but a burst of 8 short prompts got its
+ * first tokens 1.2x later (not from the extra passes of prompts of different lengths: evening
+ * their chunks out changed nothing), and with short prompts a lone stream gained nothing.
  *
  * @param mode `--kv-unified`.
  * @param slots Slots of the context.
