@@ -314,6 +314,11 @@ class Slot {
 
   constructor(readonly seqId: number) {}
 
+  /** Whether the running request samples with the chain attached to this slot's sequence. */
+  get samplesOnDevice(): boolean {
+    return this.sampler !== undefined && this.sampler === this.deviceSampler;
+  }
+
   /**
    * Takes over the request running in `other` (every per-request field above, which this list
    * must follow), with `sampler` in place of its chain; `other` is left idle, keeping its
@@ -855,8 +860,7 @@ export class Scheduler {
 
   /** A free slot for a further choice: with a KV stream per slot, one next to the busy run. */
   #freeSlotNextToBusy(): Slot {
-    const free = this.#slots.filter((s) => s.state === "idle");
-    if (!this.#streamPerSlot) return free[0] as Slot;
+    if (!this.#streamPerSlot) return this.#slots.find((s) => s.state === "idle") as Slot;
     const target = runKeepingTargets(this.#busyFlags())[0] as number;
     return this.#slots[target] as Slot;
   }
@@ -878,9 +882,8 @@ export class Scheduler {
       if (!move) return;
       const from = this.#slots[move.from] as Slot;
       const to = this.#slots[move.to] as Slot;
-      const onDevice = from.sampler !== undefined && from.sampler === from.deviceSampler;
       this.context.copySequence(from.seqId, to.seqId);
-      to.takeRequestFrom(from, onDevice ? to.deviceSampler : from.sampler);
+      to.takeRequestFrom(from, from.samplesOnDevice ? to.deviceSampler : from.sampler);
       this.#slotMoves++;
     }
   }
@@ -895,9 +898,7 @@ export class Scheduler {
     const from = this.#slots[fromId] as Slot;
     const to = this.#slots[toId] as Slot;
     if (from.state === "forking" || !from.job) return false;
-    if (from.sampler === undefined || from.sampler !== from.deviceSampler) {
-      return to.deviceSampler === undefined;
-    }
+    if (!from.samplesOnDevice) return to.deviceSampler === undefined;
     return to.deviceSampler !== undefined && to.deviceKey === from.deviceKey &&
       from.job.request.sampling?.seed === undefined;
   }
