@@ -158,7 +158,8 @@ export function createApp(
     const abort = () => gone.abort();
     // Until the handler returns, the request's own signal tells that the client hung up (a
     // non-streaming generation); after that, `completed` rejects when it hangs up mid-stream.
-    request.signal.addEventListener("abort", abort, { once: true });
+    if (request.signal.aborted) abort();
+    else request.signal.addEventListener("abort", abort, { once: true });
     if (info) info.completed.catch(abort).finally(done);
     let response: Response;
     try {

@@ -1,21 +1,26 @@
 /**
  * Connection limits in front of `Deno.serve`, which has no timeouts of its own: a client that
  * sends half a header, or keeps an idle keep-alive connection, holds a socket forever. The
- * guard owns the public TCP listener and serves HTTP with an internal `Deno.serve` bound to
- * 127.0.0.1 on a free port. Each accepted connection gets its own loopback connection to the
- * internal server, and two copy loops (64 KiB buffers, every read written on at once, Nagle off
- * on both sockets) carry bytes both ways, so streamed tokens are not held back. The internal
- * server sees the guard's outbound port as the client port; a map from that port back to the
- * public connection lets the wrapped handler pass on the real client address and count the
- * requests in flight per connection (a request ends when `info.completed` settles). One
+ * guard owns the public TCP listener and serves requests of the plain shape itself
+ * (`http1_serve.ts`: HTTP/1.1, no body or one with a `Content-Length`), writing each response
+ * and each streamed chunk straight to the client. The first request of another shape (a
+ * WebSocket upgrade, a chunked upload, HTTP/1.0…) hands its connection to an internal
+ * `Deno.serve` bound to 127.0.0.1 on a free port: the connection gets its own loopback
+ * connection to it, the bytes read so far go first, and two copy loops (64 KiB buffers, every
+ * read written on at once, Nagle off on both sockets) carry bytes both ways from then on. The
+ * internal server sees the guard's outbound port as the client port; a map from that port back
+ * to the public connection lets the wrapped handler pass on the real client address and count
+ * the requests in flight per connection (a request ends when `info.completed` settles). One
  * periodic sweep closes connections that are neither busy nor upgraded (a 101 response) once
  * their partial next request is older than `headerTimeoutMs` (trickled bytes do not extend it)
  * or once they have been silent for `idleTimeoutMs`. Connections beyond `maxConnections` get a
  * 503 and are closed. `close()` drops every connection and aborts the internal server, so it
- * finishes at once even with stalled uploads or open WebSockets.
+ * finishes at once even with stalled uploads, stuck handlers or open WebSockets.
  *
  * @module
  */
+
+import { serveHttp1 } from "./http1_serve.ts";
 
 /** Options of {@link serveGuarded}. */
 export interface GuardOptions {
@@ -69,6 +74,14 @@ export interface GuardedServer extends AsyncDisposable {
    * @returns Accepted connections not yet closed (refused ones not included).
    */
   connections(): number;
+  /**
+   * Counts the connections handed to the internal `Deno.serve` since the start: those that sent
+   * a request outside the plain shape the guard serves itself (a WebSocket upgrade, a chunked
+   * upload…).
+   *
+   * @returns Connections forwarded so far.
+   */
+  forwardedConnections(): number;
   /**
    * Counts the requests that are arriving: on connections with no request in flight, the first
    * bytes of one came in within the last `withinMs`, and no handler has it yet. A connection
@@ -161,10 +174,15 @@ function closeQuietly(resource: { close(): void }): void {
   }
 }
 
-/** One public connection and its loopback twin to the internal server. */
+/**
+ * One public connection: served by the guard itself while its requests have the plain shape,
+ * then forwarded through its loopback twin to the internal server.
+ */
 class Tunnel {
   readonly client: Deno.TcpConn;
   upstream: Deno.TcpConn | null = null;
+  /** Whether its bytes go to the internal server (from the first request of another shape). */
+  forwarding = false;
   /** Requests in flight on this connection. */
   busy = 0;
   /** A 101 response turned it into a WebSocket: the idle rules no longer apply. */
@@ -176,10 +194,17 @@ class Tunnel {
   /** When the internal server's side ended (or was asked to end); 0 while it runs. */
   endingSince = 0;
   closed = false;
+  /** Aborted when it is closed: the guard's own serving gives up its request. */
+  readonly #destroyed = new AbortController();
 
   constructor(client: Deno.TcpConn) {
     this.client = client;
     this.idleSince = Date.now();
+  }
+
+  /** Aborted once it is closed. */
+  get destroyed(): AbortSignal {
+    return this.#destroyed.signal;
   }
 
   requestStarted(): void {
@@ -209,14 +234,25 @@ class Tunnel {
     return now - this.idleSince >= idleTimeoutMs;
   }
 
-  /** Copies client bytes to the internal server until the client stops sending. */
-  async pumpIn(upstream: Deno.TcpConn): Promise<void> {
+  /** Notes that bytes arrived: the first of a next request starts its header timeout. */
+  bytesArrived(): void {
+    if (this.busy === 0 && this.firstByteAt === 0) this.firstByteAt = Date.now();
+  }
+
+  /**
+   * Copies client bytes to the internal server until the client stops sending.
+   *
+   * @param upstream The loopback connection.
+   * @param read What the guard had read already, which goes first.
+   */
+  async pumpIn(upstream: Deno.TcpConn, read: Uint8Array): Promise<void> {
+    await writeAll(upstream, read);
     const buffer = new Uint8Array(BUFFER_SIZE);
     for (;;) {
       const n = await this.client.read(buffer);
       if (n === null) break;
       if (this.endingSince) continue; // The server side is closing: nothing more goes there.
-      if (this.busy === 0 && this.firstByteAt === 0) this.firstByteAt = Date.now();
+      this.bytesArrived();
       await writeAll(upstream, buffer.subarray(0, n));
     }
     if (!this.endingSince) await upstream.closeWrite();
@@ -234,17 +270,23 @@ class Tunnel {
     await this.client.closeWrite();
   }
 
-  /** Closes gracefully: the internal server finishes, everything sent reaches the client. */
+  /**
+   * Closes gracefully: the internal server finishes, everything sent reaches the client. A
+   * connection the guard serves itself is shut at once (it is only ended between requests)
+   * and its serving loop reads what still comes until the client closes.
+   */
   end(): void {
     if (this.closed || this.endingSince) return;
     this.endingSince = Date.now();
-    if (this.upstream === null) return this.destroy();
-    this.upstream.closeWrite().catch(() => this.destroy());
+    if (!this.forwarding) this.client.closeWrite().catch(() => this.destroy());
+    else if (this.upstream === null) this.destroy();
+    else this.upstream.closeWrite().catch(() => this.destroy());
   }
 
   /** Closes both sockets now; pending reads and writes fail and the pumps stop. */
   destroy(): void {
     this.closed = true;
+    this.#destroyed.abort();
     closeQuietly(this.client);
     if (this.upstream) closeQuietly(this.upstream);
   }
@@ -268,6 +310,7 @@ class ConnectionGuard implements GuardedServer {
   readonly #tasks = new Set<Promise<void>>();
   readonly #sweep: ReturnType<typeof setInterval>;
   readonly #accepting: Promise<void>;
+  #forwarded = 0;
   #listening = true;
   #draining = false;
   #innerFinished = false;
@@ -313,6 +356,10 @@ class ConnectionGuard implements GuardedServer {
 
   connections(): number {
     return this.#tunnels.size;
+  }
+
+  forwardedConnections(): number {
+    return this.#forwarded;
   }
 
   requestsArriving(withinMs: number): number {
@@ -410,6 +457,20 @@ class ConnectionGuard implements GuardedServer {
     let port = -1;
     try {
       tunnel.client.setNoDelay(true);
+      const outcome = await serveHttp1(
+        tunnel.client,
+        (request, completed) => this.#dispatch(tunnel, request, completed),
+        {
+          bytesArrived: () => tunnel.bytesArrived(),
+          ending: () => tunnel.endingSince > 0,
+          closing: () => tunnel.endingSince ||= Date.now(),
+          destroyed: tunnel.destroyed,
+        },
+      );
+      if (outcome.kind === "done") return;
+      tunnel.forwarding = true;
+      this.#forwarded++;
+      if (tunnel.endingSince) return;
       const upstream = await Deno.connect({ hostname: "127.0.0.1", port: this.#inner.addr.port });
       tunnel.upstream = upstream;
       if (tunnel.closed) return;
@@ -417,7 +478,10 @@ class ConnectionGuard implements GuardedServer {
       port = upstream.localAddr.port;
       this.#byPort.set(port, tunnel);
       const pump = (copy: Promise<void>) => copy.catch(() => tunnel.destroy());
-      await Promise.all([pump(tunnel.pumpIn(upstream)), pump(tunnel.pumpOut(upstream))]);
+      await Promise.all([
+        pump(tunnel.pumpIn(upstream, outcome.bytes)),
+        pump(tunnel.pumpOut(upstream)),
+      ]);
     } catch {
       // The internal server is gone (closing).
     } finally {
@@ -434,10 +498,10 @@ class ConnectionGuard implements GuardedServer {
     }
   }
 
-  #handle = async (
+  #handle = (
     request: Request,
     info: Deno.ServeHandlerInfo<Deno.NetAddr>,
-  ): Promise<Response> => {
+  ): Response | Promise<Response> => {
     const tunnel = this.#byPort.get(info.remoteAddr.port);
     if (tunnel === undefined || info.remoteAddr.hostname !== "127.0.0.1") {
       return Response.json({
@@ -449,6 +513,11 @@ class ConnectionGuard implements GuardedServer {
         },
       }, { status: 403 });
     }
+    return this.#dispatch(tunnel, request, info.completed);
+  };
+
+  /** Hands a request on one of its connections to the handler, counting it in flight. */
+  async #dispatch(tunnel: Tunnel, request: Request, completed: Promise<void>): Promise<Response> {
     tunnel.requestStarted();
     // The request ends when its response is sent and the handler has returned: `completed`
     // settles inside Deno.upgradeWebSocket(), before the 101 tells us the socket is upgraded.
@@ -457,16 +526,16 @@ class ConnectionGuard implements GuardedServer {
       if (--pending > 0 || !tunnel.requestEnded()) return;
       if (this.#draining && !tunnel.upgraded) tunnel.end();
     };
-    info.completed.then(ended, ended);
+    completed.then(ended, ended);
     try {
       const response = await this.#handler(request, {
         remoteAddr: tunnel.client.remoteAddr,
-        completed: info.completed,
+        completed,
       });
       if (response.status === 101) tunnel.upgraded = true;
       return response;
     } finally {
       ended();
     }
-  };
+  }
 }

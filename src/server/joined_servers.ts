@@ -26,6 +26,7 @@ export function joinServers(servers: readonly [GuardedServer, ...GuardedServer[]
     addr: servers[0].addr,
     finished: Promise.all(servers.map((s) => s.finished)).then(() => {}),
     connections: () => servers.reduce((sum, s) => sum + s.connections(), 0),
+    forwardedConnections: () => servers.reduce((sum, s) => sum + s.forwardedConnections(), 0),
     requestsArriving: (withinMs) =>
       servers.reduce((sum, s) => sum + s.requestsArriving(withinMs), 0),
     stopAccepting: () => servers.forEach((s) => s.stopAccepting()),

@@ -64,6 +64,8 @@ export function streamBody(
  */
 export function followClient(clientGone: AbortSignal): AbortController {
   const abort = new AbortController();
-  clientGone.addEventListener("abort", () => abort.abort(), { once: true });
+  // A client can hang up before this (while its body was read or its model loaded).
+  if (clientGone.aborted) abort.abort();
+  else clientGone.addEventListener("abort", () => abort.abort(), { once: true });
   return abort;
 }

@@ -46,3 +46,20 @@ Deno.test("a client that disconnects while waiting for a JSON answer frees its s
   ok(Number(tokens?.[1] ?? 0) < 8000, `the generation stopped early (${tokens?.[1]} tokens)`);
   ok(freedAfter < 2000, `freed after ${Math.round(freedAfter)} ms`);
 });
+
+Deno.test("a client that hangs up while its model loads starts no generation", async () => {
+  await using server = await startServer({ load: { ctxSize: 8192 } });
+  const port = Number(new URL(server.url).port);
+  const body = JSON.stringify(LONG);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(
+    new TextEncoder().encode(
+      `POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: ` +
+        `application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    ),
+  );
+  conn.close(); // before the first request's model has loaded
+  await waitFor(() => server.ctx.registry.loaded().has("tiny-f32"), 10_000);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  equal(busySlots(server), 0, "the gone client's generation runs");
+});

@@ -1,0 +1,185 @@
+/**
+ * HTTP/1.1 message heads for the connection guard's own serving path: reading a request head
+ * and writing a response head and its body framing. Only the plain shape of request is taken:
+ * HTTP/1.1, an origin-form target, a `Host`, no body or one sized by `Content-Length`. Anything
+ * else (an upgrade, `Transfer-Encoding`, `Expect`, obsolete line folding, bytes outside ASCII)
+ * is left to `Deno.serve` behind the guard, which the caller forwards the connection to.
+ *
+ * @module
+ */
+
+/** A request head the guard serves itself. */
+export interface RequestHead {
+  method: string;
+  /** The origin-form target: path and query. */
+  target: string;
+  headers: Headers;
+  /** Body bytes that follow the head (0 when there is no body). */
+  contentLength: number;
+  /** Whether the client lets the connection carry another request after this one. */
+  keepAlive: boolean;
+  /** Bytes the head takes, up to and including its blank line. */
+  length: number;
+}
+
+/** What {@link parseRequestHead} found at the start of the buffered bytes. */
+export type HeadReading =
+  | { kind: "incomplete" }
+  | { kind: "forward" }
+  | { kind: "head"; head: RequestHead };
+
+/** Longest head read before giving the connection to `Deno.serve`, whose limits then apply. */
+export const MAX_HEAD_BYTES = 64 * 1024;
+
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Method, origin-form target and version. */
+const REQUEST_LINE = /^([A-Z]+) (\/[!-~]*) HTTP\/1\.1$/;
+const DIGITS = /^\d{1,15}$/;
+/** Request headers that ask for more than the plain shape. */
+const FORWARDED_HEADERS = new Set(["upgrade", "transfer-encoding", "expect"]);
+const CR = 13;
+const LF = 10;
+const INCOMPLETE: HeadReading = { kind: "incomplete" };
+const FORWARD: HeadReading = { kind: "forward" };
+const ascii = new TextDecoder();
+
+/**
+ * Reads the request head at the start of `bytes`.
+ *
+ * @param bytes Buffered bytes of the connection, from the start of a request.
+ * @returns `incomplete` while the head's blank line has not arrived (and the head is under
+ *   {@link MAX_HEAD_BYTES}), `forward` for a request outside the plain shape, else the head.
+ * @example
+ * ```ts
+ * const reading = parseRequestHead(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+ * // reading.kind === "head", reading.head.target === "/"
+ * ```
+ */
+export function parseRequestHead(bytes: Uint8Array): HeadReading {
+  const end = headEnd(bytes);
+  if (end < 0) return bytes.length > MAX_HEAD_BYTES ? FORWARD : INCOMPLETE;
+  if (end > MAX_HEAD_BYTES) return FORWARD;
+  for (const byte of bytes.subarray(0, end)) {
+    if (byte >= 0x7f || (byte < 0x20 && byte !== CR && byte !== LF && byte !== 9)) return FORWARD;
+  }
+  const [requestLine = "", ...lines] = ascii.decode(bytes.subarray(0, end - 4)).split("\r\n");
+  const start = REQUEST_LINE.exec(requestLine);
+  if (start === null || !METHODS.has(start[1]!)) return FORWARD;
+  const [, method = "", target = ""] = start;
+  const headers = new Headers();
+  let contentLength: string | undefined;
+  for (const line of lines) {
+    const colon = line.indexOf(":");
+    if (colon <= 0 || line.includes("\n") || line.includes("\r")) return FORWARD;
+    const name = line.slice(0, colon);
+    if (!TOKEN.test(name)) return FORWARD;
+    const key = name.toLowerCase();
+    if (FORWARDED_HEADERS.has(key)) return FORWARD;
+    const value = line.slice(colon + 1).trim();
+    if (key === "content-length") {
+      if (contentLength !== undefined || !DIGITS.test(value)) return FORWARD;
+      contentLength = value;
+    }
+    headers.append(name, value);
+  }
+  if (!headers.has("host")) return FORWARD;
+  // The fetch API refuses a body on these; Deno.serve has its own answer.
+  const length = contentLength === undefined ? 0 : Number(contentLength);
+  if ((method === "GET" || method === "HEAD") && length > 0) return FORWARD;
+  const connection = headers.get("connection")?.toLowerCase() ?? "";
+  return {
+    kind: "head",
+    head: {
+      method,
+      target,
+      headers,
+      contentLength: length,
+      keepAlive: !/(^|,)\s*close\s*(,|$)/.test(connection),
+      length: end,
+    },
+  };
+}
+
+/** Index just past the head's blank line (`\r\n\r\n`), or -1 when it has not arrived. */
+function headEnd(bytes: Uint8Array): number {
+  for (let i = bytes.indexOf(LF); i >= 0 && i + 2 < bytes.length; i = bytes.indexOf(LF, i + 1)) {
+    if (bytes[i - 1] === CR && bytes[i + 1] === CR && bytes[i + 2] === LF) return i + 3;
+  }
+  return -1;
+}
+
+/** How a response's body is framed on the connection. */
+export type BodyFraming = { contentLength: number } | "chunked" | "none";
+
+/** Response headers the guard writes itself, whatever the handler set. */
+const FRAMING_HEADERS = new Set(["content-length", "transfer-encoding", "connection"]);
+const REASONS: Record<number, string> = {
+  200: "OK",
+  201: "Created",
+  204: "No Content",
+  304: "Not Modified",
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  409: "Conflict",
+  413: "Content Too Large",
+  415: "Unsupported Media Type",
+  422: "Unprocessable Content",
+  429: "Too Many Requests",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  503: "Service Unavailable",
+};
+let dateSecond = -1;
+let dateValue = "";
+
+/** The `Date` header's value, formatted once a second. */
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateValue = new Date(now).toUTCString();
+  }
+  return dateValue;
+}
+
+/**
+ * Writes a response head.
+ *
+ * @param response The handler's response (its status and headers).
+ * @param framing How the body follows.
+ * @param close Whether the connection closes after this response.
+ * @returns The head's text, blank line included.
+ * @example
+ * ```ts
+ * responseHead(new Response("hi"), { contentLength: 2 }, false);
+ * // "HTTP/1.1 200 OK\r\ncontent-type: text/plain;charset=UTF-8\r\ndate: …\r\ncontent-length: 2\r\n\r\n"
+ * ```
+ */
+export function responseHead(response: Response, framing: BodyFraming, close: boolean): string {
+  const reason = response.statusText || REASONS[response.status] || "";
+  let head = `HTTP/1.1 ${response.status} ${reason}\r\n`;
+  for (const [name, value] of response.headers) {
+    if (!FRAMING_HEADERS.has(name)) head += `${name}: ${value}\r\n`;
+  }
+  head += `date: ${httpDate()}\r\n`;
+  if (framing === "chunked") head += "transfer-encoding: chunked\r\n";
+  else if (framing !== "none") head += `content-length: ${framing.contentLength}\r\n`;
+  if (close) head += "connection: close\r\n";
+  return head + "\r\n";
+}
+
+/** Whether a response with this status to this method carries no body at all. */
+export function hasNoBody(method: string, status: number): boolean {
+  return method === "HEAD" || status === 204 || status === 304 || (status >= 100 && status < 200);
+}
+
+/** Whether the response asks for the connection to close after it. */
+export function responseCloses(response: Response): boolean {
+  return /(^|,)\s*close\s*(,|$)/i.test(response.headers.get("connection") ?? "");
+}

@@ -1,0 +1,412 @@
+/**
+ * The connection guard's own HTTP/1.1 serving: requests of the plain shape (see
+ * `http1_head.ts`) are read from the public connection, handed to the handler as a `Request`,
+ * and its `Response` is written straight back, with no loopback hop to `Deno.serve` and no
+ * second copy of each streamed token. The first request of another shape hands the connection,
+ * with the bytes read so far, back to the caller, which forwards it to `Deno.serve` from then on.
+ *
+ * While a request is in flight the connection is still read (up to {@link WATCH_LIMIT}
+ * bytes ahead), so a client that hangs up aborts the request's signal, cancels a streamed
+ * body, and rejects `completed`, as `Deno.serve` does. A response body that has ended by the
+ * time its first chunk is read gets a `Content-Length`; a streamed one is sent chunked, each
+ * chunk written as soon as the handler enqueues it.
+ *
+ * @module
+ */
+
+import {
+  type BodyFraming,
+  hasNoBody,
+  parseRequestHead,
+  type RequestHead,
+  responseCloses,
+  responseHead,
+} from "./http1_head.ts";
+
+/** Serves one request: resolves to its response; `completed` settles once it is sent. */
+export type ServeRequest = (request: Request, completed: Promise<void>) => Promise<Response>;
+
+/** What the connection's owner hears of and decides. */
+export interface ConnectionEvents {
+  /** Bytes arrived (the owner times a request's head from the first of them). */
+  bytesArrived(): void;
+  /** Whether the connection is to close instead of serving another request. */
+  ending(): boolean;
+  /** The server's side has shut; the client gets a moment to read and close. */
+  closing(): void;
+  /** Aborted when the owner closes the connection: a request in flight is given up. */
+  destroyed: AbortSignal;
+}
+
+/** How {@link serveHttp1} left the connection. */
+export type Http1Outcome =
+  /** Done: the client closed, a graceful close finished, or the socket failed. */
+  | { kind: "done" }
+  /** A request outside the plain shape: these bytes, from its first, go to `Deno.serve`. */
+  | { kind: "forward"; bytes: Uint8Array };
+
+/** Bytes read ahead of the handler while a request is in flight, to notice a hang-up. */
+export const WATCH_LIMIT = 64 * 1024;
+/** Unread request body left by a handler that is read and dropped to keep the connection. */
+const DISCARD_LIMIT = 1024 * 1024;
+const INITIAL_BUFFER = 16 * 1024;
+const LAST_CHUNK = new TextEncoder().encode("0\r\n\r\n");
+const CRLF = new TextEncoder().encode("\r\n");
+const NOT_YET = Promise.resolve("not yet" as const);
+const encoder = new TextEncoder();
+
+/** Bytes read from a connection and not used yet; one read in flight at a time. */
+class InputBuffer {
+  readonly #conn: Deno.Conn;
+  readonly #bytesArrived: () => void;
+  #bytes = new Uint8Array(INITIAL_BUFFER);
+  #start = 0;
+  #end = 0;
+  #reading: Promise<boolean> | null = null;
+  #ended = false;
+  #roomWaiters: (() => void)[] = [];
+  /** Called once when the client closes or the socket fails. */
+  onEnd: (() => void) | null = null;
+
+  constructor(conn: Deno.Conn, bytesArrived: () => void) {
+    this.#conn = conn;
+    this.#bytesArrived = bytesArrived;
+  }
+
+  get size(): number {
+    return this.#end - this.#start;
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** The buffered bytes, as a view valid until the next read. */
+  view(): Uint8Array {
+    return this.#bytes.subarray(this.#start, this.#end);
+  }
+
+  /** Drops `count` buffered bytes. */
+  consume(count: number): void {
+    this.#start += count;
+    this.wakeWatcher();
+  }
+
+  /** Removes and returns (as a copy) the first `count` buffered bytes. */
+  take(count: number): Uint8Array {
+    const taken = this.#bytes.slice(this.#start, this.#start + count);
+    this.consume(count);
+    return taken;
+  }
+
+  /** Settles when bytes are consumed or {@link wakeWatcher} is called. */
+  room(): Promise<void> {
+    return new Promise((resolve) => this.#roomWaiters.push(resolve));
+  }
+
+  /** Lets a watcher waiting in {@link room} look again. */
+  wakeWatcher(): void {
+    const waiters = this.#roomWaiters;
+    this.#roomWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /** Reads more bytes. @returns false once the client has closed (or the socket failed). */
+  fill(): Promise<boolean> {
+    this.#reading ??= this.#read().finally(() => this.#reading = null);
+    return this.#reading;
+  }
+
+  async #read(): Promise<boolean> {
+    if (this.#ended) return false;
+    this.#makeRoom();
+    let count: number | null;
+    try {
+      count = await this.#conn.read(this.#bytes.subarray(this.#end));
+    } catch {
+      count = null;
+    }
+    if (count === null) {
+      this.#ended = true;
+      this.onEnd?.();
+      return false;
+    }
+    this.#end += count;
+    this.#bytesArrived();
+    return true;
+  }
+
+  #makeRoom(): void {
+    if (this.#end < this.#bytes.length) return;
+    const size = this.size;
+    if (size * 2 > this.#bytes.length) {
+      const grown = new Uint8Array(this.#bytes.length * 2);
+      grown.set(this.view());
+      this.#bytes = grown;
+    } else {
+      this.#bytes.copyWithin(0, this.#start, this.#end);
+    }
+    this.#start = 0;
+    this.#end = size;
+  }
+}
+
+/** Writes all of `bytes`. */
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
+}
+
+/** Joins byte arrays into one, so that they go out in one write. */
+function join(...parts: Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const part of parts) length += part.length;
+  const joined = new Uint8Array(length);
+  let offset = 0;
+  for (const part of parts) {
+    joined.set(part, offset);
+    offset += part.length;
+  }
+  return joined;
+}
+
+/** One chunk of a chunked body, framed. */
+function chunk(bytes: Uint8Array): Uint8Array {
+  return join(encoder.encode(`${bytes.length.toString(16)}\r\n`), bytes, CRLF);
+}
+
+/**
+ * Serves a connection's requests of the plain shape until it closes, ends, or a request of
+ * another shape arrives.
+ *
+ * @param conn The public connection.
+ * @param serve Serves one request.
+ * @param events The owner's timing and closing.
+ * @returns How the connection was left.
+ * @example
+ * ```ts
+ * const outcome = await serveHttp1(conn, (request) => handler(request), {
+ *   bytesArrived() {},
+ *   ending: () => false,
+ * });
+ * if (outcome.kind === "forward") forward(conn, outcome.bytes);
+ * ```
+ */
+export async function serveHttp1(
+  conn: Deno.Conn,
+  serve: ServeRequest,
+  events: ConnectionEvents,
+): Promise<Http1Outcome> {
+  const input = new InputBuffer(conn, () => events.bytesArrived());
+  for (;;) {
+    if (input.size > 0) events.bytesArrived();
+    let reading = parseRequestHead(input.view());
+    while (reading.kind === "incomplete") {
+      if (events.ending() || !(await input.fill())) return await linger(conn, input, events);
+      reading = parseRequestHead(input.view());
+    }
+    if (events.ending()) return await linger(conn, input, events);
+    const request = reading.kind === "head" ? requestOf(reading.head, input) : null;
+    if (request === null) return { kind: "forward", bytes: input.take(input.size) };
+    const keepOpen = await exchange(conn, input, serve, request, events.destroyed);
+    if (!keepOpen) return await linger(conn, input, events);
+  }
+}
+
+/** A request read from the connection, with its body still to come. */
+interface ReadRequest {
+  request: Request;
+  method: string;
+  keepAlive: boolean;
+  /** Hangs up the request: aborts its signal. */
+  abort: AbortController;
+  /** Body bytes not read yet. */
+  unread(): number;
+}
+
+/** Builds the `Request` for a parsed head and consumes the head; null if its URL is invalid. */
+function requestOf(head: RequestHead, input: InputBuffer): ReadRequest | null {
+  let url: URL;
+  try {
+    url = new URL(`http://${head.headers.get("host")}${head.target}`);
+  } catch {
+    return null;
+  }
+  input.consume(head.length);
+  let remaining = head.contentLength;
+  const body = remaining === 0 ? null : new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      while (input.size === 0) {
+        if (!(await input.fill())) {
+          return controller.error(new Error("The client closed before sending the whole body"));
+        }
+      }
+      const bytes = input.take(Math.min(remaining, input.size));
+      remaining -= bytes.length;
+      controller.enqueue(bytes);
+      if (remaining === 0) controller.close();
+    },
+  }, { highWaterMark: 0 });
+  const abort = new AbortController();
+  const request = new Request(url, {
+    method: head.method,
+    headers: head.headers,
+    body,
+    signal: abort.signal,
+  });
+  return {
+    request,
+    method: head.method,
+    keepAlive: head.keepAlive,
+    abort,
+    unread: () => remaining,
+  };
+}
+
+/**
+ * Serves one request and sends its response.
+ *
+ * @returns Whether the connection can carry another request.
+ */
+async function exchange(
+  conn: Deno.Conn,
+  input: InputBuffer,
+  serve: ServeRequest,
+  read: ReadRequest,
+  destroyed: AbortSignal,
+): Promise<boolean> {
+  let settle!: { resolve: () => void; reject: (error: unknown) => void };
+  const completed = new Promise<void>((resolve, reject) => settle = { resolve, reject });
+  let body: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  let hungUp = false;
+  let gone!: () => void;
+  const goneAway = new Promise<null>((resolve) => gone = () => resolve(null));
+  const hangUp = () => {
+    hungUp = true;
+    read.abort.abort(new Error("The client closed the connection"));
+    body?.cancel().catch(() => {});
+    gone();
+  };
+  input.onEnd = hangUp;
+  destroyed.addEventListener("abort", hangUp);
+  let active = true;
+  // Not awaited: its read may still be in flight after the response, shared with the next head.
+  void watchForHangUp(input, () => active);
+  let sent = false;
+  try {
+    if (destroyed.aborted) hangUp();
+    const served = serveSafely(serve, read.request, completed);
+    // A handler that ignores the hang-up is not waited for; its late body is cancelled.
+    const response = await Promise.race([served, goneAway]);
+    if (response === null) {
+      served.then((late) => late.body?.cancel()).catch(() => {});
+      throw new Error("The client closed the connection");
+    }
+    body = response.body?.getReader() ?? null;
+    if (hungUp) throw new Error("The client closed the connection");
+    const close = !read.keepAlive || responseCloses(response);
+    await send(conn, response, read.method, body, close);
+    if (hungUp) throw new Error("The client closed the connection");
+    sent = !close;
+    settle.resolve();
+  } catch (error) {
+    body?.cancel().catch(() => {});
+    settle.reject(error);
+  } finally {
+    active = false;
+    input.onEnd = null;
+    destroyed.removeEventListener("abort", hangUp);
+    input.wakeWatcher();
+  }
+  return sent && await dropUnreadBody(input, read.unread());
+}
+
+/** Calls the handler; a throw becomes a 500, as `Deno.serve` answers. */
+async function serveSafely(
+  serve: ServeRequest,
+  request: Request,
+  completed: Promise<void>,
+): Promise<Response> {
+  try {
+    return await serve(request, completed);
+  } catch (error) {
+    console.error("Request handler failed:", error);
+    return new Response("Internal Server Error", { status: 500 });
+  }
+}
+
+/** Reads ahead while a request is in flight, so that a hang-up is noticed. */
+async function watchForHangUp(input: InputBuffer, active: () => boolean): Promise<void> {
+  while (active() && !input.ended) {
+    if (input.size >= WATCH_LIMIT) await input.room();
+    else await input.fill();
+  }
+}
+
+/** Reads and drops what the handler left of a request body. @returns Whether that worked. */
+async function dropUnreadBody(input: InputBuffer, unread: number): Promise<boolean> {
+  if (unread > DISCARD_LIMIT) return false;
+  while (unread > 0) {
+    if (input.size === 0 && !(await input.fill())) return false;
+    const dropped = Math.min(unread, input.size);
+    input.consume(dropped);
+    unread -= dropped;
+  }
+  return true;
+}
+
+/** Writes a response: head and body, framed. Throws when the connection fails. */
+async function send(
+  conn: Deno.Conn,
+  response: Response,
+  method: string,
+  body: ReadableStreamDefaultReader<Uint8Array> | null,
+  close: boolean,
+): Promise<void> {
+  if (hasNoBody(method, response.status) || body === null) {
+    const framing: BodyFraming = hasNoBody(method, response.status) ? "none" : { contentLength: 0 };
+    await body?.cancel();
+    return await writeAll(conn, encoder.encode(responseHead(response, framing, close)));
+  }
+  const first = await body.read();
+  if (first.done) {
+    return await writeAll(
+      conn,
+      encoder.encode(responseHead(response, { contentLength: 0 }, close)),
+    );
+  }
+  const next = body.read();
+  const ready = await Promise.race([next, NOT_YET]);
+  if (ready !== "not yet" && ready.done) {
+    const head = encoder.encode(
+      responseHead(response, { contentLength: first.value.length }, close),
+    );
+    return await writeAll(conn, join(head, first.value));
+  }
+  const head = encoder.encode(responseHead(response, "chunked", close));
+  await writeAll(conn, first.value.length > 0 ? join(head, chunk(first.value)) : head);
+  for (let result = await next; !result.done; result = await body.read()) {
+    if (result.value.length > 0) await writeAll(conn, chunk(result.value));
+  }
+  await writeAll(conn, LAST_CHUNK);
+}
+
+/**
+ * Ends the connection gracefully: the server's side is shut, and what the client still sends
+ * is read and dropped until it closes (the owner's sweep closes it after a while).
+ */
+async function linger(
+  conn: Deno.Conn,
+  input: InputBuffer,
+  events: ConnectionEvents,
+): Promise<Http1Outcome> {
+  if (input.ended) return { kind: "done" };
+  events.closing();
+  try {
+    await conn.closeWrite();
+  } catch {
+    // Already shut by the owner, or the socket failed: reading tells which.
+  }
+  while (await input.fill()) input.consume(input.size);
+  return { kind: "done" };
+}

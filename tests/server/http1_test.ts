@@ -1,0 +1,195 @@
+import { deepEqual, equal, ok } from "node:assert/strict";
+import {
+  MAX_HEAD_BYTES,
+  parseRequestHead,
+  type RequestHead,
+  responseHead,
+} from "../../src/server/http1_head.ts";
+import { type GuardedServer, serveGuarded } from "../../src/server/connection_guard.ts";
+import { get, RawClient } from "./raw_client.ts";
+
+const encoder = new TextEncoder();
+
+/** Parses a head that must be of the plain shape. */
+function plainHead(text: string): RequestHead {
+  const reading = parseRequestHead(encoder.encode(text));
+  if (reading.kind !== "head") throw new Error(`Expected a head, got ${reading.kind}: ${text}`);
+  return reading.head;
+}
+
+const kindOf = (text: string) => parseRequestHead(encoder.encode(text)).kind;
+
+Deno.test("parseRequestHead() reads a plain head: method, target, headers, body length, keep-alive", () => {
+  const text = "POST /v1/completions?x=1 HTTP/1.1\r\nHost: a:1\r\nContent-Length: 12\r\n" +
+    'X-Two: a\r\nx-two: b\r\n\r\n{"prompt":1}';
+  const head = plainHead(text);
+  equal(head.method, "POST");
+  equal(head.target, "/v1/completions?x=1");
+  equal(head.contentLength, 12);
+  equal(head.headers.get("x-two"), "a, b");
+  equal(head.keepAlive, true);
+  equal(head.length, text.length - 12);
+  equal(
+    plainHead("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\n").keepAlive,
+    false,
+  );
+  equal(plainHead("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").contentLength, 0);
+});
+
+Deno.test("parseRequestHead() waits for the blank line, and forwards a head past its limit", () => {
+  equal(kindOf(""), "incomplete");
+  equal(kindOf("GET / HTTP/1.1\r\nHost: a\r\n"), "incomplete");
+  equal(kindOf("GET / HTTP/1.1\r\nHost: a\r\n\r"), "incomplete");
+  equal(kindOf(`GET / HTTP/1.1\r\nHost: a\r\nX: ${"y".repeat(MAX_HEAD_BYTES)}`), "forward");
+  equal(kindOf(`GET / HTTP/1.1\r\nHost: a\r\nX: ${"y".repeat(MAX_HEAD_BYTES)}\r\n\r\n`), "forward");
+});
+
+Deno.test("parseRequestHead() leaves every request outside the plain shape to Deno.serve", () => {
+  const host = "Host: a\r\n";
+  const cases = [
+    `GET /ws HTTP/1.1\r\n${host}Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n`,
+    `POST / HTTP/1.1\r\n${host}Transfer-Encoding: chunked\r\n\r\n`,
+    `POST / HTTP/1.1\r\n${host}Expect: 100-continue\r\nContent-Length: 2\r\n\r\n`,
+    `POST / HTTP/1.1\r\n${host}Content-Length: 2\r\nContent-Length: 2\r\n\r\n`,
+    `POST / HTTP/1.1\r\n${host}Content-Length: -2\r\n\r\n`,
+    `GET / HTTP/1.1\r\n${host}Content-Length: 2\r\n\r\n`,
+    `GET / HTTP/1.0\r\n${host}\r\n`,
+    `GET http://a/ HTTP/1.1\r\n${host}\r\n`,
+    `get / HTTP/1.1\r\n${host}\r\n`,
+    `BREW / HTTP/1.1\r\n${host}\r\n`,
+    `GET /  HTTP/1.1\r\n${host}\r\n`,
+    "GET / HTTP/1.1\r\nX: 1\r\n\r\n",
+    `GET / HTTP/1.1\r\n${host}X: 1\r\n folded\r\n\r\n`,
+    `GET / HTTP/1.1\r\n${host}X: caf\u00e9\r\n\r\n`,
+    `GET / HTTP/1.1\r\n${host}X: a\rb\r\n\r\n`,
+    `GET / HTTP/1.1\r\n${host}Bad Name: 1\r\n\r\n`,
+  ];
+  for (const text of cases) equal(kindOf(text), "forward", JSON.stringify(text));
+});
+
+Deno.test("responseHead() frames the body itself, whatever the handler's headers say", () => {
+  const response = new Response("ok", {
+    status: 201,
+    headers: {
+      "content-length": "99",
+      "transfer-encoding": "gzip",
+      connection: "keep-alive",
+      "x-a": "1",
+    },
+  });
+  const sized = responseHead(response, { contentLength: 2 }, false);
+  ok(sized.startsWith("HTTP/1.1 201 Created\r\n"), sized);
+  ok(sized.includes("content-length: 2\r\n") && !sized.includes("99"), sized);
+  ok(!sized.includes("transfer-encoding") && !sized.includes("connection"), sized);
+  ok(sized.includes("x-a: 1\r\n") && /\r\ndate: [^\r]+ GMT\r\n/.test(sized), sized);
+  ok(sized.endsWith("\r\n\r\n"));
+  const chunked = responseHead(response, "chunked", true);
+  ok(
+    chunked.includes("transfer-encoding: chunked\r\n") && chunked.includes("connection: close\r\n"),
+  );
+  ok(!responseHead(new Response(null, { status: 204 }), "none", false).includes("content-length"));
+});
+
+/** A guard whose handler echoes what it got, or streams, or ignores the body. */
+function echoGuard(): GuardedServer {
+  return serveGuarded({ port: 0 }, async (request) => {
+    const url = new URL(request.url);
+    if (url.pathname === "/stream") {
+      let i = 0;
+      return new Response(
+        new ReadableStream({
+          async pull(controller) {
+            await new Promise((resolve) => setTimeout(resolve, 5));
+            if (i === 3) return controller.close();
+            controller.enqueue(encoder.encode(`part ${i++};`));
+          },
+        }),
+        { headers: { "content-type": "text/plain" } },
+      );
+    }
+    if (url.pathname === "/ignore") return new Response("ignored");
+    if (url.pathname === "/throw") throw new Error("handler failed on purpose");
+    const body = request.body ? await request.text() : "";
+    return Response.json({ method: request.method, path: url.pathname, body });
+  });
+}
+
+Deno.test("the guard serves plain requests itself: sized and chunked answers, pipelining, HEAD", async () => {
+  await using server = echoGuard();
+  const client = await RawClient.open(server.addr.port);
+  try {
+    await client.send("POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+    const sized = await client.response();
+    equal(sized.status, 200);
+    equal(sized.headers.get("content-length"), String(sized.body.length));
+    deepEqual(JSON.parse(sized.body), { method: "POST", path: "/a", body: "hello" });
+
+    await client.send(get("/stream"));
+    const streamed = await client.response();
+    equal(streamed.headers.get("transfer-encoding"), "chunked");
+    equal(streamed.body, "part 0;part 1;part 2;");
+
+    // Three requests in one write: answered in order on the same connection.
+    await client.send(
+      "POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nonePOST /c HTTP/1.1\r\nHost: t\r\n" +
+        `Content-Length: 3\r\n\r\ntwo${get("/d")}`,
+    );
+    deepEqual(JSON.parse((await client.response()).body).body, "one");
+    deepEqual(JSON.parse((await client.response()).body).body, "two");
+    deepEqual(JSON.parse((await client.response()).body).path, "/d");
+
+    await client.send("HEAD /e HTTP/1.1\r\nHost: t\r\n\r\n");
+    const head = await client.response(true);
+    equal(head.status, 200);
+    await client.send(get("/f"));
+    equal(JSON.parse((await client.response()).body).path, "/f", "HEAD sent no body");
+    equal(server.forwardedConnections(), 0);
+  } finally {
+    client.close();
+  }
+});
+
+Deno.test("the guard skips a body its handler did not read, answers a throw with 500, and honours Connection: close", async () => {
+  await using server = echoGuard();
+  const client = await RawClient.open(server.addr.port);
+  try {
+    await client.send(
+      `POST /ignore HTTP/1.1\r\nHost: t\r\nContent-Length: 70000\r\n\r\n${"x".repeat(70_000)}`,
+    );
+    equal((await client.response()).body, "ignored");
+    await client.send(get("/g"));
+    equal(JSON.parse((await client.response()).body).path, "/g");
+    await client.send(get("/throw"));
+    equal((await client.response()).status, 500);
+    await client.send("GET /h HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    const last = await client.response();
+    equal(last.headers.get("connection"), "close");
+    ok((await client.closedWithin(1_000)) !== null, "closed after a Connection: close request");
+  } finally {
+    client.close();
+  }
+});
+
+Deno.test("a request of another shape hands its connection to Deno.serve, bytes read so far included", async () => {
+  await using server = echoGuard();
+  const client = await RawClient.open(server.addr.port);
+  try {
+    await client.send(get("/before"));
+    equal(JSON.parse((await client.response()).body).path, "/before");
+    equal(server.forwardedConnections(), 0);
+    // A chunked upload, sent in two writes, then a plain request behind it.
+    await client.send(
+      "POST /chunked HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+    );
+    await client.send(`lo\r\n0\r\n\r\n${get("/after")}`);
+    deepEqual(JSON.parse((await client.response()).body), {
+      method: "POST",
+      path: "/chunked",
+      body: "hello",
+    });
+    equal(JSON.parse((await client.response()).body).path, "/after");
+    equal(server.forwardedConnections(), 1);
+  } finally {
+    client.close();
+  }
+});
