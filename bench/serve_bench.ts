@@ -67,6 +67,8 @@ Options:
   --bursts N              Times each level is measured per round, one burst after another
                           (default 1): TTFT and gaps pool every burst, rates take the median
   --streams LIST          Concurrency levels, comma-separated (default 1,4,8)
+  --staggered             Requests of a burst end at different times: the i-th of n generates
+                          tokens * i / n (aggregate rates then count the tails, for both servers)
   --slots N               Slots of both servers (default: the largest --streams level); with
                           --slots 1, neither uses a unified KV cache
   --prompt-tokens N       Prompt of about N tokens per request (default: a ~37-token prompt)
@@ -89,6 +91,7 @@ Examples:
   deno run -A bench/serve_bench.ts --model ./models/llama-8b-q4.gguf --streams 1,8 --json r.json
   deno run -A bench/serve_bench.ts --prompt-tokens 1000 --streams 1,4,8
   deno run -A bench/serve_bench.ts --streams 1 --slots 1
+  deno run -A bench/serve_bench.ts --streams 8 --staggered --tokens 256
   deno run -A bench/serve_bench.ts --interference --reps 3`;
 
 /** Context beyond the prompt and the generated tokens that `--ctx-size` must leave. */
@@ -109,6 +112,8 @@ export interface BenchOptions extends ServerSettings {
   bursts: number;
   /** Concurrency levels, in the order measured. Default `[1, 4, 8]`; `[]` with `interference`. */
   streams: number[];
+  /** Whether the requests of a burst generate tokens * i / n each, ending one by one. */
+  staggered: boolean;
   /** Prompt tokens per request. Default: undefined, the ~37-token default prompt. */
   promptTokens?: number;
   /** Run the interference scenario instead of the concurrency levels. Default false. */
@@ -169,6 +174,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
         slots: { type: "string" },
         "prompt-tokens": { type: "string" },
         interference: { type: "boolean", default: false },
+        staggered: { type: "boolean", default: false },
         "ctx-size": { type: "string" },
         warmup: { type: "string" },
         "llama-server": { type: "string" },
@@ -189,6 +195,9 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
     throw new UsageError(
       `--interference always runs ${INTERFERENCE_STREAMS} streams: leave out --streams`,
     );
+  }
+  if (interference && v.staggered) {
+    throw new UsageError("--interference has its own streams: leave out --staggered");
   }
   if (interference && v.bursts !== undefined) {
     throw new UsageError("--interference measures its scenario once per round: leave out --bursts");
@@ -218,6 +227,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
     reps: intFlag("reps", v.reps, 3),
     bursts: intFlag("bursts", v.bursts, 1),
     streams,
+    staggered: v.staggered,
     interference,
     slots: interference ? INTERFERENCE_SLOTS : chooseSlots(v.slots, streams),
     ctxSize: context.ctxSize,
@@ -317,7 +327,9 @@ async function runRound(
     const levels = [];
     for (const streams of options.streams) {
       for (let burst = 0; burst < options.bursts; burst++) {
-        levels.push(await measureLevel(server.url, streams, options.tokens, prompts));
+        levels.push(
+          await measureLevel(server.url, streams, options.tokens, prompts, options.staggered),
+        );
       }
     }
     const interference = options.interference
@@ -437,6 +449,7 @@ async function run(options: BenchOptions, args: string[]): Promise<void> {
     reps: options.reps,
     bursts: options.bursts,
     ...(options.promptTokens === undefined ? {} : { promptTokens: options.promptTokens }),
+    staggered: options.staggered,
   }));
   if (options.json !== undefined) {
     const header = {

@@ -145,6 +145,8 @@ export interface SummaryTextOptions {
   bursts?: number;
   /** Prompt tokens asked for with `--prompt-tokens`. Default: undefined, the default prompt. */
   promptTokens?: number;
+  /** Whether a burst's requests generated `tokens * i / n` each (`--staggered`). */
+  staggered?: boolean;
 }
 
 /**
@@ -174,6 +176,12 @@ export function summaryText(
     `Rates are medians over ${options.reps} round(s)` +
     ((options.bursts ?? 1) > 1 ? ` of ${options.bursts} bursts per level` : "") +
     "; TTFT and gap percentiles pool every request or gap of all rounds.",
+    ...(options.staggered
+      ? [
+        "Staggered: the i-th of a burst's n requests generated tokens * i / n, so they ended one " +
+        "by one; an aggregate rate counts the tails, where fewer streams ran.",
+      ]
+      : []),
   ];
   const gapRows = summary.filter((r) => r.key === "gapP99");
   if (gapRows.length > 0) {

@@ -72,6 +72,7 @@ export async function warmUp(
  * @param streams Concurrent requests.
  * @param tokens Tokens per request.
  * @param prompts The measured prompt sequence.
+ * @param staggered The i-th of n requests generates `tokens * i / n` (ending one by one).
  * @returns The sample.
  * @example
  * ```ts
@@ -83,9 +84,14 @@ export async function measureLevel(
   streams: number,
   tokens: number,
   prompts: PromptSequence,
+  staggered = false,
 ): Promise<LevelSample> {
   const texts = Array.from({ length: streams }, () => prompts.next());
-  return levelSample(await Promise.all(texts.map((p) => streamCompletion(url, p, tokens))));
+  const tokensOf = (i: number) =>
+    staggered ? Math.max(2, Math.round(tokens * (i + 1) / streams)) : tokens;
+  return levelSample(
+    await Promise.all(texts.map((p, i) => streamCompletion(url, p, tokensOf(i)))),
+  );
 }
 
 /**

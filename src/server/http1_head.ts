@@ -13,7 +13,10 @@ export interface RequestHead {
   method: string;
   /** The origin-form target: path and query. */
   target: string;
-  headers: Headers;
+  /** Header fields as sent, in order (a `Request` takes them as they are). */
+  headers: [string, string][];
+  /** The `Host` header's value. */
+  host: string;
   /** Body bytes that follow the head (0 when there is no body). */
   contentLength: number;
   /** Whether the client lets the connection carry another request after this one. */
@@ -60,15 +63,18 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
   const end = headEnd(bytes);
   if (end < 0) return bytes.length > MAX_HEAD_BYTES ? FORWARD : INCOMPLETE;
   if (end > MAX_HEAD_BYTES) return FORWARD;
-  for (const byte of bytes.subarray(0, end)) {
+  for (let i = 0; i < end; i++) {
+    const byte = bytes[i] as number;
     if (byte >= 0x7f || (byte < 0x20 && byte !== CR && byte !== LF && byte !== 9)) return FORWARD;
   }
   const [requestLine = "", ...lines] = ascii.decode(bytes.subarray(0, end - 4)).split("\r\n");
   const start = REQUEST_LINE.exec(requestLine);
   if (start === null || !METHODS.has(start[1]!)) return FORWARD;
   const [, method = "", target = ""] = start;
-  const headers = new Headers();
+  const headers: [string, string][] = [];
   let contentLength: string | undefined;
+  let host: string | undefined;
+  let connection = "";
   for (const line of lines) {
     const colon = line.indexOf(":");
     if (colon <= 0 || line.includes("\n") || line.includes("\r")) return FORWARD;
@@ -80,20 +86,25 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
     if (key === "content-length") {
       if (contentLength !== undefined || !DIGITS.test(value)) return FORWARD;
       contentLength = value;
+    } else if (key === "host") {
+      if (host !== undefined) return FORWARD;
+      host = value;
+    } else if (key === "connection") {
+      connection += `,${value.toLowerCase()}`;
     }
-    headers.append(name, value);
+    headers.push([name, value]);
   }
-  if (!headers.has("host")) return FORWARD;
-  // The fetch API refuses a body on these; Deno.serve has its own answer.
+  if (host === undefined) return FORWARD;
   const length = contentLength === undefined ? 0 : Number(contentLength);
+  // The fetch API refuses a body on these; Deno.serve has its own answer.
   if ((method === "GET" || method === "HEAD") && length > 0) return FORWARD;
-  const connection = headers.get("connection")?.toLowerCase() ?? "";
   return {
     kind: "head",
     head: {
       method,
       target,
       headers,
+      host,
       contentLength: length,
       keepAlive: !/(^|,)\s*close\s*(,|$)/.test(connection),
       length: end,
@@ -177,6 +188,14 @@ export function responseHead(response: Response, framing: BodyFraming, close: bo
 /** Whether a response with this status to this method carries no body at all. */
 export function hasNoBody(method: string, status: number): boolean {
   return method === "HEAD" || status === 204 || status === 304 || (status >= 100 && status < 200);
+}
+
+/** Content types of bodies made of events sent as they happen (SSE, Ollama's NDJSON). */
+const EVENT_STREAM = /^\s*(text\/event-stream|application\/x-ndjson)\s*(;|$)/i;
+
+/** Whether the response's body is a stream of events, sent as they happen. */
+export function isEventStream(response: Response): boolean {
+  return EVENT_STREAM.test(response.headers.get("content-type") ?? "");
 }
 
 /** Whether the response asks for the connection to close after it. */

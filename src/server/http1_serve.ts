@@ -17,6 +17,7 @@
 import {
   type BodyFraming,
   hasNoBody,
+  isEventStream,
   parseRequestHead,
   type RequestHead,
   responseCloses,
@@ -226,34 +227,41 @@ interface ReadRequest {
 
 /** Builds the `Request` for a parsed head and consumes the head; null if its URL is invalid. */
 function requestOf(head: RequestHead, input: InputBuffer): ReadRequest | null {
-  let url: URL;
-  try {
-    url = new URL(`http://${head.headers.get("host")}${head.target}`);
-  } catch {
-    return null;
-  }
-  input.consume(head.length);
-  let remaining = head.contentLength;
-  const body = remaining === 0 ? null : new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      while (input.size === 0) {
-        if (!(await input.fill())) {
-          return controller.error(new Error("The client closed before sending the whole body"));
+  // A body that came with its head (most JSON requests) is handed over whole; a longer one
+  // streams from the connection as the handler reads it.
+  const whole = head.length + head.contentLength <= input.size;
+  let remaining = whole ? 0 : head.contentLength;
+  const streamed = () =>
+    new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        while (input.size === 0) {
+          if (!(await input.fill())) {
+            return controller.error(new Error("The client closed before sending the whole body"));
+          }
         }
-      }
-      const bytes = input.take(Math.min(remaining, input.size));
-      remaining -= bytes.length;
-      controller.enqueue(bytes);
-      if (remaining === 0) controller.close();
-    },
-  }, { highWaterMark: 0 });
+        const bytes = input.take(Math.min(remaining, input.size));
+        remaining -= bytes.length;
+        controller.enqueue(bytes);
+        if (remaining === 0) controller.close();
+      },
+    }, { highWaterMark: 0 });
   const abort = new AbortController();
-  const request = new Request(url, {
-    method: head.method,
-    headers: head.headers,
-    body,
-    signal: abort.signal,
-  });
+  let request: Request;
+  try {
+    request = new Request(`http://${head.host}${head.target}`, {
+      method: head.method,
+      headers: head.headers,
+      body: head.contentLength === 0
+        ? null
+        : whole
+        ? input.view().slice(head.length, head.length + head.contentLength)
+        : streamed(),
+      signal: abort.signal,
+    });
+  } catch {
+    return null; // An invalid URL (the Host): Deno.serve answers it.
+  }
+  input.consume(head.length + (whole ? head.contentLength : 0));
   return {
     request,
     method: head.method,
@@ -368,6 +376,12 @@ async function send(
     await body?.cancel();
     return await writeAll(conn, encoder.encode(responseHead(response, framing, close)));
   }
+  if (isEventStream(response)) {
+    // Its events come as they are made (the first after a prompt): the head goes now, so that
+    // the client has it in hand when the first one arrives.
+    await writeAll(conn, encoder.encode(responseHead(response, "chunked", close)));
+    return await sendChunks(conn, body, body.read());
+  }
   const first = await body.read();
   if (first.done) {
     return await writeAll(
@@ -385,7 +399,16 @@ async function send(
   }
   const head = encoder.encode(responseHead(response, "chunked", close));
   await writeAll(conn, first.value.length > 0 ? join(head, chunk(first.value)) : head);
-  for (let result = await next; !result.done; result = await body.read()) {
+  await sendChunks(conn, body, next);
+}
+
+/** Writes a body's chunks, from the pending read on, and the last chunk. */
+async function sendChunks(
+  conn: Deno.Conn,
+  body: ReadableStreamDefaultReader<Uint8Array>,
+  pending: Promise<ReadableStreamReadResult<Uint8Array>>,
+): Promise<void> {
+  for (let result = await pending; !result.done; result = await body.read()) {
     if (result.value.length > 0) await writeAll(conn, chunk(result.value));
   }
   await writeAll(conn, LAST_CHUNK);

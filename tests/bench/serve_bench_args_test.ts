@@ -23,6 +23,12 @@ Deno.test("serve_bench --bursts repeats each level, and not the interference sce
   assert.throws(() => parseBenchArgs(["--interference", "--bursts", "2"]), UsageError);
 });
 
+Deno.test("serve_bench --staggered spreads a burst's token counts, and not the interference scenario's", () => {
+  assert.equal(parseBenchArgs([])?.staggered, false);
+  assert.equal(parseBenchArgs(["--staggered"])?.staggered, true);
+  assert.throws(() => parseBenchArgs(["--interference", "--staggered"]), UsageError);
+});
+
 Deno.test("llama-server gets a unified KV cache exactly when Shimmy does", () => {
   const settings = { threads: 2, ctxSize: 1024, libDir: "lib", llamaServer: "llama-server" };
   const one = launchFor("llama-server", { ...settings, slots: 1 }, model, "1");

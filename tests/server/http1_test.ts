@@ -26,7 +26,8 @@ Deno.test("parseRequestHead() reads a plain head: method, target, headers, body 
   equal(head.method, "POST");
   equal(head.target, "/v1/completions?x=1");
   equal(head.contentLength, 12);
-  equal(head.headers.get("x-two"), "a, b");
+  equal(new Headers(head.headers).get("x-two"), "a, b");
+  equal(head.host, "a:1");
   equal(head.keepAlive, true);
   equal(head.length, text.length - 12);
   equal(
@@ -63,6 +64,7 @@ Deno.test("parseRequestHead() leaves every request outside the plain shape to De
     `GET / HTTP/1.1\r\n${host}X: caf\u00e9\r\n\r\n`,
     `GET / HTTP/1.1\r\n${host}X: a\rb\r\n\r\n`,
     `GET / HTTP/1.1\r\n${host}Bad Name: 1\r\n\r\n`,
+    `GET / HTTP/1.1\r\n${host}${host}\r\n`,
   ];
   for (const text of cases) equal(kindOf(text), "forward", JSON.stringify(text));
 });
@@ -107,6 +109,18 @@ function echoGuard(): GuardedServer {
         { headers: { "content-type": "text/plain" } },
       );
     }
+    if (url.pathname === "/events") {
+      return new Response(
+        new ReadableStream({
+          async start(controller) {
+            await new Promise((resolve) => setTimeout(resolve, 300));
+            controller.enqueue(encoder.encode("data: first\n\n"));
+            controller.close();
+          },
+        }),
+        { headers: { "content-type": "text/event-stream" } },
+      );
+    }
     if (url.pathname === "/ignore") return new Response("ignored");
     if (url.pathname === "/throw") throw new Error("handler failed on purpose");
     const body = request.body ? await request.text() : "";
@@ -144,6 +158,24 @@ Deno.test("the guard serves plain requests itself: sized and chunked answers, pi
     await client.send(get("/f"));
     equal(JSON.parse((await client.response()).body).path, "/f", "HEAD sent no body");
     equal(server.forwardedConnections(), 0);
+  } finally {
+    client.close();
+  }
+});
+
+Deno.test("an event stream's head is sent at once, before its first event", async () => {
+  await using server = echoGuard();
+  const client = await RawClient.open(server.addr.port);
+  try {
+    await client.send(get("/events"));
+    const started = performance.now();
+    ok(await client.fill());
+    const head = client.take();
+    ok(performance.now() - started < 250, `the head came after ${performance.now() - started} ms`);
+    ok(head.startsWith("HTTP/1.1 200 OK\r\n") && head.includes("transfer-encoding: chunked"), head);
+    ok(!head.includes("data:"), head);
+    ok(await client.fill());
+    ok(client.take().includes("data: first"));
   } finally {
     client.close();
   }
