@@ -23,6 +23,7 @@ import {
   responseCloses,
   responseHead,
 } from "./http1_head.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 /** Serves one request: resolves to its response; `completed` settles once it is sent. */
 export type ServeRequest = (request: Request, completed: Promise<void>) => Promise<Response>;
@@ -158,22 +159,9 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
 }
 
-/** Joins byte arrays into one, so that they go out in one write. */
-function join(...parts: Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const part of parts) length += part.length;
-  const joined = new Uint8Array(length);
-  let offset = 0;
-  for (const part of parts) {
-    joined.set(part, offset);
-    offset += part.length;
-  }
-  return joined;
-}
-
 /** One chunk of a chunked body, framed. */
 function chunk(bytes: Uint8Array): Uint8Array {
-  return join(encoder.encode(`${bytes.length.toString(16)}\r\n`), bytes, CRLF);
+  return concatBytes([encoder.encode(`${bytes.length.toString(16)}\r\n`), bytes, CRLF]);
 }
 
 /**
@@ -395,10 +383,10 @@ async function send(
     const head = encoder.encode(
       responseHead(response, { contentLength: first.value.length }, close),
     );
-    return await writeAll(conn, join(head, first.value));
+    return await writeAll(conn, concatBytes([head, first.value]));
   }
   const head = encoder.encode(responseHead(response, "chunked", close));
-  await writeAll(conn, first.value.length > 0 ? join(head, chunk(first.value)) : head);
+  await writeAll(conn, first.value.length > 0 ? concatBytes([head, chunk(first.value)]) : head);
   await sendChunks(conn, body, next);
 }
 

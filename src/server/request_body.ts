@@ -11,6 +11,7 @@ import type { SamplingParams } from "../engine/sampling.ts";
 import { StructuredOutputError } from "../engine/structured/errors.ts";
 import { structuredOutputGrammar } from "../engine/structured/response_format.ts";
 import { badRequest, HttpError } from "./http_error.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 /** Largest accepted request body. */
 export const MAX_BODY_BYTES = 8 * 1024 * 1024;
@@ -112,13 +113,7 @@ async function readBytes(request: Request, limit: number, timeoutMs: number) {
   } finally {
     clearTimeout(timer);
   }
-  const all = new Uint8Array(size);
-  let at = 0;
-  for (const chunk of chunks) {
-    all.set(chunk, at);
-    at += chunk.length;
-  }
-  return all;
+  return concatBytes(chunks);
 }
 
 /**
