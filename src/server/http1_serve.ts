@@ -9,7 +9,8 @@
  * bytes ahead), so a client that hangs up aborts the request's signal, cancels a streamed
  * body, and rejects `completed`, as `Deno.serve` does. A response body that has ended by the
  * time its first chunk is read gets a `Content-Length`; a streamed one is sent chunked, each
- * chunk written as soon as the handler enqueues it.
+ * chunk written as soon as the handler enqueues it. An event stream (SSE, NDJSON) gets its head
+ * at once, before its first event, so that a client is ready for the first token when it comes.
  *
  * @module
  */
@@ -48,10 +49,12 @@ export type Http1Outcome =
   | { kind: "forward"; bytes: Uint8Array };
 
 /** Bytes read ahead of the handler while a request is in flight, to notice a hang-up. */
-export const WATCH_LIMIT = 64 * 1024;
+const WATCH_LIMIT = 64 * 1024;
 /** Unread request body left by a handler that is read and dropped to keep the connection. */
 const DISCARD_LIMIT = 1024 * 1024;
 const INITIAL_BUFFER = 16 * 1024;
+/** Free bytes a read gets at least: the data moves to the front (or the buffer grows) for it. */
+const MIN_READ_ROOM = 4 * 1024;
 const LAST_CHUNK = new TextEncoder().encode("0\r\n\r\n");
 const CRLF = new TextEncoder().encode("\r\n");
 const NOT_YET = Promise.resolve("not yet" as const);
@@ -138,8 +141,9 @@ class InputBuffer {
     return true;
   }
 
+  /** Leaves at least {@link MIN_READ_ROOM} bytes after the data for the next read. */
   #makeRoom(): void {
-    if (this.#end < this.#bytes.length) return;
+    if (this.#bytes.length - this.#end >= MIN_READ_ROOM) return;
     const size = this.size;
     if (size * 2 > this.#bytes.length) {
       const grown = new Uint8Array(this.#bytes.length * 2);
@@ -177,6 +181,8 @@ function chunk(bytes: Uint8Array): Uint8Array {
  * const outcome = await serveHttp1(conn, (request) => handler(request), {
  *   bytesArrived() {},
  *   ending: () => false,
+ *   closing() {},
+ *   destroyed: new AbortController().signal,
  * });
  * if (outcome.kind === "forward") forward(conn, outcome.bytes);
  * ```
