@@ -24,6 +24,14 @@ import {
 import { errorShapeProblem, readTimed, sseEvents, wsSession } from "./wire.ts";
 
 const DURATION_MS = byMode(30_000, 300_000);
+/**
+ * Most RSS growth from warm-up to the end. In the short run the heap is still finding its size:
+ * V8 raises its limits in steps, and one step between the two windows moves RSS by up to ~20 %
+ * with no leak (the guard's own HTTP/1.1 path, 2026-12-03: 8.4–16.2 % in 3 of 9 short runs, while
+ * the long run's RSS swung 183–225 MiB for 4 minutes with no trend and drifted 2.7 %). The long
+ * run, whose windows are 30 s, holds the 10 % line; the short one catches a gross leak.
+ */
+const MAX_RSS_DRIFT = byMode(0.25, 0.1);
 const CLIENTS = 64;
 /** Most time one request may take before it counts as hung. */
 const REQUEST_TIMEOUT_MS = 60_000;
@@ -304,7 +312,7 @@ Deno.test("soak: 64 clients mixing SSE, JSON and WebSocket with cancels leave no
       }`,
     );
   }
-  if (!(drift < 0.1)) {
+  if (!(drift < MAX_RSS_DRIFT)) {
     failures.push(
       `RSS drifted ${
         (drift * 100).toFixed(1)

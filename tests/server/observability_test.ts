@@ -1,6 +1,6 @@
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { liveHandles } from "../../src/ffi/handle.ts";
-import { postJson, startServer } from "./harness.ts";
+import { postJson, startServer, waitFor } from "./harness.ts";
 
 Deno.test("/health reports models and their load state", async () => {
   await using server = await startServer({ fixtures: ["tiny-f32", "tiny-q8_0"] });
@@ -101,17 +101,24 @@ Deno.test("/diag shows versions, devices, load params and slots", async () => {
 });
 
 Deno.test("/diag shows a KV stream per slot when asked, and the requests moved to keep them a run", async () => {
-  await using server = await startServer({ load: { kvUnified: "off" } });
-  // The second request ends first, between the busy first and third: the third moves.
-  await Promise.all([8, 2, 16].map(async (max_tokens) => {
-    const response = await postJson(`${server.url}/v1/completions`, {
-      prompt: "Counting sheep:",
-      max_tokens,
-      temperature: 0,
-      ignore_eos: true,
-    });
-    equal((await response.json()).usage.completion_tokens, max_tokens);
-  }));
+  await using server = await startServer({ load: { kvUnified: "off", ctxSize: 8192 } });
+  const busy = () => server.ctx.registry.loaded().get("tiny-f32")?.scheduler.stats().busySlots ?? 0;
+  // Started one by one, so they take slots 0, 1 and 2: the middle one ends first, between the
+  // busy first and third, and the third moves into its slot.
+  const requests: Promise<void>[] = [];
+  for (const [i, max_tokens] of [1200, 300, 1200].entries()) {
+    requests.push((async () => {
+      const response = await postJson(`${server.url}/v1/completions`, {
+        prompt: "Counting sheep:",
+        max_tokens,
+        temperature: 0,
+        ignore_eos: true,
+      });
+      equal((await response.json()).usage.completion_tokens, max_tokens);
+    })());
+    ok(await waitFor(() => busy() === i + 1, 10_000), `request ${i + 1} did not start`);
+  }
+  await Promise.all(requests);
   const diag = await (await fetch(`${server.url}/diag`)).json();
   equal(diag.models[0].kv_unified, false);
   ok(diag.models[0].slots.slotMoves >= 1);
