@@ -21,6 +21,7 @@
  */
 
 import { serveHttp1 } from "./http1_serve.ts";
+import { writeAll } from "../util/bytes.ts";
 
 /** Options of {@link serveGuarded}. */
 export interface GuardOptions {
@@ -157,12 +158,6 @@ const DISCARD = new Uint8Array(4096);
  */
 export function serveGuarded(options: GuardOptions, handler: GuardedHandler): GuardedServer {
   return new ConnectionGuard(options, handler);
-}
-
-/** Writes all of `bytes`. */
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
 }
 
 /** Closes a socket or listener; closing one twice, or a broken one, is harmless. */

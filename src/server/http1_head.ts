@@ -41,6 +41,8 @@ const REQUEST_LINE = /^([A-Z]+) (\/[!-~]*) HTTP\/1\.1$/;
 const DIGITS = /^\d{1,15}$/;
 /** Request headers that ask for more than the plain shape. */
 const FORWARDED_HEADERS = new Set(["upgrade", "transfer-encoding", "expect"]);
+/** A `Connection` header's value that holds the `close` option. */
+const CONNECTION_CLOSE = /(^|,)\s*close\s*(,|$)/i;
 const CR = 13;
 const LF = 10;
 const INCOMPLETE: HeadReading = { kind: "incomplete" };
@@ -90,7 +92,7 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
       if (host !== undefined) return FORWARD;
       host = value;
     } else if (key === "connection") {
-      connection += `,${value.toLowerCase()}`;
+      connection += `,${value}`;
     }
     headers.push([name, value]);
   }
@@ -106,7 +108,7 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
       headers,
       host,
       contentLength: length,
-      keepAlive: !/(^|,)\s*close\s*(,|$)/.test(connection),
+      keepAlive: !CONNECTION_CLOSE.test(connection),
       length: end,
     },
   };
@@ -200,5 +202,5 @@ export function isEventStream(response: Response): boolean {
 
 /** Whether the response asks for the connection to close after it. */
 export function responseCloses(response: Response): boolean {
-  return /(^|,)\s*close\s*(,|$)/i.test(response.headers.get("connection") ?? "");
+  return CONNECTION_CLOSE.test(response.headers.get("connection") ?? "");
 }

@@ -24,7 +24,7 @@ import {
   responseCloses,
   responseHead,
 } from "./http1_head.ts";
-import { concatBytes } from "../util/bytes.ts";
+import { concatBytes, writeAll } from "../util/bytes.ts";
 
 /** Serves one request: resolves to its response; `completed` settles once it is sent. */
 export type ServeRequest = (request: Request, completed: Promise<void>) => Promise<Response>;
@@ -155,12 +155,6 @@ class InputBuffer {
     this.#start = 0;
     this.#end = size;
   }
-}
-
-/** Writes all of `bytes`. */
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
 }
 
 /** One chunk of a chunked body, framed. */
@@ -365,8 +359,9 @@ async function send(
   body: ReadableStreamDefaultReader<Uint8Array> | null,
   close: boolean,
 ): Promise<void> {
-  if (hasNoBody(method, response.status) || body === null) {
-    const framing: BodyFraming = hasNoBody(method, response.status) ? "none" : { contentLength: 0 };
+  const bodiless = hasNoBody(method, response.status);
+  if (bodiless || body === null) {
+    const framing: BodyFraming = bodiless ? "none" : { contentLength: 0 };
     await body?.cancel();
     return await writeAll(conn, encoder.encode(responseHead(response, framing, close)));
   }

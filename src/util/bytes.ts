@@ -1,5 +1,5 @@
 /**
- * Byte-array helpers.
+ * Byte-array helpers: joining arrays, writing one out whole.
  *
  * @module
  */
@@ -24,4 +24,22 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
     offset += part.length;
   }
   return joined;
+}
+
+/**
+ * Writes all of `bytes`, however many writes the writer takes for them.
+ *
+ * @param writer A socket or file.
+ * @param bytes What to write.
+ * @example
+ * ```ts
+ * await writeAll(conn, new TextEncoder().encode("HTTP/1.1 200 OK\r\n\r\n"));
+ * ```
+ */
+export async function writeAll(
+  writer: { write(bytes: Uint8Array): Promise<number> },
+  bytes: Uint8Array,
+): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) offset += await writer.write(bytes.subarray(offset));
 }
