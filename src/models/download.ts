@@ -10,6 +10,7 @@
 
 import { createHash } from "node:crypto";
 import { hubRefusal, PullError } from "./hf_hub.ts";
+import { writeAll } from "../util/bytes.ts";
 
 /** Attempts per file before a flaky connection is reported. */
 export const DOWNLOAD_ATTEMPTS = 5;
@@ -105,8 +106,7 @@ export async function downloadFile(
     try {
       options.onProgress?.(written, total);
       for await (const chunk of response.body) {
-        let offset = 0;
-        while (offset < chunk.length) offset += await file.write(chunk.subarray(offset));
+        await writeAll(file, chunk);
         written += chunk.length;
         options.onProgress?.(written, total);
       }
