@@ -45,6 +45,9 @@ export type SamplerStage =
   };
 
 /** Raised when llama.cpp rejects a sampler stage (mostly an invalid grammar). */
+/** `LLAMA_TOKEN_NULL`: no token (here: the device sampled none for that row). */
+const NO_TOKEN = -1;
+
 export class SamplerStageError extends Error {
   /** The stage type, e.g. `grammar`. */
   readonly stage: string;
@@ -189,11 +192,18 @@ export class Sampler extends NativeHandle {
    * @returns The token id.
    */
   sample(context: Context, batchIndex: number): number {
-    return this.#model.llama.symbols.llama_sampler_sample(
-      this.pointer,
-      context.pointer,
-      batchIndex,
-    );
+    const s = this.#model.llama.symbols;
+    if (this.#detachFromDevice) {
+      // The device's choice, read and accepted as llama_sampler_sample does, without the debug
+      // line it logs for every such token: each one is a call into JavaScript through the log
+      // callback, on the event loop, once per stream and step.
+      const token = s.llama_get_sampled_token_ith(context.pointer, batchIndex);
+      if (token !== NO_TOKEN) {
+        s.llama_sampler_accept(this.pointer, token);
+        return token;
+      }
+    }
+    return s.llama_sampler_sample(this.pointer, context.pointer, batchIndex);
   }
 
   /**

@@ -253,6 +253,8 @@ export const LLAMA_SYMBOLS = {
   llama_sampler_name: { parameters: [ptr], result: ptr },
   // llama_token llama_sampler_sample(struct llama_sampler *, struct llama_context *, int32_t idx)
   llama_sampler_sample: { parameters: [ptr, ptr, "i32"], result: "i32" },
+  // llama_token llama_get_sampled_token_ith(struct llama_context *, int32_t i)
+  llama_get_sampled_token_ith: { parameters: [ptr, "i32"], result: "i32" },
   // void llama_sampler_accept(struct llama_sampler *, llama_token)
   llama_sampler_accept: { parameters: [ptr, "i32"], result: "void" },
   // void llama_sampler_reset(struct llama_sampler *)
