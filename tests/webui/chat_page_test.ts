@@ -242,17 +242,22 @@ Deno.test({
           downloadPath: downloads,
         });
         await page.click("#export");
-        ok(
-          await waitFor(
-            () => [...Deno.readDirSync(downloads)].some((e) => e.name.endsWith(".json")),
-            5000,
-          ),
-          "the export was downloaded",
-        );
-        const file = [...Deno.readDirSync(downloads)].find((e) => e.name.endsWith(".json"))!;
-        const exported = JSON.parse(Deno.readTextFileSync(join(downloads, file.name)));
+        // Chromium can create the file before it has written it: wait until it parses.
+        let exported: { title: string }[] | undefined;
+        const readExport = () => {
+          const file = [...Deno.readDirSync(downloads)].find((e) => e.name.endsWith(".json"));
+          if (!file) return false;
+          try {
+            exported = JSON.parse(Deno.readTextFileSync(join(downloads, file.name)));
+            return true;
+          } catch {
+            return false; // still being written
+          }
+        };
+        ok(await waitFor(readExport, 5000), "the export was downloaded");
+        if (!exported) throw new Error("unreachable: the export was read");
         equal(exported.length, 2);
-        ok(exported.some((c: { title: string }) => c.title === "Renamed chat"));
+        ok(exported.some((c) => c.title === "Renamed chat"));
         await Deno.remove(downloads, { recursive: true });
         await page.click("#conversations li:first-child .small:last-child");
         await page.waitForFunction(`document.querySelectorAll("#conversations li").length === 1`);
