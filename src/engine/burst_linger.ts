@@ -1,0 +1,63 @@
+/**
+ * Whether requests come in bursts, and how long the first step after an idle spell may wait for
+ * a burst's stragglers.
+ *
+ * The requests of a burst reach the server over a few milliseconds (a client writes them one by
+ * one). The scheduler already waits for the ones it knows are on their way (see
+ * `SchedulerOptions.requestsOnTheWay`), but one whose first bytes have not arrived yet misses the
+ * first step and waits for all of it. On a CPU that is a whole prompt step of the others, tens to
+ * hundreds of milliseconds. Where requests have been coming in bursts, the first step after an
+ * idle spell therefore waits while they keep coming: until none came for a short quiet gap. The
+ * wait is bounded by a tenth of what such a step takes, so it costs little where steps are short
+ * (a GPU), and nothing where requests come alone.
+ *
+ * @module
+ */
+
+/** A gap this long with no new request ends a burst (ms). */
+export const BURST_QUIET_MS = 2;
+
+/** The wait for stragglers is at most this share of the first step's usual duration. */
+const SHARE_OF_STEP = 0.1;
+
+/** Requests starting together after an idle spell, averaged, from which requests count as bursts. */
+const BURSTY = 1.5;
+
+/** Weight of the newest observation in the running averages. */
+const WEIGHT = 0.3;
+
+/** Running averages of how steps after an idle spell start, and the wait they allow. */
+export class BurstLinger {
+  #requests = 1;
+  #stepMs = 0;
+
+  /**
+   * Records the first step after an idle spell.
+   *
+   * @param requests Requests it started.
+   * @param stepMs How long it took.
+   */
+  observe(requests: number, stepMs: number): void {
+    this.#requests += WEIGHT * (requests - this.#requests);
+    this.#stepMs = this.#stepMs === 0 ? stepMs : this.#stepMs + WEIGHT * (stepMs - this.#stepMs);
+  }
+
+  /**
+   * The longest gap to wait for another request before the first step after an idle spell: 0
+   * when requests have come alone.
+   *
+   * @param windowMs The longest the whole wait may take.
+   */
+  quietMs(windowMs: number): number {
+    return this.#requests < BURSTY ? 0 : Math.min(BURST_QUIET_MS, this.limitMs(windowMs));
+  }
+
+  /**
+   * The longest the whole wait may take: a share of the usual first step, within `windowMs`.
+   *
+   * @param windowMs The scheduler's arrival window.
+   */
+  limitMs(windowMs: number): number {
+    return Math.min(windowMs, SHARE_OF_STEP * this.#stepMs);
+  }
+}

@@ -1,0 +1,77 @@
+import { equal } from "node:assert/strict";
+import { BURST_QUIET_MS, BurstLinger } from "../../src/engine/burst_linger.ts";
+import { LoadedModel } from "../../src/engine/loaded_model.ts";
+import { ARRIVAL_WINDOW_MS } from "../../src/engine/scheduler.ts";
+import { fixtureModel } from "../fixtures/models.ts";
+
+Deno.test("requests that come alone are never waited for", () => {
+  const linger = new BurstLinger();
+  for (let i = 0; i < 5; i++) linger.observe(1, 300);
+  equal(linger.quietMs(ARRIVAL_WINDOW_MS), 0);
+});
+
+Deno.test("after bursts, the wait is a short gap, within a tenth of the first step", () => {
+  const linger = new BurstLinger();
+  for (let i = 0; i < 3; i++) linger.observe(8, 300);
+  equal(linger.quietMs(ARRIVAL_WINDOW_MS), BURST_QUIET_MS);
+  equal(linger.limitMs(ARRIVAL_WINDOW_MS), ARRIVAL_WINDOW_MS);
+  const gpu = new BurstLinger();
+  for (let i = 0; i < 3; i++) gpu.observe(8, 5);
+  equal(gpu.limitMs(ARRIVAL_WINDOW_MS), 0.5);
+  equal(gpu.quietMs(ARRIVAL_WINDOW_MS), 0.5);
+});
+
+/** Submits 1-token greedy requests to the benchmark model, whose prompt steps take milliseconds. */
+async function openBench(): Promise<
+  { loaded: LoadedModel; submit: (text: string) => Promise<void> }
+> {
+  const loaded = await LoadedModel.open({ path: await fixtureModel("bench-125m"), parallel: 4 });
+  const submit = async (text: string) => {
+    const generation = loaded.scheduler.submit({
+      prompt: loaded.model.tokenize(text),
+      maxTokens: 1,
+      sampling: { temperature: 0 },
+    });
+    equal((await generation.result).completionTokens, 1);
+  };
+  return { loaded, submit };
+}
+
+/** Lets the scheduler's loop go idle, as it does between a client's requests. */
+function pause(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 20));
+}
+
+/**
+ * After an idle spell, submits one request, then another a turn of the event loop later; counts
+ * their steps.
+ */
+async function stepsOfStraggler(loaded: LoadedModel, submit: (text: string) => Promise<void>) {
+  await pause();
+  const before = loaded.scheduler.stats().steps;
+  const first = submit("the first of a burst");
+  await loaded.model.llama.yieldToIo(); // the next request's bytes arrive a moment later
+  const straggler = submit("the straggler");
+  await Promise.all([first, straggler]);
+  return loaded.scheduler.stats().steps - before;
+}
+
+Deno.test("where requests come in bursts, a straggler joins the first step after an idle spell", async () => {
+  const { loaded, submit } = await openBench();
+  await using _loaded = loaded;
+  for (let burst = 0; burst < 3; burst++) {
+    await pause();
+    await Promise.all(["one", "two", "three"].map((word) => submit(`burst ${burst} ${word}`)));
+  }
+  equal(await stepsOfStraggler(loaded, submit), 1, "one step for both");
+});
+
+Deno.test("where requests come alone, a request does not wait for one that follows", async () => {
+  const { loaded, submit } = await openBench();
+  await using _loaded = loaded;
+  for (let i = 0; i < 3; i++) {
+    await pause();
+    await submit(`lone request ${i}`);
+  }
+  equal(await stepsOfStraggler(loaded, submit), 2, "the first started at once");
+});
