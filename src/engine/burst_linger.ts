@@ -8,8 +8,9 @@
  * first step and waits for all of it. On a CPU that is a whole prompt step of the others, tens to
  * hundreds of milliseconds. Where requests have been coming in bursts, the first step after an
  * idle spell therefore waits while they keep coming: until none came for a short quiet gap. The
- * wait is bounded by a tenth of what such a step takes, so it costs little where steps are short
- * (a GPU), and nothing where requests come alone.
+ * wait is bounded by a tenth of what such a step takes. Where those steps are short (a model on a
+ * GPU: a few milliseconds), a late request loses little and such a wait would cost a lone request
+ * a good share of its first token, so nothing waits; nor where requests come alone.
  *
  * @module
  */
@@ -19,6 +20,9 @@ export const BURST_QUIET_MS = 2;
 
 /** The wait for stragglers is at most this share of the first step's usual duration. */
 const SHARE_OF_STEP = 0.1;
+
+/** First steps shorter than this (ms, averaged) are not worth waiting for stragglers. */
+const WORTH_WAITING_MS = 20;
 
 /** Requests starting together after an idle spell, averaged, from which requests count as bursts. */
 const BURSTY = 1.5;
@@ -49,7 +53,8 @@ export class BurstLinger {
    * @param windowMs The longest the whole wait may take.
    */
   quietMs(windowMs: number): number {
-    return this.#requests < BURSTY ? 0 : Math.min(BURST_QUIET_MS, this.limitMs(windowMs));
+    if (this.#requests < BURSTY || this.#stepMs < WORTH_WAITING_MS) return 0;
+    return Math.min(BURST_QUIET_MS, this.limitMs(windowMs));
   }
 
   /**
