@@ -44,10 +44,10 @@ export type SamplerStage =
     triggers?: { patterns: readonly string[]; tokens?: readonly number[] };
   };
 
-/** Raised when llama.cpp rejects a sampler stage (mostly an invalid grammar). */
 /** `LLAMA_TOKEN_NULL`: no token (here: the device sampled none for that row). */
 const NO_TOKEN = -1;
 
+/** Raised when llama.cpp rejects a sampler stage (mostly an invalid grammar). */
 export class SamplerStageError extends Error {
   /** The stage type, e.g. `grammar`. */
   readonly stage: string;
