@@ -135,6 +135,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
   }
   const stats = loaded.scheduler.stats();
   const perStep = (ms: number) => Math.round((ms / Math.max(1, stats.steps)) * 1000);
+  const perCall = (ms: number, calls: number) => Math.round((ms / Math.max(1, calls)) * 1000);
   const report = {
     model: path,
     description: loaded.model.description,
@@ -153,6 +154,14 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     step_us: {
       decode: perStep(stats.time.decodeMs),
       llama_decode: perStep(stats.time.llamaDecodeMs),
+      llama_decode_on_loop_call: perCall(
+        stats.time.llamaDecodeOnLoopMs,
+        loaded.context.decodesOnEventLoop,
+      ),
+      llama_decode_elsewhere_call: perCall(
+        stats.time.llamaDecodeMs - stats.time.llamaDecodeOnLoopMs,
+        loaded.context.decodeCount - loaded.context.decodesOnEventLoop,
+      ),
       device_wait: perStep(stats.time.deviceWaitMs),
       sample: perStep(stats.time.sampleMs),
       host: perStep(stats.time.hostMs),
@@ -175,6 +184,11 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
         `decode ${decode} µs (llama_decode ${llama_decode}, device ${device_wait}, ` +
         `rest ${decode - llama_decode - device_wait}), sample ${sample} µs, ` +
         `other host work ${host} µs`,
+    );
+    console.log(
+      `llama_decode a call: ${report.step_us.llama_decode_on_loop_call} µs on the event loop ` +
+        `(${report.decodes_on_event_loop} calls), ${report.step_us.llama_decode_elsewhere_call} ` +
+        `µs on a worker thread (${loaded.context.decodeCount - report.decodes_on_event_loop})`,
     );
   }
   return 0;

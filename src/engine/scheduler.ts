@@ -21,7 +21,7 @@
  */
 
 import { Batch } from "../ffi/batch.ts";
-import type { Context } from "../ffi/context.ts";
+import type { Context, DecodeTimes } from "../ffi/context.ts";
 import { applyLoraAdapters, type LoraAdapter } from "../ffi/lora.ts";
 import { Sampler, type SamplerStage, SamplerStageError } from "../ffi/sampler.ts";
 import { AsyncQueue } from "./async_queue.ts";
@@ -207,6 +207,8 @@ export interface StepTime {
   decodeMs: number;
   /** Of `decodeMs`, in `llama_decode` (the compute on a CPU; graph and launch on a GPU). */
   llamaDecodeMs: number;
+  /** Of `llamaDecodeMs`, the calls made on the event loop (see `DecodeTimes`). */
+  llamaDecodeOnLoopMs: number;
   /** Of `decodeMs`, waiting for a GPU to finish the step. */
   deviceWaitMs: number;
   /** Reading the sampled tokens (sampling on the CPU, or reading the device's choice). */
@@ -381,7 +383,7 @@ export class Scheduler {
   #slotMoves = 0;
   /** Whether each slot has its own KV stream (see `slot_placement.ts`). */
   readonly #streamPerSlot: boolean;
-  readonly #time: Omit<StepTime, "llamaDecodeMs" | "deviceWaitMs"> = {
+  readonly #time: Omit<StepTime, keyof DecodeTimes> = {
     decodeMs: 0,
     sampleMs: 0,
     hostMs: 0,

@@ -63,6 +63,12 @@ export interface DecodeTimes {
    * the compute on a CPU; building (or reusing) the graph and launching it on a GPU.
    */
   llamaDecodeMs: number;
+  /**
+   * Of `llamaDecodeMs`, the calls made on the event loop's thread: on a GPU, the generation
+   * steps that reuse the previous step's graph (the others build graphs, for milliseconds each,
+   * and their share of an average hides what a steady step costs).
+   */
+  llamaDecodeOnLoopMs: number;
   /** In the nonblocking `llama_synchronize` calls after them: waiting for a GPU to finish. */
   deviceWaitMs: number;
 }
@@ -114,7 +120,7 @@ export class Context extends NativeHandle {
   readonly #queueOnlyTokens: number;
   /** Tokens and outputs of the last decode, while its graph may be reused; "" when not. */
   #lastShape = "";
-  readonly #times: DecodeTimes = { llamaDecodeMs: 0, deviceWaitMs: 0 };
+  readonly #times: DecodeTimes = { llamaDecodeMs: 0, llamaDecodeOnLoopMs: 0, deviceWaitMs: 0 };
   /** Sampler chains that run inside the decode graph, by sequence. */
   readonly #deviceSamplers = new Map<number, Sampler>();
   #decoding = false;
@@ -241,6 +247,7 @@ export class Context extends NativeHandle {
         : await this.#decodeOnWorker(batch);
       const decoded = performance.now();
       this.#times.llamaDecodeMs += decoded - start;
+      if (onThisThread) this.#times.llamaDecodeOnLoopMs += decoded - start;
       this.decodeCount++;
       if (status !== 0) throw new DecodeError(status, this.model.llama.recentProblems(mark));
       if (this.#waitsForDevice) {

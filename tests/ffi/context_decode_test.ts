@@ -23,6 +23,8 @@ Deno.test("a context decodes off the event loop, and counts where the time went"
   ok(times.llamaDecodeMs > 0 && times.llamaDecodeMs <= elapsed, JSON.stringify(times));
   // On the CPU there is no device to wait for, and no call to wait for it.
   ok(times.deviceWaitMs === 0, JSON.stringify(times));
+  // Nor a decode on the event loop's thread.
+  ok(times.llamaDecodeOnLoopMs === 0, JSON.stringify(times));
 });
 
 Deno.test("queuesOnly() holds only when every layer, the output layer included, is on a GPU", () => {
