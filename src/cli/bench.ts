@@ -136,6 +136,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
   const stats = loaded.scheduler.stats();
   const perStep = (ms: number) => Math.round((ms / Math.max(1, stats.steps)) * 1000);
   const perCall = (ms: number, calls: number) => Math.round((ms / Math.max(1, calls)) * 1000);
+  const decodesOnWorker = loaded.context.decodeCount - loaded.context.decodesOnEventLoop;
   const report = {
     model: path,
     description: loaded.model.description,
@@ -150,6 +151,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     steps: stats.steps,
     graphs_reused: loaded.context.perf().graphsReused,
     decodes_on_event_loop: loaded.context.decodesOnEventLoop,
+    decodes_on_worker: decodesOnWorker,
     device_wait_turns: loaded.context.deviceWaitTurns,
     step_us: {
       decode: perStep(stats.time.decodeMs),
@@ -160,7 +162,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
       ),
       llama_decode_elsewhere_call: perCall(
         stats.time.llamaDecodeMs - stats.time.llamaDecodeOnLoopMs,
-        loaded.context.decodeCount - loaded.context.decodesOnEventLoop,
+        decodesOnWorker,
       ),
       device_wait: perStep(stats.time.deviceWaitMs),
       sample: perStep(stats.time.sampleMs),
@@ -188,7 +190,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     console.log(
       `llama_decode a call: ${report.step_us.llama_decode_on_loop_call} µs on the event loop ` +
         `(${report.decodes_on_event_loop} calls), ${report.step_us.llama_decode_elsewhere_call} ` +
-        `µs on a worker thread (${loaded.context.decodeCount - report.decodes_on_event_loop})`,
+        `µs on a worker thread (${report.decodes_on_worker})`,
     );
   }
   return 0;

@@ -32,8 +32,14 @@ const WEIGHT = 0.3;
 
 /** Running averages of how steps after an idle spell start, and the wait they allow. */
 export class BurstLinger {
+  readonly #windowMs: number;
   #requests = 1;
   #stepMs = 0;
+
+  /** @param windowMs The longest the whole wait may take (the scheduler's arrival window). */
+  constructor(windowMs: number) {
+    this.#windowMs = windowMs;
+  }
 
   /**
    * Records the first step after an idle spell.
@@ -48,21 +54,15 @@ export class BurstLinger {
 
   /**
    * The longest gap to wait for another request before the first step after an idle spell: 0
-   * when requests have come alone.
-   *
-   * @param windowMs The longest the whole wait may take.
+   * when requests have come alone, or such steps are short.
    */
-  quietMs(windowMs: number): number {
+  quietMs(): number {
     if (this.#requests < BURSTY || this.#stepMs < WORTH_WAITING_MS) return 0;
-    return Math.min(BURST_QUIET_MS, this.limitMs(windowMs));
+    return Math.min(BURST_QUIET_MS, this.limitMs());
   }
 
-  /**
-   * The longest the whole wait may take: a share of the usual first step, within `windowMs`.
-   *
-   * @param windowMs The scheduler's arrival window.
-   */
-  limitMs(windowMs: number): number {
-    return Math.min(windowMs, SHARE_OF_STEP * this.#stepMs);
+  /** The longest the whole wait may take: a share of the usual first step, within the window. */
+  limitMs(): number {
+    return Math.min(this.#windowMs, SHARE_OF_STEP * this.#stepMs);
   }
 }

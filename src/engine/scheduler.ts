@@ -390,9 +390,7 @@ export class Scheduler {
   };
   readonly #prefillBudget = new PrefillBudget();
   /** Whether requests come in bursts, learnt from the steps after idle spells. */
-  readonly #linger = new BurstLinger();
-  /** Set until the first step after an idle spell has run. */
-  #afterIdle = false;
+  readonly #linger = new BurstLinger(ARRIVAL_WINDOW_MS);
   readonly #deviceSampling: boolean;
   #defaultLora: readonly LoraChoice[] = [];
   #activeLoraKey = "";
@@ -673,6 +671,8 @@ export class Scheduler {
   }
 
   async #run(): Promise<void> {
+    // Set until the first step after an idle spell has run.
+    let afterIdle = false;
     while (true) {
       let active: Slot[] = [];
       // Host time of this turn: everything but the wait for the decode and for new requests.
@@ -688,8 +688,8 @@ export class Scheduler {
           await new Promise<void>((resolve) => (this.#wake = resolve));
           // Checked first: a lone request's prompt starts in this very microtask.
           if (this.#othersOnTheWay()) await this.#gatherArrivals();
-          if (this.#linger.quietMs(ARRIVAL_WINDOW_MS) > 0) await this.#waitForStragglers();
-          this.#afterIdle = true;
+          if (this.#linger.quietMs() > 0) await this.#waitForStragglers();
+          afterIdle = true;
           continue;
         }
         // No extra event-loop turns between steps: network I/O (the text queued by the last
@@ -698,11 +698,11 @@ export class Scheduler {
         // needs: its threads then keep the loop's thread waiting for a core, and on 2 cores a
         // lone request's first token left the server 0.7–3.7 ms after its step (median per
         // run), against 0.56–0.70 ms when one turn lets it out before the next step starts.
-        const afterIdle = this.#afterIdle;
-        this.#afterIdle = false;
+        const firstAfterIdle = afterIdle;
+        afterIdle = false;
         const stepStart = performance.now();
         const firstTokens = await this.#step(active);
-        if (afterIdle) this.#linger.observe(active.length, performance.now() - stepStart);
+        if (firstAfterIdle) this.#linger.observe(active.length, performance.now() - stepStart);
         if (firstTokens && this.context.computesOnHost) await this.context.model.llama.yieldToIo();
       } catch (error) {
         // A bug or an unexpected native failure: the requests of this step fail, the loop and
@@ -749,14 +749,14 @@ export class Scheduler {
    * way meanwhile are waited for as in {@link #gatherArrivals}.
    */
   async #waitForStragglers(): Promise<void> {
-    const deadline = performance.now() + this.#linger.limitMs(ARRIVAL_WINDOW_MS);
-    let known = this.#queue.length + this.#preparing.size + this.#arriving;
+    const deadline = performance.now() + this.#linger.limitMs();
+    let known = this.#arriving + this.#queued();
     while (!this.#closing) {
-      const left = Math.min(this.#linger.quietMs(ARRIVAL_WINDOW_MS), deadline - performance.now());
+      const left = Math.min(this.#linger.quietMs(), deadline - performance.now());
       if (left <= 0) return;
       await this.#nextArrivalEvent(left);
       if (this.#othersOnTheWay()) await this.#gatherArrivals();
-      const now = this.#queue.length + this.#preparing.size + this.#arriving;
+      const now = this.#arriving + this.#queued();
       if (now === known) return; // a quiet gap: the burst is complete
       known = now;
     }

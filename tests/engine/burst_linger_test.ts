@@ -5,26 +5,26 @@ import { ARRIVAL_WINDOW_MS } from "../../src/engine/scheduler.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
 Deno.test("requests that come alone are never waited for", () => {
-  const linger = new BurstLinger();
+  const linger = new BurstLinger(ARRIVAL_WINDOW_MS);
   for (let i = 0; i < 5; i++) linger.observe(1, 300);
-  equal(linger.quietMs(ARRIVAL_WINDOW_MS), 0);
+  equal(linger.quietMs(), 0);
 });
 
 Deno.test("after bursts, the wait is a short gap, within a tenth of the first step", () => {
-  const linger = new BurstLinger();
+  const linger = new BurstLinger(ARRIVAL_WINDOW_MS);
   for (let i = 0; i < 3; i++) linger.observe(8, 300);
-  equal(linger.quietMs(ARRIVAL_WINDOW_MS), BURST_QUIET_MS);
-  equal(linger.limitMs(ARRIVAL_WINDOW_MS), ARRIVAL_WINDOW_MS);
-  const shorter = new BurstLinger();
+  equal(linger.quietMs(), BURST_QUIET_MS);
+  equal(linger.limitMs(), ARRIVAL_WINDOW_MS);
+  const shorter = new BurstLinger(ARRIVAL_WINDOW_MS);
   for (let i = 0; i < 3; i++) shorter.observe(8, 25);
-  equal(shorter.quietMs(ARRIVAL_WINDOW_MS), 2);
-  equal(shorter.limitMs(ARRIVAL_WINDOW_MS), 2.5);
+  equal(shorter.quietMs(), 2);
+  equal(shorter.limitMs(), 2.5);
 });
 
 Deno.test("bursts whose first step takes a few milliseconds (a GPU) are not waited for", () => {
-  const gpu = new BurstLinger();
+  const gpu = new BurstLinger(ARRIVAL_WINDOW_MS);
   for (let i = 0; i < 5; i++) gpu.observe(8, 6);
-  equal(gpu.quietMs(ARRIVAL_WINDOW_MS), 0);
+  equal(gpu.quietMs(), 0);
 });
 
 /** Submits 1-token greedy requests to the benchmark model, whose prompt steps take milliseconds. */
