@@ -8,9 +8,19 @@
  * first step and waits for all of it. On a CPU that is a whole prompt step of the others, tens to
  * hundreds of milliseconds. Where requests have been coming in bursts, the first step after an
  * idle spell therefore waits while they keep coming: until none came for a short quiet gap. The
- * wait is bounded by a tenth of what such a step takes. Where those steps are short (a model on a
- * GPU: a few milliseconds), a late request loses little and such a wait would cost a lone request
- * a good share of its first token, so nothing waits; nor where requests come alone.
+ * wait is bounded by a tenth of what such a step takes.
+ *
+ * The wait falls on a lone request too, whenever one comes after bursts, so it is only made where
+ * each request's share of a burst's first step is long (a CPU: 100 ms for a 37-token prompt on 2
+ * cores). On a GPU a burst of 32 such prompts takes 25 ms in all, under a millisecond each, and a
+ * lone request's prompt about 4 ms: a wait of 2 ms would add half to its first token, for the sake
+ * of stragglers that lose little. Nor is anything waited for where requests come alone.
+ *
+ * The durations follow the latest first step closely: their running averages count for no more
+ * than the latest observation. The first steps after a model loads are slow (80 ms for a prompt
+ * step that later takes 8 on the H200 machine), and a plain average of them kept a GPU waiting
+ * for stragglers through a whole benchmark: 3 ms more before every burst's first token, and 2 to
+ * 4 ms more for lone requests after a burst.
  *
  * @module
  */
@@ -21,7 +31,9 @@ export const BURST_QUIET_MS = 2;
 /** The wait for stragglers is at most this share of the first step's usual duration. */
 const SHARE_OF_STEP = 0.1;
 
-/** First steps shorter than this (ms, averaged) are not worth waiting for stragglers. */
+/**
+ * A request's share of a burst's first step (ms) from which waiting for stragglers is worth it.
+ */
 const WORTH_WAITING_MS = 20;
 
 /** Requests starting together after an idle spell, averaged, from which requests count as bursts. */
@@ -30,11 +42,35 @@ const BURSTY = 1.5;
 /** Weight of the newest observation in the running averages. */
 const WEIGHT = 0.3;
 
-/** Running averages of how steps after an idle spell start, and the wait they allow. */
+/** A running average of observations, and the same capped at the latest one. */
+class Recent {
+  #average: number | undefined;
+  #latest = 0;
+
+  add(value: number): void {
+    this.#average = this.#average === undefined
+      ? value
+      : this.#average + WEIGHT * (value - this.#average);
+    this.#latest = value;
+  }
+
+  /** The running average; `none` before any value. */
+  average(none: number): number {
+    return this.#average ?? none;
+  }
+
+  /** The smaller of the running average and the latest value; `none` before any value. */
+  capped(none: number): number {
+    return this.#average === undefined ? none : Math.min(this.#average, this.#latest);
+  }
+}
+
+/** What the first steps after idle spells were like, and the wait for stragglers they allow. */
 export class BurstLinger {
   readonly #windowMs: number;
-  #requests = 1;
-  #stepMs = 0;
+  readonly #requests = new Recent();
+  readonly #stepMs = new Recent();
+  readonly #stepMsPerRequest = new Recent();
 
   /** @param windowMs The longest the whole wait may take (the scheduler's arrival window). */
   constructor(windowMs: number) {
@@ -48,21 +84,23 @@ export class BurstLinger {
    * @param stepMs How long it took.
    */
   observe(requests: number, stepMs: number): void {
-    this.#requests += WEIGHT * (requests - this.#requests);
-    this.#stepMs = this.#stepMs === 0 ? stepMs : this.#stepMs + WEIGHT * (stepMs - this.#stepMs);
+    this.#requests.add(requests);
+    this.#stepMs.add(stepMs);
+    this.#stepMsPerRequest.add(stepMs / Math.max(1, requests));
   }
 
   /**
    * The longest gap to wait for another request before the first step after an idle spell: 0
-   * when requests have come alone, or such steps are short.
+   * when requests have come alone, or each one's share of such a step is short.
    */
   quietMs(): number {
-    if (this.#requests < BURSTY || this.#stepMs < WORTH_WAITING_MS) return 0;
+    if (this.#requests.average(1) < BURSTY) return 0;
+    if (this.#stepMsPerRequest.capped(0) < WORTH_WAITING_MS) return 0;
     return Math.min(BURST_QUIET_MS, this.limitMs());
   }
 
   /** The longest the whole wait may take: a share of the usual first step, within the window. */
   limitMs(): number {
-    return Math.min(this.#windowMs, SHARE_OF_STEP * this.#stepMs);
+    return Math.min(this.#windowMs, SHARE_OF_STEP * this.#stepMs.capped(0));
   }
 }

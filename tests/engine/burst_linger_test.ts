@@ -16,14 +16,27 @@ Deno.test("after bursts, the wait is a short gap, within a tenth of the first st
   equal(linger.quietMs(), BURST_QUIET_MS);
   equal(linger.limitMs(), ARRIVAL_WINDOW_MS);
   const shorter = new BurstLinger(ARRIVAL_WINDOW_MS);
-  for (let i = 0; i < 3; i++) shorter.observe(8, 25);
+  for (let i = 0; i < 3; i++) shorter.observe(2, 50);
   equal(shorter.quietMs(), 2);
-  equal(shorter.limitMs(), 2.5);
+  equal(shorter.limitMs(), 5);
 });
 
-Deno.test("bursts whose first step takes a few milliseconds (a GPU) are not waited for", () => {
+Deno.test("bursts whose first step takes a few milliseconds a request (a GPU) are not waited for", () => {
   const gpu = new BurstLinger(ARRIVAL_WINDOW_MS);
   for (let i = 0; i < 5; i++) gpu.observe(8, 6);
+  equal(gpu.quietMs(), 0);
+  // 32 prompts in 25 ms: a long step, but under a millisecond for each request.
+  const many = new BurstLinger(ARRIVAL_WINDOW_MS);
+  for (let i = 0; i < 5; i++) many.observe(32, 25);
+  equal(many.quietMs(), 0);
+});
+
+Deno.test("slow first steps after a load do not keep a fast device waiting", () => {
+  // The H200 machine: a burst's first step took 80 ms right after the load, then 8.
+  const gpu = new BurstLinger(ARRIVAL_WINDOW_MS);
+  gpu.observe(2, 80);
+  equal(gpu.quietMs(), BURST_QUIET_MS);
+  gpu.observe(2, 8);
   equal(gpu.quietMs(), 0);
 });
 
