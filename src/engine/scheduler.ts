@@ -29,7 +29,7 @@ import { BurstLinger } from "./burst_linger.ts";
 import { GenerationError } from "./errors.ts";
 import { validateGrammar } from "./gbnf.ts";
 import { chunksBehind, PrefillBudget } from "./prefill_budget.ts";
-import { busyRuns, compactingMove, runKeepingTargets } from "./slot_placement.ts";
+import { busyRuns, compactingMove, runKeepingTargets, stepPasses } from "./slot_placement.ts";
 import { samplerStages, type SamplingParams } from "./sampling.ts";
 import { stepLogprobs, type TokenLogprob } from "./logprobs.ts";
 import { TextStream } from "./text_stream.ts";
@@ -192,6 +192,18 @@ export interface SchedulerStats {
    * move between slots.
    */
   brokenRunSteps: number;
+  /**
+   * With a KV stream per slot: llama.cpp's passes beyond the first, summed over the steps. A step
+   * whose sequences bring different token counts (prompts of different lengths, or a prompt
+   * beside generating streams) takes a pass per count (see `stepPasses` in `slot_placement.ts`).
+   */
+  extraPasses: number;
+  /**
+   * With a KV stream per slot: steps whose outputs llama.cpp produced out of the batch's order,
+   * and reordered (see `stepPasses`). Requests that start together take slots shortest prompt
+   * first, which avoids it.
+   */
+  reorderedSteps: number;
   /** With a KV stream per slot: requests moved to another slot to keep the busy ones a run. */
   slotMoves: number;
   /** Where the steps' time went, in milliseconds summed over all steps. */
@@ -380,6 +392,8 @@ export class Scheduler {
   #deviceSampledRequests = 0;
   #deviceSamplerAttachments = 0;
   #brokenRunSteps = 0;
+  #extraPasses = 0;
+  #reorderedSteps = 0;
   #slotMoves = 0;
   /** Whether each slot has its own KV stream (see `slot_placement.ts`). */
   readonly #streamPerSlot: boolean;
@@ -430,6 +444,8 @@ export class Scheduler {
       deviceSampledRequests: this.#deviceSampledRequests,
       deviceSamplerAttachments: this.#deviceSamplerAttachments,
       brokenRunSteps: this.#brokenRunSteps,
+      extraPasses: this.#extraPasses,
+      reorderedSteps: this.#reorderedSteps,
       slotMoves: this.#slotMoves,
       time: { ...this.#time, ...this.context.decodeTimes() },
     };
@@ -837,6 +853,7 @@ export class Scheduler {
   }
 
   #admit(): void {
+    if (this.#streamPerSlot) this.#orderStartingTogether();
     while (this.#queue.length > 0) {
       const free = this.#slots.filter((s) => s.state === "idle");
       const next = this.#queue[0] as Job;
@@ -879,6 +896,40 @@ export class Scheduler {
    * only a slot that keeps the busy ones a run; a longer prefix cached elsewhere is copied into
    * it when worth the copy.
    */
+  /**
+   * With a KV stream per slot, puts the requests at the head of the queue that all start now
+   * (they fit the free slots and share the active adapters) in order of the prompt tokens they
+   * have left, fewest first. They take free slots in that order, so the step that evaluates their
+   * prompts has its token counts rising with the sequence ids: llama.cpp then needs a pass per
+   * distinct count and keeps the outputs in order (see `stepPasses`), where prompts of mixed
+   * lengths in arrival order broke its runs into more passes and made it reorder its output rows.
+   * Nobody is overtaken: every one of them starts in this step.
+   */
+  #orderStartingTogether(): void {
+    const free = this.#slots.filter((s) => s.state === "idle");
+    const adapters = (job: Job) => loraKey(job.request.lora ?? this.#defaultLora);
+    const first = this.#queue[0];
+    if (!first) return;
+    let room = free.length;
+    let starting = 0;
+    for (const job of this.#queue) {
+      const needs = 1 + (job.forks?.length ?? 0);
+      if (needs > room || adapters(job) !== adapters(first)) break;
+      room -= needs;
+      starting++;
+    }
+    if (starting < 2) return;
+    const left = (job: Job) => {
+      const prompt = job.request.prompt;
+      return prompt.length - Math.max(...free.map((slot) => commonPrefix(slot.cached, prompt)));
+    };
+    const ordered = this.#queue.slice(0, starting)
+      .map((job) => ({ job, left: left(job) }))
+      .sort((a, b) => a.left - b.left)
+      .map(({ job }) => job);
+    this.#queue.splice(0, starting, ...ordered);
+  }
+
   #placeRequest(free: Slot[], prompt: Int32Array, key: string): [Slot, number] {
     const [best, bestShared] = longestPrefixSlot(free, prompt, key);
     if (!this.#streamPerSlot) return [best, bestShared];
@@ -1028,12 +1079,14 @@ export class Scheduler {
     // then the prompts in the order they were admitted.
     const order = this.#streamPerSlot ? active : [...generating, ...takes.keys()];
     const inBatch = this.#slots.map(() => false);
+    const tokensOf = this.#slots.map(() => 0);
     for (const slot of order) {
       if (slot.state === "generating") {
         const last = slot.generated[slot.generated.length - 1] as number;
         slot.batchIndex = batch.add(last, slot.cached.length, slot.seqId, true);
         slot.cached.push(last);
         inBatch[slot.seqId] = true;
+        tokensOf[slot.seqId] = 1;
         continue;
       }
       const prompt = (slot.job as Job).request.prompt;
@@ -1047,8 +1100,9 @@ export class Scheduler {
         slot.promptIndex++;
       }
       inBatch[slot.seqId] ||= take > 0;
+      tokensOf[slot.seqId] = take;
     }
-    if (this.#streamPerSlot && busyRuns(inBatch) > 1) this.#brokenRunSteps++;
+    if (this.#streamPerSlot) this.#countPasses(inBatch, tokensOf, active);
     this.#steps++;
     if (active.filter((s) => s.batchIndex >= 0 || s.state === "prompt").length > 1) {
       this.#sharedSteps++;
@@ -1076,6 +1130,16 @@ export class Scheduler {
       this.#sampleInto(slot);
     }
     return firstTokens;
+  }
+
+  /** Counts how llama.cpp will split a step with a KV stream per slot (see `stepPasses`). */
+  #countPasses(inBatch: boolean[], tokensOf: number[], active: Slot[]): void {
+    if (busyRuns(inBatch) > 1) this.#brokenRunSteps++;
+    const outputs = this.#slots.map(() => false);
+    for (const slot of active) outputs[slot.seqId] = slot.batchIndex >= 0;
+    const { passes, outputsInOrder } = stepPasses(tokensOf, outputs);
+    this.#extraPasses += Math.max(0, passes - 1);
+    if (!outputsInOrder) this.#reorderedSteps++;
   }
 
   /** Samples a slot's next token from the logits at `index` (default: its own in the batch). */

@@ -104,14 +104,45 @@ Deno.test("with a stream per slot, a request whose device chain has a seed keeps
     sampling: { temperature: 0.8, seed: 7 }, // one seed: the chains' settings are the same
   });
   // The second ends first; the third would have to move into its gap, and its draws would then
-  // come from the gap's chain: it stays, and the steps after are decoded in two passes.
-  const alone = await tokensOf(loaded, seeded(2, 24));
+  // come from the gap's chain: it stays, and the steps after are decoded in two passes. Run alone
+  // on a context of its own: a prefix cached here would put the third first in line.
+  await using reference = await open("off", "on");
+  const alone = await tokensOf(reference, seeded(2, 24));
   const tokens = await Promise.all(
     [seeded(0, 24), seeded(1, 4), seeded(2, 24)].map((r) => tokensOf(loaded, r)),
   );
   const stats = loaded.scheduler.stats();
   equal(stats.slotMoves, 0);
   ok(stats.brokenRunSteps > 0, "the gap stayed");
-  equal(stats.deviceSampledRequests, 4, "every request sampled on the device");
+  equal(stats.deviceSampledRequests, 3, "every request sampled on the device");
   deepEqual(tokens[2], alone, "its draws are those of its own seed");
+});
+
+Deno.test("with a stream per slot, requests that start together take slots shortest prompt first", async () => {
+  await using unified = await open("on");
+  await using streams = await open("off");
+  // Prompts of 20, 6, 20 and 3 tokens, in that order. Taking slots in arrival order, their prompt
+  // step would take four passes (the short ones end in the first two and break the run of the
+  // others) and produce its outputs out of order.
+  const burst = (loaded: LoadedModel) => {
+    const text = loaded.model.tokenize(
+      "The harbour log of a long winter, kept by the lighthouse keeper",
+    );
+    return Promise.all(
+      [20, 6, 20, 3].map((n) =>
+        tokensOf(loaded, {
+          prompt: text.slice(0, n),
+          maxTokens: 3,
+          ignoreEos: true,
+          sampling: { temperature: 0 },
+        })
+      ),
+    );
+  };
+  const expected = await burst(unified);
+  deepEqual(await burst(streams), expected, "each request's tokens are the same in either layout");
+  const stats = streams.scheduler.stats();
+  equal(stats.reorderedSteps, 0, "the outputs came in order");
+  equal(stats.extraPasses, 2, "a pass per distinct length: three");
+  equal(stats.brokenRunSteps, 0);
 });

@@ -1,5 +1,10 @@
 import { deepEqual, equal } from "node:assert/strict";
-import { busyRuns, compactingMove, runKeepingTargets } from "../../src/engine/slot_placement.ts";
+import {
+  busyRuns,
+  compactingMove,
+  runKeepingTargets,
+  stepPasses,
+} from "../../src/engine/slot_placement.ts";
 
 const flags = (text: string) => [...text].map((c) => c === "x");
 
@@ -25,4 +30,19 @@ Deno.test("a broken run is mended by moving its last request into its first gap"
   // When the last request cannot move, the first one goes into the last gap.
   deepEqual(compactingMove(flags("x..x.x"), (from) => from !== 5), { from: 0, to: 4 });
   equal(compactingMove(flags("x.x"), () => false), undefined);
+});
+
+Deno.test("a step's passes: one per distinct token count along a run, outputs in pass order", () => {
+  const all = [true, true, true, true];
+  deepEqual(stepPasses([1, 1, 1, 1], all), { passes: 1, outputsInOrder: true });
+  deepEqual(stepPasses([3, 6, 20, 20], all), { passes: 3, outputsInOrder: true });
+  // Arrival order: the short prompts end first and break the run of the long ones.
+  deepEqual(stepPasses([20, 6, 20, 3], all), { passes: 4, outputsInOrder: false });
+  // Generating streams (one token each) before a new prompt: two passes, in order.
+  deepEqual(stepPasses([1, 1, 30], all), { passes: 2, outputsInOrder: true });
+  // A prompt chunk that does not end yet has no output to disorder.
+  deepEqual(stepPasses([30, 1], [false, true]), { passes: 2, outputsInOrder: true });
+  // A slot outside the batch splits the run.
+  deepEqual(stepPasses([1, 0, 1], [true, false, true]), { passes: 2, outputsInOrder: true });
+  deepEqual(stepPasses([0, 0], [false, false]), { passes: 0, outputsInOrder: true });
 });
