@@ -891,12 +891,6 @@ export class Scheduler {
   }
 
   /**
-   * The slot a request starts in and the prompt tokens it reuses there: the free slot with the
-   * longest cached prefix, among equals one whose device chain fits. With a KV stream per slot,
-   * only a slot that keeps the busy ones a run; a longer prefix cached elsewhere is copied into
-   * it when worth the copy.
-   */
-  /**
    * With a KV stream per slot, puts the requests at the head of the queue that all start now
    * (they fit the free slots and share the active adapters) in order of the prompt tokens they
    * have left, fewest first. They take free slots in that order, so the step that evaluates their
@@ -930,6 +924,12 @@ export class Scheduler {
     this.#queue.splice(0, starting, ...ordered);
   }
 
+  /**
+   * The slot a request starts in and the prompt tokens it reuses there: the free slot with the
+   * longest cached prefix, among equals one whose device chain fits. With a KV stream per slot,
+   * only a slot that keeps the busy ones a run; a longer prefix cached elsewhere is copied into
+   * it when worth the copy.
+   */
   #placeRequest(free: Slot[], prompt: Int32Array, key: string): [Slot, number] {
     const [best, bestShared] = longestPrefixSlot(free, prompt, key);
     if (!this.#streamPerSlot) return [best, bestShared];
@@ -1134,7 +1134,12 @@ export class Scheduler {
 
   /** Counts how llama.cpp will split a step with a KV stream per slot (see `stepPasses`). */
   #countPasses(inBatch: boolean[], tokensOf: number[], active: Slot[]): void {
-    if (busyRuns(inBatch) > 1) this.#brokenRunSteps++;
+    const runs = busyRuns(inBatch);
+    if (runs > 1) this.#brokenRunSteps++;
+    if (active.every((slot) => slot.state !== "prompt")) {
+      this.#extraPasses += Math.max(0, runs - 1); // a token each: a pass per run, in order
+      return;
+    }
     const outputs = this.#slots.map(() => false);
     for (const slot of active) outputs[slot.seqId] = slot.batchIndex >= 0;
     const { passes, outputsInOrder } = stepPasses(tokensOf, outputs);
