@@ -16,6 +16,12 @@
  * lone request's prompt about 4 ms: a wait of 2 ms would add half to its first token, for the sake
  * of stragglers that lose little. Nor is anything waited for where requests come alone.
  *
+ * A burst is the requests its first step started and those that came in while it ran (its
+ * stragglers, when they missed it). Requests count as bursts while both the running average and
+ * the latest burst have at least {@link BURSTY} requests: a lone request after bursts waits once,
+ * the next ones do not. (With the average alone, the lone requests that follow a burst of 8 all
+ * waited, eight of them before the average fell: 2 ms more before each first token.)
+ *
  * The durations follow the latest first step closely: their running averages count for no more
  * than the latest observation. The first steps after a model loads are slow (80 ms for a prompt
  * step that later takes 8 on the H200 machine), and a plain average of them kept a GPU waiting
@@ -36,7 +42,7 @@ const SHARE_OF_STEP = 0.1;
  */
 const WORTH_WAITING_MS = 20;
 
-/** Requests starting together after an idle spell, averaged, from which requests count as bursts. */
+/** Requests of a burst, averaged and latest, from which requests count as bursts. */
 const BURSTY = 1.5;
 
 /** Weight of the newest observation in the running averages. */
@@ -52,11 +58,6 @@ class Recent {
       ? value
       : this.#average + WEIGHT * (value - this.#average);
     this.#latest = value;
-  }
-
-  /** The running average; `none` before any value. */
-  average(none: number): number {
-    return this.#average ?? none;
   }
 
   /** The smaller of the running average and the latest value; `none` before any value. */
@@ -82,9 +83,10 @@ export class BurstLinger {
    *
    * @param requests Requests it started.
    * @param stepMs How long it took.
+   * @param latecomers Requests that came in while it ran.
    */
-  observe(requests: number, stepMs: number): void {
-    this.#requests.add(requests);
+  observe(requests: number, stepMs: number, latecomers = 0): void {
+    this.#requests.add(requests + latecomers);
     this.#stepMs.add(stepMs);
     this.#stepMsPerRequest.add(stepMs / Math.max(1, requests));
   }
@@ -94,7 +96,7 @@ export class BurstLinger {
    * when requests have come alone, or each one's share of such a step is short.
    */
   quietMs(): number {
-    if (this.#requests.average(1) < BURSTY) return 0;
+    if (this.#requests.capped(1) < BURSTY) return 0;
     if (this.#stepMsPerRequest.capped(0) < WORTH_WAITING_MS) return 0;
     return Math.min(BURST_QUIET_MS, this.limitMs());
   }

@@ -719,7 +719,9 @@ export class Scheduler {
         if (this.context.computesOnHost && !firstAfterIdle) await drainMicrotasks();
         const stepStart = performance.now();
         const firstTokens = await this.#step(active);
-        if (firstAfterIdle) this.#linger.observe(active.length, performance.now() - stepStart);
+        if (firstAfterIdle) {
+          this.#linger.observe(active.length, performance.now() - stepStart, this.#queued());
+        }
         if (firstTokens && this.context.computesOnHost) await this.context.model.llama.yieldToIo();
       } catch (error) {
         // A bug or an unexpected native failure: the requests of this step fail, the loop and

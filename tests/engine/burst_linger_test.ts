@@ -21,6 +21,21 @@ Deno.test("after bursts, the wait is a short gap, within a tenth of the first st
   equal(shorter.limitMs(), 5);
 });
 
+Deno.test("after bursts, a lone request waits once and the lone requests after it do not", () => {
+  const linger = new BurstLinger(ARRIVAL_WINDOW_MS);
+  for (let i = 0; i < 3; i++) linger.observe(8, 300);
+  equal(linger.quietMs(), BURST_QUIET_MS);
+  linger.observe(1, 60);
+  equal(linger.quietMs(), 0);
+});
+
+Deno.test("a burst whose stragglers missed its first step still counts as a burst", () => {
+  const linger = new BurstLinger(ARRIVAL_WINDOW_MS);
+  for (let i = 0; i < 3; i++) linger.observe(8, 300);
+  linger.observe(1, 60, 7);
+  equal(linger.quietMs(), BURST_QUIET_MS);
+});
+
 Deno.test("bursts whose first step takes a few milliseconds a request (a GPU) are not waited for", () => {
   const gpu = new BurstLinger(ARRIVAL_WINDOW_MS);
   for (let i = 0; i < 5; i++) gpu.observe(8, 6);
