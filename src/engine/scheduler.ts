@@ -708,15 +708,14 @@ export class Scheduler {
           afterIdle = true;
           continue;
         }
-        // No extra event-loop turns between steps: network I/O (new requests, aborts) runs while
-        // the decode is awaited on its worker thread. On a CPU the last step's text is written
-        // first, though (see drainMicrotasks), and after first tokens the loop turns once: the
-        // decode's threads then keep the loop's thread waiting for a core, and on 2 cores a
+        // No extra event-loop turns between steps: network I/O (the text queued by the last
+        // step, new requests, aborts) runs while the decode is awaited on its worker thread.
+        // Except after first tokens, when the decode computes on the cores the event loop
+        // needs: its threads then keep the loop's thread waiting for a core, and on 2 cores a
         // lone request's first token left the server 0.7–3.7 ms after its step (median per
         // run), against 0.56–0.70 ms when one turn lets it out before the next step starts.
         const firstAfterIdle = afterIdle;
         afterIdle = false;
-        if (this.context.computesOnHost && !firstAfterIdle) await drainMicrotasks();
         const stepStart = performance.now();
         const firstTokens = await this.#step(active);
         if (firstAfterIdle) {
@@ -1368,19 +1367,6 @@ function deviceSamplerKey(job: Job): string {
 
 const adapterIds = new WeakMap<LoraAdapter, number>();
 let nextAdapterId = 1;
-
-/**
- * Resolves once the microtasks queued so far, and those they queue, have run (a `setImmediate`:
- * 2 µs, no wait for I/O). Before a CPU step, that is the way of the last step's text to the
- * sockets: the generation's queue, the answer's stream, the socket write. Left to run beside the
- * next step, that work took a core from one of the step's threads, so the step waited for it, and
- * each token left at some point of the next step: on 2 cores, one stream's gap p90 and p99 went
- * from 8.6–12.0 and 13–18 ms to 8.2–9.5 and 11.6–14.7 ms, alternating four times
- * (bench/results/cpu-2core-2026-12-04/drain-ab.log).
- */
-function drainMicrotasks(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
 
 function loraKey(set: readonly LoraChoice[]): string {
   return set.filter((c) => c.scale !== 0).map((c) => {
