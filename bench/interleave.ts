@@ -1,0 +1,76 @@
+/**
+ * One stream at a time to several running servers in turn, for A/Bs finer than a machine's drift:
+ * serve_bench runs each server for minutes, and on a noisy machine its rate moves as much between
+ * those minutes as any change it compares. Here each round streams one completion to every server
+ * (the order reversed every other round, the same prompt for all of a round), and the medians of
+ * the rounds are printed per server: decode rate (from the first text event to the last), TTFT,
+ * and each one's ratio to the first server's.
+ *
+ * Start the servers first (each on its own port, the same model and settings), for instance two
+ * checkouts of Shimmy (`git worktree add`) and llama-server, then:
+ *
+ *   deno run -A bench/interleave.ts before=http://127.0.0.1:18600 after=http://127.0.0.1:18601 \
+ *     llama=http://127.0.0.1:18603 [--rounds 12] [--tokens 200]
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { streamCompletion } from "./lib/sse_client.ts";
+import { median } from "./lib/stats.ts";
+
+interface Server {
+  name: string;
+  url: string;
+  rates: number[];
+  ttfts: number[];
+}
+
+/** Parses `NAME=URL` arguments. */
+function serversOf(args: readonly string[]): Server[] {
+  return args.map((arg) => {
+    const at = arg.indexOf("=");
+    if (at <= 0) throw new Error(`Expected NAME=URL, got ${JSON.stringify(arg)}`);
+    return { name: arg.slice(0, at), url: arg.slice(at + 1), rates: [], ttfts: [] };
+  });
+}
+
+async function main(): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: Deno.args,
+    allowPositionals: true,
+    options: {
+      rounds: { type: "string", default: "12" },
+      tokens: { type: "string", default: "200" },
+    },
+  });
+  const servers = serversOf(positionals);
+  if (servers.length === 0) throw new Error("Name at least one server: NAME=URL ...");
+  const rounds = Number(values.rounds);
+  const tokens = Number(values.tokens);
+  for (const server of servers) await streamCompletion(server.url, "A warm-up", tokens);
+  for (let round = 0; round < rounds; round++) {
+    const order = round % 2 === 0 ? servers : [...servers].reverse();
+    const prompt = `Once upon a time, in round ${round} of the comparison,`;
+    for (const server of order) {
+      const result = await streamCompletion(server.url, prompt, tokens);
+      const seconds = (result.lastAt - result.firstAt) / 1000;
+      server.rates.push((result.tokens - 1) / seconds);
+      server.ttfts.push(result.firstAt - result.sentAt);
+    }
+    console.log(
+      `round ${round + 1}/${rounds}: ` +
+        servers.map((s) => `${s.name} ${(s.rates.at(-1) as number).toFixed(1)} tok/s`).join(", "),
+    );
+  }
+  const base = median((servers[0] as Server).rates);
+  for (const server of servers) {
+    const rate = median(server.rates);
+    console.log(
+      `${server.name}: decode median ${rate.toFixed(1)} tok/s (${(rate / base).toFixed(3)}× ` +
+        `${(servers[0] as Server).name}), TTFT median ${median(server.ttfts).toFixed(1)} ms`,
+    );
+  }
+}
+
+if (import.meta.main) await main();
