@@ -48,6 +48,11 @@ async function main(): Promise<void> {
   if (servers.length === 0) throw new Error("Name at least one server: NAME=URL ...");
   const rounds = Number(values.rounds);
   const tokens = Number(values.tokens);
+  if (!(rounds >= 1) || !(tokens >= 2)) {
+    throw new Error(
+      "--rounds must be at least 1 and --tokens at least 2 (a rate needs two tokens)",
+    );
+  }
   for (const server of servers) await streamCompletion(server.url, "A warm-up", tokens);
   for (let round = 0; round < rounds; round++) {
     const order = round % 2 === 0 ? servers : [...servers].reverse();
@@ -63,12 +68,13 @@ async function main(): Promise<void> {
         servers.map((s) => `${s.name} ${(s.rates.at(-1) as number).toFixed(1)} tok/s`).join(", "),
     );
   }
-  const base = median((servers[0] as Server).rates);
+  const first = servers[0] as Server;
+  const base = median(first.rates);
   for (const server of servers) {
     const rate = median(server.rates);
     console.log(
       `${server.name}: decode median ${rate.toFixed(1)} tok/s (${(rate / base).toFixed(3)}× ` +
-        `${(servers[0] as Server).name}), TTFT median ${median(server.ttfts).toFixed(1)} ms`,
+        `${first.name}), TTFT median ${median(server.ttfts).toFixed(1)} ms`,
     );
   }
 }
