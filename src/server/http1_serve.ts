@@ -25,6 +25,7 @@ import {
   responseHead,
 } from "./http1_head.ts";
 import { concatBytes, writeAll } from "../util/bytes.ts";
+import { noteWholeBody } from "./whole_body.ts";
 
 /** Serves one request: resolves to its response; `completed` settles once it is sent. */
 export type ServeRequest = (request: Request, completed: Promise<void>) => Promise<Response>;
@@ -234,21 +235,21 @@ function requestOf(head: RequestHead, input: InputBuffer): ReadRequest | null {
       },
     }, { highWaterMark: 0 });
   const abort = new AbortController();
+  const wholeBody = whole && head.contentLength > 0
+    ? input.view().slice(head.length, head.length + head.contentLength)
+    : null;
   let request: Request;
   try {
     request = new Request(`http://${head.host}${head.target}`, {
       method: head.method,
       headers: head.headers,
-      body: head.contentLength === 0
-        ? null
-        : whole
-        ? input.view().slice(head.length, head.length + head.contentLength)
-        : streamed(),
+      body: head.contentLength === 0 ? null : wholeBody ?? streamed(),
       signal: abort.signal,
     });
   } catch {
     return null; // An invalid URL (the Host): Deno.serve answers it.
   }
+  if (wholeBody) noteWholeBody(request, wholeBody);
   input.consume(head.length + (whole ? head.contentLength : 0));
   return {
     request,

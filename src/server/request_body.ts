@@ -12,6 +12,7 @@ import { StructuredOutputError } from "../engine/structured/errors.ts";
 import { structuredOutputGrammar } from "../engine/structured/response_format.ts";
 import { badRequest, HttpError } from "./http_error.ts";
 import { concatBytes } from "../util/bytes.ts";
+import { takeWholeBody } from "./whole_body.ts";
 
 /** Largest accepted request body. */
 export const MAX_BODY_BYTES = 8 * 1024 * 1024;
@@ -84,6 +85,11 @@ function bodyTooLarge(limit: number): HttpError {
 }
 
 async function readBytes(request: Request, limit: number, timeoutMs: number) {
+  const whole = takeWholeBody(request);
+  if (whole) {
+    if (whole.length > limit) throw bodyTooLarge(limit);
+    return whole;
+  }
   if (!request.body) return new Uint8Array(0);
   const reader = request.body.getReader();
   let timer: ReturnType<typeof setTimeout> | undefined;

@@ -6,6 +6,7 @@ import {
   responseHead,
 } from "../../src/server/http1_head.ts";
 import { type GuardedServer, serveGuarded } from "../../src/server/connection_guard.ts";
+import { takeWholeBody } from "../../src/server/whole_body.ts";
 import { get, RawClient } from "./raw_client.ts";
 
 const encoder = new TextEncoder();
@@ -122,6 +123,11 @@ function echoGuard(): GuardedServer {
       );
     }
     if (url.pathname === "/ignore") return new Response("ignored");
+    if (url.pathname === "/whole") {
+      const whole = takeWholeBody(request);
+      const body = whole ? new TextDecoder().decode(whole) : await request.text();
+      return Response.json({ whole: whole !== undefined, body });
+    }
     if (url.pathname === "/throw") throw new Error("handler failed on purpose");
     const body = request.body ? await request.text() : "";
     return Response.json({ method: request.method, path: url.pathname, body });
@@ -158,6 +164,21 @@ Deno.test("the guard serves plain requests itself: sized and chunked answers, pi
     await client.send(get("/f"));
     equal(JSON.parse((await client.response()).body).path, "/f", "HEAD sent no body");
     equal(server.forwardedConnections(), 0);
+  } finally {
+    client.close();
+  }
+});
+
+Deno.test("a body that came with its head is handed over whole; one that comes later streams", async () => {
+  await using server = echoGuard();
+  const client = await RawClient.open(server.addr.port);
+  try {
+    await client.send('POST /whole HTTP/1.1\r\nHost: t\r\nContent-Length: 7\r\n\r\n{"a":1}');
+    deepEqual(JSON.parse((await client.response()).body), { whole: true, body: '{"a":1}' });
+    await client.send("POST /whole HTTP/1.1\r\nHost: t\r\nContent-Length: 7\r\n\r\n");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await client.send('{"b":2}');
+    deepEqual(JSON.parse((await client.response()).body), { whole: false, body: '{"b":2}' });
   } finally {
     client.close();
   }
