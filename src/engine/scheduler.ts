@@ -32,6 +32,7 @@ import { validateGrammar } from "./gbnf.ts";
 import { chunksBehind, PrefillBudget } from "./prefill_budget.ts";
 import { busyRuns, compactingMove, runKeepingTargets, stepPasses } from "./slot_placement.ts";
 import { samplerStages, type SamplingParams } from "./sampling.ts";
+import { SpareChains } from "./spare_chains.ts";
 import { stepLogprobs, type TokenLogprob } from "./logprobs.ts";
 import { TextStream } from "./text_stream.ts";
 import { unfinishedCharacter, Utf8Guard } from "./utf8_guard.ts";
@@ -377,6 +378,8 @@ export class Scheduler {
   readonly #queue: Job[] = [];
   readonly #maxQueue: number;
   readonly #batch: Batch;
+  /** Chains of ended requests, for later ones with the same settings (see `spare_chains.ts`). */
+  readonly #spareChains: SpareChains;
   /** Keeps grammar-constrained output valid UTF-8 (its token lists are built on first use). */
   readonly #utf8Guard: Utf8Guard;
   #wake: (() => void) | undefined;
@@ -429,6 +432,7 @@ export class Scheduler {
     this.#requestsOnTheWay = options.requestsOnTheWay ?? NONE_ON_THE_WAY;
     this.#deviceSampling = options.deviceSampling ?? false;
     this.#batch = new Batch(context.model.llama, context.nBatch);
+    this.#spareChains = new SpareChains(context.model, this.#slots.length);
     this.#utf8Guard = new Utf8Guard((token) => context.model.tokenBytes(token), context.nVocab);
     this.#loop = this.#run();
   }
@@ -562,8 +566,8 @@ export class Scheduler {
         // Nothing to compile: queued now, so a loop woken from idle starts the prompt before the
         // request's handler goes on to answer its headers (0.1–0.3 ms of a lone request's first
         // token on the H200 machine).
-        const model = this.context.model;
-        const built = stages.map((chain) => settle(() => Sampler.chain(model, chain)));
+        const seeded = request.sampling?.seed !== undefined;
+        const built = stages.map((chain) => settle(() => this.#spareChains.take(chain, seeded)));
         this.#queueBuilt(requests, built, outlets, submittedAt);
       }
     }
@@ -1289,7 +1293,7 @@ export class Scheduler {
   #samplerFor(slot: Slot, job: Job, key: string): Sampler {
     const onDevice = key !== "";
     if (onDevice && slot.deviceSampler && slot.deviceKey === key) {
-      job.sampler.close();
+      this.#spareChains.keep(job.sampler, job.request.sampling?.seed !== undefined);
       // A fixed seed starts its sequence of draws again; without one, the draws go on.
       if (job.request.sampling?.seed !== undefined) slot.deviceSampler.reset();
       this.#deviceSampledRequests++;
@@ -1312,7 +1316,9 @@ export class Scheduler {
   }
 
   #release(slot: Slot): void {
-    if (slot.sampler !== slot.deviceSampler) slot.sampler?.close();
+    if (slot.sampler && slot.sampler !== slot.deviceSampler) {
+      this.#spareChains.keep(slot.sampler, slot.job?.request.sampling?.seed !== undefined);
+    }
     slot.sampler = undefined;
     slot.text = undefined;
     slot.job = undefined;
@@ -1331,6 +1337,7 @@ export class Scheduler {
     // Sampler chains still compiling use the model on a worker thread: wait for them.
     await Promise.allSettled([...this.#preparing]);
     for (const slot of this.#slots) this.#dropDeviceSampler(slot);
+    this.#spareChains.close();
     this.#batch.close();
   }
 }

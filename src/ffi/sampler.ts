@@ -215,6 +215,11 @@ export class Sampler extends NativeHandle {
     return this.stages.every((stage) => DEVICE_STAGE_TYPES.has(stage.type));
   }
 
+  /** Whether the chain ran on a device once (see {@link claimForDevice}). */
+  get claimedForDevice(): boolean {
+    return this.#claimedForDevice;
+  }
+
   /**
    * Marks the chain as running on a device (called by `Context.attachSampler`).
    *

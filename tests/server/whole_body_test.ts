@@ -1,7 +1,7 @@
 import { deepEqual, equal, rejects } from "node:assert/strict";
 import { readJsonBody } from "../../src/server/request_body.ts";
 import { noteWholeBody, takeWholeBody } from "../../src/server/whole_body.ts";
-import { HttpError } from "../../src/server/http_error.ts";
+import type { HttpError } from "../../src/server/http_error.ts";
 
 const encoder = new TextEncoder();
 
