@@ -125,6 +125,13 @@ export interface GenerationTimings {
 export interface Generation extends AsyncIterable<GenerationChunk> {
   /** Resolves when generation ends; rejects with a {@link GenerationError}. */
   readonly result: Promise<GenerationResult>;
+  /**
+   * Resolves once a step has started after the request was queued: the request is in that step
+   * (its prompt), or waits for a slot, or has ended. Never rejects. A server's handler that
+   * waits for it before it answers leaves the event loop meanwhile to the requests of the same
+   * burst that are still being prepared, which the first step waits for.
+   */
+  readonly scheduled: Promise<void>;
 }
 
 /** Options for {@link Scheduler}. */
@@ -270,6 +277,8 @@ interface Job {
   slot?: Slot;
   /** A further choice: its prompt was evaluated by the first choice's job. */
   sharesPrompt?: boolean;
+  /** Resolves the generation's `scheduled`. */
+  announce: () => void;
 }
 
 /** The consumer's side of one generation: its chunk queue and its result. */
@@ -277,6 +286,7 @@ class Outlet {
   readonly chunks = new AsyncQueue<GenerationChunk>();
   resolve!: (result: GenerationResult) => void;
   reject!: (error: unknown) => void;
+  announce!: () => void;
   readonly generation: Generation;
 
   constructor() {
@@ -285,8 +295,13 @@ class Outlet {
       this.reject = reject;
     });
     result.catch(() => {}); // the consumer may only iterate; errors also reach the iterator
+    const scheduled = new Promise<void>((resolve) => (this.announce = resolve));
     const chunks = this.chunks;
-    this.generation = { result, [Symbol.asyncIterator]: () => chunks[Symbol.asyncIterator]() };
+    this.generation = {
+      result,
+      scheduled,
+      [Symbol.asyncIterator]: () => chunks[Symbol.asyncIterator](),
+    };
   }
 }
 
@@ -376,6 +391,8 @@ export class Scheduler {
   readonly slotContext: number;
   readonly #slots: Slot[];
   readonly #queue: Job[] = [];
+  /** Jobs queued whose `scheduled` is still to resolve (see {@link Generation.scheduled}). */
+  readonly #unannounced: Job[] = [];
   readonly #maxQueue: number;
   readonly #batch: Batch;
   /** Chains of ended requests, for later ones with the same settings (see `spare_chains.ts`). */
@@ -554,6 +571,7 @@ export class Scheduler {
       for (const outlet of outlets) {
         outlet.chunks.end();
         outlet.resolve({ ...emptyResult(request, submittedAt), finishReason: "length" });
+        outlet.announce();
       }
     } else {
       const requests = outlets.map((_, i) => choiceRequest(request, i));
@@ -614,6 +632,7 @@ export class Scheduler {
           outlet.chunks.end();
           outlet.resolve(emptyResult(request, submittedAt));
         }
+        outlet.announce();
       }
       return;
     }
@@ -623,9 +642,11 @@ export class Scheduler {
       chunks: outlet.chunks,
       resolve: outlet.resolve,
       reject: outlet.reject,
+      announce: outlet.announce,
       submittedAt,
       ...(i > 0 ? { sharesPrompt: true } : {}),
     }));
+    this.#unannounced.push(...jobs);
     const first = jobs[0] as Job;
     if (jobs.length > 1) first.forks = jobs.slice(1);
     this.#queue.push(first);
@@ -685,6 +706,12 @@ export class Scheduler {
     }
   }
 
+  /** Resolves `scheduled` of every job queued since the last step started. */
+  #announceScheduled(): void {
+    for (const job of this.#unannounced) job.announce();
+    this.#unannounced.length = 0;
+  }
+
   #wakeUp(): void {
     const wake = this.#wake;
     this.#wake = undefined;
@@ -704,6 +731,7 @@ export class Scheduler {
         this.#keepBusySlotsARun();
         active = this.#slots.filter((s) => s.state !== "idle");
         if (active.length === 0) {
+          this.#announceScheduled(); // only jobs that ended are left to announce here
           if (this.#closing) return;
           this.#time.hostMs += performance.now() - turnStart;
           await new Promise<void>((resolve) => (this.#wake = resolve));
@@ -722,6 +750,8 @@ export class Scheduler {
         const firstAfterIdle = afterIdle;
         afterIdle = false;
         const stepStart = performance.now();
+        // Their handlers go on once the step is under way (see Generation.scheduled).
+        this.#announceScheduled();
         const firstTokens = await this.#step(active);
         if (firstAfterIdle) {
           this.#linger.observe(active.length, performance.now() - stepStart, this.#queued());
@@ -1336,6 +1366,7 @@ export class Scheduler {
     await this.#loop;
     // Sampler chains still compiling use the model on a worker thread: wait for them.
     await Promise.allSettled([...this.#preparing]);
+    this.#announceScheduled();
     for (const slot of this.#slots) this.#dropDeviceSampler(slot);
     this.#spareChains.close();
     this.#batch.close();

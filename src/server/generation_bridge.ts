@@ -102,6 +102,23 @@ export async function startChoices(
   signal: AbortSignal,
   logprobs?: number,
 ): Promise<StartedGeneration[]> {
+  const started = await submitChoices(ctx, body, source, signal, logprobs);
+  // The handler answers once a step has started: in a burst, the first step waits for the
+  // requests still being read and tokenized, and building this one's answer meanwhile held them
+  // up (eight at once on the H200 machine: the last was tokenized 3 ms after the first, its
+  // result read only after the others' answers, and the step started 5.5 ms after its head).
+  await Promise.all(started.map((one) => one.generation.scheduled));
+  return started;
+}
+
+/** Prepares and queues the choices of {@link startChoices}. */
+async function submitChoices(
+  ctx: ServerContext,
+  body: Fields,
+  source: PromptSource,
+  signal: AbortSignal,
+  logprobs?: number,
+): Promise<StartedGeneration[]> {
   const lease = await ctx.registry.acquire(body.string("model"));
   try {
     const { entry, model: loaded } = lease;
