@@ -75,10 +75,11 @@ export class SpareChains {
     const key = sampler.claimedForDevice ? undefined : chainKey(sampler.stages, seeded);
     if (key === undefined || this.#limit === 0) return sampler.close();
     if (this.#count >= this.#limit) this.#dropOldest();
-    const kept = this.#byKey.get(key);
+    const kept = this.#byKey.get(key) ?? [];
+    kept.push(sampler);
     // Re-inserted, so that the key moves to the back of the age order.
     this.#byKey.delete(key);
-    this.#byKey.set(key, [...kept ?? [], sampler]);
+    this.#byKey.set(key, kept);
     this.#count++;
   }
 

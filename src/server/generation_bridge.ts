@@ -102,7 +102,7 @@ export async function startChoices(
   signal: AbortSignal,
   logprobs?: number,
 ): Promise<StartedGeneration[]> {
-  const started = await submitChoices(ctx, body, source, signal, logprobs);
+  const started = await queueChoices(ctx, body, source, signal, logprobs);
   // The handler answers once a step has started: in a burst, the first step waits for the
   // requests still being read and tokenized, and building this one's answer meanwhile held them
   // up (a burst of 8 on the H200 machine: the last one's tokens were taken up only after the
@@ -112,7 +112,7 @@ export async function startChoices(
 }
 
 /** Prepares and queues the choices of {@link startChoices}. */
-async function submitChoices(
+async function queueChoices(
   ctx: ServerContext,
   body: Fields,
   source: PromptSource,
