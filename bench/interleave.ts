@@ -42,15 +42,18 @@ async function main(): Promise<void> {
     options: {
       rounds: { type: "string", default: "12" },
       tokens: { type: "string", default: "200" },
+      pause: { type: "string", default: "500" },
     },
   });
   const servers = serversOf(positionals);
   if (servers.length === 0) throw new Error("Name at least one server: NAME=URL ...");
   const rounds = Number(values.rounds);
   const tokens = Number(values.tokens);
-  if (!(rounds >= 1) || !(tokens >= 2)) {
+  const pauseMs = Number(values.pause);
+  if (!(rounds >= 1) || !(tokens >= 2) || !(pauseMs >= 0)) {
     throw new Error(
-      "--rounds must be at least 1 and --tokens at least 2 (a rate needs two tokens)",
+      "--rounds must be at least 1, --tokens at least 2 (a rate needs two tokens) and --pause " +
+        "not negative",
     );
   }
   for (const server of servers) await streamCompletion(server.url, "A warm-up", tokens);
@@ -58,6 +61,9 @@ async function main(): Promise<void> {
     const order = round % 2 === 0 ? servers : [...servers].reverse();
     const prompt = `Once upon a time, in round ${round} of the comparison,`;
     for (const server of order) {
+      // A server's compute threads may spin for a while after its stream (llama-server's do, for
+      // up to ~0.1 s): the next server would start on cores they still hold.
+      await new Promise((resolve) => setTimeout(resolve, pauseMs));
       const result = await streamCompletion(server.url, prompt, tokens);
       const seconds = (result.lastAt - result.firstAt) / 1000;
       server.rates.push((result.tokens - 1) / seconds);
