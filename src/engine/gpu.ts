@@ -172,12 +172,14 @@ export interface AttentionShape {
  * sequence with every layer on the CPU whose attention scores of a micro-batch over the whole cache
  * (`heads × cells × microBatch` floats, the compute memory the unfused path reserves) fit in
  * {@link CPU_ATTENTION_SCORES_LIMIT}, else llama.cpp's own choice (on wherever the device
- * supports it). On the CPU, ggml's fused kernel is the slower one for a lone sequence: with the
- * 125M benchmark model on 2 cores, llama-bench's tg128 after 1,000 tokens of context was 44 tok/s
- * with it against 85 without, and pp1000 543 against 576. With several slots the cache also holds
- * the idle slots' cached prompts; the fused kernel skips the cells a sequence cannot see and the
- * unfused one computes them all: served with 1,000-token prompts on 8 slots, one stream fell from
- * 96 to 21 tok/s without it.
+ * supports it). On the CPU, ggml's fused kernel was the slower one for a lone sequence on the
+ * machine it was measured on: with the 125M benchmark model on 2 cores, llama-bench's tg128 after
+ * 1,000 tokens of context was 44 tok/s with it against 85 without, and pp1000 543 against 576. It
+ * depends on the processor: on a Zen 5 EPYC it cost nothing (tg128 182 against 185) and made
+ * pp1000 faster (1159 against 930; README, "Flash attention is off for one slot on the CPU").
+ * With several slots the cache also holds the idle slots' cached prompts; the fused kernel skips
+ * the cells a sequence cannot see and the unfused one computes them all: served with 1,000-token
+ * prompts on 8 slots, one stream fell from 96 to 21 tok/s without it.
  *
  * @param mode `--flash-attn`.
  * @param shape Where the layers are, how many sequences share the cache, how large the scores get.
