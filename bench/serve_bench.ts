@@ -79,11 +79,10 @@ Options:
   --warmup N              Warm-up requests per server start (default 2)
   --llama-server PATH     llama-server binary (default lib/reference/bin/llama-server)
   --lib-dir DIR           SHIMMY_LIB_DIR for Shimmy (default lib/reference)
-  --kv-unified on|off     One KV cache for all slots (on, the default: Shimmy's choice on the
-                          CPU) or a stream per slot (off: Shimmy's choice on a GPU), for both
-                          (llama-server's --kv-unified)
+  --kv-unified on|off     One KV cache for all slots (on) or a stream per slot (off, the
+                          default: Shimmy's choice), for both (llama-server's --kv-unified)
   --flash-attn M          on | off | auto for both servers (default: each its own choice;
-                          Shimmy's is off on the CPU, llama-server's on)
+                          Shimmy's is off for one slot on the CPU, llama-server's on)
   --json PATH             Also write the results as JSON to PATH
 
 Examples:
@@ -234,7 +233,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
     warmup: intFlag("warmup", v.warmup, 2, 0),
     llamaServer: absolute(v["llama-server"] ?? join(REPO_ROOT, "lib/reference/bin/llama-server")),
     libDir: absolute(v["lib-dir"] ?? join(REPO_ROOT, "lib/reference")),
-    kvUnified: onOffFlag("kv-unified", v["kv-unified"] ?? "on"),
+    kvUnified: onOffFlag("kv-unified", v["kv-unified"] ?? "off"),
     notes: context.notes,
   };
   const flashAttn = v["flash-attn"];

@@ -39,7 +39,7 @@ export interface ServerSettings {
   /**
    * One KV cache for all slots (true) or a stream per slot (false), for both (Shimmy's
    * `--kv-unified on|off`, llama-server's `--kv-unified` or not); unset, Shimmy chooses and
-   * llama-server gets what Shimmy chooses on the CPU (unified with several slots).
+   * llama-server gets what Shimmy chooses (a stream per slot).
    */
   kvUnified?: boolean;
 }
@@ -109,7 +109,7 @@ export function launchFor(
     command: settings.llamaServer,
     args: ["-m", model.path, "--host", "127.0.0.1", "--port", port, "-np", slots]
       .concat(["-c", String(settings.ctxSize * settings.slots), "-t", threads, "--no-webui"])
-      .concat(settings.kvUnified !== false && settings.slots > 1 ? ["--kv-unified"] : [])
+      .concat(settings.kvUnified === true && settings.slots > 1 ? ["--kv-unified"] : [])
       .concat(["--cache-ram", "0", "-ngl", "all", "--fit", "off"])
       .concat(settings.flashAttn ? ["-fa", settings.flashAttn] : [])
       .concat(override ? ["--override-kv", override] : []),

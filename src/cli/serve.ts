@@ -105,11 +105,11 @@ ${SPLIT_FLAGS_USAGE}
                           when a request's sampler allows it (default auto: on a GPU;
                           SHIMMY_DEVICE_SAMPLING too)
   --flash-attn M          auto | on | off: fused attention (default auto: off with one slot
-                          and every layer on the CPU, where it is slower, unless that takes
-                          over 1 GiB more memory; else llama.cpp's choice)
+                          and every layer on the CPU, where it can be slower, unless that
+                          takes over 1 GiB more memory; else llama.cpp's choice)
   --kv-unified M          auto | on | off: one KV cache shared by all slots, or a stream per
-                          slot (default auto: a stream per slot when every layer is on a GPU,
-                          where it decodes faster; one cache on the CPU)
+                          slot (default auto: a stream per slot, which decodes faster: each
+                          token attends to its own slot's cells only)
   --pooling P             Pooling of embeddings: none | mean | cls | last | rank (default:
                           each model's own from its GGUF; none, which /v1/embeddings refuses,
                           when it has none; SHIMMY_POOLING too)

@@ -6,7 +6,6 @@
  * @module
  */
 
-import { queuesOnly } from "../ffi/context.ts";
 import type { GpuBackend } from "../ffi/library.ts";
 import type { DeviceInfo } from "../ffi/llama.ts";
 import type { ModelLoadOptions, OffloadReport } from "../ffi/model.ts";
@@ -159,8 +158,8 @@ export interface AttentionShape {
   offload: OffloadReport;
   /** Attention heads. */
   heads: number;
-  /** Sequences (slots) sharing a KV stream: all of them with a unified cache, else 1. */
-  sequences: number;
+  /** Slots of the context. */
+  slots: number;
   /** KV cells of a stream: the context's with a unified cache, else a slot's. */
   cells: number;
   /** Tokens of a micro-batch. */
@@ -169,17 +168,22 @@ export interface AttentionShape {
 
 /**
  * Flash attention for a context. Forced on or off as asked; with `auto`, off for a context of one
- * sequence with every layer on the CPU whose attention scores of a micro-batch over the whole cache
+ * slot with every layer on the CPU whose attention scores of a micro-batch over the whole cache
  * (`heads × cells × microBatch` floats, the compute memory the unfused path reserves) fit in
  * {@link CPU_ATTENTION_SCORES_LIMIT}, else llama.cpp's own choice (on wherever the device
- * supports it). On the CPU, ggml's fused kernel was the slower one for a lone sequence on the
- * machine it was measured on: with the 125M benchmark model on 2 cores, llama-bench's tg128 after
- * 1,000 tokens of context was 44 tok/s with it against 85 without, and pp1000 543 against 576. It
- * depends on the processor: on a Zen 5 EPYC it cost nothing (tg128 182 against 185) and made
- * pp1000 faster (1159 against 930; README, "Flash attention is off for one slot on the CPU").
- * With several slots the cache also holds the idle slots' cached prompts; the fused kernel skips
- * the cells a sequence cannot see and the unfused one computes them all: served with 1,000-token
- * prompts on 8 slots, one stream fell from 96 to 21 tok/s without it.
+ * supports it).
+ *
+ * For a lone sequence on the CPU, which kernel is faster depends on the processor. On the machine
+ * of 2026-12-03 (125M benchmark model, 2 cores) llama-bench's tg128 after 1,000 tokens of context
+ * was 44 tok/s fused against 85 unfused, and pp1000 543 against 576; on a Zen 5 EPYC the fused
+ * kernel cost nothing (tg128 182 against 185) and made pp1000 faster (1159 against 930; README,
+ * "Flash attention is off for one slot on the CPU"). With several slots the fused kernel stays,
+ * whatever the processor. Where they share a cache it holds the idle slots' cached prompts, which
+ * the fused kernel skips and the unfused one computes: served with 1,000-token prompts on 8 slots,
+ * one stream fell from 96 to 21 tok/s without it. With a KV stream per slot (see
+ * {@link kvUnified}) the unfused kernel was the slower one at every level on the Zen 5 machine:
+ * 0.84 / 0.86 / 0.83× llama-server's decode at 1 / 4 / 8 streams and first tokens 1.16–1.24×
+ * later, against 0.96 / 1.07 / 1.13× and 0.93–1.00× fused.
  *
  * @param mode `--flash-attn`.
  * @param shape Where the layers are, how many sequences share the cache, how large the scores get.
@@ -189,7 +193,7 @@ export interface AttentionShape {
  * const shape = {
  *   offload: { offloaded: 0, total: 13 },
  *   heads: 12,
- *   sequences: 1,
+ *   slots: 1,
  *   cells: 4096,
  *   microBatch: 512,
  * };
@@ -204,7 +208,7 @@ export function flashAttention(
   if (mode === "off") return "disabled";
   const onCpu = shape.offload.offloaded === 0;
   const scoresBytes = shape.heads * shape.cells * shape.microBatch * 4;
-  const unfused = onCpu && shape.sequences === 1 && scoresBytes <= CPU_ATTENTION_SCORES_LIMIT;
+  const unfused = onCpu && shape.slots === 1 && scoresBytes <= CPU_ATTENTION_SCORES_LIMIT;
   return unfused ? "disabled" : "auto";
 }
 
@@ -212,28 +216,29 @@ export function flashAttention(
  * Whether a context's slots share one unified KV cache or each has a stream of its own. With one
  * slot the two are the same cache, and a stream of its own spares llama.cpp's check of every
  * batch against all 256 possible sequences. Forced as asked with several slots; with `auto`, a
- * stream per slot when every layer is on a GPU, else unified. Own streams spare each decode that
- * check and the attention over other slots' cells (a GPU's attention kernel reads every cell up
- * to the highest one in use, including idle slots' cached prompts): on an H200 with the 1.5B
- * benchmark model, served one stream 916 tok/s against 762, 8 streams 3,879 against 3,249, 32
- * streams 6,949 against 5,856. The scheduler keeps the busy slots one run of consecutive
- * sequence ids, which llama.cpp needs to decode them in one pass (`slot_placement.ts`), by
- * copying whole streams, cheap on a GPU. On the CPU the cache stays unified: with 1,000-token
- * prompts own streams decoded 1.7-2.6x faster on 2 cores, but a burst of 8 short prompts got its
- * first tokens 1.2x later (not from the extra passes of prompts of different lengths: evening
- * their chunks out changed nothing), and with short prompts a lone stream gained nothing.
+ * stream per slot. Own streams spare each decode that check and the attention over other slots'
+ * cells (an attention kernel reads every cell up to the highest one in use, including idle slots'
+ * cached prompts). On an H200 with the 1.5B benchmark model, served one stream 916 tok/s against
+ * 762, 8 streams 3,879 against 3,249, 32 streams 6,949 against 5,856. On 2 cores (a Zen 5 EPYC,
+ * bench-125m, both servers alike, `bench/results/cpu-2core-2026-12-04b/`): 268.9 / 345.0 / 541.7
+ * tok/s at 1 / 4 / 8 streams against 240–259 / 310–330 / 498–524 with one cache, 166.8 / 116.1 /
+ * 109.5 against 117.1 / 86.3 / 85.5 with 1,000-token prompts, and 266.8 / 262.7 / 361.2 against
+ * 250.4 / 250.1 / 332.3 with streams that end one by one (each end moves a request). The
+ * scheduler keeps the busy slots one run of consecutive sequence ids, which llama.cpp needs to
+ * decode them in one pass (`slot_placement.ts`), by copying whole streams: a memcpy of a slot's
+ * cells on the CPU, far less than a further pass over the weights at every step. (Until
+ * 2026-12-04 the CPU kept one cache: own streams measured no better there, with the unfused
+ * attention kernel that `flashAttention` then chose for them.)
  *
  * @param mode `--kv-unified`.
  * @param slots Slots of the context.
- * @param offload Where the layers are.
  * @returns llama.cpp's `kv_unified`.
  * @example
  * ```ts
- * kvUnified("auto", 8, { offloaded: 17, total: 17 }); // false
- * kvUnified("auto", 8, { offloaded: 0, total: 13 }); // true
+ * kvUnified("auto", 8); // false
+ * kvUnified("on", 8); // true
  * ```
  */
-export function kvUnified(mode: Switch, slots: number, offload: OffloadReport): boolean {
-  if (slots <= 1 || mode === "off") return false;
-  return mode === "on" || !queuesOnly(offload);
+export function kvUnified(mode: Switch, slots: number): boolean {
+  return slots > 1 && mode === "on";
 }

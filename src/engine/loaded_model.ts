@@ -70,13 +70,13 @@ export interface OpenModelOptions {
   deviceSampling?: DeviceSamplingMode;
   /**
    * Flash attention: `"on"`, `"off"`, or `"auto"`: off for one slot with every layer on the CPU
-   * (where ggml's fused kernel is then the slower one) unless its unfused scores would take more
+   * (where ggml's fused kernel can be the slower one) unless its unfused scores would take more
    * than 1 GiB, else llama.cpp's choice. See `flashAttention`. Default `"auto"`.
    */
   flashAttn?: Switch;
   /**
    * One KV cache for all slots (`"on"`), a stream per slot (`"off"`), or `"auto"`: a stream per
-   * slot when every layer is on a GPU. See `kvUnified`. Default `"auto"`.
+   * slot. See `kvUnified`. Default `"auto"`.
    */
   kvUnified?: Switch;
   /** Requests on their way to the scheduler; see `SchedulerOptions.requestsOnTheWay`. */
@@ -246,12 +246,12 @@ export class LoadedModel {
     try {
       const parallel = Math.max(1, options.parallel ?? 1);
       const slotContext = options.ctxSize ?? Math.min(model.nCtxTrain || 4096, 4096);
-      const unified = kvUnified(options.kvUnified ?? "auto", parallel, model.offload);
+      const unified = kvUnified(options.kvUnified ?? "auto", parallel);
       // Attention sees one stream at a time: the whole cache when unified, else a slot's.
       const flashAttn = flashAttention(options.flashAttn ?? "auto", {
         offload: model.offload,
         heads: model.nHead,
-        sequences: unified ? parallel : 1,
+        slots: parallel,
         cells: unified ? slotContext * parallel : slotContext,
         microBatch: MICRO_BATCH,
       });

@@ -31,10 +31,13 @@ Deno.test("serve_bench --staggered spreads a burst's token counts, and not the i
 
 Deno.test("llama-server gets a unified KV cache exactly when Shimmy does", () => {
   const settings = { threads: 2, ctxSize: 1024, libDir: "lib", llamaServer: "llama-server" };
-  const one = launchFor("llama-server", { ...settings, slots: 1 }, model, "1");
-  const eight = launchFor("llama-server", { ...settings, slots: 8 }, model, "1");
+  const one = launchFor("llama-server", { ...settings, slots: 1, kvUnified: true }, model, "1");
+  const eight = launchFor("llama-server", { ...settings, slots: 8, kvUnified: true }, model, "1");
   assert.ok(!one.args.includes("--kv-unified"));
   assert.ok(eight.args.includes("--kv-unified"));
+  // Unset, Shimmy chooses a stream per slot, and llama-server gets the same.
+  const chosen = launchFor("llama-server", { ...settings, slots: 8 }, model, "1");
+  assert.ok(!chosen.args.includes("--kv-unified"));
   const streams = { ...settings, slots: 8, kvUnified: false };
   assert.ok(!launchFor("llama-server", streams, model, "1").args.includes("--kv-unified"));
   const shimmy = launchFor("shimmy", streams, model, "1").args;
@@ -45,8 +48,8 @@ Deno.test("llama-server gets a unified KV cache exactly when Shimmy does", () =>
       "off",
     ],
   );
-  assert.equal(parseBenchArgs([])?.kvUnified, true);
-  assert.equal(parseBenchArgs(["--kv-unified", "off"])?.kvUnified, false);
+  assert.equal(parseBenchArgs([])?.kvUnified, false);
+  assert.equal(parseBenchArgs(["--kv-unified", "on"])?.kvUnified, true);
   assert.throws(() => parseBenchArgs(["--kv-unified", "auto"]), UsageError);
   assert.deepEqual(one.args.slice(one.args.indexOf("-np"), one.args.indexOf("-np") + 2), [
     "-np",

@@ -181,29 +181,38 @@ Deno.test("the prompts of a burst are evaluated in the order they came, whatever
   ok(steps[0]! < steps[1]! && steps[1]! < steps[2]!, log);
 });
 
-Deno.test("once streams generate, a step finishes one long prompt of a burst at a time", async () => {
-  await using loaded = await LoadedModel.open({
-    path: await fixtureModel("tiny-f32"),
-    parallel: 5,
-    ctxSize: 512,
-    batchSize: 700,
+// First tokens' steps of ant, bee, cat, dog and owl, sent in that order. With one shared cache,
+// ant and bee share the first step; cat's step does not wait for dog's prompt, but the short one,
+// which came after dog, joins it. With a stream per slot, requests that start together take slots
+// shortest prompt first (one pass per length, see slot_placement.ts), so owl and the two shorter
+// long prompts (bee and dog, 290 tokens against 314) fill the first step, then one long prompt a
+// step.
+for (
+  const [kvUnified, steps] of [["on", [1, 1, 2, 3, 2]], ["off", [2, 1, 3, 1, 1]]] as const
+) {
+  Deno.test(`once streams generate, a step finishes one long prompt of a burst at a time (kv-unified ${kvUnified})`, async () => {
+    await using loaded = await LoadedModel.open({
+      path: await fixtureModel("tiny-f32"),
+      parallel: 5,
+      ctxSize: 512,
+      batchSize: 700,
+      kvUnified,
+    });
+    const sentence = (word: string, times: number) =>
+      loaded.model.tokenize(`${word} jumps over the lazy fox `.repeat(times));
+    const long = ["ant", "bee", "cat", "dog"].map((word) => ({ word, prompt: sentence(word, 24) }));
+    // Two fit the batch, four do not; each is longer than a short prompt (256 tokens).
+    const { nBatch } = loaded.scheduler.context;
+    ok(long.every(({ prompt }) => prompt.length > 256 && 2 * prompt.length <= nBatch));
+    const short = { word: "owl", prompt: sentence("owl", 3) };
+    const { decodesBefore, log } = await firstTokenSteps(loaded, [...long, short]);
+    deepEqual(
+      ["ant", "bee", "cat", "dog", "owl"].map((word) => decodesBefore.get(word)),
+      steps,
+      log,
+    );
   });
-  const sentence = (word: string, times: number) =>
-    loaded.model.tokenize(`${word} jumps over the lazy fox `.repeat(times));
-  const long = ["ant", "bee", "cat", "dog"].map((word) => ({ word, prompt: sentence(word, 24) }));
-  // Two fit the batch, four do not; each is longer than a short prompt (256 tokens).
-  const { nBatch } = loaded.scheduler.context;
-  ok(long.every(({ prompt }) => prompt.length > 256 && 2 * prompt.length <= nBatch));
-  const short = { word: "owl", prompt: sentence("owl", 3) };
-  const { decodesBefore, log } = await firstTokenSteps(loaded, [...long, short]);
-  // ant and bee share the first step; cat's step does not wait for dog's prompt, but the short
-  // one, which came after dog, joins it.
-  deepEqual(
-    ["ant", "bee", "cat", "dog", "owl"].map((word) => decodesBefore.get(word)),
-    [1, 1, 2, 3, 2],
-    log,
-  );
-});
+}
 
 Deno.test("a prompt that cannot fit the context is refused with a clear error", async () => {
   await using loaded = await LoadedModel.open({
@@ -294,7 +303,7 @@ Deno.test("a single slot uses a per-sequence KV cache and generates what a unifi
   // A unified cache makes llama.cpp check every batch against all 256 possible sequences.
   await using single = await LoadedModel.open({ path, parallel: 1 });
   equal(single.context.kvUnified, false);
-  await using shared = await LoadedModel.open({ path, parallel: 2 });
+  await using shared = await LoadedModel.open({ path, parallel: 2, kvUnified: "on" });
   equal(shared.context.kvUnified, true);
   const one = await collect(single, request(single));
   const two = await collect(shared, request(shared));

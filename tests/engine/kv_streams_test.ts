@@ -43,13 +43,13 @@ async function staggeredBurst(loaded: LoadedModel): Promise<number[][]> {
   );
 }
 
-Deno.test("the CPU keeps one unified KV cache and a GPU gets a stream per slot", async () => {
-  await using cpu = await open("auto", "off", "auto");
-  equal(cpu.context.kvUnified, true, "every layer is on the CPU here");
-  equal(cpu.context.flashAttn, "auto", "the fused kernel skips the cells of other slots");
-  await using streams = await open("off", "off", "auto");
-  equal(streams.context.kvUnified, false);
-  equal(streams.context.flashAttn, "disabled", "a stream holds one sequence, as with one slot");
+Deno.test("auto gives each slot a KV stream, on the CPU too, with llama.cpp's fused kernel", async () => {
+  await using streams = await open("auto", "off", "auto");
+  equal(streams.context.kvUnified, false, "every layer is on the CPU here");
+  equal(streams.context.flashAttn, "auto", "several slots: llama.cpp's choice (fused)");
+  await using shared = await open("on", "off", "auto");
+  equal(shared.context.kvUnified, true);
+  equal(shared.context.flashAttn, "auto", "the fused kernel skips the cells of other slots");
 });
 
 for (const sampling of ["off", "on"] as const) {

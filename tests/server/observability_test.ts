@@ -96,7 +96,7 @@ Deno.test("/diag shows versions, devices, load params and slots", async () => {
     "auto",
     "with several slots llama.cpp chooses (fused, on the CPU)",
   );
-  equal(diag.models[0].kv_unified, true, "on the CPU the slots share one KV cache");
+  equal(diag.models[0].kv_unified, false, "a KV stream per slot, on the CPU too");
   equal(diag.models[0].slots.slotMoves, 0);
 });
 
