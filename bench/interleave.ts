@@ -4,7 +4,8 @@
  * those minutes as any change it compares. Here each round streams one completion to every server
  * (the order reversed every other round, the same prompt for all of a round), and the medians of
  * the rounds are printed per server: decode rate (from the first text event to the last), TTFT,
- * and each one's ratio to the first server's.
+ * and each one's ratio to the first server's, as a ratio of medians and as the median of the
+ * round-by-round ratios.
  *
  * Start the servers first (each on its own port, the same model and settings), for instance two
  * checkouts of Shimmy (`git worktree add`) and llama-server, then:
@@ -17,7 +18,7 @@
 
 import { parseArgs } from "node:util";
 import { streamCompletion } from "./lib/sse_client.ts";
-import { median } from "./lib/stats.ts";
+import { median, pairedRatios } from "./lib/stats.ts";
 
 interface Server {
   name: string;
@@ -78,9 +79,12 @@ async function main(): Promise<void> {
   const base = median(first.rates);
   for (const server of servers) {
     const rate = median(server.rates);
+    const paired = pairedRatios(server.rates, first.rates);
     console.log(
       `${server.name}: decode median ${rate.toFixed(1)} tok/s (${(rate / base).toFixed(3)}× ` +
-        `${first.name}), TTFT median ${median(server.ttfts).toFixed(1)} ms`,
+        `${first.name}; round by round ${median(paired).toFixed(3)}× median, ` +
+        `${Math.min(...paired).toFixed(3)}–${Math.max(...paired).toFixed(3)}), ` +
+        `TTFT median ${median(server.ttfts).toFixed(1)} ms`,
     );
   }
 }

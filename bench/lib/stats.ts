@@ -42,6 +42,26 @@ export function median(values: readonly number[]): number {
   return percentile(values, 50);
 }
 
+/**
+ * The ratio of each round's value to the baseline's in the same round, for A/Bs that alternate
+ * servers round by round: each ratio pairs two measurements made a minute apart, so the machine's
+ * drift between rounds cancels, where a ratio of two medians can pick different rounds for each.
+ *
+ * @param values The server's value in each round.
+ * @param baseline The baseline server's value in the same rounds.
+ * @returns One ratio per round.
+ * @example
+ * ```ts
+ * pairedRatios([110, 220], [100, 200]); // [1.1, 1.1]
+ * ```
+ */
+export function pairedRatios(values: readonly number[], baseline: readonly number[]): number[] {
+  if (values.length !== baseline.length) {
+    throw new RangeError(`${values.length} values against ${baseline.length} baseline values`);
+  }
+  return values.map((value, round) => value / (baseline[round] as number));
+}
+
 /** Token-gap summary of a set of streams; every time in ms. */
 export interface GapStats {
   /** Gaps counted, over all streams. */
