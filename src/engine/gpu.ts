@@ -186,7 +186,7 @@ export interface AttentionShape {
  * later, against 0.96 / 1.07 / 1.13× and 0.93–1.00× fused.
  *
  * @param mode `--flash-attn`.
- * @param shape Where the layers are, how many sequences share the cache, how large the scores get.
+ * @param shape Where the layers are, how many slots the context has, how large the scores get.
  * @returns llama.cpp's `flash_attn_type`.
  * @example
  * ```ts
