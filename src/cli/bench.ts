@@ -12,6 +12,7 @@ import { LoadedModel } from "../engine/loaded_model.ts";
 import type { GlobalFlags } from "./global_flags.ts";
 import { findModelPath } from "./model_lookup.ts";
 import { UsageError } from "./usage_error.ts";
+import { median } from "../util/median.ts";
 import {
   gpuLayersFlag,
   parseFlags,
@@ -49,11 +50,6 @@ function positive(name: string, value: string | undefined, fallback: number): nu
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive integer`);
   return n;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? 0;
 }
 
 /**

@@ -9,6 +9,7 @@
 import type { GpuBackend } from "../ffi/library.ts";
 import type { DeviceInfo } from "../ffi/llama.ts";
 import type { ModelLoadOptions, OffloadReport } from "../ffi/model.ts";
+import type { AttentionKernel } from "./attention_probe.ts";
 
 /** Raised when the requested GPU backend has no device on this machine. */
 export class GpuUnavailableError extends Error {
@@ -160,44 +161,69 @@ export interface AttentionShape {
   heads: number;
   /** Slots of the context. */
   slots: number;
+  /** Whether the slots share one KV cache (see {@link kvUnified}). */
+  unified: boolean;
   /** KV cells of a stream: the context's with a unified cache, else a slot's. */
   cells: number;
   /** Tokens of a micro-batch. */
   microBatch: number;
+  /**
+   * The CPU kernel the attention probe chose on this machine (`attention_probe.ts`), where
+   * {@link probesCpuAttention} asked for one; undefined when no probe ran or it failed.
+   */
+  cpuKernel?: AttentionKernel;
 }
 
 /**
- * Flash attention for a context. Forced on or off as asked; with `auto`, off for a context of one
- * slot with every layer on the CPU whose attention scores of a micro-batch over the whole cache
- * (`heads × cells × microBatch` floats, the compute memory the unfused path reserves) fit in
- * {@link CPU_ATTENTION_SCORES_LIMIT}, else llama.cpp's own choice (on wherever the device
- * supports it).
+ * Whether `auto` lets the attention probe choose a context's CPU kernel: every layer on the CPU,
+ * each slot's attention over its own cells (one slot, or a KV stream per slot), and scores of a
+ * micro-batch over a stream's cells (`heads × cells × microBatch` floats, the compute memory the
+ * unfused kernel reserves) within {@link CPU_ATTENTION_SCORES_LIMIT}. Slots that share one cache
+ * keep the fused kernel: the cache also holds the idle slots' cached prompts, which the fused
+ * kernel skips and the unfused one computes (served with 1,000-token prompts on 8 slots, one
+ * stream fell from 96 to 21 tok/s without it).
  *
- * For a lone sequence on the CPU, which kernel is faster depends on the processor. On the machine
- * of 2026-12-03 (125M benchmark model, 2 cores) llama-bench's tg128 after 1,000 tokens of context
- * was 44 tok/s fused against 85 unfused, and pp1000 543 against 576; on a Zen 5 EPYC the fused
- * kernel cost nothing (tg128 182 against 185) and made pp1000 faster (1159 against 930; README,
- * "Flash attention is off for one slot on the CPU"). With several slots the fused kernel stays,
- * whatever the processor. Where they share a cache it holds the idle slots' cached prompts, which
- * the fused kernel skips and the unfused one computes: served with 1,000-token prompts on 8 slots,
- * one stream fell from 96 to 21 tok/s without it. With a KV stream per slot (see
- * {@link kvUnified}) the unfused kernel was the slower one at every level on the Zen 5 machine:
+ * @param mode `--flash-attn`.
+ * @param shape The context's shape (its `cpuKernel` is not read).
+ * @returns Whether to probe.
+ * @example
+ * ```ts
+ * const offload = { offloaded: 0, total: 13 };
+ * const shape = { offload, heads: 12, slots: 8, unified: false, cells: 1024, microBatch: 512 };
+ * probesCpuAttention("auto", shape); // true
+ * probesCpuAttention("auto", { ...shape, unified: true }); // false
+ * ```
+ */
+export function probesCpuAttention(mode: Switch, shape: AttentionShape): boolean {
+  const scoresBytes = shape.heads * shape.cells * shape.microBatch * 4;
+  return mode === "auto" && shape.offload.offloaded === 0 &&
+    (shape.slots === 1 || !shape.unified) && scoresBytes <= CPU_ATTENTION_SCORES_LIMIT;
+}
+
+/**
+ * Flash attention for a context. Forced on or off as asked. With `auto`, where
+ * {@link probesCpuAttention} holds, the kernel the probe chose; if the probe failed, off for one
+ * slot and on for several (the defaults before the probe, from the machine of 2026-12-03). Else
+ * llama.cpp's own choice: on wherever the device supports it.
+ *
+ * Which CPU kernel is faster depends on the processor. On the machine of 2026-12-03 (125M
+ * benchmark model, 2 cores) llama-bench's tg128 after 1,000 tokens of context was 44 tok/s fused
+ * against 85 unfused, and pp1000 543 against 576. On the Zen 5 EPYC of 2026-12-04 tg64 was 313
+ * fused against 269 unfused without context, 175 against 182 after 1,000 tokens, and pp1000 1159
+ * against 930; served with a KV stream per slot (see {@link kvUnified}) the unfused kernel made
  * 0.84 / 0.86 / 0.83× llama-server's decode at 1 / 4 / 8 streams and first tokens 1.16–1.24×
  * later, against 0.96 / 1.07 / 1.13× and 0.93–1.00× fused.
  *
  * @param mode `--flash-attn`.
- * @param shape Where the layers are, how many slots the context has, how large the scores get.
+ * @param shape Where the layers are, the slots and their cache, the scores' size, the probe's
+ *   verdict.
  * @returns llama.cpp's `flash_attn_type`.
  * @example
  * ```ts
- * const shape = {
- *   offload: { offloaded: 0, total: 13 },
- *   heads: 12,
- *   slots: 1,
- *   cells: 4096,
- *   microBatch: 512,
- * };
- * flashAttention("auto", shape); // "disabled"
+ * const offload = { offloaded: 0, total: 13 };
+ * const shape = { offload, heads: 12, slots: 1, unified: true, cells: 4096, microBatch: 512 };
+ * flashAttention("auto", { ...shape, cpuKernel: "fused" }); // "enabled"
+ * flashAttention("auto", shape); // "disabled" (no verdict: the one-slot default)
  * ```
  */
 export function flashAttention(
@@ -206,10 +232,9 @@ export function flashAttention(
 ): "auto" | "enabled" | "disabled" {
   if (mode === "on") return "enabled";
   if (mode === "off") return "disabled";
-  const onCpu = shape.offload.offloaded === 0;
-  const scoresBytes = shape.heads * shape.cells * shape.microBatch * 4;
-  const unfused = onCpu && shape.slots === 1 && scoresBytes <= CPU_ATTENTION_SCORES_LIMIT;
-  return unfused ? "disabled" : "auto";
+  if (!probesCpuAttention(mode, shape)) return "auto";
+  if (shape.cpuKernel) return shape.cpuKernel === "fused" ? "enabled" : "disabled";
+  return shape.slots === 1 ? "disabled" : "auto";
 }
 
 /**

@@ -12,12 +12,16 @@ import { LoraAdapter } from "../ffi/lora.ts";
 import { GenerationError } from "./errors.ts";
 import { Model } from "../ffi/model.ts";
 import { Embedder, type PoolingName } from "./embedder.ts";
+import { type AttentionProbe, modelAttentionDims } from "./attention_probe.ts";
+import { cpuAttentionKernel } from "./attention_verdicts.ts";
 import {
+  type AttentionShape,
   contextThreads,
   type DevicePlan,
   flashAttention,
   kvUnified,
   planDevices,
+  probesCpuAttention,
   type Switch,
 } from "./gpu.ts";
 import {
@@ -169,6 +173,25 @@ export function placeCopy(backend: DevicePlan, copy: CopyPlacement): DevicePlan 
   };
 }
 
+/** The attention probe's times and choice, or why it could not run. */
+export type AttentionProbeOutcome = AttentionProbe | { error: string };
+
+/**
+ * The CPU attention kernel's probe for a model; a failure (llama.cpp refusing the probe model)
+ * is reported, not thrown: the context then gets the kernel chosen without it.
+ */
+async function probeAttention(
+  llama: Llama,
+  model: Model,
+  threads: number,
+): Promise<AttentionProbeOutcome> {
+  try {
+    return await cpuAttentionKernel(llama, modelAttentionDims(model), { threads });
+  } catch (error) {
+    return { error: error instanceof Error ? error.message : String(error) };
+  }
+}
+
 /** A model ready to generate. */
 export class LoadedModel {
   /** The runtime. */
@@ -183,6 +206,11 @@ export class LoadedModel {
   readonly devices: DevicePlan;
   /** The multi-GPU plan this copy was placed by. */
   readonly plan: MultiGpuPlan;
+  /**
+   * How the CPU attention kernel was chosen, where `--flash-attn auto` left it to the probe
+   * (`attention_probe.ts`): its times and choice, or why it failed. Undefined where no probe ran.
+   */
+  readonly attentionProbe: AttentionProbeOutcome | undefined;
   readonly #adapters = new Map<string, Promise<LoraAdapter>>();
   readonly #embedderOptions: { pooling?: PoolingName; contextSize?: number; threads?: number };
   #embedder: Promise<Embedder> | undefined;
@@ -202,7 +230,9 @@ export class LoadedModel {
     devices: DevicePlan,
     plan: MultiGpuPlan,
     options: OpenModelOptions,
+    attentionProbe: AttentionProbeOutcome | undefined,
   ) {
+    this.attentionProbe = attentionProbe;
     this.llama = llama;
     this.model = model;
     this.context = context;
@@ -247,22 +277,29 @@ export class LoadedModel {
       const parallel = Math.max(1, options.parallel ?? 1);
       const slotContext = options.ctxSize ?? Math.min(model.nCtxTrain || 4096, 4096);
       const unified = kvUnified(options.kvUnified ?? "auto", parallel);
-      // Attention sees one stream at a time: the whole cache when unified, else a slot's.
-      const flashAttn = flashAttention(options.flashAttn ?? "auto", {
+      const threads = contextThreads(options.threads, model.offload, defaultThreads());
+      const attentionMode = options.flashAttn ?? "auto";
+      const shape: AttentionShape = {
         offload: model.offload,
         heads: model.nHead,
         slots: parallel,
+        unified,
+        // Attention sees one stream at a time: the whole cache when unified, else a slot's.
         cells: unified ? slotContext * parallel : slotContext,
         microBatch: MICRO_BATCH,
-      });
+      };
+      const attentionProbe = probesCpuAttention(attentionMode, shape)
+        ? await probeAttention(llama, model, threads)
+        : undefined;
+      if (attentionProbe && "kernel" in attentionProbe) shape.cpuKernel = attentionProbe.kernel;
       const context = await Context.create(model, {
         nCtx: slotContext * parallel,
         nSeqMax: parallel,
         nBatch: options.batchSize ?? 2048,
         kvUnified: unified,
-        nThreads: contextThreads(options.threads, model.offload, defaultThreads()),
+        nThreads: threads,
         nUbatch: MICRO_BATCH,
-        flashAttn,
+        flashAttn: flashAttention(attentionMode, shape),
       });
       try {
         const mode = options.deviceSampling ?? "auto";
@@ -280,6 +317,7 @@ export class LoadedModel {
           plan,
           placement.plan,
           options,
+          attentionProbe,
         );
         if (options.lora?.length) await loaded.setLora(options.lora);
         return loaded;

@@ -333,6 +333,11 @@ export class Model extends NativeHandle {
     return this.llama.symbols.llama_model_n_head(this.pointer);
   }
 
+  /** Key/value heads (of the first layer; fewer than {@link nHead} with grouped-query attention). */
+  get nHeadKv(): number {
+    return this.llama.symbols.llama_model_n_head_kv(this.pointer);
+  }
+
   /** Layer count. */
   get nLayer(): number {
     return this.llama.symbols.llama_model_n_layer(this.pointer);

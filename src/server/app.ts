@@ -358,6 +358,7 @@ function copyDiag(copy: LoadedModel) {
     offload: copy.model.offload,
     n_ctx: copy.context.nCtx,
     flash_attn: copy.context.flashAttn,
+    attention_probe: copy.attentionProbe ?? null,
     kv_unified: copy.context.kvUnified,
     slot_context: copy.scheduler.slotContext,
     slots: copy.scheduler.stats(),

@@ -1,9 +1,10 @@
-import { equal } from "node:assert/strict";
+import { equal, ok } from "node:assert/strict";
 import {
   contextThreads,
   flashAttention,
   GPU_HOST_THREADS,
   kvUnified,
+  probesCpuAttention,
 } from "../../src/engine/gpu.ts";
 
 Deno.test("a model wholly on a GPU gets a few CPU threads by default; --threads always wins", () => {
@@ -15,23 +16,38 @@ Deno.test("a model wholly on a GPU gets a few CPU threads by default; --threads 
   equal(contextThreads(undefined, { offloaded: 0, total: 17 }, 16), 16, "on the CPU");
 });
 
-Deno.test("flash attention: off by default for one slot on the CPU, unless its scores grow past 1 GiB", () => {
+Deno.test("flash attention: the probe's kernel on the CPU, unless a shared cache, big scores or a GPU rule it out", () => {
   const lone = {
     offload: { offloaded: 0, total: 13 },
     heads: 12,
     slots: 1,
+    unified: false,
     cells: 4096,
     microBatch: 512,
   };
-  equal(flashAttention("auto", lone), "disabled");
-  equal(flashAttention("on", lone), "enabled");
-  // Several slots: llama.cpp's fused kernel, with a shared cache or a stream per slot.
-  equal(flashAttention("auto", { ...lone, slots: 4, cells: 4 * 4096 }), "auto");
-  equal(flashAttention("auto", { ...lone, slots: 4 }), "auto");
-  equal(flashAttention("off", { ...lone, slots: 4, cells: 4 * 4096 }), "disabled");
+  ok(probesCpuAttention("auto", lone));
+  equal(flashAttention("auto", { ...lone, cpuKernel: "fused" }), "enabled");
+  equal(flashAttention("auto", { ...lone, cpuKernel: "unfused" }), "disabled");
+  equal(flashAttention("auto", lone), "disabled", "no verdict: the one-slot default");
+  equal(flashAttention("on", { ...lone, cpuKernel: "unfused" }), "enabled");
+  equal(flashAttention("off", { ...lone, cpuKernel: "fused" }), "disabled");
+  ok(!probesCpuAttention("on", lone) && !probesCpuAttention("off", lone));
+  // A KV stream per slot: the probe decides; without a verdict, llama.cpp's fused kernel.
+  const perSlot = { ...lone, slots: 4 };
+  ok(probesCpuAttention("auto", perSlot));
+  equal(flashAttention("auto", { ...perSlot, cpuKernel: "unfused" }), "disabled");
+  equal(flashAttention("auto", perSlot), "auto");
+  // One cache shared by 4 slots: the fused kernel, whatever a probe said.
+  const shared = { ...lone, slots: 4, unified: true, cells: 4 * 4096 };
+  ok(!probesCpuAttention("auto", shared));
+  equal(flashAttention("auto", { ...shared, cpuKernel: "unfused" }), "auto");
+  equal(flashAttention("off", shared), "disabled");
   // 32 heads over 32768 cells: 2 GiB of scores, so llama.cpp's fused kernel stays.
-  equal(flashAttention("auto", { ...lone, heads: 32, cells: 32768 }), "auto");
+  const big = { ...lone, heads: 32, cells: 32768 };
+  ok(!probesCpuAttention("auto", big));
+  equal(flashAttention("auto", { ...big, cpuKernel: "unfused" }), "auto");
   const onGpu = { ...lone, offload: { offloaded: 13, total: 13 } };
+  ok(!probesCpuAttention("auto", onGpu));
   equal(flashAttention("auto", onGpu), "auto");
   equal(flashAttention("auto", { ...onGpu, offload: { offloaded: 6, total: 13 } }), "auto");
 });

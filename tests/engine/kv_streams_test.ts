@@ -43,10 +43,12 @@ async function staggeredBurst(loaded: LoadedModel): Promise<number[][]> {
   );
 }
 
-Deno.test("auto gives each slot a KV stream, on the CPU too, with llama.cpp's fused kernel", async () => {
+Deno.test("auto gives each slot a KV stream, on the CPU too, with the kernel the attention probe chose", async () => {
   await using streams = await open("auto", "off", "auto");
   equal(streams.context.kvUnified, false, "every layer is on the CPU here");
-  equal(streams.context.flashAttn, "auto", "several slots: llama.cpp's choice (fused)");
+  const probe = streams.attentionProbe;
+  ok(probe && "kernel" in probe, JSON.stringify(probe));
+  equal(streams.context.flashAttn, probe.kernel === "fused" ? "enabled" : "disabled");
   await using shared = await open("on", "off", "auto");
   equal(shared.context.kvUnified, true);
   equal(shared.context.flashAttn, "auto", "the fused kernel skips the cells of other slots");

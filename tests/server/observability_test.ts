@@ -91,11 +91,10 @@ Deno.test("/diag shows versions, devices, load params and slots", async () => {
   equal(diag.models[0].name, "tiny-f32");
   equal(diag.models[0].slots.slots, 4);
   equal(typeof diag.models[0].load_params.n_gpu_layers, "number");
-  equal(
-    diag.models[0].flash_attn,
-    "auto",
-    "with several slots llama.cpp chooses (fused, on the CPU)",
-  );
+  // A KV stream per slot on the CPU: the attention probe chose the kernel.
+  const probe = diag.models[0].attention_probe;
+  ok(probe.fused.tokenMs > 0 && probe.unfused.tokenMs > 0, JSON.stringify(probe));
+  equal(diag.models[0].flash_attn, probe.kernel === "fused" ? "enabled" : "disabled");
   equal(diag.models[0].kv_unified, false, "a KV stream per slot, on the CPU too");
   equal(diag.models[0].slots.slotMoves, 0);
 });

@@ -1,0 +1,137 @@
+/**
+ * The attention probe's verdicts (`attention_probe.ts`), remembered in the process and in the
+ * user cache folder (`attention-kernels.json`), keyed by the processor, the library folder, the
+ * threads and the model's attention shape. A model loaded again, or a server started again, does
+ * not probe again, and every process on a machine decodes a model with the same kernel (their
+ * greedy tokens can differ where two candidates are almost tied). The processor is part of the
+ * key because a disk can move between machines (virtual machines, a home folder on a network).
+ *
+ * @module
+ */
+
+import { dirname, join } from "node:path";
+import { cpus } from "node:os";
+import type { Llama } from "../ffi/llama.ts";
+import { userCacheDir } from "../ffi/extract.ts";
+import {
+  type AttentionProbe,
+  probeAttentionKernels,
+  type ProbeOptions,
+} from "./attention_probe.ts";
+import type { AttentionDims } from "./attention_probe_model.ts";
+
+/** Bumped when the probe measures differently, which makes earlier verdicts stale. */
+const PROBE_VERSION = 1;
+const CACHE_FILE = "attention-kernels.json";
+
+/** Options for {@link cpuAttentionKernel}. */
+export interface VerdictOptions extends ProbeOptions {
+  /** Folder of the verdict file. Default: {@link userCacheDir}. */
+  cacheDir?: string;
+}
+
+/** Verdicts of this process, by cache file and key. */
+const remembered = new Map<string, Promise<AttentionProbe>>();
+
+/**
+ * The CPU attention kernel for a model's attention on this machine: a remembered verdict, or a
+ * new probe (which is then remembered, also on disk when the cache folder is writable).
+ *
+ * @param llama The runtime.
+ * @param dims The model's heads and head sizes.
+ * @param options Threads and cache folder.
+ * @returns The probe's times and choice (`elapsedMs` 0 when remembered).
+ * @throws what {@link probeAttentionKernels} throws, when llama.cpp refuses the probe model.
+ * @example
+ * ```ts
+ * const dims = { heads: 12, headsKv: 12, keyLength: 64, valueLength: 64 };
+ * const { kernel } = await cpuAttentionKernel(llama, dims, { threads: 2 });
+ * ```
+ */
+export function cpuAttentionKernel(
+  llama: Llama,
+  dims: AttentionDims,
+  options: VerdictOptions,
+): Promise<AttentionProbe> {
+  const key = JSON.stringify({
+    version: PROBE_VERSION,
+    processor: processorIdentity(),
+    library: llama.libDir,
+    threads: options.threads,
+    ...dims,
+  });
+  const file = join(options.cacheDir ?? userCacheDir(), CACHE_FILE);
+  const memo = `${file}\n${key}`;
+  let verdict = remembered.get(memo);
+  if (!verdict) {
+    verdict = lookUpOrProbe(file, key, () => probeAttentionKernels(llama, dims, options));
+    remembered.set(memo, verdict);
+    verdict.catch(() => remembered.delete(memo));
+  }
+  return verdict;
+}
+
+async function lookUpOrProbe(
+  file: string,
+  key: string,
+  probe: () => Promise<AttentionProbe>,
+): Promise<AttentionProbe> {
+  const stored = (await readVerdicts(file))[key];
+  if (stored) return { ...stored, elapsedMs: 0 };
+  const fresh = await probe();
+  // Read again: another process may have added verdicts meanwhile.
+  const verdicts = await readVerdicts(file);
+  verdicts[key] = fresh;
+  await writeVerdicts(file, verdicts).catch(() => {}); // a read-only cache only costs a probe
+  return fresh;
+}
+
+async function readVerdicts(file: string): Promise<Record<string, AttentionProbe>> {
+  try {
+    const parsed = JSON.parse(await Deno.readTextFile(file));
+    return parsed && typeof parsed === "object" && !Array.isArray(parsed) ? parsed : {};
+  } catch {
+    return {}; // missing or damaged: probe again
+  }
+}
+
+/** Writes through a temporary file and a rename, so a reader never sees half a file. */
+async function writeVerdicts(
+  file: string,
+  verdicts: Record<string, AttentionProbe>,
+): Promise<void> {
+  await Deno.mkdir(dirname(file), { recursive: true });
+  const temp = `${file}.${Deno.pid}.tmp`;
+  await Deno.writeTextFile(temp, JSON.stringify(verdicts, null, 1));
+  await Deno.rename(temp, file);
+}
+
+/**
+ * What tells this processor from another: on Linux the vendor, family, model, stepping, name and
+ * feature flags of `/proc/cpuinfo`'s first processor (virtual machines often name only the
+ * vendor); elsewhere the model name. The core count is added.
+ */
+function processorIdentity(): string {
+  const cores = navigator.hardwareConcurrency;
+  try {
+    const first = Deno.readTextFileSync("/proc/cpuinfo").split("\n\n")[0] ?? "";
+    const fields = ["vendor_id", "cpu family", "model", "model name", "stepping", "flags"];
+    const values = first.split("\n")
+      .map((line) => line.split(":").map((part) => part.trim()))
+      .filter(([name]) => fields.includes(name ?? ""))
+      .map(([name, value]) => `${name}=${name === "flags" ? fnv1a(value ?? "") : value}`);
+    if (values.length > 0) return `${values.join(";")};cores=${cores}`;
+  } catch {
+    // not Linux
+  }
+  return `${cpus()[0]?.model ?? "unknown"};cores=${cores}`;
+}
+
+/** A short hash of a long string (FNV-1a, 32 bits, hexadecimal). */
+function fnv1a(text: string): string {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  }
+  return hash.toString(16).padStart(8, "0");
+}

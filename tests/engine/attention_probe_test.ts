@@ -1,0 +1,123 @@
+import { deepEqual, equal, notEqual, ok } from "node:assert/strict";
+import { join } from "node:path";
+import {
+  type AttentionProbe,
+  chooseKernel,
+  modelAttentionDims,
+  probeAttentionKernels,
+  TYPICAL_REQUEST,
+} from "../../src/engine/attention_probe.ts";
+import { cpuAttentionKernel } from "../../src/engine/attention_verdicts.ts";
+import { LoadedModel } from "../../src/engine/loaded_model.ts";
+import { Llama } from "../../src/ffi/llama.ts";
+import { fixtureModel } from "../fixtures/models.ts";
+
+/** The tiny fixtures' attention: 4 heads of 16, 2 key/value heads. */
+const TINY_DIMS = { heads: 4, headsKv: 2, keyLength: 16, valueLength: 16 };
+
+Deno.test("chooseKernel() weighs a request's prompt and tokens, and wants a 10% win to leave the fused kernel", () => {
+  const request = { promptTokens: 512, generatedTokens: 256 };
+  // 40 + 256 × 0.4 = 142.4 against 80 + 256 × 0.3 = 156.8: the faster prompt wins.
+  equal(
+    chooseKernel({ promptMs: 40, tokenMs: 0.4 }, { promptMs: 80, tokenMs: 0.3 }, request),
+    "fused",
+  );
+  // 40 + 256 × 0.9 = 270.4 against 45 + 256 × 0.4 = 147.4.
+  equal(
+    chooseKernel({ promptMs: 40, tokenMs: 0.9 }, { promptMs: 45, tokenMs: 0.4 }, request),
+    "unfused",
+  );
+  // 5% cheaper unfused is within the margin.
+  equal(
+    chooseKernel({ promptMs: 100, tokenMs: 0 }, { promptMs: 95, tokenMs: 0 }, request),
+    "fused",
+  );
+  equal(
+    chooseKernel({ promptMs: 100, tokenMs: 0 }, { promptMs: 89, tokenMs: 0 }, request),
+    "unfused",
+  );
+});
+
+Deno.test("modelAttentionDims() reads the heads, the key/value heads and the head sizes", async () => {
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("tiny-f32"),
+    flashAttn: "on",
+  });
+  deepEqual(modelAttentionDims(loaded.model), TINY_DIMS);
+});
+
+Deno.test("probeAttentionKernels() decodes a typical request with both kernels and chooses by their times", async () => {
+  const llama = Llama.open({ gpuBackend: "cpu" });
+  const probe = await probeAttentionKernels(llama, TINY_DIMS, { threads: 2 });
+  deepEqual(
+    [probe.promptTokens, probe.generatedTokens],
+    [TYPICAL_REQUEST.promptTokens, TYPICAL_REQUEST.generatedTokens],
+  );
+  for (const times of [probe.fused, probe.unfused]) {
+    ok(times.promptMs > 0 && times.tokenMs > 0, JSON.stringify(times));
+    ok(times.promptMs > times.tokenMs, "a 512-token prompt takes longer than one token");
+  }
+  notEqual(probe.fused.promptMs, probe.unfused.promptMs, "two kernels, two timings");
+  equal(probe.kernel, chooseKernel(probe.fused, probe.unfused, probe));
+  ok(probe.elapsedMs > 0);
+});
+
+Deno.test("cpuAttentionKernel() probes once per process and remembers the verdict on disk for the next", async () => {
+  const llama = Llama.open({ gpuBackend: "cpu" });
+  const first = await Deno.makeTempDir();
+  const second = await Deno.makeTempDir();
+  try {
+    const options = { threads: 2, cacheDir: first };
+    const probed = await cpuAttentionKernel(llama, TINY_DIMS, options);
+    ok(probed.elapsedMs > 0, "the first call probes");
+    equal(await cpuAttentionKernel(llama, TINY_DIMS, options), probed, "the process remembers it");
+    const file = join(first, "attention-kernels.json");
+    const stored: Record<string, AttentionProbe> = JSON.parse(await Deno.readTextFile(file));
+    const [key, verdict] = Object.entries(stored)[0]!;
+    ok(key.includes('"threads":2') && key.includes('"heads":4'), key);
+    equal(verdict.kernel, probed.kernel);
+    // Another cache folder holds another verdict for the same key: it is read, not probed.
+    const flipped = probed.kernel === "fused" ? "unfused" : "fused";
+    await Deno.writeTextFile(
+      join(second, "attention-kernels.json"),
+      JSON.stringify({ [key]: { ...verdict, kernel: flipped } }),
+    );
+    const read = await cpuAttentionKernel(llama, TINY_DIMS, { threads: 2, cacheDir: second });
+    equal(read.kernel, flipped);
+    equal(read.elapsedMs, 0);
+  } finally {
+    await Deno.remove(first, { recursive: true });
+    await Deno.remove(second, { recursive: true });
+  }
+});
+
+Deno.test("LoadedModel.open() gives a CPU context the kernel the probe chose, unless --flash-attn says", async () => {
+  const path = await fixtureModel("tiny-f32");
+  {
+    await using loaded = await LoadedModel.open({ path, parallel: 1, ctxSize: 256 });
+    const probe = loaded.attentionProbe;
+    ok(probe && "kernel" in probe, JSON.stringify(probe));
+    equal(loaded.context.flashAttn, probe.kernel === "fused" ? "enabled" : "disabled");
+  }
+  {
+    // A KV stream per slot: each slot's attention is a lone sequence's, so the probe decides.
+    await using loaded = await LoadedModel.open({ path, parallel: 4, ctxSize: 256 });
+    ok(loaded.attentionProbe && "kernel" in loaded.attentionProbe);
+  }
+  {
+    // One cache shared by the slots: the fused kernel, which skips the idle slots' cells.
+    await using loaded = await LoadedModel.open({
+      path,
+      parallel: 4,
+      ctxSize: 256,
+      kvUnified: "on",
+    });
+    equal(loaded.attentionProbe, undefined);
+    equal(loaded.context.flashAttn, "auto");
+  }
+  for (const flashAttn of ["on", "off"] as const) {
+    await using loaded = await LoadedModel.open({ path, parallel: 1, ctxSize: 256, flashAttn });
+    equal(loaded.attentionProbe, undefined, "a forced kernel needs no probe");
+    equal(loaded.context.flashAttn, flashAttn === "on" ? "enabled" : "disabled");
+  }
+});
