@@ -82,7 +82,7 @@ Options:
   --kv-unified on|off     One KV cache for all slots (on) or a stream per slot (off, the
                           default: Shimmy's choice), for both (llama-server's --kv-unified)
   --flash-attn M          on | off | auto for both servers (default: each its own choice;
-                          Shimmy's is off for one slot on the CPU, llama-server's on)
+                          Shimmy's the faster on this CPU, llama-server's on)
   --json PATH             Also write the results as JSON to PATH
 
 Examples:

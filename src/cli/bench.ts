@@ -36,9 +36,8 @@ Options:
 ${SPLIT_FLAGS_USAGE}
   --gpu-backend B       auto | cpu | cuda | vulkan | metal
   --device-sampling M   auto | on | off: sample inside the decode graph (default auto: on a GPU)
-  --flash-attn M        auto | on | off: fused attention (default auto: off with every layer on
-                        the CPU, where it is slower for one slot, unless that takes over 1 GiB
-                        more memory)
+  --flash-attn M        auto | on | off: fused attention (default auto: on the CPU, the faster
+                        of the two kernels on this machine, timed once at load)
   --json                Print one JSON object
 
 Examples:

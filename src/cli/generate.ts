@@ -48,9 +48,8 @@ Options:
   --gpu-backend B         auto | cpu | cuda | vulkan | metal (default auto)
   --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
 ${SPLIT_FLAGS_USAGE}
-  --flash-attn M          auto | on | off: fused attention (default auto: off with every layer
-                          on the CPU, where it is slower, unless that takes over 1 GiB more
-                          memory)
+  --flash-attn M          auto | on | off: fused attention (default auto: on the CPU, the
+                          faster of the two kernels on this machine, timed once at load)
   --json                  Print one JSON object (text, tokens, usage, timings)
   --raw                   Send the prompt untouched (no chat template)
   --chat-template T       chatml, llama3, llama2, mistral, gemma, phi3, openchat, zephyr,

@@ -104,9 +104,9 @@ ${SPLIT_FLAGS_USAGE}
   --device-sampling M     auto | on | off: sample inside the decode graph on the device
                           when a request's sampler allows it (default auto: on a GPU;
                           SHIMMY_DEVICE_SAMPLING too)
-  --flash-attn M          auto | on | off: fused attention (default auto: off with one slot
-                          and every layer on the CPU, where it can be slower, unless that
-                          takes over 1 GiB more memory; else llama.cpp's choice)
+  --flash-attn M          auto | on | off: fused attention (default auto: on the CPU, the
+                          faster of the two kernels on this machine, timed once at load;
+                          else llama.cpp's choice, fused)
   --kv-unified M          auto | on | off: one KV cache shared by all slots, or a stream per
                           slot (default auto: a stream per slot, which decodes faster: each
                           token attends to its own slot's cells only)

@@ -73,9 +73,9 @@ export interface OpenModelOptions {
    */
   deviceSampling?: DeviceSamplingMode;
   /**
-   * Flash attention: `"on"`, `"off"`, or `"auto"`: off for one slot with every layer on the CPU
-   * (where ggml's fused kernel can be the slower one) unless its unfused scores would take more
-   * than 1 GiB, else llama.cpp's choice. See `flashAttention`. Default `"auto"`.
+   * Flash attention: `"on"`, `"off"`, or `"auto"`: with every layer on the CPU and each slot's
+   * attention over its own cells, the kernel the attention probe found faster on this machine
+   * (`attention_probe.ts`), else llama.cpp's choice. See `flashAttention`. Default `"auto"`.
    */
   flashAttn?: Switch;
   /**
