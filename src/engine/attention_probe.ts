@@ -137,8 +137,9 @@ export interface ProbeOptions {
  * @param dims The served model's heads and head sizes.
  * @param options Threads.
  * @returns The times and the choice.
- * @throws {ModelLoadError} / {ContextCreateError} / {DecodeError} when llama.cpp refuses the
- *   probe model.
+ * @throws {Error} when the dimensions are no attention's (no heads, or key/value heads that do
+ *   not divide the heads); {ModelLoadError} / {ContextCreateError} / {DecodeError} when llama.cpp
+ *   refuses the probe model.
  * @example
  * ```ts
  * const dims = { heads: 12, headsKv: 12, keyLength: 64, valueLength: 64 };
@@ -151,6 +152,12 @@ export async function probeAttentionKernels(
   dims: AttentionDims,
   options: ProbeOptions,
 ): Promise<AttentionProbe> {
+  const { heads, headsKv, keyLength, valueLength } = dims;
+  const sizes = [heads, headsKv, keyLength, valueLength];
+  if (!sizes.every((n) => Number.isInteger(n) && n > 0) || heads % headsKv !== 0) {
+    // A recurrent model, or a first layer without attention: nothing llama.cpp could build.
+    throw new Error(`No attention to probe: ${JSON.stringify(dims)}`);
+  }
   const started = performance.now();
   const request = TYPICAL_REQUEST;
   const dir = await Deno.makeTempDir({ prefix: "shimmy-attention-probe-" });

@@ -1,4 +1,4 @@
-import { deepEqual, equal, notEqual, ok } from "node:assert/strict";
+import { deepEqual, equal, notEqual, ok, rejects } from "node:assert/strict";
 import { join } from "node:path";
 import {
   type AttentionProbe,
@@ -60,6 +60,13 @@ Deno.test("probeAttentionKernels() decodes a typical request with both kernels a
   notEqual(probe.fused.promptMs, probe.unfused.promptMs, "two kernels, two timings");
   equal(probe.kernel, chooseKernel(probe.fused, probe.unfused, probe));
   ok(probe.elapsedMs > 0);
+});
+
+Deno.test("probeAttentionKernels() refuses dimensions without attention instead of handing them to llama.cpp", async () => {
+  const llama = Llama.open({ gpuBackend: "cpu" });
+  for (const dims of [{ ...TINY_DIMS, heads: 0 }, { ...TINY_DIMS, headsKv: 3 }]) {
+    await rejects(probeAttentionKernels(llama, dims, { threads: 2 }), /No attention to probe/);
+  }
 });
 
 Deno.test("cpuAttentionKernel() probes once per process and remembers the verdict on disk for the next", async () => {
