@@ -60,8 +60,8 @@ export function cpuAttentionKernel(
     threads: options.threads,
     ...dims,
   });
-  const file = join(options.cacheDir ?? userCacheDir(), CACHE_FILE);
-  const memo = `${file}\n${key}`;
+  const file = verdictFile(options.cacheDir);
+  const memo = `${file ?? ""}\n${key}`;
   let verdict = remembered.get(memo);
   if (!verdict) {
     verdict = lookUpOrProbe(file, key, () => probeAttentionKernels(llama, dims, options));
@@ -71,19 +71,40 @@ export function cpuAttentionKernel(
   return verdict;
 }
 
+/** The verdict file, or undefined where no cache folder is known (no home folder). */
+function verdictFile(cacheDir: string | undefined): string | undefined {
+  try {
+    return join(cacheDir ?? userCacheDir(), CACHE_FILE);
+  } catch {
+    return undefined;
+  }
+}
+
 async function lookUpOrProbe(
-  file: string,
+  file: string | undefined,
   key: string,
   probe: () => Promise<AttentionProbe>,
 ): Promise<AttentionProbe> {
+  if (file === undefined) return await probe();
   const stored = (await readVerdicts(file))[key];
-  if (stored) return { ...stored, elapsedMs: 0 };
+  if (isVerdict(stored)) return { ...stored, elapsedMs: 0 };
   const fresh = await probe();
   // Read again: another process may have added verdicts meanwhile.
   const verdicts = await readVerdicts(file);
   verdicts[key] = fresh;
   await writeVerdicts(file, verdicts).catch(() => {}); // a read-only cache only costs a probe
   return fresh;
+}
+
+/** Whether a stored entry is a whole verdict (a hand-edited or damaged one is probed again). */
+function isVerdict(value: unknown): value is AttentionProbe {
+  const entry = value as Partial<AttentionProbe> | undefined;
+  const times = (t: unknown) =>
+    typeof t === "object" && t !== null &&
+    ["promptMs", "tokenMs"].every((k) => Number.isFinite((t as Record<string, unknown>)[k]));
+  return typeof entry === "object" && entry !== null &&
+    (entry.kernel === "fused" || entry.kernel === "unfused") &&
+    times(entry.fused) && times(entry.unfused);
 }
 
 async function readVerdicts(file: string): Promise<Record<string, AttentionProbe>> {

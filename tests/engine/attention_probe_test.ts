@@ -92,6 +92,17 @@ Deno.test("cpuAttentionKernel() probes once per process and remembers the verdic
     const read = await cpuAttentionKernel(llama, TINY_DIMS, { threads: 2, cacheDir: second });
     equal(read.kernel, flipped);
     equal(read.elapsedMs, 0);
+    // A damaged entry is probed again and replaced.
+    const third = join(second, "damaged");
+    await Deno.mkdir(third);
+    await Deno.writeTextFile(
+      join(third, "attention-kernels.json"),
+      JSON.stringify({ [key]: { ...verdict, kernel: "both" } }),
+    );
+    const again = await cpuAttentionKernel(llama, TINY_DIMS, { threads: 2, cacheDir: third });
+    ok(again.elapsedMs > 0 && (again.kernel === "fused" || again.kernel === "unfused"));
+    const rewritten = JSON.parse(await Deno.readTextFile(join(third, "attention-kernels.json")));
+    equal(rewritten[key].kernel, again.kernel);
   } finally {
     await Deno.remove(first, { recursive: true });
     await Deno.remove(second, { recursive: true });
