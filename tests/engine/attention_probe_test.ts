@@ -17,25 +17,19 @@ const TINY_DIMS = { heads: 4, headsKv: 2, keyLength: 16, valueLength: 16 };
 
 Deno.test("chooseKernel() weighs a request's prompt and tokens, and wants a 10% win to leave the fused kernel", () => {
   const request = { promptTokens: 512, generatedTokens: 256 };
-  // 40 + 256 × 0.4 = 142.4 against 80 + 256 × 0.3 = 156.8: the faster prompt wins.
-  equal(
-    chooseKernel({ promptMs: 40, tokenMs: 0.4 }, { promptMs: 80, tokenMs: 0.3 }, request),
-    "fused",
-  );
-  // 40 + 256 × 0.9 = 270.4 against 45 + 256 × 0.4 = 147.4.
-  equal(
-    chooseKernel({ promptMs: 40, tokenMs: 0.9 }, { promptMs: 45, tokenMs: 0.4 }, request),
-    "unfused",
-  );
-  // 5% cheaper unfused is within the margin.
-  equal(
-    chooseKernel({ promptMs: 100, tokenMs: 0 }, { promptMs: 95, tokenMs: 0 }, request),
-    "fused",
-  );
-  equal(
-    chooseKernel({ promptMs: 100, tokenMs: 0 }, { promptMs: 89, tokenMs: 0 }, request),
-    "unfused",
-  );
+  const cases: [fused: [number, number], unfused: [number, number], expected: string][] = [
+    // 40 + 256 × 0.4 = 142.4 against 80 + 256 × 0.3 = 156.8: the faster prompt wins.
+    [[40, 0.4], [80, 0.3], "fused"],
+    // 40 + 256 × 0.9 = 270.4 against 45 + 256 × 0.4 = 147.4.
+    [[40, 0.9], [45, 0.4], "unfused"],
+    // 5% cheaper unfused is within the margin, 11% is not.
+    [[100, 0], [95, 0], "fused"],
+    [[100, 0], [89, 0], "unfused"],
+  ];
+  const times = ([promptMs, tokenMs]: [number, number]) => ({ promptMs, tokenMs });
+  for (const [fused, unfused, expected] of cases) {
+    equal(chooseKernel(times(fused), times(unfused), request), expected, `${fused} / ${unfused}`);
+  }
 });
 
 Deno.test("modelAttentionDims() reads the heads, the key/value heads and the head sizes", async () => {
