@@ -126,6 +126,22 @@ export function parseProbeArgs(args: string[]): ProbeArgs | undefined {
   return out;
 }
 
+/** The attention line: the kernel, and how the CPU attention probe chose it. */
+function attentionLine(attention: ProbeReport["attention"]): string {
+  const kernel = { enabled: "fused (flash attention)", disabled: "unfused" }[
+    attention.flashAttn
+  ] ?? "llama.cpp's choice";
+  const probe = attention.probe;
+  if (!probe) return kernel;
+  if ("error" in probe) return `${kernel}; the CPU attention probe failed: ${probe.error}`;
+  const times = (t: { promptMs: number; tokenMs: number }) =>
+    `${t.promptMs.toFixed(1)} ms + ${t.tokenMs.toFixed(3)} ms a token`;
+  const when = probe.elapsedMs > 0 ? `probed in ${Math.round(probe.elapsedMs)} ms` : "remembered";
+  return `${kernel}, faster on this CPU (${when}: fused ${times(probe.fused)}, unfused ${
+    times(probe.unfused)
+  })`;
+}
+
 /**
  * Formats a probe report for the terminal.
  *
@@ -180,6 +196,7 @@ export function formatProbeReport(report: ProbeReport): string[] {
       const what = d.description ? ` (${d.description})` : "";
       return `  ${d.device}${what}: ${d.layers} ${d.layers === 1 ? "layer" : "layers"}${memory}`;
     }),
+    field("Attention", attentionLine(report.attention)),
     field("Load time", `${report.loadMs} ms (model ${report.modelLoadMs} ms)`),
     field(
       "Memory",

@@ -55,7 +55,16 @@ export interface AttentionProbe extends TypicalRequest {
   kernel: AttentionKernel;
   /** How long the probe took, in ms (0 when the answer came from the cache). */
   elapsedMs: number;
+  /**
+   * Whether each kernel's prompt took about as long in every round (the slowest within
+   * {@link STEADY_SPREAD} of the fastest). A busy machine makes rounds differ, and a verdict
+   * from such a probe is used but not remembered on disk.
+   */
+  steady: boolean;
 }
+
+/** Most ratio of a kernel's slowest prompt round to its fastest for a steady probe. */
+export const STEADY_SPREAD = 1.5;
 
 /** The unfused kernel is chosen when the request costs it less than this share of the fused one. */
 export const UNFUSED_MARGIN = 0.9;
@@ -158,6 +167,14 @@ export async function probeAttentionKernels(
     // A recurrent model, or a first layer without attention: nothing llama.cpp could build.
     throw new Error(`No attention to probe: ${JSON.stringify(dims)}`);
   }
+  return await llama.aside("attention probe", () => timeBothKernels(llama, dims, options));
+}
+
+async function timeBothKernels(
+  llama: Llama,
+  dims: AttentionDims,
+  options: ProbeOptions,
+): Promise<AttentionProbe> {
   const started = performance.now();
   const request = TYPICAL_REQUEST;
   const dir = await Deno.makeTempDir({ prefix: "shimmy-attention-probe-" });
@@ -194,6 +211,9 @@ export async function probeAttentionKernels(
       unfused,
       kernel: chooseKernel(fused, unfused, request),
       elapsedMs: performance.now() - started,
+      steady: [samples.fused, samples.unfused].every(({ prompt }) =>
+        Math.max(...prompt) <= STEADY_SPREAD * Math.min(...prompt)
+      ),
     };
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});

@@ -35,7 +35,8 @@ const remembered = new Map<string, Promise<AttentionProbe>>();
 
 /**
  * The CPU attention kernel for a model's attention on this machine: a remembered verdict, or a
- * new probe (which is then remembered, also on disk when the cache folder is writable).
+ * new probe (which is then remembered, also on disk when the cache folder is writable and the
+ * probe's rounds were steady).
  *
  * @param llama The runtime.
  * @param dims The model's heads and head sizes.
@@ -53,13 +54,7 @@ export function cpuAttentionKernel(
   dims: AttentionDims,
   options: VerdictOptions,
 ): Promise<AttentionProbe> {
-  const key = JSON.stringify({
-    version: PROBE_VERSION,
-    processor: processorIdentity(),
-    library: llama.libDir,
-    threads: options.threads,
-    ...dims,
-  });
+  const key = verdictKey(llama, dims, options.threads);
   const file = verdictFile(options.cacheDir);
   const memo = `${file ?? ""}\n${key}`;
   let verdict = remembered.get(memo);
@@ -69,6 +64,29 @@ export function cpuAttentionKernel(
     verdict.catch(() => remembered.delete(memo));
   }
   return verdict;
+}
+
+/**
+ * The key of a verdict in the verdict file: the probe's version, the processor, the library
+ * folder, the threads and the attention's dimensions.
+ *
+ * @param llama The runtime (its library folder).
+ * @param dims The model's heads and head sizes.
+ * @param threads Threads of the context.
+ * @returns The key.
+ * @example
+ * ```ts
+ * verdictKey(llama, { heads: 4, headsKv: 2, keyLength: 16, valueLength: 16 }, 2);
+ * ```
+ */
+export function verdictKey(llama: Llama, dims: AttentionDims, threads: number): string {
+  return JSON.stringify({
+    version: PROBE_VERSION,
+    processor: processorIdentity(),
+    library: llama.libDir,
+    threads,
+    ...dims,
+  });
 }
 
 /** The verdict file, or undefined where no cache folder is known (no home folder). */
@@ -89,6 +107,7 @@ async function lookUpOrProbe(
   const stored = (await readVerdicts(file))[key];
   if (isVerdict(stored)) return { ...stored, elapsedMs: 0 };
   const fresh = await probe();
+  if (!fresh.steady) return fresh; // a busy machine's verdict: the next start probes again
   // Read again: another process may have added verdicts meanwhile.
   const verdicts = await readVerdicts(file);
   verdicts[key] = fresh;

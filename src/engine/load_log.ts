@@ -5,6 +5,8 @@
  * @module
  */
 
+import { ASIDE_BEGINS, ASIDE_ENDS } from "../ffi/llama.ts";
+
 /** What a llama.cpp buffer holds. */
 export type BufferKind = "weights" | "kv" | "compute" | "output";
 
@@ -38,6 +40,7 @@ export class LoadLogReader {
   /** Buffers in the order they were logged. */
   readonly buffers: BufferSize[] = [];
   #partial = "";
+  #asideDepth = 0;
 
   /** @param text Log text as the callback delivers it (lines, or pieces of one). */
   push(text: string): void {
@@ -53,6 +56,10 @@ export class LoadLogReader {
   }
 
   #line(line: string): void {
+    // Another model's lines (the attention probe's, see `Llama.aside`) are not this load's.
+    if (line.startsWith(ASIDE_BEGINS)) this.#asideDepth++;
+    if (line.startsWith(ASIDE_ENDS)) this.#asideDepth = Math.max(0, this.#asideDepth - 1);
+    if (this.#asideDepth > 0 || line.startsWith(ASIDE_ENDS)) return;
     const layer = /\blayer\s+(\d+) assigned to device ([^\s,]+)/.exec(line);
     if (layer) {
       this.layerDevice.set(Number(layer[1]), layer[2]!);

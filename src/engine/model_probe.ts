@@ -10,7 +10,7 @@ import type { DiscoveredModel } from "../models/discovery.ts";
 import { Llama } from "../ffi/llama.ts";
 import type { GpuBackend } from "../ffi/library.ts";
 import type { Switch } from "./gpu.ts";
-import { LoadedModel, type OpenModelOptions } from "./loaded_model.ts";
+import { type AttentionProbeOutcome, LoadedModel, type OpenModelOptions } from "./loaded_model.ts";
 import { type BufferSize, LoadLogReader } from "./load_log.ts";
 import { describePlan } from "./multi_gpu_plan.ts";
 import { detectFamily } from "./templates.ts";
@@ -83,6 +83,12 @@ export interface ProbeReport {
   modelLoadMs: number;
   /** llama.cpp's buffers, and the process's resident memory after the load. */
   memory: { buffers: BufferSize[]; totalBytes: number; residentBytes: number };
+  /**
+   * The attention kernel the context got (`flash_attn_type`: `enabled`, `disabled`, or `auto`
+   * for llama.cpp's choice) and, where `--flash-attn auto` left it to the CPU attention probe,
+   * the probe's times and choice (or why it failed).
+   */
+  attention: { flashAttn: string; probe?: AttentionProbeOutcome };
   /** LoRA adapters discovery attached to the model. */
   adapters: string[];
 }
@@ -197,6 +203,10 @@ export async function probeModel(
         buffers,
         totalBytes: buffers.reduce((sum, b) => sum + b.bytes, 0),
         residentBytes: Deno.memoryUsage().rss,
+      },
+      attention: {
+        flashAttn: loaded.context.flashAttn,
+        ...(loaded.attentionProbe ? { probe: loaded.attentionProbe } : {}),
       },
       adapters: model.adapters.map((a) => a.name),
     };

@@ -48,6 +48,10 @@ export interface LlamaOptions {
 }
 
 const LOG_LEVELS = ["none", "debug", "info", "warn", "error", "cont"] as const;
+/** Starts the lines of work done aside in the log listeners see (see `Llama.aside`). */
+export const ASIDE_BEGINS = "[shimmy] aside begins: ";
+/** Ends the lines of work done aside (see `Llama.aside`). */
+export const ASIDE_ENDS = "[shimmy] aside ends: ";
 const RECENT_LOG_LINES = 64;
 
 /** The opened runtime; get it with {@link Llama.open}. */
@@ -241,6 +245,25 @@ export class Llama {
   listen(listener: (text: string) => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Runs native work whose log is not the caller's (the attention probe loads a model of its own
+   * while a model loads), between two lines that listeners see: {@link ASIDE_BEGINS} and
+   * {@link ASIDE_ENDS}, each followed by the label and a newline. A reader of a load's log skips
+   * what lies between them.
+   *
+   * @param label What the work is.
+   * @param work The work.
+   * @returns Its result.
+   */
+  async aside<T>(label: string, work: () => Promise<T>): Promise<T> {
+    for (const listener of this.#listeners) listener(`${ASIDE_BEGINS}${label}\n`);
+    try {
+      return await work();
+    } finally {
+      for (const listener of this.#listeners) listener(`${ASIDE_ENDS}${label}\n`);
+    }
   }
 
   #onLog(level: number, text: string): void {

@@ -161,20 +161,39 @@ Deno.test("shimmy probe checks its arguments and prints usage for --help", async
   });
 });
 
-Deno.test("on the CPU, flash attention is off unless asked: llama.cpp reserves the unfused scores", async () => {
-  const computeBytes = async (flags: string[]) => {
+Deno.test("on the CPU the kernel is the attention probe's, and the probe's own model stays out of the buffers", async () => {
+  const report = async (flags: string[]) => {
     const { stdout } = await capture(() =>
       probeMain(["tiny-f32", "--json", "--ctx-size", "512", ...flags], cpu, isolated)
     );
-    const report = JSON.parse(stdout) as ProbeReport;
-    return report.memory.buffers.filter((b) => b.kind === "compute")
-      .reduce((sum, b) => sum + b.bytes, 0);
+    return JSON.parse(stdout) as ProbeReport;
   };
-  const byDefault = await computeBytes([]);
-  equal(await computeBytes(["--flash-attn", "off"]), byDefault);
-  const fused = await computeBytes(["--flash-attn", "on"]);
-  // The scores of a 512-token micro-batch over 512 cells, for each head, in f32.
-  ok(byDefault > fused, `compute buffer ${byDefault} bytes off, ${fused} on`);
+  const compute = (r: ProbeReport) =>
+    r.memory.buffers.filter((b) => b.kind === "compute").reduce((sum, b) => sum + b.bytes, 0);
+  const saved = Deno.env.get("SHIMMY_CACHE_DIR");
+  const cacheDir = await Deno.makeTempDir();
+  Deno.env.set("SHIMMY_CACHE_DIR", cacheDir); // no verdict yet: the probe runs in this load
+  let byDefault: ProbeReport;
+  try {
+    byDefault = await report([]);
+  } finally {
+    if (saved === undefined) Deno.env.delete("SHIMMY_CACHE_DIR");
+    else Deno.env.set("SHIMMY_CACHE_DIR", saved);
+    await Deno.remove(cacheDir, { recursive: true });
+  }
+  const probe = byDefault.attention.probe;
+  ok(probe && "kernel" in probe && probe.elapsedMs > 0, JSON.stringify(probe));
+  const fused = probe.kernel === "fused";
+  equal(byDefault.attention.flashAttn, fused ? "enabled" : "disabled");
+  const same = await report(["--flash-attn", fused ? "on" : "off"]);
+  equal(same.attention.probe, undefined, "a forced kernel needs no probe");
+  deepEqual(byDefault.memory.buffers, same.memory.buffers, "the probe's model is not counted");
+  const other = await report(["--flash-attn", fused ? "off" : "on"]);
+  const [withScores, withoutScores] = fused ? [other, same] : [same, other];
+  // The unfused kernel reserves the scores of a 512-token micro-batch over 512 cells, per head.
+  ok(compute(withScores) > compute(withoutScores), "the unfused kernel's scores");
+  const { stdout } = await capture(() => probeMain(["tiny-f32"], cpu, isolated));
+  match(stdout, /Attention: +(fused \(flash attention\)|unfused), faster on this CPU/);
 });
 
 Deno.test("LoadLogReader reads layer placement and buffer sizes, also from split log pieces", () => {

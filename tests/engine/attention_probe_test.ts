@@ -7,7 +7,7 @@ import {
   probeAttentionKernels,
   TYPICAL_REQUEST,
 } from "../../src/engine/attention_probe.ts";
-import { cpuAttentionKernel } from "../../src/engine/attention_verdicts.ts";
+import { cpuAttentionKernel, verdictKey } from "../../src/engine/attention_verdicts.ts";
 import { LoadedModel } from "../../src/engine/loaded_model.ts";
 import { Llama } from "../../src/ffi/llama.ts";
 import { fixtureModel } from "../fixtures/models.ts";
@@ -53,6 +53,7 @@ Deno.test("probeAttentionKernels() decodes a typical request with both kernels a
   }
   notEqual(probe.fused.promptMs, probe.unfused.promptMs, "two kernels, two timings");
   equal(probe.kernel, chooseKernel(probe.fused, probe.unfused, probe));
+  equal(typeof probe.steady, "boolean");
   ok(probe.elapsedMs > 0);
 });
 
@@ -73,10 +74,16 @@ Deno.test("cpuAttentionKernel() probes once per process and remembers the verdic
     ok(probed.elapsedMs > 0, "the first call probes");
     equal(await cpuAttentionKernel(llama, TINY_DIMS, options), probed, "the process remembers it");
     const file = join(first, "attention-kernels.json");
-    const stored: Record<string, AttentionProbe> = JSON.parse(await Deno.readTextFile(file));
-    const [key, verdict] = Object.entries(stored)[0]!;
+    const key = verdictKey(llama, TINY_DIMS, 2);
     ok(key.includes('"threads":2') && key.includes('"heads":4'), key);
-    equal(verdict.kernel, probed.kernel);
+    if (probed.steady) {
+      const stored: Record<string, AttentionProbe> = JSON.parse(await Deno.readTextFile(file));
+      equal(stored[key]?.kernel, probed.kernel);
+    } else {
+      // A busy machine's rounds differed: the verdict is not kept for the next start.
+      ok(!(await Deno.stat(file).then(() => true, () => false)), "an unsteady verdict was kept");
+    }
+    const verdict = { ...probed, steady: true };
     // Another cache folder holds another verdict for the same key: it is read, not probed.
     const flipped = probed.kernel === "fused" ? "unfused" : "fused";
     await Deno.writeTextFile(
@@ -96,7 +103,7 @@ Deno.test("cpuAttentionKernel() probes once per process and remembers the verdic
     const again = await cpuAttentionKernel(llama, TINY_DIMS, { threads: 2, cacheDir: third });
     ok(again.elapsedMs > 0 && (again.kernel === "fused" || again.kernel === "unfused"));
     const rewritten = JSON.parse(await Deno.readTextFile(join(third, "attention-kernels.json")));
-    equal(rewritten[key].kernel, again.kernel);
+    equal(rewritten[key].kernel, again.steady ? again.kernel : "both");
   } finally {
     await Deno.remove(first, { recursive: true });
     await Deno.remove(second, { recursive: true });
