@@ -32,6 +32,8 @@ export interface VerdictOptions extends ProbeOptions {
 
 /** Verdicts of this process, by cache file and key. */
 const remembered = new Map<string, Promise<AttentionProbe>>();
+/** The probe running now: two at once (models loading together) would time each other. */
+let lastProbe: Promise<unknown> = Promise.resolve();
 
 /**
  * The CPU attention kernel for a model's attention on this machine: a remembered verdict, or a
@@ -59,7 +61,11 @@ export function cpuAttentionKernel(
   const memo = `${file ?? ""}\n${key}`;
   let verdict = remembered.get(memo);
   if (!verdict) {
-    verdict = lookUpOrProbe(file, key, () => probeAttentionKernels(llama, dims, options));
+    verdict = lookUpOrProbe(
+      file,
+      key,
+      () => oneAtATime(() => probeAttentionKernels(llama, dims, options)),
+    );
     remembered.set(memo, verdict);
     verdict.catch(() => remembered.delete(memo));
   }
@@ -87,6 +93,13 @@ export function verdictKey(llama: Llama, dims: AttentionDims, threads: number): 
     threads,
     ...dims,
   });
+}
+
+/** Runs a probe once the one before it has ended. */
+function oneAtATime<T>(probe: () => Promise<T>): Promise<T> {
+  const run = lastProbe.then(probe, probe);
+  lastProbe = run.catch(() => {});
+  return run;
 }
 
 /** The verdict file, or undefined where no cache folder is known (no home folder). */

@@ -110,6 +110,25 @@ Deno.test("cpuAttentionKernel() probes once per process and remembers the verdic
   }
 });
 
+Deno.test("cpuAttentionKernel() runs two probes one after the other, not at once", async () => {
+  const llama = Llama.open({ gpuBackend: "cpu" });
+  const cacheDir = await Deno.makeTempDir();
+  try {
+    const options = { threads: 2, cacheDir };
+    const started = performance.now();
+    const probes = await Promise.all([
+      cpuAttentionKernel(llama, TINY_DIMS, options),
+      cpuAttentionKernel(llama, { ...TINY_DIMS, keyLength: 32, valueLength: 32 }, options),
+    ]);
+    const wall = performance.now() - started;
+    const measuring = probes.reduce((sum, p) => sum + p.elapsedMs, 0);
+    // Side by side, the two would have taken about as long as the longer one.
+    ok(wall >= measuring, `${wall.toFixed(1)} ms for probes of ${measuring.toFixed(1)} ms in all`);
+  } finally {
+    await Deno.remove(cacheDir, { recursive: true });
+  }
+});
+
 Deno.test("LoadedModel.open() gives a CPU context the kernel the probe chose, unless --flash-attn says", async () => {
   const path = await fixtureModel("tiny-f32");
   {
