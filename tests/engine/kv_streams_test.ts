@@ -99,6 +99,48 @@ Deno.test("with a stream per slot, a prefix cached away from the busy run is cop
   deepEqual(story2, await tokensOf(fresh, withStory(2)));
 });
 
+Deno.test("with a stream per slot, prompts of one length starting together evaluate as many tokens each", async () => {
+  await using loaded = await open("off");
+  const prompts = [0, 1, 2, 3].map((i) =>
+    loaded.model.tokenize(`Entry ${i} of the harbour log, written at dawn by the keeper:`)
+  );
+  const length = prompts[0]!.length;
+  ok(prompts.every((p) => p.length === length), "four prompts of one length");
+  // Each slot keeps the first 2, 3, 4 or 5 tokens of one of them.
+  await Promise.all(prompts.map((prompt, i) =>
+    tokensOf(loaded, {
+      prompt: prompt.slice(0, 2 + i),
+      maxTokens: 1,
+      ignoreEos: true,
+      sampling: { temperature: 0 },
+    })
+  ));
+  const before = loaded.scheduler.stats();
+  const generations = prompts.map((prompt) =>
+    loaded.scheduler.submit({ prompt, maxTokens: 6, ignoreEos: true, sampling: { temperature: 0 } })
+  );
+  const results = await Promise.all(generations.map((g) => g.result));
+  const after = loaded.scheduler.stats();
+  // Rests of 14, 13, 12 and 11 tokens would take four passes; given up, the cached 3 to 5 make
+  // every rest as long as the longest, and one pass takes them.
+  deepEqual(results.map((r) => r.cachedTokens), [2, 2, 2, 2]);
+  equal(after.extraPasses - before.extraPasses, 0, "one pass for the four prompts");
+  equal(after.promptTokensEvaluated - before.promptTokensEvaluated, 4 * (length - 2));
+  // The tokens given up were evaluated again: each answer is the prompt's own.
+  await using fresh = await open("off");
+  for (const [i, prompt] of prompts.entries()) {
+    deepEqual(
+      results[i]!.tokens,
+      await tokensOf(fresh, {
+        prompt,
+        maxTokens: 6,
+        ignoreEos: true,
+        sampling: { temperature: 0 },
+      }),
+    );
+  }
+});
+
 Deno.test("with a stream per slot, a request whose device chain has a seed keeps its slot", async () => {
   await using loaded = await open("off", "on");
   const seeded = (i: number, maxTokens: number): GenerationRequest => ({
