@@ -14,8 +14,10 @@
  * an unexpected error in a step fails the requests of that step, never the loop. The first step
  * after an idle spell waits (at most 10 ms) for requests the server counts on their way, so a
  * burst shares one prompt step; a lone request starts at once. When each slot has a KV stream of
- * its own (a GPU's default), requests are placed and moved so that the busy slots stay one run of
- * consecutive sequence ids, which llama.cpp decodes in one pass (see slot_placement.ts).
+ * its own (the default), requests are placed and moved so that the busy slots stay one run of
+ * consecutive sequence ids, which llama.cpp decodes in one pass (see slot_placement.ts), and short
+ * prompts that start together give up a few cached tokens to evaluate as many tokens each (a pass
+ * over the weights per distinct count otherwise).
  *
  * @module
  */
