@@ -165,6 +165,13 @@ async function writeVerdicts(
  * vendor); elsewhere the model name. The core count is added.
  */
 function processorIdentity(): string {
+  return identity ??= readProcessorIdentity();
+}
+
+/** {@link processorIdentity}, read once per process (every model load asks for it). */
+let identity: string | undefined;
+
+function readProcessorIdentity(): string {
   const cores = navigator.hardwareConcurrency;
   try {
     const first = Deno.readTextFileSync("/proc/cpuinfo").split("\n\n")[0] ?? "";

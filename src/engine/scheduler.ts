@@ -988,8 +988,11 @@ export class Scheduler {
    * 35-token ones in one. Only whole short prompts are evened (a long one goes in chunks anyway).
    */
   #evenPromptTails(startedNow: readonly Slot[]): void {
-    const rests = startedNow.filter((slot) => slot.state === "prompt" && slot.job)
-      .map((slot) => ({ slot, length: (slot.job as Job).request.prompt.length }))
+    // Each was just started (`#start`): in state "prompt", with its job.
+    const rests = startedNow.map((slot) => ({
+      slot,
+      length: (slot.job as Job).request.prompt.length,
+    }))
       .filter(({ slot, length }) => length - slot.promptIndex <= WHOLE_PROMPT_TOKENS);
     if (rests.length < 2) return;
     const target = Math.max(...rests.map(({ slot, length }) => length - slot.promptIndex));
