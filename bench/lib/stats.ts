@@ -1,5 +1,5 @@
 /**
- * The benchmark's statistics: median, percentiles (linear interpolation between the closest
+ * The benchmark's statistics: mean, median, percentiles (linear interpolation between the closest
  * ranks, as numpy's default), and the token-gap summary of a set of streams.
  *
  * @module
@@ -40,6 +40,20 @@ export function percentile(values: readonly number[], p: number): number {
  */
 export function median(values: readonly number[]): number {
   return percentile(values, 50);
+}
+
+/**
+ * The arithmetic mean.
+ *
+ * @param values Any numbers.
+ * @returns The mean, or NaN for no values.
+ * @example
+ * ```ts
+ * mean([1, 2, 6]); // 3
+ * ```
+ */
+export function mean(values: readonly number[]): number {
+  return values.length === 0 ? NaN : values.reduce((sum, v) => sum + v, 0) / values.length;
 }
 
 /**

@@ -9,12 +9,13 @@
 
 import { allSamples, type LevelSample, type RoundResult } from "./samples.ts";
 import type { ServerName } from "./server_process.ts";
-import { type GapStats, gapStats, median } from "./stats.ts";
+import { type GapStats, gapStats, mean, median } from "./stats.ts";
 
 /** Stable names of the summary rows, for readers of the JSON report. */
 export type SummaryKey =
   | "decodeTps"
   | "ttftP50"
+  | "ttftMean"
   | "serverPromptMsP50"
   | "gapP99"
   | "worstStreamGapP99"
@@ -103,7 +104,7 @@ function gapRow(
 }
 
 /**
- * Summarizes all rounds: per concurrency level the decode rate, TTFT p50, the servers' own
+ * Summarizes all rounds: per concurrency level the decode rate, TTFT p50 and mean, the servers' own
  * prompt-to-first-token time p50 (`timings.prompt_ms`), token gap p50/p90/p99
  * and the worst stream's gap p99; for the interference scenario, if it ran, the gaps without and
  * with the long prompt, the longest gap, the p99 ratio with/without, the streams' decode rate
@@ -138,6 +139,15 @@ export function summarize(rounds: RoundResult[], levels: number[]): SummaryRow[]
         n,
         "ms",
         (server) => median(level(n)(server).flatMap((l) => l.ttftMs)),
+      )
+    ),
+    ...levels.map((n) =>
+      row(
+        "ttftMean",
+        `TTFT mean ms, ${streamsLabel(n)}`,
+        n,
+        "ms",
+        (server) => mean(level(n)(server).flatMap((l) => l.ttftMs)),
       )
     ),
     ...levels.map((n) =>

@@ -306,6 +306,7 @@ export class LoadedModel {
         const scheduler = new Scheduler(context, {
           slotContext,
           deviceSampling: mode === "on" || (mode === "auto" && plan.backend !== "cpu"),
+          stagePrompts: model.offload.offloaded === 0,
           ...(options.maxQueue ? { maxQueue: options.maxQueue } : {}),
           ...(options.requestsOnTheWay ? { requestsOnTheWay: options.requestsOnTheWay } : {}),
         });

@@ -31,7 +31,7 @@ import { AsyncQueue } from "./async_queue.ts";
 import { BurstLinger } from "./burst_linger.ts";
 import { GenerationError } from "./errors.ts";
 import { validateGrammar } from "./gbnf.ts";
-import { chunksBehind, PrefillBudget } from "./prefill_budget.ts";
+import { chunksBehind, firstGroupSize, PrefillBudget } from "./prefill_budget.ts";
 import { busyRuns, compactingMove, runKeepingTargets, stepPasses } from "./slot_placement.ts";
 import { samplerStages, type SamplingParams } from "./sampling.ts";
 import { SpareChains } from "./spare_chains.ts";
@@ -155,6 +155,13 @@ export interface SchedulerOptions {
    * together. Default: none.
    */
   requestsOnTheWay?: RequestsOnTheWay;
+  /**
+   * Where a step costs about as much more as it has prompt tokens (every layer on a CPU),
+   * prompts that start together while no stream generates go in two steps when that gives
+   * earlier first tokens on the whole (see `firstGroupSize`). Default false: they go in one (on
+   * a GPU a step costs about the same with one short prompt or many).
+   */
+  stagePrompts?: boolean;
 }
 
 /** Requests on their way to a scheduler, as a server counts them. */
@@ -352,6 +359,8 @@ class Slot {
   /** Counts admissions: a slot given its request earlier has a lower number. */
   admission = 0;
   firstTokenAt = 0;
+  /** Its prompt waits for the step after the next one (see `firstGroupSize`). */
+  secondGroup = false;
 
   constructor(readonly seqId: number) {}
 
@@ -436,6 +445,7 @@ export class Scheduler {
   /** Whether requests come in bursts, learnt from the steps after idle spells. */
   readonly #linger = new BurstLinger(ARRIVAL_WINDOW_MS);
   readonly #deviceSampling: boolean;
+  readonly #stagePrompts: boolean;
   #defaultLora: readonly LoraChoice[] = [];
   #activeLoraKey = "";
   #admissions = 0;
@@ -457,6 +467,7 @@ export class Scheduler {
     this.#maxQueue = options.maxQueue ?? 64;
     this.#requestsOnTheWay = options.requestsOnTheWay ?? NONE_ON_THE_WAY;
     this.#deviceSampling = options.deviceSampling ?? false;
+    this.#stagePrompts = options.stagePrompts ?? false;
     this.#batch = new Batch(context.model.llama, context.nBatch);
     this.#spareChains = new SpareChains(context.model, this.#slots.length);
     this.#utf8Guard = new Utf8Guard((token) => context.model.tokenBytes(token), context.nVocab);
@@ -902,7 +913,29 @@ export class Scheduler {
     if (this.#streamPerSlot) this.#orderStartingTogether();
     const startedNow: Slot[] = [];
     this.#admitQueued(startedNow);
-    if (this.#streamPerSlot) this.#evenPromptTails(startedNow);
+    const second = this.#secondGroup(startedNow);
+    if (this.#streamPerSlot) {
+      this.#evenPromptTails(startedNow.slice(0, startedNow.length - second.length));
+      this.#evenPromptTails(second);
+    }
+  }
+
+  /**
+   * Where prompts are staged and no stream generates, marks the prompts just started that wait
+   * for the second step (see `firstGroupSize`); they are the last admitted, so the longest of
+   * requests that start together with a KV stream per slot.
+   *
+   * @returns The prompts of the second group.
+   */
+  #secondGroup(startedNow: readonly Slot[]): Slot[] {
+    const busy = this.#slots.some((s) => s.state !== "idle" && !startedNow.includes(s));
+    if (!this.#stagePrompts || busy) return [];
+    const rests = startedNow.map((slot) =>
+      (slot.job as Job).request.prompt.length - slot.promptIndex
+    );
+    const second = startedNow.slice(firstGroupSize(rests, this.#prefillBudget.stepCosts()));
+    for (const slot of second) slot.secondGroup = true;
+    return second;
   }
 
   /** Admits queued requests while slots are free; the slots started go into `startedNow`. */
@@ -1105,6 +1138,7 @@ export class Scheduler {
     slot.admittedAt = performance.now();
     slot.admission = ++this.#admissions;
     slot.firstTokenAt = 0;
+    slot.secondGroup = false;
   }
 
   /**
@@ -1116,7 +1150,8 @@ export class Scheduler {
    * prompt: the next one's first token then comes a whole prompt sooner than if it finished
    * together with the one after it, the streams get a token between prompts, and the last
    * prompt ends no later (the same work, cut at prompt boundaries). Short prompts still join
-   * such a step: they add little to it.
+   * such a step: they add little to it. Prompts of a burst that wait for the second step
+   * (`Slot.secondGroup`) sit this one out.
    *
    * @param room Batch positions left beside the generated tokens.
    */
@@ -1130,6 +1165,7 @@ export class Scheduler {
     let finishedLongPrompt = false;
     for (const slot of prompts) {
       if (room === 0) break;
+      if (slot.secondGroup) continue;
       const job = slot.job as Job;
       const prompt = job.request.prompt;
       // A short prompt goes in whole: its first token comes as soon as with no one else running.
@@ -1147,6 +1183,7 @@ export class Scheduler {
       this.#promptTokensEvaluated += take;
       takes.set(slot, take);
     }
+    for (const slot of prompts) slot.secondGroup = false;
     return takes;
   }
 

@@ -1,7 +1,11 @@
-import { equal, ok } from "node:assert/strict";
+import { deepEqual, equal, ok } from "node:assert/strict";
 import { LoadedModel } from "../../src/engine/loaded_model.ts";
 import type { Generation } from "../../src/engine/scheduler.ts";
-import { MIN_PREFILL_CHUNK, PrefillBudget } from "../../src/engine/prefill_budget.ts";
+import {
+  firstGroupSize,
+  MIN_PREFILL_CHUNK,
+  PrefillBudget,
+} from "../../src/engine/prefill_budget.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
 Deno.test("PrefillBudget keeps a step with prompt tokens near 1.5x a generation-only step", () => {
@@ -100,4 +104,66 @@ Deno.test("requests that arrive together are not chunked behind each other's str
     tokensBeforeSecond >= 0 && tokensBeforeSecond <= 2,
     `the first request streamed ${tokensBeforeSecond} tokens before the second's first token`,
   );
+});
+
+Deno.test("firstGroupSize splits a burst of prompts in two where a prompt costs more than a step", () => {
+  const cpu = { generationStepMs: 12, msPerPromptToken: 0.77 };
+  equal(firstGroupSize(Array(8).fill(34), cpu), 4);
+  equal(firstGroupSize(Array(4).fill(34), cpu), 2);
+  equal(firstGroupSize([10, 20, 300], cpu), 2, "the long last prompt waits");
+  equal(firstGroupSize(Array(4).fill(2), cpu), 4, "short rests: one step");
+  equal(firstGroupSize(Array(8).fill(34), undefined), 8, "nothing timed yet: one step");
+  equal(firstGroupSize([34], cpu), 1);
+  const gpu = { generationStepMs: 1.1, msPerPromptToken: 0.002 };
+  equal(firstGroupSize(Array(8).fill(29), gpu), 8);
+});
+
+Deno.test("PrefillBudget times prompt tokens only from steps where the pass does not dominate", () => {
+  const budget = new PrefillBudget();
+  equal(budget.stepCosts(), undefined);
+  budget.observe(4, 1, 0);
+  budget.observe(4, 0, 1); // a cached prompt's last token: a pass, not a prompt token's cost
+  equal(budget.stepCosts(), undefined);
+  budget.observe(100, 0, 100);
+  deepEqual(budget.stepCosts(), { generationStepMs: 4, msPerPromptToken: 1 });
+});
+
+/** Steps the scheduler takes to give each of `prompts` (submitted together) its one token. */
+async function stepsForBurst(
+  loaded: LoadedModel,
+  prompts: readonly Int32Array[],
+): Promise<number> {
+  const before = loaded.scheduler.stats().steps;
+  const generations = prompts.map((prompt) =>
+    loaded.scheduler.submit({ prompt, maxTokens: 1, ignoreEos: true, sampling: { temperature: 0 } })
+  );
+  await Promise.all(generations.map((generation) => generation.result));
+  return loaded.scheduler.stats().steps - before;
+}
+
+Deno.test("on the CPU, long prompts that start together go in two steps, short rests in one", async () => {
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("tiny-f32"),
+    parallel: 4,
+    ctxSize: 4096,
+  });
+  const model = loaded.model;
+  // Times a prompt step and generation steps.
+  const warmUp = loaded.scheduler.submit({
+    prompt: model.tokenize("the quick brown fox jumps over the lazy dog ".repeat(5)),
+    maxTokens: 8,
+    ignoreEos: true,
+    sampling: { temperature: 0 },
+  });
+  await warmUp.result;
+  const words = ["apple", "river", "stone", "cloud"];
+  const prompts = words.map((word) =>
+    model.tokenize(`${word} ${"the quick brown fox jumps over the lazy dog ".repeat(10)}`)
+  ).sort((a, b) => a.length - b.length); // the order their slots take, so each keeps its own
+  ok(prompts.every((p) => p.length > 150 && p.length <= 256), `${prompts.map((p) => p.length)}`);
+  equal(await stepsForBurst(loaded, prompts), 2, "two prompts, then the other two");
+  // The same prompts again: each slot has all but the last token cached.
+  const evaluatedBefore = loaded.scheduler.stats().promptTokensEvaluated;
+  equal(await stepsForBurst(loaded, prompts), 1, "four one-token rests in one step");
+  equal(loaded.scheduler.stats().promptTokensEvaluated - evaluatedBefore, 4);
 });
