@@ -32,7 +32,13 @@ import { BurstLinger } from "./burst_linger.ts";
 import { GenerationError } from "./errors.ts";
 import { validateGrammar } from "./gbnf.ts";
 import { chunksBehind, firstGroupSize, PrefillBudget } from "./prefill_budget.ts";
-import { busyRuns, compactingMove, runKeepingTargets, stepPasses } from "./slot_placement.ts";
+import {
+  burstWindow,
+  busyRuns,
+  compactingMove,
+  runKeepingTargets,
+  stepPasses,
+} from "./slot_placement.ts";
 import { samplerStages, type SamplingParams } from "./sampling.ts";
 import { SpareChains } from "./spare_chains.ts";
 import { stepLogprobs, type TokenLogprob } from "./logprobs.ts";
@@ -446,6 +452,8 @@ export class Scheduler {
   readonly #linger = new BurstLinger(ARRIVAL_WINDOW_MS);
   readonly #deviceSampling: boolean;
   readonly #stagePrompts: boolean;
+  /** While requests that start together are placed: the slots they go to (`#burstWindow`). */
+  #burstSlots: Set<number> | undefined;
   #defaultLora: readonly LoraChoice[] = [];
   #activeLoraKey = "";
   #admissions = 0;
@@ -910,9 +918,13 @@ export class Scheduler {
   }
 
   #admit(): void {
-    if (this.#streamPerSlot) this.#orderStartingTogether();
+    if (this.#streamPerSlot) this.#burstSlots = this.#burstWindow(this.#orderStartingTogether());
     const startedNow: Slot[] = [];
-    this.#admitQueued(startedNow);
+    try {
+      this.#admitQueued(startedNow);
+    } finally {
+      this.#burstSlots = undefined;
+    }
     const second = this.#secondGroup(startedNow);
     if (this.#streamPerSlot) {
       this.#evenPromptTails(startedNow.slice(0, startedNow.length - second.length));
@@ -985,12 +997,14 @@ export class Scheduler {
    * distinct count and keeps the outputs in order (see `stepPasses`), where prompts of mixed
    * lengths in arrival order broke its runs into more passes and made it reorder its output rows.
    * Nobody is overtaken: every one of them starts in this step.
+   *
+   * @returns The requests that start now.
    */
-  #orderStartingTogether(): void {
+  #orderStartingTogether(): Job[] {
     const free = this.#slots.filter((s) => s.state === "idle");
     const adapters = (job: Job) => loraKey(job.request.lora ?? this.#defaultLora);
     const first = this.#queue[0];
-    if (!first) return;
+    if (!first) return [];
     let room = free.length;
     let starting = 0;
     for (const job of this.#queue) {
@@ -999,7 +1013,7 @@ export class Scheduler {
       room -= needs;
       starting++;
     }
-    if (starting < 2) return;
+    if (starting < 2) return this.#queue.slice(0, starting);
     const left = (job: Job) => {
       const prompt = job.request.prompt;
       return prompt.length - Math.max(...free.map((slot) => commonPrefix(slot.cached, prompt)));
@@ -1009,6 +1023,33 @@ export class Scheduler {
       .sort((a, b) => a.left - b.left)
       .map(({ job }) => job);
     this.#queue.splice(0, starting, ...ordered);
+    return ordered;
+  }
+
+  /**
+   * The free slots where requests that start together go (see `burstWindow`): those that keep
+   * the busy ones a run and hold the most of their cached prompts. Undefined for fewer than two.
+   */
+  #burstWindow(starting: readonly Job[]): Set<number> | undefined {
+    if (starting.length < 2) return undefined;
+    const size = starting.reduce((sum, job) => sum + 1 + (job.forks?.length ?? 0), 0);
+    const reuse = (id: number) => {
+      const cached = (this.#slots[id] as Slot).cached;
+      return Math.max(...starting.map((job) => commonPrefix(cached, job.request.prompt)));
+    };
+    const ids = burstWindow(this.#busyFlags(), size, reuse);
+    return ids && new Set(ids);
+  }
+
+  /**
+   * The free slots a request may take so that the busy ones stay a run: while requests that
+   * start together are placed, the rest of their window; else the ends of the run.
+   */
+  #runTargets(): number[] {
+    const window = [...this.#burstSlots ?? []].filter((id) =>
+      (this.#slots[id] as Slot).state === "idle"
+    );
+    return window.length > 0 ? window : runKeepingTargets(this.#busyFlags());
   }
 
   /**
@@ -1049,7 +1090,7 @@ export class Scheduler {
   #placeRequest(free: Slot[], prompt: Int32Array, key: string): [Slot, number] {
     const [best, bestShared] = longestPrefixSlot(free, prompt, key);
     if (!this.#streamPerSlot) return [best, bestShared];
-    const targets = new Set(runKeepingTargets(this.#busyFlags()));
+    const targets = new Set(this.#runTargets());
     if (targets.has(best.seqId)) return [best, bestShared];
     const [slot, shared] = longestPrefixSlot(free.filter((s) => targets.has(s.seqId)), prompt, key);
     if (bestShared - shared < MIN_COPIED_PREFIX) return [slot, shared];
@@ -1061,7 +1102,7 @@ export class Scheduler {
   /** A free slot for a further choice: with a KV stream per slot, one next to the busy run. */
   #freeSlotNextToBusy(): Slot {
     if (!this.#streamPerSlot) return this.#slots.find((s) => s.state === "idle") as Slot;
-    const target = runKeepingTargets(this.#busyFlags())[0] as number;
+    const target = this.#runTargets()[0] as number;
     return this.#slots[target] as Slot;
   }
 

@@ -55,6 +55,59 @@ export function runKeepingTargets(busy: readonly boolean[]): number[] {
   return ends;
 }
 
+/**
+ * The free ids for `size` requests that start together so that the busy slots stay one run,
+ * chosen to hold the most of what they can reuse. Placed one by one at the ends of the run, a
+ * burst of returning conversations copied one's cached prefix over a slot whose cache another
+ * of them needed: that one evaluated its whole prompt again.
+ *
+ * @param busy Busy flag per sequence id.
+ * @param size Slots the requests need, at most the free ones.
+ * @param reuse The prompt tokens the requests could reuse from an id's cache (the most for any
+ *   of them).
+ * @returns The ids, lowest first, or undefined when the busy slots are more than one run or no
+ *   window of that size keeps them one.
+ * @example
+ * ```ts
+ * const cached = [0, 0, 40, 40];
+ * burstWindow([false, false, false, false], 2, (id) => cached[id]); // [2, 3]
+ * burstWindow([false, true, false, false], 2, (id) => cached[id]); // [2, 3]
+ * burstWindow([true, false, true, false], 1, (id) => cached[id]); // undefined
+ * ```
+ */
+export function burstWindow(
+  busy: readonly boolean[],
+  size: number,
+  reuse: (id: number) => number,
+): number[] | undefined {
+  const runs = busyRuns(busy);
+  if (runs > 1) return undefined;
+  const candidates: number[][] = [];
+  if (runs === 0) {
+    for (let start = 0; start + size <= busy.length; start++) {
+      candidates.push(Array.from({ length: size }, (_, k) => start + k));
+    }
+  } else {
+    const first = busy.indexOf(true);
+    const last = busy.lastIndexOf(true);
+    for (let before = 0; before <= size; before++) {
+      const after = size - before;
+      if (first - before < 0 || last + after >= busy.length) continue;
+      const ids: number[] = [];
+      for (let id = first - before; id < first; id++) ids.push(id);
+      for (let id = last + 1; id <= last + after; id++) ids.push(id);
+      candidates.push(ids);
+    }
+  }
+  let best: number[] | undefined;
+  let bestScore = -1;
+  for (const ids of candidates) {
+    const score = ids.reduce((sum, id) => sum + reuse(id), 0);
+    if (score > bestScore) [best, bestScore] = [ids, score];
+  }
+  return best;
+}
+
 /** A request to move from one slot to another. */
 export interface SlotMove {
   from: number;

@@ -190,3 +190,19 @@ Deno.test("with a stream per slot, requests that start together take slots short
   equal(stats.extraPasses, 2, "a pass per distinct length: three");
   equal(stats.brokenRunSteps, 0);
 });
+
+Deno.test("with a stream per slot, conversations that come back together each find their cache", async () => {
+  await using loaded = await open("off");
+  const opening = ["Ahoy", "Bonjour", "Ciao", "Dobry den"];
+  const conversations = opening.map((word, i) =>
+    greedy(loaded, `${word}! The harbour log of a long winter, entry ${i}, kept by the keeper`, 2)
+  );
+  await Promise.all(conversations.map((request) => tokensOf(loaded, request)));
+  // Back in another order: placed one by one at the ends of the busy run, the second took the
+  // slot next to the first by copying its own cache over another conversation's.
+  const evaluatedBefore = loaded.scheduler.stats().promptTokensEvaluated;
+  await Promise.all([3, 0, 1, 2].map((i) => tokensOf(loaded, conversations[i]!)));
+  const evaluated = loaded.scheduler.stats().promptTokensEvaluated - evaluatedBefore;
+  equal(evaluated, 4, "each evaluated only its last prompt token again");
+  equal(loaded.scheduler.stats().brokenRunSteps, 0);
+});

@@ -1,5 +1,6 @@
 import { deepEqual, equal } from "node:assert/strict";
 import {
+  burstWindow,
   busyRuns,
   compactingMove,
   runKeepingTargets,
@@ -22,6 +23,18 @@ Deno.test("a new request takes a gap in the busy run, else a slot at one of its 
   deepEqual(runKeepingTargets(flags("xx..")), [2]);
   deepEqual(runKeepingTargets(flags("..xx")), [1]);
   deepEqual(runKeepingTargets(flags("xxxx")), []);
+});
+
+Deno.test("requests that start together get the window of slots that holds most of their caches", () => {
+  const cached = (values: number[]) => (id: number) => values[id] as number;
+  deepEqual(burstWindow(flags("...."), 4, cached([5, 5, 5, 5])), [0, 1, 2, 3]);
+  deepEqual(burstWindow(flags("...."), 2, cached([0, 0, 40, 40])), [2, 3]);
+  deepEqual(burstWindow(flags("...."), 2, cached([0, 0, 0, 0])), [0, 1], "lowest first on ties");
+  deepEqual(burstWindow(flags(".x.."), 2, cached([30, 0, 0, 40])), [2, 3]);
+  deepEqual(burstWindow(flags(".x.."), 2, cached([30, 0, 40, 0])), [0, 2], "both sides of the run");
+  deepEqual(burstWindow(flags("..xx"), 2, cached([9, 9, 0, 0])), [0, 1]);
+  equal(burstWindow(flags("x.x."), 1, cached([0, 0, 0, 0])), undefined, "a broken run");
+  equal(burstWindow(flags(".xx."), 3, cached([0, 0, 0, 0])), undefined, "no room on either side");
 });
 
 Deno.test("a broken run is mended by moving its last request into its first gap", () => {
