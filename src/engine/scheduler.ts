@@ -285,6 +285,14 @@ const MAX_EVENED_TOKENS = 4;
  */
 const MIN_COPIED_PREFIX = 32;
 
+/**
+ * Most bytes of two slots' cells exchanged through host memory when a request moves and the
+ * slot it takes keeps its cache (see `Scheduler.#moveCells`) with the cache on a GPU: both
+ * cross the bus twice while every stream waits, a few milliseconds for this much. On a CPU it
+ * is a copy in memory, as the plain move's copy of the stream is, so there is no bound.
+ */
+const GPU_SWAP_BYTES = 64 * 1024 * 1024;
+
 interface Job {
   request: GenerationRequest;
   /** Built before the job joins the queue; owned by the job until its slot releases it. */
@@ -1094,8 +1102,9 @@ export class Scheduler {
     if (targets.has(best.seqId)) return [best, bestShared];
     const [slot, shared] = longestPrefixSlot(free.filter((s) => targets.has(s.seqId)), prompt, key);
     if (bestShared - shared < MIN_COPIED_PREFIX) return [slot, shared];
-    this.context.copySequence(best.seqId, slot.seqId);
+    const bestHolds = this.#moveCells(best, slot);
     slot.cached = [...best.cached];
+    best.cached = bestHolds;
     return [slot, bestShared];
   }
 
@@ -1123,10 +1132,33 @@ export class Scheduler {
       if (!move) return;
       const from = this.#slots[move.from] as Slot;
       const to = this.#slots[move.to] as Slot;
-      this.context.copySequence(from.seqId, to.seqId);
+      const fromHolds = this.#moveCells(from, to);
       to.takeRequestFrom(from, from.samplesOnDevice ? to.deviceSampler : from.sampler);
+      from.cached = fromHolds;
       this.#slotMoves++;
     }
+  }
+
+  /**
+   * Gives slot `to` the cells of slot `from`. What `to` cached (a conversation that has just
+   * ended, say, whose next turn would find it) goes to `from` in exchange where it is worth it
+   * (at least {@link MIN_COPIED_PREFIX} tokens); else `from`'s cells are copied over it.
+   *
+   * @returns The tokens `from` caches afterwards.
+   */
+  #moveCells(from: Slot, to: Slot): number[] {
+    const kept = to.cached;
+    if (kept.length >= MIN_COPIED_PREFIX) {
+      const onCpu = this.context.model.offload.offloaded === 0;
+      const swap = this.context.swapSequences(
+        from.seqId,
+        to.seqId,
+        onCpu ? Infinity : GPU_SWAP_BYTES,
+      );
+      if (swap.moved) return swap.kept ? kept : [];
+    }
+    this.context.copySequence(from.seqId, to.seqId);
+    return from.cached;
   }
 
   /**

@@ -120,6 +120,8 @@ export class Context extends NativeHandle {
   readonly #queueOnlyTokens: number;
   /** Tokens and outputs of the last decode, while its graph may be reused; "" when not. */
   #lastShape = "";
+  /** Sequences whose stream a copy made since the last decode overwrites (see copySequence). */
+  readonly #pendingStreamCopies = new Set<number>();
   readonly #times: DecodeTimes = { llamaDecodeMs: 0, llamaDecodeOnLoopMs: 0, deviceWaitMs: 0 };
   /** Sampler chains that run inside the decode graph, by sequence. */
   readonly #deviceSamplers = new Map<number, Sampler>();
@@ -245,6 +247,7 @@ export class Context extends NativeHandle {
       const status = onThisThread
         ? s.llama_decode_queue(pointer, batch.struct)
         : await this.#decodeOnWorker(batch);
+      this.#pendingStreamCopies.clear();
       const decoded = performance.now();
       this.#times.llamaDecodeMs += decoded - start;
       if (onThisThread) this.#times.llamaDecodeOnLoopMs += decoded - start;
@@ -382,8 +385,54 @@ export class Context extends NativeHandle {
         );
       }
       this.#lastShape = "";
+      this.#pendingStreamCopies.add(from).add(to);
     }
     this.model.llama.symbols.llama_memory_seq_cp(memory, from, to, p0, p1);
+  }
+
+  /**
+   * Moves sequence `from`'s cells to sequence `to` and `to`'s to `from`, through host memory
+   * (`llama_state_seq_get_data` / `_set_data`): where {@link copySequence} would overwrite what
+   * `to` holds, its cache is kept. Only between sequences that no copy since the last decode
+   * touches and while no decode runs (else it would read cells a pending copy replaces).
+   *
+   * @param maxBytes The most the two states may take together; larger ones are not swapped
+   *   (on a GPU they cross the bus twice while every stream waits).
+   * @returns Whether `from`'s cells are now `to`'s (when not, `to` may have lost its own: copy
+   *   instead), and whether `to`'s old cells are now `from`'s (when not, `from` is empty).
+   */
+  swapSequences(
+    from: number,
+    to: number,
+    maxBytes = Infinity,
+  ): { moved: boolean; kept: boolean } {
+    const unmoved = { moved: false, kept: false };
+    const pending = this.#pendingStreamCopies;
+    if (this.#decoding || pending.has(from) || pending.has(to)) return unmoved;
+    const s = this.model.llama.symbols;
+    const bytes = s.llama_state_seq_get_size(this.pointer, from) +
+      s.llama_state_seq_get_size(this.pointer, to);
+    if (Number(bytes) > maxBytes) return unmoved;
+    const moving = this.#sequenceState(from);
+    const kept = this.#sequenceState(to);
+    if (!moving || !kept) return unmoved;
+    this.#lastShape = "";
+    this.removeTokens(to);
+    if (s.llama_state_seq_set_data(this.pointer, moving, BigInt(moving.length), to) === 0n) {
+      return unmoved;
+    }
+    this.removeTokens(from);
+    const back = s.llama_state_seq_set_data(this.pointer, kept, BigInt(kept.length), from);
+    return { moved: true, kept: back !== 0n };
+  }
+
+  /** A sequence's cells as `llama_state_seq_get_data` writes them, or undefined on failure. */
+  #sequenceState(seqId: number): Uint8Array | undefined {
+    const s = this.model.llama.symbols;
+    const size = s.llama_state_seq_get_size(this.pointer, seqId);
+    const state = new Uint8Array(Number(size));
+    const written = s.llama_state_seq_get_data(this.pointer, state, size, seqId);
+    return written === size ? state : undefined;
   }
 
   /** Keeps only one sequence in the KV memory. */

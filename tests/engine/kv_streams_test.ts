@@ -206,3 +206,22 @@ Deno.test("with a stream per slot, conversations that come back together each fi
   equal(evaluated, 4, "each evaluated only its last prompt token again");
   equal(loaded.scheduler.stats().brokenRunSteps, 0);
 });
+
+Deno.test("with a stream per slot, a request that moves into a finished one's slot leaves that cache to it", async () => {
+  await using loaded = await open("off");
+  const story = "in the harbour log of a long and bitter winter, kept by the old lighthouse " +
+    "keeper at the far end of the long stone pier that ran into the grey sea";
+  const prompt = (i: number) => `Entry ${i}, ${story}:`;
+  const length = loaded.model.tokenize(prompt(1)).length;
+  ok(length >= 32 && length + 20 < 64, `a prompt worth keeping, with room for 20 more (${length})`);
+  // The second ends first, inside the busy run of slots 0 to 3: the fourth moves into its slot.
+  await Promise.all(
+    [12, 3, 20, 16].map((n, i) => tokensOf(loaded, greedy(loaded, prompt(i), n))),
+  );
+  ok(loaded.scheduler.stats().slotMoves >= 1, "a request moved");
+  // The second conversation comes back: its cache went to the slot the fourth left (copied over,
+  // it was lost, and the whole prompt was evaluated again).
+  const evaluatedBefore = loaded.scheduler.stats().promptTokensEvaluated;
+  await tokensOf(loaded, greedy(loaded, prompt(1), 3));
+  equal(loaded.scheduler.stats().promptTokensEvaluated - evaluatedBefore, 1);
+});
