@@ -375,6 +375,8 @@ class Slot {
   firstTokenAt = 0;
   /** Its prompt waits for the step after the next one (see `firstGroupSize`). */
   secondGroup = false;
+  /** When its cache last served a request (a count of releases): the least recent goes first. */
+  usedAt = 0;
 
   constructor(readonly seqId: number) {}
 
@@ -465,6 +467,7 @@ export class Scheduler {
   #defaultLora: readonly LoraChoice[] = [];
   #activeLoraKey = "";
   #admissions = 0;
+  #releases = 0;
 
   /**
    * @param context The context to run on; `context.nSeqMax` is the slot count.
@@ -1042,10 +1045,11 @@ export class Scheduler {
     if (starting.length < 2) return undefined;
     const size = starting.reduce((sum, job) => sum + 1 + (job.forks?.length ?? 0), 0);
     const reuse = (id: number) => {
-      const cached = (this.#slots[id] as Slot).cached;
-      return Math.max(...starting.map((job) => commonPrefix(cached, job.request.prompt)));
+      const slot = this.#slots[id] as Slot;
+      return Math.max(...starting.map((job) => worthReusing(slot, job.request.prompt)));
     };
-    const ids = burstWindow(this.#busyFlags(), size, reuse);
+    const usedAt = (id: number) => (this.#slots[id] as Slot).usedAt;
+    const ids = burstWindow(this.#busyFlags(), size, reuse, usedAt);
     return ids && new Set(ids);
   }
 
@@ -1101,11 +1105,45 @@ export class Scheduler {
     const targets = new Set(this.#runTargets());
     if (targets.has(best.seqId)) return [best, bestShared];
     const [slot, shared] = longestPrefixSlot(free.filter((s) => targets.has(s.seqId)), prompt, key);
-    if (bestShared - shared < MIN_COPIED_PREFIX) return [slot, shared];
+    if (bestShared - shared < MIN_COPIED_PREFIX) {
+      return [slot, this.#keepRecentCache(slot, prompt, shared)];
+    }
     const bestHolds = this.#moveCells(best, slot);
     slot.cached = [...best.cached];
     best.cached = bestHolds;
     return [slot, bestShared];
+  }
+
+  /**
+   * Before a request overwrites the cache of `slot` (a slot next to the busy run) past the
+   * `shared` tokens it reuses: where a free slot elsewhere holds a cache used less recently, the
+   * two exchange caches, so the older one is lost instead (a conversation in its next turn keeps
+   * its cache while one that went quiet loses it).
+   *
+   * @returns The tokens the request reuses in `slot` afterwards.
+   */
+  #keepRecentCache(slot: Slot, prompt: Int32Array, shared: number): number {
+    if (slot.cached.length - shared < MIN_COPIED_PREFIX) return shared;
+    const targets = new Set(this.#runTargets());
+    const older = this.#slots
+      .filter((s) => s.state === "idle" && !targets.has(s.seqId) && s.usedAt < slot.usedAt)
+      .sort((a, b) => a.usedAt - b.usedAt)[0];
+    if (!older || !this.#exchangeCaches(slot, older)) return shared;
+    return commonPrefix(slot.cached, prompt);
+  }
+
+  /** Exchanges the caches of two free slots; false when they could not be (nothing changed). */
+  #exchangeCaches(a: Slot, b: Slot): boolean {
+    const swap = this.context.swapSequences(a.seqId, b.seqId, this.#swapLimit());
+    if (!swap.moved) return false;
+    [a.cached, b.cached] = [swap.kept ? b.cached : [], a.cached];
+    [a.usedAt, b.usedAt] = [b.usedAt, a.usedAt];
+    return true;
+  }
+
+  /** Most bytes two slots' cells may take to be exchanged (see {@link GPU_SWAP_BYTES}). */
+  #swapLimit(): number {
+    return this.context.model.offload.offloaded === 0 ? Infinity : GPU_SWAP_BYTES;
   }
 
   /** A free slot for a further choice: with a KV stream per slot, one next to the busy run. */
@@ -1149,13 +1187,11 @@ export class Scheduler {
   #moveCells(from: Slot, to: Slot): number[] {
     const kept = to.cached;
     if (kept.length >= MIN_COPIED_PREFIX) {
-      const onCpu = this.context.model.offload.offloaded === 0;
-      const swap = this.context.swapSequences(
-        from.seqId,
-        to.seqId,
-        onCpu ? Infinity : GPU_SWAP_BYTES,
-      );
-      if (swap.moved) return swap.kept ? kept : [];
+      const swap = this.context.swapSequences(from.seqId, to.seqId, this.#swapLimit());
+      if (swap.moved) {
+        from.usedAt = to.usedAt;
+        return swap.kept ? kept : [];
+      }
     }
     this.context.copySequence(from.seqId, to.seqId);
     return from.cached;
@@ -1510,6 +1546,7 @@ export class Scheduler {
     slot.job = undefined;
     slot.state = "idle";
     slot.batchIndex = -1;
+    slot.usedAt = ++this.#releases;
   }
 
   /**
@@ -1595,20 +1632,41 @@ function sentLogprobs(slot: Slot): { logprobs?: TokenLogprob[] } {
 }
 
 /**
- * The slot with the longest cached prefix of `prompt`; among equals, the first whose device
- * chain was built for `key`.
+ * The slot with the longest cached prefix of `prompt`, counting one not worth reusing
+ * ({@link worthReusing}) as none; among equals, one whose device chain was built for `key`, and
+ * then the one whose cache was used least recently (an empty one first), as it is the one lost.
+ *
+ * @returns The slot and the tokens of `prompt` it holds.
  */
 function longestPrefixSlot(free: Slot[], prompt: Int32Array, key: string): [Slot, number] {
   let best = free[0] as Slot;
   let bestShared = -1;
+  let bestCounted = -1;
   for (const slot of free) {
     const shared = commonPrefix(slot.cached, prompt);
+    const counted = worthReusing(slot, prompt, shared);
     const fits = slot.deviceKey === key;
-    if (shared > bestShared || (shared === bestShared && fits && best.deviceKey !== key)) {
-      [best, bestShared] = [slot, shared];
-    }
+    const bestFits = best.deviceKey === key;
+    const better = counted > bestCounted ||
+      (counted === bestCounted &&
+        (fits && !bestFits || fits === bestFits && slot.usedAt < best.usedAt));
+    if (better) [best, bestShared, bestCounted] = [slot, shared, counted];
   }
   return [best, bestShared];
+}
+
+/**
+ * The tokens of `prompt` a slot's cache holds, or 0 where they are few (under half the prompt
+ * and under {@link MIN_COPIED_PREFIX}: a BOS and a word in common, say) and both the cache and the
+ * prompt go on past them: taking that slot would lose the rest of its cache for them.
+ */
+function worthReusing(
+  slot: Slot,
+  prompt: Int32Array,
+  shared = commonPrefix(slot.cached, prompt),
+): number {
+  const whole = shared === slot.cached.length || shared === prompt.length;
+  return whole || shared >= Math.min(MIN_COPIED_PREFIX, prompt.length / 2) ? shared : 0;
 }
 
 function commonPrefix(cached: readonly number[], prompt: Int32Array): number {

@@ -65,6 +65,8 @@ export function runKeepingTargets(busy: readonly boolean[]): number[] {
  * @param size Slots the requests need, at most the free ones.
  * @param reuse The prompt tokens the requests could reuse from an id's cache (the most for any
  *   of them).
+ * @param usedAt When an id's cache last served a request: among windows that reuse as much, the
+ *   one whose caches were used least recently (they are the ones the requests overwrite).
  * @returns The ids, lowest first, or undefined when the busy slots are more than one run or no
  *   window of that size keeps them one.
  * @example
@@ -79,6 +81,7 @@ export function burstWindow(
   busy: readonly boolean[],
   size: number,
   reuse: (id: number) => number,
+  usedAt: (id: number) => number = () => 0,
 ): number[] | undefined {
   const runs = busyRuns(busy);
   if (runs > 1) return undefined;
@@ -101,9 +104,13 @@ export function burstWindow(
   }
   let best: number[] | undefined;
   let bestScore = -1;
+  let bestAge = Infinity;
   for (const ids of candidates) {
     const score = ids.reduce((sum, id) => sum + reuse(id), 0);
-    if (score > bestScore) [best, bestScore] = [ids, score];
+    const age = ids.reduce((sum, id) => sum + usedAt(id), 0);
+    if (score > bestScore || score === bestScore && age < bestAge) {
+      [best, bestScore, bestAge] = [ids, score, age];
+    }
   }
   return best;
 }

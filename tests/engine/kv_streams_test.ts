@@ -225,3 +225,43 @@ Deno.test("with a stream per slot, a request that moves into a finished one's sl
   await tokensOf(loaded, greedy(loaded, prompt(1), 3));
   equal(loaded.scheduler.stats().promptTokensEvaluated - evaluatedBefore, 1);
 });
+
+/** Four conversations' openings, each long enough that its cache is worth keeping. */
+function conversations(loaded: LoadedModel, names: readonly string[]): GenerationRequest[] {
+  const story = "in the harbour log of a long and bitter winter, kept by the old lighthouse " +
+    "keeper at the far end of the long stone pier that ran into the grey sea";
+  return names.map((name) => greedy(loaded, `${name}, ${story}:`, 2));
+}
+
+/** Prompt tokens the scheduler evaluates for `requests`, one after another. */
+async function evaluatedFor(loaded: LoadedModel, requests: GenerationRequest[]): Promise<number> {
+  const before = loaded.scheduler.stats().promptTokensEvaluated;
+  for (const request of requests) await tokensOf(loaded, request);
+  return loaded.scheduler.stats().promptTokensEvaluated - before;
+}
+
+Deno.test("conversations one after another each keep a slot's cache, the least recent lost first", async () => {
+  await using loaded = await open("off");
+  const [a, b, c, d, e] = conversations(loaded, ["Anna", "Boris", "Clara", "Dmitri", "Erik"]);
+  await evaluatedFor(loaded, [a!, b!, c!, d!]);
+  // Each found its cache: before, each new conversation took slot 0 and evicted the last.
+  equal(await evaluatedFor(loaded, [a!, b!, c!, d!]), 4);
+  // A fifth evicts the least recently used: the first.
+  await evaluatedFor(loaded, [e!]);
+  equal(await evaluatedFor(loaded, [b!, c!, d!]), 3);
+});
+
+Deno.test("with a stream per slot, a new conversation next to the busy run evicts the least recent cache", async () => {
+  await using loaded = await open("off");
+  const [d, c, b, x, e] = conversations(loaded, ["Dmitri", "Clara", "Boris", "Xavier", "Erik"]);
+  // Slots 0 to 2 cache Dmitri, Clara and Boris, in that order of use; Xavier streams in slot 3.
+  await evaluatedFor(loaded, [d!, c!, b!]);
+  const streaming = tokensOf(loaded, { ...x!, maxTokens: 20, ignoreEos: true });
+  while (loaded.scheduler.stats().busySlots === 0) await new Promise((r) => setTimeout(r, 1));
+  // Erik must go next to the run, to slot 2, whose cache (Boris) is the most recent: Boris's
+  // cache moves to slot 0, and Dmitri's, the oldest, is the one lost.
+  await evaluatedFor(loaded, [e!]);
+  await streaming;
+  equal(await evaluatedFor(loaded, [b!]), 1);
+  ok(await evaluatedFor(loaded, [d!]) > 30, "the oldest was evicted");
+});

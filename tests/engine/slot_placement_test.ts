@@ -33,6 +33,12 @@ Deno.test("requests that start together get the window of slots that holds most 
   deepEqual(burstWindow(flags(".x.."), 2, cached([30, 0, 0, 40])), [2, 3]);
   deepEqual(burstWindow(flags(".x.."), 2, cached([30, 0, 40, 0])), [0, 2], "both sides of the run");
   deepEqual(burstWindow(flags("..xx"), 2, cached([9, 9, 0, 0])), [0, 1]);
+  const used = (values: number[]) => (id: number) => values[id] as number;
+  deepEqual(
+    burstWindow(flags("...."), 2, cached([3, 3, 3, 3]), used([4, 3, 1, 2])),
+    [2, 3],
+    "as much reused: the caches used least recently",
+  );
   equal(burstWindow(flags("x.x."), 1, cached([0, 0, 0, 0])), undefined, "a broken run");
   equal(burstWindow(flags(".xx."), 3, cached([0, 0, 0, 0])), undefined, "no room on either side");
 });
