@@ -144,6 +144,7 @@ async function stepsForBurst(
 Deno.test("on the CPU, long prompts that start together go in two steps, short rests in one", async () => {
   await using loaded = await LoadedModel.open({
     path: await fixtureModel("tiny-f32"),
+    gpuBackend: "cpu",
     parallel: 4,
     ctxSize: 4096,
   });
