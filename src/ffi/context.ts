@@ -410,11 +410,11 @@ export class Context extends NativeHandle {
     const pending = this.#pendingStreamCopies;
     if (this.#decoding || pending.has(from) || pending.has(to)) return unmoved;
     const s = this.model.llama.symbols;
-    const bytes = s.llama_state_seq_get_size(this.pointer, from) +
-      s.llama_state_seq_get_size(this.pointer, to);
-    if (Number(bytes) > maxBytes) return unmoved;
-    const moving = this.#sequenceState(from);
-    const kept = this.#sequenceState(to);
+    const fromBytes = s.llama_state_seq_get_size(this.pointer, from);
+    const toBytes = s.llama_state_seq_get_size(this.pointer, to);
+    if (Number(fromBytes + toBytes) > maxBytes) return unmoved;
+    const moving = this.#sequenceState(from, fromBytes);
+    const kept = this.#sequenceState(to, toBytes);
     if (!moving || !kept) return unmoved;
     this.#lastShape = "";
     this.removeTokens(to);
@@ -426,12 +426,18 @@ export class Context extends NativeHandle {
     return { moved: true, kept: back !== 0n };
   }
 
-  /** A sequence's cells as `llama_state_seq_get_data` writes them, or undefined on failure. */
-  #sequenceState(seqId: number): Uint8Array | undefined {
-    const s = this.model.llama.symbols;
-    const size = s.llama_state_seq_get_size(this.pointer, seqId);
+  /**
+   * A sequence's cells as `llama_state_seq_get_data` writes them (`size` bytes, as
+   * `llama_state_seq_get_size` counts them), or undefined on failure.
+   */
+  #sequenceState(seqId: number, size: bigint): Uint8Array | undefined {
     const state = new Uint8Array(Number(size));
-    const written = s.llama_state_seq_get_data(this.pointer, state, size, seqId);
+    const written = this.model.llama.symbols.llama_state_seq_get_data(
+      this.pointer,
+      state,
+      size,
+      seqId,
+    );
     return written === size ? state : undefined;
   }
 
