@@ -967,7 +967,7 @@ export class Scheduler {
       const free = this.#slots.filter((s) => s.state === "idle");
       const next = this.#queue[0] as Job;
       // A request's choices start together: it waits for as many free slots.
-      if (free.length < 1 + (next.forks?.length ?? 0)) return;
+      if (free.length < slotsNeeded(next)) return;
       try {
         if (!this.#useLoraOf(next)) return;
       } catch (error) {
@@ -1019,7 +1019,7 @@ export class Scheduler {
     let room = free.length;
     let starting = 0;
     for (const job of this.#queue) {
-      const needs = 1 + (job.forks?.length ?? 0);
+      const needs = slotsNeeded(job);
       if (needs > room || adapters(job) !== adapters(first)) break;
       room -= needs;
       starting++;
@@ -1043,7 +1043,7 @@ export class Scheduler {
    */
   #burstWindow(starting: readonly Job[]): Set<number> | undefined {
     if (starting.length < 2) return undefined;
-    const size = starting.reduce((sum, job) => sum + 1 + (job.forks?.length ?? 0), 0);
+    const size = starting.reduce((sum, job) => sum + slotsNeeded(job), 0);
     const reuse = (id: number) => {
       const slot = this.#slots[id] as Slot;
       return Math.max(...starting.map((job) => worthReusing(slot, job.request.prompt)));
@@ -1106,7 +1106,7 @@ export class Scheduler {
     if (targets.has(best.seqId)) return [best, bestShared];
     const [slot, shared] = longestPrefixSlot(free.filter((s) => targets.has(s.seqId)), prompt, key);
     if (bestShared - shared < MIN_COPIED_PREFIX) {
-      return [slot, this.#keepRecentCache(slot, prompt, shared)];
+      return [slot, this.#keepRecentCache(slot, prompt, shared, targets)];
     }
     const bestHolds = this.#moveCells(best, slot);
     slot.cached = [...best.cached];
@@ -1120,11 +1120,16 @@ export class Scheduler {
    * two exchange caches, so the older one is lost instead (a conversation in its next turn keeps
    * its cache while one that went quiet loses it).
    *
+   * @param targets The slots the request may take (`#runTargets`).
    * @returns The tokens the request reuses in `slot` afterwards.
    */
-  #keepRecentCache(slot: Slot, prompt: Int32Array, shared: number): number {
+  #keepRecentCache(
+    slot: Slot,
+    prompt: Int32Array,
+    shared: number,
+    targets: ReadonlySet<number>,
+  ): number {
     if (slot.cached.length - shared < MIN_COPIED_PREFIX) return shared;
-    const targets = new Set(this.#runTargets());
     const older = this.#slots
       .filter((s) => s.state === "idle" && !targets.has(s.seqId) && s.usedAt < slot.usedAt)
       .sort((a, b) => a.usedAt - b.usedAt)[0];
@@ -1667,6 +1672,11 @@ function worthReusing(
 ): number {
   const whole = shared === slot.cached.length || shared === prompt.length;
   return whole || shared >= Math.min(MIN_COPIED_PREFIX, prompt.length / 2) ? shared : 0;
+}
+
+/** Slots a request takes: one, and one for each further choice. */
+function slotsNeeded(job: Job): number {
+  return 1 + (job.forks?.length ?? 0);
 }
 
 function commonPrefix(cached: readonly number[], prompt: Int32Array): number {

@@ -102,12 +102,15 @@ export function burstWindow(
       candidates.push(ids);
     }
   }
+  // Each id's once: the windows overlap.
+  const reuses = busy.map((_, id) => reuse(id));
+  const ages = busy.map((_, id) => usedAt(id));
   let best: number[] | undefined;
   let bestScore = -1;
   let bestAge = Infinity;
   for (const ids of candidates) {
-    const score = ids.reduce((sum, id) => sum + reuse(id), 0);
-    const age = ids.reduce((sum, id) => sum + usedAt(id), 0);
+    const score = ids.reduce((sum, id) => sum + (reuses[id] as number), 0);
+    const age = ids.reduce((sum, id) => sum + (ages[id] as number), 0);
     if (score > bestScore || score === bestScore && age < bestAge) {
       [best, bestScore, bestAge] = [ids, score, age];
     }
