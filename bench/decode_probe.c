@@ -22,7 +22,9 @@
 //
 // -read 0 reads no token at all and feeds random tokens (as llama-bench's tg test does; it still
 // makes the last token's logits, but never waits for or reads them). -pool 1 sets the pool's
-// poll level to 0 when it has a thread per core, as Shimmy does.
+// poll level to 0 when it has a thread per core, as Shimmy does; -pool 2 keeps ggml's default
+// poll level (50, as llama-bench's pool has). -pool 0 attaches no pool: ggml then starts and
+// joins its threads for every graph, as llama-server does.
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -239,7 +241,7 @@ int main(int argc, char **argv) {
     if (!pool_new || !pool_free) { fprintf(stderr, "no ggml_threadpool_new\n"); return 1; }
     struct ggml_threadpool_params tpp;
     ggml_threadpool_params_init(&tpp, o.threads);
-    if (o.threads >= sysconf(_SC_NPROCESSORS_ONLN)) tpp.poll = 0;
+    if (o.pool == 1 && o.threads >= sysconf(_SC_NPROCESSORS_ONLN)) tpp.poll = 0;
     pool = pool_new(&tpp);
     if (!pool) { fprintf(stderr, "ggml_threadpool_new failed\n"); return 1; }
     llama_attach_threadpool(ctx, pool, NULL);

@@ -7,7 +7,10 @@
  * parsing, tokenizing, queueing, writing) and, in a burst, the wait for the others' prompts.
  *
  *   deno run -A bench/ttft_probe.ts [--model PATH] [--burst 1] [--requests 50] [--rounds 2]
- *     [--threads N] [--lib-dir DIR] [--llama-server PATH]
+ *     [--prompt-tokens N] [--threads N] [--lib-dir DIR] [--llama-server PATH]
+ *
+ * `--prompt-tokens N` sends prompts of about N tokens instead of the ~37-token default (the slots
+ * grow to hold them).
  *
  * @module
  */
@@ -34,6 +37,7 @@ const { values } = parseArgs({
     burst: { type: "string", default: "1" },
     requests: { type: "string", default: "50" },
     rounds: { type: "string", default: "2" },
+    "prompt-tokens": { type: "string" },
     threads: { type: "string", default: String(navigator.hardwareConcurrency || 1) },
     "lib-dir": { type: "string", default: join(REPO_ROOT, "lib/reference") },
     "llama-server": { type: "string", default: join(REPO_ROOT, "lib/reference/bin/llama-server") },
@@ -41,9 +45,12 @@ const { values } = parseArgs({
 });
 const model = await readBenchModel(values.model ?? await fixtureModel("bench-125m"));
 const burst = Number(values.burst);
+const promptTokens = values["prompt-tokens"] === undefined
+  ? undefined
+  : Number(values["prompt-tokens"]);
 const settings = {
   slots: Math.max(8, burst),
-  ctxSize: 1024,
+  ctxSize: Math.max(1024, (promptTokens ?? 0) + 64),
   threads: Number(values.threads),
   libDir: resolve(values["lib-dir"]),
   llamaServer: resolve(values["llama-server"]),
@@ -52,7 +59,7 @@ const settings = {
 /** TTFT, the server's prompt time, and their difference, for each request of `count` bursts. */
 async function measure(name: ServerName, count: number): Promise<number[][]> {
   const server = await ServerProcess.start(name, settings, model);
-  const prompts = new PromptSequence();
+  const prompts = new PromptSequence(promptTokens);
   try {
     const rows: number[][] = [];
     for (let i = 0; i < WARMUP_BURSTS + count; i++) {
