@@ -1100,11 +1100,17 @@ export class Scheduler {
    * it when worth the copy.
    */
   #placeRequest(free: Slot[], prompt: Int32Array, key: string): [Slot, number] {
-    const [best, bestShared] = longestPrefixSlot(free, prompt, key);
+    const inBurst = this.#burstSlots !== undefined;
+    const [best, bestShared] = longestPrefixSlot(free, prompt, key, inBurst);
     if (!this.#streamPerSlot) return [best, bestShared];
     const targets = new Set(this.#runTargets());
     if (targets.has(best.seqId)) return [best, bestShared];
-    const [slot, shared] = longestPrefixSlot(free.filter((s) => targets.has(s.seqId)), prompt, key);
+    const [slot, shared] = longestPrefixSlot(
+      free.filter((s) => targets.has(s.seqId)),
+      prompt,
+      key,
+      inBurst,
+    );
     if (bestShared - shared < MIN_COPIED_PREFIX) {
       return [slot, this.#keepRecentCache(slot, prompt, shared, targets)];
     }
@@ -1640,24 +1646,36 @@ function sentLogprobs(slot: Slot): { logprobs?: TokenLogprob[] } {
  * The slot with the longest cached prefix of `prompt`, counting one not worth reusing
  * ({@link worthReusing}) as none; among equals, one whose device chain was built for `key`, and
  * then the one whose cache was used least recently (an empty one first), as it is the one lost.
+ * For a request of a burst (`inBurst`) the lowest id among equals instead: the burst's window of
+ * slots was chosen for its caches' age already, and its requests, taken fewest tokens left first,
+ * must take ids in that order for their step to need the fewest passes (see `stepPasses`).
  *
  * @returns The slot and the tokens of `prompt` it holds.
  */
-function longestPrefixSlot(free: Slot[], prompt: Int32Array, key: string): [Slot, number] {
+function longestPrefixSlot(
+  free: Slot[],
+  prompt: Int32Array,
+  key: string,
+  inBurst = false,
+): [Slot, number] {
   let best = free[0] as Slot;
   let bestShared = -1;
   let bestCounted = -1;
   for (const slot of free) {
     const shared = commonPrefix(slot.cached, prompt);
     const counted = worthReusing(slot, prompt, shared);
-    const fits = slot.deviceKey === key;
-    const bestFits = best.deviceKey === key;
     const better = counted > bestCounted ||
-      (counted === bestCounted &&
-        (fits && !bestFits || fits === bestFits && slot.usedAt < best.usedAt));
+      (counted === bestCounted && !inBurst && lostFirst(slot, best, key));
     if (better) [best, bestShared, bestCounted] = [slot, shared, counted];
   }
   return [best, bestShared];
+}
+
+/** Of two slots that hold as much of a prompt, whether `slot` is the better one to take. */
+function lostFirst(slot: Slot, best: Slot, key: string): boolean {
+  const fits = slot.deviceKey === key;
+  const bestFits = best.deviceKey === key;
+  return fits && !bestFits || fits === bestFits && slot.usedAt < best.usedAt;
 }
 
 /**

@@ -191,6 +191,36 @@ Deno.test("with a stream per slot, requests that start together take slots short
   equal(stats.brokenRunSteps, 0);
 });
 
+Deno.test("with a stream per slot, a burst after others takes its slots fewest tokens left first, whatever their age", async () => {
+  await using loaded = await open("off");
+  // Four requests end in the order of slots 3, 0, 2, 1 (4, 10, 20 and 40 tokens), so that is the
+  // order of their caches' age, least recent first.
+  await Promise.all(
+    [10, 40, 20, 4].map((n, i) => tokensOf(loaded, greedy(loaded, `Log ${i}:`, n))),
+  );
+  equal(loaded.scheduler.stats().slotMoves, 0, "they ended at the end of the busy run");
+  const text = loaded.model.tokenize(
+    "The harbour log of a long winter, kept by the lighthouse keeper at the end of the pier",
+  );
+  const before = loaded.scheduler.stats();
+  // Two prompts of 6 tokens and two of 20, a BOS in common with every cache. Taken in the caches'
+  // age, the short ones went to slots 3 and 0: the step took two passes, and its outputs came out
+  // of order (llama.cpp then swaps whole rows of logits).
+  await Promise.all(
+    [20, 6, 20, 6].map((n) =>
+      tokensOf(loaded, {
+        prompt: text.slice(0, n),
+        maxTokens: 2,
+        ignoreEos: true,
+        sampling: { temperature: 0 },
+      })
+    ),
+  );
+  const after = loaded.scheduler.stats();
+  equal(after.reorderedSteps - before.reorderedSteps, 0, "the outputs came in order");
+  equal(after.extraPasses - before.extraPasses, 1, "a pass per distinct length: two");
+});
+
 Deno.test("with a stream per slot, conversations that come back together each find their cache", async () => {
   await using loaded = await open("off");
   const opening = ["Ahoy", "Bonjour", "Ciao", "Dobry den"];
