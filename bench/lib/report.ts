@@ -199,6 +199,14 @@ export function summaryText(
           ? ` (all agree on the first ${greedy.agreeChars} chars)`
           : ""),
     );
+    const differ = greedy.firstDifference;
+    if (differ) {
+      const start = (text: string) => JSON.stringify(text.slice(0, 60));
+      lines.push(
+        `First to differ: ${start(differ.prompt)} -> shimmy ${start(differ.shimmy)}, ` +
+          `llama-server ${start(differ.llamaServer)}`,
+      );
+    }
   }
   const shares = rounds.flatMap((r) => r.otherCpu === null ? [] : [r.otherCpu]);
   if (shares.length > 0) {

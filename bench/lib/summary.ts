@@ -248,6 +248,8 @@ export interface GreedyComparison {
   same: number;
   /** The shortest common prefix of two answers to the same prompt, in characters. */
   agreeChars: number;
+  /** The first prompt answered differently, with both answers (to tell which side changed). */
+  firstDifference?: { prompt: string; shimmy: string; llamaServer: string };
 }
 
 /**
@@ -277,6 +279,7 @@ export function compareGreedyTexts(rounds: RoundResult[]): GreedyComparison {
     while (n < text.length && text[n] === other[n]) n++;
     out.compared++;
     if (text === other) out.same++;
+    else out.firstDifference ??= { prompt, shimmy: text, llamaServer: other };
     out.agreeChars = Math.min(out.agreeChars, n);
   }
   return out;

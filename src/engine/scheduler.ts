@@ -40,6 +40,7 @@ import {
   stepPasses,
 } from "./slot_placement.ts";
 import { samplerStages, type SamplingParams } from "./sampling.ts";
+import { CacheSwapCost } from "./swap_cost.ts";
 import { SpareChains } from "./spare_chains.ts";
 import { stepLogprobs, type TokenLogprob } from "./logprobs.ts";
 import { TextStream } from "./text_stream.ts";
@@ -230,6 +231,11 @@ export interface SchedulerStats {
   reorderedSteps: number;
   /** With a KV stream per slot: requests moved to another slot to keep the busy ones a run. */
   slotMoves: number;
+  /**
+   * Caches exchanged between slots, so that one a move or a new request would overwrite is kept
+   * (only where that is worth the time: see `swap_cost.ts`).
+   */
+  cacheSwaps: number;
   /** Where the steps' time went, in milliseconds summed over all steps. */
   time: StepTime;
 }
@@ -284,14 +290,6 @@ const MAX_EVENED_TOKENS = 4;
  * about what evaluating a few tokens does).
  */
 const MIN_COPIED_PREFIX = 32;
-
-/**
- * Most bytes of two slots' cells exchanged through host memory when a request moves and the
- * slot it takes keeps its cache (see `Scheduler.#moveCells`) with the cache on a GPU: both
- * cross the bus twice while every stream waits, a few milliseconds for this much. On a CPU it
- * is a copy in memory, as the plain move's copy of the stream is, so there is no bound.
- */
-const GPU_SWAP_BYTES = 64 * 1024 * 1024;
 
 interface Job {
   request: GenerationRequest;
@@ -450,6 +448,7 @@ export class Scheduler {
   #extraPasses = 0;
   #reorderedSteps = 0;
   #slotMoves = 0;
+  #cacheSwaps = 0;
   /** Whether each slot has its own KV stream (see `slot_placement.ts`). */
   readonly #streamPerSlot: boolean;
   readonly #time: Omit<StepTime, keyof DecodeTimes> = {
@@ -458,12 +457,15 @@ export class Scheduler {
     hostMs: 0,
   };
   readonly #prefillBudget = new PrefillBudget();
+  readonly #swapCost = new CacheSwapCost();
   /** Whether requests come in bursts, learnt from the steps after idle spells. */
   readonly #linger = new BurstLinger(ARRIVAL_WINDOW_MS);
   readonly #deviceSampling: boolean;
   readonly #stagePrompts: boolean;
   /** While requests that start together are placed: the slots they go to (`#burstWindow`). */
   #burstSlots: Set<number> | undefined;
+  /** Set while queued requests are given slots (see {@link #waiting}). */
+  #admitting = false;
   #defaultLora: readonly LoraChoice[] = [];
   #activeLoraKey = "";
   #admissions = 0;
@@ -508,6 +510,7 @@ export class Scheduler {
       extraPasses: this.#extraPasses,
       reorderedSteps: this.#reorderedSteps,
       slotMoves: this.#slotMoves,
+      cacheSwaps: this.#cacheSwaps,
       time: { ...this.#time, ...this.context.decodeTimes() },
     };
   }
@@ -931,10 +934,12 @@ export class Scheduler {
   #admit(): void {
     if (this.#streamPerSlot) this.#burstSlots = this.#burstWindow(this.#orderStartingTogether());
     const startedNow: Slot[] = [];
+    this.#admitting = true;
     try {
       this.#admitQueued(startedNow);
     } finally {
       this.#burstSlots = undefined;
+      this.#admitting = false;
     }
     const second = this.#secondGroup(startedNow);
     if (this.#streamPerSlot) {
@@ -1143,18 +1148,44 @@ export class Scheduler {
     return commonPrefix(slot.cached, prompt);
   }
 
-  /** Exchanges the caches of two free slots; false when they could not be (nothing changed). */
+  /**
+   * Exchanges the caches of two free slots, where keeping `a`'s is worth it; false when they
+   * were not exchanged (nothing changed).
+   */
   #exchangeCaches(a: Slot, b: Slot): boolean {
-    const swap = this.context.swapSequences(a.seqId, b.seqId, this.#swapLimit());
+    const swap = this.#swapSequences(a.seqId, b.seqId, a.cached.length);
     if (!swap.moved) return false;
     [a.cached, b.cached] = [swap.kept ? b.cached : [], a.cached];
     [a.usedAt, b.usedAt] = [b.usedAt, a.usedAt];
     return true;
   }
 
-  /** Most bytes two slots' cells may take to be exchanged (see {@link GPU_SWAP_BYTES}). */
-  #swapLimit(): number {
-    return this.context.model.offload.offloaded === 0 ? Infinity : GPU_SWAP_BYTES;
+  /**
+   * `Context.swapSequences`, bounded by what keeping `keptTokens` cached is worth to the requests
+   * that wait for it (see `swap_cost.ts`), and timed for the next bound. Nothing is exchanged
+   * before the prefill budget knows what a prompt token costs.
+   */
+  #swapSequences(from: number, to: number, keptTokens: number): { moved: boolean; kept: boolean } {
+    const costs = this.#prefillBudget.stepCosts();
+    if (costs === undefined) return { moved: false, kept: false };
+    const maxBytes = this.#swapCost.maxBytes(keptTokens, costs.msPerPromptToken, this.#waiting());
+    const start = performance.now();
+    const swap = this.context.swapSequences(from, to, maxBytes);
+    if (swap.moved) {
+      this.#swapCost.observe(swap.bytes, performance.now() - start);
+      this.#cacheSwaps++;
+    }
+    return swap;
+  }
+
+  /**
+   * Requests whose next token waits for work done between steps: those generating or starting
+   * (with the one being placed, taken off the queue already, while requests are admitted), and
+   * those queued.
+   */
+  #waiting(): number {
+    const busy = this.#slots.filter((s) => s.state !== "idle").length;
+    return busy + this.#queue.length + (this.#admitting ? 1 : 0);
   }
 
   /** A free slot for a further choice: with a KV stream per slot, one next to the busy run. */
@@ -1198,7 +1229,7 @@ export class Scheduler {
   #moveCells(from: Slot, to: Slot): number[] {
     const kept = to.cached;
     if (kept.length >= MIN_COPIED_PREFIX) {
-      const swap = this.context.swapSequences(from.seqId, to.seqId, this.#swapLimit());
+      const swap = this.#swapSequences(from.seqId, to.seqId, kept.length);
       if (swap.moved) {
         from.usedAt = to.usedAt;
         return swap.kept ? kept : [];

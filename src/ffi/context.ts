@@ -399,31 +399,33 @@ export class Context extends NativeHandle {
    * @param maxBytes The most the two states may take together; larger ones are not swapped
    *   (on a GPU they cross the bus twice while every stream waits).
    * @returns Whether `from`'s cells are now `to`'s (when not, `to` may have lost its own: copy
-   *   instead), and whether `to`'s old cells are now `from`'s (when not, `from` is empty).
+   *   instead), whether `to`'s old cells are now `from`'s (when not, `from` is empty), and the
+   *   two states' bytes together (0 when they were not measured).
    */
   swapSequences(
     from: number,
     to: number,
     maxBytes = Infinity,
-  ): { moved: boolean; kept: boolean } {
-    const unmoved = { moved: false, kept: false };
+  ): { moved: boolean; kept: boolean; bytes: number } {
+    const unmoved = { moved: false, kept: false, bytes: 0 };
     const pending = this.#pendingStreamCopies;
     if (this.#decoding || pending.has(from) || pending.has(to)) return unmoved;
     const s = this.model.llama.symbols;
     const fromBytes = s.llama_state_seq_get_size(this.pointer, from);
     const toBytes = s.llama_state_seq_get_size(this.pointer, to);
-    if (Number(fromBytes + toBytes) > maxBytes) return unmoved;
+    const bytes = Number(fromBytes + toBytes);
+    if (bytes > maxBytes) return { ...unmoved, bytes };
     const moving = this.#sequenceState(from, fromBytes);
     const kept = this.#sequenceState(to, toBytes);
     if (!moving || !kept) return unmoved;
     this.#lastShape = "";
     this.removeTokens(to);
     if (s.llama_state_seq_set_data(this.pointer, moving, BigInt(moving.length), to) === 0n) {
-      return unmoved;
+      return { ...unmoved, bytes };
     }
     this.removeTokens(from);
     const back = s.llama_state_seq_set_data(this.pointer, kept, BigInt(kept.length), from);
-    return { moved: true, kept: back !== 0n };
+    return { moved: true, kept: back !== 0n, bytes };
   }
 
   /**

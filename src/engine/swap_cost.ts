@@ -1,0 +1,60 @@
+/**
+ * Whether keeping a slot's cache by exchanging it with another slot's is worth the time. With a
+ * KV stream per slot, two caches change places through host memory (`Context.swapSequences`:
+ * both serialized, then written back), on the event loop, while every request of the step waits:
+ * on the 2-core CPU machine 1 ms for two 40-token caches of bench-125m with 8 slots, 5 ms with 32
+ * slots, 12 ms inside `bench/serve_bench.ts` (bench/README.md, "Caches exchanged only where it
+ * pays"). On the H200 machine a burst of 32 whose requests each exchanged caches on their way in
+ * waited 100 to 300 ms for its first tokens, where its prompt step took 25.
+ *
+ * What an exchange spares is the prompt tokens of the kept cache, evaluated again if its
+ * conversation comes back. So an exchange is made where evaluating those tokens again would take
+ * longer than the exchange costs everyone waiting for it together: a long conversation on a CPU
+ * (1 ms a token there for bench-125m), rarely a short one while many requests wait, and hardly
+ * ever on a GPU, which evaluates a prompt token in hundredths of a millisecond.
+ *
+ * @module
+ */
+
+/**
+ * What an exchange costs per byte of the two states until one has been timed: 1 ms a MiB, about
+ * the cheapest measured (two 40-token caches with 8 slots on the CPU). An estimate on the cheap
+ * side lets the first exchanges be made and timed; the running average then takes over.
+ */
+const PRIOR_MS_PER_BYTE = 1 / (1024 * 1024);
+/** Weight of the newest observation in the running average. */
+const SMOOTHING = 0.3;
+
+/** Learns what exchanging caches costs and bounds the exchanges worth making. */
+export class CacheSwapCost {
+  #msPerByte = PRIOR_MS_PER_BYTE;
+
+  /**
+   * Records an exchange.
+   *
+   * @param bytes The two states' bytes together.
+   * @param ms How long it took.
+   */
+  observe(bytes: number, ms: number): void {
+    if (bytes <= 0) return;
+    this.#msPerByte += SMOOTHING * (ms / bytes - this.#msPerByte);
+  }
+
+  /**
+   * The most bytes two states may take together for their exchange to be worth it.
+   *
+   * @param keptTokens Tokens of the cache the exchange keeps.
+   * @param msPerPromptToken What evaluating a prompt token costs (the prefill budget's estimate).
+   * @param waiting Requests that wait for the exchange (those starting and those generating).
+   * @returns A byte bound; 0 where nothing is worth exchanging.
+   * @example
+   * ```ts
+   * const cost = new CacheSwapCost();
+   * cost.maxBytes(500, 1, 2); // 250 MiB: 500 ms of prompt, 1 ms a MiB for each of two waiting
+   * ```
+   */
+  maxBytes(keptTokens: number, msPerPromptToken: number, waiting: number): number {
+    const sparedMs = keptTokens * msPerPromptToken;
+    return sparedMs / (Math.max(1, waiting) * this.#msPerByte);
+  }
+}
