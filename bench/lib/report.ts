@@ -199,11 +199,10 @@ export function summaryText(
           ? ` (all agree on the first ${greedy.agreeChars} chars)`
           : ""),
     );
-    const differ = greedy.firstDifference;
-    if (differ) {
+    for (const differ of greedy.differences) {
       const start = (text: string) => JSON.stringify(text.slice(0, 60));
       lines.push(
-        `First to differ: ${start(differ.prompt)} -> shimmy ${start(differ.shimmy)}, ` +
+        `  ${start(differ.prompt)} -> shimmy ${start(differ.shimmy)}, ` +
           `llama-server ${start(differ.llamaServer)}`,
       );
     }

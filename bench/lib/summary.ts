@@ -248,8 +248,8 @@ export interface GreedyComparison {
   same: number;
   /** The shortest common prefix of two answers to the same prompt, in characters. */
   agreeChars: number;
-  /** The first prompt answered differently, with both answers (to tell which side changed). */
-  firstDifference?: { prompt: string; shimmy: string; llamaServer: string };
+  /** The prompts answered differently, with both answers (to tell which side changed). */
+  differences: { prompt: string; shimmy: string; llamaServer: string }[];
 }
 
 /**
@@ -271,7 +271,7 @@ export function compareGreedyTexts(rounds: RoundResult[]): GreedyComparison {
       r.levels.filter((l) => l.streams === 1).flatMap((l) => l.results)
     );
   const reference = new Map(single("llama-server").map((r) => [r.prompt, r.text]));
-  const out: GreedyComparison = { compared: 0, same: 0, agreeChars: Infinity };
+  const out: GreedyComparison = { compared: 0, same: 0, agreeChars: Infinity, differences: [] };
   for (const { prompt, text } of single("shimmy")) {
     const other = reference.get(prompt);
     if (other === undefined) continue;
@@ -279,7 +279,7 @@ export function compareGreedyTexts(rounds: RoundResult[]): GreedyComparison {
     while (n < text.length && text[n] === other[n]) n++;
     out.compared++;
     if (text === other) out.same++;
-    else out.firstDifference ??= { prompt, shimmy: text, llamaServer: other };
+    else out.differences.push({ prompt, shimmy: text, llamaServer: other });
     out.agreeChars = Math.min(out.agreeChars, n);
   }
   return out;

@@ -3,9 +3,8 @@
  * KV stream per slot, two caches change places through host memory (`Context.swapSequences`:
  * both serialized, then written back), on the event loop, while every request of the step waits:
  * on the 2-core CPU machine 1 ms for two 40-token caches of bench-125m with 8 slots, 5 ms with 32
- * slots, 12 ms inside `bench/serve_bench.ts` (bench/README.md, "Caches exchanged only where it
- * pays"). On the H200 machine a burst of 32 whose requests each exchanged caches on their way in
- * waited 100 to 300 ms for its first tokens, where its prompt step took 25.
+ * slots, 12 ms inside `bench/serve_bench.ts`, where the requests of one burst made seven of them
+ * in a row before their first step (bench/README.md, "Caches exchanged only where they pay").
  *
  * What an exchange spares is the prompt tokens of the kept cache, evaluated again if its
  * conversation comes back. So an exchange is made where evaluating those tokens again would take
