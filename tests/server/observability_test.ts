@@ -97,6 +97,7 @@ Deno.test("/diag shows versions, devices, load params and slots", async () => {
   equal(diag.models[0].flash_attn, probe.kernel === "fused" ? "enabled" : "disabled");
   equal(diag.models[0].kv_unified, false, "a KV stream per slot, on the CPU too");
   equal(diag.models[0].slots.slotMoves, 0);
+  equal(diag.models[0].slots.cacheSwaps, 0);
 });
 
 Deno.test("/diag shows a KV stream per slot when asked, and the requests moved to keep them a run", async () => {
