@@ -40,7 +40,7 @@ import {
   stepPasses,
 } from "./slot_placement.ts";
 import { samplerStages, type SamplingParams } from "./sampling.ts";
-import { CacheSwapCost } from "./swap_cost.ts";
+import { CacheSwapCost, swapMemoryBound } from "./swap_cost.ts";
 import { SpareChains } from "./spare_chains.ts";
 import { stepLogprobs, type TokenLogprob } from "./logprobs.ts";
 import { TextStream } from "./text_stream.ts";
@@ -1168,7 +1168,10 @@ export class Scheduler {
   #swapSequences(from: number, to: number, keptTokens: number): { moved: boolean; kept: boolean } {
     const costs = this.#prefillBudget.stepCosts();
     if (costs === undefined) return { moved: false, kept: false };
-    const maxBytes = this.#swapCost.maxBytes(keptTokens, costs.msPerPromptToken, this.#waiting());
+    const maxBytes = Math.min(
+      this.#swapCost.maxBytes(keptTokens, costs.msPerPromptToken, this.#waiting()),
+      swapMemoryBound(Deno.systemMemoryInfo().available),
+    );
     const start = performance.now();
     const swap = this.context.swapSequences(from, to, maxBytes);
     if (swap.moved) {

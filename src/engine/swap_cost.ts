@@ -23,6 +23,14 @@
 const PRIOR_MS_PER_BYTE = 1 / (1024 * 1024);
 /** Weight of the newest observation in the running average. */
 const SMOOTHING = 0.3;
+/**
+ * The most host memory an exchange may take for the two states: an exchange holds both in
+ * JavaScript buffers at once, so two long conversations of a large model (an 8B model's 20,000
+ * tokens take 2.5 GB each) must not exhaust the machine's memory for the sake of a cache.
+ */
+const MAX_SWAP_BYTES = 1024 * 1024 * 1024;
+/** The share of the memory available now that an exchange may take at most. */
+const SHARE_OF_AVAILABLE = 0.25;
 
 /** Learns what exchanging caches costs and bounds the exchanges worth making. */
 export class CacheSwapCost {
@@ -56,4 +64,19 @@ export class CacheSwapCost {
     const sparedMs = keptTokens * msPerPromptToken;
     return sparedMs / (Math.max(1, waiting) * this.#msPerByte);
   }
+}
+
+/**
+ * The most bytes two states may take together for an exchange, whatever it is worth: a quarter
+ * of the memory available now, and at most 1 GiB.
+ *
+ * @param availableBytes Memory available now (`Deno.systemMemoryInfo().available`).
+ * @returns A byte bound.
+ * @example
+ * ```ts
+ * swapMemoryBound(2 * 1024 ** 3); // 512 MiB
+ * ```
+ */
+export function swapMemoryBound(availableBytes: number): number {
+  return Math.min(MAX_SWAP_BYTES, SHARE_OF_AVAILABLE * availableBytes);
 }

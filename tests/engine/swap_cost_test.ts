@@ -1,5 +1,5 @@
 import { equal, ok } from "node:assert/strict";
-import { CacheSwapCost } from "../../src/engine/swap_cost.ts";
+import { CacheSwapCost, swapMemoryBound } from "../../src/engine/swap_cost.ts";
 
 const MIB = 1024 * 1024;
 
@@ -26,4 +26,10 @@ Deno.test("what an exchange costs is learnt from the exchanges made", () => {
   ok(after < 4 * MIB);
   cost.observe(0, 5);
   equal(cost.maxBytes(53, 0.9, 8), after, "an exchange of nothing teaches nothing");
+});
+
+Deno.test("an exchange takes at most a quarter of the memory available, and 1 GiB", () => {
+  equal(swapMemoryBound(2 * 1024 * MIB), 512 * MIB);
+  equal(swapMemoryBound(64 * 1024 * MIB), 1024 * MIB);
+  equal(swapMemoryBound(0), 0);
 });
