@@ -50,6 +50,7 @@ import {
   shellQuote,
   stopAllServers,
 } from "./lib/server_process.ts";
+import { countersBetween, readSchedulerCounters } from "./lib/scheduler_counters.ts";
 import { summarize } from "./lib/summary.ts";
 
 /** Usage text of the benchmark. */
@@ -322,6 +323,7 @@ async function runRound(
     });
     const prompts = new PromptSequence(options.promptTokens);
     const pids = [Deno.pid, server.pid];
+    const countersBefore = await readSchedulerCounters(server.url);
     const before = await readCpuTicks(pids);
     const levels = [];
     for (const streams of options.streams) {
@@ -335,7 +337,15 @@ async function runRound(
       ? await measureInterference(server.url, options.tokens, prompts)
       : undefined;
     const otherCpu = otherCpuShare(before, await readCpuTicks(pids)) ?? null;
-    return { round, server: name, levels, ...(interference ? { interference } : {}), otherCpu };
+    const scheduler = countersBetween(countersBefore, await readSchedulerCounters(server.url));
+    return {
+      round,
+      server: name,
+      levels,
+      ...(interference ? { interference } : {}),
+      otherCpu,
+      ...(scheduler ? { scheduler } : {}),
+    };
   } finally {
     await server.stop();
   }

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { describeCounters } from "./scheduler_counters.ts";
 import { REPO_ROOT } from "../../tests/fixtures/models.ts";
 import type { BenchModel } from "./model_info.ts";
 import type { LevelSample, RoundResult } from "./samples.ts";
@@ -102,7 +103,9 @@ export function progressLine(result: RoundResult, reps: number): string {
   const other = result.otherCpu === null
     ? ""
     : ` | other processes ${(result.otherCpu * 100).toFixed(0)}% CPU`;
-  return `round ${result.round}/${reps} ${result.server.padEnd(12)} ${parts.join(" | ")}${other}`;
+  const counters = result.scheduler ? ` | ${describeCounters(result.scheduler)}` : "";
+  return `round ${result.round}/${reps} ${result.server.padEnd(12)} ${parts.join(" | ")}${other}` +
+    counters;
 }
 
 /** A value as the table prints it: token-gap rows as p50 / p90 / p99. */

@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { SchedulerCounters } from "./scheduler_counters.ts";
 import type { ServerName } from "./server_process.ts";
 import { type StreamResult, tokenGaps } from "./sse_client.ts";
 import { type GapStats, gapStats } from "./stats.ts";
@@ -105,6 +106,8 @@ export interface RoundResult {
   interference?: InterferenceSample;
   /** Share of the machine's CPU time other processes used while measuring; null if unknown. */
   otherCpu: number | null;
+  /** Shimmy's scheduler counters over the measured part of the round (none for llama-server). */
+  scheduler?: SchedulerCounters;
 }
 
 /**
