@@ -5,7 +5,7 @@
 //      -lllama -lggml -lggml-base -lpthread -Wl,-rpath,<lib> -o decode_probe
 //   ./decode_probe -m MODEL [-t 4] [-c 640] [-np 1] [-kvu 0|1] [-fa -1|0|1] [-pool 0|1]
 //        [-batch get_one|explicit] [-ds 0|1] [-sync 0|1] [-hop 0|1|2|3] [-p 32] [-n 128] [-r 3]
-//        [-b 2048] [-ngl 999] [-read 0|1]
+//        [-b 2048] [-ngl 999] [-read 0|1] [-pin 0|1]
 //
 // Each rep clears the KV cache, decodes a random prompt of -p tokens in one batch, then -n
 // single-token steps feeding back the greedy token. One warm-up rep, then -r timed reps; prints
@@ -19,6 +19,9 @@
 // waits. The token is then read on the calling thread, as Shimmy does. -hop 2 calls llama_decode
 // on the calling thread and only llama_synchronize on a worker. -hop 3 is -hop 1 with always the
 // same worker (a dedicated decode thread).
+//
+// -pin 1 (with -pool) pins as Shimmy does: a CPU per thread, the pool paused before each decode so
+// that ggml pins the thread that calls next (with -hop 1, the four workers in turn).
 //
 // -read 0 reads no token at all and feeds random tokens (as llama-bench's tg test does; it still
 // makes the last token's logits, but never waits for or reads them). -pool 1 sets the pool's
@@ -35,6 +38,7 @@
 #include <unistd.h>
 
 #include "ggml-backend.h"
+#include "ggml-cpu.h"
 #include "ggml.h"
 #include "llama.h"
 
@@ -48,20 +52,20 @@ static double now_us(void) {
 typedef struct {
   const char *model;
   int threads, n_ctx, n_seq_max, kvu, fa, pool, explicit_batch, ds, sync, hop;
-  int n_prompt, n_gen, reps, n_batch, ngl, read;
+  int n_prompt, n_gen, reps, n_batch, ngl, read, pin;
 } opts_t;
 
 static void usage(const char *argv0) {
   fprintf(stderr,
           "usage: %s -m MODEL [-t N] [-c N_CTX] [-np N_SEQ_MAX] [-kvu 0|1] [-fa -1|0|1] "
           "[-pool 0|1] [-batch get_one|explicit] [-ds 0|1] [-sync 0|1] [-hop 0|1|2|3] [-p N] [-n N] "
-          "[-r N] [-b N_BATCH] [-ngl N] [-read 0|1]\n",
+          "[-r N] [-b N_BATCH] [-ngl N] [-read 0|1] [-pin 0|1]\n",
           argv0);
   exit(2);
 }
 
 static opts_t parse(int argc, char **argv) {
-  opts_t o = {NULL, 4, 640, 1, 0, -1, 0, 0, 0, 0, 0, 32, 128, 3, 2048, 999, 1};
+  opts_t o = {NULL, 4, 640, 1, 0, -1, 0, 0, 0, 0, 0, 32, 128, 3, 2048, 999, 1, 0};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (i + 1 >= argc) usage(argv[0]);
@@ -86,6 +90,7 @@ static opts_t parse(int argc, char **argv) {
     else if (!strcmp(a, "-b")) o.n_batch = atoi(v);
     else if (!strcmp(a, "-ngl")) o.ngl = atoi(v);
     else if (!strcmp(a, "-read")) o.read = atoi(v);
+    else if (!strcmp(a, "-pin")) o.pin = atoi(v);
     else usage(argv[0]);
   }
   if (!o.model || o.n_gen < 1 || o.reps < 1 || o.n_prompt < 1) usage(argv[0]);
@@ -242,6 +247,13 @@ int main(int argc, char **argv) {
     struct ggml_threadpool_params tpp;
     ggml_threadpool_params_init(&tpp, o.threads);
     if (o.pool == 1 && o.threads >= sysconf(_SC_NPROCESSORS_ONLN)) tpp.poll = 0;
+    if (o.pin) {
+      // Shimmy's pinning (src/ffi/core_pinning.ts): a CPU per thread, the pool created paused,
+      // and paused again before each decode, so that ggml pins whichever thread calls next.
+      for (int c = 0; c < o.threads && c < GGML_MAX_N_THREADS; c++) tpp.cpumask[c] = true;
+      tpp.strict_cpu = true;
+      tpp.paused = true;
+    }
     pool = pool_new(&tpp);
     if (!pool) { fprintf(stderr, "ggml_threadpool_new failed\n"); return 1; }
     llama_attach_threadpool(ctx, pool, NULL);
@@ -313,6 +325,7 @@ int main(int argc, char **argv) {
       }
       int rc;
       double td, ts;
+      if (o.pin && pool) ggml_threadpool_pause(pool);
       if (o.hop == 2) {
         // The decode here, the wait for the device on a worker (Shimmy with every layer on a GPU).
         double td_here, unused;
