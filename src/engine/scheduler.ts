@@ -961,7 +961,10 @@ export class Scheduler {
     const rests = startedNow.map((slot) =>
       (slot.job as Job).request.prompt.length - slot.promptIndex
     );
-    const second = startedNow.slice(firstGroupSize(rests, this.#prefillBudget.stepCosts()));
+    // Long prompts of the second group go one a step (#promptTakes), not in one.
+    const shortRests = rests.every((rest) => rest <= WHOLE_PROMPT_TOKENS);
+    const first = firstGroupSize(rests, this.#prefillBudget.stepCosts(), shortRests);
+    const second = startedNow.slice(first);
     for (const slot of second) slot.secondGroup = true;
     return second;
   }
