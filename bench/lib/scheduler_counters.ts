@@ -15,13 +15,24 @@ export interface SchedulerCounters {
   brokenRunSteps: number;
 }
 
-const NAMES: readonly (keyof SchedulerCounters)[] = [
+const NAMES = [
   "slotMoves",
   "cacheSwaps",
   "extraPasses",
   "reorderedSteps",
   "brokenRunSteps",
-];
+] as const satisfies readonly (keyof SchedulerCounters)[];
+
+/** The counters computed field by field from one or two sets of them. */
+function countersOf(value: (name: keyof SchedulerCounters) => number): SchedulerCounters {
+  return {
+    slotMoves: value("slotMoves"),
+    cacheSwaps: value("cacheSwaps"),
+    extraPasses: value("extraPasses"),
+    reorderedSteps: value("reorderedSteps"),
+    brokenRunSteps: value("brokenRunSteps"),
+  };
+}
 
 /**
  * Reads the first model's counters from a Shimmy server.
@@ -36,11 +47,9 @@ export async function readSchedulerCounters(url: string): Promise<SchedulerCount
       await response.body?.cancel();
       return undefined;
     }
-    const slots = (await response.json())?.models?.[0]?.slots;
+    const slots: Record<string, unknown> | undefined = (await response.json())?.models?.[0]?.slots;
     if (!slots || NAMES.some((name) => typeof slots[name] !== "number")) return undefined;
-    return Object.fromEntries(
-      NAMES.map((name) => [name, slots[name]]),
-    ) as unknown as SchedulerCounters;
+    return countersOf((name) => slots[name] as number);
   } catch {
     return undefined;
   }
@@ -62,9 +71,7 @@ export function countersBetween(
   after: SchedulerCounters | undefined,
 ): SchedulerCounters | undefined {
   if (!before || !after) return undefined;
-  return Object.fromEntries(
-    NAMES.map((name) => [name, after[name] - before[name]]),
-  ) as unknown as SchedulerCounters;
+  return countersOf((name) => after[name] - before[name]);
 }
 
 /**
