@@ -24,7 +24,7 @@ import { isAbsolute, join, resolve } from "node:path";
 import { UsageError } from "../src/cli/usage_error.ts";
 import { fixtureModel, REPO_ROOT } from "../tests/fixtures/models.ts";
 import { type BenchModel, contextOverride, readBenchModel } from "./lib/model_info.ts";
-import { PROMPT, PromptSequence } from "./lib/prompts.ts";
+import { PROMPT, PROMPT_ALLOWANCE, PromptSequence } from "./lib/prompts.ts";
 import { jsonReport, machineInfo, progressLine, summaryText } from "./lib/report.ts";
 import type { RoundResult } from "./lib/samples.ts";
 import {
@@ -94,8 +94,6 @@ Examples:
   deno run -A bench/serve_bench.ts --streams 8 --staggered --tokens 256
   deno run -A bench/serve_bench.ts --interference --reps 3`;
 
-/** Context beyond the prompt and the generated tokens that `--ctx-size` must leave. */
-const PROMPT_ALLOWANCE = 64;
 /** `--ctx-size` when none is given and the prompt needs no more. */
 const DEFAULT_CTX_SIZE = 1024;
 

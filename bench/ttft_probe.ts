@@ -19,7 +19,7 @@ import { parseArgs } from "node:util";
 import { join, resolve } from "node:path";
 import { fixtureModel, REPO_ROOT } from "../tests/fixtures/models.ts";
 import { readBenchModel } from "./lib/model_info.ts";
-import { PromptSequence } from "./lib/prompts.ts";
+import { PROMPT_ALLOWANCE, PromptSequence } from "./lib/prompts.ts";
 import { type ServerName, ServerProcess, SERVERS } from "./lib/server_process.ts";
 import { streamCompletion } from "./lib/sse_client.ts";
 import { median } from "./lib/stats.ts";
@@ -50,7 +50,7 @@ const promptTokens = values["prompt-tokens"] === undefined
   : Number(values["prompt-tokens"]);
 const settings = {
   slots: Math.max(8, burst),
-  ctxSize: Math.max(1024, (promptTokens ?? 0) + 64),
+  ctxSize: Math.max(1024, (promptTokens ?? 0) + TOKENS + PROMPT_ALLOWANCE),
   threads: Number(values.threads),
   libDir: resolve(values["lib-dir"]),
   llamaServer: resolve(values["llama-server"]),

@@ -16,6 +16,12 @@ export const PROMPT =
   "Describe in plain words and short sentences how a lighthouse keeper spends a long winter " +
   "night alone on a small rocky island far out at sea.";
 
+/**
+ * Context a request needs beyond its prompt's asked tokens and its generated ones (a prompt of
+ * about N tokens runs over N by a few; other vocabularies cut it into more).
+ */
+export const PROMPT_ALLOWANCE = 64;
+
 /** Tokens of {@link PROMPT} after a space (llama SPM vocabulary). */
 const SENTENCE_TOKENS = 33;
 /** Tokens of BOS and the space before the request number. */

@@ -6,10 +6,10 @@
  * @module
  */
 
-import { describeCounters } from "./scheduler_counters.ts";
 import { REPO_ROOT } from "../../tests/fixtures/models.ts";
 import type { BenchModel } from "./model_info.ts";
 import type { LevelSample, RoundResult } from "./samples.ts";
+import { describeCounters } from "./scheduler_counters.ts";
 import type { ServerName } from "./server_process.ts";
 import { median } from "./stats.ts";
 import {

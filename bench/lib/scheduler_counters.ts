@@ -15,14 +15,6 @@ export interface SchedulerCounters {
   brokenRunSteps: number;
 }
 
-const NAMES = [
-  "slotMoves",
-  "cacheSwaps",
-  "extraPasses",
-  "reorderedSteps",
-  "brokenRunSteps",
-] as const satisfies readonly (keyof SchedulerCounters)[];
-
 /** The counters computed field by field from one or two sets of them. */
 function countersOf(value: (name: keyof SchedulerCounters) => number): SchedulerCounters {
   return {
@@ -48,8 +40,11 @@ export async function readSchedulerCounters(url: string): Promise<SchedulerCount
       return undefined;
     }
     const slots: Record<string, unknown> | undefined = (await response.json())?.models?.[0]?.slots;
-    if (!slots || NAMES.some((name) => typeof slots[name] !== "number")) return undefined;
-    return countersOf((name) => slots[name] as number);
+    if (!slots) return undefined;
+    const counters = countersOf((name) => slots[name] as number);
+    return Object.values(counters).every((value) => typeof value === "number")
+      ? counters
+      : undefined;
   } catch {
     return undefined;
   }

@@ -128,9 +128,9 @@ export interface StepCosts {
  * first where that sum is at most {@link MAJORITY_SLACK} larger: equal prompts give a half first,
  * which puts the median first token on the boundary of the two groups, now in one and now in the
  * other; with a majority the median request has its token after the first step, the first
- * group's pause for the second is shorter, and the last first token comes as late. On 2 cores, eight 29-token
- * prompts of a 1.5B model took 1.7 s in one step, and llama-server, which starts the requests that
- * have arrived, split such bursts in two.
+ * group's pause for the second is shorter, and the last first token comes as late. On 2 cores,
+ * eight 29-token prompts of a 1.5B model took 1.7 s in one step, and llama-server, which starts
+ * the requests that have arrived, split such bursts in two.
  *
  * @param rests Prompt tokens each still needs, in the order their slots were given.
  * @param costs The learnt step costs; undefined before they are known (then all go at once).
@@ -150,10 +150,12 @@ export function firstGroupSize(
 ): number {
   const n = rests.length;
   if (costs === undefined || n < 2) return n;
-  const work = rests.map((rest) => rest * costs.msPerPromptToken);
-  const total = work.reduce((sum, ms) => sum + ms, 0);
+  // The work of the first k prompts, for k from 0 to n.
   const firstWork = [0];
-  for (const ms of work) firstWork.push((firstWork.at(-1) as number) + ms);
+  for (const rest of rests) {
+    firstWork.push((firstWork.at(-1) as number) + rest * costs.msPerPromptToken);
+  }
+  const total = firstWork[n] as number;
   // The first k prompts' tokens come after their work; the others' after all of it and a
   // generation step (k = n: all at once).
   const sumFor = (k: number) =>

@@ -417,7 +417,7 @@ export class Context extends NativeHandle {
     if (bytes > maxBytes) return { ...unmoved, bytes };
     const moving = this.#sequenceState(from, fromBytes);
     const kept = this.#sequenceState(to, toBytes);
-    if (!moving || !kept) return unmoved;
+    if (!moving || !kept) return { ...unmoved, bytes };
     this.#lastShape = "";
     this.removeTokens(to);
     if (s.llama_state_seq_set_data(this.pointer, moving, BigInt(moving.length), to) === 0n) {
