@@ -31,7 +31,7 @@ import { AsyncQueue } from "./async_queue.ts";
 import { BurstLinger } from "./burst_linger.ts";
 import { GenerationError } from "./errors.ts";
 import { validateGrammar } from "./gbnf.ts";
-import { chunksBehind, firstGroupSize, PrefillBudget } from "./prefill_budget.ts";
+import { chunksBehind, firstGroupSize, PrefillBudget, type StepCosts } from "./prefill_budget.ts";
 import {
   burstWindow,
   busyRuns,
@@ -236,6 +236,11 @@ export interface SchedulerStats {
    * (only where that is worth the time: see `swap_cost.ts`).
    */
   cacheSwaps: number;
+  /**
+   * What a generation step and a prompt token cost, as learnt from the steps so far (undefined
+   * before it is known); it decides how prompts that start together are staged.
+   */
+  stepCosts: StepCosts | undefined;
   /** Where the steps' time went, in milliseconds summed over all steps. */
   time: StepTime;
 }
@@ -511,6 +516,7 @@ export class Scheduler {
       reorderedSteps: this.#reorderedSteps,
       slotMoves: this.#slotMoves,
       cacheSwaps: this.#cacheSwaps,
+      stepCosts: this.#prefillBudget.stepCosts(),
       time: { ...this.#time, ...this.context.decodeTimes() },
     };
   }
