@@ -50,7 +50,7 @@ case "${1:-all}" in
     deno run -A bench/serve_bench.ts --model "$model" --lib-dir "$lib" --threads "${THREADS:-4}" \
       --kv-unified "${KV_UNIFIED:-off}" ${STAGGERED:+--staggered} \
       --llama-server "$lib/bin/llama-server" --tokens 256 --streams "${STREAMS:-1,8,32}" \
-      --reps "${REPS:-2}" --bursts "${BURSTS:-1}" --json "$out/bench-gpu.json" 2>&1 | tee "$out/bench-gpu.log"
+      --reps "${REPS:-2}" --bursts "${BURSTS:-1}" --json "$out/bench-gpu.json.gz" 2>&1 | tee "$out/bench-gpu.log"
     ;;
   pack)
     tar -C "$(dirname "$lib")" -cf - "$(basename "$lib")" | xz -T0 -3 |

@@ -26,6 +26,7 @@ import { fixtureModel, REPO_ROOT } from "../tests/fixtures/models.ts";
 import { type BenchModel, contextOverride, readBenchModel } from "./lib/model_info.ts";
 import { PROMPT, PROMPT_ALLOWANCE, PromptSequence } from "./lib/prompts.ts";
 import { jsonReport, machineInfo, progressLine, summaryText } from "./lib/report.ts";
+import { writeJsonReport } from "./lib/write_report.ts";
 import type { RoundResult } from "./lib/samples.ts";
 import {
   INTERFERENCE_AFTER_TOKENS,
@@ -84,7 +85,8 @@ Options:
                           default: Shimmy's choice), for both (llama-server's --kv-unified)
   --flash-attn M          on | off | auto for both servers (default: each its own choice;
                           Shimmy's the faster on this CPU, llama-server's on)
-  --json PATH             Also write the results as JSON to PATH
+  --json PATH             Also write the results as JSON to PATH (gzip-compressed where PATH
+                          ends in .gz)
 
 Examples:
   deno run -A bench/serve_bench.ts
@@ -481,7 +483,7 @@ async function run(options: BenchOptions, args: string[]): Promise<void> {
       servers: { shimmy: launches.shimmy, llamaServer: launches["llama-server"], version },
     };
     const report = jsonReport(header, summary, rounds);
-    await Deno.writeTextFile(options.json, JSON.stringify(report, null, 2) + "\n");
+    await writeJsonReport(options.json, report);
     console.log(`Wrote ${options.json}`);
   }
 }
