@@ -98,6 +98,7 @@ Deno.test("/diag shows versions, devices, load params and slots", async () => {
   equal(diag.models[0].kv_unified, false, "a KV stream per slot, on the CPU too");
   equal(diag.models[0].slots.slotMoves, 0);
   equal(diag.models[0].slots.cacheSwaps, 0);
+  equal(diag.models[0].slots.stepCosts, undefined, "one prompt step times no generation step");
 });
 
 Deno.test("/diag shows a KV stream per slot when asked, and the requests moved to keep them a run", async () => {
@@ -123,4 +124,7 @@ Deno.test("/diag shows a KV stream per slot when asked, and the requests moved t
   equal(diag.models[0].kv_unified, false);
   ok(diag.models[0].slots.slotMoves >= 1);
   equal(diag.models[0].slots.brokenRunSteps, 0);
+  const { generationStepMs, msPerPromptToken } = diag.models[0].slots.stepCosts;
+  // Learnt from the steps where a request's prompt joined the others' generation.
+  ok(generationStepMs > 0 && msPerPromptToken >= 0, JSON.stringify(diag.models[0].slots.stepCosts));
 });
