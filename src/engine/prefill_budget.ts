@@ -63,8 +63,11 @@ export class PrefillBudget {
     // Without generated tokens to stand for it, the pass would count as the prompt tokens'.
     if (generatingTokens === 0 && promptTokens < MIN_TIMED_PROMPT_TOKENS) return;
     const base = generatingTokens > 0 ? this.#generationStepMs ?? 0 : 0;
-    const perToken = Math.max(0, decodeMs - base) / promptTokens;
-    this.#msPerPromptToken = average(this.#msPerPromptToken, perToken);
+    // A step with prompt tokens no slower than the generation steps' average tells nothing of
+    // them (a slow generation step on a busy machine raised that average): counted as free,
+    // they would let a whole long prompt into one step beside streaming requests.
+    if (decodeMs <= base) return;
+    this.#msPerPromptToken = average(this.#msPerPromptToken, (decodeMs - base) / promptTokens);
   }
 
   /**

@@ -18,6 +18,18 @@ Deno.test("PrefillBudget keeps a step with prompt tokens near 1.5x a generation-
   equal(budget.tokens(), MIN_PREFILL_CHUNK, "never below the floor");
 });
 
+Deno.test("PrefillBudget learns nothing from a step with prompt tokens no slower than generation", () => {
+  const budget = new PrefillBudget();
+  budget.observe(20, 4, 0);
+  budget.observe(70, 4, 100); // 0.5 ms per prompt token
+  // A busy machine slows one generation step: the average rises to 36 ms, and the next step, with
+  // 100 prompt tokens in it, takes less than that. The tokens were not free.
+  budget.observe(100, 4, 0);
+  budget.observe(30, 4, 100);
+  equal(budget.stepCosts()?.msPerPromptToken, 0.5);
+  equal(budget.tokens(), 36, "a chunk, not the whole of a long prompt");
+});
+
 /**
  * Streams a request and, once it has 5 tokens, submits one with `lateText` as its prompt.
  *
