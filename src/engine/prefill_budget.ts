@@ -86,7 +86,6 @@ export class PrefillBudget {
     const step = this.#generationStepMs;
     const perToken = this.#msPerPromptToken;
     if (step === undefined || perToken === undefined) return INITIAL_BUDGET;
-    if (perToken <= 0) return Number.MAX_SAFE_INTEGER;
     return Math.max(MIN_PREFILL_CHUNK, Math.floor((step * PREFILL_STALL_SHARE) / perToken));
   }
 
