@@ -36,6 +36,23 @@ function greedy(loaded: LoadedModel, text: string, maxTokens: number): Generatio
   };
 }
 
+/** Greedy requests at once, whose prompts are the first `lengths[i]` tokens of `text`. */
+function prefixesTogether(
+  loaded: LoadedModel,
+  text: Int32Array,
+  lengths: readonly number[],
+  maxTokens: number,
+): Promise<number[][]> {
+  return Promise.all(lengths.map((n) =>
+    tokensOf(loaded, {
+      prompt: text.slice(0, n),
+      maxTokens,
+      ignoreEos: true,
+      sampling: { temperature: 0 },
+    })
+  ));
+}
+
 /** Four requests at once; the second ends first, inside the busy run of slots 0 to 3. */
 async function staggeredBurst(loaded: LoadedModel): Promise<number[][]> {
   const lengths = [12, 4, 30, 20];
@@ -173,16 +190,7 @@ Deno.test("with a stream per slot, requests that start together take slots short
     const text = loaded.model.tokenize(
       "The harbour log of a long winter, kept by the lighthouse keeper",
     );
-    return Promise.all(
-      [20, 6, 20, 3].map((n) =>
-        tokensOf(loaded, {
-          prompt: text.slice(0, n),
-          maxTokens: 3,
-          ignoreEos: true,
-          sampling: { temperature: 0 },
-        })
-      ),
-    );
+    return prefixesTogether(loaded, text, [20, 6, 20, 3], 3);
   };
   const expected = await burst(unified);
   deepEqual(await burst(streams), expected, "each request's tokens are the same in either layout");
@@ -215,16 +223,7 @@ Deno.test("with a stream per slot, a burst after others takes its slots fewest t
   const expectedExtraPasses = first === rests.length
     ? passesBeyondOne(rests)
     : passesBeyondOne(rests.slice(0, first)) + passesBeyondOne([1, ...rests.slice(first)]);
-  await Promise.all(
-    [20, 6, 20, 6].map((n) =>
-      tokensOf(loaded, {
-        prompt: text.slice(0, n),
-        maxTokens: 2,
-        ignoreEos: true,
-        sampling: { temperature: 0 },
-      })
-    ),
-  );
+  await prefixesTogether(loaded, text, [20, 6, 20, 6], 2);
   const after = loaded.scheduler.stats();
   equal(after.reorderedSteps - before.reorderedSteps, 0, "the outputs came in order");
   equal(
