@@ -1196,8 +1196,7 @@ export class Scheduler {
    * those queued.
    */
   #waiting(): number {
-    const busy = this.#slots.filter((s) => s.state !== "idle").length;
-    return busy + this.#queue.length + (this.#admitting ? 1 : 0);
+    return this.#busySlots() + this.#queue.length + (this.#admitting ? 1 : 0);
   }
 
   /** A free slot for a further choice: with a KV stream per slot, one next to the busy run. */
