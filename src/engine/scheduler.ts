@@ -33,11 +33,12 @@ import { GenerationError } from "./errors.ts";
 import { validateGrammar } from "./gbnf.ts";
 import { chunksBehind, firstGroupSize, PrefillBudget, type StepCosts } from "./prefill_budget.ts";
 import {
+  type BatchSequence,
   burstWindow,
   busyRuns,
   compactingMove,
   runKeepingTargets,
-  stepPasses,
+  splitPasses,
 } from "./slot_placement.ts";
 import { samplerStages, type SamplingParams } from "./sampling.ts";
 import { CacheSwapCost, swapMemoryBound } from "./swap_cost.ts";
@@ -229,6 +230,17 @@ export interface SchedulerStats {
    * first, which avoids it.
    */
   reorderedSteps: number;
+  /**
+   * With a KV stream per slot: passes that carried generating streams' tokens beside a prompt's,
+   * which cost a CPU more than the same tokens in passes of their own; a step's batch is ordered
+   * to avoid them (see `splitPasses` in `slot_placement.ts`), so this stays 0 where it can.
+   */
+  mixedPasses: number;
+  /**
+   * Steps that waited for requests on their way to join them, while streams generated on the
+   * host's cores (at most a generation step each).
+   */
+  newcomerWaits: number;
   /** With a KV stream per slot: requests moved to another slot to keep the busy ones a run. */
   slotMoves: number;
   /**
@@ -451,6 +463,8 @@ export class Scheduler {
   #deviceSamplerAttachments = 0;
   #brokenRunSteps = 0;
   #extraPasses = 0;
+  #mixedPasses = 0;
+  #newcomerWaits = 0;
   #reorderedSteps = 0;
   #slotMoves = 0;
   #cacheSwaps = 0;
@@ -514,6 +528,8 @@ export class Scheduler {
       brokenRunSteps: this.#brokenRunSteps,
       extraPasses: this.#extraPasses,
       reorderedSteps: this.#reorderedSteps,
+      mixedPasses: this.#mixedPasses,
+      newcomerWaits: this.#newcomerWaits,
       slotMoves: this.#slotMoves,
       cacheSwaps: this.#cacheSwaps,
       stepCosts: this.#prefillBudget.stepCosts(),
@@ -769,6 +785,8 @@ export class Scheduler {
   async #run(): Promise<void> {
     // Set until the first step after an idle spell has run.
     let afterIdle = false;
+    // Set once the requests on their way have been waited for before the coming step.
+    let waitedForNewcomers = false;
     while (true) {
       let active: Slot[] = [];
       // Host time of this turn: everything but the wait for the decode and for new requests.
@@ -789,6 +807,14 @@ export class Scheduler {
           afterIdle = true;
           continue;
         }
+        if (!afterIdle && !waitedForNewcomers && this.#newcomersOnTheWay(active)) {
+          this.#time.hostMs += performance.now() - turnStart;
+          this.#newcomerWaits++;
+          await this.#waitForNewcomers(this.#newcomerWaitMs());
+          waitedForNewcomers = true;
+          continue; // to give them slots
+        }
+        waitedForNewcomers = false;
         // No extra event-loop turns between steps: network I/O (the text queued by the last
         // step, new requests, aborts) runs while the decode is awaited on its worker thread.
         // Except after first tokens, when the decode computes on the cores the event loop
@@ -863,10 +889,53 @@ export class Scheduler {
     }
   }
 
+  /**
+   * Whether requests on their way should join the coming step of streams generating on the host's
+   * cores. There a request that arrives during a step is read, parsed and tokenized on the
+   * event loop beside the step's threads, which leave it little of the cores: on 2 cores its
+   * handler often finished just after the next step had started, and its prompt waited for that
+   * whole step as well (see bench/README.md, "A request that arrives while a stream generates"). With the
+   * cores free between steps it finishes in about a millisecond. On a GPU the event loop turns
+   * while a step computes, and such a request is queued before the step ends.
+   */
+  #newcomersOnTheWay(active: readonly Slot[]): boolean {
+    return this.context.computesOnHost && active.some((s) => s.state === "generating") &&
+      this.#arrivingSoon();
+  }
+
+  /**
+   * How long the streams wait for a request on its way ({@link #newcomersOnTheWay}): at most a
+   * generation step, which is what the request would otherwise wait.
+   */
+  #newcomerWaitMs(): number {
+    const step = this.#prefillBudget.stepCosts()?.generationStepMs ?? ARRIVAL_WINDOW_MS;
+    return Math.min(step, ARRIVAL_WINDOW_MS);
+  }
+
+  /**
+   * Waits, for at most `ms`, until no request is on its way ({@link #arrivingSoon}). Grammars
+   * being compiled are not waited for: that can take longer than a step.
+   */
+  async #waitForNewcomers(ms: number): Promise<void> {
+    const deadline = performance.now() + ms;
+    while (!this.#closing && this.#arrivingSoon()) {
+      const left = deadline - performance.now();
+      if (left <= 0) return;
+      await this.#nextArrivalEvent(left);
+    }
+  }
+
   /** Whether requests are still being prepared or are on their way (see {@link #gatherArrivals}). */
   #othersOnTheWay(): boolean {
-    return this.#preparing.size > 0 || this.#arriving > 0 ||
-      this.#requestsOnTheWay.count(ARRIVAL_WINDOW_MS) > 0;
+    return this.#preparing.size > 0 || this.#arrivingSoon();
+  }
+
+  /**
+   * Whether requests announced to this scheduler ({@link expectArrival}), or counted by the
+   * server, are on their way, having started arriving within {@link ARRIVAL_WINDOW_MS}.
+   */
+  #arrivingSoon(): boolean {
+    return this.#arriving > 0 || this.#requestsOnTheWay.count(ARRIVAL_WINDOW_MS) > 0;
   }
 
   /** Waits until a request is submitted or announced, or one on its way gives up, or `ms` pass. */
@@ -1359,16 +1428,15 @@ export class Scheduler {
     // With a KV stream per slot, llama.cpp decodes a batch in one pass only when its sequences
     // come in order (see slot_placement.ts); a unified cache takes the generated tokens first,
     // then the prompts in the order they were admitted.
-    const order = this.#streamPerSlot ? active : [...generating, ...takes.keys()];
-    const inBatch = this.#slots.map(() => false);
-    const tokensOf = this.#slots.map(() => 0);
+    const order = this.#streamPerSlot
+      ? this.#batchOrder(active, takes, generating)
+      : [...generating, ...takes.keys()];
+    if (this.#streamPerSlot) this.#countPasses(order, takes, generating);
     for (const slot of order) {
       if (slot.state === "generating") {
         const last = slot.generated[slot.generated.length - 1] as number;
         slot.batchIndex = batch.add(last, slot.cached.length, slot.seqId, true);
         slot.cached.push(last);
-        inBatch[slot.seqId] = true;
-        tokensOf[slot.seqId] = 1;
         continue;
       }
       const prompt = (slot.job as Job).request.prompt;
@@ -1381,10 +1449,7 @@ export class Scheduler {
         slot.cached.push(token);
         slot.promptIndex++;
       }
-      inBatch[slot.seqId] ||= take > 0;
-      tokensOf[slot.seqId] = take;
     }
-    if (this.#streamPerSlot) this.#countPasses(inBatch, tokensOf, active);
     this.#steps++;
     if (active.filter((s) => s.batchIndex >= 0 || s.state === "prompt").length > 1) {
       this.#sharedSteps++;
@@ -1414,18 +1479,62 @@ export class Scheduler {
     return firstTokens;
   }
 
-  /** Counts how llama.cpp will split a step with a KV stream per slot (see `stepPasses`). */
-  #countPasses(inBatch: boolean[], tokensOf: number[], active: Slot[]): void {
-    const runs = busyRuns(inBatch);
-    if (runs > 1) this.#brokenRunSteps++;
-    if (active.every((slot) => slot.state !== "prompt")) {
-      this.#extraPasses += Math.max(0, runs - 1); // a token each: a pass per run, in order
-      return;
+  /**
+   * The order of a step's slots in its batch, with a KV stream per slot: their ids' order, except
+   * that prompts beside generating streams go before or after the streams where that keeps
+   * llama.cpp from splitting them into a pass of the streams' tokens and each prompt's first (see
+   * `splitPasses`): such a step took a generation step and 4–5 ms more than the prompt alone on
+   * 2 cores, where the prompt in a pass of its own took one generation step more.
+   */
+  #batchOrder(
+    active: Slot[],
+    takes: ReadonlyMap<Slot, number>,
+    generating: readonly Slot[],
+  ): Slot[] {
+    if (generating.length === 0 || takes.size === 0) return active;
+    const prompts = active.filter((slot) => (takes.get(slot) ?? 0) > 0);
+    const candidates = [active, [...prompts, ...generating], [...generating, ...prompts]];
+    let best = active;
+    let bestSplit = splitPasses(this.#batchSequences(active, takes, generating));
+    for (const candidate of candidates.slice(1)) {
+      const split = splitPasses(this.#batchSequences(candidate, takes, generating));
+      const better = split.mixedPasses < bestSplit.mixedPasses ||
+        (split.mixedPasses === bestSplit.mixedPasses && split.passes < bestSplit.passes);
+      if (better) [best, bestSplit] = [candidate, split];
     }
-    const outputs = this.#slots.map(() => false);
-    for (const slot of active) outputs[slot.seqId] = slot.batchIndex >= 0;
-    const { passes, outputsInOrder } = stepPasses(tokensOf, outputs);
+    return best;
+  }
+
+  /** A step's slots as `splitPasses` takes them, in the given order. */
+  #batchSequences(
+    order: readonly Slot[],
+    takes: ReadonlyMap<Slot, number>,
+    generating: readonly Slot[],
+  ): BatchSequence[] {
+    return order.flatMap((slot): BatchSequence[] => {
+      if (generating.includes(slot)) {
+        return [{ seq: slot.seqId, tokens: 1, output: true, generating: true }];
+      }
+      const take = takes.get(slot) ?? 0;
+      if (take === 0) return [];
+      const ends = slot.promptIndex + take === (slot.job as Job).request.prompt.length;
+      return [{ seq: slot.seqId, tokens: take, output: ends, generating: false }];
+    });
+  }
+
+  /** Counts how llama.cpp will split a step with a KV stream per slot (see `splitPasses`). */
+  #countPasses(
+    order: readonly Slot[],
+    takes: ReadonlyMap<Slot, number>,
+    generating: readonly Slot[],
+  ): void {
+    const sequences = this.#batchSequences(order, takes, generating);
+    const inBatch = this.#slots.map(() => false);
+    for (const { seq } of sequences) inBatch[seq] = true;
+    if (busyRuns(inBatch) > 1) this.#brokenRunSteps++;
+    const { passes, outputsInOrder, mixedPasses } = splitPasses(sequences);
     this.#extraPasses += Math.max(0, passes - 1);
+    this.#mixedPasses += mixedPasses;
     if (!outputsInOrder) this.#reorderedSteps++;
   }
 

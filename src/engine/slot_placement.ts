@@ -179,21 +179,79 @@ export interface StepPasses {
  * ```
  */
 export function stepPasses(counts: readonly number[], outputs: readonly boolean[]): StepPasses {
-  const left = [...counts];
+  const { passes, outputsInOrder } = splitPasses(
+    counts.flatMap((tokens, seq) =>
+      tokens > 0 ? [{ seq, tokens, output: outputs[seq] ?? false, generating: false }] : []
+    ),
+  );
+  return { passes, outputsInOrder };
+}
+
+/** One sequence's tokens in a step's batch (see {@link splitPasses}). */
+export interface BatchSequence {
+  /** Its id. */
+  seq: number;
+  /** Its tokens in the batch (more than 0), which come one after another. */
+  tokens: number;
+  /** Whether its last token is an output. */
+  output: boolean;
+  /** Whether it is a generating stream's token (not a prompt's). */
+  generating: boolean;
+}
+
+/** What {@link splitPasses} found. */
+export interface SplitPasses extends StepPasses {
+  /** Passes that carry tokens of generating streams and of prompts alike. */
+  mixedPasses: number;
+}
+
+/**
+ * Follows llama.cpp's `split_equal` with a KV stream per sequence over a batch in any order:
+ * each pass starts at the first sequence with tokens left, in the batch's order, and adds every
+ * later one (in the batch's order) whose id is one more than the last added; it then takes the
+ * same number of tokens from each, the fewest any has left. {@link stepPasses} is the batch in
+ * id order.
+ *
+ * A pass that carries generated tokens beside a prompt's first one is dear on a CPU: a generated
+ * token of sequence 3 ahead of a 32-token prompt of sequence 4 took 38 ms where the prompt first
+ * (or in sequence 5) took 33, and the prompt alone 29 (bench-125m on 2 cores,
+ * `bench/results/cpu-2core-2026-12-04g/mixed-step-probe.log`); hence {@link mixedPasses}.
+ *
+ * @param order The batch's sequences, in the order their tokens are in it.
+ * @returns The passes, whether the outputs come in the batch's order, and the mixed passes.
+ * @example
+ * ```ts
+ * const stream = { seq: 3, tokens: 1, output: true, generating: true };
+ * const prompt = { seq: 4, tokens: 32, output: true, generating: false };
+ * splitPasses([stream, prompt]); // { passes: 2, outputsInOrder: true, mixedPasses: 1 }
+ * splitPasses([prompt, stream]); // { passes: 2, outputsInOrder: true, mixedPasses: 0 }
+ * ```
+ */
+export function splitPasses(order: readonly BatchSequence[]): SplitPasses {
+  const left = order.map((s) => s.tokens);
   let passes = 0;
+  let mixedPasses = 0;
   let lastOutput = -1;
   let outputsInOrder = true;
-  for (let start = left.findIndex((n) => n > 0); start >= 0; start = left.findIndex((n) => n > 0)) {
-    let end = start;
-    while ((left[end + 1] ?? 0) > 0) end++;
-    const take = Math.min(...left.slice(start, end + 1));
-    for (let seq = start; seq <= end; seq++) {
-      left[seq] = (left[seq] as number) - take;
-      if (left[seq] !== 0 || !outputs[seq]) continue;
-      outputsInOrder &&= seq > lastOutput;
-      lastOutput = seq;
+  for (;;) {
+    const pass: number[] = [];
+    for (const [i, s] of order.entries()) {
+      if ((left[i] as number) === 0) continue;
+      if (pass.length === 0 || s.seq === (order[pass.at(-1) as number] as BatchSequence).seq + 1) {
+        pass.push(i);
+      }
     }
+    if (pass.length === 0) break;
+    const take = Math.min(...pass.map((i) => left[i] as number));
+    for (const i of pass) {
+      left[i] = (left[i] as number) - take;
+      if (left[i] !== 0 || !(order[i] as BatchSequence).output) continue;
+      outputsInOrder &&= i > lastOutput;
+      lastOutput = i;
+    }
+    const kinds = new Set(pass.map((i) => (order[i] as BatchSequence).generating));
+    if (kinds.size > 1) mixedPasses++;
     passes++;
   }
-  return { passes, outputsInOrder };
+  return { passes, outputsInOrder, mixedPasses };
 }

@@ -1,4 +1,4 @@
-import { equal } from "node:assert/strict";
+import { equal, ok } from "node:assert/strict";
 import { LoadedModel } from "../../src/engine/loaded_model.ts";
 import { ARRIVAL_WINDOW_MS, type RequestsOnTheWay } from "../../src/engine/scheduler.ts";
 import { fixtureModel } from "../fixtures/models.ts";
@@ -159,4 +159,37 @@ Deno.test("inFlight counts the requests being prepared, queued and generating", 
   equal(scheduler.inFlight(), 1, "still in flight while it generates");
   await generation.result;
   equal(scheduler.inFlight(), 0);
+});
+
+Deno.test("a request on its way while a stream generates on the CPU holds each step at most a generation step", async () => {
+  const onTheWay = new OnTheWay();
+  await using loaded = await openTiny(4, onTheWay);
+  const { model, scheduler } = loaded;
+  const stop = new AbortController();
+  // Until its slot's context is full, or it is stopped below.
+  const stream = scheduler.submit({
+    prompt: model.tokenize("a long stream"),
+    ignoreEos: true,
+    sampling: { temperature: 0 },
+    signal: stop.signal,
+  });
+  const iterator = stream[Symbol.asyncIterator]();
+  await iterator.next(); // generating
+  onTheWay.requests = 1; // a request's head has been read; its handler is on its way
+  const deadline = performance.now() + 5_000;
+  while (scheduler.stats().newcomerWaits === 0 && performance.now() < deadline) {
+    await new Promise((wake) => setTimeout(wake, 1));
+  }
+  ok(scheduler.stats().newcomerWaits > 0, "a step waited for the request on its way");
+  // The wait is bounded: the stream goes on while the request stays on its way.
+  const stepsBefore = scheduler.stats().steps;
+  await new Promise((wake) => setTimeout(wake, 50));
+  ok(scheduler.stats().steps > stepsBefore, "the stream kept generating");
+  const newcomer = submitter(loaded)("the request that was on its way");
+  onTheWay.settle();
+  equal((await newcomer.result).completionTokens, 1);
+  equal((await newcomer.result).finishReason, "length");
+  stop.abort();
+  for (let next = await iterator.next(); !next.done; next = await iterator.next()) { /* drain */ }
+  ok((await stream.result).completionTokens > 1);
 });

@@ -307,3 +307,20 @@ Deno.test("with a stream per slot, a new conversation next to the busy run evict
   equal(await evaluatedFor(loaded, [b!]), 1);
   ok(await evaluatedFor(loaded, [d!]) > 30, "the oldest was evicted");
 });
+
+Deno.test("a prompt that arrives beside a generating stream goes in a pass apart from it, and both give their own tokens", async () => {
+  await using alone = await open("on");
+  const streamRequest = greedy(alone, "The lighthouse keeper wrote", 40);
+  const newcomerRequest = greedy(alone, "A ship came in from the north with a cargo of salt", 6);
+  const expected = [await tokensOf(alone, streamRequest), await tokensOf(alone, newcomerRequest)];
+  await using streams = await open("off");
+  const stream = streams.scheduler.submit(streamRequest);
+  const iterator = stream[Symbol.asyncIterator]();
+  await iterator.next(); // the stream generates in slot 0; the newcomer takes slot 1 beside it
+  const newcomer = tokensOf(streams, newcomerRequest);
+  for (let next = await iterator.next(); !next.done; next = await iterator.next()) { /* drain */ }
+  deepEqual([(await stream.result).tokens, await newcomer], expected);
+  const stats = streams.scheduler.stats();
+  equal(stats.mixedPasses, 0, "in id order the stream's token and the prompt's first share a pass");
+  ok(stats.extraPasses >= 1, "the step of the prompt and the stream's token took two passes");
+});

@@ -4,6 +4,7 @@ import {
   busyRuns,
   compactingMove,
   runKeepingTargets,
+  splitPasses,
   stepPasses,
 } from "../../src/engine/slot_placement.ts";
 
@@ -64,4 +65,42 @@ Deno.test("a step's passes: one per distinct token count along a run, outputs in
   // A slot outside the batch splits the run.
   deepEqual(stepPasses([1, 0, 1], [true, false, true]), { passes: 2, outputsInOrder: true });
   deepEqual(stepPasses([0, 0], [false, false]), { passes: 0, outputsInOrder: true });
+});
+
+Deno.test("a step's passes follow the batch's order, and tell which mix streams and prompts", () => {
+  const stream = (seq: number) => ({ seq, tokens: 1, output: true, generating: true });
+  const prompt = (seq: number, tokens: number) => ({
+    seq,
+    tokens,
+    output: true,
+    generating: false,
+  });
+  // A stream's token then the next slot's prompt: a pass of both (the prompt's first token), then
+  // the prompt's rest.
+  deepEqual(splitPasses([stream(3), prompt(4, 32)]), {
+    passes: 2,
+    outputsInOrder: true,
+    mixedPasses: 1,
+  });
+  // The prompt first: sequence 3 does not follow 4, so the passes are the prompt's and the stream's.
+  deepEqual(splitPasses([prompt(4, 32), stream(3)]), {
+    passes: 2,
+    outputsInOrder: true,
+    mixedPasses: 0,
+  });
+  // A run of streams and a prompt in the slot after it, and in the slot before it.
+  const streams = [stream(0), stream(1), stream(2)];
+  equal(splitPasses([...streams, prompt(3, 20)]).mixedPasses, 1);
+  deepEqual(splitPasses([prompt(3, 20), ...streams]), {
+    passes: 2,
+    outputsInOrder: true,
+    mixedPasses: 0,
+  });
+  const later = [stream(1), stream(2), stream(3)];
+  equal(splitPasses([prompt(0, 20), ...later]).mixedPasses, 1);
+  equal(splitPasses([...later, prompt(0, 20)]).mixedPasses, 0);
+  // Two prompts of one run: the shorter one ends in the first pass, its output out of the batch's
+  // order when it comes second; first, or in a pass of its own, it keeps the order.
+  equal(splitPasses([prompt(0, 9), prompt(1, 3)]).outputsInOrder, false);
+  equal(splitPasses([prompt(1, 3), prompt(0, 9)]).outputsInOrder, true);
 });
