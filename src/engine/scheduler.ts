@@ -232,8 +232,9 @@ export interface SchedulerStats {
   reorderedSteps: number;
   /**
    * With a KV stream per slot: passes that carried generating streams' tokens beside a prompt's,
-   * which cost a CPU more than the same tokens in passes of their own; a step's batch is ordered
-   * to avoid them (see `splitPasses` in `slot_placement.ts`), so this stays 0 where it can.
+   * which cost a CPU more than the same tokens in passes of their own; a step whose prompts end in
+   * it is ordered to avoid them (see `splitPasses` in `slot_placement.ts`), while a long prompt's
+   * chunks keep the slots' order (see `Scheduler.#batchOrder`).
    */
   mixedPasses: number;
   /**
@@ -1481,10 +1482,14 @@ export class Scheduler {
 
   /**
    * The order of a step's slots in its batch, with a KV stream per slot: their ids' order, except
-   * that prompts beside generating streams go before or after the streams where that keeps
-   * llama.cpp from splitting them into a pass of the streams' tokens and each prompt's first (see
-   * `splitPasses`): such a step took a generation step and 4–5 ms more than the prompt alone on
-   * 2 cores, where the prompt in a pass of its own took one generation step more.
+   * that prompts that end in this step beside generating streams go before or after the streams
+   * where that keeps llama.cpp from splitting them into a pass of the streams' tokens and each
+   * prompt's first (see `splitPasses`): such a step took a generation step and 4–5 ms more than
+   * the prompt alone on 2 cores, where the prompt in a pass of its own took one generation step
+   * more. A long prompt's chunks (it does not end yet) keep the ids' order: in the interference
+   * scenario of serve_bench, the 4 streams beside a 4,000-token prompt decoded 203 tok/s and the
+   * prompt's first token came in 9.5 s that way, against 174–176 tok/s and 10.6 s with its chunks
+   * ordered too (bench/README.md, "A request that arrives while a stream generates").
    */
   #batchOrder(
     active: Slot[],
@@ -1493,6 +1498,10 @@ export class Scheduler {
   ): Slot[] {
     if (generating.length === 0 || takes.size === 0) return active;
     const prompts = active.filter((slot) => (takes.get(slot) ?? 0) > 0);
+    const chunk = prompts.some((slot) =>
+      slot.promptIndex + (takes.get(slot) as number) < (slot.job as Job).request.prompt.length
+    );
+    if (chunk) return active;
     const candidates = [active, [...prompts, ...generating], [...generating, ...prompts]];
     let best = active;
     let bestSplit = splitPasses(this.#batchSequences(active, takes, generating));
