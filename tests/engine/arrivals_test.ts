@@ -163,7 +163,13 @@ Deno.test("inFlight counts the requests being prepared, queued and generating", 
 
 Deno.test("a request on its way while a stream generates on the CPU holds each step at most a generation step", async () => {
   const onTheWay = new OnTheWay();
-  await using loaded = await openTiny(4, onTheWay);
+  // Slots of 4,096 tokens: the stream outlasts the checks below (504 tokens took 54 ms).
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("tiny-f32"),
+    parallel: 2,
+    ctxSize: 8192,
+    requestsOnTheWay: onTheWay,
+  });
   const { model, scheduler } = loaded;
   const stop = new AbortController();
   // Until its slot's context is full, or it is stopped below.
