@@ -221,12 +221,12 @@ export interface SchedulerStats {
   /**
    * With a KV stream per slot: llama.cpp's passes beyond the first, summed over the steps. A step
    * whose sequences bring different token counts (prompts of different lengths, or a prompt
-   * beside generating streams) takes a pass per count (see `stepPasses` in `slot_placement.ts`).
+   * beside generating streams) takes a pass per count (see `splitPasses` in `slot_placement.ts`).
    */
   extraPasses: number;
   /**
    * With a KV stream per slot: steps whose outputs llama.cpp produced out of the batch's order,
-   * and reordered (see `stepPasses`). Requests that start together take slots shortest prompt
+   * and reordered (see `splitPasses`). Requests that start together take slots shortest prompt
    * first, which avoids it.
    */
   reorderedSteps: number;
@@ -895,8 +895,8 @@ export class Scheduler {
    * cores. There a request that arrives during a step is read, parsed and tokenized on the
    * event loop beside the step's threads, which leave it little of the cores: on 2 cores its
    * handler often finished just after the next step had started, and its prompt waited for that
-   * whole step as well (see bench/README.md, "A request that arrives while a stream generates"). With the
-   * cores free between steps it finishes in about a millisecond. On a GPU the event loop turns
+   * whole step as well (see bench/README.md, "A request that arrives while a stream
+   * generates"). With the cores free between steps it finishes in about a millisecond. On a GPU the event loop turns
    * while a step computes, and such a request is queued before the step ends.
    */
   #newcomersOnTheWay(active: readonly Slot[]): boolean {
@@ -1089,7 +1089,7 @@ export class Scheduler {
    * (they fit the free slots and share the active adapters) in order of the prompt tokens they
    * have left, fewest first. They take free slots in that order, so the step that evaluates their
    * prompts has its token counts rising with the sequence ids: llama.cpp then needs a pass per
-   * distinct count and keeps the outputs in order (see `stepPasses`), where prompts of mixed
+   * distinct count and keeps the outputs in order (see `splitPasses`), where prompts of mixed
    * lengths in arrival order broke its runs into more passes and made it reorder its output rows.
    * Nobody is overtaken: every one of them starts in this step.
    *
@@ -1808,7 +1808,7 @@ function sentLogprobs(slot: Slot): { logprobs?: TokenLogprob[] } {
  * then the one whose cache was used least recently (an empty one first), as it is the one lost.
  * For a request of a burst (`inBurst`) the lowest id among equals instead: the burst's window of
  * slots was chosen for its caches' age already, and its requests, taken fewest tokens left first,
- * must take ids in that order for their step to need the fewest passes (see `stepPasses`).
+ * must take ids in that order for their step to need the fewest passes (see `splitPasses`).
  *
  * @returns The slot and the tokens of `prompt` it holds.
  */

@@ -152,41 +152,6 @@ export function compactingMove(
   return undefined;
 }
 
-/** How llama.cpp decodes one step's batch with a KV stream per sequence. */
-export interface StepPasses {
-  /** Micro-batches, each a pass over the weights (and, on a GPU, a graph of its own shape). */
-  passes: number;
-  /** Whether the outputs come out in the batch's order; if not, llama.cpp reorders them. */
-  outputsInOrder: boolean;
-}
-
-/**
- * Follows llama.cpp's split of a batch with a KV stream per sequence (`split_equal`): each
- * micro-batch takes the same number of tokens from every sequence of one run of consecutive ids,
- * the fewest any of them has left. So sequences with different token counts take several passes,
- * and a sequence that ends in an early pass breaks the run for the later ones. A sequence's
- * output (its last token) comes out in the pass where it ends; when that order differs from the
- * batch's, llama.cpp swaps whole vocabulary-sized rows of its output buffers on the first read
- * (0.2–2 ms for 8 outputs with a 128k vocabulary, `bench/prompt_probe.c`).
- *
- * @param counts Tokens of each sequence id in the batch (0: not in it), in id order.
- * @param outputs Whether each sequence's last token in the batch is an output.
- * @returns The passes, and whether the outputs come in order.
- * @example
- * ```ts
- * stepPasses([5, 30, 5, 30], [true, true, true, true]); // { passes: 3, outputsInOrder: false }
- * stepPasses([5, 5, 30, 30], [true, true, true, true]); // { passes: 2, outputsInOrder: true }
- * ```
- */
-export function stepPasses(counts: readonly number[], outputs: readonly boolean[]): StepPasses {
-  const { passes, outputsInOrder } = splitPasses(
-    counts.flatMap((tokens, seq) =>
-      tokens > 0 ? [{ seq, tokens, output: outputs[seq] ?? false, generating: false }] : []
-    ),
-  );
-  return { passes, outputsInOrder };
-}
-
 /** One sequence's tokens in a step's batch (see {@link splitPasses}). */
 export interface BatchSequence {
   /** Its id. */
@@ -199,8 +164,12 @@ export interface BatchSequence {
   generating: boolean;
 }
 
-/** What {@link splitPasses} found. */
-export interface SplitPasses extends StepPasses {
+/** How llama.cpp decodes one step's batch with a KV stream per sequence ({@link splitPasses}). */
+export interface SplitPasses {
+  /** Micro-batches, each a pass over the weights (and, on a GPU, a graph of its own shape). */
+  passes: number;
+  /** Whether the outputs come out in the batch's order; if not, llama.cpp reorders them. */
+  outputsInOrder: boolean;
   /** Passes that carry tokens of generating streams and of prompts alike. */
   mixedPasses: number;
 }
@@ -209,8 +178,12 @@ export interface SplitPasses extends StepPasses {
  * Follows llama.cpp's `split_equal` with a KV stream per sequence over a batch in any order:
  * each pass starts at the first sequence with tokens left, in the batch's order, and adds every
  * later one (in the batch's order) whose id is one more than the last added; it then takes the
- * same number of tokens from each, the fewest any has left. {@link stepPasses} is the batch in
- * id order.
+ * same number of tokens from each, the fewest any has left. So sequences with different token
+ * counts take several passes, and a sequence that ends in an early pass breaks the run for the
+ * later ones. A sequence's output (its last token) comes out in the pass where it ends; when that
+ * order differs from the batch's, llama.cpp swaps whole vocabulary-sized rows of its output
+ * buffers on the first read (0.2–2 ms for 8 outputs with a 128k vocabulary,
+ * `bench/prompt_probe.c`).
  *
  * A pass that carries generated tokens beside a prompt's first one is dear on a CPU: a generated
  * token of sequence 3 ahead of a 32-token prompt of sequence 4 took 38 ms where the prompt first

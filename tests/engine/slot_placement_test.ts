@@ -5,7 +5,6 @@ import {
   compactingMove,
   runKeepingTargets,
   splitPasses,
-  stepPasses,
 } from "../../src/engine/slot_placement.ts";
 
 const flags = (text: string) => [...text].map((c) => c === "x");
@@ -51,6 +50,16 @@ Deno.test("a broken run is mended by moving its last request into its first gap"
   deepEqual(compactingMove(flags("x..x.x"), (from) => from !== 5), { from: 0, to: 4 });
   equal(compactingMove(flags("x.x"), () => false), undefined);
 });
+
+/** The passes of a batch in id order: `counts[seq]` tokens of each sequence (0: not in it). */
+function stepPasses(counts: readonly number[], outputs: readonly boolean[]) {
+  const { passes, outputsInOrder } = splitPasses(
+    counts.flatMap((tokens, seq) =>
+      tokens > 0 ? [{ seq, tokens, output: outputs[seq] ?? false, generating: false }] : []
+    ),
+  );
+  return { passes, outputsInOrder };
+}
 
 Deno.test("a step's passes: one per distinct token count along a run, outputs in pass order", () => {
   const all = [true, true, true, true];
