@@ -38,6 +38,7 @@ import {
   busyRuns,
   compactingMove,
   runKeepingTargets,
+  type SplitPasses,
   splitPasses,
 } from "./slot_placement.ts";
 import { samplerStages, type SamplingParams } from "./sampling.ts";
@@ -234,7 +235,7 @@ export interface SchedulerStats {
    * With a KV stream per slot: passes that carried generating streams' tokens beside a prompt's,
    * which cost a CPU more than the same tokens in passes of their own; a step whose prompts end in
    * it is ordered to avoid them (see `splitPasses` in `slot_placement.ts`), while a long prompt's
-   * chunks keep the slots' order (see `Scheduler.#batchOrder`).
+   * chunks keep the slots' order (see `Scheduler.#batchPlan`).
    */
   mixedPasses: number;
   /**
@@ -285,6 +286,16 @@ export interface StepTime {
  * entries it then shares.
  */
 type SlotState = "idle" | "prompt" | "forking" | "generating";
+
+/** A step's batch with a KV stream per slot (see `Scheduler.#batchPlan`). */
+interface BatchPlan {
+  /** The slots, in the order their tokens go in the batch. */
+  order: Slot[];
+  /** Their sequences as `splitPasses` takes them. */
+  sequences: BatchSequence[];
+  /** How llama.cpp splits them into passes. */
+  split: SplitPasses;
+}
 
 /** Longest the first step after an idle spell waits for requests arriving together (ms). */
 export const ARRIVAL_WINDOW_MS = 10;
@@ -1429,10 +1440,9 @@ export class Scheduler {
     // With a KV stream per slot, llama.cpp decodes a batch in one pass only when its sequences
     // come in order (see slot_placement.ts); a unified cache takes the generated tokens first,
     // then the prompts in the order they were admitted.
-    const order = this.#streamPerSlot
-      ? this.#batchOrder(active, takes, generating)
-      : [...generating, ...takes.keys()];
-    if (this.#streamPerSlot) this.#countPasses(order, takes, generating);
+    const plan = this.#streamPerSlot ? this.#batchPlan(active, takes, generating) : undefined;
+    if (plan) this.#countPasses(plan);
+    const order = plan?.order ?? [...generating, ...takes.keys()];
     for (const slot of order) {
       if (slot.state === "generating") {
         const last = slot.generated[slot.generated.length - 1] as number;
@@ -1481,35 +1491,38 @@ export class Scheduler {
   }
 
   /**
-   * The order of a step's slots in its batch, with a KV stream per slot: their ids' order, except
-   * that prompts that end in this step beside generating streams go before or after the streams
-   * where that keeps llama.cpp from splitting them into a pass of the streams' tokens and each
-   * prompt's first (see `splitPasses`): such a step took a generation step and 4–5 ms more than
+   * A step's batch with a KV stream per slot, and llama.cpp's split of it: the slots in their ids'
+   * order, except that prompts that end in this step beside generating streams go before or after
+   * the streams where that keeps llama.cpp from splitting them into a pass of the streams' tokens
+   * and each prompt's first (see `splitPasses`): such a step took a generation step and 4–5 ms more than
    * the prompt alone on 2 cores, where the prompt in a pass of its own took one generation step
    * more. A long prompt's chunks (it does not end yet) keep the ids' order: in the interference
    * scenario of serve_bench, the 4 streams beside a 4,000-token prompt decoded 203 tok/s and the
    * prompt's first token came in 9.5 s that way, against 174–176 tok/s and 10.6 s with its chunks
    * ordered too (bench/README.md, "A request that arrives while a stream generates").
    */
-  #batchOrder(
+  #batchPlan(
     active: Slot[],
     takes: ReadonlyMap<Slot, number>,
     generating: readonly Slot[],
-  ): Slot[] {
-    if (generating.length === 0 || takes.size === 0) return active;
+  ): BatchPlan {
+    const planOf = (order: Slot[]): BatchPlan => {
+      const sequences = this.#batchSequences(order, takes, generating);
+      return { order, sequences, split: splitPasses(sequences) };
+    };
+    let best = planOf(active);
+    if (generating.length === 0 || takes.size === 0) return best;
     const prompts = active.filter((slot) => (takes.get(slot) ?? 0) > 0);
     const chunk = prompts.some((slot) =>
       slot.promptIndex + (takes.get(slot) as number) < (slot.job as Job).request.prompt.length
     );
-    if (chunk) return active;
-    const candidates = [active, [...prompts, ...generating], [...generating, ...prompts]];
-    let best = active;
-    let bestSplit = splitPasses(this.#batchSequences(active, takes, generating));
-    for (const candidate of candidates.slice(1)) {
-      const split = splitPasses(this.#batchSequences(candidate, takes, generating));
-      const better = split.mixedPasses < bestSplit.mixedPasses ||
-        (split.mixedPasses === bestSplit.mixedPasses && split.passes < bestSplit.passes);
-      if (better) [best, bestSplit] = [candidate, split];
+    if (chunk) return best;
+    for (const order of [[...prompts, ...generating], [...generating, ...prompts]]) {
+      const candidate = planOf(order);
+      const { split } = candidate;
+      const better = split.mixedPasses < best.split.mixedPasses ||
+        (split.mixedPasses === best.split.mixedPasses && split.passes < best.split.passes);
+      if (better) best = candidate;
     }
     return best;
   }
@@ -1532,16 +1545,11 @@ export class Scheduler {
   }
 
   /** Counts how llama.cpp will split a step with a KV stream per slot (see `splitPasses`). */
-  #countPasses(
-    order: readonly Slot[],
-    takes: ReadonlyMap<Slot, number>,
-    generating: readonly Slot[],
-  ): void {
-    const sequences = this.#batchSequences(order, takes, generating);
+  #countPasses({ sequences, split }: BatchPlan): void {
     const inBatch = this.#slots.map(() => false);
     for (const { seq } of sequences) inBatch[seq] = true;
     if (busyRuns(inBatch) > 1) this.#brokenRunSteps++;
-    const { passes, outputsInOrder, mixedPasses } = splitPasses(sequences);
+    const { passes, outputsInOrder, mixedPasses } = split;
     this.#extraPasses += Math.max(0, passes - 1);
     this.#mixedPasses += mixedPasses;
     if (!outputsInOrder) this.#reorderedSteps++;
