@@ -16,6 +16,25 @@
  * llama.cpp's server: with four 1,000-token prompts at once on 2 cores, chunking the last two
  * behind the first two's streams made their first tokens 1.4x later than llama-server's.
  *
+ * The generation step is timed afresh every {@link GENERATION_STEP_REFRESH} steps that carry
+ * prompt tokens beside streams ({@link PrefillBudget.generationStepDue}): the streams' growing
+ * contexts make each of their steps slower, and an average learnt before a long prompt came
+ * would count that growth as the prompt tokens' cost. Beside four streams of up to 3,000 tokens
+ * on 2 cores, a 3,996-token prompt's budget fell to 2 tokens a step that way and its first
+ * token came after 71 s (bench/README.md, "A long prompt beside long streams").
+ *
+ * Chunks as small as the stall allows can starve a long prompt, though: each chunk is a pass of its
+ * own, and deep in a long prompt each chunk reads the whole of its cache, so a chunk of a few
+ * tokens costs nearly what one of fifty does (bench-125m on 2 cores, beside four streams: 26 ms
+ * for 2 tokens at a depth of 4,000, 110 for 32). Such a prompt keeps a pace
+ * ({@link PrefillBudget.paceTokens}) that has it evaluated within {@link PROMPT_PACE_SLOWDOWN}
+ * times its time alone: unless the streams end soon enough for it to finish alone in that time,
+ * its chunks grow, doubling at most a step, until it has evaluated what that share of the time
+ * since it came would have, and the streams beside it take the longer steps that costs. Where
+ * they end soon, the small chunks let them end sooner, and the prompt is then evaluated alone in
+ * large pieces: with four streams of 256 tokens beside a 3,996-token prompt, keeping the pace
+ * made their steps 1.4x slower and its first token later (11.0 s against 10.0).
+ *
  * The same two averages size the first step of prompts that start together while nothing
  * generates ({@link firstGroupSize}): where a prompt costs more than a generation step, the
  * shorter ones go first and the rest in the next step.
@@ -35,6 +54,16 @@ const INITIAL_BUDGET = 64;
  * as theirs (a step of one cached prompt's last token costs what a generation step does).
  */
 const MIN_TIMED_PROMPT_TOKENS = 16;
+/**
+ * After how many steps with prompt tokens beside streams a step of generation alone is due, to
+ * time the streams' step as it is now (see {@link PrefillBudget.generationStepDue}).
+ */
+export const GENERATION_STEP_REFRESH = 16;
+/**
+ * How many times longer than alone a long prompt chunked behind streams may take to be evaluated
+ * (see {@link PrefillBudget.paceTokens}), its time alone reckoned from steps of prompts alone.
+ */
+export const PROMPT_PACE_SLOWDOWN = 5;
 /** Weight of the newest observation in the running averages. */
 const SMOOTHING = 0.2;
 /**
@@ -47,6 +76,10 @@ const MAJORITY_SLACK = 0.1;
 export class PrefillBudget {
   #generationStepMs: number | undefined;
   #msPerPromptToken: number | undefined;
+  /** A prompt token's cost in steps of prompts alone: what a long prompt's pace is set by. */
+  #msPerPromptTokenAlone: number | undefined;
+  /** Steps with prompt tokens beside streams since the last step of generation alone. */
+  #mixedStepsSinceGeneration = 0;
 
   /**
    * Records a finished step.
@@ -57,11 +90,18 @@ export class PrefillBudget {
    */
   observe(decodeMs: number, generatingTokens: number, promptTokens: number): void {
     if (promptTokens === 0) {
-      if (generatingTokens > 0) this.#generationStepMs = average(this.#generationStepMs, decodeMs);
+      if (generatingTokens > 0) {
+        this.#generationStepMs = average(this.#generationStepMs, decodeMs);
+        this.#mixedStepsSinceGeneration = 0;
+      }
       return;
     }
+    if (generatingTokens > 0) this.#mixedStepsSinceGeneration++;
     // Without generated tokens to stand for it, the pass would count as the prompt tokens'.
-    if (generatingTokens === 0 && promptTokens < MIN_TIMED_PROMPT_TOKENS) return;
+    if (generatingTokens === 0) {
+      if (promptTokens < MIN_TIMED_PROMPT_TOKENS) return;
+      this.#msPerPromptTokenAlone = average(this.#msPerPromptTokenAlone, decodeMs / promptTokens);
+    }
     const base = generatingTokens > 0 ? this.#generationStepMs ?? 0 : 0;
     // A step with prompt tokens no slower than the generation steps' average tells nothing of
     // them (a slow generation step on a busy machine raised that average): counted as free,
@@ -90,6 +130,46 @@ export class PrefillBudget {
   }
 
   /**
+   * The fewest tokens a prompt chunked behind streams takes in the next step to keep its pace (see
+   * the module's doc). None where the streams end in time for it to be evaluated alone within
+   * {@link PROMPT_PACE_SLOWDOWN} times its time alone, their steps lengthened by the stall
+   * budget's share. Otherwise, by now it should have evaluated the tokens that share of the time
+   * since it was submitted would have taken alone; behind that, it catches up with chunks that at
+   * most double a step, so the streams' steps lengthen gradually.
+   *
+   * @returns 0 until a step of prompts alone and one of generation alone have been timed.
+   * @example
+   * ```ts
+   * const budget = new PrefillBudget();
+   * budget.observe(10, 4, 0); // 4 streams: 10 ms a step
+   * budget.observe(100, 0, 100); // prompts alone: 1 ms a token
+   * const prompt = { elapsedMs: 2000, evaluated: 100, rest: 3900, lastChunk: 8 };
+   * budget.paceTokens({ ...prompt, streamSteps: 2000 }); // 16: 400 are due, twice the last chunk
+   * budget.paceTokens({ ...prompt, streamSteps: 200 }); // 0: the streams end within 3 s
+   * ```
+   */
+  paceTokens(prompt: ChunkedPrompt): number {
+    const alone = this.#msPerPromptTokenAlone;
+    const step = this.#generationStepMs;
+    if (alone === undefined || step === undefined) return 0;
+    const { elapsedMs, evaluated, rest, lastChunk, streamSteps } = prompt;
+    const deadlineMs = PROMPT_PACE_SLOWDOWN * alone * (evaluated + rest) - elapsedMs;
+    const streamsLeftMs = streamSteps * step * (1 + PREFILL_STALL_SHARE);
+    if (streamsLeftMs + rest * alone <= deadlineMs) return 0;
+    const due = Math.ceil(elapsedMs / (PROMPT_PACE_SLOWDOWN * alone)) - evaluated;
+    return Math.max(0, Math.min(due, 2 * Math.max(lastChunk, MIN_PREFILL_CHUNK)));
+  }
+
+  /**
+   * Whether the next step should leave out the prompts that go in chunks, so that it times the
+   * streams' step as their contexts have grown: after {@link GENERATION_STEP_REFRESH} steps with
+   * prompt tokens beside them (a long prompt's chunks delay by one step in that many).
+   */
+  generationStepDue(): boolean {
+    return this.#mixedStepsSinceGeneration >= GENERATION_STEP_REFRESH;
+  }
+
+  /**
    * What steps cost, learnt from the steps themselves.
    *
    * @returns Undefined until a generation-only step and a step of at least
@@ -108,6 +188,20 @@ export class PrefillBudget {
     if (step === undefined || perToken === undefined) return undefined;
     return { generationStepMs: step, msPerPromptToken: perToken };
   }
+}
+
+/** A prompt that goes in chunks behind streams (see {@link PrefillBudget.paceTokens}). */
+export interface ChunkedPrompt {
+  /** Time since its request was submitted. */
+  elapsedMs: number;
+  /** Its tokens evaluated so far (not those found cached). */
+  evaluated: number;
+  /** Its tokens still to evaluate. */
+  rest: number;
+  /** Tokens its last step took (0 for none). */
+  lastChunk: number;
+  /** The most steps the streams beside it may still take (their tokens left, at most). */
+  streamSteps: number;
 }
 
 /** What steps cost (see {@link PrefillBudget.stepCosts}). */

@@ -402,6 +402,8 @@ class Slot {
   firstTokenAt = 0;
   /** Its prompt waits for the step after the next one (see `firstGroupSize`). */
   secondGroup = false;
+  /** Prompt tokens its last step took (see `PrefillBudget.paceTokens`). */
+  lastChunk = 0;
   /** When its cache last served a request (a count of releases): the least recent goes first. */
   usedAt = 0;
 
@@ -436,6 +438,7 @@ class Slot {
     this.admittedAt = other.admittedAt;
     this.admission = other.admission;
     this.firstTokenAt = other.firstTokenAt;
+    this.lastChunk = other.lastChunk;
     other.state = "idle";
     other.job = undefined;
     other.sampler = undefined;
@@ -1382,6 +1385,7 @@ export class Scheduler {
     slot.admission = ++this.#admissions;
     slot.firstTokenAt = 0;
     slot.secondGroup = false;
+    slot.lastChunk = 0;
   }
 
   /**
@@ -1402,6 +1406,9 @@ export class Scheduler {
     // The earliest first token of the streams generating in this step (see prefill_budget.ts).
     const generatingSince = Math.min(...generating.map((s) => s.firstTokenAt));
     let promptBudget = this.#prefillBudget.tokens();
+    // Chunks sit out a step now and then, for the streams' step to be timed as it is now.
+    const chunksSitOut = this.#prefillBudget.generationStepDue();
+    const streamSteps = Math.max(0, ...generating.map((s) => s.maxTokens - s.generated.length));
     const prompts = active.filter((s) => s.state === "prompt")
       .sort((a, b) => a.admission - b.admission);
     const takes = new Map<Slot, number>();
@@ -1414,12 +1421,21 @@ export class Scheduler {
       // A short prompt goes in whole: its first token comes as soon as with no one else running.
       const short = prompt.length - slot.cachedTokens <= WHOLE_PROMPT_TOKENS;
       if (finishedLongPrompt && !short) continue;
-      const limit = short || !chunksBehind(job.submittedAt, generatingSince)
-        ? Infinity
-        : promptBudget;
+      let limit = Infinity;
+      if (!short && chunksBehind(job.submittedAt, generatingSince)) {
+        const pace = this.#prefillBudget.paceTokens({
+          elapsedMs: performance.now() - job.submittedAt,
+          evaluated: slot.promptIndex - slot.cachedTokens,
+          rest: prompt.length - slot.promptIndex,
+          lastChunk: slot.lastChunk,
+          streamSteps,
+        });
+        limit = chunksSitOut ? 0 : Math.max(promptBudget, pace);
+      }
       if (limit <= 0) continue;
       const rest = prompt.length - slot.promptIndex;
       const take = Math.min(room, rest, limit);
+      slot.lastChunk = take;
       finishedLongPrompt ||= generating.length > 0 && !short && take === rest;
       promptBudget -= take;
       room -= take;

@@ -3,8 +3,10 @@ import { LoadedModel } from "../../src/engine/loaded_model.ts";
 import type { Generation } from "../../src/engine/scheduler.ts";
 import {
   firstGroupSize,
+  GENERATION_STEP_REFRESH,
   MIN_PREFILL_CHUNK,
   PrefillBudget,
+  PROMPT_PACE_SLOWDOWN,
 } from "../../src/engine/prefill_budget.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
@@ -28,6 +30,46 @@ Deno.test("PrefillBudget learns nothing from a step with prompt tokens no slower
   budget.observe(30, 4, 100);
   equal(budget.stepCosts()?.msPerPromptToken, 0.5);
   equal(budget.tokens(), 36, "a chunk, not the whole of a long prompt");
+});
+
+Deno.test("PrefillBudget asks for a step of generation alone now and then while prompts go in chunks", () => {
+  const budget = new PrefillBudget();
+  budget.observe(20, 4, 0);
+  for (let i = 0; i < GENERATION_STEP_REFRESH; i++) {
+    equal(budget.generationStepDue(), false, `after ${i} steps with prompt tokens`);
+    budget.observe(30, 4, 10);
+  }
+  equal(budget.generationStepDue(), true, "the streams' step is timed again");
+  // Their contexts grew: the step is slower now, and what prompt tokens add is judged against it.
+  budget.observe(40, 4, 0);
+  equal(budget.generationStepDue(), false);
+  equal(budget.stepCosts()?.generationStepMs, 24);
+  budget.observe(10, 0, 100); // prompts alone do not make it due
+  equal(budget.generationStepDue(), false);
+});
+
+Deno.test("PrefillBudget keeps a long prompt's pace, its chunks doubling at most a step", () => {
+  const budget = new PrefillBudget();
+  const prompt = { elapsedMs: 1000, evaluated: 0, rest: 4000, lastChunk: 0, streamSteps: 3000 };
+  budget.observe(20, 4, 0);
+  budget.observe(1000, 4, 10); // beside streams, a prompt token seems to cost 98 ms
+  equal(budget.paceTokens(prompt), 0, "no pace before prompts alone were timed");
+  budget.observe(100, 0, 100); // alone, 1 ms a token
+  const due = 1000 / PROMPT_PACE_SLOWDOWN;
+  equal(budget.paceTokens({ ...prompt, evaluated: due, lastChunk: 64 }), 0, "on pace");
+  equal(budget.paceTokens({ ...prompt, evaluated: due - 3, lastChunk: 64 }), 3, "three behind");
+  equal(budget.paceTokens(prompt), 2 * MIN_PREFILL_CHUNK, "far behind: from the floor up");
+  equal(budget.paceTokens({ ...prompt, lastChunk: 32 }), 64);
+  equal(budget.tokens(), MIN_PREFILL_CHUNK, "while the stall alone would allow the floor");
+  // 533 steps left of the streams, each 30 ms (20 lengthened by half), end within 16 s, and the
+  // prompt then takes 4 s alone: 20 s, within 5x its time alone.
+  equal(
+    budget.paceTokens({ ...prompt, elapsedMs: 0, streamSteps: 533 }),
+    0,
+    "the streams end soon",
+  );
+  equal(budget.paceTokens({ ...prompt, elapsedMs: 0, streamSteps: 534 }), 0, "nothing due yet");
+  equal(budget.paceTokens({ ...prompt, streamSteps: 534 }), 4, "they end too late: keep the pace");
 });
 
 /**
@@ -217,4 +259,38 @@ Deno.test("on the CPU, long prompts that start together go in two steps, short r
     JSON.stringify(again),
   );
   equal(loaded.scheduler.stats().promptTokensEvaluated - evaluatedBefore, 4);
+});
+
+Deno.test("a long prompt behind a long stream keeps its pace", async () => {
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("tiny-f32"),
+    parallel: 2,
+    ctxSize: 2 * 4096,
+  });
+  const { model, scheduler } = loaded;
+  const text = "the quick brown fox jumps over the lazy dog ";
+  // A prompt alone, long enough to time what a prompt token costs.
+  await scheduler.submit({ prompt: model.tokenize(text.repeat(4)), maxTokens: 1 }).result;
+  const stop = new AbortController();
+  const streaming = scheduler.submit({
+    prompt: model.tokenize("once upon a time"),
+    maxTokens: 3500,
+    ignoreEos: true,
+    sampling: { temperature: 0 },
+    signal: stop.signal,
+  });
+  const latePrompt = model.tokenize(text.repeat(300)).slice(0, 3000);
+  let steps = -1;
+  for await (const chunk of streaming) {
+    if (chunk.completionTokens < 20 || steps >= 0) continue;
+    const stepsBefore = scheduler.stats().steps;
+    steps = 0;
+    void scheduler.submit({ prompt: latePrompt, maxTokens: 1 }).result.then(() => {
+      steps = scheduler.stats().steps - stepsBefore;
+      stop.abort();
+    });
+  }
+  // Chunks sized by the stall budget alone took 1,080-1,340 steps here (the pass of each chunk of
+  // a few tokens counted as their cost); kept to a pace, 360-430.
+  ok(steps > 0 && steps < 750, `its first token after ${steps} steps of the stream`);
 });
