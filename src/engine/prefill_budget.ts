@@ -96,7 +96,13 @@ export class PrefillBudget {
       }
       return;
     }
-    if (generatingTokens > 0) this.#mixedStepsSinceGeneration++;
+    // A due step that still had prompt tokens (short ones, which go in whole) starts the count
+    // again: chunks sit out one step in so many, not every step while such prompts keep coming.
+    if (generatingTokens > 0) {
+      this.#mixedStepsSinceGeneration = this.generationStepDue()
+        ? 0
+        : this.#mixedStepsSinceGeneration + 1;
+    }
     // Without generated tokens to stand for it, the pass would count as the prompt tokens'.
     if (generatingTokens === 0) {
       if (promptTokens < MIN_TIMED_PROMPT_TOKENS) return;

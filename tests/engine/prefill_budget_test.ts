@@ -46,6 +46,10 @@ Deno.test("PrefillBudget asks for a step of generation alone now and then while 
   equal(budget.stepCosts()?.generationStepMs, 24);
   budget.observe(10, 0, 100); // prompts alone do not make it due
   equal(budget.generationStepDue(), false);
+  for (let i = 0; i < GENERATION_STEP_REFRESH; i++) budget.observe(30, 4, 10);
+  equal(budget.generationStepDue(), true);
+  budget.observe(30, 4, 10); // short prompts went in all the same: the chunks sat out in vain
+  equal(budget.generationStepDue(), false, "they do not sit out the next step too");
 });
 
 Deno.test("PrefillBudget keeps a long prompt's pace, its chunks doubling at most a step", () => {
