@@ -55,6 +55,19 @@ Deno.test("slow first steps after a load do not keep a fast device waiting", () 
   equal(gpu.quietMs(), 0);
 });
 
+Deno.test("a GPU's first step after an idle spell waits for a majority of a burst of 8 or more", () => {
+  const linger = new BurstLinger(ARRIVAL_WINDOW_MS);
+  equal(linger.majorityOfBurst(), Infinity, "nothing known: every request on its way");
+  for (let i = 0; i < 3; i++) linger.observe(32, 25);
+  equal(linger.majorityOfBurst(), 17);
+  linger.observe(17, 15, 15); // the majority started, the rest came in while it ran
+  equal(linger.majorityOfBurst(), 17);
+  linger.observe(8, 10);
+  equal(linger.majorityOfBurst(), 5, "the latest burst caps the average");
+  linger.observe(4, 6);
+  equal(linger.majorityOfBurst(), Infinity, "small bursts go in one step");
+});
+
 /** Submits 1-token greedy requests to the benchmark model, whose prompt steps take milliseconds. */
 async function openBench(): Promise<
   { loaded: LoadedModel; submit: (text: string) => Promise<void> }
