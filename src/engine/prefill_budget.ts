@@ -150,7 +150,7 @@ export class PrefillBudget {
    * budget.observe(10, 4, 0); // 4 streams: 10 ms a step
    * budget.observe(100, 0, 100); // prompts alone: 1 ms a token
    * const prompt = { elapsedMs: 2000, evaluated: 100, rest: 3900, lastChunk: 8 };
-   * budget.paceTokens({ ...prompt, streamSteps: 2000 }); // 16: 400 are due, twice the last chunk
+   * budget.paceTokens({ ...prompt, streamSteps: 2000 }); // 16: 300 more due, twice the last chunk
    * budget.paceTokens({ ...prompt, streamSteps: 200 }); // 0: the streams end within 3 s
    * ```
    */
