@@ -1418,7 +1418,6 @@ export class Scheduler {
     let promptBudget = this.#prefillBudget.tokens();
     // Chunks sit out a step now and then, for the streams' step to be timed as it is now.
     const chunksSitOut = this.#prefillBudget.generationStepDue();
-    const streamSteps = Math.max(0, ...generating.map((s) => s.maxTokens - s.generated.length));
     const prompts = active.filter((s) => s.state === "prompt")
       .sort((a, b) => a.admission - b.admission);
     const takes = new Map<Slot, number>();
@@ -1431,19 +1430,12 @@ export class Scheduler {
       // A short prompt goes in whole: its first token comes as soon as with no one else running.
       const short = prompt.length - slot.cachedTokens <= WHOLE_PROMPT_TOKENS;
       if (finishedLongPrompt && !short) continue;
+      const rest = prompt.length - slot.promptIndex;
       let limit = Infinity;
       if (!short && chunksBehind(job.submittedAt, generatingSince)) {
-        const pace = this.#prefillBudget.paceTokens({
-          elapsedMs: performance.now() - job.submittedAt,
-          evaluated: slot.promptIndex - slot.cachedTokens,
-          rest: prompt.length - slot.promptIndex,
-          lastChunk: slot.lastChunk,
-          streamSteps,
-        });
-        limit = chunksSitOut ? 0 : Math.max(promptBudget, pace);
+        limit = chunksSitOut ? 0 : Math.max(promptBudget, this.#paceTokens(slot, rest, generating));
       }
       if (limit <= 0) continue;
-      const rest = prompt.length - slot.promptIndex;
       const take = Math.min(room, rest, limit);
       slot.lastChunk = take;
       finishedLongPrompt ||= generating.length > 0 && !short && take === rest;
@@ -1454,6 +1446,17 @@ export class Scheduler {
     }
     for (const slot of prompts) slot.secondGroup = false;
     return takes;
+  }
+
+  /** The tokens a prompt chunked behind `generating` takes to keep its pace (see prefill_budget.ts). */
+  #paceTokens(slot: Slot, rest: number, generating: readonly Slot[]): number {
+    return this.#prefillBudget.paceTokens({
+      elapsedMs: performance.now() - (slot.job as Job).submittedAt,
+      evaluated: slot.promptIndex - slot.cachedTokens,
+      rest,
+      lastChunk: slot.lastChunk,
+      streamSteps: Math.max(0, ...generating.map((s) => s.maxTokens - s.generated.length)),
+    });
   }
 
   /** Decodes one step and samples its tokens; tells whether some request got its first. */
