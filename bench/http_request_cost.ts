@@ -18,6 +18,7 @@
 
 import { parseArgs } from "node:util";
 import { serveGuarded } from "../src/server/connection_guard.ts";
+import type { ServedRequest } from "../src/server/served_request.ts";
 import { threadSample, TICKS_PER_SECOND } from "./lib/thread_stat.ts";
 
 const WAYS = ["serve", "guard"] as const;
@@ -60,8 +61,8 @@ interface Cost {
 
 /** Serves `requests` requests the given way to a client process. */
 async function measure(way: Way, requests: number): Promise<Cost> {
-  const handler = async (request: Request) => {
-    const body = await request.json();
+  const handler = async (request: ServedRequest) => {
+    const body = JSON.parse(await request.text());
     return Response.json({ id: "cmpl-0123456789abcdef", model: body.model, choices: [] });
   };
   const server = way === "guard"

@@ -20,6 +20,7 @@ import { anthropicErrorBody, HttpError } from "./http_error.ts";
 import { readRequestJson } from "./request_body.ts";
 import { sseEvent, sseResponse } from "./sse.ts";
 import { followClient } from "./stream_body.ts";
+import type { ServedRequest } from "./served_request.ts";
 
 /** Anthropic's `stop_reason` values that Shimmy produces. */
 export type StopReason = "end_turn" | "max_tokens" | "stop_sequence" | "tool_use";
@@ -46,7 +47,7 @@ type ContentBlock =
  */
 export async function messages(
   ctx: ServerContext,
-  request: Request,
+  request: ServedRequest,
   clientGone: AbortSignal,
 ): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);
@@ -119,7 +120,7 @@ export async function messages(
  */
 export async function countTokens(
   ctx: ServerContext,
-  request: Request,
+  request: ServedRequest,
   clientGone: AbortSignal,
 ): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);

@@ -28,6 +28,7 @@ import {
   OLLAMA_ROUTES,
   ollamaSubpath,
 } from "./ollama/routes.ts";
+import type { ServedRequest } from "./served_request.ts";
 
 /**
  * A route handler. `clientGone` aborts when the client disconnects before the response is
@@ -35,7 +36,7 @@ import {
  */
 export type Handler = (
   ctx: ServerContext,
-  request: Request,
+  request: ServedRequest,
   clientGone: AbortSignal,
 ) => Response | Promise<Response>;
 
@@ -147,7 +148,7 @@ const JSON_CONTENT_TYPE = /^application\/([\w.+-]+\+)?json\s*(;|$)/i;
 export function createApp(
   ctx: ServerContext,
   options: AppOptions = {},
-): (request: Request, info?: Deno.ServeHandlerInfo) => Promise<Response> {
+): (request: ServedRequest, info?: Deno.ServeHandlerInfo) => Promise<Response> {
   const ollamaRoot = options.ollamaRoot ?? false;
   const listener = { ollamaRoot, boundHost: options.boundHost };
   return async (request, info) => {
@@ -177,7 +178,7 @@ export function createApp(
 
 async function route(
   ctx: ServerContext,
-  request: Request,
+  request: ServedRequest,
   path: string,
   clientGone: AbortSignal,
   listener: { ollamaRoot: boolean; boundHost: string | undefined },
@@ -213,7 +214,7 @@ async function route(
   return await handler(ctx, request, clientGone);
 }
 
-function checkHostAndOrigin(request: Request, policy: OriginPolicy): void {
+function checkHostAndOrigin(request: ServedRequest, policy: OriginPolicy): void {
   const host = request.headers.get("host");
   if (!hostAllowed(host, policy)) {
     throw new HttpError(
@@ -232,7 +233,7 @@ function checkHostAndOrigin(request: Request, policy: OriginPolicy): void {
   }
 }
 
-function checkJsonContentType(request: Request): void {
+function checkJsonContentType(request: ServedRequest): void {
   const type = request.headers.get("content-type") ?? "";
   if (!JSON_CONTENT_TYPE.test(type)) {
     throw new HttpError(
@@ -244,7 +245,7 @@ function checkJsonContentType(request: Request): void {
   }
 }
 
-function isPreflight(request: Request): boolean {
+function isPreflight(request: ServedRequest): boolean {
   return request.method === "OPTIONS" && request.headers.has("origin") &&
     request.headers.has("access-control-request-method");
 }
@@ -257,7 +258,7 @@ const HEADER_NAME_LIST = /^[!#$%&'*+.^_`|~0-9a-z-]+(\s*,\s*[!#$%&'*+.^_`|~0-9a-z
  * allows the headers the browser asks for (the SDKs send `x-stainless-*`, `anthropic-version`,
  * `x-api-key`…); a malformed list gets the basic ones.
  */
-function preflight(request: Request): Response {
+function preflight(request: ServedRequest): Response {
   const asked = request.headers.get("access-control-request-headers")?.trim() ?? "";
   return new Response(null, {
     status: 204,
@@ -273,7 +274,7 @@ function preflight(request: Request): Response {
 }
 
 /** Checks `Authorization: Bearer KEY`, or Anthropic's `x-api-key: KEY`. */
-function checkApiKey(key: string, request: Request): void {
+function checkApiKey(key: string, request: ServedRequest): void {
   const header = request.headers.get("authorization") ?? "";
   const given = /^Bearer\s+(.+)$/i.exec(header)?.[1] ?? request.headers.get("x-api-key");
   if (given === null || !constantTimeEqual(given, key)) {

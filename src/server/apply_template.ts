@@ -14,6 +14,7 @@ import { templateOptions } from "./generation_bridge.ts";
 import { badRequest } from "./http_error.ts";
 import { chatMessages, Fields, readRequestJson, templateFields } from "./request_body.ts";
 import { checkTemplateFields } from "./generation_request_fields.ts";
+import type { ServedRequest } from "./served_request.ts";
 
 /**
  * `POST /apply-template`.
@@ -26,7 +27,7 @@ import { checkTemplateFields } from "./generation_request_fields.ts";
  */
 export async function applyTemplate(
   ctx: ServerContext,
-  request: Request,
+  request: ServedRequest,
   clientGone: AbortSignal,
 ): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);

@@ -22,6 +22,7 @@
 
 import { serveHttp1 } from "./http1_serve.ts";
 import { writeAll } from "../util/bytes.ts";
+import type { ServedRequest } from "./served_request.ts";
 
 /** Options of {@link serveGuarded}. */
 export interface GuardOptions {
@@ -45,7 +46,7 @@ export interface GuardOptions {
 
 /** The handler the guard calls: the info carries the client's own address. */
 export type GuardedHandler = (
-  request: Request,
+  request: ServedRequest,
   info: Deno.ServeHandlerInfo<Deno.NetAddr>,
 ) => Response | Promise<Response>;
 
@@ -494,7 +495,7 @@ class ConnectionGuard implements GuardedServer {
   }
 
   #handle = (
-    request: Request,
+    request: ServedRequest,
     info: Deno.ServeHandlerInfo<Deno.NetAddr>,
   ): Response | Promise<Response> => {
     const tunnel = this.#byPort.get(info.remoteAddr.port);
@@ -512,7 +513,11 @@ class ConnectionGuard implements GuardedServer {
   };
 
   /** Hands a request on one of its connections to the handler, counting it in flight. */
-  async #dispatch(tunnel: Tunnel, request: Request, completed: Promise<void>): Promise<Response> {
+  async #dispatch(
+    tunnel: Tunnel,
+    request: ServedRequest,
+    completed: Promise<void>,
+  ): Promise<Response> {
     tunnel.requestStarted();
     // The request ends when its response is sent and the handler has returned: `completed`
     // settles inside Deno.upgradeWebSocket(), before the 101 tells us the socket is upgraded.

@@ -14,6 +14,7 @@ import type { ModelEntry } from "../models/registry.ts";
 import type { ServerContext } from "./context.ts";
 import { badRequest } from "./http_error.ts";
 import { Fields, readRequestJson, refuseUnknownFields } from "./request_body.ts";
+import type { ServedRequest } from "./served_request.ts";
 
 /** Most inputs in one request (OpenAI's limit). */
 export const MAX_EMBEDDING_INPUTS = 2048;
@@ -218,7 +219,7 @@ const EMBEDDING_FIELDS = new Set(["model", "input", "encoding_format", "dimensio
  */
 export async function embeddings(
   ctx: ServerContext,
-  request: Request,
+  request: ServedRequest,
   clientGone: AbortSignal,
 ): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);

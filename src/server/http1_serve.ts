@@ -1,8 +1,8 @@
 /**
  * The connection guard's own HTTP/1.1 serving: requests of the plain shape (see
- * `http1_head.ts`) are read from the public connection, handed to the handler as a `Request`,
- * and its `Response` is written straight back, with no loopback hop to `Deno.serve` and no
- * second copy of each streamed token. The first request of another shape hands the connection,
+ * `http1_head.ts`) are read from the public connection, handed to the handler as an
+ * `IncomingRequest` (`served_request.ts`), and its `Response` is written straight back, with no
+ * loopback hop to `Deno.serve` and no second copy of each streamed token. The first request of another shape hands the connection,
  * with the bytes read so far, back to the caller, which forwards it to `Deno.serve` from then on.
  *
  * While a request is in flight the connection is still read (up to {@link WATCH_LIMIT}
@@ -25,10 +25,10 @@ import {
   responseHead,
 } from "./http1_head.ts";
 import { concatBytes, writeAll } from "../util/bytes.ts";
-import { noteWholeBody } from "./whole_body.ts";
+import { IncomingRequest, type ServedRequest } from "./served_request.ts";
 
 /** Serves one request: resolves to its response; `completed` settles once it is sent. */
-export type ServeRequest = (request: Request, completed: Promise<void>) => Promise<Response>;
+export type ServeRequest = (request: ServedRequest, completed: Promise<void>) => Promise<Response>;
 
 /** What the connection's owner hears of and decides. */
 export interface ConnectionEvents {
@@ -205,7 +205,7 @@ export async function serveHttp1(
 
 /** A request read from the connection, with its body still to come. */
 interface ReadRequest {
-  request: Request;
+  request: IncomingRequest;
   method: string;
   keepAlive: boolean;
   /** Hangs up the request: aborts its signal. */
@@ -214,7 +214,7 @@ interface ReadRequest {
   unread(): number;
 }
 
-/** Builds the `Request` for a parsed head and consumes the head; null if its URL is invalid. */
+/** Builds the request for a parsed head and consumes the head; null if its URL is invalid. */
 function requestOf(head: RequestHead, input: InputBuffer): ReadRequest | null {
   // A body that came with its head (most JSON requests) is handed over whole; a longer one
   // streams from the connection as the handler reads it.
@@ -234,22 +234,21 @@ function requestOf(head: RequestHead, input: InputBuffer): ReadRequest | null {
         if (remaining === 0) controller.close();
       },
     }, { highWaterMark: 0 });
+  const url = `http://${head.host}${head.target}`;
+  if (!URL.canParse(url)) return null; // An invalid URL (the Host): Deno.serve answers it.
   const abort = new AbortController();
-  const wholeBody = whole && head.contentLength > 0
+  const body = head.contentLength === 0
+    ? null
+    : whole
     ? input.view().slice(head.length, head.length + head.contentLength)
-    : null;
-  let request: Request;
-  try {
-    request = new Request(`http://${head.host}${head.target}`, {
-      method: head.method,
-      headers: head.headers,
-      body: head.contentLength === 0 ? null : wholeBody ?? streamed(),
-      signal: abort.signal,
-    });
-  } catch {
-    return null; // An invalid URL (the Host): Deno.serve answers it.
-  }
-  if (wholeBody) noteWholeBody(request, wholeBody);
+    : streamed;
+  const request = new IncomingRequest({
+    method: head.method,
+    url,
+    headers: head.headers,
+    signal: abort.signal,
+    body,
+  });
   input.consume(head.length + (whole ? head.contentLength : 0));
   return {
     request,
@@ -321,7 +320,7 @@ async function exchange(
 /** Calls the handler; a throw becomes a 500, as `Deno.serve` answers. */
 async function serveSafely(
   serve: ServeRequest,
-  request: Request,
+  request: ServedRequest,
   completed: Promise<void>,
 ): Promise<Response> {
   try {

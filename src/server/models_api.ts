@@ -22,9 +22,10 @@ import { basename } from "node:path";
 import type { ServerContext } from "./context.ts";
 import { badRequest, HttpError } from "./http_error.ts";
 import { Fields, readRequestJson, refuseUnknownFields } from "./request_body.ts";
+import type { ServedRequest } from "./served_request.ts";
 
 /** Reads a body of `fields` (`model` among them) and resolves its model. */
-async function modelField(ctx: ServerContext, request: Request, fields: string[]): Promise<{
+async function modelField(ctx: ServerContext, request: ServedRequest, fields: string[]): Promise<{
   entry: ModelEntry;
   body: Record<string, unknown>;
 }> {
@@ -35,7 +36,7 @@ async function modelField(ctx: ServerContext, request: Request, fields: string[]
 }
 
 /** `POST /api/models/load {"model"}`: loads a model now (it stays until unloaded or idle). */
-export async function loadModel(ctx: ServerContext, request: Request): Promise<Response> {
+export async function loadModel(ctx: ServerContext, request: ServedRequest): Promise<Response> {
   const { entry } = await modelField(ctx, request, ["model"]);
   using lease = await ctx.registry.acquire(entry.name);
   return Response.json({
@@ -47,7 +48,7 @@ export async function loadModel(ctx: ServerContext, request: Request): Promise<R
 }
 
 /** `POST /api/models/unload {"model"}`: frees a loaded, idle model. */
-export async function unloadModel(ctx: ServerContext, request: Request): Promise<Response> {
+export async function unloadModel(ctx: ServerContext, request: ServedRequest): Promise<Response> {
   const { entry } = await modelField(ctx, request, ["model"]);
   const unloaded = await ctx.registry.unload(entry.name);
   return Response.json({ model: entry.name, state: "available", unloaded });
@@ -107,7 +108,7 @@ export async function requestLora(
 }
 
 /** `GET /api/lora?model=NAME`: the adapters attached to a loaded model and those known. */
-export function getLora(ctx: ServerContext, request: Request): Response {
+export function getLora(ctx: ServerContext, request: ServedRequest): Response {
   const entry = ctx.registry.resolve(new URL(request.url).searchParams.get("model") ?? "");
   const loaded = ctx.registry.loaded().get(entry.name);
   return Response.json({
@@ -118,7 +119,7 @@ export function getLora(ctx: ServerContext, request: Request): Response {
 }
 
 /** `POST /api/lora {"model","adapters":[{"name"|"path","scale"}]}`: hot-swaps adapters. */
-export async function setLora(ctx: ServerContext, request: Request): Promise<Response> {
+export async function setLora(ctx: ServerContext, request: ServedRequest): Promise<Response> {
   const { entry, body } = await modelField(ctx, request, ["model", "adapters"]);
   const items = adapterList(body.adapters, "adapters");
   using lease = await ctx.registry.acquire(entry.name);

@@ -36,6 +36,7 @@ import {
 import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
 import { followClient } from "./stream_body.ts";
 import { checkNativeFields } from "./generation_request_fields.ts";
+import type { ServedRequest } from "./served_request.ts";
 
 function promptOf(fields: Fields, body: Record<string, unknown>): PromptSource {
   const system = fields.string("system");
@@ -71,7 +72,7 @@ function begin(ctx: ServerContext, body: Record<string, unknown>, signal: AbortS
  */
 export async function apiGenerate(
   ctx: ServerContext,
-  request: Request,
+  request: ServedRequest,
   clientGone: AbortSignal,
 ): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);
@@ -103,8 +104,11 @@ export async function apiGenerate(
  * @param request The upgrade request.
  * @returns The 101 response.
  */
-export function wsGenerate(ctx: ServerContext, request: Request): Response {
-  if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+export function wsGenerate(ctx: ServerContext, request: ServedRequest): Response {
+  // The connection guard hands upgrades to Deno.serve, whose requests are `Request`s.
+  if (
+    !(request instanceof Request) || request.headers.get("upgrade")?.toLowerCase() !== "websocket"
+  ) {
     throw new HttpError(426, "GET /ws/generate needs a WebSocket upgrade", {
       code: "upgrade_required",
       headers: { upgrade: "websocket" },

@@ -32,6 +32,7 @@ import {
 } from "./logprobs_wire.ts";
 import { followClient } from "./stream_body.ts";
 import { checkOpenAiFields } from "./generation_request_fields.ts";
+import type { ServedRequest } from "./served_request.ts";
 
 type Kind = "chat" | "text";
 
@@ -56,7 +57,7 @@ function completionId(kind: Kind): string {
  */
 export function chatCompletions(
   ctx: ServerContext,
-  request: Request,
+  request: ServedRequest,
   clientGone: AbortSignal,
 ): Promise<Response> {
   return complete(ctx, request, clientGone, "chat");
@@ -72,7 +73,7 @@ export function chatCompletions(
  */
 export function completions(
   ctx: ServerContext,
-  request: Request,
+  request: ServedRequest,
   clientGone: AbortSignal,
 ): Promise<Response> {
   return complete(ctx, request, clientGone, "text");
@@ -131,7 +132,7 @@ function chatSource(fields: Fields, body: Record<string, unknown>): PromptSource
 
 async function complete(
   ctx: ServerContext,
-  request: Request,
+  request: ServedRequest,
   clientGone: AbortSignal,
   kind: Kind,
 ): Promise<Response> {
@@ -294,7 +295,7 @@ export const MODEL_ROUTE = /^\/(?:v1\/)?models\/(.+)$/;
  * @returns The model object.
  * @throws {HttpError} 404 `model_not_found` when no model has that name.
  */
-export function retrieveModel(ctx: ServerContext, request: Request): Response {
+export function retrieveModel(ctx: ServerContext, request: ServedRequest): Response {
   const path = new URL(request.url).pathname.replace(/\/+$/, "");
   const id = decodeURIComponent(MODEL_ROUTE.exec(path)?.[1] ?? "");
   const entry = ctx.registry.list().find((e) => e.name === id);

@@ -12,7 +12,7 @@ import { StructuredOutputError } from "../engine/structured/errors.ts";
 import { structuredOutputGrammar } from "../engine/structured/response_format.ts";
 import { badRequest, HttpError } from "./http_error.ts";
 import { concatBytes } from "../util/bytes.ts";
-import { takeWholeBody } from "./whole_body.ts";
+import { IncomingRequest, type ServedRequest } from "./served_request.ts";
 
 /** Largest accepted request body. */
 export const MAX_BODY_BYTES = 8 * 1024 * 1024;
@@ -41,7 +41,7 @@ export interface BodyLimits {
  * ```
  */
 export async function readJsonBody(
-  request: Request,
+  request: ServedRequest,
   limits: BodyLimits = {},
 ): Promise<Record<string, unknown>> {
   const limit = limits.maxBytes ?? MAX_BODY_BYTES;
@@ -71,7 +71,7 @@ export async function readJsonBody(
  * ```
  */
 export function readRequestJson(
-  request: Request,
+  request: ServedRequest,
   settings: { bodyTimeoutMs?: number },
 ): Promise<Record<string, unknown>> {
   return readJsonBody(request, { timeoutMs: settings.bodyTimeoutMs });
@@ -84,8 +84,8 @@ function bodyTooLarge(limit: number): HttpError {
   });
 }
 
-async function readBytes(request: Request, limit: number, timeoutMs: number) {
-  const whole = takeWholeBody(request);
+async function readBytes(request: ServedRequest, limit: number, timeoutMs: number) {
+  const whole = request instanceof IncomingRequest ? request.takeWholeBody() : undefined;
   if (whole) {
     if (whole.length > limit) throw bodyTooLarge(limit);
     return whole;

@@ -14,6 +14,7 @@ import type { ServerContext } from "./context.ts";
 import { checkLength, MAX_EMBEDDING_INPUTS, withEmbedder } from "./embeddings.ts";
 import { badRequest } from "./http_error.ts";
 import { Fields, readRequestJson, refuseUnknownFields } from "./request_body.ts";
+import type { ServedRequest } from "./served_request.ts";
 
 /** Most documents in one request. */
 export const MAX_RERANK_DOCUMENTS = MAX_EMBEDDING_INPUTS;
@@ -46,7 +47,7 @@ const RERANK_FIELDS = new Set(["model", "query", "documents", "top_n", "return_d
  */
 export async function rerank(
   ctx: ServerContext,
-  request: Request,
+  request: ServedRequest,
   clientGone: AbortSignal,
 ): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);

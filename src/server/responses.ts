@@ -29,6 +29,7 @@ import { sseEvent, sseResponse } from "./sse.ts";
 import { readChatGeneration } from "./chat_stream.ts";
 import { chatOutputRequest } from "./tool_calls.ts";
 import { followClient } from "./stream_body.ts";
+import type { ServedRequest } from "./served_request.ts";
 
 /** The path of one stored response (also without `/v1`); the id is its last segment. */
 export const RESPONSE_ROUTE = /^\/(?:v1\/)?responses\/([^/]+)$/;
@@ -50,7 +51,7 @@ function storeOf(ctx: ServerContext): ResponseStore {
  */
 export async function createResponse(
   ctx: ServerContext,
-  request: Request,
+  request: ServedRequest,
   clientGone: AbortSignal,
 ): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);
@@ -212,7 +213,7 @@ function responseObject(
   };
 }
 
-function storedResponse(ctx: ServerContext, request: Request) {
+function storedResponse(ctx: ServerContext, request: ServedRequest) {
   const path = new URL(request.url).pathname.replace(/\/+$/, "");
   const id = decodeURIComponent(RESPONSE_ROUTE.exec(path)?.[1] ?? "");
   const stored = storeOf(ctx).get(id);
@@ -235,7 +236,7 @@ function storedResponse(ctx: ServerContext, request: Request) {
  * @returns The response object.
  * @throws {HttpError} 404 when the id is unknown, deleted or expired.
  */
-export function retrieveResponse(ctx: ServerContext, request: Request): Response {
+export function retrieveResponse(ctx: ServerContext, request: ServedRequest): Response {
   if (new URL(request.url).searchParams.get("stream") === "true") {
     throw badRequest("Replaying a stored response as a stream is not supported", "stream");
   }
@@ -250,7 +251,7 @@ export function retrieveResponse(ctx: ServerContext, request: Request): Response
  * @returns `{id, object: "response.deleted", deleted: true}`.
  * @throws {HttpError} 404 when the id is unknown, deleted or expired.
  */
-export function deleteResponse(ctx: ServerContext, request: Request): Response {
+export function deleteResponse(ctx: ServerContext, request: ServedRequest): Response {
   const { id } = storedResponse(ctx, request);
   storeOf(ctx).delete(id);
   return Response.json({ id, object: "response.deleted", deleted: true });

@@ -10,6 +10,7 @@
  */
 
 import { HttpError } from "./http_error.ts";
+import type { ServedRequest } from "./served_request.ts";
 
 /** The folder of the built page. */
 export const WEBUI_DIR = new URL("../../webui/dist/", import.meta.url);
@@ -92,7 +93,7 @@ export function isWebuiPath(path: string): boolean {
  * ```
  */
 export async function serveWebui(
-  request: Request,
+  request: ServedRequest,
   path: string,
   dir: URL = WEBUI_DIR,
 ): Promise<Response | undefined> {

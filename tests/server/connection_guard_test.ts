@@ -5,6 +5,7 @@ import {
   serveGuarded,
 } from "../../src/server/connection_guard.ts";
 import { get, RawClient, settlesWithin } from "./raw_client.ts";
+import type { ServedRequest } from "../../src/server/served_request.ts";
 
 const encoder = new TextEncoder();
 
@@ -27,7 +28,9 @@ async function openSocket(url: string): Promise<WebSocket> {
   return ws;
 }
 
-function echoSocket(request: Request): Response {
+function echoSocket(request: ServedRequest): Response {
+  // Upgrades reach the handler through Deno.serve, as a `Request`.
+  if (!(request instanceof Request)) throw new Error("an upgrade served by the guard itself");
   const { socket, response } = Deno.upgradeWebSocket(request);
   socket.onmessage = (event) => socket.send(event.data);
   socket.onerror = () => {};

@@ -6,7 +6,7 @@ import {
   responseHead,
 } from "../../src/server/http1_head.ts";
 import { type GuardedServer, serveGuarded } from "../../src/server/connection_guard.ts";
-import { takeWholeBody } from "../../src/server/whole_body.ts";
+import { IncomingRequest } from "../../src/server/served_request.ts";
 import { get, RawClient } from "./raw_client.ts";
 
 const encoder = new TextEncoder();
@@ -124,7 +124,7 @@ function echoGuard(): GuardedServer {
     }
     if (url.pathname === "/ignore") return new Response("ignored");
     if (url.pathname === "/whole") {
-      const whole = takeWholeBody(request);
+      const whole = request instanceof IncomingRequest ? request.takeWholeBody() : undefined;
       const body = whole ? new TextDecoder().decode(whole) : await request.text();
       return Response.json({ whole: whole !== undefined, body });
     }

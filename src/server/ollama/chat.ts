@@ -21,6 +21,7 @@ import { resolveOllamaModel } from "./models.ts";
 import { ollamaFields } from "./options.ts";
 import { ollamaReply, type ReplyShape } from "./reply.ts";
 import { checkFields, refuseImages } from "./request_checks.ts";
+import type { ServedRequest } from "../served_request.ts";
 
 /** The fields `POST /api/chat` accepts; any other is a 400. */
 const CHAT_FIELDS = [
@@ -50,7 +51,7 @@ const CHAT_FIELDS = [
  */
 export async function ollamaChat(
   ctx: ServerContext,
-  request: Request,
+  request: ServedRequest,
   clientGone: AbortSignal,
 ): Promise<Response> {
   const arrivedAt = performance.now();

@@ -15,6 +15,7 @@ import { Fields, readRequestJson } from "../request_body.ts";
 import { resolveOllamaModel } from "./models.ts";
 import { ollamaFields } from "./options.ts";
 import { checkFields } from "./request_checks.ts";
+import type { ServedRequest } from "../served_request.ts";
 
 /**
  * `POST /api/embed`.
@@ -32,7 +33,7 @@ import { checkFields } from "./request_checks.ts";
  */
 export async function ollamaEmbed(
   ctx: ServerContext,
-  request: Request,
+  request: ServedRequest,
   clientGone: AbortSignal,
 ): Promise<Response> {
   const arrivedAt = performance.now();
@@ -83,7 +84,7 @@ export async function ollamaEmbed(
  */
 export async function ollamaEmbeddings(
   ctx: ServerContext,
-  request: Request,
+  request: ServedRequest,
   clientGone: AbortSignal,
 ): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);

@@ -17,6 +17,7 @@ import { resolveOllamaModel } from "./models.ts";
 import { type OllamaFields, ollamaFields } from "./options.ts";
 import { ollamaReply, type ReplyShape } from "./reply.ts";
 import { checkFields } from "./request_checks.ts";
+import type { ServedRequest } from "../served_request.ts";
 
 /** The fields `POST /api/generate` accepts; any other is a 400. */
 const GENERATE_FIELDS = [
@@ -50,7 +51,7 @@ const GENERATE_FIELDS = [
  */
 export async function ollamaGenerate(
   ctx: ServerContext,
-  request: Request,
+  request: ServedRequest,
   clientGone: AbortSignal,
 ): Promise<Response> {
   const arrivedAt = performance.now();

@@ -14,6 +14,7 @@ import { HttpError } from "../http_error.ts";
 import { Fields, readRequestJson } from "../request_body.ts";
 import { ndjsonResponse } from "./ndjson.ts";
 import { followClient } from "../stream_body.ts";
+import type { ServedRequest } from "../served_request.ts";
 
 /**
  * `POST /api/pull`.
@@ -30,7 +31,7 @@ import { followClient } from "../stream_body.ts";
  */
 export async function ollamaPull(
   ctx: ServerContext,
-  request: Request,
+  request: ServedRequest,
   clientGone: AbortSignal,
 ): Promise<Response> {
   const fields = new Fields(

@@ -15,6 +15,7 @@ import { Fields, readRequestJson } from "../request_body.ts";
 import { modelFacts } from "./model_facts.ts";
 import { resolveOllamaModel } from "./models.ts";
 import { checkFields } from "./request_checks.ts";
+import type { ServedRequest } from "../served_request.ts";
 
 /**
  * `POST /api/show`.
@@ -28,7 +29,7 @@ import { checkFields } from "./request_checks.ts";
  * const { capabilities } = await (await ollamaShow(ctx, request)).json();
  * ```
  */
-export async function ollamaShow(ctx: ServerContext, request: Request): Promise<Response> {
+export async function ollamaShow(ctx: ServerContext, request: ServedRequest): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);
   checkFields(body, ["model", "name", "verbose"], "/api/show");
   const fields = new Fields(body);
