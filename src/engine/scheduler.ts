@@ -42,7 +42,7 @@ import {
   splitPasses,
 } from "./slot_placement.ts";
 import { samplerStages, type SamplingParams } from "./sampling.ts";
-import { CacheSwapCost, swapMemoryBound } from "./swap_cost.ts";
+import { AvailableMemory, CacheSwapCost, swapMemoryBound } from "./swap_cost.ts";
 import { SpareChains } from "./spare_chains.ts";
 import { stepLogprobs, type TokenLogprob } from "./logprobs.ts";
 import { TextStream } from "./text_stream.ts";
@@ -492,6 +492,7 @@ export class Scheduler {
   };
   readonly #prefillBudget = new PrefillBudget();
   readonly #swapCost = new CacheSwapCost();
+  readonly #availableMemory = new AvailableMemory();
   /** Whether requests come in bursts, learnt from the steps after idle spells. */
   readonly #linger = new BurstLinger(ARRIVAL_WINDOW_MS);
   readonly #deviceSampling: boolean;
@@ -1273,7 +1274,7 @@ export class Scheduler {
     if (costs === undefined) return { moved: false, kept: false };
     const maxBytes = Math.min(
       this.#swapCost.maxBytes(keptTokens, costs.msPerPromptToken, this.#waiting()),
-      swapMemoryBound(Deno.systemMemoryInfo().available),
+      swapMemoryBound(this.#availableMemory.bytes()),
     );
     const start = performance.now();
     const swap = this.context.swapSequences(from, to, maxBytes);

@@ -66,11 +66,44 @@ export class CacheSwapCost {
   }
 }
 
+/** How long a reading of the available memory stands before it is read again (ms). */
+const MEMORY_READING_MS = 1_000;
+
+/**
+ * The machine's available memory, read at most once a second: the scheduler considers an
+ * exchange for every request that overwrites a cache, and reading `/proc/meminfo` each time was
+ * the largest part of considering one.
+ */
+export class AvailableMemory {
+  readonly #read: () => number;
+  #bytes = 0;
+  #readAt = -Infinity;
+
+  /** @param read Reads the available bytes now (default `Deno.systemMemoryInfo().available`). */
+  constructor(read: () => number = () => Deno.systemMemoryInfo().available) {
+    this.#read = read;
+  }
+
+  /**
+   * The available bytes as last read, read again when that was over a second ago.
+   *
+   * @param now The time now (`performance.now()`).
+   * @returns Bytes.
+   */
+  bytes(now: number = performance.now()): number {
+    if (now - this.#readAt >= MEMORY_READING_MS) {
+      this.#bytes = this.#read();
+      this.#readAt = now;
+    }
+    return this.#bytes;
+  }
+}
+
 /**
  * The most bytes two states may take together for an exchange, whatever it is worth: a quarter
  * of the memory available now, and at most 1 GiB.
  *
- * @param availableBytes Memory available now (`Deno.systemMemoryInfo().available`).
+ * @param availableBytes Memory available now (see {@link AvailableMemory}).
  * @returns A byte bound.
  * @example
  * ```ts

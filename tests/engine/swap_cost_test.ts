@@ -1,5 +1,5 @@
 import { equal, ok } from "node:assert/strict";
-import { CacheSwapCost, swapMemoryBound } from "../../src/engine/swap_cost.ts";
+import { AvailableMemory, CacheSwapCost, swapMemoryBound } from "../../src/engine/swap_cost.ts";
 
 const MIB = 1024 * 1024;
 
@@ -32,4 +32,18 @@ Deno.test("an exchange takes at most a quarter of the memory available, and 1 Gi
   equal(swapMemoryBound(2 * 1024 * MIB), 512 * MIB);
   equal(swapMemoryBound(64 * 1024 * MIB), 1024 * MIB);
   equal(swapMemoryBound(0), 0);
+});
+
+Deno.test("the available memory is read at most once a second", () => {
+  const readings = [100, 200, 300];
+  let reads = 0;
+  const memory = new AvailableMemory(() => readings[reads++] as number);
+  equal(memory.bytes(5_000), 100);
+  equal(memory.bytes(5_999), 100);
+  equal(reads, 1);
+  equal(memory.bytes(6_000), 200);
+  equal(memory.bytes(6_500), 200);
+  equal(memory.bytes(9_000), 300);
+  equal(reads, 3);
+  ok(new AvailableMemory().bytes() > 0, "the machine's own reading");
 });
