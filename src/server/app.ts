@@ -152,7 +152,9 @@ export function createApp(
   const ollamaRoot = options.ollamaRoot ?? false;
   const listener = { ollamaRoot, boundHost: options.boundHost };
   return async (request, info) => {
-    const path = new URL(request.url).pathname.replace(/\/+$/, "") || "/";
+    // Deno.serve hands over a Host that makes no URL as it came ("http://a b/x").
+    const url = URL.parse(request.url);
+    const path = url?.pathname.replace(/\/+$/, "") || "/";
     const done = ctx.activity.begin();
     const origin = request.headers.get("origin"); // headers are gone after a WebSocket upgrade
     const gone = new AbortController();
@@ -164,6 +166,11 @@ export function createApp(
     if (info) info.completed.catch(abort).finally(done);
     let response: Response;
     try {
+      if (url === null) {
+        throw new HttpError(400, "The request's Host header does not make a valid URL", {
+          code: "invalid_host",
+        });
+      }
       response = await ctx.arrivals.track(() => route(ctx, request, path, gone.signal, listener));
     } catch (error) {
       response = errorResponse(error, errorShapeOf(path, ollamaRoot));

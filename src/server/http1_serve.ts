@@ -2,8 +2,9 @@
  * The connection guard's own HTTP/1.1 serving: requests of the plain shape (see
  * `http1_head.ts`) are read from the public connection, handed to the handler as an
  * `IncomingRequest` (`served_request.ts`), and its `Response` is written straight back, with no
- * loopback hop to `Deno.serve` and no second copy of each streamed token. The first request of another shape hands the connection,
- * with the bytes read so far, back to the caller, which forwards it to `Deno.serve` from then on.
+ * loopback hop to `Deno.serve` and no second copy of each streamed token. The first request of
+ * another shape hands the connection, with the bytes read so far, back to the caller, which
+ * forwards it to `Deno.serve` from then on.
  *
  * While a request is in flight the connection is still read (up to {@link WATCH_LIMIT}
  * bytes ahead), so a client that hangs up aborts the request's signal, cancels a streamed

@@ -156,6 +156,10 @@ Deno.test("6: a foreign Host is refused (DNS rebinding); loopback names are serv
   for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`]) {
     equal((await ask(host)).status, 200, host);
   }
+  // A Host that makes no URL: Deno.serve's request, a 400 with an error body (not an empty 500).
+  const invalid = await ask("a b");
+  equal(invalid.status, 400, invalid.text);
+  match(invalid.text, /invalid_host/);
 });
 
 Deno.test("6: a cross-site form POST (text/plain) is 415 and changes nothing", async () => {
