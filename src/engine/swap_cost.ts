@@ -71,8 +71,8 @@ const MEMORY_READING_MS = 1_000;
 
 /**
  * The machine's available memory, read at most once a second: the scheduler considers an
- * exchange for every request that overwrites a cache, and reading `/proc/meminfo` each time was
- * the largest part of considering one.
+ * exchange for every request that overwrites a cache, most of them not worth making, and read
+ * `/proc/meminfo` for each (0.2% of the event loop in a profile of bursts on the tiny model).
  */
 export class AvailableMemory {
   readonly #read: () => number;
