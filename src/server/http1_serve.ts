@@ -197,8 +197,8 @@ export async function serveHttp1(
       reading = parseRequestHead(input.view());
     }
     if (events.ending()) return await linger(conn, input, events);
-    const request = reading.kind === "head" ? requestOf(reading.head, input) : null;
-    if (request === null) return { kind: "forward", bytes: input.take(input.size) };
+    if (reading.kind !== "head") return { kind: "forward", bytes: input.take(input.size) };
+    const request = requestOf(reading.head, input);
     const keepOpen = await exchange(conn, input, serve, request, events.destroyed);
     if (!keepOpen) return await linger(conn, input, events);
   }
@@ -215,8 +215,11 @@ interface ReadRequest {
   unread(): number;
 }
 
-/** Builds the request for a parsed head and consumes the head; null if its URL is invalid. */
-function requestOf(head: RequestHead, input: InputBuffer): ReadRequest | null {
+/**
+ * Builds the request for a parsed head and consumes the head. Its URL is taken as it came (a Host
+ * that makes no URL is the handler's to refuse, as with `Deno.serve`).
+ */
+function requestOf(head: RequestHead, input: InputBuffer): ReadRequest {
   // A body that came with its head (most JSON requests) is handed over whole; a longer one
   // streams from the connection as the handler reads it.
   const whole = head.length + head.contentLength <= input.size;
@@ -235,8 +238,6 @@ function requestOf(head: RequestHead, input: InputBuffer): ReadRequest | null {
         if (remaining === 0) controller.close();
       },
     }, { highWaterMark: 0 });
-  const url = `http://${head.host}${head.target}`;
-  if (!URL.canParse(url)) return null; // An invalid URL (the Host): Deno.serve answers it.
   const abort = new AbortController();
   const body = head.contentLength === 0
     ? null
@@ -245,7 +246,7 @@ function requestOf(head: RequestHead, input: InputBuffer): ReadRequest | null {
     : streamed;
   const request = new IncomingRequest({
     method: head.method,
-    url,
+    url: `http://${head.host}${head.target}`,
     headers: head.headers,
     signal: abort.signal,
     body,
