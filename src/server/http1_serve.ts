@@ -207,7 +207,6 @@ export async function serveHttp1(
 /** A request read from the connection, with its body still to come. */
 interface ReadRequest {
   request: IncomingRequest;
-  method: string;
   keepAlive: boolean;
   /** Hangs up the request: aborts its signal. */
   abort: AbortController;
@@ -254,7 +253,6 @@ function requestOf(head: RequestHead, input: InputBuffer): ReadRequest {
   input.consume(head.length + (whole ? head.contentLength : 0));
   return {
     request,
-    method: head.method,
     keepAlive: head.keepAlive,
     abort,
     unread: () => remaining,
@@ -303,7 +301,7 @@ async function exchange(
     body = response.body?.getReader() ?? null;
     if (hungUp) throw new Error("The client closed the connection");
     const close = !read.keepAlive || responseCloses(response);
-    await send(conn, response, read.method, body, close);
+    await send(conn, response, read.request.method, body, close);
     if (hungUp) throw new Error("The client closed the connection");
     sent = !close;
     settle.resolve();
