@@ -83,6 +83,8 @@ Options:
   --lib-dir DIR           SHIMMY_LIB_DIR for Shimmy (default lib/reference)
   --kv-unified on|off     One KV cache for all slots (on) or a stream per slot (off, the
                           default: Shimmy's choice), for both (llama-server's --kv-unified)
+  --decode-thread on|off  Shimmy decodes a lone stream on its decode thread (on, the default)
+                          or through the event loop (off: --no-decode-thread)
   --flash-attn M          on | off | auto for both servers (default: each its own choice;
                           Shimmy's the faster on this CPU, llama-server's on)
   --json PATH             Also write the results as JSON to PATH (gzip-compressed where PATH
@@ -181,6 +183,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
         "lib-dir": { type: "string" },
         "flash-attn": { type: "string" },
         "kv-unified": { type: "string" },
+        "decode-thread": { type: "string" },
         json: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -235,6 +238,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
     llamaServer: absolute(v["llama-server"] ?? join(REPO_ROOT, "lib/reference/bin/llama-server")),
     libDir: absolute(v["lib-dir"] ?? join(REPO_ROOT, "lib/reference")),
     kvUnified: onOffFlag("kv-unified", v["kv-unified"] ?? "off"),
+    decodeThread: onOffFlag("decode-thread", v["decode-thread"] ?? "on"),
     notes: context.notes,
   };
   const flashAttn = v["flash-attn"];
@@ -407,6 +411,7 @@ function settingsLine(options: BenchOptions, notes: string[]): string {
     bursts +
     `${measured}, prompt=${prompt}, ctx-size=${options.ctxSize} per request, ` +
     `slots=${options.slots}, warmup=${options.warmup}` +
+    (options.decodeThread === false ? ", shimmy without its decode thread" : "") +
     notes.map((note) => `\n          (${note})`).join("");
 }
 

@@ -60,6 +60,9 @@ export function embeddedLibraryFiles(libDir: string): string[] {
 /** The template renderer's worker module, which `deno compile` must be told to embed. */
 export const TEMPLATE_WORKER = "src/engine/template_worker_main.ts";
 
+/** The decode thread's worker module (`src/ffi/decode_thread.ts`), embedded the same way. */
+export const DECODE_WORKER = "src/ffi/decode_thread_main.ts";
+
 /**
  * The `deno compile` arguments for one flavour.
  *
@@ -84,9 +87,12 @@ export function compileArgs(root: string, flavour: string, output: string, targe
     // The checksums that name the first-run extraction folder; written by writeSums().
     "--include",
     relative(root, join(libDir, LIBRARY_SUMS)),
-    // Workers are not embedded unless named: the chat template renderer runs in one.
+    // Workers are not embedded unless named: the chat template renderer runs in one, and so
+    // does the decode thread.
     "--include",
     TEMPLATE_WORKER,
+    "--include",
+    DECODE_WORKER,
     // The chat page, built by buildWebui() just before.
     "--include",
     WEBUI_DIST,

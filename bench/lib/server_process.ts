@@ -42,6 +42,11 @@ export interface ServerSettings {
    * llama-server gets what Shimmy chooses (a stream per slot).
    */
   kvUnified?: boolean;
+  /**
+   * Shimmy decodes a lone stream on its decode thread (true, its default) or through the event
+   * loop (false: `--no-decode-thread`). llama-server has no such choice.
+   */
+  decodeThread?: boolean;
 }
 
 /** A command that starts one server. */
@@ -100,7 +105,8 @@ export function launchFor(
             ? []
             : ["--kv-unified", settings.kvUnified ? "on" : "off"],
         )
-        .concat(settings.flashAttn ? ["--flash-attn", settings.flashAttn] : []),
+        .concat(settings.flashAttn ? ["--flash-attn", settings.flashAttn] : [])
+        .concat(settings.decodeThread === false ? ["--no-decode-thread"] : []),
       env: { SHIMMY_LIB_DIR: settings.libDir },
     };
   }

@@ -38,6 +38,8 @@ ${SPLIT_FLAGS_USAGE}
   --device-sampling M   auto | on | off: sample inside the decode graph (default auto: on a GPU)
   --flash-attn M        auto | on | off: fused attention (default auto: on the CPU, the faster
                         of the two kernels on this machine, timed once at load)
+  --no-decode-thread    On the CPU, decode through the event loop as a step shared by several
+                        streams would, not on the thread that serves a lone stream
   --json                Print one JSON object
 
 Examples:
@@ -68,6 +70,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     ...SPLIT_FLAGS,
     "device-sampling": { type: "string" },
     "flash-attn": { type: "string" },
+    "no-decode-thread": { type: "boolean", default: false },
     json: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   }, 1);
@@ -97,6 +100,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     ...split,
     deviceSampling: switchFlag("--device-sampling", v["device-sampling"]),
     flashAttn: switchFlag("--flash-attn", v["flash-attn"]),
+    decodeThread: !v["no-decode-thread"],
   });
   progress.done();
   // Progress on stderr, so stdout keeps only the report (or the JSON).

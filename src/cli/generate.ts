@@ -221,6 +221,7 @@ export async function generateMain(args: string[], globals: GlobalFlags): Promis
     ...(options.splitMode ? { splitMode: options.splitMode } : {}),
     ...(options.mainGpu !== undefined ? { mainGpu: options.mainGpu } : {}),
     flashAttn: options.flashAttn,
+    decodeThread: true,
   });
   progress.done();
   if (!options.json && loaded.plan.kind !== "cpu") {

@@ -104,6 +104,9 @@ ${SPLIT_FLAGS_USAGE}
   --device-sampling M     auto | on | off: sample inside the decode graph on the device
                           when a request's sampler allows it (default auto: on a GPU;
                           SHIMMY_DEVICE_SAMPLING too)
+  --no-decode-thread      Decode a lone stream on the CPU as every other step, through the
+                          event loop, instead of on a thread that samples and goes on by
+                          itself (for comparisons)
   --flash-attn M          auto | on | off: fused attention (default auto: on the CPU, the
                           faster of the two kernels on this machine, timed once at load;
                           else llama.cpp's choice, fused)
@@ -160,6 +163,8 @@ export interface ServeArgs extends SplitFlags {
   shutdownGraceMs: number;
   /** Read weights into memory instead of mapping them. */
   noMmap: boolean;
+  /** `--no-decode-thread`. */
+  noDecodeThread: boolean;
   /** `--no-webui`: do not serve the chat page at `/`. */
   noWebui: boolean;
   /** Where sampler chains run (`--device-sampling`). */
@@ -238,6 +243,7 @@ export function parseServeArgs(
     "max-connections": { type: "string" },
     "shutdown-grace": { type: "string" },
     "no-mmap": { type: "boolean", default: false },
+    "no-decode-thread": { type: "boolean", default: false },
     "no-webui": { type: "boolean", default: false },
     "device-sampling": { type: "string" },
     "flash-attn": { type: "string" },
@@ -268,6 +274,7 @@ export function parseServeArgs(
     allowedHosts: commaList(...(v["allowed-hosts"] ?? []), env("SHIMMY_ALLOWED_HOSTS")),
     shutdownGraceMs: durationFlag("shutdown-grace", v["shutdown-grace"]) ?? SHUTDOWN_GRACE_MS,
     noMmap: v["no-mmap"],
+    noDecodeThread: v["no-decode-thread"],
     noWebui: v["no-webui"],
     deviceSampling: switchFlag(
       "--device-sampling",
@@ -510,6 +517,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     ...(pulls ? { fetchMissing: fetchMissing(pulls, globals) } : {}),
     ...(options.noMmap ? { useMmap: false } : {}),
     deviceSampling: options.deviceSampling,
+    decodeThread: !options.noDecodeThread,
     flashAttn: options.flashAttn,
     kvUnified: options.kvUnified,
     ...(options.pooling ? { pooling: options.pooling } : {}),

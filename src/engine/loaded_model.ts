@@ -73,6 +73,12 @@ export interface OpenModelOptions {
    */
   deviceSampling?: DeviceSamplingMode;
   /**
+   * With every layer on the CPU, decode a lone stream's steps on a thread of their own that
+   * samples each token and starts the next step by itself (`SchedulerOptions.decodeThread`).
+   * Default false.
+   */
+  decodeThread?: boolean;
+  /**
    * Flash attention: `"on"`, `"off"`, or `"auto"`: with every layer on the CPU and each slot's
    * attention over its own cells, the kernel the attention probe found faster on this machine
    * (`attention_probe.ts`), else llama.cpp's choice. See `flashAttention`. Default `"auto"`.
@@ -307,6 +313,7 @@ export class LoadedModel {
           slotContext,
           deviceSampling: mode === "on" || (mode === "auto" && plan.backend !== "cpu"),
           stagePrompts: model.offload.offloaded === 0,
+          decodeThread: options.decodeThread === true && model.offload.offloaded === 0,
           ...(options.maxQueue ? { maxQueue: options.maxQueue } : {}),
           ...(options.requestsOnTheWay ? { requestsOnTheWay: options.requestsOnTheWay } : {}),
         });

@@ -25,6 +25,8 @@
 import { setImmediate } from "node:timers";
 import { Batch } from "../ffi/batch.ts";
 import type { Context, DecodeTimes } from "../ffi/context.ts";
+import type { DecodedStep, DecodeRun } from "../ffi/decode_thread.ts";
+import { DecodeError } from "../ffi/errors.ts";
 import { applyLoraAdapters, type LoraAdapter } from "../ffi/lora.ts";
 import { Sampler, type SamplerStage, SamplerStageError } from "../ffi/sampler.ts";
 import { AsyncQueue } from "./async_queue.ts";
@@ -171,6 +173,13 @@ export interface SchedulerOptions {
    * a GPU a step costs about the same with one short prompt or many).
    */
   stagePrompts?: boolean;
+  /**
+   * Decode a lone stream's steps on a thread of their own that samples each token itself and
+   * goes on to the next step without a trip through the event loop (`Context.decodeAhead`), for
+   * a context that computes on the CPU alone. Requests with a grammar or log-probabilities, and
+   * any step shared with another request, decode as usual. Default false.
+   */
+  decodeThread?: boolean;
 }
 
 /** Requests on their way to a scheduler, as a server counts them. */
@@ -202,6 +211,8 @@ export interface SchedulerStats {
   busySlots: number;
   queued: number;
   steps: number;
+  /** Of them, steps of a lone stream decoded on the decode thread (see `decodeThread`). */
+  stepsAhead: number;
   /** Steps that decoded tokens of more than one slot. */
   sharedSteps: number;
   /** Prompt tokens evaluated (not reused from a cache or from another choice). */
@@ -472,6 +483,7 @@ export class Scheduler {
   #loop: Promise<void>;
   #closing = false;
   #steps = 0;
+  #stepsAhead = 0;
   #sharedSteps = 0;
   #promptTokensEvaluated = 0;
   #deviceSampledRequests = 0;
@@ -505,6 +517,14 @@ export class Scheduler {
   #activeLoraKey = "";
   #admissions = 0;
   #releases = 0;
+  /** Whether lone streams may run on the decode thread (see {@link #decodeAhead}). */
+  readonly #decodeThread: boolean;
+  /** Stops the run on the decode thread, while one goes on. */
+  #stopRunAhead: (() => void) | undefined;
+  /** The chain the decode thread samples with, while a run goes on. */
+  #samplerAhead: Sampler | undefined;
+  /** That chain, when its slot was released during the run: kept once the run halts. */
+  #releasedAhead: { sampler: Sampler; seeded: boolean } | undefined;
 
   /**
    * @param context The context to run on; `context.nSeqMax` is the slot count.
@@ -524,6 +544,11 @@ export class Scheduler {
     this.#requestsOnTheWay = options.requestsOnTheWay ?? NONE_ON_THE_WAY;
     this.#deviceSampling = options.deviceSampling ?? false;
     this.#stagePrompts = options.stagePrompts ?? false;
+    this.#decodeThread = options.decodeThread ?? false;
+    if (this.#decodeThread) {
+      context.startDecodeThread();
+      void context.model.eogTokens; // found now, not in the first run's way
+    }
     this.#batch = new Batch(context.model.llama, context.nBatch);
     this.#spareChains = new SpareChains(context.model, this.#slots.length);
     this.#utf8Guard = new Utf8Guard((token) => context.model.tokenBytes(token), context.nVocab);
@@ -537,6 +562,7 @@ export class Scheduler {
       busySlots: this.#busySlots(),
       queued: this.#queued(),
       steps: this.#steps,
+      stepsAhead: this.#stepsAhead,
       sharedSteps: this.#sharedSteps,
       promptTokensEvaluated: this.#promptTokensEvaluated,
       deviceSampledRequests: this.#deviceSampledRequests,
@@ -585,6 +611,7 @@ export class Scheduler {
    */
   expectArrival(): Disposable {
     this.#arriving++;
+    this.#stopRunAhead?.(); // the newcomer joins at the next step
     let pending = true;
     return {
       [Symbol.dispose]: () => {
@@ -793,6 +820,7 @@ export class Scheduler {
   }
 
   #wakeUp(): void {
+    this.#stopRunAhead?.();
     const wake = this.#wake;
     this.#wake = undefined;
     wake?.();
@@ -831,6 +859,12 @@ export class Scheduler {
           continue; // to give them slots
         }
         waitedForNewcomers = false;
+        const lone = this.#loneStreamAhead(active);
+        if (lone) {
+          this.#time.hostMs += performance.now() - turnStart;
+          await this.#decodeAhead(lone);
+          continue;
+        }
         // No extra event-loop turns between steps: network I/O (the text queued by the last
         // step, new requests, aborts) runs while the decode is awaited on its worker thread.
         // Except after first tokens, when the decode computes on the cores the event loop
@@ -1460,6 +1494,90 @@ export class Scheduler {
     });
   }
 
+  /**
+   * The lone stream whose coming steps can run on the decode thread: one generating slot, no
+   * request queued or on its way, a chain that samples on the CPU, and neither a grammar (its
+   * UTF-8 guard edits the logits before sampling) nor log-probabilities (read from each step's
+   * logits).
+   */
+  #loneStreamAhead(active: readonly Slot[]): Slot | undefined {
+    if (!this.#decodeThread || active.length !== 1) return undefined;
+    const slot = active[0] as Slot;
+    const request = slot.job?.request;
+    const onCpu = slot.sampler !== undefined && slot.sampler !== slot.deviceSampler;
+    if (slot.state !== "generating" || !request || !onCpu) return undefined;
+    if (request.sampling?.grammar !== undefined || request.logprobs !== undefined) return undefined;
+    if (this.#queued() > 0 || this.#othersOnTheWay() || this.#closing) return undefined;
+    return this.context.canDecodeAhead ? slot : undefined;
+  }
+
+  /**
+   * Runs a lone stream's steps on the decode thread (`Context.decodeAhead`) and takes each
+   * sampled token as it comes, as a step here would, until the stream ends or something needs
+   * the event loop's steps again: a request queued or on its way, a cancellation, closing. Steps
+   * the thread decoded past the stream's end (a stop string, a cancellation it heard of late)
+   * leave cache cells behind: they are dropped, so the slot's cache holds what its tokens say.
+   */
+  async #decodeAhead(slot: Slot): Promise<void> {
+    const job = slot.job as Job;
+    const sampler = slot.sampler as Sampler;
+    const batch = this.#batch;
+    batch.clear();
+    const last = slot.generated[slot.generated.length - 1] as number;
+    batch.add(last, slot.cached.length, slot.seqId, true);
+    const ends = job.request.ignoreEos
+      ? []
+      : [...this.context.model.eogTokens, ...(job.request.stopTokens ?? [])];
+    const cachedBefore = slot.cached.length;
+    let decoded = 0;
+    const run = await this.context.decodeAhead(
+      batch,
+      sampler,
+      slot.maxTokens - slot.generated.length,
+      ends,
+    );
+    this.#samplerAhead = sampler;
+    this.#stopRunAhead = () => run.stop();
+    try {
+      for (let steps = await this.#nextSteps(run); steps; steps = await this.#nextSteps(run)) {
+        const turnStart = performance.now();
+        for (const step of steps) {
+          decoded++;
+          this.#steps++;
+          this.#stepsAhead++;
+          this.#prefillBudget.observe(step.decodeMs, 1, 0);
+          if (slot.job !== job) continue; // ended: the steps after its end are not its own
+          slot.cached.push(slot.generated[slot.generated.length - 1] as number);
+          this.#takeToken(slot, step.token, 0);
+        }
+        const others = this.#queued() > 0 || this.#othersOnTheWay();
+        if (slot.job !== job || job.request.signal?.aborted || others) run.stop();
+        this.#time.hostMs += performance.now() - turnStart;
+      }
+    } finally {
+      this.#stopRunAhead = undefined;
+      this.#samplerAhead = undefined;
+      const released = this.#releasedAhead;
+      this.#releasedAhead = undefined;
+      if (released) this.#spareChains.keep(released.sampler, released.seeded);
+    }
+    if (run.status !== 0 && slot.job === job) {
+      this.#fail(slot, new DecodeError(run.status));
+      return;
+    }
+    if (cachedBefore + decoded > slot.cached.length) {
+      this.context.removeTokens(slot.seqId, slot.cached.length, -1);
+    }
+  }
+
+  /** The run's next steps, the wait for them counted as decode time. */
+  async #nextSteps(run: DecodeRun): Promise<DecodedStep[] | null> {
+    const start = performance.now();
+    const steps = await run.next();
+    this.#time.decodeMs += performance.now() - start;
+    return steps;
+  }
+
   /** Decodes one step and samples its tokens; tells whether some request got its first. */
   async #step(active: Slot[]): Promise<boolean> {
     const batch = this.#batch;
@@ -1591,7 +1709,6 @@ export class Scheduler {
   /** Samples a slot's next token from the logits at `index` (default: its own in the batch). */
   #sampleInto(slot: Slot, index = slot.batchIndex): void {
     const job = slot.job as Job;
-    const model = this.context.model;
     if (slot.state === "prompt") {
       slot.state = "generating";
       slot.firstTokenAt = performance.now();
@@ -1604,6 +1721,14 @@ export class Scheduler {
     const sampleMs = performance.now() - sampleStart;
     this.#time.sampleMs += sampleMs;
     this.#time.hostMs -= sampleMs; // inside the turn, which #run counts as host time
+    this.#takeToken(slot, token, index);
+  }
+
+  /** What a slot does with its sampled token: end, or add it to the output and stream it. */
+  #takeToken(slot: Slot, token: number, index: number): void {
+    const job = slot.job as Job;
+    const model = this.context.model;
+    const constrained = job.request.sampling?.grammar !== undefined;
     const ends = model.isEog(token) || (job.request.stopTokens?.includes(token) ?? false);
     if (!job.request.ignoreEos && ends) {
       this.#finish(slot, "stop");
@@ -1751,7 +1876,11 @@ export class Scheduler {
 
   #release(slot: Slot): void {
     if (slot.sampler && slot.sampler !== slot.deviceSampler) {
-      this.#spareChains.keep(slot.sampler, slot.job?.request.sampling?.seed !== undefined);
+      const seeded = slot.job?.request.sampling?.seed !== undefined;
+      // The decode thread may still sample with it: kept (or freed) once the run halts.
+      if (slot.sampler === this.#samplerAhead) {
+        this.#releasedAhead = { sampler: slot.sampler, seeded };
+      } else this.#spareChains.keep(slot.sampler, seeded);
     }
     slot.sampler = undefined;
     slot.text = undefined;

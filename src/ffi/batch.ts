@@ -60,6 +60,16 @@ export class Batch extends NativeHandle {
   }
 
   /** Tokens currently in the batch. */
+  /** Address of the token array (what a `DecodeThread` writes each step's token to). */
+  get tokenArrayAddress(): bigint {
+    return arrayAddress(this.#tokens);
+  }
+
+  /** Address of the position array. */
+  get positionArrayAddress(): bigint {
+    return arrayAddress(this.#positions);
+  }
+
   get length(): number {
     return this.#length;
   }
@@ -106,8 +116,17 @@ export class Batch extends NativeHandle {
     return i;
   }
 
-  /** The token at an index (for tests and diagnostics). */
+  /** The token at an index (-1 past the capacity). */
   tokenAt(index: number): number {
     return this.#tokens[index] ?? -1;
   }
+
+  /** The position at `index` (-1 past the end). */
+  positionAt(index: number): number {
+    return index < this.#length ? this.#positions[index] ?? -1 : -1;
+  }
+}
+
+function arrayAddress(array: Int32Array): bigint {
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(array)));
 }

@@ -10,6 +10,7 @@ import { ContextCreateError, DecodeError } from "./errors.ts";
 import { NativeHandle } from "./handle.ts";
 import { FlashAttnType, LlamaContextParams, LlamaPerfContextData, PoolingType } from "./layouts.ts";
 import type { Batch } from "./batch.ts";
+import { type DecodeRun, DecodeThread } from "./decode_thread.ts";
 import type { Model, OffloadReport } from "./model.ts";
 import type { Sampler } from "./sampler.ts";
 import { ThreadPool } from "./threadpool.ts";
@@ -107,6 +108,8 @@ export class Context extends NativeHandle {
   readonly computesOnHost: boolean;
   /** Number of decodes run. */
   decodeCount = 0;
+  /** Of them, steps decoded on the decode thread (see {@link decodeAhead}). */
+  decodesAhead = 0;
   /** Of them, decodes that only queued GPU work and ran on the event loop's thread. */
   decodesOnEventLoop = 0;
   /** Turns of the event loop taken while waiting for a GPU that holds every layer. */
@@ -126,6 +129,8 @@ export class Context extends NativeHandle {
   /** Sampler chains that run inside the decode graph, by sequence. */
   readonly #deviceSamplers = new Map<number, Sampler>();
   #decoding = false;
+  /** Decodes a lone sequence's steps by itself; see {@link startDecodeThread}. */
+  #decodeThread: DecodeThread | undefined;
 
   private constructor(
     model: Model,
@@ -282,6 +287,71 @@ export class Context extends NativeHandle {
       await this.model.llama.yieldToIo();
     }
     await synced;
+  }
+
+  /**
+   * Starts the thread that {@link decodeAhead} runs on (a `DecodeThread`), for a context whose
+   * every layer computes on this machine's CPU; it is ready some milliseconds later. Does
+   * nothing for a model with layers on a GPU, or when the thread is started already.
+   */
+  startDecodeThread(): void {
+    if (this.#decodeThread || this.#waitsForDevice) return;
+    this.#decodeThread = new DecodeThread(this.model.llama.llamaFile);
+  }
+
+  /** Whether {@link decodeAhead} can start now: its thread is ready and no decode is in flight. */
+  get canDecodeAhead(): boolean {
+    return !this.#decoding && this.#decodeThread?.ready === true;
+  }
+
+  /**
+   * Decodes a one-token batch and then each token `sampler` samples, step after step, on the
+   * decode thread (see {@link startDecodeThread}): the run's steps come as they are sampled,
+   * and it halts when the budget is spent, an end token is sampled, it is stopped, or a decode
+   * fails. The context counts as decoding until then: the caller must leave it, the sampler and
+   * the batch alone until the run has halted (`DecodeRun.next` returned null).
+   *
+   * @param batch The first token, at its position and sequence, with logits.
+   * @param sampler The sequence's chain, on the CPU.
+   * @param budget Most steps.
+   * @param ends Tokens that end the run once sampled.
+   * @returns The run.
+   * @throws {Error} when {@link canDecodeAhead} is false.
+   */
+  async decodeAhead(
+    batch: Batch,
+    sampler: Sampler,
+    budget: number,
+    ends: readonly number[],
+  ): Promise<DecodeRun> {
+    const thread = this.#decodeThread;
+    if (!thread || !this.canDecodeAhead) throw new Error("The decode thread is not ready");
+    if (batch.length !== 1 || batch.outputs !== 1) {
+      throw new RangeError("A run starts from one token with logits");
+    }
+    this.#decoding = true;
+    let leave: () => void = () => {};
+    try {
+      const entered = this.model.gate.enterShared();
+      leave = typeof entered === "function" ? entered : await entered;
+      this.#threadPool?.pinNextCaller();
+    } catch (error) {
+      this.#decoding = false;
+      throw error;
+    }
+    const { promise: halted, resolve } = Promise.withResolvers<void>();
+    // Keeps llama.cpp's log callback reachable from the thread while the run lasts.
+    void this.model.llama.whileNative(() => halted, { ggmlLog: false });
+    const plan = { context: this.pointer, sampler: sampler.pointer, batch, budget, ends };
+    return thread.start(plan, (run) => {
+      this.#pendingStreamCopies.clear();
+      this.#times.llamaDecodeMs += run.decodeMs;
+      this.decodeCount += run.steps;
+      this.decodesAhead += run.steps;
+      leave();
+      this.#decoding = false;
+      resolve();
+    });
   }
 
   /** Runs `llama_decode` on a thread of Deno's blocking pool. */
@@ -503,6 +573,7 @@ export class Context extends NativeHandle {
     for (const seqId of [...this.#deviceSamplers.keys()]) this.detachSampler(seqId);
     super.close();
     this.#threadPool?.close();
+    this.#decodeThread?.close();
   }
 }
 

@@ -64,6 +64,8 @@ export interface NativeLibraries {
   readonly ggmlBase: Deno.DynamicLibrary<typeof GGML_BASE_SYMBOLS>;
   /** The file libggml-base was opened from. */
   readonly ggmlBaseFile: string;
+  /** The file libllama was opened from (a worker thread opens it again, see `DecodeThread`). */
+  readonly llamaFile: string;
 }
 
 /** Options for {@link openNativeLibraries}. */
@@ -238,5 +240,5 @@ function openFrom(dir: string, llamaFile: string): NativeLibraries {
   const ggmlBase = Deno.dlopen(ggmlBaseFile, GGML_BASE_SYMBOLS);
   const ggml = Deno.dlopen(require("ggml"), GGML_SYMBOLS);
   const llama = Deno.dlopen(llamaFile, LLAMA_SYMBOLS);
-  return { dir, llama, ggml, ggmlBase, ggmlBaseFile };
+  return { dir, llama, ggml, ggmlBase, ggmlBaseFile, llamaFile };
 }

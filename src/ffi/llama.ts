@@ -66,6 +66,8 @@ export class Llama {
   readonly ggmlBase: GgmlBaseSymbols;
   /** Folder the libraries came from. */
   readonly libDir: string;
+  /** The libllama file that was opened. */
+  readonly llamaFile: string;
 
   readonly #libraries: NativeLibraries;
   readonly #logCallback: Deno.UnsafeCallback<{
@@ -87,6 +89,7 @@ export class Llama {
     this.ggml = libraries.ggml.symbols;
     this.ggmlBase = libraries.ggmlBase.symbols;
     this.libDir = libraries.dir;
+    this.llamaFile = libraries.llamaFile;
     this.#verbose = verbose;
     // ggml_time_us takes no arguments and has no effects: as a logger it drops every line.
     this.#ggmlLogSink = exportedFunction(libraries.ggmlBaseFile, "ggml_time_us");

@@ -219,6 +219,7 @@ export class Model extends NativeHandle {
   readonly #pieces = new Map<number, Uint8Array>();
   /** Finds safe cuts in big texts; `null` when a special token's text is not UTF-8. */
   #cutter: SpecialTokenCutter | null | undefined;
+  #eogTokens: readonly number[] | undefined;
 
   private constructor(
     llama: Llama,
@@ -435,6 +436,19 @@ export class Model extends NativeHandle {
   /** Whether a token ends generation (EOS, EOT and the vocabulary's other end tokens). */
   isEog(token: number): boolean {
     return this.llama.symbols.llama_vocab_is_eog(this.vocab, token);
+  }
+
+  /**
+   * Every token that ends generation ({@link isEog}), found once by asking about each token of
+   * the vocabulary (a few milliseconds for 150,000 tokens).
+   */
+  get eogTokens(): readonly number[] {
+    if (this.#eogTokens === undefined) {
+      const found: number[] = [];
+      for (let token = 0; token < this.nVocab; token++) if (this.isEog(token)) found.push(token);
+      this.#eogTokens = found;
+    }
+    return this.#eogTokens;
   }
 
   /** Whether a token is a control token. */

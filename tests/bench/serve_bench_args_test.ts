@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseBenchArgs } from "../../bench/serve_bench.ts";
+import { type BenchOptions, parseBenchArgs } from "../../bench/serve_bench.ts";
 import { launchFor } from "../../bench/lib/server_process.ts";
 import { UsageError } from "../../src/cli/usage_error.ts";
 
@@ -55,4 +55,17 @@ Deno.test("llama-server gets a unified KV cache exactly when Shimmy does", () =>
     "-np",
     "1",
   ]);
+});
+
+Deno.test("--decode-thread off starts Shimmy without its decode thread; llama-server is unchanged", () => {
+  const on = parseBenchArgs([]) as BenchOptions;
+  const off = parseBenchArgs(["--decode-thread", "off"]) as BenchOptions;
+  assert.equal(on.decodeThread, true);
+  assert.ok(!launchFor("shimmy", on, model, "1").args.includes("--no-decode-thread"));
+  assert.ok(launchFor("shimmy", off, model, "1").args.includes("--no-decode-thread"));
+  assert.deepEqual(
+    launchFor("llama-server", on, model, "1").args,
+    launchFor("llama-server", off, model, "1").args,
+  );
+  assert.throws(() => parseBenchArgs(["--decode-thread", "auto"]), UsageError);
 });

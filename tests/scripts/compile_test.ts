@@ -3,6 +3,7 @@ import { dirname, join } from "node:path";
 import {
   COMPILE_PERMISSIONS,
   compileArgs,
+  DECODE_WORKER,
   embeddedLibraryFiles,
   TEMPLATE_WORKER,
 } from "../../scripts/compile.ts";
@@ -34,11 +35,13 @@ Deno.test("deno compile embeds the libraries with their SHA256SUMS and exactly t
   const included = args.filter((_, i) => args[i - 1] === "--include");
   ok(
     included.every((path) =>
-      path.startsWith(join("lib", flavour)) || path === TEMPLATE_WORKER || path === WEBUI_DIST
+      path.startsWith(join("lib", flavour)) || path === TEMPLATE_WORKER ||
+      path === DECODE_WORKER || path === WEBUI_DIST
     ),
     included.join(" "),
   );
   ok(included.includes(TEMPLATE_WORKER), "the template worker is embedded");
+  ok(included.includes(DECODE_WORKER), "the decode thread's worker is embedded");
   ok(included.includes(join("lib", flavour, "SHA256SUMS")), "the checksums are embedded");
   ok(!embeddedLibraryFiles(libDir).includes("SHA256SUMS"), "and listed once");
   ok(included.includes(WEBUI_DIST), "the chat page is embedded");

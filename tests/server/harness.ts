@@ -77,6 +77,7 @@ export async function startServer(options: TestServerOptions = {}): Promise<Test
   const registry = new ModelRegistry(entries, {
     requestsOnTheWay: arrivals,
     parallel: 4,
+    decodeThread: true, // as `shimmy serve` runs
     ...(entries[0] ? { defaultModel: entries[0].name } : {}),
     ...options.load,
   });

@@ -1,0 +1,243 @@
+/**
+ * A thread of its own that decodes one sequence step after step on the CPU and samples each
+ * step's token itself, so that the next step starts at once instead of after a trip through the
+ * event loop. llama-server's main loop works this way; Shimmy's steps otherwise hop from a
+ * thread of Deno's pool to the event loop (which samples) and back for every token.
+ *
+ * On 2 cores that hop left both cores idle about 2% of a lone stream's time and cost the event
+ * loop's thread 230–430 µs of CPU a token; with the steps decoded here the event loop spends
+ * 120–215 µs a token (taking the tokens and writing them out) and one stream measured 0.97–1.01×
+ * llama-server's decode rate against 0.95–0.97× (`bench/README.md`, "A decode thread").
+ *
+ * The thread is a `Worker` that opens libllama again (the loaded library, so the host's
+ * pointers hold there) and talks through a shared control block (`decode_thread_control.ts`):
+ * it publishes every sampled token there, and the host waits on it without a message per step.
+ * While a run goes on, the host must leave the context, the sampler chain and the batch alone;
+ * {@link DecodeRun.halted} tells when they are its own again.
+ *
+ * @module
+ */
+
+import type { Batch } from "./batch.ts";
+import {
+  CONTROL_LENGTH,
+  FAILED,
+  Field,
+  type OpenMessage,
+  RING_START,
+  RING_STEPS,
+  type RunMessage,
+  RunState,
+  STEP_FIELDS,
+} from "./decode_thread_control.ts";
+
+/** The worker module; `scripts/compile.ts` embeds it. */
+const WORKER_URL = new URL("./decode_thread_main.ts", import.meta.url);
+
+/** A step decoded on the thread. */
+export interface DecodedStep {
+  /** The token sampled from the step's logits. */
+  token: number;
+  /** How long the step's `llama_decode` took, in ms. */
+  decodeMs: number;
+}
+
+/** What a run decodes; see {@link DecodeThread.start}. */
+export interface DecodeRunPlan {
+  /** `llama_context *`. */
+  context: Deno.PointerValue;
+  /** `llama_sampler *` of the sequence's chain. */
+  sampler: Deno.PointerValue;
+  /** A one-token batch holding the first token, at its position and sequence, logits on. */
+  batch: Batch;
+  /** Most steps to decode. */
+  budget: number;
+  /** Tokens after whose sampling the run halts by itself. */
+  ends: readonly number[];
+}
+
+/**
+ * The worker thread and its control block. One run at a time.
+ *
+ * @example
+ * ```ts
+ * using thread = new DecodeThread(llama.llamaFile);
+ * // later, once thread.ready:
+ * const run = thread.start({ context, sampler, batch, budget: 100, ends: [eos] });
+ * for (let steps = await run.next(); steps; steps = await run.next()) console.log(steps);
+ * ```
+ */
+export class DecodeThread implements Disposable {
+  readonly #worker: Worker;
+  readonly #control = new Int32Array(new SharedArrayBuffer(CONTROL_LENGTH * 4));
+  #failed = false;
+  #run: DecodeRun | undefined;
+  #closed = false;
+
+  /**
+   * Starts the worker; it takes runs once {@link ready}.
+   *
+   * @param llamaFile The libllama file this process opened.
+   */
+  constructor(llamaFile: string) {
+    this.#worker = new Worker(WORKER_URL, { type: "module", name: "shimmy-decode" });
+    this.#worker.onerror = (event: ErrorEvent) => {
+      event.preventDefault(); // handled here: the thread is not used again
+      this.#failed = true;
+      Atomics.store(this.#control, Field.status, FAILED);
+      Atomics.store(this.#control, Field.state, RunState.halted);
+      Atomics.add(this.#control, Field.events, 1);
+      Atomics.notify(this.#control, Field.events);
+    };
+    const open: OpenMessage = { kind: "open", llamaFile, control: this.#control.buffer };
+    this.#worker.postMessage(open);
+  }
+
+  /** Whether the worker has opened the library and no run is going on. */
+  get ready(): boolean {
+    return !this.#closed && !this.#failed && this.#run === undefined &&
+      Atomics.load(this.#control, Field.ready) === 1;
+  }
+
+  /**
+   * Starts decoding: the batch's token, then each sampled one, until the budget is spent, an end
+   * token is sampled, {@link DecodeRun.stop} is called, or a decode fails.
+   *
+   * @param plan What to decode.
+   * @param onHalted Called once the run has halted and its last step was taken.
+   * @returns The run; take its steps until it halts.
+   * @throws {Error} when the thread is not {@link ready}.
+   */
+  start(plan: DecodeRunPlan, onHalted: (run: DecodeRun) => void = () => {}): DecodeRun {
+    if (!this.ready) throw new Error("The decode thread is not ready");
+    const control = this.#control;
+    Atomics.store(control, Field.published, 0);
+    Atomics.store(control, Field.taken, 0);
+    Atomics.store(control, Field.status, 0);
+    Atomics.store(control, Field.state, RunState.running);
+    const message: RunMessage = {
+      kind: "run",
+      context: address(plan.context),
+      sampler: address(plan.sampler),
+      batch: plan.batch.struct.slice().buffer,
+      tokens: plan.batch.tokenArrayAddress,
+      positions: plan.batch.positionArrayAddress,
+      token: plan.batch.tokenAt(0),
+      position: plan.batch.positionAt(0),
+      budget: plan.budget,
+      ends: [...plan.ends],
+    };
+    const run = new DecodeRun(control, () => {
+      this.#run = undefined;
+      if (Atomics.load(control, Field.status) === FAILED) this.#failed = true;
+      onHalted(run);
+    });
+    this.#run = run;
+    this.#worker.postMessage(message);
+    return run;
+  }
+
+  /** Ends the worker. A run must have halted first. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#worker.terminate();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** One run of a {@link DecodeThread}: its steps as they come, and a way to stop it. */
+export class DecodeRun {
+  readonly #control: Int32Array;
+  readonly #onHalted: () => void;
+  #taken = 0;
+  #decodeMs = 0;
+  #halted = false;
+
+  /** @internal Made by {@link DecodeThread.start}. */
+  constructor(control: Int32Array, onHalted: () => void) {
+    this.#control = control;
+    this.#onHalted = onHalted;
+  }
+
+  /**
+   * Waits for steps the host has not taken yet.
+   *
+   * @returns Those steps, oldest first; null once the run has halted and every step was taken.
+   */
+  async next(): Promise<DecodedStep[] | null> {
+    const control = this.#control;
+    for (;;) {
+      const events = Atomics.load(control, Field.events);
+      const published = Atomics.load(control, Field.published);
+      if (published > this.#taken) return this.#take(published);
+      if (Atomics.load(control, Field.state) === RunState.halted) {
+        if (Atomics.load(control, Field.published) > this.#taken) continue;
+        this.#halt();
+        return null;
+      }
+      const wait = Atomics.waitAsync(control, Field.events, events);
+      if (wait.async) await wait.value;
+    }
+  }
+
+  /** Asks the thread to halt after the step it is decoding. Safe to call at any time. */
+  stop(): void {
+    Atomics.compareExchange(this.#control, Field.state, RunState.running, RunState.stopping);
+  }
+
+  /** Steps taken so far. */
+  get steps(): number {
+    return this.#taken;
+  }
+
+  /** Time in `llama_decode` of the steps taken so far, in ms. */
+  get decodeMs(): number {
+    return this.#decodeMs;
+  }
+
+  /** Whether the run has halted and every step was taken: the context is the host's again. */
+  get halted(): boolean {
+    return this.#halted;
+  }
+
+  /**
+   * Why the run ended early: 0 when it did not, else `llama_decode`'s status (or a negative
+   * code when the thread failed). Read it once {@link halted}.
+   */
+  get status(): number {
+    return Atomics.load(this.#control, Field.status);
+  }
+
+  /** Whether the thread itself failed (it is not used again). */
+  get threadFailed(): boolean {
+    return this.status === FAILED;
+  }
+
+  #take(published: number): DecodedStep[] {
+    const steps: DecodedStep[] = [];
+    for (; this.#taken < published; this.#taken++) {
+      const at = RING_START + (this.#taken % RING_STEPS) * STEP_FIELDS;
+      const decodeMs = (this.#control[at + 1] as number) / 1000;
+      this.#decodeMs += decodeMs;
+      steps.push({ token: this.#control[at] as number, decodeMs });
+    }
+    Atomics.store(this.#control, Field.taken, this.#taken);
+    Atomics.notify(this.#control, Field.taken);
+    return steps;
+  }
+
+  #halt(): void {
+    if (this.#halted) return;
+    this.#halted = true;
+    this.#onHalted();
+  }
+}
+
+function address(pointer: Deno.PointerValue): bigint {
+  if (pointer === null) throw new Error("A decode run needs a context and a sampler");
+  return BigInt(Deno.UnsafePointer.value(pointer));
+}

@@ -1,0 +1,82 @@
+/**
+ * What a decode thread (`decode_thread.ts`) and its worker (`decode_thread_main.ts`) share: the
+ * layout of the shared control block and the messages that start it and its runs.
+ *
+ * The control block is an `Int32Array` over a `SharedArrayBuffer`: a few fields, then a ring of
+ * the steps the worker decoded (the token each step sampled, and how long its decode took).
+ *
+ * @module
+ */
+
+/** Indices of the control block's fields. */
+export const Field = {
+  /** {@link RunState} of the current run. */
+  state: 0,
+  /** Bumped each time the worker publishes a step or halts: the event the host waits on. */
+  events: 1,
+  /** Steps the worker published in the current run. */
+  published: 2,
+  /** Steps the host took from the ring in the current run (the worker waits when it is full). */
+  taken: 3,
+  /** 0, or why the run stopped early: `llama_decode`'s status, or {@link FAILED}. */
+  status: 4,
+  /** 1 once the worker has opened the library and takes runs. */
+  ready: 5,
+} as const;
+
+/** What a run is doing, in {@link Field.state}. */
+export const RunState = {
+  /** No run, or the last one halted. */
+  halted: 0,
+  /** Decoding step after step. */
+  running: 1,
+  /** Asked to halt after the step it is decoding. */
+  stopping: 2,
+} as const;
+
+/** {@link Field.status} of a run whose worker threw (the library failed to load, say). */
+export const FAILED = -10_000;
+
+/** Steps the ring holds: the host takes them as they come, far fewer are ever waiting. */
+export const RING_STEPS = 1024;
+
+/** Where the ring starts, after the fields. */
+export const RING_START = 8;
+
+/** Int32 entries of one step in the ring: the token, the decode's duration in µs. */
+export const STEP_FIELDS = 2;
+
+/** Int32 entries of the whole control block. */
+export const CONTROL_LENGTH = RING_START + RING_STEPS * STEP_FIELDS;
+
+/** Opens the library in the worker. */
+export interface OpenMessage {
+  kind: "open";
+  /** The libllama file the host opened. */
+  llamaFile: string;
+  /** The control block. */
+  control: SharedArrayBuffer;
+}
+
+/** Starts a run: decode `token` at `position`, sample, and go on with the sampled token. */
+export interface RunMessage {
+  kind: "run";
+  /** `llama_context *`. */
+  context: bigint;
+  /** `llama_sampler *` of the sequence's chain. */
+  sampler: bigint;
+  /** The bytes of a one-token `llama_batch` (logits on), passed by value to `llama_decode`. */
+  batch: ArrayBuffer;
+  /** Address of that batch's token array. */
+  tokens: bigint;
+  /** Address of that batch's position array. */
+  positions: bigint;
+  /** The first token to decode. */
+  token: number;
+  /** Its position. */
+  position: number;
+  /** Most steps to decode. */
+  budget: number;
+  /** Tokens after whose sampling the run halts by itself (end of generation). */
+  ends: number[];
+}

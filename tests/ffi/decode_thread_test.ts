@@ -1,0 +1,102 @@
+import { deepEqual, equal, ok, rejects } from "node:assert/strict";
+import { Batch, Context, Llama, Model } from "../../src/ffi/mod.ts";
+import type { DecodedStep, DecodeRun } from "../../src/ffi/decode_thread.ts";
+import { Sampler } from "../../src/ffi/sampler.ts";
+import { fixtureModel } from "../fixtures/models.ts";
+
+const llama = Llama.open();
+
+/** A context whose decode thread is ready. */
+async function contextWithThread(model: Model): Promise<Context> {
+  const ctx = await Context.create(model, { nCtx: 256, nBatch: 32 });
+  ctx.startDecodeThread();
+  for (let i = 0; !ctx.canDecodeAhead && i < 500; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  ok(ctx.canDecodeAhead, "the thread is ready");
+  return ctx;
+}
+
+async function allSteps(run: DecodeRun): Promise<DecodedStep[]> {
+  const steps: DecodedStep[] = [];
+  for (let next = await run.next(); next; next = await run.next()) steps.push(...next);
+  return steps;
+}
+
+/** Greedy tokens after `prompt`, one decode at a time on the event loop's side. */
+async function greedyOnLoop(model: Model, prompt: number[], count: number): Promise<number[]> {
+  using ctx = await Context.create(model, { nCtx: 256, nBatch: 32 });
+  using batch = new Batch(llama, 32);
+  using sampler = Sampler.chain(model, [{ type: "greedy" }]);
+  prompt.forEach((token, i) => batch.add(token, i, 0, i === prompt.length - 1));
+  await ctx.decode(batch);
+  const tokens = [sampler.sample(ctx, prompt.length - 1)];
+  while (tokens.length < count) {
+    batch.clear();
+    batch.add(tokens.at(-1) as number, prompt.length + tokens.length - 1, 0, true);
+    await ctx.decode(batch);
+    tokens.push(sampler.sample(ctx, 0));
+  }
+  return tokens;
+}
+
+Deno.test("the decode thread samples and decodes step after step what the event loop's decodes give", async () => {
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"));
+  using ctx = await contextWithThread(model);
+  using batch = new Batch(llama, 32);
+  using sampler = Sampler.chain(model, [{ type: "greedy" }]);
+  const prompt = [...model.tokenize("once upon a time")];
+  prompt.forEach((token, i) => batch.add(token, i, 0, i === prompt.length - 1));
+  await ctx.decode(batch);
+  const first = sampler.sample(ctx, prompt.length - 1);
+  batch.clear();
+  batch.add(first, prompt.length, 0, true);
+  const run = await ctx.decodeAhead(batch, sampler, 20, []);
+  ok(!ctx.canDecodeAhead, "one run at a time, and no other decode beside it");
+  await rejects(ctx.decode(batch), /already decoding/);
+  const steps = await allSteps(run);
+  equal(run.status, 0);
+  equal(steps.length, 20, "the budget");
+  ok(steps.every((step) => step.decodeMs > 0), "each step's decode is timed");
+  deepEqual(
+    [first, ...steps.map((step) => step.token)],
+    await greedyOnLoop(model, prompt, 21),
+  );
+  equal(ctx.decodesAhead, 20);
+  ok(ctx.canDecodeAhead, "the context is free again");
+});
+
+Deno.test("a run halts on an end token, when stopped, and on a failed decode, and the thread goes on", async () => {
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"));
+  using ctx = await contextWithThread(model);
+  using batch = new Batch(llama, 32);
+  using sampler = Sampler.chain(model, [{ type: "greedy" }]);
+  const prompt = [...model.tokenize("the weather")];
+  const expected = await greedyOnLoop(model, prompt, 12);
+  prompt.forEach((token, i) => batch.add(token, i, 0, i === prompt.length - 1));
+  await ctx.decode(batch);
+  sampler.sample(ctx, prompt.length - 1);
+  batch.clear();
+  batch.add(expected[0] as number, prompt.length, 0, true);
+  const end = expected[4] as number;
+  const ended = await allSteps(await ctx.decodeAhead(batch, sampler, 50, [end]));
+  deepEqual(ended.map((step) => step.token), expected.slice(1, expected.indexOf(end, 1) + 1));
+
+  // Stopped as soon as it started: it halts after the step under way, far from its budget.
+  ctx.removeTokens(0);
+  batch.clear();
+  batch.add(prompt[0] as number, 0, 0, true);
+  const stopped = await ctx.decodeAhead(batch, sampler, 200, []);
+  stopped.stop();
+  const steps = await allSteps(stopped);
+  ok(steps.length < 200, `${steps.length} steps`);
+  equal(stopped.status, 0);
+
+  // A token outside the vocabulary: llama_decode refuses the batch.
+  batch.clear();
+  batch.add(model.nVocab + 10, 0, 0, true);
+  const failed = await ctx.decodeAhead(batch, sampler, 5, []);
+  equal((await allSteps(failed)).length, 0);
+  ok(failed.status !== 0 && !failed.threadFailed, `status ${failed.status}`);
+  ok(ctx.canDecodeAhead, "the thread takes the next run");
+});
