@@ -8,9 +8,13 @@
  *
  *   deno run -A bench/ttft_probe.ts [--model PATH] [--burst 1] [--requests 50] [--rounds 2]
  *     [--prompt-tokens N] [--threads N] [--lib-dir DIR] [--llama-server PATH]
+ *     [--decode-thread on|off]
  *
  * `--prompt-tokens N` sends prompts of about N tokens instead of the ~37-token default (the slots
  * grow to hold them).
+ *
+ * `--decode-thread off` starts Shimmy with `--no-decode-thread` (its lone streams' steps through the
+ * event loop), for comparisons.
  *
  * `--during-stream` measures requests that arrive while another stream generates (a second user
  * of a chat server): a long stream of {@link LONG_TOKENS} tokens starts, and
@@ -51,6 +55,7 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "2" },
     "prompt-tokens": { type: "string" },
     "during-stream": { type: "boolean", default: false },
+    "decode-thread": { type: "string", default: "on" },
     threads: { type: "string", default: String(navigator.hardwareConcurrency || 1) },
     "lib-dir": { type: "string", default: join(REPO_ROOT, "lib/reference") },
     "llama-server": { type: "string", default: join(REPO_ROOT, "lib/reference/bin/llama-server") },
@@ -72,6 +77,7 @@ const settings = {
   threads: Number(values.threads),
   libDir: resolve(values["lib-dir"]),
   llamaServer: resolve(values["llama-server"]),
+  decodeThread: values["decode-thread"] !== "off",
 };
 
 /** A request's TTFT, the server's prompt time, and their difference. */
