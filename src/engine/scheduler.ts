@@ -1562,7 +1562,10 @@ export class Scheduler {
       if (released) this.#spareChains.keep(released.sampler, released.seeded);
     }
     if (run.status !== 0 && slot.job === job) {
-      this.#fail(slot, new DecodeError(run.status));
+      this.#fail(
+        slot,
+        run.threadFailed ? new Error("The decode thread failed") : new DecodeError(run.status),
+      );
       return;
     }
     if (cachedBefore + decoded > slot.cached.length) {

@@ -296,7 +296,12 @@ export class Context extends NativeHandle {
    */
   startDecodeThread(): void {
     if (this.#decodeThread || this.#waitsForDevice) return;
-    this.#decodeThread = new DecodeThread(this.model.llama.llamaFile);
+    try {
+      this.#decodeThread = new DecodeThread(this.model.llama.llamaFile);
+    } catch (error) {
+      // Steps go through the event loop as they would without it.
+      console.error(`Warning: no decode thread (${(error as Error).message})`);
+    }
   }
 
   /** Whether {@link decodeAhead} can start now: its thread is ready and no decode is in flight. */
@@ -334,7 +339,7 @@ export class Context extends NativeHandle {
     try {
       const entered = this.model.gate.enterShared();
       leave = typeof entered === "function" ? entered : await entered;
-      this.#threadPool?.pinNextCaller();
+      this.#threadPool?.pinNextCaller(); // the thread becomes the pool's first: its core is set
     } catch (error) {
       this.#decoding = false;
       throw error;
@@ -342,16 +347,24 @@ export class Context extends NativeHandle {
     const { promise: halted, resolve } = Promise.withResolvers<void>();
     // Keeps llama.cpp's log callback reachable from the thread while the run lasts.
     void this.model.llama.whileNative(() => halted, { ggmlLog: false });
-    const plan = { context: this.pointer, sampler: sampler.pointer, batch, budget, ends };
-    return thread.start(plan, (run) => {
-      this.#pendingStreamCopies.clear();
-      this.#times.llamaDecodeMs += run.decodeMs;
-      this.decodeCount += run.steps;
-      this.decodesAhead += run.steps;
+    const release = () => {
       leave();
       this.#decoding = false;
       resolve();
-    });
+    };
+    const plan = { context: this.pointer, sampler: sampler.pointer, batch, budget, ends };
+    try {
+      return thread.start(plan, (run) => {
+        this.#pendingStreamCopies.clear();
+        this.#times.llamaDecodeMs += run.decodeMs;
+        this.decodeCount += run.steps;
+        this.decodesAhead += run.steps;
+        release();
+      });
+    } catch (error) {
+      release(); // the thread failed while the gate was awaited
+      throw error;
+    }
   }
 
   /** Runs `llama_decode` on a thread of Deno's blocking pool. */

@@ -22,6 +22,7 @@ import type { Batch } from "./batch.ts";
 import {
   CONTROL_LENGTH,
   FAILED,
+  type FailedMessage,
   Field,
   type OpenMessage,
   RING_START,
@@ -81,13 +82,10 @@ export class DecodeThread implements Disposable {
    */
   constructor(llamaFile: string) {
     this.#worker = new Worker(WORKER_URL, { type: "module", name: "shimmy-decode" });
+    this.#worker.onmessage = (event: MessageEvent<FailedMessage>) => this.#fail(event.data.reason);
     this.#worker.onerror = (event: ErrorEvent) => {
       event.preventDefault(); // handled here: the thread is not used again
-      this.#failed = true;
-      Atomics.store(this.#control, Field.status, FAILED);
-      Atomics.store(this.#control, Field.state, RunState.halted);
-      Atomics.add(this.#control, Field.events, 1);
-      Atomics.notify(this.#control, Field.events);
+      this.#fail(event.message);
     };
     const open: OpenMessage = { kind: "open", llamaFile, control: this.#control.buffer };
     this.#worker.postMessage(open);
@@ -135,6 +133,17 @@ export class DecodeThread implements Disposable {
     this.#run = run;
     this.#worker.postMessage(message);
     return run;
+  }
+
+  /** Marks the thread unusable, ends a run it was in, and says so once. */
+  #fail(reason: string): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    console.error(`Warning: the decode thread failed (${reason}); steps go on without it`);
+    Atomics.store(this.#control, Field.status, FAILED);
+    Atomics.store(this.#control, Field.state, RunState.halted);
+    Atomics.add(this.#control, Field.events, 1);
+    Atomics.notify(this.#control, Field.events);
   }
 
   /** Ends the worker. A run must have halted first. */

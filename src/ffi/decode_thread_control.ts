@@ -58,6 +58,13 @@ export interface OpenMessage {
   control: SharedArrayBuffer;
 }
 
+/** Sent by the worker when it cannot open the library: it takes no runs. */
+export interface FailedMessage {
+  kind: "failed";
+  /** Why. */
+  reason: string;
+}
+
 /** Starts a run: decode `token` at `position`, sample, and go on with the sampled token. */
 export interface RunMessage {
   kind: "run";

@@ -13,6 +13,7 @@
 
 import {
   FAILED,
+  type FailedMessage,
   Field,
   type OpenMessage,
   RING_START,
@@ -36,7 +37,13 @@ self.onmessage = (event: MessageEvent<OpenMessage | RunMessage>) => {
   const message = event.data;
   if (message.kind === "open") {
     control = new Int32Array(message.control);
-    library = Deno.dlopen(message.llamaFile, SYMBOLS);
+    try {
+      library = Deno.dlopen(message.llamaFile, SYMBOLS);
+    } catch (error) {
+      const failed: FailedMessage = { kind: "failed", reason: (error as Error).message };
+      self.postMessage(failed);
+      return;
+    }
     Atomics.store(control, Field.ready, 1);
     return;
   }

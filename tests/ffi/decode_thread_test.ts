@@ -1,6 +1,6 @@
 import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { Batch, Context, Llama, Model } from "../../src/ffi/mod.ts";
-import type { DecodedStep, DecodeRun } from "../../src/ffi/decode_thread.ts";
+import { type DecodedStep, type DecodeRun, DecodeThread } from "../../src/ffi/decode_thread.ts";
 import { Sampler } from "../../src/ffi/sampler.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
@@ -99,4 +99,21 @@ Deno.test("a run halts on an end token, when stopped, and on a failed decode, an
   equal((await allSteps(failed)).length, 0);
   ok(failed.status !== 0 && !failed.threadFailed, `status ${failed.status}`);
   ok(ctx.canDecodeAhead, "the thread takes the next run");
+});
+
+Deno.test("a decode thread whose library cannot be opened is never ready, and says so once", async () => {
+  const warnings: string[] = [];
+  const warn = console.error;
+  console.error = (message: string) => warnings.push(message);
+  try {
+    using thread = new DecodeThread("/nonexistent/libllama.so");
+    for (let i = 0; warnings.length === 0 && i < 500; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    ok(!thread.ready);
+    equal(warnings.length, 1);
+    ok(warnings[0]?.includes("the decode thread failed"), warnings[0]);
+  } finally {
+    console.error = warn;
+  }
 });
