@@ -25,11 +25,9 @@ import {
   type FailedMessage,
   Field,
   type OpenMessage,
-  RING_START,
-  RING_STEPS,
   type RunMessage,
   RunState,
-  STEP_FIELDS,
+  stepIndex,
 } from "./decode_thread_control.ts";
 
 /** The worker module; `scripts/compile.ts` embeds it. */
@@ -229,7 +227,7 @@ export class DecodeRun {
   #take(published: number): DecodedStep[] {
     const steps: DecodedStep[] = [];
     for (; this.#taken < published; this.#taken++) {
-      const at = RING_START + (this.#taken % RING_STEPS) * STEP_FIELDS;
+      const at = stepIndex(this.#taken);
       const decodeMs = (this.#control[at + 1] as number) / 1000;
       this.#decodeMs += decodeMs;
       steps.push({ token: this.#control[at] as number, decodeMs });

@@ -49,6 +49,16 @@ export const STEP_FIELDS = 2;
 /** Int32 entries of the whole control block. */
 export const CONTROL_LENGTH = RING_START + RING_STEPS * STEP_FIELDS;
 
+/**
+ * Where a run's step lies in the ring.
+ *
+ * @param step The step's number in its run, from 0.
+ * @returns The index of its token; its decode time follows.
+ */
+export function stepIndex(step: number): number {
+  return RING_START + (step % RING_STEPS) * STEP_FIELDS;
+}
+
 /** Opens the library in the worker. */
 export interface OpenMessage {
   kind: "open";

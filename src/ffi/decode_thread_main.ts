@@ -16,11 +16,10 @@ import {
   type FailedMessage,
   Field,
   type OpenMessage,
-  RING_START,
   RING_STEPS,
   type RunMessage,
   RunState,
-  STEP_FIELDS,
+  stepIndex,
 } from "./decode_thread_control.ts";
 import { LlamaBatch } from "./layouts.ts";
 
@@ -83,7 +82,7 @@ function run(
     const decodeMicros = Math.round((performance.now() - start) * 1000);
     token = symbols.llama_sampler_sample(sampler, context, 0);
     waitForRoom(block, published);
-    const at = RING_START + (published % RING_STEPS) * STEP_FIELDS;
+    const at = stepIndex(published);
     block[at] = token;
     block[at + 1] = decodeMicros;
     published++;

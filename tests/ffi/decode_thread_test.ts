@@ -23,6 +23,25 @@ async function allSteps(run: DecodeRun): Promise<DecodedStep[]> {
   return steps;
 }
 
+/**
+ * Decodes `prompt` on sequence 0 through the event loop and samples its first token, which the
+ * batch then holds alone, ready to start a run.
+ */
+async function afterPrompt(
+  ctx: Context,
+  batch: Batch,
+  sampler: Sampler,
+  prompt: number[],
+): Promise<number> {
+  batch.clear();
+  prompt.forEach((token, i) => batch.add(token, i, 0, i === prompt.length - 1));
+  await ctx.decode(batch);
+  const first = sampler.sample(ctx, prompt.length - 1);
+  batch.clear();
+  batch.add(first, prompt.length, 0, true);
+  return first;
+}
+
 /** Greedy tokens after `prompt`, one decode at a time on the event loop's side. */
 async function greedyOnLoop(model: Model, prompt: number[], count: number): Promise<number[]> {
   using ctx = await Context.create(model, { nCtx: 256, nBatch: 32 });
@@ -46,11 +65,7 @@ Deno.test("the decode thread samples and decodes step after step what the event 
   using batch = new Batch(llama, 32);
   using sampler = Sampler.chain(model, [{ type: "greedy" }]);
   const prompt = [...model.tokenize("once upon a time")];
-  prompt.forEach((token, i) => batch.add(token, i, 0, i === prompt.length - 1));
-  await ctx.decode(batch);
-  const first = sampler.sample(ctx, prompt.length - 1);
-  batch.clear();
-  batch.add(first, prompt.length, 0, true);
+  const first = await afterPrompt(ctx, batch, sampler, prompt);
   const run = await ctx.decodeAhead(batch, sampler, 20, []);
   ok(!ctx.canDecodeAhead, "one run at a time, and no other decode beside it");
   await rejects(ctx.decode(batch), /already decoding/);
@@ -73,11 +88,7 @@ Deno.test("a run halts on an end token, when stopped, and on a failed decode, an
   using sampler = Sampler.chain(model, [{ type: "greedy" }]);
   const prompt = [...model.tokenize("the weather")];
   const expected = await greedyOnLoop(model, prompt, 12);
-  prompt.forEach((token, i) => batch.add(token, i, 0, i === prompt.length - 1));
-  await ctx.decode(batch);
-  sampler.sample(ctx, prompt.length - 1);
-  batch.clear();
-  batch.add(expected[0] as number, prompt.length, 0, true);
+  await afterPrompt(ctx, batch, sampler, prompt);
   const end = expected[4] as number;
   const ended = await allSteps(await ctx.decodeAhead(batch, sampler, 50, [end]));
   deepEqual(ended.map((step) => step.token), expected.slice(1, expected.indexOf(end, 1) + 1));
