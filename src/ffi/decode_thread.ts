@@ -6,8 +6,10 @@
  *
  * On 2 cores that hop left both cores idle about 2% of a lone stream's time and cost the event
  * loop's thread 230–430 µs of CPU a token; with the steps decoded here the event loop spends
- * 120–215 µs a token (taking the tokens and writing them out) and one stream measured 0.97–1.01×
- * llama-server's decode rate against 0.95–0.97× (`bench/README.md`, "A decode thread").
+ * 120–215 µs a token (taking the tokens and writing them out), and one stream measured 0.97–0.98×
+ * llama-server's decode rate against 0.94–0.96× (`bench/README.md`, "A decode thread for a lone
+ * CPU stream"). After publishing a token the thread yields its core, so that the event loop, just
+ * woken to take it, does not wait for a core for up to a time slice.
  *
  * The thread is a `Worker` that opens libllama again (the loaded library, so the host's
  * pointers hold there) and talks through a shared control block (`decode_thread_control.ts`):
@@ -70,6 +72,7 @@ export class DecodeThread implements Disposable {
   readonly #worker: Worker;
   readonly #control = new Int32Array(new SharedArrayBuffer(CONTROL_LENGTH * 4));
   #failed = false;
+  #warned = false;
   #run: DecodeRun | undefined;
   #closed = false;
 
@@ -125,6 +128,7 @@ export class DecodeThread implements Disposable {
     };
     const run = new DecodeRun(control, () => {
       this.#run = undefined;
+      // A run that threw: the worker's message says why (see #fail).
       if (Atomics.load(control, Field.status) === FAILED) this.#failed = true;
       onHalted(run);
     });
@@ -135,9 +139,12 @@ export class DecodeThread implements Disposable {
 
   /** Marks the thread unusable, ends a run it was in, and says so once. */
   #fail(reason: string): void {
+    if (!this.#warned) {
+      console.error(`Warning: the decode thread failed (${reason}); steps go on without it`);
+    }
+    this.#warned = true;
     if (this.#failed) return;
     this.#failed = true;
-    console.error(`Warning: the decode thread failed (${reason}); steps go on without it`);
     Atomics.store(this.#control, Field.status, FAILED);
     Atomics.store(this.#control, Field.state, RunState.halted);
     Atomics.add(this.#control, Field.events, 1);

@@ -49,8 +49,10 @@ self.onmessage = (event: MessageEvent<OpenMessage | RunMessage>) => {
   const block = control as Int32Array;
   try {
     run(block, (library as Deno.DynamicLibrary<typeof SYMBOLS>).symbols, message);
-  } catch {
+  } catch (error) {
     Atomics.store(block, Field.status, FAILED);
+    const failed: FailedMessage = { kind: "failed", reason: (error as Error).message };
+    self.postMessage(failed);
   }
   Atomics.store(block, Field.state, RunState.halted);
   Atomics.add(block, Field.events, 1);
