@@ -1555,6 +1555,12 @@ export class Scheduler {
         this.#time.hostMs += performance.now() - turnStart;
       }
     } finally {
+      if (!run.halted) { // a throw above: the thread must let go of the context first
+        run.stop();
+        for (let steps = await run.next(); steps; steps = await run.next()) {
+          decoded += steps.length;
+        }
+      }
       this.#stopRunAhead = undefined;
       this.#samplerAhead = undefined;
       const released = this.#releasedAhead;
