@@ -21,7 +21,12 @@ import {
   RunState,
   stepIndex,
 } from "./decode_thread_control.ts";
+import { nativeBuffer } from "./cstring.ts";
 import { LlamaBatch } from "./layouts.ts";
+import { systemCLibrary } from "./symbol_address.ts";
+
+/** `int sched_yield(void)`, `BOOL SwitchToThread(void)`. */
+const YIELD_CALL = { parameters: [], result: "i32" } as const;
 
 const SYMBOLS = {
   llama_decode: { parameters: ["pointer", LlamaBatch.ffi], result: "i32" },
@@ -114,20 +119,12 @@ function waitForRoom(block: Int32Array, published: number): void {
 function threadYield(): () => void {
   try {
     if (Deno.build.os === "windows") {
-      const kernel = Deno.dlopen(
-        "kernel32.dll",
-        {
-          SwitchToThread: { parameters: [], result: "i32" },
-        } as const,
-      );
+      const kernel = Deno.dlopen("kernel32.dll", { SwitchToThread: YIELD_CALL } as const);
       return () => void kernel.symbols.SwitchToThread();
     }
-    const libc = Deno.dlopen(
-      Deno.build.os === "darwin" ? "libSystem.B.dylib" : "libc.so.6",
-      {
-        sched_yield: { parameters: [], result: "i32" },
-      } as const,
-    );
+    const name = systemCLibrary();
+    if (name === undefined) return () => {};
+    const libc = Deno.dlopen(name, { sched_yield: YIELD_CALL } as const);
     return () => void libc.symbols.sched_yield();
   } catch {
     return () => {};
@@ -138,5 +135,5 @@ function threadYield(): () => void {
 function int32At(address: bigint): Int32Array {
   const pointer = Deno.UnsafePointer.create(address);
   if (pointer === null) throw new Error("A batch array is NULL");
-  return new Int32Array(Deno.UnsafePointerView.getArrayBuffer(pointer, 4));
+  return new Int32Array(nativeBuffer(pointer, 4));
 }

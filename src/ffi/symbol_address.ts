@@ -12,6 +12,14 @@ const LOADERS = {
   linux: { library: "libc.so.6", fallback: "libdl.so.2", noLoad: 0x4 },
   darwin: { library: "/usr/lib/libSystem.B.dylib", fallback: undefined, noLoad: 0x10 },
 } as const;
+
+/**
+ * The platform's C library (glibc's `libc.so.6` on Linux, `libSystem` on macOS), for calls Deno
+ * has no API for; undefined on Windows, where such calls live in `kernel32.dll`.
+ */
+export function systemCLibrary(): string | undefined {
+  return LOADERS[Deno.build.os as keyof typeof LOADERS]?.library;
+}
 const RTLD_LAZY = 0x1;
 
 /**
