@@ -108,8 +108,6 @@ export class Context extends NativeHandle {
   readonly computesOnHost: boolean;
   /** Number of decodes run. */
   decodeCount = 0;
-  /** Of them, steps decoded on the decode thread (see {@link decodeAhead}). */
-  decodesAhead = 0;
   /** Of them, decodes that only queued GPU work and ran on the event loop's thread. */
   decodesOnEventLoop = 0;
   /** Turns of the event loop taken while waiting for a GPU that holds every layer. */
@@ -358,7 +356,6 @@ export class Context extends NativeHandle {
         this.#pendingStreamCopies.clear();
         this.#times.llamaDecodeMs += run.decodeMs;
         this.decodeCount += run.steps;
-        this.decodesAhead += run.steps;
         release();
       });
     } catch (error) {

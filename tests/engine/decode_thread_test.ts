@@ -34,7 +34,7 @@ async function run(
 async function reference(request: GenerationRequest): Promise<number[]> {
   await using plain = await open(false);
   const { result } = await run(plain, request);
-  equal(plain.context.decodesAhead, 0);
+  equal(plain.scheduler.stats().stepsAhead, 0);
   return result.tokens;
 }
 
@@ -45,13 +45,13 @@ Deno.test("a lone stream decoded on the decode thread gives the event loop's gre
     const sampling of [{ temperature: 0 }, { temperature: 0.9, topK: 40, topP: 0.9, seed: 7 }]
   ) {
     const request = { prompt, maxTokens: 48, ignoreEos: true, sampling };
-    const before = loaded.context.decodesAhead;
+    const before = loaded.scheduler.stats().stepsAhead;
     const { text, result } = await run(loaded, request);
     deepEqual(result.tokens, await reference(request), JSON.stringify(sampling));
     equal(result.completionTokens, 48);
     equal(text, result.text, "the chunks stream exactly the final text");
     // The first token comes from the prompt's step; the thread decodes the next 47 steps.
-    equal(loaded.context.decodesAhead - before, 47, "the steps ran on the decode thread");
+    equal(loaded.scheduler.stats().stepsAhead - before, 47, "the steps ran on the decode thread");
   }
 });
 
@@ -143,7 +143,7 @@ Deno.test("closing a model while a stream runs ahead ends the stream and frees t
   for await (const _ of generation) if (++chunks === 5) break;
   await loaded.close();
   equal((await generation.result).finishReason, "cancelled");
-  ok(loaded.context.decodesAhead > 0);
+  ok(loaded.scheduler.stats().stepsAhead > 0);
 });
 
 Deno.test("requests that need the logits between steps, or a model without the thread, decode on the event loop", async () => {
@@ -152,5 +152,5 @@ Deno.test("requests that need the logits between steps, or a model without the t
   const base = { prompt, maxTokens: 10, ignoreEos: true, sampling: { temperature: 0 } };
   await run(loaded, { ...base, logprobs: 2 });
   await run(loaded, { ...base, sampling: { temperature: 0, grammar: 'root ::= "a"+' } });
-  equal(loaded.context.decodesAhead, 0);
+  equal(loaded.scheduler.stats().stepsAhead, 0);
 });

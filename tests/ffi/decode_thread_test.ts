@@ -77,7 +77,8 @@ Deno.test("the decode thread samples and decodes step after step what the event 
     [first, ...steps.map((step) => step.token)],
     await greedyOnLoop(model, prompt, 21),
   );
-  equal(ctx.decodesAhead, 20);
+  equal(run.steps, 20);
+  equal(ctx.decodeCount, 21, "the prompt's decode and the run's steps");
   ok(ctx.canDecodeAhead, "the context is free again");
 });
 
