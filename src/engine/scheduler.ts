@@ -1507,7 +1507,7 @@ export class Scheduler {
     const onCpu = slot.sampler !== undefined && slot.sampler !== slot.deviceSampler;
     if (slot.state !== "generating" || !request || !onCpu) return undefined;
     if (request.sampling?.grammar !== undefined || request.logprobs !== undefined) return undefined;
-    if (this.#queued() > 0 || this.#othersOnTheWay() || this.#closing) return undefined;
+    if (this.#othersWaiting() || this.#closing) return undefined;
     return this.context.canDecodeAhead ? slot : undefined;
   }
 
@@ -1550,8 +1550,7 @@ export class Scheduler {
           slot.cached.push(slot.generated[slot.generated.length - 1] as number);
           this.#takeToken(slot, step.token, 0);
         }
-        const others = this.#queued() > 0 || this.#othersOnTheWay();
-        if (slot.job !== job || job.request.signal?.aborted || others) run.stop();
+        if (slot.job !== job || job.request.signal?.aborted || this.#othersWaiting()) run.stop();
         this.#time.hostMs += performance.now() - turnStart;
       }
     } finally {
@@ -1577,6 +1576,11 @@ export class Scheduler {
     if (cachedBefore + decoded > slot.cached.length) {
       this.context.removeTokens(slot.seqId, slot.cached.length, -1);
     }
+  }
+
+  /** Whether requests are queued or on their way: a run on the decode thread gives way to them. */
+  #othersWaiting(): boolean {
+    return this.#queued() > 0 || this.#othersOnTheWay();
   }
 
   /** The run's next steps, the wait for them counted as decode time. */
