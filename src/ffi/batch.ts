@@ -59,7 +59,6 @@ export class Batch extends NativeHandle {
     });
   }
 
-  /** Tokens currently in the batch. */
   /** Address of the token array (what a `DecodeThread` writes each step's token to). */
   get tokenArrayAddress(): bigint {
     return arrayAddress(this.#tokens);
@@ -70,6 +69,7 @@ export class Batch extends NativeHandle {
     return arrayAddress(this.#positions);
   }
 
+  /** Tokens currently in the batch. */
   get length(): number {
     return this.#length;
   }
