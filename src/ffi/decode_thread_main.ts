@@ -44,8 +44,7 @@ self.onmessage = (event: MessageEvent<OpenMessage | RunMessage>) => {
     try {
       library = Deno.dlopen(message.llamaFile, SYMBOLS);
     } catch (error) {
-      const failed: FailedMessage = { kind: "failed", reason: (error as Error).message };
-      self.postMessage(failed);
+      reportFailure(error);
       return;
     }
     Atomics.store(control, Field.ready, 1);
@@ -56,13 +55,18 @@ self.onmessage = (event: MessageEvent<OpenMessage | RunMessage>) => {
     run(block, (library as Deno.DynamicLibrary<typeof SYMBOLS>).symbols, message);
   } catch (error) {
     Atomics.store(block, Field.status, FAILED);
-    const failed: FailedMessage = { kind: "failed", reason: (error as Error).message };
-    self.postMessage(failed);
+    reportFailure(error);
   }
   Atomics.store(block, Field.state, RunState.halted);
   Atomics.add(block, Field.events, 1);
   Atomics.notify(block, Field.events);
 };
+
+/** Tells the host why this thread cannot go on (it warns once and stops using it). */
+function reportFailure(error: unknown): void {
+  const failed: FailedMessage = { kind: "failed", reason: (error as Error).message };
+  self.postMessage(failed);
+}
 
 function run(
   block: Int32Array,
