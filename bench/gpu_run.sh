@@ -5,8 +5,8 @@
 #   bench/gpu_run.sh bench   llama-bench, shimmy bench (sampling on the CPU and on the GPU), and
 #                            bench/serve_bench.ts: shimmy serve vs llama-server on the GPU
 #                            (THREADS=N: CPU threads of both servers, default 4; REPS, BURSTS,
-#                            STREAMS, KV_UNIFIED=on|off: serve_bench's flags; STAGGERED=1 adds
-#                            --staggered)
+#                            STREAMS, KV_UNIFIED=on|off, FIRST_TOKENS (default 24): serve_bench's
+#                            flags; STAGGERED=1 adds --staggered)
 #   bench/gpu_run.sh pack    after a build: the build as xz pieces of at most 16,000 KiB in $OUT
 #                            (cudalib.txz.00, .01, ...), to bring back and reuse
 #   bench/gpu_run.sh unpack DIR   restores the build from the pieces in DIR instead of building
@@ -50,7 +50,7 @@ case "${1:-all}" in
     deno run -A bench/serve_bench.ts --model "$model" --lib-dir "$lib" --threads "${THREADS:-4}" \
       --kv-unified "${KV_UNIFIED:-off}" ${STAGGERED:+--staggered} \
       --llama-server "$lib/bin/llama-server" --tokens 256 --streams "${STREAMS:-1,8,32}" \
-      --reps "${REPS:-2}" --bursts "${BURSTS:-1}" --json "$out/bench-gpu.json.gz" 2>&1 | tee "$out/bench-gpu.log"
+      --reps "${REPS:-2}" --bursts "${BURSTS:-1}" --first-tokens "${FIRST_TOKENS:-24}" --json "$out/bench-gpu.json.gz" 2>&1 | tee "$out/bench-gpu.log"
     ;;
   pack)
     tar -C "$(dirname "$lib")" -cf - "$(basename "$lib")" | xz -T0 -3 |

@@ -68,6 +68,9 @@ Options:
   --reps N                Rounds; each starts each server once (default 3)
   --bursts N              Times each level is measured per round, one burst after another
                           (default 1): TTFT and gaps pool every burst, rates take the median
+  --first-tokens N        At least N first tokens per level and round: a level of s streams runs
+                          max(bursts, ceil(N / s)) bursts (default 0: --bursts alone), so that one
+                          stream's TTFT p50 does not rest on a handful of requests
   --streams LIST          Concurrency levels, comma-separated (default 1,4,8)
   --staggered             Requests of a burst end at different times: the i-th of n generates
                           tokens * i / n (aggregate rates then count the tails, for both servers)
@@ -112,6 +115,8 @@ export interface BenchOptions extends ServerSettings {
   reps: number;
   /** Bursts per concurrency level and round, measured one after another. Default 1. */
   bursts: number;
+  /** First tokens each level collects per round at least (more bursts at low levels). Default 0. */
+  firstTokens: number;
   /** Concurrency levels, in the order measured. Default `[1, 4, 8]`; `[]` with `interference`. */
   streams: number[];
   /** Whether the requests of a burst generate tokens * i / n each, ending one by one. */
@@ -172,6 +177,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
         tokens: { type: "string" },
         reps: { type: "string" },
         bursts: { type: "string" },
+        "first-tokens": { type: "string" },
         streams: { type: "string" },
         slots: { type: "string" },
         "prompt-tokens": { type: "string" },
@@ -202,8 +208,10 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
   if (interference && v.staggered) {
     throw new UsageError("--interference has its own streams: leave out --staggered");
   }
-  if (interference && v.bursts !== undefined) {
-    throw new UsageError("--interference measures its scenario once per round: leave out --bursts");
+  if (interference && (v.bursts !== undefined || v["first-tokens"] !== undefined)) {
+    throw new UsageError(
+      "--interference measures its scenario once per round: leave out --bursts and --first-tokens",
+    );
   }
   if (interference && v.slots !== undefined) {
     throw new UsageError(
@@ -229,6 +237,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
     tokens,
     reps: intFlag("reps", v.reps, 3),
     bursts: intFlag("bursts", v.bursts, 1),
+    firstTokens: intFlag("first-tokens", v["first-tokens"], 0, 0),
     streams,
     staggered: v.staggered,
     interference,
@@ -308,6 +317,26 @@ function chooseCtxSize(
 }
 
 /**
+ * Bursts a level of `streams` streams runs per round: `--bursts`, or more where fewer would
+ * collect less than `--first-tokens` first tokens.
+ *
+ * @param streams The level's streams.
+ * @param options The benchmark's options.
+ * @returns The number of bursts.
+ * @example
+ * ```ts
+ * burstsOfLevel(1, { bursts: 2, firstTokens: 16 }); // 16
+ * burstsOfLevel(8, { bursts: 2, firstTokens: 16 }); // 2
+ * ```
+ */
+export function burstsOfLevel(
+  streams: number,
+  options: Pick<BenchOptions, "bursts" | "firstTokens">,
+): number {
+  return Math.max(options.bursts, Math.ceil(options.firstTokens / streams));
+}
+
+/**
  * One server start: warm-up, then every concurrency level once, or the interference scenario.
  */
 async function runRound(
@@ -331,7 +360,7 @@ async function runRound(
     const before = await readCpuTicks(pids);
     const levels = [];
     for (const streams of options.streams) {
-      for (let burst = 0; burst < options.bursts; burst++) {
+      for (let burst = 0; burst < burstsOfLevel(streams, options); burst++) {
         levels.push(
           await measureLevel(server.url, streams, options.tokens, prompts, options.staggered),
         );
@@ -406,7 +435,8 @@ function settingsLine(options: BenchOptions, notes: string[]): string {
   const prompt = options.promptTokens === undefined
     ? "default (~37 tokens)"
     : `~${options.promptTokens} tokens`;
-  const bursts = options.bursts === 1 ? "" : `bursts=${options.bursts}, `;
+  const bursts = (options.bursts === 1 ? "" : `bursts=${options.bursts}, `) +
+    (options.firstTokens === 0 ? "" : `first-tokens=${options.firstTokens}, `);
   return `Settings: threads=${options.threads}, tokens=${options.tokens}, reps=${options.reps}, ` +
     bursts +
     `${measured}, prompt=${prompt}, ctx-size=${options.ctxSize} per request, ` +
@@ -462,6 +492,7 @@ async function run(options: BenchOptions, args: string[]): Promise<void> {
   console.log(summaryText(summary, rounds, {
     reps: options.reps,
     bursts: options.bursts,
+    firstTokens: options.firstTokens,
     ...(options.promptTokens === undefined ? {} : { promptTokens: options.promptTokens }),
     staggered: options.staggered,
   }));

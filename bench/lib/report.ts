@@ -146,6 +146,8 @@ export interface SummaryTextOptions {
   reps: number;
   /** Bursts per level and round. Default 1. */
   bursts?: number;
+  /** First tokens per level and round at least (`--first-tokens`). Default 0. */
+  firstTokens?: number;
   /** Prompt tokens asked for with `--prompt-tokens`. Default: undefined, the default prompt. */
   promptTokens?: number;
   /** Whether a burst's requests generated `tokens * i / n` each (`--staggered`). */
@@ -178,6 +180,9 @@ export function summaryText(
     "that of the p99s.",
     `Rates are medians over ${options.reps} round(s)` +
     ((options.bursts ?? 1) > 1 ? ` of ${options.bursts} bursts per level` : "") +
+    ((options.firstTokens ?? 0) > 0
+      ? ` (more where a level's bursts held fewer than ${options.firstTokens} requests a round)`
+      : "") +
     "; TTFT and gap percentiles pool every request or gap of all rounds.",
     ...(options.staggered
       ? [

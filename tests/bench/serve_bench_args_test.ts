@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type BenchOptions, parseBenchArgs } from "../../bench/serve_bench.ts";
+import { type BenchOptions, burstsOfLevel, parseBenchArgs } from "../../bench/serve_bench.ts";
 import { launchFor } from "../../bench/lib/server_process.ts";
 import { UsageError } from "../../src/cli/usage_error.ts";
 
@@ -21,6 +21,17 @@ Deno.test("serve_bench --bursts repeats each level, and not the interference sce
   assert.equal(parseBenchArgs(["--bursts", "5"])?.bursts, 5);
   assert.throws(() => parseBenchArgs(["--bursts", "0"]), UsageError);
   assert.throws(() => parseBenchArgs(["--interference", "--bursts", "2"]), UsageError);
+});
+
+Deno.test("serve_bench --first-tokens adds bursts to the levels whose bursts hold fewer requests", () => {
+  const options = parseBenchArgs(["--bursts", "2", "--first-tokens", "16", "--streams", "1,8,32"]);
+  assert.equal(options?.firstTokens, 16);
+  assert.deepEqual(options?.streams.map((s) => burstsOfLevel(s, options)), [16, 2, 2]);
+  assert.deepEqual([3, 5].map((s) => burstsOfLevel(s, { bursts: 1, firstTokens: 16 })), [6, 4]);
+  assert.equal(parseBenchArgs([])?.firstTokens, 0);
+  assert.equal(burstsOfLevel(1, { bursts: 3, firstTokens: 0 }), 3);
+  assert.throws(() => parseBenchArgs(["--first-tokens", "-1"]), UsageError);
+  assert.throws(() => parseBenchArgs(["--interference", "--first-tokens", "8"]), UsageError);
 });
 
 Deno.test("serve_bench --staggered spreads a burst's token counts, and not the interference scenario's", () => {
