@@ -38,8 +38,8 @@ ${SPLIT_FLAGS_USAGE}
   --device-sampling M   auto | on | off: sample inside the decode graph (default auto: on a GPU)
   --flash-attn M        auto | on | off: fused attention (default auto: on the CPU, the faster
                         of the two kernels on this machine, timed once at load)
-  --no-decode-thread    On the CPU, decode through the event loop as a step shared by several
-                        streams would, not on the thread that serves a lone stream
+  --no-decode-thread    Decode through the event loop as a step shared by several streams
+                        would, not on the thread that serves a lone stream
   --json                Print one JSON object
 
 Examples:

@@ -104,9 +104,9 @@ ${SPLIT_FLAGS_USAGE}
   --device-sampling M     auto | on | off: sample inside the decode graph on the device
                           when a request's sampler allows it (default auto: on a GPU;
                           SHIMMY_DEVICE_SAMPLING too)
-  --no-decode-thread      Decode a lone stream on the CPU as every other step, through the
-                          event loop, instead of on a thread that samples and goes on by
-                          itself (for comparisons)
+  --no-decode-thread      Decode a lone stream as every other step, through the event loop,
+                          instead of on a thread that samples and goes on by itself (for
+                          comparisons)
   --flash-attn M          auto | on | off: fused attention (default auto: on the CPU, the
                           faster of the two kernels on this machine, timed once at load;
                           else llama.cpp's choice, fused)

@@ -73,9 +73,8 @@ export interface OpenModelOptions {
    */
   deviceSampling?: DeviceSamplingMode;
   /**
-   * With every layer on the CPU, decode a lone stream's steps on a thread of their own that
-   * samples each token and starts the next step by itself (`SchedulerOptions.decodeThread`).
-   * Default false.
+   * Decode a lone stream's steps on a thread of their own that samples each token and starts
+   * the next step by itself (`SchedulerOptions.decodeThread`), on a CPU or a GPU. Default false.
    */
   decodeThread?: boolean;
   /**
@@ -313,7 +312,7 @@ export class LoadedModel {
           slotContext,
           deviceSampling: mode === "on" || (mode === "auto" && plan.backend !== "cpu"),
           stagePrompts: model.offload.offloaded === 0,
-          decodeThread: options.decodeThread === true && model.offload.offloaded === 0,
+          decodeThread: options.decodeThread === true,
           ...(options.maxQueue ? { maxQueue: options.maxQueue } : {}),
           ...(options.requestsOnTheWay ? { requestsOnTheWay: options.requestsOnTheWay } : {}),
         });

@@ -174,10 +174,10 @@ export interface SchedulerOptions {
    */
   stagePrompts?: boolean;
   /**
-   * Decode a lone stream's steps on a thread of their own that samples each token itself and
-   * goes on to the next step without a trip through the event loop (`Context.decodeAhead`), for
-   * a context that computes on the CPU alone. Requests with a grammar or log-probabilities, and
-   * any step shared with another request, decode as usual. Default false.
+   * Decode a lone stream's steps on a thread of their own that samples each token itself (or
+   * reads the one sampled inside the decode graph) and goes on to the next step without a trip
+   * through the event loop (`Context.decodeAhead`). Requests with a grammar or
+   * log-probabilities, and any step shared with another request, decode as usual. Default false.
    */
   decodeThread?: boolean;
 }
@@ -1496,16 +1496,15 @@ export class Scheduler {
 
   /**
    * The lone stream whose coming steps can run on the decode thread: one generating slot, no
-   * request queued or on its way, a chain that samples on the CPU, and neither a grammar (its
-   * UTF-8 guard edits the logits before sampling) nor log-probabilities (read from each step's
-   * logits).
+   * request queued or on its way, and neither a grammar (its UTF-8 guard edits the logits
+   * before sampling) nor log-probabilities (read from each step's logits). Its chain may sample
+   * on the CPU or inside the decode graph.
    */
   #loneStreamAhead(active: readonly Slot[]): Slot | undefined {
     if (!this.#decodeThread || active.length !== 1) return undefined;
     const slot = active[0] as Slot;
     const request = slot.job?.request;
-    const onCpu = slot.sampler !== undefined && slot.sampler !== slot.deviceSampler;
-    if (slot.state !== "generating" || !request || !onCpu) return undefined;
+    if (slot.state !== "generating" || !request || !slot.sampler) return undefined;
     if (request.sampling?.grammar !== undefined || request.logprobs !== undefined) return undefined;
     if (this.#othersWaiting() || this.#closing) return undefined;
     return this.context.canDecodeAhead ? slot : undefined;

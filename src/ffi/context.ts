@@ -288,12 +288,11 @@ export class Context extends NativeHandle {
   }
 
   /**
-   * Starts the thread that {@link decodeAhead} runs on (a `DecodeThread`), for a context whose
-   * every layer computes on this machine's CPU; it is ready some milliseconds later. Does
-   * nothing for a model with layers on a GPU, or when the thread is started already.
+   * Starts the thread that {@link decodeAhead} runs on (a `DecodeThread`); it is ready some
+   * milliseconds later. Does nothing when the thread is started already.
    */
   startDecodeThread(): void {
-    if (this.#decodeThread || this.#waitsForDevice) return;
+    if (this.#decodeThread) return;
     try {
       this.#decodeThread = new DecodeThread(this.model.llama.llamaFile);
     } catch (error) {
@@ -315,7 +314,8 @@ export class Context extends NativeHandle {
    * the batch alone until the run has halted (`DecodeRun.next` returned null).
    *
    * @param batch The first token, at its position and sequence, with logits.
-   * @param sampler The sequence's chain, on the CPU.
+   * @param sampler The sequence's chain: on the CPU, or attached to this context for the
+   *   sequence (the thread then reads the token the graph sampled).
    * @param budget Most steps.
    * @param ends Tokens that end the run once sampled.
    * @returns The run.
@@ -350,7 +350,14 @@ export class Context extends NativeHandle {
       this.#decoding = false;
       resolve();
     };
-    const plan = { context: this.pointer, sampler: sampler.pointer, batch, budget, ends };
+    const plan = {
+      context: this.pointer,
+      sampler: sampler.pointer,
+      batch,
+      budget,
+      ends,
+      sampledInGraph: sampler.sampledInGraph,
+    };
     try {
       return thread.start(plan, (run) => {
         this.#pendingStreamCopies.clear();

@@ -55,6 +55,8 @@ export interface DecodeRunPlan {
   budget: number;
   /** Tokens after whose sampling the run halts by itself. */
   ends: readonly number[];
+  /** Whether the chain is attached to the context and samples inside the decode graph. */
+  sampledInGraph: boolean;
 }
 
 /**
@@ -125,6 +127,7 @@ export class DecodeThread implements Disposable {
       position: plan.batch.positionAt(0),
       budget: plan.budget,
       ends: [...plan.ends],
+      sampledInGraph: plan.sampledInGraph,
     };
     const run = new DecodeRun(control, () => {
       this.#run = undefined;

@@ -96,4 +96,11 @@ export interface RunMessage {
   budget: number;
   /** Tokens after whose sampling the run halts by itself (end of generation). */
   ends: number[];
+  /**
+   * Whether the chain runs inside the decode graph (attached to the context for the sequence):
+   * each step's token is then read with `llama_get_sampled_token_ith` and accepted, as
+   * `llama_sampler_sample` would, without the debug line that call logs for every such token
+   * (each a trip to the host's event loop through the log callback).
+   */
+  sampledInGraph: boolean;
 }

@@ -22,7 +22,7 @@ import {
   stepIndex,
 } from "./decode_thread_control.ts";
 import { nativeBuffer } from "./cstring.ts";
-import { LlamaBatch } from "./layouts.ts";
+import { LLAMA_TOKEN_NULL, LlamaBatch } from "./layouts.ts";
 import { systemCLibrary } from "./symbol_address.ts";
 
 /** `int sched_yield(void)`, `BOOL SwitchToThread(void)`. */
@@ -31,6 +31,8 @@ const YIELD_CALL = { parameters: [], result: "i32" } as const;
 const SYMBOLS = {
   llama_decode: { parameters: ["pointer", LlamaBatch.ffi], result: "i32" },
   llama_sampler_sample: { parameters: ["pointer", "pointer", "i32"], result: "i32" },
+  llama_get_sampled_token_ith: { parameters: ["pointer", "i32"], result: "i32" },
+  llama_sampler_accept: { parameters: ["pointer", "i32"], result: "void" },
 } as const;
 
 const yieldCore = threadYield();
@@ -91,7 +93,8 @@ function run(
       return;
     }
     const decodeMicros = Math.round((performance.now() - start) * 1000);
-    token = symbols.llama_sampler_sample(sampler, context, 0);
+    token = message.sampledInGraph ? sampledInGraph(symbols, context, sampler) : LLAMA_TOKEN_NULL;
+    if (token === LLAMA_TOKEN_NULL) token = symbols.llama_sampler_sample(sampler, context, 0);
     waitForRoom(block, published);
     const at = stepIndex(published);
     block[at] = token;
@@ -105,6 +108,17 @@ function run(
     yieldCore();
     if (ends.has(token)) return;
   }
+}
+
+/** The token the graph sampled for the step's one output, accepted by the chain; or LLAMA_TOKEN_NULL. */
+function sampledInGraph(
+  symbols: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"],
+  context: Deno.PointerValue,
+  sampler: Deno.PointerValue,
+): number {
+  const token = symbols.llama_get_sampled_token_ith(context, 0);
+  if (token !== LLAMA_TOKEN_NULL) symbols.llama_sampler_accept(sampler, token);
+  return token;
 }
 
 /** Waits while the ring is full (the host has not taken the oldest step yet). */

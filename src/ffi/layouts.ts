@@ -167,3 +167,6 @@ export const FlashAttnType = { auto: -1, disabled: 0, enabled: 1 } as const;
  * vector (`rank`: a reranker's classification head, one score per sequence).
  */
 export const PoolingType = { unspecified: -1, none: 0, mean: 1, cls: 2, last: 3, rank: 4 } as const;
+
+/** `LLAMA_TOKEN_NULL`: no token (say, none sampled inside the graph for an output row). */
+export const LLAMA_TOKEN_NULL = -1;

@@ -6,7 +6,7 @@
 
 import { cString, readCString } from "./cstring.ts";
 import { NativeHandle } from "./handle.ts";
-import { LlamaLogitBias, LlamaSamplerChainParams } from "./layouts.ts";
+import { LLAMA_TOKEN_NULL, LlamaLogitBias, LlamaSamplerChainParams } from "./layouts.ts";
 import type { Context } from "./context.ts";
 import type { Model } from "./model.ts";
 
@@ -43,9 +43,6 @@ export type SamplerStage =
      */
     triggers?: { patterns: readonly string[]; tokens?: readonly number[] };
   };
-
-/** `LLAMA_TOKEN_NULL`: no token (here: the device sampled none for that row). */
-const NO_TOKEN = -1;
 
 /** Raised when llama.cpp rejects a sampler stage (mostly an invalid grammar). */
 export class SamplerStageError extends Error {
@@ -193,12 +190,12 @@ export class Sampler extends NativeHandle {
    */
   sample(context: Context, batchIndex: number): number {
     const s = this.#model.llama.symbols;
-    if (this.#detachFromDevice) {
+    if (this.sampledInGraph) {
       // The device's choice, read and accepted as llama_sampler_sample does, without the debug
       // line it logs for every such token: each one is a call into JavaScript through the log
       // callback, on the event loop, once per stream and step.
       const token = s.llama_get_sampled_token_ith(context.pointer, batchIndex);
-      if (token !== NO_TOKEN) {
+      if (token !== LLAMA_TOKEN_NULL) {
         s.llama_sampler_accept(this.pointer, token);
         return token;
       }
@@ -237,6 +234,11 @@ export class Sampler extends NativeHandle {
     if (this.#claimedForDevice) throw new Error("The sampler chain already ran on a device");
     this.#claimedForDevice = true;
     this.#detachFromDevice = detach;
+  }
+
+  /** Whether a context runs the chain inside its decode graph (see {@link claimForDevice}). */
+  get sampledInGraph(): boolean {
+    return this.#detachFromDevice !== undefined;
   }
 
   /** Notes that the context no longer runs the chain (called by `Context.detachSampler`). */

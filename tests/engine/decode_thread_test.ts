@@ -1,13 +1,23 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
-import { LoadedModel } from "../../src/engine/loaded_model.ts";
+import { type DeviceSamplingMode, LoadedModel } from "../../src/engine/loaded_model.ts";
 import type { GenerationRequest, GenerationResult } from "../../src/engine/scheduler.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
 const path = await fixtureModel("tiny-f32");
 
 /** A model whose lone streams decode on the decode thread (or not), ready to run ahead. */
-async function open(decodeThread: boolean, parallel = 2): Promise<LoadedModel> {
-  const loaded = await LoadedModel.open({ path, decodeThread, parallel, ctxSize: 512 });
+async function open(
+  decodeThread: boolean,
+  parallel = 2,
+  deviceSampling: DeviceSamplingMode = "off",
+): Promise<LoadedModel> {
+  const loaded = await LoadedModel.open({
+    path,
+    decodeThread,
+    parallel,
+    ctxSize: 512,
+    deviceSampling,
+  });
   // The thread starts with the model; a first request may come before it is ready.
   for (let i = 0; decodeThread && !loaded.context.canDecodeAhead && i < 500; i++) {
     await new Promise((resolve) => setTimeout(resolve, 10));
@@ -31,8 +41,11 @@ async function run(
 }
 
 /** The tokens of `request` on a model without the decode thread: what every run must give. */
-async function reference(request: GenerationRequest): Promise<number[]> {
-  await using plain = await open(false);
+async function reference(
+  request: GenerationRequest,
+  deviceSampling: DeviceSamplingMode = "off",
+): Promise<number[]> {
+  await using plain = await open(false, 2, deviceSampling);
   const { result } = await run(plain, request);
   equal(plain.scheduler.stats().stepsAhead, 0);
   return result.tokens;
@@ -53,6 +66,32 @@ Deno.test("a lone stream decoded on the decode thread gives the event loop's gre
     // The first token comes from the prompt's step; the thread decodes the next 47 steps.
     equal(loaded.scheduler.stats().stepsAhead - before, 47, "the steps ran on the decode thread");
   }
+});
+
+Deno.test("a lone stream whose chain samples inside the decode graph gives the same tokens on the decode thread", async () => {
+  // On a GPU the chains of plain requests sample inside the graph; on the CPU too when asked.
+  await using loaded = await open(true, 2, "on");
+  const prompt = loaded.model.tokenize("once upon a time");
+  const lines: string[] = [];
+  const stopListening = loaded.model.llama.listen((text) => lines.push(text));
+  try {
+    for (
+      const sampling of [{ temperature: 0 }, { temperature: 0.9, topK: 40, topP: 0.9, seed: 7 }]
+    ) {
+      const request = { prompt, maxTokens: 32, ignoreEos: true, sampling };
+      const before = loaded.scheduler.stats();
+      const { result } = await run(loaded, request);
+      const after = loaded.scheduler.stats();
+      equal(after.deviceSampledRequests - before.deviceSampledRequests, 1, "sampled in the graph");
+      equal(after.stepsAhead - before.stepsAhead, 31, "the steps ran on the decode thread");
+      deepEqual(result.tokens, await reference(request, "on"), JSON.stringify(sampling));
+    }
+  } finally {
+    stopListening();
+  }
+  // The thread reads the graph's token itself: llama_sampler_sample would log a line for each
+  // (a trip from the thread to the event loop through the log callback).
+  deepEqual(lines.filter((line) => line.includes("Backend sampler selected")), []);
 });
 
 Deno.test("a stream that ends on a stop string or a stop token leaves a cache that holds its own tokens only", async () => {

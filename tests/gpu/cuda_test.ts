@@ -4,12 +4,13 @@
  * with a printed reason elsewhere.
  */
 
-import { equal, ok } from "node:assert/strict";
+import { deepEqual, equal, ok } from "node:assert/strict";
 import { join } from "node:path";
 import { LibraryNotFoundError } from "../../src/ffi/library.ts";
 import { Llama } from "../../src/ffi/llama.ts";
 import { Batch, Context, Model } from "../../src/ffi/mod.ts";
 import { queuesOnly } from "../../src/ffi/context.ts";
+import { LoadedModel } from "../../src/engine/loaded_model.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 import { runShimmy, skipBecause } from "../helpers.ts";
 
@@ -127,5 +128,39 @@ Deno.test({
     equal(ctx.decodesOnEventLoop, 5);
     // Every wait for the GPU takes at least one turn of the event loop instead of sleeping.
     ok(ctx.deviceWaitTurns >= 7, `${ctx.deviceWaitTurns} turns`);
+  },
+});
+
+Deno.test({
+  name:
+    "on the GPU a lone stream runs on the decode thread, reading the token sampled in the graph, and gives the event loop's tokens",
+  ignore,
+  async fn() {
+    const path = await fixtureModel(MODEL);
+    const tokensOf = async (decodeThread: boolean) => {
+      await using loaded = await LoadedModel.open({
+        path,
+        gpuBackend: "cuda",
+        decodeThread,
+        parallel: 2,
+        ctxSize: 512,
+      });
+      // The thread starts with the model; wait until it can take a run.
+      for (let i = 0; decodeThread && !loaded.context.canDecodeAhead && i < 500; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      const generation = loaded.scheduler.submit({
+        prompt: loaded.model.tokenize("Hello world, the quick brown fox"),
+        maxTokens: 64,
+        ignoreEos: true,
+        sampling: { temperature: 0 },
+      });
+      for await (const _ of generation) { /* streamed */ }
+      const stats = loaded.scheduler.stats();
+      equal(stats.deviceSampledRequests, 1, "the chain sampled inside the graph");
+      equal(stats.stepsAhead, decodeThread ? 63 : 0);
+      return (await generation.result).tokens;
+    };
+    deepEqual(await tokensOf(true), await tokensOf(false));
   },
 });
