@@ -110,7 +110,7 @@ function run(
   }
 }
 
-/** The token the graph sampled for the step's one output, accepted by the chain; or LLAMA_TOKEN_NULL. */
+/** The graph's token for the step's output, accepted by the chain; or LLAMA_TOKEN_NULL. */
 function sampledInGraph(
   symbols: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"],
   context: Deno.PointerValue,
