@@ -23,6 +23,7 @@ import {
 } from "./decode_thread_control.ts";
 import { nativeBuffer } from "./cstring.ts";
 import { LLAMA_TOKEN_NULL, LlamaBatch } from "./layouts.ts";
+import { takeSampledInGraph } from "./sampled_in_graph.ts";
 import { systemCLibrary } from "./symbol_address.ts";
 
 /** `int sched_yield(void)`, `BOOL SwitchToThread(void)`. */
@@ -93,7 +94,9 @@ function run(
       return;
     }
     const decodeMicros = Math.round((performance.now() - start) * 1000);
-    token = message.sampledInGraph ? sampledInGraph(symbols, context, sampler) : LLAMA_TOKEN_NULL;
+    token = message.sampledInGraph
+      ? takeSampledInGraph(symbols, context, sampler, 0)
+      : LLAMA_TOKEN_NULL;
     if (token === LLAMA_TOKEN_NULL) token = symbols.llama_sampler_sample(sampler, context, 0);
     waitForRoom(block, published);
     const at = stepIndex(published);
@@ -108,17 +111,6 @@ function run(
     yieldCore();
     if (ends.has(token)) return;
   }
-}
-
-/** The graph's token for the step's output, accepted by the chain; or LLAMA_TOKEN_NULL. */
-function sampledInGraph(
-  symbols: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"],
-  context: Deno.PointerValue,
-  sampler: Deno.PointerValue,
-): number {
-  const token = symbols.llama_get_sampled_token_ith(context, 0);
-  if (token !== LLAMA_TOKEN_NULL) symbols.llama_sampler_accept(sampler, token);
-  return token;
 }
 
 /** Waits while the ring is full (the host has not taken the oldest step yet). */

@@ -6,6 +6,7 @@
 
 import { cString, readCString } from "./cstring.ts";
 import { NativeHandle } from "./handle.ts";
+import { takeSampledInGraph } from "./sampled_in_graph.ts";
 import { LLAMA_TOKEN_NULL, LlamaLogitBias, LlamaSamplerChainParams } from "./layouts.ts";
 import type { Context } from "./context.ts";
 import type { Model } from "./model.ts";
@@ -191,14 +192,8 @@ export class Sampler extends NativeHandle {
   sample(context: Context, batchIndex: number): number {
     const s = this.#model.llama.symbols;
     if (this.sampledInGraph) {
-      // The device's choice, read and accepted as llama_sampler_sample does, without the debug
-      // line it logs for every such token: each one is a call into JavaScript through the log
-      // callback, on the event loop, once per stream and step.
-      const token = s.llama_get_sampled_token_ith(context.pointer, batchIndex);
-      if (token !== LLAMA_TOKEN_NULL) {
-        s.llama_sampler_accept(this.pointer, token);
-        return token;
-      }
+      const token = takeSampledInGraph(s, context.pointer, this.pointer, batchIndex);
+      if (token !== LLAMA_TOKEN_NULL) return token;
     }
     return s.llama_sampler_sample(this.pointer, context.pointer, batchIndex);
   }
