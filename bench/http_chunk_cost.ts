@@ -6,7 +6,9 @@
  *
  * - `wake`: the timer fires and sends nothing (what waking the event loop costs by itself),
  * - `serve`: each event goes out through `Deno.serve`'s response stream,
- * - `guard`: the same through Shimmy's connection guard (`src/server/connection_guard.ts`).
+ * - `guard`: the same through Shimmy's connection guard (`src/server/connection_guard.ts`),
+ * - `pushed`: through the guard from a body made by `streamBody` (`src/server/stream_body.ts`),
+ *   as Shimmy's streamed answers are: the guard takes each event as it is sent, unread.
  *
  * The differences are what Deno's HTTP stack and the guard add per token of a streamed answer;
  * `bench/thread_placement.ts` measures the whole event loop of a served stream.
@@ -18,9 +20,10 @@
 
 import { parseArgs } from "node:util";
 import { serveGuarded } from "../src/server/connection_guard.ts";
-import { threadSample, TICKS_PER_SECOND } from "./lib/thread_stat.ts";
+import { type SendChunk, streamBody } from "../src/server/stream_body.ts";
+import { threadCpuNs } from "./lib/thread_stat.ts";
 
-const WAYS = ["wake", "serve", "guard"] as const;
+const WAYS = ["wake", "serve", "guard", "pushed"] as const;
 type Way = typeof WAYS[number];
 
 /** A completion chunk as Shimmy streams it, framed as one SSE event. */
@@ -42,9 +45,9 @@ const response = await fetch(Deno.args[0]);
 for await (const _ of response.body ?? []) { /* drained */ }
 `;
 
-/** CPU time of this process's main thread in milliseconds (10 ms resolution). */
+/** CPU time of this process's main thread in milliseconds. */
 function mainThreadCpuMs(): number {
-  return threadSample(Deno.pid, String(Deno.pid)).ticks * 1000 / TICKS_PER_SECOND;
+  return threadCpuNs(Deno.pid, String(Deno.pid)) / 1e6;
 }
 
 /**
@@ -58,21 +61,29 @@ async function measure(way: Way, chunks: number, intervalMs: number): Promise<nu
   const done = new Promise<void>((resolve) => streamed = resolve);
   const handler = () => {
     cpuAtStart = mainThreadCpuMs();
-    let sent = 0;
-    const body = new ReadableStream<Uint8Array>({
-      start(controller) {
+    const headers = { "content-type": "text/event-stream" };
+    /** Sends the events, one a tick; resolves after the last. */
+    const produce = (send: SendChunk) =>
+      new Promise<void>((resolve) => {
+        let sent = 0;
         const tick = () => {
-          if (way !== "wake") controller.enqueue(EVENT);
+          if (way !== "wake") send(EVENT);
           if (++sent < chunks) return void setTimeout(tick, intervalMs);
-          controller.close();
+          resolve();
           streamed();
         };
         tick();
+      });
+    if (way === "pushed") return streamBody(produce, new AbortController(), headers, () => {});
+    const body = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        await produce((bytes) => controller.enqueue(bytes));
+        controller.close();
       },
     });
-    return new Response(body, { headers: { "content-type": "text/event-stream" } });
+    return new Response(body, { headers });
   };
-  const server = way === "guard"
+  const server = way === "guard" || way === "pushed"
     ? serveGuarded({ port: 0 }, handler)
     : Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, handler);
   const url = `http://127.0.0.1:${server.addr.port}/`;
@@ -101,7 +112,7 @@ async function main(): Promise<void> {
   const chunks = Number(values.chunks);
   const intervalMs = Number(values["interval-ms"]);
   const rounds = Number(values.rounds);
-  const results: Record<Way, number[]> = { wake: [], serve: [], guard: [] };
+  const results: Record<Way, number[]> = { wake: [], serve: [], guard: [], pushed: [] };
   for (let round = 1; round <= rounds; round++) {
     const line: string[] = [];
     for (const way of WAYS) {
@@ -112,10 +123,16 @@ async function main(): Promise<void> {
     console.log(`round ${round}: main-thread CPU µs per chunk: ${line.join(", ")}`);
   }
   const median = (values: number[]) => values.toSorted((a, b) => a - b)[values.length >> 1] ?? 0;
-  const [wake, serve, guard] = [median(results.wake), median(results.serve), median(results.guard)];
+  const [wake, serve, guard, pushed] = [
+    median(results.wake),
+    median(results.serve),
+    median(results.guard),
+    median(results.pushed),
+  ];
   console.log(
     `medians: a wake ${wake.toFixed(0)} µs; Deno.serve adds ${(serve - wake).toFixed(0)} µs a ` +
-      `chunk, the guard ${(guard - serve).toFixed(0)} µs more`,
+      `chunk, the guard ${(guard - serve).toFixed(0)} µs more, pushed through the guard ` +
+      `${(pushed - guard).toFixed(0)} µs against the guard reading the stream`,
   );
 }
 

@@ -35,6 +35,20 @@ export function threadSample(pid: number, tid: string): ThreadSample {
 }
 
 /**
+ * A thread's CPU time so far in nanoseconds, from `/proc`'s schedstat (precise, where the ticks of
+ * {@link threadSample} count in 10 ms steps).
+ *
+ * @example
+ * ```ts
+ * const ns = threadCpuNs(Deno.pid, String(Deno.pid)); // the main thread's
+ * ```
+ */
+export function threadCpuNs(pid: number, tid: string): number {
+  const text = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/schedstat`);
+  return Number(text.split(" ")[0]);
+}
+
+/**
  * Every thread of a process.
  *
  * @param pid The process.

@@ -11,7 +11,9 @@
  * body, and rejects `completed`, as `Deno.serve` does. A response body that has ended by the
  * time its first chunk is read gets a `Content-Length`; a streamed one is sent chunked, each
  * chunk written as soon as the handler enqueues it. An event stream (SSE, NDJSON) gets its head
- * at once, before its first event, so that a client is ready for the first token when it comes.
+ * at once, before its first event, so that a client is ready for the first token when it comes;
+ * one made by `streamBody` has its events pushed to the socket in the turn they are sent, and
+ * those sent while a write is in flight go out together in the next.
  *
  * @module
  */
@@ -27,6 +29,7 @@ import {
 } from "./http1_head.ts";
 import { concatBytes, writeAll } from "../util/bytes.ts";
 import { IncomingRequest, type ServedRequest } from "./served_request.ts";
+import { type AttachSink, pushedChunks } from "./stream_body.ts";
 
 /** Serves one request: resolves to its response; `completed` settles once it is sent. */
 export type ServeRequest = (request: ServedRequest, completed: Promise<void>) => Promise<Response>;
@@ -273,14 +276,14 @@ async function exchange(
 ): Promise<boolean> {
   let settle!: { resolve: () => void; reject: (error: unknown) => void };
   const completed = new Promise<void>((resolve, reject) => settle = { resolve, reject });
-  let body: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  let cancelBody = () => {};
   let hungUp = false;
   let gone!: () => void;
   const goneAway = new Promise<null>((resolve) => gone = () => resolve(null));
   const hangUp = () => {
     hungUp = true;
     read.abort.abort(new Error("The client closed the connection"));
-    body?.cancel().catch(() => {});
+    cancelBody();
     gone();
   };
   input.onEnd = hangUp;
@@ -298,7 +301,8 @@ async function exchange(
       served.then((late) => late.body?.cancel()).catch(() => {});
       throw new Error("The client closed the connection");
     }
-    body = response.body?.getReader() ?? null;
+    const body = bodyOf(response);
+    cancelBody = () => void body?.cancel().catch(() => {});
     if (hungUp) throw new Error("The client closed the connection");
     const close = !read.keepAlive || responseCloses(response);
     await send(conn, response, read.request.method, body, close);
@@ -306,7 +310,7 @@ async function exchange(
     sent = !close;
     settle.resolve();
   } catch (error) {
-    body?.cancel().catch(() => {});
+    cancelBody();
     settle.reject(error);
   } finally {
     active = false;
@@ -351,26 +355,44 @@ async function dropUnreadBody(input: InputBuffer, unread: number): Promise<boole
   return true;
 }
 
+/** A response's body as it is sent: its chunks pushed, read from its stream, or none. */
+type OutgoingBody =
+  | { kind: "pushed"; attach: AttachSink; cancel(): Promise<void> }
+  | { kind: "read"; reader: ReadableStreamDefaultReader<Uint8Array>; cancel(): Promise<void> };
+
+/** How a response's body is taken: pushed where it is an event stream that offers it. */
+function bodyOf(response: Response): OutgoingBody | null {
+  const stream = response.body;
+  if (stream === null) return null;
+  const attach = isEventStream(response) ? pushedChunks(stream) : undefined;
+  if (attach) return { kind: "pushed", attach, cancel: () => stream.cancel() };
+  const reader = stream.getReader();
+  return { kind: "read", reader, cancel: () => reader.cancel() };
+}
+
 /** Writes a response: head and body, framed. Throws when the connection fails. */
 async function send(
   conn: Deno.Conn,
   response: Response,
   method: string,
-  body: ReadableStreamDefaultReader<Uint8Array> | null,
+  outgoing: OutgoingBody | null,
   close: boolean,
 ): Promise<void> {
   const bodiless = hasNoBody(method, response.status);
-  if (bodiless || body === null) {
+  if (bodiless || outgoing === null) {
     const framing: BodyFraming = bodiless ? "none" : { contentLength: 0 };
-    await body?.cancel();
+    await outgoing?.cancel();
     return await writeAll(conn, encoder.encode(responseHead(response, framing, close)));
   }
   if (isEventStream(response)) {
     // Its events come as they are made (the first after a prompt): the head goes now, so that
     // the client has it in hand when the first one arrives.
     await writeAll(conn, encoder.encode(responseHead(response, "chunked", close)));
-    return await sendChunks(conn, body, body.read());
+    if (outgoing.kind === "pushed") return await sendPushed(conn, outgoing.attach);
+    return await sendChunks(conn, outgoing.reader, outgoing.reader.read());
   }
+  if (outgoing.kind === "pushed") throw new Error("Only an event stream's chunks are pushed");
+  const body = outgoing.reader;
   const first = await body.read();
   if (first.done) {
     return await writeAll(
@@ -401,6 +423,48 @@ async function sendChunks(
     if (result.value.length > 0) await writeAll(conn, chunk(result.value));
   }
   await writeAll(conn, LAST_CHUNK);
+}
+
+/**
+ * Writes an event stream's chunks as its producer sends them, each in the turn it comes; those
+ * that come while a write is in flight go together in the next. Then the last chunk.
+ *
+ * @returns Settles once the last chunk is written; rejects when the connection fails.
+ */
+function sendPushed(conn: Deno.Conn, attach: AttachSink): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let queued: Uint8Array[] = [];
+    let writing = false;
+    let ended = false;
+    let failed = false;
+    const flush = async () => {
+      writing = true;
+      try {
+        while (queued.length > 0) {
+          const bytes = queued.length === 1 ? queued[0] as Uint8Array : concatBytes(queued);
+          queued = [];
+          await writeAll(conn, bytes);
+        }
+        writing = false;
+        if (ended) await writeAll(conn, LAST_CHUNK).then(resolve);
+      } catch (error) {
+        failed = true;
+        queued = [];
+        reject(error);
+      }
+    };
+    attach({
+      write(bytes) {
+        if (failed || bytes.length === 0) return;
+        queued.push(chunk(bytes));
+        if (!writing) void flush();
+      },
+      close() {
+        ended = true;
+        if (!writing && !failed) void flush();
+      },
+    });
+  });
 }
 
 /**

@@ -7,6 +7,8 @@ import {
 } from "../../src/server/http1_head.ts";
 import { type GuardedServer, serveGuarded } from "../../src/server/connection_guard.ts";
 import { IncomingRequest } from "../../src/server/served_request.ts";
+import { SSE_HEADERS } from "../../src/server/sse.ts";
+import { streamBody } from "../../src/server/stream_body.ts";
 import { get, RawClient } from "./raw_client.ts";
 
 const encoder = new TextEncoder();
@@ -230,6 +232,45 @@ Deno.test("the guard skips a body its handler did not read, answers a throw with
     const last = await client.response();
     equal(last.headers.get("connection"), "close");
     ok((await client.closedWithin(1_000)) !== null, "closed after a Connection: close request");
+  } finally {
+    client.close();
+  }
+});
+
+Deno.test("streamBody's events are pushed to the socket unread; Deno.serve reads the same events", async () => {
+  const bodies: (ReadableStream<Uint8Array> | null)[] = [];
+  const aborts: AbortController[] = [];
+  await using server = serveGuarded({ port: 0 }, async (request) => {
+    if (request.body) await request.text();
+    const abort = new AbortController();
+    const response = streamBody(
+      async (send) => {
+        send(encoder.encode("data: 0\n\n")); // before any consumer is there
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        for (const event of ["1", "2", "3"]) send(encoder.encode(`data: ${event}\n\n`));
+      },
+      abort,
+      SSE_HEADERS,
+      () => {},
+    );
+    bodies.push(response.body);
+    aborts.push(abort);
+    return response;
+  });
+  const client = await RawClient.open(server.addr.port);
+  const events = "data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\n";
+  try {
+    await client.send(get("/pushed"));
+    equal((await client.response()).body, events);
+    equal(bodies[0]?.locked, false, "the guard took the events without reading the stream");
+    // A chunked upload goes to Deno.serve, which reads the response's stream.
+    await client.send(
+      "POST /read HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+    );
+    equal((await client.response()).body, events);
+    equal(bodies[1]?.locked, true);
+    equal(server.forwardedConnections(), 1);
+    ok(aborts.every((abort) => !abort.signal.aborted), "both streams ended by themselves");
   } finally {
     client.close();
   }
