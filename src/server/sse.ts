@@ -10,6 +10,7 @@ import { errorBody, type HttpError } from "./http_error.ts";
 import { type SendChunk, streamBody } from "./stream_body.ts";
 
 const encoder = new TextEncoder();
+const LINE_BREAK = /[\r\n]/;
 
 /**
  * Frames one SSE event.
@@ -25,8 +26,10 @@ const encoder = new TextEncoder();
  * ```
  */
 export function sseEvent(data: string, event?: string): Uint8Array {
-  const lines = data.split(/\r\n|\r|\n/);
   const name = event === undefined ? "" : `event: ${event}\n`;
+  // JSON has no raw line breaks: most events are one line.
+  if (!LINE_BREAK.test(data)) return encoder.encode(`${name}data: ${data}\n\n`);
+  const lines = data.split(/\r\n|\r|\n/);
   return encoder.encode(name + lines.map((line) => `data: ${line}\n`).join("") + "\n");
 }
 
