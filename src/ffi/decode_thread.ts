@@ -17,6 +17,12 @@
  * While a run goes on, the host must leave the context, the sampler chain and the batch alone;
  * {@link DecodeRun.halted} tells when they are its own again.
  *
+ * Between runs the thread also decodes the host's other batches one at a time
+ * ({@link DecodeThread.step}: a step of several streams, a prompt's chunk), so that one thread
+ * computes step after step: ggml then keeps its core for it, where a call on Deno's pool needs
+ * the pool paused first (`ThreadPool.pinNextCaller`) and a dispatch of its own, both on the event
+ * loop.
+ *
  * @module
  */
 
@@ -30,6 +36,7 @@ import {
   type RunMessage,
   RunState,
   stepIndex,
+  type StepMessage,
 } from "./decode_thread_control.ts";
 
 /** The worker module; `scripts/compile.ts` embeds it. */
@@ -40,6 +47,14 @@ export interface DecodedStep {
   /** The token sampled from the step's logits. */
   token: number;
   /** How long the step's `llama_decode` took, in ms. */
+  decodeMs: number;
+}
+
+/** How a single step went; see {@link DecodeThread.step}. */
+export interface StepResult {
+  /** `llama_decode`'s status, or {@link FAILED} when the thread itself failed. */
+  status: number;
+  /** How long the `llama_decode` call took, in ms (0 when the thread failed). */
   decodeMs: number;
 }
 
@@ -60,7 +75,7 @@ export interface DecodeRunPlan {
 }
 
 /**
- * The worker thread and its control block. One run at a time.
+ * The worker thread and its control block. One run or single step at a time.
  *
  * @example
  * ```ts
@@ -68,6 +83,8 @@ export interface DecodeRunPlan {
  * // later, once thread.ready:
  * const run = thread.start({ context, sampler, batch, budget: 100, ends: [eos] });
  * for (let steps = await run.next(); steps; steps = await run.next()) console.log(steps);
+ * // once the run has halted, one batch:
+ * const { status, decodeMs } = await thread.step(context, batch);
  * ```
  */
 export class DecodeThread implements Disposable {
@@ -76,6 +93,7 @@ export class DecodeThread implements Disposable {
   #failed = false;
   #warned = false;
   #run: DecodeRun | undefined;
+  #stepping = false;
   #closed = false;
 
   /**
@@ -94,10 +112,49 @@ export class DecodeThread implements Disposable {
     this.#worker.postMessage(open);
   }
 
-  /** Whether the worker has opened the library and no run is going on. */
+  /** Whether the worker has opened the library and no run or single step is going on. */
   get ready(): boolean {
-    return !this.#closed && !this.#failed && this.#run === undefined &&
+    return !this.#closed && !this.#failed && this.#run === undefined && !this.#stepping &&
       Atomics.load(this.#control, Field.ready) === 1;
+  }
+
+  /**
+   * Decodes one batch on the thread, as a blocking `llama_decode` there: no sampling. The thread
+   * is not {@link ready} until this resolves; the caller must leave the context and the batch
+   * alone until then. A thread that failed (status {@link FAILED}) is not used again.
+   *
+   * @param context `llama_context *`.
+   * @param batch What to decode; its arrays are read during the call.
+   * @returns `llama_decode`'s status and how long the call took.
+   * @throws {Error} when the thread is not {@link ready}.
+   */
+  async step(context: Deno.PointerValue, batch: Batch): Promise<StepResult> {
+    if (!this.ready) throw new Error("The decode thread is not ready");
+    const control = this.#control;
+    const message: StepMessage = {
+      kind: "step",
+      context: address(context),
+      batch: batch.struct.slice().buffer,
+    };
+    Atomics.store(control, Field.status, 0);
+    Atomics.store(control, Field.stepMicros, 0);
+    Atomics.store(control, Field.state, RunState.running);
+    this.#stepping = true;
+    try {
+      this.#worker.postMessage(message);
+      for (;;) {
+        const events = Atomics.load(control, Field.events);
+        if (Atomics.load(control, Field.state) === RunState.halted) break;
+        const wait = Atomics.waitAsync(control, Field.events, events);
+        if (wait.async) await wait.value;
+      }
+    } finally {
+      this.#stepping = false;
+    }
+    const status = Atomics.load(control, Field.status);
+    // A step that threw: the worker's message says why (see #fail).
+    if (status === FAILED) this.#failed = true;
+    return { status, decodeMs: Atomics.load(control, Field.stepMicros) / 1000 };
   }
 
   /**
@@ -154,7 +211,7 @@ export class DecodeThread implements Disposable {
     Atomics.notify(this.#control, Field.events);
   }
 
-  /** Ends the worker. A run must have halted first. */
+  /** Ends the worker. A run must have halted first, and a single step resolved. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -255,6 +312,6 @@ export class DecodeRun {
 }
 
 function address(pointer: Deno.PointerValue): bigint {
-  if (pointer === null) throw new Error("A decode run needs a context and a sampler");
+  if (pointer === null) throw new Error("The decode thread needs a context (and a run a sampler)");
   return BigInt(Deno.UnsafePointer.value(pointer));
 }

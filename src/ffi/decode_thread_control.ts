@@ -1,16 +1,17 @@
 /**
  * What a decode thread (`decode_thread.ts`) and its worker (`decode_thread_main.ts`) share: the
- * layout of the shared control block and the messages that start it and its runs.
+ * layout of the shared control block and the messages that start it, its runs and its single
+ * steps.
  *
  * The control block is an `Int32Array` over a `SharedArrayBuffer`: a few fields, then a ring of
- * the steps the worker decoded (the token each step sampled, and how long its decode took).
+ * the steps a run decoded (the token each step sampled, and how long its decode took).
  *
  * @module
  */
 
 /** Indices of the control block's fields. */
 export const Field = {
-  /** {@link RunState} of the current run. */
+  /** {@link RunState} of the current run or single step. */
   state: 0,
   /** Bumped each time the worker publishes a step or halts: the event the host waits on. */
   events: 1,
@@ -18,17 +19,22 @@ export const Field = {
   published: 2,
   /** Steps the host took from the ring in the current run (the worker waits when it is full). */
   taken: 3,
-  /** 0, or why the run stopped early: `llama_decode`'s status, or {@link FAILED}. */
+  /**
+   * 0, or why the run stopped early: `llama_decode`'s status, or {@link FAILED}. After a single
+   * step: its `llama_decode`'s status, or {@link FAILED}.
+   */
   status: 4,
   /** 1 once the worker has opened the library and takes runs. */
   ready: 5,
+  /** How long the last single step's `llama_decode` took, in µs. */
+  stepMicros: 6,
 } as const;
 
 /** What a run is doing, in {@link Field.state}. */
 export const RunState = {
-  /** No run, or the last one halted. */
+  /** No run, or the last one (or the last single step) halted. */
   halted: 0,
-  /** Decoding step after step. */
+  /** Decoding step after step, or a single step. */
   running: 1,
   /** Asked to halt after the step it is decoding. */
   stopping: 2,
@@ -73,6 +79,18 @@ export interface FailedMessage {
   kind: "failed";
   /** Why. */
   reason: string;
+}
+
+/**
+ * Decodes one batch, as is, without sampling: a step of the host's, made on this thread so that
+ * the thread that computes stays the same from step to step.
+ */
+export interface StepMessage {
+  kind: "step";
+  /** `llama_context *`. */
+  context: bigint;
+  /** The bytes of the `llama_batch`, passed by value to `llama_decode`. */
+  batch: ArrayBuffer;
 }
 
 /** Starts a run: decode `token` at `position`, sample, and go on with the sampled token. */

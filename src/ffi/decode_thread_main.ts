@@ -2,7 +2,8 @@
  * The worker of a decode thread (`decode_thread.ts`): opens libllama again (the same loaded
  * library, so the host's pointers are valid here) and runs one sequence's steps one after
  * another, each a blocking `llama_decode` and `llama_sampler_sample`, publishing every sampled
- * token in the shared control block before it decodes it in turn.
+ * token in the shared control block before it decodes it in turn; or decodes a single batch of
+ * the host's (a step of several streams, a prompt's chunk) and says how it went.
  *
  * `deno compile` embeds this module only when named: `scripts/compile.ts` includes it.
  *
@@ -20,6 +21,7 @@ import {
   type RunMessage,
   RunState,
   stepIndex,
+  type StepMessage,
 } from "./decode_thread_control.ts";
 import { nativeBuffer } from "./cstring.ts";
 import { LLAMA_TOKEN_NULL, LlamaBatch } from "./layouts.ts";
@@ -40,7 +42,7 @@ const yieldCore = threadYield();
 let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
 let control: Int32Array | undefined;
 
-self.onmessage = (event: MessageEvent<OpenMessage | RunMessage>) => {
+self.onmessage = (event: MessageEvent<OpenMessage | RunMessage | StepMessage>) => {
   const message = event.data;
   if (message.kind === "open") {
     control = new Int32Array(message.control);
@@ -55,7 +57,9 @@ self.onmessage = (event: MessageEvent<OpenMessage | RunMessage>) => {
   }
   const block = control as Int32Array;
   try {
-    run(block, (library as Deno.DynamicLibrary<typeof SYMBOLS>).symbols, message);
+    const symbols = (library as Deno.DynamicLibrary<typeof SYMBOLS>).symbols;
+    if (message.kind === "step") step(block, symbols, message);
+    else run(block, symbols, message);
   } catch (error) {
     Atomics.store(block, Field.status, FAILED);
     reportFailure(error);
@@ -69,6 +73,19 @@ self.onmessage = (event: MessageEvent<OpenMessage | RunMessage>) => {
 function reportFailure(error: unknown): void {
   const failed: FailedMessage = { kind: "failed", reason: (error as Error).message };
   self.postMessage(failed);
+}
+
+/** Decodes the host's batch once, and stores its status and how long it took. */
+function step(
+  block: Int32Array,
+  symbols: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"],
+  message: StepMessage,
+): void {
+  const context = Deno.UnsafePointer.create(message.context);
+  const start = performance.now();
+  const status = symbols.llama_decode(context, new Uint8Array(message.batch));
+  Atomics.store(block, Field.stepMicros, Math.round((performance.now() - start) * 1000));
+  Atomics.store(block, Field.status, status);
 }
 
 function run(

@@ -193,3 +193,27 @@ Deno.test("requests that need the logits between steps, or a model without the t
   await run(loaded, { ...base, sampling: { temperature: 0, grammar: 'root ::= "a"+' } });
   equal(loaded.scheduler.stats().stepsAhead, 0);
 });
+
+Deno.test("concurrent streams decode their shared steps on the decode thread and give the tokens they give without it", async () => {
+  const prompts = ["once upon a time", "a cat sat", "the weather today", "hello there"];
+  const tokensOf = async (decodeThread: boolean) => {
+    await using loaded = await open(decodeThread, 4);
+    const requests = prompts.map((text) => ({
+      prompt: loaded.model.tokenize(text),
+      maxTokens: 24,
+      ignoreEos: true,
+      sampling: { temperature: 0 },
+    }));
+    const results = await Promise.all(requests.map((request) => run(loaded, request)));
+    ok(loaded.scheduler.stats().sharedSteps > 0, "the streams shared steps");
+    return {
+      tokens: results.map(({ result }) => result.tokens),
+      onThread: loaded.context.decodesOnThread,
+    };
+  };
+  const threaded = await tokensOf(true);
+  const plain = await tokensOf(false);
+  deepEqual(threaded.tokens, plain.tokens);
+  ok(threaded.onThread > 0, `${threaded.onThread} decodes on the thread`);
+  equal(plain.onThread, 0);
+});

@@ -7,8 +7,8 @@ import { fixtureModel } from "../fixtures/models.ts";
 const llama = Llama.open();
 
 /** A context whose decode thread is ready. */
-async function contextWithThread(model: Model): Promise<Context> {
-  const ctx = await Context.create(model, { nCtx: 256, nBatch: 32 });
+async function contextWithThread(model: Model, nSeqMax = 1): Promise<Context> {
+  const ctx = await Context.create(model, { nCtx: 256, nBatch: 32, nSeqMax });
   ctx.startDecodeThread();
   for (let i = 0; !ctx.canDecodeAhead && i < 500; i++) {
     await new Promise((resolve) => setTimeout(resolve, 10));
@@ -128,4 +128,77 @@ Deno.test("a decode thread whose library cannot be opened is never ready, and sa
   } finally {
     console.error = warn;
   }
+});
+
+/** A two-sequence step after a prompt on each: the batches a scheduler decodes between runs. */
+function fillSteps(batch: Batch, prompt: number[], step: number): void {
+  batch.clear();
+  if (step === 0) {
+    for (const seq of [0, 1]) {
+      prompt.forEach((token, i) => batch.add(token + seq, i, seq, i === prompt.length - 1));
+    }
+    return;
+  }
+  for (const seq of [0, 1]) batch.add(100 + step + seq, prompt.length + step - 1, seq, true);
+}
+
+Deno.test("a context's decodes go one at a time to its ready decode thread and give what Deno's pool gives", async () => {
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"));
+  using ctx = await contextWithThread(model, 2);
+  using plain = await Context.create(model, { nCtx: 256, nBatch: 32, nSeqMax: 2 });
+  using batch = new Batch(llama, 32);
+  const prompt = [...model.tokenize("once upon a time")];
+  for (let step = 0; step < 4; step++) {
+    fillSteps(batch, prompt, step);
+    await ctx.decode(batch);
+    const threaded = [...ctx.logits(batch.length - 1)];
+    await plain.decode(batch);
+    deepEqual(threaded, [...plain.logits(batch.length - 1)], `step ${step}`);
+  }
+  equal(ctx.decodesOnThread, 4);
+  equal(plain.decodesOnThread, 0);
+  ok(ctx.decodeTimes().llamaDecodeMs > 0);
+  // A run between steps takes the thread; the steps after it go there again.
+  using sampler = Sampler.chain(model, [{ type: "greedy" }]);
+  batch.clear();
+  batch.add(prompt[0] as number, prompt.length + 3, 0, true);
+  await allSteps(await ctx.decodeAhead(batch, sampler, 3, []));
+  batch.clear();
+  batch.add(prompt[0] as number, prompt.length + 3, 1, true);
+  await ctx.decode(batch);
+  equal(ctx.decodesOnThread, 5);
+  // A batch the library refuses is a DecodeError that quotes its log line (the log callback is
+  // reachable from the thread), and the thread takes the next one.
+  batch.clear();
+  batch.add(model.nVocab + 10, 0, 1, true);
+  await rejects(ctx.decode(batch), /invalid token/);
+  ok(ctx.canDecodeAhead, "the thread is still ready");
+});
+
+Deno.test("DecodeThread.step() is refused by a thread that failed to start, a closed one, and one whose step is under way", async () => {
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"));
+  using ctx = await Context.create(model, { nCtx: 256, nBatch: 32 });
+  using batch = new Batch(llama, 32);
+  batch.add(1, 0, 0, true);
+  const warn = console.error;
+  console.error = () => {};
+  try {
+    using broken = new DecodeThread("/nonexistent/libllama.so");
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    await rejects(broken.step(ctx.pointer, batch), /not ready/);
+  } finally {
+    console.error = warn;
+  }
+  const thread = new DecodeThread(llama.llamaFile);
+  for (let i = 0; !thread.ready && i < 500; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  const stepping = thread.step(ctx.pointer, batch);
+  ok(!thread.ready, "busy while its step is decoded");
+  await rejects(thread.step(ctx.pointer, batch), /not ready/);
+  const { status, decodeMs } = await stepping;
+  ok(status === 0 && decodeMs > 0, `status ${status}, ${decodeMs} ms`);
+  ok(thread.ready);
+  thread.close();
+  await rejects(thread.step(ctx.pointer, batch), /not ready/);
 });
