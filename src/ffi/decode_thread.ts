@@ -13,7 +13,9 @@
  *
  * The thread is a `Worker` that opens libllama again (the loaded library, so the host's
  * pointers hold there) and talks through a shared control block (`decode_thread_control.ts`):
- * it publishes every sampled token there, and the host waits on it without a message per step.
+ * the host writes each run's or single step's parameters and command there and wakes the
+ * worker (a few stores and an `Atomics.notify`, no message), and the worker publishes every
+ * sampled token there for the host, which waits on it without a message per step.
  * While a run goes on, the host must leave the context, the sampler chain and the batch alone;
  * {@link DecodeRun.halted} tells when they are its own again.
  *
@@ -28,16 +30,18 @@
 
 import type { Batch } from "./batch.ts";
 import {
+  Command,
   CONTROL_LENGTH,
   FAILED,
   type FailedMessage,
   Field,
+  MAX_ENDS,
   type OpenMessage,
-  type RunMessage,
   RunState,
   stepIndex,
-  type StepMessage,
+  storeAddress,
 } from "./decode_thread_control.ts";
+import { LlamaBatch } from "./layouts.ts";
 
 /** The worker module; `scripts/compile.ts` embeds it. */
 const WORKER_URL = new URL("./decode_thread_main.ts", import.meta.url);
@@ -68,7 +72,7 @@ export interface DecodeRunPlan {
   batch: Batch;
   /** Most steps to decode. */
   budget: number;
-  /** Tokens after whose sampling the run halts by itself. */
+  /** Tokens after whose sampling the run halts by itself: at most `MAX_ENDS` (64) distinct. */
   ends: readonly number[];
   /** Whether the chain is attached to the context and samples inside the decode graph. */
   sampledInGraph: boolean;
@@ -90,6 +94,8 @@ export interface DecodeRunPlan {
 export class DecodeThread implements Disposable {
   readonly #worker: Worker;
   readonly #control = new Int32Array(new SharedArrayBuffer(CONTROL_LENGTH * 4));
+  /** The control block's bytes for the `llama_batch` struct. */
+  readonly #batchBytes = new Uint8Array(this.#control.buffer, Field.batch * 4, LlamaBatch.size);
   #failed = false;
   #warned = false;
   #run: DecodeRun | undefined;
@@ -131,17 +137,14 @@ export class DecodeThread implements Disposable {
   async step(context: Deno.PointerValue, batch: Batch): Promise<StepResult> {
     if (!this.ready) throw new Error("The decode thread is not ready");
     const control = this.#control;
-    const message: StepMessage = {
-      kind: "step",
-      context: address(context),
-      batch: batch.struct.slice().buffer,
-    };
+    storeAddress(control, Field.context, address(context));
+    this.#batchBytes.set(batch.struct);
     Atomics.store(control, Field.status, 0);
     Atomics.store(control, Field.stepMicros, 0);
     Atomics.store(control, Field.state, RunState.running);
     this.#stepping = true;
     try {
-      this.#worker.postMessage(message);
+      this.#command(Command.step);
       for (;;) {
         const events = Atomics.load(control, Field.events);
         if (Atomics.load(control, Field.state) === RunState.halted) break;
@@ -165,27 +168,30 @@ export class DecodeThread implements Disposable {
    * @param onHalted Called once the run has halted and its last step was taken.
    * @returns The run; take its steps until it halts.
    * @throws {Error} when the thread is not {@link ready}.
+   * @throws {RangeError} when the plan has more than `MAX_ENDS` distinct end tokens.
    */
   start(plan: DecodeRunPlan, onHalted: (run: DecodeRun) => void = () => {}): DecodeRun {
     if (!this.ready) throw new Error("The decode thread is not ready");
+    const ends = [...new Set(plan.ends)];
+    if (ends.length > MAX_ENDS) {
+      throw new RangeError(`A run halts on at most ${MAX_ENDS} end tokens, got ${ends.length}`);
+    }
     const control = this.#control;
+    storeAddress(control, Field.context, address(plan.context));
+    storeAddress(control, Field.sampler, address(plan.sampler));
+    storeAddress(control, Field.tokens, plan.batch.tokenArrayAddress);
+    storeAddress(control, Field.positions, plan.batch.positionArrayAddress);
+    this.#batchBytes.set(plan.batch.struct);
+    control[Field.token] = plan.batch.tokenAt(0);
+    control[Field.position] = plan.batch.positionAt(0);
+    control[Field.budget] = plan.budget;
+    control[Field.sampledInGraph] = plan.sampledInGraph ? 1 : 0;
+    control[Field.endCount] = ends.length;
+    control.set(ends, Field.ends);
     Atomics.store(control, Field.published, 0);
     Atomics.store(control, Field.taken, 0);
     Atomics.store(control, Field.status, 0);
     Atomics.store(control, Field.state, RunState.running);
-    const message: RunMessage = {
-      kind: "run",
-      context: address(plan.context),
-      sampler: address(plan.sampler),
-      batch: plan.batch.struct.slice().buffer,
-      tokens: plan.batch.tokenArrayAddress,
-      positions: plan.batch.positionArrayAddress,
-      token: plan.batch.tokenAt(0),
-      position: plan.batch.positionAt(0),
-      budget: plan.budget,
-      ends: [...plan.ends],
-      sampledInGraph: plan.sampledInGraph,
-    };
     const run = new DecodeRun(control, () => {
       this.#run = undefined;
       // A run that threw: the worker's message says why (see #fail).
@@ -193,8 +199,17 @@ export class DecodeThread implements Disposable {
       onHalted(run);
     });
     this.#run = run;
-    this.#worker.postMessage(message);
+    this.#command(Command.run);
     return run;
+  }
+
+  /**
+   * Gives the worker a command whose parameters are in the control block: the store orders
+   * them before it (the worker loads the command with `Atomics.load`), the notify wakes it.
+   */
+  #command(command: number): void {
+    Atomics.store(this.#control, Field.command, command);
+    Atomics.notify(this.#control, Field.command);
   }
 
   /** Marks the thread unusable, ends a run it was in, and says so once. */
@@ -211,10 +226,14 @@ export class DecodeThread implements Disposable {
     Atomics.notify(this.#control, Field.events);
   }
 
-  /** Ends the worker. A run must have halted first, and a single step resolved. */
+  /**
+   * Ends the worker: its loop, then the worker itself. A run must have halted first, and a
+   * single step resolved.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#command(Command.close);
     this.#worker.terminate();
   }
 

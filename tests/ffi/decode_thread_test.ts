@@ -2,6 +2,7 @@ import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { Batch, Context, Llama, Model } from "../../src/ffi/mod.ts";
 import { type DecodedStep, type DecodeRun, DecodeThread } from "../../src/ffi/decode_thread.ts";
 import { Sampler } from "../../src/ffi/sampler.ts";
+import { Command, CONTROL_LENGTH, Field, MAX_ENDS } from "../../src/ffi/decode_thread_control.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
 const llama = Llama.open();
@@ -201,4 +202,47 @@ Deno.test("DecodeThread.step() is refused by a thread that failed to start, a cl
   ok(thread.ready);
   thread.close();
   await rejects(thread.step(ctx.pointer, batch), /not ready/);
+});
+
+Deno.test("the decode thread's worker leaves its loop on the close command, woken or not", async () => {
+  for (const wake of [true, false]) {
+    const control = new Int32Array(new SharedArrayBuffer(CONTROL_LENGTH * 4));
+    const worker = new Worker(new URL("../../src/ffi/decode_thread_main.ts", import.meta.url), {
+      type: "module",
+    });
+    try {
+      worker.postMessage({ kind: "open", llamaFile: llama.llamaFile, control: control.buffer });
+      for (let i = 0; Atomics.load(control, Field.ready) !== 1 && i < 500; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      equal(Atomics.load(control, Field.ready), 1, "the worker waits for commands");
+      const start = performance.now();
+      Atomics.store(control, Field.command, Command.close);
+      if (wake) Atomics.notify(control, Field.command);
+      const left = Atomics.waitAsync(control, Field.ready, 1, 2000);
+      equal(left.async ? await left.value : left.value, "ok", "the loop ended");
+      const ms = performance.now() - start;
+      ok(ms < (wake ? 50 : 500), `left after ${ms.toFixed(1)} ms`);
+    } finally {
+      worker.terminate();
+    }
+  }
+});
+
+Deno.test("DecodeThread.start() takes at most MAX_ENDS distinct end tokens, and a refused plan leaves the thread ready", async () => {
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"));
+  using ctx = await contextWithThread(model);
+  using batch = new Batch(llama, 32);
+  using sampler = Sampler.chain(model, [{ type: "greedy" }]);
+  const prompt = [...model.tokenize("the weather")];
+  const expected = await greedyOnLoop(model, prompt, 6);
+  await afterPrompt(ctx, batch, sampler, prompt);
+  const tooMany = Array.from({ length: MAX_ENDS + 1 }, (_, i) => model.nVocab + i);
+  await rejects(ctx.decodeAhead(batch, sampler, 10, tooMany), RangeError);
+  ok(ctx.canDecodeAhead, "the thread is still ready");
+  // Repeated tokens count once: the last of MAX_ENDS distinct ones still ends the run.
+  const end = expected[3] as number;
+  const ends = [...tooMany.slice(0, MAX_ENDS - 1), ...tooMany.slice(0, MAX_ENDS - 1), end];
+  const steps = await allSteps(await ctx.decodeAhead(batch, sampler, 10, ends));
+  deepEqual(steps.map((step) => step.token), expected.slice(1, expected.indexOf(end, 1) + 1));
 });
