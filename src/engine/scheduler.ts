@@ -26,6 +26,7 @@ import { setImmediate } from "node:timers";
 import { Batch } from "../ffi/batch.ts";
 import type { Context, DecodeTimes } from "../ffi/context.ts";
 import type { DecodedStep, DecodeRun } from "../ffi/decode_thread.ts";
+import { MAX_ENDS } from "../ffi/decode_thread_control.ts";
 import { DecodeError } from "../ffi/errors.ts";
 import { applyLoraAdapters, type LoraAdapter } from "../ffi/lora.ts";
 import { Sampler, type SamplerStage, SamplerStageError } from "../ffi/sampler.ts";
@@ -1506,6 +1507,7 @@ export class Scheduler {
     const request = slot.job?.request;
     if (slot.state !== "generating" || !request || !slot.sampler) return undefined;
     if (request.sampling?.grammar !== undefined || request.logprobs !== undefined) return undefined;
+    if (this.#runEnds(request).length > MAX_ENDS) return undefined;
     if (this.#othersWaiting() || this.#closing) return undefined;
     return this.context.canDecodeAhead ? slot : undefined;
   }
@@ -1524,9 +1526,7 @@ export class Scheduler {
     batch.clear();
     const last = slot.generated[slot.generated.length - 1] as number;
     batch.add(last, slot.cached.length, slot.seqId, true);
-    const ends = job.request.ignoreEos
-      ? []
-      : [...this.context.model.eogTokens, ...(job.request.stopTokens ?? [])];
+    const ends = this.#runEnds(job.request);
     const cachedBefore = slot.cached.length;
     let decoded = 0;
     const run = await this.context.decodeAhead(
@@ -1575,6 +1575,12 @@ export class Scheduler {
     if (cachedBefore + decoded > slot.cached.length) {
       this.context.removeTokens(slot.seqId, slot.cached.length, -1);
     }
+  }
+
+  /** The distinct tokens a run on the decode thread halts on for a request. */
+  #runEnds(request: GenerationRequest): number[] {
+    if (request.ignoreEos) return [];
+    return [...new Set([...this.context.model.eogTokens, ...(request.stopTokens ?? [])])];
   }
 
   /** Whether requests are queued or on their way: a run on the decode thread gives way to them. */

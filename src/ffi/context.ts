@@ -11,6 +11,7 @@ import { NativeHandle } from "./handle.ts";
 import { FlashAttnType, LlamaContextParams, LlamaPerfContextData, PoolingType } from "./layouts.ts";
 import type { Batch } from "./batch.ts";
 import { type DecodeRun, DecodeThread } from "./decode_thread.ts";
+import { FAILED } from "./decode_thread_control.ts";
 import type { Model, OffloadReport } from "./model.ts";
 import type { Sampler } from "./sampler.ts";
 import { ThreadPool } from "./threadpool.ts";
@@ -110,6 +111,11 @@ export class Context extends NativeHandle {
   decodeCount = 0;
   /** Of them, decodes that only queued GPU work and ran on the event loop's thread. */
   decodesOnEventLoop = 0;
+  /**
+   * Of them, decodes made one at a time on the decode thread (see {@link startDecodeThread}); a
+   * run's steps ({@link decodeAhead}) are not counted here.
+   */
+  decodesOnThread = 0;
   /** Turns of the event loop taken while waiting for a GPU that holds every layer. */
   deviceWaitTurns = 0;
   /** The KV memory; `null` for models that keep none (encoder-only embedding models). */
@@ -129,6 +135,11 @@ export class Context extends NativeHandle {
   #decoding = false;
   /** Decodes a lone sequence's steps by itself; see {@link startDecodeThread}. */
   #decodeThread: DecodeThread | undefined;
+  /**
+   * The thread that called ggml's last computation, when it is known to have been the pool's
+   * first since a pause: the next call from the same thread needs no pause ({@link #pinFor}).
+   */
+  #lastCaller: "decode-thread" | "pool" | undefined;
 
   private constructor(
     model: Model,
@@ -245,7 +256,10 @@ export class Context extends NativeHandle {
       const shape = `${batch.length}/${batch.outputs}`;
       const onThisThread = batch.length <= this.#queueOnlyTokens && shape === this.#lastShape;
       this.#lastShape = shape;
-      if (onThisThread) this.decodesOnEventLoop++;
+      if (onThisThread) {
+        this.decodesOnEventLoop++;
+        this.#lastCaller = undefined;
+      }
       const start = performance.now();
       const status = onThisThread
         ? s.llama_decode_queue(pointer, batch.struct)
@@ -289,7 +303,10 @@ export class Context extends NativeHandle {
 
   /**
    * Starts the thread that {@link decodeAhead} runs on (a `DecodeThread`); it is ready some
-   * milliseconds later. Does nothing when the thread is started already.
+   * milliseconds later. Until then, and whenever it is in a run, failed or closed, decodes that
+   * compute on a worker thread go to Deno's pool; otherwise they go to it one at a time (so one
+   * thread calls ggml step after step, and the pool needs no pause between them). Does nothing
+   * when the thread is started already.
    */
   startDecodeThread(): void {
     if (this.#decodeThread) return;
@@ -337,7 +354,7 @@ export class Context extends NativeHandle {
     try {
       const entered = this.model.gate.enterShared();
       leave = typeof entered === "function" ? entered : await entered;
-      this.#threadPool?.pinNextCaller(); // the thread becomes the pool's first: its core is set
+      this.#pinFor("decode-thread");
     } catch (error) {
       this.#decoding = false;
       throw error;
@@ -371,15 +388,42 @@ export class Context extends NativeHandle {
     }
   }
 
-  /** Runs `llama_decode` on a thread of Deno's blocking pool. */
-  #decodeOnWorker(batch: Batch): Promise<number> {
-    const s = this.model.llama.symbols;
+  /**
+   * Runs `llama_decode` on the decode thread when it is ready, else (or when it fails during the
+   * call) on a thread of Deno's blocking pool.
+   */
+  async #decodeOnWorker(batch: Batch): Promise<number> {
+    const llama = this.model.llama;
     const pointer = this.pointer;
-    this.#threadPool?.pinNextCaller();
-    return this.model.llama.whileNative(
-      () => s.llama_decode(pointer, batch.struct),
-      { ggmlLog: false },
-    );
+    const thread = this.#decodeThread;
+    if (thread?.ready) {
+      this.#pinFor("decode-thread");
+      const { status } = await llama.whileNative(() => thread.step(pointer, batch), {
+        ggmlLog: false,
+      });
+      // A thread that failed said so once; this batch and the next go to Deno's pool.
+      if (status !== FAILED) {
+        this.decodesOnThread++;
+        return status;
+      }
+    }
+    this.#pinFor("pool");
+    return await llama.whileNative(() => llama.symbols.llama_decode(pointer, batch.struct), {
+      ggmlLog: false,
+    });
+  }
+
+  /**
+   * Pauses the ggml pool when pinned (see `ThreadPool.pinNextCaller`) unless the next computation
+   * is called from the thread that called the last one since a pause: that thread is the pool's
+   * first already, on its core. Deno's pool hands each call to whichever of its threads is free,
+   * so a call there always needs the pause.
+   *
+   * @param caller Who calls the next computation.
+   */
+  #pinFor(caller: "decode-thread" | "pool"): void {
+    if (caller === "pool" || this.#lastCaller !== caller) this.#threadPool?.pinNextCaller();
+    this.#lastCaller = caller;
   }
 
   /**

@@ -13,24 +13,35 @@
  *
  * The thread is a `Worker` that opens libllama again (the loaded library, so the host's
  * pointers hold there) and talks through a shared control block (`decode_thread_control.ts`):
- * it publishes every sampled token there, and the host waits on it without a message per step.
+ * the host writes each run's or single step's parameters and command there and wakes the
+ * worker (a few stores and an `Atomics.notify`, no message), and the worker publishes every
+ * sampled token there for the host, which waits on it without a message per step.
  * While a run goes on, the host must leave the context, the sampler chain and the batch alone;
  * {@link DecodeRun.halted} tells when they are its own again.
+ *
+ * Between runs the thread also decodes the host's other batches one at a time
+ * ({@link DecodeThread.step}: a step of several streams, a prompt's chunk), so that one thread
+ * computes step after step: ggml then keeps its core for it, where a call on Deno's pool needs
+ * the pool paused first (`ThreadPool.pinNextCaller`) and a dispatch of its own, both on the event
+ * loop.
  *
  * @module
  */
 
 import type { Batch } from "./batch.ts";
 import {
+  Command,
   CONTROL_LENGTH,
   FAILED,
   type FailedMessage,
   Field,
+  MAX_ENDS,
   type OpenMessage,
-  type RunMessage,
   RunState,
   stepIndex,
+  storeAddress,
 } from "./decode_thread_control.ts";
+import { LlamaBatch } from "./layouts.ts";
 
 /** The worker module; `scripts/compile.ts` embeds it. */
 const WORKER_URL = new URL("./decode_thread_main.ts", import.meta.url);
@@ -40,6 +51,14 @@ export interface DecodedStep {
   /** The token sampled from the step's logits. */
   token: number;
   /** How long the step's `llama_decode` took, in ms. */
+  decodeMs: number;
+}
+
+/** How a single step went; see {@link DecodeThread.step}. */
+export interface StepResult {
+  /** `llama_decode`'s status, or {@link FAILED} when the thread itself failed. */
+  status: number;
+  /** How long the `llama_decode` call took, in ms (0 when the thread failed). */
   decodeMs: number;
 }
 
@@ -53,14 +72,14 @@ export interface DecodeRunPlan {
   batch: Batch;
   /** Most steps to decode. */
   budget: number;
-  /** Tokens after whose sampling the run halts by itself. */
+  /** Tokens after whose sampling the run halts by itself: at most `MAX_ENDS` (64) distinct. */
   ends: readonly number[];
   /** Whether the chain is attached to the context and samples inside the decode graph. */
   sampledInGraph: boolean;
 }
 
 /**
- * The worker thread and its control block. One run at a time.
+ * The worker thread and its control block. One run or single step at a time.
  *
  * @example
  * ```ts
@@ -68,14 +87,19 @@ export interface DecodeRunPlan {
  * // later, once thread.ready:
  * const run = thread.start({ context, sampler, batch, budget: 100, ends: [eos] });
  * for (let steps = await run.next(); steps; steps = await run.next()) console.log(steps);
+ * // once the run has halted, one batch:
+ * const { status, decodeMs } = await thread.step(context, batch);
  * ```
  */
 export class DecodeThread implements Disposable {
   readonly #worker: Worker;
   readonly #control = new Int32Array(new SharedArrayBuffer(CONTROL_LENGTH * 4));
+  /** The control block's bytes for the `llama_batch` struct. */
+  readonly #batchBytes = new Uint8Array(this.#control.buffer, Field.batch * 4, LlamaBatch.size);
   #failed = false;
   #warned = false;
   #run: DecodeRun | undefined;
+  #stepping = false;
   #closed = false;
 
   /**
@@ -94,10 +118,46 @@ export class DecodeThread implements Disposable {
     this.#worker.postMessage(open);
   }
 
-  /** Whether the worker has opened the library and no run is going on. */
+  /** Whether the worker has opened the library and no run or single step is going on. */
   get ready(): boolean {
-    return !this.#closed && !this.#failed && this.#run === undefined &&
+    return !this.#closed && !this.#failed && this.#run === undefined && !this.#stepping &&
       Atomics.load(this.#control, Field.ready) === 1;
+  }
+
+  /**
+   * Decodes one batch on the thread, as a blocking `llama_decode` there: no sampling. The thread
+   * is not {@link ready} until this resolves; the caller must leave the context and the batch
+   * alone until then. A thread that failed (status {@link FAILED}) is not used again.
+   *
+   * @param context `llama_context *`.
+   * @param batch What to decode; its arrays are read during the call.
+   * @returns `llama_decode`'s status and how long the call took.
+   * @throws {Error} when the thread is not {@link ready}.
+   */
+  async step(context: Deno.PointerValue, batch: Batch): Promise<StepResult> {
+    if (!this.ready) throw new Error("The decode thread is not ready");
+    const control = this.#control;
+    storeAddress(control, Field.context, address(context));
+    this.#batchBytes.set(batch.struct);
+    Atomics.store(control, Field.status, 0);
+    Atomics.store(control, Field.stepMicros, 0);
+    Atomics.store(control, Field.state, RunState.running);
+    this.#stepping = true;
+    try {
+      this.#command(Command.step);
+      for (;;) {
+        const events = Atomics.load(control, Field.events);
+        if (Atomics.load(control, Field.state) === RunState.halted) break;
+        const wait = Atomics.waitAsync(control, Field.events, events);
+        if (wait.async) await wait.value;
+      }
+    } finally {
+      this.#stepping = false;
+    }
+    const status = Atomics.load(control, Field.status);
+    // A step that threw: the worker's message says why (see #fail).
+    if (status === FAILED) this.#failed = true;
+    return { status, decodeMs: Atomics.load(control, Field.stepMicros) / 1000 };
   }
 
   /**
@@ -108,27 +168,30 @@ export class DecodeThread implements Disposable {
    * @param onHalted Called once the run has halted and its last step was taken.
    * @returns The run; take its steps until it halts.
    * @throws {Error} when the thread is not {@link ready}.
+   * @throws {RangeError} when the plan has more than `MAX_ENDS` distinct end tokens.
    */
   start(plan: DecodeRunPlan, onHalted: (run: DecodeRun) => void = () => {}): DecodeRun {
     if (!this.ready) throw new Error("The decode thread is not ready");
+    const ends = [...new Set(plan.ends)];
+    if (ends.length > MAX_ENDS) {
+      throw new RangeError(`A run halts on at most ${MAX_ENDS} end tokens, got ${ends.length}`);
+    }
     const control = this.#control;
+    storeAddress(control, Field.context, address(plan.context));
+    storeAddress(control, Field.sampler, address(plan.sampler));
+    storeAddress(control, Field.tokens, plan.batch.tokenArrayAddress);
+    storeAddress(control, Field.positions, plan.batch.positionArrayAddress);
+    this.#batchBytes.set(plan.batch.struct);
+    control[Field.token] = plan.batch.tokenAt(0);
+    control[Field.position] = plan.batch.positionAt(0);
+    control[Field.budget] = plan.budget;
+    control[Field.sampledInGraph] = plan.sampledInGraph ? 1 : 0;
+    control[Field.endCount] = ends.length;
+    control.set(ends, Field.ends);
     Atomics.store(control, Field.published, 0);
     Atomics.store(control, Field.taken, 0);
     Atomics.store(control, Field.status, 0);
     Atomics.store(control, Field.state, RunState.running);
-    const message: RunMessage = {
-      kind: "run",
-      context: address(plan.context),
-      sampler: address(plan.sampler),
-      batch: plan.batch.struct.slice().buffer,
-      tokens: plan.batch.tokenArrayAddress,
-      positions: plan.batch.positionArrayAddress,
-      token: plan.batch.tokenAt(0),
-      position: plan.batch.positionAt(0),
-      budget: plan.budget,
-      ends: [...plan.ends],
-      sampledInGraph: plan.sampledInGraph,
-    };
     const run = new DecodeRun(control, () => {
       this.#run = undefined;
       // A run that threw: the worker's message says why (see #fail).
@@ -136,8 +199,17 @@ export class DecodeThread implements Disposable {
       onHalted(run);
     });
     this.#run = run;
-    this.#worker.postMessage(message);
+    this.#command(Command.run);
     return run;
+  }
+
+  /**
+   * Gives the worker a command whose parameters are in the control block: the store orders
+   * them before it (the worker loads the command with `Atomics.load`), the notify wakes it.
+   */
+  #command(command: number): void {
+    Atomics.store(this.#control, Field.command, command);
+    Atomics.notify(this.#control, Field.command);
   }
 
   /** Marks the thread unusable, ends a run it was in, and says so once. */
@@ -154,10 +226,14 @@ export class DecodeThread implements Disposable {
     Atomics.notify(this.#control, Field.events);
   }
 
-  /** Ends the worker. A run must have halted first. */
+  /**
+   * Ends the worker: its loop, then the worker itself. A run must have halted first, and a
+   * single step resolved.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#command(Command.close);
     this.#worker.terminate();
   }
 
@@ -255,6 +331,6 @@ export class DecodeRun {
 }
 
 function address(pointer: Deno.PointerValue): bigint {
-  if (pointer === null) throw new Error("A decode run needs a context and a sampler");
+  if (pointer === null) throw new Error("The decode thread needs a context (and a run a sampler)");
   return BigInt(Deno.UnsafePointer.value(pointer));
 }

@@ -1,16 +1,29 @@
 /**
  * What a decode thread (`decode_thread.ts`) and its worker (`decode_thread_main.ts`) share: the
- * layout of the shared control block and the messages that start it and its runs.
+ * layout of the shared control block, the commands the host gives through it, and the messages
+ * that open the library in the worker or say that it failed.
  *
- * The control block is an `Int32Array` over a `SharedArrayBuffer`: a few fields, then a ring of
- * the steps the worker decoded (the token each step sampled, and how long its decode took).
+ * The control block is an `Int32Array` over a `SharedArrayBuffer`: a few fields, a command and
+ * its parameters (addresses as two Int32 halves, the `llama_batch` struct's bytes, a run's end
+ * tokens), then a ring of the steps a run decoded (the token each step sampled, and how long its
+ * decode took). The host writes a command's parameters, then the command with `Atomics.store`
+ * (which orders the writes before it for a reader that loads it with `Atomics.load`), then
+ * wakes the worker with `Atomics.notify`: no message per step or run.
  *
  * @module
  */
 
+import { LlamaBatch } from "./layouts.ts";
+
+/** Int32 entries the `llama_batch` struct's bytes take in the control block. */
+export const BATCH_FIELDS = Math.ceil(LlamaBatch.size / 4);
+
+/** Most end tokens a run halts on by itself; real vocabularies have a handful. */
+export const MAX_ENDS = 64;
+
 /** Indices of the control block's fields. */
 export const Field = {
-  /** {@link RunState} of the current run. */
+  /** {@link RunState} of the current run or single step. */
   state: 0,
   /** Bumped each time the worker publishes a step or halts: the event the host waits on. */
   events: 1,
@@ -18,17 +31,63 @@ export const Field = {
   published: 2,
   /** Steps the host took from the ring in the current run (the worker waits when it is full). */
   taken: 3,
-  /** 0, or why the run stopped early: `llama_decode`'s status, or {@link FAILED}. */
+  /**
+   * 0, or why the run stopped early: `llama_decode`'s status, or {@link FAILED}. After a single
+   * step: its `llama_decode`'s status, or {@link FAILED}.
+   */
   status: 4,
-  /** 1 once the worker has opened the library and takes runs. */
+  /** 1 once the worker has opened the library and takes commands; 0 again once it left its loop. */
   ready: 5,
+  /** How long the last single step's `llama_decode` took, in µs. */
+  stepMicros: 6,
+  /** The {@link Command} the worker is to carry out; it sets it back to `none` as it takes it. */
+  command: 7,
+  /** `llama_context *`, low 32 bits (the high ones follow). */
+  context: 8,
+  /** A run's `llama_sampler *` (its chain), low 32 bits (the high ones follow). */
+  sampler: 10,
+  /** Address of a run's batch's token array, low 32 bits (the high ones follow). */
+  tokens: 12,
+  /** Address of a run's batch's position array, low 32 bits (the high ones follow). */
+  positions: 14,
+  /** The first token of a run. */
+  token: 16,
+  /** Its position. */
+  position: 17,
+  /** Most steps a run decodes. */
+  budget: 18,
+  /**
+   * 1 when a run's chain runs inside the decode graph (attached to the context for the
+   * sequence): each step's token is then read with `llama_get_sampled_token_ith` and accepted,
+   * as `llama_sampler_sample` would, without the debug line that call logs for every such token
+   * (each a trip to the host's event loop through the log callback).
+   */
+  sampledInGraph: 19,
+  /** How many end tokens a run halts on by itself (at {@link Field.ends}). */
+  endCount: 20,
+  /** The `llama_batch` struct's bytes ({@link BATCH_FIELDS} entries), passed by value. */
+  batch: 21,
+  /** A run's end tokens, up to {@link MAX_ENDS}. */
+  ends: 21 + BATCH_FIELDS,
+} as const;
+
+/** What the worker is asked to do, in {@link Field.command}. */
+export const Command = {
+  /** Nothing: the worker waits. */
+  none: 0,
+  /** Decode the batch once, as is, without sampling, and say how it went. */
+  step: 1,
+  /** Decode the batch's token, sample, and go on with the sampled token (a run). */
+  run: 2,
+  /** End the worker's loop: the host is closing the thread. */
+  close: 3,
 } as const;
 
 /** What a run is doing, in {@link Field.state}. */
 export const RunState = {
-  /** No run, or the last one halted. */
+  /** No run, or the last one (or the last single step) halted. */
   halted: 0,
-  /** Decoding step after step. */
+  /** Decoding step after step, or a single step. */
   running: 1,
   /** Asked to halt after the step it is decoding. */
   stopping: 2,
@@ -41,7 +100,7 @@ export const FAILED = -10_000;
 export const RING_STEPS = 1024;
 
 /** Where the ring starts, after the fields. */
-export const RING_START = 8;
+export const RING_START = Field.ends + MAX_ENDS;
 
 /** Int32 entries of one step in the ring: the token, the decode's duration in µs. */
 export const STEP_FIELDS = 2;
@@ -75,32 +134,35 @@ export interface FailedMessage {
   reason: string;
 }
 
-/** Starts a run: decode `token` at `position`, sample, and go on with the sampled token. */
-export interface RunMessage {
-  kind: "run";
-  /** `llama_context *`. */
-  context: bigint;
-  /** `llama_sampler *` of the sequence's chain. */
-  sampler: bigint;
-  /** The bytes of a one-token `llama_batch` (logits on), passed by value to `llama_decode`. */
-  batch: ArrayBuffer;
-  /** Address of that batch's token array. */
-  tokens: bigint;
-  /** Address of that batch's position array. */
-  positions: bigint;
-  /** The first token to decode. */
-  token: number;
-  /** Its position. */
-  position: number;
-  /** Most steps to decode. */
-  budget: number;
-  /** Tokens after whose sampling the run halts by itself (end of generation). */
-  ends: number[];
-  /**
-   * Whether the chain runs inside the decode graph (attached to the context for the sequence):
-   * each step's token is then read with `llama_get_sampled_token_ith` and accepted, as
-   * `llama_sampler_sample` would, without the debug line that call logs for every such token
-   * (each a trip to the host's event loop through the log callback).
-   */
-  sampledInGraph: boolean;
+/**
+ * Stores a 64-bit address in the control block as two Int32 halves, low first.
+ *
+ * @param control The control block.
+ * @param field Where the low half goes.
+ * @param address The address.
+ * @example
+ * ```ts
+ * storeAddress(control, Field.context, 0x7f00_1234_5678n);
+ * ```
+ */
+export function storeAddress(control: Int32Array, field: number, address: bigint): void {
+  control[field] = Number(BigInt.asIntN(32, address));
+  control[field + 1] = Number(BigInt.asIntN(32, address >> 32n));
+}
+
+/**
+ * Reads a 64-bit address that {@link storeAddress} stored.
+ *
+ * @param control The control block.
+ * @param field Where its low half is.
+ * @returns The address.
+ * @example
+ * ```ts
+ * const context = Deno.UnsafePointer.create(loadAddress(control, Field.context));
+ * ```
+ */
+export function loadAddress(control: Int32Array, field: number): bigint {
+  const low = BigInt((control[field] as number) >>> 0);
+  const high = BigInt((control[field + 1] as number) >>> 0);
+  return (high << 32n) | low;
 }

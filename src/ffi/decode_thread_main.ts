@@ -1,8 +1,11 @@
 /**
  * The worker of a decode thread (`decode_thread.ts`): opens libllama again (the same loaded
- * library, so the host's pointers are valid here) and runs one sequence's steps one after
- * another, each a blocking `llama_decode` and `llama_sampler_sample`, publishing every sampled
- * token in the shared control block before it decodes it in turn.
+ * library, so the host's pointers are valid here), then waits in a blocking loop for the host's
+ * commands in the shared control block. A run decodes one sequence's steps one after another,
+ * each a blocking `llama_decode` and `llama_sampler_sample`, publishing every sampled token in
+ * the control block before it decodes it in turn; a single step decodes a batch of the host's
+ * (a step of several streams, a prompt's chunk) and says how it went. The loop ends on the close
+ * command, or when the worker is terminated (its waits time out, so it notices).
  *
  * `deno compile` embeds this module only when named: `scripts/compile.ts` includes it.
  *
@@ -12,12 +15,13 @@
 /// <reference lib="deno.worker" />
 
 import {
+  Command,
   FAILED,
   type FailedMessage,
   Field,
+  loadAddress,
   type OpenMessage,
   RING_STEPS,
-  type RunMessage,
   RunState,
   stepIndex,
 } from "./decode_thread_control.ts";
@@ -36,34 +40,55 @@ const SYMBOLS = {
   llama_sampler_accept: { parameters: ["pointer", "i32"], result: "void" },
 } as const;
 
-const yieldCore = threadYield();
-let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
-let control: Int32Array | undefined;
+/** How long a wait for a command lasts before the loop looks again, in ms. */
+const COMMAND_WAIT_MS = 100;
 
-self.onmessage = (event: MessageEvent<OpenMessage | RunMessage>) => {
-  const message = event.data;
-  if (message.kind === "open") {
-    control = new Int32Array(message.control);
-    try {
-      library = Deno.dlopen(message.llamaFile, SYMBOLS);
-    } catch (error) {
-      reportFailure(error);
-      return;
-    }
-    Atomics.store(control, Field.ready, 1);
+type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+const yieldCore = threadYield();
+
+self.onmessage = (event: MessageEvent<OpenMessage>) => {
+  const block = new Int32Array(event.data.control);
+  let library: Deno.DynamicLibrary<typeof SYMBOLS>;
+  try {
+    library = Deno.dlopen(event.data.llamaFile, SYMBOLS);
+  } catch (error) {
+    reportFailure(error);
     return;
   }
-  const block = control as Int32Array;
-  try {
-    run(block, (library as Deno.DynamicLibrary<typeof SYMBOLS>).symbols, message);
-  } catch (error) {
-    Atomics.store(block, Field.status, FAILED);
-    reportFailure(error);
-  }
-  Atomics.store(block, Field.state, RunState.halted);
-  Atomics.add(block, Field.events, 1);
-  Atomics.notify(block, Field.events);
+  Atomics.store(block, Field.ready, 1);
+  serve(block, library.symbols);
+  Atomics.store(block, Field.ready, 0);
+  Atomics.notify(block, Field.ready);
+  library.close();
+  self.close();
 };
+
+/** Carries out the host's commands one after another until it says close. */
+function serve(block: Int32Array, symbols: Symbols): void {
+  const batch = new Uint8Array(LlamaBatch.size);
+  const batchBytes = new Uint8Array(block.buffer, Field.batch * 4, LlamaBatch.size);
+  for (;;) {
+    const command = Atomics.load(block, Field.command);
+    if (command === Command.none) {
+      Atomics.wait(block, Field.command, Command.none, COMMAND_WAIT_MS);
+      continue;
+    }
+    if (command === Command.close) return;
+    Atomics.store(block, Field.command, Command.none);
+    batch.set(batchBytes);
+    try {
+      if (command === Command.step) step(block, symbols, batch);
+      else run(block, symbols, batch);
+    } catch (error) {
+      Atomics.store(block, Field.status, FAILED);
+      reportFailure(error);
+    }
+    Atomics.store(block, Field.state, RunState.halted);
+    Atomics.add(block, Field.events, 1);
+    Atomics.notify(block, Field.events);
+  }
+}
 
 /** Tells the host why this thread cannot go on (it warns once and stops using it). */
 function reportFailure(error: unknown): void {
@@ -71,22 +96,34 @@ function reportFailure(error: unknown): void {
   self.postMessage(failed);
 }
 
-function run(
-  block: Int32Array,
-  symbols: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"],
-  message: RunMessage,
-): void {
-  const context = Deno.UnsafePointer.create(message.context);
-  const sampler = Deno.UnsafePointer.create(message.sampler);
-  const batch = new Uint8Array(message.batch);
-  const tokens = int32At(message.tokens);
-  const positions = int32At(message.positions);
-  const ends = new Set(message.ends);
-  let token = message.token;
+/** Decodes the host's batch once, and stores its status and how long it took. */
+function step(block: Int32Array, symbols: Symbols, batch: Uint8Array<ArrayBuffer>): void {
+  const context = Deno.UnsafePointer.create(loadAddress(block, Field.context));
+  const start = performance.now();
+  const status = symbols.llama_decode(context, batch);
+  Atomics.store(block, Field.stepMicros, Math.round((performance.now() - start) * 1000));
+  Atomics.store(block, Field.status, status);
+}
+
+/**
+ * Decodes the batch's token, samples, and goes on with the sampled token, publishing each in the
+ * ring, until the budget is spent, an end token is sampled, the host stops it, or a decode fails.
+ */
+function run(block: Int32Array, symbols: Symbols, batch: Uint8Array<ArrayBuffer>): void {
+  const context = Deno.UnsafePointer.create(loadAddress(block, Field.context));
+  const sampler = Deno.UnsafePointer.create(loadAddress(block, Field.sampler));
+  const tokens = int32At(loadAddress(block, Field.tokens));
+  const positions = int32At(loadAddress(block, Field.positions));
+  const endCount = block[Field.endCount] as number;
+  const ends = new Set(block.subarray(Field.ends, Field.ends + endCount));
+  const budget = block[Field.budget] as number;
+  const firstPosition = block[Field.position] as number;
+  const sampledInGraph = block[Field.sampledInGraph] === 1;
+  let token = block[Field.token] as number;
   let published = 0;
-  while (published < message.budget && Atomics.load(block, Field.state) === RunState.running) {
+  while (published < budget && Atomics.load(block, Field.state) === RunState.running) {
     tokens[0] = token;
-    positions[0] = message.position + published;
+    positions[0] = firstPosition + published;
     const start = performance.now();
     const status = symbols.llama_decode(context, batch);
     if (status !== 0) {
@@ -94,9 +131,7 @@ function run(
       return;
     }
     const decodeMicros = Math.round((performance.now() - start) * 1000);
-    token = message.sampledInGraph
-      ? takeSampledInGraph(symbols, context, sampler, 0)
-      : LLAMA_TOKEN_NULL;
+    token = sampledInGraph ? takeSampledInGraph(symbols, context, sampler, 0) : LLAMA_TOKEN_NULL;
     if (token === LLAMA_TOKEN_NULL) token = symbols.llama_sampler_sample(sampler, context, 0);
     waitForRoom(block, published);
     const at = stepIndex(published);

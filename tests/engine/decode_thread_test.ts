@@ -193,3 +193,44 @@ Deno.test("requests that need the logits between steps, or a model without the t
   await run(loaded, { ...base, sampling: { temperature: 0, grammar: 'root ::= "a"+' } });
   equal(loaded.scheduler.stats().stepsAhead, 0);
 });
+
+Deno.test("concurrent streams decode their shared steps on the decode thread and give the tokens they give without it", async () => {
+  const prompts = ["once upon a time", "a cat sat", "the weather today", "hello there"];
+  const tokensOf = async (decodeThread: boolean) => {
+    await using loaded = await open(decodeThread, 4);
+    const requests = prompts.map((text) => ({
+      prompt: loaded.model.tokenize(text),
+      maxTokens: 24,
+      ignoreEos: true,
+      sampling: { temperature: 0 },
+    }));
+    const results = await Promise.all(requests.map((request) => run(loaded, request)));
+    ok(loaded.scheduler.stats().sharedSteps > 0, "the streams shared steps");
+    return {
+      tokens: results.map(({ result }) => result.tokens),
+      onThread: loaded.context.decodesOnThread,
+    };
+  };
+  const threaded = await tokensOf(true);
+  const plain = await tokensOf(false);
+  deepEqual(threaded.tokens, plain.tokens);
+  ok(threaded.onThread > 0, `${threaded.onThread} decodes on the thread`);
+  equal(plain.onThread, 0);
+});
+
+Deno.test("a stream with more stop tokens than a run holds decodes through the event loop, stopping as asked", async () => {
+  await using loaded = await open(true, 1);
+  const prompt = loaded.model.tokenize("the weather today");
+  const greedy = { prompt, maxTokens: 40, ignoreEos: true, sampling: { temperature: 0 } };
+  const full = await reference(greedy);
+  const stopToken = full[12] as number;
+  const vocabulary = loaded.model.nVocab;
+  // MAX_ENDS (64) and more: tokens the stream never samples, then the one it does.
+  const unused = [...Array(vocabulary).keys()].filter((token) => !full.includes(token));
+  const stopTokens = [...unused.slice(0, 70), stopToken];
+  const aheadBefore = loaded.scheduler.stats().stepsAhead;
+  const { result } = await run(loaded, { ...greedy, ignoreEos: false, stopTokens });
+  equal(result.finishReason, "stop");
+  deepEqual(result.tokens, full.slice(0, full.indexOf(stopToken)));
+  equal(loaded.scheduler.stats().stepsAhead, aheadBefore, "no step ran ahead on the thread");
+});

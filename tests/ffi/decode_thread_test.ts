@@ -2,13 +2,14 @@ import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { Batch, Context, Llama, Model } from "../../src/ffi/mod.ts";
 import { type DecodedStep, type DecodeRun, DecodeThread } from "../../src/ffi/decode_thread.ts";
 import { Sampler } from "../../src/ffi/sampler.ts";
+import { Command, CONTROL_LENGTH, Field, MAX_ENDS } from "../../src/ffi/decode_thread_control.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
 const llama = Llama.open();
 
 /** A context whose decode thread is ready. */
-async function contextWithThread(model: Model): Promise<Context> {
-  const ctx = await Context.create(model, { nCtx: 256, nBatch: 32 });
+async function contextWithThread(model: Model, nSeqMax = 1): Promise<Context> {
+  const ctx = await Context.create(model, { nCtx: 256, nBatch: 32, nSeqMax });
   ctx.startDecodeThread();
   for (let i = 0; !ctx.canDecodeAhead && i < 500; i++) {
     await new Promise((resolve) => setTimeout(resolve, 10));
@@ -128,4 +129,120 @@ Deno.test("a decode thread whose library cannot be opened is never ready, and sa
   } finally {
     console.error = warn;
   }
+});
+
+/** A two-sequence step after a prompt on each: the batches a scheduler decodes between runs. */
+function fillSteps(batch: Batch, prompt: number[], step: number): void {
+  batch.clear();
+  if (step === 0) {
+    for (const seq of [0, 1]) {
+      prompt.forEach((token, i) => batch.add(token + seq, i, seq, i === prompt.length - 1));
+    }
+    return;
+  }
+  for (const seq of [0, 1]) batch.add(100 + step + seq, prompt.length + step - 1, seq, true);
+}
+
+Deno.test("a context's decodes go one at a time to its ready decode thread and give what Deno's pool gives", async () => {
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"));
+  using ctx = await contextWithThread(model, 2);
+  using plain = await Context.create(model, { nCtx: 256, nBatch: 32, nSeqMax: 2 });
+  using batch = new Batch(llama, 32);
+  const prompt = [...model.tokenize("once upon a time")];
+  for (let step = 0; step < 4; step++) {
+    fillSteps(batch, prompt, step);
+    await ctx.decode(batch);
+    const threaded = [...ctx.logits(batch.length - 1)];
+    await plain.decode(batch);
+    deepEqual(threaded, [...plain.logits(batch.length - 1)], `step ${step}`);
+  }
+  equal(ctx.decodesOnThread, 4);
+  equal(plain.decodesOnThread, 0);
+  ok(ctx.decodeTimes().llamaDecodeMs > 0);
+  // A run between steps takes the thread; the steps after it go there again.
+  using sampler = Sampler.chain(model, [{ type: "greedy" }]);
+  batch.clear();
+  batch.add(prompt[0] as number, prompt.length + 3, 0, true);
+  await allSteps(await ctx.decodeAhead(batch, sampler, 3, []));
+  batch.clear();
+  batch.add(prompt[0] as number, prompt.length + 3, 1, true);
+  await ctx.decode(batch);
+  equal(ctx.decodesOnThread, 5);
+  // A batch the library refuses is a DecodeError that quotes its log line (the log callback is
+  // reachable from the thread), and the thread takes the next one.
+  batch.clear();
+  batch.add(model.nVocab + 10, 0, 1, true);
+  await rejects(ctx.decode(batch), /invalid token/);
+  ok(ctx.canDecodeAhead, "the thread is still ready");
+});
+
+Deno.test("DecodeThread.step() is refused by a thread that failed to start, a closed one, and one whose step is under way", async () => {
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"));
+  using ctx = await Context.create(model, { nCtx: 256, nBatch: 32 });
+  using batch = new Batch(llama, 32);
+  batch.add(1, 0, 0, true);
+  const warn = console.error;
+  console.error = () => {};
+  try {
+    using broken = new DecodeThread("/nonexistent/libllama.so");
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    await rejects(broken.step(ctx.pointer, batch), /not ready/);
+  } finally {
+    console.error = warn;
+  }
+  const thread = new DecodeThread(llama.llamaFile);
+  for (let i = 0; !thread.ready && i < 500; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  const stepping = thread.step(ctx.pointer, batch);
+  ok(!thread.ready, "busy while its step is decoded");
+  await rejects(thread.step(ctx.pointer, batch), /not ready/);
+  const { status, decodeMs } = await stepping;
+  ok(status === 0 && decodeMs > 0, `status ${status}, ${decodeMs} ms`);
+  ok(thread.ready);
+  thread.close();
+  await rejects(thread.step(ctx.pointer, batch), /not ready/);
+});
+
+Deno.test("the decode thread's worker leaves its loop on the close command, woken or not", async () => {
+  for (const wake of [true, false]) {
+    const control = new Int32Array(new SharedArrayBuffer(CONTROL_LENGTH * 4));
+    const worker = new Worker(new URL("../../src/ffi/decode_thread_main.ts", import.meta.url), {
+      type: "module",
+    });
+    try {
+      worker.postMessage({ kind: "open", llamaFile: llama.llamaFile, control: control.buffer });
+      for (let i = 0; Atomics.load(control, Field.ready) !== 1 && i < 500; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      equal(Atomics.load(control, Field.ready), 1, "the worker waits for commands");
+      const start = performance.now();
+      Atomics.store(control, Field.command, Command.close);
+      if (wake) Atomics.notify(control, Field.command);
+      const left = Atomics.waitAsync(control, Field.ready, 1, 2000);
+      equal(left.async ? await left.value : left.value, "ok", "the loop ended");
+      const ms = performance.now() - start;
+      ok(ms < (wake ? 50 : 500), `left after ${ms.toFixed(1)} ms`);
+    } finally {
+      worker.terminate();
+    }
+  }
+});
+
+Deno.test("DecodeThread.start() takes at most MAX_ENDS distinct end tokens, and a refused plan leaves the thread ready", async () => {
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"));
+  using ctx = await contextWithThread(model);
+  using batch = new Batch(llama, 32);
+  using sampler = Sampler.chain(model, [{ type: "greedy" }]);
+  const prompt = [...model.tokenize("the weather")];
+  const expected = await greedyOnLoop(model, prompt, 6);
+  await afterPrompt(ctx, batch, sampler, prompt);
+  const tooMany = Array.from({ length: MAX_ENDS + 1 }, (_, i) => model.nVocab + i);
+  await rejects(ctx.decodeAhead(batch, sampler, 10, tooMany), RangeError);
+  ok(ctx.canDecodeAhead, "the thread is still ready");
+  // Repeated tokens count once: the last of MAX_ENDS distinct ones still ends the run.
+  const end = expected[3] as number;
+  const ends = [...tooMany.slice(0, MAX_ENDS - 1), ...tooMany.slice(0, MAX_ENDS - 1), end];
+  const steps = await allSteps(await ctx.decodeAhead(batch, sampler, 10, ends));
+  deepEqual(steps.map((step) => step.token), expected.slice(1, expected.indexOf(end, 1) + 1));
 });
