@@ -1507,9 +1507,9 @@ export class Scheduler {
     const request = slot.job?.request;
     if (slot.state !== "generating" || !request || !slot.sampler) return undefined;
     if (request.sampling?.grammar !== undefined || request.logprobs !== undefined) return undefined;
-    if (this.#runEnds(request).length > MAX_ENDS) return undefined;
-    if (this.#othersWaiting() || this.#closing) return undefined;
-    return this.context.canDecodeAhead ? slot : undefined;
+    if (this.#othersWaiting() || this.#closing || !this.context.canDecodeAhead) return undefined;
+    // Last: the ends are gathered only for a stream that could run ahead otherwise.
+    return this.#runEnds(request).length > MAX_ENDS ? undefined : slot;
   }
 
   /**
