@@ -52,8 +52,8 @@ export class ThreadPool extends NativeHandle {
    *
    * @param llama The runtime.
    * @param threads Thread count.
-   * @param cores Cores of the machine: a pool that fills them sleeps between tasks instead of
-   *   spinning (see {@link pollLevel}).
+   * @param cores Cores of the machine: a pool that fills a machine of 2 cores sleeps between
+   *   tasks instead of spinning (see {@link pollLevel}).
    * @returns The pool, owned by the caller.
    */
   static create(
@@ -119,13 +119,19 @@ function pauseFunction(backendFunction: Deno.PointerObject): PauseFunction | und
   }
 }
 
+/** Most cores on which a pool with a thread per core sleeps between tasks (see {@link pollLevel}). */
+export const FEW_CORES = 2;
+
 /**
- * How hard a pool's idle threads spin before they sleep: ggml's default (undefined here) for a
- * pool that leaves cores free, 0 (sleep at once) for one with a thread per core. Each decode
- * runs on whichever Deno worker thread is free, and that thread becomes the pool's first; with
- * every core taken, spinning threads keep it and the event loop off the cores. On 2 cores with 2
- * threads (bench-125m, `bench/serve_bench.ts`), sleeping took one stream from 0.76–0.83× to
- * 0.93–0.94× llama-server's decode rate and its token-gap p99 from 2.9–3.1× to 1.1–1.4×.
+ * How hard a pool's idle threads spin before they sleep: 0 (sleep at once) for a pool that takes
+ * every core of a machine of at most {@link FEW_CORES}, ggml's default (undefined here) otherwise.
+ * On 2 cores with 2 threads every spinning thread keeps the decoding thread or the event loop off
+ * a core: sleeping took one stream (bench-125m, `bench/serve_bench.ts`) from 0.76–0.83× to
+ * 0.93–0.94× llama-server's decode rate, and with the decode thread still measured 1.03× against
+ * 0.92–0.93× spinning. On more cores a sleeping pool pays for every decode by waking each of its
+ * threads, which there costs more than the cores spinning take from the rest: on a 16-core Xeon
+ * `shimmy bench` made 85–108 tok/s with 16 sleeping threads against 257–428 spinning, and with 4
+ * or 8 threads under `taskset` spinning was as fast or faster (`bench/results/h100-2026-12-05/`).
  *
  * @param threads Threads in the pool.
  * @param cores Cores of the machine.
@@ -133,9 +139,9 @@ function pauseFunction(backendFunction: Deno.PointerObject): PauseFunction | und
  * @example
  * ```ts
  * pollLevel(2, 2); // 0
- * pollLevel(4, 16); // undefined
+ * pollLevel(16, 16); // undefined
  * ```
  */
 export function pollLevel(threads: number, cores: number): number | undefined {
-  return threads >= cores ? 0 : undefined;
+  return threads >= cores && cores <= FEW_CORES ? 0 : undefined;
 }
