@@ -31,7 +31,8 @@ Options:
   --prompt-tokens N     Prompt length for pp (default 512)
   --gen-tokens N        Tokens generated for tg (default 128)
   --reps R              Repetitions; medians are reported (default 3)
-  --threads N           CPU threads (default: one per core; at most 4 with every layer on a GPU)
+  --threads N           CPU threads (default: one per physical core; at most 4 with every
+                        layer on a GPU)
   --n-gpu-layers N|all  Layers to offload (default: all on a GPU)
 ${SPLIT_FLAGS_USAGE}
   --gpu-backend B       auto | cpu | cuda | vulkan | metal

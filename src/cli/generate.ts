@@ -44,7 +44,8 @@ Options:
   --seed S                Random seed (default: random)
   --stop STR              Stop string; repeatable
   --ctx-size N            Context tokens (default: model's, at most 4096)
-  --threads N             CPU threads (default: one per core; at most 4 with every layer on a GPU)
+  --threads N             CPU threads (default: one per physical core; at most 4 with every
+                          layer on a GPU)
   --gpu-backend B         auto | cpu | cuda | vulkan | metal (default auto)
   --n-gpu-layers N|all    Layers to offload (default: all on a GPU)
 ${SPLIT_FLAGS_USAGE}

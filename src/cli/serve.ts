@@ -74,7 +74,8 @@ Options:
   --keep-alive D          Unload a model idle this long: 30s, 5m, 1h, -1 = never (default 5m)
   --lora PATH[:SCALE]     LoRA adapter attached to the default model at load; repeatable
                           (SHIMMY_LORA_GGUF too)
-  --threads N             CPU threads (default: one per core; at most 4 with every layer on a GPU)
+  --threads N             CPU threads (default: one per physical core; at most 4 with every
+                          layer on a GPU)
   --api-key KEY           Require Authorization: Bearer KEY or x-api-key: KEY (or SHIMMY_API_KEY)
   --no-webui              Do not serve the chat page at /
   --cors ORIGIN           Also allow browser pages from ORIGIN ('*' for any); repeatable,

@@ -14,6 +14,7 @@ import { type DecodeRun, DecodeThread } from "./decode_thread.ts";
 import { FAILED } from "./decode_thread_control.ts";
 import type { Model, OffloadReport } from "./model.ts";
 import type { Sampler } from "./sampler.ts";
+import { physicalCores } from "./physical_cores.ts";
 import { ThreadPool } from "./threadpool.ts";
 
 /** How to create a context. Unset fields keep llama.cpp's defaults. */
@@ -41,13 +42,15 @@ export interface ContextOptions {
 }
 
 /**
- * Default CPU threads: one per logical core. Generation steps decode on the calling thread,
- * which becomes ggml's first worker, as in llama.cpp's own server. (llama.cpp's default of 4
- * oversubscribes small machines, and spinning ggml threads that outnumber the cores make
- * every decode several times slower.)
+ * Default CPU threads: one per physical core the process may use ({@link physicalCores}), as
+ * llama.cpp's tools choose; a second thread on a core's sibling CPU only adds a thread to wait
+ * for at every barrier. Generation steps decode on the calling thread, which becomes ggml's
+ * first worker, as in llama.cpp's own server. (libllama's default of 4 oversubscribes small
+ * machines, and spinning ggml threads that outnumber the cores make every decode several times
+ * slower.)
  */
 export function defaultThreads(): number {
-  return Math.max(1, navigator.hardwareConcurrency || 1);
+  return physicalCores();
 }
 
 /**
