@@ -14,8 +14,9 @@ import { allowedCpus } from "./core_pinning.ts";
  * they fall into.
  *
  * @param cpus The CPUs (numbers as Linux names them).
- * @param siblingsOf A CPU's siblings as `/sys/devices/system/cpu/cpuN/topology/thread_siblings_list`
- *   gives them (e.g. `"0,8"` or `"0-1"`), or undefined when unknown.
+ * @param siblingsOf A CPU's siblings as sysfs gives them
+ *   (`/sys/devices/system/cpu/cpuN/topology/thread_siblings_list`, e.g. `"0,8"` or `"0-1"`), or
+ *   undefined when unknown.
  * @returns The count, or undefined when any CPU's siblings are unknown.
  * @example
  * ```ts

@@ -119,7 +119,7 @@ function pauseFunction(backendFunction: Deno.PointerObject): PauseFunction | und
   }
 }
 
-/** Most cores on which a pool with a thread per core sleeps between tasks (see {@link pollLevel}). */
+/** Most cores on which a pool with a thread per core sleeps between tasks ({@link pollLevel}). */
 const FEW_CORES = 2;
 
 /**
