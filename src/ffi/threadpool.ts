@@ -128,10 +128,11 @@ const FEW_CORES = 2;
  * On 2 cores with 2 threads every spinning thread keeps the decoding thread or the event loop off
  * a core: sleeping took one stream (bench-125m, `bench/serve_bench.ts`) from 0.76–0.83× to
  * 0.93–0.94× llama-server's decode rate, and with the decode thread still measured 0.97–1.03×
- * against 0.92–0.93× spinning. On more cores a sleeping pool pays for every decode by waking each of its
- * threads, which there costs more than the cores spinning take from the rest: on a 16-core Xeon
- * `shimmy bench` made 85–108 tok/s with 16 sleeping threads against 257–428 spinning, and with 4
- * or 8 threads under `taskset` spinning was as fast or faster (`bench/results/h100-2026-12-05/`).
+ * against 0.92–0.93× spinning. On more cores a sleeping pool pays for every decode by waking
+ * each of its threads, which there costs more than the cores spinning take from the rest: on a
+ * 16-core Xeon `shimmy bench` made 85–108 tok/s with 16 sleeping threads against 257–428
+ * spinning, and with 4 or 8 threads under `taskset` spinning was as fast or faster
+ * (`bench/results/h100-2026-12-05/`).
  *
  * @param threads Threads in the pool.
  * @param cores Cores of the machine.
