@@ -51,15 +51,11 @@ export function physicalCores(): number {
   try {
     const cpus = allowedCpus(Deno.readTextFileSync("/proc/self/status"));
     if (cpus === undefined) return logical;
-    const cores = physicalCoresOf(cpus, (cpu) => {
-      try {
-        return Deno.readTextFileSync(
-          `/sys/devices/system/cpu/cpu${cpu}/topology/thread_siblings_list`,
-        );
-      } catch {
-        return undefined;
-      }
-    });
+    const cores = physicalCoresOf(
+      cpus,
+      (cpu) =>
+        Deno.readTextFileSync(`/sys/devices/system/cpu/cpu${cpu}/topology/thread_siblings_list`),
+    );
     return cores === undefined ? logical : Math.min(cores, logical);
   } catch {
     return logical;
