@@ -136,6 +136,8 @@ export class Context extends NativeHandle {
   /** Sampler chains that run inside the decode graph, by sequence. */
   readonly #deviceSamplers = new Map<number, Sampler>();
   #decoding = false;
+  /** Callers of {@link idle} waiting for the decode in flight to end. */
+  #idleWaiters: (() => void)[] = [];
   /** Decodes a lone sequence's steps by itself; see {@link startDecodeThread}. */
   #decodeThread: DecodeThread | undefined;
   /**
@@ -226,6 +228,22 @@ export class Context extends NativeHandle {
   }
 
   /**
+   * Resolves once no decode is in flight (at once if none is): a run on the decode thread
+   * reports its time when it halts, which can be after its stream's last token was taken.
+   */
+  idle(): Promise<void> {
+    if (!this.#decoding) return Promise.resolve();
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#idleWaiters.push(resolve);
+    return promise;
+  }
+
+  #endDecoding(): void {
+    this.#decoding = false;
+    for (const resolve of this.#idleWaiters.splice(0)) resolve();
+  }
+
+  /**
    * Runs the model over a batch on a worker thread (a nonblocking call), so the event loop keeps
    * serving; when every layer is on a GPU and the batch is a generation step (at most
    * {@link LOOP_DECODE_MAX_TOKENS} tokens) shaped like the last one, the call only queues the
@@ -281,7 +299,7 @@ export class Context extends NativeHandle {
       }
     } finally {
       leave();
-      this.#decoding = false;
+      this.#endDecoding();
     }
   }
 
@@ -359,7 +377,7 @@ export class Context extends NativeHandle {
       leave = typeof entered === "function" ? entered : await entered;
       this.#pinFor("decode-thread");
     } catch (error) {
-      this.#decoding = false;
+      this.#endDecoding();
       throw error;
     }
     const { promise: halted, resolve } = Promise.withResolvers<void>();
@@ -367,7 +385,7 @@ export class Context extends NativeHandle {
     void this.model.llama.whileNative(() => halted, { ggmlLog: false });
     const release = () => {
       leave();
-      this.#decoding = false;
+      this.#endDecoding();
       resolve();
     };
     const plan = {

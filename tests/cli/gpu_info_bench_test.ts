@@ -46,3 +46,21 @@ Deno.test("shimmy bench reports prompt and generation speed", async () => {
   // Progress goes to stderr while it works, so a long bench is never silent.
   match(run.stderr, /Loaded tiny-f32\.gguf in [\d.]+s; warm-up run…\nRun 1\/1: pp [\d.]+ tok\/s/);
 });
+
+Deno.test("shimmy bench counts every step of the runs on the decode thread", async () => {
+  const run = await runShimmy([
+    "bench",
+    await fixtureModel("tiny-f32"),
+    "--prompt-tokens",
+    "16",
+    "--gen-tokens",
+    "16",
+    "--reps",
+    "1",
+    "--json",
+  ]);
+  equal(run.code, 0, run.stderr);
+  const report = JSON.parse(run.stdout);
+  // A run reports its decodes when it halts, after its last token was taken: the report waits.
+  equal(report.decodes_on_event_loop + report.decodes_on_worker, report.steps, run.stdout);
+});
