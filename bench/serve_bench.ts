@@ -90,6 +90,9 @@ Options:
                           or through the event loop (off: --no-decode-thread)
   --flash-attn M          on | off | auto for both servers (default: each its own choice;
                           Shimmy's the faster on this CPU, llama-server's on)
+  --gpus LIST             CUDA GPUs both servers use, e.g. 0 (Shimmy's --gpus, llama-server's
+                          --device CUDA0); default every GPU: Shimmy a copy per GPU or a split,
+                          llama-server the layers split over them
   --json PATH             Also write the results as JSON to PATH (gzip-compressed where PATH
                           ends in .gz)
 
@@ -149,6 +152,14 @@ function onOffFlag(name: string, value: string): boolean {
   return value === "on";
 }
 
+function gpuList(value: string): number[] {
+  const gpus = value.split(",").map((part) => Number(part.trim()));
+  if (gpus.some((gpu) => !Number.isInteger(gpu) || gpu < 0) || new Set(gpus).size < gpus.length) {
+    throw new UsageError(`--gpus must be distinct GPU numbers like 0,1; got "${value}"`);
+  }
+  return gpus;
+}
+
 function absolute(path: string): string {
   return isAbsolute(path) ? path : resolve(path);
 }
@@ -190,6 +201,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
         "flash-attn": { type: "string" },
         "kv-unified": { type: "string" },
         "decode-thread": { type: "string" },
+        gpus: { type: "string" },
         json: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -258,6 +270,7 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
     options.flashAttn = flashAttn;
   }
   if (promptTokens !== undefined) options.promptTokens = promptTokens;
+  if (v.gpus !== undefined) options.gpus = gpuList(v.gpus);
   if (v.model !== undefined) options.model = absolute(v.model);
   if (v.json !== undefined) options.json = absolute(v.json);
   return options;
@@ -442,6 +455,7 @@ function settingsLine(options: BenchOptions, notes: string[]): string {
     `${measured}, prompt=${prompt}, ctx-size=${options.ctxSize} per request, ` +
     `slots=${options.slots}, warmup=${options.warmup}` +
     (options.decodeThread === false ? ", shimmy without its decode thread" : "") +
+    (options.gpus ? `, gpus=${options.gpus.join(",")}` : "") +
     notes.map((note) => `\n          (${note})`).join("");
 }
 

@@ -47,6 +47,12 @@ export interface ServerSettings {
    * loop (false: `--no-decode-thread`). llama-server has no such choice.
    */
   decodeThread?: boolean;
+  /**
+   * The CUDA GPUs both servers use, by number (Shimmy's `--gpus`, llama-server's `--device
+   * CUDA0,…`); unset, every GPU: Shimmy plans a copy per GPU or a split, llama-server splits the
+   * layers over them.
+   */
+  gpus?: number[];
 }
 
 /** A command that starts one server. */
@@ -106,7 +112,8 @@ export function launchFor(
             : ["--kv-unified", settings.kvUnified ? "on" : "off"],
         )
         .concat(settings.flashAttn ? ["--flash-attn", settings.flashAttn] : [])
-        .concat(settings.decodeThread === false ? ["--no-decode-thread"] : []),
+        .concat(settings.decodeThread === false ? ["--no-decode-thread"] : [])
+        .concat(settings.gpus ? ["--gpus", settings.gpus.join(",")] : []),
       env: { SHIMMY_LIB_DIR: settings.libDir },
     };
   }
@@ -118,6 +125,7 @@ export function launchFor(
       .concat(settings.kvUnified === true && settings.slots > 1 ? ["--kv-unified"] : [])
       .concat(["--cache-ram", "0", "-ngl", "all", "--fit", "off"])
       .concat(settings.flashAttn ? ["-fa", settings.flashAttn] : [])
+      .concat(settings.gpus ? ["--device", settings.gpus.map((gpu) => `CUDA${gpu}`).join(",")] : [])
       .concat(override ? ["--override-kv", override] : []),
     env: {},
   };

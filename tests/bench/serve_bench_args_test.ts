@@ -80,3 +80,24 @@ Deno.test("--decode-thread off starts Shimmy without its decode thread; llama-se
   );
   assert.throws(() => parseBenchArgs(["--decode-thread", "auto"]), UsageError);
 });
+
+Deno.test("--gpus puts both servers on the same CUDA GPUs, and refuses what names no GPU", () => {
+  const one = parseBenchArgs(["--gpus", "1"]) as BenchOptions;
+  assert.deepEqual(one.gpus, [1]);
+  const shimmy = launchFor("shimmy", one, model, "1").args;
+  assert.deepEqual(shimmy.slice(shimmy.indexOf("--gpus"), shimmy.indexOf("--gpus") + 2), [
+    "--gpus",
+    "1",
+  ]);
+  const llama = launchFor("llama-server", { ...one, gpus: [0, 1] }, model, "1").args;
+  assert.deepEqual(llama.slice(llama.indexOf("--device"), llama.indexOf("--device") + 2), [
+    "--device",
+    "CUDA0,CUDA1",
+  ]);
+  const every = parseBenchArgs([]) as BenchOptions;
+  assert.ok(!launchFor("shimmy", every, model, "1").args.includes("--gpus"));
+  assert.ok(!launchFor("llama-server", every, model, "1").args.includes("--device"));
+  for (const bad of ["a", "-1", "0,0", "1.5"]) {
+    assert.throws(() => parseBenchArgs(["--gpus", bad]), UsageError, bad);
+  }
+});

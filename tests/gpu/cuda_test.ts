@@ -6,25 +6,15 @@
 
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { join } from "node:path";
-import { LibraryNotFoundError } from "../../src/ffi/library.ts";
-import { Llama } from "../../src/ffi/llama.ts";
+import type { Llama } from "../../src/ffi/llama.ts";
 import { Batch, Context, Model } from "../../src/ffi/mod.ts";
 import { queuesOnly } from "../../src/ffi/context.ts";
 import { LoadedModel } from "../../src/engine/loaded_model.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 import { runShimmy, skipBecause } from "../helpers.ts";
+import { cudaDevices, cudaLlama as llama } from "./cuda_devices.ts";
 
-function openLlama(): Llama | undefined {
-  try {
-    return Llama.open({ gpuBackend: "cuda" });
-  } catch (error) {
-    if (!(error instanceof LibraryNotFoundError)) throw error;
-    return undefined;
-  }
-}
-
-const llama = openLlama();
-const cuda = llama?.devices().find((d) => d.backend.toUpperCase().startsWith("CUDA"));
+const cuda = cudaDevices[0];
 const ignore = cuda === undefined &&
   skipBecause("gpu", "no CUDA device here (these run on the GPU machine, see README)");
 const MODEL = Deno.env.get("SHIMMY_GPU_TEST_MODEL") ?? "bench-125m";
