@@ -20,23 +20,28 @@ Deno.test("shimmy gpu-info --json lists every device and what auto picks", async
   match(table.stdout, /--gpu-backend auto uses: /);
 });
 
-Deno.test("shimmy bench reports prompt and generation speed", async () => {
+/** Runs `shimmy bench --json` on the tiny model: one rep of 16 generated tokens. */
+async function tinyBench(promptTokens: number, flags: string[] = []) {
   const run = await runShimmy([
     "bench",
     await fixtureModel("tiny-f32"),
     "--prompt-tokens",
-    "64",
+    String(promptTokens),
     "--gen-tokens",
     "16",
     "--reps",
     "1",
     "--json",
-    // Steps through the event loop: on the decode thread a step's decode overlaps the loop's
-    // wait for the one before, so the wait (`decode`) can sum to less than `llama_decode`.
-    "--no-decode-thread",
+    ...flags,
   ]);
   equal(run.code, 0, run.stderr);
-  const report = JSON.parse(run.stdout);
+  return { report: JSON.parse(run.stdout), stderr: run.stderr };
+}
+
+Deno.test("shimmy bench reports prompt and generation speed", async () => {
+  // Steps through the event loop: on the decode thread a step's decode overlaps the loop's wait
+  // for the one before, so the wait (`decode`) can sum to less than `llama_decode`.
+  const { report, stderr } = await tinyBench(64, ["--no-decode-thread"]);
   ok(report.pp_tokens_per_second > 0);
   ok(report.tg_tokens_per_second > 0);
   equal(report.backend, "cpu");
@@ -44,23 +49,15 @@ Deno.test("shimmy bench reports prompt and generation speed", async () => {
   const { decode, llama_decode, device_wait } = report.step_us;
   ok(llama_decode > 0 && llama_decode + device_wait <= decode, JSON.stringify(report.step_us));
   // Progress goes to stderr while it works, so a long bench is never silent.
-  match(run.stderr, /Loaded tiny-f32\.gguf in [\d.]+s; warm-up run…\nRun 1\/1: pp [\d.]+ tok\/s/);
+  match(stderr, /Loaded tiny-f32\.gguf in [\d.]+s; warm-up run…\nRun 1\/1: pp [\d.]+ tok\/s/);
 });
 
 Deno.test("shimmy bench counts every step of the runs on the decode thread", async () => {
-  const run = await runShimmy([
-    "bench",
-    await fixtureModel("tiny-f32"),
-    "--prompt-tokens",
-    "16",
-    "--gen-tokens",
-    "16",
-    "--reps",
-    "1",
-    "--json",
-  ]);
-  equal(run.code, 0, run.stderr);
-  const report = JSON.parse(run.stdout);
+  const { report } = await tinyBench(16);
   // A run reports its decodes when it halts, after its last token was taken: the report waits.
-  equal(report.decodes_on_event_loop + report.decodes_on_worker, report.steps, run.stdout);
+  equal(
+    report.decodes_on_event_loop + report.decodes_on_worker,
+    report.steps,
+    JSON.stringify(report),
+  );
 });

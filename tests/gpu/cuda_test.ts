@@ -11,8 +11,8 @@ import { Batch, Context, Model } from "../../src/ffi/mod.ts";
 import { queuesOnly } from "../../src/ffi/context.ts";
 import { LoadedModel } from "../../src/engine/loaded_model.ts";
 import { fixtureModel } from "../fixtures/models.ts";
-import { runShimmy, skipBecause } from "../helpers.ts";
-import { cudaDevices, cudaLlama as llama } from "./cuda_devices.ts";
+import { skipBecause } from "../helpers.ts";
+import { cudaDevices, cudaLlama as llama, greedyGenerate } from "./helpers.ts";
 
 const cuda = cudaDevices[0];
 const ignore = cuda === undefined &&
@@ -21,29 +21,13 @@ const MODEL = Deno.env.get("SHIMMY_GPU_TEST_MODEL") ?? "bench-125m";
 /** A model big enough for the GPU to matter (a 125M model is CPU-friendly on 16 cores). */
 const SPEED_MODEL = Deno.env.get("SHIMMY_GPU_SPEED_MODEL") ?? "bench-1b";
 
-async function generate(
+function generate(
   backend: string,
   tokens: number,
   prompt = "Hello world, the quick",
   model = MODEL,
 ) {
-  const run = await runShimmy([
-    "generate",
-    "--gpu-backend",
-    backend,
-    "--model",
-    await fixtureModel(model),
-    "--prompt",
-    prompt,
-    "--temperature",
-    "0",
-    "--max-tokens",
-    String(tokens),
-    "--raw",
-    "--json",
-  ]);
-  equal(run.code, 0, run.stderr);
-  return JSON.parse(run.stdout);
+  return greedyGenerate({ backend, tokens, prompt, model });
 }
 
 Deno.test({

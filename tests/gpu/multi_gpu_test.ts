@@ -9,7 +9,7 @@ import { deepEqual, equal, ok } from "node:assert/strict";
 import { fixtureModel } from "../fixtures/models.ts";
 import { runShimmy, skipBecause } from "../helpers.ts";
 import { postJson, startServer } from "../server/harness.ts";
-import { cudaDevices } from "./cuda_devices.ts";
+import { cudaDevices, greedyGenerate } from "./helpers.ts";
 
 const ignore = cudaDevices.length < 2 &&
   skipBecause("multi-gpu", `${cudaDevices.length} CUDA device(s) here; these need two`);
@@ -57,22 +57,13 @@ Deno.test({
     );
     equal(used.length, 2, JSON.stringify(probe.offload));
     const generate = (flags: string[]) =>
-      shimmyJson([
-        "generate",
-        "--gpu-backend",
-        "cuda",
-        "--model",
-        model,
-        "--prompt",
-        "Hello world, the quick brown fox",
-        "--temperature",
-        "0",
-        "--max-tokens",
-        "32",
-        "--raw",
-        "--json",
-        ...flags,
-      ]);
+      greedyGenerate({
+        backend: "cuda",
+        tokens: 32,
+        prompt: "Hello world, the quick brown fox",
+        model: MODEL,
+        flags,
+      });
     const one = await generate(["--split-mode", "none", "--main-gpu", "0"]);
     const split = await generate(["--tensor-split", "1,1"]);
     equal(one.load_params.split_mode, SPLIT_NONE);
