@@ -21,6 +21,7 @@
 
 import { parseArgs } from "node:util";
 import { isAbsolute, join, resolve } from "node:path";
+import { gpusFlag } from "../src/cli/flags.ts";
 import { UsageError } from "../src/cli/usage_error.ts";
 import { fixtureModel, REPO_ROOT } from "../tests/fixtures/models.ts";
 import { type BenchModel, contextOverride, readBenchModel } from "./lib/model_info.ts";
@@ -152,14 +153,6 @@ function onOffFlag(name: string, value: string): boolean {
   return value === "on";
 }
 
-function gpuList(value: string): number[] {
-  const gpus = value.split(",").map((part) => Number(part.trim()));
-  if (gpus.some((gpu) => !Number.isInteger(gpu) || gpu < 0) || new Set(gpus).size < gpus.length) {
-    throw new UsageError(`--gpus must be distinct GPU numbers like 0,1; got "${value}"`);
-  }
-  return gpus;
-}
-
 function absolute(path: string): string {
   return isAbsolute(path) ? path : resolve(path);
 }
@@ -270,7 +263,8 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
     options.flashAttn = flashAttn;
   }
   if (promptTokens !== undefined) options.promptTokens = promptTokens;
-  if (v.gpus !== undefined) options.gpus = gpuList(v.gpus);
+  const gpus = gpusFlag(v.gpus);
+  if (gpus) options.gpus = gpus;
   if (v.model !== undefined) options.model = absolute(v.model);
   if (v.json !== undefined) options.json = absolute(v.json);
   return options;
