@@ -13,6 +13,7 @@
 
 import type { Model } from "../ffi/model.ts";
 import { GenerationError } from "./errors.ts";
+import { promptTokenCache } from "./prompt_token_cache.ts";
 import { renderChatOffThread, TEMPLATE_TIMEOUT_MS } from "./template_worker.ts";
 import type { RenderedPrompt, TemplateMessage, TemplateOverride } from "./templates.ts";
 
@@ -81,7 +82,9 @@ export interface ChatPromptOptions extends PromptOptions {
 }
 
 /**
- * Tokenizes prompt text: on this thread when it is short, on a native worker thread otherwise.
+ * Tokenizes prompt text: on this thread when it is short, on native worker threads otherwise,
+ * where the pieces of it the model tokenized lately (a chat's earlier turns) come from its prompt
+ * token cache (`prompt_token_cache.ts`).
  *
  * @param model The model.
  * @param text Prompt text (raw, or rendered by a chat template).
@@ -103,7 +106,11 @@ export async function promptTokens(
   const tokenizeOptions = { addSpecial: addBos, parseSpecial: true };
   const tokens = text.length <= SYNC_TOKENIZE_MAX_CHARS && !options.offThread
     ? model.tokenize(text, tokenizeOptions)
-    : await model.tokenizeAsync(text, { ...tokenizeOptions, signal: options.signal });
+    : await model.tokenizeAsync(text, {
+      ...tokenizeOptions,
+      signal: options.signal,
+      pieceCache: promptTokenCache(model),
+    });
   const bos = model.bos;
   return tokens.length > 1 && bos >= 0 && tokens[0] === bos && tokens[1] === bos
     ? tokens.subarray(1)

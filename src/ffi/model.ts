@@ -67,7 +67,28 @@ export interface TokenizeOptions {
 export interface TokenizeAsyncOptions extends TokenizeOptions {
   /** Stops between pieces of a big text; the promise rejects with `signal.reason`. */
   signal?: AbortSignal;
+  /**
+   * Tokens of pieces tokenized before: with one (and `parseSpecial`), a text longer than
+   * {@link CACHED_PIECE_CHARS} is cut into pieces of about that size at special tokens, and
+   * only the pieces the cache lacks are tokenized (then kept in it). Default: none.
+   */
+  pieceCache?: TokenPieceCache;
 }
+
+/** Tokens of text pieces tokenized before, by piece (see {@link Model.tokenizeAsync}). */
+export interface TokenPieceCache {
+  /** The tokens of a piece seen before, or undefined. */
+  get(piece: string): Int32Array | undefined;
+  /** Keeps a piece's tokens. */
+  set(piece: string, tokens: Int32Array): void;
+}
+
+/**
+ * Piece size (UTF-16 code units) of {@link Model.tokenizeAsync} with a piece cache: a chat's
+ * next turn repeats the conversation so far, whose pieces then come from the cache, and only
+ * the last piece before the new messages and those messages are tokenized again.
+ */
+export const CACHED_PIECE_CHARS = 1024;
 
 /**
  * Text length (UTF-16 code units) above which {@link Model.tokenizeAsync} cuts the text into
@@ -490,8 +511,9 @@ export class Model extends NativeHandle {
   /**
    * Tokenizes text on a worker thread, so a big prompt does not hold up the event loop; the
    * tokens are the same as {@link tokenize}'s. Texts longer than {@link TOKENIZE_PIECE_CHARS}
-   * (with `parseSpecial`) are tokenized in pieces cut at special tokens, which keeps the time
-   * linear in the text and lets `signal` stop the work between pieces. For short texts the
+   * (with `parseSpecial`; {@link CACHED_PIECE_CHARS} with a piece cache) are tokenized in pieces
+   * cut at special tokens, which keeps the time linear in the text and lets `signal` stop the
+   * work between pieces; pieces the cache holds are not tokenized again. For short texts the
    * synchronous {@link tokenize} is faster (no thread hop).
    *
    * @param text The text.
@@ -504,26 +526,40 @@ export class Model extends NativeHandle {
    * ```
    */
   async tokenizeAsync(text: string, options: TokenizeAsyncOptions = {}): Promise<Int32Array> {
-    const { signal } = options;
+    const { signal, pieceCache } = options;
     const addSpecial = options.addSpecial ?? true;
     const parseSpecial = options.parseSpecial ?? true;
     signal?.throwIfAborted();
-    const cutter = parseSpecial && text.length > TOKENIZE_PIECE_CHARS
-      ? this.#specialCutter()
-      : null;
+    const pieceChars = pieceCache ? CACHED_PIECE_CHARS : TOKENIZE_PIECE_CHARS;
+    const cutter = parseSpecial && text.length > pieceChars ? this.#specialCutter() : null;
     if (!cutter) return await this.#tokenizeOffThread(text, addSpecial, parseSpecial);
-    // BOS/EOS (or CLS/SEP) around the whole text, as one call with add_special would add them.
-    const wrap = addSpecial ? this.tokenize("", { addSpecial: true }) : new Int32Array(0);
-    const head = wrap.length === 2 || (wrap.length === 1 && this.addsBos) ? 1 : 0;
-    const parts = [wrap.subarray(0, head)];
-    for (const piece of cutter.pieces(text, TOKENIZE_PIECE_CHARS)) {
+    const pieces: string[] = [];
+    for (const piece of cutter.pieces(text, pieceChars)) {
       signal?.throwIfAborted();
       // An empty piece: a long stretch scanned without a place to cut; let I/O run.
       if (piece === "") await this.llama.yieldToIo();
-      else parts.push(await this.#tokenizeOffThread(piece, false, true));
+      else pieces.push(piece);
+    }
+    const tokens = pieces.map((piece) => pieceCache?.get(piece));
+    const missing = pieces.flatMap((_, i) => tokens[i] === undefined ? [i] : []);
+    // The pieces a cache lacks go to Deno's thread pool a few at a time (llama.cpp tokenizes
+    // concurrently, as llama-server's HTTP threads do), checking the signal between rounds.
+    const atOnce = Math.max(1, navigator.hardwareConcurrency);
+    for (let from = 0; from < missing.length; from += atOnce) {
+      signal?.throwIfAborted();
+      await Promise.all(
+        missing.slice(from, from + atOnce).map(async (i) => {
+          const piece = pieces[i] as string;
+          tokens[i] = await this.#tokenizeOffThread(piece, false, true);
+          pieceCache?.set(piece, tokens[i]);
+        }),
+      );
     }
     signal?.throwIfAborted();
-    parts.push(wrap.subarray(head));
+    // BOS/EOS (or CLS/SEP) around the whole text, as one call with add_special would add them.
+    const wrap = addSpecial ? this.tokenize("", { addSpecial: true }) : new Int32Array(0);
+    const head = wrap.length === 2 || (wrap.length === 1 && this.addsBos) ? 1 : 0;
+    const parts = [wrap.subarray(0, head), ...(tokens as Int32Array[]), wrap.subarray(head)];
     const out = new Int32Array(parts.reduce((sum, part) => sum + part.length, 0));
     let offset = 0;
     for (const part of parts) {

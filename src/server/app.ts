@@ -10,6 +10,7 @@
 import { runtimeInfo } from "../engine/diagnostics.ts";
 import { LLAMA_CPP_VERSION, VERSION } from "../version.ts";
 import type { LoadedModel } from "../engine/loaded_model.ts";
+import { promptTokenCache } from "../engine/prompt_token_cache.ts";
 import type { ServerContext } from "./context.ts";
 import { errorResponse, type ErrorShape, HttpError } from "./http_error.ts";
 import { countTokens, messages } from "./anthropic.ts";
@@ -370,6 +371,7 @@ function copyDiag(copy: LoadedModel) {
     kv_unified: copy.context.kvUnified,
     slot_context: copy.scheduler.slotContext,
     slots: copy.scheduler.stats(),
+    prompt_token_cache: promptTokenCache(copy.model).stats(),
   };
 }
 

@@ -130,3 +130,34 @@ Deno.test("/diag shows a KV stream per slot when asked, and the requests moved t
   ok(diag.models[0].slots.slotMoves >= 1);
   equal(diag.models[0].slots.brokenRunSteps, 0);
 });
+
+Deno.test("a chat's next turn through HTTP takes its earlier pieces from the prompt token cache", async () => {
+  await using server = await startServer({
+    fixtures: ["qwen2"],
+    load: { parallel: 1, ctxSize: 4096 },
+  });
+  const line = (i: number) => `Line ${i} of a long conversation about lighthouses and the sea.`;
+  const messages = [
+    { role: "user", content: Array.from({ length: 60 }, (_, i) => line(i)).join(" ") },
+    { role: "assistant", content: Array.from({ length: 60 }, (_, i) => line(i + 60)).join(" ") },
+    { role: "user", content: Array.from({ length: 60 }, (_, i) => line(i + 120)).join(" ") },
+  ];
+  const turn = async () => {
+    const response = await postJson(`${server.url}/v1/chat/completions`, {
+      messages,
+      max_tokens: 2,
+      temperature: 0,
+    });
+    equal(response.status, 200);
+    return (await response.json()).usage.prompt_tokens as number;
+  };
+  const cacheOf = async () =>
+    (await (await fetch(`${server.url}/diag`)).json()).models[0].prompt_token_cache;
+  const first = await turn();
+  const before = await cacheOf();
+  ok(before.misses > 1 && before.pieces > 1, JSON.stringify(before));
+  messages.push({ role: "assistant", content: "Noted." }, { role: "user", content: line(999) });
+  ok(await turn() > first);
+  const after = await cacheOf();
+  ok(after.hits - before.hits >= before.pieces - 1, JSON.stringify({ before, after }));
+});
