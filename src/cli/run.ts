@@ -21,6 +21,7 @@ import { findModelPath } from "./model_lookup.ts";
 import { loadProgressPrinter } from "./progress.ts";
 import { pullProgressPrinter } from "./pull.ts";
 import { UsageError } from "./usage_error.ts";
+import { keepTemplateWorkersWarm } from "../engine/template_worker.ts";
 
 /** Usage text of `shimmy run`. */
 export const RUN_USAGE = `Usage: shimmy run MODEL [PROMPT] [options]
@@ -94,6 +95,8 @@ export async function runMain(args: string[], globals: GlobalFlags): Promise<num
   }
 
   const path = await modelPath(model, globals);
+  // A person types between turns: the template workers stay warm while the chat goes on.
+  using _templates = interactive ? keepTemplateWorkersWarm() : undefined;
   const progress = loadProgressPrinter(path);
   await using loaded = await LoadedModel.open({
     path,

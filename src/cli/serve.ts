@@ -42,6 +42,7 @@ import {
 } from "./flags.ts";
 import { describePlan } from "../engine/multi_gpu_plan.ts";
 import type { PoolingName } from "../engine/embedder.ts";
+import { keepTemplateWorkersWarm } from "../engine/template_worker.ts";
 
 /** Usage text of `shimmy serve`. */
 export const SERVE_USAGE = `Usage: shimmy serve [options]
@@ -569,6 +570,8 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
       ...(options.chatTemplateKwargs ? { chatTemplateKwargs: options.chatTemplateKwargs } : {}),
     },
   };
+  // Chat turns come seconds or minutes apart: their template workers stay warm while serving.
+  using _templates = keepTemplateWorkersWarm();
   let server: GuardedServer;
   try {
     server = listen(options.bind, options, createApp(ctx));

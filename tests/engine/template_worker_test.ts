@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { GenerationError } from "../../src/engine/errors.ts";
 import { chatPrompt, MAX_MESSAGES, rawPrompt } from "../../src/engine/prompt.ts";
-import { renderChatOffThread, TemplateWorkerPool } from "../../src/engine/template_worker.ts";
+import {
+  keepTemplateWorkersWarm,
+  renderChatOffThread,
+  TEMPLATE_WORKERS,
+  TemplateWorkerPool,
+} from "../../src/engine/template_worker.ts";
 import {
   FAMILY_NAMES,
   renderChat,
@@ -248,6 +253,38 @@ Deno.test("TemplateWorkerPool renders two conversations at once and stops idle w
     pool.render({ family: "chatml", messages: CONVERSATION }),
     (e: unknown) => e instanceof GenerationError && e.code === "closed",
   );
+});
+
+Deno.test("TemplateWorkerPool.warm() starts its workers at once, and an infinite idle time keeps them", async () => {
+  const pool = new TemplateWorkerPool({ size: 2, idleMs: Infinity });
+  try {
+    pool.warm();
+    assert.equal(pool.liveWorkers, 2, "started before any render");
+    const input = { family: "chatml", messages: CONVERSATION } as const;
+    assert.deepEqual(await pool.render(input), renderChat(input));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(pool.liveWorkers, 2, "still warm after an idle spell");
+  } finally {
+    pool.close();
+  }
+  assert.equal(pool.liveWorkers, 0);
+});
+
+Deno.test("keepTemplateWorkersWarm() keeps the shared pool's workers until it is disposed", async () => {
+  const input = { family: "chatml", messages: CONVERSATION } as const;
+  let kept: TemplateWorkerPool;
+  {
+    using pool = keepTemplateWorkersWarm();
+    kept = pool;
+    assert.equal(pool.liveWorkers, TEMPLATE_WORKERS, "started with the server");
+    assert.deepEqual(await renderChatOffThread(input), renderChat(input));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(pool.liveWorkers, TEMPLATE_WORKERS);
+  }
+  assert.ok(kept.closed);
+  assert.equal(kept.liveWorkers, 0, "disposed: nothing keeps the process alive");
+  // Renders go on in a pool of the usual kind.
+  assert.deepEqual(await renderChatOffThread(input), renderChat(input));
 });
 
 Deno.test("A script that rendered a template exits by itself once the worker is idle", async () => {
