@@ -167,8 +167,12 @@ export class TemplateWorkerPool implements Disposable {
     if (this.#closed) return;
     for (const slot of this.#slots) {
       if (slot.worker !== undefined) continue;
-      this.#spawn(slot);
-      this.#idleAfterJob(slot);
+      try {
+        this.#spawn(slot);
+      } catch {
+        return; // e.g. no permission to read the worker script: the next render says so
+      }
+      this.#stopWhenIdle(slot);
     }
   }
 
@@ -300,12 +304,12 @@ export class TemplateWorkerPool implements Disposable {
     const job = slot.job;
     slot.job = undefined;
     if (job) this.#settle(job, error, reply?.ok ? reply.value : undefined);
-    this.#idleAfterJob(slot);
+    this.#stopWhenIdle(slot);
     this.#pump();
   }
 
   /** Stops the slot's worker once it has been idle for the pool's idle time (if finite). */
-  #idleAfterJob(slot: Slot): void {
+  #stopWhenIdle(slot: Slot): void {
     if (!slot.worker || this.#closed || !Number.isFinite(this.#idleMs)) return;
     const worker = slot.worker;
     const timer = setTimeout(() => {
