@@ -74,7 +74,10 @@ export interface DecodeTimes {
    * and their share of an average hides what a steady step costs).
    */
   llamaDecodeOnLoopMs: number;
-  /** In the nonblocking `llama_synchronize` calls after them: waiting for a GPU to finish. */
+  /**
+   * Waiting for a GPU to finish, in the nonblocking `llama_synchronize` calls after them (a
+   * decode on the decode thread waits there, within its `llamaDecodeMs`).
+   */
   deviceWaitMs: number;
 }
 
@@ -119,7 +122,10 @@ export class Context extends NativeHandle {
    * run's steps ({@link decodeAhead}) are not counted here.
    */
   decodesOnThread = 0;
-  /** Turns of the event loop taken while waiting for a GPU that holds every layer. */
+  /**
+   * Turns of the event loop taken while waiting for a GPU that holds every layer (or for the
+   * decode thread to have it compute a step and finish).
+   */
   deviceWaitTurns = 0;
   /** The KV memory; `null` for models that keep none (encoder-only embedding models). */
   readonly #memory: Deno.PointerObject | null;
@@ -282,8 +288,8 @@ export class Context extends NativeHandle {
         this.#lastCaller = undefined;
       }
       const start = performance.now();
-      const status = onThisThread
-        ? s.llama_decode_queue(pointer, batch.struct)
+      const { status, synchronized } = onThisThread
+        ? { status: s.llama_decode_queue(pointer, batch.struct), synchronized: false }
         : await this.#decodeOnWorker(batch);
       this.#pendingStreamCopies.clear();
       const decoded = performance.now();
@@ -291,7 +297,7 @@ export class Context extends NativeHandle {
       if (onThisThread) this.#times.llamaDecodeOnLoopMs += decoded - start;
       this.decodeCount++;
       if (status !== 0) throw new DecodeError(status, this.model.llama.recentProblems(mark));
-      if (this.#waitsForDevice) {
+      if (this.#waitsForDevice && !synchronized) {
         await (this.#queueOnlyTokens > 0
           ? this.#waitForDeviceTurning()
           : s.llama_synchronize(pointer));
@@ -411,27 +417,40 @@ export class Context extends NativeHandle {
 
   /**
    * Runs `llama_decode` on the decode thread when it is ready, else (or when it fails during the
-   * call) on a thread of Deno's blocking pool.
+   * call) on a thread of Deno's blocking pool. On the decode thread, a decode whose work a GPU
+   * does is also waited for there (`synchronized` then): the step's outputs are ready as soon as
+   * the thread says it is done, instead of after one more nonblocking call for the wait. A lone
+   * request's first token on an H100 came 0.89–0.95× llama-server's TTFT against 0.95–0.98×
+   * (`bench/README.md`, "A prompt step's GPU wait on the decode thread").
    */
-  async #decodeOnWorker(batch: Batch): Promise<number> {
+  async #decodeOnWorker(batch: Batch): Promise<{ status: number; synchronized: boolean }> {
     const llama = this.model.llama;
     const pointer = this.pointer;
     const thread = this.#decodeThread;
     if (thread?.ready) {
       this.#pinFor("decode-thread");
-      const { status } = await llama.whileNative(() => thread.step(pointer, batch), {
-        ggmlLog: false,
-      });
+      const synchronize = this.#waitsForDevice;
+      // With every layer on a GPU, the event loop keeps turning meanwhile, as it does while it
+      // waits for one itself (#waitForDeviceTurning): asleep, it woke later.
+      const turn = this.#queueOnlyTokens > 0
+        ? () => (this.deviceWaitTurns++, llama.yieldToIo())
+        : undefined;
+      const { status } = await llama.whileNative(
+        () => thread.step(pointer, batch, { synchronize, turn }),
+        { ggmlLog: false },
+      );
       // A thread that failed said so once; this batch and the next go to Deno's pool.
       if (status !== FAILED) {
         this.decodesOnThread++;
-        return status;
+        return { status, synchronized: synchronize };
       }
     }
     this.#pinFor("pool");
-    return await llama.whileNative(() => llama.symbols.llama_decode(pointer, batch.struct), {
-      ggmlLog: false,
-    });
+    const status = await llama.whileNative(
+      () => llama.symbols.llama_decode(pointer, batch.struct),
+      { ggmlLog: false },
+    );
+    return { status, synchronized: false };
   }
 
   /**

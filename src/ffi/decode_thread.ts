@@ -20,10 +20,10 @@
  * {@link DecodeRun.halted} tells when they are its own again.
  *
  * Between runs the thread also decodes the host's other batches one at a time
- * ({@link DecodeThread.step}: a step of several streams, a prompt's chunk), so that one thread
- * computes step after step: ggml then keeps its core for it, where a call on Deno's pool needs
- * the pool paused first (`ThreadPool.pinNextCaller`) and a dispatch of its own, both on the event
- * loop.
+ * ({@link DecodeThread.step}: a step of several streams, a prompt's chunk, and on a GPU the wait
+ * for it to finish), so that one thread computes step after step: ggml then keeps its core for
+ * it, where a call on Deno's pool needs the pool paused first (`ThreadPool.pinNextCaller`) and a
+ * dispatch of its own, both on the event loop.
  *
  * @module
  */
@@ -131,10 +131,17 @@ export class DecodeThread implements Disposable {
    *
    * @param context `llama_context *`.
    * @param batch What to decode; its arrays are read during the call.
+   * @param options `synchronize`: also wait there for the backends (a GPU) to finish the step
+   *   (`llama_synchronize`), so that its outputs can be read at once. `turn`: awaited over and
+   *   over while the thread works, instead of sleeping until it is done.
    * @returns `llama_decode`'s status and how long the call took.
    * @throws {Error} when the thread is not {@link ready}.
    */
-  async step(context: Deno.PointerValue, batch: Batch): Promise<StepResult> {
+  async step(
+    context: Deno.PointerValue,
+    batch: Batch,
+    options: { synchronize?: boolean; turn?: () => Promise<void> } = {},
+  ): Promise<StepResult> {
     if (!this.ready) throw new Error("The decode thread is not ready");
     const control = this.#control;
     storeAddress(control, Field.context, address(context));
@@ -144,10 +151,14 @@ export class DecodeThread implements Disposable {
     Atomics.store(control, Field.state, RunState.running);
     this.#stepping = true;
     try {
-      this.#command(Command.step);
+      this.#command(options.synchronize ? Command.stepAndSynchronize : Command.step);
       for (;;) {
         const events = Atomics.load(control, Field.events);
         if (Atomics.load(control, Field.state) === RunState.halted) break;
+        if (options.turn) {
+          await options.turn();
+          continue;
+        }
         const wait = Atomics.waitAsync(control, Field.events, events);
         if (wait.async) await wait.value;
       }

@@ -38,7 +38,10 @@ export const Field = {
   status: 4,
   /** 1 once the worker has opened the library and takes commands; 0 again once it left its loop. */
   ready: 5,
-  /** How long the last single step's `llama_decode` took, in µs. */
+  /**
+   * How long the last single step's `llama_decode` took, in µs (with its `llama_synchronize`
+   * when it was asked to wait for the backends).
+   */
   stepMicros: 6,
   /** The {@link Command} the worker is to carry out; it sets it back to `none` as it takes it. */
   command: 7,
@@ -81,6 +84,11 @@ export const Command = {
   run: 2,
   /** End the worker's loop: the host is closing the thread. */
   close: 3,
+  /**
+   * As {@link Command.step}, then wait for the backends (a GPU) to finish the step
+   * (`llama_synchronize`) before saying how it went.
+   */
+  stepAndSynchronize: 4,
 } as const;
 
 /** What a run is doing, in {@link Field.state}. */

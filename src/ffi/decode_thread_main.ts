@@ -4,7 +4,8 @@
  * commands in the shared control block. A run decodes one sequence's steps one after another,
  * each a blocking `llama_decode` and `llama_sampler_sample`, publishing every sampled token in
  * the control block before it decodes it in turn; a single step decodes a batch of the host's
- * (a step of several streams, a prompt's chunk) and says how it went. The loop ends on the close
+ * (a step of several streams, a prompt's chunk), waits for a GPU to finish it when asked, and
+ * says how it went. The loop ends on the close
  * command, or when the worker is terminated (its waits time out, so it notices).
  *
  * `deno compile` embeds this module only when named: `scripts/compile.ts` includes it.
@@ -38,6 +39,7 @@ const SYMBOLS = {
   llama_sampler_sample: { parameters: ["pointer", "pointer", "i32"], result: "i32" },
   llama_get_sampled_token_ith: { parameters: ["pointer", "i32"], result: "i32" },
   llama_sampler_accept: { parameters: ["pointer", "i32"], result: "void" },
+  llama_synchronize: { parameters: ["pointer"], result: "void" },
 } as const;
 
 /** How long a wait for a command lasts before the loop looks again, in ms. */
@@ -78,8 +80,8 @@ function serve(block: Int32Array, symbols: Symbols): void {
     Atomics.store(block, Field.command, Command.none);
     batch.set(batchBytes);
     try {
-      if (command === Command.step) step(block, symbols, batch);
-      else run(block, symbols, batch);
+      if (command === Command.run) run(block, symbols, batch);
+      else step(block, symbols, batch, command === Command.stepAndSynchronize);
     } catch (error) {
       Atomics.store(block, Field.status, FAILED);
       reportFailure(error);
@@ -96,11 +98,20 @@ function reportFailure(error: unknown): void {
   self.postMessage(failed);
 }
 
-/** Decodes the host's batch once, and stores its status and how long it took. */
-function step(block: Int32Array, symbols: Symbols, batch: Uint8Array<ArrayBuffer>): void {
+/**
+ * Decodes the host's batch once (and waits for the backends to finish it when `synchronize`),
+ * and stores its status and how long it took.
+ */
+function step(
+  block: Int32Array,
+  symbols: Symbols,
+  batch: Uint8Array<ArrayBuffer>,
+  synchronize: boolean,
+): void {
   const context = Deno.UnsafePointer.create(loadAddress(block, Field.context));
   const start = performance.now();
   const status = symbols.llama_decode(context, batch);
+  if (status === 0 && synchronize) symbols.llama_synchronize(context);
   Atomics.store(block, Field.stepMicros, Math.round((performance.now() - start) * 1000));
   Atomics.store(block, Field.status, status);
 }

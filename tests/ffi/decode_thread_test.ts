@@ -176,6 +176,29 @@ Deno.test("a context's decodes go one at a time to its ready decode thread and g
   ok(ctx.canDecodeAhead, "the thread is still ready");
 });
 
+Deno.test("DecodeThread.step() that waits for the backends, and one whose host turns meanwhile, give a plain step's logits", async () => {
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"));
+  using plain = await Context.create(model, { nCtx: 256, nBatch: 32 });
+  using batch = new Batch(llama, 32);
+  const prompt = [...model.tokenize("once upon a time")];
+  prompt.forEach((token, i) => batch.add(token, i, 0, i === prompt.length - 1));
+  await plain.decode(batch);
+  const expected = [...plain.logits(prompt.length - 1)];
+  using thread = new DecodeThread(llama.llamaFile);
+  for (let i = 0; !thread.ready && i < 500; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  let turns = 0;
+  const turn = () => new Promise<void>((resolve) => setTimeout(() => (turns++, resolve()), 0));
+  for (const options of [{ synchronize: true }, { synchronize: true, turn }, { turn }]) {
+    using ctx = await Context.create(model, { nCtx: 256, nBatch: 32 });
+    const { status, decodeMs } = await thread.step(ctx.pointer, batch, options);
+    ok(status === 0 && decodeMs > 0, `status ${status}, ${decodeMs} ms`);
+    deepEqual([...ctx.logits(prompt.length - 1)], expected, JSON.stringify(Object.keys(options)));
+  }
+  ok(turns > 0, "the host turned while the thread decoded");
+});
+
 Deno.test("DecodeThread.step() is refused by a thread that failed to start, a closed one, and one whose step is under way", async () => {
   using model = await Model.load(llama, await fixtureModel("tiny-f32"));
   using ctx = await Context.create(model, { nCtx: 256, nBatch: 32 });

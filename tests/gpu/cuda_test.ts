@@ -107,6 +107,30 @@ Deno.test({
 
 Deno.test({
   name:
+    "with the decode thread, a GPU step is waited for there while the event loop turns, and gives the pool's logits",
+  ignore,
+  async fn() {
+    using model = await Model.load(llama as Llama, await fixtureModel(MODEL), { nGpuLayers: -1 });
+    using plain = await Context.create(model, { nCtx: 256, nBatch: 64 });
+    using threaded = await Context.create(model, { nCtx: 256, nBatch: 64 });
+    threaded.startDecodeThread();
+    for (let i = 0; !threaded.canDecodeAhead && i < 500; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    ok(threaded.canDecodeAhead, "the thread is ready");
+    using batch = new Batch(llama as Llama, 64);
+    for (let i = 0; i < 8; i++) batch.add(100 + i, i, 0, i === 7);
+    await plain.decode(batch);
+    await threaded.decode(batch); // a new shape: on the decode thread, which waits for the GPU
+    equal(threaded.decodesOnThread, 1);
+    deepEqual([...threaded.logits(7)], [...plain.logits(7)]);
+    ok(threaded.deviceWaitTurns >= 1, `${threaded.deviceWaitTurns} turns`);
+    equal(threaded.decodeTimes().deviceWaitMs, 0, "no wait for the GPU after the thread's step");
+  },
+});
+
+Deno.test({
+  name:
     "on the GPU a lone stream runs on the decode thread, reading the token sampled in the graph, and gives the event loop's tokens",
   ignore,
   async fn() {
