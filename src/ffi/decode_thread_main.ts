@@ -5,8 +5,8 @@
  * each a blocking `llama_decode` and `llama_sampler_sample`, publishing every sampled token in
  * the control block before it decodes it in turn; a single step decodes a batch of the host's
  * (a step of several streams, a prompt's chunk), waits for a GPU to finish it when asked, and
- * says how it went. The loop ends on the close
- * command, or when the worker is terminated (its waits time out, so it notices).
+ * says how it went. The loop ends on the close command, or when the worker is terminated (its
+ * waits time out, so it notices).
  *
  * `deno compile` embeds this module only when named: `scripts/compile.ts` includes it.
  *
