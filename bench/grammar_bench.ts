@@ -3,9 +3,12 @@
  * prompt and sampler settings, greedy and sampled. The engine runs in-process (a model
  * registry and its scheduler, no HTTP). The constrained runs use a JSON schema converted by
  * the structured-output converter (an array of records with strings, enums, integer ranges,
- * dates and a pattern), and `json_object` (any JSON object). A constrained run ends when its
- * grammar is complete, so its token count varies; the table shows the tokens each run made.
- * This is a benchmark, not a test: it asserts nothing about speed.
+ * dates and a pattern), `json_object` (any JSON object), and a grammar of any text (whose every
+ * pick is allowed, like a model that follows the format it is asked for). A constrained run ends
+ * when its grammar is complete, so its token count varies; the table shows the tokens each run
+ * made, and the share of picks the grammar refused (each narrowed every candidate for a second
+ * pick, see `src/ffi/grammar_check.ts`). This is a benchmark, not a test: it asserts nothing
+ * about speed.
  *
  * ```sh
  * deno run -A bench/grammar_bench.ts                      # bench-125m, 128 tokens, 3 rounds
@@ -26,8 +29,9 @@ import { fixtureModel } from "../tests/fixtures/models.ts";
 /** Usage text of the benchmark. */
 export const GRAMMAR_BENCH_USAGE = `Usage: deno run -A bench/grammar_bench.ts [options]
 
-Prints decode tok/s of one model with no grammar, with a JSON schema and with json_object,
-greedy and sampled, and the ratio to the unconstrained run.
+Prints decode tok/s of one model with no grammar, with a JSON schema, with json_object and with
+a grammar of any text, greedy and sampled, the ratio to the unconstrained run, and the share of
+picks the grammar refused.
 
 Options:
   --model PATH   GGUF model (default: the generated bench-125m fixture)
@@ -60,6 +64,9 @@ export const BENCH_SCHEMA = {
 };
 
 const PROMPT = "Here is a list of things, as JSON:";
+
+/** Any text: the grammar allows every pick but those of tokens with no text. */
+const ANY_TEXT_GRAMMAR = "root ::= [\\x01-\\U0010FFFF]*";
 
 /** One measured case. */
 interface Case {
@@ -115,16 +122,19 @@ export async function main(args: string[]): Promise<number> {
       { label: "free, greedy", grammar: undefined, sampling: greedy },
       { label: "schema, greedy", grammar: schema, sampling: greedy },
       { label: "json_object, greedy", grammar: object, sampling: greedy },
+      { label: "any text, greedy", grammar: ANY_TEXT_GRAMMAR, sampling: greedy },
       { label: "free, sampled", grammar: undefined, sampling: sampled },
       { label: "schema, sampled", grammar: schema, sampling: sampled },
       { label: "json_object, sampled", grammar: object, sampling: sampled },
+      { label: "any text, sampled", grammar: ANY_TEXT_GRAMMAR, sampling: sampled },
     ];
     console.log(`model ${basename(path)}, up to ${maxTokens} tokens, median of ${reps}\n`);
-    const rows: string[][] = [["case", "tokens", "tok/s", "vs free"]];
+    const rows: string[][] = [["case", "tokens", "tok/s", "vs free", "refused"]];
     const free = new Map<string, number>();
     for (const c of cases) {
       const speeds: number[] = [];
       const counts: number[] = [];
+      const before = loaded.scheduler.stats();
       for (let i = 0; i < reps + 1; i++) {
         const generation = loaded.scheduler.submit({
           prompt,
@@ -138,6 +148,9 @@ export async function main(args: string[]): Promise<number> {
         speeds.push(result.timings.generatePerSecond);
         counts.push(result.completionTokens);
       }
+      const after = loaded.scheduler.stats();
+      const picks = after.grammarTokens - before.grammarTokens;
+      const refused = after.grammarRefusals - before.grammarRefusals;
       const speed = median(speeds);
       const kind = c.label.split(", ")[1]!;
       if (c.grammar === undefined) free.set(kind, speed);
@@ -147,6 +160,7 @@ export async function main(args: string[]): Promise<number> {
         String(median(counts)),
         speed > 0 ? speed.toFixed(1) : "-",
         base && speed > 0 ? `${(speed / base).toFixed(2)}x` : "",
+        picks > 0 ? `${Math.round((100 * refused) / picks)}%` : "",
       ]);
     }
     const widths = rows[0]!.map((_, col) => Math.max(...rows.map((r) => r[col]!.length)));

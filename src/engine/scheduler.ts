@@ -255,6 +255,14 @@ export interface SchedulerStats {
    * host's cores (at most a generation step each).
    */
   newcomerWaits: number;
+  /** Tokens sampled under a grammar (structured output, tool calls). */
+  grammarTokens: number;
+  /**
+   * Of them, those whose first pick the grammar refused, so that every candidate was matched
+   * against it for a second pick (see `src/ffi/grammar_check.ts`): a model that follows the format
+   * keeps this low.
+   */
+  grammarRefusals: number;
   /** With a KV stream per slot: requests moved to another slot to keep the busy ones a run. */
   slotMoves: number;
   /**
@@ -493,6 +501,8 @@ export class Scheduler {
   #extraPasses = 0;
   #mixedPasses = 0;
   #newcomerWaits = 0;
+  #grammarTokens = 0;
+  #grammarRefusals = 0;
   #reorderedSteps = 0;
   #slotMoves = 0;
   #cacheSwaps = 0;
@@ -573,6 +583,8 @@ export class Scheduler {
       reorderedSteps: this.#reorderedSteps,
       mixedPasses: this.#mixedPasses,
       newcomerWaits: this.#newcomerWaits,
+      grammarTokens: this.#grammarTokens,
+      grammarRefusals: this.#grammarRefusals,
       slotMoves: this.#slotMoves,
       cacheSwaps: this.#cacheSwaps,
       stepCosts: this.#prefillBudget.stepCosts(),
@@ -1734,8 +1746,14 @@ export class Scheduler {
     }
     const sampleStart = performance.now();
     const constrained = job.request.sampling?.grammar !== undefined;
+    const sampler = slot.sampler as Sampler;
+    const refusals = sampler.grammarRefusals;
     if (constrained) this.#utf8Guard.apply(this.context.logits(index), slot.unfinished);
-    const token = (slot.sampler as Sampler).sample(this.context, index);
+    const token = sampler.sample(this.context, index);
+    if (constrained) {
+      this.#grammarTokens++;
+      this.#grammarRefusals += sampler.grammarRefusals - refusals;
+    }
     const sampleMs = performance.now() - sampleStart;
     this.#time.sampleMs += sampleMs;
     this.#time.hostMs -= sampleMs; // inside the turn, which #run counts as host time

@@ -4,8 +4,9 @@
  * @module
  */
 
-import { cString, readCString } from "./cstring.ts";
+import { cString } from "./cstring.ts";
 import { NativeHandle } from "./handle.ts";
+import { GrammarCheck } from "./grammar_check.ts";
 import { takeSampledInGraph } from "./sampled_in_graph.ts";
 import { LLAMA_TOKEN_NULL, LlamaLogitBias, LlamaSamplerChainParams } from "./layouts.ts";
 import type { Context } from "./context.ts";
@@ -71,7 +72,10 @@ const DEVICE_STAGE_TYPES: ReadonlySet<SamplerStage["type"]> = new Set([
   "min_p",
 ]);
 
-/** An owned sampler chain. */
+/**
+ * An owned sampler chain. A grammar stage is not in the native chain: it checks the chain's pick
+ * and narrows the candidates only when it refuses it (`grammar_check.ts`).
+ */
 export class Sampler extends NativeHandle {
   readonly #model: Model;
   /** The stages, as given. */
@@ -79,6 +83,7 @@ export class Sampler extends NativeHandle {
   /** Detaches the chain from the context it samples in, while it runs on a device. */
   #detachFromDevice: (() => void) | undefined;
   #claimedForDevice = false;
+  #grammar: GrammarCheck | undefined;
 
   private constructor(model: Model, pointer: Deno.PointerObject, stages: SamplerStage[]) {
     const free = model.llama.symbols.llama_sampler_free;
@@ -165,7 +170,12 @@ export class Sampler extends NativeHandle {
     const chain = s.llama_sampler_chain_init(params);
     if (chain === null) throw new Error("Cannot create a sampler chain");
     const sampler = new Sampler(model, chain, stages);
+    const chained = stages.filter((stage) => stage.type !== "grammar");
+    let grammar: Deno.PointerObject | undefined;
     try {
+      if (stages.length - chained.length > 1) {
+        throw new RangeError("A chain takes at most one grammar stage");
+      }
       for (const stage of stages) {
         const mark = model.llama.logMark();
         const created = compiled.get(stage) ?? createStage(model, stage);
@@ -173,9 +183,16 @@ export class Sampler extends NativeHandle {
         if (created === null) {
           throw new SamplerStageError(stage.type, model.llama.recentProblems(mark));
         }
-        s.llama_sampler_chain_add(chain, created);
+        if (stage.type === "grammar") grammar = created;
+        else s.llama_sampler_chain_add(chain, created);
+      }
+      if (grammar) {
+        const types = chained.map((stage) => stage.type);
+        sampler.#grammar = new GrammarCheck(s, grammar, chain, types, model.nVocab);
+        grammar = undefined; // the check owns it now
       }
     } catch (error) {
+      if (grammar) s.llama_sampler_free(grammar);
       sampler.close();
       throw error;
     }
@@ -194,6 +211,9 @@ export class Sampler extends NativeHandle {
     if (this.sampledInGraph) {
       const token = takeSampledInGraph(s, context.pointer, this.pointer, batchIndex);
       if (token !== LLAMA_TOKEN_NULL) return token;
+    }
+    if (this.#grammar) {
+      return this.#grammar.sample(context.pointer, batchIndex, () => context.logits(batchIndex));
     }
     return s.llama_sampler_sample(this.pointer, context.pointer, batchIndex);
   }
@@ -241,32 +261,33 @@ export class Sampler extends NativeHandle {
     this.#detachFromDevice = undefined;
   }
 
+  /**
+   * Picks its grammar refused so far, each followed by a pick among the tokens it allows (0
+   * without a grammar); see `grammar_check.ts`.
+   */
+  get grammarRefusals(): number {
+    return this.#grammar?.refusals ?? 0;
+  }
+
   /** Detaches the chain from its context if it runs there, then frees it. Safe to call twice. */
   override close(): void {
     const detach = this.#detachFromDevice;
     this.#detachFromDevice = undefined;
     detach?.();
+    this.#grammar?.close();
     super.close();
   }
 
   /** Feeds a token the chain did not pick (e.g. prompt tokens, for repetition penalties). */
   accept(token: number): void {
     this.#model.llama.symbols.llama_sampler_accept(this.pointer, token);
+    this.#grammar?.accept(token);
   }
 
-  /** Resets the chain's state (penalty history, RNG stays seeded). */
+  /** Resets the chain's state (penalty history, a grammar; the RNG stays seeded). */
   reset(): void {
     this.#model.llama.symbols.llama_sampler_reset(this.pointer);
-  }
-
-  /** Names of the stages as llama.cpp reports them. */
-  stageNames(): string[] {
-    const s = this.#model.llama.symbols;
-    const n = s.llama_sampler_chain_n(this.pointer);
-    return Array.from(
-      { length: n },
-      (_, i) => readCString(s.llama_sampler_name(s.llama_sampler_chain_get(this.pointer, i))) ?? "",
-    );
+    this.#grammar?.reset();
   }
 }
 

@@ -257,6 +257,12 @@ export const LLAMA_SYMBOLS = {
   llama_get_sampled_token_ith: { parameters: [ptr, "i32"], result: "i32" },
   // void llama_sampler_accept(struct llama_sampler *, llama_token)
   llama_sampler_accept: { parameters: [ptr, "i32"], result: "void" },
+  // void llama_sampler_apply(struct llama_sampler *, llama_token_data_array * cur_p)
+  llama_sampler_apply: { parameters: [ptr, ptr], result: "void" },
+  // struct llama_sampler * llama_sampler_clone(const struct llama_sampler *)
+  llama_sampler_clone: { parameters: [ptr], result: ptr },
+  // void llama_sampler_copy(const struct llama_sampler * src, struct llama_sampler * dst)
+  llama_sampler_copy: { parameters: [ptr, ptr], result: "void" },
   // void llama_sampler_reset(struct llama_sampler *)
   llama_sampler_reset: { parameters: [ptr], result: "void" },
   // void llama_sampler_free(struct llama_sampler *)

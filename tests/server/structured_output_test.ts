@@ -137,6 +137,10 @@ Deno.test("response_format json_object gives a JSON object on chat and completio
       ok(typeof value === "object" && value !== null && !Array.isArray(value), out.text);
     }
   }
+  // /diag counts the constrained tokens and the picks the grammar refused among them.
+  const slots = (await (await fetch(`${server.url}/diag`)).json()).models[0].slots;
+  ok(slots.grammarTokens >= 8, JSON.stringify(slots));
+  ok(slots.grammarRefusals > 0 && slots.grammarRefusals <= slots.grammarTokens);
 });
 
 Deno.test("a schema holds under every sampler setting", async () => {
