@@ -49,7 +49,7 @@ import { AvailableMemory, CacheSwapCost, swapMemoryBound } from "./swap_cost.ts"
 import { SpareChains } from "./spare_chains.ts";
 import { stepLogprobs, type TokenLogprob } from "./logprobs.ts";
 import { TextStream } from "./text_stream.ts";
-import { unfinishedCharacter, Utf8Guard } from "./utf8_guard.ts";
+import { guardsNextStep, unfinishedCharacter, Utf8Guard } from "./utf8_guard.ts";
 
 /** An adapter and its scale. */
 export interface LoraChoice {
@@ -1509,16 +1509,20 @@ export class Scheduler {
 
   /**
    * The lone stream whose coming steps can run on the decode thread: one generating slot, no
-   * request queued or on its way, and neither a grammar (its UTF-8 guard edits the logits
-   * before sampling) nor log-probabilities (read from each step's logits). Its chain may sample
-   * on the CPU or inside the decode graph.
+   * request queued or on its way, no log-probabilities (read from each step's logits), and with
+   * a grammar, no UTF-8 guard on the next step (it edits the logits before sampling: the run
+   * halts before such a step, see `Field.guardedTails`). Its chain may sample on the CPU or
+   * inside the decode graph.
    */
   #loneStreamAhead(active: readonly Slot[]): Slot | undefined {
     if (!this.#decodeThread || active.length !== 1) return undefined;
     const slot = active[0] as Slot;
     const request = slot.job?.request;
     if (slot.state !== "generating" || !request || !slot.sampler) return undefined;
-    if (request.sampling?.grammar !== undefined || request.logprobs !== undefined) return undefined;
+    if (request.logprobs !== undefined) return undefined;
+    if (request.sampling?.grammar !== undefined && guardsNextStep(slot.unfinished)) {
+      return undefined;
+    }
     if (this.#othersWaiting() || this.#closing || !this.context.canDecodeAhead) return undefined;
     // Last: the ends are gathered only for a stream that could run ahead otherwise.
     return this.#runEnds(request).length > MAX_ENDS ? undefined : slot;
@@ -1541,11 +1545,13 @@ export class Scheduler {
     const ends = this.#runEnds(job.request);
     const cachedBefore = slot.cached.length;
     let decoded = 0;
+    const constrained = job.request.sampling?.grammar !== undefined;
     const run = await this.context.decodeAhead(
       batch,
       sampler,
       slot.maxTokens - slot.generated.length,
       ends,
+      constrained ? this.#utf8Guard.guardedTails() : undefined,
     );
     this.#samplerAhead = sampler;
     this.#stopRunAhead = () => run.stop();
@@ -1570,6 +1576,10 @@ export class Scheduler {
         for (let steps = await run.next(); steps; steps = await run.next()) {
           decoded += steps.length;
         }
+      }
+      if (constrained) {
+        this.#grammarTokens += run.steps;
+        this.#grammarRefusals += run.refusals;
       }
       this.#stopRunAhead = undefined;
       this.#samplerAhead = undefined;

@@ -49,11 +49,23 @@ export function unfinishedCharacter(tail: readonly number[], bytes: Uint8Array):
   return [];
 }
 
+/**
+ * Whether the next step needs the guard: the output ends on a lone lead byte after which some
+ * second bytes would make an invalid character.
+ *
+ * @param unfinished The unfinished character so far (see {@link unfinishedCharacter}).
+ * @returns True when {@link Utf8Guard.apply} would ban tokens.
+ */
+export function guardsNextStep(unfinished: readonly number[]): boolean {
+  return unfinished.length === 1 && BAD_SECOND_BYTES.has(unfinished[0] as number);
+}
+
 /** Bans, per lead byte, the tokens of a model that would make its character invalid. */
 export class Utf8Guard {
   readonly #tokenBytes: (token: number) => Uint8Array;
   readonly #vocabSize: number;
   readonly #banned = new Map<number, Int32Array>();
+  #guardedTails: Uint8Array<ArrayBuffer> | undefined;
 
   /**
    * @param tokenBytes The bytes of a token.
@@ -73,6 +85,23 @@ export class Utf8Guard {
   apply(logits: Float32Array, unfinished: readonly number[]): void {
     if (unfinished.length !== 1) return;
     for (const token of this.#bannedAfter(unfinished[0] as number)) logits[token] = -Infinity;
+  }
+
+  /**
+   * Per token, 1 when it ends on a lead byte the guard watches (so that the step after it needs
+   * {@link apply}; a token that ends inside a character any other way never does), else 0.
+   * Computed once.
+   */
+  guardedTails(): Uint8Array<ArrayBuffer> {
+    if (this.#guardedTails) return this.#guardedTails;
+    const tails = new Uint8Array(this.#vocabSize);
+    for (let token = 0; token < this.#vocabSize; token++) {
+      const bytes = this.#tokenBytes(token);
+      const last = bytes[bytes.length - 1];
+      if (last !== undefined && BAD_SECOND_BYTES.has(last)) tails[token] = 1;
+    }
+    this.#guardedTails = tails;
+    return tails;
   }
 
   #bannedAfter(lead: number): Int32Array {

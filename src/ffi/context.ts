@@ -362,19 +362,28 @@ export class Context extends NativeHandle {
    *   sequence (the thread then reads the token the graph sampled).
    * @param budget Most steps.
    * @param ends Tokens that end the run once sampled.
+   * @param guardedTails With a chain that has a grammar: one byte per token, 1 for a token after
+   *   which the run halts (`Utf8Guard.guardedTails`); it must stay alive during the run.
    * @returns The run.
    * @throws {Error} when {@link canDecodeAhead} is false.
+   * @throws {RangeError} when the batch is not one token with logits, or the chain has a grammar
+   *   and no `guardedTails` came.
    */
   async decodeAhead(
     batch: Batch,
     sampler: Sampler,
     budget: number,
     ends: readonly number[],
+    guardedTails?: Uint8Array<ArrayBuffer>,
   ): Promise<DecodeRun> {
     const thread = this.#decodeThread;
     if (!thread || !this.canDecodeAhead) throw new Error("The decode thread is not ready");
     if (batch.length !== 1 || batch.outputs !== 1) {
       throw new RangeError("A run starts from one token with logits");
+    }
+    const grammar = sampler.grammarPlan;
+    if (grammar && guardedTails?.length !== this.nVocab) {
+      throw new RangeError("A run with a grammar needs a byte per token of where to halt");
     }
     this.#decoding = true;
     let leave: () => void = () => {};
@@ -401,6 +410,7 @@ export class Context extends NativeHandle {
       budget,
       ends,
       sampledInGraph: sampler.sampledInGraph,
+      ...(grammar && guardedTails ? { grammar: { ...grammar, guardedTails } } : {}),
     };
     try {
       return thread.start(plan, (run) => {

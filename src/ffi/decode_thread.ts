@@ -29,6 +29,7 @@
  */
 
 import type { Batch } from "./batch.ts";
+import type { GrammarThreadPlan } from "./grammar_check.ts";
 import {
   Command,
   CONTROL_LENGTH,
@@ -76,6 +77,17 @@ export interface DecodeRunPlan {
   ends: readonly number[];
   /** Whether the chain is attached to the context and samples inside the decode graph. */
   sampledInGraph: boolean;
+  /** The chain's grammar, which checks each pick (`grammar_check.ts`); none when absent. */
+  grammar?: GrammarRunPlan;
+}
+
+/** A run's grammar: what the thread needs to pick as `Sampler.sample` does with it. */
+export interface GrammarRunPlan extends GrammarThreadPlan {
+  /**
+   * One byte per token, 1 where the run halts after it (the UTF-8 guard must see the next step:
+   * `Utf8Guard.guardedTails`); must stay alive during the run.
+   */
+  guardedTails: Uint8Array<ArrayBuffer>;
 }
 
 /**
@@ -197,6 +209,7 @@ export class DecodeThread implements Disposable {
     control[Field.position] = plan.batch.positionAt(0);
     control[Field.budget] = plan.budget;
     control[Field.sampledInGraph] = plan.sampledInGraph ? 1 : 0;
+    storeGrammar(control, plan.grammar);
     control[Field.endCount] = ends.length;
     control.set(ends, Field.ends);
     Atomics.store(control, Field.published, 0);
@@ -316,6 +329,11 @@ export class DecodeRun {
     return Atomics.load(this.#control, Field.status);
   }
 
+  /** Picks the run's grammar refused so far (0 without one). */
+  get refusals(): number {
+    return Atomics.load(this.#control, Field.refusals);
+  }
+
   /** Whether the thread itself failed (it is not used again). */
   get threadFailed(): boolean {
     return this.status === FAILED;
@@ -339,6 +357,19 @@ export class DecodeRun {
     this.#halted = true;
     this.#onHalted();
   }
+}
+
+/** Writes a run's grammar fields: all 0 without a grammar. */
+function storeGrammar(control: Int32Array, plan: GrammarRunPlan | undefined): void {
+  // An empty array may have no memory: 0 then (its count says there is nothing to read).
+  const addressOf = (memory: BufferSource) =>
+    memory.byteLength === 0 ? 0n : address(Deno.UnsafePointer.of(memory));
+  storeAddress(control, Field.grammar, plan ? address(plan.grammar) : 0n);
+  storeAddress(control, Field.savedStages, plan ? addressOf(plan.savedAddresses) : 0n);
+  control[Field.savedStageCount] = plan ? plan.savedAddresses.length / 2 : 0;
+  storeAddress(control, Field.guardedTails, plan ? addressOf(plan.guardedTails) : 0n);
+  control[Field.nVocab] = plan?.guardedTails.length ?? 0;
+  Atomics.store(control, Field.refusals, 0);
 }
 
 function address(pointer: Deno.PointerValue): bigint {

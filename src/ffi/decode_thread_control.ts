@@ -72,6 +72,24 @@ export const Field = {
   batch: 21,
   /** A run's end tokens, up to {@link MAX_ENDS}. */
   ends: 21 + BATCH_FIELDS,
+  /**
+   * A run's grammar (`llama_sampler *`, low 32 bits; the high ones follow), checking each pick
+   * of the chain (`grammar_check.ts`); 0 for none.
+   */
+  grammar: 21 + BATCH_FIELDS + MAX_ENDS,
+  /** Address of the grammar chain's saved stages (two 64-bit addresses each), low 32 bits. */
+  savedStages: 23 + BATCH_FIELDS + MAX_ENDS,
+  /** How many saved stages. */
+  savedStageCount: 25 + BATCH_FIELDS + MAX_ENDS,
+  /**
+   * Address of one byte per token, 1 for a token after which a grammar run halts (the UTF-8
+   * guard must see the next step; `utf8_guard.ts`), low 32 bits.
+   */
+  guardedTails: 26 + BATCH_FIELDS + MAX_ENDS,
+  /** The vocabulary size, for a grammar run. */
+  nVocab: 28 + BATCH_FIELDS + MAX_ENDS,
+  /** Picks a grammar run's grammar refused so far. */
+  refusals: 29 + BATCH_FIELDS + MAX_ENDS,
 } as const;
 
 /** What the worker is asked to do, in {@link Field.command}. */
@@ -108,7 +126,7 @@ export const FAILED = -10_000;
 export const RING_STEPS = 1024;
 
 /** Where the ring starts, after the fields. */
-export const RING_START = Field.ends + MAX_ENDS;
+export const RING_START = Field.refusals + 1;
 
 /** Int32 entries of one step in the ring: the token, the decode's duration in µs. */
 export const STEP_FIELDS = 2;

@@ -28,7 +28,9 @@ import {
 } from "./decode_thread_control.ts";
 import { nativeBuffer } from "./cstring.ts";
 import { LLAMA_TOKEN_NULL, LlamaBatch } from "./layouts.ts";
+import { type GrammarPick, pickWithGrammar, savedStagesAt } from "./grammar_check.ts";
 import { takeSampledInGraph } from "./sampled_in_graph.ts";
+import { TokenCandidates } from "./token_candidates.ts";
 import { systemCLibrary } from "./symbol_address.ts";
 
 /** `int sched_yield(void)`, `BOOL SwitchToThread(void)`. */
@@ -40,6 +42,9 @@ const SYMBOLS = {
   llama_get_sampled_token_ith: { parameters: ["pointer", "i32"], result: "i32" },
   llama_sampler_accept: { parameters: ["pointer", "i32"], result: "void" },
   llama_synchronize: { parameters: ["pointer"], result: "void" },
+  llama_sampler_apply: { parameters: ["pointer", "pointer"], result: "void" },
+  llama_sampler_copy: { parameters: ["pointer", "pointer"], result: "void" },
+  llama_get_logits_ith: { parameters: ["pointer", "i32"], result: "pointer" },
 } as const;
 
 /** How long a wait for a command lasts before the loop looks again, in ms. */
@@ -130,6 +135,7 @@ function run(block: Int32Array, symbols: Symbols, batch: Uint8Array<ArrayBuffer>
   const budget = block[Field.budget] as number;
   const firstPosition = block[Field.position] as number;
   const sampledInGraph = block[Field.sampledInGraph] === 1;
+  const grammar = grammarOf(block, symbols, context, sampler);
   let token = block[Field.token] as number;
   let published = 0;
   while (published < budget && Atomics.load(block, Field.state) === RunState.running) {
@@ -143,7 +149,12 @@ function run(block: Int32Array, symbols: Symbols, batch: Uint8Array<ArrayBuffer>
     }
     const decodeMicros = Math.round((performance.now() - start) * 1000);
     token = sampledInGraph ? takeSampledInGraph(symbols, context, sampler, 0) : LLAMA_TOKEN_NULL;
-    if (token === LLAMA_TOKEN_NULL) token = symbols.llama_sampler_sample(sampler, context, 0);
+    if (token === LLAMA_TOKEN_NULL) {
+      token = grammar
+        ? pickWithGrammar(symbols, grammar.pick, grammar.candidates, context, 0, grammar.logits)
+        : symbols.llama_sampler_sample(sampler, context, 0);
+    }
+    if (grammar) Atomics.store(block, Field.refusals, grammar.pick.refusals);
     waitForRoom(block, published);
     const at = stepIndex(published);
     block[at] = token;
@@ -156,7 +167,58 @@ function run(block: Int32Array, symbols: Symbols, batch: Uint8Array<ArrayBuffer>
     // it waited for one, up to a time slice (p99 4 ms on 2 cores, against 0.1 ms with this).
     yieldCore();
     if (ends.has(token)) return;
+    // The host's UTF-8 guard edits the next step's logits: that step is the host's.
+    if (grammar?.guardedTails[token] === 1) return;
   }
+}
+
+/** What a grammar run picks with (see `grammar_check.ts`). */
+interface RunGrammar {
+  pick: GrammarPick;
+  candidates: TokenCandidates;
+  /** The step's logits (its one output row). */
+  logits: () => Float32Array;
+  /** 1 for a token after which the run halts (see {@link Field.guardedTails}). */
+  guardedTails: Uint8Array;
+}
+
+/** A run's grammar, read from the control block; undefined for a run without one. */
+function grammarOf(
+  block: Int32Array,
+  symbols: Symbols,
+  context: Deno.PointerValue,
+  chain: Deno.PointerValue,
+): RunGrammar | undefined {
+  const grammar = Deno.UnsafePointer.create(loadAddress(block, Field.grammar));
+  if (grammar === null) return undefined;
+  const nVocab = block[Field.nVocab] as number;
+  const count = block[Field.savedStageCount] as number;
+  const savedAt = Deno.UnsafePointer.create(loadAddress(block, Field.savedStages));
+  const tailsAt = Deno.UnsafePointer.create(loadAddress(block, Field.guardedTails));
+  if (chain === null || tailsAt === null || (count > 0 && savedAt === null)) {
+    throw new Error("A grammar run's chain, stages or tails are NULL");
+  }
+  const saved = savedAt === null
+    ? []
+    : savedStagesAt(new BigUint64Array(nativeBuffer(savedAt, count * 16)));
+  return {
+    pick: { grammar, chain, saved, refusals: 0 },
+    candidates: candidatesFor(nVocab),
+    logits: () => {
+      const row = symbols.llama_get_logits_ith(context, 0);
+      if (row === null) throw new Error("No logits for the run's step");
+      return new Float32Array(nativeBuffer(row, nVocab * 4));
+    },
+    guardedTails: new Uint8Array(nativeBuffer(tailsAt, nVocab)),
+  };
+}
+
+let candidates: TokenCandidates | undefined;
+
+/** Room for `nVocab` candidates, kept from run to run. */
+function candidatesFor(nVocab: number): TokenCandidates {
+  if (candidates?.capacity !== nVocab) candidates = new TokenCandidates(nVocab);
+  return candidates;
 }
 
 /** Waits while the ring is full (the host has not taken the oldest step yet). */

@@ -15,6 +15,9 @@
  * only truncating stages (top-k, top-p, min-p) see the whole distribution on the first pick, as
  * in llama.cpp's tools, so a seeded draw can differ from narrowing first.
  *
+ * The pick is a function of pointers ({@link pickWithGrammar}), so that a lone stream's decode
+ * thread (`decode_thread_main.ts`) picks exactly as the host does.
+ *
  * @module
  */
 
@@ -32,16 +35,122 @@ const STATELESS_STAGES: ReadonlySet<string> = new Set([
   "logit_bias",
 ]);
 
+/** The calls a checked pick makes, from whichever library handle (the host's or a thread's). */
+export interface GrammarPickSymbols {
+  llama_sampler_sample(
+    sampler: Deno.PointerValue,
+    context: Deno.PointerValue,
+    index: number,
+  ): number;
+  llama_sampler_apply(sampler: Deno.PointerValue, candidates: Deno.PointerValue): void;
+  llama_sampler_accept(sampler: Deno.PointerValue, token: number): void;
+  llama_sampler_copy(source: Deno.PointerValue, destination: Deno.PointerValue): void;
+}
+
+/** A chain's stage that keeps state, and the copy its state is saved to before a pick. */
+export interface SavedStage {
+  sampler: Deno.PointerObject;
+  copy: Deno.PointerObject;
+}
+
+/** What a checked pick works on; `refusals` counts the picks the grammar refused. */
+export interface GrammarPick {
+  /** `llama_sampler *` of the grammar. */
+  grammar: Deno.PointerObject;
+  /** `llama_sampler *` of the chain of the other stages. */
+  chain: Deno.PointerObject;
+  /** The chain's stages that keep state. */
+  saved: readonly SavedStage[];
+  refusals: number;
+}
+
+/**
+ * Samples and accepts a token: the chain's pick if the grammar allows it, else, with the chain's
+ * state put back, the chain's pick among the tokens the grammar allows.
+ *
+ * @param symbols libllama's calls.
+ * @param pick The grammar, the chain, their saved stages.
+ * @param candidates Room for every token of the vocabulary.
+ * @param context `llama_context *` that decoded.
+ * @param index The output row.
+ * @param logits That row's logits (read only when the first pick is refused).
+ * @returns The token.
+ */
+export function pickWithGrammar(
+  symbols: GrammarPickSymbols,
+  pick: GrammarPick,
+  candidates: TokenCandidates,
+  context: Deno.PointerValue,
+  index: number,
+  logits: () => Float32Array,
+): number {
+  const s = symbols;
+  for (const { sampler, copy } of pick.saved) s.llama_sampler_copy(sampler, copy);
+  const picked = s.llama_sampler_sample(pick.chain, context, index);
+  candidates.setOne(picked);
+  s.llama_sampler_apply(pick.grammar, candidates.pointer);
+  if (candidates.logit(0) !== -Infinity) {
+    s.llama_sampler_accept(pick.grammar, picked);
+    return picked;
+  }
+  pick.refusals++;
+  for (const { sampler, copy } of pick.saved) s.llama_sampler_copy(copy, sampler);
+  candidates.setAll(logits());
+  s.llama_sampler_apply(pick.grammar, candidates.pointer);
+  s.llama_sampler_apply(pick.chain, candidates.pointer);
+  const token = candidates.selectedToken();
+  s.llama_sampler_accept(pick.chain, token);
+  s.llama_sampler_accept(pick.grammar, token);
+  return token;
+}
+
+/**
+ * The saved stages' addresses as they travel to a decode thread: sampler, copy, sampler, copy…
+ *
+ * @param saved The stages.
+ * @returns Two 64-bit addresses per stage.
+ */
+export function savedStageAddresses(saved: readonly SavedStage[]): BigUint64Array<ArrayBuffer> {
+  return BigUint64Array.from(
+    saved.flatMap(({ sampler, copy }) =>
+      [sampler, copy].map((p) => BigInt(Deno.UnsafePointer.value(p)))
+    ),
+  );
+}
+
+/**
+ * Reads back what {@link savedStageAddresses} wrote.
+ *
+ * @param addresses Two 64-bit addresses per stage.
+ * @returns The stages.
+ */
+export function savedStagesAt(addresses: BigUint64Array): SavedStage[] {
+  const saved: SavedStage[] = [];
+  for (let i = 0; i + 1 < addresses.length; i += 2) {
+    const sampler = Deno.UnsafePointer.create(addresses[i] as bigint);
+    const copy = Deno.UnsafePointer.create(addresses[i + 1] as bigint);
+    if (sampler === null || copy === null) throw new Error("A saved stage's address is NULL");
+    saved.push({ sampler, copy });
+  }
+  return saved;
+}
+
+/** What a decode thread needs to pick as {@link GrammarCheck.sample} does. */
+export interface GrammarThreadPlan {
+  /** `llama_sampler *` of the grammar. */
+  grammar: Deno.PointerObject;
+  /** The chain's saved stages ({@link savedStageAddresses}). */
+  savedAddresses: BigUint64Array<ArrayBuffer>;
+}
+
 /** The grammar of a chain that holds every other stage of it; owned by that chain's `Sampler`. */
 export class GrammarCheck {
   readonly #symbols: LlamaSymbols;
-  readonly #grammar: Deno.PointerObject;
-  readonly #chain: Deno.PointerObject;
   readonly #candidates: TokenCandidates;
-  /** The chain's samplers that keep state, each with a copy made before a pick. */
-  readonly #saved: { sampler: Deno.PointerObject; copy: Deno.PointerObject }[] = [];
+  readonly #pick: GrammarPick;
+  /** The saved stages' addresses, for a decode thread (see {@link plan}). */
+  readonly #savedAddresses: BigUint64Array<ArrayBuffer>;
   #closed = false;
-  #refusals = 0;
 
   /**
    * @param symbols libllama's calls.
@@ -58,24 +167,24 @@ export class GrammarCheck {
     nVocab: number,
   ) {
     this.#symbols = symbols;
-    this.#grammar = grammar;
-    this.#chain = chain;
     this.#candidates = new TokenCandidates(nVocab);
+    const saved: SavedStage[] = [];
     stageTypes.forEach((type, i) => {
       if (STATELESS_STAGES.has(type)) return;
       const sampler = symbols.llama_sampler_chain_get(chain, i);
       const copy = sampler && symbols.llama_sampler_clone(sampler);
       if (!sampler || !copy) {
-        for (const { copy } of this.#saved) symbols.llama_sampler_free(copy);
+        for (const { copy } of saved) symbols.llama_sampler_free(copy);
         throw new Error(`Cannot keep a copy of the ${type} stage's state`);
       }
-      this.#saved.push({ sampler, copy });
+      saved.push({ sampler, copy });
     });
+    this.#pick = { grammar, chain, saved, refusals: 0 };
+    this.#savedAddresses = savedStageAddresses(saved);
   }
 
   /**
-   * Samples and accepts a token: the chain's pick if the grammar allows it, else the chain's pick
-   * among the tokens it allows.
+   * Samples and accepts a token (see {@link pickWithGrammar}).
    *
    * @param context `llama_context *` that decoded.
    * @param batchIndex The output row.
@@ -83,47 +192,41 @@ export class GrammarCheck {
    * @returns The token.
    */
   sample(context: Deno.PointerObject, batchIndex: number, logits: () => Float32Array): number {
-    const s = this.#symbols;
-    for (const { sampler, copy } of this.#saved) s.llama_sampler_copy(sampler, copy);
-    const picked = s.llama_sampler_sample(this.#chain, context, batchIndex);
-    const candidates = this.#candidates;
-    candidates.setOne(picked);
-    s.llama_sampler_apply(this.#grammar, candidates.pointer);
-    if (candidates.logit(0) !== -Infinity) {
-      s.llama_sampler_accept(this.#grammar, picked);
-      return picked;
-    }
-    this.#refusals++;
-    for (const { sampler, copy } of this.#saved) s.llama_sampler_copy(copy, sampler);
-    candidates.setAll(logits());
-    s.llama_sampler_apply(this.#grammar, candidates.pointer);
-    s.llama_sampler_apply(this.#chain, candidates.pointer);
-    const token = candidates.selectedToken();
-    s.llama_sampler_accept(this.#chain, token);
-    s.llama_sampler_accept(this.#grammar, token);
-    return token;
+    return pickWithGrammar(
+      this.#symbols,
+      this.#pick,
+      this.#candidates,
+      context,
+      batchIndex,
+      logits,
+    );
   }
 
-  /** Picks the grammar refused so far (each then narrowed every candidate). */
+  /** What a decode thread needs to make the same picks (valid while this is open). */
+  get plan(): GrammarThreadPlan {
+    return { grammar: this.#pick.grammar, savedAddresses: this.#savedAddresses };
+  }
+
+  /** Picks the grammar refused so far here (each then narrowed every candidate). */
   get refusals(): number {
-    return this.#refusals;
+    return this.#pick.refusals;
   }
 
   /** Feeds the grammar a token it did not pick. */
   accept(token: number): void {
-    this.#symbols.llama_sampler_accept(this.#grammar, token);
+    this.#symbols.llama_sampler_accept(this.#pick.grammar, token);
   }
 
   /** Starts the grammar over. */
   reset(): void {
-    this.#symbols.llama_sampler_reset(this.#grammar);
+    this.#symbols.llama_sampler_reset(this.#pick.grammar);
   }
 
   /** Frees the grammar and the copies. Safe to call twice. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#symbols.llama_sampler_free(this.#grammar);
-    for (const { copy } of this.#saved) this.#symbols.llama_sampler_free(copy);
+    this.#symbols.llama_sampler_free(this.#pick.grammar);
+    for (const { copy } of this.#pick.saved) this.#symbols.llama_sampler_free(copy);
   }
 }

@@ -6,7 +6,7 @@
 
 import { cString } from "./cstring.ts";
 import { NativeHandle } from "./handle.ts";
-import { GrammarCheck } from "./grammar_check.ts";
+import { GrammarCheck, type GrammarThreadPlan } from "./grammar_check.ts";
 import { takeSampledInGraph } from "./sampled_in_graph.ts";
 import { LLAMA_TOKEN_NULL, LlamaLogitBias, LlamaSamplerChainParams } from "./layouts.ts";
 import type { Context } from "./context.ts";
@@ -259,6 +259,14 @@ export class Sampler extends NativeHandle {
   /** Notes that the context no longer runs the chain (called by `Context.detachSampler`). */
   releasedByDevice(): void {
     this.#detachFromDevice = undefined;
+  }
+
+  /**
+   * What a decode thread needs to pick as {@link sample} does with the grammar (undefined without
+   * one); valid while the chain is open.
+   */
+  get grammarPlan(): GrammarThreadPlan | undefined {
+    return this.#grammar?.plan;
   }
 
   /**

@@ -31,8 +31,12 @@ export class TokenCandidates {
   /** `llama_token_data_array *` of these candidates. */
   readonly pointer: Deno.PointerObject;
 
+  /** Most candidates: the vocabulary size. */
+  readonly capacity: number;
+
   /** @param capacity Most candidates: the vocabulary size. */
   constructor(capacity: number) {
+    this.capacity = capacity;
     const data = new ArrayBuffer(capacity * LlamaTokenData.size);
     this.#ids = new Int32Array(data);
     this.#values = new Float32Array(data);

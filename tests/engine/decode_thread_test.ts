@@ -1,6 +1,7 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { type DeviceSamplingMode, LoadedModel } from "../../src/engine/loaded_model.ts";
 import type { GenerationRequest, GenerationResult } from "../../src/engine/scheduler.ts";
+import { jsonObjectGrammar } from "../../src/engine/structured/json_schema.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
 const path = await fixtureModel("tiny-f32");
@@ -190,8 +191,25 @@ Deno.test("requests that need the logits between steps, or a model without the t
   const prompt = loaded.model.tokenize("once upon a time");
   const base = { prompt, maxTokens: 10, ignoreEos: true, sampling: { temperature: 0 } };
   await run(loaded, { ...base, logprobs: 2 });
-  await run(loaded, { ...base, sampling: { temperature: 0, grammar: 'root ::= "a"+' } });
   equal(loaded.scheduler.stats().stepsAhead, 0);
+});
+
+Deno.test("streams under a grammar run on the decode thread and give the event loop's tokens, greedy and seeded", async () => {
+  const grammar = jsonObjectGrammar();
+  const samplings = [
+    { temperature: 0, grammar },
+    { temperature: 0.8, topK: 40, seed: 3, repeatPenalty: 1.3, grammar },
+  ];
+  for (const sampling of samplings) {
+    await using loaded = await open(true);
+    const request = { prompt: loaded.model.tokenize("JSON:"), maxTokens: 24, sampling };
+    const { result } = await run(loaded, request);
+    const stats = loaded.scheduler.stats();
+    ok(stats.stepsAhead > 0, "the stream ran on the decode thread");
+    // The thread's picks were refused too (random weights write no JSON), and put back.
+    ok(stats.grammarRefusals > 0 && stats.grammarRefusals <= stats.grammarTokens);
+    deepEqual(result.tokens, await reference(request), JSON.stringify(sampling));
+  }
 });
 
 Deno.test("concurrent streams decode their shared steps on the decode thread and give the tokens they give without it", async () => {

@@ -33,7 +33,14 @@ Deno.test("Utf8Guard bans, after E0, ED, F0 and F4 alone, the tokens that would 
 });
 
 Deno.test("a grammar that allows any printable character never yields an overlong or invalid character", async () => {
-  await using loaded = await LoadedModel.open({ path: await fixtureModel("tiny-f32") });
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("tiny-f32"),
+    decodeThread: true,
+  });
+  // With its decode thread ready, the stream runs there and halts after E0 for the guard's step.
+  for (let i = 0; !loaded.context.canDecodeAhead && i < 500; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
   const model = loaded.model;
   const byteToken = (byte: number) => {
     for (let token = 0; token < model.nVocab; token++) {
@@ -60,4 +67,5 @@ Deno.test("a grammar that allows any printable character never yields an overlon
   // The bias still wins where the character stays valid: it starts with E0 (U+0800–U+0FFF).
   const first = result.text.codePointAt(0) ?? 0;
   ok(first >= 0x800 && first <= 0xfff, JSON.stringify(result.text));
+  ok(loaded.scheduler.stats().stepsAhead > 0, "steps ran on the decode thread");
 });

@@ -1,7 +1,7 @@
 import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { Batch, Context, Llama, Model } from "../../src/ffi/mod.ts";
 import { type DecodedStep, type DecodeRun, DecodeThread } from "../../src/ffi/decode_thread.ts";
-import { Sampler } from "../../src/ffi/sampler.ts";
+import { Sampler, type SamplerStage } from "../../src/ffi/sampler.ts";
 import { Command, CONTROL_LENGTH, Field, MAX_ENDS } from "../../src/ffi/decode_thread_control.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
@@ -44,10 +44,15 @@ async function afterPrompt(
 }
 
 /** Greedy tokens after `prompt`, one decode at a time on the event loop's side. */
-async function greedyOnLoop(model: Model, prompt: number[], count: number): Promise<number[]> {
+async function greedyOnLoop(
+  model: Model,
+  prompt: number[],
+  count: number,
+  stages: SamplerStage[] = [{ type: "greedy" }],
+): Promise<number[]> {
   using ctx = await Context.create(model, { nCtx: 256, nBatch: 32 });
   using batch = new Batch(llama, 32);
-  using sampler = Sampler.chain(model, [{ type: "greedy" }]);
+  using sampler = await Sampler.build(model, stages);
   prompt.forEach((token, i) => batch.add(token, i, 0, i === prompt.length - 1));
   await ctx.decode(batch);
   const tokens = [sampler.sample(ctx, prompt.length - 1)];
@@ -81,6 +86,34 @@ Deno.test("the decode thread samples and decodes step after step what the event 
   equal(run.steps, 20);
   equal(ctx.decodeCount, 21, "the prompt's decode and the run's steps");
   ok(ctx.canDecodeAhead, "the context is free again");
+});
+
+Deno.test("a run with a grammar picks as the event loop does, and halts after a token marked in its tails", async () => {
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"));
+  const prompt = [...model.tokenize("once upon a time")];
+  const stages: SamplerStage[] = [
+    { type: "grammar", grammar: "root ::= [a-z ]*" },
+    { type: "penalties", lastN: 64, repeat: 1.5, frequency: 0, presence: 0 },
+    { type: "greedy" },
+  ];
+  const expected = await greedyOnLoop(model, prompt, 13, stages);
+  const tails = new Uint8Array(model.nVocab);
+  for (const halt of [false, true]) {
+    using ctx = await contextWithThread(model);
+    using batch = new Batch(llama, 32);
+    using sampler = await Sampler.build(model, stages);
+    await rejects(ctx.decodeAhead(batch, sampler, 12, []), RangeError, "no tails");
+    const first = await afterPrompt(ctx, batch, sampler, prompt);
+    tails.fill(0);
+    if (halt) tails[expected[4] as number] = 1;
+    const run = await ctx.decodeAhead(batch, sampler, 12, [], tails);
+    const steps = await allSteps(run);
+    equal(run.status, 0);
+    const tokens = [first, ...steps.map((step) => step.token)];
+    deepEqual(tokens, expected.slice(0, halt ? 5 : 13), `halt ${halt}`);
+    // Random weights pick letters and more: some picks were refused, and put back.
+    ok(run.refusals > 0, `${run.refusals} refusals`);
+  }
 });
 
 Deno.test("a run halts on an end token, when stopped, and on a failed decode, and the thread goes on", async () => {

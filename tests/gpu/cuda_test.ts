@@ -10,6 +10,8 @@ import type { Llama } from "../../src/ffi/llama.ts";
 import { Batch, Context, Model } from "../../src/ffi/mod.ts";
 import { queuesOnly } from "../../src/ffi/context.ts";
 import { LoadedModel } from "../../src/engine/loaded_model.ts";
+import type { GenerationRequest, SchedulerStats } from "../../src/engine/scheduler.ts";
+import { jsonObjectGrammar } from "../../src/engine/structured/json_schema.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 import { skipBecause } from "../helpers.ts";
 import { cudaDevices, cudaLlama as llama, greedyGenerate } from "./helpers.ts";
@@ -129,36 +131,64 @@ Deno.test({
   },
 });
 
+/** One lone stream on the GPU, its steps on the decode thread or not: its tokens and the stats. */
+async function loneStream(
+  decodeThread: boolean,
+  request: (model: Model) => GenerationRequest,
+): Promise<{ tokens: number[]; stats: SchedulerStats }> {
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel(MODEL),
+    gpuBackend: "cuda",
+    decodeThread,
+    parallel: 2,
+    ctxSize: 512,
+  });
+  // The thread starts with the model; wait until it can take a run.
+  for (let i = 0; decodeThread && !loaded.context.canDecodeAhead && i < 500; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  const generation = loaded.scheduler.submit(request(loaded.model));
+  for await (const _ of generation) { /* streamed */ }
+  return { tokens: (await generation.result).tokens, stats: loaded.scheduler.stats() };
+}
+
 Deno.test({
   name:
     "on the GPU a lone stream runs on the decode thread, reading the token sampled in the graph, and gives the event loop's tokens",
   ignore,
   async fn() {
-    const path = await fixtureModel(MODEL);
-    const tokensOf = async (decodeThread: boolean) => {
-      await using loaded = await LoadedModel.open({
-        path,
-        gpuBackend: "cuda",
-        decodeThread,
-        parallel: 2,
-        ctxSize: 512,
-      });
-      // The thread starts with the model; wait until it can take a run.
-      for (let i = 0; decodeThread && !loaded.context.canDecodeAhead && i < 500; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      const generation = loaded.scheduler.submit({
-        prompt: loaded.model.tokenize("Hello world, the quick brown fox"),
-        maxTokens: 64,
-        ignoreEos: true,
-        sampling: { temperature: 0 },
-      });
-      for await (const _ of generation) { /* streamed */ }
-      const stats = loaded.scheduler.stats();
+    const request = (model: Model) => ({
+      prompt: model.tokenize("Hello world, the quick brown fox"),
+      maxTokens: 64,
+      ignoreEos: true,
+      sampling: { temperature: 0 },
+    });
+    const threaded = await loneStream(true, request);
+    const plain = await loneStream(false, request);
+    for (const { stats } of [threaded, plain]) {
       equal(stats.deviceSampledRequests, 1, "the chain sampled inside the graph");
-      equal(stats.stepsAhead, decodeThread ? 63 : 0);
-      return (await generation.result).tokens;
-    };
-    deepEqual(await tokensOf(true), await tokensOf(false));
+    }
+    equal(threaded.stats.stepsAhead, 63);
+    equal(plain.stats.stepsAhead, 0);
+    deepEqual(threaded.tokens, plain.tokens);
+  },
+});
+
+Deno.test({
+  name:
+    "on the GPU a lone stream under a grammar runs on the decode thread, sampling on the CPU, and gives the event loop's tokens",
+  ignore,
+  async fn() {
+    const request = (model: Model) => ({
+      prompt: model.tokenize("Answer in JSON:"),
+      maxTokens: 48,
+      sampling: { temperature: 0.8, topK: 40, seed: 5, grammar: jsonObjectGrammar() },
+    });
+    const threaded = await loneStream(true, request);
+    const plain = await loneStream(false, request);
+    equal(threaded.stats.deviceSampledRequests, 0, "a grammar samples on the CPU");
+    ok(threaded.stats.stepsAhead > 0, `${threaded.stats.stepsAhead} steps ahead`);
+    equal(plain.stats.stepsAhead, 0);
+    deepEqual(threaded.tokens, plain.tokens);
   },
 });
