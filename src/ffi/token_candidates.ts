@@ -87,10 +87,11 @@ export class TokenCandidates {
     return this.#ids[selected * ENTRY_SLOTS] as number;
   }
 
-  /** Sets the size, no selection, not sorted. */
+  /** Sets the size, no selection, not sorted (through one view: this runs every constrained step). */
   #reset(size: number): void {
-    LlamaTokenDataArray.set(this.#array, "size", BigInt(size));
-    LlamaTokenDataArray.set(this.#array, "selected", -1n);
-    LlamaTokenDataArray.set(this.#array, "sorted", false);
+    const { offsets } = LlamaTokenDataArray;
+    this.#arrayView.setBigUint64(offsets.size, BigInt(size), true);
+    this.#arrayView.setBigInt64(offsets.selected, -1n, true);
+    this.#arrayView.setUint8(offsets.sorted, 0);
   }
 }

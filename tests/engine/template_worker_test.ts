@@ -425,17 +425,19 @@ Deno.test("Model.tokenizeAsync() stops between pieces when the signal aborts", a
   const llama = Llama.open();
   using model = await Model.load(llama, await fixtureModel("tiny-f32"), { vocabOnly: true });
   const big = bigChat(2 * 1024 * 1024);
+  const full = performance.now();
+  await model.tokenizeAsync(big);
+  const fullMs = performance.now() - full;
+  // Aborted a fifth of the way through, it stops within the round of pieces in flight, well
+  // before the end (timed against this machine's own full run, whatever its speed).
   const abort = new AbortController();
   const reason = new Error("stop");
   const started = performance.now();
   const pending = model.tokenizeAsync(big, { signal: abort.signal });
-  setTimeout(() => abort.abort(reason), 50);
+  setTimeout(() => abort.abort(reason), fullMs / 5);
   await assert.rejects(pending, (e: unknown) => e === reason);
   const stoppedMs = performance.now() - started;
-  const full = performance.now();
-  await model.tokenizeAsync(big);
-  const fullMs = performance.now() - full;
-  assert.ok(stoppedMs < fullMs / 2, `stopped after ${stoppedMs} ms of ${fullMs} ms`);
+  assert.ok(stoppedMs < fullMs * 0.7, `stopped after ${stoppedMs} ms of ${fullMs} ms`);
 });
 
 Deno.test("rawPrompt() gives the same tokens on a worker thread (offThread) as inline", async () => {
