@@ -2,8 +2,9 @@
  * The worker of a decode thread (`decode_thread.ts`): opens libllama again (the same loaded
  * library, so the host's pointers are valid here), then waits in a blocking loop for the host's
  * commands in the shared control block. A run decodes one sequence's steps one after another,
- * each a blocking `llama_decode` and `llama_sampler_sample`, publishing every sampled token in
- * the control block before it decodes it in turn; a single step decodes a batch of the host's
+ * each a blocking `llama_decode` and a pick (`llama_sampler_sample`, or with a grammar
+ * `pickWithGrammar`, as the host picks), publishing every sampled token in the control block
+ * before it decodes it in turn; a single step decodes a batch of the host's
  * (a step of several streams, a prompt's chunk), waits for a GPU to finish it when asked, and
  * says how it went. The loop ends on the close command, or when the worker is terminated (its
  * waits time out, so it notices).
