@@ -3,8 +3,9 @@
  * prompt and sampler settings, greedy and sampled. The engine runs in-process (a model
  * registry and its scheduler, no HTTP). The constrained runs use a JSON schema converted by
  * the structured-output converter (an array of records with strings, enums, integer ranges,
- * dates and a pattern), `json_object` (any JSON object), and a grammar of any text (whose every
- * pick is allowed, like a model that follows the format it is asked for). A constrained run ends
+ * dates and a pattern), `json_object` (any JSON object), a grammar of any text (whose every
+ * pick is allowed, like a model that follows the format it is asked for), and one of lowercase
+ * words (many picks refused, the best allowed token near each). A constrained run ends
  * when its grammar is complete, so its token count varies; the table shows the tokens each run
  * made, and the share of picks the grammar refused (each narrowed every candidate for a second
  * pick, see `src/ffi/grammar_check.ts`). This is a benchmark, not a test: it asserts nothing
@@ -29,8 +30,8 @@ import { fixtureModel } from "../tests/fixtures/models.ts";
 /** Usage text of the benchmark. */
 export const GRAMMAR_BENCH_USAGE = `Usage: deno run -A bench/grammar_bench.ts [options]
 
-Prints decode tok/s of one model with no grammar, with a JSON schema, with json_object and with
-a grammar of any text, greedy and sampled, the ratio to the unconstrained run, and the share of
+Prints decode tok/s of one model with no grammar, with a JSON schema, with json_object, with a
+grammar of any text and with one of lowercase words, greedy and sampled, the ratio to the unconstrained run, and the share of
 picks the grammar refused.
 
 Options:
@@ -67,6 +68,12 @@ const PROMPT = "Here is a list of things, as JSON:";
 
 /** Any text: the grammar allows every pick but those of tokens with no text. */
 const ANY_TEXT_GRAMMAR = "root ::= [\\x01-\\U0010FFFF]*";
+
+/**
+ * Lowercase words: many tokens allowed, many not, so a model with random weights strays often
+ * while its best allowed token is close to its pick (as a model that mostly follows a format).
+ */
+const WORDS_GRAMMAR = "root ::= [a-z ]*";
 
 /** One measured case. */
 interface Case {
@@ -123,10 +130,12 @@ export async function main(args: string[]): Promise<number> {
       { label: "schema, greedy", grammar: schema, sampling: greedy },
       { label: "json_object, greedy", grammar: object, sampling: greedy },
       { label: "any text, greedy", grammar: ANY_TEXT_GRAMMAR, sampling: greedy },
+      { label: "words, greedy", grammar: WORDS_GRAMMAR, sampling: greedy },
       { label: "free, sampled", grammar: undefined, sampling: sampled },
       { label: "schema, sampled", grammar: schema, sampling: sampled },
       { label: "json_object, sampled", grammar: object, sampling: sampled },
       { label: "any text, sampled", grammar: ANY_TEXT_GRAMMAR, sampling: sampled },
+      { label: "words, sampled", grammar: WORDS_GRAMMAR, sampling: sampled },
     ];
     console.log(`model ${basename(path)}, up to ${maxTokens} tokens, median of ${reps}\n`);
     const rows: string[][] = [["case", "tokens", "tok/s", "vs free", "refused"]];

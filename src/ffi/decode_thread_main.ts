@@ -29,7 +29,7 @@ import {
 } from "./decode_thread_control.ts";
 import { nativeBuffer } from "./cstring.ts";
 import { LLAMA_TOKEN_NULL, LlamaBatch } from "./layouts.ts";
-import { type GrammarPick, pickWithGrammar, savedStagesAt } from "./grammar_check.ts";
+import { type GrammarPick, GreedySearch, pickWithGrammar, savedStagesAt } from "./grammar_check.ts";
 import { takeSampledInGraph } from "./sampled_in_graph.ts";
 import { TokenCandidates } from "./token_candidates.ts";
 import { systemCLibrary } from "./symbol_address.ts";
@@ -152,7 +152,15 @@ function run(block: Int32Array, symbols: Symbols, batch: Uint8Array<ArrayBuffer>
     token = sampledInGraph ? takeSampledInGraph(symbols, context, sampler, 0) : LLAMA_TOKEN_NULL;
     if (token === LLAMA_TOKEN_NULL) {
       token = grammar
-        ? pickWithGrammar(symbols, grammar.pick, grammar.candidates, context, 0, grammar.logits)
+        ? pickWithGrammar(
+          symbols,
+          grammar.pick,
+          grammar.candidates,
+          context,
+          0,
+          grammar.logits,
+          grammar.search,
+        )
         : symbols.llama_sampler_sample(sampler, context, 0);
     }
     if (grammar) Atomics.store(block, Field.refusals, grammar.pick.refusals);
@@ -181,6 +189,8 @@ interface RunGrammar {
   logits: () => Float32Array;
   /** 1 for a token after which the run halts (see {@link Field.guardedTails}). */
   guardedTails: Uint8Array;
+  /** With a greedy chain: room for its refused picks' search. */
+  search: GreedySearch | undefined;
 }
 
 /** A run's grammar, read from the control block; undefined for a run without one. */
@@ -211,6 +221,7 @@ function grammarOf(
       return new Float32Array(nativeBuffer(row, nVocab * 4));
     },
     guardedTails: new Uint8Array(nativeBuffer(tailsAt, nVocab)),
+    search: block[Field.grammarGreedy] === 1 ? new GreedySearch() : undefined,
   };
 }
 

@@ -68,6 +68,22 @@ export class TokenCandidates {
     this.#reset(n);
   }
 
+  /**
+   * Makes the given tokens the candidates, with their logits.
+   *
+   * @param ids The tokens.
+   * @param logits Their logits, in the same order.
+   * @param count How many of them (at most the capacity).
+   */
+  setSome(ids: Int32Array, logits: Float32Array, count: number): void {
+    for (let i = 0, at = 0; i < count; i++, at += ENTRY_SLOTS) {
+      this.#ids[at] = ids[i] as number;
+      this.#values[at + 1] = logits[i] as number;
+      this.#values[at + 2] = 0;
+    }
+    this.#reset(count);
+  }
+
   /** The logit of the candidate at `index` (as the samplers left it). */
   logit(index: number): number {
     return this.#values[index * ENTRY_SLOTS + 1] as number;

@@ -2,7 +2,7 @@ import { deepEqual, equal, ok, throws } from "node:assert/strict";
 import { Batch, Context, Llama, Model, Sampler } from "../../src/ffi/mod.ts";
 import type { SamplerStage } from "../../src/ffi/sampler.ts";
 import { cString } from "../../src/ffi/cstring.ts";
-import { LlamaSamplerChainParams } from "../../src/ffi/layouts.ts";
+import { LlamaLogitBias, LlamaSamplerChainParams } from "../../src/ffi/layouts.ts";
 import { jsonObjectGrammar } from "../../src/engine/structured/json_schema.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
@@ -52,6 +52,18 @@ function narrowingFirst(
   return chain;
 }
 
+/** `llama_sampler_init_logit_bias`'s count and array for a bias map. */
+function biasArgs(bias: ReadonlyMap<number, number>): [number, Uint8Array<ArrayBuffer>] {
+  const entries = [...bias];
+  const buf = new Uint8Array(entries.length * LlamaLogitBias.size);
+  entries.forEach(([token, value], i) => {
+    const row = buf.subarray(i * LlamaLogitBias.size, (i + 1) * LlamaLogitBias.size);
+    LlamaLogitBias.set(row, "token", token);
+    LlamaLogitBias.set(row, "bias", value);
+  });
+  return [entries.length, buf];
+}
+
 /** Decodes with a native chain, then frees it. */
 function decodeWithNative(model: Model, n: number, chain: Deno.PointerObject): Promise<number[]> {
   const tokens = decodeWith(
@@ -62,37 +74,43 @@ function decodeWithNative(model: Model, n: number, chain: Deno.PointerObject): P
   return tokens.finally(() => llama.symbols.llama_sampler_free(chain));
 }
 
-Deno.test("a grammar that checks the chain's pick gives the tokens of one narrowing every candidate first, penalties included", async () => {
+Deno.test("a grammar that checks the chain's greedy pick gives the tokens of one narrowing every candidate first, penalties and bias included", async () => {
   using model = await Model.load(llama, await fixtureModel("tiny-f32"));
-  const grammar = jsonObjectGrammar();
-  for (const penalties of [false, true]) {
-    const expected = await decodeWithNative(
-      model,
-      48,
-      narrowingFirst(model, grammar, [
+  const bias = new Map([[model.tokenize("{", { addSpecial: false })[0] as number, 3]]);
+  // JSON (allowed tokens many), digits (few: the search falls back to every token), letters.
+  for (const grammar of [jsonObjectGrammar(), "root ::= [0-9]+", "root ::= [a-z ]+"]) {
+    for (const penalties of [false, true]) {
+      const expected = await decodeWithNative(
+        model,
+        32,
+        narrowingFirst(model, grammar, [
+          ...(penalties
+            ? [
+              (s: typeof llama.symbols) =>
+                s.llama_sampler_init_logit_bias(model.nVocab, ...biasArgs(bias)),
+              (s: typeof llama.symbols) =>
+                s.llama_sampler_init_penalties(model.nVocab, 64, 1.5, 0, 0),
+            ]
+            : []),
+          (s) => s.llama_sampler_init_greedy(),
+        ]),
+      );
+      const stages: SamplerStage[] = [
+        ...(penalties ? [{ type: "logit_bias", bias } as const] : []),
+        { type: "grammar", grammar },
         ...(penalties
-          ? [
-            (s: typeof llama.symbols) =>
-              s.llama_sampler_init_penalties(model.nVocab, 64, 1.5, 0, 0),
-          ]
+          ? [{ type: "penalties", lastN: 64, repeat: 1.5, frequency: 0, presence: 0 } as const]
           : []),
-        (s) => s.llama_sampler_init_greedy(),
-      ]),
-    );
-    const stages: SamplerStage[] = [
-      { type: "grammar", grammar },
-      ...(penalties
-        ? [{ type: "penalties", lastN: 64, repeat: 1.5, frequency: 0, presence: 0 } as const]
-        : []),
-      { type: "greedy" },
-    ];
-    using sampler = await Sampler.build(model, stages);
-    const tokens = await decodeWith(model, 48, (ctx, index) => sampler.sample(ctx, index));
-    deepEqual(tokens, expected, `penalties ${penalties}`);
-    // A model with random weights does not follow the format: its picks were refused, and the
-    // penalties' history had to forget each refused pick for the tokens to match.
-    ok(sampler.grammarRefusals > 0, `${sampler.grammarRefusals} refusals`);
-    ok(sampler.grammarRefusals <= tokens.length);
+        { type: "greedy" },
+      ];
+      using sampler = await Sampler.build(model, stages);
+      const tokens = await decodeWith(model, 32, (ctx, index) => sampler.sample(ctx, index));
+      deepEqual(tokens, expected, `${grammar.slice(0, 20)}, penalties ${penalties}`);
+      // A model with random weights does not follow the format: its picks were refused, and the
+      // penalties' history had to forget each refused pick for the tokens to match.
+      ok(sampler.grammarRefusals > 0, `${sampler.grammarRefusals} refusals`);
+      ok(sampler.grammarRefusals <= tokens.length);
+    }
   }
 });
 
