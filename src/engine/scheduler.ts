@@ -1757,7 +1757,7 @@ export class Scheduler {
     const sampleStart = performance.now();
     const constrained = job.request.sampling?.grammar !== undefined;
     const sampler = slot.sampler as Sampler;
-    const refusals = sampler.grammarRefusals;
+    const refusals = constrained ? sampler.grammarRefusals : 0;
     if (constrained) this.#utf8Guard.apply(this.context.logits(index), slot.unfinished);
     const token = sampler.sample(this.context, index);
     if (constrained) {

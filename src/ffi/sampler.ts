@@ -270,8 +270,9 @@ export class Sampler extends NativeHandle {
   }
 
   /**
-   * Picks its grammar refused so far, each followed by a pick among the tokens it allows (0
-   * without a grammar); see `grammar_check.ts`.
+   * Picks its grammar refused so far in {@link sample}, each followed by a pick among the tokens
+   * it allows (0 without a grammar; a decode thread's run counts its own, `DecodeRun.refusals`);
+   * see `grammar_check.ts`.
    */
   get grammarRefusals(): number {
     return this.#grammar?.refusals ?? 0;
