@@ -258,9 +258,9 @@ export interface SchedulerStats {
   /** Tokens sampled under a grammar (structured output, tool calls). */
   grammarTokens: number;
   /**
-   * Of them, those whose first pick the grammar refused, so that every candidate was matched
-   * against it for a second pick (see `src/ffi/grammar_check.ts`): a model that follows the format
-   * keeps this low.
+   * Of them, those whose first pick the grammar refused, so that a second pick was made among the
+   * tokens it allows (see `src/ffi/grammar_check.ts`): a model that follows the format keeps this
+   * low.
    */
   grammarRefusals: number;
   /** With a KV stream per slot: requests moved to another slot to keep the busy ones a run. */

@@ -314,7 +314,7 @@ export class GrammarCheck {
     };
   }
 
-  /** Picks the grammar refused so far here (each then narrowed every candidate). */
+  /** Picks the grammar refused so far here (each followed by a pick among those it allows). */
   get refusals(): number {
     return this.#pick.refusals;
   }
