@@ -369,7 +369,8 @@ function storeGrammar(control: Int32Array, plan: GrammarRunPlan | undefined): vo
   control[Field.savedStageCount] = plan ? plan.savedAddresses.length / 2 : 0;
   storeAddress(control, Field.guardedTails, plan ? addressOf(plan.guardedTails) : 0n);
   control[Field.nVocab] = plan?.guardedTails.length ?? 0;
-  control[Field.grammarGreedy] = plan?.greedy ? 1 : 0;
+  const need = plan?.need;
+  control[Field.grammarNeed] = need ? (need.greedy ? -need.count : need.count) : 0;
   Atomics.store(control, Field.refusals, 0);
 }
 

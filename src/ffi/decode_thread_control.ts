@@ -90,8 +90,11 @@ export const Field = {
   nVocab: 28 + BATCH_FIELDS + MAX_ENDS,
   /** Picks a grammar run's grammar refused so far. */
   refusals: 29 + BATCH_FIELDS + MAX_ENDS,
-  /** 1 when a grammar run's chain picks greedily (`GrammarThreadPlan.greedy`). */
-  grammarGreedy: 30 + BATCH_FIELDS + MAX_ENDS,
+  /**
+   * How many best allowed tokens a grammar run's refused pick needs (`GrammarThreadPlan.need`),
+   * negative for a greedy chain; 0: all of them.
+   */
+  grammarNeed: 30 + BATCH_FIELDS + MAX_ENDS,
 } as const;
 
 /** What the worker is asked to do, in {@link Field.command}. */
@@ -128,7 +131,7 @@ export const FAILED = -10_000;
 export const RING_STEPS = 1024;
 
 /** Where the ring starts, after the fields. */
-export const RING_START = Field.grammarGreedy + 1;
+export const RING_START = Field.grammarNeed + 1;
 
 /** Int32 entries of one step in the ring: the token, the decode's duration in µs. */
 export const STEP_FIELDS = 2;

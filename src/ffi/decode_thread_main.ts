@@ -29,7 +29,7 @@ import {
 } from "./decode_thread_control.ts";
 import { nativeBuffer } from "./cstring.ts";
 import { LLAMA_TOKEN_NULL, LlamaBatch } from "./layouts.ts";
-import { type GrammarPick, GreedySearch, pickWithGrammar, savedStagesAt } from "./grammar_check.ts";
+import { BestSearch, type GrammarPick, pickWithGrammar, savedStagesAt } from "./grammar_check.ts";
 import { takeSampledInGraph } from "./sampled_in_graph.ts";
 import { TokenCandidates } from "./token_candidates.ts";
 import { systemCLibrary } from "./symbol_address.ts";
@@ -189,8 +189,8 @@ interface RunGrammar {
   logits: () => Float32Array;
   /** 1 for a token after which the run halts (see {@link Field.guardedTails}). */
   guardedTails: Uint8Array;
-  /** With a greedy chain: room for its refused picks' search. */
-  search: GreedySearch | undefined;
+  /** With a chain whose picks need only the best allowed tokens: room for the search. */
+  search: BestSearch | undefined;
 }
 
 /** A run's grammar, read from the control block; undefined for a run without one. */
@@ -203,6 +203,7 @@ function grammarOf(
   const grammar = Deno.UnsafePointer.create(loadAddress(block, Field.grammar));
   if (grammar === null) return undefined;
   const nVocab = block[Field.nVocab] as number;
+  const need = block[Field.grammarNeed] as number;
   const count = block[Field.savedStageCount] as number;
   const savedAt = Deno.UnsafePointer.create(loadAddress(block, Field.savedStages));
   const tailsAt = Deno.UnsafePointer.create(loadAddress(block, Field.guardedTails));
@@ -221,7 +222,7 @@ function grammarOf(
       return new Float32Array(nativeBuffer(row, nVocab * 4));
     },
     guardedTails: new Uint8Array(nativeBuffer(tailsAt, nVocab)),
-    search: block[Field.grammarGreedy] === 1 ? new GreedySearch() : undefined,
+    search: need === 0 ? undefined : new BestSearch({ count: Math.abs(need), greedy: need < 0 }),
   };
 }
 

@@ -9,9 +9,9 @@
  * from every token, the grammar checks that one, and only when it refuses are the candidates
  * narrowed for a second pick, the chain's state first put back as it was.
  *
- * A refused greedy pick (the chain's bias and penalties, then the best token) does not match every
- * token either: the best candidates go to the grammar a batch at a time ({@link bestAllowed}), as
- * the best allowed one is usually among them.
+ * A refused greedy or top-k pick does not match every token either: it depends only on the best
+ * allowed tokens, so the best candidates go to the grammar a batch at a time ({@link bestAllowed}),
+ * as the ones it needs are usually among them.
  *
  * What comes out: a greedy pick is the same token either way (the best token, when allowed, is
  * the best allowed one). A draw kept when allowed and otherwise made again among the allowed
@@ -25,6 +25,7 @@
  * @module
  */
 
+import type { SamplerStage } from "./sampler.ts";
 import type { LlamaSymbols } from "./symbols.ts";
 import { TokenCandidates } from "./token_candidates.ts";
 
@@ -57,27 +58,49 @@ export interface SavedStage {
   copy: Deno.PointerObject;
 }
 
-/** Stage types that may come before a greedy pick for {@link picksBest}. */
+/** Stage types that may come before a greedy pick (see {@link bestNeeded}). */
 const GREEDY_PREFIX_STAGES: ReadonlySet<string> = new Set(["logit_bias", "penalties"]);
 
-/**
- * Candidates the grammar checks at a time, best first, when it refuses a greedy pick; after
- * {@link GREEDY_ROUNDS} such rounds without an allowed one it matches the whole vocabulary.
- */
-const GREEDY_BATCH = 64;
-const GREEDY_ROUNDS = 4;
+/** Stage types that may follow a first top-k stage before its draw (see {@link bestNeeded}). */
+const AFTER_TOP_K_STAGES: ReadonlySet<string> = new Set(["top_p", "min_p", "typical", "temp"]);
 
 /**
- * Whether a chain of these stage types picks the best token of the logits as its stages before
- * the pick leave them, changing them in place (logit bias, penalties, then greedy): its pick
- * among the tokens a grammar allows is then the best allowed one.
- *
- * @param stageTypes The chain's stage types, in order.
- * @returns True for such a chain.
+ * Candidates the grammar checks at a time, best first, when it refuses a pick that needs only the
+ * best allowed tokens; after {@link SEARCH_ROUNDS} such rounds without enough of them it matches
+ * the whole vocabulary.
  */
-export function picksBest(stageTypes: readonly string[]): boolean {
-  return stageTypes.at(-1) === "greedy" &&
-    stageTypes.slice(0, -1).every((type) => GREEDY_PREFIX_STAGES.has(type));
+const SEARCH_BATCH = 64;
+const SEARCH_ROUNDS = 4;
+
+/** What a refused pick needs of the allowed tokens; see {@link bestNeeded}. */
+export interface BestNeed {
+  /** How many of the best allowed tokens. */
+  count: number;
+  /** Whether the chain is greedy: its stages before the pick change the logits in place. */
+  greedy: boolean;
+}
+
+/**
+ * How many of the best allowed tokens a chain's pick among the allowed ones depends on, where it
+ * does not depend on all of them:
+ * - 1 for a greedy chain, with only logit bias and penalties before it (they change the logits in
+ *   place): its pick is the best allowed token;
+ * - k for a chain that starts with top-k and then only narrows and draws among those (top-p,
+ *   min-p, typical, temperature, a draw): it keeps the k best allowed and picks among them.
+ *
+ * @param stages The chain's stages, in order (its grammar left out).
+ * @returns The need, or undefined when the pick depends on every allowed token.
+ */
+export function bestNeeded(stages: readonly SamplerStage[]): BestNeed | undefined {
+  const last = stages.at(-1);
+  const first = stages[0];
+  if (last?.type === "greedy") {
+    const prefix = stages.slice(0, -1).every((stage) => GREEDY_PREFIX_STAGES.has(stage.type));
+    return prefix ? { count: 1, greedy: true } : undefined;
+  }
+  if (last?.type !== "dist" || first?.type !== "top_k" || first.k <= 0) return undefined;
+  const middle = stages.slice(1, -1).every((stage) => AFTER_TOP_K_STAGES.has(stage.type));
+  return middle ? { count: first.k, greedy: false } : undefined;
 }
 
 /** What a checked pick works on; `refusals` counts the picks the grammar refused. */
@@ -91,39 +114,55 @@ export interface GrammarPick {
   refusals: number;
 }
 
-/** Room for a refused greedy pick's search: the candidates of a round, and their tokens. */
-export class GreedySearch {
-  readonly batch = new TokenCandidates(GREEDY_BATCH);
-  readonly ids = new Int32Array(GREEDY_BATCH);
-  readonly logits = new Float32Array(GREEDY_BATCH);
+/** Room for a refused pick's search ({@link bestAllowed}): a round's candidates, what it found. */
+export class BestSearch {
+  readonly batch = new TokenCandidates(SEARCH_BATCH);
+  readonly ids = new Int32Array(SEARCH_BATCH);
+  readonly logits = new Float32Array(SEARCH_BATCH);
+  /** What the pick needs. */
+  readonly need: BestNeed;
+  /** The best allowed tokens found, best first, and room to pick among them. */
+  readonly found: TokenCandidates;
+  readonly foundIds: Int32Array;
+  readonly foundLogits: Float32Array;
+
+  /** @param need What the pick needs ({@link bestNeeded}). */
+  constructor(need: BestNeed) {
+    this.need = need;
+    this.found = new TokenCandidates(need.count);
+    this.foundIds = new Int32Array(need.count);
+    this.foundLogits = new Float32Array(need.count);
+  }
 }
 
 /**
- * The best token the grammar allows, by the logits `all` holds in id order (as the chain's stages
- * before its pick left them): the best {@link GREEDY_BATCH} not yet tried go to the grammar at a
- * time, and the best of those it allows wins, ties to the lowest id as greedy picks; after
- * {@link GREEDY_ROUNDS} rounds, the grammar matches every token. What narrowing every candidate
- * first and then picking greedily gives, at a fraction of the grammar's work where an allowed
- * token is among the best ones.
+ * Finds the `search.need.count` best tokens the grammar allows, by the logits `all` holds in id
+ * order: the best {@link SEARCH_BATCH} not yet tried go to the grammar at a time, best first, ties
+ * to the lowest id (as a greedy pick breaks them); the allowed ones are kept in that order. Where
+ * allowed tokens are among the best ones this is a fraction of matching every token.
+ *
+ * @returns Whether enough were found within {@link SEARCH_ROUNDS} rounds (else match everything).
  */
 function bestAllowed(
   symbols: GrammarPickSymbols,
   grammar: Deno.PointerObject,
   all: TokenCandidates,
   nVocab: number,
-  search: GreedySearch,
-): number {
-  const { batch, ids, logits } = search;
+  search: BestSearch,
+): boolean {
+  const { batch, ids, logits, foundIds, foundLogits } = search;
+  const needed = search.need.count;
+  let found = 0;
   let bestBelow = Infinity;
   let lastIdAtBound = -1;
-  for (let round = 0; round < GREEDY_ROUNDS; round++) {
-    // The next GREEDY_BATCH tokens by (logit descending, id ascending) after the last round's.
+  for (let round = 0; round < SEARCH_ROUNDS; round++) {
+    // The next SEARCH_BATCH tokens by (logit descending, id ascending) after the last round's.
     let count = 0;
     for (let id = 0; id < nVocab; id++) {
       const logit = all.logit(id);
       const after = logit < bestBelow || (logit === bestBelow && id > lastIdAtBound);
       if (!after || logit === -Infinity) continue;
-      if (count === GREEDY_BATCH) {
+      if (count === SEARCH_BATCH) {
         const last = logits[count - 1] as number;
         if (logit <= last) continue; // ties keep the lower id, met first
         count--;
@@ -136,19 +175,19 @@ function bestAllowed(
       logits[at] = logit;
       ids[at] = id;
     }
-    if (count === 0) break;
+    if (count === 0) return false;
     batch.setSome(ids, logits, count);
     symbols.llama_sampler_apply(grammar, batch.pointer);
     for (let i = 0; i < count; i++) {
-      if (batch.logit(i) !== -Infinity) return ids[i] as number;
+      if (batch.logit(i) === -Infinity) continue;
+      foundIds[found] = ids[i] as number;
+      foundLogits[found] = logits[i] as number;
+      if (++found === needed) return true;
     }
     bestBelow = logits[count - 1] as number;
     lastIdAtBound = ids[count - 1] as number;
   }
-  symbols.llama_sampler_apply(grammar, all.pointer);
-  let best = 0;
-  for (let id = 1; id < nVocab; id++) if (all.logit(id) > all.logit(best)) best = id;
-  return best;
+  return false;
 }
 
 /**
@@ -161,8 +200,8 @@ function bestAllowed(
  * @param context `llama_context *` that decoded.
  * @param index The output row.
  * @param logits That row's logits (read only when the first pick is refused).
- * @param search With a greedy chain ({@link picksBest}): room to search the best
- *   allowed token a batch at a time instead of matching every token against the grammar.
+ * @param search With a chain whose pick needs only the best allowed tokens ({@link bestNeeded}):
+ *   room to search for them a batch at a time instead of matching every token.
  * @returns The token.
  */
 export function pickWithGrammar(
@@ -172,7 +211,7 @@ export function pickWithGrammar(
   context: Deno.PointerValue,
   index: number,
   logits: () => Float32Array,
-  search?: GreedySearch,
+  search?: BestSearch,
 ): number {
   const s = symbols;
   for (const { sampler, copy } of pick.saved) s.llama_sampler_copy(sampler, copy);
@@ -187,11 +226,22 @@ export function pickWithGrammar(
   for (const { sampler, copy } of pick.saved) s.llama_sampler_copy(copy, sampler);
   const row = logits();
   candidates.setAll(row);
+  const greedy = search?.need.greedy === true;
+  // A greedy chain's stages change the logits in place, and its greedy stage only selects.
+  if (greedy) s.llama_sampler_apply(pick.chain, candidates.pointer);
   let token: number;
-  if (search) {
-    // The chain's stages change the logits in place and its greedy stage only selects.
-    s.llama_sampler_apply(pick.chain, candidates.pointer);
-    token = bestAllowed(s, pick.grammar, candidates, row.length, search);
+  if (search && bestAllowed(s, pick.grammar, candidates, row.length, search)) {
+    // The best allowed tokens, best first, as the chain would keep them of the allowed ones.
+    const { found } = search;
+    found.setSome(search.foundIds, search.foundLogits, search.need.count);
+    if (!greedy) s.llama_sampler_apply(pick.chain, found.pointer);
+    token = greedy ? search.foundIds[0] as number : found.selectedToken();
+  } else if (greedy) {
+    s.llama_sampler_apply(pick.grammar, candidates.pointer);
+    token = 0; // the first best, as the greedy stage picks
+    for (let id = 1; id < row.length; id++) {
+      if (candidates.logit(id) > candidates.logit(token)) token = id;
+    }
   } else {
     s.llama_sampler_apply(pick.grammar, candidates.pointer);
     s.llama_sampler_apply(pick.chain, candidates.pointer);
@@ -239,8 +289,8 @@ export interface GrammarThreadPlan {
   grammar: Deno.PointerObject;
   /** The chain's saved stages ({@link savedStageAddresses}). */
   savedAddresses: BigUint64Array<ArrayBuffer>;
-  /** Whether the chain picks greedily ({@link picksBest}): a refused pick searches by batches. */
-  greedy: boolean;
+  /** What a refused pick needs of the allowed tokens ({@link bestNeeded}); none: all of them. */
+  need: BestNeed | undefined;
 }
 
 /** The grammar of a chain that holds every other stage of it; owned by that chain's `Sampler`. */
@@ -248,7 +298,7 @@ export class GrammarCheck {
   readonly #symbols: LlamaSymbols;
   readonly #candidates: TokenCandidates;
   readonly #pick: GrammarPick;
-  readonly #search: GreedySearch | undefined;
+  readonly #search: BestSearch | undefined;
   /** The saved stages' addresses, for a decode thread (see {@link plan}). */
   readonly #savedAddresses: BigUint64Array<ArrayBuffer>;
   #closed = false;
@@ -257,20 +307,20 @@ export class GrammarCheck {
    * @param symbols libllama's calls.
    * @param grammar `llama_sampler *` of the grammar; this takes it over once constructed.
    * @param chain `llama_sampler *` of the chain of the other stages (not this one's to free).
-   * @param stageTypes The chain's stage types, in order.
+   * @param stages The chain's stages, in order.
    * @param nVocab The vocabulary size.
    */
   constructor(
     symbols: LlamaSymbols,
     grammar: Deno.PointerObject,
     chain: Deno.PointerObject,
-    stageTypes: readonly string[],
+    stages: readonly SamplerStage[],
     nVocab: number,
   ) {
     this.#symbols = symbols;
     this.#candidates = new TokenCandidates(nVocab);
     const saved: SavedStage[] = [];
-    stageTypes.forEach((type, i) => {
+    stages.forEach(({ type }, i) => {
       if (STATELESS_STAGES.has(type)) return;
       const sampler = symbols.llama_sampler_chain_get(chain, i);
       const copy = sampler && symbols.llama_sampler_clone(sampler);
@@ -281,7 +331,8 @@ export class GrammarCheck {
       saved.push({ sampler, copy });
     });
     this.#pick = { grammar, chain, saved, refusals: 0 };
-    this.#search = picksBest(stageTypes) ? new GreedySearch() : undefined;
+    const need = bestNeeded(stages);
+    this.#search = need ? new BestSearch(need) : undefined;
     this.#savedAddresses = savedStageAddresses(saved);
   }
 
@@ -310,7 +361,7 @@ export class GrammarCheck {
     return {
       grammar: this.#pick.grammar,
       savedAddresses: this.#savedAddresses,
-      greedy: this.#search !== undefined,
+      need: this.#search?.need,
     };
   }
 

@@ -187,8 +187,7 @@ export class Sampler extends NativeHandle {
         else s.llama_sampler_chain_add(chain, created);
       }
       if (grammar) {
-        const types = chained.map((stage) => stage.type);
-        sampler.#grammar = new GrammarCheck(s, grammar, chain, types, model.nVocab);
+        sampler.#grammar = new GrammarCheck(s, grammar, chain, chained, model.nVocab);
         grammar = undefined; // the check owns it now
       }
     } catch (error) {

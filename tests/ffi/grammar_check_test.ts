@@ -172,6 +172,58 @@ Deno.test("a seeded draw whose every pick the grammar refuses draws what narrowi
   deepEqual(tokens, expected);
 });
 
+Deno.test("a refused top-k draw or greedy pick searches the best candidates and gives narrowing first's tokens", async () => {
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"));
+  // Digits get a large boost before each pick, so the first pick is always a digit, which the
+  // grammar refuses; most other tokens it allows, so the best allowed ones are near the top.
+  const grammar = "root ::= [^0-9]+";
+  const digits = [...Array(model.nVocab).keys()].filter((token) =>
+    /^[0-9]+$/.test(new TextDecoder().decode(model.tokenBytes(token)))
+  );
+  ok(digits.length > 0);
+  const boosted =
+    (pick: (ctx: Context, index: number) => number) => (ctx: Context, index: number) => {
+      const logits = ctx.logits(index);
+      for (const token of digits) logits[token] = (logits[token] as number) + 50;
+      return pick(ctx, index);
+    };
+  const cases: {
+    stages: SamplerStage[];
+    native: ((s: typeof llama.symbols) => Deno.PointerValue)[];
+  }[] = [
+    {
+      stages: [
+        { type: "top_k", k: 40 },
+        { type: "top_p", p: 0.9 },
+        { type: "min_p", p: 0.05 },
+        { type: "temp", temperature: 0.8 },
+        { type: "dist", seed: 11 },
+      ],
+      native: [
+        (s) => s.llama_sampler_init_top_k(40),
+        (s) => s.llama_sampler_init_top_p(0.9, 1n),
+        (s) => s.llama_sampler_init_min_p(0.05, 1n),
+        (s) => s.llama_sampler_init_temp(0.8),
+        (s) => s.llama_sampler_init_dist(11),
+      ],
+    },
+    { stages: [{ type: "greedy" }], native: [(s) => s.llama_sampler_init_greedy()] },
+  ];
+  for (const { stages, native } of cases) {
+    const chain = narrowingFirst(model, grammar, native);
+    const expected = await decodeWith(
+      model,
+      24,
+      boosted((ctx, index) => llama.symbols.llama_sampler_sample(chain, ctx.pointer, index)),
+    );
+    llama.symbols.llama_sampler_free(chain);
+    using sampler = await Sampler.build(model, [{ type: "grammar", grammar }, ...stages]);
+    const tokens = await decodeWith(model, 24, boosted((ctx, index) => sampler.sample(ctx, index)));
+    equal(sampler.grammarRefusals, tokens.length, "every first pick was a digit");
+    deepEqual(tokens, expected, stages.at(-1)?.type);
+  }
+});
+
 Deno.test("a chain takes at most one grammar stage", async () => {
   using model = await Model.load(llama, await fixtureModel("tiny-f32"));
   const grammar: SamplerStage = { type: "grammar", grammar: 'root ::= "a"' };
