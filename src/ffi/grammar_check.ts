@@ -86,7 +86,8 @@ export interface BestNeed {
  * - 1 for a greedy chain, with only logit bias and penalties before it (they change the logits in
  *   place): its pick is the best allowed token;
  * - k for a chain that starts with top-k and then only narrows and draws among those (top-p,
- *   min-p, typical, temperature, a draw): it keeps the k best allowed and picks among them.
+ *   min-p, typical, temperature, a draw): it keeps the k best allowed and picks among them (where
+ *   k is at most what the search can find).
  *
  * @param stages The chain's stages, in order (its grammar left out).
  * @returns The need, or undefined when the pick depends on every allowed token.
@@ -99,6 +100,7 @@ export function bestNeeded(stages: readonly SamplerStage[]): BestNeed | undefine
     return prefix ? { count: 1, greedy: true } : undefined;
   }
   if (last?.type !== "dist" || first?.type !== "top_k" || first.k <= 0) return undefined;
+  if (first.k > SEARCH_BATCH * SEARCH_ROUNDS) return undefined; // more than a search ever finds
   const middle = stages.slice(1, -1).every((stage) => AFTER_TOP_K_STAGES.has(stage.type));
   return middle ? { count: first.k, greedy: false } : undefined;
 }

@@ -2,6 +2,7 @@ import { deepEqual, equal, ok, throws } from "node:assert/strict";
 import { Batch, Context, Llama, Model, Sampler } from "../../src/ffi/mod.ts";
 import type { SamplerStage } from "../../src/ffi/sampler.ts";
 import { cString } from "../../src/ffi/cstring.ts";
+import { bestNeeded } from "../../src/ffi/grammar_check.ts";
 import { LlamaLogitBias, LlamaSamplerChainParams } from "../../src/ffi/layouts.ts";
 import { jsonObjectGrammar } from "../../src/engine/structured/json_schema.ts";
 import { fixtureModel } from "../fixtures/models.ts";
@@ -222,6 +223,34 @@ Deno.test("a refused top-k draw or greedy pick searches the best candidates and 
     equal(sampler.grammarRefusals, tokens.length, "every first pick was a digit");
     deepEqual(tokens, expected, stages.at(-1)?.type);
   }
+});
+
+Deno.test("bestNeeded() names the chains whose refused pick depends only on the best allowed tokens", () => {
+  const penalties = {
+    type: "penalties",
+    lastN: 64,
+    repeat: 1.1,
+    frequency: 0,
+    presence: 0,
+  } as const;
+  const draw = [{ type: "temp", temperature: 0.7 }, { type: "dist", seed: 1 }] as const;
+  deepEqual(bestNeeded([{ type: "greedy" }]), { count: 1, greedy: true });
+  deepEqual(bestNeeded([penalties, { type: "greedy" }]), { count: 1, greedy: true });
+  deepEqual(bestNeeded([{ type: "top_k", k: 40 }, { type: "top_p", p: 0.9 }, ...draw]), {
+    count: 40,
+    greedy: false,
+  });
+  equal(bestNeeded([penalties, { type: "top_k", k: 40 }, ...draw]), undefined);
+  equal(bestNeeded([{ type: "top_p", p: 0.9 }, ...draw]), undefined);
+  equal(
+    bestNeeded([{ type: "top_k", k: 100_000 }, ...draw]),
+    undefined,
+    "more than a search finds",
+  );
+  equal(
+    bestNeeded([{ type: "top_k", k: 40 }, { type: "temp", temperature: 0.7 }, { type: "greedy" }]),
+    undefined,
+  );
 });
 
 Deno.test("a chain takes at most one grammar stage", async () => {
