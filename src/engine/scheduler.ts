@@ -1520,8 +1520,9 @@ export class Scheduler {
     const request = slot.job?.request;
     if (slot.state !== "generating" || !request || !slot.sampler) return undefined;
     if (request.logprobs !== undefined) return undefined;
-    if (request.sampling?.grammar !== undefined && guardsNextStep(slot.unfinished)) {
-      return undefined;
+    if (request.sampling?.grammar !== undefined) {
+      // Where the run halts for the guard is known a moment after the first such request.
+      if (guardsNextStep(slot.unfinished) || !this.#utf8Guard.guardedTails()) return undefined;
     }
     if (this.#othersWaiting() || this.#closing || !this.context.canDecodeAhead) return undefined;
     // Last: the ends are gathered only for a stream that could run ahead otherwise.

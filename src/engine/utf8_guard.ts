@@ -60,12 +60,16 @@ export function guardsNextStep(unfinished: readonly number[]): boolean {
   return unfinished.length === 1 && BAD_SECOND_BYTES.has(unfinished[0] as number);
 }
 
+/** Tokens whose bytes {@link Utf8Guard.guardedTails} reads between two turns of the event loop. */
+const TAIL_SLICE = 512;
+
 /** Bans, per lead byte, the tokens of a model that would make its character invalid. */
 export class Utf8Guard {
   readonly #tokenBytes: (token: number) => Uint8Array;
   readonly #vocabSize: number;
   readonly #banned = new Map<number, Int32Array>();
   #guardedTails: Uint8Array<ArrayBuffer> | undefined;
+  #tailsComputing = false;
 
   /**
    * @param tokenBytes The bytes of a token.
@@ -90,18 +94,30 @@ export class Utf8Guard {
   /**
    * Per token, 1 when it ends on a lead byte the guard watches (so that the step after it needs
    * {@link apply}; a token that ends inside a character any other way never does), else 0.
-   * Computed once.
+   * Undefined until known: the first call starts reading every token's bytes in the background,
+   * {@link TAIL_SLICE} tokens between turns of the event loop (all at once, a 128,000-token
+   * vocabulary whose pieces were not read yet held the event loop for 0.5 s on 2 cores; a slice
+   * takes a few milliseconds).
    */
-  guardedTails(): Uint8Array<ArrayBuffer> {
-    if (this.#guardedTails) return this.#guardedTails;
+  guardedTails(): Uint8Array<ArrayBuffer> | undefined {
+    if (this.#guardedTails || this.#tailsComputing) return this.#guardedTails;
+    this.#tailsComputing = true;
+    // A model closed meanwhile makes reading fail: the tails then stay unknown.
+    this.#computeTails().catch(() => {});
+    return undefined;
+  }
+
+  async #computeTails(): Promise<void> {
     const tails = new Uint8Array(this.#vocabSize);
     for (let token = 0; token < this.#vocabSize; token++) {
+      if (token > 0 && token % TAIL_SLICE === 0) {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
       const bytes = this.#tokenBytes(token);
       const last = bytes[bytes.length - 1];
       if (last !== undefined && BAD_SECOND_BYTES.has(last)) tails[token] = 1;
     }
     this.#guardedTails = tails;
-    return tails;
   }
 
   #bannedAfter(lead: number): Int32Array {

@@ -42,6 +42,14 @@ Deno.test("a grammar that allows any printable character never yields an overlon
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
   const model = loaded.model;
+  // A first constrained request starts reading where a run must halt for the guard.
+  const warmUp = loaded.scheduler.submit({
+    prompt: model.tokenize("text:"),
+    maxTokens: 2,
+    sampling: { temperature: 0, grammar: "root ::= [a-z]+" },
+  });
+  for await (const _ of warmUp) { /* drained */ }
+  await new Promise((resolve) => setTimeout(resolve, 50));
   const byteToken = (byte: number) => {
     for (let token = 0; token < model.nVocab; token++) {
       const bytes = model.tokenBytes(token);
