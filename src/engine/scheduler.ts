@@ -49,7 +49,12 @@ import { AvailableMemory, CacheSwapCost, swapMemoryBound } from "./swap_cost.ts"
 import { SpareChains } from "./spare_chains.ts";
 import { stepLogprobs, type TokenLogprob } from "./logprobs.ts";
 import { TextStream } from "./text_stream.ts";
-import { guardsNextStep, unfinishedCharacter, Utf8Guard } from "./utf8_guard.ts";
+import {
+  GUARDED_LAST_BYTES,
+  guardsNextStep,
+  unfinishedCharacter,
+  Utf8Guard,
+} from "./utf8_guard.ts";
 
 /** An adapter and its scale. */
 export interface LoraChoice {
@@ -1511,7 +1516,7 @@ export class Scheduler {
    * The lone stream whose coming steps can run on the decode thread: one generating slot, no
    * request queued or on its way, no log-probabilities (read from each step's logits), and with
    * a grammar, no UTF-8 guard on the next step (it edits the logits before sampling: the run
-   * halts before such a step, see `Field.guardedTails`). Its chain may sample on the CPU or
+   * halts before such a step, see `Field.haltAfterLastBytes`). Its chain may sample on the CPU or
    * inside the decode graph.
    */
   #loneStreamAhead(active: readonly Slot[]): Slot | undefined {
@@ -1520,9 +1525,8 @@ export class Scheduler {
     const request = slot.job?.request;
     if (slot.state !== "generating" || !request || !slot.sampler) return undefined;
     if (request.logprobs !== undefined) return undefined;
-    if (request.sampling?.grammar !== undefined) {
-      // Where the run halts for the guard is known a moment after the first such request.
-      if (guardsNextStep(slot.unfinished) || !this.#utf8Guard.guardedTails()) return undefined;
+    if (request.sampling?.grammar !== undefined && guardsNextStep(slot.unfinished)) {
+      return undefined;
     }
     if (this.#othersWaiting() || this.#closing || !this.context.canDecodeAhead) return undefined;
     // Last: the ends are gathered only for a stream that could run ahead otherwise.
@@ -1552,7 +1556,7 @@ export class Scheduler {
       sampler,
       slot.maxTokens - slot.generated.length,
       ends,
-      constrained ? this.#utf8Guard.guardedTails() : undefined,
+      constrained ? GUARDED_LAST_BYTES : undefined,
     );
     this.#samplerAhead = sampler;
     this.#stopRunAhead = () => run.stop();

@@ -60,16 +60,22 @@ export function guardsNextStep(unfinished: readonly number[]): boolean {
   return unfinished.length === 1 && BAD_SECOND_BYTES.has(unfinished[0] as number);
 }
 
-/** Tokens whose bytes {@link Utf8Guard.guardedTails} reads between two turns of the event loop. */
-const TAIL_SLICE = 512;
+/**
+ * One entry per byte value, 1 for the lead bytes after which {@link Utf8Guard.apply} bans tokens:
+ * a run on the decode thread halts after a token whose text ends on one, so that the step after
+ * it is the host's (see `DecodeRunPlan.grammar`).
+ */
+export const GUARDED_LAST_BYTES: Uint8Array<ArrayBuffer> = (() => {
+  const table = new Uint8Array(256);
+  for (const lead of BAD_SECOND_BYTES.keys()) table[lead] = 1;
+  return table;
+})();
 
 /** Bans, per lead byte, the tokens of a model that would make its character invalid. */
 export class Utf8Guard {
   readonly #tokenBytes: (token: number) => Uint8Array;
   readonly #vocabSize: number;
   readonly #banned = new Map<number, Int32Array>();
-  #guardedTails: Uint8Array<ArrayBuffer> | undefined;
-  #tailsComputing = false;
 
   /**
    * @param tokenBytes The bytes of a token.
@@ -89,35 +95,6 @@ export class Utf8Guard {
   apply(logits: Float32Array, unfinished: readonly number[]): void {
     if (unfinished.length !== 1) return;
     for (const token of this.#bannedAfter(unfinished[0] as number)) logits[token] = -Infinity;
-  }
-
-  /**
-   * Per token, 1 when it ends on a lead byte the guard watches (so that the step after it needs
-   * {@link apply}; a token that ends inside a character any other way never does), else 0.
-   * Undefined until known: the first call starts reading every token's bytes in the background,
-   * {@link TAIL_SLICE} tokens between turns of the event loop (all at once, a 128,000-token
-   * vocabulary whose pieces were not read yet held the event loop for 0.5 s on 2 cores; a slice
-   * takes a few milliseconds).
-   */
-  guardedTails(): Uint8Array<ArrayBuffer> | undefined {
-    if (this.#guardedTails || this.#tailsComputing) return this.#guardedTails;
-    this.#tailsComputing = true;
-    // A model closed meanwhile makes reading fail: the tails then stay unknown.
-    this.#computeTails().catch(() => {});
-    return undefined;
-  }
-
-  async #computeTails(): Promise<void> {
-    const tails = new Uint8Array(this.#vocabSize);
-    for (let token = 0; token < this.#vocabSize; token++) {
-      if (token > 0 && token % TAIL_SLICE === 0) {
-        await new Promise((resolve) => setTimeout(resolve, 0));
-      }
-      const bytes = this.#tokenBytes(token);
-      const last = bytes[bytes.length - 1];
-      if (last !== undefined && BAD_SECOND_BYTES.has(last)) tails[token] = 1;
-    }
-    this.#guardedTails = tails;
   }
 
   #bannedAfter(lead: number): Int32Array {

@@ -362,19 +362,20 @@ export class Context extends NativeHandle {
    *   sequence (the thread then reads the token the graph sampled).
    * @param budget Most steps.
    * @param ends Tokens that end the run once sampled.
-   * @param guardedTails With a chain that has a grammar: one byte per token, 1 for a token after
-   *   which the run halts (`Utf8Guard.guardedTails`); it must stay alive during the run.
+   * @param haltAfterLastBytes With a chain that has a grammar: 256 bytes, 1 for a byte value the
+   *   run halts after a token's text ends on (`GUARDED_LAST_BYTES`); it must stay alive during
+   *   the run.
    * @returns The run.
    * @throws {Error} when {@link canDecodeAhead} is false.
    * @throws {RangeError} when the batch is not one token with logits, or the chain has a grammar
-   *   and no `guardedTails` came.
+   *   and no `haltAfterLastBytes` came.
    */
   async decodeAhead(
     batch: Batch,
     sampler: Sampler,
     budget: number,
     ends: readonly number[],
-    guardedTails?: Uint8Array<ArrayBuffer>,
+    haltAfterLastBytes?: Uint8Array<ArrayBuffer>,
   ): Promise<DecodeRun> {
     const thread = this.#decodeThread;
     if (!thread || !this.canDecodeAhead) throw new Error("The decode thread is not ready");
@@ -382,8 +383,8 @@ export class Context extends NativeHandle {
       throw new RangeError("A run starts from one token with logits");
     }
     const grammar = sampler.grammarPlan;
-    if (grammar && guardedTails?.length !== this.nVocab) {
-      throw new RangeError("A run with a grammar needs a byte per token of where to halt");
+    if (grammar && haltAfterLastBytes?.length !== 256) {
+      throw new RangeError("A run with a grammar needs the 256 bytes of where to halt");
     }
     this.#decoding = true;
     let leave: () => void = () => {};
@@ -410,7 +411,11 @@ export class Context extends NativeHandle {
       budget,
       ends,
       sampledInGraph: sampler.sampledInGraph,
-      ...(grammar && guardedTails ? { grammar: { ...grammar, guardedTails } } : {}),
+      ...(grammar && haltAfterLastBytes
+        ? {
+          grammar: { ...grammar, vocab: this.model.vocab, nVocab: this.nVocab, haltAfterLastBytes },
+        }
+        : {}),
     };
     try {
       return thread.start(plan, (run) => {

@@ -83,11 +83,15 @@ export interface DecodeRunPlan {
 
 /** A run's grammar: what the thread needs to pick as `Sampler.sample` does with it. */
 export interface GrammarRunPlan extends GrammarThreadPlan {
+  /** `llama_vocab *` of the model, to read the text of each token the run samples. */
+  vocab: Deno.PointerValue;
+  /** Tokens in the vocabulary. */
+  nVocab: number;
   /**
-   * One byte per token, 1 where the run halts after it (the UTF-8 guard must see the next step:
-   * `Utf8Guard.guardedTails`); must stay alive during the run.
+   * 256 bytes, 1 for a byte value the run halts after a token's text ends on (the UTF-8 guard
+   * must see the next step: `GUARDED_LAST_BYTES`); must stay alive during the run.
    */
-  guardedTails: Uint8Array<ArrayBuffer>;
+  haltAfterLastBytes: Uint8Array<ArrayBuffer>;
 }
 
 /**
@@ -367,8 +371,9 @@ function storeGrammar(control: Int32Array, plan: GrammarRunPlan | undefined): vo
   storeAddress(control, Field.grammar, plan ? address(plan.grammar) : 0n);
   storeAddress(control, Field.savedStages, plan ? addressOf(plan.savedAddresses) : 0n);
   control[Field.savedStageCount] = plan ? plan.savedAddresses.length / 2 : 0;
-  storeAddress(control, Field.guardedTails, plan ? addressOf(plan.guardedTails) : 0n);
-  control[Field.nVocab] = plan?.guardedTails.length ?? 0;
+  storeAddress(control, Field.haltAfterLastBytes, plan ? addressOf(plan.haltAfterLastBytes) : 0n);
+  storeAddress(control, Field.vocab, plan ? address(plan.vocab) : 0n);
+  control[Field.nVocab] = plan?.nVocab ?? 0;
   const need = plan?.need;
   control[Field.grammarNeed] = need ? (need.greedy ? -need.count : need.count) : 0;
   Atomics.store(control, Field.refusals, 0);

@@ -82,10 +82,10 @@ export const Field = {
   /** How many saved stages. */
   savedStageCount: 25 + BATCH_FIELDS + MAX_ENDS,
   /**
-   * Address of one byte per token, 1 for a token after which a grammar run halts (the UTF-8
-   * guard must see the next step; `utf8_guard.ts`), low 32 bits.
+   * Address of 256 bytes, 1 for a byte value a grammar run halts after a token's text ends on
+   * (the UTF-8 guard must see the next step; `utf8_guard.ts`), low 32 bits.
    */
-  guardedTails: 26 + BATCH_FIELDS + MAX_ENDS,
+  haltAfterLastBytes: 26 + BATCH_FIELDS + MAX_ENDS,
   /** The vocabulary size, for a grammar run. */
   nVocab: 28 + BATCH_FIELDS + MAX_ENDS,
   /** Picks a grammar run's grammar refused so far. */
@@ -95,6 +95,8 @@ export const Field = {
    * negative for a greedy chain; 0: all of them.
    */
   grammarNeed: 30 + BATCH_FIELDS + MAX_ENDS,
+  /** A grammar run's `llama_vocab *` (to read each token's text), low 32 bits. */
+  vocab: 31 + BATCH_FIELDS + MAX_ENDS,
 } as const;
 
 /** What the worker is asked to do, in {@link Field.command}. */
@@ -131,7 +133,7 @@ export const FAILED = -10_000;
 export const RING_STEPS = 1024;
 
 /** Where the ring starts, after the fields. */
-export const RING_START = Field.grammarNeed + 1;
+export const RING_START = Field.vocab + 2;
 
 /** Int32 entries of one step in the ring: the token, the decode's duration in µs. */
 export const STEP_FIELDS = 2;

@@ -46,6 +46,10 @@ const SYMBOLS = {
   llama_sampler_apply: { parameters: ["pointer", "pointer"], result: "void" },
   llama_sampler_copy: { parameters: ["pointer", "pointer"], result: "void" },
   llama_get_logits_ith: { parameters: ["pointer", "i32"], result: "pointer" },
+  llama_token_to_piece: {
+    parameters: ["pointer", "i32", "buffer", "i32", "i32", "bool"],
+    result: "i32",
+  },
 } as const;
 
 /** How long a wait for a command lasts before the loop looks again, in ms. */
@@ -177,7 +181,7 @@ function run(block: Int32Array, symbols: Symbols, batch: Uint8Array<ArrayBuffer>
     yieldCore();
     if (ends.has(token)) return;
     // The host's UTF-8 guard edits the next step's logits: that step is the host's.
-    if (grammar?.guardedTails[token] === 1) return;
+    if (grammar?.haltsAfter(token)) return;
   }
 }
 
@@ -187,8 +191,8 @@ interface RunGrammar {
   candidates: TokenCandidates;
   /** The step's logits (its one output row). */
   logits: () => Float32Array;
-  /** 1 for a token after which the run halts (see {@link Field.guardedTails}). */
-  guardedTails: Uint8Array;
+  /** Whether the run halts after the token (see {@link Field.haltAfterLastBytes}). */
+  haltsAfter: (token: number) => boolean;
   /** With a chain whose picks need only the best allowed tokens: room for the search. */
   search: BestSearch | undefined;
 }
@@ -206,10 +210,12 @@ function grammarOf(
   const need = block[Field.grammarNeed] as number;
   const count = block[Field.savedStageCount] as number;
   const savedAt = Deno.UnsafePointer.create(loadAddress(block, Field.savedStages));
-  const tailsAt = Deno.UnsafePointer.create(loadAddress(block, Field.guardedTails));
-  if (chain === null || tailsAt === null || (count > 0 && savedAt === null)) {
-    throw new Error("A grammar run's chain, stages or tails are NULL");
+  const haltAt = Deno.UnsafePointer.create(loadAddress(block, Field.haltAfterLastBytes));
+  const vocab = Deno.UnsafePointer.create(loadAddress(block, Field.vocab));
+  if (chain === null || haltAt === null || vocab === null || (count > 0 && savedAt === null)) {
+    throw new Error("A grammar run's chain, stages, vocabulary or halting bytes are NULL");
   }
+  const haltAfterLastBytes = new Uint8Array(nativeBuffer(haltAt, 256));
   const saved = savedAt === null
     ? []
     : savedStagesAt(new BigUint64Array(nativeBuffer(savedAt, count * 16)));
@@ -221,9 +227,29 @@ function grammarOf(
       if (row === null) throw new Error("No logits for the run's step");
       return new Float32Array(nativeBuffer(row, nVocab * 4));
     },
-    guardedTails: new Uint8Array(nativeBuffer(tailsAt, nVocab)),
+    haltsAfter: (token) => {
+      const last = lastByteOf(symbols, vocab, token);
+      return last !== undefined && haltAfterLastBytes[last] === 1;
+    },
     search: need === 0 ? undefined : new BestSearch({ count: Math.abs(need), greedy: need < 0 }),
   };
+}
+
+/** Room for a token's text; longer pieces are read again into a buffer of their size. */
+let piece = new Uint8Array(64);
+
+/** The last byte of a token's text as the host's `Model.tokenBytes` reads it; none when empty. */
+function lastByteOf(
+  symbols: Symbols,
+  vocab: Deno.PointerValue,
+  token: number,
+): number | undefined {
+  let length = symbols.llama_token_to_piece(vocab, token, piece, piece.length, 0, false);
+  if (length < 0) {
+    piece = new Uint8Array(-length);
+    length = symbols.llama_token_to_piece(vocab, token, piece, piece.length, 0, false);
+  }
+  return length > 0 ? piece[length - 1] : undefined;
 }
 
 let candidates: TokenCandidates | undefined;

@@ -88,7 +88,7 @@ Deno.test("the decode thread samples and decodes step after step what the event 
   ok(ctx.canDecodeAhead, "the context is free again");
 });
 
-Deno.test("a run with a grammar picks as the event loop does, and halts after a token marked in its tails", async () => {
+Deno.test("a run with a grammar picks as the event loop does, and halts after a token whose text ends on a marked byte", async () => {
   using model = await Model.load(llama, await fixtureModel("tiny-f32"));
   const prompt = [...model.tokenize("once upon a time")];
   const stages: SamplerStage[] = [
@@ -97,20 +97,24 @@ Deno.test("a run with a grammar picks as the event loop does, and halts after a 
     { type: "greedy" },
   ];
   const expected = await greedyOnLoop(model, prompt, 13, stages);
-  const tails = new Uint8Array(model.nVocab);
+  const lastByte = (token: number) => model.tokenBytes(token).at(-1) ?? 256;
+  const halting = new Uint8Array(256);
   for (const halt of [false, true]) {
     using ctx = await contextWithThread(model);
     using batch = new Batch(llama, 32);
     using sampler = await Sampler.build(model, stages);
-    await rejects(ctx.decodeAhead(batch, sampler, 12, []), RangeError, "no tails");
+    await rejects(ctx.decodeAhead(batch, sampler, 12, []), RangeError, "256 bytes");
     const first = await afterPrompt(ctx, batch, sampler, prompt);
-    tails.fill(0);
-    if (halt) tails[expected[4] as number] = 1;
-    const run = await ctx.decodeAhead(batch, sampler, 12, [], tails);
+    halting.fill(0);
+    if (halt) halting[lastByte(expected[4] as number)] = 1;
+    // The run's tokens follow the host's first one: it halts after the first that ends so.
+    const haltsAfter = expected.findIndex((token, i) => i > 0 && halting[lastByte(token)] === 1);
+    const run = await ctx.decodeAhead(batch, sampler, 12, [], halting);
     const steps = await allSteps(run);
     equal(run.status, 0);
     const tokens = [first, ...steps.map((step) => step.token)];
-    deepEqual(tokens, expected.slice(0, halt ? 5 : 13), `halt ${halt}`);
+    deepEqual(tokens, expected.slice(0, halt ? haltsAfter + 1 : 13), `halt ${halt}`);
+    ok(!halt || (haltsAfter > 0 && haltsAfter <= 4), `halts after ${haltsAfter}`);
     // Random weights pick letters and more: some picks were refused, and put back.
     ok(run.refusals > 0, `${run.refusals} refusals`);
   }
