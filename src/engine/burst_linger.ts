@@ -94,12 +94,17 @@ export class BurstLinger {
     this.#stepMsPerRequest.add(stepMs / Math.max(1, requests));
   }
 
+  /** Whether requests have been coming in bursts: the running average and the latest burst. */
+  bursty(): boolean {
+    return this.#requests.capped(1) >= BURSTY;
+  }
+
   /**
    * The longest gap to wait for another request before the first step after an idle spell: 0
    * when requests have come alone, or each one's share of such a step is short.
    */
   quietMs(): number {
-    if (this.#requests.capped(1) < BURSTY) return 0;
+    if (!this.bursty()) return 0;
     if (this.#stepMsPerRequest.capped(0) < WORTH_WAITING_MS) return 0;
     return Math.min(BURST_QUIET_MS, this.limitMs());
   }

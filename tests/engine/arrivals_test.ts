@@ -1,6 +1,10 @@
 import { equal, ok } from "node:assert/strict";
 import { LoadedModel } from "../../src/engine/loaded_model.ts";
-import { ARRIVAL_WINDOW_MS, type RequestsOnTheWay } from "../../src/engine/scheduler.ts";
+import {
+  ARRIVAL_WINDOW_MS,
+  type Generation,
+  type RequestsOnTheWay,
+} from "../../src/engine/scheduler.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
 /** The tiny model with `parallel` slots, and the requests a server counts on their way to it. */
@@ -90,6 +94,35 @@ Deno.test("a request on its way that gives up ends the wait at once", async () =
   // Decoding, or already done on a busy machine; without the news, the wait would go on.
   equal(loaded.context.busy || loaded.scheduler.stats().steps === 1, true, "its prompt started");
   equal((await generation.result).completionTokens, 1);
+});
+
+Deno.test("where requests come in bursts, one seen on its way a turn after the first joins its step", async () => {
+  const onTheWay = new OnTheWay();
+  await using loaded = await openTiny(4, onTheWay);
+  const { scheduler } = loaded;
+  const submit = submitter(loaded);
+  for (let burst = 0; burst < 3; burst++) {
+    const words = ["one", "two", "three"];
+    await Promise.all(words.map((word) => submit(`burst ${burst}, ${word}`).result));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 20)); // the loop is idle again
+  const stepsBefore = scheduler.stats().steps;
+  // The second request's first bytes are read in the next turn of the event loop (this timer
+  // comes before any the scheduler sets), and its handler submits it a moment later.
+  const second = new Promise<Generation>((resolve) => {
+    setTimeout(() => {
+      onTheWay.requests = 1;
+      setTimeout(() => {
+        onTheWay.requests = 0;
+        resolve(submit("the second of a burst"));
+      }, 1);
+    }, 0);
+  });
+  const first = submit("the first of a burst");
+  for (const generation of [first, await second]) {
+    equal((await generation.result).completionTokens, 1);
+  }
+  equal(scheduler.stats().steps - stepsBefore, 1, "one step for both");
 });
 
 Deno.test("a lone request with nothing on its way starts before its submitter goes on", async () => {

@@ -6,7 +6,9 @@ import { fixtureModel } from "../fixtures/models.ts";
 
 Deno.test("requests that come alone are never waited for", () => {
   const linger = new BurstLinger(ARRIVAL_WINDOW_MS);
+  equal(linger.bursty(), false, "nothing known");
   for (let i = 0; i < 5; i++) linger.observe(1, 300);
+  equal(linger.bursty(), false);
   equal(linger.quietMs(), 0);
 });
 
@@ -26,6 +28,7 @@ Deno.test("after bursts, a lone request waits once and the lone requests after i
   for (let i = 0; i < 3; i++) linger.observe(8, 300);
   equal(linger.quietMs(), BURST_QUIET_MS);
   linger.observe(1, 60);
+  equal(linger.bursty(), false, "the latest came alone");
   equal(linger.quietMs(), 0);
 });
 
@@ -40,6 +43,7 @@ Deno.test("bursts whose first step takes a few milliseconds a request (a GPU) ar
   const gpu = new BurstLinger(ARRIVAL_WINDOW_MS);
   for (let i = 0; i < 5; i++) gpu.observe(8, 6);
   equal(gpu.quietMs(), 0);
+  equal(gpu.bursty(), true, "bursts all the same: the loop looks once more for their others");
   // 32 prompts in 25 ms: a long step, but under a millisecond for each request.
   const many = new BurstLinger(ARRIVAL_WINDOW_MS);
   for (let i = 0; i < 5; i++) many.observe(32, 25);
