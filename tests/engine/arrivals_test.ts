@@ -108,14 +108,14 @@ Deno.test("where requests come in bursts, one seen on its way a turn after the f
   await new Promise((resolve) => setTimeout(resolve, 20)); // the loop is idle again
   const stepsBefore = scheduler.stats().steps;
   // The second request's first bytes are read in the next turn of the event loop (this timer
-  // comes before any the scheduler sets), and its handler submits it a moment later.
+  // comes before any the scheduler sets), and its handler submits it in the turn after.
   const second = new Promise<Generation>((resolve) => {
     setTimeout(() => {
       onTheWay.requests = 1;
       setTimeout(() => {
         onTheWay.requests = 0;
         resolve(submit("the second of a burst"));
-      }, 1);
+      }, 0);
     }, 0);
   });
   const first = submit("the first of a burst");
