@@ -863,7 +863,8 @@ export class Scheduler {
           if (this.#closing) return;
           this.#time.hostMs += performance.now() - turnStart;
           await new Promise<void>((resolve) => (this.#wake = resolve));
-          // Checked first: a lone request's prompt starts in this very microtask.
+          // Checked first: a lone request's prompt starts in this very microtask (where requests
+          // come in bursts, a turn of the event loop later).
           if (!this.#othersOnTheWay() && this.#linger.bursty()) await this.#lookOnceMore();
           if (this.#othersOnTheWay()) await this.#gatherArrivals();
           if (this.#linger.quietMs() > 0) await this.#waitForStragglers();
