@@ -47,6 +47,9 @@ const { values } = parseArgs({
 });
 const model = await readBenchModel(values.model ?? await fixtureModel("tiny-f32"));
 const burst = Number(values.burst);
+if (!Number.isInteger(burst) || burst < 2) {
+  throw new Error(`--burst must be 2 or more, to tell a split burst: got ${values.burst}`);
+}
 const settings = {
   slots: Math.max(8, burst),
   ctxSize: 1024,
