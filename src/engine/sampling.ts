@@ -28,6 +28,36 @@ export interface SamplingParams {
   frequencyPenalty?: number;
   /** OpenAI presence penalty; 0 disables. */
   presencePenalty?: number;
+  /**
+   * Mirostat 1 or 2 (2.0): each token is drawn from a cut-off that holds the text's surprise near
+   * `mirostatTau`, adjusted at rate `mirostatEta`. It takes the place of the cut-offs (top-k,
+   * top-p, min-p, typical, XTC, top-n-sigma), as in llama.cpp; penalties still apply. 0 disables.
+   */
+  mirostat?: 0 | 1 | 2;
+  /** Mirostat's target surprise (entropy), in bits. */
+  mirostatTau?: number;
+  /** Mirostat's learning rate. */
+  mirostatEta?: number;
+  /** Keep the tokens within this many standard deviations of the best logit; <= 0 disables. */
+  topNSigma?: number;
+  /** XTC: the chance, per token, of removing every likely token but the least likely of them. */
+  xtcProbability?: number;
+  /** XTC: tokens at least this likely count as likely (above 0.5 nothing is removed). */
+  xtcThreshold?: number;
+  /** Dynamic temperature: the temperature moves within ± this range with the entropy; 0 disables. */
+  dynatempRange?: number;
+  /** Dynamic temperature: how entropy maps to temperature. */
+  dynatempExponent?: number;
+  /** DRY (don't repeat yourself) penalty multiplier; 0 disables. */
+  dryMultiplier?: number;
+  /** DRY: the penalty grows as `dryBase` to the power of the repeat's length past the allowed one. */
+  dryBase?: number;
+  /** DRY: repeats up to this many tokens go unpenalized. */
+  dryAllowedLength?: number;
+  /** DRY: how many recent tokens it looks at for repeats. */
+  dryPenaltyLastN?: number;
+  /** DRY: strings that end a repeat (a repeat never spans one). */
+  drySequenceBreakers?: readonly string[];
   /** RNG seed; random when unset. */
   seed?: number;
   /** Additive logit bias by token id. */
@@ -54,6 +84,19 @@ export const DEFAULT_SAMPLING: Required<
   repeatLastN: 64,
   frequencyPenalty: 0,
   presencePenalty: 0,
+  mirostat: 0,
+  mirostatTau: 5,
+  mirostatEta: 0.1,
+  topNSigma: -1,
+  xtcProbability: 0,
+  xtcThreshold: 0.1,
+  dynatempRange: 0,
+  dynatempExponent: 1,
+  dryMultiplier: 0,
+  dryBase: 1.75,
+  dryAllowedLength: 2,
+  dryPenaltyLastN: 64,
+  drySequenceBreakers: ["\n", ":", '"', "*"],
 };
 
 /** A random 32-bit seed. */
@@ -62,16 +105,22 @@ export function randomSeed(): number {
 }
 
 /**
- * Turns sampling parameters into sampler chain stages.
+ * Turns sampling parameters into sampler chain stages, in llama.cpp's order (its tools' default):
+ * logit bias, grammar, penalties, DRY, then top-n-sigma, top-k, typical, top-p, min-p, XTC,
+ * temperature and the draw; or, with Mirostat, temperature and Mirostat's draw after the
+ * penalties.
  *
  * @param params User settings.
- * @returns Stages in application order, ending in `greedy` or `dist`.
+ * @param historyTokens The most tokens a sequence can hold (its context): the penalties' and
+ *   DRY's look-back is capped at it, as each keeps a buffer of that many tokens (a
+ *   `repeat_last_n` of 2^31 took 8 GB).
+ * @returns Stages in application order, ending in `greedy`, `dist` or a Mirostat draw.
  * @example
  * ```ts
  * samplerStages({ temperature: 0 }); // [{ type: "greedy" }]
  * ```
  */
-export function samplerStages(params: SamplingParams): SamplerStage[] {
+export function samplerStages(params: SamplingParams, historyTokens = Infinity): SamplerStage[] {
   const p = { ...DEFAULT_SAMPLING, ...withoutUndefined(params) };
   const stages: SamplerStage[] = [];
   if (params.logitBias && params.logitBias.size > 0) {
@@ -88,22 +137,58 @@ export function samplerStages(params: SamplingParams): SamplerStage[] {
   if (p.repeatPenalty !== 1 || p.frequencyPenalty !== 0 || p.presencePenalty !== 0) {
     stages.push({
       type: "penalties",
-      lastN: p.repeatLastN,
+      lastN: Math.min(p.repeatLastN, historyTokens),
       repeat: p.repeatPenalty,
       frequency: p.frequencyPenalty,
       presence: p.presencePenalty,
+    });
+  }
+  if (p.dryMultiplier > 0 && p.dryPenaltyLastN > 0) {
+    stages.push({
+      type: "dry",
+      multiplier: p.dryMultiplier,
+      base: p.dryBase,
+      allowedLength: p.dryAllowedLength,
+      lastN: Math.min(p.dryPenaltyLastN, historyTokens),
+      breakers: [...p.drySequenceBreakers],
     });
   }
   if (p.temperature <= 0) {
     stages.push({ type: "greedy" });
     return stages;
   }
+  const seed = params.seed ?? randomSeed();
+  const temperature: SamplerStage = p.dynatempRange > 0
+    ? {
+      type: "temp_ext",
+      temperature: p.temperature,
+      delta: p.dynatempRange,
+      exponent: p.dynatempExponent,
+    }
+    : { type: "temp", temperature: p.temperature };
+  if (p.mirostat !== 0) {
+    const { mirostatTau: tau, mirostatEta: eta } = p;
+    stages.push(temperature);
+    stages.push(
+      p.mirostat === 1 ? { type: "mirostat", seed, tau, eta } : {
+        type: "mirostat_v2",
+        seed,
+        tau,
+        eta,
+      },
+    );
+    return stages;
+  }
+  if (p.topNSigma > 0) stages.push({ type: "top_n_sigma", n: p.topNSigma });
   if (p.topK > 0) stages.push({ type: "top_k", k: p.topK });
   if (p.typicalP < 1) stages.push({ type: "typical", p: p.typicalP });
   if (p.topP < 1) stages.push({ type: "top_p", p: p.topP });
   if (p.minP > 0) stages.push({ type: "min_p", p: p.minP });
-  stages.push({ type: "temp", temperature: p.temperature });
-  stages.push({ type: "dist", seed: params.seed ?? randomSeed() });
+  if (p.xtcProbability > 0 && p.xtcThreshold <= 0.5) {
+    stages.push({ type: "xtc", probability: p.xtcProbability, threshold: p.xtcThreshold, seed });
+  }
+  stages.push(temperature);
+  stages.push({ type: "dist", seed });
   return stages;
 }
 

@@ -700,7 +700,7 @@ export class Scheduler {
       }
     } else {
       const requests = outlets.map((_, i) => choiceRequest(request, i));
-      const stages = requests.map((r) => samplerStages(r.sampling ?? {}));
+      const stages = requests.map((r) => samplerStages(r.sampling ?? {}, this.slotContext));
       if (stages.some((chain) => chain.some((stage) => stage.type === "grammar"))) {
         const preparing = this.#queueWhenBuilt(requests, stages, outlets, submittedAt);
         this.#preparing.add(preparing);

@@ -33,6 +33,8 @@ import { TokenCandidates } from "./token_candidates.ts";
 const STATELESS_STAGES: ReadonlySet<string> = new Set([
   "greedy",
   "temp",
+  "temp_ext",
+  "top_n_sigma",
   "top_k",
   "top_p",
   "min_p",

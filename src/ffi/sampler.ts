@@ -17,6 +17,10 @@ export type SamplerStage =
   | { type: "greedy" }
   | { type: "dist"; seed: number }
   | { type: "temp"; temperature: number }
+  /** Temperature that follows the candidates' entropy, within `temperature ± delta`. */
+  | { type: "temp_ext"; temperature: number; delta: number; exponent: number }
+  /** Keeps the tokens whose logits are within `n` standard deviations of the best one. */
+  | { type: "top_n_sigma"; n: number }
   | { type: "top_k"; k: number }
   | { type: "top_p"; p: number; minKeep?: number }
   | { type: "min_p"; p: number; minKeep?: number }
@@ -309,6 +313,10 @@ function createStage(model: Model, stage: SamplerStage): Deno.PointerValue {
       return s.llama_sampler_init_dist(stage.seed >>> 0);
     case "temp":
       return s.llama_sampler_init_temp(stage.temperature);
+    case "temp_ext":
+      return s.llama_sampler_init_temp_ext(stage.temperature, stage.delta, stage.exponent);
+    case "top_n_sigma":
+      return s.llama_sampler_init_top_n_sigma(stage.n);
     case "top_k":
       return s.llama_sampler_init_top_k(stage.k);
     case "top_p":

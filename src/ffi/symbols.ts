@@ -283,6 +283,10 @@ export const LLAMA_SYMBOLS = {
   llama_sampler_init_typical: { parameters: ["f32", "usize"], result: ptr },
   // struct llama_sampler * llama_sampler_init_temp(float t)
   llama_sampler_init_temp: { parameters: ["f32"], result: ptr },
+  // struct llama_sampler * llama_sampler_init_temp_ext(float t, float delta, float exponent)
+  llama_sampler_init_temp_ext: { parameters: ["f32", "f32", "f32"], result: ptr },
+  // struct llama_sampler * llama_sampler_init_top_n_sigma(float n)
+  llama_sampler_init_top_n_sigma: { parameters: ["f32"], result: ptr },
   // struct llama_sampler * llama_sampler_init_xtc(float p, float t, size_t min_keep, uint32_t seed)
   llama_sampler_init_xtc: { parameters: ["f32", "f32", "usize", "u32"], result: ptr },
   // struct llama_sampler * llama_sampler_init_mirostat(int32_t n_vocab, uint32_t seed, float tau,

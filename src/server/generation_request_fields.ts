@@ -30,6 +30,19 @@ const GENERATION = [
   "repeat_penalty",
   "repeat_last_n",
   "typical_p",
+  "mirostat",
+  "mirostat_tau",
+  "mirostat_eta",
+  "top_n_sigma",
+  "xtc_probability",
+  "xtc_threshold",
+  "dynatemp_range",
+  "dynatemp_exponent",
+  "dry_multiplier",
+  "dry_base",
+  "dry_allowed_length",
+  "dry_penalty_last_n",
+  "dry_sequence_breakers",
   "seed",
   "logit_bias",
   "grammar",
@@ -147,7 +160,7 @@ export function checkOpenAiFields(body: Record<string, unknown>, kind: "chat" | 
  * @throws {HttpError} 400 naming a field the endpoint does not read.
  * @example
  * ```ts
- * checkNativeFields({ prompt: "Hi", mirostat: 2 }); // throws: "mirostat" …
+ * checkNativeFields({ prompt: "Hi", tfs_z: 0.9 }); // throws: "tfs_z" …
  * ```
  */
 export function checkNativeFields(body: Record<string, unknown>): void {

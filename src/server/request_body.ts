@@ -314,6 +314,25 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
   set("repeatLastN", fields.number("repeat_last_n", { min: 0, max: I32_MAX, integer: true }));
   set("typicalP", fields.number("typical_p", { min: 0, max: 1 }));
   set("seed", fields.number("seed", { min: -(2 ** 63), max: 2 ** 64 - 1, integer: true }));
+  set("mirostat", fields.number("mirostat", { min: 0, max: 2, integer: true }) as 0 | 1 | 2);
+  set("mirostatTau", fields.number("mirostat_tau", { min: 0 }));
+  set("mirostatEta", fields.number("mirostat_eta", { min: 0 }));
+  set("topNSigma", fields.number("top_n_sigma"));
+  set("xtcProbability", fields.number("xtc_probability", { min: 0, max: 1 }));
+  set("xtcThreshold", fields.number("xtc_threshold", { min: 0, max: 1 }));
+  set("dynatempRange", fields.number("dynatemp_range", { min: 0 }));
+  set("dynatempExponent", fields.number("dynatemp_exponent", { min: 0 }));
+  set("dryMultiplier", fields.number("dry_multiplier", { min: 0 }));
+  set("dryBase", fields.number("dry_base", { min: 1 }));
+  set(
+    "dryAllowedLength",
+    fields.number("dry_allowed_length", { min: 0, max: I32_MAX, integer: true }),
+  );
+  set(
+    "dryPenaltyLastN",
+    fields.number("dry_penalty_last_n", { min: 0, max: I32_MAX, integer: true }),
+  );
+  set("drySequenceBreakers", sequenceBreakers(fields));
   set("logitBias", logitBias(fields.object("logit_bias"), nVocab));
   set("grammar", requestGrammar(fields));
   return {
@@ -365,6 +384,28 @@ function stopStrings(fields: Fields): string[] {
     throw badRequest(`Each stop string may be at most ${MAX_STOP_LENGTH} characters`, "stop");
   }
   return stop.filter((s) => s !== "");
+}
+
+/** Most DRY sequence breakers per request, and most characters in one. */
+const MAX_SEQUENCE_BREAKERS = 32;
+const MAX_SEQUENCE_BREAKER_LENGTH = 64;
+
+function sequenceBreakers(fields: Fields): string[] | undefined {
+  const value = fields.raw("dry_sequence_breakers");
+  if (value === undefined) return undefined;
+  if (
+    !Array.isArray(value) || value.length > MAX_SEQUENCE_BREAKERS ||
+    !value.every((s) =>
+      typeof s === "string" && s !== "" && s.length <= MAX_SEQUENCE_BREAKER_LENGTH
+    )
+  ) {
+    throw badRequest(
+      `"dry_sequence_breakers" must be an array of at most ${MAX_SEQUENCE_BREAKERS} non-empty ` +
+        `strings of at most ${MAX_SEQUENCE_BREAKER_LENGTH} characters`,
+      "dry_sequence_breakers",
+    );
+  }
+  return value;
 }
 
 function positiveOrUndefined(n: number | undefined): number | undefined {

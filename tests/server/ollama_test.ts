@@ -421,7 +421,7 @@ Deno.test("options and fields Shimmy cannot honour are a 400 that names them", a
   const ollama = new Ollama({ host: server.ollamaUrl! });
   const cases: [Record<string, unknown>, RegExp][] = [
     [{ options: { num_gpu: 10 } }, /"options\.num_gpu" cannot be set per request.*--n-gpu-layers/],
-    [{ options: { mirostat: 2 } }, /"options\.mirostat" is not supported/],
+    [{ options: { tfs_z: 0.9 } }, /"options\.tfs_z" is not supported/],
     [{ options: { flux: 1 } }, /"options\.flux" is not an option/],
     [{ suffix: "end" }, /"suffix": fill-in-the-middle is not supported/],
     [{ context: [1, 2] }, /"context" is not supported/],
@@ -456,10 +456,25 @@ Deno.test("options and fields Shimmy cannot honour are a 400 that names them", a
       presence_penalty: 0.1,
       frequency_penalty: 0.1,
       stop: ["\n\n"],
-      mirostat: 0,
+      tfs_z: 1,
     },
   });
   equal(reply.done, true);
+  // Mirostat aiming at no surprise keeps only the best token: the greedy text.
+  const greedy = await ollama.generate({
+    model: MODEL,
+    prompt: "hi",
+    options: { num_predict: 8, temperature: 0 },
+  });
+  const open = { num_predict: 8, temperature: 1.5, top_k: 0, top_p: 1, min_p: 0, seed: 5 };
+  const mirostat = await ollama.generate({
+    model: MODEL,
+    prompt: "hi",
+    options: { ...open, mirostat: 2, mirostat_tau: 0, mirostat_eta: 0.1 },
+  });
+  equal(mirostat.response, greedy.response);
+  const plain = await ollama.generate({ model: MODEL, prompt: "hi", options: open });
+  equal(plain.response === greedy.response, false, "the open draw alone is not greedy");
 });
 
 Deno.test("the main port's root serves Ollama's non-colliding routes; its /api/generate keeps Shimmy's contract", async () => {

@@ -34,20 +34,21 @@ Deno.test("a field an endpoint does not read is a 400 naming it, not silently ig
   await using server = await startServer();
   const chat = "/v1/chat/completions";
   const text = "/v1/completions";
-  // llama-server samplers Shimmy does not have, and chat-only fields on other endpoints.
+  // A sampler Shimmy does not have (tail-free, gone from llama.cpp too), and chat-only fields on
+  // other endpoints.
   await expectRefused(
     server,
     chat,
-    { messages: MESSAGES, mirostat: 2 },
-    "mirostat",
-    /Unknown field "mirostat": \/v1\/chat\/completions does not support it/,
+    { messages: MESSAGES, tfs_z: 0.9 },
+    "tfs_z",
+    /Unknown field "tfs_z": \/v1\/chat\/completions does not support it/,
   );
   await expectRefused(server, text, { prompt: "hi", tools: [] }, "tools", /Unknown field "tools"/);
   await expectRefused(
     server,
     text,
-    { prompt: "hi", dry_multiplier: 0.8 },
-    "dry_multiplier",
+    { prompt: "hi", n_probs: 2 },
+    "n_probs",
     /Unknown field/,
   );
   await expectRefused(
@@ -75,9 +76,9 @@ Deno.test("a field an endpoint does not read is a 400 naming it, not silently ig
   await expectRefused(
     server,
     "/apply-template",
-    { messages: MESSAGES, mirostat: 2 },
-    "mirostat",
-    /Unknown field "mirostat": \/apply-template/,
+    { messages: MESSAGES, tfs_z: 0.9 },
+    "tfs_z",
+    /Unknown field "tfs_z": \/apply-template/,
   );
   await expectRefused(
     server,
@@ -186,7 +187,52 @@ Deno.test("hints with no effect here, and fields that ask for nothing, are accep
   await expectAnswered(server, "/v1/chat/completions", {
     messages: MESSAGES,
     functions: null,
-    mirostat: null,
+    tfs_z: null,
   });
-  await expectAnswered(server, "/api/generate", { prompt: "hi", top_k: 40, mirostat: null });
+  await expectAnswered(server, "/api/generate", { prompt: "hi", top_k: 40, tfs_z: null });
+});
+
+Deno.test("llama-server's further samplers are read on every generating route, and checked", async () => {
+  await using server = await startServer();
+  const textOf = async (route: string, body: Record<string, unknown>) => {
+    const response = await postJson(`${server.url}${route}`, { max_tokens: 12, ...body });
+    const json = await response.json();
+    equal(response.status, 200, JSON.stringify(json));
+    return route === "/api/generate" ? json.response : json.choices[0].text;
+  };
+  const open = { temperature: 1.5, top_k: 0, top_p: 1, min_p: 0, seed: 5 };
+  // Mirostat 2.0 aiming at no surprise keeps only the best token: the greedy text.
+  const mirostat = { ...open, mirostat: 2, mirostat_tau: 0, mirostat_eta: 0.1 };
+  for (const route of ["/v1/completions", "/api/generate"]) {
+    const greedy = await textOf(route, { prompt: "hi", temperature: 0 });
+    equal(await textOf(route, { prompt: "hi", ...mirostat }), greedy, route);
+    const plain = await textOf(route, { prompt: "hi", ...open });
+    equal(plain === greedy, false, `${route}: the open draw alone is not greedy`);
+  }
+  await expectAnswered(server, "/v1/chat/completions", {
+    messages: MESSAGES,
+    top_n_sigma: 1.5,
+    xtc_probability: 0.5,
+    xtc_threshold: 0.1,
+    dynatemp_range: 0.3,
+    dynatemp_exponent: 1.2,
+    dry_multiplier: 0.8,
+    dry_base: 1.75,
+    dry_allowed_length: 2,
+    dry_penalty_last_n: 64,
+    dry_sequence_breakers: ["\n", ":"],
+  });
+  const chat = "/v1/chat/completions";
+  const refused: [Record<string, unknown>, string, RegExp][] = [
+    [{ mirostat: 3 }, "mirostat", /"mirostat" must be at most 2/],
+    [{ mirostat_tau: -1 }, "mirostat_tau", /at least 0/],
+    [{ xtc_probability: 1.5 }, "xtc_probability", /at most 1/],
+    [{ dry_base: 0.5 }, "dry_base", /at least 1/],
+    [{ dry_allowed_length: 1.5 }, "dry_allowed_length", /an integer/],
+    [{ dry_sequence_breakers: "\n" }, "dry_sequence_breakers", /must be an array/],
+    [{ dry_sequence_breakers: [""] }, "dry_sequence_breakers", /non-empty strings/],
+  ];
+  for (const [field, param, message] of refused) {
+    await expectRefused(server, chat, { messages: MESSAGES, ...field }, param, message);
+  }
 });

@@ -25,6 +25,9 @@ const SAMPLING_OPTIONS: Record<string, string> = {
   repeat_last_n: "repeat_last_n",
   presence_penalty: "presence_penalty",
   frequency_penalty: "frequency_penalty",
+  mirostat: "mirostat",
+  mirostat_tau: "mirostat_tau",
+  mirostat_eta: "mirostat_eta",
 };
 
 /**
@@ -49,7 +52,7 @@ const SERVER_OPTIONS: Record<string, string> = {
 };
 
 /** Sampler options Shimmy lacks, accepted only at the value that turns them off. */
-const OFF_VALUES: Record<string, number> = { mirostat: 0, tfs_z: 1 };
+const OFF_VALUES: Record<string, number> = { tfs_z: 1 };
 
 /** An Ollama generating request, ready for `startGeneration`. */
 export interface OllamaFields {

@@ -1,0 +1,158 @@
+/**
+ * llama-server's further samplers (Mirostat, top-n-sigma, XTC, dynamic temperature, DRY) through
+ * the scheduler and real libllama. Each is driven to a setting whose outcome is known without
+ * running it (the greedy pick, or the same tokens for any seed), and the same request without the
+ * sampler shows the outcome is not what the plain chain gives anyway.
+ */
+
+import { deepEqual, equal, notDeepEqual, ok } from "node:assert/strict";
+import { LoadedModel } from "../../src/engine/loaded_model.ts";
+import type { GenerationRequest } from "../../src/engine/scheduler.ts";
+import { samplerStages, type SamplingParams } from "../../src/engine/sampling.ts";
+import { fixtureModel } from "../fixtures/models.ts";
+
+const TOKENS = 32;
+
+async function open(model = "llama-spm"): Promise<LoadedModel> {
+  return await LoadedModel.open({
+    path: await fixtureModel(model),
+    parallel: 1,
+    ctxSize: 256,
+  });
+}
+
+async function tokensOf(
+  loaded: LoadedModel,
+  sampling: SamplingParams,
+  prompt = "The lighthouse keeper counted the ships",
+): Promise<number[]> {
+  const request: GenerationRequest = {
+    prompt: loaded.model.tokenize(prompt),
+    maxTokens: TOKENS,
+    ignoreEos: true,
+    sampling,
+  };
+  const generation = loaded.scheduler.submit(request);
+  for await (const _ of generation) { /* drain */ }
+  return (await generation.result).tokens;
+}
+
+/** A wide-open draw: every token stays a candidate unless the sampler under test cuts it. */
+const OPEN: SamplingParams = { temperature: 1.5, topK: 0, topP: 1, minP: 0, seed: 7 };
+
+/** The longest run of one token repeated back to back. */
+function longestRun(tokens: readonly number[]): number {
+  let longest = 0;
+  let run = 0;
+  tokens.forEach((token, i) => {
+    run = i > 0 && tokens[i - 1] === token ? run + 1 : 1;
+    longest = Math.max(longest, run);
+  });
+  return longest;
+}
+
+Deno.test("Mirostat, top-n-sigma and dynamic temperature narrowed to their limit pick the greedy tokens", async () => {
+  await using loaded = await open();
+  const greedy = await tokensOf(loaded, { temperature: 0 });
+  notDeepEqual(await tokensOf(loaded, OPEN), greedy, "the open draw alone is not greedy");
+  // A target surprise of 0 keeps only the best token (Mirostat 2.0) or the best few, the best
+  // nearly always (Mirostat 1, whose k follows the same target).
+  deepEqual(await tokensOf(loaded, { ...OPEN, mirostat: 2, mirostatTau: 0 }), greedy, "mirostat 2");
+  deepEqual(await tokensOf(loaded, { ...OPEN, mirostat: 1, mirostatTau: 0 }), greedy, "mirostat 1");
+  // Within a hair of the best logit only the best token is left.
+  deepEqual(await tokensOf(loaded, { ...OPEN, topNSigma: 1e-6 }), greedy, "top-n-sigma");
+  // The temperature moves from 0 (at the range's bottom) as entropy to the 1000th power: ~0.
+  deepEqual(
+    await tokensOf(loaded, {
+      ...OPEN,
+      temperature: 0.5,
+      dynatempRange: 0.5,
+      dynatempExponent: 1000,
+    }),
+    greedy,
+    "dynamic temperature",
+  );
+  notDeepEqual(await tokensOf(loaded, { ...OPEN, temperature: 0.5 }), greedy);
+});
+
+Deno.test("XTC that always cuts every likely token leaves the least likely one, whatever the seed", async () => {
+  await using loaded = await open();
+  const xtc: SamplingParams = { ...OPEN, xtcProbability: 1, xtcThreshold: 0 };
+  const first = await tokensOf(loaded, xtc);
+  deepEqual(await tokensOf(loaded, { ...xtc, seed: 8 }), first);
+  notDeepEqual(await tokensOf(loaded, { ...OPEN, seed: 8 }), await tokensOf(loaded, OPEN));
+});
+
+Deno.test("DRY breaks the greedy pick's repeats", async () => {
+  // This model's greedy tokens after this prompt fall into runs of one token.
+  await using loaded = await open("qwen2");
+  const prompt = "Once upon a time";
+  const greedy = await tokensOf(loaded, { temperature: 0 }, prompt);
+  ok(longestRun(greedy) >= 3, `the greedy tokens repeat: ${greedy}`);
+  // With repeats of one token penalized, a token may follow itself only once.
+  const dry: SamplingParams = { temperature: 0, dryMultiplier: 8, dryAllowedLength: 1 };
+  const broken = await tokensOf(loaded, dry, prompt);
+  ok(longestRun(broken) <= 2, `DRY tokens: ${broken}`);
+});
+
+Deno.test("the penalties' and DRY's look-back is capped at the context", () => {
+  const stages = samplerStages(
+    {
+      temperature: 0,
+      repeatPenalty: 1.1,
+      repeatLastN: 2 ** 31 - 1,
+      dryMultiplier: 1,
+      dryPenaltyLastN: 2 ** 31 - 1,
+    },
+    4096,
+  );
+  equal(stages.find((s) => s.type === "penalties")?.lastN, 4096);
+  equal(stages.find((s) => s.type === "dry")?.lastN, 4096);
+});
+
+Deno.test("Mirostat takes the place of the cut-offs, after the penalties", () => {
+  const types = samplerStages({ temperature: 0.8, mirostat: 2, repeatPenalty: 1.1, seed: 1 }).map((
+    s,
+  ) => s.type);
+  deepEqual(types, ["penalties", "temp", "mirostat_v2"]);
+  const all = samplerStages({
+    temperature: 0.8,
+    topNSigma: 2,
+    xtcProbability: 0.5,
+    dynatempRange: 0.2,
+    dryMultiplier: 0.8,
+    typicalP: 0.9,
+    seed: 1,
+  }).map((s) => s.type);
+  deepEqual(all, [
+    "dry",
+    "top_n_sigma",
+    "top_k",
+    "typical",
+    "top_p",
+    "min_p",
+    "xtc",
+    "temp_ext",
+    "dist",
+  ]);
+});
+
+/** The process's peak resident memory so far, in bytes (Linux). */
+async function peakResidentBytes(): Promise<number> {
+  const status = await Deno.readTextFile("/proc/self/status");
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1]) * 1024;
+}
+
+Deno.test({
+  name: "a request's look-back of 2^31 tokens does not allocate for them",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    await using loaded = await open();
+    const before = await peakResidentBytes();
+    // The penalties keep a buffer of their look-back: 8 GB at 2^31 tokens (DRY's, capped the
+    // same way, is checked above).
+    await tokensOf(loaded, { temperature: 0, repeatPenalty: 1.1, repeatLastN: 2 ** 31 - 1 });
+    const grown = await peakResidentBytes() - before;
+    ok(grown < 2 ** 30, `the peak grew by ${(grown / 2 ** 20).toFixed(0)} MiB`);
+  },
+});
