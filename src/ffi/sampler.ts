@@ -318,7 +318,9 @@ function createStage(model: Model, stage: SamplerStage): Deno.PointerValue {
     case "top_n_sigma":
       return s.llama_sampler_init_top_n_sigma(stage.n);
     case "top_k":
-      return s.llama_sampler_init_top_k(stage.k);
+      // Above the vocabulary it keeps every token, as on the CPU; in the decode graph a k above
+      // the logits' count fails an assertion that ends the process.
+      return s.llama_sampler_init_top_k(Math.min(stage.k, model.nVocab));
     case "top_p":
       return s.llama_sampler_init_top_p(stage.p, minKeep(stage.minKeep));
     case "min_p":

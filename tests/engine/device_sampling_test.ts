@@ -82,6 +82,15 @@ Deno.test("requests with a grammar or a logit bias sample on the CPU beside devi
   equal(device.scheduler.stats().deviceSampledRequests, 1, "only the plain greedy request");
 });
 
+Deno.test("a top-k above the vocabulary keeps every token on the device", async () => {
+  // In the decode graph a k above the logits' count failed an assertion that ended the process.
+  await using loaded = await openWith("on");
+  const wide = await tokensOf(loaded, request(loaded, { ...SEEDED, topK: 2 ** 31 - 1 }));
+  const all = await tokensOf(loaded, request(loaded, { ...SEEDED, topK: loaded.model.nVocab }));
+  deepEqual(wide, all);
+  equal(loaded.scheduler.stats().deviceSampledRequests, 2);
+});
+
 Deno.test("a slot's device chain is reused by requests with the same settings and replaced otherwise", async () => {
   await using loaded = await openWith("on");
   const unseeded: SamplingParams = { temperature: 1.2, topK: 0, topP: 1, minP: 0 };
