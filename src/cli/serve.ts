@@ -55,6 +55,8 @@ and a chat page at / (open http://127.0.0.1:11435/ in a browser).
 Options:
   --bind HOST:PORT|auto   Address (default auto: SHIMMY_BIND_ADDRESS, else 127.0.0.1:11435,
                           else the first free port in 11435-11535, else any free port)
+  --host HOST, --port N   The same as --bind HOST:N, as llama-server takes them (host
+                          default 127.0.0.1, port default 11435)
   --ollama-bind HOST:PORT Also serve Ollama's API at the root of this address, e.g.
                           127.0.0.1:11434, for clients that only know Ollama's (off by
                           default; SHIMMY_OLLAMA_BIND too). The main port serves it under
@@ -222,8 +224,10 @@ export function parseServeArgs(
 ): ServeArgs | undefined {
   const parsed = parseFlags(args, {
     bind: { type: "string", default: "auto" },
+    host: { type: "string" },
+    port: { type: "string" },
     "ollama-bind": { type: "string" },
-    model: { type: "string", multiple: true },
+    model: { type: "string", short: "m", multiple: true },
     "model-path": { type: "string", multiple: true },
     "default-model": { type: "string" },
     "allow-pull": { type: "boolean", default: false },
@@ -267,7 +271,7 @@ export function parseServeArgs(
     ...(env("SHIMMY_LORA_GGUF") ? [env("SHIMMY_LORA_GGUF")!] : []),
   ];
   const out: ServeArgs = {
-    bind: v.bind,
+    bind: bindFlag(v.bind, v.host, v.port),
     models: [...(v.model ?? []), ...(v["model-path"] ?? [])],
     allowPull: v["allow-pull"],
     parallel: positiveInt("parallel", v.parallel) ?? 4,
@@ -321,6 +325,27 @@ export function parseServeArgs(
     }
   }
   return out;
+}
+
+/** Shimmy's port, as in the original Shimmy. */
+const DEFAULT_PORT = 11435;
+
+/**
+ * The address from `--bind`, or from llama-server's `--host` and `--port` (either may be left
+ * out: 127.0.0.1 and 11435). Giving both forms is an error rather than one silently winning.
+ */
+function bindFlag(bind: string, host: string | undefined, port: string | undefined): string {
+  if (host === undefined && port === undefined) return bind;
+  if (bind !== "auto") {
+    throw new UsageError("--bind and --host/--port name the address twice; give one of them");
+  }
+  const portNumber = port === undefined ? DEFAULT_PORT : Number(port);
+  if (!Number.isInteger(portNumber) || portNumber < 0 || portNumber > 65535) {
+    throw new UsageError(`--port must be a port number from 0 to 65535, got "${port}"`);
+  }
+  const name = host ?? "127.0.0.1";
+  if (name === "") throw new UsageError("--host needs a host name or address");
+  return `${name.includes(":") && !name.startsWith("[") ? `[${name}]` : name}:${portNumber}`;
 }
 
 /** Checks `--ollama-bind HOST:PORT` (no `auto`: Ollama's clients expect a fixed address). */
@@ -412,7 +437,7 @@ export function listen(
       throw error;
     }
   }
-  for (let port = 11435; port <= 11535; port++) {
+  for (let port = DEFAULT_PORT; port <= DEFAULT_PORT + 100; port++) {
     try {
       return serve("127.0.0.1", port);
     } catch (error) {

@@ -130,6 +130,25 @@ Deno.test("on SIGTERM past the grace a WebSocket stream gets its final stopped f
   await served.process.stderr.cancel();
 });
 
+Deno.test("llama-server's -m, --host and --port work as they do there", async () => {
+  const served = await serve(["-m", model, "--host", "127.0.0.1", "--port", "0"]);
+  const health = await (await fetch(`${served.url}/health`)).json();
+  deepEqual(health.models, [{ name: "tiny-f32", state: "loaded" }]);
+  served.process.kill("SIGTERM");
+  equal((await served.process.status).code, 0);
+  await served.output;
+  await served.process.stderr.cancel();
+  const none = () => undefined;
+  equal(parseServeArgs(["--port", "8080"], none)?.bind, "127.0.0.1:8080");
+  equal(parseServeArgs(["--host", "0.0.0.0"], none)?.bind, "0.0.0.0:11435");
+  equal(parseServeArgs(["--host", "::1", "--port", "9"], none)?.bind, "[::1]:9");
+  throws(() => parseServeArgs(["--port", "80a"], none), /--port must be a port number/);
+  throws(
+    () => parseServeArgs(["--bind", "127.0.0.1:1", "--port", "2"], none),
+    /--bind and --host\/--port name the address twice/,
+  );
+});
+
 Deno.test("a port in use is a one-line error and exit 1, before any model loads", async () => {
   const blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
