@@ -658,13 +658,15 @@ export class Model extends NativeHandle {
    * The raw bytes of one token's text (a piece may be part of a UTF-8 character).
    *
    * @param token Token id.
-   * @returns UTF-8 bytes; cached per token.
+   * @param special Write special (control) tokens out as their text, e.g. `<|im_start|>`;
+   *   without, they have none. Default false.
+   * @returns UTF-8 bytes; cached per token (without `special`).
    */
-  tokenBytes(token: number): Uint8Array {
-    const cached = this.#pieces.get(token);
+  tokenBytes(token: number, special = false): Uint8Array {
+    const cached = special ? undefined : this.#pieces.get(token);
     if (cached) return cached;
     const run = (buf: Uint8Array<ArrayBuffer>) =>
-      this.llama.symbols.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, false);
+      this.llama.symbols.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, special);
     let buf = new Uint8Array(32);
     let n = run(buf);
     if (n < 0) {
@@ -672,7 +674,7 @@ export class Model extends NativeHandle {
       n = run(buf);
     }
     const piece = buf.slice(0, Math.max(0, n));
-    this.#pieces.set(token, piece);
+    if (!special) this.#pieces.set(token, piece);
     return piece;
   }
 

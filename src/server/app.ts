@@ -30,6 +30,7 @@ import {
   ollamaSubpath,
 } from "./ollama/routes.ts";
 import type { ServedRequest } from "./served_request.ts";
+import { detokenize, tokenize } from "./tokenize.ts";
 
 /**
  * A route handler. `clientGone` aborts when the client disconnects before the response is
@@ -64,6 +65,8 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/messages": { POST: messages },
   "/messages/count_tokens": { POST: countTokens },
   "/apply-template": { POST: applyTemplate },
+  "/tokenize": { POST: tokenize },
+  "/detokenize": { POST: detokenize },
   "/api/generate": { POST: apiGenerate },
   "/api/models": { GET: apiModels },
   "/api/models/load": { POST: loadModel },

@@ -1,0 +1,133 @@
+/**
+ * `POST /tokenize` and `POST /detokenize`, with llama-server's routes and shapes, so scripts and
+ * clients that count or inspect tokens through llama-server work unchanged.
+ *
+ * - `/tokenize`: `{"content", "add_special"?, "parse_special"?, "with_pieces"?, "model"?}` →
+ *   `{"tokens": [ids]}`, or with `with_pieces` `{"tokens": [{"id", "piece"}]}`, a piece being its
+ *   text, or its bytes where they are not whole UTF-8. `content` is a string, or an array of strings
+ *   and token ids (only a leading string gets BOS with `add_special`). `add_special` defaults to
+ *   false and `parse_special` (special tokens written as text) to true, as there.
+ * - `/detokenize`: `{"tokens": [ids], "model"?}` → `{"content"}`: the tokens' pieces, special
+ *   tokens written out, bytes that are not whole UTF-8 as U+FFFD.
+ *
+ * @module
+ */
+
+import type { LoadedModel } from "../engine/loaded_model.ts";
+import type { ServerContext } from "./context.ts";
+import { badRequest } from "./http_error.ts";
+import { Fields, readRequestJson, refuseUnknownFields } from "./request_body.ts";
+import type { ServedRequest } from "./served_request.ts";
+
+type Model = LoadedModel["model"];
+
+const TOKENIZE_FIELDS = new Set([
+  "model",
+  "content",
+  "add_special",
+  "parse_special",
+  "with_pieces",
+]);
+const DETOKENIZE_FIELDS = new Set(["model", "tokens"]);
+
+/** One token of `with_pieces`: its text, or its bytes where they are not whole UTF-8. */
+interface TokenPiece {
+  id: number;
+  piece: string | number[];
+}
+
+/**
+ * `POST /tokenize`.
+ *
+ * @param ctx Server state.
+ * @param request The HTTP request.
+ * @param clientGone Aborts when the client disconnects (a long text stops between pieces).
+ * @returns `{"tokens": […]}`.
+ * @throws {HttpError} 400 for a malformed body or a token id outside the vocabulary.
+ */
+export async function tokenize(
+  ctx: ServerContext,
+  request: ServedRequest,
+  clientGone: AbortSignal,
+): Promise<Response> {
+  const body = await readRequestJson(request, ctx.settings);
+  refuseUnknownFields(body, TOKENIZE_FIELDS, "/tokenize");
+  const fields = new Fields(body);
+  const addSpecial = fields.boolean("add_special") ?? false;
+  const parseSpecial = fields.boolean("parse_special") ?? true;
+  const withPieces = fields.boolean("with_pieces") ?? false;
+  const parts = contentParts(fields.raw("content"));
+  using lease = await ctx.registry.acquire(fields.string("model"));
+  const model = lease.model.model;
+  const tokens: number[] = [];
+  for (const [i, part] of parts.entries()) {
+    if (typeof part === "number") {
+      tokens.push(checkedToken(model, part, "content"));
+      continue;
+    }
+    const options = { addSpecial: addSpecial && i === 0, parseSpecial, signal: clientGone };
+    tokens.push(...await model.tokenizeAsync(part, options));
+  }
+  if (!withPieces) return Response.json({ tokens });
+  return Response.json({
+    tokens: tokens.map((id): TokenPiece => ({ id, piece: pieceOf(model, id) })),
+  });
+}
+
+/**
+ * `POST /detokenize`.
+ *
+ * @param ctx Server state.
+ * @param request The HTTP request.
+ * @returns `{"content": "…"}`.
+ * @throws {HttpError} 400 for a malformed body or a token id outside the vocabulary.
+ */
+export async function detokenize(ctx: ServerContext, request: ServedRequest): Promise<Response> {
+  const body = await readRequestJson(request, ctx.settings);
+  refuseUnknownFields(body, DETOKENIZE_FIELDS, "/detokenize");
+  const fields = new Fields(body);
+  const ids = fields.raw("tokens") ?? [];
+  if (!Array.isArray(ids)) throw badRequest('"tokens" must be an array of token ids', "tokens");
+  using lease = await ctx.registry.acquire(fields.string("model"));
+  const model = lease.model.model;
+  const pieces = ids.map((id) => model.tokenBytes(checkedToken(model, id, "tokens"), true));
+  const bytes = new Uint8Array(pieces.reduce((n, piece) => n + piece.length, 0));
+  pieces.reduce((at, piece) => (bytes.set(piece, at), at + piece.length), 0);
+  return Response.json({ content: new TextDecoder().decode(bytes) });
+}
+
+/** `content` as its strings and token ids, in order. */
+function contentParts(content: unknown): (string | number)[] {
+  if (typeof content === "string") return [content];
+  if (
+    Array.isArray(content) && content.every((p) => typeof p === "string" || typeof p === "number")
+  ) {
+    return content;
+  }
+  throw badRequest(
+    '"content" must be a string, or an array of strings and token ids',
+    "content",
+  );
+}
+
+/** A token id of this model's vocabulary, or a 400 naming the field it came in. */
+function checkedToken(model: Model, id: unknown, field: string): number {
+  if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id >= model.nVocab) {
+    throw badRequest(
+      `"${field}" holds ${JSON.stringify(id)}, which is not a token id of this model ` +
+        `(0 to ${model.nVocab - 1})`,
+      field,
+    );
+  }
+  return id;
+}
+
+/** A token's text, or its bytes where they are not whole UTF-8 (llama-server's rule). */
+function pieceOf(model: Model, id: number): string | number[] {
+  const bytes = model.tokenBytes(id, true);
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return [...bytes];
+  }
+}
