@@ -158,25 +158,8 @@ export function samplerStages(params: SamplingParams, historyTokens = Infinity):
     return stages;
   }
   const seed = params.seed ?? randomSeed();
-  const temperature: SamplerStage = p.dynatempRange > 0
-    ? {
-      type: "temp_ext",
-      temperature: p.temperature,
-      delta: p.dynatempRange,
-      exponent: p.dynatempExponent,
-    }
-    : { type: "temp", temperature: p.temperature };
   if (p.mirostat !== 0) {
-    const { mirostatTau: tau, mirostatEta: eta } = p;
-    stages.push(temperature);
-    stages.push(
-      p.mirostat === 1 ? { type: "mirostat", seed, tau, eta } : {
-        type: "mirostat_v2",
-        seed,
-        tau,
-        eta,
-      },
-    );
+    stages.push(temperatureStage(p), mirostatStage(p, seed));
     return stages;
   }
   if (p.topNSigma > 0) stages.push({ type: "top_n_sigma", n: p.topNSigma });
@@ -187,9 +170,29 @@ export function samplerStages(params: SamplingParams, historyTokens = Infinity):
   if (p.xtcProbability > 0 && p.xtcThreshold <= 0.5) {
     stages.push({ type: "xtc", probability: p.xtcProbability, threshold: p.xtcThreshold, seed });
   }
-  stages.push(temperature);
-  stages.push({ type: "dist", seed });
+  stages.push(temperatureStage(p), { type: "dist", seed });
   return stages;
+}
+
+type Settings = typeof DEFAULT_SAMPLING;
+
+/** The temperature, dynamic (following the candidates' entropy) where a range is given. */
+function temperatureStage(p: Settings): SamplerStage {
+  if (p.dynatempRange <= 0) return { type: "temp", temperature: p.temperature };
+  return {
+    type: "temp_ext",
+    temperature: p.temperature,
+    delta: p.dynatempRange,
+    exponent: p.dynatempExponent,
+  };
+}
+
+/** Mirostat's draw, version 1 or 2. */
+function mirostatStage(p: Settings, seed: number): SamplerStage {
+  const { mirostatTau: tau, mirostatEta: eta } = p;
+  return p.mirostat === 1
+    ? { type: "mirostat", seed, tau, eta }
+    : { type: "mirostat_v2", seed, tau, eta };
 }
 
 function withoutUndefined<T extends object>(value: T): Partial<T> {
