@@ -133,6 +133,8 @@ function validBody(path: string): string {
   }
   if (path.endsWith("/lora")) return JSON.stringify({ model: MODEL, adapters: [] });
   if (path.startsWith("/api/models/")) return JSON.stringify({ model: MODEL });
+  if (path === "/tokenize") return JSON.stringify({ model: MODEL, content: "x" });
+  if (path === "/detokenize") return JSON.stringify({ model: MODEL, tokens: [1] });
   return JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 2 });
 }
 
