@@ -18,6 +18,7 @@ import type { ServerContext } from "./context.ts";
 import { badRequest } from "./http_error.ts";
 import { Fields, readRequestJson, refuseUnknownFields } from "./request_body.ts";
 import type { ServedRequest } from "./served_request.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 type Model = LoadedModel["model"];
 
@@ -91,9 +92,7 @@ export async function detokenize(ctx: ServerContext, request: ServedRequest): Pr
   using lease = await ctx.registry.acquire(fields.string("model"));
   const model = lease.model.model;
   const pieces = ids.map((id) => model.tokenBytes(checkedToken(model, id, "tokens"), true));
-  const bytes = new Uint8Array(pieces.reduce((n, piece) => n + piece.length, 0));
-  pieces.reduce((at, piece) => (bytes.set(piece, at), at + piece.length), 0);
-  return Response.json({ content: new TextDecoder().decode(bytes) });
+  return Response.json({ content: new TextDecoder().decode(concatBytes(pieces)) });
 }
 
 /** `content` as its strings and token ids, in order. */
