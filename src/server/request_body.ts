@@ -314,7 +314,10 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
   set("repeatLastN", fields.number("repeat_last_n", { min: 0, max: I32_MAX, integer: true }));
   set("typicalP", fields.number("typical_p", { min: 0, max: 1 }));
   set("seed", fields.number("seed", { min: -(2 ** 63), max: 2 ** 64 - 1, integer: true }));
-  set("mirostat", fields.number("mirostat", { min: 0, max: 2, integer: true }) as 0 | 1 | 2);
+  set(
+    "mirostat",
+    fields.number("mirostat", { min: 0, max: 2, integer: true }) as 0 | 1 | 2 | undefined,
+  );
   set("mirostatTau", fields.number("mirostat_tau", { min: 0 }));
   set("mirostatEta", fields.number("mirostat_eta", { min: 0 }));
   set("topNSigma", fields.number("top_n_sigma"));
