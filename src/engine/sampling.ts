@@ -31,7 +31,8 @@ export interface SamplingParams {
   /**
    * Mirostat 1 or 2 (2.0): each token is drawn from a cut-off that holds the text's surprise near
    * `mirostatTau`, adjusted at rate `mirostatEta`. It takes the place of the cut-offs (top-k,
-   * top-p, min-p, typical, XTC, top-n-sigma), as in llama.cpp; penalties still apply. 0 disables.
+   * top-p, min-p, typical, XTC, top-n-sigma), as in llama.cpp; the penalties and DRY still apply
+   * (llama.cpp drops those too, which would ignore fields the request set). 0 disables.
    */
   mirostat?: 0 | 1 | 2;
   /** Mirostat's target surprise (entropy), in bits. */
