@@ -49,7 +49,7 @@ export const SERVE_USAGE = `Usage: shimmy serve [options]
 
 Serves GGUF models over HTTP: OpenAI API (/v1/chat/completions, /v1/completions,
 /v1/embeddings, /v1/models), rerank (/v1/rerank), Shimmy's native API (/api/generate, /ws/generate, /api/models, /api/tags),
-llama-server's /tokenize, /detokenize and /apply-template,
+llama-server's /completion, /tokenize, /detokenize and /apply-template,
 Ollama's API (under /ollama, and at the root of --ollama-bind), /health, /metrics and /diag,
 and a chat page at / (open http://127.0.0.1:11435/ in a browser).
 

@@ -104,6 +104,8 @@ export interface GenerationChunk {
   text: string;
   /** Tokens generated so far. */
   completionTokens: number;
+  /** Ids of the tokens generated since the previous chunk (whose text this chunk holds or ends). */
+  tokens: number[];
   /** Log-probabilities of the tokens behind this text, when the request asked for them. */
   logprobs?: TokenLogprob[];
 }
@@ -417,6 +419,8 @@ class Slot {
   logprobs: TokenLogprob[] = [];
   promptIndex = 0;
   generated: number[] = [];
+  /** How many of {@link generated} earlier chunks carried. */
+  chunkedTokens = 0;
   output = "";
   cachedTokens = 0;
   maxTokens = 0;
@@ -456,6 +460,7 @@ class Slot {
     this.logprobs = other.logprobs;
     this.promptIndex = other.promptIndex;
     this.generated = other.generated;
+    this.chunkedTokens = other.chunkedTokens;
     this.output = other.output;
     this.cachedTokens = other.cachedTokens;
     this.maxTokens = other.maxTokens;
@@ -1455,6 +1460,7 @@ export class Scheduler {
     slot.promptIndex = reuse;
     slot.cachedTokens = reuse;
     slot.generated = [];
+    slot.chunkedTokens = 0;
     slot.unfinished = [];
     slot.pendingLogprobs = [];
     slot.logprobs = [];
@@ -1818,6 +1824,7 @@ export class Scheduler {
       job.chunks.push({
         text: chunk.text,
         completionTokens: slot.generated.length,
+        tokens: chunkedTokens(slot),
         ...sentLogprobs(slot),
       });
     }
@@ -1861,6 +1868,7 @@ export class Scheduler {
       job.chunks.push({
         text: tail.text,
         completionTokens: slot.generated.length,
+        tokens: chunkedTokens(slot),
         ...sentLogprobs(slot),
       });
     }
@@ -2031,6 +2039,13 @@ function loraKey(set: readonly LoraChoice[]): string {
     if (id === undefined) adapterIds.set(c.adapter, id = nextAdapterId++);
     return `${id}@${c.scale}`;
   }).join(",");
+}
+
+/** The ids a slot generated since its last chunk, for the next one. */
+function chunkedTokens(slot: Slot): number[] {
+  const tokens = slot.generated.slice(slot.chunkedTokens);
+  slot.chunkedTokens = slot.generated.length;
+  return tokens;
 }
 
 /** The log-probabilities waiting in a slot, moved to its sent ones, for a chunk. */

@@ -31,6 +31,7 @@ import {
 } from "./ollama/routes.ts";
 import type { ServedRequest } from "./served_request.ts";
 import { detokenize, tokenize } from "./tokenize.ts";
+import { llamaCompletion } from "./llama_completion.ts";
 
 /**
  * A route handler. `clientGone` aborts when the client disconnects before the response is
@@ -65,6 +66,7 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/messages": { POST: messages },
   "/messages/count_tokens": { POST: countTokens },
   "/apply-template": { POST: applyTemplate },
+  "/completion": { POST: llamaCompletion },
   "/tokenize": { POST: tokenize },
   "/detokenize": { POST: detokenize },
   "/api/generate": { POST: apiGenerate },

@@ -98,6 +98,8 @@ const COMPLETION_FIELDS = new Set([
 
 const NATIVE_FIELDS = new Set([...GENERATION, "prompt", "messages", "system", "raw"]);
 
+const LLAMA_COMPLETION_FIELDS = new Set([...GENERATION, "prompt", "return_tokens"]);
+
 /** Why Shimmy does not take some OpenAI fields, and what to send instead. */
 const ADVICE: Record<string, string> = {
   functions: 'OpenAI\'s deprecated function calling; use "tools" and "tool_choice"',
@@ -165,6 +167,20 @@ export function checkOpenAiFields(body: Record<string, unknown>, kind: "chat" | 
  */
 export function checkNativeFields(body: Record<string, unknown>): void {
   refuseUnknownFields(body, NATIVE_FIELDS, "/api/generate");
+}
+
+/**
+ * Checks a `/completion` body (llama-server's native completion).
+ *
+ * @param body The parsed body.
+ * @throws {HttpError} 400 naming a field the endpoint does not read.
+ * @example
+ * ```ts
+ * checkLlamaCompletionFields({ prompt: "Hi", n_probs: 2 }); // throws: "n_probs" …
+ * ```
+ */
+export function checkLlamaCompletionFields(body: Record<string, unknown>): void {
+  refuseUnknownFields(body, LLAMA_COMPLETION_FIELDS, "/completion");
 }
 
 /**

@@ -1,0 +1,184 @@
+/**
+ * `POST /completion`: llama-server's own completion route and shape, so the scripts written for
+ * it (`curl …/completion -d '{"prompt": "…", "n_predict": 128}'`) run unchanged.
+ *
+ * The body takes `prompt` (a string, or token ids), `n_predict`, `stream`, `return_tokens` and
+ * every sampling and limit field of `/v1/completions`, under the same names. The answer is one
+ * object: `content`, `tokens` (the ids with `return_tokens`), `stop: true`, `model`,
+ * `tokens_predicted`, `tokens_evaluated`, `tokens_cached`, `prompt`, `stop_type` (`eos`, `limit`,
+ * `word` or `none` when cancelled), `stopping_word`, `truncated`, `has_new_line`,
+ * `generation_settings` (the settings used, under llama-server's names) and `timings`. With
+ * `stream`, each piece is a `data:` event `{"content", "tokens", "stop": false, …}` (its token ids
+ * always, as there), and the last event is the whole object above with empty `content`; no
+ * `[DONE]` follows. Where llama-server sends an event per token, an event here may carry several
+ * ids (a character split across tokens comes whole), and the end token has no event of its own.
+ *
+ * @module
+ */
+
+import { DEFAULT_SAMPLING } from "../engine/sampling.ts";
+import type { GenerationResult } from "../engine/scheduler.ts";
+import type { ServerContext } from "./context.ts";
+import { type StartedGeneration, startGeneration } from "./generation_bridge.ts";
+import { checkLlamaCompletionFields } from "./generation_request_fields.ts";
+import { badRequest } from "./http_error.ts";
+import { Fields, readRequestJson } from "./request_body.ts";
+import type { ServedRequest } from "./served_request.ts";
+import { sseEvent, sseResponse } from "./sse.ts";
+import { followClient } from "./stream_body.ts";
+
+/**
+ * `POST /completion`.
+ *
+ * @param ctx Server state.
+ * @param request The HTTP request.
+ * @param clientGone Aborts when the client disconnects.
+ * @returns The completion as JSON, or an SSE stream of pieces ending in it.
+ * @throws {HttpError} 400 for a malformed body or a field the route does not read.
+ */
+export async function llamaCompletion(
+  ctx: ServerContext,
+  request: ServedRequest,
+  clientGone: AbortSignal,
+): Promise<Response> {
+  const body = await readRequestJson(request, ctx.settings);
+  checkLlamaCompletionFields(body);
+  const fields = new Fields(body);
+  const source = promptOf(fields.raw("prompt"));
+  const returnTokens = fields.boolean("return_tokens") ?? false;
+  const abort = followClient(clientGone);
+  const started = await startGeneration(ctx, fields, { kind: "raw", prompt: source }, abort.signal);
+  const prompt = typeof source === "string"
+    ? source
+    : started.loaded.model.detokenize(source, false);
+  if (!started.fields.stream) {
+    for await (const _ of started.generation) { /* the result carries the text */ }
+    const result = await started.result;
+    const tokens = returnTokens ? result.tokens : [];
+    return Response.json(finalObject(started, result, { content: result.text, tokens, prompt }));
+  }
+  return sseResponse(async (send) => {
+    const piece = (content: string, tokens: number[], predicted: number) =>
+      sseEvent(JSON.stringify({
+        index: 0,
+        content,
+        tokens,
+        stop: false,
+        id_slot: -1,
+        tokens_predicted: predicted,
+        tokens_evaluated: started.promptTokens,
+      }));
+    let sent = 0;
+    for await (const part of started.generation) {
+      send(piece(part.text, part.tokens, part.completionTokens));
+      sent += part.tokens.length;
+    }
+    const result = await started.result;
+    // Tokens with no text of their own (a stop word's) go out before the end, as there.
+    if (sent < result.tokens.length) {
+      send(piece("", result.tokens.slice(sent), result.completionTokens));
+    }
+    // Its text and ids went out in the events before.
+    send(
+      sseEvent(JSON.stringify(finalObject(started, result, { content: "", tokens: [], prompt }))),
+    );
+  }, abort);
+}
+
+/** `prompt`: a string or token ids (several prompts go to `/v1/completions`). */
+function promptOf(value: unknown): string | number[] {
+  if (typeof value === "string") return value;
+  if (Array.isArray(value) && value.every((id) => Number.isInteger(id))) return value;
+  throw badRequest(
+    '"prompt" must be a string or an array of token ids (send several prompts to /v1/completions)',
+    "prompt",
+  );
+}
+
+/** How a generation ended, in llama-server's words. */
+function stopType(result: GenerationResult): "eos" | "limit" | "word" | "none" {
+  if (result.finishReason === "length") return "limit";
+  if (result.finishReason === "cancelled") return "none";
+  return result.stoppedBy === undefined ? "eos" : "word";
+}
+
+/** The answer without streaming, and the last event of a stream. */
+function finalObject(
+  started: StartedGeneration,
+  result: GenerationResult,
+  shown: { content: string; tokens: number[]; prompt: string },
+) {
+  const t = result.timings;
+  const evaluated = result.promptTokens - result.cachedTokens;
+  // The end token was predicted too, though it is not in the text.
+  const type = stopType(result);
+  const predicted = result.completionTokens + (type === "eos" ? 1 : 0);
+  return {
+    index: 0,
+    content: shown.content,
+    tokens: shown.tokens,
+    id_slot: -1,
+    stop: true,
+    model: started.entry.name,
+    tokens_predicted: predicted,
+    tokens_evaluated: result.promptTokens,
+    generation_settings: generationSettings(started),
+    prompt: shown.prompt,
+    has_new_line: result.text.includes("\n"),
+    truncated: false,
+    stop_type: type,
+    stopping_word: result.stoppedBy ?? "",
+    // The last token sampled is not in the cache yet.
+    tokens_cached: result.promptTokens + Math.max(0, predicted - 1),
+    timings: {
+      cache_n: result.cachedTokens,
+      prompt_n: evaluated,
+      prompt_ms: t.promptMs,
+      prompt_per_token_ms: evaluated > 0 ? t.promptMs / evaluated : 0,
+      prompt_per_second: t.promptPerSecond,
+      predicted_n: result.completionTokens,
+      predicted_ms: t.generateMs,
+      predicted_per_token_ms: result.completionTokens > 0
+        ? t.generateMs / result.completionTokens
+        : 0,
+      predicted_per_second: t.generatePerSecond,
+    },
+  };
+}
+
+/** The settings the generation ran with, under llama-server's names. */
+function generationSettings(started: StartedGeneration) {
+  const { sampling, maxTokens, stop, ignoreEos, stream } = started.fields;
+  const p = { ...DEFAULT_SAMPLING, ...sampling };
+  return {
+    seed: sampling.seed ?? 0xffffffff,
+    temperature: p.temperature,
+    dynatemp_range: p.dynatempRange,
+    dynatemp_exponent: p.dynatempExponent,
+    top_k: p.topK,
+    top_p: p.topP,
+    min_p: p.minP,
+    top_n_sigma: p.topNSigma,
+    xtc_probability: p.xtcProbability,
+    xtc_threshold: p.xtcThreshold,
+    typical_p: p.typicalP,
+    repeat_last_n: p.repeatLastN,
+    repeat_penalty: p.repeatPenalty,
+    presence_penalty: p.presencePenalty,
+    frequency_penalty: p.frequencyPenalty,
+    dry_multiplier: p.dryMultiplier,
+    dry_base: p.dryBase,
+    dry_allowed_length: p.dryAllowedLength,
+    dry_penalty_last_n: p.dryPenaltyLastN,
+    dry_sequence_breakers: p.drySequenceBreakers,
+    mirostat: p.mirostat,
+    mirostat_tau: p.mirostatTau,
+    mirostat_eta: p.mirostatEta,
+    stop,
+    max_tokens: maxTokens ?? -1,
+    n_predict: maxTokens ?? -1,
+    ignore_eos: ignoreEos,
+    stream,
+    grammar: sampling.grammar ?? "",
+  };
+}
