@@ -1824,7 +1824,7 @@ export class Scheduler {
       job.chunks.push({
         text: chunk.text,
         completionTokens: slot.generated.length,
-        tokens: chunkedTokens(slot),
+        tokens: tokensSinceLastChunk(slot),
         ...sentLogprobs(slot),
       });
     }
@@ -1868,7 +1868,7 @@ export class Scheduler {
       job.chunks.push({
         text: tail.text,
         completionTokens: slot.generated.length,
-        tokens: chunkedTokens(slot),
+        tokens: tokensSinceLastChunk(slot),
         ...sentLogprobs(slot),
       });
     }
@@ -2042,7 +2042,7 @@ function loraKey(set: readonly LoraChoice[]): string {
 }
 
 /** The ids a slot generated since its last chunk, for the next one. */
-function chunkedTokens(slot: Slot): number[] {
+function tokensSinceLastChunk(slot: Slot): number[] {
   const tokens = slot.generated.slice(slot.chunkedTokens);
   slot.chunkedTokens = slot.generated.length;
   return tokens;
