@@ -125,7 +125,8 @@ function finalObject(
     generation_settings: generationSettings(started),
     prompt: shown.prompt,
     has_new_line: result.text.includes("\n"),
-    truncated: false,
+    // `truncate` dropped the prompt's oldest tokens to fit.
+    truncated: result.promptTokens < started.promptTokens,
     stop_type: type,
     stopping_word: result.stoppedBy ?? "",
     // The last token sampled is not in the cache yet.

@@ -102,4 +102,13 @@ Deno.test("/completion refuses what it does not read, and several prompts", asyn
   const answer = await complete(shimmy.url, { prompt: "hi", n_predict: 2 });
   ok(answer.stop);
   match(String(answer.stop_type), /^(limit|eos)$/);
+  equal(answer.truncated, false);
+  // A prompt longer than the context, cut to fit where `truncate` asks for it.
+  const long = { prompt: "one two three ".repeat(2000), n_predict: 2 };
+  const refused = await postJson(`${shimmy.url}/completion`, long);
+  equal(refused.status, 400);
+  await refused.body?.cancel();
+  const cut = await complete(shimmy.url, { ...long, truncate: true });
+  equal(cut.truncated, true);
+  ok((cut.tokens_evaluated as number) < 6000, `${cut.tokens_evaluated} prompt tokens`);
 });
