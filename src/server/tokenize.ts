@@ -121,11 +121,14 @@ function checkedToken(model: Model, id: unknown, field: string): number {
   return id;
 }
 
+/** Decodes only whole UTF-8, throwing otherwise (one for every piece of a request). */
+const WHOLE_UTF8 = new TextDecoder("utf-8", { fatal: true });
+
 /** A token's text, or its bytes where they are not whole UTF-8 (llama-server's rule). */
 function pieceOf(model: Model, id: number): string | number[] {
   const bytes = model.tokenBytes(id, true);
   try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    return WHOLE_UTF8.decode(bytes);
   } catch {
     return [...bytes];
   }
