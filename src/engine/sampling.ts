@@ -8,6 +8,36 @@
 
 import type { SamplerStage } from "../ffi/sampler.ts";
 
+/**
+ * A stage of the chain that a request may place (llama-server's names): the cut-offs, the
+ * penalties, DRY, temperature, and `infill`, which favours ending a fill-in-the-middle answer
+ * and joins candidates that start alike.
+ */
+export type SamplerName =
+  | "penalties"
+  | "dry"
+  | "top_n_sigma"
+  | "top_k"
+  | "typ_p"
+  | "top_p"
+  | "min_p"
+  | "xtc"
+  | "temperature"
+  | "infill";
+
+/** llama.cpp's order of the stages, which Shimmy keeps unless a request gives its own. */
+export const DEFAULT_SAMPLER_ORDER: readonly SamplerName[] = [
+  "penalties",
+  "dry",
+  "top_n_sigma",
+  "top_k",
+  "typ_p",
+  "top_p",
+  "min_p",
+  "xtc",
+  "temperature",
+];
+
 /** Sampling settings; unset fields take the defaults in {@link DEFAULT_SAMPLING}. */
 export interface SamplingParams {
   /** Softmax temperature; <= 0 means greedy. */
@@ -59,6 +89,12 @@ export interface SamplingParams {
   dryPenaltyLastN?: number;
   /** DRY: strings that end a repeat (a repeat never spans one). */
   drySequenceBreakers?: readonly string[];
+  /**
+   * The stages between the grammar and the draw, in this order, as llama-server's `samplers`
+   * gives them: only these run (each once), then the draw. Default: llama.cpp's order
+   * ({@link DEFAULT_SAMPLER_ORDER}) with every stage whose setting acts. Not with Mirostat.
+   */
+  samplers?: readonly SamplerName[];
   /** RNG seed; random when unset. */
   seed?: number;
   /** Additive logit bias by token id. */
@@ -74,7 +110,7 @@ export interface SamplingParams {
 
 /** Defaults used when a field is unset. */
 export const DEFAULT_SAMPLING: Required<
-  Omit<SamplingParams, "seed" | "logitBias" | "grammar" | "grammarTriggers">
+  Omit<SamplingParams, "seed" | "logitBias" | "grammar" | "grammarTriggers" | "samplers">
 > = {
   temperature: 0.7,
   topK: 40,
@@ -106,10 +142,11 @@ export function randomSeed(): number {
 }
 
 /**
- * Turns sampling parameters into sampler chain stages, in llama.cpp's order (its tools' default):
- * logit bias, grammar, penalties, DRY, then top-n-sigma, top-k, typical, top-p, min-p, XTC,
- * temperature and the draw; or, with Mirostat, temperature and Mirostat's draw after the
- * penalties.
+ * Turns sampling parameters into sampler chain stages: logit bias and grammar, then the stages in
+ * llama.cpp's order (its tools' default: penalties, DRY, top-n-sigma, top-k, typical, top-p,
+ * min-p, XTC, temperature) or the request's own `samplers`, then the draw. Temperature 0 (or
+ * less) makes the draw greedy, after the penalties and DRY only unless `samplers` lists more.
+ * With Mirostat: the penalties and DRY, then temperature and Mirostat's draw.
  *
  * @param params User settings.
  * @param historyTokens The most tokens a sequence can hold (its context): the penalties' and
@@ -135,47 +172,71 @@ export function samplerStages(params: SamplingParams, historyTokens = Infinity):
       ...(patterns && patterns.length > 0 ? { triggers: { patterns } } : {}),
     });
   }
-  if (p.repeatPenalty !== 1 || p.frequencyPenalty !== 0 || p.presencePenalty !== 0) {
-    stages.push({
-      type: "penalties",
-      lastN: Math.min(p.repeatLastN, historyTokens),
-      repeat: p.repeatPenalty,
-      frequency: p.frequencyPenalty,
-      presence: p.presencePenalty,
-    });
-  }
-  if (p.dryMultiplier > 0 && p.dryPenaltyLastN > 0) {
-    stages.push({
-      type: "dry",
-      multiplier: p.dryMultiplier,
-      base: p.dryBase,
-      allowedLength: p.dryAllowedLength,
-      lastN: Math.min(p.dryPenaltyLastN, historyTokens),
-      breakers: [...p.drySequenceBreakers],
-    });
-  }
-  if (p.temperature <= 0) {
-    stages.push({ type: "greedy" });
-    return stages;
-  }
+  const greedy = p.temperature <= 0;
+  const mirostat = !greedy && p.mirostat !== 0;
   const seed = params.seed ?? randomSeed();
-  if (p.mirostat !== 0) {
-    stages.push(temperatureStage(p), mirostatStage(p, seed));
-    return stages;
+  const order = params.samplers ??
+    (greedy || mirostat ? DEFAULT_SAMPLER_ORDER.slice(0, 2) : DEFAULT_SAMPLER_ORDER);
+  for (const name of new Set(order)) {
+    const stage = name === "temperature" && greedy
+      ? undefined
+      : stageOf(name, p, seed, historyTokens);
+    if (stage) stages.push(stage);
   }
-  if (p.topNSigma > 0) stages.push({ type: "top_n_sigma", n: p.topNSigma });
-  if (p.topK > 0) stages.push({ type: "top_k", k: p.topK });
-  if (p.typicalP < 1) stages.push({ type: "typical", p: p.typicalP });
-  if (p.topP < 1) stages.push({ type: "top_p", p: p.topP });
-  if (p.minP > 0) stages.push({ type: "min_p", p: p.minP });
-  if (p.xtcProbability > 0 && p.xtcThreshold <= 0.5) {
-    stages.push({ type: "xtc", probability: p.xtcProbability, threshold: p.xtcThreshold, seed });
-  }
-  stages.push(temperatureStage(p), { type: "dist", seed });
+  if (greedy) stages.push({ type: "greedy" });
+  else if (mirostat) stages.push(temperatureStage(p), mirostatStage(p, seed));
+  else stages.push({ type: "dist", seed });
   return stages;
 }
 
 type Settings = typeof DEFAULT_SAMPLING;
+
+/** One named stage with its settings, or undefined where the settings make it do nothing. */
+function stageOf(
+  name: SamplerName,
+  p: Settings,
+  seed: number,
+  historyTokens: number,
+): SamplerStage | undefined {
+  switch (name) {
+    case "penalties":
+      if (p.repeatPenalty === 1 && p.frequencyPenalty === 0 && p.presencePenalty === 0) return;
+      return {
+        type: "penalties",
+        lastN: Math.min(p.repeatLastN, historyTokens),
+        repeat: p.repeatPenalty,
+        frequency: p.frequencyPenalty,
+        presence: p.presencePenalty,
+      };
+    case "dry":
+      if (p.dryMultiplier <= 0 || p.dryPenaltyLastN <= 0) return;
+      return {
+        type: "dry",
+        multiplier: p.dryMultiplier,
+        base: p.dryBase,
+        allowedLength: p.dryAllowedLength,
+        lastN: Math.min(p.dryPenaltyLastN, historyTokens),
+        breakers: [...p.drySequenceBreakers],
+      };
+    case "top_n_sigma":
+      return p.topNSigma > 0 ? { type: "top_n_sigma", n: p.topNSigma } : undefined;
+    case "top_k":
+      return p.topK > 0 ? { type: "top_k", k: p.topK } : undefined;
+    case "typ_p":
+      return p.typicalP < 1 ? { type: "typical", p: p.typicalP } : undefined;
+    case "top_p":
+      return p.topP < 1 ? { type: "top_p", p: p.topP } : undefined;
+    case "min_p":
+      return p.minP > 0 ? { type: "min_p", p: p.minP } : undefined;
+    case "xtc":
+      if (p.xtcProbability <= 0 || p.xtcThreshold > 0.5) return;
+      return { type: "xtc", probability: p.xtcProbability, threshold: p.xtcThreshold, seed };
+    case "temperature":
+      return temperatureStage(p);
+    case "infill":
+      return { type: "infill" };
+  }
+}
 
 /** The temperature, dynamic (following the candidates' entropy) where a range is given. */
 function temperatureStage(p: Settings): SamplerStage {

@@ -73,6 +73,12 @@ export interface GenerationRequest {
    * is left of the slot's context (then generation ends with `"length"`).
    */
   maxTokens?: number;
+  /**
+   * With `maxTokens` 0, evaluate the prompt all the same, into a slot's cache, so that a later
+   * request that starts alike finds it there (the warm-up requests of llama-server's clients).
+   * Default false: such a request is answered at once.
+   */
+  fillCache?: boolean;
   /** Sampling settings. */
   sampling?: SamplingParams;
   /** Stop strings (never part of the output). */
@@ -86,6 +92,18 @@ export interface GenerationRequest {
   truncate?: boolean;
   /** Keep going past end-of-generation tokens. Default false. */
   ignoreEos?: boolean;
+  /**
+   * End (as `"length"`) where a line after the first starts with fewer spaces or tabs than this
+   * (llama-server's `n_indent`, for code completion); that line's indentation is kept, the rest
+   * of it is not. Default 0: never.
+   */
+  minIndent?: number;
+  /**
+   * End (as `"length"`) at the first newline generated after this many ms of generating
+   * (llama-server's `t_max_predict_ms`: a completion shown while typing stays quick, and whole
+   * lines). Default: no limit.
+   */
+  lineTimeLimitMs?: number;
   /** Aborts the generation (client gone, stop frame…). */
   signal?: AbortSignal;
   /**
@@ -696,7 +714,7 @@ export class Scheduler {
     }
     const submittedAt = performance.now();
     const outlets = Array.from({ length: n }, () => new Outlet());
-    if (request.maxTokens === 0) {
+    if (request.maxTokens === 0 && !request.fillCache) {
       // Nothing to generate: answer at once, without taking a slot or decoding the prompt.
       for (const outlet of outlets) {
         outlet.chunks.end();
@@ -1455,7 +1473,7 @@ export class Scheduler {
     slot.job = job;
     job.slot = slot;
     slot.sampler = sampler;
-    slot.text = new TextStream(request.stop ?? []);
+    slot.text = new TextStream(request.stop ?? [], { minIndent: request.minIndent });
     slot.state = "prompt";
     slot.promptIndex = reuse;
     slot.cachedTokens = reuse;
@@ -1782,6 +1800,11 @@ export class Scheduler {
     if (slot.state === "prompt") {
       slot.state = "generating";
       slot.firstTokenAt = performance.now();
+      if (slot.maxTokens === 0) {
+        // A warm-up (`fillCache`): the prompt is in the cache now; nothing to sample.
+        this.#finish(slot, "length");
+        return;
+      }
       for (const fork of job.forks ?? []) this.#fork(slot, fork, index);
     }
     const sampleStart = performance.now();
@@ -1830,9 +1853,19 @@ export class Scheduler {
     }
     if (chunk.stop !== undefined) {
       this.#finish(slot, "stop");
-    } else if (slot.generated.length >= slot.maxTokens) {
+    } else if (
+      chunk.underIndented || slot.generated.length >= slot.maxTokens ||
+      this.#lineTimeUp(slot, job.request, bytes)
+    ) {
       this.#finish(slot, "length");
     }
+  }
+
+  /** Whether a token ends a line after the request's line time limit (`lineTimeLimitMs`). */
+  #lineTimeUp(slot: Slot, request: GenerationRequest, bytes: Uint8Array): boolean {
+    const limit = request.lineTimeLimitMs;
+    return limit !== undefined && slot.firstTokenAt > 0 && bytes.includes(NEWLINE) &&
+      performance.now() - slot.firstTokenAt > limit;
   }
 
   /**
@@ -2015,6 +2048,9 @@ function deviceSamplerKey(job: Job): string {
     job.sampler.stages.map((stage) => stage.type === "dist" && !seeded ? { type: "dist" } : stage),
   );
 }
+
+/** The byte of `\n`. */
+const NEWLINE = 0x0a;
 
 /**
  * Resolves once the microtasks queued so far, and those they queue, have run: a `setImmediate`

@@ -1,7 +1,9 @@
 /**
  * Streaming detokenization: token bytes in, text out. Emits only complete UTF-8 characters
  * (a character split across tokens waits for its last byte), holds back text that could be
- * the start of a stop string, and never emits a stop string itself.
+ * the start of a stop string, and never emits a stop string itself. With a minimum indentation
+ * (llama-server's `n_indent`, for code completion), the text ends where a line after the first
+ * starts with less: the line's indentation is kept, the rest of it is not.
  *
  * @module
  */
@@ -12,6 +14,17 @@ export interface StreamChunk {
   text: string;
   /** The stop string that ended the text, if one was completed. */
   stop?: string;
+  /** True when a line started with less indentation than the minimum: the text ends here. */
+  underIndented?: true;
+}
+
+/** Options of {@link TextStream}. */
+export interface TextStreamOptions {
+  /**
+   * End the text where a line after the first starts with fewer than this many spaces or tabs
+   * before its first other character (an empty line counts as such). Default 0: never.
+   */
+  minIndent?: number;
 }
 
 /** Incremental decoder with stop-string detection for one generation. */
@@ -20,10 +33,18 @@ export class TextStream {
   readonly #stops: string[];
   #pending = "";
   #stopped: string | undefined;
+  readonly #minIndent: number;
+  /** The current line's indentation so far, while it has only spaces and tabs after a newline. */
+  #indent: number | undefined;
+  #underIndented = false;
 
-  /** @param stops Strings that end generation; empty strings are ignored. */
-  constructor(stops: readonly string[] = []) {
+  /**
+   * @param stops Strings that end generation; empty strings are ignored.
+   * @param options The minimum indentation of later lines.
+   */
+  constructor(stops: readonly string[] = [], options: TextStreamOptions = {}) {
     this.#stops = stops.filter((s) => s.length > 0);
+    this.#minIndent = options.minIndent ?? 0;
   }
 
   /** The stop string that was hit, if any. */
@@ -44,7 +65,7 @@ export class TextStream {
    * ```
    */
   push(bytes: Uint8Array): StreamChunk {
-    if (this.#stopped !== undefined) return { text: "" };
+    if (this.#ended) return { text: "" };
     this.#pending += this.#decoder.decode(bytes, { stream: true });
     return this.#drain(false);
   }
@@ -54,12 +75,46 @@ export class TextStream {
    * a partial stop string is plain text after all).
    */
   flush(): StreamChunk {
-    if (this.#stopped !== undefined) return { text: "" };
+    if (this.#ended) return { text: "" };
     this.#pending += this.#decoder.decode();
     return this.#drain(true);
   }
 
+  get #ended(): boolean {
+    return this.#stopped !== undefined || this.#underIndented;
+  }
+
   #drain(final: boolean): StreamChunk {
+    const chunk = this.#drainStops(final);
+    const cut = this.#minIndent > 0 ? this.#underIndentedAt(chunk.text) : -1;
+    if (cut < 0) return chunk;
+    this.#pending = "";
+    this.#stopped = undefined;
+    this.#underIndented = true;
+    return { text: chunk.text.slice(0, cut), underIndented: true };
+  }
+
+  /**
+   * Where in `text` (which follows the text seen before) a line's first character other than a
+   * space or tab comes after too little indentation, or -1.
+   */
+  #underIndentedAt(text: string): number {
+    for (let i = 0; i < text.length; i++) {
+      const c = text[i];
+      if (this.#indent === undefined) {
+        if (c === "\n") this.#indent = 0;
+      } else if (c === " " || c === "\t") {
+        this.#indent++;
+      } else if (this.#indent < this.#minIndent) {
+        return i;
+      } else {
+        this.#indent = c === "\n" ? 0 : undefined;
+      }
+    }
+    return -1;
+  }
+
+  #drainStops(final: boolean): StreamChunk {
     let first: { at: number; stop: string } | undefined;
     for (const stop of this.#stops) {
       const at = this.#pending.indexOf(stop);

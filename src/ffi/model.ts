@@ -55,6 +55,20 @@ export interface OffloadReport {
   total: number;
 }
 
+/** A vocabulary's fill-in-the-middle tokens; -1 marks one it lacks. */
+export interface FimTokens {
+  /** Starts the code before the gap. */
+  prefix: number;
+  /** Starts the code after the gap. */
+  suffix: number;
+  /** Ends the prompt: the answer fills the gap. */
+  middle: number;
+  /** Starts the repository's name, before the other files. */
+  repo: number;
+  /** Starts each file (its name, then its text). */
+  fileSeparator: number;
+}
+
 /** Options for {@link Model.tokenize}. */
 export interface TokenizeOptions {
   /** Add BOS/EOS as the vocabulary asks. Default true. */
@@ -412,6 +426,23 @@ export class Model extends NativeHandle {
     return this.llama.symbols.llama_vocab_sep(this.vocab);
   }
 
+  /**
+   * The fill-in-the-middle tokens (-1 where the vocabulary has none): `prefix`, `suffix` and
+   * `middle` mark the code before and after the gap and where the answer goes; `repo` and
+   * `fileSeparator` introduce the repository's name and each further file (Qwen2.5-Coder,
+   * StarCoder).
+   */
+  get fimTokens(): FimTokens {
+    const s = this.llama.symbols;
+    return {
+      prefix: s.llama_vocab_fim_pre(this.vocab),
+      suffix: s.llama_vocab_fim_suf(this.vocab),
+      middle: s.llama_vocab_fim_mid(this.vocab),
+      repo: s.llama_vocab_fim_rep(this.vocab),
+      fileSeparator: s.llama_vocab_fim_sep(this.vocab),
+    };
+  }
+
   /** Whether the vocabulary adds SEP when tokenizing with special tokens. */
   get addsSep(): boolean {
     return this.llama.symbols.llama_vocab_get_add_sep(this.vocab);
@@ -683,9 +714,11 @@ export class Model extends NativeHandle {
    *
    * @param tokens Token ids.
    * @param removeSpecial Drop BOS/EOS. Default false.
+   * @param renderSpecial Write control tokens as their text (`<|im_start|>`); default false:
+   *   they give no text.
    * @returns The text.
    */
-  detokenize(tokens: ArrayLike<number>, removeSpecial = false): string {
+  detokenize(tokens: ArrayLike<number>, removeSpecial = false, renderSpecial = false): string {
     const ids = Int32Array.from(tokens);
     const run = (buf: Uint8Array<ArrayBuffer>) =>
       this.llama.symbols.llama_detokenize(
@@ -695,7 +728,7 @@ export class Model extends NativeHandle {
         buf,
         buf.length,
         removeSpecial,
-        false,
+        renderSpecial,
       );
     let buf = new Uint8Array(ids.length * 8 + 16);
     let n = run(buf);

@@ -38,6 +38,11 @@ export type SamplerStage =
     breakers: string[];
   }
   | { type: "logit_bias"; bias: ReadonlyMap<number, number> }
+  /**
+   * Fill-in-the-middle: ends the answer where ending is about as likely as going on, and joins
+   * the candidates whose text starts alike.
+   */
+  | { type: "infill" }
   | {
     type: "grammar";
     grammar: string;
@@ -369,6 +374,8 @@ function createStage(model: Model, stage: SamplerStage): Deno.PointerValue {
       strings.length = 0; // keeps the strings alive until llama.cpp has copied them
       return created;
     }
+    case "infill":
+      return s.llama_sampler_init_infill(model.vocab);
     case "logit_bias": {
       const entries = [...stage.bias];
       const buf = new Uint8Array(Math.max(1, entries.length) * LlamaLogitBias.size);

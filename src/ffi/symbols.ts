@@ -139,6 +139,16 @@ export const LLAMA_SYMBOLS = {
   llama_vocab_sep: { parameters: [ptr], result: "i32" },
   // bool llama_vocab_get_add_sep(const struct llama_vocab *)
   llama_vocab_get_add_sep: { parameters: [ptr], result: "bool" },
+  // llama_token llama_vocab_fim_pre(const struct llama_vocab *)
+  llama_vocab_fim_pre: { parameters: [ptr], result: "i32" },
+  // llama_token llama_vocab_fim_suf(const struct llama_vocab *)
+  llama_vocab_fim_suf: { parameters: [ptr], result: "i32" },
+  // llama_token llama_vocab_fim_mid(const struct llama_vocab *)
+  llama_vocab_fim_mid: { parameters: [ptr], result: "i32" },
+  // llama_token llama_vocab_fim_rep(const struct llama_vocab *)
+  llama_vocab_fim_rep: { parameters: [ptr], result: "i32" },
+  // llama_token llama_vocab_fim_sep(const struct llama_vocab *)
+  llama_vocab_fim_sep: { parameters: [ptr], result: "i32" },
   // enum llama_token_attr llama_vocab_get_attr(const struct llama_vocab *, llama_token)
   llama_vocab_get_attr: { parameters: [ptr, "i32"], result: "u32" },
   // const char * llama_vocab_get_text(const struct llama_vocab *, llama_token)
@@ -287,6 +297,8 @@ export const LLAMA_SYMBOLS = {
   llama_sampler_init_temp_ext: { parameters: ["f32", "f32", "f32"], result: ptr },
   // struct llama_sampler * llama_sampler_init_top_n_sigma(float n)
   llama_sampler_init_top_n_sigma: { parameters: ["f32"], result: ptr },
+  // struct llama_sampler * llama_sampler_init_infill(const struct llama_vocab * vocab)
+  llama_sampler_init_infill: { parameters: [ptr], result: ptr },
   // struct llama_sampler * llama_sampler_init_xtc(float p, float t, size_t min_keep, uint32_t seed)
   llama_sampler_init_xtc: { parameters: ["f32", "f32", "usize", "u32"], result: ptr },
   // struct llama_sampler * llama_sampler_init_mirostat(int32_t n_vocab, uint32_t seed, float tau,

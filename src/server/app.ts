@@ -32,6 +32,8 @@ import {
 import type { ServedRequest } from "./served_request.ts";
 import { detokenize, tokenize } from "./tokenize.ts";
 import { llamaCompletion } from "./llama_completion.ts";
+import { infill } from "./infill.ts";
+import { props } from "./props.ts";
 
 /**
  * A route handler. `clientGone` aborts when the client disconnects before the response is
@@ -45,6 +47,8 @@ export type Handler = (
 
 const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/health": { GET: health },
+  "/v1/health": { GET: health },
+  "/props": { GET: props },
   "/v1/models": { GET: listModels },
   "/v1/chat/completions": { POST: chatCompletions },
   "/v1/completions": { POST: completions },
@@ -67,6 +71,7 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/messages/count_tokens": { POST: countTokens },
   "/apply-template": { POST: applyTemplate },
   "/completion": { POST: llamaCompletion },
+  "/infill": { POST: infill },
   "/tokenize": { POST: tokenize },
   "/detokenize": { POST: detokenize },
   "/api/generate": { POST: apiGenerate },
@@ -133,8 +138,8 @@ function errorShapeOf(path: string, ollamaRoot: boolean): ErrorShape {
   return ollamaRoot && (path === "/" || path.startsWith("/api/")) ? "ollama" : "openai";
 }
 
-/** Routes reachable without the API key: health and Ollama's liveness check. */
-const PUBLIC_ROUTES = new Set(["/health", OLLAMA_BASE_PATH]);
+/** Routes reachable without the API key: health (and llama-server's spelling of it), Ollama's liveness check. */
+const PUBLIC_ROUTES = new Set(["/health", "/v1/health", OLLAMA_BASE_PATH]);
 
 /** Content types accepted on POST routes: JSON only, so no HTML form can post here. */
 const JSON_CONTENT_TYPE = /^application\/([\w.+-]+\+)?json\s*(;|$)/i;

@@ -13,12 +13,13 @@ import {
   type ChatOutputRequest,
   planChatOutput,
 } from "../engine/tools/plan.ts";
-import { chatPrompt, rawPrompt, tokenPrompt } from "../engine/prompt.ts";
+import { chatPrompt, type PreparedPrompt, rawPrompt, tokenPrompt } from "../engine/prompt.ts";
+import { type InfillParts, infillPrompt, missingFimTokens } from "../engine/fim_prompt.ts";
 import type { TemplateMessage } from "../engine/templates.ts";
 import type { ModelEntry } from "../models/registry.ts";
 import { ARRIVAL_WINDOW_MS, type Generation, type GenerationResult } from "../engine/scheduler.ts";
 import type { ServerContext } from "./context.ts";
-import { badRequest } from "./http_error.ts";
+import { badRequest, HttpError } from "./http_error.ts";
 import { requestLora } from "./models_api.ts";
 import {
   type Fields,
@@ -33,15 +34,23 @@ import {
  * `num_ctx`): the answer gets at most what the prompt leaves of it.
  */
 export type PromptSource =
-  & { contextTokens?: number }
-  & ({ kind: "raw"; prompt: string | readonly number[] } | {
-    kind: "chat";
-    messages: TemplateMessage[];
-    tools?: unknown[];
-    template?: TemplateFields;
-    /** Tools, `tool_choice` and `reasoning_format`: how the output is constrained and read. */
-    output?: ChatOutputRequest;
-  });
+  & {
+    contextTokens?: number;
+    /** With `n_predict` 0, evaluate the prompt into the cache all the same (a warm-up). */
+    fillCache?: boolean;
+  }
+  & (
+    | { kind: "raw"; prompt: string | readonly number[] }
+    | { kind: "infill"; parts: InfillParts }
+    | {
+      kind: "chat";
+      messages: TemplateMessage[];
+      tools?: unknown[];
+      template?: TemplateFields;
+      /** Tools, `tool_choice` and `reasoning_format`: how the output is constrained and read. */
+      output?: ChatOutputRequest;
+    }
+  );
 
 /** A generation that has started. */
 export interface StartedGeneration {
@@ -56,6 +65,8 @@ export interface StartedGeneration {
   output?: ChatOutputPlan;
   /** Tokens in the prompt (known before any is evaluated). */
   promptTokens: number;
+  /** The prompt's tokens. */
+  prompt: Int32Array;
 }
 
 /**
@@ -131,15 +142,7 @@ async function queueChoices(
       ctx.arrivals.count(ARRIVAL_WINDOW_MS) > 0;
     const fields = generationFields(body, loaded.model.nVocab);
     if (logprobs !== undefined) fields.logprobs = logprobs;
-    const prepared = source.kind === "raw"
-      ? typeof source.prompt === "string"
-        ? await rawPrompt(loaded.model, source.prompt, { signal, offThread })
-        : tokenPrompt(source.prompt)
-      : await chatPrompt(loaded.model, source.messages, ctx.settings.chatTemplate, source.tools, {
-        signal,
-        offThread,
-        ...templateOptions(ctx, source.template),
-      });
+    const prepared = await preparePrompt(ctx, loaded, source, fields, { signal, offThread });
     if (prepared.tokens.length === 0) throw badRequest("The prompt is empty", "prompt");
     if (source.contextTokens !== undefined) {
       const room = source.contextTokens - prepared.tokens.length;
@@ -175,6 +178,9 @@ async function queueChoices(
       signal,
       ...(fields.maxTokens !== undefined ? { maxTokens: fields.maxTokens } : {}),
       ...(fields.logprobs !== undefined ? { logprobs: fields.logprobs } : {}),
+      fillCache: source.fillCache,
+      minIndent: fields.minIndent,
+      lineTimeLimitMs: fields.lineTimeLimitMs,
     }, fields.choices);
     const results = generations.map((generation) =>
       generation.result.then((r) => {
@@ -199,12 +205,60 @@ async function queueChoices(
         generation,
         result,
         promptTokens,
+        prompt: prepared.tokens,
         ...(output ? { output } : {}),
       };
     });
   } catch (error) {
     lease.release();
     throw error;
+  }
+}
+
+/** Turns a request's prompt, infill parts or messages into tokens. */
+async function preparePrompt(
+  ctx: ServerContext,
+  loaded: LoadedModel,
+  source: PromptSource,
+  fields: GenerationFields,
+  options: { signal: AbortSignal; offThread: boolean },
+): Promise<PreparedPrompt> {
+  const model = loaded.model;
+  switch (source.kind) {
+    case "raw":
+      return typeof source.prompt === "string"
+        ? await rawPrompt(model, source.prompt, options)
+        : tokenPrompt(source.prompt);
+    case "infill": {
+      const missing = missingFimTokens(model.fimTokens);
+      if (missing.length > 0) {
+        throw new HttpError(
+          501,
+          `This model cannot fill in the middle: its vocabulary has no FIM ${
+            missing.join(", ")
+          } token (use a code model such as Qwen2.5-Coder, DeepSeek-Coder, StarCoder or CodeLlama)`,
+          { code: "not_supported" },
+        );
+      }
+      const budget = {
+        batch: loaded.context.nBatch,
+        context: loaded.scheduler.slotContext,
+        answer: fields.maxTokens ?? 0,
+      };
+      const tokens = await infillPrompt(
+        model,
+        source.parts,
+        budget,
+        (text, parseSpecial) =>
+          model.tokenizeAsync(text, { addSpecial: false, parseSpecial, signal: options.signal }),
+      );
+      return { tokens, stopTokens: [], stopStrings: [], format: "infill" };
+    }
+    case "chat":
+      return await chatPrompt(model, source.messages, ctx.settings.chatTemplate, source.tools, {
+        ...options,
+        ...templateOptions(ctx, source.template),
+      });
   }
 }
 

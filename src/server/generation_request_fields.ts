@@ -53,6 +53,7 @@ const GENERATION = [
   "truncate",
   "lora",
   "cache_prompt",
+  "samplers",
 ];
 
 /**
@@ -98,7 +99,25 @@ const COMPLETION_FIELDS = new Set([
 
 const NATIVE_FIELDS = new Set([...GENERATION, "prompt", "messages", "system", "raw"]);
 
-const LLAMA_COMPLETION_FIELDS = new Set([...GENERATION, "prompt", "return_tokens"]);
+/** llama-server's own fields of `/completion` and `/infill`. */
+const LLAMA_SERVER_FIELDS = [
+  "prompt",
+  "return_tokens",
+  "response_fields",
+  "n_indent",
+  "t_max_predict_ms",
+  "t_max_prompt_ms",
+  "id_slot",
+];
+
+const LLAMA_COMPLETION_FIELDS = new Set([...GENERATION, ...LLAMA_SERVER_FIELDS]);
+
+const INFILL_FIELDS = new Set([
+  ...LLAMA_COMPLETION_FIELDS,
+  "input_prefix",
+  "input_suffix",
+  "input_extra",
+]);
 
 /** Why Shimmy does not take some OpenAI fields, and what to send instead. */
 const ADVICE: Record<string, string> = {
@@ -170,17 +189,27 @@ export function checkNativeFields(body: Record<string, unknown>): void {
 }
 
 /**
- * Checks a `/completion` body (llama-server's native completion).
+ * Checks a `/completion` or `/infill` body (llama-server's own routes). Two fields are accepted
+ * with no effect: `t_max_prompt_ms` (llama-server does not act on it either) and `id_slot` (a
+ * request goes to the slot whose cache holds the most of its prompt, which is what pinning a
+ * client to a slot gets).
  *
  * @param body The parsed body.
- * @throws {HttpError} 400 naming a field the endpoint does not read.
+ * @param route Which route: `/infill` also takes the code around the gap.
+ * @throws {HttpError} 400 naming a field the endpoint does not read, or one of the wrong type.
  * @example
  * ```ts
- * checkLlamaCompletionFields({ prompt: "Hi", n_probs: 2 }); // throws: "n_probs" …
+ * checkLlamaCompletionFields({ prompt: "Hi", n_probs: 2 }, "/completion"); // throws: "n_probs" …
  * ```
  */
-export function checkLlamaCompletionFields(body: Record<string, unknown>): void {
-  refuseUnknownFields(body, LLAMA_COMPLETION_FIELDS, "/completion");
+export function checkLlamaCompletionFields(
+  body: Record<string, unknown>,
+  route: "/completion" | "/infill",
+): void {
+  refuseUnknownFields(body, route === "/infill" ? INFILL_FIELDS : LLAMA_COMPLETION_FIELDS, route);
+  const fields = new Fields(body);
+  fields.number("t_max_prompt_ms", { min: 0, integer: true });
+  fields.number("id_slot", { min: -1, integer: true });
 }
 
 /**

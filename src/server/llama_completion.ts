@@ -16,13 +16,13 @@
  * @module
  */
 
-import { DEFAULT_SAMPLING } from "../engine/sampling.ts";
+import { DEFAULT_SAMPLER_ORDER, DEFAULT_SAMPLING } from "../engine/sampling.ts";
 import type { GenerationResult } from "../engine/scheduler.ts";
 import type { ServerContext } from "./context.ts";
 import { type StartedGeneration, startGeneration } from "./generation_bridge.ts";
 import { checkLlamaCompletionFields } from "./generation_request_fields.ts";
 import { badRequest } from "./http_error.ts";
-import { Fields, readRequestJson } from "./request_body.ts";
+import { Fields, type GenerationFields, readRequestJson } from "./request_body.ts";
 import type { ServedRequest } from "./served_request.ts";
 import { sseEvent, sseResponse } from "./sse.ts";
 import { followClient } from "./stream_body.ts";
@@ -42,20 +42,67 @@ export async function llamaCompletion(
   clientGone: AbortSignal,
 ): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);
-  checkLlamaCompletionFields(body);
+  checkLlamaCompletionFields(body, "/completion");
   const fields = new Fields(body);
   const source = promptOf(fields.raw("prompt"));
-  const returnTokens = fields.boolean("return_tokens") ?? false;
+  const shape = answerShape(fields);
   const abort = followClient(clientGone);
-  const started = await startGeneration(ctx, fields, { kind: "raw", prompt: source }, abort.signal);
+  const started = await startGeneration(ctx, fields, {
+    kind: "raw",
+    prompt: source,
+    fillCache: true,
+  }, abort.signal);
   const prompt = typeof source === "string"
     ? source
     : started.loaded.model.detokenize(source, false);
+  return await completionAnswer(started, prompt, shape, abort);
+}
+
+/** How the answer is shaped: `return_tokens` and `response_fields`. */
+export interface AnswerShape {
+  /** Put the generated ids in the answer's `tokens`. */
+  returnTokens: boolean;
+  /** Only these fields of the final object, by path (`timings/prompt_n`); default all. */
+  responseFields?: string[];
+}
+
+/**
+ * Reads `return_tokens` and `response_fields`.
+ *
+ * @param fields The body.
+ * @returns The shape.
+ * @throws {HttpError} 400 when `response_fields` is not an array of strings.
+ */
+export function answerShape(fields: Fields): AnswerShape {
+  const responseFields = fields.strings("response_fields");
+  return {
+    returnTokens: fields.boolean("return_tokens") ?? false,
+    ...(responseFields && responseFields.length > 0 ? { responseFields } : {}),
+  };
+}
+
+/**
+ * Answers a started generation in llama-server's completion shape: one object, or (`stream`)
+ * events of pieces and the object last.
+ *
+ * @param started The generation.
+ * @param prompt The prompt as the answer shows it.
+ * @param shape `return_tokens` and `response_fields`.
+ * @param abort Ends the generation when the client goes.
+ * @returns The response.
+ */
+export async function completionAnswer(
+  started: StartedGeneration,
+  prompt: string,
+  shape: AnswerShape,
+  abort: AbortController,
+): Promise<Response> {
+  const last = (result: GenerationResult, content: string, tokens: number[]) =>
+    pickFields(finalObject(started, result, { content, tokens, prompt }), shape.responseFields);
   if (!started.fields.stream) {
     for await (const _ of started.generation) { /* the result carries the text */ }
     const result = await started.result;
-    const tokens = returnTokens ? result.tokens : [];
-    return Response.json(finalObject(started, result, { content: result.text, tokens, prompt }));
+    return Response.json(last(result, result.text, shape.returnTokens ? result.tokens : []));
   }
   return sseResponse(async (send) => {
     const piece = (content: string, tokens: number[], predicted: number) =>
@@ -79,10 +126,29 @@ export async function llamaCompletion(
       send(piece("", result.tokens.slice(sent), result.completionTokens));
     }
     // Its text and ids went out in the events before.
-    send(
-      sseEvent(JSON.stringify(finalObject(started, result, { content: "", tokens: [], prompt }))),
-    );
+    send(sseEvent(JSON.stringify(last(result, "", []))));
   }, abort);
+}
+
+/**
+ * The fields of an object named by paths (`a/b` reaches into `a`), under those paths as keys, as
+ * llama-server's `response_fields` picks them; paths that name nothing are left out.
+ */
+function pickFields(object: Record<string, unknown>, paths: string[] | undefined) {
+  if (!paths) return object;
+  const picked: Record<string, unknown> = {};
+  for (const path of paths) {
+    let value: unknown = object;
+    for (const key of path.split("/")) {
+      const holder = value as Record<string, unknown> | null;
+      value = typeof holder === "object" && holder !== null && !Array.isArray(holder) &&
+          Object.hasOwn(holder, key)
+        ? holder[key]
+        : undefined;
+    }
+    if (value !== undefined) picked[path] = value;
+  }
+  return picked;
 }
 
 /** `prompt`: a string or token ids (several prompts go to `/v1/completions`). */
@@ -122,7 +188,7 @@ function finalObject(
     model: started.entry.name,
     tokens_predicted: predicted,
     tokens_evaluated: result.promptTokens,
-    generation_settings: generationSettings(started),
+    generation_settings: generationSettings(started.fields),
     prompt: shown.prompt,
     has_new_line: result.text.includes("\n"),
     // `truncate` dropped the prompt's oldest tokens to fit.
@@ -147,9 +213,17 @@ function finalObject(
   };
 }
 
-/** The settings the generation ran with, under llama-server's names. */
-function generationSettings(started: StartedGeneration) {
-  const { sampling, maxTokens, stop, ignoreEos, stream } = started.fields;
+/**
+ * Generation settings under llama-server's names (its `generation_settings`, and the `params` of
+ * `/props`): the request's, over Shimmy's defaults.
+ *
+ * @param fields The settings a request made (`{ sampling: {}, stop: [], … }` for the defaults).
+ * @returns The settings as llama-server names them.
+ */
+export function generationSettings(
+  fields: Pick<GenerationFields, "sampling" | "maxTokens" | "stop" | "ignoreEos" | "stream">,
+) {
+  const { sampling, maxTokens, stop, ignoreEos, stream } = fields;
   const p = { ...DEFAULT_SAMPLING, ...sampling };
   return {
     seed: sampling.seed ?? 0xffffffff,
@@ -181,5 +255,6 @@ function generationSettings(started: StartedGeneration) {
     ignore_eos: ignoreEos,
     stream,
     grammar: sampling.grammar ?? "",
+    samplers: sampling.samplers ?? DEFAULT_SAMPLER_ORDER,
   };
 }

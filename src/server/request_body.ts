@@ -12,6 +12,7 @@ import { StructuredOutputError } from "../engine/structured/errors.ts";
 import { structuredOutputGrammar } from "../engine/structured/response_format.ts";
 import { badRequest, HttpError } from "./http_error.ts";
 import { concatBytes } from "../util/bytes.ts";
+import { samplerOrder } from "./sampler_order_field.ts";
 import { IncomingRequest, type ServedRequest } from "./served_request.ts";
 
 /** Largest accepted request body. */
@@ -279,6 +280,10 @@ export interface GenerationFields {
    * that report them (each reads its own spelling of the field).
    */
   logprobs?: number;
+  /** `n_indent`: end where a later line is indented less (llama-server's code completion). */
+  minIndent?: number;
+  /** `t_max_predict_ms`: end at the first newline after this long generating. */
+  lineTimeLimitMs?: number;
 }
 
 /**
@@ -338,6 +343,7 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
   set("drySequenceBreakers", sequenceBreakers(fields));
   set("logitBias", logitBias(fields.object("logit_bias"), nVocab));
   set("grammar", requestGrammar(fields));
+  set("samplers", samplerOrder(fields, sampling));
   return {
     ...(maxTokens !== undefined ? { maxTokens } : {}),
     stop: stopStrings(fields),
@@ -348,6 +354,7 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
     includeUsage: includeUsage === true,
     ...(fields.raw("lora") !== undefined ? { lora: fields.raw("lora") } : {}),
     choices,
+    ...lineLimits(fields),
   };
 }
 
@@ -409,6 +416,16 @@ function sequenceBreakers(fields: Fields): string[] | undefined {
     );
   }
   return value;
+}
+
+/** `n_indent` and `t_max_predict_ms` (0 or absent: no limit). */
+function lineLimits(fields: Fields): { minIndent?: number; lineTimeLimitMs?: number } {
+  const minIndent = fields.number("n_indent", { min: 0, max: I32_MAX, integer: true }) ?? 0;
+  const ms = fields.number("t_max_predict_ms", { min: 0, max: I32_MAX, integer: true }) ?? 0;
+  return {
+    ...(minIndent > 0 ? { minIndent } : {}),
+    ...(ms > 0 ? { lineTimeLimitMs: ms } : {}),
+  };
 }
 
 function positiveOrUndefined(n: number | undefined): number | undefined {

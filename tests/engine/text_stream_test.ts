@@ -48,3 +48,27 @@ Deno.test("TextStream.flush() turns an incomplete character into U+FFFD", () => 
   equal(stream.push(bytes("€").subarray(0, 2)).text, "");
   equal(stream.flush().text, "\uFFFD");
 });
+
+Deno.test("TextStream with minIndent ends where a later line is indented less, keeping its indentation", () => {
+  const pieces = ["def f(x):", "\n    y = 1\n", "    ", "\t", "return y\n", "  ", "z = 2\n"];
+  const stream = new TextStream([], { minIndent: 4 });
+  const out = pieces.map((p) => stream.push(bytes(p)));
+  equal(out.map((c) => c.text).join(""), "def f(x):\n    y = 1\n    \treturn y\n  ");
+  deepEqual(out.at(-1), { text: "", underIndented: true });
+  equal(stream.stoppedBy, undefined);
+  deepEqual(stream.push(bytes("more")), { text: "" });
+  deepEqual(stream.flush(), { text: "" });
+});
+
+Deno.test("TextStream with minIndent: the first line is free, an empty later line ends it, a stop string before the cut still stops", () => {
+  const first = new TextStream([], { minIndent: 2 });
+  deepEqual(first.push(bytes("x = 1")), { text: "x = 1" });
+  deepEqual(first.push(bytes("\n\nmore")), { text: "\n", underIndented: true });
+  const stopped = new TextStream(["STOP"], { minIndent: 2 });
+  deepEqual(stopped.push(bytes("a\n  bSTOP\nc")), { text: "a\n  b", stop: "STOP" });
+  const cutFirst = new TextStream(["STOP"], { minIndent: 2 });
+  deepEqual(cutFirst.push(bytes("a\nbSTOP")), { text: "a\n", underIndented: true });
+  equal(cutFirst.stoppedBy, undefined);
+  const none = new TextStream();
+  equal(none.push(bytes("a\nb\n")).text, "a\nb\n");
+});

@@ -11,6 +11,7 @@ import { fixtureModel } from "../fixtures/models.ts";
 import { referenceDir, skipBecause } from "../helpers.ts";
 import { postJson, startServer } from "../server/harness.ts";
 import { startReferenceServer } from "./reference_server.ts";
+import { type Answer, answerOf, comparable, eventsOf } from "./llama_answers.ts";
 
 const reference = referenceDir();
 
@@ -20,29 +21,8 @@ const ignore = reference === undefined &&
     "reference tools not built: run scripts/build-libllama.sh --reference-tools --out lib/reference",
   );
 
-/** Fields that differ by design: the model's name (a path there), its slot, the timings. */
-const OWN_FIELDS = ["model", "id_slot", "timings", "generation_settings"];
-
-type Answer = Record<string, unknown>;
-
-async function complete(url: string, body: Answer): Promise<Answer> {
-  const response = await postJson(`${url}/completion`, body);
-  equal(response.status, 200, `${url}: ${JSON.stringify(body)}`);
-  return await response.json();
-}
-
-async function events(url: string, body: Answer): Promise<Answer[]> {
-  const response = await postJson(`${url}/completion`, { ...body, stream: true });
-  equal(response.status, 200);
-  const text = await response.text();
-  return text.split("\n\n").filter((e) => e.startsWith("data: ")).map((e) =>
-    JSON.parse(e.slice(6))
-  );
-}
-
-function comparable(answer: Answer): Answer {
-  return Object.fromEntries(Object.entries(answer).filter(([key]) => !OWN_FIELDS.includes(key)));
-}
+const complete = (url: string, body: Answer) => answerOf(url, "/completion", body);
+const events = (url: string, body: Answer) => eventsOf(url, "/completion", body);
 
 const END_TOKEN = 151643; // qwen2's <|endoftext|>
 

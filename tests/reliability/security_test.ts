@@ -1,6 +1,6 @@
 /**
  * Security against a real `shimmy serve`: the API key guards every route and method (and
- * unknown paths answer 401, not 404, without it; only `/health` is public); the Host/Origin
+ * unknown paths answer 401, not 404, without it; only `/health` and `/v1/health` are public); the Host/Origin
  * policy refuses DNS-rebinding and cross-site requests; a cross-site-style `text/plain` POST
  * is a 415 and changes nothing; every field that names a model or an adapter refuses paths
  * out of the model folders (files, devices, a FIFO, symlinks, encoded `../`) promptly and
@@ -135,12 +135,19 @@ function validBody(path: string): string {
   if (path.startsWith("/api/models/")) return JSON.stringify({ model: MODEL });
   if (path === "/tokenize") return JSON.stringify({ model: MODEL, content: "x" });
   if (path === "/detokenize") return JSON.stringify({ model: MODEL, tokens: [1] });
+  if (path === "/infill") {
+    return JSON.stringify({ model: MODEL, input_prefix: "x", input_suffix: "y", n_predict: 2 });
+  }
   return JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 2 });
 }
 
-/** The status a valid request with the key gets: the served model is no reranker. */
+/**
+ * The status a valid request with the key gets: the served model is no reranker and has no
+ * fill-in-the-middle tokens.
+ */
 function statusWithKey(path: string): number {
   if (path === "/ws/generate") return 426;
+  if (path === "/infill") return 501;
   return path.includes("/rerank") ? 400 : 200;
 }
 
@@ -184,7 +191,7 @@ Deno.test("security: with --api-key every route and method, and unknown paths, a
             body,
           );
           statuses.add(e.response?.status ?? e.failure ?? "?");
-          if (path === "/health") {
+          if (path === "/health" || path === "/v1/health") {
             // Public: GET answers; other methods get 405, 401, or an empty preflight answer.
             const ok = method === "GET"
               ? [200]
