@@ -160,10 +160,11 @@ async function queueChoices(
       : undefined;
     const slots = loaded.scheduler.stats().slots;
     if (fields.choices > slots) {
+      const field = body.raw("n_cmpl") !== undefined ? "n_cmpl" : "n";
       throw badRequest(
-        `"n" is ${fields.choices}; this model runs at most ${slots} generations at once, so ask ` +
-          `for 1 to ${slots} choices or start the server with a larger --parallel`,
-        "n",
+        `"${field}" is ${fields.choices}; this model runs at most ${slots} generations at once, ` +
+          `so ask for 1 to ${slots} choices or start the server with a larger --parallel`,
+        field,
       );
     }
     const lora = await requestLora(entry, loaded, fields.lora);

@@ -108,6 +108,9 @@ const LLAMA_SERVER_FIELDS = [
   "t_max_predict_ms",
   "t_max_prompt_ms",
   "id_slot",
+  "n_cmpl",
+  "n_probs",
+  "post_sampling_probs",
 ];
 
 const LLAMA_COMPLETION_FIELDS = new Set([...GENERATION, ...LLAMA_SERVER_FIELDS]);

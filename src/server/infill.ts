@@ -10,10 +10,10 @@
 
 import type { InfillParts } from "../engine/fim_prompt.ts";
 import type { ServerContext } from "./context.ts";
-import { startGeneration } from "./generation_bridge.ts";
+import { startChoices, type StartedGeneration } from "./generation_bridge.ts";
 import { checkLlamaCompletionFields } from "./generation_request_fields.ts";
 import { badRequest } from "./http_error.ts";
-import { answerShape, completionAnswer } from "./llama_completion.ts";
+import { answerShape, completionAnswer, probabilitiesAsked } from "./llama_completion.ts";
 import { Fields, readRequestJson } from "./request_body.ts";
 import type { ServedRequest } from "./served_request.ts";
 import { followClient } from "./stream_body.ts";
@@ -38,14 +38,11 @@ export async function infill(
   const parts = infillParts(fields);
   const shape = answerShape(fields);
   const abort = followClient(clientGone);
-  const started = await startGeneration(
-    ctx,
-    fields,
-    { kind: "infill", parts, fillCache: true },
-    abort.signal,
-  );
-  const prompt = started.loaded.model.detokenize(started.prompt, false, true);
-  return await completionAnswer(started, prompt, shape, abort);
+  const source = { kind: "infill", parts, fillCache: true } as const;
+  const all = await startChoices(ctx, fields, source, abort.signal, probabilitiesAsked(fields));
+  const first = all[0] as StartedGeneration;
+  const prompt = first.loaded.model.detokenize(first.prompt, false, true);
+  return await completionAnswer(all, prompt, shape, abort);
 }
 
 /** Most files in `input_extra`. */

@@ -18,10 +18,12 @@
 
 import { DEFAULT_SAMPLER_ORDER, DEFAULT_SAMPLING } from "../engine/sampling.ts";
 import type { GenerationResult } from "../engine/scheduler.ts";
+import { MAX_TOP_LOGPROBS, type TokenLogprob } from "../engine/logprobs.ts";
 import type { ServerContext } from "./context.ts";
-import { type StartedGeneration, startGeneration } from "./generation_bridge.ts";
+import { startChoices, type StartedGeneration } from "./generation_bridge.ts";
 import { checkLlamaCompletionFields } from "./generation_request_fields.ts";
 import { badRequest } from "./http_error.ts";
+import { llamaProbabilities } from "./logprobs_wire.ts";
 import { Fields, type GenerationFields, readRequestJson } from "./request_body.ts";
 import type { ServedRequest } from "./served_request.ts";
 import { sseEvent, sseResponse } from "./sse.ts";
@@ -47,15 +49,21 @@ export async function llamaCompletion(
   const source = promptOf(fields.raw("prompt"));
   const shape = answerShape(fields);
   const abort = followClient(clientGone);
-  const started = await startGeneration(ctx, fields, {
-    kind: "raw",
-    prompt: source,
-    fillCache: true,
-  }, abort.signal);
+  const all = await startChoices(
+    ctx,
+    fields,
+    {
+      kind: "raw",
+      prompt: source,
+      fillCache: true,
+    },
+    abort.signal,
+    probabilitiesAsked(fields),
+  );
   const prompt = typeof source === "string"
     ? source
-    : started.loaded.model.detokenize(source, false);
-  return await completionAnswer(started, prompt, shape, abort);
+    : (all[0] as StartedGeneration).loaded.model.detokenize(source, false);
+  return await completionAnswer(all, prompt, shape, abort);
 }
 
 /** How the answer is shaped: `return_tokens` and `response_fields`. */
@@ -82,51 +90,100 @@ export function answerShape(fields: Fields): AnswerShape {
 }
 
 /**
- * Answers a started generation in llama-server's completion shape: one object, or (`stream`)
- * events of pieces and the object last.
+ * Reads `n_probs` (how many of each step's most likely tokens to report, with the generated
+ * one's log-probability) and `post_sampling_probs`, accepted only as false.
  *
- * @param started The generation.
+ * @param fields The body.
+ * @returns The count, or undefined for none.
+ * @throws {HttpError} 400 for a count out of 0–20, or `post_sampling_probs: true`.
+ */
+export function probabilitiesAsked(fields: Fields): number | undefined {
+  if (fields.boolean("post_sampling_probs")) {
+    throw badRequest(
+      '"post_sampling_probs": true is not supported: "n_probs" reports the model\'s ' +
+        "log-probabilities before sampling",
+      "post_sampling_probs",
+    );
+  }
+  const count = fields.number("n_probs", { min: 0, max: MAX_TOP_LOGPROBS, integer: true }) ?? 0;
+  return count > 0 ? count : undefined;
+}
+
+/**
+ * Answers started generations in llama-server's completion shape: one object (an array of them,
+ * each with its `index`, for several choices, `n_cmpl`), or (`stream`) events of pieces, each
+ * with its choice's `index`, and each choice's object last.
+ *
+ * @param all The generations, one per choice.
  * @param prompt The prompt as the answer shows it.
  * @param shape `return_tokens` and `response_fields`.
- * @param abort Ends the generation when the client goes.
+ * @param abort Ends the generations when the client goes.
  * @returns The response.
  */
 export async function completionAnswer(
-  started: StartedGeneration,
+  all: StartedGeneration[],
   prompt: string,
   shape: AnswerShape,
   abort: AbortController,
 ): Promise<Response> {
-  const last = (result: GenerationResult, content: string, tokens: number[]) =>
-    pickFields(finalObject(started, result, { content, tokens, prompt }), shape.responseFields);
-  if (!started.fields.stream) {
-    for await (const _ of started.generation) { /* the result carries the text */ }
-    const result = await started.result;
-    return Response.json(last(result, result.text, shape.returnTokens ? result.tokens : []));
+  const first = all[0] as StartedGeneration;
+  const bytesOf = (token: number) => first.loaded.model.tokenBytes(token);
+  const probabilities = (steps: readonly TokenLogprob[] | undefined) =>
+    steps ? { completion_probabilities: llamaProbabilities(bytesOf, steps) } : {};
+  const last = (
+    index: number,
+    result: GenerationResult,
+    shown: { content: string; tokens: number[] },
+    extra = {},
+  ) =>
+    pickFields(
+      {
+        ...finalObject(all[index] as StartedGeneration, index, result, { ...shown, prompt }),
+        ...extra,
+      },
+      shape.responseFields,
+    );
+  if (!first.fields.stream) {
+    const answers = await Promise.all(all.map(async (started, index) => {
+      for await (const _ of started.generation) { /* the result carries the text */ }
+      const result = await started.result;
+      const tokens = shape.returnTokens ? result.tokens : [];
+      return last(index, result, { content: result.text, tokens }, probabilities(result.logprobs));
+    }));
+    return Response.json(answers.length === 1 ? answers[0] : answers);
   }
   return sseResponse(async (send) => {
-    const piece = (content: string, tokens: number[], predicted: number) =>
-      sseEvent(JSON.stringify({
-        index: 0,
-        content,
-        tokens,
-        stop: false,
-        id_slot: -1,
-        tokens_predicted: predicted,
-        tokens_evaluated: started.promptTokens,
-      }));
-    let sent = 0;
-    for await (const part of started.generation) {
-      send(piece(part.text, part.tokens, part.completionTokens));
-      sent += part.tokens.length;
-    }
-    const result = await started.result;
-    // Tokens with no text of their own (a stop word's) go out before the end, as there.
-    if (sent < result.tokens.length) {
-      send(piece("", result.tokens.slice(sent), result.completionTokens));
-    }
-    // Its text and ids went out in the events before.
-    send(sseEvent(JSON.stringify(last(result, "", []))));
+    // One generation per choice; their pieces interleave as they are generated.
+    await Promise.all(all.map(async (started, index) => {
+      const piece = (
+        content: string,
+        tokens: number[],
+        predicted: number,
+        steps?: readonly TokenLogprob[],
+      ) =>
+        sseEvent(JSON.stringify({
+          index,
+          content,
+          tokens,
+          stop: false,
+          id_slot: -1,
+          tokens_predicted: predicted,
+          tokens_evaluated: started.promptTokens,
+          ...probabilities(steps),
+        }));
+      let sent = 0;
+      for await (const part of started.generation) {
+        send(piece(part.text, part.tokens, part.completionTokens, part.logprobs));
+        sent += part.tokens.length;
+      }
+      const result = await started.result;
+      // Tokens with no text of their own (a stop word's) go out before the end, as there.
+      if (sent < result.tokens.length) {
+        send(piece("", result.tokens.slice(sent), result.completionTokens));
+      }
+      // Its text and ids went out in the events before.
+      send(sseEvent(JSON.stringify(last(index, result, { content: "", tokens: [] }))));
+    }));
   }, abort);
 }
 
@@ -171,6 +228,7 @@ function stopType(result: GenerationResult): "eos" | "limit" | "word" | "none" {
 /** The answer without streaming, and the last event of a stream. */
 function finalObject(
   started: StartedGeneration,
+  index: number,
   result: GenerationResult,
   shown: { content: string; tokens: number[]; prompt: string },
 ) {
@@ -180,7 +238,7 @@ function finalObject(
   const type = stopType(result);
   const predicted = result.completionTokens + (type === "eos" ? 1 : 0);
   return {
-    index: 0,
+    index,
     content: shown.content,
     tokens: shown.tokens,
     id_slot: -1,

@@ -91,3 +91,46 @@ export function completionLogprobs(
     }),
   };
 }
+
+/**
+ * llama-server's `completion_probabilities` (`n_probs`, on `/completion` and `/infill`): per
+ * token its id, text (the whole characters of its bytes), bytes and log-probability, and the most
+ * likely tokens of its step the same way.
+ *
+ * @param bytesOf The model's token pieces.
+ * @param steps The tokens' log-probabilities.
+ * @returns llama-server's entries.
+ */
+export function llamaProbabilities(bytesOf: TokenBytes, steps: readonly TokenLogprob[]) {
+  const probability = (token: number, logprob: number) => {
+    const bytes = bytesOf(token);
+    return { id: token, token: wholeCharacters(bytes), bytes: [...bytes], logprob };
+  };
+  return steps.map((step) => ({
+    ...probability(step.token, step.logprob),
+    top_logprobs: step.top.map((alt) => probability(alt.token, alt.logprob)),
+  }));
+}
+
+/**
+ * A token's text as llama-server shows it: its bytes less a character cut off at their end, other
+ * stray bytes as U+FFFD.
+ */
+function wholeCharacters(bytes: Uint8Array): string {
+  let end = bytes.length;
+  for (let back = 1; back <= Math.min(4, bytes.length); back++) {
+    const byte = bytes[bytes.length - back] as number;
+    const needs = byte >= 0xf0 && byte < 0xf8
+      ? 4
+      : byte >= 0xe0 && byte < 0xf0
+      ? 3
+      : byte >= 0xc0 && byte < 0xe0
+      ? 2
+      : 0;
+    if (needs > back) {
+      end = bytes.length - back;
+      break;
+    }
+  }
+  return lenient.decode(bytes.subarray(0, end));
+}

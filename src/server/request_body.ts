@@ -295,7 +295,9 @@ export interface GenerationFields {
  * @throws {HttpError} 400 naming the bad field.
  */
 export function generationFields(fields: Fields, nVocab: number): GenerationFields {
-  const choices = fields.number("n", { min: 1, max: MAX_CHOICES, integer: true }) ?? 1;
+  // llama-server's `n_cmpl` (on /completion and /infill) is `n` under its own name.
+  const choices = fields.number("n_cmpl", { min: 1, max: MAX_CHOICES, integer: true }) ??
+    fields.number("n", { min: 1, max: MAX_CHOICES, integer: true }) ?? 1;
   const maxTokens = fields.number("max_completion_tokens", { min: 0, integer: true }) ??
     fields.number("max_tokens", { min: 0, integer: true }) ??
     positiveOrUndefined(fields.number("n_predict", { min: -1, integer: true }));

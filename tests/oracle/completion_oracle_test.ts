@@ -65,11 +65,58 @@ Deno.test({
   },
 });
 
+/** Probabilities agree to this much: the two servers' logits differ in the last digits. */
+const LOGPROB_TOLERANCE = 0.05;
+
+/** The probabilities' ids, texts and bytes, which must be equal, and their log-probabilities. */
+function splitProbabilities(entries: Answer[]) {
+  const exact = entries.map(({ logprob: _, top_logprobs, ...rest }) => ({
+    ...rest,
+    top: (top_logprobs as Answer[]).map(({ logprob: _, ...alt }) => alt),
+  }));
+  const logprobs = entries.flatMap((entry) => [
+    entry.logprob as number,
+    ...(entry.top_logprobs as Answer[]).map((alt) => alt.logprob as number),
+  ]);
+  return { exact, logprobs };
+}
+
+function sameProbabilities(ours: Answer[], theirs: Answer[], what: string) {
+  const a = splitProbabilities(ours);
+  const b = splitProbabilities(theirs);
+  deepEqual(a.exact, b.exact, what);
+  a.logprobs.forEach((logprob, i) =>
+    ok(Math.abs(logprob - (b.logprobs[i] as number)) < LOGPROB_TOLERANCE, `${what}: ${logprob}`)
+  );
+}
+
+Deno.test({
+  name: "/completion's n_probs gives llama-server's completion_probabilities, streamed or not",
+  ignore,
+  fn: async () => {
+    const model = await fixtureModel("qwen2");
+    await using shimmy = await startServer({ fixtures: ["qwen2"] });
+    await using server = await startReferenceServer(reference as string, model, []);
+    const body = { prompt: "Once upon a time", n_predict: 5, temperature: 0, n_probs: 3 };
+    const ours = await complete(shimmy.url, body);
+    const theirs = await complete(server.url, body);
+    const probabilities = ours.completion_probabilities as Answer[];
+    equal(probabilities.length, 5);
+    equal((probabilities[0]?.top_logprobs as Answer[]).length, 3);
+    sameProbabilities(probabilities, theirs.completion_probabilities as Answer[], "JSON");
+    const streamed = (events: Answer[]) =>
+      events.flatMap((event) => (event.completion_probabilities ?? []) as Answer[]);
+    const ourEvents = await events(shimmy.url, body);
+    sameProbabilities(streamed(ourEvents), streamed(await events(server.url, body)), "streamed");
+    equal(ourEvents.at(-1)?.completion_probabilities, undefined);
+  },
+});
+
 Deno.test("/completion refuses what it does not read, and several prompts", async () => {
   await using shimmy = await startServer();
   for (
     const [body, param] of [
-      [{ prompt: "hi", n_probs: 2 }, "n_probs"],
+      [{ prompt: "hi", n_keep: 2 }, "n_keep"],
       [{ prompt: ["a", "b"] }, "prompt"],
       [{}, "prompt"],
     ] as const
