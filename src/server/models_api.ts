@@ -61,6 +61,21 @@ function adapterPath(entry: ModelEntry, loaded: LoadedModel, name: string): stri
       ?.path;
 }
 
+/** The name of a model's adapter by its place in the list `GET /api/lora` shows as `known`. */
+function adapterAt(entry: ModelEntry, id: number): string {
+  const adapter = Number.isInteger(id) ? entry.adapters?.[id] : undefined;
+  if (!adapter) {
+    const count = entry.adapters?.length ?? 0;
+    throw badRequest(
+      `"lora[].id" ${id} names no adapter of ${entry.name}: it has ${count} (ids 0 to ${
+        count - 1
+      })`,
+      "lora",
+    );
+  }
+  return adapter.name;
+}
+
 function adapterList(value: unknown, field: string): Record<string, unknown>[] {
   if (!Array.isArray(value)) throw badRequest(`"${field}" must be an array`, field);
   return value.map((item) => {
@@ -95,8 +110,11 @@ export async function requestLora(
 ): Promise<LoraChoice[] | undefined> {
   if (value === undefined || value === null) return undefined;
   const set = adapterList(value, "lora").map((item) => {
-    const name = item.name ?? item.id;
-    if (typeof name !== "string") throw badRequest('"lora[].name" must be a string', "lora");
+    // llama-server's `id` is the adapter's place in its list (llama.vscode sends `{id: 0}`).
+    const name = typeof item.id === "number" ? adapterAt(entry, item.id) : item.name ?? item.id;
+    if (typeof name !== "string") {
+      throw badRequest('"lora[].name" must be a string (or "id" an adapter\'s number)', "lora");
+    }
     const path = adapterPath(entry, loaded, name);
     if (!path) {
       const known = (entry.adapters ?? []).map((a) => a.name).join(", ") || "none";

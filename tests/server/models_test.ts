@@ -114,4 +114,10 @@ Deno.test("LoRA: a request can pick adapters by name; unknown names are 400", as
   equal(unknown.body.error.param, "lora");
   const byPath = await complete(server.url, { lora: [{ name: adapter }] });
   equal(byPath.status, 400, "request fields never name files");
+  // llama-server's form: the adapter's number in the model's list.
+  const byId = await complete(server.url, { lora: [{ id: 0, scale: 1 }] });
+  equal(byId.body.choices[0].text, withLora.body.choices[0].text);
+  const noSuchId = await complete(server.url, { lora: [{ id: 1, scale: 1 }] });
+  equal(noSuchId.status, 400);
+  match(noSuchId.body.error.message, /names no adapter/);
 });
