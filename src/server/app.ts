@@ -141,7 +141,7 @@ function errorShapeOf(path: string, ollamaRoot: boolean): ErrorShape {
 /** Routes reachable without the API key: health (and llama-server's spelling of it), Ollama's liveness check. */
 const PUBLIC_ROUTES = new Set(["/health", "/v1/health", OLLAMA_BASE_PATH]);
 
-/** Content types accepted on POST routes: JSON only, so no HTML form can post here. */
+/** Content types a browser's POST may have: JSON only, so no HTML form can post here. */
 const JSON_CONTENT_TYPE = /^application\/([\w.+-]+\+)?json\s*(;|$)/i;
 
 /**
@@ -228,7 +228,7 @@ async function route(
       headers: { allow: Object.keys(methods).join(", ") },
     });
   }
-  if (request.method === "POST") checkJsonContentType(request);
+  if (request.method === "POST") checkJsonContentType(request, ollamaSubpath(path) ?? path);
   return await handler(ctx, request, clientGone);
 }
 
@@ -251,17 +251,41 @@ function checkHostAndOrigin(request: ServedRequest, policy: OriginPolicy): void 
   }
 }
 
-function checkJsonContentType(request: ServedRequest): void {
+/**
+ * The JSON rule: no HTML form can post here. A form's POST comes from a browser, which sends
+ * `Origin` (and `Sec-Fetch-Site`) with it; a request with neither comes from no browser, and on a
+ * route that changes nothing its body is read as JSON whatever its declared type, so the curl
+ * lines of Ollama's and llama.cpp's documentation (`curl URL -d '{…}'`, sent as a form) work.
+ * Routes that change the server's state take JSON only, from anyone.
+ */
+function checkJsonContentType(request: ServedRequest, route: string): void {
   const type = request.headers.get("content-type") ?? "";
-  if (!JSON_CONTENT_TYPE.test(type)) {
-    throw new HttpError(
-      415,
-      `POST bodies must be JSON: send Content-Type: application/json` +
-        (type ? ` (got "${type}")` : ""),
-      { code: "unsupported_media_type" },
-    );
-  }
+  if (JSON_CONTENT_TYPE.test(type)) return;
+  const fromBrowser = request.headers.has("origin") || request.headers.has("sec-fetch-site");
+  if (!fromBrowser && !STATE_CHANGING_ROUTES.has(route)) return;
+  throw new HttpError(
+    415,
+    `POST bodies must be JSON: send Content-Type: application/json` +
+      (type ? ` (got "${type}")` : ""),
+    { code: "unsupported_media_type" },
+  );
 }
+
+/**
+ * POST routes that change what the server holds (models loaded, adapters, stored responses, the
+ * model store), as Shimmy's and Ollama's paths (the latter also under `/ollama`).
+ */
+const STATE_CHANGING_ROUTES = new Set([
+  "/api/models/load",
+  "/api/models/unload",
+  "/api/lora",
+  "/v1/responses",
+  "/responses",
+  "/api/pull",
+  "/api/push",
+  "/api/create",
+  "/api/copy",
+]);
 
 function isPreflight(request: ServedRequest): boolean {
   return request.method === "OPTIONS" && request.headers.has("origin") &&

@@ -605,3 +605,35 @@ Deno.test("a failure mid-stream ends the NDJSON stream with an error line, which
     Sampler.prototype.sample = sample;
   }
 });
+
+Deno.test("Ollama's documented curl lines (a JSON body sent as a form) generate and chat; a pull sent so is a 415", async () => {
+  await using server = await serve();
+  const curl = async (url: string, body: Record<string, unknown>) => {
+    // What `curl URL -d '{…}'` sends: no JSON type, no Origin, no Sec-Fetch-Site.
+    const response = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: JSON.stringify(body),
+    });
+    return { status: response.status, json: await response.json() };
+  };
+  for (const [where, base] of bases(server)) {
+    const generated = await curl(`${base}/api/generate`, {
+      model: "tiny-f32",
+      prompt: "Why is the sky blue?",
+      stream: false,
+      options: { num_predict: 3 },
+    });
+    equal(generated.status, 200, `${where}: ${JSON.stringify(generated.json)}`);
+    equal(generated.json.done, true);
+    const chatted = await curl(`${base}/api/chat`, {
+      model: "tiny-f32",
+      messages: [{ role: "user", content: "why is the sky blue?" }],
+      stream: false,
+      options: { num_predict: 3 },
+    });
+    equal(chatted.status, 200, where);
+    const pulled = await curl(`${base}/api/pull`, { model: "tiny-f32" });
+    equal(pulled.status, 415, where);
+  }
+});
