@@ -116,6 +116,25 @@ export interface GenerationRequest {
 /** Why a generation ended. */
 export type FinishReason = "stop" | "length" | "cancelled";
 
+/** What one slot is doing (see {@link Scheduler.slotViews}). */
+export interface SlotView {
+  /** The slot's number (its sequence id). */
+  id: number;
+  /** The request it serves, while it serves one. */
+  request?: {
+    /** Tokens in the prompt. */
+    promptTokens: number;
+    /** Of them, taken from the cache. */
+    cachedTokens: number;
+    /** Of them, in the cache by now (cached or evaluated). */
+    promptDone: number;
+    /** Tokens generated so far. */
+    generated: number;
+    /** Tokens it may still generate. */
+    remaining: number;
+  };
+}
+
 /** A piece of generated text. */
 export interface GenerationChunk {
   /** Text safe to show (complete UTF-8, no stop string). */
@@ -595,6 +614,29 @@ export class Scheduler {
   }
 
   /** Counters for metrics and tests. */
+  /**
+   * What each slot is doing: idle, or the request it serves and how far along that is.
+   *
+   * @returns One view per slot, by id.
+   */
+  slotViews(): SlotView[] {
+    return this.#slots.map((slot) => {
+      const job = slot.job;
+      if (!job || slot.state === "idle") return { id: slot.seqId };
+      const promptTokens = job.request.prompt.length;
+      return {
+        id: slot.seqId,
+        request: {
+          promptTokens,
+          cachedTokens: slot.cachedTokens,
+          promptDone: slot.state === "prompt" ? slot.promptIndex : promptTokens,
+          generated: slot.generated.length,
+          remaining: Math.max(0, slot.maxTokens - slot.generated.length),
+        },
+      };
+    });
+  }
+
   stats(): SchedulerStats {
     return {
       slots: this.#slots.length,

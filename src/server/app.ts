@@ -34,6 +34,7 @@ import { detokenize, tokenize } from "./tokenize.ts";
 import { llamaCompletion } from "./llama_completion.ts";
 import { infill } from "./infill.ts";
 import { props } from "./props.ts";
+import { slots } from "./slots.ts";
 
 /**
  * A route handler. `clientGone` aborts when the client disconnects before the response is
@@ -49,6 +50,7 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/health": { GET: health },
   "/v1/health": { GET: health },
   "/props": { GET: props },
+  "/slots": { GET: slots },
   "/v1/models": { GET: listModels },
   "/v1/chat/completions": { POST: chatCompletions },
   "/v1/completions": { POST: completions },

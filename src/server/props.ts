@@ -43,7 +43,7 @@ export async function props(ctx: ServerContext, request: ServedRequest): Promise
     model_alias: entry.name,
     model_path: entry.path,
     modalities: { vision: false, video: false, audio: false },
-    endpoint_slots: false,
+    endpoint_slots: true,
     endpoint_props: false,
     endpoint_metrics: true,
     chat_template: template ?? "",

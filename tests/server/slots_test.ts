@@ -1,0 +1,55 @@
+/**
+ * `GET /slots` through real HTTP and libllama: no slots before the model loads (and no load),
+ * idle slots after, a busy one with its request's progress while it generates, and
+ * `fail_on_no_slot` answering 503 exactly while every slot is busy.
+ */
+
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { postJson, startServer } from "./harness.ts";
+
+type Slot = Record<string, unknown> & { next_token?: Record<string, number>[] };
+
+async function slotsOf(url: string, query = ""): Promise<{ status: number; json: Slot[] }> {
+  const response = await fetch(`${url}/slots${query}`);
+  return { status: response.status, json: await response.json() };
+}
+
+Deno.test("/slots shows idle and busy slots, and fail_on_no_slot is a 503 while none is idle", async () => {
+  await using server = await startServer({ load: { parallel: 1, ctxSize: 4096 } });
+  deepEqual((await slotsOf(server.url)).json, [], "no slots before the model loads");
+  equal(server.ctx.registry.state("tiny-f32"), "available", "and asking loads nothing");
+  const warm = await postJson(`${server.url}/completion`, { prompt: "hi", n_predict: 1 });
+  await warm.body?.cancel();
+  const idle = await slotsOf(server.url, "?fail_on_no_slot=1");
+  equal(idle.status, 200);
+  deepEqual(idle.json, [{ id: 0, n_ctx: 4096, speculative: false, is_processing: false }]);
+
+  // A long generation: the slot is busy while it runs.
+  const abort = new AbortController();
+  const stream = await postJson(`${server.url}/completion`, {
+    prompt: "Once upon a time",
+    n_predict: 4000,
+    ignore_eos: true,
+    stream: true,
+  }, {}, abort.signal);
+  const reader = stream.body!.getReader();
+  await reader.read(); // the first piece: generating now
+  const busy = await slotsOf(server.url);
+  const slot = busy.json[0] as Slot;
+  equal(slot.is_processing, true, JSON.stringify(busy.json));
+  ok((slot.n_prompt_tokens as number) > 0);
+  const next = slot.next_token?.[0] ?? {};
+  ok((next.n_decoded ?? 0) >= 1 && (next.n_remain ?? 0) > 0, JSON.stringify(next));
+  const full = await slotsOf(server.url, "?fail_on_no_slot=1");
+  equal(full.status, 503);
+  equal((full.json as unknown as { error: { code: string } }).error.code, "no_slot_available");
+  abort.abort();
+  await reader.cancel().catch(() => {});
+  for (let i = 0; i < 100 && (await slotsOf(server.url)).json[0]?.is_processing; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  equal((await slotsOf(server.url, "?fail_on_no_slot=1")).status, 200, "free again");
+  const unknown = await fetch(`${server.url}/slots?model=nope`);
+  equal(unknown.status, 404);
+  await unknown.body?.cancel();
+});
