@@ -26,12 +26,17 @@ Deno.test("/slots shows idle and busy slots, and fail_on_no_slot is a 503 while 
 
   // A long generation: the slot is busy while it runs.
   const abort = new AbortController();
-  const stream = await postJson(`${server.url}/completion`, {
-    prompt: "Once upon a time",
-    n_predict: 4000,
-    ignore_eos: true,
-    stream: true,
-  }, {}, abort.signal);
+  const stream = await postJson(
+    `${server.url}/completion`,
+    {
+      prompt: "Once upon a time",
+      n_predict: 4000,
+      ignore_eos: true,
+      stream: true,
+    },
+    {},
+    abort.signal,
+  );
   const reader = stream.body!.getReader();
   await reader.read(); // the first piece: generating now
   const busy = await slotsOf(server.url);
