@@ -34,6 +34,7 @@ import { detokenize, tokenize } from "./tokenize.ts";
 import { llamaCompletion } from "./llama_completion.ts";
 import { infill } from "./infill.ts";
 import { props } from "./props.ts";
+import { chatInputTokens, responsesInputTokens } from "./input_tokens.ts";
 import { slots } from "./slots.ts";
 
 /**
@@ -55,6 +56,8 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/v1/chat/completions": { POST: chatCompletions },
   "/v1/completions": { POST: completions },
   "/v1/responses": { POST: createResponse },
+  "/v1/responses/input_tokens": { POST: responsesInputTokens },
+  "/v1/chat/completions/input_tokens": { POST: chatInputTokens },
   "/v1/embeddings": { POST: embeddings },
   "/v1/rerank": { POST: rerank },
   "/v1/reranking": { POST: rerank },
@@ -63,6 +66,8 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/chat/completions": { POST: chatCompletions },
   "/completions": { POST: completions },
   "/responses": { POST: createResponse },
+  "/responses/input_tokens": { POST: responsesInputTokens },
+  "/chat/completions/input_tokens": { POST: chatInputTokens },
   "/embeddings": { POST: embeddings },
   "/rerank": { POST: rerank },
   "/reranking": { POST: rerank },

@@ -9,12 +9,62 @@
  */
 
 import { renderChatPrompt } from "../engine/prompt.ts";
+import type { TemplateMessage } from "../engine/templates.ts";
 import type { ServerContext } from "./context.ts";
 import { templateOptions } from "./generation_bridge.ts";
 import { badRequest } from "./http_error.ts";
-import { chatMessages, Fields, readRequestJson, templateFields } from "./request_body.ts";
+import {
+  chatMessages,
+  Fields,
+  readRequestJson,
+  type TemplateFields,
+  templateFields,
+} from "./request_body.ts";
 import { checkTemplateFields } from "./generation_request_fields.ts";
 import type { ServedRequest } from "./served_request.ts";
+
+/** What decides a chat request's prompt: its model, messages, tools and template settings. */
+export interface PromptParts {
+  /** The model named (the default one when undefined). */
+  model: string | undefined;
+  messages: TemplateMessage[];
+  tools: unknown[] | undefined;
+  template: TemplateFields;
+}
+
+/**
+ * The prompt's parts of a chat request's fields.
+ *
+ * @param fields The chat request's fields.
+ * @param messages Its messages, read.
+ * @returns The parts.
+ * @throws {HttpError} 400 when `tools` is not an array, or a template field is malformed.
+ */
+export function promptParts(fields: Fields, messages: TemplateMessage[]): PromptParts {
+  const tools = fields.raw("tools");
+  if (tools !== undefined && !Array.isArray(tools)) {
+    throw badRequest('"tools" must be an array', "tools");
+  }
+  return { model: fields.string("model"), messages, tools, template: templateFields(fields) };
+}
+
+/**
+ * Reads a chat completion request body for its prompt alone (its other fields are checked, not
+ * used).
+ *
+ * @param ctx Server state.
+ * @param request The HTTP request.
+ * @returns The prompt's parts.
+ * @throws {HttpError} 400 for a malformed body or a field a chat completion does not read.
+ */
+export async function readPromptRequest(
+  ctx: ServerContext,
+  request: ServedRequest,
+): Promise<PromptParts> {
+  const body = await readRequestJson(request, ctx.settings);
+  checkTemplateFields(body);
+  return promptParts(new Fields(body), chatMessages(body.messages));
+}
 
 /**
  * `POST /apply-template`.
@@ -30,22 +80,14 @@ export async function applyTemplate(
   request: ServedRequest,
   clientGone: AbortSignal,
 ): Promise<Response> {
-  const body = await readRequestJson(request, ctx.settings);
-  checkTemplateFields(body);
-  const fields = new Fields(body);
-  const tools = fields.raw("tools");
-  if (tools !== undefined && !Array.isArray(tools)) {
-    throw badRequest('"tools" must be an array', "tools");
-  }
-  const messages = chatMessages(body.messages);
-  const template = templateFields(fields);
-  using lease = await ctx.registry.acquire(fields.string("model"));
+  const parts = await readPromptRequest(ctx, request);
+  using lease = await ctx.registry.acquire(parts.model);
   const rendered = await renderChatPrompt(
     lease.model.model,
-    messages,
+    parts.messages,
     ctx.settings.chatTemplate,
-    tools,
-    { signal: clientGone, ...templateOptions(ctx, template) },
+    parts.tools,
+    { signal: clientGone, ...templateOptions(ctx, parts.template) },
   );
   return Response.json({ prompt: rendered.prompt });
 }

@@ -34,8 +34,13 @@ import type { ServedRequest } from "./served_request.ts";
 /** The path of one stored response (also without `/v1`); the id is its last segment. */
 export const RESPONSE_ROUTE = /^\/(?:v1\/)?responses\/([^/]+)$/;
 
-/** The server's response store, created on first use when the context has none. */
-function storeOf(ctx: ServerContext): ResponseStore {
+/**
+ * The server's response store, created on first use when the context has none.
+ *
+ * @param ctx Server state.
+ * @returns Its store.
+ */
+export function storeOf(ctx: ServerContext): ResponseStore {
   return ctx.responses ??= new ResponseStore();
 }
 

@@ -335,11 +335,46 @@ export function fieldValues(): Record<string, unknown[]> {
     cache_prompt: ["yes", 1],
     logprobs: ["x", 5],
     top_logprobs: [-1, 1000, "x"],
+    // llama-server's own fields (/completion, /infill; the other routes refuse them).
+    samplers: [
+      5,
+      {},
+      [1],
+      ["top_k", "nope"],
+      "kz",
+      "",
+      [],
+      ["infill", "infill", "temperature"],
+      bigArray(10_000, '"top_k"'),
+    ],
+    n_indent: [-1, "x", 2 ** 40, 1],
+    t_max_predict_ms: [-5, "x", 1, 2 ** 40],
+    t_max_prompt_ms: [-1, "x"],
+    response_fields: [5, [1], "content", ["a/b/c", "", "/"], bigArray(10_000, '"timings/x"')],
+    n_probs: [-1, 21, "x", 1e9, 20],
+    post_sampling_probs: [true, "x"],
+    n_cmpl: [0, 1_000, "x", 2],
+    id_slot: [-5, "x", 1e12],
+    input_prefix: [5, [], null, "x".repeat(100_000)],
+    input_suffix: [{}, true],
+    input_extra: [
+      "x",
+      [1],
+      [{ text: 5 }],
+      [{ text: "a", filename: [] }],
+      bigArray(2_000, '{"text":"def f(): pass","filename":"a.py"}'),
+    ],
   }));
 }
 
 /** Routes that generate (and take the sampling fields). */
-export const GENERATING_ROUTES = ["/v1/chat/completions", "/v1/completions", "/api/generate"];
+export const GENERATING_ROUTES = [
+  "/v1/chat/completions",
+  "/v1/completions",
+  "/api/generate",
+  "/completion",
+  "/infill",
+];
 
 /** The routes of src/server/app.ts `ROUTES` known when the suite was written. */
 const KNOWN_ROUTES: Record<string, string[]> = {
@@ -450,6 +485,10 @@ export class FuzzGenerator {
       body.messages = [{ role: "user", content: r.text() }];
     } else {
       body.prompt = r.text();
+    }
+    if (path === "/infill") {
+      body.input_prefix = r.text();
+      body.input_suffix = r.text();
     }
     return body;
   }

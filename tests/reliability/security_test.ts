@@ -118,7 +118,11 @@ const UNKNOWN_PATHS = [
 const AUTH_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
 
 function validBody(path: string): string {
-  if (path.endsWith("/chat/completions") || path === "/apply-template") {
+  if (path.endsWith("/responses/input_tokens")) return JSON.stringify({ model: MODEL, input: "x" });
+  if (
+    path.endsWith("/chat/completions") || path.endsWith("/chat/completions/input_tokens") ||
+    path === "/apply-template"
+  ) {
     return JSON.stringify({ messages: [{ role: "user", content: "x" }], max_tokens: 2 });
   }
   if (path.endsWith("/responses")) {

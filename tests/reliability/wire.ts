@@ -431,7 +431,12 @@ export function answerProblem(
     if (last !== undefined && last.startsWith("{") && errorShapeProblem(last) === undefined) {
       return undefined;
     }
-    return `SSE stream does not end with [DONE] or an error event (last: ${last?.slice(0, 120)})`;
+    // llama-server's /completion and /infill end on the answer's object instead (only the
+    // fields `response_fields` names).
+    if (last !== undefined && LLAMA_ROUTES.has(path) && isObject(last)) return undefined;
+    return `SSE stream does not end with [DONE], an error event or a final object (last: ${
+      last?.slice(0, 120)
+    })`;
   }
   if (type.includes("application/x-ndjson")) {
     // Ollama's streams: JSON lines, the last one done or an error.
@@ -582,4 +587,17 @@ export function maxGap(times: readonly number[]): number {
     worst = Math.max(worst, (times[i] as number) - (times[i - 1] as number));
   }
   return worst;
+}
+
+/** llama-server's completion routes, whose streams end on an object of the answer's fields. */
+const LLAMA_ROUTES = new Set(["/completion", "/infill"]);
+
+/** Whether an SSE event's data is a JSON object. */
+function isObject(event: string): boolean {
+  try {
+    const value = JSON.parse(event);
+    return typeof value === "object" && value !== null && !Array.isArray(value);
+  } catch {
+    return false;
+  }
 }
