@@ -10,7 +10,7 @@
  */
 
 import { badRequest } from "./http_error.ts";
-import { Fields, refuseUnknownFields, refuseUnlessEmpty } from "./request_body.ts";
+import { Fields, refuseUnknownFields } from "./request_body.ts";
 
 /** What `generationFields` and the shared generation path read on every endpoint. */
 const GENERATION = [
@@ -136,7 +136,7 @@ const ADVICE: Record<string, string> = {
  * @param body The parsed body.
  * @param kind `chat` or `text` (`/v1/completions`).
  * @throws {HttpError} 400 naming a field the endpoint does not read, or one sent with a value
- *   Shimmy cannot honour (`store: true`, audio `modalities`, `echo: true`, a `suffix`, `best_of`
+ *   Shimmy cannot honour (`store: true`, audio `modalities`, `echo: true`, `best_of`
  *   above `n`).
  * @example
  * ```ts
@@ -170,7 +170,6 @@ export function checkOpenAiFields(body: Record<string, unknown>, kind: "chat" | 
   if (fields.boolean("echo")) {
     throw badRequest('"echo": true is not supported; the prompt is not repeated', "echo");
   }
-  refuseUnlessEmpty(fields, "suffix", "fill-in-the-middle is not supported");
   const bestOf = fields.number("best_of", { min: 1, integer: true });
   if (bestOf !== undefined && bestOf !== (fields.number("n") ?? 1)) {
     throw badRequest('"best_of" is not supported; leave it out or equal to "n"', "best_of");

@@ -91,6 +91,20 @@ const MAX_PROMPTS = 64;
  */
 function promptsOf(fields: Fields, kind: Kind, body: Record<string, unknown>): PromptSource[] {
   if (kind === "chat") return [chatSource(fields, body)];
+  const sources = textPrompts(fields);
+  const suffix = fields.string("suffix") ?? "";
+  if (suffix === "") return sources;
+  // OpenAI's insertion: each prompt is the text before the gap, `suffix` the text after it.
+  return sources.map((source) => {
+    if (source.kind !== "raw" || typeof source.prompt !== "string") {
+      throw badRequest('"suffix" needs text prompts, not token ids', "suffix");
+    }
+    return { kind: "infill", parts: { prefix: source.prompt, suffix, middle: "", extra: [] } };
+  });
+}
+
+/** `/v1/completions`' prompts: a string, token ids, or an array of either. */
+function textPrompts(fields: Fields): PromptSource[] {
   const prompt = fields.raw("prompt");
   const wrong = () =>
     badRequest(

@@ -8,6 +8,8 @@
  */
 
 import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { Ollama } from "ollama";
+import OpenAI from "openai";
 import { postJson, startServer } from "./harness.ts";
 import { fixtureAvailable } from "../fixtures/models.ts";
 import { skipBecause } from "../helpers.ts";
@@ -225,5 +227,50 @@ Deno.test({
       ],
     });
     equal(idle.tokens_predicted, 1);
+  },
+});
+
+Deno.test({
+  name:
+    "Ollama's suffix and OpenAI's suffix fill the gap as /infill does (ollama and openai clients)",
+  ignore,
+  fn: async () => {
+    await using server = await startServer({ fixtures: ["starcoder-fim"], ollamaListener: true });
+    const before = "def add(a, b):\n    ";
+    const after = "\n    return total\n";
+    const infilled = await answer(server.url, {
+      model: "starcoder-fim",
+      input_prefix: before,
+      input_suffix: after,
+      n_predict: 6,
+      temperature: 0,
+    });
+    equal(infilled.tokens_predicted as number, 6, JSON.stringify(infilled));
+    const ollama = new Ollama({ host: server.ollamaUrl! });
+    const generated = await ollama.generate({
+      model: "starcoder-fim",
+      prompt: before,
+      suffix: after,
+      options: { num_predict: 6, temperature: 0 },
+    });
+    equal(generated.response, infilled.content);
+    equal(generated.prompt_eval_count, infilled.tokens_evaluated);
+    const openai = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused" });
+    const completed = await openai.completions.create({
+      model: "starcoder-fim",
+      prompt: before,
+      suffix: after,
+      max_tokens: 6,
+      temperature: 0,
+    });
+    equal(completed.choices[0]?.text, infilled.content);
+    // An empty prefix is a gap at the start of the file, not a model load.
+    const atStart = await ollama.generate({
+      model: "starcoder-fim",
+      prompt: "",
+      suffix: after,
+      options: { num_predict: 2, temperature: 0 },
+    });
+    ok((atStart.prompt_eval_count ?? 0) > 0);
   },
 });

@@ -423,7 +423,7 @@ Deno.test("options and fields Shimmy cannot honour are a 400 that names them", a
     [{ options: { num_gpu: 10 } }, /"options\.num_gpu" cannot be set per request.*--n-gpu-layers/],
     [{ options: { tfs_z: 0.9 } }, /"options\.tfs_z" is not supported/],
     [{ options: { flux: 1 } }, /"options\.flux" is not an option/],
-    [{ suffix: "end" }, /"suffix": fill-in-the-middle is not supported/],
+    [{ suffix: "end", system: "Be brief." }, /"system" has no place in a fill-in-the-middle/],
     [{ context: [1, 2] }, /"context" is not supported/],
     [{ think: "max" }, /"think" must be/],
     [{ think: true, raw: true }, /"think" needs the chat template/],

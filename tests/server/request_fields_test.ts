@@ -147,9 +147,9 @@ Deno.test("a field an endpoint does not read is a 400 naming it, not silently ig
   await expectRefused(
     server,
     text,
-    { prompt: "hi", suffix: "end" },
+    { prompt: [1, 2], suffix: "end" },
     "suffix",
-    /"suffix": fill-in-the-middle is not supported/,
+    /"suffix" needs text prompts/,
   );
   await expectRefused(
     server,

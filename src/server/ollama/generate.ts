@@ -1,8 +1,10 @@
 /**
  * Ollama's `POST /api/generate`: a prompt rendered with the model's chat template as one user
  * turn (after `system`, when given), or used as is with `raw: true`; the reply's text comes in
- * `response` and any reasoning in `thinking`. An empty prompt loads (or, with `keep_alive: 0`,
- * unloads) the model. Served under `/ollama` and on the `--ollama-bind` listener; the main
+ * `response` and any reasoning in `thinking`. With a `suffix` the prompt is the code before a gap
+ * and the reply fills it (a fill-in-the-middle prompt from the model's FIM tokens, as `/infill`
+ * builds it; code autocompletion such as Continue's sends it). An empty prompt without a suffix
+ * loads (or, with `keep_alive: 0`, unloads) the model. Served under `/ollama` and on the `--ollama-bind` listener; the main
  * port's own `/api/generate` keeps Shimmy's contract.
  *
  * @module
@@ -58,7 +60,6 @@ export async function ollamaGenerate(
   const body = await readRequestJson(request, ctx.settings);
   checkFields(body, GENERATE_FIELDS, "/api/generate");
   const fields = new Fields(body);
-  refuseUnlessEmpty(fields, "suffix", "fill-in-the-middle is not supported");
   refuseUnlessEmpty(fields, "template", "templates are set per server with --chat-template");
   const context = fields.raw("context");
   if (context !== undefined && !(Array.isArray(context) && context.length === 0)) {
@@ -70,27 +71,37 @@ export async function ollamaGenerate(
   const entry = resolveOllamaModel(ctx, body.model);
   const mapped = ollamaFields(body, entry.name);
   const prompt = fields.string("prompt") ?? "";
-  if (prompt === "") return await loadOrUnload(ctx, entry.name, mapped, "generate");
+  if (prompt === "" && !fields.string("suffix")) {
+    return await loadOrUnload(ctx, entry.name, mapped, "generate");
+  }
   return await ollamaReply(
     ctx,
     {
       model: entry.name,
       request: mapped,
       arrivedAt,
-      source: sourceOf(prompt, fields.string("system"), fields.boolean("raw") ?? false, mapped),
+      source: sourceOf(prompt, fields, mapped),
     },
     GENERATE_SHAPE,
     clientGone,
   );
 }
 
-/** The prompt as one templated user turn, or raw text; `system` needs the template. */
-function sourceOf(
-  prompt: string,
-  system: string | undefined,
-  raw: boolean,
-  mapped: OllamaFields,
-): PromptSource {
+/**
+ * The prompt as one templated user turn, raw text (`system` needs the template), or with a
+ * `suffix` the code before and after a gap, laid out with the model's fill-in-the-middle tokens.
+ */
+function sourceOf(prompt: string, fields: Fields, mapped: OllamaFields): PromptSource {
+  const system = fields.string("system");
+  const raw = fields.boolean("raw") ?? false;
+  const suffix = fields.string("suffix") ?? "";
+  if (suffix !== "") {
+    if (system || mapped.template.kwargs) {
+      const field = system ? "system" : "think";
+      throw badRequest(`"${field}" has no place in a fill-in-the-middle prompt ("suffix")`, field);
+    }
+    return { kind: "infill", parts: { prefix: prompt, suffix, middle: "", extra: [] } };
+  }
   if (raw) {
     if (system) {
       throw badRequest('"system" needs the chat template; leave it out with "raw": true', "system");
