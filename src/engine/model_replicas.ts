@@ -165,14 +165,15 @@ export class ModelReplicas {
     });
   }
 
-  /** Slots, busy slots and queue summed over the copies. */
-  stats(): { slots: number; busySlots: number; queued: number } {
-    const out = { slots: 0, busySlots: 0, queued: 0 };
+  /** Slots, busy slots, queue and decode steps summed over the copies. */
+  stats(): { slots: number; busySlots: number; queued: number; steps: number } {
+    const out = { slots: 0, busySlots: 0, queued: 0, steps: 0 };
     for (const copy of this.copies) {
       const stats = copy.scheduler.stats();
       out.slots += stats.slots;
       out.busySlots += stats.busySlots;
       out.queued += stats.queued;
+      out.steps += stats.steps;
     }
     return out;
   }

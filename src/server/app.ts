@@ -387,6 +387,7 @@ function liveModels(ctx: ServerContext) {
       queued: stats.queued,
       busySlots: stats.busySlots,
       slots: stats.slots,
+      steps: stats.steps,
       loadSeconds: (ctx.registry.loadTimes.get(name) ?? 0) / 1000,
       replicas: group.replicaInfo(),
     };

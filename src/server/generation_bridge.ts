@@ -185,12 +185,7 @@ async function queueChoices(
     }, fields.choices);
     const results = generations.map((generation) =>
       generation.result.then((r) => {
-        ctx.metrics.generation(
-          r.promptTokens,
-          r.completionTokens,
-          r.timings.ttftMs,
-          r.timings.generatePerSecond,
-        );
+        ctx.metrics.generation(r);
         return r;
       })
     );

@@ -1,9 +1,12 @@
 /**
  * Prometheus metrics: request counts by endpoint and status, token counters, generation
- * speed, a time-to-first-token histogram, and live gauges read at scrape time.
+ * speed, a time-to-first-token histogram, and live gauges read at scrape time; and the
+ * `llamacpp:` families llama-server exposes, under its names, so dashboards made for it work.
  *
  * @module
  */
+
+import type { GenerationResult } from "../engine/scheduler.ts";
 
 const TTFT_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
@@ -15,6 +18,8 @@ export interface LiveGauges {
     queued: number;
     busySlots: number;
     slots: number;
+    /** Decode steps since the model loaded. */
+    steps: number;
     loadSeconds: number;
     /** Each copy of the model (`--replicas`); one entry when there is one copy. */
     replicas?: { index: number; devices: string[]; queued: number; busySlots: number }[];
@@ -32,6 +37,11 @@ export class Metrics {
   readonly #ttftCounts = new Array<number>(TTFT_BUCKETS.length).fill(0);
   #ttftSum = 0;
   #ttftCount = 0;
+  #evaluatedPromptTokens = 0;
+  #cachedPromptTokens = 0;
+  #promptSeconds = 0;
+  #generateSeconds = 0;
+  #longestSequence = 0;
 
   /** Counts one finished request. */
   request(endpoint: string, status: number): void {
@@ -39,13 +49,28 @@ export class Metrics {
     this.#requests.set(key, (this.#requests.get(key) ?? 0) + 1);
   }
 
-  /** Records one finished generation. */
-  generation(promptTokens: number, generatedTokens: number, ttftMs: number, tps: number): void {
+  /**
+   * Records one finished generation.
+   *
+   * @param result Its token counts and timings.
+   */
+  generation(
+    result: Pick<
+      GenerationResult,
+      "promptTokens" | "cachedTokens" | "completionTokens" | "timings"
+    >,
+  ): void {
+    const { promptTokens, cachedTokens, completionTokens: generatedTokens, timings } = result;
     this.#promptTokens += promptTokens;
     this.#generatedTokens += generatedTokens;
-    if (tps > 0) this.#lastTokensPerSecond = tps;
+    this.#evaluatedPromptTokens += promptTokens - cachedTokens;
+    this.#cachedPromptTokens += cachedTokens;
+    this.#promptSeconds += timings.promptMs / 1000;
+    this.#generateSeconds += timings.generateMs / 1000;
+    this.#longestSequence = Math.max(this.#longestSequence, promptTokens + generatedTokens);
+    if (timings.generatePerSecond > 0) this.#lastTokensPerSecond = timings.generatePerSecond;
     if (generatedTokens > 0) {
-      const seconds = ttftMs / 1000;
+      const seconds = timings.ttftMs / 1000;
       TTFT_BUCKETS.forEach((bound, i) => {
         if (seconds <= bound) this.#ttftCounts[i] = (this.#ttftCounts[i] ?? 0) + 1;
       });
@@ -108,7 +133,73 @@ export class Metrics {
         }
       }
     }
+    out.push(...this.#llamaServerFamilies(live));
     return out.join("\n") + "\n";
+  }
+
+  /**
+   * llama-server's families: `llamacpp:` counters of prompt and generated tokens and their
+   * seconds, decode steps and the longest sequence, and gauges of the average rates (since the
+   * server started, where llama-server's cover the time since the last scrape) and of the
+   * requests in slots and waiting.
+   */
+  #llamaServerFamilies(live: LiveGauges): string[] {
+    const sum = (value: (m: LiveGauges["models"][number]) => number) =>
+      live.models.reduce((total, m) => total + value(m), 0);
+    const rate = (tokens: number, seconds: number) => seconds > 0 ? round(tokens / seconds) : 0;
+    const families: [string, "counter" | "gauge", string, number][] = [
+      [
+        "prompt_tokens_total",
+        "counter",
+        "Prompt tokens evaluated, not counting those reused from the cache",
+        this.#evaluatedPromptTokens,
+      ],
+      [
+        "prompt_tokens_cached_total",
+        "counter",
+        "Prompt tokens reused from the cache",
+        this.#cachedPromptTokens,
+      ],
+      [
+        "prompt_seconds_total",
+        "counter",
+        "Time spent evaluating prompts",
+        round(this.#promptSeconds),
+      ],
+      ["tokens_predicted_total", "counter", "Tokens generated", this.#generatedTokens],
+      [
+        "tokens_predicted_seconds_total",
+        "counter",
+        "Time spent generating",
+        round(this.#generateSeconds),
+      ],
+      ["n_decode_total", "counter", "Decode steps", sum((m) => m.steps)],
+      [
+        "n_tokens_max",
+        "counter",
+        "Longest sequence seen (prompt and generation)",
+        this.#longestSequence,
+      ],
+      [
+        "prompt_tokens_seconds",
+        "gauge",
+        "Average prompt throughput in tokens/s",
+        rate(this.#evaluatedPromptTokens, this.#promptSeconds),
+      ],
+      [
+        "predicted_tokens_seconds",
+        "gauge",
+        "Average generation throughput in tokens/s",
+        rate(this.#generatedTokens, this.#generateSeconds),
+      ],
+      ["requests_processing", "gauge", "Requests in slots", sum((m) => m.busySlots)],
+      ["requests_deferred", "gauge", "Requests waiting for a slot", sum((m) => m.queued)],
+    ];
+    return families.flatMap(([name, type, help, value]) => [
+      `# HELP llamacpp:${name} ${help}`,
+      `# TYPE llamacpp:${name} ${type}`,
+      `llamacpp:${name} ${value}`,
+    ]);
   }
 }
 

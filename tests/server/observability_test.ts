@@ -78,8 +78,35 @@ Deno.test("/metrics counts requests, tokens, TTFT and slot gauges in Prometheus 
   match(text, /shimmy_slots\{model="tiny-f32"\} 4/);
   match(text, /shimmy_queue_depth\{model="tiny-f32"\} 0/);
   for (const line of text.trim().split("\n")) {
-    ok(/^(# (HELP|TYPE) \w+ .+|\w+(\{[^}]*\})? [\d.e+-]+)$/.test(line), line);
+    ok(/^(# (HELP|TYPE) [\w:]+ .+|[\w:]+(\{[^}]*\})? [\d.e+-]+)$/.test(line), line);
   }
+});
+
+Deno.test("/metrics has llama-server's llamacpp: families, so its dashboards read Shimmy", async () => {
+  await using server = await startServer();
+  const value = (text: string, name: string) =>
+    Number(new RegExp(`^llamacpp:${name} ([\\d.e+-]+)$`, "m").exec(text)?.[1]);
+  const prompt = "the quick brown fox jumps over the lazy dog ".repeat(3);
+  const first = await (await postJson(`${server.url}/v1/completions`, { prompt, max_tokens: 5 }))
+    .json();
+  const again = await (await postJson(`${server.url}/v1/completions`, { prompt, max_tokens: 4 }))
+    .json();
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const cached = again.usage.prompt_tokens_details.cached_tokens;
+  ok(cached > 0, "the second request reused the first one's prompt");
+  equal(value(text, "prompt_tokens_cached_total"), cached);
+  equal(
+    value(text, "prompt_tokens_total"),
+    first.usage.prompt_tokens + again.usage.prompt_tokens - cached,
+  );
+  equal(value(text, "tokens_predicted_total"), 9);
+  ok(value(text, "n_decode_total") >= 9, text);
+  equal(value(text, "n_tokens_max"), first.usage.prompt_tokens + 5);
+  ok(value(text, "prompt_seconds_total") > 0 && value(text, "tokens_predicted_seconds_total") > 0);
+  ok(value(text, "predicted_tokens_seconds") > 0);
+  equal(value(text, "requests_processing"), 0);
+  equal(value(text, "requests_deferred"), 0);
+  match(text, /# TYPE llamacpp:prompt_tokens_total counter/);
 });
 
 Deno.test("/diag shows versions, devices, load params and slots", async () => {
