@@ -77,6 +77,8 @@ export interface StartedGeneration {
  * @param body The request's fields (`model`, sampling, limits, `lora`…).
  * @param source Prompt or messages.
  * @param signal Aborts the generation (client gone).
+ * @param logprobs Report log-probabilities per token with this many alternatives. Default:
+ *   none.
  * @returns The started generation.
  * @throws {HttpError} 400 for an `n` above 1 (endpoints with several choices use
  *   {@link startChoices}); engine errors, mapped by the error boundary.
@@ -86,11 +88,12 @@ export async function startGeneration(
   body: Fields,
   source: PromptSource,
   signal: AbortSignal,
+  logprobs?: number,
 ): Promise<StartedGeneration> {
   if ((body.number("n") ?? 1) !== 1) {
     throw badRequest('"n" is not supported on this endpoint; send one request per choice', "n");
   }
-  return (await startChoices(ctx, body, source, signal))[0] as StartedGeneration;
+  return (await startChoices(ctx, body, source, signal, logprobs))[0] as StartedGeneration;
 }
 
 /**

@@ -1,4 +1,4 @@
-import { equal, match, ok, rejects } from "node:assert/strict";
+import { deepEqual, equal, match, ok, rejects } from "node:assert/strict";
 import { join } from "node:path";
 import { type ChatRequest, Ollama, type Tool } from "ollama";
 import { Sampler } from "../../src/ffi/sampler.ts";
@@ -636,4 +636,48 @@ Deno.test("Ollama's documented curl lines (a JSON body sent as a form) generate 
     const pulled = await curl(`${base}/api/pull`, { model: "tiny-f32" });
     equal(pulled.status, 415, where);
   }
+});
+
+Deno.test("logprobs and top_logprobs on generate and chat, streamed or not (ollama-js)", async () => {
+  await using server = await serve();
+  const ollama = new Ollama({ host: server.ollamaUrl! });
+  const settings = { logprobs: true, top_logprobs: 2, options: { num_predict: 5, temperature: 0 } };
+  const whole = await ollama.generate({ model: MODEL, prompt: "Once upon", ...settings });
+  const steps = whole.logprobs ?? [];
+  equal(steps.length, whole.eval_count);
+  for (const step of steps) {
+    equal(step.top_logprobs?.length, 2);
+    // Greedy: the chosen token is the most likely one.
+    equal(step.top_logprobs?.[0]?.token, step.token);
+    ok(step.logprob <= 0);
+  }
+  equal(steps.map((s) => s.token).join(""), whole.response);
+  const streamed = [];
+  for await (
+    const part of await ollama.generate({
+      model: MODEL,
+      prompt: "Once upon",
+      ...settings,
+      stream: true,
+    })
+  ) {
+    streamed.push(...(part.logprobs ?? []));
+  }
+  deepEqual(streamed.map((s) => s.token), steps.map((s) => s.token));
+  const chat = await ollama.chat({
+    model: MODEL,
+    messages: [{ role: "user", content: "Once upon" }],
+    ...settings,
+  });
+  equal(chat.logprobs?.length, chat.eval_count);
+  const plain = await ollama.generate({
+    model: MODEL,
+    prompt: "Once upon",
+    options: { num_predict: 2 },
+  });
+  equal(plain.logprobs, undefined);
+  await rejects(
+    ollama.generate({ model: MODEL, prompt: "hi", top_logprobs: 2 } as never),
+    (error: unknown) => isResponseError(error) && error.status_code === 400,
+  );
 });

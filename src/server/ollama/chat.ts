@@ -34,6 +34,8 @@ const CHAT_FIELDS = [
   "think",
   "tools",
   "tool_choice",
+  "logprobs",
+  "top_logprobs",
 ];
 
 /**

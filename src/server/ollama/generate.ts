@@ -32,6 +32,8 @@ const GENERATE_FIELDS = [
   "options",
   "keep_alive",
   "think",
+  "logprobs",
+  "top_logprobs",
   // Refused below unless empty, with the reason.
   "suffix",
   "template",

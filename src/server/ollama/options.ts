@@ -8,6 +8,7 @@
  * @module
  */
 
+import { chatLogprobsRequest } from "../logprobs_wire.ts";
 import { parseDuration } from "../../models/registry.ts";
 import { badRequest } from "../http_error.ts";
 import { Fields, type TemplateFields } from "../request_body.ts";
@@ -66,10 +67,13 @@ export interface OllamaFields {
   keepAliveMs?: number;
   /** What `think` asks of the template. */
   template: TemplateFields;
+  /** `logprobs` with `top_logprobs`: alternatives to report per token (undefined: none). */
+  logprobs?: number;
 }
 
 /**
- * Reads `model`, `stream`, `options`, `format`, `keep_alive` and `think`.
+ * Reads `model`, `stream`, `options`, `format`, `keep_alive`, `think`, `logprobs` and
+ * `top_logprobs`.
  *
  * @param body The parsed JSON body.
  * @param model The resolved model name.
@@ -85,6 +89,7 @@ export function ollamaFields(body: Record<string, unknown>, model: string): Olla
   const fields = new Fields(body);
   const options = readOptions(fields.object("options") ?? {});
   const keepAliveMs = keepAliveOf(fields.raw("keep_alive"));
+  const logprobs = chatLogprobsRequest(fields);
   return {
     fields: new Fields({
       model,
@@ -95,6 +100,7 @@ export function ollamaFields(body: Record<string, unknown>, model: string): Olla
     ...(options.numCtx !== undefined ? { numCtx: options.numCtx } : {}),
     ...(keepAliveMs !== undefined ? { keepAliveMs } : {}),
     template: thinkOf(fields.raw("think")),
+    ...(logprobs !== undefined ? { logprobs } : {}),
   };
 }
 

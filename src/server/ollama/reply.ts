@@ -11,6 +11,8 @@
  */
 
 import type { GenerationResult } from "../../engine/scheduler.ts";
+import type { TokenLogprob } from "../../engine/logprobs.ts";
+import { chatLogprobs } from "../logprobs_wire.ts";
 import type { ChatDelta, ChatOutput } from "../../engine/tools/output_stream.ts";
 import { readChatGeneration } from "../chat_stream.ts";
 import type { ServerContext } from "../context.ts";
@@ -68,7 +70,23 @@ export async function ollamaReply(
   const source = request.numCtx === undefined
     ? reply.source
     : { ...reply.source, contextTokens: request.numCtx };
-  const started = await startGeneration(ctx, request.fields, source, abort.signal);
+  const started = await startGeneration(
+    ctx,
+    request.fields,
+    source,
+    abort.signal,
+    request.logprobs,
+  );
+  const bytesOf = (token: number) => started.loaded.model.tokenBytes(token);
+  // Log-probabilities ride on the next chunk sent after their tokens.
+  let pending: TokenLogprob[] = [];
+  const logprobsOf = (steps: readonly TokenLogprob[] | undefined) =>
+    request.logprobs === undefined ? {} : { logprobs: chatLogprobs(bytesOf, steps ?? []) };
+  const takePending = () => {
+    const steps = pending;
+    pending = [];
+    return logprobsOf(steps);
+  };
   const header = () => ({ model, created_at: new Date().toISOString() });
   const finish = (result: GenerationResult) => {
     if (request.keepAliveMs !== undefined) {
@@ -83,14 +101,24 @@ export async function ollamaReply(
 
   if (!request.stream) {
     const { result, output } = await readChatGeneration(started, () => {}, { streaming: false });
-    return Response.json({ ...header(), ...shape.whole(output), ...finish(result) });
+    return Response.json({
+      ...header(),
+      ...shape.whole(output),
+      ...logprobsOf(result.logprobs),
+      ...finish(result),
+    });
   }
   return ndjsonResponse(async (send) => {
     const { result, output } = await readChatGeneration(started, (delta) => {
       const piece = shape.piece(delta);
-      if (piece) send({ ...header(), ...piece, done: false });
-    }, { streaming: true });
-    send({ ...header(), ...shape.last(output), ...finish(result) });
+      if (piece) send({ ...header(), ...piece, ...takePending(), done: false });
+    }, {
+      streaming: true,
+      onChunk: (chunk) => {
+        if (chunk.logprobs) pending.push(...chunk.logprobs);
+      },
+    });
+    send({ ...header(), ...shape.last(output), ...takePending(), ...finish(result) });
   }, abort);
 }
 
