@@ -259,3 +259,20 @@ export function normalizeL2(vector: Float32Array): Float32Array {
   const norm = sum > 0 ? 1 / Math.sqrt(sum) : 0;
   return vector.map((v) => v * norm);
 }
+
+/**
+ * An embedding cut to its first `dimensions` values and scaled back to unit length, as OpenAI's
+ * and Ollama's `dimensions` shorten one. Models trained for it (Matryoshka embeddings:
+ * nomic-embed-text v1.5, mxbai-embed-large…) keep most of their quality; others lose more.
+ *
+ * @param vector The full embedding.
+ * @param dimensions How many values to keep (at most the vector's length).
+ * @returns A new vector.
+ * @example
+ * ```ts
+ * shortenEmbedding(Float32Array.of(3, 4, 12), 2); // Float32Array [0.6, 0.8]
+ * ```
+ */
+export function shortenEmbedding(vector: Float32Array, dimensions: number): Float32Array {
+  return normalizeL2(vector.subarray(0, dimensions));
+}

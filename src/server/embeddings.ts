@@ -1,14 +1,15 @@
 /**
  * `POST /v1/embeddings` in OpenAI's shape: `input` as a string, an array of strings, an array
  * of token ids or an array of token-id arrays; `encoding_format` `float` or `base64`
- * (little-endian float32 bytes); `dimensions` only as the model's own size. Texts are
+ * (little-endian float32 bytes); `dimensions` up to the model's own size (shorter vectors are
+ * cut and scaled back to unit length, see `shortenEmbedding`). Texts are
  * tokenized as llama-server tokenizes them (special tokens added and parsed), embedded by the
  * model's embeddings context in as few decodes as fit, and normalized to unit length.
  *
  * @module
  */
 
-import type { Embedder } from "../engine/embedder.ts";
+import { type Embedder, shortenEmbedding } from "../engine/embedder.ts";
 import type { LoadedModel } from "../engine/loaded_model.ts";
 import type { ModelEntry } from "../models/registry.ts";
 import type { ServerContext } from "./context.ts";
@@ -205,6 +206,35 @@ export function checkPooling(lease: EmbedderLease): void {
 }
 
 /** The fields `/v1/embeddings` reads; `user` is accepted as OpenAI's clients send it. */
+/**
+ * Checks a request's `dimensions` against a model's embedding size: it may shorten the vectors,
+ * never lengthen them.
+ *
+ * @param dimensions The request's `dimensions`, if any.
+ * @param size The model's embedding size.
+ * @param model The model's name, for the message.
+ * @throws {HttpError} 400 when `dimensions` is above the model's size.
+ */
+export function checkDimensions(dimensions: number | undefined, size: number, model: string) {
+  if (dimensions !== undefined && dimensions > size) {
+    throw badRequest(
+      `Model "${model}" makes embeddings of ${size} dimensions: "dimensions" may be at most ${size}`,
+      "dimensions",
+    );
+  }
+}
+
+/**
+ * Embeddings shortened to `dimensions` (see `shortenEmbedding`), or as they are without it.
+ *
+ * @param vectors Unit-length embeddings.
+ * @param dimensions The request's `dimensions`, if any (checked by {@link checkDimensions}).
+ * @returns The vectors to answer.
+ */
+export function withDimensions(vectors: Float32Array[], dimensions: number | undefined) {
+  return dimensions === undefined ? vectors : vectors.map((v) => shortenEmbedding(v, dimensions));
+}
+
 const EMBEDDING_FIELDS = new Set(["model", "input", "encoding_format", "dimensions", "user"]);
 
 /**
@@ -235,15 +265,12 @@ export async function embeddings(
   return await withEmbedder(ctx, fields.string("model"), async (lease) => {
     const { embedder, entry } = lease;
     checkPooling(lease);
-    if (dimensions !== undefined && dimensions !== embedder.dimensions) {
-      throw badRequest(
-        `Model "${entry.name}" makes embeddings of ${embedder.dimensions} dimensions and cannot ` +
-          `shorten them; leave "dimensions" out or set it to ${embedder.dimensions}`,
-        "dimensions",
-      );
-    }
+    checkDimensions(dimensions, embedder.dimensions, entry.name);
     const tokens = await tokenizeInputs(lease, inputs, clientGone);
-    const vectors = await embedder.embed(tokens, { signal: clientGone });
+    const vectors = withDimensions(
+      await embedder.embed(tokens, { signal: clientGone }),
+      dimensions,
+    );
     const promptTokens = tokens.reduce((sum, t) => sum + t.length, 0);
     return Response.json({
       object: "list",

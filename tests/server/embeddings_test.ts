@@ -132,7 +132,7 @@ Deno.test("/v1/embeddings refuses what it cannot embed with a 400 that says why"
     ],
     [{ input: [[1, 2, 999999]] }, /Input 0 holds a token id outside the vocabulary/],
     [{ input: "a", encoding_format: "int8" }, /"encoding_format" must be "float" or "base64"/],
-    [{ input: "a", dimensions: 32 }, /embeddings of 64 dimensions.*set it to 64/],
+    [{ input: "a", dimensions: 65 }, /embeddings of 64 dimensions: "dimensions" may be at most 64/],
     [{ input: "a", user: 7 }, /"user" must be a string/],
   ];
   for (const [body, pattern] of cases) {
@@ -142,7 +142,14 @@ Deno.test("/v1/embeddings refuses what it cannot embed with a 400 that says why"
   }
   const ok200 = await post({ input: "a", dimensions: 64, user: "someone", model: MODEL });
   equal(ok200.status, 200);
-  await ok200.body?.cancel();
+  const full = (await ok200.json()).data[0].embedding as number[];
+  // Shorter: the first values, scaled back to unit length (OpenAI's and Ollama's `dimensions`).
+  const short = (await (await post({ input: "a", dimensions: 16, model: MODEL })).json()).data[0]
+    .embedding as number[];
+  equal(short.length, 16);
+  const norm = Math.hypot(...full.slice(0, 16));
+  short.forEach((v, i) => ok(Math.abs(v - (full[i] as number) / norm) < 1e-6, `${i}`));
+  ok(Math.abs(Math.hypot(...short) - 1) < 1e-6);
 });
 
 Deno.test("a model without a pooling type gets a 400 naming --pooling, as llama-server refuses pooling none", async () => {

@@ -193,6 +193,13 @@ Deno.test("embed and the older embeddings return unit-length vectors of the mode
     equal(one.embeddings[0]!.length, result.embeddings[0]!.length, where);
     const old = await ollama.embeddings({ model: MODEL, prompt: "hello world" });
     equal(old.embedding.length, result.embeddings[0]!.length, where);
+    // `dimensions` keeps the first values, back at unit length.
+    const short = await ollama.embed({ model: MODEL, input: "hello world", dimensions: 8 });
+    const head = one.embeddings[0]!.slice(0, 8);
+    const scale = Math.hypot(...head);
+    short.embeddings[0]!.forEach((v, i) =>
+      ok(Math.abs(v - (head[i] as number) / scale) < 1e-6, `${where} ${i}`)
+    );
 
     // The same vectors and token count as /v1/embeddings gives.
     const openai = await (await postJson(`${server.url}/v1/embeddings`, {

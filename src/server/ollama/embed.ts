@@ -9,7 +9,13 @@
  */
 
 import type { ServerContext } from "../context.ts";
-import { checkLength, checkPooling, withEmbedder } from "../embeddings.ts";
+import {
+  checkDimensions,
+  checkLength,
+  checkPooling,
+  withDimensions,
+  withEmbedder,
+} from "../embeddings.ts";
 import { badRequest } from "../http_error.ts";
 import { Fields, readRequestJson } from "../request_body.ts";
 import { resolveOllamaModel } from "./models.ts";
@@ -51,18 +57,12 @@ export async function ollamaEmbed(
   ) {
     throw badRequest('"input" must be a string or a non-empty array of strings', "input");
   }
-  const run = await embedTexts(ctx, body, inputs, fields.boolean("truncate") ?? true, clientGone);
   const dimensions = fields.number("dimensions", { min: 1, integer: true });
-  if (dimensions !== undefined && dimensions !== run.vectors[0]?.length) {
-    throw badRequest(
-      `This model makes embeddings of ${run.vectors[0]?.length} dimensions and cannot shorten ` +
-        `them; leave "dimensions" out or set it to ${run.vectors[0]?.length}`,
-      "dimensions",
-    );
-  }
+  const run = await embedTexts(ctx, body, inputs, fields.boolean("truncate") ?? true, clientGone);
+  checkDimensions(dimensions, run.vectors[0]?.length ?? 0, run.model);
   return Response.json({
     model: run.model,
-    embeddings: run.vectors.map((v) => Array.from(v)),
+    embeddings: withDimensions(run.vectors, dimensions).map((v) => Array.from(v)),
     total_duration: Math.round((performance.now() - arrivedAt) * 1e6),
     load_duration: Math.round(run.loadMs * 1e6),
     prompt_eval_count: run.tokens,
