@@ -105,14 +105,18 @@ export async function infillPrompt(
   const prefix = await text(parts.prefix);
   const suffix = await text(parts.suffix);
   const middle = await tokenize(parts.middle, true);
-  const extra: number[] = [];
-  if (fim.repo >= 0) extra.push(fim.repo, ...await text(REPOSITORY));
+  // Pieces are joined by copying, never spread into arguments: a file may hold millions of
+  // tokens, more than a call takes.
+  const extraPieces: ArrayLike<number>[] = [];
+  if (fim.repo >= 0) extraPieces.push([fim.repo], await text(REPOSITORY));
   for (const file of parts.extra) {
-    if (fim.fileSeparator >= 0) extra.push(fim.fileSeparator, ...await text(`${file.filename}\n`));
-    else extra.push(...await text(SNIPPET_LINE));
-    extra.push(...await text(file.text));
+    if (fim.fileSeparator >= 0) {
+      extraPieces.push([fim.fileSeparator], await text(`${file.filename}\n`));
+    } else extraPieces.push(await text(SNIPPET_LINE));
+    extraPieces.push(await text(file.text));
   }
-  if (fim.fileSeparator >= 0) extra.push(fim.fileSeparator, ...await text(CURRENT_FILE));
+  if (fim.fileSeparator >= 0) extraPieces.push([fim.fileSeparator], await text(CURRENT_FILE));
+  const extra = joined(extraPieces);
 
   const prefixTake = Math.min(prefix.length, Math.floor(3 * Math.floor(budget.batch / 4)));
   const suffixTake = Math.min(
@@ -123,10 +127,25 @@ export async function infillPrompt(
     Math.max(0, budget.context - budget.batch - 2 * budget.answer),
     extra.length,
   );
-  const out: number[] = [];
-  if (vocabulary.addsBos && vocabulary.bos >= 0) out.push(vocabulary.bos);
-  out.push(...extra.slice(extra.length - extraTake));
-  out.push(fim.prefix, ...prefix.subarray(prefix.length - prefixTake), ...middle);
-  out.push(fim.suffix, ...suffix.subarray(0, suffixTake), fim.middle);
-  return Int32Array.from(out);
+  return joined([
+    vocabulary.addsBos && vocabulary.bos >= 0 ? [vocabulary.bos] : [],
+    extra.subarray(extra.length - extraTake),
+    [fim.prefix],
+    prefix.subarray(prefix.length - prefixTake),
+    middle,
+    [fim.suffix],
+    suffix.subarray(0, suffixTake),
+    [fim.middle],
+  ]);
+}
+
+/** Pieces of tokens one after another, in one array. */
+function joined(pieces: readonly ArrayLike<number>[]): Int32Array {
+  const out = new Int32Array(pieces.reduce((sum, piece) => sum + piece.length, 0));
+  let at = 0;
+  for (const piece of pieces) {
+    out.set(piece, at);
+    at += piece.length;
+  }
+  return out;
 }

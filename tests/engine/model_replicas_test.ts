@@ -26,7 +26,7 @@ Deno.test("ModelReplicas.open() opens independent copies, each with its own cont
   notEqual(a!.model, b!.model);
   notEqual(a!.context, b!.context);
   notEqual(a!.scheduler, b!.scheduler);
-  deepEqual(group.stats(), { slots: 2, busySlots: 0, queued: 0 });
+  deepEqual(group.stats(), { slots: 2, busySlots: 0, queued: 0, steps: 0 });
   deepEqual(group.replicaInfo().map((r) => r.devices), [["CPU"], ["CPU"]]);
 });
 

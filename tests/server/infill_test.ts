@@ -274,3 +274,18 @@ Deno.test({
     ok((atStart.prompt_eval_count ?? 0) > 0);
   },
 });
+
+Deno.test({
+  name:
+    "/infill cuts a file of 300,000 tokens in input_extra to the budget (it once failed with a 500)",
+  ignore,
+  fn: async () => {
+    await using server = await startServer({ fixtures: ["starcoder-fim"] });
+    const answered = await answer(server.url, {
+      ...CODE,
+      input_extra: [{ filename: "big.txt", text: "a ".repeat(300_000) }],
+      n_predict: 1,
+    });
+    ok((answered.tokens_evaluated as number) <= 512, `${answered.tokens_evaluated} tokens`);
+  },
+});
