@@ -8,6 +8,8 @@
  * @module
  */
 
+import { appendAll } from "../util/arrays.ts";
+
 /** What the prompt needs of a model's vocabulary (`Model` has all of it). */
 export interface RerankVocab {
   /** A named GGUF chat template, e.g. `"rerank"`. */
@@ -48,10 +50,10 @@ export function rerankTokens(vocab: RerankVocab, query: string, document: string
   const eos = vocab.eos !== -1 ? vocab.eos : vocab.sep;
   const out: number[] = [];
   if (vocab.addsBos) out.push(vocab.bos);
-  out.push(...vocab.tokenize(query, plain));
+  appendAll(out, vocab.tokenize(query, plain));
   if (vocab.addsEos) out.push(eos);
   if (vocab.addsSep) out.push(vocab.sep);
-  out.push(...vocab.tokenize(document, plain));
+  appendAll(out, vocab.tokenize(document, plain));
   if (vocab.addsEos) out.push(eos);
   return Int32Array.from(out);
 }

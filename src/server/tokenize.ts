@@ -13,6 +13,7 @@
  * @module
  */
 
+import { appendAll } from "../util/arrays.ts";
 import type { LoadedModel } from "../engine/loaded_model.ts";
 import type { ServerContext } from "./context.ts";
 import { badRequest } from "./http_error.ts";
@@ -67,7 +68,7 @@ export async function tokenize(
       continue;
     }
     const options = { addSpecial: addSpecial && i === 0, parseSpecial, signal: clientGone };
-    tokens.push(...await model.tokenizeAsync(part, options));
+    appendAll(tokens, await model.tokenizeAsync(part, options));
   }
   if (!withPieces) return Response.json({ tokens });
   return Response.json({
