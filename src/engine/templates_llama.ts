@@ -531,7 +531,7 @@ function specialMessages(tmpl: CompiledChatTemplate, messages: Obj[]): Obj[] | u
           blocks.push({ type: "thinking", thinking: m.reasoning_content });
         }
         if (typeof m.content === "string") blocks.push({ type: "text", text: m.content });
-        else if (Array.isArray(m.content)) blocks.push(...m.content);
+        else if (Array.isArray(m.content)) { for (const block of m.content) blocks.push(block); }
         const out: Obj = { ...m, content: blocks };
         delete out.reasoning_content;
         return out;
