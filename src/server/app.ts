@@ -21,6 +21,7 @@ import { chatCompletions, completions, listModels, MODEL_ROUTE, retrieveModel } 
 import { createResponse, deleteResponse, RESPONSE_ROUTE, retrieveResponse } from "./responses.ts";
 import { hostAllowed, originAllowed, type OriginPolicy } from "./origin_policy.ts";
 import { embeddings } from "./embeddings.ts";
+import { llamaEmbedding } from "./llama_embedding.ts";
 import { serveWebui } from "./webui.ts";
 import { rerank } from "./rerank.ts";
 import {
@@ -59,6 +60,7 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/v1/responses/input_tokens": { POST: responsesInputTokens },
   "/v1/chat/completions/input_tokens": { POST: chatInputTokens },
   "/v1/embeddings": { POST: embeddings },
+  "/embedding": { POST: llamaEmbedding },
   "/v1/rerank": { POST: rerank },
   "/v1/reranking": { POST: rerank },
   // The OpenAI routes also answer without the /v1 prefix (clients whose base URL lacks it).

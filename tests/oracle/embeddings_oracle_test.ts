@@ -1,5 +1,5 @@
 /**
- * Oracle test: Shimmy's `/v1/embeddings` and `/v1/rerank` answer as llama.cpp's own server
+ * Oracle test: Shimmy's `/v1/embeddings`, `/embedding` and `/v1/rerank` answer as llama.cpp's own server
  * built from the same source. The same generated model is served by both, with the same
  * pooling (`llama-server --embeddings --pooling mean`, the pooling of a BERT encoder's GGUF, or
  * `--reranking` for the reranker fixture); single and batched inputs must give embeddings with a cosine similarity of at least
@@ -87,6 +87,41 @@ Deno.test({
     await using ours = await startServer({ fixtures: ["tiny-f32"], load: { pooling: "mean" } });
     const cosines = await compareEmbeddings(ours.url, theirs.url);
     ok(cosines.every((c) => c >= MIN_COSINE), cosines.join(", "));
+  },
+});
+
+Deno.test({
+  name: "llama-server's own /embedding (content, embd_normalize) answers as llama-server does",
+  ignore,
+  async fn() {
+    const model = await fixtureModel("tiny-f32");
+    await using theirs = await startReference(model, ["--embeddings", "--pooling", "mean"]);
+    await using ours = await startServer({ fixtures: ["tiny-f32"], load: { pooling: "mean" } });
+    type Rows = { index: number; embedding: number[][] }[];
+    const legacy = async (url: string, body: Record<string, unknown>): Promise<Rows> => {
+      const response = await postJson(`${url}/embedding`, body);
+      equal(response.status, 200, `${url}: ${JSON.stringify(body)}`);
+      return await response.json();
+    };
+    for (
+      const body of [
+        { content: TEXTS[1] },
+        { content: TEXTS.slice(0, 3) },
+        { content: TEXTS[3], embd_normalize: -1 },
+      ]
+    ) {
+      const [a, b] = [await legacy(ours.url, body), await legacy(theirs.url, body)];
+      deepEqual(a.map((r) => [r.index, r.embedding.length]), b.map((r) => [r.index, 1]));
+      for (const [i, row] of a.entries()) {
+        const [x, y] = [row.embedding[0]!, b[i]!.embedding[0]!];
+        ok(cosine(x, y) >= MIN_COSINE, JSON.stringify(body).slice(0, 60));
+        // The same length too: unit length, or the model's own without normalizing.
+        ok(Math.abs(Math.hypot(...x) / Math.hypot(...y) - 1) < 1e-3, JSON.stringify(body));
+      }
+    }
+    const refused = await postJson(`${ours.url}/embedding`, { content: "a", embd_normalize: 1 });
+    equal(refused.status, 400);
+    await refused.body?.cancel();
   },
 });
 

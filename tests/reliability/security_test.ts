@@ -132,6 +132,7 @@ function validBody(path: string): string {
   if (path.endsWith("/count_tokens")) return JSON.stringify({ model: MODEL, messages });
   if (path.endsWith("/messages")) return JSON.stringify({ model: MODEL, messages, max_tokens: 2 });
   if (path.endsWith("/embeddings")) return JSON.stringify({ model: MODEL, input: "x" });
+  if (path === "/embedding") return JSON.stringify({ model: MODEL, content: "x" });
   if (path.includes("/rerank")) {
     return JSON.stringify({ model: MODEL, query: "x", documents: ["y"] });
   }
