@@ -15,7 +15,14 @@ import type { ServerContext } from "./context.ts";
 import { errorResponse, type ErrorShape, HttpError } from "./http_error.ts";
 import { countTokens, messages } from "./anthropic.ts";
 import { applyTemplate } from "./apply_template.ts";
-import { getLora, loadModel, setLora, unloadModel } from "./models_api.ts";
+import {
+  getLora,
+  getLoraAdapters,
+  loadModel,
+  setLora,
+  setLoraAdapters,
+  unloadModel,
+} from "./models_api.ts";
 import { apiGenerate, apiModels, wsGenerate } from "./native.ts";
 import { chatCompletions, completions, listModels, MODEL_ROUTE, retrieveModel } from "./openai.ts";
 import { createResponse, deleteResponse, RESPONSE_ROUTE, retrieveResponse } from "./responses.ts";
@@ -88,6 +95,7 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/api/models/load": { POST: loadModel },
   "/api/models/unload": { POST: unloadModel },
   "/api/lora": { GET: getLora, POST: setLora },
+  "/lora-adapters": { GET: getLoraAdapters, POST: setLoraAdapters },
   "/ws/generate": { GET: wsGenerate },
   "/metrics": { GET: metrics },
   "/diag": { GET: diag },
@@ -288,6 +296,7 @@ const STATE_CHANGING_ROUTES = new Set([
   "/api/models/load",
   "/api/models/unload",
   "/api/lora",
+  "/lora-adapters",
   "/v1/responses",
   "/responses",
   "/api/pull",

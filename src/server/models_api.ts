@@ -21,7 +21,12 @@ import type { LoraChoice } from "../engine/scheduler.ts";
 import { basename } from "node:path";
 import type { ServerContext } from "./context.ts";
 import { badRequest, HttpError } from "./http_error.ts";
-import { Fields, readRequestJson, refuseUnknownFields } from "./request_body.ts";
+import {
+  Fields,
+  readRequestJson,
+  readRequestJsonArray,
+  refuseUnknownFields,
+} from "./request_body.ts";
 import type { ServedRequest } from "./served_request.ts";
 
 /** Reads a body of `fields` (`model` among them) and resolves its model. */
@@ -61,8 +66,8 @@ function adapterPath(entry: ModelEntry, loaded: LoadedModel, name: string): stri
       ?.path;
 }
 
-/** The name of a model's adapter by its place in the list `GET /api/lora` shows as `known`. */
-function adapterAt(entry: ModelEntry, id: number): string {
+/** A model's adapter by its place in the list `GET /api/lora` shows as `known`. */
+function adapterAt(entry: ModelEntry, id: number): { name: string; path: string } {
   const adapter = Number.isInteger(id) ? entry.adapters?.[id] : undefined;
   if (!adapter) {
     const count = entry.adapters?.length ?? 0;
@@ -73,7 +78,7 @@ function adapterAt(entry: ModelEntry, id: number): string {
       "lora",
     );
   }
-  return adapter.name;
+  return adapter;
 }
 
 function adapterList(value: unknown, field: string): Record<string, unknown>[] {
@@ -111,7 +116,9 @@ export async function requestLora(
   if (value === undefined || value === null) return undefined;
   const set = adapterList(value, "lora").map((item) => {
     // llama-server's `id` is the adapter's place in its list (llama.vscode sends `{id: 0}`).
-    const name = typeof item.id === "number" ? adapterAt(entry, item.id) : item.name ?? item.id;
+    const name = typeof item.id === "number"
+      ? adapterAt(entry, item.id).name
+      : item.name ?? item.id;
     if (typeof name !== "string") {
       throw badRequest('"lora[].name" must be a string (or "id" an adapter\'s number)', "lora");
     }
@@ -165,4 +172,46 @@ export async function setLora(ctx: ServerContext, request: ServedRequest): Promi
     throw badRequest(`Cannot attach: ${(error as Error).message}`, "adapters");
   }
   return Response.json({ model: entry.name, attached: loaded.lora() });
+}
+
+/**
+ * `GET /lora-adapters[?model=NAME]`: llama-server's list of a model's adapters, `[{id, path,
+ * scale}]`, numbered as `known` in `GET /api/lora`; an adapter not attached has scale 0.
+ *
+ * @param ctx Server state.
+ * @param request The HTTP request.
+ * @returns The list.
+ */
+export function getLoraAdapters(ctx: ServerContext, request: ServedRequest): Response {
+  const entry = ctx.registry.resolve(new URL(request.url).searchParams.get("model") ?? undefined);
+  const attached = ctx.registry.loaded().get(entry.name)?.lora() ?? [];
+  return Response.json((entry.adapters ?? []).map((adapter, id) => ({
+    id,
+    path: adapter.path,
+    scale: attached.find((a) => a.path === adapter.path)?.scale ?? 0,
+  })));
+}
+
+/**
+ * `POST /lora-adapters[?model=NAME]` with `[{"id", "scale"}]`: llama-server's hot-swap. The list
+ * is the whole new set: an adapter left out, or at scale 0, is detached.
+ *
+ * @param ctx Server state.
+ * @param request The HTTP request.
+ * @returns `{"success": true}`.
+ * @throws {HttpError} 400 for a body that is not such a list, or an id with no adapter.
+ */
+export async function setLoraAdapters(
+  ctx: ServerContext,
+  request: ServedRequest,
+): Promise<Response> {
+  const items = adapterList(await readRequestJsonArray(request, ctx.settings), "adapters");
+  const entry = ctx.registry.resolve(new URL(request.url).searchParams.get("model") ?? undefined);
+  const set = items.map((item) => {
+    if (typeof item.id !== "number") throw badRequest('Each adapter needs its "id"', "adapters");
+    return { path: adapterAt(entry, item.id).path, scale: scaleOf(item, "adapters") };
+  }).filter((adapter) => adapter.scale !== 0);
+  using lease = await ctx.registry.acquire(entry.name);
+  await lease.replicas.setLora(set);
+  return Response.json({ success: true });
 }

@@ -45,17 +45,44 @@ export async function readJsonBody(
   request: ServedRequest,
   limits: BodyLimits = {},
 ): Promise<Record<string, unknown>> {
+  return parseJsonObject(await readBodyText(request, limits));
+}
+
+/**
+ * Reads a request body that is a JSON array (llama-server's `POST /lora-adapters`), within the
+ * server's body time limit and the default size limit.
+ *
+ * @param request The request.
+ * @param settings The server's settings.
+ * @returns The parsed array.
+ * @throws {HttpError} 413 when too large, 408 when too slow, 400 when not a JSON array.
+ */
+export async function readRequestJsonArray(
+  request: ServedRequest,
+  settings: { bodyTimeoutMs?: number },
+): Promise<unknown[]> {
+  const text = await readBodyText(request, { timeoutMs: settings.bodyTimeoutMs });
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw badRequest(`Request body is not valid JSON: ${(error as Error).message}`);
+  }
+  if (!Array.isArray(value)) throw badRequest("Request body must be a JSON array");
+  return value;
+}
+
+/** A body's text, within the size and time limits, as UTF-8. */
+async function readBodyText(request: ServedRequest, limits: BodyLimits): Promise<string> {
   const limit = limits.maxBytes ?? MAX_BODY_BYTES;
   const declared = Number(request.headers.get("content-length") ?? "0");
   if (declared > limit) throw bodyTooLarge(limit);
   const bytes = await readBytes(request, limit, limits.timeoutMs ?? BODY_TIMEOUT_MS);
-  let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {
     throw badRequest("Request body is not valid UTF-8");
   }
-  return parseJsonObject(text);
 }
 
 /**

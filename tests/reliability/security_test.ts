@@ -137,6 +137,7 @@ function validBody(path: string): string {
     return JSON.stringify({ model: MODEL, query: "x", documents: ["y"] });
   }
   if (path.endsWith("/lora")) return JSON.stringify({ model: MODEL, adapters: [] });
+  if (path === "/lora-adapters") return "[]";
   if (path.startsWith("/api/models/")) return JSON.stringify({ model: MODEL });
   if (path === "/tokenize") return JSON.stringify({ model: MODEL, content: "x" });
   if (path === "/detokenize") return JSON.stringify({ model: MODEL, tokens: [1] });

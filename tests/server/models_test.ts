@@ -97,6 +97,29 @@ Deno.test("LoRA: hot-swap through /api/lora changes the output, and detaching re
   equal((await complete(server.url, {})).body.choices[0].text, base);
 });
 
+Deno.test("LoRA: llama-server's /lora-adapters lists adapters by id and hot-swaps them", async () => {
+  const adapter = await fixtureLora("tiny-f32-lora");
+  await using server = await startServer({
+    adapters: [{ name: "tiny-f32-lora", path: adapter }],
+  });
+  const list = async () => await (await fetch(`${server.url}/lora-adapters`)).json();
+  const set = (body: unknown) => postJson(`${server.url}/lora-adapters`, body);
+  const base = (await complete(server.url, {})).body.choices[0].text;
+  deepEqual(await list(), [{ id: 0, path: adapter, scale: 0 }]);
+  deepEqual(await (await set([{ id: 0, scale: 1 }])).json(), { success: true });
+  deepEqual(await list(), [{ id: 0, path: adapter, scale: 1 }]);
+  notEqual((await complete(server.url, {})).body.choices[0].text, base);
+  // The list is the whole set: an empty one detaches.
+  await (await set([])).json();
+  deepEqual(await list(), [{ id: 0, path: adapter, scale: 0 }]);
+  equal((await complete(server.url, {})).body.choices[0].text, base);
+  for (const bad of [{ id: 0, scale: 1 }, [{ id: 1, scale: 1 }], [{ scale: 1 }], "x"]) {
+    const response = await set(bad);
+    equal(response.status, 400, JSON.stringify(bad));
+    await response.body?.cancel();
+  }
+});
+
 Deno.test("LoRA: a request can pick adapters by name; unknown names are 400", async () => {
   const adapter = await fixtureLora("tiny-f32-lora");
   await using server = await startServer({
