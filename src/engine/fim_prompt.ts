@@ -19,6 +19,7 @@
  */
 
 import type { FimTokens } from "../ffi/model.ts";
+import { concatTokens } from "../util/arrays.ts";
 
 /** What the layout needs of a vocabulary (a `Model` has it). */
 export interface FimVocabulary {
@@ -116,7 +117,7 @@ export async function infillPrompt(
     extraPieces.push(await text(file.text));
   }
   if (fim.fileSeparator >= 0) extraPieces.push([fim.fileSeparator], await text(CURRENT_FILE));
-  const extra = joined(extraPieces);
+  const extra = concatTokens(extraPieces);
 
   const prefixTake = Math.min(prefix.length, Math.floor(3 * Math.floor(budget.batch / 4)));
   const suffixTake = Math.min(
@@ -127,7 +128,7 @@ export async function infillPrompt(
     Math.max(0, budget.context - budget.batch - 2 * budget.answer),
     extra.length,
   );
-  return joined([
+  return concatTokens([
     vocabulary.addsBos && vocabulary.bos >= 0 ? [vocabulary.bos] : [],
     extra.subarray(extra.length - extraTake),
     [fim.prefix],
@@ -137,15 +138,4 @@ export async function infillPrompt(
     suffix.subarray(0, suffixTake),
     [fim.middle],
   ]);
-}
-
-/** Pieces of tokens one after another, in one array. */
-function joined(pieces: readonly ArrayLike<number>[]): Int32Array {
-  const out = new Int32Array(pieces.reduce((sum, piece) => sum + piece.length, 0));
-  let at = 0;
-  for (const piece of pieces) {
-    out.set(piece, at);
-    at += piece.length;
-  }
-  return out;
 }

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { concatTokens } from "../util/arrays.ts";
 import { cString, readCString, readIntoBuffer } from "./cstring.ts";
 import { ModelLoadError } from "./errors.ts";
 import { NativeHandle } from "./handle.ts";
@@ -590,14 +591,7 @@ export class Model extends NativeHandle {
     // BOS/EOS (or CLS/SEP) around the whole text, as one call with add_special would add them.
     const wrap = addSpecial ? this.tokenize("", { addSpecial: true }) : new Int32Array(0);
     const head = wrap.length === 2 || (wrap.length === 1 && this.addsBos) ? 1 : 0;
-    const parts = [wrap.subarray(0, head), ...(tokens as Int32Array[]), wrap.subarray(head)];
-    const out = new Int32Array(parts.reduce((sum, part) => sum + part.length, 0));
-    let offset = 0;
-    for (const part of parts) {
-      out.set(part, offset);
-      offset += part.length;
-    }
-    return out;
+    return concatTokens([wrap.subarray(0, head), ...(tokens as Int32Array[]), wrap.subarray(head)]);
   }
 
   /** One `llama_tokenize` on a worker thread, with the retry for a too-small output buffer. */
