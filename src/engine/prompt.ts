@@ -11,7 +11,7 @@
  * @module
  */
 
-import type { Model } from "../ffi/model.ts";
+import type { Model, TokenizeOptions, TokenPieceCache } from "../ffi/model.ts";
 import { GenerationError } from "./errors.ts";
 import { promptTokenCache } from "./prompt_token_cache.ts";
 import { renderChatOffThread, TEMPLATE_TIMEOUT_MS } from "./template_worker.ts";
@@ -82,6 +82,37 @@ export interface ChatPromptOptions extends PromptOptions {
 }
 
 /**
+ * Tokenizes text on this thread when it is short (a thread hop costs more than the work), on
+ * native worker threads otherwise, or always there with `offThread`.
+ *
+ * @param model The model.
+ * @param text The text.
+ * @param tokenizeOptions Special tokens added and parsed or not.
+ * @param options Abort signal, `offThread`, and a piece cache for long texts.
+ * @returns The tokens.
+ * @throws The signal's reason when it aborts.
+ * @example
+ * ```ts
+ * const tokens = await tokenizeText(model, "def f(", { addSpecial: false, parseSpecial: false });
+ * ```
+ */
+export async function tokenizeText(
+  model: Model,
+  text: string,
+  tokenizeOptions: TokenizeOptions,
+  options: PromptOptions & { pieceCache?: TokenPieceCache } = {},
+): Promise<Int32Array> {
+  if (text.length <= SYNC_TOKENIZE_MAX_CHARS && !options.offThread) {
+    return model.tokenize(text, tokenizeOptions);
+  }
+  return await model.tokenizeAsync(text, {
+    ...tokenizeOptions,
+    signal: options.signal,
+    ...(options.pieceCache ? { pieceCache: options.pieceCache } : {}),
+  });
+}
+
+/**
  * Tokenizes prompt text: on this thread when it is short, on native worker threads otherwise,
  * where the pieces of it the model tokenized lately (a chat's earlier turns) come from its prompt
  * token cache (`prompt_token_cache.ts`).
@@ -103,14 +134,10 @@ export async function promptTokens(
   addBos = true,
   options: PromptOptions = {},
 ): Promise<Int32Array> {
-  const tokenizeOptions = { addSpecial: addBos, parseSpecial: true };
-  const tokens = text.length <= SYNC_TOKENIZE_MAX_CHARS && !options.offThread
-    ? model.tokenize(text, tokenizeOptions)
-    : await model.tokenizeAsync(text, {
-      ...tokenizeOptions,
-      signal: options.signal,
-      pieceCache: promptTokenCache(model),
-    });
+  const tokens = await tokenizeText(model, text, { addSpecial: addBos, parseSpecial: true }, {
+    ...options,
+    pieceCache: promptTokenCache(model),
+  });
   const bos = model.bos;
   return tokens.length > 1 && bos >= 0 && tokens[0] === bos && tokens[1] === bos
     ? tokens.subarray(1)

@@ -13,7 +13,13 @@ import {
   type ChatOutputRequest,
   planChatOutput,
 } from "../engine/tools/plan.ts";
-import { chatPrompt, type PreparedPrompt, rawPrompt, tokenPrompt } from "../engine/prompt.ts";
+import {
+  chatPrompt,
+  type PreparedPrompt,
+  rawPrompt,
+  tokenizeText,
+  tokenPrompt,
+} from "../engine/prompt.ts";
 import { type InfillParts, infillPrompt, missingFimTokens } from "../engine/fim_prompt.ts";
 import type { TemplateMessage } from "../engine/templates.ts";
 import type { ModelEntry } from "../models/registry.ts";
@@ -249,7 +255,7 @@ async function preparePrompt(
         source.parts,
         budget,
         (text, parseSpecial) =>
-          model.tokenizeAsync(text, { addSpecial: false, parseSpecial, signal: options.signal }),
+          tokenizeText(model, text, { addSpecial: false, parseSpecial }, options),
       );
       return { tokens, stopTokens: [], stopStrings: [], format: "infill" };
     }
