@@ -28,7 +28,10 @@ export async function props(ctx: ServerContext, request: ServedRequest): Promise
   const { entry, model: loaded } = lease;
   const model = loaded.model;
   const override = ctx.settings.chatTemplate;
-  const template = override && "template" in override ? override.template : model.chatTemplate();
+  // A built-in family (`--chat-template chatml`) has no Jinja source to show.
+  const template = override
+    ? ("template" in override ? override.template : "")
+    : model.chatTemplate();
   const token = (id: number) => id >= 0 ? model.tokenText(id) : "";
   const defaults = { sampling: {}, stop: [], ignoreEos: false, stream: false };
   // As there: the settings without the per-request lists (stop words, grammar, DRY's breakers).

@@ -72,3 +72,13 @@ Deno.test({
     equal((await fetch(`${shimmy.url}/v1/health`).then((r) => r.json())).status, "ok");
   },
 });
+
+Deno.test("/props shows the --chat-template in use: a file's source, or none for a built-in family", async () => {
+  await using family = await startServer({ settings: { chatTemplate: { family: "chatml" } } });
+  equal((await propsOf(`${family.url}/props`)).chat_template, "");
+  const source = "{{ messages[0]['content'] }}";
+  await using file = await startServer({
+    settings: { chatTemplate: { template: source, path: "/tmp/t.jinja" } },
+  });
+  equal((await propsOf(`${file.url}/props`)).chat_template, source);
+});
