@@ -531,6 +531,8 @@ export class Scheduler {
   /** Keeps grammar-constrained output valid UTF-8 (its token lists are built on first use). */
   readonly #utf8Guard: Utf8Guard;
   #wake: (() => void) | undefined;
+  /** Slots whose cache is to be erased once they are idle (see {@link eraseSlot}). */
+  #erasures: { id: number; done: (erased: number) => void }[] = [];
   /** Requests whose sampler chain is being built (not queued yet). */
   readonly #preparing = new Set<Promise<void>>();
   /** Requests on their way to {@link submitChoices} (see {@link expectArrival}). */
@@ -614,6 +616,44 @@ export class Scheduler {
   }
 
   /** Counters for metrics and tests. */
+  /**
+   * Erases a slot's cache (llama-server's `POST /slots/N?action=erase`): its tokens leave the KV
+   * memory, so the next request there evaluates its whole prompt. A busy slot is erased once its
+   * request ends, between steps, as the loop changes the cache.
+   *
+   * @param id The slot's number.
+   * @returns How many tokens the cache held.
+   * @throws {RangeError} for a number with no slot; {@link GenerationError} once closing.
+   */
+  eraseSlot(id: number): Promise<number> {
+    if (!Number.isInteger(id) || id < 0 || id >= this.#slots.length) {
+      return Promise.reject(
+        new RangeError(`No slot ${id}: the slots are 0 to ${this.#slots.length - 1}`),
+      );
+    }
+    if (this.#closing) {
+      return Promise.reject(new GenerationError("closed", "The model is shutting down"));
+    }
+    return new Promise((done) => {
+      this.#erasures.push({ id, done });
+      this.#wakeUp();
+    });
+  }
+
+  /** Erases the caches asked for (see {@link eraseSlot}) of the slots that are idle now. */
+  #eraseIdleSlots(): void {
+    if (this.#erasures.length === 0) return;
+    this.#erasures = this.#erasures.filter(({ id, done }) => {
+      const slot = this.#slots[id] as Slot;
+      if (slot.state !== "idle") return true;
+      const erased = slot.cached.length;
+      this.context.removeTokens(slot.seqId, 0, -1);
+      slot.cached = [];
+      done(erased);
+      return false;
+    });
+  }
+
   /**
    * What each slot is doing: idle, or the request it serves and how far along that is.
    *
@@ -920,6 +960,7 @@ export class Scheduler {
       const turnStart = performance.now();
       try {
         this.#dropAborted();
+        this.#eraseIdleSlots();
         this.#admit();
         this.#keepBusySlotsARun();
         active = this.#slots.filter((s) => s.state !== "idle");

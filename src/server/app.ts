@@ -43,7 +43,7 @@ import { llamaCompletion } from "./llama_completion.ts";
 import { infill } from "./infill.ts";
 import { props } from "./props.ts";
 import { chatInputTokens, responsesInputTokens } from "./input_tokens.ts";
-import { slots } from "./slots.ts";
+import { SLOT_ROUTE, slotAction, slots } from "./slots.ts";
 
 /**
  * A route handler. `clientGone` aborts when the client disconnects before the response is
@@ -130,6 +130,7 @@ function routeOf(path: string, ollamaRoot: boolean): Partial<Record<string, Hand
   if (ollamaRoot && OLLAMA_ROUTES[path]) return OLLAMA_ROUTES[path];
   if (ROUTES[path]) return ROUTES[path];
   if (MODEL_ROUTE.test(path)) return { GET: retrieveModel };
+  if (SLOT_ROUTE.test(path)) return { POST: slotAction };
   return RESPONSE_ROUTE.test(path) ? RESPONSE_METHODS : undefined;
 }
 
@@ -142,6 +143,7 @@ function routeLabel(path: string, ollamaRoot: boolean): string {
   if (path === "/") return "/";
   if (path.startsWith("/webui/")) return "/webui/{file}";
   if (MODEL_ROUTE.test(path)) return "/v1/models/{id}";
+  if (SLOT_ROUTE.test(path)) return "/slots/{id}";
   return RESPONSE_ROUTE.test(path) ? "/v1/responses/{id}" : "other";
 }
 

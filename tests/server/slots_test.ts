@@ -58,3 +58,62 @@ Deno.test("/slots shows idle and busy slots, and fail_on_no_slot is a 503 while 
   equal(unknown.status, 404);
   await unknown.body?.cancel();
 });
+
+Deno.test("POST /slots/N?action=erase empties a slot's cache, waiting for its request; save and restore are 501", async () => {
+  await using server = await startServer({ load: { parallel: 1, ctxSize: 4096 } });
+  const prompt = "the quick brown fox jumps over the lazy dog ".repeat(4);
+  const cachedOf = async () => {
+    const body = await (await postJson(`${server.url}/v1/completions`, { prompt, max_tokens: 1 }))
+      .json();
+    return body.usage.prompt_tokens_details.cached_tokens as number;
+  };
+  await cachedOf();
+  ok(await cachedOf() > 0, "the second request reuses the first one's prompt");
+  // As benchmark scripts send it: a POST without a body or a JSON type.
+  const erase = (path = "/slots/0?action=erase") =>
+    fetch(`${server.url}${path}`, { method: "POST" });
+  const erased = await (await erase()).json();
+  equal(erased.id_slot, 0);
+  ok(erased.n_erased > 0, JSON.stringify(erased));
+  equal(await cachedOf(), 0, "after the erase the prompt is evaluated whole");
+
+  // A busy slot is erased once its request ends.
+  const abort = new AbortController();
+  const stream = await postJson(
+    `${server.url}/completion`,
+    {
+      prompt,
+      n_predict: 4000,
+      ignore_eos: true,
+      stream: true,
+    },
+    {},
+    abort.signal,
+  );
+  const reader = stream.body!.getReader();
+  await reader.read();
+  let answered = false;
+  const pending = erase().then((r) => {
+    answered = true;
+    return r.json();
+  });
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  equal(answered, false, "the erase waits while the slot is busy");
+  abort.abort();
+  await reader.cancel().catch(() => {});
+  ok((await pending).n_erased > 0);
+
+  for (
+    const [path, status] of [
+      ["/slots/1?action=erase", 400],
+      ["/slots/x?action=erase", 400],
+      ["/slots/0", 400],
+      ["/slots/0?action=save", 501],
+      ["/slots/0?action=restore", 501],
+    ] as const
+  ) {
+    const response = await erase(path);
+    equal(response.status, status, path);
+    await response.body?.cancel();
+  }
+});
