@@ -78,6 +78,8 @@ Options:
   --keep-alive D          Unload a model idle this long: 30s, 5m, 1h, -1 = never (default 5m)
   --lora PATH[:SCALE]     LoRA adapter attached to the default model at load; repeatable
                           (SHIMMY_LORA_GGUF too)
+  --slot-save-path DIR    Folder where POST /slots/N?action=save|restore keep slots' caches
+                          (SHIMMY_SLOT_SAVE_PATH too; default: those actions are off)
   --threads N             CPU threads (default: one per physical core; at most 4 with every
                           layer on a GPU)
   --api-key KEY           Require Authorization: Bearer KEY or x-api-key: KEY (or SHIMMY_API_KEY)
@@ -160,6 +162,8 @@ export interface ServeArgs extends SplitFlags {
   chatTemplateKwargs?: Record<string, unknown>;
   maxModels?: number;
   keepAliveMs?: number;
+  /** `--slot-save-path`: the folder of slot files; slot save and restore are off without it. */
+  slotSavePath?: string;
   headerTimeoutMs?: number;
   idleTimeoutMs?: number;
   bodyTimeoutMs?: number;
@@ -236,6 +240,7 @@ export function parseServeArgs(
     "ctx-size": { type: "string" },
     "batch-size": { type: "string" },
     "max-queue": { type: "string" },
+    "slot-save-path": { type: "string" },
     threads: { type: "string" },
     "n-gpu-layers": { type: "string" },
     ...SPLIT_FLAGS,
@@ -308,6 +313,7 @@ export function parseServeArgs(
     gpus: gpusFlag(v.gpus),
     maxModels: positiveInt("max-models", v["max-models"]),
     keepAliveMs,
+    slotSavePath: v["slot-save-path"] ?? env("SHIMMY_SLOT_SAVE_PATH"),
     headerTimeoutMs: durationFlag("header-timeout", v["header-timeout"]),
     idleTimeoutMs: durationFlag("idle-timeout", v["idle-timeout"]),
     bodyTimeoutMs: durationFlag("body-timeout", v["body-timeout"]),
@@ -588,6 +594,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
       adapterDirs: adapterDirs(globals, options.models),
       webui: !options.noWebui,
       ...(options.bodyTimeoutMs !== undefined ? { bodyTimeoutMs: options.bodyTimeoutMs } : {}),
+      ...(options.slotSavePath ? { slotSavePath: await slotSaveFolder(options.slotSavePath) } : {}),
       ...(options.ctxSize ? { ctxSize: options.ctxSize } : {}),
       ...(options.apiKey ? { apiKey: options.apiKey } : {}),
       ...(options.chatTemplate
@@ -760,6 +767,17 @@ async function stop(server: GuardedServer, ctx: ServerContext, graceMs: number):
 }
 
 /** Folders whose adapter files `POST /api/lora` may name by path. */
+/**
+ * The `--slot-save-path` folder, made absolute.
+ *
+ * @throws {UsageError} when it is not an existing folder.
+ */
+async function slotSaveFolder(path: string): Promise<string> {
+  const isFolder = await Deno.stat(path).then((info) => info.isDirectory, () => false);
+  if (!isFolder) throw new UsageError(`--slot-save-path: ${path} is not a folder`);
+  return resolve(path);
+}
+
 function adapterDirs(globals: GlobalFlags, models: readonly string[]): string[] {
   const dirs = globals.modelDirs ? splitPathList(globals.modelDirs) : [];
   return [...dirs, ...models.filter(isFile).map((m) => dirname(resolve(m)))];

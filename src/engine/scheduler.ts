@@ -22,6 +22,7 @@
  * @module
  */
 
+import { basename } from "node:path";
 import { setImmediate } from "node:timers";
 import { Batch } from "../ffi/batch.ts";
 import type { Context, DecodeTimes } from "../ffi/context.ts";
@@ -47,6 +48,7 @@ import {
 import { samplerStages, type SamplingParams } from "./sampling.ts";
 import { AvailableMemory, CacheSwapCost, swapMemoryBound } from "./swap_cost.ts";
 import { SpareChains } from "./spare_chains.ts";
+import { packSlotTokens, SlotFileError, unpackSlotTokens } from "./slot_file.ts";
 import { stepLogprobs, type TokenLogprob } from "./logprobs.ts";
 import { TextStream } from "./text_stream.ts";
 import {
@@ -433,6 +435,13 @@ function choiceRequest(request: GenerationRequest, index: number): GenerationReq
   return { ...request, sampling: { ...request.sampling, seed: seed + index } };
 }
 
+/** Work asked for on one slot's cache (see `Scheduler.#onIdleSlot`). */
+interface SlotTask {
+  id: number;
+  run: (slot: Slot) => Promise<void>;
+  reject: (error: unknown) => void;
+}
+
 class Slot {
   state: SlotState = "idle";
   /** Tokens whose KV entries this slot's sequence holds, in order. */
@@ -531,8 +540,8 @@ export class Scheduler {
   /** Keeps grammar-constrained output valid UTF-8 (its token lists are built on first use). */
   readonly #utf8Guard: Utf8Guard;
   #wake: (() => void) | undefined;
-  /** Slots whose cache is to be erased once they are idle (see {@link eraseSlot}). */
-  #erasures: { id: number; done: (erased: number) => void }[] = [];
+  /** Work on slots' caches, each done once its slot is idle (see {@link #onIdleSlot}). */
+  #slotTasks: SlotTask[] = [];
   /** Requests whose sampler chain is being built (not queued yet). */
   readonly #preparing = new Set<Promise<void>>();
   /** Requests on their way to {@link submitChoices} (see {@link expectArrival}). */
@@ -615,7 +624,6 @@ export class Scheduler {
     this.#loop = this.#run();
   }
 
-  /** Counters for metrics and tests. */
   /**
    * Erases a slot's cache (llama-server's `POST /slots/N?action=erase`): its tokens leave the KV
    * memory, so the next request there evaluates its whole prompt. A busy slot is erased once its
@@ -626,6 +634,87 @@ export class Scheduler {
    * @throws {RangeError} for a number with no slot; {@link GenerationError} once closing.
    */
   eraseSlot(id: number): Promise<number> {
+    return this.#onIdleSlot(id, (slot) => {
+      const erased = slot.cached.length;
+      this.context.removeTokens(slot.seqId, 0, -1);
+      slot.cached = [];
+      return erased;
+    });
+  }
+
+  /**
+   * Writes a slot's cache to a file (llama-server's `POST /slots/N?action=save`): its KV cells
+   * and the tokens they hold, in llama-server's layout. A busy slot is saved once its request
+   * ends; every stream waits while the cells are written, as they would for a step.
+   *
+   * @param id The slot's number.
+   * @param path The file to write (replaced if it exists).
+   * @returns The tokens saved and the bytes written.
+   * @throws {RangeError} for a number with no slot; {@link GenerationError} once closing; an
+   *   Error when the file could not be written.
+   */
+  saveSlot(id: number, path: string): Promise<{ tokens: number; bytes: number }> {
+    return this.#onIdleSlot(id, async (slot) => {
+      const mark = this.context.model.llama.logMark();
+      const packed = packSlotTokens(slot.cached);
+      const bytes = await this.context.saveSequenceFile(slot.seqId, path, packed);
+      if (bytes === 0) {
+        const why = this.context.model.llama.recentProblems(mark);
+        throw new Error(`Could not write slot ${id}'s cache to ${path}${why ? `: ${why}` : ""}`);
+      }
+      return { tokens: slot.cached.length, bytes };
+    });
+  }
+
+  /**
+   * Reads a slot file that {@link saveSlot} or llama-server wrote (for the same model) into a
+   * slot's cache, in place of what it held (llama-server's `POST /slots/N?action=restore`): a
+   * later request whose prompt starts with those tokens evaluates only the rest. A busy slot is
+   * restored once its request ends.
+   *
+   * @param id The slot's number.
+   * @param path The file.
+   * @returns The tokens restored and the bytes read.
+   * @throws {RangeError} for a number with no slot; {@link GenerationError} once closing, or
+   *   `invalid_request` for a file this model's slot cannot take (the slot is then empty).
+   */
+  restoreSlot(id: number, path: string): Promise<{ tokens: number; bytes: number }> {
+    return this.#onIdleSlot(id, async (slot) => {
+      const mark = this.context.model.llama.logMark();
+      slot.cached = [];
+      const loaded = await this.context.loadSequenceFile(slot.seqId, path);
+      try {
+        if (!loaded) {
+          const why = this.context.model.llama.recentProblems(mark);
+          throw new SlotFileError(
+            `it is not a slot file of this model, or its cells do not fit the KV memory` +
+              (why ? ` (${why})` : ""),
+          );
+        }
+        const tokens = unpackSlotTokens(loaded.tokens, this.context.nVocab);
+        if (tokens.length > this.slotContext) {
+          throw new SlotFileError(
+            `it holds ${tokens.length} tokens, more than a slot's ${this.slotContext}`,
+          );
+        }
+        slot.cached = tokens;
+        return { tokens: tokens.length, bytes: loaded.bytes };
+      } catch (error) {
+        this.context.removeTokens(slot.seqId);
+        if (!(error instanceof SlotFileError)) throw error;
+        throw new GenerationError(
+          "invalid_request",
+          `Slot ${id} cannot be restored from ${basename(path)}: ${error.message}`,
+        );
+      }
+    });
+  }
+
+  /**
+   * Runs work on a slot's cache once the slot is idle, between steps (see
+   * {@link #runIdleSlotTasks}); work for one slot runs in the order it was asked for.
+   */
+  #onIdleSlot<T>(id: number, work: (slot: Slot) => T | Promise<T>): Promise<T> {
     if (!Number.isInteger(id) || id < 0 || id >= this.#slots.length) {
       return Promise.reject(
         new RangeError(`No slot ${id}: the slots are 0 to ${this.#slots.length - 1}`),
@@ -634,24 +723,48 @@ export class Scheduler {
     if (this.#closing) {
       return Promise.reject(new GenerationError("closed", "The model is shutting down"));
     }
-    return new Promise((done) => {
-      this.#erasures.push({ id, done });
-      this.#wakeUp();
+    const { promise, resolve, reject } = Promise.withResolvers<T>();
+    this.#slotTasks.push({
+      id,
+      run: async (slot) => {
+        try {
+          resolve(await work(slot));
+        } catch (error) {
+          reject(error);
+        }
+      },
+      reject,
     });
+    this.#wakeUp();
+    return promise;
   }
 
-  /** Erases the caches asked for (see {@link eraseSlot}) of the slots that are idle now. */
-  #eraseIdleSlots(): void {
-    if (this.#erasures.length === 0) return;
-    this.#erasures = this.#erasures.filter(({ id, done }) => {
-      const slot = this.#slots[id] as Slot;
-      if (slot.state !== "idle") return true;
-      const erased = slot.cached.length;
-      this.context.removeTokens(slot.seqId, 0, -1);
-      slot.cached = [];
-      done(erased);
-      return false;
-    });
+  /**
+   * Runs the slot tasks whose slots are idle, in order. A task also waits while its sequence is
+   * part of a KV stream copy that the next step makes (its cells would be read before the copy,
+   * or overwritten by it); where no step is coming, it fails with a 503 to retry.
+   *
+   * @param stepComing Whether a slot is busy, so that a step will run.
+   */
+  async #runIdleSlotTasks(stepComing: boolean): Promise<void> {
+    const waiting: SlotTask[] = [];
+    for (const task of this.#slotTasks.splice(0)) {
+      const slot = this.#slots[task.id] as Slot;
+      const queuedBehind = waiting.some((other) => other.id === task.id);
+      if (slot.state !== "idle" || queuedBehind) {
+        waiting.push(task);
+      } else if (!this.context.copyPending(slot.seqId)) {
+        await task.run(slot);
+      } else if (stepComing) {
+        waiting.push(task);
+      } else {
+        task.reject(
+          new GenerationError("unavailable", `Slot ${task.id}'s cache is being copied: try again`),
+        );
+      }
+    }
+    // Tasks asked for while these ran come after the ones still waiting.
+    this.#slotTasks = waiting.concat(this.#slotTasks);
   }
 
   /**
@@ -960,7 +1073,9 @@ export class Scheduler {
       const turnStart = performance.now();
       try {
         this.#dropAborted();
-        this.#eraseIdleSlots();
+        if (this.#slotTasks.length > 0) {
+          await this.#runIdleSlotTasks(this.#slots.some((s) => s.state !== "idle"));
+        }
         this.#admit();
         this.#keepBusySlotsARun();
         active = this.#slots.filter((s) => s.state !== "idle");

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { nativeBuffer } from "./cstring.ts";
+import { cString, nativeBuffer } from "./cstring.ts";
 import { ContextCreateError, DecodeError } from "./errors.ts";
 import { NativeHandle } from "./handle.ts";
 import { FlashAttnType, LlamaContextParams, LlamaPerfContextData, PoolingType } from "./layouts.ts";
@@ -627,6 +627,97 @@ export class Context extends NativeHandle {
       seqId,
     );
     return written === size ? state : undefined;
+  }
+
+  /**
+   * Whether a sequence is part of a copy between KV streams that the next decode makes (see
+   * {@link copySequence}): its cells are not to be read or replaced until then.
+   */
+  copyPending(seqId: number): boolean {
+    return this.#pendingStreamCopies.has(seqId);
+  }
+
+  /**
+   * Writes a sequence's cells and the tokens they hold to a file (`llama_state_seq_save_file`,
+   * the format llama-server's slot files have), on a worker thread while no decode runs.
+   *
+   * @param seqId The sequence.
+   * @param path Where to write it (replaced if it exists).
+   * @param tokens What to store beside the cells (read back by {@link loadSequenceFile}).
+   * @returns The bytes written, or 0 when llama.cpp could not write the file.
+   */
+  saveSequenceFile(seqId: number, path: string, tokens: Int32Array): Promise<number> {
+    const s = this.model.llama.symbols;
+    return this.#withCacheFile(async () =>
+      Number(
+        await s.llama_state_seq_save_file(
+          this.pointer,
+          cString(path),
+          seqId,
+          tokens.length > 0 ? tokens : null,
+          BigInt(tokens.length),
+        ),
+      )
+    );
+  }
+
+  /**
+   * Reads a file that {@link saveSequenceFile} (or llama-server's slot save) wrote into a
+   * sequence, in place of what it held (`llama_state_seq_load_file`), on a worker thread while
+   * no decode runs.
+   *
+   * @param seqId The sequence that takes the cells.
+   * @param path The file.
+   * @returns The tokens stored beside the cells and the bytes read, or undefined when the file
+   *   could not be read or its cells do not fit the KV memory (the sequence is then empty).
+   */
+  loadSequenceFile(
+    seqId: number,
+    path: string,
+  ): Promise<{ tokens: Int32Array; bytes: number } | undefined> {
+    const s = this.model.llama.symbols;
+    const file = cString(path);
+    return this.#withCacheFile(async () => {
+      const count = new BigUint64Array(1);
+      // Without a token buffer llama.cpp only reads how many tokens the file holds.
+      if (await s.llama_state_seq_load_file(this.pointer, file, seqId, null, 0n, count) === 0n) {
+        return undefined;
+      }
+      const tokens = new Int32Array(Math.max(1, Number(count[0])));
+      this.removeTokens(seqId);
+      const bytes = await s.llama_state_seq_load_file(
+        this.pointer,
+        file,
+        seqId,
+        tokens,
+        BigInt(tokens.length),
+        count,
+      );
+      if (bytes === 0n) {
+        this.removeTokens(seqId);
+        return undefined;
+      }
+      return { tokens: tokens.subarray(0, Number(count[0])), bytes: Number(bytes) };
+    });
+  }
+
+  /**
+   * Runs a native call that reads or writes the KV memory on a worker thread, as a decode would
+   * run: none may start meanwhile, nor an adapter load.
+   */
+  async #withCacheFile<T>(call: () => Promise<T>): Promise<T> {
+    // A run on the decode thread can report its end after its stream's last token was taken.
+    while (this.#decoding) await this.idle();
+    this.#decoding = true;
+    const entered = this.model.gate.enterShared();
+    const leave = typeof entered === "function" ? entered : await entered;
+    try {
+      this.#lastShape = "";
+      return await this.model.llama.whileNative(call);
+    } finally {
+      leave();
+      this.#endDecoding();
+    }
   }
 
   /** Keeps only one sequence in the KV memory. */

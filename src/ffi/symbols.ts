@@ -243,6 +243,20 @@ export const LLAMA_SYMBOLS = {
   llama_state_seq_get_data: { parameters: [ptr, buf, "usize", "i32"], result: "usize" },
   // size_t llama_state_seq_set_data(struct llama_context *, const uint8_t *, size_t, llama_seq_id)
   llama_state_seq_set_data: { parameters: [ptr, buf, "usize", "i32"], result: "usize" },
+  // size_t llama_state_seq_save_file(struct llama_context *, const char * filepath,
+  //   llama_seq_id, const llama_token * tokens, size_t n_token_count)
+  llama_state_seq_save_file: {
+    parameters: [ptr, buf, "i32", buf, "usize"],
+    result: "usize",
+    nonblocking: true,
+  },
+  // size_t llama_state_seq_load_file(struct llama_context *, const char * filepath,
+  //   llama_seq_id dest, llama_token * tokens_out, size_t n_token_capacity, size_t * n_token_count_out)
+  llama_state_seq_load_file: {
+    parameters: [ptr, buf, "i32", buf, "usize", buf],
+    result: "usize",
+    nonblocking: true,
+  },
 
   // batches
   // struct llama_batch llama_batch_init(int32_t n_tokens, int32_t embd, int32_t n_seq_max)

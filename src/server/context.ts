@@ -31,6 +31,8 @@ export interface ServerSettings {
   chatTemplate?: TemplateOverride;
   /** `--chat-template-kwargs`: template variables for every request (requests add their own). */
   chatTemplateKwargs?: Record<string, unknown>;
+  /** Where slot files go (`--slot-save-path`); slot save and restore are a 501 without it. */
+  slotSavePath?: string;
   /** Folders whose adapter files `POST /api/lora` may name by path. */
   adapterDirs?: readonly string[];
   /** Serve the chat page at `/` (`shimmy serve` does unless `--no-webui`). Default false. */

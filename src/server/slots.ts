@@ -7,14 +7,18 @@
  * a model; without it, the one a request that names none gets. A model not loaded has no slots
  * yet: an empty list, never a load. `POST /slots/N?action=erase` empties slot N's cache (once
  * its request ends, as llama-server waits for it), so the next request there evaluates its whole
- * prompt: what benchmarks and agents use for cold runs. Saving a slot's cache to a file and
- * restoring it (`save`, `restore`) are not offered: 501.
+ * prompt: what benchmarks and agents use for cold runs. With `--slot-save-path DIR`,
+ * `?action=save` writes a slot's cache to a file in DIR and `?action=restore` reads one back, so a
+ * long prompt's evaluation outlives the server (an agent's system prompt and tools, a document).
  *
  * @module
  */
 
+import { join } from "node:path";
 import type { ServerContext } from "./context.ts";
 import { badRequest, HttpError } from "./http_error.ts";
+import { Fields, readRequestJson, refuseUnknownFields } from "./request_body.ts";
+import { slotFileNameProblem } from "./slot_file_name.ts";
 import type { LoadedModel } from "../engine/loaded_model.ts";
 import type { ServedRequest } from "./served_request.ts";
 
@@ -61,39 +65,114 @@ export function slots(ctx: ServerContext, request: ServedRequest): Response {
 export const SLOT_ROUTE = /^\/slots\/([^/]+)$/;
 
 /**
- * `POST /slots/N?action=erase`: empties slot N's cache, once its request (if any) has ended.
+ * `POST /slots/N?action=erase|save|restore`. `erase` empties slot N's cache, once its request (if
+ * any) has ended. `save` writes the cache to `{"filename": NAME}` in the `--slot-save-path`
+ * folder, `restore` reads such a file back into slot N (both once its request ends, and loading
+ * the model where needed): llama-server's files of the same model restore here and Shimmy's
+ * there.
  *
  * @param ctx Server state.
- * @param request The HTTP request (`?action=erase`, `?model=NAME`).
- * @returns `{"id_slot": N, "n_erased": tokens}` (0 for a model not loaded: it caches nothing).
- * @throws {HttpError} 400 for a slot number the model does not have or another action, 501 for
- *   `save` and `restore`.
+ * @param request The HTTP request (`?action=…`, `?model=NAME`; a JSON body for save and restore).
+ * @returns llama-server's answers: `{"id_slot", "n_erased"}` (0 for a model not loaded: it caches
+ *   nothing), `{"id_slot", "filename", "n_saved", "n_written", "timings": {"save_ms"}}` and
+ *   `{"id_slot", "filename", "n_restored", "n_read", "timings": {"restore_ms"}}`.
+ * @throws {HttpError} 400 for a slot number the model does not have, another action, a file name
+ *   that is not a plain one or a file this slot cannot take; 404 for a file to restore that is
+ *   not there; 501 for save and restore without `--slot-save-path`.
  */
 export async function slotAction(ctx: ServerContext, request: ServedRequest): Promise<Response> {
   const url = new URL(request.url);
-  const id = Number(SLOT_ROUTE.exec(url.pathname.replace(/\/+$/, ""))?.[1]);
+  const idText = SLOT_ROUTE.exec(url.pathname.replace(/\/+$/, ""))?.[1] ?? "";
   const action = url.searchParams.get("action");
-  if (action === "save" || action === "restore") {
+  if (action === "erase") {
+    const copies = loadedCopies(ctx, url.searchParams);
+    const owner = slotOwner(copies, idText);
+    ctx.arrivals.handOver(); // no request for its loop to wait for
+    const erased = owner ? await owner.copy.scheduler.eraseSlot(owner.slot) : 0;
+    return Response.json({ id_slot: Number(idText), n_erased: erased });
+  }
+  if (action !== "save" && action !== "restore") {
+    throw badRequest('"action" must be "erase", "save" or "restore"', "action");
+  }
+  const folder = ctx.settings.slotSavePath;
+  if (folder === undefined) {
     throw new HttpError(
       501,
-      `Slot "${action}" is not supported: a slot's cache is not kept in files`,
-      {
-        code: "not_supported",
-      },
+      `Slot ${action} needs a folder for slot files: start the server with --slot-save-path DIR`,
+      { code: "not_supported" },
     );
   }
-  if (action !== "erase") throw badRequest('"action" must be "erase"', "action");
-  const copies = loadedCopies(ctx, url.searchParams);
+  const body = await readRequestJson(request, ctx.settings);
+  refuseUnknownFields(body, SLOT_FILE_FIELDS, `/slots/{id}?action=${action}`);
+  const filename = new Fields(body).string("filename");
+  if (filename === undefined) throw badRequest('"filename" is required', "filename");
+  const problem = slotFileNameProblem(filename);
+  if (problem) throw badRequest(`"filename" is not a plain file name: ${problem}`, "filename");
+  const path = join(folder, filename);
+  if (action === "restore" && !(await isFile(path))) {
+    throw new HttpError(404, `No slot file named "${filename}" in the slot save folder`, {
+      param: "filename",
+      code: "slot_file_not_found",
+    });
+  }
+  using _lease = await ctx.registry.acquire(url.searchParams.get("model") ?? undefined);
+  const owner = slotOwner(loadedCopies(ctx, url.searchParams), idText) as SlotOwner;
+  const scheduler = owner.copy.scheduler;
+  ctx.arrivals.handOver();
+  const started = performance.now();
+  const done = action === "save"
+    ? await scheduler.saveSlot(owner.slot, path)
+    : await scheduler.restoreSlot(owner.slot, path);
+  const ms = performance.now() - started;
+  const id_slot = Number(idText);
+  return Response.json(
+    action === "save"
+      ? { id_slot, filename, n_saved: done.tokens, n_written: done.bytes, timings: { save_ms: ms } }
+      : {
+        id_slot,
+        filename,
+        n_restored: done.tokens,
+        n_read: done.bytes,
+        timings: { restore_ms: ms },
+      },
+  );
+}
+
+/** Fields of a slot save or restore body. */
+const SLOT_FILE_FIELDS = new Set(["filename"]);
+
+/** A slot in the server's numbering: the copy of the model that has it, and its number there. */
+interface SlotOwner {
+  copy: LoadedModel;
+  slot: number;
+}
+
+/**
+ * The copy that has slot `idText` of the server's list, or undefined when no copy is loaded.
+ *
+ * @throws {HttpError} 400 for a number that names no slot of the loaded copies.
+ */
+function slotOwner(
+  copies: { copy: LoadedModel; first: number }[],
+  idText: string,
+): SlotOwner | undefined {
+  const id = /^\d+$/.test(idText) ? Number(idText) : NaN;
   const slotCount = copies.reduce((sum, { copy }) => sum + copy.scheduler.stats().slots, 0);
-  if (!Number.isInteger(id) || id < 0 || (copies.length > 0 && id >= slotCount)) {
-    throw badRequest(
-      `No slot ${url.pathname.slice(7)}: the slots are 0 to ${slotCount - 1}`,
-      "id_slot",
-    );
+  if (!Number.isInteger(id) || (copies.length > 0 && id >= slotCount)) {
+    throw badRequest(`No slot ${idText}: the slots are 0 to ${slotCount - 1}`, "id_slot");
   }
   const owner = copies.findLast(({ first }) => first <= id);
-  const erased = owner ? await owner.copy.scheduler.eraseSlot(id - owner.first) : 0;
-  return Response.json({ id_slot: id, n_erased: erased });
+  return owner && { copy: owner.copy, slot: id - owner.first };
+}
+
+/** Whether a path names a regular file. */
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
 }
 
 /** A model's loaded copies, each with the number its first slot has in the server's list. */

@@ -212,6 +212,52 @@ Deno.test("--lora and SHIMMY_LORA_GGUF attach adapters to the default model at l
   }
 });
 
+Deno.test("SHIMMY_SLOT_SAVE_PATH (or --slot-save-path) is where slots are saved; a folder that is not there is a usage error", async () => {
+  const folder = await Deno.makeTempDir({ prefix: "shimmy-serve-slots-" });
+  try {
+    const served = await serve(["--model", model, "--bind", "127.0.0.1:0"], {
+      SHIMMY_SLOT_SAVE_PATH: folder,
+    });
+    try {
+      await (await fetch(`${served.url}/completion`, {
+        method: "POST",
+        body: JSON.stringify({ prompt: "Once upon a time", n_predict: 2 }),
+      })).body?.cancel();
+      const saved = await fetch(`${served.url}/slots/0?action=save`, {
+        method: "POST",
+        body: JSON.stringify({ filename: "start.bin" }),
+      });
+      equal(saved.status, 200, await saved.clone().text());
+      equal((await Deno.stat(join(folder, "start.bin"))).size, (await saved.json()).n_written);
+    } finally {
+      served.process.kill("SIGTERM");
+      await served.process.status;
+      await served.output;
+      await served.process.stderr.cancel();
+    }
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        join(REPO_ROOT, "main.ts"),
+        "serve",
+        "--model",
+        model,
+        "--bind",
+        "127.0.0.1:0",
+        "--slot-save-path",
+        join(folder, "missing"),
+      ],
+      cwd: REPO_ROOT,
+      stdin: "null",
+    }).output();
+    equal(out.code, 1);
+    match(new TextDecoder().decode(out.stderr), /--slot-save-path: .*missing is not a folder/);
+  } finally {
+    await Deno.remove(folder, { recursive: true });
+  }
+});
+
 Deno.test("serve flags parse as in the original Shimmy", () => {
   const args = parseServeArgs(
     ["--model-path", "/m/a.gguf", "--model", "b", "--parallel", "8", "--cors", "*"],

@@ -59,7 +59,7 @@ Deno.test("/slots shows idle and busy slots, and fail_on_no_slot is a 503 while 
   await unknown.body?.cancel();
 });
 
-Deno.test("POST /slots/N?action=erase empties a slot's cache, waiting for its request; save and restore are 501", async () => {
+Deno.test("POST /slots/N?action=erase empties a slot's cache, waiting for its request; save and restore are 501 without a folder", async () => {
   await using server = await startServer({ load: { parallel: 1, ctxSize: 4096 } });
   const prompt = "the quick brown fox jumps over the lazy dog ".repeat(4);
   const cachedOf = async () => {
