@@ -171,3 +171,38 @@ Deno.test("slot files: names outside the folder, missing or foreign files and un
     await Deno.remove(folder, { recursive: true });
   }
 });
+
+Deno.test("an idle slot is saved and restored while another streams, and the stream's tokens stay the same", async () => {
+  const folder = await Deno.makeTempDir({ prefix: "shimmy-slots-" });
+  try {
+    await using server = await startServer({
+      load: { parallel: 2, ctxSize: 1024 },
+      settings: { slotSavePath: folder },
+    });
+    const long = { prompt: "Once upon a time", n_predict: 300, ignore_eos: true, temperature: 0 };
+    const alone = await (await postJson(`${server.url}/completion`, long)).json();
+    await complete(server.url); // PROMPT's cache, in the other slot
+    const stream = await postJson(`${server.url}/completion`, { ...long, stream: true });
+    const reader = stream.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let events = (await reader.read()).value ?? "";
+    const slots = await (await fetch(`${server.url}/slots`)).json();
+    const idle = slots.find((slot: { is_processing: boolean }) => !slot.is_processing).id;
+    const saved = await slotAction(server.url, `/slots/${idle}?action=save`, { filename: "a" });
+    equal(saved.status, 200, JSON.stringify(saved.json));
+    ok(saved.json.n_saved > 0);
+    const restored = await slotAction(server.url, `/slots/${idle}?action=restore`, {
+      filename: "a",
+    });
+    equal(restored.json.n_restored, saved.json.n_saved);
+    const busy = await (await fetch(`${server.url}/slots`)).json();
+    ok(busy.some((slot: { is_processing: boolean }) => slot.is_processing), "saved mid-stream");
+    for (let read = await reader.read(); !read.done; read = await reader.read()) {
+      events += read.value;
+    }
+    const text = events.split("\n").filter((line) => line.startsWith("data: "))
+      .map((line) => JSON.parse(line.slice(6)).content ?? "").join("");
+    equal(text, alone.content);
+  } finally {
+    await Deno.remove(folder, { recursive: true });
+  }
+});
