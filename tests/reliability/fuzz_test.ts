@@ -43,9 +43,22 @@ function requestText(c: FuzzCase): string {
 Deno.test("fuzz: bad requests on every route and field get JSON errors, never a 500 or a crash", async () => {
   const seed = seedOf();
   console.log(`fuzz seed=${seed} (reproduce with SHIMMY_FUZZ_SEED=${seed})`);
+  const slotFolder = await Deno.makeTempDir({ prefix: "shimmy-fuzz-slots-" });
+  await using _slotFolder = {
+    [Symbol.asyncDispose]: () => Deno.remove(slotFolder, { recursive: true }),
+  };
   await using server = await startShimmy({
     // A 96-token context bounds every generation, even those whose limit the fuzz removes.
-    args: ["--parallel", "4", "--ctx-size", "96", "--max-queue", "256"],
+    args: [
+      "--parallel",
+      "4",
+      "--ctx-size",
+      "96",
+      "--max-queue",
+      "256",
+      "--slot-save-path",
+      slotFolder,
+    ],
   });
   const generator = new FuzzGenerator(seed, MODEL);
   const statuses = new Histogram();

@@ -536,6 +536,7 @@ export class FuzzGenerator {
       cases.push(this.#mutated(path, [[fields[(i * 7) % fields.length] as string, value]]));
     });
     for (const c of this.#modelRouteCases()) cases.push(c);
+    for (const c of this.#slotCases()) cases.push(c);
     for (const c of this.#bodyCases()) cases.push(c);
     for (const c of this.#headerCases()) cases.push(c);
     for (const c of this.#pathCases()) cases.push(c);
@@ -554,6 +555,54 @@ export class FuzzGenerator {
     }
     const label = changes.map(([f, v]) => `${f}=${describe(v)}`).join(" ");
     return this.#json(`field ${label} on ${path}`, path, body);
+  }
+
+  /**
+   * `POST /slots/N?action=…`: slot numbers, actions and file names that are wrong in every way
+   * (the server runs with a slot folder), and good ones, so that saves and restores run beside
+   * the generations.
+   */
+  #slotCases(): FuzzCase[] {
+    const names: unknown[] = [
+      "fuzz.bin",
+      "fuzz.bin",
+      "",
+      "../fuzz.bin",
+      "/etc/passwd",
+      "a\\b",
+      "nul\u0000",
+      "lone\ud800",
+      "x".repeat(300),
+      ".",
+      "..",
+      "missing.bin",
+      7,
+      null,
+      ["a"],
+      { name: "a" },
+    ];
+    const cases = names.map((filename, i) =>
+      this.#json(
+        `slot filename=${describe(filename)}`,
+        `/slots/${i % 5 === 4 ? 1 : 0}?action=${i % 2 === 0 ? "save" : "restore"}`,
+        { filename },
+      )
+    );
+    for (
+      const query of [
+        "99?action=save",
+        "-1?action=save",
+        "x?action=erase",
+        "1e0?action=erase",
+        "0?action=load",
+        "0",
+        "0?action=erase&model=nope",
+        "0?action=restore&model=%00",
+      ]
+    ) {
+      cases.push(this.#json(`slot ${query}`, `/slots/${query}`, { filename: "fuzz.bin" }));
+    }
+    return cases;
   }
 
   #modelRouteCases(): FuzzCase[] {
@@ -827,7 +876,8 @@ export class FuzzGenerator {
       const path = r.pick(GENERATING_ROUTES);
       return this.#json(`valid ${path}`, path, this.base(path));
     }
-    if (roll < 83) return r.pick(this.#modelRouteCases());
+    if (roll < 81) return r.pick(this.#modelRouteCases());
+    if (roll < 83) return r.pick(this.#slotCases());
     if (roll < 91) return r.pick(this.#bodyCases());
     if (roll < 95) return r.pick(this.#headerCases());
     if (roll < 98) return r.pick(this.#pathCases());
