@@ -108,3 +108,34 @@ Deno.test("LoRA hot-swap, embeddings and unload work on a model with two copies"
     await copy.embedder().then(() => ok(false, "closed"), (e) => match(e.message, /unloaded/));
   }
 });
+
+Deno.test("slot numbers go on from one copy to the next for /slots/N save and restore", async () => {
+  const folder = await Deno.makeTempDir({ prefix: "shimmy-replica-slots-" });
+  try {
+    await using server = await startServer({
+      load: TWO_COPIES,
+      settings: { slotSavePath: folder },
+    });
+    // Two at once: each copy evaluates a prompt into its one slot.
+    await Promise.all(
+      [complete(server.url), complete(server.url)].map(async (r) => (await r).json()),
+    );
+    const action = async (path: string, filename: string) => {
+      const response = await fetch(`${server.url}${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ filename }),
+      });
+      return { status: response.status, json: await response.json() };
+    };
+    const first = await action("/slots/0?action=save", "first.bin");
+    const second = await action("/slots/1?action=save", "second.bin");
+    ok(first.json.n_saved > 0 && second.json.n_saved > 0, JSON.stringify([first, second]));
+    equal((await action("/slots/2?action=save", "third.bin")).status, 400);
+    const restored = await action("/slots/1?action=restore", "first.bin");
+    equal(restored.json.id_slot, 1);
+    equal(restored.json.n_restored, first.json.n_saved);
+  } finally {
+    await Deno.remove(folder, { recursive: true });
+  }
+});
