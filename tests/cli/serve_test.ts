@@ -39,6 +39,16 @@ async function serve(args: string[], env: Record<string, string> = {}): Promise<
   return { url, process, output };
 }
 
+/** Runs `shimmy serve` with `args` until it exits (as it does on a usage error). */
+async function serveToExit(args: string[]): Promise<{ code: number; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", join(REPO_ROOT, "main.ts"), "serve", ...args],
+    cwd: REPO_ROOT,
+    stdin: "null",
+  }).output();
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+}
+
 Deno.test("shimmy serve prints its URL and models, serves, and exits 0 on SIGTERM", async () => {
   const served = await serve(["--model", model, "--bind", "127.0.0.1:0", "--parallel", "2"]);
   const health = await (await fetch(`${served.url}/health`)).json();
@@ -152,21 +162,8 @@ Deno.test("llama-server's -m, --host and --port work as they do there", async ()
 Deno.test("a port in use is a one-line error and exit 1, before any model loads", async () => {
   const blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        join(REPO_ROOT, "main.ts"),
-        "serve",
-        "--model",
-        model,
-        "--bind",
-        `127.0.0.1:${blocker.addr.port}`,
-      ],
-      cwd: REPO_ROOT,
-      stdin: "null",
-    }).output();
-    const stderr = new TextDecoder().decode(out.stderr);
+    const out = await serveToExit(["--model", model, "--bind", `127.0.0.1:${blocker.addr.port}`]);
+    const stderr = out.stderr;
     equal(out.code, 1);
     match(stderr, /already in use/);
     ok(!stderr.includes("    at "), `no stack trace:\n${stderr}`);
@@ -235,24 +232,16 @@ Deno.test("SHIMMY_SLOT_SAVE_PATH (or --slot-save-path) is where slots are saved;
       await served.output;
       await served.process.stderr.cancel();
     }
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        join(REPO_ROOT, "main.ts"),
-        "serve",
-        "--model",
-        model,
-        "--bind",
-        "127.0.0.1:0",
-        "--slot-save-path",
-        join(folder, "missing"),
-      ],
-      cwd: REPO_ROOT,
-      stdin: "null",
-    }).output();
+    const out = await serveToExit([
+      "--model",
+      model,
+      "--bind",
+      "127.0.0.1:0",
+      "--slot-save-path",
+      join(folder, "missing"),
+    ]);
     equal(out.code, 1);
-    match(new TextDecoder().decode(out.stderr), /--slot-save-path: .*missing is not a folder/);
+    match(out.stderr, /--slot-save-path: .*missing is not a folder/);
   } finally {
     await Deno.remove(folder, { recursive: true });
   }

@@ -34,6 +34,22 @@ async function slot(url: string, action: string, filename: string) {
   return body;
 }
 
+/**
+ * A greedy completion on the server at `from`, its slot saved to `file` and restored by the server
+ * at `to`: the same token count and bytes, and `to` answers the prompt from the restored cache
+ * with the same text.
+ */
+async function crossOver(from: string, to: string, file: string, prompt: string) {
+  const first = await complete(from, prompt);
+  const saved = await slot(from, "save", file);
+  const restored = await slot(to, "restore", file);
+  equal(restored.n_restored, saved.n_saved);
+  equal(restored.n_read, saved.n_written);
+  const again = await complete(to, prompt);
+  ok(again.cached > 5, `${to} took the prompt from the restored cache: ${again.cached}`);
+  equal(again.text, first.text);
+}
+
 Deno.test({
   name: "a slot saved by llama-server restores in Shimmy, and one saved by Shimmy in llama-server",
   ignore,
@@ -52,25 +68,8 @@ Deno.test({
         ["-fa", "off", "--slot-save-path", `${folder}/`],
       );
 
-      const ours = "Once upon a time there was a little fox who lived in the woods.";
-      const ourFirst = await complete(shimmy.url, ours);
-      const ourSave = await slot(shimmy.url, "save", "shimmy.bin");
-      const theirRestore = await slot(server.url, "restore", "shimmy.bin");
-      equal(theirRestore.n_restored, ourSave.n_saved);
-      equal(theirRestore.n_read, ourSave.n_written);
-      const theirAnswer = await complete(server.url, ours);
-      ok(theirAnswer.cached > 10, `llama-server used the restored cache: ${theirAnswer.cached}`);
-      equal(theirAnswer.text, ourFirst.text);
-
-      const theirs = "The lighthouse keeper climbed the stairs every evening to light the lamp.";
-      const theirFirst = await complete(server.url, theirs);
-      const theirSave = await slot(server.url, "save", "llama.bin");
-      const ourRestore = await slot(shimmy.url, "restore", "llama.bin");
-      equal(ourRestore.n_restored, theirSave.n_saved);
-      equal(ourRestore.n_read, theirSave.n_written);
-      const ourAnswer = await complete(shimmy.url, theirs);
-      ok(ourAnswer.cached > 10, `Shimmy used the restored cache: ${ourAnswer.cached}`);
-      equal(ourAnswer.text, theirFirst.text);
+      await crossOver(shimmy.url, server.url, "shimmy.bin", "Once upon a time there was a fox.");
+      await crossOver(server.url, shimmy.url, "llama.bin", "The keeper climbed to the lamp.");
     } finally {
       await Deno.remove(folder, { recursive: true });
     }

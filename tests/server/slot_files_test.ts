@@ -35,174 +35,168 @@ async function slotAction(url: string, path: string, body?: unknown) {
   return { status: response.status, json: await response.json() };
 }
 
+/** A temporary folder for slot files, removed with everything in it when disposed. */
+async function tempFolder(): Promise<{ path: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix: "shimmy-slots-" });
+  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
+}
+
 Deno.test("a slot's cache saved to a file and restored into another slot serves its prompt again without evaluating it", async () => {
-  const folder = await Deno.makeTempDir({ prefix: "shimmy-slots-" });
-  try {
-    await using server = await startServer({
-      load: { parallel: 2, ctxSize: 1024 },
-      settings: { slotSavePath: folder },
-    });
-    const first = await complete(server.url);
-    equal(first.cached, 0);
+  await using temp = await tempFolder();
+  const folder = temp.path;
+  await using server = await startServer({
+    load: { parallel: 2, ctxSize: 1024 },
+    settings: { slotSavePath: folder },
+  });
+  const first = await complete(server.url);
+  equal(first.cached, 0);
 
-    const saved = await slotAction(server.url, "/slots/0?action=save", { filename: "fox.bin" });
-    equal(saved.status, 200, JSON.stringify(saved.json));
-    deepEqual(Object.keys(saved.json), ["id_slot", "filename", "n_saved", "n_written", "timings"]);
-    equal(saved.json.id_slot, 0);
-    equal(saved.json.filename, "fox.bin");
-    ok(saved.json.n_saved >= first.promptTokens, JSON.stringify(saved.json));
-    equal((await Deno.stat(join(folder, "fox.bin"))).size, saved.json.n_written);
-    ok(saved.json.timings.save_ms >= 0);
+  const saved = await slotAction(server.url, "/slots/0?action=save", { filename: "fox.bin" });
+  equal(saved.status, 200, JSON.stringify(saved.json));
+  deepEqual(Object.keys(saved.json), ["id_slot", "filename", "n_saved", "n_written", "timings"]);
+  equal(saved.json.id_slot, 0);
+  equal(saved.json.filename, "fox.bin");
+  ok(saved.json.n_saved >= first.promptTokens, JSON.stringify(saved.json));
+  equal((await Deno.stat(join(folder, "fox.bin"))).size, saved.json.n_written);
+  ok(saved.json.timings.save_ms >= 0);
 
-    const erased = await slotAction(server.url, "/slots/0?action=erase");
-    equal(erased.json.n_erased, saved.json.n_saved);
-    const restored = await slotAction(server.url, "/slots/1?action=restore", {
-      filename: "fox.bin",
-    });
-    equal(restored.status, 200, JSON.stringify(restored.json));
-    deepEqual(restored.json, {
-      id_slot: 1,
-      filename: "fox.bin",
-      n_restored: saved.json.n_saved,
-      n_read: saved.json.n_written,
-      timings: restored.json.timings,
-    });
+  const erased = await slotAction(server.url, "/slots/0?action=erase");
+  equal(erased.json.n_erased, saved.json.n_saved);
+  const restored = await slotAction(server.url, "/slots/1?action=restore", {
+    filename: "fox.bin",
+  });
+  equal(restored.status, 200, JSON.stringify(restored.json));
+  deepEqual(restored.json, {
+    id_slot: 1,
+    filename: "fox.bin",
+    n_restored: saved.json.n_saved,
+    n_read: saved.json.n_written,
+    timings: restored.json.timings,
+  });
 
-    // Slot 0 is empty now: only slot 1's restored cache can hold the prompt.
-    const again = await complete(server.url);
-    equal(again.cached, first.promptTokens - 1, "all but the last prompt token came from the file");
-    equal(again.text, first.text);
-  } finally {
-    await Deno.remove(folder, { recursive: true });
-  }
+  // Slot 0 is empty now: only slot 1's restored cache can hold the prompt.
+  const again = await complete(server.url);
+  equal(again.cached, first.promptTokens - 1, "all but the last prompt token came from the file");
+  equal(again.text, first.text);
 });
 
 Deno.test("a busy slot is saved once its request ends", async () => {
-  const folder = await Deno.makeTempDir({ prefix: "shimmy-slots-" });
-  try {
-    await using server = await startServer({
-      load: { parallel: 1, ctxSize: 4096 },
-      settings: { slotSavePath: folder },
+  await using temp = await tempFolder();
+  const folder = temp.path;
+  await using server = await startServer({
+    load: { parallel: 1, ctxSize: 4096 },
+    settings: { slotSavePath: folder },
+  });
+  const abort = new AbortController();
+  const stream = await postJson(
+    `${server.url}/completion`,
+    { prompt: PROMPT, n_predict: 4000, ignore_eos: true, stream: true },
+    {},
+    abort.signal,
+  );
+  const reader = stream.body!.getReader();
+  await reader.read(); // generating now
+  let answered = false;
+  const saving = slotAction(server.url, "/slots/0?action=save", { filename: "busy.bin" })
+    .then((answer) => {
+      answered = true;
+      return answer;
     });
-    const abort = new AbortController();
-    const stream = await postJson(
-      `${server.url}/completion`,
-      { prompt: PROMPT, n_predict: 4000, ignore_eos: true, stream: true },
-      {},
-      abort.signal,
-    );
-    const reader = stream.body!.getReader();
-    await reader.read(); // generating now
-    let answered = false;
-    const saving = slotAction(server.url, "/slots/0?action=save", { filename: "busy.bin" })
-      .then((answer) => {
-        answered = true;
-        return answer;
-      });
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    equal(answered, false, "the save waits while the slot is busy");
-    abort.abort();
-    await reader.cancel().catch(() => {});
-    const saved = await saving;
-    equal(saved.status, 200, JSON.stringify(saved.json));
-    ok(saved.json.n_saved > 0);
-  } finally {
-    await Deno.remove(folder, { recursive: true });
-  }
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  equal(answered, false, "the save waits while the slot is busy");
+  abort.abort();
+  await reader.cancel().catch(() => {});
+  const saved = await saving;
+  equal(saved.status, 200, JSON.stringify(saved.json));
+  ok(saved.json.n_saved > 0);
 });
 
 Deno.test("slot files: names outside the folder, missing or foreign files and unknown fields are refused, and the server serves on", async () => {
-  const folder = await Deno.makeTempDir({ prefix: "shimmy-slots-" });
-  try {
-    await using server = await startServer({
-      fixtures: ["tiny-f32", "qwen2"],
-      load: { parallel: 1, ctxSize: 1024 },
-      settings: { slotSavePath: folder },
-    });
-    const first = await complete(server.url);
-    for (const filename of ["", "../fox.bin", "a/b.bin", "a\\b.bin", "c:x", "x.", " x", ".."]) {
-      const answer = await slotAction(server.url, "/slots/0?action=save", { filename });
-      equal(answer.status, 400, JSON.stringify(filename));
-      equal(answer.json.error.param, "filename");
-    }
-    const refusals: [string, unknown, number][] = [
-      ["/slots/0?action=save", {}, 400],
-      ["/slots/0?action=save", { filename: "a.bin", tokens: [1] }, 400],
-      ["/slots/0?action=save", { filename: 7 }, 400],
-      ["/slots/3?action=save", { filename: "a.bin" }, 400],
-      ["/slots/0?action=restore", { filename: "none.bin" }, 404],
-      ["/slots/0?action=load", { filename: "a.bin" }, 400],
-    ];
-    for (const [path, body, status] of refusals) {
-      const answer = await slotAction(server.url, path, body);
-      equal(
-        answer.status,
-        status,
-        `${path} ${JSON.stringify(body)}: ${JSON.stringify(answer.json)}`,
-      );
-      ok(answer.json.error.message.length > 0);
-    }
-    const outside = await Array.fromAsync(Deno.readDir(join(folder, "..")));
-    ok(!outside.some((entry) => entry.name === "fox.bin"), "nothing was written outside");
-
-    // Not a slot file, then another model's: a 400, and the slot is left empty.
-    await Deno.writeTextFile(join(folder, "garbage.bin"), "not a slot file at all");
-    const garbage = await slotAction(server.url, "/slots/0?action=restore", {
-      filename: "garbage.bin",
-    });
-    equal(garbage.status, 400, JSON.stringify(garbage.json));
-    ok(garbage.json.error.message.includes("garbage.bin"), garbage.json.error.message);
-    await complete(server.url, PROMPT, "qwen2");
-    const other = await slotAction(server.url, "/slots/0?action=save&model=qwen2", {
-      filename: "qwen2.bin",
-    });
-    equal(other.status, 200, JSON.stringify(other.json));
-    // Qwen2's cells fit this model's (same shape), its tokens do not fit the vocabulary.
-    const foreign = await slotAction(server.url, "/slots/0?action=restore", {
-      filename: "qwen2.bin",
-    });
-    equal(foreign.status, 400, JSON.stringify(foreign.json));
-    ok(foreign.json.error.message.includes("vocabulary"), foreign.json.error.message);
-
-    const after = await complete(server.url);
-    equal(after.cached, 0, "the failed restore left the slot empty");
-    equal(after.text, first.text);
-  } finally {
-    await Deno.remove(folder, { recursive: true });
+  await using temp = await tempFolder();
+  const folder = temp.path;
+  await using server = await startServer({
+    fixtures: ["tiny-f32", "qwen2"],
+    load: { parallel: 1, ctxSize: 1024 },
+    settings: { slotSavePath: folder },
+  });
+  const first = await complete(server.url);
+  for (const filename of ["", "../fox.bin", "a/b.bin", "a\\b.bin", "c:x", "x.", " x", ".."]) {
+    const answer = await slotAction(server.url, "/slots/0?action=save", { filename });
+    equal(answer.status, 400, JSON.stringify(filename));
+    equal(answer.json.error.param, "filename");
   }
+  const refusals: [string, unknown, number][] = [
+    ["/slots/0?action=save", {}, 400],
+    ["/slots/0?action=save", { filename: "a.bin", tokens: [1] }, 400],
+    ["/slots/0?action=save", { filename: 7 }, 400],
+    ["/slots/3?action=save", { filename: "a.bin" }, 400],
+    ["/slots/0?action=restore", { filename: "none.bin" }, 404],
+    ["/slots/0?action=load", { filename: "a.bin" }, 400],
+  ];
+  for (const [path, body, status] of refusals) {
+    const answer = await slotAction(server.url, path, body);
+    equal(
+      answer.status,
+      status,
+      `${path} ${JSON.stringify(body)}: ${JSON.stringify(answer.json)}`,
+    );
+    ok(answer.json.error.message.length > 0);
+  }
+  const outside = await Array.fromAsync(Deno.readDir(join(folder, "..")));
+  ok(!outside.some((entry) => entry.name === "fox.bin"), "nothing was written outside");
+
+  // Not a slot file, then another model's: a 400, and the slot is left empty.
+  await Deno.writeTextFile(join(folder, "garbage.bin"), "not a slot file at all");
+  const garbage = await slotAction(server.url, "/slots/0?action=restore", {
+    filename: "garbage.bin",
+  });
+  equal(garbage.status, 400, JSON.stringify(garbage.json));
+  ok(garbage.json.error.message.includes("garbage.bin"), garbage.json.error.message);
+  await complete(server.url, PROMPT, "qwen2");
+  const other = await slotAction(server.url, "/slots/0?action=save&model=qwen2", {
+    filename: "qwen2.bin",
+  });
+  equal(other.status, 200, JSON.stringify(other.json));
+  // Qwen2's cells fit this model's (same shape), its tokens do not fit the vocabulary.
+  const foreign = await slotAction(server.url, "/slots/0?action=restore", {
+    filename: "qwen2.bin",
+  });
+  equal(foreign.status, 400, JSON.stringify(foreign.json));
+  ok(foreign.json.error.message.includes("vocabulary"), foreign.json.error.message);
+
+  const after = await complete(server.url);
+  equal(after.cached, 0, "the failed restore left the slot empty");
+  equal(after.text, first.text);
 });
 
 Deno.test("an idle slot is saved and restored while another streams, and the stream's tokens stay the same", async () => {
-  const folder = await Deno.makeTempDir({ prefix: "shimmy-slots-" });
-  try {
-    await using server = await startServer({
-      load: { parallel: 2, ctxSize: 1024 },
-      settings: { slotSavePath: folder },
-    });
-    const long = { prompt: "Once upon a time", n_predict: 300, ignore_eos: true, temperature: 0 };
-    const alone = await (await postJson(`${server.url}/completion`, long)).json();
-    await complete(server.url); // PROMPT's cache, in the other slot
-    const stream = await postJson(`${server.url}/completion`, { ...long, stream: true });
-    const reader = stream.body!.pipeThrough(new TextDecoderStream()).getReader();
-    let events = (await reader.read()).value ?? "";
-    const slots = await (await fetch(`${server.url}/slots`)).json();
-    const idle = slots.find((slot: { is_processing: boolean }) => !slot.is_processing).id;
-    const saved = await slotAction(server.url, `/slots/${idle}?action=save`, { filename: "a" });
-    equal(saved.status, 200, JSON.stringify(saved.json));
-    ok(saved.json.n_saved > 0);
-    const restored = await slotAction(server.url, `/slots/${idle}?action=restore`, {
-      filename: "a",
-    });
-    equal(restored.json.n_restored, saved.json.n_saved);
-    const busy = await (await fetch(`${server.url}/slots`)).json();
-    ok(busy.some((slot: { is_processing: boolean }) => slot.is_processing), "saved mid-stream");
-    for (let read = await reader.read(); !read.done; read = await reader.read()) {
-      events += read.value;
-    }
-    const text = events.split("\n").filter((line) => line.startsWith("data: "))
-      .map((line) => JSON.parse(line.slice(6)).content ?? "").join("");
-    equal(text, alone.content);
-  } finally {
-    await Deno.remove(folder, { recursive: true });
+  await using temp = await tempFolder();
+  const folder = temp.path;
+  await using server = await startServer({
+    load: { parallel: 2, ctxSize: 1024 },
+    settings: { slotSavePath: folder },
+  });
+  const long = { prompt: "Once upon a time", n_predict: 300, ignore_eos: true, temperature: 0 };
+  const alone = await (await postJson(`${server.url}/completion`, long)).json();
+  await complete(server.url); // PROMPT's cache, in the other slot
+  const stream = await postJson(`${server.url}/completion`, { ...long, stream: true });
+  const reader = stream.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let events = (await reader.read()).value ?? "";
+  const slots = await (await fetch(`${server.url}/slots`)).json();
+  const idle = slots.find((slot: { is_processing: boolean }) => !slot.is_processing).id;
+  const saved = await slotAction(server.url, `/slots/${idle}?action=save`, { filename: "a" });
+  equal(saved.status, 200, JSON.stringify(saved.json));
+  ok(saved.json.n_saved > 0);
+  const restored = await slotAction(server.url, `/slots/${idle}?action=restore`, {
+    filename: "a",
+  });
+  equal(restored.json.n_restored, saved.json.n_saved);
+  const busy = await (await fetch(`${server.url}/slots`)).json();
+  ok(busy.some((slot: { is_processing: boolean }) => slot.is_processing), "saved mid-stream");
+  for (let read = await reader.read(); !read.done; read = await reader.read()) {
+    events += read.value;
   }
+  const text = events.split("\n").filter((line) => line.startsWith("data: "))
+    .map((line) => JSON.parse(line.slice(6)).content ?? "").join("");
+  equal(text, alone.content);
 });
