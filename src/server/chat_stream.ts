@@ -45,7 +45,8 @@ export async function readChatGeneration(
     ? new ChatOutputStream(plan.read)
     : undefined;
   const read = (text: string) => {
-    if (reader) reader.push(text).forEach(onDelta);
+    // One argument each: forEach's index would land in a second parameter of onDelta.
+    if (reader) for (const delta of reader.push(text)) onDelta(delta);
     else onDelta({ content: text });
   };
   for await (const chunk of started.generation) {
@@ -56,6 +57,6 @@ export async function readChatGeneration(
   if (!options.streaming) read(result.text);
   if (!reader) return { result, output: { content: result.text, toolCalls: [] } };
   const end = reader.finish(result.finishReason === "length");
-  end.deltas.forEach(onDelta);
+  for (const delta of end.deltas) onDelta(delta);
   return { result, output: end.output };
 }

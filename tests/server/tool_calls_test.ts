@@ -304,11 +304,17 @@ Deno.test({
     const { events } = await readSse(streamed);
     let reasoning = "";
     let content = "";
+    const finishes = [];
     for (const event of events.slice(0, -1)) {
-      const delta = JSON.parse(event).choices[0]?.delta ?? {};
+      const choice = JSON.parse(event).choices[0];
+      const delta = choice?.delta ?? {};
       reasoning += delta.reasoning_content ?? "";
       content += delta.content ?? "";
+      if (choice) finishes.push(choice.finish_reason);
     }
+    // null on every chunk but the last (a chunk's index once leaked into it: 0).
+    deepEqual(finishes.slice(0, -1).filter((finish) => finish !== null), []);
+    equal(finishes.at(-1), "length");
     equal(reasoning, auto.reasoning_content);
     equal(content, "");
 
