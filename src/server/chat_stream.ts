@@ -45,9 +45,9 @@ export async function readChatGeneration(
     ? new ChatOutputStream(plan.read)
     : undefined;
   const read = (text: string) => {
+    if (!reader) return onDelta({ content: text });
     // One argument each: forEach's index would land in a second parameter of onDelta.
-    if (reader) for (const delta of reader.push(text)) onDelta(delta);
-    else onDelta({ content: text });
+    for (const delta of reader.push(text)) onDelta(delta);
   };
   for await (const chunk of started.generation) {
     options.onChunk?.(chunk);
