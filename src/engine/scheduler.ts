@@ -48,6 +48,7 @@ import {
 import { samplerStages, type SamplingParams } from "./sampling.ts";
 import { AvailableMemory, CacheSwapCost, swapMemoryBound } from "./swap_cost.ts";
 import { SpareChains } from "./spare_chains.ts";
+import { ReasoningBudget, type ReasoningBudgetSpec } from "./reasoning_budget.ts";
 import { packSlotTokens, SlotFileError, unpackSlotTokens } from "./slot_file.ts";
 import { stepLogprobs, type TokenLogprob } from "./logprobs.ts";
 import { TextStream } from "./text_stream.ts";
@@ -113,6 +114,11 @@ export interface GenerationRequest {
    * tokens (0–20). Default: none, and nothing is computed.
    */
   logprobs?: number;
+  /**
+   * The most tokens the model may generate inside its thinking block before the block is closed
+   * for it (see `reasoning_budget.ts`). Default: no limit. Such a request samples on the CPU.
+   */
+  reasoningBudget?: ReasoningBudgetSpec;
 }
 
 /** Why a generation ended. */
@@ -481,6 +487,8 @@ class Slot {
   lastChunk = 0;
   /** When its cache last served a request (a count of releases): the least recent goes first. */
   usedAt = 0;
+  /** The request's thinking budget, fed every token it generates. */
+  budget: ReasoningBudget | undefined;
 
   constructor(readonly seqId: number) {}
 
@@ -1379,7 +1387,7 @@ export class Scheduler {
       const prompt = job.request.prompt;
       // Log-probabilities need the logits, and choices share them: those sample on the CPU.
       const onDevice = this.#deviceSampling && job.sampler.deviceCapable &&
-        job.request.logprobs === undefined && !job.forks;
+        job.request.logprobs === undefined && !job.forks && !job.request.reasoningBudget;
       const key = onDevice ? deviceSamplerKey(job) : "";
       const started: Slot[] = [];
       try {
@@ -1690,6 +1698,7 @@ export class Scheduler {
     slot.firstTokenAt = 0;
     slot.secondGroup = false;
     slot.lastChunk = 0;
+    slot.budget = request.reasoningBudget && new ReasoningBudget(request.reasoningBudget);
   }
 
   /**
@@ -1765,7 +1774,7 @@ export class Scheduler {
     const slot = active[0] as Slot;
     const request = slot.job?.request;
     if (slot.state !== "generating" || !request || !slot.sampler) return undefined;
-    if (request.logprobs !== undefined) return undefined;
+    if (request.logprobs !== undefined || slot.budget?.tokensUntilCheck() === 0) return undefined;
     if (request.sampling?.grammar !== undefined && guardsNextStep(slot.unfinished)) {
       return undefined;
     }
@@ -1795,7 +1804,8 @@ export class Scheduler {
     const run = await this.context.decodeAhead(
       batch,
       sampler,
-      slot.maxTokens - slot.generated.length,
+      // A thinking budget is looked at again after as many tokens as it can take unseen.
+      Math.min(slot.maxTokens - slot.generated.length, slot.budget?.tokensUntilCheck() ?? Infinity),
       ends,
       constrained ? GUARDED_LAST_BYTES : undefined,
     );
@@ -2010,6 +2020,8 @@ export class Scheduler {
     const sampler = slot.sampler as Sampler;
     const refusals = constrained ? sampler.grammarRefusals : 0;
     if (constrained) this.#utf8Guard.apply(this.context.logits(index), slot.unfinished);
+    const forced = slot.budget?.forcedToken();
+    if (forced !== undefined) onlyToken(this.context.logits(index), forced);
     const token = sampler.sample(this.context, index);
     if (constrained) {
       this.#grammarTokens++;
@@ -2038,6 +2050,7 @@ export class Scheduler {
       );
     }
     const bytes = model.tokenBytes(token);
+    slot.budget?.accept(bytes);
     if (constrained) slot.unfinished = unfinishedCharacter(slot.unfinished, bytes);
     const chunk = (slot.text as TextStream).push(bytes);
     if (chunk.text) {
@@ -2193,6 +2206,7 @@ export class Scheduler {
     }
     slot.sampler = undefined;
     slot.text = undefined;
+    slot.budget = undefined;
     slot.job = undefined;
     slot.state = "idle";
     slot.batchIndex = -1;
@@ -2360,4 +2374,11 @@ function settle<T>(build: () => T): PromiseSettledResult<T> {
   } catch (reason) {
     return { status: "rejected", reason };
   }
+}
+
+/** Makes every logit -∞ but `token`'s, so that any sampler picks it (a forced token). */
+function onlyToken(logits: Float32Array, token: number): void {
+  const kept = logits[token] as number;
+  logits.fill(-Infinity);
+  logits[token] = Number.isFinite(kept) ? kept : 0;
 }

@@ -126,7 +126,12 @@ export function anthropicRequest(
       ...thinking.template,
       ...(config.effort !== undefined ? { reasoningEffort: config.effort } : {}),
     },
-    output: output.request,
+    output: {
+      ...output.request,
+      ...(thinking.budget !== undefined
+        ? { thinkingBudget: { tokens: thinking.budget, message: "" } }
+        : {}),
+    },
   };
   return { fields: engineFields, source, stopSequences, showThinking: thinking.show, stream };
 }
@@ -145,13 +150,13 @@ function stopSequencesOf(value: unknown): string[] {
 
 /**
  * `thinking`: `enabled` and `adaptive` turn the template's thinking on, `disabled` turns it
- * off; absent leaves the template's default. `budget_tokens` is checked as Anthropic checks
- * it; it is not a separate limit here: `max_tokens` bounds thinking and answer together.
+ * off; absent leaves the template's default. `enabled`'s `budget_tokens` (checked as Anthropic
+ * checks it) is the most tokens the model thinks before its thinking block is closed for it.
  */
 function thinkingOf(
   value: unknown,
   maxTokens: number | undefined,
-): { template: TemplateFields; show: boolean } {
+): { template: TemplateFields; show: boolean; budget?: number } {
   if (value === undefined || value === null) return { template: {}, show: true };
   const bad = (message: string) => badRequest(message, "thinking");
   if (!isObject(value)) throw bad('"thinking" must be an object');
@@ -170,6 +175,7 @@ function thinkingOf(
     if (maxTokens !== undefined && (budget as number) >= maxTokens) {
       throw bad('"thinking.budget_tokens" must be less than "max_tokens"');
     }
+    return { template: { kwargs: { enable_thinking: true } }, show, budget: budget as number };
   } else if (type !== "adaptive") {
     throw bad('"thinking.type" must be "enabled", "adaptive" or "disabled"');
   }

@@ -12,7 +12,11 @@ import {
   type ChatOutputPlan,
   type ChatOutputRequest,
   planChatOutput,
+  type ThinkingBudget,
 } from "../engine/tools/plan.ts";
+import { THINK_TAGS } from "../engine/tools/parse.ts";
+import type { ReasoningBudgetSpec } from "../engine/reasoning_budget.ts";
+import type { Model } from "../ffi/model.ts";
 import {
   chatPrompt,
   type PreparedPrompt,
@@ -167,6 +171,9 @@ async function queueChoices(
     const output = source.kind === "chat" && source.output
       ? chatOutputPlan(source.output, prepared, fields)
       : undefined;
+    const budget = source.kind === "chat" && source.output?.thinkingBudget && output?.thinking
+      ? reasoningBudgetSpec(loaded.model, source.output.thinkingBudget, output.thinking.startsOpen)
+      : undefined;
     const slots = loaded.scheduler.stats().slots;
     if (fields.choices > slots) {
       const field = body.raw("n_cmpl") !== undefined ? "n_cmpl" : "n";
@@ -191,6 +198,7 @@ async function queueChoices(
       fillCache: source.fillCache,
       minIndent: fields.minIndent,
       lineTimeLimitMs: fields.lineTimeLimitMs,
+      ...(budget ? { reasoningBudget: budget } : {}),
     }, fields.choices);
     const results = generations.map((generation) =>
       generation.result.then((r) => {
@@ -218,6 +226,26 @@ async function queueChoices(
     lease.release();
     throw error;
   }
+}
+
+/**
+ * A thinking budget for the engine: the `<think>` tags, and the tokens forced when the budget
+ * runs out (the message, if any, then the closing tag).
+ */
+function reasoningBudgetSpec(
+  model: Model,
+  budget: ThinkingBudget,
+  startsOpen: boolean,
+): ReasoningBudgetSpec {
+  const tokenize = (text: string) =>
+    text ? Array.from(model.tokenize(text, { addSpecial: false, parseSpecial: true })) : [];
+  return {
+    tokens: budget.tokens,
+    open: THINK_TAGS.open,
+    close: THINK_TAGS.close,
+    forced: [...tokenize(budget.message), ...tokenize(THINK_TAGS.close)],
+    startsOpen,
+  };
 }
 
 /** Turns a request's prompt, infill parts or messages into tokens. */

@@ -7,7 +7,12 @@
  * @module
  */
 
-import type { ChatOutputRequest, ReasoningFormat, ToolChoice } from "../engine/tools/plan.ts";
+import type {
+  ChatOutputRequest,
+  ReasoningFormat,
+  ThinkingBudget,
+  ToolChoice,
+} from "../engine/tools/plan.ts";
 import type { ChatOutput } from "../engine/tools/output_stream.ts";
 import type { ToolSpec } from "../engine/tools/tool_types.ts";
 import { badRequest } from "./http_error.ts";
@@ -118,7 +123,36 @@ export function chatOutputRequest(fields: Fields): ChatOutputRequest {
       "reasoning_format",
     );
   }
-  return { tools, choice, parallel, reasoningFormat: reasoningFormat as ReasoningFormat };
+  const thinkingBudget = thinkingBudgetOf(fields);
+  return {
+    tools,
+    choice,
+    parallel,
+    reasoningFormat: reasoningFormat as ReasoningFormat,
+    ...(thinkingBudget ? { thinkingBudget } : {}),
+  };
+}
+
+/**
+ * Reads llama-server's thinking budget: `thinking_budget_tokens` (or `reasoning_budget_tokens`;
+ * -1, the default, for none) and `reasoning_budget_message`.
+ *
+ * @throws {HttpError} 400 for a budget below -1, both names at once, or a message that is not
+ *   a string.
+ */
+function thinkingBudgetOf(fields: Fields): ThinkingBudget | undefined {
+  const names = ["thinking_budget_tokens", "reasoning_budget_tokens"] as const;
+  const given = names.filter((name) => fields.raw(name) !== undefined);
+  if (given.length > 1) {
+    throw badRequest(
+      `Send "thinking_budget_tokens" or "reasoning_budget_tokens", not both`,
+      names[1],
+    );
+  }
+  const name = given[0] ?? names[0];
+  const tokens = fields.number(name, { min: -1, max: 2 ** 31 - 1, integer: true }) ?? -1;
+  const message = fields.string("reasoning_budget_message") ?? "";
+  return tokens >= 0 ? { tokens, message } : undefined;
 }
 
 /**

@@ -28,6 +28,16 @@ export interface ChatOutputRequest {
   parallel: boolean;
   /** `reasoning_format`; default `auto`. */
   reasoningFormat: ReasoningFormat;
+  /** A thinking budget (`thinking_budget_tokens`); default: none. */
+  thinkingBudget?: ThinkingBudget;
+}
+
+/** The most tokens the model may think, and what it is told when it has thought them. */
+export interface ThinkingBudget {
+  /** Tokens inside the thinking block (0: it is closed at once). */
+  tokens: number;
+  /** Text put before the closing tag when the budget runs out (default: none). */
+  message: string;
 }
 
 /** How a generation's output is constrained and read. */
@@ -40,6 +50,12 @@ export interface ChatOutputPlan {
   triggers?: string[];
   /** Options for `ChatOutputStream`. */
   read: ChatOutputOptions;
+  /**
+   * Where the model thinks in `<think>` blocks (whatever `reasoning_format` does with them), and
+   * whether the prompt opened one: what a thinking budget counts. Absent when a forced call's
+   * grammar leaves no room for thinking.
+   */
+  thinking?: { startsOpen: boolean };
 }
 
 /**
@@ -78,10 +94,13 @@ export function planChatOutput(
   }
   const tail = (prompt.promptTail ?? "").trimEnd();
   const thinks = template.includes(THINK_TAGS.open) || tail.endsWith(THINK_TAGS.open);
+  const forcedCall = grammar !== undefined && !triggers;
+  const startsOpen = tail.endsWith(THINK_TAGS.open) && !forcedCall;
   const reasoning = request.reasoningFormat !== "none" && thinks
-    ? { ...THINK_TAGS, startsOpen: tail.endsWith(THINK_TAGS.open) && !(grammar && !triggers) }
+    ? { ...THINK_TAGS, startsOpen }
     : undefined;
   return {
+    ...(thinks && !forcedCall ? { thinking: { startsOpen } } : {}),
     ...(format ? { format } : {}),
     ...(grammar ? { grammar } : {}),
     ...(triggers ? { triggers } : {}),

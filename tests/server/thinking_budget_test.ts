@@ -1,0 +1,145 @@
+/**
+ * Thinking budgets through real HTTP and libllama, with DeepSeek R1's template (it opens the
+ * `<think>` block in the prompt, so everything the model writes is thinking until the block is
+ * closed): `thinking_budget_tokens` (llama-server's name, or `reasoning_budget_tokens`) closes
+ * the block after that many tokens, with `reasoning_budget_message` before the tag; the thinking
+ * is then exactly the first tokens the model would have written, and an answer follows; alone on
+ * the decode thread, beside another request, and streamed alike. Anthropic's
+ * `thinking.budget_tokens` does the same through its SDK.
+ */
+
+import Anthropic from "@anthropic-ai/sdk";
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { join } from "node:path";
+import { llamaSourceDir } from "../fixtures/models.ts";
+import { postJson, readSse, startServer, type TestServer } from "./harness.ts";
+
+const SOURCE = llamaSourceDir();
+const R1 = join(
+  SOURCE ?? ".",
+  "models",
+  "templates",
+  "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+);
+const ignore = SOURCE === undefined;
+
+async function r1Server(): Promise<TestServer> {
+  const server = await startServer({ load: { ctxSize: 2048 } });
+  server.ctx.settings.chatTemplate = { template: Deno.readTextFileSync(R1), path: R1 };
+  return server;
+}
+
+/** A greedy chat completion: its reasoning and its answer. */
+async function think(server: TestServer, body: Record<string, unknown>) {
+  const response = await postJson(`${server.url}/v1/chat/completions`, {
+    messages: [{ role: "user", content: "Think about it" }],
+    max_tokens: 40,
+    temperature: 0,
+    ...body,
+  });
+  const text = await response.text();
+  equal(response.status, 200, text);
+  const message = JSON.parse(text).choices[0].message;
+  return { reasoning: message.reasoning_content ?? "", content: message.content as string };
+}
+
+Deno.test({
+  name:
+    "thinking_budget_tokens closes the thinking block after that many tokens, and an answer follows",
+  ignore,
+  fn: async () => {
+    await using server = await r1Server();
+    const unlimited = await think(server, {});
+    equal(unlimited.content, "", "without a budget the model thinks to the end");
+    const firstTen = (await think(server, { max_tokens: 10 })).reasoning;
+    ok(firstTen.length > 0);
+
+    const budgeted = await think(server, { thinking_budget_tokens: 10 });
+    equal(budgeted.reasoning, firstTen, "the first 10 tokens, then the block closes");
+    ok(budgeted.content.length > 0, "and the model answers");
+    deepEqual(await think(server, { reasoning_budget_tokens: 10 }), budgeted);
+
+    // Two at once decode in shared steps instead of on the decode thread: the same.
+    const both = await Promise.all([1, 2].map(() => think(server, { thinking_budget_tokens: 10 })));
+    deepEqual(both, [budgeted, budgeted]);
+
+    const told = await think(server, {
+      thinking_budget_tokens: 10,
+      reasoning_budget_message: "Time to answer.",
+    });
+    ok(told.reasoning.startsWith(firstTen), told.reasoning);
+    ok(told.reasoning.endsWith("Time to answer."), told.reasoning);
+
+    const none = await think(server, { thinking_budget_tokens: 0 });
+    equal(none.reasoning, "");
+    ok(none.content.length > 0);
+    equal((await think(server, { thinking_budget_tokens: -1 })).content, "", "-1: no budget");
+
+    // Streamed: the same reasoning and answer, in deltas.
+    const streamed = await postJson(`${server.url}/v1/chat/completions`, {
+      messages: [{ role: "user", content: "Think about it" }],
+      max_tokens: 40,
+      temperature: 0,
+      thinking_budget_tokens: 10,
+      stream: true,
+    });
+    const { events } = await readSse(streamed);
+    let reasoning = "";
+    let content = "";
+    for (const event of events.slice(0, -1)) {
+      const delta = JSON.parse(event).choices[0]?.delta ?? {};
+      reasoning += delta.reasoning_content ?? "";
+      content += delta.content ?? "";
+    }
+    deepEqual({ reasoning, content }, budgeted);
+
+    for (
+      const bad of [
+        { thinking_budget_tokens: -2 },
+        { thinking_budget_tokens: 1.5 },
+        { thinking_budget_tokens: "10" },
+        { thinking_budget_tokens: 10, reasoning_budget_tokens: 10 },
+        { thinking_budget_tokens: 10, reasoning_budget_message: 7 },
+      ]
+    ) {
+      const response = await postJson(`${server.url}/v1/chat/completions`, {
+        messages: [{ role: "user", content: "Hi" }],
+        ...bad,
+      });
+      equal(response.status, 400, JSON.stringify(bad));
+      await response.body?.cancel();
+    }
+  },
+});
+
+Deno.test({
+  name: "Anthropic's thinking.budget_tokens closes the thinking block, whole and streamed",
+  ignore,
+  fn: async () => {
+    await using server = await r1Server();
+    const anthropic = new Anthropic({ baseURL: server.url, apiKey: "unused", maxRetries: 0 });
+    const body = {
+      model: "tiny-f32",
+      max_tokens: 1100,
+      temperature: 0,
+      messages: [{ role: "user" as const, content: "Think about it" }],
+    };
+    const adaptive = await anthropic.messages.create({ ...body, thinking: { type: "adaptive" } });
+    deepEqual(adaptive.content.map((block) => block.type), ["thinking"], "no budget: all thinking");
+    const budgeted = await anthropic.messages.create({
+      ...body,
+      thinking: { type: "enabled", budget_tokens: 1024 },
+    });
+    deepEqual(budgeted.content.map((block) => block.type), ["thinking", "text"]);
+    const [thought, answer] = budgeted.content as [Anthropic.ThinkingBlock, Anthropic.TextBlock];
+    ok(adaptive.content[0]?.type === "thinking");
+    ok(adaptive.content[0].thinking.startsWith(thought.thinking), "its first 1024 tokens");
+    ok(answer.text.length > 0);
+    equal(budgeted.usage.output_tokens, 1100);
+    const streamed = await anthropic.messages.stream({
+      ...body,
+      thinking: { type: "enabled", budget_tokens: 1024 },
+    }).finalMessage();
+    deepEqual(streamed.content, budgeted.content);
+  },
+});
