@@ -2021,7 +2021,14 @@ export class Scheduler {
     const refusals = constrained ? sampler.grammarRefusals : 0;
     if (constrained) this.#utf8Guard.apply(this.context.logits(index), slot.unfinished);
     const forced = slot.budget?.forcedToken();
-    if (forced !== undefined) onlyToken(this.context.logits(index), forced);
+    let forcedLogprobs: TokenLogprob | undefined;
+    if (forced !== undefined) {
+      const logits = this.context.logits(index);
+      // Reported as the model saw it, not as the mask leaves it (certain, the rest impossible).
+      const top = job.request.logprobs;
+      if (top !== undefined) forcedLogprobs = stepLogprobs(logits, forced, top);
+      onlyToken(logits, forced);
+    }
     const token = sampler.sample(this.context, index);
     if (constrained) {
       this.#grammarTokens++;
@@ -2030,11 +2037,15 @@ export class Scheduler {
     const sampleMs = performance.now() - sampleStart;
     this.#time.sampleMs += sampleMs;
     this.#time.hostMs -= sampleMs; // inside the turn, which #run counts as host time
-    this.#takeToken(slot, token, index);
+    this.#takeToken(slot, token, index, forcedLogprobs);
   }
 
-  /** What a slot does with its sampled token: end, or add it to the output and stream it. */
-  #takeToken(slot: Slot, token: number, index: number): void {
+  /**
+   * What a slot does with its sampled token: end, or add it to the output and stream it.
+   * `logprobs`: the token's log-probabilities when they were read before its step's logits were
+   * changed (a forced token's).
+   */
+  #takeToken(slot: Slot, token: number, index: number, logprobs?: TokenLogprob): void {
     const job = slot.job as Job;
     const model = this.context.model;
     const constrained = job.request.sampling?.grammar !== undefined;
@@ -2046,7 +2057,7 @@ export class Scheduler {
     slot.generated.push(token);
     if (job.request.logprobs !== undefined) {
       slot.pendingLogprobs.push(
-        stepLogprobs(this.context.logits(index), token, job.request.logprobs),
+        logprobs ?? stepLogprobs(this.context.logits(index), token, job.request.logprobs),
       );
     }
     const bytes = model.tokenBytes(token);

@@ -70,6 +70,27 @@ Deno.test({
     ok(told.reasoning.startsWith(firstTen), told.reasoning);
     ok(told.reasoning.endsWith("Time to answer."), told.reasoning);
 
+    // Log-probabilities of the forced tokens are the model's own, numbers like any other.
+    const scored = await postJson(`${server.url}/v1/chat/completions`, {
+      messages: [{ role: "user", content: "Think about it" }],
+      max_tokens: 20,
+      temperature: 0,
+      thinking_budget_tokens: 3,
+      logprobs: true,
+      top_logprobs: 2,
+    });
+    const steps = (await scored.json()).choices[0].logprobs.content as {
+      logprob: number;
+      top_logprobs: { logprob: number }[];
+    }[];
+    equal(steps.length, 20);
+    for (const step of steps) {
+      for (const { logprob } of [step, ...step.top_logprobs]) {
+        ok(Number.isFinite(logprob) && logprob <= 0, JSON.stringify(step));
+      }
+    }
+    ok(steps.some((step) => step.logprob < -0.01), "not certainties");
+
     const none = await think(server, { thinking_budget_tokens: 0 });
     equal(none.reasoning, "");
     ok(none.content.length > 0);
