@@ -29,6 +29,11 @@ export interface ReasoningBudgetSpec {
   forced: readonly number[];
   /** The prompt ends inside an open block (the template opened it for the model). */
   startsOpen: boolean;
+  /**
+   * Ends the block being written now, as if the budget had run out (llama-server's
+   * `reasoning_end` control); a request has `tokens` Infinity when only this ends it.
+   */
+  endNow?: AbortSignal;
 }
 
 type State = "outside" | "counting" | "waitingForCharacter" | "forcing";
@@ -44,6 +49,8 @@ export class ReasoningBudget {
   #unfinished: number[] = [];
   readonly #decoder = new TextDecoder();
   readonly #tagLength: number;
+  /** Whether {@link ReasoningBudgetSpec.endNow} was acted on. */
+  #endedNow = false;
 
   /** @param spec The budget and its texts. */
   constructor(spec: ReasoningBudgetSpec) {
@@ -54,6 +61,7 @@ export class ReasoningBudget {
 
   /** The token to force this step, if the budget ran out. */
   forcedToken(): number | undefined {
+    this.#heedEndNow();
     return this.#state === "forcing" ? this.#spec.forced[this.#forcedAt] : undefined;
   }
 
@@ -63,6 +71,7 @@ export class ReasoningBudget {
    * block opened on its first token still ends in time), 0 while closing one.
    */
   tokensUntilCheck(): number {
+    this.#heedEndNow();
     switch (this.#state) {
       case "counting":
         return this.#left;
@@ -106,6 +115,13 @@ export class ReasoningBudget {
           this.#recent = "";
         }
     }
+  }
+
+  /** Closes the block being written once `endNow` has aborted (once; later blocks count on). */
+  #heedEndNow(): void {
+    if (this.#endedNow || !this.#spec.endNow?.aborted) return;
+    this.#endedNow = true;
+    if (this.#state === "counting") this.#outOfBudget(this.#unfinished.length === 0);
   }
 
   #openBlock(): void {

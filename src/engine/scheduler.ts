@@ -1002,6 +1002,10 @@ export class Scheduler {
     if (jobs.length > 1) first.forks = jobs.slice(1);
     this.#queue.push(first);
     request.signal?.addEventListener("abort", () => this.#wakeUp(), { once: true });
+    // A run on the decode thread stops, so that the next step closes the thinking block.
+    request.reasoningBudget?.endNow?.addEventListener("abort", () => this.#wakeUp(), {
+      once: true,
+    });
     this.#wakeUp();
   }
 

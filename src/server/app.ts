@@ -44,6 +44,7 @@ import { infill } from "./infill.ts";
 import { props } from "./props.ts";
 import { chatInputTokens, responsesInputTokens } from "./input_tokens.ts";
 import { SLOT_ROUTE, slotAction, slots } from "./slots.ts";
+import { chatControl } from "./chat_control.ts";
 
 /**
  * A route handler. `clientGone` aborts when the client disconnects before the response is
@@ -66,6 +67,7 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/v1/responses": { POST: createResponse },
   "/v1/responses/input_tokens": { POST: responsesInputTokens },
   "/v1/chat/completions/input_tokens": { POST: chatInputTokens },
+  "/v1/chat/completions/control": { POST: chatControl },
   "/v1/embeddings": { POST: embeddings },
   "/embedding": { POST: llamaEmbedding },
   "/v1/rerank": { POST: rerank },
@@ -77,6 +79,7 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/responses": { POST: createResponse },
   "/responses/input_tokens": { POST: responsesInputTokens },
   "/chat/completions/input_tokens": { POST: chatInputTokens },
+  "/chat/completions/control": { POST: chatControl },
   "/embeddings": { POST: embeddings },
   "/rerank": { POST: rerank },
   "/reranking": { POST: rerank },

@@ -4,6 +4,7 @@
  * @module
  */
 
+import type { ReasoningControls } from "./chat_control.ts";
 import type { ModelRegistry } from "../models/registry.ts";
 import type { ModelPulls } from "../models/pull_tracker.ts";
 import type { TemplateOverride } from "../engine/templates.ts";
@@ -54,6 +55,8 @@ export interface ServerContext {
   draining: boolean;
   /** Stored Responses API responses; created on first use when not given. */
   responses?: ResponseStore;
+  /** Chat completions whose thinking a client may end (`chat_control.ts`); made on first use. */
+  reasoningControls?: ReasoningControls;
   /** Pulls of `hf.co/…` models (`serve --allow-pull`), shown by `/health`. */
   pulls?: ModelPulls;
 }

@@ -245,6 +245,7 @@ function reasoningBudgetSpec(
     close: THINK_TAGS.close,
     forced: [...tokenize(budget.message), ...tokenize(THINK_TAGS.close)],
     startsOpen,
+    ...(budget.endNow ? { endNow: budget.endNow } : {}),
   };
 }
 

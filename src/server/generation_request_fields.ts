@@ -83,6 +83,7 @@ const CHAT_FIELDS = new Set([
   "thinking_budget_tokens",
   "reasoning_budget_tokens",
   "reasoning_budget_message",
+  "reasoning_control",
   "chat_template_kwargs",
   "add_generation_prompt",
   "logprobs",

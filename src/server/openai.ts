@@ -31,6 +31,7 @@ import {
   completionLogprobsRequest,
 } from "./logprobs_wire.ts";
 import { followClient } from "./stream_body.ts";
+import { reasoningControls } from "./chat_control.ts";
 import { checkOpenAiFields } from "./generation_request_fields.ts";
 import type { ServedRequest } from "./served_request.ts";
 
@@ -144,6 +145,19 @@ function chatSource(fields: Fields, body: Record<string, unknown>): PromptSource
   };
 }
 
+/**
+ * For a chat completion asked with `reasoning_control`: registers it under its id while it runs,
+ * so that `POST /v1/chat/completions/control` can end its thinking, and gives its thinking budget
+ * the signal to heed.
+ */
+function reasoningControlOf(ctx: ServerContext, id: string, sources: PromptSource[]) {
+  const budget = sources[0]?.kind === "chat" ? sources[0].output?.thinkingBudget : undefined;
+  if (!budget?.controlled) return undefined;
+  const control = reasoningControls(ctx).open(id);
+  budget.endNow = control.signal;
+  return control;
+}
+
 async function complete(
   ctx: ServerContext,
   request: ServedRequest,
@@ -158,11 +172,24 @@ async function complete(
     ? chatLogprobsRequest(fields)
     : completionLogprobsRequest(fields);
   const abort = followClient(clientGone);
+  const id = completionId(kind);
+  const control = reasoningControlOf(ctx, id, sources);
   // Choice i*n+j is the j-th of the n choices of prompt i.
-  const all = await startAll(ctx, fields, sources, abort, logprobs);
+  let all: StartedGeneration[];
+  try {
+    all = await startAll(ctx, fields, sources, abort, logprobs);
+  } catch (error) {
+    control?.[Symbol.dispose]();
+    throw error;
+  }
   const first = all[0] as StartedGeneration;
   const gen = first.fields;
-  const id = completionId(kind);
+  if (control) {
+    control.thinks(first.output?.thinking !== undefined);
+    void Promise.allSettled(all.map((started) => started.result)).finally(() =>
+      control[Symbol.dispose]()
+    );
+  }
   const created = Math.floor(Date.now() / 1000);
   const model = first.entry.name;
   const envelope = { id, created, model, system_fingerprint: SYSTEM_FINGERPRINT };

@@ -135,7 +135,8 @@ export function chatOutputRequest(fields: Fields): ChatOutputRequest {
 
 /**
  * Reads llama-server's thinking budget: `thinking_budget_tokens` (or `reasoning_budget_tokens`;
- * -1, the default, for none) and `reasoning_budget_message`.
+ * -1, the default, for none) and `reasoning_budget_message`; `reasoning_control: true` asks for
+ * a budget (unlimited without one) that `POST /v1/chat/completions/control` can end.
  *
  * @throws {HttpError} 400 for a budget below -1, both names at once, or a message that is not
  *   a string.
@@ -152,7 +153,9 @@ function thinkingBudgetOf(fields: Fields): ThinkingBudget | undefined {
   const name = given[0] ?? names[0];
   const tokens = fields.number(name, { min: -1, max: 2 ** 31 - 1, integer: true }) ?? -1;
   const message = fields.string("reasoning_budget_message") ?? "";
-  return tokens >= 0 ? { tokens, message } : undefined;
+  const controlled = fields.boolean("reasoning_control") ?? false;
+  if (tokens < 0 && !controlled) return undefined;
+  return { tokens: tokens < 0 ? Infinity : tokens, message, controlled };
 }
 
 /**

@@ -52,3 +52,22 @@ Deno.test("a budget of 0 closes the block at once; one that ends inside a charac
   b.accept(euro.subarray(2));
   equal(b.forcedToken(), 901);
 });
+
+Deno.test("endNow closes the block being written; a later block counts on", () => {
+  const end = new AbortController();
+  const spec: ReasoningBudgetSpec = {
+    tokens: Infinity,
+    open: "<think>",
+    close: "</think>",
+    forced: FORCED,
+    startsOpen: true,
+    endNow: end.signal,
+  };
+  const b = new ReasoningBudget(spec);
+  deepEqual(feed(b, ["a", "b"]), [undefined, undefined]);
+  equal(b.tokensUntilCheck(), Infinity);
+  end.abort();
+  equal(b.tokensUntilCheck(), 0);
+  deepEqual(feed(b, ["x", "y", "z", "answer", "<think>", "more"]), [901, 902, 903, ...Array(3)]);
+  equal(b.tokensUntilCheck(), Infinity, "a later block is not ended by the same signal");
+});

@@ -164,3 +164,71 @@ Deno.test({
     deepEqual(streamed.content, budgeted.content);
   },
 });
+
+Deno.test({
+  name: "POST /v1/chat/completions/control ends a running completion's thinking, and it answers",
+  ignore,
+  fn: async () => {
+    await using server = await startServer({ load: { ctxSize: 4096 } });
+    server.ctx.settings.chatTemplate = { template: Deno.readTextFileSync(R1), path: R1 };
+    const control = async (body: Record<string, unknown>) => {
+      const response = await postJson(`${server.url}/v1/chat/completions/control`, body);
+      return { status: response.status, json: await response.json() };
+    };
+    const stream = await postJson(`${server.url}/v1/chat/completions`, {
+      messages: [{ role: "user", content: "Think about it" }],
+      max_tokens: 3000,
+      temperature: 0,
+      reasoning_control: true,
+      stream: true,
+    });
+    const reader = stream.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!text.includes("reasoning_content")) text += (await reader.read()).value ?? "";
+    const id = JSON.parse(text.slice(text.indexOf("data: ") + 6, text.indexOf("\n"))).id;
+    deepEqual((await control({ id, action: "reasoning_end" })).json, { success: true });
+    for (let read = await reader.read(); !read.done; read = await reader.read()) text += read.value;
+    let reasoning = 0;
+    let content = "";
+    for (const line of text.split("\n").filter((l) => l.startsWith("data: {"))) {
+      const delta = JSON.parse(line.slice(6)).choices[0]?.delta ?? {};
+      if (delta.reasoning_content) reasoning++;
+      content += delta.content ?? "";
+    }
+    ok(reasoning > 0 && reasoning < 2000, `${reasoning} reasoning deltas, then the block closed`);
+    ok(content.length > 0, "and the model answered");
+
+    // Ended, unknown or never asked: nothing to end. Bad bodies are 400s.
+    equal((await control({ id, action: "reasoning_end" })).json.success, false);
+    deepEqual((await control({ id: "chatcmpl-nope", action: "reasoning_end" })).json, {
+      success: false,
+      message: "no active completion for this id",
+    });
+    for (const bad of [{ action: "reasoning_end" }, { id, action: "pause" }, { id, x: 1 }]) {
+      equal((await control(bad)).status, 400, JSON.stringify(bad));
+    }
+
+    // A template that does not think: nothing to end.
+    server.ctx.settings.chatTemplate = undefined;
+    const abort = new AbortController();
+    const plain = await postJson(
+      `${server.url}/v1/chat/completions`,
+      {
+        messages: [{ role: "user", content: "Hi" }],
+        max_tokens: 3000,
+        ignore_eos: true,
+        reasoning_control: true,
+        stream: true,
+      },
+      {},
+      abort.signal,
+    );
+    const first = (await plain.body!.pipeThrough(new TextDecoderStream()).getReader().read()).value;
+    const plainId = JSON.parse((first ?? "").slice(6, (first ?? "").indexOf("\n"))).id;
+    deepEqual((await control({ id: plainId, action: "reasoning_end" })).json, {
+      success: false,
+      message: "reasoning control not enabled for this completion",
+    });
+    abort.abort();
+  },
+});

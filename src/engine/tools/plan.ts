@@ -28,7 +28,10 @@ export interface ChatOutputRequest {
   parallel: boolean;
   /** `reasoning_format`; default `auto`. */
   reasoningFormat: ReasoningFormat;
-  /** A thinking budget (`thinking_budget_tokens`); default: none. */
+  /**
+   * A thinking budget (`thinking_budget_tokens`, or an unlimited one that `reasoning_control`
+   * lets a client end); default: none.
+   */
   thinkingBudget?: ThinkingBudget;
 }
 
@@ -38,6 +41,10 @@ export interface ThinkingBudget {
   tokens: number;
   /** Text put before the closing tag when the budget runs out (default: none). */
   message: string;
+  /** `reasoning_control`: a client may end the thinking while it runs (see `endNow`). */
+  controlled?: boolean;
+  /** Ends the thinking now (llama-server's `reasoning_end` control), whatever is left of it. */
+  endNow?: AbortSignal;
 }
 
 /** How a generation's output is constrained and read. */
