@@ -15,6 +15,9 @@
  * @module
  */
 
+import type { Model } from "../ffi/model.ts";
+import { THINK_TAGS } from "./tools/parse.ts";
+import type { ThinkingBudget } from "./tools/plan.ts";
 import { unfinishedCharacter } from "./utf8_guard.ts";
 
 /** What a request's thinking budget is made of, its texts tokenized for the model. */
@@ -149,4 +152,34 @@ export class ReasoningBudget {
     this.#recent = recent.slice(-this.#tagLength);
     return false;
   }
+}
+
+/**
+ * A request's thinking budget for the engine: the `<think>` tags, and the tokens forced when the
+ * budget runs out (the message, if any, then the closing tag).
+ *
+ * @param model The model (its vocabulary tokenizes the texts).
+ * @param budget What the request asked.
+ * @param startsOpen Whether the prompt ends inside an open block.
+ * @returns The spec.
+ * @example
+ * ```ts
+ * const spec = reasoningBudgetSpec(model, { tokens: 512, message: "" }, true);
+ * ```
+ */
+export function reasoningBudgetSpec(
+  model: Model,
+  budget: ThinkingBudget,
+  startsOpen: boolean,
+): ReasoningBudgetSpec {
+  const tokenize = (text: string) =>
+    text ? Array.from(model.tokenize(text, { addSpecial: false, parseSpecial: true })) : [];
+  return {
+    tokens: budget.tokens,
+    open: THINK_TAGS.open,
+    close: THINK_TAGS.close,
+    forced: [...tokenize(budget.message), ...tokenize(THINK_TAGS.close)],
+    startsOpen,
+    ...(budget.endNow ? { endNow: budget.endNow } : {}),
+  };
 }

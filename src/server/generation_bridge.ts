@@ -12,11 +12,8 @@ import {
   type ChatOutputPlan,
   type ChatOutputRequest,
   planChatOutput,
-  type ThinkingBudget,
 } from "../engine/tools/plan.ts";
-import { THINK_TAGS } from "../engine/tools/parse.ts";
-import type { ReasoningBudgetSpec } from "../engine/reasoning_budget.ts";
-import type { Model } from "../ffi/model.ts";
+import { reasoningBudgetSpec } from "../engine/reasoning_budget.ts";
 import {
   chatPrompt,
   type PreparedPrompt,
@@ -226,27 +223,6 @@ async function queueChoices(
     lease.release();
     throw error;
   }
-}
-
-/**
- * A thinking budget for the engine: the `<think>` tags, and the tokens forced when the budget
- * runs out (the message, if any, then the closing tag).
- */
-function reasoningBudgetSpec(
-  model: Model,
-  budget: ThinkingBudget,
-  startsOpen: boolean,
-): ReasoningBudgetSpec {
-  const tokenize = (text: string) =>
-    text ? Array.from(model.tokenize(text, { addSpecial: false, parseSpecial: true })) : [];
-  return {
-    tokens: budget.tokens,
-    open: THINK_TAGS.open,
-    close: THINK_TAGS.close,
-    forced: [...tokenize(budget.message), ...tokenize(THINK_TAGS.close)],
-    startsOpen,
-    ...(budget.endNow ? { endNow: budget.endNow } : {}),
-  };
 }
 
 /** Turns a request's prompt, infill parts or messages into tokens. */

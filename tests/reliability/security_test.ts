@@ -119,6 +119,9 @@ const AUTH_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"
 
 function validBody(path: string): string {
   if (path.endsWith("/responses/input_tokens")) return JSON.stringify({ model: MODEL, input: "x" });
+  if (path.endsWith("/chat/completions/control")) {
+    return JSON.stringify({ id: "chatcmpl-x", action: "reasoning_end" });
+  }
   if (
     path.endsWith("/chat/completions") || path.endsWith("/chat/completions/input_tokens") ||
     path === "/apply-template"
