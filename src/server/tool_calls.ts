@@ -133,13 +133,16 @@ export function chatOutputRequest(fields: Fields): ChatOutputRequest {
   };
 }
 
+/** The longest text forced before a thinking block's closing tag (it is tokenized at once). */
+const MAX_BUDGET_MESSAGE = 4096;
+
 /**
  * Reads llama-server's thinking budget: `thinking_budget_tokens` (or `reasoning_budget_tokens`;
  * -1, the default, for none) and `reasoning_budget_message`; `reasoning_control: true` asks for
  * a budget (unlimited without one) that `POST /v1/chat/completions/control` can end.
  *
  * @throws {HttpError} 400 for a budget below -1, both names at once, or a message that is not
- *   a string.
+ *   a string or is longer than 4096 characters.
  */
 function thinkingBudgetOf(fields: Fields): ThinkingBudget | undefined {
   const names = ["thinking_budget_tokens", "reasoning_budget_tokens"] as const;
@@ -153,6 +156,12 @@ function thinkingBudgetOf(fields: Fields): ThinkingBudget | undefined {
   const name = given[0] ?? names[0];
   const tokens = fields.number(name, { min: -1, max: 2 ** 31 - 1, integer: true }) ?? -1;
   const message = fields.string("reasoning_budget_message") ?? "";
+  if (message.length > MAX_BUDGET_MESSAGE) {
+    throw badRequest(
+      `"reasoning_budget_message" must be at most ${MAX_BUDGET_MESSAGE} characters`,
+      "reasoning_budget_message",
+    );
+  }
   const controlled = fields.boolean("reasoning_control") ?? false;
   if (tokens < 0 && !controlled) return undefined;
   return { tokens: tokens < 0 ? Infinity : tokens, message, controlled };

@@ -323,6 +323,10 @@ export function fieldValues(): Record<string, unknown[]> {
       deepArray(20_000),
     ],
     tool_choice: ["x", 1, { type: "function", function: { name: 1 } }, "required"],
+    thinking_budget_tokens: [-2, 0, 1, 1.5, "x", 2 ** 31, 1e300],
+    reasoning_budget_tokens: [0, -1, []],
+    reasoning_budget_message: [5, "", "x".repeat(100_000), "</think>".repeat(1_000)],
+    reasoning_control: ["yes", 1, true],
     response_format: [
       "x",
       { type: "json_object" },

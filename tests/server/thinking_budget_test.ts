@@ -121,6 +121,7 @@ Deno.test({
         { thinking_budget_tokens: "10" },
         { thinking_budget_tokens: 10, reasoning_budget_tokens: 10 },
         { thinking_budget_tokens: 10, reasoning_budget_message: 7 },
+        { thinking_budget_tokens: 10, reasoning_budget_message: "x".repeat(4097) },
       ]
     ) {
       const response = await postJson(`${server.url}/v1/chat/completions`, {
