@@ -200,3 +200,34 @@ Deno.test("an idle slot is saved and restored while another streams, and the str
     .map((line) => JSON.parse(line.slice(6)).content ?? "").join("");
   equal(text, alone.content);
 });
+
+Deno.test("a slot file needs the same KV layout: another number of KV streams is a 400, one shared cache takes it", async () => {
+  // Fused attention fixed for all three: it decides how V is stored, which must match too.
+  await using temp = await tempFolder();
+  const folder = temp.path;
+  {
+    await using one = await startServer({
+      load: { parallel: 1, ctxSize: 1024, flashAttn: "off" },
+      settings: { slotSavePath: folder },
+    });
+    await complete(one.url);
+    equal((await slotAction(one.url, "/slots/0?action=save", { filename: "one.bin" })).status, 200);
+  }
+  {
+    await using two = await startServer({
+      load: { parallel: 2, ctxSize: 1024, flashAttn: "off" },
+      settings: { slotSavePath: folder },
+    });
+    const refused = await slotAction(two.url, "/slots/1?action=restore", { filename: "one.bin" });
+    equal(refused.status, 400, JSON.stringify(refused.json));
+    ok(refused.json.error.message.includes("n_stream mismatch"), refused.json.error.message);
+    equal((await complete(two.url)).cached, 0, "and the server serves on");
+  }
+  await using shared = await startServer({
+    load: { parallel: 2, ctxSize: 1024, kvUnified: "on", flashAttn: "off" },
+    settings: { slotSavePath: folder },
+  });
+  const restored = await slotAction(shared.url, "/slots/1?action=restore", { filename: "one.bin" });
+  equal(restored.status, 200, JSON.stringify(restored.json));
+  ok((await complete(shared.url)).cached > 0, "the restored cache serves the prompt");
+});
