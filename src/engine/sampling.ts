@@ -50,6 +50,11 @@ export interface SamplingParams {
   minP?: number;
   /** Locally typical sampling; 1 disables. */
   typicalP?: number;
+  /**
+   * The fewest tokens top-p, min-p, typical and XTC leave (llama-server's `min_keep`); 0, the
+   * default, as 1: they always leave the best one.
+   */
+  minKeep?: number;
   /** Repetition penalty; 1 disables. */
   repeatPenalty?: number;
   /** How many recent tokens the penalties look at. */
@@ -117,6 +122,7 @@ export const DEFAULT_SAMPLING: Required<
   topP: 0.9,
   minP: 0.05,
   typicalP: 1,
+  minKeep: 0,
   repeatPenalty: 1,
   repeatLastN: 64,
   frequencyPenalty: 0,
@@ -223,14 +229,20 @@ function stageOf(
     case "top_k":
       return p.topK > 0 ? { type: "top_k", k: p.topK } : undefined;
     case "typ_p":
-      return p.typicalP < 1 ? { type: "typical", p: p.typicalP } : undefined;
+      return p.typicalP < 1 ? { type: "typical", p: p.typicalP, minKeep: p.minKeep } : undefined;
     case "top_p":
-      return p.topP < 1 ? { type: "top_p", p: p.topP } : undefined;
+      return p.topP < 1 ? { type: "top_p", p: p.topP, minKeep: p.minKeep } : undefined;
     case "min_p":
-      return p.minP > 0 ? { type: "min_p", p: p.minP } : undefined;
+      return p.minP > 0 ? { type: "min_p", p: p.minP, minKeep: p.minKeep } : undefined;
     case "xtc":
       if (p.xtcProbability <= 0 || p.xtcThreshold > 0.5) return;
-      return { type: "xtc", probability: p.xtcProbability, threshold: p.xtcThreshold, seed };
+      return {
+        type: "xtc",
+        probability: p.xtcProbability,
+        threshold: p.xtcThreshold,
+        minKeep: p.minKeep,
+        seed,
+      };
     case "temperature":
       return temperatureStage(p);
     case "infill":

@@ -30,6 +30,7 @@ const GENERATION = [
   "repeat_penalty",
   "repeat_last_n",
   "typical_p",
+  "min_keep",
   "mirostat",
   "mirostat_tau",
   "mirostat_eta",

@@ -347,6 +347,7 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
   set("repeatPenalty", fields.number("repeat_penalty", { min: 0 }));
   set("repeatLastN", fields.number("repeat_last_n", { min: 0, max: I32_MAX, integer: true }));
   set("typicalP", fields.number("typical_p", { min: 0, max: 1 }));
+  set("minKeep", fields.number("min_keep", { min: 0, max: I32_MAX, integer: true }));
   set("seed", fields.number("seed", { min: -(2 ** 63), max: 2 ** 64 - 1, integer: true }));
   set(
     "mirostat",

@@ -209,6 +209,12 @@ Deno.test("llama-server's further samplers are read on every generating route, a
     const plain = await textOf(route, { prompt: "hi", ...open });
     equal(plain === greedy, false, `${route}: the open draw alone is not greedy`);
   }
+  // top_p 0 leaves the best token only, the greedy text; min_keep keeps more for the draw.
+  const narrow = { prompt: "hi", ...open, top_p: 0 };
+  const greedy = await textOf("/v1/completions", { prompt: "hi", temperature: 0 });
+  equal(await textOf("/v1/completions", narrow), greedy);
+  const kept = await textOf("/v1/completions", { ...narrow, min_keep: 50 });
+  equal(kept === greedy, false, "min_keep 50 leaves the draw 50 tokens");
   await expectAnswered(server, "/v1/chat/completions", {
     messages: MESSAGES,
     top_n_sigma: 1.5,
@@ -225,6 +231,8 @@ Deno.test("llama-server's further samplers are read on every generating route, a
   const chat = "/v1/chat/completions";
   const refused: [Record<string, unknown>, string, RegExp][] = [
     [{ mirostat: 3 }, "mirostat", /"mirostat" must be at most 2/],
+    [{ min_keep: -1 }, "min_keep", /at least 0/],
+    [{ min_keep: 2.5 }, "min_keep", /an integer/],
     [{ mirostat_tau: -1 }, "mirostat_tau", /at least 0/],
     [{ xtc_probability: 1.5 }, "xtc_probability", /at most 1/],
     [{ dry_base: 0.5 }, "dry_base", /at least 1/],
