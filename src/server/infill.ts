@@ -12,6 +12,7 @@ import type { InfillParts } from "../engine/fim_prompt.ts";
 import type { ServerContext } from "./context.ts";
 import { startChoices, type StartedGeneration } from "./generation_bridge.ts";
 import { checkLlamaCompletionFields } from "./generation_request_fields.ts";
+import { foldForeignFields } from "./foreign_fields.ts";
 import { badRequest } from "./http_error.ts";
 import { answerShape, completionAnswer, probabilitiesAsked } from "./llama_completion.ts";
 import { Fields, readRequestJson } from "./request_body.ts";
@@ -32,7 +33,7 @@ export async function infill(
   request: ServedRequest,
   clientGone: AbortSignal,
 ): Promise<Response> {
-  const body = await readRequestJson(request, ctx.settings);
+  const body = foldForeignFields(await readRequestJson(request, ctx.settings), "native");
   checkLlamaCompletionFields(body, "/infill");
   const fields = new Fields(body);
   const parts = infillParts(fields);

@@ -22,6 +22,7 @@ import { MAX_TOP_LOGPROBS, type TokenLogprob } from "../engine/logprobs.ts";
 import type { ServerContext } from "./context.ts";
 import { startChoices, type StartedGeneration } from "./generation_bridge.ts";
 import { checkLlamaCompletionFields } from "./generation_request_fields.ts";
+import { foldForeignFields } from "./foreign_fields.ts";
 import { badRequest } from "./http_error.ts";
 import { llamaProbabilities } from "./logprobs_wire.ts";
 import { Fields, type GenerationFields, readRequestJson } from "./request_body.ts";
@@ -43,7 +44,7 @@ export async function llamaCompletion(
   request: ServedRequest,
   clientGone: AbortSignal,
 ): Promise<Response> {
-  const body = await readRequestJson(request, ctx.settings);
+  const body = foldForeignFields(await readRequestJson(request, ctx.settings), "native");
   checkLlamaCompletionFields(body, "/completion");
   const fields = new Fields(body);
   const source = promptOf(fields.raw("prompt"));

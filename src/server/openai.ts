@@ -32,6 +32,7 @@ import {
 } from "./logprobs_wire.ts";
 import { followClient } from "./stream_body.ts";
 import { reasoningControls } from "./chat_control.ts";
+import { foldForeignFields } from "./foreign_fields.ts";
 import { checkOpenAiFields } from "./generation_request_fields.ts";
 import type { ServedRequest } from "./served_request.ts";
 
@@ -164,7 +165,9 @@ async function complete(
   clientGone: AbortSignal,
   kind: Kind,
 ): Promise<Response> {
-  const body = await readRequestJson(request, ctx.settings);
+  const read = await readRequestJson(request, ctx.settings);
+  // SillyTavern's generic text-completion mode sends other backends' fields too.
+  const body = kind === "text" ? foldForeignFields(read, "openai") : read;
   checkOpenAiFields(body, kind);
   const fields = new Fields(body);
   const sources = promptsOf(fields, kind, body);
