@@ -107,7 +107,7 @@ export function foldForeignFields(
     const same = field === "max_tokens" ? LENGTH_FIELDS : [field];
     const other = same.find((name) => folded[name] !== undefined && folded[name] !== null);
     if (other === undefined) folded[field] = value;
-    else if (JSON.stringify(folded[other]) !== JSON.stringify(value)) {
+    else if (!sameValue(folded[other], value)) {
       throw badRequest(`"${alias}" and "${other}" disagree; send one of them`, alias);
     }
   }
@@ -125,20 +125,39 @@ function foldCustomTokenBans(folded: Record<string, unknown>): void {
   delete folded.custom_token_bans;
   if (value === undefined || value === null || value === "") return;
   const ids = typeof value === "string" ? value.split(",").map((s) => s.trim()) : value;
-  if (!Array.isArray(ids)) {
+  if (!Array.isArray(ids) || !ids.every((id) => typeof id === "number" || typeof id === "string")) {
     throw badRequest('"custom_token_bans" must be token ids', "custom_token_bans");
   }
   const bias = folded.logit_bias;
-  const banned = (id: unknown) =>
+  const banned = (id: number | string) =>
     Array.isArray(bias)
-      ? bias.some((pair) => Array.isArray(pair) && String(pair[0]) === String(id) && isBan(pair[1]))
-      : isBan((bias as Record<string, unknown> | undefined)?.[String(id)]);
+      ? bias.some((pair) =>
+        Array.isArray(pair) && typeof pair[0] === "number" && String(pair[0]) === String(id) &&
+        isBan(pair[1])
+      )
+      : isObject(bias) && isBan(bias[String(id)]);
   if (!ids.every(banned)) {
     throw badRequest(
       '"custom_token_bans" is not supported here: ban tokens in "logit_bias" ([id, false])',
       "custom_token_bans",
     );
   }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** Whether two field values are the same: equal scalars, or arrays of equal scalars. */
+function sameValue(a: unknown, b: unknown): boolean {
+  if (Array.isArray(a) && Array.isArray(b)) {
+    return a.length === b.length && a.every((item, i) => isScalar(item) && item === b[i]);
+  }
+  return isScalar(a) && a === b;
+}
+
+function isScalar(value: unknown): boolean {
+  return value === null || ["string", "number", "boolean"].includes(typeof value);
 }
 
 function isBan(bias: unknown): boolean {
@@ -156,11 +175,12 @@ function foldDynamicTemperature(folded: Record<string, unknown>): void {
   delete folded.dynatemp_low;
   delete folded.dynatemp_high;
   if (on === undefined && low === undefined && high === undefined) return;
-  const temperature = Number(folded.temperature ?? NaN);
-  const range = Number(folded.dynatemp_range ?? 0);
-  const agrees = (on === undefined || on === (range > 0)) &&
-    (low === undefined || Math.abs(Number(low) - (temperature - range)) < 1e-6) &&
-    (high === undefined || Math.abs(Number(high) - (temperature + range)) < 1e-6);
+  const { temperature, dynatemp_range: range = 0 } = folded;
+  const near = (value: unknown, target: number) =>
+    value === undefined || (typeof value === "number" && Math.abs(value - target) < 1e-6);
+  const agrees = typeof temperature === "number" && typeof range === "number" &&
+    (on === undefined || on === (range > 0)) &&
+    near(low, temperature - range) && near(high, temperature + range);
   if (!agrees) {
     throw badRequest(
       '"dynatemp_low" and "dynatemp_high" must be "temperature" ∓ "dynatemp_range"; ' +

@@ -6,8 +6,9 @@
  * bans tokens; contradictions are 400s naming the field.
  */
 
-import { deepEqual, equal, notEqual } from "node:assert/strict";
+import { deepEqual, equal, notEqual, throws } from "node:assert/strict";
 import { foldForeignFields } from "../../src/server/foreign_fields.ts";
+import { HttpError } from "../../src/server/http_error.ts";
 import { postJson, readSse, startServer, type TestServer } from "./harness.ts";
 
 /** What SillyTavern's llama.cpp mode sends with its default settings (its createTextGenGenerationData). */
@@ -177,6 +178,25 @@ Deno.test("other backends' samplers set to act, and names that disagree, are 400
       equal(answer.status, 400, `${route} ${JSON.stringify(change)}`);
       equal(answer.json.error.param, param, JSON.stringify(answer.json));
     }
+  }
+});
+
+Deno.test("foldForeignFields refuses deeply nested values with a 400, never a stack overflow", () => {
+  let deep: unknown = 1;
+  for (let i = 0; i < 20_000; i++) deep = [deep];
+  const bodies: Record<string, unknown>[] = [
+    { temperature: 1, dynatemp_low: deep },
+    { temperature: deep, dynatemp_high: 1 },
+    { stop: ["a"], stopping_strings: deep },
+    { stop: deep, stopping_strings: ["a"] },
+    { custom_token_bans: [deep] },
+    { custom_token_bans: "1", logit_bias: [[deep, false]] },
+    { logit_bias: [[deep, 1]] },
+  ];
+  for (const body of bodies) {
+    throws(() => foldForeignFields(body, "native"), (error: Error) => {
+      return error instanceof HttpError && error.status === 400;
+    }, Object.keys(body).join(" "));
   }
 });
 
