@@ -15,6 +15,7 @@ import type { PromptSource } from "./generation_bridge.ts";
 import { badRequest } from "./http_error.ts";
 import { Fields, refuseUnknownFields, type TemplateFields } from "./request_body.ts";
 import { toolSpecs } from "./tool_calls.ts";
+import { isObject } from "../util/objects.ts";
 
 /** The fields `POST /v1/messages` accepts; any other is a 400. */
 const MESSAGE_FIELDS = new Set([
@@ -134,10 +135,6 @@ export function anthropicRequest(
     },
   };
   return { fields: engineFields, source, stopSequences, showThinking: thinking.show, stream };
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function stopSequencesOf(value: unknown): string[] {

@@ -21,6 +21,7 @@
  */
 
 import { badRequest } from "./http_error.ts";
+import { isObject } from "../util/objects.ts";
 
 /** Other backends' names for llama-server's fields, and the field each sets. */
 const ALIASES: Readonly<Record<string, string>> = {
@@ -142,10 +143,6 @@ function foldCustomTokenBans(folded: Record<string, unknown>): void {
       "custom_token_bans",
     );
   }
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /** Whether two field values are the same: equal scalars, or arrays of equal scalars. */

@@ -12,13 +12,10 @@
 import type { TemplateMessage, TemplatePart } from "../engine/templates.ts";
 import { badRequest } from "./http_error.ts";
 import type { ResponseStore } from "./response_store.ts";
+import { isObject } from "../util/objects.ts";
 
 /** A Responses input or output item, as JSON. */
 export type Item = Record<string, unknown>;
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 function given(value: unknown): boolean {
   return value !== undefined && value !== null;

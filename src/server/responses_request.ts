@@ -16,6 +16,7 @@ import { badRequest, HttpError } from "./http_error.ts";
 import { Fields, refuseUnknownFields } from "./request_body.ts";
 import type { ResponseStore } from "./response_store.ts";
 import { chatMessagesOf, inputItems, type Item } from "./responses_items.ts";
+import { isObject } from "../util/objects.ts";
 
 /** What a Responses request asks, read and checked. */
 export interface ResponsesRequest {
@@ -75,10 +76,6 @@ const FUNCTION_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 
 /** `reasoning.effort` values; they reach the template as chat's `reasoning_effort` does. */
 const EFFORTS = ["none", "minimal", "low", "medium", "high", "xhigh", "max"];
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 function given(value: unknown): boolean {
   return value !== undefined && value !== null;

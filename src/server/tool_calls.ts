@@ -17,6 +17,7 @@ import type { ChatOutput } from "../engine/tools/output_stream.ts";
 import type { ToolSpec } from "../engine/tools/tool_types.ts";
 import { badRequest } from "./http_error.ts";
 import type { Fields } from "./request_body.ts";
+import { isObject } from "../util/objects.ts";
 
 /** OpenAI's rule for function names. */
 const FUNCTION_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
@@ -30,10 +31,6 @@ const REASONING_FORMATS: readonly ReasoningFormat[] = [
   "deepseek",
   "deepseek-legacy",
 ];
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 /**
  * Reads `tools` into name + parameters.

@@ -22,6 +22,7 @@ import { ollamaFields } from "./options.ts";
 import { ollamaReply, type ReplyShape } from "./reply.ts";
 import { checkFields, refuseImages } from "./request_checks.ts";
 import type { ServedRequest } from "../served_request.ts";
+import { isObject } from "../../util/objects.ts";
 
 /** The fields `POST /api/chat` accepts; any other is a 400. */
 const CHAT_FIELDS = [
@@ -128,10 +129,6 @@ function ollamaToolCall(call: ToolCallMessage, index: number) {
     );
   }
   return { id: call.id, function: { index, name: call.function.name, arguments: args } };
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /** An Ollama message as a template message. */
