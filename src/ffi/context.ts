@@ -709,13 +709,10 @@ export class Context extends NativeHandle {
     // A run on the decode thread can report its end after its stream's last token was taken.
     while (this.#decoding) await this.idle();
     this.#decoding = true;
-    const entered = this.model.gate.enterShared();
-    const leave = typeof entered === "function" ? entered : await entered;
+    this.#lastShape = "";
     try {
-      this.#lastShape = "";
-      return await this.model.llama.whileNative(call);
+      return await this.model.gate.shared(() => this.model.llama.whileNative(call));
     } finally {
-      leave();
       this.#endDecoding();
     }
   }
