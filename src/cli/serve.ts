@@ -84,6 +84,8 @@ Options:
                           layer on a GPU)
   --api-key KEY           Require Authorization: Bearer KEY or x-api-key: KEY (or SHIMMY_API_KEY)
   --no-webui              Do not serve the chat page at /
+  --no-prefill-assistant  Answer a chat whose last message is the assistant's with a new turn
+                          instead of continuing that message
   --cors ORIGIN           Also allow browser pages from ORIGIN ('*' for any); repeatable,
                           or ','-separated (SHIMMY_ORIGINS too). Loopback origins always are
   --allowed-hosts NAMES   Also accept these Host names, ','-separated ('*' for any;
@@ -176,6 +178,8 @@ export interface ServeArgs extends SplitFlags {
   noDecodeThread: boolean;
   /** `--no-webui`: do not serve the chat page at `/`. */
   noWebui: boolean;
+  /** `--no-prefill-assistant`: a last assistant message gets a new turn, not a continuation. */
+  noPrefillAssistant: boolean;
   /** Where sampler chains run (`--device-sampling`). */
   deviceSampling: DeviceSamplingMode;
   /** Flash attention (`--flash-attn`). */
@@ -257,6 +261,7 @@ export function parseServeArgs(
     "no-mmap": { type: "boolean", default: false },
     "no-decode-thread": { type: "boolean", default: false },
     "no-webui": { type: "boolean", default: false },
+    "no-prefill-assistant": { type: "boolean", default: false },
     "device-sampling": { type: "string" },
     "flash-attn": { type: "string" },
     "kv-unified": { type: "string" },
@@ -288,6 +293,7 @@ export function parseServeArgs(
     noMmap: v["no-mmap"],
     noDecodeThread: v["no-decode-thread"],
     noWebui: v["no-webui"],
+    noPrefillAssistant: v["no-prefill-assistant"],
     deviceSampling: switchFlag(
       "--device-sampling",
       v["device-sampling"] ?? env("SHIMMY_DEVICE_SAMPLING"),
@@ -593,6 +599,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
       },
       adapterDirs: adapterDirs(globals, options.models),
       webui: !options.noWebui,
+      prefillAssistant: !options.noPrefillAssistant,
       ...(options.bodyTimeoutMs !== undefined ? { bodyTimeoutMs: options.bodyTimeoutMs } : {}),
       ...(options.slotSavePath ? { slotSavePath: await slotSaveFolder(options.slotSavePath) } : {}),
       ...(options.ctxSize ? { ctxSize: options.ctxSize } : {}),

@@ -14,6 +14,7 @@
 import type { Model, TokenizeOptions, TokenPieceCache } from "../ffi/model.ts";
 import { GenerationError } from "./errors.ts";
 import { promptTokenCache } from "./prompt_token_cache.ts";
+import type { ContinuedPart } from "./template_continuation.ts";
 import { renderChatOffThread, TEMPLATE_TIMEOUT_MS } from "./template_worker.ts";
 import type { RenderedPrompt, TemplateMessage, TemplateOverride } from "./templates.ts";
 
@@ -44,8 +45,16 @@ export interface PreparedPrompt {
   format: string;
   /** The Jinja source that rendered a chat prompt (absent for raw prompts and built-in families). */
   template?: string;
-  /** The last characters of a rendered chat prompt (what the output continues, e.g. `<think>\n`). */
+  /**
+   * The last characters of a rendered chat prompt (what the output continues, e.g. `<think>\n`);
+   * before the {@link PreparedPrompt.continued} text, when there is one.
+   */
   promptTail?: string;
+  /**
+   * The text of the last message that the prompt ends with, when the model continues it
+   * (prefill, `continueFinal`): the start of the answer, as the template wrote it.
+   */
+  continued?: string;
 }
 
 /** How many characters of a rendered prompt {@link PreparedPrompt.promptTail} keeps. */
@@ -79,6 +88,8 @@ export interface ChatPromptOptions extends PromptOptions {
   reasoningEffort?: string;
   /** Open the assistant's turn at the end. Default true. */
   addGenerationPrompt?: boolean;
+  /** Continue the last message, an assistant's, instead (prefill; see `RenderChatInput`). */
+  continueFinal?: ContinuedPart;
 }
 
 /**
@@ -213,6 +224,7 @@ export async function chatPrompt(
   const template = rendered.family === "jinja"
     ? override && "template" in override ? override.template : model.chatTemplate()
     : undefined;
+  const continuedFrom = rendered.continuedFrom ?? rendered.prompt.length;
   const stopTokens: number[] = [];
   const stopStrings: string[] = [];
   for (const stop of rendered.stopStrings) {
@@ -229,7 +241,10 @@ export async function chatPrompt(
     stopStrings,
     format: rendered.family,
     ...(template !== undefined ? { template } : {}),
-    promptTail: rendered.prompt.slice(-PROMPT_TAIL_CHARS),
+    promptTail: rendered.prompt.slice(0, continuedFrom).slice(-PROMPT_TAIL_CHARS),
+    ...(continuedFrom < rendered.prompt.length
+      ? { continued: rendered.prompt.slice(continuedFrom) }
+      : {}),
   };
 }
 
@@ -287,6 +302,7 @@ export async function renderChatPrompt(
     ...(options.addGenerationPrompt !== undefined
       ? { addGenerationPrompt: options.addGenerationPrompt }
       : {}),
+    ...(options.continueFinal !== undefined ? { continueFinal: options.continueFinal } : {}),
   }, {
     ...(signal ? { signal } : {}),
     timeoutMs: options.templateTimeoutMs ?? TEMPLATE_TIMEOUT_MS,

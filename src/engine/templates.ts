@@ -17,6 +17,9 @@
  */
 
 import { GenerationError } from "./errors.ts";
+import { plainText, type TemplateMessage } from "./template_messages.ts";
+import { ContinuationError, type ContinuedPart, renderContinued } from "./template_continuation.ts";
+import { THINK_TAGS } from "./tools/parse.ts";
 import { detectFamily, type ModelHints, templateStopStrings } from "./templates_detect.ts";
 import { FAMILY_NAMES, type FamilyName, isFamilyName, renderFamily } from "./templates_families.ts";
 import { JinjaSyntaxError } from "./jinja/lexer.ts";
@@ -29,6 +32,7 @@ import {
 } from "./templates_llama.ts";
 
 export { detectFamily, type ModelHints, templateStopStrings } from "./templates_detect.ts";
+export { plainText, type TemplateMessage, type TemplatePart } from "./template_messages.ts";
 export {
   FAMILY_NAMES,
   type FamilyName,
@@ -36,36 +40,6 @@ export {
   isFamilyName,
   renderFamily,
 } from "./templates_families.ts";
-
-/**
- * One chat message. Jinja templates see the whole object, so OpenAI-style fields
- * (`tool_calls`, `tool_call_id`, `name`) reach templates that use them.
- */
-export interface TemplateMessage {
-  /** `system`, `user`, `assistant`, `tool`… */
-  readonly role: string;
-  /**
-   * The message text, or its text parts (`{type: "text", text}`); `null` or absent (an
-   * assistant turn with only tool calls) counts as empty.
-   */
-  readonly content?: string | null | readonly TemplatePart[];
-  /** The assistant's reasoning (`reasoning_content`), passed to templates that show it. */
-  readonly reasoning_content?: string;
-  /** Tool calls of an assistant message. */
-  readonly tool_calls?: readonly unknown[];
-  /** The call a `tool` message answers. */
-  readonly tool_call_id?: string;
-  /** Name of the tool or participant. */
-  readonly name?: string;
-}
-
-/** One part of a message's content. */
-export interface TemplatePart {
-  /** `text`. */
-  readonly type: string;
-  /** The text. */
-  readonly text: string;
-}
 
 /** Input of {@link renderChat}. */
 export interface RenderChatInput {
@@ -99,6 +73,12 @@ export interface RenderChatInput {
   addBos?: boolean;
   /** Milliseconds since the epoch to render "now" at (`strftime_now`). Default: now. */
   nowMs?: number;
+  /**
+   * Leave the last message, an assistant's, open for the model to continue (prefill): the prompt
+   * ends right after its `content`, or after its `reasoning_content` inside a thinking block left
+   * open (`template_continuation.ts`). `addGenerationPrompt` is then not used.
+   */
+  continueFinal?: ContinuedPart;
 }
 
 /** Output of {@link renderChat}. */
@@ -113,6 +93,8 @@ export interface RenderedPrompt {
   addsBos: boolean;
   /** Why a built-in family was used instead of the model's template, when that happened. */
   warning?: string;
+  /** With `continueFinal`: where in `prompt` the continued text starts (it runs to the end). */
+  continuedFrom?: number;
 }
 
 /** Why a chat template could not be used. */
@@ -169,27 +151,41 @@ function parseTemplate(source: string): CompiledChatTemplate | Error {
   return entry;
 }
 
-function fromFamily(
-  family: FamilyName,
-  input: RenderChatInput,
-  warning?: string,
-): RenderedPrompt {
+/** One way of rendering a request's messages: a template or a built-in family. */
+interface Renderer {
+  /** Renders messages, with the assistant's turn opened at the end or not. */
+  render(messages: readonly TemplateMessage[], addGenerationPrompt: boolean): string;
+  /** Whether this way writes `<think>` blocks. */
+  thinks: boolean;
+  /** The rendered prompt of a rendered text. */
+  result(prompt: string): RenderedPrompt;
+}
+
+function familyRenderer(family: FamilyName, input: RenderChatInput, warning?: string): Renderer {
   const options = {
-    addGenerationPrompt: input.addGenerationPrompt ?? true,
     ...(input.bosToken === undefined ? {} : { bosToken: input.bosToken }),
     ...(input.eosToken === undefined ? {} : { eosToken: input.eosToken }),
   };
-  const messages = input.messages.map((m) => ({ role: m.role, content: plainText(m.content) }));
-  const out = renderFamily(family, messages, options);
-  const addsBos = out.bos !== "" && out.prompt.startsWith(out.bos);
-  const result: RenderedPrompt = {
-    prompt: out.prompt,
-    family,
-    stopStrings: out.stopStrings,
-    addsBos,
+  let last = { bos: "", stopStrings: [] as string[] };
+  return {
+    render(messages, addGenerationPrompt) {
+      const plain = messages.map((m) => ({ role: m.role, content: plainText(m.content) }));
+      const out = renderFamily(family, plain, { ...options, addGenerationPrompt });
+      last = out;
+      return out.prompt;
+    },
+    thinks: false,
+    result(prompt) {
+      const result: RenderedPrompt = {
+        prompt,
+        family,
+        stopStrings: last.stopStrings,
+        addsBos: last.bos !== "" && prompt.startsWith(last.bos),
+      };
+      if (warning !== undefined) result.warning = warning;
+      return result;
+    },
   };
-  if (warning !== undefined) result.warning = warning;
-  return result;
 }
 
 /**
@@ -235,15 +231,31 @@ export function templateLoadWarning(template: string | undefined): string | unde
  * ```
  */
 export function renderChat(input: RenderChatInput): RenderedPrompt {
-  if (input.family !== undefined) return fromFamily(input.family, input);
+  const way = rendererOf(input);
+  if (input.continueFinal === undefined) {
+    return way.result(way.render(input.messages, input.addGenerationPrompt ?? true));
+  }
+  let continued;
+  try {
+    continued = renderContinued(input.messages, input.continueFinal, way.render, way.thinks);
+  } catch (error) {
+    if (!(error instanceof ContinuationError)) throw error;
+    throw new TemplateError("render", error.message, error.message, error);
+  }
+  return { ...way.result(continued.prompt), continuedFrom: continued.continuedFrom };
+}
+
+/** The request's way of rendering: its family, its template, or the family standing in for it. */
+function rendererOf(input: RenderChatInput): Renderer {
+  if (input.family !== undefined) return familyRenderer(input.family, input);
   const source = input.template;
   if (source === undefined || source.trim() === "") {
-    return fromFamily(detectFamily(undefined, input.model) ?? "chatml", input);
+    return familyRenderer(detectFamily(undefined, input.model) ?? "chatml", input);
   }
   const template = parseTemplate(source);
   if (template instanceof Error) {
     const family = detectFamily(source, input.model) ?? "chatml";
-    return fromFamily(
+    return familyRenderer(
       family,
       input,
       `The model's chat template does not parse (${template.message}); using the built-in ${family} format instead`,
@@ -251,19 +263,36 @@ export function renderChat(input: RenderChatInput): RenderedPrompt {
   }
   const bos = input.bosToken ?? "";
   const eos = input.eosToken ?? "";
-  let prompt: string;
+  return {
+    render: (messages, addGenerationPrompt) =>
+      renderTemplate(template, {
+        messages,
+        tools: input.tools,
+        addGenerationPrompt,
+        bosToken: bos,
+        eosToken: eos,
+        addBos: input.addBos ?? false,
+        kwargs: input.kwargs,
+        reasoningEffort: input.reasoningEffort,
+        ...(input.nowMs !== undefined ? { now: new Date(input.nowMs) } : {}),
+      }),
+    thinks: source.includes(THINK_TAGS.open),
+    result: (prompt) => ({
+      prompt,
+      family: "jinja",
+      stopStrings: templateStopStrings(source, eos),
+      addsBos: bos !== "" && prompt.startsWith(bos),
+    }),
+  };
+}
+
+/** Renders a compiled template; its failures are {@link TemplateError}s. */
+function renderTemplate(
+  template: CompiledChatTemplate,
+  context: Parameters<typeof applyChatTemplate>[1],
+): string {
   try {
-    prompt = applyChatTemplate(template, {
-      messages: input.messages,
-      tools: input.tools,
-      addGenerationPrompt: input.addGenerationPrompt ?? true,
-      bosToken: bos,
-      eosToken: eos,
-      addBos: input.addBos ?? false,
-      kwargs: input.kwargs,
-      reasoningEffort: input.reasoningEffort,
-      ...(input.nowMs !== undefined ? { now: new Date(input.nowMs) } : {}),
-    });
+    return applyChatTemplate(template, context);
   } catch (error) {
     if (!(error instanceof JinjaRenderError) && !(error instanceof ChatInputError)) throw error;
     // For raise_exception, the detail is the template's own message.
@@ -277,12 +306,6 @@ export function renderChat(input: RenderChatInput): RenderedPrompt {
       error,
     );
   }
-  return {
-    prompt,
-    family: "jinja",
-    stopStrings: templateStopStrings(source, eos),
-    addsBos: bos !== "" && prompt.startsWith(bos),
-  };
 }
 
 /**
@@ -290,13 +313,6 @@ export function renderChat(input: RenderChatInput): RenderedPrompt {
  * worker watches its stop flag through `onStep`, which throws `StopRender`).
  */
 export const renderHooks: { onStep?: () => void } = stepHook;
-
-/** A message's content as one text (parts joined with `\n`, as llama.cpp joins them). */
-export function plainText(content: TemplateMessage["content"]): string {
-  if (content === undefined || content === null) return "";
-  if (typeof content === "string") return content;
-  return content.filter((p) => p.type === "text").map((p) => p.text).join("\n");
-}
 
 /** A `--chat-template` choice, ready to spread into a {@link RenderChatInput}. */
 export type TemplateOverride =

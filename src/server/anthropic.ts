@@ -51,7 +51,7 @@ export async function messages(
   clientGone: AbortSignal,
 ): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);
-  const wire = anthropicRequest(body);
+  const wire = anthropicRequest(body, false, ctx.settings.prefillAssistant ?? true);
   const abort = followClient(clientGone);
   const started = await startGeneration(ctx, wire.fields, wire.source, abort.signal);
   const id = randomId("msg_");
@@ -124,7 +124,7 @@ export async function countTokens(
   clientGone: AbortSignal,
 ): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);
-  const { fields, source } = anthropicRequest(body, true);
+  const { fields, source } = anthropicRequest(body, true, ctx.settings.prefillAssistant ?? true);
   using lease = await ctx.registry.acquire(fields.string("model"));
   const prepared = await chatPrompt(
     lease.model.model,

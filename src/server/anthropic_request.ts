@@ -12,6 +12,7 @@
 import type { TemplateMessage, TemplatePart } from "../engine/templates.ts";
 import type { ChatOutputRequest, ToolChoice } from "../engine/tools/plan.ts";
 import type { PromptSource } from "./generation_bridge.ts";
+import { continuedPart } from "./chat_continuation.ts";
 import { badRequest } from "./http_error.ts";
 import { Fields, refuseUnknownFields, type TemplateFields } from "./request_body.ts";
 import { toolSpecs } from "./tool_calls.ts";
@@ -77,6 +78,8 @@ export interface AnthropicRequest {
  *
  * @param body The parsed JSON body.
  * @param countOnly Read it as a `count_tokens` request.
+ * @param prefill Continue a last message from the assistant (Anthropic's prefill; the answer is
+ *   what the model adds). Default true; false answers it with a new turn.
  * @returns The engine request.
  * @throws {HttpError} 400 naming the field at fault or the unsupported feature.
  * @example
@@ -88,6 +91,7 @@ export interface AnthropicRequest {
 export function anthropicRequest(
   body: Record<string, unknown>,
   countOnly = false,
+  prefill = true,
 ): AnthropicRequest {
   refuseUnknownFields(
     body,
@@ -116,9 +120,13 @@ export function anthropicRequest(
     ...(config.schema ? { response_format: jsonSchemaFormat(config.schema) } : {}),
     stream,
   });
+  const messages = templateMessages(fields.raw("system"), fields.raw("messages"));
+  const continued = prefill && messages.at(-1)?.role === "assistant"
+    ? continuedPart(messages)
+    : undefined;
   const source: ChatSource = {
     kind: "chat",
-    messages: templateMessages(fields.raw("system"), fields.raw("messages")),
+    messages,
     // tool_choice "none": the model is not told about the tools, as on the OpenAI route.
     ...(output.request.tools.length > 0 && output.request.choice !== "none"
       ? { tools: output.templateTools }
@@ -126,6 +134,7 @@ export function anthropicRequest(
     template: {
       ...thinking.template,
       ...(config.effort !== undefined ? { reasoningEffort: config.effort } : {}),
+      ...(continued ? { continueFinal: continued } : {}),
     },
     output: {
       ...output.request,
@@ -349,14 +358,6 @@ function templateMessages(system: unknown, messages: unknown): TemplateMessage[]
     if (role === "assistant") out.push(assistantMessage(content, where, toolNames));
     else out.push(...userMessages(content, where, toolNames));
   });
-  if (out.at(-1)?.role === "assistant") {
-    // The template would close the turn and open a new one: not what a prefill asks.
-    throw badRequest(
-      "The last message is an assistant turn; continuing it (prefill) is not supported, end " +
-        "with a user turn",
-      "messages",
-    );
-  }
   return out;
 }
 

@@ -12,6 +12,7 @@ import { renderChatPrompt } from "../engine/prompt.ts";
 import type { TemplateMessage } from "../engine/templates.ts";
 import type { ServerContext } from "./context.ts";
 import { templateOptions } from "./generation_bridge.ts";
+import { chatContinuation } from "./chat_continuation.ts";
 import { badRequest } from "./http_error.ts";
 import {
   chatMessages,
@@ -37,15 +38,30 @@ export interface PromptParts {
  *
  * @param fields The chat request's fields.
  * @param messages Its messages, read.
+ * @param prefill Whether a last message from the assistant is continued (see
+ *   `chatContinuation`).
  * @returns The parts.
  * @throws {HttpError} 400 when `tools` is not an array, or a template field is malformed.
  */
-export function promptParts(fields: Fields, messages: TemplateMessage[]): PromptParts {
+export function promptParts(
+  fields: Fields,
+  messages: TemplateMessage[],
+  prefill: boolean,
+): PromptParts {
   const tools = fields.raw("tools");
   if (tools !== undefined && !Array.isArray(tools)) {
     throw badRequest('"tools" must be an array', "tools");
   }
-  return { model: fields.string("model"), messages, tools, template: templateFields(fields) };
+  const continuation = chatContinuation(fields, messages, prefill);
+  return {
+    model: fields.string("model"),
+    messages,
+    tools,
+    template: {
+      ...templateFields(fields),
+      ...(continuation ? { continueFinal: continuation.part } : {}),
+    },
+  };
 }
 
 /**
@@ -63,7 +79,11 @@ export async function readPromptRequest(
 ): Promise<PromptParts> {
   const body = await readRequestJson(request, ctx.settings);
   checkTemplateFields(body);
-  return promptParts(new Fields(body), chatMessages(body.messages));
+  return promptParts(
+    new Fields(body),
+    chatMessages(body.messages),
+    ctx.settings.prefillAssistant ?? true,
+  );
 }
 
 /**

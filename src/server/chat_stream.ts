@@ -10,6 +10,7 @@ import type { GenerationChunk, GenerationResult } from "../engine/scheduler.ts";
 import {
   type ChatDelta,
   type ChatOutput,
+  type ChatOutputOptions,
   ChatOutputStream,
 } from "../engine/tools/output_stream.ts";
 import type { StartedGeneration } from "./generation_bridge.ts";
@@ -44,19 +45,88 @@ export async function readChatGeneration(
   const reader = plan && (plan.read.format || plan.read.reasoning)
     ? new ChatOutputStream(plan.read)
     : undefined;
+  // A continued message's text is read first, so that the output parses as one; unless it is
+  // echoed, what it makes of the content and reasoning is neither sent nor in the final output.
+  const continued = plan?.continued;
+  const hidden = continued && !continued.echo
+    ? textsOf(continued.text, reader && plan.read)
+    : undefined;
+  const send = hidden ? skipping(onDelta, hidden) : onDelta;
+  // The continued text goes out with the first generated piece, as llama-server sends it.
+  let lead = continued?.text ?? "";
   const read = (text: string) => {
-    if (!reader) return onDelta({ content: text });
-    // One argument each: forEach's index would land in a second parameter of onDelta.
-    for (const delta of reader.push(text)) onDelta(delta);
+    const piece = lead + text;
+    lead = "";
+    if (!reader) return send({ content: piece });
+    // One argument each: forEach's index would land in a second parameter of send.
+    for (const delta of reader.push(piece)) send(delta);
   };
   for await (const chunk of started.generation) {
     options.onChunk?.(chunk);
     if (options.streaming) read(chunk.text);
   }
   const result = await started.result;
-  if (!options.streaming) read(result.text);
-  if (!reader) return { result, output: { content: result.text, toolCalls: [] } };
-  const end = reader.finish(result.finishReason === "length");
-  for (const delta of end.deltas) onDelta(delta);
-  return { result, output: end.output };
+  if (!options.streaming || lead !== "") read(options.streaming ? "" : result.text);
+  let output: ChatOutput;
+  if (reader) {
+    const end = reader.finish(result.finishReason === "length");
+    for (const delta of end.deltas) send(delta);
+    output = end.output;
+  } else {
+    output = { content: (continued?.text ?? "") + result.text, toolCalls: [] };
+  }
+  return { result, output: hidden ? withoutStart(output, hidden) : output };
+}
+
+/** The content and reasoning that a text makes on its own. */
+interface Texts {
+  content: string;
+  reasoning: string;
+}
+
+/** What `text` alone makes of the content and reasoning, read as `read` says (plain: content). */
+function textsOf(text: string, read?: ChatOutputOptions): Texts {
+  if (!read) return { content: text, reasoning: "" };
+  const alone = new ChatOutputStream(read);
+  alone.push(text);
+  const { output } = alone.finish();
+  return { content: output.content ?? "", reasoning: output.reasoning ?? "" };
+}
+
+/** Passes deltas on less the first characters of content and reasoning that `hidden` holds. */
+function skipping(onDelta: (delta: ChatDelta) => void, hidden: Texts) {
+  let content = hidden.content.length;
+  let reasoning = hidden.reasoning.length;
+  return (delta: ChatDelta) => {
+    const out = { ...delta };
+    if (out.content !== undefined && content > 0) {
+      const cut = Math.min(content, out.content.length);
+      content -= cut;
+      out.content = out.content.slice(cut);
+      if (out.content === "") delete out.content;
+    }
+    if (out.reasoning_content !== undefined && reasoning > 0) {
+      const cut = Math.min(reasoning, out.reasoning_content.length);
+      reasoning -= cut;
+      out.reasoning_content = out.reasoning_content.slice(cut);
+      if (out.reasoning_content === "") delete out.reasoning_content;
+    }
+    if (Object.keys(out).length > 0) onDelta(out);
+  };
+}
+
+/** The output less the content and reasoning it starts with from `hidden`. */
+function withoutStart(output: ChatOutput, hidden: Texts): ChatOutput {
+  const rest = (text: string, start: string) =>
+    text.startsWith(start) ? text.slice(start.length) : text;
+  const trimmed: ChatOutput = {
+    ...output,
+    content: output.content === null ? null : rest(output.content, hidden.content),
+  };
+  if (output.reasoning !== undefined) {
+    const left = rest(output.reasoning, hidden.reasoning);
+    if (left === "") delete trimmed.reasoning;
+    else trimmed.reasoning = left;
+  }
+  return trimmed;
 }

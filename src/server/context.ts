@@ -38,6 +38,11 @@ export interface ServerSettings {
   adapterDirs?: readonly string[];
   /** Serve the chat page at `/` (`shimmy serve` does unless `--no-webui`). Default false. */
   webui?: boolean;
+  /**
+   * Continue a last message from the assistant instead of answering it with a new turn
+   * (`--no-prefill-assistant` turns it off). Default true.
+   */
+  prefillAssistant?: boolean;
 }
 
 /** Shared server state. */

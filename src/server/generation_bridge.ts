@@ -316,7 +316,8 @@ function chatOutputPlan(
 
 /**
  * The template options of a chat request: the server's `--chat-template-kwargs` with the
- * request's `chat_template_kwargs` over them, `reasoning_effort`, `add_generation_prompt`.
+ * request's `chat_template_kwargs` over them, `reasoning_effort`, `add_generation_prompt`, and
+ * whether the last message is continued.
  *
  * @param ctx Server state.
  * @param fields What the request asked.
@@ -331,6 +332,7 @@ export function templateOptions(ctx: ServerContext, fields: TemplateFields = {})
     ...(fields.addGenerationPrompt !== undefined
       ? { addGenerationPrompt: fields.addGenerationPrompt }
       : {}),
+    ...(fields.continueFinal !== undefined ? { continueFinal: fields.continueFinal } : {}),
   };
 }
 

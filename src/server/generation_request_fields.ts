@@ -87,6 +87,8 @@ const CHAT_FIELDS = new Set([
   "reasoning_control",
   "chat_template_kwargs",
   "add_generation_prompt",
+  "continue_final_message",
+  "echo",
   "logprobs",
   "top_logprobs",
   "modalities",
@@ -141,7 +143,7 @@ const ADVICE: Record<string, string> = {
  * @param body The parsed body.
  * @param kind `chat` or `text` (`/v1/completions`).
  * @throws {HttpError} 400 naming a field the endpoint does not read, or one sent with a value
- *   Shimmy cannot honour (`store: true`, audio `modalities`, `echo: true`, `best_of`
+ *   Shimmy cannot honour (`store: true`, audio `modalities`, `echo: true` on completions, `best_of`
  *   above `n`).
  * @example
  * ```ts
@@ -172,7 +174,8 @@ export function checkOpenAiFields(body: Record<string, unknown>, kind: "chat" | 
   ) {
     throw badRequest('"modalities" must be ["text"]: Shimmy generates text only', "modalities");
   }
-  if (fields.boolean("echo")) {
+  // On chat completions `echo` is about a continued message (chat_continuation.ts).
+  if (kind === "text" && fields.boolean("echo")) {
     throw badRequest('"echo": true is not supported; the prompt is not repeated', "echo");
   }
   const bestOf = fields.number("best_of", { min: 1, integer: true });

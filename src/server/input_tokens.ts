@@ -34,7 +34,11 @@ export async function responsesInputTokens(
 ): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);
   const read = readResponsesRequest(body, storeOf(ctx));
-  return await countAnswer(ctx, promptParts(new Fields(read.chat), read.messages), clientGone);
+  return await countAnswer(
+    ctx,
+    promptParts(new Fields(read.chat), read.messages, false),
+    clientGone,
+  );
 }
 
 /**

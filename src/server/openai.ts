@@ -15,6 +15,7 @@ import {
   timingsOf,
   usageOf,
 } from "./generation_bridge.ts";
+import { chatContinuation } from "./chat_continuation.ts";
 import { badRequest, HttpError } from "./http_error.ts";
 import type { ModelEntry } from "../models/registry.ts";
 import { chatMessages, Fields, readRequestJson, templateFields } from "./request_body.ts";
@@ -89,10 +90,16 @@ const MAX_PROMPTS = 64;
 
 /**
  * The prompts of a request: the chat messages, or each prompt of `/v1/completions`, which takes
- * a string, token ids, or an array of either (one choice per prompt, in order).
+ * a string, token ids, or an array of either (one choice per prompt, in order). A chat whose last
+ * message is the assistant's may continue it (`prefill`: the server's setting).
  */
-function promptsOf(fields: Fields, kind: Kind, body: Record<string, unknown>): PromptSource[] {
-  if (kind === "chat") return [chatSource(fields, body)];
+function promptsOf(
+  fields: Fields,
+  kind: Kind,
+  body: Record<string, unknown>,
+  prefill: boolean,
+): PromptSource[] {
+  if (kind === "chat") return [chatSource(fields, body, prefill)];
   const sources = textPrompts(fields);
   const suffix = fields.string("suffix") ?? "";
   if (suffix === "") return sources;
@@ -133,16 +140,25 @@ function isTokenId(value: unknown): boolean {
   return Number.isSafeInteger(value) && (value as number) >= 0;
 }
 
-function chatSource(fields: Fields, body: Record<string, unknown>): PromptSource {
+function chatSource(
+  fields: Fields,
+  body: Record<string, unknown>,
+  prefill: boolean,
+): PromptSource {
   const tools = fields.raw("tools");
   const output = chatOutputRequest(fields);
+  const messages = chatMessages(body.messages);
+  const continuation = chatContinuation(fields, messages, prefill);
   return {
     kind: "chat",
-    messages: chatMessages(body.messages),
+    messages,
     // tool_choice "none": the model is not told about the tools.
     ...(Array.isArray(tools) && output.choice !== "none" ? { tools } : {}),
-    template: templateFields(fields),
-    output,
+    template: {
+      ...templateFields(fields),
+      ...(continuation ? { continueFinal: continuation.part } : {}),
+    },
+    output: { ...output, ...(continuation ? { echoContinued: continuation.echo } : {}) },
   };
 }
 
@@ -170,7 +186,7 @@ async function complete(
   const body = kind === "text" ? foldForeignFields(read, "openai") : read;
   checkOpenAiFields(body, kind);
   const fields = new Fields(body);
-  const sources = promptsOf(fields, kind, body);
+  const sources = promptsOf(fields, kind, body, ctx.settings.prefillAssistant ?? true);
   const logprobs = kind === "chat"
     ? chatLogprobsRequest(fields)
     : completionLogprobsRequest(fields);

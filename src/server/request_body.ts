@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { ContinuedPart } from "../engine/template_continuation.ts";
 import type { TemplateMessage } from "../engine/templates.ts";
 import type { SamplingParams } from "../engine/sampling.ts";
 import { StructuredOutputError } from "../engine/structured/errors.ts";
@@ -485,7 +486,8 @@ function logitBias(
  * Reads OpenAI chat messages; `content` may be a string, `null`, or an array of
  * `{type:"text", text}` parts (as Zed and Cursor send), which are kept as parts for the
  * template (llama.cpp joins them with `\n` for templates that only take text). `tool_calls`,
- * `tool_call_id`, `name` and `reasoning_content` are passed through.
+ * `tool_call_id`, `name` and `reasoning_content` are passed through (another type than an
+ * array for the first and strings for the others is a 400).
  *
  * @param value The `messages` field.
  * @returns The messages.
@@ -505,6 +507,21 @@ export function chatMessages(value: unknown): TemplateMessage[] {
     >;
     if (typeof role !== "string" || role === "") {
       throw badRequest(`messages[${i}].role must be a string`, "messages");
+    }
+    for (
+      const [field, value, kind] of [
+        ["tool_calls", tool_calls, "array"],
+        ["tool_call_id", tool_call_id, "string"],
+        ["name", name, "string"],
+        ["reasoning_content", reasoning_content, "string"],
+      ] as const
+    ) {
+      const fits = value === undefined || value === null ||
+        (kind === "array" ? Array.isArray(value) : typeof value === "string");
+      if (!fits) {
+        const expected = kind === "array" ? "an array" : "a string";
+        throw badRequest(`messages[${i}].${field} must be ${expected}`, "messages");
+      }
     }
     return {
       role,
@@ -542,6 +559,8 @@ export interface TemplateFields {
   reasoningEffort?: string;
   /** `add_generation_prompt` (default true). */
   addGenerationPrompt?: boolean;
+  /** Continue the last message, the assistant's (`chat_continuation.ts`), instead of answering it. */
+  continueFinal?: ContinuedPart;
 }
 
 /**

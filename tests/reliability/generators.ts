@@ -222,6 +222,11 @@ export function fieldValues(): Record<string, unknown[]> {
       [{ role: "system", content: "x" }],
       [{ role: "ünïcødé\u0000", content: "x" }],
       bigArray(20_000, '{"role":"user","content":"hi"}'),
+      // Continued (prefill): the last message is the assistant's.
+      [{ role: "user", content: "x" }, { role: "assistant", content: "y" }],
+      [{ role: "assistant", content: "y" }, { role: "assistant", content: "z" }],
+      [{ role: "assistant", content: "", reasoning_content: 5 }],
+      [{ role: "assistant", content: "", reasoning_content: "x".repeat(100_000) }],
       deepArray(20_000),
     ],
     system: [1, [], { a: 1 }, "", once("system100k", () => "s".repeat(100_000))],
@@ -339,6 +344,8 @@ export function fieldValues(): Record<string, unknown[]> {
     reasoning_budget_tokens: [0, -1, []],
     reasoning_budget_message: [5, "", "x".repeat(100_000), "</think>".repeat(1_000)],
     reasoning_control: ["yes", 1, true],
+    continue_final_message: [true, "content", "reasoning_content", "x", 1, {}],
+    echo: [true, false, "yes", 1],
     response_format: [
       "x",
       { type: "json_object" },

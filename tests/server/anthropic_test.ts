@@ -404,13 +404,17 @@ Deno.test("errors on the Messages routes have Anthropic's shape and status", asy
   });
   equal(badThinking.status, 400);
   match(badThinking.message, /budget_tokens/);
-  const prefill = await post("/v1/messages", {
+  // A prefill is continued (prefill_test.ts); two assistant messages at the end cannot be.
+  const twoAssistants = await post("/v1/messages", {
     model: MODEL,
     max_tokens: 1,
-    messages: [...hi, { role: "assistant", content: "Well," }],
+    messages: [...hi, { role: "assistant", content: "Well," }, {
+      role: "assistant",
+      content: "So,",
+    }],
   });
-  equal(prefill.status, 400);
-  match(prefill.message, /prefill/);
+  equal(twoAssistants.status, 400);
+  match(twoAssistants.message, /two assistant messages/);
   const countMissingModel = await post("/v1/messages/count_tokens", { messages: hi });
   equal(countMissingModel.status, 400);
   const noRoute = await post("/v1/messages/batches", {});

@@ -33,6 +33,11 @@ export interface ChatOutputRequest {
    * lets a client end); default: none.
    */
   thinkingBudget?: ThinkingBudget;
+  /**
+   * When the model continues the last message (prefill): whether its text so far is part of the
+   * answer sent (llama-server's `echo`), or only what the model adds. Default false.
+   */
+  echoContinued?: boolean;
 }
 
 /** The most tokens the model may think, and what it is told when it has thought them. */
@@ -63,13 +68,19 @@ export interface ChatOutputPlan {
    * grammar leaves no room for thinking.
    */
   thinking?: { startsOpen: boolean };
+  /**
+   * The text of the last message that the model continues (prefill): read before the generated
+   * text, so that the output is parsed as one, and sent with the answer when `echo` is set.
+   */
+  continued?: { text: string; echo: boolean };
 }
 
 /**
  * Plans how to constrain and read a chat generation.
  *
  * @param request Tools, choice and reasoning format.
- * @param prompt The rendered prompt's template and tail.
+ * @param prompt The rendered prompt's template, its tail before the continued text, and that
+ *   text (prefill).
  * @returns The plan.
  * @throws {SchemaError} (param `tools`) when a forced tool's parameters cannot be converted.
  * @example
@@ -79,7 +90,7 @@ export interface ChatOutputPlan {
  */
 export function planChatOutput(
   request: ChatOutputRequest,
-  prompt: { template?: string; format?: string; promptTail?: string },
+  prompt: { template?: string; format?: string; promptTail?: string; continued?: string },
 ): ChatOutputPlan {
   const calling = request.tools.length > 0 && request.choice !== "none";
   const template = prompt.template ?? "";
@@ -106,8 +117,15 @@ export function planChatOutput(
   const reasoning = request.reasoningFormat !== "none" && thinks
     ? { ...THINK_TAGS, startsOpen }
     : undefined;
+  const continued = prompt.continued ?? "";
+  // A thinking budget counts generated tokens: whether they start in a block is the prompt's
+  // state after the continued text.
+  const openAfter = continued === "" ? startsOpen : thoughtOpenAfter(startsOpen, continued);
   return {
-    ...(thinks && !forcedCall ? { thinking: { startsOpen } } : {}),
+    ...(thinks && !forcedCall ? { thinking: { startsOpen: openAfter } } : {}),
+    ...(continued !== ""
+      ? { continued: { text: continued, echo: request.echoContinued ?? false } }
+      : {}),
     ...(format ? { format } : {}),
     ...(grammar ? { grammar } : {}),
     ...(triggers ? { triggers } : {}),
@@ -116,6 +134,13 @@ export function planChatOutput(
       ...(reasoning ? { reasoning } : {}),
     },
   };
+}
+
+/** Whether a thinking block is open after `text`, given whether one was before it. */
+function thoughtOpenAfter(openBefore: boolean, text: string): boolean {
+  const open = text.lastIndexOf(THINK_TAGS.open);
+  const close = text.lastIndexOf(THINK_TAGS.close);
+  return open === close ? openBefore : open > close;
 }
 
 /**

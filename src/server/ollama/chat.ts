@@ -13,6 +13,7 @@
 import type { TemplateMessage } from "../../engine/templates.ts";
 import type { ChatOutput, ToolCallMessage } from "../../engine/tools/output_stream.ts";
 import type { ServerContext } from "../context.ts";
+import { continuedPart } from "../chat_continuation.ts";
 import { badRequest, HttpError } from "../http_error.ts";
 import { Fields, readRequestJson } from "../request_body.ts";
 import { chatOutputRequest } from "../tool_calls.ts";
@@ -69,6 +70,11 @@ export async function ollamaChat(
     new Fields({ tools: body.tools, tool_choice: body.tool_choice }),
   );
   const calling = output.tools.length > 0 && output.choice !== "none";
+  const messages = raw.map(templateMessage);
+  // A last message from the assistant is continued (prefill): the answer is what the model adds.
+  const continued = (ctx.settings.prefillAssistant ?? true) && messages.at(-1)?.role === "assistant"
+    ? continuedPart(messages)
+    : undefined;
   return await ollamaReply(
     ctx,
     {
@@ -77,9 +83,9 @@ export async function ollamaChat(
       arrivedAt,
       source: {
         kind: "chat",
-        messages: raw.map(templateMessage),
+        messages,
         ...(calling ? { tools: body.tools as unknown[] } : {}),
-        template: mapped.template,
+        template: { ...mapped.template, ...(continued ? { continueFinal: continued } : {}) },
         output,
       },
     },
