@@ -26,6 +26,7 @@ import {
 import { apiGenerate, apiModels, wsGenerate } from "./native.ts";
 import { chatCompletions, completions, listModels, MODEL_ROUTE, retrieveModel } from "./openai.ts";
 import { createResponse, deleteResponse, RESPONSE_ROUTE, retrieveResponse } from "./responses.ts";
+import { INPUT_ITEMS_ROUTE, listInputItems } from "./responses_input_items.ts";
 import { hostAllowed, originAllowed, type OriginPolicy } from "./origin_policy.ts";
 import { embeddings } from "./embeddings.ts";
 import { llamaEmbedding } from "./llama_embedding.ts";
@@ -134,6 +135,7 @@ function routeOf(path: string, ollamaRoot: boolean): Partial<Record<string, Hand
   if (ROUTES[path]) return ROUTES[path];
   if (MODEL_ROUTE.test(path)) return { GET: retrieveModel };
   if (SLOT_ROUTE.test(path)) return { POST: slotAction };
+  if (INPUT_ITEMS_ROUTE.test(path)) return { GET: listInputItems };
   return RESPONSE_ROUTE.test(path) ? RESPONSE_METHODS : undefined;
 }
 
@@ -147,6 +149,7 @@ function routeLabel(path: string, ollamaRoot: boolean): string {
   if (path.startsWith("/webui/")) return "/webui/{file}";
   if (MODEL_ROUTE.test(path)) return "/v1/models/{id}";
   if (SLOT_ROUTE.test(path)) return "/slots/{id}";
+  if (INPUT_ITEMS_ROUTE.test(path)) return "/v1/responses/{id}/input_items";
   return RESPONSE_ROUTE.test(path) ? "/v1/responses/{id}" : "other";
 }
 

@@ -18,6 +18,8 @@ export const DEFAULT_RESPONSE_TTL_MS = 60 * 60 * 1000;
 export interface StoredResponse {
   /** The response object as it was returned. */
   response: Record<string, unknown>;
+  /** The request's own input items, each with an id (`GET …/input_items` lists them). */
+  input: Record<string, unknown>[];
   /**
    * The conversation as Responses input items: the continued responses' items, this request's
    * input, then this response's output items.
@@ -41,7 +43,7 @@ export interface ResponseStoreOptions {
  * @example
  * ```ts
  * const store = new ResponseStore({ maxResponses: 10, ttlMs: 60_000 });
- * store.put("resp_1", { response: { id: "resp_1" }, items: [] });
+ * store.put("resp_1", { response: { id: "resp_1" }, input: [], items: [] });
  * store.get("resp_1")?.response.id; // "resp_1"
  * store.delete("resp_1"); // true
  * ```
@@ -106,17 +108,16 @@ export class ResponseStore {
   }
 
   /**
-   * An output item of a stored response, for an `item_reference` input item.
+   * An input or output item of a stored response, for an `item_reference` input item.
    *
-   * @param id The item's id (`msg_…`, `fc_…`, `rs_…`).
+   * @param id The item's id (`msg_…`, `fc_…`, `fco_…`, `rs_…`).
    * @returns The item, or undefined when no stored response has it.
    */
   item(id: string): Record<string, unknown> | undefined {
     this.#expire();
     for (const { stored } of this.#entries.values()) {
-      const output = stored.response.output;
-      if (!Array.isArray(output)) continue;
-      const found = output.find((item) => item?.id === id);
+      const output = Array.isArray(stored.response.output) ? stored.response.output : [];
+      const found = [...stored.input, ...output].find((item) => item?.id === id);
       if (found) return found;
     }
     return undefined;

@@ -21,10 +21,10 @@ import {
 } from "./generation_bridge.ts";
 import { badRequest, HttpError } from "./http_error.ts";
 import { Fields, readRequestJson, templateFields } from "./request_body.ts";
-import { ResponseStore } from "./response_store.ts";
+import { ResponseStore, type StoredResponse } from "./response_store.ts";
 import { type EmitEvent, itemId, ResponseOutput } from "./responses_output.ts";
 import { readResponsesRequest, type ResponsesRequest } from "./responses_request.ts";
-import type { Item } from "./responses_items.ts";
+import { type Item, withItemIds } from "./responses_items.ts";
 import { sseEvent, sseResponse } from "./sse.ts";
 import { readChatGeneration } from "./chat_stream.ts";
 import { chatOutputRequest } from "./tool_calls.ts";
@@ -78,14 +78,19 @@ export async function createResponse(
     const final = await generate(started, output, streaming);
     const response = snapshot(final.status, output.items, final.extra);
     if (asked.store && !abort.signal.aborted) {
+      const input = withItemIds(asked.input);
       store.put(envelope.id, {
         response,
-        items: [...asked.history, ...asked.input, ...output.items],
+        input,
+        items: [...asked.history, ...input, ...output.items],
       });
     }
     return response;
   };
-  if (!asked.stream) return Response.json(await finish(new ResponseOutput(), false));
+  const summarize = { summarize: asked.summarize };
+  if (!asked.stream) {
+    return Response.json(await finish(new ResponseOutput(() => {}, summarize), false));
+  }
 
   let sequence = 0;
   let output: ResponseOutput | undefined;
@@ -96,7 +101,7 @@ export async function createResponse(
       const emit: EmitEvent = (type, fields) => send(event(type, fields));
       emit("response.created", { response: snapshot("in_progress", []) });
       emit("response.in_progress", { response: snapshot("in_progress", []) });
-      output = new ResponseOutput(emit);
+      output = new ResponseOutput(emit, summarize);
       const response = await finish(output, true);
       emit(`response.${response.status}`, { response });
     },
@@ -218,9 +223,22 @@ function responseObject(
   };
 }
 
-function storedResponse(ctx: ServerContext, request: ServedRequest) {
+/**
+ * The stored response a request's path names.
+ *
+ * @param ctx Server state.
+ * @param request The request.
+ * @param route The path's pattern; its first group is the id. Default {@link RESPONSE_ROUTE}.
+ * @returns The id and the stored response.
+ * @throws {HttpError} 404 when the id is unknown, deleted or expired.
+ */
+export function storedResponse(
+  ctx: ServerContext,
+  request: ServedRequest,
+  route: RegExp = RESPONSE_ROUTE,
+): { id: string; stored: StoredResponse } {
   const path = new URL(request.url).pathname.replace(/\/+$/, "");
-  const id = decodeURIComponent(RESPONSE_ROUTE.exec(path)?.[1] ?? "");
+  const id = decodeURIComponent(route.exec(path)?.[1] ?? "");
   const stored = storeOf(ctx).get(id);
   if (!stored) {
     throw new HttpError(

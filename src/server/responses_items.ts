@@ -4,7 +4,7 @@
  * assistant turn before it as one of its `tool_calls`, a `function_call_output` is a `tool`
  * message (named after its call), a `reasoning` item is the next assistant turn's
  * `reasoning_content`, and `developer` is `system`. Images, files and other item types are a
- * 400 naming the item.
+ * 400 naming the item. Input items a response keeps get ids (`withItemIds`).
  *
  * @module
  */
@@ -13,6 +13,7 @@ import type { TemplateMessage, TemplatePart } from "../engine/templates.ts";
 import { badRequest } from "./http_error.ts";
 import type { ResponseStore } from "./response_store.ts";
 import { isObject } from "../util/objects.ts";
+import { itemId } from "./responses_output.ts";
 
 /** A Responses input or output item, as JSON. */
 export type Item = Record<string, unknown>;
@@ -200,4 +201,40 @@ export function chatMessagesOf(items: readonly Item[], instructions?: string): T
     }
   }
   return messages;
+}
+
+/** Id prefixes by item type, as OpenAI's ids look. */
+const PREFIXES: Record<string, string> = {
+  message: "msg",
+  function_call: "fc",
+  function_call_output: "fco",
+  reasoning: "rs",
+};
+
+/**
+ * Input items as a response keeps them: each with an id (its own, or a new one), a message's
+ * string content as one text part (`input_text`, or `output_text` for the assistant's).
+ *
+ * @param items The request's input items.
+ * @returns New items; the given ones are not changed.
+ * @example
+ * ```ts
+ * withItemIds([{ type: "message", role: "user", content: "Hi" }]);
+ * // [{ id: "msg_…", type: "message", role: "user", content: [{ type: "input_text", text: "Hi" }] }]
+ * ```
+ */
+export function withItemIds(items: readonly Item[]): Item[] {
+  return items.map((item) => {
+    const type = (item.type ?? "message") as string;
+    const content = typeof item.content === "string" && type === "message"
+      ? [{ type: item.role === "assistant" ? "output_text" : "input_text", text: item.content }]
+      : item.content;
+    const { id, ...rest } = item;
+    return {
+      id: typeof id === "string" ? id : itemId(PREFIXES[type] ?? "item"),
+      ...rest,
+      type,
+      ...(content !== undefined ? { content } : {}),
+    };
+  });
 }

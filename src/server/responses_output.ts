@@ -60,10 +60,17 @@ export class ResponseOutput {
   #heldSpace = "";
   /** The output index of each call, by its chat delta index. */
   readonly #calls: number[] = [];
+  /** Reasoning items carry their text as a summary too (`reasoning.summary`). */
+  readonly #summarize: boolean;
 
-  /** @param emit Receives each stream event; a no-op when not streaming. */
-  constructor(emit: EmitEvent = () => {}) {
+  /**
+   * @param emit Receives each stream event; a no-op when not streaming.
+   * @param options `summarize`: give reasoning items their text as one `summary_text` part too,
+   *   with the summary's stream events (Shimmy does not summarize: the text is the model's).
+   */
+  constructor(emit: EmitEvent = () => {}, options: { summarize?: boolean } = {}) {
     this.#emit = emit;
+    this.#summarize = options.summarize ?? false;
   }
 
   /**
@@ -104,8 +111,24 @@ export class ResponseOutput {
     if (this.#open?.kind !== "reasoning") {
       this.#start("reasoning", { type: "reasoning", summary: [], content: [] }, "rs");
       this.#partAdded({ type: "reasoning_text", text: "" });
+      if (this.#summarize) this.#summaryEvent("part.added", { part: summaryText("") });
     }
     this.#delta("response.reasoning_text.delta", text);
+    if (this.#summarize) this.#summaryEvent("text.delta", { delta: text });
+  }
+
+  /** A `response.reasoning_summary_…` event of a reasoning item's one summary part. */
+  #summaryEvent(
+    kind: string,
+    fields: Record<string, unknown>,
+    index = (this.#open as Open).index,
+  ): void {
+    this.#emit(`response.reasoning_summary_${kind}`, {
+      item_id: this.items[index]?.id,
+      output_index: index,
+      summary_index: 0,
+      ...fields,
+    });
   }
 
   #content(piece: string): void {
@@ -193,10 +216,19 @@ export class ResponseOutput {
         : { type: "response.reasoning_text.done", extra: {} };
       this.#emit(done.type, { ...at, content_index: 0, text, ...done.extra });
       this.#emit("response.content_part.done", { ...at, content_index: 0, part });
+      if (kind === "reasoning" && this.#summarize) {
+        item.summary = [summaryText(text)];
+        this.#summaryEvent("text.done", { text }, index);
+        this.#summaryEvent("part.done", { part: summaryText(text) }, index);
+      }
     }
     item.status = status;
     this.#emit("response.output_item.done", { output_index: index, item });
   }
+}
+
+function summaryText(text: string) {
+  return { type: "summary_text", text };
 }
 
 function outputText(text: string) {

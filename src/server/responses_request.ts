@@ -32,6 +32,11 @@ export interface ResponsesRequest {
   store: boolean;
   /** Answer with server-sent events. */
   stream: boolean;
+  /**
+   * `reasoning.summary` was asked: reasoning items carry their text as a summary too (Shimmy
+   * does not summarize; the model's reasoning is shown whole).
+   */
+  summarize: boolean;
   /** The settings the response object repeats (`instructions`, `tools`, `text`…). */
   echo: Record<string, unknown>;
 }
@@ -77,6 +82,9 @@ const FUNCTION_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 /** `reasoning.effort` values; they reach the template as chat's `reasoning_effort` does. */
 const EFFORTS = ["none", "minimal", "low", "medium", "high", "xhigh", "max"];
 
+/** `reasoning.summary` values: each gets the model's reasoning text whole as its summary. */
+const SUMMARIES = ["auto", "concise", "detailed"];
+
 function given(value: unknown): boolean {
   return value !== undefined && value !== null;
 }
@@ -114,7 +122,8 @@ export function readResponsesRequest(
   const extra = Object.keys(text).find((key) => key !== "format" && key !== "verbosity");
   if (extra !== undefined) throw badRequest(`"text.${extra}" is not supported`, "text");
   const format = text.format ?? { type: "text" };
-  const effort = reasoningEffort(fields.object("reasoning"));
+  const reasoning = reasoningSettings(fields.object("reasoning"));
+  const effort = reasoning.effort;
   const truncation = fields.string("truncation") ?? "disabled";
   if (truncation !== "auto" && truncation !== "disabled") {
     throw badRequest('"truncation" must be "auto" or "disabled"', "truncation");
@@ -153,13 +162,14 @@ export function readResponsesRequest(
     input,
     store: fields.boolean("store") ?? true,
     stream: fields.boolean("stream") ?? false,
+    summarize: reasoning.summary !== undefined,
     echo: {
       instructions: instructions ?? null,
       max_output_tokens: maxOutput ?? null,
       metadata: metadata(fields.raw("metadata")),
       parallel_tool_calls: parallel,
       previous_response_id: previous ?? null,
-      reasoning: { effort: effort ?? null, summary: null },
+      reasoning: { effort: effort ?? null, summary: reasoning.summary ?? null },
       temperature: temperature ?? null,
       text: { format },
       tool_choice: choice,
@@ -273,23 +283,33 @@ function responseFormat(format: unknown, verbosity: unknown): unknown {
   }
 }
 
-/** `reasoning.effort`; summaries and other settings cannot be honoured. */
-function reasoningEffort(reasoning: Record<string, unknown> | undefined): string | undefined {
-  if (reasoning === undefined) return undefined;
+/**
+ * `reasoning`: `effort`, and `summary` (or its older name `generate_summary`), whose every kind
+ * gets the reasoning text itself: no other setting exists.
+ */
+function reasoningSettings(
+  reasoning: Record<string, unknown> | undefined,
+): { effort?: string; summary?: string } {
+  if (reasoning === undefined) return {};
   for (const [key, value] of Object.entries(reasoning)) {
-    if (key === "effort" || !given(value)) continue;
+    if (["effort", "summary", "generate_summary"].includes(key) || !given(value)) continue;
     throw badRequest(
-      `"reasoning.${key}" is not supported; reasoning items carry the model's own reasoning ` +
-        "text, and only reasoning.effort is read",
+      `"reasoning.${key}" is not supported; only reasoning.effort and reasoning.summary are read`,
       "reasoning",
     );
   }
   const effort = reasoning.effort;
-  if (!given(effort)) return undefined;
-  if (typeof effort !== "string" || !EFFORTS.includes(effort)) {
+  if (given(effort) && (typeof effort !== "string" || !EFFORTS.includes(effort))) {
     throw badRequest(`"reasoning.effort" must be one of ${EFFORTS.join(", ")}`, "reasoning");
   }
-  return effort;
+  const summary = given(reasoning.summary) ? reasoning.summary : reasoning.generate_summary;
+  if (given(summary) && (typeof summary !== "string" || !SUMMARIES.includes(summary))) {
+    throw badRequest(`"reasoning.summary" must be one of ${SUMMARIES.join(", ")}`, "reasoning");
+  }
+  return {
+    ...(given(effort) ? { effort: effort as string } : {}),
+    ...(given(summary) ? { summary: summary as string } : {}),
+  };
 }
 
 /** OpenAI's metadata: at most 16 string values, keys up to 64 and values up to 512 long. */

@@ -340,6 +340,77 @@ Deno.test("stored responses can be retrieved and deleted; store false keeps one 
   equal(body.error.type, "not_found_error");
 });
 
+Deno.test("inputItems.list() pages through a stored response's input items, which get ids", async () => {
+  await using server = await serve();
+  const openai = client(server);
+  const input = [
+    { role: "user" as const, content: "One" },
+    { role: "assistant" as const, content: "Two" },
+    { role: "user" as const, content: [{ type: "input_text" as const, text: "Three" }] },
+  ];
+  const created = await openai.responses.create({ model: MODEL, input, max_output_tokens: 2 });
+  const page = await openai.responses.inputItems.list(created.id);
+  const texts = (items: typeof page.data) =>
+    items.map((item) => {
+      const message = item as { role: string; content: { type: string; text: string }[] };
+      return `${message.role}:${message.content.map((c) => `${c.type}=${c.text}`).join()}`;
+    });
+  // Newest first by default.
+  deepEqual(texts(page.data), [
+    "user:input_text=Three",
+    "assistant:output_text=Two",
+    "user:input_text=One",
+  ]);
+  ok(page.data.every((item) => /^msg_[0-9a-f]{48}$/.test(item.id)), JSON.stringify(page.data));
+  equal(page.has_more, false);
+  const ids = page.data.map((item) => item.id);
+
+  // Pages of one, oldest first: the SDK follows `after` to the end.
+  const seen: string[] = [];
+  for await (
+    const item of openai.responses.inputItems.list(created.id, { order: "asc", limit: 1 })
+  ) seen.push(item.id);
+  deepEqual(seen, [...ids].reverse());
+  const middle = await (await fetch(
+    `${server.url}/v1/responses/${created.id}/input_items?order=asc&after=${ids[2]}&before=${
+      ids[0]
+    }`,
+  )).json();
+  deepEqual(middle.data.map((item: { id: string }) => item.id), [ids[1]]);
+  equal(middle.first_id, ids[1]);
+  equal(middle.has_more, false);
+
+  // The ids stand for their items in a later request.
+  const again = await openai.responses.create({
+    model: MODEL,
+    input: [{ type: "item_reference", id: ids[2]! }],
+    max_output_tokens: 2,
+    temperature: 0,
+    store: false,
+  });
+  const direct = await openai.responses.create({
+    model: MODEL,
+    input: "One",
+    max_output_tokens: 2,
+    temperature: 0,
+    store: false,
+  });
+  equal(again.usage!.input_tokens, direct.usage!.input_tokens);
+
+  const status = async (query: string) => {
+    const response = await fetch(`${server.url}/v1/responses/${created.id}/input_items${query}`);
+    await response.body?.cancel();
+    return response.status;
+  };
+  deepEqual(
+    await Promise.all(
+      ["?limit=0", "?limit=101", "?order=up", "?after=msg_x", "?page=2"].map(status),
+    ),
+    [400, 400, 400, 400, 400],
+  );
+  await rejects(openai.responses.inputItems.list("resp_unknown"), OpenAI.NotFoundError);
+});
+
 Deno.test("what /v1/responses cannot honour is a 400 naming the field, in OpenAI's error shape", async () => {
   await using server = await serve();
   const base = { model: MODEL, input: "Hi", max_output_tokens: 4 };
@@ -360,7 +431,8 @@ Deno.test("what /v1/responses cannot honour is a 400 naming the field, in OpenAI
     [{ frequency_penalty: 1 }, "frequency_penalty", /Unknown field/],
     [{ conversation: "conv_1" }, "conversation", /Unknown field/],
     [{ background: true }, "background", /not supported/],
-    [{ reasoning: { summary: "auto" } }, "reasoning", /reasoning\.summary/],
+    [{ reasoning: { summary: "brief" } }, "reasoning", /reasoning\.summary/],
+    [{ reasoning: { context: "all" } }, "reasoning", /reasoning\.context/],
     [{ reasoning: { effort: "extreme" } }, "reasoning", /reasoning\.effort/],
     [{ include: ["message.output_text.logprobs"] }, "include", /not supported/],
     [{ text: { format: { type: "json_schema", name: "x" } } }, "text", /schema/],
@@ -448,6 +520,45 @@ Deno.test({
     );
     const deltas = events.filter((e) => e.name === "response.reasoning_text.delta");
     equal(deltas.map((e) => e.data.delta).join(""), text);
+    equal(events.filter((e) => e.name.includes("summary")).length, 0, "no summary unasked");
+
+    // reasoning.summary (Codex asks for it): the reasoning text whole, as one summary part.
+    const summarized = await client(server).responses.create({
+      ...asked,
+      reasoning: { summary: "auto" },
+    });
+    deepEqual(summarized.reasoning, { effort: null, summary: "auto" });
+    const item = summarized.output[0]!;
+    equal(item.type, "reasoning");
+    if (item.type !== "reasoning") return;
+    deepEqual(item.summary, [{ type: "summary_text", text }]);
+    deepEqual(item.content, [{ type: "reasoning_text", text }]);
+    const summaryEvents = await readEvents(
+      await postJson(`${server.url}/v1/responses`, {
+        ...asked,
+        reasoning: { summary: "detailed" },
+        stream: true,
+      }),
+    );
+    const names = summaryEvents.map((e) => e.name);
+    const at = (name: string) => names.indexOf(name);
+    ok(at("response.output_item.added") < at("response.reasoning_summary_part.added"));
+    ok(at("response.reasoning_summary_part.added") < at("response.reasoning_summary_text.delta"));
+    ok(at("response.reasoning_summary_text.done") < at("response.reasoning_summary_part.done"));
+    ok(at("response.reasoning_summary_part.done") < at("response.output_item.done"));
+    equal(
+      summaryEvents.filter((e) => e.name === "response.reasoning_summary_text.delta")
+        .map((e) => e.data.delta).join(""),
+      text,
+    );
+    const done = summaryEvents.find((e) => e.name === "response.reasoning_summary_part.done");
+    deepEqual(done?.data.part, { type: "summary_text", text });
+    // The SDK's stream helper assembles the same item.
+    const final = await client(server).responses.stream({
+      ...asked,
+      reasoning: { summary: "concise" },
+    }).finalResponse();
+    deepEqual((final.output[0] as { summary: unknown }).summary, [{ type: "summary_text", text }]);
 
     // reasoning.effort "none" reaches the template: Qwen 3 closes the think block in the prompt.
     const qwen3 = join(llamaSourceDir()!, "models", "templates", "Qwen-Qwen3-0.6B.jinja");
@@ -556,7 +667,7 @@ Deno.test("ResponseStore drops the oldest response when full and forgets expired
   let now = 0;
   const store = new ResponseStore({ maxResponses: 2, ttlMs: 1000, now: () => now });
   const put = (id: string) =>
-    store.put(id, { response: { id, output: [{ id: `msg_${id}` }] }, items: [] });
+    store.put(id, { response: { id, output: [{ id: `msg_${id}` }] }, input: [], items: [] });
   put("a");
   put("b");
   put("c");
