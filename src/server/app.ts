@@ -26,6 +26,13 @@ import {
 import { apiGenerate, apiModels, wsGenerate } from "./native.ts";
 import { chatCompletions, completions, listModels, MODEL_ROUTE, retrieveModel } from "./openai.ts";
 import { createResponse, deleteResponse, RESPONSE_ROUTE, retrieveResponse } from "./responses.ts";
+import {
+  conversationIdOf,
+  deleteStream,
+  getStream,
+  keepStream,
+  lookupStreams,
+} from "./stream_sessions.ts";
 import { INPUT_ITEMS_ROUTE, listInputItems } from "./responses_input_items.ts";
 import { hostAllowed, originAllowed, type OriginPolicy } from "./origin_policy.ts";
 import { embeddings } from "./embeddings.ts";
@@ -101,6 +108,8 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/api/lora": { GET: getLora, POST: setLora },
   "/lora-adapters": { GET: getLoraAdapters, POST: setLoraAdapters },
   "/ws/generate": { GET: wsGenerate },
+  "/v1/stream": { GET: getStream, DELETE: deleteStream },
+  "/v1/streams/lookup": { POST: lookupStreams },
   "/metrics": { GET: metrics },
   "/diag": { GET: diag },
   // Ollama's routes that do not collide with Shimmy's own answer at the root too.
@@ -254,7 +263,33 @@ async function route(
     });
   }
   if (request.method === "POST") checkJsonContentType(request, ollamaSubpath(path) ?? path);
-  return await handler(ctx, request, clientGone);
+  const conversation = request.method === "POST" ? conversationIdOf(request) : undefined;
+  if (conversation === undefined) return await handler(ctx, request, clientGone);
+  return await resumable(ctx, request, handler, clientGone, conversation);
+}
+
+/**
+ * Runs a handler for a request that asks its stream to be kept (`X-Conversation-Id`): the work
+ * follows the client until the handler answers; a streamed answer then goes to a session that
+ * outlives the connection (`stream_sessions.ts`), anything else is returned as it is.
+ */
+async function resumable(
+  ctx: ServerContext,
+  request: ServedRequest,
+  handler: Handler,
+  clientGone: AbortSignal,
+  conversation: string,
+): Promise<Response> {
+  const work = new AbortController();
+  const follow = () => work.abort();
+  if (clientGone.aborted) follow();
+  else clientGone.addEventListener("abort", follow, { once: true });
+  const response = await handler(ctx, request, work.signal);
+  const streamed = response.status === 200 &&
+    (response.headers.get("content-type") ?? "").startsWith("text/event-stream");
+  if (!streamed || work.signal.aborted) return response;
+  clientGone.removeEventListener("abort", follow);
+  return keepStream(ctx, conversation, response, work);
 }
 
 function checkHostAndOrigin(request: ServedRequest, policy: OriginPolicy): void {

@@ -4,6 +4,7 @@
  * @module
  */
 
+import type { StreamSessions } from "./stream_sessions.ts";
 import type { ReasoningControls } from "./chat_control.ts";
 import type { ModelRegistry } from "../models/registry.ts";
 import type { ModelPulls } from "../models/pull_tracker.ts";
@@ -62,6 +63,8 @@ export interface ServerContext {
   responses?: ResponseStore;
   /** Chat completions whose thinking a client may end (`chat_control.ts`); made on first use. */
   reasoningControls?: ReasoningControls;
+  /** Streamed answers kept by conversation id (`stream_sessions.ts`); made on first use. */
+  streamSessions?: StreamSessions;
   /** Pulls of `hf.co/…` models (`serve --allow-pull`), shown by `/health`. */
   pulls?: ModelPulls;
 }

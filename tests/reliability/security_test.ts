@@ -142,6 +142,7 @@ function validBody(path: string): string {
   if (path.endsWith("/lora")) return JSON.stringify({ model: MODEL, adapters: [] });
   if (path === "/lora-adapters") return "[]";
   if (path.startsWith("/api/models/")) return JSON.stringify({ model: MODEL });
+  if (path === "/v1/streams/lookup") return JSON.stringify({ conversation_ids: ["x"] });
   if (path === "/tokenize") return JSON.stringify({ model: MODEL, content: "x" });
   if (path === "/detokenize") return JSON.stringify({ model: MODEL, tokens: [1] });
   if (path === "/infill") {
@@ -157,6 +158,8 @@ function validBody(path: string): string {
 function statusWithKey(path: string): number {
   if (path === "/ws/generate") return 426;
   if (path === "/infill") return 501;
+  // Without ?conv_id= the kept-stream routes have no stream to name.
+  if (path === "/v1/stream") return 400;
   return path.includes("/rerank") ? 400 : 200;
 }
 

@@ -166,13 +166,16 @@ export function postJson(
 /**
  * Waits until a condition holds, polling every 10 ms.
  *
- * @param condition Checked until true.
+ * @param condition Checked until true (it may be async: each check is awaited).
  * @param timeoutMs Most milliseconds to wait.
  * @returns Whether it held in time.
  */
-export async function waitFor(condition: () => boolean, timeoutMs = 5000): Promise<boolean> {
+export async function waitFor(
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs = 5000,
+): Promise<boolean> {
   const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
+  while (!(await condition())) {
     if (performance.now() > deadline) return false;
     await new Promise((r) => setTimeout(r, 10));
   }
