@@ -1,6 +1,8 @@
 /**
  * The page's client for Shimmy's HTTP API: model list, load progress and streaming chat
- * completions through the OpenAI routes, with the API key the person gave (if any).
+ * completions through the OpenAI routes, with the API key the person gave (if any). Answers are
+ * streamed under their conversation's id, so the server keeps them when the page goes away and
+ * a reloaded page can read them again (`resume`) or stop them (`stop`).
  *
  * @module
  */
@@ -113,23 +115,26 @@ export class Api {
   }
 
   /**
-   * Streams a chat completion.
+   * Streams a chat completion, kept by the server under the conversation's id: it goes on if
+   * the page goes away, until {@link Api.stop}.
    *
    * @param model Model name.
    * @param messages The conversation.
    * @param options Sampling settings.
-   * @param signal Aborts the request (the server then frees the slot).
+   * @param conversation The conversation's id.
+   * @param signal Stops reading (the answer goes on: {@link Api.stop} stops it).
    * @returns The answer's pieces as they arrive.
    */
   async *chat(
     model: string,
     messages: ApiMessage[],
     options: SamplingOptions,
+    conversation: string,
     signal: AbortSignal,
   ): AsyncGenerator<StreamEvent> {
     const response = await fetch("/v1/chat/completions", {
       method: "POST",
-      headers: this.#headers(true),
+      headers: { ...this.#headers(true), "x-conversation-id": conversation },
       body: JSON.stringify({
         model,
         messages,
@@ -139,22 +144,51 @@ export class Api {
       }),
       signal,
     });
-    await check(response);
-    const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    while (true) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const data = block.split("\n").filter((l) => l.startsWith("data:"))
-          .map((l) => l.slice(5).trimStart()).join("\n");
-        if (data === "" || data === "[DONE]") continue;
-        yield* eventsOf(JSON.parse(data));
-      }
+    yield* events(response);
+  }
+
+  /**
+   * Reads a conversation's kept answer again from its start: what came while the page was away,
+   * then the rest as it comes.
+   *
+   * @param conversation The conversation's id.
+   * @param signal Stops reading.
+   * @returns The answer's pieces; an {@link ApiError} 404 when the server no longer has it.
+   */
+  async *resume(conversation: string, signal: AbortSignal): AsyncGenerator<StreamEvent> {
+    const query = new URLSearchParams({ conv_id: conversation, from: "0" });
+    yield* events(await fetch(`/v1/stream?${query}`, { headers: this.#headers(false), signal }));
+  }
+
+  /**
+   * Stops a conversation's kept answer: its generation ends and the server frees the slot.
+   *
+   * @param conversation The conversation's id.
+   */
+  async stop(conversation: string): Promise<void> {
+    const query = new URLSearchParams({ conv_id: conversation });
+    await fetch(`/v1/stream?${query}`, { method: "DELETE", headers: this.#headers(false) })
+      .then((response) => response.body?.cancel(), () => {});
+  }
+}
+
+/** The events of a streamed chat completion's SSE answer. */
+async function* events(response: Response): AsyncGenerator<StreamEvent> {
+  await check(response);
+  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  while (true) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block.split("\n").filter((l) => l.startsWith("data:"))
+        .map((l) => l.slice(5).trimStart()).join("\n");
+      if (data === "" || data === "[DONE]") continue;
+      yield* eventsOf(JSON.parse(data));
     }
   }
 }

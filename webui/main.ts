@@ -1,7 +1,9 @@
 /**
  * The chat page: wires the DOM of `index.html` to the API client, the Markdown renderer and
  * the browser store. One conversation is open at a time; an answer streams into its message
- * element, re-rendered at most once per frame, and is saved when it ends or is stopped.
+ * element, re-rendered at most once per frame, and is saved when it ends or is stopped. The
+ * server keeps a streaming answer when the page goes away (a reload, a closed tab): the page
+ * reads it again when its conversation opens, and Stop ends it on the server.
  *
  * @module
  */
@@ -10,7 +12,7 @@
 /// <reference lib="dom.iterable" />
 /// <reference lib="esnext" />
 
-import { Api, ApiError, type ApiMessage, type SamplingOptions } from "./api.ts";
+import { Api, ApiError, type ApiMessage, type SamplingOptions, type StreamEvent } from "./api.ts";
 import { renderMarkdown } from "./markdown.ts";
 import { type Conversation, store, type StoredMessage } from "./store.ts";
 
@@ -146,6 +148,7 @@ function openConversation(c: Conversation): void {
   renderMessages();
   ui.sidebar.classList.remove("open");
   ui.prompt.focus();
+  resume(c);
 }
 
 function button(label: string, className: string, onClick: () => void): HTMLButtonElement {
@@ -242,8 +245,29 @@ function apiMessages(messages: StoredMessage[]): ApiMessage[] {
 async function generate(): Promise<void> {
   const model = ui.model.value;
   const history = apiMessages(current.messages);
-  const answer: StoredMessage = { role: "assistant", content: "", model };
+  const answer: StoredMessage = { role: "assistant", content: "", model, pending: true };
   current.messages.push(answer);
+  const id = current.id;
+  await follow(answer, (signal) => api.chat(model, history, samplingOptions(), id, signal));
+}
+
+/**
+ * Reads again the answer that was streaming when the page went away: the server kept it under
+ * the conversation's id, from its first byte (the page saved none of it).
+ */
+async function resume(conversation: Conversation): Promise<void> {
+  const answer = conversation.messages.at(-1);
+  if (running || answer?.role !== "assistant" || !answer.pending) return;
+  Object.assign(answer, { content: "", reasoning: undefined, stats: undefined, finish: undefined });
+  await follow(answer, (signal) => api.resume(conversation.id, signal), true);
+}
+
+/** Streams an answer into the last message of the open conversation, then saves it. */
+async function follow(
+  answer: StoredMessage,
+  open: (signal: AbortSignal) => AsyncGenerator<StreamEvent>,
+  resumed = false,
+): Promise<void> {
   const index = current.messages.length - 1;
   save();
   renderMessages();
@@ -257,7 +281,7 @@ async function generate(): Promise<void> {
     ui.messages.scrollTop = ui.messages.scrollHeight;
   };
   try {
-    for await (const event of api.chat(model, history, samplingOptions(), running!.signal)) {
+    for await (const event of open(running!.signal)) {
       if (event.kind === "content") answer.content += event.text;
       else if (event.kind === "reasoning") answer.reasoning = (answer.reasoning ?? "") + event.text;
       else if (event.kind === "usage") {
@@ -274,8 +298,11 @@ async function generate(): Promise<void> {
       frame ||= requestAnimationFrame(paint);
     }
   } catch (error) {
-    answer.error = describeError(error);
+    answer.error = resumed && error instanceof ApiError && error.status === 404
+      ? "The page closed while this answer streamed, and the server no longer has it."
+      : describeError(error);
   } finally {
+    delete answer.pending;
     cancelAnimationFrame(frame);
     setRunning(null);
     item.removeAttribute("aria-busy");
@@ -387,7 +414,12 @@ ui.prompt.addEventListener("keydown", (event) => {
     send();
   }
 });
-ui.stop.addEventListener("click", () => running?.abort());
+ui.stop.addEventListener("click", () => {
+  if (!running) return;
+  // The server keeps the answer for a page that goes away: Stop ends it there too.
+  void api.stop(current.id);
+  running.abort();
+});
 ui.model.addEventListener("change", () => {
   store.saveSettings({ ...store.settings(), model: ui.model.value });
   refreshModels();
@@ -418,3 +450,4 @@ renderList();
 renderMessages();
 refreshModels();
 ui.prompt.focus();
+resume(current);

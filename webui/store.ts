@@ -24,6 +24,8 @@ export interface StoredMessage {
   finish?: string;
   /** The model that answered. */
   model?: string;
+  /** The answer was still streaming when last saved: the server may still have it. */
+  pending?: boolean;
 }
 
 /** A stored conversation. */

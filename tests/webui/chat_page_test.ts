@@ -160,6 +160,27 @@ Deno.test({
         ok((await lastAnswer(page)).length > 0, "what came before Stop is kept");
       });
 
+      await t.step("a page reloaded mid-answer reads the answer on from the server", async () => {
+        await setSettings(page, { system: "", maxTokens: 1200, model: "tiny-f32" });
+        await page.click(".msg.assistant .regenerate");
+        await page.waitForFunction(
+          `document.querySelector(".msg.assistant .body")?.textContent.length > 20`,
+        );
+        equal(busySlots(server), 1);
+        const before = (await lastAnswer(page)).length;
+        await page.reload({ waitUntil: "load" });
+        equal(busySlots(server), 1, "the answer went on while the page reloaded");
+        await waitForText(page, ".msg.assistant .meta", "t/s");
+        match(
+          await page.$eval(".msg.assistant .meta", (e) => e.textContent ?? ""),
+          /\d+ prompt \+ 1200 tokens/,
+          "the whole answer, read again from its first byte",
+        );
+        ok((await lastAnswer(page)).length > before);
+        equal(await page.$$eval(".msg.assistant .error", (all) => all.length), 0);
+        equal(busySlots(server), 0);
+      });
+
       await t.step("a finished answer shows its token counts and speed", async () => {
         await setSettings(page, { system: "", maxTokens: 12, model: "tiny-f32" });
         await page.click(".msg.assistant .regenerate");
