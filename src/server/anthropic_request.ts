@@ -303,11 +303,23 @@ function toolChoiceOf(value: unknown, names: string[]): { choice: ToolChoice; pa
 /** `system` as text: a string, or text blocks joined with newlines. */
 function systemText(value: unknown): string | undefined {
   if (value === undefined || value === null) return undefined;
-  if (typeof value === "string") return value;
+  if (typeof value === "string") return steadyStamp(value);
   if (Array.isArray(value)) {
-    return value.map((block, i) => textOf(block, `system[${i}]`, "system")).join("\n");
+    return value.map((block, i) => steadyStamp(textOf(block, `system[${i}]`, "system")))
+      .join("\n");
   }
   throw badRequest('"system" must be a string or an array of text blocks', "system");
+}
+
+/**
+ * Claude Code starts its system prompt with an `x-anthropic-billing-header:` line whose `cch=`
+ * value (five characters) changes with every request; the prompt's tokens then differ from the
+ * first, and no request reuses the cache of the one before (Claude Code's prompt is tens of
+ * thousands of tokens). That value means nothing to a local model: it is written as `fffff`, as
+ * llama-server writes it, so that one request's prompt is the next one's prefix.
+ */
+function steadyStamp(text: string): string {
+  return text.replace(/^(x-anthropic-billing-header:[^\n]*?cch=)[^;\n]{5};/, "$1fffff;");
 }
 
 /** The text of a `{type: "text", text}` block; anything else is a 400. */

@@ -522,3 +522,34 @@ Deno.test({
     equal(plain.content[0]?.type, "text");
   },
 });
+
+Deno.test("Claude Code's per-request billing stamp does not defeat the prompt cache", async () => {
+  await using server = await serve();
+  const instructions = "You are a careful coding assistant. ".repeat(30);
+  const stamped = (cch: string) =>
+    `x-anthropic-billing-header: cc_version=2.1.101.e51; cc_entrypoint=cli; cch=${cch};` +
+    instructions;
+  const ask = async (system: unknown) => {
+    const response = await postJson(`${server.url}/v1/messages`, {
+      model: MODEL,
+      max_tokens: 1,
+      system,
+      messages: [{ role: "user", content: "Hi" }],
+    });
+    equal(response.status, 200);
+    return (await response.json()).usage;
+  };
+  await ask(stamped("a5145"));
+  // Claude Code sends its system prompt as blocks; each request has another stamp.
+  for (const system of [stamped("b7c21"), [{ type: "text", text: stamped("c0d9e") }]]) {
+    const usage = await ask(system);
+    const total = usage.input_tokens + usage.cache_read_input_tokens;
+    ok(
+      usage.cache_read_input_tokens >= total - 2,
+      `the prompt came from the cache: ${JSON.stringify(usage)}`,
+    );
+  }
+  // A system prompt that only looks like it is left alone.
+  const other = await ask(`x-other-header: cch=a5145;${instructions}`);
+  ok(other.input_tokens > 0);
+});
