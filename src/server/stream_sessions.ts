@@ -9,7 +9,8 @@
  *
  * A session keeps at most {@link SESSION_MAX_BYTES} (older bytes are dropped: a replay from them
  * is a 400), and is forgotten {@link SESSION_TTL_MS} after its answer ended; at most
- * {@link MAX_ENDED_SESSIONS} ended ones are kept, the oldest dropped first.
+ * {@link MAX_ENDED_SESSIONS} ended ones, holding {@link MAX_ENDED_BYTES} together, are kept, the
+ * oldest dropped first.
  *
  * @module
  */
@@ -29,6 +30,9 @@ export const SESSION_TTL_MS = 5 * 60 * 1000;
 
 /** Most ended sessions kept at once; live ones are bounded by the slots and the queue. */
 export const MAX_ENDED_SESSIONS = 128;
+
+/** Most bytes the ended sessions keep together (the oldest go first beyond it). */
+export const MAX_ENDED_BYTES = 64 * 1024 * 1024;
 
 /** Longest conversation id taken (a UUID, or one with a model name after `::`). */
 const MAX_ID_LENGTH = 512;
@@ -68,6 +72,11 @@ class StreamSession {
   /** Bytes written so far, dropped ones included. */
   get total(): number {
     return this.#dropped + this.#kept;
+  }
+
+  /** Bytes kept now. */
+  get kept(): number {
+    return this.#kept;
   }
 
   /** Bytes no longer kept: a replay must start at or after this offset. */
@@ -188,8 +197,13 @@ export class StreamSessions {
     }
     const kept = ended.filter((s) => this.#sessions.get(s.id) === s)
       .sort((a, b) => a.endedMs - b.endedMs);
-    for (const session of kept.slice(0, Math.max(0, kept.length - MAX_ENDED_SESSIONS))) {
+    let bytes = kept.reduce((sum, s) => sum + s.kept, 0);
+    let count = kept.length;
+    for (const session of kept) {
+      if (count <= MAX_ENDED_SESSIONS && bytes <= MAX_ENDED_BYTES) break;
       this.#sessions.delete(session.id);
+      count--;
+      bytes -= session.kept;
     }
   }
 }

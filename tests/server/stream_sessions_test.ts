@@ -12,6 +12,7 @@ import { fixtureModel } from "../fixtures/models.ts";
 import { referenceDir } from "../helpers.ts";
 import { startReferenceServer } from "../oracle/reference_server.ts";
 import { postJson, startServer, type TestServer, waitFor } from "./harness.ts";
+import { StreamSessions } from "../../src/server/stream_sessions.ts";
 
 /** A stream that runs for seconds on tiny-f32 unless it is stopped. */
 const LONG = {
@@ -214,4 +215,31 @@ Deno.test({
       await missing.body?.cancel();
     }
   },
+});
+
+Deno.test("StreamSessions keeps a stream's last 4 MiB, and drops the oldest ended ones past 128 or 64 MiB", () => {
+  const sessions = new StreamSessions();
+  const open = (id: string) => sessions.open(id, new AbortController(), () => {});
+  const one = open("big");
+  const mib = new Uint8Array(1024 * 1024).fill(65);
+  for (let i = 0; i < 6; i++) one.append(mib);
+  equal(one.total, 6 * 1024 * 1024);
+  equal(one.dropped, 2 * 1024 * 1024, "the oldest whole chunks beyond 4 MiB are dropped");
+  equal(one.bytesFrom(5 * 1024 * 1024 + 10).reduce((n, b) => n + b.length, 0), 1024 * 1024 - 10);
+  one.end();
+  // 20 more ended streams of 4 MiB: over 64 MiB together, the oldest go.
+  for (let i = 0; i < 20; i++) {
+    const s = open(`s${i}`);
+    for (let j = 0; j < 4; j++) s.append(mib);
+    s.end();
+  }
+  equal(sessions.get("big"), undefined);
+  equal(sessions.size, 16, "16 of 4 MiB fill the 64 MiB");
+  ok(sessions.get("s19") && !sessions.get("s3"));
+  // Past 128 ended small ones, the oldest go; a live one is never dropped.
+  const live = open("live");
+  for (let i = 0; i < 200; i++) open(`t${i}`).end();
+  equal(sessions.size, 129);
+  equal(sessions.get("live"), live);
+  ok(sessions.get("t199") && !sessions.get("t71"));
 });
