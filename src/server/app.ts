@@ -25,7 +25,14 @@ import {
 } from "./models_api.ts";
 import { apiGenerate, apiModels, wsGenerate } from "./native.ts";
 import { chatCompletions, completions, listModels, MODEL_ROUTE, retrieveModel } from "./openai.ts";
-import { createResponse, deleteResponse, RESPONSE_ROUTE, retrieveResponse } from "./responses.ts";
+import {
+  CANCEL_ROUTE,
+  cancelResponse,
+  createResponse,
+  deleteResponse,
+  RESPONSE_ROUTE,
+  retrieveResponse,
+} from "./responses.ts";
 import {
   conversationIdOf,
   deleteStream,
@@ -145,6 +152,7 @@ function routeOf(path: string, ollamaRoot: boolean): Partial<Record<string, Hand
   if (MODEL_ROUTE.test(path)) return { GET: retrieveModel };
   if (SLOT_ROUTE.test(path)) return { POST: slotAction };
   if (INPUT_ITEMS_ROUTE.test(path)) return { GET: listInputItems };
+  if (CANCEL_ROUTE.test(path)) return { POST: cancelResponse };
   return RESPONSE_ROUTE.test(path) ? RESPONSE_METHODS : undefined;
 }
 
@@ -159,6 +167,7 @@ function routeLabel(path: string, ollamaRoot: boolean): string {
   if (MODEL_ROUTE.test(path)) return "/v1/models/{id}";
   if (SLOT_ROUTE.test(path)) return "/slots/{id}";
   if (INPUT_ITEMS_ROUTE.test(path)) return "/v1/responses/{id}/input_items";
+  if (CANCEL_ROUTE.test(path)) return "/v1/responses/{id}/cancel";
   return RESPONSE_ROUTE.test(path) ? "/v1/responses/{id}" : "other";
 }
 

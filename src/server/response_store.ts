@@ -8,6 +8,8 @@
  * @module
  */
 
+import type { BackgroundRun } from "./responses_background.ts";
+
 /** Default most responses kept. */
 export const DEFAULT_MAX_RESPONSES = 1000;
 
@@ -20,6 +22,8 @@ export interface StoredResponse {
   response: Record<string, unknown>;
   /** The request's own input items, each with an id (`GET …/input_items` lists them). */
   input: Record<string, unknown>[];
+  /** A background response's run: its live state and events (`responses_background.ts`). */
+  run?: BackgroundRun;
   /**
    * The conversation as Responses input items: the continued responses' items, this request's
    * input, then this response's output items.

@@ -1,6 +1,7 @@
 /**
  * OpenAI's Responses API: `POST /v1/responses`, `GET /v1/responses/{id}`,
- * `DELETE /v1/responses/{id}`. A request is read into the same chat request as
+ * `DELETE /v1/responses/{id}`, `POST /v1/responses/{id}/cancel` (background responses,
+ * `responses_background.ts`). A request is read into the same chat request as
  * `/v1/chat/completions` (responses_request.ts) and generated through the one generation path
  * (generation_bridge.ts); its output is read with the chat output reader (tool calls,
  * reasoning) and turned into Responses items (responses_output.ts). Streams are server-sent
@@ -28,11 +29,15 @@ import { type Item, withItemIds } from "./responses_items.ts";
 import { sseEvent, sseResponse } from "./sse.ts";
 import { readChatGeneration } from "./chat_stream.ts";
 import { chatOutputRequest } from "./tool_calls.ts";
-import { followClient } from "./stream_body.ts";
+import { followClient, type SendChunk } from "./stream_body.ts";
+import { BackgroundRun } from "./responses_background.ts";
 import type { ServedRequest } from "./served_request.ts";
 
 /** The path of one stored response (also without `/v1`); the id is its last segment. */
 export const RESPONSE_ROUTE = /^\/(?:v1\/)?responses\/([^/]+)$/;
+
+/** `POST /v1/responses/{id}/cancel` (also without `/v1`). */
+export const CANCEL_ROUTE = /^\/(?:v1\/)?responses\/([^/]+)\/cancel$/;
 
 /**
  * The server's response store, created on first use when the context has none.
@@ -63,7 +68,8 @@ export async function createResponse(
   const store = storeOf(ctx);
   const asked = readResponsesRequest(body, store);
   const fields = new Fields(asked.chat);
-  const abort = followClient(clientGone);
+  // A background response goes on when its client hangs up, until it is cancelled.
+  const abort = asked.background ? new AbortController() : followClient(clientGone);
   const started = await start(ctx, fields, chatSource(asked, fields), abort.signal);
   const envelope = {
     id: itemId("resp"),
@@ -72,49 +78,59 @@ export async function createResponse(
   };
   const snapshot = (status: string, output: Item[], extra: Record<string, unknown> = {}) =>
     responseObject(envelope, asked, { status, output, ...extra });
+  const input = withItemIds(asked.input);
+  let output: ResponseOutput | undefined;
+  const run = asked.background
+    ? new BackgroundRun(
+      abort,
+      ctx.activity.begin(),
+      () => snapshot("in_progress", output?.items ?? []),
+    )
+    : undefined;
+  const keep = (response: Record<string, unknown>, output: Item[]) => {
+    if (!asked.store) return;
+    const items = [...asked.history, ...input, ...output];
+    store.put(envelope.id, { response, input, items, ...(run ? { run } : {}) });
+  };
 
   // One path, streamed or not: without a stream the events go nowhere.
   const finish = async (output: ResponseOutput, streaming: boolean) => {
     const final = await generate(started, output, streaming);
-    const response = snapshot(final.status, output.items, final.extra);
-    if (asked.store && !abort.signal.aborted) {
-      const input = withItemIds(asked.input);
-      store.put(envelope.id, {
-        response,
-        input,
-        items: [...asked.history, ...input, ...output.items],
-      });
-    }
+    const cancelled = asked.background && abort.signal.aborted;
+    const response = snapshot(cancelled ? "cancelled" : final.status, output.items, final.extra);
+    if (!abort.signal.aborted || cancelled) keep(response, output.items);
     return response;
   };
   const summarize = { summarize: asked.summarize };
-  if (!asked.stream) {
+  if (!asked.stream && !asked.background) {
     return Response.json(await finish(new ResponseOutput(() => {}, summarize), false));
   }
 
   let sequence = 0;
-  let output: ResponseOutput | undefined;
   const event = (type: string, fields: Record<string, unknown>) =>
     sseEvent(JSON.stringify({ type, sequence_number: sequence++, ...fields }), type);
-  return sseResponse(
-    async (send) => {
-      const emit: EmitEvent = (type, fields) => send(event(type, fields));
-      emit("response.created", { response: snapshot("in_progress", []) });
-      emit("response.in_progress", { response: snapshot("in_progress", []) });
-      output = new ResponseOutput(emit, summarize);
-      const response = await finish(output, true);
-      emit(`response.${response.status}`, { response });
-    },
-    abort,
-    (error, send) => {
-      const { message, code, param } = error;
-      const failed = snapshot("failed", output?.items ?? [], {
-        error: { code: code ?? "server_error", message },
-      });
-      send(event("error", { code, message, param }));
-      send(event("response.failed", { response: failed }));
-    },
-  );
+  const produce = async (send: SendChunk) => {
+    const emit: EmitEvent = (type, fields) => send(event(type, fields));
+    emit("response.created", { response: snapshot("in_progress", []) });
+    emit("response.in_progress", { response: snapshot("in_progress", []) });
+    output = new ResponseOutput(emit, summarize);
+    const response = await finish(output, true);
+    // A cancelled response's stream just ends: the API has no event for it.
+    if (response.status !== "cancelled") emit(`response.${response.status}`, { response });
+  };
+  const fail = (error: HttpError, send: SendChunk) => {
+    const { message, code, param } = error;
+    const failed = snapshot("failed", output?.items ?? [], {
+      error: { code: code ?? "server_error", message },
+    });
+    if (asked.background) keep(failed, output?.items ?? []);
+    send(event("error", { code, message, param }));
+    send(event("response.failed", { response: failed }));
+  };
+  if (!run) return sseResponse(produce, abort, fail);
+  keep(snapshot("in_progress", []), []);
+  void run.drive(produce, fail);
+  return asked.stream ? await run.stream(-1) : Response.json(snapshot("in_progress", []));
 }
 
 /** Starts the generation; the grammar path's `response_format` errors name `text` here. */
@@ -214,7 +230,7 @@ function responseObject(
     error: null,
     incomplete_details: null,
     model: envelope.model,
-    background: false,
+    background: asked.background,
     ...asked.echo,
     store: asked.store,
     usage: null,
@@ -252,18 +268,60 @@ export function storedResponse(
 }
 
 /**
- * `GET /v1/responses/{id}`: a stored response.
+ * `GET /v1/responses/{id}`: a stored response (a background one as it stands while it runs);
+ * with `stream=true`, a background response's events after `starting_after`, then live.
  *
  * @param ctx Server state.
  * @param request The request; the id is the path's last segment.
- * @returns The response object.
- * @throws {HttpError} 404 when the id is unknown, deleted or expired.
+ * @returns The response object, or its events.
+ * @throws {HttpError} 404 when the id is unknown, deleted or expired; 400 for a stream of a
+ *   response that was not made in the background, or a bad `starting_after`.
  */
-export function retrieveResponse(ctx: ServerContext, request: ServedRequest): Response {
-  if (new URL(request.url).searchParams.get("stream") === "true") {
-    throw badRequest("Replaying a stored response as a stream is not supported", "stream");
+export async function retrieveResponse(
+  ctx: ServerContext,
+  request: ServedRequest,
+): Promise<Response> {
+  const { stored } = storedResponse(ctx, request);
+  const query = new URL(request.url).searchParams;
+  if (query.get("stream") === "true") {
+    if (!stored.run) {
+      throw badRequest(
+        "Only a background response (background: true) can be streamed again",
+        "stream",
+      );
+    }
+    const after = query.get("starting_after") ?? "-1";
+    if (!/^-1$|^\d{1,9}$/.test(after)) {
+      throw badRequest('"starting_after" must be an event\'s sequence number', "starting_after");
+    }
+    return await stored.run.stream(Number(after));
   }
-  return Response.json(storedResponse(ctx, request).stored.response);
+  const live = stored.run && !stored.run.done ? stored.run.current() : stored.response;
+  return Response.json(live);
+}
+
+/**
+ * `POST /v1/responses/{id}/cancel`: stops a background response (status `cancelled`); one that
+ * has ended is returned as it is.
+ *
+ * @param ctx Server state.
+ * @param request The request.
+ * @returns The response object.
+ * @throws {HttpError} 404 for an unknown id; 400 for a response not made in the background.
+ */
+export async function cancelResponse(
+  ctx: ServerContext,
+  request: ServedRequest,
+): Promise<Response> {
+  const { stored } = storedResponse(ctx, request, CANCEL_ROUTE);
+  if (!stored.run) {
+    throw badRequest(
+      "Only a background response (background: true) can be cancelled",
+      "response_id",
+    );
+  }
+  if (!stored.run.done) await stored.run.cancel();
+  return Response.json(storedResponse(ctx, request, CANCEL_ROUTE).stored.response);
 }
 
 /**

@@ -32,6 +32,8 @@ export interface ResponsesRequest {
   store: boolean;
   /** Answer with server-sent events. */
   stream: boolean;
+  /** Generate whether or not a client waits (`background: true`; see `responses_background.ts`). */
+  background: boolean;
   /**
    * `reasoning.summary` was asked: reasoning items carry their text as a summary too (Shimmy
    * does not summarize; the model's reasoning is shown whole).
@@ -162,6 +164,7 @@ export function readResponsesRequest(
     input,
     store: fields.boolean("store") ?? true,
     stream: fields.boolean("stream") ?? false,
+    background: fields.boolean("background") ?? false,
     summarize: reasoning.summary !== undefined,
     echo: {
       instructions: instructions ?? null,
@@ -182,8 +185,12 @@ export function readResponsesRequest(
 
 /** Known fields whose other values Shimmy cannot honour. */
 function refuseUnsupported(fields: Fields): void {
-  if (fields.boolean("background")) {
-    throw badRequest('"background": true is not supported; stream instead', "background");
+  if (fields.boolean("background") && fields.boolean("store") === false) {
+    throw badRequest(
+      '"background": true needs the response stored (store: true, the default): it is fetched ' +
+        "and cancelled by its id",
+      "background",
+    );
   }
   if ((fields.number("top_logprobs", { min: 0, integer: true }) ?? 0) > 0) {
     throw badRequest('"top_logprobs" is not supported on /v1/responses', "top_logprobs");

@@ -37,8 +37,11 @@ export const MAX_ENDED_BYTES = 64 * 1024 * 1024;
 /** Longest conversation id taken (a UUID, or one with a model name after `::`). */
 const MAX_ID_LENGTH = 512;
 
-/** The bytes of one streamed answer, kept for replay. */
-class StreamSession {
+/**
+ * The bytes of one streamed answer, kept for replay (also a background response's events,
+ * `responses_background.ts`).
+ */
+export class StreamSession {
   readonly id: string;
   /** Seconds since the epoch, as llama-server reports them. */
   readonly startedAt = Math.floor(Date.now() / 1000);
@@ -84,6 +87,7 @@ class StreamSession {
     return this.#dropped;
   }
 
+  /** Adds bytes (nothing once the session has ended); readers waiting wake. */
   append(bytes: Uint8Array): void {
     if (this.done || bytes.length === 0) return;
     this.#chunks.push(bytes);
@@ -96,6 +100,7 @@ class StreamSession {
     this.#wake();
   }
 
+  /** Ends the session: readers finish with what is kept; the work it counted for is over. */
   end(): void {
     if (this.done) return;
     this.completedAt = Math.floor(Date.now() / 1000);
@@ -270,8 +275,16 @@ async function drain(body: ReadableStream<Uint8Array> | null, sink: ChunkSink): 
   }
 }
 
-/** An SSE answer that replays a session from an offset, then follows it until it ends. */
-function replay(session: StreamSession, from: number, headers: HeadersInit): Response {
+/**
+ * An SSE answer that replays a session from a byte offset, then follows it until it ends. A
+ * client that hangs up stops only its own reading.
+ *
+ * @param session The session.
+ * @param from The first byte to send (at least `session.dropped`).
+ * @param headers The answer's headers.
+ * @returns The answer.
+ */
+export function replay(session: StreamSession, from: number, headers: HeadersInit): Response {
   const reader = new AbortController();
   return streamBody(
     async (send) => {

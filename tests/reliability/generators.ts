@@ -345,6 +345,7 @@ export function fieldValues(): Record<string, unknown[]> {
     reasoning_budget_message: [5, "", "x".repeat(100_000), "</think>".repeat(1_000)],
     reasoning_control: ["yes", 1, true],
     continue_final_message: [true, "content", "reasoning_content", "x", 1, {}],
+    background: [true, "yes", 1],
     echo: [true, false, "yes", 1],
     response_format: [
       "x",

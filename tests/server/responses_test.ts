@@ -6,7 +6,7 @@ import { createOpenAI } from "@ai-sdk/openai";
 import { compileSchema } from "../engine/json_schema_ajv.ts";
 import { llamaSourceDir } from "../fixtures/models.ts";
 import { WEATHER_PARAMETERS } from "../fixtures/tool_fixtures.ts";
-import { postJson, startServer, type TestServer } from "./harness.ts";
+import { postJson, startServer, type TestServer, waitFor } from "./harness.ts";
 import { ResponseStore } from "../../src/server/response_store.ts";
 import { chatMessagesOf } from "../../src/server/responses_items.ts";
 
@@ -411,6 +411,74 @@ Deno.test("inputItems.list() pages through a stored response's input items, whic
   await rejects(openai.responses.inputItems.list("resp_unknown"), OpenAI.NotFoundError);
 });
 
+Deno.test("background responses run without a client: retrieve shows them, their events resume after a sequence number, cancel stops them", async () => {
+  await using server = await serve();
+  const openai = client(server);
+  const busy = () => server.ctx.registry.loaded().get(MODEL)?.scheduler.stats().busySlots ?? -1;
+  const long = { model: MODEL, input: "Go on", max_output_tokens: 2000, temperature: 0 };
+  const created = await openai.responses.create({ ...long, background: true });
+  equal(created.status, "in_progress");
+  equal(created.background, true);
+  equal(busy(), 1, "it runs with no one waiting");
+  // Its events after the 5th, then live, as the SDK reads them.
+  const events: { type: string; sequence_number: number }[] = [];
+  for await (
+    const event of await openai.responses.retrieve(created.id, { stream: true, starting_after: 5 })
+  ) events.push(event);
+  equal(events[0]?.sequence_number, 6);
+  ok(events.every((e, i) => i === 0 || e.sequence_number === events[i - 1]!.sequence_number + 1));
+  equal(events.at(-1)?.type, "response.incomplete");
+  const done = await openai.responses.retrieve(created.id);
+  equal(done.status, "incomplete");
+  equal(done.usage?.output_tokens, 2000);
+  const all: { type: string; delta?: string }[] = [];
+  for await (
+    const event of await openai.responses.retrieve(created.id, { stream: true })
+  ) all.push(event);
+  equal(all[0]?.type, "response.created");
+  equal(
+    all.filter((e) => e.type === "response.output_text.delta").map((e) => e.delta).join(""),
+    done.output_text,
+  );
+
+  // A streamed background response goes on when its reader leaves.
+  const stream = await openai.responses.create({ ...long, background: true, stream: true });
+  let id = "";
+  for await (const event of stream) {
+    if (event.type === "response.created") id = event.response.id;
+    if (event.type === "response.output_text.delta") break;
+  }
+  ok(
+    await waitFor(
+      async () => (await openai.responses.retrieve(id)).status === "incomplete",
+      30_000,
+    ),
+  );
+
+  // Cancel.
+  const doomed = await openai.responses.create({ ...long, background: true });
+  const cancelled = await openai.responses.cancel(doomed.id);
+  equal(cancelled.status, "cancelled");
+  ok(await waitFor(() => busy() === 0, 2000), "the slot is free");
+  equal((await openai.responses.retrieve(doomed.id)).status, "cancelled");
+  equal((await openai.responses.cancel(doomed.id)).status, "cancelled", "again: as it is");
+
+  // Refusals.
+  const plain = await openai.responses.create({ model: MODEL, input: "Hi", max_output_tokens: 2 });
+  await rejects(openai.responses.cancel(plain.id), OpenAI.BadRequestError);
+  await rejects(
+    openai.responses.retrieve(plain.id, { stream: true }).then(async (s) => {
+      for await (const _ of s) { /* drained */ }
+    }),
+    OpenAI.BadRequestError,
+  );
+  await rejects(
+    openai.responses.create({ ...long, background: true, store: false }),
+    OpenAI.BadRequestError,
+  );
+  await rejects(openai.responses.cancel("resp_unknown"), OpenAI.NotFoundError);
+});
+
 Deno.test("what /v1/responses cannot honour is a 400 naming the field, in OpenAI's error shape", async () => {
   await using server = await serve();
   const base = { model: MODEL, input: "Hi", max_output_tokens: 4 };
@@ -430,7 +498,7 @@ Deno.test("what /v1/responses cannot honour is a 400 naming the field, in OpenAI
     [{ input: [{ type: "web_search_call", id: "ws_1" }] }, "input", /not supported/],
     [{ frequency_penalty: 1 }, "frequency_penalty", /Unknown field/],
     [{ conversation: "conv_1" }, "conversation", /Unknown field/],
-    [{ background: true }, "background", /not supported/],
+    [{ background: true, store: false }, "background", /needs the response stored/],
     [{ reasoning: { summary: "brief" } }, "reasoning", /reasoning\.summary/],
     [{ reasoning: { context: "all" } }, "reasoning", /reasoning\.context/],
     [{ reasoning: { effort: "extreme" } }, "reasoning", /reasoning\.effort/],
