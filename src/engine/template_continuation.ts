@@ -116,17 +116,8 @@ export function renderContinued(
   return { prompt: before + text, continuedFrom: before.length };
 }
 
-/**
- * Whether text ends inside a thinking block: its last `<think>` comes after its last `</think>`.
- *
- * @param text Prompt text.
- * @returns True when a block is open at the end.
- * @example
- * ```ts
- * endsInThought("<|im_start|>assistant\n<think>\n"); // true
- * ```
- */
-export function endsInThought(text: string): boolean {
+/** Whether text ends inside a thinking block: its last `<think>` after its last `</think>`. */
+function endsInThought(text: string): boolean {
   const open = text.lastIndexOf(THINK_TAGS.open);
   return open >= 0 && open > text.lastIndexOf(THINK_TAGS.close);
 }

@@ -95,7 +95,13 @@ function dechunk(data: Uint8Array): Uint8Array | undefined {
   }
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
+/**
+ * Byte arrays one after another, in one array.
+ *
+ * @param parts The arrays, in order.
+ * @returns A new array holding them all.
+ */
+export function concat(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const p of parts) {

@@ -13,6 +13,7 @@ import { referenceDir } from "../helpers.ts";
 import { startReferenceServer } from "../oracle/reference_server.ts";
 import { postJson, startServer, type TestServer, waitFor } from "./harness.ts";
 import { StreamSessions } from "../../src/server/stream_sessions.ts";
+import { concat } from "../reliability/wire.ts";
 
 /** A stream that runs for seconds on tiny-f32 unless it is stopped. */
 const LONG = {
@@ -44,16 +45,6 @@ async function startThenHangUp(url: string, id: string, chunks: number): Promise
   abort.abort();
   await reader.cancel().catch(() => {});
   return concat(read);
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 async function lookup(url: string, ids: unknown) {
