@@ -325,15 +325,21 @@ export async function cancelResponse(
 }
 
 /**
- * `DELETE /v1/responses/{id}`: forgets a stored response.
+ * `DELETE /v1/responses/{id}`: forgets a stored response (a background one still running is
+ * cancelled first).
  *
  * @param ctx Server state.
  * @param request The request; the id is the path's last segment.
  * @returns `{id, object: "response.deleted", deleted: true}`.
  * @throws {HttpError} 404 when the id is unknown, deleted or expired.
  */
-export function deleteResponse(ctx: ServerContext, request: ServedRequest): Response {
-  const { id } = storedResponse(ctx, request);
+export async function deleteResponse(
+  ctx: ServerContext,
+  request: ServedRequest,
+): Promise<Response> {
+  const { id, stored } = storedResponse(ctx, request);
+  // A background response still running is stopped first, then forgotten.
+  if (stored.run && !stored.run.done) await stored.run.cancel();
   storeOf(ctx).delete(id);
   return Response.json({ id, object: "response.deleted", deleted: true });
 }

@@ -346,5 +346,12 @@ function previousItems(store: ResponseStore, id: string): Item[] {
       { param: "previous_response_id", code: "previous_response_not_found" },
     );
   }
+  if (stored.run && !stored.run.done) {
+    throw badRequest(
+      `Previous response "${id}" is still in progress (background): wait until it ends, or ` +
+        "cancel it",
+      "previous_response_id",
+    );
+  }
   return stored.items;
 }

@@ -463,6 +463,16 @@ Deno.test("background responses run without a client: retrieve shows them, their
   equal((await openai.responses.retrieve(doomed.id)).status, "cancelled");
   equal((await openai.responses.cancel(doomed.id)).status, "cancelled", "again: as it is");
 
+  // One still running cannot be continued yet, and deleting it stops it.
+  const running = await openai.responses.create({ ...long, background: true });
+  await rejects(
+    openai.responses.create({ model: MODEL, input: "And?", previous_response_id: running.id }),
+    OpenAI.BadRequestError,
+  );
+  await openai.responses.delete(running.id);
+  ok(await waitFor(() => busy() === 0, 2000), "deleting it stopped it");
+  await rejects(openai.responses.retrieve(running.id), OpenAI.NotFoundError);
+
   // Refusals.
   const plain = await openai.responses.create({ model: MODEL, input: "Hi", max_output_tokens: 2 });
   await rejects(openai.responses.cancel(plain.id), OpenAI.BadRequestError);
