@@ -5,10 +5,13 @@
  * first request had its first token well before the others (under 0.6× the second one's TTFT):
  * those whose first step started with it alone, the others waiting for that step. Prints per
  * server and round the split bursts, the TTFT p50 over every request, and the p50 of the bursts'
- * own medians.
+ * own medians. With `--lone-between N`, N lone requests go before each burst, one after another
+ * (the burst then follows lone traffic, as a burst after a quiet spell does), and their TTFT p50
+ * is printed too.
  *
  *   deno run -A bench/burst_split.ts [--model PATH] [--burst 32] [--bursts 30] [--lone 3]
- *     [--pause 10] [--rounds 1] [--threads N] [--lib-dir DIR] [--llama-server PATH]
+ *     [--pause 10] [--rounds 1] [--lone-between 0] [--threads N] [--lib-dir DIR]
+ *     [--llama-server PATH]
  *
  * The tiny model on a CPU stands in for a GPU: its first steps are too short for the scheduler's
  * linger (see `src/engine/burst_linger.ts`).
@@ -38,6 +41,7 @@ const { values } = parseArgs({
     burst: { type: "string", default: "32" },
     bursts: { type: "string", default: "30" },
     lone: { type: "string", default: "3" },
+    "lone-between": { type: "string", default: "0" },
     pause: { type: "string", default: "10" },
     rounds: { type: "string", default: "1" },
     threads: { type: "string", default: String(navigator.hardwareConcurrency || 1) },
@@ -63,18 +67,25 @@ interface Splits {
   split: number;
   ttfts: number[];
   burstMedians: number[];
+  /** First tokens of the lone requests sent between bursts (`--lone-between`). */
+  loneTtfts: number[];
 }
 
 async function measure(name: ServerName, count: number): Promise<Splits> {
   const server = await ServerProcess.start(name, settings, model);
   const prompts = new PromptSequence();
-  const measured: Splits = { split: 0, ttfts: [], burstMedians: [] };
+  const measured: Splits = { split: 0, ttfts: [], burstMedians: [], loneTtfts: [] };
   try {
     for (let i = 0; i < Number(values.lone); i++) {
       await streamCompletion(server.url, prompts.next(), TOKENS);
     }
     for (let i = 0; i < WARMUP_BURSTS + count; i++) {
       await sleep(Number(values.pause));
+      for (let j = 0; j < Number(values["lone-between"]); j++) {
+        const lone = await streamCompletion(server.url, prompts.next(), TOKENS);
+        if (i >= WARMUP_BURSTS) measured.loneTtfts.push(lone.firstAt - lone.sentAt);
+        await sleep(Number(values.pause));
+      }
       const results = await Promise.all(
         Array.from({ length: burst }, () => streamCompletion(server.url, prompts.next(), TOKENS)),
       );
@@ -95,13 +106,15 @@ function sleep(ms: number): Promise<void> {
 }
 
 console.log(`${model.path}, ${values.bursts} bursts of ${burst} per round`);
-console.log("round  server        split  TTFT p50  burst median p50");
+console.log("round  server        split  TTFT p50  burst median p50  lone TTFT p50");
 for (let round = 1; round <= Number(values.rounds); round++) {
   for (const name of SERVERS) {
-    const { split, ttfts, burstMedians } = await measure(name, Number(values.bursts));
+    const { split, ttfts, burstMedians, loneTtfts } = await measure(name, Number(values.bursts));
+    const lone = loneTtfts.length > 0 ? median(loneTtfts).toFixed(2) : "-";
     console.log(
       `${String(round).padStart(5)}  ${name.padEnd(12)} ${String(split).padStart(6)}  ` +
-        `${median(ttfts).toFixed(2).padStart(8)}  ${median(burstMedians).toFixed(2).padStart(16)}`,
+        `${median(ttfts).toFixed(2).padStart(8)}  ${median(burstMedians).toFixed(2).padStart(16)}` +
+        `  ${lone.padStart(13)}`,
     );
   }
 }
