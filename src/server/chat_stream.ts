@@ -95,21 +95,16 @@ function textsOf(text: string, read?: ChatOutputOptions): Texts {
 
 /** Passes deltas on less the first characters of content and reasoning that `hidden` holds. */
 function skipping(onDelta: (delta: ChatDelta) => void, hidden: Texts) {
-  let content = hidden.content.length;
-  let reasoning = hidden.reasoning.length;
+  const left = { content: hidden.content.length, reasoning_content: hidden.reasoning.length };
   return (delta: ChatDelta) => {
     const out = { ...delta };
-    if (out.content !== undefined && content > 0) {
-      const cut = Math.min(content, out.content.length);
-      content -= cut;
-      out.content = out.content.slice(cut);
-      if (out.content === "") delete out.content;
-    }
-    if (out.reasoning_content !== undefined && reasoning > 0) {
-      const cut = Math.min(reasoning, out.reasoning_content.length);
-      reasoning -= cut;
-      out.reasoning_content = out.reasoning_content.slice(cut);
-      if (out.reasoning_content === "") delete out.reasoning_content;
+    for (const key of ["content", "reasoning_content"] as const) {
+      const text = out[key];
+      if (text === undefined || left[key] === 0) continue;
+      const cut = Math.min(left[key], text.length);
+      left[key] -= cut;
+      if (cut === text.length) delete out[key];
+      else out[key] = text.slice(cut);
     }
     if (Object.keys(out).length > 0) onDelta(out);
   };
