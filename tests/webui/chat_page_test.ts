@@ -101,9 +101,16 @@ Deno.test({
         const assets = [...html.matchAll(/(?:href|src)="(\/webui\/[^"]+)"/g)].map((m) => m[1]);
         equal(assets.length, 2, "the page's stylesheet and script");
         for (const asset of assets) await (await fetch(`${server.url}${asset}`)).arrayBuffer();
+        // Likewise Chromium's first page in a fresh process (its renderer starting, fonts and
+        // code caches filled): one visit first, then a timed one that fetches and parses all
+        // again with the browser's cache off. On a fresh 2-core CI machine the first visit had
+        // its first paint after 304-424 ms where later ones take 160-250.
+        await page.setCacheEnabled(false);
+        await page.goto(`${server.url}/`, { waitUntil: "load" });
         const started = performance.now();
         const response = await page.goto(`${server.url}/`, { waitUntil: "load" });
         const loadMs = performance.now() - started;
+        await page.setCacheEnabled(true);
         equal(response?.status(), 200);
         match(response?.headers()["content-security-policy"] ?? "", /script-src 'self'/);
         ok(loadMs < 2000, `loaded in ${Math.round(loadMs)} ms`);
