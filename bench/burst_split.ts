@@ -7,10 +7,12 @@
  * server and round the split bursts, the TTFT p50 over every request, and the p50 of the bursts'
  * own medians. With `--lone-between N`, N lone requests go before each burst, one after another
  * (the burst then follows lone traffic, as a burst after a quiet spell does), and their TTFT p50
- * is printed too.
+ * is printed too. With `--fresh-connections`, each burst and the lone requests before it go
+ * through a client of their own: the burst opens new connections, all but the one a lone request
+ * left open (as a benchmark's first burst after a level of lone requests does).
  *
  *   deno run -A bench/burst_split.ts [--model PATH] [--burst 32] [--bursts 30] [--lone 3]
- *     [--pause 10] [--rounds 1] [--lone-between 0] [--threads N] [--lib-dir DIR]
+ *     [--pause 10] [--rounds 1] [--lone-between 0] [--fresh-connections] [--threads N] [--lib-dir DIR]
  *     [--llama-server PATH]
  *
  * The tiny model on a CPU stands in for a GPU: its first steps are too short for the scheduler's
@@ -25,7 +27,7 @@ import { fixtureModel, REPO_ROOT } from "../tests/fixtures/models.ts";
 import { readBenchModel } from "./lib/model_info.ts";
 import { PromptSequence } from "./lib/prompts.ts";
 import { type ServerName, ServerProcess, SERVERS } from "./lib/server_process.ts";
-import { streamCompletion } from "./lib/sse_client.ts";
+import { streamCompletion, type StreamOptions } from "./lib/sse_client.ts";
 import { median } from "./lib/stats.ts";
 
 /** Bursts sent before counting, so that both servers have warm graphs and a history of bursts. */
@@ -42,6 +44,7 @@ const { values } = parseArgs({
     bursts: { type: "string", default: "30" },
     lone: { type: "string", default: "3" },
     "lone-between": { type: "string", default: "0" },
+    "fresh-connections": { type: "boolean", default: false },
     pause: { type: "string", default: "10" },
     rounds: { type: "string", default: "1" },
     threads: { type: "string", default: String(navigator.hardwareConcurrency || 1) },
@@ -80,14 +83,19 @@ async function measure(name: ServerName, count: number): Promise<Splits> {
       await streamCompletion(server.url, prompts.next(), TOKENS);
     }
     for (let i = 0; i < WARMUP_BURSTS + count; i++) {
+      using connections = new BurstConnections(values["fresh-connections"]);
+      const options = connections.options();
       await sleep(Number(values.pause));
       for (let j = 0; j < Number(values["lone-between"]); j++) {
-        const lone = await streamCompletion(server.url, prompts.next(), TOKENS);
+        const lone = await streamCompletion(server.url, prompts.next(), TOKENS, options);
         if (i >= WARMUP_BURSTS) measured.loneTtfts.push(lone.firstAt - lone.sentAt);
         await sleep(Number(values.pause));
       }
       const results = await Promise.all(
-        Array.from({ length: burst }, () => streamCompletion(server.url, prompts.next(), TOKENS)),
+        Array.from(
+          { length: burst },
+          () => streamCompletion(server.url, prompts.next(), TOKENS, options),
+        ),
       );
       if (i < WARMUP_BURSTS) continue;
       const ttfts = results.map((r) => r.firstAt - r.sentAt).sort((a, b) => a - b);
@@ -98,6 +106,23 @@ async function measure(name: ServerName, count: number): Promise<Splits> {
     return measured;
   } finally {
     await server.stop();
+  }
+}
+
+/** The connections of one burst: `fetch`'s shared pool, or a client of its own (closed after). */
+class BurstConnections {
+  readonly #client: Deno.HttpClient | undefined;
+
+  constructor(fresh: boolean) {
+    this.#client = fresh ? Deno.createHttpClient({}) : undefined;
+  }
+
+  options(): StreamOptions {
+    return this.#client ? { client: this.#client } : {};
+  }
+
+  [Symbol.dispose](): void {
+    this.#client?.close();
   }
 }
 

@@ -52,6 +52,11 @@ export interface StreamOptions {
    * of a UTF-8 character). `firstAt` and `lastAt` are then `doneAt`. Default false.
    */
   allowNoText?: boolean;
+  /**
+   * The HTTP client (its own pool of connections) to send it with. Default: `fetch`'s shared
+   * one.
+   */
+  client?: Deno.HttpClient;
 }
 
 /** The fields read from an SSE event of either server. */
@@ -100,6 +105,7 @@ export async function streamCompletion(
     headers: { "content-type": "application/json" },
     body,
     signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    ...(options.client ? { client: options.client } : {}),
   });
   if (!response.ok || !response.body) {
     const detail = (await response.text()).slice(0, 500);

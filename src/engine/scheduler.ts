@@ -373,6 +373,13 @@ interface BatchPlan {
 export const ARRIVAL_WINDOW_MS = 10;
 
 /**
+ * While requests on their way are waited for, they are counted again at least this often (ms):
+ * the count can fall with no event (a new connection that sent nothing stops counting after a few
+ * milliseconds).
+ */
+const RECOUNT_ARRIVALS_MS = 1;
+
+/**
  * Prompts that need at most this many tokens evaluated are never split while others generate:
  * a chat turn's first token comes one step after it arrives, for one slower step of the others.
  */
@@ -1178,7 +1185,7 @@ export class Scheduler {
       }
       const left = deadline - performance.now();
       if (left <= 0 || !this.#othersOnTheWay()) return;
-      await this.#nextArrivalEvent(left);
+      await this.#nextArrivalEvent(Math.min(left, RECOUNT_ARRIVALS_MS));
     }
   }
 
@@ -1191,9 +1198,11 @@ export class Scheduler {
    * for the linger below, as on a GPU), before and after, in turn, three times
    * (`bench/burst_split.ts`): 19, 20 and 23 of 30 bursts started with their first request alone
    * and the 31 others after its step, against 1, 0 and 0; TTFT p50 46.4 / 40.7 / 42.7 ms against
-   * 46.2 / 39.3 / 28.8 (`bench/README.md`, "A burst's others, one turn later"). A lone request
-   * after bursts pays the turn once (0.1–0.5 ms); those after it do not, as they are no longer
-   * bursts.
+   * 46.2 / 39.3 / 28.8 (`bench/README.md`, "A burst's others, one turn later"). The turn is a
+   * timer of 0 ms, which Deno 2.9 fires after about 2.2 ms, and that wait is what pays: one
+   * `setImmediate` turn instead let 17 and 9 of 20 such bursts split (bench/README.md, "A burst on
+   * new connections"). A lone request after bursts pays it once; those after it do not, as they
+   * are no longer bursts.
    */
   async #lookOnceMore(): Promise<void> {
     await this.#nextArrivalEvent(0);
@@ -1251,7 +1260,7 @@ export class Scheduler {
     while (!this.#closing && this.#arrivingSoon()) {
       const left = deadline - performance.now();
       if (left <= 0) return;
-      await this.#nextArrivalEvent(left);
+      await this.#nextArrivalEvent(Math.min(left, RECOUNT_ARRIVALS_MS));
     }
   }
 

@@ -42,6 +42,11 @@ export interface GuardOptions {
   idleTimeoutMs?: number;
   /** Most open public connections; the next ones get a 503 and are closed. Default 512. */
   maxConnections?: number;
+  /**
+   * How long a new connection that has sent nothing counts as a request on its way
+   * (`GuardedServer.requestsArriving`). Default {@link FRESH_CONNECTION_MS}.
+   */
+  freshConnectionMs?: number;
 }
 
 /** The handler the guard calls: the info carries the client's own address. */
@@ -86,10 +91,12 @@ export interface GuardedServer extends AsyncDisposable {
   forwardedConnections(): number;
   /**
    * Counts the requests that are arriving: on connections with no request in flight, the first
-   * bytes of one came in within the last `withinMs`, and no handler has it yet. A connection
-   * that sent nothing does not count: clients open spare ones (a fetch pool racing a new
-   * connection against one about to be free), and waiting for those held bursts back for the
-   * whole arrival window.
+   * bytes of one came in within the last `withinMs`, and no handler has it yet; and the
+   * connections that opened within `GuardOptions.freshConnectionMs` (and `withinMs`) and sent
+   * nothing yet. A client opens a connection to send a request at once, but not always: a fetch pool
+   * races a new connection against one about to be free and keeps the loser as a spare, so a
+   * connection that sent nothing counts only for as long as a request takes to follow its
+   * handshake.
    *
    * @param withinMs How recent.
    * @returns Requests still being read or forwarded.
@@ -112,6 +119,14 @@ export interface GuardedServer extends AsyncDisposable {
   close(): Promise<void>;
 }
 
+/**
+ * How long a new connection that has sent nothing counts as a request on its way (ms). A burst's
+ * requests on new connections reach the server a handshake after one on a connection kept open:
+ * on the 2-core CPU their first bytes came 0.1-3.8 ms after the accept (bench/README.md, "A burst
+ * on new connections"). A spare connection (see `requestsArriving`) holds a first step back this
+ * long at most.
+ */
+export const FRESH_CONNECTION_MS = 4;
 /** Bytes read at most per read, in each direction of a connection. */
 const BUFFER_SIZE = 64 * 1024;
 /** Longest period of the sweep that enforces the timeouts. */
@@ -187,6 +202,10 @@ class Tunnel {
   idleSince: number;
   /** When the first byte of a next request arrived since `idleSince`; 0 if none has. */
   firstByteAt = 0;
+  /** When it opened (`performance.now()`). */
+  readonly #openedAt = performance.now();
+  /** Whether any byte has arrived on it. */
+  #sentAnything = false;
   /** When the internal server's side ended (or was asked to end); 0 while it runs. */
   endingSince = 0;
   closed = false;
@@ -216,9 +235,14 @@ class Tunnel {
     return true;
   }
 
-  /** Whether a request on it, begun at `since` or later, is still on its way to the handler. */
-  arriving(since: number): boolean {
+  /**
+   * Whether a request on it, begun at `since` (`Date.now()`) or later, is still on its way to the
+   * handler; or, if it has sent nothing yet, whether it opened at `openedSince`
+   * (`performance.now()`) or later.
+   */
+  arriving(since: number, openedSince: number): boolean {
     if (this.busy > 0 || this.upgraded || this.endingSince) return false;
+    if (!this.#sentAnything) return this.#openedAt >= openedSince;
     return this.firstByteAt >= since;
   }
 
@@ -232,6 +256,7 @@ class Tunnel {
 
   /** Notes that bytes arrived: the first of a next request starts its header timeout. */
   bytesArrived(): void {
+    this.#sentAnything = true;
     if (this.busy === 0 && this.firstByteAt === 0) this.firstByteAt = Date.now();
   }
 
@@ -298,6 +323,7 @@ class ConnectionGuard implements GuardedServer {
   readonly #headerTimeoutMs: number;
   readonly #idleTimeoutMs: number;
   readonly #maxConnections: number;
+  readonly #freshConnectionMs: number;
   readonly #tunnels = new Set<Tunnel>();
   /** Tunnels by the local port of their connection to the internal server. */
   readonly #byPort = new Map<number, Tunnel>();
@@ -318,6 +344,7 @@ class ConnectionGuard implements GuardedServer {
     this.#headerTimeoutMs = options.headerTimeoutMs ?? 10_000;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
     this.#maxConnections = options.maxConnections ?? 512;
+    this.#freshConnectionMs = options.freshConnectionMs ?? FRESH_CONNECTION_MS;
     // Throws AddrInUse before anything else is started.
     this.#listener = Deno.listen({
       hostname: options.hostname ?? "127.0.0.1",
@@ -360,8 +387,9 @@ class ConnectionGuard implements GuardedServer {
 
   requestsArriving(withinMs: number): number {
     const since = Date.now() - withinMs;
+    const openedSince = performance.now() - Math.min(withinMs, this.#freshConnectionMs);
     let count = 0;
-    for (const tunnel of this.#tunnels) if (tunnel.arriving(since)) count++;
+    for (const tunnel of this.#tunnels) if (tunnel.arriving(since, openedSince)) count++;
     return count;
   }
 

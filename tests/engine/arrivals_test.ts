@@ -96,6 +96,22 @@ Deno.test("a request on its way that gives up ends the wait at once", async () =
   equal((await generation.result).completionTokens, 1);
 });
 
+Deno.test("a request on its way that stops being counted without news ends the wait soon", async () => {
+  // A new connection that sent nothing counts for a few milliseconds, and nothing says when it
+  // stops: the scheduler counts again while it waits.
+  const onTheWay = new OnTheWay();
+  onTheWay.requests = 1;
+  await using loaded = await openTiny(4, onTheWay);
+  const generation = submitter(loaded)("the first request");
+  await microtasks();
+  equal(loaded.scheduler.stats().steps, 0, "waiting for the other one");
+  onTheWay.requests = 0;
+  const result = await generation.result;
+  equal(result.completionTokens, 1);
+  const { queueMs } = result.timings;
+  ok(queueMs < ARRIVAL_WINDOW_MS * 0.6, `queued ${queueMs} ms, not the whole arrival window`);
+});
+
 Deno.test("where requests come in bursts, one seen on its way a turn after the first joins its step", async () => {
   const onTheWay = new OnTheWay();
   await using loaded = await openTiny(4, onTheWay);

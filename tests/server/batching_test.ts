@@ -113,6 +113,46 @@ for (const [stage, cut] of Object.entries(CUTS)) {
   });
 }
 
+Deno.test("requests on connections opened beside the first one's start in its step", async () => {
+  // A client's burst after lone requests: one request on the connection kept open, the others a
+  // handshake later on new ones. The window for those is long here, so that a busy machine's late
+  // timer cannot close it; the scheduler's own wait (ARRIVAL_WINDOW_MS) still bounds it.
+  await using server = await startServer({
+    load: { parallel: 4 },
+    guard: { freshConnectionMs: ARRIVAL_WINDOW_MS },
+  });
+  equal((await postJson(`${server.url}/v1/completions`, { prompt: "warm up" })).status, 200);
+  const scheduler = server.ctx.registry.loaded().get("tiny-f32")?.scheduler;
+  ok(scheduler);
+  const port = Number(new URL(server.url).port);
+  const stepsBefore = scheduler.stats().steps;
+  const conns = await Promise.all(
+    [0, 1, 2, 3].map(() => Deno.connect({ hostname: "127.0.0.1", port })),
+  );
+  try {
+    const requests = ["the first", "a second", "the third", "a fourth"].map(oneTokenRequest);
+    await writeAll(conns[0]!, requests[0]!);
+    // The others' first bytes come after the first request has reached the scheduler.
+    await new Promise((resolve) => setTimeout(resolve, 3));
+    await Promise.all(conns.slice(1).map((conn, i) => writeAll(conn, requests[i + 1]!)));
+    const answers = await Promise.all(
+      conns.map(async (conn) =>
+        new TextDecoder().decode(await new Response(conn.readable).arrayBuffer())
+      ),
+    );
+    for (const answer of answers) ok(answer.includes('"completion_tokens":1'), answer);
+    equal(scheduler.stats().steps - stepsBefore, 1, "the four prompts in one step");
+  } finally {
+    for (const conn of conns) {
+      try {
+        conn.close();
+      } catch {
+        // Closed by the server after its answer (Connection: close).
+      }
+    }
+  }
+});
+
 Deno.test("a request the scheduler has is no longer counted as on its way", async () => {
   await using server = await startServer({ load: { parallel: 4 } });
   equal((await postJson(`${server.url}/v1/completions`, { prompt: "warm up" })).status, 200);

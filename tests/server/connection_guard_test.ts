@@ -454,11 +454,14 @@ Deno.test("requestsArriving() counts recent requests that no handler has yet", a
     handled++;
     await held;
     return new Response("done");
-  });
+  }, { freshConnectionMs: 200 });
   const client = await RawClient.open(server.addr.port);
   try {
     ok(await eventually(() => server.connections() === 1));
-    equal(server.requestsArriving(60_000), 0, "a connection that sent nothing (a spare)");
+    equal(server.requestsArriving(60_000), 1, "a new connection: its request follows at once");
+    equal(server.requestsArriving(0), 0, "only if it opened within the time asked");
+    await sleep(250);
+    equal(server.requestsArriving(60_000), 0, "it sent nothing for a while (a spare)");
     await client.send("GET / HTTP/1.1\r\nHost: te");
     ok(await eventually(() => server.requestsArriving(60_000) === 1), "its first bytes came in");
     await sleep(30);
