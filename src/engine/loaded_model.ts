@@ -31,7 +31,12 @@ import {
   type SplitModeName,
   type SplitRequest,
 } from "./multi_gpu_plan.ts";
-import { type LoraChoice, type RequestsOnTheWay, Scheduler } from "./scheduler.ts";
+import {
+  GPU_LOOK_TURNS_MS,
+  type LoraChoice,
+  type RequestsOnTheWay,
+  Scheduler,
+} from "./scheduler.ts";
 
 /** How to open a model for generation. */
 export interface OpenModelOptions {
@@ -77,6 +82,11 @@ export interface OpenModelOptions {
    * the next step by itself (`SchedulerOptions.decodeThread`), on a CPU or a GPU. Default false.
    */
   decodeThread?: boolean;
+  /**
+   * How long the idle loop turns looking for a burst's others (`SchedulerOptions.lookTurnsMs`).
+   * Default: `GPU_LOOK_TURNS_MS` where the model computes on a GPU, 0 (a timer's wait) on a CPU.
+   */
+  lookTurnsMs?: number;
   /**
    * Flash attention: `"on"`, `"off"`, or `"auto"`: with every layer on the CPU and each slot's
    * attention over its own cells, the kernel the attention probe found faster on this machine
@@ -313,6 +323,7 @@ export class LoadedModel {
           deviceSampling: mode === "on" || (mode === "auto" && plan.backend !== "cpu"),
           stagePrompts: model.offload.offloaded === 0,
           decodeThread: options.decodeThread === true,
+          lookTurnsMs: options.lookTurnsMs ?? (context.computesOnHost ? 0 : GPU_LOOK_TURNS_MS),
           ...(options.maxQueue ? { maxQueue: options.maxQueue } : {}),
           ...(options.requestsOnTheWay ? { requestsOnTheWay: options.requestsOnTheWay } : {}),
         });

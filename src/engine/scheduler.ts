@@ -233,6 +233,14 @@ export interface SchedulerOptions {
    * log-probabilities, and any step shared with another request, decode as usual. Default false.
    */
   decodeThread?: boolean;
+  /**
+   * Where requests come in bursts and none is seen on its way behind the one that woke the idle
+   * loop, how long the loop turns looking for the others before the first step (ms): it stops
+   * once one is seen or queued. 0: it waits for a timer instead, about 2 ms in Deno, which on a
+   * CPU leaves the cores to a client still writing the burst. Default 0; `LoadedModel` takes
+   * {@link GPU_LOOK_TURNS_MS} on a GPU.
+   */
+  lookTurnsMs?: number;
 }
 
 /** Requests on their way to a scheduler, as a server counts them. */
@@ -371,6 +379,14 @@ interface BatchPlan {
 
 /** Longest the first step after an idle spell waits for requests arriving together (ms). */
 export const ARRIVAL_WINDOW_MS = 10;
+
+/**
+ * On a GPU, how long the idle loop turns looking for a burst's others behind its first request
+ * (`SchedulerOptions.lookTurnsMs`). On an H100, in turn with a timer's wait, twice
+ * (bench/README.md, "The idle loop's look by turns on a GPU"): bursts of 32 and of 8 started whole
+ * alike, and a lone request after a burst had its first token at 5.5-6.2 ms against 7.1-7.4.
+ */
+export const GPU_LOOK_TURNS_MS = 1;
 
 /**
  * While requests on their way are waited for, they are counted again at least this often (ms):
@@ -603,6 +619,7 @@ export class Scheduler {
   #releases = 0;
   /** Whether lone streams may run on the decode thread (see {@link #decodeAhead}). */
   readonly #decodeThread: boolean;
+  readonly #lookTurnsMs: number;
   /** Stops the run on the decode thread, while one goes on. */
   #stopRunAhead: (() => void) | undefined;
   /** The chain the decode thread samples with, while a run goes on. */
@@ -629,6 +646,7 @@ export class Scheduler {
     this.#deviceSampling = options.deviceSampling ?? false;
     this.#stagePrompts = options.stagePrompts ?? false;
     this.#decodeThread = options.decodeThread ?? false;
+    this.#lookTurnsMs = options.lookTurnsMs ?? 0;
     if (this.#decodeThread) {
       context.startDecodeThread();
       void context.model.eogTokens; // found now, not in the first run's way
@@ -1198,14 +1216,22 @@ export class Scheduler {
    * for the linger below, as on a GPU), before and after, in turn, three times
    * (`bench/burst_split.ts`): 19, 20 and 23 of 30 bursts started with their first request alone
    * and the 31 others after its step, against 1, 0 and 0; TTFT p50 46.4 / 40.7 / 42.7 ms against
-   * 46.2 / 39.3 / 28.8 (`bench/README.md`, "A burst's others, one turn later"). The turn is a
-   * timer of 0 ms, which Deno 2.9 fires after about 2.2 ms, and that wait is what pays: one
-   * `setImmediate` turn instead let 17 and 9 of 20 such bursts split (bench/README.md, "A burst on
-   * new connections"). A lone request after bursts pays it once; those after it do not, as they
-   * are no longer bursts.
+   * 46.2 / 39.3 / 28.8 (`bench/README.md`, "A burst's others, one turn later"). On a CPU the
+   * turn is a timer of 0 ms, which Deno 2.9 fires after about 2.2 ms, and that wait is what pays
+   * there: one `setImmediate` turn instead let 17 and 9 of 20 such bursts split, turns for at most
+   * 1 ms 5 of 20 (bench/README.md, "A burst on new connections"). On a GPU the loop turns until one
+   * is seen or queued, for at most {@link SchedulerOptions.lookTurnsMs}. A lone request after
+   * bursts pays the look once; those after it do not, as they are no longer bursts.
    */
   async #lookOnceMore(): Promise<void> {
-    await this.#nextArrivalEvent(0);
+    if (this.#lookTurnsMs <= 0) {
+      await this.#nextArrivalEvent(0);
+      return;
+    }
+    const until = performance.now() + this.#lookTurnsMs;
+    do await drainMicrotasks(); while (
+      !this.#othersOnTheWay() && this.#queue.length < 2 && performance.now() < until
+    );
   }
 
   /**

@@ -141,6 +141,31 @@ Deno.test("where requests come in bursts, one seen on its way a turn after the f
   equal(scheduler.stats().steps - stepsBefore, 1, "one step for both");
 });
 
+Deno.test("with the look by turns (a GPU's), a lone request after bursts starts before a timer's turn", async () => {
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("tiny-f32"),
+    parallel: 4,
+    requestsOnTheWay: new OnTheWay(),
+    lookTurnsMs: 0.3,
+  });
+  const { scheduler } = loaded;
+  const submit = submitter(loaded);
+  for (let burst = 0; burst < 3; burst++) {
+    const words = ["one", "two", "three"];
+    await Promise.all(words.map((word) => submit(`burst ${burst}, ${word}`).result));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 20)); // the loop is idle again
+  const stepsBefore = scheduler.stats().steps;
+  const generation = submit("a lone request after bursts");
+  // A timer set now fires before any the scheduler sets to look for others (a timer's look
+  // would still be waiting then); the look by turns is over after 0.3 ms.
+  const startedBeforeATimer = await new Promise<boolean>((resolve) => {
+    setTimeout(() => resolve(loaded.context.busy || scheduler.stats().steps > stepsBefore), 0);
+  });
+  equal(startedBeforeATimer, true, "its prompt started");
+  equal((await generation.result).completionTokens, 1);
+});
+
 Deno.test("a lone request with nothing on its way starts before its submitter goes on", async () => {
   await using loaded = await openTiny(4, new OnTheWay());
   const submit = submitter(loaded);
