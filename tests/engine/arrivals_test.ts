@@ -81,14 +81,30 @@ Deno.test("requests a server counts on their way hold the first step after an id
   equal(onTheWay.asked.every((withinMs) => withinMs === ARRIVAL_WINDOW_MS), true);
 });
 
-Deno.test("a request on its way that gives up ends the wait at once", async () => {
+/** Three bursts of three requests, one after another, then an idle spell of the loop. */
+async function burstsThenIdle(submit: (text: string) => Generation): Promise<void> {
+  for (let burst = 0; burst < 3; burst++) {
+    const words = ["one", "two", "three"];
+    await Promise.all(words.map((word) => submit(`burst ${burst}, ${word}`).result));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 20));
+}
+
+/** The tiny model, and a first request it holds back for another one counted on its way. */
+async function waitingForAnother() {
   const onTheWay = new OnTheWay();
   onTheWay.requests = 1;
-  await using loaded = await openTiny(4, onTheWay);
+  const loaded = await openTiny(4, onTheWay);
   const generation = submitter(loaded)("the first request");
   // Microtasks only, so the wait's 10 ms cannot run out on a busy machine.
   await microtasks();
   equal(loaded.scheduler.stats().steps, 0, "waiting for the other one");
+  return { onTheWay, loaded, generation };
+}
+
+Deno.test("a request on its way that gives up ends the wait at once", async () => {
+  const { onTheWay, loaded, generation } = await waitingForAnother();
+  await using _loaded = loaded;
   onTheWay.settle();
   await microtasks();
   // Decoding, or already done on a busy machine; without the news, the wait would go on.
@@ -99,12 +115,8 @@ Deno.test("a request on its way that gives up ends the wait at once", async () =
 Deno.test("a request on its way that stops being counted without news ends the wait soon", async () => {
   // A new connection that sent nothing counts for a few milliseconds, and nothing says when it
   // stops: the scheduler counts again while it waits.
-  const onTheWay = new OnTheWay();
-  onTheWay.requests = 1;
-  await using loaded = await openTiny(4, onTheWay);
-  const generation = submitter(loaded)("the first request");
-  await microtasks();
-  equal(loaded.scheduler.stats().steps, 0, "waiting for the other one");
+  const { onTheWay, loaded, generation } = await waitingForAnother();
+  await using _loaded = loaded;
   onTheWay.requests = 0;
   const result = await generation.result;
   equal(result.completionTokens, 1);
@@ -117,11 +129,7 @@ Deno.test("where requests come in bursts, one seen on its way a turn after the f
   await using loaded = await openTiny(4, onTheWay);
   const { scheduler } = loaded;
   const submit = submitter(loaded);
-  for (let burst = 0; burst < 3; burst++) {
-    const words = ["one", "two", "three"];
-    await Promise.all(words.map((word) => submit(`burst ${burst}, ${word}`).result));
-  }
-  await new Promise((resolve) => setTimeout(resolve, 20)); // the loop is idle again
+  await burstsThenIdle(submit);
   const stepsBefore = scheduler.stats().steps;
   // The second request's first bytes are read in the next turn of the event loop (this timer
   // comes before any the scheduler sets), and its handler submits it in the turn after.
@@ -141,29 +149,31 @@ Deno.test("where requests come in bursts, one seen on its way a turn after the f
   equal(scheduler.stats().steps - stepsBefore, 1, "one step for both");
 });
 
-Deno.test("with the look by turns (a GPU's), a lone request after bursts starts before a timer's turn", async () => {
+Deno.test("with the look by turns (a GPU's), the idle loop looks for a burst's others until one is queued or the time is up", async () => {
+  const lookMs = 40; // far longer than a timer's look (about 2 ms), to tell them apart
   await using loaded = await LoadedModel.open({
     path: await fixtureModel("tiny-f32"),
     parallel: 4,
     requestsOnTheWay: new OnTheWay(),
-    lookTurnsMs: 0.3,
+    lookTurnsMs: lookMs,
   });
   const { scheduler } = loaded;
   const submit = submitter(loaded);
-  for (let burst = 0; burst < 3; burst++) {
-    const words = ["one", "two", "three"];
-    await Promise.all(words.map((word) => submit(`burst ${burst}, ${word}`).result));
-  }
-  await new Promise((resolve) => setTimeout(resolve, 20)); // the loop is idle again
+  await burstsThenIdle(submit);
+  // Nothing follows it: the loop looked for the whole time.
+  const lone = await submit("a lone request after bursts").result;
+  ok(lone.timings.queueMs >= lookMs, `queued ${lone.timings.queueMs} ms`);
+  await burstsThenIdle(submit);
   const stepsBefore = scheduler.stats().steps;
-  const generation = submit("a lone request after bursts");
-  // A timer set now fires before any the scheduler sets to look for others (a timer's look
-  // would still be waiting then); the look by turns is over after 0.3 ms.
-  const startedBeforeATimer = await new Promise<boolean>((resolve) => {
-    setTimeout(() => resolve(loaded.context.busy || scheduler.stats().steps > stepsBefore), 0);
-  });
-  equal(startedBeforeATimer, true, "its prompt started");
-  equal((await generation.result).completionTokens, 1);
+  const first = submit("the first of a burst");
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  const second = submit("its second, 5 ms later");
+  for (const generation of [first, second]) {
+    equal((await generation.result).completionTokens, 1);
+  }
+  equal(scheduler.stats().steps - stepsBefore, 1, "one step for both");
+  const { queueMs } = (await first.result).timings;
+  ok(queueMs < lookMs, `the look ended once the second was queued: ${queueMs} ms`);
 });
 
 Deno.test("a lone request with nothing on its way starts before its submitter goes on", async () => {

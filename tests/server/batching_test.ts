@@ -67,6 +67,37 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   for (let offset = 0; offset < bytes.length;) offset += await conn.write(bytes.subarray(offset));
 }
 
+/** Four connections to the server, and the four one-token requests to write on them. */
+async function fourRequests(serverUrl: string) {
+  const port = Number(new URL(serverUrl).port);
+  const conns = await Promise.all(
+    [0, 1, 2, 3].map(() => Deno.connect({ hostname: "127.0.0.1", port })),
+  );
+  const requests = ["the first", "a second", "the third", "a fourth"].map(oneTokenRequest);
+  return {
+    conns,
+    requests,
+    /** Checks each answer (read to the end: `Connection: close`) has its one token. */
+    async expectAnswers(): Promise<void> {
+      const answers = await Promise.all(
+        conns.map(async (conn) =>
+          new TextDecoder().decode(await new Response(conn.readable).arrayBuffer())
+        ),
+      );
+      for (const answer of answers) ok(answer.includes('"completion_tokens":1'), answer);
+    },
+    [Symbol.dispose](): void {
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch {
+          // Closed by the server after its answer (Connection: close).
+        }
+      }
+    },
+  };
+}
+
 /** Where a request is cut: the guard has its first bytes only, or its handler reads its body. */
 const CUTS = {
   "still being read": () => 10,
@@ -80,36 +111,18 @@ for (const [stage, cut] of Object.entries(CUTS)) {
     equal((await postJson(`${server.url}/v1/completions`, { prompt: "warm up" })).status, 200);
     const scheduler = server.ctx.registry.loaded().get("tiny-f32")?.scheduler;
     ok(scheduler);
-    const port = Number(new URL(server.url).port);
-    const conns = await Promise.all(
-      [0, 1, 2, 3].map(() => Deno.connect({ hostname: "127.0.0.1", port })),
-    );
-    try {
-      // Connections open a while are no longer counted as requests on their way by themselves.
-      await new Promise((resolve) => setTimeout(resolve, ARRIVAL_WINDOW_MS * 3));
-      const stepsBefore = scheduler.stats().steps;
-      const requests = ["the first", "a second", "the third", "a fourth"].map(oneTokenRequest);
-      // The first whole, the others cut; the rest of them follows 2 ms later.
-      const split = requests.map((bytes, i) => i === 0 ? bytes.length : cut(bytes));
-      await Promise.all(conns.map((conn, i) => writeAll(conn, requests[i]!.subarray(0, split[i]))));
-      await new Promise((resolve) => setTimeout(resolve, 2));
-      await Promise.all(conns.map((conn, i) => writeAll(conn, requests[i]!.subarray(split[i]))));
-      const answers = await Promise.all(
-        conns.map(async (conn) =>
-          new TextDecoder().decode(await new Response(conn.readable).arrayBuffer())
-        ),
-      );
-      for (const answer of answers) ok(answer.includes('"completion_tokens":1'), answer);
-      equal(scheduler.stats().steps - stepsBefore, 1, "the four prompts in one step");
-    } finally {
-      for (const conn of conns) {
-        try {
-          conn.close();
-        } catch {
-          // Closed by the server after its answer (Connection: close).
-        }
-      }
-    }
+    using four = await fourRequests(server.url);
+    const { conns, requests } = four;
+    // Connections open a while are no longer counted as requests on their way by themselves.
+    await new Promise((resolve) => setTimeout(resolve, ARRIVAL_WINDOW_MS * 3));
+    const stepsBefore = scheduler.stats().steps;
+    // The first whole, the others cut; the rest of them follows 2 ms later.
+    const split = requests.map((bytes, i) => i === 0 ? bytes.length : cut(bytes));
+    await Promise.all(conns.map((conn, i) => writeAll(conn, requests[i]!.subarray(0, split[i]))));
+    await new Promise((resolve) => setTimeout(resolve, 2));
+    await Promise.all(conns.map((conn, i) => writeAll(conn, requests[i]!.subarray(split[i]))));
+    await four.expectAnswers();
+    equal(scheduler.stats().steps - stepsBefore, 1, "the four prompts in one step");
   });
 }
 
@@ -124,33 +137,15 @@ Deno.test("requests on connections opened beside the first one's start in its st
   equal((await postJson(`${server.url}/v1/completions`, { prompt: "warm up" })).status, 200);
   const scheduler = server.ctx.registry.loaded().get("tiny-f32")?.scheduler;
   ok(scheduler);
-  const port = Number(new URL(server.url).port);
   const stepsBefore = scheduler.stats().steps;
-  const conns = await Promise.all(
-    [0, 1, 2, 3].map(() => Deno.connect({ hostname: "127.0.0.1", port })),
-  );
-  try {
-    const requests = ["the first", "a second", "the third", "a fourth"].map(oneTokenRequest);
-    await writeAll(conns[0]!, requests[0]!);
-    // The others' first bytes come after the first request has reached the scheduler.
-    await new Promise((resolve) => setTimeout(resolve, 3));
-    await Promise.all(conns.slice(1).map((conn, i) => writeAll(conn, requests[i + 1]!)));
-    const answers = await Promise.all(
-      conns.map(async (conn) =>
-        new TextDecoder().decode(await new Response(conn.readable).arrayBuffer())
-      ),
-    );
-    for (const answer of answers) ok(answer.includes('"completion_tokens":1'), answer);
-    equal(scheduler.stats().steps - stepsBefore, 1, "the four prompts in one step");
-  } finally {
-    for (const conn of conns) {
-      try {
-        conn.close();
-      } catch {
-        // Closed by the server after its answer (Connection: close).
-      }
-    }
-  }
+  using four = await fourRequests(server.url);
+  const { conns, requests } = four;
+  await writeAll(conns[0]!, requests[0]!);
+  // The others' first bytes come after the first request has reached the scheduler.
+  await new Promise((resolve) => setTimeout(resolve, 3));
+  await Promise.all(conns.slice(1).map((conn, i) => writeAll(conn, requests[i + 1]!)));
+  await four.expectAnswers();
+  equal(scheduler.stats().steps - stepsBefore, 1, "the four prompts in one step");
 });
 
 Deno.test("a request the scheduler has is no longer counted as on its way", async () => {
