@@ -12,8 +12,8 @@
  * left open (as a benchmark's first burst after a level of lone requests does).
  *
  *   deno run -A bench/burst_split.ts [--model PATH] [--burst 32] [--bursts 30] [--lone 3]
- *     [--pause 10] [--rounds 1] [--lone-between 0] [--fresh-connections] [--threads N] [--lib-dir DIR]
- *     [--llama-server PATH]
+ *     [--pause 10] [--rounds 1] [--lone-between 0] [--fresh-connections] [--threads N]
+ *     [--lib-dir DIR] [--llama-server PATH]
  *
  * The tiny model on a CPU stands in for a GPU: its first steps are too short for the scheduler's
  * linger (see `src/engine/burst_linger.ts`).

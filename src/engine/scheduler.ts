@@ -1260,8 +1260,9 @@ export class Scheduler {
    * event loop beside the step's threads, which leave it little of the cores: on 2 cores its
    * handler often finished just after the next step had started, and its prompt waited for that
    * whole step as well (see bench/README.md, "A request that arrives while a stream
-   * generates"). With the cores free between steps it finishes in about a millisecond. On a GPU the event loop turns
-   * while a step computes, and such a request is queued before the step ends.
+   * generates"). With the cores free between steps it finishes in about a millisecond. On a GPU
+   * the event loop turns while a step computes, and such a request is queued before the step
+   * ends.
    */
   #newcomersOnTheWay(active: readonly Slot[]): boolean {
     return this.context.computesOnHost && active.some((s) => s.state === "generating") &&

@@ -93,9 +93,9 @@ export interface GuardedServer extends AsyncDisposable {
    * Counts the requests that are arriving: on connections with no request in flight, the first
    * bytes of one came in within the last `withinMs`, and no handler has it yet; and the
    * connections that opened within `GuardOptions.freshConnectionMs` (and `withinMs`) and sent
-   * nothing yet. A client opens a connection to send a request at once, but not always: a fetch pool
-   * races a new connection against one about to be free and keeps the loser as a spare, so a
-   * connection that sent nothing counts only for as long as a request takes to follow its
+   * nothing yet. A client opens a connection to send a request at once, but not always: a fetch
+   * pool races a new connection against one about to be free and keeps the loser as a spare, so
+   * a connection that sent nothing counts only for as long as a request takes to follow its
    * handshake.
    *
    * @param withinMs How recent.
@@ -126,7 +126,7 @@ export interface GuardedServer extends AsyncDisposable {
  * on new connections"). A spare connection (see `requestsArriving`) holds a first step back this
  * long at most.
  */
-export const FRESH_CONNECTION_MS = 4;
+const FRESH_CONNECTION_MS = 4;
 /** Bytes read at most per read, in each direction of a connection. */
 const BUFFER_SIZE = 64 * 1024;
 /** Longest period of the sweep that enforces the timeouts. */
