@@ -28,14 +28,12 @@ import { readBenchModel } from "./lib/model_info.ts";
 import { PromptSequence } from "./lib/prompts.ts";
 import { type ServerName, ServerProcess, SERVERS } from "./lib/server_process.ts";
 import { streamCompletion, type StreamOptions } from "./lib/sse_client.ts";
-import { median } from "./lib/stats.ts";
+import { burstSplit, median } from "./lib/stats.ts";
 
 /** Bursts sent before counting, so that both servers have warm graphs and a history of bursts. */
 const WARMUP_BURSTS = 2;
 /** Tokens each request generates: the first is measured, the rest end the stream. */
 const TOKENS = 3;
-/** A burst split when its first TTFT is under this share of its second. */
-const SPLIT_SHARE = 0.6;
 
 const { values } = parseArgs({
   options: {
@@ -99,7 +97,7 @@ async function measure(name: ServerName, count: number): Promise<Splits> {
       );
       if (i < WARMUP_BURSTS) continue;
       const ttfts = results.map((r) => r.firstAt - r.sentAt).sort((a, b) => a - b);
-      if ((ttfts[0] as number) < SPLIT_SHARE * (ttfts[1] as number)) measured.split++;
+      if (burstSplit(ttfts)) measured.split++;
       measured.ttfts.push(...ttfts);
       measured.burstMedians.push(median(ttfts));
     }

@@ -11,11 +11,13 @@ import type { BenchModel } from "./model_info.ts";
 import type { LevelSample, RoundResult } from "./samples.ts";
 import { describeCounters } from "./scheduler_counters.ts";
 import type { ServerName } from "./server_process.ts";
-import { median } from "./stats.ts";
+import { median, SPLIT_SHARE } from "./stats.ts";
 import {
   compareGreedyTexts,
   mostOf,
   pooledGaps,
+  type SplitBursts,
+  splitBursts,
   streamsLabel,
   type SummaryRow,
 } from "./summary.ts";
@@ -198,6 +200,7 @@ export function summaryText(
         gapRows.map((r) => `${r.ratio.toFixed(2)} at ${streamsLabel(r.streams)}`).join(", ") + ".",
     );
   }
+  lines.push(...splitNote(splitBursts(rounds, levelsOf(summary))));
   lines.push(...interferenceNotes(summary), promptNote(rounds, options.promptTokens));
   const greedy = compareGreedyTexts(rounds);
   if (greedy.compared > 0) {
@@ -226,6 +229,24 @@ export function summaryText(
     );
   }
   return lines.join("\n");
+}
+
+/** The concurrency levels the summary reports, in its order. */
+function levelsOf(summary: SummaryRow[]): number[] {
+  return summary.filter((r) => r.key === "decodeTps").map((r) => r.streams);
+}
+
+function splitNote(levels: SplitBursts[]): string[] {
+  if (levels.length === 0) return [];
+  const counts = (c: { split: number; bursts: number }) => `${c.split}/${c.bursts}`;
+  return [
+    `Bursts whose first step started without the rest (first TTFT under ${SPLIT_SHARE}x the ` +
+    "next): " +
+    levels.map((l) =>
+      `${streamsLabel(l.streams)} shimmy ${counts(l.shimmy)}, ` +
+      `llama-server ${counts(l.llamaServer)}`
+    ).join("; ") + ".",
+  ];
 }
 
 function interferenceNotes(summary: SummaryRow[]): string[] {
@@ -307,6 +328,7 @@ export function jsonReport(
     date: new Date().toISOString(),
     ...header,
     summary,
+    splitBursts: splitBursts(rounds, levelsOf(summary)),
     greedyTexts: compareGreedyTexts(rounds),
     rounds: rounds.map((r) => ({
       ...r,

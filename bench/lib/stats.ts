@@ -76,6 +76,28 @@ export function pairedRatios(values: readonly number[], baseline: readonly numbe
   return values.map((value, round) => value / (baseline[round] as number));
 }
 
+/** A burst split when its earliest first token came before this share of the next one's. */
+export const SPLIT_SHARE = 0.6;
+
+/**
+ * Whether a burst's first step started without the rest of it: its earliest first token came
+ * well before the next one (under {@link SPLIT_SHARE} of it), because the others waited for the
+ * step of the first.
+ *
+ * @param ttftsMs The first-token times of the burst's requests, in any order.
+ * @returns False for fewer than two requests.
+ * @example
+ * ```ts
+ * burstSplit([6.5, 20.1, 20.3]); // true
+ * burstSplit([11.2, 11.3, 11.4]); // false
+ * ```
+ */
+export function burstSplit(ttftsMs: readonly number[]): boolean {
+  if (ttftsMs.length < 2) return false;
+  const [first, second] = [...ttftsMs].sort((a, b) => a - b) as [number, number];
+  return first < SPLIT_SHARE * second;
+}
+
 /** Token-gap summary of a set of streams; every time in ms. */
 export interface GapStats {
   /** Gaps counted, over all streams. */

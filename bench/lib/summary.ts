@@ -9,7 +9,7 @@
 
 import { allSamples, type LevelSample, type RoundResult } from "./samples.ts";
 import type { ServerName } from "./server_process.ts";
-import { type GapStats, gapStats, mean, median } from "./stats.ts";
+import { burstSplit, type GapStats, gapStats, mean, median } from "./stats.ts";
 
 /** Stable names of the summary rows, for readers of the JSON report. */
 export type SummaryKey =
@@ -176,6 +176,41 @@ export function summarize(rounds: RoundResult[], levels: number[]): SummaryRow[]
   return rounds.every((r) => r.interference) && rounds.length > 0
     ? [...rows, ...interferenceRows(rounds)]
     : rows;
+}
+
+/** How many of a level's bursts split, per server (see `burstSplit`). */
+export interface SplitBursts {
+  /** Concurrent streams of the level. */
+  streams: number;
+  /** Shimmy's split bursts and bursts. */
+  shimmy: { split: number; bursts: number };
+  /** llama-server's split bursts and bursts. */
+  llamaServer: { split: number; bursts: number };
+}
+
+/**
+ * Counts, per level of more than one stream, the bursts whose first step started without the
+ * rest (`burstSplit`: the earliest first token well before the next), over all rounds.
+ *
+ * @param rounds Every round of both servers.
+ * @param levels The concurrency levels, in the order to report.
+ * @returns One entry per level of two streams or more.
+ * @example
+ * ```ts
+ * for (const level of splitBursts(rounds, [1, 8, 32])) console.log(level.shimmy.split);
+ * ```
+ */
+export function splitBursts(rounds: RoundResult[], levels: number[]): SplitBursts[] {
+  const count = (server: ServerName, streams: number) => {
+    const bursts = rounds.filter((r) => r.server === server)
+      .flatMap((r) => r.levels.filter((l) => l.streams === streams));
+    return { split: bursts.filter((l) => burstSplit(l.ttftMs)).length, bursts: bursts.length };
+  };
+  return levels.filter((n) => n > 1).map((streams) => ({
+    streams,
+    shimmy: count("shimmy", streams),
+    llamaServer: count("llama-server", streams),
+  }));
 }
 
 function interferenceRows(rounds: RoundResult[]): SummaryRow[] {
