@@ -61,6 +61,19 @@ export function streamsLabel(n: number): string {
   return `${n} stream${n === 1 ? "" : "s"}`;
 }
 
+/**
+ * One server's samples of one concurrency level, over all rounds.
+ *
+ * @param rounds Every round of both servers.
+ * @param server The server.
+ * @param streams The level.
+ * @returns Its samples (one per burst), round by round.
+ */
+function levelSamples(rounds: RoundResult[], server: ServerName, streams: number): LevelSample[] {
+  return rounds.filter((r) => r.server === server)
+    .flatMap((r) => r.levels.filter((l) => l.streams === streams));
+}
+
 /** A row from one value per server. */
 function row(
   key: SummaryKey,
@@ -119,9 +132,7 @@ function gapRow(
  * ```
  */
 export function summarize(rounds: RoundResult[], levels: number[]): SummaryRow[] {
-  const of = (server: ServerName) => rounds.filter((r) => r.server === server);
-  const level = (streams: number) => (server: ServerName) =>
-    of(server).flatMap((r) => r.levels.filter((l) => l.streams === streams));
+  const level = (streams: number) => (server: ServerName) => levelSamples(rounds, server, streams);
   const rows = [
     ...levels.map((n) =>
       row(
@@ -202,8 +213,7 @@ export interface SplitBursts {
  */
 export function splitBursts(rounds: RoundResult[], levels: number[]): SplitBursts[] {
   const count = (server: ServerName, streams: number) => {
-    const bursts = rounds.filter((r) => r.server === server)
-      .flatMap((r) => r.levels.filter((l) => l.streams === streams));
+    const bursts = levelSamples(rounds, server, streams);
     return { split: bursts.filter((l) => burstSplit(l.ttftMs)).length, bursts: bursts.length };
   };
   return levels.filter((n) => n > 1).map((streams) => ({
@@ -301,10 +311,7 @@ export interface GreedyComparison {
  * ```
  */
 export function compareGreedyTexts(rounds: RoundResult[]): GreedyComparison {
-  const single = (server: ServerName) =>
-    rounds.filter((r) => r.server === server).flatMap((r) =>
-      r.levels.filter((l) => l.streams === 1).flatMap((l) => l.results)
-    );
+  const single = (server: ServerName) => levelSamples(rounds, server, 1).flatMap((l) => l.results);
   const reference = new Map(single("llama-server").map((r) => [r.prompt, r.text]));
   const out: GreedyComparison = { compared: 0, same: 0, agreeChars: Infinity, differences: [] };
   for (const { prompt, text } of single("shimmy")) {
