@@ -1,10 +1,11 @@
 /**
  * Shared helpers for the test suite: running the CLI as a subprocess, locating the reference
- * llama.cpp tools, and printing why a test was skipped.
+ * llama.cpp tools, printing why a test was skipped, and comparing vectors of floats.
  *
  * @module
  */
 
+import { ok } from "node:assert/strict";
 import { join } from "node:path";
 import { REPO_ROOT } from "./fixtures/models.ts";
 
@@ -80,5 +81,23 @@ export async function capture(run: () => Promise<number>): Promise<RunResult> {
   } finally {
     console.log = log;
     console.error = error;
+  }
+}
+
+/**
+ * Asserts that two vectors of floats have the same length and differ by at most `tolerance` in
+ * any value. A batch of several sequences may sum its matrix products in another order than one
+ * sequence alone (llama.cpp's AVX2 kernels do; its AVX-512 ones did not), so a batched result can
+ * differ from a lone input's in the last bits.
+ */
+export function assertNearlyEqual(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  tolerance = 1e-6,
+): void {
+  ok(actual.length === expected.length, `${actual.length} values, expected ${expected.length}`);
+  for (let i = 0; i < actual.length; i++) {
+    const difference = Math.abs((actual[i] as number) - (expected[i] as number));
+    ok(difference <= tolerance, `value ${i}: ${actual[i]} against ${expected[i]}`);
   }
 }

@@ -4,6 +4,7 @@ import { GenerationError } from "../../src/engine/errors.ts";
 import { Llama } from "../../src/ffi/llama.ts";
 import { Model } from "../../src/ffi/model.ts";
 import { fixtureModel } from "../fixtures/models.ts";
+import { assertNearlyEqual } from "../helpers.ts";
 
 Deno.test("normalizeL2() scales to unit length and leaves a zero vector zero", () => {
   deepEqual(Array.from(normalizeL2(Float32Array.of(3, 4))), [
@@ -20,9 +21,14 @@ Deno.test("Embedder.embed() runs concurrent calls one after another on its one c
   equal(embedder.dimensions, 64);
   equal(embedder.contextSize, 512);
   const inputs = ["hello world", "the dog", "yes", "a cat"].map((t) => model.tokenize(t));
-  const alone = await embedder.embed(inputs);
+  const batched = await embedder.embed(inputs);
   equal(embedder.decodeCount, 2, "four inputs, two sequences per decode");
+  const alone: Float32Array[] = [];
+  for (const input of inputs) alone.push((await embedder.embed([input]))[0]!);
+  equal(embedder.decodeCount, 6, "one decode for each input alone");
+  batched.forEach((vector, i) => assertNearlyEqual(vector, alone[i]!));
   const together = await Promise.all(inputs.map((input) => embedder.embed([input])));
+  equal(embedder.decodeCount, 10, "one call after another, each alone");
   together.forEach(([vector], i) => deepEqual(Array.from(vector!), Array.from(alone[i]!)));
   ok(!embedder.busy);
 });

@@ -256,12 +256,14 @@ Deno.test("DecodeThread.step() is refused by a thread that failed to start, a cl
   }
   // Looked at from a turn taken while the step is under way: a one-token step of this model can
   // be over before the call returns (a loaded machine may pause the host that long), so a step
-  // without any such turn is tried again.
+  // without any such turn is tried again, on an empty cache (a position decoded twice would fail
+  // and log). Later turns let the event loop run: a log line from the thread waits for it.
   let seenBusy = 0;
   for (let tries = 0; seenBusy === 0 && tries < 50; tries++) {
+    ctx.clearMemory();
     const { status, decodeMs } = await thread.step(ctx.pointer, batch, {
       turn: async () => {
-        if (seenBusy > 0) return;
+        if (seenBusy > 0) return await new Promise((resolve) => setTimeout(resolve, 0));
         seenBusy++;
         ok(!thread.ready, "busy while its step is decoded");
         await rejects(thread.step(ctx.pointer, batch), /not ready/);
