@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Shimmy's GPU run, for a CUDA machine with no network (the H100 machine):
-#   bench/gpu_run.sh build   CUDA libllama + reference tools from the pinned source (sm_90)
+#   bench/gpu_run.sh build   CUDA libllama + reference tools from the pinned source (sm_90), and the
+#                            test models beside it (test and bench generate those missing)
 #   bench/gpu_run.sh test    the test suite's GPU cases (tests/gpu) against that build
 #   bench/gpu_run.sh bench   llama-bench, shimmy bench (sampling on the CPU and on the GPU), and
 #                            bench/serve_bench.ts: shimmy serve vs llama-server on the GPU
@@ -22,21 +23,31 @@ lib=lib/linux-x64-cuda
 # shellcheck source=bench/device_env.sh
 source bench/device_env.sh
 
+# Generates the named test models that are not there yet (a build generates them beside it, so a
+# later call on the same held machine finds them).
+fixtures() {
+  local missing=()
+  for name in "$@"; do [ -f "tests/fixtures/generated/$name.gguf" ] || missing+=("$name"); done
+  [ ${#missing[@]} = 0 ] || deno run -A tests/fixtures/generate.ts "${missing[@]}" >/dev/null
+}
+
 case "${1:-all}" in
   build)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
+    fixtures bench-125m bench-1b tiny-f32 &
     time scripts/build-libllama.sh --cuda --reference-tools --out "$lib" --cuda-arch 90 \
       2>&1 | tail -5 | tee "$out/build.log"
+    wait
     ;;
   test)
-    deno run -A tests/fixtures/generate.ts bench-125m bench-1b tiny-f32 >/dev/null
+    fixtures bench-125m bench-1b tiny-f32
     SHIMMY_LIB_DIR=$lib deno run -A main.ts gpu-info 2>&1 | tee "$out/gpu-info.log"
     SHIMMY_LIB_DIR=$lib deno run -A main.ts probe tests/fixtures/generated/bench-1b.gguf \
       --gpu-backend cuda 2>&1 | tee "$out/probe.log"
     SHIMMY_LIB_DIR=$lib deno test -A tests/gpu 2>&1 | tee "$out/gpu-tests.log"
     ;;
   bench)
-    deno run -A tests/fixtures/generate.ts bench-1b >/dev/null
+    fixtures bench-1b
     model=tests/fixtures/generated/bench-1b.gguf
     "$lib/bin/llama-bench" -m "$model" -ngl 99 -p 512 -n 128 2>/dev/null | tee "$out/llama-bench.log" || true
     for mode in off on; do
