@@ -9,7 +9,7 @@
  * @module
  */
 
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { cpus } from "node:os";
 import type { Llama } from "../ffi/llama.ts";
 import { userCacheDir } from "../ffi/extract.ts";
@@ -56,7 +56,7 @@ export function cpuAttentionKernel(
   dims: AttentionDims,
   options: VerdictOptions,
 ): Promise<AttentionProbe> {
-  const key = verdictKey(llama, dims, options.threads);
+  const key = verdictKey(llama.libDir, dims, options.threads);
   const file = verdictFile(options.cacheDir);
   const memo = `${file ?? ""}\n${key}`;
   let verdict = remembered.get(memo);
@@ -76,20 +76,21 @@ export function cpuAttentionKernel(
  * The key of a verdict in the verdict file: the probe's version, the processor, the library
  * folder, the threads and the attention's dimensions.
  *
- * @param llama The runtime (its library folder).
+ * @param libDir The runtime's library folder, as given (`lib/reference` and its absolute path are
+ *   one folder, one key).
  * @param dims The model's heads and head sizes.
  * @param threads Threads of the context.
  * @returns The key.
  * @example
  * ```ts
- * verdictKey(llama, { heads: 4, headsKv: 2, keyLength: 16, valueLength: 16 }, 2);
+ * verdictKey(llama.libDir, { heads: 4, headsKv: 2, keyLength: 16, valueLength: 16 }, 2);
  * ```
  */
-export function verdictKey(llama: Llama, dims: AttentionDims, threads: number): string {
+export function verdictKey(libDir: string, dims: AttentionDims, threads: number): string {
   return JSON.stringify({
     version: PROBE_VERSION,
     processor: processorIdentity(),
-    library: llama.libDir,
+    library: resolve(libDir),
     threads,
     ...dims,
   });

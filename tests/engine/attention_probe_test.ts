@@ -1,5 +1,5 @@
 import { deepEqual, equal, notEqual, ok, rejects } from "node:assert/strict";
-import { join } from "node:path";
+import { join, relative as relativePath, resolve } from "node:path";
 import {
   type AttentionProbe,
   chooseKernel,
@@ -74,8 +74,12 @@ Deno.test("cpuAttentionKernel() probes once per process and remembers the verdic
     ok(probed.elapsedMs > 0, "the first call probes");
     equal(await cpuAttentionKernel(llama, TINY_DIMS, options), probed, "the process remembers it");
     const file = join(first, "attention-kernels.json");
-    const key = verdictKey(llama, TINY_DIMS, 2);
+    const key = verdictKey(llama.libDir, TINY_DIMS, 2);
     ok(key.includes('"threads":2') && key.includes('"heads":4'), key);
+    // A folder named relative to the working folder is the same folder as its absolute path.
+    const relative = relativePath(Deno.cwd(), llama.libDir);
+    equal(verdictKey(relative, TINY_DIMS, 2), key, relative);
+    ok(key.includes(JSON.stringify(resolve(llama.libDir))), key);
     if (probed.steady) {
       const stored: Record<string, AttentionProbe> = JSON.parse(await Deno.readTextFile(file));
       equal(stored[key]?.kernel, probed.kernel);
