@@ -9,15 +9,15 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { modelAttentionDims, probeAttentionKernels } from "../src/engine/attention_probe.ts";
 import { Llama } from "../src/ffi/llama.ts";
 import { Model } from "../src/ffi/model.ts";
 import { fixtureModel, REPO_ROOT } from "../tests/fixtures/models.ts";
+import { benchArgs } from "./lib/args.ts";
 
 async function main(): Promise<void> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = benchArgs({
     args: Deno.args,
     allowPositionals: true,
     options: {
@@ -25,7 +25,7 @@ async function main(): Promise<void> {
       runs: { type: "string", default: "3" },
       "lib-dir": { type: "string", default: join(REPO_ROOT, "lib/reference") },
     },
-  });
+  }, import.meta.url);
   Deno.env.set("SHIMMY_LIB_DIR", values["lib-dir"] as string);
   const path = positionals[0] ?? await fixtureModel("bench-125m");
   const threads = Number(values.threads);

@@ -21,7 +21,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { join, resolve } from "node:path";
 import { fixtureModel, REPO_ROOT } from "../tests/fixtures/models.ts";
 import { readBenchModel } from "./lib/model_info.ts";
@@ -29,13 +28,14 @@ import { PromptSequence } from "./lib/prompts.ts";
 import { type ServerName, ServerProcess, SERVERS } from "./lib/server_process.ts";
 import { streamCompletion, type StreamOptions } from "./lib/sse_client.ts";
 import { burstSplit, median } from "./lib/stats.ts";
+import { benchArgs } from "./lib/args.ts";
 
 /** Bursts sent before counting, so that both servers have warm graphs and a history of bursts. */
 const WARMUP_BURSTS = 2;
 /** Tokens each request generates: the first is measured, the rest end the stream. */
 const TOKENS = 3;
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     model: { type: "string" },
     burst: { type: "string", default: "32" },
@@ -49,7 +49,7 @@ const { values } = parseArgs({
     "lib-dir": { type: "string", default: join(REPO_ROOT, "lib/reference") },
     "llama-server": { type: "string", default: join(REPO_ROOT, "lib/reference/bin/llama-server") },
   },
-});
+}, import.meta.url);
 const model = await readBenchModel(values.model ?? await fixtureModel("tiny-f32"));
 const burst = Number(values.burst);
 if (!Number.isInteger(burst) || burst < 2) {

@@ -17,19 +17,19 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { LoadedModel } from "../src/engine/loaded_model.ts";
 import { Batch } from "../src/ffi/batch.ts";
 import { LlamaBatch } from "../src/ffi/layouts.ts";
+import { benchArgs } from "./lib/args.ts";
 
-const { values, positionals } = parseArgs({
+const { values, positionals } = benchArgs({
   allowPositionals: true,
   options: {
     slots: { type: "string", default: "1" },
     threads: { type: "string", default: "4" },
     steps: { type: "string", default: "256" },
   },
-});
+}, import.meta.url);
 const path = positionals[0];
 if (!path) throw new Error("usage: bench/ffi_decode_loop.ts MODEL.gguf [cuda|cpu] [--slots N]");
 const backend = positionals[1] === "cpu" ? "cpu" : "cuda";

@@ -94,15 +94,21 @@ function median(values: number[]): number {
  * @returns The exit code.
  */
 export async function main(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      model: { type: "string" },
-      tokens: { type: "string", default: "128" },
-      reps: { type: "string", default: "3" },
-      help: { type: "boolean", default: false },
-    },
-  });
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        model: { type: "string" },
+        tokens: { type: "string", default: "128" },
+        reps: { type: "string", default: "3" },
+        help: { type: "boolean", default: false },
+      },
+    }));
+  } catch (error) {
+    console.error(`${error instanceof Error ? error.message : error}\n\n${GRAMMAR_BENCH_USAGE}`);
+    return 2;
+  }
   if (values.help) {
     console.log(GRAMMAR_BENCH_USAGE);
     return 0;

@@ -18,10 +18,10 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { serveGuarded } from "../src/server/connection_guard.ts";
 import { type SendChunk, streamBody } from "../src/server/stream_body.ts";
 import { threadCpuNs } from "./lib/thread_stat.ts";
+import { benchArgs } from "./lib/args.ts";
 
 const WAYS = ["wake", "serve", "guard", "pushed"] as const;
 type Way = typeof WAYS[number];
@@ -101,14 +101,14 @@ async function measure(way: Way, chunks: number, intervalMs: number): Promise<nu
 
 async function main(): Promise<void> {
   if (Deno.build.os !== "linux") throw new Error("This probe reads /proc: Linux only");
-  const { values } = parseArgs({
+  const { values } = benchArgs({
     args: Deno.args,
     options: {
       chunks: { type: "string", default: "1000" },
       "interval-ms": { type: "string", default: "5" },
       rounds: { type: "string", default: "3" },
     },
-  });
+  }, import.meta.url);
   const chunks = Number(values.chunks);
   const intervalMs = Number(values["interval-ms"]);
   const rounds = Number(values.rounds);

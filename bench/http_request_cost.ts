@@ -16,10 +16,10 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { serveGuarded } from "../src/server/connection_guard.ts";
 import type { ServedRequest } from "../src/server/served_request.ts";
 import { threadSample, TICKS_PER_SECOND } from "./lib/thread_stat.ts";
+import { benchArgs } from "./lib/args.ts";
 
 const WAYS = ["serve", "guard"] as const;
 type Way = typeof WAYS[number];
@@ -86,13 +86,13 @@ async function measure(way: Way, requests: number): Promise<Cost> {
 
 async function main(): Promise<void> {
   if (Deno.build.os !== "linux") throw new Error("This probe reads /proc: Linux only");
-  const { values } = parseArgs({
+  const { values } = benchArgs({
     args: Deno.args,
     options: {
       requests: { type: "string", default: "4000" },
       rounds: { type: "string", default: "3" },
     },
-  });
+  }, import.meta.url);
   const requests = Number(values.requests);
   const rounds = Number(values.rounds);
   const results: Record<Way, Cost[]> = { serve: [], guard: [] };

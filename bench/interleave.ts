@@ -16,9 +16,9 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { streamCompletion } from "./lib/sse_client.ts";
 import { median, pairedRatios } from "./lib/stats.ts";
+import { benchArgs } from "./lib/args.ts";
 
 interface Server {
   name: string;
@@ -37,7 +37,7 @@ function serversOf(args: readonly string[]): Server[] {
 }
 
 async function main(): Promise<void> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = benchArgs({
     args: Deno.args,
     allowPositionals: true,
     options: {
@@ -45,7 +45,7 @@ async function main(): Promise<void> {
       tokens: { type: "string", default: "200" },
       pause: { type: "string", default: "500" },
     },
-  });
+  }, import.meta.url);
   const servers = serversOf(positionals);
   if (servers.length === 0) throw new Error("Name at least one server: NAME=URL ...");
   const rounds = Number(values.rounds);

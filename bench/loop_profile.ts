@@ -15,7 +15,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args.ts";
 
 /** One node of a V8 CPU profile (the inspector's `Profiler.Profile`). */
 export interface ProfileNode {
@@ -141,7 +141,7 @@ class Inspector {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = benchArgs({
     args: Deno.args,
     options: {
       inspector: { type: "string", default: "127.0.0.1:9229" },
@@ -150,7 +150,7 @@ async function main(): Promise<void> {
       "interval-us": { type: "string", default: "100" },
       out: { type: "string" },
     },
-  });
+  }, import.meta.url);
   const inspector = await Inspector.connect(values.inspector);
   await inspector.call("Profiler.enable");
   await inspector.call("Profiler.setSamplingInterval", { interval: Number(values["interval-us"]) });

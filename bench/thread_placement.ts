@@ -10,7 +10,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args.ts";
 import { join } from "node:path";
 import { fixtureModel, REPO_ROOT } from "../tests/fixtures/models.ts";
 import { readBenchModel } from "./lib/model_info.ts";
@@ -34,14 +34,14 @@ async function stream(url: string, tokens: number): Promise<void> {
 
 async function main(): Promise<void> {
   if (Deno.build.os !== "linux") throw new Error("This probe reads /proc: Linux only");
-  const { values } = parseArgs({
+  const { values } = benchArgs({
     args: Deno.args,
     options: {
       streams: { type: "string", default: "10" },
       tokens: { type: "string", default: "256" },
       "lib-dir": { type: "string", default: join(REPO_ROOT, "lib/reference") },
     },
-  });
+  }, import.meta.url);
   const streams = Number(values.streams);
   const tokens = Number(values.tokens);
   const cores = navigator.hardwareConcurrency;

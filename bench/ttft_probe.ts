@@ -25,7 +25,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { benchArgs } from "./lib/args.ts";
 import { join, resolve } from "node:path";
 import { fixtureModel, REPO_ROOT } from "../tests/fixtures/models.ts";
 import { readBenchModel } from "./lib/model_info.ts";
@@ -47,7 +47,7 @@ const NEWCOMERS_PER_STREAM = 3;
 /** With `--during-stream`: pause after the long stream's first token and between newcomers. */
 const NEWCOMER_PAUSE_MS = 100;
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     model: { type: "string" },
     burst: { type: "string", default: "1" },
@@ -60,7 +60,7 @@ const { values } = parseArgs({
     "lib-dir": { type: "string", default: join(REPO_ROOT, "lib/reference") },
     "llama-server": { type: "string", default: join(REPO_ROOT, "lib/reference/bin/llama-server") },
   },
-});
+}, import.meta.url);
 const model = await readBenchModel(values.model ?? await fixtureModel("bench-125m"));
 const burst = Number(values.burst);
 const promptTokens = values["prompt-tokens"] === undefined
