@@ -23,12 +23,25 @@ export interface RunResult {
  * @param env Extra environment variables.
  * @returns Exit code and decoded output.
  */
-export async function runShimmy(
+export function runShimmy(args: string[], env: Record<string, string> = {}): Promise<RunResult> {
+  return runScript("main.ts", args, env);
+}
+
+/**
+ * Runs `deno run -A SCRIPT ARGS` from the repository root.
+ *
+ * @param script The script's path in the repository, e.g. `bench/ttft_probe.ts`.
+ * @param args Its arguments.
+ * @param env Extra environment variables.
+ * @returns Exit code and decoded output.
+ */
+export async function runScript(
+  script: string,
   args: string[],
   env: Record<string, string> = {},
 ): Promise<RunResult> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", join(REPO_ROOT, "main.ts"), ...args],
+    args: ["run", "-A", join(REPO_ROOT, script), ...args],
     cwd: REPO_ROOT,
     env,
     stdin: "null",

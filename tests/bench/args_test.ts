@@ -2,21 +2,7 @@ import { equal, match, ok } from "node:assert/strict";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { scriptUsage } from "../../bench/lib/args.ts";
-import { REPO_ROOT } from "../fixtures/models.ts";
-
-/** Runs a benchmark script with `args` and returns its exit code and output. */
-async function runScript(script: string, args: string[]) {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", join(REPO_ROOT, "bench", script), ...args],
-    stdin: "null",
-  }).output();
-  const text = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: text.decode(output.stdout),
-    stderr: text.decode(output.stderr),
-  };
-}
+import { runScript } from "../helpers.ts";
 
 Deno.test("scriptUsage() is the doc comment that opens a script, without its markers", async () => {
   const dir = await Deno.makeTempDir();
@@ -38,10 +24,10 @@ Deno.test("scriptUsage() is the doc comment that opens a script, without its mar
 });
 
 Deno.test("a benchmark script answers --help with its usage and an unknown flag with exit 2", async () => {
-  const help = await runScript("burst_split.ts", ["--help"]);
+  const help = await runScript("bench/burst_split.ts", ["--help"]);
   equal(help.code, 0, help.stderr);
   ok(help.stdout.startsWith("How often a burst's first step"), help.stdout.slice(0, 200));
-  const unknown = await runScript("burst_split.ts", ["--bogus"]);
+  const unknown = await runScript("bench/burst_split.ts", ["--bogus"]);
   equal(unknown.code, 2);
   match(unknown.stderr, /^Unknown option '--bogus'/);
   ok(unknown.stderr.includes(help.stdout.trim().split("\n")[0]!), unknown.stderr);
