@@ -8,9 +8,11 @@
 /** Clock ticks per second of `/proc`'s times (Linux's USER_HZ). */
 export const TICKS_PER_SECOND = 100;
 
-/** One thread of a process: its id, the CPU it last ran on and its CPU ticks so far. */
+/** One thread of a process: its id and name, the CPU it last ran on and its CPU ticks so far. */
 export interface ThreadSample {
   tid: string;
+  /** The thread's name (`comm`), e.g. `worker-3` for a Web Worker's. */
+  name: string;
   cpu: number;
   ticks: number;
 }
@@ -29,9 +31,15 @@ export interface ThreadSample {
  */
 export function threadSample(pid: number, tid: string): ThreadSample {
   const stat = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/stat`);
-  // The fields after the command name, which may hold spaces, closed by ") ".
-  const fields = stat.slice(stat.lastIndexOf(") ") + 2).split(" ");
-  return { tid, cpu: Number(fields[36]), ticks: Number(fields[11]) + Number(fields[12]) };
+  // The command name, which may hold spaces, between "(" and the last ") "; the fields after it.
+  const nameEnd = stat.lastIndexOf(") ");
+  const fields = stat.slice(nameEnd + 2).split(" ");
+  return {
+    tid,
+    name: stat.slice(stat.indexOf("(") + 1, nameEnd),
+    cpu: Number(fields[36]),
+    ticks: Number(fields[11]) + Number(fields[12]),
+  };
 }
 
 /**

@@ -19,6 +19,7 @@ import { toHttpError } from "../../src/server/http_error.ts";
 import { fixtureModel, llamaSourceDir, REPO_ROOT } from "../fixtures/models.ts";
 import { CONVERSATION, templateFixture } from "../fixtures/template_fixtures.ts";
 import { skipBecause } from "../helpers.ts";
+import { threadsOf, TICKS_PER_SECOND } from "../../bench/lib/thread_stat.ts";
 
 const REAL = ["qwen2", "phi-3", "command-r", "gemma-4"] as const;
 const source = llamaSourceDir();
@@ -33,18 +34,10 @@ function manyMessages(count: number): TemplateMessage[] {
 
 /** CPU seconds of each live Web Worker thread (named `worker-N`), by thread id. */
 function workerThreadCpu(): Map<string, number> {
-  const seconds = new Map<string, number>();
-  for (const thread of Deno.readDirSync("/proc/self/task")) {
-    try {
-      const dir = `/proc/self/task/${thread.name}`;
-      if (!Deno.readTextFileSync(`${dir}/comm`).startsWith("worker-")) continue;
-      const fields = Deno.readTextFileSync(`${dir}/stat`).split(") ")[1]?.split(" ") ?? [];
-      seconds.set(thread.name, (Number(fields[11]) + Number(fields[12])) / 100); // clock ticks
-    } catch {
-      // The thread ended meanwhile.
-    }
-  }
-  return seconds;
+  return new Map(
+    threadsOf(Deno.pid).filter((thread) => thread.name.startsWith("worker-"))
+      .map((thread) => [thread.tid, thread.ticks / TICKS_PER_SECOND]),
+  );
 }
 
 /**
