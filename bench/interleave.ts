@@ -11,7 +11,11 @@
  * checkouts of Shimmy (`git worktree add`) and llama-server, then:
  *
  *   deno run -A bench/interleave.ts before=http://127.0.0.1:18600 after=http://127.0.0.1:18601 \
- *     llama=http://127.0.0.1:18603 [--rounds 12] [--tokens 200]
+ *     llama=http://127.0.0.1:18603 [--rounds 12] [--tokens 200] [--prompt-tokens N]
+ *
+ * `--prompt-tokens N` sends prompts of about N tokens (a new one each round, so that no server
+ * finds it cached), to compare first tokens after long prompts; start the servers with room for
+ * them.
  *
  * @module
  */
@@ -19,6 +23,7 @@
 import { streamCompletion } from "./lib/sse_client.ts";
 import { median, pairedRatios } from "./lib/stats.ts";
 import { benchArgs } from "./lib/args.ts";
+import { promptText } from "./lib/prompts.ts";
 
 interface Server {
   name: string;
@@ -44,6 +49,7 @@ async function main(): Promise<void> {
       rounds: { type: "string", default: "12" },
       tokens: { type: "string", default: "200" },
       pause: { type: "string", default: "500" },
+      "prompt-tokens": { type: "string" },
     },
   }, import.meta.url);
   const servers = serversOf(positionals);
@@ -51,16 +57,26 @@ async function main(): Promise<void> {
   const rounds = Number(values.rounds);
   const tokens = Number(values.tokens);
   const pauseMs = Number(values.pause);
-  if (!(rounds >= 1) || !(tokens >= 2) || !(pauseMs >= 0)) {
+  const promptTokens = values["prompt-tokens"] === undefined
+    ? undefined
+    : Number(values["prompt-tokens"]);
+  if (
+    !(rounds >= 1) || !(tokens >= 2) || !(pauseMs >= 0) ||
+    !(promptTokens === undefined || promptTokens >= 1)
+  ) {
     throw new Error(
-      "--rounds must be at least 1, --tokens at least 2 (a rate needs two tokens) and --pause " +
-        "not negative",
+      "--rounds must be at least 1, --tokens at least 2 (a rate needs two tokens), --pause " +
+        "not negative and --prompt-tokens at least 1",
     );
   }
-  for (const server of servers) await streamCompletion(server.url, "A warm-up", tokens);
+  const promptOf = (round: number) =>
+    promptTokens === undefined
+      ? `Once upon a time, in round ${round} of the comparison,`
+      : promptText(round + 1, promptTokens);
+  for (const server of servers) await streamCompletion(server.url, promptOf(-1), tokens);
   for (let round = 0; round < rounds; round++) {
     const order = round % 2 === 0 ? servers : [...servers].reverse();
-    const prompt = `Once upon a time, in round ${round} of the comparison,`;
+    const prompt = promptOf(round);
     for (const server of order) {
       // A server's compute threads may spin for a while after its stream (llama-server's do, for
       // up to ~0.1 s): the next server would start on cores they still hold.
@@ -80,11 +96,13 @@ async function main(): Promise<void> {
   for (const server of servers) {
     const rate = median(server.rates);
     const paired = pairedRatios(server.rates, first.rates);
+    const pairedTtfts = pairedRatios(server.ttfts, first.ttfts);
     console.log(
       `${server.name}: decode median ${rate.toFixed(1)} tok/s (${(rate / base).toFixed(3)}× ` +
         `${first.name}; round by round ${median(paired).toFixed(3)}× median, ` +
         `${Math.min(...paired).toFixed(3)}–${Math.max(...paired).toFixed(3)}), ` +
-        `TTFT median ${median(server.ttfts).toFixed(1)} ms`,
+        `TTFT median ${median(server.ttfts).toFixed(1)} ms (round by round ` +
+        `${median(pairedTtfts).toFixed(3)}× ${first.name}'s)`,
     );
   }
 }

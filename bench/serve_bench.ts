@@ -41,6 +41,7 @@ import {
 } from "./lib/scenarios.ts";
 import {
   describeLaunch,
+  flashAttnFlag,
   launchFor,
   llamaServerVersion,
   otherCpuShare,
@@ -255,13 +256,8 @@ export function parseBenchArgs(args: string[]): BenchOptions | undefined {
     decodeThread: onOffFlag("decode-thread", v["decode-thread"] ?? "on"),
     notes: context.notes,
   };
-  const flashAttn = v["flash-attn"];
-  if (flashAttn !== undefined) {
-    if (flashAttn !== "on" && flashAttn !== "off" && flashAttn !== "auto") {
-      throw new UsageError(`--flash-attn must be on, off or auto; got "${flashAttn}"`);
-    }
-    options.flashAttn = flashAttn;
-  }
+  const flashAttn = flashAttnFlag(v["flash-attn"]);
+  if (flashAttn !== undefined) options.flashAttn = flashAttn;
   if (promptTokens !== undefined) options.promptTokens = promptTokens;
   const gpus = gpusFlag(v.gpus);
   if (gpus) options.gpus = gpus;

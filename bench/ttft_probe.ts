@@ -8,13 +8,14 @@
  *
  *   deno run -A bench/ttft_probe.ts [--model PATH] [--burst 1] [--requests 50] [--rounds 2]
  *     [--prompt-tokens N] [--threads N] [--lib-dir DIR] [--llama-server PATH]
- *     [--decode-thread on|off]
+ *     [--decode-thread on|off] [--flash-attn on|off|auto]
  *
  * `--prompt-tokens N` sends prompts of about N tokens instead of the ~37-token default (the slots
  * grow to hold them).
  *
  * `--decode-thread off` starts Shimmy with `--no-decode-thread` (its lone streams' steps through the
- * event loop), for comparisons.
+ * event loop), for comparisons. `--flash-attn` gives both servers that attention kernel choice
+ * (unset, each its own).
  *
  * `--during-stream` measures requests that arrive while another stream generates (a second user
  * of a chat server): a long stream of {@link LONG_TOKENS} tokens starts, and
@@ -30,7 +31,7 @@ import { join, resolve } from "node:path";
 import { fixtureModel, REPO_ROOT } from "../tests/fixtures/models.ts";
 import { readBenchModel } from "./lib/model_info.ts";
 import { PROMPT_ALLOWANCE, PromptSequence } from "./lib/prompts.ts";
-import { type ServerName, ServerProcess, SERVERS } from "./lib/server_process.ts";
+import { flashAttnFlag, type ServerName, ServerProcess, SERVERS } from "./lib/server_process.ts";
 import { streamCompletion, type StreamResult, tokenGaps } from "./lib/sse_client.ts";
 import { median, percentile } from "./lib/stats.ts";
 
@@ -56,6 +57,7 @@ const { values } = benchArgs({
     "prompt-tokens": { type: "string" },
     "during-stream": { type: "boolean", default: false },
     "decode-thread": { type: "string", default: "on" },
+    "flash-attn": { type: "string" },
     threads: { type: "string", default: String(navigator.hardwareConcurrency || 1) },
     "lib-dir": { type: "string", default: join(REPO_ROOT, "lib/reference") },
     "llama-server": { type: "string", default: join(REPO_ROOT, "lib/reference/bin/llama-server") },
@@ -78,6 +80,7 @@ const settings = {
   libDir: resolve(values["lib-dir"]),
   llamaServer: resolve(values["llama-server"]),
   decodeThread: values["decode-thread"] !== "off",
+  flashAttn: flashAttnFlag(values["flash-attn"]),
 };
 
 /** A request's TTFT, the server's prompt time, and their difference. */

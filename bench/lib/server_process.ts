@@ -9,6 +9,7 @@
  * @module
  */
 
+import { UsageError } from "../../src/cli/usage_error.ts";
 import { join } from "node:path";
 import { REPO_ROOT } from "../../tests/fixtures/models.ts";
 import { type BenchModel, contextOverride } from "./model_info.ts";
@@ -53,6 +54,25 @@ export interface ServerSettings {
    * layers over them.
    */
   gpus?: number[];
+}
+
+/** The attention kernel choices both servers take (`--flash-attn` / `-fa`). */
+export type FlashAttn = NonNullable<ServerSettings["flashAttn"]>;
+
+/**
+ * A benchmark's `--flash-attn` value, checked.
+ *
+ * @param value The flag's value; undefined where it was not given.
+ * @returns The choice, or undefined for each server's own.
+ * @throws {UsageError} for a value other than on, off or auto.
+ * @example
+ * ```ts
+ * flashAttnFlag("on"); // "on"
+ * ```
+ */
+export function flashAttnFlag(value: string | undefined): FlashAttn | undefined {
+  if (value === undefined || value === "on" || value === "off" || value === "auto") return value;
+  throw new UsageError(`--flash-attn must be on, off or auto; got "${value}"`);
 }
 
 /** A command that starts one server. */
