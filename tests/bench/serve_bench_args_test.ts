@@ -101,3 +101,9 @@ Deno.test("--gpus puts both servers on the same CUDA GPUs, and refuses what name
     assert.throws(() => parseBenchArgs(["--gpus", bad]), UsageError, bad);
   }
 });
+
+Deno.test("serve_bench --flash-attn gives both servers the kernel choice, and refuses other values", () => {
+  assert.equal(parseBenchArgs([])?.flashAttn, undefined);
+  assert.equal(parseBenchArgs(["--flash-attn", "on"])?.flashAttn, "on");
+  assert.throws(() => parseBenchArgs(["--flash-attn", "yes"]), UsageError);
+});
