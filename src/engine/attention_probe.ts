@@ -11,7 +11,10 @@
  * with each kernel on the same threads as the served context (a prompt, then one token at a
  * time), alternating the kernels over a few rounds, and weighs a request's prompt and its
  * generated tokens. The fused kernel is llama.cpp's own choice and needs no scores buffer, so the
- * unfused one must win by a margin ({@link UNFUSED_MARGIN}).
+ * unfused one must win by a margin ({@link UNFUSED_MARGIN}). A close call takes more rounds
+ * before the verdict ({@link isCloseCall}): a few rounds on a busy machine can read one kernel's
+ * tokens twice as slow as the next few do (on a 2-core AVX2 EPYC, one probe in ten chose the
+ * fused kernel that way, where the unfused one decodes 1.5x faster at the request's depth).
  *
  * @module
  */
@@ -69,7 +72,14 @@ export const STEADY_SPREAD = 1.5;
 /** The unfused kernel is chosen when the request costs it less than this share of the fused one. */
 export const UNFUSED_MARGIN = 0.9;
 /** Rounds of the probe: each decodes the request once with either kernel. */
-const ROUNDS = 3;
+export const ROUNDS = 3;
+/** Rounds added, one at a time while the call stays close, when the first {@link ROUNDS} make a close call. */
+export const CLOSE_CALL_ROUNDS = 4;
+/**
+ * How near {@link UNFUSED_MARGIN} the unfused kernel's share of the fused one's cost is in a
+ * close call.
+ */
+export const CLOSE_CALL_BAND = 0.1;
 /** Generated tokens timed in each round. */
 const TIMED_TOKENS = 12;
 
@@ -102,8 +112,60 @@ export function chooseKernel(
   unfused: KernelTimes,
   request: TypicalRequest,
 ): AttentionKernel {
+  return unfusedShare(fused, unfused, request) < UNFUSED_MARGIN ? "unfused" : "fused";
+}
+
+/**
+ * Whether the kernels' times leave the choice too close to call: the unfused kernel's cost
+ * within {@link CLOSE_CALL_BAND} of {@link UNFUSED_MARGIN} times the fused one's.
+ *
+ * @param fused The fused kernel's times.
+ * @param unfused The unfused kernel's times.
+ * @param request The request to weigh them by.
+ * @returns True when more rounds should decide.
+ * @example
+ * ```ts
+ * const request = { promptTokens: 512, generatedTokens: 256 };
+ * isCloseCall({ promptMs: 100, tokenMs: 0 }, { promptMs: 95, tokenMs: 0 }, request); // true
+ * isCloseCall({ promptMs: 100, tokenMs: 0 }, { promptMs: 60, tokenMs: 0 }, request); // false
+ * ```
+ */
+export function isCloseCall(
+  fused: KernelTimes,
+  unfused: KernelTimes,
+  request: TypicalRequest,
+): boolean {
+  return Math.abs(unfusedShare(fused, unfused, request) - UNFUSED_MARGIN) <= CLOSE_CALL_BAND;
+}
+
+/**
+ * Whether the probe takes another round after `roundsDone`: always until {@link ROUNDS}, then while
+ * the rounds so far make a close call, up to {@link CLOSE_CALL_ROUNDS} more.
+ *
+ * @param roundsDone Rounds timed so far.
+ * @param samples Each kernel's times of those rounds (a prompt and tokens per round).
+ * @param request The request to weigh them by.
+ * @returns True for another round.
+ * @example
+ * ```ts
+ * wantsRound(0, { fused: { prompt: [], token: [] }, unfused: { prompt: [], token: [] } }, request);
+ * // true
+ * ```
+ */
+export function wantsRound(
+  roundsDone: number,
+  samples: Record<AttentionKernel, KernelSamples>,
+  request: TypicalRequest,
+): boolean {
+  if (roundsDone < ROUNDS) return true;
+  return roundsDone < ROUNDS + CLOSE_CALL_ROUNDS &&
+    isCloseCall(medians(samples.fused), medians(samples.unfused), request);
+}
+
+/** The unfused kernel's cost for the request as a share of the fused one's. */
+function unfusedShare(fused: KernelTimes, unfused: KernelTimes, request: TypicalRequest): number {
   const cost = (times: KernelTimes) => times.promptMs + request.generatedTokens * times.tokenMs;
-  return cost(unfused) < UNFUSED_MARGIN * cost(fused) ? "unfused" : "fused";
+  return cost(unfused) / cost(fused);
 }
 
 /**
@@ -195,7 +257,7 @@ async function timeBothKernels(
     using unfusedContext = await create("disabled");
     using batch = new Batch(llama, request.promptTokens);
     const samples = { fused: newSamples(), unfused: newSamples() };
-    for (let round = 0; round < ROUNDS; round++) {
+    for (let round = 0; wantsRound(round, samples, request); round++) {
       // Alternating which goes first spreads a slow moment of the machine over both.
       const order = round % 2 === 0 ? ["fused", "unfused"] as const : ["unfused", "fused"] as const;
       for (const kernel of order) {
@@ -220,12 +282,13 @@ async function timeBothKernels(
   }
 }
 
-interface Samples {
+/** One kernel's timed prompts and tokens, in ms. */
+export interface KernelSamples {
   prompt: number[];
   token: number[];
 }
 
-function newSamples(): Samples {
+function newSamples(): KernelSamples {
   return { prompt: [], token: [] };
 }
 
@@ -234,7 +297,7 @@ async function timeRequest(
   context: Context,
   batch: Batch,
   promptTokens: number,
-  samples: Samples,
+  samples: KernelSamples,
 ): Promise<void> {
   context.clearMemory();
   batch.clear();
@@ -253,7 +316,7 @@ async function timeRequest(
   }
 }
 
-function medians(samples: Samples): KernelTimes {
+function medians(samples: KernelSamples): KernelTimes {
   const microseconds = (values: number[]) => Math.round(median(values) * 1000) / 1000;
   return { promptMs: microseconds(samples.prompt), tokenMs: microseconds(samples.token) };
 }

@@ -3,9 +3,14 @@ import { join, relative as relativePath, resolve } from "node:path";
 import {
   type AttentionProbe,
   chooseKernel,
+  CLOSE_CALL_ROUNDS,
+  isCloseCall,
+  type KernelSamples,
   modelAttentionDims,
   probeAttentionKernels,
+  ROUNDS,
   TYPICAL_REQUEST,
+  wantsRound,
 } from "../../src/engine/attention_probe.ts";
 import { cpuAttentionKernel, verdictKey } from "../../src/engine/attention_verdicts.ts";
 import { LoadedModel } from "../../src/engine/loaded_model.ts";
@@ -30,6 +35,42 @@ Deno.test("chooseKernel() weighs a request's prompt and tokens, and wants a 10% 
   for (const [fused, unfused, expected] of cases) {
     equal(chooseKernel(times(fused), times(unfused), request), expected, `${fused} / ${unfused}`);
   }
+});
+
+Deno.test("isCloseCall() marks costs within 10% of the margin, on either side of it", () => {
+  const request = { promptTokens: 512, generatedTokens: 256 };
+  const fused = { promptMs: 100, tokenMs: 0 };
+  const shares: [number, boolean][] = [
+    [0.75, false],
+    [0.81, true],
+    [0.9, true],
+    [0.99, true],
+    [1.05, false],
+  ];
+  for (const [share, close] of shares) {
+    equal(isCloseCall(fused, { promptMs: 100 * share, tokenMs: 0 }, request), close, `${share}`);
+  }
+});
+
+Deno.test("wantsRound() takes the first rounds always, and more only while the call stays close", () => {
+  const request = { promptTokens: 512, generatedTokens: 256 };
+  // Each round's prompt in ms, the same for every round; no generated tokens weigh.
+  const rounds = (count: number, promptMs: number): KernelSamples => ({
+    prompt: Array(count).fill(promptMs),
+    token: Array(count).fill(0),
+  });
+  const after = (count: number, fusedMs: number, unfusedMs: number) =>
+    wantsRound(
+      count,
+      { fused: rounds(count, fusedMs), unfused: rounds(count, unfusedMs) },
+      request,
+    );
+  equal(after(0, 100, 50), true);
+  equal(after(ROUNDS - 1, 100, 50), true);
+  equal(after(ROUNDS, 100, 50), false, "a clear win needs no more rounds");
+  equal(after(ROUNDS, 100, 95), true, "a close call takes another");
+  equal(after(ROUNDS + CLOSE_CALL_ROUNDS - 1, 100, 95), true);
+  equal(after(ROUNDS + CLOSE_CALL_ROUNDS, 100, 95), false, "but no more than the extra rounds");
 });
 
 Deno.test("modelAttentionDims() reads the heads, the key/value heads and the head sizes", async () => {
