@@ -41,7 +41,12 @@ import {
   lookupStreams,
 } from "./stream_sessions.ts";
 import { INPUT_ITEMS_ROUTE, listInputItems } from "./responses_input_items.ts";
-import { hostAllowed, originAllowed, type OriginPolicy } from "./origin_policy.ts";
+import {
+  hostAllowed,
+  isWellFormedHost,
+  originAllowed,
+  type OriginPolicy,
+} from "./origin_policy.ts";
 import { embeddings } from "./embeddings.ts";
 import { llamaEmbedding } from "./llama_embedding.ts";
 import { serveWebui } from "./webui.ts";
@@ -206,7 +211,8 @@ export function createApp(
   const ollamaRoot = options.ollamaRoot ?? false;
   const listener = { ollamaRoot, boundHost: options.boundHost };
   return async (request, info) => {
-    // Deno.serve hands over a Host that makes no URL as it came ("http://a b/x").
+    // Deno.serve hands over a Host that makes no URL as it came ("http://a b/x"), or one that
+    // moves part of itself into the path (see isWellFormedHost).
     const url = URL.parse(request.url);
     const path = url?.pathname.replace(/\/+$/, "") || "/";
     const done = ctx.activity.begin();
@@ -220,8 +226,8 @@ export function createApp(
     if (info) info.completed.catch(abort).finally(done);
     let response: Response;
     try {
-      if (url === null) {
-        throw new HttpError(400, "The request's Host header does not make a valid URL", {
+      if (url === null || !isWellFormedHost(request.headers.get("host") ?? "")) {
+        throw new HttpError(400, "The request's Host header is not a host name and a port", {
           code: "invalid_host",
         });
       }

@@ -45,6 +45,24 @@ export function splitHost(host: string): { hostname: string; port: string } {
   return { hostname: value, port: "" };
 }
 
+/**
+ * Whether a `Host` header is a host name and an optional port of digits, and nothing else: a
+ * bracketed IPv6 address, or letters, digits, dots, hyphens, underscores and tildes. A request's
+ * URL is its `Host` and its target put together, so a `Host` holding `/`, `?` or `#` would move
+ * part of it into the path (`Host: a:1/api/models/unload?` turning `GET /health` into an unload).
+ *
+ * @param host The header's value; an empty one passes (it names no host for the policy to allow).
+ * @returns True when well formed.
+ * @example
+ * ```ts
+ * isWellFormedHost("localhost:11435"); // true
+ * isWellFormedHost("a:1/api/models/unload?"); // false
+ * ```
+ */
+export function isWellFormedHost(host: string): boolean {
+  return /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]*)(?::\d*)?$/.test(host.trim());
+}
+
 /** Whether a hostname is an IP address literal (v4 dotted quad or v6). */
 function isIpLiteral(hostname: string): boolean {
   return /^\d{1,3}(\.\d{1,3}){3}$/.test(hostname) || hostname.includes(":");

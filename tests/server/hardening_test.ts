@@ -162,6 +162,30 @@ Deno.test("6: a foreign Host is refused (DNS rebinding); loopback names are serv
   match(invalid.text, /invalid_host/);
 });
 
+Deno.test("6: a Host that would move part of itself into the path is 400, and routes nothing", async () => {
+  await using server = await startServer();
+  (await server.ctx.registry.acquire("tiny-f32")).release();
+  const port = new URL(server.url).port;
+  const body = JSON.stringify({ model: "tiny-f32" });
+  // The URL is Host + target: "localhost:1/api/models/unload?" + "/health" would be an unload.
+  for (const host of ["localhost:1/api/models/unload?", `localhost:${port}/v1`, "localhost#x"]) {
+    const answer = await rawRequest(
+      server.url,
+      `POST /health HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${body.length}\r\nConnection: close\r\n`,
+      body,
+    );
+    equal(answer.status, 400, `${host}: ${answer.text}`);
+    match(answer.text, /invalid_host/);
+  }
+  equal(server.ctx.registry.state("tiny-f32"), "loaded");
+  const models = await rawRequest(
+    server.url,
+    `GET /models HTTP/1.1\r\nHost: localhost:${port}/v1\r\nConnection: close\r\n`,
+  );
+  equal(models.status, 400, models.text);
+});
+
 Deno.test("6: a cross-site form POST (text/plain) is 415 and changes nothing", async () => {
   await using server = await startServer();
   (await server.ctx.registry.acquire("tiny-f32")).release();
