@@ -288,7 +288,7 @@ async function pullUrl(
   options: PullOptions,
   token: string | undefined,
 ): Promise<PullResult> {
-  const name = decodeURIComponent(new URL(url).pathname.split("/").at(-1) ?? "model.gguf");
+  const name = urlFileName(url);
   const localPath = join(options.modelsDir ?? shimmyModelsDir(), name);
   const present = isFile(localPath);
   const file: PulledFile = {
@@ -323,8 +323,45 @@ async function pullUrl(
   return result;
 }
 
+/**
+ * The file name a URL's last path segment decodes to, checked to be a plain name: decoded, a
+ * segment such as `..%2F..%2Fx.gguf` would name a file outside the models folder.
+ *
+ * @throws {PullError} 400 when the segment is not valid percent-encoding or not a plain name.
+ */
+function urlFileName(url: string): string {
+  const segment = new URL(url).pathname.split("/").at(-1) ?? "";
+  let name: string;
+  try {
+    name = decodeURIComponent(segment);
+  } catch {
+    throw new PullError(`Cannot pull ${url}: its file name is not valid percent-encoding`, 400);
+  }
+  if (!isPlainName(name)) {
+    throw new PullError(
+      `Cannot pull ${url}: ${JSON.stringify(name)} is not a plain file name`,
+      400,
+    );
+  }
+  return name;
+}
+
+/**
+ * Whether a name is one file's or folder's own: no separator of either system, no drive's colon,
+ * no control character, and not `.` or `..`.
+ */
+function isPlainName(name: string): boolean {
+  return !/[/\\:\x00-\x1f]/.test(name) && name !== "" && name !== "." && name !== "..";
+}
+
 function planned(file: HubFile, snapshot: string): PulledFile {
-  const localPath = join(snapshot, ...file.path.split("/"));
+  const segments = file.path.split("/");
+  if (!segments.every(isPlainName)) {
+    throw new PullError(
+      `The hub listed a file at ${JSON.stringify(file.path)}: not a relative path`,
+    );
+  }
+  const localPath = join(snapshot, ...segments);
   let present = false;
   try {
     present = Deno.statSync(localPath).size === file.size;

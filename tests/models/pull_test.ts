@@ -209,6 +209,38 @@ Deno.test("pullModel({dryRun}) lists the files without downloading them", async 
   });
 });
 
+Deno.test("pullModel() of a URL keeps its file inside the models folder: an encoded path is refused", async () => {
+  const modelsDir = await Deno.makeTempDir({ prefix: "shimmy-pull-url-" });
+  try {
+    for (const name of ["..%2F..%2Fescape.gguf", "a%5Cb.gguf", "%ZZ.gguf", "c%3Ax.gguf"]) {
+      const url = `http://127.0.0.1:9/models/${name}`;
+      await rejects(
+        pullModel(url, { modelsDir, dryRun: true }),
+        (error) => error instanceof PullError && error.status === 400,
+        name,
+      );
+    }
+    const pulled = await pullModel("http://127.0.0.1:9/models/model%20one.gguf", {
+      modelsDir,
+      dryRun: true,
+    });
+    equal(pulled.path, join(modelsDir, "model one.gguf"));
+  } finally {
+    await Deno.remove(modelsDir, { recursive: true });
+  }
+});
+
+Deno.test("pullModel() refuses a hub listing whose file path climbs out of the snapshot", async () => {
+  const escaping = { path: "../../escape-Q4_K_M.gguf", bytes: gguf };
+  await using hub = startFakeHub({ [REPO]: tinyRepo({ files: [escaping] }) });
+  await withCache(async (cache) => {
+    await rejects(
+      pullModel(`${REPO}:Q4_K_M`, { hubCache: cache, endpoint: hub.url, dryRun: true }),
+      (error) => error instanceof PullError && /not a relative path/.test(error.message),
+    );
+  });
+});
+
 Deno.test("shimmy pull prints plain progress lines off a terminal, and a 401 as one line", async () => {
   await using hub = startFakeHub({
     [REPO]: tinyRepo(),
