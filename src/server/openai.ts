@@ -5,6 +5,7 @@
  * @module
  */
 
+import { pathId } from "./path_segment.ts";
 import { LLAMA_CPP_VERSION, VERSION } from "../version.ts";
 import type { ServerContext } from "./context.ts";
 import {
@@ -357,7 +358,7 @@ export const MODEL_ROUTE = /^\/(?:v1\/)?models\/(.+)$/;
  */
 export function retrieveModel(ctx: ServerContext, request: ServedRequest): Response {
   const path = new URL(request.url).pathname.replace(/\/+$/, "");
-  const id = decodeURIComponent(MODEL_ROUTE.exec(path)?.[1] ?? "");
+  const id = pathId(path, MODEL_ROUTE, "model");
   const entry = ctx.registry.list().find((e) => e.name === id);
   if (!entry) {
     throw new HttpError(404, `The model "${id}" does not exist`, {

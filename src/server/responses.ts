@@ -13,6 +13,7 @@
  * @module
  */
 
+import { pathId } from "./path_segment.ts";
 import type { ServerContext } from "./context.ts";
 import {
   type PromptSource,
@@ -254,7 +255,7 @@ export function storedResponse(
   route: RegExp = RESPONSE_ROUTE,
 ): { id: string; stored: StoredResponse } {
   const path = new URL(request.url).pathname.replace(/\/+$/, "");
-  const id = decodeURIComponent(route.exec(path)?.[1] ?? "");
+  const id = pathId(path, route, "response_id");
   const stored = storeOf(ctx).get(id);
   if (!stored) {
     throw new HttpError(

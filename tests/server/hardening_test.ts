@@ -186,6 +186,25 @@ Deno.test("6: a Host that would move part of itself into the path is 400, and ro
   equal(models.status, 400, models.text);
 });
 
+Deno.test("an id in the path that is not valid percent-encoding is 400, not a 500", async () => {
+  await using server = await startServer();
+  const asks: [string, string][] = [
+    ["GET", "/v1/models/%ZZ"],
+    ["GET", "/v1/responses/%ZZ"],
+    ["GET", "/v1/responses/%ZZ/input_items"],
+    ["DELETE", "/v1/responses/%ZZ"],
+  ];
+  for (const [method, path] of asks) {
+    const res = await fetch(`${server.url}${path}`, { method });
+    const body = await res.json();
+    equal(res.status, 400, `${method} ${path}: ${JSON.stringify(body)}`);
+    match(body.error.message, /percent-encoding/);
+  }
+  const encoded = await fetch(`${server.url}/v1/models/tiny%2Df32`);
+  equal(encoded.status, 200, "a well-encoded id still names its model");
+  await encoded.body?.cancel();
+});
+
 Deno.test("6: a cross-site form POST (text/plain) is 415 and changes nothing", async () => {
   await using server = await startServer();
   (await server.ctx.registry.acquire("tiny-f32")).release();
