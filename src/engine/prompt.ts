@@ -184,14 +184,27 @@ export async function rawPrompt(
  *
  * @param ids The token ids.
  * @returns The prepared prompt.
+ * @throws {GenerationError} `invalid_request` for an id beyond any vocabulary (negative, or over
+ *   2^31 - 1).
  * @example
  * ```ts
  * tokenPrompt([1, 15043, 3186]).tokens; // Int32Array [1, 15043, 3186]
  * ```
  */
 export function tokenPrompt(ids: readonly number[]): PreparedPrompt {
+  // Int32Array would wrap a larger id (2^32 + 1 becomes 1) before the vocabulary check sees it.
+  const outside = ids.find((id) => !(id >= 0 && id <= INT32_MAX));
+  if (outside !== undefined) {
+    throw new GenerationError(
+      "invalid_request",
+      `Prompt token ${outside} is not in the vocabulary`,
+    );
+  }
   return { tokens: Int32Array.from(ids), stopTokens: [], stopStrings: [], format: "tokens" };
 }
+
+/** The largest token id a prompt's `Int32Array` holds. */
+const INT32_MAX = 2 ** 31 - 1;
 
 /**
  * Chat messages rendered with the model's template (or the override), then tokenized.

@@ -205,6 +205,21 @@ Deno.test("an id in the path that is not valid percent-encoding is 400, not a 50
   await encoded.body?.cancel();
 });
 
+Deno.test("a prompt token id past 2^31 is 400 naming it as sent, not wrapped into the vocabulary", async () => {
+  await using server = await startServer();
+  for (const id of [2 ** 32 + 1, 2 ** 31]) {
+    for (
+      const [path, body] of [
+        ["/v1/completions", { prompt: [id], max_tokens: 2 }],
+        ["/completion", { prompt: [id], n_predict: 2 }],
+      ] as const
+    ) {
+      const error = await errorOf(await postJson(`${server.url}${path}`, body), 400);
+      match(error.message, new RegExp(`Prompt token ${id} is not in the vocabulary`), path);
+    }
+  }
+});
+
 Deno.test("6: a cross-site form POST (text/plain) is 415 and changes nothing", async () => {
   await using server = await startServer();
   (await server.ctx.registry.acquire("tiny-f32")).release();
