@@ -23,6 +23,9 @@ import { templateLoadWarning } from "../engine/templates.ts";
 import { modelNameOf, ModelNotFoundError } from "./model_names.ts";
 import { GenerationError } from "../engine/errors.ts";
 
+/** The longest delay `setTimeout` takes as given (2^31 - 1 ms); a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** A LoRA adapter known for a model. */
 export interface AdapterEntry {
   name: string;
@@ -329,9 +332,10 @@ export class ModelRegistry {
     if (ms === 0) void this.#unloadIfIdle(name);
     if (ms > 0) {
       // On time, whatever the sweep's period (or with no sweep, under --keep-alive -1).
+      // A timer's delay tops out at 2^31 - 1 ms (24.8 days); a longer one waits for the sweep.
       const timer = setTimeout(
         () => void this.#unloadExpired(this.#options.keepAliveMs ?? 5 * 60_000),
-        ms + 10,
+        Math.min(ms + 10, MAX_TIMER_MS),
       );
       Deno.unrefTimer(timer);
     }

@@ -358,6 +358,28 @@ Deno.test("a streamed reply is NDJSON: one compact JSON object per line, the las
   }
 });
 
+Deno.test("a keep_alive past any date is forever, and a month's outlasts a timer's limit", async () => {
+  await using server = await serve();
+  const ollama = new Ollama({ host: server.ollamaUrl! });
+  const expiresAfter = async (keepAlive: number | string) => {
+    await ollama.generate({
+      model: MODEL,
+      prompt: "hi",
+      options: { num_predict: 1 },
+      keep_alive: keepAlive,
+    });
+    return String((await ollama.ps()).models[0]!.expires_at);
+  };
+  // 1e13 s is past the last date a JavaScript Date holds: /api/ps had answered 500.
+  const never = await expiresAfter(1e13);
+  equal(never, await expiresAfter(-1), "the same as a negative keep_alive");
+  // 720 h is past setTimeout's 24.8 days: the model stays, and expires in 30 days.
+  const month = Date.parse(await expiresAfter("720h"));
+  ok(Math.abs(month - (Date.now() + 720 * 3600_000)) < 5_000, String(month));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  equal(server.ctx.registry.state(MODEL), "loaded");
+});
+
 Deno.test("keep_alive 0 unloads the model once the reply is out; a duration sets expires_at", async () => {
   await using server = await serve();
   const registry = server.ctx.registry;

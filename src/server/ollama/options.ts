@@ -170,12 +170,12 @@ function formatOf(value: unknown): Record<string, unknown> {
 function keepAliveOf(value: unknown): number | undefined {
   if (value === undefined || value === null || value === "") return undefined;
   if (typeof value === "number" && Number.isFinite(value)) {
-    return value < 0 ? -1 : value * 1000;
+    return value < 0 ? -1 : foreverPastCentury(value * 1000);
   }
   if (typeof value === "string") {
     if (/^-\d/.test(value.trim())) return -1;
     try {
-      return parseDuration(value);
+      return foreverPastCentury(parseDuration(value));
     } catch {
       // reported below
     }
@@ -185,6 +185,14 @@ function keepAliveOf(value: unknown): number | undefined {
     "keep_alive",
   );
 }
+
+/** A keep-alive of more than a century, in ms, is forever (-1): no date or timer holds 1e16 ms. */
+function foreverPastCentury(ms: number): number {
+  return ms > CENTURY_MS ? -1 : ms;
+}
+
+/** A hundred years in ms. */
+const CENTURY_MS = 100 * 365.25 * 24 * 3600 * 1000;
 
 /** `think`: true or false turns the template's thinking on or off; a level also sets effort. */
 function thinkOf(value: unknown): TemplateFields {
