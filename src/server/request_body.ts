@@ -144,7 +144,16 @@ async function readBytes(request: ServedRequest, limit: number, timeoutMs: numbe
     }
   } catch (error) {
     reader.cancel().catch(() => {});
-    throw error;
+    if (error instanceof HttpError) throw error;
+    // The connection ended mid-body, or its chunked framing broke.
+    throw new HttpError(
+      400,
+      `The request body ended before it was whole: ${(error as Error)?.message ?? error}`,
+      {
+        code: "incomplete_body",
+        headers: { connection: "close" },
+      },
+    );
   } finally {
     clearTimeout(timer);
   }

@@ -220,6 +220,20 @@ Deno.test("a prompt token id past 2^31 is 400 naming it as sent, not wrapped int
   }
 });
 
+Deno.test("a chunked body cut off by the client's half-close is 400, not a 500", async () => {
+  await using server = await startServer();
+  const { hostname, port } = new URL(server.url);
+  const conn = await Deno.connect({ hostname, port: Number(port) });
+  await conn.write(new TextEncoder().encode(
+    "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n" +
+      'Transfer-Encoding: chunked\r\n\r\n5\r\n{"pro\r\n',
+  ));
+  await conn.closeWrite();
+  const text = await new Response(conn.readable).text();
+  match(text, /^HTTP\/1\.1 400 /, text);
+  match(text, /incomplete_body/);
+});
+
 Deno.test("6: a cross-site form POST (text/plain) is 415 and changes nothing", async () => {
   await using server = await startServer();
   (await server.ctx.registry.acquire("tiny-f32")).release();
