@@ -271,12 +271,15 @@ async function route(
   const isPublic = PUBLIC_ROUTES.has(path) || (listener.ollamaRoot && path === "/");
   if (ctx.settings.apiKey && !isPublic) checkApiKey(ctx.settings.apiKey, request);
   if (!methods) throw new HttpError(404, `No route for ${request.method} ${path}`);
-  const handler = methods[request.method];
+  const handler = handlerOf(methods, request.method, path);
   if (!handler) {
+    const allowed = Object.keys(methods).filter((m) => methods[m]);
+    if (handlerOf(methods, "HEAD", path)) allowed.push("HEAD");
     throw new HttpError(405, `${path} does not accept ${request.method}`, {
-      headers: { allow: Object.keys(methods).join(", ") },
+      headers: { allow: [...new Set(allowed)].join(", ") },
     });
   }
+  if (request.method === "HEAD") return headOf(await handler(ctx, request, clientGone));
   if (request.method === "POST") checkJsonContentType(request, ollamaSubpath(path) ?? path);
   const conversation = request.method === "POST" ? conversationIdOf(request) : undefined;
   if (conversation === undefined) return await handler(ctx, request, clientGone);
@@ -305,6 +308,26 @@ async function resumable(
   if (!streamed || work.signal.aborted) return response;
   clientGone.removeEventListener("abort", follow);
   return keepStream(ctx, conversation, response, work);
+}
+
+/** GET routes a HEAD must not run: a WebSocket upgrade, and a kept stream its reader takes over. */
+const NO_HEAD = new Set(["/ws/generate", "/v1/stream"]);
+
+/** A route's handler for a method: its own, else for HEAD its GET's (see {@link headOf}). */
+function handlerOf(
+  methods: Partial<Record<string, Handler>>,
+  method: string,
+  path: string,
+): Handler | undefined {
+  const own = methods[method];
+  if (own || method !== "HEAD" || NO_HEAD.has(path)) return own;
+  return methods.GET;
+}
+
+/** A GET's answer as a HEAD's: the status and headers, the body dropped. */
+async function headOf(response: Response): Promise<Response> {
+  await response.body?.cancel();
+  return new Response(null, { status: response.status, headers: response.headers });
 }
 
 function checkHostAndOrigin(request: ServedRequest, policy: OriginPolicy): void {

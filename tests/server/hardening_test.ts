@@ -234,6 +234,27 @@ Deno.test("a chunked body cut off by the client's half-close is 400, not a 500",
   match(text, /incomplete_body/);
 });
 
+Deno.test("HEAD answers as GET does, without the body, where a GET reads and upgrades nothing", async () => {
+  await using server = await startServer();
+  for (const path of ["/health", "/v1/models", "/metrics"]) {
+    const res = await fetch(`${server.url}${path}`, { method: "HEAD" });
+    equal(res.status, 200, path);
+    equal(await res.text(), "", path);
+  }
+  const models = await fetch(`${server.url}/v1/models`, { method: "HEAD" });
+  match(models.headers.get("content-type") ?? "", /application\/json/);
+  await models.body?.cancel();
+  for (const [path, allow] of [["/ws/generate", "GET"], ["/v1/completions", "POST"]]) {
+    const res = await fetch(`${server.url}${path}`, { method: "HEAD" });
+    equal(res.status, 405, path);
+    equal(res.headers.get("allow"), allow, path);
+    await res.body?.cancel();
+  }
+  const post = await fetch(`${server.url}/health`, { method: "POST" });
+  equal(post.headers.get("allow"), "GET, HEAD");
+  await post.body?.cancel();
+});
+
 Deno.test("6: a cross-site form POST (text/plain) is 415 and changes nothing", async () => {
   await using server = await startServer();
   (await server.ctx.registry.acquire("tiny-f32")).release();
