@@ -17,11 +17,13 @@ import { badRequest } from "./http_error.ts";
 import {
   chatMessages,
   Fields,
+  generationFields,
   readRequestJson,
   type TemplateFields,
   templateFields,
 } from "./request_body.ts";
 import { checkTemplateFields } from "./generation_request_fields.ts";
+import { chatOutputRequest } from "./tool_calls.ts";
 import type { ServedRequest } from "./served_request.ts";
 
 /** What decides a chat request's prompt: its model, messages, tools and template settings. */
@@ -31,6 +33,12 @@ export interface PromptParts {
   messages: TemplateMessage[];
   tools: unknown[] | undefined;
   template: TemplateFields;
+  /**
+   * Checks the request's other fields as a chat completion would (sampling, limits, tools and
+   * tool choice, response format), against the model's vocabulary once it is known; where absent,
+   * the request was checked whole when read.
+   */
+  checkFields?: (nVocab: number) => void;
 }
 
 /**
@@ -79,11 +87,19 @@ export async function readPromptRequest(
 ): Promise<PromptParts> {
   const body = await readRequestJson(request, ctx.settings);
   checkTemplateFields(body);
-  return promptParts(
-    new Fields(body),
+  const fields = new Fields(body);
+  const parts = promptParts(
+    fields,
     chatMessages(body.messages),
     ctx.settings.prefillAssistant ?? true,
   );
+  return {
+    ...parts,
+    checkFields: (nVocab) => {
+      generationFields(fields, nVocab);
+      chatOutputRequest(fields);
+    },
+  };
 }
 
 /**
@@ -102,6 +118,7 @@ export async function applyTemplate(
 ): Promise<Response> {
   const parts = await readPromptRequest(ctx, request);
   using lease = await ctx.registry.acquire(parts.model);
+  parts.checkFields?.(lease.model.model.nVocab);
   const rendered = await renderChatPrompt(
     lease.model.model,
     parts.messages,

@@ -65,6 +65,7 @@ async function countAnswer(
   clientGone: AbortSignal,
 ): Promise<Response> {
   using lease = await ctx.registry.acquire(parts.model);
+  parts.checkFields?.(lease.model.model.nVocab);
   const prepared = await chatPrompt(
     lease.model.model,
     parts.messages,

@@ -16,6 +16,17 @@ import { concatBytes } from "../util/bytes.ts";
 import { samplerOrder } from "./sampler_order_field.ts";
 import { IncomingRequest, type ServedRequest } from "./served_request.ts";
 
+/** OpenAI's `reasoning_effort` values (chat, and the Responses API's `reasoning.effort`). */
+export const REASONING_EFFORTS: readonly string[] = [
+  "none",
+  "minimal",
+  "low",
+  "medium",
+  "high",
+  "xhigh",
+  "max",
+];
+
 /** Largest accepted request body. */
 export const MAX_BODY_BYTES = 8 * 1024 * 1024;
 
@@ -332,12 +343,15 @@ export interface GenerationFields {
  * @throws {HttpError} 400 naming the bad field.
  */
 export function generationFields(fields: Fields, nVocab: number): GenerationFields {
+  // Every spelling is read, so that one hidden behind another is still checked.
   // llama-server's `n_cmpl` (on /completion and /infill) is `n` under its own name.
-  const choices = fields.number("n_cmpl", { min: 1, max: MAX_CHOICES, integer: true }) ??
-    fields.number("n", { min: 1, max: MAX_CHOICES, integer: true }) ?? 1;
-  const maxTokens = fields.number("max_completion_tokens", { min: 0, integer: true }) ??
-    fields.number("max_tokens", { min: 0, integer: true }) ??
-    positiveOrUndefined(fields.number("n_predict", { min: -1, integer: true }));
+  const cmpl = fields.number("n_cmpl", { min: 1, max: MAX_CHOICES, integer: true });
+  const n = fields.number("n", { min: 1, max: MAX_CHOICES, integer: true });
+  const choices = cmpl ?? n ?? 1;
+  const completionTokens = fields.number("max_completion_tokens", { min: 0, integer: true });
+  const tokens = fields.number("max_tokens", { min: 0, integer: true });
+  const predict = fields.number("n_predict", { min: -1, integer: true });
+  const maxTokens = completionTokens ?? tokens ?? positiveOrUndefined(predict);
   fields.boolean("cache_prompt"); // accepted for llama-server clients; the prefix cache is always on
   const streamOptions = fields.object("stream_options");
   const includeUsage = streamOptions?.include_usage;
@@ -479,7 +493,8 @@ function logitBias(
   if (value === undefined) return undefined;
   const bias = new Map<number, number>();
   for (const [key, raw] of Object.entries(value)) {
-    const token = Number(key);
+    // Decimal digits only: Number() would read "" as 0 and " 0x1F " as 31.
+    const token = /^\d+$/.test(key) ? Number(key) : NaN;
     if (!Number.isInteger(token) || token < 0 || token >= nVocab) {
       throw badRequest(`logit_bias key "${key}" is not a token id of this model`, "logit_bias");
     }
@@ -591,6 +606,12 @@ export function templateFields(fields: Fields): TemplateFields {
     );
   }
   const reasoningEffort = fields.string("reasoning_effort");
+  if (reasoningEffort !== undefined && !REASONING_EFFORTS.includes(reasoningEffort)) {
+    throw badRequest(
+      `"reasoning_effort" must be one of ${REASONING_EFFORTS.join(", ")}`,
+      "reasoning_effort",
+    );
+  }
   const addGenerationPrompt = fields.boolean("add_generation_prompt");
   return {
     ...(kwargs !== undefined ? { kwargs } : {}),

@@ -13,7 +13,7 @@
 
 import type { TemplateMessage } from "../engine/templates.ts";
 import { badRequest, HttpError } from "./http_error.ts";
-import { Fields, refuseUnknownFields } from "./request_body.ts";
+import { Fields, REASONING_EFFORTS, refuseUnknownFields } from "./request_body.ts";
 import type { ResponseStore } from "./response_store.ts";
 import { chatMessagesOf, inputItems, type Item } from "./responses_items.ts";
 import { isObject } from "../util/objects.ts";
@@ -80,9 +80,6 @@ const KNOWN_FIELDS = new Set([
 
 /** OpenAI's rule for function names. */
 const FUNCTION_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
-
-/** `reasoning.effort` values; they reach the template as chat's `reasoning_effort` does. */
-const EFFORTS = ["none", "minimal", "low", "medium", "high", "xhigh", "max"];
 
 /** `reasoning.summary` values: each gets the model's reasoning text whole as its summary. */
 const SUMMARIES = ["auto", "concise", "detailed"];
@@ -306,8 +303,12 @@ function reasoningSettings(
     );
   }
   const effort = reasoning.effort;
-  if (given(effort) && (typeof effort !== "string" || !EFFORTS.includes(effort))) {
-    throw badRequest(`"reasoning.effort" must be one of ${EFFORTS.join(", ")}`, "reasoning");
+  // They reach the template as chat's `reasoning_effort` does.
+  if (given(effort) && (typeof effort !== "string" || !REASONING_EFFORTS.includes(effort))) {
+    throw badRequest(
+      `"reasoning.effort" must be one of ${REASONING_EFFORTS.join(", ")}`,
+      "reasoning",
+    );
   }
   const summary = given(reasoning.summary) ? reasoning.summary : reasoning.generate_summary;
   if (given(summary) && (typeof summary !== "string" || !SUMMARIES.includes(summary))) {

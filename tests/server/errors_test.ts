@@ -27,12 +27,44 @@ Deno.test("malformed JSON and wrong field types are 400 with the field named", a
     [{ messages: [{ role: "user", content: "x" }], logit_bias: { "999999": 1 } }, "logit_bias"],
     [{ messages: [{ role: "user", content: [{ type: "image_url" }] }] }, "messages"],
     [{ messages: [{ role: "user", content: "x" }], stream: "yes" }, "stream"],
+    // A field hidden behind another spelling of it is checked too.
+    [
+      { messages: [{ role: "user", content: "x" }], max_completion_tokens: 2, max_tokens: "x" },
+      "max_tokens",
+    ],
+    [{ messages: [{ role: "user", content: "x" }], max_tokens: 2, n_predict: "x" }, "n_predict"],
+    [{ messages: [{ role: "user", content: "x" }], logit_bias: { "": 1 } }, "logit_bias"],
+    [{ messages: [{ role: "user", content: "x" }], logit_bias: { " 0x1F ": 1 } }, "logit_bias"],
+    [
+      { messages: [{ role: "user", content: "x" }], reasoning_effort: "banana" },
+      "reasoning_effort",
+    ],
   ];
   for (const [body, param] of cases) {
     const error = await expectError(await postJson(url, body), 400);
     equal(error.param, param, JSON.stringify(body));
   }
   await expectError(await postJson(`${server.url}/api/generate`, { max_tokens: 3 }), 400);
+});
+
+Deno.test("the routes that only render or count a chat request check its other fields as a chat completion does", async () => {
+  await using server = await startServer();
+  const messages = [{ role: "user", content: "x" }];
+  const cases: [Record<string, unknown>, string][] = [
+    [{ messages, tool_choice: "banana" }, "tool_choice"],
+    [{ messages, temperature: -1 }, "temperature"],
+    [{ messages, logit_bias: { "999999": 1 } }, "logit_bias"],
+    [{ messages, response_format: { type: "nope" } }, "response_format"],
+  ];
+  for (const path of ["/v1/chat/completions/input_tokens", "/apply-template"]) {
+    for (const [body, param] of cases) {
+      const error = await expectError(await postJson(`${server.url}${path}`, body), 400);
+      equal(error.param, param, `${path} ${JSON.stringify(body)}`);
+    }
+    const fine = await postJson(`${server.url}${path}`, { messages, temperature: 0.5 });
+    equal(fine.status, 200, path);
+    await fine.body?.cancel();
+  }
 });
 
 Deno.test("array-form content (as Zed and Cursor send) is accepted", async () => {
