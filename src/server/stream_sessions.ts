@@ -17,7 +17,7 @@
 
 import type { ServerContext } from "./context.ts";
 import { badRequest, HttpError } from "./http_error.ts";
-import { readRequestJson } from "./request_body.ts";
+import { readRequestJson, refuseUnknownFields } from "./request_body.ts";
 import { SSE_HEADERS } from "./sse.ts";
 import { type ChunkSink, pushedChunks, streamBody } from "./stream_body.ts";
 import type { ServedRequest } from "./served_request.ts";
@@ -356,6 +356,9 @@ export function getStream(ctx: ServerContext, request: ServedRequest): Response 
   return replay(session, from, SSE_HEADERS);
 }
 
+/** The fields of a `POST /v1/streams/lookup`. */
+const LOOKUP_FIELDS = new Set(["conversation_ids"]);
+
 /**
  * `POST /v1/streams/lookup {"conversation_ids": [...]}`: the kept streams of those ids.
  *
@@ -366,6 +369,7 @@ export function getStream(ctx: ServerContext, request: ServedRequest): Response 
  */
 export async function lookupStreams(ctx: ServerContext, request: ServedRequest): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);
+  refuseUnknownFields(body, LOOKUP_FIELDS, "/v1/streams/lookup");
   const ids = body.conversation_ids;
   if (!Array.isArray(ids) || !ids.every((id) => typeof id === "string") || ids.length > 1000) {
     throw badRequest(

@@ -304,6 +304,15 @@ Deno.test("chat with tools and tool_choice required returns complete calls in Ol
   }
 });
 
+Deno.test('/api/show and /api/pull check "name" beside "model": neither hides a malformed other', async () => {
+  await using server = await serve();
+  for (const path of ["/api/show", "/api/pull"]) {
+    const res = await postJson(`${server.ollamaUrl}${path}`, { model: MODEL, name: { x: 1 } });
+    equal(res.status, 400, path);
+    match((await res.json()).error, /"name" must be a string/, path);
+  }
+});
+
 Deno.test("an unknown model is a ResponseError whose message is the server's text", async () => {
   await using server = await serve();
   for (const [where, ollama] of clients(server)) {

@@ -120,6 +120,16 @@ Deno.test("a kept stream goes on after its client hangs up, and replays from any
   await bad.body?.cancel();
 });
 
+Deno.test("POST /v1/streams/lookup refuses a field it does not read", async () => {
+  await using server = await startServer();
+  const response = await postJson(`${server.url}/v1/streams/lookup`, {
+    conversation_ids: [],
+    conversation_id: "a",
+  });
+  equal(response.status, 400);
+  match((await response.json()).error.message, /Unknown field "conversation_id"/);
+});
+
 Deno.test("DELETE /v1/stream stops a kept stream and frees its slot; a new request with the id replaces it", async () => {
   await using server = await startServer({ load: { ctxSize: 4096 } });
   await startThenHangUp(server.url, "conv-b", 1);

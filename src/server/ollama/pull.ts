@@ -13,6 +13,7 @@ import type { ServerContext } from "../context.ts";
 import { HttpError } from "../http_error.ts";
 import { Fields, readRequestJson } from "../request_body.ts";
 import { ndjsonResponse } from "./ndjson.ts";
+import { modelOrName } from "./request_checks.ts";
 import { followClient } from "../stream_body.ts";
 import type { ServedRequest } from "../served_request.ts";
 
@@ -37,7 +38,7 @@ export async function ollamaPull(
   const fields = new Fields(
     await readRequestJson(request, ctx.settings),
   );
-  const model = fields.string("model") ?? fields.string("name");
+  const model = modelOrName(fields);
   if (!model) throw new HttpError(400, '"model" is required', { param: "model" });
   const pulls = ctx.pulls;
   if (!pulls) {

@@ -6,7 +6,7 @@
  */
 
 import { badRequest } from "../http_error.ts";
-import { refuseUnknownFields } from "../request_body.ts";
+import { type Fields, refuseUnknownFields } from "../request_body.ts";
 
 /**
  * Refuses fields an endpoint does not take.
@@ -47,4 +47,21 @@ export function refuseImages(value: unknown, where: string): void {
     `"${where}": vision is not supported yet; Shimmy serves text models only, so send text`,
     "images",
   );
+}
+
+/**
+ * The model a request names by `model` or by the older `name`, both checked to be strings.
+ *
+ * @param fields The body's fields.
+ * @returns `model`, else `name`; undefined when neither is given.
+ * @throws {HttpError} 400 naming a field that is not a string, even one the other hides.
+ * @example
+ * ```ts
+ * modelOrName(new Fields({ name: "llama3" })); // "llama3"
+ * ```
+ */
+export function modelOrName(fields: Fields): string | undefined {
+  const model = fields.string("model");
+  const name = fields.string("name");
+  return model ?? name;
 }

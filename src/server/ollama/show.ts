@@ -14,7 +14,7 @@ import type { ServerContext } from "../context.ts";
 import { Fields, readRequestJson } from "../request_body.ts";
 import { modelFacts } from "./model_facts.ts";
 import { resolveOllamaModel } from "./models.ts";
-import { checkFields } from "./request_checks.ts";
+import { checkFields, modelOrName } from "./request_checks.ts";
 import type { ServedRequest } from "../served_request.ts";
 
 /**
@@ -34,7 +34,7 @@ export async function ollamaShow(ctx: ServerContext, request: ServedRequest): Pr
   checkFields(body, ["model", "name", "verbose"], "/api/show");
   const fields = new Fields(body);
   const verbose = fields.boolean("verbose") ?? false;
-  const entry = resolveOllamaModel(ctx, fields.string("model") ?? fields.string("name"));
+  const entry = resolveOllamaModel(ctx, modelOrName(fields));
   const facts = await modelFacts(entry);
   const metadata = (await readGgufInfo(entry.path)).metadata;
   const text = (key: string) => {
