@@ -63,7 +63,7 @@ const ascii = new TextDecoder();
  */
 export function parseRequestHead(bytes: Uint8Array): HeadReading {
   const end = headEnd(bytes);
-  if (end < 0) return bytes.length > MAX_HEAD_BYTES ? FORWARD : INCOMPLETE;
+  if (end < 0) return bytes.length > MAX_HEAD_BYTES || !plainSoFar(bytes) ? FORWARD : INCOMPLETE;
   if (end > MAX_HEAD_BYTES) return FORWARD;
   for (let i = 0; i < end; i++) {
     const byte = bytes[i] as number;
@@ -112,6 +112,24 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
       length: end,
     },
   };
+}
+
+/**
+ * Whether the bytes of a head not yet whole can still become one of the plain shape: text, with
+ * every line ending in CRLF. Lines ending in a bare LF (which `Deno.serve` reads) or bytes that are
+ * no HTTP at all (a TLS handshake) go to `Deno.serve` at once, which answers them, instead of
+ * waiting for a CRLF CRLF that never comes until the header timeout.
+ */
+function plainSoFar(bytes: Uint8Array): boolean {
+  for (let i = 0; i < bytes.length; i++) {
+    const byte = bytes[i] as number;
+    if (
+      byte === LF ? bytes[i - 1] !== CR : byte >= 0x7f || (byte < 0x20 && byte !== CR && byte !== 9)
+    ) {
+      return false;
+    }
+  }
+  return true;
 }
 
 /** Index just past the head's blank line (`\r\n\r\n`), or -1 when it has not arrived. */

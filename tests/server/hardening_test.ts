@@ -255,6 +255,17 @@ Deno.test("HEAD answers as GET does, without the body, where a GET reads and upg
   await post.body?.cancel();
 });
 
+Deno.test("a request whose lines end in bare LFs is answered at once, not after the header timeout", async () => {
+  await using server = await startServer();
+  const started = performance.now();
+  const answer = await rawRequest(
+    server.url,
+    "GET /health HTTP/1.1\nHost: localhost\nConnection: close\n",
+  );
+  equal(answer.status, 200, answer.text);
+  ok(performance.now() - started < 3000, `answered in ${performance.now() - started} ms`);
+});
+
 Deno.test("6: a cross-site form POST (text/plain) is 415 and changes nothing", async () => {
   await using server = await startServer();
   (await server.ctx.registry.acquire("tiny-f32")).release();

@@ -48,6 +48,13 @@ Deno.test("parseRequestHead() waits for the blank line, and forwards a head past
   equal(kindOf(`GET / HTTP/1.1\r\nHost: a\r\nX: ${"y".repeat(MAX_HEAD_BYTES)}\r\n\r\n`), "forward");
 });
 
+Deno.test("parseRequestHead() forwards at once a head that cannot become plain: bare LFs, or no HTTP", () => {
+  equal(kindOf("GET / HTTP/1.1\nHost: a\n"), "forward", "lines ending in a bare LF");
+  equal(kindOf("GET / HTTP/1.1\r\nHost: a\n"), "forward", "one of them");
+  equal(kindOf("\x16\x03\x01\x02\x00"), "forward", "a TLS handshake's first bytes");
+  equal(kindOf("\r\nGET / HTTP/1.1\r\nHost"), "incomplete", "CRLF lines so far");
+});
+
 Deno.test("parseRequestHead() leaves every request outside the plain shape to Deno.serve", () => {
   const host = "Host: a\r\n";
   const cases = [
