@@ -351,7 +351,8 @@ function urlFileName(url: string): string {
  * no control character, and not `.` or `..`.
  */
 function isPlainName(name: string): boolean {
-  return !/[/\\:\x00-\x1f]/.test(name) && name !== "" && name !== "." && name !== "..";
+  if (name === "" || name === "." || name === ".." || /[/\\:]/.test(name)) return false;
+  return [...name].every((char) => char.charCodeAt(0) >= 0x20);
 }
 
 function planned(file: HubFile, snapshot: string): PulledFile {

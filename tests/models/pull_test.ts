@@ -212,7 +212,9 @@ Deno.test("pullModel({dryRun}) lists the files without downloading them", async 
 Deno.test("pullModel() of a URL keeps its file inside the models folder: an encoded path is refused", async () => {
   const modelsDir = await Deno.makeTempDir({ prefix: "shimmy-pull-url-" });
   try {
-    for (const name of ["..%2F..%2Fescape.gguf", "a%5Cb.gguf", "%ZZ.gguf", "c%3Ax.gguf"]) {
+    for (
+      const name of ["..%2F..%2Fescape.gguf", "a%5Cb.gguf", "%ZZ.gguf", "c%3Ax.gguf", "d%00.gguf"]
+    ) {
       const url = `http://127.0.0.1:9/models/${name}`;
       await rejects(
         pullModel(url, { modelsDir, dryRun: true }),
