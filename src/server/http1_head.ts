@@ -2,8 +2,11 @@
  * HTTP/1.1 message heads for the connection guard's own serving path: reading a request head
  * and writing a response head and its body framing. Only the plain shape of request is taken:
  * HTTP/1.1, an origin-form target, a `Host`, no body or one sized by `Content-Length`. Anything
- * else (an upgrade, `Transfer-Encoding`, `Expect`, obsolete line folding, bytes outside ASCII)
- * is left to `Deno.serve` behind the guard, which the caller forwards the connection to.
+ * else (an upgrade, `Transfer-Encoding`, `Expect`, bytes outside ASCII, another method or version)
+ * is left to `Deno.serve` behind the guard, which the caller forwards the connection to. A head
+ * that no server may take (obsolete line folding, a control character, a header name that is no
+ * token, a repeated `Content-Length` or `Host`, more than {@link MAX_HEAD_BYTES}) is answered here
+ * with an error body, where `Deno.serve` would answer it with an empty one.
  *
  * @module
  */
@@ -29,9 +32,11 @@ export interface RequestHead {
 export type HeadReading =
   | { kind: "incomplete" }
   | { kind: "forward" }
+  /** A head no server may take (RFC 9112): the guard answers it with an error body and closes. */
+  | { kind: "malformed"; status: 400 | 431; reason: string }
   | { kind: "head"; head: RequestHead };
 
-/** Longest head read before giving the connection to `Deno.serve`, whose limits then apply. */
+/** Longest request head taken; a longer one is a 431. */
 export const MAX_HEAD_BYTES = 64 * 1024;
 
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
@@ -63,11 +68,16 @@ const ascii = new TextDecoder();
  */
 export function parseRequestHead(bytes: Uint8Array): HeadReading {
   const end = headEnd(bytes);
-  if (end < 0) return bytes.length > MAX_HEAD_BYTES || !plainSoFar(bytes) ? FORWARD : INCOMPLETE;
-  if (end > MAX_HEAD_BYTES) return FORWARD;
+  if (end < 0 && bytes.length > MAX_HEAD_BYTES || end > MAX_HEAD_BYTES) {
+    return malformed(431, `The request head is longer than ${MAX_HEAD_BYTES} bytes`);
+  }
+  if (end < 0) return plainSoFar(bytes) ? INCOMPLETE : FORWARD;
   for (let i = 0; i < end; i++) {
     const byte = bytes[i] as number;
-    if (byte >= 0x7f || (byte < 0x20 && byte !== CR && byte !== LF && byte !== 9)) return FORWARD;
+    if (byte === 0x7f || (byte < 0x20 && byte !== CR && byte !== LF && byte !== 9)) {
+      return malformed(400, "The request head holds a control character");
+    }
+    if (byte >= 0x80) return FORWARD; // obs-text in a value: Deno.serve decides
   }
   const [requestLine = "", ...lines] = ascii.decode(bytes.subarray(0, end - 4)).split("\r\n");
   const start = REQUEST_LINE.exec(requestLine);
@@ -79,17 +89,29 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
   let connection = "";
   for (const line of lines) {
     const colon = line.indexOf(":");
-    if (colon <= 0 || line.includes("\n") || line.includes("\r")) return FORWARD;
+    if (line.startsWith(" ") || line.startsWith("\t")) {
+      return malformed(400, "The request head folds a header over lines (obsolete line folding)");
+    }
+    if (colon <= 0 || line.includes("\n") || line.includes("\r")) {
+      return malformed(
+        400,
+        `The request head holds a line that is no header: ${JSON.stringify(line.slice(0, 64))}`,
+      );
+    }
     const name = line.slice(0, colon);
-    if (!TOKEN.test(name)) return FORWARD;
+    if (!TOKEN.test(name)) {
+      return malformed(400, `${JSON.stringify(name.slice(0, 64))} is not a header name`);
+    }
     const key = name.toLowerCase();
     if (FORWARDED_HEADERS.has(key)) return FORWARD;
     const value = line.slice(colon + 1).trim();
     if (key === "content-length") {
-      if (contentLength !== undefined || !DIGITS.test(value)) return FORWARD;
+      if (contentLength !== undefined || !DIGITS.test(value)) {
+        return malformed(400, "Content-Length must be given once, as digits");
+      }
       contentLength = value;
     } else if (key === "host") {
-      if (host !== undefined) return FORWARD;
+      if (host !== undefined) return malformed(400, "Host must be given once");
       host = value;
     } else if (key === "connection") {
       connection += `,${value}`;
@@ -113,6 +135,41 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
     },
   };
 }
+
+function malformed(status: 400 | 431, reason: string): HeadReading {
+  return { kind: "malformed", status, reason };
+}
+
+/**
+ * The answer to a malformed head (see {@link HeadReading}): an error body in the OpenAI shape, and
+ * the connection closes, since where the next request would start is unknown.
+ *
+ * @param reading The malformed reading.
+ * @returns The whole response's bytes.
+ * @example
+ * ```ts
+ * malformedAnswer({ kind: "malformed", status: 400, reason: "Host must be given once" });
+ * ```
+ */
+export function malformedAnswer(reading: { status: 400 | 431; reason: string }): Uint8Array {
+  const body = JSON.stringify({
+    error: {
+      message: reading.reason,
+      type: "invalid_request_error",
+      param: null,
+      code: reading.status === 431 ? "header_too_large" : "malformed_request",
+    },
+  });
+  const response = new Response(body, { status: reading.status, headers: JSON_TYPE });
+  const head = responseHead(
+    response,
+    { contentLength: new TextEncoder().encode(body).length },
+    true,
+  );
+  return new TextEncoder().encode(head + body);
+}
+
+const JSON_TYPE = { "content-type": "application/json" };
 
 /**
  * Whether the bytes of a head not yet whole can still become one of the plain shape: text, with
@@ -161,6 +218,7 @@ const REASONS: Record<number, string> = {
   415: "Unsupported Media Type",
   422: "Unprocessable Content",
   429: "Too Many Requests",
+  431: "Request Header Fields Too Large",
   500: "Internal Server Error",
   501: "Not Implemented",
   503: "Service Unavailable",

@@ -22,6 +22,7 @@ import {
   type BodyFraming,
   hasNoBody,
   isEventStream,
+  malformedAnswer,
   parseRequestHead,
   type RequestHead,
   responseCloses,
@@ -200,6 +201,10 @@ export async function serveHttp1(
       reading = parseRequestHead(input.view());
     }
     if (events.ending()) return await linger(conn, input, events);
+    if (reading.kind === "malformed") {
+      await writeAll(conn, malformedAnswer(reading)).catch(() => {});
+      return await linger(conn, input, events);
+    }
     if (reading.kind !== "head") return { kind: "forward", bytes: input.take(input.size) };
     const request = requestOf(reading.head, input);
     const keepOpen = await exchange(conn, input, serve, request, events.destroyed);

@@ -266,6 +266,24 @@ Deno.test("a request whose lines end in bare LFs is answered at once, not after 
   ok(performance.now() - started < 3000, `answered in ${performance.now() - started} ms`);
 });
 
+Deno.test("a head no server may take gets a JSON error body, not an empty 400", async () => {
+  await using server = await startServer();
+  const heads = [
+    "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nContent-Length: 3\r\n",
+    "GET /health HTTP/1.1\r\nHost: localhost\r\nX: 1\r\n folded\r\n",
+    "GET /health HTTP/1.1\r\nHost: localhost\r\nHost: localhost\r\n",
+  ];
+  for (const head of heads) {
+    const answer = await rawRequest(server.url, head);
+    equal(answer.status, 400, answer.text);
+    const body = JSON.parse(answer.text.slice(answer.text.indexOf("\r\n\r\n") + 4));
+    equal(body.error.code, "malformed_request", answer.text);
+  }
+  const health = await fetch(`${server.url}/health`);
+  equal(health.status, 200, "the server goes on");
+  await health.body?.cancel();
+});
+
 Deno.test("6: a cross-site form POST (text/plain) is 415 and changes nothing", async () => {
   await using server = await startServer();
   (await server.ctx.registry.acquire("tiny-f32")).release();

@@ -1,5 +1,6 @@
-import { deepEqual, equal, ok } from "node:assert/strict";
+import { deepEqual, equal, match, ok } from "node:assert/strict";
 import {
+  malformedAnswer,
   MAX_HEAD_BYTES,
   parseRequestHead,
   type RequestHead,
@@ -44,8 +45,11 @@ Deno.test("parseRequestHead() waits for the blank line, and forwards a head past
   equal(kindOf(""), "incomplete");
   equal(kindOf("GET / HTTP/1.1\r\nHost: a\r\n"), "incomplete");
   equal(kindOf("GET / HTTP/1.1\r\nHost: a\r\n\r"), "incomplete");
-  equal(kindOf(`GET / HTTP/1.1\r\nHost: a\r\nX: ${"y".repeat(MAX_HEAD_BYTES)}`), "forward");
-  equal(kindOf(`GET / HTTP/1.1\r\nHost: a\r\nX: ${"y".repeat(MAX_HEAD_BYTES)}\r\n\r\n`), "forward");
+  equal(kindOf(`GET / HTTP/1.1\r\nHost: a\r\nX: ${"y".repeat(MAX_HEAD_BYTES)}`), "malformed");
+  equal(
+    kindOf(`GET / HTTP/1.1\r\nHost: a\r\nX: ${"y".repeat(MAX_HEAD_BYTES)}\r\n\r\n`),
+    "malformed",
+  );
 });
 
 Deno.test("parseRequestHead() forwards at once a head that cannot become plain: bare LFs, or no HTTP", () => {
@@ -61,8 +65,6 @@ Deno.test("parseRequestHead() leaves every request outside the plain shape to De
     `GET /ws HTTP/1.1\r\n${host}Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n`,
     `POST / HTTP/1.1\r\n${host}Transfer-Encoding: chunked\r\n\r\n`,
     `POST / HTTP/1.1\r\n${host}Expect: 100-continue\r\nContent-Length: 2\r\n\r\n`,
-    `POST / HTTP/1.1\r\n${host}Content-Length: 2\r\nContent-Length: 2\r\n\r\n`,
-    `POST / HTTP/1.1\r\n${host}Content-Length: -2\r\n\r\n`,
     `GET / HTTP/1.1\r\n${host}Content-Length: 2\r\n\r\n`,
     `GET / HTTP/1.0\r\n${host}\r\n`,
     `GET http://a/ HTTP/1.1\r\n${host}\r\n`,
@@ -70,13 +72,30 @@ Deno.test("parseRequestHead() leaves every request outside the plain shape to De
     `BREW / HTTP/1.1\r\n${host}\r\n`,
     `GET /  HTTP/1.1\r\n${host}\r\n`,
     "GET / HTTP/1.1\r\nX: 1\r\n\r\n",
-    `GET / HTTP/1.1\r\n${host}X: 1\r\n folded\r\n\r\n`,
     `GET / HTTP/1.1\r\n${host}X: caf\u00e9\r\n\r\n`,
+  ];
+  for (const text of cases) equal(kindOf(text), "forward", JSON.stringify(text));
+});
+
+Deno.test("parseRequestHead() finds the heads no server may take, for the guard to answer", () => {
+  const host = "Host: a\r\n";
+  const cases = [
+    `POST / HTTP/1.1\r\n${host}Content-Length: 2\r\nContent-Length: 2\r\n\r\n`,
+    `POST / HTTP/1.1\r\n${host}Content-Length: -2\r\n\r\n`,
+    `GET / HTTP/1.1\r\n${host}X: 1\r\n folded\r\n\r\n`,
     `GET / HTTP/1.1\r\n${host}X: a\rb\r\n\r\n`,
+    `GET / HTTP/1.1\r\n${host}X: a\u0000b\r\n\r\n`,
     `GET / HTTP/1.1\r\n${host}Bad Name: 1\r\n\r\n`,
     `GET / HTTP/1.1\r\n${host}${host}\r\n`,
   ];
-  for (const text of cases) equal(kindOf(text), "forward", JSON.stringify(text));
+  for (const text of cases) equal(kindOf(text), "malformed", JSON.stringify(text));
+  const answer = new TextDecoder().decode(
+    malformedAnswer({ status: 400, reason: "Host must be given once" }),
+  );
+  match(answer, /^HTTP\/1\.1 400 Bad Request\r\n/);
+  match(answer, /connection: close\r\n/);
+  const body = JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4));
+  equal(body.error.message, "Host must be given once");
 });
 
 Deno.test("responseHead() frames the body itself, whatever the handler's headers say", () => {
