@@ -83,6 +83,10 @@ export interface AnswerShape {
  * @throws {HttpError} 400 when `response_fields` is not an array of strings.
  */
 export function answerShape(fields: Fields): AnswerShape {
+  // A lone string would name one field the answer has under no such path ("abc" answered {}).
+  if (typeof fields.raw("response_fields") === "string") {
+    throw badRequest('"response_fields" must be an array of field paths', "response_fields");
+  }
   const responseFields = fields.strings("response_fields");
   return {
     returnTokens: fields.boolean("return_tokens") ?? false,

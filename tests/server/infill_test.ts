@@ -202,6 +202,7 @@ Deno.test({
         [{ ...CODE, n_indent: -1 }, "n_indent"],
         [{ ...CODE, t_max_predict_ms: "1" }, "t_max_predict_ms"],
         [{ ...CODE, response_fields: [3] }, "response_fields"],
+        [{ ...CODE, response_fields: "content" }, "response_fields"],
       ] as const
     ) {
       const json = await answer(server.url, { model: "starcoder-fim", ...body }, 400);
