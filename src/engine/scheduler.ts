@@ -718,7 +718,9 @@ export class Scheduler {
       const loaded = await this.context.loadSequenceFile(slot.seqId, path);
       try {
         if (!loaded) {
-          const why = this.context.model.llama.recentProblems(mark);
+          // llama.cpp's log names the file's first bytes (its "magic"): they stay out of answers.
+          const why = this.context.model.llama.recentProblems(mark).join("; ")
+            .replace(/:\s*[0-9a-f]{8}, [0-9a-f]{8}/gi, "");
           throw new SlotFileError(
             `it is not a slot file of this model, or its cells do not fit the KV memory` +
               (why ? ` (${why})` : ""),

@@ -109,7 +109,15 @@ export async function slotAction(ctx: ServerContext, request: ServedRequest): Pr
   const problem = slotFileNameProblem(filename);
   if (problem) throw badRequest(`"filename" is not a plain file name: ${problem}`, "filename");
   const path = join(folder, filename);
-  if (action === "restore" && !(await isFile(path))) {
+  const kind = await entryKind(path);
+  if (kind === "other") {
+    // A link could lead out of the folder; a FIFO would block the write (and the model) forever.
+    throw badRequest(
+      `"${filename}" in the slot save folder is a link, a folder or a device, not a slot file`,
+      "filename",
+    );
+  }
+  if (action === "restore" && kind === "missing") {
     throw new HttpError(404, `No slot file named "${filename}" in the slot save folder`, {
       param: "filename",
       code: "slot_file_not_found",
@@ -165,12 +173,12 @@ function slotOwner(
   return owner && { copy: owner.copy, slot: id - owner.first };
 }
 
-/** Whether a path names a regular file. */
-async function isFile(path: string): Promise<boolean> {
+/** What a path names itself, links not followed: a regular file, nothing, or anything else. */
+async function entryKind(path: string): Promise<"file" | "missing" | "other"> {
   try {
-    return (await Deno.stat(path)).isFile;
+    return (await Deno.lstat(path)).isFile ? "file" : "other";
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
+    if (error instanceof Deno.errors.NotFound) return "missing";
     throw error;
   }
 }

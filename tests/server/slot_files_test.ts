@@ -169,6 +169,33 @@ Deno.test("slot files: names outside the folder, missing or foreign files and un
   equal(after.text, first.text);
 });
 
+Deno.test("slot files: a link, a FIFO or a folder in the slot folder is refused, and nothing outside is touched", async () => {
+  await using temp = await tempFolder();
+  const folder = join(temp.path, "slots");
+  await Deno.mkdir(folder);
+  const victim = join(temp.path, "victim.txt");
+  await Deno.writeTextFile(victim, "root:x:0:0 precious");
+  await Deno.symlink(victim, join(folder, "link.bin"));
+  await Deno.symlink(join(temp.path, "made-outside.bin"), join(folder, "dangling.bin"));
+  await new Deno.Command("mkfifo", { args: [join(folder, "fifo.bin")] }).output();
+  await Deno.mkdir(join(folder, "dir.bin"));
+  await using server = await startServer({
+    load: { parallel: 1 },
+    settings: { slotSavePath: folder },
+  });
+  await complete(server.url);
+  for (const filename of ["link.bin", "dangling.bin", "fifo.bin", "dir.bin"]) {
+    for (const action of ["save", "restore"]) {
+      const answer = await slotAction(server.url, `/slots/0?action=${action}`, { filename });
+      equal(answer.status, 400, `${action} ${filename}: ${JSON.stringify(answer.json)}`);
+      ok(!answer.json.error.message.includes("root"), answer.json.error.message);
+    }
+  }
+  equal(await Deno.readTextFile(victim), "root:x:0:0 precious");
+  ok(!(await Array.fromAsync(Deno.readDir(temp.path))).some((e) => e.name === "made-outside.bin"));
+  ok((await complete(server.url)).text.length > 0, "the model still serves");
+});
+
 Deno.test("an idle slot is saved and restored while another streams, and the stream's tokens stay the same", async () => {
   await using temp = await tempFolder();
   const folder = temp.path;
