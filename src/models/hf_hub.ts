@@ -87,7 +87,12 @@ export function parseModelRef(text: string): ModelRef {
   if (url) {
     const resolveUrl = /^([^/]+\/[^/]+)\/(?:resolve|blob)\/([^/]+)\/(.+?)(?:\?.*)?$/.exec(url[1]!);
     if (resolveUrl) {
-      return { kind: "hub", repo: resolveUrl[1]!, revision: resolveUrl[2]!, file: resolveUrl[3]! };
+      const revision = resolveUrl[2]!;
+      // The revision names a file under refs/ in the cache.
+      if (!/^[\w.-]+$/.test(revision) || /^\.+$/.test(revision)) {
+        throw new PullError(`Cannot pull ${text}: "${revision}" is not a revision name`, 400);
+      }
+      return { kind: "hub", repo: resolveUrl[1]!, revision, file: resolveUrl[3]! };
     }
     return parseHubPath(url[1]!, text);
   }
@@ -254,16 +259,53 @@ export async function listRepoFiles(
     await response.body?.cancel();
     throw hubRefusal(response.status, repo, `revision ${revision}`, token !== undefined);
   }
-  const info = await response.json() as {
-    sha?: string;
-    siblings?: { rfilename: string; size?: number; lfs?: { sha256?: string; size?: number } }[];
-  };
-  const files = (info.siblings ?? []).map((s): HubFile => ({
-    path: s.rfilename,
-    size: s.lfs?.size ?? s.size ?? 0,
-    ...(s.lfs?.sha256 ? { sha256: s.lfs.sha256 } : {}),
-  }));
-  return { commit: info.sha ?? revision, files };
+  let info: unknown;
+  try {
+    info = await response.json();
+  } catch (error) {
+    throw malformedListing(endpoint, `not JSON (${(error as Error).message})`);
+  }
+  return listingOf(info, endpoint);
+}
+
+/**
+ * A hub's revision listing, checked: its commit and each file's checksum become folder and file
+ * names in the cache, so a commit that is not hex (`../../x`) must never reach a path.
+ */
+function listingOf(info: unknown, endpoint: string): HubListing {
+  const record = isRecord(info) ? info : {};
+  const commit = record.sha;
+  if (typeof commit !== "string" || !/^[0-9a-f]{40,64}$/.test(commit)) {
+    throw malformedListing(endpoint, "no commit id of hex digits");
+  }
+  const siblings = record.siblings ?? [];
+  if (!Array.isArray(siblings)) throw malformedListing(endpoint, '"siblings" is not a list');
+  const files = siblings.map((sibling): HubFile => {
+    const { rfilename, size, lfs } = isRecord(sibling) ? sibling : {};
+    const blob = isRecord(lfs) ? lfs : {};
+    if (typeof rfilename !== "string") throw malformedListing(endpoint, "a file without a name");
+    const bytes = blob.size ?? size ?? 0;
+    if (typeof bytes !== "number" || !Number.isSafeInteger(bytes) || bytes < 0) {
+      throw malformedListing(endpoint, `no size for ${JSON.stringify(rfilename)}`);
+    }
+    const sha256 = blob.sha256;
+    if (sha256 !== undefined && (typeof sha256 !== "string" || !/^[0-9a-f]{64}$/.test(sha256))) {
+      throw malformedListing(
+        endpoint,
+        `a checksum of ${JSON.stringify(rfilename)} that is not hex`,
+      );
+    }
+    return { path: rfilename, size: bytes, ...(sha256 ? { sha256 } : {}) };
+  });
+  return { commit, files };
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function malformedListing(endpoint: string, what: string): PullError {
+  return new PullError(`${endpoint} answered a revision listing with ${what}`, 502);
 }
 
 /** The quantization tag in a GGUF file name (`Q4_K_M`, `IQ3_XS`, `F16`, `BF16`…). */

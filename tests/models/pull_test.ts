@@ -1,4 +1,4 @@
-import { equal, match, ok, rejects, throws } from "node:assert/strict";
+import { deepEqual, equal, match, ok, rejects, throws } from "node:assert/strict";
 import { join } from "node:path";
 import { parseModelRef, pickGgufFiles, PullError } from "../../src/models/hf_hub.ts";
 import { findPulled, pullModel, repoCacheDir } from "../../src/models/pull.ts";
@@ -241,6 +241,32 @@ Deno.test("pullModel() refuses a hub listing whose file path climbs out of the s
       (error) => error instanceof PullError && /not a relative path/.test(error.message),
     );
   });
+});
+
+Deno.test("pullModel() refuses a hub listing whose commit or checksum is not hex, and a revision that is no name", async () => {
+  const evil = (commit: string, sha256?: string): FakeRepo => ({
+    commit,
+    files: [{
+      path: "tiny-instruct-Q4_K_M.gguf",
+      bytes: gguf,
+      ...(sha256 ? { claimedSha256: sha256 } : {}),
+    }],
+  });
+  for (const repo of [evil("../../../../escaped"), evil("a".repeat(40), "../../escaped_blob")]) {
+    await using hub = startFakeHub({ [REPO]: repo });
+    await withCache(async (cache) => {
+      await rejects(
+        pullModel(`${REPO}:Q4_K_M`, { hubCache: cache, endpoint: hub.url }),
+        (error) => error instanceof PullError && error.status === 502,
+      );
+      const around = await Array.fromAsync(Deno.readDir(join(cache, "..")));
+      deepEqual(around.filter((entry) => entry.name.startsWith("escaped")), []);
+    });
+  }
+  throws(
+    () => parseModelRef("https://hf.co/org/repo/resolve/../m.gguf"),
+    (error) => error instanceof PullError && error.status === 400,
+  );
 });
 
 Deno.test("shimmy pull prints plain progress lines off a terminal, and a 401 as one line", async () => {
