@@ -20,6 +20,7 @@ import {
   SPLIT_FLAGS_USAGE,
   splitFlags,
   switchFlag,
+  threadsFlag,
 } from "./flags.ts";
 
 /** Usage text of `shimmy bench`. */
@@ -96,7 +97,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     verbose: globals.verbose,
     ctxSize: promptTokens + genTokens + 8,
     batchSize: Math.max(512, promptTokens),
-    ...(v.threads ? { threads: positive("threads", v.threads, 1) } : {}),
+    ...(v.threads ? { threads: threadsFlag(v.threads) } : {}),
     ...(nGpuLayers !== undefined ? { nGpuLayers } : {}),
     ...split,
     deviceSampling: switchFlag("--device-sampling", v["device-sampling"]),

@@ -124,6 +124,29 @@ export function numberFlag(
   return n;
 }
 
+/** Most threads ggml takes (`GGML_MAX_N_THREADS`); more abort inside llama.cpp. */
+export const MAX_THREADS = 512;
+
+/**
+ * `--threads N`: 1 to {@link MAX_THREADS}. Zero or fewer crashed `generate` in ggml, and a number
+ * past ggml's limit aborted every command.
+ *
+ * @param value The flag value.
+ * @returns The threads, or undefined when unset.
+ * @throws {UsageError} for anything else.
+ * @example
+ * ```ts
+ * threadsFlag("4"); // 4
+ * ```
+ */
+export function threadsFlag(value: string | undefined): number | undefined {
+  const n = numberFlag("threads", value, true);
+  if (n !== undefined && (n < 1 || n > MAX_THREADS)) {
+    throw new UsageError(`--threads must be from 1 to ${MAX_THREADS}, got "${value}"`);
+  }
+  return n;
+}
+
 /**
  * `--n-gpu-layers N|all`.
  *

@@ -23,6 +23,7 @@ import {
   type SplitFlags,
   splitFlags,
   switchFlag,
+  threadsFlag,
 } from "./flags.ts";
 import type { Switch } from "../engine/gpu.ts";
 
@@ -186,7 +187,7 @@ export function parseGenerateArgs(
     repeatPenalty: numberFlag("repeat-penalty", v["repeat-penalty"]),
     seed: numberFlag("seed", v.seed, true),
     ctxSize: numberFlag("ctx-size", v["ctx-size"], true),
-    threads: numberFlag("threads", v.threads, true),
+    threads: threadsFlag(v.threads),
     nGpuLayers,
   };
   for (const [key, value] of Object.entries(optional)) {

@@ -16,7 +16,7 @@ import { isPullable } from "../models/hf_hub.ts";
 import { pullModel } from "../models/pull.ts";
 import { ChatSession } from "./chat_session.ts";
 import type { GlobalFlags } from "./global_flags.ts";
-import { gpuLayersFlag, numberFlag, parseFlags } from "./flags.ts";
+import { gpuLayersFlag, numberFlag, parseFlags, threadsFlag } from "./flags.ts";
 import { findModelPath } from "./model_lookup.ts";
 import { loadProgressPrinter } from "./progress.ts";
 import { pullProgressPrinter } from "./pull.ts";
@@ -84,7 +84,7 @@ export async function runMain(args: string[], globals: GlobalFlags): Promise<num
   const maxTokens = atLeast("max-tokens", numberFlag("max-tokens", v["max-tokens"], true), 1);
   const seed = numberFlag("seed", v.seed, true);
   const ctxSize = atLeast("ctx-size", numberFlag("ctx-size", v["ctx-size"], true), 1);
-  const threads = atLeast("threads", numberFlag("threads", v.threads, true), 1);
+  const threads = threadsFlag(v.threads);
   const nGpuLayers = gpuLayersFlag(v["n-gpu-layers"]);
 
   const piped = Deno.stdin.isTerminal() ? "" : await new Response(Deno.stdin.readable).text();

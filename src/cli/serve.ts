@@ -39,6 +39,7 @@ import {
   type SplitFlags,
   splitFlags,
   switchFlag,
+  threadsFlag,
 } from "./flags.ts";
 import { describePlan } from "../engine/multi_gpu_plan.ts";
 import type { PoolingName } from "../engine/embedder.ts";
@@ -305,7 +306,7 @@ export function parseServeArgs(
     ctxSize: positiveInt("ctx-size", v["ctx-size"]),
     batchSize: positiveInt("batch-size", v["batch-size"]),
     maxQueue: positiveInt("max-queue", v["max-queue"]),
-    threads: positiveInt("threads", v.threads),
+    threads: threadsFlag(v.threads),
     nGpuLayers,
     apiKey: v["api-key"] ?? env("SHIMMY_API_KEY"),
     defaultModel: v["default-model"],

@@ -202,3 +202,19 @@ Deno.test("parseGenerateArgs() rejects bad numbers and accepts the original CLI'
   }
   ok(error instanceof UsageError);
 });
+
+Deno.test("--threads outside 1 to 512 is a one-line usage error in every command, not a crash in ggml", async () => {
+  const commands = [
+    ["generate", "--model", model, "--prompt", "hi"],
+    ["run", model, "hi"],
+    ["bench", model],
+    ["serve", "--model", model],
+  ];
+  for (const command of commands) {
+    for (const threads of ["0", "-3", "100000"]) {
+      const run = await runShimmy([...command, "--threads", threads]);
+      ok(run.code !== 0 && run.code < 128, `${command[0]} --threads ${threads}: exit ${run.code}`);
+      match(run.stderr, /--threads must be from 1 to 512/, `${command[0]}: ${run.stderr}`);
+    }
+  }
+});
