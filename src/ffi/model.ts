@@ -5,6 +5,8 @@
  * @module
  */
 
+import { readGgufInfo } from "../gguf/reader.ts";
+import { metadataProblem } from "../gguf/metadata_sanity.ts";
 import { concatTokens } from "../util/arrays.ts";
 import { cString, readCString, readIntoBuffer } from "./cstring.ts";
 import { ModelLoadError } from "./errors.ts";
@@ -234,6 +236,11 @@ async function checkModelFile(path: string): Promise<void> {
       `Cannot load model ${path}: ${(error as Error).message}`,
       error,
     );
+  }
+  // What llama.cpp would abort on; a header Shimmy's reader cannot read is llama.cpp's to judge.
+  const problem = await readGgufInfo(path).then((info) => metadataProblem(info.metadata), () => {});
+  if (problem) {
+    throw new ModelLoadError("invalid_file", path, `Cannot load model ${path}: ${problem}`);
   }
 }
 

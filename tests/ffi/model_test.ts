@@ -11,6 +11,8 @@ import {
   Sampler,
 } from "../../src/ffi/mod.ts";
 import { fixtureModel } from "../fixtures/models.ts";
+import { type LlamaModelOptions, writeLlamaModel } from "../fixtures/llama_model.ts";
+import { GgufValueType } from "../../src/gguf/types.ts";
 
 const llama = Llama.open();
 
@@ -87,6 +89,31 @@ Deno.test("Model.load() reports corrupt and truncated GGUF files without crashin
   await withTempFile(corrupt, async (path) => {
     await rejects(Model.load(llama, path), ModelLoadError);
   });
+});
+
+Deno.test("Model.load() refuses metadata llama.cpp would abort on (no layers, a NaN epsilon) before it reads the file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const cases: [LlamaModelOptions, RegExp][] = [
+      [
+        { metadata: { "llama.block_count": { type: GgufValueType.UINT32, value: 0 } } },
+        /block_count is 0/,
+      ],
+      [{ rmsEpsilon: NaN }, /layer_norm_rms_epsilon is NaN/],
+    ];
+    for (const [options, message] of cases) {
+      const path = join(dir, "bad.gguf");
+      await writeLlamaModel(path, options);
+      await rejects(Model.load(llama, path), (error: unknown) => {
+        ok(error instanceof ModelLoadError, String(error));
+        equal(error.code, "invalid_file");
+        match(error.message, message);
+        return true;
+      });
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("Model.load() passes n_gpu_layers, devices and mmap to llama_model_load_from_file", async () => {
