@@ -14,6 +14,7 @@ import { Model } from "../ffi/model.ts";
 import { Embedder, type PoolingName } from "./embedder.ts";
 import { type AttentionProbe, modelAttentionDims } from "./attention_probe.ts";
 import { cpuAttentionKernel } from "./attention_verdicts.ts";
+import { checkKvFits } from "./kv_memory.ts";
 import {
   type AttentionShape,
   contextThreads,
@@ -292,6 +293,7 @@ export class LoadedModel {
       const parallel = Math.max(1, options.parallel ?? 1);
       const slotContext = options.ctxSize ?? Math.min(model.nCtxTrain || 4096, 4096);
       const unified = kvUnified(options.kvUnified ?? "auto", parallel);
+      checkKvFits(model, slotContext * parallel);
       const threads = contextThreads(options.threads, model.offload, defaultThreads());
       const attentionMode = options.flashAttn ?? "auto";
       const shape: AttentionShape = {

@@ -218,3 +218,19 @@ Deno.test("--threads outside 1 to 512 is a one-line usage error in every command
     }
   }
 });
+
+Deno.test("a --ctx-size whose KV cache cannot fit this machine's memory is a clear error, at once", async () => {
+  const started = performance.now();
+  const run = await runShimmy([
+    "generate",
+    "--model",
+    model,
+    "--prompt",
+    "hi",
+    "--ctx-size",
+    "1000000000",
+  ]);
+  ok(run.code !== 0 && run.code < 128, `exit ${run.code}: ${run.stderr}`);
+  match(run.stderr, /KV cache, more than the .* GiB of memory available; lower --ctx-size/);
+  ok(performance.now() - started < 30_000, "refused before llama.cpp allocates");
+});

@@ -1,0 +1,65 @@
+/**
+ * Whether a CPU context's KV cache fits this machine, checked before llama.cpp allocates it: a
+ * `--ctx-size` of a billion tokens had it allocating gigabytes for minutes instead of refusing.
+ *
+ * @module
+ */
+
+import { ContextCreateError } from "../ffi/errors.ts";
+import type { Model } from "../ffi/model.ts";
+import { modelAttentionDims } from "./attention_probe.ts";
+
+/** Most cells a context takes (`n_ctx` is a 32-bit count in llama.cpp). */
+const MAX_CELLS = 2 ** 31 - 1;
+
+/**
+ * Bytes of an F16 KV cache of `cells` tokens: each layer keeps a key and a value row per token
+ * for each key/value head.
+ *
+ * @param model The model.
+ * @param cells Tokens of the whole context (every slot's).
+ * @returns The bytes.
+ * @example
+ * ```ts
+ * kvCacheBytes(model, 4096); // 4096 × layers × kv heads × (key + value length) × 2
+ * ```
+ */
+export function kvCacheBytes(model: Model, cells: number): number {
+  const dims = modelAttentionDims(model);
+  return cells * model.nLayer * dims.headsKv * (dims.keyLength + dims.valueLength) * 2;
+}
+
+/**
+ * Refuses a context whose KV cache, held in this machine's memory (no layer on a GPU), would not
+ * fit the memory available, or whose size llama.cpp cannot count.
+ *
+ * @param model The model.
+ * @param cells Tokens of the whole context.
+ * @param available Bytes of memory available. Default: the system's.
+ * @throws {ContextCreateError} naming the sizes and what to lower.
+ * @example
+ * ```ts
+ * checkKvFits(model, slotContext * parallel);
+ * ```
+ */
+export function checkKvFits(
+  model: Model,
+  cells: number,
+  available = Deno.systemMemoryInfo().available,
+): void {
+  if (cells > MAX_CELLS) {
+    throw new ContextCreateError(
+      `A context of ${cells} tokens is more than llama.cpp counts (${MAX_CELLS}); lower ` +
+        "--ctx-size or --parallel",
+    );
+  }
+  if (model.offload.offloaded > 0) return; // on a GPU, llama.cpp's allocation answers itself
+  const bytes = kvCacheBytes(model, cells);
+  if (bytes > available) {
+    const gib = (n: number) => (n / 2 ** 30).toFixed(1);
+    throw new ContextCreateError(
+      `A context of ${cells} tokens needs ${gib(bytes)} GiB for its KV cache, more than the ` +
+        `${gib(available)} GiB of memory available; lower --ctx-size or --parallel`,
+    );
+  }
+}
