@@ -8,6 +8,7 @@
  * @module
  */
 
+import { concatBytes } from "../util/bytes.ts";
 import { LoadedModel } from "../engine/loaded_model.ts";
 import { chatPrompt } from "../engine/prompt.ts";
 import { GenerationError } from "../engine/errors.ts";
@@ -87,7 +88,7 @@ export async function runMain(args: string[], globals: GlobalFlags): Promise<num
   const threads = threadsFlag(v.threads);
   const nGpuLayers = gpuLayersFlag(v["n-gpu-layers"]);
 
-  const piped = Deno.stdin.isTerminal() ? "" : await new Response(Deno.stdin.readable).text();
+  const piped = Deno.stdin.isTerminal() ? "" : await pipedText();
   const oneShot = [words.join(" "), piped.trim()].filter((t) => t !== "").join("\n\n");
   const interactive = oneShot === "";
   if (interactive && !Deno.stdin.isTerminal()) {
@@ -138,6 +139,27 @@ async function modelPath(model: string, globals: GlobalFlags): Promise<string> {
   const pulled = await pullModel(model, { onProgress: printer.update });
   printer.done();
   return pulled.path;
+}
+
+/** Most bytes of text piped to stdin. */
+const MAX_PIPED_BYTES = 8 * 1024 * 1024;
+
+/**
+ * The text piped to stdin, read up to {@link MAX_PIPED_BYTES} (`< /dev/zero` had read forever).
+ *
+ * @throws {UsageError} when more comes.
+ */
+async function pipedText(): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of Deno.stdin.readable) {
+    size += chunk.length;
+    if (size > MAX_PIPED_BYTES) {
+      throw new UsageError(`The text piped to stdin is longer than ${MAX_PIPED_BYTES} bytes`);
+    }
+    chunks.push(chunk);
+  }
+  return new TextDecoder().decode(concatBytes(chunks));
 }
 
 function atLeast(name: string, value: number | undefined, min: number): number | undefined {

@@ -329,6 +329,9 @@ const FAMILY_ALIASES: Readonly<Record<string, FamilyName>> = {
   "none": "raw",
 };
 
+/** Most bytes of a chat template file (real ones take a few KiB). */
+const MAX_TEMPLATE_FILE_BYTES = 1024 * 1024;
+
 /**
  * Resolves `--chat-template NAME|FILE`: a built-in family name (case-insensitive; `llama-3`,
  * `phi-3`, `gemma2`… also work), or the path of a Jinja template file, which is read and
@@ -351,6 +354,12 @@ export async function loadTemplateOverride(nameOrFile: string): Promise<Template
   if (Object.hasOwn(FAMILY_ALIASES, key)) return { family: FAMILY_ALIASES[key] as FamilyName };
   let template: string;
   try {
+    // A FIFO or a device (a link to /dev/zero) would block or never end the read.
+    const info = await Deno.stat(nameOrFile);
+    if (!info.isFile) throw new Error("not a regular file");
+    if (info.size > MAX_TEMPLATE_FILE_BYTES) {
+      throw new Error(`larger than ${MAX_TEMPLATE_FILE_BYTES} bytes`);
+    }
     template = await Deno.readTextFile(nameOrFile);
   } catch (error) {
     if (error instanceof Deno.errors.PermissionDenied) throw error;

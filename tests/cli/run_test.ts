@@ -122,6 +122,27 @@ Deno.test({
   equal(chat.code, 0, chat.transcript);
 });
 
+Deno.test("shimmy run refuses more than 8 MiB piped to stdin instead of reading forever", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", join(REPO_ROOT, "main.ts"), "run", model, "--max-tokens", "2"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  const block = new Uint8Array(1024 * 1024).fill(0x61);
+  try {
+    for (let i = 0; i < 9; i++) await writer.write(block);
+    await writer.close();
+  } catch {
+    // The command stopped reading: it refused the rest.
+  }
+  const out = await child.output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  ok(out.code !== 0 && out.code < 128, `exit ${out.code}: ${stderr}`);
+  match(stderr, /longer than 8388608 bytes/);
+});
+
 Deno.test("shimmy run takes piped stdin as the prompt", async () => {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", join(REPO_ROOT, "main.ts"), "run", model, "--max-tokens", "6"],

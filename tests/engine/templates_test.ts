@@ -410,6 +410,32 @@ Deno.test("loadTemplateOverride() accepts family names and aliases", async () =>
   assert.deepEqual(await loadTemplateOverride("phi-3"), { family: "phi3" });
 });
 
+Deno.test("loadTemplateOverride() refuses a FIFO, a device and a huge file at once instead of reading them", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const fifo = join(dir, "fifo.jinja");
+    await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    const zero = join(dir, "zero.jinja");
+    await Deno.symlink("/dev/zero", zero);
+    const huge = join(dir, "huge.jinja");
+    await Deno.writeTextFile(huge, "{{ x }}".repeat(200_000));
+    for (
+      const [path, detail] of [[fifo, /not a regular file/], [zero, /not a regular file/], [
+        huge,
+        /larger than/,
+      ]] as const
+    ) {
+      await assert.rejects(loadTemplateOverride(path), (error: unknown) => {
+        assert.ok(error instanceof TemplateError, String(error));
+        assert.match(error.message, detail);
+        return true;
+      });
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("loadTemplateOverride() reads a Jinja file whose template then renders the chat", async () => {
   const dir = await Deno.makeTempDir();
   try {
