@@ -296,6 +296,27 @@ Deno.test("renderChat() reports addsBos only when the text starts with the BOS t
   assert.equal(renderChat({ family: "chatml", messages, bosToken: "<s>" }).addsBos, false);
 });
 
+Deno.test("a template step that would make millions of items or characters is a TemplateError, at once", () => {
+  const messages = [{ role: "user", content: "Hi" }];
+  for (
+    const template of [
+      "{% for i in range(999999999) %}{% endfor %}{{ messages[0].content }}",
+      "{{ 'x' * 999999999 }}",
+      "{{ messages[0].content | indent(999999999) }}",
+    ]
+  ) {
+    const started = performance.now();
+    assert.throws(() => renderChat({ template, messages }), (e: unknown) => {
+      assert.ok(e instanceof TemplateError, String(e));
+      assert.match(e.message, /more than a template may/);
+      return true;
+    });
+    assert.ok(performance.now() - started < 2000, template);
+  }
+  const fine = "{% for i in range(3) %}{{ i }}{% endfor %}{{ 'ab' * 2 }}";
+  assert.equal(renderChat({ template: fine, messages }).prompt, "012abab");
+});
+
 Deno.test("renderChat() raises a TemplateError carrying the template's raise_exception message", () => {
   const messages = [{ role: "user", content: "Hi" }, { role: "user", content: "Again" }];
   assert.throws(

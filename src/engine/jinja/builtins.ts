@@ -34,6 +34,26 @@ import {
   toJson,
 } from "./values.ts";
 
+/**
+ * Most items or characters one step of a template may make (a `range()`, a repeated string): a
+ * hostile template's `range(999999999)` had taken gigabytes in one step, before any stop flag
+ * could be looked at. Real chat templates make a few thousand.
+ */
+export const MAX_MADE_SIZE = 1 << 20;
+
+/**
+ * Refuses a step that would make more than {@link MAX_MADE_SIZE} items or characters.
+ *
+ * @param size What the step would make.
+ * @param what The step, for the message.
+ * @throws {RaisedException} when it is too many.
+ */
+export function checkMadeSize(size: number, what: string): void {
+  if (size > MAX_MADE_SIZE) {
+    throw new RaisedException(`${what} would make ${size} items, more than a template may`);
+  }
+}
+
 /** The template's own error (`raise_exception`): its message goes to the client. */
 export class RaisedException extends JinjaRuntimeError {
   override name = "RaisedException";
@@ -309,6 +329,7 @@ export const GLOBALS: Table = {
       ? [a, int(pos(call, 1)), 1]
       : [a, int(pos(call, 1)), int(pos(call, 2))];
     if (step === 0) throw new RaisedException("range() step argument must not be zero");
+    checkMadeSize(Math.ceil((stop - start) / step), "range()");
     const out: JValue[] = [];
     if (step > 0) { for (let i = start; i < stop; i += step) out.push(new JInt(i)); }
     else for (let i = start; i > stop; i += step) out.push(new JInt(i));
@@ -575,6 +596,7 @@ const STRING: Table = {
     if (!(input instanceof JString)) {
       throw new RaisedException("indent() first argument must be a string");
     }
+    if (width instanceof JInt) checkMadeSize(width.value, "indent()");
     const pad = width instanceof JInt
       ? " ".repeat(Math.max(0, width.value))
       : width instanceof JString

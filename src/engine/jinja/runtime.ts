@@ -11,6 +11,7 @@
 import {
   bindBuiltin,
   type BuiltinContext,
+  checkMadeSize,
   GLOBALS,
   NotImplementedError,
   RaisedException,
@@ -449,6 +450,7 @@ class Interpreter {
     ) {
       const s = left instanceof JString ? left.value : (right as JString).value;
       const n = left instanceof JInt ? left.value : (right as JInt).value;
+      checkMadeSize(s.length * n, "a repeated string");
       return new JString(n <= 0 ? "" : s.repeat(n));
     }
     if (left instanceof JString && right instanceof JString) {
