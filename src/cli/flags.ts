@@ -97,32 +97,49 @@ function joinNegativeValues(args: string[], options: ParseArgsOptionsConfig): st
 }
 
 /**
- * A numeric flag.
+ * A numeric flag, written in decimal (`0x10` is refused, not read as 16).
  *
  * @param name The flag, without dashes (for the message).
  * @param value Its text; undefined when unset.
  * @param integer Whether it must be an integer. Default false.
+ * @param bounds The least and most it may be. Default: any finite number.
  * @returns The number, or undefined when unset.
- * @throws {UsageError} for anything that is not a finite number (or integer).
+ * @throws {UsageError} for anything that is not a finite decimal number (or integer) within the
+ *   bounds.
  * @example
  * ```ts
- * numberFlag("max-tokens", "64", true); // 64
+ * numberFlag("max-tokens", "64", true, { min: 1 }); // 64
  * ```
  */
 export function numberFlag(
   name: string,
   value: string | undefined,
   integer = false,
+  bounds: { min?: number; max?: number } = {},
 ): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (value.trim() === "" || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
+  if (
+    !DECIMAL.test(value.trim()) || !Number.isFinite(n) || (integer && !Number.isSafeInteger(n))
+  ) {
     throw new UsageError(
       `--${name} must be ${integer ? "an integer" : "a number"}, got "${value}"`,
     );
   }
+  const { min, max } = bounds;
+  if ((min !== undefined && n < min) || (max !== undefined && n > max)) {
+    const range = max === undefined
+      ? `at least ${min}`
+      : min === undefined
+      ? `at most ${max}`
+      : `from ${min} to ${max}`;
+    throw new UsageError(`--${name} must be ${range}, got "${value}"`);
+  }
   return n;
 }
+
+/** A number as people write it: digits, a point, an exponent. */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
 
 /** Most threads ggml takes (`GGML_MAX_N_THREADS`); more abort inside llama.cpp. */
 export const MAX_THREADS = 512;
@@ -140,11 +157,7 @@ export const MAX_THREADS = 512;
  * ```
  */
 export function threadsFlag(value: string | undefined): number | undefined {
-  const n = numberFlag("threads", value, true);
-  if (n !== undefined && (n < 1 || n > MAX_THREADS)) {
-    throw new UsageError(`--threads must be from 1 to ${MAX_THREADS}, got "${value}"`);
-  }
-  return n;
+  return numberFlag("threads", value, true, { min: 1, max: MAX_THREADS });
 }
 
 /**

@@ -27,6 +27,9 @@ import {
 } from "./flags.ts";
 import type { Switch } from "../engine/gpu.ts";
 
+/** Largest 32-bit signed integer: counts that reach libllama as `int32_t`. */
+const I32_MAX = 2 ** 31 - 1;
+
 /** Usage text of `shimmy generate`. */
 export const GENERATE_USAGE = `Usage: shimmy generate [NAME] --prompt TEXT [options]
 
@@ -161,8 +164,8 @@ export function parseGenerateArgs(
     throw new UsageError("No model given: pass NAME, --model PATH, or set SHIMMY_BASE_GGUF");
   }
   if (v.prompt === undefined) throw new UsageError("--prompt is required");
-  const maxTokens = numberFlag("max-tokens", v["max-tokens"], true) ?? 64;
-  if (maxTokens < 1) throw new UsageError("--max-tokens must be at least 1");
+  const maxTokens = numberFlag("max-tokens", v["max-tokens"], true, { min: 1, max: I32_MAX }) ??
+    64;
   const nGpuLayers = gpuLayersFlag(v["n-gpu-layers"]);
   const out: GenerateArgs = {
     model,
@@ -180,13 +183,14 @@ export function parseGenerateArgs(
     ...splitFlags(v),
   };
   const optional = {
-    temperature: numberFlag("temperature", v.temperature),
-    topK: numberFlag("top-k", v["top-k"], true),
-    topP: numberFlag("top-p", v["top-p"]),
-    minP: numberFlag("min-p", v["min-p"]),
-    repeatPenalty: numberFlag("repeat-penalty", v["repeat-penalty"]),
+    // The bounds of the same fields on the API.
+    temperature: numberFlag("temperature", v.temperature, false, { min: 0, max: 100 }),
+    topK: numberFlag("top-k", v["top-k"], true, { min: 0, max: I32_MAX }),
+    topP: numberFlag("top-p", v["top-p"], false, { min: 0, max: 1 }),
+    minP: numberFlag("min-p", v["min-p"], false, { min: 0, max: 1 }),
+    repeatPenalty: numberFlag("repeat-penalty", v["repeat-penalty"], false, { min: 0 }),
     seed: numberFlag("seed", v.seed, true),
-    ctxSize: numberFlag("ctx-size", v["ctx-size"], true),
+    ctxSize: numberFlag("ctx-size", v["ctx-size"], true, { min: 1 }),
     threads: threadsFlag(v.threads),
     nGpuLayers,
   };

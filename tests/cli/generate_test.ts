@@ -1,4 +1,4 @@
-import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { deepEqual, equal, match, ok, throws } from "node:assert/strict";
 import { dirname } from "node:path";
 import { parseGenerateArgs } from "../../src/cli/generate.ts";
 import { extractGlobalFlags } from "../../src/cli/global_flags.ts";
@@ -201,6 +201,31 @@ Deno.test("parseGenerateArgs() rejects bad numbers and accepts the original CLI'
     error = caught;
   }
   ok(error instanceof UsageError);
+});
+
+Deno.test("parseGenerateArgs() holds the sampling flags to the API's bounds, in decimal", () => {
+  const refused: [string, string, RegExp][] = [
+    ["--top-p", "2", /--top-p must be from 0 to 1/],
+    ["--min-p", "-1", /--min-p must be from 0 to 1/],
+    ["--top-k", "-5", /--top-k must be from 0/],
+    ["--repeat-penalty", "-1", /--repeat-penalty must be at least 0/],
+    ["--temperature", "-0.5", /--temperature must be from 0 to 100/],
+    ["--max-tokens", "0x10", /--max-tokens must be an integer/],
+    ["--max-tokens", "99999999999999999999", /--max-tokens must be an integer/],
+    ["--max-tokens", "0", /--max-tokens must be from 1/],
+  ];
+  for (const [flag, value, message] of refused) {
+    throws(
+      () => parseGenerateArgs(["--model", "m", "--prompt", "p", flag, value], () => undefined),
+      (error: unknown) => error instanceof UsageError && message.test(error.message),
+      `${flag} ${value}`,
+    );
+  }
+  const fine = parseGenerateArgs(
+    ["--model", "m", "--prompt", "p", "--top-p", "0.9", "--temperature", "1e-1"],
+    () => undefined,
+  );
+  deepEqual([fine?.topP, fine?.temperature], [0.9, 0.1]);
 });
 
 Deno.test("--threads outside 1 to 512 is a one-line usage error in every command, not a crash in ggml", async () => {
