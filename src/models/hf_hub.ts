@@ -9,6 +9,8 @@
  * @module
  */
 
+import { isObject } from "../util/objects.ts";
+
 /** The quantization pulled when a reference names none. */
 export const DEFAULT_QUANT = "Q4_K_M";
 
@@ -273,7 +275,7 @@ export async function listRepoFiles(
  * names in the cache, so a commit that is not hex (`../../x`) must never reach a path.
  */
 function listingOf(info: unknown, endpoint: string): HubListing {
-  const record = isRecord(info) ? info : {};
+  const record = isObject(info) ? info : {};
   const commit = record.sha;
   if (typeof commit !== "string" || !/^[0-9a-f]{40,64}$/.test(commit)) {
     throw malformedListing(endpoint, "no commit id of hex digits");
@@ -281,8 +283,8 @@ function listingOf(info: unknown, endpoint: string): HubListing {
   const siblings = record.siblings ?? [];
   if (!Array.isArray(siblings)) throw malformedListing(endpoint, '"siblings" is not a list');
   const files = siblings.map((sibling): HubFile => {
-    const { rfilename, size, lfs } = isRecord(sibling) ? sibling : {};
-    const blob = isRecord(lfs) ? lfs : {};
+    const { rfilename, size, lfs } = isObject(sibling) ? sibling : {};
+    const blob = isObject(lfs) ? lfs : {};
     if (typeof rfilename !== "string") throw malformedListing(endpoint, "a file without a name");
     const bytes = blob.size ?? size ?? 0;
     if (typeof bytes !== "number" || !Number.isSafeInteger(bytes) || bytes < 0) {
@@ -298,10 +300,6 @@ function listingOf(info: unknown, endpoint: string): HubListing {
     return { path: rfilename, size: bytes, ...(sha256 ? { sha256 } : {}) };
   });
   return { commit, files };
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function malformedListing(endpoint: string, what: string): PullError {
