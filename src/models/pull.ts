@@ -9,6 +9,7 @@
  * @module
  */
 
+import { plainFileNameProblem } from "../util/plain_file_name.ts";
 import { dirname, join, relative } from "node:path";
 import { discoveryRoots } from "./discovery_roots.ts";
 import { downloadFile, sha256File } from "./download.ts";
@@ -337,27 +338,19 @@ function urlFileName(url: string): string {
   } catch {
     throw new PullError(`Cannot pull ${url}: its file name is not valid percent-encoding`, 400);
   }
-  if (!isPlainName(name)) {
+  const problem = plainFileNameProblem(name);
+  if (problem !== undefined) {
     throw new PullError(
-      `Cannot pull ${url}: ${JSON.stringify(name)} is not a plain file name`,
+      `Cannot pull ${url}: ${JSON.stringify(name)} is not a plain file name: ${problem}`,
       400,
     );
   }
   return name;
 }
 
-/**
- * Whether a name is one file's or folder's own: no separator of either system, no drive's colon,
- * no control character, and not `.` or `..`.
- */
-function isPlainName(name: string): boolean {
-  if (name === "" || name === "." || name === ".." || /[/\\:]/.test(name)) return false;
-  return [...name].every((char) => char.charCodeAt(0) >= 0x20);
-}
-
 function planned(file: HubFile, snapshot: string): PulledFile {
   const segments = file.path.split("/");
-  if (!segments.every(isPlainName)) {
+  if (!segments.every((segment) => plainFileNameProblem(segment) === undefined)) {
     throw new PullError(
       `The hub listed a file at ${JSON.stringify(file.path)}: not a relative path`,
     );

@@ -18,7 +18,7 @@ import { join } from "node:path";
 import type { ServerContext } from "./context.ts";
 import { badRequest, HttpError } from "./http_error.ts";
 import { Fields, readRequestJson, refuseUnknownFields } from "./request_body.ts";
-import { slotFileNameProblem } from "./slot_file_name.ts";
+import { plainFileNameProblem } from "../util/plain_file_name.ts";
 import type { LoadedModel } from "../engine/loaded_model.ts";
 import type { ServedRequest } from "./served_request.ts";
 
@@ -106,7 +106,7 @@ export async function slotAction(ctx: ServerContext, request: ServedRequest): Pr
   refuseUnknownFields(body, SLOT_FILE_FIELDS, `/slots/{id}?action=${action}`);
   const filename = new Fields(body).string("filename");
   if (filename === undefined) throw badRequest('"filename" is required', "filename");
-  const problem = slotFileNameProblem(filename);
+  const problem = plainFileNameProblem(filename);
   if (problem) throw badRequest(`"filename" is not a plain file name: ${problem}`, "filename");
   const path = join(folder, filename);
   const kind = await entryKind(path);

@@ -1,9 +1,9 @@
 import { equal, match } from "node:assert/strict";
-import { slotFileNameProblem } from "../../src/server/slot_file_name.ts";
+import { plainFileNameProblem } from "../../src/util/plain_file_name.ts";
 
 Deno.test("slot file names are plain names inside the folder, the same on every OS", () => {
   for (const name of ["chat.bin", "agent system prompt v2", "é-ü.cache", ".hidden", "a.b.c"]) {
-    equal(slotFileNameProblem(name), undefined, name);
+    equal(plainFileNameProblem(name), undefined, name);
   }
   const refused: [string, RegExp][] = [
     ["", /empty/],
@@ -30,7 +30,7 @@ Deno.test("slot file names are plain names inside the folder, the same on every 
     ["a..b", /"\.\."/],
   ];
   for (const [name, why] of refused) {
-    const problem = slotFileNameProblem(name);
+    const problem = plainFileNameProblem(name);
     match(problem ?? "accepted", why, JSON.stringify(name));
   }
 });

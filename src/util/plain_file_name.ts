@@ -1,10 +1,10 @@
 /**
- * Which names a slot file may have (`POST /slots/N?action=save|restore`, `"filename"`): one plain
- * file name inside the `--slot-save-path` folder, the same on every OS, so that no request
- * reaches a file outside it or one that Windows would name differently. The rules are
- * llama-server's: no path separators or `..`, no characters that Windows forbids or that look
- * like them, no control characters, no leading or trailing space, no trailing dot, at most 255
- * bytes.
+ * Which names a file that a request or a download names may have inside the folder Shimmy keeps it
+ * in (a slot file in `--slot-save-path`, a pulled model in the models folder): one plain file
+ * name, the same on every OS, so that no name reaches a file outside the folder or one that
+ * Windows would name differently. The rules are llama-server's for slot files: no path separators
+ * or `..`, no characters that Windows forbids or that look like them, no control characters, no
+ * leading or trailing space, no trailing dot, at most 255 bytes.
  *
  * @module
  */
@@ -17,17 +17,17 @@ const FORBIDDEN = /[/\\:*?"<>|\uff0e\u2215\u2216\ufffd\ufeff]/;
 const MAX_NAME_BYTES = 255;
 
 /**
- * Why a slot file name is refused, or undefined when it is fine.
+ * Why a file name is refused, or undefined when it is fine.
  *
  * @param name The name a request gave.
  * @returns What is wrong with it.
  * @example
  * ```ts
- * slotFileNameProblem("chat.bin"); // undefined
- * slotFileNameProblem("../etc/passwd"); // "it holds \"/\" …"
+ * plainFileNameProblem("chat.bin"); // undefined
+ * plainFileNameProblem("../etc/passwd"); // "it holds \"/\" …"
  * ```
  */
-export function slotFileNameProblem(name: string): string | undefined {
+export function plainFileNameProblem(name: string): string | undefined {
   if (name.length === 0) return "it is empty";
   if (new TextEncoder().encode(name).length > MAX_NAME_BYTES) {
     return `it is longer than ${MAX_NAME_BYTES} bytes`;
