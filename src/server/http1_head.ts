@@ -11,6 +11,8 @@
  * @module
  */
 
+import { errorBody, HttpError } from "./http_error.ts";
+
 /** A request head the guard serves itself. */
 export interface RequestHead {
   method: string;
@@ -152,14 +154,8 @@ function malformed(status: 400 | 431, reason: string): HeadReading {
  * ```
  */
 export function malformedAnswer(reading: { status: 400 | 431; reason: string }): Uint8Array {
-  const body = JSON.stringify({
-    error: {
-      message: reading.reason,
-      type: "invalid_request_error",
-      param: null,
-      code: reading.status === 431 ? "header_too_large" : "malformed_request",
-    },
-  });
+  const code = reading.status === 431 ? "header_too_large" : "malformed_request";
+  const body = JSON.stringify(errorBody(new HttpError(reading.status, reading.reason, { code })));
   const response = new Response(body, { status: reading.status, headers: JSON_TYPE });
   const head = responseHead(
     response,
