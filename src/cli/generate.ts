@@ -5,6 +5,7 @@
  * @module
  */
 
+import { I32_MAX } from "../util/limits.ts";
 import { LoadedModel } from "../engine/loaded_model.ts";
 import { describePlan } from "../engine/multi_gpu_plan.ts";
 import { chatPrompt, type PreparedPrompt, rawPrompt, renderChatPrompt } from "../engine/prompt.ts";
@@ -26,9 +27,6 @@ import {
   threadsFlag,
 } from "./flags.ts";
 import type { Switch } from "../engine/gpu.ts";
-
-/** Largest 32-bit signed integer: counts that reach libllama as `int32_t`. */
-const I32_MAX = 2 ** 31 - 1;
 
 /** Usage text of `shimmy generate`. */
 export const GENERATE_USAGE = `Usage: shimmy generate [NAME] --prompt TEXT [options]

@@ -5,12 +5,10 @@
  * @module
  */
 
+import { I32_MAX } from "../util/limits.ts";
 import { ContextCreateError } from "../ffi/errors.ts";
 import type { Model } from "../ffi/model.ts";
 import { modelAttentionDims } from "./attention_probe.ts";
-
-/** Most cells a context takes (`n_ctx` is a 32-bit count in llama.cpp). */
-const MAX_CELLS = 2 ** 31 - 1;
 
 /**
  * Bytes of an F16 KV cache of `cells` tokens: each layer keeps a key and a value row per token
@@ -47,9 +45,9 @@ export function checkKvFits(
   cells: number,
   available = Deno.systemMemoryInfo().available,
 ): void {
-  if (cells > MAX_CELLS) {
+  if (cells > I32_MAX) {
     throw new ContextCreateError(
-      `A context of ${cells} tokens is more than llama.cpp counts (${MAX_CELLS}); lower ` +
+      `A context of ${cells} tokens is more than llama.cpp counts (${I32_MAX}); lower ` +
         "--ctx-size or --parallel",
     );
   }

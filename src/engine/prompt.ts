@@ -11,6 +11,7 @@
  * @module
  */
 
+import { I32_MAX } from "../util/limits.ts";
 import type { Model, TokenizeOptions, TokenPieceCache } from "../ffi/model.ts";
 import { GenerationError } from "./errors.ts";
 import { promptTokenCache } from "./prompt_token_cache.ts";
@@ -193,7 +194,7 @@ export async function rawPrompt(
  */
 export function tokenPrompt(ids: readonly number[]): PreparedPrompt {
   // Int32Array would wrap a larger id (2^32 + 1 becomes 1) before the vocabulary check sees it.
-  const outside = ids.find((id) => !(id >= 0 && id <= INT32_MAX));
+  const outside = ids.find((id) => !(id >= 0 && id <= I32_MAX));
   if (outside !== undefined) {
     throw new GenerationError(
       "invalid_request",
@@ -202,9 +203,6 @@ export function tokenPrompt(ids: readonly number[]): PreparedPrompt {
   }
   return { tokens: Int32Array.from(ids), stopTokens: [], stopStrings: [], format: "tokens" };
 }
-
-/** The largest token id a prompt's `Int32Array` holds. */
-const INT32_MAX = 2 ** 31 - 1;
 
 /**
  * Chat messages rendered with the model's template (or the override), then tokenized.

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { I32_MAX } from "../util/limits.ts";
 import type { ContinuedPart } from "../engine/template_continuation.ts";
 import type { TemplateMessage } from "../engine/templates.ts";
 import type { SamplingParams } from "../engine/sampling.ts";
@@ -431,9 +432,6 @@ function requestGrammar(fields: Fields): string | undefined {
 
 /** Most choices (`n`) one request may ask for; the model's slot count bounds it too. */
 const MAX_CHOICES = 128;
-
-/** Largest 32-bit signed integer: integer fields that reach libllama as `int32_t`. */
-const I32_MAX = 2 ** 31 - 1;
 
 /** Most stop strings per request, and most characters in one. */
 const MAX_STOP_STRINGS = 16;

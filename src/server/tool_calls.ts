@@ -7,6 +7,7 @@
  * @module
  */
 
+import { I32_MAX } from "../util/limits.ts";
 import type {
   ChatOutputRequest,
   ReasoningFormat,
@@ -151,7 +152,7 @@ function thinkingBudgetOf(fields: Fields): ThinkingBudget | undefined {
     );
   }
   const name = given[0] ?? names[0];
-  const tokens = fields.number(name, { min: -1, max: 2 ** 31 - 1, integer: true }) ?? -1;
+  const tokens = fields.number(name, { min: -1, max: I32_MAX, integer: true }) ?? -1;
   const message = fields.string("reasoning_budget_message") ?? "";
   if (message.length > MAX_BUDGET_MESSAGE) {
     throw badRequest(
