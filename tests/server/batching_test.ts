@@ -1,6 +1,6 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { ARRIVAL_WINDOW_MS } from "../../src/engine/scheduler.ts";
-import { postJson, readSse, startServer, waitFor } from "./harness.ts";
+import { postJson, readSse, startServer, type TestServer, waitFor } from "./harness.ts";
 
 const PROMPTS = [
   "The first story begins",
@@ -105,24 +105,46 @@ const CUTS = {
     new TextDecoder().decode(bytes).indexOf("\r\n\r\n") + 4,
 };
 
+/**
+ * Sends a burst of four one-token requests, as `sendBurst` writes them, up to three times, and
+ * checks one burst ran as a single step. On a busy 2-core machine one late timer or slow read can
+ * split a burst (CI saw it), but not three in a row; without the scheduler's wait for requests on
+ * their way none of them runs in one step.
+ */
+async function expectABurstInOneStep(
+  server: TestServer,
+  sendBurst: (four: Awaited<ReturnType<typeof fourRequests>>) => Promise<void>,
+): Promise<void> {
+  const scheduler = server.ctx.registry.loaded().get("tiny-f32")?.scheduler;
+  ok(scheduler);
+  const steps: number[] = [];
+  while (steps.length < 3 && !steps.includes(1)) {
+    const stepsBefore = scheduler.stats().steps;
+    using four = await fourRequests(server.url);
+    await sendBurst(four);
+    await four.expectAnswers();
+    steps.push(scheduler.stats().steps - stepsBefore);
+    // The next burst's connections are new ones, not these still counted as fresh.
+    await new Promise((resolve) => setTimeout(resolve, ARRIVAL_WINDOW_MS * 3));
+  }
+  ok(steps.includes(1), `steps per burst of four prompts: ${steps.join(", ")}`);
+}
+
 for (const [stage, cut] of Object.entries(CUTS)) {
   Deno.test(`requests ${stage} when the first is ready start in its step`, async () => {
     await using server = await startServer({ load: { parallel: 4 } });
     equal((await postJson(`${server.url}/v1/completions`, { prompt: "warm up" })).status, 200);
-    const scheduler = server.ctx.registry.loaded().get("tiny-f32")?.scheduler;
-    ok(scheduler);
-    using four = await fourRequests(server.url);
-    const { conns, requests } = four;
-    // Connections open a while are no longer counted as requests on their way by themselves.
-    await new Promise((resolve) => setTimeout(resolve, ARRIVAL_WINDOW_MS * 3));
-    const stepsBefore = scheduler.stats().steps;
-    // The first whole, the others cut; the rest of them follows 2 ms later.
-    const split = requests.map((bytes, i) => i === 0 ? bytes.length : cut(bytes));
-    await Promise.all(conns.map((conn, i) => writeAll(conn, requests[i]!.subarray(0, split[i]))));
-    await new Promise((resolve) => setTimeout(resolve, 2));
-    await Promise.all(conns.map((conn, i) => writeAll(conn, requests[i]!.subarray(split[i]))));
-    await four.expectAnswers();
-    equal(scheduler.stats().steps - stepsBefore, 1, "the four prompts in one step");
+    await expectABurstInOneStep(server, async ({ conns, requests }) => {
+      // Connections open a while are no longer counted as requests on their way by themselves.
+      await new Promise((resolve) => setTimeout(resolve, ARRIVAL_WINDOW_MS * 3));
+      // The first whole, the others cut; the rest of them follows 2 ms later.
+      const split = requests.map((bytes, i) => i === 0 ? bytes.length : cut(bytes));
+      await Promise.all(
+        conns.map((conn, i) => writeAll(conn, requests[i]!.subarray(0, split[i]))),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      await Promise.all(conns.map((conn, i) => writeAll(conn, requests[i]!.subarray(split[i]))));
+    });
   });
 }
 
@@ -135,17 +157,12 @@ Deno.test("requests on connections opened beside the first one's start in its st
     guard: { freshConnectionMs: ARRIVAL_WINDOW_MS },
   });
   equal((await postJson(`${server.url}/v1/completions`, { prompt: "warm up" })).status, 200);
-  const scheduler = server.ctx.registry.loaded().get("tiny-f32")?.scheduler;
-  ok(scheduler);
-  const stepsBefore = scheduler.stats().steps;
-  using four = await fourRequests(server.url);
-  const { conns, requests } = four;
-  await writeAll(conns[0]!, requests[0]!);
-  // The others' first bytes come after the first request has reached the scheduler.
-  await new Promise((resolve) => setTimeout(resolve, 3));
-  await Promise.all(conns.slice(1).map((conn, i) => writeAll(conn, requests[i + 1]!)));
-  await four.expectAnswers();
-  equal(scheduler.stats().steps - stepsBefore, 1, "the four prompts in one step");
+  await expectABurstInOneStep(server, async ({ conns, requests }) => {
+    await writeAll(conns[0]!, requests[0]!);
+    // The others' first bytes come after the first request has reached the scheduler.
+    await new Promise((resolve) => setTimeout(resolve, 3));
+    await Promise.all(conns.slice(1).map((conn, i) => writeAll(conn, requests[i + 1]!)));
+  });
 });
 
 Deno.test("a request the scheduler has is no longer counted as on its way", async () => {
