@@ -23,6 +23,7 @@ import { THINK_TAGS } from "./tools/parse.ts";
 import { detectFamily, type ModelHints, templateStopStrings } from "./templates_detect.ts";
 import { FAMILY_NAMES, type FamilyName, isFamilyName, renderFamily } from "./templates_families.ts";
 import { JinjaSyntaxError } from "./jinja/lexer.ts";
+import { parseTemplate as parseJinja } from "./jinja/parser.ts";
 import { JinjaRenderError, stepHook } from "./jinja/runtime.ts";
 import {
   applyChatTemplate,
@@ -151,6 +152,22 @@ function parseTemplate(source: string): CompiledChatTemplate | Error {
   return entry;
 }
 
+/**
+ * Why a template does not parse, or undefined when it parses. It only parses: a full compile
+ * also probes what the template can do by rendering it, which a hostile template can make last
+ * for ever, and this runs on the event loop at load (requests' renders run in the template
+ * workers, under a time limit).
+ */
+function syntaxErrorOf(source: string): JinjaSyntaxError | undefined {
+  try {
+    parseJinja(source);
+    return undefined;
+  } catch (error) {
+    if (error instanceof JinjaSyntaxError) return error;
+    throw error;
+  }
+}
+
 /** One way of rendering a request's messages: a template or a built-in family. */
 interface Renderer {
   /** Renders messages, with the assistant's turn opened at the end or not. */
@@ -202,10 +219,10 @@ function familyRenderer(family: FamilyName, input: RenderChatInput, warning?: st
  */
 export function templateLoadWarning(template: string | undefined): string | undefined {
   if (template === undefined || template.trim() === "") return undefined;
-  const parsedTemplate = parseTemplate(template);
-  if (!(parsedTemplate instanceof Error)) return undefined;
+  const syntaxError = syntaxErrorOf(template);
+  if (syntaxError === undefined) return undefined;
   const family = detectFamily(template) ?? "chatml";
-  return `The model's chat template does not parse (${parsedTemplate.message}); chat requests ` +
+  return `The model's chat template does not parse (${syntaxError.message}); chat requests ` +
     `use the built-in ${family} format instead`;
 }
 
@@ -380,15 +397,15 @@ export async function loadTemplateOverride(nameOrFile: string): Promise<Template
       "empty template",
     );
   }
-  const parsedTemplate = parseTemplate(template);
-  if (parsedTemplate instanceof Error) {
+  const syntaxError = syntaxErrorOf(template);
+  if (syntaxError !== undefined) {
     throw new TemplateError(
       "syntax",
-      `Cannot parse chat template ${nameOrFile}: ${parsedTemplate.message}; fix the file or give a family (${
+      `Cannot parse chat template ${nameOrFile}: ${syntaxError.message}; fix the file or give a family (${
         FAMILY_NAMES.join(", ")
       })`,
-      parsedTemplate.message,
-      parsedTemplate,
+      syntaxError.message,
+      syntaxError,
     );
   }
   return { template, path: nameOrFile };

@@ -581,6 +581,35 @@ Deno.test("templateLoadWarning() names a GGUF template that does not parse, and 
   assert.equal(templateLoadWarning(undefined), undefined);
 });
 
+/** A template whose every render loops 160,000 times: seconds of the capability probes' renders. */
+const SLOW_TEMPLATE = "{% for i in range(400) %}{% for j in range(400) %}{% endfor %}{% endfor %}" +
+  "{% for m in messages %}{{ m.content }}{% endfor %}";
+
+Deno.test("templateLoadWarning() and loadTemplateOverride() only parse: a slow template does not hold the event loop at load", async () => {
+  // Renders run in the template workers under a time limit; these checks run on the event loop.
+  let started = performance.now();
+  assert.equal(templateLoadWarning(SLOW_TEMPLATE), undefined);
+  assert.ok(performance.now() - started < 1000, `${performance.now() - started} ms`);
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "slow.jinja");
+    await Deno.writeTextFile(path, SLOW_TEMPLATE);
+    started = performance.now();
+    assert.deepEqual(await loadTemplateOverride(path), { template: SLOW_TEMPLATE, path });
+    assert.ok(performance.now() - started < 1000, `${performance.now() - started} ms`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a template nested too deeply to parse is a syntax error, at load and on a render", () => {
+  const deep = `{{ ${"(".repeat(20_000)}1${")".repeat(20_000)} }}`;
+  assert.match(templateLoadWarning(deep) ?? "", /does not parse \(The template nests too deeply/);
+  const out = renderChat({ template: deep, messages: [{ role: "user", content: "Hi" }] });
+  assert.equal(out.family, "chatml");
+  assert.match(out.warning ?? "", /nests too deeply/);
+});
+
 Deno.test("renderChat() refuses tools nested too deep with a 400, and renders deep ones below the bound", () => {
   const nested = (levels: number) => {
     let value: unknown = {};

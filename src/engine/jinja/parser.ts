@@ -66,6 +66,12 @@ class Parser {
     return body;
   }
 
+  /** The offset in the source of the token being parsed (of the last one at the end). */
+  position(): number {
+    const token = this.#tokens[Math.min(this.#current, this.#tokens.length - 1)];
+    return token?.pos ?? 0;
+  }
+
   #peek(offset = 0): Token {
     return this.#tokens[this.#current + offset] ?? { type: "text", value: "", pos: -1 };
   }
@@ -518,7 +524,7 @@ class Parser {
  *
  * @param source The template text.
  * @returns The program.
- * @throws {JinjaSyntaxError} When it does not tokenize or parse.
+ * @throws {JinjaSyntaxError} When it does not tokenize or parse, or nests too deeply to parse.
  * @example
  * ```ts
  * parseTemplate("{% for m in messages %}{{ m.content }}{% endfor %}").body[0]?.kind; // "for"
@@ -526,5 +532,12 @@ class Parser {
  */
 export function parseTemplate(source: string): Program {
   const lexed = tokenize(source);
-  return { body: new Parser(lexed.tokens, lexed.source).parse(), source: lexed.source };
+  const parser = new Parser(lexed.tokens, lexed.source);
+  try {
+    return { body: parser.parse(), source: lexed.source };
+  } catch (error) {
+    // Thousands of nested brackets or blocks exhaust the stack of the recursive descent.
+    if (!(error instanceof RangeError)) throw error;
+    throw new JinjaSyntaxError("The template nests too deeply", lexed.source, parser.position());
+  }
 }
