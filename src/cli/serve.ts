@@ -10,6 +10,7 @@ import type { DeviceSamplingMode } from "../engine/loaded_model.ts";
 import type { Switch } from "../engine/gpu.ts";
 import { splitPathList } from "../models/discovery_roots.ts";
 import { type ModelEntry, ModelRegistry, parseDuration } from "../models/registry.ts";
+import { ModelNotFoundError } from "../models/model_names.ts";
 import { loadTemplateOverride } from "../engine/templates.ts";
 import { Llama } from "../ffi/llama.ts";
 import { Activity } from "../server/activity.ts";
@@ -18,6 +19,7 @@ import { ResponseStore } from "../server/response_store.ts";
 import { createApp } from "../server/app.ts";
 import { type GuardedServer, serveGuarded } from "../server/connection_guard.ts";
 import { joinServers } from "../server/joined_servers.ts";
+import { allowedOrigin } from "../server/origin_policy.ts";
 import type { ServerContext } from "../server/context.ts";
 import { Metrics } from "../server/metrics.ts";
 import type { GlobalFlags } from "./global_flags.ts";
@@ -211,6 +213,17 @@ function commaList(...values: (string | undefined)[]): string[] {
   return values.flatMap((v) => (v ?? "").split(",")).map((v) => v.trim()).filter((v) => v);
 }
 
+/** One `--cors` origin, normalized as browsers send it (see `allowedOrigin`). */
+function originFlag(value: string): string {
+  const origin = allowedOrigin(value);
+  if (origin === undefined) {
+    throw new UsageError(
+      `--cors takes origins such as https://app.example or http://localhost:3000 (or *), got "${value}"`,
+    );
+  }
+  return origin;
+}
+
 function positiveInt(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
@@ -288,7 +301,7 @@ export function parseServeArgs(
     allowPull: v["allow-pull"],
     parallel: positiveInt("parallel", v.parallel) ?? 4,
     lora: loraFlags.map(parseLoraFlag),
-    origins: commaList(...(v.cors ?? []), env("SHIMMY_ORIGINS")),
+    origins: commaList(...(v.cors ?? []), env("SHIMMY_ORIGINS")).map(originFlag),
     allowedHosts: commaList(...(v["allowed-hosts"] ?? []), env("SHIMMY_ALLOWED_HOSTS")),
     shutdownGraceMs: durationFlag("shutdown-grace", v["shutdown-grace"]) ?? SHUTDOWN_GRACE_MS,
     noMmap: v["no-mmap"],
@@ -376,13 +389,18 @@ function ollamaBindFlag(value: string | undefined): string | undefined {
  *
  * @param value The flag value.
  * @returns Path and scale (default 1).
+ * @throws {UsageError} when what follows the last `:` of an existing file's path is not a number
+ *   (`a.gguf:abc`), which would otherwise be reported as a missing file.
  */
 export function parseLoraFlag(value: string): { path: string; scale: number } {
   const at = value.lastIndexOf(":");
-  const scale = at > 1 ? Number(value.slice(at + 1)) : Number.NaN;
-  return Number.isFinite(scale) && value.slice(at + 1).trim() !== ""
-    ? { path: value.slice(0, at), scale }
-    : { path: value, scale: 1 };
+  const suffix = value.slice(at + 1);
+  const scale = at > 1 ? Number(suffix) : Number.NaN;
+  if (Number.isFinite(scale) && suffix.trim() !== "") return { path: value.slice(0, at), scale };
+  if (at > 1 && !isFile(value) && isFile(value.slice(0, at))) {
+    throw new UsageError(`--lora ${value}: the scale after ":" must be a number, got "${suffix}"`);
+  }
+  return { path: value, scale: 1 };
 }
 
 /**
@@ -581,6 +599,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     ...(options.maxModels ? { maxModels: options.maxModels } : {}),
     ...(options.keepAliveMs !== undefined ? { keepAliveMs: options.keepAliveMs } : {}),
   });
+  checkDefaultModel(registry, options);
   const ctx: ServerContext = {
     registry,
     metrics: new Metrics(),
@@ -701,6 +720,21 @@ export function localModels(
     else notPulledCheck(model, "--allow-pull");
   }
   return { local, toPull };
+}
+
+/**
+ * Refuses a `--default-model` that names no model found (a typo would make every request that
+ * names none a 404), unless it is a hub reference that `--allow-pull` may fetch on first use.
+ */
+function checkDefaultModel(registry: ModelRegistry, options: ServeArgs): void {
+  const name = options.defaultModel;
+  if (!name || (options.allowPull && isPullable(name))) return;
+  try {
+    registry.resolve(name);
+  } catch (error) {
+    if (!(error instanceof ModelNotFoundError)) throw error;
+    throw new UsageError(`--default-model ${name}: ${error.message}`);
+  }
 }
 
 /** The registry's default model: `--default-model`, else the one `--model`. */

@@ -25,6 +25,33 @@ export interface OriginPolicy {
 }
 
 /**
+ * An allowed origin as browsers send it in `Origin`, from how a user wrote it: `*`, or a scheme
+ * and host with an optional port and trailing slash. http(s) origins are normalized as browsers
+ * write them (lowercase host, no default port), as the check compares them exactly.
+ *
+ * @param value E.g. `https://App.example:443/`, `chrome-extension://abcdef`, `*`.
+ * @returns The origin (`https://app.example`), or undefined when it is not one (a path, a query,
+ *   no scheme).
+ * @example
+ * ```ts
+ * allowedOrigin("http://localhost:3000/"); // "http://localhost:3000"
+ * allowedOrigin("not an origin"); // undefined
+ * ```
+ */
+export function allowedOrigin(value: string): string | undefined {
+  if (value === "*") return value;
+  const match = /^([a-z][a-z0-9+.-]*):\/\/([^/?#\s]+)\/?$/i.exec(value);
+  if (!match) return undefined;
+  const scheme = match[1]!.toLowerCase();
+  if (scheme !== "http" && scheme !== "https") return `${scheme}://${match[2]}`;
+  try {
+    return new URL(value).origin;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Splits a `Host` header (or URL host) into a lowercase hostname without brackets, and port.
  *
  * @param host E.g. `localhost:11435`, `[::1]:80`, `example.com`.

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { closestMatch, editDistance } from "../../src/cli/suggest.ts";
 import { ModelRegistry, ModelRequiredError } from "../../src/models/registry.ts";
 import { toHttpError } from "../../src/server/http_error.ts";
-import { REPO_ROOT } from "../fixtures/models.ts";
+import { GENERATED_DIR, REPO_ROOT } from "../fixtures/models.ts";
 import { runShimmy } from "../helpers.ts";
 
 /** Asserts a failed run printed exactly one line on stderr and nothing like a stack. */
@@ -72,6 +72,13 @@ Deno.test("a missing model file says the file is missing, for serve, generate an
     const line = oneLineError(await runShimmy(args));
     match(line, /^shimmy: Cannot load model \S*nosuch\.gguf: file not found$/);
   }
+});
+
+Deno.test("serve --default-model naming no model found fails at once, naming the models there", async () => {
+  const line = oneLineError(
+    await runShimmy(["serve", "--model-dirs", GENERATED_DIR, "--default-model", "nope"]),
+  );
+  match(line, /^shimmy: --default-model nope: Model "nope" not found\. Available: .*tiny-f32/);
 });
 
 Deno.test("serve --model hf.co/… that is not pulled says how to pull it", async () => {

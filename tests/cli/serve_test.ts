@@ -260,6 +260,9 @@ Deno.test("serve flags parse as in the original Shimmy", () => {
   deepEqual(parseBindAddress("0.0.0.0:11435"), { hostname: "0.0.0.0", port: 11435 });
   deepEqual(parseLoraFlag("/a/b.gguf:0.25"), { path: "/a/b.gguf", scale: 0.25 });
   deepEqual(parseLoraFlag("C:\\a\\b.gguf"), { path: "C:\\a\\b.gguf", scale: 1 });
+  const lora = new URL("../fixtures/generated/tiny-f32-lora.gguf", import.meta.url).pathname;
+  throws(() => parseLoraFlag(`${lora}:abc`), /the scale after ":" must be a number, got "abc"/);
+  deepEqual(parseLoraFlag("/no/such:abc"), { path: "/no/such:abc", scale: 1 });
   equal(parseServeArgs(["--keep-alive", "30s"], () => undefined)?.keepAliveMs, 30_000);
   equal(parseServeArgs(["--keep-alive", "-1"], () => undefined)?.keepAliveMs, -1);
   deepEqual(
@@ -269,6 +272,18 @@ Deno.test("serve flags parse as in the original Shimmy", () => {
     )?.origins,
     ["https://a.example", "https://b.example", "*", "https://c.example"],
   );
+  deepEqual(
+    parseServeArgs(
+      ["--cors", "HTTP://LocalHost:3000/,https://a.example:443,chrome-extension://abc"],
+      () => undefined,
+    )?.origins,
+    ["http://localhost:3000", "https://a.example", "chrome-extension://abc"],
+  );
+  for (
+    const cors of ["not an origin", "https://a.example/page", "a.example", "https://a.example?x"]
+  ) {
+    throws(() => parseServeArgs(["--cors", cors], () => undefined), /--cors takes origins/);
+  }
   equal(parseServeArgs(["--shutdown-grace", "2s"], () => undefined)?.shutdownGraceMs, 2000);
   equal(parseServeArgs([], () => undefined)?.kvUnified, "auto");
   equal(parseServeArgs(["--kv-unified", "off"], () => undefined)?.kvUnified, "off");
