@@ -11,6 +11,7 @@ import { modelTable } from "./model_table.ts";
 import { discoveryOptions } from "./model_lookup.ts";
 import { UsageError } from "./usage_error.ts";
 import { parseFlags } from "./flags.ts";
+import { printable } from "../util/printable.ts";
 
 /** Usage text of `shimmy list`. */
 export const LIST_USAGE = `Usage: shimmy list [options]
@@ -92,7 +93,7 @@ export async function listMain(
     return 0;
   }
   if (options.short) {
-    for (const model of report.models) console.log(model.name);
+    for (const model of report.models) console.log(printable(model.name));
     return 0;
   }
   if (report.models.length === 0) {

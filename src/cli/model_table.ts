@@ -6,6 +6,7 @@
  */
 
 import type { DiscoveredModel } from "../models/discovery.ts";
+import { printable } from "../util/printable.ts";
 
 /**
  * Formats a byte count with binary units.
@@ -55,7 +56,8 @@ export function formatCount(count: number): string {
 
 /**
  * Lays out rows as columns separated by two spaces, each as wide as its widest cell; the
- * last column is not padded.
+ * last column is not padded. Control characters in cells (from file names and metadata) are
+ * written as escapes.
  *
  * @param header Column titles.
  * @param rows Cells, one array per row (as many cells as titles).
@@ -72,7 +74,7 @@ export function formatTable(
   rows: readonly (readonly string[])[],
   indent = "",
 ): string[] {
-  const all = [header, ...rows];
+  const all = [header, ...rows.map((row) => row.map(printable))];
   const widths = header.map((_, i) => Math.max(...all.map((row) => (row[i] ?? "").length)));
   return all.map((row) =>
     indent + row.map((cell, i) => i === row.length - 1 ? cell : cell.padEnd(widths[i]!)).join("  ")

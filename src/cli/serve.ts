@@ -31,6 +31,7 @@ import { findPulled, type PullProgress } from "../models/pull.ts";
 import { ModelPulls } from "../models/pull_tracker.ts";
 import { pullProgressPrinter } from "./pull.ts";
 import { UsageError } from "./usage_error.ts";
+import { printable } from "../util/printable.ts";
 import {
   gpuLayersFlag,
   gpusFlag,
@@ -527,15 +528,15 @@ export function loadProgressLogger(): (entry: ModelEntry, fraction: number) => v
     let last = reached.get(entry.name);
     if (last === undefined || (fraction === 0 && last === 4)) {
       last = -1;
-      console.error(`Loading ${entry.name} (${entry.path})…`);
+      console.error(`Loading ${printable(entry.name)} (${printable(entry.path)})…`);
     }
     const quarter = Math.floor(fraction * 4);
     if (quarter <= last) return;
     reached.set(entry.name, quarter);
     if (quarter === 4) {
-      console.error(`Loaded ${entry.name}`);
+      console.error(`Loaded ${printable(entry.name)}`);
     } else if (quarter > 0) {
-      console.error(`Loading ${entry.name}… ${quarter * 25}%`);
+      console.error(`Loading ${printable(entry.name)}… ${quarter * 25}%`);
     }
   };
 }
@@ -571,7 +572,8 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     verbose: globals.verbose,
     parallel: options.parallel,
     onLoadProgress: loadProgressLogger(),
-    onLoadWarning: (entry, warning) => console.error(`Warning: ${entry.name}: ${warning}`),
+    onLoadWarning: (entry, warning) =>
+      console.error(`Warning: ${printable(entry.name)}: ${warning}`),
     ...defaultModelOption(options, entries, toPull),
     ...(pulls ? { fetchMissing: fetchMissing(pulls, globals) } : {}),
     ...(options.noMmap ? { useMmap: false } : {}),
@@ -665,8 +667,8 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
   }
   for (const entry of entries) {
     console.log(
-      `  ${entry.name.padEnd(28)} ${registry.state(entry.name).padEnd(9)} ${entry.source}: ` +
-        entry.path,
+      `  ${printable(entry.name).padEnd(28)} ${registry.state(entry.name).padEnd(9)} ` +
+        `${entry.source}: ${printable(entry.path)}`,
     );
     const group = registry.replicas().get(entry.name);
     if (group && (group.plan.kind !== "cpu" || group.copies.length > 1)) {

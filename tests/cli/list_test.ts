@@ -97,6 +97,22 @@ Deno.test("shimmy list --model adds a file outside the model folders", async () 
   equal(stdout, "tiny-f16");
 });
 
+Deno.test("shimmy list writes control characters of file names as escapes, one model per line", async () => {
+  const odd = join(root, "odd");
+  await Deno.mkdir(odd, { recursive: true });
+  const tiny = await fixtureModel("tiny-f32");
+  await Deno.copyFile(tiny, join(odd, "we\nird.gguf"));
+  await Deno.copyFile(tiny, join(odd, "esc\x1b[31mred.gguf"));
+  const oddGlobals = { modelDirs: odd, verbose: false };
+  const short = await capture(() => listMain(["--short"], oddGlobals, isolated));
+  deepEqual(short.stdout.split("\n").sort(), ["esc\\x1b[31mred", "we\\nird"]);
+  const table = await capture(() => listMain([], oddGlobals, isolated));
+  const lines = table.stdout.split("\n");
+  equal(lines.length, 3, table.stdout);
+  ok(lines.some((l) => l.startsWith("we\\nird ") && l.endsWith(join(odd, "we\\nird.gguf"))));
+  ok(!table.stdout.includes("\x1b"), "no escape sequence reaches the terminal");
+});
+
 Deno.test("shimmy list with no models prints a hint on stderr and exits 0", async () => {
   const empty = join(root, "empty");
   await Deno.mkdir(empty, { recursive: true });
