@@ -4,9 +4,11 @@
  * HTTP/1.1, an origin-form target, a `Host`, no body or one sized by `Content-Length`. Anything
  * else (an upgrade, `Transfer-Encoding`, `Expect`, bytes outside ASCII, another method or version)
  * is left to `Deno.serve` behind the guard, which the caller forwards the connection to. A head
- * that no server may take (obsolete line folding, a control character, a header name that is no
- * token, a repeated `Content-Length` or `Host`, more than {@link MAX_HEAD_BYTES}) is answered here
- * with an error body, where `Deno.serve` would answer it with an empty one.
+ * that no server may take (a request line that is not a method, a target and HTTP/1.0 or 1.1 one
+ * space apart, obsolete line folding, a control character, a header name that is no token, a
+ * repeated `Content-Length` or `Host`, `Transfer-Encoding` beside `Content-Length` or not ending
+ * in `chunked`, more than {@link MAX_HEAD_BYTES}) is answered here with an error body, where
+ * `Deno.serve` would answer it with an empty one.
  *
  * @module
  */
@@ -35,8 +37,11 @@ export type HeadReading =
   | { kind: "incomplete" }
   | { kind: "forward" }
   /** A head no server may take (RFC 9112): the guard answers it with an error body and closes. */
-  | { kind: "malformed"; status: 400 | 431; reason: string }
+  | { kind: "malformed"; status: MalformedStatus; reason: string }
   | { kind: "head"; head: RequestHead };
+
+/** The statuses of answers to heads no server may take. */
+export type MalformedStatus = 400 | 431 | 505;
 
 /** Longest request head taken; a longer one is a 431. */
 export const MAX_HEAD_BYTES = 64 * 1024;
@@ -45,6 +50,10 @@ const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIO
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** Method, origin-form target and version. */
 const REQUEST_LINE = /^([A-Z]+) (\/[!-~]*) HTTP\/1\.1$/;
+/** Any request line's method, target and version. */
+const REQUEST_LINE_PARTS = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([!-~]+) HTTP\/(\d\.\d)$/;
+/** The request line of HTTP/2's connection preface (prior knowledge), which Deno.serve speaks. */
+const HTTP2_PREFACE = "PRI * HTTP/2.0";
 const DIGITS = /^\d{1,15}$/;
 /** Request headers that ask for more than the plain shape. */
 const FORWARDED_HEADERS = new Set(["upgrade", "transfer-encoding", "expect"]);
@@ -82,13 +91,17 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
     if (byte >= 0x80) return FORWARD; // obs-text in a value: Deno.serve decides
   }
   const [requestLine = "", ...lines] = ascii.decode(bytes.subarray(0, end - 4)).split("\r\n");
+  if (requestLine === HTTP2_PREFACE) return FORWARD;
+  const lineProblem = requestLineProblem(requestLine);
+  if (lineProblem !== undefined) return lineProblem;
   const start = REQUEST_LINE.exec(requestLine);
-  if (start === null || !METHODS.has(start[1]!)) return FORWARD;
-  const [, method = "", target = ""] = start;
+  let forward = start === null || !METHODS.has(start[1]!);
+  const [, method = "", target = ""] = start ?? [];
   const headers: [string, string][] = [];
   let contentLength: string | undefined;
   let host: string | undefined;
   let connection = "";
+  let transferCodings: string[] | undefined;
   for (const line of lines) {
     const colon = line.indexOf(":");
     if (line.startsWith(" ") || line.startsWith("\t")) {
@@ -105,7 +118,7 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
       return malformed(400, `${JSON.stringify(name.slice(0, 64))} is not a header name`);
     }
     const key = name.toLowerCase();
-    if (FORWARDED_HEADERS.has(key)) return FORWARD;
+    if (FORWARDED_HEADERS.has(key)) forward = true;
     const value = line.slice(colon + 1).trim();
     if (key === "content-length") {
       if (contentLength !== undefined || !DIGITS.test(value)) {
@@ -117,9 +130,24 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
       host = value;
     } else if (key === "connection") {
       connection += `,${value}`;
+    } else if (key === "transfer-encoding") {
+      transferCodings = [...transferCodings ?? [], ...value.split(",").map((c) => c.trim())];
     }
     headers.push([name, value]);
   }
+  if (transferCodings !== undefined) {
+    if (contentLength !== undefined) {
+      return malformed(400, "A request must not carry both Transfer-Encoding and Content-Length");
+    }
+    const chunked = transferCodings.map((c) => c.toLowerCase() === "chunked");
+    if (!chunked.at(-1) || chunked.indexOf(true) !== chunked.length - 1) {
+      return malformed(
+        400,
+        `Transfer-Encoding must end with chunked, once (got "${transferCodings.join(", ")}")`,
+      );
+    }
+  }
+  if (forward) return FORWARD;
   if (host === undefined) return FORWARD;
   const length = contentLength === undefined ? 0 : Number(contentLength);
   // The fetch API refuses a body on these; Deno.serve has its own answer.
@@ -138,8 +166,40 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
   };
 }
 
-function malformed(status: 400 | 431, reason: string): HeadReading {
+function malformed(status: MalformedStatus, reason: string): HeadReading {
   return { kind: "malformed", status, reason };
+}
+
+/**
+ * What is wrong with a request line no server may take (see {@link HeadReading}): not a method,
+ * a target and a version one space apart, a version other than HTTP/1.0 and 1.1 (505), or a
+ * target of none of the forms a request to this server can have.
+ */
+function requestLineProblem(line: string): HeadReading | undefined {
+  const parts = REQUEST_LINE_PARTS.exec(line);
+  if (parts === null) {
+    return malformed(
+      400,
+      `The request line must be a method, a target and HTTP/1.1, one space apart (got ${
+        JSON.stringify(line.slice(0, 64))
+      })`,
+    );
+  }
+  const [, method, target = "", version] = parts;
+  if (version !== "1.1" && version !== "1.0") {
+    return malformed(505, `HTTP/${version} is not supported; send HTTP/1.1`);
+  }
+  const form = target.startsWith("/") || /^[a-z][a-z0-9+.-]*:\/\//i.test(target) ||
+    (target === "*" && method === "OPTIONS") || method === "CONNECT";
+  if (!form) {
+    return malformed(
+      400,
+      `The request target must be a path such as /v1/models (got ${
+        JSON.stringify(target.slice(0, 64))
+      })`,
+    );
+  }
+  return undefined;
 }
 
 /**
@@ -153,8 +213,14 @@ function malformed(status: 400 | 431, reason: string): HeadReading {
  * malformedAnswer({ kind: "malformed", status: 400, reason: "Host must be given once" });
  * ```
  */
-export function malformedAnswer(reading: { status: 400 | 431; reason: string }): Uint8Array {
-  const code = reading.status === 431 ? "header_too_large" : "malformed_request";
+export function malformedAnswer(
+  reading: { status: MalformedStatus; reason: string },
+): Uint8Array {
+  const code = reading.status === 431
+    ? "header_too_large"
+    : reading.status === 505
+    ? "http_version_not_supported"
+    : "malformed_request";
   const body = JSON.stringify(errorBody(new HttpError(reading.status, reading.reason, { code })));
   const response = new Response(body, { status: reading.status, headers: JSON_TYPE });
   const head = responseHead(
@@ -218,6 +284,7 @@ const REASONS: Record<number, string> = {
   500: "Internal Server Error",
   501: "Not Implemented",
   503: "Service Unavailable",
+  505: "HTTP Version Not Supported",
 };
 let dateSecond = -1;
 let dateValue = "";

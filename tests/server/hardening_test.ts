@@ -272,12 +272,22 @@ Deno.test("a head no server may take gets a JSON error body, not an empty 400", 
     "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nContent-Length: 3\r\n",
     "GET /health HTTP/1.1\r\nHost: localhost\r\nX: 1\r\n folded\r\n",
     "GET /health HTTP/1.1\r\nHost: localhost\r\nHost: localhost\r\n",
+    "GET /health  HTTP/1.1\r\nHost: localhost\r\n",
+    "GET * HTTP/1.1\r\nHost: localhost\r\n",
+    "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip\r\n",
+    "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n" +
+    "Content-Length: 5\r\n",
   ];
-  for (const head of heads) {
+  const answers = [...heads.map((head) => ({ head, status: 400, code: "malformed_request" })), {
+    head: "GET /health HTTP/1.2\r\nHost: localhost\r\n",
+    status: 505,
+    code: "http_version_not_supported",
+  }];
+  for (const { head, status, code } of answers) {
     const answer = await rawRequest(server.url, head);
-    equal(answer.status, 400, answer.text);
+    equal(answer.status, status, answer.text);
     const body = JSON.parse(answer.text.slice(answer.text.indexOf("\r\n\r\n") + 4));
-    equal(body.error.code, "malformed_request", answer.text);
+    equal(body.error.code, code, answer.text);
   }
   const health = await fetch(`${server.url}/health`);
   equal(health.status, 200, "the server goes on");

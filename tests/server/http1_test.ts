@@ -70,8 +70,11 @@ Deno.test("parseRequestHead() leaves every request outside the plain shape to De
     `GET http://a/ HTTP/1.1\r\n${host}\r\n`,
     `get / HTTP/1.1\r\n${host}\r\n`,
     `BREW / HTTP/1.1\r\n${host}\r\n`,
-    `GET /  HTTP/1.1\r\n${host}\r\n`,
     "GET / HTTP/1.1\r\nX: 1\r\n\r\n",
+    `POST / HTTP/1.1\r\n${host}Transfer-Encoding: gzip, chunked\r\n\r\n`,
+    `OPTIONS * HTTP/1.1\r\n${host}\r\n`,
+    `CONNECT a:443 HTTP/1.1\r\n${host}\r\n`,
+    "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
     `GET / HTTP/1.1\r\n${host}X: caf\u00e9\r\n\r\n`,
   ];
   for (const text of cases) equal(kindOf(text), "forward", JSON.stringify(text));
@@ -87,8 +90,23 @@ Deno.test("parseRequestHead() finds the heads no server may take, for the guard 
     `GET / HTTP/1.1\r\n${host}X: a\u0000b\r\n\r\n`,
     `GET / HTTP/1.1\r\n${host}Bad Name: 1\r\n\r\n`,
     `GET / HTTP/1.1\r\n${host}${host}\r\n`,
+    `GET /  HTTP/1.1\r\n${host}\r\n`,
+    `GET / HTTP/1.1 \r\n${host}\r\n`,
+    `GET /\r\n${host}\r\n`,
+    `GET health HTTP/1.1\r\n${host}\r\n`,
+    `GET * HTTP/1.1\r\n${host}\r\n`,
+    `POST / HTTP/1.1\r\n${host}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n`,
+    `POST / HTTP/1.1\r\n${host}Transfer-Encoding: chunked, gzip\r\n\r\n`,
+    `POST / HTTP/1.1\r\n${host}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n`,
+    `GET /ws HTTP/1.1\r\n${host}Upgrade: websocket\r\n${host}\r\n`,
   ];
   for (const text of cases) equal(kindOf(text), "malformed", JSON.stringify(text));
+  const version = parseRequestHead(new TextEncoder().encode(`GET / HTTP/1.2\r\n${host}\r\n`));
+  deepEqual(version, {
+    kind: "malformed",
+    status: 505,
+    reason: "HTTP/1.2 is not supported; send HTTP/1.1",
+  });
   const answer = new TextDecoder().decode(
     malformedAnswer({ status: 400, reason: "Host must be given once" }),
   );
