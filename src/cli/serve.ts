@@ -26,7 +26,7 @@ import type { GlobalFlags } from "./global_flags.ts";
 import { parseTemplateKwargs } from "./generate.ts";
 import { discoverFor, entriesFrom, missingFileCheck, notPulledCheck } from "./model_lookup.ts";
 import { isFile } from "../util/fs.ts";
-import { isPullable } from "../models/hf_hub.ts";
+import { isHubReference, isPullable } from "../models/hf_hub.ts";
 import { findPulled, type PullProgress } from "../models/pull.ts";
 import { ModelPulls } from "../models/pull_tracker.ts";
 import { pullProgressPrinter } from "./pull.ts";
@@ -575,7 +575,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     onLoadWarning: (entry, warning) =>
       console.error(`Warning: ${printable(entry.name)}: ${warning}`),
     ...defaultModelOption(options, entries, toPull),
-    ...(pulls ? { fetchMissing: fetchMissing(pulls, globals) } : {}),
+    ...(pulls ? { fetchMissing: fetchMissing(pulls, globals, toPull) } : {}),
     ...(options.noMmap ? { useMmap: false } : {}),
     deviceSampling: options.deviceSampling,
     decodeThread: !options.noDecodeThread,
@@ -751,9 +751,13 @@ function defaultModelOption(
   return only ? { defaultModel: only } : {};
 }
 
-/** Registry entries for hub references pulled on demand (`--allow-pull`). */
-function fetchMissing(pulls: ModelPulls, globals: GlobalFlags) {
+/**
+ * Registry entries for hub references pulled on demand (`--allow-pull`). A plain URL is pulled
+ * only when `--model` names it: one named by a request could reach any address the server can.
+ */
+function fetchMissing(pulls: ModelPulls, globals: GlobalFlags, toPull: readonly string[]) {
   return async (name: string): Promise<ModelEntry | undefined> => {
+    if (!isHubReference(name) && !toPull.includes(name)) return undefined;
     if (!isPullable(name) || !name.includes("/")) return undefined;
     const pulled = findPulled(name) ?? await pulls.pull(name);
     return entriesFrom(await discoverFor(globals, [pulled.path]), [pulled.path])[0];

@@ -71,6 +71,26 @@ export function isPullable(text: string): boolean {
 }
 
 /**
+ * Whether a text is a reference to a model on the Hugging Face Hub (or the `HF_ENDPOINT` mirror),
+ * as opposed to a plain URL, which may point at any address.
+ *
+ * @param text A model name from a request or the command line.
+ * @returns True for `hf.co/ORG/REPO[:QUANT]`, `ORG/REPO…` and the hub's own URLs.
+ * @example
+ * ```ts
+ * isHubReference("hf.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF"); // true
+ * isHubReference("http://10.0.0.1/x.gguf"); // false
+ * ```
+ */
+export function isHubReference(text: string): boolean {
+  try {
+    return parseModelRef(text).kind === "hub";
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Parses a model reference.
  *
  * @param text `hf.co/ORG/REPO[:QUANT]`, `ORG/REPO[:QUANT]`, `ORG/REPO/FILE.gguf`,

@@ -95,6 +95,20 @@ Deno.test("serve --allow-pull pulls its --model and a model a request names, the
     deepEqual(lines.at(-1), { status: "success" });
     const listed = await (await fetch(`${url}/v1/models`)).json();
     ok(listed.data.length === 3, JSON.stringify(listed));
+    // A plain URL from a request is not fetched: it could reach any address the server can.
+    const requestsBefore = hub.requests.length;
+    const urlModel = `${hub.url}/files/internal.gguf`;
+    const byUrl = await complete({ model: urlModel });
+    equal(byUrl.status, 404, await byUrl.clone().text());
+    await byUrl.body?.cancel();
+    const pullUrl = await fetch(`${url}/ollama/api/pull`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: urlModel }),
+    });
+    equal(pullUrl.status, 403);
+    match(JSON.stringify(await pullUrl.json()), /pulls models from the Hugging Face Hub only/);
+    equal(hub.requests.length, requestsBefore, "no request reached the URL's host");
     const unknown = await complete({ model: "hf.co/tiny-org/Nope-GGUF" });
     equal(unknown.status, 404, await unknown.clone().text());
     match((await unknown.json()).error.message, /Nope-GGUF.*not found/);

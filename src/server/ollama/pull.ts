@@ -8,6 +8,7 @@
  * @module
  */
 
+import { isHubReference, isPullable } from "../../models/hf_hub.ts";
 import type { PullProgress } from "../../models/pull.ts";
 import type { ServerContext } from "../context.ts";
 import { HttpError } from "../http_error.ts";
@@ -47,6 +48,14 @@ export async function ollamaPull(
       "Pulling models through the API is off: start the server with --allow-pull, or run " +
         `"shimmy pull ${model}" on the server`,
       { code: "pull_disabled" },
+    );
+  }
+  if (isPullable(model) && !isHubReference(model)) {
+    throw new HttpError(
+      403,
+      `The API pulls models from the Hugging Face Hub only (hf.co/ORG/REPO[:QUANT]), not "${model}": ` +
+        "a URL could reach any address the server can; run shimmy pull on the server for it",
+      { code: "pull_refused", param: "model" },
     );
   }
   const pull = async (send: (line: unknown) => void) => {
