@@ -16,6 +16,7 @@ import type { GlobalFlags } from "./global_flags.ts";
 import { formatBytes, formatTable, modelTable } from "./model_table.ts";
 import { discoveryOptions } from "./model_lookup.ts";
 import { parseFlags } from "./flags.ts";
+import { printable } from "../util/printable.ts";
 
 /** Usage text of `shimmy discover`. */
 export const DISCOVER_USAGE = `Usage: shimmy discover [options]
@@ -155,7 +156,7 @@ export function formatDiscoveryReport(report: DiscoveryReport, llmOnly = false):
         ...(m.aliases.length > 0 ? [`also answers to ${m.aliases.join(", ")}`] : []),
         ...(m.mmproj !== undefined ? [`projector ${m.mmproj}`] : []),
       ];
-      lines.push(`  ${m.name}: ${parts.join("; ")}`);
+      lines.push(`  ${printable(m.name)}: ${printable(parts.join("; "))}`);
     }
   }
 
