@@ -829,7 +829,7 @@ export class Scheduler {
     return {
       slots: this.#slots.length,
       busySlots: this.#busySlots(),
-      queued: this.#queued(),
+      queued: this.#stillWanted(),
       steps: this.#steps,
       stepsAhead: this.#stepsAhead,
       sharedSteps: this.#sharedSteps,
@@ -866,6 +866,17 @@ export class Scheduler {
   /** Requests submitted and waiting for a slot, or still being readied for the queue. */
   #queued(): number {
     return this.#queue.length + this.#preparing.size;
+  }
+
+  /**
+   * Like {@link #queued}, without the queued requests whose clients have given up: those leave
+   * the queue at the next step, which can be seconds away, and until then they neither hold a
+   * place against `maxQueue` nor show as waiting.
+   */
+  #stillWanted(): number {
+    let wanted = this.#preparing.size;
+    for (const job of this.#queue) if (!job.request.signal?.aborted) wanted++;
+    return wanted;
   }
 
   /**
@@ -935,7 +946,7 @@ export class Scheduler {
     const request = original.truncate ? this.#truncated(original) : original;
     this.#validate(request);
     const freeSlots = this.#slots.filter((s) => s.state === "idle").length;
-    const waiting = Math.max(0, this.#queue.length + this.#preparing.size - freeSlots);
+    const waiting = Math.max(0, this.#stillWanted() - freeSlots);
     if (waiting >= this.#maxQueue) {
       throw new GenerationError(
         "queue_full",

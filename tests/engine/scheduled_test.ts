@@ -58,3 +58,25 @@ Deno.test("requests that end before any step are scheduled at once", async () =>
   await aborted.scheduled;
   equal((await aborted.result).completionTokens, 0);
 });
+
+Deno.test("a queued request whose client gave up holds no place in a full queue, even before the next step", async () => {
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("tiny-f32"),
+    parallel: 1,
+    ctxSize: 512,
+    maxQueue: 1,
+  });
+  const prompt = loaded.model.tokenize("once upon a time");
+  const running = loaded.scheduler.submit({ prompt, maxTokens: 64, ignoreEos: true });
+  await running.scheduled;
+  const gaveUp = new AbortController();
+  const abandoned = loaded.scheduler.submit({ prompt, maxTokens: 2, signal: gaveUp.signal });
+  equal(loaded.scheduler.stats().queued, 1);
+  gaveUp.abort();
+  // No step has run since (no await): the abandoned request is still in the queue.
+  equal(loaded.scheduler.stats().queued, 0, "it no longer shows as waiting");
+  const next = loaded.scheduler.submit({ prompt, maxTokens: 2, sampling: { temperature: 0 } });
+  equal((await next.result).completionTokens, 2);
+  equal((await abandoned.result).completionTokens, 0);
+  await running.result;
+});
