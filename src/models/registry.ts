@@ -144,6 +144,8 @@ export class ModelRegistry {
   readonly #entries: ModelEntry[];
   readonly #options: RegistryOptions;
   readonly #loads = new Map<string, Promise<ModelReplicas>>();
+  /** Settles when the load under way (and those queued before it) has ended. */
+  #loadTurn: Promise<unknown> = Promise.resolve();
   readonly #loaded = new Map<string, ModelReplicas>();
   readonly #lastUsed = new Map<string, number>();
   readonly #leases = new Map<string, number>();
@@ -364,7 +366,18 @@ export class ModelRegistry {
     return pending;
   }
 
-  async #load(entry: ModelEntry): Promise<ModelReplicas> {
+  /**
+   * Loads models one at a time, so that each load's room (`--max-models`, free memory) is made
+   * with the models the loads before it took: loads of different models at once had all passed
+   * those checks together (six requests to six models made six loaded of --max-models 2).
+   */
+  #load(entry: ModelEntry): Promise<ModelReplicas> {
+    const load = this.#loadTurn.then(() => this.#loadNow(entry));
+    this.#loadTurn = load.catch(() => {});
+    return load;
+  }
+
+  async #loadNow(entry: ModelEntry): Promise<ModelReplicas> {
     await this.#makeRoom(entry);
     const started = performance.now();
     this.loadProgress.set(entry.name, 0);

@@ -40,6 +40,32 @@ Deno.test("with --max-models 1 the least recently used idle model is unloaded an
   equal(server.ctx.registry.state("tiny-q8_0"), "available");
 });
 
+Deno.test("requests to more models at once than --max-models never load more than it", async () => {
+  const models = ["tiny-f32", "tiny-q8_0", "tiny-f16", "tiny-tied"];
+  await using server = await startServer({ fixtures: models, load: { maxModels: 2 } });
+  let mostLoaded = 0;
+  let watching = true;
+  const watch = (async () => {
+    while (watching) {
+      mostLoaded = Math.max(mostLoaded, server.ctx.registry.loaded().size);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  })();
+  const answers = await Promise.all(
+    models.map((model) => postJson(`${server.url}/v1/completions`, { model, prompt: "x" })),
+  );
+  watching = false;
+  await watch;
+  for (const answer of answers) {
+    ok(answer.status === 200 || answer.status === 503, `status ${answer.status}`);
+    if (answer.status === 503) equal((await answer.json()).error.code, "model_unavailable");
+    else await answer.body?.cancel();
+  }
+  ok(answers.filter((a) => a.status === 200).length >= 2);
+  ok(mostLoaded <= 2, `${mostLoaded} models were loaded at once`);
+  ok(server.ctx.registry.loaded().size <= 2);
+});
+
 Deno.test("a model idle past --keep-alive is unloaded", async () => {
   await using server = await startServer({ load: { keepAliveMs: 150 } });
   await complete(server.url, {});
