@@ -757,8 +757,8 @@ function defaultModelOption(
  */
 function fetchMissing(pulls: ModelPulls, globals: GlobalFlags, toPull: readonly string[]) {
   return async (name: string): Promise<ModelEntry | undefined> => {
-    if (!isHubReference(name) && !toPull.includes(name)) return undefined;
-    if (!isPullable(name) || !name.includes("/")) return undefined;
+    const allowed = isHubReference(name) || toPull.includes(name);
+    if (!allowed || !name.includes("/")) return undefined;
     const pulled = findPulled(name) ?? await pulls.pull(name);
     return entriesFrom(await discoverFor(globals, [pulled.path]), [pulled.path])[0];
   };
