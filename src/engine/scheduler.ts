@@ -50,6 +50,7 @@ import { AvailableMemory, CacheSwapCost, swapMemoryBound } from "./swap_cost.ts"
 import { SpareChains } from "./spare_chains.ts";
 import { ReasoningBudget, type ReasoningBudgetSpec } from "./reasoning_budget.ts";
 import { packSlotTokens, SlotFileError, unpackSlotTokens } from "./slot_file.ts";
+import { checkSlotFileCells } from "./slot_file_cells.ts";
 import { stepLogprobs, type TokenLogprob } from "./logprobs.ts";
 import { TextStream } from "./text_stream.ts";
 import {
@@ -715,8 +716,13 @@ export class Scheduler {
     return this.#onIdleSlot(id, async (slot) => {
       const mark = this.context.model.llama.logMark();
       slot.cached = [];
-      const loaded = await this.context.loadSequenceFile(slot.seqId, path);
       try {
+        await checkSlotFileCells(path, {
+          streams: this.context.kvUnified ? 1 : this.context.nSeqMax,
+          maxCells: this.context.nCtx,
+          layers: this.context.model.nLayer,
+        });
+        const loaded = await this.context.loadSequenceFile(slot.seqId, path);
         if (!loaded) {
           // llama.cpp's log names the file's first bytes (its "magic"): they stay out of answers.
           const why = this.context.model.llama.recentProblems(mark).join("; ")
