@@ -26,6 +26,7 @@ import { basename } from "node:path";
 import { setImmediate } from "node:timers";
 import { Batch } from "../ffi/batch.ts";
 import type { Context, DecodeTimes } from "../ffi/context.ts";
+import type { Model } from "../ffi/model.ts";
 import type { DecodedStep, DecodeRun } from "../ffi/decode_thread.ts";
 import { MAX_ENDS } from "../ffi/decode_thread_control.ts";
 import { DecodeError } from "../ffi/errors.ts";
@@ -2124,6 +2125,7 @@ export class Scheduler {
     if (constrained) slot.unfinished = unfinishedCharacter(slot.unfinished, bytes);
     const chunk = (slot.text as TextStream).push(bytes);
     if (chunk.text) {
+      if (chunk.stopBytes !== undefined) dropStopStringLogprobs(slot, chunk.stopBytes, model);
       slot.output += chunk.text;
       job.chunks.push({
         text: chunk.text,
@@ -2367,6 +2369,21 @@ function tokensSinceLastChunk(slot: Slot): number[] {
 }
 
 /** The log-probabilities waiting in a slot, moved to its sent ones, for a chunk. */
+/**
+ * Drops the pending log-probabilities of the tokens that reach into the stop string which ended
+ * the text (`stopBytes`: from its start to the end of the tokens' bytes): the stop string is not
+ * output, nor are its tokens reported, also where the last of them brought text before it.
+ */
+function dropStopStringLogprobs(slot: Slot, stopBytes: number, model: Model): void {
+  let bytesAfter = 0;
+  let kept = slot.pendingLogprobs.length;
+  while (kept > 0 && bytesAfter < stopBytes) {
+    kept--;
+    bytesAfter += model.tokenBytes(slot.pendingLogprobs[kept]!.token).length;
+  }
+  slot.pendingLogprobs.length = kept;
+}
+
 function sentLogprobs(slot: Slot): { logprobs?: TokenLogprob[] } {
   if (slot.pendingLogprobs.length === 0) return {};
   const logprobs = slot.pendingLogprobs;

@@ -8,12 +8,19 @@
  * @module
  */
 
+const UTF8 = new TextEncoder();
+
 /** What one push produced. */
 export interface StreamChunk {
   /** Text that is now safe to show (may be empty). */
   text: string;
   /** The stop string that ended the text, if one was completed. */
   stop?: string;
+  /**
+   * With `stop`: the UTF-8 bytes from the stop string's start to the end of the text decoded so
+   * far, none of which is output (so the tokens that brought them are not reported either).
+   */
+  stopBytes?: number;
   /** True when a line started with less indentation than the minimum: the text ends here. */
   underIndented?: true;
 }
@@ -122,9 +129,10 @@ export class TextStream {
     }
     if (first) {
       const text = this.#pending.slice(0, first.at);
+      const stopBytes = UTF8.encode(this.#pending.slice(first.at)).length;
       this.#pending = "";
       this.#stopped = first.stop;
-      return { text, stop: first.stop };
+      return { text, stop: first.stop, stopBytes };
     }
     const hold = final ? 0 : this.#partialStopLength();
     const text = this.#pending.slice(0, this.#pending.length - hold);

@@ -161,3 +161,45 @@ Deno.test("n above the slot count is refused, and cancelling a request ends all 
   for (const r of results) equal(r.finishReason, "cancelled");
   equal(loaded.scheduler.stats().busySlots, 0);
 });
+
+Deno.test("the token that completes a stop string is not reported, also where it brings text before it", async () => {
+  await using loaded = await LoadedModel.open({
+    path: await fixtureModel("llama-spm"),
+    parallel: 1,
+    ctxSize: 512,
+  });
+  const prompt = loaded.model.tokenize("The lighthouse keeper counted the ships");
+  const free = await generate(loaded, prompt, { temperature: 0 });
+  // A token of several characters whose last character the output has not shown before: as a
+  // stop string, that character ends the text inside the token.
+  const decoder = new TextDecoder();
+  let before = "";
+  let at = -1;
+  for (const [i, token] of free.tokens.entries()) {
+    const text = decoder.decode(loaded.model.tokenBytes(token));
+    const last = text.at(-1) ?? "";
+    if (i > 0 && text.length >= 2 && !text.includes("\ufffd") && !before.includes(last)) {
+      at = i;
+      break;
+    }
+    before += text;
+  }
+  ok(at > 0, "such a token in the greedy output");
+  const tokenText = decoder.decode(loaded.model.tokenBytes(free.tokens[at]!));
+  const generation = loaded.scheduler.submit({
+    prompt,
+    maxTokens: 12,
+    sampling: { temperature: 0 },
+    logprobs: 2,
+    stop: [tokenText.at(-1)!],
+  });
+  const streamed: number[] = [];
+  for await (const chunk of generation) {
+    streamed.push(...(chunk.logprobs ?? []).map((l) => l.token));
+  }
+  const stopped = await generation.result;
+  equal(stopped.text, before + tokenText.slice(0, -1));
+  const reported = free.tokens.slice(0, at);
+  equal(JSON.stringify(stopped.logprobs?.map((l) => l.token)), JSON.stringify(reported));
+  equal(JSON.stringify(streamed), JSON.stringify(reported));
+});

@@ -25,7 +25,7 @@ Deno.test("TextStream holds back a possible stop-string prefix and never emits t
   equal(stream.push(bytes("hello </")).text, "hello ");
   equal(stream.push(bytes("en")).text, "");
   const last = stream.push(bytes("d> ignored"));
-  deepEqual(last, { text: "", stop: "</end>" });
+  deepEqual(last, { text: "", stop: "</end>", stopBytes: "</end> ignored".length });
   equal(stream.stoppedBy, "</end>");
   equal(stream.push(bytes("more")).text, "");
 });
@@ -40,7 +40,10 @@ Deno.test("TextStream releases a held-back prefix when it turns out not to be a 
 
 Deno.test("TextStream stops at the earliest of several stop strings, even inside one piece", () => {
   const stream = new TextStream(["bb", "a"]);
-  deepEqual(stream.push(bytes("xxbbya")), { text: "xx", stop: "bb" });
+  deepEqual(stream.push(bytes("xxbbya")), { text: "xx", stop: "bb", stopBytes: 4 });
+  const cyrillic = new TextStream(["ж"]);
+  // The bytes from the stop string on, in UTF-8: what the tokens that brought them spanned.
+  deepEqual(cyrillic.push(bytes("сложно")), { text: "сло", stop: "ж", stopBytes: 6 });
 });
 
 Deno.test("TextStream.flush() turns an incomplete character into U+FFFD", () => {
@@ -65,7 +68,7 @@ Deno.test("TextStream with minIndent: the first line is free, an empty later lin
   deepEqual(first.push(bytes("x = 1")), { text: "x = 1" });
   deepEqual(first.push(bytes("\n\nmore")), { text: "\n", underIndented: true });
   const stopped = new TextStream(["STOP"], { minIndent: 2 });
-  deepEqual(stopped.push(bytes("a\n  bSTOP\nc")), { text: "a\n  b", stop: "STOP" });
+  deepEqual(stopped.push(bytes("a\n  bSTOP\nc")), { text: "a\n  b", stop: "STOP", stopBytes: 6 });
   const cutFirst = new TextStream(["STOP"], { minIndent: 2 });
   deepEqual(cutFirst.push(bytes("a\nbSTOP")), { text: "a\n", underIndented: true });
   equal(cutFirst.stoppedBy, undefined);
