@@ -84,6 +84,12 @@ export interface GenerationRequest {
    * Default false: such a request is answered at once.
    */
   fillCache?: boolean;
+  /**
+   * False: evaluate the whole prompt, reusing nothing of a slot's cache (llama-server's
+   * `cache_prompt`), where a prompt evaluated after a cached prefix can give slightly different
+   * logits than one evaluated whole. Default true.
+   */
+  cachePrompt?: boolean;
   /** Sampling settings. */
   sampling?: SamplingParams;
   /** Stop strings (never part of the output). */
@@ -1452,7 +1458,8 @@ export class Scheduler {
       const started: Slot[] = [];
       try {
         const [best, bestShared] = this.#placeRequest(free, prompt, key);
-        this.#start(best, job, Math.min(bestShared, prompt.length - 1), key);
+        const reuse = job.request.cachePrompt === false ? 0 : bestShared;
+        this.#start(best, job, Math.min(reuse, prompt.length - 1), key);
         started.push(best);
         startedNow.push(best);
         for (const fork of job.forks ?? []) {

@@ -193,6 +193,7 @@ async function queueChoices(
       ...(fields.maxTokens !== undefined ? { maxTokens: fields.maxTokens } : {}),
       ...(fields.logprobs !== undefined ? { logprobs: fields.logprobs } : {}),
       fillCache: source.fillCache,
+      ...(fields.cachePrompt ? {} : { cachePrompt: false }),
       minIndent: fields.minIndent,
       lineTimeLimitMs: fields.lineTimeLimitMs,
       ...(budget ? { reasoningBudget: budget } : {}),

@@ -333,6 +333,8 @@ export interface GenerationFields {
   minIndent?: number;
   /** `t_max_predict_ms`: end at the first newline after this long generating. */
   lineTimeLimitMs?: number;
+  /** `cache_prompt: false`: evaluate the whole prompt, reusing nothing of a slot's cache. */
+  cachePrompt: boolean;
 }
 
 /**
@@ -353,7 +355,6 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
   const tokens = fields.number("max_tokens", { min: 0, integer: true });
   const predict = fields.number("n_predict", { min: -1, integer: true });
   const maxTokens = completionTokens ?? tokens ?? positiveOrUndefined(predict);
-  fields.boolean("cache_prompt"); // accepted for llama-server clients; the prefix cache is always on
   const streamOptions = fields.object("stream_options");
   const includeUsage = streamOptions?.include_usage;
   if (includeUsage !== undefined && typeof includeUsage !== "boolean") {
@@ -410,6 +411,7 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
     ...(fields.raw("lora") !== undefined ? { lora: fields.raw("lora") } : {}),
     choices,
     ...lineLimits(fields),
+    cachePrompt: fields.boolean("cache_prompt") ?? true,
   };
 }
 

@@ -27,3 +27,24 @@ Deno.test("a prompt that shares a cached prefix gives exactly the output of a fr
   const other = await complete(warm.url, `1 ${BASE}`);
   equal(other.choices[0].text, expectedOther.choices[0].text);
 });
+
+Deno.test("cache_prompt false evaluates the whole prompt again, as a fresh server does", async () => {
+  await using server = await startServer({ fixtures: ["llama-spm"], load: { parallel: 1 } });
+  const prompt = `${BASE} and then`;
+  const request = (extra: Record<string, unknown>) =>
+    postJson(`${server.url}/v1/completions`, {
+      model: "llama-spm",
+      prompt,
+      max_tokens: 24,
+      temperature: 0,
+      ...extra,
+    }).then((response) => response.json());
+  const fresh = await request({});
+  equal(fresh.usage.prompt_tokens_details.cached_tokens, 0);
+  const cached = await request({ cache_prompt: true });
+  ok(cached.usage.prompt_tokens_details.cached_tokens > 10);
+  const whole = await request({ cache_prompt: false });
+  equal(whole.usage.prompt_tokens_details.cached_tokens, 0);
+  equal(whole.timings.cache_n, 0);
+  equal(whole.choices[0].text, fresh.choices[0].text);
+});
