@@ -70,6 +70,12 @@ export interface GrammarOptions {
    * so only the syntax of such a token is validated.
    */
   isSingleToken?: (piece: string) => boolean;
+  /**
+   * Whether a token, by id (`<[2]>`) or by its text (`<|im_end|>`), ends generation: llama.cpp's
+   * grammar never lets such a token through, so a grammar that asks for one allows nothing
+   * there. Default: not checked.
+   */
+  endsGeneration?: (token: number | string) => boolean;
 }
 
 /** Which check a grammar failed. */
@@ -401,6 +407,7 @@ class GrammarParser {
   readonly #text: string;
   readonly #limits: GrammarLimits;
   readonly #isSingleToken: ((piece: string) => boolean) | undefined;
+  readonly #endsGeneration: ((token: number | string) => boolean) | undefined;
   /** llama.cpp's `symbol_ids` for written names (generated names cannot collide: they hold `_`). */
   readonly #ids = new Map<string, number>();
   /** Every symbol by id; its length is `symbol_ids.size()`. */
@@ -416,6 +423,7 @@ class GrammarParser {
     this.#text = text;
     this.#limits = limits;
     this.#isSingleToken = options.isSingleToken;
+    this.#endsGeneration = options.endsGeneration;
   }
 
   run(root: string): GrammarSummary {
@@ -836,7 +844,8 @@ class GrammarParser {
   #token(start: number): number {
     const text = this.#text;
     let pos = start;
-    if (text.charCodeAt(pos) === 33) pos++; // !
+    const negated = text.charCodeAt(pos) === 33; // !
+    if (negated) pos++;
     if (text.charCodeAt(pos) !== 60) {
       this.#fail("syntax", `expected '<' after '!', found ${describe(text, pos)}`, pos);
     }
@@ -848,7 +857,8 @@ class GrammarParser {
       if (end === pos) {
         this.#fail("syntax", `expected a token id after '<[', found ${describe(text, pos)}`, pos);
       }
-      this.#number(pos, end);
+      const id = this.#number(pos, end);
+      if (!negated) this.#refuseEndOfGeneration(id, text.slice(open, end + 2), open);
       pos = end;
       if (text.charCodeAt(pos) !== 93) {
         this.#fail("syntax", `expected ']' after the token id, found ${describe(text, pos)}`, pos);
@@ -869,7 +879,19 @@ class GrammarParser {
         open,
       );
     }
+    if (!negated) this.#refuseEndOfGeneration(piece, piece, open);
     return close + 1;
+  }
+
+  /** Refuses a token the grammar asks for that ends generation (see `endsGeneration`). */
+  #refuseEndOfGeneration(token: number | string, written: string, at: number): void {
+    if (this.#endsGeneration?.(token) !== true) return;
+    this.#fail(
+      "syntax",
+      `${written} ends the generation, and llama.cpp's grammar never lets such a token through; ` +
+        "end the grammar where the answer ends instead",
+      at,
+    );
   }
 
   /** Parses `{m}`, `{m,}` or `{m,n}` as llama.cpp does and applies it. */

@@ -27,6 +27,7 @@ import { setImmediate } from "node:timers";
 import { Batch } from "../ffi/batch.ts";
 import type { Context, DecodeTimes } from "../ffi/context.ts";
 import type { Model } from "../ffi/model.ts";
+import { LLAMA_TOKEN_NULL } from "../ffi/layouts.ts";
 import type { DecodedStep, DecodeRun } from "../ffi/decode_thread.ts";
 import { MAX_ENDS } from "../ffi/decode_thread_control.ts";
 import { DecodeError } from "../ffi/errors.ts";
@@ -1091,9 +1092,14 @@ export class Scheduler {
       // Checked here, bounded and linear, because llama.cpp's own parser can loop forever or
       // overflow its stack on some inputs.
       const model = this.context.model;
+      const tokensOf = (piece: string) =>
+        model.tokenize(piece, { addSpecial: false, parseSpecial: true });
       validateGrammar(grammar, {}, {
-        isSingleToken: (piece) =>
-          model.tokenize(piece, { addSpecial: false, parseSpecial: true }).length === 1,
+        isSingleToken: (piece) => tokensOf(piece).length === 1,
+        endsGeneration: (token) => {
+          const id = typeof token === "number" ? token : tokensOf(token)[0];
+          return id !== undefined && id < model.nVocab && model.isEog(id);
+        },
       });
     }
     const max = request.maxTokens;
@@ -2116,8 +2122,10 @@ export class Scheduler {
     const job = slot.job as Job;
     const model = this.context.model;
     const constrained = job.request.sampling?.grammar !== undefined;
-    const ends = model.isEog(token) || (job.request.stopTokens?.includes(token) ?? false);
-    if (!job.request.ignoreEos && ends) {
+    // No token at all: the request's grammar allows none (see `pickWithGrammar`).
+    const none = token === LLAMA_TOKEN_NULL;
+    const ends = none || model.isEog(token) || (job.request.stopTokens?.includes(token) ?? false);
+    if ((!job.request.ignoreEos && ends) || none) {
       this.#finish(slot, "stop");
       return;
     }

@@ -28,6 +28,7 @@
 import type { SamplerStage } from "./sampler.ts";
 import type { LlamaSymbols } from "./symbols.ts";
 import { TokenCandidates } from "./token_candidates.ts";
+import { LLAMA_TOKEN_NULL } from "./layouts.ts";
 
 /** Stage types whose samplers keep no state between steps: nothing of theirs to put back. */
 const STATELESS_STAGES: ReadonlySet<string> = new Set([
@@ -206,7 +207,7 @@ function bestAllowed(
  * @param logits That row's logits (read only when the first pick is refused).
  * @param search With a chain whose pick needs only the best allowed tokens ({@link bestNeeded}):
  *   room to search for them a batch at a time instead of matching every token.
- * @returns The token.
+ * @returns The token, or `LLAMA_TOKEN_NULL` when the grammar allows none (nothing accepted).
  */
 export function pickWithGrammar(
   symbols: GrammarPickSymbols,
@@ -251,9 +252,26 @@ export function pickWithGrammar(
     s.llama_sampler_apply(pick.chain, candidates.pointer);
     token = candidates.selectedToken();
   }
+  // A grammar that allows no token at all (one that asks for an end-of-generation token, which
+  // llama.cpp's grammar never lets through): accepting any would throw in llama.cpp, across FFI,
+  // and end the process. The generation ends here instead.
+  if (!allows(s, pick.grammar, candidates, token)) return LLAMA_TOKEN_NULL;
   s.llama_sampler_accept(pick.chain, token);
   s.llama_sampler_accept(pick.grammar, token);
   return token;
+}
+
+/** Whether the grammar lets `token` through (`candidates` is overwritten). */
+function allows(
+  s: GrammarPickSymbols,
+  grammar: Deno.PointerValue,
+  candidates: TokenCandidates,
+  token: number,
+): boolean {
+  if (token < 0) return false;
+  candidates.setOne(token);
+  s.llama_sampler_apply(grammar, candidates.pointer);
+  return candidates.logit(0) !== -Infinity;
 }
 
 /**

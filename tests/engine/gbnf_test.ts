@@ -422,6 +422,17 @@ Deno.test("validateGrammar() checks named tokens with the vocabulary it is given
   validateGrammar('root ::= "a" <think>'); // without a vocabulary only the syntax counts
 });
 
+Deno.test("validateGrammar() refuses a grammar that asks for a token ending generation, by id or text", () => {
+  const endsGeneration = (token: number | string) => token === 2 || token === "<|im_end|>";
+  for (const grammar of ['root ::= <|im_end|> "a"', 'root ::= "a" <[2]>']) {
+    const error = rejection(grammar, {}, { endsGeneration });
+    equal(error.kind, "syntax");
+    match(error.message, /ends the generation, and llama\.cpp's grammar never lets such a token/);
+  }
+  // Any token but one that ends generation is fine.
+  validateGrammar('root ::= !<[2]> !<|im_end|> "a"', {}, { endsGeneration });
+});
+
 Deno.test("GrammarError is an invalid_request GenerationError, so the server answers 400", () => {
   const error = rejection('root ::= "a"{5,2}');
   ok(error instanceof GenerationError);

@@ -3,7 +3,11 @@ import { Batch, Context, Llama, Model, Sampler } from "../../src/ffi/mod.ts";
 import type { SamplerStage } from "../../src/ffi/sampler.ts";
 import { cString } from "../../src/ffi/cstring.ts";
 import { bestNeeded } from "../../src/ffi/grammar_check.ts";
-import { LlamaLogitBias, LlamaSamplerChainParams } from "../../src/ffi/layouts.ts";
+import {
+  LLAMA_TOKEN_NULL,
+  LlamaLogitBias,
+  LlamaSamplerChainParams,
+} from "../../src/ffi/layouts.ts";
 import { jsonObjectGrammar } from "../../src/engine/structured/json_schema.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 
@@ -257,4 +261,23 @@ Deno.test("a chain takes at most one grammar stage", async () => {
   using model = await Model.load(llama, await fixtureModel("tiny-f32"));
   const grammar: SamplerStage = { type: "grammar", grammar: 'root ::= "a"' };
   throws(() => Sampler.chain(model, [grammar, grammar, { type: "greedy" }]), RangeError);
+});
+
+Deno.test("a grammar that allows no token gives no token, greedy or drawn, instead of llama.cpp's abort", async () => {
+  using model = await Model.load(llama, await fixtureModel("tiny-f32"));
+  const eog = [...Array(model.nVocab).keys()].find((id) => model.isEog(id));
+  ok(eog !== undefined);
+  for (const pick of [[{ type: "greedy" }], [{ type: "dist", seed: 1 }]] as SamplerStage[][]) {
+    // An end-of-generation token, which llama.cpp's grammar never lets through.
+    using sampler = await Sampler.build(model, [
+      { type: "grammar", grammar: `root ::= <[${eog}]> "a"` },
+      ...pick,
+    ]);
+    using ctx = await Context.create(model, { nCtx: 256, nBatch: 64 });
+    using batch = new Batch(llama, 64);
+    const prompt = [...model.tokenize(PROMPT)];
+    prompt.forEach((token, i) => batch.add(token, i, 0, i === prompt.length - 1));
+    await ctx.decode(batch);
+    equal(sampler.sample(ctx, batch.length - 1), LLAMA_TOKEN_NULL, JSON.stringify(pick));
+  }
 });

@@ -260,3 +260,13 @@ Deno.test("an invalid GBNF grammar is a 400 with the parser's message", async ()
   const undefinedRule = await badRequest(server, { grammar: "root ::= nothing" });
   match(undefinedRule.message, /'nothing' is used but never defined/);
 });
+
+Deno.test("a grammar asking for a token that ends generation is a 400, and the server serves on", async () => {
+  await using server = await startServer();
+  // <|im_end|> is one token of tiny-f32's vocabulary, and ends generation.
+  const error = await badRequest(server, { grammar: 'root ::= <|im_end|> "a"' });
+  match(error.message, /<\|im_end\|> ends the generation/);
+  const health = await fetch(`${server.url}/health`);
+  equal(health.status, 200);
+  await health.body?.cancel();
+});
