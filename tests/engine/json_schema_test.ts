@@ -175,3 +175,30 @@ Deno.test("integer ranges are exact at every bound", () => {
     ok(!matcher.matches("01"), "a leading zero");
   }
 });
+
+/** `$defs` of `levels` models, each with properties that refer to the next level through `allOf`. */
+function nestedModels(levels: number, allOf: (ref: string) => unknown): Record<string, unknown> {
+  const defs: Record<string, unknown> = { [`M${levels}`]: { type: "string" } };
+  for (let i = 0; i < levels; i++) {
+    const next = allOf(`#/$defs/M${i + 1}`);
+    defs[`M${i}`] = { type: "object", properties: { a: next, b: next, c: next, d: next } };
+  }
+  return { $ref: "#/$defs/M0", $defs: defs };
+}
+
+Deno.test("a schema whose merged allOf and $ref siblings would take exponential work is refused in time, a pydantic-style reference is one rule", () => {
+  // pydantic's {"allOf": [{"$ref"}], "description"} is the reference itself: linear work.
+  let started = performance.now();
+  const pydantic = nestedModels(14, ($ref) => ({ allOf: [{ $ref }], description: "a model" }));
+  validateGrammar(jsonSchemaToGrammar(pydantic));
+  ok(performance.now() - started < 2000, `${performance.now() - started} ms`);
+  // allOf with a constraint beside the reference inlines the target at each of four uses.
+  started = performance.now();
+  const merged = nestedModels(12, ($ref) => ({ allOf: [{ $ref }, { minProperties: 0 }] }));
+  throws(() => jsonSchemaToGrammar(merged), (error: unknown) => {
+    ok(error instanceof SchemaError);
+    match(error.message, /needs more than 20000 sub-schemas visited/);
+    return true;
+  });
+  ok(performance.now() - started < 2000, `${performance.now() - started} ms`);
+});
