@@ -202,3 +202,27 @@ Deno.test("a schema whose merged allOf and $ref siblings would take exponential 
   });
   ok(performance.now() - started < 2000, `${performance.now() - started} ms`);
 });
+
+Deno.test("schemas that used to overflow or throw inside the converter are a SchemaError", () => {
+  let deep: unknown = 1;
+  for (let i = 0; i < 3000; i++) deep = [deep];
+  const cases: [unknown, RegExp][] = [
+    [{ const: deep }, /"const" holds a value nested more than 64 deep/],
+    [
+      { type: "object", properties: { ["k".repeat(5000)]: {} }, additionalProperties: true },
+      /a property name of 5000 characters beside other members/,
+    ],
+    [{ type: "string", pattern: "^[\\ud800-\\udbff]$" }, /class range starts or ends at a UTF-16/],
+    [
+      { type: "object", additionalProperties: false, minProperties: 1 },
+      /"minProperties" is 1, but the schema allows no member/,
+    ],
+  ];
+  for (const [schema, message] of cases) {
+    throws(() => jsonSchemaToGrammar(schema), (error: unknown) => {
+      ok(error instanceof SchemaError, String(error));
+      match(error.message, message);
+      return true;
+    });
+  }
+});

@@ -51,6 +51,12 @@ export const MAX_SCHEMA_DEPTH = 64;
  */
 export const MAX_SCHEMA_VISITS = 20_000;
 
+/**
+ * Longest property name that extra members' names are kept apart from (one rule per character,
+ * made recursively: 5,000 characters overflowed the stack).
+ */
+const MAX_EXCLUDED_NAME_LENGTH = 256;
+
 const QUOTE = gbnfLiteral('"');
 const JSON_TYPES = ["string", "number", "integer", "boolean", "null", "object", "array"];
 /** Largest magnitude written for a bound; larger bounds are clamped (outputs stay valid). */
@@ -245,16 +251,23 @@ class Converter {
   }
 
   /** Exactly one JSON value; objects and arrays may hold whitespace like any other. */
-  #literal(value: unknown, path: string): string {
+  #literal(value: unknown, path: string, depth = 0): string {
     const ws = () => this.primitive("ws");
+    if ((Array.isArray(value) || isObject(value)) && depth >= MAX_SCHEMA_DEPTH) {
+      throw new SchemaError(
+        "const",
+        path,
+        `holds a value nested more than ${MAX_SCHEMA_DEPTH} deep`,
+      );
+    }
     if (Array.isArray(value)) {
       if (value.length === 0) return `"[" ${ws()} "]"`;
-      const items = value.map((v) => this.#literal(v, path)).join(` "," ${ws()} `);
+      const items = value.map((v) => this.#literal(v, path, depth + 1)).join(` "," ${ws()} `);
       return `"[" ${ws()} ${items} ${ws()} "]"`;
     }
     if (isObject(value)) {
       const members = Object.entries(value).map(([k, v]) =>
-        `${gbnfLiteral(JSON.stringify(k))} ${ws()} ":" ${ws()} ${this.#literal(v, path)}`
+        `${gbnfLiteral(JSON.stringify(k))} ${ws()} ":" ${ws()} ${this.#literal(v, path, depth + 1)}`
       );
       if (members.length === 0) return `"{" ${ws()} "}"`;
       return `"{" ${ws()} ${members.join(` "," ${ws()} `)} ${ws()} "}"`;
@@ -484,7 +497,16 @@ class Converter {
   }
 
   /** A key that is none of the given names. */
-  #otherKey(names: readonly string[], hint: string): string {
+  #otherKey(names: readonly string[], hint: string, path: string): string {
+    const long = names.find((name) => name.length > MAX_EXCLUDED_NAME_LENGTH);
+    if (long !== undefined) {
+      throw new SchemaError(
+        "properties",
+        path,
+        `has a property name of ${long.length} characters beside other members; names of at ` +
+          `most ${MAX_EXCLUDED_NAME_LENGTH} characters can be kept apart from the others'`,
+      );
+    }
     interface Node {
       end: boolean;
       next: Map<number, Node>;
@@ -552,6 +574,13 @@ class Converter {
     let canBeEmpty: boolean;
     if (entries.length === 0) {
       if (extra === undefined || maxProps === 0) {
+        if (minProps > 0) {
+          throw new SchemaError(
+            "minProperties",
+            path,
+            `is ${minProps}, but the schema allows no member, so no object satisfies it`,
+          );
+        }
         return this.rules.add("empty-object", `"{" ${ws} "}"`);
       }
       const more = repeat(
@@ -645,7 +674,7 @@ class Converter {
       }
       const names = isObject(schema.propertyNames) ? schema.propertyNames : {};
       key = this.visit({ ...names, type: "string" }, `${path}/propertyNames`, `${hint}-name`);
-    } else if (entries.length > 0) key = this.#otherKey(entries.map((e) => e.name), hint);
+    } else if (entries.length > 0) key = this.#otherKey(entries.map((e) => e.name), hint, path);
     else key = this.primitive("string");
     return this.rules.add(`${hint}-member`, `${key} ${ws} ":" ${ws} ${value}`);
   }

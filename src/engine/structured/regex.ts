@@ -232,7 +232,10 @@ class PatternParser {
         this.#pos++;
         const to = this.#classAtom();
         if (!to.single) this.#fail("a class range ends in a class escape");
-        const [a, b] = [from.set[0]![0], to.set[0]![0]];
+        const [start, end] = [from.set[0], to.set[0]];
+        // A UTF-16 surrogate (\ud800) is no character: its set is empty.
+        if (!start || !end) this.#fail("a class range starts or ends at a UTF-16 surrogate");
+        const [a, b] = [start[0], end[0]];
         if (a > b) this.#fail("a class range is out of order");
         ranges.push([a, b]);
       } else ranges.push(...from.set);
