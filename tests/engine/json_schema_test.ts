@@ -226,3 +226,30 @@ Deno.test("schemas that used to overflow or throw inside the converter are a Sch
     });
   }
 });
+
+Deno.test("const and enum values are kept only where they meet the schema's other keywords", () => {
+  const matcherOf = (schema: unknown) => new GbnfMatcher(jsonSchemaToGrammar(schema));
+  const short = matcherOf({ type: "string", enum: ["zzzzzzzzzzzz", "b"], maxLength: 2 });
+  ok(short.matches('"b"'));
+  ok(!short.matches('"zzzzzzzzzzzz"'));
+  const bounded = matcherOf({
+    allOf: [{ enum: [1, 50, 100, 1000, 7, 3] }, { type: "integer", minimum: 60 }],
+  });
+  for (const value of ["100", "1000"]) ok(bounded.matches(value), value);
+  for (const value of ["1", "50", "7"]) ok(!bounded.matches(value), value);
+  ok(matcherOf({ enum: ["ab", "b"], pattern: "^b$" }).matches('"b"'));
+  for (
+    const schema of [
+      { const: "a", type: "integer" },
+      { type: "integer", const: 5, minimum: 10 },
+      { allOf: [{ const: "a" }, { enum: ["b"] }] },
+    ]
+  ) {
+    throws(
+      () => jsonSchemaToGrammar(schema),
+      /has no value that meets the schema's other keywords/,
+    );
+  }
+  throws(() => jsonSchemaToGrammar({ enum: [[1]], minItems: 1 }), /"minItems" is not supported/);
+  throws(() => jsonSchemaToGrammar({ enum: ["a"], format: "date" }), /"format" is not supported/);
+});

@@ -33,6 +33,7 @@ import {
   checkKeywords,
   constraints,
   isObject,
+  jsonEqual,
   mergeAllOf,
   NUMBER_KEYWORDS,
   OBJECT_KEYWORDS,
@@ -193,18 +194,8 @@ class Converter {
       }));
     }
     const types = this.#types(schema, path);
-    if (schema.const !== undefined) return this.#literal(schema.const, path);
-    if (schema.enum !== undefined) {
-      if (!Array.isArray(schema.enum) || schema.enum.length === 0) {
-        throw new SchemaError("enum", path, "must be a non-empty array");
-      }
-      const values = schema.enum.filter((v) =>
-        types === undefined || types.some((t) => hasType(v, t))
-      );
-      if (values.length === 0) {
-        throw new SchemaError("enum", path, "has no value of the schema's type");
-      }
-      return oneOf(values.map((v) => this.#literal(v, path)));
+    if (schema.const !== undefined || schema.enum !== undefined) {
+      return oneOf(literalValues(schema, types, path).map((v) => this.#literal(v, path)));
     }
     if (types === undefined) return this.primitive("value");
     return oneOf(types.map((type) => this.#typed(type, schema, path, hint)));
@@ -758,6 +749,70 @@ class Converter {
     const body = min === 0 ? `"[" ${ws} (${tail} ${ws})? "]"` : `"[" ${ws} ${tail} ${ws} "]"`;
     return this.rules.add(hint ? `${hint}-array` : "array", body);
   }
+}
+
+/**
+ * The values of a schema's `const` or `enum` that meet its other keywords: `enum` beside `const`,
+ * the type, and string and number bounds and `pattern`. Keywords of arrays and objects beside an
+ * array or object value, and `format`, are refused rather than left unchecked.
+ */
+function literalValues(schema: SchemaObject, types: string[] | undefined, path: string): unknown[] {
+  const keyword = schema.const !== undefined ? "const" : "enum";
+  if (schema.enum !== undefined && (!Array.isArray(schema.enum) || schema.enum.length === 0)) {
+    throw new SchemaError("enum", path, "must be a non-empty array");
+  }
+  const listed = schema.enum as unknown[] | undefined;
+  const values = (schema.const !== undefined ? [schema.const] : listed ?? []).filter((value) =>
+    (types === undefined || types.some((t) => hasType(value, t))) &&
+    (schema.const === undefined || listed === undefined ||
+      listed.some((v) => jsonEqual(v, value))) &&
+    meetsLiteralBounds(value, schema, path)
+  );
+  if (values.length === 0) {
+    throw new SchemaError(keyword, path, "has no value that meets the schema's other keywords");
+  }
+  return values;
+}
+
+/** Whether a `const` or `enum` value meets the schema's bounds and pattern (see literalValues). */
+function meetsLiteralBounds(value: unknown, schema: SchemaObject, path: string): boolean {
+  if (schema.format !== undefined) {
+    throw new SchemaError("format", path, "is not supported beside const or enum");
+  }
+  const bound = (key: string) => {
+    const limit = schema[key];
+    if (limit !== undefined && typeof limit !== "number") {
+      throw new SchemaError(key, path, "must be a number beside const or enum");
+    }
+    return limit;
+  };
+  if (typeof value === "string") {
+    const length = [...value].length;
+    const [min, max] = [bound("minLength"), bound("maxLength")];
+    if ((min !== undefined && length < min) || (max !== undefined && length > max)) return false;
+    if (schema.pattern !== undefined) {
+      try {
+        return new RegExp(String(schema.pattern), "u").test(value);
+      } catch {
+        throw new SchemaError("pattern", path, "is not a regular expression");
+      }
+    }
+    return true;
+  }
+  if (typeof value === "number") {
+    const [min, max] = [bound("minimum"), bound("maximum")];
+    const [above, below] = [bound("exclusiveMinimum"), bound("exclusiveMaximum")];
+    return !((min !== undefined && value < min) || (max !== undefined && value > max) ||
+      (above !== undefined && value <= above) || (below !== undefined && value >= below));
+  }
+  if (Array.isArray(value) || isObject(value)) {
+    const keywords = Array.isArray(value) ? ARRAY_KEYWORDS : OBJECT_KEYWORDS;
+    const beside = keywords.find((k) => schema[k] !== undefined);
+    if (beside !== undefined) {
+      throw new SchemaError(beside, path, "is not supported beside a const or enum value");
+    }
+  }
+  return true;
 }
 
 function hasType(value: unknown, type: string): boolean {

@@ -150,8 +150,18 @@ export function resolveRef(
   return { target, pointer };
 }
 
-/** Deep equality of JSON values (object key order ignored). */
-function jsonEqual(a: unknown, b: unknown): boolean {
+/**
+ * Deep equality of JSON values (object key order ignored).
+ *
+ * @param a A JSON value.
+ * @param b Another.
+ * @returns Whether they are the same value.
+ * @example
+ * ```ts
+ * jsonEqual({ a: 1, b: [2] }, { b: [2], a: 1 }); // true
+ * ```
+ */
+export function jsonEqual(a: unknown, b: unknown): boolean {
   if (a === b) return true;
   if (Array.isArray(a) && Array.isArray(b)) {
     return a.length === b.length && a.every((v, i) => jsonEqual(v, b[i]));
