@@ -1747,6 +1747,7 @@ export class Scheduler {
     const request = job.request;
     // First, so a failure leaves the slot idle.
     const sampler = this.#samplerFor(slot, job, deviceKey);
+    sampler.acceptPrompt(request.prompt);
     this.context.removeTokens(slot.seqId, reuse, -1);
     slot.cached.length = reuse;
     slot.job = job;

@@ -295,6 +295,26 @@ export class Sampler extends NativeHandle {
     super.close();
   }
 
+  /**
+   * Feeds the chain's history the prompt's last tokens, as llama-server does before a request's
+   * first pick, so that repetition penalties and DRY count what the prompt says too. Only as many
+   * as those stages look back; a grammar is left as it is (the prompt is not constrained output).
+   *
+   * @param prompt The request's prompt.
+   */
+  acceptPrompt(prompt: Int32Array): void {
+    const lookBack = Math.max(
+      0,
+      ...this.stages.map((stage) =>
+        stage.type === "penalties" || stage.type === "dry" ? stage.lastN : 0
+      ),
+    );
+    const s = this.#model.llama.symbols;
+    for (const token of prompt.subarray(Math.max(0, prompt.length - lookBack))) {
+      s.llama_sampler_accept(this.pointer, token);
+    }
+  }
+
   /** Feeds a token the chain did not pick (e.g. prompt tokens, for repetition penalties). */
   accept(token: number): void {
     this.#model.llama.symbols.llama_sampler_accept(this.pointer, token);

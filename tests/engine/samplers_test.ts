@@ -151,3 +151,37 @@ Deno.test({
     ok(grown < 2 ** 30, `the peak grew by ${(grown / 2 ** 20).toFixed(0)} MiB`);
   },
 });
+
+Deno.test("repetition penalties count the prompt's tokens from the first pick, as llama-server's do", async () => {
+  await using loaded = await open();
+  const first = async (prompt: Int32Array, sampling: SamplingParams) => {
+    const generation = loaded.scheduler.submit({ prompt, maxTokens: 1, sampling });
+    for await (const _ of generation) { /* drain */ }
+    return (await generation.result).tokens[0]!;
+  };
+  // A prompt whose greedy continuation repeats one of its own tokens: greedy text on random
+  // weights soon repeats itself, so a prefix of it ends where the next token is an earlier one.
+  const start = loaded.model.tokenize("The lighthouse keeper counted the ships");
+  const generation = loaded.scheduler.submit({
+    prompt: start,
+    maxTokens: 48,
+    ignoreEos: true,
+    sampling: { temperature: 0 },
+  });
+  for await (const _ of generation) { /* drain */ }
+  const text = [...start, ...(await generation.result).tokens];
+  for (let end = start.length + 1; end < text.length; end++) {
+    const prompt = Int32Array.from(text.slice(0, end));
+    if (!prompt.includes(text[end]!)) continue;
+    const greedy = await first(prompt, { temperature: 0 });
+    if (!prompt.includes(greedy)) continue;
+    const penalized = await first(prompt, {
+      temperature: 0,
+      repeatPenalty: 1e6,
+      repeatLastN: 64,
+    });
+    ok(!prompt.includes(penalized), `${penalized} is one of the prompt's tokens`);
+    return;
+  }
+  throw new Error("no prompt whose greedy continuation repeats one of its tokens");
+});
