@@ -654,6 +654,16 @@ class GrammarParser {
     return pos + 1;
   }
 
+  /** The code point a character or escape of a literal or class stands for (see {@link #char}). */
+  #charValue(pos: number): number {
+    const text = this.#text;
+    if (text.charCodeAt(pos) !== 92) return text.codePointAt(pos) ?? 0;
+    const escape = text[pos + 1] ?? "";
+    const hexDigits = escape === "x" ? 2 : escape === "u" ? 4 : escape === "U" ? 8 : 0;
+    if (hexDigits > 0) return parseInt(text.slice(pos + 2, pos + 2 + hexDigits), 16);
+    return ESCAPED[escape] ?? escape.codePointAt(0) ?? 0;
+  }
+
   #unterminated(opener: number): never {
     const literal = this.#text.charCodeAt(opener) === 34;
     this.#fail(
@@ -749,15 +759,32 @@ class GrammarParser {
         frame.lastItem = frame.rule.length;
         frame.lastItemRules = 1;
         pos++;
-        if (text.charCodeAt(pos) === 94) pos++; // ^
+        const negated = text.charCodeAt(pos) === 94; // ^
+        if (negated) pos++;
+        const ranges: [number, number][] = [];
         while (text.charCodeAt(pos) !== 93) {
+          const from = this.#charValue(pos);
           pos = this.#char(pos, opener);
           this.#push(frame, TERMINAL, opener);
+          let to = from;
           if (text.charCodeAt(pos) === 45 && text.charCodeAt(pos + 1) !== 93) { // a-z
             if (pos + 1 >= text.length) this.#unterminated(opener);
+            to = this.#charValue(pos + 1);
             pos = this.#char(pos + 1, opener);
             this.#push(frame, TERMINAL, opener);
           }
+          ranges.push([from, to]);
+        }
+        if (matchesOnlyNonCharacters(ranges, negated)) {
+          // llama.cpp would let partial UTF-8 through for it (lead bytes of code points past
+          // U+10FFFF), which decodes as U+FFFD. (A class that matches nothing, like [], is
+          // llama.cpp's to parse: the generation ends there.)
+          this.#fail(
+            "syntax",
+            "the character class matches only surrogates or code points past U+10FFFF, no " +
+              "Unicode character",
+            opener,
+          );
         }
         pos = this.#skipSpace(pos + 1, frame.nested);
       } else if (code === 60 || code === 33) { // <token> or !<token>
@@ -1317,4 +1344,31 @@ class GrammarParser {
       symbol?.definedAt ?? symbol?.origin ?? 0,
     );
   }
+}
+
+/** What `\t`, `\n` and `\r` stand for in a literal or class. */
+const ESCAPED: Readonly<Record<string, number>> = { t: 9, n: 10, r: 13 };
+
+/** The Unicode scalar values: code points up to U+10FFFF, surrogates left out. */
+const SCALAR_VALUES: readonly [number, number][] = [[0, 0xd7ff], [0xe000, 0x10ffff]];
+
+/**
+ * Whether a class of these ranges matches some code point but no Unicode scalar value: only
+ * surrogates or code points past U+10FFFF (a negated class matches those whatever it lists).
+ */
+function matchesOnlyNonCharacters(ranges: readonly [number, number][], negated: boolean): boolean {
+  const proper = ranges.filter(([a, b]) => a <= b).sort((x, y) => x[0] - y[0]);
+  if (!negated) {
+    return proper.length > 0 &&
+      !proper.some(([a, b]) => SCALAR_VALUES.some(([x, y]) => a <= y && b >= x));
+  }
+  for (const [x, y] of SCALAR_VALUES) {
+    let next = x; // the lowest value of this interval not yet covered
+    for (const [a, b] of proper) {
+      if (a > next) break;
+      next = Math.max(next, b + 1);
+    }
+    if (next <= y) return false;
+  }
+  return true;
 }

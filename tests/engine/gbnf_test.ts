@@ -433,6 +433,24 @@ Deno.test("validateGrammar() refuses a grammar that asks for a token ending gene
   validateGrammar('root ::= !<[2]> !<|im_end|> "a"', {}, { endsGeneration });
 });
 
+Deno.test("validateGrammar() refuses a class that matches only surrogates or code points past U+10FFFF", () => {
+  // llama.cpp parses these, then lets lead bytes of such code points through: U+FFFD in the text.
+  for (
+    const grammar of [
+      "root ::= [^\\x00-\\U0010FFFF]",
+      "root ::= [^\\x00-\\uD7FF\\uE000-\\U0010FFFF]",
+      "root ::= [\\uD800-\\uDFFF]",
+      "root ::= [\\U00110000-\\U0011FFFF]",
+    ]
+  ) {
+    match(rejection(grammar).message, /matches only surrogates or code points past U\+10FFFF/);
+  }
+  // A class that matches nothing at all is llama.cpp's to parse (the generation ends there).
+  for (const grammar of ["root ::= []", "root ::= [b-a]", "root ::= [^\\x00-\\uD7FF]"]) {
+    validateGrammar(grammar);
+  }
+});
+
 Deno.test("GrammarError is an invalid_request GenerationError, so the server answers 400", () => {
   const error = rejection('root ::= "a"{5,2}');
   ok(error instanceof GenerationError);
