@@ -25,6 +25,16 @@ async function generate(loaded: LoadedModel, prompt: Int32Array, sampling = {}, 
   return await generation.result;
 }
 
+/** llama-spm with `parallel` slots, on a context of `ctxSize` tokens. */
+async function openSpm(parallel: number, ctxSize: number, deviceSampling?: "on") {
+  return await LoadedModel.open({
+    path: await fixtureModel("llama-spm"),
+    parallel,
+    ctxSize,
+    ...(deviceSampling ? { deviceSampling } : {}),
+  });
+}
+
 /** The log-softmax of each step's logits, from a second context that decodes the same tokens. */
 async function referenceRows(loaded: LoadedModel, prompt: Int32Array, result: GenerationResult) {
   // The same attention kernel as the served context, so the logits are the same computation.
@@ -48,12 +58,7 @@ async function referenceRows(loaded: LoadedModel, prompt: Int32Array, result: Ge
 }
 
 Deno.test("logprobs equal a log-softmax of llama_get_logits_ith, greedy and sampled, beside a device-sampled request", async () => {
-  await using loaded = await LoadedModel.open({
-    path: await fixtureModel("llama-spm"),
-    parallel: 2,
-    ctxSize: 512,
-    deviceSampling: "on",
-  });
+  await using loaded = await openSpm(2, 512, "on");
   const prompt = loaded.model.tokenize("The lighthouse keeper counted the ships");
   // A device-sampled request runs beside the ones that ask for log-probabilities.
   const beside = loaded.scheduler.submit({ prompt, maxTokens: 40, ignoreEos: true });
@@ -97,11 +102,7 @@ Deno.test("stepLogprobs() lists the top tokens most likely first and sums to one
 });
 
 Deno.test("n choices evaluate the prompt once, share its cache entries and differ when sampled", async () => {
-  await using loaded = await LoadedModel.open({
-    path: await fixtureModel("llama-spm"),
-    parallel: 4,
-    ctxSize: 1024,
-  });
+  await using loaded = await openSpm(4, 1024);
   const prompt = loaded.model.tokenize("The lighthouse keeper counted the ships in the harbour");
   const before = loaded.scheduler.stats().promptTokensEvaluated;
   const choices = loaded.scheduler.submitChoices({
@@ -134,11 +135,7 @@ Deno.test("n choices evaluate the prompt once, share its cache entries and diffe
 });
 
 Deno.test("n above the slot count is refused, and cancelling a request ends all its choices", async () => {
-  await using loaded = await LoadedModel.open({
-    path: await fixtureModel("llama-spm"),
-    parallel: 2,
-    ctxSize: 512,
-  });
+  await using loaded = await openSpm(2, 512);
   const prompt = loaded.model.tokenize("Hello there");
   let refused = "";
   try {
@@ -163,11 +160,7 @@ Deno.test("n above the slot count is refused, and cancelling a request ends all 
 });
 
 Deno.test("the token that completes a stop string is not reported, also where it brings text before it", async () => {
-  await using loaded = await LoadedModel.open({
-    path: await fixtureModel("llama-spm"),
-    parallel: 1,
-    ctxSize: 512,
-  });
+  await using loaded = await openSpm(1, 512);
   const prompt = loaded.model.tokenize("The lighthouse keeper counted the ships");
   const free = await generate(loaded, prompt, { temperature: 0 });
   // A token of several characters whose last character the output has not shown before: as a
