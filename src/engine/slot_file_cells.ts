@@ -48,7 +48,7 @@ const MAX_ROW_BYTES = 2 ** 24;
  */
 export async function checkSlotFileCells(path: string, limits: SlotFileLimits): Promise<void> {
   using file = await Deno.open(path, { read: true });
-  const reader = new FileReader(file, (await file.stat()).size);
+  const reader = new SlotFileReader(file, (await file.stat()).size);
   reader.skip(8); // magic and version, which llama.cpp checks
   const tokens = await reader.u32();
   if (tokens === undefined) return;
@@ -59,7 +59,7 @@ export async function checkSlotFileCells(path: string, limits: SlotFileLimits): 
 }
 
 /** Reads one KV cache's state; false where the file leaves the layout. */
-async function followsCacheState(reader: FileReader, limits: SlotFileLimits): Promise<boolean> {
+async function followsCacheState(reader: SlotFileReader, limits: SlotFileLimits): Promise<boolean> {
   if (await reader.u32() !== limits.streams) return false;
   for (let stream = 0; stream < limits.streams; stream++) {
     const cells = await reader.u32();
@@ -75,7 +75,11 @@ async function followsCacheState(reader: FileReader, limits: SlotFileLimits): Pr
 }
 
 /** Skips one stream's cells and K and V rows; false where the file leaves the layout. */
-async function followsCells(reader: FileReader, cells: number, layers: number): Promise<boolean> {
+async function followsCells(
+  reader: SlotFileReader,
+  cells: number,
+  layers: number,
+): Promise<boolean> {
   const start = reader.position;
   // Which of the two cell sizes leads to the rows' header: V's layout flag and the layer count.
   let rowsAt: number | undefined;
@@ -109,7 +113,7 @@ async function followsCells(reader: FileReader, cells: number, layers: number): 
 }
 
 /** A ggml type id followed by a size in bytes, when both are plausible. */
-async function typedRow(reader: FileReader, size: "u32" | "u64"): Promise<number | undefined> {
+async function typedRow(reader: SlotFileReader, size: "u32" | "u64"): Promise<number | undefined> {
   const type = await reader.u32();
   const bytes = size === "u32" ? await reader.u32() : await reader.u64();
   if (type === undefined || type >= GGML_TYPES || !bytes || bytes > MAX_ROW_BYTES) return undefined;
@@ -117,7 +121,7 @@ async function typedRow(reader: FileReader, size: "u32" | "u64"): Promise<number
 }
 
 /** Little-endian reads at a position in an open file, which reads past the end leave undefined. */
-class FileReader {
+class SlotFileReader {
   position = 0;
   readonly #file: Deno.FsFile;
   readonly size: number;
