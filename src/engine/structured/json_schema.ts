@@ -790,13 +790,7 @@ function meetsLiteralBounds(value: unknown, schema: SchemaObject, path: string):
     const length = [...value].length;
     const [min, max] = [bound("minLength"), bound("maxLength")];
     if ((min !== undefined && length < min) || (max !== undefined && length > max)) return false;
-    if (schema.pattern !== undefined) {
-      try {
-        return new RegExp(String(schema.pattern), "u").test(value);
-      } catch {
-        throw new SchemaError("pattern", path, "is not a regular expression");
-      }
-    }
+    if (schema.pattern !== undefined) return patternOf(String(schema.pattern), path).test(value);
     return true;
   }
   if (typeof value === "number") {
@@ -813,6 +807,18 @@ function meetsLiteralBounds(value: unknown, schema: SchemaObject, path: string):
     }
   }
   return true;
+}
+
+/** A `pattern` as a JavaScript regular expression: with Unicode semantics where it parses so. */
+function patternOf(pattern: string, path: string): RegExp {
+  for (const flags of ["u", ""]) {
+    try {
+      return new RegExp(pattern, flags);
+    } catch {
+      // A pattern with escapes the Unicode mode refuses (\-) is still ECMA-262.
+    }
+  }
+  throw new SchemaError("pattern", path, "is not a regular expression");
 }
 
 function hasType(value: unknown, type: string): boolean {
