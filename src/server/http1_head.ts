@@ -48,10 +48,8 @@ export const MAX_HEAD_BYTES = 64 * 1024;
 
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-/** Method, origin-form target and version. */
-const REQUEST_LINE = /^([A-Z]+) (\/[!-~]*) HTTP\/1\.1$/;
-/** Any request line's method, target and version. */
-const REQUEST_LINE_PARTS = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([!-~]+) HTTP\/(\d\.\d)$/;
+/** A request line's method, target and version. */
+const REQUEST_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([!-~]+) HTTP\/(\d\.\d)$/;
 /** The request line of HTTP/2's connection preface (prior knowledge), which Deno.serve speaks. */
 const HTTP2_PREFACE = "PRI * HTTP/2.0";
 const DIGITS = /^\d{1,15}$/;
@@ -92,11 +90,11 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
   }
   const [requestLine = "", ...lines] = ascii.decode(bytes.subarray(0, end - 4)).split("\r\n");
   if (requestLine === HTTP2_PREFACE) return FORWARD;
-  const lineProblem = requestLineProblem(requestLine);
-  if (lineProblem !== undefined) return lineProblem;
-  const start = REQUEST_LINE.exec(requestLine);
-  let forward = start === null || !METHODS.has(start[1]!);
-  const [, method = "", target = ""] = start ?? [];
+  const line = readRequestLine(requestLine);
+  if ("kind" in line) return line;
+  const { method, target } = line;
+  // The plain shape: HTTP/1.1, a path, a method the guard serves.
+  let forward = line.version !== "1.1" || !target.startsWith("/") || !METHODS.has(method);
   const headers: [string, string][] = [];
   let contentLength: string | undefined;
   let host: string | undefined;
@@ -171,12 +169,14 @@ function malformed(status: MalformedStatus, reason: string): HeadReading {
 }
 
 /**
- * What is wrong with a request line no server may take (see {@link HeadReading}): not a method,
- * a target and a version one space apart, a version other than HTTP/1.0 and 1.1 (505), or a
- * target of none of the forms a request to this server can have.
+ * A request line's method, target and version, or the answer to one no server may take (see
+ * {@link HeadReading}): not a method, a target and a version one space apart, a version other
+ * than HTTP/1.0 and 1.1 (505), or a target of none of the forms a request to this server can have.
  */
-function requestLineProblem(line: string): HeadReading | undefined {
-  const parts = REQUEST_LINE_PARTS.exec(line);
+function readRequestLine(
+  line: string,
+): { method: string; target: string; version: string } | HeadReading {
+  const parts = REQUEST_LINE.exec(line);
   if (parts === null) {
     return malformed(
       400,
@@ -185,7 +185,7 @@ function requestLineProblem(line: string): HeadReading | undefined {
       })`,
     );
   }
-  const [, method, target = "", version] = parts;
+  const [, method = "", target = "", version = ""] = parts;
   if (version !== "1.1" && version !== "1.0") {
     return malformed(505, `HTTP/${version} is not supported; send HTTP/1.1`);
   }
@@ -199,7 +199,7 @@ function requestLineProblem(line: string): HeadReading | undefined {
       })`,
     );
   }
-  return undefined;
+  return { method, target, version };
 }
 
 /**
