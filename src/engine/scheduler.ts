@@ -2123,10 +2123,9 @@ export class Scheduler {
     const job = slot.job as Job;
     const model = this.context.model;
     const constrained = job.request.sampling?.grammar !== undefined;
+    const ends = model.isEog(token) || (job.request.stopTokens?.includes(token) ?? false);
     // No token at all: the request's grammar allows none (see `pickWithGrammar`).
-    const none = token === LLAMA_TOKEN_NULL;
-    const ends = none || model.isEog(token) || (job.request.stopTokens?.includes(token) ?? false);
-    if ((!job.request.ignoreEos && ends) || none) {
+    if (token === LLAMA_TOKEN_NULL || (!job.request.ignoreEos && ends)) {
       this.#finish(slot, "stop");
       return;
     }
