@@ -617,7 +617,7 @@ class GrammarParser {
     const code = text.charCodeAt(pos);
     if (code === 92) { // backslash
       const escape = text[pos + 1];
-      const hexDigits = escape === "x" ? 2 : escape === "u" ? 4 : escape === "U" ? 8 : 0;
+      const hexDigits = hexDigitsOf(escape);
       if (hexDigits > 0) {
         for (let i = 0; i < hexDigits; i++) {
           if (!isHexDigit(text.charCodeAt(pos + 2 + i))) {
@@ -659,7 +659,7 @@ class GrammarParser {
     const text = this.#text;
     if (text.charCodeAt(pos) !== 92) return text.codePointAt(pos) ?? 0;
     const escape = text[pos + 1] ?? "";
-    const hexDigits = escape === "x" ? 2 : escape === "u" ? 4 : escape === "U" ? 8 : 0;
+    const hexDigits = hexDigitsOf(escape);
     if (hexDigits > 0) return parseInt(text.slice(pos + 2, pos + 2 + hexDigits), 16);
     return ESCAPED[escape] ?? escape.codePointAt(0) ?? 0;
   }
@@ -1344,6 +1344,11 @@ class GrammarParser {
       symbol?.definedAt ?? symbol?.origin ?? 0,
     );
   }
+}
+
+/** How many hex digits follow `\x`, `\u` or `\U` (0 after any other escape letter). */
+function hexDigitsOf(escape: string | undefined): number {
+  return escape === "x" ? 2 : escape === "u" ? 4 : escape === "U" ? 8 : 0;
 }
 
 /** What `\t`, `\n` and `\r` stand for in a literal or class. */
