@@ -12,13 +12,28 @@
  * that rewrite creates before creating them. It then checks for undefined rules and the start
  * rule, runs llama.cpp's left-recursion check and bounds its visits, rejects the left
  * recursion llama.cpp misses where that would hang it, and bounds the parse stacks llama.cpp
- * builds per step; all passes over the rules are iterative and linear. Every rejection is a
+ * builds per step; these passes over the rules are iterative and linear. Last, it bounds the
+ * stacks llama.cpp's sampler tries per candidate token where the grammar is ambiguous
+ * (`gbnf_paths.ts`), a search over the grammar of bounded size. Every rejection is a
  * {@link GrammarError}, positioned at a line:column where the problem has a place.
  *
  * @module
  */
 
 import { GenerationError } from "./errors.ts";
+import { searchPaths } from "./gbnf_paths.ts";
+import {
+  ALT,
+  classKeys,
+  components,
+  consumes,
+  CONTINUATION,
+  END,
+  type KeyRanges,
+  type RuleEdge,
+  terminalCode,
+  TOKEN_RANGES,
+} from "./gbnf_rules.ts";
 
 /** Bounds on what a grammar may cost; see {@link DEFAULT_GRAMMAR_LIMITS} for the defaults. */
 export interface GrammarLimits {
@@ -38,10 +53,19 @@ export interface GrammarLimits {
   /**
    * Most parse stacks llama.cpp may build in one step to find the next character, from the
    * start rule or after any item. Rules that can be empty and start with each other multiply
-   * them (`a ::= b b | ""` nested 20 deep blocks llama.cpp for minutes), and its work grows
-   * with the square of this number. Default 10000.
+   * them (`a ::= b b | ""` nested 20 deep blocks llama.cpp for minutes). Each of them scans
+   * the whole vocabulary for every token (1,000 cost about 0.4 s per token with a 152k
+   * vocabulary on 2 cores), so a forced call to one of up to 1,024 tools fits. Default 1024.
    */
   maxStackFanout: number;
+  /**
+   * Most parse stacks llama.cpp may try to check one candidate token's first 8 characters
+   * against the grammar, counting a stack once per character. Where several stacks match the
+   * same text (`("a"?){20}`, `("a" | "a" | "a" | "a")*`) it follows each of them without
+   * merging, and their number multiplies with every character: `(" "?){24}` costs 15 s per
+   * token with a 152k vocabulary, `(" "?){32}` hours. Default 100000.
+   */
+  maxSearchPaths: number;
 }
 
 /**
@@ -57,7 +81,8 @@ export const DEFAULT_GRAMMAR_LIMITS: Readonly<GrammarLimits> = Object.freeze({
   maxDepth: 64,
   maxRepetition: 1000,
   maxExpandedSymbols: 100_000,
-  maxStackFanout: 10_000,
+  maxStackFanout: 1024,
+  maxSearchPaths: 100_000,
 });
 
 /** Options of {@link validateGrammar} that are not limits. */
@@ -142,6 +167,8 @@ export interface GrammarSummary {
   expandedSymbols: number;
   /** Most parse stacks llama.cpp builds in one step ({@link GrammarLimits.maxStackFanout}). */
   stackFanout: number;
+  /** Most parse stacks tried for one token ({@link GrammarLimits.maxSearchPaths}). */
+  searchPaths: number;
 }
 
 /**
@@ -179,14 +206,6 @@ const LLAMA_REPETITION_THRESHOLD = 2000;
 const UINT64_MAX_DIGITS = "18446744073709551615";
 /** Bytes of one `llama_grammar_element`, the unit generated rule names are counted in. */
 const ELEMENT_BYTES = 8;
-
-// Element codes in a rule; rule references are the referenced id (>= 0).
-/** A character, range bound, `.` or token: anything that consumes input. */
-const TERMINAL = -1;
-/** `LLAMA_GRETYPE_ALT`: the start of another alternative. */
-const ALT = -2;
-/** `LLAMA_GRETYPE_END`: the end of a rule. */
-const END = -3;
 
 /** A symbol of llama.cpp's `symbol_ids`: a rule name written in the grammar or generated. */
 interface SymbolInfo {
@@ -252,9 +271,7 @@ function directlyEmpty(rule: readonly number[]): boolean {
 }
 
 /** A "can start with" edge of a rule: a reference that may come first in an alternative. */
-interface LeftEdge {
-  /** The referenced rule. */
-  to: number;
+interface LeftEdge extends RuleEdge {
   /** Whether nothing follows the reference in its alternative (llama.cpp pushes nothing). */
   tail: boolean;
 }
@@ -271,7 +288,7 @@ function leftEdges(rules: readonly number[][], passes: (s: number) => boolean): 
       const element = rule[i]!;
       if (element === ALT || element === END) open = true;
       else if (!open) continue;
-      else if (element === TERMINAL) open = false;
+      else if (consumes(element)) open = false;
       else {
         const after = rule[i + 1];
         out.push({ to: element, tail: after === ALT || after === END });
@@ -280,68 +297,6 @@ function leftEdges(rules: readonly number[][], passes: (s: number) => boolean): 
     }
     return out;
   });
-}
-
-/**
- * Strongly connected components (Tarjan's algorithm with an explicit stack).
- *
- * @returns Each rule's component, and the components with every component listed after
- *   all the components it has edges to.
- */
-function components(edges: readonly (readonly LeftEdge[])[]): {
-  component: Int32Array;
-  order: number[][];
-} {
-  const n = edges.length;
-  const index = new Int32Array(n).fill(-1);
-  const low = new Int32Array(n);
-  const onStack = new Uint8Array(n);
-  const component = new Int32Array(n).fill(-1);
-  const order: number[][] = [];
-  const stack: number[] = [];
-  const path: number[] = [];
-  const next: number[] = [];
-  let counter = 0;
-  const enter = (v: number) => {
-    index[v] = low[v] = counter++;
-    stack.push(v);
-    onStack[v] = 1;
-    path.push(v);
-    next.push(0);
-  };
-  for (let start = 0; start < n; start++) {
-    if (index[start] !== -1) continue;
-    enter(start);
-    while (path.length > 0) {
-      const top = path.length - 1;
-      const v = path[top]!;
-      const out = edges[v]!;
-      const i = next[top]!;
-      if (i < out.length) {
-        next[top] = i + 1;
-        const w = out[i]!.to;
-        if (index[w] === -1) enter(w);
-        else if (onStack[w] === 1) low[v] = Math.min(low[v]!, index[w]!);
-        continue;
-      }
-      path.pop();
-      next.pop();
-      const parent = path.at(-1);
-      if (parent !== undefined) low[parent] = Math.min(low[parent]!, low[v]!);
-      if (low[v] === index[v]) {
-        const members: number[] = [];
-        let w: number;
-        do {
-          w = stack.pop()!;
-          onStack[w] = 0;
-          component[w] = order.length;
-          members.push(w);
-        } while (w !== v);
-        order.push(members);
-      }
-    }
-  }
-  return { component, order };
 }
 
 /**
@@ -359,7 +314,7 @@ function prefixSum(
   for (const element of rule) {
     if (element === ALT || element === END) open = true;
     else if (!open) continue;
-    else if (element === TERMINAL) {
+    else if (consumes(element)) {
       sum += terminal;
       open = false;
     } else {
@@ -417,6 +372,10 @@ class GrammarParser {
   /** Written rule names in order of first definition. */
   readonly #defined: string[] = [];
   readonly #definedSet = new Set<string>();
+  /** What each terminal matches, by terminal index (see `gbnf_rules.ts`). */
+  readonly #terminals: KeyRanges[] = [];
+  /** Terminal index by its keys, so that equal terminals share an entry. */
+  readonly #terminalIds = new Map<string, number>();
   #spent = 0;
 
   constructor(text: string, limits: GrammarLimits, options: GrammarOptions) {
@@ -440,13 +399,14 @@ class GrammarParser {
         `it has no rule named '${root}'; define it with '${root} ::= ...'`,
       );
     }
-    const stackFanout = this.#checkStructure(rootId);
+    const { stackFanout, searchPaths } = this.#checkStructure(rootId);
     return {
       root,
       rules: [...this.#defined],
       ruleCount: this.#rules.length,
       expandedSymbols: this.#spent,
       stackFanout,
+      searchPaths,
     };
   }
 
@@ -553,6 +513,18 @@ class GrammarParser {
   #push(frame: Frame, element: number, at: number): void {
     this.#spend(1, at);
     frame.rule.push(element);
+  }
+
+  /** The element code of a terminal that matches these keys. */
+  #terminal(keys: KeyRanges): number {
+    const key = keys.join(",");
+    let index = this.#terminalIds.get(key);
+    if (index === undefined) {
+      index = this.#terminals.length;
+      this.#terminals.push(keys);
+      this.#terminalIds.set(key, index);
+    }
+    return terminalCode(index);
   }
 
   #rootId(root: string): number | undefined {
@@ -750,8 +722,9 @@ class GrammarParser {
         frame.lastItemRules = 1;
         pos++;
         while (text.charCodeAt(pos) !== 34) {
+          const value = this.#charValue(pos);
           pos = this.#char(pos, opener);
-          this.#push(frame, TERMINAL, opener);
+          this.#push(frame, this.#terminal([value, value]), opener);
         }
         pos = this.#skipSpace(pos + 1, frame.nested);
       } else if (code === 91) { // [class]
@@ -762,19 +735,22 @@ class GrammarParser {
         const negated = text.charCodeAt(pos) === 94; // ^
         if (negated) pos++;
         const ranges: [number, number][] = [];
+        const first = frame.rule.length;
         while (text.charCodeAt(pos) !== 93) {
           const from = this.#charValue(pos);
           pos = this.#char(pos, opener);
-          this.#push(frame, TERMINAL, opener);
+          this.#push(frame, CONTINUATION, opener);
           let to = from;
           if (text.charCodeAt(pos) === 45 && text.charCodeAt(pos + 1) !== 93) { // a-z
             if (pos + 1 >= text.length) this.#unterminated(opener);
             to = this.#charValue(pos + 1);
             pos = this.#char(pos + 1, opener);
-            this.#push(frame, TERMINAL, opener);
+            this.#push(frame, CONTINUATION, opener);
           }
           ranges.push([from, to]);
         }
+        // llama.cpp keeps an empty class as no element at all.
+        if (ranges.length > 0) frame.rule[first] = this.#terminal(classKeys(ranges, negated));
         if (matchesOnlyNonCharacters(ranges, negated)) {
           // llama.cpp would let partial UTF-8 through for it (lead bytes of code points past
           // U+10FFFF), which decodes as U+FFFD. (A class that matches nothing, like [], is
@@ -792,7 +768,7 @@ class GrammarParser {
         pos = this.#token(pos);
         frame.lastItem = frame.rule.length;
         frame.lastItemRules = 1;
-        this.#push(frame, TERMINAL, opener);
+        this.#push(frame, this.#terminal(TOKEN_RANGES), opener);
         pos = this.#skipSpace(pos, frame.nested);
       } else if (isWordChar(code)) { // rule reference
         const end = this.#scanName(pos);
@@ -828,7 +804,7 @@ class GrammarParser {
       } else if (code === 46) { // . any character
         frame.lastItem = frame.rule.length;
         frame.lastItemRules = 1;
-        this.#push(frame, TERMINAL, pos);
+        this.#push(frame, this.#terminal(classKeys([], true)), pos);
         pos = this.#skipSpace(pos + 1, frame.nested);
       } else if (code === 42 || code === 43 || code === 63) { // * + ?
         const at = pos;
@@ -1077,7 +1053,7 @@ class GrammarParser {
    * @param rootId The start rule.
    * @returns The most parse stacks llama.cpp builds in one step.
    */
-  #checkStructure(rootId: number): number {
+  #checkStructure(rootId: number): { stackFanout: number; searchPaths: number } {
     const rules = this.#rules as number[][]; // #checkDefined filled every slot
     const direct = rules.map(directlyEmpty);
     const llamaEdges = leftEdges(rules, (s) => direct[s]!);
@@ -1115,7 +1091,8 @@ class GrammarParser {
         this.#checkWays(total + nullable[r]!, r); // the innermost rule past the limit
       }
     }
-    return this.#checkFanout(rules, nullable, starts);
+    const stackFanout = this.#checkFanout(rules, nullable, starts);
+    return { stackFanout, searchPaths: this.#checkSearch(rules, nullable, reachable, rootId) };
   }
 
   /**
@@ -1257,7 +1234,7 @@ class GrammarParser {
         if (element === ALT || element === END) {
           ways = 0;
           canEnd = 1;
-        } else if (element === TERMINAL) {
+        } else if (consumes(element)) {
           ways = 1;
           canEnd = 0;
         } else {
@@ -1268,6 +1245,48 @@ class GrammarParser {
       }
     }
     return most;
+  }
+
+  /** Bounds the walks llama.cpp takes per candidate token where the grammar is ambiguous. */
+  #checkSearch(
+    rules: number[][],
+    nullable: Uint8Array,
+    reachable: Uint8Array,
+    root: number,
+  ): number {
+    const { maxSearchPaths } = this.#limits;
+    const grammar = { rules, terminals: this.#terminals, nullable, reachable, root };
+    const { paths, rule, tooComplex } = searchPaths(grammar, maxSearchPaths);
+    const name = this.#label(rule);
+    if (tooComplex) {
+      this.#fail(
+        "too_large",
+        `the parse stacks llama.cpp would build from rule '${name}' are too many to bound its ` +
+          "work per token; simplify the grammar or split it",
+        this.#ruleOrigin(rule),
+      );
+    }
+    if (paths === Infinity) {
+      this.#fail(
+        "too_large",
+        `the rule '${name}' can end inside a call to itself where optional items still ` +
+          "follow, so each nested call adds one more way to match the same text and llama.cpp " +
+          'tries them all (like r ::= "a" r "x"? | "b"); make what follows the recursive ' +
+          "reference non-empty",
+        this.#ruleOrigin(rule),
+      );
+    }
+    if (paths > maxSearchPaths) {
+      this.#fail(
+        "too_large",
+        `llama.cpp would try more than ${maxSearchPaths} parse stacks to check one token ` +
+          `from rule '${name}' (maxSearchPaths): the same text matches its items in many ways ` +
+          "(optional items in a row, or alternatives that match the same text) and llama.cpp " +
+          'tries every way; write a run of optional items as one repetition, e.g. "a"{0,20}',
+        this.#ruleOrigin(rule),
+      );
+    }
+    return paths;
   }
 
   #checkWays(ways: number, rule: number): void {
@@ -1316,7 +1335,7 @@ class GrammarParser {
           }
           references.length = 0;
           terminal = false;
-        } else if (element === TERMINAL) terminal = true;
+        } else if (consumes(element)) terminal = true;
         else references.push(element);
       }
     }

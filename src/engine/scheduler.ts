@@ -36,7 +36,7 @@ import { Sampler, type SamplerStage, SamplerStageError } from "../ffi/sampler.ts
 import { AsyncQueue } from "./async_queue.ts";
 import { BurstLinger } from "./burst_linger.ts";
 import { GenerationError } from "./errors.ts";
-import { validateGrammar } from "./gbnf.ts";
+import { GrammarChecks } from "./grammar_checks.ts";
 import { chunksBehind, firstGroupSize, PrefillBudget, type StepCosts } from "./prefill_budget.ts";
 import {
   type BatchSequence,
@@ -579,6 +579,8 @@ export class Scheduler {
   readonly #spareChains: SpareChains;
   /** Keeps grammar-constrained output valid UTF-8 (its token lists are built on first use). */
   readonly #utf8Guard: Utf8Guard;
+  /** Request grammars checked against this model's vocabulary, the recent ones remembered. */
+  readonly #grammarChecks: GrammarChecks;
   #wake: (() => void) | undefined;
   /** Work on slots' caches, each done once its slot is idle (see {@link #onIdleSlot}). */
   #slotTasks: SlotTask[] = [];
@@ -663,6 +665,16 @@ export class Scheduler {
     this.#batch = new Batch(context.model.llama, context.nBatch);
     this.#spareChains = new SpareChains(context.model, this.#slots.length);
     this.#utf8Guard = new Utf8Guard((token) => context.model.tokenBytes(token), context.nVocab);
+    const model = context.model;
+    const tokensOf = (piece: string) =>
+      model.tokenize(piece, { addSpecial: false, parseSpecial: true });
+    this.#grammarChecks = new GrammarChecks({
+      isSingleToken: (piece) => tokensOf(piece).length === 1,
+      endsGeneration: (token) => {
+        const id = typeof token === "number" ? token : tokensOf(token)[0];
+        return id !== undefined && id < model.nVocab && model.isEog(id);
+      },
+    });
     this.#loop = this.#run();
   }
 
@@ -1088,20 +1100,9 @@ export class Scheduler {
       }
     }
     const grammar = request.sampling?.grammar;
-    if (grammar) {
-      // Checked here, bounded and linear, because llama.cpp's own parser can loop forever or
-      // overflow its stack on some inputs.
-      const model = this.context.model;
-      const tokensOf = (piece: string) =>
-        model.tokenize(piece, { addSpecial: false, parseSpecial: true });
-      validateGrammar(grammar, {}, {
-        isSingleToken: (piece) => tokensOf(piece).length === 1,
-        endsGeneration: (token) => {
-          const id = typeof token === "number" ? token : tokensOf(token)[0];
-          return id !== undefined && id < model.nVocab && model.isEog(id);
-        },
-      });
-    }
+    // Checked here, bounded, because llama.cpp's own parser can loop forever or overflow its
+    // stack on some inputs, and its sampler can take hours per token on ambiguous grammars.
+    if (grammar) this.#grammarChecks.check(grammar);
     const max = request.maxTokens;
     if (max !== undefined && (!Number.isSafeInteger(max) || max < 0)) {
       throw new GenerationError("invalid_request", `max_tokens must be a non-negative integer`);

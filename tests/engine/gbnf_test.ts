@@ -179,10 +179,13 @@ Deno.test({
   },
 });
 
+/** No bound on llama.cpp's work per token: the syntax tests are about what it parses. */
+const UNBOUNDED_SEARCH = { maxSearchPaths: Infinity };
+
 Deno.test("validateGrammar() accepts the whole GBNF syntax llama.cpp v0.5.0 parses", () => {
   for (const text of VALID) {
     try {
-      validateGrammar(text);
+      validateGrammar(text, UNBOUNDED_SEARCH);
     } catch (error) {
       fail(`${JSON.stringify(text)}: ${error}`);
     }
@@ -196,6 +199,7 @@ Deno.test("validateGrammar() reports the rules, generated rules and expanded siz
     ruleCount: 2,
     expandedSymbols: 10,
     stackFanout: 2,
+    searchPaths: 5, // "yes.": the "y" and "n" stacks, then one per character
   });
   // "ab"{2,3}: root ::= "ab" "ab" root_1, root_1 ::= "ab" |, and the name root_1 (1 symbol).
   const repeated = validateGrammar('root ::= "ab"{2,3}');
@@ -388,12 +392,12 @@ Deno.test("validateGrammar() rejects left recursion, also where llama.cpp misses
 
 Deno.test("validateGrammar() bounds the parse stacks llama.cpp searches at once", () => {
   // a9 starts 1 way, each rule above doubles it, and root may also end at once: 2^9 + 1.
-  equal(validateGrammar(doublingChain(10, '"x"')).stackFanout, 2 ** 9 + 1);
+  equal(validateGrammar(doublingChain(10, '"x"'), UNBOUNDED_SEARCH).stackFanout, 2 ** 9 + 1);
   assertRejected(
-    doublingChain(15, '"x"'),
+    doublingChain(11, '"x"'),
     "too_large",
     "2:1",
-    /more than 10000 ways at once for the next character in rule 'a0' \(maxStackFanout\)/,
+    /more than 1024 ways at once for the next character in rule 'a0' \(maxStackFanout\)/,
   );
   assertRejected(doublingChain(10, '"x"'), "too_large", "4:1", /maxStackFanout/, {
     maxStackFanout: 100,
@@ -406,6 +410,36 @@ Deno.test("validateGrammar() bounds the parse stacks llama.cpp searches at once"
     "1:1",
     /left-recursion check would visit rules more than 100000 times/,
   );
+});
+
+Deno.test("validateGrammar() bounds the stacks llama.cpp tries per token where text matches many ways", () => {
+  // One stack per character where the grammar is not ambiguous.
+  equal(validateGrammar("root ::= [a-z]*").searchPaths, 8);
+  equal(validateGrammar('root ::= " "{0,400} "b"').searchPaths, 16); // " " and "b" each time
+  // Optional items in a row: n spaces match C(N, n) ways. 16 are within, 24 are not.
+  ok(validateGrammar('root ::= ("a"?){16} "b"').searchPaths <= 100_000);
+  const tooMany =
+    /more than 100000 parse stacks to check one token from rule 'root' \(maxSearchPaths\)/;
+  assertRejected('root ::= (" "?){24} "b"', "too_large", "1:1", tooMany);
+  const started = performance.now();
+  assertRejected('root ::= ("a"?){400} "b"', "too_large", "1:1", tooMany);
+  ok(performance.now() - started < 1_000, `${performance.now() - started} ms`);
+  // Optional things repeated, alternatives that match the same text, and both behind rules.
+  assertRejected('root ::= ("a"{0,40}){0,40}', "too_large", "1:1", tooMany);
+  assertRejected('root ::= ("a" | "a" | "a" | "a")* "b"', "too_large", "1:1", tooMany);
+  const behind = `root ::= "{" item "}"\nitem ::= ${"opt ".repeat(24)}\nopt ::= "x"?`;
+  assertRejected(behind, "too_large", "1:1", tooMany); // found from the start rule's start
+  // Each nested call leaves one more optional "x" to match after the "b".
+  assertRejected(
+    'root ::= r\nr ::= "a" r "x"? | "b"',
+    "too_large",
+    "2:1",
+    /the rule 'r' can end inside a call to itself where optional items still follow/,
+  );
+  // The limit is the caller's.
+  assertRejected('root ::= ("a"?){6} "b"', "too_large", "1:1", /more than 50 parse stacks/, {
+    maxSearchPaths: 50,
+  });
 });
 
 Deno.test("validateGrammar() checks named tokens with the vocabulary it is given", () => {
@@ -573,7 +607,7 @@ Deno.test("validateGrammar() accepts exactly the small grammars llama.cpp's pars
       model.tokenize(piece, { addSpecial: false, parseSpecial: true }).length === 1;
     const verdict = (text: string) => {
       try {
-        validateGrammar(text, {}, { isSingleToken });
+        validateGrammar(text, UNBOUNDED_SEARCH, { isSingleToken });
         return true;
       } catch (error) {
         if (error instanceof GrammarError) return false;

@@ -28,6 +28,7 @@ Deno.test("jsonSchemaToGrammar() writes grammars the validator accepts for every
     const grammar = jsonSchemaToGrammar(entry.schema);
     const summary = validateGrammar(grammar);
     ok(summary.stackFanout < 1000, `${entry.name}: fan-out ${summary.stackFanout}`);
+    ok(summary.searchPaths < 1000, `${entry.name}: ${summary.searchPaths} stacks per token`);
   }
 });
 

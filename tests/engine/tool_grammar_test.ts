@@ -79,6 +79,24 @@ for (const id of Object.keys(TOOL_FORMATS) as ToolFormatId[]) {
   });
 }
 
+Deno.test("forced grammars for 48 tools pass the validator's bounds on llama.cpp's work, in time", () => {
+  const tools = Array.from({ length: 48 }, (_, i) => ({
+    name: `tool_${i}`,
+    parameters: {
+      type: "object",
+      properties: { city: { type: "string" }, days: { type: "integer" } },
+      required: ["city"],
+    },
+  }));
+  for (const id of Object.keys(TOOL_FORMATS) as ToolFormatId[]) {
+    const grammar = forcedToolGrammar(TOOL_FORMATS[id], tools, true);
+    const started = performance.now();
+    const summary = validateGrammar(grammar, {}, { isSingleToken: () => false });
+    ok(performance.now() - started < 2_000, `${id}: ${performance.now() - started} ms`);
+    ok(summary.stackFanout >= 48 && summary.searchPaths < 10_000, `${id}: ${summary.searchPaths}`);
+  }
+});
+
 Deno.test("a named tool_choice allows only that tool", () => {
   const plan = planChatOutput(
     { tools: TOOLS, choice: { name: "tree" }, parallel: false, reasoningFormat: "auto" },

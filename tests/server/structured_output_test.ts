@@ -261,6 +261,47 @@ Deno.test("an invalid GBNF grammar is a 400 with the parser's message", async ()
   match(undefinedRule.message, /'nothing' is used but never defined/);
 });
 
+Deno.test("a grammar whose text matches in too many ways is a 400 at once, not minutes per token", async () => {
+  // On qwen2's 152k vocabulary, llama.cpp's sampler takes about 15 s per token for 24 optional
+  // spaces in a row and hours for 32 (its runs of spaces match them in C(24, k) ways).
+  await using server = await startServer({ fixtures: ["qwen2"] });
+  const started = performance.now();
+  for (const count of [24, 32]) {
+    const response = await postJson(`${server.url}/completion`, {
+      model: "qwen2",
+      prompt: "Hello",
+      n_predict: 1,
+      grammar: `root ::= (" "?){${count}} "b"`,
+    });
+    const body = await response.json();
+    equal(response.status, 400, JSON.stringify(body));
+    match(body.error.message, /more than 100000 parse stacks to check one token .*maxSearchPaths/);
+  }
+  // The same run as a JSON Schema pattern.
+  const schema = await postJson(`${server.url}/v1/chat/completions`, {
+    model: "qwen2",
+    messages: [{ role: "user", content: "hi" }],
+    max_tokens: 1,
+    response_format: {
+      type: "json_schema",
+      json_schema: { name: "x", schema: { type: "string", pattern: "^( ?){24}b$" } },
+    },
+  });
+  const schemaBody = await schema.json();
+  equal(schema.status, 400, JSON.stringify(schemaBody));
+  match(schemaBody.error.message, /maxSearchPaths/);
+  ok(performance.now() - started < 5_000, `${performance.now() - started} ms`);
+  // The same spaces as one repetition are one way each: served.
+  const fine = await postJson(`${server.url}/completion`, {
+    model: "qwen2",
+    prompt: "Hello",
+    n_predict: 2,
+    grammar: 'root ::= " "{0,24} "b"',
+  });
+  equal(fine.status, 200, await fine.clone().text());
+  await fine.body?.cancel();
+});
+
 Deno.test("a grammar asking for a token that ends generation is a 400, and the server serves on", async () => {
   await using server = await startServer();
   // <|im_end|> is one token of tiny-f32's vocabulary, and ends generation.

@@ -1,0 +1,74 @@
+/**
+ * The grammar checks of one model, remembered: clients send the same tool or schema grammar
+ * with every request, and checking a large one takes tens of milliseconds on the event loop,
+ * so each distinct grammar is checked once and its verdict (summary or error) reused while
+ * it is among the most recently used.
+ *
+ * @module
+ */
+
+import { type GrammarOptions, type GrammarSummary, validateGrammar } from "./gbnf.ts";
+
+/** Grammars remembered at most. */
+const MAX_ENTRIES = 64;
+/** Characters of grammar text remembered at most, all entries together. */
+const MAX_CHARACTERS = 4 * 1024 * 1024;
+
+/**
+ * {@link validateGrammar} with the default limits for one model's vocabulary, remembering
+ * the most recent verdicts.
+ *
+ * @example
+ * ```ts
+ * const checks = new GrammarChecks({ isSingleToken: (piece) => piece === "<|im_end|>" });
+ * checks.check('root ::= "yes" | "no"'); // checked
+ * checks.check('root ::= "yes" | "no"'); // remembered
+ * ```
+ */
+export class GrammarChecks {
+  readonly #options: GrammarOptions;
+  /** Verdicts by grammar text, least recently used first. */
+  readonly #verdicts = new Map<string, GrammarSummary | Error>();
+  #characters = 0;
+
+  /** @param options The model's vocabulary checks, passed to {@link validateGrammar}. */
+  constructor(options: GrammarOptions) {
+    this.#options = options;
+  }
+
+  /**
+   * Checks a grammar, or repeats the verdict on the same text.
+   *
+   * @param grammar GBNF text with start rule `root`.
+   * @returns What {@link validateGrammar} learned.
+   * @throws {Error} The {@link GrammarError} (or other error) the check threw.
+   */
+  check(grammar: string): GrammarSummary {
+    let verdict = this.#verdicts.get(grammar);
+    if (verdict === undefined) {
+      try {
+        verdict = validateGrammar(grammar, {}, this.#options);
+      } catch (error) {
+        if (!(error instanceof Error)) throw error;
+        verdict = error;
+      }
+      this.#remember(grammar, verdict);
+    } else {
+      this.#verdicts.delete(grammar); // most recently used again
+      this.#verdicts.set(grammar, verdict);
+    }
+    if (verdict instanceof Error) throw verdict;
+    return verdict;
+  }
+
+  #remember(grammar: string, verdict: GrammarSummary | Error): void {
+    if (grammar.length > MAX_CHARACTERS) return;
+    this.#verdicts.set(grammar, verdict);
+    this.#characters += grammar.length;
+    for (const oldest of this.#verdicts.keys()) {
+      if (this.#verdicts.size <= MAX_ENTRIES && this.#characters <= MAX_CHARACTERS) break;
+      this.#verdicts.delete(oldest);
+      this.#characters -= oldest.length;
+    }
+  }
+}
