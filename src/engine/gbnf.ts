@@ -37,7 +37,10 @@ import {
 
 /** Bounds on what a grammar may cost; see {@link DEFAULT_GRAMMAR_LIMITS} for the defaults. */
 export interface GrammarLimits {
-  /** Longest grammar text, in UTF-8 bytes. Default 65536 (64 KiB). */
+  /**
+   * Longest grammar text, in UTF-8 bytes: a forced call to one of 128 tools with a few
+   * parameters each takes about 90 KB. Default 262144 (256 KiB).
+   */
   maxBytes: number;
   /** Deepest nesting of parentheses. Default 64. */
   maxDepth: number;
@@ -77,7 +80,7 @@ export interface GrammarLimits {
  * ```
  */
 export const DEFAULT_GRAMMAR_LIMITS: Readonly<GrammarLimits> = Object.freeze({
-  maxBytes: 64 * 1024,
+  maxBytes: 256 * 1024,
   maxDepth: 64,
   maxRepetition: 1000,
   maxExpandedSymbols: 100_000,
