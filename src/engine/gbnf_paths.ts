@@ -86,7 +86,45 @@ export interface SearchBound {
 export function searchPaths(grammar: SearchGrammar, limit: number): SearchBound {
   const nested = unboundedNesting(grammar);
   if (nested !== undefined) return { paths: Infinity, rule: nested };
-  return new StackSearch(grammar, limit).run();
+  return new StackSearch(withoutTwins(grammar), limit).run();
+}
+
+/**
+ * The grammar with every reference to a rule that does not recur sent to the first rule of
+ * the same body (references compared the same way), and what the start rule reaches then: a
+ * forced call to one of 128 tools repeats the same rules for each tool's parameters, and
+ * their searches would be the same.
+ */
+function withoutTwins(grammar: SearchGrammar): SearchGrammar {
+  const { rules } = grammar;
+  const references: RuleEdge[][] = rules.map((rule) =>
+    rule.filter((element) => element >= 0).map((to) => ({ to }))
+  );
+  const same = Int32Array.from(rules, (_, r) => r);
+  const firstOfBody = new Map<string, number>();
+  for (const members of components(references).order) { // referenced rules first
+    const r = members[0]!;
+    if (members.length > 1 || references[r]!.some(({ to }) => to === r)) continue;
+    const body = rules[r]!.map((element) => element >= 0 ? `r${same[element]}` : element).join();
+    const first = firstOfBody.get(body);
+    if (first === undefined) firstOfBody.set(body, r);
+    else same[r] = first;
+  }
+  const merged = rules.map((rule) =>
+    rule.map((element) => element >= 0 ? same[element]! : element)
+  );
+  const reachable = new Uint8Array(rules.length);
+  const todo = [grammar.root];
+  reachable[grammar.root] = 1;
+  while (todo.length > 0) {
+    for (const element of merged[todo.pop()!]!) {
+      if (element >= 0 && reachable[element] === 0) {
+        reachable[element] = 1;
+        todo.push(element);
+      }
+    }
+  }
+  return { ...grammar, rules: merged, reachable };
 }
 
 /**
