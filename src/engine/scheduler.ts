@@ -1354,19 +1354,26 @@ export class Scheduler {
   #dropAborted(): void {
     for (let i = this.#queue.length - 1; i >= 0; i--) {
       const job = this.#queue[i] as Job;
-      if (job.request.signal?.aborted || this.#closing) {
+      const aborted = job.request.signal?.aborted === true;
+      if (aborted || this.#closing) {
         this.#queue.splice(i, 1);
         for (const one of [job, ...job.forks ?? []]) {
           one.sampler.close();
-          one.chunks.end();
-          one.resolve(emptyResult(one.request, one.submittedAt));
+          if (aborted) {
+            one.chunks.end();
+            one.resolve(emptyResult(one.request, one.submittedAt));
+          } else {
+            const error = cutOffError();
+            one.chunks.fail(error);
+            one.reject(error);
+          }
         }
       }
     }
     for (const slot of this.#slots) {
-      if (slot.job && (slot.job.request.signal?.aborted || this.#closing)) {
-        this.#finish(slot, "cancelled");
-      }
+      if (slot.job?.request.signal?.aborted) this.#finish(slot, "cancelled");
+      // A client still waiting learns that its answer was cut off, not that it ended.
+      else if (slot.job && this.#closing) this.#fail(slot, cutOffError());
     }
   }
 
@@ -2316,6 +2323,15 @@ export class Scheduler {
     this.#spareChains.close();
     this.#batch.close();
   }
+}
+
+/** The error of a request the scheduler ends because it closes (shutdown or unload). */
+function cutOffError(): GenerationError {
+  return new GenerationError(
+    "closed",
+    "The model was closed (the server is shutting down or unloaded it) before the answer " +
+      "was complete; send the request again",
+  );
 }
 
 /** The result of a request that generated nothing (cancelled, or `max_tokens` 0). */

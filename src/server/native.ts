@@ -10,9 +10,10 @@
  *
  * WebSocket protocol: the first text frame is the same JSON body as `/api/generate`; then one
  * text frame per piece; then a final `{"done":true,"finish_reason",usage,timings}` frame. A
- * client frame `{"stop":true}` cancels (the final frame then has `"stopped":true`, as it has
- * when a server shutdown cancels the stream). Bad JSON gets an `{"error":{…}}` frame and a close
- * with code 1003 (not JSON) or 1008 (bad request); a frame larger than the body limit, 1009.
+ * client frame `{"stop":true}` cancels (the final frame then has `"stopped":true`). Bad JSON
+ * gets an `{"error":{…}}` frame and a close with code 1003 (not JSON) or 1008 (bad request); a
+ * frame larger than the body limit, 1009; a stream that a server shutdown cuts off, an error
+ * frame (`shutting_down`) and 1001 (going away); another failure, 1011.
  *
  * @module
  */
@@ -174,7 +175,7 @@ export function wsGenerate(ctx: ServerContext, request: ServedRequest): Response
       }));
       socket.close(1000, "done");
     };
-    run().catch((error) => fail(error, toHttpError(error).status < 500 ? 1008 : 1011));
+    run().catch((error) => fail(error, closeCodeOf(toHttpError(error))));
   };
   return response;
 }
@@ -219,4 +220,10 @@ export function apiModels(ctx: ServerContext): Response {
       loaded: ctx.registry.state(entry.name) === "loaded",
     })),
   });
+}
+
+/** The WebSocket close code for a request that failed with this error. */
+function closeCodeOf(error: HttpError): number {
+  if (error.code === "shutting_down") return 1001; // going away
+  return error.status < 500 ? 1008 : 1011;
 }

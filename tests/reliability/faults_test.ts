@@ -318,7 +318,7 @@ interface StreamEnd {
   how: string;
 }
 
-Deno.test("faults (d): SIGTERM lets streams within the grace finish, ends the others properly, and exits 0", async () => {
+Deno.test("faults (d): SIGTERM lets streams within the grace finish, tells the others they were cut off, and exits 0", async () => {
   // 4 s: under a load average of 5 on 2 cores, the 48-token JSON answer once needed more than 2.
   const GRACE_MS = 4_000;
   await using server = await startShimmy({
@@ -348,16 +348,18 @@ Deno.test("faults (d): SIGTERM lets streams within the grace finish, ends the ot
     });
     const { events, problem } = sseEvents(read.text);
     const finish = events.map((e) => /"finish_reason":"(\w+)"/.exec(e)?.[1]).find((f) => f);
-    const ok = !problem && !read.cut && events[events.length - 1] === "[DONE]" &&
-      finish !== undefined;
+    const last = events[events.length - 1] ?? "";
+    // Finished: a finish chunk and [DONE]. Cut off: an error event saying so, and no finish.
+    const finished = finish === "length" && last === "[DONE]";
+    const cutOff = finish === undefined && /"code":"shutting_down"/.test(last);
     return {
       kind: `sse-${tokens === longTokens ? "long" : "short"}`,
       ms: since(),
-      how: finish === "length" ? "finished" : finish ? "cancelled" : "broken",
-      ...(ok ? {} : {
-        problem: `SSE did not end with a finish chunk and [DONE]: ${problem ?? ""} …${
-          read.text.slice(-200)
-        }`,
+      how: finished ? "finished" : cutOff ? "cancelled" : "broken",
+      ...(!problem && !read.cut && (finished || cutOff) ? {} : {
+        problem: `SSE ended with neither a finish and [DONE] nor a shutting_down error: ${
+          problem ?? ""
+        } …${read.text.slice(-200)}`,
       }),
     };
   };
@@ -371,13 +373,15 @@ Deno.test("faults (d): SIGTERM lets streams within the grace finish, ends the ot
       });
       const text = await response.text();
       const parsed = JSON.parse(text);
-      const finish = parsed.choices?.[0]?.finish_reason;
-      const ok = response.status === 200 && typeof parsed.choices?.[0]?.text === "string";
+      const finished = response.status === 200 && parsed.choices?.[0]?.finish_reason === "length";
+      const cutOff = response.status === 503 && parsed.error?.code === "shutting_down";
       return {
         kind,
         ms: since(),
-        how: finish === "length" ? "finished" : "cancelled",
-        ...(ok ? {} : { problem: `JSON answer ${response.status}: ${text.slice(0, 200)}` }),
+        how: finished ? "finished" : cutOff ? "cancelled" : "broken",
+        ...(finished || cutOff
+          ? {}
+          : { problem: `JSON answer ${response.status}: ${text.slice(0, 200)}` }),
       };
     } catch (error) {
       return {
@@ -401,17 +405,20 @@ Deno.test("faults (d): SIGTERM lets streams within the grace finish, ends the ot
     );
     const kind = `ws-${tokens === longTokens ? "long" : "short"}`;
     const last = outcome.frames[outcome.frames.length - 1] ?? "";
-    let final: { done?: boolean; stopped?: boolean; finish_reason?: string } = {};
+    let final: { done?: boolean; finish_reason?: string; error?: { code?: string } } = {};
     try {
       final = JSON.parse(last);
     } catch {
       // Reported below.
     }
-    const ok = final.done === true && (outcome.closeCode === 1000 || outcome.closeCode === 1001);
+    const finished = final.done === true && final.finish_reason === "length" &&
+      outcome.closeCode === 1000;
+    const cutOff = final.error?.code === "shutting_down" && outcome.closeCode === 1001;
+    const ok = finished || cutOff;
     return {
       kind,
       ms: since(),
-      how: final.stopped ? "cancelled" : final.finish_reason === "length" ? "finished" : "broken",
+      how: finished ? "finished" : cutOff ? "cancelled" : "broken",
       ...(ok ? {} : {
         problem: `WebSocket ended with close ${outcome.closeCode} after ${last.slice(0, 200)}`,
       }),
