@@ -66,7 +66,8 @@ export interface GrammarLimits {
    * against the grammar, counting a stack once per character. Where several stacks match the
    * same text (`("a"?){20}`, `("a" | "a" | "a" | "a")*`) it follows each of them without
    * merging, and their number multiplies with every character: `(" "?){24}` costs 15 s per
-   * token with a 152k vocabulary, `(" "?){32}` hours. Default 100000.
+   * token with a 152k vocabulary, `(" "?){32}` hours. `Infinity` skips the count. Default
+   * 100000.
    */
   maxSearchPaths: number;
 }
@@ -1258,8 +1259,10 @@ class GrammarParser {
     root: number,
   ): number {
     const { maxSearchPaths } = this.#limits;
+    if (maxSearchPaths === Infinity) return 0; // not asked to bound it
     const grammar = { rules, terminals: this.#terminals, nullable, reachable, root };
-    const { paths, rule, tooComplex } = searchPaths(grammar, maxSearchPaths);
+    const { paths: counted, rule, tooComplex } = searchPaths(grammar, maxSearchPaths);
+    const paths = Math.ceil(counted);
     const name = this.#label(rule);
     if (tooComplex) {
       this.#fail(

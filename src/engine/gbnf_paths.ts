@@ -205,10 +205,19 @@ interface Stacks {
 interface State {
   /** The stacks, their weights without common factor. */
   stacks: Stacks;
-  /** How many stacks, counting weights. */
-  size: number;
-  /** After each run of characters that the same stacks match: the next state and the factor. */
-  next: { state: number; factor: number }[] | undefined;
+  /**
+   * Its cost in llama.cpp for one more character: each stack tried once, and each stack's
+   * advance past its terminal (the stacks it then builds, each compared with those built before
+   * it, as llama.cpp drops repeats: the square of their number).
+   */
+  cost: number;
+  /**
+   * After each run of characters that the same stacks match: the next state, the factor, and
+   * the run's first character.
+   */
+  next: { state: number; factor: number; key: number }[] | undefined;
+  /** The next state after one character, by character, once asked (see {@link StackSearch.run}). */
+  byKey: Map<number, { state: number; factor: number } | undefined> | undefined;
   /** Its counts by characters left, once known (see {@link StackSearch.count}). */
   counts: number[];
 }
@@ -221,6 +230,35 @@ const MAX_PLACES = 50_000;
 
 /** States the search may meet; more, and the grammar is too complex to bound. */
 const MAX_STATES = 20_000;
+
+/**
+ * Characters a run of one of {@link LONG_RUNS} is followed for: vocabularies hold tokens of up
+ * to about 128 spaces, dashes or slashes, and a grammar whose ways to match such a run grow
+ * slowly at first (`(" " | "  ")*`) costs llama.cpp hours on them while 8 characters look
+ * harmless.
+ */
+const RUN_WINDOW = 128;
+
+/**
+ * The characters vocabularies hold long runs of (whitespace and ASCII punctuation), as keys.
+ * Runs of letters, digits and other characters are followed for {@link SEARCH_WINDOW} only:
+ * tokens repeat those a few times at most, and a word grammar such as `([a-z]+ ?)+` would
+ * otherwise count ways to split a run of letters that no token has.
+ */
+const LONG_RUNS: readonly number[] = [..." \t\n\r-=_*#/.~+`'\"<>|\\:;!?,^()[]{}@$%&"]
+  .map((c) => c.codePointAt(0)!);
+
+/**
+ * How many of llama.cpp's stack comparisons (when it drops repeated stacks in an advance) cost
+ * as much as trying one stack: a stack tried at the start of a token scans the whole
+ * vocabulary, one deeper in far fewer tokens. With 256, 250 alternatives that a repetition
+ * enters after every character (`("\u0100" | ... )*`, 0.46 s per token measured) pass the
+ * limit, and 100 (about 0.03 s) do not.
+ */
+const ADVANCE_COMPARISONS_PER_STACK = 256;
+
+/** Work units (stacks compared with characters) the search may spend; more is too complex. */
+const MAX_WORK = 1_000_000;
 
 /** One search; not reusable. */
 class StackSearch {
@@ -245,6 +283,8 @@ class StackSearch {
   readonly #placeInstance: number[] = [];
   /** Per rule, its instance with an unknown caller (-1 until made). */
   readonly #unknownCaller: Int32Array;
+  /** Per rule, the first instance made for a reference to it. */
+  readonly #madeFor: (number | undefined)[] = [];
   /** Instances made for references, by the reference's place. */
   readonly #children = new Map<number, number>();
   /** Per place after a terminal, the terminals its stacks reach first, once computed. */
@@ -255,6 +295,8 @@ class StackSearch {
   readonly #stateIds = new Map<string, number>();
   /** The states of one stack, by its place. */
   readonly #singleIds = new Map<number, number>();
+  /** Work units spent (see {@link MAX_WORK}). */
+  #work = 0;
 
   /**
    * @param grammar The validated rules.
@@ -307,12 +349,18 @@ class StackSearch {
     return id;
   }
 
-  /** The instance of a rule whose caller is unknown. */
+  /** The instance of a rule whose caller is unknown (made with the rest of its unit). */
   #unknown(rule: number): number {
     let id = this.#unknownCaller[rule]!;
     if (id < 0) {
-      id = this.#instance(rule, -1, undefined);
-      this.#unknownCaller[rule] = id;
+      const members = this.#units[rule];
+      const unit = members === undefined ? undefined : new Map<number, number>();
+      for (const member of members ?? [rule]) {
+        const made = this.#instance(member, -1, unit);
+        unit?.set(member, made);
+        this.#unknownCaller[member] = made;
+      }
+      id = this.#unknownCaller[rule]!;
     }
     return id;
   }
@@ -322,11 +370,18 @@ class StackSearch {
     const sibling = this.#instanceUnit[instance]?.get(to);
     if (sibling !== undefined) return sibling; // a tail reference within a unit
     const members = this.#units[to];
-    if (members === undefined || this.#placeInstance.length > MAX_PLACES) return this.#unknown(to);
+    if (members === undefined) return this.#unknown(to);
+    // Past the budget, an instance made for another reference to the rule stands in: it
+    // returns to a place the rule does return to, one of the choices.
+    if (this.#placeInstance.length > MAX_PLACES) return this.#madeFor[to] ?? this.#unknown(to);
     let child = this.#children.get(place);
     if (child === undefined) {
       const unit = new Map<number, number>();
-      for (const member of members) unit.set(member, this.#instance(member, place + 1, unit));
+      for (const member of members) {
+        const made = this.#instance(member, place + 1, unit);
+        unit.set(member, made);
+        this.#madeFor[member] ??= made;
+      }
       child = unit.get(to)!;
       this.#children.set(place, child);
     }
@@ -338,12 +393,60 @@ class StackSearch {
     let worst: SearchBound = { paths: 0, rule: this.#root };
     for (const [rule, stacks] of this.#starts()) {
       const { state, factor } = this.#intern(stacks);
-      const paths = factor * this.#count(state, SEARCH_WINDOW);
-      if (this.#states.length > MAX_STATES) return { paths: Infinity, rule, tooComplex: true };
+      const paths = factor * Math.max(this.#count(state, SEARCH_WINDOW), this.#longestRun(state));
+      if (this.#tooComplex()) return { paths: Infinity, rule, tooComplex: true };
       if (paths > worst.paths) worst = { paths, rule };
       if (paths > this.#limit) break;
     }
     return worst;
+  }
+
+  #tooComplex(): boolean {
+    return this.#states.length > MAX_STATES || this.#work > MAX_WORK;
+  }
+
+  /**
+   * The costliest {@link SEARCH_WINDOW} characters in a row of a run of one character from a
+   * state (each character its stacks match, repeated up to {@link RUN_WINDOW} times if
+   * vocabularies hold long runs of it): where the stacks matching such a run keep multiplying
+   * (`(" " | "  ")*`, `("-"*){6}`), the long runs cost llama.cpp hours although their first 8
+   * characters look harmless. A run whose stacks stay as many costs no more per 8 characters.
+   */
+  #longestRun(id: number): number {
+    this.#count(id, 2); // its successors, with the characters they follow
+    let most = 0;
+    for (const { key } of this.#states[id]!.next ?? []) {
+      let state = id;
+      let factor = 1;
+      const costs: number[] = [];
+      let window = 0; // the last SEARCH_WINDOW costs' sum
+      const length = LONG_RUNS.includes(key) ? RUN_WINDOW : SEARCH_WINDOW;
+      for (let step = 0; step < length; step++) {
+        const cost = factor * this.#states[state]!.cost;
+        costs.push(cost);
+        window += cost - (costs[step - SEARCH_WINDOW] ?? 0);
+        most = Math.max(most, window);
+        const next = this.#on(state, key);
+        if (next === undefined || most > this.#limit || this.#tooComplex()) break;
+        state = next.state;
+        factor *= next.factor;
+      }
+      if (most > this.#limit) break;
+    }
+    return most;
+  }
+
+  /** The state after one character from a state, if a stack matches it. */
+  #on(id: number, key: number): { state: number; factor: number } | undefined {
+    const state = this.#states[id]!;
+    state.byKey ??= new Map();
+    if (state.byKey.has(key)) return state.byKey.get(key);
+    const matched = this.#matched(state.stacks, key);
+    const next = matched.length === 0
+      ? undefined
+      : this.#intern(this.#advanceMatched(state.stacks, matched));
+    state.byKey.set(key, next);
+    return next;
   }
 
   /**
@@ -352,17 +455,20 @@ class StackSearch {
    */
   #count(id: number, left: number): number {
     const state = this.#states[id]!;
-    if (left === 1 || this.#states.length > MAX_STATES) return state.size;
+    if (left === 1 || this.#tooComplex()) return state.cost;
     const known = state.counts[left];
     if (known !== undefined) return known;
-    state.next ??= [...this.#successors(state.stacks)].map((stacks) => this.#intern(stacks));
+    state.next ??= [...this.#successors(state.stacks)].map(([key, stacks]) => ({
+      ...this.#intern(stacks),
+      key,
+    }));
     let most = 0;
     for (const { state: next, factor } of state.next) {
       most = Math.max(most, factor * this.#count(next, left - 1));
-      if (state.size + most > this.#limit) break;
+      if (state.cost + most > this.#limit) break;
     }
-    state.counts[left] = state.size + most;
-    return state.size + most;
+    state.counts[left] = state.cost + most;
+    return state.cost + most;
   }
 
   /**
@@ -430,7 +536,8 @@ class StackSearch {
       if (state === undefined) {
         state = this.#states.length;
         const stacks = { certain: new Map([[place, 1]]), chosen: new Map() };
-        this.#states.push({ stacks, size: 1, next: undefined, counts: [] });
+        const cost = this.#stackCost(place);
+        this.#states.push({ stacks, cost, next: undefined, byKey: undefined, counts: [] });
         this.#singleIds.set(place, state);
       }
       return { state, factor: weight };
@@ -446,22 +553,38 @@ class StackSearch {
       const divided = (counts: Counts) =>
         factor === 1 ? counts : new Map([...counts].map(([p, w]) => [p, w / factor]));
       const stacks = { certain: divided(certain), chosen: divided(chosen) };
-      let size = 0;
-      for (const weight of stacks.certain.values()) size += weight;
-      for (const weight of stacks.chosen.values()) size += weight;
-      this.#states.push({ stacks, size, next: undefined, counts: [] });
+      let cost = 0;
+      for (const [place, weight] of stacks.certain) cost += weight * this.#stackCost(place);
+      for (const [place, weight] of stacks.chosen) cost += weight * this.#stackCost(place);
+      this.#states.push({ stacks, cost, next: undefined, byKey: undefined, counts: [] });
       this.#stateIds.set(key, state);
     }
     return { state, factor };
   }
 
-  /** For each run of characters that the same stacks match, the stacks after it. */
-  *#successors({ certain, chosen }: Stacks): Generator<Stacks> {
+  /** A stack's cost for one character: tried once, and its advance (see {@link State.cost}). */
+  #stackCost(place: number): number {
+    if (this.#keysAt(place).length === 0) return 1;
+    const { certain, chosen } = this.#expand(this.#placeAfter(place));
+    let built = chosen.size;
+    for (const count of certain.values()) built += count;
+    return 1 + (built > 1 ? (built * built) / ADVANCE_COMPARISONS_PER_STACK : 0);
+  }
+
+  /**
+   * For each run of characters that the same stacks match, its first character and the stacks
+   * after it.
+   */
+  *#successors(stacks: Stacks): Generator<[number, Stacks]> {
+    const { certain, chosen } = stacks;
     if (chosen.size === 0 && certain.size === 1) {
       // One stack (its weight is 1 once divided): what follows its terminal, if it matches.
       const [place, weight] = certain.entries().next().value!;
+      const keys = this.#keysAt(place);
       if (weight === 1) {
-        if (this.#keysAt(place).length > 0) yield this.#expand(this.#placeAfter(place));
+        if (keys.length > 0) {
+          yield [runKey(keys[0]!, keys[1]! + 1), this.#expand(this.#placeAfter(place))];
+        }
         return;
       }
     }
@@ -471,40 +594,51 @@ class StackSearch {
       for (let i = 0; i < keys.length; i += 2) bounds.add(keys[i]!).add(keys[i + 1]! + 1);
     }
     const cuts = [...bounds].sort((a, b) => a - b);
+    this.#work += cuts.length * (certain.size + chosen.size);
+    if (this.#tooComplex()) return;
     const seen = new Set<string>();
     for (let c = 0; c + 1 < cuts.length; c++) {
       const key = cuts[c]!;
-      const matched: number[] = []; // certain places, then chosen ones as -1 - place
-      for (const place of certain.keys()) {
-        if (matches(this.#keysAt(place), key)) matched.push(place);
-      }
-      for (const place of chosen.keys()) {
-        if (matches(this.#keysAt(place), key)) matched.push(-1 - place);
-      }
+      const matched = this.#matched(stacks, key);
       const id = matched.join(",");
       if (matched.length === 0 || seen.has(id)) continue;
       seen.add(id);
-      const only = matched.length === 1 ? matched[0]! : undefined;
-      if (only !== undefined && only >= 0 && certain.get(only) === 1) {
-        yield this.#expand(this.#placeAfter(only)); // shared, so its state is found at once
-        continue;
-      }
-      const next: Stacks = { certain: new Map(), chosen: new Map() };
-      for (const entry of matched) {
-        const isChosen = entry < 0;
-        const place = isChosen ? -1 - entry : entry;
-        const weight = (isChosen ? chosen : certain).get(place)!;
-        const expansion = this.#expand(this.#placeAfter(place));
-        for (const [terminal, count] of expansion.certain) {
-          if (isChosen) choose(next.chosen, terminal, weight * count);
-          else next.certain.set(terminal, (next.certain.get(terminal) ?? 0) + weight * count);
-        }
-        for (const [terminal, count] of expansion.chosen) {
-          choose(next.chosen, terminal, weight * count);
-        }
-      }
-      yield next;
+      yield [runKey(key, cuts[c + 1]!), this.#advanceMatched(stacks, matched)];
     }
+  }
+
+  /** The stacks that match a character: certain places, then chosen ones as -1 - place. */
+  #matched({ certain, chosen }: Stacks, key: number): number[] {
+    const matched: number[] = [];
+    for (const place of certain.keys()) if (matches(this.#keysAt(place), key)) matched.push(place);
+    for (const place of chosen.keys()) {
+      if (matches(this.#keysAt(place), key)) matched.push(-1 - place);
+    }
+    return matched;
+  }
+
+  /** The stacks after the matched ones advance past their terminals. */
+  #advanceMatched({ certain, chosen }: Stacks, matched: readonly number[]): Stacks {
+    const only = matched.length === 1 ? matched[0]! : undefined;
+    if (only !== undefined && only >= 0 && certain.get(only) === 1) {
+      return this.#expand(this.#placeAfter(only)); // shared, so its state is found at once
+    }
+    const next: Stacks = { certain: new Map(), chosen: new Map() };
+    for (const entry of matched) {
+      const isChosen = entry < 0;
+      const place = isChosen ? -1 - entry : entry;
+      const weight = (isChosen ? chosen : certain).get(place)!;
+      const expansion = this.#expand(this.#placeAfter(place));
+      this.#work += expansion.certain.size + expansion.chosen.size;
+      for (const [terminal, count] of expansion.certain) {
+        if (isChosen) choose(next.chosen, terminal, weight * count);
+        else next.certain.set(terminal, (next.certain.get(terminal) ?? 0) + weight * count);
+      }
+      for (const [terminal, count] of expansion.chosen) {
+        choose(next.chosen, terminal, weight * count);
+      }
+    }
+    return next;
   }
 
   /** The element at a place, and its instance. */
@@ -607,6 +741,11 @@ function countsKey(counts: Counts, factor: number): string {
 /** Keeps the larger count of a chosen terminal. */
 function choose(chosen: Counts, place: number, count: number): void {
   if (count > (chosen.get(place) ?? 0)) chosen.set(place, count);
+}
+
+/** A key of `[from, to)` to follow a run of: one with long runs if there is one, else `from`. */
+function runKey(from: number, to: number): number {
+  return LONG_RUNS.find((key) => key >= from && key < to) ?? from;
 }
 
 /** The greatest common divisor of two whole numbers (0 with 0 gives 0). */
