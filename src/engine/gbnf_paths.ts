@@ -6,13 +6,16 @@
  * walks that multiply with every character: `("a"?){128} "b"` reads `aaaa` in C(128, 4) ways,
  * and a server serving it spends seconds to hours per token.
  *
- * The bound simulates those walks on the grammar alone. From every place a token can start
- * (the start rule's start, and the place after every terminal), it follows the parse stacks
- * as a multiset of terminals, one character at a time, trying every character that some
- * stack matches, and counts the stacks tried along the way (llama.cpp scans its candidates
- * once per stack and character); the bound is the largest count over {@link SEARCH_WINDOW}
- * characters. Identical searches are shared, so an unambiguous grammar costs about one search
- * per place.
+ * The bound simulates those walks on the grammar alone. From the start rule's start and from
+ * every place after a terminal where two stacks can match the same character (elsewhere one
+ * stack goes on as one), it follows the parse stacks as a multiset of terminals, one character
+ * at a time, trying every character that some stack matches. A stack costs one try (llama.cpp
+ * scans its candidates once per stack and character) and its advance (llama.cpp rebuilds the
+ * stacks that follow and compares each with those built before it). The bound is the largest
+ * cost over {@link SEARCH_WINDOW} characters in a row: those of a token's start, and those of
+ * any stretch of a run of one space or punctuation mark up to {@link RUN_WINDOW} long (the runs
+ * vocabularies hold, on which slowly growing ambiguity adds up). Identical searches are shared,
+ * so an unambiguous grammar costs little more than a look at each place.
  *
  * Stacks are kept as their terminal and an instance of its rule that knows where the rule
  * returns to, made as the search enters a reference, for every rule that refers back to
@@ -80,7 +83,7 @@ export interface SearchBound {
  * @returns The largest count (or the first past `limit`), and its rule.
  * @example
  * ```ts
- * searchPaths(grammar, 100_000).paths; // 16 for `root ::= [a-z]*`
+ * searchPaths(grammar, 100_000).paths; // 8 for `root ::= [a-z]*`
  * ```
  */
 export function searchPaths(grammar: SearchGrammar, limit: number): SearchBound {
