@@ -30,6 +30,7 @@ import {
   CONTINUATION,
   END,
   type KeyRanges,
+  reachableRules,
   type RuleEdge,
   terminalCode,
   TOKEN_RANGES,
@@ -1066,7 +1067,7 @@ class GrammarParser {
     const nullable = this.#nullable(rules);
     const edges = leftEdges(rules, (s) => nullable[s] === 1);
     const { component, order } = components(edges);
-    const reachable = this.#reachable(rules, rootId);
+    const reachable = reachableRules(rules, rootId);
     for (let r = 0; r < rules.length; r++) {
       if (reachable[r] === 0) continue;
       for (const edge of edges[r]!) {
@@ -1172,22 +1173,6 @@ class GrammarParser {
         }
       }
     }
-  }
-
-  /** Rules the start rule refers to, directly or not (1), or not at all (0). */
-  #reachable(rules: number[][], rootId: number): Uint8Array {
-    const seen = new Uint8Array(rules.length);
-    const todo = [rootId];
-    seen[rootId] = 1;
-    while (todo.length > 0) {
-      for (const element of rules[todo.pop()!]!) {
-        if (element >= 0 && seen[element] === 0) {
-          seen[element] = 1;
-          todo.push(element);
-        }
-      }
-    }
-    return seen;
   }
 
   /** A cycle r -> s -> ... -> r inside one component, for a message. */

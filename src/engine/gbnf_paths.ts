@@ -36,6 +36,7 @@ import {
   CONTINUATION,
   END,
   type KeyRanges,
+  reachableRules,
   type RuleEdge,
   startsTerminal,
   terminalIndex,
@@ -116,18 +117,7 @@ function withoutTwins(grammar: SearchGrammar): SearchGrammar {
   const merged = rules.map((rule) =>
     rule.map((element) => element >= 0 ? same[element]! : element)
   );
-  const reachable = new Uint8Array(rules.length);
-  const todo = [grammar.root];
-  reachable[grammar.root] = 1;
-  while (todo.length > 0) {
-    for (const element of merged[todo.pop()!]!) {
-      if (element >= 0 && reachable[element] === 0) {
-        reachable[element] = 1;
-        todo.push(element);
-      }
-    }
-  }
-  return { ...grammar, rules: merged, reachable };
+  return { ...grammar, rules: merged, reachable: reachableRules(merged, grammar.root) };
 }
 
 /**

@@ -129,6 +129,32 @@ export function classKeys(
   return complement;
 }
 
+/**
+ * The rules a start rule refers to, directly or not.
+ *
+ * @param rules Element codes of every rule.
+ * @param root The start rule.
+ * @returns Per rule, 1 when reached (the start rule included), else 0.
+ * @example
+ * ```ts
+ * reachableRules([[1, END], [ALT, END], [END]], 0); // Uint8Array [1, 1, 0]
+ * ```
+ */
+export function reachableRules(rules: readonly (readonly number[])[], root: number): Uint8Array {
+  const seen = new Uint8Array(rules.length);
+  const todo = [root];
+  seen[root] = 1;
+  while (todo.length > 0) {
+    for (const element of rules[todo.pop()!]!) {
+      if (element >= 0 && seen[element] === 0) {
+        seen[element] = 1;
+        todo.push(element);
+      }
+    }
+  }
+  return seen;
+}
+
 /** An edge of a graph over rules, as {@link components} reads it. */
 export interface RuleEdge {
   /** The rule the edge leads to. */
