@@ -215,11 +215,8 @@ interface State {
   counts: number[];
 }
 
-/**
- * Places (elements of rule instances) the search may make; past them, a reference enters the
- * rule's instance whose caller is unknown.
- */
-const MAX_PLACES = 50_000;
+/** Places (elements of rule instances) the search may make; more is too complex to bound. */
+const MAX_PLACES = 200_000;
 
 /** States the search may meet; more, and the grammar is too complex to bound. */
 const MAX_STATES = 20_000;
@@ -276,8 +273,6 @@ class StackSearch {
   readonly #placeInstance: number[] = [];
   /** Per rule, its instance with an unknown caller (-1 until made). */
   readonly #unknownCaller: Int32Array;
-  /** Per rule, the first instance made for a reference to it. */
-  readonly #madeFor: (number | undefined)[] = [];
   /** Instances made for references, by the reference's place. */
   readonly #children = new Map<number, number>();
   /** Per place after a terminal, the terminals its stacks reach first, once computed. */
@@ -290,6 +285,8 @@ class StackSearch {
   readonly #singleIds = new Map<number, number>();
   /** Work units spent (see {@link MAX_WORK}). */
   #work = 0;
+  /** Whether the search needed more places than {@link MAX_PLACES}. */
+  #overBudget = false;
 
   /**
    * @param grammar The validated rules.
@@ -366,15 +363,16 @@ class StackSearch {
     if (members === undefined) return this.#unknown(to);
     // Past the budget, an instance made for another reference to the rule stands in: it
     // returns to a place the rule does return to, one of the choices.
-    if (this.#placeInstance.length > MAX_PLACES) return this.#madeFor[to] ?? this.#unknown(to);
+    // Past the budget the search is too complex to bound (an instance made for another
+    // reference would return to the wrong place and hide what follows this one).
+    if (this.#placeInstance.length > MAX_PLACES) {
+      this.#overBudget = true;
+      return this.#unknown(to);
+    }
     let child = this.#children.get(place);
     if (child === undefined) {
       const unit = new Map<number, number>();
-      for (const member of members) {
-        const made = this.#instance(member, place + 1, unit);
-        unit.set(member, made);
-        this.#madeFor[member] ??= made;
-      }
+      for (const member of members) unit.set(member, this.#instance(member, place + 1, unit));
       child = unit.get(to)!;
       this.#children.set(place, child);
     }
@@ -391,11 +389,12 @@ class StackSearch {
       if (paths > worst.paths) worst = { paths, rule };
       if (paths > this.#limit) break;
     }
+    if (this.#tooComplex()) return { paths: Infinity, rule: worst.rule, tooComplex: true };
     return worst;
   }
 
   #tooComplex(): boolean {
-    return this.#states.length > MAX_STATES || this.#work > MAX_WORK;
+    return this.#states.length > MAX_STATES || this.#work > MAX_WORK || this.#overBudget;
   }
 
   /**
@@ -495,6 +494,7 @@ class StackSearch {
         if (startsTerminal(rule[next]!)) continue; // one stack: the next character
         const after = this.#expand(base + next);
         if (this.#overlaps(after)) yield [r, after];
+        if (this.#tooComplex()) return;
       }
     }
   }
@@ -507,6 +507,7 @@ class StackSearch {
       const keys = this.#keysAt(place);
       for (let i = 0; i < keys.length; i += 2) ranges.push([keys[i]!, keys[i + 1]!]);
     }
+    this.#work += ranges.length;
     ranges.sort((a, b) => a[0]! - b[0]!);
     for (let i = 1; i < ranges.length; i++) if (ranges[i]![0]! <= ranges[i - 1]![1]!) return true;
     return false;

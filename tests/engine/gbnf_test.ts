@@ -457,6 +457,24 @@ Deno.test("validateGrammar() bounds the stacks llama.cpp tries per token where t
   const began = performance.now();
   rejection(`root ::= x*\nx ::= ${letters(1000)}`);
   ok(performance.now() - began < 1_000, `${performance.now() - began} ms`);
+  // Ambiguity after a part that spends the search's place budget is not hidden: the search
+  // gives up instead of guessing where the rule returns (600 references to a 100-letter rule).
+  const fill = Array.from({ length: 600 }, (_, i) => `"${String.fromCodePoint(0x100 + i)}" w`);
+  const spent = `root ::= f tail\nf ::= ${fill.join(" | ")}\nw ::= "${"abcdefghij".repeat(10)}"\n` +
+    'tail ::= ("-" | "---")+ "x"';
+  equal(rejection(spent).kind, "too_large");
+  // A big class in each of 1000 alternatives entered after every character: refused in time.
+  const hex = (code: number) => code.toString(16).padStart(8, "0");
+  const classes = Array.from({ length: 1000 }, (_, i) => {
+    const from = 0x10000 + i * 64; // clear of the surrogates
+    return `[\\U${hex(from)}-\\U${hex(from + 49)}]`;
+  });
+  const started2 = performance.now();
+  equal(
+    rejection(`root ::= "abcdefghijkl" x* "y"\nx ::= ${classes.join(" | ")}`).kind,
+    "too_large",
+  );
+  ok(performance.now() - started2 < 2_000, `${performance.now() - started2} ms`);
   // Runs of letters are short in vocabularies: a word grammar that splits them many ways is fine.
   validateGrammar('root ::= ([A-Za-z]+ " "?)*');
   // The limit is the caller's.
