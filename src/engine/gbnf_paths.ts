@@ -26,6 +26,15 @@
  * match (`r ::= "a" r "x"? | "b"`) gains a way to match the same character with every nested
  * call, with no bound: that is reported as unbounded.
  *
+ * Known gaps, found by crafting grammars against it (each stalls llama.cpp yet passes):
+ * - past the end of a rule that recurses other than at its end, stacks are a choice kept as
+ *   the most per terminal, so parses that meet again count once (`(q | q q)* "x"` with
+ *   `q ::= " " | "(" q ")"`); the choice should be a maximum across callers only;
+ * - a long run is bounded by its costliest {@link SEARCH_WINDOW} characters, so a steady cost
+ *   just under the limit adds up over 128 (`x*` over 140 one-character alternatives);
+ * - searches start only where two stacks match the same character, so a large fan-out that a
+ *   repetition re-enters behind a literal prefix is never started from.
+ *
  * @module
  */
 
