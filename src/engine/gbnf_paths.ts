@@ -265,7 +265,6 @@ class StackSearch {
   readonly #terminals: readonly KeyRanges[];
   readonly #limit: number;
   readonly #root: number;
-  readonly #reachable: Uint8Array;
   /** Per rule, the places after the references to it: holder rule and index. */
   readonly #sites: { holder: number; next: number }[][];
   /** Per rule, its rules that are copied together (see {@link #child}), or none if shared. */
@@ -307,7 +306,6 @@ class StackSearch {
     this.#terminals = grammar.terminals;
     this.#limit = limit;
     this.#root = grammar.root;
-    this.#reachable = reachable;
     this.#unknownCaller = new Int32Array(rules.length).fill(-1);
     this.#sites = rules.map(() => []);
     const references: RuleEdge[][] = rules.map(() => []);
