@@ -6,34 +6,32 @@
  * walks that multiply with every character: `("a"?){128} "b"` reads `aaaa` in C(128, 4) ways,
  * and a server serving it spends seconds to hours per token.
  *
- * The bound simulates those walks on the grammar alone. From the start rule's start and from
+ * The bound simulates those walks on the grammar alone. From the start rule's start, from
  * every place after a terminal where two stacks can match the same character (elsewhere one
- * stack goes on as one), it follows the parse stacks as a multiset of terminals, one character
- * at a time, trying every character that some stack matches. A stack costs one try (llama.cpp
- * scans its candidates once per stack and character) and its advance (llama.cpp rebuilds the
- * stacks that follow and compares each with those built before it). The bound is the largest
- * cost over {@link SEARCH_WINDOW} characters in a row: those of a token's start, and those of
- * any stretch of a run of one space or punctuation mark up to {@link RUN_WINDOW} long (the runs
- * vocabularies hold, on which slowly growing ambiguity adds up). Identical searches are shared,
- * so an unambiguous grammar costs little more than a look at each place.
+ * stack goes on as one), and from every place whose stacks cost much on their own, it follows
+ * the parse stacks as a multiset of terminals, one character at a time, trying every character
+ * that some stack matches. A stack costs one try (llama.cpp scans its candidates once per stack
+ * and character) and its advance (llama.cpp rebuilds the stacks that follow and compares each
+ * with those built before it, whether a candidate matched or not). The bound is the largest
+ * cost over {@link SEARCH_WINDOW} characters in a row from a token's start, or over a whole run
+ * of one character of those that vocabularies hold long runs of (up to {@link RUN_WINDOW}), on
+ * which slowly growing ambiguity, or a steady cost, adds up. Identical searches are shared, so
+ * an unambiguous grammar costs little more than a look at each place.
  *
  * Stacks are kept as their terminal and an instance of its rule that knows where the rule
- * returns to, made as the search enters a reference, for every rule that refers back to
- * itself at most as its last item (`x*` becomes `x' ::= x x' |`). A search starts in an
- * instance whose caller is unknown, as does a rule that recurs otherwise: their end leads to
- * the place after one of their references, a choice, counted as the most any one of them
- * leads to. A rule whose end leads back into itself through callers that still have items to
- * match (`r ::= "a" r "x"? | "b"`) gains a way to match the same character with every nested
- * call, with no bound: that is reported as unbounded.
+ * returns to, made as the search enters a reference (see {@link Unit}). A call that recurs other
+ * than at the rule's end (`q ::= "(" q ")"`) gets its own instance once per reference within
+ * each call from outside its rules, so a stack returns from it to the right place in the
+ * right rule, and deeper nestings share those instances (each return still leads to the right
+ * place of its rule). A rule whose end leads back into itself through callers that still have
+ * items to match (`r ::= "a" r "x"? | "b"`) gains a way to match the same character with every
+ * nested call, with no bound: that is reported as unbounded.
  *
- * Known gaps, found by crafting grammars against it (each stalls llama.cpp yet passes):
- * - past the end of a rule that recurses other than at its end, stacks are a choice kept as
- *   the most per terminal, so parses that meet again count once (`(q | q q)* "x"` with
- *   `q ::= " " | "(" q ")"`); the choice should be a maximum across callers only;
- * - a long run is bounded by its costliest {@link SEARCH_WINDOW} characters, so a steady cost
- *   just under the limit adds up over 128 (`x*` over 140 one-character alternatives);
- * - searches start only where two stacks match the same character, so a large fan-out that a
- *   repetition re-enters behind a literal prefix is never started from.
+ * Known gaps: llama.cpp stops checking a candidate once one stack accepts it, which the bound
+ * ignores, so grammars whose runs of spaces split many ways but almost every token is accepted
+ * early (`ws field ws` with `ws ::= " "*` and fields that take spaces) are refused although they
+ * cost little; and a stack that returns through two or more nested recursive calls within one
+ * window goes on where the first such call returns.
  *
  * @module
  */
@@ -191,17 +189,7 @@ function matchesSomething(rules: readonly (readonly number[])[]): Uint8Array {
 }
 
 /** Parse stacks by terminal place (flat index): how many are there. */
-type Counts = Map<number, number>;
-
-/**
- * Parse stacks: those surely there (with repeats), and those past the end of a rule
- * referenced from several places, where the real stack goes on after one of them only. The
- * latter are counted as a choice: the most that any one source leads to, never a sum.
- */
-interface Stacks {
-  certain: Counts;
-  chosen: Counts;
-}
+type Stacks = Map<number, number>;
 
 /** A multiset of stacks the search met, with its weights divided by their common factor. */
 interface State {
@@ -224,6 +212,22 @@ interface State {
   counts: number[];
 }
 
+/**
+ * Instances of the rules of one component of the reference graph that return to the same place:
+ * a rule's tail call to another of its component (`x' ::= x x' |`) enters the instance of the
+ * callee here, since its end leads where the caller's does.
+ */
+interface Unit {
+  /** The place the instances' end leads to, or -1: the end of generation. */
+  exit: number;
+  /** Its instances by rule, made as references reach them. */
+  members: Map<number, number>;
+  /** The unit entered from outside the component that this one nests in; none if it is one. */
+  family: Unit | undefined;
+  /** In a unit entered from outside: the units of the calls that recur in it, by reference. */
+  nested: Map<number, Unit>;
+}
+
 /** Places (elements of rule instances) the search may make; more is too complex to bound. */
 const MAX_PLACES = 200_000;
 
@@ -234,18 +238,19 @@ const MAX_STATES = 20_000;
  * Characters a run of one of {@link LONG_RUNS} is followed for: vocabularies hold tokens of up
  * to about 128 spaces, dashes or slashes, and a grammar whose ways to match such a run grow
  * slowly at first (`(" " | "  ")*`) costs llama.cpp hours on them while 8 characters look
- * harmless.
+ * harmless; one whose stacks stay many but do not grow costs them on every character of it.
  */
 const RUN_WINDOW = 128;
 
 /**
- * The characters vocabularies hold long runs of (whitespace and ASCII punctuation), as keys.
- * Runs of letters, digits and other characters are followed for {@link SEARCH_WINDOW} only:
- * tokens repeat those a few times at most, and a word grammar such as `([a-z]+ ?)+` would
- * otherwise count ways to split a run of letters that no token has.
+ * The characters vocabularies hold long runs of, as keys: whitespace and the punctuation that
+ * Qwen2's, Llama 3's, DeepSeek Coder's and StarCoder's tokens repeat more than 8 times (up to
+ * 256 spaces, 128 dashes, 96 slashes). Runs of letters, digits, brackets, quotes and other
+ * characters are followed for {@link SEARCH_WINDOW} only: tokens repeat those 16 times at most
+ * (StarCoder), most 3 to 5 times, and a word grammar such as `([a-z]+ ?)+` would otherwise count
+ * ways to split a run of letters that no token has.
  */
-const LONG_RUNS: readonly number[] = [..." \t\n\r-=_*#/.~+`'\"<>|\\:;!?,^()[]{}@$%&"]
-  .map((c) => c.codePointAt(0)!);
+const LONG_RUNS: readonly number[] = [..." \t\n-=_*#/.~+%;:?!^"].map((c) => c.codePointAt(0)!);
 
 /**
  * How many of llama.cpp's stack comparisons (when it drops repeated stacks in an advance) cost
@@ -265,24 +270,20 @@ class StackSearch {
   readonly #terminals: readonly KeyRanges[];
   readonly #limit: number;
   readonly #root: number;
-  /** Per rule, the places after the references to it: holder rule and index. */
-  readonly #sites: { holder: number; next: number }[][];
-  /** Per rule, its rules that are copied together (see {@link #child}), or none if shared. */
-  readonly #units: (readonly number[] | undefined)[];
+  /** Per rule, its component of the reference graph. */
+  readonly #component: Int32Array;
+  /** Per rule, the index of its first element among all rules' elements. */
+  readonly #ruleStart: number[] = [];
   /** Per instance: its rule. */
   readonly #instanceRule: number[] = [];
   /** Per instance: the flat index of its first element. */
   readonly #instanceBase: number[] = [];
-  /** Per instance: the place its end leads to, or -1 where the caller is unknown. */
-  readonly #instanceExit: number[] = [];
-  /** Per instance: the instances of its unit, by rule. */
-  readonly #instanceUnit: (Map<number, number> | undefined)[] = [];
+  /** Per instance: its unit. */
+  readonly #instanceUnit: Unit[] = [];
   /** The instance of each flat place. */
   readonly #placeInstance: number[] = [];
-  /** Per rule, its instance with an unknown caller (-1 until made). */
-  readonly #unknownCaller: Int32Array;
-  /** Instances made for references, by the reference's place. */
-  readonly #children = new Map<number, number>();
+  /** Units entered by references (other than tail calls within a unit), by the reference's place. */
+  readonly #children = new Map<number, Unit>();
   /** Per place after a terminal, the terminals its stacks reach first, once computed. */
   readonly #expansions = new Map<number, Stacks>();
   readonly #states: State[] = [];
@@ -301,89 +302,64 @@ class StackSearch {
    * @param limit The count past which the search stops.
    */
   constructor(grammar: SearchGrammar, limit: number) {
-    const { rules, reachable } = grammar;
+    const { rules } = grammar;
     this.#rules = rules;
     this.#terminals = grammar.terminals;
     this.#limit = limit;
     this.#root = grammar.root;
-    this.#unknownCaller = new Int32Array(rules.length).fill(-1);
-    this.#sites = rules.map(() => []);
-    const references: RuleEdge[][] = rules.map(() => []);
-    for (let r = 0; r < rules.length; r++) {
-      const rule = rules[r]!;
-      for (let i = 0; i < rule.length; i++) {
-        const to = rule[i]!;
-        if (to < 0) continue;
-        references[r]!.push({ to });
-        if (reachable[r] === 1) this.#sites[to]!.push({ holder: r, next: i + 1 });
-      }
-    }
-    // Rules that refer to each other (or themselves) only as their last item are copied as
-    // a unit: within it no stack returns anywhere but to the unit's caller.
-    const { component, order } = components(references);
-    const shared = new Uint8Array(order.length);
-    for (let r = 0; r < rules.length; r++) {
-      const rule = rules[r]!;
-      for (let i = 0; i < rule.length; i++) {
-        const to = rule[i]!;
-        const last = rule[i + 1] === ALT || rule[i + 1] === END;
-        if (to >= 0 && !last && component[to] === component[r]) shared[component[r]!] = 1;
-      }
-    }
-    this.#units = rules.map((_, r) =>
-      shared[component[r]!] === 1 ? undefined : order[component[r]!]!
+    const references: RuleEdge[][] = rules.map((rule) =>
+      rule.filter((element) => element >= 0).map((to) => ({ to }))
     );
+    this.#component = Int32Array.from(components(references).component);
+    let start = 0;
+    for (const rule of rules) {
+      this.#ruleStart.push(start);
+      start += rule.length;
+    }
   }
 
-  /** A new instance of a rule whose end leads to `exit` (-1: unknown). */
-  #instance(rule: number, exit: number, unit: Map<number, number> | undefined): number {
-    const id = this.#instanceRule.length;
-    this.#instanceRule.push(rule);
-    this.#instanceBase.push(this.#placeInstance.length);
-    this.#instanceExit.push(exit);
-    this.#instanceUnit.push(unit);
-    for (let i = 0; i < this.#rules[rule]!.length; i++) this.#placeInstance.push(id);
-    return id;
-  }
-
-  /** The instance of a rule whose caller is unknown (made with the rest of its unit). */
-  #unknown(rule: number): number {
-    let id = this.#unknownCaller[rule]!;
-    if (id < 0) {
-      const members = this.#units[rule];
-      const unit = members === undefined ? undefined : new Map<number, number>();
-      for (const member of members ?? [rule]) {
-        const made = this.#instance(member, -1, unit);
-        unit?.set(member, made);
-        this.#unknownCaller[member] = made;
-      }
-      id = this.#unknownCaller[rule]!;
+  /** The instance of a rule in a unit, made on first use. */
+  #member(unit: Unit, rule: number): number {
+    let id = unit.members.get(rule);
+    if (id === undefined) {
+      id = this.#instanceRule.length;
+      this.#instanceRule.push(rule);
+      this.#instanceBase.push(this.#placeInstance.length);
+      this.#instanceUnit.push(unit);
+      for (let i = 0; i < this.#rules[rule]!.length; i++) this.#placeInstance.push(id);
+      unit.members.set(rule, id);
     }
     return id;
   }
 
-  /** The instance a reference (to rule `to`, at a place of an instance) enters. */
+  /**
+   * The instance a reference (to rule `to`, at a place of an instance) enters: for a tail call
+   * within the instance's component, the callee's in the same unit; else that of a unit that
+   * returns to the place after the reference. A call from outside the component gets a unit of
+   * its own (its family); a call within it that recurs otherwise (`q ::= "(" q ")"`) gets one
+   * unit per reference of the rules in each family, which deeper nestings share, so that the
+   * number of instances stays that of the references however deep the search reads.
+   */
   #child(instance: number, place: number, to: number): number {
-    const sibling = this.#instanceUnit[instance]?.get(to);
-    if (sibling !== undefined) return sibling; // a tail reference within a unit
-    const members = this.#units[to];
-    if (members === undefined) return this.#unknown(to);
-    // Past the budget, an instance made for another reference to the rule stands in: it
-    // returns to a place the rule does return to, one of the choices.
-    // Past the budget the search is too complex to bound (an instance made for another
-    // reference would return to the wrong place and hide what follows this one).
-    if (this.#placeInstance.length > MAX_PLACES) {
-      this.#overBudget = true;
-      return this.#unknown(to);
-    }
-    let child = this.#children.get(place);
+    const { rule, index } = this.#at(place);
+    const unit = this.#instanceUnit[instance]!;
+    const next = this.#rules[rule]![index + 1];
+    const within = this.#component[to] === this.#component[rule];
+    if (within && (next === ALT || next === END)) return this.#member(unit, to);
+    const children = within ? (unit.family ?? unit).nested : this.#children;
+    const key = within ? this.#ruleStart[rule]! + index : place;
+    let child = children.get(key);
     if (child === undefined) {
-      const unit = new Map<number, number>();
-      for (const member of members) unit.set(member, this.#instance(member, place + 1, unit));
-      child = unit.get(to)!;
-      this.#children.set(place, child);
+      if (this.#placeInstance.length > MAX_PLACES) {
+        // Too complex to bound: the search ends, and any instance will do until it does.
+        this.#overBudget = true;
+        return instance;
+      }
+      const family = within ? unit.family ?? unit : undefined;
+      child = { exit: place + 1, members: new Map(), family, nested: new Map() };
+      children.set(key, child);
     }
-    return child;
+    return this.#member(child, to);
   }
 
   /** The largest count over the starts (the first past the limit stops the search). */
@@ -405,11 +381,11 @@ class StackSearch {
   }
 
   /**
-   * The costliest {@link SEARCH_WINDOW} characters in a row of a run of one character from a
-   * state (each character its stacks match, repeated up to {@link RUN_WINDOW} times if
-   * vocabularies hold long runs of it): where the stacks matching such a run keep multiplying
-   * (`(" " | "  ")*`, `("-"*){6}`), the long runs cost llama.cpp hours although their first 8
-   * characters look harmless. A run whose stacks stay as many costs no more per 8 characters.
+   * The costliest characters in a row of a run of one character from a state (each character
+   * its stacks match): the costliest {@link SEARCH_WINDOW} of them, or, where vocabularies hold
+   * long runs of it, the whole run up to {@link RUN_WINDOW}. Where the stacks matching such a run
+   * keep multiplying (`(" " | "  ")*`, `("-"*){6}`), or stay many, the long runs cost llama.cpp
+   * seconds to hours although their first 8 characters look harmless.
    */
   #longestRun(id: number): number {
     this.#count(id, 2); // its successors, with the characters they follow
@@ -419,11 +395,11 @@ class StackSearch {
       let factor = 1;
       const costs: number[] = [];
       let window = 0; // the last SEARCH_WINDOW costs' sum
-      const length = LONG_RUNS.includes(key) ? RUN_WINDOW : SEARCH_WINDOW;
-      for (let step = 0; step < length; step++) {
+      const long = LONG_RUNS.includes(key);
+      for (let step = 0; step < (long ? RUN_WINDOW : SEARCH_WINDOW); step++) {
         const cost = factor * this.#states[state]!.cost;
         costs.push(cost);
-        window += cost - (costs[step - SEARCH_WINDOW] ?? 0);
+        window = long ? window + cost : window + cost - (costs[step - SEARCH_WINDOW] ?? 0);
         most = Math.max(most, window);
         const next = this.#on(state, key);
         if (next === undefined || most > this.#limit || this.#tooComplex()) break;
@@ -477,7 +453,8 @@ class StackSearch {
    * search starts from the places of the referring rule).
    */
   *#starts(): Generator<[number, Stacks]> {
-    const root = this.#unknown(this.#root);
+    const unit = { exit: -1, members: new Map(), family: undefined, nested: new Map() };
+    const root = this.#member(unit, this.#root);
     yield [this.#root, this.#advance(root, -1)];
     const met = new Set([this.#root]);
     const todo = [root];
@@ -495,21 +472,24 @@ class StackSearch {
           }
           continue;
         }
-        // Stacks that no character matches two of go on as one: the count only multiplies
-        // from places where some character matches several, so the searches start there.
+        // Stacks that no character matches two of go on as one, and cost what each costs: the
+        // count only multiplies from places where some character matches several, and stacks
+        // that cost little add little until they meet such a place, where a search starts.
         const next = this.#next(r, i);
         if (startsTerminal(rule[next]!)) continue; // one stack: the next character
         const after = this.#expand(base + next);
-        if (this.#overlaps(after)) yield [r, after];
+        if (this.#overlaps(after) || this.#cost(after) > this.#limit / SEARCH_WINDOW / 2) {
+          yield [r, after];
+        }
         if (this.#tooComplex()) return;
       }
     }
   }
 
   /** Whether some character matches two of the stacks (or a stack is there twice). */
-  #overlaps({ certain, chosen }: Stacks): boolean {
+  #overlaps(stacks: Stacks): boolean {
     const ranges: number[][] = [];
-    for (const [place, weight] of [...certain, ...chosen]) {
+    for (const [place, weight] of stacks) {
       if (weight > 1) return true;
       const keys = this.#keysAt(place);
       for (let i = 0; i < keys.length; i += 2) ranges.push([keys[i]!, keys[i + 1]!]);
@@ -530,45 +510,58 @@ class StackSearch {
     return interned;
   }
 
-  #internNew({ certain, chosen }: Stacks): { state: number; factor: number } {
-    if (chosen.size === 0 && certain.size === 1) {
-      const [place, weight] = certain.entries().next().value!;
+  #internNew(stacks: Stacks): { state: number; factor: number } {
+    if (stacks.size === 1) {
+      const [place, weight] = stacks.entries().next().value!;
       let state = this.#singleIds.get(place);
       if (state === undefined) {
         state = this.#states.length;
-        const stacks = { certain: new Map([[place, 1]]), chosen: new Map() };
-        const cost = this.#stackCost(place);
-        this.#states.push({ stacks, cost, next: undefined, byKey: undefined, counts: [] });
+        const one = new Map([[place, 1]]);
+        this.#states.push({
+          stacks: one,
+          cost: this.#cost(one),
+          next: undefined,
+          byKey: undefined,
+          counts: [],
+        });
         this.#singleIds.set(place, state);
       }
       return { state, factor: weight };
     }
     let factor = 0;
-    for (const weight of certain.values()) factor = gcd(factor, weight);
-    for (const weight of chosen.values()) factor = gcd(factor, weight);
+    for (const weight of stacks.values()) factor = gcd(factor, weight);
     if (factor === 0) factor = 1;
-    const key = `${countsKey(certain, factor)}|${countsKey(chosen, factor)}`;
+    const key = stacksKey(stacks, factor);
     let state = this.#stateIds.get(key);
     if (state === undefined) {
       state = this.#states.length;
-      const divided = (counts: Counts) =>
-        factor === 1 ? counts : new Map([...counts].map(([p, w]) => [p, w / factor]));
-      const stacks = { certain: divided(certain), chosen: divided(chosen) };
-      let cost = 0;
-      for (const [place, weight] of stacks.certain) cost += weight * this.#stackCost(place);
-      for (const [place, weight] of stacks.chosen) cost += weight * this.#stackCost(place);
-      this.#states.push({ stacks, cost, next: undefined, byKey: undefined, counts: [] });
+      const divided = factor === 1
+        ? stacks
+        : new Map([...stacks].map(([place, weight]) => [place, weight / factor]));
+      this.#states.push({
+        stacks: divided,
+        cost: this.#cost(divided),
+        next: undefined,
+        byKey: undefined,
+        counts: [],
+      });
       this.#stateIds.set(key, state);
     }
     return { state, factor };
   }
 
+  /** The stacks' cost for one character (see {@link State.cost}). */
+  #cost(stacks: Stacks): number {
+    let cost = 0;
+    for (const [place, weight] of stacks) cost += weight * this.#stackCost(place);
+    return cost;
+  }
+
   /** A stack's cost for one character: tried once, and its advance (see {@link State.cost}). */
   #stackCost(place: number): number {
     if (this.#keysAt(place).length === 0) return 1;
-    const { certain, chosen } = this.#expand(this.#placeAfter(place));
-    let built = chosen.size;
-    for (const count of certain.values()) built += count;
+    let built = 0;
+    for (const count of this.#expand(this.#placeAfter(place)).values()) built += count;
     return 1 + (built > 1 ? (built * built) / ADVANCE_COMPARISONS_PER_STACK : 0);
   }
 
@@ -577,10 +570,9 @@ class StackSearch {
    * after it.
    */
   *#successors(stacks: Stacks): Generator<[number, Stacks]> {
-    const { certain, chosen } = stacks;
-    if (chosen.size === 0 && certain.size === 1) {
+    if (stacks.size === 1) {
       // One stack (its weight is 1 once divided): what follows its terminal, if it matches.
-      const [place, weight] = certain.entries().next().value!;
+      const [place, weight] = stacks.entries().next().value!;
       const keys = this.#keysAt(place);
       if (weight === 1) {
         if (keys.length > 0) {
@@ -590,12 +582,12 @@ class StackSearch {
       }
     }
     const bounds = new Set<number>();
-    for (const place of [...certain.keys(), ...chosen.keys()]) {
+    for (const place of stacks.keys()) {
       const keys = this.#keysAt(place);
       for (let i = 0; i < keys.length; i += 2) bounds.add(keys[i]!).add(keys[i + 1]! + 1);
     }
     const cuts = [...bounds].sort((a, b) => a - b);
-    this.#work += cuts.length * (certain.size + chosen.size);
+    this.#work += cuts.length * stacks.size;
     if (this.#tooComplex()) return;
     const seen = new Set<string>();
     for (let c = 0; c + 1 < cuts.length; c++) {
@@ -608,35 +600,25 @@ class StackSearch {
     }
   }
 
-  /** The stacks that match a character: certain places, then chosen ones as -1 - place. */
-  #matched({ certain, chosen }: Stacks, key: number): number[] {
+  /** The places of the stacks that match a character. */
+  #matched(stacks: Stacks, key: number): number[] {
     const matched: number[] = [];
-    for (const place of certain.keys()) if (matches(this.#keysAt(place), key)) matched.push(place);
-    for (const place of chosen.keys()) {
-      if (matches(this.#keysAt(place), key)) matched.push(-1 - place);
-    }
+    for (const place of stacks.keys()) if (matches(this.#keysAt(place), key)) matched.push(place);
     return matched;
   }
 
   /** The stacks after the matched ones advance past their terminals. */
-  #advanceMatched({ certain, chosen }: Stacks, matched: readonly number[]): Stacks {
-    const only = matched.length === 1 ? matched[0]! : undefined;
-    if (only !== undefined && only >= 0 && certain.get(only) === 1) {
-      return this.#expand(this.#placeAfter(only)); // shared, so its state is found at once
+  #advanceMatched(stacks: Stacks, matched: readonly number[]): Stacks {
+    if (matched.length === 1 && stacks.get(matched[0]!) === 1) {
+      return this.#expand(this.#placeAfter(matched[0]!)); // shared, so its state is found at once
     }
-    const next: Stacks = { certain: new Map(), chosen: new Map() };
-    for (const entry of matched) {
-      const isChosen = entry < 0;
-      const place = isChosen ? -1 - entry : entry;
-      const weight = (isChosen ? chosen : certain).get(place)!;
+    const next: Stacks = new Map();
+    for (const place of matched) {
+      const weight = stacks.get(place)!;
       const expansion = this.#expand(this.#placeAfter(place));
-      this.#work += expansion.certain.size + expansion.chosen.size;
-      for (const [terminal, count] of expansion.certain) {
-        if (isChosen) choose(next.chosen, terminal, weight * count);
-        else next.certain.set(terminal, (next.certain.get(terminal) ?? 0) + weight * count);
-      }
-      for (const [terminal, count] of expansion.chosen) {
-        choose(next.chosen, terminal, weight * count);
+      this.#work += expansion.size;
+      for (const [terminal, count] of expansion) {
+        next.set(terminal, (next.get(terminal) ?? 0) + weight * count);
       }
     }
     return next;
@@ -673,6 +655,7 @@ class StackSearch {
     let expansion = this.#expansions.get(place);
     if (expansion === undefined) {
       expansion = this.#advance(this.#placeInstance[place]!, place);
+      this.#work += expansion.size;
       this.#expansions.set(place, expansion);
     }
     return expansion;
@@ -682,16 +665,15 @@ class StackSearch {
    * The terminals a stack continuing at a place of an instance reaches first (`from` < 0: at
    * the start of each alternative of the instance's rule), as llama.cpp advances it: through
    * references into their alternatives (each instance once), and at the end of an alternative
-   * to where the instance's rule returns (each instance once; the start rule's end is the end
-   * of generation). Where the caller is unknown, the places after the rule's references are
-   * a choice.
+   * to where the instance returns (each instance once; the start rule's end is the end of
+   * generation).
    */
   #advance(instance: number, from: number): Stacks {
-    const stacks: Stacks = { certain: new Map(), chosen: new Map() };
+    const stacks: Stacks = new Map();
     const entered = new Set<number>();
     const exited = new Set<number>();
-    const todo: { place: number; chosen: boolean }[] = [];
-    const enter = (instance: number, chosen: boolean) => {
+    const todo: number[] = [];
+    const enter = (instance: number) => {
       if (entered.has(instance)) return;
       entered.add(instance);
       const base = this.#instanceBase[instance]!;
@@ -699,49 +681,34 @@ class StackSearch {
       let start = 0;
       for (let i = 0; i < elements.length; i++) {
         if (elements[i] !== ALT && elements[i] !== END) continue;
-        todo.push({ place: base + start, chosen });
+        todo.push(base + start);
         start = i + 1;
       }
     };
-    if (from < 0) enter(instance, false);
-    else todo.push({ place: from, chosen: false });
+    if (from < 0) enter(instance);
+    else todo.push(from);
     while (todo.length > 0) {
-      const { place, chosen } = todo.pop()!;
+      const place = todo.pop()!;
       const { instance, rule, index } = this.#at(place);
       const element = this.#rules[rule]![index]!;
-      if (startsTerminal(element)) {
-        if (chosen) stacks.chosen.set(place, 1);
-        else stacks.certain.set(place, (stacks.certain.get(place) ?? 0) + 1);
-      } else if (element >= 0) enter(this.#child(instance, place, element), chosen);
+      if (startsTerminal(element)) stacks.set(place, (stacks.get(place) ?? 0) + 1);
+      else if (element >= 0) enter(this.#child(instance, place, element));
       else if (!exited.has(instance)) {
         exited.add(instance);
-        const exit = this.#instanceExit[instance]!;
-        if (exit >= 0) {
-          todo.push({ place: exit, chosen });
-          continue;
-        }
-        const sites = this.#sites[rule]!;
-        const choice = chosen || sites.length + (rule === this.#root ? 1 : 0) > 1;
-        for (const { holder, next } of sites) {
-          todo.push({ place: this.#instanceBase[this.#unknown(holder)]! + next, chosen: choice });
-        }
+        const { exit } = this.#instanceUnit[instance]!;
+        if (exit >= 0) todo.push(exit);
       }
     }
     return stacks;
   }
 }
 
-/** The counts divided by a factor, in order of place, as text. */
-function countsKey(counts: Counts, factor: number): string {
-  const places = [...counts.keys()].sort((a, b) => a - b);
+/** The stacks with their weights divided by a factor, in order of place, as text. */
+function stacksKey(stacks: Stacks, factor: number): string {
+  const places = [...stacks.keys()].sort((a, b) => a - b);
   let key = "";
-  for (const place of places) key += `${place}*${counts.get(place)! / factor},`;
+  for (const place of places) key += `${place}*${stacks.get(place)! / factor},`;
   return key;
-}
-
-/** Keeps the larger count of a chosen terminal. */
-function choose(chosen: Counts, place: number, count: number): void {
-  if (count > (chosen.get(place) ?? 0)) chosen.set(place, count);
 }
 
 /** A key of `[from, to)` to follow a run of: one with long runs if there is one, else `from`. */

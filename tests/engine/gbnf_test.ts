@@ -11,6 +11,7 @@ import {
 } from "../../src/engine/gbnf.ts";
 import { Llama, Model, Sampler } from "../../src/ffi/mod.ts";
 import { fixtureModel, llamaSourceDir } from "../fixtures/models.ts";
+import { RECURSIVE_GRAMMARS } from "../fixtures/recursive_grammars.ts";
 import { skipBecause } from "../helpers.ts";
 
 /** llama.cpp's `grammars/` folder: in the source tree the fixtures use, or the build cache. */
@@ -420,7 +421,8 @@ Deno.test("validateGrammar() bounds the parse stacks llama.cpp searches at once"
 Deno.test("validateGrammar() bounds the stacks llama.cpp tries per token where text matches many ways", () => {
   // One stack per character where the grammar is not ambiguous.
   equal(validateGrammar("root ::= [a-z]*").searchPaths, 8);
-  equal(validateGrammar('root ::= " "{0,400} "b"').searchPaths, 17); // " " and "b" each time
+  // " " and "b" each time, over the whole of a run of spaces as long as vocabularies hold.
+  equal(validateGrammar('root ::= " "{0,400} "b"').searchPaths, 258);
   // Optional items in a row: n spaces match C(N, n) ways. 12 are within, 24 are not.
   ok(validateGrammar('root ::= ("a"?){12} "b"').searchPaths <= 100_000);
   const tooMany =
@@ -451,8 +453,6 @@ Deno.test("validateGrammar() bounds the stacks llama.cpp tries per token where t
   assertRejected(`root ::= (${lengths})* "x"`, "too_large", "1:1", tooMany);
   // A repetition that enters 250 alternatives after every character: llama.cpp rebuilds them all
   // for each stack it tries and compares each with those built before (0.46 s per token).
-  const letters = (count: number) =>
-    Array.from({ length: count }, (_, i) => `"${String.fromCodePoint(0x100 + i)}"`).join(" | ");
   assertRejected(`root ::= x*\nx ::= ${letters(250)}`, "too_large", "1:1", tooMany);
   const began = performance.now();
   rejection(`root ::= x*\nx ::= ${letters(1000)}`);
@@ -533,6 +533,43 @@ Deno.test("GrammarError is an invalid_request GenerationError, so the server ans
   equal(error.name, "GrammarError");
   deepEqual(error.position, { line: 1, column: 13 });
 });
+
+Deno.test("validateGrammar() counts ways behind recursive rules, over whole runs, and where stacks fan out alone", () => {
+  // Each passed an earlier version of the check and then stalled a server on qwen2 (no token in
+  // 30 s or more, /health dead, or 3-5 s per token).
+  const tooMany = /more than 100000 parse stacks to check one token from rule 'root'/;
+  // A rule that recurs other than at its end, called from several places of a repetition: each
+  // call returns to its own place, and the ways to split a run of spaces add up.
+  const nested = 'q ::= " " | "(" q ")"';
+  assertRejected(`root ::= (q | q q)* "x"\n${nested}`, "too_large", "1:1", tooMany);
+  assertRejected(`root ::= (q | "  ")* "x"\n${nested}`, "too_large", "1:1", tooMany);
+  assertRejected('root ::= (q | "---")+ "x"\nq ::= "-" | "(" q ")"', "too_large", "1:1", tooMany);
+  // 140 alternatives that a repetition enters again after every space: a steady cost per
+  // character, under the limit over 8 of them, 4.9 s per token over runs of 128 spaces.
+  assertRejected(`root ::= x* "y"\nx ::= ${letters(140)} | " "`, "too_large", "1:1", tooMany);
+  // 300 alternatives entered after every character behind a prefix: no two stacks ever match the
+  // same character, but each is rebuilt and compared for every stack (124 ms per token).
+  assertRejected(
+    `root ::= "abcdefghijkl" x* "y"\nx ::= ${letters(300)}`,
+    "too_large",
+    "1:1",
+    tooMany,
+  );
+  // Languages whose rules nest (blocks, parentheses, subqueries, lists) pass, in little time.
+  for (const [name, grammar] of RECURSIVE_GRAMMARS) {
+    const started = performance.now();
+    const { searchPaths } = validateGrammar(grammar);
+    const took = performance.now() - started;
+    ok(searchPaths < 10_000 && took < 1_000, `${name}: ${searchPaths} stacks, ${took} ms`);
+  }
+});
+
+/** `count` alternatives of one character each, from U+0100 on (none in a long run). */
+function letters(count: number): string {
+  return Array.from({ length: count }, (_, i) => `"${String.fromCodePoint(0x100 + i)}"`).join(
+    " | ",
+  );
+}
 
 /** A deterministic generator of grammar mutations: inserts, deletes and duplicated slices. */
 function mutations(seeds: readonly string[], count: number, seed: number): string[] {
