@@ -60,6 +60,9 @@ export function embeddedLibraryFiles(libDir: string): string[] {
 /** The template renderer's worker module, which `deno compile` must be told to embed. */
 export const TEMPLATE_WORKER = "src/engine/template_worker_main.ts";
 
+/** The grammar checks' worker module (`src/engine/grammar_worker.ts`), embedded the same way. */
+export const GRAMMAR_WORKER = "src/engine/grammar_worker_main.ts";
+
 /** The decode thread's worker module (`src/ffi/decode_thread.ts`), embedded the same way. */
 export const DECODE_WORKER = "src/ffi/decode_thread_main.ts";
 
@@ -88,9 +91,11 @@ export function compileArgs(root: string, flavour: string, output: string, targe
     "--include",
     relative(root, join(libDir, LIBRARY_SUMS)),
     // Workers are not embedded unless named: the chat template renderer runs in one, and so
-    // does the decode thread.
+    // do the grammar checks and the decode thread.
     "--include",
     TEMPLATE_WORKER,
+    "--include",
+    GRAMMAR_WORKER,
     "--include",
     DECODE_WORKER,
     // The chat page, built by buildWebui() just before.

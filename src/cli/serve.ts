@@ -46,6 +46,7 @@ import {
 } from "./flags.ts";
 import { describePlan } from "../engine/multi_gpu_plan.ts";
 import type { PoolingName } from "../engine/embedder.ts";
+import { keepGrammarWorkerWarm } from "../engine/grammar_worker.ts";
 import { keepTemplateWorkersWarm } from "../engine/template_worker.ts";
 
 /** Usage text of `shimmy serve`. */
@@ -632,8 +633,10 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
       ...(options.chatTemplateKwargs ? { chatTemplateKwargs: options.chatTemplateKwargs } : {}),
     },
   };
-  // Chat turns come seconds or minutes apart: their template workers stay warm while serving.
+  // Chat turns and new grammars come seconds or minutes apart: their workers stay warm while
+  // serving.
   using _templates = keepTemplateWorkersWarm();
+  using _grammars = keepGrammarWorkerWarm();
   let server: GuardedServer;
   try {
     server = listen(options.bind, options, createApp(ctx));

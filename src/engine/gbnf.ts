@@ -143,6 +143,8 @@ export interface GrammarPosition {
 export class GrammarError extends GenerationError {
   /** Which check failed. */
   readonly kind: GrammarErrorKind;
+  /** What is wrong and what to do, without the position. */
+  readonly reason: string;
   /** Where in the grammar, when the problem has a place. */
   readonly position: GrammarPosition | undefined;
 
@@ -156,6 +158,7 @@ export class GrammarError extends GenerationError {
     super("invalid_request", `Invalid grammar${where}: ${reason}`);
     this.name = "GrammarError";
     this.kind = kind;
+    this.reason = reason;
     this.position = position;
   }
 }

@@ -1,13 +1,15 @@
 /**
  * The grammar checks of one model, remembered: clients send the same tool or schema grammar
- * with every request, and checking a large one takes tens of milliseconds on the event loop,
- * so each distinct grammar is checked once and its verdict (summary or error) reused while
- * it is among the most recently used.
+ * with every request, and checking a large one takes up to a few hundred milliseconds, so each
+ * distinct grammar is checked once and its verdict (summary or error) reused while it is among
+ * the most recently used. The server has a new grammar checked on the grammar worker first
+ * ({@link GrammarChecks.prepare}), off the event loop.
  *
  * @module
  */
 
-import { type GrammarOptions, type GrammarSummary, validateGrammar } from "./gbnf.ts";
+import { GrammarError, type GrammarOptions, type GrammarSummary, validateGrammar } from "./gbnf.ts";
+import { grammarWorker } from "./grammar_worker.ts";
 
 /** Grammars remembered at most. */
 const MAX_ENTRIES = 64;
@@ -29,6 +31,8 @@ export class GrammarChecks {
   readonly #options: GrammarOptions;
   /** Verdicts by grammar text, least recently used first. */
   readonly #verdicts = new Map<string, GrammarSummary | Error>();
+  /** Checks running on the grammar worker, by grammar text. */
+  readonly #pending = new Map<string, Promise<void>>();
   #characters = 0;
 
   /** @param options The model's vocabulary checks, passed to {@link validateGrammar}. */
@@ -59,6 +63,40 @@ export class GrammarChecks {
     }
     if (verdict instanceof Error) throw verdict;
     return verdict;
+  }
+
+  /**
+   * Checks a grammar on the grammar worker, off the event loop, unless its verdict is known, so
+   * that the next {@link check} of it answers at once. Never throws: the verdict, a refusal
+   * included, is {@link check}'s to give; where the worker cannot answer (it failed or was
+   * closed), {@link check} checks on the calling thread.
+   *
+   * @param grammar GBNF text with start rule `root`.
+   * @example
+   * ```ts
+   * await checks.prepare(grammar); // the event loop turns meanwhile
+   * checks.check(grammar); // remembered: the summary, or the GrammarError
+   * ```
+   */
+  async prepare(grammar: string): Promise<void> {
+    if (this.#verdicts.has(grammar)) return;
+    let pending = this.#pending.get(grammar);
+    if (pending === undefined) {
+      pending = this.#checkOffThread(grammar).finally(() => this.#pending.delete(grammar));
+      this.#pending.set(grammar, pending);
+    }
+    await pending;
+  }
+
+  async #checkOffThread(grammar: string): Promise<void> {
+    let verdict: GrammarSummary | Error;
+    try {
+      verdict = await grammarWorker().check(grammar, this.#options);
+    } catch (error) {
+      if (!(error instanceof GrammarError)) return;
+      verdict = error;
+    }
+    if (!this.#verdicts.has(grammar)) this.#remember(grammar, verdict);
   }
 
   #remember(grammar: string, verdict: GrammarSummary | Error): void {

@@ -906,6 +906,17 @@ export class Scheduler {
   }
 
   /**
+   * Checks a request's grammar off the event loop before it is submitted, so that
+   * {@link submitChoices} finds the verdict known (see `GrammarChecks.prepare`).
+   *
+   * @param grammar GBNF text the request constrains its output with.
+   * @returns Once the verdict is known (or the check will run on submission).
+   */
+  prepareGrammar(grammar: string): Promise<void> {
+    return this.#grammarChecks.prepare(grammar);
+  }
+
+  /**
    * Announces a request whose prompt is being prepared (template, tokens) before it is
    * submitted, so that a step starting meanwhile from an idle loop waits for it to join.
    *

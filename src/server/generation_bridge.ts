@@ -181,6 +181,8 @@ async function queueChoices(
       );
     }
     const lora = await requestLora(entry, loaded, fields.lora);
+    // A new grammar is checked on a worker: large ones take tenths of a second to bound.
+    if (fields.sampling.grammar) await loaded.scheduler.prepareGrammar(fields.sampling.grammar);
     const generations = loaded.scheduler.submitChoices({
       ...(lora ? { lora } : {}),
       prompt: prepared.tokens,

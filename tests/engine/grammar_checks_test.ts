@@ -1,6 +1,8 @@
-import { equal, ok, strictEqual, throws } from "node:assert/strict";
-import { GrammarError } from "../../src/engine/gbnf.ts";
+import { deepEqual, equal, ok, strictEqual, throws } from "node:assert/strict";
+import { GrammarError, type GrammarOptions, type GrammarSummary } from "../../src/engine/gbnf.ts";
 import { GrammarChecks } from "../../src/engine/grammar_checks.ts";
+import { keepGrammarWorkerWarm } from "../../src/engine/grammar_worker.ts";
+import { SLOW_TO_REFUSE } from "../fixtures/grammars.ts";
 
 Deno.test("GrammarChecks.check() checks a grammar once and repeats its verdict", () => {
   let asked = 0;
@@ -36,3 +38,77 @@ Deno.test("GrammarChecks keeps the 64 most recently used grammars", () => {
   strictEqual(checks.check(grammars[2]!), verdicts[2]);
   ok(checks.check(grammars[1]!) !== verdicts[1]);
 });
+
+Deno.test("GrammarChecks.prepare() reaches check()'s verdicts on the grammar worker, the vocabulary answered here", async () => {
+  using _worker = keepGrammarWorkerWarm();
+  const options: GrammarOptions = {
+    isSingleToken: (piece) => piece !== "<|two pieces|>",
+    endsGeneration: (token) => token === 2 || token === "<|eot|>",
+  };
+  const grammars = [
+    'root ::= "yes" | "no"',
+    'root ::= "a" <|end|> !<[2]> [0-9]{1,3}',
+    'root ::= "a" <|two pieces|>', // not one token
+    'root ::= "a"\n  <|eot|>', // ends generation, on line 2
+    'root ::= "a" <[2]>',
+    'root ::= (" "?){32} "b"', // too costly
+    'root ::= "a" (', // syntax
+  ];
+  for (const grammar of grammars) {
+    const here = verdict(() => new GrammarChecks(options).check(grammar));
+    let prepared = false;
+    const offThread = new GrammarChecks({
+      isSingleToken: (piece) => !prepared && options.isSingleToken!(piece),
+      endsGeneration: (token) => !prepared && options.endsGeneration!(token),
+    });
+    await offThread.prepare(grammar);
+    prepared = true; // from now on every token would be refused
+    // Remembered from the worker: no second check, and the same summary or refusal.
+    const started = performance.now();
+    deepEqual(verdict(() => offThread.check(grammar)), here, grammar);
+    ok(performance.now() - started < 5, grammar);
+  }
+});
+
+Deno.test("GrammarChecks.prepare() leaves the event loop free while a large grammar is checked", async () => {
+  using _worker = keepGrammarWorkerWarm();
+  await new GrammarChecks({}).prepare('root ::= "warm"'); // the worker has started
+  const grammar = SLOW_TO_REFUSE;
+  const onThisThread = await longestTimerGap(() => {
+    verdict(() => new GrammarChecks({}).check(grammar));
+    return Promise.resolve();
+  });
+  const checks = new GrammarChecks({});
+  const offThread = await longestTimerGap(() => checks.prepare(grammar));
+  ok(onThisThread > 100, `the check held the event loop only ${onThisThread} ms`);
+  ok(offThread < onThisThread / 4, `${offThread} ms against ${onThisThread} ms`);
+  const started = performance.now();
+  ok(verdict(() => checks.check(grammar)).error?.includes("too many to bound"));
+  ok(performance.now() - started < 5, "the refusal is remembered");
+});
+
+/** A check's summary, or its error's class, kind, message and position. */
+function verdict(check: () => GrammarSummary): { summary?: GrammarSummary; error?: string } {
+  try {
+    return { summary: check() };
+  } catch (error) {
+    if (!(error instanceof GrammarError)) throw error;
+    return { error: JSON.stringify([error.kind, error.message, error.position]) };
+  }
+}
+
+/** The longest gap (ms) between ticks of a 2 ms timer while `work` runs. */
+async function longestTimerGap(work: () => Promise<void>): Promise<number> {
+  let last = performance.now();
+  let longest = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    longest = Math.max(longest, now - last);
+    last = now;
+  }, 2);
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  await work();
+  await new Promise((resolve) => setTimeout(resolve, 10)); // a tick after the work
+  clearInterval(timer);
+  return longest;
+}

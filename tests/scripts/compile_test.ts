@@ -5,6 +5,7 @@ import {
   compileArgs,
   DECODE_WORKER,
   embeddedLibraryFiles,
+  GRAMMAR_WORKER,
   TEMPLATE_WORKER,
 } from "../../scripts/compile.ts";
 import { WEBUI_DIST } from "../../scripts/build_webui.ts";
@@ -36,11 +37,12 @@ Deno.test("deno compile embeds the libraries with their SHA256SUMS and exactly t
   ok(
     included.every((path) =>
       path.startsWith(join("lib", flavour)) || path === TEMPLATE_WORKER ||
-      path === DECODE_WORKER || path === WEBUI_DIST
+      path === GRAMMAR_WORKER || path === DECODE_WORKER || path === WEBUI_DIST
     ),
     included.join(" "),
   );
   ok(included.includes(TEMPLATE_WORKER), "the template worker is embedded");
+  ok(included.includes(GRAMMAR_WORKER), "the grammar checks' worker is embedded");
   ok(included.includes(DECODE_WORKER), "the decode thread's worker is embedded");
   ok(included.includes(join("lib", flavour, "SHA256SUMS")), "the checksums are embedded");
   ok(!embeddedLibraryFiles(libDir).includes("SHA256SUMS"), "and listed once");

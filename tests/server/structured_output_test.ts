@@ -1,4 +1,5 @@
 import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { SLOW_TO_REFUSE } from "../fixtures/grammars.ts";
 import { SCHEMA_CORPUS } from "../fixtures/schema_corpus.ts";
 import { compileSchema } from "../engine/json_schema_ajv.ts";
 import { buildTinyVocab } from "../fixtures/tiny_vocab.ts";
@@ -300,6 +301,29 @@ Deno.test("a grammar whose text matches in too many ways is a 400 at once, not m
   });
   equal(fine.status, 200, await fine.clone().text());
   await fine.body?.cancel();
+});
+
+Deno.test("a large grammar is checked off the event loop, which serves others meanwhile", async () => {
+  await using server = await startServer();
+  // The server shares this process: its event loop is the one this timer ticks on.
+  let last = performance.now();
+  let longestGap = 0;
+  const timer = setInterval(() => {
+    longestGap = Math.max(longestGap, performance.now() - last);
+    last = performance.now();
+  }, 2);
+  const started = performance.now();
+  const response = await postJson(`${server.url}/completion`, {
+    prompt: "Hello",
+    n_predict: 2,
+    grammar: SLOW_TO_REFUSE, // about 0.2 s, which the event loop used to spend on it
+  });
+  const took = performance.now() - started;
+  clearInterval(timer);
+  equal(response.status, 400);
+  match((await response.json()).error.message, /too many to bound/);
+  ok(took > 100, `the check took only ${took} ms`);
+  ok(longestGap < took / 4, `the event loop stood still ${longestGap} ms of ${took}`);
 });
 
 Deno.test("a grammar asking for a token that ends generation is a 400, and the server serves on", async () => {
