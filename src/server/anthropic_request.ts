@@ -13,7 +13,7 @@ import type { TemplateMessage, TemplatePart } from "../engine/templates.ts";
 import type { ChatOutputRequest, ToolChoice } from "../engine/tools/plan.ts";
 import type { PromptSource } from "./generation_bridge.ts";
 import { continuedPart } from "./chat_continuation.ts";
-import { badRequest } from "./http_error.ts";
+import { badRequest, HttpError } from "./http_error.ts";
 import { Fields, refuseUnknownFields, type TemplateFields } from "./request_body.ts";
 import { toolSpecs } from "./tool_calls.ts";
 import { isObject } from "../util/objects.ts";
@@ -93,6 +93,7 @@ export function anthropicRequest(
   countOnly = false,
   prefill = true,
 ): AnthropicRequest {
+  refuseThread(body);
   refuseUnknownFields(
     body,
     countOnly ? COUNT_FIELDS : MESSAGE_FIELDS,
@@ -464,4 +465,25 @@ function toolMessage(
     content: isError === true ? `Error: ${text}` : text,
     ...(name !== undefined ? { name } : {}),
   };
+}
+
+/**
+ * Refuses Anthropic's message threads (`thread`, which the SDK's tool runner sends by default)
+ * with the rejection its clients recognise: they then go on without a thread, sending the whole
+ * conversation each turn, which is how Shimmy serves it.
+ *
+ * @param body The request body.
+ * @throws {HttpError} 400 with `details.error_code` `thread_unsupported_request`.
+ */
+function refuseThread(body: Record<string, unknown>): void {
+  if (body.thread === undefined || body.thread === null) return;
+  throw new HttpError(
+    400,
+    '"thread": Shimmy keeps no message threads; send the whole conversation in "messages"',
+    {
+      param: "thread",
+      code: "invalid_value",
+      details: { error_code: "thread_unsupported_request", unsupported: ["thread"] },
+    },
+  );
 }

@@ -25,6 +25,8 @@ export class HttpError extends Error {
   readonly code: string | null;
   /** Extra response headers (e.g. `Retry-After`). */
   readonly headers: Record<string, string>;
+  /** Anthropic's machine-readable `error.details`, where a client acts on them. */
+  readonly details: Record<string, unknown> | undefined;
 
   /**
    * @param status HTTP status.
@@ -34,8 +36,13 @@ export class HttpError extends Error {
   constructor(
     status: number,
     message: string,
-    options: { type?: string; param?: string; code?: string; headers?: Record<string, string> } =
-      {},
+    options: {
+      type?: string;
+      param?: string;
+      code?: string;
+      headers?: Record<string, string>;
+      details?: Record<string, unknown>;
+    } = {},
   ) {
     super(message);
     this.name = "HttpError";
@@ -44,6 +51,7 @@ export class HttpError extends Error {
     this.param = options.param ?? null;
     this.code = options.code ?? null;
     this.headers = options.headers ?? {};
+    this.details = options.details;
   }
 }
 
@@ -142,7 +150,8 @@ const ANTHROPIC_ERROR_TYPES: Record<number, string> = {
  * The JSON body of an error on Anthropic's routes.
  *
  * @param error The HTTP error.
- * @returns `{"type":"error","error":{type,message}}`, the type following the status.
+ * @returns `{"type":"error","error":{type,message}}`, the type following the status (and the
+ *   error's `details`, if any).
  * @example
  * ```ts
  * anthropicErrorBody(new HttpError(404, "No such model")).error.type; // "not_found_error"
@@ -150,10 +159,11 @@ const ANTHROPIC_ERROR_TYPES: Record<number, string> = {
  */
 export function anthropicErrorBody(
   error: HttpError,
-): { type: "error"; error: { type: string; message: string } } {
+): { type: "error"; error: { type: string; message: string; details?: Record<string, unknown> } } {
   const type = ANTHROPIC_ERROR_TYPES[error.status] ??
     (error.status >= 500 ? "api_error" : "invalid_request_error");
-  return { type: "error", error: { type, message: error.message } };
+  const details = error.details ? { details: error.details } : {};
+  return { type: "error", error: { type, message: error.message, ...details } };
 }
 
 /**

@@ -1,6 +1,7 @@
 import { deepEqual, equal, match, ok, rejects } from "node:assert/strict";
 import { join } from "node:path";
 import Anthropic from "@anthropic-ai/sdk";
+import { betaTool } from "@anthropic-ai/sdk/helpers/beta/json-schema";
 import { Sampler } from "../../src/ffi/sampler.ts";
 import { compileSchema } from "../engine/json_schema_ajv.ts";
 import { llamaSourceDir } from "../fixtures/models.ts";
@@ -261,6 +262,53 @@ Deno.test({
       ],
     });
     equal(counted.input_tokens, (await openai.json()).usage.prompt_tokens);
+  },
+});
+
+Deno.test({
+  name:
+    "the SDK's tool runner goes on without a thread, which Shimmy refuses as Anthropic's API does",
+  ignore: !haveTemplates,
+  fn: async () => {
+    await using server = await serve("Qwen-Qwen2.5-7B-Instruct");
+    const bodies: Record<string, unknown>[] = [];
+    const anthropic = client(server, {
+      fetch: (url: string, init: RequestInit) => {
+        bodies.push(JSON.parse(String(init.body)));
+        return fetch(url, init);
+      },
+    });
+    const inputs: unknown[] = [];
+    const tool = betaTool({
+      name: "get_weather",
+      description: "Weather in a city",
+      inputSchema: { type: "object", properties: { city: { type: "string", maxLength: 8 } } },
+      run: (input) => {
+        inputs.push(input);
+        return "Sunny, 25 C";
+      },
+    });
+    const final = await anthropic.beta.messages.toolRunner({
+      model: MODEL,
+      max_tokens: 100,
+      max_iterations: 2,
+      // Greedy, so that the calls are repeatable (the runner's types leave sampling out).
+      ...({ temperature: 0 } as object),
+      messages: [{ role: "user", content: "Weather in Paris?" }],
+      tools: [tool],
+      tool_choice: { type: "tool", name: "get_weather", disable_parallel_tool_use: true },
+    }).runUntilDone();
+    // Its first request asked for a thread and was refused; it sent the turn again without.
+    deepEqual(bodies[0]!.thread, { type: "create" });
+    equal(bodies[1]!.thread, undefined);
+    equal(inputs.length, 2, "the tool ran in each of the two iterations");
+    equal(final.stop_reason, "tool_use");
+    const refused = await postJson(`${server.url}/v1/messages`, { ...bodies[0], max_tokens: 1 });
+    equal(refused.status, 400);
+    deepEqual((await refused.json()).error.details, {
+      error_code: "thread_unsupported_request",
+      unsupported: ["thread"],
+    });
   },
 });
 
