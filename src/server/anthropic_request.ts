@@ -259,6 +259,7 @@ function outputRequest(
         name: tool.name,
         ...(typeof tool.description === "string" ? { description: tool.description } : {}),
         parameters: tool.input_schema,
+        ...(tool.strict !== undefined ? { strict: tool.strict } : {}),
       },
     };
   });

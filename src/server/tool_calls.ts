@@ -54,7 +54,7 @@ export function toolSpecs(value: unknown): ToolSpec[] {
         "tools",
       );
     }
-    const { name, parameters } = tool.function;
+    const { name, parameters, strict } = tool.function;
     if (typeof name !== "string" || !FUNCTION_NAME.test(name)) {
       throw badRequest(
         `tools[${i}].function.name must be 1-64 letters, digits, "_" or "-"`,
@@ -66,7 +66,21 @@ export function toolSpecs(value: unknown): ToolSpec[] {
     if (parameters !== undefined && parameters !== null && !isObject(parameters)) {
       throw badRequest(`tools[${i}].function.parameters must be a JSON schema object`, "tools");
     }
-    return { name, parameters: parameters ?? { type: "object", properties: {} } };
+    if (isObject(parameters) && parameters.type !== undefined && parameters.type !== "object") {
+      throw badRequest(
+        `tools[${i}].function.parameters must describe an object ("type": "object"): a call's ` +
+          `arguments are one, not ${JSON.stringify(parameters.type)}`,
+        "tools",
+      );
+    }
+    if (strict !== undefined && strict !== null && typeof strict !== "boolean") {
+      throw badRequest(`tools[${i}].function.strict must be a boolean`, "tools");
+    }
+    return {
+      name,
+      parameters: parameters ?? { type: "object", properties: {} },
+      ...(strict === true ? { strict } : {}),
+    };
   });
 }
 

@@ -74,6 +74,20 @@ Deno.test("jsonObjectGrammar() accepts any JSON object and nothing else", () => 
   }
 });
 
+Deno.test("listed properties close an object, even none listed (a tool without arguments)", () => {
+  const none = new GbnfMatcher(jsonSchemaToGrammar({ type: "object", properties: {} }));
+  ok(none.matches("{}") && none.matches("{ }"));
+  ok(!none.matches('{"a": 1}'), "no extra members where properties are listed");
+  const open = new GbnfMatcher(
+    jsonSchemaToGrammar({ type: "object", properties: {}, additionalProperties: true }),
+  );
+  ok(open.matches('{"a": 1}'));
+  ok(
+    new GbnfMatcher(jsonSchemaToGrammar({ type: "object" })).matches('{"a": 1}'),
+    "nothing listed",
+  );
+});
+
 Deno.test("additionalProperties with declared properties never writes a declared key twice", () => {
   const schema = {
     type: "object",

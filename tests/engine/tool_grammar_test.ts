@@ -153,11 +153,45 @@ Deno.test("reasoning is read when the template thinks, unless reasoning_format i
   equal(planChatOutput(request, { template: "plain" }).read.reasoning, undefined);
 });
 
-Deno.test("a tool schema the converter cannot honour is a SchemaError", () => {
+Deno.test("a tool schema the converter cannot honour loosens the call, or is a SchemaError for a strict tool", () => {
+  // zod's z.url() and an MCP fetch tool: OpenAI and Anthropic take such schemas for tools.
+  const fetchTool = {
+    name: "fetch",
+    parameters: {
+      type: "object",
+      properties: { url: { type: "string", format: "uri" }, max_length: { type: "integer" } },
+      required: ["url"],
+    },
+  };
   throws(
-    () => forcedToolGrammar(TOOL_FORMATS.hermes, [{ name: "f", parameters: { not: {} } }], false),
+    () => forcedToolGrammar(TOOL_FORMATS.hermes, [{ ...fetchTool, strict: true }], false),
     SchemaError,
   );
+  // Otherwise only what cannot be held is left out: the URL is any string, still required.
+  const hermes = new GbnfMatcher(forcedToolGrammar(TOOL_FORMATS.hermes, [fetchTool], false));
+  const call = (args: string) =>
+    `<tool_call>\n{"name": "fetch", "arguments": ${args}}\n</tool_call>`;
+  ok(hermes.matches(call('{"url": "https://example.com", "max_length": 5}')));
+  ok(hermes.matches(call('{"url": "not a uri"}')));
+  ok(!hermes.matches(call("{}")), "url is still required");
+  ok(!hermes.matches(call('{"url": "x", "max_length": "5"}')), "the integer still holds");
+  // Keywords of every kind that the converter cannot honour, each left out where it stands.
+  const unusual = {
+    type: "object",
+    properties: {
+      tags: { type: "array", items: { type: "string" }, uniqueItems: true },
+      step: { type: "number", multipleOf: 0.5, minimum: 0.5 },
+      mail: { type: "string", format: "email", pattern: "^[^@]+@[^@]+$", maxLength: 64 },
+      other: { not: { type: "null" } },
+    },
+    required: ["tags"],
+  };
+  const loose = new GbnfMatcher(
+    forcedToolGrammar(TOOL_FORMATS.hermes, [{ name: "fetch", parameters: unusual }], false),
+  );
+  ok(loose.matches(call('{"tags": ["a", "a"], "step": 0.7, "mail": "x", "other": null}')));
+  ok(!loose.matches(call('{"step": 1}')), "tags is still required");
+  ok(!loose.matches(call('{"tags": [1]}')), "its items are still strings");
 });
 
 Deno.test("renaming rules leaves literals and classes alone", () => {

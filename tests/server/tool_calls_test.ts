@@ -229,11 +229,24 @@ Deno.test("tool requests Shimmy cannot honour are 400s naming the field", async 
     [{ functions: [{ name: "f" }] }, "functions", /use "tools"/],
     [
       {
-        tools: [{ type: "function", function: { name: "f", parameters: { not: {} } } }],
+        tools: [{
+          type: "function",
+          function: { name: "f", parameters: { not: {} }, strict: true },
+        }],
         tool_choice: "required",
       },
       "tools",
       /not/,
+    ],
+    [
+      { tools: [{ type: "function", function: { name: "f", parameters: { type: "array" } } }] },
+      "tools",
+      /must describe an object/,
+    ],
+    [
+      { tools: [{ type: "function", function: { name: "f", strict: "yes" } }] },
+      "tools",
+      /strict must be a boolean/,
     ],
     [
       { tools: TOOLS, tool_choice: "required", response_format: { type: "json_object" } },

@@ -95,6 +95,43 @@ Deno.test("the AI SDK's generateText() with toolChoice required gets valid tool 
   }
 });
 
+Deno.test("the AI SDK's tools with zod formats the grammar cannot hold (z.url(), z.email()) still work", async () => {
+  await using server = await serve();
+  const shimmy = createOpenAICompatible({ name: "shimmy", baseURL: `${server.url}/v1` });
+  const tools = {
+    fetch_page: tool({ description: "Fetch a page", inputSchema: z.object({ url: z.url() }) }),
+    send_mail: tool({ description: "Send a mail", inputSchema: z.object({ to: z.email() }) }),
+  };
+  // tool_choice auto: the grammar only waits for a call marker, no call needs to come.
+  const answer = await generateText({
+    model: shimmy.chatModel(MODEL),
+    prompt: "Fetch example.com",
+    tools,
+    seed: 1,
+    maxOutputTokens: 8,
+  });
+  ok(answer.finishReason === "length" || answer.finishReason === "tool-calls");
+  // Forced: the call comes with its required url, a string the grammar cannot hold to a URL
+  // (the AI SDK then finds it invalid, as it would a hosted model's mistake).
+  const forced = await generateText({
+    model: shimmy.chatModel(MODEL),
+    prompt: "Fetch example.com",
+    // A bound, so that random weights end the string in time.
+    tools: {
+      fetch_page: tool({ description: "Fetch", inputSchema: z.object({ url: z.url().max(40) }) }),
+    },
+    toolChoice: "required",
+    seed: 1,
+    maxOutputTokens: 300,
+  });
+  equal(forced.finishReason, "tool-calls");
+  ok(forced.toolCalls.length >= 1);
+  for (const call of forced.toolCalls) {
+    equal(call.toolName, "fetch_page");
+    equal(typeof (call.input as { url?: unknown }).url, "string", JSON.stringify(call.input));
+  }
+});
+
 Deno.test("LangChain's bindTools() with a forced tool gets a valid tool call", async () => {
   await using server = await serve();
   const model = new ChatOpenAI({

@@ -614,8 +614,10 @@ class Converter {
       throw new SchemaError("required", path, "must be an array of strings");
     }
     const declared = Object.keys(properties);
+    // Listed properties, even none (`"properties": {}`, a tool without arguments), close the
+    // object unless `additionalProperties` opens it.
     const additional = schema.additionalProperties ??
-      (declared.length === 0 && required.length === 0);
+      (schema.properties === undefined && required.length === 0);
     const entries: { name: string; schema: unknown; required: boolean }[] = [];
     for (const name of declared) {
       const isRequired = required.includes(name);

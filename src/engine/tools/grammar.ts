@@ -4,6 +4,9 @@
  * to one of the allowed tools, with arguments that the tool's parameter schema accepts. Each
  * tool's schema goes through the JSON-Schema converter on its own (so its `$ref`s resolve in
  * its own document) and its rules are renamed apart; XML formats get one value per parameter.
+ * A schema with keywords the converter cannot honour (`format: "uri"`, `uniqueItems`…) is
+ * loosened by leaving them out (`schema_loosen.ts`), as OpenAI's and Anthropic's APIs accept
+ * such schemas for tools that are not `strict`; a `strict` tool's schema must convert.
  *
  * @module
  */
@@ -11,6 +14,7 @@
 import { gbnfLiteral } from "../structured/charset.ts";
 import { SchemaError } from "../structured/errors.ts";
 import { jsonSchemaToGrammar } from "../structured/json_schema.ts";
+import { looseSchemaGrammar } from "../structured/schema_loosen.ts";
 import type { ToolFormat } from "./formats.ts";
 import type { ToolSpec } from "./tool_types.ts";
 
@@ -48,17 +52,24 @@ export function prefixRules(grammar: string, prefix: string): string {
   return out;
 }
 
-/** A converted schema: its rules (renamed apart) and the name of its start rule. */
-function schemaRules(schema: unknown, prefix: string, param: string): {
+/**
+ * A converted schema: its rules (renamed apart) and the name of its start rule. A schema with
+ * keywords the converter cannot honour is refused for a strict tool, else loosened.
+ */
+function schemaRules(schema: unknown, prefix: string, strict: boolean): {
   rules: string;
   root: string;
 } {
+  let grammar: string;
   try {
-    return { rules: prefixRules(jsonSchemaToGrammar(schema), prefix), root: `${prefix}root` };
+    grammar = jsonSchemaToGrammar(schema);
   } catch (error) {
-    if (error instanceof SchemaError) error.param = param;
-    throw error;
+    if (!(error instanceof SchemaError)) throw error;
+    error.param = "tools";
+    if (strict) throw error;
+    grammar = looseSchemaGrammar(schema);
   }
+  return { rules: prefixRules(grammar, prefix), root: `${prefix}root` };
 }
 
 /** The XML parameters of one tool as a GBNF expression (Qwen3-Coder, GLM). */
@@ -73,7 +84,7 @@ function xmlParams(
   const required = new Set(Array.isArray(params.required) ? params.required as string[] : []);
   const parts: string[] = [];
   Object.entries(props).forEach(([key, schema], k) => {
-    const value = xmlValueExpr(schema, params, `${prefix}p${k}-`, rules);
+    const value = xmlValueExpr(schema, params, `${prefix}p${k}-`, tool.strict === true, rules);
     const one = `${gbnfLiteral(xml.open(key))} ${value} ${gbnfLiteral(xml.close)}`;
     parts.push(required.has(key) ? one : `(${one})?`);
   });
@@ -85,6 +96,7 @@ function xmlValueExpr(
   schema: Record<string, unknown>,
   parent: Record<string, unknown>,
   prefix: string,
+  strict: boolean,
   rules: string[],
 ): string {
   const isStringType = schema.type === "string";
@@ -98,13 +110,14 @@ function xmlValueExpr(
     const max = typeof schema.maxLength === "number" ? Math.min(schema.maxLength, 1000) : undefined;
     return `[^<\\n]{${min},${max ?? ""}}`;
   }
+
   // Everything else as JSON, with the parent's definitions so `$ref`s resolve.
   const withDefs = {
     ...schema,
     ...(parent.$defs ? { $defs: parent.$defs } : {}),
     ...(parent.definitions ? { definitions: parent.definitions } : {}),
   };
-  const converted = schemaRules(withDefs, prefix, "tools");
+  const converted = schemaRules(withDefs, prefix, strict);
   rules.push(converted.rules);
   return converted.root;
 }
@@ -116,7 +129,8 @@ function xmlValueExpr(
  * @param tools The tools the output may call (all offered, or the one named).
  * @param parallel Whether several calls may follow each other.
  * @returns GBNF text with start rule `root`.
- * @throws {SchemaError} (param `tools`) when a tool's parameter schema cannot be converted.
+ * @throws {SchemaError} (param `tools`) when a strict tool's parameter schema cannot be
+ *   converted.
  * @example
  * ```ts
  * forcedToolGrammar(TOOL_FORMATS.hermes, [{ name: "f", parameters: { type: "object" } }], false);
@@ -134,7 +148,7 @@ export function forcedToolGrammar(
     if (format.grammar.xml) {
       args = xmlParams(tool, prefix, format.grammar.xml, rules);
     } else {
-      const converted = schemaRules(tool.parameters, prefix, "tools");
+      const converted = schemaRules(tool.parameters, prefix, tool.strict === true);
       rules.push(converted.rules);
       args = converted.root;
     }

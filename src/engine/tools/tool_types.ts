@@ -10,6 +10,12 @@ export interface ToolSpec {
   name: string;
   /** `function.parameters` (an empty object schema when the tool has none). */
   parameters: Record<string, unknown>;
+  /**
+   * `function.strict`: the arguments must follow the schema exactly, so a schema the grammar
+   * cannot hold them to is refused. Otherwise such a schema loosens the grammar (see
+   * `forcedToolGrammar`).
+   */
+  strict?: boolean;
 }
 
 /** A tool call found in model output. */

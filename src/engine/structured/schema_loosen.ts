@@ -1,0 +1,72 @@
+/**
+ * JSON Schema → GBNF for a tool that is not `strict`: OpenAI's and Anthropic's APIs take any
+ * schema for such tools and do not hold the arguments to it, while Shimmy's grammar holds them
+ * to what the converter can express. Where the converter cannot honour a keyword (`format:
+ * "uri"`, `uniqueItems`, a fractional bound…), the keyword is left out of that sub-schema and
+ * the conversion tried again, so the rest of the schema (its properties, required members and
+ * types) still holds; a sub-schema that fails without a keyword to leave out allows any value.
+ *
+ * @module
+ */
+
+import { SchemaError } from "./errors.ts";
+import { jsonSchemaToGrammar } from "./json_schema.ts";
+import { isObject } from "./schema_merge.ts";
+
+/** Conversions tried before the schema is given up for any JSON value. */
+const MAX_TRIES = 32;
+
+/**
+ * Converts a schema, leaving out the keywords the converter cannot honour.
+ *
+ * @param schema A JSON schema.
+ * @returns GBNF text with start rule `root`.
+ * @example
+ * ```ts
+ * looseSchemaGrammar({ type: "string", format: "uri" }); // the grammar of { type: "string" }
+ * ```
+ */
+export function looseSchemaGrammar(schema: unknown): string {
+  let current = structuredClone(schema);
+  for (let tries = 0; tries < MAX_TRIES; tries++) {
+    try {
+      return jsonSchemaToGrammar(current);
+    } catch (error) {
+      if (!(error instanceof SchemaError)) throw error;
+      const loosened = withoutKeyword(current, error.path, error.keyword);
+      if (loosened === undefined) break;
+      current = loosened;
+    }
+  }
+  return jsonSchemaToGrammar({});
+}
+
+/**
+ * The document with `keyword` left out of the sub-schema at `pointer` (or that sub-schema
+ * allowing anything, where it has no such keyword); none where the pointer leads nowhere or it
+ * already allows anything.
+ */
+function withoutKeyword(doc: unknown, pointer: string, keyword: string): unknown {
+  const steps = pointer === ""
+    ? []
+    : pointer.slice(1).split("/").map((step) => step.replaceAll("~1", "/").replaceAll("~0", "~"));
+  if (steps.length === 0) {
+    if (!isObject(doc)) return undefined;
+    if (keyword !== "" && keyword in doc) {
+      const { [keyword]: _left, ...rest } = doc;
+      return rest;
+    }
+    return Object.keys(doc).length === 0 ? undefined : {};
+  }
+  const [step, ...rest] = steps;
+  const tail = rest.map((s) => "/" + s.replaceAll("~", "~0").replaceAll("/", "~1")).join("");
+  if (Array.isArray(doc)) {
+    const index = Number(step);
+    if (!Number.isInteger(index) || index < 0 || index >= doc.length) return undefined;
+    const inner = withoutKeyword(doc[index], tail, keyword);
+    return inner === undefined ? undefined : doc.map((item, i) => i === index ? inner : item);
+  }
+  if (!isObject(doc) || !(step! in doc)) return undefined;
+  const inner = withoutKeyword(doc[step!], tail, keyword);
+  return inner === undefined ? undefined : { ...doc, [step!]: inner };
+}
