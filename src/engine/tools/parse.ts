@@ -126,6 +126,8 @@ export function parseCalls(
   let content = "";
   const calls: ParsedCall[] = [];
   let pos = 0;
+  // Space between calls, or after the last, separates them: markup, not content.
+  const kept = (between: string) => calls.length > 0 && !/\S/.test(between) ? "" : between;
   if (format.leadingJson) {
     const start = skipSpace(text, 0);
     if (start >= text.length) return { content: ctx.final ? text : "", calls };
@@ -146,24 +148,25 @@ export function parseCalls(
       const tail = text.slice(pos);
       // While streaming, trailing space is held too: before a call it is trimmed away.
       content += ctx.final
-        ? tail
+        ? kept(tail)
         : tail.slice(0, tail.length - heldBack(tail, format.markers)).replace(/\s+$/, "");
       break;
     }
-    content += text.slice(pos, found.index);
+    const before = text.slice(pos, found.index);
     const after = found.index + found.marker.length;
     const scan = format.scan(text, after, found.marker, ctx);
-    if (scan.state === "complete") {
-      calls.push(...scan.calls);
-      pos = scan.end;
+    if (scan.state === "invalid") {
+      content += before + found.marker;
+      pos = after;
       continue;
     }
+    content += kept(before.trimEnd()); // the space before a call is the call's
     if (scan.state === "incomplete") {
       if (!ctx.final) calls.push(...scan.calls);
       break;
     }
-    content += found.marker;
-    pos = after;
+    calls.push(...scan.calls);
+    pos = scan.end;
   }
   return { content, calls };
 }
