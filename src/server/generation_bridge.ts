@@ -313,6 +313,9 @@ function chatOutputPlan(
       );
     }
     fields.sampling.grammar = plan.grammar;
+    // Stop strings end text, and a forced answer is one call's markup: a "\n" or a quote in
+    // them cut the call before it was whole (no call, empty content).
+    fields.stop = [];
   }
   return plan;
 }

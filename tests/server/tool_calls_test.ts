@@ -191,6 +191,22 @@ Deno.test({
 });
 
 Deno.test({
+  name: "stop strings do not cut a forced call, which is markup, not text",
+  ignore: !haveTemplates,
+  fn: async () => {
+    await using server = await startServer({ load: { ctxSize: 8192, threads: 1 } });
+    const template = Deno.readTextFileSync(join(TEMPLATES, "Qwen-Qwen2.5-7B-Instruct.jinja"));
+    server.ctx.settings.chatTemplate = { template, path: "qwen2.5.jinja" };
+    const body = { tools: TOOLS, tool_choice: "required", stop: ["\n", '"'], max_tokens: 300 };
+    const { choice, calls } = await forced(server, { ...body, seed: 1 });
+    equal(choice.finish_reason, "tool_calls");
+    checkCalls(calls);
+    const streamed = await forcedStream(server, { ...body, seed: 1 });
+    equal(streamed.finish, "tool_calls");
+  },
+});
+
+Deno.test({
   name: "a forced call cut off by max_tokens is no call and no crash, whole or streamed",
   ignore: !haveTemplates,
   fn: async () => {
