@@ -363,6 +363,24 @@ export function usageOf(...results: GenerationResult[]) {
 }
 
 /**
+ * The tokens of a generation's reasoning, for usage's `reasoning_tokens`: the scheduler counts
+ * only the whole output, so the reasoning's text is tokenized again.
+ *
+ * @param started The generation.
+ * @param reasoning Its reasoning text, if any.
+ * @returns The count, at most the generation's own count of tokens.
+ */
+export async function reasoningTokenCount(
+  started: StartedGeneration,
+  reasoning: string | undefined,
+): Promise<number> {
+  if (!reasoning) return 0;
+  const options = { addSpecial: false, parseSpecial: false };
+  const count = (await started.loaded.model.tokenizeAsync(reasoning, options)).length;
+  return Math.min(count, (await started.result).completionTokens);
+}
+
+/**
  * Timings in the shape llama-server reports them (tools read these).
  *
  * @param result A finished generation.

@@ -11,6 +11,7 @@ import type { ServerContext } from "./context.ts";
 import {
   finishReasonOf,
   type PromptSource,
+  reasoningTokenCount,
   startChoices,
   type StartedGeneration,
   timingsOf,
@@ -221,6 +222,9 @@ async function complete(
       all.map((started) => readChatGeneration(started, () => {}, { streaming: false })),
     );
     const results = read.map((r) => r.result);
+    const reasoning = await Promise.all(
+      read.map(({ output }, i) => reasoningTokenCount(all[i]!, output.reasoning)),
+    );
     const choices = read.map(({ result, output }, index) => {
       if (kind !== "chat") {
         return {
@@ -243,7 +247,7 @@ async function complete(
       ...envelope,
       object: kind === "chat" ? "chat.completion" : "text_completion",
       choices,
-      usage: usageOf(...results),
+      usage: kind === "chat" ? chatUsage(results, reasoning) : usageOf(...results),
       timings: timingsOf(results[0] as GenerationResult),
     });
   }
@@ -259,6 +263,7 @@ async function complete(
     }));
 
   return sseResponse(async (send) => {
+    const reasoning: number[] = all.map(() => 0);
     // One generation per choice; their pieces interleave as they are generated.
     const results = await Promise.all(all.map(async (started, index) => {
       // Log-probabilities ride on the next chunk sent after their tokens.
@@ -286,6 +291,9 @@ async function complete(
           onChunk,
         });
         delta({}, chatFinishReason(result, output.toolCalls.length));
+        if (gen.includeUsage) {
+          reasoning[index] = await reasoningTokenCount(started, output.reasoning);
+        }
         return result;
       }
       const piece = (text: string, finish: string | null) =>
@@ -303,12 +311,21 @@ async function complete(
         ...envelope,
         object,
         choices: [],
-        usage: usageOf(...results),
+        usage: kind === "chat" ? chatUsage(results, reasoning) : usageOf(...results),
         timings: timingsOf(results[0] as GenerationResult),
       })));
     }
     send(SSE_DONE);
   }, abort);
+}
+
+/**
+ * Chat's usage: the counts of {@link usageOf}, and how many of the completion's tokens were
+ * reasoning (OpenAI's `completion_tokens_details`, which the AI SDK and LangChain report).
+ */
+function chatUsage(results: GenerationResult[], reasoning: readonly number[]) {
+  const reasoning_tokens = reasoning.reduce((sum, n) => sum + n, 0);
+  return { ...usageOf(...results), completion_tokens_details: { reasoning_tokens } };
 }
 
 /**

@@ -17,6 +17,7 @@ import { pathId } from "./path_segment.ts";
 import type { ServerContext } from "./context.ts";
 import {
   type PromptSource,
+  reasoningTokenCount,
   type StartedGeneration,
   startGeneration,
   usageOf,
@@ -185,7 +186,7 @@ async function generate(started: StartedGeneration, output: ResponseOutput, stre
   const truncated = result.finishReason === "length";
   output.finish({ completeCalls: read.toolCalls.length, truncated });
   const usage = usageOf(result);
-  const reasoningTokens = await tokenCount(started, read.reasoning);
+  const reasoningTokens = await reasoningTokenCount(started, read.reasoning);
   return {
     status: truncated ? "incomplete" : "completed",
     extra: {
@@ -197,19 +198,12 @@ async function generate(started: StartedGeneration, output: ResponseOutput, stre
         input_tokens_details: { cached_tokens: usage.prompt_tokens_details.cached_tokens },
         output_tokens: usage.completion_tokens,
         output_tokens_details: {
-          reasoning_tokens: Math.min(reasoningTokens, usage.completion_tokens),
+          reasoning_tokens: reasoningTokens,
         },
         total_tokens: usage.total_tokens,
       },
     },
   };
-}
-
-/** The tokens of a text (the reasoning: the scheduler counts only the whole output). */
-async function tokenCount(started: StartedGeneration, text: string | undefined): Promise<number> {
-  if (!text) return 0;
-  const options = { addSpecial: false, parseSpecial: false };
-  return (await started.loaded.model.tokenizeAsync(text, options)).length;
 }
 
 /** A response object in OpenAI's shape. */

@@ -135,6 +135,41 @@ Deno.test({
 });
 
 Deno.test({
+  name: "chat usage counts the reasoning tokens, whole and streamed (completion_tokens_details)",
+  ignore,
+  fn: async () => {
+    await using server = await r1Server();
+    // 10 tokens of thinking, then an answer of up to 30.
+    const body = {
+      messages: [{ role: "user", content: "Think about it" }],
+      max_tokens: 40,
+      temperature: 0,
+      thinking_budget_tokens: 10,
+    };
+    const whole = await (await postJson(`${server.url}/v1/chat/completions`, body)).json();
+    const { reasoning_tokens } = whole.usage.completion_tokens_details;
+    ok(whole.choices[0].message.reasoning_content.length > 0);
+    ok(
+      reasoning_tokens >= 10 && reasoning_tokens < whole.usage.completion_tokens,
+      `${reasoning_tokens}`,
+    );
+    const streamed = await postJson(`${server.url}/v1/chat/completions`, {
+      ...body,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const usage = JSON.parse((await readSse(streamed)).events.at(-2)!).usage;
+    deepEqual(usage.completion_tokens_details, whole.usage.completion_tokens_details);
+    // No reasoning, none counted.
+    const plain = await postJson(`${server.url}/v1/chat/completions`, {
+      ...body,
+      reasoning_format: "none",
+    });
+    equal((await plain.json()).usage.completion_tokens_details.reasoning_tokens, 0);
+  },
+});
+
+Deno.test({
   name: "Anthropic's thinking.budget_tokens closes the thinking block, whole and streamed",
   ignore,
   fn: async () => {
