@@ -16,6 +16,7 @@ import type { GlobalFlags } from "./global_flags.ts";
 import { formatBytes, formatTable, modelTable } from "./model_table.ts";
 import { discoveryOptions } from "./model_lookup.ts";
 import { parseFlags } from "./flags.ts";
+import { generatesText } from "../models/model_kind.ts";
 import { printable } from "../util/printable.ts";
 
 /** Usage text of `shimmy discover`. */
@@ -71,26 +72,6 @@ export function parseDiscoverArgs(args: string[]): DiscoverArgs | undefined {
   return { llmOnly: v["llm-only"], json: v.json, models: v.model ?? [] };
 }
 
-/** Architectures of encoders, embedding and audio models: not chat models. */
-const NON_CHAT_ARCHITECTURES: ReadonlySet<string> = new Set([
-  "clip",
-  "bert",
-  "modern-bert",
-  "nomic-bert",
-  "nomic-bert-moe",
-  "neo-bert",
-  "jina-bert-v2",
-  "jina-bert-v3",
-  "eurobert",
-  "gemma-embedding",
-  "llama-embed",
-  "t5encoder",
-  "wavtokenizer-dec",
-]);
-
-/** Embedding and reranking models built on chat architectures, told apart by name. */
-const NON_CHAT_NAME = /(^|[-_.\/: ])(embed|embeds|embedding|embeddings|rerank|reranker)([-_.: ]|$)/;
-
 /**
  * Whether a discovered model is a chat (text generation) model: not an encoder, embedding,
  * reranking or audio model, judged by its architecture and then its names.
@@ -103,8 +84,7 @@ const NON_CHAT_NAME = /(^|[-_.\/: ])(embed|embeds|embedding|embeddings|rerank|re
  * ```
  */
 export function isChatModel(model: DiscoveredModel): boolean {
-  if (NON_CHAT_ARCHITECTURES.has(model.architecture.toLowerCase())) return false;
-  return ![model.name, model.displayName ?? ""].some((n) => NON_CHAT_NAME.test(n.toLowerCase()));
+  return generatesText(model.architecture, [model.name, model.displayName ?? ""]);
 }
 
 /**

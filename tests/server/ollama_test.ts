@@ -179,6 +179,16 @@ Deno.test("options.num_ctx bounds prompt and answer together; a prompt that fill
   );
 });
 
+Deno.test("show tells an embedding model's capabilities (embedding) from a chat model's", async () => {
+  await using server = await startServer({
+    fixtures: ["tiny-f32", "tiny-bert"],
+    load: { ctxSize: 2048, threads: 1 },
+  });
+  const ollama = new Ollama({ host: `${server.url}/ollama` });
+  deepEqual((await ollama.show({ model: "tiny-bert" })).capabilities, ["embedding"]);
+  ok((await ollama.show({ model: "tiny-f32" })).capabilities.includes("completion"));
+});
+
 Deno.test("embed and the older embeddings return unit-length vectors of the model's size", async () => {
   await using server = await serve();
   for (const [where, ollama] of clients(server)) {

@@ -9,6 +9,7 @@
  */
 
 import { readGgufInfo } from "../../gguf/reader.ts";
+import { generatesText } from "../../models/model_kind.ts";
 import type { GgufValue } from "../../gguf/types.ts";
 import type { ServerContext } from "../context.ts";
 import { Fields, readRequestJson } from "../request_body.ts";
@@ -54,7 +55,9 @@ export async function ollamaShow(ctx: ServerContext, request: ServedRequest): Pr
     template,
     details: facts.details,
     model_info: modelInfo,
-    capabilities: capabilitiesOf(template),
+    capabilities: generatesText(text("general.architecture"), [entry.name, text("general.name")])
+      ? capabilitiesOf(template)
+      : ["embedding"],
     modified_at: facts.modifiedAt,
   });
 }
@@ -77,7 +80,10 @@ function templateOf(ctx: ServerContext, own: string): string {
   return "template" in override ? override.template : override.family;
 }
 
-/** What the model can do, as Ollama names it: tools and thinking when its template has them. */
+/**
+ * What a chat model can do, as Ollama names it: tools and thinking when its template has them
+ * (an embedding or reranking model can do `embedding` only).
+ */
 function capabilitiesOf(template: string): string[] {
   const capabilities = ["completion"];
   if (/\btools\b/.test(template)) capabilities.push("tools");
