@@ -195,7 +195,9 @@ const ERROR_BODIES: Record<ErrorShape, (error: HttpError) => unknown> = {
 };
 
 /**
- * The response for any thrown value.
+ * The response for any thrown value. A 501 (what the model or server cannot do) says
+ * `x-should-retry: false`: OpenAI's and Anthropic's SDKs retry every status from 500 on unless
+ * told not to, three times for nothing.
  *
  * @param error What was thrown.
  * @param shape The error body's family, after the route. Default `openai`.
@@ -203,5 +205,8 @@ const ERROR_BODIES: Record<ErrorShape, (error: HttpError) => unknown> = {
  */
 export function errorResponse(error: unknown, shape: ErrorShape = "openai"): Response {
   const http = toHttpError(error);
-  return Response.json(ERROR_BODIES[shape](http), { status: http.status, headers: http.headers });
+  const headers = http.status === 501
+    ? { "x-should-retry": "false", ...http.headers }
+    : http.headers;
+  return Response.json(ERROR_BODIES[shape](http), { status: http.status, headers });
 }

@@ -7,7 +7,7 @@
  * tests/oracle/infill_oracle_test.ts.
  */
 
-import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { deepEqual, equal, match, ok, rejects } from "node:assert/strict";
 import { Ollama } from "ollama";
 import OpenAI from "openai";
 import { postJson, startServer } from "./harness.ts";
@@ -181,6 +181,21 @@ Deno.test({
     const refused = await answer(server.url, { ...CODE, model: "qwen2" }, 501);
     equal(refused.error.code, "not_supported");
     match(refused.error.message, /no FIM prefix, suffix, middle token/);
+    // The openai SDK retries a 5xx unless told not to: one request, not three.
+    let requests = 0;
+    const client = new OpenAI({
+      baseURL: `${server.url}/v1`,
+      apiKey: "unused",
+      fetch: (url: string | URL | Request, init?: RequestInit) => {
+        requests++;
+        return fetch(url, init);
+      },
+    });
+    await rejects(
+      client.completions.create({ model: "qwen2", prompt: "def f(", suffix: "1", max_tokens: 3 }),
+      (error: unknown) => error instanceof OpenAI.APIError && error.status === 501,
+    );
+    equal(requests, 1);
     for (
       const [body, param] of [
         [{ input_suffix: "" }, "input_prefix"],
