@@ -8,7 +8,8 @@
  *
  * The bound simulates those walks on the grammar alone. From the start rule's start, from
  * every place after a terminal where two stacks can match the same character (elsewhere one
- * stack goes on as one), and from every place whose stacks cost much on their own, it follows
+ * stack goes on as one), and from every place whose stacks cost much on their own, in each
+ * context of a rule that leads to other characters after it (see `#starts`), it follows
  * the parse stacks as a multiset of terminals, one character at a time, trying every character
  * that some stack matches. A stack costs one try (llama.cpp scans its candidates once per stack
  * and character) and its advance (llama.cpp rebuilds the stacks that follow and compares each
@@ -449,14 +450,18 @@ class StackSearch {
   /**
    * The places a token can start at, by rule: the start rule's start, and after every terminal
    * of every rule the start rule reaches, in the first instance of it met going from the start
-   * rule (where another reference leads to differs only once the rule returns, and there the
-   * search starts from the places of the referring rule).
+   * rule and in every other whose end leads to other characters (a loop of rules met first
+   * elsewhere, `(sentence | ws)*`, is only ambiguous there). Instances whose ends lead to the
+   * same characters differ only once a stack has returned from them, and there the search
+   * starts from the places of the referring rule.
    */
   *#starts(): Generator<[number, Stacks]> {
     const unit = { exit: -1, members: new Map(), family: undefined, nested: new Map() };
     const root = this.#member(unit, this.#root);
     yield [this.#root, this.#advance(root, -1)];
-    const met = new Set([this.#root]);
+    const met = new Set([root]);
+    const firstMet = new Set([this.#root]);
+    const contexts = new Set<string>();
     const todo = [root];
     while (todo.length > 0) {
       const instance = todo.shift()!;
@@ -466,10 +471,18 @@ class StackSearch {
       for (let i = 0; i < rule.length; i++) {
         const element = rule[i]!;
         if (!startsTerminal(element)) {
-          if (element >= 0 && !met.has(element)) {
-            met.add(element);
-            todo.push(this.#child(instance, base + i, element));
+          if (element < 0) continue;
+          const child = this.#child(instance, base + i, element);
+          if (met.has(child)) continue;
+          // A rule's first instance, and any other whose end leads to other characters.
+          const context = firstMet.has(element) ? this.#context(child) : "";
+          if (context === "" || !contexts.has(context)) {
+            met.add(child);
+            firstMet.add(element);
+            if (context !== "") contexts.add(context);
+            todo.push(child);
           }
+          if (this.#tooComplex()) return;
           continue;
         }
         // Stacks that no character matches two of go on as one, and cost what each costs: the
@@ -484,6 +497,24 @@ class StackSearch {
         if (this.#tooComplex()) return;
       }
     }
+  }
+
+  /**
+   * An instance's rule and the characters that its end leads to (the terminals there, with
+   * repeats): instances that agree on it make searches alike from their places, at least until a
+   * stack returns twice; one of them is searched.
+   */
+  #context(instance: number): string {
+    const { exit } = this.#instanceUnit[instance]!;
+    let context = `${this.#instanceRule[instance]}:`;
+    if (exit < 0) return context;
+    const terminals: number[] = [];
+    for (const [place, weight] of this.#expand(exit)) {
+      const { rule, index } = this.#at(place);
+      for (let w = 0; w < weight; w++) terminals.push(terminalIndex(this.#rules[rule]![index]!));
+    }
+    for (const terminal of terminals.sort((a, b) => a - b)) context += `${terminal},`;
+    return context;
   }
 
   /** Whether some character matches two of the stacks (or a stack is there twice). */
