@@ -360,6 +360,21 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
   if (includeUsage !== undefined && typeof includeUsage !== "boolean") {
     throw badRequest('"stream_options.include_usage" must be a boolean', "stream_options");
   }
+  if (streamOptions !== undefined) {
+    const unknown = Object.keys(streamOptions).find((key) => key !== "include_usage");
+    if (unknown !== undefined) {
+      throw badRequest(
+        `Unknown field "stream_options.${unknown}": only "include_usage" is supported`,
+        "stream_options",
+      );
+    }
+    if (fields.boolean("stream") !== true) {
+      throw badRequest(
+        '"stream_options" is only for streamed answers ("stream": true)',
+        "stream_options",
+      );
+    }
+  }
   const sampling: SamplingParams = {};
   const set = <K extends keyof SamplingParams>(key: K, value: SamplingParams[K] | undefined) => {
     if (value !== undefined) sampling[key] = value;

@@ -191,5 +191,7 @@ export function assistantMessage(output: ChatOutput): Record<string, unknown> {
     content: output.content,
     ...(output.reasoning !== undefined ? { reasoning_content: output.reasoning } : {}),
     ...(output.toolCalls.length > 0 ? { tool_calls: output.toolCalls } : {}),
+    refusal: null, // OpenAI's SDK types it as always there: a model here never refuses by flag
+    annotations: [],
   };
 }

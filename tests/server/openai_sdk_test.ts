@@ -18,6 +18,7 @@ Deno.test("the official openai SDK gets identical chat text streamed and not str
   ok((whole.usage?.prompt_tokens ?? 0) > 0);
   const text = whole.choices[0]?.message.content ?? "";
   ok(text.length > 0);
+  equal(whole.choices[0]?.message.refusal, null, "there, as OpenAI's SDK types it");
 
   const stream = await client.chat.completions.create({
     ...request,

@@ -44,6 +44,21 @@ Deno.test("a field an endpoint does not read is a 400 naming it, not silently ig
     /Unknown field "tfs_z": \/v1\/chat\/completions does not support it/,
   );
   await expectRefused(server, text, { prompt: "hi", tools: [] }, "tools", /Unknown field "tools"/);
+  // Within stream_options too: a typo would otherwise leave the stream without its usage.
+  await expectRefused(
+    server,
+    chat,
+    { messages: MESSAGES, stream: true, stream_options: { include_usge: true } },
+    "stream_options",
+    /Unknown field "stream_options.include_usge"/,
+  );
+  await expectRefused(
+    server,
+    chat,
+    { messages: MESSAGES, stream_options: { include_usage: true } },
+    "stream_options",
+    /only for streamed answers/,
+  );
   await expectRefused(
     server,
     text,
