@@ -12,12 +12,13 @@
  * context of a rule that leads to other characters after it (see `#starts`), it follows
  * the parse stacks as a multiset of terminals, one character at a time, trying every character
  * that some stack matches. A stack costs one try (llama.cpp scans its candidates once per stack
- * and character) and its advance (llama.cpp rebuilds the stacks that follow and compares each
- * with those built before it, whether a candidate matched or not). The bound is the largest
- * cost over {@link SEARCH_WINDOW} characters in a row from a token's start, or over a whole run
- * of one character of those that vocabularies hold long runs of (up to {@link RUN_WINDOW}), on
- * which slowly growing ambiguity, or a steady cost, adds up. Identical searches are shared, so
- * an unambiguous grammar costs little more than a look at each place.
+ * and character; on a token's first character that is the whole vocabulary, see
+ * {@link TOKEN_START_TRIES}) and its advance (llama.cpp rebuilds the stacks that follow and
+ * compares each with those built before it, whether a candidate matched or not). The bound is
+ * the largest cost over {@link SEARCH_WINDOW} characters in a row from a token's start, or over
+ * a whole run of one character of those that vocabularies hold long runs of (up to
+ * {@link RUN_WINDOW}), on which slowly growing ambiguity, or a steady cost, adds up. Identical
+ * searches are shared, so an unambiguous grammar costs little more than a look at each place.
  *
  * Stacks are kept as their terminal and an instance of its rule that knows where the rule
  * returns to, made as the search enters a reference (see {@link Unit}). A call that recurs other
@@ -31,8 +32,11 @@
  * Known gaps: llama.cpp stops checking a candidate once one stack accepts it, which the bound
  * ignores, so grammars whose runs of spaces split many ways but almost every token is accepted
  * early (`ws field ws` with `ws ::= " "*` and fields that take spaces) are refused although they
- * cost little; and a stack that returns through two or more nested recursive calls within one
- * window goes on where the first such call returns.
+ * cost little; a stack that returns through two or more nested recursive calls within one
+ * window goes on where the first such call returns, and a search starts only a few calls deep,
+ * so nested calls that each leave an ambiguous run behind (`q ::= "(" q " "+ | "\n"`, hung by
+ * the model nesting deeper over many tokens) pass; and the cost of a stack's depth (llama.cpp
+ * copies and compares whole stacks) is not counted.
  *
  * @module
  */
@@ -262,6 +266,15 @@ const LONG_RUNS: readonly number[] = [..." \t\n-=_*#/.~+%;:?!^"].map((c) => c.co
  */
 const ADVANCE_COMPARISONS_PER_STACK = 256;
 
+/**
+ * What a stack tried on a token's first character costs, in tries: it scans every candidate of
+ * the vocabulary (when llama.cpp narrows the candidates to what the grammar allows, as it does
+ * whenever the model's picks are refused), where a stack deeper in a token scans the few
+ * candidates that share its beginning. 1,000 alternatives at a token's start (`"i0" | "i1" |
+ * ... | "i999"`) cost 2.6-2.8 s per token on qwen2; with 256, about 400 at once pass the limit.
+ */
+const TOKEN_START_TRIES = 256;
+
 /** Work units (stacks compared with characters) the search may spend; more is too complex. */
 const MAX_WORK = 1_000_000;
 
@@ -368,7 +381,9 @@ class StackSearch {
     let worst: SearchBound = { paths: 0, rule: this.#root };
     for (const [rule, stacks] of this.#starts()) {
       const { state, factor } = this.#intern(stacks);
-      const paths = factor * Math.max(this.#count(state, SEARCH_WINDOW), this.#longestRun(state));
+      const first = (TOKEN_START_TRIES - 1) * this.#tries(stacks); // see TOKEN_START_TRIES
+      const paths = first +
+        factor * Math.max(this.#count(state, SEARCH_WINDOW), this.#longestRun(state));
       if (this.#tooComplex()) return { paths: Infinity, rule, tooComplex: true };
       if (paths > worst.paths) worst = { paths, rule };
       if (paths > this.#limit) break;
@@ -491,7 +506,7 @@ class StackSearch {
         const next = this.#next(r, i);
         if (startsTerminal(rule[next]!)) continue; // one stack: the next character
         const after = this.#expand(base + next);
-        if (this.#overlaps(after) || this.#cost(after) > this.#limit / SEARCH_WINDOW / 2) {
+        if (this.#overlaps(after) || this.#cost(after) > this.#limit / RUN_WINDOW) {
           yield [r, after];
         }
         if (this.#tooComplex()) return;
@@ -579,6 +594,13 @@ class StackSearch {
       this.#stateIds.set(key, state);
     }
     return { state, factor };
+  }
+
+  /** How many stacks there are, repeats included. */
+  #tries(stacks: Stacks): number {
+    let tries = 0;
+    for (const weight of stacks.values()) tries += weight;
+    return tries;
   }
 
   /** The stacks' cost for one character (see {@link State.cost}). */

@@ -200,7 +200,9 @@ Deno.test("validateGrammar() reports the rules, generated rules and expanded siz
     ruleCount: 2,
     expandedSymbols: 10,
     stackFanout: 2,
-    searchPaths: 5, // "yes.": the "y" and "n" stacks, then one per character
+    // "yes.": the "y" and "n" stacks (256 each on a token's first character, where they scan
+    // the whole vocabulary), then one per character.
+    searchPaths: 515,
   });
   // "ab"{2,3}: root ::= "ab" "ab" root_1, root_1 ::= "ab" |, and the name root_1 (1 symbol).
   const repeated = validateGrammar('root ::= "ab"{2,3}');
@@ -420,9 +422,9 @@ Deno.test("validateGrammar() bounds the parse stacks llama.cpp searches at once"
 
 Deno.test("validateGrammar() bounds the stacks llama.cpp tries per token where text matches many ways", () => {
   // One stack per character where the grammar is not ambiguous.
-  equal(validateGrammar("root ::= [a-z]*").searchPaths, 8);
+  equal(validateGrammar("root ::= [a-z]*").searchPaths, 256 + 7);
   // " " and "b" each time, over the whole of a run of spaces as long as vocabularies hold.
-  equal(validateGrammar('root ::= " "{0,400} "b"').searchPaths, 258);
+  equal(validateGrammar('root ::= " "{0,400} "b"').searchPaths, 2 * 256 + 256);
   // Optional items in a row: n spaces match C(N, n) ways. 12 are within, 24 are not.
   ok(validateGrammar('root ::= ("a"?){12} "b"').searchPaths <= 100_000);
   const tooMany =
@@ -578,6 +580,24 @@ Deno.test("validateGrammar() counts ways behind recursive rules, over whole runs
     const took = performance.now() - started;
     ok(searchPaths < 10_000 && took < 1_000, `${name}: ${searchPaths} stacks, ${took} ms`);
   }
+});
+
+Deno.test("validateGrammar() prices a token's first character at a scan of the vocabulary per stack", () => {
+  const tooMany = /more than 100000 parse stacks to check one token from rule 'root'/;
+  // 1,000 words at once where a token starts: 2.6-2.8 s per token on qwen2 when the picks are
+  // refused, as every stack scans the 152k candidates. 128 (the tools of a forced call) pass.
+  const words = (count: number) => Array.from({ length: count }, (_, i) => `"i${i}"`).join(" | ");
+  assertRejected(`root ::= x\nx ::= ${words(1000)}`, "too_large", "1:1", tooMany);
+  ok(validateGrammar(`root ::= x\nx ::= ${words(128)}`).searchPaths < 40_000);
+  // 115 alternatives entered after every character, spaces among them, behind a prefix: each
+  // character costs just under what made a place worth a search, and a token of 128 spaces
+  // walks them 128 times (0.8 s per token on qwen2).
+  assertRejected(
+    `root ::= "abcdefghijkl" x*\nx ::= " " | "-" | ${letters(113)}`,
+    "too_large",
+    "1:1",
+    tooMany,
+  );
 });
 
 /** `count` alternatives of one character each, from U+0100 on (none in a long run). */

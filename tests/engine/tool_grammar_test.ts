@@ -97,7 +97,8 @@ Deno.test("forced grammars for 128 tools pass the validator's bounds on llama.cp
     const started = performance.now();
     const summary = validateGrammar(grammar, {}, { isSingleToken: () => false });
     ok(performance.now() - started < 2_000, `${id}: ${performance.now() - started} ms`);
-    ok(summary.stackFanout >= 128 && summary.searchPaths < 10_000, `${id}: ${summary.searchPaths}`);
+    // 128 names at once where a call's name starts: 256 tries each on a token's first character.
+    ok(summary.stackFanout >= 128 && summary.searchPaths < 40_000, `${id}: ${summary.searchPaths}`);
   }
 });
 
