@@ -296,7 +296,7 @@ class StackSearch {
   readonly #instanceUnit: Unit[] = [];
   /** The instance of each flat place. */
   readonly #placeInstance: number[] = [];
-  /** Units entered by references (other than tail calls within a unit), by the reference's place. */
+  /** Units entered by references from outside their component, by the reference's place. */
   readonly #children = new Map<number, Unit>();
   /** Per place after a terminal, the terminals its stacks reach first, once computed. */
   readonly #expansions = new Map<number, Stacks>();

@@ -25,8 +25,9 @@ import type {
 const WORKER_URL = new URL("./grammar_worker_main.ts", import.meta.url);
 
 /**
- * How long (ms) an idle worker stays for the next check, unless kept ({@link keepGrammarWorkerWarm}):
- * a live Web Worker keeps a Deno process running (it has no `unref()`).
+ * How long (ms) an idle worker stays for the next check, unless kept warm
+ * ({@link keepGrammarWorkerWarm}): a live Web Worker keeps a Deno process running (it has no
+ * `unref()`).
  */
 export const GRAMMAR_WORKER_IDLE_MS = 5_000;
 
@@ -172,7 +173,7 @@ export class GrammarWorker implements Disposable {
   }
 }
 
-/** The vocabulary's answer for each token, from the model's checks (none: as the worker assumes). */
+/** The vocabulary's answer for each token, from the model's checks (none: as the worker guesses). */
 function answerWith(options: GrammarOptions): (token: string | number) => TokenAnswer {
   return (token) => ({
     token,
