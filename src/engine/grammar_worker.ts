@@ -173,7 +173,7 @@ export class GrammarWorker implements Disposable {
   }
 }
 
-/** The vocabulary's answer for each token, from the model's checks (none: as the worker guesses). */
+/** The vocabulary's answer for each token, from the model's checks (none: the worker's guess). */
 function answerWith(options: GrammarOptions): (token: string | number) => TokenAnswer {
   return (token) => ({
     token,
