@@ -114,3 +114,25 @@ export function assertNearlyEqual(
     ok(difference <= tolerance, `value ${i}: ${actual[i]} against ${expected[i]}`);
   }
 }
+
+/**
+ * The longest gap (ms) between ticks of a 2 ms timer while `work` runs: how long the event loop
+ * stood still (a server started by the test shares it).
+ *
+ * @param work What to time.
+ * @returns The longest gap, in ms.
+ */
+export async function longestTimerGap(work: () => Promise<void>): Promise<number> {
+  let last = performance.now();
+  let longest = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    longest = Math.max(longest, now - last);
+    last = now;
+  }, 2);
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  await work();
+  await new Promise((resolve) => setTimeout(resolve, 10)); // a tick after the work
+  clearInterval(timer);
+  return longest;
+}

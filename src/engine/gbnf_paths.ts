@@ -561,15 +561,7 @@ class StackSearch {
       const [place, weight] = stacks.entries().next().value!;
       let state = this.#singleIds.get(place);
       if (state === undefined) {
-        state = this.#states.length;
-        const one = new Map([[place, 1]]);
-        this.#states.push({
-          stacks: one,
-          cost: this.#cost(one),
-          next: undefined,
-          byKey: undefined,
-          counts: [],
-        });
+        state = this.#newState(new Map([[place, 1]]));
         this.#singleIds.set(place, state);
       }
       return { state, factor: weight };
@@ -580,20 +572,26 @@ class StackSearch {
     const key = stacksKey(stacks, factor);
     let state = this.#stateIds.get(key);
     if (state === undefined) {
-      state = this.#states.length;
-      const divided = factor === 1
-        ? stacks
-        : new Map([...stacks].map(([place, weight]) => [place, weight / factor]));
-      this.#states.push({
-        stacks: divided,
-        cost: this.#cost(divided),
-        next: undefined,
-        byKey: undefined,
-        counts: [],
-      });
+      state = this.#newState(
+        factor === 1
+          ? stacks
+          : new Map([...stacks].map(([place, weight]) => [place, weight / factor])),
+      );
       this.#stateIds.set(key, state);
     }
     return { state, factor };
+  }
+
+  /** A new state of these stacks (their weights without common factor); its id. */
+  #newState(stacks: Stacks): number {
+    const state: State = {
+      stacks,
+      cost: this.#cost(stacks),
+      next: undefined,
+      byKey: undefined,
+      counts: [],
+    };
+    return this.#states.push(state) - 1;
   }
 
   /** How many stacks there are, repeats included. */

@@ -3,6 +3,7 @@ import { GrammarError, type GrammarOptions, type GrammarSummary } from "../../sr
 import { GrammarChecks } from "../../src/engine/grammar_checks.ts";
 import { keepGrammarWorkerWarm } from "../../src/engine/grammar_worker.ts";
 import { SLOW_TO_REFUSE } from "../fixtures/grammars.ts";
+import { longestTimerGap } from "../helpers.ts";
 
 Deno.test("GrammarChecks.check() checks a grammar once and repeats its verdict", () => {
   let asked = 0;
@@ -95,20 +96,4 @@ function verdict(check: () => GrammarSummary): { summary?: GrammarSummary; error
     if (!(error instanceof GrammarError)) throw error;
     return { error: JSON.stringify([error.kind, error.message, error.position]) };
   }
-}
-
-/** The longest gap (ms) between ticks of a 2 ms timer while `work` runs. */
-async function longestTimerGap(work: () => Promise<void>): Promise<number> {
-  let last = performance.now();
-  let longest = 0;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    longest = Math.max(longest, now - last);
-    last = now;
-  }, 2);
-  await new Promise((resolve) => setTimeout(resolve, 10));
-  await work();
-  await new Promise((resolve) => setTimeout(resolve, 10)); // a tick after the work
-  clearInterval(timer);
-  return longest;
 }

@@ -169,13 +169,19 @@ Deno.test({
   },
 });
 
+/** A server of tiny-f32 with Qwen 2.5's template (Hermes calls). */
+async function qwenServer(): Promise<TestServer> {
+  const server = await startServer({ load: { ctxSize: 8192, threads: 1 } });
+  const template = Deno.readTextFileSync(join(TEMPLATES, "Qwen-Qwen2.5-7B-Instruct.jinja"));
+  server.ctx.settings.chatTemplate = { template, path: "qwen2.5.jinja" };
+  return server;
+}
+
 Deno.test({
   name: "parallel_tool_calls lets a forced answer hold several valid calls",
   ignore: !haveTemplates,
   fn: async () => {
-    await using server = await startServer({ load: { ctxSize: 8192, threads: 1 } });
-    const template = Deno.readTextFileSync(join(TEMPLATES, "Qwen-Qwen2.5-7B-Instruct.jinja"));
-    server.ctx.settings.chatTemplate = { template, path: "qwen2.5.jinja" };
+    await using server = await qwenServer();
     for (const seed of [1, 2, 3]) {
       const { choice, calls } = await forced(server, {
         tools: TOOLS,
@@ -194,9 +200,7 @@ Deno.test({
   name: "stop strings do not cut a forced call, which is markup, not text",
   ignore: !haveTemplates,
   fn: async () => {
-    await using server = await startServer({ load: { ctxSize: 8192, threads: 1 } });
-    const template = Deno.readTextFileSync(join(TEMPLATES, "Qwen-Qwen2.5-7B-Instruct.jinja"));
-    server.ctx.settings.chatTemplate = { template, path: "qwen2.5.jinja" };
+    await using server = await qwenServer();
     const body = { tools: TOOLS, tool_choice: "required", stop: ["\n", '"'], max_tokens: 300 };
     const { choice, calls } = await forced(server, { ...body, seed: 1 });
     equal(choice.finish_reason, "tool_calls");
@@ -210,9 +214,7 @@ Deno.test({
   name: "a forced call cut off by max_tokens is no call and no crash, whole or streamed",
   ignore: !haveTemplates,
   fn: async () => {
-    await using server = await startServer({ load: { ctxSize: 8192, threads: 1 } });
-    const template = Deno.readTextFileSync(join(TEMPLATES, "Qwen-Qwen2.5-7B-Instruct.jinja"));
-    server.ctx.settings.chatTemplate = { template, path: "qwen2.5.jinja" };
+    await using server = await qwenServer();
     for (const max_tokens of [5, 20, 35]) {
       const body = { tools: TOOLS, tool_choice: "required", max_tokens };
       const { choice, calls } = await forced(server, body);
