@@ -125,3 +125,20 @@ export function templateStopStrings(template: string, eosToken?: string): string
   }
   return stops;
 }
+
+/**
+ * Whether a chat template thinks, or can be asked to: it writes a `<think>` block, reads a
+ * thinking switch (`enable_thinking`, `reasoning_effort`), or speaks GPT-OSS's channels.
+ *
+ * @param template The template source (or a built-in format's name, which does not think).
+ * @returns True where asking for thinking can change the answer.
+ * @example
+ * ```ts
+ * templateThinks("{{ '<think>\\n' if enable_thinking }}"); // true
+ * ```
+ */
+export function templateThinks(template: string): boolean {
+  return ["<think>", "enable_thinking", "reasoning_effort", "<|channel|>"].some((marker) =>
+    template.includes(marker)
+  );
+}

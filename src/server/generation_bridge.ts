@@ -23,6 +23,7 @@ import {
 } from "../engine/prompt.ts";
 import { type InfillParts, infillPrompt, missingFimTokens } from "../engine/fim_prompt.ts";
 import type { TemplateMessage } from "../engine/templates.ts";
+import { templateThinks } from "../engine/templates_detect.ts";
 import type { ModelEntry } from "../models/registry.ts";
 import { ARRIVAL_WINDOW_MS, type Generation, type GenerationResult } from "../engine/scheduler.ts";
 import type { ServerContext } from "./context.ts";
@@ -267,11 +268,24 @@ async function preparePrompt(
       );
       return { tokens, stopTokens: [], stopStrings: [], format: "infill" };
     }
-    case "chat":
-      return await chatPrompt(model, source.messages, ctx.settings.chatTemplate, source.tools, {
-        ...options,
-        ...templateOptions(ctx, source.template),
-      });
+    case "chat": {
+      const prepared = await chatPrompt(
+        model,
+        source.messages,
+        ctx.settings.chatTemplate,
+        source.tools,
+        { ...options, ...templateOptions(ctx, source.template) },
+      );
+      const asked = source.template?.asksThinking;
+      if (asked !== undefined && !templateThinks(prepared.template ?? "")) {
+        throw badRequest(
+          `"${asked}": this model does not support thinking (its chat template has no thinking ` +
+            "block or switch); leave it out",
+          asked,
+        );
+      }
+      return prepared;
+    }
   }
 }
 

@@ -600,6 +600,11 @@ export interface TemplateFields {
   addGenerationPrompt?: boolean;
   /** Continue the last message, the assistant's (`chat_continuation.ts`), instead of answering it. */
   continueFinal?: ContinuedPart;
+  /**
+   * The field that asks the model to think where thinking cannot be ignored (Ollama's `think`):
+   * a template that does not think makes it a 400.
+   */
+  asksThinking?: string;
 }
 
 /**

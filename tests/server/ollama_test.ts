@@ -475,6 +475,9 @@ Deno.test("options and fields Shimmy cannot honour are a 400 that names them", a
     [{ context: [1, 2] }, /"context" is not supported/],
     [{ think: "max" }, /"think" must be/],
     [{ think: true, raw: true }, /"think" needs the chat template/],
+    // Qwen 2.5's template (or tiny-f32's own) does not think, as Ollama says of such a model.
+    [{ think: true }, /"think": this model does not support thinking/],
+    [{ think: "high" }, /"think": this model does not support thinking/],
     [{ keep_alive: "soon" }, /"keep_alive" must be/],
     [{ colour: "red" }, /Unknown field "colour"/],
   ];

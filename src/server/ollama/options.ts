@@ -194,12 +194,16 @@ function foreverPastCentury(ms: number): number {
 /** A hundred years in ms. */
 const CENTURY_MS = 100 * 365.25 * 24 * 3600 * 1000;
 
-/** `think`: true or false turns the template's thinking on or off; a level also sets effort. */
+/**
+ * `think`: true or false turns the template's thinking on or off; a level also sets effort. As
+ * in Ollama, asking a model whose template does not think is a 400.
+ */
 function thinkOf(value: unknown): TemplateFields {
   if (value === undefined || value === null) return {};
-  if (typeof value === "boolean") return { kwargs: { enable_thinking: value } };
+  if (value === false) return { kwargs: { enable_thinking: false } };
+  if (value === true) return { kwargs: { enable_thinking: true }, asksThinking: "think" };
   if (value === "high" || value === "medium" || value === "low") {
-    return { kwargs: { enable_thinking: true }, reasoningEffort: value };
+    return { kwargs: { enable_thinking: true }, reasoningEffort: value, asksThinking: "think" };
   }
   throw badRequest('"think" must be true, false, "high", "medium" or "low"', "think");
 }

@@ -10,6 +10,7 @@
 
 import { readGgufInfo } from "../../gguf/reader.ts";
 import { generatesText } from "../../models/model_kind.ts";
+import { templateThinks } from "../../engine/templates_detect.ts";
 import type { GgufValue } from "../../gguf/types.ts";
 import type { ServerContext } from "../context.ts";
 import { Fields, readRequestJson } from "../request_body.ts";
@@ -87,8 +88,6 @@ function templateOf(ctx: ServerContext, own: string): string {
 function capabilitiesOf(template: string): string[] {
   const capabilities = ["completion"];
   if (/\btools\b/.test(template)) capabilities.push("tools");
-  if (template.includes("<think>") || template.includes("enable_thinking")) {
-    capabilities.push("thinking");
-  }
+  if (templateThinks(template)) capabilities.push("thinking");
   return capabilities;
 }
