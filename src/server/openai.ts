@@ -350,15 +350,20 @@ async function startAll(
 }
 
 /**
- * `GET /v1/models`: every known model, loaded ones marked.
+ * `GET /v1/models`: every known model, loaded ones marked, in a list that both OpenAI's and
+ * Anthropic's SDKs read (Anthropic's `has_more`, `first_id`, `last_id` beside OpenAI's fields).
  *
  * @param ctx Server state.
- * @returns The OpenAI list.
+ * @returns The list.
  */
 export function listModels(ctx: ServerContext): Response {
+  const data = ctx.registry.list().map((e) => modelObject(ctx, e));
   return Response.json({
     object: "list",
-    data: ctx.registry.list().map((e) => modelObject(ctx, e)),
+    data,
+    has_more: false,
+    first_id: data[0]?.id ?? null,
+    last_id: data.at(-1)?.id ?? null,
   });
 }
 
@@ -386,12 +391,17 @@ export function retrieveModel(ctx: ServerContext, request: ServedRequest): Respo
   return Response.json(modelObject(ctx, entry));
 }
 
+/** A model in OpenAI's shape and Anthropic's (`type`, `display_name`, `created_at`) at once. */
 function modelObject(ctx: ServerContext, entry: ModelEntry) {
+  const created = Math.floor(Date.now() / 1000);
   return {
     id: entry.name,
     object: "model",
-    created: Math.floor(Date.now() / 1000),
+    created,
     owned_by: "shimmy",
     status: ctx.registry.state(entry.name),
+    type: "model",
+    display_name: entry.name,
+    created_at: new Date(created * 1000).toISOString(),
   };
 }

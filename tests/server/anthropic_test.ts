@@ -312,6 +312,19 @@ Deno.test({
   },
 });
 
+Deno.test("the SDK's models.list() and models.retrieve() read the models in Anthropic's shape", async () => {
+  await using server = await serve();
+  const anthropic = client(server);
+  const listed = [];
+  for await (const model of anthropic.models.list()) listed.push(model);
+  equal(listed.length, 1);
+  equal(listed[0]!.id, MODEL);
+  equal(listed[0]!.type, "model");
+  equal(listed[0]!.display_name, MODEL);
+  ok(!Number.isNaN(Date.parse(listed[0]!.created_at)));
+  equal((await anthropic.models.retrieve(MODEL)).display_name, MODEL);
+});
+
 Deno.test("output_config.format constrains the answer to its JSON schema", async () => {
   await using server = await serve();
   for (const seed of [1, 2]) {
