@@ -204,7 +204,25 @@ function refuseUnsupported(fields: Fields): void {
       );
     }
   }
-  fields.object("stream_options");
+  const streamOptions = fields.object("stream_options");
+  if (streamOptions !== undefined) {
+    // Events carry no obfuscation padding: turning it off is what there is.
+    const { include_obfuscation: obfuscation, ...others } = streamOptions;
+    const other = Object.keys(others)[0];
+    if (other !== undefined || (obfuscation !== undefined && obfuscation !== false)) {
+      throw badRequest(
+        '"stream_options" supports only "include_obfuscation": false (events carry no ' +
+          `obfuscation padding); ${other !== undefined ? `"${other}" is unknown` : "true is not"}`,
+        "stream_options",
+      );
+    }
+    if (fields.boolean("stream") !== true) {
+      throw badRequest(
+        '"stream_options" is only for streamed responses ("stream": true)',
+        "stream_options",
+      );
+    }
+  }
 }
 
 /** The function tools, each `{type, name, description, parameters, strict}` as echoed. */

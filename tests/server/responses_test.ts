@@ -527,6 +527,17 @@ Deno.test("what /v1/responses cannot honour is a 400 naming the field, in OpenAI
       /not in/,
     ],
     [{ temperature: 3 }, "temperature", /at most 2/],
+    [
+      { stream: true, stream_options: { include_obfuscation: true } },
+      "stream_options",
+      /true is not/,
+    ],
+    [
+      { stream: true, stream_options: { include_usage: true } },
+      "stream_options",
+      /"include_usage"/,
+    ],
+    [{ stream_options: { include_obfuscation: false } }, "stream_options", /only for streamed/],
     [{ input: [{ type: "item_reference", id: "msg_unknown" }] }, "input", /not stored/],
     [{ input: [] }, "input", /required/],
   ];
