@@ -166,7 +166,13 @@ export function checkOpenAiFields(body: Record<string, unknown>, kind: "chat" | 
       "store",
     );
   }
-  fields.object("metadata");
+  const metadata = fields.object("metadata");
+  if (metadata !== undefined && !Object.values(metadata).every((v) => typeof v === "string")) {
+    throw badRequest('"metadata" values must be strings, as OpenAI checks them', "metadata");
+  }
+  for (const hint of ["user", "safety_identifier", "prompt_cache_key", "service_tier"]) {
+    fields.string(hint); // text only, though nothing reads it
+  }
   const modalities = fields.raw("modalities");
   if (
     modalities !== undefined &&

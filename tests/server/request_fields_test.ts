@@ -205,6 +205,16 @@ Deno.test("hints with no effect here, and fields that ask for nothing, are accep
     tfs_z: null,
   });
   await expectAnswered(server, "/api/generate", { prompt: "hi", top_k: 40, tfs_z: null });
+  // Of the right type, though nothing reads them, as OpenAI checks them.
+  const chat = "/v1/chat/completions";
+  await expectRefused(server, chat, { messages: MESSAGES, user: 5 }, "user", /must be a string/);
+  await expectRefused(
+    server,
+    chat,
+    { messages: MESSAGES, metadata: { a: 1 } },
+    "metadata",
+    /strings/,
+  );
 });
 
 Deno.test("llama-server's further samplers are read on every generating route, and checked", async () => {
