@@ -230,14 +230,14 @@ interface Unit {
   /** The unit entered from outside the component that this one nests in; none if it is one. */
   family: Unit | undefined;
   /** In a unit entered from outside: the units of the calls that recur in it, by reference. */
-  nested: Map<number, Unit>;
+  nested: Map<number | string, Unit>;
 }
 
 /** Places (elements of rule instances) the search may make; more is too complex to bound. */
-const MAX_PLACES = 200_000;
+const MAX_PLACES = 1_000_000;
 
 /** States the search may meet; more, and the grammar is too complex to bound. */
-const MAX_STATES = 20_000;
+const MAX_STATES = 50_000;
 
 /**
  * Characters a run of one of {@link LONG_RUNS} is followed for: vocabularies hold tokens of up
@@ -297,7 +297,9 @@ class StackSearch {
   /** The instance of each flat place. */
   readonly #placeInstance: number[] = [];
   /** Units entered by references from outside their component, by the reference's place. */
-  readonly #children = new Map<number, Unit>();
+  readonly #children = new Map<number | string, Unit>();
+  /** Units entered by tail calls from outside their component, by rule and exit. */
+  readonly #tails = new Map<number | string, Unit>();
   /** Per place after a terminal, the terminals its stacks reach first, once computed. */
   readonly #expansions = new Map<number, Stacks>();
   readonly #states: State[] = [];
@@ -359,9 +361,12 @@ class StackSearch {
     const unit = this.#instanceUnit[instance]!;
     const next = this.#rules[rule]![index + 1];
     const within = this.#component[to] === this.#component[rule];
-    if (within && (next === ALT || next === END)) return this.#member(unit, to);
-    const children = within ? (unit.family ?? unit).nested : this.#children;
-    const key = within ? this.#ruleStart[rule]! + index : place;
+    const tail = next === ALT || next === END;
+    if (within && tail) return this.#member(unit, to);
+    // A tail call from outside returns where its caller's unit does: one unit per rule and exit
+    // serves every such call (chains of optional properties call their rest from many places).
+    const children = within ? (unit.family ?? unit).nested : tail ? this.#tails : this.#children;
+    const key = within ? this.#ruleStart[rule]! + index : tail ? `${to}@${unit.exit}` : place;
     let child = children.get(key);
     if (child === undefined) {
       if (this.#placeInstance.length > MAX_PLACES) {
@@ -370,7 +375,8 @@ class StackSearch {
         return instance;
       }
       const family = within ? unit.family ?? unit : undefined;
-      child = { exit: place + 1, members: new Map(), family, nested: new Map() };
+      const exit = !within && tail ? unit.exit : place + 1;
+      child = { exit, members: new Map(), family, nested: new Map() };
       children.set(key, child);
     }
     return this.#member(child, to);
@@ -506,7 +512,10 @@ class StackSearch {
         const next = this.#next(r, i);
         if (startsTerminal(rule[next]!)) continue; // one stack: the next character
         const after = this.#expand(base + next);
-        if (this.#overlaps(after) || this.#cost(after) > this.#limit / RUN_WINDOW) {
+        if (
+          this.#overlaps(after) || this.#cost(after) > this.#limit / RUN_WINDOW ||
+          TOKEN_START_TRIES * this.#tries(after) > this.#limit / 2 // many stacks at a token start
+        ) {
           yield [r, after];
         }
         if (this.#tooComplex()) return;
@@ -638,16 +647,27 @@ class StackSearch {
       for (let i = 0; i < keys.length; i += 2) bounds.add(keys[i]!).add(keys[i + 1]! + 1);
     }
     const cuts = [...bounds].sort((a, b) => a - b);
-    this.#work += cuts.length * stacks.size;
+    // The stacks that match each run between cuts, each stack added to the runs it covers.
+    const matchedAt: number[][] = cuts.map(() => []);
+    let pairs = cuts.length;
+    for (const place of stacks.keys()) {
+      const keys = this.#keysAt(place);
+      for (let i = 0; i < keys.length; i += 2) {
+        for (let c = firstAtLeast(cuts, keys[i]!); cuts[c]! <= keys[i + 1]!; c++) {
+          matchedAt[c]!.push(place);
+          pairs++;
+        }
+      }
+    }
+    this.#work += pairs;
     if (this.#tooComplex()) return;
     const seen = new Set<string>();
     for (let c = 0; c + 1 < cuts.length; c++) {
-      const key = cuts[c]!;
-      const matched = this.#matched(stacks, key);
+      const matched = matchedAt[c]!;
       const id = matched.join(",");
       if (matched.length === 0 || seen.has(id)) continue;
       seen.add(id);
-      yield [runKey(key, cuts[c + 1]!), this.#advanceMatched(stacks, matched)];
+      yield [runKey(cuts[c]!, cuts[c + 1]!), this.#advanceMatched(stacks, matched)];
     }
   }
 
@@ -771,6 +791,18 @@ function runKey(from: number, to: number): number {
 function gcd(a: number, b: number): number {
   while (b !== 0) [a, b] = [b, a % b];
   return a;
+}
+
+/** The index of the first of sorted numbers that is at least `value` (their length if none). */
+function firstAtLeast(sorted: readonly number[], value: number): number {
+  let low = 0;
+  let high = sorted.length;
+  while (low < high) {
+    const middle = (low + high) >> 1;
+    if (sorted[middle]! < value) low = middle + 1;
+    else high = middle;
+  }
+  return low;
 }
 
 /** Whether sorted key ranges hold a key. */

@@ -79,6 +79,21 @@ for (const id of Object.keys(TOOL_FORMATS) as ToolFormatId[]) {
   });
 }
 
+Deno.test("forced parallel calls to tools with many optional parameters pass the validator", () => {
+  // Each optional parameter's rest is called from many places; the search had made a copy for
+  // each and gave up (too complex) on 32 tools of 12 parameters when parallel calls were allowed.
+  const properties = Object.fromEntries(
+    Array.from({ length: 12 }, (_, j) => [`param_${j}`, { type: j % 3 ? "string" : "integer" }]),
+  );
+  const tools = Array.from({ length: 32 }, (_, i) => ({
+    name: `tool_${i}`,
+    parameters: { type: "object", properties },
+  }));
+  const started = performance.now();
+  const { searchPaths } = validateGrammar(forcedToolGrammar(TOOL_FORMATS.hermes, tools, true));
+  ok(searchPaths < 40_000 && performance.now() - started < 2_000, `${searchPaths}`);
+});
+
 Deno.test("forced grammars for 128 tools pass the validator's bounds on llama.cpp's work, in time", () => {
   const tools = Array.from({ length: 128 }, (_, i) => ({
     name: `tool_${i}`,
