@@ -202,14 +202,21 @@ Deno.test("an announced request being prepared holds the first step until it is 
   await using loaded = await openTiny(2);
   const { model, scheduler } = loaded;
   const submit = submitter(loaded);
-  const stepsBefore = scheduler.stats().steps;
-  const second = scheduler.expectArrival(); // e.g. its chat template is rendering
-  const first = submit("the first request");
-  for (let turn = 0; turn < 8; turn++) await model.llama.yieldToIo(); // longer than quiet turns
-  const late = submit("the one that was being prepared");
-  second[Symbol.dispose]();
-  for (const generation of [first, late]) equal((await generation.result).completionTokens, 1);
-  equal(scheduler.stats().steps - stepsBefore, 1);
+  // Up to three times: the wait is bounded by the arrival window (10 ms), which one hiccup of a
+  // busy 2-core machine can outlast (a fresh CI run saw it once); without the wait every try
+  // takes two steps.
+  const steps: number[] = [];
+  while (steps.length < 3 && !steps.includes(1)) {
+    const stepsBefore = scheduler.stats().steps;
+    const second = scheduler.expectArrival(); // e.g. its chat template is rendering
+    const first = submit("the first request");
+    for (let turn = 0; turn < 8; turn++) await model.llama.yieldToIo(); // longer than quiet turns
+    const late = submit("the one that was being prepared");
+    second[Symbol.dispose]();
+    for (const generation of [first, late]) equal((await generation.result).completionTokens, 1);
+    steps.push(scheduler.stats().steps - stepsBefore);
+  }
+  ok(steps.includes(1), `steps per pair: ${steps.join(", ")}`);
 });
 
 Deno.test("a lone request after an idle spell does not sit out the arrival window", async () => {
