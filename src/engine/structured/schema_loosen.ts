@@ -27,13 +27,18 @@ const MAX_TRIES = 32;
  * ```
  */
 export function looseSchemaGrammar(schema: unknown): string {
-  let current = structuredClone(schema);
+  let current = schema;
   for (let tries = 0; tries < MAX_TRIES; tries++) {
     try {
       return jsonSchemaToGrammar(current);
     } catch (error) {
       if (!(error instanceof SchemaError)) throw error;
-      const loosened = withoutKeyword(current, error.path, error.keyword);
+      const steps = error.path === ""
+        ? []
+        : error.path.slice(1).split("/").map((step) =>
+          step.replaceAll("~1", "/").replaceAll("~0", "~")
+        );
+      const loosened = withoutKeyword(current, steps, error.keyword);
       if (loosened === undefined) break;
       current = loosened;
     }
@@ -42,14 +47,11 @@ export function looseSchemaGrammar(schema: unknown): string {
 }
 
 /**
- * The document with `keyword` left out of the sub-schema at `pointer` (or that sub-schema
- * allowing anything, where it has no such keyword); none where the pointer leads nowhere or it
- * already allows anything.
+ * A copy of the document with `keyword` left out of the sub-schema that `steps` (a JSON
+ * pointer's steps) lead to, or that sub-schema allowing anything where it has no such keyword;
+ * none where the steps lead nowhere or it already allows anything.
  */
-function withoutKeyword(doc: unknown, pointer: string, keyword: string): unknown {
-  const steps = pointer === ""
-    ? []
-    : pointer.slice(1).split("/").map((step) => step.replaceAll("~1", "/").replaceAll("~0", "~"));
+function withoutKeyword(doc: unknown, steps: readonly string[], keyword: string): unknown {
   if (steps.length === 0) {
     if (!isObject(doc)) return undefined;
     if (keyword !== "" && keyword in doc) {
@@ -58,15 +60,14 @@ function withoutKeyword(doc: unknown, pointer: string, keyword: string): unknown
     }
     return Object.keys(doc).length === 0 ? undefined : {};
   }
-  const [step, ...rest] = steps;
-  const tail = rest.map((s) => "/" + s.replaceAll("~", "~0").replaceAll("/", "~1")).join("");
+  const [step, ...rest] = steps as [string, ...string[]];
   if (Array.isArray(doc)) {
     const index = Number(step);
     if (!Number.isInteger(index) || index < 0 || index >= doc.length) return undefined;
-    const inner = withoutKeyword(doc[index], tail, keyword);
+    const inner = withoutKeyword(doc[index], rest, keyword);
     return inner === undefined ? undefined : doc.map((item, i) => i === index ? inner : item);
   }
-  if (!isObject(doc) || !(step! in doc)) return undefined;
-  const inner = withoutKeyword(doc[step!], tail, keyword);
-  return inner === undefined ? undefined : { ...doc, [step!]: inner };
+  if (!isObject(doc) || !(step in doc)) return undefined;
+  const inner = withoutKeyword(doc[step], rest, keyword);
+  return inner === undefined ? undefined : { ...doc, [step]: inner };
 }
