@@ -116,23 +116,29 @@ export function assertNearlyEqual(
 }
 
 /**
- * The longest gap (ms) between ticks of a 2 ms timer while `work` runs: how long the event loop
- * stood still (a server started by the test shares it).
+ * Runs `work` while a timer ticks on this thread, and measures the longest gap between ticks:
+ * how long the event loop stood still (a server started by the test shares it).
  *
  * @param work What to time.
- * @returns The longest gap, in ms.
+ * @param intervalMs The timer's interval. Default 2.
+ * @returns The work's result and the longest gap, in ms.
  */
-export async function longestTimerGap(work: () => Promise<void>): Promise<number> {
+export async function whileTicking<T>(
+  work: () => Promise<T>,
+  intervalMs = 2,
+): Promise<{ value: T; longestGap: number }> {
   let last = performance.now();
-  let longest = 0;
+  let longestGap = 0;
   const timer = setInterval(() => {
     const now = performance.now();
-    longest = Math.max(longest, now - last);
+    longestGap = Math.max(longestGap, now - last);
     last = now;
-  }, 2);
-  await new Promise((resolve) => setTimeout(resolve, 10));
-  await work();
-  await new Promise((resolve) => setTimeout(resolve, 10)); // a tick after the work
-  clearInterval(timer);
-  return longest;
+  }, intervalMs);
+  try {
+    const value = await work();
+    longestGap = Math.max(longestGap, performance.now() - last); // the stall that ended with it
+    return { value, longestGap };
+  } finally {
+    clearInterval(timer);
+  }
 }

@@ -4,7 +4,7 @@ import { SCHEMA_CORPUS } from "../fixtures/schema_corpus.ts";
 import { compileSchema } from "../engine/json_schema_ajv.ts";
 import { buildTinyVocab } from "../fixtures/tiny_vocab.ts";
 import { postJson, readSse, startServer, type TestServer } from "./harness.ts";
-import { longestTimerGap } from "../helpers.ts";
+import { whileTicking } from "../helpers.ts";
 
 const MODEL = "tiny-f32";
 /** Room enough for every corpus schema's output to end; "length" is a failure. */
@@ -307,15 +307,14 @@ Deno.test("a grammar whose text matches in too many ways is a 400 at once, not m
 Deno.test("a large grammar is checked off the event loop, which serves others meanwhile", async () => {
   await using server = await startServer();
   // The server shares this process: its event loop is the one the timer ticks on.
-  let response!: Response;
   const started = performance.now();
-  const longestGap = await longestTimerGap(async () => {
-    response = await postJson(`${server.url}/completion`, {
+  const { value: response, longestGap } = await whileTicking(() =>
+    postJson(`${server.url}/completion`, {
       prompt: "Hello",
       n_predict: 2,
       grammar: SLOW_TO_REFUSE, // about 0.2 s, which the event loop used to spend on it
-    });
-  });
+    })
+  );
   const took = performance.now() - started;
   equal(response.status, 400);
   match((await response.json()).error.message, /too many to bound/);
