@@ -76,8 +76,11 @@ const MAJORITY_SLACK = 0.1;
 export class PrefillBudget {
   #generationStepMs: number | undefined;
   #msPerPromptToken: number | undefined;
-  /** A prompt token's cost in steps of prompts alone: what a long prompt's pace is set by. */
-  #msPerPromptTokenAlone: number | undefined;
+  /**
+   * Steps of prompts alone, their time and tokens summed, older steps fading: a prompt token's
+   * cost there is what a long prompt's pace is set by (see {@link PrefillBudget.paceTokens}).
+   */
+  #promptsAlone = { ms: 0, tokens: 0 };
   /** Steps with prompt tokens beside streams since the last step of generation alone. */
   #mixedStepsSinceGeneration = 0;
 
@@ -106,7 +109,15 @@ export class PrefillBudget {
     // Without generated tokens to stand for it, the pass would count as the prompt tokens'.
     if (generatingTokens === 0) {
       if (promptTokens < MIN_TIMED_PROMPT_TOKENS) return;
-      this.#msPerPromptTokenAlone = average(this.#msPerPromptTokenAlone, decodeMs / promptTokens);
+      // Weighed by their tokens, not one vote a step: a short prompt's step, which the pass over
+      // the weights dominates and a hiccup of the machine can stretch tenfold, would otherwise
+      // set a long prompt's pace (a 90-token step stretched from 3 to 30 ms made it 6 times too
+      // slow, and the long prompt took 8 times its time alone).
+      const fade = 1 - SMOOTHING;
+      this.#promptsAlone = {
+        ms: this.#promptsAlone.ms * fade + decodeMs,
+        tokens: this.#promptsAlone.tokens * fade + promptTokens,
+      };
     }
     const base = generatingTokens > 0 ? this.#generationStepMs ?? 0 : 0;
     // A step with prompt tokens no slower than the generation steps' average tells nothing of
@@ -155,9 +166,10 @@ export class PrefillBudget {
    * ```
    */
   paceTokens(prompt: ChunkedPrompt): number {
-    const alone = this.#msPerPromptTokenAlone;
+    const { ms, tokens } = this.#promptsAlone;
     const step = this.#generationStepMs;
-    if (alone === undefined || step === undefined) return 0;
+    if (tokens === 0 || step === undefined) return 0;
+    const alone = ms / tokens;
     const { elapsedMs, evaluated, rest, lastChunk, streamSteps } = prompt;
     const deadlineMs = PROMPT_PACE_SLOWDOWN * alone * (evaluated + rest) - elapsedMs;
     const streamsLeftMs = streamSteps * step * (1 + PREFILL_STALL_SHARE);

@@ -76,6 +76,21 @@ Deno.test("PrefillBudget keeps a long prompt's pace, its chunks doubling at most
   equal(budget.paceTokens({ ...prompt, streamSteps: 534 }), 4, "they end too late: keep the pace");
 });
 
+Deno.test("PrefillBudget sets a long prompt's pace by prompt tokens, not by steps", () => {
+  const budget = new PrefillBudget();
+  budget.observe(20, 4, 0);
+  // A short prompt's step stretched by a hiccup (0.33 ms a token), then a long prompt's two
+  // steps at 0.06 ms a token: the pace reckons about 0.07, not the short step's 0.33.
+  budget.observe(30, 0, 90);
+  budget.observe(123, 0, 2048);
+  budget.observe(57, 0, 952);
+  const prompt = { elapsedMs: 1000, evaluated: 0, rest: 3000, lastChunk: 32, streamSteps: 3000 };
+  // 1,000 ms at 5 times 0.07 ms a token is about 2,900 tokens due: the chunk doubles. Reckoned
+  // at 0.33 ms a token, the 600 due would also double it, so ask at 2,600 evaluated.
+  equal(budget.paceTokens(prompt), 64, "far behind");
+  equal(budget.paceTokens({ ...prompt, evaluated: 2600, rest: 400 }), 64, "still behind");
+});
+
 /**
  * Streams a request and, once it has 5 tokens, submits one with `lateText` as its prompt.
  *
@@ -305,7 +320,10 @@ Deno.test("a long prompt behind a long stream keeps its pace", async () => {
   // first 2-core machine chunks sized by the stall budget alone took 1,080-1,340 steps of the
   // stream (the pass of each chunk of a few tokens counted as their cost), against 360-430 with
   // the pace. On a faster one (Zen 5) the smallest chunks already keep it: 1,500 steps, about
-  // 3 times its time alone, with or without the pace.
+  // 3 times its time alone, with or without the pace. On an AVX2 2-core host, 3.7-4.6 times
+  // (520-970 steps) with the pace, 5.8-8.1 times (1,360-1,540 steps) without; a short prompt's
+  // step stretched by a hiccup once set the pace too slow there (8 times, 1,395 steps), which
+  // the unit test above covers.
   ok(steps > 0, "the stream went on beside it");
   ok(
     lateMs <= PROMPT_PACE_SLOWDOWN * aloneMs * 1.5,
