@@ -26,6 +26,7 @@ import {
   numberRange,
   type WholeBound,
 } from "./numbers.ts";
+import { literalTrie } from "./literal_trie.ts";
 import { patternToGbnf } from "./regex.ts";
 import { oneOf, repeat, RuleSet } from "./rules.ts";
 import {
@@ -262,37 +263,10 @@ class Converter {
       if (value !== null && typeof value === "object") composite.push(this.#literal(value, path));
       else texts.push(scalarText(value, path));
     }
-    const trie = texts.length > 0 ? [this.#trie([...new Set(texts)].map((t) => [...t]), hint)] : [];
+    const entries = [...new Set(texts)].map((text) => ({ text, tail: "" }));
+    const addRule = (body: string) => this.rules.add(hint || "enum", body);
+    const trie = texts.length > 0 ? [literalTrie(entries, addRule)] : [];
     return oneOf([...trie, ...composite]);
-  }
-
-  /** GBNF for a set of distinct texts (as arrays of characters), sharing their beginnings. */
-  #trie(texts: readonly string[][], hint: string): string {
-    const groups = new Map<string, string[][]>();
-    let empty = false;
-    for (const text of texts) {
-      if (text.length === 0) empty = true;
-      else groups.set(text[0]!, [...(groups.get(text[0]!) ?? []), text.slice(1)]);
-    }
-    const alternatives: string[] = [];
-    for (const [first, rests] of groups) {
-      if (rests.length === 1) {
-        alternatives.push(gbnfLiteral(first + rests[0]!.join("")));
-        continue;
-      }
-      let shared = 0; // characters every rest begins with
-      while (rests.every((rest) => rest.length > shared && rest[shared] === rests[0]![shared])) {
-        shared++;
-      }
-      const head = gbnfLiteral(first + rests[0]!.slice(0, shared).join(""));
-      // A rule per branch, so that long values that part often stay within GBNF's nesting limit.
-      const tail = this.#trie(rests.map((rest) => rest.slice(shared)), hint);
-      alternatives.push(
-        `${head} ${tail.startsWith("(") ? this.rules.add(hint || "enum", tail) : tail}`,
-      );
-    }
-    if (empty) alternatives.push('""');
-    return oneOf(alternatives);
   }
 
   #literal(value: unknown, path: string, depth = 0): string {

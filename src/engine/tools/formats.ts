@@ -49,10 +49,21 @@ export interface ScanContext {
   final: boolean;
 }
 
+/**
+ * One call in GBNF: `lead`, the literal text that opens it and names the function, then `rest`.
+ * The leads of a forced call's tools share their beginnings in the grammar (a trie).
+ */
+export interface CallPieces {
+  /** Literal text, matched exactly. */
+  lead: string;
+  /** The GBNF expression after it: the arguments and what closes the call. */
+  rest: string;
+}
+
 /** GBNF pieces for one call: `name` is the function name, `args` the rule of its arguments. */
 export interface CallGrammar {
   /** One call to `name` whose arguments are the GBNF expression `args`. */
-  call(name: string, args: string, tool: ToolSpec): string;
+  call(name: string, args: string, tool: ToolSpec): CallPieces;
   /** The whole output, from the rule `call` that matches one call; `parallel` allows several. */
   wrap(call: string, parallel: boolean): string;
   /** Arguments as XML parameters instead of a JSON object. */
@@ -93,8 +104,10 @@ function sep(call: string, separator: string, parallel: boolean): string {
 }
 
 function jsonCall(nameKey: string, argsKey: string, extra = ""): CallGrammar["call"] {
-  return (name, args) =>
-    `${g(`{"${nameKey}": ${lit(name)}, "${argsKey}": `)} ${args} ${extra}${g("}")}`;
+  return (name, args) => ({
+    lead: `{"${nameKey}": ${lit(name)}, "${argsKey}": `,
+    rest: `${args} ${extra}${g("}")}`,
+  });
 }
 
 function oneJsonCall(keys: JsonCallKeys = NAME_ARGUMENTS) {
@@ -171,8 +184,10 @@ export const TOOL_FORMATS: Readonly<Record<ToolFormatId, ToolFormat>> = {
     idStyle: "openai",
     scan: (text, at) => jsonCallThen("</tool_call>")(text, at),
     grammar: {
-      call: (name, args) =>
-        `${g(`<tool_call>\n{"name": ${lit(name)}, "arguments": `)} ${args} ${g("}\n</tool_call>")}`,
+      call: (name, args) => ({
+        lead: `<tool_call>\n{"name": ${lit(name)}, "arguments": `,
+        rest: `${args} ${g("}\n</tool_call>")}`,
+      }),
       wrap: (call, parallel) => sep(call, "\n", parallel),
     },
   },
@@ -192,8 +207,10 @@ export const TOOL_FORMATS: Readonly<Record<ToolFormatId, ToolFormat>> = {
       return xmlCall(text, i + open.length, QWEN3_CODER_XML, ctx.tools);
     },
     grammar: {
-      call: (name, args) =>
-        `${g(`<tool_call>\n<function=${name}>\n`)} ${args} ${g("</function>\n</tool_call>")}`,
+      call: (name, args) => ({
+        lead: `<tool_call>\n<function=${name}>\n`,
+        rest: `${args} ${g("</function>\n</tool_call>")}`,
+      }),
       wrap: (call, parallel) => sep(call, "\n", parallel),
       xml: { open: (key) => `<parameter=${key}>\n`, close: "\n</parameter>\n" },
     },
@@ -205,7 +222,10 @@ export const TOOL_FORMATS: Readonly<Record<ToolFormatId, ToolFormat>> = {
     idStyle: "openai",
     scan: (text, at, _marker, ctx) => xmlCall(text, at, GLM_XML, ctx.tools),
     grammar: {
-      call: (name, args) => `${g(`<tool_call>${name}\n`)} ${args} ${g("</tool_call>")}`,
+      call: (name, args) => ({
+        lead: `<tool_call>${name}\n`,
+        rest: `${args} ${g("</tool_call>")}`,
+      }),
       wrap: (call, parallel) => sep(call, "\n", parallel),
       xml: { open: (key) => `<arg_key>${key}</arg_key>\n<arg_value>`, close: "</arg_value>\n" },
     },
@@ -243,7 +263,7 @@ export const TOOL_FORMATS: Readonly<Record<ToolFormatId, ToolFormat>> = {
         after: [],
       }),
     grammar: {
-      call: (name, args) => `${g(`[TOOL_CALLS]${name}[ARGS]`)} ${args}`,
+      call: (name, args) => ({ lead: `[TOOL_CALLS]${name}[ARGS]`, rest: args }),
       wrap: (call, parallel) => sep(call, "", parallel),
     },
   },
@@ -267,10 +287,10 @@ export const TOOL_FORMATS: Readonly<Record<ToolFormatId, ToolFormat>> = {
         });
       }, ctx.final),
     grammar: {
-      call: (name, args) =>
-        `${g(`${DS.callOpen}function${DS.sep}${name}\n\`\`\`json\n`)} ${args} ${
-          g(`\n\`\`\`${DS.callClose}`)
-        }`,
+      call: (name, args) => ({
+        lead: `${DS.callOpen}function${DS.sep}${name}\n\`\`\`json\n`,
+        rest: `${args} ${g(`\n\`\`\`${DS.callClose}`)}`,
+      }),
       wrap: (call, parallel) =>
         `${g(DS.sectionOpen)} ${sep(call, "\n", parallel)} ${g(DS.sectionClose)}`,
     },
@@ -287,7 +307,10 @@ export const TOOL_FORMATS: Readonly<Record<ToolFormatId, ToolFormat>> = {
           after: [DS.callClose],
         }), ctx.final),
     grammar: {
-      call: (name, args) => `${g(`${DS.callOpen}${name}${DS.sep}`)} ${args} ${g(DS.callClose)}`,
+      call: (name, args) => ({
+        lead: `${DS.callOpen}${name}${DS.sep}`,
+        rest: `${args} ${g(DS.callClose)}`,
+      }),
       wrap: (call, parallel) =>
         `${g(DS.sectionOpen)} ${sep(call, "", parallel)} ${g(DS.sectionClose)}`,
     },
@@ -310,14 +333,17 @@ export const TOOL_FORMATS: Readonly<Record<ToolFormatId, ToolFormat>> = {
     idStyle: "openai",
     scan: (text, at) => jsonArrayCalls(text, at, COMMAND_R7B_KEYS, ["<|END_ACTION|>"]),
     grammar: {
-      call: (name, args) =>
-        `${g(`{"tool_call_id": "`)} [0-9] ${
-          g(`", "tool_name": ${lit(name)}, "parameters": `)
-        } ${args} ${g("}")}`,
-      wrap: (call, parallel) =>
-        `${g("<|START_ACTION|>[\n    ")} ${sep(call, ",\n    ", parallel)} ${
+      // The call's id comes before its name, so it opens every call outside the names' trie.
+      call: (name, args) => ({
+        lead: `", "tool_name": ${lit(name)}, "parameters": `,
+        rest: `${args} ${g("}")}`,
+      }),
+      wrap: (call, parallel) => {
+        const withId = `${g('{"tool_call_id": "')} [0-9] ${call}`;
+        return `${g("<|START_ACTION|>[\n    ")} ${sep(withId, ",\n    ", parallel)} ${
           g("\n]<|END_ACTION|>")
-        }`,
+        }`;
+      },
     },
   },
   functionary_v3_1: {
@@ -327,7 +353,7 @@ export const TOOL_FORMATS: Readonly<Record<ToolFormatId, ToolFormat>> = {
     idStyle: "openai",
     scan: (text, at) => nameArgsCall(text, at, { nameEnd: />/, after: ["</function>"] }),
     grammar: {
-      call: (name, args) => `${g(`<function=${name}>`)} ${args} ${g("</function>")}`,
+      call: (name, args) => ({ lead: `<function=${name}>`, rest: `${args} ${g("</function>")}` }),
       wrap: (call, parallel) => sep(call, "", parallel),
     },
   },
@@ -347,10 +373,10 @@ export const TOOL_FORMATS: Readonly<Record<ToolFormatId, ToolFormat>> = {
           },
         }), ctx.final),
     grammar: {
-      call: (name, args) =>
-        `${g(`${KIMI.callOpen}functions.${name}:`)} [0-9] ${g(KIMI.argsOpen)} ${args} ${
-          g(KIMI.callClose)
-        }`,
+      call: (name, args) => ({
+        lead: `${KIMI.callOpen}functions.${name}:`,
+        rest: `[0-9] ${g(KIMI.argsOpen)} ${args} ${g(KIMI.callClose)}`,
+      }),
       wrap: (call, parallel) =>
         `${g(KIMI.sectionOpen)} ${sep(call, "", parallel)} ${g(KIMI.sectionClose)}`,
     },
@@ -363,10 +389,10 @@ export const TOOL_FORMATS: Readonly<Record<ToolFormatId, ToolFormat>> = {
     scan: () => ({ state: "invalid" }),
     readWhole: (text, ctx) => parseHarmony(text, ctx.final, ctx.tools.length > 0),
     grammar: {
-      call: (name, args) =>
-        `${g(`<|channel|>commentary to=functions.${name} <|constrain|>json<|message|>`)} ${args} ${
-          g("<|call|>")
-        }`,
+      call: (name, args) => ({
+        lead: `<|channel|>commentary to=functions.${name} <|constrain|>json<|message|>`,
+        rest: `${args} ${g("<|call|>")}`,
+      }),
       wrap: (call, parallel) => sep(call, "<|start|>assistant", parallel),
     },
   },
@@ -379,7 +405,7 @@ export const TOOL_FORMATS: Readonly<Record<ToolFormatId, ToolFormat>> = {
     readWhole: (text, ctx) => parseFunctionaryV32(text, ctx.final, ctx.tools.length > 0),
     grammar: {
       // The prompt ends with the first `>>>`.
-      call: (name, args) => `${g(`${name}\n`)} ${args}`,
+      call: (name, args) => ({ lead: `${name}\n`, rest: args }),
       wrap: (call, parallel) => sep(call, ">>>", parallel),
     },
   },

@@ -14,6 +14,7 @@
 import { gbnfLiteral } from "../structured/charset.ts";
 import { SchemaError } from "../structured/errors.ts";
 import { jsonSchemaToGrammar } from "../structured/json_schema.ts";
+import { literalTrie } from "../structured/literal_trie.ts";
 import { looseSchemaGrammar } from "../structured/schema_loosen.ts";
 import type { ToolFormat } from "./formats.ts";
 import type { ToolSpec } from "./tool_types.ts";
@@ -152,8 +153,17 @@ export function forcedToolGrammar(
       rules.push(converted.rules);
       args = converted.root;
     }
-    return format.grammar.call(tool.name, args, tool);
+    const { lead, rest } = format.grammar.call(tool.name, args, tool);
+    return { text: lead, tail: rest };
   });
-  const call = `call ::= ${calls.map((c) => `(${c})`).join(" | ")}`;
-  return [`root ::= ${format.grammar.wrap("call", parallel)}`, call, ...rules].join("\n") + "\n";
+  // The tools' leads share their beginnings (`<tool_call>\n{"name": "get_`…): one parse stack
+  // follows them instead of one per tool.
+  const branches: string[] = [];
+  const addBranch = (body: string) => {
+    branches.push(`call-${branches.length} ::= ${body}`);
+    return `call-${branches.length - 1}`;
+  };
+  const call = `call ::= ${literalTrie(calls, addBranch)}`;
+  return [`root ::= ${format.grammar.wrap("call", parallel)}`, call, ...branches, ...rules]
+    .join("\n") + "\n";
 }
