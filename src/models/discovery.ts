@@ -74,7 +74,12 @@ import {
   inspectGguf,
   normalizeModelKey,
 } from "./discovery_inspect.ts";
-import { ModelNotFoundError } from "./model_names.ts";
+import {
+  ModelNotFoundError,
+  ORIGINAL_BASE_MODEL_NAME,
+  originalOllamaName,
+  originalShimmyName,
+} from "./model_names.ts";
 
 export {
   type DiscoveryEnv,
@@ -459,7 +464,10 @@ async function scanRoot(
       sourceDetail: root.label,
       root: root.path,
       baseName: modelStem(root.path),
-      aliases: [],
+      aliases: [
+        originalShimmyName(modelStem(root.path)),
+        ...(root.source === "env" ? [ORIGINAL_BASE_MODEL_NAME] : []),
+      ],
       folder: dirname(root.path),
       identity: [],
       ...(root.layout === "adapter" ? { role: "adapter" as const } : {}),
@@ -496,7 +504,12 @@ async function scanRoot(
           sourceDetail: `${file.repo} revision ${file.revision.slice(0, 12)} in ${root.label}`,
           root: root.path,
           baseName: `${repo}:${relStem}`,
-          aliases: [shard, repo, ...pulledAliases(repo, file.relativePath)],
+          aliases: [
+            shard,
+            repo,
+            ...pulledAliases(repo, file.relativePath),
+            originalShimmyName(shard),
+          ],
           folder: dirname(shards[0]!),
           identity: [normalizeRepo(file.repo), normalizeRepo(file.repo).split("/").at(-1)!],
         };
@@ -519,9 +532,10 @@ async function scanRoot(
         identity: [],
         owner: model.manifest,
       };
-      const aliases = model.name.endsWith(":latest")
-        ? [model.name.slice(0, -":latest".length)]
-        : [];
+      const aliases = [
+        ...(model.name.endsWith(":latest") ? [model.name.slice(0, -":latest".length)] : []),
+        originalOllamaName(model.reference),
+      ];
       candidates.push({ ...base, shards: [model.model], baseName: model.name, aliases });
       for (const blob of model.adapters) {
         const baseName = `${model.name.replace(/:latest$/, "")}-adapter`;
@@ -557,7 +571,7 @@ async function scanRoot(
         : `${repo} in ${root.label}`,
       root: root.path,
       baseName: modelStem(first),
-      aliases: [],
+      aliases: [originalShimmyName(modelStem(first))],
       folder: dirname(first),
       identity: repo === undefined
         ? []

@@ -366,6 +366,42 @@ Deno.test("discoverModels() names library Ollama models NAME:TAG when found firs
   });
 });
 
+Deno.test("models answer to the names the original Shimmy gave them", async () => {
+  await withTemp(async (root) => {
+    const base = join(root, "base", "Base_Model.gguf");
+    await writeTiny(base);
+    await writeTiny(join(root, "dir", "My_Model Q4_K_M.gguf"));
+    const repo = join(root, "hf", "hub", "models--Org--Tiny-GGUF");
+    await writeTiny(join(repo, "blobs", "1111"));
+    await Deno.mkdir(join(repo, "snapshots", "r"), { recursive: true });
+    await Deno.symlink("../../blobs/1111", join(repo, "snapshots", "r", "tiny_q8_0.gguf"));
+    const store = join(root, "ollama");
+    await writeTiny(join(root, "m.gguf"), { name: "Other" });
+    const digest = await ollamaBlob(store, join(root, "m.gguf"));
+    await ollamaManifest(store, ["registry.ollama.ai", "library", "tinyllama", "latest"], [
+      { mediaType: "application/vnd.ollama.image.model", digest },
+    ]);
+    const report = await discoverModels(isolated(root, {
+      env: {
+        SHIMMY_BASE_GGUF: base,
+        SHIMMY_MODEL_PATHS: join(root, "dir"),
+        HF_HOME: join(root, "hf"),
+        OLLAMA_MODELS: store,
+      },
+    }));
+    // File stems with `_` and spaces as `-`, the base model's fixed name, and Ollama's manifest
+    // path, beside this server's own names.
+    equal(resolveModel(report, "my-model-q4-k-m").name, "my_model q4_k_m");
+    equal(resolveModel(report, "base-model").name, "base_model");
+    equal(resolveModel(report, "tinyllama-1.1b").name, "base_model");
+    equal(resolveModel(report, "tiny-q8-0").name, "org/tiny-gguf:tiny_q8_0");
+    equal(
+      resolveModel(report, "registry.ollama.ai/library/tinyllama/latest").name,
+      "tinyllama:latest",
+    );
+  });
+});
+
 Deno.test("discoverModels() finds LM Studio models in both of its folders", async () => {
   await withTemp(async (root) => {
     const home = join(root, "home");
