@@ -6,7 +6,8 @@
  *
  * SSE framing of `/api/generate`: each piece is one event; a piece containing line breaks is
  * sent as several `data:` lines, which SSE clients join back with "\n" (CR and CRLF arrive as
- * "\n"). `stream` defaults to false on every endpoint.
+ * "\n"). As in the original Shimmy, `stream` defaults to true here (false on the OpenAI
+ * endpoints), and `max_tokens` to {@link NATIVE_MAX_TOKENS} on both native endpoints.
  *
  * WebSocket protocol: the first text frame is the same JSON body as `/api/generate`; then one
  * text frame per piece; then a final `{"done":true,"finish_reason",usage,timings}` frame. A
@@ -57,8 +58,21 @@ function promptOf(fields: Fields, body: Record<string, unknown>): PromptSource {
   return withSystem({ kind: "chat", messages: [{ role: "user", content: prompt }] });
 }
 
-function begin(ctx: ServerContext, body: Record<string, unknown>, signal: AbortSignal) {
-  checkNativeFields(body);
+/**
+ * Tokens a native request generates when it names no limit: the original Shimmy's default, which
+ * scripts written for it rely on (the OpenAI endpoints generate to the end of the context).
+ */
+export const NATIVE_MAX_TOKENS = 256;
+
+function begin(ctx: ServerContext, request: Record<string, unknown>, signal: AbortSignal) {
+  checkNativeFields(request);
+  const limited = ["max_tokens", "max_completion_tokens", "n_predict"]
+    .some((key) => request[key] !== undefined && request[key] !== null);
+  const body = {
+    ...request,
+    stream: request.stream ?? true,
+    ...(limited ? {} : { max_tokens: NATIVE_MAX_TOKENS }),
+  };
   const fields = new Fields(body);
   return startGeneration(ctx, fields, promptOf(fields, body), signal);
 }

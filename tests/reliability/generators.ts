@@ -503,7 +503,7 @@ export class FuzzGenerator {
       model: this.#model,
       max_tokens: r.int(1, 8),
       ...(r.chance(0.5) ? { temperature: r.pick([0, 0.7, 1.5]) } : {}),
-      ...(r.chance(0.4) ? { stream: true } : {}),
+      stream: r.chance(0.4), // said either way: /api/generate streams when it is left out
     };
     if (path === "/v1/chat/completions" || (path === "/api/generate" && r.chance(0.5))) {
       body.messages = [{ role: "user", content: r.text() }];

@@ -60,7 +60,7 @@ function body(rand: Rand, kind: Kind): Record<string, unknown> {
     };
   }
   if (kind === "sse-text") return { ...common, prompt: rand.text(), stream: true };
-  return { ...common, prompt: rand.text() };
+  return { ...common, prompt: rand.text(), stream: false };
 }
 
 /** Aborts every request still running when the soak time is up. */

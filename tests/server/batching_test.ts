@@ -46,7 +46,11 @@ Deno.test("requests beyond the slots wait in order and all complete", async () =
     Array.from(
       { length: 6 },
       (_, i) =>
-        postJson(`${server.url}/api/generate`, { prompt: `request ${i}`, max_tokens: 8 })
+        postJson(`${server.url}/api/generate`, {
+          prompt: `request ${i}`,
+          max_tokens: 8,
+          stream: false,
+        })
           .then((r) => r.json()),
     ),
   );

@@ -1,4 +1,5 @@
 import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { NATIVE_MAX_TOKENS } from "../../src/server/native.ts";
 import { postJson, readSse, startServer } from "./harness.ts";
 
 Deno.test("chat SSE is framed byte for byte as OpenAI does: role first, one data: prefix, [DONE]", async () => {
@@ -58,11 +59,10 @@ Deno.test("/api/generate streams pieces with newlines as multi-line SSE data and
   ok(!raw.includes("data: data:"));
 });
 
-Deno.test("stream defaults to false on every endpoint", async () => {
+Deno.test("stream defaults to false on the OpenAI endpoints, to true on /api/generate as in the original Shimmy", async () => {
   await using server = await startServer();
   for (
     const [path, body] of [
-      ["/api/generate", { prompt: "hi", max_tokens: 2 }],
       ["/v1/completions", { prompt: "hi", max_tokens: 2 }],
       ["/v1/chat/completions", { messages: [{ role: "user", content: "hi" }], max_tokens: 2 }],
     ] as const
@@ -71,6 +71,25 @@ Deno.test("stream defaults to false on every endpoint", async () => {
     equal(response.headers.get("content-type"), "application/json", path);
     ok((await response.json()) !== null);
   }
+  // The original Shimmy streamed /api/generate unless asked not to, and stopped at 256 tokens.
+  const streamed = await postJson(`${server.url}/api/generate`, { prompt: "hi", max_tokens: 2 });
+  match(streamed.headers.get("content-type") ?? "", /^text\/event-stream/);
+  equal((await readSse(streamed)).events.at(-1), "[DONE]");
+  const whole = await postJson(`${server.url}/api/generate`, {
+    prompt: "hi",
+    stream: false,
+    ignore_eos: true,
+  });
+  equal(whole.headers.get("content-type"), "application/json");
+  equal((await whole.json()).usage.completion_tokens, NATIVE_MAX_TOKENS);
+  // n_predict -1 asks for no limit: to the end of the context.
+  const unlimited = await postJson(`${server.url}/api/generate`, {
+    prompt: "hi",
+    stream: false,
+    ignore_eos: true,
+    n_predict: -1,
+  });
+  ok((await unlimited.json()).usage.completion_tokens > NATIVE_MAX_TOKENS);
 });
 
 Deno.test("multi-byte UTF-8 split across tokens arrives whole in the SSE stream", async () => {

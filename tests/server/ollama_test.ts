@@ -541,6 +541,7 @@ Deno.test("the main port's root serves Ollama's non-colliding routes; its /api/g
     model: MODEL,
     prompt: "hi",
     max_tokens: 2,
+    stream: false,
   })).json();
   ok(native.usage && native.timings, "Shimmy's /api/generate");
   equal(await (await fetch(`${server.url}/ollama`)).text(), "Ollama is running");

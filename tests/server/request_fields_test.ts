@@ -24,7 +24,11 @@ async function expectAnswered(
   route: string,
   body: Record<string, unknown>,
 ): Promise<void> {
-  const response = await postJson(`${server.url}${route}`, { max_tokens: 2, ...body });
+  const response = await postJson(`${server.url}${route}`, {
+    max_tokens: 2,
+    stream: false,
+    ...body,
+  });
   const json = await response.json();
   equal(response.status, 200, `${route} ${JSON.stringify(body)}: ${JSON.stringify(json)}`);
   equal(json.usage.completion_tokens, 2);
@@ -220,7 +224,11 @@ Deno.test("hints with no effect here, and fields that ask for nothing, are accep
 Deno.test("llama-server's further samplers are read on every generating route, and checked", async () => {
   await using server = await startServer();
   const textOf = async (route: string, body: Record<string, unknown>) => {
-    const response = await postJson(`${server.url}${route}`, { max_tokens: 12, ...body });
+    const response = await postJson(`${server.url}${route}`, {
+      max_tokens: 12,
+      stream: false,
+      ...body,
+    });
     const json = await response.json();
     equal(response.status, 200, JSON.stringify(json));
     return route === "/api/generate" ? json.response : json.choices[0].text;

@@ -182,6 +182,7 @@ Deno.test("native /api/generate honours response_format and json_schema", async 
       max_tokens: 50,
       temperature: 0.8,
       seed: 3,
+      stream: false,
       ...fields,
     });
     equal(response.status, 200);
