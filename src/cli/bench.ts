@@ -30,7 +30,7 @@ Measures prompt processing (pp) and generation (tg) speed of a model through Shi
 
 Options:
   --prompt-tokens N     Prompt length for pp (default 512)
-  --gen-tokens N        Tokens generated for tg (default 128)
+  --gen-tokens N        Tokens generated for tg (default 128; --max-tokens too)
   --reps R              Repetitions; medians are reported (default 3)
   --threads N           CPU threads (default: one per physical core; at most 4 with every
                         layer on a GPU)
@@ -66,6 +66,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
   const parsed = parseFlags(args, {
     "prompt-tokens": { type: "string" },
     "gen-tokens": { type: "string" },
+    "max-tokens": { type: "string" },
     reps: { type: "string" },
     threads: { type: "string" },
     "n-gpu-layers": { type: "string" },
@@ -84,7 +85,11 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
   const name = parsed.positionals[0];
   if (!name) throw new UsageError("Name the model to benchmark: shimmy bench NAME");
   const promptTokens = positive("prompt-tokens", v["prompt-tokens"], 512);
-  const genTokens = positive("gen-tokens", v["gen-tokens"], 128);
+  if (v["gen-tokens"] !== undefined && v["max-tokens"] !== undefined) {
+    throw new UsageError("--max-tokens is another name for --gen-tokens; give one of them");
+  }
+  // `--max-tokens`: the original Shimmy's name for it.
+  const genTokens = positive("gen-tokens", v["gen-tokens"] ?? v["max-tokens"], 128);
   const reps = positive("reps", v.reps, 3);
   const nGpuLayers = gpuLayersFlag(v["n-gpu-layers"]);
   const split = splitFlags(v);

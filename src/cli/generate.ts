@@ -212,6 +212,7 @@ export async function generateMain(args: string[], globals: GlobalFlags): Promis
     return 0;
   }
   const path = await findModelPath(options.model, globals);
+  const ctxSize = options.ctxSize ?? globals.ctxSize;
   const progress = loadProgressPrinter(path, options.json);
   await using loaded = await LoadedModel.open({
     path,
@@ -219,7 +220,7 @@ export async function generateMain(args: string[], globals: GlobalFlags): Promis
     verbose: globals.verbose,
     onProgress: progress.update,
     ...(options.nGpuLayers !== undefined ? { nGpuLayers: options.nGpuLayers } : {}),
-    ...(options.ctxSize !== undefined ? { ctxSize: options.ctxSize } : {}),
+    ...(ctxSize !== undefined ? { ctxSize } : {}),
     ...(options.threads !== undefined ? { threads: options.threads } : {}),
     ...(options.tensorSplit ? { tensorSplit: options.tensorSplit } : {}),
     ...(options.splitMode ? { splitMode: options.splitMode } : {}),

@@ -1,6 +1,9 @@
 /**
  * Flags that work before or after the command (as in the original Shimmy):
- * `--model-dirs DIRS`, `--gpu-backend B`, `--verbose`.
+ * `--model-dirs DIRS`, `--gpu-backend B`, `--verbose`, and `--ctx N` (the default `--ctx-size` of
+ * every command, also `SHIMMY_MAX_CTX`). The original's engine flags are answered too: `--legacy`
+ * and `--kv-quant f32` asked for what this version always does and are accepted; the others say
+ * what this version has instead.
  *
  * @module
  */
@@ -16,7 +19,21 @@ export interface GlobalFlags {
   gpuBackend?: GpuBackend;
   /** Show llama.cpp's log. */
   verbose: boolean;
+  /** `--ctx N` or `SHIMMY_MAX_CTX`: context tokens where a command's `--ctx-size` is not given. */
+  ctxSize?: number;
 }
+
+/**
+ * The original Shimmy's flags for its own engine (Airframe) that this version has no equivalent
+ * of, and what to use instead.
+ */
+const ORIGINAL_ENGINE_FLAGS: Readonly<Record<string, string>> = {
+  "--cpu-moe": "llama.cpp places every layer by --n-gpu-layers; MoE experts cannot be kept on " +
+    "the CPU apart from their layers yet",
+  "--n-cpu-moe": "llama.cpp places every layer by --n-gpu-layers; MoE experts cannot be kept on " +
+    "the CPU apart from their layers yet",
+  "--prefill-chunk": "prompts go in steps of at most --batch-size tokens (serve --batch-size N)",
+};
 
 /**
  * Removes the global flags from an argument list, wherever they stand.
@@ -47,9 +64,42 @@ export function extractGlobalFlags(
     if (name === "--model-dirs") flags.modelDirs = value();
     else if (name === "--gpu-backend") flags.gpuBackend = parseGpuBackend(value());
     else if (name === "--verbose" || name === "-v") flags.verbose = true;
-    else rest.push(arg);
+    else if (name === "--ctx") flags.ctxSize = contextSize("--ctx", value());
+    else if (name === "--legacy") continue; // the original's llama.cpp engine: the only one here
+    else if (name === "--kv-quant") kvQuant(value());
+    else if (name in ORIGINAL_ENGINE_FLAGS) {
+      throw new UsageError(
+        `${name} was a flag of the original Shimmy's own engine, which this version does not ` +
+          `have: ${ORIGINAL_ENGINE_FLAGS[name]}`,
+      );
+    } else rest.push(arg);
   }
   return { flags, rest };
+}
+
+/**
+ * Reads a context size given as `--ctx` or `SHIMMY_MAX_CTX`.
+ *
+ * @param source The flag or variable, for the error.
+ * @param value Its text.
+ * @returns The number of tokens.
+ * @throws {UsageError} unless it is a positive decimal integer.
+ */
+export function contextSize(source: string, value: string): number {
+  const n = /^\d+$/.test(value.trim()) ? Number(value.trim()) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new UsageError(`${source} must be a positive number of tokens, got "${value}"`);
+  }
+  return n;
+}
+
+/** `--kv-quant`: `f32` (the original's full precision, its default) is what this version does. */
+function kvQuant(value: string): void {
+  if (value === "f32") return;
+  throw new UsageError(
+    `--kv-quant ${value} is not supported: the KV cache is kept at llama.cpp's full precision ` +
+      "(f16); --kv-quant f32 is accepted",
+  );
 }
 
 /**

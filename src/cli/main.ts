@@ -21,7 +21,7 @@ import { runMain } from "./run.ts";
 import { closestMatch } from "./suggest.ts";
 import { unknownVariableWarnings } from "./env_check.ts";
 import { serveMain } from "./serve.ts";
-import { extractGlobalFlags, type GlobalFlags } from "./global_flags.ts";
+import { contextSize, extractGlobalFlags, type GlobalFlags } from "./global_flags.ts";
 import { UsageError } from "./usage_error.ts";
 import { LLAMA_CPP_VERSION, VERSION } from "../version.ts";
 import { describeLibraries } from "../ffi/library.ts";
@@ -45,7 +45,9 @@ Global flags (before or after the command):
   --model-dirs DIRS    Extra model folders, ';'-separated
   --gpu-backend B      auto | cpu | cuda | vulkan | metal
   --verbose            Show llama.cpp's log
-  --version            Print the version
+  --ctx N              Context tokens where a command's --ctx-size is not given
+                       (SHIMMY_MAX_CTX too)
+  --version, -V        Print the version
   --help               This help
 
 Start here:
@@ -66,7 +68,7 @@ export function versionLine(flags: GlobalFlags): string {
 }
 
 /** Flags that may come before the command. */
-const GLOBAL_FLAG_NAMES = ["model-dirs", "gpu-backend", "verbose", "version", "help"];
+const GLOBAL_FLAG_NAMES = ["model-dirs", "gpu-backend", "verbose", "ctx", "version", "help"];
 
 type Command = (args: string[], globals: GlobalFlags) => Promise<number>;
 
@@ -108,8 +110,12 @@ const EXPECTED_ERRORS = [
 export async function main(argv: string[]): Promise<number> {
   try {
     const { flags, rest } = extractGlobalFlags(argv);
+    const maxCtx = Deno.env.get("SHIMMY_MAX_CTX");
+    if (flags.ctxSize === undefined && maxCtx !== undefined) {
+      flags.ctxSize = contextSize("SHIMMY_MAX_CTX", maxCtx);
+    }
     const [command, ...args] = rest;
-    if (command === "--version" || command === "version") {
+    if (command === "--version" || command === "-V" || command === "version") {
       console.log(versionLine(flags));
       return 0;
     }

@@ -316,16 +316,42 @@ export async function probeMain(
   const report = await discoverModels(
     discoveryOptions(globals, [...options.models, ...extra], discovery),
   );
-  const model = probeTarget(report, options.model, discovery.cwd);
-  const progress = loadProgressPrinter(model.path, options.json);
+  let model: DiscoveredModel;
   let result: ProbeReport;
   try {
-    result = await probeModel(model, {
+    model = probeTarget(report, options.model, discovery.cwd);
+    result = await probeWith(model, options, globals);
+  } catch (error) {
+    if (!(error instanceof ModelLoadError) || error.code === "not_found") throw error;
+    // Found but not loadable: exit code 2, as the original Shimmy's probe answered.
+    console.error(`shimmy: ${error.message}`);
+    return PROBE_LOAD_FAILED;
+  }
+  if (options.json) console.log(JSON.stringify(result, null, 2));
+  else {
+    for (const line of formatProbeReport(result)) console.log(line);
+    console.log(`ok: loaded ${model.name}`); // the original Shimmy's line, which scripts look for
+  }
+  return 0;
+}
+
+/** `shimmy probe`'s exit code for a model that was found but did not load. */
+export const PROBE_LOAD_FAILED = 2;
+
+async function probeWith(
+  model: DiscoveredModel,
+  options: ProbeArgs,
+  globals: GlobalFlags,
+): Promise<ProbeReport> {
+  const progress = loadProgressPrinter(model.path, options.json);
+  const ctxSize = options.ctxSize ?? globals.ctxSize;
+  try {
+    return await probeModel(model, {
       gpuBackend: options.gpuBackend ?? globals.gpuBackend ?? "auto",
       verbose: globals.verbose,
       onProgress: progress.update,
       ...(options.nGpuLayers !== undefined ? { nGpuLayers: options.nGpuLayers } : {}),
-      ...(options.ctxSize !== undefined ? { ctxSize: options.ctxSize } : {}),
+      ...(ctxSize !== undefined ? { ctxSize } : {}),
       ...(options.splitMode ? { splitMode: options.splitMode } : {}),
       ...(options.tensorSplit ? { tensorSplit: options.tensorSplit } : {}),
       ...(options.mainGpu !== undefined ? { mainGpu: options.mainGpu } : {}),
@@ -334,7 +360,4 @@ export async function probeMain(
   } finally {
     progress.done();
   }
-  if (options.json) console.log(JSON.stringify(result, null, 2));
-  else for (const line of formatProbeReport(result)) console.log(line);
-  return 0;
 }

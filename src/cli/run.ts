@@ -84,7 +84,8 @@ export async function runMain(args: string[], globals: GlobalFlags): Promise<num
   const temperature = atLeast("temperature", numberFlag("temperature", v.temperature), 0);
   const maxTokens = atLeast("max-tokens", numberFlag("max-tokens", v["max-tokens"], true), 1);
   const seed = numberFlag("seed", v.seed, true);
-  const ctxSize = atLeast("ctx-size", numberFlag("ctx-size", v["ctx-size"], true), 1);
+  const ctxSize = atLeast("ctx-size", numberFlag("ctx-size", v["ctx-size"], true), 1) ??
+    globals.ctxSize;
   const threads = threadsFlag(v.threads);
   const nGpuLayers = gpuLayersFlag(v["n-gpu-layers"]);
 

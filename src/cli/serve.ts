@@ -558,6 +558,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
   }
   const { local, toPull } = localModels(options.models, options.allowPull);
   const report = await discoverFor(globals, local);
+  const ctxSize = options.ctxSize ?? globals.ctxSize;
   const entries: ModelEntry[] = entriesFrom(report, local);
   const preload = [...entries.slice(0, local.length).map((e) => e.name), ...toPull];
   const pulls = options.allowPull ? new ModelPulls({}, pullLogger()) : undefined;
@@ -589,7 +590,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
         ? plan.devices.reduce((sum, d) => sum + d.freeBytes, 0)
         : Deno.systemMemoryInfo().available;
     },
-    ...(options.ctxSize ? { ctxSize: options.ctxSize } : {}),
+    ...(ctxSize ? { ctxSize } : {}),
     ...(options.batchSize ? { batchSize: options.batchSize } : {}),
     ...(options.maxQueue ? { maxQueue: options.maxQueue } : {}),
     ...(options.threads ? { threads: options.threads } : {}),
@@ -625,7 +626,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
       prefillAssistant: !options.noPrefillAssistant,
       ...(options.bodyTimeoutMs !== undefined ? { bodyTimeoutMs: options.bodyTimeoutMs } : {}),
       ...(options.slotSavePath ? { slotSavePath: await slotSaveFolder(options.slotSavePath) } : {}),
-      ...(options.ctxSize ? { ctxSize: options.ctxSize } : {}),
+      ...(ctxSize ? { ctxSize } : {}),
       ...(options.apiKey ? { apiKey: options.apiKey } : {}),
       ...(options.chatTemplate
         ? { chatTemplate: await loadTemplateOverride(options.chatTemplate) }

@@ -147,3 +147,47 @@ Deno.test("a request naming no model gets --default-model, else the only model, 
 function disposable(registry: ModelRegistry) {
   return { value: registry, [Symbol.dispose]: () => void registry.close() };
 }
+
+Deno.test("the original Shimmy's global flags and SHIMMY_MAX_CTX work, or say what replaced them", async () => {
+  const version = await runShimmy(["-V"]);
+  equal(version.code, 0, version.stderr);
+  match(version.stdout, /^shimmy \d+\.\d+\.\d+ /);
+  const models = ["--model-dirs", GENERATED_DIR];
+  // --ctx N (and SHIMMY_MAX_CTX) is the context where --ctx-size is not given.
+  const ctx = await runShimmy([...models, "--ctx", "256", "probe", "tiny-f32"]);
+  equal(ctx.code, 0, ctx.stderr);
+  match(ctx.stdout, /^Context: +512 trained, 256 created$/m);
+  const fromEnv = await runShimmy([...models, "probe", "tiny-f32"], { SHIMMY_MAX_CTX: "256" });
+  equal(fromEnv.code, 0, fromEnv.stderr);
+  equal(fromEnv.stderr.includes("warning"), false, fromEnv.stderr);
+  match(fromEnv.stdout, /^Context: +512 trained, 256 created$/m);
+  const badEnv = oneLineError(await runShimmy(["list"], { SHIMMY_MAX_CTX: "lots" }));
+  equal(badEnv, 'shimmy: SHIMMY_MAX_CTX must be a positive number of tokens, got "lots"');
+  // --legacy (llama.cpp, the only engine here) and --kv-quant f32 ask for what this version does.
+  const same = await runShimmy([...models, "--legacy", "--kv-quant", "f32", "list", "-s"]);
+  equal(same.code, 0, same.stderr);
+  match(same.stdout, /^tiny-f32$/m);
+  match(
+    oneLineError(await runShimmy(["--cpu-moe", "list"])),
+    /^shimmy: --cpu-moe was a flag of the original Shimmy's own engine, .*--n-gpu-layers/,
+  );
+  match(
+    oneLineError(await runShimmy(["list", "--kv-quant", "int4"])),
+    /^shimmy: --kv-quant int4 is not supported: .*--kv-quant f32 is accepted$/,
+  );
+  // bench's --max-tokens is --gen-tokens under the original's name.
+  const bench = await runShimmy([
+    ...models,
+    "bench",
+    "tiny-f32",
+    "--max-tokens",
+    "4",
+    "--prompt-tokens",
+    "4",
+    "--reps",
+    "1",
+    "--json",
+  ]);
+  equal(bench.code, 0, bench.stderr);
+  equal(JSON.parse(bench.stdout).gen_tokens, 4);
+});

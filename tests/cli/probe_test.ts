@@ -1,6 +1,6 @@
 import { deepEqual, equal, match, ok, rejects } from "node:assert/strict";
 import { join } from "node:path";
-import { parseProbeArgs, probeMain } from "../../src/cli/probe.ts";
+import { parseProbeArgs, PROBE_LOAD_FAILED, probeMain } from "../../src/cli/probe.ts";
 import { LoadLogReader } from "../../src/engine/load_log.ts";
 import { placeLayers, type ProbeReport } from "../../src/engine/model_probe.ts";
 import { UsageError } from "../../src/cli/usage_error.ts";
@@ -55,6 +55,8 @@ Deno.test("shimmy probe reports arch, parameters, context, template family and C
   match(stdout, /^Memory: +\S+ \S+ in llama\.cpp buffers/m);
   match(stdout, /^\s+BUFFER\s+WEIGHTS\s+KV CACHE\s+COMPUTE\s+OUTPUT$/m);
   match(stdout, /^Adapters: +tiny-f32-lora$/m);
+  // The original Shimmy's probe printed this line, and scripts look for it.
+  match(stdout, /\nok: loaded tiny-f32$/);
 });
 
 Deno.test("shimmy probe --json gives the same facts as one object", async () => {
@@ -94,23 +96,28 @@ Deno.test("shimmy probe takes a path outside the model folders", async () => {
   equal(report.offload.offloaded, 0);
 });
 
-Deno.test("shimmy probe of a corrupt file fails with a ModelLoadError that gives the reason", async () => {
+/** Probes `target`, which is found but does not load: exit code 2 and the reason on stderr. */
+async function probeFailsToLoad(target: string, reason: RegExp): Promise<void> {
+  const { code, stdout, stderr } = await capture(() => probeMain([target], cpu, isolated));
+  equal(code, PROBE_LOAD_FAILED, stderr);
+  equal(stdout, "");
+  match(stderr, reason);
+}
+
+Deno.test("shimmy probe of a corrupt file exits 2 and gives the reason", async () => {
   for (const target of ["broken", join(dir, "broken.gguf")]) {
-    await rejects(() => probeMain([target], cpu, isolated), (error: unknown) => {
-      ok(error instanceof ModelLoadError, String(error));
-      equal(error.code, "invalid_file");
-      match(error.message, /^Cannot probe "[^"]+": .*broken\.gguf.*not a GGUF file/);
-      return true;
-    });
+    await probeFailsToLoad(
+      target,
+      /^shimmy: Cannot probe "[^"]+": .*broken\.gguf.*not a GGUF file/,
+    );
   }
 });
 
-Deno.test("shimmy probe of a model llama.cpp rejects fails with llama.cpp's reason", async () => {
-  await rejects(() => probeMain(["hollow"], cpu, isolated), (error: unknown) => {
-    ok(error instanceof ModelLoadError, String(error));
-    match(error.message, /^Cannot load model \S+hollow\.gguf: llama\.cpp rejected it/);
-    return true;
-  });
+Deno.test("shimmy probe of a model llama.cpp rejects exits 2 with llama.cpp's reason", async () => {
+  await probeFailsToLoad(
+    "hollow",
+    /^shimmy: Cannot load model \S+hollow\.gguf: llama\.cpp rejected it/,
+  );
 });
 
 Deno.test("shimmy probe of an unknown name fails with a ModelNotFoundError listing the models", async () => {
@@ -132,11 +139,10 @@ Deno.test("shimmy probe of a path that does not exist fails with a not_found Mod
 });
 
 Deno.test("shimmy probe of a LoRA adapter says it is not a model and names its base", async () => {
-  await rejects(() => probeMain(["tiny-f32-lora"], cpu, isolated), (error: unknown) => {
-    ok(error instanceof ModelLoadError, String(error));
-    match(error.message, /is a LoRA adapter, not a model; probe its base model \(tiny-f32\)/);
-    return true;
-  });
+  await probeFailsToLoad(
+    "tiny-f32-lora",
+    /is a LoRA adapter, not a model; probe its base model \(tiny-f32\)/,
+  );
 });
 
 Deno.test("shimmy probe checks its arguments and prints usage for --help", async () => {
