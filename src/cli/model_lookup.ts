@@ -66,13 +66,17 @@ export function discoverFor(globals: GlobalFlags, models: readonly string[] = []
  * A registry entry for a discovered model.
  *
  * @param model The discovered model.
+ * @param registered Whether it was named at start (`--model`; `SHIMMY_BASE_GGUF` always is).
  * @returns The entry.
  */
-export function entryOf(model: DiscoveredModel): ModelEntry {
+export function entryOf(model: DiscoveredModel, registered = false): ModelEntry {
   return {
     name: model.name,
     path: model.path,
     source: model.sourceDetail,
+    registered: registered || model.source === "env",
+    ...(model.architecture !== "unknown" ? { architecture: model.architecture } : {}),
+    ...(model.parameterCount !== undefined ? { parameterCount: model.parameterCount } : {}),
     sizeBytes: model.sizeBytes,
     aliases: model.aliases,
     adapters: model.adapters.map((a) => ({ name: a.name, path: a.path })),
@@ -90,7 +94,7 @@ export function entryOf(model: DiscoveredModel): ModelEntry {
 export function entriesFrom(report: DiscoveryReport, wanted: readonly string[]): ModelEntry[] {
   const first = wanted.map((w) => resolveModel(report, w));
   const rest = report.models.filter((m) => !first.includes(m));
-  return [...new Set([...first, ...rest])].map(entryOf);
+  return [...new Set([...first, ...rest])].map((model) => entryOf(model, first.includes(model)));
 }
 
 /**

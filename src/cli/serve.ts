@@ -612,6 +612,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     arrivals,
     responses: new ResponseStore(),
     ...(pulls ? { pulls } : {}),
+    discover: async () => entriesFrom(await discoverFor(globals, local), local),
     draining: false,
     settings: {
       parallel: options.parallel,

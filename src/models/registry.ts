@@ -40,6 +40,12 @@ export interface ModelEntry {
   path: string;
   /** Where it was found (`--model`, `SHIMMY_BASE_GGUF`, a folder…). */
   source: string;
+  /** Named at start (`--model`, `SHIMMY_BASE_GGUF`) rather than found in a folder. */
+  registered?: boolean;
+  /** `general.architecture`, when discovery read it. */
+  architecture?: string;
+  /** Parameters, when discovery counted them from the tensor shapes. */
+  parameterCount?: number;
   /** File size in bytes (all shards). */
   sizeBytes: number;
   /** Other names that find it. */
@@ -152,6 +158,8 @@ export class ModelRegistry {
   /** Keep-alive of a loaded model set by a request (Ollama's `keep_alive`), in ms. */
   readonly #keepAlive = new Map<string, number>();
   #leaseReleased: (() => void) | undefined;
+  /** The model a request naming none gets once models were added beside the only one. */
+  #implicitDefault: string | undefined;
   readonly #sweeper: ReturnType<typeof setInterval> | undefined;
   /** Milliseconds each model took to load. */
   readonly loadTimes = new Map<string, number>();
@@ -179,6 +187,24 @@ export class ModelRegistry {
   /** Every known model. */
   list(): readonly ModelEntry[] {
     return this.#entries;
+  }
+
+  /**
+   * Adds models found after the start (`POST /api/models/discover`): those whose name and file
+   * are both new. A request that names no model keeps getting the one it got before.
+   *
+   * @param entries Models found by a new search.
+   * @returns Those added.
+   */
+  add(entries: readonly ModelEntry[]): ModelEntry[] {
+    const added = entries.filter((entry) =>
+      !this.#entries.some((known) => known.name === entry.name || known.path === entry.path)
+    );
+    if (added.length > 0 && this.#entries.length === 1) {
+      this.#implicitDefault ??= this.#entries[0]!.name;
+    }
+    this.#entries.push(...added);
+    return added;
   }
 
   /** Load state of a model. */
@@ -216,7 +242,8 @@ export class ModelRegistry {
           "No models are available: start the server with --model PATH or --model-dirs DIRS",
         );
       }
-      if (this.#options.defaultModel) return this.resolve(this.#options.defaultModel);
+      const defaultModel = this.#options.defaultModel ?? this.#implicitDefault;
+      if (defaultModel) return this.resolve(defaultModel);
       if (this.#entries.length > 1) throw new ModelRequiredError(this.#entries.map((e) => e.name));
       return first;
     }

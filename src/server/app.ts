@@ -19,11 +19,13 @@ import {
   getLora,
   getLoraAdapters,
   loadModel,
+  MODEL_ACTION_ROUTE,
+  modelAction,
   setLora,
   setLoraAdapters,
   unloadModel,
 } from "./models_api.ts";
-import { apiGenerate, apiModels, wsGenerate } from "./native.ts";
+import { apiGenerate, apiModels, discoverApiModels, wsGenerate } from "./native.ts";
 import { chatCompletions, completions, listModels, MODEL_ROUTE, retrieveModel } from "./openai.ts";
 import {
   CANCEL_ROUTE,
@@ -116,6 +118,7 @@ const ROUTES: Record<string, Partial<Record<string, Handler>>> = {
   "/api/generate": { POST: apiGenerate },
   "/api/models": { GET: apiModels },
   "/api/models/load": { POST: loadModel },
+  "/api/models/discover": { POST: discoverApiModels },
   "/api/models/unload": { POST: unloadModel },
   "/api/lora": { GET: getLora, POST: setLora },
   "/lora-adapters": { GET: getLoraAdapters, POST: setLoraAdapters },
@@ -155,6 +158,9 @@ function routeOf(path: string, ollamaRoot: boolean): Partial<Record<string, Hand
   if (ollamaRoot && OLLAMA_ROUTES[path]) return OLLAMA_ROUTES[path];
   if (ROUTES[path]) return ROUTES[path];
   if (MODEL_ROUTE.test(path)) return { GET: retrieveModel };
+  if (MODEL_ACTION_ROUTE.test(path)) {
+    return path.endsWith("/status") ? { GET: modelAction } : { POST: modelAction };
+  }
   if (SLOT_ROUTE.test(path)) return { POST: slotAction };
   if (INPUT_ITEMS_ROUTE.test(path)) return { GET: listInputItems };
   if (CANCEL_ROUTE.test(path)) return { POST: cancelResponse };
@@ -170,6 +176,9 @@ function routeLabel(path: string, ollamaRoot: boolean): string {
   if (path === "/") return "/";
   if (path.startsWith("/webui/")) return "/webui/{file}";
   if (MODEL_ROUTE.test(path)) return "/v1/models/{id}";
+  if (MODEL_ACTION_ROUTE.test(path)) {
+    return path.replace(MODEL_ACTION_ROUTE, "/api/models/{name}/$2");
+  }
   if (SLOT_ROUTE.test(path)) return "/slots/{id}";
   if (INPUT_ITEMS_ROUTE.test(path)) return "/v1/responses/{id}/input_items";
   if (CANCEL_ROUTE.test(path)) return "/v1/responses/{id}/cancel";

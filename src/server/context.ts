@@ -6,7 +6,7 @@
 
 import type { StreamSessions } from "./stream_sessions.ts";
 import type { ReasoningControls } from "./chat_control.ts";
-import type { ModelRegistry } from "../models/registry.ts";
+import type { ModelEntry, ModelRegistry } from "../models/registry.ts";
 import type { ModelPulls } from "../models/pull_tracker.ts";
 import type { TemplateOverride } from "../engine/templates.ts";
 import type { Activity } from "./activity.ts";
@@ -67,4 +67,6 @@ export interface ServerContext {
   streamSessions?: StreamSessions;
   /** Pulls of `hf.co/…` models (`serve --allow-pull`), shown by `/health`. */
   pulls?: ModelPulls;
+  /** Searches the model folders again (`POST /api/models/discover`); set by `serve`. */
+  discover?: () => Promise<ModelEntry[]>;
 }

@@ -43,20 +43,59 @@ async function modelField(ctx: ServerContext, request: ServedRequest, fields: st
 /** `POST /api/models/load {"model"}`: loads a model now (it stays until unloaded or idle). */
 export async function loadModel(ctx: ServerContext, request: ServedRequest): Promise<Response> {
   const { entry } = await modelField(ctx, request, ["model"]);
-  using lease = await ctx.registry.acquire(entry.name);
-  return Response.json({
-    model: entry.name,
-    state: "loaded",
-    load_ms: Math.round(ctx.registry.loadTimes.get(entry.name) ?? 0),
-    backend: lease.model.devices.backend,
-  });
+  return await loadEntry(ctx, entry);
 }
 
 /** `POST /api/models/unload {"model"}`: frees a loaded, idle model. */
 export async function unloadModel(ctx: ServerContext, request: ServedRequest): Promise<Response> {
   const { entry } = await modelField(ctx, request, ["model"]);
+  return await unloadEntry(ctx, entry);
+}
+
+async function loadEntry(ctx: ServerContext, entry: ModelEntry): Promise<Response> {
+  using lease = await ctx.registry.acquire(entry.name);
+  return Response.json({
+    model: entry.name,
+    state: "loaded",
+    status: "loaded",
+    load_ms: Math.round(ctx.registry.loadTimes.get(entry.name) ?? 0),
+    backend: lease.model.devices.backend,
+  });
+}
+
+async function unloadEntry(ctx: ServerContext, entry: ModelEntry): Promise<Response> {
   const unloaded = await ctx.registry.unload(entry.name);
-  return Response.json({ model: entry.name, state: "available", unloaded });
+  return Response.json({ model: entry.name, state: "available", status: "available", unloaded });
+}
+
+/**
+ * The original Shimmy's routes by model name: `POST /api/models/{name}/load`,
+ * `POST /api/models/{name}/unload` and `GET /api/models/{name}/status` (`{model, status,
+ * loaded}`), the name URL-encoded where it has a `/`. They do what the JSON routes above do.
+ */
+export const MODEL_ACTION_ROUTE = /^\/api\/models\/([^/]+)\/(load|unload|status)$/;
+
+/**
+ * Serves a path that {@link MODEL_ACTION_ROUTE} matches (`status` by GET, the others by POST).
+ *
+ * @param ctx Server state.
+ * @param request The request.
+ * @returns The answer of the action the path names.
+ * @throws {HttpError} 404 for an unknown model.
+ */
+export async function modelAction(ctx: ServerContext, request: ServedRequest): Promise<Response> {
+  const [, encoded, action] = MODEL_ACTION_ROUTE.exec(new URL(request.url).pathname)!;
+  let name: string;
+  try {
+    name = decodeURIComponent(encoded!);
+  } catch {
+    throw badRequest("The model name in the path is not valid URL encoding");
+  }
+  const entry = ctx.registry.resolve(name);
+  if (action === "load") return await loadEntry(ctx, entry);
+  if (action === "unload") return await unloadEntry(ctx, entry);
+  const status = ctx.registry.state(entry.name);
+  return Response.json({ model: entry.name, status, loaded: status === "loaded" });
 }
 
 function adapterPath(entry: ModelEntry, loaded: LoadedModel, name: string): string | undefined {

@@ -19,6 +19,8 @@
  * @module
  */
 
+import { basename } from "node:path";
+import type { ModelEntry } from "../models/registry.ts";
 import type { ServerContext } from "./context.ts";
 import {
   finishReasonOf,
@@ -212,28 +214,73 @@ function isStopFrame(text: string): boolean {
   }
 }
 
-function parameterCount(ctx: ServerContext, name: string): number | null {
-  return ctx.registry.loaded().get(name)?.model.nParams ?? null;
+/** The model families the original Shimmy told apart, by the words that name them. */
+const ORIGINAL_FAMILIES = ["Llama", "Phi", "Gemma", "Mistral", "Qwen"];
+
+/**
+ * A model's family as the original Shimmy's `model_type` gave it: from its file name, as there,
+ * else from its architecture (`qwen2` is Qwen).
+ */
+function modelFamily(entry: ModelEntry): string {
+  for (const text of [basename(entry.path), entry.architecture ?? ""]) {
+    const family = ORIGINAL_FAMILIES.find((f) => text.toLowerCase().includes(f.toLowerCase()));
+    if (family !== undefined) return family;
+  }
+  return "Unknown";
+}
+
+/** A parameter count as the original Shimmy wrote it (`7B`), with one decimal where useful. */
+function sizeLabel(parameters: number | undefined): string | null {
+  if (parameters === undefined || parameters <= 0) return null;
+  const [unit, scale] = parameters >= 1e9 ? ["B", 1e9] : ["M", 1e6];
+  const value = parameters / scale;
+  return `${value >= 10 ? Math.round(value) : Number(value.toFixed(1))}${unit}`;
+}
+
+/** One model as `GET /api/models` and `POST /api/models/discover` list it. */
+function modelInfo(ctx: ServerContext, entry: ModelEntry) {
+  const parameters = entry.parameterCount ??
+    ctx.registry.loaded().get(entry.name)?.model.nParams;
+  return {
+    name: entry.name,
+    size_bytes: entry.sizeBytes,
+    model_type: modelFamily(entry),
+    parameter_count: sizeLabel(parameters),
+    source: entry.registered ? "registered" : "discovered",
+    source_detail: entry.source,
+    path: entry.path,
+    loaded: ctx.registry.state(entry.name) === "loaded",
+  };
 }
 
 /**
- * `GET /api/models`.
+ * `GET /api/models`, in the original Shimmy's shape with Shimmy's own fields beside it.
  *
  * @param ctx Server state.
- * @returns `{models:[{name, size_bytes, model_type, parameter_count, source, loaded}]}`.
+ * @returns `{models:[{name, size_bytes, model_type, parameter_count, source, source_detail,
+ *   path, loaded}]}`.
  */
 export function apiModels(ctx: ServerContext): Response {
-  return Response.json({
-    models: ctx.registry.list().map((entry) => ({
-      name: entry.name,
-      size_bytes: entry.sizeBytes,
-      model_type: "gguf",
-      parameter_count: parameterCount(ctx, entry.name),
-      source: entry.source,
-      path: entry.path,
-      loaded: ctx.registry.state(entry.name) === "loaded",
-    })),
-  });
+  return Response.json({ models: ctx.registry.list().map((entry) => modelInfo(ctx, entry)) });
+}
+
+/**
+ * `POST /api/models/discover`: searches the model folders again, adds the models found since the
+ * start, and lists them all as `GET /api/models` does, with how many there are.
+ *
+ * @param ctx Server state.
+ * @returns `{discovered, added, models}`.
+ * @throws {HttpError} 501 where the server was started without a way to search (tests).
+ */
+export async function discoverApiModels(ctx: ServerContext): Promise<Response> {
+  if (!ctx.discover) {
+    throw new HttpError(501, "This server cannot search for models again", {
+      code: "not_implemented",
+    });
+  }
+  const added = ctx.registry.add(await ctx.discover());
+  const models = ctx.registry.list().map((entry) => modelInfo(ctx, entry));
+  return Response.json({ discovered: models.length, added: added.map((e) => e.name), models });
 }
 
 /** The WebSocket close code for a request that failed with this error. */

@@ -142,6 +142,61 @@ Deno.test("on SIGTERM past the grace a WebSocket stream gets an error frame sayi
   await served.process.stderr.cancel();
 });
 
+Deno.test("the original Shimmy's model routes: discover finds new files, load, unload and status by name", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shimmy-serve-discover-" });
+  try {
+    await Deno.copyFile(model, join(dir, "First_Model.gguf"));
+    const served = await serve(["--model-dirs", dir, "--bind", "127.0.0.1:0"]);
+    try {
+      const listed = (await (await fetch(`${served.url}/api/models`)).json()).models;
+      equal(listed.length, 1);
+      // The original's fields and values, with this server's beside them.
+      equal(listed[0].name, "first_model");
+      equal(listed[0].model_type, "Llama"); // from the architecture, the file name saying none
+      match(listed[0].parameter_count, /^\d+(\.\d)?[MB]$/);
+      equal(listed[0].source, "discovered");
+      match(listed[0].source_detail, /--model-dirs/);
+      // A file added after the start is found by a new search, and served.
+      await Deno.copyFile(model, join(dir, "Qwen_Late.gguf"));
+      const post = (path: string) => fetch(`${served.url}${path}`, { method: "POST" });
+      const found = await (await post("/api/models/discover")).json();
+      equal(found.discovered, 2);
+      deepEqual(found.added, ["qwen_late"]);
+      equal(found.models[1].model_type, "Qwen"); // from the file name, as the original did
+      const status = async (name: string) =>
+        await (await fetch(`${served.url}/api/models/${name}/status`)).json();
+      deepEqual(await status("qwen-late"), {
+        model: "qwen_late",
+        status: "available",
+        loaded: false,
+      });
+      const loaded = await (await post("/api/models/qwen-late/load")).json();
+      equal(loaded.status, "loaded");
+      deepEqual(await status("qwen_late"), { model: "qwen_late", status: "loaded", loaded: true });
+      const unloaded = await (await post("/api/models/qwen_late/unload")).json();
+      equal(unloaded.unloaded, true);
+      equal((await status("qwen_late")).loaded, false);
+      // A request that names no model still gets the only model it got before the search.
+      const answer = await fetch(`${served.url}/v1/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ prompt: "x", max_tokens: 1 }),
+      });
+      equal((await answer.json()).model, "first_model");
+      const missing = await fetch(`${served.url}/api/models/nope/status`);
+      equal(missing.status, 404);
+      await missing.body?.cancel();
+    } finally {
+      served.process.kill("SIGTERM");
+      await served.process.status;
+      await served.output;
+      await served.process.stderr.cancel();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("llama-server's -m, --host and --port work as they do there", async () => {
   const served = await serve(["-m", model, "--host", "127.0.0.1", "--port", "0"]);
   const health = await (await fetch(`${served.url}/health`)).json();

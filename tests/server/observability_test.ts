@@ -54,9 +54,10 @@ Deno.test("/api/models and /api/tags list the models in the original and Ollama 
   await using server = await startServer();
   const models = (await (await fetch(`${server.url}/api/models`)).json()).models;
   equal(models[0].name, "tiny-f32");
-  equal(models[0].model_type, "gguf");
+  equal(models[0].model_type, "Unknown"); // the harness's entry carries no architecture
   ok(models[0].size_bytes > 0);
-  equal(models[0].source, "test");
+  equal(models[0].source, "discovered");
+  equal(models[0].source_detail, "test");
   const tags = (await (await fetch(`${server.url}/api/tags`)).json()).models;
   equal(tags[0].name, "tiny-f32");
   equal(tags[0].details.format, "gguf");
