@@ -522,6 +522,10 @@ function diag(ctx: ServerContext): Response {
   const loaded = [...ctx.registry.replicas()];
   const runtime = runtimeInfo();
   return Response.json({
+    // The original Shimmy's three fields.
+    os: Deno.build.os,
+    cores: navigator.hardwareConcurrency,
+    mem_total_mb: Math.round(Deno.systemMemoryInfo().total / 2 ** 20),
     version: VERSION,
     llama_cpp: LLAMA_CPP_VERSION,
     lib_dir: runtime.libDir,

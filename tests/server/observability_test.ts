@@ -115,6 +115,10 @@ Deno.test("/diag shows versions, devices, load params and slots", async () => {
   await (await postJson(`${server.url}/v1/completions`, { prompt: "x", max_tokens: 1 })).json();
   const diag = await (await fetch(`${server.url}/diag`)).json();
   equal(diag.llama_cpp, "v0.5.0");
+  // The original Shimmy's fields.
+  equal(diag.os, Deno.build.os);
+  equal(diag.cores, navigator.hardwareConcurrency);
+  ok(diag.mem_total_mb > 0);
   ok(diag.devices.some((d: { type: string }) => d.type === "cpu"));
   equal(diag.models[0].name, "tiny-f32");
   equal(diag.models[0].slots.slots, 4);
