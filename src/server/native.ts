@@ -31,6 +31,7 @@ import {
 } from "./generation_bridge.ts";
 import { badRequest, errorBody, HttpError, toHttpError } from "./http_error.ts";
 import {
+  BODY_TIMEOUT_MS,
   chatMessages,
   Fields,
   MAX_BODY_BYTES,
@@ -134,7 +135,14 @@ export function wsGenerate(ctx: ServerContext, request: ServedRequest): Response
   if (!request.headers.get("sec-websocket-key")) {
     throw badRequest("A WebSocket upgrade needs a Sec-WebSocket-Key header");
   }
-  const { socket, response } = Deno.upgradeWebSocket(request);
+  let upgraded: ReturnType<typeof Deno.upgradeWebSocket>;
+  try {
+    upgraded = Deno.upgradeWebSocket(request);
+  } catch (error) {
+    // A header the handshake needs is missing or wrong (`Connection: Upgrade`, the version…).
+    throw badRequest(`Not a valid WebSocket upgrade: ${(error as Error).message}`);
+  }
+  const { socket, response } = upgraded;
   const abort = new AbortController();
   const sessionEnded = ctx.activity.begin();
   let started = false;
@@ -142,13 +150,26 @@ export function wsGenerate(ctx: ServerContext, request: ServedRequest): Response
   const fail = (error: unknown, closeCode: number) => {
     if (socket.readyState !== WebSocket.OPEN) return;
     socket.send(JSON.stringify(errorBody(toHttpError(error))));
-    socket.close(closeCode, toHttpError(error).message.slice(0, 120));
+    socket.close(closeCode, closeReason(toHttpError(error).message));
   };
+  // A socket that never sends its request would hold a connection for ever.
+  const firstFrameMs = ctx.settings.bodyTimeoutMs ?? BODY_TIMEOUT_MS;
+  const firstFrameTimer = setTimeout(() => {
+    started = true;
+    fail(
+      new HttpError(408, `No request frame within ${firstFrameMs / 1000} s`, {
+        code: "request_timeout",
+      }),
+      1008,
+    );
+  }, firstFrameMs);
   socket.onclose = () => {
+    clearTimeout(firstFrameTimer);
     abort.abort();
     sessionEnded();
   };
   socket.onmessage = (event) => {
+    clearTimeout(firstFrameTimer);
     if (frameBytes(event.data) > MAX_BODY_BYTES) {
       return fail(
         new HttpError(413, `Frames may be at most ${MAX_BODY_BYTES} bytes`, {
@@ -175,7 +196,20 @@ export function wsGenerate(ctx: ServerContext, request: ServedRequest): Response
       return fail(error, 1003);
     }
     const run = async () => {
-      const gen = await begin(ctx, body, abort.signal);
+      const gen = await begin(ctx, body, abort.signal).catch((error) => {
+        if (stopped) return undefined; // `{"stop":true}` came before the generation started
+        throw error;
+      });
+      if (gen === undefined) {
+        socket.send(JSON.stringify({
+          done: true,
+          stopped: true,
+          finish_reason: "stop",
+          usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
+        }));
+        socket.close(1000, "done");
+        return;
+      }
       for await (const part of gen.generation) {
         if (socket.readyState === WebSocket.OPEN) socket.send(part.text);
       }
@@ -194,6 +228,29 @@ export function wsGenerate(ctx: ServerContext, request: ServedRequest): Response
     run().catch((error) => fail(error, closeCodeOf(toHttpError(error))));
   };
   return response;
+}
+
+/** The most bytes a WebSocket close frame's reason may take (RFC 6455: 125 less the code). */
+const MAX_CLOSE_REASON_BYTES = 123;
+
+/**
+ * A close reason within {@link MAX_CLOSE_REASON_BYTES} bytes of UTF-8, cut between characters:
+ * a longer one makes `WebSocket.close` throw, and a model name in CJK characters had ended the
+ * process that way.
+ *
+ * @param message The error's message.
+ * @returns Its beginning, whole characters only.
+ */
+export function closeReason(message: string): string {
+  const encoder = new TextEncoder();
+  let reason = "";
+  let bytes = 0;
+  for (const char of message) {
+    bytes += encoder.encode(char).length;
+    if (bytes > MAX_CLOSE_REASON_BYTES) break;
+    reason += char;
+  }
+  return reason;
 }
 
 /** Size of a WebSocket message in bytes (UTF-8 for text). */

@@ -1,4 +1,6 @@
 import { equal, ok } from "node:assert/strict";
+
+import { closeReason } from "../../src/server/native.ts";
 import { startServer } from "./harness.ts";
 
 interface WsRun {
@@ -76,4 +78,76 @@ Deno.test("WebSocket: closing the socket mid-stream frees the slot", async () =>
     await new Promise((r) => setTimeout(r, 20));
   }
   equal(scheduler?.stats().busySlots, 0);
+});
+
+Deno.test("WebSocket: an error whose message is long in UTF-8 closes with a reason cut to 123 bytes, and the server lives", async () => {
+  await using server = await startServer();
+  // A model name of CJK characters: the close reason quoting it had ended the process.
+  const cjk = await runSocket(
+    server.url,
+    JSON.stringify({ model: "模型".repeat(30), prompt: "x" }),
+  );
+  equal(cjk.closeCode, 1008);
+  equal(JSON.parse(cjk.frames[0] as string).error.code, "model_not_found");
+  const euros = await runSocket(server.url, "{" + "€".repeat(200));
+  equal(euros.closeCode, 1003);
+  const fine = await runSocket(server.url, JSON.stringify({ prompt: "x", max_tokens: 2 }));
+  equal(JSON.parse(fine.frames.at(-1) as string).done, true);
+  equal(closeReason("模".repeat(60)), "模".repeat(41)); // 3 bytes each
+  equal(closeReason("a😀".repeat(40)), "a😀".repeat(24) + "a"); // 121 bytes: no half emoji
+});
+
+Deno.test("WebSocket: {stop:true} sent with the request, before it starts, ends it as stopped", async () => {
+  await using server = await startServer();
+  const run = await new Promise<WsRun>((resolve, reject) => {
+    const ws = new WebSocket(server.url.replace("http", "ws") + "/ws/generate");
+    const frames: string[] = [];
+    ws.onopen = () => {
+      ws.send(JSON.stringify({ prompt: "tell me everything", max_tokens: 400, ignore_eos: true }));
+      ws.send(JSON.stringify({ stop: true }));
+    };
+    ws.onmessage = (event) => frames.push(String(event.data));
+    ws.onclose = (event) => resolve({ frames, closeCode: event.code });
+    setTimeout(() => reject(new Error("WebSocket test timed out")), 20_000);
+  });
+  const final = JSON.parse(run.frames.at(-1) as string);
+  equal(final.done, true, run.frames.at(-1));
+  equal(final.stopped, true);
+  equal(run.closeCode, 1000);
+  equal(server.ctx.registry.loaded().get("tiny-f32")?.scheduler.stats().busySlots, 0);
+});
+
+Deno.test("WebSocket: a socket that sends no request within the body timeout is closed", async () => {
+  await using server = await startServer({ settings: { bodyTimeoutMs: 300 } });
+  const started = performance.now();
+  const run = await new Promise<WsRun>((resolve, reject) => {
+    const ws = new WebSocket(server.url.replace("http", "ws") + "/ws/generate");
+    const frames: string[] = [];
+    ws.onmessage = (event) => frames.push(String(event.data));
+    ws.onclose = (event) => resolve({ frames, closeCode: event.code });
+    setTimeout(() => reject(new Error("WebSocket test timed out")), 20_000);
+  });
+  equal(run.closeCode, 1008);
+  equal(JSON.parse(run.frames[0] as string).error.code, "request_timeout");
+  ok(performance.now() - started < 5_000);
+});
+
+Deno.test("WebSocket: an upgrade without Connection: Upgrade is a 400, not a 500", async () => {
+  await using server = await startServer();
+  const conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: Number(new URL(server.url).port),
+  });
+  await conn.write(
+    new TextEncoder().encode(
+      "GET /ws/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n" +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
+        "Connection: close\r\n\r\n",
+    ),
+  );
+  const head = new TextDecoder().decode(
+    await new Response(conn.readable).arrayBuffer().then((b) => new Uint8Array(b)),
+  );
+  ok(head.startsWith("HTTP/1.1 400"), head.slice(0, 200));
+  ok(head.includes("Not a valid WebSocket upgrade"), head);
 });
