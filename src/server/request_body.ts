@@ -87,6 +87,15 @@ export async function readRequestJsonArray(
 
 /** A body's text, within the size and time limits, as UTF-8. */
 async function readBodyText(request: ServedRequest, limits: BodyLimits): Promise<string> {
+  const encoding = request.headers.get("content-encoding")?.trim().toLowerCase();
+  if (encoding && encoding !== "identity") {
+    // Read as it is, a compressed body would be refused as text that is not UTF-8.
+    throw new HttpError(
+      415,
+      `Content-Encoding "${encoding}" is not supported: send the body uncompressed`,
+      { code: "unsupported_media_type" },
+    );
+  }
   const limit = limits.maxBytes ?? MAX_BODY_BYTES;
   const declared = Number(request.headers.get("content-length") ?? "0");
   if (declared > limit) throw bodyTooLarge(limit);

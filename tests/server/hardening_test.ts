@@ -306,6 +306,21 @@ Deno.test("6: a cross-site form POST (text/plain) is 415 and changes nothing", a
   equal(server.ctx.registry.state("tiny-f32"), "loaded");
 });
 
+Deno.test("a compressed body is 415 naming its Content-Encoding, not 'not valid UTF-8'", async () => {
+  await using server = await startServer();
+  const body = new Response(
+    new Blob([JSON.stringify({ prompt: "x", max_tokens: 1 })]).stream()
+      .pipeThrough(new CompressionStream("gzip")),
+  );
+  const res = await fetch(`${server.url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "content-encoding": "gzip" },
+    body: await body.arrayBuffer(),
+  });
+  const error = await errorOf(res, 415, "unsupported_media_type");
+  match(error.message, /Content-Encoding "gzip" is not supported/);
+});
+
 Deno.test("8: top_k beyond int32 is a 400; max_tokens 0 generates nothing", async () => {
   await using server = await startServer();
   const bad = await postJson(`${server.url}/v1/completions`, { prompt: "hi", top_k: 2 ** 31 });
