@@ -116,8 +116,12 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
       return malformed(400, `${JSON.stringify(name.slice(0, 64))} is not a header name`);
     }
     const key = name.toLowerCase();
-    if (FORWARDED_HEADERS.has(key)) forward = true;
     const value = line.slice(colon + 1).trim();
+    // An offer to switch to HTTP/2 in the clear (`curl --http2`) is ignored, as RFC 9110 lets a
+    // server do: the request is answered in HTTP/1.1 (Deno.serve answered a POST's with an
+    // empty 400).
+    const h2cOffer = key === "upgrade" && value.toLowerCase() === "h2c";
+    if (FORWARDED_HEADERS.has(key) && !h2cOffer) forward = true;
     if (key === "content-length") {
       if (contentLength !== undefined || !DIGITS.test(value)) {
         return malformed(400, "Content-Length must be given once, as digits");

@@ -80,6 +80,13 @@ Deno.test("parseRequestHead() leaves every request outside the plain shape to De
   for (const text of cases) equal(kindOf(text), "forward", JSON.stringify(text));
 });
 
+Deno.test("parseRequestHead() ignores an offer to switch to HTTP/2 in the clear (curl --http2)", () => {
+  const offer =
+    "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAA\r\n";
+  const text = `POST /v1/completions HTTP/1.1\r\nHost: a\r\n${offer}Content-Length: 2\r\n\r\n{}`;
+  equal(kindOf(text), "head");
+});
+
 Deno.test("parseRequestHead() finds the heads no server may take, for the guard to answer", () => {
   const host = "Host: a\r\n";
   const cases = [
