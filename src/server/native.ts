@@ -14,7 +14,8 @@
  * client frame `{"stop":true}` cancels (the final frame then has `"stopped":true`). Bad JSON
  * gets an `{"error":{…}}` frame and a close with code 1003 (not JSON) or 1008 (bad request); a
  * frame larger than the body limit, 1009; a stream that a server shutdown cuts off, an error
- * frame (`shutting_down`) and 1001 (going away); another failure, 1011.
+ * frame (`shutting_down`) and 1001 (going away); a full queue or a busy model (503), 1013 (try
+ * again later); another failure, 1011.
  *
  * @module
  */
@@ -343,5 +344,6 @@ export async function discoverApiModels(ctx: ServerContext): Promise<Response> {
 /** The WebSocket close code for a request that failed with this error. */
 function closeCodeOf(error: HttpError): number {
   if (error.code === "shutting_down") return 1001; // going away
+  if (error.status === 503) return 1013; // try again later: the queue is full, or the model busy
   return error.status < 500 ? 1008 : 1011;
 }

@@ -143,7 +143,7 @@ Deno.test("fuzz: bad requests on every route and field get JSON errors, never a 
       if (final.done !== true) {
         problem = `closed 1000 without a done frame (last ${last.slice(0, 120)})`;
       }
-    } else if ([1003, 1008, 1009, 1011].includes(outcome.closeCode)) {
+    } else if ([1003, 1008, 1009, 1011, 1013].includes(outcome.closeCode)) {
       const shape = errorShapeProblem(last);
       if (shape) {
         problem = `close ${outcome.closeCode} after a frame that is not an error: ${shape}`;

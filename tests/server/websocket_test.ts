@@ -151,3 +151,25 @@ Deno.test("WebSocket: an upgrade without Connection: Upgrade is a 400, not a 500
   ok(head.startsWith("HTTP/1.1 400"), head.slice(0, 200));
   ok(head.includes("Not a valid WebSocket upgrade"), head);
 });
+
+Deno.test("WebSocket: a request the full queue refuses closes 1013, try again later", async () => {
+  await using server = await startServer({ load: { parallel: 1, maxQueue: 1 } });
+  const long = JSON.stringify({ prompt: "go on", max_tokens: 300, ignore_eos: true });
+  const sockets: WebSocket[] = [];
+  const runs = [0, 1, 2].map((i) =>
+    new Promise<WsRun>((resolve) => {
+      const ws = new WebSocket(server.url.replace("http", "ws") + "/ws/generate");
+      sockets.push(ws);
+      const frames: string[] = [];
+      // The third asks once the first generates and the second waits.
+      ws.onopen = () => setTimeout(() => ws.send(long), i === 2 ? 300 : 0);
+      ws.onmessage = (event) => frames.push(String(event.data));
+      ws.onclose = (event) => resolve({ frames, closeCode: event.code });
+    })
+  );
+  const third = await runs[2]!;
+  equal(third.closeCode, 1013, third.frames.join("\n"));
+  equal(JSON.parse(third.frames[0] as string).error.code, "queue_full");
+  for (const ws of sockets) ws.close();
+  await Promise.all(runs);
+});
