@@ -15,6 +15,10 @@ import { UsageError } from "./usage_error.ts";
 import { median } from "../util/median.ts";
 import {
   gpuLayersFlag,
+  KV_CACHE_FLAGS,
+  KV_CACHE_FLAGS_USAGE,
+  kvCacheFlags,
+  kvCacheTypes,
   parseFlags,
   SPLIT_FLAGS,
   SPLIT_FLAGS_USAGE,
@@ -40,6 +44,7 @@ ${SPLIT_FLAGS_USAGE}
   --device-sampling M   auto | on | off: sample inside the decode graph (default auto: on a GPU)
   --flash-attn M        auto | on | off: fused attention (default auto: on the CPU, the faster
                         of the two kernels on this machine, timed once at load)
+${KV_CACHE_FLAGS_USAGE}
   --no-decode-thread    Decode through the event loop as a step shared by several streams
                         would, not on the thread that serves a lone stream
   --json                Print one JSON object
@@ -73,6 +78,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     ...SPLIT_FLAGS,
     "device-sampling": { type: "string" },
     "flash-attn": { type: "string" },
+    ...KV_CACHE_FLAGS,
     "no-decode-thread": { type: "boolean", default: false },
     json: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
@@ -93,6 +99,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
   const reps = positive("reps", v.reps, 3);
   const nGpuLayers = gpuLayersFlag(v["n-gpu-layers"]);
   const split = splitFlags(v);
+  const kvTypes = kvCacheTypes(kvCacheFlags(v), globals);
   const path = await findModelPath(name, globals);
   const progress = loadProgressPrinter(path);
   await using loaded = await LoadedModel.open({
@@ -107,6 +114,7 @@ export async function benchMain(args: string[], globals: GlobalFlags): Promise<n
     ...split,
     deviceSampling: switchFlag("--device-sampling", v["device-sampling"]),
     flashAttn: switchFlag("--flash-attn", v["flash-attn"]),
+    ...(kvTypes ? { kvCacheTypes: kvTypes } : {}),
     decodeThread: !v["no-decode-thread"],
   });
   progress.done();

@@ -10,6 +10,12 @@ import { parseGpuLayers } from "../engine/gpu.ts";
 import { type Switch, SWITCH_VALUES } from "../engine/gpu.ts";
 import { POOLING_NAMES, type PoolingName } from "../engine/embedder.ts";
 import { SPLIT_MODES, type SplitModeName } from "../engine/multi_gpu_plan.ts";
+import {
+  KV_CACHE_TYPE_NAMES,
+  type KvCacheTypes,
+  parseKvCacheType,
+} from "../engine/kv_cache_type.ts";
+import type { GlobalFlags } from "./global_flags.ts";
 import { closestMatch } from "./suggest.ts";
 import { UsageError } from "./usage_error.ts";
 
@@ -208,6 +214,63 @@ export function poolingFlag(value: string | undefined): PoolingName | undefined 
     throw new UsageError(`--pooling must be ${POOLING_NAMES.join(", ")}; got "${value}"`);
   }
   return pooling;
+}
+
+/** The KV cache flags `serve`, `generate`, `run`, `bench` and `probe` take, for `parseFlags`. */
+export const KV_CACHE_FLAGS = {
+  "cache-type-k": { type: "string" },
+  "cache-type-v": { type: "string" },
+} as const satisfies ParseArgsOptionsConfig;
+
+/** Usage lines of {@link KV_CACHE_FLAGS}, for each command's `--help`. */
+export const KV_CACHE_FLAGS_USAGE =
+  `  --cache-type-k T        KV cache keys' type: ${KV_CACHE_TYPE_NAMES} (default f16)
+  --cache-type-v T        KV cache values' type, the same (a quantized one turns on fused
+                          attention)`;
+
+/**
+ * Reads `--cache-type-k` and `--cache-type-v`.
+ *
+ * @param values Parsed flag values.
+ * @returns The types that were given.
+ * @throws {UsageError} for a type llama.cpp's tools do not offer.
+ * @example
+ * ```ts
+ * kvCacheFlags({ "cache-type-k": "q8_0" }); // { k: "q8_0" }
+ * ```
+ */
+export function kvCacheFlags(
+  values: { "cache-type-k"?: string; "cache-type-v"?: string },
+): Partial<KvCacheTypes> {
+  const out: Partial<KvCacheTypes> = {};
+  for (const side of ["k", "v"] as const) {
+    const value = values[`cache-type-${side}`];
+    if (value === undefined) continue;
+    const type = parseKvCacheType(value);
+    if (!type) {
+      throw new UsageError(
+        `--cache-type-${side} must be one of ${KV_CACHE_TYPE_NAMES}; got "${value}"`,
+      );
+    }
+    out[side] = type;
+  }
+  return out;
+}
+
+/**
+ * The KV cache types a command uses: its `--cache-type-k/-v`, else the global `--kv-quant`'s.
+ *
+ * @param given What the command's flags set ({@link kvCacheFlags}).
+ * @param globals The global flags.
+ * @returns The types, or undefined when nothing was asked (llama.cpp's f16).
+ */
+export function kvCacheTypes(
+  given: Partial<KvCacheTypes>,
+  globals: GlobalFlags,
+): KvCacheTypes | undefined {
+  const k = given.k ?? globals.kvCacheTypes?.k;
+  const v = given.v ?? globals.kvCacheTypes?.v;
+  return k === undefined && v === undefined ? undefined : { k: k ?? "f16", v: v ?? "f16" };
 }
 
 /** The multi-GPU flags `serve`, `generate`, `bench` and `probe` take, for `parseFlags`. */

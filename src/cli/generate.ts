@@ -17,6 +17,10 @@ import { loadProgressPrinter } from "./progress.ts";
 import { UsageError } from "./usage_error.ts";
 import {
   gpuLayersFlag,
+  KV_CACHE_FLAGS,
+  KV_CACHE_FLAGS_USAGE,
+  kvCacheFlags,
+  kvCacheTypes,
   numberFlag,
   parseFlags,
   SPLIT_FLAGS,
@@ -27,6 +31,7 @@ import {
   threadsFlag,
 } from "./flags.ts";
 import type { Switch } from "../engine/gpu.ts";
+import type { KvCacheTypes } from "../engine/kv_cache_type.ts";
 
 /** Usage text of `shimmy generate`. */
 export const GENERATE_USAGE = `Usage: shimmy generate [NAME] --prompt TEXT [options]
@@ -53,6 +58,7 @@ Options:
 ${SPLIT_FLAGS_USAGE}
   --flash-attn M          auto | on | off: fused attention (default auto: on the CPU, the
                           faster of the two kernels on this machine, timed once at load)
+${KV_CACHE_FLAGS_USAGE}
   --json                  Print one JSON object (text, tokens, usage, timings)
   --raw                   Send the prompt untouched (no chat template)
   --chat-template T       chatml, llama3, llama2, mistral, gemma, phi3, openchat, zephyr,
@@ -84,6 +90,8 @@ export interface GenerateArgs extends SplitFlags {
   nGpuLayers?: number;
   /** `--flash-attn`. */
   flashAttn: Switch;
+  /** `--cache-type-k`, `--cache-type-v`. */
+  kvCache: Partial<KvCacheTypes>;
   json: boolean;
   raw: boolean;
   chatTemplate?: string;
@@ -146,6 +154,7 @@ export function parseGenerateArgs(
     "ctx-size": { type: "string" },
     threads: { type: "string" },
     "flash-attn": { type: "string" },
+    ...KV_CACHE_FLAGS,
     "n-gpu-layers": { type: "string" },
     ...SPLIT_FLAGS,
     "chat-template": { type: "string" },
@@ -174,6 +183,7 @@ export function parseGenerateArgs(
     raw: v.raw,
     showPrompt: v["show-prompt"],
     flashAttn: switchFlag("--flash-attn", v["flash-attn"]),
+    kvCache: kvCacheFlags(v),
     ...(v["chat-template"] ? { chatTemplate: v["chat-template"] } : {}),
     ...(v["chat-template-kwargs"] !== undefined
       ? { chatTemplateKwargs: parseTemplateKwargs(v["chat-template-kwargs"]) }
@@ -213,6 +223,7 @@ export async function generateMain(args: string[], globals: GlobalFlags): Promis
   }
   const path = await findModelPath(options.model, globals);
   const ctxSize = options.ctxSize ?? globals.ctxSize;
+  const kvTypes = kvCacheTypes(options.kvCache, globals);
   const progress = loadProgressPrinter(path, options.json);
   await using loaded = await LoadedModel.open({
     path,
@@ -226,6 +237,7 @@ export async function generateMain(args: string[], globals: GlobalFlags): Promis
     ...(options.splitMode ? { splitMode: options.splitMode } : {}),
     ...(options.mainGpu !== undefined ? { mainGpu: options.mainGpu } : {}),
     flashAttn: options.flashAttn,
+    ...(kvTypes ? { kvCacheTypes: kvTypes } : {}),
     decodeThread: true,
   });
   progress.done();

@@ -2,13 +2,14 @@
  * Flags that work before or after the command (as in the original Shimmy):
  * `--model-dirs DIRS`, `--gpu-backend B`, `--verbose`, and `--ctx N` (the default `--ctx-size` of
  * every command, also `SHIMMY_MAX_CTX`). The original's engine flags are answered too: `--legacy`
- * and `--kv-quant f32` asked for what this version always does and are accepted; the others say
- * what this version has instead.
+ * asked for what this version always does, `--kv-quant f32|int4` picks the KV cache's types;
+ * the others say what this version has instead.
  *
  * @module
  */
 
 import { GPU_BACKENDS, type GpuBackend } from "../ffi/library.ts";
+import type { KvCacheTypes } from "../engine/kv_cache_type.ts";
 import { UsageError } from "./usage_error.ts";
 
 /** Flags shared by every command. */
@@ -21,6 +22,8 @@ export interface GlobalFlags {
   verbose: boolean;
   /** `--ctx N` or `SHIMMY_MAX_CTX`: context tokens where a command's `--ctx-size` is not given. */
   ctxSize?: number;
+  /** `--kv-quant int4`: the KV cache types where `--cache-type-k/-v` are not given. */
+  kvCacheTypes?: KvCacheTypes;
 }
 
 /**
@@ -66,7 +69,7 @@ export function extractGlobalFlags(
     else if (name === "--verbose" || name === "-v") flags.verbose = true;
     else if (name === "--ctx") flags.ctxSize = contextSize("--ctx", value());
     else if (name === "--legacy") continue; // the original's llama.cpp engine: the only one here
-    else if (name === "--kv-quant") kvQuant(value());
+    else if (name === "--kv-quant") flags.kvCacheTypes = kvQuant(value());
     else if (name in ORIGINAL_ENGINE_FLAGS) {
       throw new UsageError(
         `${name} was a flag of the original Shimmy's own engine, which this version does not ` +
@@ -93,12 +96,16 @@ export function contextSize(source: string, value: string): number {
   return n;
 }
 
-/** `--kv-quant`: `f32` (the original's full precision, its default) is what this version does. */
-function kvQuant(value: string): void {
-  if (value === "f32") return;
+/**
+ * `--kv-quant`, the original Shimmy's: `f32`, its full precision and default, is llama.cpp's f16
+ * cache here; `int4` keeps keys and values as q4_0 (`--cache-type-k/-v q4_0`).
+ */
+function kvQuant(value: string): KvCacheTypes | undefined {
+  if (value === "f32") return undefined;
+  if (value === "int4") return { k: "q4_0", v: "q4_0" };
   throw new UsageError(
-    `--kv-quant ${value} is not supported: the KV cache is kept at llama.cpp's full precision ` +
-      "(f16); --kv-quant f32 is accepted",
+    `--kv-quant must be f32 or int4, got "${value}"; --cache-type-k and --cache-type-v ` +
+      "take every type llama.cpp offers",
   );
 }
 

@@ -24,6 +24,10 @@ import { loadProgressPrinter } from "./progress.ts";
 import { UsageError } from "./usage_error.ts";
 import {
   gpuLayersFlag,
+  KV_CACHE_FLAGS,
+  KV_CACHE_FLAGS_USAGE,
+  kvCacheFlags,
+  kvCacheTypes,
   parseFlags,
   SPLIT_FLAGS,
   SPLIT_FLAGS_USAGE,
@@ -34,6 +38,7 @@ import {
 import { probeModel, type ProbeReport } from "../engine/model_probe.ts";
 import type { BufferKind } from "../engine/load_log.ts";
 import type { Switch } from "../engine/gpu.ts";
+import type { KvCacheTypes } from "../engine/kv_cache_type.ts";
 
 /** Usage text of `shimmy probe`. */
 export const PROBE_USAGE = `Usage: shimmy probe NAME [options]
@@ -49,6 +54,7 @@ Options:
 ${SPLIT_FLAGS_USAGE}
   --ctx-size N            Context tokens to create (default: model's, at most 4096)
   --flash-attn M          auto | on | off: fused attention, as in shimmy serve (default auto)
+${KV_CACHE_FLAGS_USAGE}
   --json                  Print one JSON object
   --model PATH            Also look at this file or folder; repeatable
   --model-dirs DIRS       Extra model folders, ';'-separated
@@ -75,6 +81,8 @@ export interface ProbeArgs extends SplitFlags {
   models: string[];
   /** `--flash-attn`. */
   flashAttn: Switch;
+  /** `--cache-type-k`, `--cache-type-v`. */
+  kvCache: Partial<KvCacheTypes>;
 }
 
 /**
@@ -86,7 +94,7 @@ export interface ProbeArgs extends SplitFlags {
  * @example
  * ```ts
  * parseProbeArgs(["tiny", "--n-gpu-layers", "all"]);
- * // { model: "tiny", json: false, models: [], flashAttn: "auto", nGpuLayers: -1 }
+ * // { model: "tiny", json: false, models: [], flashAttn: "auto", kvCache: {}, nGpuLayers: -1 }
  * ```
  */
 export function parseProbeArgs(args: string[]): ProbeArgs | undefined {
@@ -95,6 +103,7 @@ export function parseProbeArgs(args: string[]): ProbeArgs | undefined {
     "n-gpu-layers": { type: "string" },
     "ctx-size": { type: "string" },
     "flash-attn": { type: "string" },
+    ...KV_CACHE_FLAGS,
     ...SPLIT_FLAGS,
     "gpu-backend": { type: "string" },
     model: { type: "string", short: "m", multiple: true },
@@ -111,6 +120,7 @@ export function parseProbeArgs(args: string[]): ProbeArgs | undefined {
     json: v.json,
     models: v.model ?? [],
     flashAttn: switchFlag("--flash-attn", v["flash-attn"]),
+    kvCache: kvCacheFlags(v),
     ...splitFlags(v),
   };
   const layers = gpuLayersFlag(v["n-gpu-layers"]);
@@ -197,6 +207,7 @@ export function formatProbeReport(report: ProbeReport): string[] {
       return `  ${d.device}${what}: ${d.layers} ${d.layers === 1 ? "layer" : "layers"}${memory}`;
     }),
     field("Attention", attentionLine(report.attention)),
+    field("KV cache", `keys ${report.kvCacheTypes.k}, values ${report.kvCacheTypes.v}`),
     field("Load time", `${report.loadMs} ms (model ${report.modelLoadMs} ms)`),
     field(
       "Memory",
@@ -345,6 +356,7 @@ async function probeWith(
 ): Promise<ProbeReport> {
   const progress = loadProgressPrinter(model.path, options.json);
   const ctxSize = options.ctxSize ?? globals.ctxSize;
+  const kvTypes = kvCacheTypes(options.kvCache, globals);
   try {
     return await probeModel(model, {
       gpuBackend: options.gpuBackend ?? globals.gpuBackend ?? "auto",
@@ -356,6 +368,7 @@ async function probeWith(
       ...(options.tensorSplit ? { tensorSplit: options.tensorSplit } : {}),
       ...(options.mainGpu !== undefined ? { mainGpu: options.mainGpu } : {}),
       flashAttn: options.flashAttn,
+      ...(kvTypes ? { kvCacheTypes: kvTypes } : {}),
     });
   } finally {
     progress.done();

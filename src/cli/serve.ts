@@ -8,6 +8,7 @@ import { dirname, resolve } from "node:path";
 import { planDevices } from "../engine/gpu.ts";
 import type { DeviceSamplingMode } from "../engine/loaded_model.ts";
 import type { Switch } from "../engine/gpu.ts";
+import type { KvCacheTypes } from "../engine/kv_cache_type.ts";
 import { splitPathList } from "../models/discovery_roots.ts";
 import { type ModelEntry, ModelRegistry, parseDuration } from "../models/registry.ts";
 import { ModelNotFoundError } from "../models/model_names.ts";
@@ -35,6 +36,10 @@ import { printable } from "../util/printable.ts";
 import {
   gpuLayersFlag,
   gpusFlag,
+  KV_CACHE_FLAGS,
+  KV_CACHE_FLAGS_USAGE,
+  kvCacheFlags,
+  kvCacheTypes,
   parseFlags,
   poolingFlag,
   SPLIT_FLAGS,
@@ -127,6 +132,7 @@ ${SPLIT_FLAGS_USAGE}
   --kv-unified M          auto | on | off: one KV cache shared by all slots, or a stream per
                           slot (default auto: a stream per slot, which decodes faster: each
                           token attends to its own slot's cells only)
+${KV_CACHE_FLAGS_USAGE}
   --pooling P             Pooling of embeddings: none | mean | cls | last | rank (default:
                           each model's own from its GGUF; none, which /v1/embeddings refuses,
                           when it has none; SHIMMY_POOLING too)
@@ -191,6 +197,8 @@ export interface ServeArgs extends SplitFlags {
   flashAttn: Switch;
   /** One KV cache for all slots or a stream per slot (`--kv-unified`). */
   kvUnified: Switch;
+  /** `--cache-type-k`, `--cache-type-v`. */
+  kvCache: Partial<KvCacheTypes>;
   /** Pooling of every model's embeddings (`--pooling`); each model's own when unset. */
   pooling?: PoolingName;
   lora: { path: string; scale: number }[];
@@ -281,6 +289,7 @@ export function parseServeArgs(
     "device-sampling": { type: "string" },
     "flash-attn": { type: "string" },
     "kv-unified": { type: "string" },
+    ...KV_CACHE_FLAGS,
     pooling: { type: "string" },
     "chat-template": { type: "string" },
     "chat-template-kwargs": { type: "string" },
@@ -316,6 +325,7 @@ export function parseServeArgs(
     ),
     flashAttn: switchFlag("--flash-attn", v["flash-attn"]),
     kvUnified: switchFlag("--kv-unified", v["kv-unified"]),
+    kvCache: kvCacheFlags(v),
   };
   const optional = {
     ctxSize: positiveInt("ctx-size", v["ctx-size"]),
@@ -559,6 +569,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
   const { local, toPull } = localModels(options.models, options.allowPull);
   const report = await discoverFor(globals, local);
   const ctxSize = options.ctxSize ?? globals.ctxSize;
+  const kvTypes = kvCacheTypes(options.kvCache, globals);
   const entries: ModelEntry[] = entriesFrom(report, local);
   const preload = [...entries.slice(0, local.length).map((e) => e.name), ...toPull];
   const pulls = options.allowPull ? new ModelPulls({}, pullLogger()) : undefined;
@@ -583,6 +594,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     decodeThread: !options.noDecodeThread,
     flashAttn: options.flashAttn,
     kvUnified: options.kvUnified,
+    ...(kvTypes ? { kvCacheTypes: kvTypes } : {}),
     ...(options.pooling ? { pooling: options.pooling } : {}),
     availableMemory: () => {
       const plan = planDevices(llama.devices(), gpuBackend, options.nGpuLayers);

@@ -16,6 +16,13 @@ import { type AttentionProbe, modelAttentionDims } from "./attention_probe.ts";
 import { cpuAttentionKernel } from "./attention_verdicts.ts";
 import { checkKvFits } from "./kv_memory.ts";
 import {
+  DEFAULT_KV_CACHE_TYPES,
+  isQuantized,
+  KV_CACHE_GGML_TYPES,
+  type KvCacheTypes,
+} from "./kv_cache_type.ts";
+import { ContextCreateError } from "../ffi/errors.ts";
+import {
   type AttentionShape,
   contextThreads,
   type DevicePlan,
@@ -99,6 +106,12 @@ export interface OpenModelOptions {
    * slot. See `kvUnified`. Default `"auto"`.
    */
   kvUnified?: Switch;
+  /**
+   * Element types of the KV cache's keys and values (`--cache-type-k`, `--cache-type-v`).
+   * A quantized V needs fused attention: `flashAttn` `"auto"` then turns it on, and `"off"` is
+   * refused. Default f16 for both.
+   */
+  kvCacheTypes?: KvCacheTypes;
   /** Requests on their way to the scheduler; see `SchedulerOptions.requestsOnTheWay`. */
   requestsOnTheWay?: RequestsOnTheWay;
   /**
@@ -189,6 +202,26 @@ export function placeCopy(backend: DevicePlan, copy: CopyPlacement): DevicePlan 
   };
 }
 
+/**
+ * The attention setting for these KV cache types: llama.cpp keeps a quantized V only beside
+ * fused attention, so such a V turns `"auto"` on and refuses `"off"`.
+ *
+ * @param types The KV cache's element types.
+ * @param mode The asked setting.
+ * @returns The setting to use.
+ * @throws {ContextCreateError} for a quantized V with fused attention off.
+ */
+export function attentionFor(types: KvCacheTypes, mode: Switch): Switch {
+  if (!isQuantized(types.v)) return mode;
+  if (mode === "off") {
+    throw new ContextCreateError(
+      `A ${types.v} V cache needs fused attention, which --flash-attn off turns off; use ` +
+        "--flash-attn auto or on, or an f16 V cache",
+    );
+  }
+  return "on";
+}
+
 /** The attention probe's times and choice, or why it could not run. */
 export type AttentionProbeOutcome = AttentionProbe | { error: string };
 
@@ -227,6 +260,8 @@ export class LoadedModel {
    * (`attention_probe.ts`): its times and choice, or why it failed. Undefined where no probe ran.
    */
   readonly attentionProbe: AttentionProbeOutcome | undefined;
+  /** The KV cache's element types. */
+  readonly kvCacheTypes: KvCacheTypes;
   readonly #adapters = new Map<string, Promise<LoraAdapter>>();
   readonly #embedderOptions: { pooling?: PoolingName; contextSize?: number; threads?: number };
   #embedder: Promise<Embedder> | undefined;
@@ -249,6 +284,7 @@ export class LoadedModel {
     attentionProbe: AttentionProbeOutcome | undefined,
   ) {
     this.attentionProbe = attentionProbe;
+    this.kvCacheTypes = options.kvCacheTypes ?? DEFAULT_KV_CACHE_TYPES;
     this.llama = llama;
     this.model = model;
     this.context = context;
@@ -293,9 +329,10 @@ export class LoadedModel {
       const parallel = Math.max(1, options.parallel ?? 1);
       const slotContext = options.ctxSize ?? Math.min(model.nCtxTrain || 4096, 4096);
       const unified = kvUnified(options.kvUnified ?? "auto", parallel);
-      checkKvFits(model, slotContext * parallel);
+      const cacheTypes = options.kvCacheTypes ?? DEFAULT_KV_CACHE_TYPES;
+      checkKvFits(model, slotContext * parallel, cacheTypes);
       const threads = contextThreads(options.threads, model.offload, defaultThreads());
-      const attentionMode = options.flashAttn ?? "auto";
+      const attentionMode = attentionFor(cacheTypes, options.flashAttn ?? "auto");
       const shape: AttentionShape = {
         offload: model.offload,
         heads: model.nHead,
@@ -317,6 +354,8 @@ export class LoadedModel {
         nThreads: threads,
         nUbatch: MICRO_BATCH,
         flashAttn: flashAttention(attentionMode, shape),
+        typeK: KV_CACHE_GGML_TYPES[cacheTypes.k],
+        typeV: KV_CACHE_GGML_TYPES[cacheTypes.v],
       });
       try {
         const mode = options.deviceSampling ?? "auto";

@@ -14,6 +14,7 @@ import { type AttentionProbeOutcome, LoadedModel, type OpenModelOptions } from "
 import { type BufferSize, LoadLogReader } from "./load_log.ts";
 import { describePlan } from "./multi_gpu_plan.ts";
 import { detectFamily } from "./templates.ts";
+import type { KvCacheTypes } from "./kv_cache_type.ts";
 
 /** Layers llama.cpp placed on one device. */
 export interface DeviceLayers {
@@ -89,6 +90,8 @@ export interface ProbeReport {
    * the probe's times and choice (or why it failed).
    */
   attention: { flashAttn: string; probe?: AttentionProbeOutcome };
+  /** The KV cache's element types. */
+  kvCacheTypes: KvCacheTypes;
   /** LoRA adapters discovery attached to the model. */
   adapters: string[];
 }
@@ -104,6 +107,8 @@ export interface ProbeOptions
   ctxSize?: number;
   /** Flash attention (see `flashAttention`). Default `"auto"`. */
   flashAttn?: Switch;
+  /** The KV cache's element types. Default f16. */
+  kvCacheTypes?: KvCacheTypes;
   /** Print llama.cpp's log. Default false. */
   verbose?: boolean;
   /** Load progress in [0, 1]. */
@@ -150,6 +155,7 @@ export async function probeModel(
       ...(options.tensorSplit ? { tensorSplit: options.tensorSplit } : {}),
       ...(options.mainGpu !== undefined ? { mainGpu: options.mainGpu } : {}),
       ...(options.flashAttn ? { flashAttn: options.flashAttn } : {}),
+      ...(options.kvCacheTypes ? { kvCacheTypes: options.kvCacheTypes } : {}),
     });
   } finally {
     stop();
@@ -208,6 +214,7 @@ export async function probeModel(
         flashAttn: loaded.context.flashAttn,
         ...(loaded.attentionProbe ? { probe: loaded.attentionProbe } : {}),
       },
+      kvCacheTypes: loaded.kvCacheTypes,
       adapters: model.adapters.map((a) => a.name),
     };
   } finally {

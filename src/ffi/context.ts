@@ -39,6 +39,10 @@ export interface ContextOptions {
   embeddings?: boolean;
   /** How embeddings are pooled. Default `"unspecified"`: the model's own (none if it has none). */
   pooling?: keyof typeof PoolingType;
+  /** The ggml type of the KV cache's keys. Default f16. */
+  typeK?: number;
+  /** The ggml type of the KV cache's values (quantized ones need flash attention). Default f16. */
+  typeV?: number;
 }
 
 /**
@@ -207,6 +211,8 @@ export class Context extends NativeHandle {
     if (options.kvUnified !== undefined) set("kv_unified", options.kvUnified);
     if (options.embeddings !== undefined) set("embeddings", options.embeddings);
     if (options.pooling !== undefined) set("pooling_type", PoolingType[options.pooling]);
+    if (options.typeK !== undefined) set("type_k", options.typeK);
+    if (options.typeV !== undefined) set("type_v", options.typeV);
     const mark = llama.logMark();
     // Reserving the graphs reads the model's adapter set: not beside an adapter load.
     const pointer = await model.gate.shared(() =>

@@ -512,6 +512,7 @@ function copyDiag(copy: LoadedModel) {
     flash_attn: copy.context.flashAttn,
     attention_probe: copy.attentionProbe ?? null,
     kv_unified: copy.context.kvUnified,
+    kv_cache_types: copy.kvCacheTypes,
     slot_context: copy.scheduler.slotContext,
     slots: copy.scheduler.stats(),
     prompt_token_cache: promptTokenCache(copy.model).stats(),

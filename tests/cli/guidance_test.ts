@@ -163,7 +163,7 @@ Deno.test("the original Shimmy's global flags and SHIMMY_MAX_CTX work, or say wh
   match(fromEnv.stdout, /^Context: +512 trained, 256 created$/m);
   const badEnv = oneLineError(await runShimmy(["list"], { SHIMMY_MAX_CTX: "lots" }));
   equal(badEnv, 'shimmy: SHIMMY_MAX_CTX must be a positive number of tokens, got "lots"');
-  // --legacy (llama.cpp, the only engine here) and --kv-quant f32 ask for what this version does.
+  // --legacy (llama.cpp, the only engine here) and --kv-quant f32 (f16 here) ask for the default.
   const same = await runShimmy([...models, "--legacy", "--kv-quant", "f32", "list", "-s"]);
   equal(same.code, 0, same.stderr);
   match(same.stdout, /^tiny-f32$/m);
@@ -172,8 +172,18 @@ Deno.test("the original Shimmy's global flags and SHIMMY_MAX_CTX work, or say wh
     /^shimmy: --cpu-moe was a flag of the original Shimmy's own engine, .*--n-gpu-layers/,
   );
   match(
-    oneLineError(await runShimmy(["list", "--kv-quant", "int4"])),
-    /^shimmy: --kv-quant int4 is not supported: .*--kv-quant f32 is accepted$/,
+    oneLineError(await runShimmy(["list", "--kv-quant", "int8"])),
+    /^shimmy: --kv-quant must be f32 or int4, got "int8"; --cache-type-k and --cache-type-v /,
+  );
+  match(
+    oneLineError(await runShimmy([...models, "probe", "tiny-f32", "--cache-type-v", "q3_k"])),
+    /^shimmy: --cache-type-v must be one of f32, f16, bf16, q8_0, q4_0, .*; got "q3_k"/,
+  );
+  // --kv-quant int4 reaches the context: a model with heads of 16 is refused with llama.cpp's
+  // reason (keys quantize in blocks of 32).
+  match(
+    oneLineError(await runShimmy([...models, "--kv-quant", "int4", "probe", "tiny-f32"])),
+    /K cache type q4_0 with block size 32 does not divide n_embd_head_k=16/,
   );
   // bench's --max-tokens is --gen-tokens under the original's name.
   const bench = await runShimmy([

@@ -164,7 +164,9 @@ Deno.test("shimmy probe checks its arguments and prints usage for --help", async
     nGpuLayers: -1,
     models: [],
     flashAttn: "auto",
+    kvCache: {},
   });
+  deepEqual(parseProbeArgs(["tiny", "--cache-type-k", "Q8_0"])?.kvCache, { k: "q8_0" });
 });
 
 Deno.test("on the CPU the kernel is the attention probe's, and the probe's own model stays out of the buffers", async () => {

@@ -122,6 +122,7 @@ Deno.test("/diag shows versions, devices, load params and slots", async () => {
   ok(diag.devices.some((d: { type: string }) => d.type === "cpu"));
   equal(diag.models[0].name, "tiny-f32");
   equal(diag.models[0].slots.slots, 4);
+  deepEqual(diag.models[0].kv_cache_types, { k: "f16", v: "f16" });
   equal(typeof diag.models[0].load_params.n_gpu_layers, "number");
   // A KV stream per slot on the CPU: the attention probe chose the kernel.
   const probe = diag.models[0].attention_probe;
