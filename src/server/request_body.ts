@@ -360,9 +360,14 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
   const cmpl = fields.number("n_cmpl", { min: 1, max: MAX_CHOICES, integer: true });
   const n = fields.number("n", { min: 1, max: MAX_CHOICES, integer: true });
   const choices = cmpl ?? n ?? 1;
-  const completionTokens = fields.number("max_completion_tokens", { min: 0, integer: true });
-  const tokens = fields.number("max_tokens", { min: 0, integer: true });
-  const predict = fields.number("n_predict", { min: -1, integer: true });
+  // llama.cpp counts tokens in 32 bits; no context holds more.
+  const completionTokens = fields.number("max_completion_tokens", {
+    min: 0,
+    max: I32_MAX,
+    integer: true,
+  });
+  const tokens = fields.number("max_tokens", { min: 0, max: I32_MAX, integer: true });
+  const predict = fields.number("n_predict", { min: -1, max: I32_MAX, integer: true });
   const maxTokens = completionTokens ?? tokens ?? positiveOrUndefined(predict);
   const streamOptions = fields.object("stream_options");
   const includeUsage = streamOptions?.include_usage;

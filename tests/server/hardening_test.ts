@@ -325,6 +325,11 @@ Deno.test("8: top_k beyond int32 is a 400; max_tokens 0 generates nothing", asyn
   await using server = await startServer();
   const bad = await postJson(`${server.url}/v1/completions`, { prompt: "hi", top_k: 2 ** 31 });
   equal((await errorOf(bad, 400)).param, "top_k");
+  for (const [field, value] of [["max_tokens", 1e300], ["n_predict", 2 ** 63]] as const) {
+    const huge = await postJson(`${server.url}/api/generate`, { prompt: "hi", [field]: value });
+    const error = await errorOf(huge, 400, "invalid_value");
+    equal(error.param, field);
+  }
   const none = await (await postJson(`${server.url}/v1/completions`, {
     prompt: "hi",
     max_tokens: 0,
