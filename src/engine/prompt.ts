@@ -16,6 +16,8 @@ import type { Model, TokenizeOptions, TokenPieceCache } from "../ffi/model.ts";
 import { GenerationError } from "./errors.ts";
 import { promptTokenCache } from "./prompt_token_cache.ts";
 import type { ContinuedPart } from "./template_continuation.ts";
+import { detectToolFormat } from "./tools/formats.ts";
+import { withMistralToolIds } from "./tools/mistral_ids.ts";
 import { renderChatOffThread, TEMPLATE_TIMEOUT_MS } from "./template_worker.ts";
 import type { RenderedPrompt, TemplateMessage, TemplateOverride } from "./templates.ts";
 
@@ -296,10 +298,13 @@ export async function renderChatPrompt(
   }
   signal?.throwIfAborted();
   const template = model.chatTemplate();
+  const source = override ? ("template" in override ? override.template : undefined) : template;
+  // Mistral's templates accept only their own shape of tool-call ids.
+  const mistralIds = source !== undefined && detectToolFormat(source).idStyle === "mistral";
   const rendered = await renderChatOffThread({
     ...(template ? { template } : {}),
     ...override,
-    messages,
+    messages: mistralIds ? withMistralToolIds(messages) : messages,
     bosToken: model.bos >= 0 ? model.tokenText(model.bos) : "",
     eosToken: model.eos >= 0 ? model.tokenText(model.eos) : "",
     addBos: model.addsBos,

@@ -70,7 +70,7 @@ export async function ollamaChat(
     new Fields({ tools: body.tools, tool_choice: body.tool_choice }),
   );
   const calling = output.tools.length > 0 && output.choice !== "none";
-  const messages = raw.map(templateMessage);
+  const messages = linkToolResults(raw.map(templateMessage));
   // A last message from the assistant is continued (prefill): the answer is what the model adds.
   const continued = (ctx.settings.prefillAssistant ?? true) && messages.at(-1)?.role === "assistant"
     ? continuedPart(messages)
@@ -141,7 +141,15 @@ function ollamaToolCall(call: ToolCallMessage, index: number) {
 function templateMessage(message: unknown, i: number): TemplateMessage {
   const where = `messages[${i}]`;
   if (!isObject(message)) throw badRequest(`${where} must be an object`, "messages");
-  const { role, content, thinking, tool_calls: calls, tool_name: toolName, images } = message;
+  const {
+    role,
+    content,
+    thinking,
+    tool_calls: calls,
+    tool_name: toolName,
+    tool_call_id: callId,
+    images,
+  } = message;
   if (typeof role !== "string" || role === "") {
     throw badRequest(`${where}.role must be a string`, "messages");
   }
@@ -155,17 +163,48 @@ function templateMessage(message: unknown, i: number): TemplateMessage {
   if (toolName !== undefined && toolName !== null && typeof toolName !== "string") {
     throw badRequest(`${where}.tool_name must be a string`, "messages");
   }
+  if (callId !== undefined && callId !== null && typeof callId !== "string") {
+    throw badRequest(`${where}.tool_call_id must be a string`, "messages");
+  }
   return {
     role,
     content: content ?? "",
     ...(typeof thinking === "string" && thinking !== "" ? { reasoning_content: thinking } : {}),
-    ...(calls !== undefined && calls !== null ? { tool_calls: templateCalls(calls, where) } : {}),
+    ...(calls !== undefined && calls !== null ? { tool_calls: templateCalls(calls, i) } : {}),
     ...(typeof toolName === "string" ? { name: toolName } : {}),
+    ...(typeof callId === "string" ? { tool_call_id: callId } : {}),
   };
 }
 
+/**
+ * Gives each tool result the id of the call it answers. Ollama's clients send results with the
+ * tool's name only (`tool_name`), and templates that pair results with calls by id (Mistral's,
+ * Command R7B's) raised on them: a result answers the first call of the assistant turn before it
+ * that has its name and no result yet (any such call when it names none).
+ */
+function linkToolResults(messages: TemplateMessage[]): TemplateMessage[] {
+  let open: { id: string; name: string }[] = [];
+  return messages.map((message) => {
+    if (message.role === "assistant") {
+      open = (message.tool_calls ?? []).flatMap((call) => {
+        const { id, function: fn } = call as { id: string; function: { name: string } };
+        return [{ id, name: fn.name }];
+      });
+      return message;
+    }
+    if (message.role !== "tool") return message;
+    const at = message.tool_call_id !== undefined
+      ? open.findIndex((call) => call.id === message.tool_call_id)
+      : open.findIndex((call) => message.name === undefined || call.name === message.name);
+    if (at < 0) return message;
+    const [answered] = open.splice(at, 1);
+    return { ...message, tool_call_id: answered!.id };
+  });
+}
+
 /** An assistant turn's `tool_calls` in the OpenAI shape templates take (`arguments` as JSON). */
-function templateCalls(calls: unknown, where: string): unknown[] {
+function templateCalls(calls: unknown, i: number): unknown[] {
+  const where = `messages[${i}]`;
   if (!Array.isArray(calls)) throw badRequest(`${where}.tool_calls must be an array`, "messages");
   return calls.map((call, j) => {
     const fn = isObject(call) ? call.function : undefined;
@@ -182,7 +221,8 @@ function templateCalls(calls: unknown, where: string): unknown[] {
         "messages",
       );
     }
-    const id = isObject(call) && typeof call.id === "string" ? call.id : `call_${j}`;
+    // Ollama's calls have no id: one unique in the conversation, for templates that pair results.
+    const id = isObject(call) && typeof call.id === "string" ? call.id : `call_${i}_${j}`;
     return { id, type: "function", function: { name: fn.name, arguments: JSON.stringify(args) } };
   });
 }
