@@ -399,9 +399,13 @@ function messagesJson(msgs: readonly ChatMsg[], caps: TemplateCaps): Obj[] {
         return call;
       });
     }
+    // A tool result's parts are joined where the template takes strings: templates that read
+    // parts in user turns (Kimi K2, GLM 4.6) print a tool turn's content as it is, and printed
+    // a list of parts as nothing (llama-server passes them on as parts there too).
+    const joinTool = m.role === "tool" && caps.supportsStringContent;
     if (onlyTyped && typeof out.content === "string") {
       out.content = [{ type: "text", text: out.content }];
-    } else if (onlyString && Array.isArray(out.content)) {
+    } else if ((onlyString || joinTool) && Array.isArray(out.content)) {
       out.content = joinParts(out.content as Obj[]);
     }
     return out;

@@ -630,3 +630,32 @@ Deno.test("renderChat() refuses tools nested too deep with a 400, and renders de
     },
   );
 });
+
+Deno.test({
+  name: "a tool result sent as text parts reaches templates that print a tool turn's content as is",
+  ignore: llamaSourceDir() === undefined,
+  fn: () => {
+    const messages = [
+      { role: "user", content: "Weather?" },
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [{
+          id: "abcDEF123",
+          type: "function",
+          function: { name: "get_weather", arguments: '{"city":"Paris"}' },
+        }],
+      },
+      {
+        role: "tool",
+        tool_call_id: "abcDEF123",
+        content: [{ type: "text", text: "MARK_A" }, { type: "text", text: "sunny" }],
+      },
+    ];
+    for (const name of ["moonshotai-Kimi-K2", "GLM-4.6", "Qwen-Qwen2.5-7B-Instruct"]) {
+      const file = join(llamaSourceDir()!, "models", "templates", `${name}.jinja`);
+      const { prompt } = renderChat({ template: Deno.readTextFileSync(file), messages });
+      assert.ok(prompt.includes("MARK_A\nsunny"), `${name}: ${prompt}`);
+    }
+  },
+});
