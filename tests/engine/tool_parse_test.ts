@@ -217,6 +217,25 @@ for (const c of CASES) {
     }
   });
 
+  Deno.test(`the ${c.format} parser streams no call that max_tokens cuts off`, () => {
+    // Cut anywhere: what was streamed equals the whole answer, whose calls are only whole ones.
+    const options = { format: TOOL_FORMATS[c.format], tools: TOOLS };
+    for (let cut = 1; cut < c.text.length; cut += 2) {
+      const stream = new ChatOutputStream(options);
+      const deltas: ChatDelta[] = [];
+      for (let i = 0; i < cut; i += 3) {
+        deltas.push(...stream.push(c.text.slice(i, Math.min(i + 3, cut))));
+      }
+      const end = stream.finish(true);
+      deltas.push(...end.deltas);
+      deepEqual(
+        reassemble(deltas).calls,
+        end.output.toolCalls.map((t) => ({ id: t.id, ...t.function })),
+        `cut at ${cut}: ${JSON.stringify(c.text.slice(0, cut))}`,
+      );
+    }
+  });
+
   Deno.test(`the ${c.format} parser makes no call of output cut anywhere inside a call`, () => {
     const options = { format: TOOL_FORMATS[c.format], tools: TOOLS };
     const first = c.text.length - 1;

@@ -137,7 +137,11 @@ export class ChatOutputStream {
       this.#sentContent += content;
       deltas.push({ content });
     }
+    // A call goes out once it is whole: one cut off by max_tokens is not part of the answer, and
+    // its streamed pieces were read as a call all the same (LangChain ran it with half its
+    // arguments, the Anthropic SDK's final message held it with empty input).
     parsed.calls.forEach((call, index) => {
+      if (!call.complete) return;
       for (const delta of this.#callDeltas(call, index)) deltas.push({ tool_calls: [delta] });
     });
     return deltas;
