@@ -154,22 +154,41 @@ Deno.test("WebSocket: an upgrade without Connection: Upgrade is a 400, not a 500
 
 Deno.test("WebSocket: a request the full queue refuses closes 1013, try again later", async () => {
   await using server = await startServer({ load: { parallel: 1, maxQueue: 1 } });
-  const long = JSON.stringify({ prompt: "go on", max_tokens: 300, ignore_eos: true });
-  const sockets: WebSocket[] = [];
-  const runs = [0, 1, 2].map((i) =>
-    new Promise<WsRun>((resolve) => {
-      const ws = new WebSocket(server.url.replace("http", "ws") + "/ws/generate");
-      sockets.push(ws);
-      const frames: string[] = [];
-      // The third asks once the first generates and the second waits.
-      ws.onopen = () => setTimeout(() => ws.send(long), i === 2 ? 300 : 0);
-      ws.onmessage = (event) => frames.push(String(event.data));
+  const long = JSON.stringify({ prompt: "go on", max_tokens: 2000, ignore_eos: true });
+  const open = (onFrame?: () => void) => {
+    const ws = new WebSocket(server.url.replace("http", "ws") + "/ws/generate");
+    const frames: string[] = [];
+    const done = new Promise<WsRun>((resolve) => {
+      ws.onmessage = (event) => {
+        frames.push(String(event.data));
+        onFrame?.();
+      };
       ws.onclose = (event) => resolve({ frames, closeCode: event.code });
-    })
-  );
-  const third = await runs[2]!;
-  equal(third.closeCode, 1013, third.frames.join("\n"));
-  equal(JSON.parse(third.frames[0] as string).error.code, "queue_full");
-  for (const ws of sockets) ws.close();
-  await Promise.all(runs);
+    });
+    const opened = new Promise((resolve) => ws.onopen = resolve);
+    return { ws, done, opened };
+  };
+  // The first generates, the second waits in the queue, and only then the third asks.
+  const generating = Promise.withResolvers<void>();
+  const first = open(() => generating.resolve());
+  await first.opened;
+  first.ws.send(long);
+  await generating.promise;
+  const second = open();
+  await second.opened;
+  second.ws.send(long);
+  const scheduler = server.ctx.registry.loaded().get("tiny-f32")!.scheduler;
+  for (let i = 0; i < 200 && scheduler.stats().queued < 1; i++) {
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  equal(scheduler.stats().queued, 1);
+  const third = open();
+  await third.opened;
+  third.ws.send(long);
+  const refused = await third.done;
+  equal(refused.closeCode, 1013, refused.frames.join("\n"));
+  equal(JSON.parse(refused.frames[0] as string).error.code, "queue_full");
+  first.ws.close();
+  second.ws.close();
+  await Promise.all([first.done, second.done]);
 });
