@@ -216,7 +216,7 @@ export function poolingFlag(value: string | undefined): PoolingName | undefined 
   return pooling;
 }
 
-/** The KV cache flags `serve`, `generate`, `run`, `bench` and `probe` take, for `parseFlags`. */
+/** The KV cache flags `serve`, `generate`, `bench` and `probe` take, for `parseFlags`. */
 export const KV_CACHE_FLAGS = {
   "cache-type-k": { type: "string" },
   "cache-type-v": { type: "string" },

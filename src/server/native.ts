@@ -202,6 +202,7 @@ export function wsGenerate(ctx: ServerContext, request: ServedRequest): Response
         throw error;
       });
       if (gen === undefined) {
+        if (socket.readyState !== WebSocket.OPEN) return;
         socket.send(JSON.stringify({
           done: true,
           stopped: true,

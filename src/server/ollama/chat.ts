@@ -186,9 +186,9 @@ function linkToolResults(messages: TemplateMessage[]): TemplateMessage[] {
   let open: { id: string; name: string }[] = [];
   return messages.map((message) => {
     if (message.role === "assistant") {
-      open = (message.tool_calls ?? []).flatMap((call) => {
+      open = (message.tool_calls ?? []).map((call) => {
         const { id, function: fn } = call as { id: string; function: { name: string } };
-        return [{ id, name: fn.name }];
+        return { id, name: fn.name };
       });
       return message;
     }
