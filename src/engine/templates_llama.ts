@@ -20,6 +20,8 @@
  * @module
  */
 
+import { toolTurnsAsText, withToolsInSystem } from "./tool_polyfill.ts";
+import { detectToolFormat } from "./tools/formats.ts";
 import {
   applyPreserveReasoning,
   applyReasoningEffort,
@@ -577,6 +579,12 @@ export function applyChatTemplate(tmpl: CompiledChatTemplate, input: ChatTemplat
   if (!src.includes("<|channel|>")) {
     messages = messages.map((m) => (m.role === "developer" ? { ...m, role: "system" } : m));
   }
+  // Templates that know nothing of tools get them described, and their turns as text (Shimmy's
+  // own step: llama-server renders such a template without the tools).
+  if (tools && !caps.supportsTools) {
+    messages = withToolsInSystem(messages, tools, detectToolFormat(src).id === "generic");
+  }
+  if (!caps.supportsToolCalls) messages = toolTurnsAsText(messages);
   if (!caps.supportsSystemRole && messages[0]?.role === "system") {
     const [first, second] = messages;
     if (second !== undefined) {
