@@ -34,7 +34,12 @@ Deno.test("responses.inputTokens.count gives the input tokens responses.create u
   const created = await client.responses.create({ ...request, max_output_tokens: 1 });
   equal(counted.input_tokens, created.usage?.input_tokens);
   // A continued conversation counts the earlier turns too.
-  const followUp = { model: "qwen2", previous_response_id: created.id, input: "And in Rome?" };
+  const followUp = {
+    model: "qwen2",
+    previous_response_id: created.id,
+    input: "And in Rome?",
+    tools: [WEATHER], // (described in the prompt: the fixture's template knows no tools)
+  };
   const more = await client.responses.inputTokens.count(followUp);
   ok(more.input_tokens > counted.input_tokens, `${more.input_tokens} > ${counted.input_tokens}`);
   const next = await client.responses.create({ ...followUp, max_output_tokens: 1 });
