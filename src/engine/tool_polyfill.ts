@@ -48,11 +48,9 @@ export function withToolsInSystem(
 ): Obj[] {
   const text = toolsSystemText(tools, teachFormat);
   const [first, ...rest] = messages;
-  if (first?.role === "system" && typeof first.content === "string") {
-    return [
-      { ...first, content: first.content === "" ? text : `${first.content}\n\n${text}` },
-      ...rest,
-    ];
+  if (first?.role === "system") {
+    const before = textOf(first.content);
+    return [{ ...first, content: before === "" ? text : `${before}\n\n${text}` }, ...rest];
   }
   return [{ role: "system", content: text }, ...messages];
 }
