@@ -202,11 +202,11 @@ Deno.test("an announced request being prepared holds the first step until it is 
   await using loaded = await openTiny(2);
   const { model, scheduler } = loaded;
   const submit = submitter(loaded);
-  // Up to three times: the wait is bounded by the arrival window (10 ms), which one hiccup of a
-  // busy 2-core machine can outlast (a fresh CI run saw it once); without the wait every try
-  // takes two steps.
+  // Up to five times: the wait is bounded by the arrival window (10 ms), which a hiccup of a
+  // busy 2-core machine can outlast (fresh CI runs saw it once in one try, once in three in a
+  // row); without the wait every try takes two steps.
   const steps: number[] = [];
-  while (steps.length < 3 && !steps.includes(1)) {
+  while (steps.length < 5 && !steps.includes(1)) {
     const stepsBefore = scheduler.stats().steps;
     const second = scheduler.expectArrival(); // e.g. its chat template is rendering
     const first = submit("the first request");
