@@ -6,7 +6,7 @@
 
 import { dirname, resolve } from "node:path";
 import { planDevices } from "../engine/gpu.ts";
-import type { DeviceSamplingMode } from "../engine/loaded_model.ts";
+import { attentionFor, type DeviceSamplingMode } from "../engine/loaded_model.ts";
 import type { Switch } from "../engine/gpu.ts";
 import type { KvCacheTypes } from "../engine/kv_cache_type.ts";
 import { splitPathList } from "../models/discovery_roots.ts";
@@ -570,6 +570,8 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
   const report = await discoverFor(globals, local);
   const ctxSize = options.ctxSize ?? globals.ctxSize;
   const kvTypes = kvCacheTypes(options.kvCache, globals);
+  // Refused at start, not by every model's first request.
+  if (kvTypes) attentionFor(kvTypes, options.flashAttn);
   const entries: ModelEntry[] = entriesFrom(report, local);
   const preload = [...entries.slice(0, local.length).map((e) => e.name), ...toPull];
   const pulls = options.allowPull ? new ModelPulls({}, pullLogger()) : undefined;

@@ -179,6 +179,13 @@ Deno.test("the original Shimmy's global flags and SHIMMY_MAX_CTX work, or say wh
     oneLineError(await runShimmy([...models, "probe", "tiny-f32", "--cache-type-v", "q3_k"])),
     /^shimmy: --cache-type-v must be one of f32, f16, bf16, q8_0, q4_0, .*; got "q3_k"/,
   );
+  // A quantized V cache with fused attention off stops serve's start, not every first request.
+  match(
+    oneLineError(
+      await runShimmy([...models, "serve", "--cache-type-v", "q8_0", "--flash-attn", "off"]),
+    ),
+    /^shimmy: A q8_0 V cache needs fused attention, which --flash-attn off turns off/,
+  );
   // --kv-quant int4 reaches the context: a model with heads of 16 is refused with llama.cpp's
   // reason (keys quantize in blocks of 32).
   match(
