@@ -82,12 +82,10 @@ function templateOf(ctx: ServerContext, own: string): string {
 }
 
 /**
- * What a chat model can do, as Ollama names it: tools and thinking when its template has them
- * (an embedding or reranking model can do `embedding` only).
+ * What a chat model can do, as Ollama names it: tools whatever its template (one that knows none
+ * gets them described, see `tool_polyfill.ts`), and thinking when its template has it (an
+ * embedding or reranking model can do `embedding` only).
  */
 function capabilitiesOf(template: string): string[] {
-  const capabilities = ["completion"];
-  if (/\btools\b/.test(template)) capabilities.push("tools");
-  if (templateThinks(template)) capabilities.push("thinking");
-  return capabilities;
+  return ["completion", "tools", ...(templateThinks(template) ? ["thinking"] : [])];
 }
