@@ -16,7 +16,7 @@ import {
   findModel,
   resolveModel,
 } from "../models/discovery.ts";
-import { ModelLoadError, type ModelLoadErrorCode } from "../ffi/errors.ts";
+import { ContextCreateError, ModelLoadError, type ModelLoadErrorCode } from "../ffi/errors.ts";
 import { type GlobalFlags, parseGpuBackend } from "./global_flags.ts";
 import { formatBytes, formatCount, formatTable } from "./model_table.ts";
 import { discoveryOptions } from "./model_lookup.ts";
@@ -333,9 +333,12 @@ export async function probeMain(
     model = probeTarget(report, options.model, discovery.cwd);
     result = await probeWith(model, options, globals);
   } catch (error) {
-    if (!(error instanceof ModelLoadError) || error.code === "not_found") throw error;
+    const loadFailed = error instanceof ModelLoadError
+      ? error.code !== "not_found"
+      : error instanceof ContextCreateError;
+    if (!loadFailed) throw error;
     // Found but not loadable: exit code 2, as the original Shimmy's probe answered.
-    console.error(`shimmy: ${error.message}`);
+    console.error(`shimmy: ${(error as Error).message}`);
     return PROBE_LOAD_FAILED;
   }
   if (options.json) console.log(JSON.stringify(result, null, 2));

@@ -204,7 +204,9 @@ export function placeCopy(backend: DevicePlan, copy: CopyPlacement): DevicePlan 
 
 /**
  * The attention setting for these KV cache types: llama.cpp keeps a quantized V only beside
- * fused attention, so such a V turns `"auto"` on and refuses `"off"`.
+ * fused attention, so such a V refuses `"off"`; a quantized cache turns `"auto"` on, so that
+ * the kernel (and with it whether a model's heads suit the type) does not hang on the CPU
+ * attention probe's timing.
  *
  * @param types The KV cache's element types.
  * @param mode The asked setting.
@@ -212,14 +214,13 @@ export function placeCopy(backend: DevicePlan, copy: CopyPlacement): DevicePlan 
  * @throws {ContextCreateError} for a quantized V with fused attention off.
  */
 export function attentionFor(types: KvCacheTypes, mode: Switch): Switch {
-  if (!isQuantized(types.v)) return mode;
-  if (mode === "off") {
+  if (isQuantized(types.v) && mode === "off") {
     throw new ContextCreateError(
       `A ${types.v} V cache needs fused attention, which --flash-attn off turns off; use ` +
         "--flash-attn auto or on, or an f16 V cache",
     );
   }
-  return "on";
+  return mode === "auto" && (isQuantized(types.k) || isQuantized(types.v)) ? "on" : mode;
 }
 
 /** The attention probe's times and choice, or why it could not run. */

@@ -67,17 +67,21 @@ export function toolTurnsAsText(messages: readonly Obj[]): Obj[] {
   const out: Obj[] = [];
   // The user turn made of tool results, which the next results or user turn join.
   let results: Obj | undefined;
+  // The names of the calls by id, for results that do not name their tool.
+  const names = new Map<unknown, unknown>();
   for (const message of messages) {
     if (message.role === "assistant" && Array.isArray(message.tool_calls)) {
       const { tool_calls: calls, ...rest } = message;
+      for (const call of calls as Obj[]) names.set(call.id, (call.function as Obj)?.name);
       const json = JSON.stringify({ tool_calls: calls.map(callJson) });
       const before = textOf(message.content);
       out.push({ ...rest, content: before === "" ? json : `${before}\n${json}` });
       results = undefined;
       continue;
     }
+    const name = message.name ?? names.get(message.tool_call_id);
     const text = message.role === "tool"
-      ? `Tool result${message.name ? ` of ${message.name}` : ""}: ${textOf(message.content)}`
+      ? `Tool result${name ? ` of ${name}` : ""}: ${textOf(message.content)}`
       : message.role === "user" && results
       ? textOf(message.content)
       : undefined;

@@ -190,20 +190,28 @@ export class ModelRegistry {
   }
 
   /**
-   * Adds models found after the start (`POST /api/models/discover`): those whose name and file
-   * are both new. A request that names no model keeps getting the one it got before.
+   * Adds models found after the start (`POST /api/models/discover`): those whose file is new,
+   * under the next free `NAME-N` where another model has their name. A request that names no
+   * model keeps getting the one it got before.
    *
    * @param entries Models found by a new search.
    * @returns Those added.
    */
   add(entries: readonly ModelEntry[]): ModelEntry[] {
-    const added = entries.filter((entry) =>
-      !this.#entries.some((known) => known.name === entry.name || known.path === entry.path)
-    );
-    if (added.length > 0 && this.#entries.length === 1) {
-      this.#implicitDefault ??= this.#entries[0]!.name;
+    const added: ModelEntry[] = [];
+    const only = this.#entries.length === 1 ? this.#entries[0]!.name : undefined;
+    for (const entry of entries) {
+      if (this.#entries.some((known) => known.path === entry.path)) continue;
+      // A new file whose name another model already has gets the next free `NAME-N`.
+      let name = entry.name;
+      for (let n = 2; this.#entries.some((known) => known.name === name); n++) {
+        name = `${entry.name}-${n}`;
+      }
+      const named = { ...entry, name };
+      this.#entries.push(named);
+      added.push(named);
     }
-    this.#entries.push(...added);
+    if (added.length > 0 && only !== undefined) this.#implicitDefault ??= only;
     return added;
   }
 
@@ -248,9 +256,18 @@ export class ModelRegistry {
       return first;
     }
     const wanted = name.toLowerCase();
+    const byAlias = this.#entries.filter((e) => e.aliases?.includes(wanted));
+    if (byAlias.length > 1 && !this.#entries.some((e) => e.name === wanted || e.path === name)) {
+      throw new ModelNotFoundError(
+        name,
+        `Model "${name}" is ambiguous: it could be ${
+          byAlias.map((e) => e.name).join(", ")
+        }; use one of these names`,
+      );
+    }
     const entry = this.#entries.find((e) => e.name === wanted) ??
       this.#entries.find((e) => e.path === name) ??
-      this.#entries.find((e) => e.aliases?.includes(wanted)) ??
+      byAlias[0] ??
       this.#entries.find((e) => modelNameOf(e.path) === wanted.replace(/\.gguf$/, ""));
     if (!entry) {
       throw new ModelNotFoundError(

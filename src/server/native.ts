@@ -288,10 +288,17 @@ function modelFamily(entry: ModelEntry): string {
   return "Unknown";
 }
 
-/** A parameter count as the original Shimmy wrote it (`7B`), with one decimal where useful. */
+/**
+ * A parameter count as the original Shimmy wrote it (`7B`): billions from half a billion on
+ * (`0.5B`, `1.5B`), else millions (`135M`) or thousands (`234K`), one decimal under 10.
+ */
 function sizeLabel(parameters: number | undefined): string | null {
   if (parameters === undefined || parameters <= 0) return null;
-  const [unit, scale] = parameters >= 1e9 ? ["B", 1e9] : ["M", 1e6];
+  const [unit, scale] = parameters >= 5e8
+    ? ["B", 1e9]
+    : parameters >= 1e6
+    ? ["M", 1e6]
+    : ["K", 1e3];
   const value = parameters / scale;
   return `${value >= 10 ? Math.round(value) : Number(value.toFixed(1))}${unit}`;
 }

@@ -49,7 +49,9 @@ Deno.test("calls become the JSON the model wrote, and results one user turn with
     },
     {
       role: "user",
-      content: "Tool result of get_time: 09:00\n\nTool result: 00:00\n\nThanks. And Paris?",
+      // The second result names no tool: its call's id tells it.
+      content:
+        "Tool result of get_time: 09:00\n\nTool result of get_time: 00:00\n\nThanks. And Paris?",
     },
     { role: "assistant", content: "Let me see." },
     { role: "user", content: "Quick." },

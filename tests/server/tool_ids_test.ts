@@ -28,7 +28,7 @@ const TOOL = {
 };
 
 async function serveWith(template: string): Promise<TestServer> {
-  const server = await startServer({ load: { ctxSize: 4096, threads: 1 } });
+  const server = await startServer({ load: { ctxSize: 8192, threads: 1 } }); // R7B: a long preamble
   const file = join(source!, "models", "templates", `${template}.jinja`);
   server.ctx.settings.chatTemplate = { template: Deno.readTextFileSync(file), path: file };
   return server;
@@ -120,6 +120,16 @@ for (
       const body = await response.json();
       equal(response.status, 200, JSON.stringify(body));
       equal(body.done, true);
+      // A result that answers no call (another tool's name, one too many) still renders.
+      const stray = await turn([
+        user,
+        { role: "assistant", content: "", tool_calls: [call] },
+        { role: "tool", content: "09:00", tool_name: "other_tool" },
+        { role: "tool", content: "00:00", tool_name: TOOL.name },
+        { role: "tool", content: "extra", tool_name: TOOL.name },
+      ]);
+      const strayBody = await stray.json();
+      equal(stray.status, 200, JSON.stringify(strayBody));
     },
   });
 }

@@ -184,7 +184,7 @@ function templateMessage(message: unknown, i: number): TemplateMessage {
  */
 function linkToolResults(messages: TemplateMessage[]): TemplateMessage[] {
   let open: { id: string; name: string }[] = [];
-  return messages.map((message) => {
+  return messages.map((message, i) => {
     if (message.role === "assistant") {
       open = (message.tool_calls ?? []).map((call) => {
         const { id, function: fn } = call as { id: string; function: { name: string } };
@@ -196,7 +196,8 @@ function linkToolResults(messages: TemplateMessage[]): TemplateMessage[] {
     const at = message.tool_call_id !== undefined
       ? open.findIndex((call) => call.id === message.tool_call_id)
       : open.findIndex((call) => message.name === undefined || call.name === message.name);
-    if (at < 0) return message;
+    // A result that answers no call still gets an id, of its own, for templates that need one.
+    if (at < 0) return { ...message, tool_call_id: message.tool_call_id ?? `result_${i}` };
     const [answered] = open.splice(at, 1);
     return { ...message, tool_call_id: answered!.id };
   });
