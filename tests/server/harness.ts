@@ -5,7 +5,7 @@
  * @module
  */
 
-import { basename } from "node:path";
+import { basename, join } from "node:path";
 import { modelNameOf } from "../../src/models/model_names.ts";
 import { type ModelEntry, ModelRegistry, type RegistryOptions } from "../../src/models/registry.ts";
 import { Activity } from "../../src/server/activity.ts";
@@ -15,7 +15,7 @@ import { createApp } from "../../src/server/app.ts";
 import { type GuardOptions, serveGuarded } from "../../src/server/connection_guard.ts";
 import type { ServerContext, ServerSettings } from "../../src/server/context.ts";
 import { Metrics } from "../../src/server/metrics.ts";
-import { fixtureModel } from "../fixtures/models.ts";
+import { fixtureModel, llamaSourceDir } from "../fixtures/models.ts";
 
 /** Registry entries for fixture files, uniquely named after their stems. */
 function entriesFor(files: readonly { path: string; source: string }[]): ModelEntry[] {
@@ -55,6 +55,24 @@ export interface TestServerOptions {
   guard?: Omit<GuardOptions, "hostname" | "port">;
   /** Also start a listener serving Ollama's API at its root, as `--ollama-bind` does. */
   ollamaListener?: boolean;
+}
+
+/**
+ * Starts a server whose chat template is one of llama.cpp's copies (`models/templates/NAME.jinja`
+ * of the llama.cpp source, which must be at hand).
+ *
+ * @param name The template's file name without `.jinja`.
+ * @param options As for {@link startServer}.
+ * @returns The running server.
+ */
+export async function startServerWithTemplate(
+  name: string,
+  options: TestServerOptions = {},
+): Promise<TestServer> {
+  const server = await startServer(options);
+  const file = join(llamaSourceDir()!, "models", "templates", `${name}.jinja`);
+  server.ctx.settings.chatTemplate = { template: Deno.readTextFileSync(file), path: file };
+  return server;
 }
 
 /**

@@ -5,34 +5,22 @@
  */
 
 import { deepEqual, equal, match, ok } from "node:assert/strict";
-import { join } from "node:path";
 import { mistralToolId, withMistralToolIds } from "../../src/engine/tools/mistral_ids.ts";
 import { llamaSourceDir } from "../fixtures/models.ts";
 import { skipBecause } from "../helpers.ts";
-import { postJson, startServer, type TestServer } from "./harness.ts";
+import { TIME_PARAMETERS } from "../fixtures/tool_fixtures.ts";
+import { postJson, startServerWithTemplate } from "./harness.ts";
 
 const MODEL = "tiny-f32";
 const source = llamaSourceDir();
 const ignore = source === undefined &&
   skipBecause("tool ids", "llama.cpp's templates are not at hand (the llama.cpp source)");
 
-const TOOL = {
-  name: "get_time",
-  description: "The time in a zone",
-  parameters: {
-    type: "object",
-    properties: { tz: { type: "string", enum: ["UTC", "JST"] } },
-    required: ["tz"],
-    additionalProperties: false,
-  },
-};
+const TOOL = { name: "get_time", description: "The time in a zone", parameters: TIME_PARAMETERS };
 
-async function serveWith(template: string): Promise<TestServer> {
-  const server = await startServer({ load: { ctxSize: 8192, threads: 1 } }); // R7B: a long preamble
-  const file = join(source!, "models", "templates", `${template}.jinja`);
-  server.ctx.settings.chatTemplate = { template: Deno.readTextFileSync(file), path: file };
-  return server;
-}
+/** Command R7B's preamble is long in the tiny vocabulary's tokens. */
+const serveWith = (template: string) =>
+  startServerWithTemplate(template, { load: { ctxSize: 8192, threads: 1 } });
 
 Deno.test("mistralToolId keeps a Mistral id and derives one, always the same, from any other", () => {
   equal(mistralToolId("Ab3dE6gH9"), "Ab3dE6gH9");

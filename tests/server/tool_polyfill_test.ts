@@ -6,11 +6,11 @@
  */
 
 import { equal, ok } from "node:assert/strict";
-import { join } from "node:path";
 import OpenAI from "openai";
 import { llamaSourceDir } from "../fixtures/models.ts";
 import { skipBecause } from "../helpers.ts";
-import { postJson, startServer, type TestServer } from "./harness.ts";
+import { TIME_PARAMETERS } from "../fixtures/tool_fixtures.ts";
+import { postJson, startServerWithTemplate } from "./harness.ts";
 
 const source = llamaSourceDir();
 const ignore = source === undefined &&
@@ -18,24 +18,11 @@ const ignore = source === undefined &&
 
 const TOOLS = [{
   type: "function" as const,
-  function: {
-    name: "get_time",
-    description: "The time in a zone",
-    parameters: {
-      type: "object",
-      properties: { tz: { type: "string", enum: ["UTC", "JST"] } },
-      required: ["tz"],
-      additionalProperties: false,
-    },
-  },
+  function: { name: "get_time", description: "The time in a zone", parameters: TIME_PARAMETERS },
 }];
 
-async function serveWith(template: string): Promise<TestServer> {
-  const server = await startServer({ load: { ctxSize: 4096, threads: 1 } });
-  const file = join(source!, "models", "templates", `${template}.jinja`);
-  server.ctx.settings.chatTemplate = { template: Deno.readTextFileSync(file), path: file };
-  return server;
-}
+const serveWith = (template: string) =>
+  startServerWithTemplate(template, { load: { ctxSize: 4096, threads: 1 } });
 
 for (const template of ["google-gemma-2-2b-it", "microsoft-Phi-3.5-mini-instruct"]) {
   Deno.test({
