@@ -202,8 +202,9 @@ Deno.test("an announced request being prepared holds the first step until it is 
   await using loaded = await openTiny(2);
   const { model, scheduler } = loaded;
   const submit = submitter(loaded);
-  // What the test before left starting up (its grammar's worker) competes for the 2 cores for a
-  // while after it ends; in 1 of 6-8 runs of this file every try below then outlasted the window.
+  // In 1 of 6-8 runs of this file every try below outlasted the window, most likely while what
+  // the test before left starting up (its grammar's worker) took the 2 cores; a pause first
+  // made 12 of 12 runs pass.
   await new Promise((resolve) => setTimeout(resolve, 300));
   // Up to five times: the wait is bounded by the arrival window (10 ms), which a hiccup of a
   // busy 2-core machine can outlast (fresh CI runs saw it once in one try, once in three in a
