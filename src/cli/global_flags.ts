@@ -26,15 +26,16 @@ export interface GlobalFlags {
   kvCacheTypes?: KvCacheTypes;
 }
 
+const MOE_ON_CPU = "llama.cpp places every layer by --n-gpu-layers; MoE experts cannot be kept " +
+  "on the CPU apart from their layers yet";
+
 /**
  * The original Shimmy's flags for its own engine (Airframe) that this version has no equivalent
  * of, and what to use instead.
  */
 const ORIGINAL_ENGINE_FLAGS: Readonly<Record<string, string>> = {
-  "--cpu-moe": "llama.cpp places every layer by --n-gpu-layers; MoE experts cannot be kept on " +
-    "the CPU apart from their layers yet",
-  "--n-cpu-moe": "llama.cpp places every layer by --n-gpu-layers; MoE experts cannot be kept on " +
-    "the CPU apart from their layers yet",
+  "--cpu-moe": MOE_ON_CPU,
+  "--n-cpu-moe": MOE_ON_CPU,
   "--prefill-chunk": "prompts go in steps of at most --batch-size tokens (serve --batch-size N)",
 };
 

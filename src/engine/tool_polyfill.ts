@@ -11,6 +11,8 @@
  * @module
  */
 
+import { plainText, type TemplateMessage } from "./template_messages.ts";
+
 type Obj = Record<string, unknown>;
 
 /**
@@ -112,7 +114,5 @@ function callJson(call: unknown): Obj {
 }
 
 function textOf(content: unknown): string {
-  if (typeof content === "string") return content;
-  if (!Array.isArray(content)) return "";
-  return content.filter((p) => p?.type === "text").map((p) => String(p.text)).join("\n");
+  return plainText(content as TemplateMessage["content"]);
 }

@@ -11,7 +11,7 @@
 
 import type { GenerationResult } from "../engine/scheduler.ts";
 import { chatPrompt } from "../engine/prompt.ts";
-import type { ChatDelta, ChatOutput } from "../engine/tools/output_stream.ts";
+import { ALNUM, type ChatDelta, type ChatOutput } from "../engine/tools/output_stream.ts";
 import { readChatGeneration } from "./chat_stream.ts";
 import { type AnthropicRequest, anthropicRequest } from "./anthropic_request.ts";
 import type { ServerContext } from "./context.ts";
@@ -271,8 +271,6 @@ function usageOf(result: GenerationResult) {
 function anthropicToolId(id: string): string {
   return id.startsWith("toolu_") ? id : `toolu_${id.replace(/^call_/, "")}`;
 }
-
-const ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 
 function randomId(prefix: string): string {
   const bytes = crypto.getRandomValues(new Uint8Array(24));

@@ -9,9 +9,9 @@
  */
 
 import type { TemplateMessage } from "../template_messages.ts";
+import { ALNUM } from "./output_stream.ts";
 
 const MISTRAL_ID = /^[A-Za-z0-9]{9}$/;
-const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /**
  * A nine-character id derived from `id` (the same one every time), or `id` when it already is
@@ -37,7 +37,7 @@ export function mistralToolId(id: string): string {
   let n = (BigInt(a) << 32n) | BigInt(b);
   let out = "";
   for (let i = 0; i < 9; i++) {
-    out += ALPHABET[Number(n % 62n)];
+    out += ALNUM[Number(n % 62n)];
     n /= 62n;
   }
   return out;

@@ -49,7 +49,8 @@ export interface ChatOutputOptions extends Omit<ParseOptions, "final"> {
   idStyle?: "openai" | "mistral";
 }
 
-const ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+/** The letters and digits tool-call ids are made of. */
+export const ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 
 /**
  * A new tool-call id.
