@@ -15,7 +15,9 @@
  * their partial next request is older than `headerTimeoutMs` (trickled bytes do not extend it)
  * or once they have been silent for `idleTimeoutMs`. Connections beyond `maxConnections` get a
  * 503 and are closed. `close()` drops every connection and aborts the internal server, so it
- * finishes at once even with stalled uploads, stuck handlers or open WebSockets.
+ * finishes at once even with stalled uploads, stuck handlers or open WebSockets. A WebSocket's
+ * frames are followed on their way in (`websocket_watch.ts`), so that a message over the size
+ * limit or a frame that breaks the protocol is refused from its header.
  *
  * @module
  */
@@ -23,6 +25,8 @@
 import { serveHttp1 } from "./http1_serve.ts";
 import { writeAll } from "../util/bytes.ts";
 import type { ServedRequest } from "./served_request.ts";
+import { WebSocketWatch } from "./websocket_watch.ts";
+import { MAX_BODY_BYTES } from "./request_body.ts";
 
 /** Options of {@link serveGuarded}. */
 export interface GuardOptions {
@@ -42,6 +46,12 @@ export interface GuardOptions {
   idleTimeoutMs?: number;
   /** Most open public connections; the next ones get a 503 and are closed. Default 512. */
   maxConnections?: number;
+  /**
+   * The most payload bytes of one WebSocket message from a client; a longer one is refused from
+   * its frame header with a close 1009 (see `websocket_watch.ts`). Default the body limit,
+   * `MAX_BODY_BYTES`.
+   */
+  maxWebSocketMessageBytes?: number;
   /**
    * How long a new connection that has sent nothing counts as a request on its way
    * (`GuardedServer.requestsArriving`). Default {@link FRESH_CONNECTION_MS}.
@@ -176,6 +186,11 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
   return new ConnectionGuard(options, handler);
 }
 
+/** Whether a request asks for a WebSocket. */
+function isWebSocketUpgrade(request: ServedRequest): boolean {
+  return request.headers.get("upgrade")?.toLowerCase() === "websocket";
+}
+
 /** Closes a socket or listener; closing one twice, or a broken one, is harmless. */
 function closeQuietly(resource: { close(): void }): void {
   try {
@@ -198,6 +213,8 @@ class Tunnel {
   busy = 0;
   /** A 101 response turned it into a WebSocket: the idle rules no longer apply. */
   upgraded = false;
+  /** Set when its first request for the internal server asks for a WebSocket. */
+  webSocket: WebSocketWatch | null = null;
   /** When it opened or its last request completed. */
   idleSince: number;
   /** When the first byte of a next request arrived since `idleSince`; 0 if none has. */
@@ -266,27 +283,54 @@ class Tunnel {
    * @param upstream The loopback connection.
    * @param read What the guard had read already, which goes first.
    */
-  async pumpIn(upstream: Deno.TcpConn, read: Uint8Array): Promise<void> {
-    await writeAll(upstream, read);
+  async pumpIn(upstream: Deno.TcpConn, read: Uint8Array, webSocketHead?: number): Promise<void> {
+    let first = read;
+    if (this.webSocket !== null && webSocketHead !== undefined) {
+      // The client waits for the answer before its first frame: the rest is held until then.
+      await writeAll(upstream, read.subarray(0, webSocketHead));
+      first = read.subarray(webSocketHead);
+      await this.webSocket.decided;
+    }
+    if (first.length > 0) await this.#passIn(upstream, first);
     const buffer = new Uint8Array(BUFFER_SIZE);
     for (;;) {
       const n = await this.client.read(buffer);
       if (n === null) break;
       if (this.endingSince) continue; // The server side is closing: nothing more goes there.
       this.bytesArrived();
-      await writeAll(upstream, buffer.subarray(0, n));
+      await this.#passIn(upstream, buffer.subarray(0, n));
     }
     if (!this.endingSince) await upstream.closeWrite();
+  }
+
+  /** Sends client bytes on, unless they hold a WebSocket frame the watch refuses. */
+  async #passIn(upstream: Deno.TcpConn, bytes: Uint8Array): Promise<void> {
+    if (this.webSocket === null || this.webSocket.passClient(bytes)) {
+      return await writeAll(upstream, bytes);
+    }
+    // The server's side closes now (its handler sees the socket close); the client's is read
+    // and dropped until it closes or the linger ends, after the refusal (see pumpOut).
+    this.endingSince ||= Date.now();
+    closeQuietly(upstream);
   }
 
   /** Copies the internal server's bytes to the client until the server closes. */
   async pumpOut(upstream: Deno.TcpConn): Promise<void> {
     const buffer = new Uint8Array(BUFFER_SIZE);
-    for (;;) {
-      const n = await upstream.read(buffer);
-      if (n === null) break;
-      await writeAll(this.client, buffer.subarray(0, n));
+    try {
+      for (;;) {
+        const n = await upstream.read(buffer);
+        if (n === null) break;
+        this.webSocket?.followServer(buffer.subarray(0, n));
+        await writeAll(this.client, buffer.subarray(0, n));
+      }
+    } catch (error) {
+      if (!this.webSocket?.refused) throw error; // Else the guard closed the server's side.
     }
+    // A server that closed before answering the handshake answered no WebSocket.
+    this.webSocket?.decide(false);
+    const refusal = this.webSocket?.refusalFrames();
+    if (refusal !== undefined) await writeAll(this.client, refusal);
     this.endingSince ||= Date.now();
     await this.client.closeWrite();
   }
@@ -307,6 +351,7 @@ class Tunnel {
   /** Closes both sockets now; pending reads and writes fail and the pumps stop. */
   destroy(): void {
     this.closed = true;
+    this.webSocket?.decide(false);
     this.#destroyed.abort();
     closeQuietly(this.client);
     if (this.upstream) closeQuietly(this.upstream);
@@ -323,6 +368,7 @@ class ConnectionGuard implements GuardedServer {
   readonly #headerTimeoutMs: number;
   readonly #idleTimeoutMs: number;
   readonly #maxConnections: number;
+  readonly #maxWebSocketMessageBytes: number;
   readonly #freshConnectionMs: number;
   readonly #tunnels = new Set<Tunnel>();
   /** Tunnels by the local port of their connection to the internal server. */
@@ -344,6 +390,7 @@ class ConnectionGuard implements GuardedServer {
     this.#headerTimeoutMs = options.headerTimeoutMs ?? 10_000;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
     this.#maxConnections = options.maxConnections ?? 512;
+    this.#maxWebSocketMessageBytes = options.maxWebSocketMessageBytes ?? MAX_BODY_BYTES;
     this.#freshConnectionMs = options.freshConnectionMs ?? FRESH_CONNECTION_MS;
     // Throws AddrInUse before anything else is started.
     this.#listener = Deno.listen({
@@ -493,6 +540,9 @@ class ConnectionGuard implements GuardedServer {
       );
       if (outcome.kind === "done") return;
       tunnel.forwarding = true;
+      if (outcome.webSocketHead !== undefined) {
+        tunnel.webSocket = new WebSocketWatch(this.#maxWebSocketMessageBytes);
+      }
       this.#forwarded++;
       if (tunnel.endingSince) return;
       const upstream = await Deno.connect({ hostname: "127.0.0.1", port: this.#inner.addr.port });
@@ -503,7 +553,7 @@ class ConnectionGuard implements GuardedServer {
       this.#byPort.set(port, tunnel);
       const pump = (copy: Promise<void>) => copy.catch(() => tunnel.destroy());
       await Promise.all([
-        pump(tunnel.pumpIn(upstream, outcome.bytes)),
+        pump(tunnel.pumpIn(upstream, outcome.bytes, outcome.webSocketHead)),
         pump(tunnel.pumpOut(upstream)),
       ]);
     } catch {
@@ -546,6 +596,21 @@ class ConnectionGuard implements GuardedServer {
     request: ServedRequest,
     completed: Promise<void>,
   ): Promise<Response> {
+    const webSocket = tunnel.webSocket;
+    if (isWebSocketUpgrade(request) && webSocket?.awaitingHandshake !== true) {
+      // Its frames could not be told apart from the bytes before them: see websocket_watch.ts.
+      // Nothing more is read from the client; the server's side closes after this answer.
+      tunnel.end();
+      return Response.json({
+        error: {
+          message: "Open a WebSocket on a connection of its own, or after plain requests only: " +
+            "this connection carried a request read another way (chunked, HTTP/1.0, Expect)",
+          type: "invalid_request_error",
+          param: null,
+          code: "websocket_connection_reused",
+        },
+      }, { status: 400 });
+    }
     tunnel.requestStarted();
     // The request ends when its response is sent and the handler has returned: `completed`
     // settles inside Deno.upgradeWebSocket(), before the 101 tells us the socket is upgraded.
@@ -561,8 +626,10 @@ class ConnectionGuard implements GuardedServer {
         completed,
       });
       if (response.status === 101) tunnel.upgraded = true;
+      webSocket?.decide(response.status === 101);
       return response;
     } finally {
+      webSocket?.decide(false);
       ended();
     }
   }

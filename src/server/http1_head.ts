@@ -35,7 +35,11 @@ export interface RequestHead {
 /** What {@link parseRequestHead} found at the start of the buffered bytes. */
 export type HeadReading =
   | { kind: "incomplete" }
-  | { kind: "forward" }
+  /**
+   * A request for `Deno.serve`; `webSocketHead` is the length of its head when it is whole and
+   * asks for a WebSocket (RFC 6455: the client sends nothing more until the server answers).
+   */
+  | { kind: "forward"; webSocketHead?: number }
   /** A head no server may take (RFC 9112): the guard answers it with an error body and closes. */
   | { kind: "malformed"; status: MalformedStatus; reason: string }
   | { kind: "head"; head: RequestHead };
@@ -100,6 +104,7 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
   let host: string | undefined;
   let connection = "";
   let transferCodings: string[] | undefined;
+  let webSocket = false;
   for (const line of lines) {
     const colon = line.indexOf(":");
     if (line.startsWith(" ") || line.startsWith("\t")) {
@@ -122,6 +127,7 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
     // empty 400).
     const h2cOffer = key === "upgrade" && value.toLowerCase() === "h2c";
     if (FORWARDED_HEADERS.has(key) && !h2cOffer) forward = true;
+    if (key === "upgrade" && value.toLowerCase() === "websocket") webSocket = true;
     if (key === "content-length") {
       if (contentLength !== undefined || !DIGITS.test(value)) {
         return malformed(400, "Content-Length must be given once, as digits");
@@ -149,8 +155,10 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
       );
     }
   }
-  if (forward) return FORWARD;
-  if (host === undefined) return FORWARD;
+  if (webSocket && method === "GET" && transferCodings === undefined) {
+    return { kind: "forward", webSocketHead: end };
+  }
+  if (forward || host === undefined) return FORWARD;
   const length = contentLength === undefined ? 0 : Number(contentLength);
   // The fetch API refuses a body on these; Deno.serve has its own answer.
   if ((method === "GET" || method === "HEAD") && length > 0) return FORWARD;

@@ -52,7 +52,7 @@ export type Http1Outcome =
   /** Done: the client closed, a graceful close finished, or the socket failed. */
   | { kind: "done" }
   /** A request outside the plain shape: these bytes, from its first, go to `Deno.serve`. */
-  | { kind: "forward"; bytes: Uint8Array };
+  | { kind: "forward"; bytes: Uint8Array; webSocketHead?: number };
 
 /** Bytes read ahead of the handler while a request is in flight, to notice a hang-up. */
 const WATCH_LIMIT = 64 * 1024;
@@ -205,7 +205,13 @@ export async function serveHttp1(
       await writeAll(conn, malformedAnswer(reading)).catch(() => {});
       return await linger(conn, input, events);
     }
-    if (reading.kind !== "head") return { kind: "forward", bytes: input.take(input.size) };
+    if (reading.kind === "forward") {
+      return {
+        kind: "forward",
+        bytes: input.take(input.size),
+        webSocketHead: reading.webSocketHead,
+      };
+    }
     const request = requestOf(reading.head, input);
     const keepOpen = await exchange(conn, input, serve, request, events.destroyed);
     if (!keepOpen) return await linger(conn, input, events);

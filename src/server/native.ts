@@ -12,10 +12,11 @@
  * WebSocket protocol: the first text frame is the same JSON body as `/api/generate`; then one
  * text frame per piece; then a final `{"done":true,"finish_reason",usage,timings}` frame. A
  * client frame `{"stop":true}` cancels (the final frame then has `"stopped":true`). Bad JSON
- * gets an `{"error":{…}}` frame and a close with code 1003 (not JSON) or 1008 (bad request); a
- * frame larger than the body limit, 1009; a stream that a server shutdown cuts off, an error
- * frame (`shutting_down`) and 1001 (going away); a full queue or a busy model (503), 1013 (try
- * again later); another failure, 1011.
+ * gets an `{"error":{…}}` frame and a close with code 1003 (not JSON) or 1008 (bad request, or a
+ * second request while the first generates); a message larger than the body limit, 1009 (the
+ * connection guard refuses it from its frame header: see `websocket_frames.ts`); a stream that a
+ * server shutdown cuts off, an error frame (`shutting_down`) and 1001 (going away); a full queue
+ * or a busy model (503), 1013 (try again later); another failure, 1011.
  *
  * @module
  */
@@ -35,12 +36,12 @@ import {
   BODY_TIMEOUT_MS,
   chatMessages,
   Fields,
-  MAX_BODY_BYTES,
   parseJsonObject,
   readRequestJson,
 } from "./request_body.ts";
 import { SSE_DONE, sseEvent, sseResponse } from "./sse.ts";
 import { followClient } from "./stream_body.ts";
+import { closeReason } from "./websocket_frames.ts";
 import { checkNativeFields } from "./generation_request_fields.ts";
 import type { ServedRequest } from "./served_request.ts";
 
@@ -171,20 +172,22 @@ export function wsGenerate(ctx: ServerContext, request: ServedRequest): Response
   };
   socket.onmessage = (event) => {
     clearTimeout(firstFrameTimer);
-    if (frameBytes(event.data) > MAX_BODY_BYTES) {
-      return fail(
-        new HttpError(413, `Frames may be at most ${MAX_BODY_BYTES} bytes`, {
-          code: "frame_too_large",
-        }),
-        1009,
-      );
-    }
     if (started) {
       if (typeof event.data === "string" && isStopFrame(event.data)) {
         stopped = true;
         abort.abort();
+        return;
       }
-      return;
+      abort.abort();
+      return fail(
+        new HttpError(
+          400,
+          'A socket carries one request: send {"stop":true} to cancel it, and open another ' +
+            "socket for the next",
+          { code: "request_in_progress" },
+        ),
+        1008,
+      );
     }
     started = true;
     if (typeof event.data !== "string") {
@@ -230,38 +233,6 @@ export function wsGenerate(ctx: ServerContext, request: ServedRequest): Response
     run().catch((error) => fail(error, closeCodeOf(toHttpError(error))));
   };
   return response;
-}
-
-/** The most bytes a WebSocket close frame's reason may take (RFC 6455: 125 less the code). */
-const MAX_CLOSE_REASON_BYTES = 123;
-
-/**
- * A close reason within {@link MAX_CLOSE_REASON_BYTES} bytes of UTF-8, cut between characters:
- * a longer one makes `WebSocket.close` throw, and a model name in CJK characters had ended the
- * process that way.
- *
- * @param message The error's message.
- * @returns Its beginning, whole characters only.
- */
-export function closeReason(message: string): string {
-  const encoder = new TextEncoder();
-  let reason = "";
-  let bytes = 0;
-  for (const char of message) {
-    bytes += encoder.encode(char).length;
-    if (bytes > MAX_CLOSE_REASON_BYTES) break;
-    reason += char;
-  }
-  return reason;
-}
-
-/** Size of a WebSocket message in bytes (UTF-8 for text). */
-function frameBytes(data: unknown): number {
-  if (typeof data === "string") {
-    return data.length * 3 <= MAX_BODY_BYTES ? data.length : new TextEncoder().encode(data).length;
-  }
-  if (data instanceof ArrayBuffer) return data.byteLength;
-  return data instanceof Blob ? data.size : 0;
 }
 
 function isStopFrame(text: string): boolean {

@@ -1,6 +1,6 @@
 import { equal, ok } from "node:assert/strict";
 
-import { closeReason } from "../../src/server/native.ts";
+import { closeReason } from "../../src/server/websocket_frames.ts";
 import { startServer } from "./harness.ts";
 
 interface WsRun {

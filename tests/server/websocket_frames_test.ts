@@ -1,0 +1,275 @@
+import { deepEqual, equal, ok } from "node:assert/strict";
+
+import {
+  ClientFrameReader,
+  closeFrame,
+  ServerFrameTracker,
+  textFrame,
+} from "../../src/server/websocket_frames.ts";
+import { WebSocketWatch } from "../../src/server/websocket_watch.ts";
+import { startServer } from "./harness.ts";
+
+const MiB = 1024 * 1024;
+const MASK = [1, 2, 3, 4];
+
+/** A client frame's header: masked, with the given opcode, final bit and declared length. */
+function clientHeader(opcode: number, length: number, fin = true): Uint8Array {
+  const first = (fin ? 0x80 : 0) | opcode;
+  if (length < 126) return new Uint8Array([first, 0x80 | length, ...MASK]);
+  if (length < 65536) {
+    return new Uint8Array([first, 0x80 | 126, length >> 8, length & 255, ...MASK]);
+  }
+  const bytes = new Uint8Array(14);
+  bytes[0] = first;
+  bytes[1] = 0x80 | 127;
+  new DataView(bytes.buffer).setBigUint64(2, BigInt(length));
+  bytes.set(MASK, 10);
+  return bytes;
+}
+
+/** A whole masked client frame carrying `text`. */
+function clientFrame(opcode: number, text: string, fin = true): Uint8Array {
+  const payload = new TextEncoder().encode(text);
+  const header = clientHeader(opcode, payload.length, fin);
+  const frame = new Uint8Array(header.length + payload.length);
+  frame.set(header);
+  payload.forEach((byte, i) => frame[header.length + i] = byte ^ (MASK[i % 4] as number));
+  return frame;
+}
+
+Deno.test("WebSocket frames: a message over the limit is refused from its header, across fragments and split reads", () => {
+  const reader = new ClientFrameReader(1000);
+  deepEqual(reader.feed(clientFrame(1, "x".repeat(600), false)), { kind: "ok" });
+  deepEqual(reader.feed(clientFrame(9, "ping")), { kind: "ok" }); // control frames between
+  const header = clientHeader(0, 500);
+  deepEqual(reader.feed(header.subarray(0, 3)), { kind: "ok" });
+  deepEqual(reader.feed(header.subarray(3)), { kind: "too_large", declared: 1100 });
+  // A 64-bit length beyond 2^53 still reads as larger than any limit.
+  const huge = clientHeader(2, 2 * MiB);
+  huge.set([0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 2);
+  equal(new ClientFrameReader(8 * MiB).feed(huge).kind, "too_large");
+  // Many messages within the limit pass, each counted alone.
+  const many = new ClientFrameReader(1000);
+  for (let i = 0; i < 5; i++) deepEqual(many.feed(clientFrame(1, "y".repeat(900))), { kind: "ok" });
+});
+
+Deno.test("WebSocket frames: protocol errors are named", () => {
+  const reasons = (bytes: Uint8Array) => {
+    const verdict = new ClientFrameReader(MiB).feed(bytes);
+    return verdict.kind === "protocol_error" ? verdict.reason : verdict.kind;
+  };
+  ok(/masked/.test(reasons(new Uint8Array([0x81, 0x02, 0x68, 0x69]))));
+  ok(/Reserved bits/.test(reasons(new Uint8Array([0xc1, 0x80, ...MASK]))));
+  ok(/Opcode 3/.test(reasons(clientFrame(3, ""))));
+  ok(/control frame/.test(reasons(clientFrame(9, "x", false))));
+  ok(/control frame/.test(reasons(clientHeader(8, 200))));
+  ok(/continuation/.test(reasons(clientFrame(0, "x"))));
+  ok(
+    /new message/.test(
+      reasons(new Uint8Array([...clientFrame(1, "a", false), ...clientFrame(1, "b")])),
+    ),
+  );
+});
+
+Deno.test("WebSocket frames: the server's frames encode their lengths, and the tracker finds their ends", () => {
+  for (const size of [0, 125, 126, 65535, 65536]) {
+    const frame = textFrame("z".repeat(size));
+    const tracker = new ServerFrameTracker();
+    tracker.feed(frame.subarray(0, frame.length - 1));
+    equal(tracker.atBoundary, false);
+    tracker.feed(frame.subarray(frame.length - 1));
+    ok(tracker.atBoundary, `a frame of ${size}`);
+  }
+  const close = closeFrame(1009, "模".repeat(60));
+  equal(close[0], 0x88);
+  equal(close[1], 2 + 123); // 41 characters of 3 bytes: the reason is cut between characters
+  equal((close[2] as number) * 256 + (close[3] as number), 1009);
+});
+
+Deno.test("WebSocket watch: client frames pass only after a 101; a refusal waits for the server's frame to end", async () => {
+  const watch = new WebSocketWatch(100);
+  ok(watch.awaitingHandshake);
+  watch.decide(true);
+  equal(await watch.decided, true);
+  watch.followServer(new TextEncoder().encode("HTTP/1.1 101 Switching Protocols\r\nA: b\r\n"));
+  watch.followServer(new TextEncoder().encode("\r\n"));
+  const text = textFrame("0123456789");
+  watch.followServer(text.subarray(0, 5));
+  ok(watch.passClient(clientFrame(1, "hello")));
+  equal(watch.passClient(clientHeader(1, 101)), false);
+  ok(watch.refused);
+  equal(watch.refusalFrames(), undefined, "the server is inside a frame");
+  watch.followServer(text.subarray(5));
+  const refusal = new TextDecoder().decode(watch.refusalFrames());
+  ok(refusal.includes('"code":"frame_too_large"'), refusal);
+  equal(watch.passClient(clientFrame(1, "more")), false);
+
+  const refusedHandshake = new WebSocketWatch(100);
+  refusedHandshake.decide(false);
+  refusedHandshake.decide(true); // only the first call counts
+  equal(await refusedHandshake.decided, false);
+  ok(refusedHandshake.passClient(clientHeader(1, 10_000)), "plain HTTP after a refused upgrade");
+});
+
+interface ServerFrame {
+  opcode: number;
+  payload: Uint8Array;
+}
+
+/** The server's frames in `bytes` (unmasked; lengths under 64 KiB), whole ones only. */
+function serverFrames(bytes: Uint8Array): ServerFrame[] {
+  const frames: ServerFrame[] = [];
+  let at = 0;
+  while (at + 2 <= bytes.length) {
+    let length = (bytes[at + 1] as number) & 0x7f;
+    let skip = 2;
+    if (length === 126) {
+      length = (bytes[at + 2] as number) * 256 + (bytes[at + 3] as number);
+      skip = 4;
+    }
+    if (at + skip + length > bytes.length) break;
+    frames.push({
+      opcode: (bytes[at] as number) & 0x0f,
+      payload: bytes.subarray(at + skip, at + skip + length),
+    });
+    at += skip + length;
+  }
+  return frames;
+}
+
+/**
+ * A raw WebSocket client: `before` and the handshake, then `frames`; reads until the server's
+ * close frame or the end of the connection.
+ */
+async function rawSession(url: string, frames: Uint8Array[], before = "") {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(url).port) });
+  const started = performance.now();
+  const timer = setTimeout(() => conn.close(), 10_000);
+  const received: number[] = [];
+  const text = () => new TextDecoder().decode(new Uint8Array(received));
+  const head = () => {
+    const at = text().lastIndexOf("HTTP/1.1 ");
+    const end = text().indexOf("\r\n\r\n", at);
+    return at < 0 || end < 0 ? undefined : { upgraded: text().startsWith("HTTP/1.1 101", at), end };
+  };
+  const framesSoFar = () => {
+    const found = head();
+    if (found === undefined || !found.upgraded) return [];
+    return serverFrames(new Uint8Array(received).subarray(found.end + 4));
+  };
+  const buffer = new Uint8Array(65536);
+  const readMore = async () => {
+    const n = await conn.read(buffer).catch(() => null);
+    if (n !== null) received.push(...buffer.subarray(0, n));
+    return n !== null;
+  };
+  try {
+    await conn.write(new TextEncoder().encode(
+      before +
+        "GET /ws/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n" +
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+        "Sec-WebSocket-Version: 13\r\n\r\n",
+    ));
+    while (head() === undefined && await readMore()) {
+      // The handshake's answer.
+    }
+    for (const frame of frames) await conn.write(frame);
+    while (!framesSoFar().some((frame) => frame.opcode === 8) && await readMore()) {
+      // Up to the close frame.
+    }
+    return { text: text(), frames: framesSoFar(), ms: performance.now() - started };
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch {
+      // Closed by the timer.
+    }
+  }
+}
+
+function closeCodeOf(frame: ServerFrame | undefined): number {
+  return frame === undefined
+    ? 0
+    : (frame.payload[0] as number) * 256 + (frame.payload[1] as number);
+}
+
+Deno.test("WebSocket guard: a header declaring 60 MiB is refused at once with an error frame and close 1009", async () => {
+  await using server = await startServer();
+  // Only the header: without the guard's reading, Deno waits for the 60 MiB to arrive.
+  const session = await rawSession(server.url, [clientHeader(1, 60 * MiB)]);
+  ok(session.text.startsWith("HTTP/1.1 101"), session.text);
+  equal(session.frames.length, 2, JSON.stringify(session.frames));
+  const error = JSON.parse(new TextDecoder().decode(session.frames[0]?.payload)).error;
+  equal(error.code, "frame_too_large");
+  ok(error.message.includes(String(60 * MiB)), error.message);
+  equal(session.frames[1]?.opcode, 8);
+  equal(closeCodeOf(session.frames[1]), 1009);
+  ok(session.ms < 5_000, `${session.ms} ms`);
+  equal((await fetch(`${server.url}/health`)).status, 200);
+});
+
+Deno.test("WebSocket guard: an unmasked or reserved frame gets a close 1002 that names it", async () => {
+  await using server = await startServer();
+  const unmasked = await rawSession(server.url, [new Uint8Array([0x81, 0x02, 0x68, 0x69])]);
+  equal(closeCodeOf(unmasked.frames.at(-1)), 1002, JSON.stringify(unmasked.frames));
+  ok(new TextDecoder().decode(unmasked.frames[0]?.payload).includes("masked"));
+  const reserved = await rawSession(server.url, [clientFrame(5, "")]);
+  equal(closeCodeOf(reserved.frames.at(-1)), 1002);
+  ok(new TextDecoder().decode(reserved.frames[0]?.payload).includes("Opcode 5"));
+});
+
+Deno.test("WebSocket guard: frames within the limit pass, fragmented too", async () => {
+  await using server = await startServer();
+  const body = JSON.stringify({ prompt: "x", max_tokens: 3, grammar: 'root ::= "abc"' });
+  const session = await rawSession(server.url, [
+    clientFrame(1, body.slice(0, 10), false),
+    clientFrame(9, "ping"),
+    clientFrame(0, body.slice(10)),
+  ]);
+  const texts = session.frames.filter((f) => f.opcode === 1).map((f) =>
+    new TextDecoder().decode(f.payload)
+  );
+  equal(texts.slice(0, -1).join(""), "abc");
+  equal(JSON.parse(texts.at(-1) as string).done, true);
+  equal(closeCodeOf(session.frames.at(-1)), 1000);
+});
+
+Deno.test("WebSocket guard: an upgrade after a chunked request on the same connection is a 400", async () => {
+  await using server = await startServer();
+  const chunked =
+    "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
+    "Transfer-Encoding: chunked\r\n\r\n" +
+    (() => {
+      const json = JSON.stringify({ prompt: "x", max_tokens: 1 });
+      return `${json.length.toString(16)}\r\n${json}\r\n0\r\n\r\n`;
+    })();
+  const session = await rawSession(server.url, [], chunked);
+  ok(session.text.startsWith("HTTP/1.1 200"), session.text.slice(0, 100));
+  ok(/HTTP\/1.1 400[^]*websocket_connection_reused/.test(session.text), session.text);
+  equal(session.frames.length, 0);
+});
+
+Deno.test("WebSocket: a second request while the first generates is an error frame and close 1008", async () => {
+  await using server = await startServer();
+  const url = server.url.replace("http", "ws") + "/ws/generate";
+  const run = await new Promise<{ frames: string[]; code: number }>((resolve, reject) => {
+    const ws = new WebSocket(url);
+    const frames: string[] = [];
+    ws.onopen = () =>
+      ws.send(JSON.stringify({ prompt: "go on", max_tokens: 400, ignore_eos: true }));
+    ws.onmessage = (event) => {
+      frames.push(String(event.data));
+      if (frames.length === 2) ws.send(JSON.stringify({ prompt: "another", max_tokens: 4 }));
+    };
+    ws.onclose = (event) => resolve({ frames, code: event.code });
+    setTimeout(() => reject(new Error("timed out")), 20_000);
+  });
+  equal(run.code, 1008);
+  equal(JSON.parse(run.frames.at(-1) as string).error.code, "request_in_progress");
+  const scheduler = server.ctx.registry.loaded().get("tiny-f32")?.scheduler;
+  for (let i = 0; i < 50 && scheduler?.stats().busySlots; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  equal(scheduler?.stats().busySlots, 0);
+});
