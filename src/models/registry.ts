@@ -190,14 +190,27 @@ export class ModelRegistry {
   }
 
   /**
-   * Adds models found after the start (`POST /api/models/discover`): those whose file is new,
-   * under the next free `NAME-N` where another model has their name. A request that names no
-   * model keeps getting the one it got before.
+   * Takes a new search's findings (`POST /api/models/discover`): adds the models whose file is
+   * new, under the next free `NAME-N` where another model has their name, and forgets those not
+   * loaded whose file is gone. A request that names no model keeps getting the one it got
+   * before, while it is known.
    *
    * @param entries Models found by a new search.
-   * @returns Those added.
+   * @returns The models added and the names forgotten.
    */
-  add(entries: readonly ModelEntry[]): ModelEntry[] {
+  async refresh(
+    entries: readonly ModelEntry[],
+  ): Promise<{ added: ModelEntry[]; removed: string[] }> {
+    const removed: string[] = [];
+    for (const entry of [...this.#entries]) {
+      if (this.state(entry.name) !== "available" || await fileExists(entry.path)) continue;
+      this.#forget(entry);
+      removed.push(entry.name);
+    }
+    return { added: this.#add(entries), removed };
+  }
+
+  #add(entries: readonly ModelEntry[]): ModelEntry[] {
     const added: ModelEntry[] = [];
     const only = this.#entries.length === 1 ? this.#entries[0]!.name : undefined;
     for (const entry of entries) {
@@ -422,6 +435,15 @@ export class ModelRegistry {
   }
 
   async #loadNow(entry: ModelEntry): Promise<ModelReplicas> {
+    if (!await fileExists(entry.path)) {
+      // Checked before room is made for it: no other model is unloaded for a file that is gone.
+      this.#forget(entry);
+      throw new ModelNotFoundError(
+        entry.name,
+        `Model "${entry.name}" is gone: its file ${entry.path} was deleted or moved since the ` +
+          "server found it (POST /api/models/discover searches the model folders again)",
+      );
+    }
     await this.#makeRoom(entry);
     const started = performance.now();
     this.loadProgress.set(entry.name, 0);
@@ -441,6 +463,13 @@ export class ModelRegistry {
     this.#lastUsed.set(entry.name, performance.now());
     this.loadTimes.set(entry.name, performance.now() - started);
     return model;
+  }
+
+  /** Drops a model from the list (its file is gone). */
+  #forget(entry: ModelEntry): void {
+    const at = this.#entries.indexOf(entry);
+    if (at >= 0) this.#entries.splice(at, 1);
+    if (this.#implicitDefault === entry.name) this.#implicitDefault = undefined;
   }
 
   /** Unloads least recently used idle models until the new one fits the count and memory. */
@@ -585,4 +614,14 @@ export function parseDuration(text: string): number {
   if (!match) throw new RangeError(`Cannot read "${text}" as a duration (e.g. 30s, 5m, 1h, -1)`);
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] ?? "s"] as number;
   return Number(match[1]) * unit;
+}
+
+/** Whether a path exists; an error other than its absence counts as existing (the load says). */
+async function fileExists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (error) {
+    return !(error instanceof Deno.errors.NotFound);
+  }
 }

@@ -303,10 +303,11 @@ export function apiModels(ctx: ServerContext): Response {
 
 /**
  * `POST /api/models/discover`: searches the model folders again, adds the models found since the
- * start, and lists them all as `GET /api/models` does, with how many there are.
+ * start, forgets those not loaded whose file is gone, and lists them all as `GET /api/models`
+ * does, with how many there are.
  *
  * @param ctx Server state.
- * @returns `{discovered, added, models}`.
+ * @returns `{discovered, added, removed, models}`.
  * @throws {HttpError} 501 where the server was started without a way to search (tests).
  */
 export async function discoverApiModels(ctx: ServerContext): Promise<Response> {
@@ -315,9 +316,14 @@ export async function discoverApiModels(ctx: ServerContext): Promise<Response> {
       code: "not_implemented",
     });
   }
-  const added = ctx.registry.add(await ctx.discover());
+  const { added, removed } = await ctx.registry.refresh(await ctx.discover());
   const models = ctx.registry.list().map((entry) => modelInfo(ctx, entry));
-  return Response.json({ discovered: models.length, added: added.map((e) => e.name), models });
+  return Response.json({
+    discovered: models.length,
+    added: added.map((e) => e.name),
+    removed,
+    models,
+  });
 }
 
 /** The WebSocket close code for a request that failed with this error. */

@@ -1,4 +1,4 @@
-import { equal, match, ok, throws } from "node:assert/strict";
+import { deepEqual, equal, match, ok, throws } from "node:assert/strict";
 import { join } from "node:path";
 import { closestMatch, editDistance } from "../../src/cli/suggest.ts";
 import { ModelRegistry, ModelRequiredError } from "../../src/models/registry.ts";
@@ -144,31 +144,42 @@ Deno.test("a request naming no model gets --default-model, else the only model, 
   match(http.message, /names no model and 2 are available: set "model" to one of a, b/);
 });
 
-Deno.test("a shared alias is ambiguous, and a model added under a taken name gets the next free one", () => {
+Deno.test("a shared alias is ambiguous, and a model added under a taken name gets the next free one", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shimmy-registry-" });
   const entry = (name: string, path: string, aliases: string[] = []) => ({
     name,
-    path,
+    path: join(dir, path),
     source: "test",
     sizeBytes: 1,
     aliases,
   });
-  using registry = disposable(
-    new ModelRegistry(
-      [entry("x_y", "/m/x_y.gguf", ["x-y"]), entry("x y", "/n/x y.gguf", ["x-y"])],
-      {
-        keepAliveMs: -1,
-      },
-    ),
-  );
-  throws(() => registry.value.resolve("x-y"), /"x-y" is ambiguous: it could be x_y, x y/);
-  equal(registry.value.resolve("x y").name, "x y");
-  const added = registry.value.add([entry("x_y", "/o/x_y.gguf"), entry("z", "/m/x_y.gguf")]);
-  equal(
-    added.map((e) => e.name).join(),
-    "x_y-2",
-    "a new file under a free name; a known file not again",
-  );
-  equal(registry.value.resolve("x_y-2").path, "/o/x_y.gguf");
+  for (const path of ["m", "n", "o"]) await Deno.mkdir(join(dir, path));
+  for (const path of ["m/x_y.gguf", "n/x y.gguf", "o/x_y.gguf"]) {
+    await Deno.writeTextFile(join(dir, path), "");
+  }
+  try {
+    using registry = disposable(
+      new ModelRegistry(
+        [entry("x_y", "m/x_y.gguf", ["x-y"]), entry("x y", "n/x y.gguf", ["x-y"])],
+        { keepAliveMs: -1 },
+      ),
+    );
+    throws(() => registry.value.resolve("x-y"), /"x-y" is ambiguous: it could be x_y, x y/);
+    equal(registry.value.resolve("x y").name, "x y");
+    const { added, removed } = await registry.value.refresh([
+      entry("x_y", "o/x_y.gguf"),
+      entry("z", "m/x_y.gguf"),
+    ]);
+    equal(
+      added.map((e) => e.name).join(),
+      "x_y-2",
+      "a new file under a free name; a known file not again",
+    );
+    deepEqual(removed, []);
+    equal(registry.value.resolve("x_y-2").path, join(dir, "o/x_y.gguf"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 function disposable(registry: ModelRegistry) {

@@ -186,6 +186,30 @@ Deno.test("the original Shimmy's model routes: discover finds new files, load, u
       const missing = await fetch(`${served.url}/api/models/nope/status`);
       equal(missing.status, 404);
       await missing.body?.cancel();
+      // A file deleted after it was found: a 404 that says so (it was a 502 "load failed"),
+      // and the model is no longer listed.
+      await Deno.remove(join(dir, "Qwen_Late.gguf"));
+      const gone = await post("/api/models/qwen_late/load");
+      equal(gone.status, 404);
+      const goneError = (await gone.json()).error;
+      equal(goneError.code, "model_not_found");
+      match(
+        goneError.message,
+        /"qwen_late" is gone: its file .*Qwen_Late.gguf was deleted or moved/,
+      );
+      const names = async () =>
+        (await (await fetch(`${served.url}/api/models`)).json()).models.map((m: { name: string }) =>
+          m.name
+        );
+      deepEqual(await names(), ["first_model"]);
+      // A new search forgets a file deleted since the last one.
+      await Deno.copyFile(model, join(dir, "Third.gguf"));
+      deepEqual((await (await post("/api/models/discover")).json()).added, ["third"]);
+      await Deno.remove(join(dir, "Third.gguf"));
+      const pruned = await (await post("/api/models/discover")).json();
+      deepEqual(pruned.removed, ["third"]);
+      deepEqual(pruned.added, []);
+      deepEqual(await names(), ["first_model"]);
     } finally {
       served.process.kill("SIGTERM");
       await served.process.status;
