@@ -142,3 +142,48 @@ export async function whileTicking<T>(
     clearInterval(timer);
   }
 }
+
+/** A `shimmy serve` process started by {@link spawnServe}. */
+export interface Served {
+  url: string;
+  process: Deno.ChildProcess;
+  output: Promise<string>;
+}
+
+/**
+ * Starts `deno run -A main.ts serve ARGS` and waits until it listens and has listed its models.
+ *
+ * @param args Arguments after `serve`.
+ * @param env Extra environment variables (`SHIMMY_BIND_ADDRESS` is cleared unless given).
+ * @returns Its URL, the process, and its whole output once it exits.
+ */
+export async function spawnServe(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<Served> {
+  const process = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", join(REPO_ROOT, "main.ts"), "serve", ...args],
+    cwd: REPO_ROOT,
+    env: { SHIMMY_BIND_ADDRESS: "", ...env },
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).spawn();
+  const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  // Ready once the model table (printed after the preloads) or its empty line is out.
+  while (!/listening on (http:\/\/\S+)[^]*\n {2}\S/.test(seen)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`shimmy serve exited early:\n${seen}`);
+    seen += value;
+  }
+  const url = (/listening on (http:\/\/\S+)/.exec(seen) as RegExpExecArray)[1] as string;
+  const output = (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return seen;
+      seen += value;
+    }
+  })();
+  return { url, process, output };
+}

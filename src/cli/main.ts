@@ -14,6 +14,7 @@ import { benchMain } from "./bench.ts";
 import { discoverMain } from "./discover.ts";
 import { generateMain } from "./generate.ts";
 import { gpuInfoMain } from "./gpu_info.ts";
+import { initMain } from "./init.ts";
 import { listMain } from "./list.ts";
 import { probeMain } from "./probe.ts";
 import { pullMain } from "./pull.ts";
@@ -39,6 +40,7 @@ Commands:
   discover   Search again: what was found where, what was skipped and why
   probe      Load a model and report its layers, memory and template
   gpu-info   The compute devices llama.cpp sees, and which one auto picks
+  init       Write a Dockerfile, Kubernetes, Railway or Fly.io files, or an app using Shimmy
   bench      Prompt and generation speed of a model through the engine
 
 Global flags (before or after the command):
@@ -77,6 +79,7 @@ const COMMANDS: Record<string, Command> = {
   discover: discoverMain,
   generate: generateMain,
   "gpu-info": gpuInfoMain,
+  init: initMain,
   list: listMain,
   probe: probeMain,
   pull: pullMain,

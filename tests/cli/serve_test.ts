@@ -2,42 +2,9 @@ import { deepEqual, equal, match, ok, throws } from "node:assert/strict";
 import { join } from "node:path";
 import { parseBindAddress, parseLoraFlag, parseServeArgs } from "../../src/cli/serve.ts";
 import { fixtureLora, fixtureModel, REPO_ROOT } from "../fixtures/models.ts";
+import { spawnServe as serve } from "../helpers.ts";
 
 const model = await fixtureModel("tiny-f32");
-
-interface Served {
-  url: string;
-  process: Deno.ChildProcess;
-  output: Promise<string>;
-}
-
-async function serve(args: string[], env: Record<string, string> = {}): Promise<Served> {
-  const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", join(REPO_ROOT, "main.ts"), "serve", ...args],
-    cwd: REPO_ROOT,
-    env: { SHIMMY_BIND_ADDRESS: "", ...env },
-    stdout: "piped",
-    stderr: "piped",
-    stdin: "null",
-  }).spawn();
-  const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  // Ready once the model table (printed after the preloads) or its empty line is out.
-  while (!/listening on (http:\/\/\S+)[^]*\n {2}\S/.test(seen)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`shimmy serve exited early:\n${seen}`);
-    seen += value;
-  }
-  const url = (/listening on (http:\/\/\S+)/.exec(seen) as RegExpExecArray)[1] as string;
-  const output = (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return seen;
-      seen += value;
-    }
-  })();
-  return { url, process, output };
-}
 
 /** Runs `shimmy serve` with `args` until it exits (as it does on a usage error). */
 async function serveToExit(args: string[]): Promise<{ code: number; stderr: string }> {
