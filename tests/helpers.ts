@@ -187,3 +187,17 @@ export async function spawnServe(
   })();
   return { url, process, output };
 }
+
+/**
+ * Stops a server started by {@link spawnServe} with SIGTERM and waits for it to exit.
+ *
+ * @param served The server.
+ * @returns Its exit code.
+ */
+export async function stopServe(served: Served): Promise<number> {
+  served.process.kill("SIGTERM");
+  const status = await served.process.status;
+  await served.output;
+  await served.process.stderr.cancel();
+  return status.code;
+}

@@ -4,7 +4,7 @@ import { parseAllDocuments } from "yaml";
 import { parse as parseToml } from "smol-toml";
 import { TEMPLATE_NAMES, templateFiles } from "../../src/cli/init_templates.ts";
 import { GENERATED_DIR, REPO_ROOT } from "../fixtures/models.ts";
-import { runShimmy, spawnServe } from "../helpers.ts";
+import { runShimmy, spawnServe, stopServe } from "../helpers.ts";
 import { buildRequest, rawExchange } from "../reliability/wire.ts";
 
 /** The files one template writes, read back. */
@@ -60,13 +60,6 @@ async function statusWithHost(url: string, host: string): Promise<number> {
     buildRequest(port, { method: "GET", path: "/v1/models", headers: [["Host", host]] }),
   );
   return result.response?.status ?? 0;
-}
-
-async function stop(served: Awaited<ReturnType<typeof spawnServe>>) {
-  served.process.kill("SIGTERM");
-  await served.process.status;
-  await served.output;
-  await served.process.stderr.cancel();
 }
 
 Deno.test("init: every template writes files that parse, and names only variables Shimmy reads", async () => {
@@ -139,7 +132,7 @@ Deno.test("init: the docker template's image settings serve, and its service nam
     try {
       equal(await statusWithHost(bare.url, "demo:11435"), 403);
     } finally {
-      await stop(bare);
+      await stopServe(bare);
     }
     const served = await serveAsImage({
       ...env,
@@ -149,7 +142,7 @@ Deno.test("init: the docker template's image settings serve, and its service nam
       equal(await statusWithHost(served.url, "demo:11435"), 200);
       equal(await statusWithHost(served.url, "elsewhere.example"), 403);
     } finally {
-      await stop(served);
+      await stopServe(served);
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -168,7 +161,7 @@ Deno.test("init: the platform image's command binds $PORT and takes the platform
     try {
       equal(await statusWithHost(served.url, "demo-production.up.railway.app"), 200);
     } finally {
-      await stop(served);
+      await stopServe(served);
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -228,7 +221,7 @@ Deno.test("init: the Express app answers a chat through a running Shimmy", async
     app?.kill("SIGTERM");
     await app?.status;
     await app?.stdout.cancel().catch(() => {});
-    await stop(served);
+    await stopServe(served);
     await Deno.remove(dir, { recursive: true });
   }
 });
