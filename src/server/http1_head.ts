@@ -155,7 +155,9 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
       );
     }
   }
-  if (webSocket && method === "GET" && transferCodings === undefined) {
+  // A body would come between the head and the first frame: such an upgrade is not followed.
+  const bodyless = transferCodings === undefined && Number(contentLength ?? 0) === 0;
+  if (webSocket && method === "GET" && bodyless) {
     return { kind: "forward", webSocketHead: end };
   }
   if (forward || host === undefined) return FORWARD;

@@ -80,6 +80,24 @@ Deno.test("parseRequestHead() leaves every request outside the plain shape to De
   for (const text of cases) equal(kindOf(text), "forward", JSON.stringify(text));
 });
 
+Deno.test("parseRequestHead() marks where a WebSocket upgrade's head ends, so its frames can be followed", () => {
+  const head = "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n";
+  deepEqual(parseRequestHead(encoder.encode(head + "\x81\x85")), {
+    kind: "forward",
+    webSocketHead: head.length,
+  });
+  // Not for an upgrade with a body (it would come before the frames), nor another method.
+  for (
+    const text of [
+      head.replace("\r\n\r\n", "\r\nContent-Length: 3\r\n\r\n"),
+      head.replace("\r\n\r\n", "\r\nTransfer-Encoding: chunked\r\n\r\n"),
+      head.replace("GET", "POST"),
+    ]
+  ) {
+    deepEqual(parseRequestHead(encoder.encode(text)), { kind: "forward" }, JSON.stringify(text));
+  }
+});
+
 Deno.test("parseRequestHead() ignores an offer to switch to HTTP/2 in the clear (curl --http2)", () => {
   const offer =
     "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAA\r\n";
