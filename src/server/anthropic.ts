@@ -11,7 +11,7 @@
 
 import type { GenerationResult } from "../engine/scheduler.ts";
 import { chatPrompt } from "../engine/prompt.ts";
-import { ALNUM, type ChatDelta, type ChatOutput } from "../engine/tools/output_stream.ts";
+import { type ChatDelta, type ChatOutput, randomAlnum } from "../engine/tools/output_stream.ts";
 import { readChatGeneration } from "./chat_stream.ts";
 import { type AnthropicRequest, anthropicRequest } from "./anthropic_request.ts";
 import type { ServerContext } from "./context.ts";
@@ -54,7 +54,7 @@ export async function messages(
   const wire = anthropicRequest(body, false, ctx.settings.prefillAssistant ?? true);
   const abort = followClient(clientGone);
   const started = await startGeneration(ctx, wire.fields, wire.source, abort.signal);
-  const id = randomId("msg_");
+  const id = `msg_${randomAlnum(24)}`;
   const model = started.entry.name;
 
   if (!wire.stream) {
@@ -270,9 +270,4 @@ function usageOf(result: GenerationResult) {
 /** A tool-call id in Anthropic's style (`toolu_…`), the same for a call's stream and message. */
 function anthropicToolId(id: string): string {
   return id.startsWith("toolu_") ? id : `toolu_${id.replace(/^call_/, "")}`;
-}
-
-function randomId(prefix: string): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(24));
-  return prefix + [...bytes].map((b) => ALNUM[b % ALNUM.length]).join("");
 }

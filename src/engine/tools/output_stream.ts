@@ -59,10 +59,18 @@ export const ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345
  * @returns The id.
  */
 export function toolCallId(style: "openai" | "mistral" = "openai"): string {
-  const n = style === "mistral" ? 9 : 24;
-  const bytes = crypto.getRandomValues(new Uint8Array(n));
-  const random = [...bytes].map((b) => ALNUM[b % ALNUM.length]).join("");
-  return style === "mistral" ? random : `call_${random}`;
+  return style === "mistral" ? randomAlnum(9) : `call_${randomAlnum(24)}`;
+}
+
+/**
+ * Random letters and digits, for ids.
+ *
+ * @param length How many.
+ * @returns The characters.
+ */
+export function randomAlnum(length: number): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(length));
+  return [...bytes].map((b) => ALNUM[b % ALNUM.length]).join("");
 }
 
 /**
