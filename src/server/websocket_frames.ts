@@ -15,10 +15,13 @@ export type ClientFrameVerdict =
   /** A message (all its fragments) declares more payload than the limit. */
   | { kind: "too_large"; declared: number }
   /** A frame no server may take: the close code is 1002. */
-  | { kind: "protocol_error"; reason: string };
+  | { kind: "protocol_error"; reason: string }
+  /** A text message that is not UTF-8: the close code is 1007. */
+  | { kind: "invalid_text" };
 
 /** Close codes of RFC 6455 the guard sends. */
 export const CLOSE_PROTOCOL_ERROR = 1002;
+export const CLOSE_INVALID_DATA = 1007;
 export const CLOSE_MESSAGE_TOO_BIG = 1009;
 
 const OK: ClientFrameVerdict = { kind: "ok" };
@@ -41,8 +44,13 @@ interface FrameHeader {
   reserved: number;
   opcode: number;
   masked: boolean;
+  /** The masking key, for a masked frame. */
+  mask: Uint8Array | undefined;
   payload: number;
 }
+
+/** Called with each piece of a frame's payload: `offset` bytes of it came before. */
+type PayloadSink = (piece: Uint8Array, offset: number, frameDone: boolean) => boolean;
 
 /**
  * Follows a byte stream frame by frame: it buffers at most one header and counts down the
@@ -52,6 +60,7 @@ class FrameCursor {
   readonly #header = new Uint8Array(MAX_HEADER);
   #headerBytes = 0;
   #payloadLeft = 0;
+  #payloadSeen = 0;
 
   /** Whether the bytes so far end exactly between two frames. */
   get atBoundary(): boolean {
@@ -59,16 +68,24 @@ class FrameCursor {
   }
 
   /**
-   * Takes bytes, calling `onHeader` for each header that completes; stops at the first header
-   * that `onHeader` refuses (returns false).
+   * Takes bytes, calling `onHeader` for each header that completes and `onPayload` (if given)
+   * with the payload's pieces; stops at the first call that refuses (returns false).
    */
-  feed(bytes: Uint8Array, onHeader: (header: FrameHeader) => boolean): void {
+  feed(
+    bytes: Uint8Array,
+    onHeader: (header: FrameHeader) => boolean,
+    onPayload?: PayloadSink,
+  ): void {
     let at = 0;
     while (at < bytes.length) {
       if (this.#payloadLeft > 0) {
-        const skip = Math.min(this.#payloadLeft, bytes.length - at);
-        this.#payloadLeft -= skip;
-        at += skip;
+        const take = Math.min(this.#payloadLeft, bytes.length - at);
+        const offset = this.#payloadSeen;
+        this.#payloadLeft -= take;
+        this.#payloadSeen += take;
+        at += take;
+        const piece = bytes.subarray(at - take, at);
+        if (onPayload && !onPayload(piece, offset, this.#payloadLeft === 0)) return;
         continue;
       }
       this.#header[this.#headerBytes++] = bytes[at++] as number;
@@ -76,7 +93,9 @@ class FrameCursor {
       if (header === undefined) continue;
       this.#headerBytes = 0;
       this.#payloadLeft = header.payload;
+      this.#payloadSeen = 0;
       if (!onHeader(header)) return;
+      if (header.payload === 0 && onPayload && !onPayload(new Uint8Array(), 0, true)) return;
     }
   }
 
@@ -98,11 +117,13 @@ class FrameCursor {
         payload = payload * 256 + (this.#header[2 + i] as number);
       }
     }
+    const maskAt = 2 + lengthBytes;
     return {
       fin: (first & FIN) !== 0,
       reserved: first & RSV,
       opcode: first & OPCODE,
       masked,
+      mask: masked ? this.#header.slice(maskAt, maskAt + 4) : undefined,
       payload,
     };
   }
@@ -110,7 +131,7 @@ class FrameCursor {
 
 /**
  * The client's side of a WebSocket: masked frames, no extensions (the server negotiates none),
- * messages of at most `limit` bytes of payload.
+ * messages of at most `limit` bytes of payload, text messages in UTF-8.
  *
  * @example
  * ```ts
@@ -126,6 +147,10 @@ export class ClientFrameReader {
   /** Payload of the message in progress; -1 between messages. */
   #messageBytes = -1;
   #verdict: ClientFrameVerdict = OK;
+  /** The frame whose payload is coming. */
+  #frame: FrameHeader | undefined;
+  /** Decodes the text message in progress, to find bytes that are not UTF-8. */
+  #text: TextDecoder | undefined;
 
   /** @param limit The most payload bytes one message may carry. */
   constructor(limit: number) {
@@ -139,11 +164,41 @@ export class ClientFrameReader {
    */
   feed(bytes: Uint8Array): ClientFrameVerdict {
     if (this.#verdict.kind !== "ok") return this.#verdict;
-    this.#cursor.feed(bytes, (header) => {
-      this.#verdict = this.#judge(header);
-      return this.#verdict.kind === "ok";
-    });
+    this.#cursor.feed(
+      bytes,
+      (header) => {
+        this.#frame = header;
+        this.#verdict = this.#judge(header);
+        return this.#verdict.kind === "ok";
+      },
+      (piece, offset, frameDone) => {
+        this.#verdict = this.#readText(piece, offset, frameDone);
+        return this.#verdict.kind === "ok";
+      },
+    );
     return this.#verdict;
+  }
+
+  /** Checks a piece of a text message's payload, unmasked, and the message's end. */
+  #readText(piece: Uint8Array, offset: number, frameDone: boolean): ClientFrameVerdict {
+    const frame = this.#frame;
+    const text = this.#text;
+    if (frame === undefined || text === undefined || frame.opcode >= CLOSE) return OK;
+    const mask = frame.mask as Uint8Array;
+    const plain = new Uint8Array(piece.length);
+    for (let i = 0; i < piece.length; i++) {
+      plain[i] = (piece[i] as number) ^ (mask[(offset + i) & 3] as number);
+    }
+    try {
+      text.decode(plain, { stream: true });
+      if (frameDone && frame.fin) {
+        text.decode(); // A sequence cut off at the message's end throws here.
+        this.#text = undefined;
+      }
+    } catch {
+      return { kind: "invalid_text" };
+    }
+    return OK;
   }
 
   #judge(header: FrameHeader): ClientFrameVerdict {
@@ -163,6 +218,7 @@ export class ClientFrameReader {
         return protocolError("A new message began before the last one's final fragment");
       }
       this.#messageBytes = 0;
+      this.#text = opcode === TEXT ? new TextDecoder("utf-8", { fatal: true }) : undefined;
     } else if (opcode === CONTINUATION) {
       if (this.#messageBytes < 0) return protocolError("A continuation frame began no message");
     } else {

@@ -4,14 +4,16 @@
  * holds what follows the request's head until the handler has answered; after a 101 every client
  * byte is a frame, and the frames are followed from their first (`websocket_frames.ts`). A message
  * declaring more than the limit, or a frame that breaks the protocol, stops the forwarding at its
- * header: the server's side is closed (its handler sees the socket close) and the client gets an
- * error frame and a close frame (1009 or 1002), once the server's own frames end whole.
+ * header, and a text message that is not UTF-8 where it stops being so: the server's side is
+ * closed (its handler sees the socket close) and the client gets an error frame and a close frame
+ * (1009, 1002 or 1007), once the server's own frames end whole.
  *
  * @module
  */
 
 import {
   ClientFrameReader,
+  CLOSE_INVALID_DATA,
   CLOSE_MESSAGE_TOO_BIG,
   CLOSE_PROTOCOL_ERROR,
   closeFrame,
@@ -83,6 +85,8 @@ export class WebSocketWatch {
         "frame_too_large",
         `WebSocket messages may be at most ${this.#limit} bytes; this one declares ${verdict.declared}`,
       ]
+      : verdict.kind === "invalid_text"
+      ? [CLOSE_INVALID_DATA, "websocket_invalid_utf8", "A text message is not valid UTF-8"]
       : [CLOSE_PROTOCOL_ERROR, "websocket_protocol_error", verdict.reason];
     const error = { message, type: "invalid_request_error", param: null, code: errorCode };
     this.#refusal = concatBytes([textFrame(JSON.stringify({ error })), closeFrame(code, message)]);

@@ -27,9 +27,9 @@ function clientHeader(opcode: number, length: number, fin = true): Uint8Array {
   return bytes;
 }
 
-/** A whole masked client frame carrying `text`. */
-function clientFrame(opcode: number, text: string, fin = true): Uint8Array {
-  const payload = new TextEncoder().encode(text);
+/** A whole masked client frame carrying `content`. */
+function clientFrame(opcode: number, content: string | Uint8Array, fin = true): Uint8Array {
+  const payload = typeof content === "string" ? new TextEncoder().encode(content) : content;
   const header = clientHeader(opcode, payload.length, fin);
   const frame = new Uint8Array(header.length + payload.length);
   frame.set(header);
@@ -68,6 +68,33 @@ Deno.test("WebSocket frames: protocol errors are named", () => {
     /new message/.test(
       reasons(new Uint8Array([...clientFrame(1, "a", false), ...clientFrame(1, "b")])),
     ),
+  );
+});
+
+Deno.test("WebSocket frames: text messages must be UTF-8, also across fragments and reads", () => {
+  const euro = new TextEncoder().encode("€"); // 3 bytes
+  const fine = new ClientFrameReader(MiB);
+  const split = [
+    clientFrame(1, new Uint8Array([0x61, euro[0] as number]), false),
+    clientFrame(10, new Uint8Array([0xff])), // a pong's payload is not text
+    clientFrame(0, euro.subarray(1)),
+  ];
+  for (const frame of split) {
+    deepEqual(fine.feed(frame.subarray(0, 7)), { kind: "ok" });
+    deepEqual(fine.feed(frame.subarray(7)), { kind: "ok" });
+  }
+  deepEqual(fine.feed(clientFrame(2, new Uint8Array([0xff, 0xfe]))), { kind: "ok" }, "binary");
+  deepEqual(fine.feed(clientFrame(1, "")), { kind: "ok" });
+  const invalid = (frames: Uint8Array[]) => {
+    const reader = new ClientFrameReader(MiB);
+    return frames.map((frame) => reader.feed(frame).kind).at(-1);
+  };
+  equal(invalid([clientFrame(1, new Uint8Array([0x68, 0xc3, 0x28]))]), "invalid_text");
+  equal(invalid([clientFrame(1, euro.subarray(0, 2))]), "invalid_text", "cut off at the end");
+  equal(
+    invalid([clientFrame(1, euro.subarray(0, 2), false), clientFrame(0, new Uint8Array())]),
+    "invalid_text",
+    "cut off by an empty final fragment",
   );
 });
 
@@ -209,7 +236,7 @@ Deno.test("WebSocket guard: a header declaring 60 MiB is refused at once with an
   equal((await fetch(`${server.url}/health`)).status, 200);
 });
 
-Deno.test("WebSocket guard: an unmasked or reserved frame gets a close 1002 that names it", async () => {
+Deno.test("WebSocket guard: an unmasked or reserved frame gets a close 1002 that names it, text not in UTF-8 a 1007", async () => {
   await using server = await startServer();
   const unmasked = await rawSession(server.url, [new Uint8Array([0x81, 0x02, 0x68, 0x69])]);
   equal(closeCodeOf(unmasked.frames.at(-1)), 1002, JSON.stringify(unmasked.frames));
@@ -217,6 +244,9 @@ Deno.test("WebSocket guard: an unmasked or reserved frame gets a close 1002 that
   const reserved = await rawSession(server.url, [clientFrame(5, "")]);
   equal(closeCodeOf(reserved.frames.at(-1)), 1002);
   ok(new TextDecoder().decode(reserved.frames[0]?.payload).includes("Opcode 5"));
+  const latin1 = await rawSession(server.url, [clientFrame(1, new Uint8Array([0x7b, 0xe9, 0x7d]))]);
+  equal(closeCodeOf(latin1.frames.at(-1)), 1007);
+  ok(new TextDecoder().decode(latin1.frames[0]?.payload).includes("websocket_invalid_utf8"));
 });
 
 Deno.test("WebSocket guard: frames within the limit pass, fragmented too", async () => {
