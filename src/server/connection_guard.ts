@@ -282,6 +282,8 @@ class Tunnel {
    *
    * @param upstream The loopback connection.
    * @param read What the guard had read already, which goes first.
+   * @param webSocketHead Where the head of a WebSocket upgrade at the start of `read` ends: what
+   *   follows it waits for the handler's answer, and after a 101 is read as frames.
    */
   async pumpIn(upstream: Deno.TcpConn, read: Uint8Array, webSocketHead?: number): Promise<void> {
     let first = read;
