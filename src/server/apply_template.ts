@@ -16,6 +16,7 @@ import { chatContinuation } from "./chat_continuation.ts";
 import { badRequest } from "./http_error.ts";
 import {
   chatMessages,
+  checkTokenIds,
   Fields,
   generationFields,
   readRequestJson,
@@ -96,7 +97,7 @@ export async function readPromptRequest(
   return {
     ...parts,
     checkFields: (nVocab) => {
-      generationFields(fields, nVocab);
+      checkTokenIds(generationFields(fields), nVocab);
       chatOutputRequest(fields);
     },
   };

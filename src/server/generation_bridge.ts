@@ -30,6 +30,7 @@ import type { ServerContext } from "./context.ts";
 import { badRequest, HttpError } from "./http_error.ts";
 import { requestLora } from "./models_api.ts";
 import {
+  checkTokenIds,
   type Fields,
   type GenerationFields,
   generationFields,
@@ -141,6 +142,8 @@ async function queueChoices(
   signal: AbortSignal,
   logprobs?: number,
 ): Promise<StartedGeneration[]> {
+  // A bad field is a 400 before any model is loaded (or found busy) for the request.
+  const fields = generationFields(body);
   const lease = await ctx.registry.acquire(body.string("model"));
   try {
     const { entry, model: loaded } = lease;
@@ -151,7 +154,7 @@ async function queueChoices(
     // the event loop reads and prepares the others meanwhile.
     const offThread = loaded.scheduler.inFlight() > 1 ||
       ctx.arrivals.count(ARRIVAL_WINDOW_MS) > 0;
-    const fields = generationFields(body, loaded.model.nVocab);
+    checkTokenIds(fields, loaded.model.nVocab);
     if (logprobs !== undefined) fields.logprobs = logprobs;
     const prepared = await preparePrompt(ctx, loaded, source, fields, { signal, offThread });
     if (prepared.tokens.length === 0) throw badRequest("The prompt is empty", "prompt");

@@ -347,14 +347,15 @@ export interface GenerationFields {
 }
 
 /**
- * Reads the sampling and limit fields shared by the OpenAI and native endpoints.
+ * Reads the sampling and limit fields shared by the OpenAI and native endpoints. It needs no
+ * model, so a bad request is a 400 before one is loaded; {@link checkTokenIds} checks
+ * `logit_bias`'s token ids against the model's vocabulary once it is.
  *
  * @param fields The body.
- * @param nVocab Vocabulary size, for `logit_bias` token ids.
  * @returns The settings.
  * @throws {HttpError} 400 naming the bad field.
  */
-export function generationFields(fields: Fields, nVocab: number): GenerationFields {
+export function generationFields(fields: Fields): GenerationFields {
   // Every spelling is read, so that one hidden behind another is still checked.
   // llama-server's `n_cmpl` (on /completion and /infill) is `n` under its own name.
   const cmpl = fields.number("n_cmpl", { min: 1, max: MAX_CHOICES, integer: true });
@@ -426,7 +427,7 @@ export function generationFields(fields: Fields, nVocab: number): GenerationFiel
     fields.number("dry_penalty_last_n", { min: 0, max: I32_MAX, integer: true }),
   );
   set("drySequenceBreakers", sequenceBreakers(fields));
-  set("logitBias", logitBias(fields.object("logit_bias"), nVocab));
+  set("logitBias", logitBias(fields.object("logit_bias")));
   set("grammar", requestGrammar(fields));
   set("samplers", samplerOrder(fields, sampling));
   return {
@@ -515,17 +516,14 @@ function positiveOrUndefined(n: number | undefined): number | undefined {
   return n === undefined || n < 0 ? undefined : n;
 }
 
-function logitBias(
-  value: Record<string, unknown> | undefined,
-  nVocab: number,
-): Map<number, number> | undefined {
+function logitBias(value: Record<string, unknown> | undefined): Map<number, number> | undefined {
   if (value === undefined) return undefined;
   const bias = new Map<number, number>();
   for (const [key, raw] of Object.entries(value)) {
     // Decimal digits only: Number() would read "" as 0 and " 0x1F " as 31.
     const token = /^\d+$/.test(key) ? Number(key) : NaN;
-    if (!Number.isInteger(token) || token < 0 || token >= nVocab) {
-      throw badRequest(`logit_bias key "${key}" is not a token id of this model`, "logit_bias");
+    if (!Number.isSafeInteger(token)) {
+      throw badRequest(`logit_bias key "${key}" is not a token id`, "logit_bias");
     }
     if (typeof raw !== "number" || !Number.isFinite(raw) || raw < -100 || raw > 100) {
       throw badRequest(`logit_bias values must be numbers from -100 to 100`, "logit_bias");
@@ -533,6 +531,24 @@ function logitBias(
     bias.set(token, raw);
   }
   return bias;
+}
+
+/**
+ * Checks the token ids a request names (`logit_bias`'s keys) against a model's vocabulary.
+ *
+ * @param fields The request's settings, from {@link generationFields}.
+ * @param nVocab The model's vocabulary size.
+ * @throws {HttpError} 400 for an id the model does not have.
+ */
+export function checkTokenIds(fields: GenerationFields, nVocab: number): void {
+  for (const token of fields.sampling.logitBias?.keys() ?? []) {
+    if (token >= nVocab) {
+      throw badRequest(
+        `logit_bias key "${token}" is not a token id of this model (it has ${nVocab})`,
+        "logit_bias",
+      );
+    }
+  }
 }
 
 /**

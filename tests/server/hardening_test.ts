@@ -349,6 +349,35 @@ Deno.test("10: with an API key, unknown routes and wrong methods are 401 before 
   );
 });
 
+Deno.test("10: a request with a bad field is a 400 before any model is loaded for it", async () => {
+  await using server = await startServer({ fixtures: ["tiny-f32", "tiny-q8_0"] });
+  const bad = [
+    { max_tokens: "ten" },
+    { temperature: "hot" },
+    { logit_bias: { "0x1F": 1 } },
+    { response_format: { type: "json_schema" } },
+  ];
+  for (const fields of bad) {
+    const answer = await postJson(`${server.url}/v1/chat/completions`, {
+      model: "tiny-q8_0",
+      messages: [{ role: "user", content: "x" }],
+      ...fields,
+    });
+    equal(answer.status, 400, JSON.stringify(fields));
+    await answer.body?.cancel();
+  }
+  equal(server.ctx.registry.state("tiny-q8_0"), "available", "nothing was loaded");
+  // A token id beyond the vocabulary is still refused once the model is there.
+  const bias = await postJson(`${server.url}/v1/completions`, {
+    model: "tiny-q8_0",
+    prompt: "x",
+    max_tokens: 1,
+    logit_bias: { "99999999": 1 },
+  });
+  equal(bias.status, 400);
+  match((await bias.json()).error.message, /not a token id of this model \(it has \d+\)/);
+});
+
 Deno.test("10: a WebSocket frame over the body limit is closed with 1009", async () => {
   await using server = await startServer();
   const ws = new WebSocket(`${server.url.replace("http", "ws")}/ws/generate`);
