@@ -22,9 +22,18 @@ import {
 import { templateLoadWarning } from "../engine/templates.ts";
 import { modelNameOf, ModelNotFoundError } from "./model_names.ts";
 import { GenerationError } from "../engine/errors.ts";
+import { LoadInterest } from "./load_interest.ts";
 
 /** The longest delay `setTimeout` takes as given (2^31 - 1 ms); a longer one fires at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/**
+ * How long a load waits for a busy model to go idle, to unload it for room, before its request
+ * is a 503 (ms): a request for a third model while two others generate starts once one of them
+ * is done, as Ollama's queue would have it, instead of failing at once.
+ */
+export const LOAD_WAIT_MS = 30_000;
+/** How often a load waiting for room looks again, besides when a lease ends (ms). */
+const ROOM_RECHECK_MS = 250;
 
 /** A LoRA adapter known for a model. */
 export interface AdapterEntry {
@@ -66,6 +75,11 @@ export type RegistryLoadOptions = Omit<ReplicaOpenOptions, "path" | "onProgress"
 export interface RegistryOptions extends RegistryLoadOptions {
   /** Most models loaded at once. Default 2. */
   maxModels?: number;
+  /**
+   * How long a load waits for a loaded model to go idle when every one is busy and no more may
+   * be loaded (ms); then it is a 503. Default {@link LOAD_WAIT_MS}.
+   */
+  loadWaitMs?: number;
   /** Unload a model idle this long; negative = never. Default 5 minutes. */
   keepAliveMs?: number;
   /** Bytes free for a new model (tests pass their own). Default: the device plan's memory. */
@@ -149,7 +163,7 @@ export interface LoadedModelInfo {
 export class ModelRegistry {
   readonly #entries: ModelEntry[];
   readonly #options: RegistryOptions;
-  readonly #loads = new Map<string, Promise<ModelReplicas>>();
+  readonly #loads = new Map<string, { done: Promise<ModelReplicas>; interest: LoadInterest }>();
   /** Settles when the load under way (and those queued before it) has ended. */
   #loadTurn: Promise<unknown> = Promise.resolve();
   readonly #loaded = new Map<string, ModelReplicas>();
@@ -157,7 +171,8 @@ export class ModelRegistry {
   readonly #leases = new Map<string, number>();
   /** Keep-alive of a loaded model set by a request (Ollama's `keep_alive`), in ms. */
   readonly #keepAlive = new Map<string, number>();
-  #leaseReleased: (() => void) | undefined;
+  /** Called when a lease ends or a model is unloaded: room may have been made. */
+  readonly #roomWaiters = new Set<() => void>();
   /** The model a request naming none gets once models were added beside the only one. */
   #implicitDefault: string | undefined;
   readonly #sweeper: ReturnType<typeof setInterval> | undefined;
@@ -296,6 +311,8 @@ export class ModelRegistry {
    * model stays loaded until the lease is released.
    *
    * @param name Model name (default model when empty).
+   * @param signal Aborts when the caller no longer wants it: a load waiting for room gives up
+   *   once every caller that wanted it has gone.
    * @returns The lease; release it when done.
    * @throws {ModelUnavailableError} when memory or busy models leave no room for it.
    * @example
@@ -304,13 +321,13 @@ export class ModelRegistry {
    * lease.model.scheduler.stats();
    * ```
    */
-  async acquire(name?: string): Promise<ModelLease> {
+  async acquire(name?: string, signal?: AbortSignal): Promise<ModelLease> {
     const entry = await this.resolveOrFetch(name);
     this.#lastUsed.set(entry.name, performance.now());
     // Counted from now, so nothing can unload the model between its load and this caller.
     const releaseName = this.#hold(entry.name);
     try {
-      const replicas = this.#loaded.get(entry.name) ?? await this.#loadShared(entry);
+      const replicas = this.#loaded.get(entry.name) ?? await this.#loadShared(entry, signal);
       const picked = replicas.pick();
       const release = () => {
         picked.release();
@@ -331,7 +348,7 @@ export class ModelRegistry {
       held = false;
       this.#leases.set(name, (this.#leases.get(name) ?? 1) - 1);
       this.#lastUsed.set(name, performance.now());
-      this.#leaseReleased?.();
+      this.#roomMayHaveChanged();
       if (this.#keepAlive.get(name) === 0) void this.#unloadIfIdle(name);
     };
   }
@@ -411,16 +428,23 @@ export class ModelRegistry {
     return model.idle();
   }
 
-  #loadShared(entry: ModelEntry): Promise<ModelReplicas> {
+  #loadShared(entry: ModelEntry, signal?: AbortSignal): Promise<ModelReplicas> {
     let pending = this.#loads.get(entry.name);
     if (!pending) {
-      pending = this.#load(entry).finally(() => {
+      const interest = new LoadInterest();
+      const done = this.#load(entry, interest.signal).finally(() => {
         this.#loads.delete(entry.name);
         this.loadProgress.delete(entry.name);
       });
+      pending = { done, interest };
       this.#loads.set(entry.name, pending);
     }
-    return pending;
+    pending.interest.join(signal);
+    return pending.done;
+  }
+
+  #roomMayHaveChanged(): void {
+    for (const wake of this.#roomWaiters) wake();
   }
 
   /**
@@ -428,13 +452,13 @@ export class ModelRegistry {
    * with the models the loads before it took: loads of different models at once had all passed
    * those checks together (six requests to six models made six loaded of --max-models 2).
    */
-  #load(entry: ModelEntry): Promise<ModelReplicas> {
-    const load = this.#loadTurn.then(() => this.#loadNow(entry));
+  #load(entry: ModelEntry, wanted: AbortSignal): Promise<ModelReplicas> {
+    const load = this.#loadTurn.then(() => this.#loadNow(entry, wanted));
     this.#loadTurn = load.catch(() => {});
     return load;
   }
 
-  async #loadNow(entry: ModelEntry): Promise<ModelReplicas> {
+  async #loadNow(entry: ModelEntry, wanted: AbortSignal): Promise<ModelReplicas> {
     if (!await fileExists(entry.path)) {
       // Checked before room is made for it: no other model is unloaded for a file that is gone.
       this.#forget(entry);
@@ -444,7 +468,7 @@ export class ModelRegistry {
           "server found it (POST /api/models/discover searches the model folders again)",
       );
     }
-    await this.#makeRoom(entry);
+    await this.#makeRoom(entry, wanted);
     const started = performance.now();
     this.loadProgress.set(entry.name, 0);
     const { openModel: open = ModelReplicas.open } = this.#options;
@@ -472,31 +496,56 @@ export class ModelRegistry {
     if (this.#implicitDefault === entry.name) this.#implicitDefault = undefined;
   }
 
-  /** Unloads least recently used idle models until the new one fits the count and memory. */
-  async #makeRoom(entry: ModelEntry): Promise<void> {
+  /**
+   * Unloads least recently used idle models until the new one fits the count and memory. While
+   * every loaded model is busy it waits for one to go idle, up to `loadWaitMs`, as long as a
+   * caller still wants the load.
+   */
+  async #makeRoom(entry: ModelEntry, wanted: AbortSignal): Promise<void> {
     const maxModels = Math.max(1, this.#options.maxModels ?? 2);
-    while (this.#loaded.size >= maxModels) {
-      const victim = this.#leastRecentlyUsedIdle();
-      if (!victim) {
-        throw new ModelUnavailableError(
-          `Cannot load "${entry.name}": ${this.#loaded.size} models are loaded (--max-models ` +
-            `${maxModels}) and all are busy; try again shortly`,
-        );
-      }
-      await this.unload(victim);
-    }
-    const available = this.#options.availableMemory?.(entry);
-    if (available !== undefined && entry.sizeBytes > available) {
+    const waitMs = this.#options.loadWaitMs ?? LOAD_WAIT_MS;
+    const deadline = performance.now() + waitMs;
+    for (;;) {
+      const available = this.#options.availableMemory?.(entry);
+      const tooMany = this.#loaded.size >= maxModels;
+      const tooBig = available !== undefined && entry.sizeBytes > available;
+      if (!tooMany && !tooBig) return;
       const victim = this.#leastRecentlyUsedIdle();
       if (victim) {
         await this.unload(victim);
-        return await this.#makeRoom(entry);
+        continue;
       }
-      throw new ModelUnavailableError(
-        `Cannot load "${entry.name}": it needs about ${mib(entry.sizeBytes)} MiB and only ` +
-          `${mib(available)} MiB are free`,
-      );
+      const why = tooMany
+        ? `${this.#loaded.size} models are loaded (--max-models ${maxModels}) and all are busy`
+        : `it needs about ${mib(entry.sizeBytes)} MiB and only ${mib(available ?? 0)} MiB are free`;
+      // Waiting helps only where a busy model could be unloaded once idle.
+      if (this.#loaded.size === 0 || performance.now() >= deadline) {
+        const waited = this.#loaded.size > 0 && waitMs > 0 ? ` (waited ${waitMs / 1000} s)` : "";
+        throw new ModelUnavailableError(
+          `Cannot load "${entry.name}": ${why}${waited}; try again shortly`,
+        );
+      }
+      if (wanted.aborted) {
+        throw new ModelUnavailableError(`The load of "${entry.name}" is no longer wanted`);
+      }
+      await this.#roomChange(deadline, wanted);
     }
+  }
+
+  /** Resolves when a lease ends or a model is unloaded, at the deadline, or when unwanted. */
+  #roomChange(deadline: number, wanted: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#roomWaiters.delete(done);
+        wanted.removeEventListener("abort", done);
+        resolve();
+      };
+      // A recheck now and then covers what no lease tells of (a scheduler finishing its work).
+      const timer = setTimeout(done, Math.min(ROOM_RECHECK_MS, deadline - performance.now()));
+      this.#roomWaiters.add(done);
+      wanted.addEventListener("abort", done, { once: true });
+    });
   }
 
   #leastRecentlyUsedIdle(): string | undefined {
@@ -521,6 +570,7 @@ export class ModelRegistry {
     this.#loaded.delete(name);
     this.#keepAlive.delete(name);
     await model.close();
+    this.#roomMayHaveChanged();
     return true;
   }
 
@@ -572,21 +622,15 @@ export class ModelRegistry {
    */
   async close(leaseWaitMs = 2000): Promise<string[]> {
     if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
-    await Promise.allSettled([...this.#loads.values()]);
+    await Promise.allSettled([...this.#loads.values()].map((load) => load.done));
     const models = [...this.#loaded];
     await Promise.all(models.map(([, m]) => m.stopSchedulers()));
     const deadline = performance.now() + leaseWaitMs;
     const leased = () => models.filter(([name]) => (this.#leases.get(name) ?? 0) > 0);
+    const never = new AbortController().signal;
     while (leased().length > 0 && performance.now() < deadline) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.max(1, deadline - performance.now()));
-        this.#leaseReleased = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
+      await this.#roomChange(deadline, never);
     }
-    this.#leaseReleased = undefined;
     const stillLeased = leased().map(([name]) => name);
     this.#loaded.clear();
     await Promise.all(

@@ -144,7 +144,7 @@ async function queueChoices(
 ): Promise<StartedGeneration[]> {
   // A bad field is a 400 before any model is loaded (or found busy) for the request.
   const fields = generationFields(body);
-  const lease = await ctx.registry.acquire(body.string("model"));
+  const lease = await ctx.registry.acquire(body.string("model"), signal);
   try {
     const { entry, model: loaded } = lease;
     using _arrival = loaded.scheduler.expectArrival();
