@@ -2,9 +2,9 @@
  * Connection limits in front of `Deno.serve`, which has no timeouts of its own: a client that
  * sends half a header, or keeps an idle keep-alive connection, holds a socket forever. The
  * guard owns the public TCP listener and serves requests of the plain shape itself
- * (`http1_serve.ts`: HTTP/1.1, no body or one with a `Content-Length`), writing each response
- * and each streamed chunk straight to the client. The first request of another shape (a
- * WebSocket upgrade, a chunked upload, HTTP/1.0…) hands its connection to an internal
+ * (`http1_serve.ts`: HTTP/1.1, no body, one with a `Content-Length` or one in chunks), writing
+ * each response and each streamed chunk straight to the client. The first request of another
+ * shape (a WebSocket upgrade, HTTP/1.0, `Expect`…) hands its connection to an internal
  * `Deno.serve` bound to 127.0.0.1 on a free port: the connection gets its own loopback
  * connection to it, the bytes read so far go first, and two copy loops (64 KiB buffers, every
  * read written on at once, Nagle off on both sockets) carry bytes both ways from then on. The
@@ -93,8 +93,7 @@ export interface GuardedServer extends AsyncDisposable {
   connections(): number;
   /**
    * Counts the connections handed to the internal `Deno.serve` since the start: those that sent
-   * a request outside the plain shape the guard serves itself (a WebSocket upgrade, a chunked
-   * upload…).
+   * a request outside the plain shape the guard serves itself (a WebSocket upgrade, HTTP/1.0…).
    *
    * @returns Connections forwarded so far.
    */
@@ -606,7 +605,7 @@ class ConnectionGuard implements GuardedServer {
       return Response.json({
         error: {
           message: "Open a WebSocket on a connection of its own, or after plain requests only: " +
-            "this connection carried a request read another way (chunked, HTTP/1.0, Expect)",
+            "this connection carried a request read another way (HTTP/1.0, Expect, a header outside ASCII)",
           type: "invalid_request_error",
           param: null,
           code: "websocket_connection_reused",

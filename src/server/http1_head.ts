@@ -1,9 +1,10 @@
 /**
  * HTTP/1.1 message heads for the connection guard's own serving path: reading a request head
  * and writing a response head and its body framing. Only the plain shape of request is taken:
- * HTTP/1.1, an origin-form target, a `Host`, no body or one sized by `Content-Length`. Anything
- * else (an upgrade, `Transfer-Encoding`, `Expect`, bytes outside ASCII, another method or version)
- * is left to `Deno.serve` behind the guard, which the caller forwards the connection to. A head
+ * HTTP/1.1, an origin-form target, a `Host`, no body, one sized by `Content-Length`, or one in
+ * chunks. Anything else (an upgrade, a transfer coding besides `chunked`, `Expect`, bytes outside
+ * ASCII, another method or version) is left to `Deno.serve` behind the guard, which the caller
+ * forwards the connection to. A head
  * that no server may take (a request line that is not a method, a target and HTTP/1.0 or 1.1 one
  * space apart, obsolete line folding, a control character, a header name that is no token, a
  * repeated `Content-Length` or `Host`, `Transfer-Encoding` beside `Content-Length` or not ending
@@ -24,8 +25,10 @@ export interface RequestHead {
   headers: [string, string][];
   /** The `Host` header's value. */
   host: string;
-  /** Body bytes that follow the head (0 when there is no body). */
+  /** Body bytes that follow the head (0 when there is no body or it is chunked). */
   contentLength: number;
+  /** Whether the body is sent in chunks (`Transfer-Encoding: chunked`). */
+  chunked: boolean;
   /** Whether the client lets the connection carry another request after this one. */
   keepAlive: boolean;
   /** Bytes the head takes, up to and including its blank line. */
@@ -58,7 +61,7 @@ const REQUEST_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([!-~]+) HTTP\/(\d\.\d)$/;
 const HTTP2_PREFACE = "PRI * HTTP/2.0";
 const DIGITS = /^\d{1,15}$/;
 /** Request headers that ask for more than the plain shape. */
-const FORWARDED_HEADERS = new Set(["upgrade", "transfer-encoding", "expect"]);
+const FORWARDED_HEADERS = new Set(["upgrade", "expect"]);
 /** A `Connection` header's value that holds the `close` option. */
 const CONNECTION_CLOSE = /(^|,)\s*close\s*(,|$)/i;
 const CR = 13;
@@ -160,10 +163,12 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
   if (webSocket && method === "GET" && bodyless) {
     return { kind: "forward", webSocketHead: end };
   }
-  if (forward || host === undefined) return FORWARD;
+  // A body in chunks is read here (`chunked_body.ts`), when `chunked` is its only coding.
+  const chunked = transferCodings !== undefined;
+  if (forward || host === undefined || (transferCodings?.length ?? 1) > 1) return FORWARD;
   const length = contentLength === undefined ? 0 : Number(contentLength);
   // The fetch API refuses a body on these; Deno.serve has its own answer.
-  if ((method === "GET" || method === "HEAD") && length > 0) return FORWARD;
+  if ((method === "GET" || method === "HEAD") && (length > 0 || chunked)) return FORWARD;
   return {
     kind: "head",
     head: {
@@ -172,6 +177,7 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
       headers,
       host,
       contentLength: length,
+      chunked,
       keepAlive: !CONNECTION_CLOSE.test(connection),
       length: end,
     },

@@ -6,6 +6,10 @@
  * another shape hands the connection, with the bytes read so far, back to the caller, which
  * forwards it to `Deno.serve` from then on.
  *
+ * A body in chunks is read by `chunked_body.ts` as the handler reads it; one whose framing
+ * breaks, or that the client ends before it is whole (a half-close included), fails the
+ * handler's read, which answers a 400, and the connection closes after the answer.
+ *
  * While a request is in flight the connection is still read (up to {@link WATCH_LIMIT}
  * bytes ahead), so a client that hangs up aborts the request's signal, cancels a streamed
  * body, and rejects `completed`, as `Deno.serve` does. A response body that has ended by the
@@ -31,6 +35,7 @@ import {
 import { concatBytes, writeAll } from "../util/bytes.ts";
 import { IncomingRequest, type ServedRequest } from "./served_request.ts";
 import { type AttachSink, pushedChunks } from "./stream_body.ts";
+import { ChunkedBodyReader } from "./chunked_body.ts";
 
 /** Serves one request: resolves to its response; `completed` settles once it is sent. */
 export type ServeRequest = (request: ServedRequest, completed: Promise<void>) => Promise<Response>;
@@ -233,6 +238,7 @@ interface ReadRequest {
  * that makes no URL is the handler's to refuse, as with `Deno.serve`).
  */
 function requestOf(head: RequestHead, input: InputBuffer): ReadRequest {
+  if (head.chunked) return chunkedRequestOf(head, input);
   // A body that came with its head (most JSON requests) is handed over whole; a longer one
   // streams from the connection as the handler reads it.
   const whole = head.length + head.contentLength <= input.size;
@@ -273,6 +279,35 @@ function requestOf(head: RequestHead, input: InputBuffer): ReadRequest {
   };
 }
 
+/** {@link requestOf} for a body in chunks: it streams as the handler reads it. */
+function chunkedRequestOf(head: RequestHead, input: InputBuffer): ReadRequest {
+  input.consume(head.length);
+  const chunks = new ChunkedBodyReader(input);
+  const abort = new AbortController();
+  const body = () =>
+    new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          const piece = await chunks.next();
+          if (piece === null) controller.close();
+          else controller.enqueue(piece);
+        } catch (error) {
+          controller.error(error);
+        }
+      },
+    }, { highWaterMark: 0 });
+  const request = new IncomingRequest({
+    method: head.method,
+    url: `http://${head.host}${head.target}`,
+    headers: head.headers,
+    signal: abort.signal,
+    body,
+  });
+  // A body the handler left unread (or whose framing broke) has no known end: the connection
+  // closes after the answer.
+  return { request, keepAlive: head.keepAlive, abort, unread: () => chunks.done ? 0 : Infinity };
+}
+
 /**
  * Serves one request and sends its response.
  *
@@ -297,7 +332,11 @@ async function exchange(
     cancelBody();
     gone();
   };
-  input.onEnd = hangUp;
+  // The client's end of input while its body is still due is the body's error (answered with a
+  // 400 the client may still read, after a half-close), not a hang-up.
+  input.onEnd = () => {
+    if (read.unread() === 0) hangUp();
+  };
   destroyed.addEventListener("abort", hangUp);
   let active = true;
   // Not awaited: its read may still be in flight after the response, shared with the next head.

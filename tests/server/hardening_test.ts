@@ -234,6 +234,37 @@ Deno.test("a chunked body cut off by the client's half-close is 400, not a 500",
   match(text, /incomplete_body/);
 });
 
+Deno.test("a chunked body whose framing breaks is a 400 with a JSON body, and one over 8 MiB a 413", async () => {
+  await using server = await startServer();
+  const { hostname, port } = new URL(server.url);
+  const send = async (chunks: string) => {
+    const conn = await Deno.connect({ hostname, port: Number(port) });
+    const bytes = new TextEncoder().encode(
+      "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n" +
+        `Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n${chunks}`,
+    );
+    const writing = (async () => {
+      for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+    })().catch(() => {}); // the server may close before the whole upload is in
+    const text = await new Response(conn.readable).text(); // the server closes after its answer
+    await writing;
+    return text;
+  };
+  const badSize = await send('zz\r\n{"prompt":"x"}\r\n0\r\n\r\n');
+  match(badSize, /^HTTP\/1\.1 400 /, badSize);
+  match(badSize, /"code":"incomplete_body"/);
+  match(badSize, /hexadecimal/);
+  const wrongLength = await send('3\r\n{"prompt":"x"}\r\n0\r\n\r\n');
+  match(wrongLength, /^HTTP\/1\.1 400 [^]*not followed by CRLF/, wrongLength);
+  const chunk = "x".repeat(1024 * 1024);
+  const huge = await send(`${chunk.length.toString(16)}\r\n${chunk}\r\n`.repeat(9));
+  match(huge, /^HTTP\/1\.1 413 /, huge.slice(0, 300));
+  const fine = await send(
+    `${(14).toString(16)}\r\n{"prompt":"x",\r\n10\r\n"max_tokens": 1}\r\n0\r\n\r\n`,
+  );
+  match(fine, /^HTTP\/1\.1 200 /, fine);
+});
+
 Deno.test("HEAD answers as GET does, without the body, where a GET reads and upgrades nothing", async () => {
   await using server = await startServer();
   for (const path of ["/health", "/v1/models", "/metrics"]) {

@@ -1,4 +1,4 @@
-import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { deepEqual, equal, match, ok, rejects } from "node:assert/strict";
 import {
   malformedAnswer,
   MAX_HEAD_BYTES,
@@ -8,6 +8,7 @@ import {
 } from "../../src/server/http1_head.ts";
 import { type GuardedServer, serveGuarded } from "../../src/server/connection_guard.ts";
 import { IncomingRequest } from "../../src/server/served_request.ts";
+import { ChunkedBodyError, ChunkedBodyReader } from "../../src/server/chunked_body.ts";
 import { SSE_HEADERS } from "../../src/server/sse.ts";
 import { streamBody } from "../../src/server/stream_body.ts";
 import { get, RawClient } from "./raw_client.ts";
@@ -63,7 +64,6 @@ Deno.test("parseRequestHead() leaves every request outside the plain shape to De
   const host = "Host: a\r\n";
   const cases = [
     `GET /ws HTTP/1.1\r\n${host}Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n`,
-    `POST / HTTP/1.1\r\n${host}Transfer-Encoding: chunked\r\n\r\n`,
     `POST / HTTP/1.1\r\n${host}Expect: 100-continue\r\nContent-Length: 2\r\n\r\n`,
     `GET / HTTP/1.1\r\n${host}Content-Length: 2\r\n\r\n`,
     `GET / HTTP/1.0\r\n${host}\r\n`,
@@ -332,9 +332,10 @@ Deno.test("streamBody's events are pushed to the socket unread; Deno.serve reads
     await client.send(get("/pushed"));
     equal((await client.response()).body, events);
     equal(bodies[0]?.locked, false, "the guard took the events without reading the stream");
-    // A chunked upload goes to Deno.serve, which reads the response's stream.
+    // A request with a byte outside ASCII in a header goes to Deno.serve, which reads the
+    // response's stream.
     await client.send(
-      "POST /read HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+      "POST /read HTTP/1.1\r\nHost: t\r\nX-Name: caf\u00e9\r\nContent-Length: 1\r\n\r\nx",
     );
     equal((await client.response()).body, events);
     equal(bodies[1]?.locked, true);
@@ -352,19 +353,91 @@ Deno.test("a request of another shape hands its connection to Deno.serve, bytes 
     await client.send(get("/before"));
     equal(JSON.parse((await client.response()).body).path, "/before");
     equal(server.forwardedConnections(), 0);
-    // A chunked upload, sent in two writes, then a plain request behind it.
+    // A request for Deno.serve (a byte outside ASCII in a header), sent in two writes, then a
+    // plain request behind it.
     await client.send(
-      "POST /chunked HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+      "POST /forwarded HTTP/1.1\r\nHost: t\r\nX-Name: caf\u00e9\r\nContent-Length: 5\r\n\r\nhel",
     );
-    await client.send(`lo\r\n0\r\n\r\n${get("/after")}`);
+    await client.send(`lo${get("/after")}`);
     deepEqual(JSON.parse((await client.response()).body), {
       method: "POST",
-      path: "/chunked",
+      path: "/forwarded",
       body: "hello",
     });
     equal(JSON.parse((await client.response()).body).path, "/after");
     equal(server.forwardedConnections(), 1);
   } finally {
     client.close();
+  }
+});
+
+Deno.test("the guard reads chunked uploads itself: extensions, trailers, split writes, then the next request", async () => {
+  await using server = echoGuard();
+  const client = await RawClient.open(server.addr.port);
+  try {
+    await client.send(
+      "POST /chunked HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: Chunked\r\n\r\n5;name=x\r\nhel",
+    );
+    await client.send("lo\r\n1 \r\n,\r\n");
+    await client.send(`6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n${get("/after")}`);
+    deepEqual(JSON.parse((await client.response()).body), {
+      method: "POST",
+      path: "/chunked",
+      body: "hello, world",
+    });
+    equal(JSON.parse((await client.response()).body).path, "/after");
+    equal(server.forwardedConnections(), 0);
+  } finally {
+    client.close();
+  }
+});
+
+Deno.test("ChunkedBodyReader: pieces in order, and each framing error named", async () => {
+  const source = (text: string) => {
+    let bytes = encoder.encode(text);
+    return {
+      get size() {
+        return bytes.length;
+      },
+      view: () => bytes,
+      take(count: number) {
+        const taken = bytes.slice(0, count);
+        bytes = bytes.subarray(count);
+        return taken;
+      },
+      consume(count: number) {
+        bytes = bytes.subarray(count);
+      },
+      fill: () => Promise.resolve(false),
+    };
+  };
+  const readAll = async (text: string) => {
+    const reader = new ChunkedBodyReader(source(text));
+    let body = "";
+    for (let piece; (piece = await reader.next()) !== null;) {
+      body += new TextDecoder().decode(piece);
+    }
+    return { body, done: reader.done };
+  };
+  deepEqual(await readAll("3\r\nabc\r\nA\r\n0123456789\r\n0\r\n\r\nNEXT"), {
+    body: "abc0123456789",
+    done: true,
+  });
+  const failures: [string, RegExp][] = [
+    ["zz\r\nabc\r\n0\r\n\r\n", /hexadecimal/],
+    ["3\r\nabcd\r\n0\r\n\r\n", /not followed by CRLF/],
+    ["3\nabc\r\n0\r\n\r\n", /does not end in CRLF/],
+    ["-1\r\n", /hexadecimal/],
+    ["12345678901234\r\n", /hexadecimal/],
+    ["3\r\nab", /closed before/],
+    ["0\r\nX: 1\r\n", /closed before/],
+    [`${"1".repeat(5000)}`, /longer than 4096/],
+  ];
+  for (const [text, message] of failures) {
+    await rejects(
+      readAll(text),
+      (error: Error) => error instanceof ChunkedBodyError && message.test(error.message),
+      JSON.stringify(text),
+    );
   }
 });

@@ -265,16 +265,15 @@ Deno.test("WebSocket guard: frames within the limit pass, fragmented too", async
   equal(closeCodeOf(session.frames.at(-1)), 1000);
 });
 
-Deno.test("WebSocket guard: an upgrade after a chunked request on the same connection is a 400", async () => {
+Deno.test("WebSocket guard: an upgrade after a request read by Deno.serve on the same connection is a 400", async () => {
   await using server = await startServer();
-  const chunked =
-    "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
-    "Transfer-Encoding: chunked\r\n\r\n" +
-    (() => {
-      const json = JSON.stringify({ prompt: "x", max_tokens: 1 });
-      return `${json.length.toString(16)}\r\n${json}\r\n0\r\n\r\n`;
-    })();
-  const session = await rawSession(server.url, [], chunked);
+  // A byte outside ASCII in a header: the guard hands the connection to Deno.serve, and where
+  // the upgrade's frames would start in the bytes it forwards is not known.
+  const json = JSON.stringify({ prompt: "x", max_tokens: 1 });
+  const before = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
+    `Content-Type: application/json\r\nX-Name: caf\u00e9\r\nContent-Length: ${json.length}\r\n\r\n` +
+    json;
+  const session = await rawSession(server.url, [], before);
   ok(session.text.startsWith("HTTP/1.1 200"), session.text.slice(0, 100));
   ok(/HTTP\/1.1 400[^]*websocket_connection_reused/.test(session.text), session.text);
   equal(session.frames.length, 0);
