@@ -309,10 +309,11 @@ class Tunnel {
     if (this.webSocket === null || this.webSocket.passClient(bytes)) {
       return await writeAll(upstream, bytes);
     }
-    // The server's side closes now (its handler sees the socket close); the client's is read
-    // and dropped until it closes or the linger ends, after the refusal (see pumpOut).
+    // The server's side closes (its handler sees the socket close) once its answer to the
+    // handshake is through; the client's is read and dropped until it closes or the linger
+    // ends, after the refusal (see pumpOut).
     this.endingSince ||= Date.now();
-    closeQuietly(upstream);
+    this.webSocket.afterHandshake(() => closeQuietly(upstream));
   }
 
   /** Copies the internal server's bytes to the client until the server closes. */

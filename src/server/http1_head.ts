@@ -158,9 +158,14 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
       );
     }
   }
-  // A body would come between the head and the first frame: such an upgrade is not followed.
-  const bodyless = transferCodings === undefined && Number(contentLength ?? 0) === 0;
-  if (webSocket && method === "GET" && bodyless) {
+  if (webSocket && method === "GET") {
+    // Deno.serve refuses these with an empty 400 (even `Content-Length: 0`).
+    if (contentLength !== undefined || transferCodings !== undefined) {
+      return malformed(
+        400,
+        "A WebSocket upgrade carries no body: send it without Content-Length or Transfer-Encoding",
+      );
+    }
     return { kind: "forward", webSocketHead: end };
   }
   // A body in chunks is read here (`chunked_body.ts`), when `chunked` is its only coding.

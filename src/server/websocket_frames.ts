@@ -68,13 +68,15 @@ class FrameCursor {
   }
 
   /**
-   * Takes bytes, calling `onHeader` for each header that completes and `onPayload` (if given)
-   * with the payload's pieces; stops at the first call that refuses (returns false).
+   * Takes bytes, calling `onStart` with a header's first two bytes as soon as they are in (its
+   * bits, opcode and short length), `onHeader` for each header that completes and `onPayload`
+   * (if given) with the payload's pieces; stops at the first call that refuses (returns false).
    */
   feed(
     bytes: Uint8Array,
     onHeader: (header: FrameHeader) => boolean,
     onPayload?: PayloadSink,
+    onStart?: (first: number, second: number) => boolean,
   ): void {
     let at = 0;
     while (at < bytes.length) {
@@ -89,6 +91,9 @@ class FrameCursor {
         continue;
       }
       this.#header[this.#headerBytes++] = bytes[at++] as number;
+      if (this.#headerBytes === 2 && onStart) {
+        if (!onStart(this.#header[0] as number, this.#header[1] as number)) return;
+      }
       const header = this.#readHeader();
       if (header === undefined) continue;
       this.#headerBytes = 0;
@@ -151,6 +156,8 @@ export class ClientFrameReader {
   #frame: FrameHeader | undefined;
   /** Decodes the text message in progress, to find bytes that are not UTF-8. */
   #text: TextDecoder | undefined;
+  /** The payload of the close frame coming, unmasked. */
+  #closing: number[] | undefined;
 
   /** @param limit The most payload bytes one message may carry. */
   constructor(limit: number) {
@@ -164,31 +171,30 @@ export class ClientFrameReader {
    */
   feed(bytes: Uint8Array): ClientFrameVerdict {
     if (this.#verdict.kind !== "ok") return this.#verdict;
+    const judged = (verdict: ClientFrameVerdict) => {
+      this.#verdict = verdict;
+      return verdict.kind === "ok";
+    };
     this.#cursor.feed(
       bytes,
       (header) => {
         this.#frame = header;
-        this.#verdict = this.#judge(header);
-        return this.#verdict.kind === "ok";
+        return judged(this.#judge(header));
       },
-      (piece, offset, frameDone) => {
-        this.#verdict = this.#readText(piece, offset, frameDone);
-        return this.#verdict.kind === "ok";
-      },
+      (piece, offset, frameDone) => judged(this.#readPayload(piece, offset, frameDone)),
+      (first, second) => judged(this.#judgeStart(first, second)),
     );
     return this.#verdict;
   }
 
-  /** Checks a piece of a text message's payload, unmasked, and the message's end. */
-  #readText(piece: Uint8Array, offset: number, frameDone: boolean): ClientFrameVerdict {
+  /** Checks a piece of a text message's or a close frame's payload. */
+  #readPayload(piece: Uint8Array, offset: number, frameDone: boolean): ClientFrameVerdict {
     const frame = this.#frame;
+    if (frame === undefined) return OK;
+    if (frame.opcode === CLOSE) return this.#readClose(unmasked(piece, frame, offset), frameDone);
     const text = this.#text;
-    if (frame === undefined || text === undefined || frame.opcode >= CLOSE) return OK;
-    const mask = frame.mask as Uint8Array;
-    const plain = new Uint8Array(piece.length);
-    for (let i = 0; i < piece.length; i++) {
-      plain[i] = (piece[i] as number) ^ (mask[(offset + i) & 3] as number);
-    }
+    if (text === undefined || frame.opcode > CLOSE) return OK;
+    const plain = unmasked(piece, frame, offset);
     try {
       text.decode(plain, { stream: true });
       if (frameDone && frame.fin) {
@@ -201,14 +207,41 @@ export class ClientFrameReader {
     return OK;
   }
 
-  #judge(header: FrameHeader): ClientFrameVerdict {
-    if (!header.masked) return protocolError("A client's frames must be masked");
-    if (header.reserved !== 0) {
+  /** Checks a close frame's payload: none, or a valid code and a UTF-8 reason. */
+  #readClose(plain: Uint8Array, frameDone: boolean): ClientFrameVerdict {
+    const closing = this.#closing ??= [];
+    closing.push(...plain);
+    if (!frameDone) return OK;
+    this.#closing = undefined;
+    if (closing.length === 0) return OK;
+    if (closing.length === 1) {
+      return protocolError("A close frame's payload must start with a code");
+    }
+    const code = (closing[0] as number) * 256 + (closing[1] as number);
+    if (!validCloseCode(code)) {
+      return protocolError(`${code} is not a close code a client may send`);
+    }
+    try {
+      new TextDecoder("utf-8", { fatal: true }).decode(new Uint8Array(closing.slice(2)));
+    } catch {
+      return { kind: "invalid_text" };
+    }
+    return OK;
+  }
+
+  /**
+   * Checks what a header's first two bytes tell, before the rest of it is in: the guard has
+   * passed them on by then, and Deno closes at once, without a word, on a bad bit or opcode.
+   */
+  #judgeStart(first: number, second: number): ClientFrameVerdict {
+    if ((second & MASKED) === 0) return protocolError("A client's frames must be masked");
+    if ((first & RSV) !== 0) {
       return protocolError("Reserved bits are set, and no extension was agreed");
     }
-    const { opcode, fin, payload } = header;
+    const opcode = first & OPCODE;
+    const fin = (first & FIN) !== 0;
     if (opcode === CLOSE || opcode === PING || opcode === PONG) {
-      if (!fin || payload > 125) {
+      if (!fin || (second & 0x7f) > 125) {
         return protocolError("A control frame must be whole and at most 125 bytes");
       }
       return OK;
@@ -217,12 +250,24 @@ export class ClientFrameReader {
       if (this.#messageBytes >= 0) {
         return protocolError("A new message began before the last one's final fragment");
       }
-      this.#messageBytes = 0;
-      this.#text = opcode === TEXT ? new TextDecoder("utf-8", { fatal: true }) : undefined;
     } else if (opcode === CONTINUATION) {
       if (this.#messageBytes < 0) return protocolError("A continuation frame began no message");
     } else {
       return protocolError(`Opcode ${opcode} is reserved`);
+    }
+    return OK;
+  }
+
+  /** Counts a whole header's payload into its message (its first bytes passed already). */
+  #judge(header: FrameHeader): ClientFrameVerdict {
+    const { opcode, fin, payload } = header;
+    if (opcode === CLOSE && payload === 1) {
+      return protocolError("A close frame's payload must start with a code");
+    }
+    if (opcode >= CLOSE) return OK;
+    if (opcode !== CONTINUATION) {
+      this.#messageBytes = 0;
+      this.#text = opcode === TEXT ? new TextDecoder("utf-8", { fatal: true }) : undefined;
     }
     this.#messageBytes += payload;
     if (this.#messageBytes > this.#limit) {
@@ -237,13 +282,38 @@ function protocolError(reason: string): ClientFrameVerdict {
   return { kind: "protocol_error", reason };
 }
 
+/** A piece of a masked frame's payload, unmasked; `offset` bytes of the payload came before. */
+function unmasked(piece: Uint8Array, frame: FrameHeader, offset: number): Uint8Array {
+  const mask = frame.mask as Uint8Array;
+  const plain = new Uint8Array(piece.length);
+  for (let i = 0; i < piece.length; i++) {
+    plain[i] = (piece[i] as number) ^ (mask[(offset + i) & 3] as number);
+  }
+  return plain;
+}
+
+/** Close codes a peer may send (RFC 6455, 7.4): the defined ones, and 3000-4999. */
+function validCloseCode(code: number): boolean {
+  if (code >= 3000 && code <= 4999) return true;
+  return code >= 1000 && code <= 1014 && ![1004, 1005, 1006].includes(code);
+}
+
 /** The server's side of a WebSocket, followed only to know where its frames end. */
 export class ServerFrameTracker {
   readonly #cursor = new FrameCursor();
+  #closed = false;
 
   /** Follows more of the server's bytes. */
   feed(bytes: Uint8Array): void {
-    this.#cursor.feed(bytes, () => true);
+    this.#cursor.feed(bytes, (header) => {
+      if (header.opcode === CLOSE) this.#closed = true;
+      return true;
+    });
+  }
+
+  /** Whether the server has sent its close frame (no frame may follow it). */
+  get closed(): boolean {
+    return this.#closed;
   }
 
   /** Whether the server's bytes so far end between two frames. */

@@ -36,6 +36,8 @@ export class WebSocketWatch {
   /** Bytes of the response head's blank line matched so far; 4 once the frames begin. */
   #headEndMatched = 0;
   #refusal: Uint8Array | undefined;
+  /** Called once the server's answer to the handshake has gone through. */
+  #afterHandshake: (() => void)[] = [];
 
   /** @param limit The most payload bytes one client message may carry. */
   constructor(limit: number) {
@@ -83,7 +85,9 @@ export class WebSocketWatch {
       ? [
         CLOSE_MESSAGE_TOO_BIG,
         "frame_too_large",
-        `WebSocket messages may be at most ${this.#limit} bytes; this one declares ${verdict.declared}`,
+        `WebSocket messages may be at most ${this.#limit} bytes; this one declares ${
+          bytesOf(verdict.declared)
+        }`,
       ]
       : verdict.kind === "invalid_text"
       ? [CLOSE_INVALID_DATA, "websocket_invalid_utf8", "A text message is not valid UTF-8"]
@@ -93,6 +97,15 @@ export class WebSocketWatch {
     return false;
   }
 
+  /**
+   * Runs `then` once the server's answer to the handshake has gone through (at once if it has):
+   * a client that sent a refused frame with its handshake still gets the 101 before the refusal.
+   */
+  afterHandshake(then: () => void): void {
+    if (this.#headEndMatched === HEAD_END.length) then();
+    else this.#afterHandshake.push(then);
+  }
+
   /** Follows the server's bytes as they go to the client. */
   followServer(bytes: Uint8Array): void {
     let at = 0;
@@ -100,17 +113,25 @@ export class WebSocketWatch {
       const byte = bytes[at++];
       if (byte === HEAD_END[this.#headEndMatched]) this.#headEndMatched++;
       else this.#headEndMatched = byte === HEAD_END[0] ? 1 : 0;
+      if (this.#headEndMatched === HEAD_END.length) {
+        for (const then of this.#afterHandshake.splice(0)) then();
+      }
     }
     if (at < bytes.length) this.#server.feed(bytes.subarray(at));
   }
 
   /**
    * The frames that tell the client why its frames were refused: none when nothing was refused,
-   * or when the server's bytes so far end inside a frame (the client then sees the connection
-   * close).
+   * when the server's bytes so far end inside a frame, or when the server has sent its close
+   * frame (nothing may follow it); the client then sees the connection close.
    */
   refusalFrames(): Uint8Array | undefined {
     if (this.#refusal === undefined || this.#headEndMatched < HEAD_END.length) return undefined;
-    return this.#server.atBoundary ? this.#refusal : undefined;
+    return this.#server.atBoundary && !this.#server.closed ? this.#refusal : undefined;
   }
+}
+
+/** A byte count as a message shows it: exact up to 2^53, beyond that a bound. */
+function bytesOf(count: number): string {
+  return Number.isSafeInteger(count) ? String(count) : `more than ${Number.MAX_SAFE_INTEGER}`;
 }

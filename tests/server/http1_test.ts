@@ -86,16 +86,16 @@ Deno.test("parseRequestHead() marks where a WebSocket upgrade's head ends, so it
     kind: "forward",
     webSocketHead: head.length,
   });
-  // Not for an upgrade with a body (it would come before the frames), nor another method.
-  for (
-    const text of [
-      head.replace("\r\n\r\n", "\r\nContent-Length: 3\r\n\r\n"),
-      head.replace("\r\n\r\n", "\r\nTransfer-Encoding: chunked\r\n\r\n"),
-      head.replace("GET", "POST"),
-    ]
-  ) {
-    deepEqual(parseRequestHead(encoder.encode(text)), { kind: "forward" }, JSON.stringify(text));
+  // An upgrade with a body framing is refused here with a JSON body (Deno.serve's 400 is empty);
+  // another method is Deno.serve's to answer.
+  for (const framing of ["Content-Length: 0", "Content-Length: 3", "Transfer-Encoding: chunked"]) {
+    const reading = parseRequestHead(
+      encoder.encode(head.replace("\r\n\r\n", `\r\n${framing}\r\n\r\n`)),
+    );
+    equal(reading.kind, "malformed", framing);
+    match((reading as { reason: string }).reason, /carries no body/);
   }
+  deepEqual(parseRequestHead(encoder.encode(head.replace("GET", "POST"))), { kind: "forward" });
 });
 
 Deno.test("parseRequestHead() ignores an offer to switch to HTTP/2 in the clear (curl --http2)", () => {

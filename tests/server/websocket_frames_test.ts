@@ -61,6 +61,11 @@ Deno.test("WebSocket frames: protocol errors are named", () => {
   ok(/masked/.test(reasons(new Uint8Array([0x81, 0x02, 0x68, 0x69]))));
   ok(/Reserved bits/.test(reasons(new Uint8Array([0xc1, 0x80, ...MASK]))));
   ok(/Opcode 3/.test(reasons(clientFrame(3, ""))));
+  ok(/Opcode 11/.test(reasons(new Uint8Array([0x8b, 0x80])))); // judged from two bytes
+  ok(/start with a code/.test(reasons(clientFrame(8, new Uint8Array([3])))));
+  ok(/1005 is not a close code/.test(reasons(clientFrame(8, new Uint8Array([0x03, 0xed])))));
+  equal(reasons(clientFrame(8, new Uint8Array([0x03, 0xe8, 0x6f, 0x6b]))), "ok");
+  equal(reasons(clientFrame(8, new Uint8Array([0x03, 0xe8, 0xff]))), "invalid_text");
   ok(/control frame/.test(reasons(clientFrame(9, "x", false))));
   ok(/control frame/.test(reasons(clientHeader(8, 200))));
   ok(/continuation/.test(reasons(clientFrame(0, "x"))));
@@ -131,6 +136,22 @@ Deno.test("WebSocket watch: client frames pass only after a 101; a refusal waits
   ok(refusal.includes('"code":"frame_too_large"'), refusal);
   equal(watch.passClient(clientFrame(1, "more")), false);
 
+  // Nothing follows the server's close frame: a refusal after it only closes the connection.
+  const closed = new WebSocketWatch(100);
+  closed.decide(true);
+  closed.followServer(new TextEncoder().encode("HTTP/1.1 101 Switching Protocols\r\n\r\n"));
+  closed.followServer(closeFrame(1000, "done"));
+  equal(closed.passClient(new Uint8Array([0x81, 0x02, 0x68, 0x69])), false);
+  equal(closed.refusalFrames(), undefined);
+  // A declared length past 2^53 is shown as a bound, not a rounded number.
+  const huge = new WebSocketWatch(100);
+  huge.decide(true);
+  huge.followServer(new TextEncoder().encode("HTTP/1.1 101 Switching Protocols\r\n\r\n"));
+  const header = clientHeader(2, 2 * MiB);
+  header.set([0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 2);
+  huge.passClient(header);
+  ok(new TextDecoder().decode(huge.refusalFrames()).includes("more than 9007199254740991"));
+
   const refusedHandshake = new WebSocketWatch(100);
   refusedHandshake.decide(false);
   refusedHandshake.decide(true); // only the first call counts
@@ -165,10 +186,15 @@ function serverFrames(bytes: Uint8Array): ServerFrame[] {
 }
 
 /**
- * A raw WebSocket client: `before` and the handshake, then `frames`; reads until the server's
- * close frame or the end of the connection.
+ * A raw WebSocket client: `before` and the handshake, then `frames` (a number is a pause of that
+ * many ms), after the handshake's answer or, `pipelined`, in the same write; reads until the
+ * server's close frame or the end of the connection.
  */
-async function rawSession(url: string, frames: Uint8Array[], before = "") {
+async function rawSession(
+  url: string,
+  frames: (Uint8Array | number)[],
+  { before = "", pipelined = false } = {},
+) {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(url).port) });
   const started = performance.now();
   const timer = setTimeout(() => conn.close(), 10_000);
@@ -191,16 +217,21 @@ async function rawSession(url: string, frames: Uint8Array[], before = "") {
     return n !== null;
   };
   try {
-    await conn.write(new TextEncoder().encode(
+    const handshake = new TextEncoder().encode(
       before +
         "GET /ws/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n" +
         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
         "Sec-WebSocket-Version: 13\r\n\r\n",
-    ));
+    );
+    const together = pipelined ? frames.filter((f) => typeof f !== "number") as Uint8Array[] : [];
+    await conn.write(new Uint8Array([...handshake, ...together.flatMap((f) => [...f])]));
     while (head() === undefined && await readMore()) {
       // The handshake's answer.
     }
-    for (const frame of frames) await conn.write(frame);
+    for (const frame of pipelined ? [] : frames) {
+      if (typeof frame === "number") await new Promise((r) => setTimeout(r, frame));
+      else await conn.write(frame);
+    }
     while (!framesSoFar().some((frame) => frame.opcode === 8) && await readMore()) {
       // Up to the close frame.
     }
@@ -249,6 +280,25 @@ Deno.test("WebSocket guard: an unmasked or reserved frame gets a close 1002 that
   ok(new TextDecoder().decode(latin1.frames[0]?.payload).includes("websocket_invalid_utf8"));
 });
 
+Deno.test("WebSocket guard: a bad frame sent with the handshake, or a bad header split over writes, still gets the 101 and a close 1002", async () => {
+  await using server = await startServer();
+  const unmasked = new Uint8Array([0x81, 0x02, 0x68, 0x69]);
+  const pipelined = await rawSession(server.url, [unmasked], { pipelined: true });
+  ok(pipelined.text.startsWith("HTTP/1.1 101"), pipelined.text.slice(0, 60));
+  equal(closeCodeOf(pipelined.frames.at(-1)), 1002, JSON.stringify(pipelined.frames));
+  // The first two bytes (a reserved opcode) are judged before the mask arrives: Deno closed
+  // bare on them once they had been passed on.
+  const reserved = clientFrame(0x0d, "x");
+  const split = await rawSession(server.url, [reserved.subarray(0, 2), 200, reserved.subarray(2)]);
+  equal(closeCodeOf(split.frames.at(-1)), 1002, JSON.stringify(split.frames));
+  ok(new TextDecoder().decode(split.frames[0]?.payload).includes("Opcode 13"));
+  // A close frame whose payload is one byte, or whose reason is not UTF-8.
+  const short = await rawSession(server.url, [clientFrame(8, new Uint8Array([3]))]);
+  equal(closeCodeOf(short.frames.at(-1)), 1002);
+  const latin1 = await rawSession(server.url, [clientFrame(8, new Uint8Array([3, 0xe8, 0xff]))]);
+  equal(closeCodeOf(latin1.frames.at(-1)), 1007);
+});
+
 Deno.test("WebSocket guard: frames within the limit pass, fragmented too", async () => {
   await using server = await startServer();
   const body = JSON.stringify({ prompt: "x", max_tokens: 3, grammar: 'root ::= "abc"' });
@@ -273,7 +323,7 @@ Deno.test("WebSocket guard: an upgrade after a request read by Deno.serve on the
   const before = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
     `Content-Type: application/json\r\nX-Name: caf\u00e9\r\nContent-Length: ${json.length}\r\n\r\n` +
     json;
-  const session = await rawSession(server.url, [], before);
+  const session = await rawSession(server.url, [], { before });
   ok(session.text.startsWith("HTTP/1.1 200"), session.text.slice(0, 100));
   ok(/HTTP\/1.1 400[^]*websocket_connection_reused/.test(session.text), session.text);
   equal(session.frames.length, 0);
