@@ -173,6 +173,8 @@ export class ModelRegistry {
   readonly #keepAlive = new Map<string, number>();
   /** Called when a lease ends or a model is unloaded: room may have been made. */
   readonly #roomWaiters = new Set<() => void>();
+  /** Aborted by {@link close}: loads waiting for room give up. */
+  readonly #closing = new AbortController();
   /** The model a request naming none gets once models were added beside the only one. */
   #implicitDefault: string | undefined;
   readonly #sweeper: ReturnType<typeof setInterval> | undefined;
@@ -453,12 +455,18 @@ export class ModelRegistry {
    * those checks together (six requests to six models made six loaded of --max-models 2).
    */
   #load(entry: ModelEntry, wanted: AbortSignal): Promise<ModelReplicas> {
-    const load = this.#loadTurn.then(() => this.#loadNow(entry, wanted));
+    const stillWanted = AbortSignal.any([wanted, this.#closing.signal]);
+    const load = this.#loadTurn.then(() => this.#loadNow(entry, stillWanted));
     this.#loadTurn = load.catch(() => {});
     return load;
   }
 
   async #loadNow(entry: ModelEntry, wanted: AbortSignal): Promise<ModelReplicas> {
+    if (this.#closing.signal.aborted) {
+      throw new ModelUnavailableError(
+        `The server is shutting down; "${entry.name}" was not loaded`,
+      );
+    }
     if (!await fileExists(entry.path)) {
       // Checked before room is made for it: no other model is unloaded for a file that is gone.
       this.#forget(entry);
@@ -523,6 +531,11 @@ export class ModelRegistry {
         const waited = this.#loaded.size > 0 && waitMs > 0 ? ` (waited ${waitMs / 1000} s)` : "";
         throw new ModelUnavailableError(
           `Cannot load "${entry.name}": ${why}${waited}; try again shortly`,
+        );
+      }
+      if (this.#closing.signal.aborted) {
+        throw new ModelUnavailableError(
+          `The server is shutting down; "${entry.name}" was not loaded`,
         );
       }
       if (wanted.aborted) {
@@ -612,9 +625,9 @@ export class ModelRegistry {
   }
 
   /**
-   * Closes every loaded model: waits for loads in progress, stops the schedulers (cancelling
-   * their generations), then waits up to `leaseWaitMs` for the remaining leases (e.g. a LoRA
-   * adapter loading on a worker thread) before freeing. A model still leased after that is
+   * Closes every loaded model: waits for loads in progress (one waiting for room gives up), stops
+   * the schedulers (cancelling their generations), then waits up to `leaseWaitMs` for the
+   * remaining leases (e.g. a LoRA adapter loading on a worker thread) before freeing. A model still leased after that is
    * left allocated rather than freed under its user (the process is ending anyway).
    *
    * @param leaseWaitMs Most milliseconds to wait for leases. Default 2000.
@@ -622,6 +635,7 @@ export class ModelRegistry {
    */
   async close(leaseWaitMs = 2000): Promise<string[]> {
     if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
+    this.#closing.abort(); // A load waiting for room would wait for the busy models to finish.
     await Promise.allSettled([...this.#loads.values()].map((load) => load.done));
     const models = [...this.#loaded];
     await Promise.all(models.map(([, m]) => m.stopSchedulers()));

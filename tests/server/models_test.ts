@@ -120,6 +120,25 @@ Deno.test("a load waiting for room is a 503 after loadWaitMs, and gives up when 
   equal(patient.ctx.registry.state("tiny-f32"), "loaded", "nothing unloaded for it");
 });
 
+Deno.test("closing the registry ends a load waiting for room at once", async () => {
+  await using server = await startServer({
+    fixtures: ["tiny-f32", "tiny-q8_0"],
+    load: { maxModels: 1 },
+  });
+  const held = await server.ctx.registry.acquire("tiny-f32");
+  const waiting = server.ctx.registry.acquire("tiny-q8_0").then(
+    () => "loaded",
+    (error: Error) => error.message,
+  );
+  await new Promise((r) => setTimeout(r, 100));
+  const started = performance.now();
+  const closing = server.ctx.registry.close(200);
+  match(await waiting, /shutting down; "tiny-q8_0" was not loaded/);
+  await closing;
+  ok(performance.now() - started < 5_000, `closed in ${performance.now() - started} ms`);
+  held.release();
+});
+
 Deno.test("a model idle past --keep-alive is unloaded", async () => {
   await using server = await startServer({ load: { keepAliveMs: 150 } });
   await complete(server.url, {});
