@@ -213,10 +213,7 @@ export class ClientFrameReader {
     closing.push(...plain);
     if (!frameDone) return OK;
     this.#closing = undefined;
-    if (closing.length === 0) return OK;
-    if (closing.length === 1) {
-      return protocolError("A close frame's payload must start with a code");
-    }
+    if (closing.length === 0) return OK; // (one byte was refused from the header)
     const code = (closing[0] as number) * 256 + (closing[1] as number);
     if (!validCloseCode(code)) {
       return protocolError(`${code} is not a close code a client may send`);
