@@ -817,6 +817,7 @@ const FLUSH_MS = 1000;
  */
 async function stop(server: GuardedServer, ctx: ServerContext, graceMs: number): Promise<void> {
   ctx.draining = true;
+  ctx.registry.refuseLoads(); // A load waiting for room ends now, with a 503.
   server.stopAccepting();
   server.closeIdle();
   if (!await ctx.activity.idle(graceMs)) {

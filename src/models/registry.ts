@@ -434,15 +434,30 @@ export class ModelRegistry {
     let pending = this.#loads.get(entry.name);
     if (!pending) {
       const interest = new LoadInterest();
-      const done = this.#load(entry, interest.signal).finally(() => {
+      // Counted from the first request: a load queued behind another's wait waits no longer.
+      const deadline = performance.now() + (this.#options.loadWaitMs ?? LOAD_WAIT_MS);
+      const load = this.#load(entry, interest.signal, deadline);
+      const forget = () => {
+        if (this.#loads.get(entry.name) !== current) return;
         this.#loads.delete(entry.name);
         this.loadProgress.delete(entry.name);
-      });
-      pending = { done, interest };
-      this.#loads.set(entry.name, pending);
+      };
+      const current = { done: load.finally(forget), interest };
+      // Given up by every request that wanted it: a new request starts a load of its own.
+      interest.signal.addEventListener("abort", forget, { once: true });
+      pending = current;
+      this.#loads.set(entry.name, current);
     }
     pending.interest.join(signal);
     return pending.done;
+  }
+
+  /**
+   * Starts no load from now on (a server shutting down): loads waiting for room or for their
+   * turn end with a 503.
+   */
+  refuseLoads(): void {
+    this.#closing.abort();
   }
 
   #roomMayHaveChanged(): void {
@@ -454,19 +469,19 @@ export class ModelRegistry {
    * with the models the loads before it took: loads of different models at once had all passed
    * those checks together (six requests to six models made six loaded of --max-models 2).
    */
-  #load(entry: ModelEntry, wanted: AbortSignal): Promise<ModelReplicas> {
+  #load(entry: ModelEntry, wanted: AbortSignal, deadline: number): Promise<ModelReplicas> {
     const stillWanted = AbortSignal.any([wanted, this.#closing.signal]);
-    const load = this.#loadTurn.then(() => this.#loadNow(entry, stillWanted));
+    const load = this.#loadTurn.then(() => this.#loadNow(entry, stillWanted, deadline));
     this.#loadTurn = load.catch(() => {});
     return load;
   }
 
-  async #loadNow(entry: ModelEntry, wanted: AbortSignal): Promise<ModelReplicas> {
-    if (this.#closing.signal.aborted) {
-      throw new ModelUnavailableError(
-        `The server is shutting down; "${entry.name}" was not loaded`,
-      );
-    }
+  async #loadNow(
+    entry: ModelEntry,
+    wanted: AbortSignal,
+    deadline: number,
+  ): Promise<ModelReplicas> {
+    this.#checkWanted(entry, wanted);
     if (!await fileExists(entry.path)) {
       // Checked before room is made for it: no other model is unloaded for a file that is gone.
       this.#forget(entry);
@@ -476,7 +491,7 @@ export class ModelRegistry {
           "server found it (POST /api/models/discover searches the model folders again)",
       );
     }
-    await this.#makeRoom(entry, wanted);
+    await this.#makeRoom(entry, wanted, deadline);
     const started = performance.now();
     this.loadProgress.set(entry.name, 0);
     const { openModel: open = ModelReplicas.open } = this.#options;
@@ -509,11 +524,12 @@ export class ModelRegistry {
    * every loaded model is busy it waits for one to go idle, up to `loadWaitMs`, as long as a
    * caller still wants the load.
    */
-  async #makeRoom(entry: ModelEntry, wanted: AbortSignal): Promise<void> {
+  async #makeRoom(entry: ModelEntry, wanted: AbortSignal, deadline: number): Promise<void> {
     const maxModels = Math.max(1, this.#options.maxModels ?? 2);
     const waitMs = this.#options.loadWaitMs ?? LOAD_WAIT_MS;
-    const deadline = performance.now() + waitMs;
+    const since = deadline - waitMs;
     for (;;) {
+      this.#checkWanted(entry, wanted);
       const available = this.#options.availableMemory?.(entry);
       const tooMany = this.#loaded.size >= maxModels;
       const tooBig = available !== undefined && entry.sizeBytes > available;
@@ -528,20 +544,27 @@ export class ModelRegistry {
         : `it needs about ${mib(entry.sizeBytes)} MiB and only ${mib(available ?? 0)} MiB are free`;
       // Waiting helps only where a busy model could be unloaded once idle.
       if (this.#loaded.size === 0 || performance.now() >= deadline) {
-        const waited = this.#loaded.size > 0 && waitMs > 0 ? ` (waited ${waitMs / 1000} s)` : "";
+        const waitedMs = performance.now() - since;
+        const waited = this.#loaded.size > 0 && waitMs > 0
+          ? ` (waited ${(waitedMs / 1000).toFixed(1)} s)`
+          : "";
         throw new ModelUnavailableError(
           `Cannot load "${entry.name}": ${why}${waited}; try again shortly`,
         );
       }
-      if (this.#closing.signal.aborted) {
-        throw new ModelUnavailableError(
-          `The server is shutting down; "${entry.name}" was not loaded`,
-        );
-      }
-      if (wanted.aborted) {
-        throw new ModelUnavailableError(`The load of "${entry.name}" is no longer wanted`);
-      }
       await this.#roomChange(deadline, wanted);
+    }
+  }
+
+  /** Throws when the server is shutting down or no request wants the load any more. */
+  #checkWanted(entry: ModelEntry, wanted: AbortSignal): void {
+    if (this.#closing.signal.aborted) {
+      throw new ModelUnavailableError(
+        `The server is shutting down; "${entry.name}" was not loaded`,
+      );
+    }
+    if (wanted.aborted) {
+      throw new ModelUnavailableError(`The load of "${entry.name}" is no longer wanted`);
     }
   }
 
@@ -635,7 +658,7 @@ export class ModelRegistry {
    */
   async close(leaseWaitMs = 2000): Promise<string[]> {
     if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
-    this.#closing.abort(); // A load waiting for room would wait for the busy models to finish.
+    this.refuseLoads(); // A load waiting for room would wait for the busy models to finish.
     await Promise.allSettled([...this.#loads.values()].map((load) => load.done));
     const models = [...this.#loaded];
     await Promise.all(models.map(([, m]) => m.stopSchedulers()));

@@ -92,7 +92,7 @@ Deno.test("a load waiting for room is a 503 after loadWaitMs, and gives up when 
   const lease = await server.ctx.registry.acquire("tiny-f32");
   const refused = await complete(server.url, { model: "tiny-q8_0" });
   equal(refused.status, 503);
-  match(refused.body.error.message, /all are busy \(waited 0.3 s\); try again shortly/);
+  match(refused.body.error.message, /all are busy \(waited 0\.\d s\); try again shortly/);
   lease.release();
 
   await using patient = await startServer({
@@ -118,6 +118,41 @@ Deno.test("a load waiting for room is a 503 after loadWaitMs, and gives up when 
   await new Promise((r) => setTimeout(r, 300));
   equal(patient.ctx.registry.state("tiny-q8_0"), "available", "no load for a client gone");
   equal(patient.ctx.registry.state("tiny-f32"), "loaded", "nothing unloaded for it");
+});
+
+Deno.test("loads waiting for room count their wait from their request, and a new request restarts an abandoned one", async () => {
+  await using server = await startServer({
+    fixtures: ["tiny-f32", "tiny-q8_0", "tiny-f16"],
+    load: { maxModels: 1, loadWaitMs: 600 },
+  });
+  const held = await server.ctx.registry.acquire("tiny-f32");
+  // Two loads queued at once: the second does not wait out the first one's wait and then its own.
+  const started = performance.now();
+  const timed = (model: string) =>
+    complete(server.url, { model }).then((answer) => ({
+      ...answer,
+      ms: performance.now() - started,
+    }));
+  const [second, third] = await Promise.all([timed("tiny-q8_0"), timed("tiny-f16")]);
+  equal(second.status, 503);
+  equal(third.status, 503);
+  ok(third.ms < 1_100, `the third model's 503 came after ${Math.round(third.ms)} ms`);
+  // A client gives up on a waiting load; one who stays asks for the same model after it.
+  const leaving = new AbortController();
+  const gone = postJson(
+    `${server.url}/v1/completions`,
+    { model: "tiny-q8_0", prompt: "x" },
+    {},
+    leaving.signal,
+  ).catch(() => undefined);
+  await new Promise((r) => setTimeout(r, 100));
+  leaving.abort();
+  await gone;
+  const staying = complete(server.url, { model: "tiny-q8_0", max_tokens: 1 });
+  await new Promise((r) => setTimeout(r, 100));
+  held.release();
+  const answer = await staying;
+  equal(answer.status, 200, JSON.stringify(answer.body));
 });
 
 Deno.test("closing the registry ends a load waiting for room at once", async () => {
