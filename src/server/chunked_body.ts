@@ -9,14 +9,14 @@
  * @module
  */
 
+import { concatBytes } from "../util/bytes.ts";
+
 /** What the reader needs of the guard's input buffer. */
 export interface ChunkSource {
   /** Bytes buffered. */
   readonly size: number;
   /** The buffered bytes (valid until the next read). */
   view(): Uint8Array;
-  /** Removes and returns the first `count` buffered bytes. */
-  take(count: number): Uint8Array;
   /** Drops the first `count` buffered bytes. */
   consume(count: number): void;
   /** Reads more; false once the client has closed. */
@@ -38,16 +38,20 @@ export const MAX_CHUNK_LINE = 4096;
 const MAX_TRAILERS = 64 * 1024;
 const CR = 13;
 const LF = 10;
-/** A chunk size: hex digits, then extensions after `;` (or whitespace before them). */
-const SIZE_LINE = /^([0-9A-Fa-f]{1,13})[ \t]*(;.*)?$/;
 const decoder = new TextDecoder();
+
+/** Most bytes one piece of the body holds: the data of several chunks is handed on together. */
+const MAX_PIECE = 64 * 1024;
 
 /** Reads one chunked body, piece by piece. */
 export class ChunkedBodyReader {
   readonly #input: ChunkSource;
-  /** Data bytes left in the current chunk; -1 before a size line. */
-  #left = -1;
-  #done = false;
+  /** What comes next on the connection. */
+  #state: "size" | "data" | "crlf" | "trailers" | "done" = "size";
+  /** Data bytes left in the current chunk. */
+  #left = 0;
+  /** Bytes of trailer fields read. */
+  #trailerBytes = 0;
 
   /** @param input The bytes after the request's head. */
   constructor(input: ChunkSource) {
@@ -56,97 +60,119 @@ export class ChunkedBodyReader {
 
   /** Whether the last chunk and the trailers have been read. */
   get done(): boolean {
-    return this.#done;
+    return this.#state === "done";
   }
 
   /**
-   * The next piece of the body's data.
+   * The next piece of the body's data: the data of every chunk already buffered (up to 64 KiB),
+   * read in one pass over the buffer, so that a client sending a byte per chunk costs a piece
+   * per read, not per byte. It waits for the client only while it has nothing to hand on.
    *
    * @returns Bytes, or null at the body's end.
    * @throws {ChunkedBodyError} For broken framing or a client that closed mid-body.
    */
   async next(): Promise<Uint8Array | null> {
-    while (!this.#done) {
-      if (this.#left > 0) {
-        await this.#need(1);
-        const piece = this.#input.take(Math.min(this.#left, this.#input.size));
-        this.#left -= piece.length;
-        if (this.#left === 0) await this.#chunkEnd();
-        return piece;
-      }
-      const size = await this.#sizeLine();
-      if (size > 0) {
-        this.#left = size;
-        continue;
-      }
-      await this.#trailers();
-      this.#done = true;
-    }
-    return null;
-  }
-
-  /** Reads the CRLF after a chunk's data. */
-  async #chunkEnd(): Promise<void> {
-    await this.#need(2);
-    const view = this.#input.view();
-    if (view[0] !== CR || view[1] !== LF) {
-      throw new ChunkedBodyError("A chunk's data is not followed by CRLF (its size is wrong)");
-    }
-    this.#input.consume(2);
-    this.#left = -1;
-  }
-
-  async #sizeLine(): Promise<number> {
-    const line = await this.#line("chunk size");
-    const match = SIZE_LINE.exec(line);
-    if (match === null) {
-      throw new ChunkedBodyError(
-        `A chunk size must be hexadecimal digits (got ${JSON.stringify(line.slice(0, 40))})`,
-      );
-    }
-    return parseInt(match[1] as string, 16);
-  }
-
-  async #trailers(): Promise<void> {
-    let total = 0;
     for (;;) {
-      const line = await this.#line("trailer");
-      if (line === "") return;
-      total += line.length + 2;
-      if (total > MAX_TRAILERS) {
-        throw new ChunkedBodyError(`The trailer fields are longer than ${MAX_TRAILERS} bytes`);
-      }
-    }
-  }
-
-  /** The next line, without its CRLF. */
-  async #line(what: string): Promise<string> {
-    for (;;) {
+      if (this.#state === "done") return null;
       const view = this.#input.view();
-      const end = view.indexOf(LF);
-      if (end > MAX_CHUNK_LINE || (end < 0 && view.length > MAX_CHUNK_LINE)) {
-        throw new ChunkedBodyError(`A ${what} line is longer than ${MAX_CHUNK_LINE} bytes`);
+      const parts: Uint8Array[] = [];
+      const used = this.#scan(view, parts);
+      // Copied out before the bytes are consumed: the parts are views of the buffer.
+      const piece = parts.length === 1 ? (parts[0] as Uint8Array).slice() : concatBytes(parts);
+      this.#input.consume(used);
+      if (piece.length > 0) return piece;
+      if (this.done) return null;
+      if (!(await this.#input.fill())) {
+        throw new ChunkedBodyError("The client closed before sending the whole body");
       }
-      if (end >= 0) {
-        if (end === 0 || view[end - 1] !== CR) {
+    }
+  }
+
+  /**
+   * Reads what the buffered bytes hold: data into `parts`, framing checked.
+   *
+   * @returns How many bytes it used.
+   */
+  #scan(view: Uint8Array, parts: Uint8Array[]): number {
+    let at = 0;
+    let total = 0;
+    while (this.#state !== "done" && total < MAX_PIECE) {
+      if (this.#state === "data") {
+        const take = Math.min(this.#left, view.length - at, MAX_PIECE - total);
+        if (take === 0) break;
+        parts.push(view.subarray(at, at + take));
+        at += take;
+        total += take;
+        this.#left -= take;
+        if (this.#left === 0) this.#state = "crlf";
+      } else if (this.#state === "crlf") {
+        if (view.length - at < 2) break;
+        if (view[at] !== CR || view[at + 1] !== LF) {
+          throw new ChunkedBodyError("A chunk's data is not followed by CRLF (its size is wrong)");
+        }
+        at += 2;
+        this.#state = "size";
+      } else {
+        const what = this.#state === "size" ? "chunk size" : "trailer";
+        const end = view.indexOf(LF, at);
+        if (end - at > MAX_CHUNK_LINE || (end < 0 && view.length - at > MAX_CHUNK_LINE)) {
+          throw new ChunkedBodyError(`A ${what} line is longer than ${MAX_CHUNK_LINE} bytes`);
+        }
+        if (end < 0) break;
+        if (end === at || view[end - 1] !== CR) {
           throw new ChunkedBodyError(`A ${what} line does not end in CRLF`);
         }
-        const line = decoder.decode(view.subarray(0, end - 1));
-        this.#input.consume(end + 1);
-        return line;
-      }
-      if (!(await this.#input.fill())) {
-        throw new ChunkedBodyError("The client closed before sending the whole body");
+        if (this.#state === "size") this.#sizeLine(view, at, end - 1);
+        else this.#trailer(end - 1 - at);
+        at = end + 1;
       }
     }
+    return at;
   }
 
-  /** Waits until `count` bytes are buffered. */
-  async #need(count: number): Promise<void> {
-    while (this.#input.size < count) {
-      if (!(await this.#input.fill())) {
-        throw new ChunkedBodyError("The client closed before sending the whole body");
+  /** Takes a chunk-size line (`view[start, end)`, without its CRLF). */
+  #sizeLine(view: Uint8Array, start: number, end: number): void {
+    let size = 0;
+    let at = start;
+    while (at < end && at - start < 13) {
+      const digit = hexValue(view[at] as number);
+      if (digit < 0) break;
+      size = size * 16 + digit;
+      at++;
+    }
+    const rest = at < end ? view[at] as number : -1;
+    const valid = at > start && (rest === -1 || rest === 0x3b || rest === 0x20 || rest === 0x09);
+    if (!valid) {
+      if (start === end) {
+        throw new ChunkedBodyError(
+          "A chunk size line is empty (is a chunk's data shorter than its size?)",
+        );
       }
+      const line = decoder.decode(view.subarray(start, Math.min(end, start + 40)));
+      throw new ChunkedBodyError(
+        `A chunk size must be hexadecimal digits (got ${JSON.stringify(line)})`,
+      );
+    }
+    this.#left = size;
+    this.#state = size > 0 ? "data" : "trailers";
+  }
+
+  /** Takes one trailer field (dropped) of `length` bytes, or the blank line that ends the body. */
+  #trailer(length: number): void {
+    if (length === 0) {
+      this.#state = "done";
+      return;
+    }
+    this.#trailerBytes += length + 2;
+    if (this.#trailerBytes > MAX_TRAILERS) {
+      throw new ChunkedBodyError(`The trailer fields are longer than ${MAX_TRAILERS} bytes`);
     }
   }
+}
+
+/** A hex digit's value, or -1. */
+function hexValue(byte: number): number {
+  if (byte >= 0x30 && byte <= 0x39) return byte - 0x30;
+  const lower = byte | 0x20;
+  return lower >= 0x61 && lower <= 0x66 ? lower - 0x61 + 10 : -1;
 }

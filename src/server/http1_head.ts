@@ -48,7 +48,7 @@ export type HeadReading =
   | { kind: "head"; head: RequestHead };
 
 /** The statuses of answers to heads no server may take. */
-export type MalformedStatus = 400 | 431 | 505;
+export type MalformedStatus = 400 | 431 | 501 | 505;
 
 /** Longest request head taken; a longer one is a 431. */
 export const MAX_HEAD_BYTES = 64 * 1024;
@@ -170,7 +170,17 @@ export function parseRequestHead(bytes: Uint8Array): HeadReading {
   }
   // A body in chunks is read here (`chunked_body.ts`), when `chunked` is its only coding.
   const chunked = transferCodings !== undefined;
-  if (forward || host === undefined || (transferCodings?.length ?? 1) > 1) return FORWARD;
+  if (chunked && line.version === "1.0") {
+    return malformed(400, "HTTP/1.0 has no Transfer-Encoding: send the body with Content-Length");
+  }
+  if (transferCodings !== undefined && transferCodings.length > 1) {
+    return malformed(
+      501,
+      `Transfer-Encoding "${transferCodings.join(", ")}" is not supported: send the body in ` +
+        "chunks alone (Transfer-Encoding: chunked) or with Content-Length",
+    );
+  }
+  if (forward || host === undefined) return FORWARD;
   const length = contentLength === undefined ? 0 : Number(contentLength);
   // The fetch API refuses a body on these; Deno.serve has its own answer.
   if ((method === "GET" || method === "HEAD") && (length > 0 || chunked)) return FORWARD;
@@ -245,6 +255,8 @@ export function malformedAnswer(
     ? "header_too_large"
     : reading.status === 505
     ? "http_version_not_supported"
+    : reading.status === 501
+    ? "unsupported_transfer_coding"
     : "malformed_request";
   const body = JSON.stringify(errorBody(new HttpError(reading.status, reading.reason, { code })));
   const response = new Response(body, { status: reading.status, headers: JSON_TYPE });

@@ -71,7 +71,6 @@ Deno.test("parseRequestHead() leaves every request outside the plain shape to De
     `get / HTTP/1.1\r\n${host}\r\n`,
     `BREW / HTTP/1.1\r\n${host}\r\n`,
     "GET / HTTP/1.1\r\nX: 1\r\n\r\n",
-    `POST / HTTP/1.1\r\n${host}Transfer-Encoding: gzip, chunked\r\n\r\n`,
     `OPTIONS * HTTP/1.1\r\n${host}\r\n`,
     `CONNECT a:443 HTTP/1.1\r\n${host}\r\n`,
     "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
@@ -124,8 +123,16 @@ Deno.test("parseRequestHead() finds the heads no server may take, for the guard 
     `POST / HTTP/1.1\r\n${host}Transfer-Encoding: chunked, gzip\r\n\r\n`,
     `POST / HTTP/1.1\r\n${host}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n`,
     `GET /ws HTTP/1.1\r\n${host}Upgrade: websocket\r\n${host}\r\n`,
+    `POST / HTTP/1.0\r\n${host}Transfer-Encoding: chunked\r\n\r\n`,
   ];
   for (const text of cases) equal(kindOf(text), "malformed", JSON.stringify(text));
+  // Codings besides chunked: a 501 that says so (Deno.serve had ignored a gzip coding).
+  for (const codings of ["gzip, chunked", "identity, chunked"]) {
+    const reading = parseRequestHead(
+      encoder.encode(`POST / HTTP/1.1\r\n${host}Transfer-Encoding: ${codings}\r\n\r\n`),
+    );
+    equal(reading.kind === "malformed" && reading.status, 501, codings);
+  }
   const version = parseRequestHead(new TextEncoder().encode(`GET / HTTP/1.2\r\n${host}\r\n`));
   deepEqual(version, {
     kind: "malformed",
@@ -423,9 +430,15 @@ Deno.test("ChunkedBodyReader: pieces in order, and each framing error named", as
     body: "abc0123456789",
     done: true,
   });
+  // A byte per chunk: what is buffered comes as one piece, not a piece per byte.
+  const bytewise = new ChunkedBodyReader(source("1\r\nx\r\n".repeat(5000) + "0\r\n\r\n"));
+  equal((await bytewise.next())?.length, 5000);
+  equal(await bytewise.next(), null);
+  ok(bytewise.done);
   const failures: [string, RegExp][] = [
     ["zz\r\nabc\r\n0\r\n\r\n", /hexadecimal/],
     ["3\r\nabcd\r\n0\r\n\r\n", /not followed by CRLF/],
+    ["2\r\nab\r\n\r\n0\r\n\r\n", /size line is empty/],
     ["3\nabc\r\n0\r\n\r\n", /does not end in CRLF/],
     ["-1\r\n", /hexadecimal/],
     ["12345678901234\r\n", /hexadecimal/],
