@@ -257,12 +257,22 @@ function requestOf(head: RequestHead, input: InputBuffer): ReadRequest {
         if (remaining === 0) controller.close();
       },
     }, { highWaterMark: 0 });
-  const abort = new AbortController();
   const body = head.contentLength === 0
     ? null
     : whole
     ? input.view().slice(head.length, head.length + head.contentLength)
     : streamed;
+  input.consume(head.length + (whole ? head.contentLength : 0));
+  return readRequest(head, body, () => remaining);
+}
+
+/** The request of a head, with its body and what is left of it unread. */
+function readRequest(
+  head: RequestHead,
+  body: Uint8Array | (() => ReadableStream<Uint8Array>) | null,
+  unread: () => number,
+): ReadRequest {
+  const abort = new AbortController();
   const request = new IncomingRequest({
     method: head.method,
     url: `http://${head.host}${head.target}`,
@@ -270,20 +280,13 @@ function requestOf(head: RequestHead, input: InputBuffer): ReadRequest {
     signal: abort.signal,
     body,
   });
-  input.consume(head.length + (whole ? head.contentLength : 0));
-  return {
-    request,
-    keepAlive: head.keepAlive,
-    abort,
-    unread: () => remaining,
-  };
+  return { request, keepAlive: head.keepAlive, abort, unread };
 }
 
 /** {@link requestOf} for a body in chunks: it streams as the handler reads it. */
 function chunkedRequestOf(head: RequestHead, input: InputBuffer): ReadRequest {
   input.consume(head.length);
   const chunks = new ChunkedBodyReader(input);
-  const abort = new AbortController();
   const body = () =>
     new ReadableStream<Uint8Array>({
       async pull(controller) {
@@ -296,16 +299,9 @@ function chunkedRequestOf(head: RequestHead, input: InputBuffer): ReadRequest {
         }
       },
     }, { highWaterMark: 0 });
-  const request = new IncomingRequest({
-    method: head.method,
-    url: `http://${head.host}${head.target}`,
-    headers: head.headers,
-    signal: abort.signal,
-    body,
-  });
   // A body the handler left unread (or whose framing broke) has no known end: the connection
   // closes after the answer.
-  return { request, keepAlive: head.keepAlive, abort, unread: () => chunks.done ? 0 : Infinity };
+  return readRequest(head, body, () => chunks.done ? 0 : Infinity);
 }
 
 /**
