@@ -481,6 +481,9 @@ export class ModelRegistry {
     wanted: AbortSignal,
     deadline: number,
   ): Promise<ModelReplicas> {
+    // A load given up while it was opening the model finished it: a later one takes that copy.
+    const loaded = this.#loaded.get(entry.name);
+    if (loaded) return loaded;
     this.#checkWanted(entry, wanted);
     if (!await fileExists(entry.path)) {
       // Checked before room is made for it: no other model is unloaded for a file that is gone.

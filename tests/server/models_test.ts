@@ -155,6 +155,24 @@ Deno.test("loads waiting for room count their wait from their request, and a new
   equal(answer.status, 200, JSON.stringify(answer.body));
 });
 
+Deno.test("a load given up while it opens the model is the one a later request gets: no second copy", async () => {
+  await using server = await startServer({ fixtures: ["tiny-f32", "tiny-q8_0"] });
+  const registry = server.ctx.registry;
+  const leaving = new AbortController();
+  const first = registry.acquire("tiny-q8_0", leaving.signal);
+  for (let i = 0; i < 2000 && !registry.loadProgress.has("tiny-q8_0"); i++) {
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  ok(registry.loadProgress.has("tiny-q8_0"), "the model is opening");
+  leaving.abort(); // its only request goes while the file is read
+  const second = registry.acquire("tiny-q8_0");
+  const [a, b] = await Promise.all([first, second]);
+  equal(b.replicas, a.replicas, "one copy of the model");
+  equal(registry.replicas().get("tiny-q8_0"), a.replicas);
+  a.release();
+  b.release();
+});
+
 Deno.test("closing the registry ends a load waiting for room at once", async () => {
   await using server = await startServer({
     fixtures: ["tiny-f32", "tiny-q8_0"],
