@@ -27,6 +27,7 @@ import { writeAll } from "../util/bytes.ts";
 import type { ServedRequest } from "./served_request.ts";
 import { WebSocketWatch } from "./websocket_watch.ts";
 import { MAX_BODY_BYTES } from "./request_body.ts";
+import { errorBody, HttpError } from "./http_error.ts";
 
 /** Options of {@link serveGuarded}. */
 export interface GuardOptions {
@@ -603,15 +604,13 @@ class ConnectionGuard implements GuardedServer {
       // Its frames could not be told apart from the bytes before them: see websocket_watch.ts.
       // Nothing more is read from the client; the server's side closes after this answer.
       tunnel.end();
-      return Response.json({
-        error: {
-          message: "Open a WebSocket on a connection of its own, or after plain requests only: " +
-            "this connection carried a request read another way (HTTP/1.0, Expect, a header outside ASCII)",
-          type: "invalid_request_error",
-          param: null,
-          code: "websocket_connection_reused",
-        },
-      }, { status: 400 });
+      const message = "Open a WebSocket on a connection of its own, or after plain requests " +
+        "only: this connection carried a request read another way (HTTP/1.0, Expect, a header " +
+        "outside ASCII)";
+      return Response.json(
+        errorBody(new HttpError(400, message, { code: "websocket_connection_reused" })),
+        { status: 400 },
+      );
     }
     tunnel.requestStarted();
     // The request ends when its response is sent and the handler has returned: `completed`

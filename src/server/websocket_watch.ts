@@ -21,6 +21,7 @@ import {
   textFrame,
 } from "./websocket_frames.ts";
 import { concatBytes } from "../util/bytes.ts";
+import { errorBody, HttpError } from "./http_error.ts";
 
 /** The blank line that ends a response head. */
 const HEAD_END = [13, 10, 13, 10];
@@ -81,7 +82,7 @@ export class WebSocketWatch {
     if (this.#refusal !== undefined) return false;
     const verdict = this.#client?.feed(bytes);
     if (verdict === undefined || verdict.kind === "ok") return true;
-    const [code, errorCode, message] = verdict.kind === "too_large"
+    const [closeCode, code, message] = verdict.kind === "too_large"
       ? [
         CLOSE_MESSAGE_TOO_BIG,
         "frame_too_large",
@@ -92,8 +93,8 @@ export class WebSocketWatch {
       : verdict.kind === "invalid_text"
       ? [CLOSE_INVALID_DATA, "websocket_invalid_utf8", "A text message is not valid UTF-8"]
       : [CLOSE_PROTOCOL_ERROR, "websocket_protocol_error", verdict.reason];
-    const error = { message, type: "invalid_request_error", param: null, code: errorCode };
-    this.#refusal = concatBytes([textFrame(JSON.stringify({ error })), closeFrame(code, message)]);
+    const error = errorBody(new HttpError(400, message, { code }));
+    this.#refusal = concatBytes([textFrame(JSON.stringify(error)), closeFrame(closeCode, message)]);
     return false;
   }
 
