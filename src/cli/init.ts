@@ -14,6 +14,7 @@ import { parseFlags } from "./flags.ts";
 import { closestMatch } from "./suggest.ts";
 import { UsageError } from "./usage_error.ts";
 import { TEMPLATE_NAMES, templateFiles, type TemplateName } from "./init_templates.ts";
+import { pathExists } from "../util/fs.ts";
 
 /** Usage text of `shimmy init`. */
 export const INIT_USAGE = `Usage: shimmy init --template T [--output DIR] [--name NAME] [--force]
@@ -71,7 +72,7 @@ export async function initMain(args: string[], _globals: GlobalFlags): Promise<n
   const output = values.output;
   if (!values.force) {
     const existing = [];
-    for (const file of files) if (await exists(join(output, file.path))) existing.push(file.path);
+    for (const file of files) if (pathExists(join(output, file.path))) existing.push(file.path);
     if (existing.length > 0) {
       const verb = existing.length > 1 ? "exist" : "exists";
       throw new UsageError(
@@ -111,7 +112,7 @@ function templateOf(value: string | undefined): TemplateName {
  */
 async function placeExecutable(output: string): Promise<void> {
   const target = join(output, "shimmy");
-  if (await exists(target)) return console.log(`kept ${target}`);
+  if (pathExists(target)) return console.log(`kept ${target}`);
   const self = Deno.execPath();
   if (Deno.build.standalone && Deno.build.os === "linux" && Deno.build.arch === "x86_64") {
     await Deno.copyFile(self, target);
@@ -122,14 +123,4 @@ async function placeExecutable(output: string): Promise<void> {
     `Put the Linux x64 shimmy executable at ${target} (the release's shimmy-linux-x64 archive, ` +
       `or deno task compile --target x86_64-unknown-linux-gnu --output ${target}).`,
   );
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
 }
