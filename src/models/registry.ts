@@ -173,6 +173,8 @@ export class ModelRegistry {
   readonly #keepAlive = new Map<string, number>();
   /** Called when a lease ends or a model is unloaded: room may have been made. */
   readonly #roomWaiters = new Set<() => void>();
+  /** Models whose load waits for a busy model to go idle. */
+  readonly #waitingForRoom = new Set<string>();
   /** Aborted by {@link close}: loads waiting for room give up. */
   readonly #closing = new AbortController();
   /** The model a request naming none gets once models were added beside the only one. */
@@ -243,6 +245,11 @@ export class ModelRegistry {
     }
     if (added.length > 0 && only !== undefined) this.#implicitDefault ??= only;
     return added;
+  }
+
+  /** Whether a model's load waits for a loaded model to go idle (its state is `loading`). */
+  waitingForRoom(name: string): boolean {
+    return this.#waitingForRoom.has(name);
   }
 
   /** Load state of a model. */
@@ -555,7 +562,12 @@ export class ModelRegistry {
           `Cannot load "${entry.name}": ${why}${waited}; try again shortly`,
         );
       }
-      await this.#roomChange(deadline, wanted);
+      this.#waitingForRoom.add(entry.name);
+      try {
+        await this.#roomChange(deadline, wanted);
+      } finally {
+        this.#waitingForRoom.delete(entry.name);
+      }
     }
   }
 

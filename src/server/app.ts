@@ -474,6 +474,7 @@ function health(ctx: ServerContext): Response {
         name: e.name,
         state: ctx.registry.state(e.name),
         ...(progress !== undefined ? { progress: Math.round(progress * 100) / 100 } : {}),
+        ...(ctx.registry.waitingForRoom(e.name) ? { waiting_for_room: true } : {}),
       };
     }),
     ...(ctx.pulls ? { pulls: ctx.pulls.status() } : {}),

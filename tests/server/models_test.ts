@@ -78,6 +78,12 @@ Deno.test("with every loaded model busy, a load for another waits for one to go 
   await new Promise((r) => setTimeout(r, 400));
   equal(answered, false, "it waits while the loaded model is busy");
   equal(server.ctx.registry.state("tiny-q8_0"), "loading");
+  const health = await (await fetch(`${server.url}/health`)).json();
+  deepEqual(health.models.find((m: { name: string }) => m.name === "tiny-q8_0"), {
+    name: "tiny-q8_0",
+    state: "loading",
+    waiting_for_room: true,
+  });
   lease.release();
   const answer = await other;
   equal(answer.status, 200, JSON.stringify(answer.body));
