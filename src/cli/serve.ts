@@ -85,6 +85,8 @@ Options:
   --max-queue N           Requests that may wait for a slot before 503 (default 64)
   --max-models N          Models loaded at once; the least recently used idle one is
                           unloaded for another (default 2)
+  --load-wait D           How long a load waits for a busy model to go idle when
+                          --max-models are loaded, before a 503 (default 30s)
   --keep-alive D          Unload a model idle this long: 30s, 5m, 1h, -1 = never (default 5m)
   --lora PATH[:SCALE]     LoRA adapter attached to the default model at load; repeatable
                           (SHIMMY_LORA_GGUF too)
@@ -174,6 +176,8 @@ export interface ServeArgs extends SplitFlags {
   /** `--chat-template-kwargs`: template variables for every request. */
   chatTemplateKwargs?: Record<string, unknown>;
   maxModels?: number;
+  /** `--load-wait`: how long a load waits for room (see `RegistryOptions.loadWaitMs`). */
+  loadWaitMs?: number;
   keepAliveMs?: number;
   /** `--slot-save-path`: the folder of slot files; slot save and restore are off without it. */
   slotSavePath?: string;
@@ -295,6 +299,7 @@ export function parseServeArgs(
     "chat-template-kwargs": { type: "string" },
     "max-models": { type: "string" },
     "keep-alive": { type: "string" },
+    "load-wait": { type: "string" },
     lora: { type: "string", multiple: true },
     help: { type: "boolean", short: "h", default: false },
   });
@@ -344,6 +349,7 @@ export function parseServeArgs(
     replicas: positiveInt("replicas", v.replicas),
     gpus: gpusFlag(v.gpus),
     maxModels: positiveInt("max-models", v["max-models"]),
+    loadWaitMs: durationFlag("load-wait", v["load-wait"]),
     keepAliveMs,
     slotSavePath: v["slot-save-path"] ?? env("SHIMMY_SLOT_SAVE_PATH"),
     headerTimeoutMs: durationFlag("header-timeout", v["header-timeout"]),
@@ -616,6 +622,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
     ...(options.gpus ? { gpus: options.gpus } : {}),
     ...(options.maxModels ? { maxModels: options.maxModels } : {}),
     ...(options.keepAliveMs !== undefined ? { keepAliveMs: options.keepAliveMs } : {}),
+    ...(options.loadWaitMs !== undefined ? { loadWaitMs: options.loadWaitMs } : {}),
   });
   checkDefaultModel(registry, options);
   const ctx: ServerContext = {

@@ -2,7 +2,7 @@ import { deepEqual, equal, match, ok, throws } from "node:assert/strict";
 import { join } from "node:path";
 import { parseBindAddress, parseLoraFlag, parseServeArgs } from "../../src/cli/serve.ts";
 import { fixtureLora, fixtureModel, REPO_ROOT } from "../fixtures/models.ts";
-import { spawnServe as serve } from "../helpers.ts";
+import { spawnServe as serve, stopServe } from "../helpers.ts";
 
 const model = await fixtureModel("tiny-f32");
 
@@ -188,6 +188,45 @@ Deno.test("the original Shimmy's model routes: discover finds new files, load, u
   }
 });
 
+Deno.test("--load-wait bounds how long a load waits for a busy model before its 503", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shimmy-serve-load-wait-" });
+  try {
+    await Deno.copyFile(model, join(dir, "first.gguf"));
+    await Deno.copyFile(model, join(dir, "second.gguf"));
+    const served = await serve([
+      ...["--model-dirs", dir, "--bind", "127.0.0.1:0", "--max-models", "1"],
+      ...["--load-wait", "300ms", "--ctx-size", "16384", "--default-model", "first"],
+    ]);
+    try {
+      const post = (body: Record<string, unknown>) =>
+        fetch(`${served.url}/v1/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ prompt: "x", ...body }),
+        });
+      // A long stream keeps the only loaded model busy.
+      const busy = await post({
+        model: "first",
+        max_tokens: 12000,
+        ignore_eos: true,
+        stream: true,
+      });
+      const reader = busy.body!.getReader();
+      await reader.read();
+      const started = performance.now();
+      const refused = await post({ model: "second", max_tokens: 1 });
+      equal(refused.status, 503);
+      match((await refused.json()).error.message, /all are busy \(waited 0\.\d s\)/);
+      ok(performance.now() - started < 5_000);
+      await reader.cancel();
+    } finally {
+      await stopServe(served);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("llama-server's -m, --host and --port work as they do there", async () => {
   const served = await serve(["-m", model, "--host", "127.0.0.1", "--port", "0"]);
   const health = await (await fetch(`${served.url}/health`)).json();
@@ -313,6 +352,8 @@ Deno.test("serve flags parse as in the original Shimmy", () => {
   deepEqual(parseLoraFlag("/no/such:abc"), { path: "/no/such:abc", scale: 1 });
   equal(parseServeArgs(["--keep-alive", "30s"], () => undefined)?.keepAliveMs, 30_000);
   equal(parseServeArgs(["--keep-alive", "-1"], () => undefined)?.keepAliveMs, -1);
+  equal(parseServeArgs(["--load-wait", "2m"], () => undefined)?.loadWaitMs, 120_000);
+  throws(() => parseServeArgs(["--load-wait", "-1"], () => undefined), /cannot be negative/);
   deepEqual(
     parseServeArgs(
       ["--cors", "https://a.example,https://b.example", "--cors", "*"],
