@@ -346,6 +346,19 @@ function expressPackage(name: string): string {
   ) + "\n";
 }
 
+/** A template that builds Shimmy's image: its Dockerfile, the ignore file, and `files`. */
+function imageTemplate(dockerfile: string, files: TemplateFile[], next: string): Template {
+  return {
+    files: [
+      { path: "Dockerfile", text: dockerfile },
+      { path: ".dockerignore", text: DOCKERIGNORE },
+      ...files,
+    ],
+    needsExecutable: true,
+    next: [next],
+  };
+}
+
 /**
  * A template's files for a project name.
  *
@@ -356,47 +369,33 @@ function expressPackage(name: string): string {
 export function templateFiles(template: TemplateName, name: string): Template {
   switch (template) {
     case "docker":
-      return {
-        files: [
-          { path: "Dockerfile", text: DOCKERFILE },
-          { path: ".dockerignore", text: DOCKERIGNORE },
+      return imageTemplate(
+        DOCKERFILE,
+        [
           { path: "docker-compose.yml", text: compose(name) },
           { path: "models/.gitkeep", text: "" },
         ],
-        needsExecutable: true,
-        next: ["Put GGUF files in models/, then: docker compose up --build"],
-      };
+        "Put GGUF files in models/, then: docker compose up --build",
+      );
     case "kubernetes":
     case "k8s":
-      return {
-        files: [
-          { path: "Dockerfile", text: DOCKERFILE },
-          { path: ".dockerignore", text: DOCKERIGNORE },
-          { path: `${name}.yaml`, text: kubernetes(name) },
-        ],
-        needsExecutable: true,
-        next: [`docker build -t ${name}:latest . (push it), then kubectl apply -f ${name}.yaml`],
-      };
+      return imageTemplate(
+        DOCKERFILE,
+        [{ path: `${name}.yaml`, text: kubernetes(name) }],
+        `docker build -t ${name}:latest . (push it), then kubectl apply -f ${name}.yaml`,
+      );
     case "railway":
-      return {
-        files: [
-          { path: "Dockerfile", text: PLATFORM_DOCKERFILE },
-          { path: ".dockerignore", text: DOCKERIGNORE },
-          { path: "railway.json", text: RAILWAY },
-        ],
-        needsExecutable: true,
-        next: ["railway up, with a volume mounted at /models and SHIMMY_API_KEY set"],
-      };
+      return imageTemplate(
+        PLATFORM_DOCKERFILE,
+        [{ path: "railway.json", text: RAILWAY }],
+        "railway up, with a volume mounted at /models and SHIMMY_API_KEY set",
+      );
     case "fly":
-      return {
-        files: [
-          { path: "Dockerfile", text: PLATFORM_DOCKERFILE },
-          { path: ".dockerignore", text: DOCKERIGNORE },
-          { path: "fly.toml", text: fly(name) },
-        ],
-        needsExecutable: true,
-        next: ["fly volumes create models, fly secrets set SHIMMY_API_KEY=..., then fly deploy"],
-      };
+      return imageTemplate(
+        PLATFORM_DOCKERFILE,
+        [{ path: "fly.toml", text: fly(name) }],
+        "fly volumes create models, fly secrets set SHIMMY_API_KEY=..., then fly deploy",
+      );
     case "fastapi":
       return {
         files: [
