@@ -12,6 +12,19 @@ async function complete(url: string, body: Record<string, unknown>) {
   return { status: response.status, body: await response.json() };
 }
 
+/** A completion request for `model` whose client hangs up when told to. */
+function leavingRequest(url: string, model: string) {
+  const leaving = new AbortController();
+  const answer = postJson(`${url}/v1/completions`, { model, prompt: "x" }, {}, leaving.signal)
+    .catch(() => undefined);
+  return {
+    async leave() {
+      leaving.abort();
+      await answer;
+    },
+  };
+}
+
 Deno.test("two models serve concurrently, each with its own scheduler", async () => {
   await using server = await startServer({ fixtures: ["tiny-f32", "tiny-q8_0"] });
   const [a, b] = await Promise.all([
@@ -106,17 +119,10 @@ Deno.test("a load waiting for room is a 503 after loadWaitMs, and gives up when 
     load: { maxModels: 1 },
   });
   const held = await patient.ctx.registry.acquire("tiny-f32");
-  const leaving = new AbortController();
-  const gone = postJson(
-    `${patient.url}/v1/completions`,
-    { model: "tiny-q8_0", prompt: "x" },
-    {},
-    leaving.signal,
-  ).catch(() => undefined);
+  const gone = leavingRequest(patient.url, "tiny-q8_0");
   await new Promise((r) => setTimeout(r, 200));
   equal(patient.ctx.registry.state("tiny-q8_0"), "loading", "it waits for room");
-  leaving.abort();
-  await gone;
+  await gone.leave();
   for (let i = 0; i < 40 && patient.ctx.registry.state("tiny-q8_0") === "loading"; i++) {
     await new Promise((r) => setTimeout(r, 25));
   }
@@ -144,16 +150,9 @@ Deno.test("loads waiting for room count their wait from their request, and a new
   equal(third.status, 503);
   ok(third.ms < 1_100, `the third model's 503 came after ${Math.round(third.ms)} ms`);
   // A client gives up on a waiting load; one who stays asks for the same model after it.
-  const leaving = new AbortController();
-  const gone = postJson(
-    `${server.url}/v1/completions`,
-    { model: "tiny-q8_0", prompt: "x" },
-    {},
-    leaving.signal,
-  ).catch(() => undefined);
+  const gone = leavingRequest(server.url, "tiny-q8_0");
   await new Promise((r) => setTimeout(r, 100));
-  leaving.abort();
-  await gone;
+  await gone.leave();
   const staying = complete(server.url, { model: "tiny-q8_0", max_tokens: 1 });
   await new Promise((r) => setTimeout(r, 100));
   held.release();
