@@ -40,3 +40,20 @@ export function plainText(content: TemplateMessage["content"]): string {
   if (typeof content === "string") return content;
   return content.filter((p) => p.type === "text").map((p) => p.text).join("\n");
 }
+
+/**
+ * How many tool calls the conversation's assistant messages hold.
+ *
+ * @param messages The conversation.
+ * @returns The count.
+ * @example
+ * ```ts
+ * toolCallsIn([{ role: "assistant", tool_calls: [call, call] }, { role: "tool", content: "1" }]); // 2
+ * ```
+ */
+export function toolCallsIn(messages: readonly TemplateMessage[]): number {
+  return messages.reduce(
+    (n, m) => n + (m.role === "assistant" && Array.isArray(m.tool_calls) ? m.tool_calls.length : 0),
+    0,
+  );
+}

@@ -23,6 +23,7 @@ import {
 } from "../engine/prompt.ts";
 import { type InfillParts, infillPrompt, missingFimTokens } from "../engine/fim_prompt.ts";
 import type { TemplateMessage } from "../engine/templates.ts";
+import { toolCallsIn } from "../engine/template_messages.ts";
 import { templateThinks } from "../engine/templates_detect.ts";
 import type { ModelEntry } from "../models/registry.ts";
 import { ARRIVAL_WINDOW_MS, type Generation, type GenerationResult } from "../engine/scheduler.ts";
@@ -170,7 +171,11 @@ async function queueChoices(
       fields.maxTokens = Math.min(fields.maxTokens ?? room, room);
     }
     const output = source.kind === "chat" && source.output
-      ? chatOutputPlan(source.output, prepared, fields)
+      ? chatOutputPlan(
+        source.output,
+        { ...prepared, callsBefore: toolCallsIn(source.messages) },
+        fields,
+      )
       : undefined;
     const budget = source.kind === "chat" && source.output?.thinkingBudget && output?.thinking
       ? reasoningBudgetSpec(loaded.model, source.output.thinkingBudget, output.thinking.startsOpen)
@@ -297,7 +302,8 @@ async function preparePrompt(
  * generation's grammar.
  *
  * @param request What the request asked.
- * @param prepared The rendered prompt (its template decides the call format).
+ * @param prepared The rendered prompt (its template decides the call format), and the tool calls
+ *   of the conversation's earlier turns.
  * @param fields The generation settings; `sampling.grammar` is set for forced calls.
  * @returns The plan.
  * @throws {HttpError} 400 when a forced call meets another grammar, or a tool's schema cannot
@@ -305,7 +311,7 @@ async function preparePrompt(
  */
 function chatOutputPlan(
   request: ChatOutputRequest,
-  prepared: { template?: string; format?: string; promptTail?: string },
+  prepared: { template?: string; format?: string; promptTail?: string; callsBefore: number },
   fields: GenerationFields,
 ): ChatOutputPlan {
   let plan: ChatOutputPlan;

@@ -79,6 +79,12 @@ for (const id of Object.keys(TOOL_FORMATS) as ToolFormatId[]) {
   });
 }
 
+Deno.test("Kimi K2's forced grammar lets the model number a call past 9", () => {
+  const matcher = new GbnfMatcher(forcedToolGrammar(TOOL_FORMATS.kimi_k2, TOOLS, true));
+  ok(matcher.matches(WRITTEN.kimi_k2.replace(":0", ":12")));
+  ok(!matcher.matches(WRITTEN.kimi_k2.replace(":0", ":")), "a number is written");
+});
+
 Deno.test("forced parallel calls to tools with many optional parameters pass the validator", () => {
   // Each optional parameter's rest is called from many places; the search had made a copy for
   // each and gave up (too complex) on 32 tools of 12 parameters when parallel calls were allowed.

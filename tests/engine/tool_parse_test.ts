@@ -346,3 +346,18 @@ Deno.test("GPT-OSS channels: analysis is reasoning, final is content, streamed w
   const call = "<|channel|>commentary to=functions.ping <|constrain|>json<|message|>{}<|call|>";
   deepEqual(parseOutput(call, options).calls, []);
 });
+
+Deno.test("Kimi K2's call ids count the conversation's calls, whatever number the model wrote", () => {
+  const call = (name: string, n: number, args: string) =>
+    `<|tool_call_begin|>functions.${name}:${n}<|tool_call_argument_begin|>${args}<|tool_call_end|>`;
+  const text = "<|tool_calls_section_begin|>" + call("get_weather", 0, '{"city": "Oslo"}') +
+    call("ping", 0, "{}") + "<|tool_calls_section_end|>";
+  const { deltas, output } = streamAll(text, {
+    format: TOOL_FORMATS.kimi_k2,
+    idStyle: TOOL_FORMATS.kimi_k2.idStyle,
+    callsBefore: 3,
+  }, 7);
+  const ids = ["functions.get_weather:3", "functions.ping:4"];
+  deepEqual(output.toolCalls.map((c) => c.id), ids);
+  deepEqual(reassemble(deltas).calls.map((c) => c.id), ids, "streamed ids are the same");
+});

@@ -211,6 +211,37 @@ Deno.test({
 });
 
 Deno.test({
+  name: "Kimi K2's call ids go on counting the conversation's calls, as its template numbers them",
+  ignore: !haveTemplates,
+  fn: async () => {
+    await using server = await startServer({ load: { ctxSize: 8192, threads: 1 } });
+    const template = Deno.readTextFileSync(join(TEMPLATES, "moonshotai-Kimi-K2.jinja"));
+    server.ctx.settings.chatTemplate = { template, path: "kimi-k2.jinja" };
+    const earlier = (n: number) => ({
+      id: `functions.add:${n}`,
+      type: "function",
+      function: { name: "add", arguments: '{"a": 1, "b": 2}' },
+    });
+    const messages = [
+      ...MESSAGES,
+      { role: "assistant", content: null, tool_calls: [earlier(0), earlier(1)] },
+      { role: "tool", tool_call_id: "functions.add:0", content: "3" },
+      { role: "tool", tool_call_id: "functions.add:1", content: "3" },
+      { role: "user", content: "And 2 + 2?" },
+    ];
+    const body = {
+      messages,
+      tools: TOOLS,
+      tool_choice: { type: "function", function: { name: "add" } },
+    };
+    const { calls } = await forced(server, { ...body, parallel_tool_calls: false });
+    deepEqual(calls.map((c) => c.id), ["functions.add:2"]);
+    const streamed = await forcedStream(server, { ...body, parallel_tool_calls: false });
+    deepEqual(streamed.calls.map((c) => c.id), ["functions.add:2"]);
+  },
+});
+
+Deno.test({
   name: "a forced call cut off by max_tokens is no call and no crash, whole or streamed",
   ignore: !haveTemplates,
   fn: async () => {

@@ -23,6 +23,12 @@ import { parseFunctionaryV32 } from "./functionary.ts";
 import { parseHarmony } from "./harmony.ts";
 import type { CallScan, ParsedOutput, ToolSpec } from "./tool_types.ts";
 
+/**
+ * How a format's tool-call ids look: OpenAI's `call_…`, Mistral's nine alphanumerics, or Kimi
+ * K2's `functions.NAME:N` (N counts the conversation's calls from 0).
+ */
+export type ToolIdStyle = "openai" | "mistral" | "kimi";
+
 /** The formats Shimmy reads and writes. */
 export type ToolFormatId =
   | "hermes"
@@ -77,8 +83,11 @@ export interface ToolFormat {
   readonly markers: readonly string[];
   /** Whether a JSON call may also open the output without a marker (Llama 3, generic). */
   readonly leadingJson: boolean;
-  /** Id style: OpenAI's `call_…`, or the nine alphanumerics Mistral templates insist on. */
-  readonly idStyle: "openai" | "mistral";
+  /**
+   * Id style: OpenAI's `call_…`, the nine alphanumerics Mistral templates insist on, or Kimi K2's
+   * `functions.NAME:N`, numbered through the conversation.
+   */
+  readonly idStyle: ToolIdStyle;
   /**
    * Reads calls.
    *
@@ -361,7 +370,7 @@ export const TOOL_FORMATS: Readonly<Record<ToolFormatId, ToolFormat>> = {
     id: "kimi_k2",
     markers: [KIMI.sectionOpen],
     leadingJson: false,
-    idStyle: "openai",
+    idStyle: "kimi",
     scan: (text, at, _marker, ctx) =>
       sectionCalls(text, at, KIMI.callOpen, KIMI.sectionClose, (t, i) =>
         nameArgsCall(t, i, {
@@ -375,7 +384,8 @@ export const TOOL_FORMATS: Readonly<Record<ToolFormatId, ToolFormat>> = {
     grammar: {
       call: (name, args) => ({
         lead: `${KIMI.callOpen}functions.${name}:`,
-        rest: `[0-9] ${g(KIMI.argsOpen)} ${args} ${g(KIMI.callClose)}`,
+        // The model writes the call's number in the conversation; the id sent is Shimmy's count.
+        rest: `[0-9]{1,4} ${g(KIMI.argsOpen)} ${args} ${g(KIMI.callClose)}`,
       }),
       wrap: (call, parallel) =>
         `${g(KIMI.sectionOpen)} ${sep(call, "", parallel)} ${g(KIMI.sectionClose)}`,

@@ -8,6 +8,7 @@
  * @module
  */
 
+import type { ToolIdStyle } from "./formats.ts";
 import { type ParseOptions, parseOutput } from "./parse.ts";
 import type { ParsedCall, ParsedOutput } from "./tool_types.ts";
 
@@ -45,8 +46,10 @@ export interface ChatOutput {
 
 /** Options of {@link ChatOutputStream}. */
 export interface ChatOutputOptions extends Omit<ParseOptions, "final"> {
-  /** Id style of the format: `call_…` or Mistral's nine alphanumerics. */
-  idStyle?: "openai" | "mistral";
+  /** Id style of the format: `call_…`, Mistral's nine alphanumerics, or Kimi K2's numbered ones. */
+  idStyle?: ToolIdStyle;
+  /** Tool calls in the conversation before this answer, where ids count them (Kimi K2). */
+  callsBefore?: number;
 }
 
 /** The letters and digits tool-call ids are made of. */
@@ -119,7 +122,7 @@ export class ChatOutputStream {
     const deltas = this.#diff(parsed);
     const complete = parsed.calls.filter((c) => c.complete);
     const toolCalls = complete.map((call, i) => ({
-      id: this.#calls[i]?.id ?? call.id ?? toolCallId(this.#options.idStyle),
+      id: this.#calls[i]?.id ?? this.#newId(call, i),
       type: "function" as const,
       function: { name: call.name, arguments: call.arguments },
     }));
@@ -156,13 +159,24 @@ export class ChatOutputStream {
     return deltas;
   }
 
+  /**
+   * The id of the answer's call number `index`: Kimi K2's count through the conversation (what its
+   * template writes for the call on the next turn, whatever number the model wrote), else the id
+   * the model wrote, else a new one.
+   */
+  #newId(call: ParsedCall, index: number): string {
+    const { idStyle, callsBefore = 0 } = this.#options;
+    if (idStyle === "kimi") return `functions.${call.name}:${callsBefore + index}`;
+    return call.id ?? toolCallId(idStyle === "mistral" ? "mistral" : "openai");
+  }
+
   /** A new call's header (id, type, name, empty arguments), then any arguments that grew. */
   #callDeltas(call: ParsedCall, index: number): ToolCallDelta[] {
     const out: ToolCallDelta[] = [];
     let known = this.#calls[index];
     if (known === undefined) {
       if (index !== this.#calls.length) return out;
-      known = { id: call.id ?? toolCallId(this.#options.idStyle), name: call.name, sentArgs: "" };
+      known = { id: this.#newId(call, index), name: call.name, sentArgs: "" };
       this.#calls.push(known);
       out.push({
         index,

@@ -79,8 +79,8 @@ export interface ChatOutputPlan {
  * Plans how to constrain and read a chat generation.
  *
  * @param request Tools, choice and reasoning format.
- * @param prompt The rendered prompt's template, its tail before the continued text, and that
- *   text (prefill).
+ * @param prompt The rendered prompt's template, its tail before the continued text, that text
+ *   (prefill), and the tool calls of the conversation's earlier turns.
  * @returns The plan.
  * @throws {SchemaError} (param `tools`) when a forced tool's parameters cannot be converted.
  * @example
@@ -90,7 +90,13 @@ export interface ChatOutputPlan {
  */
 export function planChatOutput(
   request: ChatOutputRequest,
-  prompt: { template?: string; format?: string; promptTail?: string; continued?: string },
+  prompt: {
+    template?: string;
+    format?: string;
+    promptTail?: string;
+    continued?: string;
+    callsBefore?: number;
+  },
 ): ChatOutputPlan {
   const calling = request.tools.length > 0 && request.choice !== "none";
   const template = prompt.template ?? "";
@@ -131,6 +137,7 @@ export function planChatOutput(
     ...(triggers ? { triggers } : {}),
     read: {
       ...(format ? { format, tools, idStyle: format.idStyle } : {}),
+      ...(format?.idStyle === "kimi" ? { callsBefore: prompt.callsBefore ?? 0 } : {}),
       ...(reasoning ? { reasoning } : {}),
     },
   };
