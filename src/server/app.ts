@@ -54,6 +54,7 @@ import { llamaEmbedding } from "./llama_embedding.ts";
 import { serveWebui } from "./webui.ts";
 import { rerank } from "./rerank.ts";
 import {
+  isOllamaClient,
   OLLAMA_BASE_PATH,
   OLLAMA_ROOT_ROUTES,
   OLLAMA_ROUTES,
@@ -217,9 +218,14 @@ export function createApp(
   ctx: ServerContext,
   options: AppOptions = {},
 ): (request: ServedRequest, info?: Deno.ServeHandlerInfo) => Promise<Response> {
-  const ollamaRoot = options.ollamaRoot ?? false;
-  const listener = { ollamaRoot, boundHost: options.boundHost };
+  const mainListener = { ollamaRoot: options.ollamaRoot ?? false, boundHost: options.boundHost };
+  const ollamaListener = { ollamaRoot: true, boundHost: options.boundHost };
   return async (request, info) => {
+    // Ollama's own clients get Ollama's API at the root of any listener, its /api/generate too.
+    const listener = isOllamaClient(request.headers.get("user-agent"))
+      ? ollamaListener
+      : mainListener;
+    const { ollamaRoot } = listener;
     // Deno.serve hands over a Host that makes no URL as it came ("http://a b/x"), or one that
     // moves part of itself into the path (see isWellFormedHost).
     const url = URL.parse(request.url);

@@ -41,13 +41,19 @@ async function serve(settings: { apiKey?: string } = {}): Promise<TestServer> {
   return server;
 }
 
-/** The two places Ollama's API lives: under /ollama on the main port, and --ollama-bind. */
+/** The two places Ollama's API lives for every client: under /ollama on the main port, and --ollama-bind. */
 function bases(server: TestServer): [string, string][] {
   return [["/ollama", `${server.url}/ollama`], ["--ollama-bind", server.ollamaUrl!]];
 }
 
+/**
+ * ollama-js at both places, and at the main port's root, where its User-Agent gets it all of
+ * Ollama's API (Shimmy's own /api/generate answers other clients there).
+ */
 function clients(server: TestServer): [string, Ollama][] {
-  return bases(server).map(([where, host]) => [where, new Ollama({ host })]);
+  return [...bases(server), ["the main port's root", server.url]].map((
+    [where, host],
+  ) => [where!, new Ollama({ host })]);
 }
 
 /** Checks Ollama's final counters: present, integers, durations in nanoseconds. */
@@ -77,7 +83,7 @@ function checkCounters(
   ok((final.eval_duration as number) > 0 && (final.eval_duration as number) <= total, where);
 }
 
-Deno.test("ollama-js lists, shows and reports version and loaded models through /ollama and --ollama-bind", async () => {
+Deno.test("ollama-js lists, shows and reports version and loaded models through /ollama, --ollama-bind and the main port's root", async () => {
   await using server = await serve();
   for (const [where, ollama] of clients(server)) {
     const { version } = await ollama.version();

@@ -2,7 +2,8 @@
  * Where Ollama's API lives. {@link OLLAMA_ROUTES} are its routes as Ollama serves them, at
  * the root of the `--ollama-bind` listener and under `/ollama` on the main port;
  * {@link OLLAMA_ROOT_ROUTES} are those that also answer at the main port's root because
- * Shimmy's own API has no route there (its `/api/generate` keeps Shimmy's contract).
+ * Shimmy's own API has no route there (its `/api/generate` keeps Shimmy's contract), except for
+ * Ollama's own clients ({@link isOllamaClient}), which get all of them there.
  *
  * @module
  */
@@ -89,4 +90,23 @@ export const OLLAMA_ROOT_ROUTES: readonly string[] = [
 export function ollamaSubpath(path: string): string | undefined {
   if (path === OLLAMA_BASE_PATH) return "/";
   return path.startsWith(OLLAMA_BASE_PATH + "/") ? path.slice(OLLAMA_BASE_PATH.length) : undefined;
+}
+
+/** The User-Agent of Ollama's own clients: ollama-js, ollama-python, and the Go client and CLI. */
+const OLLAMA_CLIENT_AGENT = /^ollama(?:-js|-python)?\//i;
+
+/**
+ * Whether a request comes from one of Ollama's own clients, which know only Ollama's API: they
+ * get it at the root of the main port too, `/api/generate` included.
+ *
+ * @param userAgent The request's User-Agent header.
+ * @returns True for `ollama-js/…`, `ollama-python/…` and `ollama/…`.
+ * @example
+ * ```ts
+ * isOllamaClient("ollama-js/0.6.4 (x64 linux Node.js/v22)"); // true
+ * isOllamaClient("curl/8.5.0"); // false
+ * ```
+ */
+export function isOllamaClient(userAgent: string | null): boolean {
+  return userAgent !== null && OLLAMA_CLIENT_AGENT.test(userAgent);
 }
