@@ -8,6 +8,7 @@
 
 import type { LoadedModel } from "../engine/loaded_model.ts";
 import { StructuredOutputError } from "../engine/structured/errors.ts";
+import { GrammarError } from "../engine/gbnf.ts";
 import {
   type ChatOutputPlan,
   type ChatOutputRequest,
@@ -192,23 +193,29 @@ async function queueChoices(
     const lora = await requestLora(entry, loaded, fields.lora);
     // A new grammar is checked on a worker: large ones take tenths of a second to bound.
     if (fields.sampling.grammar) await loaded.scheduler.prepareGrammar(fields.sampling.grammar);
-    const generations = loaded.scheduler.submitChoices({
-      ...(lora ? { lora } : {}),
-      prompt: prepared.tokens,
-      stop: [...fields.stop, ...prepared.stopStrings],
-      stopTokens: prepared.stopTokens,
-      sampling: fields.sampling,
-      ignoreEos: fields.ignoreEos,
-      truncate: fields.truncate,
-      signal,
-      ...(fields.maxTokens !== undefined ? { maxTokens: fields.maxTokens } : {}),
-      ...(fields.logprobs !== undefined ? { logprobs: fields.logprobs } : {}),
-      fillCache: source.fillCache,
-      ...(fields.cachePrompt ? {} : { cachePrompt: false }),
-      minIndent: fields.minIndent,
-      lineTimeLimitMs: fields.lineTimeLimitMs,
-      ...(budget ? { reasoningBudget: budget } : {}),
-    }, fields.choices);
+    const generations = withGrammarField(
+      body,
+      output,
+      fields,
+      () =>
+        loaded.scheduler.submitChoices({
+          ...(lora ? { lora } : {}),
+          prompt: prepared.tokens,
+          stop: [...fields.stop, ...prepared.stopStrings],
+          stopTokens: prepared.stopTokens,
+          sampling: fields.sampling,
+          ignoreEos: fields.ignoreEos,
+          truncate: fields.truncate,
+          signal,
+          ...(fields.maxTokens !== undefined ? { maxTokens: fields.maxTokens } : {}),
+          ...(fields.logprobs !== undefined ? { logprobs: fields.logprobs } : {}),
+          fillCache: source.fillCache,
+          ...(fields.cachePrompt ? {} : { cachePrompt: false }),
+          minIndent: fields.minIndent,
+          lineTimeLimitMs: fields.lineTimeLimitMs,
+          ...(budget ? { reasoningBudget: budget } : {}),
+        }, fields.choices),
+    );
     const results = generations.map((generation) =>
       generation.result.then((r) => {
         ctx.metrics.generation(r);
@@ -234,6 +241,30 @@ async function queueChoices(
   } catch (error) {
     lease.release();
     throw error;
+  }
+}
+
+/** The request fields a grammar may come from, in the order they are read. */
+const GRAMMAR_FIELDS = ["grammar", "json_schema", "response_format"];
+
+/**
+ * Runs `submit`, turning a refused grammar into a 400 that names the field it came from: the
+ * tools for a forced or lazy call grammar, else `grammar`, `json_schema` or `response_format`.
+ */
+function withGrammarField<T>(
+  body: Fields,
+  output: ChatOutputPlan | undefined,
+  fields: GenerationFields,
+  submit: () => T,
+): T {
+  try {
+    return submit();
+  } catch (error) {
+    if (!(error instanceof GrammarError)) throw error;
+    const field = output?.grammar !== undefined && output.grammar === fields.sampling.grammar
+      ? "tools"
+      : GRAMMAR_FIELDS.find((name) => body.raw(name) !== undefined) ?? "grammar";
+    throw badRequest(error.message, field);
   }
 }
 

@@ -256,12 +256,14 @@ Deno.test("what structured output cannot honour is a 400 that says why", async (
   match(twoSchemas.message, /only one of/);
 });
 
-Deno.test("an invalid GBNF grammar is a 400 with the parser's message", async () => {
+Deno.test("an invalid GBNF grammar is a 400 with the parser's message, naming the field", async () => {
   await using server = await startServer();
   const error = await badRequest(server, { grammar: 'root ::= "a" | ( "b"' });
   match(error.message, /^Invalid grammar at 1:\d+: expected '\)'/);
+  equal(error.param, "grammar");
   const undefinedRule = await badRequest(server, { grammar: "root ::= nothing" });
   match(undefinedRule.message, /'nothing' is used but never defined/);
+  equal(undefinedRule.param, "grammar");
 });
 
 Deno.test("a grammar whose text matches in too many ways is a 400 at once, not minutes per token", async () => {
@@ -293,6 +295,7 @@ Deno.test("a grammar whose text matches in too many ways is a 400 at once, not m
   const schemaBody = await schema.json();
   equal(schema.status, 400, JSON.stringify(schemaBody));
   match(schemaBody.error.message, /maxSearchPaths/);
+  equal(schemaBody.error.param, "response_format");
   ok(performance.now() - started < 5_000, `${performance.now() - started} ms`);
   // The same spaces as one repetition are one way each: served.
   const fine = await postJson(`${server.url}/completion`, {
