@@ -100,9 +100,18 @@ function dryRunReport(result: PullResult): string {
 }
 
 function pulledReport(result: PullResult): string {
+  // A hub model is found by its reference from anywhere; a URL's file by its path.
+  const model = result.repo ? result.name : shellWord(result.path);
   return `Pulled ${result.name} (${formatBytes(result.bytes)}): ${result.path}\n` +
-    `Chat with it:  shimmy run ${result.name}\n` +
-    `Serve it:      shimmy serve --model ${result.name}`;
+    `Chat with it:  shimmy run ${model}\n` +
+    `Serve it:      shimmy serve --model ${model}`;
+}
+
+/** A path as one word of a command line: as it is when it is plain, else quoted. */
+function shellWord(path: string): string {
+  const windows = Deno.build.os === "windows";
+  if ((windows ? /^[\w@%+=:,./\\-]+$/ : /^[\w@%+=:,./-]+$/).test(path)) return path;
+  return windows ? `"${path}"` : `'${path.replaceAll("'", `'\\''`)}'`;
 }
 
 /** A progress printer for pulls. */

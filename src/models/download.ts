@@ -148,6 +148,47 @@ export async function downloadFile(
 }
 
 /**
+ * A file's size as its server tells it, without downloading it (a `HEAD` request): what a dry
+ * run reports, and proof that the URL answers.
+ *
+ * @param url The file's URL.
+ * @param options Headers (the hub token), signal, and the label for messages.
+ * @returns The size in bytes, or undefined when the server does not say.
+ * @throws {PullError} when the server cannot be reached or refuses.
+ * @example
+ * ```ts
+ * await remoteSize("https://example.com/m.gguf"); // 491400032
+ * ```
+ */
+export async function remoteSize(
+  url: string,
+  options: Pick<DownloadOptions, "headers" | "signal" | "label"> = {},
+): Promise<number | undefined> {
+  const label = options.label ?? url;
+  let response: Response;
+  try {
+    response = await fetch(url, {
+      method: "HEAD",
+      ...(options.headers ? { headers: options.headers } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+  } catch (error) {
+    if (options.signal?.aborted) throw error;
+    throw new PullError(`Cannot reach ${url}: ${(error as Error).message}`, 502, { cause: error });
+  }
+  await response.body?.cancel();
+  if (!response.ok) {
+    throw hubRefusal(
+      response.status,
+      label,
+      url.split("/").at(-1) ?? url,
+      "authorization" in (options.headers ?? {}),
+    );
+  }
+  return totalOf(response, 0);
+}
+
+/**
  * The SHA-256 of a file, read in chunks.
  *
  * @param path The file.

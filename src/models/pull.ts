@@ -12,7 +12,7 @@
 import { plainFileNameProblem } from "../util/plain_file_name.ts";
 import { dirname, join, relative } from "node:path";
 import { discoveryRoots } from "./discovery_roots.ts";
-import { downloadFile, sha256File } from "./download.ts";
+import { downloadFile, remoteSize, sha256File } from "./download.ts";
 import {
   type HubFile,
   hubHeaders,
@@ -299,15 +299,25 @@ async function pullUrl(
     present,
   };
   const result: PullResult = { files: [file], path: localPath, name, bytes: file.size };
-  if (options.dryRun || present) {
-    if (present) options.onProgress?.({ status: "present", file: name });
+  if (present) {
+    options.onProgress?.({ status: "present", file: name });
+    return result;
+  }
+  const host = new URL(url).host;
+  // the hub token only goes to the hub
+  const headers = /(^|\.)(huggingface\.co|hf\.co)$/.test(host) ? hubHeaders(token) : {};
+  if (options.dryRun) {
+    file.size = await remoteSize(url, {
+      headers,
+      label: name,
+      ...(options.signal ? { signal: options.signal } : {}),
+    }) ?? 0;
+    result.bytes = file.size;
     return result;
   }
   await Deno.mkdir(dirname(localPath), { recursive: true });
-  const host = new URL(url).host;
   file.size = await downloadFile(url, localPath, {
-    // the hub token only goes to the hub
-    headers: /(^|\.)(huggingface\.co|hf\.co)$/.test(host) ? hubHeaders(token) : {},
+    headers,
     label: name,
     onProgress: (completed, total) =>
       options.onProgress?.({

@@ -222,13 +222,54 @@ Deno.test("pullModel() of a URL keeps its file inside the models folder: an enco
         name,
       );
     }
-    const pulled = await pullModel("http://127.0.0.1:9/models/model%20one.gguf", {
+    await using hub = startFakeHub({
+      [REPO]: tinyRepo({ files: [{ path: "model one.gguf", bytes: gguf }] }),
+    });
+    const pulled = await pullModel(`${hub.url}/cdn/${REPO}/model%20one.gguf`, {
       modelsDir,
       dryRun: true,
     });
     equal(pulled.path, join(modelsDir, "model one.gguf"));
   } finally {
     await Deno.remove(modelsDir, { recursive: true });
+  }
+});
+
+Deno.test("a dry run of a URL asks the server for the size and downloads nothing; a URL that fails is an error", async () => {
+  const modelsDir = await Deno.makeTempDir({ prefix: "shimmy-pull-url-" });
+  try {
+    await using hub = startFakeHub({ [REPO]: tinyRepo() });
+    const url = `${hub.url}/cdn/${REPO}/tiny-instruct-Q4_K_M.gguf`;
+    const dry = await pullModel(url, { modelsDir, dryRun: true });
+    equal(dry.files[0]!.size, gguf.length);
+    deepEqual(await Array.fromAsync(Deno.readDir(modelsDir)), [], "nothing downloaded");
+    await rejects(
+      pullModel(`${hub.url}/cdn/${REPO}/missing.gguf`, { modelsDir, dryRun: true }),
+      (error) => error instanceof PullError && error.status === 404,
+    );
+    await rejects(
+      pullModel("http://127.0.0.1:9/models/m.gguf", { modelsDir, dryRun: true }),
+      (error) =>
+        error instanceof PullError && error.status === 502 && /Cannot reach/.test(error.message),
+    );
+  } finally {
+    await Deno.remove(modelsDir, { recursive: true });
+  }
+});
+
+Deno.test("shimmy pull of a URL tells how to run the file by its path, which works from any folder", async () => {
+  const home = await Deno.makeTempDir({ prefix: "shimmy-pull-home-" });
+  try {
+    await using hub = startFakeHub({ [REPO]: tinyRepo() });
+    const env = { HOME: home, USERPROFILE: home, LOCALAPPDATA: join(home, "local") };
+    const run = await runShimmy(["pull", `${hub.url}/cdn/${REPO}/tiny-instruct-Q4_K_M.gguf`], env);
+    equal(run.code, 0, run.stderr);
+    const command = /Chat with it: {2}shimmy run (.+)\n/.exec(run.stdout)?.[1];
+    ok(command && command.endsWith("tiny-instruct-Q4_K_M.gguf"), run.stdout);
+    const chat = await runShimmy(["run", command, "hi", "--max-tokens", "2"], env);
+    equal(chat.code, 0, chat.stderr);
+  } finally {
+    await Deno.remove(home, { recursive: true });
   }
 });
 
