@@ -10,7 +10,12 @@ import { attentionFor, type DeviceSamplingMode } from "../engine/loaded_model.ts
 import type { Switch } from "../engine/gpu.ts";
 import type { KvCacheTypes } from "../engine/kv_cache_type.ts";
 import { splitPathList } from "../models/discovery_roots.ts";
-import { type ModelEntry, ModelRegistry, parseDuration } from "../models/registry.ts";
+import {
+  DEFAULT_MAX_MODELS,
+  type ModelEntry,
+  ModelRegistry,
+  parseDuration,
+} from "../models/registry.ts";
 import { ModelNotFoundError } from "../models/model_names.ts";
 import { loadTemplateOverride } from "../engine/templates.ts";
 import { Llama } from "../ffi/llama.ts";
@@ -58,7 +63,7 @@ import { keepTemplateWorkersWarm } from "../engine/template_worker.ts";
 export const SERVE_USAGE = `Usage: shimmy serve [options]
 
 Serves GGUF models over HTTP: OpenAI API (/v1/chat/completions, /v1/completions,
-/v1/embeddings, /v1/models), rerank (/v1/rerank), Shimmy's native API (/api/generate, /ws/generate, /api/models, /api/tags),
+/v1/embeddings, /v1/models), rerank (/v1/rerank), Shimmy's native API (/api/generate, /ws/generate, /api/models),
 llama-server's /completion, /tokenize, /detokenize and /apply-template,
 Ollama's API (under /ollama, and at the root of --ollama-bind), /health, /metrics and /diag,
 and a chat page at / (open http://127.0.0.1:11435/ in a browser).
@@ -84,7 +89,7 @@ Options:
   --batch-size N          Most tokens per decode step (default 2048)
   --max-queue N           Requests that may wait for a slot before 503 (default 64)
   --max-models N          Models loaded at once; the least recently used idle one is
-                          unloaded for another (default 2)
+                          unloaded for another (default 2, or as many as --model names)
   --load-wait D           How long a load waits for a busy model to go idle when
                           --max-models are loaded, before a 503 (default 30s)
   --keep-alive D          Unload a model idle this long: 30s, 5m, 1h, -1 = never (default 5m)
@@ -238,6 +243,22 @@ function originFlag(value: string): string {
   return origin;
 }
 
+/**
+ * `--max-models`: room for every model named with `--model`, which are loaded at start (by default
+ * as many as they are, when more than the default); fewer is a usage error.
+ */
+function maxModelsFlag(value: string | undefined, named: number): number | undefined {
+  const given = positiveInt("max-models", value);
+  if (given === undefined) return named > DEFAULT_MAX_MODELS ? named : undefined;
+  if (given < named) {
+    throw new UsageError(
+      `--max-models ${given} leaves no room for the ${named} models named with --model, which ` +
+        `are all loaded at start: raise it to ${named} or name fewer`,
+    );
+  }
+  return given;
+}
+
 function positiveInt(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
@@ -311,9 +332,10 @@ export function parseServeArgs(
     ...(v.lora ?? []),
     ...(env("SHIMMY_LORA_GGUF") ? [env("SHIMMY_LORA_GGUF")!] : []),
   ];
+  const models = [...(v.model ?? []), ...(v["model-path"] ?? [])];
   const out: ServeArgs = {
     bind: bindFlag(v.bind, v.host, v.port),
-    models: [...(v.model ?? []), ...(v["model-path"] ?? [])],
+    models,
     allowPull: v["allow-pull"],
     parallel: positiveInt("parallel", v.parallel) ?? 4,
     lora: loraFlags.map(parseLoraFlag),
@@ -348,7 +370,7 @@ export function parseServeArgs(
     ...splitFlags(v),
     replicas: positiveInt("replicas", v.replicas),
     gpus: gpusFlag(v.gpus),
-    maxModels: positiveInt("max-models", v["max-models"]),
+    maxModels: maxModelsFlag(v["max-models"], new Set(models).size),
     loadWaitMs: durationFlag("load-wait", v["load-wait"]),
     keepAliveMs,
     slotSavePath: v["slot-save-path"] ?? env("SHIMMY_SLOT_SAVE_PATH"),

@@ -32,6 +32,9 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  * is done, as Ollama's queue would have it, instead of failing at once.
  */
 export const LOAD_WAIT_MS = 30_000;
+
+/** Most models loaded at once unless `maxModels` says otherwise. */
+export const DEFAULT_MAX_MODELS = 2;
 /** How often a load waiting for room looks again, besides when a lease ends (ms). */
 const ROOM_RECHECK_MS = 250;
 
@@ -73,7 +76,7 @@ export type RegistryLoadOptions = Omit<ReplicaOpenOptions, "path" | "onProgress"
 
 /** Registry limits. */
 export interface RegistryOptions extends RegistryLoadOptions {
-  /** Most models loaded at once. Default 2. */
+  /** Most models loaded at once. Default {@link DEFAULT_MAX_MODELS}. */
   maxModels?: number;
   /**
    * How long a load waits for a loaded model to go idle when every one is busy and no more may
@@ -535,7 +538,7 @@ export class ModelRegistry {
    * caller still wants the load.
    */
   async #makeRoom(entry: ModelEntry, wanted: AbortSignal, deadline: number): Promise<void> {
-    const maxModels = Math.max(1, this.#options.maxModels ?? 2);
+    const maxModels = Math.max(1, this.#options.maxModels ?? DEFAULT_MAX_MODELS);
     const waitMs = this.#options.loadWaitMs ?? LOAD_WAIT_MS;
     const since = deadline - waitMs;
     for (;;) {

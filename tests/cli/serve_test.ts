@@ -354,6 +354,15 @@ Deno.test("serve flags parse as in the original Shimmy", () => {
   equal(parseServeArgs(["--keep-alive", "-1"], () => undefined)?.keepAliveMs, -1);
   equal(parseServeArgs(["--load-wait", "2m"], () => undefined)?.loadWaitMs, 120_000);
   throws(() => parseServeArgs(["--load-wait", "-1"], () => undefined), /cannot be negative/);
+  // Every --model is loaded at start: --max-models makes room for them all.
+  const three = ["-m", "a", "-m", "b", "--model-path", "c"];
+  equal(parseServeArgs(three, () => undefined)?.maxModels, 3);
+  equal(parseServeArgs(["-m", "a"], () => undefined)?.maxModels, undefined);
+  equal(parseServeArgs([...three, "--max-models", "4"], () => undefined)?.maxModels, 4);
+  throws(
+    () => parseServeArgs([...three, "--max-models", "2"], () => undefined),
+    /--max-models 2 leaves no room for the 3 models named with --model/,
+  );
   deepEqual(
     parseServeArgs(
       ["--cors", "https://a.example,https://b.example", "--cors", "*"],
