@@ -76,7 +76,7 @@ export function unknownVariableWarnings(names: Iterable<string>): string[] {
     );
     const hint = suggestion
       ? `did you mean ${PREFIX}${suggestion}?`
-      : "set it with a command-line flag; shimmy serve --help names the variables Shimmy reads";
+      : "set it with a command-line flag; shimmy --help lists the variables Shimmy reads";
     warnings.push(`${name} is not a Shimmy setting and has no effect (${hint})`);
   }
   return warnings;

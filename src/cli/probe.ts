@@ -45,8 +45,9 @@ export const PROBE_USAGE = `Usage: shimmy probe NAME [options]
 
 Loads a model (by name, as shimmy list shows it, or by path) and reports its architecture,
 parameters, quantization, context (trained and created), chat template family, the layers
-on each device, the load time and the memory of each llama.cpp buffer. Exits with 1 and a
-one-line message when the model cannot be found or loaded.
+on each device, the load time and the memory of each llama.cpp buffer. Exits with a one-line
+message: 1 when the model cannot be found, 2 when it is found but does not load or its context
+cannot be made.
 
 Options:
   --gpu-backend B         auto | cpu | cuda | vulkan | metal (default auto)

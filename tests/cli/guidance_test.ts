@@ -1,5 +1,6 @@
 import { deepEqual, equal, match, ok, throws } from "node:assert/strict";
 import { join } from "node:path";
+import { SETTING_VARIABLES } from "../../src/cli/env_check.ts";
 import { closestMatch, editDistance } from "../../src/cli/suggest.ts";
 import { ModelRegistry, ModelRequiredError } from "../../src/models/registry.ts";
 import { toHttpError } from "../../src/server/http_error.ts";
@@ -57,6 +58,12 @@ Deno.test("a SHIMMY_ variable Shimmy does not read is a warning, with the likely
   );
   const quiet = await runShimmy(["list", "--help"], { SHIMMY_API_KEY: "secret" });
   equal(quiet.stderr, "");
+});
+
+Deno.test("shimmy --help, where the warning points, lists every variable Shimmy reads", async () => {
+  const run = await runShimmy(["--help"]);
+  equal(run.code, 0, run.stderr);
+  for (const name of SETTING_VARIABLES) ok(run.stdout.includes(name), `${name} in:\n${run.stdout}`);
 });
 
 Deno.test("a missing model file says the file is missing, for serve, generate and run", async () => {
