@@ -6,6 +6,7 @@
  * @module
  */
 
+import { MAX_JSON_DEPTH, nestsDeeperThan } from "../util/json_depth.ts";
 import { I32_MAX } from "../util/limits.ts";
 import type { ContinuedPart } from "../engine/template_continuation.ts";
 import type { TemplateMessage } from "../engine/templates.ts";
@@ -75,12 +76,7 @@ export async function readRequestJsonArray(
   settings: { bodyTimeoutMs?: number },
 ): Promise<unknown[]> {
   const text = await readBodyText(request, { timeoutMs: settings.bodyTimeoutMs });
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw badRequest(`Request body is not valid JSON: ${(error as Error).message}`);
-  }
+  const value = parseJsonText(text);
   if (!Array.isArray(value)) throw badRequest("Request body must be a JSON array");
   return value;
 }
@@ -191,16 +187,25 @@ async function readBytes(request: ServedRequest, limit: number, timeoutMs: numbe
  * @throws {HttpError} 400 for invalid JSON or a non-object.
  */
 export function parseJsonObject(text: string): Record<string, unknown> {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw badRequest(`Request body is not valid JSON: ${(error as Error).message}`);
-  }
+  const value = parseJsonText(text);
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw badRequest("Request body must be a JSON object");
   }
   return value as Record<string, unknown>;
+}
+
+/** A body's JSON value; a 400 for text that is not JSON or nests deeper than any request needs. */
+function parseJsonText(text: string): unknown {
+  if (nestsDeeperThan(text, MAX_JSON_DEPTH)) {
+    throw badRequest(
+      `Request body nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep; flatten it`,
+    );
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw badRequest(`Request body is not valid JSON: ${(error as Error).message}`);
+  }
 }
 
 /**

@@ -82,6 +82,40 @@ Deno.test("2: a grammar nested 20,000 parentheses deep is a 400, not a stack ove
   equal((await fetch(`${server.url}/health`)).status, 200);
 });
 
+Deno.test("a body nested a million levels deep is a 400 at once: no stall copying it, no stack overflow", async () => {
+  await using server = await startServer();
+  const deep = (n: number) => JSON.parse("[".repeat(n) + "]".repeat(n));
+  const bodies = [
+    { messages: [{ role: "user", content: "hi" }], chat_template_kwargs: { x: deep(1_000_000) } },
+    {
+      messages: [{ role: "user", content: "hi" }],
+      tools: [{
+        type: "function",
+        function: { name: "f", parameters: { type: "object", properties: { a: deep(100_000) } } },
+      }],
+      tool_choice: "required",
+    },
+  ];
+  for (const body of bodies) {
+    let error: { message: string } | undefined;
+    const worst = await worstHealthLatency(
+      server.url,
+      postJson(`${server.url}/v1/chat/completions`, { ...body, max_tokens: 1 }).then(
+        async (res) => error = await errorOf(res, 400),
+      ),
+    );
+    match(error!.message, /more than 256 levels deep/);
+    ok(worst < 500, `/health answered within ${Math.round(worst)} ms`);
+  }
+  // As deep as a real schema gets is served.
+  const fine = await postJson(`${server.url}/v1/chat/completions`, {
+    messages: [{ role: "user", content: "hi" }],
+    chat_template_kwargs: { x: deep(100) },
+    max_tokens: 1,
+  });
+  equal(fine.status, 200, await fine.text());
+});
+
 Deno.test("3: 40,000 chat messages never stall /health, and the answer is a clear error", async () => {
   await using server = await startServer();
   const messages = Array.from({ length: 40_000 }, () => ({ role: "user", content: "a" }));
