@@ -86,6 +86,13 @@ export interface GenerationRequest {
    */
   fillCache?: boolean;
   /**
+   * The prompts of one client request (`/v1/completions` with an array of prompts) share a group:
+   * the queue takes one of its prompts at a time in turn with other requests (a request with the
+   * fewest slots running goes first), and the group counts once against `maxQueue`. Without it a
+   * request of 64 prompts queued ahead of everyone who came after it.
+   */
+  group?: object;
+  /**
    * False: evaluate the whole prompt, reusing nothing of a slot's cache (llama-server's
    * `cache_prompt`), where a prompt evaluated after a cached prefix can give slightly different
    * logits than one evaluated whole. Default true.
@@ -900,8 +907,17 @@ export class Scheduler {
    * place against `maxQueue` nor show as waiting.
    */
   #stillWanted(): number {
+    const groups = new Set<object>();
     let wanted = this.#preparing.size;
-    for (const job of this.#queue) if (!job.request.signal?.aborted) wanted++;
+    for (const job of this.#queue) {
+      if (job.request.signal?.aborted) continue;
+      const group = job.request.group;
+      if (group === undefined) wanted++;
+      else if (!groups.has(group)) {
+        groups.add(group);
+        wanted++;
+      }
+    }
     return wanted;
   }
 
@@ -1424,6 +1440,7 @@ export class Scheduler {
   }
 
   #admit(): void {
+    this.#takeTurns();
     if (this.#streamPerSlot) this.#burstSlots = this.#burstWindow(this.#orderStartingTogether());
     const startedNow: Slot[] = [];
     this.#admitting = true;
@@ -1459,6 +1476,30 @@ export class Scheduler {
     const second = startedNow.slice(first);
     for (const slot of second) slot.secondGroup = true;
     return second;
+  }
+
+  /**
+   * Orders the queue so that grouped prompts (see `GenerationRequest.group`) take turns with other
+   * requests: a job's turn is its group's running slots plus the group's jobs queued before it (a
+   * job of no group has turn 0), and the queue is sorted by turn, in arrival order within a turn.
+   * A lone request arriving behind the rest of a 64-prompt request goes first.
+   */
+  #takeTurns(): void {
+    if (!this.#queue.some((job) => job.request.group !== undefined)) return;
+    const turns = new Map<object, number>();
+    for (const slot of this.#slots) {
+      const group = slot.state !== "idle" ? slot.job?.request.group : undefined;
+      if (group !== undefined) turns.set(group, (turns.get(group) ?? 0) + 1);
+    }
+    const keyed = this.#queue.map((job, order) => {
+      const group = job.request.group;
+      if (group === undefined) return { job, order, turn: 0 };
+      const turn = turns.get(group) ?? 0;
+      turns.set(group, turn + 1);
+      return { job, order, turn };
+    });
+    keyed.sort((a, b) => a.turn - b.turn || a.order - b.order);
+    this.#queue.splice(0, this.#queue.length, ...keyed.map(({ job }) => job));
   }
 
   /** Admits queued requests while slots are free; the slots started go into `startedNow`. */

@@ -49,6 +49,8 @@ export type PromptSource =
     contextTokens?: number;
     /** With `n_predict` 0, evaluate the prompt into the cache all the same (a warm-up). */
     fillCache?: boolean;
+    /** Shared by the prompts of one request, which take turns with others' in the queue. */
+    group?: object;
   }
   & (
     | { kind: "raw"; prompt: string | readonly number[] }
@@ -210,6 +212,7 @@ async function queueChoices(
           ...(fields.maxTokens !== undefined ? { maxTokens: fields.maxTokens } : {}),
           ...(fields.logprobs !== undefined ? { logprobs: fields.logprobs } : {}),
           fillCache: source.fillCache,
+          ...(source.group ? { group: source.group } : {}),
           ...(fields.cachePrompt ? {} : { cachePrompt: false }),
           minIndent: fields.minIndent,
           lineTimeLimitMs: fields.lineTimeLimitMs,

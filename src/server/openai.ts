@@ -339,7 +339,11 @@ async function startAll(
   abort: AbortController,
   logprobs: number | undefined,
 ): Promise<StartedGeneration[]> {
-  const starts = sources.map((source) => startChoices(ctx, fields, source, abort.signal, logprobs));
+  // Several prompts take turns with other requests in the queue rather than all going first.
+  const group = sources.length > 1 ? {} : undefined;
+  const starts = sources.map((source) =>
+    startChoices(ctx, fields, group ? { ...source, group } : source, abort.signal, logprobs)
+  );
   const settled = await Promise.allSettled(starts);
   const failed = settled.find((s) => s.status === "rejected");
   if (failed) {

@@ -185,3 +185,61 @@ Deno.test("a request the scheduler has is no longer counted as on its way", asyn
   equal(server.ctx.arrivals.count(60_000), 0);
   equal((await (await answer).json()).usage.completion_tokens, 400);
 });
+
+/** The time each choice's first event arrives, and when the stream ends, from an SSE body. */
+async function firstTokenTimes(response: Response): Promise<Map<number, number>> {
+  equal(response.status, 200);
+  const firsts = new Map<number, number>();
+  const decoder = new TextDecoder();
+  let buffered = "";
+  for await (const chunk of response.body!) {
+    buffered += decoder.decode(chunk, { stream: true });
+    for (let end = buffered.indexOf("\n\n"); end >= 0; end = buffered.indexOf("\n\n")) {
+      const data = buffered.slice(0, end).replace(/^data: /, "");
+      buffered = buffered.slice(end + 2);
+      if (data === "[DONE]") continue;
+      for (const choice of JSON.parse(data).choices ?? []) {
+        if (!firsts.has(choice.index)) firsts.set(choice.index, performance.now());
+      }
+    }
+  }
+  return firsts;
+}
+
+Deno.test("a request of many prompts takes turns with later requests, and counts once in the queue", async () => {
+  // Two slots and room for two waiting requests: the 8 prompts' 6 waiting ones count as one.
+  await using server = await startServer({ load: { parallel: 2, maxQueue: 2 } });
+  const many = await postJson(`${server.url}/v1/completions`, {
+    prompt: Array.from({ length: 8 }, (_, i) => `Prompt number ${i}`),
+    max_tokens: 300,
+    ignore_eos: true,
+    stream: true,
+  });
+  const reader = many.body!.getReader();
+  const { value } = await reader.read(); // the first two prompts generate
+  const rest = new Response(
+    new ReadableStream({
+      start: (c) => c.enqueue(value!),
+      pull: async (c) => {
+        const next = await reader.read();
+        if (next.done) c.close();
+        else c.enqueue(next.value);
+      },
+    }),
+  );
+  const manyFirsts = firstTokenTimes(rest);
+  const lone = await postJson(`${server.url}/v1/completions`, {
+    prompt: "A lone request",
+    max_tokens: 5,
+    stream: true,
+  });
+  const loneFirst = (await firstTokenTimes(lone)).get(0)!;
+  const firsts = await manyFirsts;
+  equal(firsts.size, 8, "every prompt was served");
+  // The prompts go two at a time; the lone request joins the second pair, not after the fourth.
+  ok(
+    loneFirst < firsts.get(4)!,
+    `the lone request started when the first slots freed (${loneFirst.toFixed(0)} ms), before ` +
+      `the fifth prompt (${firsts.get(4)!.toFixed(0)} ms)`,
+  );
+});
