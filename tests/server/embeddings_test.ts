@@ -3,7 +3,7 @@ import OpenAI from "openai";
 import { liveHandles } from "../../src/ffi/handle.ts";
 import { float32Base64 } from "../../src/server/embeddings.ts";
 import { assertNearlyEqual } from "../helpers.ts";
-import { postJson, startServer } from "./harness.ts";
+import { postJson, startServer, waitFor } from "./harness.ts";
 
 const MODEL = "tiny-f32";
 const RERANKER = "tiny-rerank";
@@ -100,6 +100,33 @@ Deno.test("a batch of inputs is embedded in fewer decodes than inputs, each as i
   ok(decodes >= 1 && decodes < texts.length, `${decodes} decodes for ${texts.length} inputs`);
   equal(decodes, 1, "ten short inputs fit one decode");
   alone.forEach((vector, i) => ok(cosine(vector, batched[i]) > 0.99999, `input ${i}`));
+});
+
+Deno.test("embedding calls take turns a decode at a time: one input is not held behind thousands", async () => {
+  await using server = await startServer({ load: { pooling: "mean" } });
+  using lease = await server.ctx.registry.acquire(MODEL);
+  const embedder = await lease.model.embedder();
+  const inputs = Array.from({ length: 2048 }, (_, i) => `input number ${i} ${"word ".repeat(20)}`);
+  const order: string[] = [];
+  const big = postJson(`${server.url}/v1/embeddings`, { input: inputs }).then(async (res) => {
+    equal(res.status, 200);
+    equal((await res.json()).data.length, inputs.length);
+    order.push("big");
+  });
+  const before = embedder.decodeCount;
+  ok(await waitFor(() => embedder.decodeCount > before, 10_000), "the big call is decoding");
+  const lone = await postJson(`${server.url}/v1/embeddings`, { input: "alone" });
+  equal(lone.status, 200);
+  await lone.body?.cancel();
+  order.push("lone");
+  const decodesBeforeLone = embedder.decodeCount - before;
+  await big;
+  const total = embedder.decodeCount - before;
+  deepEqual(order, ["lone", "big"]);
+  ok(
+    decodesBeforeLone < total / 2,
+    `the lone input waited ${decodesBeforeLone} of ${total} decodes`,
+  );
 });
 
 Deno.test("unloading a model frees its embeddings context and batch", async () => {
