@@ -71,8 +71,9 @@ export async function tokenize(
     appendAll(tokens, await model.tokenizeAsync(part, options));
   }
   if (!withPieces) return Response.json({ tokens });
+  const pieces = await eachToken(tokens, (id) => pieceOf(model, id), clientGone);
   return Response.json({
-    tokens: tokens.map((id): TokenPiece => ({ id, piece: pieceOf(model, id) })),
+    tokens: tokens.map((id, i): TokenPiece => ({ id, piece: pieces[i] as string | number[] })),
   });
 }
 
@@ -84,7 +85,11 @@ export async function tokenize(
  * @returns `{"content": "…"}`.
  * @throws {HttpError} 400 for a malformed body or a token id outside the vocabulary.
  */
-export async function detokenize(ctx: ServerContext, request: ServedRequest): Promise<Response> {
+export async function detokenize(
+  ctx: ServerContext,
+  request: ServedRequest,
+  clientGone: AbortSignal,
+): Promise<Response> {
   const body = await readRequestJson(request, ctx.settings);
   refuseUnknownFields(body, DETOKENIZE_FIELDS, "/detokenize");
   const fields = new Fields(body);
@@ -92,8 +97,47 @@ export async function detokenize(ctx: ServerContext, request: ServedRequest): Pr
   if (!Array.isArray(ids)) throw badRequest('"tokens" must be an array of token ids', "tokens");
   using lease = await ctx.registry.acquire(fields.string("model"));
   const model = lease.model.model;
-  const pieces = ids.map((id) => model.tokenBytes(checkedToken(model, id, "tokens"), true));
+  const checked = ids.map((id) => checkedToken(model, id, "tokens"));
+  const pieces = await eachToken(checked, (id) => model.tokenBytes(id, true), clientGone);
   return Response.json({ content: new TextDecoder().decode(concatBytes(pieces)) });
+}
+
+/** Tokens handled between two turns of the event loop. */
+const TOKENS_PER_TURN = 8192;
+
+/**
+ * A value per token, computed once per distinct token of the request, a share of them per turn
+ * of the event loop: a million ids had held every stream and `/health` for seconds.
+ *
+ * @param ids The token ids.
+ * @param valueOf The value of one token (its piece).
+ * @param signal Stops between shares when the client has gone.
+ * @returns The values, in the order of `ids`.
+ */
+async function eachToken<T>(
+  ids: readonly number[],
+  valueOf: (id: number) => T,
+  signal: AbortSignal,
+): Promise<T[]> {
+  const known = new Map<number, T>();
+  const values: T[] = new Array(ids.length);
+  for (let start = 0; start < ids.length; start += TOKENS_PER_TURN) {
+    if (start > 0) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      signal.throwIfAborted();
+    }
+    const end = Math.min(ids.length, start + TOKENS_PER_TURN);
+    for (let i = start; i < end; i++) {
+      const id = ids[i] as number;
+      let value = known.get(id);
+      if (value === undefined) {
+        value = valueOf(id);
+        known.set(id, value);
+      }
+      values[i] = value;
+    }
+  }
+  return values;
 }
 
 /** `content` as its strings and token ids, in order. */

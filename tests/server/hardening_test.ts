@@ -48,6 +48,27 @@ async function worstHealthLatency(url: string, work: Promise<unknown>): Promise<
   return worst;
 }
 
+/**
+ * The longest the event loop went without a turn while `work` ran: the server runs in this
+ * process, so a handler that holds the loop shows here (an HTTP probe from the same loop cannot
+ * see it).
+ */
+async function longestLoopStall(work: Promise<unknown>): Promise<number> {
+  let done = false;
+  let worst = 0;
+  const ticking = (async () => {
+    while (!done) {
+      const started = performance.now();
+      await new Promise((r) => setTimeout(r, 5));
+      worst = Math.max(worst, performance.now() - started - 5);
+    }
+  })();
+  await work;
+  done = true;
+  await ticking;
+  return worst;
+}
+
 function busySlots(server: TestServer): number {
   return server.ctx.registry.loaded().get("tiny-f32")?.scheduler.stats().busySlots ?? -1;
 }
@@ -114,6 +135,37 @@ Deno.test("a body nested a million levels deep is a 400 at once: no stall copyin
     max_tokens: 1,
   });
   equal(fine.status, 200, await fine.text());
+});
+
+Deno.test("/detokenize of a million ids and /tokenize with pieces of 2 MB never hold the event loop", async () => {
+  await using server = await startServer();
+  await (await fetch(`${server.url}/health`)).body?.cancel();
+  const tokens = Array.from({ length: 1_000_000 }, (_, i) => 100 + (i % 1000));
+  let content = "";
+  const detokenized = await longestLoopStall(
+    postJson(`${server.url}/detokenize`, { tokens }).then(async (res) => {
+      equal(res.status, 200);
+      content = (await res.json()).content;
+    }),
+  );
+  const alone =
+    await (await postJson(`${server.url}/detokenize`, { tokens: tokens.slice(0, 1000) }))
+      .json();
+  ok(
+    content.startsWith(alone.content.slice(0, -4)),
+    "the same text as its first thousand ids alone",
+  );
+  ok(detokenized < 600, `the loop waited at most ${Math.round(detokenized)} ms (detokenize)`);
+  let pieces = 0;
+  const tokenized = await longestLoopStall(
+    postJson(`${server.url}/tokenize`, { content: "word, ".repeat(350_000), with_pieces: true })
+      .then(async (res) => {
+        equal(res.status, 200);
+        pieces = (await res.json()).tokens.length;
+      }),
+  );
+  ok(pieces > 300_000, `${pieces} pieces`);
+  ok(tokenized < 600, `the loop waited at most ${Math.round(tokenized)} ms (tokenize)`);
 });
 
 Deno.test("3: 40,000 chat messages never stall /health, and the answer is a clear error", async () => {
