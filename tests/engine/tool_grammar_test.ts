@@ -1,6 +1,6 @@
 import { deepEqual, equal, ok, throws } from "node:assert/strict";
 import { validateGrammar } from "../../src/engine/gbnf.ts";
-import { SchemaError } from "../../src/engine/structured/errors.ts";
+import { SchemaError, StructuredOutputError } from "../../src/engine/structured/errors.ts";
 import { TOOL_FORMATS, type ToolFormatId } from "../../src/engine/tools/formats.ts";
 import { forcedToolGrammar, prefixRules } from "../../src/engine/tools/grammar.ts";
 import { parseOutput } from "../../src/engine/tools/parse.ts";
@@ -83,6 +83,29 @@ Deno.test("Kimi K2's forced grammar lets the model number a call past 9", () => 
   const matcher = new GbnfMatcher(forcedToolGrammar(TOOL_FORMATS.kimi_k2, TOOLS, true));
   ok(matcher.matches(WRITTEN.kimi_k2.replace(":0", ":12")));
   ok(!matcher.matches(WRITTEN.kimi_k2.replace(":0", ":")), "a number is written");
+});
+
+Deno.test("tools whose grammar would pass the size limit are refused as soon as it does, naming tools", () => {
+  // 1,000 values that share little (a trie would fold `value_1`, `value_2`… into a few rules).
+  const values = Array.from(
+    { length: 1000 },
+    (_, i) => ((i + 1) * 2654435761 % 2 ** 32).toString(36).repeat(4),
+  );
+  const tools = Array.from({ length: 128 }, (_, i) => ({
+    name: `tool_${i}`,
+    parameters: { type: "object", properties: { v: { enum: values } }, required: ["v"] },
+  }));
+  const started = performance.now();
+  throws(
+    () => forcedToolGrammar(TOOL_FORMATS.hermes, tools, true),
+    (error) =>
+      error instanceof StructuredOutputError && error.param === "tools" &&
+      /longer than the limit of 262144 bytes \(after \d+ of 128 tools\)/.test(error.message),
+  );
+  const elapsed = performance.now() - started;
+  const one = performance.now();
+  forcedToolGrammar(TOOL_FORMATS.hermes, tools.slice(0, 1), true);
+  ok(elapsed < (performance.now() - one) * 40, "it stops long before building all 128");
 });
 
 Deno.test("forced parallel calls to tools with many optional parameters pass the validator", () => {

@@ -12,7 +12,8 @@
  */
 
 import { gbnfLiteral } from "../structured/charset.ts";
-import { SchemaError } from "../structured/errors.ts";
+import { SchemaError, StructuredOutputError } from "../structured/errors.ts";
+import { DEFAULT_GRAMMAR_LIMITS } from "../gbnf.ts";
 import { jsonSchemaToGrammar } from "../structured/json_schema.ts";
 import { literalTrie } from "../structured/literal_trie.ts";
 import { looseSchemaGrammar } from "../structured/schema_loosen.ts";
@@ -152,6 +153,16 @@ export function forcedToolGrammar(
       const converted = schemaRules(tool.parameters, prefix, tool.strict === true);
       rules.push(converted.rules);
       args = converted.root;
+    }
+    // Past the limit after some tools, building the rest would only be thrown away (128 tools of
+    // 29 KB each took seconds of the event loop before the grammar's check refused them).
+    if (rules.reduce((sum, rule) => sum + rule.length, 0) > DEFAULT_GRAMMAR_LIMITS.maxBytes) {
+      throw new StructuredOutputError(
+        "tools",
+        `The tools' parameters make a call grammar longer than the limit of ` +
+          `${DEFAULT_GRAMMAR_LIMITS.maxBytes} bytes (after ${i + 1} of ${tools.length} tools); ` +
+          "offer fewer tools or smaller parameter schemas",
+      );
     }
     const { lead, rest } = format.grammar.call(tool.name, args, tool);
     return { text: lead, tail: rest };
