@@ -417,6 +417,17 @@ const RECOUNT_ARRIVALS_MS = 1;
  */
 const WHOLE_PROMPT_TOKENS = 256;
 /**
+ * About how long a step of prompts alone may take (ms): a step cannot be interrupted, so a long
+ * prompt whose client hangs up, or a shutdown, waits for the step to end. In one step of 2,048
+ * tokens that had been 12-18 s on 2 cores; a second or so a step costs a prompt nothing (llama.cpp
+ * evaluates it in 512-token micro-batches either way).
+ */
+const LONE_PROMPT_STEP_MS = 1500;
+/** llama.cpp's micro-batch (`n_ubatch`): a step of prompts alone is a multiple of it when it can be. */
+const PROMPT_MICRO_BATCH = 512;
+/** Fewest tokens a step of prompts alone carries: smaller ones evaluate prompts less efficiently. */
+const MIN_LONE_PROMPT_STEP = 128;
+/**
  * Most cached tokens a prompt gives up so that the prompts starting with it evaluate as many
  * tokens each (see `Scheduler.#evenPromptTails`): a pass over the weights costs about as much as a
  * few prompt tokens in a batch on a CPU (one generation step, 3.6 ms, against 0.8 ms a prompt token
@@ -1850,6 +1861,7 @@ export class Scheduler {
    * @param room Batch positions left beside the generated tokens.
    */
   #promptTakes(active: Slot[], room: number, generating: Slot[]): Map<Slot, number> {
+    if (generating.length === 0) room = Math.min(room, this.#lonePromptStep());
     // The earliest first token of the streams generating in this step (see prefill_budget.ts).
     const generatingSince = Math.min(...generating.map((s) => s.firstTokenAt));
     let promptBudget = this.#prefillBudget.tokens();
@@ -1883,6 +1895,20 @@ export class Scheduler {
     }
     for (const slot of prompts) slot.secondGroup = false;
     return takes;
+  }
+
+  /**
+   * Most prompt tokens a step of prompts alone carries: what takes about
+   * {@link LONE_PROMPT_STEP_MS} at the learnt cost per token (whole micro-batches where that is
+   * more than one, at least {@link MIN_LONE_PROMPT_STEP}), one micro-batch before any cost is
+   * known. On a GPU that is the whole batch.
+   */
+  #lonePromptStep(): number {
+    const costs = this.#prefillBudget.stepCosts();
+    if (!costs) return PROMPT_MICRO_BATCH;
+    const fit = Math.floor(LONE_PROMPT_STEP_MS / costs.msPerPromptToken);
+    if (fit >= PROMPT_MICRO_BATCH) return fit - (fit % PROMPT_MICRO_BATCH);
+    return Math.max(MIN_LONE_PROMPT_STEP, fit);
   }
 
   /** The tokens a prompt chunked behind `generating` takes to keep its pace (see prefill_budget.ts). */

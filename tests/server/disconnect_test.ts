@@ -63,3 +63,31 @@ Deno.test("a client that hangs up while its model loads starts no generation", a
   await new Promise((resolve) => setTimeout(resolve, 300));
   equal(busySlots(server), 0, "the gone client's generation runs");
 });
+
+Deno.test("a long prompt alone goes in steps of about a second: its client's hang-up frees the model within one", async () => {
+  await using server = await startServer({ fixtures: ["bench-125m"], load: { parallel: 1 } });
+  const url = `${server.url}/v1/completions`;
+  const long = (word: string) => ({
+    model: "bench-125m",
+    prompt: `${word} `.repeat(1800),
+    max_tokens: 1,
+  });
+  await (await postJson(url, { model: "bench-125m", prompt: "hi", max_tokens: 1 })).body?.cancel();
+  let started = performance.now();
+  await (await postJson(url, long("apple"))).body?.cancel(); // timed alone, and costs learnt
+  const whole = performance.now() - started;
+  const abort = new AbortController();
+  const pending = postJson(url, long("river"), {}, abort.signal).catch(() => undefined);
+  await new Promise((r) => setTimeout(r, whole * 0.2));
+  abort.abort();
+  await pending;
+  started = performance.now();
+  const next = await postJson(url, { model: "bench-125m", prompt: "hello", max_tokens: 1 });
+  equal(next.status, 200);
+  await next.body?.cancel();
+  const waited = performance.now() - started;
+  ok(
+    waited < whole * 0.6,
+    `the next request took ${Math.round(waited)} ms; the whole prompt takes ${Math.round(whole)}`,
+  );
+});
