@@ -112,7 +112,8 @@ Options:
   --idle-timeout D        Close an idle keep-alive connection after D (default 30s)
   --body-timeout D        Answer 408 when a request body takes longer (default 30s)
   --max-connections N     Open connections at most; more get 503 (default 512)
-  --shutdown-grace D      On SIGINT/SIGTERM, time in-flight requests get (default 5s)
+  --shutdown-grace D      On SIGINT/SIGTERM, time in-flight requests get (default 5s);
+                          a second signal exits at once
   --chat-template T       Chat format for every model: chatml, llama3, llama2, mistral,
                           gemma, phi3, openchat, zephyr, raw, or a .jinja file
                           (default: the model's own template)
@@ -822,12 +823,27 @@ function pullLogger(): (model: string, progress: PullProgress) => void {
   };
 }
 
-/** Resolves with the name of the first SIGINT or SIGTERM. */
+/** Exit statuses after a second signal: 128 plus the signal's number, as shells report them. */
+const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
+
+/**
+ * Resolves with the name of the first SIGINT or SIGTERM. A second one (Ctrl-C again) ends the
+ * process at once, without waiting for the grace period or the step under way.
+ */
 function shutdownSignal(): Promise<string> {
+  let first: string | undefined;
   return new Promise<string>((resolve) => {
     for (const sig of ["SIGINT", "SIGTERM"] as const) {
       try {
-        Deno.addSignalListener(sig, () => resolve(sig));
+        Deno.addSignalListener(sig, () => {
+          if (first === undefined) {
+            first = sig;
+            resolve(sig);
+            return;
+          }
+          console.error(`${sig} again: exiting now, in-flight requests are cut off`);
+          Deno.exit(SIGNAL_EXIT[sig]);
+        });
       } catch {
         // SIGTERM cannot be listened to on Windows
       }

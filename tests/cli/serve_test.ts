@@ -64,6 +64,36 @@ Deno.test("on SIGTERM a stream longer than the grace period ends with an error e
   await served.process.stderr.cancel();
 });
 
+Deno.test("a second signal during the grace period exits at once, with 128 + its number", async () => {
+  const served = await serve([
+    "--model",
+    model,
+    "--bind",
+    "127.0.0.1:0",
+    "--ctx-size",
+    "16384",
+    "--shutdown-grace",
+    "60s",
+  ]);
+  const stream = await fetch(`${served.url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ prompt: "x", max_tokens: 16000, ignore_eos: true, stream: true }),
+  });
+  const reader = stream.body!.getReader();
+  await reader.read();
+  served.process.kill("SIGTERM");
+  await new Promise((r) => setTimeout(r, 500));
+  const started = performance.now();
+  served.process.kill("SIGINT");
+  const status = await served.process.status;
+  equal(status.code, 130);
+  ok(performance.now() - started < 5000, `exited ${performance.now() - started} ms after`);
+  await reader.cancel().catch(() => {});
+  await served.output;
+  match(await new Response(served.process.stderr).text(), /SIGINT again: exiting now/);
+});
+
 Deno.test("on SIGTERM past the grace a WebSocket stream gets an error frame saying it was cut off, a stalled upload does not hold the exit", async () => {
   const served = await serve([
     "--model",
