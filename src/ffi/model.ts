@@ -6,6 +6,7 @@
  */
 
 import { readGgufInfo } from "../gguf/reader.ts";
+import { GgufError } from "../gguf/types.ts";
 import { metadataProblem } from "../gguf/metadata_sanity.ts";
 import { concatTokens } from "../util/arrays.ts";
 import { cString, readCString, readIntoBuffer } from "./cstring.ts";
@@ -199,7 +200,20 @@ export function decodeModelParams(llama: Llama, params: Uint8Array): PassedModel
   };
 }
 
-async function checkModelFile(path: string): Promise<void> {
+/**
+ * Refuses a file llama.cpp would refuse, before it reads it: missing, not a file, not GGUF,
+ * cut short (tensor data past its end, as a truncated download leaves it), or with metadata
+ * llama.cpp would abort on. Cheap (the header only), so a caller can run it before it unloads
+ * another model to make room for this one.
+ *
+ * @param path The GGUF file (the first shard of a split model).
+ * @throws {ModelLoadError} naming what is wrong.
+ * @example
+ * ```ts
+ * await checkModelFile("/models/phi3.gguf");
+ * ```
+ */
+export async function checkModelFile(path: string): Promise<void> {
   let info: Deno.FileInfo;
   try {
     info = await Deno.stat(path);
@@ -237,8 +251,12 @@ async function checkModelFile(path: string): Promise<void> {
       error,
     );
   }
-  // What llama.cpp would abort on; a header Shimmy's reader cannot read is llama.cpp's to judge.
-  const problem = await readGgufInfo(path).then((info) => metadataProblem(info.metadata), () => {});
+  // What llama.cpp would abort on, and a file cut short; a header Shimmy's reader cannot read
+  // otherwise is llama.cpp's to judge.
+  const problem = await readGgufInfo(path).then(
+    (info) => metadataProblem(info.metadata),
+    (error) => error instanceof GgufError && error.code === "truncated" ? error.message : undefined,
+  );
   if (problem) {
     throw new ModelLoadError("invalid_file", path, `Cannot load model ${path}: ${problem}`);
   }

@@ -23,6 +23,7 @@ import { templateLoadWarning } from "../engine/templates.ts";
 import { modelNameOf, ModelNotFoundError } from "./model_names.ts";
 import { GenerationError } from "../engine/errors.ts";
 import { LoadInterest } from "./load_interest.ts";
+import { checkModelFile } from "../ffi/model.ts";
 
 /** The longest delay `setTimeout` takes as given (2^31 - 1 ms); a longer one fires at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -504,6 +505,8 @@ export class ModelRegistry {
           "server found it (POST /api/models/discover searches the model folders again)",
       );
     }
+    // A file llama.cpp would refuse unloads nothing to make room for it.
+    await checkModelFile(entry.path);
     await this.#makeRoom(entry, wanted, deadline);
     const started = performance.now();
     this.loadProgress.set(entry.name, 0);

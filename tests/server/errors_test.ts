@@ -163,7 +163,7 @@ Deno.test("a full queue answers 503 with Retry-After", async () => {
   await Promise.all(running);
 });
 
-Deno.test("a model that fails to load is 502 with a body that says why", async () => {
+Deno.test("a model that fails to load is 502 with a body that says why, and unloads nothing for it", async () => {
   const dir = await Deno.makeTempDir();
   const path = join(dir, "broken.gguf");
   const good = await Deno.readFile(await fixtureModel("tiny-f32"));
@@ -171,16 +171,19 @@ Deno.test("a model that fails to load is 502 with a body that says why", async (
   try {
     await using server = await startServer({
       extraEntries: [{ name: "broken", path, source: "test", sizeBytes: 5000 }],
+      load: { maxModels: 1 },
     });
+    const fine = await postJson(`${server.url}/v1/completions`, { prompt: "x", max_tokens: 2 });
+    equal(fine.status, 200);
+    await fine.body?.cancel();
     const error = await expectError(
       await postJson(`${server.url}/v1/completions`, { model: "broken", prompt: "x" }),
       502,
       "model_load_failed",
     );
-    match(error.message, /Cannot load model .*broken.gguf/);
-    const fine = await postJson(`${server.url}/v1/completions`, { prompt: "x", max_tokens: 2 });
-    equal(fine.status, 200);
-    await fine.body?.cancel();
+    match(error.message, /Cannot load model .*broken.gguf: .*the file is incomplete/);
+    // The only place was the working model's; a file that cannot load did not take it.
+    equal(server.ctx.registry.state("tiny-f32"), "loaded");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
