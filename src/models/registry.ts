@@ -88,10 +88,6 @@ export interface RegistryOptions extends RegistryLoadOptions {
   keepAliveMs?: number;
   /** Bytes free for a new model (tests pass their own). Default: the device plan's memory. */
   availableMemory?: (entry: ModelEntry) => number | undefined;
-  /**
-   * Opens a model's copies (tests pass their own). Default: `ModelReplicas.open`.
-   */
-  openModel?: (options: ReplicaOpenOptions) => Promise<ModelReplicas>;
   /** Called with load progress. */
   onLoadProgress?: (entry: ModelEntry, fraction: number) => void;
   /** Called with what a user should know about a model just loaded (a broken template…). */
@@ -510,8 +506,7 @@ export class ModelRegistry {
     await this.#makeRoom(entry, wanted, deadline);
     const started = performance.now();
     this.loadProgress.set(entry.name, 0);
-    const { openModel: open = ModelReplicas.open } = this.#options;
-    const model = await open({
+    const model = await ModelReplicas.open({
       ...this.#options,
       path: entry.path,
       onProgress: (fraction) => {
