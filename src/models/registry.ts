@@ -210,8 +210,8 @@ export class ModelRegistry {
 
   /**
    * Takes a new search's findings (`POST /api/models/discover`): adds the models whose file is
-   * new, under the next free `NAME-N` where another model has their name, and forgets those not
-   * loaded whose file is gone. A request that names no model keeps getting the one it got
+   * new, under the next free `NAME-N` where another model has their name, forgets those not
+   * loaded whose file is gone, and takes the size and facts of the known files anew. A request that names no model keeps getting the one it got
    * before, while it is known.
    *
    * @param entries Models found by a new search.
@@ -233,7 +233,14 @@ export class ModelRegistry {
     const added: ModelEntry[] = [];
     const only = this.#entries.length === 1 ? this.#entries[0]!.name : undefined;
     for (const entry of entries) {
-      if (this.#entries.some((known) => known.path === entry.path)) continue;
+      const known = this.#entries.find((model) => model.path === entry.path);
+      if (known) {
+        // The same file, perhaps replaced under its name: its size and facts as they are now.
+        known.sizeBytes = entry.sizeBytes;
+        known.architecture = entry.architecture;
+        known.parameterCount = entry.parameterCount;
+        continue;
+      }
       // A new file whose name another model already has gets the next free `NAME-N`.
       let name = entry.name;
       for (let n = 2; this.#entries.some((known) => known.name === name); n++) {

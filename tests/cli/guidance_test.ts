@@ -175,8 +175,9 @@ Deno.test("a shared alias is ambiguous, and a model added under a taken name get
     equal(registry.value.resolve("x y").name, "x y");
     const { added, removed } = await registry.value.refresh([
       entry("x_y", "o/x_y.gguf"),
-      entry("z", "m/x_y.gguf"),
+      { ...entry("z", "m/x_y.gguf"), sizeBytes: 42 },
     ]);
+    equal(registry.value.resolve("x_y").sizeBytes, 42, "a known file's size as it is now");
     equal(
       added.map((e) => e.name).join(),
       "x_y-2",
