@@ -179,6 +179,23 @@ export class PrefillBudget {
   }
 
   /**
+   * What a prompt token costs in steps of prompts alone, learnt from those steps.
+   *
+   * @returns Milliseconds, or undefined until a step of at least
+   *   {@link MIN_TIMED_PROMPT_TOKENS} prompt tokens alone has been timed.
+   * @example
+   * ```ts
+   * const budget = new PrefillBudget();
+   * budget.observe(200, 0, 400); // a prompt alone: 0.5 ms a token
+   * budget.promptAloneMsPerToken(); // 0.5
+   * ```
+   */
+  promptAloneMsPerToken(): number | undefined {
+    const { ms, tokens } = this.#promptsAlone;
+    return tokens === 0 ? undefined : ms / tokens;
+  }
+
+  /**
    * Whether the next step should leave out the prompts that go in chunks, so that it times the
    * streams' step as their contexts have grown: after {@link GENERATION_STEP_REFRESH} steps with
    * prompt tokens beside them (a long prompt's chunks delay by one step in that many).

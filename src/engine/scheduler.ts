@@ -1900,13 +1900,13 @@ export class Scheduler {
   /**
    * Most prompt tokens a step of prompts alone carries: what takes about
    * {@link LONE_PROMPT_STEP_MS} at the learnt cost per token (whole micro-batches where that is
-   * more than one, at least {@link MIN_LONE_PROMPT_STEP}), one micro-batch before any cost is
-   * known. On a GPU that is the whole batch.
+   * more than one, at least {@link MIN_LONE_PROMPT_STEP}); no bound before a cost is learnt (the
+   * model's first steps teach it). On a GPU that is the whole batch.
    */
   #lonePromptStep(): number {
-    const costs = this.#prefillBudget.stepCosts();
-    if (!costs) return PROMPT_MICRO_BATCH;
-    const fit = Math.floor(LONE_PROMPT_STEP_MS / costs.msPerPromptToken);
+    const msPerToken = this.#prefillBudget.promptAloneMsPerToken();
+    if (msPerToken === undefined) return Infinity;
+    const fit = Math.floor(LONE_PROMPT_STEP_MS / msPerToken);
     if (fit >= PROMPT_MICRO_BATCH) return fit - (fit % PROMPT_MICRO_BATCH);
     return Math.max(MIN_LONE_PROMPT_STEP, fit);
   }
