@@ -423,8 +423,6 @@ const WHOLE_PROMPT_TOKENS = 256;
  * evaluates it in 512-token micro-batches either way).
  */
 const LONE_PROMPT_STEP_MS = 1500;
-/** llama.cpp's micro-batch (`n_ubatch`): a step of prompts alone is a multiple of it when it can be. */
-const PROMPT_MICRO_BATCH = 512;
 /** Fewest tokens a step of prompts alone carries: smaller ones evaluate prompts less efficiently. */
 const MIN_LONE_PROMPT_STEP = 128;
 /**
@@ -1899,15 +1897,16 @@ export class Scheduler {
 
   /**
    * Most prompt tokens a step of prompts alone carries: what takes about
-   * {@link LONE_PROMPT_STEP_MS} at the learnt cost per token (whole micro-batches where that is
-   * more than one, at least {@link MIN_LONE_PROMPT_STEP}); no bound before a cost is learnt (the
+   * {@link LONE_PROMPT_STEP_MS} at the learnt cost per token (whole micro-batches, `n_ubatch`,
+   * where that is more than one, at least {@link MIN_LONE_PROMPT_STEP}); no bound before a cost is learnt (the
    * model's first steps teach it). On a GPU that is the whole batch.
    */
   #lonePromptStep(): number {
     const msPerToken = this.#prefillBudget.promptAloneMsPerToken();
     if (msPerToken === undefined) return Infinity;
     const fit = Math.floor(LONE_PROMPT_STEP_MS / msPerToken);
-    if (fit >= PROMPT_MICRO_BATCH) return fit - (fit % PROMPT_MICRO_BATCH);
+    const micro = this.context.nUbatch;
+    if (fit >= micro) return fit - (fit % micro);
     return Math.max(MIN_LONE_PROMPT_STEP, fit);
   }
 

@@ -104,6 +104,8 @@ export class Context extends NativeHandle {
   readonly nCtx: number;
   /** Most tokens per decode. */
   readonly nBatch: number;
+  /** Tokens per micro-batch: llama.cpp splits a decode into passes of at most this many. */
+  readonly nUbatch: number;
   /** Parallel sequences. */
   readonly nSeqMax: number;
   /** Vocabulary size (logits per output row). */
@@ -179,6 +181,7 @@ export class Context extends NativeHandle {
     this.flashAttn = flashAttn;
     this.nCtx = s.llama_n_ctx(pointer);
     this.nBatch = s.llama_n_batch(pointer);
+    this.nUbatch = s.llama_n_ubatch(pointer);
     this.nSeqMax = s.llama_n_seq_max(pointer);
     this.nVocab = model.nVocab;
     this.#memory = s.llama_get_memory(pointer);
