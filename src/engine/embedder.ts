@@ -137,7 +137,7 @@ export class Embedder implements Disposable {
 
   /** Whether a call is running or waiting. */
   get busy(): boolean {
-    return this.#calls.length > 0;
+    return this.#driving || this.#calls.length > 0;
   }
 
   /**
