@@ -82,6 +82,7 @@ export async function tokenize(
  *
  * @param ctx Server state.
  * @param request The HTTP request.
+ * @param clientGone Aborts when the client disconnects (a long list stops between shares).
  * @returns `{"content": "…"}`.
  * @throws {HttpError} 400 for a malformed body or a token id outside the vocabulary.
  */
