@@ -211,8 +211,8 @@ export class ModelRegistry {
   /**
    * Takes a new search's findings (`POST /api/models/discover`): adds the models whose file is
    * new, under the next free `NAME-N` where another model has their name, forgets those not
-   * loaded whose file is gone, and takes the size and facts of the known files anew. A request that names no model keeps getting the one it got
-   * before, while it is known.
+   * loaded whose file is gone, and takes the size and facts of the known files anew. A request
+   * that names no model keeps getting the one it got before, while it is known.
    *
    * @param entries Models found by a new search.
    * @returns The models added and the names forgotten.
