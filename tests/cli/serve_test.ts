@@ -35,15 +35,34 @@ Deno.test("shimmy serve prints its URL and models, serves, and exits 0 on SIGTER
   match(stderr, /SIGTERM: stopping/);
 });
 
-Deno.test("on SIGTERM a stream longer than the grace period ends with an error event saying it was cut off, and the exit is still 0", async () => {
-  const served = await serve(["--model", model, "--bind", "127.0.0.1:0", "--ctx-size", "16384"]);
-  const stream = await fetch(`${served.url}/v1/completions`, {
+/** Serves tiny-f32 with room for a long stream, and `--shutdown-grace` when given. */
+function serveLong(grace?: string) {
+  return serve([
+    "--model",
+    model,
+    "--bind",
+    "127.0.0.1:0",
+    "--ctx-size",
+    "16384",
+    ...(grace ? ["--shutdown-grace", grace] : []),
+  ]);
+}
+
+/** Starts a stream of 16,000 tokens and reads its first event. */
+async function longStream(url: string): Promise<ReadableStreamDefaultReader<Uint8Array>> {
+  const stream = await fetch(`${url}/v1/completions`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ prompt: "x", max_tokens: 16000, ignore_eos: true, stream: true }),
   });
   const reader = stream.body!.getReader();
   await reader.read();
+  return reader;
+}
+
+Deno.test("on SIGTERM a stream longer than the grace period ends with an error event saying it was cut off, and the exit is still 0", async () => {
+  const served = await serveLong();
+  const reader = await longStream(served.url);
   const started = performance.now();
   served.process.kill("SIGTERM");
   let text = "";
@@ -65,23 +84,8 @@ Deno.test("on SIGTERM a stream longer than the grace period ends with an error e
 });
 
 Deno.test("a second signal during the grace period exits at once, with 128 + its number", async () => {
-  const served = await serve([
-    "--model",
-    model,
-    "--bind",
-    "127.0.0.1:0",
-    "--ctx-size",
-    "16384",
-    "--shutdown-grace",
-    "60s",
-  ]);
-  const stream = await fetch(`${served.url}/v1/completions`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ prompt: "x", max_tokens: 16000, ignore_eos: true, stream: true }),
-  });
-  const reader = stream.body!.getReader();
-  await reader.read();
+  const served = await serveLong("60s");
+  const reader = await longStream(served.url);
   served.process.kill("SIGTERM");
   await new Promise((r) => setTimeout(r, 500));
   const started = performance.now();
@@ -95,16 +99,7 @@ Deno.test("a second signal during the grace period exits at once, with 128 + its
 });
 
 Deno.test("on SIGTERM past the grace a WebSocket stream gets an error frame saying it was cut off, a stalled upload does not hold the exit", async () => {
-  const served = await serve([
-    "--model",
-    model,
-    "--bind",
-    "127.0.0.1:0",
-    "--ctx-size",
-    "16384",
-    "--shutdown-grace",
-    "1s",
-  ]);
+  const served = await serveLong("1s");
   const { hostname, port } = new URL(served.url);
   const stalled = await Deno.connect({ hostname, port: Number(port) });
   await stalled.write(new TextEncoder().encode(
