@@ -113,7 +113,9 @@ Deno.test("a stream that ends on a stop string or a stop token leaves a cache th
   const stop = loaded.model.detokenize(full.slice(20, 22));
   const aheadBefore = loaded.scheduler.stats().stepsAhead;
   const byString = await run(loaded, { ...greedy, ignoreEos: false, stop: [stop] }, (count) => {
-    const heldUntil = performance.now() + 100;
+    // Long enough for the thread to decode on even when other processes load both cores (100 ms
+    // had not been, beside a load test).
+    const heldUntil = performance.now() + 500;
     while (count === 2 && performance.now() < heldUntil) { /* the thread runs on */ }
   });
   equal(byString.result.finishReason, "stop");
