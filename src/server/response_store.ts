@@ -1,9 +1,10 @@
 /**
  * The memory behind the Responses API's `store`, `previous_response_id`, `GET` and `DELETE`:
  * each stored response with the conversation that led to it (its input items, the items of the
- * responses it continued, and its own output), kept in one map per server. The map is bounded
- * (the oldest response goes when it is full) and every response expires a fixed time after it
- * was stored; nothing is written to disk, so a restart forgets everything.
+ * responses it continued, and its own output), kept in one map per server. The map is bounded in
+ * count and in size (the oldest responses go when either is reached: a thousand stored responses
+ * of 8 MB each had run the server out of memory), and every response expires a fixed time after
+ * it was stored; nothing is written to disk, so a restart forgets everything.
  *
  * @module
  */
@@ -12,6 +13,12 @@ import type { BackgroundRun } from "./responses_background.ts";
 
 /** Default most responses kept. */
 export const DEFAULT_MAX_RESPONSES = 1000;
+
+/**
+ * Default most bytes of stored conversations, each response's counted whole (the items it shares
+ * with the responses it continued count again, so a long chain keeps fewer of its older steps).
+ */
+export const DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024;
 
 /** Default time a response is kept: one hour. */
 export const DEFAULT_RESPONSE_TTL_MS = 60 * 60 * 1000;
@@ -35,6 +42,11 @@ export interface StoredResponse {
 export interface ResponseStoreOptions {
   /** Most responses kept; the oldest is dropped for a new one. Default 1000. */
   maxResponses?: number;
+  /**
+   * Most bytes kept, as {@link storedSize} counts them; the oldest are dropped for a new one.
+   * Default {@link DEFAULT_MAX_RESPONSE_BYTES}.
+   */
+  maxBytes?: number;
   /** Milliseconds a response is kept after it is stored. Default one hour. */
   ttlMs?: number;
   /** The clock, in milliseconds. Default `Date.now`. */
@@ -54,14 +66,21 @@ export interface ResponseStoreOptions {
  */
 export class ResponseStore {
   readonly #max: number;
+  /** Most bytes kept (see {@link storedSize}). */
+  readonly maxBytes: number;
   readonly #ttlMs: number;
   readonly #now: () => number;
   /** In insertion order, so the first entry is the oldest. */
-  readonly #entries = new Map<string, { stored: StoredResponse; expires: number }>();
+  readonly #entries = new Map<
+    string,
+    { stored: StoredResponse; expires: number; bytes: number }
+  >();
+  #bytes = 0;
 
-  /** @param options Bound, expiry and clock. */
+  /** @param options Bounds, expiry and clock. */
   constructor(options: ResponseStoreOptions = {}) {
     this.#max = options.maxResponses ?? DEFAULT_MAX_RESPONSES;
+    this.maxBytes = options.maxBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
     this.#ttlMs = options.ttlMs ?? DEFAULT_RESPONSE_TTL_MS;
     this.#now = options.now ?? Date.now;
     if (!(this.#max >= 1)) throw new RangeError("maxResponses must be at least 1");
@@ -81,12 +100,16 @@ export class ResponseStore {
    */
   put(id: string, stored: StoredResponse): void {
     this.#expire();
-    this.#entries.delete(id);
-    while (this.#entries.size >= this.#max) {
-      const oldest = this.#entries.keys().next().value as string;
-      this.#entries.delete(oldest);
+    this.#drop(id);
+    const bytes = storedSize(stored);
+    while (
+      this.#entries.size > 0 &&
+      (this.#entries.size >= this.#max || this.#bytes + bytes > this.maxBytes)
+    ) {
+      this.#drop(this.#entries.keys().next().value as string);
     }
-    this.#entries.set(id, { stored, expires: this.#now() + this.#ttlMs });
+    this.#entries.set(id, { stored, expires: this.#now() + this.#ttlMs, bytes });
+    this.#bytes += bytes;
   }
 
   /**
@@ -108,6 +131,13 @@ export class ResponseStore {
    */
   delete(id: string): boolean {
     this.#expire();
+    return this.#drop(id);
+  }
+
+  #drop(id: string): boolean {
+    const entry = this.#entries.get(id);
+    if (!entry) return false;
+    this.#bytes -= entry.bytes;
     return this.#entries.delete(id);
   }
 
@@ -132,7 +162,22 @@ export class ResponseStore {
     const now = this.#now();
     for (const [id, entry] of this.#entries) {
       if (entry.expires > now) break;
-      this.#entries.delete(id);
+      this.#drop(id);
     }
   }
+}
+
+/**
+ * About how many bytes a stored response holds: its conversation's items and the response
+ * object as JSON text.
+ *
+ * @param stored The stored response.
+ * @returns The size in UTF-16 units of that text.
+ * @example
+ * ```ts
+ * storedSize({ response: { id: "resp_1" }, input: [], items: [] }); // 17
+ * ```
+ */
+export function storedSize(stored: Pick<StoredResponse, "response" | "items">): number {
+  return JSON.stringify(stored.items).length + JSON.stringify(stored.response).length;
 }

@@ -24,7 +24,7 @@ import {
 } from "./generation_bridge.ts";
 import { badRequest, HttpError } from "./http_error.ts";
 import { Fields, readRequestJson, templateFields } from "./request_body.ts";
-import { ResponseStore, type StoredResponse } from "./response_store.ts";
+import { ResponseStore, type StoredResponse, storedSize } from "./response_store.ts";
 import { type EmitEvent, itemId, ResponseOutput } from "./responses_output.ts";
 import { readResponsesRequest, type ResponsesRequest } from "./responses_request.ts";
 import { type Item, withItemIds } from "./responses_items.ts";
@@ -69,6 +69,7 @@ export async function createResponse(
   const body = await readRequestJson(request, ctx.settings);
   const store = storeOf(ctx);
   const asked = readResponsesRequest(body, store);
+  if (asked.store) checkStorable(store, [...asked.history, ...asked.input]);
   const fields = new Fields(asked.chat);
   // A background response goes on when its client hangs up, until it is cancelled.
   const abort = asked.background ? new AbortController() : followClient(clientGone);
@@ -133,6 +134,26 @@ export async function createResponse(
   keep(snapshot("in_progress", []), []);
   void run.drive(produce, fail);
   return asked.stream ? await run.stream(-1) : Response.json(snapshot("in_progress", []));
+}
+
+/**
+ * Refuses, before it generates, a response to be stored whose conversation alone is more than
+ * the store keeps.
+ */
+function checkStorable(store: ResponseStore, items: Record<string, unknown>[]): void {
+  const bytes = storedSize({ response: {}, items });
+  if (bytes <= store.maxBytes) return;
+  throw badRequest(
+    `This conversation is ${mib(bytes)} MiB, more than the ${mib(store.maxBytes)} MiB the ` +
+      "server keeps of stored responses; " +
+      'send "store": false, or a shorter conversation',
+    "store",
+  );
+}
+
+/** Bytes as MiB with one decimal. */
+function mib(bytes: number): string {
+  return (bytes / 2 ** 20).toFixed(1);
 }
 
 /** Starts the generation; the grammar path's `response_format` errors name `text` here. */

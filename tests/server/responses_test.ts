@@ -771,6 +771,43 @@ Deno.test("ResponseStore drops the oldest response when full and forgets expired
   equal(store.delete("c"), false);
 });
 
+Deno.test("ResponseStore keeps at most maxBytes of conversations, dropping the oldest", () => {
+  const store = new ResponseStore({ maxBytes: 2500 });
+  const text = "x".repeat(1000);
+  const put = (id: string) =>
+    store.put(id, { response: { id }, input: [], items: [{ type: "message", text }] });
+  put("a");
+  put("b");
+  equal(store.size, 2);
+  put("c"); // three of about 1,050 bytes do not fit 2,500
+  equal(store.get("a"), undefined);
+  equal(store.get("b")?.response.id, "b");
+  equal(store.delete("b"), true);
+  put("d");
+  equal(store.size, 2, "what a deleted response held is free again");
+});
+
+Deno.test("a stored response whose conversation is more than the store keeps is a 400 naming store, before generating", async () => {
+  await using server = await startServer();
+  server.ctx.responses = new ResponseStore({ maxBytes: 2 ** 20 });
+  const big = "word ".repeat(300_000);
+  const refused = await postJson(`${server.url}/v1/responses`, {
+    input: big,
+    max_output_tokens: 1,
+  });
+  const error = (await refused.json()).error;
+  equal(refused.status, 400);
+  equal(error.param, "store");
+  match(error.message, /is 1\.4 MiB, more than the 1\.0 MiB the server keeps.*"store": false/);
+  const unstored = await postJson(`${server.url}/v1/responses`, {
+    input: big,
+    max_output_tokens: 1,
+    store: false,
+    truncation: "auto",
+  });
+  equal(unstored.status, 200, await unstored.text());
+});
+
 Deno.test("Responses items map to chat messages: calls join the assistant turn, outputs are tool messages", () => {
   const messages = chatMessagesOf([
     { role: "developer", content: "Rules" },
