@@ -76,6 +76,8 @@ export class ResponseStore {
     { stored: StoredResponse; expires: number; bytes: number }
   >();
   #bytes = 0;
+  /** The stored responses' input and output items by id, and the response that holds each. */
+  readonly #items = new Map<string, { item: Record<string, unknown>; response: string }>();
 
   /** @param options Bounds, expiry and clock. */
   constructor(options: ResponseStoreOptions = {}) {
@@ -110,6 +112,9 @@ export class ResponseStore {
     }
     this.#entries.set(id, { stored, expires: this.#now() + this.#ttlMs, bytes });
     this.#bytes += bytes;
+    for (const item of itemsOf(stored)) {
+      if (typeof item?.id === "string") this.#items.set(item.id, { item, response: id });
+    }
   }
 
   /**
@@ -138,6 +143,11 @@ export class ResponseStore {
     const entry = this.#entries.get(id);
     if (!entry) return false;
     this.#bytes -= entry.bytes;
+    for (const item of itemsOf(entry.stored)) {
+      if (typeof item?.id === "string" && this.#items.get(item.id)?.response === id) {
+        this.#items.delete(item.id);
+      }
+    }
     return this.#entries.delete(id);
   }
 
@@ -149,12 +159,7 @@ export class ResponseStore {
    */
   item(id: string): Record<string, unknown> | undefined {
     this.#expire();
-    for (const { stored } of this.#entries.values()) {
-      const output = Array.isArray(stored.response.output) ? stored.response.output : [];
-      const found = [...stored.input, ...output].find((item) => item?.id === id);
-      if (found) return found;
-    }
-    return undefined;
+    return this.#items.get(id)?.item;
   }
 
   /** Drops expired responses; they expire in insertion order. */
@@ -165,6 +170,12 @@ export class ResponseStore {
       this.#drop(id);
     }
   }
+}
+
+/** A stored response's own input items and its output items (what `item_reference` names). */
+function itemsOf(stored: StoredResponse): Record<string, unknown>[] {
+  const output = Array.isArray(stored.response.output) ? stored.response.output : [];
+  return [...stored.input, ...output];
 }
 
 /**

@@ -771,6 +771,31 @@ Deno.test("ResponseStore drops the oldest response when full and forgets expired
   equal(store.delete("c"), false);
 });
 
+Deno.test("ResponseStore finds an item by id at once, however many are stored; a dropped response's items go", () => {
+  const store = new ResponseStore();
+  const input = Array.from({ length: 250_000 }, (_, i) => ({ id: `msg_${i}`, type: "message" }));
+  store.put("a", { response: { id: "a", output: [{ id: "fc_out" }] }, input, items: [] });
+  const started = performance.now();
+  for (let i = 0; i < 1000; i++) equal(store.item(`msg_${i * 250}`)?.id, `msg_${i * 250}`);
+  ok(performance.now() - started < 100, `${performance.now() - started} ms for 1,000 lookups`);
+  deepEqual(store.item("fc_out"), { id: "fc_out" });
+  store.delete("a");
+  equal(store.item("msg_0"), undefined);
+});
+
+Deno.test("40,000 function calls in Responses input become one assistant turn in linear time", () => {
+  const items = Array.from({ length: 40_000 }, (_, i) => ({
+    type: "function_call",
+    call_id: `call_${i}`,
+    name: "f",
+    arguments: "{}",
+  }));
+  const started = performance.now();
+  const messages = chatMessagesOf(items);
+  ok(performance.now() - started < 1000, `${performance.now() - started} ms`);
+  equal(messages[0]?.tool_calls?.length, 40_000);
+});
+
 Deno.test("ResponseStore keeps at most maxBytes of conversations, dropping the oldest", () => {
   const store = new ResponseStore({ maxBytes: 2500 });
   const text = "x".repeat(1000);
