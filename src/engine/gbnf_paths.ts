@@ -21,7 +21,10 @@
  * searches are shared, so an unambiguous grammar costs little more than a look at each place.
  *
  * Stacks are kept as their terminal and an instance of its rule that knows where the rule
- * returns to, made as the search enters a reference (see {@link Unit}). A call that recurs other
+ * returns to, made as the search enters a reference (see {@link Unit}). An instance referred to
+ * from several places in one advance (`g ::= r | r`, or rules alike, which the search merges)
+ * counts its stacks once per way in, as llama.cpp makes a stack per reference: counted once,
+ * `(r0 | … | r999)+` with every `rI ::= "~"` passed, and hung a server for minutes per token. A call that recurs other
  * than at the rule's end (`q ::= "(" q ")"`) gets its own instance once per reference within
  * each call from outside its rules, so a stack returns from it to the right place in the
  * right rule, and deeper nestings share those instances (each return still leads to the right
@@ -740,9 +743,13 @@ class StackSearch {
    * generation).
    */
   #advance(instance: number, from: number): Stacks {
-    const stacks: Stacks = new Map();
+    const reached: number[] = [];
     const entered = new Set<number>();
     const exited = new Set<number>();
+    // Every reference followed, as (referring instance, referred instance): llama.cpp makes a
+    // stack for each, so an instance referred to from two places (`g ::= r | r`, or twin rules
+    // merged into one) yields its terminals twice (see `#referencePaths`).
+    const references: [number, number][] = [];
     const todo: number[] = [];
     const enter = (instance: number) => {
       if (entered.has(instance)) return;
@@ -762,15 +769,56 @@ class StackSearch {
       const place = todo.pop()!;
       const { instance, rule, index } = this.#at(place);
       const element = this.#rules[rule]![index]!;
-      if (startsTerminal(element)) stacks.set(place, (stacks.get(place) ?? 0) + 1);
-      else if (element >= 0) enter(this.#child(instance, place, element));
-      else if (!exited.has(instance)) {
+      if (startsTerminal(element)) reached.push(place);
+      else if (element >= 0) {
+        const child = this.#child(instance, place, element);
+        references.push([instance, child]);
+        enter(child);
+      } else if (!exited.has(instance)) {
         exited.add(instance);
         const { exit } = this.#instanceUnit[instance]!;
         if (exit >= 0) todo.push(exit);
       }
     }
+    const paths = this.#referencePaths(references);
+    const stacks: Stacks = new Map();
+    for (const place of reached) {
+      const weight = paths.get(this.#placeInstance[place]!) ?? 1;
+      stacks.set(place, (stacks.get(place) ?? 0) + weight);
+    }
     return stacks;
+  }
+
+  /**
+   * How many ways each instance was reached through references, within one advance: 1 for one
+   * reached other than by a reference (where the advance started, or where an instance returned
+   * to), and for a referred one the sum over the references to it of their referring instance's
+   * ways. References that close a cycle add nothing.
+   */
+  #referencePaths(references: readonly [number, number][]): Map<number, number> {
+    const paths = new Map<number, number>();
+    if (references.length === 0) return paths;
+    const incoming = new Map<number, number>();
+    const outgoing = new Map<number, number[]>();
+    for (const [from, to] of references) {
+      incoming.set(to, (incoming.get(to) ?? 0) + 1);
+      outgoing.set(from, [...(outgoing.get(from) ?? []), to]);
+    }
+    // Kahn's order from the instances no reference leads to; what a cycle keeps unvisited counts 1.
+    const ready = [...outgoing.keys()].filter((instance) => !incoming.has(instance));
+    for (const instance of ready) paths.set(instance, 1);
+    while (ready.length > 0) {
+      const instance = ready.pop()!;
+      const ways = paths.get(instance) ?? 1;
+      for (const to of outgoing.get(instance) ?? []) {
+        paths.set(to, (paths.get(to) ?? 0) + ways);
+        const left = incoming.get(to)! - 1;
+        incoming.set(to, left);
+        if (left === 0) ready.push(to);
+      }
+    }
+    this.#work += references.length;
+    return paths;
   }
 }
 

@@ -436,6 +436,14 @@ Deno.test("validateGrammar() bounds the stacks llama.cpp tries per token where t
   // Optional things repeated, alternatives that match the same text, and both behind rules.
   assertRejected('root ::= ("a"{0,40}){0,40}', "too_large", "1:1", tooMany);
   assertRejected('root ::= ("a" | "a" | "a" | "a")* "b"', "too_large", "1:1", tooMany);
+  // The same alternatives as references: to one rule, or to rules alike (which the search
+  // merges); llama.cpp makes a stack per reference, and 1,000 of them hung a server for minutes.
+  const refs = (k: number, rule: (i: number) => string) =>
+    `root ::= (${Array.from({ length: k }, (_, i) => rule(i)).join(" | ")})+\n` +
+    Array.from({ length: k }, (_, i) => `r${i} ::= "~"`).join("\n") + "\n";
+  assertRejected(refs(64, (i) => `r${i}`), "too_large", "1:1", tooMany);
+  assertRejected(refs(64, () => "r0"), "too_large", "1:1", tooMany);
+  assertRejected(refs(1000, (i) => `r${i}`), "too_large", "1:1", tooMany);
   const behind = `root ::= "{" item "}"\nitem ::= ${"opt ".repeat(24)}\nopt ::= "x"?`;
   assertRejected(behind, "too_large", "1:1", tooMany); // found from the start rule's start
   // Each nested call leaves one more optional "x" to match after the "b".
