@@ -99,11 +99,12 @@ export class ResponseStore {
    *
    * @param id The response id.
    * @param stored The response and its conversation.
+   * @param bytes Its size as {@link storedSize} counts it, when the caller knows it already (a
+   *   conversation already measured, stored again as the response goes on).
    */
-  put(id: string, stored: StoredResponse): void {
+  put(id: string, stored: StoredResponse, bytes = storedSize(stored)): void {
     this.#expire();
     this.#drop(id);
-    const bytes = storedSize(stored);
     while (
       this.#entries.size > 0 &&
       (this.#entries.size >= this.#max || this.#bytes + bytes > this.maxBytes)

@@ -69,7 +69,8 @@ export async function createResponse(
   const body = await readRequestJson(request, ctx.settings);
   const store = storeOf(ctx);
   const asked = readResponsesRequest(body, store);
-  if (asked.store) checkStorable(store, [...asked.history, ...asked.input]);
+  // Measured once: each put of this response adds only its output and response object.
+  const conversationBytes = asked.store ? storableSize(store, asked) : 0;
   const fields = new Fields(asked.chat);
   // A background response goes on when its client hangs up, until it is cancelled.
   const abort = asked.background ? new AbortController() : followClient(clientGone);
@@ -93,7 +94,8 @@ export async function createResponse(
   const keep = (response: Record<string, unknown>, output: Item[]) => {
     if (!asked.store) return;
     const items = [...asked.history, ...input, ...output];
-    store.put(envelope.id, { response, input, items, ...(run ? { run } : {}) });
+    const bytes = conversationBytes + storedSize({ response, items: output });
+    store.put(envelope.id, { response, input, items, ...(run ? { run } : {}) }, bytes);
   };
 
   // One path, streamed or not: without a stream the events go nowhere.
@@ -137,12 +139,15 @@ export async function createResponse(
 }
 
 /**
- * Refuses, before it generates, a response to be stored whose conversation alone is more than
- * the store keeps.
+ * The size of a response's conversation as the store counts it (its continued items and input),
+ * refused before anything is generated when it alone is more than the store keeps.
  */
-function checkStorable(store: ResponseStore, items: Record<string, unknown>[]): void {
-  const bytes = storedSize({ response: {}, items });
-  if (bytes <= store.maxBytes) return;
+function storableSize(
+  store: ResponseStore,
+  asked: { history: Record<string, unknown>[]; input: Record<string, unknown>[] },
+): number {
+  const bytes = storedSize({ response: {}, items: [...asked.history, ...asked.input] });
+  if (bytes <= store.maxBytes) return bytes;
   throw badRequest(
     `This conversation is ${mib(bytes)} MiB, more than the ${mib(store.maxBytes)} MiB the ` +
       "server keeps of stored responses; " +
