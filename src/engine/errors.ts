@@ -29,3 +29,19 @@ export class GenerationError extends Error {
     this.code = code;
   }
 }
+
+/**
+ * A prompt too long for the context, with the ways out.
+ *
+ * @param tokens The prompt's size as the message says it, e.g. `3000` or `at least 70,176`.
+ * @param context The tokens a request's context holds.
+ * @returns The `context_overflow` error.
+ */
+export function contextOverflow(tokens: string, context: number): GenerationError {
+  return new GenerationError(
+    "context_overflow",
+    `The prompt is ${tokens} tokens, more than the context of ${context} tokens per request ` +
+      `can hold with room to generate; shorten the prompt, raise --ctx-size, or send ` +
+      `"truncate": true to drop the oldest tokens`,
+  );
+}

@@ -13,7 +13,7 @@
 
 import { I32_MAX } from "../util/limits.ts";
 import type { Model, TokenizeOptions, TokenPieceCache } from "../ffi/model.ts";
-import { GenerationError } from "./errors.ts";
+import { contextOverflow, GenerationError } from "./errors.ts";
 import { promptTokenCache } from "./prompt_token_cache.ts";
 import type { ContinuedPart } from "./template_continuation.ts";
 import { detectToolFormat } from "./tools/formats.ts";
@@ -74,6 +74,12 @@ export interface PromptOptions {
    * at 32 streams 39.6 → 33.6 ms). Default false.
    */
   offThread?: boolean;
+  /**
+   * Most tokens the prompt may have: a text that its length alone shows to be longer
+   * (`Model.fewestTokens`) is refused before it is tokenized, which for a text of megabytes
+   * takes seconds of a core. Default: no limit.
+   */
+  tokenLimit?: number;
 }
 
 /** Options of {@link chatPrompt}. */
@@ -148,6 +154,11 @@ export async function promptTokens(
   addBos = true,
   options: PromptOptions = {},
 ): Promise<Int32Array> {
+  const limit = options.tokenLimit;
+  const fewest = limit === undefined ? 0 : model.fewestTokens(text, limit);
+  if (limit !== undefined && fewest > limit) {
+    throw contextOverflow(`at least ${fewest}`, limit);
+  }
   const tokens = await tokenizeText(model, text, { addSpecial: addBos, parseSpecial: true }, {
     ...options,
     pieceCache: promptTokenCache(model),

@@ -35,7 +35,7 @@ import { applyLoraAdapters, type LoraAdapter } from "../ffi/lora.ts";
 import { Sampler, type SamplerStage, SamplerStageError } from "../ffi/sampler.ts";
 import { AsyncQueue } from "./async_queue.ts";
 import { BurstLinger } from "./burst_linger.ts";
-import { GenerationError } from "./errors.ts";
+import { contextOverflow, GenerationError } from "./errors.ts";
 import { GrammarChecks } from "./grammar_checks.ts";
 import { chunksBehind, firstGroupSize, PrefillBudget, type StepCosts } from "./prefill_budget.ts";
 import {
@@ -1146,12 +1146,7 @@ export class Scheduler {
     // A max_tokens beyond what is left of the context is clamped (generation ends with
     // "length" when the context is full); only a prompt with no room left is refused.
     if (n + Math.min(max ?? 1, 1) > this.slotContext) {
-      throw new GenerationError(
-        "context_overflow",
-        `The prompt is ${n} tokens, more than the context of ${this.slotContext} tokens per ` +
-          `request can hold with room to generate; shorten the prompt, raise --ctx-size, or ` +
-          `send "truncate": true to drop the oldest tokens`,
-      );
+      throw contextOverflow(String(n), this.slotContext);
     }
   }
 

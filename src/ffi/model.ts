@@ -16,6 +16,7 @@ import { LlamaModelParams, SplitMode } from "./layouts.ts";
 import type { Llama } from "./llama.ts";
 import { ModelGate } from "./model_gate.ts";
 import { type SpecialToken, SpecialTokenCutter } from "./tokenize_chunks.ts";
+import { BIG_TEXT_CHARS, bigTextTurns } from "./tokenize_turns.ts";
 
 /** How to load a model. Unset fields keep llama.cpp's defaults. */
 export interface ModelLoadOptions {
@@ -122,6 +123,28 @@ export const TOKENIZE_PIECE_CHARS = 16 * 1024;
 const SPECIAL_ATTRS = (1 << 0) | (1 << 3) | (1 << 4);
 /** `LLAMA_TOKEN_ATTR_LSTRIP`: the token eats whitespace on its left. */
 const ATTR_LSTRIP = 1 << 7;
+
+/** `LLAMA_VOCAB_TYPE_SPM` and `LLAMA_VOCAB_TYPE_BPE`: vocabularies that keep every character. */
+const VOCAB_TYPE_SPM = 1;
+const VOCAB_TYPE_BPE = 2;
+
+/** Whether a UTF-16 code unit is whitespace to C's `isspace()` (what special tokens may strip). */
+function isCSpace(code: number): boolean {
+  return code === 32 || (code >= 9 && code <= 13);
+}
+
+/**
+ * Whether a character of a byte-level BPE token's text stands for whitespace: `ĉ Ċ ċ Č č` for tab
+ * to carriage return and `Ġ` for a space (U+0109-U+010D, U+0120), or is whitespace itself.
+ */
+function isByteLevelSpace(code: number): boolean {
+  return isCSpace(code) || code === 0x120 || (code >= 0x109 && code <= 0x10d);
+}
+
+/** Whether a character of a SentencePiece token's text is `▁` (a space) or whitespace itself. */
+function isSentencePieceSpace(code: number): boolean {
+  return isCSpace(code) || code === 0x2581;
+}
 
 const MAX_TENSOR_SPLIT = 128;
 
@@ -281,6 +304,7 @@ export class Model extends NativeHandle {
   /** Finds safe cuts in big texts; `null` when a special token's text is not UTF-8. */
   #cutter: SpecialTokenCutter | null | undefined;
   #eogTokens: readonly number[] | undefined;
+  #longestTokenChars: number | undefined;
 
   private constructor(
     llama: Llama,
@@ -529,6 +553,56 @@ export class Model extends NativeHandle {
     return this.#eogTokens;
   }
 
+  /**
+   * A lower bound on the tokens of a text, found without tokenizing it: its characters other than
+   * whitespace over the longest token's text (no token covers more characters than the bytes of
+   * its stored text: a byte-level BPE character or SentencePiece's `▁` stands for one byte, and
+   * only whitespace can vanish, stripped beside a special token). Only SentencePiece and BPE
+   * vocabularies keep every other character; for the others (WordPiece drops spaces and
+   * accents, Unigram folds runs of spaces) the bound is 0. Measuring the vocabulary costs a
+   * walk over its tokens, done once, and only for a text longer than `atLeast`.
+   *
+   * @param text The text.
+   * @param atLeast The count the caller compares with: a text of at most this many characters
+   *   returns 0 without any work.
+   * @returns A count that the text's tokens are never fewer than.
+   * @example
+   * ```ts
+   * if (model.fewestTokens(prompt, nCtx) > nCtx) throw new Error("too long");
+   * ```
+   */
+  fewestTokens(text: string, atLeast = 0): number {
+    if (text.length <= atLeast) return 0;
+    const longest = this.#longestTokenChars ??= this.#measureLongestToken();
+    if (longest === 0 || text.length <= atLeast * longest) return 0;
+    let kept = 0;
+    for (let i = 0; i < text.length; i++) if (!isCSpace(text.charCodeAt(i))) kept++;
+    return Math.ceil(kept / longest);
+  }
+
+  /**
+   * The most characters other than whitespace that one token can cover: the UTF-16 code units of
+   * its stored text less those standing for whitespace (a literal space, byte-level BPE's `Ġ`,
+   * `Ċ`…, SentencePiece's `▁`), over the vocabulary (30-60 ms for 128k tokens). 0 where no
+   * bound holds (see {@link fewestTokens}).
+   */
+  #measureLongestToken(): number {
+    const s = this.llama.symbols;
+    const type = s.llama_vocab_type(this.vocab);
+    if (type !== VOCAB_TYPE_SPM && type !== VOCAB_TYPE_BPE) return 0;
+    const standsForSpace = type === VOCAB_TYPE_BPE ? isByteLevelSpace : isSentencePieceSpace;
+    let longest = 0;
+    for (let id = 0; id < this.nVocab; id++) {
+      const pointer = s.llama_vocab_get_text(this.vocab, id);
+      if (pointer === null) continue;
+      const text = Deno.UnsafePointerView.getCString(pointer);
+      let kept = 0;
+      for (let i = 0; i < text.length; i++) if (!standsForSpace(text.charCodeAt(i))) kept++;
+      longest = Math.max(longest, kept);
+    }
+    return longest;
+  }
+
   /** Whether a token is a control token. */
   isControl(token: number): boolean {
     return this.llama.symbols.llama_vocab_is_control(this.vocab, token);
@@ -571,7 +645,8 @@ export class Model extends NativeHandle {
    * (with `parseSpecial`; {@link CACHED_PIECE_CHARS} with a piece cache) are tokenized in pieces
    * cut at special tokens, which keeps the time linear in the text and lets `signal` stop the
    * work between pieces; pieces the cache holds are not tokenized again. For short texts the
-   * synchronous {@link tokenize} is faster (no thread hop).
+   * synchronous {@link tokenize} is faster (no thread hop). Texts longer than `BIG_TEXT_CHARS`
+   * take turns with other models' and requests' big texts (`tokenize_turns.ts`).
    *
    * @param text The text.
    * @param options Special-token handling and an abort signal.
@@ -583,6 +658,16 @@ export class Model extends NativeHandle {
    * ```
    */
   async tokenizeAsync(text: string, options: TokenizeAsyncOptions = {}): Promise<Int32Array> {
+    if (text.length <= BIG_TEXT_CHARS) return await this.#tokenizeInPieces(text, options);
+    return await bigTextTurns.run(
+      text.length,
+      () => this.#tokenizeInPieces(text, options),
+      options.signal,
+    );
+  }
+
+  /** {@link tokenizeAsync}'s work, in its turn. */
+  async #tokenizeInPieces(text: string, options: TokenizeAsyncOptions): Promise<Int32Array> {
     const { signal, pieceCache } = options;
     const addSpecial = options.addSpecial ?? true;
     const parseSpecial = options.parseSpecial ?? true;

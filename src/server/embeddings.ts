@@ -13,7 +13,7 @@ import { type Embedder, shortenEmbedding } from "../engine/embedder.ts";
 import type { LoadedModel } from "../engine/loaded_model.ts";
 import type { ModelEntry } from "../models/registry.ts";
 import type { ServerContext } from "./context.ts";
-import { badRequest } from "./http_error.ts";
+import { badRequest, type HttpError } from "./http_error.ts";
 import { Fields, readRequestJson, refuseUnknownFields } from "./request_body.ts";
 import type { ServedRequest } from "./served_request.ts";
 
@@ -120,17 +120,45 @@ export async function tokenizeInputs(
   for (const [index, input] of inputs.entries()) {
     let tokens: Int32Array;
     if (typeof input === "string") {
-      tokens = await model.tokenizeAsync(input, { signal });
+      tokens = await inputTokens(lease, input, `Input ${index}`, signal);
     } else {
       if (input.some((id) => id >= nVocab)) {
         throw badRequest(`Input ${index} holds a token id outside the vocabulary`, "input");
       }
       tokens = Int32Array.from(input);
+      checkLength(lease.embedder, tokens, `Input ${index}`, "input");
     }
-    checkLength(lease.embedder, tokens, `Input ${index}`, "input");
     out.push(tokens);
   }
   return out;
+}
+
+/**
+ * The tokens of a text input (special tokens added and parsed, as llama-server does), refused
+ * untokenized when its length alone shows it longer than the embeddings context
+ * (`Model.fewestTokens`): a text of megabytes takes seconds of a core to tokenize.
+ *
+ * @param lease The model and its embedder.
+ * @param text The input.
+ * @param what How a refusal names the input, e.g. `Input 3`.
+ * @param signal Stops tokenizing a big text.
+ * @returns Its tokens.
+ * @throws {HttpError} 400 when it is longer than the embeddings context.
+ */
+export async function inputTokens(
+  lease: EmbedderLease,
+  text: string,
+  what: string,
+  signal?: AbortSignal,
+): Promise<Int32Array> {
+  const { embedder } = lease;
+  const fewest = lease.loaded.model.fewestTokens(text, embedder.contextSize);
+  if (fewest > embedder.contextSize) {
+    throw tooLong(embedder, `at least ${fewest}`, what, "input");
+  }
+  const tokens = await lease.loaded.model.tokenizeAsync(text, { signal });
+  checkLength(embedder, tokens, what, "input");
+  return tokens;
 }
 
 /**
@@ -149,12 +177,16 @@ export function checkLength(
   param: string,
 ): void {
   if (tokens.length > embedder.contextSize) {
-    throw badRequest(
-      `${what} has ${tokens.length} tokens, more than the embedding context of ` +
-        `${embedder.contextSize}; shorten it or start the server with a larger --ctx-size`,
-      param,
-    );
+    throw tooLong(embedder, `${tokens.length}`, what, param);
   }
+}
+
+function tooLong(embedder: Embedder, tokens: string, what: string, param: string): HttpError {
+  return badRequest(
+    `${what} has ${tokens} tokens, more than the embedding context of ` +
+      `${embedder.contextSize}; shorten it or start the server with a larger --ctx-size`,
+    param,
+  );
 }
 
 /**

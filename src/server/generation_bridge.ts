@@ -18,6 +18,7 @@ import { reasoningBudgetSpec } from "../engine/reasoning_budget.ts";
 import {
   chatPrompt,
   type PreparedPrompt,
+  type PromptOptions,
   rawPrompt,
   tokenizeText,
   tokenPrompt,
@@ -160,7 +161,12 @@ async function queueChoices(
       ctx.arrivals.count(ARRIVAL_WINDOW_MS) > 0;
     checkTokenIds(fields, loaded.model.nVocab);
     if (logprobs !== undefined) fields.logprobs = logprobs;
-    const prepared = await preparePrompt(ctx, loaded, source, fields, { signal, offThread });
+    // Without `truncate`, a prompt whose length alone shows it cannot fit is refused untokenized.
+    const prepared = await preparePrompt(ctx, loaded, source, fields, {
+      signal,
+      offThread,
+      ...(fields.truncate ? {} : { tokenLimit: loaded.scheduler.slotContext }),
+    });
     if (prepared.tokens.length === 0) throw badRequest("The prompt is empty", "prompt");
     if (source.contextTokens !== undefined) {
       const room = source.contextTokens - prepared.tokens.length;
@@ -277,7 +283,7 @@ async function preparePrompt(
   loaded: LoadedModel,
   source: PromptSource,
   fields: GenerationFields,
-  options: { signal: AbortSignal; offThread: boolean },
+  options: PromptOptions,
 ): Promise<PreparedPrompt> {
   const model = loaded.model;
   switch (source.kind) {

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { appendAll } from "../util/arrays.ts";
+import { concatTokens } from "../util/arrays.ts";
 import type { LoadedModel } from "../engine/loaded_model.ts";
 import type { ServerContext } from "./context.ts";
 import { badRequest } from "./http_error.ts";
@@ -61,21 +61,61 @@ export async function tokenize(
   const parts = contentParts(fields.raw("content"));
   using lease = await ctx.registry.acquire(fields.string("model"));
   const model = lease.model.model;
-  const tokens: number[] = [];
+  const tokenParts: ArrayLike<number>[] = [];
   for (const [i, part] of parts.entries()) {
     if (typeof part === "number") {
-      tokens.push(checkedToken(model, part, "content"));
+      tokenParts.push([checkedToken(model, part, "content")]);
       continue;
     }
     const options = { addSpecial: addSpecial && i === 0, parseSpecial, signal: clientGone };
-    appendAll(tokens, await model.tokenizeAsync(part, options));
+    tokenParts.push(await model.tokenizeAsync(part, options));
   }
-  if (!withPieces) return Response.json({ tokens });
+  const tokens = concatTokens(tokenParts);
+  if (!withPieces) {
+    return tokenListResponse(tokens.length, (start, end) => tokens.subarray(start, end).join(","));
+  }
   const pieces = await eachToken(tokens, (id) => pieceOf(model, id), clientGone);
-  return Response.json({
-    tokens: tokens.map((id, i): TokenPiece => ({ id, piece: pieces[i] as string | number[] })),
+  return tokenListResponse(tokens.length, (start, end) => {
+    const share: TokenPiece[] = [];
+    for (let i = start; i < end; i++) {
+      share.push({ id: tokens[i] as number, piece: pieces[i] as string | number[] });
+    }
+    return JSON.stringify(share).slice(1, -1);
   });
 }
+
+/**
+ * `{"tokens": [...]}`, its items written a share per turn of the event loop as the client reads
+ * them: 2.3 million ids (an 8 MB text) had taken 230 ms to turn into one JSON string, with every
+ * stream waiting.
+ *
+ * @param count How many items.
+ * @param share The items from `start` to `end` as JSON, without the brackets.
+ * @returns The answer.
+ */
+function tokenListResponse(
+  count: number,
+  share: (start: number, end: number) => string,
+): Response {
+  if (count <= TOKENS_PER_TURN) return new Response(`{"tokens":[${share(0, count)}]}`, JSON_TYPE);
+  const encoder = new TextEncoder();
+  let start = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (start >= count) {
+        controller.enqueue(encoder.encode("]}"));
+        controller.close();
+        return;
+      }
+      const end = Math.min(count, start + TOKENS_PER_TURN);
+      controller.enqueue(encoder.encode((start === 0 ? '{"tokens":[' : ",") + share(start, end)));
+      start = end;
+    },
+  });
+  return new Response(body, JSON_TYPE);
+}
+
+const JSON_TYPE = { headers: { "content-type": "application/json" } };
 
 /**
  * `POST /detokenize`.
@@ -116,7 +156,7 @@ const TOKENS_PER_TURN = 8192;
  * @returns The values, in the order of `ids`.
  */
 async function eachToken<T>(
-  ids: readonly number[],
+  ids: ArrayLike<number>,
   valueOf: (id: number) => T,
   signal: AbortSignal,
 ): Promise<T[]> {

@@ -11,8 +11,8 @@
 import type { ServerContext } from "../context.ts";
 import {
   checkDimensions,
-  checkLength,
   checkPooling,
+  inputTokens,
   withDimensions,
   withEmbedder,
 } from "../embeddings.ts";
@@ -118,8 +118,9 @@ async function embedTexts(
     const fitted: Int32Array[] = [];
     for (const [i, text] of texts.entries()) {
       if (text === "") throw badRequest(`Input ${i} is empty`, "input");
-      const tokens = await lease.loaded.model.tokenizeAsync(text, { signal });
-      if (!truncate) checkLength(lease.embedder, tokens, `Input ${i}`, "input");
+      const tokens = truncate
+        ? await lease.loaded.model.tokenizeAsync(text, { signal })
+        : await inputTokens(lease, text, `Input ${i}`, signal);
       fitted.push(tokens.subarray(0, lease.embedder.contextSize));
     }
     const vectors = await lease.embedder.embed(fitted, { signal });
