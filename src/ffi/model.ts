@@ -223,11 +223,19 @@ export function decodeModelParams(llama: Llama, params: Uint8Array): PassedModel
   };
 }
 
+/** Files that passed {@link checkModelFile}, by path, as they were then. */
+const checkedFiles = new Map<string, string>();
+/** Most files {@link checkedFiles} remembers (the oldest is forgotten first). */
+const CHECKED_FILES_KEPT = 256;
+
 /**
  * Refuses a file llama.cpp would refuse, before it reads it: missing, not a file, not GGUF,
  * cut short (tensor data past its end, as a truncated download leaves it), or with metadata
  * llama.cpp would abort on. Cheap (the header only), so a caller can run it before it unloads
- * another model to make room for this one.
+ * another model to make room for this one. A file that passed and has the same size, inode and
+ * modification time (to the millisecond) is not read again: the registry checks before it makes room and the load
+ * checks again (each copy, with `--replicas`), and a 150k-token vocabulary's header takes
+ * 200-300 ms to read.
  *
  * @param path The GGUF file (the first shard of a split model).
  * @throws {ModelLoadError} naming what is wrong.
@@ -254,6 +262,9 @@ export async function checkModelFile(path: string): Promise<void> {
   if (!info.isFile) {
     throw new ModelLoadError("invalid_file", path, `Cannot load model ${path}: not a file`);
   }
+  const seen = fileIdentity(info);
+  if (seen !== undefined && checkedFiles.get(path) === seen) return;
+  checkedFiles.delete(path);
   const magic = new Uint8Array(4);
   try {
     using file = await Deno.open(path, { read: true });
@@ -283,6 +294,16 @@ export async function checkModelFile(path: string): Promise<void> {
   if (problem) {
     throw new ModelLoadError("invalid_file", path, `Cannot load model ${path}: ${problem}`);
   }
+  if (seen !== undefined) checkedFiles.set(path, seen);
+  if (checkedFiles.size > CHECKED_FILES_KEPT) {
+    checkedFiles.delete(checkedFiles.keys().next().value as string);
+  }
+}
+
+/** What tells a file's versions apart: size, inode and modification time; undefined if unknown. */
+function fileIdentity(info: Deno.FileInfo): string | undefined {
+  if (!info.mtime || info.ino === null) return undefined;
+  return `${info.size}:${info.ino}:${info.mtime.getTime()}`;
 }
 
 /** An owned `llama_model`. */

@@ -10,6 +10,7 @@ import {
   ModelLoadError,
   Sampler,
 } from "../../src/ffi/mod.ts";
+import { checkModelFile } from "../../src/ffi/model.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 import { type LlamaModelOptions, writeLlamaModel } from "../fixtures/llama_model.ts";
 import { GgufValueType } from "../../src/gguf/types.ts";
@@ -89,6 +90,34 @@ Deno.test("Model.load() reports corrupt and truncated GGUF files without crashin
   await withTempFile(corrupt, async (path) => {
     await rejects(Model.load(llama, path), ModelLoadError);
   });
+});
+
+Deno.test("checkModelFile() reads an unchanged file's header once, and a changed file's again", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "model.gguf");
+    await Deno.copyFile(await fixtureModel("qwen2"), path);
+    const timed = async () => {
+      const started = performance.now();
+      await checkModelFile(path);
+      return performance.now() - started;
+    };
+    const first = await timed();
+    const again = await timed();
+    ok(again < first / 5, `read once: ${first.toFixed(1)} ms, then ${again.toFixed(1)} ms`);
+    // The same size, other bytes: the modification time tells.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    using file = await Deno.open(path, { write: true });
+    await file.write(new TextEncoder().encode("NOPE")); // over the GGUF magic
+    await rejects(checkModelFile(path), /not a GGUF file/);
+    await file.seek(0, Deno.SeekMode.Start);
+    await file.write(new TextEncoder().encode("GGUF"));
+    await checkModelFile(path);
+    await Deno.truncate(path, 1024);
+    await rejects(checkModelFile(path), /incomplete/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("Model.load() refuses metadata llama.cpp would abort on (no layers, a NaN epsilon) before it reads the file", async () => {
