@@ -67,14 +67,14 @@ export function splitReasoning(
   const close = text.indexOf(syntax.close, at);
   if (close < 0) {
     const body = text.slice(at);
-    if (final) return { reasoning: trimStartNewlines(body).replace(/\s+$/, ""), rest: "" };
+    if (final) return { reasoning: trimStartNewlines(body).trimEnd(), rest: "" };
     // Trailing space may be the end of the reasoning, which is trimmed: hold it back too.
     const shown = body.slice(0, body.length - heldBack(body, [syntax.close]));
-    return { reasoning: trimStartNewlines(shown).replace(/\s+$/, ""), rest: "" };
+    return { reasoning: trimStartNewlines(shown).trimEnd(), rest: "" };
   }
   return {
-    reasoning: trimStartNewlines(text.slice(at, close)).replace(/\s+$/, ""),
-    rest: text.slice(close + syntax.close.length).replace(/^\s+/, ""),
+    reasoning: trimStartNewlines(text.slice(at, close)).trimEnd(),
+    rest: text.slice(close + syntax.close.length).trimStart(),
   };
 }
 
@@ -149,7 +149,7 @@ export function parseCalls(
       // While streaming, trailing space is held too: before a call it is trimmed away.
       content += ctx.final
         ? kept(tail)
-        : tail.slice(0, tail.length - heldBack(tail, format.markers)).replace(/\s+$/, "");
+        : tail.slice(0, tail.length - heldBack(tail, format.markers)).trimEnd();
       break;
     }
     const before = text.slice(pos, found.index);
