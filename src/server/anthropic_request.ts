@@ -370,7 +370,8 @@ function templateMessages(system: unknown, messages: unknown): TemplateMessage[]
     }
     const where = (j: number) => `messages[${i}].content[${j}]`;
     if (role === "assistant") out.push(assistantMessage(content, where, toolNames));
-    else out.push(...userMessages(content, where, toolNames));
+    // One push each: spread into one call, 130,000 tool_result blocks overflowed the stack (a 500).
+    else for (const turn of userMessages(content, where, toolNames)) out.push(turn);
   });
   return out;
 }

@@ -476,6 +476,17 @@ Deno.test("errors on the Messages routes have Anthropic's shape and status", asy
   });
   equal(twoAssistants.status, 400);
   match(twoAssistants.message, /two assistant messages/);
+  // 130,000 tool results in one message: the message limit's 400, not a stack overflow's 500.
+  const results = await post("/v1/messages", {
+    model: MODEL,
+    max_tokens: 1,
+    messages: [{
+      role: "user",
+      content: Array.from({ length: 130_000 }, () => ({ type: "tool_result", tool_use_id: "t" })),
+    }],
+  });
+  deepEqual([results.status, results.type], [400, "invalid_request_error"]);
+  match(results.message, /messages/);
   const countMissingModel = await post("/v1/messages/count_tokens", { messages: hi });
   equal(countMissingModel.status, 400);
   const noRoute = await post("/v1/messages/batches", {});
