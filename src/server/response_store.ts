@@ -191,5 +191,34 @@ function itemsOf(stored: StoredResponse): Record<string, unknown>[] {
  * ```
  */
 export function storedSize(stored: Pick<StoredResponse, "response" | "items">): number {
-  return JSON.stringify(stored.items).length + JSON.stringify(stored.response).length;
+  return itemsSize(stored.items) + JSON.stringify(stored.response).length;
+}
+
+/** Each item's JSON length, measured once: stored items are shared, and never changed. */
+const itemSizes = new WeakMap<object, number>();
+
+/**
+ * The length of a list of items as JSON text, each item measured once for all the requests that
+ * carry it: a conversation continued by `previous_response_id` is the same item objects every
+ * time, and had been turned into JSON again by each request (256 MiB of it, seconds of the event
+ * loop apiece).
+ *
+ * @param items Conversation items, not to be changed afterwards.
+ * @returns `JSON.stringify(items).length`.
+ * @example
+ * ```ts
+ * itemsSize([{ type: "message" }]); // 20
+ * ```
+ */
+export function itemsSize(items: readonly Record<string, unknown>[]): number {
+  let total = items.length === 0 ? 2 : items.length + 1; // the brackets and commas
+  for (const item of items) {
+    let size = itemSizes.get(item);
+    if (size === undefined) {
+      size = JSON.stringify(item)?.length ?? 4;
+      itemSizes.set(item, size);
+    }
+    total += size;
+  }
+  return total;
 }

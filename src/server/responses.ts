@@ -25,6 +25,7 @@ import {
 import { badRequest, HttpError } from "./http_error.ts";
 import { Fields, readRequestJson, templateFields } from "./request_body.ts";
 import { ResponseStore, type StoredResponse, storedSize } from "./response_store.ts";
+import { mebibytes } from "../util/bytes.ts";
 import { type EmitEvent, itemId, ResponseOutput } from "./responses_output.ts";
 import { readResponsesRequest, type ResponsesRequest } from "./responses_request.ts";
 import { type Item, withItemIds } from "./responses_items.ts";
@@ -149,16 +150,13 @@ function storableSize(
   const bytes = storedSize({ response: {}, items: [...asked.history, ...asked.input] });
   if (bytes <= store.maxBytes) return bytes;
   throw badRequest(
-    `This conversation is ${mib(bytes)} MiB, more than the ${mib(store.maxBytes)} MiB the ` +
+    `This conversation is ${mebibytes(bytes)} MiB, more than the ${
+      mebibytes(store.maxBytes)
+    } MiB the ` +
       "server keeps of stored responses; " +
       'send "store": false, or a shorter conversation',
     "store",
   );
-}
-
-/** Bytes as MiB with one decimal. */
-function mib(bytes: number): string {
-  return (bytes / 2 ** 20).toFixed(1);
 }
 
 /** Starts the generation; the grammar path's `response_format` errors name `text` here. */

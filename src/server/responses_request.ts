@@ -14,9 +14,10 @@
 import type { TemplateMessage } from "../engine/templates.ts";
 import { badRequest, HttpError } from "./http_error.ts";
 import { Fields, REASONING_EFFORTS, refuseUnknownFields } from "./request_body.ts";
-import type { ResponseStore } from "./response_store.ts";
+import { itemsSize, type ResponseStore } from "./response_store.ts";
 import { chatMessagesOf, inputItems, type Item } from "./responses_items.ts";
 import { isObject } from "../util/objects.ts";
+import { mebibytes } from "../util/bytes.ts";
 
 /** What a Responses request asks, read and checked. */
 export interface ResponsesRequest {
@@ -130,6 +131,7 @@ export function readResponsesRequest(
 
   const history = previous === undefined ? [] : previousItems(store, previous);
   const input = inputItems(fields.raw("input"), store);
+  checkConversationSize(history, input);
   const messages = chatMessagesOf([...history, ...input], instructions);
   if (!messages.some((m) => m.role !== "system")) {
     throw badRequest('"input" is required: send a string or an array of input items', "input");
@@ -178,6 +180,31 @@ export function readResponsesRequest(
       truncation,
     },
   };
+}
+
+/**
+ * Most JSON text (UTF-16 units) the conversation of one request may hold, its continued items
+ * and input together: 4 million tokens or so, far more than any context. Each request hands its
+ * whole conversation to the template's worker; a chain of 8 MB reasoning items (which the
+ * template then dropped) had grown each request's work to seconds of the event loop.
+ */
+export const MAX_CONVERSATION_CHARS = 16 * 1024 * 1024;
+
+/** Refuses a conversation longer than {@link MAX_CONVERSATION_CHARS}, before any work on it. */
+function checkConversationSize(history: Item[], input: Item[]): void {
+  const continued = itemsSize(history);
+  const size = continued + itemsSize(input);
+  if (size <= MAX_CONVERSATION_CHARS) return;
+  throw new HttpError(
+    400,
+    `This conversation is ${mebibytes(size)} MiB of items, more than the ` +
+      `${mebibytes(MAX_CONVERSATION_CHARS)} MiB one request may carry (far more than a context ` +
+      "holds); start a new conversation, or send fewer or smaller items",
+    {
+      param: continued > MAX_CONVERSATION_CHARS ? "previous_response_id" : "input",
+      code: "context_length_exceeded",
+    },
+  );
 }
 
 /** Known fields whose other values Shimmy cannot honour. */

@@ -43,3 +43,17 @@ export async function writeAll(
   let offset = 0;
   while (offset < bytes.length) offset += await writer.write(bytes.subarray(offset));
 }
+
+/**
+ * A byte count in MiB with one decimal, for messages.
+ *
+ * @param bytes The count.
+ * @returns E.g. `"16.0"`.
+ * @example
+ * ```ts
+ * mebibytes(3 * 2 ** 20); // "3.0"
+ * ```
+ */
+export function mebibytes(bytes: number): string {
+  return (bytes / 2 ** 20).toFixed(1);
+}

@@ -833,6 +833,54 @@ Deno.test("a stored response whose conversation is more than the store keeps is 
   equal(unstored.status, 200, await unstored.text());
 });
 
+Deno.test("a conversation of more than 16 MiB of items is a 400 before any work, however it was put together", async () => {
+  await using server = await startServer();
+  // A reasoning item before a user message: kept in the conversation, never in the prompt.
+  const reasoning = (text: string) => ({
+    type: "reasoning",
+    summary: [],
+    content: [{ type: "reasoning_text", text }],
+  });
+  const first = await postJson(`${server.url}/v1/responses`, {
+    input: [reasoning("r".repeat(7_000_000)), { role: "user", content: "hi" }],
+    max_output_tokens: 1,
+  });
+  equal(first.status, 200, await first.clone().text());
+  const stored = await first.json();
+  const second = await postJson(`${server.url}/v1/responses`, {
+    previous_response_id: stored.id,
+    input: [reasoning("s".repeat(7_000_000)), { role: "user", content: "again" }],
+    max_output_tokens: 1,
+  });
+  equal(second.status, 200, "14 MB of items is within the bound");
+  const next = await second.json();
+  const started = performance.now();
+  const third = await postJson(`${server.url}/v1/responses`, {
+    previous_response_id: next.id,
+    input: [reasoning("t".repeat(7_000_000)), { role: "user", content: "more" }],
+    max_output_tokens: 1,
+  });
+  const error = (await third.json()).error;
+  equal(third.status, 400);
+  equal(error.code, "context_length_exceeded");
+  equal(error.param, "input");
+  match(error.message, /This conversation is 2\d\.\d MiB of items, more than the 16\.0 MiB/);
+  ok(performance.now() - started < 5000);
+  // References to one stored item count each time they are sent.
+  const input = server.ctx.responses?.get(stored.id)?.input;
+  const id = input?.find((item) => item.type === "reasoning")?.id;
+  ok(typeof id === "string", "the stored reasoning item has an id");
+  const referenced = await postJson(`${server.url}/v1/responses`, {
+    input: [
+      ...Array.from({ length: 3 }, () => ({ type: "item_reference", id })),
+      { role: "user", content: "hi" },
+    ],
+    max_output_tokens: 1,
+  });
+  equal(referenced.status, 400);
+  equal((await referenced.json()).error.code, "context_length_exceeded");
+});
+
 Deno.test("Responses items map to chat messages: calls join the assistant turn, outputs are tool messages", () => {
   const messages = chatMessagesOf([
     { role: "developer", content: "Rules" },
