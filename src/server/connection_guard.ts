@@ -13,7 +13,8 @@
  * the requests in flight per connection (a request ends when `info.completed` settles). One
  * periodic sweep closes connections that are neither busy nor upgraded (a 101 response) once
  * their partial next request is older than `headerTimeoutMs` (trickled bytes do not extend it)
- * or once they have been silent for `idleTimeoutMs`. Connections beyond `maxConnections` get a
+ * or once they have been silent for `idleTimeoutMs`; an upgraded one, once the server's WebSocket
+ * close frame has waited {@link CLOSE_HANDSHAKE_MS} for the client's. Connections beyond `maxConnections` get a
  * 503 and are closed. `close()` drops every connection and aborts the internal server, so it
  * finishes at once even with stalled uploads, stuck handlers or open WebSockets. A WebSocket's
  * frames are followed on their way in (`websocket_watch.ts`), so that a message over the size
@@ -143,6 +144,12 @@ const BUFFER_SIZE = 64 * 1024;
 const MAX_SWEEP_MS = 1_000;
 /** How long a connection whose server side has ended may wait for the client to close. */
 const LINGER_MS = 1_000;
+/**
+ * How long a WebSocket client has to answer the server's close frame before the connection is
+ * closed under it (RFC 6455 7.1.1 lets the server close it): 512 clients that never answered had
+ * held every connection the server takes, and every later client got a 503.
+ */
+const CLOSE_HANDSHAKE_MS = 2_000;
 /** How long a refused connection may take to read its 503 before it is closed. */
 const REFUSE_LINGER_MS = 500;
 /** Pause after a failed accept (out of descriptors…) before trying again. */
@@ -225,6 +232,8 @@ class Tunnel {
   #sentAnything = false;
   /** When the internal server's side ended (or was asked to end); 0 while it runs. */
   endingSince = 0;
+  /** When the server's WebSocket close frame went to the client; 0 before. */
+  closeFrameSentAt = 0;
   closed = false;
   /** Aborted when it is closed: the guard's own serving gives up its request. */
   readonly #destroyed = new AbortController();
@@ -266,6 +275,7 @@ class Tunnel {
   /** Whether a sweep at `now` should close it. */
   expired(now: number, headerTimeoutMs: number, idleTimeoutMs: number): boolean {
     if (this.endingSince) return now - this.endingSince >= LINGER_MS;
+    if (this.closeFrameSentAt) return now - this.closeFrameSentAt >= CLOSE_HANDSHAKE_MS;
     if (this.busy > 0 || this.upgraded) return false;
     if (this.firstByteAt) return now - this.firstByteAt >= headerTimeoutMs;
     return now - this.idleSince >= idleTimeoutMs;
@@ -326,6 +336,7 @@ class Tunnel {
         if (n === null) break;
         this.webSocket?.followServer(buffer.subarray(0, n));
         await writeAll(this.client, buffer.subarray(0, n));
+        if (this.webSocket?.serverClosed) this.closeFrameSentAt ||= Date.now();
       }
     } catch (error) {
       if (!this.webSocket?.refused) throw error; // Else the guard closed the server's side.

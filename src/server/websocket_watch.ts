@@ -121,6 +121,11 @@ export class WebSocketWatch {
     if (at < bytes.length) this.#server.feed(bytes.subarray(at));
   }
 
+  /** Whether the server has sent its close frame (the client is to answer with its own). */
+  get serverClosed(): boolean {
+    return this.#server.closed;
+  }
+
   /**
    * The frames that tell the client why its frames were refused: none when nothing was refused,
    * when the server's bytes so far end inside a frame, or when the server has sent its close

@@ -7,7 +7,7 @@ import {
   textFrame,
 } from "../../src/server/websocket_frames.ts";
 import { WebSocketWatch } from "../../src/server/websocket_watch.ts";
-import { startServer } from "./harness.ts";
+import { startServer, waitFor } from "./harness.ts";
 
 const MiB = 1024 * 1024;
 const MASK = [1, 2, 3, 4];
@@ -351,4 +351,63 @@ Deno.test("WebSocket: a second request while the first generates is an error fra
     await new Promise((r) => setTimeout(r, 20));
   }
   equal(scheduler?.stats().busySlots, 0);
+});
+
+/**
+ * Opens a raw WebSocket to /ws/generate, sends `frames`, reads up to the server's close frame and
+ * then never answers it.
+ *
+ * @returns How long after the close frame the server closed the connection (Infinity if it had
+ *   not within 8 s).
+ */
+async function silentAfterClose(url: string, frames: Uint8Array[]): Promise<number> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(url).port) });
+  try {
+    await conn.write(new TextEncoder().encode(
+      "GET /ws/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n" +
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+        "Sec-WebSocket-Version: 13\r\n\r\n",
+    ));
+    for (const frame of frames) await conn.write(frame);
+    const received: number[] = [];
+    const buffer = new Uint8Array(65536);
+    let closeFrameAt = 0;
+    const deadline = performance.now() + 8_000;
+    for (;;) {
+      const left = deadline - performance.now();
+      if (left <= 0) return Infinity;
+      const n = await Promise.race([
+        conn.read(buffer).catch(() => null),
+        new Promise<"late">((resolve) => setTimeout(() => resolve("late"), left)),
+      ]);
+      if (n === "late") return Infinity;
+      if (n === null) return performance.now() - closeFrameAt;
+      received.push(...buffer.subarray(0, n));
+      const text = new TextDecoder().decode(new Uint8Array(received));
+      const headEnd = text.indexOf("\r\n\r\n");
+      if (closeFrameAt === 0 && headEnd >= 0) {
+        const frames = serverFrames(new Uint8Array(received).subarray(headEnd + 4));
+        if (frames.some((frame) => frame.opcode === 8)) closeFrameAt = performance.now();
+      }
+    }
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // Closed by the server.
+    }
+  }
+}
+
+Deno.test("WebSocket guard: a client that never answers the server's close frame loses its connection after 2 s", async () => {
+  // A done generation, and a socket that never sent its request (the first-frame timeout).
+  await using server = await startServer({ settings: { bodyTimeoutMs: 300 } });
+  const request = clientFrame(1, JSON.stringify({ prompt: "x", max_tokens: 1 }));
+  const [done, silent] = await Promise.all([
+    silentAfterClose(server.url, [request]),
+    silentAfterClose(server.url, []),
+  ]);
+  ok(done >= 1_500 && done < 4_000, `closed ${Math.round(done)} ms after the close frame`);
+  ok(silent >= 1_500 && silent < 4_000, `closed ${Math.round(silent)} ms after the close frame`);
+  ok(await waitFor(() => server.ctx.activity.count === 0), "no session left");
 });
