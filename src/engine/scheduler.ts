@@ -490,6 +490,12 @@ function choiceRequest(request: GenerationRequest, index: number): GenerationReq
 }
 
 /** Work asked for on one slot's cache (see `Scheduler.#onIdleSlot`). */
+/**
+ * Slot tasks (save, restore, erase) a model queues per slot; more are a 503 `queue_full`: each
+ * waits for its slot, and nothing else bounded how many a flood of them could queue.
+ */
+const SLOT_TASKS_PER_SLOT = 4;
+
 interface SlotTask {
   id: number;
   run: (slot: Slot) => Promise<void>;
@@ -800,6 +806,16 @@ export class Scheduler {
     if (this.#closing) {
       return Promise.reject(new GenerationError("closed", "The model is shutting down"));
     }
+    const most = this.#slots.length * SLOT_TASKS_PER_SLOT;
+    if (this.#slotTasks.length >= most) {
+      return Promise.reject(
+        new GenerationError(
+          "queue_full",
+          `${this.#slotTasks.length} slot saves, restores and erases are waiting, the most this ` +
+            "model queues; try again once they are done",
+        ),
+      );
+    }
     const { promise, resolve, reject } = Promise.withResolvers<T>();
     this.#slotTasks.push({
       id,
@@ -819,18 +835,22 @@ export class Scheduler {
   /**
    * Runs the slot tasks whose slots are idle, in order. A task also waits while its sequence is
    * part of a KV stream copy that the next step makes (its cells would be read before the copy,
-   * or overwritten by it); where no step is coming, it fails with a 503 to retry.
+   * or overwritten by it); where no step is coming, it fails with a 503 to retry. While other
+   * slots generate, one task runs between two steps: a save or restore of a full slot takes tens
+   * of milliseconds of file work, and 64 of them back to back had held every stream for 0.8 s.
    *
    * @param stepComing Whether a slot is busy, so that a step will run.
    */
   async #runIdleSlotTasks(stepComing: boolean): Promise<void> {
     const waiting: SlotTask[] = [];
+    let ran = 0;
     for (const task of this.#slotTasks.splice(0)) {
       const slot = this.#slots[task.id] as Slot;
       const queuedBehind = waiting.some((other) => other.id === task.id);
-      if (slot.state !== "idle" || queuedBehind) {
+      if (slot.state !== "idle" || queuedBehind || (stepComing && ran > 0)) {
         waiting.push(task);
       } else if (!this.context.copyPending(slot.seqId)) {
+        ran++;
         await task.run(slot);
       } else if (stepComing) {
         waiting.push(task);
@@ -2015,9 +2035,17 @@ export class Scheduler {
     return [...new Set([...this.context.model.eogTokens, ...(request.stopTokens ?? [])])];
   }
 
-  /** Whether requests are queued or on their way: a run on the decode thread gives way to them. */
+  /**
+   * Whether requests are queued or on their way, or a slot task can run: a run on the decode
+   * thread gives way to them.
+   */
   #othersWaiting(): boolean {
-    return this.#queued() > 0 || this.#othersOnTheWay();
+    return this.#queued() > 0 || this.#othersOnTheWay() || this.#slotTaskReady();
+  }
+
+  /** Whether a queued slot task's slot is idle: it runs between two of this loop's steps. */
+  #slotTaskReady(): boolean {
+    return this.#slotTasks.some((task) => this.#slots[task.id]?.state === "idle");
   }
 
   /** The run's next steps, the wait for them counted as decode time. */

@@ -117,3 +117,42 @@ Deno.test("POST /slots/N?action=erase empties a slot's cache, waiting for its re
     await response.body?.cancel();
   }
 });
+
+Deno.test("slot tasks: at most four a slot wait (then a 503 queue_full), and one runs between two steps while others generate", async () => {
+  await using server = await startServer({ load: { parallel: 2, ctxSize: 32768 } });
+  const warm = await postJson(`${server.url}/completion`, { prompt: "hi", n_predict: 1 });
+  await warm.body?.cancel();
+  const scheduler = server.ctx.registry.loaded().get("tiny-f32")?.scheduler;
+  ok(scheduler);
+  // A stream on one slot; its tokens count the steps.
+  const abort = new AbortController();
+  const stream = await postJson(
+    `${server.url}/completion`,
+    { prompt: "Once upon a time", n_predict: 30_000, ignore_eos: true, stream: true },
+    {},
+    abort.signal,
+  );
+  const reader = stream.body!.getReader();
+  await reader.read();
+  const busy = (await slotsOf(server.url)).json.findIndex((slot) => slot.is_processing);
+  const idle = 1 - busy;
+  let pieces = 0;
+  const counting = (async () => {
+    while (!(await reader.read().catch(() => ({ done: true }))).done) pieces++;
+  })();
+  // Erases of the idle slot, queued at once: each waits for a step of its own.
+  const at: number[] = [];
+  await Promise.all(
+    Array.from({ length: 4 }, () => scheduler.eraseSlot(idle).then(() => at.push(pieces))),
+  );
+  ok((at.at(-1) as number) - (at[0] as number) >= 2, `steps between them: ${at.join(", ")}`);
+  // Queued behind the busy slot: 2 slots × 4 wait, the next is refused.
+  const waiting = Array.from({ length: 8 }, () => scheduler.eraseSlot(busy).catch((e) => e));
+  ok(pieces < 29_000, "the stream still runs");
+  const refused = await fetch(`${server.url}/slots/${busy}?action=erase`, { method: "POST" });
+  equal(refused.status, 503);
+  equal((await refused.json()).error.code, "queue_full");
+  abort.abort();
+  await counting;
+  for (const result of await Promise.all(waiting)) equal(typeof result, "number");
+});
