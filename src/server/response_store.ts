@@ -15,8 +15,9 @@ import type { BackgroundRun } from "./responses_background.ts";
 export const DEFAULT_MAX_RESPONSES = 1000;
 
 /**
- * Default most bytes of stored conversations, each response's counted whole (the items it shares
- * with the responses it continued count again, so a long chain keeps fewer of its older steps).
+ * Default most bytes of stored conversations: each item counted once, however many stored
+ * responses hold it (a chain's responses share the items they continue), and each response
+ * object.
  */
 export const DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024;
 
@@ -43,7 +44,8 @@ export interface ResponseStoreOptions {
   /** Most responses kept; the oldest is dropped for a new one. Default 1000. */
   maxResponses?: number;
   /**
-   * Most bytes kept, as {@link storedSize} counts them; the oldest are dropped for a new one.
+   * Most bytes kept: the JSON text of each stored item once and of each response object; the
+   * oldest are dropped for a new one.
    * Default {@link DEFAULT_MAX_RESPONSE_BYTES}.
    */
   maxBytes?: number;
@@ -66,16 +68,19 @@ export interface ResponseStoreOptions {
  */
 export class ResponseStore {
   readonly #max: number;
-  /** Most bytes kept (see {@link storedSize}). */
+  /** Most bytes kept (see {@link ResponseStoreOptions.maxBytes}). */
   readonly maxBytes: number;
   readonly #ttlMs: number;
   readonly #now: () => number;
   /** In insertion order, so the first entry is the oldest. */
   readonly #entries = new Map<
     string,
+    /** `bytes`: its response object's JSON length (its items are counted by their holders). */
     { stored: StoredResponse; expires: number; bytes: number }
   >();
   #bytes = 0;
+  /** How many stored responses hold each conversation item. */
+  readonly #holders = new Map<object, number>();
   /** The stored responses' input and output items by id, and the response that holds each. */
   readonly #items = new Map<string, { item: Record<string, unknown>; response: string }>();
 
@@ -95,26 +100,39 @@ export class ResponseStore {
   }
 
   /**
-   * Stores a response, dropping expired ones and, when full, the oldest.
+   * Stores a response, dropping expired ones and, when full, the oldest others. Its items count
+   * once however many stored responses hold them: counted with every response that continued
+   * them, a chain of ten 8 MB steps had counted 440 MB and pushed everyone's responses out.
    *
    * @param id The response id.
-   * @param stored The response and its conversation.
-   * @param bytes Its size as {@link storedSize} counts it, when the caller knows it already (a
-   *   conversation already measured, stored again as the response goes on).
+   * @param stored The response and its conversation (items not to be changed afterwards).
    */
-  put(id: string, stored: StoredResponse, bytes = storedSize(stored)): void {
+  put(id: string, stored: StoredResponse): void {
     this.#expire();
     this.#drop(id);
+    const bytes = JSON.stringify(stored.response).length;
+    this.#entries.set(id, { stored, expires: this.#now() + this.#ttlMs, bytes });
+    this.#bytes += bytes;
+    this.#hold(stored.items, 1);
+    // The new response is the last in the map: the oldest others go first.
     while (
-      this.#entries.size > 0 &&
-      (this.#entries.size >= this.#max || this.#bytes + bytes > this.maxBytes)
+      this.#entries.size > 1 &&
+      (this.#entries.size > this.#max || this.#bytes > this.maxBytes)
     ) {
       this.#drop(this.#entries.keys().next().value as string);
     }
-    this.#entries.set(id, { stored, expires: this.#now() + this.#ttlMs, bytes });
-    this.#bytes += bytes;
     for (const item of itemsOf(stored)) {
       if (typeof item?.id === "string") this.#items.set(item.id, { item, response: id });
+    }
+  }
+
+  /** Counts the responses that hold each item, its size once while any does. */
+  #hold(items: readonly Record<string, unknown>[], change: 1 | -1): void {
+    for (const item of items) {
+      const holders = (this.#holders.get(item) ?? 0) + change;
+      if (holders > 0) this.#holders.set(item, holders);
+      else this.#holders.delete(item);
+      if (holders === (change > 0 ? 1 : 0)) this.#bytes += change * itemSize(item);
     }
   }
 
@@ -144,6 +162,7 @@ export class ResponseStore {
     const entry = this.#entries.get(id);
     if (!entry) return false;
     this.#bytes -= entry.bytes;
+    this.#hold(entry.stored.items, -1);
     for (const item of itemsOf(entry.stored)) {
       if (typeof item?.id === "string" && this.#items.get(item.id)?.response === id) {
         this.#items.delete(item.id);
@@ -179,21 +198,6 @@ function itemsOf(stored: StoredResponse): Record<string, unknown>[] {
   return [...stored.input, ...output];
 }
 
-/**
- * About how many bytes a stored response holds: its conversation's items and the response
- * object as JSON text.
- *
- * @param stored The stored response.
- * @returns The size in UTF-16 units of that text.
- * @example
- * ```ts
- * storedSize({ response: { id: "resp_1" }, input: [], items: [] }); // 17
- * ```
- */
-export function storedSize(stored: Pick<StoredResponse, "response" | "items">): number {
-  return itemsSize(stored.items) + JSON.stringify(stored.response).length;
-}
-
 /** Each item's JSON length, measured once: stored items are shared, and never changed. */
 const itemSizes = new WeakMap<object, number>();
 
@@ -212,13 +216,16 @@ const itemSizes = new WeakMap<object, number>();
  */
 export function itemsSize(items: readonly Record<string, unknown>[]): number {
   let total = items.length === 0 ? 2 : items.length + 1; // the brackets and commas
-  for (const item of items) {
-    let size = itemSizes.get(item);
-    if (size === undefined) {
-      size = JSON.stringify(item)?.length ?? 4;
-      itemSizes.set(item, size);
-    }
-    total += size;
-  }
+  for (const item of items) total += itemSize(item);
   return total;
+}
+
+/** An item's JSON length, measured once per item object. */
+function itemSize(item: Record<string, unknown>): number {
+  let size = itemSizes.get(item);
+  if (size === undefined) {
+    size = JSON.stringify(item)?.length ?? 4;
+    itemSizes.set(item, size);
+  }
+  return size;
 }

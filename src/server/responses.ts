@@ -24,7 +24,7 @@ import {
 } from "./generation_bridge.ts";
 import { badRequest, HttpError } from "./http_error.ts";
 import { Fields, readRequestJson, templateFields } from "./request_body.ts";
-import { ResponseStore, type StoredResponse, storedSize } from "./response_store.ts";
+import { itemsSize, ResponseStore, type StoredResponse } from "./response_store.ts";
 import { mebibytes } from "../util/bytes.ts";
 import { type EmitEvent, itemId, ResponseOutput } from "./responses_output.ts";
 import { readResponsesRequest, type ResponsesRequest } from "./responses_request.ts";
@@ -70,8 +70,7 @@ export async function createResponse(
   const body = await readRequestJson(request, ctx.settings);
   const store = storeOf(ctx);
   const asked = readResponsesRequest(body, store);
-  // Measured once: each put of this response adds only its output and response object.
-  const conversationBytes = asked.store ? storableSize(store, asked) : 0;
+  if (asked.store) checkStorable(store, asked);
   const fields = new Fields(asked.chat);
   // A background response goes on when its client hangs up, until it is cancelled.
   const abort = asked.background ? new AbortController() : followClient(clientGone);
@@ -95,8 +94,7 @@ export async function createResponse(
   const keep = (response: Record<string, unknown>, output: Item[]) => {
     if (!asked.store) return;
     const items = [...asked.history, ...input, ...output];
-    const bytes = conversationBytes + storedSize({ response, items: output });
-    store.put(envelope.id, { response, input, items, ...(run ? { run } : {}) }, bytes);
+    store.put(envelope.id, { response, input, items, ...(run ? { run } : {}) });
   };
 
   // One path, streamed or not: without a stream the events go nowhere.
@@ -140,15 +138,15 @@ export async function createResponse(
 }
 
 /**
- * The size of a response's conversation as the store counts it (its continued items and input),
- * refused before anything is generated when it alone is more than the store keeps.
+ * Refuses, before anything is generated, a conversation (continued items and input) that alone is
+ * more than the store keeps.
  */
-function storableSize(
+function checkStorable(
   store: ResponseStore,
   asked: { history: Record<string, unknown>[]; input: Record<string, unknown>[] },
-): number {
-  const bytes = storedSize({ response: {}, items: [...asked.history, ...asked.input] });
-  if (bytes <= store.maxBytes) return bytes;
+): void {
+  const bytes = itemsSize(asked.history) + itemsSize(asked.input);
+  if (bytes <= store.maxBytes) return;
   throw badRequest(
     `This conversation is ${mebibytes(bytes)} MiB, more than the ${
       mebibytes(store.maxBytes)

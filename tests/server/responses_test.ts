@@ -812,6 +812,26 @@ Deno.test("ResponseStore keeps at most maxBytes of conversations, dropping the o
   equal(store.size, 2, "what a deleted response held is free again");
 });
 
+Deno.test("ResponseStore counts the items a chain's responses share once: a chain does not push out others", () => {
+  const store = new ResponseStore({ maxBytes: 5000 });
+  const item = (text: string) => ({ type: "message", text });
+  store.put("other", { response: { id: "other" }, input: [], items: [item("o".repeat(500))] });
+  // Ten steps, each continuing the last with 300 more characters: about 3,300 held.
+  let items: Record<string, unknown>[] = [];
+  for (let step = 0; step < 10; step++) {
+    items = [...items, item(String(step).repeat(300))];
+    store.put(`step${step}`, { response: { id: `step${step}` }, input: [], items });
+  }
+  equal(store.size, 11, "counted with every step, the chain had passed 16,000");
+  equal(store.get("other")?.response.id, "other");
+  // Items go once no response holds them: a 4,000-character response now fits beside the last
+  // step only once the chain's other steps (which hold nothing the last does not) are gone.
+  store.put("big", { response: { id: "big" }, input: [], items: [item("b".repeat(4000))] });
+  equal(store.get("other"), undefined, "the oldest went first");
+  equal(store.get("big")?.response.id, "big");
+  equal(store.get("step9"), undefined, "the chain's items were still held by its last step");
+});
+
 Deno.test("a stored response whose conversation is more than the store keeps is a 400 naming store, before generating", async () => {
   await using server = await startServer();
   server.ctx.responses = new ResponseStore({ maxBytes: 2 ** 20 });
