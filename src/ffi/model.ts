@@ -128,6 +128,14 @@ const ATTR_LSTRIP = 1 << 7;
 const VOCAB_TYPE_SPM = 1;
 const VOCAB_TYPE_BPE = 2;
 
+/**
+ * Runs tokenization work on `chars` characters of text: at once when they are few, else in its
+ * turn among the big texts of every model and request (`tokenize_turns.ts`).
+ */
+function inTurn<T>(chars: number, work: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  return chars <= BIG_TEXT_CHARS ? work() : bigTextTurns.run(chars, work, signal);
+}
+
 /** Whether a UTF-16 code unit is whitespace to C's `isspace()` (what special tokens may strip). */
 function isCSpace(code: number): boolean {
   return code === 32 || (code >= 9 && code <= 13);
@@ -666,8 +674,9 @@ export class Model extends NativeHandle {
    * (with `parseSpecial`; {@link CACHED_PIECE_CHARS} with a piece cache) are tokenized in pieces
    * cut at special tokens, which keeps the time linear in the text and lets `signal` stop the
    * work between pieces; pieces the cache holds are not tokenized again. For short texts the
-   * synchronous {@link tokenize} is faster (no thread hop). Texts longer than `BIG_TEXT_CHARS`
-   * take turns with other models' and requests' big texts (`tokenize_turns.ts`).
+   * synchronous {@link tokenize} is faster (no thread hop). Work on more than `BIG_TEXT_CHARS`
+   * characters (those the cache lacks) takes turns with other models' and requests' big texts
+   * (`tokenize_turns.ts`).
    *
    * @param text The text.
    * @param options Special-token handling and an abort signal.
@@ -679,23 +688,16 @@ export class Model extends NativeHandle {
    * ```
    */
   async tokenizeAsync(text: string, options: TokenizeAsyncOptions = {}): Promise<Int32Array> {
-    if (text.length <= BIG_TEXT_CHARS) return await this.#tokenizeInPieces(text, options);
-    return await bigTextTurns.run(
-      text.length,
-      () => this.#tokenizeInPieces(text, options),
-      options.signal,
-    );
-  }
-
-  /** {@link tokenizeAsync}'s work, in its turn. */
-  async #tokenizeInPieces(text: string, options: TokenizeAsyncOptions): Promise<Int32Array> {
     const { signal, pieceCache } = options;
     const addSpecial = options.addSpecial ?? true;
     const parseSpecial = options.parseSpecial ?? true;
     signal?.throwIfAborted();
     const pieceChars = pieceCache ? CACHED_PIECE_CHARS : TOKENIZE_PIECE_CHARS;
     const cutter = parseSpecial && text.length > pieceChars ? this.#specialCutter() : null;
-    if (!cutter) return await this.#tokenizeOffThread(text, addSpecial, parseSpecial);
+    if (!cutter) {
+      const whole = () => this.#tokenizeOffThread(text, addSpecial, parseSpecial);
+      return await inTurn(text.length, whole, signal);
+    }
     const pieces: string[] = [];
     for (const piece of cutter.pieces(text, pieceChars)) {
       signal?.throwIfAborted();
@@ -706,18 +708,23 @@ export class Model extends NativeHandle {
     const tokens = pieces.map((piece) => pieceCache?.get(piece));
     const missing = pieces.flatMap((_, i) => tokens[i] === undefined ? [i] : []);
     // The pieces a cache lacks go to Deno's thread pool a few at a time (llama.cpp tokenizes
-    // concurrently, as llama-server's HTTP threads do), checking the signal between rounds.
+    // concurrently, as llama-server's HTTP threads do), checking the signal between rounds; a
+    // turn is taken for them alone (a chat's earlier turns come from the cache).
     const atOnce = Math.max(1, navigator.hardwareConcurrency);
-    for (let from = 0; from < missing.length; from += atOnce) {
-      signal?.throwIfAborted();
-      await Promise.all(
-        missing.slice(from, from + atOnce).map(async (i) => {
-          const piece = pieces[i] as string;
-          tokens[i] = await this.#tokenizeOffThread(piece, false, true);
-          pieceCache?.set(piece, tokens[i]);
-        }),
-      );
-    }
+    const tokenizeMissing = async () => {
+      for (let from = 0; from < missing.length; from += atOnce) {
+        signal?.throwIfAborted();
+        await Promise.all(
+          missing.slice(from, from + atOnce).map(async (i) => {
+            const piece = pieces[i] as string;
+            tokens[i] = await this.#tokenizeOffThread(piece, false, true);
+            pieceCache?.set(piece, tokens[i]);
+          }),
+        );
+      }
+    };
+    const missingChars = missing.reduce((sum, i) => sum + (pieces[i] as string).length, 0);
+    await inTurn(missingChars, tokenizeMissing, signal);
     signal?.throwIfAborted();
     // BOS/EOS (or CLS/SEP) around the whole text, as one call with add_special would add them.
     const wrap = addSpecial ? this.tokenize("", { addSpecial: true }) : new Int32Array(0);

@@ -1,5 +1,7 @@
-import { deepEqual, equal, rejects } from "node:assert/strict";
-import { TokenizeTurns } from "../../src/ffi/tokenize_turns.ts";
+import { deepEqual, equal, ok, rejects } from "node:assert/strict";
+import { Llama, Model } from "../../src/ffi/mod.ts";
+import { BIG_TEXT_CHARS, bigTextTurns, TokenizeTurns } from "../../src/ffi/tokenize_turns.ts";
+import { fixtureModel } from "../fixtures/models.ts";
 
 /** A piece of work that ends when told to, recording when it started. */
 function heldWork(name: string, log: string[]) {
@@ -61,4 +63,33 @@ Deno.test("TokenizeTurns: a failed work frees the turn", async () => {
   const turns = new TokenizeTurns();
   await rejects(turns.run(10, () => Promise.reject(new Error("boom"))), /boom/);
   equal(await turns.run(10, () => Promise.resolve(1)), 1);
+});
+
+Deno.test("Model.tokenizeAsync: a big text waits for its turn, but not for the pieces its cache holds", async () => {
+  const llama = Llama.open();
+  using model = await Model.load(llama, await fixtureModel("qwen2"), { vocabOnly: true });
+  const text = `<|im_start|>user\n${"hello world ".repeat(100)}<|im_end|>\n`.repeat(100);
+  ok(text.length > BIG_TEXT_CHARS);
+  const cache = new Map<string, Int32Array>();
+  const expected = await model.tokenizeAsync(text, { pieceCache: cache });
+  // Another big text holds the turn.
+  let release!: () => void;
+  const holding = bigTextTurns.run(1, () => new Promise<void>((resolve) => (release = resolve)));
+  const cached = await Promise.race([
+    model.tokenizeAsync(text, { pieceCache: cache }),
+    new Promise<"waited">((resolve) => setTimeout(() => resolve("waited"), 2000)),
+  ]);
+  ok(cached !== "waited", "the cached pieces did not wait for the turn");
+  deepEqual([...cached], [...expected], "the cached pieces came, in their order");
+  let done = false;
+  const fresh = model.tokenizeAsync(text, { pieceCache: new Map() }).then((tokens) => {
+    done = true;
+    return tokens;
+  });
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  equal(bigTextTurns.waiting, 1);
+  equal(done, false, "uncached, the text waits for the turn");
+  release();
+  await holding;
+  deepEqual([...await fresh], [...expected]);
 });
