@@ -4,9 +4,9 @@
  */
 
 import { equal, ok } from "node:assert/strict";
-import { join } from "node:path";
+import { basename } from "node:path";
 import { Llama, Model } from "../../src/ffi/mod.ts";
-import { llamaSourceDir } from "../fixtures/models.ts";
+import { llamaSourceDir, llamaVocabFiles } from "../fixtures/models.ts";
 import { skipBecause } from "../helpers.ts";
 
 const source = llamaSourceDir();
@@ -19,13 +19,13 @@ Deno.test({
   ignore: !source && skipBecause("fewest_tokens", "llama.cpp source missing (.cache/)"),
   async fn() {
     const llama = Llama.open();
-    const dir = join(source as string, "models");
-    const files = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".gguf"));
-    ok(files.length >= 10);
+    const paths = llamaVocabFiles();
+    ok(paths.length >= 10);
     let seed = 11;
     const random = (n: number) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n;
-    for (const file of files.sort()) {
-      using model = await Model.load(llama, join(dir, file), { vocabOnly: true });
+    for (const path of paths) {
+      const file = basename(path);
+      using model = await Model.load(llama, path, { vocabOnly: true });
       const decoder = new TextDecoder();
       const piece = (id: number) => decoder.decode(model.tokenBytes(id, true));
       const pieces = Array.from({ length: 3_000 }, () => piece(random(model.nVocab)));

@@ -1,8 +1,8 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
-import { join } from "node:path";
+import { basename } from "node:path";
 import { Llama, Model } from "../../src/ffi/mod.ts";
 import { type SpecialToken, SpecialTokenCutter } from "../../src/ffi/tokenize_chunks.ts";
-import { llamaSourceDir } from "../fixtures/models.ts";
+import { llamaSourceDir, llamaVocabFiles } from "../fixtures/models.ts";
 import { skipBecause } from "../helpers.ts";
 
 const special = (text: string, lstrip = false): SpecialToken => ({ text, lstrip });
@@ -59,13 +59,13 @@ Deno.test({
   ignore: !source && skipBecause("tokenize_chunks", "llama.cpp source missing (.cache/)"),
   async fn() {
     const llama = Llama.open();
-    const dir = join(source as string, "models");
-    const files = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".gguf"));
-    ok(files.length >= 10);
+    const paths = llamaVocabFiles();
+    ok(paths.length >= 10);
     let seed = 7;
     const random = (n: number) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n;
-    for (const file of files.sort()) {
-      using model = await Model.load(llama, join(dir, file), { vocabOnly: true });
+    for (const path of paths) {
+      const file = basename(path);
+      using model = await Model.load(llama, path, { vocabOnly: true });
       const tokens = model.specialTokens();
       ok(tokens, `${file}: special tokens are UTF-8`);
       const texts = tokens.map((t) => t.text).slice(0, 60);
