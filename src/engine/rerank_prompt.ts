@@ -8,14 +8,18 @@
  * @module
  */
 
-import { appendAll } from "../util/arrays.ts";
+import { concatTokens } from "../util/arrays.ts";
+
+/** How the prompt's texts are tokenized (`tokenizeText` of `prompt.ts`, off the event loop). */
+export type RerankTokenizer = (
+  text: string,
+  options: { addSpecial: boolean; parseSpecial: boolean },
+) => Int32Array | Promise<Int32Array>;
 
 /** What the prompt needs of a model's vocabulary (`Model` has all of it). */
 export interface RerankVocab {
   /** A named GGUF chat template, e.g. `"rerank"`. */
   chatTemplate(name?: string): string | undefined;
-  /** Tokenizes text. */
-  tokenize(text: string, options?: { addSpecial?: boolean; parseSpecial?: boolean }): Int32Array;
   /** BOS, EOS and SEP token ids (-1 when absent). */
   readonly bos: number;
   readonly eos: number;
@@ -32,28 +36,37 @@ export interface RerankVocab {
  * @param vocab The model (its vocabulary and `rerank` template).
  * @param query The query.
  * @param document One document.
+ * @param tokenize Tokenizes the texts.
  * @returns The token ids to decode as one sequence.
  * @example
  * ```ts
- * const tokens = rerankTokens(model, "what is a dog", "A dog is an animal");
+ * const tokens = await rerankTokens(model, "what is a dog", "A dog is an animal", (text, o) =>
+ *   tokenizeText(model, text, o));
  * ```
  */
-export function rerankTokens(vocab: RerankVocab, query: string, document: string): Int32Array {
+export async function rerankTokens(
+  vocab: RerankVocab,
+  query: string,
+  document: string,
+  tokenize: RerankTokenizer,
+): Promise<Int32Array> {
   const template = vocab.chatTemplate("rerank");
   if (template !== undefined) {
     // Filled in this order, like llama.cpp (a `{document}` inside the query is filled too).
     const prompt = template.replaceAll("{query}", () => query)
       .replaceAll("{document}", () => document);
-    return vocab.tokenize(prompt, { addSpecial: false, parseSpecial: true });
+    return await tokenize(prompt, { addSpecial: false, parseSpecial: true });
   }
   const plain = { addSpecial: false, parseSpecial: false };
   const eos = vocab.eos !== -1 ? vocab.eos : vocab.sep;
-  const out: number[] = [];
-  if (vocab.addsBos) out.push(vocab.bos);
-  appendAll(out, vocab.tokenize(query, plain));
-  if (vocab.addsEos) out.push(eos);
-  if (vocab.addsSep) out.push(vocab.sep);
-  appendAll(out, vocab.tokenize(document, plain));
-  if (vocab.addsEos) out.push(eos);
-  return Int32Array.from(out);
+  const head = [vocab.addsBos ? [vocab.bos] : []];
+  const between = [...(vocab.addsEos ? [eos] : []), ...(vocab.addsSep ? [vocab.sep] : [])];
+  const end = vocab.addsEos ? [eos] : [];
+  return concatTokens([
+    ...head,
+    await tokenize(query, plain),
+    between,
+    await tokenize(document, plain),
+    end,
+  ]);
 }

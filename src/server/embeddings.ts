@@ -151,14 +151,31 @@ export async function inputTokens(
   what: string,
   signal?: AbortSignal,
 ): Promise<Int32Array> {
+  refuseLongText(lease, text, what, "input");
+  const tokens = await lease.loaded.model.tokenizeAsync(text, { signal });
+  checkLength(lease.embedder, tokens, what, "input");
+  return tokens;
+}
+
+/**
+ * Refuses a text whose length alone shows it longer than the embeddings context
+ * (`Model.fewestTokens`), before it is tokenized.
+ *
+ * @param lease The model and its embedder.
+ * @param text The text.
+ * @param what How a refusal names the input, e.g. `Input 3`.
+ * @param param The request field at fault.
+ * @throws {HttpError} 400 when it is surely too long.
+ */
+export function refuseLongText(
+  lease: EmbedderLease,
+  text: string,
+  what: string,
+  param: string,
+): void {
   const { embedder } = lease;
   const fewest = lease.loaded.model.fewestTokens(text, embedder.contextSize);
-  if (fewest > embedder.contextSize) {
-    throw tooLong(embedder, `at least ${fewest}`, what, "input");
-  }
-  const tokens = await lease.loaded.model.tokenizeAsync(text, { signal });
-  checkLength(embedder, tokens, what, "input");
-  return tokens;
+  if (fewest > embedder.contextSize) throw tooLong(embedder, `at least ${fewest}`, what, param);
 }
 
 /**

@@ -9,9 +9,10 @@
  * @module
  */
 
-import { rerankTokens } from "../engine/rerank_prompt.ts";
+import { type RerankTokenizer, rerankTokens } from "../engine/rerank_prompt.ts";
+import { tokenizeText } from "../engine/prompt.ts";
 import type { ServerContext } from "./context.ts";
-import { checkLength, MAX_EMBEDDING_INPUTS, withEmbedder } from "./embeddings.ts";
+import { checkLength, MAX_EMBEDDING_INPUTS, refuseLongText, withEmbedder } from "./embeddings.ts";
 import { badRequest } from "./http_error.ts";
 import { Fields, readRequestJson, refuseUnknownFields } from "./request_body.ts";
 import type { ServedRequest } from "./served_request.ts";
@@ -67,11 +68,17 @@ export async function rerank(
         "model",
       );
     }
-    const pairs = documents.map((document, index) => {
-      const tokens = rerankTokens(loaded.model, query, document);
-      checkLength(embedder, tokens, `The query with document ${index}`, "documents");
-      return tokens;
-    });
+    // Off the event loop: a 7 MB document had held every stream and /health for seconds.
+    const tokenize: RerankTokenizer = (text, options) =>
+      tokenizeText(loaded.model, text, options, { signal: clientGone });
+    const pairs: Int32Array[] = [];
+    for (const [index, document] of documents.entries()) {
+      const what = `The query with document ${index}`;
+      for (const text of [query, document]) refuseLongText(lease, text, what, "documents");
+      const tokens = await rerankTokens(loaded.model, query, document, tokenize);
+      checkLength(embedder, tokens, what, "documents");
+      pairs.push(tokens);
+    }
     const scores = await embedder.rank(pairs, clientGone);
     const promptTokens = pairs.reduce((sum, t) => sum + t.length, 0);
     const results = scores

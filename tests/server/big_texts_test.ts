@@ -6,7 +6,7 @@
 
 import { deepEqual, equal, match, ok, rejects } from "node:assert/strict";
 import { bigTextTurns } from "../../src/ffi/tokenize_turns.ts";
-import { postJson, startServer, waitFor } from "./harness.ts";
+import { longestLoopStall, postJson, startServer, waitFor } from "./harness.ts";
 
 Deno.test("Big /tokenize texts take turns, a client gone from the line leaves it, short texts never wait", async () => {
   await using server = await startServer();
@@ -53,7 +53,7 @@ Deno.test("A /tokenize answer of 300,000 tokens, written a share at a time, hold
 });
 
 Deno.test("A prompt or input whose length shows it cannot fit is refused before it is tokenized", async () => {
-  await using server = await startServer({ fixtures: ["tiny-f32", "tiny-bert"] });
+  await using server = await startServer({ fixtures: ["tiny-f32", "tiny-bert", "tiny-rerank"] });
   const text = "alpha beta gamma ".repeat(400_000); // 6.8 MB
   const completion = await postJson(`${server.url}/v1/completions`, {
     prompt: text,
@@ -77,6 +77,15 @@ Deno.test("A prompt or input whose length shows it cannot fit is refused before 
   });
   equal(embedding.status, 400);
   match((await embedding.json()).error.message, /Input 0 has at least \d+ tokens/);
+  // A reranker's document likewise, and without holding the event loop (it had, for seconds).
+  let reranked: Response | undefined;
+  const stall = await longestLoopStall(
+    postJson(`${server.url}/v1/rerank`, { model: "tiny-rerank", query: "q", documents: [text] })
+      .then((res) => reranked = res),
+  );
+  equal(reranked?.status, 400);
+  match((await reranked!.json()).error.message, /document 0 has at least \d+ tokens/);
+  ok(stall < 500, `the loop waited at most ${Math.round(stall)} ms`);
   // With "truncate" the prompt is tokenized and its oldest tokens dropped, as before.
   const truncated = await postJson(`${server.url}/v1/completions`, {
     prompt: "alpha beta gamma ".repeat(20_000),

@@ -7,7 +7,7 @@ import { equal, match, ok } from "node:assert/strict";
 import { join } from "node:path";
 import { Sampler } from "../../src/ffi/sampler.ts";
 import { fixtureLora } from "../fixtures/models.ts";
-import { postJson, startServer, type TestServer, waitFor } from "./harness.ts";
+import { longestLoopStall, postJson, startServer, type TestServer, waitFor } from "./harness.ts";
 
 async function errorOf(response: Response, status: number, code?: string) {
   const body = await response.json();
@@ -45,27 +45,6 @@ async function worstHealthLatency(url: string, work: Promise<unknown>): Promise<
   await work;
   done = true;
   await probing;
-  return worst;
-}
-
-/**
- * The longest the event loop went without a turn while `work` ran: the server runs in this
- * process, so a handler that holds the loop shows here (an HTTP probe from the same loop cannot
- * see it).
- */
-async function longestLoopStall(work: Promise<unknown>): Promise<number> {
-  let done = false;
-  let worst = 0;
-  const ticking = (async () => {
-    while (!done) {
-      const started = performance.now();
-      await new Promise((r) => setTimeout(r, 5));
-      worst = Math.max(worst, performance.now() - started - 5);
-    }
-  })();
-  await work;
-  done = true;
-  await ticking;
   return worst;
 }
 

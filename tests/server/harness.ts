@@ -199,3 +199,27 @@ export async function waitFor(
   }
   return true;
 }
+
+/**
+ * The longest the event loop went without a turn while `work` ran: a test server runs in the
+ * test's process, so a handler that holds the loop shows here (an HTTP probe from the same loop
+ * cannot see it).
+ *
+ * @param work What to watch.
+ * @returns The longest stall, in ms.
+ */
+export async function longestLoopStall(work: Promise<unknown>): Promise<number> {
+  let done = false;
+  let worst = 0;
+  const ticking = (async () => {
+    while (!done) {
+      const started = performance.now();
+      await new Promise((r) => setTimeout(r, 5));
+      worst = Math.max(worst, performance.now() - started - 5);
+    }
+  })();
+  await work;
+  done = true;
+  await ticking;
+  return worst;
+}
