@@ -13,7 +13,8 @@
  * the requests in flight per connection (a request ends when `info.completed` settles). One
  * periodic sweep closes connections that are neither busy nor upgraded (a 101 response) once
  * their partial next request is older than `headerTimeoutMs` (trickled bytes do not extend it)
- * or once they have been silent for `idleTimeoutMs`; an upgraded one, once the server's WebSocket
+ * or once they have been silent for `idleTimeoutMs`; any, once a write to it has waited
+ * `sendTimeoutMs` for the client to read; an upgraded one, once the server's WebSocket
  * close frame has waited {@link CLOSE_HANDSHAKE_MS} for the client's. Connections beyond `maxConnections` get a
  * 503 and are closed. `close()` drops every connection and aborts the internal server, so it
  * finishes at once even with stalled uploads, stuck handlers or open WebSockets. A WebSocket's
@@ -23,7 +24,7 @@
  * @module
  */
 
-import { serveHttp1 } from "./http1_serve.ts";
+import { type Http1Conn, serveHttp1 } from "./http1_serve.ts";
 import { writeAll } from "../util/bytes.ts";
 import type { ServedRequest } from "./served_request.ts";
 import { WebSocketWatch } from "./websocket_watch.ts";
@@ -46,6 +47,12 @@ export interface GuardOptions {
    * response, a new one since it opened. Default 30 000 ms.
    */
   idleTimeoutMs?: number;
+  /**
+   * How long one write to a client may wait for the client to take its bytes in: a client that
+   * stops reading a large answer (or a stream) loses the connection after it. Default
+   * {@link SEND_TIMEOUT_MS}.
+   */
+  sendTimeoutMs?: number;
   /** Most open public connections; the next ones get a 503 and are closed. Default 512. */
   maxConnections?: number;
   /**
@@ -150,6 +157,11 @@ const LINGER_MS = 1_000;
  * held every connection the server takes, and every later client got a 503.
  */
 const CLOSE_HANDSHAKE_MS = 2_000;
+/**
+ * Default of `GuardOptions.sendTimeoutMs`, as nginx's `send_timeout`: 20 clients that never read
+ * their large answers had held their connections, and the answers' memory, for good.
+ */
+export const SEND_TIMEOUT_MS = 60_000;
 /** How long a refused connection may take to read its 503 before it is closed. */
 const REFUSE_LINGER_MS = 500;
 /** Pause after a failed accept (out of descriptors…) before trying again. */
@@ -207,6 +219,13 @@ function closeQuietly(resource: { close(): void }): void {
   }
 }
 
+/** The timeouts a sweep applies to a connection. */
+interface TunnelLimits {
+  headerTimeoutMs: number;
+  idleTimeoutMs: number;
+  sendTimeoutMs: number;
+}
+
 /**
  * One public connection: served by the guard itself while its requests have the plain shape,
  * then forwarded through its loopback twin to the internal server.
@@ -234,6 +253,10 @@ class Tunnel {
   endingSince = 0;
   /** When the server's WebSocket close frame went to the client; 0 before. */
   closeFrameSentAt = 0;
+  /** The client's socket as the guard writes to it: a write that waits on the client is timed. */
+  readonly out: Http1Conn;
+  /** When the write to the client now waiting began; 0 while none waits. */
+  #writingSince = 0;
   closed = false;
   /** Aborted when it is closed: the guard's own serving gives up its request. */
   readonly #destroyed = new AbortController();
@@ -241,6 +264,20 @@ class Tunnel {
   constructor(client: Deno.TcpConn) {
     this.client = client;
     this.idleSince = Date.now();
+    this.out = {
+      read: (buffer) => client.read(buffer),
+      write: (bytes) => this.#timedWrite(bytes),
+      closeWrite: () => client.closeWrite(),
+    };
+  }
+
+  async #timedWrite(bytes: Uint8Array): Promise<number> {
+    this.#writingSince = Date.now();
+    try {
+      return await this.client.write(bytes);
+    } finally {
+      this.#writingSince = 0;
+    }
   }
 
   /** Aborted once it is closed. */
@@ -273,12 +310,13 @@ class Tunnel {
   }
 
   /** Whether a sweep at `now` should close it. */
-  expired(now: number, headerTimeoutMs: number, idleTimeoutMs: number): boolean {
+  expired(now: number, limits: TunnelLimits): boolean {
+    if (this.#writingSince && now - this.#writingSince >= limits.sendTimeoutMs) return true;
     if (this.endingSince) return now - this.endingSince >= LINGER_MS;
     if (this.closeFrameSentAt) return now - this.closeFrameSentAt >= CLOSE_HANDSHAKE_MS;
     if (this.busy > 0 || this.upgraded) return false;
-    if (this.firstByteAt) return now - this.firstByteAt >= headerTimeoutMs;
-    return now - this.idleSince >= idleTimeoutMs;
+    if (this.firstByteAt) return now - this.firstByteAt >= limits.headerTimeoutMs;
+    return now - this.idleSince >= limits.idleTimeoutMs;
   }
 
   /** Notes that bytes arrived: the first of a next request starts its header timeout. */
@@ -335,7 +373,7 @@ class Tunnel {
         const n = await upstream.read(buffer);
         if (n === null) break;
         this.webSocket?.followServer(buffer.subarray(0, n));
-        await writeAll(this.client, buffer.subarray(0, n));
+        await writeAll(this.out, buffer.subarray(0, n));
         if (this.webSocket?.serverClosed) this.closeFrameSentAt ||= Date.now();
       }
     } catch (error) {
@@ -344,7 +382,7 @@ class Tunnel {
     // A server that closed before answering the handshake answered no WebSocket.
     this.webSocket?.decide(false);
     const refusal = this.webSocket?.refusalFrames();
-    if (refusal !== undefined) await writeAll(this.client, refusal);
+    if (refusal !== undefined) await writeAll(this.out, refusal);
     this.endingSince ||= Date.now();
     await this.client.closeWrite();
   }
@@ -379,8 +417,7 @@ class ConnectionGuard implements GuardedServer {
   readonly #listener: Deno.TcpListener;
   readonly #inner: Deno.HttpServer<Deno.NetAddr>;
   readonly #abortInner = new AbortController();
-  readonly #headerTimeoutMs: number;
-  readonly #idleTimeoutMs: number;
+  readonly #limits: TunnelLimits;
   readonly #maxConnections: number;
   readonly #maxWebSocketMessageBytes: number;
   readonly #freshConnectionMs: number;
@@ -401,8 +438,11 @@ class ConnectionGuard implements GuardedServer {
 
   constructor(options: GuardOptions, handler: GuardedHandler) {
     this.#handler = handler;
-    this.#headerTimeoutMs = options.headerTimeoutMs ?? 10_000;
-    this.#idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
+    this.#limits = {
+      headerTimeoutMs: options.headerTimeoutMs ?? 10_000,
+      idleTimeoutMs: options.idleTimeoutMs ?? 30_000,
+      sendTimeoutMs: options.sendTimeoutMs ?? SEND_TIMEOUT_MS,
+    };
     this.#maxConnections = options.maxConnections ?? 512;
     this.#maxWebSocketMessageBytes = options.maxWebSocketMessageBytes ?? MAX_BODY_BYTES;
     this.#freshConnectionMs = options.freshConnectionMs ?? FRESH_CONNECTION_MS;
@@ -431,7 +471,7 @@ class ConnectionGuard implements GuardedServer {
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     const period = Math.max(
       10,
-      Math.min(MAX_SWEEP_MS, Math.min(this.#headerTimeoutMs, this.#idleTimeoutMs) / 4),
+      Math.min(MAX_SWEEP_MS, Math.min(...Object.values(this.#limits)) / 4),
     );
     this.#sweep = setInterval(() => this.#closeExpired(), period);
     Deno.unrefTimer(this.#sweep);
@@ -543,7 +583,7 @@ class ConnectionGuard implements GuardedServer {
     try {
       tunnel.client.setNoDelay(true);
       const outcome = await serveHttp1(
-        tunnel.client,
+        tunnel.out,
         (request, completed) => this.#dispatch(tunnel, request, completed),
         {
           bytesArrived: () => tunnel.bytesArrived(),
@@ -582,7 +622,7 @@ class ConnectionGuard implements GuardedServer {
   #closeExpired(): void {
     const now = Date.now();
     for (const tunnel of this.#tunnels) {
-      if (tunnel.expired(now, this.#headerTimeoutMs, this.#idleTimeoutMs)) tunnel.destroy();
+      if (tunnel.expired(now, this.#limits)) tunnel.destroy();
     }
   }
 

@@ -40,6 +40,9 @@ import { ChunkedBodyReader } from "./chunked_body.ts";
 /** Serves one request: resolves to its response; `completed` settles once it is sent. */
 export type ServeRequest = (request: ServedRequest, completed: Promise<void>) => Promise<Response>;
 
+/** What this module uses of a connection: a socket, or its owner's wrapper that times writes. */
+export type Http1Conn = Pick<Deno.Conn, "read" | "write" | "closeWrite">;
+
 /** What the connection's owner hears of and decides. */
 export interface ConnectionEvents {
   /** Bytes arrived (the owner times a request's head from the first of them). */
@@ -73,7 +76,7 @@ const encoder = new TextEncoder();
 
 /** Bytes read from a connection and not used yet; one read in flight at a time. */
 class InputBuffer {
-  readonly #conn: Deno.Conn;
+  readonly #conn: Http1Conn;
   readonly #bytesArrived: () => void;
   #bytes = new Uint8Array(INITIAL_BUFFER);
   #start = 0;
@@ -84,7 +87,7 @@ class InputBuffer {
   /** Called once when the client closes or the socket fails. */
   onEnd: (() => void) | null = null;
 
-  constructor(conn: Deno.Conn, bytesArrived: () => void) {
+  constructor(conn: Http1Conn, bytesArrived: () => void) {
     this.#conn = conn;
     this.#bytesArrived = bytesArrived;
   }
@@ -193,7 +196,7 @@ function chunk(bytes: Uint8Array): Uint8Array {
  * ```
  */
 export async function serveHttp1(
-  conn: Deno.Conn,
+  conn: Http1Conn,
   serve: ServeRequest,
   events: ConnectionEvents,
 ): Promise<Http1Outcome> {
@@ -310,7 +313,7 @@ function chunkedRequestOf(head: RequestHead, input: InputBuffer): ReadRequest {
  * @returns Whether the connection can carry another request.
  */
 async function exchange(
-  conn: Deno.Conn,
+  conn: Http1Conn,
   input: InputBuffer,
   serve: ServeRequest,
   read: ReadRequest,
@@ -418,7 +421,7 @@ function bodyOf(response: Response): OutgoingBody | null {
 
 /** Writes a response: head and body, framed. Throws when the connection fails. */
 async function send(
-  conn: Deno.Conn,
+  conn: Http1Conn,
   response: Response,
   method: string,
   outgoing: OutgoingBody | null,
@@ -461,7 +464,7 @@ async function send(
 
 /** Writes a body's chunks, from the pending read on, and the last chunk. */
 async function sendChunks(
-  conn: Deno.Conn,
+  conn: Http1Conn,
   body: ReadableStreamDefaultReader<Uint8Array>,
   pending: Promise<ReadableStreamReadResult<Uint8Array>>,
 ): Promise<void> {
@@ -477,7 +480,7 @@ async function sendChunks(
  *
  * @returns Settles once the last chunk is written; rejects when the connection fails.
  */
-function sendPushed(conn: Deno.Conn, attach: AttachSink): Promise<void> {
+function sendPushed(conn: Http1Conn, attach: AttachSink): Promise<void> {
   return new Promise((resolve, reject) => {
     let queued: Uint8Array[] = [];
     let writing = false;
@@ -518,7 +521,7 @@ function sendPushed(conn: Deno.Conn, attach: AttachSink): Promise<void> {
  * is read and dropped until it closes (the owner's sweep closes it after a while).
  */
 async function linger(
-  conn: Deno.Conn,
+  conn: Http1Conn,
   input: InputBuffer,
   events: ConnectionEvents,
 ): Promise<Http1Outcome> {

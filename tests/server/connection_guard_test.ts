@@ -129,6 +129,30 @@ Deno.test("serveGuarded() keeps a busy connection open past both timeouts and de
   }
 });
 
+Deno.test("serveGuarded() closes a connection whose client stops reading its answer for sendTimeoutMs", async () => {
+  const big = new Uint8Array(64 * 1024 * 1024).fill(0x61); // more than the sockets' buffers hold
+  await using server = guard(() => new Response(big), {
+    headerTimeoutMs: 5_000,
+    idleTimeoutMs: 5_000,
+    sendTimeoutMs: 500,
+  });
+  // One answer the guard writes itself, one that goes through Deno.serve (an HTTP/1.0 request).
+  const served = await RawClient.open(server.addr.port);
+  const forwarded = await RawClient.open(server.addr.port);
+  try {
+    await served.send(get());
+    await forwarded.send("GET / HTTP/1.0\r\nHost: test\r\n\r\n");
+    await sleep(200);
+    equal(server.connections(), 2, "both are being answered");
+    let waited = 0;
+    while (server.connections() > 0 && waited < 4_000) waited += await sleep(50).then(() => 50);
+    equal(server.connections(), 0, "both were closed once their writes waited 0.5 s");
+  } finally {
+    served.close();
+    forwarded.close();
+  }
+});
+
 /** Streams 30 SSE events 50 ms apart and records when each was enqueued. */
 function streamingHandler(sentAt: number[]): () => Response {
   return () => {
