@@ -496,6 +496,9 @@ function choiceRequest(request: GenerationRequest, index: number): GenerationReq
  */
 const SLOT_TASKS_PER_SLOT = 4;
 
+/** The most of the time slot tasks take while other slots generate (the rest is their steps). */
+const SLOT_TASK_SHARE = 0.25;
+
 interface SlotTask {
   id: number;
   run: (slot: Slot) => Promise<void>;
@@ -606,6 +609,8 @@ export class Scheduler {
   #wake: (() => void) | undefined;
   /** Work on slots' caches, each done once its slot is idle (see {@link #onIdleSlot}). */
   #slotTasks: SlotTask[] = [];
+  /** While others generate, no slot task starts before this (`performance.now()`). */
+  #slotTasksResumeAt = 0;
   /** Requests whose sampler chain is being built (not queued yet). */
   readonly #preparing = new Set<Promise<void>>();
   /** Requests on their way to {@link submitChoices} (see {@link expectArrival}). */
@@ -836,22 +841,30 @@ export class Scheduler {
    * Runs the slot tasks whose slots are idle, in order. A task also waits while its sequence is
    * part of a KV stream copy that the next step makes (its cells would be read before the copy,
    * or overwritten by it); where no step is coming, it fails with a 503 to retry. While other
-   * slots generate, one task runs between two steps: a save or restore of a full slot takes tens
-   * of milliseconds of file work, and 64 of them back to back had held every stream for 0.8 s.
+   * slots generate, one task runs between two steps, and the tasks take at most a share of the
+   * time ({@link SLOT_TASK_SHARE}): a save or restore of a full slot takes tens of milliseconds of
+   * file work, and 64 of them back to back had held every stream for 0.8 s; one per step, a
+   * flood of them had still made the streams 3x slower.
    *
    * @param stepComing Whether a slot is busy, so that a step will run.
    */
   async #runIdleSlotTasks(stepComing: boolean): Promise<void> {
     const waiting: SlotTask[] = [];
     let ran = 0;
+    const paused = stepComing && performance.now() < this.#slotTasksResumeAt;
     for (const task of this.#slotTasks.splice(0)) {
       const slot = this.#slots[task.id] as Slot;
       const queuedBehind = waiting.some((other) => other.id === task.id);
-      if (slot.state !== "idle" || queuedBehind || (stepComing && ran > 0)) {
+      // A request that came meanwhile starts before the next task.
+      const yielding = ran > 0 && (stepComing || this.#queued() > 0);
+      if (slot.state !== "idle" || queuedBehind || yielding || paused) {
         waiting.push(task);
       } else if (!this.context.copyPending(slot.seqId)) {
         ran++;
+        const started = performance.now();
         await task.run(slot);
+        const took = performance.now() - started;
+        this.#slotTasksResumeAt = performance.now() + took * (1 / SLOT_TASK_SHARE - 1);
       } else if (stepComing) {
         waiting.push(task);
       } else {
@@ -1200,6 +1213,8 @@ export class Scheduler {
         this.#admit();
         this.#keepBusySlotsARun();
         active = this.#slots.filter((s) => s.state !== "idle");
+        // Slot tasks asked for while others ran (or left for a request that came) run now.
+        if (active.length === 0 && this.#slotTaskWaiting()) continue;
         if (active.length === 0) {
           this.#announceScheduled(); // only jobs that ended are left to announce here
           if (this.#closing) return;
@@ -2043,8 +2058,13 @@ export class Scheduler {
     return this.#queued() > 0 || this.#othersOnTheWay() || this.#slotTaskReady();
   }
 
-  /** Whether a queued slot task's slot is idle: it runs between two of this loop's steps. */
+  /** Whether a queued slot task can run now: it runs between two of this loop's steps. */
   #slotTaskReady(): boolean {
+    return performance.now() >= this.#slotTasksResumeAt && this.#slotTaskWaiting();
+  }
+
+  /** Whether a queued slot task's slot is idle. */
+  #slotTaskWaiting(): boolean {
     return this.#slotTasks.some((task) => this.#slots[task.id]?.state === "idle");
   }
 

@@ -211,9 +211,10 @@ Deno.test("a request of many prompts takes turns with later requests, and counts
   await using server = await startServer({ load: { parallel: 2, maxQueue: 2, ctxSize: 16384 } });
   const many = await postJson(`${server.url}/v1/completions`, {
     prompt: Array.from({ length: 6 }, (_, i) => `Prompt number ${i}`),
-    // Long enough (a second or more) that the lone request below, tokenized on a worker thread
-    // that may still be starting, is queued while the first two generate.
-    max_tokens: 2000,
+    // Long enough (seconds) that the lone request below, tokenized on a worker thread that may
+    // still be starting, is queued while the first two generate: at 2,000 tokens, one run in
+    // six on a loaded 2-core machine queued it only after the first pair had ended.
+    max_tokens: 4000,
     ignore_eos: true,
     stream: true,
   });

@@ -258,3 +258,22 @@ Deno.test("a slot file needs the same KV layout: another number of KV streams is
   equal(restored.status, 200, JSON.stringify(restored.json));
   ok((await complete(shared.url)).cached > 0, "the restored cache serves the prompt");
 });
+
+Deno.test("slot saves asked for while another save runs, with every slot idle, all finish", async () => {
+  await using temp = await tempFolder();
+  await using server = await startServer({
+    load: { parallel: 2, ctxSize: 4096 },
+    settings: { slotSavePath: temp.path },
+  });
+  await complete(server.url, PROMPT.repeat(20)); // a cache worth writing
+  const scheduler = server.ctx.registry.loaded().get("tiny-f32")?.scheduler;
+  ok(scheduler);
+  // Each asked for a moment after the one before, so that most arrive while one is written.
+  const saves: Promise<unknown>[] = [];
+  for (let i = 0; i < 8; i++) {
+    saves.push(scheduler.saveSlot(i % 2, join(temp.path, `save${i}.bin`)));
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  const late = new Promise((resolve) => setTimeout(() => resolve("late"), 10_000));
+  equal(await Promise.race([Promise.all(saves).then(() => "done"), late]), "done");
+});
