@@ -17,6 +17,7 @@ import type { Llama } from "./llama.ts";
 import { ModelGate } from "./model_gate.ts";
 import { type SpecialToken, SpecialTokenCutter } from "./tokenize_chunks.ts";
 import { BIG_TEXT_CHARS, bigTextTurns } from "./tokenize_turns.ts";
+import { cutLongRuns, RUN_PIECE_CHARS, splitsWithStdRegex } from "./long_runs.ts";
 
 /** How to load a model. Unset fields keep llama.cpp's defaults. */
 export interface ModelLoadOptions {
@@ -134,6 +135,21 @@ const VOCAB_TYPE_BPE = 2;
  */
 function inTurn<T>(chars: number, work: () => Promise<T>, signal?: AbortSignal): Promise<T> {
   return chars <= BIG_TEXT_CHARS ? work() : bigTextTurns.run(chars, work, signal);
+}
+
+/** The most characters one token covers (see `Model.fewestTokens`). */
+interface TokenReach {
+  /** Characters other than whitespace. */
+  all: number;
+  /** ASCII letters and digits. */
+  alnum: number;
+  /** The other characters that are not whitespace. */
+  other: number;
+}
+
+/** Whether a UTF-16 code unit is an ASCII letter or digit. */
+function isAsciiAlnum(code: number): boolean {
+  return (code >= 48 && code <= 57) || (code >= 65 && code <= 90) || (code >= 97 && code <= 122);
 }
 
 /** Whether a UTF-16 code unit is whitespace to C's `isspace()` (what special tokens may strip). */
@@ -333,7 +349,9 @@ export class Model extends NativeHandle {
   /** Finds safe cuts in big texts; `null` when a special token's text is not UTF-8. */
   #cutter: SpecialTokenCutter | null | undefined;
   #eogTokens: readonly number[] | undefined;
-  #longestTokenChars: number | undefined;
+  #tokenReach: TokenReach | undefined;
+  /** Whether long runs are cut before tokenizing (see `long_runs.ts`). */
+  #cutsRuns: boolean | undefined;
 
   private constructor(
     llama: Llama,
@@ -583,17 +601,20 @@ export class Model extends NativeHandle {
   }
 
   /**
-   * A lower bound on the tokens of a text, found without tokenizing it: its characters other than
-   * whitespace over the longest token's text (no token covers more characters than the bytes of
-   * its stored text: a byte-level BPE character or SentencePiece's `▁` stands for one byte, and
-   * only whitespace can vanish, stripped beside a special token). Only SentencePiece and BPE
-   * vocabularies keep every other character; for the others (WordPiece drops spaces and
-   * accents, Unigram folds runs of spaces) the bound is 0. Measuring the vocabulary costs a
-   * walk over its tokens, done once, and only for a text longer than `atLeast`.
+   * A lower bound on the tokens of a text, found without tokenizing it. No token covers more of a
+   * text's characters than its stored text holds UTF-16 units, less those standing for whitespace
+   * (a byte-level BPE character or SentencePiece's `▁` stands for one byte, and only whitespace
+   * can vanish, stripped beside a special token); nor more ASCII letters and digits than it holds
+   * (every stored form keeps them as they are), nor more of the other characters than it holds
+   * others. So the text's characters other than whitespace, and each of those two classes, over
+   * the vocabulary's most, bound its tokens. Only SentencePiece and BPE vocabularies keep every
+   * other character; for the others (WordPiece drops spaces and accents, Unigram folds runs of
+   * spaces) the bound is 0. Measuring the vocabulary costs a walk over its tokens, done once, and
+   * only for a text longer than `atLeast`.
    *
    * @param text The text.
-   * @param atLeast The count the caller compares with: a text of at most this many characters
-   *   returns 0 without any work.
+   * @param atLeast The count the caller compares with: a text that cannot pass it returns 0
+   *   without counting.
    * @returns A count that the text's tokens are never fewer than.
    * @example
    * ```ts
@@ -602,34 +623,54 @@ export class Model extends NativeHandle {
    */
   fewestTokens(text: string, atLeast = 0): number {
     if (text.length <= atLeast) return 0;
-    const longest = this.#longestTokenChars ??= this.#measureLongestToken();
-    if (longest === 0 || text.length <= atLeast * longest) return 0;
-    let kept = 0;
-    for (let i = 0; i < text.length; i++) if (!isCSpace(text.charCodeAt(i))) kept++;
-    return Math.ceil(kept / longest);
+    const reach = this.#tokenReach ??= this.#measureTokenReach();
+    if (reach.all === 0) return 0;
+    const least = Math.min(reach.all, reach.alnum || reach.all, reach.other || reach.all);
+    if (text.length <= atLeast * least) return 0;
+    let alnum = 0;
+    let other = 0;
+    for (let i = 0; i < text.length; i++) {
+      const code = text.charCodeAt(i);
+      if (isCSpace(code)) continue;
+      if (isAsciiAlnum(code)) alnum++;
+      else other++;
+    }
+    const over = (count: number, most: number) => most > 0 ? Math.ceil(count / most) : 0;
+    return Math.max(
+      over(alnum + other, reach.all),
+      over(alnum, reach.alnum),
+      over(other, reach.other),
+    );
   }
 
   /**
-   * The most characters other than whitespace that one token can cover: the UTF-16 code units of
-   * its stored text less those standing for whitespace (a literal space, byte-level BPE's `Ġ`,
-   * `Ċ`…, SentencePiece's `▁`), over the vocabulary (30-60 ms for 128k tokens). 0 where no
-   * bound holds (see {@link fewestTokens}).
+   * The most characters other than whitespace that one token covers, in all and of each class
+   * (see {@link fewestTokens}), over the vocabulary (30-60 ms for 128k tokens); 0 in all where no
+   * bound holds.
    */
-  #measureLongestToken(): number {
+  #measureTokenReach(): TokenReach {
     const s = this.llama.symbols;
     const type = s.llama_vocab_type(this.vocab);
-    if (type !== VOCAB_TYPE_SPM && type !== VOCAB_TYPE_BPE) return 0;
+    const reach = { all: 0, alnum: 0, other: 0 };
+    if (type !== VOCAB_TYPE_SPM && type !== VOCAB_TYPE_BPE) return reach;
     const standsForSpace = type === VOCAB_TYPE_BPE ? isByteLevelSpace : isSentencePieceSpace;
-    let longest = 0;
     for (let id = 0; id < this.nVocab; id++) {
       const pointer = s.llama_vocab_get_text(this.vocab, id);
       if (pointer === null) continue;
       const text = Deno.UnsafePointerView.getCString(pointer);
-      let kept = 0;
-      for (let i = 0; i < text.length; i++) if (!standsForSpace(text.charCodeAt(i))) kept++;
-      longest = Math.max(longest, kept);
+      let alnum = 0;
+      let other = 0;
+      for (let i = 0; i < text.length; i++) {
+        const code = text.charCodeAt(i);
+        if (standsForSpace(code)) continue;
+        if (isAsciiAlnum(code)) alnum++;
+        else other++;
+      }
+      reach.all = Math.max(reach.all, alnum + other);
+      reach.alnum = Math.max(reach.alnum, alnum);
+      reach.other = Math.max(reach.other, other);
     }
-    return longest;
+    return reach;
   }
 
   /** Whether a token is a control token. */
@@ -645,9 +686,37 @@ export class Model extends NativeHandle {
    * @returns The token ids.
    */
   tokenize(text: string, options: TokenizeOptions = {}): Int32Array {
-    const bytes = new TextEncoder().encode(text);
     const addSpecial = options.addSpecial ?? true;
     const parseSpecial = options.parseSpecial ?? true;
+    const pieces = this.#runPieces(text);
+    if (pieces.length > 1) {
+      const tokens = pieces.map((piece) => this.#tokenizeNow(piece, false, parseSpecial));
+      return this.#wrapped(tokens, addSpecial);
+    }
+    return this.#tokenizeNow(text, addSpecial, parseSpecial);
+  }
+
+  /**
+   * The text in pieces cut inside its long runs, where llama.cpp's `std::regex` split would
+   * overflow the stack (`long_runs.ts`); the text alone for other vocabularies and texts.
+   */
+  #runPieces(text: string): string[] {
+    if (text.length <= RUN_PIECE_CHARS) return [text];
+    this.#cutsRuns ??= this.llama.symbols.llama_vocab_type(this.vocab) === VOCAB_TYPE_BPE &&
+      splitsWithStdRegex(this.metadataValue("tokenizer.ggml.pre"));
+    return this.#cutsRuns ? cutLongRuns(text) : [text];
+  }
+
+  /** Token lists one after another, with BOS/EOS (or CLS/SEP) around them as one call adds them. */
+  #wrapped(parts: readonly Int32Array[], addSpecial: boolean): Int32Array {
+    const wrap = addSpecial ? this.#tokenizeNow("", true, false) : new Int32Array(0);
+    const head = wrap.length === 2 || (wrap.length === 1 && this.addsBos) ? 1 : 0;
+    return concatTokens([wrap.subarray(0, head), ...parts, wrap.subarray(head)]);
+  }
+
+  /** One `llama_tokenize` on this thread, with the retry for a too-small output buffer. */
+  #tokenizeNow(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array {
+    const bytes = new TextEncoder().encode(text);
     const run = (out: Int32Array<ArrayBuffer>) =>
       this.llama.symbols.llama_tokenize(
         this.vocab,
@@ -726,14 +795,28 @@ export class Model extends NativeHandle {
     const missingChars = missing.reduce((sum, i) => sum + (pieces[i] as string).length, 0);
     await inTurn(missingChars, tokenizeMissing, signal);
     signal?.throwIfAborted();
-    // BOS/EOS (or CLS/SEP) around the whole text, as one call with add_special would add them.
-    const wrap = addSpecial ? this.tokenize("", { addSpecial: true }) : new Int32Array(0);
-    const head = wrap.length === 2 || (wrap.length === 1 && this.addsBos) ? 1 : 0;
-    return concatTokens([wrap.subarray(0, head), ...(tokens as Int32Array[]), wrap.subarray(head)]);
+    return this.#wrapped(tokens as Int32Array[], addSpecial);
+  }
+
+  /** Tokenizes on a worker thread, a long run's pieces one call each (see {@link #runPieces}). */
+  async #tokenizeOffThread(
+    text: string,
+    addSpecial: boolean,
+    parseSpecial: boolean,
+  ): Promise<Int32Array> {
+    const pieces = this.#runPieces(text);
+    if (pieces.length === 1) {
+      return await this.#tokenizeOneOffThread(text, addSpecial, parseSpecial);
+    }
+    const tokens: Int32Array[] = [];
+    for (const piece of pieces) {
+      tokens.push(await this.#tokenizeOneOffThread(piece, false, parseSpecial));
+    }
+    return this.#wrapped(tokens, addSpecial);
   }
 
   /** One `llama_tokenize` on a worker thread, with the retry for a too-small output buffer. */
-  async #tokenizeOffThread(
+  async #tokenizeOneOffThread(
     text: string,
     addSpecial: boolean,
     parseSpecial: boolean,

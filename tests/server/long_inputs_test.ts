@@ -22,3 +22,16 @@ Deno.test("/tokenize and /v1/rerank answer inputs of 300,000 tokens (both once f
   equal(reranked.status, 400);
   match((await reranked.json()).error.message, /more than the embedding context/);
 });
+
+Deno.test("a run of 50,000 letters is tokenized with DeepSeek-Coder's vocabulary (it crashed the server)", async () => {
+  await using server = await startServer({ fixtures: ["deepseek-coder"] });
+  const tokenized = await postJson(`${server.url}/tokenize`, { content: "a".repeat(50_000) });
+  equal(tokenized.status, 200);
+  equal((await tokenized.json()).tokens.length > 1000, true);
+  const completed = await postJson(`${server.url}/v1/completions`, {
+    prompt: `Minified: ${"x".repeat(20_000)}`,
+    max_tokens: 1,
+  });
+  // An answer (or the context's 400), with the server alive to give it.
+  equal([200, 400].includes(completed.status), true, await completed.text());
+});
