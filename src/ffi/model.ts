@@ -147,6 +147,25 @@ interface TokenReach {
   other: number;
 }
 
+/**
+ * How many of a text's UTF-16 units are ASCII letters and digits, and how many are something else
+ * that is not whitespace.
+ */
+function characterClasses(
+  text: string,
+  isSpace: (code: number) => boolean,
+): { alnum: number; other: number } {
+  let alnum = 0;
+  let other = 0;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (isSpace(code)) continue;
+    if (isAsciiAlnum(code)) alnum++;
+    else other++;
+  }
+  return { alnum, other };
+}
+
 /** Whether a UTF-16 code unit is an ASCII letter or digit. */
 function isAsciiAlnum(code: number): boolean {
   return (code >= 48 && code <= 57) || (code >= 65 && code <= 90) || (code >= 97 && code <= 122);
@@ -627,14 +646,7 @@ export class Model extends NativeHandle {
     if (reach.all === 0) return 0;
     const least = Math.min(reach.all, reach.alnum || reach.all, reach.other || reach.all);
     if (text.length <= atLeast * least) return 0;
-    let alnum = 0;
-    let other = 0;
-    for (let i = 0; i < text.length; i++) {
-      const code = text.charCodeAt(i);
-      if (isCSpace(code)) continue;
-      if (isAsciiAlnum(code)) alnum++;
-      else other++;
-    }
+    const { alnum, other } = characterClasses(text, isCSpace);
     const over = (count: number, most: number) => most > 0 ? Math.ceil(count / most) : 0;
     return Math.max(
       over(alnum + other, reach.all),
@@ -657,15 +669,10 @@ export class Model extends NativeHandle {
     for (let id = 0; id < this.nVocab; id++) {
       const pointer = s.llama_vocab_get_text(this.vocab, id);
       if (pointer === null) continue;
-      const text = Deno.UnsafePointerView.getCString(pointer);
-      let alnum = 0;
-      let other = 0;
-      for (let i = 0; i < text.length; i++) {
-        const code = text.charCodeAt(i);
-        if (standsForSpace(code)) continue;
-        if (isAsciiAlnum(code)) alnum++;
-        else other++;
-      }
+      const { alnum, other } = characterClasses(
+        Deno.UnsafePointerView.getCString(pointer),
+        standsForSpace,
+      );
       reach.all = Math.max(reach.all, alnum + other);
       reach.alnum = Math.max(reach.alnum, alnum);
       reach.other = Math.max(reach.other, other);
