@@ -489,7 +489,6 @@ function choiceRequest(request: GenerationRequest, index: number): GenerationReq
   return { ...request, sampling: { ...request.sampling, seed: seed + index } };
 }
 
-/** Work asked for on one slot's cache (see `Scheduler.#onIdleSlot`). */
 /**
  * Slot tasks (save, restore, erase) a model queues per slot; more are a 503 `queue_full`: each
  * waits for its slot, and nothing else bounded how many a flood of them could queue.
@@ -499,6 +498,7 @@ const SLOT_TASKS_PER_SLOT = 4;
 /** The most of the time slot tasks take while other slots generate (the rest is their steps). */
 const SLOT_TASK_SHARE = 0.25;
 
+/** Work asked for on one slot's cache (see `Scheduler.#onIdleSlot`). */
 interface SlotTask {
   id: number;
   run: (slot: Slot) => Promise<void>;

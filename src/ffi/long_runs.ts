@@ -46,7 +46,7 @@ export function splitsWithStdRegex(pre: string | undefined): boolean {
  * @returns The pieces, in order; the text alone when it has no long run.
  * @example
  * ```ts
- * cutLongRuns("x " + "-".repeat(1200)); // ["x " + "-".repeat(512), "-".repeat(512), "-".repeat(176)]
+ * cutLongRuns("x " + "-".repeat(1200)).map((piece) => piece.length); // [514, 512, 176]
  * ```
  */
 export function cutLongRuns(text: string): string[] {

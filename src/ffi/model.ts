@@ -276,9 +276,9 @@ const CHECKED_FILES_KEPT = 256;
  * cut short (tensor data past its end, as a truncated download leaves it), or with metadata
  * llama.cpp would abort on. Cheap (the header only), so a caller can run it before it unloads
  * another model to make room for this one. A file that passed and has the same size, inode and
- * modification time (to the millisecond) is not read again: the registry checks before it makes room and the load
- * checks again (each copy, with `--replicas`), and a 150k-token vocabulary's header takes
- * 200-300 ms to read.
+ * modification time (to the millisecond) is not read again: the registry checks before it makes
+ * room and the load checks again (each copy, with `--replicas`), and a 150k-token vocabulary's
+ * header takes 200-300 ms to read.
  *
  * @param path The GGUF file (the first shard of a split model).
  * @throws {ModelLoadError} naming what is wrong.

@@ -14,9 +14,9 @@
  * periodic sweep closes connections that are neither busy nor upgraded (a 101 response) once
  * their partial next request is older than `headerTimeoutMs` (trickled bytes do not extend it)
  * or once they have been silent for `idleTimeoutMs`; any, once a write to it has waited
- * `sendTimeoutMs` for the client to read; an upgraded one, once the server's WebSocket
- * close frame has waited {@link CLOSE_HANDSHAKE_MS} for the client's. Connections beyond `maxConnections` get a
- * 503 and are closed. `close()` drops every connection and aborts the internal server, so it
+ * `sendTimeoutMs` for the client to read; an upgraded one, once the server's WebSocket close
+ * frame has waited {@link CLOSE_HANDSHAKE_MS} for the client's. Connections beyond
+ * `maxConnections` get a 503 and are closed. `close()` drops every connection and aborts the internal server, so it
  * finishes at once even with stalled uploads, stuck handlers or open WebSockets. A WebSocket's
  * frames are followed on their way in (`websocket_watch.ts`), so that a message over the size
  * limit or a frame that breaks the protocol is refused from its header.
