@@ -201,3 +201,20 @@ export async function stopServe(served: Served): Promise<number> {
   await served.process.stderr.cancel();
   return status.code;
 }
+
+/**
+ * A repeatable source of random integers (a linear congruential generator), for tests whose
+ * random inputs must be the same on every run.
+ *
+ * @param seed The starting state.
+ * @returns A function giving an integer from 0 to `n - 1`.
+ * @example
+ * ```ts
+ * const random = seededRandom(7);
+ * random(10); // the same number on every run
+ * ```
+ */
+export function seededRandom(seed: number): (n: number) => number {
+  let state = seed;
+  return (n) => (state = (state * 1103515245 + 12345) & 0x7fffffff) % n;
+}

@@ -7,7 +7,7 @@ import { equal, ok } from "node:assert/strict";
 import { basename } from "node:path";
 import { Llama, Model } from "../../src/ffi/mod.ts";
 import { llamaSourceDir, llamaVocabFiles } from "../fixtures/models.ts";
-import { skipBecause } from "../helpers.ts";
+import { seededRandom, skipBecause } from "../helpers.ts";
 
 const source = llamaSourceDir();
 const SPACES = [" ", "\n", "  ", "\t", " \n ", "\r\n", "     "];
@@ -21,8 +21,7 @@ Deno.test({
     const llama = Llama.open();
     const paths = llamaVocabFiles();
     ok(paths.length >= 10);
-    let seed = 11;
-    const random = (n: number) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n;
+    const random = seededRandom(11);
     for (const path of paths) {
       const file = basename(path);
       using model = await Model.load(llama, path, { vocabOnly: true });

@@ -3,7 +3,7 @@ import { basename } from "node:path";
 import { Llama, Model } from "../../src/ffi/mod.ts";
 import { type SpecialToken, SpecialTokenCutter } from "../../src/ffi/tokenize_chunks.ts";
 import { llamaSourceDir, llamaVocabFiles } from "../fixtures/models.ts";
-import { skipBecause } from "../helpers.ts";
+import { seededRandom, skipBecause } from "../helpers.ts";
 
 const special = (text: string, lstrip = false): SpecialToken => ({ text, lstrip });
 const CHATML = [special("<|im_start|>"), special("<|im_end|>"), special("<|endoftext|>")];
@@ -61,8 +61,7 @@ Deno.test({
     const llama = Llama.open();
     const paths = llamaVocabFiles();
     ok(paths.length >= 10);
-    let seed = 7;
-    const random = (n: number) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n;
+    const random = seededRandom(7);
     for (const path of paths) {
       const file = basename(path);
       using model = await Model.load(llama, path, { vocabOnly: true });
