@@ -3,6 +3,7 @@ import { validateGrammar } from "../../src/engine/gbnf.ts";
 import { SchemaError } from "../../src/engine/structured/errors.ts";
 import { jsonObjectGrammar, jsonSchemaToGrammar } from "../../src/engine/structured/json_schema.ts";
 import { SCHEMA_CORPUS } from "../fixtures/schema_corpus.ts";
+import { seededRandom } from "../helpers.ts";
 import { GbnfMatcher } from "./gbnf_matcher.ts";
 import { compileSchema } from "./json_schema_ajv.ts";
 
@@ -185,7 +186,8 @@ Deno.test("keywords the converter cannot honour raise a SchemaError naming them"
   refuses({ type: "string", pattern: "^(?=a)b$" }, "pattern", /lookaround/);
   refuses({ type: "string", pattern: "^(a)\\1$" }, "pattern", /backreference/);
   refuses({ type: "string", pattern: "^a$b" }, "pattern");
-  refuses({ type: "string", pattern: "^[a-z]+$", maxLength: 3 }, "pattern");
+  refuses({ type: "string", pattern: "^a{5}$", maxLength: 3 }, "pattern", /matches no string/);
+  refuses({ type: "string", pattern: "^.*$", minLength: 2500 }, "pattern", /too large a grammar/);
   refuses({ type: "number", minimum: 0.5 }, "minimum", /whole-number/);
   refuses({ type: "integer", minimum: 5, maximum: 4 }, "minimum");
   refuses({ type: "string", minLength: 2000 }, "minLength");
@@ -305,4 +307,95 @@ Deno.test("const and enum values are kept only where they meet the schema's othe
   }
   throws(() => jsonSchemaToGrammar({ enum: [[1]], minItems: 1 }), /"minItems" is not supported/);
   throws(() => jsonSchemaToGrammar({ enum: ["a"], format: "date" }), /"format" is not supported/);
+});
+
+Deno.test("a pattern's escaped characters take JSON's escapes in either case, sharing their beginnings", () => {
+  const matcherOf = (pattern: string) =>
+    new GbnfMatcher(jsonSchemaToGrammar({ type: "string", pattern }));
+  const spaces = matcherOf("^\\s+$");
+  for (const text of ['"\\n"', '"\\u000a"', '"\\u000A"', '"\\u000b"', '"\\u000B"', '"\\t "']) {
+    ok(spaces.matches(text), text);
+  }
+  for (const text of ['"\\u0001"', '"\\u001f"', '"\\\\"', '"\\""']) ok(!spaces.matches(text), text);
+  const anyButNewline = matcherOf("^.$");
+  for (const text of ['"\\u0001"', '"\\u001F"', '"\\t"', '"\\u0009"', '"\\\\"', '"\\""']) {
+    ok(anyButNewline.matches(text), text);
+  }
+  for (const text of ['"\\n"', '"\\u000a"', '"\\r"', '"\\u000D"']) {
+    ok(!anyButNewline.matches(text), text);
+  }
+  // One backslash, then a class: a `.` had listed 30 escapes as alternatives of their own, each a
+  // parse stack for llama.cpp, and patterns such as `^.*\S.*$` were refused as too costly.
+  const grammar = jsonSchemaToGrammar({ type: "string", pattern: "^.$" });
+  equal(grammar.match(/"\\x5c"/g)?.length, 1, grammar);
+});
+
+/** Random strings over a few characters that patterns treat apart: letters, digits, spaces, escapes. */
+function randomTexts(count: number, seed: number): string[] {
+  const random = seededRandom(seed);
+  const alphabet = [
+    "a",
+    "b",
+    "Z",
+    "0",
+    "7",
+    " ",
+    "-",
+    ".",
+    "@",
+    "\n",
+    "\t",
+    '"',
+    "\\",
+    "\u0001",
+    "é",
+  ];
+  return Array.from({ length: count }, () => {
+    const length = random(9);
+    return Array.from({ length }, () => alphabet[random(alphabet.length)]).join("");
+  });
+}
+
+Deno.test("a pattern and its lengths hold together, as JavaScript's RegExp and the lengths say", () => {
+  const cases: { pattern: string; minLength?: number; maxLength?: number }[] = [
+    { pattern: "^(\\S+ ?)*$" },
+    { pattern: "^.*\\S.*$", maxLength: 5 },
+    { pattern: "^.+@.+\\..+$" },
+    { pattern: "^\\s*-\\s*.+$", minLength: 3 },
+    { pattern: "a|^b|7$" },
+    { pattern: "^[a-z]+( [a-z]+)*$", minLength: 3, maxLength: 6 },
+    { pattern: "^(?:ab|a)(?:bc|c)?$" },
+    { pattern: "[^a-z]{2}", maxLength: 4 },
+    { pattern: "^\\w{2,4}(-\\d)?$", minLength: 4 },
+    { pattern: "^.{0,3}$", minLength: 2 },
+  ];
+  const texts = randomTexts(400, 7);
+  texts.push("ab", "abc", "a b", "ab cd", "x@y.z", "- a", "ab-7", "ab", "abc", "a.b@c.d");
+  for (const { pattern, minLength, maxLength } of cases) {
+    const schema = { type: "string", pattern, minLength, maxLength };
+    const matcher = new GbnfMatcher(jsonSchemaToGrammar(schema));
+    const regex = new RegExp(pattern, "u");
+    for (const text of texts) {
+      const length = [...text].length;
+      const expected = regex.test(text) && length >= (minLength ?? 0) &&
+        length <= (maxLength ?? Infinity);
+      equal(
+        matcher.matches(JSON.stringify(text)),
+        expected,
+        `${JSON.stringify(schema)} ${JSON.stringify(text)}`,
+      );
+    }
+  }
+});
+
+Deno.test("patterns whose parts overlap become one parse stack per character", () => {
+  // Written as they read, each split a run of text in many ways, and llama.cpp follows every way:
+  // the validator refused them as too costly to match.
+  for (
+    const pattern of ["^(\\S+ ?)*$", "^.*\\S.*$", "^.+@.+\\..+$", "^\\s*-\\s*.+$", "^(a|ab)*b?$"]
+  ) {
+    const summary = validateGrammar(jsonSchemaToGrammar({ type: "string", pattern }));
+    ok(summary.searchPaths < 1_000, `${pattern}: ${summary.searchPaths}`);
+    ok(summary.stackFanout < 8, `${pattern}: fan-out ${summary.stackFanout}`);
+  }
 });

@@ -27,6 +27,7 @@ import {
   type WholeBound,
 } from "./numbers.ts";
 import { literalTrie } from "./literal_trie.ts";
+import { AUTOMATON_WORK, type WorkBudget } from "./pattern_automaton.ts";
 import { patternToGbnf } from "./regex.ts";
 import { oneOf, repeat, RuleSet } from "./rules.ts";
 import {
@@ -107,6 +108,8 @@ function scalarText(value: unknown, path: string): string {
 /** One conversion; not reusable. */
 class Converter {
   readonly rules = new RuleSet();
+  /** Work left for the automata of the schema's patterns. */
+  readonly #automatonWork: WorkBudget = { left: AUTOMATON_WORK };
   readonly #root: unknown;
   readonly #refs = new Map<string, string>();
   readonly #primitives = new Map<string, string>();
@@ -376,14 +379,15 @@ class Converter {
     }
     if (pattern !== undefined) {
       if (typeof pattern !== "string") throw new SchemaError("pattern", path, "must be a string");
-      if (lengths) {
-        throw new SchemaError(
-          "pattern",
-          path,
-          "together with minLength or maxLength is not supported; put the length in the pattern",
-        );
-      }
-      const inside = patternToGbnf(pattern, this.primitive("char"), path);
+      const inside = patternToGbnf(
+        pattern,
+        { min, max },
+        this.rules,
+        `${hint}-pattern`,
+        this.#automatonWork,
+        () => this.primitive("char"),
+        path,
+      );
       return this.rules.add(`${hint}-string`, `${QUOTE} ${inside} ${QUOTE}`);
     }
     if (!lengths) return this.primitive("string");

@@ -21,7 +21,8 @@ import {
   jsonCharText,
 } from "./charset.ts";
 import { SchemaError } from "./errors.ts";
-import { group, oneOf, repeat } from "./rules.ts";
+import { type LengthBounds, patternRules, type WorkBudget } from "./pattern_automaton.ts";
+import { group, oneOf, repeat, type RuleSet } from "./rules.ts";
 
 const DIGIT: CharSet = [[0x30, 0x39]];
 const WORD: CharSet = charSet([[0x30, 0x39], [0x41, 0x5a], [0x5f, 0x5f], [0x61, 0x7a]]);
@@ -63,11 +64,18 @@ const CONTROL_ESCAPES: Readonly<Record<string, number>> = {
 const MAX_GROUP_DEPTH = 32;
 
 /** A parsed pattern. */
-type Node =
+export type PatternNode =
   | { kind: "chars"; set: CharSet }
-  | { kind: "seq"; items: Node[] }
-  | { kind: "alt"; branches: Node[] }
-  | { kind: "repeat"; node: Node; min: number; max: number | undefined };
+  | { kind: "seq"; items: PatternNode[] }
+  | { kind: "alt"; branches: PatternNode[] }
+  | { kind: "repeat"; node: PatternNode; min: number; max: number | undefined };
+
+/** A top-level branch of a pattern, with whether it is anchored at its start and its end. */
+export interface PatternBranch {
+  node: PatternNode;
+  start: boolean;
+  end: boolean;
+}
 
 /** Parses one pattern; not reusable. */
 class PatternParser {
@@ -90,8 +98,8 @@ class PatternParser {
   }
 
   /** Top-level branches, each with whether it was anchored at its start and end. */
-  branches(): { node: Node; start: boolean; end: boolean }[] {
-    const out: { node: Node; start: boolean; end: boolean }[] = [];
+  branches(): PatternBranch[] {
+    const out: PatternBranch[] = [];
     while (true) {
       const start = this.#peek() === "^";
       if (start) this.#pos++;
@@ -109,7 +117,7 @@ class PatternParser {
     }
   }
 
-  #alternation(): Node {
+  #alternation(): PatternNode {
     const branches = [this.#sequence(false)];
     while (this.#peek() === "|") {
       this.#pos++;
@@ -118,8 +126,8 @@ class PatternParser {
     return branches.length === 1 ? branches[0]! : { kind: "alt", branches };
   }
 
-  #sequence(top: boolean): Node {
-    const items: Node[] = [];
+  #sequence(top: boolean): PatternNode {
+    const items: PatternNode[] = [];
     while (this.#pos < this.#src.length) {
       const c = this.#peek()!;
       if (c === "|" || c === ")") break;
@@ -132,7 +140,7 @@ class PatternParser {
     return items.length === 1 ? items[0]! : { kind: "seq", items };
   }
 
-  #quantified(node: Node): Node {
+  #quantified(node: PatternNode): PatternNode {
     const c = this.#peek();
     let min: number;
     let max: number | undefined;
@@ -158,7 +166,7 @@ class PatternParser {
     return { kind: "repeat", node, min, max };
   }
 
-  #atom(): Node {
+  #atom(): PatternNode {
     const c = this.#peek()!;
     if (c === "(") return this.#group();
     if (c === "[") return { kind: "chars", set: this.#class() };
@@ -173,7 +181,7 @@ class PatternParser {
     return { kind: "chars", set: [[code, code]] };
   }
 
-  #group(): Node {
+  #group(): PatternNode {
     if (++this.#depth > MAX_GROUP_DEPTH) {
       this.#fail(`groups nest more than ${MAX_GROUP_DEPTH} deep`);
     }
@@ -257,46 +265,82 @@ class PatternParser {
   }
 }
 
-/** Writes a parsed node as GBNF. */
-function emit(node: Node, path: string): string {
+/**
+ * Writes a parsed node as GBNF, as it reads. A set of characters that takes several alternatives
+ * (escapes beside plain characters) goes in a rule, which a repetition repeats as one item:
+ * llama.cpp refuses a repetition whose nested groups, multiplied by its count, pass 2,000.
+ */
+function emit(node: PatternNode, path: string, charRule: (expr: string) => string): string {
   switch (node.kind) {
     case "chars": {
       if (node.set.length === 0) {
         throw new SchemaError("pattern", path, "has a character class that matches nothing");
       }
       const [a, b] = node.set[0]!;
-      return node.set.length === 1 && a === b
-        ? gbnfLiteral(jsonCharText(a))
-        : jsonCharSetExpr(node.set);
+      if (node.set.length === 1 && a === b) return gbnfLiteral(jsonCharText(a));
+      const expr = jsonCharSetExpr(node.set);
+      return group(expr) === expr ? expr : charRule(expr);
     }
     case "seq":
-      return node.items.length === 0 ? '""' : node.items.map((n) => group(emit(n, path))).join(" ");
+      return node.items.length === 0
+        ? '""'
+        : node.items.map((n) => group(emit(n, path, charRule))).join(" ");
     case "alt":
-      return oneOf(node.branches.map((n) => emit(n, path)));
+      return oneOf(node.branches.map((n) => emit(n, path, charRule)));
     case "repeat":
-      return repeat(emit(node.node, path), node.min, node.max, "pattern", path);
+      return repeat(emit(node.node, path, charRule), node.min, node.max, "pattern", path);
   }
 }
 
 /**
- * GBNF for the inside of a JSON string that matches a pattern (the quotes not included).
+ * GBNF for the inside of a JSON string that matches a pattern (the quotes not included) and
+ * length bounds. The pattern is written as a deterministic automaton, a rule per state (see
+ * {@link ./pattern_automaton.ts}); where that would be too large and no lengths are given, as it
+ * reads, which llama.cpp may find costly to match where its parts overlap (the grammar
+ * validator refuses what costs too much).
  *
  * @param pattern An ECMAScript regular expression, as JSON Schema's `pattern`.
- * @param anyChar GBNF for one character of any string, used where the pattern is not anchored.
+ * @param lengths `minLength` and `maxLength`, in characters.
+ * @param rules Where the automaton's rules go.
+ * @param hint Name hint for its rules.
+ * @param budget The schema's work left for automata (`AUTOMATON_WORK` of pattern_automaton.ts).
+ * @param anyChar GBNF for one character of any string, for a pattern written as it reads that is
+ *   not anchored.
  * @param path Where in the schema, for errors.
  * @returns A GBNF expression.
- * @throws {SchemaError} for syntax outside the supported subset.
+ * @throws {SchemaError} for syntax outside the supported subset, when no string matches both
+ *   the pattern and the lengths, or when they need too large a grammar together.
  * @example
  * ```ts
- * patternToGbnf("^[a-z]{2,4}-\\d+$", "char", ""); // '[a-z]{2,4} "-" [0-9]+'
+ * patternToGbnf("^[a-z]{2,4}-\\d+$", {}, rules, "code", { left: 1e6 }, () => "char", ""); // "code", a rule per state
  * ```
  */
-export function patternToGbnf(pattern: string, anyChar: string, path: string): string {
+export function patternToGbnf(
+  pattern: string,
+  lengths: LengthBounds,
+  rules: RuleSet,
+  hint: string,
+  budget: WorkBudget,
+  anyChar: () => string,
+  path: string,
+): string {
   const branches = new PatternParser(pattern, path).branches();
+  const start = patternRules(branches, lengths, rules, hint, budget);
+  if (start === null) {
+    throw new SchemaError("pattern", path, "matches no string of the allowed lengths");
+  }
+  if (start !== undefined) return start;
+  if (lengths.min !== undefined || lengths.max !== undefined) {
+    throw new SchemaError(
+      "pattern",
+      path,
+      "together with minLength or maxLength needs too large a grammar; put the length in the pattern",
+    );
+  }
   return oneOf(branches.map(({ node, start, end }) => {
-    const parts = [emit(node, path)];
-    if (!start) parts.unshift(`${anyChar}*`);
-    if (!end) parts.push(`${anyChar}*`);
+    const parts = [emit(node, path, (expr) => rules.add(`${hint}-char`, expr))];
+    if (!start) parts.unshift(`${anyChar()}*`);
+    if (!end) parts.push(`${anyChar()}*`);
     return parts.filter((p) => p !== '""').join(" ") || '""';
   }));
 }

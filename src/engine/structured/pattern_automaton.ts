@@ -1,0 +1,427 @@
+/**
+ * A JSON Schema `pattern` as a deterministic automaton, written as GBNF with one rule per state.
+ * llama.cpp's grammar sampler follows every way a grammar can match the same text, one parse
+ * stack each, so a pattern written as it reads costs work that multiplies with each character
+ * where its parts overlap: `^(\S+ ?)*$` splits a word of n letters in 2^(n-1) ways, and
+ * `^.*\S.*$` or `^.+@.+\..+$` in a way per letter. After the subset construction each
+ * character leads to one state, so one stack follows the text whatever the pattern.
+ *
+ * A string's length bounds (`minLength`, `maxLength`, in characters) are counted in the states
+ * too, so a pattern and its lengths hold together; where that takes too large a grammar,
+ * `maxLength` is halved until it fits (every string still meets the schema). The automaton is
+ * minimized (states with the same future are merged) and states that cannot reach an end are
+ * dropped, so the model is never led where no string of the schema can be finished.
+ *
+ * @module
+ */
+
+import { type CharSet, charSet, type CodeRange, jsonCharBranches } from "./charset.ts";
+import type { PatternBranch, PatternNode } from "./regex.ts";
+import type { RuleSet } from "./rules.ts";
+
+/** States of the nondeterministic automaton before the pattern counts as too large. */
+const MAX_NFA_STATES = 4_000;
+/** States of the deterministic automaton (lengths counted in) before it counts as too large. */
+const MAX_DFA_STATES = 2_000;
+/**
+ * Largest automaton that is minimized: the refinement takes a round per state of a chain, such
+ * as a counted repetition makes, each over every state.
+ */
+const MINIMIZE_UP_TO = 256;
+/** Largest GBNF the automaton may take, in characters; the grammar as a whole has 60,000. */
+const MAX_AUTOMATON_CHARS = 40_000;
+
+/**
+ * Steps of work (states and moves looked at) that the automata of one schema may take: about
+ * 40 ms on a 2-core machine. Schemas are converted on the event loop, and a pattern such as
+ * `^(?:[^\s]{1,30}\s?){1,50}$` had taken a second to reach the state limit.
+ */
+export const AUTOMATON_WORK = 150_000;
+
+/** What is left of a schema's {@link AUTOMATON_WORK}, shared by its patterns. */
+export interface WorkBudget {
+  left: number;
+}
+
+/** Spends work from the budget, or throws {@link TooLarge} once it is gone. */
+function spend(budget: WorkBudget, steps: number): void {
+  budget.left -= steps;
+  if (budget.left < 0) throw new TooLarge();
+}
+
+/** Longest class written in the rules of states that count lengths; longer ones get a rule. */
+const SHORT_CLASS = 12;
+
+/** Any character: a branch without `^` or `$` may have any text before or after it. */
+const ANY: CharSet = charSet([[0, 0x10ffff]]);
+
+/** Length bounds of the string, in characters. */
+export interface LengthBounds {
+  min?: number;
+  max?: number;
+}
+
+/** A state of the deterministic automaton. */
+interface DfaState {
+  accepting: boolean;
+  /** Disjoint character sets, each to one state. */
+  moves: { set: CharSet; to: number }[];
+}
+
+/** The automaton is larger than the limits above. */
+class TooLarge extends Error {}
+
+/**
+ * GBNF rules for the inside of a JSON string that matches a pattern and length bounds, one per
+ * state of a deterministic automaton.
+ *
+ * @param branches The parsed pattern's top-level branches.
+ * @param lengths Bounds on the string's length in characters.
+ * @param rules Where the rules go.
+ * @param hint Name hint for the rules.
+ * @param budget The schema's work left, spent here.
+ * @returns The start state's rule name, `null` when no string matches, or undefined when the
+ *   automaton would be too large or take more work than is left (and no rule was added).
+ * @example
+ * ```ts
+ * // branches: the parsed ^[ab]+$
+ * patternRules(branches, {}, rules, "code", { left: AUTOMATON_WORK });
+ * // "code", with code ::= [ab] code-2 and code-2 ::= [ab] code-2 | ""
+ * ```
+ */
+export function patternRules(
+  branches: readonly PatternBranch[],
+  lengths: LengthBounds,
+  rules: RuleSet,
+  hint: string,
+  budget: WorkBudget,
+): string | null | undefined {
+  let states: DfaState[];
+  try {
+    states = withoutDeadEnds(determinize(buildNfa(branches, budget), budget));
+    if (states.length === 0) return null;
+    if (states.length <= MINIMIZE_UP_TO) states = minimize(states, budget);
+    if (lengths.min === undefined && lengths.max === undefined) {
+      return writeRules(states, rules, hint, false);
+    }
+    const min = lengths.min ?? 0;
+    for (let max = lengths.max;; max = Math.max(min, Math.floor(max / 2))) {
+      const counted = countedOrUndefined(() => withLengths(states, { min, max }, budget), budget);
+      if (counted?.length === 0) return max === lengths.max ? null : undefined;
+      const start = counted && writeRules(counted, rules, hint, true);
+      if (start !== undefined || max === undefined || max === min) return start;
+    }
+  } catch (error) {
+    if (error instanceof TooLarge) return undefined;
+    throw error;
+  }
+}
+
+/**
+ * The live states of an automaton that counts lengths, or undefined when it has more than
+ * {@link MAX_DFA_STATES} (a lower `maxLength` may fit); throws {@link TooLarge} once the budget
+ * is spent.
+ */
+function countedOrUndefined(
+  build: () => DfaState[],
+  budget: WorkBudget,
+): DfaState[] | undefined {
+  try {
+    return withoutDeadEnds(build());
+  } catch (error) {
+    if (error instanceof TooLarge && budget.left >= 0) return undefined;
+    throw error;
+  }
+}
+
+/**
+ * Adds a rule per state, or nothing when they would take more than
+ * {@link MAX_AUTOMATON_CHARS}.
+ *
+ * @param counted Whether the states count lengths: many then share their moves' characters,
+ *   which go in a rule each (`.` is some 150 characters of GBNF), as one item of the states'
+ *   rules. Where two of a state's moves hold escapes, their rules share the backslash, and
+ *   llama.cpp follows two stacks for the few characters of an escape.
+ */
+function writeRules(
+  states: readonly DfaState[],
+  rules: RuleSet,
+  hint: string,
+  counted: boolean,
+): string | undefined {
+  const [stateHint, charHint] = counted ? ["n", "c"] : [hint, `${hint}-char`];
+  const charBodies = new Set<string>();
+  const charItem = (set: CharSet, charName: (body: string) => string): string => {
+    const alternatives = jsonCharBranches([{ set, tail: "" }]);
+    const only = alternatives.length === 1 ? alternatives[0]! : "";
+    if (only.startsWith("[") && only.length <= SHORT_CLASS) return only;
+    const body = alternatives.join(" | ");
+    charBodies.add(body);
+    return charName(body);
+  };
+  const bodies = (stateName: (id: number) => string, charName: (body: string) => string) =>
+    states.map((state) => {
+      const alternatives = counted
+        ? state.moves.map(({ set, to }) => `${charItem(set, charName)} ${stateName(to)}`)
+        : jsonCharBranches(state.moves.map(({ set, to }) => ({ set, tail: stateName(to) })));
+      if (state.accepting) alternatives.push('""');
+      return alternatives.join(" | ");
+    });
+  const longName = "#".repeat(Math.min(stateHint.length, 40) + 6); // the hint and "-1234"
+  const size = [...bodies(() => longName, () => longName), ...charBodies].reduce(
+    (sum, body) => sum + body.length + longName.length + 6,
+    0,
+  );
+  if (size > MAX_AUTOMATON_CHARS) return undefined;
+  const names = states.map(() => rules.reserve(stateHint));
+  const charNames = new Map([...charBodies].map((body) => [body, rules.add(charHint, body)]));
+  bodies((id) => names[id]!, (body) => charNames.get(body)!)
+    .forEach((body, id) => rules.define(names[id]!, body));
+  return names[0]!;
+}
+
+/** A state of the nondeterministic automaton: its empty moves and its character moves. */
+interface NfaState {
+  empty: number[];
+  moves: { set: CharSet; to: number }[];
+}
+
+interface Nfa {
+  states: NfaState[];
+  start: number;
+  accepting: Set<number>;
+}
+
+/** Thompson's construction over the branches; each branch has its own start and end. */
+function buildNfa(branches: readonly PatternBranch[], budget: WorkBudget): Nfa {
+  const states: NfaState[] = [];
+  const add = (): number => {
+    if (states.length >= MAX_NFA_STATES) throw new TooLarge();
+    spend(budget, 1);
+    return states.push({ empty: [], moves: [] }) - 1;
+  };
+  const build = (node: PatternNode, from: number): number => {
+    switch (node.kind) {
+      case "chars": {
+        const to = add();
+        states[from]!.moves.push({ set: node.set, to });
+        return to;
+      }
+      case "seq":
+        return node.items.reduce((at, item) => build(item, at), from);
+      case "alt": {
+        const join = add();
+        for (const branch of node.branches) states[build(branch, from)]!.empty.push(join);
+        return join;
+      }
+      case "repeat": {
+        let at = from;
+        for (let i = 0; i < node.min; i++) at = build(node.node, at);
+        if (node.max === undefined) {
+          const loop = add();
+          states[at]!.empty.push(loop);
+          states[build(node.node, loop)]!.empty.push(loop);
+          return loop;
+        }
+        const exit = add();
+        states[at]!.empty.push(exit);
+        for (let i = node.min; i < node.max; i++) {
+          at = build(node.node, at);
+          states[at]!.empty.push(exit);
+        }
+        return exit;
+      }
+    }
+  };
+  const start = add();
+  const accepting = new Set<number>();
+  for (const branch of branches) {
+    const begin = add();
+    states[start]!.empty.push(begin);
+    if (!branch.start) states[begin]!.moves.push({ set: ANY, to: begin });
+    const end = build(branch.node, begin);
+    if (!branch.end) states[end]!.moves.push({ set: ANY, to: end });
+    accepting.add(end);
+  }
+  return { states, start, accepting };
+}
+
+/** The states reached from these by empty moves, themselves included, sorted. */
+function closure(nfa: Nfa, from: Iterable<number>, budget: WorkBudget): number[] {
+  const seen = new Set<number>();
+  const stack = [...from];
+  while (stack.length > 0) {
+    const state = stack.pop()!;
+    if (seen.has(state)) continue;
+    seen.add(state);
+    spend(budget, 1);
+    stack.push(...nfa.states[state]!.empty);
+  }
+  return [...seen].sort((a, b) => a - b);
+}
+
+/** The subset construction: a state for each set of states the automaton can be in. */
+function determinize(nfa: Nfa, budget: WorkBudget): DfaState[] {
+  const states: DfaState[] = [];
+  const ids = new Map<string, number>();
+  const work: number[][] = [];
+  const stateOf = (members: number[]): number => {
+    const key = members.join(",");
+    let id = ids.get(key);
+    if (id === undefined) {
+      id = addState(states, members.some((m) => nfa.accepting.has(m)));
+      ids.set(key, id);
+      work.push(members);
+    }
+    return id;
+  };
+  stateOf(closure(nfa, [nfa.start], budget));
+  for (let id = 0; id < work.length; id++) {
+    const moves = work[id]!.flatMap((m) => nfa.states[m]!.moves);
+    const ranges = pieces(moves.map(({ set }) => set));
+    spend(budget, ranges.length * moves.length);
+    const byTarget = new Map<number, CodeRange[]>();
+    for (const [from, to] of ranges) {
+      const targets = moves.filter(({ set }) => contains(set, from)).map((move) => move.to);
+      if (targets.length === 0) continue;
+      const target = stateOf(closure(nfa, targets, budget));
+      byTarget.set(target, [...(byTarget.get(target) ?? []), [from, to]]);
+    }
+    for (const [to, ranges] of byTarget) states[id]!.moves.push({ set: charSet(ranges), to });
+  }
+  return states;
+}
+
+/**
+ * The automaton with the string's length counted in its states: up to `max`, or up to `min`
+ * where there is no `max` (past it, every length is the same). It accepts where both do.
+ */
+function withLengths(
+  dfa: readonly DfaState[],
+  { min = 0, max }: LengthBounds,
+  budget: WorkBudget,
+): DfaState[] {
+  const countTo = max ?? min;
+  const states: DfaState[] = [];
+  const ids = new Map<number, number>();
+  const work: { state: number; length: number }[] = [];
+  const stateOf = (state: number, length: number): number => {
+    const key = state * (countTo + 1) + length;
+    let id = ids.get(key);
+    if (id === undefined) {
+      id = addState(states, dfa[state]!.accepting && length >= min);
+      ids.set(key, id);
+      work.push({ state, length });
+    }
+    return id;
+  };
+  stateOf(0, 0);
+  for (let id = 0; id < work.length; id++) {
+    const { state, length } = work[id]!;
+    if (max !== undefined && length >= max) continue;
+    const next = Math.min(length + 1, countTo);
+    spend(budget, dfa[state]!.moves.length + 1);
+    for (const { set, to } of dfa[state]!.moves) {
+      states[id]!.moves.push({ set, to: stateOf(to, next) });
+    }
+  }
+  return states;
+}
+
+/** Adds a state with no moves yet, or throws {@link TooLarge} past {@link MAX_DFA_STATES}. */
+function addState(states: DfaState[], accepting: boolean): number {
+  if (states.length >= MAX_DFA_STATES) throw new TooLarge();
+  return states.push({ accepting, moves: [] }) - 1;
+}
+
+/** The ranges between every boundary of the sets: within one, each set holds all or none. */
+function pieces(sets: readonly CharSet[]): CodeRange[] {
+  const bounds = [...new Set(sets.flatMap((set) => set.flatMap(([a, b]) => [a, b + 1])))]
+    .sort((x, y) => x - y);
+  const out: CodeRange[] = [];
+  for (let i = 0; i + 1 < bounds.length; i++) out.push([bounds[i]!, bounds[i + 1]! - 1]);
+  return out;
+}
+
+function contains(set: CharSet, code: number): boolean {
+  return set.some(([a, b]) => code >= a && code <= b);
+}
+
+/**
+ * The states from which an accepting state can be reached, renumbered from the start, with
+ * the moves into the others dropped; empty when the start is not one of them.
+ */
+function withoutDeadEnds(states: readonly DfaState[]): DfaState[] {
+  const into = states.map(() => [] as number[]);
+  states.forEach((state, from) => state.moves.forEach(({ to }) => into[to]!.push(from)));
+  const live = new Set<number>();
+  const stack = states.flatMap((state, id) => state.accepting ? [id] : []);
+  while (stack.length > 0) {
+    const id = stack.pop()!;
+    if (live.has(id)) continue;
+    live.add(id);
+    stack.push(...into[id]!);
+  }
+  if (!live.has(0)) return [];
+  return renumber(states, (id) => live.has(id) ? id : undefined);
+}
+
+/**
+ * Merges states with the same future (Moore's partition refinement): those that accept alike and
+ * whose moves lead, character for character, into the same groups.
+ */
+function minimize(states: readonly DfaState[], budget: WorkBudget): DfaState[] {
+  let group: number[] = states.map((state) => state.accepting ? 1 : 0);
+  let count = new Set(group).size;
+  while (true) {
+    const signatures = new Map<string, number>();
+    spend(budget, states.length);
+    const next = states.map((state, id) => {
+      const byGroup = new Map<number, CodeRange[]>();
+      for (const { set, to } of state.moves) {
+        byGroup.set(group[to]!, [...(byGroup.get(group[to]!) ?? []), ...set]);
+      }
+      const moves = [...byGroup].sort(([x], [y]) => x - y)
+        .map(([to, ranges]) => `${to}:${charSet(ranges).join(";")}`);
+      const signature = `${group[id]}|${moves.join("|")}`;
+      if (!signatures.has(signature)) signatures.set(signature, signatures.size);
+      return signatures.get(signature)!;
+    });
+    group = next;
+    if (signatures.size === count) break;
+    count = signatures.size;
+  }
+  return renumber(states, (id) => group[id]);
+}
+
+/**
+ * The automaton with each state sent to a new number (states sent to the same one must have the
+ * same future), numbered in order of first reach from the start; moves into states sent nowhere
+ * are dropped, and moves into one state merged.
+ */
+function renumber(
+  states: readonly DfaState[],
+  sendTo: (id: number) => number | undefined,
+): DfaState[] {
+  const order = new Map<number, number>();
+  const out: DfaState[] = [];
+  const visit = (id: number): number => {
+    const key = sendTo(id)!;
+    let at = order.get(key);
+    if (at !== undefined) return at;
+    at = out.length;
+    order.set(key, at);
+    const state: DfaState = { accepting: states[id]!.accepting, moves: [] };
+    out.push(state);
+    const byTarget = new Map<number, CodeRange[]>();
+    for (const { set, to } of states[id]!.moves) {
+      if (sendTo(to) === undefined) continue;
+      const target = visit(to);
+      byTarget.set(target, [...(byTarget.get(target) ?? []), ...set]);
+    }
+    for (const [to, ranges] of byTarget) state.moves.push({ set: charSet(ranges), to });
+    return at;
+  };
+  visit(0);
+  return out;
+}
