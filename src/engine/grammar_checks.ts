@@ -10,6 +10,7 @@
 
 import { GrammarError, type GrammarOptions, type GrammarSummary, validateGrammar } from "./gbnf.ts";
 import { grammarWorker } from "./grammar_worker.ts";
+import { RecentMap } from "../util/recent_map.ts";
 
 /** Grammars remembered at most. */
 const MAX_ENTRIES = 64;
@@ -29,11 +30,13 @@ const MAX_CHARACTERS = 4 * 1024 * 1024;
  */
 export class GrammarChecks {
   readonly #options: GrammarOptions;
-  /** Verdicts by grammar text, least recently used first. */
-  readonly #verdicts = new Map<string, GrammarSummary | Error>();
+  /** Verdicts by grammar text, the most recently used (their texts count as their size). */
+  readonly #verdicts = new RecentMap<GrammarSummary | Error>({
+    maxEntries: MAX_ENTRIES,
+    maxSize: MAX_CHARACTERS,
+  });
   /** Checks running on the grammar worker, by grammar text. */
   readonly #pending = new Map<string, Promise<void>>();
-  #characters = 0;
 
   /** @param options The model's vocabulary checks, passed to {@link validateGrammar}. */
   constructor(options: GrammarOptions) {
@@ -56,9 +59,6 @@ export class GrammarChecks {
         if (!(error instanceof Error)) throw error;
         verdict = error;
       }
-      this.#remember(grammar, verdict);
-    } else {
-      this.#verdicts.delete(grammar); // most recently used again
       this.#verdicts.set(grammar, verdict);
     }
     if (verdict instanceof Error) throw verdict;
@@ -96,17 +96,6 @@ export class GrammarChecks {
       if (!(error instanceof GrammarError)) return;
       verdict = error;
     }
-    if (!this.#verdicts.has(grammar)) this.#remember(grammar, verdict);
-  }
-
-  #remember(grammar: string, verdict: GrammarSummary | Error): void {
-    if (grammar.length > MAX_CHARACTERS) return;
-    this.#verdicts.set(grammar, verdict);
-    this.#characters += grammar.length;
-    for (const oldest of this.#verdicts.keys()) {
-      if (this.#verdicts.size <= MAX_ENTRIES && this.#characters <= MAX_CHARACTERS) break;
-      this.#verdicts.delete(oldest);
-      this.#characters -= oldest.length;
-    }
+    if (!this.#verdicts.has(grammar)) this.#verdicts.set(grammar, verdict);
   }
 }

@@ -180,7 +180,9 @@ Deno.test("keywords the converter cannot honour raise a SchemaError naming them"
     "dependentRequired",
     /at \/properties\/a/,
   );
-  refuses({ type: "string", format: "ipv4" }, "format", /supported: date/);
+  refuses({ type: "string", format: "iri" }, "format", /supported: date/);
+  refuses({ type: "string", format: "date", pattern: "^2" }, "format", /together with pattern/);
+  refuses({ type: "string", format: "date", maxLength: 5 }, "format", /matches no string/);
   refuses({ $ref: "https://example.com/schema.json" }, "$ref");
   refuses({ $ref: "#/$defs/missing" }, "$ref", /points to nothing/);
   refuses({ type: "string", pattern: "^(?=a)b$" }, "pattern", /lookaround/);
@@ -398,4 +400,24 @@ Deno.test("patterns whose parts overlap become one parse stack per character", (
     ok(summary.searchPaths < 1_000, `${pattern}: ${summary.searchPaths}`);
     ok(summary.stackFanout < 8, `${pattern}: fan-out ${summary.stackFanout}`);
   }
+});
+
+Deno.test("a schema's patterns share a bounded work, so many hard ones convert in time", () => {
+  // Each of these has an automaton past the state limit: alone, 0.2 s to find out.
+  const properties = Object.fromEntries(
+    Array.from({ length: 40 }, (_, i) => [`p${i}`, {
+      type: "string",
+      pattern: `^(?:[a-z]{1,30}\\s?){1,${20 + i}}$`,
+    }]),
+  );
+  const started = performance.now();
+  const grammar = jsonSchemaToGrammar({ type: "object", properties });
+  const took = performance.now() - started;
+  ok(took < 3_000, `${took} ms`);
+  ok(grammar.includes("p39"));
+  // A format's automaton is remembered: the next schema with it converts at once.
+  jsonSchemaToGrammar({ type: "string", format: "uri" });
+  const again = performance.now();
+  jsonSchemaToGrammar({ type: "object", properties: { link: { type: "string", format: "uri" } } });
+  ok(performance.now() - again < 50, `${performance.now() - again} ms`);
 });

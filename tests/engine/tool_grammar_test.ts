@@ -200,12 +200,15 @@ Deno.test("reasoning is read when the template thinks, unless reasoning_format i
 });
 
 Deno.test("a tool schema the converter cannot honour loosens the call, or is a SchemaError for a strict tool", () => {
-  // zod's z.url() and an MCP fetch tool: OpenAI and Anthropic take such schemas for tools.
+  // A format Shimmy does not write: OpenAI and Anthropic take such schemas for tools.
   const fetchTool = {
     name: "fetch",
     parameters: {
       type: "object",
-      properties: { url: { type: "string", format: "uri" }, max_length: { type: "integer" } },
+      properties: {
+        url: { type: "string", format: "uri-reference" },
+        max_length: { type: "integer" },
+      },
       required: ["url"],
     },
   };

@@ -27,8 +27,9 @@ import {
   type WholeBound,
 } from "./numbers.ts";
 import { literalTrie } from "./literal_trie.ts";
-import { AUTOMATON_WORK, type WorkBudget } from "./pattern_automaton.ts";
+import { AUTOMATON_WORK, type LengthBounds, type WorkBudget } from "./pattern_automaton.ts";
 import { patternToGbnf } from "./regex.ts";
+import { RecentMap } from "../../util/recent_map.ts";
 import { oneOf, repeat, RuleSet } from "./rules.ts";
 import {
   ARRAY_KEYWORDS,
@@ -110,6 +111,8 @@ class Converter {
   readonly rules = new RuleSet();
   /** Work left for the automata of the schema's patterns. */
   readonly #automatonWork: WorkBudget = { left: AUTOMATON_WORK };
+  /** The rule of each pattern and lengths written so far (see `#patternString`). */
+  readonly #patternStrings = new Map<string, string>();
   readonly #root: unknown;
   readonly #refs = new Map<string, string>();
   readonly #primitives = new Map<string, string>();
@@ -358,8 +361,8 @@ class Converter {
     }
     const { format, pattern } = schema;
     if (format !== undefined) {
-      const inside = typeof format === "string" ? FORMATS[format] : undefined;
-      if (inside === undefined) {
+      const formatPattern = typeof format === "string" ? FORMATS[format] : undefined;
+      if (formatPattern === undefined) {
         throw new SchemaError(
           "format",
           path,
@@ -368,27 +371,14 @@ class Converter {
           }`,
         );
       }
-      if (pattern !== undefined || lengths) {
-        throw new SchemaError(
-          "format",
-          path,
-          "together with pattern, minLength or maxLength is not supported",
-        );
+      if (pattern !== undefined) {
+        throw new SchemaError("format", path, "together with pattern is not supported");
       }
-      return this.rules.add(format as string, `${QUOTE} ${inside} ${QUOTE}`);
+      return this.#patternString(formatPattern, "format", { min, max }, path, format as string);
     }
     if (pattern !== undefined) {
       if (typeof pattern !== "string") throw new SchemaError("pattern", path, "must be a string");
-      const inside = patternToGbnf(
-        pattern,
-        { min, max },
-        this.rules,
-        `${hint}-pattern`,
-        this.#automatonWork,
-        () => this.primitive("char"),
-        path,
-      );
-      return this.rules.add(`${hint}-string`, `${QUOTE} ${inside} ${QUOTE}`);
+      return this.#patternString(pattern, "pattern", { min, max }, path, `${hint}-pattern`);
     }
     if (!lengths) return this.primitive("string");
     const chars = repeat(
@@ -399,6 +389,34 @@ class Converter {
       path,
     );
     return this.rules.add(`string-${min ?? 0}-${max ?? "more"}`, `${QUOTE} ${chars} ${QUOTE}`);
+  }
+
+  /**
+   * A string of a pattern (a schema's or a format's) and lengths. Each pattern and lengths make
+   * one rule, shared by every member that uses them: a format's automaton has dozens of rules.
+   */
+  #patternString(
+    pattern: string,
+    keyword: string,
+    lengths: LengthBounds,
+    path: string,
+    hint: string,
+  ): string {
+    const key = JSON.stringify([pattern, lengths.min, lengths.max]);
+    const known = this.#patternStrings.get(key);
+    if (known !== undefined) return known;
+    const inside = patternToGbnf(pattern, {
+      lengths,
+      rules: this.rules,
+      hint,
+      budget: this.#automatonWork,
+      anyChar: () => this.primitive("char"),
+      path,
+      keyword,
+    });
+    const name = this.rules.add(`${hint}-string`, `${QUOTE} ${inside} ${QUOTE}`);
+    this.#patternStrings.set(key, name);
+    return name;
   }
 
   /** The lower and upper bound of a number schema, as given. */
@@ -889,10 +907,32 @@ function hasType(value: unknown, type: string): boolean {
  * ```
  */
 export function jsonSchemaToGrammar(schema: unknown): string {
-  const converter = new Converter(schema);
-  converter.rules.define("root", converter.visit(schema, "", "schema"));
-  return converter.rules.toString("root");
+  const key = JSON.stringify(schema) ?? "undefined";
+  let grammar = recentConversions.get(key);
+  if (grammar === undefined) {
+    try {
+      const converter = new Converter(schema);
+      converter.rules.define("root", converter.visit(schema, "", "schema"));
+      grammar = converter.rules.toString("root");
+    } catch (error) {
+      if (!(error instanceof SchemaError)) throw error;
+      grammar = error;
+    }
+    recentConversions.set(key, grammar);
+  }
+  if (grammar instanceof SchemaError) throw grammar;
+  return grammar;
 }
+
+/**
+ * The latest conversions, by the schema's JSON: clients send the same tools and schemas with
+ * every request, and a schema's patterns take up to some 40 ms of the event loop to convert.
+ */
+const recentConversions = new RecentMap<string | SchemaError>({
+  maxEntries: 64,
+  maxSize: 8 * 1024 * 1024,
+  sizeOf: (key, grammar) => key.length + (typeof grammar === "string" ? grammar.length : 0),
+});
 
 /**
  * The grammar of any JSON object (`response_format: {"type": "json_object"}`).

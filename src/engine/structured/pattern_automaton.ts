@@ -18,25 +18,22 @@
 import { type CharSet, charSet, type CodeRange, jsonCharBranches } from "./charset.ts";
 import type { PatternBranch, PatternNode } from "./regex.ts";
 import type { RuleSet } from "./rules.ts";
+import { RecentMap } from "../../util/recent_map.ts";
 
 /** States of the nondeterministic automaton before the pattern counts as too large. */
 const MAX_NFA_STATES = 4_000;
 /** States of the deterministic automaton (lengths counted in) before it counts as too large. */
 const MAX_DFA_STATES = 2_000;
-/**
- * Largest automaton that is minimized: the refinement takes a round per state of a chain, such
- * as a counted repetition makes, each over every state.
- */
-const MINIMIZE_UP_TO = 256;
 /** Largest GBNF the automaton may take, in characters; the grammar as a whole has 60,000. */
 const MAX_AUTOMATON_CHARS = 40_000;
 
 /**
  * Steps of work (states and moves looked at) that the automata of one schema may take: about
- * 40 ms on a 2-core machine. Schemas are converted on the event loop, and a pattern such as
- * `^(?:[^\s]{1,30}\s?){1,50}$` had taken a second to reach the state limit.
+ * 40 ms on a 2-core machine once its code is warm (several times that in a new process).
+ * Schemas are converted on the event loop, and `^(?:[a-z]{1,30}\s?){1,20}$` had taken 0.2 s to
+ * reach the state limit. Each pattern's rules are remembered, so a pattern costs its work once.
  */
-export const AUTOMATON_WORK = 150_000;
+export const AUTOMATON_WORK = 400_000;
 
 /** What is left of a schema's {@link AUTOMATON_WORK}, shared by its patterns. */
 export interface WorkBudget {
@@ -75,6 +72,7 @@ class TooLarge extends Error {}
  * GBNF rules for the inside of a JSON string that matches a pattern and length bounds, one per
  * state of a deterministic automaton.
  *
+ * @param key The pattern's text, by which its rules are remembered (with the lengths).
  * @param branches The parsed pattern's top-level branches.
  * @param lengths Bounds on the string's length in characters.
  * @param rules Where the rules go.
@@ -85,36 +83,69 @@ class TooLarge extends Error {}
  * @example
  * ```ts
  * // branches: the parsed ^[ab]+$
- * patternRules(branches, {}, rules, "code", { left: AUTOMATON_WORK });
+ * patternRules("^[ab]+$", branches, {}, rules, "code", { left: AUTOMATON_WORK });
  * // "code", with code ::= [ab] code-2 and code-2 ::= [ab] code-2 | ""
  * ```
  */
 export function patternRules(
+  key: string,
   branches: readonly PatternBranch[],
   lengths: LengthBounds,
   rules: RuleSet,
   hint: string,
   budget: WorkBudget,
 ): string | null | undefined {
-  let states: DfaState[];
-  try {
-    states = withoutDeadEnds(determinize(buildNfa(branches, budget), budget));
-    if (states.length === 0) return null;
-    if (states.length <= MINIMIZE_UP_TO) states = minimize(states, budget);
-    if (lengths.min === undefined && lengths.max === undefined) {
-      return writeRules(states, rules, hint, false);
+  const cacheKey = JSON.stringify([lengths.min, lengths.max, key]);
+  let template = recentTemplates.get(cacheKey);
+  if (template === undefined) {
+    try {
+      template = ruleTemplate(branches, lengths, budget);
+    } catch (error) {
+      if (!(error instanceof TooLarge)) throw error;
+      if (budget.left < 0) return undefined; // another schema may have the work to spare
+      template = "too large";
     }
-    const min = lengths.min ?? 0;
-    for (let max = lengths.max;; max = Math.max(min, Math.floor(max / 2))) {
-      const counted = countedOrUndefined(() => withLengths(states, { min, max }, budget), budget);
-      if (counted?.length === 0) return max === lengths.max ? null : undefined;
-      const start = counted && writeRules(counted, rules, hint, true);
-      if (start !== undefined || max === undefined || max === min) return start;
-    }
-  } catch (error) {
-    if (error instanceof TooLarge) return undefined;
-    throw error;
+    recentTemplates.set(cacheKey, template);
   }
+  if (template === "too large") return undefined;
+  return template && writeRules(template, rules, hint);
+}
+
+/** The rule templates of the latest patterns and lengths, by both. */
+const recentTemplates = new RecentMap<RuleTemplate | null | "too large">({ maxEntries: 64 });
+
+/**
+ * The rules of a pattern's automaton, with their names left out: the automaton for the lengths,
+ * or for a lower `maxLength` where that takes too large a grammar; null when no string matches.
+ */
+function ruleTemplate(
+  branches: readonly PatternBranch[],
+  lengths: LengthBounds,
+  budget: WorkBudget,
+): RuleTemplate | null {
+  const states = withoutDeadEnds(determinize(buildNfa(branches, budget), budget));
+  if (states.length === 0) return null;
+  const minimal = minimize(states, budget);
+  if (lengths.min === undefined && lengths.max === undefined) {
+    return fitting(templateOf(minimal, false, budget));
+  }
+  const min = lengths.min ?? 0;
+  for (let max = lengths.max;; max = Math.max(min, Math.floor(max / 2))) {
+    const counted = countedOrUndefined(() => withLengths(minimal, { min, max }, budget), budget);
+    if (counted?.length === 0) {
+      if (max === lengths.max) return null;
+      throw new TooLarge();
+    }
+    const template = counted && templateOf(counted, true, budget);
+    if (template && template.size <= MAX_AUTOMATON_CHARS) return template;
+    if (max === undefined || max === min) throw new TooLarge();
+  }
+}
+
+/** The template, or {@link TooLarge} past {@link MAX_AUTOMATON_CHARS}. */
+function fitting(template: RuleTemplate): RuleTemplate {
+  if (template.size > MAX_AUTOMATON_CHARS) throw new TooLarge();
+  return template;
 }
 
 /**
@@ -134,49 +165,77 @@ function countedOrUndefined(
   }
 }
 
+/** Work a move of a template takes, in {@link AUTOMATON_WORK}'s steps: it writes GBNF classes. */
+const TEMPLATE_WORK = 100;
+
+/** Marks a rule name in a template's bodies: `MARK s12 MARK` or `MARK c3 MARK`. */
+const MARK = "\u0000";
+
 /**
- * Adds a rule per state, or nothing when they would take more than
- * {@link MAX_AUTOMATON_CHARS}.
+ * An automaton's rules with their names as marks: a body per state, and the bodies of the
+ * character rules they refer to.
+ */
+interface RuleTemplate {
+  states: string[];
+  chars: string[];
+  /** About how many characters of GBNF the rules take. */
+  size: number;
+}
+
+/**
+ * The rule template of an automaton.
  *
  * @param counted Whether the states count lengths: many then share their moves' characters,
  *   which go in a rule each (`.` is some 150 characters of GBNF), as one item of the states'
  *   rules. Where two of a state's moves hold escapes, their rules share the backslash, and
  *   llama.cpp follows two stacks for the few characters of an escape.
  */
-function writeRules(
+function templateOf(
   states: readonly DfaState[],
-  rules: RuleSet,
-  hint: string,
   counted: boolean,
-): string | undefined {
-  const [stateHint, charHint] = counted ? ["n", "c"] : [hint, `${hint}-char`];
-  const charBodies = new Set<string>();
-  const charItem = (set: CharSet, charName: (body: string) => string): string => {
+  budget: WorkBudget,
+): RuleTemplate {
+  const chars = new Map<string, number>();
+  const stateMark = (id: number) => `${MARK}s${id}${MARK}`;
+  const charItem = (set: CharSet): string => {
     const alternatives = jsonCharBranches([{ set, tail: "" }]);
     const only = alternatives.length === 1 ? alternatives[0]! : "";
     if (only.startsWith("[") && only.length <= SHORT_CLASS) return only;
     const body = alternatives.join(" | ");
-    charBodies.add(body);
-    return charName(body);
+    if (!chars.has(body)) chars.set(body, chars.size);
+    return `${MARK}c${chars.get(body)}${MARK}`;
   };
-  const bodies = (stateName: (id: number) => string, charName: (body: string) => string) =>
-    states.map((state) => {
-      const alternatives = counted
-        ? state.moves.map(({ set, to }) => `${charItem(set, charName)} ${stateName(to)}`)
-        : jsonCharBranches(state.moves.map(({ set, to }) => ({ set, tail: stateName(to) })));
-      if (state.accepting) alternatives.push('""');
-      return alternatives.join(" | ");
-    });
-  const longName = "#".repeat(Math.min(stateHint.length, 40) + 6); // the hint and "-1234"
-  const size = [...bodies(() => longName, () => longName), ...charBodies].reduce(
-    (sum, body) => sum + body.length + longName.length + 6,
-    0,
-  );
-  if (size > MAX_AUTOMATON_CHARS) return undefined;
-  const names = states.map(() => rules.reserve(stateHint));
-  const charNames = new Map([...charBodies].map((body) => [body, rules.add(charHint, body)]));
-  bodies((id) => names[id]!, (body) => charNames.get(body)!)
-    .forEach((body, id) => rules.define(names[id]!, body));
+  const bodies = states.map((state) => {
+    spend(budget, TEMPLATE_WORK * (state.moves.length + 1));
+    const alternatives = counted
+      ? state.moves.map(({ set, to }) => `${charItem(set)} ${stateMark(to)}`)
+      : jsonCharBranches(state.moves.map(({ set, to }) => ({ set, tail: stateMark(to) })));
+    if (state.accepting) alternatives.push('""');
+    return alternatives.join(" | ");
+  });
+  const nameLength = 6; // "s-1234"
+  const marks = bodies.reduce((sum, body) => sum + body.split(MARK).length - 1, 0) / 2;
+  const size = [...bodies, ...chars.keys()].reduce((sum, body) => sum + body.length, 0) +
+    (marks + bodies.length + chars.size) * (nameLength + 4);
+  return { states: bodies, chars: [...chars.keys()], size };
+}
+
+/**
+ * Adds the template's rules under new names, and returns the first state's: the hint, the others
+ * short (`s-12`, and `c-3` for characters), as a format's automaton has hundreds.
+ */
+function writeRules(template: RuleTemplate, rules: RuleSet, hint: string): string {
+  const names = template.states.map((_, id) => rules.reserve(id === 0 ? hint : "s"));
+  const charNames = template.chars.map((body) => rules.add("c", body));
+  const named = (body: string) =>
+    body.split(MARK).map((part, i) =>
+      i % 2 === 0
+        ? part
+        : part[0] === "s"
+        ? names[Number(part.slice(1))]
+        : charNames[Number(part.slice(1))]
+    ).join("");
+  template.states.forEach((body, id) => rules.define(names[id]!, named(body)));
   return names[0]!;
 }
 
@@ -367,31 +426,71 @@ function withoutDeadEnds(states: readonly DfaState[]): DfaState[] {
 }
 
 /**
- * Merges states with the same future (Moore's partition refinement): those that accept alike and
- * whose moves lead, character for character, into the same groups.
+ * Merges states with the same future (Hopcroft's partition refinement): those that accept alike
+ * and whose moves lead, character for character, into the same groups. The characters are cut
+ * into the pieces that no move's set splits, and a sink state (no way to an end) takes every
+ * piece a state has no move for.
  */
 function minimize(states: readonly DfaState[], budget: WorkBudget): DfaState[] {
-  let group: number[] = states.map((state) => state.accepting ? 1 : 0);
-  let count = new Set(group).size;
-  while (true) {
-    const signatures = new Map<string, number>();
-    spend(budget, states.length);
-    const next = states.map((state, id) => {
-      const byGroup = new Map<number, CodeRange[]>();
-      for (const { set, to } of state.moves) {
-        byGroup.set(group[to]!, [...(byGroup.get(group[to]!) ?? []), ...set]);
+  const atoms = pieces(states.flatMap(({ moves }) => moves.map(({ set }) => set)));
+  const k = atoms.length;
+  const sink = states.length;
+  const count = states.length + 1;
+  /** For each target and piece, the states whose move on that piece leads there. */
+  const into: number[][] = Array.from({ length: count * k }, () => []);
+  const leadsSomewhere = new Uint8Array(states.length * k);
+  states.forEach(({ moves }, from) => {
+    spend(budget, k);
+    for (const { set, to } of moves) {
+      for (let a = 0; a < k; a++) {
+        if (contains(set, atoms[a]![0])) {
+          into[to * k + a]!.push(from);
+          leadsSomewhere[from * k + a] = 1;
+        }
       }
-      const moves = [...byGroup].sort(([x], [y]) => x - y)
-        .map(([to, ranges]) => `${to}:${charSet(ranges).join(";")}`);
-      const signature = `${group[id]}|${moves.join("|")}`;
-      if (!signatures.has(signature)) signatures.set(signature, signatures.size);
-      return signatures.get(signature)!;
-    });
-    group = next;
-    if (signatures.size === count) break;
-    count = signatures.size;
+    }
+    for (let a = 0; a < k; a++) if (!leadsSomewhere[from * k + a]) into[sink * k + a]!.push(from);
+  });
+  for (let a = 0; a < k; a++) into[sink * k + a]!.push(sink);
+  const groupOf = new Int32Array(count);
+  const groups: number[][] = [[], []];
+  for (let id = 0; id < count; id++) {
+    const group = id < sink && states[id]!.accepting ? 0 : 1;
+    groupOf[id] = group;
+    groups[group]!.push(id);
   }
-  return renumber(states, (id) => group[id]);
+  const waiting = [groups[0]!.length <= groups[1]!.length ? 0 : 1];
+  const isWaiting = [true, false].map((first) => first === (waiting[0] === 0));
+  while (waiting.length > 0) {
+    const splitter = [...groups[waiting.pop()!]!];
+    for (let a = 0; a < k; a++) {
+      const reached = new Map<number, number[]>();
+      for (const target of splitter) {
+        const sources = into[target * k + a]!;
+        spend(budget, sources.length + 1);
+        for (const source of sources) {
+          const group = groupOf[source]!;
+          const list = reached.get(group);
+          if (list) list.push(source);
+          else reached.set(group, [source]);
+        }
+      }
+      for (const [group, members] of reached) {
+        if (members.length === groups[group]!.length) continue;
+        const split = groups.length;
+        const moved = new Set(members);
+        groups[group] = groups[group]!.filter((id) => !moved.has(id));
+        groups.push(members);
+        for (const id of members) groupOf[id] = split;
+        const smaller = groups[group]!.length <= members.length ? group : split;
+        if (isWaiting[group]) waiting.push(split);
+        else waiting.push(smaller);
+        isWaiting[split] = isWaiting[group] || smaller === split;
+        isWaiting[group] = isWaiting[group] || smaller === group;
+      }
+    }
+  }
+  return renumber(states, (id) => groupOf[id]);
 }
 
 /**

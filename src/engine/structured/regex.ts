@@ -292,55 +292,92 @@ function emit(node: PatternNode, path: string, charRule: (expr: string) => strin
   }
 }
 
+/** Where a pattern's grammar goes, and what it is for. */
+export interface PatternContext {
+  /** `minLength` and `maxLength`, in characters. */
+  lengths: LengthBounds;
+  /** Where the automaton's rules go. */
+  rules: RuleSet;
+  /** Name hint for its rules. */
+  hint: string;
+  /** The schema's work left for automata (`AUTOMATON_WORK` of pattern_automaton.ts). */
+  budget: WorkBudget;
+  /** GBNF for one character of any string, for an unanchored pattern written as it reads. */
+  anyChar: () => string;
+  /** Where in the schema, for errors. */
+  path: string;
+  /** The keyword the pattern came from, for errors: `pattern`, or `format` for a format's. */
+  keyword: string;
+}
+
 /**
  * GBNF for the inside of a JSON string that matches a pattern (the quotes not included) and
  * length bounds. The pattern is written as a deterministic automaton, a rule per state (see
- * {@link ./pattern_automaton.ts}); where that would be too large and no lengths are given, as it
- * reads, which llama.cpp may find costly to match where its parts overlap (the grammar
- * validator refuses what costs too much).
+ * {@link ./pattern_automaton.ts}); where that would be too large, and the lengths are none or
+ * follow from the pattern itself, as it reads, which llama.cpp may find costly to match where
+ * its parts overlap (the grammar validator refuses what costs too much).
  *
  * @param pattern An ECMAScript regular expression, as JSON Schema's `pattern`.
- * @param lengths `minLength` and `maxLength`, in characters.
- * @param rules Where the automaton's rules go.
- * @param hint Name hint for its rules.
- * @param budget The schema's work left for automata (`AUTOMATON_WORK` of pattern_automaton.ts).
- * @param anyChar GBNF for one character of any string, for a pattern written as it reads that is
- *   not anchored.
- * @param path Where in the schema, for errors.
+ * @param context Lengths, rules and names.
  * @returns A GBNF expression.
  * @throws {SchemaError} for syntax outside the supported subset, when no string matches both
  *   the pattern and the lengths, or when they need too large a grammar together.
  * @example
  * ```ts
- * patternToGbnf("^[a-z]{2,4}-\\d+$", {}, rules, "code", { left: 1e6 }, () => "char", ""); // "code", a rule per state
+ * patternToGbnf("^[a-z]{2,4}-\\d+$", context); // the first state's rule, a rule per state
  * ```
  */
-export function patternToGbnf(
-  pattern: string,
-  lengths: LengthBounds,
-  rules: RuleSet,
-  hint: string,
-  budget: WorkBudget,
-  anyChar: () => string,
-  path: string,
-): string {
+export function patternToGbnf(pattern: string, context: PatternContext): string {
+  const { rules, hint, budget, anyChar, path, keyword } = context;
   const branches = new PatternParser(pattern, path).branches();
-  const start = patternRules(branches, lengths, rules, hint, budget);
+  const lengths = impliedLengths(branches, context.lengths) ? {} : context.lengths;
+  const start = patternRules(pattern, branches, lengths, rules, hint, budget);
   if (start === null) {
-    throw new SchemaError("pattern", path, "matches no string of the allowed lengths");
+    throw new SchemaError(keyword, path, "matches no string of the allowed lengths");
   }
   if (start !== undefined) return start;
   if (lengths.min !== undefined || lengths.max !== undefined) {
     throw new SchemaError(
-      "pattern",
+      keyword,
       path,
-      "together with minLength or maxLength needs too large a grammar; put the length in the pattern",
+      "together with minLength or maxLength needs too large a grammar; lower or drop them",
     );
   }
+  const charRule = (expr: string) => rules.add(`${hint}-char`, expr);
   return oneOf(branches.map(({ node, start, end }) => {
-    const parts = [emit(node, path, (expr) => rules.add(`${hint}-char`, expr))];
+    const parts = [emit(node, path, charRule)];
     if (!start) parts.unshift(`${anyChar()}*`);
     if (!end) parts.push(`${anyChar()}*`);
     return parts.filter((p) => p !== '""').join(" ") || '""';
   }));
+}
+
+/** Whether every string of the pattern already meets the length bounds. */
+function impliedLengths(branches: readonly PatternBranch[], { min, max }: LengthBounds): boolean {
+  const ranges = branches.map(({ node, start, end }) => {
+    const [shortest, longest] = lengthRange(node);
+    return [shortest, start && end ? longest : Infinity];
+  });
+  return ranges.every(([shortest, longest]) =>
+    shortest! >= (min ?? 0) && longest! <= (max ?? Infinity)
+  );
+}
+
+/** The fewest and most characters a node matches (Infinity for no bound). */
+function lengthRange(node: PatternNode): [number, number] {
+  switch (node.kind) {
+    case "chars":
+      return [1, 1];
+    case "seq":
+      return node.items.map(lengthRange).reduce(([a, b], [c, d]) => [a + c, b + d], [0, 0]);
+    case "alt": {
+      const ranges = node.branches.map(lengthRange);
+      return [Math.min(...ranges.map(([a]) => a)), Math.max(...ranges.map(([, b]) => b))];
+    }
+    case "repeat": {
+      const [shortest, longest] = lengthRange(node.node);
+      const most = node.max === undefined ? (longest === 0 ? 0 : Infinity) : longest * node.max;
+      return [shortest * node.min, most];
+    }
+  }
 }

@@ -1,0 +1,35 @@
+import { equal, ok } from "node:assert/strict";
+import { RecentMap } from "../../src/util/recent_map.ts";
+
+Deno.test("RecentMap keeps the most recently used entries, by count", () => {
+  const recent = new RecentMap<number>({ maxEntries: 2 });
+  recent.set("a", 1);
+  recent.set("b", 2);
+  equal(recent.get("a"), 1); // now the most recent
+  recent.set("c", 3);
+  ok(!recent.has("b"), "the least recently used goes");
+  equal(recent.get("a"), 1);
+  equal(recent.get("c"), 3);
+  recent.set("a", 4);
+  equal(recent.get("a"), 4);
+  ok(recent.has("c"));
+});
+
+Deno.test("RecentMap bounds the total size, and keeps nothing larger than it", () => {
+  const recent = new RecentMap<string>({
+    maxEntries: 10,
+    maxSize: 10,
+    sizeOf: (key, value) => key.length + value.length,
+  });
+  recent.set("a", "1234"); // 5
+  recent.set("b", "1234"); // 10
+  recent.set("c", "12"); // 13: "a" goes
+  ok(!recent.has("a"));
+  ok(recent.has("b") && recent.has("c"));
+  recent.set("d", "x".repeat(20));
+  ok(!recent.has("d"), "larger than the bound");
+  ok(recent.has("b") && recent.has("c"), "and nothing else went for it");
+  recent.set("b", "1"); // replacing an entry counts its new size only
+  recent.set("e", "1234"); // 2 + 3 + 5 = 10
+  ok(recent.has("b") && recent.has("c") && recent.has("e"));
+});
