@@ -333,7 +333,12 @@ export function patternToGbnf(pattern: string, context: PatternContext): string 
   const lengths = impliedLengths(branches, context.lengths) ? {} : context.lengths;
   const start = patternRules(pattern, branches, lengths, rules, hint, budget);
   if (start === null) {
-    throw new SchemaError(keyword, path, "matches no string of the allowed lengths");
+    const bounded = context.lengths.min !== undefined || context.lengths.max !== undefined;
+    throw new SchemaError(
+      keyword,
+      path,
+      bounded ? "matches no string of the allowed lengths" : "matches no string",
+    );
   }
   if (start !== undefined) return start;
   if (lengths.min !== undefined || lengths.max !== undefined) {
