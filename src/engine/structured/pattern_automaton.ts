@@ -22,6 +22,11 @@ import { RecentMap } from "../../util/recent_map.ts";
 
 /** States of the nondeterministic automaton before the pattern counts as too large. */
 const MAX_NFA_STATES = 4_000;
+/**
+ * Ranges of a character set in the automaton; the grammar validator refuses larger classes
+ * (`maxClassItems`), and the automaton's work grows with them.
+ */
+const MAX_SET_RANGES = 256;
 /** States of the deterministic automaton (lengths counted in) before it counts as too large. */
 const MAX_DFA_STATES = 2_000;
 /** Largest GBNF the automaton may take, in characters; the grammar as a whole has 60,000. */
@@ -195,6 +200,12 @@ function templateOf(
   counted: boolean,
   budget: WorkBudget,
 ): RuleTemplate {
+  // Each range of a class takes at least a few characters of GBNF: too many need no writing.
+  const ranges = states.reduce(
+    (sum, { moves }) => sum + moves.reduce((n, m) => n + m.set.length, 0),
+    0,
+  );
+  if (!counted && ranges * 3 > MAX_AUTOMATON_CHARS) throw new TooLarge();
   const chars = new Map<string, number>();
   const stateMark = (id: number) => `${MARK}s${id}${MARK}`;
   const charItem = (set: CharSet): string => {
@@ -206,7 +217,8 @@ function templateOf(
     return `${MARK}c${chars.get(body)}${MARK}`;
   };
   const bodies = states.map((state) => {
-    spend(budget, TEMPLATE_WORK * (state.moves.length + 1));
+    const moveRanges = state.moves.reduce((n, { set }) => n + set.length, 0);
+    spend(budget, TEMPLATE_WORK * (state.moves.length + 1 + moveRanges / 16));
     const alternatives = counted
       ? state.moves.map(({ set, to }) => `${charItem(set)} ${stateMark(to)}`)
       : jsonCharBranches(state.moves.map(({ set, to }) => ({ set, tail: stateMark(to) })));
@@ -262,6 +274,9 @@ function buildNfa(branches: readonly PatternBranch[], budget: WorkBudget): Nfa {
   const build = (node: PatternNode, from: number): number => {
     switch (node.kind) {
       case "chars": {
+        // llama.cpp's grammars allow no more in a class, and each piece of a set costs work.
+        if (node.set.length > MAX_SET_RANGES) throw new TooLarge();
+        spend(budget, node.set.length);
         const to = add();
         states[from]!.moves.push({ set: node.set, to });
         return to;
@@ -402,8 +417,17 @@ function pieces(sets: readonly CharSet[]): CodeRange[] {
   return out;
 }
 
+/** Whether the set holds the code point (a binary search: sets are sorted). */
 function contains(set: CharSet, code: number): boolean {
-  return set.some(([a, b]) => code >= a && code <= b);
+  let [low, high] = [0, set.length - 1];
+  while (low <= high) {
+    const middle = (low + high) >> 1;
+    const [a, b] = set[middle]!;
+    if (code < a) high = middle - 1;
+    else if (code > b) low = middle + 1;
+    else return true;
+  }
+  return false;
 }
 
 /**
@@ -436,6 +460,7 @@ function minimize(states: readonly DfaState[], budget: WorkBudget): DfaState[] {
   const k = atoms.length;
   const sink = states.length;
   const count = states.length + 1;
+  spend(budget, count * k);
   /** For each target and piece, the states whose move on that piece leads there. */
   const into: number[][] = Array.from({ length: count * k }, () => []);
   const leadsSomewhere = new Uint8Array(states.length * k);
@@ -478,6 +503,7 @@ function minimize(states: readonly DfaState[], budget: WorkBudget): DfaState[] {
       for (const [group, members] of reached) {
         if (members.length === groups[group]!.length) continue;
         const split = groups.length;
+        spend(budget, groups[group]!.length);
         const moved = new Set(members);
         groups[group] = groups[group]!.filter((id) => !moved.has(id));
         groups.push(members);
