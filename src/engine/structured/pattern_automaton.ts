@@ -103,11 +103,13 @@ export function patternRules(
   const cacheKey = JSON.stringify([lengths.min, lengths.max, key]);
   let template = recentTemplates.get(cacheKey);
   if (template === undefined) {
+    const whole = budget.left === AUTOMATON_WORK;
     try {
       template = ruleTemplate(branches, lengths, budget);
     } catch (error) {
       if (!(error instanceof TooLarge)) throw error;
-      if (budget.left < 0) return undefined; // another schema may have the work to spare
+      // Past a budget that other patterns had spent from, it may fit in a schema of its own.
+      if (budget.left < 0 && !whole) return undefined;
       template = "too large";
     }
     recentTemplates.set(cacheKey, template);
