@@ -3,6 +3,7 @@ import { validateGrammar } from "../../src/engine/gbnf.ts";
 import { SchemaError } from "../../src/engine/structured/errors.ts";
 import { jsonObjectGrammar, jsonSchemaToGrammar } from "../../src/engine/structured/json_schema.ts";
 import { SCHEMA_CORPUS } from "../fixtures/schema_corpus.ts";
+import { z } from "zod";
 import { seededRandom } from "../helpers.ts";
 import { GbnfMatcher } from "./gbnf_matcher.ts";
 import { compileSchema } from "./json_schema_ajv.ts";
@@ -181,7 +182,7 @@ Deno.test("keywords the converter cannot honour raise a SchemaError naming them"
     /at \/properties\/a/,
   );
   refuses({ type: "string", format: "iri" }, "format", /supported: date/);
-  refuses({ type: "string", format: "date", pattern: "^2" }, "format", /together with pattern/);
+  refuses({ type: "string", format: "date", pattern: "^x" }, "pattern", /no string together/);
   refuses({ type: "string", format: "date", maxLength: 5 }, "format", /matches no string/);
   refuses({ $ref: "https://example.com/schema.json" }, "$ref");
   refuses({ $ref: "#/$defs/missing" }, "$ref", /points to nothing/);
@@ -434,3 +435,62 @@ Deno.test("a pattern with a huge class converts quickly, as it reads", () => {
   }
   ok(performance.now() - started < 2_000, `${performance.now() - started} ms`);
 });
+
+Deno.test("a format and a pattern hold together, and a format Shimmy does not write names its pattern", () => {
+  const matcherOf = (schema: unknown) => new GbnfMatcher(jsonSchemaToGrammar(schema));
+  const dates2 = matcherOf({ type: "string", format: "date", pattern: "^20" });
+  ok(dates2.matches('"2024-02-28"'));
+  ok(!dates2.matches('"1999-12-31"'), "the pattern holds");
+  ok(!dates2.matches('"2024-02-30"'), "the format holds");
+  const nanoid = matcherOf({ type: "string", format: "nanoid", pattern: "^[a-z]{3}$" });
+  ok(nanoid.matches('"abc"'));
+  ok(!nanoid.matches('"abcd"'));
+  refuses({ type: "string", format: "nanoid" }, "format", /or any beside a pattern/);
+});
+
+Deno.test("zod 4's string formats convert, and every string their grammar takes, zod takes", () => {
+  const cases: [z.ZodType, string[]][] = [
+    [z.email(), ["ann.lee@example.com", "a@b.co", "x+y@mail.co.uk", "a..b@c.de", ".a@b.cd", "a@b"]],
+    [z.uuid(), ["123e4567-e89b-12d3-a456-426614174000", "123E4567-E89B-12D3-A456-426614174000"]],
+    [z.iso.datetime(), [
+      "2024-02-28T08:30:00Z",
+      "2024-02-29T08:30:00Z",
+      "2024-05-01T08:30:00+02:00",
+    ]],
+    [z.iso.date(), ["2024-02-28", "2023-02-29", "2024-13-01"]],
+    [z.ipv4(), ["192.168.0.1", "256.1.1.1", "01.2.3.4"]],
+    [z.ipv6(), ["::1", "fe80::1:2", "2001:db8::2:1", "1:2:3:4:5:6:7:8", ":1"]],
+    [z.e164(), ["+14155552671", "14155552671", "+0123456"]],
+    [z.nanoid(), ["V1StGXR8_Z5jdHi6B-myT", "short"]],
+    [z.base64(), ["", "YWJj", "YWI=", "YW=="]],
+    [z.cuid(), ["cjld2cjxh0000qzrmn831i7rn", "xjld2cjxh"]],
+  ];
+  for (const [type, samples] of cases) {
+    const matcher = new GbnfMatcher(jsonSchemaToGrammar(z.toJSONSchema(type)));
+    const taken = samples.filter((sample) => matcher.matches(JSON.stringify(sample)));
+    ok(taken.length > 0, `${JSON.stringify(z.toJSONSchema(type))} takes none of ${samples}`);
+    for (const sample of taken) ok(type.safeParse(sample).success, `zod refuses ${sample}`);
+  }
+});
+
+Deno.test("a format whose lengths would take too large a grammar keeps shorter parts under maxLength", () => {
+  // Counted exactly, an email under 64 characters takes thousands of states; halving maxLength
+  // had left 16 characters in all. Its atoms and labels are shortened instead.
+  for (const maxLength of [64, 40, 24]) {
+    const grammar = jsonSchemaToGrammar({ type: "string", format: "email", maxLength });
+    ok(grammar.length < 20_000, `${grammar.length} characters`);
+    const matcher = new GbnfMatcher(grammar);
+    ok(matcher.matches('"john.smith@example.com"'), `maxLength ${maxLength}`);
+    ok(!matcher.matches(JSON.stringify(`a@${"b".repeat(maxLength)}.io`)));
+    for (const text of randomEmails(200, maxLength)) {
+      if (matcher.matches(JSON.stringify(text))) ok([...text].length <= maxLength, text);
+    }
+  }
+});
+
+/** Email-like texts of random parts, some longer than `around`. */
+function randomEmails(count: number, around: number): string[] {
+  const random = seededRandom(around);
+  const part = () => "abcdefghij".slice(0, 1 + random(10)).repeat(1 + random(3));
+  return Array.from({ length: count }, () => `${part()}.${part()}@${part()}.${part()}.io`);
+}

@@ -244,9 +244,12 @@ Deno.test("a tool schema the converter cannot honour loosens the call, or is a S
   const loose = new GbnfMatcher(
     forcedToolGrammar(TOOL_FORMATS.hermes, [{ name: "fetch", parameters: unusual }], false),
   );
-  ok(loose.matches(call('{"tags": ["a", "a"], "step": 0.7, "mail": "x@y", "other": null}')));
-  ok(!loose.matches(call('{"tags": [], "mail": "x"}')), "the pattern still holds without format");
-  ok(!loose.matches(call(`{"tags": [], "mail": "x@${"y".repeat(64)}"}`)), "and maxLength");
+  ok(loose.matches(call('{"tags": ["a", "a"], "step": 0.7, "mail": "x@ab.io", "other": null}')));
+  ok(!loose.matches(call('{"tags": [], "mail": "x@y"}')), "the format holds beside the pattern");
+  ok(!loose.matches(call('{"tags": [], "mail": "x@@ab.io"}')), "and the pattern");
+  ok(loose.matches(call('{"tags": [], "mail": "john.smith@example.com"}')));
+  const long = `${"a".repeat(16)}.${"b".repeat(16)}.${"c".repeat(16)}@${"d".repeat(11)}.io`;
+  ok(!loose.matches(call(`{"tags": [], "mail": "${long}"}`)), "and maxLength");
   ok(!loose.matches(call('{"step": 1}')), "tags is still required");
   ok(!loose.matches(call('{"tags": [1]}')), "its items are still strings");
 });

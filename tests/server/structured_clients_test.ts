@@ -120,6 +120,47 @@ Deno.test("the AI SDK's generateObject() with a zod schema gets a valid object",
   }
 });
 
+/** zod 4's string formats: each a `format` and the `pattern` that defines it, both held. */
+const Contact = z.object({
+  email: z.email(),
+  id: z.uuid(),
+  seen: z.iso.datetime(),
+  born: z.iso.date(),
+  ip: z.ipv4(),
+  phone: z.e164(),
+  ref: z.nanoid(),
+});
+
+Deno.test("zod's string formats (format and pattern together) hold through the openai and AI SDKs", async () => {
+  await using server = await startServer();
+  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused" });
+  const completion = await client.chat.completions.parse({
+    model: MODEL,
+    messages: [{ role: "user", content: "A contact" }],
+    seed: 7,
+    max_tokens: 400,
+    response_format: zodResponseFormat(Contact, "contact"),
+  });
+  const message = completion.choices[0]?.message;
+  ok(message?.parsed, JSON.stringify(message));
+  Contact.parse(message.parsed);
+  const shimmy = createOpenAICompatible({
+    name: "shimmy",
+    baseURL: `${server.url}/v1`,
+    supportsStructuredOutputs: true,
+  });
+  const { object, finishReason } = await generateObject({
+    model: shimmy.chatModel(MODEL),
+    schema: Contact,
+    schemaName: "contact",
+    prompt: "A contact",
+    seed: 8,
+    maxOutputTokens: 400,
+  });
+  equal(finishReason, "stop");
+  Contact.parse(object);
+});
+
 Deno.test("LangChain's ChatOpenAI.withStructuredOutput() gets a valid object", async () => {
   await using server = await startServer();
   const model = new ChatOpenAI({

@@ -360,25 +360,32 @@ class Converter {
       throw new SchemaError("minLength", path, `${min} is above maxLength ${max}`);
     }
     const { format, pattern } = schema;
+    if (pattern !== undefined && typeof pattern !== "string") {
+      throw new SchemaError("pattern", path, "must be a string");
+    }
+    const patterns: string[] = [];
     if (format !== undefined) {
       const formatPattern = typeof format === "string" ? FORMATS[format] : undefined;
-      if (formatPattern === undefined) {
+      // A format Shimmy does not write, beside a pattern, is the pattern's name: zod writes
+      // `format: "nanoid"` or `"e164"` with the pattern that defines it.
+      if (formatPattern !== undefined) patterns.push(formatPattern);
+      else if (pattern === undefined || typeof format !== "string") {
         throw new SchemaError(
           "format",
           path,
           `${JSON.stringify(format)} is not supported; supported: ${
             Object.keys(FORMATS).join(", ")
-          }`,
+          }, or any beside a pattern`,
         );
       }
-      if (pattern !== undefined) {
-        throw new SchemaError("format", path, "together with pattern is not supported");
-      }
-      return this.#patternString(formatPattern, "format", { min, max }, path, format as string);
     }
-    if (pattern !== undefined) {
-      if (typeof pattern !== "string") throw new SchemaError("pattern", path, "must be a string");
-      return this.#patternString(pattern, "pattern", { min, max }, path, `${hint}-pattern`);
+    if (pattern !== undefined) patterns.push(pattern);
+    if (patterns.length > 0) {
+      const hintOf = format !== undefined && pattern === undefined
+        ? `${format}`
+        : `${hint}-pattern`;
+      const keyword = pattern !== undefined ? "pattern" : "format";
+      return this.#patternString(patterns, keyword, { min, max }, path, hintOf);
     }
     if (!lengths) return this.primitive("string");
     const chars = repeat(
@@ -392,20 +399,20 @@ class Converter {
   }
 
   /**
-   * A string of a pattern (a schema's or a format's) and lengths. Each pattern and lengths make
-   * one rule, shared by every member that uses them: a format's automaton has dozens of rules.
+   * A string of patterns (a format's, a schema's, or both) and lengths. Each patterns and lengths
+   * make one rule, shared by every member that uses them: a format's automaton has dozens of rules.
    */
   #patternString(
-    pattern: string,
+    patterns: readonly string[],
     keyword: string,
     lengths: LengthBounds,
     path: string,
     hint: string,
   ): string {
-    const key = JSON.stringify([pattern, lengths.min, lengths.max]);
+    const key = JSON.stringify([patterns, lengths.min, lengths.max]);
     const known = this.#patternStrings.get(key);
     if (known !== undefined) return known;
-    const inside = patternToGbnf(pattern, {
+    const inside = patternToGbnf(patterns, {
       lengths,
       rules: this.rules,
       hint,

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { type CharSet, charSet, type CodeRange, jsonCharBranches } from "./charset.ts";
+import { type CharSet, charSet, type CodeRange, intersect, jsonCharBranches } from "./charset.ts";
 import type { PatternBranch, PatternNode } from "./regex.ts";
 import type { RuleSet } from "./rules.ts";
 import { RecentMap } from "../../util/recent_map.ts";
@@ -74,38 +74,40 @@ interface DfaState {
 class TooLarge extends Error {}
 
 /**
- * GBNF rules for the inside of a JSON string that matches a pattern and length bounds, one per
- * state of a deterministic automaton.
+ * GBNF rules for the inside of a JSON string that matches every one of some patterns and length
+ * bounds, one per state of a deterministic automaton.
  *
- * @param key The pattern's text, by which its rules are remembered (with the lengths).
- * @param branches The parsed pattern's top-level branches.
+ * @param patterns Each pattern's text, by which its rules are remembered (with the lengths), and
+ *   its parsed top-level branches: a format's pattern and a schema's own (zod writes both).
  * @param lengths Bounds on the string's length in characters.
  * @param rules Where the rules go.
  * @param hint Name hint for the rules.
  * @param budget The schema's work left, spent here.
+ * @param lowerMax Whether `maxLength` may be halved until the grammar fits.
  * @returns The start state's rule name, `null` when no string matches, or undefined when the
  *   automaton would be too large or take more work than is left (and no rule was added).
  * @example
  * ```ts
  * // branches: the parsed ^[ab]+$
- * patternRules("^[ab]+$", branches, {}, rules, "code", { left: AUTOMATON_WORK });
+ * patternRules([{ text: "^[ab]+$", branches }], {}, rules, "code", { left: AUTOMATON_WORK }, false);
  * // "code", with code ::= [ab] code-2 and code-2 ::= [ab] code-2 | ""
  * ```
  */
 export function patternRules(
-  key: string,
-  branches: readonly PatternBranch[],
+  patterns: readonly { text: string; branches: readonly PatternBranch[] }[],
   lengths: LengthBounds,
   rules: RuleSet,
   hint: string,
   budget: WorkBudget,
+  lowerMax: boolean,
 ): string | null | undefined {
-  const cacheKey = JSON.stringify([lengths.min, lengths.max, key]);
+  const texts = patterns.map(({ text }) => text);
+  const cacheKey = JSON.stringify([lengths.min, lengths.max, lowerMax, ...texts]);
   let template = recentTemplates.get(cacheKey);
   if (template === undefined) {
     const whole = budget.left === AUTOMATON_WORK;
     try {
-      template = ruleTemplate(branches, lengths, budget);
+      template = ruleTemplate(patterns.map(({ branches }) => branches), lengths, budget, lowerMax);
     } catch (error) {
       if (!(error instanceof TooLarge)) throw error;
       // Past a budget that other patterns had spent from, it may fit in a schema of its own.
@@ -126,13 +128,19 @@ const recentTemplates = new RecentMap<RuleTemplate | null | "too large">({ maxEn
  * or for a lower `maxLength` where that takes too large a grammar; null when no string matches.
  */
 function ruleTemplate(
-  branches: readonly PatternBranch[],
+  patterns: readonly (readonly PatternBranch[])[],
   lengths: LengthBounds,
   budget: WorkBudget,
+  lowerMax: boolean,
 ): RuleTemplate | null {
-  const states = withoutDeadEnds(determinize(buildNfa(branches, budget), budget));
-  if (states.length === 0) return null;
-  const minimal = minimize(states, budget);
+  let minimal: DfaState[] | undefined;
+  for (const branches of patterns) {
+    const states = withoutDeadEnds(determinize(buildNfa(branches, budget), budget));
+    minimal = minimal === undefined ? states : withoutDeadEnds(both(minimal, states, budget));
+    if (minimal.length === 0) return null;
+    minimal = minimize(minimal, budget);
+  }
+  if (minimal === undefined) throw new Error("no pattern");
   if (lengths.min === undefined && lengths.max === undefined) {
     return fitting(templateOf(minimal, false, budget));
   }
@@ -145,8 +153,40 @@ function ruleTemplate(
     }
     const template = counted && templateOf(counted, true, budget);
     if (template && template.size <= MAX_AUTOMATON_CHARS) return template;
-    if (max === undefined || max === min) throw new TooLarge();
+    if (!lowerMax || max === undefined || max === min) throw new TooLarge();
   }
+}
+
+/**
+ * The product of two automata: it reads the text in both at once, accepting where both do; a
+ * character moves it where it moves both.
+ */
+function both(x: readonly DfaState[], y: readonly DfaState[], budget: WorkBudget): DfaState[] {
+  const states: DfaState[] = [];
+  const ids = new Map<number, number>();
+  const work: [number, number][] = [];
+  const stateOf = (a: number, b: number): number => {
+    const key = a * y.length + b;
+    let id = ids.get(key);
+    if (id === undefined) {
+      id = addState(states, x[a]!.accepting && y[b]!.accepting);
+      ids.set(key, id);
+      work.push([a, b]);
+    }
+    return id;
+  };
+  stateOf(0, 0);
+  for (let id = 0; id < work.length; id++) {
+    const [a, b] = work[id]!;
+    for (const first of x[a]!.moves) {
+      spend(budget, y[b]!.moves.length);
+      for (const second of y[b]!.moves) {
+        const set = intersect(first.set, second.set);
+        if (set.length > 0) states[id]!.moves.push({ set, to: stateOf(first.to, second.to) });
+      }
+    }
+  }
+  return states;
 }
 
 /** The template, or {@link TooLarge} past {@link MAX_AUTOMATON_CHARS}. */
@@ -210,17 +250,29 @@ function templateOf(
   if (!counted && ranges * 3 > MAX_AUTOMATON_CHARS) throw new TooLarge();
   const chars = new Map<string, number>();
   const stateMark = (id: number) => `${MARK}s${id}${MARK}`;
+  // The states that count lengths share their moves' sets (the same objects): each is written once.
+  const items = new Map<CharSet, string>();
   const charItem = (set: CharSet): string => {
+    let item = items.get(set);
+    if (item !== undefined) return item;
+    spend(budget, TEMPLATE_WORK * (1 + set.length / 16));
     const alternatives = jsonCharBranches([{ set, tail: "" }]);
     const only = alternatives.length === 1 ? alternatives[0]! : "";
-    if (only.startsWith("[") && only.length <= SHORT_CLASS) return only;
-    const body = alternatives.join(" | ");
-    if (!chars.has(body)) chars.set(body, chars.size);
-    return `${MARK}c${chars.get(body)}${MARK}`;
+    if (only.startsWith("[") && only.length <= SHORT_CLASS) item = only;
+    else {
+      const body = alternatives.join(" | ");
+      if (!chars.has(body)) chars.set(body, chars.size);
+      item = `${MARK}c${chars.get(body)}${MARK}`;
+    }
+    items.set(set, item);
+    return item;
   };
   const bodies = states.map((state) => {
     const moveRanges = state.moves.reduce((n, { set }) => n + set.length, 0);
-    spend(budget, TEMPLATE_WORK * (state.moves.length + 1 + moveRanges / 16));
+    spend(
+      budget,
+      counted ? state.moves.length + 1 : TEMPLATE_WORK * (state.moves.length + 1 + moveRanges / 16),
+    );
     const alternatives = counted
       ? state.moves.map(({ set, to }) => `${charItem(set)} ${stateMark(to)}`)
       : jsonCharBranches(state.moves.map(({ set, to }) => ({ set, tail: stateMark(to) })));
@@ -370,7 +422,9 @@ function determinize(nfa: Nfa, budget: WorkBudget): DfaState[] {
 
 /**
  * The automaton with the string's length counted in its states: up to `max`, or up to `min`
- * where there is no `max` (past it, every length is the same). It accepts where both do.
+ * where there is no `max` (past it, every length is the same). It accepts where both do. A state
+ * whose every way to an end fits in what is left of `max`, once `min` is reached, counts no more
+ * (an email format's last label under a `maxLength` of 64 needs no count of its own).
  */
 function withLengths(
   dfa: readonly DfaState[],
@@ -378,16 +432,20 @@ function withLengths(
   budget: WorkBudget,
 ): DfaState[] {
   const countTo = max ?? min;
+  const longest = longestWays(dfa);
   const states: DfaState[] = [];
   const ids = new Map<number, number>();
   const work: { state: number; length: number }[] = [];
   const stateOf = (state: number, length: number): number => {
-    const key = state * (countTo + 1) + length;
+    const free = length === FREE ||
+      (length >= min && max !== undefined && length + longest[state]! <= max);
+    const counted = free ? FREE : length;
+    const key = state * (countTo + 2) + counted + 1;
     let id = ids.get(key);
     if (id === undefined) {
-      id = addState(states, dfa[state]!.accepting && length >= min);
+      id = addState(states, dfa[state]!.accepting && (free || length >= min));
       ids.set(key, id);
-      work.push({ state, length });
+      work.push({ state, length: counted });
     }
     return id;
   };
@@ -395,13 +453,36 @@ function withLengths(
   for (let id = 0; id < work.length; id++) {
     const { state, length } = work[id]!;
     if (max !== undefined && length >= max) continue;
-    const next = Math.min(length + 1, countTo);
+    const next = length === FREE ? FREE : Math.min(length + 1, countTo);
     spend(budget, dfa[state]!.moves.length + 1);
     for (const { set, to } of dfa[state]!.moves) {
       states[id]!.moves.push({ set, to: stateOf(to, next) });
     }
   }
   return states;
+}
+
+/** A length that no longer needs counting (see {@link withLengths}). */
+const FREE = -1;
+
+/**
+ * For each state, the most characters on a way from it to an end (Infinity where a loop is on
+ * the way). Every state has a way to an end.
+ */
+function longestWays(dfa: readonly DfaState[]): number[] {
+  const longest: number[] = new Array(dfa.length);
+  const onPath = new Uint8Array(dfa.length);
+  const visit = (id: number): number => {
+    if (longest[id] !== undefined) return longest[id]!;
+    if (onPath[id]) return Infinity;
+    onPath[id] = 1;
+    let most = dfa[id]!.accepting ? 0 : -Infinity;
+    for (const { to } of dfa[id]!.moves) most = Math.max(most, 1 + visit(to));
+    onPath[id] = 0;
+    return (longest[id] = most);
+  };
+  for (let id = 0; id < dfa.length; id++) visit(id);
+  return longest;
 }
 
 /** Adds a state with no moves yet, or throws {@link TooLarge} past {@link MAX_DFA_STATES}. */
@@ -540,13 +621,16 @@ function renumber(
     order.set(key, at);
     const state: DfaState = { accepting: states[id]!.accepting, moves: [] };
     out.push(state);
-    const byTarget = new Map<number, CodeRange[]>();
+    const byTarget = new Map<number, CharSet[]>();
     for (const { set, to } of states[id]!.moves) {
       if (sendTo(to) === undefined) continue;
       const target = visit(to);
-      byTarget.set(target, [...(byTarget.get(target) ?? []), ...set]);
+      byTarget.set(target, [...(byTarget.get(target) ?? []), set]);
     }
-    for (const [to, ranges] of byTarget) state.moves.push({ set: charSet(ranges), to });
+    for (const [to, sets] of byTarget) {
+      // A lone set is kept as it is: states that count lengths share their sets (templateOf).
+      state.moves.push({ set: sets.length === 1 ? sets[0]! : charSet(sets.flat()), to });
+    }
     return at;
   };
   visit(0);

@@ -311,36 +311,43 @@ export interface PatternContext {
 }
 
 /**
- * GBNF for the inside of a JSON string that matches a pattern (the quotes not included) and
- * length bounds. The pattern is written as a deterministic automaton, a rule per state (see
- * {@link ./pattern_automaton.ts}); where that would be too large, and the lengths are none or
- * follow from the pattern itself, as it reads, which llama.cpp may find costly to match where
- * its parts overlap (the grammar validator refuses what costs too much).
+ * GBNF for the inside of a JSON string (the quotes not included) that matches every one of some
+ * patterns and length bounds. The patterns are written as one deterministic automaton, a rule
+ * per state (see {@link ./pattern_automaton.ts}); where that would be too large, a lone pattern
+ * whose lengths are none or follow from it is written as it reads, which llama.cpp may find
+ * costly to match where its parts overlap (the grammar validator refuses what costs too much).
  *
- * @param pattern An ECMAScript regular expression, as JSON Schema's `pattern`.
+ * @param patterns ECMAScript regular expressions, as JSON Schema's `pattern`: a format's and a
+ *   schema's own, or one.
  * @param context Lengths, rules and names.
  * @returns A GBNF expression.
- * @throws {SchemaError} for syntax outside the supported subset, when no string matches both
- *   the pattern and the lengths, or when they need too large a grammar together.
+ * @throws {SchemaError} for syntax outside the supported subset, when no string matches them all
+ *   and the lengths, or when they need too large a grammar together.
  * @example
  * ```ts
- * patternToGbnf("^[a-z]{2,4}-\\d+$", context); // the first state's rule, a rule per state
+ * patternToGbnf(["^[a-z]{2,4}-\\d+$"], context); // the first state's rule, a rule per state
  * ```
  */
-export function patternToGbnf(pattern: string, context: PatternContext): string {
+export function patternToGbnf(patterns: readonly string[], context: PatternContext): string {
   const { rules, hint, budget, anyChar, path, keyword } = context;
-  const branches = new PatternParser(pattern, path).branches();
-  const lengths = impliedLengths(branches, context.lengths) ? {} : context.lengths;
-  const start = patternRules(pattern, branches, lengths, rules, hint, budget);
+  const parsed = patterns.map((text) => ({
+    text,
+    branches: new PatternParser(text, path).branches(),
+  }));
+  const implied = parsed.some(({ branches }) => impliedLengths(branches, context.lengths));
+  const lengths = implied ? {} : context.lengths;
+  const start = patternRules(parsed, lengths, rules, hint, budget, false) ??
+    fittedRules(parsed, lengths, context) ??
+    patternRules(parsed, lengths, rules, hint, budget, true);
   if (start === null) {
     const bounded = context.lengths.min !== undefined || context.lengths.max !== undefined;
-    throw new SchemaError(
-      keyword,
-      path,
-      bounded ? "matches no string of the allowed lengths" : "matches no string",
-    );
+    const what = parsed.length > 1 ? "match no string together" : "matches no string";
+    throw new SchemaError(keyword, path, bounded ? `${what} of the allowed lengths` : what);
   }
   if (start !== undefined) return start;
+  if (parsed.length > 1) {
+    throw new SchemaError(keyword, path, "together need too large a grammar");
+  }
   if (lengths.min !== undefined || lengths.max !== undefined) {
     throw new SchemaError(
       keyword,
@@ -349,12 +356,108 @@ export function patternToGbnf(pattern: string, context: PatternContext): string 
     );
   }
   const charRule = (expr: string) => rules.add(`${hint}-char`, expr);
-  return oneOf(branches.map(({ node, start, end }) => {
+  return oneOf(parsed[0]!.branches.map(({ node, start, end }) => {
     const parts = [emit(node, path, charRule)];
     if (!start) parts.unshift(`${anyChar()}*`);
     if (!end) parts.push(`${anyChar()}*`);
     return parts.filter((p) => p !== '""').join(" ") || '""';
   }));
+}
+
+/**
+ * The branches with their repetitions bounded so that no string is longer than `limit`: each
+ * sequence shares what its items may add to their shortest in proportion to what each could
+ * add, and a repetition keeps as many rounds as fit (never fewer than its minimum). Every
+ * string of the result is one of the pattern's. Undefined where that cannot be done: a branch
+ * not anchored at both ends, or one whose shortest string is longer.
+ */
+function fitLongest(
+  branches: readonly PatternBranch[],
+  limit: number,
+): PatternBranch[] | undefined {
+  const fitted: PatternBranch[] = [];
+  for (const branch of branches) {
+    if (!branch.start || !branch.end) return undefined;
+    const node = fitNode(branch.node, limit);
+    if (node !== undefined && lengthRange(node)[1] <= limit) fitted.push({ ...branch, node });
+  }
+  return fitted.length > 0 ? fitted : undefined;
+}
+
+function fitNode(node: PatternNode, limit: number): PatternNode | undefined {
+  const [shortest, longest] = lengthRange(node);
+  if (shortest > limit) return undefined;
+  if (longest <= limit) return node;
+  switch (node.kind) {
+    case "chars":
+      return undefined;
+    case "alt": {
+      const branches = node.branches.flatMap((branch) => fitNode(branch, limit) ?? []);
+      return branches.length > 0 ? { kind: "alt", branches } : undefined;
+    }
+    case "seq": {
+      const ranges = node.items.map(lengthRange);
+      const slack = limit - shortest;
+      // What each item could add to its shortest, an unbounded one as much as the whole limit.
+      const room = ranges.map(([a, b]) => Math.min(b, a + limit) - a);
+      const total = room.reduce((sum, r) => sum + r, 0);
+      const items: PatternNode[] = [];
+      for (let i = 0; i < node.items.length; i++) {
+        const share = total === 0 ? 0 : Math.floor((slack * room[i]!) / total);
+        const item = fitNode(node.items[i]!, ranges[i]![0] + share);
+        if (item === undefined) return undefined;
+        items.push(item);
+      }
+      return { kind: "seq", items };
+    }
+    case "repeat": {
+      let child = node.node;
+      let [, childLongest] = lengthRange(child);
+      if (childLongest === Infinity) {
+        const inner = fitNode(child, Math.floor(limit / Math.max(node.min, 1)));
+        if (inner === undefined) return undefined;
+        child = inner;
+        childLongest = lengthRange(inner)[1];
+      }
+      let rounds = Math.min(node.max ?? Infinity, Math.floor(limit / Math.max(childLongest, 1)));
+      // Too long for even one round (or its minimum): fewer rounds of a shorter child, rather than
+      // none (an email's dotted atoms `(\.atom){0,2}` keep one shorter atom).
+      const fewest = Math.max(node.min, 1);
+      if (rounds < fewest) {
+        const inner = fitNode(child, Math.floor(limit / fewest));
+        if (inner === undefined) {
+          if (node.min > 0) return undefined;
+          return { kind: "repeat", node: child, min: 0, max: 0 };
+        }
+        [child, rounds] = [inner, fewest];
+      }
+      return { kind: "repeat", node: child, min: node.min, max: rounds };
+    }
+  }
+}
+
+/**
+ * Where counting the length up to `maxLength` takes too large a grammar: the rules of the
+ * patterns with one of them bounded under it ({@link fitLongest}), so that only `minLength` is
+ * counted, if any. An email format under a `maxLength` of 64 keeps shorter atoms and labels
+ * instead of 16 characters in all.
+ */
+function fittedRules(
+  parsed: readonly { text: string; branches: readonly PatternBranch[] }[],
+  { min, max }: LengthBounds,
+  { rules, hint, budget }: PatternContext,
+): string | null | undefined {
+  if (max === undefined) return undefined;
+  for (let i = 0; i < parsed.length; i++) {
+    const branches = fitLongest(parsed[i]!.branches, max);
+    if (branches === undefined) continue;
+    const fitted = [...parsed];
+    fitted[i] = { text: `${parsed[i]!.text} under ${max}`, branches };
+    const lengths = impliedLengths(branches, { min }) ? {} : { min };
+    const start = patternRules(fitted, lengths, rules, hint, budget, false);
+    if (start !== undefined) return start;
+  }
+  return undefined;
 }
 
 /** Whether every string of the pattern already meets the length bounds. */
