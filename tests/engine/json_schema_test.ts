@@ -328,6 +328,11 @@ Deno.test("a pattern's escaped characters take JSON's escapes in either case, sh
   for (const text of ['"\\n"', '"\\u000a"', '"\\r"', '"\\u000D"']) {
     ok(!anyButNewline.matches(text), text);
   }
+  // Written as it reads too (the first branch is too large for an automaton).
+  const asItReads = matcherOf("x[xy]{14}|\\x1f|\\n|[\\t]");
+  for (const text of ['"\\u001F"', '"\\u001f"', '"\\u000a"', '"\\n"', '"\\u0009"', '"\\t"']) {
+    ok(asItReads.matches(text), text);
+  }
   // One backslash, then a class: a `.` had listed 30 escapes as alternatives of their own, each a
   // parse stack for llama.cpp, and patterns such as `^.*\S.*$` were refused as too costly.
   const grammar = jsonSchemaToGrammar({ type: "string", pattern: "^.$" });

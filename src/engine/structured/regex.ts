@@ -277,7 +277,8 @@ function emit(node: PatternNode, path: string, charRule: (expr: string) => strin
         throw new SchemaError("pattern", path, "has a character class that matches nothing");
       }
       const [a, b] = node.set[0]!;
-      if (node.set.length === 1 && a === b) return gbnfLiteral(jsonCharText(a));
+      // A control character has several spellings (`\n`, `\u000a`, `\u000A`): a set takes them all.
+      if (node.set.length === 1 && a === b && a >= 0x20) return gbnfLiteral(jsonCharText(a));
       const expr = jsonCharSetExpr(node.set);
       return group(expr) === expr ? expr : charRule(expr);
     }
