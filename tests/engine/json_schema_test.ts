@@ -186,7 +186,8 @@ Deno.test("keywords the converter cannot honour raise a SchemaError naming them"
   refuses({ type: "string", format: "date", maxLength: 5 }, "format", /matches no string/);
   refuses({ $ref: "https://example.com/schema.json" }, "$ref");
   refuses({ $ref: "#/$defs/missing" }, "$ref", /points to nothing/);
-  refuses({ type: "string", pattern: "^(?=a)b$" }, "pattern", /lookaround/);
+  refuses({ type: "string", pattern: "^(?:(?=a)x|y)z$" }, "pattern", /lookahead that the rest/);
+  refuses({ type: "string", pattern: "^(?<=a)b$" }, "pattern", /lookbehind/);
   refuses({ type: "string", pattern: "^(a)\\1$" }, "pattern", /backreference/);
   refuses({ type: "string", pattern: "^a$b" }, "pattern");
   refuses({ type: "string", pattern: "^a{5}$", maxLength: 3 }, "pattern", /no string of the/);
@@ -377,6 +378,11 @@ Deno.test("a pattern and its lengths hold together, as JavaScript's RegExp and t
     { pattern: "[^a-z]{2}", maxLength: 4 },
     { pattern: "^\\w{2,4}(-\\d)?$", minLength: 4 },
     { pattern: "^.{0,3}$", minLength: 2 },
+    // Lookaheads where the rest of their branch follows them to its end.
+    { pattern: "^(?=.*[A-Z])(?=.*\\d)[A-Za-z\\d]{4,8}$" },
+    { pattern: "^(?!\\.)(?!.*\\.\\.)[a-z.@]{1,6}$" },
+    { pattern: "a(?!b)|(?=b.)b" },
+    { pattern: "^(?:x|(?!.*-)(?=\\d)\\d+(?:-(?=7)\\d)?)$" },
   ];
   const texts = randomTexts(400, 7);
   texts.push("ab", "abc", "a b", "ab cd", "x@y.z", "- a", "ab-7", "ab", "abc", "a.b@c.d");
@@ -469,6 +475,7 @@ Deno.test("zod 4's string formats convert, and every string their grammar takes,
     [z.nanoid(), ["V1StGXR8_Z5jdHi6B-myT", "short"]],
     [z.base64(), ["", "YWJj", "YWI=", "YW=="]],
     [z.cuid(), ["cjld2cjxh0000qzrmn831i7rn", "xjld2cjxh"]],
+    [z.iso.duration(), ["P3Y6M4DT12H30M5S", "PT15M", "P2W", "P", "PT", "P1DT", "P1W2D"]],
   ];
   for (const [type, samples] of cases) {
     const matcher = new GbnfMatcher(jsonSchemaToGrammar(z.toJSONSchema(type)));

@@ -6,17 +6,26 @@
  * `^.*\S.*$` or `^.+@.+\..+$` in a way per letter. After the subset construction each
  * character leads to one state, so one stack follows the text whatever the pattern.
  *
- * A string's length bounds (`minLength`, `maxLength`, in characters) are counted in the states
- * too, so a pattern and its lengths hold together; where that takes too large a grammar,
- * `maxLength` is halved until it fits (every string still meets the schema). The automaton is
- * minimized (states with the same future are merged) and states that cannot reach an end are
- * dropped, so the model is never led where no string of the schema can be finished.
+ * Several patterns (a format's and a schema's own) are read at once, as one automaton that takes
+ * a character where all of them do. A string's length bounds (`minLength`, `maxLength`, in
+ * characters) are counted in the states too, so the patterns and the lengths hold together; where
+ * that takes too large a grammar, the caller may have `maxLength` halved until it fits (every
+ * string still meets the schema). The automaton is minimized (states with the same future are
+ * merged) and states that cannot reach an end are dropped, so the model is never led where no
+ * string of the schema can be finished.
  *
  * @module
  */
 
-import { type CharSet, charSet, type CodeRange, intersect, jsonCharBranches } from "./charset.ts";
-import type { PatternBranch, PatternNode } from "./regex.ts";
+import {
+  type CharSet,
+  charSet,
+  type CodeRange,
+  complement,
+  intersect,
+  jsonCharBranches,
+} from "./charset.ts";
+import type { Lookahead, PatternBranch, PatternNode } from "./regex.ts";
 import type { RuleSet } from "./rules.ts";
 import { RecentMap } from "../../util/recent_map.ts";
 
@@ -90,7 +99,7 @@ class TooLarge extends Error {}
  * ```ts
  * // branches: the parsed ^[ab]+$
  * patternRules([{ text: "^[ab]+$", branches }], {}, rules, "code", { left: AUTOMATON_WORK }, false);
- * // "code", with code ::= [ab] code-2 and code-2 ::= [ab] code-2 | ""
+ * // "code", with code ::= [ab] s and s ::= [ab] s | ""
  * ```
  */
 export function patternRules(
@@ -135,7 +144,7 @@ function ruleTemplate(
 ): RuleTemplate | null {
   let minimal: DfaState[] | undefined;
   for (const branches of patterns) {
-    const states = withoutDeadEnds(determinize(buildNfa(branches, budget), budget));
+    const states = automaton(branches, budget);
     minimal = minimal === undefined ? states : withoutDeadEnds(both(minimal, states, budget));
     if (minimal.length === 0) return null;
     minimal = minimize(minimal, budget);
@@ -317,15 +326,38 @@ interface Nfa {
   accepting: Set<number>;
 }
 
-/** Thompson's construction over the branches; each branch has its own start and end. */
+/**
+ * Thompson's construction over the branches; each branch has its own start and end. A lookahead
+ * (`(?=x)`, `(?!x)`) is read where the rest of its branch follows it to the branch's end (its
+ * `tail`): that rest is built as an automaton of its own, with the branch's end, and read in
+ * step with the lookahead's (or its complement's), its ends accepting at once. Elsewhere a
+ * lookahead counts as {@link TooLarge}, which leaves the pattern to be written as it reads, and
+ * that refuses it.
+ */
 function buildNfa(branches: readonly PatternBranch[], budget: WorkBudget): Nfa {
   const states: NfaState[] = [];
+  const accepting = new Set<number>();
   const add = (): number => {
     if (states.length >= MAX_NFA_STATES) throw new TooLarge();
     spend(budget, 1);
     return states.push({ empty: [], moves: [] }) - 1;
   };
-  const build = (node: PatternNode, from: number): number => {
+  /** The rest of a lookahead's branch, read with it, put in at `from`; returns a dead end. */
+  const lookingAhead = (look: Lookahead, rest: PatternNode[], end: boolean, from: number) => {
+    const remainder: PatternBranch = { node: { kind: "seq", items: rest }, start: true, end };
+    const [after, allowed] = [automaton([remainder], budget), lookAutomaton(look, budget)];
+    if (after.length === 0 || allowed.length === 0) return add(); // no text gets past it
+    const ahead = both(after, allowed, budget);
+    const ids = ahead.map(() => add());
+    ahead.forEach(({ accepting: accepts, moves }, i) => {
+      for (const { set, to } of moves) states[ids[i]!]!.moves.push({ set, to: ids[to]! });
+      if (accepts) accepting.add(ids[i]!);
+    });
+    states[from]!.empty.push(ids[0]!);
+    return add();
+  };
+  /** `tail`: whether the node is followed by its branch's end, and whether that is anchored. */
+  const build = (node: PatternNode, from: number, tail?: { end: boolean }): number => {
     switch (node.kind) {
       case "chars": {
         // llama.cpp's grammars allow no more in a class, and each piece of a set costs work.
@@ -335,14 +367,33 @@ function buildNfa(branches: readonly PatternBranch[], budget: WorkBudget): Nfa {
         states[from]!.moves.push({ set: node.set, to });
         return to;
       }
-      case "seq":
-        return node.items.reduce((at, item) => build(item, at), from);
+      case "look":
+        if (!tail) throw new TooLarge();
+        return lookingAhead(node, [], tail.end, from);
+      case "seq": {
+        let at = from;
+        for (const [i, item] of node.items.entries()) {
+          const last = i === node.items.length - 1;
+          if (item.kind === "look") {
+            if (!tail) throw new TooLarge();
+            return lookingAhead(item, node.items.slice(i + 1), tail.end, at);
+          }
+          at = build(item, at, last ? tail : undefined);
+        }
+        return at;
+      }
       case "alt": {
         const join = add();
-        for (const branch of node.branches) states[build(branch, from)]!.empty.push(join);
+        for (const branch of node.branches) states[build(branch, from, tail)]!.empty.push(join);
         return join;
       }
       case "repeat": {
+        // A lone round (`?`) is followed by what follows the repetition: its tail, if any.
+        if (node.max === 1 && node.min <= 1) {
+          const end = build(node.node, from, tail);
+          if (node.min === 0) states[from]!.empty.push(end);
+          return end;
+        }
         let at = from;
         for (let i = 0; i < node.min; i++) at = build(node.node, at);
         if (node.max === undefined) {
@@ -362,16 +413,46 @@ function buildNfa(branches: readonly PatternBranch[], budget: WorkBudget): Nfa {
     }
   };
   const start = add();
-  const accepting = new Set<number>();
   for (const branch of branches) {
     const begin = add();
     states[start]!.empty.push(begin);
     if (!branch.start) states[begin]!.moves.push({ set: ANY, to: begin });
-    const end = build(branch.node, begin);
+    const end = build(branch.node, begin, { end: branch.end });
     if (!branch.end) states[end]!.moves.push({ set: ANY, to: end });
     accepting.add(end);
   }
   return { states, start, accepting };
+}
+
+/** The live deterministic automaton of some branches. */
+function automaton(branches: readonly PatternBranch[], budget: WorkBudget): DfaState[] {
+  return withoutDeadEnds(determinize(buildNfa(branches, budget), budget));
+}
+
+/**
+ * What a lookahead lets through from where it stands: its branches, each followed by any text
+ * unless it ends with `$`, or for `(?!x)` every text that does not start so.
+ */
+function lookAutomaton(look: Lookahead, budget: WorkBudget): DfaState[] {
+  const ahead = automaton(look.branches, budget);
+  return look.positive ? ahead : complemented(ahead);
+}
+
+/**
+ * The automaton of every text the given one refuses: its states accepting where they did not,
+ * and the characters they have no move for going to a state that accepts everything.
+ */
+function complemented(dfa: readonly DfaState[]): DfaState[] {
+  if (dfa.length === 0) return [{ accepting: true, moves: [{ set: ANY, to: 0 }] }];
+  const sink = dfa.length;
+  const states = dfa.map(({ accepting, moves }) => {
+    const missing = complement(charSet(moves.flatMap(({ set }) => set)));
+    const out = [...moves];
+    if (missing.length > 0) out.push({ set: missing, to: sink });
+    return { accepting: !accepting, moves: out };
+  });
+  states.push({ accepting: true, moves: [{ set: ANY, to: sink }] });
+  return states;
 }
 
 /** The states reached from these by empty moves, themselves included, sorted. */

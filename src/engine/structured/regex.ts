@@ -5,7 +5,8 @@
  * groups (capturing, `(?:…)`, named), alternation, `? * + {m} {m,} {m,n}` (lazy forms match
  * the same strings), and `^`/`$` at the ends of the pattern or of its top-level branches.
  * A branch without `^` or `$` may have any text before or after it, as JSON Schema searches
- * for the pattern. Backreferences, lookaround and word boundaries raise a {@link SchemaError}.
+ * for the pattern. Lookaheads go where the rest of their branch follows them to its end (see
+ * pattern_automaton.ts). Backreferences, lookbehind and word boundaries raise a {@link SchemaError}.
  * Each character the pattern produces is written as the JSON string must hold it.
  *
  * @module
@@ -22,6 +23,7 @@ import {
 } from "./charset.ts";
 import { SchemaError } from "./errors.ts";
 import { type LengthBounds, patternRules, type WorkBudget } from "./pattern_automaton.ts";
+import { fitLongest, impliedLengths } from "./pattern_lengths.ts";
 import { group, oneOf, repeat, type RuleSet } from "./rules.ts";
 
 const DIGIT: CharSet = [[0x30, 0x39]];
@@ -68,7 +70,18 @@ export type PatternNode =
   | { kind: "chars"; set: CharSet }
   | { kind: "seq"; items: PatternNode[] }
   | { kind: "alt"; branches: PatternNode[] }
-  | { kind: "repeat"; node: PatternNode; min: number; max: number | undefined };
+  | { kind: "repeat"; node: PatternNode; min: number; max: number | undefined }
+  | Lookahead;
+
+/**
+ * `(?=x)` or `(?!x)`: the text from here on starts (or does not start) with a string of the
+ * branches, each followed by any text unless it ends with `$`.
+ */
+export interface Lookahead {
+  kind: "look";
+  positive: boolean;
+  branches: PatternBranch[];
+}
 
 /** A top-level branch of a pattern, with whether it is anchored at its start and its end. */
 export interface PatternBranch {
@@ -99,10 +112,18 @@ class PatternParser {
 
   /** Top-level branches, each with whether it was anchored at its start and end. */
   branches(): PatternBranch[] {
+    return this.#branches(false);
+  }
+
+  /**
+   * Branches up to the end of the pattern, or inside a lookahead up to its `)` (where each
+   * starts where the lookahead stands, and may end with `$`).
+   */
+  #branches(inLookahead: boolean): PatternBranch[] {
     const out: PatternBranch[] = [];
     while (true) {
-      const start = this.#peek() === "^";
-      if (start) this.#pos++;
+      const start = inLookahead || this.#peek() === "^";
+      if (!inLookahead && start) this.#pos++;
       const node = this.#sequence(true);
       let end = false;
       if (this.#peek() === "$") {
@@ -110,9 +131,10 @@ class PatternParser {
         end = true;
       }
       out.push({ node, start, end });
-      if (this.#pos >= this.#src.length) return out;
+      if (inLookahead ? this.#peek() === ")" : this.#pos >= this.#src.length) return out;
       if (this.#peek() === "|") this.#pos++;
       else if (this.#peek() === ")") this.#fail(`unmatched ')' at ${this.#pos}`);
+      else if (this.#pos >= this.#src.length) this.#fail(`a lookahead is not closed`);
       else this.#fail(`'^' and '$' are supported only at the ends of the pattern`);
     }
   }
@@ -186,14 +208,18 @@ class PatternParser {
       this.#fail(`groups nest more than ${MAX_GROUP_DEPTH} deep`);
     }
     this.#pos++; // (
+    let node: PatternNode | undefined;
     if (this.#peek() === "?") {
       const rest = this.#src.slice(this.#pos);
       if (rest.startsWith("?:")) this.#pos += 2;
       else if (/^\?<[A-Za-z_$][\w$]*>/.test(rest)) {
         this.#pos = this.#src.indexOf(">", this.#pos) + 1;
-      } else this.#fail(`lookaround and other (?…) groups are not supported`);
+      } else if (rest.startsWith("?=") || rest.startsWith("?!")) {
+        this.#pos += 2;
+        node = { kind: "look", positive: rest[1] === "=", branches: this.#branches(true) };
+      } else this.#fail(`lookbehind and other (?…) groups are not supported`);
     }
-    const node = this.#alternation();
+    node ??= this.#alternation();
     if (this.#peek() !== ")") this.#fail(`a group is not closed`);
     this.#pos++;
     this.#depth--;
@@ -290,6 +316,13 @@ function emit(node: PatternNode, path: string, charRule: (expr: string) => strin
       return oneOf(node.branches.map((n) => emit(n, path, charRule)));
     case "repeat":
       return repeat(emit(node.node, path, charRule), node.min, node.max, "pattern", path);
+    case "look":
+      throw new SchemaError(
+        "pattern",
+        path,
+        "has a lookahead that the rest of its branch does not follow to its end (in a repetition, " +
+          "or before what follows a group), or too large a pattern around it",
+      );
   }
 }
 
@@ -366,78 +399,6 @@ export function patternToGbnf(patterns: readonly string[], context: PatternConte
 }
 
 /**
- * The branches with their repetitions bounded so that no string is longer than `limit`: each
- * sequence shares what its items may add to their shortest in proportion to what each could
- * add, and a repetition keeps as many rounds as fit (never fewer than its minimum). Every
- * string of the result is one of the pattern's. Undefined where that cannot be done: a branch
- * not anchored at both ends, or one whose shortest string is longer.
- */
-function fitLongest(
-  branches: readonly PatternBranch[],
-  limit: number,
-): PatternBranch[] | undefined {
-  const fitted: PatternBranch[] = [];
-  for (const branch of branches) {
-    if (!branch.start || !branch.end) return undefined;
-    const node = fitNode(branch.node, limit);
-    if (node !== undefined && lengthRange(node)[1] <= limit) fitted.push({ ...branch, node });
-  }
-  return fitted.length > 0 ? fitted : undefined;
-}
-
-function fitNode(node: PatternNode, limit: number): PatternNode | undefined {
-  const [shortest, longest] = lengthRange(node);
-  if (shortest > limit) return undefined;
-  if (longest <= limit) return node;
-  switch (node.kind) {
-    case "chars":
-      return undefined;
-    case "alt": {
-      const branches = node.branches.flatMap((branch) => fitNode(branch, limit) ?? []);
-      return branches.length > 0 ? { kind: "alt", branches } : undefined;
-    }
-    case "seq": {
-      const ranges = node.items.map(lengthRange);
-      const slack = limit - shortest;
-      // What each item could add to its shortest, an unbounded one as much as the whole limit.
-      const room = ranges.map(([a, b]) => Math.min(b, a + limit) - a);
-      const total = room.reduce((sum, r) => sum + r, 0);
-      const items: PatternNode[] = [];
-      for (let i = 0; i < node.items.length; i++) {
-        const share = total === 0 ? 0 : Math.floor((slack * room[i]!) / total);
-        const item = fitNode(node.items[i]!, ranges[i]![0] + share);
-        if (item === undefined) return undefined;
-        items.push(item);
-      }
-      return { kind: "seq", items };
-    }
-    case "repeat": {
-      let child = node.node;
-      let [, childLongest] = lengthRange(child);
-      if (childLongest === Infinity) {
-        const inner = fitNode(child, Math.floor(limit / Math.max(node.min, 1)));
-        if (inner === undefined) return undefined;
-        child = inner;
-        childLongest = lengthRange(inner)[1];
-      }
-      let rounds = Math.min(node.max ?? Infinity, Math.floor(limit / Math.max(childLongest, 1)));
-      // Too long for even one round (or its minimum): fewer rounds of a shorter child, rather than
-      // none (an email's dotted atoms `(\.atom){0,2}` keep one shorter atom).
-      const fewest = Math.max(node.min, 1);
-      if (rounds < fewest) {
-        const inner = fitNode(child, Math.floor(limit / fewest));
-        if (inner === undefined) {
-          if (node.min > 0) return undefined;
-          return { kind: "repeat", node: child, min: 0, max: 0 };
-        }
-        [child, rounds] = [inner, fewest];
-      }
-      return { kind: "repeat", node: child, min: node.min, max: rounds };
-    }
-  }
-}
-
-/**
  * Where counting the length up to `maxLength` takes too large a grammar: the rules of the
  * patterns with one of them bounded under it ({@link fitLongest}), so that only `minLength` is
  * counted, if any. An email format under a `maxLength` of 64 keeps shorter atoms and labels
@@ -459,34 +420,4 @@ function fittedRules(
     if (start !== undefined) return start;
   }
   return undefined;
-}
-
-/** Whether every string of the pattern already meets the length bounds. */
-function impliedLengths(branches: readonly PatternBranch[], { min, max }: LengthBounds): boolean {
-  const ranges = branches.map(({ node, start, end }) => {
-    const [shortest, longest] = lengthRange(node);
-    return [shortest, start && end ? longest : Infinity];
-  });
-  return ranges.every(([shortest, longest]) =>
-    shortest! >= (min ?? 0) && longest! <= (max ?? Infinity)
-  );
-}
-
-/** The fewest and most characters a node matches (Infinity for no bound). */
-function lengthRange(node: PatternNode): [number, number] {
-  switch (node.kind) {
-    case "chars":
-      return [1, 1];
-    case "seq":
-      return node.items.map(lengthRange).reduce(([a, b], [c, d]) => [a + c, b + d], [0, 0]);
-    case "alt": {
-      const ranges = node.branches.map(lengthRange);
-      return [Math.min(...ranges.map(([a]) => a)), Math.max(...ranges.map(([, b]) => b))];
-    }
-    case "repeat": {
-      const [shortest, longest] = lengthRange(node.node);
-      const most = node.max === undefined ? (longest === 0 ? 0 : Infinity) : longest * node.max;
-      return [shortest * node.min, most];
-    }
-  }
 }
