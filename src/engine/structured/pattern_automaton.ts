@@ -54,6 +54,32 @@ export interface WorkBudget {
   left: number;
 }
 
+/**
+ * Runs work on a share of what is left of the budget, and spends from the budget what it spent.
+ *
+ * @param budget The schema's work left.
+ * @param fraction The share the work may spend.
+ * @param run The work, given its share.
+ * @returns What the work returns.
+ * @example
+ * ```ts
+ * withShare(budget, 0.5, (share) => patternRules(patterns, lengths, rules, hint, share, false));
+ * ```
+ */
+export function withShare<T>(
+  budget: WorkBudget,
+  fraction: number,
+  run: (share: WorkBudget) => T,
+): T {
+  const share = { left: Math.floor(Math.max(budget.left, 0) * fraction) };
+  const given = share.left;
+  try {
+    return run(share);
+  } finally {
+    budget.left -= given - Math.max(share.left, 0);
+  }
+}
+
 /** Spends work from the budget, or throws {@link TooLarge} once it is gone. */
 function spend(budget: WorkBudget, steps: number): void {
   budget.left -= steps;
@@ -391,8 +417,12 @@ function buildNfa(branches: readonly PatternBranch[], budget: WorkBudget): Nfa {
         // A lone round (`?`) is followed by what follows the repetition: its tail, if any.
         if (node.max === 1 && node.min <= 1) {
           const end = build(node.node, from, tail);
-          if (node.min === 0) states[from]!.empty.push(end);
-          return end;
+          if (node.min === 1) return end;
+          // A state of its own: the child's end may have moves of its own (`[^a]+` loops there).
+          const exit = add();
+          states[from]!.empty.push(exit);
+          states[end]!.empty.push(exit);
+          return exit;
         }
         let at = from;
         for (let i = 0; i < node.min; i++) at = build(node.node, at);

@@ -22,7 +22,12 @@ import {
   jsonCharText,
 } from "./charset.ts";
 import { SchemaError } from "./errors.ts";
-import { type LengthBounds, patternRules, type WorkBudget } from "./pattern_automaton.ts";
+import {
+  type LengthBounds,
+  patternRules,
+  withShare,
+  type WorkBudget,
+} from "./pattern_automaton.ts";
 import { fitLongest, impliedLengths } from "./pattern_lengths.ts";
 import { group, oneOf, repeat, type RuleSet } from "./rules.ts";
 
@@ -370,9 +375,24 @@ export function patternToGbnf(patterns: readonly string[], context: PatternConte
   }));
   const implied = parsed.some(({ branches }) => impliedLengths(branches, context.lengths));
   const lengths = implied ? {} : context.lengths;
-  const start = patternRules(parsed, lengths, rules, hint, budget, false) ??
-    fittedRules(parsed, lengths, context) ??
-    patternRules(parsed, lengths, rules, hint, budget, true);
+  // With lengths to count, each way leaves work for the next: counted exactly, the patterns
+  // fitted under maxLength, then maxLength halved.
+  const counted = lengths.min !== undefined || lengths.max !== undefined;
+  let start = withShare(
+    budget,
+    counted ? 0.5 : 1,
+    (share) => patternRules(parsed, lengths, rules, hint, share, false),
+  );
+  if (start === undefined && counted) {
+    start = withShare(
+      budget,
+      0.5,
+      (share) => fittedRules(parsed, lengths, { ...context, budget: share }),
+    );
+  }
+  if (start === undefined && counted) {
+    start = patternRules(parsed, lengths, rules, hint, budget, true);
+  }
   if (start === null) {
     const bounded = context.lengths.min !== undefined || context.lengths.max !== undefined;
     const what = parsed.length > 1 ? "match no string together" : "matches no string";

@@ -27,6 +27,8 @@ export const MAX_GRAMMAR_CHARS = 60_000;
 export class RuleSet {
   readonly #bodies = new Map<string, string | undefined>();
   readonly #byBody = new Map<string, string>();
+  /** The next suffix to try for each base name: an automaton reserves hundreds of one base. */
+  readonly #nextSuffix = new Map<string, number>();
   #chars = 0;
 
   /**
@@ -39,7 +41,9 @@ export class RuleSet {
     const base = hint.replace(/[^a-zA-Z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40) ||
       "r";
     let name = base;
-    for (let n = 2; this.#bodies.has(name); n++) name = `${base}-${n}`;
+    let n = this.#nextSuffix.get(base) ?? 2;
+    while (this.#bodies.has(name)) name = `${base}-${n++}`;
+    this.#nextSuffix.set(base, n);
     this.#bodies.set(name, undefined);
     return name;
   }
