@@ -216,5 +216,6 @@ export async function stopServe(served: Served): Promise<number> {
  */
 export function seededRandom(seed: number): (n: number) => number {
   let state = seed;
-  return (n) => (state = (state * 1103515245 + 12345) & 0x7fffffff) % n;
+  // The high bits: a linear congruential generator's low bits repeat with short periods.
+  return (n) => ((state = (state * 1103515245 + 12345) & 0x7fffffff) >>> 12) % n;
 }

@@ -508,3 +508,55 @@ function randomEmails(count: number, around: number): string[] {
   const part = () => "abcdefghij".slice(0, 1 + random(10)).repeat(1 + random(3));
   return Array.from({ length: count }, () => `${part()}.${part()}@${part()}.${part()}.io`);
 }
+
+/** A random pattern with a lookahead where the rest of its branch follows it to its end. */
+function randomLookaheadPattern(random: (n: number) => number): string {
+  const atoms = ["a", "b", "c", ".", "[ab]", "[^a]", "\\d", "\\s", "1", "-"];
+  const atom = (depth: number): string => {
+    const r = random(10);
+    if (r < 6 || depth > 2) return atoms[random(atoms.length)]!;
+    return r < 8 ? `(?:${seq(depth + 1)}|${seq(depth + 1)})` : `(?:${seq(depth + 1)})`;
+  };
+  const quantified = (text: string): string =>
+    [
+      `${text}*`,
+      `${text}+`,
+      `${text}?`,
+      `${text}{${random(3)},${2 + random(3)}}`,
+      text,
+    ][random(5)]!;
+  const seq = (depth: number): string =>
+    Array.from({ length: 1 + random(3) }, () => quantified(atom(depth))).join("");
+  const look = () => `(?${random(2) ? "=" : "!"}${seq(2)}${random(3) ? "" : "$"})`;
+  const body = [
+    () => look() + seq(0),
+    () => `${seq(0)}(?:${seq(1)}|${look()}${seq(1)})`,
+    () => `${seq(0)}(?:${look()}${seq(1)})?`,
+  ][random(3)]!();
+  return `${random(3) ? "^" : ""}${body}${random(3) ? "$" : ""}`;
+}
+
+Deno.test("random patterns with lookaheads take exactly what RegExp takes", () => {
+  const random = seededRandom(31);
+  const alphabet = ["a", "b", "c", "1", "2", ".", "-", " ", "x"];
+  let compared = 0;
+  for (let i = 0; i < 250; i++) {
+    const pattern = randomLookaheadPattern(random);
+    let matcher: GbnfMatcher;
+    try {
+      matcher = new GbnfMatcher(jsonSchemaToGrammar({ type: "string", pattern }));
+    } catch (error) {
+      ok(error instanceof SchemaError, String(error)); // e.g. one that matches no string
+      continue;
+    }
+    const regex = new RegExp(pattern, "u");
+    for (let j = 0; j < 30; j++) {
+      const text = Array.from({ length: random(8) }, () => alphabet[random(alphabet.length)]).join(
+        "",
+      );
+      equal(matcher.matches(JSON.stringify(text)), regex.test(text), `/${pattern}/ on "${text}"`);
+      compared++;
+    }
+  }
+  ok(compared > 3000, `${compared} compared`);
+});
