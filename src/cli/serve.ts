@@ -18,6 +18,7 @@ import {
 } from "../models/registry.ts";
 import { ModelNotFoundError } from "../models/model_names.ts";
 import { loadTemplateOverride } from "../engine/templates.ts";
+import { exitNow } from "../ffi/exit_now.ts";
 import { Llama } from "../ffi/llama.ts";
 import { Activity } from "../server/activity.ts";
 import { Arrivals } from "../server/arrivals.ts";
@@ -842,7 +843,7 @@ function shutdownSignal(): Promise<string> {
             return;
           }
           console.error(`${sig} again: exiting now, in-flight requests are cut off`);
-          Deno.exit(SIGNAL_EXIT[sig]);
+          exitNow(SIGNAL_EXIT[sig]);
         });
       } catch {
         // SIGTERM cannot be listened to on Windows
