@@ -27,7 +27,7 @@ import {
   type WholeBound,
 } from "./numbers.ts";
 import { literalTrie } from "./literal_trie.ts";
-import { AUTOMATON_WORK, type LengthBounds, type WorkBudget } from "./pattern_automaton.ts";
+import { AUTOMATON_WORK, type LengthBounds, type WorkBudget } from "./dfa.ts";
 import { patternToGbnf } from "./regex.ts";
 import { RecentMap } from "../../util/recent_map.ts";
 import { oneOf, repeat, RuleSet } from "./rules.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { LengthBounds } from "./pattern_automaton.ts";
+import type { LengthBounds } from "./dfa.ts";
 import type { PatternBranch, PatternNode } from "./regex.ts";
 
 /**

@@ -22,12 +22,8 @@ import {
   jsonCharText,
 } from "./charset.ts";
 import { SchemaError } from "./errors.ts";
-import {
-  type LengthBounds,
-  patternRules,
-  withShare,
-  type WorkBudget,
-} from "./pattern_automaton.ts";
+import { type LengthBounds, withShare, type WorkBudget } from "./dfa.ts";
+import { patternRules } from "./pattern_automaton.ts";
 import { fitLongest, impliedLengths } from "./pattern_lengths.ts";
 import { group, oneOf, repeat, type RuleSet } from "./rules.ts";
 
