@@ -85,9 +85,27 @@ export function intersect(x: CharSet, y: CharSet): CharSet {
   return complement(charSet([...complement(x), ...complement(y)]));
 }
 
-/** Whether a code point is in a set. */
-function has(set: CharSet, code: number): boolean {
-  return set.some(([a, b]) => code >= a && code <= b);
+/**
+ * Whether a set holds a code point (a binary search: the ranges are sorted).
+ *
+ * @param set A set.
+ * @param code A code point.
+ * @returns True when one of its ranges holds it.
+ * @example
+ * ```ts
+ * contains(charSet([[0x61, 0x7a]]), 0x62); // true
+ * ```
+ */
+export function contains(set: CharSet, code: number): boolean {
+  let [low, high] = [0, set.length - 1];
+  while (low <= high) {
+    const middle = (low + high) >> 1;
+    const [a, b] = set[middle]!;
+    if (code < a) high = middle - 1;
+    else if (code > b) low = middle + 1;
+    else return true;
+  }
+  return false;
 }
 
 /**
@@ -188,7 +206,7 @@ export function jsonCharText(code: number): string {
 export function jsonCharSetExpr(set: CharSet): string {
   const alternatives = jsonCharBranches([{ set, tail: "" }]);
   if (alternatives.length === 0) throw new Error("Empty character set");
-  return alternatives.length === 1 ? alternatives[0]! : `(${alternatives.join(" | ")})`;
+  return alternativesOf(alternatives);
 }
 
 /** Characters of a JSON string and what follows them, one way on from a place in a grammar. */
@@ -225,9 +243,9 @@ export function jsonCharBranches(branches: readonly CharBranch[]): string[] {
     if (plain.length > 0) alternatives.push(gbnfClass(plain) + then);
     const letters: CodeRange[] = [];
     const hexDigits: CodeRange[][] = [[], []];
-    for (const code of [0x22, 0x5c]) if (has(set, code)) letters.push([code, code]);
+    for (const code of [0x22, 0x5c]) if (contains(set, code)) letters.push([code, code]);
     for (let code = 0; code < 0x20; code++) {
-      if (!has(set, code)) continue;
+      if (!contains(set, code)) continue;
       const short = SHORT_ESCAPES.get(code)?.codePointAt(0);
       if (short !== undefined) letters.push([short, short]);
       hexDigits[code >> 4]!.push(...hexDigitRanges(code & 0xf));

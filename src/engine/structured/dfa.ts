@@ -8,7 +8,14 @@
  * @module
  */
 
-import { type CharSet, charSet, type CodeRange, complement, intersect } from "./charset.ts";
+import {
+  type CharSet,
+  charSet,
+  type CodeRange,
+  complement,
+  contains,
+  intersect,
+} from "./charset.ts";
 import type { Lookahead, PatternBranch, PatternNode } from "./regex.ts";
 
 /** States of the nondeterministic automaton before the pattern counts as too large. */
@@ -430,19 +437,6 @@ function pieces(sets: readonly CharSet[]): CodeRange[] {
   const out: CodeRange[] = [];
   for (let i = 0; i + 1 < bounds.length; i++) out.push([bounds[i]!, bounds[i + 1]! - 1]);
   return out;
-}
-
-/** Whether the set holds the code point (a binary search: sets are sorted). */
-function contains(set: CharSet, code: number): boolean {
-  let [low, high] = [0, set.length - 1];
-  while (low <= high) {
-    const middle = (low + high) >> 1;
-    const [a, b] = set[middle]!;
-    if (code < a) high = middle - 1;
-    else if (code > b) low = middle + 1;
-    else return true;
-  }
-  return false;
 }
 
 /**
