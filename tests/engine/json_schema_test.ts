@@ -193,6 +193,12 @@ Deno.test("keywords the converter cannot honour raise a SchemaError naming them"
   refuses({ type: "string", pattern: "^a{5}$", maxLength: 3 }, "pattern", /no string of the/);
   refuses({ type: "string", pattern: "^a[^\\s\\S]$" }, "pattern", /matches no string$/);
   refuses({ type: "string", pattern: "^.*$", minLength: 2500 }, "pattern", /too large a grammar/);
+  // Shortened under maxLength it cannot reach minLength; whole it can: too large, not "no string".
+  refuses(
+    { type: "string", pattern: "^(?:a{1,30}b){1,9}$", minLength: 40, maxLength: 45 },
+    "pattern",
+    /too large a grammar/,
+  );
   refuses({ type: "number", minimum: 0.5 }, "minimum", /whole-number/);
   refuses({ type: "integer", minimum: 5, maximum: 4 }, "minimum");
   refuses({ type: "string", minLength: 2000 }, "minLength");

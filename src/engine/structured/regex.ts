@@ -424,7 +424,7 @@ function fittedRules(
   parsed: readonly { text: string; branches: readonly PatternBranch[] }[],
   { min, max }: LengthBounds,
   { rules, hint, budget }: PatternContext,
-): string | null | undefined {
+): string | undefined {
   if (max === undefined) return undefined;
   for (let i = 0; i < parsed.length; i++) {
     const branches = fitLongest(parsed[i]!.branches, max);
@@ -433,7 +433,8 @@ function fittedRules(
     fitted[i] = { text: `${parsed[i]!.text} under ${max}`, branches };
     const lengths = impliedLengths(branches, { min }) ? {} : { min };
     const start = patternRules(fitted, lengths, rules, hint, budget, false);
-    if (start !== undefined) return start;
+    // null: the shortened pattern cannot meet minLength, which the whole one may: not a refusal.
+    if (start) return start;
   }
   return undefined;
 }
