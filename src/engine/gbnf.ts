@@ -1265,7 +1265,7 @@ class GrammarParser {
     const { maxSearchPaths } = this.#limits;
     if (maxSearchPaths === Infinity) return 0; // not asked to bound it
     const grammar = { rules, terminals: this.#terminals, nullable, reachable, root };
-    const { paths: counted, rule, tooComplex } = searchPaths(grammar, maxSearchPaths);
+    const { paths: counted, rule, tooComplex, run } = searchPaths(grammar, maxSearchPaths);
     const paths = Math.ceil(counted);
     const name = this.#label(rule);
     if (tooComplex) {
@@ -1273,6 +1273,20 @@ class GrammarParser {
         "too_large",
         `the parse stacks llama.cpp would build from rule '${name}' are too many to bound its ` +
           "work per token; simplify the grammar or split it",
+        this.#ruleOrigin(rule),
+      );
+    }
+    if (paths === Infinity && run !== undefined) {
+      this.#fail(
+        "too_large",
+        `after each nested call of the rule '${name}', runs of ${
+          JSON.stringify(
+            String.fromCodePoint(run),
+          )
+        } of several lengths can follow, so one run splits among the calls around it in more ` +
+          "ways with every level (a token of 128 spaces after ten calls: 2×10^13 ways) and " +
+          'llama.cpp tries them all (like q ::= "(" q " "+ | "x"); end what follows the ' +
+          "recursive reference with another character, or give the run one length",
         this.#ruleOrigin(rule),
       );
     }

@@ -28,29 +28,32 @@
  * than at the rule's end (`q ::= "(" q ")"`) gets its own instance once per reference within
  * each call from outside its rules, so a stack returns from it to the right place in the
  * right rule, and deeper nestings share those instances (each return still leads to the right
- * place of its rule). A rule whose end leads back into itself through callers that still have
- * items to match (`r ::= "a" r "x"? | "b"`) gains a way to match the same character with every
- * nested call, with no bound: that is reported as unbounded.
+ * place of its rule). Recursion that gains ways to match with every nested call, whatever the
+ * window (`r ::= "a" r "x"? | "b"`, `q ::= "(" q " "+ | "x"`), is found before the search
+ * ({@link ./gbnf_nesting.ts}) and reported as unbounded.
  *
  * Known gaps: llama.cpp stops checking a candidate once one stack accepts it, which the bound
  * ignores, so grammars whose runs of spaces split many ways but almost every token is accepted
  * early (`ws field ws` with `ws ::= " "*` and fields that take spaces) are refused although they
  * cost little; a stack that returns through two or more nested recursive calls within one
  * window goes on where the first such call returns, and a search starts only a few calls deep,
- * so nested calls that each leave an ambiguous run behind (`q ::= "(" q " "+ | "\n"`, hung by
- * the model nesting deeper over many tokens) pass; and the cost of a stack's depth (llama.cpp
- * copies and compares whole stacks) is not counted.
+ * so nested calls that each leave an ambiguous run behind pass unless the run is of one
+ * character that tokens repeat (those {@link ./gbnf_nesting.ts} refuses), as runs that
+ * alternate characters (`q ::= "(" q (" -")+ | "x"`) do; and the cost of a stack's depth
+ * (llama.cpp copies and compares whole stacks) is not counted.
  *
  * @module
  */
 
+import { unboundedNesting } from "./gbnf_nesting.ts";
 import {
   ALT,
   components,
-  consumes,
   CONTINUATION,
   END,
   type KeyRanges,
+  keysHold,
+  LONG_RUN_KEYS,
   reachableRules,
   type RuleEdge,
   startsTerminal,
@@ -89,6 +92,8 @@ export interface SearchBound {
   rule: number;
   /** True when the search met more states than it may keep, too many to count. */
   tooComplex?: true;
+  /** Where a rule nests without bound: the character whose runs split among its calls, if any. */
+  run?: number;
 }
 
 /**
@@ -104,7 +109,7 @@ export interface SearchBound {
  */
 export function searchPaths(grammar: SearchGrammar, limit: number): SearchBound {
   const nested = unboundedNesting(grammar);
-  if (nested !== undefined) return { paths: Infinity, rule: nested };
+  if (nested !== undefined) return { paths: Infinity, ...nested };
   return new StackSearch(withoutTwins(grammar), limit).run();
 }
 
@@ -133,67 +138,6 @@ function withoutTwins(grammar: SearchGrammar): SearchGrammar {
     rule.map((element) => element >= 0 ? same[element]! : element)
   );
   return { ...grammar, rules: merged, reachable: reachableRules(merged, grammar.root) };
-}
-
-/**
- * A rule whose end leads back to itself through callers that still have something to match
- * after the reference (each nesting adds a stack for the same character), if any.
- */
-function unboundedNesting(grammar: SearchGrammar): number | undefined {
-  const { rules, nullable, reachable } = grammar;
-  const matching = matchesSomething(rules);
-  // Edges from a rule to the rules it can end in (a reference followed only by items that
-  // can be empty), and those of them where one of those items can match something.
-  const edges: RuleEdge[][] = rules.map(() => []);
-  const pending: { from: number; to: number }[] = [];
-  for (let r = 0; r < rules.length; r++) {
-    if (reachable[r] !== 1) continue;
-    const rule = rules[r]!;
-    let ends = true;
-    let more = false; // an item after this one, before the end, can match something
-    for (let i = rule.length - 1; i >= 0; i--) {
-      const element = rule[i]!;
-      if (element === ALT || element === END) {
-        ends = true;
-        more = false;
-      } else if (consumes(element)) ends = false;
-      else {
-        if (ends) {
-          edges[element]!.push({ to: r });
-          if (more) pending.push({ from: element, to: r });
-        }
-        ends = ends && nullable[element] === 1;
-        more = more || matching[element] === 1;
-      }
-    }
-  }
-  const { component } = components(edges);
-  return pending.find(({ from, to }) => component[from] === component[to])?.from;
-}
-
-/** Per rule, 1 when it can match some character or token (holds a terminal, directly or not). */
-function matchesSomething(rules: readonly (readonly number[])[]): Uint8Array {
-  const matching = new Uint8Array(rules.length);
-  const referrers: number[][] = rules.map(() => []);
-  const todo: number[] = [];
-  for (let r = 0; r < rules.length; r++) {
-    for (const element of rules[r]!) {
-      if (element >= 0) referrers[element]!.push(r);
-      else if (consumes(element) && matching[r] === 0) {
-        matching[r] = 1;
-        todo.push(r);
-      }
-    }
-  }
-  while (todo.length > 0) {
-    for (const r of referrers[todo.pop()!]!) {
-      if (matching[r] === 0) {
-        matching[r] = 1;
-        todo.push(r);
-      }
-    }
-  }
-  return matching;
 }
 
 /** Parse stacks by terminal place (flat index): how many are there. */
@@ -243,22 +187,12 @@ const MAX_PLACES = 1_000_000;
 const MAX_STATES = 50_000;
 
 /**
- * Characters a run of one of {@link LONG_RUNS} is followed for: vocabularies hold tokens of up
+ * Characters a run of one of {@link LONG_RUN_KEYS} is followed for: vocabularies hold tokens of up
  * to about 128 spaces, dashes or slashes, and a grammar whose ways to match such a run grow
  * slowly at first (`(" " | "  ")*`) costs llama.cpp hours on them while 8 characters look
  * harmless; one whose stacks stay many but do not grow costs them on every character of it.
  */
 const RUN_WINDOW = 128;
-
-/**
- * The characters vocabularies hold long runs of, as keys: whitespace and the punctuation that
- * Qwen2's, Llama 3's, DeepSeek Coder's and StarCoder's tokens repeat more than 8 times (up to
- * 256 spaces, 128 dashes, 96 slashes). Runs of letters, digits, brackets, quotes and other
- * characters are followed for {@link SEARCH_WINDOW} only: tokens repeat those 16 times at most
- * (StarCoder), most 3 to 5 times, and a word grammar such as `([a-z]+ ?)+` would otherwise count
- * ways to split a run of letters that no token has.
- */
-const LONG_RUNS: readonly number[] = [..." \t\n-=_*#/.~+%;:?!^"].map((c) => c.codePointAt(0)!);
 
 /**
  * How many of llama.cpp's stack comparisons (when it drops repeated stacks in an advance) cost
@@ -420,7 +354,7 @@ class StackSearch {
       let factor = 1;
       const costs: number[] = [];
       let window = 0; // the last SEARCH_WINDOW costs' sum
-      const long = LONG_RUNS.includes(key);
+      const long = LONG_RUN_KEYS.includes(key);
       for (let step = 0; step < (long ? RUN_WINDOW : SEARCH_WINDOW); step++) {
         const cost = factor * this.#states[state]!.cost;
         costs.push(cost);
@@ -677,7 +611,7 @@ class StackSearch {
   /** The places of the stacks that match a character. */
   #matched(stacks: Stacks, key: number): number[] {
     const matched: number[] = [];
-    for (const place of stacks.keys()) if (matches(this.#keysAt(place), key)) matched.push(place);
+    for (const place of stacks.keys()) if (keysHold(this.#keysAt(place), key)) matched.push(place);
     return matched;
   }
 
@@ -832,7 +766,7 @@ function stacksKey(stacks: Stacks, factor: number): string {
 
 /** A key of `[from, to)` to follow a run of: one with long runs if there is one, else `from`. */
 function runKey(from: number, to: number): number {
-  return LONG_RUNS.find((key) => key >= from && key < to) ?? from;
+  return LONG_RUN_KEYS.find((key) => key >= from && key < to) ?? from;
 }
 
 /** The greatest common divisor of two whole numbers (0 with 0 gives 0). */
@@ -851,13 +785,4 @@ function firstAtLeast(sorted: readonly number[], value: number): number {
     else high = middle;
   }
   return low;
-}
-
-/** Whether sorted key ranges hold a key. */
-function matches(keys: KeyRanges, key: number): boolean {
-  for (let i = 0; i < keys.length; i += 2) {
-    if (key < keys[i]!) return false;
-    if (key <= keys[i + 1]!) return true;
-  }
-  return false;
 }

@@ -130,6 +130,37 @@ export function classKeys(
 }
 
 /**
+ * The characters vocabularies hold long runs of, as keys: whitespace and the punctuation that
+ * Qwen2's, Llama 3's, DeepSeek Coder's and StarCoder's tokens repeat more than 8 times (up to
+ * 256 spaces, 128 dashes, 96 slashes). Runs of letters, digits, brackets, quotes and other
+ * characters are followed for the search window only (see `gbnf_paths.ts`): tokens repeat those 16 times at most
+ * (StarCoder), most 3 to 5 times, and a word grammar such as `([a-z]+ ?)+` would otherwise count
+ * ways to split a run of letters that no token has.
+ */
+export const LONG_RUN_KEYS: readonly number[] = [..." \t\n-=_*#/.~+%;:?!^"].map((c) =>
+  c.codePointAt(0)!
+);
+
+/**
+ * Whether sorted key ranges hold a key.
+ *
+ * @param keys Sorted, disjoint, inclusive ranges, as {@link classKeys} makes them.
+ * @param key A code point or {@link TOKEN_KEY}.
+ * @returns True when one of the ranges holds it.
+ * @example
+ * ```ts
+ * keysHold([0x30, 0x39], 0x35); // true
+ * ```
+ */
+export function keysHold(keys: KeyRanges, key: number): boolean {
+  for (let i = 0; i < keys.length; i += 2) {
+    if (key < keys[i]!) return false;
+    if (key <= keys[i + 1]!) return true;
+  }
+  return false;
+}
+
+/**
  * The rules a start rule refers to, directly or not.
  *
  * @param rules Element codes of every rule.

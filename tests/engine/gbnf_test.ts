@@ -453,6 +453,24 @@ Deno.test("validateGrammar() bounds the stacks llama.cpp tries per token where t
     "2:1",
     /the rule 'r' can end inside a call to itself where optional items still follow/,
   );
+  // Each nested call leaves a run of spaces of any length: one run splits among the calls, in
+  // more ways with every level (qwen2 took 0.5, 1.3, 2.3, 4, 7 then 10 s per token as a seeded
+  // request nested deeper). Through other rules, and with two lengths, alike.
+  const splitRun = /after each nested call of the rule 'q', runs of " " of several lengths/;
+  assertRejected('root ::= q\nq ::= "(" q " "+ | "\\n"', "too_large", "2:1", splitRun);
+  assertRejected(
+    'root ::= q\nq ::= "(" inner | "x"\ninner ::= q sp\nsp ::= " " | " " sp',
+    "too_large",
+    "2:1",
+    splitRun,
+  );
+  assertRejected('root ::= q\nq ::= "(" q " " " "? | "x"', "too_large", "2:1", splitRun);
+  assertRejected('root ::= q\nq ::= "(" q "-"{2,3} | "x"', "too_large", "2:1", /runs of "-"/);
+  // Runs that another character ends, that take one length, or of characters no token repeats
+  // long, split one way or few.
+  for (
+    const after of ['" "+ ")"', '"  "', '" "{3}', "[a-z]+", '" "+ "x" " "+']
+  ) validateGrammar(`root ::= q\nq ::= "(" q ${after} | "x"`);
   // Ways that grow slowly at first, then without bound over the long runs of spaces or dashes
   // that vocabularies hold (each stalled a server for minutes per token on qwen2's): parts of
   // different lengths in a repetition, a markdown table's separator, lengths 9 to 12.
