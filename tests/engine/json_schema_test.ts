@@ -484,6 +484,7 @@ Deno.test("zod 4's string formats convert, and every string their grammar takes,
     [z.base64(), ["", "YWJj", "YWI=", "YW=="]],
     [z.cuid(), ["cjld2cjxh0000qzrmn831i7rn", "xjld2cjxh"]],
     [z.iso.duration(), ["P3Y6M4DT12H30M5S", "PT15M", "P2W", "P", "PT", "P1DT", "P1W2D"]],
+    [z.emoji(), ["😀", "👍🏽", "🇫🇷", "abc", "#", "😀a"]],
   ];
   for (const [type, samples] of cases) {
     const matcher = new GbnfMatcher(jsonSchemaToGrammar(z.toJSONSchema(type)));
@@ -565,4 +566,61 @@ Deno.test("random patterns with lookaheads take exactly what RegExp takes", () =
     }
   }
   ok(compared > 3000, `${compared} compared`);
+});
+
+Deno.test("Unicode property escapes take what RegExp takes; a class too large for llama.cpp keeps a part", () => {
+  // Letters of several scripts (Latin-1, Greek, Cyrillic, CJK, Hangul), digits, marks, emoji,
+  // punctuation, and letters of the rarer scripts that \p{L}'s narrowed class leaves out.
+  const alphabet = [
+    ..."aZé ñ-'Ωжд日本한1٣.,!😀👍🏽🇫",
+    "\u0f40",
+    "\u{10400}",
+    "\u0985",
+    "\u02b0",
+    "\u0301",
+  ];
+  const random = seededRandom(11);
+  const texts = Array.from(
+    { length: 600 },
+    () => Array.from({ length: 1 + random(6) }, () => alphabet[random(alphabet.length)]).join(""),
+  );
+  const exact = [
+    "^\\P{N}+$",
+    "^[\\p{Script=Greek}\\p{Nd}]+$",
+    "^[\\p{Extended_Pictographic}\\p{Emoji_Component}]+$",
+  ];
+  // \p{L} holds 677 ranges and \p{Lu} 651: narrowed where the pattern takes them, widened
+  // under (?!…).
+  const narrowedOrWidened = [
+    "^[\\p{L} '-]+$",
+    "^\\p{Lu}\\p{Ll}*$",
+    "^[^\\p{L}\\s]+$",
+    "^(?!\\p{L}).+$",
+    "^(?!.*\\P{L})..$",
+  ];
+  for (const pattern of [...exact, ...narrowedOrWidened]) {
+    const matcher = new GbnfMatcher(jsonSchemaToGrammar({ type: "string", pattern }));
+    const regex = new RegExp(pattern, "u");
+    let taken = 0;
+    for (const text of texts) {
+      const takes = matcher.matches(JSON.stringify(text));
+      if (exact.includes(pattern)) equal(takes, regex.test(text), `/${pattern}/ on "${text}"`);
+      else ok(!takes || regex.test(text), `/${pattern}/ takes "${text}"`);
+      if (takes) taken++;
+    }
+    ok(taken > 0, `/${pattern}/ takes none`);
+  }
+  // Common letters stay in the narrowed class; a rare script's do not.
+  const names = new GbnfMatcher(jsonSchemaToGrammar({ type: "string", pattern: "^[\\p{L} ]+$" }));
+  for (const name of ["José María", "Ωμέγα", "Жанна", "日本", "한국", "Zoë ñ"]) {
+    ok(names.matches(JSON.stringify(name)), name);
+  }
+  ok(!names.matches(JSON.stringify("\u0985")), "a Bengali letter is left out");
+  refuses(
+    { type: "string", pattern: "^\\p{NoSuchProperty}$" },
+    "pattern",
+    /not a Unicode property/,
+  );
+  refuses({ type: "string", pattern: "^\\p{RGI_Emoji}$" }, "pattern", /not a Unicode property/);
+  refuses({ type: "string", pattern: "^\\pL$" }, "pattern", /needs a property in braces/);
 });

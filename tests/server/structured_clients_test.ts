@@ -120,7 +120,10 @@ Deno.test("the AI SDK's generateObject() with a zod schema gets a valid object",
   }
 });
 
-/** zod 4's string formats: each a `format` and the `pattern` that defines it, both held. */
+/**
+ * zod 4's string formats: each a `format` and the `pattern` that defines it, both held; and
+ * Unicode property escapes (`\p{L}` narrowed to a class llama.cpp takes).
+ */
 const Contact = z.object({
   email: z.email(),
   id: z.uuid(),
@@ -129,6 +132,8 @@ const Contact = z.object({
   ip: z.ipv4(),
   phone: z.e164(),
   ref: z.nanoid(),
+  mood: z.string().regex(/^\p{Extended_Pictographic}{1,3}$/u),
+  name: z.string().regex(/^\p{Lu}[\p{L} '-]{0,30}$/u),
 });
 
 Deno.test("zod's string formats (format and pattern together) hold through the openai and AI SDKs", async () => {
@@ -138,7 +143,7 @@ Deno.test("zod's string formats (format and pattern together) hold through the o
     model: MODEL,
     messages: [{ role: "user", content: "A contact" }],
     seed: 7,
-    max_tokens: 400,
+    max_tokens: 1000,
     response_format: zodResponseFormat(Contact, "contact"),
   });
   const message = completion.choices[0]?.message;
@@ -155,7 +160,7 @@ Deno.test("zod's string formats (format and pattern together) hold through the o
     schemaName: "contact",
     prompt: "A contact",
     seed: 8,
-    maxOutputTokens: 400,
+    maxOutputTokens: 1000,
   });
   equal(finishReason, "stop");
   Contact.parse(object);

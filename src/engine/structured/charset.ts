@@ -70,6 +70,66 @@ export function complement(set: CharSet): CharSet {
   return withoutSurrogates(out);
 }
 
+/** Most ranges a set may hold in a class: the grammar validator's `maxClassItems`. */
+export const MAX_SET_RANGES = 256;
+
+/**
+ * Ranges below this code point (Latin, Greek, Cyrillic, Armenian, Hebrew, Arabic) stay first
+ * when a set is narrowed.
+ */
+const KEPT_FIRST = 0x800;
+
+/**
+ * A part of a set that fits in a class ({@link MAX_SET_RANGES}): the ranges below U+0800, then
+ * those that hold the most characters. Where the pattern asks for a character of the set, a
+ * grammar with this part takes only characters the pattern takes (`\p{L}` has 677 ranges).
+ *
+ * @param set A set.
+ * @returns The set itself when it fits, else a subset that does.
+ * @example
+ * ```ts
+ * narrowed(charSet([[0x41, 0x5a]])); // [[0x41,0x5a]]
+ * ```
+ */
+export function narrowed(set: CharSet): CharSet {
+  if (set.length <= MAX_SET_RANGES) return set;
+  const first = (range: CodeRange) => range[0] < KEPT_FIRST ? 0 : 1;
+  const kept = [...set]
+    .sort((x, y) => first(x) - first(y) || (y[1] - y[0]) - (x[1] - x[0]))
+    .slice(0, MAX_SET_RANGES);
+  return charSet(kept);
+}
+
+/**
+ * A set that holds another and fits in a class ({@link MAX_SET_RANGES}): its narrowest gaps
+ * filled. Where the pattern refuses the set's characters (in `(?!…)`), a grammar with this one
+ * refuses at least those.
+ *
+ * @param set A set.
+ * @returns The set itself when it fits, else a superset that does.
+ * @example
+ * ```ts
+ * widened(charSet([[0x41, 0x5a]])); // [[0x41,0x5a]]
+ * ```
+ */
+export function widened(set: CharSet): CharSet {
+  if (set.length <= MAX_SET_RANGES) return set;
+  // Two fewer than the limit: a filled range across the surrogates splits in two.
+  const gaps = set.slice(1).map((range, i) => ({ at: i + 1, width: range[0] - set[i]![1] }));
+  const kept = new Set(
+    gaps.sort((x, y) => y.width - x.width).slice(0, MAX_SET_RANGES - 2).map(({ at }) => at),
+  );
+  const out: CodeRange[] = [];
+  let start = set[0]![0];
+  for (let i = 1; i < set.length; i++) {
+    if (!kept.has(i)) continue;
+    out.push([start, set[i - 1]![1]]);
+    start = set[i]![0];
+  }
+  out.push([start, set.at(-1)![1]]);
+  return charSet(out);
+}
+
 /**
  * The code points in both sets.
  *
@@ -154,11 +214,7 @@ export function gbnfLiteral(text: string): string {
 export function gbnfClass(set: CharSet): string {
   let out = "[";
   for (const [a, b] of set) {
-    out += a === b
-      ? escapeCode(a)
-      : b === a + 1
-      ? escapeCode(a) + escapeCode(b)
-      : `${escapeCode(a)}-${escapeCode(b)}`;
+    out += a === b ? escapeCode(a) : `${escapeCode(a)}-${escapeCode(b)}`;
   }
   return out + "]";
 }

@@ -15,16 +15,12 @@ import {
   complement,
   contains,
   intersect,
+  MAX_SET_RANGES,
 } from "./charset.ts";
 import type { Lookahead, PatternBranch, PatternNode } from "./regex.ts";
 
 /** States of the nondeterministic automaton before the pattern counts as too large. */
 const MAX_NFA_STATES = 4_000;
-/**
- * Ranges of a character set in the automaton; the grammar validator refuses larger classes
- * (`maxClassItems`), and the automaton's work grows with them.
- */
-const MAX_SET_RANGES = 256;
 /** States of the deterministic automaton (lengths counted in) before it counts as too large. */
 const MAX_DFA_STATES = 2_000;
 

@@ -1,7 +1,8 @@
 /**
  * A practical subset of ECMAScript regular expressions (JSON Schema `pattern`) turned into
  * GBNF for the inside of a JSON string: literals, `.`, classes with ranges and negation,
- * escapes (`\d \w \s \D \W \S`, `\n \t \r \f \v \0`, `\xHH`, `\uHHHH`, escaped punctuation),
+ * escapes (`\d \w \s \D \W \S`, `\n \t \r \f \v \0`, `\xHH`, `\uHHHH`, escaped punctuation,
+ * Unicode properties `\p{…}` and `\P{…}`),
  * groups (capturing, `(?:…)`, named), alternation, `? * + {m} {m,} {m,n}` (lazy forms match
  * the same strings), and `^`/`$` at the ends of the pattern or of its top-level branches.
  * A branch without `^` or `$` may have any text before or after it, as JSON Schema searches
@@ -20,8 +21,11 @@ import {
   gbnfLiteral,
   jsonCharSetExpr,
   jsonCharText,
+  narrowed,
+  widened,
 } from "./charset.ts";
 import { SchemaError } from "./errors.ts";
+import { unicodePropertySet } from "./unicode_properties.ts";
 import { type LengthBounds, withShare, type WorkBudget } from "./dfa.ts";
 import { patternRules } from "./pattern_automaton.ts";
 import { fitLongest, impliedLengths } from "./pattern_lengths.ts";
@@ -97,6 +101,8 @@ class PatternParser {
   readonly #path: string;
   #pos = 0;
   #depth = 0;
+  /** Negative lookaheads around the place being read. */
+  #negations = 0;
 
   constructor(src: string, path: string) {
     this.#src = src;
@@ -192,12 +198,12 @@ class PatternParser {
   #atom(): PatternNode {
     const c = this.#peek()!;
     if (c === "(") return this.#group();
-    if (c === "[") return { kind: "chars", set: this.#class() };
+    if (c === "[") return { kind: "chars", set: this.#fitted(this.#class()) };
     if (c === ".") {
       this.#pos++;
       return { kind: "chars", set: DOT };
     }
-    if (c === "\\") return { kind: "chars", set: this.#escape(false) };
+    if (c === "\\") return { kind: "chars", set: this.#fitted(this.#escape(false)) };
     if ("*+?".includes(c)) this.#fail(`'${c}' at ${this.#pos} repeats nothing`);
     const code = this.#src.codePointAt(this.#pos)!;
     this.#pos += code > 0xffff ? 2 : 1;
@@ -217,7 +223,10 @@ class PatternParser {
         this.#pos = this.#src.indexOf(">", this.#pos) + 1;
       } else if (rest.startsWith("?=") || rest.startsWith("?!")) {
         this.#pos += 2;
-        node = { kind: "look", positive: rest[1] === "=", branches: this.#branches(true) };
+        const positive = rest[1] === "=";
+        if (!positive) this.#negations++;
+        node = { kind: "look", positive, branches: this.#branches(true) };
+        if (!positive) this.#negations--;
       } else this.#fail(`lookbehind and other (?…) groups are not supported`);
     }
     node ??= this.#alternation();
@@ -240,6 +249,7 @@ class PatternParser {
       return [[control, control]];
     }
     if (c === "b" && inClass) return [[0x08, 0x08]];
+    if (c === "p" || c === "P") return this.#property(c === "P");
     if (c === "x" || c === "u") {
       const digits = c === "x" ? 2 : 4;
       const hex = this.#src.slice(this.#pos, this.#pos + digits);
@@ -253,6 +263,30 @@ class PatternParser {
     }
     const code = c.codePointAt(0)!;
     return [[code, code]];
+  }
+
+  /**
+   * A set as a class can hold it: a larger one narrowed where the pattern takes its characters,
+   * widened inside an odd number of negative lookaheads, where it refuses them, so the grammar
+   * takes only strings the pattern takes.
+   */
+  #fitted(set: CharSet): CharSet {
+    return this.#negations % 2 === 0 ? narrowed(set) : widened(set);
+  }
+
+  /** A Unicode property escape after `\p` or `\P`: `{Name}` or `{Name=Value}`. */
+  #property(negated: boolean): CharSet {
+    const braces = /^\{([^}]*)\}/.exec(this.#src.slice(this.#pos));
+    if (!braces) this.#fail(`\\${negated ? "P" : "p"} needs a property in braces, e.g. \\p{L}`);
+    this.#pos += braces[0].length;
+    const set = unicodePropertySet(braces[1]!);
+    if (!set) {
+      this.#fail(
+        `\\p{${braces[1]}} is not a Unicode property of characters (e.g. L, Lu, N, ` +
+          "Script=Greek, Emoji, Extended_Pictographic)",
+      );
+    }
+    return negated ? complement(set) : set;
   }
 
   #class(): CharSet {
@@ -284,7 +318,7 @@ class PatternParser {
     if (this.#peek() === "\\") {
       const letter = this.#src[this.#pos + 1] ?? "";
       const set = this.#escape(true);
-      return { set, single: !(letter in CLASS_ESCAPES) };
+      return { set, single: !(letter in CLASS_ESCAPES) && letter !== "p" && letter !== "P" };
     }
     const code = this.#src.codePointAt(this.#pos)!;
     this.#pos += code > 0xffff ? 2 : 1;
