@@ -55,7 +55,8 @@ Global flags (before or after the command):
 Environment (the flags' help names each beside its flag):
   SHIMMY_BIND_ADDRESS, SHIMMY_API_KEY, SHIMMY_ORIGINS, SHIMMY_ALLOWED_HOSTS,
   SHIMMY_OLLAMA_BIND, SHIMMY_DEVICE_SAMPLING, SHIMMY_POOLING, SHIMMY_SLOT_SAVE_PATH,
-  SHIMMY_LORA_GGUF (serve); SHIMMY_BASE_GGUF (a model named tinyllama-1.1b),
+  SHIMMY_SLOT_SAVE_MAX_SIZE, SHIMMY_LORA_GGUF (serve);
+  SHIMMY_BASE_GGUF (a model named tinyllama-1.1b),
   SHIMMY_MODEL_PATHS (model folders, like --model-dirs), SHIMMY_MAX_CTX (like --ctx),
   SHIMMY_LIB_DIR (the folder of libllama), SHIMMY_CACHE_DIR (Shimmy's cache)
 

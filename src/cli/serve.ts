@@ -39,6 +39,7 @@ import { ModelPulls } from "../models/pull_tracker.ts";
 import { pullProgressPrinter } from "./pull.ts";
 import { UsageError } from "./usage_error.ts";
 import { printable } from "../util/printable.ts";
+import { parseByteSize } from "../util/byte_size.ts";
 import {
   gpuLayersFlag,
   gpusFlag,
@@ -98,6 +99,10 @@ Options:
                           (SHIMMY_LORA_GGUF too)
   --slot-save-path DIR    Folder where POST /slots/N?action=save|restore keep slots' caches
                           (SHIMMY_SLOT_SAVE_PATH too; default: those actions are off)
+  --slot-save-max-size S  Most the files in that folder take together: bytes, or e.g. 512MiB,
+                          4GiB, 10GB (default 10GiB; unlimited lifts it; SHIMMY_SLOT_SAVE_MAX_SIZE
+                          too). A save past it, or one that would leave the disk less than
+                          1 GiB or 5 % free, is a 507
   --threads N             CPU threads (default: one per physical core; at most 4 with every
                           layer on a GPU)
   --api-key KEY           Require Authorization: Bearer KEY or x-api-key: KEY (or SHIMMY_API_KEY)
@@ -188,6 +193,8 @@ export interface ServeArgs extends SplitFlags {
   keepAliveMs?: number;
   /** `--slot-save-path`: the folder of slot files; slot save and restore are off without it. */
   slotSavePath?: string;
+  /** `--slot-save-max-size`: most bytes the slot files take together (`Infinity`: no bound). */
+  slotSaveMaxBytes?: number;
   headerTimeoutMs?: number;
   idleTimeoutMs?: number;
   bodyTimeoutMs?: number;
@@ -261,6 +268,28 @@ function maxModelsFlag(value: string | undefined, named: number): number | undef
   return given;
 }
 
+/**
+ * `--slot-save-max-size`: a byte size above 0, or `unlimited` (`Infinity`). Not 0, which some
+ * servers read as no bound and others as no room: "unlimited" says which.
+ */
+function slotSaveMaxSizeFlag(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (value.trim().toLowerCase() === "unlimited") return Infinity;
+  const bytes = parseByteSize(value);
+  if (bytes === undefined) {
+    throw new UsageError(
+      `--slot-save-max-size must be bytes or a size such as 512MiB, 4GiB or 10GB, or ` +
+        `unlimited, got "${value}"`,
+    );
+  }
+  if (bytes === 0) {
+    throw new UsageError(
+      `--slot-save-max-size must be more than 0 bytes (unlimited lifts the bound), got "${value}"`,
+    );
+  }
+  return bytes;
+}
+
 function positiveInt(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
@@ -296,6 +325,7 @@ export function parseServeArgs(
     "batch-size": { type: "string" },
     "max-queue": { type: "string" },
     "slot-save-path": { type: "string" },
+    "slot-save-max-size": { type: "string" },
     threads: { type: "string" },
     "n-gpu-layers": { type: "string" },
     ...SPLIT_FLAGS,
@@ -376,6 +406,9 @@ export function parseServeArgs(
     loadWaitMs: durationFlag("load-wait", v["load-wait"]),
     keepAliveMs,
     slotSavePath: v["slot-save-path"] ?? env("SHIMMY_SLOT_SAVE_PATH"),
+    slotSaveMaxBytes: slotSaveMaxSizeFlag(
+      v["slot-save-max-size"] ?? env("SHIMMY_SLOT_SAVE_MAX_SIZE"),
+    ),
     headerTimeoutMs: durationFlag("header-timeout", v["header-timeout"]),
     idleTimeoutMs: durationFlag("idle-timeout", v["idle-timeout"]),
     bodyTimeoutMs: durationFlag("body-timeout", v["body-timeout"]),
@@ -672,6 +705,7 @@ export async function serveMain(args: string[], globals: GlobalFlags): Promise<n
       prefillAssistant: !options.noPrefillAssistant,
       ...(options.bodyTimeoutMs !== undefined ? { bodyTimeoutMs: options.bodyTimeoutMs } : {}),
       ...(options.slotSavePath ? { slotSavePath: await slotSaveFolder(options.slotSavePath) } : {}),
+      ...(options.slotSaveMaxBytes ? { slotSaveMaxBytes: options.slotSaveMaxBytes } : {}),
       ...(ctxSize ? { ctxSize } : {}),
       ...(options.apiKey ? { apiKey: options.apiKey } : {}),
       ...(options.chatTemplate

@@ -140,6 +140,22 @@ export interface GenerationRequest {
 /** Why a generation ended. */
 export type FinishReason = "stop" | "length" | "cancelled";
 
+/**
+ * Decides whether a slot file is written ({@link Scheduler.saveSlot}), told its size before a
+ * byte of it is: runs `write` (perhaps after waiting its turn) and returns what it returned, the
+ * bytes written (0 when llama.cpp could not write them), or throws to refuse the file. Every
+ * stream of the model waits meanwhile, as for a step; the slot's cache is unchanged either way.
+ *
+ * @example
+ * ```ts
+ * const upTo1GiB: SlotFileAdmit = (bytes, write) => {
+ *   if (bytes > 2 ** 30) throw new Error("Slot file too large: save a shorter cache");
+ *   return write();
+ * };
+ * ```
+ */
+export type SlotFileAdmit = (bytes: number, write: () => Promise<number>) => Promise<number>;
+
 /** What one slot is doing (see {@link Scheduler.slotViews}). */
 export interface SlotView {
   /** The slot's number (its sequence id). */
@@ -730,15 +746,21 @@ export class Scheduler {
    *
    * @param id The slot's number.
    * @param path The file to write (replaced if it exists).
+   * @param admit Decides, once the file's size is known, whether it is written (see
+   *   {@link SlotFileAdmit}). Default: it is.
    * @returns The tokens saved and the bytes written.
    * @throws {RangeError} for a number with no slot; {@link GenerationError} once closing; an
-   *   Error when the file could not be written.
+   *   Error when the file could not be written; what `admit` throws to refuse it.
    */
-  saveSlot(id: number, path: string): Promise<{ tokens: number; bytes: number }> {
+  saveSlot(
+    id: number,
+    path: string,
+    admit?: SlotFileAdmit,
+  ): Promise<{ tokens: number; bytes: number }> {
     return this.#onIdleSlot(id, async (slot) => {
       const mark = this.context.model.llama.logMark();
       const packed = packSlotTokens(slot.cached);
-      const bytes = await this.context.saveSequenceFile(slot.seqId, path, packed);
+      const bytes = await this.context.saveSequenceFile(slot.seqId, path, packed, admit);
       if (bytes === 0) {
         const why = this.context.model.llama.recentProblems(mark);
         throw new Error(`Could not write slot ${id}'s cache to ${path}${why ? `: ${why}` : ""}`);

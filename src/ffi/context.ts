@@ -653,11 +653,19 @@ export class Context extends NativeHandle {
    * @param seqId The sequence.
    * @param path Where to write it (replaced if it exists).
    * @param tokens What to store beside the cells (read back by {@link loadSequenceFile}).
-   * @returns The bytes written, or 0 when llama.cpp could not write the file.
+   * @param admit Told the file's size before a byte of it is written, runs `write` (perhaps
+   *   after waiting) and returns what it returned, or throws to refuse the file; no decode runs
+   *   meanwhile. Default: the file is written at once.
+   * @returns The bytes written, or 0 when llama.cpp could not measure or write the file.
    */
-  saveSequenceFile(seqId: number, path: string, tokens: Int32Array): Promise<number> {
+  saveSequenceFile(
+    seqId: number,
+    path: string,
+    tokens: Int32Array,
+    admit: (bytes: number, write: () => Promise<number>) => Promise<number> = (_, write) => write(),
+  ): Promise<number> {
     const s = this.model.llama.symbols;
-    return this.#withCacheFile(async () =>
+    const write = async () =>
       Number(
         await s.llama_state_seq_save_file(
           this.pointer,
@@ -666,8 +674,12 @@ export class Context extends NativeHandle {
           tokens.length > 0 ? tokens : null,
           BigInt(tokens.length),
         ),
-      )
-    );
+      );
+    return this.#withCacheFile(() => {
+      const state = Number(s.llama_state_seq_get_size(this.pointer, seqId));
+      if (state === 0) return Promise.resolve(0);
+      return admit(sequenceFileSize(state, tokens.length), write);
+    });
   }
 
   /**
@@ -806,4 +818,14 @@ export class Context extends NativeHandle {
  */
 export function queuesOnly(offload: OffloadReport): boolean {
   return offload.total > 0 && offload.offloaded >= offload.total;
+}
+
+/**
+ * The size of the file `llama_state_seq_save_file` writes for a sequence: its magic, version and
+ * token count (three 32-bit words), the tokens, then the cells as `llama_state_seq_get_size`
+ * counts them, less the magic and sequence id (two words) that the in-memory state starts with
+ * and the file lacks. llama.cpp asserts the same sum after writing.
+ */
+function sequenceFileSize(stateBytes: number, tokenCount: number): number {
+  return 3 * 4 + tokenCount * 4 + stateBytes - 2 * 4;
 }

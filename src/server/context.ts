@@ -14,6 +14,7 @@ import type { Arrivals } from "./arrivals.ts";
 import type { Metrics } from "./metrics.ts";
 import type { OriginPolicy } from "./origin_policy.ts";
 import type { ResponseStore } from "./response_store.ts";
+import type { SlotFolder } from "./slot_folder.ts";
 
 /** Server-wide settings shown by `/diag`. */
 export interface ServerSettings {
@@ -35,6 +36,11 @@ export interface ServerSettings {
   chatTemplateKwargs?: Record<string, unknown>;
   /** Where slot files go (`--slot-save-path`); slot save and restore are a 501 without it. */
   slotSavePath?: string;
+  /**
+   * Most bytes the slot files may take together (`--slot-save-max-size`); a save past it is a
+   * 507. `Infinity` for no bound. Default 10 GiB.
+   */
+  slotSaveMaxBytes?: number;
   /** Folders whose adapter files `POST /api/lora` may name by path. */
   adapterDirs?: readonly string[];
   /** Serve the chat page at `/` (`shimmy serve` does unless `--no-webui`). Default false. */
@@ -65,6 +71,8 @@ export interface ServerContext {
   reasoningControls?: ReasoningControls;
   /** Streamed answers kept by conversation id (`stream_sessions.ts`); made on first use. */
   streamSessions?: StreamSessions;
+  /** The bounded `slotSavePath` folder, whose saves take turns (`slot_folder.ts`); first use. */
+  slotFolder?: SlotFolder;
   /** Pulls of `hf.co/…` models (`serve --allow-pull`), shown by `/health`. */
   pulls?: ModelPulls;
   /** Searches the model folders again (`POST /api/models/discover`); set by `serve`. */

@@ -10,6 +10,7 @@
  * prompt: what benchmarks and agents use for cold runs. With `--slot-save-path DIR`,
  * `?action=save` writes a slot's cache to a file in DIR and `?action=restore` reads one back, so a
  * long prompt's evaluation outlives the server (an agent's system prompt and tools, a document).
+ * The files together stay within `--slot-save-max-size` (`slot_folder.ts`).
  *
  * @module
  */
@@ -19,6 +20,7 @@ import type { ServerContext } from "./context.ts";
 import { badRequest, HttpError } from "./http_error.ts";
 import { Fields, readRequestJson, refuseUnknownFields } from "./request_body.ts";
 import { plainFileNameProblem } from "../util/plain_file_name.ts";
+import { DEFAULT_SLOT_SAVE_MAX_BYTES, SlotFolder } from "./slot_folder.ts";
 import type { LoadedModel } from "../engine/loaded_model.ts";
 import type { ServedRequest } from "./served_request.ts";
 
@@ -78,7 +80,8 @@ export const SLOT_ROUTE = /^\/slots\/([^/]+)$/;
  *   `{"id_slot", "filename", "n_restored", "n_read", "timings": {"restore_ms"}}`.
  * @throws {HttpError} 400 for a slot number the model does not have, another action, a file name
  *   that is not a plain one or a file this slot cannot take; 404 for a file to restore that is
- *   not there; 501 for save and restore without `--slot-save-path`.
+ *   not there; 501 for save and restore without `--slot-save-path`; 507 for a save the folder
+ *   has no room for (`--slot-save-max-size`, or the disk's free space: see `slot_folder.ts`).
  */
 export async function slotAction(ctx: ServerContext, request: ServedRequest): Promise<Response> {
   const url = new URL(request.url);
@@ -129,7 +132,11 @@ export async function slotAction(ctx: ServerContext, request: ServedRequest): Pr
   ctx.arrivals.handOver();
   const started = performance.now();
   const done = action === "save"
-    ? await scheduler.saveSlot(owner.slot, path)
+    ? await scheduler.saveSlot(
+      owner.slot,
+      path,
+      (bytes, write) => boundedFolder(ctx, folder).write(filename, bytes, write),
+    )
     : await scheduler.restoreSlot(owner.slot, path);
   const ms = performance.now() - started;
   const id_slot = Number(idText);
@@ -144,6 +151,15 @@ export async function slotAction(ctx: ServerContext, request: ServedRequest): Pr
         timings: { restore_ms: ms },
       },
   );
+}
+
+/** The slot folder with its bound, made on first use (and again if the settings name another). */
+function boundedFolder(ctx: ServerContext, path: string): SlotFolder {
+  const maxBytes = ctx.settings.slotSaveMaxBytes ?? DEFAULT_SLOT_SAVE_MAX_BYTES;
+  if (ctx.slotFolder?.path !== path || ctx.slotFolder.maxBytes !== maxBytes) {
+    ctx.slotFolder = new SlotFolder(path, { maxBytes });
+  }
+  return ctx.slotFolder;
 }
 
 /** Fields of a slot save or restore body. */

@@ -321,11 +321,12 @@ Deno.test("--lora and SHIMMY_LORA_GGUF attach adapters to the default model at l
   }
 });
 
-Deno.test("SHIMMY_SLOT_SAVE_PATH (or --slot-save-path) is where slots are saved; a folder that is not there is a usage error", async () => {
+Deno.test("SHIMMY_SLOT_SAVE_PATH (or --slot-save-path) is where slots are saved, SHIMMY_SLOT_SAVE_MAX_SIZE bounds it; a folder that is not there is a usage error", async () => {
   const folder = await Deno.makeTempDir({ prefix: "shimmy-serve-slots-" });
   try {
     const served = await serve(["--model", model, "--bind", "127.0.0.1:0"], {
       SHIMMY_SLOT_SAVE_PATH: folder,
+      SHIMMY_SLOT_SAVE_MAX_SIZE: "4MiB",
     });
     try {
       await (await fetch(`${served.url}/completion`, {
@@ -337,7 +338,15 @@ Deno.test("SHIMMY_SLOT_SAVE_PATH (or --slot-save-path) is where slots are saved;
         body: JSON.stringify({ filename: "start.bin" }),
       });
       equal(saved.status, 200, await saved.clone().text());
-      equal((await Deno.stat(join(folder, "start.bin"))).size, (await saved.json()).n_written);
+      const size = (await saved.json()).n_written;
+      equal((await Deno.stat(join(folder, "start.bin"))).size, size);
+      await Deno.writeFile(join(folder, "filler.bin"), new Uint8Array(4 * 2 ** 20 - size));
+      const full = await fetch(`${served.url}/slots/0?action=save`, {
+        method: "POST",
+        body: JSON.stringify({ filename: "more.bin" }),
+      });
+      equal(full.status, 507, await full.clone().text());
+      match((await full.json()).error.message, /over its bound of 4\.0 MiB/);
     } finally {
       served.process.kill("SIGTERM");
       await served.process.status;
@@ -357,6 +366,43 @@ Deno.test("SHIMMY_SLOT_SAVE_PATH (or --slot-save-path) is where slots are saved;
   } finally {
     await Deno.remove(folder, { recursive: true });
   }
+});
+
+Deno.test("--slot-save-max-size (or SHIMMY_SLOT_SAVE_MAX_SIZE) takes bytes or a size with a unit, or unlimited; other values are usage errors", () => {
+  const maxBytes = (args: string[], envValue?: string) =>
+    parseServeArgs(args, (n) => n === "SHIMMY_SLOT_SAVE_MAX_SIZE" ? envValue : undefined)
+      ?.slotSaveMaxBytes;
+  equal(maxBytes([]), undefined, "unset: the server's default bound");
+  equal(maxBytes(["--slot-save-max-size", "512MiB"]), 512 * 2 ** 20);
+  equal(maxBytes(["--slot-save-max-size", "4GiB"]), 4 * 2 ** 30);
+  equal(maxBytes(["--slot-save-max-size", "10GB"]), 10e9);
+  equal(maxBytes(["--slot-save-max-size", "1048576"]), 1048576);
+  equal(maxBytes(["--slot-save-max-size", "unlimited"]), Infinity);
+  equal(maxBytes(["--slot-save-max-size", "Unlimited"]), Infinity);
+  equal(maxBytes([], "2GiB"), 2 * 2 ** 30);
+  equal(maxBytes(["--slot-save-max-size", "1GiB"], "2GiB"), 2 ** 30, "the flag wins");
+  for (const value of ["10XB", "-1", "ten", "", "1e9", "none"]) {
+    throws(
+      () => maxBytes(["--slot-save-max-size", value]),
+      new RegExp(
+        `^UsageError: --slot-save-max-size must be bytes or a size such as 512MiB, 4GiB or 10GB, ` +
+          `or unlimited, got "${value}"$`,
+      ),
+    );
+  }
+  throws(() => maxBytes([], "lots"), /--slot-save-max-size must be bytes .*got "lots"/);
+  for (const value of ["0", "0GiB", "0.5B"]) {
+    throws(
+      () => maxBytes(["--slot-save-max-size", value]),
+      /--slot-save-max-size must be more than 0 bytes \(unlimited lifts the bound\)/,
+    );
+  }
+});
+
+Deno.test("a bad --slot-save-max-size is a one-line error and exit 1, before any model loads", async () => {
+  const out = await serveToExit(["--model", model, "--slot-save-max-size", "10XB"]);
+  equal(out.code, 1);
+  match(out.stderr.trim(), /^[^\n]*--slot-save-max-size must be bytes or a size .*got "10XB"$/);
 });
 
 Deno.test("serve flags parse as in the original Shimmy", () => {

@@ -6,7 +6,7 @@
  * fields are refused with the right status, and the server serves on.
  */
 
-import { deepEqual, equal, ok } from "node:assert/strict";
+import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { join } from "node:path";
 import { postJson, startServer } from "./harness.ts";
 
@@ -276,4 +276,121 @@ Deno.test("slot saves asked for while another save runs, with every slot idle, a
   }
   const late = new Promise((resolve) => setTimeout(() => resolve("late"), 10_000));
   equal(await Promise.race([Promise.all(saves).then(() => "done"), late]), "done");
+});
+
+/** The bytes of the regular files in a folder, by name. */
+async function folderFiles(folder: string): Promise<Record<string, number>> {
+  const files: Record<string, number> = {};
+  for await (const entry of Deno.readDir(folder)) {
+    if (entry.isFile) files[entry.name] = (await Deno.stat(join(folder, entry.name))).size;
+  }
+  return files;
+}
+
+/** The bytes of all the regular files in a folder. */
+async function folderBytes(folder: string): Promise<number> {
+  return Object.values(await folderFiles(folder)).reduce((sum, size) => sum + size, 0);
+}
+
+/** A bound for the slot folder tests, larger than two slot files of the tiny models. */
+const SLOT_FOLDER_BOUND = 8 * 2 ** 20;
+
+Deno.test("slot saves fill --slot-save-max-size to its last byte; one past it is a 507 that writes nothing and keeps the slot's cache, and it works once files are deleted", async () => {
+  await using temp = await tempFolder();
+  const folder = temp.path;
+  await using server = await startServer({
+    load: { parallel: 1, ctxSize: 1024 },
+    settings: { slotSavePath: folder, slotSaveMaxBytes: SLOT_FOLDER_BOUND },
+  });
+  const first = await complete(server.url);
+  const saved = await slotAction(server.url, "/slots/0?action=save", { filename: "a.bin" });
+  equal(saved.status, 200, JSON.stringify(saved.json));
+  const size = saved.json.n_written as number;
+  ok(size > 0 && size < SLOT_FOLDER_BOUND / 2, `a slot file of ${size} bytes`);
+  // Room for exactly one more file of the same size: the size checked is the size written.
+  await Deno.writeFile(join(folder, "filler.bin"), new Uint8Array(SLOT_FOLDER_BOUND - 2 * size));
+  const exact = await slotAction(server.url, "/slots/0?action=save", { filename: "b.bin" });
+  equal(exact.status, 200, JSON.stringify(exact.json));
+  equal(await folderBytes(folder), SLOT_FOLDER_BOUND);
+
+  const before = await folderFiles(folder);
+  const full = await slotAction(server.url, "/slots/0?action=save", { filename: "c.bin" });
+  equal(full.status, 507, JSON.stringify(full.json));
+  deepEqual(Object.keys(full.json.error).sort(), ["code", "message", "param", "type"]);
+  equal(full.json.error.code, "slot_folder_full");
+  equal(full.json.error.type, "server_error");
+  match(
+    full.json.error.message,
+    /^The slot save folder holds 8\.0 MiB of files, and saving "c\.bin" \(\d+\.\d [KM]iB\) would take it to \d+\.\d MiB, over its bound of 8\.0 MiB: delete slot files there, or start the server with a larger --slot-save-max-size$/,
+  );
+  deepEqual(await folderFiles(folder), before, "no file written, none left behind");
+  const again = await complete(server.url);
+  equal(again.cached, first.promptTokens - 1, "the slot's cache is untouched");
+  equal(again.text, first.text);
+
+  await Deno.remove(join(folder, "filler.bin"));
+  const after = await slotAction(server.url, "/slots/0?action=save", { filename: "c.bin" });
+  equal(after.status, 200, JSON.stringify(after.json));
+  equal((await Deno.stat(join(folder, "c.bin"))).size, after.json.n_written);
+});
+
+Deno.test("replacing a slot file counts only by how much it grows: the same size fits a full folder, a larger one past the bound is a 507 that keeps the old file", async () => {
+  await using temp = await tempFolder();
+  const folder = temp.path;
+  await using server = await startServer({
+    load: { parallel: 1, ctxSize: 1024 },
+    settings: { slotSavePath: folder, slotSaveMaxBytes: SLOT_FOLDER_BOUND },
+  });
+  await complete(server.url);
+  const saved = await slotAction(server.url, "/slots/0?action=save", { filename: "a.bin" });
+  equal(saved.status, 200, JSON.stringify(saved.json));
+  const size = saved.json.n_written as number;
+  await Deno.writeFile(join(folder, "filler.bin"), new Uint8Array(SLOT_FOLDER_BOUND - size - 1));
+
+  const same = await slotAction(server.url, "/slots/0?action=save", { filename: "a.bin" });
+  equal(same.status, 200, JSON.stringify(same.json));
+  equal(same.json.n_written, size);
+  const other = await slotAction(server.url, "/slots/0?action=save", { filename: "b.bin" });
+  equal(other.status, 507, "a new name needs the whole size");
+
+  await complete(server.url, PROMPT.repeat(2)); // a longer cache: a larger file
+  const grown = await slotAction(server.url, "/slots/0?action=save", { filename: "a.bin" });
+  equal(grown.status, 507, JSON.stringify(grown.json));
+  equal(grown.json.error.code, "slot_folder_full");
+  match(grown.json.error.message, /saving "a\.bin" \([^)]*, in place of [^)]*\)/);
+  equal((await Deno.stat(join(folder, "a.bin"))).size, size, "the old file is left whole");
+  const restored = await slotAction(server.url, "/slots/0?action=restore", { filename: "a.bin" });
+  equal(restored.json.n_restored, saved.json.n_saved);
+});
+
+Deno.test("two slot saves at once, of two models, into a folder with room for one: one is written and the other is a 507", async () => {
+  await using temp = await tempFolder();
+  const folder = temp.path;
+  await using server = await startServer({
+    fixtures: ["tiny-f32", "qwen2"],
+    load: { parallel: 1, ctxSize: 1024 },
+    settings: { slotSavePath: folder, slotSaveMaxBytes: SLOT_FOLDER_BOUND },
+  });
+  const save = (filename: string, model: string) =>
+    slotAction(server.url, `/slots/0?action=save&model=${model}`, { filename });
+  await complete(server.url, PROMPT, "tiny-f32");
+  await complete(server.url, PROMPT, "qwen2");
+  const sizes = [(await save("a.bin", "tiny-f32")).json, (await save("b.bin", "qwen2")).json]
+    .map((json) => json.n_written as number);
+  await Deno.remove(join(folder, "a.bin"));
+  await Deno.remove(join(folder, "b.bin"));
+  // Either file fits beside the filler; both do not.
+  await Deno.writeFile(
+    join(folder, "filler.bin"),
+    new Uint8Array(SLOT_FOLDER_BOUND - Math.max(...sizes)),
+  );
+  // A few rounds: without turns, both checks would pass in most (they did in 2 of 3 alone).
+  for (let round = 0; round < 4; round++) {
+    const answers = await Promise.all([save("a.bin", "tiny-f32"), save("b.bin", "qwen2")]);
+    deepEqual(answers.map((a) => a.status).sort(), [200, 507], JSON.stringify(answers));
+    ok(await folderBytes(folder) <= SLOT_FOLDER_BOUND);
+    const files = Object.keys(await folderFiles(folder)).sort();
+    equal(files.length, 2, `the filler and one slot file: ${files}`);
+    await Deno.remove(join(folder, files[0] === "filler.bin" ? files[1]! : files[0]!));
+  }
 });
