@@ -485,6 +485,7 @@ Deno.test("zod 4's string formats convert, and every string their grammar takes,
     [z.cuid(), ["cjld2cjxh0000qzrmn831i7rn", "xjld2cjxh"]],
     [z.iso.duration(), ["P3Y6M4DT12H30M5S", "PT15M", "P2W", "P", "PT", "P1DT", "P1W2D"]],
     [z.emoji(), ["😀", "👍🏽", "🇫🇷", "abc", "#", "😀a"]],
+    [z.hostname(), ["example.com", "a.b-c.de", "localhost", "-a.com", "a..b", "ab."]],
   ];
   for (const [type, samples] of cases) {
     const matcher = new GbnfMatcher(jsonSchemaToGrammar(z.toJSONSchema(type)));
@@ -623,4 +624,30 @@ Deno.test("Unicode property escapes take what RegExp takes; a class too large fo
   );
   refuses({ type: "string", pattern: "^\\p{RGI_Emoji}$" }, "pattern", /not a Unicode property/);
   refuses({ type: "string", pattern: "^\\pL$" }, "pattern", /needs a property in braces/);
+});
+
+Deno.test("a lookahead that only bounds the length is read as lengths where reading it in step is too large", () => {
+  // zod's hostname() is this shape: 253 lengths counted in every state of the labels' automaton.
+  const pattern = "^(?=.{1,200}\\.?$)(?:[a-z0-9]{1,30}\\.){0,20}[a-z]{2,9}$";
+  const matcher = new GbnfMatcher(jsonSchemaToGrammar({ type: "string", pattern }));
+  const regex = new RegExp(pattern, "u");
+  const random = seededRandom(5);
+  const alphabet = [..."ab1.."];
+  let taken = 0;
+  for (let i = 0; i < 3000; i++) {
+    const text = Array.from({ length: random(40) }, () => alphabet[random(alphabet.length)]).join(
+      "",
+    );
+    if (!matcher.matches(JSON.stringify(text))) continue;
+    ok(regex.test(text), `takes "${text}"`);
+    taken++;
+  }
+  ok(taken > 20, `takes ${taken}`);
+  ok(matcher.matches(JSON.stringify("api.example.com")));
+  // A lookahead that needs more than a length is not one: the password rule still holds exactly.
+  const password = "^(?=.*\\d)[a-z\\d]{2,4}$";
+  const exact = new GbnfMatcher(jsonSchemaToGrammar({ type: "string", pattern: password }));
+  for (const text of ["ab", "a1", "abcd", "1"]) {
+    equal(exact.matches(JSON.stringify(text)), new RegExp(password).test(text), text);
+  }
 });

@@ -6,8 +6,103 @@
  * @module
  */
 
-import type { LengthBounds } from "./dfa.ts";
+import { type CharSet, charSet, complement, intersect } from "./charset.ts";
+import { automaton, type DfaState, type LengthBounds, TooLarge, type WorkBudget } from "./dfa.ts";
 import type { PatternBranch, PatternNode } from "./regex.ts";
+
+/** Lengths a lookahead is followed up to: longer strings are rare in a JSON string's pattern. */
+const MAX_LOOKAHEAD_LENGTH = 4_096;
+
+/**
+ * A lookahead that only bounds the length, read as those bounds. A pattern that starts with a
+ * lookahead holding for every string of some lengths made of the characters the rest of the
+ * pattern writes (zod's `hostname()`: `^(?=.{1,253}\.?$)` before its labels) becomes the rest of
+ * the pattern with those lengths, which the lengths machinery bounds by shortening the rest's
+ * repetitions, where reading the lookahead in step with the rest would count 253 lengths in every
+ * state. Strings of other lengths that the lookahead takes (a 254th character that is a dot) are
+ * left out; every string of the result is one of the pattern's.
+ *
+ * @param branches The parsed pattern's top-level branches.
+ * @param bounds The lengths asked for besides (`minLength`, `maxLength`).
+ * @param budget The schema's work left for automata.
+ * @returns The branches without the lookahead, and the lengths within both its and `bounds`; or
+ *   undefined where the pattern does not start so (several branches, no anchor, a lookahead that
+ *   needs more than a length).
+ * @example
+ * ```ts
+ * lookaheadLengths(branchesOf("^(?=.{1,9}$)[a-z]+$"), { max: 5 }, budget); // ^[a-z]+$, 1 to 5
+ * ```
+ */
+export function lookaheadLengths(
+  branches: readonly PatternBranch[],
+  bounds: LengthBounds,
+  budget: WorkBudget,
+): { branches: PatternBranch[]; lengths: LengthBounds } | undefined {
+  const [branch] = branches;
+  if (branches.length !== 1 || !branch!.start) return undefined;
+  const items = branch!.node.kind === "seq" ? branch!.node.items : [branch!.node];
+  const [look, ...rest] = items;
+  if (look?.kind !== "look" || !look.positive) return undefined;
+  let ahead: DfaState[];
+  try {
+    ahead = automaton(look.branches, budget);
+  } catch (error) {
+    if (error instanceof TooLarge) return undefined;
+    throw error;
+  }
+  const run = lengthsForAll(ahead, charSet(rest.flatMap(charsOf)));
+  if (run === undefined) return undefined;
+  const node: PatternNode = rest.length === 1 ? rest[0]! : { kind: "seq", items: rest };
+  const min = Math.max(run[0], bounds.min ?? 0);
+  const max = Math.min(run[1], bounds.max ?? Infinity);
+  const lengths = { ...(min > 0 ? { min } : {}), ...(max === Infinity ? {} : { max }) };
+  return { branches: [{ ...branch!, node }], lengths };
+}
+
+/**
+ * The first run of lengths at which an automaton takes every string of the given characters,
+ * followed from the empty string on while no string of them dies.
+ */
+function lengthsForAll(dfa: readonly DfaState[], chars: CharSet): [number, number] | undefined {
+  if (dfa.length === 0 || chars.length === 0) return undefined;
+  let states = new Set([0]);
+  let first: number | undefined;
+  for (let length = 0; length <= MAX_LOOKAHEAD_LENGTH; length++) {
+    const all = [...states].every((state) => dfa[state]!.accepting);
+    if (all) first ??= length;
+    else if (first !== undefined) return [first, length - 1];
+    const next = new Set<number>();
+    for (const state of states) {
+      const moves = dfa[state]!.moves.filter(({ set }) => intersect(set, chars).length > 0);
+      const covered = charSet(moves.flatMap(({ set }) => set));
+      if (intersect(complement(covered), chars).length > 0) {
+        return first === undefined ? undefined : [first, length]; // a string dies here
+      }
+      for (const { to } of moves) next.add(to);
+    }
+    if (next.size === states.size && [...next].every((state) => states.has(state))) {
+      return first === undefined ? undefined : [first, all ? Infinity : length];
+    }
+    states = next;
+  }
+  return first === undefined ? undefined : [first, MAX_LOOKAHEAD_LENGTH];
+}
+
+/** The characters a node writes (a lookahead's included, which only widens the check). */
+function charsOf(node: PatternNode): CharSet {
+  switch (node.kind) {
+    case "chars":
+      return node.set;
+    case "seq":
+      return node.items.flatMap(charsOf);
+    case "alt":
+      return node.branches.flatMap(charsOf);
+    case "repeat":
+      return charsOf(node.node);
+    case "look":
+      return node.branches.flatMap(({ node }) => charsOf(node));
+  }
+}
 
 /**
  * The branches with their repetitions bounded so that no string is longer than `limit`: each

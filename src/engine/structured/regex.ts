@@ -28,7 +28,7 @@ import { SchemaError } from "./errors.ts";
 import { unicodePropertySet } from "./unicode_properties.ts";
 import { type LengthBounds, withShare, type WorkBudget } from "./dfa.ts";
 import { patternRules } from "./pattern_automaton.ts";
-import { fitLongest, impliedLengths } from "./pattern_lengths.ts";
+import { fitLongest, impliedLengths, lookaheadLengths } from "./pattern_lengths.ts";
 import { group, oneOf, repeat, type RuleSet } from "./rules.ts";
 
 const DIGIT: CharSet = [[0x30, 0x39]];
@@ -403,25 +403,17 @@ export function patternToGbnf(patterns: readonly string[], context: PatternConte
     text,
     branches: new PatternParser(text, path).branches(),
   }));
-  const implied = parsed.some(({ branches }) => impliedLengths(branches, context.lengths));
-  const lengths = implied ? {} : context.lengths;
-  // With lengths to count, each way leaves work for the next: counted exactly, the patterns
-  // fitted under maxLength, then maxLength halved.
-  const counted = lengths.min !== undefined || lengths.max !== undefined;
+  // Read as lengths, a lookahead leaves out some strings: only where the patterns as they are
+  // take too large a grammar, with a quarter of the work.
+  const lowered = lookaheadsAsLengths(parsed, context.lengths, budget);
   let start = withShare(
     budget,
-    counted ? 0.5 : 1,
-    (share) => patternRules(parsed, lengths, rules, hint, share, false),
+    lowered ? 0.25 : 1,
+    (share) => automatonRules(parsed, context.lengths, { ...context, budget: share }),
   );
-  if (start === undefined && counted) {
-    start = withShare(
-      budget,
-      0.5,
-      (share) => fittedRules(parsed, lengths, { ...context, budget: share }),
-    );
-  }
-  if (start === undefined && counted) {
-    start = patternRules(parsed, lengths, rules, hint, budget, true);
+  if (start === undefined && lowered) {
+    // No string of the lowered lengths is no proof that the pattern matches none.
+    start = automatonRules(lowered.parsed, lowered.lengths, context, false) ?? undefined;
   }
   if (start === null) {
     const bounded = context.lengths.min !== undefined || context.lengths.max !== undefined;
@@ -432,7 +424,8 @@ export function patternToGbnf(patterns: readonly string[], context: PatternConte
   if (parsed.length > 1) {
     throw new SchemaError(keyword, path, "together need too large a grammar");
   }
-  if (lengths.min !== undefined || lengths.max !== undefined) {
+  const implied = impliedLengths(parsed[0]!.branches, context.lengths);
+  if (!implied && (context.lengths.min !== undefined || context.lengths.max !== undefined)) {
     throw new SchemaError(
       keyword,
       path,
@@ -454,8 +447,73 @@ export function patternToGbnf(patterns: readonly string[], context: PatternConte
  * counted, if any. An email format under a `maxLength` of 64 keeps shorter atoms and labels
  * instead of 16 characters in all.
  */
+/** A parsed pattern, with its text (which names its automaton in the cache). */
+interface ParsedPattern {
+  text: string;
+  branches: readonly PatternBranch[];
+}
+
+/**
+ * The patterns as one automaton's rules: lengths counted in exactly, else the patterns fitted
+ * under maxLength, else maxLength halved, each way leaving work for the next.
+ *
+ * @param exactFirst Whether to try counting the lengths exactly first (the lengths of a
+ *   lookahead read as lengths are too many to count: it goes to fitting at once).
+ * @returns The start rule; null when no string meets them; undefined when too large.
+ */
+function automatonRules(
+  parsed: readonly ParsedPattern[],
+  bounds: LengthBounds,
+  context: PatternContext,
+  exactFirst = true,
+): string | null | undefined {
+  const { rules, hint, budget } = context;
+  const implied = parsed.some(({ branches }) => impliedLengths(branches, bounds));
+  const lengths = implied ? {} : bounds;
+  const counted = lengths.min !== undefined || lengths.max !== undefined;
+  let start: string | null | undefined;
+  if (exactFirst || !counted) {
+    start = withShare(
+      budget,
+      counted ? 0.5 : 1,
+      (share) => patternRules(parsed, lengths, rules, hint, share, false),
+    );
+  }
+  if (start === undefined && counted) {
+    start = withShare(
+      budget,
+      0.5,
+      (share) => fittedRules(parsed, lengths, { ...context, budget: share }),
+    );
+  }
+  if (start === undefined && counted) {
+    start = patternRules(parsed, lengths, rules, hint, budget, true);
+  }
+  return start;
+}
+
+/**
+ * The patterns with each lookahead that only bounds the length (see `lookaheadLengths`) read as
+ * lengths, for when they are too large as they are; undefined where none is.
+ */
+function lookaheadsAsLengths(
+  parsed: readonly ParsedPattern[],
+  bounds: LengthBounds,
+  budget: WorkBudget,
+): { parsed: ParsedPattern[]; lengths: LengthBounds } | undefined {
+  let lengths = bounds;
+  let any = false;
+  const out = parsed.map(({ text, branches }) => {
+    const lowered = lookaheadLengths(branches, lengths, budget);
+    if (!lowered) return { text, branches };
+    [lengths, any] = [lowered.lengths, true];
+    return { text: `${text} with its lookahead as lengths`, branches: lowered.branches };
+  });
+  return any ? { parsed: out, lengths } : undefined;
+}
+
 function fittedRules(
-  parsed: readonly { text: string; branches: readonly PatternBranch[] }[],
+  parsed: readonly ParsedPattern[],
   { min, max }: LengthBounds,
   { rules, hint, budget }: PatternContext,
 ): string | undefined {
