@@ -176,6 +176,11 @@ function chunk(bytes: Uint8Array): Uint8Array {
   return concatBytes([encoder.encode(`${bytes.length.toString(16)}\r\n`), bytes, CRLF]);
 }
 
+/** Chunks of the chunked transfer coding, one after the other, in one buffer. */
+function framedChunks(parts: readonly Uint8Array[]): Uint8Array {
+  return parts.length === 1 ? chunk(parts[0]!) : concatBytes(parts.map(chunk));
+}
+
 /**
  * Serves a connection's requests of the plain shape until it closes, ends, or a request of
  * another shape arrives.
@@ -475,8 +480,17 @@ async function sendChunks(
 }
 
 /**
+ * Most bytes of pushed chunks framed into one write. Chunks that come while a write is in flight
+ * wait as the producer's own bytes, and are framed (copied) only as they go: a replay pushes up to
+ * 4 MiB at once (`stream_sessions.ts`), and framed whole for a client that reads slowly it had
+ * held two copies of it per connection until the last byte left.
+ */
+const PUSH_WRITE_BYTES = 64 * 1024;
+
+/**
  * Writes an event stream's chunks as its producer sends them, each in the turn it comes; those
- * that come while a write is in flight go together in the next. Then the last chunk.
+ * that come while a write is in flight go together in the next (at most
+ * {@link PUSH_WRITE_BYTES} a write). Then the last chunk.
  *
  * @returns Settles once the last chunk is written; rejects when the connection fails.
  */
@@ -490,9 +504,14 @@ function sendPushed(conn: Http1Conn, attach: AttachSink): Promise<void> {
       writing = true;
       try {
         while (queued.length > 0) {
-          const bytes = queued.length === 1 ? queued[0] as Uint8Array : concatBytes(queued);
-          queued = [];
-          await writeAll(conn, bytes);
+          let count = 1;
+          let size = queued[0]!.length;
+          while (count < queued.length && size + queued[count]!.length <= PUSH_WRITE_BYTES) {
+            size += queued[count++]!.length;
+          }
+          const batch = queued.slice(0, count);
+          queued = queued.slice(count);
+          await writeAll(conn, framedChunks(batch));
         }
         writing = false;
         if (ended) await writeAll(conn, LAST_CHUNK).then(resolve);
@@ -505,7 +524,7 @@ function sendPushed(conn: Http1Conn, attach: AttachSink): Promise<void> {
     attach({
       write(bytes) {
         if (failed || bytes.length === 0) return;
-        queued.push(chunk(bytes));
+        queued.push(bytes);
         if (!writing) void flush();
       },
       close() {

@@ -353,6 +353,39 @@ Deno.test("streamBody's events are pushed to the socket unread; Deno.serve reads
   }
 });
 
+Deno.test("events pushed faster than a client reads wait as they are, framed only as they go", async () => {
+  // 32 MiB of events at once, as a replay of kept sessions sends them, to a client that reads
+  // nothing: framed whole, they were 64 MiB more held until the last byte left (1.5-5.3 MiB now,
+  // batches already written that the collector has not taken yet).
+  const events = Array.from(
+    { length: 160_000 },
+    (_, i) => encoder.encode(`data: ${i}${"x".repeat(190)}\n\n`),
+  );
+  const pushedAll = Promise.withResolvers<void>();
+  await using server = serveGuarded({ port: 0 }, () =>
+    streamBody(
+      (send) => {
+        for (const event of events) send(event);
+        pushedAll.resolve();
+        return new Promise(() => {}); // the stream stays open
+      },
+      new AbortController(),
+      SSE_HEADERS,
+      () => {},
+    ));
+  const client = await RawClient.open(server.addr.port);
+  try {
+    const before = Deno.memoryUsage().external;
+    await client.send(get("/replay"));
+    await pushedAll.promise;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const held = Deno.memoryUsage().external - before;
+    ok(held < 16 * 2 ** 20, `${(held / 2 ** 20).toFixed(1)} MiB held for the events`);
+  } finally {
+    client.close();
+  }
+});
+
 Deno.test("a request of another shape hands its connection to Deno.serve, bytes read so far included", async () => {
   await using server = echoGuard();
   const client = await RawClient.open(server.addr.port);
