@@ -1,6 +1,7 @@
 /**
  * The `--slot-save-path` folder, bounded. A slot save is written only when the folder's regular
- * files (those directly in it) stay within `--slot-save-max-size` afterwards, and the disk keeps
+ * files (those directly in it) stay within `--slot-save-max-size` afterwards and number at most
+ * {@link MAX_SLOT_FILES}, and the disk keeps
  * some space free (the smaller of 1 GiB and 5 % of it, where the system tells the free space);
  * else it is a 507 and nothing is written. The new file's size is known before it is written
  * (llama.cpp measures a slot's cells without writing them), so there is nothing to undo; a file
@@ -17,6 +18,13 @@ import { type DiskSpace, diskSpace } from "../util/disk_space.ts";
 
 /** The most the folder's files take unless `--slot-save-max-size` says: 10 GiB. */
 export const DEFAULT_SLOT_SAVE_MAX_BYTES = 10 * 2 ** 30;
+
+/**
+ * Most files the folder may hold: a save under a new name past it is a 507. Each save lists the
+ * folder, and saves of an empty slot (a few hundred bytes each) would fit millions of files in
+ * the byte bound.
+ */
+export const MAX_SLOT_FILES = 4_096;
 
 /** A save leaves at least this much free on the disk, or {@link DISK_RESERVE_SHARE} if less. */
 export const DISK_RESERVE_BYTES = 2 ** 30;
@@ -36,6 +44,8 @@ export interface SlotFolderOptions {
 export interface FolderUsage {
   /** Bytes of all of them. */
   used: number;
+  /** How many there are. */
+  files: number;
   /** Bytes of the one asked about; undefined when it is not there. */
   existing: number | undefined;
 }
@@ -100,6 +110,7 @@ export class SlotFolder {
    */
   async usage(name?: string): Promise<FolderUsage> {
     let used = 0;
+    let files = 0;
     let existing: number | undefined;
     for await (const entry of Deno.readDir(this.path)) {
       if (!entry.isFile) continue;
@@ -109,13 +120,22 @@ export class SlotFolder {
           throw error;
         });
       used += size;
+      files++;
       if (entry.name === name) existing = size;
     }
-    return { used, existing };
+    return { used, files, existing };
   }
 
   async #writeWithin(name: string, bytes: number, write: () => Promise<number>): Promise<number> {
-    const { used, existing } = await this.usage(name);
+    const { used, files, existing } = await this.usage(name);
+    if (existing === undefined && files >= MAX_SLOT_FILES) {
+      throw new HttpError(
+        507,
+        `The slot save folder holds ${files} files, the most it may: save under the name of ` +
+          "one of them, or delete slot files there",
+        { code: "slot_folder_full" },
+      );
+    }
     const after = used - (existing ?? 0) + bytes;
     if (after > this.maxBytes) {
       const replacing = existing === undefined ? "" : `, in place of ${formatByteSize(existing)}`;

@@ -6,7 +6,7 @@
 import { deepEqual, equal, match, ok, rejects } from "node:assert/strict";
 import { join } from "node:path";
 import { HttpError } from "../../src/server/http_error.ts";
-import { SlotFolder } from "../../src/server/slot_folder.ts";
+import { MAX_SLOT_FILES, SlotFolder } from "../../src/server/slot_folder.ts";
 
 /** A temporary folder, removed with everything in it when disposed. */
 async function tempFolder(): Promise<{ path: string } & AsyncDisposable> {
@@ -30,8 +30,8 @@ Deno.test("SlotFolder counts the regular files directly in the folder, not links
   await Deno.writeFile(join(temp.path, "sub", "deep.bin"), new Uint8Array(5000));
   await Deno.symlink(join(temp.path, "sub", "deep.bin"), join(temp.path, "link.bin"));
   const folder = new SlotFolder(temp.path, { maxBytes: 1000 });
-  deepEqual(await folder.usage("a.bin"), { used: 500, existing: 300 });
-  deepEqual(await folder.usage("new.bin"), { used: 500, existing: undefined });
+  deepEqual(await folder.usage("a.bin"), { used: 500, files: 2, existing: 300 });
+  deepEqual(await folder.usage("new.bin"), { used: 500, files: 2, existing: undefined });
   equal(await folder.write("c.bin", 500, writer(temp.path, "c.bin", 500)), 500, "to the byte");
   await rejects(folder.write("d.bin", 1, writer(temp.path, "d.bin", 1)), (error) => {
     ok(error instanceof HttpError);
@@ -96,4 +96,20 @@ Deno.test("SlotFolder removes a new file whose write failed, and keeps a replace
   await Deno.writeFile(join(temp.path, "old.bin"), new Uint8Array(10));
   await rejects(folder.write("old.bin", 10, () => Promise.reject(new Error("disk gone"))));
   deepEqual((await Array.fromAsync(Deno.readDir(temp.path))).map((e) => e.name), ["old.bin"]);
+});
+
+Deno.test("SlotFolder takes no new file past MAX_SLOT_FILES, and still replaces one", async () => {
+  await using temp = await tempFolder();
+  for (let i = 0; i < MAX_SLOT_FILES; i++) {
+    await Deno.writeFile(join(temp.path, `f${i}.bin`), new Uint8Array(1));
+  }
+  const folder = new SlotFolder(temp.path);
+  await rejects(folder.write("new.bin", 1, writer(temp.path, "new.bin", 1)), (error) => {
+    ok(error instanceof HttpError);
+    equal(error.status, 507);
+    equal(error.code, "slot_folder_full");
+    match(error.message, /holds 4096 files/);
+    return true;
+  });
+  equal(await folder.write("f7.bin", 2, writer(temp.path, "f7.bin", 2)), 2, "a name it holds");
 });
