@@ -16,8 +16,8 @@ export const DEFAULT_MAX_RESPONSES = 1000;
 
 /**
  * Default most bytes of stored conversations: each item counted once, however many stored
- * responses hold it (a chain's responses share the items they continue), and each response
- * object.
+ * responses hold it (a chain's responses share the items they continue), each response object,
+ * and each background response's kept events.
  */
 export const DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024;
 
@@ -44,8 +44,8 @@ export interface ResponseStoreOptions {
   /** Most responses kept; the oldest is dropped for a new one. Default 1000. */
   maxResponses?: number;
   /**
-   * Most bytes kept: the JSON text of each stored item once and of each response object; the
-   * oldest are dropped for a new one.
+   * Most bytes kept: the JSON text of each stored item once and of each response object, and the
+   * events a background response keeps for replay; the oldest are dropped for a new one.
    * Default {@link DEFAULT_MAX_RESPONSE_BYTES}.
    */
   maxBytes?: number;
@@ -75,7 +75,10 @@ export class ResponseStore {
   /** In insertion order, so the first entry is the oldest. */
   readonly #entries = new Map<
     string,
-    /** `bytes`: its response object's JSON length (its items are counted by their holders). */
+    /**
+     * `bytes`: its response object's JSON length and its run's kept events (its items are counted
+     * by their holders).
+     */
     { stored: StoredResponse; expires: number; bytes: number }
   >();
   #bytes = 0;
@@ -104,13 +107,16 @@ export class ResponseStore {
    * once however many stored responses hold them: counted with every response that continued
    * them, a chain of ten 8 MB steps had counted 440 MB and pushed everyone's responses out.
    *
+   * A background response's events are counted as they are now: it is stored again once it has
+   * ended, after its last event.
+   *
    * @param id The response id.
    * @param stored The response and its conversation (items not to be changed afterwards).
    */
   put(id: string, stored: StoredResponse): void {
     this.#expire();
     this.#drop(id);
-    const bytes = JSON.stringify(stored.response).length;
+    const bytes = JSON.stringify(stored.response).length + (stored.run?.bytes ?? 0);
     this.#entries.set(id, { stored, expires: this.#now() + this.#ttlMs, bytes });
     this.#bytes += bytes;
     this.#hold(stored.items, 1);

@@ -101,13 +101,18 @@ export async function createResponse(
   const finish = async (output: ResponseOutput, streaming: boolean) => {
     const final = await generate(started, output, streaming);
     const cancelled = asked.background && abort.signal.aborted;
-    const response = snapshot(cancelled ? "cancelled" : final.status, output.items, final.extra);
-    if (!abort.signal.aborted || cancelled) keep(response, output.items);
-    return response;
+    return snapshot(cancelled ? "cancelled" : final.status, output.items, final.extra);
+  };
+  // Kept after its last event: a background response's events are counted with it in the store.
+  const keepEnded = (response: Record<string, unknown>, output: Item[]) => {
+    if (!abort.signal.aborted || response.status === "cancelled") keep(response, output);
   };
   const summarize = { summarize: asked.summarize };
   if (!asked.stream && !asked.background) {
-    return Response.json(await finish(new ResponseOutput(() => {}, summarize), false));
+    const output = new ResponseOutput(() => {}, summarize);
+    const response = await finish(output, false);
+    keepEnded(response, output.items);
+    return Response.json(response);
   }
 
   let sequence = 0;
@@ -121,20 +126,23 @@ export async function createResponse(
     const response = await finish(output, true);
     // A cancelled response's stream just ends: the API has no event for it.
     if (response.status !== "cancelled") emit(`response.${response.status}`, { response });
+    keepEnded(response, output.items);
   };
   const fail = (error: HttpError, send: SendChunk) => {
     const { message, code, param } = error;
     const failed = snapshot("failed", output?.items ?? [], {
       error: { code: code ?? "server_error", message },
     });
-    if (asked.background) keep(failed, output?.items ?? []);
     send(event("error", { code, message, param }));
     send(event("response.failed", { response: failed }));
+    if (asked.background) keep(failed, output?.items ?? []);
   };
   if (!run) return sseResponse(produce, abort, fail);
   keep(snapshot("in_progress", []), []);
   void run.drive(produce, fail);
-  return asked.stream ? await run.stream(-1) : Response.json(snapshot("in_progress", []));
+  return asked.stream
+    ? await run.stream(-1, clientGone)
+    : Response.json(snapshot("in_progress", []));
 }
 
 /**
@@ -290,13 +298,17 @@ export function storedResponse(
  *
  * @param ctx Server state.
  * @param request The request; the id is the path's last segment.
+ * @param clientGone Aborts when the client hangs up: a stream's wait for an event not sent yet
+ *   ends.
  * @returns The response object, or its events.
  * @throws {HttpError} 404 when the id is unknown, deleted or expired; 400 for a stream of a
- *   response that was not made in the background, or a bad `starting_after`.
+ *   response that was not made in the background, or a bad `starting_after` (one past the last
+ *   event of a response that has ended included).
  */
 export async function retrieveResponse(
   ctx: ServerContext,
   request: ServedRequest,
+  clientGone: AbortSignal,
 ): Promise<Response> {
   const { stored } = storedResponse(ctx, request);
   const query = new URL(request.url).searchParams;
@@ -311,7 +323,7 @@ export async function retrieveResponse(
     if (!/^-1$|^\d{1,9}$/.test(after)) {
       throw badRequest('"starting_after" must be an event\'s sequence number', "starting_after");
     }
-    return await stored.run.stream(Number(after));
+    return await stored.run.stream(Number(after), clientGone);
   }
   const live = stored.run && !stored.run.done ? stored.run.current() : stored.response;
   return Response.json(live);

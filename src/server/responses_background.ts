@@ -2,9 +2,11 @@
  * Background responses (`background: true` on `POST /v1/responses`): the answer is generated
  * whether or not a client waits for it. `POST` answers at once with the response `in_progress`
  * (or streams its events); `GET /v1/responses/{id}` shows it as it stands, and with `stream=true`
- * replays its events after `starting_after`, then follows them; `POST /v1/responses/{id}/cancel`
- * stops it (status `cancelled`). A client that hangs up stops only its own reading. The events
- * are kept as a stream session keeps bytes (`stream_sessions.ts`), the last 4 MiB of them.
+ * replays its events after `starting_after`, then follows them (an event not sent yet is waited
+ * for while the client is there; one past the last of a response that has ended is a 400);
+ * `POST /v1/responses/{id}/cancel` stops it (status `cancelled`). A client that hangs up stops
+ * only its own reading. The events are kept as a stream session keeps bytes
+ * (`stream_sessions.ts`), the last 4 MiB of them, and count in the response store's bytes.
  *
  * @module
  */
@@ -80,17 +82,40 @@ export class BackgroundRun {
     await this.#finished;
   }
 
+  /** Bytes of events kept (what a stored background response holds beyond its object). */
+  get bytes(): number {
+    return this.#events.kept;
+  }
+
+  /** Readers waiting for its next event (for tests: a reader that has gone must not stay). */
+  get waiting(): number {
+    return this.#events.waiting;
+  }
+
   /**
    * The response's events after one sequence number, then the rest as they come.
    *
    * @param startingAfter The last event the client has (-1 for all of them); one not sent yet
-   *   is waited for.
+   *   is waited for while the response runs and the client is there.
+   * @param clientGone Aborts when the client hangs up: the wait ends, and nothing is sent.
    * @returns The SSE answer.
-   * @throws {HttpError} 400 when those events are no longer kept.
+   * @throws {HttpError} 400 when those events are no longer kept, or when the response has ended
+   *   before event `startingAfter`.
    */
-  async stream(startingAfter: number): Promise<Response> {
-    while (this.#offsets.length <= startingAfter + 1 && !this.done) await this.#events.changed();
-    const from = startingAfter + 1 < this.#offsets.length
+  async stream(startingAfter: number, clientGone: AbortSignal): Promise<Response> {
+    while (this.#offsets.length <= startingAfter && !this.done && !clientGone.aborted) {
+      await this.#events.changed(clientGone);
+    }
+    // The client has gone: no one reads the answer, and nothing is left waiting for it.
+    if (clientGone.aborted) return new Response(null, { headers: SSE_HEADERS });
+    const last = this.#offsets.length - 1;
+    if (startingAfter > last) {
+      throw badRequest(
+        `The response has ended with event ${last}: "starting_after" must be at most ${last}`,
+        "starting_after",
+      );
+    }
+    const from = startingAfter < last
       ? this.#offsets[startingAfter + 1] as number
       : this.#events.total;
     if (from < this.#events.dropped) {

@@ -52,7 +52,7 @@ export class StreamSession {
   readonly #chunks: Uint8Array[] = [];
   #kept = 0;
   #dropped = 0;
-  #waiters: (() => void)[] = [];
+  readonly #waiters = new Set<() => void>();
   readonly #stop: AbortController;
   readonly #endWork: () => void;
 
@@ -127,15 +127,37 @@ export class StreamSession {
     return out;
   }
 
-  /** Resolves when bytes are added or the session ends. */
-  changed(): Promise<void> {
-    return new Promise((resolve) => this.#waiters.push(resolve));
+  /** Readers waiting for the next change ({@link StreamSession.changed}). */
+  get waiting(): number {
+    return this.#waiters.size;
+  }
+
+  /**
+   * Waits for the next change. A reader whose client has gone stops waiting at once and leaves
+   * nothing behind: a session's readers are woken on every chunk.
+   *
+   * @param signal Ends the wait when it aborts (the reader has gone).
+   * @returns Resolves when bytes are added, the session ends, or `signal` aborts.
+   * @example
+   * ```ts
+   * while (!session.done && !signal.aborted) await session.changed(signal);
+   * ```
+   */
+  changed(signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      if (signal?.aborted) return resolve();
+      const wake = () => {
+        this.#waiters.delete(wake);
+        signal?.removeEventListener("abort", wake);
+        resolve();
+      };
+      this.#waiters.add(wake);
+      signal?.addEventListener("abort", wake, { once: true });
+    });
   }
 
   #wake(): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const wake of waiters) wake();
+    for (const wake of [...this.#waiters]) wake();
   }
 }
 
@@ -296,21 +318,13 @@ export function replay(session: StreamSession, from: number, headers: HeadersIni
         }
         if (session.done && offset >= session.total) return;
         if (offset < session.dropped) return; // fell behind past what is kept
-        await Promise.race([session.changed(), aborted(reader.signal)]);
+        await session.changed(reader.signal);
       }
     },
     reader,
     Object.fromEntries(new Headers(headers)),
     () => {},
   );
-}
-
-/** Resolves when the signal aborts. */
-function aborted(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) resolve();
-    else signal.addEventListener("abort", () => resolve(), { once: true });
-  });
 }
 
 /** The `conv_id` query parameter of a stream route. */
