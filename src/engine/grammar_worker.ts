@@ -5,7 +5,17 @@
  * held every stream and `/health` meanwhile. A {@link GrammarWorker} runs the check on a Web
  * Worker (`grammar_worker_main.ts`), one job at a time, and answers the tokens a grammar names
  * from the model's vocabulary on this thread: the worker reports the ones it met, and the check
- * runs again with their answers.
+ * runs again with their answers, ahead of the checks waiting (it has had its turn).
+ *
+ * Checks wait in order, at most {@link MAX_QUEUED_GRAMMAR_CHECKS} of them (64) holding at most
+ * {@link MAX_QUEUED_GRAMMAR_CHARACTERS} characters of grammar text together (32 Mi; a request's
+ * grammar may fill its 8 MiB body): past either, a new check is refused at once with a
+ * `queue_full` error (HTTP 503), so that a client sending many distinct slow grammars cannot grow
+ * the queue, and the memory of the requests waiting on it, without bound, nor hold every other
+ * request's check behind its own. A check whose abort signal fires (its client left) leaves the
+ * queue at once and rejects with the signal's reason; one the worker has begun cannot be
+ * interrupted and runs to its end (its verdict is still answered, and remembered by
+ * `grammar_checks.ts`), but its second pass, if it needs one, is not queued.
  *
  * `deno compile` does not embed worker scripts found through `new Worker(new URL(...))`: the
  * compile step must `--include src/engine/grammar_worker_main.ts`.
@@ -31,10 +41,28 @@ const WORKER_URL = new URL("./grammar_worker_main.ts", import.meta.url);
  */
 export const GRAMMAR_WORKER_IDLE_MS = 5_000;
 
+/**
+ * Checks that may wait for the worker (besides the one it runs). A check takes up to a few
+ * hundred milliseconds, so a full queue is a wait of seconds to tens of seconds for the next.
+ */
+export const MAX_QUEUED_GRAMMAR_CHECKS = 64;
+
+/**
+ * Characters of grammar text that the waiting checks may hold together: 32 Mi, twice what
+ * {@link MAX_QUEUED_GRAMMAR_CHECKS} grammars of the longest the check accepts (256 KiB,
+ * `DEFAULT_GRAMMAR_LIMITS.maxBytes`) hold, so that it binds only on texts the check will refuse,
+ * which a request body carries up to 8 MiB of. A check is admitted into an empty queue whatever
+ * its size.
+ */
+export const MAX_QUEUED_GRAMMAR_CHARACTERS = 32 * 1024 * 1024;
+
 interface Job {
   readonly request: GrammarCheckRequest;
+  readonly signal: AbortSignal | undefined;
   readonly resolve: (reply: GrammarCheckReply) => void;
   readonly reject: (reason: unknown) => void;
+  /** Drops the job from the queue when its signal aborts. */
+  readonly onAbort: () => void;
 }
 
 /**
@@ -71,14 +99,28 @@ export class GrammarWorker implements Disposable {
    * @param grammar GBNF text with start rule `root`.
    * @param options The model's vocabulary checks, called on this thread for the tokens the
    *   grammar names.
+   * @param signal Drops the check while it waits: the promise then rejects with the signal's
+   *   reason. A check the worker has begun runs to its end and answers its verdict, unless it
+   *   needs a second pass, which is not queued.
    * @returns What the check learned.
    * @throws {GrammarError} as `validateGrammar` throws it (HTTP 400).
-   * @throws {GenerationError} `closed` after {@link close}.
+   * @throws {GenerationError} `queue_full` when {@link MAX_QUEUED_GRAMMAR_CHECKS} checks, or
+   *   {@link MAX_QUEUED_GRAMMAR_CHARACTERS} characters of grammar, wait already (HTTP 503);
+   *   `closed` after {@link close}.
+   * @throws The signal's reason when it aborts.
    */
-  async check(grammar: string, options: GrammarOptions): Promise<GrammarSummary> {
-    let reply = await this.#run(grammar, []);
+  async check(
+    grammar: string,
+    options: GrammarOptions,
+    signal?: AbortSignal,
+  ): Promise<GrammarSummary> {
+    if (this.#closed) throw new GenerationError("closed", "The grammar worker is closed");
+    signal?.throwIfAborted();
+    this.#admit(grammar);
+    let reply = await this.#run(grammar, [], signal, false);
     if (reply.asked.length > 0) {
-      reply = await this.#run(grammar, reply.asked.map(answerWith(options)));
+      signal?.throwIfAborted(); // the first pass ran for no one: the second would too
+      reply = await this.#run(grammar, reply.asked.map(answerWith(options)), signal, true);
     }
     if (reply.asked.length > 0) {
       throw new Error("The grammar check asked of tokens it had not named");
@@ -104,14 +146,55 @@ export class GrammarWorker implements Disposable {
     this.#fail(new GenerationError("closed", "The grammar worker is closed"));
   }
 
-  #run(grammar: string, answers: TokenAnswer[]): Promise<GrammarCheckReply> {
+  /** Refuses a new check when the queue is full (see {@link MAX_QUEUED_GRAMMAR_CHECKS}). */
+  #admit(grammar: string): void {
+    const waiting = this.#queue.length;
+    if (waiting === 0) return;
+    const characters = this.#queue.reduce((sum, job) => sum + job.request.grammar.length, 0);
+    const limit = waiting >= MAX_QUEUED_GRAMMAR_CHECKS
+      ? `${waiting} checks wait, the most the server queues`
+      : characters + grammar.length > MAX_QUEUED_GRAMMAR_CHARACTERS
+      ? `${mebi(characters)} Mi characters of grammar wait, and this one would pass the ` +
+        `${mebi(MAX_QUEUED_GRAMMAR_CHARACTERS)} Mi the server queues`
+      : undefined;
+    if (limit === undefined) return;
+    throw new GenerationError(
+      "queue_full",
+      `The grammar checks are backed up (${limit}); try again shortly`,
+    );
+  }
+
+  /** Queues one pass of a check: last, or first (`ahead`) for a second pass. */
+  #run(
+    grammar: string,
+    answers: TokenAnswer[],
+    signal: AbortSignal | undefined,
+    ahead: boolean,
+  ): Promise<GrammarCheckReply> {
     if (this.#closed) {
       return Promise.reject(new GenerationError("closed", "The grammar worker is closed"));
     }
     return new Promise((resolve, reject) => {
-      this.#queue.push({ request: { id: this.#nextId++, grammar, answers }, resolve, reject });
+      const job: Job = {
+        request: { id: this.#nextId++, grammar, answers },
+        signal,
+        resolve,
+        reject,
+        onAbort: () => this.#drop(job),
+      };
+      signal?.addEventListener("abort", job.onAbort, { once: true });
+      if (ahead) this.#queue.unshift(job);
+      else this.#queue.push(job);
       this.#pump();
     });
+  }
+
+  /** Takes an aborted job out of the queue; one the worker runs is left to finish. */
+  #drop(job: Job): void {
+    const index = this.#queue.indexOf(job);
+    if (index < 0) return;
+    this.#queue.splice(index, 1);
+    job.reject(job.signal?.reason);
   }
 
   #pump(): void {
@@ -133,6 +216,7 @@ export class GrammarWorker implements Disposable {
       const job = this.#running;
       if (this.#worker !== worker || job?.request.id !== data.id) return;
       this.#running = undefined;
+      job.signal?.removeEventListener("abort", job.onAbort);
       job.resolve(data);
       this.#stopWhenIdle();
       this.#pump();
@@ -169,8 +253,16 @@ export class GrammarWorker implements Disposable {
     this.#stop();
     const jobs = [...(this.#running ? [this.#running] : []), ...this.#queue.splice(0)];
     this.#running = undefined;
-    for (const job of jobs) job.reject(error);
+    for (const job of jobs) {
+      job.signal?.removeEventListener("abort", job.onAbort);
+      job.reject(error);
+    }
   }
+}
+
+/** Characters in Mi (2^20), to one decimal. */
+function mebi(characters: number): number {
+  return Math.round(characters / 2 ** 20 * 10) / 10;
 }
 
 /** The vocabulary's answer for each token, from the model's checks (none: the worker's guess). */

@@ -990,10 +990,13 @@ export class Scheduler {
    * {@link submitChoices} finds the verdict known (see `GrammarChecks.prepare`).
    *
    * @param grammar GBNF text the request constrains its output with.
+   * @param signal Stops the wait when the client leaves (see `GrammarChecks.prepare`).
    * @returns Once the verdict is known (or the check will run on submission).
+   * @throws {GenerationError} `queue_full` when the grammar checks are backed up.
+   * @throws The signal's reason when it aborts.
    */
-  prepareGrammar(grammar: string): Promise<void> {
-    return this.#grammarChecks.prepare(grammar);
+  prepareGrammar(grammar: string, signal?: AbortSignal): Promise<void> {
+    return this.#grammarChecks.prepare(grammar, signal);
   }
 
   /**

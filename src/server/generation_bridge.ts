@@ -199,8 +199,11 @@ async function queueChoices(
       );
     }
     const lora = await requestLora(entry, loaded, fields.lora);
-    // A new grammar is checked on a worker: large ones take tenths of a second to bound.
-    if (fields.sampling.grammar) await loaded.scheduler.prepareGrammar(fields.sampling.grammar);
+    // A new grammar is checked on a worker: large ones take tenths of a second to bound. The
+    // check is dropped from the worker's queue if the client leaves meanwhile.
+    if (fields.sampling.grammar) {
+      await loaded.scheduler.prepareGrammar(fields.sampling.grammar, signal);
+    }
     const generations = withGrammarField(
       body,
       output,

@@ -1,7 +1,11 @@
-import { deepEqual, equal, ok, strictEqual, throws } from "node:assert/strict";
+import { deepEqual, equal, ok, rejects, strictEqual, throws } from "node:assert/strict";
 import { GrammarError, type GrammarOptions, type GrammarSummary } from "../../src/engine/gbnf.ts";
+import { GenerationError } from "../../src/engine/errors.ts";
 import { GrammarChecks } from "../../src/engine/grammar_checks.ts";
-import { keepGrammarWorkerWarm } from "../../src/engine/grammar_worker.ts";
+import {
+  keepGrammarWorkerWarm,
+  MAX_QUEUED_GRAMMAR_CHECKS,
+} from "../../src/engine/grammar_worker.ts";
 import { SLOW_TO_REFUSE } from "../fixtures/grammars.ts";
 import { whileTicking } from "../helpers.ts";
 
@@ -92,6 +96,71 @@ Deno.test("GrammarChecks.prepare() leaves the event loop free while a large gram
   ok(verdict(() => checks.check(grammar)).error?.includes("too many to bound"));
   ok(performance.now() - started < 5, "the refusal is remembered");
 });
+
+Deno.test("GrammarChecks.prepare() keeps a check two requests share for the one still waiting when the other leaves", async () => {
+  using _worker = keepGrammarWorkerWarm();
+  const busy = whileWorkerBusy();
+  const checks = new GrammarChecks({});
+  const grammar = 'root ::= "shared"';
+  const reason = new Error("The client left");
+  const leaving = new AbortController();
+  const left = checks.prepare(grammar, leaving.signal);
+  const staying = checks.prepare(grammar, new AbortController().signal);
+  leaving.abort(reason);
+  await rejects(left, (error) => error === reason);
+  ok(!busy.done(), "the request that left stops waiting at once");
+  await staying;
+  ok(busy.done());
+  const started = performance.now();
+  deepEqual(checks.check(grammar).rules, ["root"]);
+  ok(performance.now() - started < 5, "the shared check's verdict is remembered");
+});
+
+Deno.test("GrammarChecks.prepare() drops a check from the worker's queue once every request waiting on it has left", async () => {
+  using _worker = keepGrammarWorkerWarm();
+  const busy = whileWorkerBusy();
+  const others = new GrammarChecks({});
+  const queued = Array.from(
+    { length: MAX_QUEUED_GRAMMAR_CHECKS - 1 },
+    (_, i) => others.prepare(`root ::= "${i}"`),
+  );
+  const checks = new GrammarChecks({});
+  const aborts = [new AbortController(), new AbortController()];
+  const waits = aborts.map(({ signal }) => checks.prepare('root ::= "shared"', signal));
+  const next = 'root ::= "next"';
+  const full = () =>
+    rejects(others.prepare(next), (e) => e instanceof GenerationError && e.code === "queue_full");
+  await full();
+  aborts[0]!.abort();
+  await rejects(waits[0]!, (e) => (e as Error).name === "AbortError");
+  await full(); // the other request still waits on the shared check
+  aborts[1]!.abort();
+  await rejects(waits[1]!, (e) => (e as Error).name === "AbortError");
+  queued.push(others.prepare(next)); // the shared check left the queue: room for one
+  ok(!busy.done(), "all at once, while the worker runs the check before them");
+  await Promise.all(queued);
+});
+
+Deno.test("GrammarChecks.prepare() lets a running check finish for no one and remembers its verdict", async () => {
+  using _worker = keepGrammarWorkerWarm();
+  await new GrammarChecks({}).prepare('root ::= "warm"'); // the worker has started
+  const checks = new GrammarChecks({});
+  const abort = new AbortController();
+  const wait = checks.prepare(SLOW_TO_REFUSE, abort.signal); // the worker runs it at once
+  abort.abort();
+  await rejects(wait, (e) => (e as Error).name === "AbortError");
+  await new GrammarChecks({}).prepare('root ::= "after"'); // queued behind it
+  const started = performance.now();
+  ok(verdict(() => checks.check(SLOW_TO_REFUSE)).error?.includes("too many to bound"));
+  ok(performance.now() - started < 5, "the refusal is remembered");
+});
+
+/** Keeps the shared grammar worker busy with a slow check (about 0.1-0.3 s). */
+function whileWorkerBusy(): { finished: Promise<void>; done: () => boolean } {
+  let done = false;
+  const finished = new GrammarChecks({}).prepare(SLOW_TO_REFUSE).finally(() => done = true);
+  return { finished, done: () => done };
+}
 
 /** A check's summary, or its error's class, kind, message and position. */
 function verdict(check: () => GrammarSummary): { summary?: GrammarSummary; error?: string } {
