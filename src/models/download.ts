@@ -25,6 +25,12 @@ export interface DownloadOptions {
   headers?: Record<string, string>;
   /** Called as bytes arrive: bytes on disk so far, and the total when known. */
   onProgress?: (bytes: number, total: number | undefined) => void;
+  /**
+   * Called on each attempt, once the server tells the size and before a byte is written, with
+   * the bytes still to come; what it throws ends the download (no room for them). Not called
+   * when the server does not tell the size.
+   */
+  beforeWrite?: (bytes: number) => Promise<void>;
   /** Stops the download; the partial file stays for the next attempt. */
   signal?: AbortSignal;
   /** The repository, for messages. Default the URL. */
@@ -97,6 +103,12 @@ export async function downloadFile(
     const append = start > 0 && response.status === 206;
     const total = totalOf(response, append ? start : 0) ?? options.size;
     let written = append ? start : 0;
+    if (total !== undefined && options.beforeWrite) {
+      await options.beforeWrite(total - written).catch(async (error) => {
+        await response.body?.cancel();
+        throw error;
+      });
+    }
     const file = await Deno.open(partial, {
       write: true,
       create: true,

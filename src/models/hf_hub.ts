@@ -17,20 +17,29 @@ export const DEFAULT_QUANT = "Q4_K_M";
 /** The public hub, unless `HF_ENDPOINT` names a mirror. */
 export const DEFAULT_ENDPOINT = "https://huggingface.co";
 
-/** Raised when a pull cannot go on: bad reference, hub refusal, missing file, bad checksum. */
+/**
+ * Raised when a pull cannot go on: bad reference, hub refusal, missing file, bad checksum, too
+ * little disk space.
+ */
 export class PullError extends Error {
-  /** HTTP-like status for servers: 400 bad reference, 401/403 access, 404 missing, 502 hub. */
+  /**
+   * HTTP-like status for servers: 400 bad reference, 401/403 access, 404 missing, 502 hub, 507
+   * disk space.
+   */
   readonly status: number;
+  /** A code for the error body's `code` (`disk_space_low`); undefined for the status's own. */
+  readonly code: string | undefined;
 
   /**
    * @param message What went wrong and what to do.
    * @param status The status a server answers with. Default 502.
-   * @param options The cause, when there is one.
+   * @param options The cause, when there is one, and the code.
    */
-  constructor(message: string, status = 502, options?: ErrorOptions) {
+  constructor(message: string, status = 502, options?: ErrorOptions & { code?: string }) {
     super(message, options);
     this.name = "PullError";
     this.status = status;
+    this.code = options?.code;
   }
 }
 
@@ -130,6 +139,41 @@ export function parseModelRef(text: string): ModelRef {
     throw new PullError(`Cannot pull ${text}: it is a path, not a hub repository`, 400);
   }
   return parseHubPath(trimmed, text);
+}
+
+/**
+ * The one spelling of a reference that every spelling of the same pull shares, lowercase (the
+ * hub's names are not case-sensitive, and model names are matched lowercase):
+ * `hf.co/ORG/REPO[:QUANT]` or `hf.co/ORG/REPO/FILE`, the `/resolve/` URL for another revision
+ * than `main`, the URL itself for a plain URL. Trailing slashes, a `/resolve/` URL's query,
+ * surrounding spaces and `:latest` make no difference. Text that is no reference is only trimmed
+ * and lowercased.
+ *
+ * @param text A model reference as a request or the command line spelled it.
+ * @returns Its canonical spelling.
+ * @example
+ * ```ts
+ * canonicalReference(" HF.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF/ ");
+ * // "hf.co/qwen/qwen2.5-0.5b-instruct-gguf"
+ * canonicalReference("https://huggingface.co/o/r/resolve/main/m-Q8_0.gguf?download=true");
+ * // "hf.co/o/r/m-q8_0.gguf"
+ * ```
+ */
+export function canonicalReference(text: string): string {
+  let ref: ModelRef;
+  try {
+    ref = parseModelRef(text);
+  } catch {
+    return text.trim().toLowerCase();
+  }
+  if (ref.kind === "url") return ref.url.toLowerCase();
+  let spelling = `hf.co/${ref.repo}${ref.quant !== undefined ? `:${ref.quant}` : ""}`;
+  if (ref.file !== undefined) {
+    spelling = ref.revision === "main"
+      ? `hf.co/${ref.repo}/${ref.file}`
+      : `${DEFAULT_ENDPOINT}/${ref.repo}/resolve/${ref.revision}/${ref.file}`;
+  }
+  return spelling.toLowerCase();
 }
 
 function parseHubPath(path: string, text: string): ModelRef {

@@ -4,7 +4,9 @@
  * layout — `models--ORG--REPO/blobs/SHA256`, `snapshots/COMMIT/FILE` a relative symlink to the
  * blob, `refs/REVISION` holding the commit — so discovery, llama.cpp and Python tools share
  * them; a plain URL lands in Shimmy's own models folder. Files already there are not fetched
- * again. {@link findPulled} answers, without the network, whether a reference is on disk.
+ * again, and no download starts that would leave the disk less than its reserve free
+ * ({@link reserveRoom}). {@link findPulled} answers, without the network, whether a reference is
+ * on disk.
  *
  * @module
  */
@@ -25,6 +27,8 @@ import {
   quantOf,
 } from "./hf_hub.ts";
 import { isFile } from "../util/fs.ts";
+import type { DiskSpace } from "../util/disk_space.ts";
+import { reserveRoom } from "./pull_room.ts";
 
 /** Progress of a pull, reported as it goes. */
 export interface PullProgress {
@@ -58,6 +62,8 @@ export interface PullOptions {
   dryRun?: boolean;
   /** Wait before a download retry, in ms. Default 500. */
   retryDelayMs?: number;
+  /** The space on the disk of a folder (tests pass their own). Default: the system's answer. */
+  diskSpace?: (path: string) => Promise<DiskSpace | undefined>;
 }
 
 /** A file of a pull. */
@@ -177,52 +183,67 @@ export async function pullModel(reference: string, options: PullOptions = {}): P
     bytes: files.reduce((sum, f) => sum + f.size, 0),
   };
   if (options.dryRun) return result;
-  for (const file of files) {
-    const base = { file: file.path, ...(file.sha256 ? { digest: file.sha256 } : {}) };
-    if (file.present) {
-      options.onProgress?.({ status: "present", ...base, completed: file.size, total: file.size });
-      continue;
+  const blobs = join(repoDir, "blobs");
+  await Deno.mkdir(blobs, { recursive: true });
+  const blobOf = (file: PulledFile) =>
+    join(blobs, file.sha256 ?? `download-${listing.commit}-${file.path.replaceAll("/", "--")}`);
+  // Another snapshot's blob is reused as it is.
+  const reused = (file: PulledFile) =>
+    file.sha256 !== undefined && sizeOf(blobOf(file)) === file.size;
+  const toFetch = files.filter((file) => !file.present && !reused(file));
+  const release = await reserveRoom(
+    blobs,
+    // A partial download is resumed: only its rest is to come.
+    toFetch.reduce((sum, f) => sum + f.size - (sizeOf(`${blobOf(f)}.incomplete`) ?? 0), 0),
+    ref.repo,
+    options.diskSpace,
+  );
+  try {
+    for (const file of files) {
+      const base = { file: file.path, ...(file.sha256 ? { digest: file.sha256 } : {}) };
+      if (file.present) {
+        const size = { completed: file.size, total: file.size };
+        options.onProgress?.({ status: "present", ...base, ...size });
+        continue;
+      }
+      const blob = blobOf(file);
+      if (toFetch.includes(file)) {
+        const url = `${settings.endpoint}/${ref.repo}/resolve/${listing.commit}/${file.path}`;
+        await downloadFile(url, blob, {
+          size: file.size,
+          headers: hubHeaders(settings.token),
+          label: `${ref.repo}/${file.path}`,
+          onProgress: (completed, total) =>
+            options.onProgress?.({
+              status: "downloading",
+              ...base,
+              completed,
+              ...(total ? { total } : {}),
+            }),
+          ...(file.sha256 ? { sha256: file.sha256 } : {}),
+          ...(options.signal ? { signal: options.signal } : {}),
+          ...(options.retryDelayMs !== undefined ? { retryDelayMs: options.retryDelayMs } : {}),
+        });
+      }
+      let finalBlob = blob;
+      if (!file.sha256) {
+        finalBlob = join(blobs, await sha256File(blob));
+        await Deno.rename(blob, finalBlob);
+      }
+      await Deno.mkdir(dirname(file.localPath), { recursive: true });
+      await Deno.remove(file.localPath).catch(() => {});
+      try {
+        await Deno.symlink(relative(dirname(file.localPath), finalBlob), file.localPath);
+      } catch (error) {
+        // Windows without the symlink privilege: a copy, as huggingface_hub falls back to
+        if (Deno.build.os !== "windows") throw error;
+        await Deno.copyFile(finalBlob, file.localPath);
+      }
+      const size = { completed: file.size, total: file.size };
+      options.onProgress?.({ status: "verifying", ...base, ...size });
     }
-    const blobs = join(repoDir, "blobs");
-    await Deno.mkdir(blobs, { recursive: true });
-    const blob = join(
-      blobs,
-      file.sha256 ?? `download-${listing.commit}-${file.path.replaceAll("/", "--")}`,
-    );
-    const url = `${settings.endpoint}/${ref.repo}/resolve/${listing.commit}/${file.path}`;
-    const reused = file.sha256 !== undefined && sizeOf(blob) === file.size; // another snapshot's
-    if (!reused) {
-      await downloadFile(url, blob, {
-        size: file.size,
-        headers: hubHeaders(settings.token),
-        label: `${ref.repo}/${file.path}`,
-        onProgress: (completed, total) =>
-          options.onProgress?.({
-            status: "downloading",
-            ...base,
-            completed,
-            ...(total ? { total } : {}),
-          }),
-        ...(file.sha256 ? { sha256: file.sha256 } : {}),
-        ...(options.signal ? { signal: options.signal } : {}),
-        ...(options.retryDelayMs !== undefined ? { retryDelayMs: options.retryDelayMs } : {}),
-      });
-    }
-    let finalBlob = blob;
-    if (!file.sha256) {
-      finalBlob = join(blobs, await sha256File(blob));
-      await Deno.rename(blob, finalBlob);
-    }
-    await Deno.mkdir(dirname(file.localPath), { recursive: true });
-    await Deno.remove(file.localPath).catch(() => {});
-    try {
-      await Deno.symlink(relative(dirname(file.localPath), finalBlob), file.localPath);
-    } catch (error) {
-      // Windows without the symlink privilege: a copy, as huggingface_hub falls back to
-      if (Deno.build.os !== "windows") throw error;
-      await Deno.copyFile(finalBlob, file.localPath);
-    }
-    options.onProgress?.({ status: "verifying", ...base, completed: file.size, total: file.size });
+  } finally {
+    release();
   }
   if (ref.revision !== listing.commit) {
     await Deno.mkdir(join(repoDir, "refs"), { recursive: true });
@@ -316,19 +337,29 @@ async function pullUrl(
     return result;
   }
   await Deno.mkdir(dirname(localPath), { recursive: true });
-  file.size = await downloadFile(url, localPath, {
-    headers,
-    label: name,
-    onProgress: (completed, total) =>
-      options.onProgress?.({
-        status: "downloading",
-        file: name,
-        completed,
-        ...(total ? { total } : {}),
-      }),
-    ...(options.signal ? { signal: options.signal } : {}),
-    ...(options.retryDelayMs !== undefined ? { retryDelayMs: options.retryDelayMs } : {}),
-  });
+  // The size is known once the server answers (a server that does not say is not checked).
+  let release = () => {};
+  try {
+    file.size = await downloadFile(url, localPath, {
+      headers,
+      label: name,
+      onProgress: (completed, total) =>
+        options.onProgress?.({
+          status: "downloading",
+          file: name,
+          completed,
+          ...(total ? { total } : {}),
+        }),
+      beforeWrite: async (bytes) => {
+        release(); // an earlier attempt's
+        release = await reserveRoom(dirname(localPath), bytes, name, options.diskSpace);
+      },
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.retryDelayMs !== undefined ? { retryDelayMs: options.retryDelayMs } : {}),
+    });
+  } finally {
+    release();
+  }
   result.bytes = file.size;
   options.onProgress?.({ status: "done" });
   return result;

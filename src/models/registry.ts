@@ -24,6 +24,7 @@ import { modelNameOf, ModelNotFoundError } from "./model_names.ts";
 import { GenerationError } from "../engine/errors.ts";
 import { LoadInterest } from "./load_interest.ts";
 import { checkModelFile } from "../ffi/model.ts";
+import { canonicalReference } from "./hf_hub.ts";
 
 /** The longest delay `setTimeout` takes as given (2^31 - 1 ms); a longer one fires at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -38,6 +39,12 @@ export const LOAD_WAIT_MS = 30_000;
 export const DEFAULT_MAX_MODELS = 2;
 /** How often a load waiting for room looks again, besides when a lease ends (ms). */
 const ROOM_RECHECK_MS = 250;
+
+/**
+ * Most aliases a model keeps: each spelling of a reference a pull found it by adds one (the
+ * canonical one, so a spelling only counts once), the oldest going first.
+ */
+export const MAX_ALIASES = 16;
 
 /** A LoRA adapter known for a model. */
 export interface AdapterEntry {
@@ -171,6 +178,8 @@ export class ModelRegistry {
   readonly #leases = new Map<string, number>();
   /** Keep-alive of a loaded model set by a request (Ollama's `keep_alive`), in ms. */
   readonly #keepAlive = new Map<string, number>();
+  /** The timer that unloads a model at its request-set keep-alive: one per model, the latest. */
+  readonly #keepAliveTimers = new Map<string, ReturnType<typeof setTimeout>>();
   /** Called when a lease ends or a model is unloaded: room may have been made. */
   readonly #roomWaiters = new Set<() => void>();
   /** Models whose load waits for a busy model to go idle. */
@@ -312,7 +321,8 @@ export class ModelRegistry {
     const entry = this.#entries.find((e) => e.name === wanted) ??
       this.#entries.find((e) => e.path === name) ??
       byAlias[0] ??
-      this.#entries.find((e) => modelNameOf(e.path) === wanted.replace(/\.gguf$/, ""));
+      this.#entries.find((e) => modelNameOf(e.path) === wanted.replace(/\.gguf$/, "")) ??
+      this.#pulledAs(name);
     if (!entry) {
       throw new ModelNotFoundError(
         name,
@@ -391,18 +401,24 @@ export class ModelRegistry {
       }
       const fetched = await fetchMissing(error.model);
       if (!fetched) throw error;
-      const alias = error.model.toLowerCase();
+      const alias = canonicalReference(error.model);
       const index = this.#entries.findIndex((e) =>
         e.path === fetched.path || e.name === fetched.name
       );
       const known = this.#entries[index];
       if (known) {
-        this.#entries[index] = { ...known, aliases: [...(known.aliases ?? []), alias] };
+        this.#entries[index] = { ...known, aliases: withAlias(known.aliases, alias) };
       } else {
-        this.#entries.push({ ...fetched, aliases: [...(fetched.aliases ?? []), alias] });
+        this.#entries.push({ ...fetched, aliases: withAlias(fetched.aliases, alias) });
       }
       return this.resolve(name);
     }
+  }
+
+  /** The pulled model another spelling of the same reference found (`hf.co/o/r` for `o/r/`). */
+  #pulledAs(name: string): ModelEntry | undefined {
+    const canonical = canonicalReference(name);
+    return this.#entries.find((e) => e.aliases?.includes(canonical));
   }
 
   /**
@@ -421,16 +437,23 @@ export class ModelRegistry {
     if (!this.#loaded.has(name)) return;
     this.#keepAlive.set(name, ms);
     this.#lastUsed.set(name, performance.now());
+    this.#clearKeepAliveTimer(name); // the deadline it was set for has moved
     if (ms === 0) void this.#unloadIfIdle(name);
     if (ms > 0) {
       // On time, whatever the sweep's period (or with no sweep, under --keep-alive -1).
       // A timer's delay tops out at 2^31 - 1 ms (24.8 days); a longer one waits for the sweep.
-      const timer = setTimeout(
-        () => void this.#unloadExpired(this.#options.keepAliveMs ?? 5 * 60_000),
-        Math.min(ms + 10, MAX_TIMER_MS),
-      );
+      const timer = setTimeout(() => {
+        this.#keepAliveTimers.delete(name);
+        void this.#unloadExpired(this.#options.keepAliveMs ?? 5 * 60_000);
+      }, Math.min(ms + 10, MAX_TIMER_MS));
       Deno.unrefTimer(timer);
+      this.#keepAliveTimers.set(name, timer);
     }
+  }
+
+  #clearKeepAliveTimer(name: string): void {
+    clearTimeout(this.#keepAliveTimers.get(name));
+    this.#keepAliveTimers.delete(name);
   }
 
   async #unloadIfIdle(name: string): Promise<void> {
@@ -628,6 +651,7 @@ export class ModelRegistry {
     }
     this.#loaded.delete(name);
     this.#keepAlive.delete(name);
+    this.#clearKeepAliveTimer(name);
     await model.close();
     this.#roomMayHaveChanged();
     return true;
@@ -681,6 +705,7 @@ export class ModelRegistry {
    */
   async close(leaseWaitMs = 2000): Promise<string[]> {
     if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
+    for (const name of [...this.#keepAliveTimers.keys()]) this.#clearKeepAliveTimer(name);
     this.refuseLoads(); // A load waiting for room would wait for the busy models to finish.
     await Promise.allSettled([...this.#loads.values()].map((load) => load.done));
     const models = [...this.#loaded];
@@ -698,6 +723,12 @@ export class ModelRegistry {
     );
     return stillLeased;
   }
+}
+
+/** Aliases with one more at the end, unless they have it; at most {@link MAX_ALIASES}. */
+function withAlias(aliases: readonly string[] = [], alias: string): string[] {
+  if (aliases.includes(alias)) return [...aliases];
+  return [...aliases, alias].slice(-MAX_ALIASES);
 }
 
 function mib(bytes: number): number {

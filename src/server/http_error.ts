@@ -79,7 +79,7 @@ export function toHttpError(error: unknown): HttpError {
     return new HttpError(404, error.message, { param: "model", code: "model_not_found" });
   }
   if (error instanceof PullError) {
-    const code = error.status === 404 ? "model_not_found" : "model_pull_failed";
+    const code = error.code ?? (error.status === 404 ? "model_not_found" : "model_pull_failed");
     return new HttpError(error.status, error.message, { param: "model", code });
   }
   if (error instanceof GenerationError) {

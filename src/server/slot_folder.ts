@@ -14,7 +14,7 @@
 import { join } from "node:path";
 import { HttpError } from "./http_error.ts";
 import { formatByteSize } from "../util/byte_size.ts";
-import { type DiskSpace, diskSpace } from "../util/disk_space.ts";
+import { diskReserve, type DiskSpace, diskSpace } from "../util/disk_space.ts";
 
 /** The most the folder's files take unless `--slot-save-max-size` says: 10 GiB. */
 export const DEFAULT_SLOT_SAVE_MAX_BYTES = 10 * 2 ** 30;
@@ -25,12 +25,6 @@ export const DEFAULT_SLOT_SAVE_MAX_BYTES = 10 * 2 ** 30;
  * the byte bound.
  */
 export const MAX_SLOT_FILES = 4_096;
-
-/** A save leaves at least this much free on the disk, or {@link DISK_RESERVE_SHARE} if less. */
-export const DISK_RESERVE_BYTES = 2 ** 30;
-
-/** A save leaves at least this share of the disk free, or {@link DISK_RESERVE_BYTES} if less. */
-export const DISK_RESERVE_SHARE = 0.05;
 
 /** How to bound a slot folder. */
 export interface SlotFolderOptions {
@@ -151,7 +145,7 @@ export class SlotFolder {
     const growth = bytes - (existing ?? 0);
     const space = growth > 0 ? await this.#diskSpace(this.path) : undefined;
     if (space) {
-      const reserve = Math.min(DISK_RESERVE_BYTES, space.total * DISK_RESERVE_SHARE);
+      const reserve = diskReserve(space);
       if (space.free - growth < reserve) {
         throw new HttpError(
           507,

@@ -1,12 +1,19 @@
 /**
  * The space on the disk that holds a path. Deno has no `Deno.statfs`; its Node layer's
  * `node:fs` `statfs` asks the system, and needs `--allow-sys` besides `--allow-read`. Where it
- * cannot answer, the space is unknown rather than an error.
+ * cannot answer, the space is unknown rather than an error. Large writes (slot saves, pulled
+ * models) keep {@link diskReserve} free.
  *
  * @module
  */
 
 import { statfs } from "node:fs/promises";
+
+/** A write leaves at least this much free on the disk, or {@link DISK_RESERVE_SHARE} if less. */
+export const DISK_RESERVE_BYTES = 2 ** 30;
+
+/** A write leaves at least this share of the disk free, or {@link DISK_RESERVE_BYTES} if less. */
+export const DISK_RESERVE_SHARE = 0.05;
 
 /** A disk's size and its space free, in bytes. */
 export interface DiskSpace {
@@ -35,4 +42,20 @@ export async function diskSpace(path: string): Promise<DiskSpace | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The space a large write (a slot save, a pulled model) must leave free on a disk: the smaller
+ * of {@link DISK_RESERVE_BYTES} and {@link DISK_RESERVE_SHARE} of it.
+ *
+ * @param space The disk's space.
+ * @returns Bytes to keep free.
+ * @example
+ * ```ts
+ * const space = await diskSpace("/var/lib/shimmy");
+ * if (space && space.free - 2 ** 32 < diskReserve(space)) console.warn("No room for 4 GiB");
+ * ```
+ */
+export function diskReserve(space: DiskSpace): number {
+  return Math.min(DISK_RESERVE_BYTES, space.total * DISK_RESERVE_SHARE);
 }

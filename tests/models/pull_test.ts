@@ -6,6 +6,7 @@ import { discoverModels, findModel } from "../../src/models/discovery.ts";
 import { fixtureModel } from "../fixtures/models.ts";
 import { formatBytes, pullProgressPrinter } from "../../src/cli/pull.ts";
 import { runShimmy } from "../helpers.ts";
+import { toHttpError } from "../../src/server/http_error.ts";
 import { type FakeRepo, sha256Hex, startFakeHub } from "./fake_hub.ts";
 
 const gguf = await Deno.readFile(await fixtureModel("tiny-f32"));
@@ -252,6 +253,59 @@ Deno.test("a dry run of a URL asks the server for the size and downloads nothing
       (error) =>
         error instanceof PullError && error.status === 502 && /Cannot reach/.test(error.message),
     );
+  } finally {
+    await Deno.remove(modelsDir, { recursive: true });
+  }
+});
+
+/** A disk with 1 GiB kept free (5 % would be 5 GiB) and `room` bytes free past that. */
+function diskWithRoom(room: number) {
+  const space = { free: 2 ** 30 + room, total: 100 * 2 ** 30 };
+  return () => Promise.resolve(space);
+}
+
+/** Checks a refusal for want of disk space, as the server would send it. */
+function isDiskSpaceLow(error: unknown): boolean {
+  ok(error instanceof PullError);
+  match(
+    error.message,
+    /it needs 944\.7 KiB, .* free; the pull would leave less than the 1\.0 GiB kept free/,
+  );
+  const http = toHttpError(error);
+  equal(http.status, 507);
+  equal(http.code, "disk_space_low");
+  return true;
+}
+
+Deno.test("pullModel() refuses a 507 before fetching a byte when the files would leave the disk less than its reserve", async () => {
+  await using hub = startFakeHub({ [REPO]: tinyRepo() });
+  await withCache(async (cache) => {
+    const options = { hubCache: cache, endpoint: hub.url };
+    await rejects(
+      pullModel(`hf.co/${REPO}`, { ...options, diskSpace: diskWithRoom(gguf.length - 1) }),
+      isDiskSpaceLow,
+    );
+    equal(hub.requests.filter((r) => r.path.startsWith("/cdn/")).length, 0);
+    const pulled = await pullModel(`hf.co/${REPO}`, {
+      ...options,
+      diskSpace: diskWithRoom(gguf.length),
+    });
+    equal((await Deno.stat(pulled.path)).size, gguf.length, "it fits to the byte");
+  });
+});
+
+Deno.test("pullModel() of a URL refuses a 507 once the server tells the size, and writes nothing", async () => {
+  await using hub = startFakeHub({ [REPO]: tinyRepo() });
+  const modelsDir = await Deno.makeTempDir({ prefix: "shimmy-pull-url-" });
+  try {
+    const url = `${hub.url}/cdn/${REPO}/tiny-instruct-Q4_K_M.gguf`;
+    await rejects(
+      pullModel(url, { modelsDir, diskSpace: diskWithRoom(gguf.length - 1) }),
+      isDiskSpaceLow,
+    );
+    deepEqual([...Deno.readDirSync(modelsDir)], [], "not even a partial file");
+    const pulled = await pullModel(url, { modelsDir, diskSpace: diskWithRoom(gguf.length) });
+    equal(pulled.bytes, gguf.length);
   } finally {
     await Deno.remove(modelsDir, { recursive: true });
   }

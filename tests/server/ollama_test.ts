@@ -6,6 +6,8 @@ import { compileSchema } from "../engine/json_schema_ajv.ts";
 import { llamaSourceDir } from "../fixtures/models.ts";
 import { WEATHER_PARAMETERS } from "../fixtures/tool_fixtures.ts";
 import { postJson, startServer, type TestServer, waitFor } from "./harness.ts";
+import type { ModelPulls } from "../../src/models/pull_tracker.ts";
+import type { PullResult } from "../../src/models/pull.ts";
 
 const MODEL = "tiny-f32";
 const SOURCE = llamaSourceDir();
@@ -330,6 +332,36 @@ Deno.test('/api/show and /api/pull check "name" beside "model": neither hides a 
   }
 });
 
+Deno.test("/api/pull stops following the pull's progress when its client hangs up, though the pull goes on", async () => {
+  await using server = await serve();
+  const pullDone = Promise.withResolvers<PullResult>();
+  let followed: { signal: AbortSignal | undefined; unfollowed: boolean } | undefined;
+  const pulls = {
+    follow(_reference: string, _onProgress: unknown, signal?: AbortSignal) {
+      const follower = { signal, unfollowed: false };
+      followed = follower;
+      return () => void (follower.unfollowed = true);
+    },
+    pull: () => pullDone.promise,
+    status: () => [],
+  };
+  server.ctx.pulls = pulls as unknown as ModelPulls;
+  const client = new AbortController();
+  const response = await fetch(`${server.ollamaUrl}/api/pull`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ model: "hf.co/tiny-org/Tiny-GGUF" }),
+    signal: client.signal,
+  });
+  const reader = response.body!.getReader();
+  match(new TextDecoder().decode((await reader.read()).value), /pulling manifest/);
+  ok(followed && !followed.signal?.aborted, "followed while the client is there");
+  client.abort();
+  ok(await waitFor(() => followed!.signal?.aborted === true), "the follower's signal aborts");
+  pullDone.reject(new Error("ended")); // the handler's finally still unfollows
+  ok(await waitFor(() => followed!.unfollowed), "and the handler unfollows once the pull ends");
+});
+
 Deno.test("an unknown model is a ResponseError whose message is the server's text", async () => {
   await using server = await serve();
   for (const [where, ollama] of clients(server)) {
@@ -445,6 +477,38 @@ Deno.test("keep_alive 0 unloads the model once the reply is out; a duration sets
   });
   equal(registry.state(MODEL), "loaded");
   ok(await waitFor(() => registry.state(MODEL) === "available", 3000), "unloaded after 0.3 s");
+});
+
+Deno.test("repeated keep_alive requests leave one unload timer per model, for the last deadline", async () => {
+  await using server = await serve();
+  const ollama = new Ollama({ host: server.ollamaUrl! });
+  // Counts the timers of an hour or more that are set and neither cleared nor fired.
+  const long = new Set<unknown>();
+  const { setTimeout: realSetTimeout, clearTimeout: realClearTimeout } = globalThis;
+  globalThis.setTimeout = ((...args: unknown[]) => {
+    const id = (realSetTimeout as (...args: unknown[]) => unknown)(...args);
+    if (Number(args[1] ?? 0) >= 3_600_000) long.add(id);
+    return id;
+  }) as typeof setTimeout;
+  globalThis.clearTimeout = ((id?: unknown) => {
+    long.delete(id);
+    (realClearTimeout as (id?: unknown) => void)(id);
+  }) as typeof clearTimeout;
+  try {
+    for (let i = 0; i < 20; i++) {
+      const load = await ollama.chat({ model: MODEL, messages: [], keep_alive: "24h" });
+      equal(load.done_reason, "load");
+    }
+    equal(long.size, 1, "one timer, however many requests");
+    const expires = Date.parse(String((await ollama.ps()).models[0]!.expires_at));
+    ok(Math.abs(expires - (Date.now() + 24 * 3600_000)) < 5_000, String(expires));
+    const unload = await ollama.chat({ model: MODEL, messages: [], keep_alive: 0 });
+    equal(unload.done_reason, "unload");
+    equal(long.size, 0, "unloading clears it");
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+    globalThis.clearTimeout = realClearTimeout;
+  }
 });
 
 Deno.test("images are a 400 saying vision is not supported yet", async () => {

@@ -58,22 +58,28 @@ export async function ollamaPull(
       { code: "pull_refused", param: "model" },
     );
   }
-  const pull = async (send: (line: unknown) => void) => {
+  const pull = async (send: (line: unknown) => void, signal: AbortSignal) => {
     send({ status: "pulling manifest" });
-    await pulls.pull(model, (progress) => {
+    // Followed until this request ends or its client goes; the pull goes on for other askers.
+    const unfollow = pulls.follow(model, (progress) => {
       const line = progressLine(progress);
       if (line) send(line);
-    });
+    }, signal);
+    try {
+      await pulls.pull(model);
+    } finally {
+      unfollow();
+    }
     await ctx.registry.resolveOrFetch(model);
     send({ status: "writing manifest" });
     send({ status: "success" });
   };
   if (fields.boolean("stream") === false) {
-    await pull(() => {});
+    await pull(() => {}, clientGone);
     return Response.json({ status: "success" });
   }
   const abort = followClient(clientGone);
-  return ndjsonResponse(pull, abort);
+  return ndjsonResponse((send) => pull(send, abort.signal), abort);
 }
 
 /** One progress report as Ollama's progress line. */
