@@ -32,7 +32,7 @@ import type { DecodedStep, DecodeRun } from "../ffi/decode_thread.ts";
 import { MAX_ENDS } from "../ffi/decode_thread_control.ts";
 import { DecodeError } from "../ffi/errors.ts";
 import { applyLoraAdapters, type LoraAdapter } from "../ffi/lora.ts";
-import { Sampler, type SamplerStage, SamplerStageError } from "../ffi/sampler.ts";
+import { madeAtOnce, Sampler, type SamplerStage, SamplerStageError } from "../ffi/sampler.ts";
 import { AsyncQueue } from "./async_queue.ts";
 import { BurstLinger } from "./burst_linger.ts";
 import { contextOverflow, GenerationError } from "./errors.ts";
@@ -1085,7 +1085,8 @@ export class Scheduler {
     } else {
       const requests = outlets.map((_, i) => choiceRequest(request, i));
       const stages = requests.map((r) => samplerStages(r.sampling ?? {}, this.slotContext));
-      if (stages.some((chain) => chain.some((stage) => stage.type === "grammar"))) {
+      // Grammars compile, and new DRY breakers are matched, off the event loop.
+      if (!stages.every((chain) => madeAtOnce(this.context.model, chain))) {
         const preparing = this.#queueWhenBuilt(requests, stages, outlets, submittedAt);
         this.#preparing.add(preparing);
         void preparing.finally(() => this.#preparing.delete(preparing));

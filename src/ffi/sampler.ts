@@ -51,6 +51,8 @@ export type SamplerStage =
      * Makes the grammar lazy: it constrains nothing until the output matches one of these
      * regular expressions (ECMAScript syntax, searched anywhere), or one of the tokens is
      * sampled; from the match (its first group, if any) on, the output follows the grammar.
+     * A pattern that is only an escaped literal, the text of one special token, waits for that
+     * token instead (see {@link lazyTriggers}).
      */
     triggers?: { patterns: readonly string[]; tokens?: readonly number[] };
   };
@@ -102,7 +104,9 @@ export class Sampler extends NativeHandle {
   }
 
   /**
-   * Builds a chain. The chain owns every stage it creates.
+   * Builds a chain. The chain owns every stage it creates. A DRY stage is a clone of one kept
+   * for its settings; the first for new settings is made here, on this thread ({@link build}
+   * makes it on a worker thread).
    *
    * @param model The model (vocabulary size, grammar and DRY need it).
    * @param stages Stages in application order; the last must pick a token
@@ -119,8 +123,9 @@ export class Sampler extends NativeHandle {
   }
 
   /**
-   * Builds a chain like {@link chain}, compiling grammar stages on a worker thread (a large
-   * grammar takes long to compile and must not block the event loop).
+   * Builds a chain like {@link chain}, compiling grammar stages and new DRY stages on a worker
+   * thread (a large grammar takes long to compile, and DRY matches each sequence breaker against
+   * the whole vocabulary: neither may block the event loop).
    *
    * @param model The model.
    * @param stages Stages in application order.
@@ -136,11 +141,20 @@ export class Sampler extends NativeHandle {
     const compiled = new Map<SamplerStage, Deno.PointerObject>();
     try {
       for (const stage of stages) {
+        if (stage.type === "dry") {
+          const template = keptDryTemplate(model, stage) ?? await newDryTemplate(model, stage);
+          const pointer = llama.symbols.llama_sampler_clone(template.pointer);
+          if (pointer === null) throw new SamplerStageError(stage.type, []);
+          compiled.set(stage, pointer);
+          continue;
+        }
         if (stage.type !== "grammar") continue;
         const grammar = cString(stage.grammar);
         const root = cString(stage.root ?? "root");
         const mark = llama.logMark();
-        const lazy = stage.triggers ? triggerBuffers(stage.triggers) : undefined;
+        const lazy = stage.triggers
+          ? triggerBuffers(lazyTriggers(model, stage.triggers))
+          : undefined;
         // the worker thread reads them until the call ends
         const pinned: unknown[] = [grammar, root, lazy];
         const pointer = await llama.whileNative(() =>
@@ -378,21 +392,15 @@ function createStage(model: Model, stage: SamplerStage): Deno.PointerValue {
         stage.presence,
       );
     case "dry": {
-      const strings = stage.breakers.map(cString);
-      const pointers = new BigUint64Array(
-        strings.map((b) => BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b)))),
-      );
-      const created = s.llama_sampler_init_dry(
-        model.vocab,
-        stage.multiplier,
-        stage.base,
-        stage.allowedLength,
-        stage.lastN,
-        new Uint8Array(pointers.buffer),
-        BigInt(strings.length),
-      );
-      strings.length = 0; // keeps the strings alive until llama.cpp has copied them
-      return created;
+      let template = keptDryTemplate(model, stage);
+      if (!template) {
+        const breakers = breakerBuffers(stage.breakers);
+        const created = s.llama_sampler_init_dry(model.vocab, ...dryArguments(stage, breakers));
+        breakers.strings.length = 0; // keeps the strings alive until llama.cpp has copied them
+        if (created === null) return null;
+        template = keepDryTemplate(model, stage, created);
+      }
+      return s.llama_sampler_clone(template.pointer);
     }
     case "infill":
       return s.llama_sampler_init_infill(model.vocab);
@@ -408,7 +416,7 @@ function createStage(model: Model, stage: SamplerStage): Deno.PointerValue {
     }
     case "grammar": {
       if (stage.triggers) {
-        const lazy = triggerBuffers(stage.triggers);
+        const lazy = triggerBuffers(lazyTriggers(model, stage.triggers));
         return s.llama_sampler_init_grammar_lazy_patterns(
           model.vocab,
           cString(stage.grammar),
@@ -449,4 +457,189 @@ function triggerBuffers(triggers: { patterns: readonly string[]; tokens?: readon
     tokens: new Uint8Array(tokens.buffer),
     tokenCount: BigInt(triggers.tokens?.length ?? 0),
   };
+}
+
+/** `llama_token_attr` bits of the tokens llama.cpp splits out of a text before tokenizing it. */
+const LLAMA_TOKEN_ATTR_CONTROL = 1 << 3;
+const LLAMA_TOKEN_ATTR_USER_DEFINED = 1 << 4;
+
+/** An ECMAScript pattern made only of literal characters and escaped metacharacters. */
+const ESCAPED_LITERAL = /^(?:[^.*+?^${}()|[\]\\]|\\[.*+?^${}()|[\]\\/])+$/;
+
+/**
+ * A lazy grammar's triggers as llama.cpp should get them: each pattern that is only an escaped
+ * literal whose text is one special token of the vocabulary (a control or user-defined token,
+ * e.g. Qwen's `<tool_call>`) becomes a trigger token, as llama-server makes its trigger words.
+ * llama.cpp searches every remaining pattern through everything generated so far, once a token,
+ * until it matches (0.7 ms a token at 60 KB of text); a trigger token costs a comparison.
+ * Special tokens are cut out of a text before it is tokenized, so a model writes the marker as
+ * that token; only spelling it out of ordinary pieces no longer starts the grammar.
+ *
+ * @param model The model whose vocabulary samples.
+ * @param triggers Patterns (ECMAScript syntax) and tokens.
+ * @returns The same triggers, the literal special tokens moved from the patterns to the tokens.
+ * @example
+ * ```ts
+ * lazyTriggers(qwen, { patterns: ["<tool_call>"] }); // { patterns: [], tokens: [151657] }
+ * ```
+ */
+export function lazyTriggers(
+  model: Model,
+  triggers: { patterns: readonly string[]; tokens?: readonly number[] },
+): { patterns: string[]; tokens: number[] } {
+  const patterns: string[] = [];
+  const tokens = [...(triggers.tokens ?? [])];
+  for (const pattern of triggers.patterns) {
+    const token = ESCAPED_LITERAL.test(pattern)
+      ? specialToken(model, pattern.replace(/\\(.)/g, "$1"))
+      : undefined;
+    if (token === undefined) patterns.push(pattern);
+    else tokens.push(token);
+  }
+  return { patterns, tokens };
+}
+
+/** The special token whose text is `text` exactly, if there is one. */
+function specialToken(model: Model, text: string): number | undefined {
+  const tokens = model.tokenize(text, { addSpecial: false, parseSpecial: true });
+  const token = tokens[0];
+  if (tokens.length !== 1 || token === undefined) return undefined;
+  const attr = model.llama.symbols.llama_vocab_get_attr(model.vocab, token);
+  const special = (attr & (LLAMA_TOKEN_ATTR_CONTROL | LLAMA_TOKEN_ATTR_USER_DEFINED)) !== 0;
+  return special && model.tokenText(token) === text ? token : undefined;
+}
+
+/** DRY templates kept per model, the least recently used dropped first. */
+const DRY_TEMPLATES_KEPT = 8;
+
+/**
+ * A DRY stage that never samples, kept so that chains with its settings clone it: llama.cpp's
+ * DRY init matches each sequence breaker against the whole vocabulary (29 ms for the 4 default
+ * breakers, 2.1 s for 32 long ones on a 152k-token vocabulary), its clone copies the result.
+ */
+class DryTemplate extends NativeHandle {
+  /**
+   * @param model The model whose vocabulary processed the breakers.
+   * @param pointer `llama_sampler *` of the DRY stage; owned from now on.
+   */
+  constructor(model: Model, pointer: Deno.PointerObject) {
+    const free = model.llama.symbols.llama_sampler_free;
+    super("DryTemplate", pointer, () => free(pointer), [model]);
+  }
+}
+
+/** Per model, its DRY templates by {@link dryKey}, oldest use first. */
+const dryTemplates = new WeakMap<Model, Map<string, DryTemplate>>();
+
+/** What makes DRY stages alike: all of a stage's settings (a clone copies them). */
+function dryKey(stage: Extract<SamplerStage, { type: "dry" }>): string {
+  return JSON.stringify([
+    stage.multiplier,
+    stage.base,
+    stage.allowedLength,
+    stage.lastN,
+    stage.breakers,
+  ]);
+}
+
+/**
+ * Whether a chain of these stages can be made at once, on the calling thread: no grammar to
+ * compile, and no DRY stage whose sequence breakers are not matched against the vocabulary yet
+ * (2 s for 32 long ones). Otherwise {@link Sampler.build} makes it off the event loop.
+ *
+ * @param model The model the chain samples for.
+ * @param stages The chain's stages.
+ * @returns True when `Sampler.chain` would not hold the thread long.
+ * @example
+ * ```ts
+ * madeAtOnce(model, [{ type: "greedy" }]); // true
+ * ```
+ */
+export function madeAtOnce(model: Model, stages: readonly SamplerStage[]): boolean {
+  return stages.every((stage) =>
+    stage.type !== "grammar" &&
+    (stage.type !== "dry" || dryTemplates.get(model)?.get(dryKey(stage))?.closed === false)
+  );
+}
+
+/** The kept template for `stage`, marked as used now; undefined when there is none. */
+function keptDryTemplate(
+  model: Model,
+  stage: Extract<SamplerStage, { type: "dry" }>,
+): DryTemplate | undefined {
+  const kept = dryTemplates.get(model);
+  const key = dryKey(stage);
+  const template = kept?.get(key);
+  if (!kept || !template) return undefined;
+  kept.delete(key);
+  if (template.closed) return undefined; // the model closed it
+  kept.set(key, template);
+  return template;
+}
+
+/** Keeps a new DRY stage as the template for `stage`'s settings, dropping the oldest past the limit. */
+function keepDryTemplate(
+  model: Model,
+  stage: Extract<SamplerStage, { type: "dry" }>,
+  pointer: Deno.PointerObject,
+): DryTemplate {
+  const template = new DryTemplate(model, pointer);
+  const kept = dryTemplates.get(model) ?? new Map<string, DryTemplate>();
+  dryTemplates.set(model, kept);
+  const key = dryKey(stage);
+  kept.get(key)?.close();
+  kept.delete(key);
+  kept.set(key, template);
+  for (const [oldest, old] of kept) {
+    if (kept.size <= DRY_TEMPLATES_KEPT) break;
+    kept.delete(oldest);
+    old.close();
+  }
+  return template;
+}
+
+/** Makes the template for `stage`'s settings on a worker thread, and keeps it. */
+async function newDryTemplate(
+  model: Model,
+  stage: Extract<SamplerStage, { type: "dry" }>,
+): Promise<DryTemplate> {
+  const llama = model.llama;
+  const mark = llama.logMark();
+  const breakers = breakerBuffers(stage.breakers); // read by the worker thread until it returns
+  const pointer = await llama.whileNative(() =>
+    llama.symbols.llama_sampler_init_dry_nonblocking(model.vocab, ...dryArguments(stage, breakers))
+  );
+  breakers.strings.length = 0;
+  if (pointer === null) throw new SamplerStageError(stage.type, llama.recentProblems(mark));
+  return keepDryTemplate(model, stage, pointer);
+}
+
+/** `llama_sampler_init_dry`'s arguments after the vocabulary. */
+function dryArguments(
+  stage: Extract<SamplerStage, { type: "dry" }>,
+  breakers: ReturnType<typeof breakerBuffers>,
+): [number, number, number, number, Uint8Array, bigint] {
+  return [
+    stage.multiplier,
+    stage.base,
+    stage.allowedLength,
+    stage.lastN,
+    breakers.pointers,
+    BigInt(breakers.strings.length),
+  ];
+}
+
+/**
+ * DRY's sequence breakers as a `const char **`; `strings` keeps their bytes alive while C reads
+ * the pointers.
+ */
+function breakerBuffers(breakers: readonly string[]) {
+  const strings = breakers.map(cString);
+  const pointers = new BigUint64Array(
+    Math.max(1, strings.length),
+  );
+  strings.forEach((b, i) => {
+    pointers[i] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b)));
+  });
+  return { strings, pointers: new Uint8Array(pointers.buffer) };
 }

@@ -355,6 +355,13 @@ export const LLAMA_SYMBOLS = {
     parameters: [ptr, "f32", "f32", "i32", "i32", buf, "usize"],
     result: ptr,
   },
+  // the same on a worker thread: it matches each breaker against the whole vocabulary
+  llama_sampler_init_dry_nonblocking: {
+    name: "llama_sampler_init_dry",
+    parameters: [ptr, "f32", "f32", "i32", "i32", buf, "usize"],
+    result: ptr,
+    nonblocking: true,
+  },
   // struct llama_sampler * llama_sampler_init_logit_bias(int32_t n_vocab, int32_t n,
   //                                                      const llama_logit_bias * bias)
   llama_sampler_init_logit_bias: { parameters: ["i32", "i32", buf], result: ptr },

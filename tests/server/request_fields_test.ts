@@ -1,4 +1,4 @@
-import { equal, match } from "node:assert/strict";
+import { equal, match, ok } from "node:assert/strict";
 import { postJson, startServer, type TestServer } from "./harness.ts";
 
 const MESSAGES = [{ role: "user", content: "hi" }];
@@ -276,4 +276,34 @@ Deno.test("llama-server's further samplers are read on every generating route, a
   for (const [field, param, message] of refused) {
     await expectRefused(server, chat, { messages: MESSAGES, ...field }, param, message);
   }
+});
+
+Deno.test("a request with new DRY breakers has them matched against the vocabulary off the event loop", async () => {
+  // llama.cpp matches each breaker against the whole vocabulary: 32 long ones took 0.6-2 s on
+  // qwen2's 152k tokens, and every stream and /health waited for the first request that sent them.
+  await using server = await startServer({ fixtures: ["qwen2"] });
+  const breakers = Array.from({ length: 32 }, (_, i) => `${i}`.padEnd(64, "abcdefgh"));
+  const warm = await postJson(`${server.url}/v1/completions`, { prompt: "hi", max_tokens: 1 });
+  equal(warm.status, 200, "the model is loaded first");
+  await warm.body?.cancel();
+  let last = performance.now();
+  let longest = 0;
+  const ticker = setInterval(() => {
+    const now = performance.now();
+    longest = Math.max(longest, now - last);
+    last = now;
+  }, 5);
+  try {
+    const response = await postJson(`${server.url}/v1/completions`, {
+      prompt: "hi",
+      max_tokens: 2,
+      dry_multiplier: 0.8,
+      dry_sequence_breakers: breakers,
+    });
+    equal(response.status, 200, await response.clone().text());
+    await response.body?.cancel();
+  } finally {
+    clearInterval(ticker);
+  }
+  ok(longest < 250, `the event loop stood still for ${longest.toFixed(0)} ms`);
 });
