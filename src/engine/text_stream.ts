@@ -3,7 +3,9 @@
  * (a character split across tokens waits for its last byte), holds back text that could be
  * the start of a stop string, and never emits a stop string itself. With a minimum indentation
  * (llama-server's `n_indent`, for code completion), the text ends where a line after the first
- * starts with less: the line's indentation is kept, the rest of it is not.
+ * starts with less: the line's indentation is kept, the rest of it is not. Stop strings are
+ * matched a character at a time (one Knuth–Morris–Pratt state per stop string), so a token costs
+ * the same however long the stop strings and the held-back text are.
  *
  * @module
  */
@@ -37,8 +39,11 @@ export interface TextStreamOptions {
 /** Incremental decoder with stop-string detection for one generation. */
 export class TextStream {
   readonly #decoder = new TextDecoder("utf-8", { fatal: false });
-  readonly #stops: string[];
+  /** One matcher per stop string, fed each character once. */
+  readonly #matchers: StopMatcher[];
   #pending = "";
+  /** How many characters at the start of `#pending` the matchers have seen. */
+  #fed = 0;
   #stopped: string | undefined;
   readonly #minIndent: number;
   /** The current line's indentation so far, while it has only spaces and tabs after a newline. */
@@ -50,7 +55,7 @@ export class TextStream {
    * @param options The minimum indentation of later lines.
    */
   constructor(stops: readonly string[] = [], options: TextStreamOptions = {}) {
-    this.#stops = stops.filter((s) => s.length > 0);
+    this.#matchers = stops.filter((s) => s.length > 0).map((s) => new StopMatcher(s));
     this.#minIndent = options.minIndent ?? 0;
   }
 
@@ -122,36 +127,76 @@ export class TextStream {
   }
 
   #drainStops(final: boolean): StreamChunk {
-    let first: { at: number; stop: string } | undefined;
-    for (const stop of this.#stops) {
-      const at = this.#pending.indexOf(stop);
-      if (at >= 0 && (first === undefined || at < first.at)) first = { at, stop };
+    if (this.#advanceMatchers()) {
+      // Once per stream: the stop that starts first (not the first to end) wins.
+      let first: { at: number; stop: string } | undefined;
+      for (const { stop } of this.#matchers) {
+        const at = this.#pending.indexOf(stop);
+        if (at >= 0 && (first === undefined || at < first.at)) first = { at, stop };
+      }
+      if (first) {
+        const text = this.#pending.slice(0, first.at);
+        const stopBytes = UTF8.encode(this.#pending.slice(first.at)).length;
+        this.#pending = "";
+        this.#stopped = first.stop;
+        return { text, stop: first.stop, stopBytes };
+      }
     }
-    if (first) {
-      const text = this.#pending.slice(0, first.at);
-      const stopBytes = UTF8.encode(this.#pending.slice(first.at)).length;
-      this.#pending = "";
-      this.#stopped = first.stop;
-      return { text, stop: first.stop, stopBytes };
+    let hold = 0;
+    for (const m of this.#matchers) {
+      if (final) m.matched = 0; // what was flushed is no longer the start of anything
+      hold = Math.max(hold, m.matched);
     }
-    const hold = final ? 0 : this.#partialStopLength();
     const text = this.#pending.slice(0, this.#pending.length - hold);
     this.#pending = this.#pending.slice(this.#pending.length - hold);
+    this.#fed = this.#pending.length;
     return { text };
   }
 
-  /** Length of the longest tail of the pending text that begins some stop string. */
-  #partialStopLength(): number {
-    let longest = 0;
-    for (const stop of this.#stops) {
-      const max = Math.min(stop.length - 1, this.#pending.length);
-      for (let n = max; n > longest; n--) {
-        if (this.#pending.endsWith(stop.slice(0, n))) {
-          longest = n;
-          break;
-        }
-      }
+  /**
+   * Feeds the pending characters not yet seen to every stop string's matcher.
+   *
+   * @returns Whether some stop string is now complete.
+   */
+  #advanceMatchers(): boolean {
+    for (; this.#fed < this.#pending.length; this.#fed++) {
+      const c = this.#pending.charCodeAt(this.#fed);
+      let complete = false;
+      for (const m of this.#matchers) complete = m.advance(c) || complete;
+      if (complete) return true;
     }
-    return longest;
+    return false;
+  }
+}
+
+/**
+ * Knuth–Morris–Pratt matching of one stop string against text fed a character at a time:
+ * `matched` is the length of the longest beginning of the stop string that ends the text so far,
+ * in O(1) amortised per character.
+ */
+class StopMatcher {
+  readonly stop: string;
+  /** `border[k]`: the longest proper beginning of `stop.slice(0, k)` that also ends it. */
+  readonly #border: Int32Array;
+  /** How much of the stop string ends the text fed so far (its length once it is complete). */
+  matched = 0;
+
+  constructor(stop: string) {
+    this.stop = stop;
+    this.#border = new Int32Array(stop.length + 1);
+    for (let k = 2; k <= stop.length; k++) {
+      let b = this.#border[k - 1]!;
+      while (b > 0 && stop.charCodeAt(b) !== stop.charCodeAt(k - 1)) b = this.#border[b]!;
+      this.#border[k] = stop.charCodeAt(b) === stop.charCodeAt(k - 1) ? b + 1 : 0;
+    }
+  }
+
+  /** Feeds one UTF-16 code unit; returns whether the stop string now ends the text. */
+  advance(c: number): boolean {
+    let k = this.matched === this.stop.length ? this.#border[this.matched]! : this.matched;
+    while (k > 0 && this.stop.charCodeAt(k) !== c) k = this.#border[k]!;
+    if (this.stop.charCodeAt(k) === c) k++;
+    this.matched = k;
+    return k === this.stop.length;
   }
 }

@@ -383,3 +383,30 @@ Deno.test("ChatOutputStream keeps up with a long thinking stream: 20,000 pieces 
   ok(ms < 3000, `${Math.round(ms)} ms`);
   ok(reasoning.length > 75_000, `the reasoning streamed as it grew: ${reasoning.length} chars`);
 });
+
+Deno.test("GPT-OSS output of 8,000 messages reads in well under 100 ms", () => {
+  // Looking for each message's end with every end marker searched to the end of the text took
+  // 1.5 to 2 s a read here, and the streamed output is read again on every token.
+  const text = "<|channel|>analysis<|message|>x<|end|>".repeat(8000);
+  const started = performance.now();
+  const parsed = parseOutput(text, { format: TOOL_FORMATS.gpt_oss, tools: TOOLS, final: false });
+  const ms = performance.now() - started;
+  ok(ms < 100, `${Math.round(ms)} ms`);
+  deepEqual(parsed, { content: "", reasoning: "x".repeat(8000), calls: [] });
+});
+
+Deno.test("Mistral output with 14,000 markers that start no call reads in well under 100 ms", () => {
+  // Each marker looked for `[ARGS]` to the end of the text: 0.5 to 1 s a read of these 350 KB.
+  const sentence = "[TOOL_CALLS] is not a call. ";
+  const started = performance.now();
+  const parsed = parseOutput(sentence.repeat(14_000), {
+    format: TOOL_FORMATS.mistral,
+    tools: TOOLS,
+    final: false,
+  });
+  const ms = performance.now() - started;
+  ok(ms < 100, `${Math.round(ms)} ms`);
+  deepEqual(parsed.calls, []);
+  // The last few markers may still become a call: those within 256 characters of the end.
+  ok(parsed.content.startsWith(sentence.repeat(13_990)), "the markers are content");
+});

@@ -185,6 +185,58 @@ export interface NameArgsLayout {
 
 const NAME_PATTERN = /^[A-Za-z0-9_.:\-]{1,128}$/;
 
+/** How long a name still being written may grow (after leading space) before it is not one. */
+const MAX_NAME_SOFAR = 256;
+
+/** The last search of {@link firstMatch}: text, pattern, where it started and what it found. */
+let lastSearch:
+  | { text: string; source: string; flags: string; from: number; found: number }
+  | undefined;
+
+/** Patterns compiled for {@link firstMatch}, by flags and source (formats build theirs per call). */
+const COMPILED = new Map<string, RegExp>();
+
+/** The pattern `source` with `flags`, compiled once. */
+function compiled(source: string, flags: string): RegExp {
+  const key = `${flags}/${source}`;
+  let re = COMPILED.get(key);
+  if (re === undefined) COMPILED.set(key, re = new RegExp(source, flags));
+  return re;
+}
+
+/**
+ * The first match of `pattern` at or after `from` in `text`, with its index in `text`. A parser
+ * reads markers left to right, and a pattern absent from the rest of the text (a name end after
+ * marker-like text that is no call) would be looked for to the end again from every marker: the
+ * last search is remembered, so while `from` moves forward and stays at or before what it found,
+ * the text is not searched again.
+ *
+ * @param pattern The pattern (its `g` and `y` flags are ignored).
+ * @param text The text.
+ * @param from Where to start.
+ * @returns The match, or null.
+ */
+function firstMatch(pattern: RegExp, text: string, from: number): RegExpExecArray | null {
+  const flags = pattern.flags.replace(/[gy]/g, "");
+  const last = lastSearch;
+  let found: number;
+  if (
+    last !== undefined && last.text === text && last.source === pattern.source &&
+    last.flags === flags && last.from <= from && (last.found < 0 || last.found >= from)
+  ) {
+    found = last.found;
+  } else {
+    const search = compiled(pattern.source, flags + "g");
+    search.lastIndex = from;
+    found = search.exec(text)?.index ?? -1;
+    lastSearch = { text, source: pattern.source, flags, from, found };
+  }
+  if (found < 0) return null;
+  const sticky = compiled(pattern.source, flags + "y");
+  sticky.lastIndex = found;
+  return sticky.exec(text);
+}
+
 /**
  * One call written as name, separator, JSON arguments, end marker (DeepSeek, Mistral v11,
  * Functionary v3.1, Kimi K2).
@@ -195,21 +247,23 @@ const NAME_PATTERN = /^[A-Za-z0-9_.:\-]{1,128}$/;
  * @returns The call.
  */
 export function nameArgsCall(text: string, at: number, layout: NameArgsLayout): CallScan {
-  const rest = text.slice(at);
-  const m = layout.nameEnd.exec(rest);
+  const m = firstMatch(layout.nameEnd, text, at);
   if (!m) {
     // Still writing the name: fine while it looks like one.
-    const sofar = rest.trim();
-    return sofar.length <= 256 && !sofar.includes("\n\n")
+    const start = skipSpace(text, at);
+    const sofar = text.slice(start, start + MAX_NAME_SOFAR + 1).trimEnd();
+    const short = sofar.length <= MAX_NAME_SOFAR &&
+      !/\S/.test(text.slice(start + MAX_NAME_SOFAR + 1));
+    return short && !sofar.includes("\n\n")
       ? { state: "incomplete", calls: [] }
       : { state: "invalid" };
   }
-  const written = rest.slice(0, m.index).trim();
+  const written = text.slice(at, m.index).trim();
   const named = layout.name ? layout.name(written) : { name: written };
   if (!named || !NAME_PATTERN.test(named.name)) return { state: "invalid" };
   const id = named.id ?? m[1];
   const base = { ...(id ? { id } : {}), name: named.name };
-  const argsAt = at + m.index + m[0].length;
+  const argsAt = m.index + m[0].length;
   const args = scanJson(text, argsAt);
   if (args.state === "invalid") return { state: "invalid" };
   if (args.state === "incomplete") {

@@ -34,6 +34,7 @@ export function parseHarmony(text: string, final: boolean, calling: boolean): Pa
   let content = "";
   let reasoning = "";
   const calls: ParsedCall[] = [];
+  const nextEnd = endFinder(text);
   let i = 0;
   while (i < text.length) {
     const rest = text.slice(i);
@@ -49,17 +50,9 @@ export function parseHarmony(text: string, final: boolean, calling: boolean): Pa
     const channel = /<\|channel\|>\s*([A-Za-z_]+)/.exec(header)?.[1] ?? "";
     const recipient = /to=([^\s<]+)/.exec(header)?.[1];
     const bodyAt = headerEnd + MESSAGE.length;
-    let endAt = -1;
-    let endMarker = "";
-    for (const marker of ENDS) {
-      const at = text.indexOf(marker, bodyAt);
-      if (at >= 0 && (endAt < 0 || at < endAt)) {
-        endAt = at;
-        endMarker = marker;
-      }
-    }
-    const closed = endAt >= 0;
-    let body = closed ? text.slice(bodyAt, endAt) : text.slice(bodyAt);
+    const end = nextEnd(bodyAt);
+    const closed = end !== undefined;
+    let body = closed ? text.slice(bodyAt, end.at) : text.slice(bodyAt);
     if (!closed && !final) body = body.slice(0, body.length - heldBack(body, ENDS));
     if (recipient?.startsWith("functions.")) {
       const name = recipient.slice("functions.".length);
@@ -78,7 +71,7 @@ export function parseHarmony(text: string, final: boolean, calling: boolean): Pa
       content += body;
     }
     if (!closed) break;
-    i = endAt + endMarker.length;
+    i = end.at + end.marker.length;
     if (text.startsWith(START, i)) {
       // `<|start|>assistant` opens the next message; its header follows.
       const role = text.slice(i + START.length);
@@ -91,4 +84,26 @@ export function parseHarmony(text: string, final: boolean, calling: boolean): Pa
     }
   }
   return { content, reasoning, calls };
+}
+
+/**
+ * A search for the first end marker at or after a position that only moves forward, in one pass
+ * over the text: each marker's next place is remembered until the position passes it, so a
+ * marker the text never holds is looked for once, not once per message.
+ *
+ * @param text The text.
+ * @returns The search: the first end marker at or after `from`, or undefined.
+ */
+function endFinder(text: string): (from: number) => { at: number; marker: string } | undefined {
+  /** Per marker: where it next occurs, -1 for nowhere, undefined before the first search. */
+  const next: (number | undefined)[] = ENDS.map(() => undefined);
+  return (from) => {
+    let found: { at: number; marker: string } | undefined;
+    ENDS.forEach((marker, k) => {
+      let at = next[k];
+      if (at === undefined || (at >= 0 && at < from)) next[k] = at = text.indexOf(marker, from);
+      if (at >= 0 && (found === undefined || at < found.at)) found = { at, marker };
+    });
+    return found;
+  };
 }
