@@ -330,7 +330,7 @@ export async function checkModelFile(path: string): Promise<void> {
   }
   // What llama.cpp would abort on, and a file cut short; a header Shimmy's reader cannot read
   // otherwise is llama.cpp's to judge.
-  const problem = await readGgufInfo(path).then(
+  const problem = await readGgufInfo(path, { skipArrays: true }).then(
     (info) => metadataProblem(info.metadata),
     (error) => error instanceof GgufError && error.code === "truncated" ? error.message : undefined,
   );

@@ -205,6 +205,32 @@ class ChunkReader {
 
   /** Reads a GGUF string (uint64 length, then UTF-8 bytes). */
   async string(what: string): Promise<string> {
+    const n = await this.#stringLength(what);
+    await this.need(n, what);
+    return this.text(n);
+  }
+
+  /**
+   * Reads past `count` GGUF strings, each length checked as {@link string} checks it; strings
+   * already buffered are passed without an await each.
+   */
+  async skipStrings(count: number, what: string): Promise<void> {
+    for (let i = 0; i < count; i++) {
+      const buffered = this.#end - this.#start;
+      if (buffered >= 8) {
+        const length = this.#view.getBigUint64(this.#start, true);
+        if (length <= BigInt(Math.min(buffered - 8, GGUF_READ_LIMITS.maxStringBytes))) {
+          this.#start += 8 + Number(length);
+          continue;
+        }
+      }
+      const n = await this.#stringLength(what);
+      await this.need(n, what);
+      this.skip(n);
+    }
+  }
+
+  async #stringLength(what: string): Promise<number> {
     await this.need(8, what);
     const length = this.u64();
     if (length > BigInt(GGUF_READ_LIMITS.maxStringBytes)) {
@@ -212,9 +238,7 @@ class ChunkReader {
         `${what} claims ${length} bytes, more than the ${GGUF_READ_LIMITS.maxStringBytes} accepted`,
       );
     }
-    const n = Number(length);
-    await this.need(n, what);
-    return this.text(n);
+    return Number(length);
   }
 }
 
@@ -261,11 +285,15 @@ function isValueType(type: number): type is GgufValueType {
     type <= GgufValueType.FLOAT64;
 }
 
-/** Reads the value of metadata key `key`, whose type tag is `type`. */
+/**
+ * Reads the value of metadata key `key`, whose type tag is `type`; an array's elements are read
+ * past (their lengths checked) and left out when `skipArrays`.
+ */
 async function readValue(
   r: ChunkReader,
   key: string,
   type: number,
+  skipArrays = false,
 ): Promise<GgufValue> {
   const what = `the value of metadata key '${key}'`;
   if (!isValueType(type)) {
@@ -302,7 +330,8 @@ async function readValue(
   if (itemType === GgufValueType.STRING) {
     // Each string takes at least its 8-byte length.
     if (n * 8 > r.remaining) throw r.truncated(what);
-    for (let i = 0; i < n; i++) values.push(await r.string(what));
+    if (skipArrays) await r.skipStrings(n, what);
+    else for (let i = 0; i < n; i++) values.push(await r.string(what));
   } else {
     const size = SCALAR_BYTES[itemType]!;
     if (n * size > r.remaining) throw r.truncated(what);
@@ -310,7 +339,8 @@ async function readValue(
     for (let i = 0; i < n; i += perChunk) {
       const m = Math.min(perChunk, n - i);
       await r.need(m * size, what);
-      for (let j = 0; j < m; j++) values.push(readScalar(r, itemType));
+      if (skipArrays) r.skip(m * size);
+      else for (let j = 0; j < m; j++) values.push(readScalar(r, itemType));
     }
   }
   return { type, itemType, value: values } as GgufValue;
@@ -438,6 +468,9 @@ async function readTensorInfo(
  * integers are numbers when safe and bigints otherwise; arrays are JS arrays.
  *
  * @param path Path of the GGUF file.
+ * @param options `skipArrays`: read past metadata arrays (checking their lengths) and leave
+ *   them empty, for callers that need only the scalars: a vocabulary's 150,000 tokens and
+ *   merges, decoded, held the event loop for most of a second. Default false.
  * @returns The parsed header.
  * @throws {GgufError} `not_found` if the file is missing, `not_gguf` if it has
  *   no GGUF magic, `truncated` if it ends before its declared content,
@@ -452,7 +485,10 @@ async function readTensorInfo(
  * console.log(info.metadata["general.architecture"]?.value, info.tensors.length);
  * ```
  */
-export async function readGgufInfo(path: string): Promise<GgufInfo> {
+export async function readGgufInfo(
+  path: string,
+  options: { skipArrays?: boolean } = {},
+): Promise<GgufInfo> {
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path, { read: true });
@@ -501,7 +537,7 @@ export async function readGgufInfo(path: string): Promise<GgufInfo> {
       }
       await r.need(4, `the type of metadata key '${key}'`);
       const type = r.i32();
-      defineEntry(metadata, key, await readValue(r, key, type));
+      defineEntry(metadata, key, await readValue(r, key, type, options.skipArrays === true));
     }
 
     let alignment = GGUF_DEFAULT_ALIGNMENT;

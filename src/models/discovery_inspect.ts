@@ -208,7 +208,7 @@ export async function inspectGguf(
   const headers: GgufInfo[] = [];
   for (const path of shards) {
     try {
-      headers.push(await readGgufInfo(path));
+      headers.push(await readGgufInfo(path, { skipArrays: true })); // scalars are enough
     } catch (error) {
       return readFailure(path, error);
     }
