@@ -28,6 +28,7 @@ import {
 } from "./numbers.ts";
 import { literalTrie } from "./literal_trie.ts";
 import { AUTOMATON_WORK, type LengthBounds, type WorkBudget } from "./dfa.ts";
+import { patternMatcher } from "./pattern_match.ts";
 import { patternToGbnf } from "./regex.ts";
 import { RecentMap } from "../../util/recent_map.ts";
 import { oneOf, repeat, RuleSet } from "./rules.ts";
@@ -54,6 +55,13 @@ export const MAX_SCHEMA_DEPTH = 64;
  * through `allOf`, to the next level: 3.5 KB took 34 s at 21 levels, on the event loop).
  */
 export const MAX_SCHEMA_VISITS = 20_000;
+
+/**
+ * Most values of an `enum`. OpenAI's strict mode allows 1,000; 10,000 short strings convert in
+ * some 30 ms, and a trie of more would pass the grammar's 60,000 characters anyway (40,000 values
+ * had taken 20 s to find out, on the event loop).
+ */
+export const MAX_ENUM_VALUES = 10_000;
 
 /**
  * Longest property name that extra members' names are kept apart from (one rule per character,
@@ -109,8 +117,10 @@ function scalarText(value: unknown, path: string): string {
 /** One conversion; not reusable. */
 class Converter {
   readonly rules = new RuleSet();
-  /** Work left for the automata of the schema's patterns. */
-  readonly #automatonWork: WorkBudget = { left: AUTOMATON_WORK };
+  /** Work left for the automata of the schema's patterns (shared by a request's tools). */
+  readonly #automatonWork: WorkBudget;
+  /** A test of text against each pattern beside a `const` or `enum`, by the pattern's text. */
+  readonly #patternMatchers = new Map<string, (text: string) => boolean>();
   /** The rule of each pattern and lengths written so far (see `#patternString`). */
   readonly #patternStrings = new Map<string, string>();
   readonly #root: unknown;
@@ -119,8 +129,9 @@ class Converter {
   #depth = 0;
   #visits = 0;
 
-  constructor(root: unknown) {
+  constructor(root: unknown, budget: WorkBudget) {
     this.#root = root;
+    this.#automatonWork = budget;
     this.rules.reserve("root");
   }
 
@@ -209,10 +220,21 @@ class Converter {
     }
     const types = this.#types(schema, path);
     if (schema.const !== undefined || schema.enum !== undefined) {
-      return this.#literals(literalValues(schema, types, path), path, hint);
+      const matches = (pattern: string, text: string) => this.#matches(pattern, text, path);
+      return this.#literals(literalValues(schema, types, path, matches), path, hint);
     }
     if (types === undefined) return this.primitive("value");
     return oneOf(types.map((type) => this.#typed(type, schema, path, hint)));
+  }
+
+  /** Whether text (a `const` or `enum` value) matches a pattern, by the pattern's automaton. */
+  #matches(pattern: string, text: string, path: string): boolean {
+    let matcher = this.#patternMatchers.get(pattern);
+    if (matcher === undefined) {
+      matcher = patternMatcher(pattern, path, this.#automatonWork);
+      this.#patternMatchers.set(pattern, matcher);
+    }
+    return matcher(text);
   }
 
   /** A `$ref`'s target as a named rule (made once, so recursion works). */
@@ -232,10 +254,14 @@ class Converter {
     return this.#flatten(target, pointer);
   }
 
-  /** A schema object without a top-level `$ref` (its target merged in). */
+  /**
+   * A schema object without a top-level `$ref` (its target merged in). Its keywords are checked
+   * first: merging a schema of many keys the converter refuses would be work thrown away.
+   */
   #flatten(schema: unknown, path: string): SchemaObject {
     if (schema === true) return {};
     if (!isObject(schema)) throw new SchemaError("", path, "must be an object or true here");
+    checkKeywords(schema, path);
     if (schema.$ref === undefined) return schema;
     if (++this.#depth > MAX_SCHEMA_DEPTH) {
       throw new SchemaError("$ref", path, `chains more than ${MAX_SCHEMA_DEPTH} references`);
@@ -812,17 +838,30 @@ class Converter {
  * the type, and string and number bounds and `pattern`. Keywords of arrays and objects beside an
  * array or object value, and `format`, are refused rather than left unchecked.
  */
-function literalValues(schema: SchemaObject, types: string[] | undefined, path: string): unknown[] {
+function literalValues(
+  schema: SchemaObject,
+  types: string[] | undefined,
+  path: string,
+  matches: PatternTest,
+): unknown[] {
   const keyword = schema.const !== undefined ? "const" : "enum";
   if (schema.enum !== undefined && (!Array.isArray(schema.enum) || schema.enum.length === 0)) {
     throw new SchemaError("enum", path, "must be a non-empty array");
+  }
+  if (Array.isArray(schema.enum) && schema.enum.length > MAX_ENUM_VALUES) {
+    throw new SchemaError(
+      "enum",
+      path,
+      `has ${schema.enum.length} values; at most ${MAX_ENUM_VALUES} are supported, use a ` +
+        "pattern or a plain string instead",
+    );
   }
   const listed = schema.enum as unknown[] | undefined;
   const values = (schema.const !== undefined ? [schema.const] : listed ?? []).filter((value) =>
     (types === undefined || types.some((t) => hasType(value, t))) &&
     (schema.const === undefined || listed === undefined ||
       listed.some((v) => jsonEqual(v, value))) &&
-    meetsLiteralBounds(value, schema, path)
+    meetsLiteralBounds(value, schema, path, matches)
   );
   if (values.length === 0) {
     throw new SchemaError(keyword, path, "has no value that meets the schema's other keywords");
@@ -830,8 +869,16 @@ function literalValues(schema: SchemaObject, types: string[] | undefined, path: 
   return values;
 }
 
+/** Whether text matches a pattern (JSON Schema's search: unanchored unless `^` or `$` say). */
+type PatternTest = (pattern: string, text: string) => boolean;
+
 /** Whether a `const` or `enum` value meets the schema's bounds and pattern (see literalValues). */
-function meetsLiteralBounds(value: unknown, schema: SchemaObject, path: string): boolean {
+function meetsLiteralBounds(
+  value: unknown,
+  schema: SchemaObject,
+  path: string,
+  matches: PatternTest,
+): boolean {
   if (schema.format !== undefined) {
     throw new SchemaError("format", path, "is not supported beside const or enum");
   }
@@ -846,8 +893,11 @@ function meetsLiteralBounds(value: unknown, schema: SchemaObject, path: string):
     const length = [...value].length;
     const [min, max] = [bound("minLength"), bound("maxLength")];
     if ((min !== undefined && length < min) || (max !== undefined && length > max)) return false;
-    if (schema.pattern !== undefined) return patternOf(String(schema.pattern), path).test(value);
-    return true;
+    if (schema.pattern === undefined) return true;
+    if (typeof schema.pattern !== "string") {
+      throw new SchemaError("pattern", path, "must be a string");
+    }
+    return matches(schema.pattern, value);
   }
   if (typeof value === "number") {
     const [min, max] = [bound("minimum"), bound("maximum")];
@@ -863,18 +913,6 @@ function meetsLiteralBounds(value: unknown, schema: SchemaObject, path: string):
     }
   }
   return true;
-}
-
-/** A `pattern` as a JavaScript regular expression: with Unicode semantics where it parses so. */
-function patternOf(pattern: string, path: string): RegExp {
-  for (const flags of ["u", ""]) {
-    try {
-      return new RegExp(pattern, flags);
-    } catch {
-      // A pattern with escapes the Unicode mode refuses (\-) is still ECMA-262.
-    }
-  }
-  throw new SchemaError("pattern", path, "is not a regular expression");
 }
 
 function hasType(value: unknown, type: string): boolean {
@@ -902,6 +940,9 @@ function hasType(value: unknown, type: string): boolean {
  * Converts a JSON schema to a GBNF grammar whose start rule is `root`.
  *
  * @param schema The schema (an object or a boolean).
+ * @param budget The work its patterns' automata may take, spent here; pass one budget to every
+ *   schema of a request (a request's tools) so that together they take no more than one schema
+ *   may. Default: a fresh {@link AUTOMATON_WORK}.
  * @returns The grammar.
  * @throws {SchemaError} naming a keyword the converter cannot honour, or an invalid schema.
  * @example
@@ -913,19 +954,24 @@ function hasType(value: unknown, type: string): boolean {
  * });
  * ```
  */
-export function jsonSchemaToGrammar(schema: unknown): string {
+export function jsonSchemaToGrammar(
+  schema: unknown,
+  budget: WorkBudget = { left: AUTOMATON_WORK },
+): string {
   const key = JSON.stringify(schema) ?? "undefined";
   let grammar = recentConversions.get(key);
   if (grammar === undefined) {
+    // Past a budget that other schemas spent from, the result is not the schema's own.
+    const whole = budget.left >= AUTOMATON_WORK;
     try {
-      const converter = new Converter(schema);
+      const converter = new Converter(schema, budget);
       converter.rules.define("root", converter.visit(schema, "", "schema"));
       grammar = converter.rules.toString("root");
     } catch (error) {
       if (!(error instanceof SchemaError)) throw error;
       grammar = error;
     }
-    recentConversions.set(key, grammar);
+    if (whole) recentConversions.set(key, grammar);
   }
   if (grammar instanceof SchemaError) throw grammar;
   return grammar;

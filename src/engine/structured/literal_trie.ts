@@ -54,7 +54,11 @@ function branch(entries: readonly Pending[], addRule: (body: string) => string):
   for (const entry of entries) {
     const first = entry.chars[0];
     if (first === undefined) ended.push(entry.tail === "" ? '""' : entry.tail);
-    else groups.set(first, [...(groups.get(first) ?? []), entry]);
+    else {
+      const group = groups.get(first);
+      if (group) group.push(entry);
+      else groups.set(first, [entry]);
+    }
   }
   const alternatives: string[] = [];
   for (const group of groups.values()) {

@@ -70,6 +70,12 @@ const CONTROL_ESCAPES: Readonly<Record<string, number>> = {
 /** Deepest nesting of groups in a pattern. */
 const MAX_GROUP_DEPTH = 32;
 
+/**
+ * Longest pattern parsed, in UTF-16 code units. A 1.5 MB pattern took 1.5 s of the event loop,
+ * then overflowed the stack; the longest format's pattern has some 600 characters.
+ */
+export const MAX_PATTERN_LENGTH = 4_096;
+
 /** A parsed pattern. */
 export type PatternNode =
   | { kind: "chars"; set: CharSet }
@@ -327,6 +333,31 @@ class PatternParser {
 }
 
 /**
+ * Parses a pattern into its top-level branches.
+ *
+ * @param text An ECMAScript regular expression, as JSON Schema's `pattern`.
+ * @param path Where in the schema, for errors.
+ * @returns Its top-level branches, each with whether it is anchored at its start and end (an
+ *   unanchored side takes any text, as JSON Schema searches for the pattern).
+ * @throws {SchemaError} naming `pattern` for syntax outside the supported subset, or a pattern
+ *   longer than {@link MAX_PATTERN_LENGTH}.
+ * @example
+ * ```ts
+ * parsePattern("^[a-z]+", ""); // [{ node: { kind: "repeat", … }, start: true, end: false }]
+ * ```
+ */
+export function parsePattern(text: string, path: string): PatternBranch[] {
+  if (text.length > MAX_PATTERN_LENGTH) {
+    throw new SchemaError(
+      "pattern",
+      path,
+      `has ${text.length} characters; at most ${MAX_PATTERN_LENGTH} are supported, shorten it`,
+    );
+  }
+  return new PatternParser(text, path).branches();
+}
+
+/**
  * Writes a parsed node as GBNF, as it reads. A set of characters that takes several alternatives
  * (escapes beside plain characters) goes in a rule, which a repetition repeats as one item:
  * llama.cpp refuses a repetition whose nested groups, multiplied by its count, pass 2,000.
@@ -401,7 +432,7 @@ export function patternToGbnf(patterns: readonly string[], context: PatternConte
   const { rules, hint, budget, anyChar, path, keyword } = context;
   const parsed = patterns.map((text) => ({
     text,
-    branches: new PatternParser(text, path).branches(),
+    branches: parsePattern(text, path),
   }));
   // Read as lengths, a lookahead leaves out some strings: only where the patterns as they are
   // take too large a grammar, with a quarter of the work.

@@ -9,6 +9,7 @@
  * @module
  */
 
+import { AUTOMATON_WORK, type WorkBudget } from "./dfa.ts";
 import { SchemaError } from "./errors.ts";
 import { jsonSchemaToGrammar } from "./json_schema.ts";
 import { isObject } from "./schema_merge.ts";
@@ -20,17 +21,22 @@ const MAX_TRIES = 32;
  * Converts a schema, leaving out the keywords the converter cannot honour.
  *
  * @param schema A JSON schema.
+ * @param budget The work its patterns' automata may take, shared by every try (see
+ *   `jsonSchemaToGrammar`). Default: a fresh `AUTOMATON_WORK`.
  * @returns GBNF text with start rule `root`.
  * @example
  * ```ts
  * looseSchemaGrammar({ type: "string", format: "uri" }); // the grammar of { type: "string" }
  * ```
  */
-export function looseSchemaGrammar(schema: unknown): string {
+export function looseSchemaGrammar(
+  schema: unknown,
+  budget: WorkBudget = { left: AUTOMATON_WORK },
+): string {
   let current = schema;
   for (let tries = 0; tries < MAX_TRIES; tries++) {
     try {
-      return jsonSchemaToGrammar(current);
+      return jsonSchemaToGrammar(current, budget);
     } catch (error) {
       if (!(error instanceof SchemaError)) throw error;
       const steps = error.path === ""
