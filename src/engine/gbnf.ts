@@ -221,6 +221,12 @@ const LLAMA_REPETITION_THRESHOLD = 2000;
 const UINT64_MAX_DIGITS = "18446744073709551615";
 /** Bytes of one `llama_grammar_element`, the unit generated rule names are counted in. */
 const ELEMENT_BYTES = 8;
+/**
+ * Longest token written by its text (`<|im_end|>`, angle brackets included), in characters: the
+ * vocabulary is asked whether it is one token and whether it ends generation, and each question
+ * tokenizes it on the event loop. Real tokens are far shorter (a few dozen characters at most).
+ */
+const MAX_TOKEN_TEXT_CHARS = 256;
 
 /** A symbol of llama.cpp's `symbol_ids`: a rule name written in the grammar or generated. */
 interface SymbolInfo {
@@ -884,6 +890,7 @@ class GrammarParser {
       if (end === pos) {
         this.#fail("syntax", `expected a token id after '<[', found ${describe(text, pos)}`, pos);
       }
+      this.#refuseLongToken(end + 2 - open, open);
       const id = this.#number(pos, end);
       if (!negated) this.#refuseEndOfGeneration(id, text.slice(open, end + 2), open);
       pos = end;
@@ -898,6 +905,7 @@ class GrammarParser {
     }
     const close = text.indexOf(">", pos);
     if (close < 0) this.#fail("syntax", "the token never ends; close it with >", open);
+    this.#refuseLongToken(close + 1 - open, open);
     const piece = text.slice(open, close + 1);
     if (this.#isSingleToken !== undefined && !this.#isSingleToken(piece)) {
       this.#fail(
@@ -908,6 +916,18 @@ class GrammarParser {
     }
     if (!negated) this.#refuseEndOfGeneration(piece, piece, open);
     return close + 1;
+  }
+
+  /** Refuses a token reference longer than {@link MAX_TOKEN_TEXT_CHARS}, before it is read. */
+  #refuseLongToken(length: number, at: number): void {
+    if (length <= MAX_TOKEN_TEXT_CHARS) return;
+    this.#fail(
+      "too_large",
+      `this token's text is ${length} characters long, more than the limit of ` +
+        `${MAX_TOKEN_TEXT_CHARS}, and no token of a vocabulary is that long; write a single ` +
+        "token of the model's vocabulary, or its id as <[id]>",
+      at,
+    );
   }
 
   /** Refuses a token the grammar asks for that ends generation (see `endsGeneration`). */

@@ -20,6 +20,13 @@ import type { ServedRequest } from "./served_request.ts";
 /** Most inputs in one request (OpenAI's limit). */
 export const MAX_EMBEDDING_INPUTS = 2048;
 
+/**
+ * Most numbers one answer holds, over all its vectors: 2,048 inputs of a 1,024-wide model, about
+ * 40 MB of JSON (the answer is built in one piece: 2,048 inputs of a 4,096-wide model took 1.6 s
+ * of the event loop for 174 MB).
+ */
+export const MAX_EMBEDDING_FLOATS = MAX_EMBEDDING_INPUTS * 1024;
+
 /** One input as the request gave it: text to tokenize, or token ids used as given. */
 export type EmbeddingInput = string | readonly number[];
 
@@ -254,7 +261,30 @@ export function checkPooling(lease: EmbedderLease): void {
   }
 }
 
-/** The fields `/v1/embeddings` reads; `user` is accepted as OpenAI's clients send it. */
+/**
+ * Refuses a request whose answer would hold more than {@link MAX_EMBEDDING_FLOATS} numbers.
+ *
+ * @param inputs How many inputs the request has.
+ * @param width The length of each vector answered (`dimensions`, else the model's size).
+ * @throws {HttpError} 400 saying how many inputs to send per request.
+ * @example
+ * ```ts
+ * checkAnswerSize(2048, 1024); // fine
+ * checkAnswerSize(2048, 4096); // throws: send at most 512 inputs per request
+ * ```
+ */
+export function checkAnswerSize(inputs: number, width: number): void {
+  if (inputs * width <= MAX_EMBEDDING_FLOATS) return;
+  throw badRequest(
+    `The answer to ${inputs} inputs of ${width} dimensions would hold ${inputs * width} ` +
+      `numbers, more than the limit of ${MAX_EMBEDDING_FLOATS}; send at most ` +
+      `${
+        Math.floor(MAX_EMBEDDING_FLOATS / width)
+      } inputs per request, or ask for fewer "dimensions"`,
+    "input",
+  );
+}
+
 /**
  * Checks a request's `dimensions` against a model's embedding size: it may shorten the vectors,
  * never lengthen them.
@@ -284,6 +314,7 @@ export function withDimensions(vectors: Float32Array[], dimensions: number | und
   return dimensions === undefined ? vectors : vectors.map((v) => shortenEmbedding(v, dimensions));
 }
 
+/** The fields `/v1/embeddings` reads; `user` is accepted as OpenAI's clients send it. */
 const EMBEDDING_FIELDS = new Set(["model", "input", "encoding_format", "dimensions", "user"]);
 
 /**
@@ -294,7 +325,8 @@ const EMBEDDING_FIELDS = new Set(["model", "input", "encoding_format", "dimensio
  * @param clientGone Aborts when the client disconnects.
  * @returns The OpenAI list of embeddings.
  * @throws {HttpError} 400 for a bad field, a model that pools nothing (pooling none) or is a
- *   reranker, a `dimensions` other than the model's, or an input that is too long.
+ *   reranker, a `dimensions` other than the model's, an input that is too long, or an answer
+ *   that would hold more than {@link MAX_EMBEDDING_FLOATS} numbers.
  */
 export async function embeddings(
   ctx: ServerContext,
@@ -315,6 +347,7 @@ export async function embeddings(
     const { embedder, entry } = lease;
     checkPooling(lease);
     checkDimensions(dimensions, embedder.dimensions, entry.name);
+    checkAnswerSize(inputs.length, dimensions ?? embedder.dimensions);
     const tokens = await tokenizeInputs(lease, inputs, clientGone);
     const vectors = withDimensions(
       await embedder.embed(tokens, { signal: clientGone }),

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { MAX_JSON_DEPTH, nestsDeeperThan } from "../util/json_depth.ts";
+import { jsonExcess, MAX_JSON_DEPTH, MAX_JSON_VALUES } from "../util/json_depth.ts";
 import { I32_MAX } from "../util/limits.ts";
 import type { ContinuedPart } from "../engine/template_continuation.ts";
 import type { TemplateMessage } from "../engine/templates.ts";
@@ -194,11 +194,21 @@ export function parseJsonObject(text: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-/** A body's JSON value; a 400 for text that is not JSON or nests deeper than any request needs. */
+/**
+ * A body's JSON value; a 400 for text that is not JSON, nests deeper or holds more strings,
+ * arrays and objects than any request needs (refused before the parse, which they would slow).
+ */
 function parseJsonText(text: string): unknown {
-  if (nestsDeeperThan(text, MAX_JSON_DEPTH)) {
+  const excess = jsonExcess(text, MAX_JSON_DEPTH, MAX_JSON_VALUES);
+  if (excess === "depth") {
     throw badRequest(
       `Request body nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep; flatten it`,
+    );
+  }
+  if (excess === "values") {
+    throw badRequest(
+      `Request body holds more than ${MAX_JSON_VALUES} strings, arrays and objects (numbers do ` +
+        "not count); split it into smaller requests",
     );
   }
   try {

@@ -5,7 +5,9 @@
  * whose stage the list leaves out would do nothing, so it is a 400, as are unknown names and
  * `samplers` with Mirostat (whose draw replaces the list). Two names of samplers that do nothing
  * here are accepted as no stage: `tfs_z` (dropped from llama.cpp; `tfs_z` itself is accepted
- * only as 1) and `adaptive_p` (without `adaptive_target`, llama.cpp's plain draw).
+ * only as 1) and `adaptive_p` (without `adaptive_target`, llama.cpp's plain draw). `infill` gets
+ * at most `INFILL_MAX_CANDIDATES` (1,000) candidates whatever the list: the chain puts a top-k of
+ * that many right before it where no smaller top-k runs first (see `samplerStages`).
  *
  * @module
  */

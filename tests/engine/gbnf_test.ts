@@ -532,6 +532,27 @@ Deno.test("validateGrammar() checks named tokens with the vocabulary it is given
   validateGrammar('root ::= "a" <think>'); // without a vocabulary only the syntax counts
 });
 
+Deno.test("validateGrammar() refuses a token's text past 256 characters before asking the vocabulary", () => {
+  const asked: string[] = [];
+  const options: GrammarOptions = {
+    isSingleToken: (piece) => (asked.push(piece), true),
+    endsGeneration: (token) => (typeof token === "string" && asked.push(token), false),
+  };
+  for (const negation of ["", "!"]) {
+    const error = rejection(`root ::= ${negation}<${"a".repeat(250_000)}>`, {}, options);
+    equal(error.kind, "too_large");
+    match(
+      error.message,
+      /at 1:1[01]: this token's text is 250002 characters long, more than the limit of 256/,
+    );
+  }
+  const id = rejection(`root ::= <[${"0".repeat(250_000)}1]>`, {}, options);
+  match(id.message, /this token's text is 250005 characters long, more than the limit of 256/);
+  deepEqual(asked, []);
+  validateGrammar(`root ::= <${"a".repeat(254)}>`, {}, options); // 256 with its brackets
+  equal(asked.length, 2);
+});
+
 Deno.test("validateGrammar() refuses a grammar that asks for a token ending generation, by id or text", () => {
   const endsGeneration = (token: number | string) => token === 2 || token === "<|im_end|>";
   for (const grammar of ['root ::= <|im_end|> "a"', 'root ::= "a" <[2]>']) {

@@ -8,8 +8,12 @@
 import { deepEqual, equal, notDeepEqual, ok } from "node:assert/strict";
 import { LoadedModel } from "../../src/engine/loaded_model.ts";
 import type { GenerationRequest } from "../../src/engine/scheduler.ts";
-import { samplerStages, type SamplingParams } from "../../src/engine/sampling.ts";
-import { fixtureModel } from "../fixtures/models.ts";
+import {
+  INFILL_MAX_CANDIDATES,
+  samplerStages,
+  type SamplingParams,
+} from "../../src/engine/sampling.ts";
+import { fixtureModel, llamaSourceDir } from "../fixtures/models.ts";
 
 const TOKENS = 32;
 
@@ -130,6 +134,67 @@ Deno.test("Mirostat takes the place of the cut-offs, after the penalties", () =>
     "temp_ext",
     "dist",
   ]);
+});
+
+Deno.test("infill gets at most 1,000 candidates: a top-k of 1,000 runs right before it unless a smaller one runs first", () => {
+  equal(INFILL_MAX_CANDIDATES, 1000);
+  const chain = (params: SamplingParams) =>
+    samplerStages({ temperature: 1, seed: 1, ...params }).map((s) =>
+      s.type === "top_k" ? `top_k ${s.k}` : s.type
+    );
+  deepEqual(chain({ samplers: ["infill"] }), ["top_k 1000", "infill", "dist"]);
+  deepEqual(chain({ samplers: ["top_k", "infill"], topK: 0 }), ["top_k 1000", "infill", "dist"]);
+  deepEqual(chain({ samplers: ["top_k", "temperature", "infill"], topK: 5000 }), [
+    "top_k 5000",
+    "temp",
+    "top_k 1000",
+    "infill",
+    "dist",
+  ]);
+  deepEqual(chain({ samplers: ["infill", "top_k"], topK: 40 }), [
+    "top_k 1000",
+    "infill",
+    "top_k 40",
+    "dist",
+  ]);
+  // A top-k of at most 1,000 before it, however far, is bound enough.
+  deepEqual(chain({ samplers: ["top_k", "top_p", "infill"], topK: 1000, topP: 0.9 }), [
+    "top_k 1000",
+    "top_p",
+    "infill",
+    "dist",
+  ]);
+  deepEqual(chain({ samplers: ["top_k", "infill"], topK: 40, temperature: 0 }), [
+    "top_k 40",
+    "infill",
+    "greedy",
+  ]);
+});
+
+Deno.test({
+  name:
+    "infill over a 152k vocabulary with the end tokens banned picks four tokens in seconds, not minutes each",
+  ignore: llamaSourceDir() === undefined,
+  fn: async () => {
+    await using loaded = await LoadedModel.open({
+      path: await fixtureModel("qwen2"),
+      parallel: 1,
+      ctxSize: 256,
+    });
+    const logitBias = new Map(loaded.model.eogTokens.map((token) => [token, -100]));
+    const started = performance.now();
+    const generation = loaded.scheduler.submit({
+      prompt: loaded.model.tokenize("def add(a, b):"),
+      maxTokens: 4,
+      ignoreEos: true,
+      sampling: { samplers: ["infill"], temperature: 1, topK: 0, logitBias, seed: 3 },
+    });
+    for await (const _ of generation) { /* drain */ }
+    equal((await generation.result).tokens.length, 4);
+    // Without a bound before it, infill compared 152k candidates pairwise: minutes a token.
+    const elapsed = performance.now() - started;
+    ok(elapsed < 10_000, `4 tokens took ${elapsed.toFixed(0)} ms`);
+  },
 });
 
 /** The process's peak resident memory so far, in bytes (Linux). */

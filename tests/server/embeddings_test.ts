@@ -1,7 +1,9 @@
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import OpenAI from "openai";
+import { join } from "node:path";
 import { liveHandles } from "../../src/ffi/handle.ts";
 import { float32Base64 } from "../../src/server/embeddings.ts";
+import { writeBertModel } from "../fixtures/bert_model.ts";
 import { assertNearlyEqual } from "../helpers.ts";
 import { postJson, startServer, waitFor } from "./harness.ts";
 
@@ -179,6 +181,36 @@ Deno.test("/v1/embeddings refuses what it cannot embed with a 400 that says why"
   const norm = Math.hypot(...full.slice(0, 16));
   short.forEach((v, i) => ok(Math.abs(v - (full[i] as number) / norm) < 1e-6, `${i}`));
   ok(Math.abs(Math.hypot(...short) - 1) < 1e-6);
+});
+
+Deno.test("/v1/embeddings refuses an answer of more than 2,048 vectors of 1,024 numbers, saying how many inputs fit", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = join(dir, "wide-bert.gguf");
+  await writeBertModel(path, { embeddingLength: 1040, blockCount: 1, contextLength: 64 });
+  await using server = await startServer({
+    fixtures: [],
+    extraEntries: [{
+      name: "wide-bert",
+      path,
+      source: "test",
+      sizeBytes: Deno.statSync(path).size,
+    }],
+  });
+  const input = Array(2048).fill("a");
+  const started = performance.now();
+  const { status, message } = await errorOf(
+    await postJson(`${server.url}/v1/embeddings`, { model: "wide-bert", input }),
+  );
+  equal(status, 400);
+  match(message, /2048 inputs of 1040 dimensions would hold 2129920 numbers, more than the limit/);
+  match(message, /send at most 2016 inputs per request/);
+  ok(performance.now() - started < 5000, "refused before embedding");
+  // The OpenAI SDK's largest request, 2,048 inputs, fits a 1,024-wide answer.
+  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused" });
+  const answer = await client.embeddings.create({ model: "wide-bert", input, dimensions: 1024 });
+  equal(answer.data.length, 2048);
+  equal(answer.data[2047]!.embedding.length, 1024);
+  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("a model without a pooling type gets a 400 naming --pooling, as llama-server refuses pooling none", async () => {

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { type ChatRequest, Ollama, type Tool } from "ollama";
 import { Sampler } from "../../src/ffi/sampler.ts";
 import { compileSchema } from "../engine/json_schema_ajv.ts";
-import { llamaSourceDir } from "../fixtures/models.ts";
+import { fixtureModel, llamaSourceDir } from "../fixtures/models.ts";
 import { WEATHER_PARAMETERS } from "../fixtures/tool_fixtures.ts";
 import { postJson, startServer, type TestServer, waitFor } from "./harness.ts";
 import type { ModelPulls } from "../../src/models/pull_tracker.ts";
@@ -185,6 +185,33 @@ Deno.test("options.num_ctx bounds prompt and answer together; a prompt that fill
     ollama.generate({ model: MODEL, prompt: "one two three four five", options: { num_ctx: 2 } }),
     (e: unknown) => isResponseError(e) && e.status_code === 400 && /num_ctx/.test(e.message),
   );
+});
+
+Deno.test("show reads a file's header once while its size and modification time stay the same", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = join(dir, "copied.gguf");
+  await Deno.copyFile(await fixtureModel("tiny-f32"), path);
+  const { size, mtime } = await Deno.stat(path);
+  await using server = await startServer({
+    extraEntries: [{ name: "copied", path, source: "test", sizeBytes: size }],
+  });
+  const show = (verbose: boolean) =>
+    postJson(`${server.url}/ollama/api/show`, { model: "copied", verbose });
+  const plain = await (await show(false)).json();
+  const verbose = await (await show(true)).json();
+  equal(plain.model_info["tokenizer.ggml.tokens"], null);
+  ok(verbose.model_info["tokenizer.ggml.tokens"].length > 0);
+  // The same size and time, but no GGUF header any more: what was shown is shown again.
+  await Deno.writeFile(path, new Uint8Array(size));
+  await Deno.utime(path, mtime!, mtime!);
+  deepEqual(await (await show(false)).json(), plain);
+  deepEqual(await (await show(true)).json(), verbose);
+  // A new time: the file is read again, and is no model.
+  await Deno.utime(path, mtime!, new Date(mtime!.getTime() + 1000));
+  const reread = await show(false);
+  await reread.body?.cancel();
+  ok(!reread.ok, `status ${reread.status}`);
+  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("show tells an embedding model's capabilities (embedding) from a chat model's", async () => {
