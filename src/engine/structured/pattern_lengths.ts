@@ -7,7 +7,14 @@
  */
 
 import { type CharSet, charSet, complement, intersect } from "./charset.ts";
-import { automaton, type DfaState, type LengthBounds, TooLarge, type WorkBudget } from "./dfa.ts";
+import {
+  automaton,
+  type DfaState,
+  type LengthBounds,
+  spend,
+  TooLarge,
+  type WorkBudget,
+} from "./dfa.ts";
 import type { PatternBranch, PatternNode } from "./regex.ts";
 
 /** Lengths a lookahead is followed up to: longer strings are rare in a JSON string's pattern. */
@@ -43,14 +50,13 @@ export function lookaheadLengths(
   const items = branch!.node.kind === "seq" ? branch!.node.items : [branch!.node];
   const [look, ...rest] = items;
   if (look?.kind !== "look" || !look.positive) return undefined;
-  let ahead: DfaState[];
+  let run: [number, number] | undefined;
   try {
-    ahead = automaton(look.branches, budget);
+    run = lengthsForAll(automaton(look.branches, budget), charSet(rest.flatMap(charsOf)), budget);
   } catch (error) {
     if (error instanceof TooLarge) return undefined;
     throw error;
   }
-  const run = lengthsForAll(ahead, charSet(rest.flatMap(charsOf)));
   if (run === undefined) return undefined;
   const node: PatternNode = rest.length === 1 ? rest[0]! : { kind: "seq", items: rest };
   const min = Math.max(run[0], bounds.min ?? 0);
@@ -61,24 +67,35 @@ export function lookaheadLengths(
 
 /**
  * The first run of lengths at which an automaton takes every string of the given characters,
- * followed from the empty string on while no string of them dies.
+ * followed from the empty string on while no string of them dies. Each state's moves on the
+ * characters are found once; following the lengths spends from the schema's budget.
  */
-function lengthsForAll(dfa: readonly DfaState[], chars: CharSet): [number, number] | undefined {
+function lengthsForAll(
+  dfa: readonly DfaState[],
+  chars: CharSet,
+  budget: WorkBudget,
+): [number, number] | undefined {
   if (dfa.length === 0 || chars.length === 0) return undefined;
+  // Per state: where its moves on the characters lead, or undefined where one of them has no
+  // move (a string of them dies there).
+  const targets = dfa.map(({ moves }) => {
+    spend(budget, moves.length);
+    const live = moves.filter(({ set }) => intersect(set, chars).length > 0);
+    const covered = charSet(live.flatMap(({ set }) => set));
+    return intersect(complement(covered), chars).length > 0 ? undefined : live.map(({ to }) => to);
+  });
   let states = new Set([0]);
   let first: number | undefined;
   for (let length = 0; length <= MAX_LOOKAHEAD_LENGTH; length++) {
+    spend(budget, states.size);
     const all = [...states].every((state) => dfa[state]!.accepting);
     if (all) first ??= length;
     else if (first !== undefined) return [first, length - 1];
     const next = new Set<number>();
     for (const state of states) {
-      const moves = dfa[state]!.moves.filter(({ set }) => intersect(set, chars).length > 0);
-      const covered = charSet(moves.flatMap(({ set }) => set));
-      if (intersect(complement(covered), chars).length > 0) {
-        return first === undefined ? undefined : [first, length]; // a string dies here
-      }
-      for (const { to } of moves) next.add(to);
+      const to = targets[state];
+      if (to === undefined) return first === undefined ? undefined : [first, length];
+      for (const target of to) next.add(target);
     }
     if (next.size === states.size && [...next].every((state) => states.has(state))) {
       return first === undefined ? undefined : [first, all ? Infinity : length];

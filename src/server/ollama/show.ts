@@ -107,7 +107,8 @@ async function shownFile(path: string, verbose: boolean): Promise<ShownFile> {
   }
   const kept = key === undefined ? undefined : shownFiles.get(key);
   if (kept && (!verbose || kept.verboseModelInfo !== undefined)) return kept;
-  const metadata = (await readGgufInfo(path)).metadata;
+  // Arrays (the vocabulary's tokens and merges) show only when verbose: read past them else.
+  const metadata = (await readGgufInfo(path, { skipArrays: !verbose })).metadata;
   const text = (field: string) => {
     const value = metadata[field];
     return value && typeof value.value === "string" ? value.value : "";
